@@ -1,0 +1,143 @@
+//! The coordinator's state store, with etcd's semantics: a flat, ordered key
+//! space of byte values, a global revision that every write bumps, keys that
+//! remember their create and mod revisions, compare-and-swap transactions,
+//! prefix watches from a revision, and leases that delete their keys when they
+//! expire.
+//!
+//! The scheduler only talks to [`Store`]. The embedded backend
+//! ([`embedded::EmbeddedStore`]) keeps everything in memory and appends every
+//! write to a log file in the data directory; the etcd backend (issue 3) maps
+//! the same calls one to one onto etcd's KV, Watch and Lease APIs.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub type Revision = i64;
+pub type LeaseId = i64;
+
+/// One key as stored, with etcd's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (since its last delete).
+    pub create_revision: Revision,
+    /// Revision of the last write to this key.
+    pub mod_revision: Revision,
+    /// Number of writes since the key was created (1 after creation).
+    pub version: i64,
+    /// Lease the key is attached to, 0 for none.
+    pub lease: LeaseId,
+}
+
+/// A condition of a transaction, as in etcd's `Compare`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's mod revision equals the given one (0: the key does not exist).
+    ModRevision(String, Revision),
+    /// The key's create revision equals the given one (0: the key does not exist).
+    CreateRevision(String, Revision),
+    /// The key's value equals the given bytes (false when the key is missing).
+    Value(String, Vec<u8>),
+}
+
+/// A write or read inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8>, lease: LeaseId },
+    Delete { key: String },
+    /// Delete every key that starts with the prefix.
+    DeletePrefix { prefix: String },
+    Get { key: String },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Op {
+        Op::Put { key: key.into(), value: value.into(), lease: 0 }
+    }
+    pub fn delete(key: impl Into<String>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<Op>,
+    pub failure: Vec<Op>,
+}
+
+impl Txn {
+    /// An unconditional transaction of the given operations.
+    pub fn ops(ops: Vec<Op>) -> Txn {
+        Txn { compare: Vec::new(), success: ops, failure: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    /// The store's revision after the transaction.
+    pub revision: Revision,
+    /// One entry per `Get` in the branch that ran, in order.
+    pub gets: Vec<Option<KeyValue>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    /// For a delete: the key with an empty value and the delete's revision
+    /// as its mod revision.
+    pub kv: KeyValue,
+}
+
+/// What a watch delivers: batches of events in revision order, or the news
+/// that the watch cannot continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    Events(Vec<WatchEvent>),
+    /// The requested start revision is older than the retained history. The
+    /// watcher must relist (range) and watch again from the list's revision.
+    Compacted { compact_revision: Revision },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store I/O error at {path}: {source}")]
+    Io { path: String, #[source] source: std::io::Error },
+    #[error("store data in {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    #[error("value for {key} is {size} bytes, over the store's limit of {limit} bytes")]
+    ValueTooLarge { key: String, size: usize, limit: usize },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Every key that starts with `prefix`, in key order, with the revision
+    /// the listing was taken at.
+    async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+    /// Watch every key under `prefix` for events with revision >= `start`
+    /// (0: from now on). Dropping the receiver cancels the watch.
+    async fn watch(&self, prefix: &str, start: Revision) -> Result<mpsc::Receiver<WatchMessage>>;
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()>;
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+}
