@@ -1,1 +1,7 @@
-//! placeholder
+//! The Drover agent as a library: [`client`] talks to the coordinator,
+//! [`exec`] runs attempts as real processes, [`logbuf`] keeps each attempt's
+//! log until the coordinator has stored it. The binary only parses flags.
+
+pub mod client;
+pub mod exec;
+pub mod logbuf;

@@ -1,1 +1,77 @@
-fn main() {}
+//! `drover-agent`: parses flags and runs [`drover_agent::client::Agent`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use drover_agent::client::{Agent, Config};
+
+/// Dials a Drover coordinator, pulls job attempts and runs their steps.
+#[derive(Parser)]
+#[command(name = "drover-agent", version)]
+struct Args {
+    /// The coordinator's URL, e.g. https://127.0.0.1:7700.
+    #[arg(long, env = "DROVER_COORDINATOR")]
+    coordinator: String,
+    /// This agent's name; must match its certificate (agent-NAME.pem).
+    #[arg(long)]
+    name: String,
+    /// Labels that jobs select with `runs-on`, as k=v,k=v.
+    #[arg(long, default_value = "", value_parser = parse_labels)]
+    labels: BTreeMap<String, String>,
+    /// How many attempts may run at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: u32,
+    /// Where attempts get their workspaces.
+    #[arg(long, default_value = ".drover/work")]
+    work_dir: PathBuf,
+    /// Directory with ca.pem, agent-NAME.pem and agent-NAME-key.pem.
+    #[arg(long, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
+    tls_dir: PathBuf,
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("label {pair:?} is not k=v; write labels as os=linux,arch=x86_64"))?;
+        if k.is_empty() || v.is_empty() {
+            return Err(format!("label {pair:?} has an empty key or value"));
+        }
+        if labels.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("label {k:?} is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let agent = Agent::new(Config {
+        coordinator: args.coordinator,
+        name: args.name,
+        labels: args.labels,
+        slots: args.slots,
+        work_dir: args.work_dir,
+        tls_dir: args.tls_dir,
+    })?;
+    agent.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! The Drover coordinator as a library: the binary in `main.rs` only parses
+//! flags and calls [`server::run`]. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod dispatch;
+pub mod git;
+pub mod keys;
+pub mod machine;
+pub mod pipeline;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+pub mod tls;

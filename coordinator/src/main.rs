@@ -1,1 +1,96 @@
-fn main() {}
+//! `drover-coordinator`: parses flags and runs [`drover_coordinator::server`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use drover_coordinator::scheduler::Config;
+use drover_coordinator::server::{self, Options};
+use drover_coordinator::store::embedded::EmbeddedOptions;
+
+/// Schedules Drover pipelines onto pull-based agents over mutual TLS.
+#[derive(Parser)]
+#[command(name = "drover-coordinator", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Directory for the embedded store and scratch space.
+    #[arg(long, default_value = ".drover/data")]
+    data_dir: PathBuf,
+    /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
+    #[arg(long, default_value = ".drover/tls")]
+    tls_dir: PathBuf,
+    /// How long a job attempt survives without a heartbeat from its agent
+    /// (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// Cap on each job's log in bytes (suffixes K, M, G for KiB, MiB, GiB).
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    log_cap: u64,
+    /// Skip fsync after each store write: faster, but a power loss (not a
+    /// crash) can lose the last writes.
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s or m")),
+    }
+    .and_then(|d| if d.is_zero() { Err("the duration must be positive".to_string()) } else { Ok(d) })
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size; use e.g. 65536, 512K, 16M"))?;
+    let mult = match unit {
+        "" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(format!("{s:?} has unknown unit {unit:?}; use K, M or G")),
+    };
+    Ok(n * mult)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and `drover dev` read this line to learn the port.
+    println!("drover-coordinator listening on {addr}");
+    let opts = Options {
+        data_dir: args.data_dir,
+        tls_dir: args.tls_dir,
+        scheduler: Config { lease_ttl: args.lease_ttl, log_cap: args.log_cap },
+        store: EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() },
+    };
+    server::run(listener, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,320 @@
-fn main() {}
+//! `drover`, the command-line interface: submit, watch and steer runs, list
+//! agents, make certificates, and `drover dev` for a local fleet.
+
+mod certs;
+mod client;
+mod dev;
+mod follow;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use drover_proto::v1 as pb;
+
+use client::{EXIT_INVALID, Exit, connect, status_exit};
+
+/// Drover: pipelines on pull-based agents, from the repository to the fleet.
+#[derive(Parser)]
+#[command(name = "drover", version)]
+struct Cli {
+    /// The coordinator's URL.
+    #[arg(long, global = true, env = "DROVER_COORDINATOR", default_value = "https://127.0.0.1:7700")]
+    coordinator: String,
+    /// Directory with ca.pem, admin.pem and admin-key.pem.
+    #[arg(long, global = true, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
+    tls_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit a pipeline, from a file or from a git repository at a ref.
+    Run {
+        /// The pipeline file to submit (not with --repo).
+        #[arg(conflicts_with = "repo", required_unless_present = "repo")]
+        file: Option<PathBuf>,
+        /// A git repository: a URL, a file:// URL or a local path.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Branch, tag or commit to run (with --repo).
+        #[arg(long = "ref", default_value = "HEAD", requires = "repo")]
+        reference: String,
+        /// The pipeline file's path in the repository (with --repo).
+        #[arg(long = "file", default_value = ".drover.yml", requires = "repo")]
+        path: String,
+        /// Show live progress until the run ends; exit 1 if it fails.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List recent runs, newest first.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a run and its jobs.
+    Status {
+        run: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's log (every attempt, unless --attempt is given).
+    Logs {
+        run: String,
+        job: String,
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+        /// Keep printing until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a run: queued jobs are dropped and running ones killed.
+    Cancel { run: String },
+    /// List agents: name, labels, slots in use, last seen.
+    Agents,
+    /// Make certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Start a local coordinator and agents on the embedded store and run
+    /// the sample pipeline with live progress.
+    Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a CA, the coordinator's certificate and the admin certificate.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra host names or IP addresses for the coordinator certificate.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Issue a client certificate for the agent NAME.
+    IssueAgent {
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("can start the tokio runtime");
+    let result = runtime.block_on(run(cli));
+    if let Err(e) = result {
+        let code = match e.downcast_ref::<Exit>() {
+            Some(exit) => exit.code,
+            None => EXIT_INVALID,
+        };
+        eprintln!("drover: {e:#}");
+        std::process::exit(code);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Certs { command: CertsCommand::Init { dir, hosts } } => {
+            certs::init(&dir, &hosts)?;
+            println!("created CA, coordinator and admin certificates in {}", dir.display());
+            Ok(())
+        }
+        Command::Certs { command: CertsCommand::IssueAgent { name, dir } } => {
+            certs::issue_agent(&dir, &name)?;
+            println!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
+            Ok(())
+        }
+        Command::Dev(args) => dev::run(args).await,
+        command => {
+            let mut client = connect(&cli.coordinator, &cli.tls_dir).await?;
+            control(&mut client, command).await
+        }
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let ago = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+        .unwrap_or_default()
+        .as_secs();
+    match ago {
+        0..60 => format!("{ago}s ago"),
+        60..3600 => format!("{}m ago", ago / 60),
+        3600..86400 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86400),
+    }
+}
+
+fn absolute_repo(repo: &str) -> String {
+    // A local path must be absolute: the coordinator and the agents resolve
+    // it from their own working directories.
+    let p = Path::new(repo);
+    if !repo.contains("://") && p.exists() {
+        if let Ok(abs) = std::fs::canonicalize(p) {
+            return abs.to_string_lossy().into_owned();
+        }
+    }
+    repo.to_string()
+}
+
+async fn control(client: &mut client::Client, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { file, repo, reference, path, follow } => {
+            let source = match (file, repo) {
+                (Some(file), _) => {
+                    let yaml = std::fs::read_to_string(&file).map_err(|e| {
+                        Exit::new(EXIT_INVALID, format!("cannot read {}: {e}", file.display()))
+                    })?;
+                    pb::submit_run_request::Source::Inline(pb::InlinePipeline {
+                        file_name: file.to_string_lossy().into_owned(),
+                        yaml,
+                    })
+                }
+                (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
+                    repo: absolute_repo(&repo),
+                    r#ref: reference,
+                    file: path,
+                }),
+                (None, None) => unreachable!("clap requires a file or --repo"),
+            };
+            let resp = client
+                .submit_run(pb::SubmitRunRequest { source: Some(source) })
+                .await
+                .map_err(status_exit)?
+                .into_inner();
+            if follow {
+                eprintln!("submitted run {}", resp.run_id);
+                follow::follow(client, &resp.run_id).await?;
+            } else {
+                println!("{}", resp.run_id);
+            }
+            Ok(())
+        }
+        Command::Runs { limit } => {
+            let runs = client.list_runs(pb::ListRunsRequest { limit }).await.map_err(status_exit)?.into_inner().runs;
+            println!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
+            for r in runs {
+                let commit = if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
+                println!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, r.state, commit, fmt_ms(r.created_ms));
+            }
+            Ok(())
+        }
+        Command::Status { run, json } => {
+            let r = client.get_run(pb::GetRunRequest { run_id: run }).await.map_err(status_exit)?.into_inner();
+            if json {
+                println!("{}", run_json(&r));
+            } else {
+                print_run(&r);
+            }
+            Ok(())
+        }
+        Command::Logs { run, job, attempt, follow } => {
+            let mut stream = client
+                .get_logs(pb::GetLogsRequest { run_id: run, job, attempt, follow })
+                .await
+                .map_err(status_exit)?
+                .into_inner();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let mut last_attempt = 0;
+            while let Some(chunk) = stream.message().await.map_err(status_exit)? {
+                if chunk.attempt != last_attempt && last_attempt != 0 {
+                    writeln!(out, "--- attempt {} ---", chunk.attempt)?;
+                }
+                last_attempt = chunk.attempt;
+                out.write_all(&chunk.data)?;
+                if follow {
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        }
+        Command::Cancel { run } => {
+            let r = client.cancel_run(pb::CancelRunRequest { run_id: run }).await.map_err(status_exit)?.into_inner();
+            println!("run {} {}", r.id, if r.state == "running" { "cancelling" } else { &r.state });
+            Ok(())
+        }
+        Command::Agents => {
+            let agents = client.list_agents(pb::ListAgentsRequest {}).await.map_err(status_exit)?.into_inner().agents;
+            println!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
+            for a in agents {
+                let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                let seen = if a.connected { "connected".to_string() } else { fmt_ms(a.last_seen_ms) };
+                println!(
+                    "{:<20} {:<32} {:<8} {:<10}",
+                    a.name,
+                    if labels.is_empty() { "-".to_string() } else { labels.join(",") },
+                    format!("{}/{}", a.slots_in_use, a.slots),
+                    seen
+                );
+            }
+            Ok(())
+        }
+        Command::Certs { .. } | Command::Dev(_) => unreachable!("handled without a connection"),
+    }
+}
+
+fn print_run(r: &pb::Run) {
+    println!("run {}  {}  {}", r.id, r.name, r.state);
+    if !r.repo.is_empty() {
+        println!("source: {} @ {} ({})", r.repo, r.commit, r.file);
+    } else {
+        println!("source: {}", r.file);
+    }
+    println!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
+    for j in &r.jobs {
+        let detail = if !j.waiting_for.is_empty() {
+            format!("waiting for {}", j.waiting_for)
+        } else if !j.needs.is_empty() && j.state == "pending" {
+            format!("needs {}", j.needs.join(", "))
+        } else {
+            j.message.clone()
+        };
+        let agent = if j.agent.is_empty() { "-" } else { &j.agent };
+        println!("{:<20} {:<11} {:<8} {:<16} {}", j.name, j.state, j.attempt, agent, detail);
+    }
+}
+
+fn run_json(r: &pb::Run) -> serde_json::Value {
+    let jobs: Vec<serde_json::Value> = r
+        .jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "name": j.name,
+                "state": j.state,
+                "needs": j.needs,
+                "attempt": j.attempt,
+                "agent": j.agent,
+                "waiting_for": j.waiting_for,
+                "exit_code": j.exit_code,
+                "started_ms": j.started_ms,
+                "finished_ms": j.finished_ms,
+                "message": j.message,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": r.id,
+        "name": r.name,
+        "state": r.state,
+        "repo": r.repo,
+        "commit": r.commit,
+        "file": r.file,
+        "created_ms": r.created_ms,
+        "finished_ms": r.finished_ms,
+        "jobs": jobs,
+    })
+}

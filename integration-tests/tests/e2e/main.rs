@@ -1,1 +1,10 @@
-fn main() {}
+//! End-to-end tests: the real `drover-coordinator`, `drover-agent` and
+//! `drover` binaries, real git, real processes, all on port 0. They live in
+//! one test binary so the workspace links one executable for all of them.
+
+mod harness;
+
+mod fleet;
+mod git;
+mod security;
+mod validation;

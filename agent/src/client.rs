@@ -1,0 +1,337 @@
+//! The agent's connection to the coordinator: dial out over mutual TLS, open
+//! one session stream, say Hello, and then react to what arrives. Prost
+//! types stop here; the executor sees only [`exec::Attempt`].
+//!
+//! The agent holds each attempt from the moment it is assigned until the
+//! coordinator acknowledges its result. While held, the attempt's unacked
+//! log chunks and its result survive any number of reconnects: after a
+//! reconnect the Hello lists the held attempts, and the agent resends what
+//! was not acknowledged. An attempt the coordinator disowns (Cancel) is
+//! killed and dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use pb::agent_message::Msg as Out;
+use pb::coordinator_message::Msg as In;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tracing::{debug, info, warn};
+
+use crate::exec::{self, ExecEvent, Outcome};
+use crate::logbuf::LogBuf;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub coordinator: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub work_dir: PathBuf,
+    pub tls_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read {path}: {source}; issue the agent's certificate with `drover certs issue-agent NAME --dir DIR`")]
+    Cert { path: PathBuf, source: std::io::Error },
+    #[error("bad coordinator URL {url:?}: {detail}")]
+    Url { url: String, detail: String },
+    #[error("cannot create the work directory {path}: {source}")]
+    WorkDir { path: PathBuf, source: std::io::Error },
+}
+
+struct Held {
+    log: LogBuf,
+    result: Option<pb::AttemptResult>,
+    /// Set to true to kill the attempt; `None` once it has finished.
+    cancel: Option<watch::Sender<bool>>,
+    /// The coordinator disowned the attempt: drop it once it has stopped.
+    disowned: bool,
+}
+
+pub struct Agent {
+    config: Config,
+    endpoint: Endpoint,
+    held: HashMap<String, Held>,
+    exec_tx: mpsc::UnboundedSender<ExecEvent>,
+    exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
+    /// Highest coordinator epoch seen; older ones are refused.
+    epoch: u64,
+    heartbeat: Duration,
+}
+
+fn read(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
+    let path = dir.join(file);
+    std::fs::read(&path).map_err(|source| AgentError::Cert { path, source })
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Result<Agent, AgentError> {
+        let ca = Certificate::from_pem(read(&config.tls_dir, "ca.pem")?);
+        let identity = Identity::from_pem(
+            read(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
+            read(&config.tls_dir, &format!("agent-{}-key.pem", config.name))?,
+        );
+        let url_err = |detail: String| AgentError::Url { url: config.coordinator.clone(), detail };
+        let endpoint = Endpoint::from_shared(config.coordinator.clone())
+            .map_err(|e| url_err(e.to_string()))?
+            .tls_config(ClientTlsConfig::new().ca_certificate(ca).identity(identity))
+            .map_err(|e| url_err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
+        let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+        Ok(Agent { config, endpoint, held: HashMap::new(), exec_tx, exec_rx, epoch: 0, heartbeat: Duration::from_secs(2) })
+    }
+
+    /// Runs until `shutdown` completes, reconnecting whenever the session
+    /// ends. On shutdown every running attempt is killed.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = async {
+                match self.endpoint.connect().await {
+                    Ok(channel) => {
+                        let started = tokio::time::Instant::now();
+                        let result = self.session(channel).await;
+                        (result, started.elapsed())
+                    }
+                    Err(e) => (Err(format!("cannot connect to {}: {e}", self.config.coordinator)), Duration::ZERO),
+                }
+            };
+            tokio::select! {
+                (result, lasted) = session => {
+                    if let Err(e) = result {
+                        warn!(error = %e, "session ended");
+                    }
+                    if lasted > Duration::from_secs(10) {
+                        backoff = Duration::from_millis(100);
+                    }
+                }
+                _ = &mut shutdown => break,
+            }
+            // Keep taking output while disconnected, so nothing is lost.
+            let sleep = tokio::time::sleep(backoff);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    Some(ev) = self.exec_rx.recv() => { self.on_exec(ev, None); }
+                    _ = &mut shutdown => { self.kill_all().await; return; }
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        self.kill_all().await;
+    }
+
+    /// Kills every running attempt and waits until their processes are gone.
+    /// Their results are not reported: the coordinator sees the leases
+    /// expire and runs the jobs again where retries allow.
+    async fn kill_all(&mut self) {
+        for held in self.held.values() {
+            if let Some(c) = &held.cancel {
+                let _ = c.send(true);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.held.values().any(|h| h.cancel.is_some()) {
+            match tokio::time::timeout_at(deadline, self.exec_rx.recv()).await {
+                Ok(Some(ExecEvent::Finished { id, .. })) => {
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.cancel = None;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    async fn session(&mut self, channel: Channel) -> Result<(), String> {
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
+        let send = |tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out| {
+            let _ = tx.send(pb::AgentMessage { msg: Some(m) });
+        };
+        send(
+            &tx,
+            Out::Hello(pb::Hello {
+                name: self.config.name.clone(),
+                labels: self.config.labels.clone().into_iter().collect(),
+                slots: self.config.slots,
+                running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+        );
+        // Resend everything not acknowledged, logs before results.
+        for (id, held) in &self.held {
+            for (offset, data) in held.log.unacked() {
+                send(&tx, Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: *offset, data: data.clone() }));
+            }
+            if let Some(result) = &held.result {
+                send(&tx, Out::Result(result.clone()));
+            }
+        }
+        let mut inbound = client
+            .session(UnboundedReceiverStream::new(rx))
+            .await
+            .map_err(|s| format!("coordinator refused the session: {}", s.message()))?
+            .into_inner();
+        info!(coordinator = %self.config.coordinator, "connected");
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
+                        if let Some(new_period) = self.on_message(m, &tx) {
+                            heartbeat = tokio::time::interval(new_period);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err("the coordinator closed the session".into()),
+                    Err(s) => return Err(format!("session broke: {}", s.message())),
+                },
+                Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
+                _ = heartbeat.tick() => {
+                    let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
+                    send(&tx, Out::Heartbeat(pb::Heartbeat { running }));
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the coordinator. Returns a new heartbeat
+    /// period when the coordinator set one.
+    fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<Duration> {
+        match msg {
+            In::Welcome(w) => {
+                self.epoch = self.epoch.max(w.epoch);
+                self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
+                return Some(self.heartbeat);
+            }
+            In::Assign(a) => {
+                if a.epoch < self.epoch {
+                    warn!(attempt = %a.attempt_id, epoch = a.epoch, "refused an assignment from an old epoch");
+                    return None;
+                }
+                let id = a.attempt_id.clone();
+                if !self.held.contains_key(&id) {
+                    info!(attempt = %id, "starting attempt");
+                    let (cancel_tx, cancel_rx) = watch::channel(false);
+                    self.held.insert(
+                        id.clone(),
+                        Held { log: LogBuf::new(a.log_cap.max(1)), result: None, cancel: Some(cancel_tx), disowned: false },
+                    );
+                    let attempt = exec::Attempt {
+                        id: id.clone(),
+                        run_id: a.run_id,
+                        job: a.job,
+                        attempt: a.attempt,
+                        steps: a.steps.into_iter().map(|s| (s.name, s.run)).collect(),
+                        env: a.env.into_iter().collect(),
+                        timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
+                        checkout: a.checkout.map(|c| (c.repo, c.commit)),
+                    };
+                    tokio::spawn(exec::execute(
+                        attempt,
+                        self.config.name.clone(),
+                        self.config.work_dir.clone(),
+                        self.exec_tx.clone(),
+                        cancel_rx,
+                    ));
+                }
+                let _ = tx.send(pb::AgentMessage { msg: Some(Out::Accepted(pb::Accepted { attempt_id: id })) });
+            }
+            In::Cancel(c) => {
+                if c.epoch < self.epoch {
+                    warn!(attempt = %c.attempt_id, "refused a cancel from an old epoch");
+                    return None;
+                }
+                if let Some(held) = self.held.get_mut(&c.attempt_id) {
+                    info!(attempt = %c.attempt_id, reason = %c.reason, "killing attempt");
+                    match &held.cancel {
+                        Some(cancel) => {
+                            let _ = cancel.send(true);
+                        }
+                        None if c.disown => {
+                            // Already finished: nothing to kill, nothing to report.
+                            self.held.remove(&c.attempt_id);
+                            return None;
+                        }
+                        None => {}
+                    }
+                    // A cancelled run still wants the result; a disowned
+                    // attempt's result would only be refused.
+                    held.disowned |= c.disown;
+                }
+            }
+            In::LogAck(a) => {
+                if let Some(held) = self.held.get_mut(&a.attempt_id) {
+                    held.log.ack(a.offset);
+                }
+            }
+            In::ResultAck(a) => {
+                if !a.accepted {
+                    debug!(attempt = %a.attempt_id, "the coordinator refused our result (stale attempt)");
+                }
+                self.held.remove(&a.attempt_id);
+            }
+        }
+        None
+    }
+
+    /// Takes an executor event into the held state and sends it when
+    /// connected.
+    fn on_exec(&mut self, ev: ExecEvent, tx: Option<&mpsc::UnboundedSender<pb::AgentMessage>>) {
+        let send = |m: Out| {
+            if let Some(tx) = tx {
+                let _ = tx.send(pb::AgentMessage { msg: Some(m) });
+            }
+        };
+        match ev {
+            ExecEvent::Output { id, data } => {
+                let Some(held) = self.held.get_mut(&id) else { return };
+                if held.disowned {
+                    return;
+                }
+                if let Some((offset, data)) = held.log.append(&data) {
+                    send(Out::Log(pb::LogChunk { attempt_id: id, offset, data }));
+                }
+            }
+            ExecEvent::Finished { id, outcome, exit_code, message } => {
+                let Some(held) = self.held.get_mut(&id) else { return };
+                held.cancel = None;
+                if held.disowned {
+                    self.held.remove(&id);
+                    return;
+                }
+                info!(attempt = %id, ?outcome, exit_code, "attempt finished");
+                let outcome = match outcome {
+                    Outcome::Succeeded => pb::Outcome::Succeeded,
+                    Outcome::Failed => pb::Outcome::Failed,
+                    Outcome::TimedOut => pb::Outcome::TimedOut,
+                    Outcome::Cancelled => pb::Outcome::Cancelled,
+                };
+                let result = pb::AttemptResult {
+                    attempt_id: id,
+                    outcome: outcome as i32,
+                    exit_code,
+                    message,
+                    log_len: held.log.len(),
+                };
+                held.result = Some(result.clone());
+                send(Out::Result(result));
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The control service used by the `drover` CLI. Reads (runs, status, logs,
+//! watches) go straight to the store, so they never queue behind the
+//! scheduler; writes (submit, cancel) go through the scheduler.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use super::require_admin;
+use super::status::ApiError;
+use crate::keys::{self, RunKey};
+use crate::machine::{JobRecord, RunId, RunRecord, Source};
+use crate::scheduler::{self, Handle, RunSummary};
+use crate::store::{KeyValue, Store, WatchMessage};
+use crate::{git, pipeline};
+
+/// Most runs `drover runs` lists at once.
+const MAX_LIST: usize = 1000;
+
+pub struct ControlApi {
+    sched: Handle,
+    store: Arc<dyn Store>,
+    /// Where git resolution may make temporary clones.
+    scratch: PathBuf,
+}
+
+impl ControlApi {
+    pub fn new(sched: Handle, store: Arc<dyn Store>, scratch: PathBuf) -> ControlApi {
+        ControlApi { sched, store, scratch }
+    }
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ApiError::Invalid(format!("{s:?} is not a run id; run ids are numbers, see `drover runs`")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, ApiError> {
+    serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::Store(crate::store::StoreError::Corrupt { path: kv.key.clone(), detail: e.to_string() })
+    })
+}
+
+fn job_view(record: &RunRecord, name: &str, job: &JobRecord) -> pb::Job {
+    pb::Job {
+        name: name.to_string(),
+        state: job.state.as_str().to_string(),
+        needs: record.pipeline.job(name).map(|s| s.needs.clone()).unwrap_or_default(),
+        attempt: job.attempt,
+        agent: job.agent.clone().unwrap_or_default(),
+        waiting_for: job.waiting_for.clone(),
+        exit_code: job.exit_code.unwrap_or(0),
+        started_ms: job.started_ms.unwrap_or(0),
+        finished_ms: job.finished_ms.unwrap_or(0),
+        message: job.message.clone(),
+    }
+}
+
+fn source_fields(s: &Source) -> (String, String, String) {
+    (s.repo.clone().unwrap_or_default(), s.commit.clone().unwrap_or_default(), s.file.clone())
+}
+
+fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -> pb::Run {
+    let (repo, commit, file) = source_fields(&record.source);
+    // Jobs in file order, as the user wrote them.
+    let jobs = record
+        .pipeline
+        .jobs
+        .iter()
+        .filter_map(|spec| jobs.get(&spec.name).map(|j| job_view(record, &spec.name, j)))
+        .collect();
+    pb::Run {
+        id: record.id.to_string(),
+        name: record.pipeline.name.clone(),
+        state: record.state.as_str().to_string(),
+        repo,
+        commit,
+        file,
+        created_ms: record.created_ms,
+        finished_ms: record.finished_ms.unwrap_or(0),
+        jobs,
+    }
+}
+
+fn summary_view(s: &RunSummary) -> pb::Run {
+    let (repo, commit, file) = source_fields(&s.source);
+    pb::Run {
+        id: s.id.to_string(),
+        name: s.name.clone(),
+        state: s.state.as_str().to_string(),
+        repo,
+        commit,
+        file,
+        created_ms: s.created_ms,
+        finished_ms: s.finished_ms.unwrap_or(0),
+        jobs: Vec::new(),
+    }
+}
+
+/// The state of one run as read from a listing of its prefix.
+struct RunSnapshot {
+    record: RunRecord,
+    jobs: BTreeMap<String, JobRecord>,
+    logs: Vec<pb::LogData>,
+}
+
+fn snapshot(id: RunId, kvs: &[KeyValue]) -> Result<Option<RunSnapshot>, ApiError> {
+    let mut record = None;
+    let mut jobs = BTreeMap::new();
+    let mut logs = Vec::new();
+    for kv in kvs {
+        match keys::parse_run_key(id, &kv.key) {
+            Some(RunKey::Run) => record = Some(decode::<RunRecord>(kv)?),
+            Some(RunKey::Job(name)) => {
+                jobs.insert(name.to_string(), decode::<JobRecord>(kv)?);
+            }
+            Some(RunKey::Log { job, attempt, offset }) => {
+                logs.push(pb::LogData { job: job.to_string(), attempt, offset, data: kv.value.clone() })
+            }
+            None => {}
+        }
+    }
+    Ok(record.map(|record| RunSnapshot { record, jobs, logs }))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogData, Status>> + Send>>;
+
+/// What a run watch passes on to the client.
+#[derive(Clone)]
+struct WatchFilter {
+    /// Only this job's logs and state; `None` for the whole run.
+    job: Option<String>,
+    /// Only this attempt's logs; 0 for all.
+    attempt: u32,
+    logs: bool,
+}
+
+/// Follows a run from a consistent listing, then its watch, sending events
+/// until the run (or the filtered job) is finished or the client goes away.
+/// When the watch falls behind a compaction it lists again and resends only
+/// what the client has not seen, so no event is missed or repeated.
+async fn follow_run(
+    store: Arc<dyn Store>,
+    id: RunId,
+    filter: WatchFilter,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+) {
+    use pb::run_event::Event as E;
+    let send = |e: E| {
+        let tx = tx.clone();
+        async move { tx.send(Ok(pb::RunEvent { event: Some(e) })).await.is_ok() }
+    };
+    // Log bytes already sent, per (job, attempt).
+    let mut sent: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let wants_log = |job: &str, attempt: u32| {
+        filter.logs
+            && filter.job.as_deref().is_none_or(|j| j == job)
+            && (filter.attempt == 0 || filter.attempt == attempt)
+    };
+    let done = |record: &RunRecord, jobs: &BTreeMap<String, JobRecord>| match &filter.job {
+        Some(job) => record.state.is_terminal() || jobs.get(job).is_some_and(|j| j.state.is_terminal()),
+        None => record.state.is_terminal(),
+    };
+    'relist: loop {
+        let (kvs, rev) = match store.range(&keys::run(id)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                return;
+            }
+        };
+        let snap = match snapshot(id, &kvs) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                let _ = tx.send(Err(ApiError::NotFound(format!("run {id} not found")).into())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let RunSnapshot { record, mut jobs, logs } = snap;
+        let mut record = record;
+        if !send(E::Run(run_view(&record, &jobs))).await {
+            return;
+        }
+        for log in logs {
+            if !wants_log(&log.job, log.attempt) {
+                continue;
+            }
+            let seen = sent.entry((log.job.clone(), log.attempt)).or_insert(0);
+            if log.offset + log.data.len() as u64 <= *seen {
+                continue;
+            }
+            *seen = log.offset + log.data.len() as u64;
+            if !send(E::Log(log)).await {
+                return;
+            }
+        }
+        if done(&record, &jobs) {
+            return;
+        }
+        let mut watch = match store.watch(&keys::run(id), rev + 1).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                return;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                msg = watch.recv() => msg,
+                _ = tx.closed() => return,
+            };
+            let events = match msg {
+                Some(WatchMessage::Events(events)) => events,
+                Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
+            };
+            for ev in events {
+                if ev.kind != crate::store::EventKind::Put {
+                    continue;
+                }
+                let ok = match keys::parse_run_key(id, &ev.kv.key) {
+                    Some(RunKey::Run) => match decode::<RunRecord>(&ev.kv) {
+                        Ok(r) => {
+                            record = r;
+                            send(E::Run(run_view(&record, &jobs))).await
+                        }
+                        Err(_) => true,
+                    },
+                    Some(RunKey::Job(name)) => match decode::<JobRecord>(&ev.kv) {
+                        Ok(j) => {
+                            let view = job_view(&record, name, &j);
+                            jobs.insert(name.to_string(), j);
+                            filter.job.as_deref().is_some_and(|f| f != name) || send(E::Job(view)).await
+                        }
+                        Err(_) => true,
+                    },
+                    Some(RunKey::Log { job, attempt, offset }) if wants_log(job, attempt) => {
+                        let end = offset + ev.kv.value.len() as u64;
+                        let seen = sent.entry((job.to_string(), attempt)).or_insert(0);
+                        if end <= *seen {
+                            true
+                        } else {
+                            *seen = end;
+                            let log = pb::LogData { job: job.to_string(), attempt, offset, data: ev.kv.value };
+                            send(E::Log(log)).await
+                        }
+                    }
+                    _ => true,
+                };
+                if !ok {
+                    return;
+                }
+            }
+            if done(&record, &jobs) {
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_service_server::ControlService for ControlApi {
+    async fn submit_run(
+        &self,
+        req: Request<pb::SubmitRunRequest>,
+    ) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        require_admin(&req)?;
+        let (pipeline, source) = match req.into_inner().source {
+            Some(pb::submit_run_request::Source::Inline(p)) => {
+                let file = if p.file_name.is_empty() { "pipeline.yml".to_string() } else { p.file_name };
+                let pipeline = pipeline::parse(&file, &p.yaml).map_err(ApiError::from)?;
+                (pipeline, Source { repo: None, commit: None, file })
+            }
+            Some(pb::submit_run_request::Source::Git(g)) => {
+                if g.repo.is_empty() {
+                    return Err(ApiError::Invalid("--repo is empty".into()).into());
+                }
+                let reference = if g.r#ref.is_empty() { "HEAD".to_string() } else { g.r#ref };
+                let file = if g.file.is_empty() { ".drover.yml".to_string() } else { g.file };
+                let resolved =
+                    git::resolve(&g.repo, &reference, &file, &self.scratch).await.map_err(ApiError::from)?;
+                let pipeline = pipeline::parse(&file, &resolved.contents).map_err(ApiError::from)?;
+                (pipeline, Source { repo: Some(g.repo), commit: Some(resolved.commit), file })
+            }
+            None => return Err(ApiError::Invalid("no pipeline given".into()).into()),
+        };
+        let commit = source.commit.clone().unwrap_or_default();
+        let id = self.sched.submit(pipeline, source).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::SubmitRunResponse { run_id: id.to_string(), commit }))
+    }
+
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        require_admin(&req)?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => (n as usize).min(MAX_LIST),
+        };
+        let runs = scheduler::list_runs(self.store.as_ref(), limit).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(summary_view).collect() }))
+    }
+
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        require_admin(&req)?;
+        let id = parse_run_id(&req.into_inner().run_id)?;
+        let run = scheduler::load_run(self.store.as_ref(), id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found; see `drover runs`")))?;
+        Ok(Response::new(run_view(&run.record, &run.jobs)))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
+        require_admin(&req)?;
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let (tx, rx) = mpsc::channel(256);
+        let filter = WatchFilter { job: None, attempt: 0, logs: req.logs };
+        tokio::spawn(follow_run(self.store.clone(), id, filter, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type GetLogsStream = LogStream;
+
+    async fn get_logs(&self, req: Request<pb::GetLogsRequest>) -> Result<Response<LogStream>, Status> {
+        use tokio_stream::StreamExt;
+        require_admin(&req)?;
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let run = scheduler::load_run(self.store.as_ref(), id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found; see `drover runs`")))?;
+        if !run.jobs.contains_key(&req.job) {
+            let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(ApiError::NotFound(format!(
+                "run {id} has no job {:?}; its jobs are: {}",
+                req.job,
+                names.join(", ")
+            ))
+            .into());
+        }
+        let (tx, rx) = mpsc::channel(256);
+        if req.follow {
+            let filter = WatchFilter { job: Some(req.job.clone()), attempt: req.attempt, logs: true };
+            tokio::spawn(follow_run(self.store.clone(), id, filter, tx));
+        } else {
+            let store = self.store.clone();
+            let (job, attempt) = (req.job.clone(), req.attempt);
+            tokio::spawn(async move {
+                let prefix = if attempt == 0 {
+                    format!("{}{job}/", keys::logs(id))
+                } else {
+                    keys::attempt_logs(id, &job, attempt)
+                };
+                match store.range(&prefix).await {
+                    Ok((kvs, _)) => {
+                        for kv in kvs {
+                            if let Some(RunKey::Log { job, attempt, offset }) = keys::parse_run_key(id, &kv.key) {
+                                let log = pb::LogData { job: job.to_string(), attempt, offset, data: kv.value };
+                                let event = pb::RunEvent { event: Some(pb::run_event::Event::Log(log)) };
+                                if tx.send(Ok(event)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    }
+                }
+            });
+        }
+        let logs = ReceiverStream::new(rx).filter_map(|e| match e {
+            Ok(pb::RunEvent { event: Some(pb::run_event::Event::Log(l)) }) => Some(Ok(l)),
+            Ok(_) => None,
+            Err(s) => Some(Err(s)),
+        });
+        Ok(Response::new(Box::pin(logs)))
+    }
+
+    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
+        require_admin(&req)?;
+        let id = parse_run_id(&req.into_inner().run_id)?;
+        self.sched.cancel(id).await.map_err(ApiError::from)?;
+        let run = scheduler::load_run(self.store.as_ref(), id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+        Ok(Response::new(run_view(&run.record, &run.jobs)))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        require_admin(&req)?;
+        let agents = self.sched.agents().await.map_err(ApiError::from)?;
+        let agents = agents
+            .into_iter()
+            .map(|a| pb::Agent {
+                name: a.name,
+                labels: a.labels.into_iter().collect(),
+                slots: a.slots,
+                slots_in_use: a.in_use,
+                connected: a.connected,
+                last_seen_ms: a.last_seen_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+}

@@ -1,0 +1,48 @@
+//! The gRPC edge. Prost types from `drover-proto` are converted to domain
+//! types here and go no further; errors become `Status` only in
+//! [`status`]. Both services check the caller's certificate role first.
+
+pub mod agent;
+pub mod control;
+pub mod status;
+
+use tonic::Request;
+
+use crate::tls::{Peer, peer_from_der};
+use status::ApiError;
+
+/// The caller's identity from its verified client certificate.
+fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
+    let leaf = certs.first().ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
+    peer_from_der(leaf.as_ref())
+        .ok_or_else(|| ApiError::PermissionDenied("cannot read the client certificate's subject".into()))
+}
+
+/// Only admin certificates may use the control API.
+pub(crate) fn require_admin<T>(req: &Request<T>) -> Result<String, ApiError> {
+    match peer(req)? {
+        Peer::Admin(name) => Ok(name),
+        Peer::Agent(name) => Err(ApiError::PermissionDenied(format!(
+            "the certificate of agent {name:?} cannot use the control API; use an admin certificate (admin.pem from `drover certs init`)"
+        ))),
+        Peer::Other { org, name } => Err(ApiError::PermissionDenied(format!(
+            "certificate {name:?} has unknown role {org:?}; use an admin certificate"
+        ))),
+    }
+}
+
+/// Only agent certificates may open agent sessions; returns the agent's name.
+pub(crate) fn require_agent<T>(req: &Request<T>) -> Result<String, ApiError> {
+    match peer(req)? {
+        Peer::Agent(name) => Ok(name),
+        Peer::Admin(name) => Err(ApiError::PermissionDenied(format!(
+            "certificate {name:?} is not an agent certificate; issue one with `drover certs issue-agent NAME`"
+        ))),
+        Peer::Other { org, name } => Err(ApiError::PermissionDenied(format!(
+            "certificate {name:?} has unknown role {org:?}; issue one with `drover certs issue-agent NAME`"
+        ))),
+    }
+}

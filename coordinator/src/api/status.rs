@@ -1,0 +1,48 @@
+//! The one place where errors become gRPC `Status` codes. The CLI maps the
+//! codes back to exit codes: `InvalidArgument`, `NotFound` and
+//! `FailedPrecondition` mean the user's input was wrong (exit 2);
+//! `Unavailable`, `Unauthenticated` and `PermissionDenied` mean the
+//! coordinator could not be used (exit 3).
+
+use tonic::Status;
+
+use crate::git::GitError;
+use crate::pipeline::PipelineError;
+use crate::scheduler::SchedError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid pipeline:\n{0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sched(#[from] SchedError),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let msg = e.to_string();
+        match e {
+            ApiError::Invalid(_) | ApiError::Pipeline(_) => Status::invalid_argument(msg),
+            ApiError::NotFound(_) | ApiError::Sched(SchedError::RunNotFound(_)) => Status::not_found(msg),
+            ApiError::PermissionDenied(_) => Status::permission_denied(msg),
+            ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
+            ApiError::Git(_) => Status::invalid_argument(msg),
+            ApiError::Store(StoreError::Unavailable(_)) => Status::unavailable(msg),
+            ApiError::Store(_) => Status::internal(msg),
+            ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
+            ApiError::Sched(SchedError::Store(StoreError::Unavailable(_))) => Status::unavailable(msg),
+            ApiError::Sched(SchedError::Store(_)) => Status::internal(msg),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Reading a pipeline file from a git repository at a ref, with the git CLI.
+//!
+//! The coordinator makes a throwaway bare clone, resolves the ref to a commit
+//! SHA and reads the file from that commit, so the run is pinned to exactly
+//! what the user named at the moment of submission. Agents later check out
+//! the same SHA.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0}; install git on the coordinator's host")]
+    Spawn(std::io::Error),
+    #[error("cannot clone {repo}: {stderr}")]
+    Clone { repo: String, stderr: String },
+    #[error("ref {reference:?} not found in {repo}; name a branch, a tag or a commit SHA that exists there")]
+    RefNotFound { repo: String, reference: String },
+    #[error("{file} not found at {reference} ({commit}) in {repo}; pass --file with the pipeline's path in the repository")]
+    FileNotFound { repo: String, reference: String, commit: String, file: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A pipeline file read from a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub commit: String,
+    pub contents: String,
+}
+
+async fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, GitError> {
+    let mut cmd = Command::new("git");
+    if let Some(dir) = dir {
+        cmd.arg("-C").arg(dir);
+    }
+    cmd.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(GitError::Spawn)
+}
+
+/// Resolves `reference` in `repo` and reads `file` at that commit.
+/// `scratch` is a directory the function may use and leaves empty.
+pub async fn resolve(repo: &str, reference: &str, file: &str, scratch: &Path) -> Result<Resolved, GitError> {
+    let dir = scratch.join(format!("resolve-{}-{}", std::process::id(), unique()));
+    let dir_str = dir.to_string_lossy().into_owned();
+    let result = async {
+        let out = git(None, &["clone", "--bare", "--quiet", "--", repo, &dir_str]).await?;
+        if !out.status.success() {
+            return Err(GitError::Clone {
+                repo: repo.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let spec = format!("{reference}^{{commit}}");
+        let out = git(Some(&dir), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
+        if !out.status.success() {
+            return Err(GitError::RefNotFound { repo: repo.to_string(), reference: reference.to_string() });
+        }
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let object = format!("{commit}:{file}");
+        let out = git(Some(&dir), &["show", &object]).await?;
+        if !out.status.success() {
+            return Err(GitError::FileNotFound {
+                repo: repo.to_string(),
+                reference: reference.to_string(),
+                commit,
+                file: file.to_string(),
+            });
+        }
+        let contents = String::from_utf8(out.stdout)
+            .map_err(|_| GitError::Other(format!("{file} at {commit} is not UTF-8 text")))?;
+        Ok(Resolved { commit, contents })
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,91 @@
+//! The store's key layout, in one place. Everything Drover keeps lives under
+//! a handful of prefixes, chosen so that one prefix watch sees a whole run
+//! (its record, its jobs and its logs) in revision order, and so that later
+//! kinds of state (rollouts, apps, leader election) get prefixes of their own.
+//!
+//! ```text
+//! /meta/run-seq                                   last run number handed out
+//! /index/runs/{run}                               RunSummary, for listings
+//! /runs/{run}                                     RunRecord
+//! /runs/{run}/jobs/{job}                          JobRecord
+//! /runs/{run}/logs/{job}/{attempt}/{offset}       raw log bytes
+//! ```
+//!
+//! Run ids are decimal numbers; in keys they are zero-padded to ten digits
+//! so that keys sort in numeric order and `/runs/{run}` is never a prefix of
+//! another run's keys. Attempt numbers have four digits and log offsets
+//! sixteen hex digits, for the same reason.
+
+pub const RUN_SEQ: &str = "/meta/run-seq";
+pub const RUN_INDEX: &str = "/index/runs/";
+
+pub fn run_index(run: u64) -> String {
+    format!("{RUN_INDEX}{run:010}")
+}
+
+/// The prefix that covers a run's record, jobs and logs.
+pub fn run(run: u64) -> String {
+    format!("/runs/{run:010}")
+}
+
+pub fn jobs(run: u64) -> String {
+    format!("/runs/{run:010}/jobs/")
+}
+
+pub fn job(run: u64, job: &str) -> String {
+    format!("/runs/{run:010}/jobs/{job}")
+}
+
+pub fn logs(run: u64) -> String {
+    format!("/runs/{run:010}/logs/")
+}
+
+pub fn attempt_logs(run: u64, job: &str, attempt: u32) -> String {
+    format!("/runs/{run:010}/logs/{job}/{attempt:04}/")
+}
+
+pub fn log_chunk(run: u64, job: &str, attempt: u32, offset: u64) -> String {
+    format!("/runs/{run:010}/logs/{job}/{attempt:04}/{offset:016x}")
+}
+
+/// What a key under `/runs/{run}` is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunKey<'a> {
+    Run,
+    Job(&'a str),
+    Log { job: &'a str, attempt: u32, offset: u64 },
+}
+
+/// Parses a key under the prefix [`run`]`(run_id)`.
+pub fn parse_run_key(run_id: u64, key: &str) -> Option<RunKey<'_>> {
+    let rest = key.strip_prefix(&run(run_id))?;
+    if rest.is_empty() {
+        return Some(RunKey::Run);
+    }
+    if let Some(job) = rest.strip_prefix("/jobs/") {
+        return Some(RunKey::Job(job));
+    }
+    let log = rest.strip_prefix("/logs/")?;
+    let mut parts = log.rsplitn(3, '/');
+    let offset = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let attempt = parts.next()?.parse().ok()?;
+    let job = parts.next()?;
+    Some(RunKey::Log { job, attempt, offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_round_trip() {
+        assert_eq!(parse_run_key(7, &run(7)), Some(RunKey::Run));
+        assert_eq!(parse_run_key(7, &job(7, "build")), Some(RunKey::Job("build")));
+        assert_eq!(
+            parse_run_key(7, &log_chunk(7, "a.b-c", 2, 4096)),
+            Some(RunKey::Log { job: "a.b-c", attempt: 2, offset: 4096 })
+        );
+        assert_eq!(parse_run_key(7, &run(8)), None);
+        assert!(run(1) < run(10), "zero padding keeps numeric order");
+    }
+}

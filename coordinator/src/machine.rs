@@ -1,0 +1,444 @@
+//! The lifecycle of a pipeline run and its job attempts, as a pure state
+//! machine: [`step`] takes the run, one [`Input`] and the wall-clock time, and
+//! returns the new run with the [`Effect`]s the driver must carry out. It does
+//! no IO and cannot fail; inputs that do not apply (a stale attempt, a job in
+//! the wrong state) change nothing and yield no effects.
+//!
+//! A job moves through these states:
+//!
+//! ```text
+//! Pending ──needs met──▶ Queued ──Assign──▶ Assigned ──Accepted──▶ Running
+//!    │                     ▲                   │                     │
+//!    │ a need failed       └──retry / never started──────────────────┤
+//!    ▼                                                               ▼
+//! Skipped                     Cancelling ◀──Cancel──  Succeeded | Failed | Cancelled
+//! ```
+//!
+//! Each assignment is a new attempt with a new number, so a report from an
+//! older attempt is recognisably stale. An attempt the agent never accepted
+//! (the connection broke first) goes back to the queue without using up a
+//! retry; a failed, timed-out or lost attempt uses one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Pipeline;
+
+pub type RunId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        self != RunState::Running
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Some of its needs have not succeeded yet.
+    Pending,
+    /// Ready, waiting for an agent with matching labels and a free slot.
+    Queued,
+    /// Sent to an agent that has not confirmed it yet.
+    Assigned,
+    Running,
+    /// Cancel was sent to the agent; waiting for it to confirm the kill.
+    Cancelling,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Skipped | JobState::Cancelled)
+    }
+    /// Whether an attempt of the job occupies a slot on an agent.
+    pub fn holds_slot(self) -> bool {
+        matches!(self, JobState::Assigned | JobState::Running | JobState::Cancelling)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Queued => "queued",
+            JobState::Assigned => "assigned",
+            JobState::Running => "running",
+            JobState::Cancelling => "cancelling",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Skipped => "skipped",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a run's pipeline came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Source {
+    /// The repository URL or absolute path, for runs from git.
+    pub repo: Option<String>,
+    /// The commit the run is pinned to, for runs from git.
+    pub commit: Option<String>,
+    /// The pipeline file's name (its path in the repository for runs from git).
+    pub file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub pipeline: Pipeline,
+    pub source: Source,
+    pub state: RunState,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub state: JobState,
+    /// The number of the current or last attempt; 0 before the first.
+    pub attempt: u32,
+    pub retries_left: u32,
+    pub agent: Option<String>,
+    pub exit_code: Option<i32>,
+    /// What happened last, in words: why it failed, was skipped or retried.
+    pub message: String,
+    /// For a queued job: what it waits for.
+    pub waiting_for: String,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+}
+
+/// A run with all of its jobs: the state [`step`] works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub record: RunRecord,
+    pub jobs: BTreeMap<String, JobRecord>,
+}
+
+/// How an attempt ended, as reported by the agent or decided by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed { exit_code: i32 },
+    TimedOut,
+    Cancelled,
+    /// The agent stopped renewing the attempt's lease.
+    Lost { reason: String },
+    /// The agent never accepted the assignment.
+    NotStarted { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Queue the jobs that need nothing.
+    Start,
+    /// The driver picked an agent for a queued job.
+    Assign { job: String, agent: String },
+    Accepted { job: String, attempt: u32 },
+    Finished { job: String, attempt: u32, outcome: Outcome },
+    /// The driver's view of what a queued job waits for changed.
+    Waiting { job: String, reason: String },
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The run record changed and must be written.
+    PersistRun,
+    /// The job's record changed and must be written.
+    PersistJob(String),
+    /// The job became ready: add it to the dispatch queue.
+    Enqueue(String),
+    /// Send this assignment to the agent (after persisting).
+    SendAssign { job: String, attempt: u32, agent: String },
+    /// Tell the agent to kill the attempt.
+    SendCancel { job: String, attempt: u32, agent: String },
+    /// The attempt no longer occupies a slot on the agent.
+    Release { job: String, attempt: u32, agent: String },
+    /// The run reached a final state.
+    RunFinished(RunState),
+}
+
+impl Run {
+    /// A new run with every job pending. Feed it [`Input::Start`] next.
+    pub fn new(id: RunId, pipeline: Pipeline, source: Source, now_ms: u64) -> Run {
+        let jobs = pipeline
+            .jobs
+            .iter()
+            .map(|j| {
+                let record = JobRecord {
+                    state: JobState::Pending,
+                    attempt: 0,
+                    retries_left: j.retries,
+                    agent: None,
+                    exit_code: None,
+                    message: String::new(),
+                    waiting_for: String::new(),
+                    started_ms: None,
+                    finished_ms: None,
+                };
+                (j.name.clone(), record)
+            })
+            .collect();
+        let record = RunRecord {
+            id,
+            pipeline,
+            source,
+            state: RunState::Running,
+            created_ms: now_ms,
+            finished_ms: None,
+            cancel_requested: false,
+        };
+        Run { record, jobs }
+    }
+
+    /// Whether `attempt` is the job's current attempt and still holds a slot,
+    /// that is, whether reports about it are to be believed.
+    pub fn attempt_is_current(&self, job: &str, attempt: u32) -> bool {
+        self.jobs.get(job).is_some_and(|j| j.attempt == attempt && j.state.holds_slot())
+    }
+}
+
+/// Advances the run by one input. See the module docs for the states.
+pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
+    let mut fx = Vec::new();
+    if run.record.state.is_terminal() {
+        return (run, fx);
+    }
+    match input {
+        Input::Start => {
+            let ready: Vec<String> = run
+                .record
+                .pipeline
+                .jobs
+                .iter()
+                .filter(|j| j.needs.is_empty())
+                .map(|j| j.name.clone())
+                .collect();
+            for name in ready {
+                queue(&mut run, &name, &mut fx);
+            }
+            fx.push(Effect::PersistRun);
+        }
+        Input::Assign { job, agent } => {
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
+                j.state = JobState::Assigned;
+                j.attempt += 1;
+                j.agent = Some(agent.clone());
+                j.waiting_for.clear();
+                j.exit_code = None;
+                j.started_ms = None;
+                fx.push(Effect::PersistJob(job.clone()));
+                fx.push(Effect::SendAssign { job, attempt: j.attempt, agent });
+            }
+        }
+        Input::Accepted { job, attempt } => {
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.attempt == attempt) {
+                if j.state == JobState::Assigned {
+                    j.state = JobState::Running;
+                    j.started_ms = Some(now_ms);
+                    fx.push(Effect::PersistJob(job));
+                }
+            }
+        }
+        Input::Waiting { job, reason } => {
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
+                if j.waiting_for != reason {
+                    j.waiting_for = reason;
+                    fx.push(Effect::PersistJob(job));
+                }
+            }
+        }
+        Input::Finished { job, attempt, outcome } => {
+            if !run.attempt_is_current(&job, attempt) {
+                return (run, fx);
+            }
+            finish_attempt(&mut run, &job, attempt, outcome, now_ms, &mut fx);
+            complete_if_done(&mut run, now_ms, &mut fx);
+        }
+        Input::Cancel => {
+            run.record.cancel_requested = true;
+            fx.push(Effect::PersistRun);
+            for (name, j) in run.jobs.iter_mut() {
+                match j.state {
+                    JobState::Pending | JobState::Queued => {
+                        j.state = JobState::Cancelled;
+                        j.message = "cancelled before it started".into();
+                        j.waiting_for.clear();
+                        j.finished_ms = Some(now_ms);
+                        fx.push(Effect::PersistJob(name.clone()));
+                    }
+                    JobState::Assigned | JobState::Running => {
+                        j.state = JobState::Cancelling;
+                        fx.push(Effect::PersistJob(name.clone()));
+                        fx.push(Effect::SendCancel {
+                            job: name.clone(),
+                            attempt: j.attempt,
+                            agent: j.agent.clone().unwrap_or_default(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            complete_if_done(&mut run, now_ms, &mut fx);
+        }
+    }
+    (run, fx)
+}
+
+fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
+    if let Some(j) = run.jobs.get_mut(name) {
+        j.state = JobState::Queued;
+        j.agent = None;
+        fx.push(Effect::PersistJob(name.to_string()));
+        fx.push(Effect::Enqueue(name.to_string()));
+    }
+}
+
+fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now_ms: u64, fx: &mut Vec<Effect>) {
+    let cancelling = run.record.cancel_requested;
+    let j = run.jobs.get_mut(name).expect("checked by attempt_is_current");
+    fx.push(Effect::Release {
+        job: name.to_string(),
+        attempt,
+        agent: j.agent.clone().unwrap_or_default(),
+    });
+    fx.push(Effect::PersistJob(name.to_string()));
+    if cancelling || j.state == JobState::Cancelling {
+        j.state = JobState::Cancelled;
+        j.finished_ms = Some(now_ms);
+        j.message = "cancelled".into();
+        return;
+    }
+    let failure = match outcome {
+        Outcome::Succeeded => {
+            j.state = JobState::Succeeded;
+            j.exit_code = Some(0);
+            j.finished_ms = Some(now_ms);
+            j.message.clear();
+            unlock_dependents(run, fx);
+            return;
+        }
+        Outcome::NotStarted { reason } => {
+            j.message = format!("attempt {attempt} never started ({reason}); queued again");
+            queue(run, name, fx);
+            return;
+        }
+        Outcome::Cancelled => {
+            // An agent only cancels on our word, or when it shuts down.
+            j.state = JobState::Cancelled;
+            j.finished_ms = Some(now_ms);
+            j.message = "cancelled by the agent".into();
+            skip_dependents(run, now_ms, fx);
+            return;
+        }
+        Outcome::Failed { exit_code } => {
+            j.exit_code = Some(exit_code);
+            format!("exited with code {exit_code}")
+        }
+        Outcome::TimedOut => match run.record.pipeline.job(name).and_then(|s| s.timeout) {
+            Some(t) => format!("timed out after {}s", t.as_secs()),
+            None => "timed out".to_string(),
+        },
+        Outcome::Lost { reason } => format!("lost ({reason})"),
+    };
+    if j.retries_left > 0 {
+        j.retries_left -= 1;
+        let left = j.retries_left;
+        j.message = format!(
+            "attempt {attempt} {failure}; retrying ({left} {} left)",
+            if left == 1 { "retry" } else { "retries" }
+        );
+        queue(run, name, fx);
+    } else {
+        j.state = JobState::Failed;
+        j.finished_ms = Some(now_ms);
+        j.message = format!("attempt {attempt} {failure}");
+        skip_dependents(run, now_ms, fx);
+    }
+}
+
+/// Queues every pending job whose needs have all succeeded.
+fn unlock_dependents(run: &mut Run, fx: &mut Vec<Effect>) {
+    let ready: Vec<String> = run
+        .record
+        .pipeline
+        .jobs
+        .iter()
+        .filter(|spec| run.jobs[&spec.name].state == JobState::Pending)
+        .filter(|spec| spec.needs.iter().all(|n| run.jobs[n].state == JobState::Succeeded))
+        .map(|spec| spec.name.clone())
+        .collect();
+    for name in ready {
+        queue(run, &name, fx);
+    }
+}
+
+/// Skips every pending job that needs a job which can no longer succeed,
+/// transitively.
+fn skip_dependents(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
+    loop {
+        let mut changed = false;
+        for spec in &run.record.pipeline.jobs {
+            if run.jobs[&spec.name].state != JobState::Pending {
+                continue;
+            }
+            let blocker = spec.needs.iter().find(|n| {
+                matches!(run.jobs[*n].state, JobState::Failed | JobState::Skipped | JobState::Cancelled)
+            });
+            if let Some(blocker) = blocker {
+                let why = format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str());
+                let j = run.jobs.get_mut(&spec.name).expect("job exists");
+                j.state = JobState::Skipped;
+                j.message = why;
+                j.finished_ms = Some(now_ms);
+                fx.push(Effect::PersistJob(spec.name.clone()));
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+fn complete_if_done(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
+    if !run.jobs.values().all(|j| j.state.is_terminal()) {
+        return;
+    }
+    let state = if run.record.cancel_requested {
+        RunState::Cancelled
+    } else if run.jobs.values().all(|j| j.state == JobState::Succeeded) {
+        RunState::Succeeded
+    } else {
+        RunState::Failed
+    };
+    run.record.state = state;
+    run.record.finished_ms = Some(now_ms);
+    fx.push(Effect::PersistRun);
+    fx.push(Effect::RunFinished(state));
+}
+
+#[cfg(test)]
+mod tests;

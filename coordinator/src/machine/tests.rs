@@ -1,0 +1,239 @@
+//! Table tests of the run state machine: each case feeds a sequence of inputs
+//! to a fresh run and checks the resulting job and run states.
+
+use super::*;
+use crate::pipeline::{JobSpec, Pipeline, StepSpec};
+
+fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
+    Pipeline {
+        name: "p".into(),
+        env: BTreeMap::new(),
+        jobs: jobs
+            .iter()
+            .map(|(name, needs, retries)| JobSpec {
+                name: name.to_string(),
+                runs_on: BTreeMap::new(),
+                env: BTreeMap::new(),
+                timeout: None,
+                retries: *retries,
+                needs: needs.iter().map(|n| n.to_string()).collect(),
+                steps: vec![StepSpec { name: None, run: "true".into() }],
+            })
+            .collect(),
+    }
+}
+
+fn assign(job: &str) -> Input {
+    Input::Assign { job: job.into(), agent: "a1".into() }
+}
+fn accept(job: &str, attempt: u32) -> Input {
+    Input::Accepted { job: job.into(), attempt }
+}
+fn done(job: &str, attempt: u32, outcome: Outcome) -> Input {
+    Input::Finished { job: job.into(), attempt, outcome }
+}
+fn ok(job: &str, attempt: u32) -> Input {
+    done(job, attempt, Outcome::Succeeded)
+}
+fn fail(job: &str, attempt: u32) -> Input {
+    done(job, attempt, Outcome::Failed { exit_code: 3 })
+}
+fn lost(job: &str, attempt: u32) -> Input {
+    done(job, attempt, Outcome::Lost { reason: "lease expired".into() })
+}
+
+struct Case {
+    name: &'static str,
+    jobs: &'static [(&'static str, &'static [&'static str], u32)],
+    inputs: Vec<Input>,
+    /// Expected (job, state, attempt) after all inputs.
+    expect: &'static [(&'static str, JobState, u32)],
+    run: RunState,
+}
+
+fn run_case(case: &Case) -> (Run, Vec<Effect>) {
+    let mut run = Run::new(1, pipeline(case.jobs), Source::default(), 0);
+    let mut all = Vec::new();
+    for (i, input) in std::iter::once(Input::Start).chain(case.inputs.iter().cloned()).enumerate() {
+        let (next, fx) = step(run, input, i as u64);
+        run = next;
+        all.extend(fx);
+    }
+    (run, all)
+}
+
+#[test]
+fn lifecycle_table() {
+    let cases = vec![
+        Case {
+            name: "roots queue, dependents wait",
+            jobs: &[("a", &[], 0), ("b", &["a"], 0), ("c", &[], 0)],
+            inputs: vec![],
+            expect: &[("a", JobState::Queued, 0), ("b", JobState::Pending, 0), ("c", JobState::Queued, 0)],
+            run: RunState::Running,
+        },
+        Case {
+            name: "success unlocks the dependent and finishes the run",
+            jobs: &[("a", &[], 0), ("b", &["a"], 0)],
+            inputs: vec![assign("a"), accept("a", 1), ok("a", 1), assign("b"), accept("b", 1), ok("b", 1)],
+            expect: &[("a", JobState::Succeeded, 1), ("b", JobState::Succeeded, 1)],
+            run: RunState::Succeeded,
+        },
+        Case {
+            name: "failure skips dependents transitively, independent job finishes",
+            jobs: &[("a", &[], 0), ("b", &["a"], 0), ("c", &["b"], 0), ("d", &[], 0)],
+            inputs: vec![assign("a"), assign("d"), accept("a", 1), fail("a", 1), ok("d", 1)],
+            expect: &[
+                ("a", JobState::Failed, 1),
+                ("b", JobState::Skipped, 0),
+                ("c", JobState::Skipped, 0),
+                ("d", JobState::Succeeded, 1),
+            ],
+            run: RunState::Failed,
+        },
+        Case {
+            name: "a retry after a failure runs a second attempt",
+            jobs: &[("a", &[], 1)],
+            inputs: vec![assign("a"), accept("a", 1), fail("a", 1), assign("a"), accept("a", 2), ok("a", 2)],
+            expect: &[("a", JobState::Succeeded, 2)],
+            run: RunState::Succeeded,
+        },
+        Case {
+            name: "retries run out",
+            jobs: &[("a", &[], 1)],
+            inputs: vec![assign("a"), fail("a", 1), assign("a"), fail("a", 2)],
+            expect: &[("a", JobState::Failed, 2)],
+            run: RunState::Failed,
+        },
+        Case {
+            name: "a lost attempt without retries fails the job",
+            jobs: &[("a", &[], 0)],
+            inputs: vec![assign("a"), accept("a", 1), lost("a", 1)],
+            expect: &[("a", JobState::Failed, 1)],
+            run: RunState::Failed,
+        },
+        Case {
+            name: "a lost attempt is retried",
+            jobs: &[("a", &[], 1)],
+            inputs: vec![assign("a"), accept("a", 1), lost("a", 1)],
+            expect: &[("a", JobState::Queued, 1)],
+            run: RunState::Running,
+        },
+        Case {
+            name: "an attempt that never started is requeued without using a retry",
+            jobs: &[("a", &[], 0)],
+            inputs: vec![
+                assign("a"),
+                done("a", 1, Outcome::NotStarted { reason: "agent went away".into() }),
+                assign("a"),
+                accept("a", 2),
+                ok("a", 2),
+            ],
+            expect: &[("a", JobState::Succeeded, 2)],
+            run: RunState::Succeeded,
+        },
+        Case {
+            name: "a stale report from an old attempt changes nothing",
+            jobs: &[("a", &[], 1)],
+            inputs: vec![assign("a"), accept("a", 1), lost("a", 1), assign("a"), accept("a", 2), ok("a", 1)],
+            expect: &[("a", JobState::Running, 2)],
+            run: RunState::Running,
+        },
+        Case {
+            name: "a report for a job that is not running changes nothing",
+            jobs: &[("a", &[], 0), ("b", &["a"], 0)],
+            inputs: vec![ok("b", 0), ok("a", 0)],
+            expect: &[("a", JobState::Queued, 0), ("b", JobState::Pending, 0)],
+            run: RunState::Running,
+        },
+        Case {
+            name: "cancel: queued jobs cancel at once, running ones after the agent confirms",
+            jobs: &[("a", &[], 0), ("b", &[], 0), ("c", &["a"], 0)],
+            inputs: vec![assign("a"), accept("a", 1), Input::Cancel],
+            expect: &[
+                ("a", JobState::Cancelling, 1),
+                ("b", JobState::Cancelled, 0),
+                ("c", JobState::Cancelled, 0),
+            ],
+            run: RunState::Running,
+        },
+        Case {
+            name: "cancel completes when the running attempt ends, whatever its outcome",
+            jobs: &[("a", &[], 3)],
+            inputs: vec![assign("a"), accept("a", 1), Input::Cancel, fail("a", 1)],
+            expect: &[("a", JobState::Cancelled, 1)],
+            run: RunState::Cancelled,
+        },
+        Case {
+            name: "nothing changes after the run finished",
+            jobs: &[("a", &[], 0)],
+            inputs: vec![assign("a"), ok("a", 1), Input::Cancel, assign("a")],
+            expect: &[("a", JobState::Succeeded, 1)],
+            run: RunState::Succeeded,
+        },
+        Case {
+            name: "diamond waits for both needs",
+            jobs: &[("a", &[], 0), ("b", &[], 0), ("c", &["a", "b"], 0)],
+            inputs: vec![assign("a"), assign("b"), ok("a", 1)],
+            expect: &[("a", JobState::Succeeded, 1), ("b", JobState::Assigned, 1), ("c", JobState::Pending, 0)],
+            run: RunState::Running,
+        },
+    ];
+    for case in &cases {
+        let (run, _) = run_case(case);
+        for (job, state, attempt) in case.expect {
+            let j = &run.jobs[*job];
+            assert_eq!((j.state, j.attempt), (*state, *attempt), "case {:?}, job {job}: {j:?}", case.name);
+        }
+        assert_eq!(run.record.state, case.run, "case {:?}", case.name);
+    }
+}
+
+#[test]
+fn effects_of_assign_and_finish() {
+    let run = Run::new(1, pipeline(&[("a", &[], 0), ("b", &["a"], 0)]), Source::default(), 0);
+    let (run, fx) = step(run, Input::Start, 1);
+    assert_eq!(fx, vec![Effect::PersistJob("a".into()), Effect::Enqueue("a".into()), Effect::PersistRun]);
+    let (run, fx) = step(run, assign("a"), 2);
+    assert_eq!(
+        fx,
+        vec![
+            Effect::PersistJob("a".into()),
+            Effect::SendAssign { job: "a".into(), attempt: 1, agent: "a1".into() }
+        ]
+    );
+    let (run, fx) = step(run, ok("a", 1), 3);
+    assert_eq!(
+        fx,
+        vec![
+            Effect::Release { job: "a".into(), attempt: 1, agent: "a1".into() },
+            Effect::PersistJob("a".into()),
+            Effect::PersistJob("b".into()),
+            Effect::Enqueue("b".into()),
+        ]
+    );
+    let (run, _) = step(run, assign("b"), 4);
+    let (run, fx) = step(run, fail("b", 1), 5);
+    assert!(fx.contains(&Effect::RunFinished(RunState::Failed)), "{fx:?}");
+    assert_eq!(run.record.finished_ms, Some(5));
+    assert_eq!(run.jobs["b"].message, "attempt 1 exited with code 3");
+}
+
+#[test]
+fn cancel_sends_kill_to_the_agent_holding_the_attempt() {
+    let run = Run::new(1, pipeline(&[("a", &[], 0)]), Source::default(), 0);
+    let (run, _) = step(run, Input::Start, 1);
+    let (run, _) = step(run, assign("a"), 2);
+    let (_, fx) = step(run, Input::Cancel, 3);
+    assert!(fx.contains(&Effect::SendCancel { job: "a".into(), attempt: 1, agent: "a1".into() }), "{fx:?}");
+}
+
+#[test]
+fn retry_message_counts_down() {
+    let run = Run::new(1, pipeline(&[("a", &[], 2)]), Source::default(), 0);
+    let (run, _) = step(run, Input::Start, 1);
+    let (run, _) = step(run, assign("a"), 2);
+    let (run, _) = step(run, lost("a", 1), 3);
+    assert_eq!(run.jobs["a"].message, "attempt 1 lost (lease expired); retrying (1 retry left)");
+    assert_eq!(run.jobs["a"].state, JobState::Queued);
+}

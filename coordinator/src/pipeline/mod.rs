@@ -1,0 +1,235 @@
+//! Pipeline files: the YAML format users write, parsed and checked into a
+//! [`Pipeline`] that the scheduler can run.
+//!
+//! This module does no IO. The caller reads the file and hands its name and
+//! text to [`parse`], which either returns a fully validated [`Pipeline`] or a
+//! [`PipelineError`] listing every problem it found, each with
+//! `file:line:column` and, where we can say more, a hint.
+//!
+//! Parsing happens in two stages, so that one mistake does not hide the next:
+//! `yaml` turns the text into an untyped tree whose nodes remember where they
+//! came from, and `check` walks that tree by hand, building the pipeline and
+//! collecting diagnostics as it goes. Only YAML syntax errors stop early,
+//! because after one of those there is no tree to walk.
+//!
+//! The format, in short:
+//!
+//! ```yaml
+//! name: example
+//! env: {GREETING: hello}       # optional
+//! jobs:
+//!   build:
+//!     runs-on: {os: linux}     # agent labels that must all match; optional
+//!     env: {MODE: release}     # optional
+//!     timeout: 10m             # optional: whole numbers with s, m, h, e.g. 1h30m
+//!     retries: 1               # optional: retries after a failed or lost attempt
+//!     steps:
+//!       - name: compile        # optional
+//!         run: make
+//!   test:
+//!     needs: [build]
+//!     steps:
+//!       - run: make test
+//! ```
+
+mod check;
+#[cfg(test)]
+mod tests;
+mod yaml;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest pipeline file we read, in bytes. Pipelines are small; a bigger
+/// file is almost certainly a mistake, and the cap bounds the work and memory
+/// one submission can cost the coordinator.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// The most jobs one pipeline may have.
+pub const MAX_JOBS: usize = 5000;
+/// The most steps one job may have.
+pub const MAX_STEPS_PER_JOB: usize = 100;
+/// The most automatic retries one job may ask for.
+pub const MAX_RETRIES: u32 = 10;
+/// The longest timeout a job may ask for: seven days.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The longest job or pipeline name, in characters.
+pub const MAX_NAME_LEN: usize = 100;
+/// The prefix of environment variables that Drover sets itself, which
+/// pipelines therefore may not define.
+pub const RESERVED_ENV_PREFIX: &str = "DROVER_";
+
+/// A validated pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// The pipeline's display name.
+    pub name: String,
+    /// Environment variables for every job; a job's own `env` wins over these.
+    pub env: BTreeMap<String, String>,
+    /// The jobs, in the order the file lists them. Names are unique.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// One job of a [`Pipeline`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Unique within the pipeline and safe to use in ids and paths: it matches
+    /// `[A-Za-z0-9][A-Za-z0-9_.-]{0,99}`.
+    pub name: String,
+    /// Agent labels that must all match for an agent to take this job.
+    pub runs_on: BTreeMap<String, String>,
+    /// Environment variables for this job's steps.
+    pub env: BTreeMap<String, String>,
+    /// How long one attempt may run; `None` leaves it to the coordinator's default.
+    pub timeout: Option<Duration>,
+    /// How many times to retry automatically after a failed or lost attempt.
+    pub retries: u32,
+    /// Jobs that must succeed before this one starts, without duplicates. All
+    /// of them exist, none is this job, and there are no cycles.
+    pub needs: Vec<String>,
+    /// The steps, run in order; there is at least one.
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step of a [`JobSpec`]: a shell command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// An optional label for logs and UIs.
+    pub name: Option<String>,
+    /// The shell command; never empty.
+    pub run: String,
+}
+
+impl Pipeline {
+    /// The job called `name`, if there is one.
+    pub fn job(&self, name: &str) -> Option<&JobSpec> {
+        self.jobs.iter().find(|job| job.name == name)
+    }
+}
+
+/// Everything that is wrong with a pipeline file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_all(.diagnostics))]
+pub struct PipelineError {
+    /// Sorted by position in the file; never empty.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One problem in a pipeline file, located at the offending token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file name given to [`parse`].
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it, when we can say more than the message does.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+fn render_all(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(Diagnostic::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parses and validates the pipeline file `file_name` whose contents are `text`.
+///
+/// `file_name` is only used in diagnostics.
+pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+    if text.len() > MAX_FILE_BYTES {
+        // Refuse before parsing, so an oversized file costs us nothing.
+        return Err(PipelineError {
+            diagnostics: vec![Diagnostic {
+                file: file_name.to_owned(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "pipeline file is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
+                    text.len()
+                ),
+                hint: Some(
+                    "split it into several pipelines, or move long scripts into files in the \
+                     repository"
+                        .to_owned(),
+                ),
+            }],
+        });
+    }
+    let root = yaml::load(text).map_err(|err| PipelineError {
+        diagnostics: vec![Diagnostic {
+            file: file_name.to_owned(),
+            line: err.pos.line,
+            column: err.pos.column,
+            message: format!("invalid YAML: {}", err.message),
+            hint: err.hint,
+        }],
+    })?;
+    check::pipeline(file_name, &root).map_err(|diagnostics| PipelineError { diagnostics })
+}
+
+/// The names of `p`'s jobs in an order in which they can run: every job comes
+/// after all the jobs it needs. Among jobs that are ready at the same time,
+/// file order wins, so the result is deterministic.
+///
+/// For a pipeline that [`parse`] returned this lists every job. Given a
+/// hand-built pipeline with a cycle or a `needs` on a missing job, it leaves
+/// out the jobs that could never start.
+pub fn topological_order(p: &Pipeline) -> Vec<&str> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(p.jobs.len());
+    for (i, job) in p.jobs.iter().enumerate() {
+        index.entry(job.name.as_str()).or_insert(i);
+    }
+    // For each job, how many of its needs have not finished yet, and which
+    // jobs wait for it. A need on a missing job counts as never finishing.
+    let mut waiting_on = vec![0usize; p.jobs.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); p.jobs.len()];
+    for (i, job) in p.jobs.iter().enumerate() {
+        let mut needed = BTreeSet::new();
+        for need in &job.needs {
+            match index.get(need.as_str()) {
+                Some(&n) => {
+                    needed.insert(n);
+                }
+                None => waiting_on[i] += 1,
+            }
+        }
+        waiting_on[i] += needed.len();
+        for n in needed {
+            dependents[n].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..p.jobs.len()).filter(|&i| waiting_on[i] == 0).collect();
+    let mut order = Vec::with_capacity(p.jobs.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(p.jobs[i].name.as_str());
+        for &d in &dependents[i] {
+            waiting_on[d] -= 1;
+            if waiting_on[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    order
+}

@@ -1,0 +1,1133 @@
+//! Table tests of the pipeline parser: one valid file that must come out as
+//! an exact [`Pipeline`], and one small invalid file per kind of mistake,
+//! each checked for its message and its exact line and column.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+/// Removes the first line break and the indentation common to all lines, so
+/// that test documents can be indented along with the code. Line numbers in
+/// the tests count from the first line after the opening quote.
+fn dedent(text: &str) -> String {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    let indent = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.len() - line.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    text.lines()
+        .map(|line| line.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn full_example_parses_to_the_expected_pipeline() {
+    let text = dedent(
+        r#"
+        name: example
+        env: {GREETING: hello, VERSION: 1.10, DEBUG: true, COUNT: 0x1F, EMPTY: ""}
+        jobs:
+          build:
+            runs-on: {os: linux, cores: 8}
+            env: {MODE: release}
+            timeout: 1h30m
+            retries: 1
+            steps:
+              - name: compile
+                run: make
+              - run: |
+                  make install
+                  echo done
+          test:
+            needs: [build]
+            timeout: 90s
+            steps:
+              - run: make test
+          lint:
+            needs: build
+            steps: [{run: make lint}]
+        "#,
+    );
+    let pipeline = parse("ci.yaml", &text).unwrap_or_else(|err| panic!("{err}"));
+    let expected = Pipeline {
+        name: "example".into(),
+        env: map(&[
+            ("COUNT", "0x1F"),
+            ("DEBUG", "true"),
+            ("EMPTY", ""),
+            ("GREETING", "hello"),
+            ("VERSION", "1.10"),
+        ]),
+        jobs: vec![
+            JobSpec {
+                name: "build".into(),
+                runs_on: map(&[("cores", "8"), ("os", "linux")]),
+                env: map(&[("MODE", "release")]),
+                timeout: Some(Duration::from_secs(90 * 60)),
+                retries: 1,
+                needs: vec![],
+                steps: vec![
+                    StepSpec {
+                        name: Some("compile".into()),
+                        run: "make".into(),
+                    },
+                    StepSpec {
+                        name: None,
+                        run: "make install\necho done\n".into(),
+                    },
+                ],
+            },
+            JobSpec {
+                name: "test".into(),
+                runs_on: BTreeMap::new(),
+                env: BTreeMap::new(),
+                timeout: Some(Duration::from_secs(90)),
+                retries: 0,
+                needs: vec!["build".into()],
+                steps: vec![StepSpec {
+                    name: None,
+                    run: "make test".into(),
+                }],
+            },
+            JobSpec {
+                name: "lint".into(),
+                runs_on: BTreeMap::new(),
+                env: BTreeMap::new(),
+                timeout: None,
+                retries: 0,
+                needs: vec!["build".into()],
+                steps: vec![StepSpec {
+                    name: None,
+                    run: "make lint".into(),
+                }],
+            },
+        ],
+    };
+    assert_eq!(pipeline, expected);
+    assert_eq!(pipeline.job("test"), Some(&expected.jobs[1]));
+    assert_eq!(pipeline.job("deploy"), None);
+
+    // The scheduler stores pipelines as JSON.
+    let json = serde_json::to_string(&pipeline).unwrap();
+    assert_eq!(serde_json::from_str::<Pipeline>(&json).unwrap(), pipeline);
+}
+
+#[test]
+fn anchors_and_merge_keys_work() {
+    let text = dedent(
+        "
+        name: p
+        jobs:
+          build: &job
+            env: {A: b}
+            steps: [{run: make}]
+          again:
+            <<: *job
+            retries: 2
+        ",
+    );
+    let pipeline = parse("ci.yaml", &text).unwrap_or_else(|err| panic!("{err}"));
+    let again = pipeline.job("again").unwrap();
+    assert_eq!(again.env, map(&[("A", "b")]));
+    assert_eq!(again.retries, 2);
+    assert_eq!(again.steps, pipeline.jobs[0].steps);
+}
+
+/// An invalid document and the one diagnostic it must produce.
+struct Bad {
+    what: &'static str,
+    yaml: &'static str,
+    line: usize,
+    column: usize,
+    message: &'static str,
+    hint: Option<&'static str>,
+}
+
+const STEPS: &str = "steps: [{run: x}]";
+
+fn bad_cases() -> Vec<Bad> {
+    vec![
+        Bad {
+            what: "yaml syntax error",
+            yaml: "
+                name: p
+                jobs:
+                  a: {steps: [{run: make}]
+            ",
+            line: 3,
+            column: 6,
+            message: "invalid YAML: unclosed bracket '{'",
+            hint: None,
+        },
+        Bad {
+            what: "tab indentation",
+            yaml: "name: p\njobs:\n\ta: 1\n",
+            line: 3,
+            column: 2,
+            message: "invalid YAML: tabs",
+            hint: Some("indent YAML with spaces"),
+        },
+        Bad {
+            what: "several documents",
+            yaml: "
+                name: p
+                ---
+                name: q
+            ",
+            line: 3,
+            column: 1,
+            message: "invalid YAML: only single YAML document expected",
+            hint: None,
+        },
+        Bad {
+            what: "empty file",
+            yaml: "# nothing here\n",
+            line: 1,
+            column: 1,
+            message: "pipeline file is empty",
+            hint: Some("`name:` and a `jobs:` mapping"),
+        },
+        Bad {
+            what: "top level is a list",
+            yaml: "- name: p\n",
+            line: 1,
+            column: 1,
+            message: "a pipeline file must be a mapping, found a list",
+            hint: None,
+        },
+        Bad {
+            what: "unknown top-level key",
+            yaml: "
+                name: p
+                version: 2
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 2,
+            column: 1,
+            message: "unknown key `version` at the top level",
+            hint: Some("allowed keys: name, env, jobs"),
+        },
+        Bad {
+            what: "unknown job key, with a suggestion",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: [{run: make}]
+                    step: x
+            ",
+            line: 5,
+            column: 5,
+            message: "unknown key `step` in job `build`",
+            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, retries, needs, steps"),
+        },
+        Bad {
+            what: "unknown job key, misspelt runs-on",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    runs_on: {os: linux}
+                    steps: [{run: make}]
+            ",
+            line: 4,
+            column: 5,
+            message: "unknown key `runs_on` in job `build`",
+            hint: Some("did you mean `runs-on`?"),
+        },
+        Bad {
+            what: "unknown step key",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps:
+                      - run: make
+                        shell: bash
+            ",
+            line: 6,
+            column: 9,
+            message: "unknown key `shell` in step 1 of job `build`",
+            hint: Some("allowed keys: name, run"),
+        },
+        Bad {
+            what: "cycle in needs",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    needs: [b]
+                    steps: [{run: x}]
+                  b:
+                    needs: [c]
+                    steps: [{run: x}]
+                  c:
+                    needs: [a]
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 13,
+            message: "cycle in needs: a -> b -> c -> a",
+            hint: Some("remove one of these needs"),
+        },
+        Bad {
+            what: "cycle through a later job is reported from the earliest one",
+            yaml: "
+                name: p
+                jobs:
+                  start:
+                    steps: [{run: x}]
+                  x:
+                    needs: [start, y]
+                    steps: [{run: x}]
+                  y:
+                    needs: [x]
+                    steps: [{run: x}]
+            ",
+            line: 6,
+            column: 20,
+            message: "cycle in needs: x -> y -> x",
+            hint: None,
+        },
+        Bad {
+            what: "needs a missing job, close match",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: [{run: make}]
+                  test:
+                    needs: [biuld]
+                    steps: [{run: make test}]
+            ",
+            line: 6,
+            column: 13,
+            message: "job `test` needs `biuld`, which is not defined",
+            hint: Some("did you mean `build`?"),
+        },
+        Bad {
+            what: "needs a missing job, no close match",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: [{run: make}]
+                  test:
+                    needs:
+                      - build
+                      - deploy
+                    steps: [{run: make test}]
+            ",
+            line: 8,
+            column: 9,
+            message: "job `test` needs `deploy`, which is not defined",
+            hint: Some("defined jobs: build, test"),
+        },
+        Bad {
+            what: "needs itself",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    needs: [a]
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 13,
+            message: "job `a` needs itself",
+            hint: None,
+        },
+        Bad {
+            what: "needs the same job twice",
+            yaml: "
+                name: p
+                jobs:
+                  a: {steps: [{run: x}]}
+                  b:
+                    needs: [a, a]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 16,
+            message: "job `b` lists `a` in `needs` twice (first at line 5)",
+            hint: None,
+        },
+        Bad {
+            what: "needs is a mapping",
+            yaml: "
+                name: p
+                jobs:
+                  a: {steps: [{run: x}]}
+                  b:
+                    needs: {a: true}
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 12,
+            message: "`needs` in job `b` must be a list of job names, found a mapping",
+            hint: None,
+        },
+        Bad {
+            what: "duplicate job",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: [{run: make}]
+                  build:
+                    steps: [{run: make}]
+            ",
+            line: 5,
+            column: 3,
+            message: "duplicate job `build` (first defined at line 3)",
+            hint: None,
+        },
+        Bad {
+            what: "duplicate job key",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: [{run: make}]
+                    steps: [{run: make}]
+            ",
+            line: 5,
+            column: 5,
+            message: "duplicate key `steps` in job `build` (first defined at line 4)",
+            hint: None,
+        },
+        Bad {
+            what: "duplicate top-level key",
+            yaml: "
+                name: p
+                jobs:
+                  a: {steps: [{run: x}]}
+                name: q
+            ",
+            line: 4,
+            column: 1,
+            message: "duplicate key `name` at the top level (first defined at line 1)",
+            hint: None,
+        },
+        Bad {
+            what: "duplicate env variable",
+            yaml: "
+                name: p
+                env: {A: 1, A: 2}
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 2,
+            column: 13,
+            message: "duplicate env variable `A` at the top level (first defined at line 2)",
+            hint: None,
+        },
+        Bad {
+            what: "job without steps",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    env: {A: b}
+            ",
+            line: 3,
+            column: 3,
+            message: "job `build` has no steps",
+            hint: Some("add `steps:`"),
+        },
+        Bad {
+            what: "job with an empty list of steps",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps: []
+            ",
+            line: 4,
+            column: 12,
+            message: "job `build` has no steps",
+            hint: None,
+        },
+        Bad {
+            what: "job with nothing in it",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+            ",
+            line: 3,
+            column: 3,
+            message: "job `build` is empty",
+            hint: None,
+        },
+        Bad {
+            what: "step without run",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps:
+                      - name: compile
+            ",
+            line: 5,
+            column: 9,
+            message: "step 1 of job `build` has no `run` command",
+            hint: None,
+        },
+        Bad {
+            what: "step with empty run",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps:
+                      - run: make
+                      - run: ''
+            ",
+            line: 6,
+            column: 14,
+            message: "`run` in step 2 of job `build` is empty",
+            hint: None,
+        },
+        Bad {
+            what: "step as a bare string",
+            yaml: "
+                name: p
+                jobs:
+                  build:
+                    steps:
+                      - make
+            ",
+            line: 5,
+            column: 9,
+            message: "step 1 of job `build` must be a mapping with `run`, found string `make`",
+            hint: Some("write `- run: make`"),
+        },
+        Bad {
+            what: "duration with words",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: 10 minutes
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "invalid timeout `10 minutes` in job `a`",
+            hint: Some("use a whole number with s, m or h, e.g. 90s, 10m, 1h30m"),
+        },
+        Bad {
+            what: "duration in days",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: 5d
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "invalid timeout `5d` in job `a`",
+            hint: Some("use a whole number with s, m or h"),
+        },
+        Bad {
+            what: "zero duration",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: 0s
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "timeout `0s` in job `a` must be longer than zero",
+            hint: Some("use a whole number with s, m or h"),
+        },
+        Bad {
+            what: "negative duration",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: -1m
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "invalid timeout `-1m` in job `a`",
+            hint: Some("use a whole number with s, m or h"),
+        },
+        Bad {
+            what: "duration without a unit",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: 600
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "timeout `600` in job `a` has no unit",
+            hint: Some("use a whole number with s, m or h"),
+        },
+        Bad {
+            what: "duration over the limit",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    timeout: 169h
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "timeout `169h` in job `a` is over the limit of 7 days",
+            hint: Some("168h"),
+        },
+        Bad {
+            what: "missing name",
+            yaml: "
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 1,
+            column: 1,
+            message: "missing `name` at the top level",
+            hint: None,
+        },
+        Bad {
+            what: "missing jobs",
+            yaml: "
+                name: p
+            ",
+            line: 1,
+            column: 1,
+            message: "missing `jobs` at the top level",
+            hint: None,
+        },
+        Bad {
+            what: "empty jobs",
+            yaml: "
+                name: p
+                jobs: {}
+            ",
+            line: 2,
+            column: 7,
+            message: "`jobs` is empty",
+            hint: None,
+        },
+        Bad {
+            what: "jobs as a list",
+            yaml: "
+                name: p
+                jobs:
+                  - build
+            ",
+            line: 3,
+            column: 3,
+            message: "`jobs` must be a mapping from job names to jobs, found a list",
+            hint: None,
+        },
+        Bad {
+            what: "retries as a word",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    retries: lots
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "`retries` in job `a` must be a whole number, found string `lots`",
+            hint: None,
+        },
+        Bad {
+            what: "retries over the limit",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    retries: 11
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "`retries` 11 in job `a` is over the limit of 10",
+            hint: None,
+        },
+        Bad {
+            what: "negative retries",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    retries: -1
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "`retries` in job `a` must not be negative",
+            hint: None,
+        },
+        Bad {
+            what: "runs-on as a string",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    runs-on: linux
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "`runs-on` of job `a` must be a mapping of agent labels, found string `linux`",
+            hint: Some("e.g. `runs-on: {os: linux}`"),
+        },
+        Bad {
+            what: "runs-on label with a list value",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    runs-on: {os: [linux, mac]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 19,
+            message: "label `os` in `runs-on` of job `a` must be a string, found a list",
+            hint: None,
+        },
+        Bad {
+            what: "runs-on label with an empty value",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    runs-on: {os: ''}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 19,
+            message: "label `os` in `runs-on` of job `a` has an empty value",
+            hint: None,
+        },
+        Bad {
+            what: "invalid job name",
+            yaml: "
+                name: p
+                jobs:
+                  my job:
+                    steps: [{run: x}]
+            ",
+            line: 3,
+            column: 3,
+            message: "invalid job name `my job`",
+            hint: Some("job names are used in ids and paths"),
+        },
+        Bad {
+            what: "job name too long",
+            yaml: "
+                name: p
+                jobs:
+                  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: {steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 3,
+            message: "invalid job name",
+            hint: Some("1 to 100 letters"),
+        },
+        Bad {
+            what: "invalid env name",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env: {1X: y}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 11,
+            message: "invalid env variable name `1X` in job `a`",
+            hint: Some("shell identifiers"),
+        },
+        Bad {
+            what: "reserved env name",
+            yaml: "
+                name: p
+                env:
+                  DROVER_JOB: x
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 3,
+            message: "env variable `DROVER_JOB` at the top level uses the reserved prefix `DROVER_`",
+            hint: None,
+        },
+        Bad {
+            what: "env variable without a value",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env:
+                      A:
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 7,
+            message: "env variable `A` in job `a` has no value",
+            hint: Some("write `A: \"\"` for an empty value"),
+        },
+        Bad {
+            what: "env variable with a mapping value",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env: {A: {b: c}}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 14,
+            message: "env variable `A` in job `a` must be a string, found a mapping",
+            hint: None,
+        },
+        Bad {
+            what: "env as a list",
+            yaml: "
+                name: p
+                env: [A=b]
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 2,
+            column: 6,
+            message: "the top-level `env` must be a mapping of variable names to values, found a list",
+            hint: None,
+        },
+        Bad {
+            what: "name as a list",
+            yaml: "
+                name: [p]
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 1,
+            column: 7,
+            message: "`name` must be a string, found a list",
+            hint: None,
+        },
+    ]
+}
+
+#[test]
+fn each_mistake_is_reported_at_its_position() {
+    let mut failures = Vec::new();
+    for case in bad_cases() {
+        let text = dedent(case.yaml);
+        let diagnostics = match parse("ci.yaml", &text) {
+            Ok(pipeline) => {
+                failures.push(format!("{}: parsed, to {pipeline:?}", case.what));
+                continue;
+            }
+            Err(err) => err.diagnostics,
+        };
+        let as_text = diagnostics
+            .iter()
+            .map(|d| format!("  {d}\n"))
+            .collect::<String>();
+        if diagnostics.len() != 1 {
+            failures.push(format!(
+                "{}: expected one diagnostic, got:\n{as_text}",
+                case.what
+            ));
+            continue;
+        }
+        let d = &diagnostics[0];
+        let position_ok = (d.line, d.column) == (case.line, case.column);
+        let message_ok = d.message.contains(case.message);
+        let hint_ok = case
+            .hint
+            .is_none_or(|hint| d.hint.as_deref().is_some_and(|h| h.contains(hint)));
+        if !(position_ok && message_ok && hint_ok && d.file == "ci.yaml") {
+            failures.push(format!(
+                "{}: expected {}:{} `{}` (hint {:?}), got:\n{as_text}",
+                case.what, case.line, case.column, case.message, case.hint
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn independent_mistakes_are_all_reported_in_file_order() {
+    let text = dedent(
+        "
+        name: p
+        jobs:
+          build:
+            step: [{run: make}]
+            timeout: 5 minutes
+          test:
+            needs: [biuld]
+            retries: lots
+            steps: [{run: make test}]
+          test:
+            steps: [{run: x}]
+        ",
+    );
+    let err = parse("ci.yaml", &text).unwrap_err();
+    let got: Vec<(usize, usize, &str)> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (3, 3, "job `build` has no steps"),
+            (4, 5, "unknown key `step` in job `build`"),
+            (5, 14, "invalid timeout `5 minutes` in job `build`"),
+            (7, 13, "job `test` needs `biuld`, which is not defined"),
+            (
+                8,
+                14,
+                "`retries` in job `test` must be a whole number, found string `lots`"
+            ),
+            (10, 3, "duplicate job `test` (first defined at line 6)"),
+        ]
+    );
+}
+
+#[test]
+fn limits_are_enforced() {
+    let too_big = format!("name: p\n#{}\n", "x".repeat(MAX_FILE_BYTES));
+    let err = parse("ci.yaml", &too_big).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1);
+    assert_eq!((err.diagnostics[0].line, err.diagnostics[0].column), (1, 1));
+    assert!(
+        err.diagnostics[0]
+            .message
+            .contains("over the limit of 1048576 bytes (1 MiB)")
+    );
+
+    let mut many_jobs = String::from("name: p\njobs:\n");
+    for i in 0..=MAX_JOBS {
+        many_jobs.push_str(&format!("  j{i}: {{{STEPS}}}\n"));
+    }
+    let err = parse("ci.yaml", &many_jobs).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (MAX_JOBS + 3, 3));
+    assert_eq!(
+        d.message,
+        "too many jobs: 5001, over the limit of 5000 jobs"
+    );
+
+    let mut many_steps = String::from("name: p\njobs:\n  a:\n    steps:\n");
+    for _ in 0..=MAX_STEPS_PER_JOB {
+        many_steps.push_str("      - run: x\n");
+    }
+    let err = parse("ci.yaml", &many_steps).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (MAX_STEPS_PER_JOB + 5, 9));
+    assert_eq!(d.message, "job `a` has 101 steps, over the limit of 100");
+
+    // Exactly at the limits is fine.
+    let at_limits = dedent(
+        "
+        name: p
+        jobs:
+          a:
+            timeout: 168h
+            retries: 10
+            steps: [{run: x}]
+        ",
+    );
+    let pipeline = parse("ci.yaml", &at_limits).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(pipeline.jobs[0].timeout, Some(MAX_TIMEOUT));
+    assert_eq!(pipeline.jobs[0].retries, MAX_RETRIES);
+}
+
+#[test]
+fn long_cycles_and_long_lists_of_problems_are_shortened() {
+    let mut ring = String::from("name: p\njobs:\n");
+    for i in 0..30 {
+        ring.push_str(&format!(
+            "  j{i}: {{needs: [j{}], {STEPS}}}\n",
+            (i + 1) % 30
+        ));
+    }
+    let err = parse("ci.yaml", &ring).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    assert_eq!(
+        err.diagnostics[0].message,
+        "cycle in needs: j0 -> j1 -> j2 -> j3 -> j4 -> j5 -> j6 -> j7 -> j8 -> j9 -> (19 more) -> j29 -> j0"
+    );
+
+    let mut bogus = String::from("name: p\njobs:\n");
+    for i in 0..150 {
+        bogus.push_str(&format!("  j{i}: {{{STEPS}, bogus: 1}}\n"));
+    }
+    let err = parse("ci.yaml", &bogus).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 101);
+    let last = &err.diagnostics[100];
+    assert_eq!((last.line, last.column), (103, 29));
+    assert_eq!(last.message, "50 more problems from here on are not shown");
+}
+
+#[test]
+fn error_display_lists_every_diagnostic() {
+    let text = dedent(
+        "
+        name: p
+        jobs:
+          a:
+            stepz: []
+        ",
+    );
+    let err = parse("ci.yaml", &text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ci.yaml:3:3: job `a` has no steps\n  \
+           hint: add `steps:` with at least one `- run: <command>`\n\
+         ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, retries, needs, steps"
+    );
+}
+
+#[test]
+fn durations() {
+    let ok = [
+        ("90s", 90),
+        ("10m", 600),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("1h0m5s", 3605),
+        ("2m30s", 150),
+    ];
+    for (text, seconds) in ok {
+        assert_eq!(
+            check::parse_duration(text),
+            Ok(Duration::from_secs(seconds)),
+            "{text}"
+        );
+    }
+    for text in [
+        "",
+        "10",
+        "m",
+        "10 m",
+        "1.5h",
+        "30m1h",
+        "1m1m",
+        "5d",
+        "-1m",
+        "+1m",
+        "1H",
+        "99999999999999999999s",
+    ] {
+        assert_eq!(check::parse_duration(text), Err(()), "{text:?}");
+    }
+}
+
+#[test]
+fn edit_distances() {
+    let cases = [
+        ("", "", 0),
+        ("a", "", 1),
+        ("build", "build", 0),
+        ("biuld", "build", 1),
+        ("step", "steps", 1),
+        ("runs_on", "runs-on", 1),
+        ("kitten", "sitting", 3),
+        ("ca", "abc", 3),
+    ];
+    for (a, b, distance) in cases {
+        assert_eq!(check::edit_distance(a, b), distance, "{a} {b}");
+    }
+}
+
+#[test]
+fn job_names() {
+    for name in ["a", "build", "Build-2.x_y", "0", &"a".repeat(100)] {
+        assert!(check::is_valid_job_name(name), "{name}");
+    }
+    for name in ["", "-a", ".a", "_a", "a b", "a/b", "ü", &"a".repeat(101)] {
+        assert!(!check::is_valid_job_name(name), "{name}");
+    }
+}
+
+fn job(name: &str, needs: &[&str]) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        runs_on: BTreeMap::new(),
+        env: BTreeMap::new(),
+        timeout: None,
+        retries: 0,
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+        steps: vec![StepSpec {
+            name: None,
+            run: "true".into(),
+        }],
+    }
+}
+
+#[test]
+fn topological_order_keeps_file_order_among_ready_jobs() {
+    let pipeline = Pipeline {
+        name: "p".into(),
+        env: BTreeMap::new(),
+        jobs: vec![
+            job("deploy", &["test", "lint"]),
+            job("test", &["build"]),
+            job("build", &[]),
+            job("lint", &[]),
+            job("docs", &["build", "build"]),
+        ],
+    };
+    assert_eq!(
+        topological_order(&pipeline),
+        ["build", "test", "lint", "deploy", "docs"]
+    );
+}
+
+#[test]
+fn topological_order_leaves_out_jobs_that_cannot_start() {
+    let pipeline = Pipeline {
+        name: "p".into(),
+        env: BTreeMap::new(),
+        jobs: vec![
+            job("a", &["b"]),
+            job("b", &["a"]),
+            job("c", &["missing"]),
+            job("d", &[]),
+            job("e", &["a"]),
+        ],
+    };
+    assert_eq!(topological_order(&pipeline), ["d"]);
+}

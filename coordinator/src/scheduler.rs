@@ -1,0 +1,773 @@
+//! The scheduler: the async driver around the pure run machine
+//! ([`crate::machine`]) and the pure dispatcher ([`crate::dispatch`]).
+//!
+//! One task owns all mutable scheduling state: the active runs, the dispatch
+//! queue, the connected agents and the attempt leases. Everything that can
+//! change that state arrives as an [`Event`] on one channel, so the list of
+//! what can wake the loop is in one place and no locks are needed. For each
+//! event the loop feeds inputs to [`machine::step`], writes the records the
+//! effects name in one store transaction, and only then acts on the other
+//! effects (send an assignment, send a cancel). A crash therefore never leaves
+//! an agent working on something the store does not know about.
+//!
+//! Leases: every attempt that holds a slot has a deadline that the agent's
+//! heartbeats push forward. When it passes, the attempt is lost and the
+//! machine decides whether the job runs again. Deadlines live in memory; a
+//! coordinator that starts (or restarts) gives every running attempt a fresh
+//! full lease, as Nomad does after a failover, so agents have time to
+//! reconnect. When a store write stalls, the stall is added to every deadline,
+//! so nobody is declared lost because the store was slow.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::dispatch::{self, AgentSlots, Decision, Ready};
+use crate::keys;
+use crate::machine::{self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, Source};
+use crate::pipeline::{Pipeline, StepSpec};
+use crate::store::{Op, Store, StoreError, Txn};
+
+/// The scheduler's tunables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an attempt survives without a heartbeat from its agent.
+    pub lease_ttl: Duration,
+    /// Default cap on one job's log, in bytes.
+    pub log_cap: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20 }
+    }
+}
+
+/// The short listing entry of a run, kept under [`keys::RUN_INDEX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub name: String,
+    pub state: RunState,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub source: Source,
+}
+
+impl RunSummary {
+    fn of(r: &RunRecord) -> RunSummary {
+        RunSummary {
+            id: r.id,
+            name: r.pipeline.name.clone(),
+            state: r.state,
+            created_ms: r.created_ms,
+            finished_ms: r.finished_ms,
+            source: r.source.clone(),
+        }
+    }
+}
+
+/// Identifies one attempt of one job: `{run}/{job}/{attempt}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId {
+    pub run: RunId,
+    pub job: String,
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.run, self.job, self.attempt)
+    }
+}
+
+impl std::str::FromStr for AttemptId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("malformed attempt id {s:?}: expected RUN/JOB/ATTEMPT");
+        let mut parts = s.split('/');
+        let (Some(run), Some(job), Some(attempt), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(AttemptId {
+            run: run.parse().map_err(|_| bad())?,
+            job: job.to_string(),
+            attempt: attempt.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Everything an agent needs to execute one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub id: AttemptId,
+    pub steps: Vec<StepSpec>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub log_cap: u64,
+    /// Repository and commit to check out into the workspace, for runs from git.
+    pub checkout: Option<(String, String)>,
+}
+
+/// Messages from the scheduler to one agent connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToAgent {
+    Welcome { heartbeat: Duration, lease_ttl: Duration },
+    Assign(Assignment),
+    /// Kill the attempt. With `disown`, the attempt is no longer the
+    /// agent's and its result is not wanted.
+    Cancel { id: String, reason: String, disown: bool },
+    LogAck { id: String, offset: u64 },
+    ResultAck { id: String, accepted: bool },
+}
+
+/// How an attempt ended, as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+/// An agent as `drover agents` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub in_use: u32,
+    pub connected: bool,
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+/// Everything that can wake the scheduler loop.
+#[derive(Debug)]
+pub enum Event {
+    Submit { pipeline: Pipeline, source: Source, reply: oneshot::Sender<Result<RunId, SchedError>> },
+    Cancel { run: RunId, reply: oneshot::Sender<Result<(), SchedError>> },
+    ListAgents { reply: oneshot::Sender<Vec<AgentInfo>> },
+    AgentHello {
+        conn: u64,
+        name: String,
+        labels: BTreeMap<String, String>,
+        slots: u32,
+        running: Vec<String>,
+        tx: mpsc::Sender<ToAgent>,
+    },
+    AgentGone { conn: u64, name: String },
+    Heartbeat { conn: u64, name: String, running: Vec<String> },
+    Accepted { conn: u64, name: String, id: String },
+    Log { conn: u64, name: String, id: String, offset: u64, data: Vec<u8> },
+    Result { conn: u64, name: String, id: String, outcome: Reported, exit_code: i32, message: String },
+}
+
+/// A cloneable handle that API handlers use to talk to the scheduler.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl Handle {
+    pub async fn send(&self, event: Event) -> Result<(), SchedError> {
+        self.tx.send(event).await.map_err(|_| SchedError::Stopped)
+    }
+
+    pub async fn submit(&self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Submit { pipeline, source, reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    pub async fn cancel(&self, run: RunId) -> Result<(), SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Cancel { run, reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::ListAgents { reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)
+    }
+}
+
+struct AgentEntry {
+    /// The live connection: its id and the sender of its outgoing stream.
+    conn: Option<(u64, mpsc::Sender<ToAgent>)>,
+    labels: BTreeMap<String, String>,
+    slots: u32,
+    in_use: u32,
+    last_seen_ms: u64,
+}
+
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    config: Config,
+    /// Runs that have not finished, with all their jobs.
+    runs: BTreeMap<RunId, Run>,
+    /// Jobs that were queued, oldest first. Entries whose job is no longer
+    /// queued are dropped lazily when the queue is next planned.
+    queue: VecDeque<(RunId, String)>,
+    agents: BTreeMap<String, AgentEntry>,
+    leases: HashMap<AttemptId, Instant>,
+    last_run_id: RunId,
+    dispatch_needed: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::Corrupt { path: key.to_string(), detail: e.to_string() })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
+/// Reads a run's record and jobs from the store.
+pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, StoreError> {
+    let Some(kv) = store.get(&keys::run(id)).await? else { return Ok(None) };
+    let record: RunRecord = decode(&kv.key, &kv.value)?;
+    let (kvs, _) = store.range(&keys::jobs(id)).await?;
+    let mut jobs = BTreeMap::new();
+    for kv in kvs {
+        let name = kv.key[keys::jobs(id).len()..].to_string();
+        jobs.insert(name, decode::<JobRecord>(&kv.key, &kv.value)?);
+    }
+    Ok(Some(Run { record, jobs }))
+}
+
+/// Lists runs, newest first.
+pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+    let (kvs, _) = store.range(keys::RUN_INDEX).await?;
+    kvs.iter().rev().take(limit).map(|kv| decode(&kv.key, &kv.value)).collect()
+}
+
+impl Scheduler {
+    /// Loads every unfinished run from the store and starts the loop.
+    /// Returns the handle and the loop's task, which ends when every handle
+    /// is dropped.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: Config,
+    ) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
+        let mut sched = Scheduler {
+            store,
+            config,
+            runs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            agents: BTreeMap::new(),
+            leases: HashMap::new(),
+            last_run_id: 0,
+            dispatch_needed: false,
+        };
+        sched.recover().await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(sched.run(rx));
+        Ok((Handle { tx }, task))
+    }
+
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        if let Some(kv) = self.store.get(keys::RUN_SEQ).await? {
+            self.last_run_id = decode(&kv.key, &kv.value)?;
+        }
+        let (index, _) = self.store.range(keys::RUN_INDEX).await?;
+        let deadline = Instant::now() + self.config.lease_ttl;
+        for kv in index {
+            let summary: RunSummary = decode(&kv.key, &kv.value)?;
+            if summary.state.is_terminal() {
+                continue;
+            }
+            let Some(run) = load_run(self.store.as_ref(), summary.id).await? else { continue };
+            for spec in &run.record.pipeline.jobs {
+                let job = &run.jobs[&spec.name];
+                if job.state == JobState::Queued {
+                    self.queue.push_back((summary.id, spec.name.clone()));
+                }
+                if job.state.holds_slot() {
+                    let agent = job.agent.clone().unwrap_or_default();
+                    let entry = self.agents.entry(agent).or_insert_with(|| AgentEntry {
+                        conn: None,
+                        labels: BTreeMap::new(),
+                        slots: 0,
+                        in_use: 0,
+                        last_seen_ms: 0,
+                    });
+                    entry.in_use += 1;
+                    let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
+                    self.leases.insert(id, deadline);
+                }
+            }
+            info!(run = summary.id, "recovered unfinished run");
+            self.runs.insert(summary.id, run);
+        }
+        self.dispatch_needed = !self.queue.is_empty();
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.expire_leases().await,
+            }
+            // Drain what is already waiting before planning, so a burst of
+            // events leads to one dispatch pass.
+            while let Ok(event) = rx.try_recv() {
+                self.handle(event).await;
+            }
+            if self.dispatch_needed {
+                self.dispatch_needed = false;
+                self.dispatch().await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit { pipeline, source, reply } => {
+                let result = self.submit(pipeline, source).await;
+                let _ = reply.send(result);
+            }
+            Event::Cancel { run, reply } => {
+                let result = if self.runs.contains_key(&run) {
+                    self.apply(run, Input::Cancel).await;
+                    Ok(())
+                } else {
+                    match self.store.get(&keys::run(run)).await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(SchedError::RunNotFound(run)),
+                        Err(e) => Err(e.into()),
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Event::ListAgents { reply } => {
+                let list = self
+                    .agents
+                    .iter()
+                    .filter(|(_, a)| a.slots > 0 || a.conn.is_some())
+                    .map(|(name, a)| AgentInfo {
+                        name: name.clone(),
+                        labels: a.labels.clone(),
+                        slots: a.slots,
+                        in_use: a.in_use,
+                        connected: a.conn.is_some(),
+                        last_seen_ms: a.last_seen_ms,
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Event::AgentHello { conn, name, labels, slots, running, tx } => {
+                self.hello(conn, name, labels, slots, running, tx).await;
+            }
+            Event::AgentGone { conn, name } => {
+                if let Some(a) = self.agents.get_mut(&name) {
+                    if a.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
+                        info!(agent = %name, "agent disconnected");
+                        a.conn = None;
+                        a.last_seen_ms = now_ms();
+                    }
+                }
+            }
+            Event::Heartbeat { conn, name, running } => {
+                if !self.is_current_conn(&name, conn) {
+                    return;
+                }
+                if let Some(a) = self.agents.get_mut(&name) {
+                    a.last_seen_ms = now_ms();
+                }
+                for id in running {
+                    self.renew_or_reject(&name, &id).await;
+                }
+            }
+            Event::Accepted { conn, name, id } => {
+                if !self.is_current_conn(&name, conn) {
+                    return;
+                }
+                if let Some(attempt) = self.renew_or_reject(&name, &id).await {
+                    self.apply(attempt.run, Input::Accepted { job: attempt.job, attempt: attempt.attempt }).await;
+                }
+            }
+            Event::Log { conn, name, id, offset, data } => {
+                if !self.is_current_conn(&name, conn) {
+                    return;
+                }
+                let Some(attempt) = self.owned_attempt(&name, &id) else {
+                    self.send_to(&name, ToAgent::Cancel { id, reason: stale_reason(), disown: true }).await;
+                    return;
+                };
+                let len = data.len() as u64;
+                // Past the cap (and its truncation marker) nothing is stored,
+                // but the chunk is acknowledged so the agent can let go of it.
+                if offset <= self.config.log_cap + 64 * 1024 {
+                    let key = keys::log_chunk(attempt.run, &attempt.job, attempt.attempt, offset);
+                    self.write(Txn::ops(vec![Op::put(key, data)])).await;
+                }
+                self.send_to(&name, ToAgent::LogAck { id, offset: offset + len }).await;
+            }
+            Event::Result { conn, name, id, outcome, exit_code, message } => {
+                if !self.is_current_conn(&name, conn) {
+                    return;
+                }
+                let Some(attempt) = self.owned_attempt(&name, &id) else {
+                    debug!(agent = %name, attempt = %id, "refused a stale result");
+                    self.send_to(&name, ToAgent::ResultAck { id, accepted: false }).await;
+                    return;
+                };
+                let outcome = match outcome {
+                    Reported::Succeeded => Outcome::Succeeded,
+                    Reported::Failed => Outcome::Failed { exit_code },
+                    Reported::TimedOut => Outcome::TimedOut,
+                    Reported::Cancelled => Outcome::Cancelled,
+                };
+                if !message.is_empty() {
+                    debug!(attempt = %id, %message, "attempt finished");
+                }
+                self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome })
+                    .await;
+                self.send_to(&name, ToAgent::ResultAck { id, accepted: true }).await;
+            }
+        }
+    }
+
+    fn is_current_conn(&self, name: &str, conn: u64) -> bool {
+        self.agents.get(name).and_then(|a| a.conn.as_ref()).is_some_and(|(c, _)| *c == conn)
+    }
+
+    /// The attempt `id` if it is current and assigned to agent `name`.
+    fn owned_attempt(&self, name: &str, id: &str) -> Option<AttemptId> {
+        let attempt: AttemptId = id.parse().ok()?;
+        let run = self.runs.get(&attempt.run)?;
+        let job = run.jobs.get(&attempt.job)?;
+        (run.attempt_is_current(&attempt.job, attempt.attempt) && job.agent.as_deref() == Some(name))
+            .then_some(attempt)
+    }
+
+    /// Renews the lease of an attempt the agent holds, or tells the agent to
+    /// kill it when it is no longer the agent's to run.
+    async fn renew_or_reject(&mut self, name: &str, id: &str) -> Option<AttemptId> {
+        match self.owned_attempt(name, id) {
+            Some(attempt) => {
+                self.leases.insert(attempt.clone(), Instant::now() + self.config.lease_ttl);
+                Some(attempt)
+            }
+            None => {
+                self.send_to(name, ToAgent::Cancel { id: id.to_string(), reason: stale_reason(), disown: true }).await;
+                None
+            }
+        }
+    }
+
+    async fn hello(
+        &mut self,
+        conn: u64,
+        name: String,
+        labels: BTreeMap<String, String>,
+        slots: u32,
+        running: Vec<String>,
+        tx: mpsc::Sender<ToAgent>,
+    ) {
+        info!(agent = %name, slots, ?labels, running = running.len(), "agent connected");
+        let ttl = self.config.lease_ttl;
+        let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl }).await;
+        let entry = self.agents.entry(name.clone()).or_insert_with(|| AgentEntry {
+            conn: None,
+            labels: BTreeMap::new(),
+            slots: 0,
+            in_use: 0,
+            last_seen_ms: 0,
+        });
+        // A new connection replaces the old one; dropping the old sender
+        // ends the old stream.
+        entry.conn = Some((conn, tx));
+        entry.labels = labels;
+        entry.slots = slots;
+        entry.last_seen_ms = now_ms();
+
+        let held: HashSet<String> = running.iter().cloned().collect();
+        for id in &running {
+            if let Some(attempt) = self.renew_or_reject(&name, id).await {
+                self.apply(attempt.run, Input::Accepted { job: attempt.job, attempt: attempt.attempt }).await;
+            }
+        }
+        // What we believe the agent holds but it does not: an assignment that
+        // was lost in transit is sent again; a running attempt is lost.
+        let agent_name = name.as_str();
+        let mine: Vec<(AttemptId, JobState)> = self
+            .runs
+            .iter()
+            .flat_map(|(run_id, run)| {
+                run.jobs.iter().filter_map(move |(job, j)| {
+                    (j.state.holds_slot() && j.agent.as_deref() == Some(agent_name)).then(|| {
+                        (AttemptId { run: *run_id, job: job.clone(), attempt: j.attempt }, j.state)
+                    })
+                })
+            })
+            .collect();
+        for (attempt, state) in mine {
+            if held.contains(&attempt.to_string()) {
+                continue;
+            }
+            if state == JobState::Assigned {
+                if let Some(assignment) = self.assignment(&attempt) {
+                    self.leases.insert(attempt.clone(), Instant::now() + ttl);
+                    self.send_to(&name, ToAgent::Assign(assignment)).await;
+                }
+            } else {
+                let reason = format!("agent {name} reconnected without it");
+                self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome: Outcome::Lost { reason } })
+                    .await;
+            }
+        }
+        self.dispatch_needed = true;
+    }
+
+    async fn expire_leases(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<AttemptId> =
+            self.leases.iter().filter(|(_, deadline)| **deadline <= now).map(|(id, _)| id.clone()).collect();
+        for id in expired {
+            self.leases.remove(&id);
+            let Some(run) = self.runs.get(&id.run) else { continue };
+            let Some(job) = run.jobs.get(&id.job) else { continue };
+            if !run.attempt_is_current(&id.job, id.attempt) {
+                continue;
+            }
+            let agent = job.agent.clone().unwrap_or_default();
+            let ttl = self.config.lease_ttl.as_secs_f64();
+            let outcome = if job.state == JobState::Assigned {
+                Outcome::NotStarted { reason: format!("agent {agent} did not confirm it within {ttl:.0}s") }
+            } else {
+                Outcome::Lost { reason: format!("agent {agent} stopped renewing its lease for {ttl:.0}s") }
+            };
+            warn!(attempt = %id, %agent, "attempt lease expired");
+            self.apply(id.run, Input::Finished { job: id.job.clone(), attempt: id.attempt, outcome }).await;
+        }
+    }
+
+    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
+        let id = self.last_run_id + 1;
+        let run = Run::new(id, pipeline, source, now_ms());
+        let (run, effects) = machine::step(run, Input::Start, now_ms());
+        let mut ops = vec![Op::put(keys::RUN_SEQ, encode(&id))];
+        ops.push(Op::put(keys::run(id), encode(&run.record)));
+        ops.push(Op::put(keys::run_index(id), encode(&RunSummary::of(&run.record))));
+        for (name, job) in &run.jobs {
+            ops.push(Op::put(keys::job(id, name), encode(job)));
+        }
+        // A submit is the one write that reports a store failure to the
+        // caller instead of retrying: the user can simply submit again.
+        self.store.txn(Txn::ops(ops)).await?;
+        self.last_run_id = id;
+        info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), "run submitted");
+        self.runs.insert(id, run);
+        self.act(id, effects).await;
+        Ok(id)
+    }
+
+    /// Feeds one input to a run's machine, persists what changed, then acts.
+    async fn apply(&mut self, run_id: RunId, input: Input) {
+        let Some(run) = self.runs.remove(&run_id) else { return };
+        let (run, effects) = machine::step(run, input, now_ms());
+        self.runs.insert(run_id, run);
+        let run = &self.runs[&run_id];
+        let mut ops = Vec::new();
+        for effect in &effects {
+            match effect {
+                Effect::PersistRun => {
+                    ops.push(Op::put(keys::run(run_id), encode(&run.record)));
+                    ops.push(Op::put(keys::run_index(run_id), encode(&RunSummary::of(&run.record))));
+                }
+                Effect::PersistJob(job) => ops.push(Op::put(keys::job(run_id, job), encode(&run.jobs[job]))),
+                _ => {}
+            }
+        }
+        if !ops.is_empty() {
+            self.write(Txn::ops(ops)).await;
+        }
+        self.act(run_id, effects).await;
+    }
+
+    /// Carries out the effects other than persistence.
+    async fn act(&mut self, run_id: RunId, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::PersistRun | Effect::PersistJob(_) => {}
+                Effect::Enqueue(job) => {
+                    self.queue.push_back((run_id, job));
+                    self.dispatch_needed = true;
+                }
+                Effect::SendAssign { job, attempt, agent } => {
+                    let id = AttemptId { run: run_id, job, attempt };
+                    if let Some(assignment) = self.assignment(&id) {
+                        self.leases.insert(id, Instant::now() + self.config.lease_ttl);
+                        self.send_to(&agent, ToAgent::Assign(assignment)).await;
+                    }
+                }
+                Effect::SendCancel { job, attempt, agent } => {
+                    let id = AttemptId { run: run_id, job, attempt };
+                    self.send_to(&agent, ToAgent::Cancel { id: id.to_string(), reason: "run cancelled".into(), disown: false })
+                        .await;
+                }
+                Effect::Release { job, attempt, agent } => {
+                    self.leases.remove(&AttemptId { run: run_id, job, attempt });
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        a.in_use = a.in_use.saturating_sub(1);
+                    }
+                    self.dispatch_needed = true;
+                }
+                Effect::RunFinished(state) => {
+                    info!(run = run_id, state = state.as_str(), "run finished");
+                    self.runs.remove(&run_id);
+                }
+            }
+        }
+    }
+
+    fn assignment(&self, id: &AttemptId) -> Option<Assignment> {
+        let run = self.runs.get(&id.run)?;
+        let spec = run.record.pipeline.job(&id.job)?;
+        let mut env = run.record.pipeline.env.clone();
+        env.extend(spec.env.clone());
+        let checkout = match (&run.record.source.repo, &run.record.source.commit) {
+            (Some(repo), Some(commit)) => Some((repo.clone(), commit.clone())),
+            _ => None,
+        };
+        Some(Assignment {
+            id: id.clone(),
+            steps: spec.steps.clone(),
+            env,
+            timeout: spec.timeout,
+            log_cap: self.config.log_cap,
+            checkout,
+        })
+    }
+
+    async fn send_to(&mut self, agent: &str, msg: ToAgent) {
+        let Some((_, tx)) = self.agents.get(agent).and_then(|a| a.conn.as_ref()) else { return };
+        // A full outgoing buffer means the agent stopped reading; its lease
+        // will tell. Never block the scheduler on one slow agent.
+        if let Err(e) = tx.try_send(msg) {
+            warn!(%agent, error = %e, "could not send to agent");
+        }
+    }
+
+    /// Writes a transaction, retrying until the store takes it. While the
+    /// store is down the scheduler waits here; the time lost is added to every
+    /// lease so that no agent is blamed for the store's outage.
+    async fn write(&mut self, txn: Txn) {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.store.txn(txn.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "store write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        let stalled = started.elapsed();
+        if stalled > self.config.lease_ttl / 4 {
+            for deadline in self.leases.values_mut() {
+                *deadline += stalled;
+            }
+        }
+    }
+
+    async fn dispatch(&mut self) {
+        // Drop entries whose job is no longer queued (cancelled, run gone).
+        let runs = &self.runs;
+        self.queue.retain(|(run, job)| {
+            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
+        });
+        if self.queue.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self.agents.iter().filter(|(_, a)| a.conn.is_some()).map(|(n, _)| n.clone()).collect();
+        let decisions = {
+            let queued: Vec<Ready> = self
+                .queue
+                .iter()
+                .map(|(run, job)| Ready {
+                    runs_on: &self.runs[run].record.pipeline.job(job).expect("queued job exists").runs_on,
+                })
+                .collect();
+            let mut agents: Vec<AgentSlots> = names
+                .iter()
+                .map(|n| {
+                    let a = &self.agents[n];
+                    AgentSlots { name: n, labels: &a.labels, free: a.slots.saturating_sub(a.in_use) }
+                })
+                .collect();
+            dispatch::plan(&queued, &mut agents)
+        };
+        let queue: Vec<(RunId, String)> = self.queue.iter().cloned().collect();
+        for decision in decisions {
+            match decision {
+                Decision::Assign { job, agent } => {
+                    let (run, job) = queue[job].clone();
+                    let agent = names[agent].clone();
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        a.in_use += 1;
+                    }
+                    self.apply(run, Input::Assign { job, agent }).await;
+                }
+                Decision::Wait { job, reason } => {
+                    let (run, job) = queue[job].clone();
+                    self.apply(run, Input::Waiting { job, reason }).await;
+                }
+            }
+        }
+        let runs = &self.runs;
+        self.queue.retain(|(run, job)| {
+            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
+        });
+    }
+}
+
+fn stale_reason() -> String {
+    "this attempt is no longer yours: it was lost or retried elsewhere".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_ids_round_trip_and_reject_garbage() {
+        let id = AttemptId { run: 12, job: "build.x-1".into(), attempt: 3 };
+        assert_eq!(id.to_string(), "12/build.x-1/3");
+        assert_eq!(id.to_string().parse::<AttemptId>(), Ok(id));
+        for bad in ["", "1/a", "1/a/b", "x/a/1", "1/a/1/2"] {
+            assert!(bad.parse::<AttemptId>().is_err(), "{bad:?}");
+        }
+    }
+}

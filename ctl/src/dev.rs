@@ -1,0 +1,195 @@
+//! `drover dev`: the whole loop on one machine. It makes certificates if
+//! they are missing, starts a coordinator on the embedded store and local
+//! agents (the real binaries, found next to `drover`), runs a pipeline with
+//! live progress, and stops everything it started.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use drover_proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::client::{self, Exit};
+use crate::{certs, follow};
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// The pipeline to run.
+    #[arg(long, default_value = "examples/pipeline.yml")]
+    pipeline: PathBuf,
+    /// Where certificates, the store, workspaces and process logs go.
+    #[arg(long, default_value = ".drover/dev")]
+    dir: PathBuf,
+    /// How many local agents to start.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    agents: u32,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Keep the coordinator and agents running after the run, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The directory holding the `drover` binary, where cargo also puts
+/// `drover-coordinator` and `drover-agent`.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the drover binary's path")?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!("{} not found next to {}; build all binaries with `cargo build --release`", name, exe.display());
+    }
+    Ok(path)
+}
+
+fn ensure_certs(tls: &Path, agents: &[String]) -> anyhow::Result<()> {
+    if !tls.join("ca.pem").exists() {
+        certs::init(tls, &[])?;
+        println!("created certificates in {}", tls.display());
+    }
+    for name in agents {
+        if !tls.join(format!("agent-{name}.pem")).exists() {
+            certs::issue_agent(tls, name)?;
+        }
+    }
+    Ok(())
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    let path = dir.join(format!("{name}.log"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Stdio::from(f))
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let yaml = std::fs::read_to_string(&args.pipeline).map_err(|e| {
+        Exit::new(
+            client::EXIT_INVALID,
+            format!("cannot read {}: {e}; run from the repository root or pass --pipeline", args.pipeline.display()),
+        )
+    })?;
+    let tls = args.dir.join("tls");
+    let logs = args.dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let names: Vec<String> = (1..=args.agents).map(|i| format!("dev-agent-{i}")).collect();
+    ensure_certs(&tls, &names)?;
+
+    let mut children: Vec<Child> = Vec::new();
+    let mut coordinator = Command::new(sibling("drover-coordinator")?)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(args.dir.join("data"))
+        .arg("--tls-dir")
+        .arg(&tls)
+        .stdout(Stdio::piped())
+        .stderr(log_file(&logs, "coordinator")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start drover-coordinator")?;
+    let stdout = coordinator.stdout.take().expect("piped");
+    children.push(coordinator);
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("drover-coordinator listening on ") {
+                return Some(addr.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .with_context(|| format!("the coordinator did not start; see {}", logs.join("coordinator.log").display()))?;
+    let url = format!("https://{addr}");
+    println!("coordinator on {url} (embedded store in {})", args.dir.join("data").display());
+
+    for (i, name) in names.iter().enumerate() {
+        let child = Command::new(sibling("drover-agent")?)
+            .arg("--coordinator")
+            .arg(&url)
+            .arg("--name")
+            .arg(name)
+            .arg("--labels")
+            .arg(format!("os=linux,agent={}", i + 1))
+            .arg("--slots")
+            .arg(args.slots.to_string())
+            .arg("--work-dir")
+            .arg(args.dir.join("work").join(name))
+            .arg("--tls-dir")
+            .arg(&tls)
+            .stdout(Stdio::null())
+            .stderr(log_file(&logs, name)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start drover-agent")?;
+        children.push(child);
+    }
+
+    let result = async {
+        let mut client = client::connect(&url, &tls).await?;
+        wait_for_agents(&mut client, names.len()).await?;
+        println!("{} agents connected; process logs in {}", names.len(), logs.display());
+        let resp = client
+            .submit_run(pb::SubmitRunRequest {
+                source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
+                    file_name: args.pipeline.to_string_lossy().into_owned(),
+                    yaml,
+                })),
+            })
+            .await
+            .map_err(client::status_exit)?
+            .into_inner();
+        let outcome = follow::follow(&mut client, &resp.run_id).await;
+        if args.keep {
+            println!("still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops", tls.display());
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        outcome.map_err(anyhow::Error::from)
+    };
+    let result = tokio::select! {
+        r = result => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    for child in &mut children {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for child in &mut children {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+    result
+}
+
+async fn wait_for_agents(client: &mut client::Client, n: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents = client
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .map_err(client::status_exit)?
+            .into_inner()
+            .agents;
+        if agents.iter().filter(|a| a.connected).count() >= n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("only {} of {n} agents connected within 20s; see the agent logs", agents.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

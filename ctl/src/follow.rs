@@ -1,0 +1,177 @@
+//! Live progress of a run: a line for each change of a job's state, job logs
+//! with each line prefixed by the job's name, and (on a terminal) a status
+//! bar at the bottom with counts of done and running jobs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use indicatif::{ProgressBar, ProgressStyle};
+use pb::run_event::Event;
+
+use crate::client::{Client, EXIT_FAILED, Exit, status_exit};
+
+/// A partial line longer than this is printed without waiting for its
+/// newline, so one enormous line cannot hold the output back.
+const MAX_PARTIAL: usize = 64 * 1024;
+
+struct Printer {
+    bar: ProgressBar,
+    /// Width of the job-name column.
+    width: usize,
+    /// Per job: the last (state, attempt, waiting_for) shown.
+    jobs: BTreeMap<String, (String, u32, String)>,
+    /// Per job: the attempt being printed and its unfinished line.
+    partial: BTreeMap<String, (u32, Vec<u8>)>,
+}
+
+impl Printer {
+    fn out(&self, line: &str) {
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        });
+    }
+
+    fn job(&mut self, job: &pb::Job) {
+        let key = (job.state.clone(), job.attempt, job.waiting_for.clone());
+        if self.jobs.get(&job.name) == Some(&key) {
+            return;
+        }
+        self.jobs.insert(job.name.clone(), key);
+        let mut line = format!("[{}] {}", job.name, job.state);
+        match job.state.as_str() {
+            "queued" if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
+            "assigned" | "running" => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
+            _ => {}
+        }
+        if !job.message.is_empty() && job.state != "running" && job.state != "assigned" {
+            line.push_str(&format!(" — {}", job.message));
+        }
+        if job.state == "queued" || job.state.ends_with("ed") || job.state == "cancelling" {
+            self.flush_partial(&job.name);
+        }
+        self.out(&line);
+    }
+
+    fn log(&mut self, log: pb::LogData) {
+        let entry = self.partial.entry(log.job.clone()).or_insert((log.attempt, Vec::new()));
+        if entry.0 != log.attempt {
+            let job = log.job.clone();
+            self.flush_partial(&job);
+            self.out(&format!("{:>w$} | --- attempt {} ---", log.job, log.attempt, w = self.width));
+        }
+        let entry = self.partial.entry(log.job.clone()).or_insert((log.attempt, Vec::new()));
+        entry.0 = log.attempt;
+        entry.1.extend_from_slice(&log.data);
+        let mut lines = Vec::new();
+        while let Some(pos) = entry.1.iter().position(|b| *b == b'\n') {
+            let rest = entry.1.split_off(pos + 1);
+            let mut line = std::mem::replace(&mut entry.1, rest);
+            line.pop();
+            lines.push(line);
+        }
+        if entry.1.len() > MAX_PARTIAL {
+            lines.push(std::mem::take(&mut entry.1));
+        }
+        for line in lines {
+            self.out(&format!("{:>w$} | {}", log.job, String::from_utf8_lossy(&line), w = self.width));
+        }
+    }
+
+    fn flush_partial(&mut self, job: &str) {
+        if let Some((_, rest)) = self.partial.get_mut(job) {
+            if !rest.is_empty() {
+                let line = std::mem::take(rest);
+                self.out(&format!("{job:>w$} | {}", String::from_utf8_lossy(&line), w = self.width));
+            }
+        }
+    }
+
+    fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) {
+        let done = jobs.values().filter(|j| is_terminal(&j.state)).count();
+        let running: Vec<&str> =
+            jobs.values().filter(|j| j.state == "running").map(|j| j.name.as_str()).collect();
+        self.bar.set_message(format!(
+            "run {} · {}/{} jobs done · running: {}",
+            run.id,
+            done,
+            jobs.len(),
+            if running.is_empty() { "-".to_string() } else { running.join(", ") }
+        ));
+    }
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "skipped" | "cancelled")
+}
+
+/// Follows a run to its end. Returns Ok for a succeeded run and an `Exit`
+/// with code 1 for a failed or cancelled one.
+pub async fn follow(client: &mut Client, run_id: &str) -> Result<(), Exit> {
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest { run_id: run_id.to_string(), logs: true })
+        .await
+        .map_err(status_exit)?
+        .into_inner();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut p = Printer { bar, width: 0, jobs: BTreeMap::new(), partial: BTreeMap::new() };
+    let mut run: Option<pb::Run> = None;
+    let mut jobs: BTreeMap<String, pb::Job> = BTreeMap::new();
+    let started = std::time::Instant::now();
+    while let Some(event) = stream.message().await.map_err(status_exit)? {
+        match event.event {
+            Some(Event::Run(r)) => {
+                if run.is_none() {
+                    p.width = r.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
+                    let commit = if r.commit.is_empty() { String::new() } else { format!(" at {}", &r.commit[..12.min(r.commit.len())]) };
+                    p.out(&format!("run {} ({}{}): {} jobs", r.id, r.name, commit, r.jobs.len()));
+                }
+                for j in &r.jobs {
+                    if run.is_none() || !jobs.contains_key(&j.name) {
+                        p.job(j);
+                    }
+                    jobs.insert(j.name.clone(), j.clone());
+                }
+                p.status(&r, &jobs);
+                run = Some(r);
+            }
+            Some(Event::Job(j)) => {
+                p.job(&j);
+                jobs.insert(j.name.clone(), j);
+                if let Some(r) = &run {
+                    p.status(r, &jobs);
+                }
+            }
+            Some(Event::Log(l)) => p.log(l),
+            None => {}
+        }
+    }
+    for job in jobs.keys() {
+        p.flush_partial(job);
+    }
+    p.bar.finish_and_clear();
+    let run = run.ok_or_else(|| Exit::new(EXIT_FAILED, "the coordinator sent no run state"))?;
+    let took = started.elapsed().as_secs_f64();
+    match run.state.as_str() {
+        "succeeded" => {
+            println!("run {} succeeded ({took:.1}s)", run.id);
+            Ok(())
+        }
+        "failed" | "cancelled" => {
+            let failed: Vec<String> = run
+                .jobs
+                .iter()
+                .filter(|j| j.state == "failed")
+                .map(|j| format!("{} ({})", j.name, j.message))
+                .collect();
+            let detail = if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) };
+            println!("run {} {}{detail}", run.id, run.state);
+            Err(Exit::new(EXIT_FAILED, format!("run {} {}", run.id, run.state)))
+        }
+        other => Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {other}", run.id))),
+    }
+}

@@ -1,0 +1,287 @@
+//! Scheduling on a real fleet: DAG order, parallelism, label routing,
+//! failure, retries, lost agents, cancel, timeout, big logs and a
+//! coordinator restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{Fleet, lines, text, wait_for};
+
+fn marker(fleet: &Fleet) -> String {
+    fleet.dir.path().join("marks").to_string_lossy().into_owned()
+}
+
+fn millis(line: &str, field: usize) -> u64 {
+    line.split_whitespace().nth(field).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad mark {line:?}"))
+}
+
+#[test]
+fn dag_order_and_parallelism_across_two_agents() {
+    let mut fleet = Fleet::start("dag");
+    fleet.agent("a1", "os=linux", 1);
+    fleet.agent("a2", "os=linux", 1);
+    fleet.wait_agents(2);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    // Each job records: name agent start_ms end_ms.
+    let job = |name: &str, needs: &str| {
+        format!(
+            "  {name}:\n{needs}    steps:\n      - run: |\n          s=$(date +%s%3N); sleep 1; e=$(date +%s%3N)\n          echo \"{name} $DROVER_AGENT $s $e\" >> {marks}/log\n"
+        )
+    };
+    let yaml = format!(
+        "name: dag\njobs:\n{}{}{}",
+        job("left", ""),
+        job("right", ""),
+        job("join", "    needs: [left, right]\n")
+    );
+    let run = fleet.submit("dag.yml", &yaml);
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let log = lines(&Path::new(&marks).join("log"));
+    assert_eq!(log.len(), 3, "{log:?}");
+    let find = |name: &str| log.iter().find(|l| l.starts_with(&format!("{name} "))).cloned().unwrap();
+    let (left, right, join) = (find("left"), find("right"), find("join"));
+    let agent = |l: &str| l.split_whitespace().nth(1).unwrap().to_string();
+    assert_ne!(agent(&left), agent(&right), "parallel jobs should spread over both agents: {log:?}");
+    // left and right overlap in time.
+    assert!(millis(&left, 2) < millis(&right, 3) && millis(&right, 2) < millis(&left, 3), "no overlap: {log:?}");
+    // join starts after both ended.
+    assert!(millis(&join, 2) >= millis(&left, 3) && millis(&join, 2) >= millis(&right, 3), "order: {log:?}");
+}
+
+#[test]
+fn label_routing_and_waiting_for_a_matching_agent() {
+    let mut fleet = Fleet::start("labels");
+    fleet.agent("linux1", "os=linux", 2);
+    fleet.wait_agents(1);
+    let yaml = "name: labels\njobs:\n  on-linux:\n    runs-on: {os: linux}\n    steps:\n      - run: echo $DROVER_AGENT\n  on-mac:\n    runs-on: {os: mac, arch: arm64}\n    steps:\n      - run: echo $DROVER_AGENT\n";
+    let run = fleet.submit("labels.yml", yaml);
+    // The mac job waits and says what for.
+    let waiting = wait_for("on-mac to report what it waits for", Duration::from_secs(20), || {
+        let job = fleet.job(&run, "on-mac");
+        let w = job["waiting_for"].as_str().unwrap_or_default().to_string();
+        (job["state"] == "queued" && !w.is_empty()).then_some(w)
+    });
+    assert!(waiting.contains("arch=arm64,os=mac") && waiting.contains("no connected agent matches"), "{waiting}");
+    let out = fleet.drover(&["status", &run]);
+    assert!(text(&out.stdout).contains("waiting for an agent with labels arch=arm64,os=mac"), "{}", text(&out.stdout));
+    assert_eq!(fleet.job(&run, "on-linux")["agent"], "linux1");
+    fleet.agent("mac1", "os=mac,arch=arm64", 1);
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(fleet.job(&run, "on-mac")["agent"], "mac1");
+    assert_eq!(fleet.job(&run, "on-linux")["agent"], "linux1");
+}
+
+#[test]
+fn failure_skips_dependents_and_independent_jobs_finish() {
+    let mut fleet = Fleet::start("fail");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let path = fleet.dir.path().join("fail.yml");
+    std::fs::write(
+        &path,
+        "name: fail\njobs:\n  broken:\n    steps:\n      - run: echo about to fail; exit 3\n      - run: echo never\n  after:\n    needs: [broken]\n    steps:\n      - run: echo never\n  later:\n    needs: [after]\n    steps:\n      - run: echo never\n  independent:\n    steps:\n      - run: sleep 0.5; echo fine\n",
+    )
+    .unwrap();
+    let out = fleet.drover(&["run", "--follow", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failed run exits 1: {stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("broken | about to fail"), "logs are prefixed by job: {stdout}");
+    assert!(stdout.contains("[broken] failed"), "{stdout}");
+    assert!(!stdout.contains("never"), "{stdout}");
+    let run = stdout.split_whitespace().nth(1).unwrap().to_string();
+    let status = fleet.status(&run);
+    assert_eq!(status["state"], "failed");
+    let job = |name: &str| fleet.job(&run, name);
+    assert_eq!(job("broken")["state"], "failed");
+    assert_eq!(job("broken")["exit_code"], 3);
+    assert_eq!(job("after")["state"], "skipped");
+    assert_eq!(job("later")["state"], "skipped");
+    assert_eq!(job("independent")["state"], "succeeded");
+}
+
+#[test]
+fn a_failed_attempt_is_retried() {
+    let mut fleet = Fleet::start("retry");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    let yaml = format!(
+        "name: retry\njobs:\n  flaky:\n    retries: 1\n    steps:\n      - run: |\n          mkdir -p {marks}\n          echo \"attempt $DROVER_ATTEMPT\" >> {marks}/attempts\n          if [ \"$DROVER_ATTEMPT\" = 1 ]; then exit 1; fi\n"
+    );
+    let run = fleet.submit("retry.yml", &yaml);
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(lines(&Path::new(&marks).join("attempts")), vec!["attempt 1", "attempt 2"]);
+    assert_eq!(fleet.job(&run, "flaky")["attempt"], 2);
+}
+
+#[test]
+fn an_agent_killed_mid_job_loses_the_attempt_and_it_runs_again_elsewhere() {
+    let mut fleet = Fleet::start("lost");
+    let first = fleet.agent("doomed", "", 1);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    let yaml = format!(
+        "name: lost\njobs:\n  long:\n    retries: 1\n    steps:\n      - run: |\n          echo \"start $DROVER_AGENT $DROVER_ATTEMPT\" >> {marks}/log\n          if [ \"$DROVER_AGENT\" = doomed ]; then sleep 20; fi\n          echo \"done $DROVER_AGENT $DROVER_ATTEMPT\" >> {marks}/log\n"
+    );
+    let run = fleet.submit("lost.yml", &yaml);
+    wait_for("the job to start on doomed", Duration::from_secs(20), || {
+        lines(&Path::new(&marks).join("log")).iter().any(|l| l == "start doomed 1").then_some(())
+    });
+    fleet.agents[first].kill();
+    fleet.agent("survivor", "", 1);
+    let status = fleet.wait_run(&run, Duration::from_secs(40));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    let job = fleet.job(&run, "long");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["agent"], "survivor", "{job}");
+    let log = lines(&Path::new(&marks).join("log"));
+    assert!(log.contains(&"done survivor 2".to_string()), "{log:?}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("done")).count(), 1, "reported once: {log:?}");
+    // The job shows once in the run, succeeded.
+    let jobs = status["jobs"].as_array().unwrap();
+    assert_eq!(jobs.iter().filter(|j| j["name"] == "long").count(), 1);
+}
+
+fn process_alive(pid: i32) -> bool {
+    // A zombie counts as gone: it has exited, only its exit status remains.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn cancel_kills_the_step_and_its_children() {
+    let mut fleet = Fleet::start("cancel");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    let yaml = format!(
+        "name: cancel\njobs:\n  forever:\n    steps:\n      - run: |\n          sleep 1000 &\n          echo $! > {marks}/child.pid\n          wait\n  after:\n    needs: [forever]\n    steps:\n      - run: echo never\n"
+    );
+    let run = fleet.submit("cancel.yml", &yaml);
+    let pid: i32 = wait_for("the step to start its child", Duration::from_secs(20), || {
+        std::fs::read_to_string(Path::new(&marks).join("child.pid")).ok().and_then(|s| s.trim().parse().ok())
+    });
+    assert!(process_alive(pid));
+    let out = fleet.drover(&["cancel", &run]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = fleet.wait_run(&run, Duration::from_secs(20));
+    assert_eq!(status["state"], "cancelled", "{status:#}");
+    assert_eq!(fleet.job(&run, "forever")["state"], "cancelled");
+    assert_eq!(fleet.job(&run, "after")["state"], "cancelled");
+    wait_for("the background sleep to be gone", Duration::from_secs(10), || (!process_alive(pid)).then_some(()));
+}
+
+#[test]
+fn a_job_past_its_timeout_is_killed_and_fails() {
+    let mut fleet = Fleet::start("timeout");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    let yaml = format!(
+        "name: timeout\njobs:\n  slow:\n    timeout: 2s\n    steps:\n      - run: |\n          sleep 300 &\n          echo $! > {marks}/child.pid\n          sleep 300\n"
+    );
+    let started = std::time::Instant::now();
+    let run = fleet.submit("timeout.yml", &yaml);
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let job = fleet.job(&run, "slow");
+    assert!(job["message"].as_str().unwrap().contains("timed out after 2s"), "{job}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let pid: i32 = std::fs::read_to_string(Path::new(&marks).join("child.pid")).unwrap().trim().parse().unwrap();
+    wait_for("the timed-out step's child to be gone", Duration::from_secs(10), || (!process_alive(pid)).then_some(()));
+}
+
+#[test]
+fn a_log_of_100000_lines_arrives_complete_and_in_order() {
+    let mut fleet = Fleet::start("biglog");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let yaml = "name: biglog\njobs:\n  print:\n    steps:\n      - run: seq 1 100000\n      - run: head -c 300000 /dev/zero | tr '\\0' x\n";
+    let run = fleet.submit("biglog.yml", yaml);
+    let status = fleet.wait_run(&run, Duration::from_secs(120));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let out = fleet.drover(&["logs", &run, "print"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    let numbers: Vec<&str> = log.lines().filter(|l| !l.starts_with("==>") && !l.starts_with('x')).collect();
+    assert_eq!(numbers.len(), 100_000);
+    for (i, line) in numbers.iter().enumerate() {
+        assert_eq!(*line, (i + 1).to_string(), "line {i}");
+    }
+    // A 300,000-byte line without a newline arrives whole.
+    let long = log.lines().find(|l| l.starts_with('x')).unwrap_or_default();
+    assert_eq!(long.len(), 300_000);
+}
+
+#[test]
+fn a_log_over_its_cap_is_truncated_with_a_marker_and_the_job_still_succeeds() {
+    let mut fleet = Fleet::start_with("logcap", &["--log-cap", "64K"]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let run = fleet.submit("cap.yml", "name: cap\njobs:\n  loud:\n    steps:\n      - run: seq 1 100000\n");
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let out = fleet.drover(&["logs", &run, "loud"]);
+    let log = text(&out.stdout);
+    assert!(log.contains("[drover: log truncated at 65536 bytes"), "{}", &log[log.len().saturating_sub(200)..]);
+    assert!(log.len() < 65536 + 200, "{}", log.len());
+}
+
+#[test]
+fn a_coordinator_restarted_mid_run_loses_nothing() {
+    let mut fleet = Fleet::start("restart");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    let yaml = format!(
+        "name: restart\njobs:\n  first:\n    steps:\n      - run: |\n          echo \"start $DROVER_ATTEMPT\" >> {marks}/first\n          for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\n          echo \"done $DROVER_ATTEMPT\" >> {marks}/first\n  second:\n    needs: [first]\n    steps:\n      - run: echo second ran >> {marks}/second\n"
+    );
+    let run = fleet.submit("restart.yml", &yaml);
+    wait_for("first to start", Duration::from_secs(20), || {
+        (!lines(&Path::new(&marks).join("first")).is_empty()).then_some(())
+    });
+    let addr = fleet.addr.clone();
+    fleet.coordinator.as_mut().unwrap().kill();
+    std::thread::sleep(Duration::from_millis(300));
+    fleet.start_coordinator(&addr);
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(lines(&Path::new(&marks).join("first")), vec!["start 1", "done 1"], "first ran once");
+    assert_eq!(lines(&Path::new(&marks).join("second")), vec!["second ran"]);
+    let out = fleet.drover(&["logs", &run, "first"]);
+    let log = text(&out.stdout);
+    for i in 1..=6 {
+        assert_eq!(log.matches(&format!("tick {i}\n")).count(), 1, "tick {i} once in the log: {log}");
+    }
+}
+
+#[test]
+fn step_environment_and_live_follow() {
+    let mut fleet = Fleet::start("env");
+    fleet.agent("envagent", "", 1);
+    fleet.wait_agents(1);
+    let path = fleet.dir.path().join("env.yml");
+    std::fs::write(
+        &path,
+        "name: env\nenv: {GREETING: hello, MODE: debug}\njobs:\n  show:\n    env: {MODE: release}\n    steps:\n      - run: echo \"$DROVER_RUN_ID|$DROVER_JOB|$DROVER_ATTEMPT|$DROVER_AGENT|$GREETING|$MODE\"; test \"$PWD\" = \"$DROVER_WORKSPACE\"\n",
+    )
+    .unwrap();
+    let out = fleet.drover(&["run", "--follow", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let run = stdout.split_whitespace().nth(1).unwrap();
+    assert!(stdout.contains(&format!("show | {run}|show|1|envagent|hello|release")), "{stdout}");
+    assert!(stdout.contains("[show] running on envagent (attempt 1)"), "{stdout}");
+    assert!(stdout.contains("[show] succeeded"), "{stdout}");
+    assert!(stdout.contains(&format!("run {run} succeeded")), "{stdout}");
+}

@@ -1,0 +1,69 @@
+//! Runs from git: the pipeline is read from the named ref, the run is pinned
+//! to its commit, and each job's workspace is a checkout of that commit.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Fleet, text};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_run_from_git_is_pinned_to_the_commit_and_checks_it_out() {
+    let mut fleet = Fleet::start("git");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let repo = fleet.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let out = fleet.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let pipeline = format!(
+        "name: from-git\njobs:\n  show:\n    steps:\n      - run: |\n          cat version.txt > {out}/version-$DROVER_RUN_ID\n          git rev-parse HEAD > {out}/head-$DROVER_RUN_ID\n",
+        out = out.display()
+    );
+    std::fs::write(repo.join(".drover.yml"), &pipeline).unwrap();
+    std::fs::write(repo.join("version.txt"), "one\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["tag", "v1"]);
+    std::fs::write(repo.join("version.txt"), "two\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+
+    // A local path at a tag, and a file:// URL at the branch.
+    let cases = [(repo.to_str().unwrap().to_string(), "v1", &first, "one"), (format!("file://{}", repo.display()), "main", &second, "two")];
+    for (url, reference, commit, version) in cases {
+        let cli = fleet.drover(&["run", "--repo", &url, "--ref", reference]);
+        assert!(cli.status.success(), "{}", text(&cli.stderr));
+        let run = text(&cli.stdout).trim().to_string();
+        let status = fleet.wait_run(&run, Duration::from_secs(60));
+        assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+        assert_eq!(status["commit"].as_str(), Some(commit.as_str()));
+        assert_eq!(std::fs::read_to_string(out.join(format!("head-{run}"))).unwrap().trim(), commit.as_str());
+        assert_eq!(std::fs::read_to_string(out.join(format!("version-{run}"))).unwrap().trim(), version);
+    }
+
+    // A ref that does not exist, and a missing file, are clear errors.
+    let cli = fleet.drover(&["run", "--repo", repo.to_str().unwrap(), "--ref", "nope"]);
+    assert_eq!(cli.status.code(), Some(2));
+    assert!(text(&cli.stderr).contains("ref \"nope\" not found"), "{}", text(&cli.stderr));
+    let cli = fleet.drover(&["run", "--repo", repo.to_str().unwrap(), "--file", "ci/missing.yml"]);
+    assert_eq!(cli.status.code(), Some(2));
+    assert!(text(&cli.stderr).contains("ci/missing.yml not found"), "{}", text(&cli.stderr));
+}

@@ -1,0 +1,279 @@
+//! The test harness: temporary directories, the real binaries started as
+//! child processes on port 0, and waiting for conditions with a deadline.
+//!
+//! Every process is killed when its handle drops, so a failing test leaves
+//! nothing running. Each process's stderr goes to a file in the test's
+//! directory, and the file's tail is printed when a wait times out.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The directory with the workspace's binaries: the test executable lives
+/// in target/<profile>/deps, the binaries in target/<profile>.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A directory removed when dropped (unless DROVER_KEEP_TEST_DIRS is set).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "drover-e2e-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("DROVER_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` every 20 ms until it returns Some, or panics after `timeout`
+/// with `what` and the given context.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Fleet {
+    pub dir: TempDir,
+    pub tls: PathBuf,
+    pub addr: String,
+    pub coordinator: Option<Proc>,
+    pub agents: Vec<Proc>,
+    /// Extra flags for every coordinator start.
+    pub coordinator_args: Vec<String>,
+}
+
+impl Fleet {
+    /// Certificates and a coordinator on port 0 with a short lease.
+    pub fn start(tag: &str) -> Fleet {
+        Fleet::start_with(tag, &[])
+    }
+
+    /// Like [`Fleet::start`], with extra coordinator flags.
+    pub fn start_with(tag: &str, coordinator_args: &[&str]) -> Fleet {
+        let dir = TempDir::new(tag);
+        let tls = dir.path().join("tls");
+        let out = Command::new(bin("drover"))
+            .args(["certs", "init", "--dir"])
+            .arg(&tls)
+            .output()
+            .expect("run drover certs init");
+        assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
+        let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
+        let mut fleet = Fleet { dir, tls, addr: String::new(), coordinator: None, agents: Vec::new(), coordinator_args };
+        fleet.start_coordinator("127.0.0.1:0");
+        fleet
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Starts the coordinator on `listen` and waits for its address line.
+    pub fn start_coordinator(&mut self, listen: &str) {
+        let log = self.dir.path().join("coordinator.log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut child = Command::new(bin("drover-coordinator"))
+            .args(["--listen", listen, "--lease-ttl", "2s", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .arg("--tls-dir")
+            .arg(&self.tls)
+            .args(&self.coordinator_args)
+            .env("DROVER_LOG", "info,drover_coordinator=debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read coordinator stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("drover-coordinator listening on ")
+            .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+            .to_string();
+        self.addr = addr;
+        self.coordinator = Some(Proc { child, name: "coordinator".into(), log });
+    }
+
+    /// Issues a certificate and starts an agent.
+    pub fn agent(&mut self, name: &str, labels: &str, slots: u32) -> usize {
+        let cert = self.tls.join(format!("agent-{name}.pem"));
+        if !cert.exists() {
+            let out = Command::new(bin("drover"))
+                .args(["certs", "issue-agent", name, "--dir"])
+                .arg(&self.tls)
+                .output()
+                .expect("issue agent cert");
+            assert!(out.status.success(), "issue-agent: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(bin("drover-agent"))
+            .args(["--coordinator", &self.url(), "--name", name, "--labels", labels, "--slots", &slots.to_string()])
+            .arg("--work-dir")
+            .arg(self.dir.path().join("work").join(name))
+            .arg("--tls-dir")
+            .arg(&self.tls)
+            .env("DROVER_LOG", "info,drover_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start agent");
+        self.agents.push(Proc { child, name: name.to_string(), log });
+        self.agents.len() - 1
+    }
+
+    /// Runs the CLI against this fleet.
+    pub fn drover(&self, args: &[&str]) -> Output {
+        self.drover_with_tls(&self.tls, args)
+    }
+
+    pub fn drover_with_tls(&self, tls: &Path, args: &[&str]) -> Output {
+        Command::new(bin("drover"))
+            .args(args)
+            .env("DROVER_COORDINATOR", self.url())
+            .env("DROVER_TLS_DIR", tls)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run drover")
+    }
+
+    /// Writes a pipeline file into the test directory and submits it.
+    pub fn submit(&self, name: &str, yaml: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write pipeline");
+        let out = self.drover(&["run", path.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "submit failed: {}{}", text(&out.stderr), self.logs());
+        text(&out.stdout).trim().to_string()
+    }
+
+    pub fn status(&self, run: &str) -> serde_json::Value {
+        let out = self.drover(&["status", run, "--json"]);
+        assert!(out.status.success(), "status failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn job(&self, run: &str, job: &str) -> serde_json::Value {
+        let status = self.status(run);
+        status["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .find(|j| j["name"] == job)
+            .cloned()
+            .unwrap_or_else(|| panic!("no job {job} in {status}"))
+    }
+
+    /// Waits until the run has finished and returns its final status.
+    pub fn wait_run(&self, run: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(run);
+            if status["state"] != "running" {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("run {run} still running after {timeout:?}: {status:#}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `n` agents are connected.
+    pub fn wait_agents(&self, n: usize) {
+        wait_for(&format!("{n} connected agents"), Duration::from_secs(20), || {
+            let out = self.drover(&["agents"]);
+            let connected = text(&out.stdout).lines().filter(|l| l.contains("connected")).count();
+            (connected >= n).then_some(())
+        });
+    }
+
+    /// Tails of every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in self.coordinator.iter().chain(self.agents.iter()) {
+            s.push_str(&format!("\n--- {} ---\n{}\n", p.name, p.log_tail()));
+        }
+        s
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads a marker file that steps append lines to.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}

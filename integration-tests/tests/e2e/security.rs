@@ -1,0 +1,86 @@
+//! Mutual TLS: who may connect, and who may do what.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{Fleet, TempDir, bin, text};
+
+/// A TLS directory that trusts the fleet's CA but presents another
+/// certificate as the admin one.
+fn mixed_tls(fleet: &Fleet, cert: &Path, key: &Path) -> TempDir {
+    let dir = TempDir::new("mixed-tls");
+    std::fs::copy(fleet.tls.join("ca.pem"), dir.path().join("ca.pem")).unwrap();
+    std::fs::copy(cert, dir.path().join("admin.pem")).unwrap();
+    std::fs::copy(key, dir.path().join("admin-key.pem")).unwrap();
+    dir
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let fleet = Fleet::start("otherca");
+    let other = TempDir::new("other-ca");
+    let out = std::process::Command::new(bin("drover"))
+        .args(["certs", "init", "--dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tls = mixed_tls(&fleet, &other.path().join("admin.pem"), &other.path().join("admin-key.pem"));
+    let out = fleet.drover_with_tls(tls.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+    // And the real admin certificate works.
+    assert_eq!(fleet.drover(&["runs"]).status.code(), Some(0));
+}
+
+#[test]
+fn an_agent_certificate_cannot_use_the_control_api() {
+    let mut fleet = Fleet::start("agentctl");
+    fleet.agent("a1", "", 1);
+    let tls = mixed_tls(&fleet, &fleet.tls.join("agent-a1.pem"), &fleet.tls.join("agent-a1-key.pem"));
+    let out = fleet.drover_with_tls(tls.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("cannot use the control API"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_agent_can_only_act_as_the_name_in_its_certificate() {
+    let mut fleet = Fleet::start("impostor");
+    fleet.agent("honest", "", 1);
+    // Give "impostor" the certificate of "honest".
+    std::fs::copy(fleet.tls.join("agent-honest.pem"), fleet.tls.join("agent-impostor.pem")).unwrap();
+    std::fs::copy(fleet.tls.join("agent-honest-key.pem"), fleet.tls.join("agent-impostor-key.pem")).unwrap();
+    let i = fleet.agent("impostor", "", 1);
+    fleet.wait_agents(1);
+    crate::harness::wait_for("the impostor to be refused", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fleet.agents[i].log)
+            .unwrap_or_default()
+            .contains("cannot act as \"impostor\"")
+            .then_some(())
+    });
+    let out = fleet.drover(&["agents"]);
+    assert!(!text(&out.stdout).contains("impostor"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused() {
+    let fleet = Fleet::start("nocert");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let result: Result<(), String> = rt.block_on(async {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let ca = Certificate::from_pem(std::fs::read(fleet.tls.join("ca.pem")).unwrap());
+        let channel = Endpoint::from_shared(fleet.url())
+            .unwrap()
+            .tls_config(ClientTlsConfig::new().ca_certificate(ca))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = drover_proto::v1::control_service_client::ControlServiceClient::new(channel);
+        client
+            .list_runs(drover_proto::v1::ListRunsRequest { limit: 1 })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("call: {s}"))
+    });
+    assert!(result.is_err(), "a client without a certificate got an answer");
+}
