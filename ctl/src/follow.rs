@@ -131,9 +131,7 @@ pub async fn follow(client: &mut Client, run_id: &str) -> Result<(), Exit> {
                     p.out(&format!("run {} ({}{}): {} jobs", r.id, r.name, commit, r.jobs.len()));
                 }
                 for j in &r.jobs {
-                    if run.is_none() || !jobs.contains_key(&j.name) {
-                        p.job(j);
-                    }
+                    p.job(j);
                     jobs.insert(j.name.clone(), j.clone());
                 }
                 p.status(&r, &jobs);

@@ -104,32 +104,6 @@ fn summary_view(s: &RunSummary) -> pb::Run {
     }
 }
 
-/// The state of one run as read from a listing of its prefix.
-struct RunSnapshot {
-    record: RunRecord,
-    jobs: BTreeMap<String, JobRecord>,
-    logs: Vec<pb::LogData>,
-}
-
-fn snapshot(id: RunId, kvs: &[KeyValue]) -> Result<Option<RunSnapshot>, ApiError> {
-    let mut record = None;
-    let mut jobs = BTreeMap::new();
-    let mut logs = Vec::new();
-    for kv in kvs {
-        match keys::parse_run_key(id, &kv.key) {
-            Some(RunKey::Run) => record = Some(decode::<RunRecord>(kv)?),
-            Some(RunKey::Job(name)) => {
-                jobs.insert(name.to_string(), decode::<JobRecord>(kv)?);
-            }
-            Some(RunKey::Log { job, attempt, offset }) => {
-                logs.push(pb::LogData { job: job.to_string(), attempt, offset, data: kv.value.clone() })
-            }
-            None => {}
-        }
-    }
-    Ok(record.map(|record| RunSnapshot { record, jobs, logs }))
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogData, Status>> + Send>>;
 
@@ -143,129 +117,140 @@ struct WatchFilter {
     logs: bool,
 }
 
-/// Follows a run from a consistent listing, then its watch, sending events
-/// until the run (or the filtered job) is finished or the client goes away.
-/// When the watch falls behind a compaction it lists again and resends only
-/// what the client has not seen, so no event is missed or repeated.
+/// A follower's view of one run, fed with batches of keys (one revision of
+/// a watch, or a whole listing) and turning them into client events.
+struct Follower {
+    id: RunId,
+    filter: WatchFilter,
+    record: Option<RunRecord>,
+    jobs: BTreeMap<String, JobRecord>,
+    /// Log bytes already sent, per (job, attempt).
+    sent: BTreeMap<(String, u32), u64>,
+}
+
+impl Follower {
+    fn wants_log(&self, job: &str, attempt: u32) -> bool {
+        self.filter.logs
+            && self.filter.job.as_deref().is_none_or(|j| j == job)
+            && (self.filter.attempt == 0 || self.filter.attempt == attempt)
+    }
+
+    fn done(&self) -> bool {
+        let Some(record) = &self.record else { return false };
+        match &self.filter.job {
+            Some(job) => record.state.is_terminal() || self.jobs.get(job).is_some_and(|j| j.state.is_terminal()),
+            None => record.state.is_terminal(),
+        }
+    }
+
+    /// Applies one batch of puts and returns the events to send: the run
+    /// (when its record changed, with every job), else each changed job, and
+    /// the log chunks not sent before.
+    fn batch(&mut self, kvs: Vec<KeyValue>) -> Result<Vec<pb::run_event::Event>, ApiError> {
+        use pb::run_event::Event as E;
+        let mut run_changed = false;
+        let mut changed_jobs = Vec::new();
+        let mut logs = Vec::new();
+        for kv in kvs {
+            match keys::parse_run_key(self.id, &kv.key) {
+                Some(RunKey::Run) => {
+                    self.record = Some(decode::<RunRecord>(&kv)?);
+                    run_changed = true;
+                }
+                Some(RunKey::Job(name)) => {
+                    let name = name.to_string();
+                    self.jobs.insert(name.clone(), decode::<JobRecord>(&kv)?);
+                    changed_jobs.push(name);
+                }
+                Some(RunKey::Log { job, attempt, offset }) if self.wants_log(job, attempt) => {
+                    let end = offset + kv.value.len() as u64;
+                    let seen = self.sent.entry((job.to_string(), attempt)).or_insert(0);
+                    if end > *seen {
+                        *seen = end;
+                        logs.push(pb::LogData { job: job.to_string(), attempt, offset, data: kv.value });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(record) = &self.record else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        if run_changed {
+            out.push(E::Run(run_view(record, &self.jobs)));
+        } else {
+            for name in changed_jobs {
+                if self.filter.job.as_deref().is_none_or(|f| f == name) {
+                    out.push(E::Job(job_view(record, &name, &self.jobs[&name])));
+                }
+            }
+        }
+        out.extend(logs.into_iter().map(E::Log));
+        Ok(out)
+    }
+}
+
+/// Follows a run until it (or the filtered job) is finished or the client
+/// goes away. It replays the run's history from its creation, so a client
+/// that attaches late still sees every state change; when that history has
+/// been compacted away, or the watch falls behind, it lists the run again
+/// and resends only what the client has not seen.
 async fn follow_run(
     store: Arc<dyn Store>,
     id: RunId,
     filter: WatchFilter,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
-    use pb::run_event::Event as E;
-    let send = |e: E| {
-        let tx = tx.clone();
-        async move { tx.send(Ok(pb::RunEvent { event: Some(e) })).await.is_ok() }
-    };
-    // Log bytes already sent, per (job, attempt).
-    let mut sent: BTreeMap<(String, u32), u64> = BTreeMap::new();
-    let wants_log = |job: &str, attempt: u32| {
-        filter.logs
-            && filter.job.as_deref().is_none_or(|j| j == job)
-            && (filter.attempt == 0 || filter.attempt == attempt)
-    };
-    let done = |record: &RunRecord, jobs: &BTreeMap<String, JobRecord>| match &filter.job {
-        Some(job) => record.state.is_terminal() || jobs.get(job).is_some_and(|j| j.state.is_terminal()),
-        None => record.state.is_terminal(),
-    };
-    'relist: loop {
-        let (kvs, rev) = match store.range(&keys::run(id)).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Err(ApiError::from(e).into())).await;
-                return;
-            }
-        };
-        let snap = match snapshot(id, &kvs) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                let _ = tx.send(Err(ApiError::NotFound(format!("run {id} not found")).into())).await;
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
-        let RunSnapshot { record, mut jobs, logs } = snap;
-        let mut record = record;
-        if !send(E::Run(run_view(&record, &jobs))).await {
-            return;
-        }
-        for log in logs {
-            if !wants_log(&log.job, log.attempt) {
-                continue;
-            }
-            let seen = sent.entry((log.job.clone(), log.attempt)).or_insert(0);
-            if log.offset + log.data.len() as u64 <= *seen {
-                continue;
-            }
-            *seen = log.offset + log.data.len() as u64;
-            if !send(E::Log(log)).await {
-                return;
+    let mut follower = Follower { id, filter, record: None, jobs: BTreeMap::new(), sent: BTreeMap::new() };
+    if let Err(e) = follow(&store, &mut follower, &tx).await {
+        let _ = tx.send(Err(e.into())).await;
+    }
+}
+
+async fn follow(
+    store: &Arc<dyn Store>,
+    f: &mut Follower,
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+) -> Result<(), ApiError> {
+    let send = |events: Vec<pb::run_event::Event>| async move {
+        for e in events {
+            if tx.send(Ok(pb::RunEvent { event: Some(e) })).await.is_err() {
+                return false;
             }
         }
-        if done(&record, &jobs) {
-            return;
-        }
-        let mut watch = match store.watch(&keys::run(id), rev + 1).await {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = tx.send(Err(ApiError::from(e).into())).await;
-                return;
-            }
-        };
+        true
+    };
+    let prefix = keys::run(f.id);
+    let created = store
+        .get(&prefix)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {} not found; see `drover runs`", f.id)))?
+        .create_revision;
+    let mut start = created;
+    loop {
+        let mut watch = store.watch(&prefix, start).await?;
         loop {
             let msg = tokio::select! {
                 msg = watch.recv() => msg,
-                _ = tx.closed() => return,
+                _ = tx.closed() => return Ok(()),
             };
-            let events = match msg {
-                Some(WatchMessage::Events(events)) => events,
-                Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
+            let batch = match msg {
+                Some(WatchMessage::Events(events)) => events
+                    .into_iter()
+                    .filter(|e| e.kind == crate::store::EventKind::Put)
+                    .map(|e| e.kv)
+                    .collect(),
+                Some(WatchMessage::Compacted { .. }) | None => break,
             };
-            for ev in events {
-                if ev.kind != crate::store::EventKind::Put {
-                    continue;
-                }
-                let ok = match keys::parse_run_key(id, &ev.kv.key) {
-                    Some(RunKey::Run) => match decode::<RunRecord>(&ev.kv) {
-                        Ok(r) => {
-                            record = r;
-                            send(E::Run(run_view(&record, &jobs))).await
-                        }
-                        Err(_) => true,
-                    },
-                    Some(RunKey::Job(name)) => match decode::<JobRecord>(&ev.kv) {
-                        Ok(j) => {
-                            let view = job_view(&record, name, &j);
-                            jobs.insert(name.to_string(), j);
-                            filter.job.as_deref().is_some_and(|f| f != name) || send(E::Job(view)).await
-                        }
-                        Err(_) => true,
-                    },
-                    Some(RunKey::Log { job, attempt, offset }) if wants_log(job, attempt) => {
-                        let end = offset + ev.kv.value.len() as u64;
-                        let seen = sent.entry((job.to_string(), attempt)).or_insert(0);
-                        if end <= *seen {
-                            true
-                        } else {
-                            *seen = end;
-                            let log = pb::LogData { job: job.to_string(), attempt, offset, data: ev.kv.value };
-                            send(E::Log(log)).await
-                        }
-                    }
-                    _ => true,
-                };
-                if !ok {
-                    return;
-                }
-            }
-            if done(&record, &jobs) {
-                return;
+            if !send(f.batch(batch)?).await || f.done() {
+                return Ok(());
             }
         }
+        // History is gone: take a listing and go on from its revision.
+        let (kvs, rev) = store.range(&prefix).await?;
+        if !send(f.batch(kvs)?).await || f.done() {
+            return Ok(());
+        }
+        start = rev + 1;
     }
 }
 

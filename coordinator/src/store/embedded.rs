@@ -209,7 +209,10 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("dir", &self.dir).field("opts", &self.opts).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.dir)
+            .field("opts", &self.opts)
+            .finish()
     }
 }
 
@@ -328,7 +331,9 @@ impl History {
         while self.first <= upto
             && (self.entries.len() > self.max_revisions || self.bytes > self.max_bytes)
         {
-            let Some((_, size)) = self.entries.pop_front() else { break };
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
             self.bytes -= size;
             self.first += 1;
         }
@@ -389,11 +394,18 @@ impl EmbeddedStore {
             let dir = dir.clone();
             let opts = opts.clone();
             let now = Instant::now();
-            tokio::task::spawn_blocking(move || recover(&dir, &opts, now)).await.map_err(
-                |e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")),
-            )??
+            tokio::task::spawn_blocking(move || recover(&dir, &opts, now))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("opening the embedded store failed: {e}"))
+                })??
         };
-        let Recovered { mut ks, wal, lock, snapshot_bytes } = recovered;
+        let Recovered {
+            mut ks,
+            wal,
+            lock,
+            snapshot_bytes,
+        } = recovered;
         // Leases get a full TTL from now, not from when they were granted:
         // their holders could not renew them while the store was down.
         ks.restart_lease_clocks(Instant::now());
@@ -404,7 +416,10 @@ impl EmbeddedStore {
             leases = ks.leases.len(),
             "opened embedded store"
         );
-        let status = SyncStatus { durable_seq: ks.seq, failed: None };
+        let status = SyncStatus {
+            durable_seq: ks.seq,
+            failed: None,
+        };
         let state = State {
             durable_seq: ks.seq,
             visible_revision: ks.revision,
@@ -428,7 +443,10 @@ impl EmbeddedStore {
         if store.opts.fsync {
             tokio::spawn(run_syncer(Arc::downgrade(&store), store.sync_wake.clone()));
         }
-        tokio::spawn(run_lease_expiry(Arc::downgrade(&store), store.lease_wake.clone()));
+        tokio::spawn(run_lease_expiry(
+            Arc::downgrade(&store),
+            store.lease_wake.clone(),
+        ));
         Ok(store)
     }
 
@@ -498,14 +516,19 @@ impl EmbeddedStore {
         }
         st.durable_seq = seq;
         self.publish(st, revision);
-        self.sync_status.send_replace(SyncStatus { durable_seq: seq, failed: None });
+        self.sync_status.send_replace(SyncStatus {
+            durable_seq: seq,
+            failed: None,
+        });
     }
 
     fn publish(&self, st: &mut State, upto: Revision) {
         while st.visible_revision < upto {
             let revision = st.visible_revision + 1;
             match st.ks.history.get(revision).cloned() {
-                Some(events) => st.watchers.retain_mut(|w| self.deliver(w, revision, &events)),
+                Some(events) => st
+                    .watchers
+                    .retain_mut(|w| self.deliver(w, revision, &events)),
                 None => {
                     // History is never trimmed past `visible_revision`, so this
                     // cannot happen; if it did, closing the watchers makes them
@@ -539,7 +562,11 @@ impl EmbeddedStore {
                 // The watcher is slow. Blocking here would stall every writer,
                 // so its own task takes over from this revision and feeds it
                 // from the history at whatever pace it reads.
-                tokio::spawn(run_catch_up(self.this.clone(), live.watcher.clone(), revision));
+                tokio::spawn(run_catch_up(
+                    self.this.clone(),
+                    live.watcher.clone(),
+                    revision,
+                ));
                 false
             }
         }
@@ -552,8 +579,10 @@ impl EmbeddedStore {
         let reason: Arc<str> = reason.into();
         st.failed = Some(reason.clone());
         st.watchers.clear();
-        self.sync_status
-            .send_replace(SyncStatus { durable_seq: st.durable_seq, failed: Some(reason) });
+        self.sync_status.send_replace(SyncStatus {
+            durable_seq: st.durable_seq,
+            failed: Some(reason),
+        });
     }
 
     fn finish_sync(
@@ -563,14 +592,22 @@ impl EmbeddedStore {
         path: &Path,
         result: std::result::Result<io::Result<()>, tokio::task::JoinError>,
     ) {
-        let Ok(mut st) = self.state.lock() else { return };
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
         if st.failed.is_some() {
             return;
         }
         match result {
             Ok(Ok(())) => self.mark_durable(&mut st, seq, revision),
-            Ok(Err(e)) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
-            Err(e) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
+            Ok(Err(e)) => self.fail(
+                &mut st,
+                format!("fdatasync of {} failed: {e}", path.display()),
+            ),
+            Err(e) => self.fail(
+                &mut st,
+                format!("fdatasync of {} failed: {e}", path.display()),
+            ),
         }
     }
 
@@ -611,7 +648,9 @@ impl EmbeddedStore {
             })
             .await;
             let Some(store) = this.upgrade() else { return };
-            let Ok(mut st) = store.state.lock() else { return };
+            let Ok(mut st) = store.state.lock() else {
+                return;
+            };
             st.compacting = false;
             match result {
                 Ok(Ok(())) => st.last_snapshot_bytes = size,
@@ -636,7 +675,11 @@ impl EmbeddedStore {
         if !st.ks.revoke_lease(lease, revision, &mut events) {
             return Err(StoreError::LeaseNotFound(lease));
         }
-        let revision = if events.is_empty() { st.ks.revision } else { revision };
+        let revision = if events.is_empty() {
+            st.ks.revision
+        } else {
+            revision
+        };
         let mut record = RecordBuilder::new(st.ks.seq + 1, revision);
         record.lease_revoke(lease);
         let record = record.finish()?;
@@ -764,7 +807,14 @@ impl Store for EmbeddedStore {
                 st.ks.history.push(revision, events);
                 self.commit(&mut st, &record)?;
             }
-            (TxnResponse { succeeded, revision: st.ks.revision, gets }, st.pending_seq())
+            (
+                TxnResponse {
+                    succeeded,
+                    revision: st.ks.revision,
+                    gets,
+                },
+                st.pending_seq(),
+            )
         };
         self.wait_durable(pending).await?;
         Ok(response)
@@ -772,16 +822,25 @@ impl Store for EmbeddedStore {
 
     async fn watch(&self, prefix: &str, start: Revision) -> Result<mpsc::Receiver<WatchMessage>> {
         let (tx, rx) = mpsc::channel(self.opts.watch_channel_capacity.max(1));
-        let watcher = Watcher { prefix: prefix.to_owned(), tx };
+        let watcher = Watcher {
+            prefix: prefix.to_owned(),
+            tx,
+        };
         let mut st = self.lock_state()?;
-        let start = if start <= 0 { st.visible_revision + 1 } else { start };
+        let start = if start <= 0 {
+            st.visible_revision + 1
+        } else {
+            start
+        };
         if start > st.visible_revision {
             st.watchers.push(LiveWatcher { watcher, start });
         } else if start < st.ks.history.first {
             // A fresh channel has room for this one message; dropping the
             // sender afterwards closes the watch.
             let compact_revision = st.ks.history.first;
-            let _ = watcher.tx.try_send(WatchMessage::Compacted { compact_revision });
+            let _ = watcher
+                .tx
+                .try_send(WatchMessage::Compacted { compact_revision });
         } else {
             tokio::spawn(run_catch_up(self.this.clone(), watcher, start));
         }
@@ -795,7 +854,8 @@ impl Store for EmbeddedStore {
             let mut record = RecordBuilder::new(st.ks.seq + 1, st.ks.revision);
             record.lease_grant(lease, ttl);
             let record = record.finish()?;
-            st.ks.grant_lease(lease, ttl, deadline_after(Instant::now(), ttl));
+            st.ks
+                .grant_lease(lease, ttl, deadline_after(Instant::now(), ttl));
             self.commit(&mut st, &record)?;
             (lease, st.pending_seq())
         };
@@ -808,7 +868,10 @@ impl Store for EmbeddedStore {
         let mut st = self.lock_state()?;
         let now = Instant::now();
         let ks = &mut st.ks;
-        let entry = ks.leases.get_mut(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
+        let entry = ks
+            .leases
+            .get_mut(&lease)
+            .ok_or(StoreError::LeaseNotFound(lease))?;
         let old = entry.deadline;
         entry.deadline = deadline_after(now, entry.ttl);
         let new = entry.deadline;
@@ -829,7 +892,11 @@ impl Store for EmbeddedStore {
 
 /// The events of one revision that fall under `prefix`.
 fn matching(events: &[WatchEvent], prefix: &str) -> Vec<WatchEvent> {
-    events.iter().filter(|e| e.kv.key.starts_with(prefix)).cloned().collect()
+    events
+        .iter()
+        .filter(|e| e.kv.key.starts_with(prefix))
+        .cloned()
+        .collect()
 }
 
 fn failed_error(reason: &str) -> StoreError {
@@ -839,12 +906,16 @@ fn failed_error(reason: &str) -> StoreError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io { path: path.display().to_string(), source }
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// `now + ttl`, saturating far in the future instead of overflowing.
 fn deadline_after(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Calls `fdatasync` for the records written since the last round, for as
@@ -863,7 +934,12 @@ async fn run_syncer(this: Weak<EmbeddedStore>, wake: Arc<Notify>) {
             }
             // If the log rotates after this, the file synced here is the old
             // one; rotation synced it already, so the round is still correct.
-            (st.wal.file.clone(), st.wal.path.clone(), st.ks.seq, st.ks.revision)
+            (
+                st.wal.file.clone(),
+                st.wal.path.clone(),
+                st.ks.seq,
+                st.ks.revision,
+            )
         };
         let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
         let Some(store) = this.upgrade() else { return };
@@ -903,14 +979,21 @@ async fn run_catch_up(this: Weak<EmbeddedStore>, watcher: Watcher, mut next: Rev
         }
         let message = {
             let Some(store) = this.upgrade() else { return };
-            let Ok(mut st) = store.state.lock() else { return };
+            let Ok(mut st) = store.state.lock() else {
+                return;
+            };
             if st.failed.is_some() {
                 return;
             }
             if next < st.ks.history.first {
-                WatchMessage::Compacted { compact_revision: st.ks.history.first }
+                WatchMessage::Compacted {
+                    compact_revision: st.ks.history.first,
+                }
             } else if next > st.visible_revision {
-                st.watchers.push(LiveWatcher { watcher, start: next });
+                st.watchers.push(LiveWatcher {
+                    watcher,
+                    start: next,
+                });
                 return;
             } else {
                 let end = st.visible_revision.min(next + CATCH_UP_SCAN_LIMIT - 1);
@@ -1014,12 +1097,17 @@ impl Keyspace {
                 kv
             }
         };
-        events.push(WatchEvent { kind: EventKind::Put, kv });
+        events.push(WatchEvent {
+            kind: EventKind::Put,
+            kv,
+        });
         Ok(())
     }
 
     fn delete(&mut self, key: &str, revision: Revision, events: &mut Vec<WatchEvent>) {
-        let Some(entry) = self.kv.remove(key) else { return };
+        let Some(entry) = self.kv.remove(key) else {
+            return;
+        };
         if let Some(lease) = self.leases.get_mut(&entry.lease) {
             lease.keys.remove(key);
         }
@@ -1039,7 +1127,14 @@ impl Keyspace {
     }
 
     fn grant_lease(&mut self, lease: LeaseId, ttl: Duration, deadline: Instant) {
-        self.leases.insert(lease, Lease { ttl, deadline, keys: BTreeSet::new() });
+        self.leases.insert(
+            lease,
+            Lease {
+                ttl,
+                deadline,
+                keys: BTreeSet::new(),
+            },
+        );
         self.lease_deadlines.insert((deadline, lease));
         self.next_lease_id = self.next_lease_id.max(lease + 1);
     }
@@ -1052,7 +1147,9 @@ impl Keyspace {
         revision: Revision,
         events: &mut Vec<WatchEvent>,
     ) -> bool {
-        let Some(removed) = self.leases.remove(&lease) else { return false };
+        let Some(removed) = self.leases.remove(&lease) else {
+            return false;
+        };
         self.lease_deadlines.remove(&(removed.deadline, lease));
         for key in removed.keys {
             if self.kv.remove(&key).is_some() {
@@ -1088,7 +1185,9 @@ impl Keyspace {
                         .map_err(|lease| format!("put names unknown lease {lease}"))?;
                 }
                 LogOp::Delete { key } => self.delete(&key, revision, &mut events),
-                LogOp::DeletePrefix { prefix } => self.delete_prefix(&prefix, revision, &mut events),
+                LogOp::DeletePrefix { prefix } => {
+                    self.delete_prefix(&prefix, revision, &mut events)
+                }
                 LogOp::LeaseGrant { id, ttl } => {
                     if self.leases.contains_key(&id) {
                         return Err(format!("lease {id} granted twice"));
@@ -1102,9 +1201,15 @@ impl Keyspace {
                 }
             }
         }
-        let expected = if events.is_empty() { self.revision } else { self.revision + 1 };
+        let expected = if events.is_empty() {
+            self.revision
+        } else {
+            self.revision + 1
+        };
         if revision != expected {
-            return Err(format!("record has revision {revision} but {expected} was expected"));
+            return Err(format!(
+                "record has revision {revision} but {expected} was expected"
+            ));
         }
         if !events.is_empty() {
             self.history.push(revision, events);
@@ -1143,7 +1248,11 @@ const fn crc32c_tables() -> [[u32; 256]; 8] {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         tables[0][i] = crc;
@@ -1223,7 +1332,11 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         if self.buf.len() - self.pos < n {
-            return Err(format!("data ends {} bytes into a {}-byte field", self.buf.len() - self.pos, n));
+            return Err(format!(
+                "data ends {} bytes into a {}-byte field",
+                self.buf.len() - self.pos,
+                n
+            ));
         }
         let bytes = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -1235,15 +1348,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn i64(&mut self) -> std::result::Result<i64, String> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
@@ -1260,7 +1379,10 @@ impl<'a> Reader<'a> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
-            Err(format!("{} unexpected trailing bytes", self.buf.len() - self.pos))
+            Err(format!(
+                "{} unexpected trailing bytes",
+                self.buf.len() - self.pos
+            ))
         }
     }
 }
@@ -1268,11 +1390,24 @@ impl<'a> Reader<'a> {
 /// One write operation as logged.
 #[derive(Debug, PartialEq, Eq)]
 enum LogOp {
-    Put { key: String, value: Vec<u8>, lease: LeaseId },
-    Delete { key: String },
-    DeletePrefix { prefix: String },
-    LeaseGrant { id: LeaseId, ttl: Duration },
-    LeaseRevoke { id: LeaseId },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: LeaseId,
+    },
+    Delete {
+        key: String,
+    },
+    DeletePrefix {
+        prefix: String,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: Duration,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1373,12 +1508,19 @@ fn decode_record(payload: &[u8]) -> std::result::Result<Record, String> {
     let mut ops = Vec::new();
     for _ in 0..count {
         let op = match r.u8()? {
-            OP_PUT => LogOp::Put { key: r.string()?, value: r.bytes()?.to_vec(), lease: r.i64()? },
+            OP_PUT => LogOp::Put {
+                key: r.string()?,
+                value: r.bytes()?.to_vec(),
+                lease: r.i64()?,
+            },
             OP_DELETE => LogOp::Delete { key: r.string()? },
-            OP_DELETE_PREFIX => LogOp::DeletePrefix { prefix: r.string()? },
-            OP_LEASE_GRANT => {
-                LogOp::LeaseGrant { id: r.i64()?, ttl: Duration::from_nanos(r.u64()?) }
-            }
+            OP_DELETE_PREFIX => LogOp::DeletePrefix {
+                prefix: r.string()?,
+            },
+            OP_LEASE_GRANT => LogOp::LeaseGrant {
+                id: r.i64()?,
+                ttl: Duration::from_nanos(r.u64()?),
+            },
             OP_LEASE_REVOKE => LogOp::LeaseRevoke { id: r.i64()? },
             tag => return Err(format!("unknown operation tag {tag}")),
         };
@@ -1411,7 +1553,8 @@ impl RecordDamage {
             RecordDamage::BadHeader => offset + RECORD_HEADER_BYTES,
             RecordDamage::BadPayload { end } => *end,
         };
-        data.get(rest_from..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
+        data.get(rest_from..)
+            .is_none_or(|rest| rest.iter().all(|&b| b == 0))
     }
 
     fn describe(&self) -> &'static str {
@@ -1486,7 +1629,10 @@ fn decode_snapshot(
     let crc = u32::from_le_bytes(data[16..20].try_into().expect("4 bytes"));
     let payload = &data[SNAPSHOT_HEADER_BYTES..];
     if payload.len() as u64 != len {
-        return Err(format!("header says {len} bytes of data but the file has {}", payload.len()));
+        return Err(format!(
+            "header says {len} bytes of data but the file has {}",
+            payload.len()
+        ));
     }
     if crc32c(payload) != crc {
         return Err("checksum mismatch".into());
@@ -1545,7 +1691,10 @@ fn list_logs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) else {
+        let Some(hex) = name
+            .strip_prefix("wal-")
+            .and_then(|n| n.strip_suffix(".log"))
+        else {
             continue;
         };
         if let Ok(first_seq) = u64::from_str_radix(hex, 16) {
@@ -1565,7 +1714,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn create_log(dir: &Path, first_seq: u64, fsync: bool) -> Result<(File, PathBuf)> {
     let path = log_path(dir, first_seq);
     let create = || -> io::Result<File> {
-        let mut file = File::options().write(true).create(true).truncate(true).open(&path)?;
+        let mut file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
         file.write_all(WAL_MAGIC)?;
         if fsync {
             file.sync_all()?;
@@ -1620,15 +1773,20 @@ fn lock_dir(dir: &Path) -> Result<File> {
         Ok(()) => {
             // The pid is only a hint for the error below; failing to write it
             // is harmless.
-            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
+            let _ = file
+                .set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()));
             Ok(file)
         }
         Err(fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            let holder =
-                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+            let holder = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
             Err(StoreError::Unavailable(format!(
                 "data directory {} is in use by another drover-coordinator{holder}",
                 dir.display()
@@ -1671,7 +1829,10 @@ fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Result<Recovered
     for (i, (first_seq, path)) in logs.iter().enumerate() {
         // A log is redundant when the next log starts within the snapshot:
         // all its records are then in the snapshot.
-        if logs.get(i + 1).is_some_and(|(next, _)| *next <= snapshot_seq + 1) {
+        if logs
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= snapshot_seq + 1)
+        {
             continue;
         }
         let is_last = i + 1 == logs.len();
@@ -1683,7 +1844,11 @@ fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Result<Recovered
     let snapshot = encode_snapshot(&ks);
     write_snapshot(dir, &snapshot, opts.fsync).map_err(|e| io_err(&snapshot_path, e))?;
     let (file, path) = create_log(dir, ks.seq + 1, opts.fsync)?;
-    let old: Vec<PathBuf> = logs.into_iter().map(|(_, p)| p).filter(|p| *p != path).collect();
+    let old: Vec<PathBuf> = logs
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| *p != path)
+        .collect();
     remove_logs(&old);
     Ok(Recovered {
         ks,
@@ -1744,12 +1909,16 @@ fn replay_log(
         if first && record.seq != first_seq {
             return Err(corrupt(
                 offset,
-                &format!("first record has sequence number {} but the file name says {first_seq}", record.seq),
+                &format!(
+                    "first record has sequence number {} but the file name says {first_seq}",
+                    record.seq
+                ),
             ));
         }
         first = false;
         if record.seq > snapshot_seq {
-            ks.replay(record, now).map_err(|detail| corrupt(offset, &detail))?;
+            ks.replay(record, now)
+                .map_err(|detail| corrupt(offset, &detail))?;
             applied += 1;
         }
         offset = next;
@@ -1794,11 +1963,17 @@ mod tests {
     }
 
     fn fast() -> EmbeddedOptions {
-        EmbeddedOptions { fsync: false, ..EmbeddedOptions::default() }
+        EmbeddedOptions {
+            fsync: false,
+            ..EmbeddedOptions::default()
+        }
     }
 
     async fn put(store: &EmbeddedStore, key: &str, value: &str) -> TxnResponse {
-        store.txn(Txn::ops(vec![Op::put(key, value)])).await.unwrap()
+        store
+            .txn(Txn::ops(vec![Op::put(key, value)]))
+            .await
+            .unwrap()
     }
 
     async fn recv_events(rx: &mut mpsc::Receiver<WatchMessage>) -> Vec<WatchEvent> {
@@ -1813,7 +1988,10 @@ mod tests {
     }
 
     fn summary(events: &[WatchEvent]) -> Vec<(EventKind, String, Revision)> {
-        events.iter().map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.mod_revision)).collect()
+        events
+            .iter()
+            .map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.mod_revision))
+            .collect()
     }
 
     /// Lets background tasks run without advancing a paused clock.
@@ -1854,7 +2032,10 @@ mod tests {
         assert_eq!(first.revision, 2);
         let second = store.txn(create("b")).await.unwrap();
         assert!(!second.succeeded);
-        assert_eq!(second.revision, 2, "a read-only failure branch does not bump the revision");
+        assert_eq!(
+            second.revision, 2,
+            "a read-only failure branch does not bump the revision"
+        );
         assert_eq!(second.gets[0].as_ref().unwrap().value, b"a");
 
         // Compare-and-swap on mod revision and on value.
@@ -1874,20 +2055,34 @@ mod tests {
         };
         let deleted = store.txn(by_value).await.unwrap();
         assert!(deleted.succeeded);
-        assert_eq!(deleted.gets, vec![None], "a get sees earlier ops of its own branch");
+        assert_eq!(
+            deleted.gets,
+            vec![None],
+            "a get sees earlier ops of its own branch"
+        );
         let missing = Txn {
             compare: vec![Compare::Value("lock".into(), b"c".to_vec())],
             ..Txn::default()
         };
-        assert!(!store.txn(missing).await.unwrap().succeeded, "value compare on a missing key");
-        assert!(store.txn(cas(0)).await.unwrap().succeeded, "ModRevision 0 means absent");
+        assert!(
+            !store.txn(missing).await.unwrap().succeeded,
+            "value compare on a missing key"
+        );
+        assert!(
+            store.txn(cas(0)).await.unwrap().succeeded,
+            "ModRevision 0 means absent"
+        );
     }
 
     #[tokio::test]
     async fn revisions_and_versions_follow_etcd() {
         let dir = TestDir::new("revisions");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
-        assert_eq!(store.range("").await.unwrap().1, 1, "an empty store is at revision 1");
+        assert_eq!(
+            store.range("").await.unwrap().1,
+            1,
+            "an empty store is at revision 1"
+        );
 
         put(&store, "k", "1").await;
         put(&store, "k", "2").await;
@@ -1901,7 +2096,14 @@ mod tests {
         assert_eq!(store.get("b").await.unwrap().unwrap().mod_revision, 4);
 
         // Writes that change nothing and reads leave the revision alone.
-        assert_eq!(store.txn(Txn::ops(vec![Op::delete("nope")])).await.unwrap().revision, 4);
+        assert_eq!(
+            store
+                .txn(Txn::ops(vec![Op::delete("nope")]))
+                .await
+                .unwrap()
+                .revision,
+            4
+        );
         let read = Txn::ops(vec![Op::Get { key: "a".into() }]);
         assert_eq!(store.txn(read).await.unwrap().revision, 4);
 
@@ -1926,7 +2128,12 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].key, "agents/1");
 
-        store.txn(Txn::ops(vec![Op::DeletePrefix { prefix: "jobs/".into() }])).await.unwrap();
+        store
+            .txn(Txn::ops(vec![Op::DeletePrefix {
+                prefix: "jobs/".into(),
+            }]))
+            .await
+            .unwrap();
         let (kvs, revision) = store.range("jobs").await.unwrap();
         assert_eq!(kvs.len(), 1);
         assert_eq!(revision, 7, "a delete-prefix is one revision");
@@ -1937,16 +2144,41 @@ mod tests {
         let dir = TestDir::new("limits");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let big = vec![0u8; MAX_VALUE_BYTES + 1];
-        let err = store.txn(Txn::ops(vec![Op::put("big", big)])).await.unwrap_err();
-        assert!(matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1));
-        store.txn(Txn::ops(vec![Op::put("max", vec![0u8; MAX_VALUE_BYTES])])).await.unwrap();
+        let err = store
+            .txn(Txn::ops(vec![Op::put("big", big)]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1)
+        );
+        store
+            .txn(Txn::ops(vec![Op::put("max", vec![0u8; MAX_VALUE_BYTES])]))
+            .await
+            .unwrap();
 
-        let leased = Op::Put { key: "x".into(), value: b"v".to_vec(), lease: 42 };
-        let err = store.txn(Txn::ops(vec![Op::put("y", "v"), leased])).await.unwrap_err();
+        let leased = Op::Put {
+            key: "x".into(),
+            value: b"v".to_vec(),
+            lease: 42,
+        };
+        let err = store
+            .txn(Txn::ops(vec![Op::put("y", "v"), leased]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::LeaseNotFound(42)));
-        assert_eq!(store.get("y").await.unwrap(), None, "a rejected txn changes nothing");
-        assert!(matches!(store.lease_keep_alive(7).await, Err(StoreError::LeaseNotFound(7))));
-        assert!(matches!(store.lease_revoke(7).await, Err(StoreError::LeaseNotFound(7))));
+        assert_eq!(
+            store.get("y").await.unwrap(),
+            None,
+            "a rejected txn changes nothing"
+        );
+        assert!(matches!(
+            store.lease_keep_alive(7).await,
+            Err(StoreError::LeaseNotFound(7))
+        ));
+        assert!(matches!(
+            store.lease_revoke(7).await,
+            Err(StoreError::LeaseNotFound(7))
+        ));
     }
 
     #[tokio::test]
@@ -1961,40 +2193,64 @@ mod tests {
         let mut rx = store.watch("jobs/", 3).await.unwrap();
         for revision in 3..=6 {
             let events = recv_events(&mut rx).await;
-            assert_eq!(summary(&events), [(EventKind::Put, format!("jobs/{}", revision - 2), revision)]);
+            assert_eq!(
+                summary(&events),
+                [(EventKind::Put, format!("jobs/{}", revision - 2), revision)]
+            );
         }
 
         // Live: one batch per revision with its events in order.
-        let txn = Txn::ops(vec![Op::put("jobs/9", "v"), Op::delete("jobs/0"), Op::put("zzz", "v")]);
+        let txn = Txn::ops(vec![
+            Op::put("jobs/9", "v"),
+            Op::delete("jobs/0"),
+            Op::put("zzz", "v"),
+        ]);
         store.txn(txn).await.unwrap();
         let events = recv_events(&mut rx).await;
         assert_eq!(
             summary(&events),
-            [(EventKind::Put, "jobs/9".into(), 8), (EventKind::Delete, "jobs/0".into(), 8)]
+            [
+                (EventKind::Put, "jobs/9".into(), 8),
+                (EventKind::Delete, "jobs/0".into(), 8)
+            ]
         );
         assert_eq!(events[1].kv.value, b"");
 
         // Start 0 means from the next revision on.
         let mut from_now = store.watch("", 0).await.unwrap();
         put(&store, "later", "v").await;
-        assert_eq!(summary(&recv_events(&mut from_now).await), [(EventKind::Put, "later".into(), 9)]);
+        assert_eq!(
+            summary(&recv_events(&mut from_now).await),
+            [(EventKind::Put, "later".into(), 9)]
+        );
         // A start in the future skips the revisions before it.
         let mut future = store.watch("", 11).await.unwrap();
         put(&store, "a", "v").await; // 10
         put(&store, "b", "v").await; // 11
-        assert_eq!(summary(&recv_events(&mut future).await), [(EventKind::Put, "b".into(), 11)]);
+        assert_eq!(
+            summary(&recv_events(&mut future).await),
+            [(EventKind::Put, "b".into(), 11)]
+        );
     }
 
     #[tokio::test]
     async fn watch_before_retained_history_is_compacted() {
         let dir = TestDir::new("compacted");
-        let opts = EmbeddedOptions { watch_history_revisions: 3, ..fast() };
+        let opts = EmbeddedOptions {
+            watch_history_revisions: 3,
+            ..fast()
+        };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         for i in 0..10 {
             put(&store, &format!("k{i}"), "v").await; // revisions 2..=11
         }
         let mut rx = store.watch("", 5).await.unwrap();
-        assert_eq!(rx.recv().await, Some(WatchMessage::Compacted { compact_revision: 9 }));
+        assert_eq!(
+            rx.recv().await,
+            Some(WatchMessage::Compacted {
+                compact_revision: 9
+            })
+        );
         assert_eq!(rx.recv().await, None, "a compacted watch closes");
 
         // The oldest retained revision itself still works.
@@ -2007,7 +2263,10 @@ mod tests {
     #[tokio::test]
     async fn slow_watcher_catches_up_without_blocking_writers() {
         let dir = TestDir::new("slow");
-        let opts = EmbeddedOptions { watch_channel_capacity: 2, ..fast() };
+        let opts = EmbeddedOptions {
+            watch_channel_capacity: 2,
+            ..fast()
+        };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         let mut rx = store.watch("", 0).await.unwrap();
         // Fifty writes into a two-slot channel nobody reads: none may block.
@@ -2027,8 +2286,11 @@ mod tests {
     #[tokio::test]
     async fn watcher_behind_the_history_gets_compacted_after_its_events() {
         let dir = TestDir::new("slow-compacted");
-        let opts =
-            EmbeddedOptions { watch_channel_capacity: 2, watch_history_revisions: 5, ..fast() };
+        let opts = EmbeddedOptions {
+            watch_channel_capacity: 2,
+            watch_history_revisions: 5,
+            ..fast()
+        };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         let mut rx = store.watch("", 0).await.unwrap();
         for i in 0..30 {
@@ -2038,7 +2300,11 @@ mod tests {
         // watcher learns it fell behind, and the watch ends.
         let mut expected = 2;
         loop {
-            match rx.recv().await.expect("compacted before the channel closes") {
+            match rx
+                .recv()
+                .await
+                .expect("compacted before the channel closes")
+            {
                 WatchMessage::Events(events) => {
                     assert_eq!(events[0].kv.mod_revision, expected);
                     expected += 1;
@@ -2068,28 +2334,49 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lease_expiry_deletes_keys_in_one_revision() {
         let dir = TestDir::new("lease-expiry");
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .await
+            .unwrap();
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let leased = |key: &str| Op::Put { key: key.into(), value: b"v".to_vec(), lease };
-        store.txn(Txn::ops(vec![leased("agents/a"), leased("agents/b")])).await.unwrap();
+        let leased = |key: &str| Op::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+        };
+        store
+            .txn(Txn::ops(vec![leased("agents/a"), leased("agents/b")]))
+            .await
+            .unwrap();
         put(&store, "agents/c", "v").await;
         assert_eq!(store.get("agents/a").await.unwrap().unwrap().lease, lease);
         let mut rx = store.watch("agents/", 0).await.unwrap();
 
         tokio::time::advance(Duration::from_secs(9)).await;
         settle().await;
-        assert!(store.get("agents/a").await.unwrap().is_some(), "not expired before its TTL");
+        assert!(
+            store.get("agents/a").await.unwrap().is_some(),
+            "not expired before its TTL"
+        );
 
         tokio::time::advance(Duration::from_secs(2)).await;
         let events = recv_events(&mut rx).await;
         assert_eq!(
             summary(&events),
-            [(EventKind::Delete, "agents/a".into(), 4), (EventKind::Delete, "agents/b".into(), 4)]
+            [
+                (EventKind::Delete, "agents/a".into(), 4),
+                (EventKind::Delete, "agents/b".into(), 4)
+            ]
         );
         assert_eq!(store.get("agents/a").await.unwrap(), None);
         assert!(store.get("agents/c").await.unwrap().is_some());
-        assert!(matches!(store.lease_keep_alive(lease).await, Err(StoreError::LeaseNotFound(_))));
-        let err = store.txn(Txn::ops(vec![leased("agents/d")])).await.unwrap_err();
+        assert!(matches!(
+            store.lease_keep_alive(lease).await,
+            Err(StoreError::LeaseNotFound(_))
+        ));
+        let err = store
+            .txn(Txn::ops(vec![leased("agents/d")]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::LeaseNotFound(l) if l == lease));
     }
 
@@ -2098,7 +2385,11 @@ mod tests {
         let dir = TestDir::new("keep-alive");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let op = Op::Put { key: "k".into(), value: b"v".to_vec(), lease };
+        let op = Op::Put {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            lease,
+        };
         store.txn(Txn::ops(vec![op])).await.unwrap(); // revision 2
 
         // Three keep-alives carry the lease well past its original deadline.
@@ -2107,12 +2398,21 @@ mod tests {
             store.lease_keep_alive(lease).await.unwrap();
         }
         settle().await;
-        assert!(store.get("k").await.unwrap().is_some(), "kept alive for 18s on a 10s TTL");
+        assert!(
+            store.get("k").await.unwrap().is_some(),
+            "kept alive for 18s on a 10s TTL"
+        );
 
         let mut rx = store.watch("", 0).await.unwrap();
         store.lease_revoke(lease).await.unwrap();
-        assert_eq!(summary(&recv_events(&mut rx).await), [(EventKind::Delete, "k".into(), 3)]);
-        assert!(matches!(store.lease_revoke(lease).await, Err(StoreError::LeaseNotFound(_))));
+        assert_eq!(
+            summary(&recv_events(&mut rx).await),
+            [(EventKind::Delete, "k".into(), 3)]
+        );
+        assert!(matches!(
+            store.lease_revoke(lease).await,
+            Err(StoreError::LeaseNotFound(_))
+        ));
 
         // Revoking a lease without keys writes no revision.
         let empty = store.lease_grant(Duration::from_secs(10)).await.unwrap();
@@ -2122,24 +2422,40 @@ mod tests {
 
         // Putting a key without its lease detaches it from the lease.
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let op = Op::Put { key: "moved".into(), value: b"v".to_vec(), lease };
+        let op = Op::Put {
+            key: "moved".into(),
+            value: b"v".to_vec(),
+            lease,
+        };
         store.txn(Txn::ops(vec![op])).await.unwrap();
         put(&store, "moved", "unleased").await;
         store.lease_revoke(lease).await.unwrap();
         let moved = store.get("moved").await.unwrap().unwrap();
-        assert_eq!((moved.value.as_slice(), moved.lease, moved.version), (&b"unleased"[..], 0, 2));
+        assert_eq!(
+            (moved.value.as_slice(), moved.lease, moved.version),
+            (&b"unleased"[..], 0, 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn state_survives_a_restart() {
         let dir = TestDir::new("restart");
         let (before, lease) = {
-            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+                .await
+                .unwrap();
             put(&store, "a", "1").await;
             put(&store, "a", "2").await;
             let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
-            let op = Op::Put { key: "leased".into(), value: b"v".to_vec(), lease };
-            store.txn(Txn::ops(vec![op, Op::put("b", "x")])).await.unwrap();
+            let op = Op::Put {
+                key: "leased".into(),
+                value: b"v".to_vec(),
+                lease,
+            };
+            store
+                .txn(Txn::ops(vec![op, Op::put("b", "x")]))
+                .await
+                .unwrap();
             put(&store, "gone", "v").await;
             store.txn(Txn::ops(vec![Op::delete("gone")])).await.unwrap();
             let revoked = store.lease_grant(Duration::from_secs(30)).await.unwrap();
@@ -2150,9 +2466,15 @@ mod tests {
         };
         assert_eq!(before.1, 6);
 
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .await
+            .unwrap();
         assert_eq!(store.range("").await.unwrap(), before);
-        assert_eq!(put(&store, "c", "v").await.revision, 7, "the revision continues");
+        assert_eq!(
+            put(&store, "c", "v").await.revision,
+            7,
+            "the revision continues"
+        );
         let next_lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
         assert!(next_lease > lease + 1, "lease ids are never reused");
 
@@ -2168,7 +2490,9 @@ mod tests {
 
     /// Writes three one-key transactions and closes the store.
     async fn three_writes(dir: &TestDir) {
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .await
+            .unwrap();
         for key in ["one", "two", "three"] {
             put(&store, key, "v").await;
         }
@@ -2180,7 +2504,12 @@ mod tests {
         three_writes(&dir).await;
         let log = dir.only_log();
         let len = fs::metadata(&log).unwrap().len();
-        File::options().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
+        File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
 
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let (kvs, revision) = store.range("").await.unwrap();
@@ -2241,7 +2570,10 @@ mod tests {
     #[tokio::test]
     async fn compaction_writes_a_snapshot_and_starts_a_new_log() {
         let dir = TestDir::new("compaction");
-        let opts = EmbeddedOptions { compact_log_bytes: 4096, ..EmbeddedOptions::default() };
+        let opts = EmbeddedOptions {
+            compact_log_bytes: 4096,
+            ..EmbeddedOptions::default()
+        };
         let store = EmbeddedStore::open(dir.path(), opts.clone()).await.unwrap();
         let value = "x".repeat(100);
         for i in 0..300 {
@@ -2284,7 +2616,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_share_syncs() {
         let dir = TestDir::new("group-commit");
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..100 {
             let store = store.clone();
@@ -2300,6 +2634,74 @@ mod tests {
         assert_eq!(revisions, (2..=101).collect::<Vec<_>>());
     }
 
+    const CRASH_DIR_VAR: &str = "DROVER_EMBEDDED_STORE_CRASH_DIR";
+
+    /// Not a test on its own: the child half of `acknowledged_writes_survive_sigkill`,
+    /// which runs this test binary again with the variable set. It writes
+    /// until it is killed, printing each revision once its write returned.
+    #[tokio::test]
+    async fn sigkill_child() {
+        let Ok(dir) = std::env::var(CRASH_DIR_VAR) else {
+            return;
+        };
+        // Without fsync, so that the test shows a write has reached the kernel
+        // by the time it returns, which is all a SIGKILL needs.
+        let store = EmbeddedStore::open(Path::new(&dir), fast()).await.unwrap();
+        let mut stdout = io::stdout();
+        for i in 0u64.. {
+            let response = put(&store, &format!("k{i:08}"), "v").await;
+            writeln!(stdout, "acked {}", response.revision).unwrap();
+            stdout.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn acknowledged_writes_survive_sigkill() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let dir = TestDir::new("sigkill");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::embedded::tests::sigkill_child",
+                "--nocapture",
+            ])
+            .env(CRASH_DIR_VAR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut acked = 0;
+        let mut killed = false;
+        for line in io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let Some(revision) = line.unwrap().strip_prefix("acked ").map(str::to_owned) else {
+                continue;
+            };
+            acked = acked.max(revision.parse::<Revision>().unwrap());
+            if acked >= 500 && !killed {
+                child.kill().unwrap(); // SIGKILL
+                killed = true;
+            }
+        }
+        child.wait().unwrap();
+        assert!(killed, "the child stopped before it was killed");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+            let (kvs, revision) = store.range("").await.unwrap();
+            assert!(
+                revision >= acked,
+                "revision {revision} lost acknowledged {acked}"
+            );
+            assert_eq!(kvs.len() as Revision, revision - 1, "one key per revision");
+        });
+    }
+
     #[tokio::test]
     async fn directory_lock_keeps_a_second_store_out() {
         let dir = TestDir::new("lock");
@@ -2313,7 +2715,10 @@ mod tests {
             )),
             "{message}"
         );
-        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
         drop(store);
         EmbeddedStore::open(dir.path(), fast()).await.unwrap();
     }

@@ -2,8 +2,9 @@
 //! `drover` binaries, real git, real processes, all on port 0. They live in
 //! one test binary so the workspace links one executable for all of them.
 
-mod harness;
+use drover_integration_tests::harness;
 
+mod bench;
 mod fleet;
 mod git;
 mod security;

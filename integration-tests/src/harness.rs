@@ -11,11 +11,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The directory with the workspace's binaries: the test executable lives
-/// in target/<profile>/deps, the binaries in target/<profile>.
+/// A binary of the workspace. A test executable lives in
+/// target/<profile>/deps and a binary such as the benchmark in
+/// target/<profile>; the binaries it needs are in target/<profile>.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let here = exe.parent().expect("exe dir");
+    let dir = if here.ends_with("deps") { here.parent().expect("target dir") } else { here };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -61,15 +63,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

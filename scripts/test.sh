@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs Drover's whole test suite: unit and table tests of every crate, then
+# the end-to-end tests on the real binaries (coordinator, agents, CLI), real
+# git and real processes. Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v bash >/dev/null 2>&1 || missing+=(bash)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+# The end-to-end tests start the binaries from target/debug.
+cargo build --locked --workspace --bins
+cargo test --locked --workspace
