@@ -4,7 +4,8 @@
 //! Output of every step (stdout and stderr, merged in arrival order) goes out
 //! as raw byte chunks, never split into lines, so a very long line without a
 //! newline streams like anything else. When the attempt ends, for whatever
-//! reason, every process group it created is killed, so daemons a step left
+//! reason, every process group it created gets SIGTERM and, after
+//! [`KILL_GRACE`], SIGKILL, so daemons a step left
 //! behind (`sleep 1000 &`) do not outlive the job. Steps of one attempt share
 //! the workspace, and a daemon started by one step lives until the attempt
 //! ends.
@@ -50,13 +51,15 @@ pub enum ExecEvent {
     Finished { id: String, outcome: Outcome, exit_code: i32, message: String },
 }
 
-/// Sends SIGKILL to every process in the group.
-fn kill_group(pgid: i32) {
+/// How long processes get between SIGTERM and SIGKILL when an attempt
+/// ends, as GitLab and Buildkite runners do.
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Signals every process in the group; false when the group is gone.
+fn signal_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
-    // memory-safety preconditions. Errors (the group is already gone) are fine.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    // memory-safety preconditions.
+    unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
 enum StepEnd {
@@ -75,6 +78,9 @@ struct Runner<'a> {
     cancel: watch::Receiver<bool>,
     groups: Vec<i32>,
     readers: Vec<JoinHandle<()>>,
+    /// The step process that was interrupted (timeout, cancel), so it can be
+    /// reaped and does not linger as a zombie in its group.
+    interrupted: Option<tokio::process::Child>,
 }
 
 impl Runner<'_> {
@@ -124,21 +130,36 @@ impl Runner<'_> {
             }
         };
         let mut cancel = self.cancel.clone();
-        tokio::select! {
+        let end = tokio::select! {
             status = child.wait() => match status {
-                Ok(s) => StepEnd::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
+                Ok(s) => return StepEnd::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
                 Err(e) => StepEnd::SpawnFailed(format!("cannot wait for the step: {e}")),
             },
             _ = timeout => StepEnd::TimedOut,
             _ = cancel.wait_for(|c| *c) => StepEnd::Cancelled,
-        }
+        };
+        self.interrupted = Some(child);
+        end
     }
 
     /// Kills every process group of the attempt and waits (briefly) for the
     /// output readers, so all output is sent before the result.
     async fn finish(&mut self) {
+        // SIGTERM first, SIGKILL for whatever is left after the grace.
+        let deadline = Instant::now() + KILL_GRACE;
+        self.groups.retain(|pgid| signal_group(*pgid, libc::SIGTERM));
+        while !self.groups.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(child) = &mut self.interrupted {
+                let _ = child.try_wait();
+            }
+            self.groups.retain(|pgid| signal_group(*pgid, 0));
+        }
         for pgid in &self.groups {
-            kill_group(*pgid);
+            signal_group(*pgid, libc::SIGKILL);
+        }
+        if let Some(mut child) = self.interrupted.take() {
+            let _ = child.wait().await;
         }
         // A process that escaped its group (setsid) may still hold a pipe
         // open; do not wait for it forever.
@@ -195,6 +216,7 @@ pub async fn execute(
         cancel,
         groups: Vec::new(),
         readers: Vec::new(),
+        interrupted: None,
     };
     let result = run_steps(&mut runner).await;
     runner.finish().await;

@@ -63,6 +63,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Sends a signal, e.g. SIGSTOP to simulate a partition.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

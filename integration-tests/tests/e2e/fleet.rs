@@ -285,3 +285,36 @@ fn step_environment_and_live_follow() {
     assert!(stdout.contains("[show] succeeded"), "{stdout}");
     assert!(stdout.contains(&format!("run {run} succeeded")), "{stdout}");
 }
+
+#[test]
+fn a_partitioned_agent_loses_its_attempt_and_kills_it_when_it_hears_back() {
+    let mut fleet = Fleet::start("partition");
+    let paused = fleet.agent("paused", "", 1);
+    fleet.wait_agents(1);
+    let marks = marker(&fleet);
+    std::fs::create_dir_all(&marks).unwrap();
+    let yaml = format!(
+        "name: partition\njobs:\n  work:\n    retries: 1\n    steps:\n      - run: |\n          echo \"start $DROVER_AGENT $DROVER_ATTEMPT\" >> {marks}/log\n          if [ \"$DROVER_AGENT\" = paused ]; then sleep 30 & echo $! > {marks}/pid; wait; fi\n          echo \"done $DROVER_AGENT $DROVER_ATTEMPT\" >> {marks}/log\n"
+    );
+    let run = fleet.submit("partition.yml", &yaml);
+    let pid: i32 = wait_for("the step to start on paused", Duration::from_secs(20), || {
+        std::fs::read_to_string(Path::new(&marks).join("pid")).ok().and_then(|s| s.trim().parse().ok())
+    });
+    // The agent stops renewing its lease, but its step keeps running.
+    fleet.agents[paused].signal(libc::SIGSTOP);
+    fleet.agent("other", "", 1);
+    let status = fleet.wait_run(&run, Duration::from_secs(40));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    let job = fleet.job(&run, "work");
+    assert_eq!((job["attempt"].as_u64(), job["agent"].as_str()), (Some(2), Some("other")), "{job}");
+    assert!(process_alive(pid), "the partitioned agent's step still runs");
+    // When the agent hears back, it kills the attempt it no longer owns.
+    fleet.agents[paused].signal(libc::SIGCONT);
+    wait_for("the stale attempt to be killed", Duration::from_secs(20), || (!process_alive(pid)).then_some(()));
+    let log = lines(&Path::new(&marks).join("log"));
+    assert_eq!(log, vec!["start paused 1", "start other 2", "done other 2"], "{log:?}");
+    // Its late report changed nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let job = fleet.job(&run, "work");
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{job}");
+}
