@@ -4,11 +4,15 @@
 //! One task owns all mutable scheduling state: the active runs, the dispatch
 //! queue, the connected agents and the attempt leases. Everything that can
 //! change that state arrives as an [`Event`] on one channel, so the list of
-//! what can wake the loop is in one place and no locks are needed. For each
-//! event the loop feeds inputs to [`machine::step`], writes the records the
-//! effects name in one store transaction, and only then acts on the other
-//! effects (send an assignment, send a cancel). A crash therefore never leaves
-//! an agent working on something the store does not know about.
+//! what can wake the loop is in one place and no locks are needed.
+//!
+//! Group commit: the loop takes a burst of events (whatever is waiting, up
+//! to [`MAX_BURST`]), feeds each to [`machine::step`], plans dispatch once,
+//! and writes every record the burst changed in one store transaction. Only
+//! then does it deliver what leaves the process: assignments, cancels,
+//! acknowledgements and replies to API calls. A crash therefore never leaves
+//! an agent working on something the store does not know about, and one
+//! fsync covers many job transitions.
 //!
 //! Leases: every attempt that holds a slot has a deadline that the agent's
 //! heartbeats push forward. When it passes, the attempt is lost and the
@@ -217,8 +221,22 @@ struct AgentEntry {
     last_seen_ms: u64,
 }
 
+/// Most events handled before the loop commits and delivers.
+pub const MAX_BURST: usize = 512;
+
+/// Something to deliver once the current burst is committed.
+enum Outgoing {
+    Agent(String, ToAgent),
+    Submitted(oneshot::Sender<Result<RunId, SchedError>>, RunId),
+    Cancelled(oneshot::Sender<Result<(), SchedError>>),
+}
+
 pub struct Scheduler {
     store: Arc<dyn Store>,
+    /// Records changed by the current burst, by key; the last write wins.
+    pending: BTreeMap<String, Vec<u8>>,
+    /// What to deliver after `pending` is committed.
+    outbox: Vec<Outgoing>,
     config: Config,
     /// Runs that have not finished, with all their jobs.
     runs: BTreeMap<RunId, Run>,
@@ -273,6 +291,8 @@ impl Scheduler {
     ) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
         let mut sched = Scheduler {
             store,
+            pending: BTreeMap::new(),
+            outbox: Vec::new(),
             config,
             runs: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -336,36 +356,42 @@ impl Scheduler {
                 },
                 _ = tick.tick() => self.expire_leases().await,
             }
-            // Drain what is already waiting before planning, so a burst of
-            // events leads to one dispatch pass.
-            while let Ok(event) = rx.try_recv() {
-                self.handle(event).await;
+            // Take what is already waiting, so a burst of events leads to one
+            // dispatch pass and one commit.
+            for _ in 1..MAX_BURST {
+                match rx.try_recv() {
+                    Ok(event) => self.handle(event).await,
+                    Err(_) => break,
+                }
             }
             if self.dispatch_needed {
                 self.dispatch_needed = false;
                 self.dispatch().await;
             }
+            self.commit().await;
         }
     }
 
     async fn handle(&mut self, event: Event) {
         match event {
             Event::Submit { pipeline, source, reply } => {
-                let result = self.submit(pipeline, source).await;
-                let _ = reply.send(result);
+                let id = self.submit(pipeline, source).await;
+                self.outbox.push(Outgoing::Submitted(reply, id));
             }
             Event::Cancel { run, reply } => {
-                let result = if self.runs.contains_key(&run) {
+                if self.runs.contains_key(&run) {
                     self.apply(run, Input::Cancel).await;
-                    Ok(())
+                    self.outbox.push(Outgoing::Cancelled(reply));
                 } else {
-                    match self.store.get(&keys::run(run)).await {
+                    // Finished runs are only in the store; cancelling one is a
+                    // no-op, and the caller shows its final state.
+                    let result = match self.store.get(&keys::run(run)).await {
                         Ok(Some(_)) => Ok(()),
                         Ok(None) => Err(SchedError::RunNotFound(run)),
                         Err(e) => Err(e.into()),
-                    }
-                };
-                let _ = reply.send(result);
+                    };
+                    let _ = reply.send(result);
+                }
             }
             Event::ListAgents { reply } => {
                 let list = self
@@ -427,7 +453,7 @@ impl Scheduler {
                 // but the chunk is acknowledged so the agent can let go of it.
                 if offset <= self.config.log_cap + 64 * 1024 {
                     let key = keys::log_chunk(attempt.run, &attempt.job, attempt.attempt, offset);
-                    self.write(Txn::ops(vec![Op::put(key, data)])).await;
+                    self.pending.insert(key, data);
                 }
                 self.send_to(&name, ToAgent::LogAck { id, offset: offset + len }).await;
             }
@@ -571,47 +597,61 @@ impl Scheduler {
         }
     }
 
-    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
+    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> RunId {
         let id = self.last_run_id + 1;
+        self.last_run_id = id;
         let run = Run::new(id, pipeline, source, now_ms());
         let (run, effects) = machine::step(run, Input::Start, now_ms());
-        let mut ops = vec![Op::put(keys::RUN_SEQ, encode(&id))];
-        ops.push(Op::put(keys::run(id), encode(&run.record)));
-        ops.push(Op::put(keys::run_index(id), encode(&RunSummary::of(&run.record))));
+        self.pending.insert(keys::RUN_SEQ.to_string(), encode(&id));
+        self.pending.insert(keys::run(id), encode(&run.record));
+        self.pending.insert(keys::run_index(id), encode(&RunSummary::of(&run.record)));
         for (name, job) in &run.jobs {
-            ops.push(Op::put(keys::job(id, name), encode(job)));
+            self.pending.insert(keys::job(id, name), encode(job));
         }
-        // A submit is the one write that reports a store failure to the
-        // caller instead of retrying: the user can simply submit again.
-        self.store.txn(Txn::ops(ops)).await?;
-        self.last_run_id = id;
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), "run submitted");
         self.runs.insert(id, run);
         self.act(id, effects).await;
-        Ok(id)
+        id
     }
 
-    /// Feeds one input to a run's machine, persists what changed, then acts.
+    /// Feeds one input to a run's machine, stages what changed for the
+    /// burst's commit, then acts (deliveries wait for the commit).
     async fn apply(&mut self, run_id: RunId, input: Input) {
         let Some(run) = self.runs.remove(&run_id) else { return };
         let (run, effects) = machine::step(run, input, now_ms());
-        self.runs.insert(run_id, run);
-        let run = &self.runs[&run_id];
-        let mut ops = Vec::new();
         for effect in &effects {
             match effect {
                 Effect::PersistRun => {
-                    ops.push(Op::put(keys::run(run_id), encode(&run.record)));
-                    ops.push(Op::put(keys::run_index(run_id), encode(&RunSummary::of(&run.record))));
+                    self.pending.insert(keys::run(run_id), encode(&run.record));
+                    self.pending.insert(keys::run_index(run_id), encode(&RunSummary::of(&run.record)));
                 }
-                Effect::PersistJob(job) => ops.push(Op::put(keys::job(run_id, job), encode(&run.jobs[job]))),
+                Effect::PersistJob(job) => {
+                    self.pending.insert(keys::job(run_id, job), encode(&run.jobs[job]));
+                }
                 _ => {}
             }
         }
-        if !ops.is_empty() {
+        self.runs.insert(run_id, run);
+        self.act(run_id, effects).await;
+    }
+
+    /// Commits the burst's changes in one transaction, then delivers.
+    async fn commit(&mut self) {
+        if !self.pending.is_empty() {
+            let ops = std::mem::take(&mut self.pending).into_iter().map(|(k, v)| Op::put(k, v)).collect();
             self.write(Txn::ops(ops)).await;
         }
-        self.act(run_id, effects).await;
+        for out in std::mem::take(&mut self.outbox) {
+            match out {
+                Outgoing::Agent(agent, msg) => self.deliver(&agent, msg),
+                Outgoing::Submitted(reply, id) => {
+                    let _ = reply.send(Ok(id));
+                }
+                Outgoing::Cancelled(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
     }
 
     /// Carries out the effects other than persistence.
@@ -669,7 +709,12 @@ impl Scheduler {
         })
     }
 
+    /// Queues a message for an agent; it leaves after the burst's commit.
     async fn send_to(&mut self, agent: &str, msg: ToAgent) {
+        self.outbox.push(Outgoing::Agent(agent.to_string(), msg));
+    }
+
+    fn deliver(&self, agent: &str, msg: ToAgent) {
         let Some((_, tx)) = self.agents.get(agent).and_then(|a| a.conn.as_ref()) else { return };
         // A full outgoing buffer means the agent stopped reading; its lease
         // will tell. Never block the scheduler on one slow agent.

@@ -143,9 +143,9 @@ impl Follower {
         }
     }
 
-    /// Applies one batch of puts and returns the events to send: the run
-    /// (when its record changed, with every job), else each changed job, and
-    /// the log chunks not sent before.
+    /// Applies one batch of puts and returns the events to send: the log
+    /// chunks not sent before, then the run (when its record changed, with
+    /// every job) or else each changed job.
     fn batch(&mut self, kvs: Vec<KeyValue>) -> Result<Vec<pb::run_event::Event>, ApiError> {
         use pb::run_event::Event as E;
         let mut run_changed = false;
@@ -174,7 +174,9 @@ impl Follower {
             }
         }
         let Some(record) = &self.record else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
+        // Output comes before the state change committed with it: the lines
+        // a job printed precede the news that it finished.
+        let mut out: Vec<E> = logs.into_iter().map(E::Log).collect();
         if run_changed {
             out.push(E::Run(run_view(record, &self.jobs)));
         } else {
@@ -184,7 +186,6 @@ impl Follower {
                 }
             }
         }
-        out.extend(logs.into_iter().map(E::Log));
         Ok(out)
     }
 }
