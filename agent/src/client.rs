@@ -36,7 +36,9 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot read {path}: {source}; issue the agent's certificate with `drover certs issue-agent NAME --dir DIR`")]
+    #[error(
+        "cannot read {path}: {source}; issue the agent's certificate with `drover certs issue-agent NAME --dir DIR`"
+    )]
     Cert { path: PathBuf, source: std::io::Error },
     #[error("bad coordinator URL {url:?}: {detail}")]
     Url { url: String, detail: String },
@@ -89,7 +91,15 @@ impl Agent {
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
-        Ok(Agent { config, endpoint, held: HashMap::new(), exec_tx, exec_rx, epoch: 0, heartbeat: Duration::from_secs(2) })
+        Ok(Agent {
+            config,
+            endpoint,
+            held: HashMap::new(),
+            exec_tx,
+            exec_rx,
+            epoch: 0,
+            heartbeat: Duration::from_secs(2),
+        })
     }
 
     /// Runs until `shutdown` completes, reconnecting whenever the session
@@ -230,7 +240,12 @@ impl Agent {
                     let (cancel_tx, cancel_rx) = watch::channel(false);
                     self.held.insert(
                         id.clone(),
-                        Held { log: LogBuf::new(a.log_cap.max(1)), result: None, cancel: Some(cancel_tx), disowned: false },
+                        Held {
+                            log: LogBuf::new(a.log_cap.max(1)),
+                            result: None,
+                            cancel: Some(cancel_tx),
+                            disowned: false,
+                        },
                     );
                     let attempt = exec::Attempt {
                         id: id.clone(),

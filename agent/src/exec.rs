@@ -233,7 +233,9 @@ async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
         runner.say(format!("drover: {msg}\n"));
         return (Outcome::Failed, -1, msg);
     }
-    let mut steps: Vec<(String, String, Vec<(&str, &str)>)> = Vec::new();
+    // (label, script, extra environment) of each step, checkout first.
+    type Planned<'a> = (String, String, Vec<(&'a str, &'a str)>);
+    let mut steps: Vec<Planned> = Vec::new();
     if let Some((repo, commit)) = &attempt.checkout {
         steps.push((
             format!("checkout {commit}"),

@@ -18,7 +18,9 @@ pub enum GitError {
     Clone { repo: String, stderr: String },
     #[error("ref {reference:?} not found in {repo}; name a branch, a tag or a commit SHA that exists there")]
     RefNotFound { repo: String, reference: String },
-    #[error("{file} not found at {reference} ({commit}) in {repo}; pass --file with the pipeline's path in the repository")]
+    #[error(
+        "{file} not found at {reference} ({commit}) in {repo}; pass --file with the pipeline's path in the repository"
+    )]
     FileNotFound { repo: String, reference: String, commit: String, file: String },
     #[error("{0}")]
     Other(String),

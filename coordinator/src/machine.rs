@@ -140,13 +140,19 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
-    Failed { exit_code: i32 },
+    Failed {
+        exit_code: i32,
+    },
     TimedOut,
     Cancelled,
     /// The agent stopped renewing the attempt's lease.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
     /// The agent never accepted the assignment.
-    NotStarted { reason: String },
+    NotStarted {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +160,24 @@ pub enum Input {
     /// Queue the jobs that need nothing.
     Start,
     /// The driver picked an agent for a queued job.
-    Assign { job: String, agent: String },
-    Accepted { job: String, attempt: u32 },
-    Finished { job: String, attempt: u32, outcome: Outcome },
+    Assign {
+        job: String,
+        agent: String,
+    },
+    Accepted {
+        job: String,
+        attempt: u32,
+    },
+    Finished {
+        job: String,
+        attempt: u32,
+        outcome: Outcome,
+    },
     /// The driver's view of what a queued job waits for changed.
-    Waiting { job: String, reason: String },
+    Waiting {
+        job: String,
+        reason: String,
+    },
     Cancel,
 }
 
@@ -228,14 +247,8 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
     }
     match input {
         Input::Start => {
-            let ready: Vec<String> = run
-                .record
-                .pipeline
-                .jobs
-                .iter()
-                .filter(|j| j.needs.is_empty())
-                .map(|j| j.name.clone())
-                .collect();
+            let ready: Vec<String> =
+                run.record.pipeline.jobs.iter().filter(|j| j.needs.is_empty()).map(|j| j.name.clone()).collect();
             for name in ready {
                 queue(&mut run, &name, &mut fx);
             }
@@ -254,20 +267,20 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
             }
         }
         Input::Accepted { job, attempt } => {
-            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.attempt == attempt) {
-                if j.state == JobState::Assigned {
-                    j.state = JobState::Running;
-                    j.started_ms = Some(now_ms);
-                    fx.push(Effect::PersistJob(job));
-                }
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.attempt == attempt)
+                && j.state == JobState::Assigned
+            {
+                j.state = JobState::Running;
+                j.started_ms = Some(now_ms);
+                fx.push(Effect::PersistJob(job));
             }
         }
         Input::Waiting { job, reason } => {
-            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
-                if j.waiting_for != reason {
-                    j.waiting_for = reason;
-                    fx.push(Effect::PersistJob(job));
-                }
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued)
+                && j.waiting_for != reason
+            {
+                j.waiting_for = reason;
+                fx.push(Effect::PersistJob(job));
             }
         }
         Input::Finished { job, attempt, outcome } => {
@@ -319,11 +332,7 @@ fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
 fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now_ms: u64, fx: &mut Vec<Effect>) {
     let cancelling = run.record.cancel_requested;
     let j = run.jobs.get_mut(name).expect("checked by attempt_is_current");
-    fx.push(Effect::Release {
-        job: name.to_string(),
-        attempt,
-        agent: j.agent.clone().unwrap_or_default(),
-    });
+    fx.push(Effect::Release { job: name.to_string(), attempt, agent: j.agent.clone().unwrap_or_default() });
     fx.push(Effect::PersistJob(name.to_string()));
     if cancelling || j.state == JobState::Cancelling {
         j.state = JobState::Cancelled;
@@ -404,9 +413,10 @@ fn skip_dependents(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
             if run.jobs[&spec.name].state != JobState::Pending {
                 continue;
             }
-            let blocker = spec.needs.iter().find(|n| {
-                matches!(run.jobs[*n].state, JobState::Failed | JobState::Skipped | JobState::Cancelled)
-            });
+            let blocker = spec
+                .needs
+                .iter()
+                .find(|n| matches!(run.jobs[*n].state, JobState::Failed | JobState::Skipped | JobState::Cancelled));
             if let Some(blocker) = blocker {
                 let why = format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str());
                 let j = run.jobs.get_mut(&spec.name).expect("job exists");

@@ -122,13 +122,26 @@ pub struct Assignment {
 /// Messages from the scheduler to one agent connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToAgent {
-    Welcome { heartbeat: Duration, lease_ttl: Duration },
+    Welcome {
+        heartbeat: Duration,
+        lease_ttl: Duration,
+    },
     Assign(Assignment),
     /// Kill the attempt. With `disown`, the attempt is no longer the
     /// agent's and its result is not wanted.
-    Cancel { id: String, reason: String, disown: bool },
-    LogAck { id: String, offset: u64 },
-    ResultAck { id: String, accepted: bool },
+    Cancel {
+        id: String,
+        reason: String,
+        disown: bool,
+    },
+    LogAck {
+        id: String,
+        offset: u64,
+    },
+    ResultAck {
+        id: String,
+        accepted: bool,
+    },
 }
 
 /// How an attempt ended, as the agent reports it.
@@ -164,9 +177,18 @@ pub enum SchedError {
 /// Everything that can wake the scheduler loop.
 #[derive(Debug)]
 pub enum Event {
-    Submit { pipeline: Pipeline, source: Source, reply: oneshot::Sender<Result<RunId, SchedError>> },
-    Cancel { run: RunId, reply: oneshot::Sender<Result<(), SchedError>> },
-    ListAgents { reply: oneshot::Sender<Vec<AgentInfo>> },
+    Submit {
+        pipeline: Pipeline,
+        source: Source,
+        reply: oneshot::Sender<Result<RunId, SchedError>>,
+    },
+    Cancel {
+        run: RunId,
+        reply: oneshot::Sender<Result<(), SchedError>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<AgentInfo>>,
+    },
     AgentHello {
         conn: u64,
         name: String,
@@ -175,11 +197,35 @@ pub enum Event {
         running: Vec<String>,
         tx: mpsc::Sender<ToAgent>,
     },
-    AgentGone { conn: u64, name: String },
-    Heartbeat { conn: u64, name: String, running: Vec<String> },
-    Accepted { conn: u64, name: String, id: String },
-    Log { conn: u64, name: String, id: String, offset: u64, data: Vec<u8> },
-    Result { conn: u64, name: String, id: String, outcome: Reported, exit_code: i32, message: String },
+    AgentGone {
+        conn: u64,
+        name: String,
+    },
+    Heartbeat {
+        conn: u64,
+        name: String,
+        running: Vec<String>,
+    },
+    Accepted {
+        conn: u64,
+        name: String,
+        id: String,
+    },
+    Log {
+        conn: u64,
+        name: String,
+        id: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Result {
+        conn: u64,
+        name: String,
+        id: String,
+        outcome: Reported,
+        exit_code: i32,
+        message: String,
+    },
 }
 
 /// A cloneable handle that API handlers use to talk to the scheduler.
@@ -254,8 +300,7 @@ fn now_ms() -> u64 {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(value)
-        .map_err(|e| StoreError::Corrupt { path: key.to_string(), detail: e.to_string() })
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt { path: key.to_string(), detail: e.to_string() })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -413,12 +458,12 @@ impl Scheduler {
                 self.hello(conn, name, labels, slots, running, tx).await;
             }
             Event::AgentGone { conn, name } => {
-                if let Some(a) = self.agents.get_mut(&name) {
-                    if a.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
-                        info!(agent = %name, "agent disconnected");
-                        a.conn = None;
-                        a.last_seen_ms = now_ms();
-                    }
+                if let Some(a) = self.agents.get_mut(&name)
+                    && a.conn.as_ref().is_some_and(|(c, _)| *c == conn)
+                {
+                    info!(agent = %name, "agent disconnected");
+                    a.conn = None;
+                    a.last_seen_ms = now_ms();
                 }
             }
             Event::Heartbeat { conn, name, running } => {
@@ -475,8 +520,7 @@ impl Scheduler {
                 if !message.is_empty() {
                     debug!(attempt = %id, %message, "attempt finished");
                 }
-                self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome })
-                    .await;
+                self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome }).await;
                 self.send_to(&name, ToAgent::ResultAck { id, accepted: true }).await;
             }
         }
@@ -491,8 +535,7 @@ impl Scheduler {
         let attempt: AttemptId = id.parse().ok()?;
         let run = self.runs.get(&attempt.run)?;
         let job = run.jobs.get(&attempt.job)?;
-        (run.attempt_is_current(&attempt.job, attempt.attempt) && job.agent.as_deref() == Some(name))
-            .then_some(attempt)
+        (run.attempt_is_current(&attempt.job, attempt.attempt) && job.agent.as_deref() == Some(name)).then_some(attempt)
     }
 
     /// Renews the lease of an attempt the agent holds, or tells the agent to
@@ -549,11 +592,10 @@ impl Scheduler {
             .runs
             .iter()
             .flat_map(|(run_id, run)| {
-                run.jobs.iter().filter_map(move |(job, j)| {
-                    (j.state.holds_slot() && j.agent.as_deref() == Some(agent_name)).then(|| {
-                        (AttemptId { run: *run_id, job: job.clone(), attempt: j.attempt }, j.state)
-                    })
-                })
+                run.jobs
+                    .iter()
+                    .filter(|&(_job, j)| j.state.holds_slot() && j.agent.as_deref() == Some(agent_name))
+                    .map(|(job, j)| (AttemptId { run: *run_id, job: job.clone(), attempt: j.attempt }, j.state))
             })
             .collect();
         for (attempt, state) in mine {
@@ -567,8 +609,11 @@ impl Scheduler {
                 }
             } else {
                 let reason = format!("agent {name} reconnected without it");
-                self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome: Outcome::Lost { reason } })
-                    .await;
+                self.apply(
+                    attempt.run,
+                    Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome: Outcome::Lost { reason } },
+                )
+                .await;
             }
         }
         self.dispatch_needed = true;
@@ -672,8 +717,11 @@ impl Scheduler {
                 }
                 Effect::SendCancel { job, attempt, agent } => {
                     let id = AttemptId { run: run_id, job, attempt };
-                    self.send_to(&agent, ToAgent::Cancel { id: id.to_string(), reason: "run cancelled".into(), disown: false })
-                        .await;
+                    self.send_to(
+                        &agent,
+                        ToAgent::Cancel { id: id.to_string(), reason: "run cancelled".into(), disown: false },
+                    )
+                    .await;
                 }
                 Effect::Release { job, attempt, agent } => {
                     self.leases.remove(&AttemptId { run: run_id, job, attempt });

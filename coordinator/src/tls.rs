@@ -25,7 +25,10 @@ pub enum Peer {
     Agent(String),
     Admin(String),
     /// A certificate from our CA with a role we do not know.
-    Other { org: String, name: String },
+    Other {
+        org: String,
+        name: String,
+    },
 }
 
 fn read(dir: &Path, file: &str) -> Result<Vec<u8>, TlsError> {

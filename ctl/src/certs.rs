@@ -10,8 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 pub const AGENTS_ORG: &str = "drover-agents";
@@ -20,8 +20,9 @@ const CA_NAME: &str = "Drover CA";
 
 /// Certificates are valid for ten years from the day they are made.
 fn validity(params: &mut CertificateParams) {
-    let year = 1970 + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
-        / 31_556_952) as i32;
+    let year = 1970
+        + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+            / 31_556_952) as i32;
     params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
     params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
 }
@@ -62,7 +63,12 @@ pub fn check_agent_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn leaf(org: Option<&str>, cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose) -> anyhow::Result<CertificateParams> {
+fn leaf(
+    org: Option<&str>,
+    cn: &str,
+    sans: Vec<String>,
+    eku: ExtendedKeyUsagePurpose,
+) -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(sans).context("invalid host name")?;
     let mut dn = DistinguishedName::new();
     if let Some(org) = org {
@@ -88,7 +94,11 @@ fn issue(dir: &Path, base: &str, params: CertificateParams, issuer: &Issuer<'_, 
 fn load_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
     let key_path = dir.join("ca-key.pem");
     let pem = std::fs::read_to_string(&key_path).with_context(|| {
-        format!("cannot read {}; create the CA first with `drover certs init --dir {}`", key_path.display(), dir.display())
+        format!(
+            "cannot read {}; create the CA first with `drover certs init --dir {}`",
+            key_path.display(),
+            dir.display()
+        )
     })?;
     let key = KeyPair::from_pem(&pem).with_context(|| format!("{} is not a valid key", key_path.display()))?;
     // The issuer is the CA's name and key; the name is fixed, so the CA

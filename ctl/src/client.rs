@@ -90,7 +90,9 @@ pub fn status_exit(status: tonic::Status) -> Exit {
         }
         Code::PermissionDenied | Code::Unauthenticated => Exit::new(
             EXIT_UNREACHABLE,
-            format!("the coordinator refused us: {msg}; use the admin certificate from `drover certs init` (--tls-dir)"),
+            format!(
+                "the coordinator refused us: {msg}; use the admin certificate from `drover certs init` (--tls-dir)"
+            ),
         ),
         Code::Unavailable => {
             let detail = match status.source() {

@@ -150,7 +150,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .into_inner();
         let outcome = follow::follow(&mut client, &resp.run_id).await;
         if args.keep {
-            println!("still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops", tls.display());
+            println!(
+                "still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops",
+                tls.display()
+            );
             let _ = tokio::signal::ctrl_c().await;
         }
         outcome.map_err(anyhow::Error::from)
@@ -178,12 +181,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn wait_for_agents(client: &mut client::Client, n: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let agents = client
-            .list_agents(pb::ListAgentsRequest {})
-            .await
-            .map_err(client::status_exit)?
-            .into_inner()
-            .agents;
+        let agents =
+            client.list_agents(pb::ListAgentsRequest {}).await.map_err(client::status_exit)?.into_inner().agents;
         if agents.iter().filter(|a| a.connected).count() >= n {
             return Ok(());
         }

@@ -81,18 +81,17 @@ impl Printer {
     }
 
     fn flush_partial(&mut self, job: &str) {
-        if let Some((_, rest)) = self.partial.get_mut(job) {
-            if !rest.is_empty() {
-                let line = std::mem::take(rest);
-                self.out(&format!("{job:>w$} | {}", String::from_utf8_lossy(&line), w = self.width));
-            }
+        if let Some((_, rest)) = self.partial.get_mut(job)
+            && !rest.is_empty()
+        {
+            let line = std::mem::take(rest);
+            self.out(&format!("{job:>w$} | {}", String::from_utf8_lossy(&line), w = self.width));
         }
     }
 
     fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) {
         let done = jobs.values().filter(|j| is_terminal(&j.state)).count();
-        let running: Vec<&str> =
-            jobs.values().filter(|j| j.state == "running").map(|j| j.name.as_str()).collect();
+        let running: Vec<&str> = jobs.values().filter(|j| j.state == "running").map(|j| j.name.as_str()).collect();
         self.bar.set_message(format!(
             "run {} · {}/{} jobs done · running: {}",
             run.id,
@@ -127,7 +126,11 @@ pub async fn follow(client: &mut Client, run_id: &str) -> Result<(), Exit> {
             Some(Event::Run(r)) => {
                 if run.is_none() {
                     p.width = r.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
-                    let commit = if r.commit.is_empty() { String::new() } else { format!(" at {}", &r.commit[..12.min(r.commit.len())]) };
+                    let commit = if r.commit.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {}", &r.commit[..12.min(r.commit.len())])
+                    };
                     p.out(&format!("run {} ({}{}): {} jobs", r.id, r.name, commit, r.jobs.len()));
                 }
                 for j in &r.jobs {

@@ -160,10 +160,11 @@ fn absolute_repo(repo: &str) -> String {
     // A local path must be absolute: the coordinator and the agents resolve
     // it from their own working directories.
     let p = Path::new(repo);
-    if !repo.contains("://") && p.exists() {
-        if let Ok(abs) = std::fs::canonicalize(p) {
-            return abs.to_string_lossy().into_owned();
-        }
+    if !repo.contains("://")
+        && p.exists()
+        && let Ok(abs) = std::fs::canonicalize(p)
+    {
+        return abs.to_string_lossy().into_owned();
     }
     repo.to_string()
 }
@@ -173,9 +174,8 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
         Command::Run { file, repo, reference, path, follow } => {
             let source = match (file, repo) {
                 (Some(file), _) => {
-                    let yaml = std::fs::read_to_string(&file).map_err(|e| {
-                        Exit::new(EXIT_INVALID, format!("cannot read {}: {e}", file.display()))
-                    })?;
+                    let yaml = std::fs::read_to_string(&file)
+                        .map_err(|e| Exit::new(EXIT_INVALID, format!("cannot read {}: {e}", file.display())))?;
                     pb::submit_run_request::Source::Inline(pb::InlinePipeline {
                         file_name: file.to_string_lossy().into_owned(),
                         yaml,
@@ -205,7 +205,8 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
             let runs = client.list_runs(pb::ListRunsRequest { limit }).await.map_err(status_exit)?.into_inner().runs;
             println!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
             for r in runs {
-                let commit = if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
+                let commit =
+                    if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
                 println!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, r.state, commit, fmt_ms(r.created_ms));
             }
             Ok(())

@@ -130,7 +130,8 @@ impl Fleet {
             .expect("run drover certs init");
         assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
-        let mut fleet = Fleet { dir, tls, addr: String::new(), coordinator: None, agents: Vec::new(), coordinator_args };
+        let mut fleet =
+            Fleet { dir, tls, addr: String::new(), coordinator: None, agents: Vec::new(), coordinator_args };
         fleet.start_coordinator("127.0.0.1:0");
         fleet
     }
@@ -160,7 +161,9 @@ impl Fleet {
         let addr = line
             .trim()
             .strip_prefix("drover-coordinator listening on ")
-            .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+            .unwrap_or_else(|| {
+                panic!("unexpected coordinator output {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default())
+            })
             .to_string();
         self.addr = addr;
         self.coordinator = Some(Proc { child, name: "coordinator".into(), log });

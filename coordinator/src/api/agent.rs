@@ -92,10 +92,7 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, St
 impl pb::agent_service_server::AgentService for AgentApi {
     type SessionStream = SessionStream;
 
-    async fn session(
-        &self,
-        req: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<SessionStream>, Status> {
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let name = require_agent(&req)?;
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -116,7 +113,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let (tx, rx) = mpsc::channel(4096);
         let labels: BTreeMap<String, String> = hello.labels.into_iter().collect();
         self.sched
-            .send(Event::AgentHello { conn, name: name.clone(), labels, slots: hello.slots, running: hello.running, tx })
+            .send(Event::AgentHello {
+                conn,
+                name: name.clone(),
+                labels,
+                slots: hello.slots,
+                running: hello.running,
+                tx,
+            })
             .await
             .map_err(ApiError::from)?;
 

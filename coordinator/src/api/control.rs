@@ -43,9 +43,8 @@ fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, ApiError> {
-    serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::Store(crate::store::StoreError::Corrupt { path: kv.key.clone(), detail: e.to_string() })
-    })
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt { path: kv.key.clone(), detail: e.to_string() }))
 }
 
 fn job_view(record: &RunRecord, name: &str, job: &JobRecord) -> pb::Job {
@@ -235,11 +234,9 @@ async fn follow(
                 _ = tx.closed() => return Ok(()),
             };
             let batch = match msg {
-                Some(WatchMessage::Events(events)) => events
-                    .into_iter()
-                    .filter(|e| e.kind == crate::store::EventKind::Put)
-                    .map(|e| e.kv)
-                    .collect(),
+                Some(WatchMessage::Events(events)) => {
+                    events.into_iter().filter(|e| e.kind == crate::store::EventKind::Put).map(|e| e.kv).collect()
+                }
                 Some(WatchMessage::Compacted { .. }) | None => break,
             };
             if !send(f.batch(batch)?).await || f.done() {
@@ -257,10 +254,7 @@ async fn follow(
 
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlApi {
-    async fn submit_run(
-        &self,
-        req: Request<pb::SubmitRunRequest>,
-    ) -> Result<Response<pb::SubmitRunResponse>, Status> {
+    async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         require_admin(&req)?;
         let (pipeline, source) = match req.into_inner().source {
             Some(pb::submit_run_request::Source::Inline(p)) => {
@@ -274,8 +268,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 }
                 let reference = if g.r#ref.is_empty() { "HEAD".to_string() } else { g.r#ref };
                 let file = if g.file.is_empty() { ".drover.yml".to_string() } else { g.file };
-                let resolved =
-                    git::resolve(&g.repo, &reference, &file, &self.scratch).await.map_err(ApiError::from)?;
+                let resolved = git::resolve(&g.repo, &reference, &file, &self.scratch).await.map_err(ApiError::from)?;
                 let pipeline = pipeline::parse(&file, &resolved.contents).map_err(ApiError::from)?;
                 (pipeline, Source { repo: Some(g.repo), commit: Some(resolved.commit), file })
             }

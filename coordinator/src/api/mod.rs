@@ -13,9 +13,8 @@ use status::ApiError;
 
 /// The caller's identity from its verified client certificate.
 fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
+    let certs =
+        req.peer_certs().ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
     let leaf = certs.first().ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
     peer_from_der(leaf.as_ref())
         .ok_or_else(|| ApiError::PermissionDenied("cannot read the client certificate's subject".into()))

@@ -150,11 +150,7 @@ fn lifecycle_table() {
             name: "cancel: queued jobs cancel at once, running ones after the agent confirms",
             jobs: &[("a", &[], 0), ("b", &[], 0), ("c", &["a"], 0)],
             inputs: vec![assign("a"), accept("a", 1), Input::Cancel],
-            expect: &[
-                ("a", JobState::Cancelling, 1),
-                ("b", JobState::Cancelled, 0),
-                ("c", JobState::Cancelled, 0),
-            ],
+            expect: &[("a", JobState::Cancelling, 1), ("b", JobState::Cancelled, 0), ("c", JobState::Cancelled, 0)],
             run: RunState::Running,
         },
         Case {
@@ -197,10 +193,7 @@ fn effects_of_assign_and_finish() {
     let (run, fx) = step(run, assign("a"), 2);
     assert_eq!(
         fx,
-        vec![
-            Effect::PersistJob("a".into()),
-            Effect::SendAssign { job: "a".into(), attempt: 1, agent: "a1".into() }
-        ]
+        vec![Effect::PersistJob("a".into()), Effect::SendAssign { job: "a".into(), attempt: 1, agent: "a1".into() }]
     );
     let (run, fx) = step(run, ok("a", 1), 3);
     assert_eq!(

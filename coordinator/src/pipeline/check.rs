@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use super::{
-    Diagnostic, JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_STEPS_PER_JOB, MAX_TIMEOUT,
-    Pipeline, RESERVED_ENV_PREFIX, StepSpec,
+    Diagnostic, JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_STEPS_PER_JOB, MAX_TIMEOUT, Pipeline,
+    RESERVED_ENV_PREFIX, StepSpec,
 };
 
 /// The most diagnostics we return for one file.
@@ -26,18 +26,13 @@ const STEP_KEYS: &[&str] = &["name", "run"];
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const ENV_NAME_HINT: &str = "env variable names must be shell identifiers: letters, digits \
      and `_`, not starting with a digit";
-const CYCLE_HINT: &str =
-    "a job cannot need itself, directly or through other jobs; remove one of these needs";
+const CYCLE_HINT: &str = "a job cannot need itself, directly or through other jobs; remove one of these needs";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
      `_`, `.` or `-`, starting with a letter or digit";
 
 /// Checks the document `root` of the file `file`.
 pub(super) fn pipeline(file: &str, root: &Node) -> Result<Pipeline, Vec<Diagnostic>> {
-    let mut checker = Checker {
-        file,
-        diagnostics: Vec::new(),
-        suggestion_budget: SUGGESTION_BUDGET,
-    };
+    let mut checker = Checker { file, diagnostics: Vec::new(), suggestion_budget: SUGGESTION_BUDGET };
     let pipeline = checker.top_level(root);
     let mut diagnostics = checker.diagnostics;
     if diagnostics.is_empty() {
@@ -83,11 +78,7 @@ impl Entry<'_> {
     /// and nothing after it) "starts" at the colon or even on the next line,
     /// so there we point at the key instead.
     fn value_pos(&self) -> Pos {
-        if matches!(self.value.kind, Kind::Null) {
-            self.key_pos
-        } else {
-            self.value.pos
-        }
+        if matches!(self.value.kind, Kind::Null) { self.key_pos } else { self.value.pos }
     }
 }
 
@@ -110,11 +101,7 @@ impl Checker<'_> {
     }
 
     fn top_level(&mut self, root: &Node) -> Pipeline {
-        let mut pipeline = Pipeline {
-            name: String::new(),
-            env: BTreeMap::new(),
-            jobs: Vec::new(),
-        };
+        let mut pipeline = Pipeline { name: String::new(), env: BTreeMap::new(), jobs: Vec::new() };
         let map = match &root.kind {
             Kind::Map(map) => map,
             Kind::Null => {
@@ -130,10 +117,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     root.pos,
-                    format!(
-                        "a pipeline file must be a mapping, found {}",
-                        root.describe()
-                    ),
+                    format!("a pipeline file must be a mapping, found {}", root.describe()),
                     Some("start with `name:` and a `jobs:` mapping".to_owned()),
                 );
                 return pipeline;
@@ -148,11 +132,9 @@ impl Checker<'_> {
                     pipeline.name = name;
                 }
             }
-            None => self.error(
-                root.pos,
-                "missing `name` at the top level",
-                Some("add e.g. `name: my-pipeline`".to_owned()),
-            ),
+            None => {
+                self.error(root.pos, "missing `name` at the top level", Some("add e.g. `name: my-pipeline`".to_owned()))
+            }
         }
         if let Some(entry) = find(&entries, "env") {
             pipeline.env = self.env(entry.value, None);
@@ -181,20 +163,14 @@ impl Checker<'_> {
         // The name is display text, not an id, so we only keep it to one
         // reasonably short line.
         if name.trim().is_empty() {
-            self.error(
-                entry.value_pos(),
-                "`name` is empty",
-                Some("e.g. `name: my-pipeline`".to_owned()),
-            );
+            self.error(entry.value_pos(), "`name` is empty", Some("e.g. `name: my-pipeline`".to_owned()));
             return None;
         }
         if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
             self.error(
                 entry.value_pos(),
                 format!("invalid pipeline name `{}`", abbreviate(name)),
-                Some(format!(
-                    "a pipeline name is one line of at most {MAX_NAME_LEN} characters"
-                )),
+                Some(format!("a pipeline name is one line of at most {MAX_NAME_LEN} characters")),
             );
             return None;
         }
@@ -209,24 +185,15 @@ impl Checker<'_> {
                 self.error(
                     jobs_entry.value_pos(),
                     "`jobs` is empty",
-                    Some(
-                        "define at least one job, e.g. `jobs: {build: {steps: [{run: make}]}}`"
-                            .to_owned(),
-                    ),
+                    Some("define at least one job, e.g. `jobs: {build: {steps: [{run: make}]}}`".to_owned()),
                 );
                 return Vec::new();
             }
             _ => {
                 self.error(
                     value.pos,
-                    format!(
-                        "`jobs` must be a mapping from job names to jobs, found {}",
-                        value.describe()
-                    ),
-                    Some(
-                        "jobs are keyed by name, e.g. `jobs: {build: {steps: [{run: make}]}}`"
-                            .to_owned(),
-                    ),
+                    format!("`jobs` must be a mapping from job names to jobs, found {}", value.describe()),
+                    Some("jobs are keyed by name, e.g. `jobs: {build: {steps: [{run: make}]}}`".to_owned()),
                 );
                 return Vec::new();
             }
@@ -235,10 +202,7 @@ impl Checker<'_> {
         if entries.len() > MAX_JOBS {
             self.error(
                 entries[MAX_JOBS].key_pos,
-                format!(
-                    "too many jobs: {}, over the limit of {MAX_JOBS} jobs",
-                    entries.len()
-                ),
+                format!("too many jobs: {}, over the limit of {MAX_JOBS} jobs", entries.len()),
                 Some("split the work into several pipelines".to_owned()),
             );
         }
@@ -252,11 +216,7 @@ impl Checker<'_> {
         // Messages quote the name; an invalid one may be very long.
         let name = &abbreviate(full_name);
         if !is_valid_job_name(full_name) {
-            self.error(
-                entry.key_pos,
-                format!("invalid job name `{name}`"),
-                Some(JOB_NAME_HINT.to_owned()),
-            );
+            self.error(entry.key_pos, format!("invalid job name `{name}`"), Some(JOB_NAME_HINT.to_owned()));
         }
         let mut draft = JobDraft {
             spec: JobSpec {
@@ -276,19 +236,14 @@ impl Checker<'_> {
                 self.error(
                     entry.key_pos,
                     format!("job `{name}` is empty"),
-                    Some(format!(
-                        "a job needs steps, e.g. `{name}: {{steps: [{{run: make}}]}}`"
-                    )),
+                    Some(format!("a job needs steps, e.g. `{name}: {{steps: [{{run: make}}]}}`")),
                 );
                 return draft;
             }
             _ => {
                 self.error(
                     entry.value_pos(),
-                    format!(
-                        "job `{name}` must be a mapping, found {}",
-                        entry.value.describe()
-                    ),
+                    format!("job `{name}` must be a mapping, found {}", entry.value.describe()),
                     Some(format!("e.g. `{name}: {{steps: [{{run: make}}]}}`")),
                 );
                 return draft;
@@ -312,11 +267,7 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "needs") {
             draft.needs = self.needs(entry.value, full_name, name);
-            draft.spec.needs = draft
-                .needs
-                .iter()
-                .map(|(need, _)| (*need).to_owned())
-                .collect();
+            draft.spec.needs = draft.needs.iter().map(|(need, _)| (*need).to_owned()).collect();
         }
         match find(&entries, "steps") {
             Some(steps) => draft.spec.steps = self.steps(steps, name),
@@ -339,10 +290,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     labels.pos,
-                    format!(
-                        "`runs-on` of job `{job}` must be a mapping of agent labels, found {}",
-                        labels.describe()
-                    ),
+                    format!("`runs-on` of job `{job}` must be a mapping of agent labels, found {}", labels.describe()),
                     Some("e.g. `runs-on: {os: linux}`".to_owned()),
                 );
                 return out;
@@ -361,18 +309,11 @@ impl Checker<'_> {
                 Some(_) => self.error(
                     entry.value_pos(),
                     format!("label `{}` {context} has an empty value", entry.key),
-                    Some(format!(
-                        "give the value the agent's label must have, e.g. `{}: linux`",
-                        entry.key
-                    )),
+                    Some(format!("give the value the agent's label must have, e.g. `{}: linux`", entry.key)),
                 ),
                 None => self.error(
                     entry.value_pos(),
-                    format!(
-                        "label `{}` {context} must be a string, found {}",
-                        entry.key,
-                        entry.value.describe()
-                    ),
+                    format!("label `{}` {context} must be a string, found {}", entry.key, entry.value.describe()),
                     Some(format!("e.g. `{}: linux`", entry.key)),
                 ),
             }
@@ -384,10 +325,7 @@ impl Checker<'_> {
     fn env(&mut self, env: &Node, job: Option<&str>) -> BTreeMap<String, String> {
         let (subject, context) = match job {
             Some(job) => (format!("`env` of job `{job}`"), format!("in job `{job}`")),
-            None => (
-                "the top-level `env`".to_owned(),
-                "at the top level".to_owned(),
-            ),
+            None => ("the top-level `env`".to_owned(), "at the top level".to_owned()),
         };
         let mut out = BTreeMap::new();
         let map = match &env.kind {
@@ -396,10 +334,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     env.pos,
-                    format!(
-                        "{subject} must be a mapping of variable names to values, found {}",
-                        env.describe()
-                    ),
+                    format!("{subject} must be a mapping of variable names to values, found {}", env.describe()),
                     Some("e.g. `env: {GREETING: hello}`".to_owned()),
                 );
                 return out;
@@ -423,9 +358,7 @@ impl Checker<'_> {
                         "env variable `{key}` {context} uses the reserved prefix \
                          `{RESERVED_ENV_PREFIX}`"
                     ),
-                    Some(format!(
-                        "Drover sets {RESERVED_ENV_PREFIX}* variables itself; choose another name"
-                    )),
+                    Some(format!("Drover sets {RESERVED_ENV_PREFIX}* variables itself; choose another name")),
                 );
                 ok = false;
             }
@@ -450,14 +383,8 @@ impl Checker<'_> {
                 _ => {
                     self.error(
                         entry.value_pos(),
-                        format!(
-                            "env variable `{key}` {context} must be a string, found {}",
-                            entry.value.describe()
-                        ),
-                        Some(
-                            "env values are strings; numbers and booleans are taken as written"
-                                .to_owned(),
-                        ),
+                        format!("env variable `{key}` {context} must be a string, found {}", entry.value.describe()),
+                        Some("env values are strings; numbers and booleans are taken as written".to_owned()),
                     );
                     continue;
                 }
@@ -478,10 +405,7 @@ impl Checker<'_> {
                 // the user say which rather than guess.
                 self.error(
                     timeout.pos,
-                    format!(
-                        "timeout `{}` in job `{job}` has no unit",
-                        abbreviate(&scalar.text)
-                    ),
+                    format!("timeout `{}` in job `{job}` has no unit", abbreviate(&scalar.text)),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -489,10 +413,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     timeout.pos,
-                    format!(
-                        "`timeout` in job `{job}` must be a duration, found {}",
-                        timeout.describe()
-                    ),
+                    format!("`timeout` in job `{job}` must be a duration, found {}", timeout.describe()),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -530,10 +451,7 @@ impl Checker<'_> {
     fn retries(&mut self, retries: &Node, job: &str) -> u32 {
         let number = match &retries.kind {
             Kind::Null => return 0,
-            Kind::Scalar(Scalar {
-                ty: ScalarType::Int(n),
-                ..
-            }) => Some(*n),
+            Kind::Scalar(Scalar { ty: ScalarType::Int(n), .. }) => Some(*n),
             _ => None,
         };
         if let Some(n) = number.and_then(|n| u32::try_from(n).ok())
@@ -549,16 +467,9 @@ impl Checker<'_> {
             Some(_) => {
                 format!("`retries` {text} in job `{job}` is over the limit of {MAX_RETRIES}")
             }
-            None => format!(
-                "`retries` in job `{job}` must be a whole number, found {}",
-                retries.describe()
-            ),
+            None => format!("`retries` in job `{job}` must be a whole number, found {}", retries.describe()),
         };
-        self.error(
-            retries.pos,
-            message,
-            Some(format!("e.g. `retries: 2`; at most {MAX_RETRIES}")),
-        );
+        self.error(retries.pos, message, Some(format!("e.g. `retries: 2`; at most {MAX_RETRIES}")));
         0
     }
 
@@ -584,10 +495,7 @@ impl Checker<'_> {
             let Some(name) = item.scalar_text() else {
                 self.error(
                     item.pos,
-                    format!(
-                        "entries of `needs` in job `{job}` must be job names, found {}",
-                        item.describe()
-                    ),
+                    format!("entries of `needs` in job `{job}` must be job names, found {}", item.describe()),
                     Some("e.g. `needs: [build, lint]`".to_owned()),
                 );
                 continue;
@@ -616,38 +524,23 @@ impl Checker<'_> {
     }
 
     fn steps(&mut self, steps_entry: &Entry<'_>, job: &str) -> Vec<StepSpec> {
-        let no_steps_hint =
-            || Some("add at least one step, e.g. `steps: [{run: make}]`".to_owned());
+        let no_steps_hint = || Some("add at least one step, e.g. `steps: [{run: make}]`".to_owned());
         let steps = steps_entry.value;
         let items = match &steps.kind {
             Kind::Seq(items) if !items.is_empty() => items,
             Kind::Seq(_) => {
-                self.error(
-                    steps.pos,
-                    format!("job `{job}` has no steps"),
-                    no_steps_hint(),
-                );
+                self.error(steps.pos, format!("job `{job}` has no steps"), no_steps_hint());
                 return Vec::new();
             }
             Kind::Null => {
-                self.error(
-                    steps_entry.key_pos,
-                    format!("job `{job}` has no steps"),
-                    no_steps_hint(),
-                );
+                self.error(steps_entry.key_pos, format!("job `{job}` has no steps"), no_steps_hint());
                 return Vec::new();
             }
             _ => {
                 self.error(
                     steps.pos,
-                    format!(
-                        "`steps` in job `{job}` must be a list of steps, found {}",
-                        steps.describe()
-                    ),
-                    Some(
-                        "e.g. `steps: [{run: make}]`, or one `- run: <command>` per line"
-                            .to_owned(),
-                    ),
+                    format!("`steps` in job `{job}` must be a list of steps, found {}", steps.describe()),
+                    Some("e.g. `steps: [{run: make}]`, or one `- run: <command>` per line".to_owned()),
                 );
                 return Vec::new();
             }
@@ -655,18 +548,11 @@ impl Checker<'_> {
         if items.len() > MAX_STEPS_PER_JOB {
             self.error(
                 items[MAX_STEPS_PER_JOB].pos,
-                format!(
-                    "job `{job}` has {} steps, over the limit of {MAX_STEPS_PER_JOB}",
-                    items.len()
-                ),
+                format!("job `{job}` has {} steps, over the limit of {MAX_STEPS_PER_JOB}", items.len()),
                 Some("split the job into several jobs, or move commands into a script".to_owned()),
             );
         }
-        items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, step)| self.step(step, i + 1, job))
-            .collect()
+        items.iter().enumerate().filter_map(|(i, step)| self.step(step, i + 1, job)).collect()
     }
 
     fn step(&mut self, step: &Node, number: usize, job: &str) -> Option<StepSpec> {
@@ -677,10 +563,7 @@ impl Checker<'_> {
                 let example = step.scalar_text().map_or("make", abbreviate_ref);
                 self.error(
                     step.pos,
-                    format!(
-                        "step {number} of job `{job}` must be a mapping with `run`, found {}",
-                        step.describe()
-                    ),
+                    format!("step {number} of job `{job}` must be a mapping with `run`, found {}", step.describe()),
                     Some(format!("write `- run: {example}`")),
                 );
                 return None;
@@ -704,10 +587,7 @@ impl Checker<'_> {
                 None => {
                     self.error(
                         entry.value_pos(),
-                        format!(
-                            "`name` {context} must be a string, found {}",
-                            entry.value.describe()
-                        ),
+                        format!("`name` {context} must be a string, found {}", entry.value.describe()),
                         None,
                     );
                     None
@@ -733,17 +613,10 @@ impl Checker<'_> {
                 None
             }
             Some(text) if text.contains('\0') => {
-                self.error(
-                    run.pos,
-                    format!("`run` {context} contains a NUL character"),
-                    None,
-                );
+                self.error(run.pos, format!("`run` {context} contains a NUL character"), None);
                 None
             }
-            Some(text) => Some(StepSpec {
-                name,
-                run: text.to_owned(),
-            }),
+            Some(text) => Some(StepSpec { name, run: text.to_owned() }),
             None if matches!(run.kind, Kind::Null) => {
                 self.error(
                     run_entry.key_pos,
@@ -756,10 +629,7 @@ impl Checker<'_> {
                 self.error(
                     run.pos,
                     format!("`run` {context} must be a string, found {}", run.describe()),
-                    Some(
-                        "for several lines, use a block: `run: |` followed by indented lines"
-                            .to_owned(),
-                    ),
+                    Some("for several lines, use a block: `run: |` followed by indented lines".to_owned()),
                 );
                 None
             }
@@ -798,34 +668,23 @@ impl Checker<'_> {
                 }
             }
         }
-        let successors: Vec<Vec<usize>> = edges
-            .iter()
-            .map(|out| out.iter().map(|&(target, _)| target).collect())
-            .collect();
+        let successors: Vec<Vec<usize>> =
+            edges.iter().map(|out| out.iter().map(|&(target, _)| target).collect()).collect();
         for component in strongly_connected_components(&successors) {
             if component.len() < 2 {
                 // Self-needs were already reported and are not in the graph.
                 continue;
             }
             let cycle = shortest_cycle(&successors, &component);
-            let mut names: Vec<String> = cycle
-                .iter()
-                .map(|&i| abbreviate(&drafts[i].spec.name))
-                .collect();
+            let mut names: Vec<String> = cycle.iter().map(|&i| abbreviate(&drafts[i].spec.name)).collect();
             if names.len() > MAX_CYCLE_NAMES + 2 {
                 // Keep the start, which the position points at, and the end,
                 // which shows how the cycle closes.
                 let hidden = names.len() - MAX_CYCLE_NAMES - 2;
-                names.splice(
-                    MAX_CYCLE_NAMES..names.len() - 2,
-                    [format!("({hidden} more)")],
-                );
+                names.splice(MAX_CYCLE_NAMES..names.len() - 2, [format!("({hidden} more)")]);
             }
             let (first, second) = (cycle[0], cycle[1]);
-            let pos = edges[first]
-                .iter()
-                .find(|(target, _)| *target == second)
-                .map(|&(_, pos)| pos);
+            let pos = edges[first].iter().find(|(target, _)| *target == second).map(|&(_, pos)| pos);
             self.error(
                 pos.unwrap_or(Pos::START),
                 format!("cycle in needs: {}", names.join(" -> ")),
@@ -838,51 +697,26 @@ impl Checker<'_> {
     /// keys that are not strings and keys that repeat an earlier one.
     /// `noun` names what the keys are and `context` where the map is, for the
     /// messages.
-    fn entries<'n>(
-        &mut self,
-        map: &'n [(Node, Node)],
-        noun: &str,
-        context: &str,
-    ) -> Vec<Entry<'n>> {
+    fn entries<'n>(&mut self, map: &'n [(Node, Node)], noun: &str, context: &str) -> Vec<Entry<'n>> {
         let mut out: Vec<Entry<'n>> = Vec::with_capacity(map.len());
         let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(map.len());
-        let context = if context.is_empty() {
-            String::new()
-        } else {
-            format!(" {context}")
-        };
+        let context = if context.is_empty() { String::new() } else { format!(" {context}") };
         for (key, value) in map {
             let Some(text) = key.scalar_text() else {
-                self.error(
-                    key.pos,
-                    format!(
-                        "{noun} names must be strings, found {}{context}",
-                        key.describe()
-                    ),
-                    None,
-                );
+                self.error(key.pos, format!("{noun} names must be strings, found {}{context}", key.describe()), None);
                 continue;
             };
             if let Some(first) = seen.get(text) {
                 let line = first.line;
                 self.error(
                     key.pos,
-                    format!(
-                        "duplicate {noun} `{}`{context} (first defined at line {line})",
-                        abbreviate(text)
-                    ),
-                    Some(format!(
-                        "each {noun} may appear only once; remove or rename one of them"
-                    )),
+                    format!("duplicate {noun} `{}`{context} (first defined at line {line})", abbreviate(text)),
+                    Some(format!("each {noun} may appear only once; remove or rename one of them")),
                 );
                 continue;
             }
             seen.insert(text, key.pos);
-            out.push(Entry {
-                key: text,
-                key_pos: key.pos,
-                value,
-            });
+            out.push(Entry { key: text, key_pos: key.pos, value });
         }
         out
     }
@@ -897,11 +731,7 @@ impl Checker<'_> {
                 Some(close) => format!("did you mean `{close}`? allowed keys: {allowed_list}"),
                 None => format!("allowed keys: {allowed_list}"),
             };
-            self.error(
-                entry.key_pos,
-                format!("unknown key `{}` {context}", abbreviate(entry.key)),
-                Some(hint),
-            );
+            self.error(entry.key_pos, format!("unknown key `{}` {context}", abbreviate(entry.key)), Some(hint));
         }
     }
 }
@@ -909,11 +739,7 @@ impl Checker<'_> {
 fn abbreviate_ref(text: &str) -> &str {
     // Only used for examples in hints, where a long command would drown the
     // advice; fall back to a generic command then.
-    if text.len() <= 40 && !text.contains('\n') {
-        text
-    } else {
-        "<command>"
-    }
+    if text.len() <= 40 && !text.contains('\n') { text } else { "<command>" }
 }
 
 fn find<'e, 'n>(entries: &'e [Entry<'n>], key: &str) -> Option<&'e Entry<'n>> {
@@ -931,9 +757,7 @@ pub(super) fn is_valid_job_name(name: &str) -> bool {
 /// Whether `name` matches `[A-Za-z_][A-Za-z0-9_]*`.
 fn is_shell_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -1005,9 +829,7 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
         current[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (previous[j - 1] + cost)
-                .min(previous[j] + 1)
-                .min(current[j - 1] + 1);
+            let mut best = (previous[j - 1] + cost).min(previous[j] + 1).min(current[j - 1] + 1);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(before[j - 2] + 1);
             }
@@ -1023,11 +845,7 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
 /// does not produce a thousand-name hint.
 fn list_some(names: &[&str]) -> String {
     const SHOWN: usize = 10;
-    let shown: Vec<String> = names
-        .iter()
-        .take(SHOWN)
-        .map(|name| abbreviate(name))
-        .collect();
+    let shown: Vec<String> = names.iter().take(SHOWN).map(|name| abbreviate(name)).collect();
     if names.len() > SHOWN {
         format!("{}, and {} more", shown.join(", "), names.len() - SHOWN)
     } else {

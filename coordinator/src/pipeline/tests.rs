@@ -18,18 +18,11 @@ fn dedent(text: &str) -> String {
         .map(|line| line.len() - line.trim_start().len())
         .min()
         .unwrap_or(0);
-    text.lines()
-        .map(|line| line.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+    text.lines().map(|line| line.get(indent..).unwrap_or("")).collect::<Vec<_>>().join("\n") + "\n"
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[test]
@@ -63,13 +56,7 @@ fn full_example_parses_to_the_expected_pipeline() {
     let pipeline = parse("ci.yaml", &text).unwrap_or_else(|err| panic!("{err}"));
     let expected = Pipeline {
         name: "example".into(),
-        env: map(&[
-            ("COUNT", "0x1F"),
-            ("DEBUG", "true"),
-            ("EMPTY", ""),
-            ("GREETING", "hello"),
-            ("VERSION", "1.10"),
-        ]),
+        env: map(&[("COUNT", "0x1F"), ("DEBUG", "true"), ("EMPTY", ""), ("GREETING", "hello"), ("VERSION", "1.10")]),
         jobs: vec![
             JobSpec {
                 name: "build".into(),
@@ -79,14 +66,8 @@ fn full_example_parses_to_the_expected_pipeline() {
                 retries: 1,
                 needs: vec![],
                 steps: vec![
-                    StepSpec {
-                        name: Some("compile".into()),
-                        run: "make".into(),
-                    },
-                    StepSpec {
-                        name: None,
-                        run: "make install\necho done\n".into(),
-                    },
+                    StepSpec { name: Some("compile".into()), run: "make".into() },
+                    StepSpec { name: None, run: "make install\necho done\n".into() },
                 ],
             },
             JobSpec {
@@ -96,10 +77,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 timeout: Some(Duration::from_secs(90)),
                 retries: 0,
                 needs: vec!["build".into()],
-                steps: vec![StepSpec {
-                    name: None,
-                    run: "make test".into(),
-                }],
+                steps: vec![StepSpec { name: None, run: "make test".into() }],
             },
             JobSpec {
                 name: "lint".into(),
@@ -108,10 +86,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 timeout: None,
                 retries: 0,
                 needs: vec!["build".into()],
-                steps: vec![StepSpec {
-                    name: None,
-                    run: "make lint".into(),
-                }],
+                steps: vec![StepSpec { name: None, run: "make lint".into() }],
             },
         ],
     };
@@ -850,23 +825,15 @@ fn each_mistake_is_reported_at_its_position() {
             }
             Err(err) => err.diagnostics,
         };
-        let as_text = diagnostics
-            .iter()
-            .map(|d| format!("  {d}\n"))
-            .collect::<String>();
+        let as_text = diagnostics.iter().map(|d| format!("  {d}\n")).collect::<String>();
         if diagnostics.len() != 1 {
-            failures.push(format!(
-                "{}: expected one diagnostic, got:\n{as_text}",
-                case.what
-            ));
+            failures.push(format!("{}: expected one diagnostic, got:\n{as_text}", case.what));
             continue;
         }
         let d = &diagnostics[0];
         let position_ok = (d.line, d.column) == (case.line, case.column);
         let message_ok = d.message.contains(case.message);
-        let hint_ok = case
-            .hint
-            .is_none_or(|hint| d.hint.as_deref().is_some_and(|h| h.contains(hint)));
+        let hint_ok = case.hint.is_none_or(|hint| d.hint.as_deref().is_some_and(|h| h.contains(hint)));
         if !(position_ok && message_ok && hint_ok && d.file == "ci.yaml") {
             failures.push(format!(
                 "{}: expected {}:{} `{}` (hint {:?}), got:\n{as_text}",
@@ -874,12 +841,7 @@ fn each_mistake_is_reported_at_its_position() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -900,11 +862,8 @@ fn independent_mistakes_are_all_reported_in_file_order() {
         ",
     );
     let err = parse("ci.yaml", &text).unwrap_err();
-    let got: Vec<(usize, usize, &str)> = err
-        .diagnostics
-        .iter()
-        .map(|d| (d.line, d.column, d.message.as_str()))
-        .collect();
+    let got: Vec<(usize, usize, &str)> =
+        err.diagnostics.iter().map(|d| (d.line, d.column, d.message.as_str())).collect();
     assert_eq!(
         got,
         [
@@ -912,11 +871,7 @@ fn independent_mistakes_are_all_reported_in_file_order() {
             (4, 5, "unknown key `step` in job `build`"),
             (5, 14, "invalid timeout `5 minutes` in job `build`"),
             (7, 13, "job `test` needs `biuld`, which is not defined"),
-            (
-                8,
-                14,
-                "`retries` in job `test` must be a whole number, found string `lots`"
-            ),
+            (8, 14, "`retries` in job `test` must be a whole number, found string `lots`"),
             (10, 3, "duplicate job `test` (first defined at line 6)"),
         ]
     );
@@ -928,11 +883,7 @@ fn limits_are_enforced() {
     let err = parse("ci.yaml", &too_big).unwrap_err();
     assert_eq!(err.diagnostics.len(), 1);
     assert_eq!((err.diagnostics[0].line, err.diagnostics[0].column), (1, 1));
-    assert!(
-        err.diagnostics[0]
-            .message
-            .contains("over the limit of 1048576 bytes (1 MiB)")
-    );
+    assert!(err.diagnostics[0].message.contains("over the limit of 1048576 bytes (1 MiB)"));
 
     let mut many_jobs = String::from("name: p\njobs:\n");
     for i in 0..=MAX_JOBS {
@@ -942,10 +893,7 @@ fn limits_are_enforced() {
     assert_eq!(err.diagnostics.len(), 1, "{err}");
     let d = &err.diagnostics[0];
     assert_eq!((d.line, d.column), (MAX_JOBS + 3, 3));
-    assert_eq!(
-        d.message,
-        "too many jobs: 5001, over the limit of 5000 jobs"
-    );
+    assert_eq!(d.message, "too many jobs: 5001, over the limit of 5000 jobs");
 
     let mut many_steps = String::from("name: p\njobs:\n  a:\n    steps:\n");
     for _ in 0..=MAX_STEPS_PER_JOB {
@@ -977,10 +925,7 @@ fn limits_are_enforced() {
 fn long_cycles_and_long_lists_of_problems_are_shortened() {
     let mut ring = String::from("name: p\njobs:\n");
     for i in 0..30 {
-        ring.push_str(&format!(
-            "  j{i}: {{needs: [j{}], {STEPS}}}\n",
-            (i + 1) % 30
-        ));
+        ring.push_str(&format!("  j{i}: {{needs: [j{}], {STEPS}}}\n", (i + 1) % 30));
     }
     let err = parse("ci.yaml", &ring).unwrap_err();
     assert_eq!(err.diagnostics.len(), 1, "{err}");
@@ -1022,35 +967,11 @@ fn error_display_lists_every_diagnostic() {
 
 #[test]
 fn durations() {
-    let ok = [
-        ("90s", 90),
-        ("10m", 600),
-        ("1h", 3600),
-        ("1h30m", 5400),
-        ("1h0m5s", 3605),
-        ("2m30s", 150),
-    ];
+    let ok = [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("1h0m5s", 3605), ("2m30s", 150)];
     for (text, seconds) in ok {
-        assert_eq!(
-            check::parse_duration(text),
-            Ok(Duration::from_secs(seconds)),
-            "{text}"
-        );
+        assert_eq!(check::parse_duration(text), Ok(Duration::from_secs(seconds)), "{text}");
     }
-    for text in [
-        "",
-        "10",
-        "m",
-        "10 m",
-        "1.5h",
-        "30m1h",
-        "1m1m",
-        "5d",
-        "-1m",
-        "+1m",
-        "1H",
-        "99999999999999999999s",
-    ] {
+    for text in ["", "10", "m", "10 m", "1.5h", "30m1h", "1m1m", "5d", "-1m", "+1m", "1H", "99999999999999999999s"] {
         assert_eq!(check::parse_duration(text), Err(()), "{text:?}");
     }
 }
@@ -1090,10 +1011,7 @@ fn job(name: &str, needs: &[&str]) -> JobSpec {
         timeout: None,
         retries: 0,
         needs: needs.iter().map(|n| n.to_string()).collect(),
-        steps: vec![StepSpec {
-            name: None,
-            run: "true".into(),
-        }],
+        steps: vec![StepSpec { name: None, run: "true".into() }],
     }
 }
 
@@ -1110,10 +1028,7 @@ fn topological_order_keeps_file_order_among_ready_jobs() {
             job("docs", &["build", "build"]),
         ],
     };
-    assert_eq!(
-        topological_order(&pipeline),
-        ["build", "test", "lint", "deploy", "docs"]
-    );
+    assert_eq!(topological_order(&pipeline), ["build", "test", "lint", "deploy", "docs"]);
 }
 
 #[test]
@@ -1121,13 +1036,7 @@ fn topological_order_leaves_out_jobs_that_cannot_start() {
     let pipeline = Pipeline {
         name: "p".into(),
         env: BTreeMap::new(),
-        jobs: vec![
-            job("a", &["b"]),
-            job("b", &["a"]),
-            job("c", &["missing"]),
-            job("d", &[]),
-            job("e", &["a"]),
-        ],
+        jobs: vec![job("a", &["b"]), job("b", &["a"]), job("c", &["missing"]), job("d", &[]), job("e", &["a"])],
     };
     assert_eq!(topological_order(&pipeline), ["d"]);
 }

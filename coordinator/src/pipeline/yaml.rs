@@ -28,10 +28,7 @@ impl Pos {
             return Pos::START;
         }
         let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(1);
-        Pos {
-            line: to_usize(location.line()),
-            column: to_usize(location.column()),
-        }
+        Pos { line: to_usize(location.line()), column: to_usize(location.column()) }
     }
 }
 
@@ -141,29 +138,16 @@ fn syntax_error(err: &serde_saphyr::Error) -> SyntaxError {
     // Wrappers only add context that we show differently (or not at all); the
     // message and location of the error inside are what the user needs.
     let mut inner = err;
-    while let serde_saphyr::Error::AliasError { error, .. }
-    | serde_saphyr::Error::WithSnippet { error, .. } = inner
-    {
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } = inner {
         inner = error;
     }
     let message = serde_saphyr::UserMessageFormatter.format_message(inner);
     // The formatter's text may quote the input, which could hold control
     // characters; keep the diagnostic on one line.
-    let message: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let hint = message
-        .contains("tabs")
-        .then(|| "indent YAML with spaces; tabs are not allowed for indentation".to_owned());
-    SyntaxError {
-        pos: inner
-            .location()
-            .or(err.location())
-            .map_or(Pos::START, Pos::from_location),
-        message,
-        hint,
-    }
+    let message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let hint =
+        message.contains("tabs").then(|| "indent YAML with spaces; tabs are not allowed for indentation".to_owned());
+    SyntaxError { pos: inner.location().or(err.location()).map_or(Pos::START, Pos::from_location), message, hint }
 }
 
 /// What serde-saphyr gives us, before we attach source text to scalars.
@@ -283,15 +267,9 @@ fn lower(raw: Spanned<Raw>, source: &str) -> Node {
         Raw::Int(n) => scalar(spelling(n.to_string()), ScalarType::Int(n)),
         Raw::Float(x) => scalar(spelling(x.to_string()), ScalarType::Float),
         Raw::Seq(items) => Kind::Seq(items.into_iter().map(|item| lower(item, source)).collect()),
-        Raw::Map(entries) => Kind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (lower(k, source), lower(v, source)))
-                .collect(),
-        ),
+        Raw::Map(entries) => {
+            Kind::Map(entries.into_iter().map(|(k, v)| (lower(k, source), lower(v, source))).collect())
+        }
     };
-    Node {
-        pos: Pos::from_location(location),
-        kind,
-    }
+    Node { pos: Pos::from_location(location), kind }
 }

@@ -114,8 +114,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::{
-    Compare, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn,
-    TxnResponse, WatchEvent, WatchMessage,
+    Compare, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchEvent,
+    WatchMessage,
 };
 
 /// The largest value a put may carry: etcd's default `--max-request-bytes`.
@@ -209,10 +209,7 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("dir", &self.dir)
-            .field("opts", &self.opts)
-            .finish()
+        f.debug_struct("EmbeddedStore").field("dir", &self.dir).field("opts", &self.opts).finish()
     }
 }
 
@@ -312,10 +309,7 @@ impl History {
 
     fn push(&mut self, revision: Revision, events: Vec<WatchEvent>) {
         debug_assert_eq!(revision, self.first + self.entries.len() as Revision);
-        let size = events
-            .iter()
-            .map(|e| e.kv.key.len() + e.kv.value.len() + std::mem::size_of::<WatchEvent>())
-            .sum();
+        let size = events.iter().map(|e| e.kv.key.len() + e.kv.value.len() + std::mem::size_of::<WatchEvent>()).sum();
         self.entries.push_back((events.into(), size));
         self.bytes += size;
     }
@@ -328,9 +322,7 @@ impl History {
     /// Drops the oldest revisions while over either cap, but never one after
     /// `upto`: live watchers have not been sent those yet.
     fn trim(&mut self, upto: Revision) {
-        while self.first <= upto
-            && (self.entries.len() > self.max_revisions || self.bytes > self.max_bytes)
-        {
+        while self.first <= upto && (self.entries.len() > self.max_revisions || self.bytes > self.max_bytes) {
             let Some((_, size)) = self.entries.pop_front() else {
                 break;
             };
@@ -396,16 +388,9 @@ impl EmbeddedStore {
             let now = Instant::now();
             tokio::task::spawn_blocking(move || recover(&dir, &opts, now))
                 .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("opening the embedded store failed: {e}"))
-                })??
+                .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??
         };
-        let Recovered {
-            mut ks,
-            wal,
-            lock,
-            snapshot_bytes,
-        } = recovered;
+        let Recovered { mut ks, wal, lock, snapshot_bytes } = recovered;
         // Leases get a full TTL from now, not from when they were granted:
         // their holders could not renew them while the store was down.
         ks.restart_lease_clocks(Instant::now());
@@ -416,10 +401,7 @@ impl EmbeddedStore {
             leases = ks.leases.len(),
             "opened embedded store"
         );
-        let status = SyncStatus {
-            durable_seq: ks.seq,
-            failed: None,
-        };
+        let status = SyncStatus { durable_seq: ks.seq, failed: None };
         let state = State {
             durable_seq: ks.seq,
             visible_revision: ks.revision,
@@ -443,10 +425,7 @@ impl EmbeddedStore {
         if store.opts.fsync {
             tokio::spawn(run_syncer(Arc::downgrade(&store), store.sync_wake.clone()));
         }
-        tokio::spawn(run_lease_expiry(
-            Arc::downgrade(&store),
-            store.lease_wake.clone(),
-        ));
+        tokio::spawn(run_lease_expiry(Arc::downgrade(&store), store.lease_wake.clone()));
         Ok(store)
     }
 
@@ -457,9 +436,7 @@ impl EmbeddedStore {
 
     fn lock_state(&self) -> Result<MutexGuard<'_, State>> {
         let st = self.state.lock().map_err(|_| {
-            StoreError::Unavailable(
-                "embedded store state was poisoned by a panic; restart the coordinator".into(),
-            )
+            StoreError::Unavailable("embedded store state was poisoned by a panic; restart the coordinator".into())
         })?;
         if let Some(reason) = &st.failed {
             return Err(failed_error(reason));
@@ -516,19 +493,14 @@ impl EmbeddedStore {
         }
         st.durable_seq = seq;
         self.publish(st, revision);
-        self.sync_status.send_replace(SyncStatus {
-            durable_seq: seq,
-            failed: None,
-        });
+        self.sync_status.send_replace(SyncStatus { durable_seq: seq, failed: None });
     }
 
     fn publish(&self, st: &mut State, upto: Revision) {
         while st.visible_revision < upto {
             let revision = st.visible_revision + 1;
             match st.ks.history.get(revision).cloned() {
-                Some(events) => st
-                    .watchers
-                    .retain_mut(|w| self.deliver(w, revision, &events)),
+                Some(events) => st.watchers.retain_mut(|w| self.deliver(w, revision, &events)),
                 None => {
                     // History is never trimmed past `visible_revision`, so this
                     // cannot happen; if it did, closing the watchers makes them
@@ -562,11 +534,7 @@ impl EmbeddedStore {
                 // The watcher is slow. Blocking here would stall every writer,
                 // so its own task takes over from this revision and feeds it
                 // from the history at whatever pace it reads.
-                tokio::spawn(run_catch_up(
-                    self.this.clone(),
-                    live.watcher.clone(),
-                    revision,
-                ));
+                tokio::spawn(run_catch_up(self.this.clone(), live.watcher.clone(), revision));
                 false
             }
         }
@@ -579,10 +547,7 @@ impl EmbeddedStore {
         let reason: Arc<str> = reason.into();
         st.failed = Some(reason.clone());
         st.watchers.clear();
-        self.sync_status.send_replace(SyncStatus {
-            durable_seq: st.durable_seq,
-            failed: Some(reason),
-        });
+        self.sync_status.send_replace(SyncStatus { durable_seq: st.durable_seq, failed: Some(reason) });
     }
 
     fn finish_sync(
@@ -600,14 +565,8 @@ impl EmbeddedStore {
         }
         match result {
             Ok(Ok(())) => self.mark_durable(&mut st, seq, revision),
-            Ok(Err(e)) => self.fail(
-                &mut st,
-                format!("fdatasync of {} failed: {e}", path.display()),
-            ),
-            Err(e) => self.fail(
-                &mut st,
-                format!("fdatasync of {} failed: {e}", path.display()),
-            ),
+            Ok(Err(e)) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
+            Err(e) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
         }
     }
 
@@ -675,11 +634,7 @@ impl EmbeddedStore {
         if !st.ks.revoke_lease(lease, revision, &mut events) {
             return Err(StoreError::LeaseNotFound(lease));
         }
-        let revision = if events.is_empty() {
-            st.ks.revision
-        } else {
-            revision
-        };
+        let revision = if events.is_empty() { st.ks.revision } else { revision };
         let mut record = RecordBuilder::new(st.ks.seq + 1, revision);
         record.lease_revoke(lease);
         let record = record.finish()?;
@@ -758,11 +713,7 @@ impl Store for EmbeddedStore {
             if let Op::Put { key, value, .. } = op
                 && value.len() > MAX_VALUE_BYTES
             {
-                return Err(StoreError::ValueTooLarge {
-                    key: key.clone(),
-                    size: value.len(),
-                    limit: MAX_VALUE_BYTES,
-                });
+                return Err(StoreError::ValueTooLarge { key: key.clone(), size: value.len(), limit: MAX_VALUE_BYTES });
             }
         }
         let (response, pending) = {
@@ -794,9 +745,7 @@ impl Store for EmbeddedStore {
                         let _ = st.ks.put(key, value, lease, revision, &mut events);
                     }
                     Op::Delete { key } => st.ks.delete(&key, revision, &mut events),
-                    Op::DeletePrefix { prefix } => {
-                        st.ks.delete_prefix(&prefix, revision, &mut events)
-                    }
+                    Op::DeletePrefix { prefix } => st.ks.delete_prefix(&prefix, revision, &mut events),
                     Op::Get { key } => gets.push(st.ks.kv.get(&key).map(|e| e.to_kv(&key))),
                 }
             }
@@ -807,14 +756,7 @@ impl Store for EmbeddedStore {
                 st.ks.history.push(revision, events);
                 self.commit(&mut st, &record)?;
             }
-            (
-                TxnResponse {
-                    succeeded,
-                    revision: st.ks.revision,
-                    gets,
-                },
-                st.pending_seq(),
-            )
+            (TxnResponse { succeeded, revision: st.ks.revision, gets }, st.pending_seq())
         };
         self.wait_durable(pending).await?;
         Ok(response)
@@ -822,25 +764,16 @@ impl Store for EmbeddedStore {
 
     async fn watch(&self, prefix: &str, start: Revision) -> Result<mpsc::Receiver<WatchMessage>> {
         let (tx, rx) = mpsc::channel(self.opts.watch_channel_capacity.max(1));
-        let watcher = Watcher {
-            prefix: prefix.to_owned(),
-            tx,
-        };
+        let watcher = Watcher { prefix: prefix.to_owned(), tx };
         let mut st = self.lock_state()?;
-        let start = if start <= 0 {
-            st.visible_revision + 1
-        } else {
-            start
-        };
+        let start = if start <= 0 { st.visible_revision + 1 } else { start };
         if start > st.visible_revision {
             st.watchers.push(LiveWatcher { watcher, start });
         } else if start < st.ks.history.first {
             // A fresh channel has room for this one message; dropping the
             // sender afterwards closes the watch.
             let compact_revision = st.ks.history.first;
-            let _ = watcher
-                .tx
-                .try_send(WatchMessage::Compacted { compact_revision });
+            let _ = watcher.tx.try_send(WatchMessage::Compacted { compact_revision });
         } else {
             tokio::spawn(run_catch_up(self.this.clone(), watcher, start));
         }
@@ -854,8 +787,7 @@ impl Store for EmbeddedStore {
             let mut record = RecordBuilder::new(st.ks.seq + 1, st.ks.revision);
             record.lease_grant(lease, ttl);
             let record = record.finish()?;
-            st.ks
-                .grant_lease(lease, ttl, deadline_after(Instant::now(), ttl));
+            st.ks.grant_lease(lease, ttl, deadline_after(Instant::now(), ttl));
             self.commit(&mut st, &record)?;
             (lease, st.pending_seq())
         };
@@ -868,10 +800,7 @@ impl Store for EmbeddedStore {
         let mut st = self.lock_state()?;
         let now = Instant::now();
         let ks = &mut st.ks;
-        let entry = ks
-            .leases
-            .get_mut(&lease)
-            .ok_or(StoreError::LeaseNotFound(lease))?;
+        let entry = ks.leases.get_mut(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
         let old = entry.deadline;
         entry.deadline = deadline_after(now, entry.ttl);
         let new = entry.deadline;
@@ -892,11 +821,7 @@ impl Store for EmbeddedStore {
 
 /// The events of one revision that fall under `prefix`.
 fn matching(events: &[WatchEvent], prefix: &str) -> Vec<WatchEvent> {
-    events
-        .iter()
-        .filter(|e| e.kv.key.starts_with(prefix))
-        .cloned()
-        .collect()
+    events.iter().filter(|e| e.kv.key.starts_with(prefix)).cloned().collect()
 }
 
 fn failed_error(reason: &str) -> StoreError {
@@ -906,16 +831,12 @@ fn failed_error(reason: &str) -> StoreError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    StoreError::Io { path: path.display().to_string(), source }
 }
 
 /// `now + ttl`, saturating far in the future instead of overflowing.
 fn deadline_after(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Calls `fdatasync` for the records written since the last round, for as
@@ -934,12 +855,7 @@ async fn run_syncer(this: Weak<EmbeddedStore>, wake: Arc<Notify>) {
             }
             // If the log rotates after this, the file synced here is the old
             // one; rotation synced it already, so the round is still correct.
-            (
-                st.wal.file.clone(),
-                st.wal.path.clone(),
-                st.ks.seq,
-                st.ks.revision,
-            )
+            (st.wal.file.clone(), st.wal.path.clone(), st.ks.seq, st.ks.revision)
         };
         let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
         let Some(store) = this.upgrade() else { return };
@@ -986,14 +902,9 @@ async fn run_catch_up(this: Weak<EmbeddedStore>, watcher: Watcher, mut next: Rev
                 return;
             }
             if next < st.ks.history.first {
-                WatchMessage::Compacted {
-                    compact_revision: st.ks.history.first,
-                }
+                WatchMessage::Compacted { compact_revision: st.ks.history.first }
             } else if next > st.visible_revision {
-                st.watchers.push(LiveWatcher {
-                    watcher,
-                    start: next,
-                });
+                st.watchers.push(LiveWatcher { watcher, start: next });
                 return;
             } else {
                 let end = st.visible_revision.min(next + CATCH_UP_SCAN_LIMIT - 1);
@@ -1034,12 +945,8 @@ impl Keyspace {
 
     fn compare(&self, compare: &Compare) -> bool {
         match compare {
-            Compare::ModRevision(key, want) => {
-                self.kv.get(key).map_or(0, |e| e.mod_revision) == *want
-            }
-            Compare::CreateRevision(key, want) => {
-                self.kv.get(key).map_or(0, |e| e.create_revision) == *want
-            }
+            Compare::ModRevision(key, want) => self.kv.get(key).map_or(0, |e| e.mod_revision) == *want,
+            Compare::CreateRevision(key, want) => self.kv.get(key).map_or(0, |e| e.create_revision) == *want,
             Compare::Value(key, want) => self.kv.get(key).is_some_and(|e| e.value == *want),
         }
     }
@@ -1085,22 +992,13 @@ impl Keyspace {
                 if let Some(new) = self.leases.get_mut(&lease) {
                     new.keys.insert(key.clone());
                 }
-                let entry = Entry {
-                    value,
-                    create_revision: revision,
-                    mod_revision: revision,
-                    version: 1,
-                    lease,
-                };
+                let entry = Entry { value, create_revision: revision, mod_revision: revision, version: 1, lease };
                 let kv = entry.to_kv(&key);
                 self.kv.insert(key, entry);
                 kv
             }
         };
-        events.push(WatchEvent {
-            kind: EventKind::Put,
-            kv,
-        });
+        events.push(WatchEvent { kind: EventKind::Put, kv });
         Ok(())
     }
 
@@ -1127,26 +1025,14 @@ impl Keyspace {
     }
 
     fn grant_lease(&mut self, lease: LeaseId, ttl: Duration, deadline: Instant) {
-        self.leases.insert(
-            lease,
-            Lease {
-                ttl,
-                deadline,
-                keys: BTreeSet::new(),
-            },
-        );
+        self.leases.insert(lease, Lease { ttl, deadline, keys: BTreeSet::new() });
         self.lease_deadlines.insert((deadline, lease));
         self.next_lease_id = self.next_lease_id.max(lease + 1);
     }
 
     /// Removes a lease and deletes its keys at `revision`. Returns false if
     /// there is no such lease.
-    fn revoke_lease(
-        &mut self,
-        lease: LeaseId,
-        revision: Revision,
-        events: &mut Vec<WatchEvent>,
-    ) -> bool {
+    fn revoke_lease(&mut self, lease: LeaseId, revision: Revision, events: &mut Vec<WatchEvent>) -> bool {
         let Some(removed) = self.leases.remove(&lease) else {
             return false;
         };
@@ -1185,9 +1071,7 @@ impl Keyspace {
                         .map_err(|lease| format!("put names unknown lease {lease}"))?;
                 }
                 LogOp::Delete { key } => self.delete(&key, revision, &mut events),
-                LogOp::DeletePrefix { prefix } => {
-                    self.delete_prefix(&prefix, revision, &mut events)
-                }
+                LogOp::DeletePrefix { prefix } => self.delete_prefix(&prefix, revision, &mut events),
                 LogOp::LeaseGrant { id, ttl } => {
                     if self.leases.contains_key(&id) {
                         return Err(format!("lease {id} granted twice"));
@@ -1201,15 +1085,9 @@ impl Keyspace {
                 }
             }
         }
-        let expected = if events.is_empty() {
-            self.revision
-        } else {
-            self.revision + 1
-        };
+        let expected = if events.is_empty() { self.revision } else { self.revision + 1 };
         if revision != expected {
-            return Err(format!(
-                "record has revision {revision} but {expected} was expected"
-            ));
+            return Err(format!("record has revision {revision} but {expected} was expected"));
         }
         if !events.is_empty() {
             self.history.push(revision, events);
@@ -1224,14 +1102,7 @@ impl Keyspace {
 fn tombstone(key: String, revision: Revision) -> WatchEvent {
     WatchEvent {
         kind: EventKind::Delete,
-        kv: KeyValue {
-            key,
-            value: Vec::new(),
-            create_revision: 0,
-            mod_revision: revision,
-            version: 0,
-            lease: 0,
-        },
+        kv: KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0, lease: 0 },
     }
 }
 
@@ -1248,11 +1119,7 @@ const fn crc32c_tables() -> [[u32; 256]; 8] {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
             bit += 1;
         }
         tables[0][i] = crc;
@@ -1332,11 +1199,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         if self.buf.len() - self.pos < n {
-            return Err(format!(
-                "data ends {} bytes into a {}-byte field",
-                self.buf.len() - self.pos,
-                n
-            ));
+            return Err(format!("data ends {} bytes into a {}-byte field", self.buf.len() - self.pos, n));
         }
         let bytes = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -1348,21 +1211,15 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
     fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
     fn i64(&mut self) -> std::result::Result<i64, String> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
     fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
@@ -1379,10 +1236,7 @@ impl<'a> Reader<'a> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
-            Err(format!(
-                "{} unexpected trailing bytes",
-                self.buf.len() - self.pos
-            ))
+            Err(format!("{} unexpected trailing bytes", self.buf.len() - self.pos))
         }
     }
 }
@@ -1390,24 +1244,11 @@ impl<'a> Reader<'a> {
 /// One write operation as logged.
 #[derive(Debug, PartialEq, Eq)]
 enum LogOp {
-    Put {
-        key: String,
-        value: Vec<u8>,
-        lease: LeaseId,
-    },
-    Delete {
-        key: String,
-    },
-    DeletePrefix {
-        prefix: String,
-    },
-    LeaseGrant {
-        id: LeaseId,
-        ttl: Duration,
-    },
-    LeaseRevoke {
-        id: LeaseId,
-    },
+    Put { key: String, value: Vec<u8>, lease: LeaseId },
+    Delete { key: String },
+    DeletePrefix { prefix: String },
+    LeaseGrant { id: LeaseId, ttl: Duration },
+    LeaseRevoke { id: LeaseId },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1476,8 +1317,7 @@ impl RecordBuilder {
                 limit: MAX_RECORD_BYTES,
             });
         }
-        self.buf[RECORD_OP_COUNT_AT..RECORD_OP_COUNT_AT + 4]
-            .copy_from_slice(&self.ops.to_le_bytes());
+        self.buf[RECORD_OP_COUNT_AT..RECORD_OP_COUNT_AT + 4].copy_from_slice(&self.ops.to_le_bytes());
         let crc = crc32c(&self.buf[RECORD_HEADER_BYTES..]);
         self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -1508,19 +1348,10 @@ fn decode_record(payload: &[u8]) -> std::result::Result<Record, String> {
     let mut ops = Vec::new();
     for _ in 0..count {
         let op = match r.u8()? {
-            OP_PUT => LogOp::Put {
-                key: r.string()?,
-                value: r.bytes()?.to_vec(),
-                lease: r.i64()?,
-            },
+            OP_PUT => LogOp::Put { key: r.string()?, value: r.bytes()?.to_vec(), lease: r.i64()? },
             OP_DELETE => LogOp::Delete { key: r.string()? },
-            OP_DELETE_PREFIX => LogOp::DeletePrefix {
-                prefix: r.string()?,
-            },
-            OP_LEASE_GRANT => LogOp::LeaseGrant {
-                id: r.i64()?,
-                ttl: Duration::from_nanos(r.u64()?),
-            },
+            OP_DELETE_PREFIX => LogOp::DeletePrefix { prefix: r.string()? },
+            OP_LEASE_GRANT => LogOp::LeaseGrant { id: r.i64()?, ttl: Duration::from_nanos(r.u64()?) },
             OP_LEASE_REVOKE => LogOp::LeaseRevoke { id: r.i64()? },
             tag => return Err(format!("unknown operation tag {tag}")),
         };
@@ -1553,8 +1384,7 @@ impl RecordDamage {
             RecordDamage::BadHeader => offset + RECORD_HEADER_BYTES,
             RecordDamage::BadPayload { end } => *end,
         };
-        data.get(rest_from..)
-            .is_none_or(|rest| rest.iter().all(|&b| b == 0))
+        data.get(rest_from..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
     }
 
     fn describe(&self) -> &'static str {
@@ -1617,11 +1447,7 @@ fn encode_snapshot(ks: &Keyspace) -> Vec<u8> {
     buf
 }
 
-fn decode_snapshot(
-    data: &[u8],
-    opts: &EmbeddedOptions,
-    now: Instant,
-) -> std::result::Result<Keyspace, String> {
+fn decode_snapshot(data: &[u8], opts: &EmbeddedOptions, now: Instant) -> std::result::Result<Keyspace, String> {
     if data.len() < SNAPSHOT_HEADER_BYTES || &data[0..8] != SNAPSHOT_MAGIC {
         return Err("not a drover snapshot (bad magic or too short)".into());
     }
@@ -1629,10 +1455,7 @@ fn decode_snapshot(
     let crc = u32::from_le_bytes(data[16..20].try_into().expect("4 bytes"));
     let payload = &data[SNAPSHOT_HEADER_BYTES..];
     if payload.len() as u64 != len {
-        return Err(format!(
-            "header says {len} bytes of data but the file has {}",
-            payload.len()
-        ));
+        return Err(format!("header says {len} bytes of data but the file has {}", payload.len()));
     }
     if crc32c(payload) != crc {
         return Err("checksum mismatch".into());
@@ -1691,10 +1514,7 @@ fn list_logs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(hex) = name
-            .strip_prefix("wal-")
-            .and_then(|n| n.strip_suffix(".log"))
-        else {
+        let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) else {
             continue;
         };
         if let Ok(first_seq) = u64::from_str_radix(hex, 16) {
@@ -1714,11 +1534,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn create_log(dir: &Path, first_seq: u64, fsync: bool) -> Result<(File, PathBuf)> {
     let path = log_path(dir, first_seq);
     let create = || -> io::Result<File> {
-        let mut file = File::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let mut file = File::options().write(true).create(true).truncate(true).open(&path)?;
         file.write_all(WAL_MAGIC)?;
         if fsync {
             file.sync_all()?;
@@ -1773,20 +1589,14 @@ fn lock_dir(dir: &Path) -> Result<File> {
         Ok(()) => {
             // The pid is only a hint for the error below; failing to write it
             // is harmless.
-            let _ = file
-                .set_len(0)
-                .and_then(|()| write!(file, "{}", std::process::id()));
+            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
             Ok(file)
         }
         Err(fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            let holder = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {holder})")
-            };
+            let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
             Err(StoreError::Unavailable(format!(
                 "data directory {} is in use by another drover-coordinator{holder}",
                 dir.display()
@@ -1816,10 +1626,8 @@ fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Result<Recovered
     }
     let snapshot_path = dir.join(SNAPSHOT_FILE);
     let mut ks = match fs::read(&snapshot_path) {
-        Ok(data) => decode_snapshot(&data, opts, now).map_err(|detail| StoreError::Corrupt {
-            path: snapshot_path.display().to_string(),
-            detail,
-        })?,
+        Ok(data) => decode_snapshot(&data, opts, now)
+            .map_err(|detail| StoreError::Corrupt { path: snapshot_path.display().to_string(), detail })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Keyspace::empty(opts),
         Err(e) => return Err(io_err(&snapshot_path, e)),
     };
@@ -1829,10 +1637,7 @@ fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Result<Recovered
     for (i, (first_seq, path)) in logs.iter().enumerate() {
         // A log is redundant when the next log starts within the snapshot:
         // all its records are then in the snapshot.
-        if logs
-            .get(i + 1)
-            .is_some_and(|(next, _)| *next <= snapshot_seq + 1)
-        {
+        if logs.get(i + 1).is_some_and(|(next, _)| *next <= snapshot_seq + 1) {
             continue;
         }
         let is_last = i + 1 == logs.len();
@@ -1844,20 +1649,11 @@ fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Result<Recovered
     let snapshot = encode_snapshot(&ks);
     write_snapshot(dir, &snapshot, opts.fsync).map_err(|e| io_err(&snapshot_path, e))?;
     let (file, path) = create_log(dir, ks.seq + 1, opts.fsync)?;
-    let old: Vec<PathBuf> = logs
-        .into_iter()
-        .map(|(_, p)| p)
-        .filter(|p| *p != path)
-        .collect();
+    let old: Vec<PathBuf> = logs.into_iter().map(|(_, p)| p).filter(|p| *p != path).collect();
     remove_logs(&old);
     Ok(Recovered {
         ks,
-        wal: Wal {
-            file: Arc::new(file),
-            path,
-            size: WAL_MAGIC.len() as u64,
-            obsolete: Vec::new(),
-        },
+        wal: Wal { file: Arc::new(file), path, size: WAL_MAGIC.len() as u64, obsolete: Vec::new() },
         lock,
         snapshot_bytes: snapshot.len() as u64,
     })
@@ -1909,16 +1705,12 @@ fn replay_log(
         if first && record.seq != first_seq {
             return Err(corrupt(
                 offset,
-                &format!(
-                    "first record has sequence number {} but the file name says {first_seq}",
-                    record.seq
-                ),
+                &format!("first record has sequence number {} but the file name says {first_seq}", record.seq),
             ));
         }
         first = false;
         if record.seq > snapshot_seq {
-            ks.replay(record, now)
-                .map_err(|detail| corrupt(offset, &detail))?;
+            ks.replay(record, now).map_err(|detail| corrupt(offset, &detail))?;
             applied += 1;
         }
         offset = next;
@@ -1939,8 +1731,7 @@ mod tests {
         fn new(name: &str) -> TestDir {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("drover-embedded-{name}-{}-{n}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("drover-embedded-{name}-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&path);
             TestDir(path)
         }
@@ -1963,17 +1754,11 @@ mod tests {
     }
 
     fn fast() -> EmbeddedOptions {
-        EmbeddedOptions {
-            fsync: false,
-            ..EmbeddedOptions::default()
-        }
+        EmbeddedOptions { fsync: false, ..EmbeddedOptions::default() }
     }
 
     async fn put(store: &EmbeddedStore, key: &str, value: &str) -> TxnResponse {
-        store
-            .txn(Txn::ops(vec![Op::put(key, value)]))
-            .await
-            .unwrap()
+        store.txn(Txn::ops(vec![Op::put(key, value)])).await.unwrap()
     }
 
     async fn recv_events(rx: &mut mpsc::Receiver<WatchMessage>) -> Vec<WatchEvent> {
@@ -1988,10 +1773,7 @@ mod tests {
     }
 
     fn summary(events: &[WatchEvent]) -> Vec<(EventKind, String, Revision)> {
-        events
-            .iter()
-            .map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.mod_revision))
-            .collect()
+        events.iter().map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.mod_revision)).collect()
     }
 
     /// Lets background tasks run without advancing a paused clock.
@@ -2032,10 +1814,7 @@ mod tests {
         assert_eq!(first.revision, 2);
         let second = store.txn(create("b")).await.unwrap();
         assert!(!second.succeeded);
-        assert_eq!(
-            second.revision, 2,
-            "a read-only failure branch does not bump the revision"
-        );
+        assert_eq!(second.revision, 2, "a read-only failure branch does not bump the revision");
         assert_eq!(second.gets[0].as_ref().unwrap().value, b"a");
 
         // Compare-and-swap on mod revision and on value.
@@ -2055,34 +1834,17 @@ mod tests {
         };
         let deleted = store.txn(by_value).await.unwrap();
         assert!(deleted.succeeded);
-        assert_eq!(
-            deleted.gets,
-            vec![None],
-            "a get sees earlier ops of its own branch"
-        );
-        let missing = Txn {
-            compare: vec![Compare::Value("lock".into(), b"c".to_vec())],
-            ..Txn::default()
-        };
-        assert!(
-            !store.txn(missing).await.unwrap().succeeded,
-            "value compare on a missing key"
-        );
-        assert!(
-            store.txn(cas(0)).await.unwrap().succeeded,
-            "ModRevision 0 means absent"
-        );
+        assert_eq!(deleted.gets, vec![None], "a get sees earlier ops of its own branch");
+        let missing = Txn { compare: vec![Compare::Value("lock".into(), b"c".to_vec())], ..Txn::default() };
+        assert!(!store.txn(missing).await.unwrap().succeeded, "value compare on a missing key");
+        assert!(store.txn(cas(0)).await.unwrap().succeeded, "ModRevision 0 means absent");
     }
 
     #[tokio::test]
     async fn revisions_and_versions_follow_etcd() {
         let dir = TestDir::new("revisions");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
-        assert_eq!(
-            store.range("").await.unwrap().1,
-            1,
-            "an empty store is at revision 1"
-        );
+        assert_eq!(store.range("").await.unwrap().1, 1, "an empty store is at revision 1");
 
         put(&store, "k", "1").await;
         put(&store, "k", "2").await;
@@ -2096,14 +1858,7 @@ mod tests {
         assert_eq!(store.get("b").await.unwrap().unwrap().mod_revision, 4);
 
         // Writes that change nothing and reads leave the revision alone.
-        assert_eq!(
-            store
-                .txn(Txn::ops(vec![Op::delete("nope")]))
-                .await
-                .unwrap()
-                .revision,
-            4
-        );
+        assert_eq!(store.txn(Txn::ops(vec![Op::delete("nope")])).await.unwrap().revision, 4);
         let read = Txn::ops(vec![Op::Get { key: "a".into() }]);
         assert_eq!(store.txn(read).await.unwrap().revision, 4);
 
@@ -2128,12 +1883,7 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].key, "agents/1");
 
-        store
-            .txn(Txn::ops(vec![Op::DeletePrefix {
-                prefix: "jobs/".into(),
-            }]))
-            .await
-            .unwrap();
+        store.txn(Txn::ops(vec![Op::DeletePrefix { prefix: "jobs/".into() }])).await.unwrap();
         let (kvs, revision) = store.range("jobs").await.unwrap();
         assert_eq!(kvs.len(), 1);
         assert_eq!(revision, 7, "a delete-prefix is one revision");
@@ -2144,41 +1894,16 @@ mod tests {
         let dir = TestDir::new("limits");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let big = vec![0u8; MAX_VALUE_BYTES + 1];
-        let err = store
-            .txn(Txn::ops(vec![Op::put("big", big)]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1)
-        );
-        store
-            .txn(Txn::ops(vec![Op::put("max", vec![0u8; MAX_VALUE_BYTES])]))
-            .await
-            .unwrap();
+        let err = store.txn(Txn::ops(vec![Op::put("big", big)])).await.unwrap_err();
+        assert!(matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1));
+        store.txn(Txn::ops(vec![Op::put("max", vec![0u8; MAX_VALUE_BYTES])])).await.unwrap();
 
-        let leased = Op::Put {
-            key: "x".into(),
-            value: b"v".to_vec(),
-            lease: 42,
-        };
-        let err = store
-            .txn(Txn::ops(vec![Op::put("y", "v"), leased]))
-            .await
-            .unwrap_err();
+        let leased = Op::Put { key: "x".into(), value: b"v".to_vec(), lease: 42 };
+        let err = store.txn(Txn::ops(vec![Op::put("y", "v"), leased])).await.unwrap_err();
         assert!(matches!(err, StoreError::LeaseNotFound(42)));
-        assert_eq!(
-            store.get("y").await.unwrap(),
-            None,
-            "a rejected txn changes nothing"
-        );
-        assert!(matches!(
-            store.lease_keep_alive(7).await,
-            Err(StoreError::LeaseNotFound(7))
-        ));
-        assert!(matches!(
-            store.lease_revoke(7).await,
-            Err(StoreError::LeaseNotFound(7))
-        ));
+        assert_eq!(store.get("y").await.unwrap(), None, "a rejected txn changes nothing");
+        assert!(matches!(store.lease_keep_alive(7).await, Err(StoreError::LeaseNotFound(7))));
+        assert!(matches!(store.lease_revoke(7).await, Err(StoreError::LeaseNotFound(7))));
     }
 
     #[tokio::test]
@@ -2193,64 +1918,37 @@ mod tests {
         let mut rx = store.watch("jobs/", 3).await.unwrap();
         for revision in 3..=6 {
             let events = recv_events(&mut rx).await;
-            assert_eq!(
-                summary(&events),
-                [(EventKind::Put, format!("jobs/{}", revision - 2), revision)]
-            );
+            assert_eq!(summary(&events), [(EventKind::Put, format!("jobs/{}", revision - 2), revision)]);
         }
 
         // Live: one batch per revision with its events in order.
-        let txn = Txn::ops(vec![
-            Op::put("jobs/9", "v"),
-            Op::delete("jobs/0"),
-            Op::put("zzz", "v"),
-        ]);
+        let txn = Txn::ops(vec![Op::put("jobs/9", "v"), Op::delete("jobs/0"), Op::put("zzz", "v")]);
         store.txn(txn).await.unwrap();
         let events = recv_events(&mut rx).await;
-        assert_eq!(
-            summary(&events),
-            [
-                (EventKind::Put, "jobs/9".into(), 8),
-                (EventKind::Delete, "jobs/0".into(), 8)
-            ]
-        );
+        assert_eq!(summary(&events), [(EventKind::Put, "jobs/9".into(), 8), (EventKind::Delete, "jobs/0".into(), 8)]);
         assert_eq!(events[1].kv.value, b"");
 
         // Start 0 means from the next revision on.
         let mut from_now = store.watch("", 0).await.unwrap();
         put(&store, "later", "v").await;
-        assert_eq!(
-            summary(&recv_events(&mut from_now).await),
-            [(EventKind::Put, "later".into(), 9)]
-        );
+        assert_eq!(summary(&recv_events(&mut from_now).await), [(EventKind::Put, "later".into(), 9)]);
         // A start in the future skips the revisions before it.
         let mut future = store.watch("", 11).await.unwrap();
         put(&store, "a", "v").await; // 10
         put(&store, "b", "v").await; // 11
-        assert_eq!(
-            summary(&recv_events(&mut future).await),
-            [(EventKind::Put, "b".into(), 11)]
-        );
+        assert_eq!(summary(&recv_events(&mut future).await), [(EventKind::Put, "b".into(), 11)]);
     }
 
     #[tokio::test]
     async fn watch_before_retained_history_is_compacted() {
         let dir = TestDir::new("compacted");
-        let opts = EmbeddedOptions {
-            watch_history_revisions: 3,
-            ..fast()
-        };
+        let opts = EmbeddedOptions { watch_history_revisions: 3, ..fast() };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         for i in 0..10 {
             put(&store, &format!("k{i}"), "v").await; // revisions 2..=11
         }
         let mut rx = store.watch("", 5).await.unwrap();
-        assert_eq!(
-            rx.recv().await,
-            Some(WatchMessage::Compacted {
-                compact_revision: 9
-            })
-        );
+        assert_eq!(rx.recv().await, Some(WatchMessage::Compacted { compact_revision: 9 }));
         assert_eq!(rx.recv().await, None, "a compacted watch closes");
 
         // The oldest retained revision itself still works.
@@ -2263,10 +1961,7 @@ mod tests {
     #[tokio::test]
     async fn slow_watcher_catches_up_without_blocking_writers() {
         let dir = TestDir::new("slow");
-        let opts = EmbeddedOptions {
-            watch_channel_capacity: 2,
-            ..fast()
-        };
+        let opts = EmbeddedOptions { watch_channel_capacity: 2, ..fast() };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         let mut rx = store.watch("", 0).await.unwrap();
         // Fifty writes into a two-slot channel nobody reads: none may block.
@@ -2286,11 +1981,7 @@ mod tests {
     #[tokio::test]
     async fn watcher_behind_the_history_gets_compacted_after_its_events() {
         let dir = TestDir::new("slow-compacted");
-        let opts = EmbeddedOptions {
-            watch_channel_capacity: 2,
-            watch_history_revisions: 5,
-            ..fast()
-        };
+        let opts = EmbeddedOptions { watch_channel_capacity: 2, watch_history_revisions: 5, ..fast() };
         let store = EmbeddedStore::open(dir.path(), opts).await.unwrap();
         let mut rx = store.watch("", 0).await.unwrap();
         for i in 0..30 {
@@ -2300,11 +1991,7 @@ mod tests {
         // watcher learns it fell behind, and the watch ends.
         let mut expected = 2;
         loop {
-            match rx
-                .recv()
-                .await
-                .expect("compacted before the channel closes")
-            {
+            match rx.recv().await.expect("compacted before the channel closes") {
                 WatchMessage::Events(events) => {
                     assert_eq!(events[0].kv.mod_revision, expected);
                     expected += 1;
@@ -2334,49 +2021,28 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lease_expiry_deletes_keys_in_one_revision() {
         let dir = TestDir::new("lease-expiry");
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-            .await
-            .unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let leased = |key: &str| Op::Put {
-            key: key.into(),
-            value: b"v".to_vec(),
-            lease,
-        };
-        store
-            .txn(Txn::ops(vec![leased("agents/a"), leased("agents/b")]))
-            .await
-            .unwrap();
+        let leased = |key: &str| Op::Put { key: key.into(), value: b"v".to_vec(), lease };
+        store.txn(Txn::ops(vec![leased("agents/a"), leased("agents/b")])).await.unwrap();
         put(&store, "agents/c", "v").await;
         assert_eq!(store.get("agents/a").await.unwrap().unwrap().lease, lease);
         let mut rx = store.watch("agents/", 0).await.unwrap();
 
         tokio::time::advance(Duration::from_secs(9)).await;
         settle().await;
-        assert!(
-            store.get("agents/a").await.unwrap().is_some(),
-            "not expired before its TTL"
-        );
+        assert!(store.get("agents/a").await.unwrap().is_some(), "not expired before its TTL");
 
         tokio::time::advance(Duration::from_secs(2)).await;
         let events = recv_events(&mut rx).await;
         assert_eq!(
             summary(&events),
-            [
-                (EventKind::Delete, "agents/a".into(), 4),
-                (EventKind::Delete, "agents/b".into(), 4)
-            ]
+            [(EventKind::Delete, "agents/a".into(), 4), (EventKind::Delete, "agents/b".into(), 4)]
         );
         assert_eq!(store.get("agents/a").await.unwrap(), None);
         assert!(store.get("agents/c").await.unwrap().is_some());
-        assert!(matches!(
-            store.lease_keep_alive(lease).await,
-            Err(StoreError::LeaseNotFound(_))
-        ));
-        let err = store
-            .txn(Txn::ops(vec![leased("agents/d")]))
-            .await
-            .unwrap_err();
+        assert!(matches!(store.lease_keep_alive(lease).await, Err(StoreError::LeaseNotFound(_))));
+        let err = store.txn(Txn::ops(vec![leased("agents/d")])).await.unwrap_err();
         assert!(matches!(err, StoreError::LeaseNotFound(l) if l == lease));
     }
 
@@ -2385,11 +2051,7 @@ mod tests {
         let dir = TestDir::new("keep-alive");
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let op = Op::Put {
-            key: "k".into(),
-            value: b"v".to_vec(),
-            lease,
-        };
+        let op = Op::Put { key: "k".into(), value: b"v".to_vec(), lease };
         store.txn(Txn::ops(vec![op])).await.unwrap(); // revision 2
 
         // Three keep-alives carry the lease well past its original deadline.
@@ -2398,21 +2060,12 @@ mod tests {
             store.lease_keep_alive(lease).await.unwrap();
         }
         settle().await;
-        assert!(
-            store.get("k").await.unwrap().is_some(),
-            "kept alive for 18s on a 10s TTL"
-        );
+        assert!(store.get("k").await.unwrap().is_some(), "kept alive for 18s on a 10s TTL");
 
         let mut rx = store.watch("", 0).await.unwrap();
         store.lease_revoke(lease).await.unwrap();
-        assert_eq!(
-            summary(&recv_events(&mut rx).await),
-            [(EventKind::Delete, "k".into(), 3)]
-        );
-        assert!(matches!(
-            store.lease_revoke(lease).await,
-            Err(StoreError::LeaseNotFound(_))
-        ));
+        assert_eq!(summary(&recv_events(&mut rx).await), [(EventKind::Delete, "k".into(), 3)]);
+        assert!(matches!(store.lease_revoke(lease).await, Err(StoreError::LeaseNotFound(_))));
 
         // Revoking a lease without keys writes no revision.
         let empty = store.lease_grant(Duration::from_secs(10)).await.unwrap();
@@ -2422,40 +2075,24 @@ mod tests {
 
         // Putting a key without its lease detaches it from the lease.
         let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
-        let op = Op::Put {
-            key: "moved".into(),
-            value: b"v".to_vec(),
-            lease,
-        };
+        let op = Op::Put { key: "moved".into(), value: b"v".to_vec(), lease };
         store.txn(Txn::ops(vec![op])).await.unwrap();
         put(&store, "moved", "unleased").await;
         store.lease_revoke(lease).await.unwrap();
         let moved = store.get("moved").await.unwrap().unwrap();
-        assert_eq!(
-            (moved.value.as_slice(), moved.lease, moved.version),
-            (&b"unleased"[..], 0, 2)
-        );
+        assert_eq!((moved.value.as_slice(), moved.lease, moved.version), (&b"unleased"[..], 0, 2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn state_survives_a_restart() {
         let dir = TestDir::new("restart");
         let (before, lease) = {
-            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-                .await
-                .unwrap();
+            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
             put(&store, "a", "1").await;
             put(&store, "a", "2").await;
             let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
-            let op = Op::Put {
-                key: "leased".into(),
-                value: b"v".to_vec(),
-                lease,
-            };
-            store
-                .txn(Txn::ops(vec![op, Op::put("b", "x")]))
-                .await
-                .unwrap();
+            let op = Op::Put { key: "leased".into(), value: b"v".to_vec(), lease };
+            store.txn(Txn::ops(vec![op, Op::put("b", "x")])).await.unwrap();
             put(&store, "gone", "v").await;
             store.txn(Txn::ops(vec![Op::delete("gone")])).await.unwrap();
             let revoked = store.lease_grant(Duration::from_secs(30)).await.unwrap();
@@ -2466,15 +2103,9 @@ mod tests {
         };
         assert_eq!(before.1, 6);
 
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-            .await
-            .unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
         assert_eq!(store.range("").await.unwrap(), before);
-        assert_eq!(
-            put(&store, "c", "v").await.revision,
-            7,
-            "the revision continues"
-        );
+        assert_eq!(put(&store, "c", "v").await.revision, 7, "the revision continues");
         let next_lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
         assert!(next_lease > lease + 1, "lease ids are never reused");
 
@@ -2490,9 +2121,7 @@ mod tests {
 
     /// Writes three one-key transactions and closes the store.
     async fn three_writes(dir: &TestDir) {
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-            .await
-            .unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
         for key in ["one", "two", "three"] {
             put(&store, key, "v").await;
         }
@@ -2504,12 +2133,7 @@ mod tests {
         three_writes(&dir).await;
         let log = dir.only_log();
         let len = fs::metadata(&log).unwrap().len();
-        File::options()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        File::options().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
 
         let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
         let (kvs, revision) = store.range("").await.unwrap();
@@ -2570,10 +2194,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_writes_a_snapshot_and_starts_a_new_log() {
         let dir = TestDir::new("compaction");
-        let opts = EmbeddedOptions {
-            compact_log_bytes: 4096,
-            ..EmbeddedOptions::default()
-        };
+        let opts = EmbeddedOptions { compact_log_bytes: 4096, ..EmbeddedOptions::default() };
         let store = EmbeddedStore::open(dir.path(), opts.clone()).await.unwrap();
         let value = "x".repeat(100);
         for i in 0..300 {
@@ -2616,15 +2237,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_share_syncs() {
         let dir = TestDir::new("group-commit");
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-            .await
-            .unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..100 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                put(&store, &format!("k{i}"), "v").await.revision
-            }));
+            tasks.push(tokio::spawn(async move { put(&store, &format!("k{i}"), "v").await.revision }));
         }
         let mut revisions = Vec::new();
         for task in tasks {
@@ -2662,11 +2279,7 @@ mod tests {
 
         let dir = TestDir::new("sigkill");
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "store::embedded::tests::sigkill_child",
-                "--nocapture",
-            ])
+            .args(["--exact", "store::embedded::tests::sigkill_child", "--nocapture"])
             .env(CRASH_DIR_VAR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -2687,17 +2300,11 @@ mod tests {
         child.wait().unwrap();
         assert!(killed, "the child stopped before it was killed");
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
             let (kvs, revision) = store.range("").await.unwrap();
-            assert!(
-                revision >= acked,
-                "revision {revision} lost acknowledged {acked}"
-            );
+            assert!(revision >= acked, "revision {revision} lost acknowledged {acked}");
             assert_eq!(kvs.len() as Revision, revision - 1, "one key per revision");
         });
     }
@@ -2709,16 +2316,11 @@ mod tests {
         let err = EmbeddedStore::open(dir.path(), fast()).await.unwrap_err();
         let message = err.to_string();
         assert!(
-            message.contains(&format!(
-                "data directory {} is in use by another drover-coordinator",
-                dir.path().display()
-            )),
+            message
+                .contains(&format!("data directory {} is in use by another drover-coordinator", dir.path().display())),
             "{message}"
         );
-        assert!(
-            message.contains(&format!("pid {}", std::process::id())),
-            "{message}"
-        );
+        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
         drop(store);
         EmbeddedStore::open(dir.path(), fast()).await.unwrap();
     }

@@ -48,11 +48,21 @@ pub enum Compare {
 /// A write or read inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8>, lease: LeaseId },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: LeaseId,
+    },
+    Delete {
+        key: String,
+    },
     /// Delete every key that starts with the prefix.
-    DeletePrefix { prefix: String },
-    Get { key: String },
+    DeletePrefix {
+        prefix: String,
+    },
+    Get {
+        key: String,
+    },
 }
 
 impl Op {
@@ -108,7 +118,9 @@ pub enum WatchMessage {
     Events(Vec<WatchEvent>),
     /// The requested start revision is older than the retained history. The
     /// watcher must relist (range) and watch again from the list's revision.
-    Compacted { compact_revision: Revision },
+    Compacted {
+        compact_revision: Revision,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +128,11 @@ pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store I/O error at {path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store data in {path} is corrupt: {detail}")]
     Corrupt { path: String, detail: String },
     #[error("lease {0} not found")]

@@ -40,7 +40,10 @@ fn latency(runs: usize) {
     let path = fleet.dir.path().join("one.yml");
     std::fs::write(
         &path,
-        format!("name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n", out.display()),
+        format!(
+            "name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n",
+            out.display()
+        ),
     )
     .expect("write pipeline");
     let mut samples = Vec::with_capacity(runs);

@@ -47,7 +47,10 @@ fn a_run_from_git_is_pinned_to_the_commit_and_checks_it_out() {
     let second = git(&repo, &["rev-parse", "HEAD"]);
 
     // A local path at a tag, and a file:// URL at the branch.
-    let cases = [(repo.to_str().unwrap().to_string(), "v1", &first, "one"), (format!("file://{}", repo.display()), "main", &second, "two")];
+    let cases = [
+        (repo.to_str().unwrap().to_string(), "v1", &first, "one"),
+        (format!("file://{}", repo.display()), "main", &second, "two"),
+    ];
     for (url, reference, commit, version) in cases {
         let cli = fleet.drover(&["run", "--repo", &url, "--ref", reference]);
         assert!(cli.status.success(), "{}", text(&cli.stderr));

@@ -19,11 +19,8 @@ fn mixed_tls(fleet: &Fleet, cert: &Path, key: &Path) -> TempDir {
 fn a_certificate_from_another_ca_is_refused() {
     let fleet = Fleet::start("otherca");
     let other = TempDir::new("other-ca");
-    let out = std::process::Command::new(bin("drover"))
-        .args(["certs", "init", "--dir"])
-        .arg(other.path())
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(bin("drover")).args(["certs", "init", "--dir"]).arg(other.path()).output().unwrap();
     assert!(out.status.success());
     let tls = mixed_tls(&fleet, &other.path().join("admin.pem"), &other.path().join("admin-key.pem"));
     let out = fleet.drover_with_tls(tls.path(), &["runs"]);
