@@ -174,58 +174,33 @@ pub enum SchedError {
     Stopped,
 }
 
+/// A new agent session.
+#[derive(Debug)]
+pub struct AgentHello {
+    /// Tells this session's events from those of an older session of the
+    /// same agent.
+    pub conn: u64,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    /// Attempts the agent holds (after a reconnect).
+    pub running: Vec<String>,
+    /// The session's outgoing stream.
+    pub tx: mpsc::Sender<ToAgent>,
+}
+
 /// Everything that can wake the scheduler loop.
 #[derive(Debug)]
 pub enum Event {
-    Submit {
-        pipeline: Pipeline,
-        source: Source,
-        reply: oneshot::Sender<Result<RunId, SchedError>>,
-    },
-    Cancel {
-        run: RunId,
-        reply: oneshot::Sender<Result<(), SchedError>>,
-    },
-    ListAgents {
-        reply: oneshot::Sender<Vec<AgentInfo>>,
-    },
-    AgentHello {
-        conn: u64,
-        name: String,
-        labels: BTreeMap<String, String>,
-        slots: u32,
-        running: Vec<String>,
-        tx: mpsc::Sender<ToAgent>,
-    },
-    AgentGone {
-        conn: u64,
-        name: String,
-    },
-    Heartbeat {
-        conn: u64,
-        name: String,
-        running: Vec<String>,
-    },
-    Accepted {
-        conn: u64,
-        name: String,
-        id: String,
-    },
-    Log {
-        conn: u64,
-        name: String,
-        id: String,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    Result {
-        conn: u64,
-        name: String,
-        id: String,
-        outcome: Reported,
-        exit_code: i32,
-        message: String,
-    },
+    Submit { pipeline: Pipeline, source: Source, reply: oneshot::Sender<Result<RunId, SchedError>> },
+    Cancel { run: RunId, reply: oneshot::Sender<Result<(), SchedError>> },
+    ListAgents { reply: oneshot::Sender<Vec<AgentInfo>> },
+    AgentHello(AgentHello),
+    AgentGone { conn: u64, name: String },
+    Heartbeat { conn: u64, name: String, running: Vec<String> },
+    Accepted { conn: u64, name: String, id: String },
+    Log { conn: u64, name: String, id: String, offset: u64, data: Vec<u8> },
+    Result { conn: u64, name: String, id: String, outcome: Reported, exit_code: i32, message: String },
 }
 
 /// A cloneable handle that API handlers use to talk to the scheduler.
@@ -454,9 +429,7 @@ impl Scheduler {
                     .collect();
                 let _ = reply.send(list);
             }
-            Event::AgentHello { conn, name, labels, slots, running, tx } => {
-                self.hello(conn, name, labels, slots, running, tx).await;
-            }
+            Event::AgentHello(hello) => self.hello(hello).await,
             Event::AgentGone { conn, name } => {
                 if let Some(a) = self.agents.get_mut(&name)
                     && a.conn.as_ref().is_some_and(|(c, _)| *c == conn)
@@ -553,15 +526,8 @@ impl Scheduler {
         }
     }
 
-    async fn hello(
-        &mut self,
-        conn: u64,
-        name: String,
-        labels: BTreeMap<String, String>,
-        slots: u32,
-        running: Vec<String>,
-        tx: mpsc::Sender<ToAgent>,
-    ) {
+    async fn hello(&mut self, hello: AgentHello) {
+        let AgentHello { conn, name, labels, slots, running, tx } = hello;
         info!(agent = %name, slots, ?labels, running = running.len(), "agent connected");
         let ttl = self.config.lease_ttl;
         let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl }).await;

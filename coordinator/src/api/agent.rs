@@ -17,7 +17,7 @@ use tracing::debug;
 
 use super::require_agent;
 use super::status::ApiError;
-use crate::scheduler::{Event, Handle, Reported, ToAgent};
+use crate::scheduler::{AgentHello, Event, Handle, Reported, ToAgent};
 
 /// Epoch of this coordinator's leadership. With one coordinator on the
 /// embedded store it is always 1; the etcd backend will hand out real ones.
@@ -113,14 +113,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let (tx, rx) = mpsc::channel(4096);
         let labels: BTreeMap<String, String> = hello.labels.into_iter().collect();
         self.sched
-            .send(Event::AgentHello {
+            .send(Event::AgentHello(AgentHello {
                 conn,
                 name: name.clone(),
                 labels,
                 slots: hello.slots,
                 running: hello.running,
                 tx,
-            })
+            }))
             .await
             .map_err(ApiError::from)?;
 

@@ -318,3 +318,26 @@ fn a_partitioned_agent_loses_its_attempt_and_kills_it_when_it_hears_back() {
     let job = fleet.job(&run, "work");
     assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{job}");
 }
+
+#[test]
+fn logs_follow_streams_a_running_job_until_it_ends() {
+    let mut fleet = Fleet::start("logsfollow");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "slow.yml",
+        "name: slow\njobs:\n  talk:\n    steps:\n      - run: for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done\n",
+    );
+    wait_for("the job to run", Duration::from_secs(20), || (fleet.job(&run, "talk")["state"] == "running").then_some(()));
+    let out = fleet.drover(&["logs", &run, "talk", "--follow"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("line")).collect();
+    assert_eq!(lines, vec!["line 1", "line 2", "line 3", "line 4", "line 5"], "{log}");
+    assert_eq!(fleet.job(&run, "talk")["state"], "succeeded");
+    // Without --follow, a job that has not started prints nothing and a
+    // missing job is an error that names the jobs there are.
+    let out = fleet.drover(&["logs", &run, "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("its jobs are: talk"), "{}", text(&out.stderr));
+}
