@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# git for runs from git; etcd for the high-availability tests; protoc for
+# etcd-client's build (our own protos are compiled with protox).
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
-command -v bash >/dev/null 2>&1 || missing+=(bash)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo
