@@ -5,6 +5,7 @@ pub mod api;
 pub mod dispatch;
 pub mod git;
 pub mod keys;
+pub mod leader;
 pub mod machine;
 pub mod pipeline;
 pub mod scheduler;

@@ -179,6 +179,12 @@ pub enum Input {
         reason: String,
     },
     Cancel,
+    /// The run was loaded from the store by a new leader. A step's records
+    /// may have been written in more than one transaction (a store limits
+    /// their size) and a crash may have come between them, so re-derive
+    /// what follows from the job states: queue or skip dependents, redo a
+    /// requested cancel, finish a run whose jobs are all done.
+    Recover,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +294,12 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 return (run, fx);
             }
             finish_attempt(&mut run, &job, attempt, outcome, now_ms, &mut fx);
+            complete_if_done(&mut run, now_ms, &mut fx);
+        }
+        Input::Recover if run.record.cancel_requested => return step(run, Input::Cancel, now_ms),
+        Input::Recover => {
+            unlock_dependents(&mut run, &mut fx);
+            skip_dependents(&mut run, now_ms, &mut fx);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Cancel => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use drover_coordinator::scheduler::Config;
-use drover_coordinator::server::{self, Options};
+use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
@@ -31,9 +31,18 @@ struct Args {
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     log_cap: u64,
     /// Skip fsync after each store write: faster, but a power loss (not a
-    /// crash) can lose the last writes.
+    /// crash) can lose the last writes. Embedded store only.
     #[arg(long)]
     no_fsync: bool,
+    /// The URL agents and the CLI use to reach this coordinator, handed out
+    /// by followers to redirect clients to the leader (default: https:// and
+    /// the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// TTL of each coordinator's lease in the leader election: how long a
+    /// dead leader blocks the next one.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    election_ttl: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,8 +86,10 @@ async fn main() -> anyhow::Result<()> {
     let opts = Options {
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
-        scheduler: Config { lease_ttl: args.lease_ttl, log_cap: args.log_cap },
-        store: EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() },
+        scheduler: Config { lease_ttl: args.lease_ttl, log_cap: args.log_cap, ..Config::default() },
+        store: StoreConfig::Embedded(EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() }),
+        advertise: args.advertise,
+        election_ttl: args.election_ttl,
     };
     server::run(listener, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

@@ -44,11 +44,16 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Default cap on one job's log, in bytes.
     pub log_cap: u64,
+    /// This leader's epoch, sent to agents, which refuse older ones.
+    pub epoch: u64,
+    /// Most operations in one store transaction (etcd allows 128 by
+    /// default, one of which the fence takes); 0 for no limit.
+    pub max_txn_ops: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20 }
+        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1, max_txn_ops: 0 }
     }
 }
 
@@ -125,6 +130,7 @@ pub enum ToAgent {
     Welcome {
         heartbeat: Duration,
         lease_ttl: Duration,
+        epoch: u64,
     },
     Assign(Assignment),
     /// Kill the attempt. With `disown`, the attempt is no longer the
@@ -360,6 +366,7 @@ impl Scheduler {
             }
             info!(run = summary.id, "recovered unfinished run");
             self.runs.insert(summary.id, run);
+            self.apply(summary.id, Input::Recover).await;
         }
         self.dispatch_needed = !self.queue.is_empty();
         Ok(())
@@ -388,7 +395,10 @@ impl Scheduler {
                 self.dispatch_needed = false;
                 self.dispatch().await;
             }
-            self.commit().await;
+            if !self.commit().await {
+                warn!(epoch = self.config.epoch, "writes fenced: another coordinator leads; stopping");
+                return;
+            }
         }
     }
 
@@ -530,7 +540,7 @@ impl Scheduler {
         let AgentHello { conn, name, labels, slots, running, tx } = hello;
         info!(agent = %name, slots, ?labels, running = running.len(), "agent connected");
         let ttl = self.config.lease_ttl;
-        let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl }).await;
+        let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch }).await;
         let entry = self.agents.entry(name.clone()).or_insert_with(|| AgentEntry {
             conn: None,
             labels: BTreeMap::new(),
@@ -548,6 +558,12 @@ impl Scheduler {
         let held: HashSet<String> = running.iter().cloned().collect();
         for id in &running {
             if let Some(attempt) = self.renew_or_reject(&name, id).await {
+                let cancelling = self.runs[&attempt.run].jobs[&attempt.job].state == JobState::Cancelling;
+                if cancelling {
+                    // The cancel may have been sent while the agent was away.
+                    let msg = ToAgent::Cancel { id: id.clone(), reason: "run cancelled".into(), disown: false };
+                    self.send_to(&name, msg).await;
+                }
                 self.apply(attempt.run, Input::Accepted { job: attempt.job, attempt: attempt.attempt }).await;
             }
         }
@@ -646,11 +662,18 @@ impl Scheduler {
         self.act(run_id, effects).await;
     }
 
-    /// Commits the burst's changes in one transaction, then delivers.
-    async fn commit(&mut self) {
-        if !self.pending.is_empty() {
-            let ops = std::mem::take(&mut self.pending).into_iter().map(|(k, v)| Op::put(k, v)).collect();
-            self.write(Txn::ops(ops)).await;
+    /// Commits the burst's changes in one transaction (or several, where
+    /// the store limits the size of one), then delivers. Returns false when
+    /// the writes were fenced: this scheduler no longer leads and must stop
+    /// without delivering anything.
+    async fn commit(&mut self) -> bool {
+        let ops: Vec<Op> = std::mem::take(&mut self.pending).into_iter().map(|(k, v)| Op::put(k, v)).collect();
+        let chunk = if self.config.max_txn_ops == 0 { ops.len().max(1) } else { self.config.max_txn_ops };
+        for ops in ops.chunks(chunk) {
+            if !self.write(Txn::ops(ops.to_vec())).await {
+                self.outbox.clear();
+                return false;
+            }
         }
         for out in std::mem::take(&mut self.outbox) {
             match out {
@@ -663,6 +686,7 @@ impl Scheduler {
                 }
             }
         }
+        true
     }
 
     /// Carries out the effects other than persistence.
@@ -739,13 +763,15 @@ impl Scheduler {
 
     /// Writes a transaction, retrying until the store takes it. While the
     /// store is down the scheduler waits here; the time lost is added to every
-    /// lease so that no agent is blamed for the store's outage.
-    async fn write(&mut self, txn: Txn) {
+    /// lease so that no agent is blamed for the store's outage. Returns false
+    /// when the write was fenced.
+    async fn write(&mut self, txn: Txn) -> bool {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.store.txn(txn.clone()).await {
                 Ok(_) => break,
+                Err(StoreError::Fenced { .. }) => return false,
                 Err(e) => {
                     warn!(error = %e, "store write failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -759,6 +785,7 @@ impl Scheduler {
                 *deadline += stalled;
             }
         }
+        true
     }
 
     async fn dispatch(&mut self) {

@@ -1,29 +1,43 @@
-//! Wiring: open the store, start the scheduler, serve both gRPC services on
-//! a listener the caller bound, until the shutdown future completes. Taking a
-//! bound listener lets tests bind port 0 and run many coordinators side by
-//! side.
+//! Wiring: open the store, run the election (which runs the scheduler while
+//! this coordinator leads), and serve both gRPC services on a listener the
+//! caller bound, until the shutdown future completes. Taking a bound
+//! listener lets tests bind port 0 and run many coordinators side by side.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use drover_proto::v1::agent_service_server::AgentServiceServer;
 use drover_proto::v1::control_service_server::ControlServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::api::control::StoreHealth;
 use crate::api::{agent::AgentApi, control::ControlApi};
-use crate::scheduler::{Config, Scheduler};
+use crate::leader::{self, ElectionConfig, Role};
+use crate::scheduler::Config;
 use crate::store::{Store, StoreError, embedded};
 use crate::tls::{self, TlsError};
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Embedded(embedded::EmbeddedOptions),
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub scheduler: Config,
-    pub store: embedded::EmbeddedOptions,
+    pub store: StoreConfig,
+    /// The URL agents and the CLI use to reach this coordinator; defaults to
+    /// https:// and the listener's address.
+    pub advertise: Option<String>,
+    /// TTL of the coordinator's lease in the election.
+    pub election_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,32 +46,80 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot use {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Runs a coordinator on the embedded store until `shutdown` completes.
+/// This coordinator's id: made once, kept in the data directory, so a
+/// restarted coordinator recognises its own stale leader key.
+fn coordinator_id(data_dir: &Path) -> Result<String, ServerError> {
+    let path = data_dir.join("coordinator-id");
+    let err = |source| ServerError::DataDir { path: path.clone(), source };
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).map_err(err)?;
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = if host.is_empty() { format!("coordinator-{suffix}") } else { format!("{host}-{suffix}") };
+    std::fs::write(&path, &id).map_err(err)?;
+    Ok(id)
+}
+
+/// Runs a coordinator until `shutdown` completes.
 pub async fn run(listener: TcpListener, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let tls = tls::server_config(&opts.tls_dir)?;
-    let store_dir = opts.data_dir.join("store");
     let scratch = opts.data_dir.join("tmp");
-    for dir in [&store_dir, &scratch] {
-        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
-    }
-    let store: Arc<dyn Store> = embedded::EmbeddedStore::open(&store_dir, opts.store.clone()).await?;
-    let (sched, sched_task) = Scheduler::start(store.clone(), opts.scheduler.clone()).await?;
-    let addr = listener.local_addr().ok();
-    info!(?addr, data_dir = %opts.data_dir.display(), "coordinator serving");
-    let result = tonic::transport::Server::builder()
+    std::fs::create_dir_all(&scratch).map_err(|source| ServerError::DataDir { path: scratch.clone(), source })?;
+    let id = coordinator_id(&opts.data_dir)?;
+    let addr = listener.local_addr().map_err(|source| ServerError::DataDir { path: "listener".into(), source })?;
+    let url = opts.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("https://{addr}")
+        }
+    });
+
+    let mut sched_config = opts.scheduler.clone();
+    let (store, kind, health): (Arc<dyn Store>, &'static str, Option<StoreHealth>) = match &opts.store {
+        StoreConfig::Embedded(eopts) => {
+            let dir = opts.data_dir.join("store");
+            std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
+            sched_config.max_txn_ops = 0;
+            (embedded::EmbeddedStore::open(&dir, eopts.clone()).await?, "embedded", None)
+        }
+    };
+
+    let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
+        store.clone(),
+        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl },
+        sched_config,
+        role_tx,
+        stop_rx,
+    ));
+    info!(%id, %url, store = kind, data_dir = %opts.data_dir.display(), "coordinator serving");
+    let stop = async move {
+        shutdown.await;
+        // Step down first, so a follower can take over at once.
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
+    };
+    tonic::transport::Server::builder()
         .tls_config(tls)?
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(AgentServiceServer::new(AgentApi::new(sched.clone())))
-        .add_service(ControlServiceServer::new(ControlApi::new(sched, store, scratch)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
-    sched_task.abort();
-    Ok(result?)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone())))
+        .add_service(ControlServiceServer::new(ControlApi::new(role_rx, store, scratch, id, kind, health)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await?;
+    Ok(())
 }

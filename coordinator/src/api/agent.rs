@@ -10,34 +10,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as In;
 use pb::coordinator_message::Msg as Out;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::require_agent;
 use super::status::ApiError;
-use crate::scheduler::{AgentHello, Event, Handle, Reported, ToAgent};
-
-/// Epoch of this coordinator's leadership. With one coordinator on the
-/// embedded store it is always 1; the etcd backend will hand out real ones.
-const EPOCH: u64 = 1;
+use crate::leader::Role;
+use crate::scheduler::{AgentHello, Event, Reported, ToAgent};
 
 pub struct AgentApi {
-    sched: Handle,
+    role: watch::Receiver<Role>,
     next_conn: AtomicU64,
 }
 
 impl AgentApi {
-    pub fn new(sched: Handle) -> AgentApi {
-        AgentApi { sched, next_conn: AtomicU64::new(1) }
+    pub fn new(role: watch::Receiver<Role>) -> AgentApi {
+        AgentApi { role, next_conn: AtomicU64::new(1) }
     }
 }
 
-fn to_proto(msg: ToAgent) -> pb::CoordinatorMessage {
+/// Converts a scheduler message; `epoch` is the leadership term the
+/// session belongs to, which agents use to refuse a deposed leader.
+fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
     let msg = match msg {
-        ToAgent::Welcome { heartbeat, lease_ttl } => Out::Welcome(pb::Welcome {
-            epoch: EPOCH,
+        ToAgent::Welcome { heartbeat, lease_ttl, epoch } => Out::Welcome(pb::Welcome {
+            epoch,
             heartbeat_ms: heartbeat.as_millis() as u32,
             lease_ttl_ms: lease_ttl.as_millis() as u32,
         }),
@@ -51,10 +50,10 @@ fn to_proto(msg: ToAgent) -> pb::CoordinatorMessage {
             timeout_ms: a.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
             log_cap: a.log_cap,
             checkout: a.checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
-            epoch: EPOCH,
+            epoch,
         }),
         ToAgent::Cancel { id, reason, disown } => {
-            Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch: EPOCH, disown })
+            Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch, disown })
         }
         ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id, offset }),
         ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id, accepted }),
@@ -94,6 +93,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let name = require_agent(&req)?;
+        let (sched, epoch) = super::leader(&self.role)?;
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(pb::AgentMessage { msg: Some(In::Hello(h)) }) => h,
@@ -112,7 +112,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(4096);
         let labels: BTreeMap<String, String> = hello.labels.into_iter().collect();
-        self.sched
+        sched
             .send(Event::AgentHello(AgentHello {
                 conn,
                 name: name.clone(),
@@ -124,7 +124,6 @@ impl pb::agent_service_server::AgentService for AgentApi {
             .await
             .map_err(ApiError::from)?;
 
-        let sched = self.sched.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -147,7 +146,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
             let _ = sched.send(Event::AgentGone { conn, name }).await;
         });
-        let out = ReceiverStream::new(rx).map(|m| Ok(to_proto(m)));
+        let out = ReceiverStream::new(rx).map(move |m| Ok(to_proto(m, epoch)));
         Ok(Response::new(Box::pin(out)))
     }
 }

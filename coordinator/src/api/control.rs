@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -16,23 +16,41 @@ use super::require_admin;
 use super::status::ApiError;
 use crate::keys::{self, RunKey};
 use crate::machine::{JobRecord, RunId, RunRecord, Source};
-use crate::scheduler::{self, Handle, RunSummary};
+use crate::leader::{LEADER_KEY, LeaderInfo, MEMBERS, MemberInfo, Role};
+use crate::scheduler::{self, RunSummary};
 use crate::store::{KeyValue, Store, WatchMessage};
 use crate::{git, pipeline};
 
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
 
+/// The health of the store's endpoints, for `drover cluster`.
+pub type StoreHealth =
+    Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = Vec<pb::StoreEndpoint>> + Send>> + Send + Sync>;
+
 pub struct ControlApi {
-    sched: Handle,
+    role: watch::Receiver<Role>,
+    /// The store, unfenced: reads work on any coordinator.
     store: Arc<dyn Store>,
     /// Where git resolution may make temporary clones.
     scratch: PathBuf,
+    /// This coordinator's id.
+    id: String,
+    /// "embedded" or "etcd", and how to check its endpoints.
+    store_kind: &'static str,
+    health: Option<StoreHealth>,
 }
 
 impl ControlApi {
-    pub fn new(sched: Handle, store: Arc<dyn Store>, scratch: PathBuf) -> ControlApi {
-        ControlApi { sched, store, scratch }
+    pub fn new(
+        role: watch::Receiver<Role>,
+        store: Arc<dyn Store>,
+        scratch: PathBuf,
+        id: String,
+        store_kind: &'static str,
+        health: Option<StoreHealth>,
+    ) -> ControlApi {
+        ControlApi { role, store, scratch, id, store_kind, health }
     }
 }
 
@@ -275,7 +293,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             None => return Err(ApiError::Invalid("no pipeline given".into()).into()),
         };
         let commit = source.commit.clone().unwrap_or_default();
-        let id = self.sched.submit(pipeline, source).await.map_err(ApiError::from)?;
+        let (sched, _) = super::leader(&self.role)?;
+        let id = sched.submit(pipeline, source).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::SubmitRunResponse { run_id: id.to_string(), commit }))
     }
 
@@ -373,7 +392,8 @@ impl pb::control_service_server::ControlService for ControlApi {
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
         require_admin(&req)?;
         let id = parse_run_id(&req.into_inner().run_id)?;
-        self.sched.cancel(id).await.map_err(ApiError::from)?;
+        let (sched, _) = super::leader(&self.role)?;
+        sched.cancel(id).await.map_err(ApiError::from)?;
         let run = scheduler::load_run(self.store.as_ref(), id)
             .await
             .map_err(ApiError::from)?
@@ -386,7 +406,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         require_admin(&req)?;
-        let agents = self.sched.agents().await.map_err(ApiError::from)?;
+        let (sched, _) = super::leader(&self.role)?;
+        let agents = sched.agents().await.map_err(ApiError::from)?;
         let agents = agents
             .into_iter()
             .map(|a| pb::Agent {
@@ -399,5 +420,35 @@ impl pb::control_service_server::ControlService for ControlApi {
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
+        require_admin(&req)?;
+        let (members, _) = self.store.range(MEMBERS).await.map_err(ApiError::from)?;
+        let leader = self.store.get(LEADER_KEY).await.map_err(ApiError::from)?;
+        let (leader_id, epoch) = match &leader {
+            Some(kv) => {
+                let info: Option<LeaderInfo> = serde_json::from_slice(&kv.value).ok();
+                (info.map(|l| l.id).unwrap_or_default(), kv.create_revision as u64)
+            }
+            None => (String::new(), 0),
+        };
+        let coordinators = members
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<MemberInfo>(&kv.value).ok())
+            .map(|m| pb::Coordinator { leader: m.id == leader_id, id: m.id, url: m.url, started_ms: m.started_ms })
+            .collect();
+        let endpoints = match &self.health {
+            Some(check) => check().await,
+            None => Vec::new(),
+        };
+        Ok(Response::new(pb::ClusterResponse {
+            coordinators,
+            leader_id,
+            epoch,
+            store: self.store_kind.to_string(),
+            endpoints,
+            answered_by: self.id.clone(),
+        }))
     }
 }

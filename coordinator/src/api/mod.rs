@@ -6,10 +6,22 @@ pub mod agent;
 pub mod control;
 pub mod status;
 
+use tokio::sync::watch;
 use tonic::Request;
 
+use crate::leader::Role;
+use crate::scheduler::Handle;
 use crate::tls::{Peer, peer_from_der};
 use status::ApiError;
+
+/// The scheduler and epoch when this coordinator leads; otherwise an error
+/// that tells the client where the leader is.
+pub(crate) fn leader(role: &watch::Receiver<Role>) -> Result<(Handle, u64), ApiError> {
+    match &*role.borrow() {
+        Role::Leader { sched, epoch } => Ok((sched.clone(), *epoch as u64)),
+        Role::Follower { leader } => Err(ApiError::NotLeader(leader.as_ref().map(|l| l.url.clone()))),
+    }
+}
 
 /// The caller's identity from its verified client certificate.
 fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {

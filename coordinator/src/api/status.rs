@@ -27,7 +27,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    /// This coordinator is a follower; the leader's URL when known.
+    #[error("{}", match .0 {
+        Some(url) => format!("this coordinator does not lead; the leader is {url}"),
+        None => "no coordinator leads at the moment (an election is under way); retry shortly".to_string(),
+    })]
+    NotLeader(Option<String>),
 }
+
+/// The metadata key that carries the leader's URL on a redirect.
+pub const LEADER_METADATA: &str = "drover-leader";
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
@@ -38,11 +47,20 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),
-            ApiError::Store(StoreError::Unavailable(_)) => Status::unavailable(msg),
+            ApiError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. }) => Status::unavailable(msg),
             ApiError::Store(_) => Status::internal(msg),
             ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
-            ApiError::Sched(SchedError::Store(StoreError::Unavailable(_))) => Status::unavailable(msg),
+            ApiError::Sched(SchedError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. })) => {
+                Status::unavailable(msg)
+            }
             ApiError::Sched(SchedError::Store(_)) => Status::internal(msg),
+            ApiError::NotLeader(leader) => {
+                let mut status = Status::unavailable(msg);
+                if let Some(value) = leader.and_then(|url| url.parse().ok()) {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                status
+            }
         }
     }
 }

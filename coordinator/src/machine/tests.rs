@@ -230,3 +230,38 @@ fn retry_message_counts_down() {
     assert_eq!(run.jobs["a"].message, "attempt 1 lost (lease expired); retrying (1 retry left)");
     assert_eq!(run.jobs["a"].state, JobState::Queued);
 }
+
+#[test]
+fn recover_rederives_what_a_torn_write_left_out() {
+    // A success was stored but the dependent's update was not.
+    let run = Run::new(1, pipeline(&[("a", &[], 0), ("b", &["a"], 0), ("c", &["x"], 0), ("x", &[], 0)]), Source::default(), 0);
+    let (mut run, _) = step(run, Input::Start, 1);
+    run.jobs.get_mut("a").unwrap().state = JobState::Succeeded;
+    run.jobs.get_mut("x").unwrap().state = JobState::Failed;
+    let (run, fx) = step(run, Input::Recover, 2);
+    assert_eq!(run.jobs["b"].state, JobState::Queued);
+    assert_eq!(run.jobs["c"].state, JobState::Skipped);
+    assert!(fx.contains(&Effect::Enqueue("b".into())), "{fx:?}");
+    // Nothing left to do: recovering again changes nothing.
+    let (run2, fx) = step(run.clone(), Input::Recover, 3);
+    assert_eq!(run2, run);
+    assert!(fx.is_empty(), "{fx:?}");
+
+    // All jobs done but the run record not updated: the run finishes.
+    let run = Run::new(2, pipeline(&[("a", &[], 0)]), Source::default(), 0);
+    let (mut run, _) = step(run, Input::Start, 1);
+    run.jobs.get_mut("a").unwrap().state = JobState::Succeeded;
+    let (run, fx) = step(run, Input::Recover, 2);
+    assert_eq!(run.record.state, RunState::Succeeded);
+    assert!(fx.contains(&Effect::RunFinished(RunState::Succeeded)));
+
+    // A requested cancel that was only half written is redone.
+    let run = Run::new(3, pipeline(&[("a", &[], 0), ("b", &[], 0)]), Source::default(), 0);
+    let (run, _) = step(run, Input::Start, 1);
+    let (mut run, _) = step(run, assign("a"), 2);
+    run.record.cancel_requested = true;
+    let (run, fx) = step(run, Input::Recover, 3);
+    assert_eq!(run.jobs["a"].state, JobState::Cancelling);
+    assert_eq!(run.jobs["b"].state, JobState::Cancelled);
+    assert!(fx.iter().any(|e| matches!(e, Effect::SendCancel { .. })), "{fx:?}");
+}

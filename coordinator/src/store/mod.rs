@@ -10,6 +10,7 @@
 //! the same calls one to one onto etcd's KV, Watch and Lease APIs.
 
 pub mod embedded;
+pub mod fenced;
 
 use std::time::Duration;
 
@@ -139,6 +140,9 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     #[error("value for {key} is {size} bytes, over the store's limit of {limit} bytes")]
     ValueTooLarge { key: String, size: usize, limit: usize },
+    /// A write was refused because this coordinator no longer leads.
+    #[error("this coordinator is no longer the leader (its epoch {epoch} ended)")]
+    Fenced { epoch: Revision },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,237 @@
+//! Leader election, on any [`Store`] (etcd, or the embedded store for a
+//! single coordinator), with fencing.
+//!
+//! Each coordinator holds a lease and registers itself under
+//! [`MEMBERS`]. To lead, it creates [`LEADER_KEY`] with its lease in a
+//! transaction that requires the key to be absent. The key's create revision
+//! is the leader's **epoch**: every write the leader makes goes through
+//! [`Fenced`], which checks the key still has that create revision, and every
+//! assignment and cancel carries the epoch, so agents refuse an older one.
+//! When the leader's lease expires (it died, or it was paused past the TTL)
+//! etcd deletes the key, followers see the delete on their watch, and the
+//! first to create the key again leads with a higher epoch.
+//!
+//! While leading, the coordinator runs the [`Scheduler`]; it steps down when
+//! the scheduler's writes are fenced, when it cannot renew its lease within
+//! the TTL, or on shutdown (when it revokes its lease, so a follower takes
+//! over at once instead of after the TTL).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::scheduler::{self, Handle, Scheduler};
+use crate::store::fenced::Fenced;
+use crate::store::{Compare, EventKind, LeaseId, Op, Revision, Store, StoreError, Txn, WatchMessage};
+
+pub const LEADER_KEY: &str = "/cluster/leader";
+pub const MEMBERS: &str = "/cluster/members/";
+
+/// Who leads, as stored in [`LEADER_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub id: String,
+    /// Where agents and the CLI reach it.
+    pub url: String,
+    pub since_ms: u64,
+}
+
+/// A coordinator, as stored under [`MEMBERS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: String,
+    pub url: String,
+    pub started_ms: u64,
+}
+
+/// This coordinator's part at the moment.
+#[derive(Clone)]
+pub enum Role {
+    /// Not (yet) leading; `leader` is who does, when known.
+    Follower { leader: Option<LeaderInfo> },
+    Leader { epoch: Revision, sched: Handle },
+}
+
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// Unique and stable across restarts of the same coordinator.
+    pub id: String,
+    /// The URL to advertise to agents and the CLI.
+    pub url: String,
+    /// TTL of the coordinator's lease: how long a dead leader blocks the
+    /// election.
+    pub ttl: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs elections until `shutdown` turns true, publishing the role on `role`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: ElectionConfig,
+    sched_config: scheduler::Config,
+    role: watch::Sender<Role>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        match term(&store, &config, &sched_config, &role, &mut shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                warn!(error = %e, "election interrupted; retrying");
+                let _ = role.send(Role::Follower { leader: None });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One lease's worth of campaigning, and leading if we win.
+async fn term(
+    store: &Arc<dyn Store>,
+    config: &ElectionConfig,
+    sched_config: &scheduler::Config,
+    role: &watch::Sender<Role>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let lease = store.lease_grant(config.ttl).await?;
+    let member = MemberInfo { id: config.id.clone(), url: config.url.clone(), started_ms: now_ms() };
+    store
+        .txn(Txn::ops(vec![Op::Put {
+            key: format!("{MEMBERS}{}", config.id),
+            value: serde_json::to_vec(&member).expect("serializes"),
+            lease,
+        }]))
+        .await?;
+    let (alive_tx, mut alive) = watch::channel(true);
+    let keeper = tokio::spawn(keep_alive(store.clone(), lease, config.ttl, alive_tx));
+    let result = campaign_and_lead(store, config, sched_config, role, shutdown, lease, &mut alive).await;
+    keeper.abort();
+    let _ = role.send(Role::Follower { leader: None });
+    // Revoking deletes our leader key at once, so followers need not wait
+    // out the TTL. If the store is unreachable the lease simply expires.
+    let _ = tokio::time::timeout(Duration::from_secs(1), store.lease_revoke(lease)).await;
+    result
+}
+
+/// Renews the lease every third of its TTL; sends false once it has not
+/// been renewed for a whole TTL (or the store says it is gone).
+async fn keep_alive(store: Arc<dyn Store>, lease: LeaseId, ttl: Duration, alive: watch::Sender<bool>) {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match tokio::time::timeout(ttl / 3, store.lease_keep_alive(lease)).await {
+            Ok(Ok(())) => last_ok = Instant::now(),
+            Ok(Err(StoreError::LeaseNotFound(_))) => {
+                let _ = alive.send(false);
+                return;
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot renew the coordinator's lease"),
+            Err(_) => warn!("renewing the coordinator's lease timed out"),
+        }
+        // Stop short of the TTL: etcd may expire the lease a little early
+        // from our point of view.
+        if last_ok.elapsed() >= ttl.mul_f32(0.9) {
+            let _ = alive.send(false);
+            return;
+        }
+    }
+}
+
+async fn campaign_and_lead(
+    store: &Arc<dyn Store>,
+    config: &ElectionConfig,
+    sched_config: &scheduler::Config,
+    role: &watch::Sender<Role>,
+    shutdown: &mut watch::Receiver<bool>,
+    lease: LeaseId,
+    alive: &mut watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let info = LeaderInfo { id: config.id.clone(), url: config.url.clone(), since_ms: now_ms() };
+    let epoch = loop {
+        if !*alive.borrow() {
+            return Err(StoreError::Unavailable("the coordinator's lease expired".into()));
+        }
+        let resp = store
+            .txn(Txn {
+                compare: vec![Compare::CreateRevision(LEADER_KEY.into(), 0)],
+                success: vec![Op::Put {
+                    key: LEADER_KEY.into(),
+                    value: serde_json::to_vec(&info).expect("serializes"),
+                    lease,
+                }],
+                failure: vec![Op::Get { key: LEADER_KEY.into() }],
+            })
+            .await?;
+        if resp.succeeded {
+            break resp.revision;
+        }
+        let Some(current) = resp.gets.into_iter().next().flatten() else { continue };
+        let leader: Option<LeaderInfo> = serde_json::from_slice(&current.value).ok();
+        if leader.as_ref().is_some_and(|l| l.id == config.id) && current.lease != lease {
+            // Our own claim from before a restart: it is stale, take it back
+            // now instead of waiting for its lease to expire.
+            info!("removing this coordinator's leader key from a previous run");
+            store
+                .txn(Txn {
+                    compare: vec![Compare::ModRevision(LEADER_KEY.into(), current.mod_revision)],
+                    success: vec![Op::delete(LEADER_KEY)],
+                    failure: vec![],
+                })
+                .await?;
+            continue;
+        }
+        let _ = role.send(Role::Follower { leader: leader.clone() });
+        info!(leader = ?leader.map(|l| l.url), "following");
+        let mut watch = store.watch(LEADER_KEY, current.mod_revision + 1).await?;
+        // Wait for the leader key to go away (or the watch to end, in which
+        // case we simply try again).
+        loop {
+            tokio::select! {
+                msg = watch.recv() => match msg {
+                    Some(WatchMessage::Events(events)) => {
+                        if events.iter().any(|e| e.kind == EventKind::Delete) {
+                            break;
+                        }
+                    }
+                    Some(WatchMessage::Compacted { .. }) | None => break,
+                },
+                _ = alive.changed() => break,
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    };
+
+    info!(epoch, "elected leader");
+    let fenced = Fenced::new(store.clone(), LEADER_KEY, epoch);
+    let mut sched_config = sched_config.clone();
+    sched_config.epoch = epoch as u64;
+    let (sched, mut task) = Scheduler::start(fenced, sched_config).await?;
+    let _ = role.send(Role::Leader { epoch, sched });
+    let outcome = tokio::select! {
+        _ = &mut task => Err(StoreError::Fenced { epoch }),
+        _ = alive.wait_for(|a| !*a) => Err(StoreError::Unavailable("could not renew the coordinator's lease".into())),
+        _ = shutdown.wait_for(|s| *s) => Ok(()),
+    };
+    // Step down before anything else: nobody may reach the old scheduler.
+    let _ = role.send(Role::Follower { leader: None });
+    task.abort();
+    match &outcome {
+        Ok(()) => info!(epoch, "stepping down: shutting down"),
+        Err(e) => warn!(epoch, error = %e, "stepped down"),
+    }
+    outcome
+}
