@@ -26,7 +26,9 @@ use crate::logbuf::LogBuf;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub coordinator: String,
+    /// The coordinators' URLs; the agent tries them in turn and follows
+    /// redirects to the leader.
+    pub coordinators: Vec<String>,
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub slots: u32,
@@ -55,15 +57,49 @@ struct Held {
     disowned: bool,
 }
 
+/// Why a session ended.
+enum SessionEnd {
+    /// A follower named the leader: go there at once.
+    Redirect(String),
+    /// No leader at the moment (an election is under way): retry soon.
+    NoLeader,
+    Failed(String),
+}
+
+/// The metadata keys a follower's refusal carries (see the coordinator's
+/// `api/status.rs`).
+const LEADER_METADATA: &str = "drover-leader";
+const NOT_LEADER_METADATA: &str = "drover-not-leader";
+
 pub struct Agent {
     config: Config,
-    endpoint: Endpoint,
+    tls: ClientTlsConfig,
+    /// Index into `config.coordinators` of the next one to try.
+    next: usize,
+    /// The leader's URL, when a follower told us.
+    leader_hint: Option<String>,
     held: HashMap<String, Held>,
     exec_tx: mpsc::UnboundedSender<ExecEvent>,
     exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
     /// Highest coordinator epoch seen; older ones are refused.
     epoch: u64,
     heartbeat: Duration,
+}
+
+/// An endpoint for one coordinator URL. HTTP/2 keepalives notice a dead or
+/// paused coordinator within a few seconds, well inside an attempt's lease,
+/// so the agent moves to the new leader before anyone declares it lost.
+fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, AgentError> {
+    let url_err = |detail: String| AgentError::Url { url: url.to_string(), detail };
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| url_err(e.to_string()))?
+        .tls_config(tls.clone())
+        .map_err(|e| url_err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true))
 }
 
 fn read(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
@@ -78,22 +114,21 @@ impl Agent {
             read(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
             read(&config.tls_dir, &format!("agent-{}-key.pem", config.name))?,
         );
-        let url_err = |detail: String| AgentError::Url { url: config.coordinator.clone(), detail };
-        let endpoint = Endpoint::from_shared(config.coordinator.clone())
-            .map_err(|e| url_err(e.to_string()))?
-            .tls_config(ClientTlsConfig::new().ca_certificate(ca).identity(identity))
-            .map_err(|e| url_err(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
+        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
+        if config.coordinators.is_empty() {
+            return Err(AgentError::Url { url: String::new(), detail: "no coordinator URL given".into() });
+        }
+        for url in &config.coordinators {
+            endpoint(url, &tls)?;
+        }
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             config,
-            endpoint,
+            tls,
+            next: 0,
+            leader_hint: None,
             held: HashMap::new(),
             exec_tx,
             exec_rx,
@@ -102,29 +137,49 @@ impl Agent {
         })
     }
 
+    /// The URL to dial next: the leader we were told about, else the next
+    /// of the configured coordinators in turn.
+    fn target(&mut self) -> String {
+        if let Some(url) = self.leader_hint.take() {
+            return url;
+        }
+        let url = self.config.coordinators[self.next % self.config.coordinators.len()].clone();
+        self.next += 1;
+        url
+    }
+
     /// Runs until `shutdown` completes, reconnecting whenever the session
     /// ends. On shutdown every running attempt is killed.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         loop {
+            let url = self.target();
             let session = async {
-                match self.endpoint.connect().await {
-                    Ok(channel) => {
-                        let started = tokio::time::Instant::now();
-                        let result = self.session(channel).await;
-                        (result, started.elapsed())
-                    }
-                    Err(e) => (Err(format!("cannot connect to {}: {e}", self.config.coordinator)), Duration::ZERO),
-                }
+                let started = tokio::time::Instant::now();
+                let end = match endpoint(&url, &self.tls) {
+                    Ok(ep) => match ep.connect().await {
+                        Ok(channel) => self.session(channel, &url).await,
+                        Err(e) => SessionEnd::Failed(format!("cannot connect to {url}: {e}")),
+                    },
+                    Err(e) => SessionEnd::Failed(e.to_string()),
+                };
+                (end, started.elapsed())
             };
             tokio::select! {
-                (result, lasted) = session => {
-                    if let Err(e) = result {
-                        warn!(error = %e, "session ended");
-                    }
+                (end, lasted) = session => {
                     if lasted > Duration::from_secs(10) {
                         backoff = Duration::from_millis(100);
+                    }
+                    match end {
+                        SessionEnd::Redirect(leader) => {
+                            info!(%url, %leader, "redirected to the leader");
+                            self.leader_hint = Some(leader);
+                            continue;
+                        }
+                        // An election takes about one lease TTL: poll briskly.
+                        SessionEnd::NoLeader => backoff = Duration::from_millis(100),
+                        SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
                     }
                 }
                 _ = &mut shutdown => break,
@@ -167,7 +222,7 @@ impl Agent {
         }
     }
 
-    async fn session(&mut self, channel: Channel) -> Result<(), String> {
+    async fn session(&mut self, channel: Channel, url: &str) -> SessionEnd {
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
         let send = |tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out| {
@@ -192,12 +247,20 @@ impl Agent {
                 send(&tx, Out::Result(result.clone()));
             }
         }
-        let mut inbound = client
-            .session(UnboundedReceiverStream::new(rx))
-            .await
-            .map_err(|s| format!("coordinator refused the session: {}", s.message()))?
-            .into_inner();
-        info!(coordinator = %self.config.coordinator, "connected");
+        let mut inbound = match client.session(UnboundedReceiverStream::new(rx)).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) => {
+                let meta = status.metadata();
+                if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                    return SessionEnd::Redirect(leader.to_string());
+                }
+                if meta.contains_key(NOT_LEADER_METADATA) {
+                    return SessionEnd::NoLeader;
+                }
+                return SessionEnd::Failed(format!("{url} refused the session: {}", status.message()));
+            }
+        };
+        info!(coordinator = %url, "connected");
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         loop {
             tokio::select! {
@@ -208,8 +271,8 @@ impl Agent {
                         }
                     }
                     Ok(Some(_)) => {}
-                    Ok(None) => return Err("the coordinator closed the session".into()),
-                    Err(s) => return Err(format!("session broke: {}", s.message())),
+                    Ok(None) => return SessionEnd::Failed(format!("{url} closed the session")),
+                    Err(s) => return SessionEnd::Failed(format!("session with {url} broke: {}", s.message())),
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
                 _ = heartbeat.tick() => {

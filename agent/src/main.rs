@@ -10,9 +10,11 @@ use drover_agent::client::{Agent, Config};
 #[derive(Parser)]
 #[command(name = "drover-agent", version)]
 struct Args {
-    /// The coordinator's URL, e.g. https://127.0.0.1:7700.
-    #[arg(long, env = "DROVER_COORDINATOR")]
-    coordinator: String,
+    /// The coordinators' URLs, comma-separated, e.g.
+    /// https://10.0.0.1:7700,https://10.0.0.2:7700. The agent tries them in
+    /// turn and follows redirects to the leader.
+    #[arg(long, env = "DROVER_COORDINATOR", value_delimiter = ',', required = true)]
+    coordinator: Vec<String>,
     /// This agent's name; must match its certificate (agent-NAME.pem).
     #[arg(long)]
     name: String,
@@ -54,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let agent = Agent::new(Config {
-        coordinator: args.coordinator,
+        coordinators: args.coordinator.into_iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
         name: args.name,
         labels: args.labels,
         slots: args.slots,

@@ -52,8 +52,13 @@ pub struct MemberInfo {
 #[derive(Clone)]
 pub enum Role {
     /// Not (yet) leading; `leader` is who does, when known.
-    Follower { leader: Option<LeaderInfo> },
-    Leader { epoch: Revision, sched: Handle },
+    Follower {
+        leader: Option<LeaderInfo>,
+    },
+    Leader {
+        epoch: Revision,
+        sched: Handle,
+    },
 }
 
 #[derive(Debug, Clone)]

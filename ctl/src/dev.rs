@@ -135,20 +135,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let result = async {
-        let mut client = client::connect(&url, &tls).await?;
-        wait_for_agents(&mut client, names.len()).await?;
+        let mut conn = client::Conn::connect(&url, &tls).await?;
+        wait_for_agents(&mut conn, names.len()).await?;
         println!("{} agents connected; process logs in {}", names.len(), logs.display());
-        let resp = client
-            .submit_run(pb::SubmitRunRequest {
-                source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
-                    file_name: args.pipeline.to_string_lossy().into_owned(),
-                    yaml,
-                })),
+        let req = pb::SubmitRunRequest {
+            source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
+                file_name: args.pipeline.to_string_lossy().into_owned(),
+                yaml,
+            })),
+        };
+        let resp = conn
+            .call(false, |mut c| {
+                let req = req.clone();
+                async move { c.submit_run(req).await }
             })
-            .await
-            .map_err(client::status_exit)?
-            .into_inner();
-        let outcome = follow::follow(&mut client, &resp.run_id).await;
+            .await?;
+        let outcome = follow::follow(&mut conn, &resp.run_id).await;
         if args.keep {
             println!(
                 "still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops",
@@ -178,11 +180,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_agents(client: &mut client::Client, n: usize) -> anyhow::Result<()> {
+async fn wait_for_agents(conn: &mut client::Conn, n: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let agents =
-            client.list_agents(pb::ListAgentsRequest {}).await.map_err(client::status_exit)?.into_inner().agents;
+            conn.call(true, |mut c| async move { c.list_agents(pb::ListAgentsRequest {}).await }).await?.agents;
         if agents.iter().filter(|a| a.connected).count() >= n {
             return Ok(());
         }

@@ -10,7 +10,33 @@ use drover_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::run_event::Event;
 
-use crate::client::{Client, EXIT_FAILED, Exit, status_exit};
+use crate::client::{Conn, EXIT_FAILED, Exit, status_exit};
+
+/// Log bytes already shown, per (job, attempt): a stream opened again after
+/// a coordinator went away replays from the start, and this skips what was
+/// shown.
+#[derive(Default)]
+pub struct LogSeen(BTreeMap<(String, u32), u64>);
+
+impl LogSeen {
+    /// The part of the chunk not shown yet, if any.
+    pub fn fresh<'a>(&mut self, log: &'a pb::LogData) -> Option<&'a [u8]> {
+        let seen = self.0.entry((log.job.clone(), log.attempt)).or_insert(0);
+        let end = log.offset + log.data.len() as u64;
+        if end <= *seen {
+            return None;
+        }
+        let skip = seen.saturating_sub(log.offset) as usize;
+        *seen = end;
+        Some(&log.data[skip..])
+    }
+}
+
+/// Whether a broken stream should be opened again (the coordinator went
+/// away or stepped down) rather than reported.
+pub fn retry_stream(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+}
 
 /// A partial line longer than this is printed without waiting for its
 /// newline, so one enormous line cannot hold the output back.
@@ -24,6 +50,7 @@ struct Printer {
     jobs: BTreeMap<String, (String, u32, String)>,
     /// Per job: the attempt being printed and its unfinished line.
     partial: BTreeMap<String, (u32, Vec<u8>)>,
+    seen: LogSeen,
 }
 
 impl Printer {
@@ -56,6 +83,8 @@ impl Printer {
     }
 
     fn log(&mut self, log: pb::LogData) {
+        let Some(fresh) = self.seen.fresh(&log) else { return };
+        let fresh = fresh.to_vec();
         let entry = self.partial.entry(log.job.clone()).or_insert((log.attempt, Vec::new()));
         if entry.0 != log.attempt {
             let job = log.job.clone();
@@ -64,7 +93,7 @@ impl Printer {
         }
         let entry = self.partial.entry(log.job.clone()).or_insert((log.attempt, Vec::new()));
         entry.0 = log.attempt;
-        entry.1.extend_from_slice(&log.data);
+        entry.1.extend_from_slice(&fresh);
         let mut lines = Vec::new();
         while let Some(pos) = entry.1.iter().position(|b| *b == b'\n') {
             let rest = entry.1.split_off(pos + 1);
@@ -108,20 +137,39 @@ fn is_terminal(state: &str) -> bool {
 
 /// Follows a run to its end. Returns Ok for a succeeded run and an `Exit`
 /// with code 1 for a failed or cancelled one.
-pub async fn follow(client: &mut Client, run_id: &str) -> Result<(), Exit> {
-    let mut stream = client
-        .watch_run(pb::WatchRunRequest { run_id: run_id.to_string(), logs: true })
-        .await
-        .map_err(status_exit)?
-        .into_inner();
+pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
+    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(120));
-    let mut p = Printer { bar, width: 0, jobs: BTreeMap::new(), partial: BTreeMap::new() };
+    let mut p = Printer { bar, width: 0, jobs: BTreeMap::new(), partial: BTreeMap::new(), seen: LogSeen::default() };
     let mut run: Option<pb::Run> = None;
     let mut jobs: BTreeMap<String, pb::Job> = BTreeMap::new();
     let started = std::time::Instant::now();
-    while let Some(event) = stream.message().await.map_err(status_exit)? {
+    // When the coordinator serving the watch goes away, the watch is opened
+    // again on another one; it replays the run, and the printer shows only
+    // what is new.
+    let mut stream = conn
+        .call(true, |mut c| {
+            let req = req.clone();
+            async move { c.watch_run(req).await }
+        })
+        .await?;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(status) if retry_stream(&status) => {
+                stream = conn
+                    .call(true, |mut c| {
+                        let req = req.clone();
+                        async move { c.watch_run(req).await }
+                    })
+                    .await?;
+                continue;
+            }
+            Err(status) => return Err(status_exit(status)),
+        };
         match event.event {
             Some(Event::Run(r)) => {
                 if run.is_none() {

@@ -1,6 +1,16 @@
 //! `drover`, the command-line interface: submit, watch and steer runs, list
 //! agents, make certificates, and `drover dev` for a local fleet.
 
+/// `c_call!(client.method(request))`: builds the request now and returns a
+/// future that owns the client, the shape `Conn::call` needs to retry.
+macro_rules! c_call {
+    ($c:ident . $m:ident ( $req:expr )) => {{
+        let req = $req;
+        let mut c = $c;
+        async move { c.$m(req).await }
+    }};
+}
+
 mod certs;
 mod client;
 mod dev;
@@ -12,13 +22,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use drover_proto::v1 as pb;
 
-use client::{EXIT_INVALID, Exit, connect, status_exit};
+use client::{Conn, EXIT_INVALID, Exit};
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
 #[command(name = "drover", version)]
 struct Cli {
-    /// The coordinator's URL.
+    /// The coordinators' URLs, comma-separated; the CLI tries them in turn
+    /// and follows redirects to the leader.
     #[arg(long, global = true, env = "DROVER_COORDINATOR", default_value = "https://127.0.0.1:7700")]
     coordinator: String,
     /// Directory with ca.pem, admin.pem and admin-key.pem.
@@ -74,6 +85,9 @@ enum Command {
     Cancel { run: String },
     /// List agents: name, labels, slots in use, last seen.
     Agents,
+    /// Show the coordinators, which one leads, the epoch and the store's
+    /// health.
+    Cluster,
     /// Make certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -134,8 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args).await,
         command => {
-            let mut client = connect(&cli.coordinator, &cli.tls_dir).await?;
-            control(&mut client, command).await
+            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
+            control(&mut conn, command).await
         }
     }
 }
@@ -169,7 +183,7 @@ fn absolute_repo(repo: &str) -> String {
     repo.to_string()
 }
 
-async fn control(client: &mut client::Client, command: Command) -> anyhow::Result<()> {
+async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { file, repo, reference, path, follow } => {
             let source = match (file, repo) {
@@ -188,21 +202,19 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
                 }),
                 (None, None) => unreachable!("clap requires a file or --repo"),
             };
-            let resp = client
-                .submit_run(pb::SubmitRunRequest { source: Some(source) })
-                .await
-                .map_err(status_exit)?
-                .into_inner();
+            let req = pb::SubmitRunRequest { source: Some(source) };
+            // Not idempotent: retried only on a follower's refusal.
+            let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
             if follow {
                 eprintln!("submitted run {}", resp.run_id);
-                follow::follow(client, &resp.run_id).await?;
+                follow::follow(conn, &resp.run_id).await?;
             } else {
                 println!("{}", resp.run_id);
             }
             Ok(())
         }
         Command::Runs { limit } => {
-            let runs = client.list_runs(pb::ListRunsRequest { limit }).await.map_err(status_exit)?.into_inner().runs;
+            let runs = conn.call(true, |c| c_call!(c.list_runs(pb::ListRunsRequest { limit }))).await?.runs;
             println!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
             for r in runs {
                 let commit =
@@ -212,7 +224,7 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
             Ok(())
         }
         Command::Status { run, json } => {
-            let r = client.get_run(pb::GetRunRequest { run_id: run }).await.map_err(status_exit)?.into_inner();
+            let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
             if json {
                 println!("{}", run_json(&r));
             } else {
@@ -221,33 +233,42 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
             Ok(())
         }
         Command::Logs { run, job, attempt, follow } => {
-            let mut stream = client
-                .get_logs(pb::GetLogsRequest { run_id: run, job, attempt, follow })
-                .await
-                .map_err(status_exit)?
-                .into_inner();
             use std::io::Write;
+            let req = pb::GetLogsRequest { run_id: run, job, attempt, follow };
+            let mut seen = follow::LogSeen::default();
             let mut out = std::io::stdout().lock();
             let mut last_attempt = 0;
-            while let Some(chunk) = stream.message().await.map_err(status_exit)? {
-                if chunk.attempt != last_attempt && last_attempt != 0 {
-                    writeln!(out, "--- attempt {} ---", chunk.attempt)?;
-                }
-                last_attempt = chunk.attempt;
-                out.write_all(&chunk.data)?;
-                if follow {
-                    out.flush()?;
+            // A stream that breaks (the coordinator died) is opened again on
+            // another coordinator; what was printed already is skipped.
+            'stream: loop {
+                let mut stream = conn.call(true, |c| c_call!(c.get_logs(req.clone()))).await?;
+                loop {
+                    let chunk = match stream.message().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break 'stream,
+                        Err(status) if follow::retry_stream(&status) => continue 'stream,
+                        Err(status) => return Err(client::status_exit(status).into()),
+                    };
+                    let Some(data) = seen.fresh(&chunk) else { continue };
+                    if chunk.attempt != last_attempt && last_attempt != 0 {
+                        writeln!(out, "--- attempt {} ---", chunk.attempt)?;
+                    }
+                    last_attempt = chunk.attempt;
+                    out.write_all(data)?;
+                    if follow {
+                        out.flush()?;
+                    }
                 }
             }
             Ok(())
         }
         Command::Cancel { run } => {
-            let r = client.cancel_run(pb::CancelRunRequest { run_id: run }).await.map_err(status_exit)?.into_inner();
+            let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
             println!("run {} {}", r.id, if r.state == "running" { "cancelling" } else { &r.state });
             Ok(())
         }
         Command::Agents => {
-            let agents = client.list_agents(pb::ListAgentsRequest {}).await.map_err(status_exit)?.into_inner().agents;
+            let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
             println!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
             for a in agents {
                 let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -260,6 +281,25 @@ async fn control(client: &mut client::Client, command: Command) -> anyhow::Resul
                     format!("{}/{}", a.slots_in_use, a.slots),
                     seen
                 );
+            }
+            Ok(())
+        }
+        Command::Cluster => {
+            let c = conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await?;
+            println!("store: {}   epoch: {}   answered by: {}", c.store, c.epoch, c.answered_by);
+            println!("{:<28} {:<34} {:<8} STARTED", "COORDINATOR", "URL", "ROLE");
+            for m in &c.coordinators {
+                let role = if m.leader { "leader" } else { "follower" };
+                println!("{:<28} {:<34} {:<8} {}", m.id, m.url, role, fmt_ms(m.started_ms));
+            }
+            if c.leader_id.is_empty() {
+                println!("no leader at the moment (an election is under way)");
+            }
+            if !c.endpoints.is_empty() {
+                println!("{:<34} {:<9} DETAIL", "STORE ENDPOINT", "HEALTH");
+                for e in &c.endpoints {
+                    println!("{:<34} {:<9} {}", e.endpoint, if e.healthy { "healthy" } else { "DOWN" }, e.detail);
+                }
             }
             Ok(())
         }

@@ -52,9 +52,7 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
             checkout: a.checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
             epoch,
         }),
-        ToAgent::Cancel { id, reason, disown } => {
-            Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch, disown })
-        }
+        ToAgent::Cancel { id, reason, disown } => Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch, disown }),
         ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id, offset }),
         ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id, accepted }),
     };

@@ -37,6 +37,9 @@ pub enum ApiError {
 
 /// The metadata key that carries the leader's URL on a redirect.
 pub const LEADER_METADATA: &str = "drover-leader";
+/// Present on every refusal by a follower, so clients can tell "not the
+/// leader" (nothing happened, safe to retry elsewhere) from other outages.
+pub const NOT_LEADER_METADATA: &str = "drover-not-leader";
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
@@ -56,6 +59,7 @@ impl From<ApiError> for Status {
             ApiError::Sched(SchedError::Store(_)) => Status::internal(msg),
             ApiError::NotLeader(leader) => {
                 let mut status = Status::unavailable(msg);
+                status.metadata_mut().insert(NOT_LEADER_METADATA, tonic::metadata::MetadataValue::from_static("1"));
                 if let Some(value) = leader.and_then(|url| url.parse().ok()) {
                     status.metadata_mut().insert(LEADER_METADATA, value);
                 }

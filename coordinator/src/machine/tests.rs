@@ -234,7 +234,12 @@ fn retry_message_counts_down() {
 #[test]
 fn recover_rederives_what_a_torn_write_left_out() {
     // A success was stored but the dependent's update was not.
-    let run = Run::new(1, pipeline(&[("a", &[], 0), ("b", &["a"], 0), ("c", &["x"], 0), ("x", &[], 0)]), Source::default(), 0);
+    let run = Run::new(
+        1,
+        pipeline(&[("a", &[], 0), ("b", &["a"], 0), ("c", &["x"], 0), ("x", &[], 0)]),
+        Source::default(),
+        0,
+    );
     let (mut run, _) = step(run, Input::Start, 1);
     run.jobs.get_mut("a").unwrap().state = JobState::Succeeded;
     run.jobs.get_mut("x").unwrap().state = JobState::Failed;

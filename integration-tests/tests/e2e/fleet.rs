@@ -328,7 +328,9 @@ fn logs_follow_streams_a_running_job_until_it_ends() {
         "slow.yml",
         "name: slow\njobs:\n  talk:\n    steps:\n      - run: for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done\n",
     );
-    wait_for("the job to run", Duration::from_secs(20), || (fleet.job(&run, "talk")["state"] == "running").then_some(()));
+    wait_for("the job to run", Duration::from_secs(20), || {
+        (fleet.job(&run, "talk")["state"] == "running").then_some(())
+    });
     let out = fleet.drover(&["logs", &run, "talk", "--follow"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let log = text(&out.stdout);
