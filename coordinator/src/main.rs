@@ -9,6 +9,7 @@ use clap::Parser;
 use drover_coordinator::scheduler::Config;
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
+use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
 #[derive(Parser)]
@@ -40,9 +41,25 @@ struct Args {
     #[arg(long)]
     advertise: Option<String>,
     /// TTL of each coordinator's lease in the leader election: how long a
-    /// dead leader blocks the next one.
+    /// dead leader blocks the next one (etcd's minimum is about 2s).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     election_ttl: Duration,
+    /// Keep state in etcd instead of the embedded store: client URLs,
+    /// comma-separated. Several coordinators on one etcd elect a leader.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Prefix of every key Drover writes to etcd.
+    #[arg(long, default_value = "/drover", requires = "etcd")]
+    etcd_prefix: String,
+    /// CA certificate for https:// etcd endpoints.
+    #[arg(long, requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd (with --etcd-key).
+    #[arg(long, requires_all = ["etcd", "etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// Client key for etcd (with --etcd-cert).
+    #[arg(long, requires_all = ["etcd", "etcd_cert", "etcd_ca"])]
+    etcd_key: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,7 +104,16 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
         scheduler: Config { lease_ttl: args.lease_ttl, log_cap: args.log_cap, ..Config::default() },
-        store: StoreConfig::Embedded(EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() }),
+        store: if args.etcd.is_empty() {
+            StoreConfig::Embedded(EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() })
+        } else {
+            StoreConfig::Etcd(EtcdOptions {
+                endpoints: args.etcd.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+                prefix: args.etcd_prefix,
+                tls: args.etcd_ca.map(|ca| EtcdTls { ca, cert: args.etcd_cert, key: args.etcd_key }),
+                ..Default::default()
+            })
+        },
         advertise: args.advertise,
         election_ttl: args.election_ttl,
     };

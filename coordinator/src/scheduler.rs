@@ -18,8 +18,8 @@
 //! heartbeats push forward. When it passes, the attempt is lost and the
 //! machine decides whether the job runs again. Deadlines live in memory; a
 //! coordinator that starts (or restarts) gives every running attempt a fresh
-//! full lease, as Nomad does after a failover, so agents have time to
-//! reconnect. When a store write stalls, the stall is added to every deadline,
+//! full lease plus [`RECOVERY_GRACE`], as Nomad does after a failover, so
+//! agents have time to reconnect. When a store write stalls, the stall is added to every deadline,
 //! so nobody is declared lost because the store was slow.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -248,6 +248,10 @@ struct AgentEntry {
     last_seen_ms: u64,
 }
 
+/// Extra lease time that running attempts get when a coordinator starts
+/// leading, on top of a full lease, so their agents can reconnect.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
+
 /// Most events handled before the loop commits and delivers.
 pub const MAX_BURST: usize = 512;
 
@@ -338,7 +342,9 @@ impl Scheduler {
             self.last_run_id = decode(&kv.key, &kv.value)?;
         }
         let (index, _) = self.store.range(keys::RUN_INDEX).await?;
-        let deadline = Instant::now() + self.config.lease_ttl;
+        // Agents need time to notice the old leader is gone and find us:
+        // their keepalives take a few seconds to give up on a paused leader.
+        let deadline = Instant::now() + self.config.lease_ttl + RECOVERY_GRACE;
         for kv in index {
             let summary: RunSummary = decode(&kv.key, &kv.value)?;
             if summary.state.is_terminal() {

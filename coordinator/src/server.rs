@@ -19,12 +19,13 @@ use crate::api::control::StoreHealth;
 use crate::api::{agent::AgentApi, control::ControlApi};
 use crate::leader::{self, ElectionConfig, Role};
 use crate::scheduler::Config;
-use crate::store::{Store, StoreError, embedded};
+use crate::store::{Store, StoreError, embedded, etcd};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Embedded(embedded::EmbeddedOptions),
+    Etcd(etcd::EtcdOptions),
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +95,28 @@ pub async fn run(listener: TcpListener, opts: Options, shutdown: impl Future<Out
             std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
             sched_config.max_txn_ops = 0;
             (embedded::EmbeddedStore::open(&dir, eopts.clone()).await?, "embedded", None)
+        }
+        StoreConfig::Etcd(eopts) => {
+            let store = etcd::EtcdStore::connect(eopts.clone()).await?;
+            // One operation of every transaction is the leader's fence.
+            sched_config.max_txn_ops = etcd::MAX_TXN_OPS - 1;
+            let for_health = store.clone();
+            let health: StoreHealth = Arc::new(move || {
+                let store = for_health.clone();
+                Box::pin(async move {
+                    store
+                        .endpoint_health()
+                        .await
+                        .into_iter()
+                        .map(|h| drover_proto::v1::StoreEndpoint {
+                            endpoint: h.endpoint,
+                            healthy: h.healthy,
+                            detail: h.detail,
+                        })
+                        .collect()
+                })
+            });
+            (store, "etcd", Some(health))
         }
     };
 

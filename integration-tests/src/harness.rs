@@ -103,24 +103,140 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Opti
     }
 }
 
+/// Picks a free TCP port on 127.0.0.1 (bind port 0, then release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// A real etcd cluster of one or more members on free ports, each with its
+/// own data directory. Members can be killed and restarted on the same ports
+/// and data.
+pub struct Etcd {
+    dir: TempDir,
+    members: Vec<EtcdMember>,
+}
+
+struct EtcdMember {
+    name: String,
+    client: u16,
+    peer: u16,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    pub fn start(tag: &str, n: usize) -> Etcd {
+        let etcd = which("etcd").unwrap_or_else(|| {
+            panic!("etcd is not installed: `apt-get install etcd-server` (the README's test command does)")
+        });
+        let dir = TempDir::new(&format!("etcd-{tag}"));
+        let members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember { name: format!("m{i}"), client: free_port(), peer: free_port(), proc: None })
+            .collect();
+        let mut etcd_cluster = Etcd { dir, members };
+        for i in 0..n {
+            etcd_cluster.spawn(i, &etcd);
+        }
+        for i in 0..n {
+            etcd_cluster.wait_healthy(i);
+        }
+        etcd_cluster
+    }
+
+    fn spawn(&mut self, i: usize, etcd: &Path) {
+        let initial: Vec<String> =
+            self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect();
+        let m = &self.members[i];
+        let log = self.dir.path().join(format!("{}.log", m.name));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("etcd log");
+        let child = Command::new(etcd)
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(self.dir.path().join(&m.name))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
+            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-token", "drover-test"])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start etcd");
+        let name = m.name.clone();
+        self.members[i].proc = Some(Proc { child, name, log });
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let port = self.members[i].client;
+        wait_for(&format!("etcd member {i} to be healthy"), Duration::from_secs(30), || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            body.contains("\"health\":\"true\"").then_some(())
+        });
+    }
+
+    /// The client URLs, comma-separated, for `--etcd`.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts member `i` again on its ports and data, and waits for it.
+    pub fn restart(&mut self, i: usize) {
+        let etcd = which("etcd").expect("etcd");
+        self.spawn(i, &etcd);
+        self.wait_healthy(i);
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
 pub struct Fleet {
     pub dir: TempDir,
     pub tls: PathBuf,
-    pub addr: String,
-    pub coordinator: Option<Proc>,
+    /// Each coordinator's address (host:port), by index.
+    pub addrs: Vec<String>,
+    pub coordinators: Vec<Option<Proc>>,
     pub agents: Vec<Proc>,
     /// Extra flags for every coordinator start.
     pub coordinator_args: Vec<String>,
 }
 
 impl Fleet {
-    /// Certificates and a coordinator on port 0 with a short lease.
+    /// Certificates and a coordinator on the embedded store, port 0, with a
+    /// short lease.
     pub fn start(tag: &str) -> Fleet {
         Fleet::start_with(tag, &[])
     }
 
     /// Like [`Fleet::start`], with extra coordinator flags.
     pub fn start_with(tag: &str, coordinator_args: &[&str]) -> Fleet {
+        let mut fleet = Fleet::empty(tag, coordinator_args);
+        fleet.start_coordinator(0, "127.0.0.1:0");
+        fleet
+    }
+
+    /// `n` coordinators sharing one etcd.
+    pub fn start_ha(tag: &str, etcd: &Etcd, n: usize) -> Fleet {
+        let endpoints = etcd.endpoints();
+        let mut fleet = Fleet::empty(tag, &["--etcd", &endpoints, "--etcd-prefix", &format!("/drover-{tag}")]);
+        for i in 0..n {
+            fleet.start_coordinator(i, "127.0.0.1:0");
+        }
+        fleet
+    }
+
+    fn empty(tag: &str, coordinator_args: &[&str]) -> Fleet {
         let dir = TempDir::new(tag);
         let tls = dir.path().join("tls");
         let out = Command::new(bin("drover"))
@@ -130,23 +246,29 @@ impl Fleet {
             .expect("run drover certs init");
         assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
-        let mut fleet =
-            Fleet { dir, tls, addr: String::new(), coordinator: None, agents: Vec::new(), coordinator_args };
-        fleet.start_coordinator("127.0.0.1:0");
-        fleet
+        Fleet { dir, tls, addrs: Vec::new(), coordinators: Vec::new(), agents: Vec::new(), coordinator_args }
     }
 
+    /// Every coordinator's URL, comma-separated, as agents and the CLI take
+    /// them.
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        self.addrs.iter().map(|a| format!("https://{a}")).collect::<Vec<_>>().join(",")
     }
 
-    /// Starts the coordinator on `listen` and waits for its address line.
-    pub fn start_coordinator(&mut self, listen: &str) {
-        let log = self.dir.path().join("coordinator.log");
+    /// One coordinator's URL.
+    pub fn url_of(&self, i: usize) -> String {
+        format!("https://{}", self.addrs[i])
+    }
+
+    /// Starts coordinator `i` on `listen` (its data in data-{i}) and waits
+    /// for its address line.
+    pub fn start_coordinator(&mut self, i: usize, listen: &str) {
+        let name = format!("coordinator-{i}");
+        let log = self.dir.path().join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let mut child = Command::new(bin("drover-coordinator"))
-            .args(["--listen", listen, "--lease-ttl", "2s", "--data-dir"])
-            .arg(self.dir.path().join("data"))
+            .args(["--listen", listen, "--lease-ttl", "3s", "--data-dir"])
+            .arg(self.dir.path().join(format!("data-{i}")))
             .arg("--tls-dir")
             .arg(&self.tls)
             .args(&self.coordinator_args)
@@ -165,12 +287,46 @@ impl Fleet {
                 panic!("unexpected coordinator output {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default())
             })
             .to_string();
-        self.addr = addr;
-        self.coordinator = Some(Proc { child, name: "coordinator".into(), log });
+        if self.addrs.len() <= i {
+            self.addrs.resize(i + 1, String::new());
+            self.coordinators.resize_with(i + 1, || None);
+        }
+        self.addrs[i] = addr;
+        self.coordinators[i] = Some(Proc { child, name, log });
     }
 
-    /// Issues a certificate and starts an agent.
+    /// The index of the coordinator that leads, per `drover cluster`.
+    pub fn leader(&self) -> Option<usize> {
+        let out = self.drover(&["cluster"]);
+        let text = text(&out.stdout);
+        let url = text.lines().find(|l| l.split_whitespace().nth(2) == Some("leader"))?.split_whitespace().nth(1)?;
+        self.addrs.iter().position(|a| format!("https://{a}") == url)
+    }
+
+    pub fn wait_leader(&self) -> usize {
+        wait_for("a leader", Duration::from_secs(30), || self.leader())
+    }
+
+    /// SIGKILLs coordinator `i`.
+    pub fn kill_coordinator(&mut self, i: usize) {
+        if let Some(mut p) = self.coordinators[i].take() {
+            p.kill();
+        }
+    }
+
+    pub fn coordinator(&self, i: usize) -> &Proc {
+        self.coordinators[i].as_ref().expect("coordinator running")
+    }
+
+    /// Issues a certificate and starts an agent that knows every
+    /// coordinator.
     pub fn agent(&mut self, name: &str, labels: &str, slots: u32) -> usize {
+        let urls = self.url();
+        self.agent_with(name, labels, slots, &urls)
+    }
+
+    /// Starts an agent that knows only the given coordinator URLs.
+    pub fn agent_with(&mut self, name: &str, labels: &str, slots: u32, urls: &str) -> usize {
         let cert = self.tls.join(format!("agent-{name}.pem"));
         if !cert.exists() {
             let out = Command::new(bin("drover"))
@@ -183,7 +339,7 @@ impl Fleet {
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(bin("drover-agent"))
-            .args(["--coordinator", &self.url(), "--name", name, "--labels", labels, "--slots", &slots.to_string()])
+            .args(["--coordinator", urls, "--name", name, "--labels", labels, "--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.path().join("work").join(name))
             .arg("--tls-dir")
@@ -265,7 +421,7 @@ impl Fleet {
     /// Tails of every process log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for p in self.coordinator.iter().chain(self.agents.iter()) {
+        for p in self.coordinators.iter().flatten().chain(self.agents.iter()) {
             s.push_str(&format!("\n--- {} ---\n{}\n", p.name, p.log_tail()));
         }
         s

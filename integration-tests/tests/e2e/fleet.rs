@@ -250,10 +250,10 @@ fn a_coordinator_restarted_mid_run_loses_nothing() {
     wait_for("first to start", Duration::from_secs(20), || {
         (!lines(&Path::new(&marks).join("first")).is_empty()).then_some(())
     });
-    let addr = fleet.addr.clone();
-    fleet.coordinator.as_mut().unwrap().kill();
+    let addr = fleet.addrs[0].clone();
+    fleet.kill_coordinator(0);
     std::thread::sleep(Duration::from_millis(300));
-    fleet.start_coordinator(&addr);
+    fleet.start_coordinator(0, &addr);
     let status = fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
     assert_eq!(lines(&Path::new(&marks).join("first")), vec!["start 1", "done 1"], "first ran once");

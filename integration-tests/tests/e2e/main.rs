@@ -7,5 +7,6 @@ use drover_integration_tests::harness;
 mod bench;
 mod fleet;
 mod git;
+mod ha;
 mod security;
 mod validation;

@@ -1,0 +1,194 @@
+//! High availability on a real etcd: several coordinators, leader failover
+//! with nothing lost or run twice, fencing of a paused leader, etcd outages
+//! and member loss, and clients that find the leader on their own.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{Etcd, Fleet, free_port, lines, text, wait_for};
+
+/// A chain of `n` jobs; each appends "name attempt agent" to the marker file
+/// and then takes `secs` seconds.
+fn chain(marks: &Path, n: usize, secs: f32) -> String {
+    let mut yaml = String::from("name: chain\njobs:\n");
+    for i in 0..n {
+        let needs = if i == 0 { String::new() } else { format!("    needs: [j{}]\n", i - 1) };
+        yaml.push_str(&format!(
+            "  j{i}:\n{needs}    steps:\n      - run: |\n          echo \"j{i} $DROVER_ATTEMPT $DROVER_AGENT\" >> {m}/ran\n          sleep {secs}\n          echo \"j{i}\" >> {m}/done\n",
+            m = marks.display()
+        ));
+    }
+    yaml
+}
+
+/// Each job ran exactly once, on its first attempt.
+fn assert_each_ran_once(marks: &Path, n: usize) {
+    let ran = lines(&marks.join("ran"));
+    for i in 0..n {
+        let runs: Vec<&String> = ran.iter().filter(|l| l.starts_with(&format!("j{i} "))).collect();
+        assert_eq!(runs.len(), 1, "j{i} ran {} times: {ran:?}", runs.len());
+        assert!(runs[0].starts_with(&format!("j{i} 1 ")), "j{i} on its first attempt: {ran:?}");
+    }
+    assert_eq!(lines(&marks.join("done")).len(), n);
+}
+
+fn marks(fleet: &Fleet) -> std::path::PathBuf {
+    let m = fleet.dir.path().join("marks");
+    std::fs::create_dir_all(&m).unwrap();
+    m
+}
+
+#[test]
+fn the_leader_killed_mid_run_fails_over_and_every_job_runs_once() {
+    let etcd = Etcd::start("kill", 1);
+    let mut fleet = Fleet::start_ha("kill", &etcd, 3);
+    let leader = fleet.wait_leader();
+    fleet.agent("a1", "", 2);
+    fleet.agent("a2", "", 2);
+    fleet.wait_agents(2);
+    let m = marks(&fleet);
+    let path = fleet.dir.path().join("chain.yml");
+    std::fs::write(&path, chain(&m, 4, 1.0)).unwrap();
+    // A `drover run --follow` in progress keeps following through the
+    // failover.
+    let follow = std::process::Command::new(crate::harness::bin("drover"))
+        .args(["run", "--follow", path.to_str().unwrap()])
+        .env("DROVER_COORDINATOR", fleet.url())
+        .env("DROVER_TLS_DIR", &fleet.tls)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("j1 to start", Duration::from_secs(30), || {
+        lines(&m.join("ran")).iter().any(|l| l.starts_with("j1 ")).then_some(())
+    });
+    fleet.kill_coordinator(leader);
+    let out = follow.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}{}", text(&out.stderr), fleet.logs());
+    assert!(stdout.contains("[j3] succeeded"), "{stdout}");
+    assert_eq!(stdout.matches("[j1] succeeded").count(), 1, "{stdout}");
+    let run = stdout.split_whitespace().nth(1).unwrap().to_string();
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_each_ran_once(&m, 4);
+    let new_leader = fleet.wait_leader();
+    assert_ne!(new_leader, leader);
+    // Logs of the job that was running during the failover are complete.
+    let out = fleet.drover(&["logs", &run, "j1"]);
+    assert!(text(&out.stdout).contains("==> [1/1] step 1"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_paused_leader_steps_down_and_its_late_writes_are_refused() {
+    let etcd = Etcd::start("pause", 1);
+    let mut fleet = Fleet::start_ha("pause", &etcd, 2);
+    let leader = fleet.wait_leader();
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    let run = fleet.submit("chain.yml", &chain(&m, 3, 1.0));
+    wait_for("j0 to start", Duration::from_secs(30), || (!lines(&m.join("ran")).is_empty()).then_some(()));
+    fleet.coordinator(leader).signal(libc::SIGSTOP);
+    // Past the election TTL, the other coordinator leads.
+    let other = 1 - leader;
+    wait_for("the other coordinator to lead", Duration::from_secs(30), || {
+        std::fs::read_to_string(&fleet.coordinator(other).log)
+            .unwrap_or_default()
+            .contains("elected leader")
+            .then_some(())
+    });
+    fleet.coordinator(leader).signal(libc::SIGCONT);
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_each_ran_once(&m, 3);
+    // The old leader noticed and stepped down; only one leads.
+    wait_for("the old leader to step down", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fleet.coordinator(leader).log)
+            .unwrap_or_default()
+            .contains("stepped down")
+            .then_some(())
+    });
+    assert_eq!(fleet.leader(), Some(other));
+}
+
+#[test]
+fn etcd_down_for_30_seconds_then_back_and_the_run_completes() {
+    let mut etcd = Etcd::start("outage", 1);
+    let mut fleet = Fleet::start_ha("outage", &etcd, 1);
+    fleet.wait_leader();
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    // The second job runs across the whole outage.
+    let mut yaml = chain(&m, 3, 0.5);
+    yaml = yaml.replacen("sleep 0.5\n          echo \"j1\"", "sleep 35\n          echo \"j1\"", 1);
+    let run = fleet.submit("chain.yml", &yaml);
+    wait_for("j1 to start", Duration::from_secs(30), || {
+        lines(&m.join("ran")).iter().any(|l| l.starts_with("j1 ")).then_some(())
+    });
+    etcd.kill(0);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = fleet.drover(&["status", &run]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("store unavailable"), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    etcd.restart(0);
+    let status = fleet.wait_run(&run, Duration::from_secs(90));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_each_ran_once(&m, 3);
+}
+
+#[test]
+fn losing_one_etcd_member_of_three_goes_unnoticed() {
+    let mut etcd = Etcd::start("member", 3);
+    let mut fleet = Fleet::start_ha("member", &etcd, 2);
+    fleet.wait_leader();
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    let run = fleet.submit("chain.yml", &chain(&m, 3, 0.5));
+    wait_for("j0 to start", Duration::from_secs(30), || (!lines(&m.join("ran")).is_empty()).then_some(()));
+    etcd.kill(0);
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_each_ran_once(&m, 3);
+    let out = fleet.drover(&["cluster"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("DOWN"), "the dead member shows: {}", text(&out.stdout));
+}
+
+#[test]
+fn an_agent_that_knows_only_a_follower_still_gets_work() {
+    let etcd = Etcd::start("follower", 1);
+    let mut fleet = Fleet::start_ha("follower", &etcd, 2);
+    let leader = fleet.wait_leader();
+    let follower_url = fleet.url_of(1 - leader);
+    fleet.agent_with("lonely", "", 1, &follower_url);
+    fleet.wait_agents(1);
+    let run = fleet.submit("one.yml", "name: one\njobs:\n  a:\n    steps:\n      - run: echo hi\n");
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(fleet.job(&run, "a")["agent"], "lonely");
+}
+
+#[test]
+fn the_cli_works_when_the_first_endpoint_is_dead() {
+    let etcd = Etcd::start("cli", 1);
+    let mut fleet = Fleet::start_ha("cli", &etcd, 2);
+    fleet.wait_leader();
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let urls = format!("{dead},{}", fleet.url());
+    let path = fleet.dir.path().join("one.yml");
+    std::fs::write(&path, "name: one\njobs:\n  a:\n    steps:\n      - run: echo hi\n").unwrap();
+    let out = std::process::Command::new(crate::harness::bin("drover"))
+        .args(["--coordinator", &urls, "run", "--follow", path.to_str().unwrap()])
+        .env("DROVER_TLS_DIR", &fleet.tls)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("a | hi"), "{}", text(&out.stdout));
+}
