@@ -168,7 +168,7 @@ impl Conn {
             if leader.is_none() {
                 // No leader yet, or the coordinator went away: an election
                 // takes about one lease TTL.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if let Err(e) = self.move_on(leader).await
                 && tries + 1 >= MAX_TRIES

@@ -1,28 +1,33 @@
-//! `fleet-bench`: measures the walking fleet on the real binaries and prints
-//! one JSON line per figure.
+//! `fleet-bench`: measures the fleet on the real binaries and prints one
+//! JSON line per figure, for each store.
 //!
 //! - latency: the time from starting `drover run` until the first step of
 //!   the run starts on an idle agent (the step records its own start time),
 //!   over N runs; prints p50, p99 and max.
 //! - throughput: one pipeline of M trivial jobs over 4 agents with 4 slots
-//!   each, from submit until the run has finished; prints jobs/s.
+//!   each, from submit until the run has finished; prints jobs/s, and on
+//!   etcd the write transactions per job attempt (etcd revisions used).
+//! - failover (etcd): three coordinators; SIGKILL the leader, submit at
+//!   once, and time from the kill to the first step of that run; K times.
 //!
 //! Build everything in release first, then run it:
 //! `cargo build --release --workspace --bins && target/release/fleet-bench`.
-//! `--smoke` runs a few seconds' worth, for the test suite.
+//! Flags: `--smoke` (a few seconds' worth, for the test suite), `--store
+//! embedded|etcd|both` (default both).
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use drover_integration_tests::harness::{Fleet, text, wait_for};
+use drover_integration_tests::harness::{Etcd, Fleet, text, wait_for};
 
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos()
 }
 
-fn figure(metric: &str, value: f64, unit: &str, agents: u32) {
+fn figure(metric: &str, value: f64, unit: &str, store: &str, agents: u32) {
     println!(
         "{}",
-        serde_json::json!({"metric": metric, "value": (value * 1000.0).round() / 1000.0, "unit": unit, "store": "embedded", "agents": agents})
+        serde_json::json!({"metric": metric, "value": (value * 1000.0).round() / 1000.0, "unit": unit, "store": store, "agents": agents})
     );
 }
 
@@ -31,43 +36,89 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn latency(runs: usize) {
-    let mut fleet = Fleet::start("bench-latency");
-    fleet.agent("idle", "", 1);
-    fleet.wait_agents(1);
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v
+}
+
+/// A fleet on the given store: embedded, or etcd with `coordinators`
+/// coordinators.
+fn fleet(tag: &str, store: &str, etcd: Option<&Etcd>, coordinators: usize) -> Fleet {
+    match (store, etcd) {
+        ("etcd", Some(etcd)) => Fleet::start_ha(tag, etcd, coordinators),
+        _ => Fleet::start(tag),
+    }
+}
+
+/// Submits a pipeline whose one step writes its start time; returns the run
+/// id and the step's start time in ns. Retries the submit while no leader
+/// answers (during a failover).
+fn timed_run(fleet: &Fleet, path: &Path, out: &Path) -> (String, u128) {
+    let run = wait_for("a coordinator to take the run", Duration::from_secs(30), || {
+        let cli = fleet.drover(&["run", path.to_str().expect("utf-8")]);
+        cli.status.success().then(|| text(&cli.stdout).trim().to_string())
+    });
+    let started = wait_for("the step to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(out.join(&run)).ok().and_then(|s| s.trim().parse().ok())
+    });
+    (run, started)
+}
+
+fn one_step_pipeline(fleet: &Fleet) -> (std::path::PathBuf, std::path::PathBuf) {
     let out = fleet.dir.path().join("starts");
     std::fs::create_dir_all(&out).expect("out dir");
     let path = fleet.dir.path().join("one.yml");
     std::fs::write(
         &path,
-        format!(
-            "name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n",
-            out.display()
-        ),
+        format!("name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n", out.display()),
     )
     .expect("write pipeline");
+    (path, out)
+}
+
+fn latency(store: &str, etcd: Option<&Etcd>, runs: usize) {
+    let mut fleet = fleet(&format!("bench-latency-{store}"), store, etcd, 1);
+    fleet.wait_leader();
+    fleet.agent("idle", "", 1);
+    fleet.wait_agents(1);
+    let (path, out) = one_step_pipeline(&fleet);
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t0 = now_ns();
-        let cli = fleet.drover(&["run", path.to_str().expect("utf-8")]);
-        assert!(cli.status.success(), "{}", text(&cli.stderr));
-        let run = text(&cli.stdout).trim().to_string();
-        let started: u128 = wait_for("the step to start", Duration::from_secs(30), || {
-            std::fs::read_to_string(out.join(&run)).ok().and_then(|s| s.trim().parse().ok())
-        });
-        samples.push((started.saturating_sub(t0)) as f64 / 1e6);
+        let (run, started) = timed_run(&fleet, &path, &out);
+        samples.push(started.saturating_sub(t0) as f64 / 1e6);
         // Wait for the run to finish so the agent is idle for the next one.
         let status = fleet.wait_run(&run, Duration::from_secs(30));
         assert_eq!(status["state"], "succeeded");
     }
-    samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    figure("run_to_first_step_ms_p50", percentile(&samples, 0.5), "ms", 1);
-    figure("run_to_first_step_ms_p99", percentile(&samples, 0.99), "ms", 1);
-    figure("run_to_first_step_ms_max", samples[samples.len() - 1], "ms", 1);
+    let samples = sorted(samples);
+    figure("run_to_first_step_ms_p50", percentile(&samples, 0.5), "ms", store, 1);
+    figure("run_to_first_step_ms_p99", percentile(&samples, 0.99), "ms", store, 1);
+    figure("run_to_first_step_ms_max", samples[samples.len() - 1], "ms", store, 1);
 }
 
-fn throughput(jobs: usize) {
-    let mut fleet = Fleet::start("bench-throughput");
+/// etcd's current revision, read through its JSON gateway.
+fn etcd_revision(etcd: &Etcd) -> u64 {
+    use std::io::{Read, Write};
+    let endpoint = etcd.endpoints().split(',').next().expect("an endpoint").trim_start_matches("http://").to_string();
+    let body = r#"{"key":"AA=="}"#;
+    let mut s = std::net::TcpStream::connect(&endpoint).expect("connect to etcd");
+    write!(
+        s,
+        "POST /v3/kv/range HTTP/1.0\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let json = &resp[resp.find('{').expect("a JSON body")..];
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    v["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision")
+}
+
+fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
+    let mut fleet = fleet(&format!("bench-throughput-{store}"), store, etcd, 1);
+    fleet.wait_leader();
     for i in 0..4 {
         fleet.agent(&format!("worker{i}"), "", 4);
     }
@@ -78,6 +129,7 @@ fn throughput(jobs: usize) {
     }
     let path = fleet.dir.path().join("many.yml");
     std::fs::write(&path, yaml).expect("write pipeline");
+    let rev0 = etcd.map(etcd_revision);
     let t0 = Instant::now();
     let cli = fleet.drover(&["run", path.to_str().expect("utf-8")]);
     assert!(cli.status.success(), "{}", text(&cli.stderr));
@@ -85,13 +137,51 @@ fn throughput(jobs: usize) {
     let status = fleet.wait_run(&run, Duration::from_secs(600));
     let elapsed = t0.elapsed().as_secs_f64();
     assert_eq!(status["state"], "succeeded", "{status}");
-    figure("trivial_jobs_per_second", jobs as f64 / elapsed, "jobs/s", 4);
-    figure("trivial_jobs_total_seconds", elapsed, "s", 4);
+    figure("trivial_jobs_per_second", jobs as f64 / elapsed, "jobs/s", store, 4);
+    if let (Some(etcd), Some(rev0)) = (etcd, rev0) {
+        // Leases renewals and reads do not create revisions; every write
+        // transaction does.
+        let txns = etcd_revision(etcd) - rev0;
+        figure("etcd_write_txns_per_job_attempt", txns as f64 / jobs as f64, "txns", store, 4);
+    }
+}
+
+fn failover(etcd: &Etcd, kills: usize) {
+    let mut fleet = Fleet::start_ha("bench-failover", etcd, 3);
+    fleet.wait_leader();
+    fleet.agent("survivor", "", 1);
+    fleet.wait_agents(1);
+    let (path, out) = one_step_pipeline(&fleet);
+    let mut samples = Vec::with_capacity(kills);
+    for _ in 0..kills {
+        let leader = fleet.wait_leader();
+        let addr = fleet.addrs[leader].clone();
+        fleet.kill_coordinator(leader);
+        let t0 = now_ns();
+        let (run, started) = timed_run(&fleet, &path, &out);
+        samples.push(started.saturating_sub(t0) as f64 / 1e9);
+        fleet.wait_run(&run, Duration::from_secs(30));
+        // Bring the killed coordinator back as a follower for the next round.
+        fleet.start_coordinator(leader, &addr);
+    }
+    let samples = sorted(samples);
+    figure("failover_kill_to_first_step_s_p50", percentile(&samples, 0.5), "s", "etcd", 1);
+    figure("failover_kill_to_first_step_s_max", samples[samples.len() - 1], "s", "etcd", 1);
 }
 
 fn main() {
-    let smoke = std::env::args().any(|a| a == "--smoke");
-    let (runs, jobs) = if smoke { (5, 40) } else { (100, 1000) };
-    latency(runs);
-    throughput(jobs);
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let store = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).map_or("both", |s| s.as_str());
+    let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
+    if matches!(store, "embedded" | "both") {
+        latency("embedded", None, runs);
+        throughput("embedded", None, jobs);
+    }
+    if matches!(store, "etcd" | "both") {
+        let etcd = Etcd::start("bench", 1);
+        latency("etcd", Some(&etcd), runs);
+        throughput("etcd", Some(&etcd), jobs);
+        failover(&etcd, kills);
+    }
 }
