@@ -10,6 +10,7 @@
 //! the same calls one to one onto etcd's KV, Watch and Lease APIs.
 
 pub mod embedded;
+pub mod etcd;
 pub mod fenced;
 
 use std::time::Duration;
@@ -143,6 +144,12 @@ pub enum StoreError {
     /// A write was refused because this coordinator no longer leads.
     #[error("this coordinator is no longer the leader (its epoch {epoch} ended)")]
     Fenced { epoch: Revision },
+    /// The request (or the store's configuration) is invalid for this
+    /// backend, so sending it again cannot help: an etcd transaction over
+    /// etcd's limits, a key written twice in one etcd transaction, a bad
+    /// endpoint URL or TLS option, a permission error from etcd.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
