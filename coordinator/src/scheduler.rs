@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{self, AgentSlots, Decision, Ready};
 use crate::keys;
@@ -47,13 +47,20 @@ pub struct Config {
     /// This leader's epoch, sent to agents, which refuse older ones.
     pub epoch: u64,
     /// Most operations in one store transaction (etcd allows 128 by
-    /// default, one of which the fence takes); 0 for no limit.
+    /// default); 0 for no limit.
     pub max_txn_ops: usize,
+    /// Most bytes of keys and values in one store transaction (etcd takes
+    /// requests up to 1.5 MiB by default); 0 for no limit.
+    pub max_txn_bytes: usize,
 }
+
+/// The largest run record a submit may write: every store takes values of
+/// 1.5 MiB, and this leaves room.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1, max_txn_ops: 0 }
+        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1, max_txn_ops: 0, max_txn_bytes: 0 }
     }
 }
 
@@ -178,6 +185,10 @@ pub enum SchedError {
     Store(#[from] StoreError),
     #[error("the scheduler has stopped")]
     Stopped,
+    #[error(
+        "the pipeline is too large to store: its record is {size} bytes, over the limit of {limit}; split it into smaller pipelines"
+    )]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// A new agent session.
@@ -410,10 +421,12 @@ impl Scheduler {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Submit { pipeline, source, reply } => {
-                let id = self.submit(pipeline, source).await;
-                self.outbox.push(Outgoing::Submitted(reply, id));
-            }
+            Event::Submit { pipeline, source, reply } => match self.submit(pipeline, source).await {
+                Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Event::Cancel { run, reply } => {
                 if self.runs.contains_key(&run) {
                     self.apply(run, Input::Cancel).await;
@@ -630,10 +643,14 @@ impl Scheduler {
         }
     }
 
-    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> RunId {
+    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
         let id = self.last_run_id + 1;
-        self.last_run_id = id;
         let run = Run::new(id, pipeline, source, now_ms());
+        let size = encode(&run.record).len();
+        if size > MAX_RECORD_BYTES {
+            return Err(SchedError::TooLarge { size, limit: MAX_RECORD_BYTES });
+        }
+        self.last_run_id = id;
         let (run, effects) = machine::step(run, Input::Start, now_ms());
         self.pending.insert(keys::RUN_SEQ.to_string(), encode(&id));
         self.pending.insert(keys::run(id), encode(&run.record));
@@ -644,7 +661,7 @@ impl Scheduler {
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), "run submitted");
         self.runs.insert(id, run);
         self.act(id, effects).await;
-        id
+        Ok(id)
     }
 
     /// Feeds one input to a run's machine, stages what changed for the
@@ -673,10 +690,9 @@ impl Scheduler {
     /// the writes were fenced: this scheduler no longer leads and must stop
     /// without delivering anything.
     async fn commit(&mut self) -> bool {
-        let ops: Vec<Op> = std::mem::take(&mut self.pending).into_iter().map(|(k, v)| Op::put(k, v)).collect();
-        let chunk = if self.config.max_txn_ops == 0 { ops.len().max(1) } else { self.config.max_txn_ops };
-        for ops in ops.chunks(chunk) {
-            if !self.write(Txn::ops(ops.to_vec())).await {
+        let pending = std::mem::take(&mut self.pending);
+        for ops in chunks(pending, self.config.max_txn_ops, self.config.max_txn_bytes) {
+            if !self.write(Txn::ops(ops)).await {
                 self.outbox.clear();
                 return false;
             }
@@ -767,10 +783,12 @@ impl Scheduler {
         }
     }
 
-    /// Writes a transaction, retrying until the store takes it. While the
-    /// store is down the scheduler waits here; the time lost is added to every
-    /// lease so that no agent is blamed for the store's outage. Returns false
-    /// when the write was fenced.
+    /// Writes a transaction, retrying while the store is unavailable. While
+    /// the store is down the scheduler waits here; the time lost is added to
+    /// every lease so that no agent is blamed for the store's outage. Returns
+    /// false when the write was fenced, or refused for good (retrying cannot
+    /// help): the scheduler then stops, and the election starts a fresh term
+    /// from what the store holds.
     async fn write(&mut self, txn: Txn) -> bool {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
@@ -778,10 +796,14 @@ impl Scheduler {
             match self.store.txn(txn.clone()).await {
                 Ok(_) => break,
                 Err(StoreError::Fenced { .. }) => return false,
-                Err(e) => {
+                Err(e @ StoreError::Unavailable(_)) => {
                     warn!(error = %e, "store write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    error!(error = %e, "the store refused a write; stopping this term");
+                    return false;
                 }
             }
         }
@@ -845,6 +867,28 @@ impl Scheduler {
     }
 }
 
+/// Splits staged writes into transactions of at most `max_ops` operations
+/// and `max_bytes` bytes of keys and values (0: no limit). Keys stay in
+/// order; a record larger than `max_bytes` goes alone (the store will say
+/// why it is too large).
+fn chunks(pending: BTreeMap<String, Vec<u8>>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Op>> {
+    let mut out: Vec<Vec<Op>> = Vec::new();
+    let mut bytes = 0;
+    for (key, value) in pending {
+        let size = key.len() + value.len() + 32;
+        let full = out.last().is_none_or(|c| {
+            (max_ops > 0 && c.len() >= max_ops) || (max_bytes > 0 && !c.is_empty() && bytes + size > max_bytes)
+        });
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        out.last_mut().expect("a chunk").push(Op::put(key, value));
+    }
+    out
+}
+
 fn stale_reason() -> String {
     "this attempt is no longer yours: it was lost or retried elsewhere".to_string()
 }
@@ -852,6 +896,21 @@ fn stale_reason() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_writes_are_chunked_by_count_and_size() {
+        let pending = |n: usize, size: usize| -> BTreeMap<String, Vec<u8>> {
+            (0..n).map(|i| (format!("k{i:03}"), vec![0u8; size])).collect()
+        };
+        let sizes = |c: Vec<Vec<Op>>| c.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(chunks(pending(5, 1), 0, 0)), vec![5]);
+        assert_eq!(sizes(chunks(pending(300, 1), 127, 0)), vec![127, 127, 46]);
+        // Each op is 4 + 100 + 32 = 136 bytes: three fit in 450.
+        assert_eq!(sizes(chunks(pending(7, 100), 0, 450)), vec![3, 3, 1]);
+        // An op larger than the limit goes alone.
+        assert_eq!(sizes(chunks(pending(2, 1000), 0, 450)), vec![1, 1]);
+        assert!(chunks(BTreeMap::new(), 10, 10).is_empty());
+    }
 
     #[test]
     fn attempt_ids_round_trip_and_reject_garbage() {

@@ -94,12 +94,15 @@ pub async fn run(listener: TcpListener, opts: Options, shutdown: impl Future<Out
             let dir = opts.data_dir.join("store");
             std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
             sched_config.max_txn_ops = 0;
+            sched_config.max_txn_bytes = 0;
             (embedded::EmbeddedStore::open(&dir, eopts.clone()).await?, "embedded", None)
         }
         StoreConfig::Etcd(eopts) => {
             let store = etcd::EtcdStore::connect(eopts.clone()).await?;
             // One operation of every transaction is the leader's fence.
-            sched_config.max_txn_ops = etcd::MAX_TXN_OPS - 1;
+            sched_config.max_txn_ops = etcd::MAX_TXN_OPS;
+            // Room for the fence and the request's framing.
+            sched_config.max_txn_bytes = etcd::MAX_REQUEST_BYTES - 64 * 1024;
             let for_health = store.clone();
             let health: StoreHealth = Arc::new(move || {
                 let store = for_health.clone();

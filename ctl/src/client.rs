@@ -57,8 +57,6 @@ fn read(dir: &Path, file: &str) -> Result<Vec<u8>, Exit> {
 pub struct Conn {
     endpoints: Vec<String>,
     tls: ClientTlsConfig,
-    /// Index of the endpoint `client` talks to (or the leader's URL).
-    current: String,
     next: usize,
     client: Client,
 }
@@ -113,7 +111,7 @@ impl Conn {
         for (i, url) in endpoints.iter().enumerate() {
             match dial(url, &tls).await {
                 Ok(client) => {
-                    return Ok(Conn { current: url.clone(), next: i + 1, endpoints: endpoints.clone(), tls, client });
+                    return Ok(Conn { next: i + 1, endpoints: endpoints.clone(), tls, client });
                 }
                 Err(e) if e.code == EXIT_INVALID => return Err(e),
                 Err(e) => last = Some(e),
@@ -124,12 +122,12 @@ impl Conn {
 
     /// Moves to the next coordinator that answers, or to `leader`.
     async fn move_on(&mut self, leader: Option<String>) -> Result<(), Exit> {
-        if let Some(url) = leader {
-            if let Ok(client) = dial(&url, &self.tls).await {
-                self.client = client;
-                self.current = url;
-                return Ok(());
-            }
+        if let Some(url) = leader
+            && let Ok(client) = dial(&url, &self.tls).await
+        {
+            self.client = client;
+            self.current = url;
+            return Ok(());
         }
         let mut last = None;
         for _ in 0..self.endpoints.len() {

@@ -51,8 +51,10 @@ impl From<ApiError> for Status {
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. }) => Status::unavailable(msg),
+            ApiError::Store(StoreError::Rejected(_)) => Status::failed_precondition(msg),
             ApiError::Store(_) => Status::internal(msg),
             ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
+            ApiError::Sched(SchedError::TooLarge { .. }) => Status::invalid_argument(msg),
             ApiError::Sched(SchedError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. })) => {
                 Status::unavailable(msg)
             }

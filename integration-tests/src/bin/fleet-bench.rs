@@ -70,7 +70,10 @@ fn one_step_pipeline(fleet: &Fleet) -> (std::path::PathBuf, std::path::PathBuf) 
     let path = fleet.dir.path().join("one.yml");
     std::fs::write(
         &path,
-        format!("name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n", out.display()),
+        format!(
+            "name: latency\njobs:\n  one:\n    steps:\n      - run: date +%s%N > {}/$DROVER_RUN_ID\n",
+            out.display()
+        ),
     )
     .expect("write pipeline");
     (path, out)
