@@ -126,7 +126,6 @@ impl Conn {
             && let Ok(client) = dial(&url, &self.tls).await
         {
             self.client = client;
-            self.current = url;
             return Ok(());
         }
         let mut last = None;
@@ -136,7 +135,6 @@ impl Conn {
             match dial(&url, &self.tls).await {
                 Ok(client) => {
                     self.client = client;
-                    self.current = url;
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
