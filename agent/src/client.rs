@@ -66,6 +66,17 @@ enum SessionEnd {
     Failed(String),
 }
 
+/// The longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Spreads reconnects of many agents over ±25% of the wait, so a restarted
+/// coordinator is not hit by all of them at the same instant.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(factor)
+}
+
 /// The metadata keys a follower's refusal carries (see the coordinator's
 /// `api/status.rs`).
 const LEADER_METADATA: &str = "drover-leader";
@@ -154,6 +165,7 @@ impl Agent {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         loop {
+            let redirected = self.leader_hint.is_some();
             let url = self.target();
             let session = async {
                 let started = tokio::time::Instant::now();
@@ -179,13 +191,20 @@ impl Agent {
                         }
                         // An election takes about one lease TTL: poll briskly.
                         SessionEnd::NoLeader => backoff = Duration::from_millis(100),
+                        // Followers name a leader that does not answer: it
+                        // has most likely just died, and a new one will be
+                        // elected within the election TTL. Poll briskly.
+                        SessionEnd::Failed(e) if redirected => {
+                            debug!(error = %e, "the leader we were sent to does not answer");
+                            backoff = Duration::from_millis(100);
+                        }
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
                     }
                 }
                 _ = &mut shutdown => break,
             }
             // Keep taking output while disconnected, so nothing is lost.
-            let sleep = tokio::time::sleep(backoff);
+            let sleep = tokio::time::sleep(jitter(backoff));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -194,7 +213,7 @@ impl Agent {
                     _ = &mut shutdown => { self.kill_all().await; return; }
                 }
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.kill_all().await;
     }
