@@ -182,6 +182,38 @@ impl Etcd {
         self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
     }
 
+    /// Calls etcd's JSON gateway on the first member that answers.
+    fn gateway(&self, path: &str, body: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        for m in &self.members {
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", m.client)) else { continue };
+            let request = format!(
+                "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut resp = String::new();
+            if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut resp).is_err() {
+                continue;
+            }
+            if let Some(start) = resp.find('{') {
+                return serde_json::from_str(&resp[start..]).expect("etcd answers JSON");
+            }
+        }
+        panic!("no etcd member answered {path}");
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> u64 {
+        let v = self.gateway("/v3/kv/range", r#"{"key":"AA=="}"#);
+        v["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision")
+    }
+
+    /// Compacts the history up to the current revision.
+    pub fn compact(&self) {
+        let rev = self.revision();
+        self.gateway("/v3/kv/compaction", &format!(r#"{{"revision":"{rev}","physical":true}}"#));
+    }
+
     /// SIGKILLs member `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut p) = self.members[i].proc.take() {

@@ -100,25 +100,6 @@ fn latency(store: &str, etcd: Option<&Etcd>, runs: usize) {
     figure("run_to_first_step_ms_max", samples[samples.len() - 1], "ms", store, 1);
 }
 
-/// etcd's current revision, read through its JSON gateway.
-fn etcd_revision(etcd: &Etcd) -> u64 {
-    use std::io::{Read, Write};
-    let endpoint = etcd.endpoints().split(',').next().expect("an endpoint").trim_start_matches("http://").to_string();
-    let body = r#"{"key":"AA=="}"#;
-    let mut s = std::net::TcpStream::connect(&endpoint).expect("connect to etcd");
-    write!(
-        s,
-        "POST /v3/kv/range HTTP/1.0\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let json = &resp[resp.find('{').expect("a JSON body")..];
-    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
-    v["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision")
-}
-
 fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
     let mut fleet = fleet(&format!("bench-throughput-{store}"), store, etcd, 1);
     fleet.wait_leader();
@@ -132,7 +113,7 @@ fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
     }
     let path = fleet.dir.path().join("many.yml");
     std::fs::write(&path, yaml).expect("write pipeline");
-    let rev0 = etcd.map(etcd_revision);
+    let rev0 = etcd.map(Etcd::revision);
     let t0 = Instant::now();
     let cli = fleet.drover(&["run", path.to_str().expect("utf-8")]);
     assert!(cli.status.success(), "{}", text(&cli.stderr));
@@ -144,7 +125,7 @@ fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
     if let (Some(etcd), Some(rev0)) = (etcd, rev0) {
         // Leases renewals and reads do not create revisions; every write
         // transaction does.
-        let txns = etcd_revision(etcd) - rev0;
+        let txns = etcd.revision() - rev0;
         figure("etcd_write_txns_per_job_attempt", txns as f64 / jobs as f64, "txns", store, 4);
     }
 }

@@ -192,3 +192,28 @@ fn the_cli_works_when_the_first_endpoint_is_dead() {
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("a | hi"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn a_watch_behind_a_compaction_relists_and_misses_nothing() {
+    let etcd = Etcd::start("compact", 1);
+    let mut fleet = Fleet::start_ha("compact", &etcd, 1);
+    fleet.wait_leader();
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "talk.yml",
+        "name: talk\njobs:\n  talk:\n    steps:\n      - run: for i in $(seq 1 40); do echo line $i; sleep 0.05; done\n",
+    );
+    wait_for("some output", Duration::from_secs(20), || {
+        text(&fleet.drover(&["logs", &run, "talk"]).stdout).contains("line 5").then_some(())
+    });
+    // The run's history from its creation is gone: a follower that replays
+    // it must relist instead.
+    etcd.compact();
+    let out = fleet.drover(&["logs", &run, "talk", "--follow"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line")).collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
+    assert_eq!(got, want, "{log}");
+}
