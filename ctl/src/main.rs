@@ -108,9 +108,10 @@ enum CertsCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Issue a client certificate for the agent NAME.
+    /// Issue a client certificate for each agent NAME.
     IssueAgent {
-        name: String,
+        #[arg(required = true)]
+        names: Vec<String>,
         #[arg(long)]
         dir: PathBuf,
     },
@@ -141,9 +142,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created CA, coordinator and admin certificates in {}", dir.display());
             Ok(())
         }
-        Command::Certs { command: CertsCommand::IssueAgent { name, dir } } => {
-            certs::issue_agent(&dir, &name)?;
-            println!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
+        Command::Certs { command: CertsCommand::IssueAgent { names, dir } } => {
+            // Check every name before writing anything.
+            for name in &names {
+                certs::check_agent_name(name)?;
+                let cert = dir.join(format!("agent-{name}.pem"));
+                if cert.exists() {
+                    anyhow::bail!("{} already exists; agent {name:?} has a certificate", cert.display());
+                }
+            }
+            for name in &names {
+                certs::issue_agent(&dir, name)?;
+                println!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
+            }
             Ok(())
         }
         Command::Dev(args) => dev::run(args).await,
