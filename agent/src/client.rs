@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::exec::{self, ExecEvent, Outcome};
 use crate::logbuf::LogBuf;
+use crate::metrics::METRICS;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -280,6 +281,16 @@ impl Agent {
             }
         };
         info!(coordinator = %url, "connected");
+        METRICS.sessions.inc();
+        METRICS.connected.set(1);
+        // Whatever ends the session, the agent is no longer connected.
+        struct Disconnected;
+        impl Drop for Disconnected {
+            fn drop(&mut self) {
+                METRICS.connected.set(0);
+            }
+        }
+        let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         loop {
             tokio::select! {
@@ -339,6 +350,7 @@ impl Agent {
                         timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
                         checkout: a.checkout.map(|c| (c.repo, c.commit)),
                     };
+                    METRICS.attempts_running.add(1);
                     tokio::spawn(exec::execute(
                         attempt,
                         self.config.name.clone(),
@@ -401,12 +413,21 @@ impl Agent {
                 if held.disowned {
                     return;
                 }
+                METRICS.log_bytes.add(data.len() as u64);
                 if let Some((offset, data)) = held.log.append(&data) {
                     send(Out::Log(pb::LogChunk { attempt_id: id, offset, data }));
                 }
             }
             ExecEvent::Finished { id, outcome, exit_code, message } => {
                 let Some(held) = self.held.get_mut(&id) else { return };
+                METRICS.attempts_running.add(-1);
+                let i = match outcome {
+                    Outcome::Succeeded => 0,
+                    Outcome::Failed => 1,
+                    Outcome::TimedOut => 2,
+                    Outcome::Cancelled => 3,
+                };
+                METRICS.attempts_finished[i].inc();
                 held.cancel = None;
                 if held.disowned {
                     self.held.remove(&id);

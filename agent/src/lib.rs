@@ -5,3 +5,4 @@
 pub mod client;
 pub mod exec;
 pub mod logbuf;
+pub mod metrics;

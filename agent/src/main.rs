@@ -30,6 +30,13 @@ struct Args {
     /// Directory with ca.pem, agent-NAME.pem and agent-NAME-key.pem.
     #[arg(long, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
     tls_dir: PathBuf,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address
+    /// (plain HTTP).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: drover_telemetry::logging::LogFormat,
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -50,11 +57,14 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    drover_telemetry::logging::init(args.log_format);
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        tokio::spawn(drover_telemetry::http::serve(listener, drover_agent::metrics::observe, std::future::pending()));
+    }
     let agent = Agent::new(Config {
         coordinators: args.coordinator.into_iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
         name: args.name,

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::METRICS;
 use crate::scheduler::{self, Handle, Scheduler};
 use crate::store::fenced::Fenced;
 use crate::store::{Compare, EventKind, LeaseId, Op, Revision, Store, StoreError, Txn, WatchMessage};
@@ -226,6 +227,7 @@ async fn campaign_and_lead(
     sched_config.epoch = epoch as u64;
     let (sched, mut task) = Scheduler::start(fenced, sched_config).await?;
     let _ = role.send(Role::Leader { epoch, sched });
+    METRICS.is_leader.set(1);
     let outcome = tokio::select! {
         _ = &mut task => Err(StoreError::Fenced { epoch }),
         _ = alive.wait_for(|a| !*a) => Err(StoreError::Unavailable("could not renew the coordinator's lease".into())),
@@ -233,6 +235,8 @@ async fn campaign_and_lead(
     };
     // Step down before anything else: nobody may reach the old scheduler.
     let _ = role.send(Role::Follower { leader: None });
+    METRICS.is_leader.set(0);
+    METRICS.agents_connected.set(0);
     task.abort();
     match &outcome {
         Ok(()) => info!(epoch, "stepping down: shutting down"),

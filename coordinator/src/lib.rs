@@ -7,6 +7,7 @@ pub mod git;
 pub mod keys;
 pub mod leader;
 pub mod machine;
+pub mod metrics;
 pub mod pipeline;
 pub mod scheduler;
 pub mod server;

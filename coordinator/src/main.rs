@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use drover_coordinator::scheduler::Config;
+use drover_telemetry::logging::LogFormat;
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
@@ -60,6 +61,13 @@ struct Args {
     /// Client key for etcd (with --etcd-cert).
     #[arg(long, requires_all = ["etcd", "etcd_cert", "etcd_ca"])]
     etcd_key: Option<PathBuf>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address
+    /// (plain HTTP).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -89,17 +97,23 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    drover_telemetry::logging::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     // Tests and `drover dev` read this line to learn the port.
     println!("drover-coordinator listening on {addr}");
+    if let Some(m) = &metrics {
+        println!("metrics on http://{}/metrics", m.local_addr()?);
+    }
     let opts = Options {
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
@@ -117,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         advertise: args.advertise,
         election_ttl: args.election_ttl,
     };
-    server::run(listener, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())
 }
 

@@ -33,6 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{self, AgentSlots, Decision, Ready};
 use crate::keys;
+use crate::metrics::{METRICS, result_index};
 use crate::machine::{self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, Source};
 use crate::pipeline::{Pipeline, StepSpec};
 use crate::store::{Op, Store, StoreError, Txn};
@@ -289,6 +290,8 @@ pub struct Scheduler {
     leases: HashMap<AttemptId, Instant>,
     last_run_id: RunId,
     dispatch_needed: bool,
+    /// When each queued job became ready, for the dispatch latency metric.
+    ready_at: HashMap<(RunId, String), Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -341,6 +344,7 @@ impl Scheduler {
             leases: HashMap::new(),
             last_run_id: 0,
             dispatch_needed: false,
+            ready_at: HashMap::new(),
         };
         sched.recover().await?;
         let (tx, rx) = mpsc::channel(1024);
@@ -466,6 +470,7 @@ impl Scheduler {
                     info!(agent = %name, "agent disconnected");
                     a.conn = None;
                     a.last_seen_ms = now_ms();
+                    self.count_connected();
                 }
             }
             Event::Heartbeat { conn, name, running } => {
@@ -484,6 +489,9 @@ impl Scheduler {
                     return;
                 }
                 if let Some(attempt) = self.renew_or_reject(&name, &id).await {
+                    if let Some(ready) = self.ready_at.remove(&(attempt.run, attempt.job.clone())) {
+                        METRICS.dispatch_latency.observe_duration(ready.elapsed());
+                    }
                     self.apply(attempt.run, Input::Accepted { job: attempt.job, attempt: attempt.attempt }).await;
                 }
             }
@@ -496,6 +504,7 @@ impl Scheduler {
                     return;
                 };
                 let len = data.len() as u64;
+                METRICS.log_bytes.add(len);
                 // Past the cap (and its truncation marker) nothing is stored,
                 // but the chunk is acknowledged so the agent can let go of it.
                 if offset <= self.config.log_cap + 64 * 1024 {
@@ -573,6 +582,7 @@ impl Scheduler {
         entry.labels = labels;
         entry.slots = slots;
         entry.last_seen_ms = now_ms();
+        self.count_connected();
 
         let held: HashSet<String> = running.iter().cloned().collect();
         for id in &running {
@@ -639,6 +649,7 @@ impl Scheduler {
                 Outcome::Lost { reason: format!("agent {agent} stopped renewing its lease for {ttl:.0}s") }
             };
             warn!(attempt = %id, %agent, "attempt lease expired");
+            METRICS.lease_expiries.inc();
             self.apply(id.run, Input::Finished { job: id.job.clone(), attempt: id.attempt, outcome }).await;
         }
     }
@@ -659,6 +670,7 @@ impl Scheduler {
             self.pending.insert(keys::job(id, name), encode(job));
         }
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), "run submitted");
+        METRICS.runs_submitted.inc();
         self.runs.insert(id, run);
         self.act(id, effects).await;
         Ok(id)
@@ -676,7 +688,12 @@ impl Scheduler {
                     self.pending.insert(keys::run_index(run_id), encode(&RunSummary::of(&run.record)));
                 }
                 Effect::PersistJob(job) => {
-                    self.pending.insert(keys::job(run_id, job), encode(&run.jobs[job]));
+                    let record = &run.jobs[job];
+                    self.pending.insert(keys::job(run_id, job), encode(record));
+                    if record.state.is_terminal() {
+                        record_finished(record);
+                        self.ready_at.remove(&(run_id, job.clone()));
+                    }
                 }
                 _ => {}
             }
@@ -717,6 +734,7 @@ impl Scheduler {
             match effect {
                 Effect::PersistRun | Effect::PersistJob(_) => {}
                 Effect::Enqueue(job) => {
+                    self.ready_at.insert((run_id, job.clone()), Instant::now());
                     self.queue.push_back((run_id, job));
                     self.dispatch_needed = true;
                 }
@@ -793,7 +811,13 @@ impl Scheduler {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.store.txn(txn.clone()).await {
+            let attempt_started = Instant::now();
+            let result = self.store.txn(txn.clone()).await;
+            METRICS.store_txn.observe_duration(attempt_started.elapsed());
+            if result.is_err() {
+                METRICS.store_txn_errors.inc();
+            }
+            match result {
                 Ok(_) => break,
                 Err(StoreError::Fenced { .. }) => return false,
                 Err(e @ StoreError::Unavailable(_)) => {
@@ -864,6 +888,21 @@ impl Scheduler {
         self.queue.retain(|(run, job)| {
             runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
         });
+        METRICS.queue_depth.set(self.queue.len() as i64);
+    }
+
+    fn count_connected(&self) {
+        METRICS.agents_connected.set(self.agents.values().filter(|a| a.conn.is_some()).count() as i64);
+    }
+}
+
+/// Counts a job that reached a final state, and how long its last attempt
+/// ran.
+fn record_finished(job: &JobRecord) {
+    let Some(i) = result_index(job.state.as_str()) else { return };
+    METRICS.jobs_finished[i].inc();
+    if let (Some(start), Some(end)) = (job.started_ms, job.finished_ms) {
+        METRICS.job_duration[i].observe(end.saturating_sub(start) as f64 / 1000.0);
     }
 }
 

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use drover_telemetry::http::{self, Reply};
+
 use crate::api::control::StoreHealth;
 use crate::api::{agent::AgentApi, control::ControlApi};
 use crate::leader::{self, ElectionConfig, Role};
@@ -73,8 +75,38 @@ fn coordinator_id(data_dir: &Path) -> Result<String, ServerError> {
     Ok(id)
 }
 
-/// Runs a coordinator until `shutdown` completes.
-pub async fn run(listener: TcpListener, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Answers `/metrics`, `/healthz` and `/readyz`. Ready means: this
+/// coordinator leads, or follows a known leader, and the store answers.
+async fn observe(path: String, role: watch::Receiver<Role>, store: Arc<dyn Store>) -> Reply {
+    match path.as_str() {
+        "/metrics" => Reply::metrics(crate::metrics::render()),
+        "/healthz" => Reply::text(200, "ok\n"),
+        "/readyz" => {
+            let role_ok = match &*role.borrow() {
+                Role::Leader { .. } => Ok("leader"),
+                Role::Follower { leader: Some(_) } => Ok("follower"),
+                Role::Follower { leader: None } => Err("no leader known (an election is under way)"),
+            };
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), store.get(leader::LEADER_KEY)).await;
+            match (role_ok, store_ok) {
+                (Ok(role), Ok(Ok(_))) => Reply::text(200, format!("ready: {role}, store reachable\n")),
+                (Err(why), _) => Reply::text(503, format!("not ready: {why}\n")),
+                (_, Ok(Err(e))) => Reply::text(503, format!("not ready: {e}\n")),
+                (_, Err(_)) => Reply::text(503, "not ready: the store did not answer within 2s\n"),
+            }
+        }
+        _ => Reply::text(404, "try /metrics, /healthz or /readyz\n"),
+    }
+}
+
+/// Runs a coordinator until `shutdown` completes; with a `metrics` listener
+/// it also serves `/metrics`, `/healthz` and `/readyz` there.
+pub async fn run(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let tls = tls::server_config(&opts.tls_dir)?;
     let scratch = opts.data_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(|source| ServerError::DataDir { path: scratch.clone(), source })?;
@@ -133,11 +165,20 @@ pub async fn run(listener: TcpListener, opts: Options, shutdown: impl Future<Out
         stop_rx,
     ));
     info!(%id, %url, store = kind, data_dir = %opts.data_dir.display(), "coordinator serving");
+    let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
+    if let Some(metrics) = metrics {
+        let (role, store) = (role_rx.clone(), store.clone());
+        let handler = move |path| observe(path, role.clone(), store.clone());
+        tokio::spawn(http::serve(metrics, handler, async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        }));
+    }
     let stop = async move {
         shutdown.await;
         // Step down first, so a follower can take over at once.
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
+        let _ = metrics_stop_tx.send(true);
     };
     tonic::transport::Server::builder()
         .tls_config(tls)?

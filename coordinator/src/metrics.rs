@@ -1,0 +1,69 @@
+//! The coordinator's metrics, recorded by the scheduler and the election and
+//! served at `/metrics` by [`crate::server`] (with `--metrics-listen`).
+
+use std::sync::LazyLock;
+
+use drover_telemetry::metrics::{Counter, DURATION_BUCKETS, Gauge, Histogram, LATENCY_BUCKETS, Text};
+
+/// Job results, as label values.
+pub const RESULTS: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
+
+pub struct Metrics {
+    pub queue_depth: Gauge,
+    /// From a job becoming ready to an agent accepting it.
+    pub dispatch_latency: Histogram,
+    /// Per result in [`RESULTS`] order: from start to end of the job's last
+    /// attempt.
+    pub job_duration: [Histogram; 4],
+    pub jobs_finished: [Counter; 4],
+    pub runs_submitted: Counter,
+    pub agents_connected: Gauge,
+    pub lease_expiries: Counter,
+    pub store_txn: Histogram,
+    pub store_txn_errors: Counter,
+    pub log_bytes: Counter,
+    pub is_leader: Gauge,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    queue_depth: Gauge::default(),
+    dispatch_latency: Histogram::new(LATENCY_BUCKETS),
+    job_duration: std::array::from_fn(|_| Histogram::new(DURATION_BUCKETS)),
+    jobs_finished: Default::default(),
+    runs_submitted: Counter::default(),
+    agents_connected: Gauge::default(),
+    lease_expiries: Counter::default(),
+    store_txn: Histogram::new(LATENCY_BUCKETS),
+    store_txn_errors: Counter::default(),
+    log_bytes: Counter::default(),
+    is_leader: Gauge::default(),
+});
+
+/// The index of a result label, for the per-result arrays.
+pub fn result_index(result: &str) -> Option<usize> {
+    RESULTS.iter().position(|r| *r == result)
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render() -> String {
+    let m = &*METRICS;
+    let mut t = Text::default();
+    t.gauge("drover_queue_depth", "Jobs ready and waiting for an agent.", m.queue_depth.get());
+    t.histogram(
+        "drover_dispatch_latency_seconds",
+        "Time from a job becoming ready to an agent accepting it.",
+        &m.dispatch_latency,
+    );
+    let durations: Vec<(&str, &Histogram)> = RESULTS.iter().copied().zip(m.job_duration.iter()).collect();
+    t.histograms("drover_job_duration_seconds", "Job run time by result.", "result", &durations);
+    let finished: Vec<(&str, u64)> = RESULTS.iter().copied().zip(m.jobs_finished.iter().map(Counter::get)).collect();
+    t.counters("drover_jobs_finished_total", "Jobs that reached a final state, by result.", "result", &finished);
+    t.counter("drover_runs_submitted_total", "Runs submitted to this coordinator.", m.runs_submitted.get());
+    t.gauge("drover_agents_connected", "Agents with a live session to this coordinator.", m.agents_connected.get());
+    t.counter("drover_lease_expiries_total", "Attempts lost because their lease expired.", m.lease_expiries.get());
+    t.histogram("drover_store_txn_seconds", "Latency of store write transactions.", &m.store_txn);
+    t.counter("drover_store_txn_errors_total", "Store write transactions that failed.", m.store_txn_errors.get());
+    t.counter("drover_log_bytes_total", "Log bytes received from agents.", m.log_bytes.get());
+    t.gauge("drover_is_leader", "1 while this coordinator leads.", m.is_leader.get());
+    t.finish()
+}
