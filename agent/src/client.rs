@@ -349,6 +349,7 @@ impl Agent {
                         env: a.env.into_iter().collect(),
                         timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
                         checkout: a.checkout.map(|c| (c.repo, c.commit)),
+                        traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
                     };
                     METRICS.attempts_running.add(1);
                     tokio::spawn(exec::execute(

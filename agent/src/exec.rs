@@ -35,6 +35,8 @@ pub struct Attempt {
     pub timeout: Option<Duration>,
     /// Repository and commit to check out first.
     pub checkout: Option<(String, String)>,
+    /// The attempt span's W3C trace context: step spans are its children.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +90,31 @@ impl Runner<'_> {
         let _ = self.events.send(ExecEvent::Output { id: self.attempt.id.clone(), data: line.into_bytes() });
     }
 
-    async fn step(&mut self, script: &str, extra_env: &[(&str, &str)]) -> StepEnd {
+    async fn step(&mut self, label: &str, script: &str, extra_env: &[(&str, &str)]) -> StepEnd {
+        // The step's span: a child of the attempt span, ended when the step
+        // ends. Its context goes into the step as TRACEPARENT, so build
+        // tools can continue the trace.
+        let span = tracing::info_span!(
+            "step",
+            otel.name = %format!("step {label}"),
+            cicd.pipeline.run.id = %self.attempt.run_id,
+            cicd.pipeline.task.name = %self.attempt.job,
+            cicd.pipeline.task.run.id = %self.attempt.id,
+            drover.agent = %self.agent,
+            drover.step = %label,
+            drover.exit_code = tracing::field::Empty,
+        );
+        if let Some(tp) = &self.attempt.traceparent {
+            drover_telemetry::trace::set_parent(&span, tp);
+        }
+        let end = self.run_process(script, extra_env, drover_telemetry::trace::span_traceparent(&span)).await;
+        if let StepEnd::Exited(code) = &end {
+            span.record("drover.exit_code", code);
+        }
+        end
+    }
+
+    async fn run_process(&mut self, script: &str, extra_env: &[(&str, &str)], traceparent: Option<String>) -> StepEnd {
         let mut cmd = Command::new("bash");
         cmd.arg("-eo")
             .arg("pipefail")
@@ -108,6 +134,9 @@ impl Runner<'_> {
             .process_group(0);
         if let Some((_, commit)) = &self.attempt.checkout {
             cmd.env("DROVER_COMMIT", commit);
+        }
+        if let Some(tp) = &traceparent {
+            cmd.env("TRACEPARENT", tp);
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -252,7 +281,7 @@ async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
     let total = steps.len();
     for (i, (label, script, extra)) in steps.iter().enumerate() {
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
-        match runner.step(script, extra).await {
+        match runner.step(label, script, extra).await {
             StepEnd::Exited(0) => {}
             StepEnd::Exited(code) => {
                 let msg = format!("{label} exited with code {code}");

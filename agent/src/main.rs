@@ -37,6 +37,10 @@ struct Args {
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     log_format: drover_telemetry::logging::LogFormat,
+    /// Export traces with OTLP over gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -58,7 +62,8 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    drover_telemetry::logging::init(args.log_format);
+    let _telemetry = drover_telemetry::trace::init(args.log_format, "drover-agent", args.otlp_endpoint.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

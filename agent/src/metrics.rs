@@ -27,7 +27,12 @@ pub fn render() -> String {
     t.gauge("drover_agent_attempts_running", "Attempts executing on this agent.", m.attempts_running.get());
     let finished: Vec<(&str, u64)> =
         OUTCOMES.iter().copied().zip(m.attempts_finished.iter().map(Counter::get)).collect();
-    t.counters("drover_agent_attempts_finished_total", "Attempts this agent finished, by outcome.", "outcome", &finished);
+    t.counters(
+        "drover_agent_attempts_finished_total",
+        "Attempts this agent finished, by outcome.",
+        "outcome",
+        &finished,
+    );
     t.counter("drover_agent_log_bytes_total", "Log bytes this agent produced.", m.log_bytes.get());
     t.gauge("drover_agent_connected", "1 while a session with the leader is open.", m.connected.get());
     t.counter("drover_agent_sessions_total", "Sessions opened with a coordinator.", m.sessions.get());

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod scheduler;
 pub mod server;
+pub mod spans;
 pub mod store;
 pub mod tls;

@@ -111,6 +111,32 @@ pub struct RunRecord {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub cancel_requested: bool,
+    /// Trace ids, filled in by the driver; the machine never reads them.
+    #[serde(default)]
+    pub trace: RunTrace,
+}
+
+/// The run's span in its trace (see `drover_telemetry::trace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunTrace {
+    pub trace_id: String,
+    pub span_id: String,
+    /// The submitter's span, when it sent a `traceparent`.
+    pub parent_span_id: String,
+}
+
+/// A job's spans and the times they start at, filled in by the driver; the
+/// machine never reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JobTrace {
+    pub span_id: String,
+    /// When the job first became ready (the job span's start).
+    pub first_ready_ms: Option<u64>,
+    /// When the job last became ready (the dispatch span's start).
+    pub ready_ms: Option<u64>,
+    /// The current attempt's span and when it was assigned.
+    pub attempt_span_id: String,
+    pub assigned_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +153,8 @@ pub struct JobRecord {
     pub waiting_for: String,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+    #[serde(default)]
+    pub trace: JobTrace,
 }
 
 /// A run with all of its jobs: the state [`step`] works on.
@@ -222,6 +250,7 @@ impl Run {
                     waiting_for: String::new(),
                     started_ms: None,
                     finished_ms: None,
+                    trace: JobTrace::default(),
                 };
                 (j.name.clone(), record)
             })
@@ -234,6 +263,7 @@ impl Run {
             created_ms: now_ms,
             finished_ms: None,
             cancel_requested: false,
+            trace: RunTrace::default(),
         };
         Run { record, jobs }
     }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use drover_coordinator::scheduler::Config;
-use drover_telemetry::logging::LogFormat;
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
+use drover_telemetry::logging::LogFormat;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
 #[derive(Parser)]
@@ -68,6 +68,10 @@ struct Args {
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
+    /// Export traces with OTLP over gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -98,14 +102,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    drover_telemetry::logging::init(args.log_format);
+    let _telemetry =
+        drover_telemetry::trace::init(args.log_format, "drover-coordinator", args.otlp_endpoint.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let metrics = match args.metrics_listen {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
         ),
         None => None,
     };

@@ -29,14 +29,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::dispatch::{self, AgentSlots, Decision, Ready};
 use crate::keys;
+use crate::machine::{
+    self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, RunTrace, Source,
+};
 use crate::metrics::{METRICS, result_index};
-use crate::machine::{self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, Source};
 use crate::pipeline::{Pipeline, StepSpec};
+use crate::spans;
 use crate::store::{Op, Store, StoreError, Txn};
+use drover_telemetry::trace;
 
 /// The scheduler's tunables.
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub struct Assignment {
     pub log_cap: u64,
     /// Repository and commit to check out into the workspace, for runs from git.
     pub checkout: Option<(String, String)>,
+    /// The attempt span's W3C trace context, for the agent's step spans.
+    pub traceparent: Option<String>,
 }
 
 /// Messages from the scheduler to one agent connection.
@@ -210,15 +216,50 @@ pub struct AgentHello {
 /// Everything that can wake the scheduler loop.
 #[derive(Debug)]
 pub enum Event {
-    Submit { pipeline: Pipeline, source: Source, reply: oneshot::Sender<Result<RunId, SchedError>> },
-    Cancel { run: RunId, reply: oneshot::Sender<Result<(), SchedError>> },
-    ListAgents { reply: oneshot::Sender<Vec<AgentInfo>> },
+    Submit {
+        pipeline: Pipeline,
+        source: Source,
+        /// The submitter's W3C trace context, to continue its trace.
+        traceparent: Option<String>,
+        reply: oneshot::Sender<Result<RunId, SchedError>>,
+    },
+    Cancel {
+        run: RunId,
+        reply: oneshot::Sender<Result<(), SchedError>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<AgentInfo>>,
+    },
     AgentHello(AgentHello),
-    AgentGone { conn: u64, name: String },
-    Heartbeat { conn: u64, name: String, running: Vec<String> },
-    Accepted { conn: u64, name: String, id: String },
-    Log { conn: u64, name: String, id: String, offset: u64, data: Vec<u8> },
-    Result { conn: u64, name: String, id: String, outcome: Reported, exit_code: i32, message: String },
+    AgentGone {
+        conn: u64,
+        name: String,
+    },
+    Heartbeat {
+        conn: u64,
+        name: String,
+        running: Vec<String>,
+    },
+    Accepted {
+        conn: u64,
+        name: String,
+        id: String,
+    },
+    Log {
+        conn: u64,
+        name: String,
+        id: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Result {
+        conn: u64,
+        name: String,
+        id: String,
+        outcome: Reported,
+        exit_code: i32,
+        message: String,
+    },
 }
 
 /// A cloneable handle that API handlers use to talk to the scheduler.
@@ -232,9 +273,14 @@ impl Handle {
         self.tx.send(event).await.map_err(|_| SchedError::Stopped)
     }
 
-    pub async fn submit(&self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
+    pub async fn submit(
+        &self,
+        pipeline: Pipeline,
+        source: Source,
+        traceparent: Option<String>,
+    ) -> Result<RunId, SchedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Event::Submit { pipeline, source, reply }).await?;
+        self.send(Event::Submit { pipeline, source, traceparent, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 
@@ -425,12 +471,14 @@ impl Scheduler {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Submit { pipeline, source, reply } => match self.submit(pipeline, source).await {
-                Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
+            Event::Submit { pipeline, source, traceparent, reply } => {
+                match self.submit(pipeline, source, traceparent).await {
+                    Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-            },
+            }
             Event::Cancel { run, reply } => {
                 if self.runs.contains_key(&run) {
                     self.apply(run, Input::Cancel).await;
@@ -654,25 +702,39 @@ impl Scheduler {
         }
     }
 
-    async fn submit(&mut self, pipeline: Pipeline, source: Source) -> Result<RunId, SchedError> {
+    async fn submit(
+        &mut self,
+        pipeline: Pipeline,
+        source: Source,
+        traceparent: Option<String>,
+    ) -> Result<RunId, SchedError> {
         let id = self.last_run_id + 1;
-        let run = Run::new(id, pipeline, source, now_ms());
+        let mut run = Run::new(id, pipeline, source, now_ms());
+        // The run's trace continues the submitter's, when it sent one.
+        let (trace_id, parent_span_id) = match traceparent.as_deref().and_then(trace::parse_traceparent) {
+            Some((trace_id, parent)) => (trace_id, parent),
+            None => (trace::new_trace_id(), String::new()),
+        };
+        run.record.trace = RunTrace { trace_id, span_id: trace::new_span_id(), parent_span_id };
+        for job in run.jobs.values_mut() {
+            job.trace.span_id = trace::new_span_id();
+        }
         let size = encode(&run.record).len();
         if size > MAX_RECORD_BYTES {
             return Err(SchedError::TooLarge { size, limit: MAX_RECORD_BYTES });
         }
         self.last_run_id = id;
-        let (run, effects) = machine::step(run, Input::Start, now_ms());
         self.pending.insert(keys::RUN_SEQ.to_string(), encode(&id));
         self.pending.insert(keys::run(id), encode(&run.record));
         self.pending.insert(keys::run_index(id), encode(&RunSummary::of(&run.record)));
         for (name, job) in &run.jobs {
             self.pending.insert(keys::job(id, name), encode(job));
         }
-        info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), "run submitted");
+        let trace_id = run.record.trace.trace_id.clone();
+        info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), %trace_id, "run submitted");
         METRICS.runs_submitted.inc();
         self.runs.insert(id, run);
-        self.act(id, effects).await;
+        self.apply(id, Input::Start).await;
         Ok(id)
     }
 
@@ -680,7 +742,9 @@ impl Scheduler {
     /// burst's commit, then acts (deliveries wait for the commit).
     async fn apply(&mut self, run_id: RunId, input: Input) {
         let Some(run) = self.runs.remove(&run_id) else { return };
-        let (run, effects) = machine::step(run, input, now_ms());
+        let now = now_ms();
+        let (mut run, effects) = machine::step(run, input, now);
+        trace_effects(&mut run, &effects, now);
         for effect in &effects {
             match effect {
                 Effect::PersistRun => {
@@ -777,7 +841,11 @@ impl Scheduler {
             (Some(repo), Some(commit)) => Some((repo.clone(), commit.clone())),
             _ => None,
         };
+        let job = run.jobs.get(&id.job)?;
+        let traceparent = (!run.record.trace.trace_id.is_empty() && !job.trace.attempt_span_id.is_empty())
+            .then(|| trace::traceparent(&run.record.trace.trace_id, &job.trace.attempt_span_id));
         Some(Assignment {
+            traceparent,
             id: id.clone(),
             steps: spec.steps.clone(),
             env,
@@ -812,7 +880,8 @@ impl Scheduler {
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt_started = Instant::now();
-            let result = self.store.txn(txn.clone()).await;
+            let span = tracing::info_span!("store.txn", ops = txn.success.len(), store.attempt = tracing::field::Empty);
+            let result = self.store.txn(txn.clone()).instrument(span).await;
             METRICS.store_txn.observe_duration(attempt_started.elapsed());
             if result.is_err() {
                 METRICS.store_txn_errors.inc();
@@ -893,6 +962,42 @@ impl Scheduler {
 
     fn count_connected(&self) {
         METRICS.agents_connected.set(self.agents.values().filter(|a| a.conn.is_some()).count() as i64);
+    }
+}
+
+/// Keeps the trace fields of the records up to date with what the step did,
+/// and emits the spans of what it ended. Runs before the records are
+/// staged, so the fields are written with the step.
+fn trace_effects(run: &mut Run, effects: &[Effect], now: u64) {
+    for effect in effects {
+        match effect {
+            Effect::Enqueue(job) => {
+                if let Some(j) = run.jobs.get_mut(job) {
+                    j.trace.first_ready_ms.get_or_insert(now);
+                    j.trace.ready_ms = Some(now);
+                }
+            }
+            Effect::SendAssign { job, .. } => {
+                if let Some(j) = run.jobs.get_mut(job) {
+                    j.trace.attempt_span_id = trace::new_span_id();
+                    j.trace.assigned_ms = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+    for effect in effects {
+        match effect {
+            Effect::SendAssign { job, agent, .. } => spans::dispatch(&run.record, job, &run.jobs[job], agent, now),
+            Effect::Release { job, attempt, agent } => {
+                spans::attempt(&run.record, job, &run.jobs[job], *attempt, agent, now)
+            }
+            Effect::PersistJob(job) if run.jobs[job].state.is_terminal() => {
+                spans::job(&run.record, job, &run.jobs[job], now)
+            }
+            Effect::RunFinished(state) => spans::run(&run.record, *state, now),
+            _ => {}
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Observability shared by `drover-coordinator` and `drover-agent`: log
-//! setup ([`logging`]), a small metrics registry that renders the
+//! and trace setup ([`logging`], [`trace`]), a small metrics registry that renders the
 //! Prometheus text format ([`metrics`]), and the HTTP endpoint that serves
 //! `/metrics`, `/healthz` and `/readyz` ([`http`]).
 //!
@@ -9,3 +9,4 @@
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod trace;

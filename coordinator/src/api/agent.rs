@@ -50,6 +50,7 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
             timeout_ms: a.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
             log_cap: a.log_cap,
             checkout: a.checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
+            traceparent: a.traceparent.unwrap_or_default(),
             epoch,
         }),
         ToAgent::Cancel { id, reason, disown } => Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch, disown }),

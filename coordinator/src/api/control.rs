@@ -274,6 +274,9 @@ async fn follow(
 impl pb::control_service_server::ControlService for ControlApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         require_admin(&req)?;
+        // A caller that traces (a CI system driving Drover) can pass its
+        // context; the run's trace then continues it.
+        let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
         let (pipeline, source) = match req.into_inner().source {
             Some(pb::submit_run_request::Source::Inline(p)) => {
                 let file = if p.file_name.is_empty() { "pipeline.yml".to_string() } else { p.file_name };
@@ -294,7 +297,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         };
         let commit = source.commit.clone().unwrap_or_default();
         let (sched, _) = super::leader(&self.role)?;
-        let id = sched.submit(pipeline, source).await.map_err(ApiError::from)?;
+        let id = sched.submit(pipeline, source, traceparent).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::SubmitRunResponse { run_id: id.to_string(), commit }))
     }
 

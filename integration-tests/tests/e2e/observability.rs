@@ -1,0 +1,104 @@
+//! Metrics and health endpoints on the real binaries.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::harness::{Fleet, free_port, wait_for};
+
+/// GET over plain HTTP; returns (status, body).
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Parses the Prometheus text format strictly enough to catch mistakes:
+/// every sample line is `name{labels} value` with a number, and every
+/// sample belongs to a metric announced by `# TYPE`.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut types = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(types.contains_key(name) || types.contains_key(base), "sample without TYPE: {line}");
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_count_the_jobs_just_run_and_health_endpoints_answer() {
+    let coordinator_metrics = format!("127.0.0.1:{}", free_port());
+    let mut fleet = Fleet::start_with("metrics", &["--metrics-listen", &coordinator_metrics]);
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let i = fleet.agent("a1", "", 2);
+    // Give the agent its own metrics endpoint: restart it with the flag.
+    fleet.agents[i].kill();
+    let urls = fleet.url();
+    let log = fleet.dir.path().join("agent-a1-metrics.log");
+    let child = std::process::Command::new(crate::harness::bin("drover-agent"))
+        .args(["--coordinator", &urls, "--name", "a1", "--slots", "2", "--metrics-listen", &agent_metrics])
+        .args(["--log-format", "json"])
+        .arg("--work-dir")
+        .arg(fleet.dir.path().join("work"))
+        .arg("--tls-dir")
+        .arg(&fleet.tls)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    fleet.agents[i] = crate::harness::Proc { child, name: "a1".into(), log: log.clone() };
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "two.yml",
+        "name: two\njobs:\n  a:\n    steps:\n      - run: echo a\n  b:\n    needs: [a]\n    steps:\n      - run: echo b\n",
+    );
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
+
+    let (status, body) = get(&coordinator_metrics, "/metrics").expect("coordinator /metrics");
+    assert_eq!(status, 200);
+    let m = parse_prometheus(&body);
+    assert_eq!(m.get("drover_jobs_finished_total{result=\"succeeded\"}"), Some(&2.0), "{body}");
+    assert_eq!(m.get("drover_runs_submitted_total"), Some(&1.0), "{body}");
+    assert_eq!(m.get("drover_dispatch_latency_seconds_count"), Some(&2.0), "{body}");
+    assert_eq!(m.get("drover_agents_connected"), Some(&1.0), "{body}");
+    assert_eq!(m.get("drover_is_leader"), Some(&1.0), "{body}");
+    assert!(m.get("drover_store_txn_seconds_count").is_some_and(|n| *n > 0.0), "{body}");
+    assert!(m.get("drover_log_bytes_total").is_some_and(|n| *n > 0.0), "{body}");
+    assert_eq!(get(&coordinator_metrics, "/healthz").map(|r| r.0), Some(200));
+    let (status, body) = get(&coordinator_metrics, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&coordinator_metrics, "/nope").map(|r| r.0), Some(404));
+
+    let body = wait_for("agent metrics", Duration::from_secs(10), || {
+        let (_, body) = get(&agent_metrics, "/metrics")?;
+        body.contains("drover_agent_attempts_finished_total{outcome=\"succeeded\"} 2").then_some(body)
+    });
+    let m = parse_prometheus(&body);
+    assert_eq!(m.get("drover_agent_connected"), Some(&1.0), "{body}");
+    assert_eq!(get(&agent_metrics, "/readyz").map(|r| r.0), Some(200));
+    // --log-format json: every log line is a JSON object.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(!logs.is_empty());
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
