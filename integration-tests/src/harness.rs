@@ -268,6 +268,20 @@ impl Fleet {
         fleet
     }
 
+    /// Like [`Fleet::start_ha`], with extra coordinator flags after the etcd
+    /// ones.
+    pub fn start_ha_with(tag: &str, etcd: &Etcd, n: usize, coordinator_args: &[&str]) -> Fleet {
+        let endpoints = etcd.endpoints();
+        let prefix = format!("/drover-{tag}");
+        let mut args = vec!["--etcd", &endpoints, "--etcd-prefix", &prefix];
+        args.extend_from_slice(coordinator_args);
+        let mut fleet = Fleet::empty(tag, &args);
+        for i in 0..n {
+            fleet.start_coordinator(i, "127.0.0.1:0");
+        }
+        fleet
+    }
+
     fn empty(tag: &str, coordinator_args: &[&str]) -> Fleet {
         let dir = TempDir::new(tag);
         let tls = dir.path().join("tls");
@@ -298,8 +312,15 @@ impl Fleet {
         let name = format!("coordinator-{i}");
         let log = self.dir.path().join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        // A short lease keeps the tests quick; a fleet whose extra flags set
+        // its own (the benchmarks use the default) gets only that one, since
+        // the coordinator refuses a flag given twice.
+        let lease: &[&str] =
+            if self.coordinator_args.iter().any(|a| a == "--lease-ttl") { &[] } else { &["--lease-ttl", "3s"] };
         let mut child = Command::new(bin("drover-coordinator"))
-            .args(["--listen", listen, "--lease-ttl", "3s", "--data-dir"])
+            .args(["--listen", listen])
+            .args(lease)
+            .arg("--data-dir")
             .arg(self.dir.path().join(format!("data-{i}")))
             .arg("--tls-dir")
             .arg(&self.tls)
@@ -383,6 +404,25 @@ impl Fleet {
             .expect("start agent");
         self.agents.push(Proc { child, name: name.to_string(), log });
         self.agents.len() - 1
+    }
+
+    /// Issues agent certificates for every name that has none yet, with
+    /// one `drover certs issue-agent` per batch of 500 names (thousands of
+    /// names would overflow a command line).
+    pub fn issue_agent_certs(&self, names: &[String]) {
+        let missing: Vec<&String> =
+            names.iter().filter(|n| !self.tls.join(format!("agent-{n}.pem")).exists()).collect();
+        for batch in missing.chunks(500) {
+            let out = Command::new(bin("drover"))
+                .args(["certs", "issue-agent"])
+                .args(batch.iter().map(|n| n.as_str()))
+                .arg("--dir")
+                .arg(&self.tls)
+                .stdout(Stdio::null())
+                .output()
+                .expect("run drover certs issue-agent");
+            assert!(out.status.success(), "issue-agent: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 
     /// Runs the CLI against this fleet.

@@ -5,8 +5,11 @@
 use drover_integration_tests::harness;
 
 mod bench;
+mod drover_bench;
 mod fleet;
 mod git;
 mod ha;
+mod observability;
 mod security;
+mod traces;
 mod validation;

@@ -1,0 +1,236 @@
+//! An in-process control client for the benchmark: the admin certificate,
+//! one cached channel per coordinator, and the CLI's rules for finding the
+//! leader (a follower refuses leader-only calls with `Unavailable`, marks
+//! the refusal with `drover-not-leader` and names the leader in
+//! `drover-leader` when it knows it).
+//!
+//! Calling the coordinator in-process instead of through the `drover` CLI
+//! keeps process start-up and TLS handshakes out of the measured times.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use pb::control_service_client::ControlServiceClient;
+use tokio::time::Instant;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Response, Status};
+
+use super::{BenchError, error_chain, read_pem};
+
+pub type Client = ControlServiceClient<Channel>;
+
+const LEADER_METADATA: &str = "drover-leader";
+const NOT_LEADER_METADATA: &str = "drover-not-leader";
+
+/// The longest one call may take. A submit of a 5,000-job pipeline to etcd
+/// writes dozens of transactions before it answers, so this is generous;
+/// it only bounds a coordinator that stopped answering.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long to wait before asking again while no coordinator leads (an
+/// election takes about one election TTL).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+pub struct Control {
+    urls: Vec<String>,
+    tls: ClientTlsConfig,
+    /// Channels by URL. A tonic channel reconnects by itself, but one to a
+    /// coordinator that was killed is dropped so the next call dials afresh.
+    clients: HashMap<String, Client>,
+    /// Where the last leader-only call succeeded or a follower pointed.
+    leader_hint: Option<String>,
+    /// Index into `urls` of the next coordinator to try.
+    next: usize,
+}
+
+impl Control {
+    /// A client with the admin certificate from `tls_dir` for the given
+    /// coordinator URLs. Nothing is dialled until the first call.
+    pub fn new(tls_dir: &Path, urls: Vec<String>) -> Result<Control, BenchError> {
+        if urls.is_empty() {
+            return Err(BenchError::new("no coordinator URL to call"));
+        }
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read_pem(tls_dir, "ca.pem")?))
+            .identity(Identity::from_pem(read_pem(tls_dir, "admin.pem")?, read_pem(tls_dir, "admin-key.pem")?));
+        Ok(Control { urls, tls, clients: HashMap::new(), leader_hint: None, next: 0 })
+    }
+
+    /// The coordinator URLs this client knows.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    async fn client(&mut self, url: &str) -> Result<Client, BenchError> {
+        if let Some(c) = self.clients.get(url) {
+            return Ok(c.clone());
+        }
+        let bad =
+            |e: tonic::transport::Error| BenchError::new(format!("bad coordinator URL {url}: {}", error_chain(&e)));
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(bad)?
+            .tls_config(self.tls.clone())
+            .map_err(bad)?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        // The connect timeout covers TCP only; this bounds the TLS handshake.
+        let channel = tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
+            .await
+            .map_err(|_| BenchError::new(format!("connecting to {url} took over 10s")))?
+            .map_err(|e| BenchError::new(format!("cannot connect to {url}: {}", error_chain(&e))))?;
+        let client = ControlServiceClient::new(channel).max_decoding_message_size(64 << 20);
+        self.clients.insert(url.to_string(), client.clone());
+        Ok(client)
+    }
+
+    fn next_url(&mut self) -> String {
+        if let Some(url) = self.leader_hint.take() {
+            return url;
+        }
+        let url = self.urls[self.next % self.urls.len()].clone();
+        self.next += 1;
+        url
+    }
+
+    /// Makes a call that only the leader answers, following redirects and
+    /// moving on to the next coordinator while none leads or one is dead,
+    /// until `deadline`. Other errors end the call.
+    ///
+    /// A call retried after a connection error may in principle have been
+    /// carried out once already (the answer was lost); the benchmark only
+    /// retries submits of identical trivial pipelines, where a duplicate run
+    /// would do no harm.
+    pub async fn leader_call<T, F, Fut>(&mut self, what: &str, deadline: Instant, mut call: F) -> Result<T, BenchError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        loop {
+            let url = self.next_url();
+            let status = match self.client(&url).await {
+                Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+                    Ok(Ok(response)) => {
+                        self.leader_hint = Some(url);
+                        return Ok(response.into_inner());
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_) => return Err(BenchError::new(format!("{what} on {url} took over {CALL_TIMEOUT:?}"))),
+                },
+                // Treated like a coordinator that answers Unavailable.
+                Err(e) => Status::unavailable(e.to_string()),
+            };
+            let meta = status.metadata();
+            if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                // A follower named the leader: go there at once. If the
+                // named leader is dead, the next round's connection error
+                // pauses before moving on.
+                self.leader_hint = Some(leader.to_string());
+            } else if meta.contains_key(NOT_LEADER_METADATA) || status.code() == Code::Unavailable {
+                // No leader at the moment, or this coordinator is gone:
+                // forget its channel and try the next one shortly.
+                if !meta.contains_key(NOT_LEADER_METADATA) {
+                    self.clients.remove(&url);
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            } else {
+                return Err(BenchError::new(format!("{what} on {url}: {:?}: {}", status.code(), status.message())));
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::new(format!(
+                    "{what}: no leader answered before the deadline; last answer from {url}: {}",
+                    status.message()
+                )));
+            }
+        }
+    }
+
+    /// Makes a read that any coordinator answers, trying each in turn until
+    /// one does or `deadline` passes.
+    pub async fn any_call<T, F, Fut>(&mut self, what: &str, deadline: Instant, mut call: F) -> Result<T, BenchError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        loop {
+            let url = self.urls[self.next % self.urls.len()].clone();
+            let last = match self.client(&url).await {
+                Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+                    Ok(Ok(response)) => return Ok(response.into_inner()),
+                    Ok(Err(status)) if status.code() == Code::Unavailable => {
+                        self.clients.remove(&url);
+                        status.message().to_string()
+                    }
+                    Ok(Err(status)) => {
+                        return Err(BenchError::new(format!(
+                            "{what} on {url}: {:?}: {}",
+                            status.code(),
+                            status.message()
+                        )));
+                    }
+                    Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+                },
+                Err(e) => e.to_string(),
+            };
+            self.next += 1;
+            if Instant::now() >= deadline {
+                return Err(BenchError::new(format!("{what}: no coordinator answered; last, {url}: {last}")));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Submits an inline pipeline to the leader; returns the run id.
+    pub async fn submit(&mut self, yaml: &str, deadline: Instant) -> Result<String, BenchError> {
+        let request = pb::SubmitRunRequest {
+            source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
+                file_name: "bench.yml".into(),
+                yaml: yaml.to_string(),
+            })),
+        };
+        let reply = self
+            .leader_call("SubmitRun", deadline, |mut c| {
+                let request = request.clone();
+                async move { c.submit_run(request).await }
+            })
+            .await?;
+        Ok(reply.run_id)
+    }
+
+    /// The run's current state and jobs, from any coordinator.
+    pub async fn get_run(&mut self, run_id: &str, deadline: Instant) -> Result<pb::Run, BenchError> {
+        let request = pb::GetRunRequest { run_id: run_id.to_string() };
+        self.any_call("GetRun", deadline, |mut c| {
+            let request = request.clone();
+            async move { c.get_run(request).await }
+        })
+        .await
+    }
+
+    /// The agents the leader lists.
+    pub async fn list_agents(&mut self, deadline: Instant) -> Result<Vec<pb::Agent>, BenchError> {
+        let reply = self
+            .leader_call("ListAgents", deadline, |mut c| async move { c.list_agents(pb::ListAgentsRequest {}).await })
+            .await?;
+        Ok(reply.agents)
+    }
+
+    /// The URL of the coordinator that leads, per the `Cluster` call, once
+    /// one does; polls until `deadline`.
+    pub async fn wait_leader(&mut self, deadline: Instant) -> Result<String, BenchError> {
+        loop {
+            let cluster = self
+                .any_call("Cluster", deadline, |mut c| async move { c.cluster(pb::ClusterRequest {}).await })
+                .await?;
+            if let Some(leader) = cluster.coordinators.iter().find(|c| c.leader) {
+                return Ok(leader.url.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::new("no coordinator was elected leader before the deadline"));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}

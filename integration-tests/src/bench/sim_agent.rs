@@ -1,0 +1,576 @@
+//! Simulated agents: tokio tasks that speak the real agent protocol (one
+//! `AgentService.Session` stream over mutual TLS, each with its own agent
+//! certificate) but execute nothing. On `Assign` an agent records the time,
+//! replies `Accepted`, optionally sends one small log chunk, and reports
+//! `OUTCOME_SUCCEEDED` at once; it holds the attempt until the coordinator
+//! acknowledges the result, sends heartbeats at the period the `Welcome`
+//! sets, and obeys `Cancel`, `LogAck` and `ResultAck`.
+//!
+//! The session rules follow `agent/src/client.rs`: Hello first (listing the
+//! attempts still held, whose unacknowledged log and result are sent again),
+//! assignments and cancels from an older epoch are refused, a follower's
+//! `Unavailable` with `drover-leader` metadata sends the agent to the
+//! leader, one with only `drover-not-leader` means an election is under way
+//! (retry in 100 ms), and a session that breaks moves on to the next
+//! coordinator URL. The transport settings (keepalives, timeouts) are the
+//! real agent's too, so the coordinator sees the same load per agent.
+//!
+//! Because nothing runs, the coordinator, not the agents, is what a
+//! benchmark with these agents measures; and thousands of them fit in one
+//! process, which real agent processes would not on a small machine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use pb::agent_message::Msg as Out;
+use pb::coordinator_message::Msg as In;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use super::{BenchError, error_chain, read_pem};
+
+/// What every agent of a swarm is like.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The coordinators' URLs, tried in turn; redirects to the leader are
+    /// followed.
+    pub urls: Vec<String>,
+    pub slots: u32,
+    /// Bytes of log to send for each attempt before its result; 0 sends no
+    /// log at all.
+    pub log_bytes: usize,
+}
+
+/// What an agent saw, with the moment it saw it, for the benchmark driver.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// An assignment of a new attempt arrived; `at` is taken before anything
+    /// else is done with it.
+    Assigned { attempt_id: String, at: std::time::Instant },
+    /// The coordinator acknowledged the attempt's result, which it does only
+    /// after committing the result (and, for the last job, the run's end).
+    ResultAcked { attempt_id: String, accepted: bool, at: std::time::Instant },
+}
+
+impl Observed {
+    /// The run the attempt belongs to: attempt ids are `run/job/attempt`.
+    pub fn run_id(&self) -> &str {
+        let (Observed::Assigned { attempt_id, .. } | Observed::ResultAcked { attempt_id, .. }) = self;
+        attempt_id.split('/').next().unwrap_or_default()
+    }
+}
+
+/// Shared by the agents of a swarm and its driver.
+struct Tap {
+    /// Agents whose current session got its Welcome.
+    connected: AtomicUsize,
+    /// Sessions that got a Welcome, reconnects included.
+    sessions: AtomicU64,
+    /// Connection attempts that failed or sessions that broke.
+    failures: AtomicU64,
+    /// The latest failure, for diagnostics when a wait times out.
+    last_failure: Mutex<String>,
+    events: mpsc::UnboundedSender<Observed>,
+}
+
+impl Tap {
+    fn observe(&self, event: Observed) {
+        // The receiver lives as long as the swarm, which outlives its agents.
+        let _ = self.events.send(event);
+    }
+
+    fn failed(&self, why: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = why;
+        }
+    }
+}
+
+/// Counts an agent as connected for as long as it lives.
+struct ConnectedGuard<'a>(&'a Tap);
+
+impl<'a> ConnectedGuard<'a> {
+    fn new(tap: &'a Tap) -> Self {
+        tap.connected.fetch_add(1, Ordering::Relaxed);
+        tap.sessions.fetch_add(1, Ordering::Relaxed);
+        ConnectedGuard(tap)
+    }
+}
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A set of simulated agents on one fleet, running on a tokio runtime until
+/// the swarm is dropped.
+pub struct Swarm {
+    runtime: tokio::runtime::Handle,
+    tls_dir: PathBuf,
+    ca: Certificate,
+    config: Arc<SimConfig>,
+    tap: Arc<Tap>,
+    events: mpsc::UnboundedReceiver<Observed>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Bounds how many agents dial, shake hands and say Hello at the same
+    /// moment, so thousands of TLS handshakes do not swamp a small machine.
+    gate: Arc<Semaphore>,
+}
+
+impl Swarm {
+    /// A swarm whose agents use the certificates in `tls_dir` and connect at
+    /// most `concurrent_connects` at a time.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        tls_dir: &Path,
+        config: SimConfig,
+        concurrent_connects: usize,
+    ) -> Result<Swarm, BenchError> {
+        if config.urls.is_empty() {
+            return Err(BenchError::new("simulated agents need at least one coordinator URL"));
+        }
+        let ca = Certificate::from_pem(read_pem(tls_dir, "ca.pem")?);
+        let (tx, events) = mpsc::unbounded_channel();
+        let tap = Arc::new(Tap {
+            connected: AtomicUsize::new(0),
+            sessions: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_failure: Mutex::new(String::new()),
+            events: tx,
+        });
+        Ok(Swarm {
+            runtime,
+            tls_dir: tls_dir.to_path_buf(),
+            ca,
+            config: Arc::new(config),
+            tap,
+            events,
+            tasks: Vec::new(),
+            gate: Arc::new(Semaphore::new(concurrent_connects.max(1))),
+        })
+    }
+
+    /// Starts agent `name` with the certificate `agent-NAME.pem` (issued
+    /// beforehand). It connects on its own, in the background.
+    pub fn spawn(&mut self, name: &str) -> Result<(), BenchError> {
+        let identity = Identity::from_pem(
+            read_pem(&self.tls_dir, &format!("agent-{name}.pem"))?,
+            read_pem(&self.tls_dir, &format!("agent-{name}-key.pem"))?,
+        );
+        let tls = ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(identity);
+        for url in &self.config.urls {
+            endpoint(url, &tls)?;
+        }
+        let agent = SimAgent {
+            name: name.to_string(),
+            tls,
+            config: self.config.clone(),
+            tap: self.tap.clone(),
+            gate: self.gate.clone(),
+            held: HashMap::new(),
+            epoch: 0,
+            heartbeat: Duration::from_secs(2),
+            next: 0,
+            leader_hint: None,
+        };
+        self.tasks.push(self.runtime.spawn(agent.run()));
+        Ok(())
+    }
+
+    /// How many agents were started.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Agents whose current session has been welcomed.
+    pub fn connected(&self) -> usize {
+        self.tap.connected.load(Ordering::Relaxed)
+    }
+
+    /// Sessions welcomed so far, reconnects included.
+    pub fn sessions(&self) -> u64 {
+        self.tap.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Failed connection attempts and broken sessions so far, and the latest
+    /// reason.
+    pub fn failures(&self) -> (u64, String) {
+        let last = self.tap.last_failure.lock().map(|s| s.clone()).unwrap_or_default();
+        (self.tap.failures.load(Ordering::Relaxed), last)
+    }
+
+    /// Waits until at least `n` agents are connected; `progress` is called
+    /// about every 5 seconds with the count so far.
+    pub async fn wait_connected(
+        &self,
+        n: usize,
+        deadline: Instant,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), BenchError> {
+        let mut last_report = Instant::now();
+        loop {
+            let connected = self.connected();
+            if connected >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let (failures, last) = self.failures();
+                return Err(BenchError::new(format!(
+                    "only {connected} of {n} simulated agents connected before the deadline; {failures} connection failures, the latest: {last}"
+                )));
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                progress(connected);
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The next thing an agent saw, waiting until `deadline`.
+    pub async fn next_event(&mut self, deadline: Instant) -> Result<Observed, BenchError> {
+        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(BenchError::new("the simulated agents' event channel closed")),
+            Err(_) => {
+                let (failures, last) = self.failures();
+                Err(BenchError::new(format!(
+                    "no simulated agent saw anything before the deadline ({} of {} connected; {failures} connection failures, the latest: {last})",
+                    self.connected(),
+                    self.len()
+                )))
+            }
+        }
+    }
+
+    /// Forgets everything seen so far.
+    pub fn drain_events(&mut self) {
+        while self.events.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Aborting drops each agent's session, which closes its connection.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// An attempt from assignment until its result is acknowledged.
+struct Held {
+    /// The log chunk (sent at offset 0) until it is acknowledged.
+    log: Option<Vec<u8>>,
+    result: pb::AttemptResult,
+    /// The coordinator disowned it: its result is no longer wanted.
+    disowned: bool,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// A follower named the leader: go there at once.
+    Redirect(String),
+    /// No leader at the moment (an election is under way): retry soon.
+    NoLeader,
+    /// No session came about.
+    Failed,
+    /// A session was welcomed and then broke after `lasted`.
+    Broke { lasted: Duration },
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Bounds the TLS handshake, which the endpoint's connect timeout does not
+/// cover, and the wait for the coordinator to take the Hello.
+const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+const LEADER_METADATA: &str = "drover-leader";
+const NOT_LEADER_METADATA: &str = "drover-not-leader";
+
+/// The real agent's endpoint settings: HTTP/2 keepalives notice a dead or
+/// paused coordinator within a few seconds.
+fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, BenchError> {
+    let bad = |e: tonic::transport::Error| BenchError::new(format!("bad coordinator URL {url}: {}", error_chain(&e)));
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(bad)?
+        .tls_config(tls.clone())
+        .map_err(bad)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true))
+}
+
+/// Spreads the retries of many agents over ±25% of the wait, so they do not
+/// all hit a coordinator at the same instant.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    d.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
+}
+
+struct SimAgent {
+    name: String,
+    tls: ClientTlsConfig,
+    config: Arc<SimConfig>,
+    tap: Arc<Tap>,
+    gate: Arc<Semaphore>,
+    held: HashMap<String, Held>,
+    /// Highest coordinator epoch seen; older ones are refused.
+    epoch: u64,
+    heartbeat: Duration,
+    /// Index into `config.urls` of the next coordinator to try.
+    next: usize,
+    /// The leader's URL, when a follower named it.
+    leader_hint: Option<String>,
+}
+
+impl SimAgent {
+    fn target(&mut self) -> String {
+        if let Some(url) = self.leader_hint.take() {
+            return url;
+        }
+        let url = self.config.urls[self.next % self.config.urls.len()].clone();
+        self.next += 1;
+        url
+    }
+
+    /// Connects, serves sessions and reconnects until the task is aborted.
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let redirected = self.leader_hint.is_some();
+            let url = self.target();
+            match self.session(&url).await {
+                SessionEnd::Redirect(leader) => {
+                    self.leader_hint = Some(leader);
+                    continue;
+                }
+                SessionEnd::NoLeader => backoff = MIN_BACKOFF,
+                // A session that had been up a while broke, most likely
+                // because its coordinator died: try the next one at once.
+                SessionEnd::Broke { lasted } if lasted >= Duration::from_secs(1) => {
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                SessionEnd::Broke { .. } => {}
+                // The leader a follower named does not answer: it has most
+                // likely just died and an election is under way.
+                SessionEnd::Failed if redirected => backoff = MIN_BACKOFF,
+                SessionEnd::Failed => {}
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn send(tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out) {
+        // The stream ends only with the session, which then ends here too.
+        let _ = tx.send(pb::AgentMessage { msg: Some(m) });
+    }
+
+    async fn session(&mut self, url: &str) -> SessionEnd {
+        // Held from dialling until the Welcome, so at most the gate's number
+        // of handshakes are in flight.
+        let Ok(permit) = self.gate.clone().acquire_owned().await else {
+            return SessionEnd::Failed;
+        };
+        let channel = match endpoint(url, &self.tls) {
+            Ok(ep) => match tokio::time::timeout(SESSION_SETUP_TIMEOUT, ep.connect()).await {
+                Ok(Ok(channel)) => channel,
+                Ok(Err(e)) => {
+                    self.tap.failed(format!("cannot connect to {url}: {}", error_chain(&e)));
+                    return SessionEnd::Failed;
+                }
+                Err(_) => {
+                    self.tap.failed(format!("connecting to {url} took over {SESSION_SETUP_TIMEOUT:?}"));
+                    return SessionEnd::Failed;
+                }
+            },
+            Err(e) => {
+                self.tap.failed(e.to_string());
+                return SessionEnd::Failed;
+            }
+        };
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
+        Self::send(
+            &tx,
+            Out::Hello(pb::Hello {
+                name: self.name.clone(),
+                labels: HashMap::new(),
+                slots: self.config.slots,
+                running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
+                version: concat!("drover-bench ", env!("CARGO_PKG_VERSION")).to_string(),
+            }),
+        );
+        // Resend everything not acknowledged, each log before its result.
+        for (id, held) in &self.held {
+            if held.disowned {
+                continue;
+            }
+            if let Some(data) = &held.log {
+                Self::send(&tx, Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: 0, data: data.clone() }));
+            }
+            Self::send(&tx, Out::Result(held.result.clone()));
+        }
+        let opened = tokio::time::timeout(SESSION_SETUP_TIMEOUT, client.session(UnboundedReceiverStream::new(rx)));
+        let mut inbound = match opened.await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                let meta = status.metadata();
+                if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                    return SessionEnd::Redirect(leader.to_string());
+                }
+                if meta.contains_key(NOT_LEADER_METADATA) {
+                    return SessionEnd::NoLeader;
+                }
+                self.tap.failed(format!("{url} refused the session: {:?}: {}", status.code(), status.message()));
+                return SessionEnd::Failed;
+            }
+            Err(_) => {
+                self.tap.failed(format!("{url} did not take the Hello within {SESSION_SETUP_TIMEOUT:?}"));
+                return SessionEnd::Failed;
+            }
+        };
+        // The coordinator answers a Hello with a Welcome first; only then is
+        // the agent schedulable, so only then does it count as connected.
+        let heartbeat_period = match tokio::time::timeout(SESSION_SETUP_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::CoordinatorMessage { msg: Some(m) }))) => self.on_message(m, &tx),
+            Ok(Ok(_)) => {
+                self.tap.failed(format!("{url} ended the session before its Welcome"));
+                return SessionEnd::Failed;
+            }
+            Ok(Err(status)) => {
+                self.tap.failed(format!("{url} broke the session before its Welcome: {}", status.message()));
+                return SessionEnd::Failed;
+            }
+            Err(_) => {
+                self.tap.failed(format!("no Welcome from {url} within {SESSION_SETUP_TIMEOUT:?}"));
+                return SessionEnd::Failed;
+            }
+        };
+        drop(permit);
+        let tap = self.tap.clone();
+        let _connected = ConnectedGuard::new(&tap);
+        let started = Instant::now();
+        let period = heartbeat_period.unwrap_or(self.heartbeat);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
+                        if let Some(period) = self.on_message(m, &tx) {
+                            heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+                            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        self.tap.failed(format!("{url} closed the session"));
+                        return SessionEnd::Broke { lasted: started.elapsed() };
+                    }
+                    Err(status) => {
+                        self.tap.failed(format!("session with {url} broke: {}", status.message()));
+                        return SessionEnd::Broke { lasted: started.elapsed() };
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
+                    Self::send(&tx, Out::Heartbeat(pb::Heartbeat { running }));
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the coordinator; returns the new heartbeat
+    /// period when a Welcome set one.
+    fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<Duration> {
+        match msg {
+            In::Welcome(w) => {
+                self.epoch = self.epoch.max(w.epoch);
+                // The same floor as the real agent, so a zero cannot make
+                // the heartbeat a busy loop.
+                self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
+                return Some(self.heartbeat);
+            }
+            In::Assign(a) => {
+                let at = std::time::Instant::now();
+                if a.epoch < self.epoch {
+                    return None;
+                }
+                let id = a.attempt_id;
+                Self::send(tx, Out::Accepted(pb::Accepted { attempt_id: id.clone() }));
+                // An assignment resent after a reconnect is already held,
+                // and its result was sent again with the Hello.
+                if !self.held.contains_key(&id) {
+                    self.tap.observe(Observed::Assigned { attempt_id: id.clone(), at });
+                    let log = (self.config.log_bytes > 0).then(|| log_line(self.config.log_bytes));
+                    if let Some(data) = &log {
+                        Self::send(
+                            tx,
+                            Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: 0, data: data.clone() }),
+                        );
+                    }
+                    let result = pb::AttemptResult {
+                        attempt_id: id.clone(),
+                        outcome: pb::Outcome::Succeeded as i32,
+                        exit_code: 0,
+                        message: String::new(),
+                        log_len: log.as_ref().map_or(0, |l| l.len() as u64),
+                    };
+                    Self::send(tx, Out::Result(result.clone()));
+                    self.held.insert(id, Held { log, result, disowned: false });
+                }
+            }
+            In::Cancel(c) => {
+                if c.epoch < self.epoch {
+                    return None;
+                }
+                // The attempt finished the moment it arrived, so there is
+                // nothing to kill. A disowned one is dropped; otherwise its
+                // result (already sent) is what the coordinator waits for.
+                if c.disown {
+                    self.held.remove(&c.attempt_id);
+                }
+            }
+            In::LogAck(a) => {
+                if let Some(held) = self.held.get_mut(&a.attempt_id)
+                    && held.log.as_ref().is_some_and(|l| a.offset >= l.len() as u64)
+                {
+                    held.log = None;
+                }
+            }
+            In::ResultAck(a) => {
+                let at = std::time::Instant::now();
+                self.held.remove(&a.attempt_id);
+                self.tap.observe(Observed::ResultAcked { attempt_id: a.attempt_id, accepted: a.accepted, at });
+            }
+        }
+        None
+    }
+}
+
+/// A log of `n` bytes: dots ending in a newline, as one line of output.
+fn log_line(n: usize) -> Vec<u8> {
+    let mut line = vec![b'.'; n];
+    if let Some(last) = line.last_mut() {
+        *last = b'\n';
+    }
+    line
+}

@@ -1,0 +1,76 @@
+//! A smoke run of `drover-bench` (simulated agents), so it cannot rot: every
+//! figure it promises appears as a JSON line with a positive value. No
+//! thresholds: the figures are for the issue notes, measured in release
+//! builds.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TempDir, bin};
+
+/// The figures of a run on both stores; failover is measured on etcd only.
+const METRICS: [&str; 9] = [
+    "dispatch_latency_ms_p50",
+    "dispatch_latency_ms_p99",
+    "dispatch_latency_ms_max",
+    "jobs_per_second",
+    "coordinator_peak_rss_mib",
+    "coordinator_cpu_seconds",
+    "rss_per_agent_kib",
+    "failover_seconds_p50",
+    "failover_seconds_max",
+];
+
+#[test]
+fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
+    let dir = TempDir::new("drover-bench");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(bin("drover-bench"))
+        .arg("--smoke")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("start drover-bench");
+    // The benchmark bounds every wait itself; this only keeps a regression
+    // from hanging the test suite.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for drover-bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "drover-bench --smoke still running after 180s:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "drover-bench --smoke failed ({status}):\n{stderr}");
+    let figures: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    for f in &figures {
+        let keys: Vec<&str> = f.as_object().expect("an object").keys().map(String::as_str).collect();
+        assert_eq!(keys, ["agents", "metric", "store", "unit", "value"], "{f}");
+    }
+    for store in ["embedded", "etcd"] {
+        for metric in METRICS {
+            if metric.starts_with("failover") && store != "etcd" {
+                continue;
+            }
+            let f = figures
+                .iter()
+                .find(|f| f["metric"] == metric && f["store"] == store)
+                .unwrap_or_else(|| panic!("{metric} on {store} missing:\n{stdout}\n{stderr}"));
+            assert!(f["value"].as_f64().is_some_and(|v| v > 0.0), "{f}");
+            assert!(f["agents"].as_u64().is_some_and(|n| n > 0), "{f}");
+        }
+    }
+}
