@@ -53,6 +53,10 @@ pub enum ExecEvent {
     Finished { id: String, outcome: Outcome, exit_code: i32, message: String },
 }
 
+/// How long a finished step's output may take to drain before the next
+/// step starts (longer only when a daemon holds the step's pipe open).
+const STEP_DRAIN: Duration = Duration::from_secs(1);
+
 /// How long processes get between SIGTERM and SIGKILL when an attempt
 /// ends, as GitLab and Buildkite runners do.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -145,11 +149,16 @@ impl Runner<'_> {
         if let Some(pid) = child.id() {
             self.groups.push(pid as i32);
         }
+        let mut eofs = Vec::new();
         if let Some(out) = child.stdout.take() {
-            self.readers.push(spawn_reader(out, self.attempt.id.clone(), self.events.clone()));
+            let (reader, eof) = spawn_reader(out, self.attempt.id.clone(), self.events.clone());
+            self.readers.push(reader);
+            eofs.push(eof);
         }
         if let Some(err) = child.stderr.take() {
-            self.readers.push(spawn_reader(err, self.attempt.id.clone(), self.events.clone()));
+            let (reader, eof) = spawn_reader(err, self.attempt.id.clone(), self.events.clone());
+            self.readers.push(reader);
+            eofs.push(eof);
         }
         let deadline = self.deadline;
         let timeout = async move {
@@ -161,12 +170,25 @@ impl Runner<'_> {
         let mut cancel = self.cancel.clone();
         let end = tokio::select! {
             status = child.wait() => match status {
-                Ok(s) => return StepEnd::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
+                Ok(s) => StepEnd::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
                 Err(e) => StepEnd::SpawnFailed(format!("cannot wait for the step: {e}")),
             },
             _ = timeout => StepEnd::TimedOut,
             _ = cancel.wait_for(|c| *c) => StepEnd::Cancelled,
         };
+        if let StepEnd::Exited(_) = end {
+            // Let the readers drain what the step wrote before anything
+            // else goes into the log, so output stays in order. A daemon the
+            // step left running keeps its pipe open; do not wait for it
+            // beyond a moment.
+            let drained = async {
+                for eof in eofs {
+                    let _ = eof.await;
+                }
+            };
+            let _ = tokio::time::timeout(STEP_DRAIN, drained).await;
+            return end;
+        }
         self.interrupted = Some(child);
         end
     }
@@ -206,15 +228,24 @@ impl Runner<'_> {
 }
 
 /// Forwards a pipe's bytes as they arrive, in reads of up to 64 KiB.
-fn spawn_reader<R>(mut pipe: R, id: String, events: mpsc::UnboundedSender<ExecEvent>) -> JoinHandle<()>
+/// The receiver hears when the pipe reached its end (or broke).
+fn spawn_reader<R>(
+    mut pipe: R,
+    id: String,
+    events: mpsc::UnboundedSender<ExecEvent>,
+) -> (JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match pipe.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    let _ = eof_tx.send(());
+                    return;
+                }
                 Ok(n) => {
                     if events.send(ExecEvent::Output { id: id.clone(), data: buf[..n].to_vec() }).is_err() {
                         return;
@@ -222,7 +253,8 @@ where
                 }
             }
         }
-    })
+    });
+    (task, eof_rx)
 }
 
 /// Runs the attempt to the end and sends its output and result on `events`.

@@ -22,12 +22,22 @@ pub struct Ready<'a> {
     pub runs_on: &'a BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Assign queue entry `job` to agent number `agent`.
-    Assign { job: usize, agent: usize },
-    /// Queue entry `job` stays queued, waiting for `reason`.
-    Wait { job: usize, reason: String },
+/// What [`plan`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// (queue entry, agent number) for every job to assign, in queue order.
+    pub assign: Vec<(usize, usize)>,
+    /// Queue entries that stay queued. Entries from `rest_from` on were not
+    /// looked at, because no slot was left: they stay queued too.
+    pub waiting: Vec<usize>,
+    pub rest_from: usize,
+}
+
+impl Plan {
+    /// Every queue entry that stays queued.
+    pub fn all_waiting(&self, queue_len: usize) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.iter().copied().chain(self.rest_from..queue_len)
+    }
 }
 
 /// Whether an agent's labels satisfy a job's `runs-on`.
@@ -35,16 +45,18 @@ pub fn matches(runs_on: &BTreeMap<String, String>, labels: &BTreeMap<String, Str
     runs_on.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Decides for every queue entry. `agents[i].free` is decremented for each
-/// assignment made, so the caller can apply the decisions in order.
-pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Vec<Decision> {
-    let mut out = Vec::with_capacity(queue.len());
+/// Decides which queued jobs go to which agents. `agents[i].free` is
+/// decremented for each assignment. It stops looking once every slot is
+/// taken, so a long queue on a busy fleet costs little; reasons for the
+/// jobs that wait are the caller's to ask for ([`wait_reason`]), only for
+/// the jobs whose reason may have changed.
+pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
+    let mut plan = Plan::default();
     let mut total_free: u32 = agents.iter().map(|a| a.free).sum();
     for (i, job) in queue.iter().enumerate() {
         if total_free == 0 {
-            // Nothing can be placed; still explain every job's wait.
-            out.push(Decision::Wait { job: i, reason: wait_reason(job, agents) });
-            continue;
+            plan.rest_from = i;
+            return plan;
         }
         let best = agents
             .iter()
@@ -56,15 +68,17 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Vec<Decision>
             Some(a) => {
                 agents[a].free -= 1;
                 total_free -= 1;
-                out.push(Decision::Assign { job: i, agent: a });
+                plan.assign.push((i, a));
             }
-            None => out.push(Decision::Wait { job: i, reason: wait_reason(job, agents) }),
+            None => plan.waiting.push(i),
         }
     }
-    out
+    plan.rest_from = queue.len();
+    plan
 }
 
-fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
+/// What a queued job waits for, in words.
+pub fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
     let labels = if job.runs_on.is_empty() {
         "any agent".to_string()
     } else {
@@ -82,6 +96,37 @@ fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Decision {
+        Assign { job: usize, agent: usize },
+        Wait { job: usize, reason: String },
+    }
+
+    /// The plan as one decision per queue entry, with reasons for waits.
+    fn decide(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Vec<Decision> {
+        let plan = plan(queue, agents);
+        let mut out: Vec<Decision> =
+            plan.assign.iter().map(|(job, agent)| Decision::Assign { job: *job, agent: *agent }).collect();
+        for job in plan.all_waiting(queue.len()) {
+            out.push(Decision::Wait { job, reason: wait_reason(&queue[job], agents) });
+        }
+        out.sort_by_key(|d| match d {
+            Decision::Assign { job, .. } | Decision::Wait { job, .. } => *job,
+        });
+        out
+    }
+
+    #[test]
+    fn planning_stops_when_every_slot_is_taken() {
+        let none = labels(&[]);
+        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none }).collect();
+        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2 }];
+        let p = plan(&queue, &mut agents);
+        assert_eq!(p.assign, vec![(0, 0), (1, 0)]);
+        assert_eq!((p.waiting.clone(), p.rest_from), (vec![], 2));
+        assert_eq!(p.all_waiting(queue.len()).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -148,7 +193,7 @@ mod tests {
             let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r }).collect();
             let mut agents: Vec<AgentSlots> =
                 case.agents.iter().map(|(n, l, f)| AgentSlots { name: n, labels: l, free: *f }).collect();
-            assert_eq!(plan(&queue, &mut agents), case.expect, "case {:?}", case.name);
+            assert_eq!(decide(&queue, &mut agents), case.expect, "case {:?}", case.name);
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::dispatch::{self, AgentSlots, Decision, Ready};
+use crate::dispatch::{self, AgentSlots, Ready};
 use crate::keys;
 use crate::machine::{
     self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, RunTrace, Source,
@@ -338,6 +338,8 @@ pub struct Scheduler {
     dispatch_needed: bool,
     /// When each queued job became ready, for the dispatch latency metric.
     ready_at: HashMap<(RunId, String), Instant>,
+    /// The fleet changed since the wait reasons were last worked out.
+    reasons_stale: bool,
 }
 
 fn now_ms() -> u64 {
@@ -391,6 +393,7 @@ impl Scheduler {
             last_run_id: 0,
             dispatch_needed: false,
             ready_at: HashMap::new(),
+            reasons_stale: true,
         };
         sched.recover().await?;
         let (tx, rx) = mpsc::channel(1024);
@@ -919,7 +922,7 @@ impl Scheduler {
             return;
         }
         let names: Vec<String> = self.agents.iter().filter(|(_, a)| a.conn.is_some()).map(|(n, _)| n.clone()).collect();
-        let decisions = {
+        let (plan, reasons) = {
             let queued: Vec<Ready> = self
                 .queue
                 .iter()
@@ -934,24 +937,32 @@ impl Scheduler {
                     AgentSlots { name: n, labels: &a.labels, free: a.slots.saturating_sub(a.in_use) }
                 })
                 .collect();
-            dispatch::plan(&queued, &mut agents)
+            let plan = dispatch::plan(&queued, &mut agents);
+            // Say what a job waits for when it has no reason yet, or when
+            // the fleet changed; otherwise the reason it has still holds.
+            let reasons: Vec<(usize, String)> = plan
+                .all_waiting(queued.len())
+                .filter(|i| {
+                    let (run, job) = &self.queue[*i];
+                    self.reasons_stale || self.runs[run].jobs[job].waiting_for.is_empty()
+                })
+                .map(|i| (i, dispatch::wait_reason(&queued[i], &agents)))
+                .collect();
+            (plan, reasons)
         };
+        self.reasons_stale = false;
         let queue: Vec<(RunId, String)> = self.queue.iter().cloned().collect();
-        for decision in decisions {
-            match decision {
-                Decision::Assign { job, agent } => {
-                    let (run, job) = queue[job].clone();
-                    let agent = names[agent].clone();
-                    if let Some(a) = self.agents.get_mut(&agent) {
-                        a.in_use += 1;
-                    }
-                    self.apply(run, Input::Assign { job, agent }).await;
-                }
-                Decision::Wait { job, reason } => {
-                    let (run, job) = queue[job].clone();
-                    self.apply(run, Input::Waiting { job, reason }).await;
-                }
+        for (job, agent) in plan.assign {
+            let (run, job) = queue[job].clone();
+            let agent = names[agent].clone();
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.in_use += 1;
             }
+            self.apply(run, Input::Assign { job, agent }).await;
+        }
+        for (job, reason) in reasons {
+            let (run, job) = queue[job].clone();
+            self.apply(run, Input::Waiting { job, reason }).await;
         }
         let runs = &self.runs;
         self.queue.retain(|(run, job)| {
@@ -960,7 +971,8 @@ impl Scheduler {
         METRICS.queue_depth.set(self.queue.len() as i64);
     }
 
-    fn count_connected(&self) {
+    fn count_connected(&mut self) {
+        self.reasons_stale = true;
         METRICS.agents_connected.set(self.agents.values().filter(|a| a.conn.is_some()).count() as i64);
     }
 }
