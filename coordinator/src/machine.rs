@@ -19,11 +19,12 @@
 //! (the connection broke first) goes back to the queue without using up a
 //! retry; a failed, timed-out or lost attempt uses one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{JobSpec, Pipeline};
 
 pub type RunId = u64;
 
@@ -162,6 +163,30 @@ pub struct JobRecord {
 pub struct Run {
     pub record: RunRecord,
     pub jobs: BTreeMap<String, JobRecord>,
+    /// Derived from the pipeline, so that a finished job's dependents are
+    /// found without scanning every job (runs have up to 5,000 jobs).
+    graph: Arc<Graph>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Graph {
+    /// Each job's index in `pipeline.jobs`.
+    position: HashMap<String, usize>,
+    /// For each job, the indices of the jobs that need it, in file order.
+    dependents: HashMap<String, Vec<usize>>,
+}
+
+impl Graph {
+    fn of(pipeline: &Pipeline) -> Graph {
+        let mut g = Graph::default();
+        for (i, spec) in pipeline.jobs.iter().enumerate() {
+            g.position.insert(spec.name.clone(), i);
+            for need in &spec.needs {
+                g.dependents.entry(need.clone()).or_default().push(i);
+            }
+        }
+        g
+    }
 }
 
 /// How an attempt ended, as reported by the agent or decided by the driver.
@@ -265,7 +290,18 @@ impl Run {
             cancel_requested: false,
             trace: RunTrace::default(),
         };
-        Run { record, jobs }
+        Run::from_parts(record, jobs)
+    }
+
+    /// A run from its stored records.
+    pub fn from_parts(record: RunRecord, jobs: BTreeMap<String, JobRecord>) -> Run {
+        let graph = Arc::new(Graph::of(&record.pipeline));
+        Run { record, jobs, graph }
+    }
+
+    /// The job's definition in the pipeline.
+    pub fn spec(&self, job: &str) -> Option<&JobSpec> {
+        self.graph.position.get(job).map(|i| &self.record.pipeline.jobs[*i])
     }
 
     /// Whether `attempt` is the job's current attempt and still holds a slot,
@@ -328,8 +364,8 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         }
         Input::Recover if run.record.cancel_requested => return step(run, Input::Cancel, now_ms),
         Input::Recover => {
-            unlock_dependents(&mut run, &mut fx);
-            skip_dependents(&mut run, now_ms, &mut fx);
+            unlock_dependents(&mut run, None, &mut fx);
+            skip_dependents(&mut run, None, now_ms, &mut fx);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Cancel => {
@@ -373,6 +409,7 @@ fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
 
 fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now_ms: u64, fx: &mut Vec<Effect>) {
     let cancelling = run.record.cancel_requested;
+    let timeout = run.spec(name).and_then(|s| s.timeout);
     let j = run.jobs.get_mut(name).expect("checked by attempt_is_current");
     fx.push(Effect::Release { job: name.to_string(), attempt, agent: j.agent.clone().unwrap_or_default() });
     fx.push(Effect::PersistJob(name.to_string()));
@@ -388,7 +425,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
             j.exit_code = Some(0);
             j.finished_ms = Some(now_ms);
             j.message.clear();
-            unlock_dependents(run, fx);
+            unlock_dependents(run, Some(name), fx);
             return;
         }
         Outcome::NotStarted { reason } => {
@@ -401,14 +438,14 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
             j.state = JobState::Cancelled;
             j.finished_ms = Some(now_ms);
             j.message = "cancelled by the agent".into();
-            skip_dependents(run, now_ms, fx);
+            skip_dependents(run, Some(name), now_ms, fx);
             return;
         }
         Outcome::Failed { exit_code } => {
             j.exit_code = Some(exit_code);
             format!("exited with code {exit_code}")
         }
-        Outcome::TimedOut => match run.record.pipeline.job(name).and_then(|s| s.timeout) {
+        Outcome::TimedOut => match timeout {
             Some(t) => format!("timed out after {}s", t.as_secs()),
             None => "timed out".to_string(),
         },
@@ -426,17 +463,20 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         j.state = JobState::Failed;
         j.finished_ms = Some(now_ms);
         j.message = format!("attempt {attempt} {failure}");
-        skip_dependents(run, now_ms, fx);
+        skip_dependents(run, Some(name), now_ms, fx);
     }
 }
 
-/// Queues every pending job whose needs have all succeeded.
-fn unlock_dependents(run: &mut Run, fx: &mut Vec<Effect>) {
-    let ready: Vec<String> = run
-        .record
-        .pipeline
-        .jobs
-        .iter()
+/// Queues the pending jobs whose needs have all succeeded: the dependents
+/// of `finished`, or every job (on recovery).
+fn unlock_dependents(run: &mut Run, finished: Option<&str>, fx: &mut Vec<Effect>) {
+    let candidates: Vec<usize> = match finished {
+        Some(name) => run.graph.dependents.get(name).cloned().unwrap_or_default(),
+        None => (0..run.record.pipeline.jobs.len()).collect(),
+    };
+    let ready: Vec<String> = candidates
+        .into_iter()
+        .map(|i| &run.record.pipeline.jobs[i])
         .filter(|spec| run.jobs[&spec.name].state == JobState::Pending)
         .filter(|spec| spec.needs.iter().all(|n| run.jobs[n].state == JobState::Succeeded))
         .map(|spec| spec.name.clone())
@@ -446,26 +486,44 @@ fn unlock_dependents(run: &mut Run, fx: &mut Vec<Effect>) {
     }
 }
 
+fn skip(run: &mut Run, name: &str, blocker: &str, now_ms: u64, fx: &mut Vec<Effect>) {
+    let why = format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str());
+    let j = run.jobs.get_mut(name).expect("job exists");
+    j.state = JobState::Skipped;
+    j.message = why;
+    j.finished_ms = Some(now_ms);
+    fx.push(Effect::PersistJob(name.to_string()));
+}
+
 /// Skips every pending job that needs a job which can no longer succeed,
-/// transitively.
-fn skip_dependents(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
+/// transitively: from `failed` along its dependents, or (on recovery) by
+/// scanning every job until nothing changes.
+fn skip_dependents(run: &mut Run, failed: Option<&str>, now_ms: u64, fx: &mut Vec<Effect>) {
+    let blocked = |state: JobState| matches!(state, JobState::Failed | JobState::Skipped | JobState::Cancelled);
+    if let Some(failed) = failed {
+        let mut frontier = vec![failed.to_string()];
+        while let Some(blocker) = frontier.pop() {
+            let dependents = run.graph.dependents.get(&blocker).cloned().unwrap_or_default();
+            for i in dependents {
+                let name = run.record.pipeline.jobs[i].name.clone();
+                if run.jobs[&name].state == JobState::Pending {
+                    skip(run, &name, &blocker, now_ms, fx);
+                    frontier.push(name);
+                }
+            }
+        }
+        return;
+    }
     loop {
         let mut changed = false;
-        for spec in &run.record.pipeline.jobs {
+        for i in 0..run.record.pipeline.jobs.len() {
+            let spec = &run.record.pipeline.jobs[i];
             if run.jobs[&spec.name].state != JobState::Pending {
                 continue;
             }
-            let blocker = spec
-                .needs
-                .iter()
-                .find(|n| matches!(run.jobs[*n].state, JobState::Failed | JobState::Skipped | JobState::Cancelled));
-            if let Some(blocker) = blocker {
-                let why = format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str());
-                let j = run.jobs.get_mut(&spec.name).expect("job exists");
-                j.state = JobState::Skipped;
-                j.message = why;
-                j.finished_ms = Some(now_ms);
-                fx.push(Effect::PersistJob(spec.name.clone()));
+            if let Some(blocker) = spec.needs.iter().find(|n| blocked(run.jobs[*n].state)).cloned() {
+                let name = spec.name.clone();
+                skip(run, &name, &blocker, now_ms, fx);
                 changed = true;
             }
         }

@@ -364,7 +364,7 @@ pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, Store
         let name = kv.key[keys::jobs(id).len()..].to_string();
         jobs.insert(name, decode::<JobRecord>(&kv.key, &kv.value)?);
     }
-    Ok(Some(Run { record, jobs }))
+    Ok(Some(Run::from_parts(record, jobs)))
 }
 
 /// Lists runs, newest first.
@@ -521,7 +521,7 @@ impl Scheduler {
                     info!(agent = %name, "agent disconnected");
                     a.conn = None;
                     a.last_seen_ms = now_ms();
-                    self.count_connected();
+                    self.fleet_changed(-1);
                 }
             }
             Event::Heartbeat { conn, name, running } => {
@@ -629,11 +629,12 @@ impl Scheduler {
         });
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
+        let newly = entry.conn.is_none();
         entry.conn = Some((conn, tx));
         entry.labels = labels;
         entry.slots = slots;
         entry.last_seen_ms = now_ms();
-        self.count_connected();
+        self.fleet_changed(if newly { 1 } else { 0 });
 
         let held: HashSet<String> = running.iter().cloned().collect();
         for id in &running {
@@ -837,7 +838,7 @@ impl Scheduler {
 
     fn assignment(&self, id: &AttemptId) -> Option<Assignment> {
         let run = self.runs.get(&id.run)?;
-        let spec = run.record.pipeline.job(&id.job)?;
+        let spec = run.spec(&id.job)?;
         let mut env = run.record.pipeline.env.clone();
         env.extend(spec.env.clone());
         let checkout = match (&run.record.source.repo, &run.record.source.commit) {
@@ -926,9 +927,7 @@ impl Scheduler {
             let queued: Vec<Ready> = self
                 .queue
                 .iter()
-                .map(|(run, job)| Ready {
-                    runs_on: &self.runs[run].record.pipeline.job(job).expect("queued job exists").runs_on,
-                })
+                .map(|(run, job)| Ready { runs_on: &self.runs[run].spec(job).expect("queued job exists").runs_on })
                 .collect();
             let mut agents: Vec<AgentSlots> = names
                 .iter()
@@ -971,9 +970,10 @@ impl Scheduler {
         METRICS.queue_depth.set(self.queue.len() as i64);
     }
 
-    fn count_connected(&mut self) {
+    /// Agents came or went (or changed labels): wait reasons may be stale.
+    fn fleet_changed(&mut self, connected_delta: i64) {
         self.reasons_stale = true;
-        METRICS.agents_connected.set(self.agents.values().filter(|a| a.conn.is_some()).count() as i64);
+        METRICS.agents_connected.add(connected_delta);
     }
 }
 

@@ -12,7 +12,7 @@ use drover_proto::v1::agent_service_server::AgentServiceServer;
 use drover_proto::v1::control_service_server::ControlServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use drover_telemetry::http::{self, Reply};
@@ -186,7 +186,9 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone())))
         .add_service(ControlServiceServer::new(ControlApi::new(role_rx, store, scratch, id, kind, health)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        // Without TCP_NODELAY, a small message (an assignment) can sit behind
+        // Nagle's algorithm for the peer's delayed ACK: about 40 ms.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
     Ok(())
 }

@@ -73,6 +73,7 @@ async fn dial(url: &str, tls: &ClientTlsConfig) -> Result<Client, Exit> {
         .tls_config(tls.clone())
         .map_err(|e| bad_url(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(3))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {

@@ -46,6 +46,13 @@ pub struct Control {
     next: usize,
 }
 
+/// Whether a call failed because the coordinator could not be reached or
+/// its connection broke: a killed coordinator's open connection fails with
+/// `Unknown: transport error` rather than `Unavailable`.
+fn connection_lost(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+}
+
 impl Control {
     /// A client with the admin certificate from `tls_dir` for the given
     /// coordinator URLs. Nothing is dialled until the first call.
@@ -128,12 +135,13 @@ impl Control {
                 // named leader is dead, the next round's connection error
                 // pauses before moving on.
                 self.leader_hint = Some(leader.to_string());
-            } else if meta.contains_key(NOT_LEADER_METADATA) || status.code() == Code::Unavailable {
-                // No leader at the moment, or this coordinator is gone:
-                // forget its channel and try the next one shortly.
-                if !meta.contains_key(NOT_LEADER_METADATA) {
-                    self.clients.remove(&url);
-                }
+            } else if meta.contains_key(NOT_LEADER_METADATA) {
+                // No leader at the moment: an election is under way.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            } else if connection_lost(&status) {
+                // This coordinator is gone: forget its channel and try the
+                // next one shortly.
+                self.clients.remove(&url);
                 tokio::time::sleep(RETRY_PAUSE).await;
             } else {
                 return Err(BenchError::new(format!("{what} on {url}: {:?}: {}", status.code(), status.message())));
@@ -159,7 +167,7 @@ impl Control {
             let last = match self.client(&url).await {
                 Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
                     Ok(Ok(response)) => return Ok(response.into_inner()),
-                    Ok(Err(status)) if status.code() == Code::Unavailable => {
+                    Ok(Err(status)) if connection_lost(&status) => {
                         self.clients.remove(&url);
                         status.message().to_string()
                     }

@@ -13,10 +13,11 @@
 //!   until the agent receives the Assign. p50, p99, max over 1,000 runs
 //!   (after 5 unmeasured warm-up runs).
 //! - throughput: 16 agents with 16 slots each and pipelines of trivial
-//!   independent jobs (5,000 in all, at most 5,000 per pipeline); jobs per
-//!   second from the first submit until the last result is acknowledged
-//!   (which the coordinator does only after committing the run's end), and
-//!   the coordinator's peak RSS and CPU seconds over that time.
+//!   independent jobs (5,000 in all, at most 5,000 per pipeline or
+//!   `--jobs-per-pipeline`); jobs per second from the first submit until
+//!   the last result is acknowledged (which the coordinator does only after
+//!   committing the run's end), and the coordinator's peak RSS and CPU
+//!   seconds over that time.
 //! - scale: 10,000 idle agents connected 200 at a time; the coordinator's
 //!   peak RSS, RSS per agent ((after - before) / N) and CPU seconds for
 //!   connecting them all. Then 10 idle seconds, reported on stderr.
@@ -43,7 +44,7 @@ use drover_integration_tests::harness::{Etcd, Fleet};
 use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|failover|all] [--store embedded|etcd|both] \
-[--smoke] [--samples N] [--jobs N] [--scale-agents N] [--kills N] [--log-bytes N]";
+[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N]";
 
 /// The coordinator's lease TTL in the benchmark: its default.
 const LEASE_ARGS: &[&str] = &["--lease-ttl", "10s"];
@@ -74,6 +75,9 @@ struct Args {
     smoke: bool,
     samples: usize,
     jobs: usize,
+    /// Jobs per pipeline in the throughput mode: the per-pipeline limit
+    /// unless told otherwise, to see how the size of one run matters.
+    jobs_per_pipeline: usize,
     scale_agents: usize,
     kills: usize,
     log_bytes: usize,
@@ -83,7 +87,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
     let mut store = "both".to_string();
     let mut smoke = false;
-    let mut overrides: [Option<usize>; 5] = [None; 5];
+    let mut overrides: [Option<usize>; 6] = [None; 6];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -98,6 +102,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--scale-agents" => overrides[2] = Some(number("--scale-agents", value("--scale-agents")?)?),
             "--kills" => overrides[3] = Some(number("--kills", value("--kills")?)?),
             "--log-bytes" => overrides[4] = Some(number("--log-bytes", value("--log-bytes")?)?),
+            "--jobs-per-pipeline" => overrides[5] = Some(number("--jobs-per-pipeline", value("--jobs-per-pipeline")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -127,12 +132,16 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         smoke,
         samples: overrides[0].unwrap_or(samples),
         jobs: overrides[1].unwrap_or(jobs),
+        jobs_per_pipeline: overrides[5].unwrap_or(MAX_JOBS_PER_PIPELINE),
         scale_agents: overrides[2].unwrap_or(scale_agents),
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
     };
     if args.samples == 0 || args.jobs == 0 || args.scale_agents == 0 || args.kills == 0 {
         return Err("--samples, --jobs, --scale-agents and --kills must be at least 1".into());
+    }
+    if !(1..=MAX_JOBS_PER_PIPELINE).contains(&args.jobs_per_pipeline) {
+        return Err(format!("--jobs-per-pipeline must be between 1 and {MAX_JOBS_PER_PIPELINE}"));
     }
     Ok(args)
 }
@@ -247,13 +256,13 @@ fn latency(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError
     Ok(())
 }
 
-/// Pipelines of `jobs` independent trivial jobs in all, each within the
-/// per-pipeline limit.
-fn throughput_pipelines(jobs: usize) -> Vec<String> {
+/// Pipelines of `jobs` independent trivial jobs in all, at most `per` in
+/// each.
+fn throughput_pipelines(jobs: usize, per: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < jobs {
-        let end = (start + MAX_JOBS_PER_PIPELINE).min(jobs);
+        let end = (start + per).min(jobs);
         let mut yaml = format!("name: throughput-{}\njobs:\n", out.len());
         for i in start..end {
             yaml.push_str(&format!("  j{i}:\n    steps:\n      - run: \"true\"\n"));
@@ -265,7 +274,7 @@ fn throughput_pipelines(jobs: usize) -> Vec<String> {
 }
 
 fn throughput(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
-    let pipelines = throughput_pipelines(args.jobs);
+    let pipelines = throughput_pipelines(args.jobs, args.jobs_per_pipeline);
     say!(
         "[{}] throughput: {} trivial jobs in {} pipeline(s) over {THROUGHPUT_AGENTS} agents with {THROUGHPUT_SLOTS} slots each",
         store.name,
@@ -474,8 +483,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // This process and the coordinator each hold one socket per agent, plus
+    // files, etcd connections and the like.
     match proc_stats::raise_fd_limit() {
-        Ok(limit) if limit < 2 * args.scale_agents as u64 + 1000 && args.modes.contains(&Mode::Scale) => {
+        Ok(limit) if limit < args.scale_agents as u64 + 1000 && args.modes.contains(&Mode::Scale) => {
             say!("the open-file limit is {limit}, which may be too low for {} agents", args.scale_agents)
         }
         Ok(_) => {}

@@ -128,8 +128,10 @@ fn one_trace_follows_a_run_from_submit_to_each_step() {
         let steps = seen.iter().filter(|s| s.name.starts_with("step ")).count();
         (run_span && steps >= 2).then_some(seen)
     });
-    let of_run: Vec<&Seen> =
-        spans.iter().filter(|s| s.attrs.get("cicd.pipeline.run.id").map(String::as_str) == Some(run.as_str())).collect();
+    let of_run: Vec<&Seen> = spans
+        .iter()
+        .filter(|s| s.attrs.get("cicd.pipeline.run.id").map(String::as_str) == Some(run.as_str()))
+        .collect();
     let find = |name: &str| {
         of_run.iter().find(|s| s.name == name).copied().unwrap_or_else(|| panic!("no span {name:?} in {of_run:#?}"))
     };
@@ -148,7 +150,9 @@ fn one_trace_follows_a_run_from_submit_to_each_step() {
         assert_eq!(dispatch.parent, job_span.span_id);
         let step = of_run
             .iter()
-            .find(|s| s.name.starts_with("step ") && s.attrs.get("cicd.pipeline.task.name").map(String::as_str) == Some(job))
+            .find(|s| {
+                s.name.starts_with("step ") && s.attrs.get("cicd.pipeline.task.name").map(String::as_str) == Some(job)
+            })
             .unwrap_or_else(|| panic!("no step span of {job}: {of_run:#?}"));
         assert_eq!(step.service, "drover-agent");
         assert_eq!(step.parent, attempt.span_id, "the step of {job} is a child of the attempt");
@@ -160,7 +164,9 @@ fn one_trace_follows_a_run_from_submit_to_each_step() {
     assert_eq!(parts[1], trace, "TRACEPARENT carries the run's trace id");
     let build_step = of_run
         .iter()
-        .find(|s| s.name.starts_with("step ") && s.attrs.get("cicd.pipeline.task.name").map(String::as_str) == Some("build"))
+        .find(|s| {
+            s.name.starts_with("step ") && s.attrs.get("cicd.pipeline.task.name").map(String::as_str) == Some("build")
+        })
         .unwrap();
     assert_eq!(parts[2], build_step.span_id, "TRACEPARENT names the step span");
 }
