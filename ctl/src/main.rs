@@ -215,7 +215,19 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
             };
             let req = pb::SubmitRunRequest { source: Some(source) };
             // Not idempotent: retried only on a follower's refusal.
-            let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
+            // Inside a traced step (TRACEPARENT set), the new run continues
+            // that trace.
+            let traceparent: Option<tonic::metadata::MetadataValue<_>> =
+                std::env::var("TRACEPARENT").ok().and_then(|t| t.parse().ok());
+            let resp = conn
+                .call(false, |mut c| {
+                    let mut request = tonic::Request::new(req.clone());
+                    if let Some(tp) = &traceparent {
+                        request.metadata_mut().insert("traceparent", tp.clone());
+                    }
+                    async move { c.submit_run(request).await }
+                })
+                .await?;
             if follow {
                 eprintln!("submitted run {}", resp.run_id);
                 follow::follow(conn, &resp.run_id).await?;

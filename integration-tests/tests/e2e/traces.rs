@@ -170,3 +170,30 @@ fn one_trace_follows_a_run_from_submit_to_each_step() {
         .unwrap();
     assert_eq!(parts[2], build_step.span_id, "TRACEPARENT names the step span");
 }
+
+#[test]
+fn a_run_submitted_from_inside_a_trace_continues_it() {
+    let (addr, collector, _rt) = start_collector();
+    let endpoint = format!("http://{addr}");
+    let mut fleet = Fleet::start_with("traceparent", &["--otlp-endpoint", &endpoint]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let path = fleet.dir.path().join("child.yml");
+    std::fs::write(&path, "name: child\njobs:\n  a:\n    steps:\n      - run: \"true\"\n").unwrap();
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let out = std::process::Command::new(bin("drover"))
+        .args(["run", path.to_str().unwrap()])
+        .env("DROVER_COORDINATOR", fleet.url())
+        .env("DROVER_TLS_DIR", &fleet.tls)
+        .env("TRACEPARENT", format!("00-{trace}-{parent}-01"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
+    let run_span = wait_for("the run span", Duration::from_secs(30), || {
+        collector.0.lock().unwrap().iter().find(|s| s.name == "run child").cloned()
+    });
+    assert_eq!(run_span.trace_id, trace);
+    assert_eq!(run_span.parent, parent);
+}
