@@ -86,6 +86,7 @@ fn latency(store: &str, etcd: Option<&Etcd>, runs: usize) {
     fleet.wait_agents(1);
     let (path, out) = one_step_pipeline(&fleet);
     let mut samples = Vec::with_capacity(runs);
+    let rev0 = etcd.map(Etcd::revision);
     for _ in 0..runs {
         let t0 = now_ns();
         let (run, started) = timed_run(&fleet, &path, &out);
@@ -93,6 +94,11 @@ fn latency(store: &str, etcd: Option<&Etcd>, runs: usize) {
         // Wait for the run to finish so the agent is idle for the next one.
         let status = fleet.wait_run(&run, Duration::from_secs(30));
         assert_eq!(status["state"], "succeeded");
+    }
+    if let (Some(etcd), Some(rev0)) = (etcd, rev0) {
+        // One job at a time: nothing to group-commit with.
+        let txns = etcd.revision() - rev0;
+        figure("etcd_write_txns_per_lone_job", txns as f64 / runs as f64, "txns", store, 1);
     }
     let samples = sorted(samples);
     figure("run_to_first_step_ms_p50", percentile(&samples, 0.5), "ms", store, 1);

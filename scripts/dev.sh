@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: builds Drover and runs `drover dev`, a
+# local coordinator on the embedded store with two agents running
+# examples/pipeline.yml with live progress. Installs protoc when it is
+# missing (etcd-client's build needs it; Drover's own protos do not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v protoc >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q protobuf-compiler
+fi
+cargo build --release --locked --workspace --bins
+exec target/release/drover dev "$@"
