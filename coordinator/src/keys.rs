@@ -9,6 +9,7 @@
 //! /runs/{run}                                     RunRecord
 //! /runs/{run}/jobs/{job}                          JobRecord
 //! /runs/{run}/logs/{job}/{attempt}/{offset}       raw log bytes
+//! /agents/{name}                                  AgentRecord, for `drover agents`
 //! ```
 //!
 //! Run ids are decimal numbers; in keys they are zero-padded to ten digits
@@ -18,6 +19,11 @@
 
 pub const RUN_SEQ: &str = "/meta/run-seq";
 pub const RUN_INDEX: &str = "/index/runs/";
+pub const AGENTS: &str = "/agents/";
+
+pub fn agent(name: &str) -> String {
+    format!("{AGENTS}{name}")
+}
 
 pub fn run_index(run: u64) -> String {
     format!("{RUN_INDEX}{run:010}")

@@ -173,6 +173,16 @@ pub enum Reported {
     Cancelled,
 }
 
+/// What the store keeps of an agent, so that `drover agents` still knows
+/// agents that are away after a leader change. Written when an agent comes
+/// and goes, not on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub last_seen_ms: u64,
+}
+
 /// An agent as `drover agents` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentInfo {
@@ -405,6 +415,21 @@ impl Scheduler {
         if let Some(kv) = self.store.get(keys::RUN_SEQ).await? {
             self.last_run_id = decode(&kv.key, &kv.value)?;
         }
+        let (agents, _) = self.store.range(keys::AGENTS).await?;
+        for kv in agents {
+            let record: AgentRecord = decode(&kv.key, &kv.value)?;
+            let name = kv.key[keys::AGENTS.len()..].to_string();
+            self.agents.insert(
+                name,
+                AgentEntry {
+                    conn: None,
+                    labels: record.labels,
+                    slots: record.slots,
+                    in_use: 0,
+                    last_seen_ms: record.last_seen_ms,
+                },
+            );
+        }
         let (index, _) = self.store.range(keys::RUN_INDEX).await?;
         // Agents need time to notice the old leader is gone and find us:
         // their keepalives take a few seconds to give up on a paused leader.
@@ -521,6 +546,8 @@ impl Scheduler {
                     info!(agent = %name, "agent disconnected");
                     a.conn = None;
                     a.last_seen_ms = now_ms();
+                    let record = AgentRecord { labels: a.labels.clone(), slots: a.slots, last_seen_ms: a.last_seen_ms };
+                    self.pending.insert(keys::agent(&name), encode(&record));
                     self.fleet_changed(-1);
                 }
             }
@@ -634,6 +661,8 @@ impl Scheduler {
         entry.labels = labels;
         entry.slots = slots;
         entry.last_seen_ms = now_ms();
+        let record = AgentRecord { labels: entry.labels.clone(), slots: entry.slots, last_seen_ms: entry.last_seen_ms };
+        self.pending.insert(keys::agent(&name), encode(&record));
         self.fleet_changed(if newly { 1 } else { 0 });
 
         let held: HashSet<String> = running.iter().cloned().collect();

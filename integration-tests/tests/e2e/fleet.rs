@@ -343,3 +343,27 @@ fn logs_follow_streams_a_running_job_until_it_ends() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("its jobs are: talk"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn agents_lists_connected_and_departed_agents_across_a_restart() {
+    let mut fleet = Fleet::start("agents");
+    fleet.agent("stays", "os=linux,arch=arm64", 3);
+    let leaving = fleet.agent("leaves", "os=linux", 1);
+    fleet.wait_agents(2);
+    fleet.agents[leaving].kill();
+    let row = |out: &str, name: &str| out.lines().find(|l| l.starts_with(name)).map(str::to_string);
+    wait_for("the departed agent to show as not connected", Duration::from_secs(20), || {
+        let out = text(&fleet.drover(&["agents"]).stdout);
+        row(&out, "leaves").filter(|l| l.contains(" ago")).map(|_| ())
+    });
+    // A new coordinator process still knows both, from the store.
+    let addr = fleet.addrs[0].clone();
+    fleet.kill_coordinator(0);
+    fleet.start_coordinator(0, &addr);
+    fleet.wait_agents(1);
+    let out = text(&fleet.drover(&["agents"]).stdout);
+    let stays = row(&out, "stays").unwrap_or_else(|| panic!("{out}"));
+    assert!(stays.contains("arch=arm64,os=linux") && stays.contains("0/3") && stays.contains("connected"), "{out}");
+    let leaves = row(&out, "leaves").unwrap_or_else(|| panic!("{out}"));
+    assert!(leaves.contains("0/1") && leaves.contains(" ago"), "{out}");
+}
