@@ -441,13 +441,7 @@ impl Agent {
                     Outcome::TimedOut => pb::Outcome::TimedOut,
                     Outcome::Cancelled => pb::Outcome::Cancelled,
                 };
-                let result = pb::AttemptResult {
-                    attempt_id: id,
-                    outcome: outcome as i32,
-                    exit_code,
-                    message,
-                    log_len: held.log.len(),
-                };
+                let result = pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message };
                 held.result = Some(result.clone());
                 send(Out::Result(result));
             }

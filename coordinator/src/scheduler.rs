@@ -578,7 +578,7 @@ impl Scheduler {
                     return;
                 }
                 let Some(attempt) = self.owned_attempt(&name, &id) else {
-                    self.send_to(&name, ToAgent::Cancel { id, reason: stale_reason(), disown: true }).await;
+                    self.send_to(&name, ToAgent::Cancel { id, reason: stale_reason(), disown: true });
                     return;
                 };
                 let len = data.len() as u64;
@@ -589,7 +589,7 @@ impl Scheduler {
                     let key = keys::log_chunk(attempt.run, &attempt.job, attempt.attempt, offset);
                     self.pending.insert(key, data);
                 }
-                self.send_to(&name, ToAgent::LogAck { id, offset: offset + len }).await;
+                self.send_to(&name, ToAgent::LogAck { id, offset: offset + len });
             }
             Event::Result { conn, name, id, outcome, exit_code, message } => {
                 if !self.is_current_conn(&name, conn) {
@@ -597,7 +597,7 @@ impl Scheduler {
                 }
                 let Some(attempt) = self.owned_attempt(&name, &id) else {
                     debug!(agent = %name, attempt = %id, "refused a stale result");
-                    self.send_to(&name, ToAgent::ResultAck { id, accepted: false }).await;
+                    self.send_to(&name, ToAgent::ResultAck { id, accepted: false });
                     return;
                 };
                 let outcome = match outcome {
@@ -610,7 +610,7 @@ impl Scheduler {
                     debug!(attempt = %id, %message, "attempt finished");
                 }
                 self.apply(attempt.run, Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome }).await;
-                self.send_to(&name, ToAgent::ResultAck { id, accepted: true }).await;
+                self.send_to(&name, ToAgent::ResultAck { id, accepted: true });
             }
         }
     }
@@ -636,7 +636,7 @@ impl Scheduler {
                 Some(attempt)
             }
             None => {
-                self.send_to(name, ToAgent::Cancel { id: id.to_string(), reason: stale_reason(), disown: true }).await;
+                self.send_to(name, ToAgent::Cancel { id: id.to_string(), reason: stale_reason(), disown: true });
                 None
             }
         }
@@ -672,7 +672,7 @@ impl Scheduler {
                 if cancelling {
                     // The cancel may have been sent while the agent was away.
                     let msg = ToAgent::Cancel { id: id.clone(), reason: "run cancelled".into(), disown: false };
-                    self.send_to(&name, msg).await;
+                    self.send_to(&name, msg);
                 }
                 self.apply(attempt.run, Input::Accepted { job: attempt.job, attempt: attempt.attempt }).await;
             }
@@ -697,7 +697,7 @@ impl Scheduler {
             if state == JobState::Assigned {
                 if let Some(assignment) = self.assignment(&attempt) {
                     self.leases.insert(attempt.clone(), Instant::now() + ttl);
-                    self.send_to(&name, ToAgent::Assign(assignment)).await;
+                    self.send_to(&name, ToAgent::Assign(assignment));
                 }
             } else {
                 let reason = format!("agent {name} reconnected without it");
@@ -839,7 +839,7 @@ impl Scheduler {
                     let id = AttemptId { run: run_id, job, attempt };
                     if let Some(assignment) = self.assignment(&id) {
                         self.leases.insert(id, Instant::now() + self.config.lease_ttl);
-                        self.send_to(&agent, ToAgent::Assign(assignment)).await;
+                        self.send_to(&agent, ToAgent::Assign(assignment));
                     }
                 }
                 Effect::SendCancel { job, attempt, agent } => {
@@ -847,8 +847,7 @@ impl Scheduler {
                     self.send_to(
                         &agent,
                         ToAgent::Cancel { id: id.to_string(), reason: "run cancelled".into(), disown: false },
-                    )
-                    .await;
+                    );
                 }
                 Effect::Release { job, attempt, agent } => {
                     self.leases.remove(&AttemptId { run: run_id, job, attempt });
@@ -889,7 +888,7 @@ impl Scheduler {
     }
 
     /// Queues a message for an agent; it leaves after the burst's commit.
-    async fn send_to(&mut self, agent: &str, msg: ToAgent) {
+    fn send_to(&mut self, agent: &str, msg: ToAgent) {
         self.outbox.push(Outgoing::Agent(agent.to_string(), msg));
     }
 

@@ -53,6 +53,8 @@ pub enum ServerError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the listener has no local address: {0}")]
+    Listener(std::io::Error),
 }
 
 /// This coordinator's id: made once, kept in the data directory, so a
@@ -111,7 +113,7 @@ pub async fn run(
     let scratch = opts.data_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(|source| ServerError::DataDir { path: scratch.clone(), source })?;
     let id = coordinator_id(&opts.data_dir)?;
-    let addr = listener.local_addr().map_err(|source| ServerError::DataDir { path: "listener".into(), source })?;
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
     let url = opts.advertise.clone().unwrap_or_else(|| {
         if addr.ip().is_unspecified() {
             format!("https://localhost:{}", addr.port())
@@ -138,18 +140,7 @@ pub async fn run(
             let for_health = store.clone();
             let health: StoreHealth = Arc::new(move || {
                 let store = for_health.clone();
-                Box::pin(async move {
-                    store
-                        .endpoint_health()
-                        .await
-                        .into_iter()
-                        .map(|h| drover_proto::v1::StoreEndpoint {
-                            endpoint: h.endpoint,
-                            healthy: h.healthy,
-                            detail: h.detail,
-                        })
-                        .collect()
-                })
+                Box::pin(async move { store.endpoint_health().await })
             });
             (store, "etcd", Some(health))
         }

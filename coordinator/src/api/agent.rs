@@ -70,7 +70,6 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Option<Event>, ApiError> {
         In::Heartbeat(h) => Event::Heartbeat { conn, name, running: h.running },
         In::Accepted(a) => Event::Accepted { conn, name, id: a.attempt_id },
         In::Log(l) => Event::Log { conn, name, id: l.attempt_id, offset: l.offset, data: l.data },
-        In::Step(_) => return Ok(None),
         In::Result(r) => {
             let outcome = match pb::Outcome::try_from(r.outcome) {
                 Ok(pb::Outcome::Succeeded) => Reported::Succeeded,

@@ -18,6 +18,7 @@ use crate::keys::{self, RunKey};
 use crate::leader::{LEADER_KEY, LeaderInfo, MEMBERS, MemberInfo, Role};
 use crate::machine::{JobRecord, RunId, RunRecord, Source};
 use crate::scheduler::{self, RunSummary};
+use crate::store::etcd::EndpointHealth;
 use crate::store::{KeyValue, Store, WatchMessage};
 use crate::{git, pipeline};
 
@@ -26,7 +27,7 @@ const MAX_LIST: usize = 1000;
 
 /// The health of the store's endpoints, for `drover cluster`.
 pub type StoreHealth =
-    Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = Vec<pb::StoreEndpoint>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = Vec<EndpointHealth>> + Send>> + Send + Sync>;
 
 pub struct ControlApi {
     role: watch::Receiver<Role>,
@@ -442,7 +443,11 @@ impl pb::control_service_server::ControlService for ControlApi {
             .map(|m| pb::Coordinator { leader: m.id == leader_id, id: m.id, url: m.url, started_ms: m.started_ms })
             .collect();
         let endpoints = match &self.health {
-            Some(check) => check().await,
+            Some(check) => check()
+                .await
+                .into_iter()
+                .map(|h| pb::StoreEndpoint { endpoint: h.endpoint, healthy: h.healthy, detail: h.detail })
+                .collect(),
             None => Vec::new(),
         };
         Ok(Response::new(pb::ClusterResponse {

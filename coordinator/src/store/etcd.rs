@@ -368,14 +368,7 @@ impl EtcdStore {
     }
 
     fn to_kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
-        KeyValue {
-            key: strip_prefix(kv.key(), &self.prefix),
-            value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
-            lease: kv.lease(),
-        }
+        to_kv(kv, &self.prefix)
     }
 
     fn to_txn_op(&self, op: &Op) -> TxnOp {
@@ -772,14 +765,7 @@ impl WatchForwarder {
                     EventType::Put => EventKind::Put,
                     EventType::Delete => EventKind::Delete,
                 },
-                kv: KeyValue {
-                    key: strip_prefix(kv.key(), &self.prefix),
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                    version: kv.version(),
-                    lease: kv.lease(),
-                },
+                kv: to_kv(kv, &self.prefix),
             };
             if batch.last().is_some_and(|last| last.kv.mod_revision != event.kv.mod_revision)
                 && self.tx.send(WatchMessage::Events(std::mem::take(&mut batch))).await.is_err()
@@ -945,6 +931,18 @@ impl std::fmt::Display for Failure {
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
     header.map_or(0, |h| h.revision())
+}
+
+/// An etcd key-value as the store's, with our prefix stripped.
+fn to_kv(kv: &etcd_client::KeyValue, prefix: &str) -> KeyValue {
+    KeyValue {
+        key: strip_prefix(kv.key(), prefix),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    }
 }
 
 fn strip_prefix(key: &[u8], prefix: &str) -> String {

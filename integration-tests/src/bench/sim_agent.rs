@@ -532,7 +532,6 @@ impl SimAgent {
                         outcome: pb::Outcome::Succeeded as i32,
                         exit_code: 0,
                         message: String::new(),
-                        log_len: log.as_ref().map_or(0, |l| l.len() as u64),
                     };
                     Self::send(tx, Out::Result(result.clone()));
                     self.held.insert(id, Held { log, result, disowned: false });
