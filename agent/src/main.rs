@@ -68,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        // Printed like the coordinator's address line, so a supervisor (or a
+        // test) that asked for port 0 learns the port.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?).and_then(|()| out.flush());
+        }
         tokio::spawn(drover_telemetry::http::serve(listener, drover_agent::metrics::observe, std::future::pending()));
     }
     let agent = Agent::new(Config {

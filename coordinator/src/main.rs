@@ -117,10 +117,16 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
-    // Tests and `drover dev` read this line to learn the port.
-    println!("drover-coordinator listening on {addr}");
+    // Tests and `drover dev` read these lines to learn the ports. One write,
+    // and a reader that stops reading (closing the pipe) does not kill us.
+    let mut banner = format!("drover-coordinator listening on {addr}\n");
     if let Some(m) = &metrics {
-        println!("metrics on http://{}/metrics", m.local_addr()?);
+        banner.push_str(&format!("metrics on http://{}/metrics\n", m.local_addr()?));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let opts = Options {
         data_dir: args.data_dir,

@@ -103,9 +103,34 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Opti
     }
 }
 
-/// Picks a free TCP port on 127.0.0.1 (bind port 0, then release it).
+/// Picks a free TCP port on 127.0.0.1 for a program that cannot bind port 0
+/// and report it (etcd), or for a port that must stay dead.
+///
+/// The port comes from below the kernel's ephemeral range, so no outgoing
+/// connection and no `bind(0)` of a parallel test can take it between this
+/// call and the program's bind, nor while a member is down for a restart.
+/// Each port is handed out once per test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+    use std::sync::Mutex;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Start at a spot that differs between test processes.
+    let floor = 10_000u16.min(low / 2);
+    let span = low - floor;
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut port = next.unwrap_or_else(|| floor + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= low { floor } else { port + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
+        }
+    }
+    panic!("no free port between {floor} and {low}");
 }
 
 /// A real etcd cluster of one or more members on free ports, each with its
@@ -239,6 +264,9 @@ pub struct Fleet {
     /// Each coordinator's address (host:port), by index.
     pub addrs: Vec<String>,
     pub coordinators: Vec<Option<Proc>>,
+    /// Each coordinator's metrics address, when started with
+    /// `--metrics-listen`.
+    pub metrics: Vec<Option<String>>,
     pub agents: Vec<Proc>,
     /// Extra flags for every coordinator start.
     pub coordinator_args: Vec<String>,
@@ -292,7 +320,7 @@ impl Fleet {
             .expect("run drover certs init");
         assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
-        Fleet { dir, tls, addrs: Vec::new(), coordinators: Vec::new(), agents: Vec::new(), coordinator_args }
+        Fleet { dir, tls, addrs: Vec::new(), coordinators: Vec::new(), metrics: Vec::new(), agents: Vec::new(), coordinator_args }
     }
 
     /// Every coordinator's URL, comma-separated, as agents and the CLI take
@@ -331,8 +359,9 @@ impl Fleet {
             .spawn()
             .expect("start coordinator");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read coordinator stdout");
+        stdout.read_line(&mut line).expect("read coordinator stdout");
         let addr = line
             .trim()
             .strip_prefix("drover-coordinator listening on ")
@@ -340,11 +369,22 @@ impl Fleet {
                 panic!("unexpected coordinator output {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default())
             })
             .to_string();
+        let metrics = self.coordinator_args.iter().any(|a| a == "--metrics-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read coordinator stdout");
+            line.trim()
+                .strip_prefix("metrics on http://")
+                .and_then(|a| a.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}"))
+                .to_string()
+        });
         if self.addrs.len() <= i {
             self.addrs.resize(i + 1, String::new());
             self.coordinators.resize_with(i + 1, || None);
+            self.metrics.resize(i + 1, None);
         }
         self.addrs[i] = addr;
+        self.metrics[i] = metrics;
         self.coordinators[i] = Some(Proc { child, name, log });
     }
 
@@ -380,6 +420,19 @@ impl Fleet {
 
     /// Starts an agent that knows only the given coordinator URLs.
     pub fn agent_with(&mut self, name: &str, labels: &str, slots: u32, urls: &str) -> usize {
+        self.agent_args(name, labels, slots, urls, &[]).0
+    }
+
+    /// Starts an agent with extra flags. With `--metrics-listen` (give it
+    /// port 0) it also returns the metrics address the agent printed.
+    pub fn agent_args(
+        &mut self,
+        name: &str,
+        labels: &str,
+        slots: u32,
+        urls: &str,
+        extra: &[&str],
+    ) -> (usize, Option<String>) {
         let cert = self.tls.join(format!("agent-{name}.pem"));
         if !cert.exists() {
             let out = Command::new(bin("drover"))
@@ -391,19 +444,33 @@ impl Fleet {
         }
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let child = Command::new(bin("drover-agent"))
+        let with_metrics = extra.contains(&"--metrics-listen");
+        let mut child = Command::new(bin("drover-agent"))
             .args(["--coordinator", urls, "--name", name, "--labels", labels, "--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.path().join("work").join(name))
             .arg("--tls-dir")
             .arg(&self.tls)
+            .args(extra)
             .env("DROVER_LOG", "info,drover_agent=debug")
-            .stdout(Stdio::null())
+            .stdout(if with_metrics { Stdio::piped() } else { Stdio::null() })
             .stderr(stderr)
             .spawn()
             .expect("start agent");
-        self.agents.push(Proc { child, name: name.to_string(), log });
-        self.agents.len() - 1
+        let stdout = child.stdout.take();
+        let proc = Proc { child, name: name.to_string(), log };
+        // The agent prints only this line on stdout; the pipe may close after.
+        let metrics = stdout.map(|stdout| {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            line.trim()
+                .strip_prefix("metrics on http://")
+                .and_then(|a| a.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected agent output {line:?}: {}", proc.log_tail()))
+                .to_string()
+        });
+        self.agents.push(proc);
+        (self.agents.len() - 1, metrics)
     }
 
     /// Issues agent certificates for every name that has none yet, with
@@ -482,12 +549,29 @@ impl Fleet {
     }
 
     /// Waits until `n` agents are connected.
-    pub fn wait_agents(&self, n: usize) {
-        wait_for(&format!("{n} connected agents"), Duration::from_secs(20), || {
+    pub fn wait_agents(&mut self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             let out = self.drover(&["agents"]);
-            let connected = text(&out.stdout).lines().filter(|l| l.contains("connected")).count();
-            (connected >= n).then_some(())
-        });
+            let listing = text(&out.stdout);
+            let connected = listing.lines().filter(|l| l.split_whitespace().any(|w| w == "connected")).count();
+            if connected >= n {
+                return;
+            }
+            // An agent that exited on its own (not one a test killed) will
+            // never connect: say why now.
+            for a in &mut self.agents {
+                if let Ok(Some(status)) = a.child.try_wait()
+                    && status.code().is_some()
+                {
+                    panic!("agent {} exited ({status}) before connecting:\n{}", a.name, a.log_tail());
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {n} connected agents; `drover agents`:\n{listing}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Tails of every process log, for failure messages.

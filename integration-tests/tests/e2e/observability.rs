@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::harness::{Fleet, free_port, wait_for};
+use crate::harness::{Fleet, wait_for};
 
 /// GET over plain HTTP; returns (status, body).
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -46,25 +46,13 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
 
 #[test]
 fn metrics_count_the_jobs_just_run_and_health_endpoints_answer() {
-    let coordinator_metrics = format!("127.0.0.1:{}", free_port());
-    let mut fleet = Fleet::start_with("metrics", &["--metrics-listen", &coordinator_metrics]);
-    let agent_metrics = format!("127.0.0.1:{}", free_port());
-    let i = fleet.agent("a1", "", 2);
-    // Give the agent its own metrics endpoint: restart it with the flag.
-    fleet.agents[i].kill();
+    let mut fleet = Fleet::start_with("metrics", &["--metrics-listen", "127.0.0.1:0"]);
+    let coordinator_metrics = fleet.metrics[0].clone().expect("the coordinator printed its metrics address");
     let urls = fleet.url();
-    let log = fleet.dir.path().join("agent-a1-metrics.log");
-    let child = std::process::Command::new(crate::harness::bin("drover-agent"))
-        .args(["--coordinator", &urls, "--name", "a1", "--slots", "2", "--metrics-listen", &agent_metrics])
-        .args(["--log-format", "json"])
-        .arg("--work-dir")
-        .arg(fleet.dir.path().join("work"))
-        .arg("--tls-dir")
-        .arg(&fleet.tls)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    fleet.agents[i] = crate::harness::Proc { child, name: "a1".into(), log: log.clone() };
+    let (i, agent_metrics) =
+        fleet.agent_args("a1", "", 2, &urls, &["--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+    let agent_metrics = agent_metrics.expect("the agent printed its metrics address");
+    let log = fleet.agents[i].log.clone();
     fleet.wait_agents(1);
     let run = fleet.submit(
         "two.yml",
