@@ -10,7 +10,7 @@
 //! killed and dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
@@ -22,6 +22,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tracing::{debug, info, warn};
 
 use crate::exec::{self, ExecEvent, Outcome};
+use crate::leftovers;
 use crate::logbuf::LogBuf;
 use crate::metrics::METRICS;
 
@@ -47,6 +48,52 @@ pub enum AgentError {
     Url { url: String, detail: String },
     #[error("cannot create the work directory {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot take the work dir lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+    #[error(
+        "work dir {} is in use by another drover-agent{}; give each agent its own --work-dir",
+        .path.display(),
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    WorkDirInUse { path: PathBuf, pid: Option<u32> },
+}
+
+/// The lock file that keeps a work dir to one agent process.
+const LOCK_FILE: &str = ".drover-agent.lock";
+
+/// Takes the work dir's lock for the life of the returned file, and writes
+/// our pid into it so that a refused agent can name the holder. The lock
+/// goes with the process, however it dies, which is what makes the
+/// processes on the work dir that nobody holds leftovers (see
+/// [`crate::leftovers`]). The file is opened close-on-exec, so steps do not
+/// inherit, and keep, the lock.
+fn lock_work_dir(work_dir: &Path) -> Result<std::fs::File, AgentError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = work_dir.join(LOCK_FILE);
+    let lock_err = |source| AgentError::Lock { path: path.clone(), source };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_err)?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(lock_err(e));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(AgentError::WorkDirInUse { path: work_dir.to_path_buf(), pid: text.trim().parse().ok() });
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(lock_err)?;
+    Ok(file)
 }
 
 struct Held {
@@ -96,6 +143,8 @@ pub struct Agent {
     /// Highest coordinator epoch seen; older ones are refused.
     epoch: u64,
     heartbeat: Duration,
+    /// Held, never read: the work dir is ours while the file is open.
+    _lock: std::fs::File,
 }
 
 /// An endpoint for one coordinator URL. HTTP/2 keepalives notice a dead or
@@ -120,7 +169,10 @@ fn read(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
 }
 
 impl Agent {
-    pub fn new(config: Config) -> Result<Agent, AgentError> {
+    /// Checks the configuration, takes the work dir (canonical from here
+    /// on, so steps see an absolute `DROVER_WORKSPACE`) and cleans up what
+    /// an earlier agent on it left behind.
+    pub fn new(mut config: Config) -> Result<Agent, AgentError> {
         let ca = Certificate::from_pem(read(&config.tls_dir, "ca.pem")?);
         let identity = Identity::from_pem(
             read(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
@@ -133,8 +185,12 @@ impl Agent {
         for url in &config.coordinators {
             endpoint(url, &tls)?;
         }
-        std::fs::create_dir_all(&config.work_dir)
-            .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
+        let work_dir_err = |source| AgentError::WorkDir { path: config.work_dir.clone(), source };
+        std::fs::create_dir_all(&config.work_dir).map_err(work_dir_err)?;
+        let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_err)?;
+        config.work_dir = work_dir;
+        let lock = lock_work_dir(&config.work_dir)?;
+        leftovers::clean_up(&config.work_dir);
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             config,
@@ -146,6 +202,7 @@ impl Agent {
             exec_rx,
             epoch: 0,
             heartbeat: Duration::from_secs(2),
+            _lock: lock,
         })
     }
 
@@ -446,5 +503,27 @@ impl Agent {
                 send(Out::Result(result));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_work_dir_is_refused_naming_the_holder_until_it_is_released() {
+        let dir = std::env::temp_dir().join(format!("drover-agent-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = lock_work_dir(&dir).unwrap();
+        // flock locks belong to open files, so a second open in this very
+        // process conflicts like another agent would.
+        let err = lock_work_dir(&dir).unwrap_err();
+        assert!(matches!(err, AgentError::WorkDirInUse { pid: Some(p), .. } if p == std::process::id()), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("work dir {} is in use by another drover-agent (pid ", dir.display())), "{msg}");
+        assert!(msg.contains("--work-dir"), "{msg}");
+        drop(held);
+        drop(lock_work_dir(&dir).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

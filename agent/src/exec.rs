@@ -9,6 +9,13 @@
 //! behind (`sleep 1000 &`) do not outlive the job. Steps of one attempt share
 //! the workspace, and a daemon started by one step lives until the attempt
 //! ends.
+//!
+//! An agent that dies (SIGKILL, crash) kills nothing. Its steps and their
+//! daemons keep running until the next agent on the same work dir starts:
+//! it finds them by `DROVER_WORKSPACE`, an absolute path inside the work dir
+//! that every step gets, and kills them with their process groups (see
+//! [`crate::leftovers`]). A process that cleared its environment and left its
+//! group escapes that; systemd's `KillMode` catches it in production.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -258,7 +265,8 @@ where
 }
 
 /// Runs the attempt to the end and sends its output and result on `events`.
-/// Setting `cancel` to true kills it.
+/// Setting `cancel` to true kills it. `work_dir` should be canonical (the
+/// agent's is): the next agent finds leftover steps by `DROVER_WORKSPACE`.
 pub async fn execute(
     attempt: Attempt,
     agent: String,

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::housekeeping;
 use crate::metrics::METRICS;
 use crate::scheduler::{self, Handle, Scheduler};
 use crate::store::fenced::Fenced;
@@ -71,6 +72,8 @@ pub struct ElectionConfig {
     /// TTL of the coordinator's lease: how long a dead leader blocks the
     /// election.
     pub ttl: Duration,
+    /// What the leader runs besides the scheduler: pruning, compaction.
+    pub housekeeping: housekeeping::Config,
 }
 
 fn now_ms() -> u64 {
@@ -225,8 +228,9 @@ async fn campaign_and_lead(
     let fenced = Fenced::new(store.clone(), LEADER_KEY, epoch);
     let mut sched_config = sched_config.clone();
     sched_config.epoch = epoch as u64;
-    let (sched, mut task) = Scheduler::start(fenced, sched_config).await?;
+    let (sched, mut task) = Scheduler::start(fenced.clone(), sched_config).await?;
     let _ = role.send(Role::Leader { epoch, sched });
+    let keeper = tokio::spawn(housekeeping::run(fenced, config.housekeeping.clone()));
     METRICS.is_leader.set(1);
     let outcome = tokio::select! {
         _ = &mut task => Err(StoreError::Fenced { epoch }),
@@ -238,6 +242,7 @@ async fn campaign_and_lead(
     METRICS.is_leader.set(0);
     METRICS.agents_connected.set(0);
     task.abort();
+    keeper.abort();
     match &outcome {
         Ok(()) => info!(epoch, "stepping down: shutting down"),
         Err(e) => warn!(epoch, error = %e, "stepped down"),

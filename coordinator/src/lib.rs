@@ -4,6 +4,7 @@
 pub mod api;
 pub mod dispatch;
 pub mod git;
+pub mod housekeeping;
 pub mod keys;
 pub mod leader;
 pub mod machine;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use drover_coordinator::housekeeping;
 use drover_coordinator::scheduler::Config;
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
@@ -61,6 +62,23 @@ struct Args {
     /// Client key for etcd (with --etcd-cert).
     #[arg(long, requires_all = ["etcd", "etcd_cert", "etcd_ca"])]
     etcd_key: Option<PathBuf>,
+    /// Keep at most this many finished runs (with their jobs and logs); the
+    /// leader prunes the oldest beyond it. Unfinished runs are never pruned.
+    #[arg(long, default_value_t = 10_000)]
+    keep_runs: usize,
+    /// Prune finished runs that finished longer ago than this (e.g. 30d,
+    /// 12h).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    keep_runs_for: Duration,
+    /// How often the leader looks for runs to prune.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    prune_interval: Duration,
+    /// How often the leader compacts etcd's history, keeping one period of
+    /// it for watchers; `off` leaves compaction to etcd's own
+    /// --auto-compaction-retention. Without compaction etcd keeps every
+    /// revision and stops taking writes at its space quota.
+    #[arg(long, default_value = "5m", value_parser = parse_optional_duration, requires = "etcd")]
+    etcd_compaction_interval: Every,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -76,14 +94,24 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 2m"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 2m, 12h, 30d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 24 * 3600)),
+        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s, m, h or d")),
     }
     .and_then(|d| if d.is_zero() { Err("the duration must be positive".to_string()) } else { Ok(d) })
+}
+
+/// A period, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct Every(Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<Every, String> {
+    if s == "off" { Ok(Every(None)) } else { parse_duration(s).map(|d| Every(Some(d))) }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -144,6 +172,13 @@ async fn main() -> anyhow::Result<()> {
         },
         advertise: args.advertise,
         election_ttl: args.election_ttl,
+        housekeeping: housekeeping::Config {
+            keep_runs: args.keep_runs,
+            keep_for: args.keep_runs_for,
+            interval: args.prune_interval,
+            compaction: None,
+        },
+        etcd_compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 },
     };
     server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub store_txn_errors: Counter,
     pub log_bytes: Counter,
     pub is_leader: Gauge,
+    pub runs_pruned: Counter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -37,6 +38,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     store_txn_errors: Counter::default(),
     log_bytes: Counter::default(),
     is_leader: Gauge::default(),
+    runs_pruned: Counter::default(),
 });
 
 /// The index of a result label, for the per-result arrays.
@@ -65,5 +67,6 @@ pub fn render() -> String {
     t.counter("drover_store_txn_errors_total", "Store write transactions that failed.", m.store_txn_errors.get());
     t.counter("drover_log_bytes_total", "Log bytes received from agents.", m.log_bytes.get());
     t.gauge("drover_is_leader", "1 while this coordinator leads.", m.is_leader.get());
+    t.counter("drover_runs_pruned_total", "Finished runs pruned by the retention policy.", m.runs_pruned.get());
     t.finish()
 }

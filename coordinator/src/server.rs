@@ -19,6 +19,7 @@ use drover_telemetry::http::{self, Reply};
 
 use crate::api::control::StoreHealth;
 use crate::api::{agent::AgentApi, control::ControlApi};
+use crate::housekeeping;
 use crate::leader::{self, ElectionConfig, Role};
 use crate::scheduler::Config;
 use crate::store::{Store, StoreError, embedded, etcd};
@@ -41,6 +42,12 @@ pub struct Options {
     pub advertise: Option<String>,
     /// TTL of the coordinator's lease in the election.
     pub election_ttl: Duration,
+    /// Run retention, applied by the leader (its `compaction` is set here,
+    /// from `etcd_compaction`, when the store is etcd).
+    pub housekeeping: housekeeping::Config,
+    /// How often the leader compacts etcd's history; `None` leaves it to
+    /// etcd's own auto-compaction or the operator.
+    pub etcd_compaction: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +130,7 @@ pub async fn run(
     });
 
     let mut sched_config = opts.scheduler.clone();
+    let mut housekeeping = opts.housekeeping.clone();
     let (store, kind, health): (Arc<dyn Store>, &'static str, Option<StoreHealth>) = match &opts.store {
         StoreConfig::Embedded(eopts) => {
             let dir = opts.data_dir.join("store");
@@ -137,6 +145,14 @@ pub async fn run(
             sched_config.max_txn_ops = etcd::MAX_TXN_OPS;
             // Room for the fence and the request's framing.
             sched_config.max_txn_bytes = etcd::MAX_REQUEST_BYTES - 64 * 1024;
+            if let Some(every) = opts.etcd_compaction {
+                let for_compaction = store.clone();
+                let compact: housekeeping::Compactor = Arc::new(move |revision| {
+                    let store = for_compaction.clone();
+                    Box::pin(async move { store.compact(revision).await })
+                });
+                housekeeping.compaction = Some((compact, every));
+            }
             let for_health = store.clone();
             let health: StoreHealth = Arc::new(move || {
                 let store = for_health.clone();
@@ -150,7 +166,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let election = tokio::spawn(leader::run(
         store.clone(),
-        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl },
+        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl, housekeeping },
         sched_config,
         role_tx,
         stop_rx,

@@ -233,6 +233,12 @@ impl Etcd {
         v["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision")
     }
 
+    /// Whether the history at `revision` is gone (compacted).
+    pub fn is_compacted(&self, revision: u64) -> bool {
+        let v = self.gateway("/v3/kv/range", &format!(r#"{{"key":"AA==","revision":"{revision}"}}"#));
+        v.to_string().contains("compacted")
+    }
+
     /// Compacts the history up to the current revision.
     pub fn compact(&self) {
         let rev = self.revision();
@@ -320,7 +326,15 @@ impl Fleet {
             .expect("run drover certs init");
         assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
-        Fleet { dir, tls, addrs: Vec::new(), coordinators: Vec::new(), metrics: Vec::new(), agents: Vec::new(), coordinator_args }
+        Fleet {
+            dir,
+            tls,
+            addrs: Vec::new(),
+            coordinators: Vec::new(),
+            metrics: Vec::new(),
+            agents: Vec::new(),
+            coordinator_args,
+        }
     }
 
     /// Every coordinator's URL, comma-separated, as agents and the CLI take
@@ -471,6 +485,26 @@ impl Fleet {
         });
         self.agents.push(proc);
         (self.agents.len() - 1, metrics)
+    }
+
+    /// Starts an agent (no labels, one slot) on the given work directory
+    /// instead of work/NAME, e.g. one that another agent uses.
+    pub fn agent_in(&mut self, name: &str, work_dir: &Path) -> usize {
+        self.issue_agent_certs(&[name.to_string()]);
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(bin("drover-agent"))
+            .args(["--coordinator", &self.url(), "--name", name, "--work-dir"])
+            .arg(work_dir)
+            .arg("--tls-dir")
+            .arg(&self.tls)
+            .env("DROVER_LOG", "info,drover_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start agent");
+        self.agents.push(Proc { child, name: name.to_string(), log });
+        self.agents.len() - 1
     }
 
     /// Issues agent certificates for every name that has none yet, with

@@ -306,6 +306,17 @@ impl EtcdStore {
         futures_util::future::join_all(checks).await
     }
 
+    /// Compacts etcd's history up to `revision` (for the whole cluster: etcd
+    /// has one history, whatever the prefix). A revision already compacted
+    /// (by another coordinator, or by etcd's own auto-compaction) is fine.
+    pub async fn compact(&self, revision: Revision) -> Result<()> {
+        let call = Call { what: "a compaction", idempotent: true, lease: 0 };
+        match self.call(call, |mut client| async move { client.compact(revision, None).await.map(drop) }).await {
+            Err(StoreError::Rejected(msg)) if msg.contains("compacted") => Ok(()),
+            other => other,
+        }
+    }
+
     /// Runs `f` against the current member and, where that is safe, the
     /// others, all within one request timeout.
     async fn call<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
@@ -1066,15 +1077,15 @@ mod tests {
             }
         }
 
+        /// An etcd-client of its own, for what the store does not offer.
+        async fn raw_client(&self) -> Client {
+            Client::connect([self.url()], None).await.expect("connect a raw client")
+        }
+
         fn signal(&self, signal: &str) {
             let pid = self.child.as_ref().expect("etcd is running").id();
             let status = Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
             assert!(status.success(), "kill {signal} {pid} failed");
-        }
-
-        /// The etcd-client for things the store does not offer (compaction).
-        async fn raw_client(&self) -> Client {
-            Client::connect([self.url()], None).await.expect("connect a raw client")
         }
     }
 
@@ -1298,7 +1309,8 @@ mod tests {
         assert_eq!(summary(&recv_events(&mut now).await), [(EventKind::Put, "/w/e".to_owned(), r5)]);
 
         // After a compaction, a watch from before it learns so and closes.
-        etcd.raw_client().await.compact(r4, None).await.expect("compact");
+        store.compact(r4).await.expect("compact");
+        store.compact(r1).await.expect("compacting below the compacted revision is not an error");
         let mut old = store.watch("/w/", r1).await.unwrap();
         assert_eq!(recv(&mut old).await, WatchMessage::Compacted { compact_revision: r4 });
         let closed = tokio::time::timeout(Duration::from_secs(5), old.recv()).await.expect("closes in time");

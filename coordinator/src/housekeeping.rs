@@ -1,0 +1,238 @@
+//! Housekeeping the leader does so that a long-lived coordinator does not
+//! grow without end: it prunes finished runs (record, jobs and logs) past
+//! the retention policy, and on etcd it compacts the key history, as
+//! Kubernetes' API server does (etcd keeps every revision until compacted
+//! and stops taking writes at its space quota, 2 GiB by default).
+//!
+//! The policy is Jenkins' "discard old builds": keep at most `keep_runs`
+//! finished runs, and none that finished more than `keep_for` ago. Runs that
+//! have not finished are never pruned and do not count. Deciding what to
+//! prune ([`expired`]) is pure; [`run`] does the IO.
+//!
+//! Pruning cannot race the scheduler: the scheduler writes a run only while
+//! it has not finished, and each delete also compares the run's index entry
+//! with the one that was read, so a run that changed since is left for the
+//! next pass. Every delete goes through the leader's fenced store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tracing::{info, warn};
+
+use crate::keys;
+use crate::machine::RunId;
+use crate::metrics::METRICS;
+use crate::scheduler::RunSummary;
+use crate::store::{Compare, Op, Revision, Store, StoreError, Txn};
+
+/// Compacts the store's history up to a revision (etcd only; the embedded
+/// store bounds its own history).
+pub type Compactor = Arc<dyn Fn(Revision) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Config {
+    /// Most finished runs kept; older ones (by run number) are pruned.
+    pub keep_runs: usize,
+    /// Finished runs older than this are pruned.
+    pub keep_for: Duration,
+    /// How often the leader looks for runs to prune.
+    pub interval: Duration,
+    /// Store compaction and how often it runs: each pass compacts up to the
+    /// revision seen one period earlier, so watchers always have at least
+    /// that much history.
+    pub compaction: Option<(Compactor, Duration)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            keep_runs: 10_000,
+            keep_for: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            compaction: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("keep_runs", &self.keep_runs)
+            .field("keep_for", &self.keep_for)
+            .field("interval", &self.interval)
+            .field("compaction_every", &self.compaction.as_ref().map(|(_, every)| every))
+            .finish()
+    }
+}
+
+/// Most runs pruned in one transaction: two deletes and a compare each, well
+/// under etcd's 128 operations with the fence.
+const RUNS_PER_TXN: usize = 32;
+
+/// Which of the runs (from the run index) the policy prunes, oldest first.
+pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms: u64) -> Vec<RunId> {
+    let cutoff = now_ms.saturating_sub(keep_for.as_millis() as u64);
+    let mut finished: Vec<&RunSummary> = runs.iter().filter(|r| r.state.is_terminal()).collect();
+    // Newest first: the first `keep_runs` survive the count.
+    finished.sort_by_key(|r| std::cmp::Reverse(r.id));
+    let mut out: Vec<RunId> = finished
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| *i >= keep_runs || r.finished_ms.unwrap_or(r.created_ms) < cutoff)
+        .map(|(_, r)| r.id)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs housekeeping passes until the task is dropped (when this
+/// coordinator stops leading). A failed pass is logged and retried at the
+/// next tick; a fenced one ends the task.
+pub async fn run(store: Arc<dyn Store>, config: Config) {
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The revision seen at the last compaction pass, and when.
+    let mut mark: Option<(tokio::time::Instant, Revision)> = None;
+    loop {
+        tick.tick().await;
+        match pass(store.as_ref(), &config, &mut mark).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced { .. }) => return,
+            Err(e) => warn!(error = %e, "housekeeping pass failed; retrying at the next one"),
+        }
+    }
+}
+
+async fn pass(
+    store: &dyn Store,
+    config: &Config,
+    mark: &mut Option<(tokio::time::Instant, Revision)>,
+) -> Result<(), StoreError> {
+    let (kvs, revision) = store.range(keys::RUN_INDEX).await?;
+    let mut summaries = Vec::with_capacity(kvs.len());
+    let mut index_revs = std::collections::HashMap::with_capacity(kvs.len());
+    for kv in &kvs {
+        match serde_json::from_slice::<RunSummary>(&kv.value) {
+            Ok(s) => {
+                index_revs.insert(s.id, kv.mod_revision);
+                summaries.push(s);
+            }
+            Err(e) => warn!(key = %kv.key, error = %e, "unreadable run index entry; not pruning it"),
+        }
+    }
+    let doomed = expired(&summaries, config.keep_runs, config.keep_for, now_ms());
+    let mut pruned = 0;
+    for chunk in doomed.chunks(RUNS_PER_TXN) {
+        let mut txn = Txn::default();
+        for id in chunk {
+            txn.compare.push(Compare::ModRevision(keys::run_index(*id), index_revs[id]));
+            txn.success.push(Op::DeletePrefix { prefix: keys::run(*id) });
+            txn.success.push(Op::delete(keys::run_index(*id)));
+        }
+        if store.txn(txn).await?.succeeded {
+            pruned += chunk.len();
+            METRICS.runs_pruned.add(chunk.len() as u64);
+        }
+    }
+    if pruned > 0 {
+        info!(
+            pruned,
+            first = doomed[0],
+            last = doomed[doomed.len() - 1],
+            keep_runs = config.keep_runs,
+            keep_for_s = config.keep_for.as_secs(),
+            "pruned finished runs"
+        );
+    }
+    if let Some((compact, every)) = &config.compaction {
+        let now = tokio::time::Instant::now();
+        match *mark {
+            None => *mark = Some((now, revision)),
+            Some((at, rev)) if now.duration_since(at) >= *every => {
+                compact(rev).await?;
+                info!(revision = rev, "compacted the store's history");
+                *mark = Some((now, revision));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::RunState;
+    use crate::machine::Source;
+
+    const DAY: u64 = 24 * 3600 * 1000;
+
+    fn run(id: RunId, state: RunState, finished_days_ago: Option<u64>, now: u64) -> RunSummary {
+        RunSummary {
+            id,
+            name: "p".into(),
+            state,
+            created_ms: now - 40 * DAY,
+            finished_ms: finished_days_ago.map(|d| now - d * DAY),
+            source: Source::default(),
+        }
+    }
+
+    #[test]
+    fn the_policy_prunes_by_count_and_age_and_never_unfinished_runs() {
+        use RunState::*;
+        let now = 100 * DAY;
+        let month = Duration::from_millis(30 * DAY);
+        // (case, runs as (id, state, finished days ago), keep_runs, keep_for, pruned)
+        type Case = (&'static str, Vec<(RunId, RunState, Option<u64>)>, usize, Duration, Vec<RunId>);
+        let cases: Vec<Case> = vec![
+            ("nothing to prune", vec![(1, Succeeded, Some(1)), (2, Failed, Some(0))], 10, month, vec![]),
+            (
+                "over the count: the oldest go",
+                vec![(1, Succeeded, Some(3)), (2, Failed, Some(2)), (3, Cancelled, Some(1))],
+                2,
+                month,
+                vec![1],
+            ),
+            (
+                "the count goes by run number, not finish time",
+                vec![(1, Succeeded, Some(0)), (2, Succeeded, Some(5))],
+                1,
+                month,
+                vec![1],
+            ),
+            ("too old", vec![(1, Succeeded, Some(31)), (2, Succeeded, Some(29))], 10, month, vec![1]),
+            (
+                "both limits at once",
+                vec![
+                    (1, Succeeded, Some(40)),
+                    (2, Succeeded, Some(2)),
+                    (3, Succeeded, Some(1)),
+                    (4, Succeeded, Some(0)),
+                ],
+                2,
+                month,
+                vec![1, 2],
+            ),
+            (
+                "unfinished runs are kept and do not count",
+                vec![(1, Running, None), (2, Succeeded, Some(1)), (3, Running, None)],
+                1,
+                month,
+                vec![],
+            ),
+            ("an old unfinished run is kept", vec![(1, Running, None)], 0, Duration::ZERO, vec![]),
+            ("keep none", vec![(1, Succeeded, Some(0)), (2, Running, None)], 0, month, vec![1]),
+            ("exactly at the age limit is kept", vec![(1, Succeeded, Some(30))], 10, month, vec![]),
+        ];
+        for (case, runs, keep_runs, keep_for, want) in cases {
+            let runs: Vec<RunSummary> = runs.into_iter().map(|(id, s, f)| run(id, s, f, now)).collect();
+            assert_eq!(expired(&runs, keep_runs, keep_for, now), want, "{case}");
+        }
+    }
+}
