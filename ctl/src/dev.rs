@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::client::{self, Exit};
+use crate::out::outln;
 use crate::{certs, follow};
 
 #[derive(clap::Args)]
@@ -48,7 +49,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 fn ensure_certs(tls: &Path, agents: &[String]) -> anyhow::Result<()> {
     if !tls.join("ca.pem").exists() {
         certs::init(tls, &[])?;
-        println!("created certificates in {}", tls.display());
+        outln!("created certificates in {}", tls.display());
     }
     for name in agents {
         if !tls.join(format!("agent-{name}.pem")).exists() {
@@ -110,7 +111,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .flatten()
     .with_context(|| format!("the coordinator did not start; see {}", logs.join("coordinator.log").display()))?;
     let url = format!("https://{addr}");
-    println!("coordinator on {url} (embedded store in {})", args.dir.join("data").display());
+    outln!("coordinator on {url} (embedded store in {})", args.dir.join("data").display());
 
     for (i, name) in names.iter().enumerate() {
         let child = Command::new(sibling("drover-agent")?)
@@ -137,7 +138,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let result = async {
         let mut conn = client::Conn::connect(&url, &tls).await?;
         wait_for_agents(&mut conn, names.len()).await?;
-        println!("{} agents connected; process logs in {}", names.len(), logs.display());
+        outln!("{} agents connected; process logs in {}", names.len(), logs.display());
         let req = pb::SubmitRunRequest {
             source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
                 file_name: args.pipeline.to_string_lossy().into_owned(),
@@ -152,7 +153,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .await?;
         let outcome = follow::follow(&mut conn, &resp.run_id).await;
         if args.keep {
-            println!(
+            outln!(
                 "still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops",
                 tls.display()
             );

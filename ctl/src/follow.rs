@@ -3,7 +3,6 @@
 //! bar at the bottom with counts of done and running jobs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
@@ -11,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pb::run_event::Event;
 
 use crate::client::{Conn, EXIT_FAILED, Exit, status_exit};
+use crate::out::{self, outln};
 
 /// Log bytes already shown, per (job, attempt): a stream opened again after
 /// a coordinator went away replays from the start, and this skips what was
@@ -56,8 +56,7 @@ struct Printer {
 impl Printer {
     fn out(&self, line: &str) {
         self.bar.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            out::line(format_args!("{line}"));
         });
     }
 
@@ -207,7 +206,7 @@ pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
     let took = started.elapsed().as_secs_f64();
     match run.state.as_str() {
         "succeeded" => {
-            println!("run {} succeeded ({took:.1}s)", run.id);
+            outln!("run {} succeeded ({took:.1}s)", run.id);
             Ok(())
         }
         "failed" | "cancelled" => {
@@ -218,7 +217,7 @@ pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
                 .map(|j| format!("{} ({})", j.name, j.message))
                 .collect();
             let detail = if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) };
-            println!("run {} {}{detail}", run.id, run.state);
+            outln!("run {} {}{detail}", run.id, run.state);
             Err(Exit::new(EXIT_FAILED, format!("run {} {}", run.id, run.state)))
         }
         other => Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {other}", run.id))),

@@ -15,6 +15,7 @@ mod certs;
 mod client;
 mod dev;
 mod follow;
+mod out;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use clap::{Parser, Subcommand};
 use drover_proto::v1 as pb;
 
 use client::{Conn, EXIT_INVALID, Exit};
+use out::outln;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
@@ -126,6 +128,12 @@ fn main() {
         .expect("can start the tokio runtime");
     let result = runtime.block_on(run(cli));
     if let Err(e) = result {
+        // Stdout's reader went away mid-output (`drover logs 1 a | head`).
+        for cause in e.chain() {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                out::exit_if_broken_pipe(io);
+            }
+        }
         let code = match e.downcast_ref::<Exit>() {
             Some(exit) => exit.code,
             None => EXIT_INVALID,
@@ -139,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Certs { command: CertsCommand::Init { dir, hosts } } => {
             certs::init(&dir, &hosts)?;
-            println!("created CA, coordinator and admin certificates in {}", dir.display());
+            outln!("created CA, coordinator and admin certificates in {}", dir.display());
             Ok(())
         }
         Command::Certs { command: CertsCommand::IssueAgent { names, dir } } => {
@@ -153,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for name in &names {
                 certs::issue_agent(&dir, name)?;
-                println!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
+                outln!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
             }
             Ok(())
         }
@@ -232,24 +240,24 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
                 eprintln!("submitted run {}", resp.run_id);
                 follow::follow(conn, &resp.run_id).await?;
             } else {
-                println!("{}", resp.run_id);
+                outln!("{}", resp.run_id);
             }
             Ok(())
         }
         Command::Runs { limit } => {
             let runs = conn.call(true, |c| c_call!(c.list_runs(pb::ListRunsRequest { limit }))).await?.runs;
-            println!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
+            outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
             for r in runs {
                 let commit =
                     if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
-                println!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, r.state, commit, fmt_ms(r.created_ms));
+                outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, r.state, commit, fmt_ms(r.created_ms));
             }
             Ok(())
         }
         Command::Status { run, json } => {
             let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
             if json {
-                println!("{}", run_json(&r));
+                outln!("{}", run_json(&r));
             } else {
                 print_run(&r);
             }
@@ -287,17 +295,17 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
         }
         Command::Cancel { run } => {
             let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
-            println!("run {} {}", r.id, if r.state == "running" { "cancelling" } else { &r.state });
+            outln!("run {} {}", r.id, if r.state == "running" { "cancelling" } else { &r.state });
             Ok(())
         }
         Command::Agents => {
             let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
-            println!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
+            outln!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
             for a in agents {
                 let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 labels.sort();
                 let seen = if a.connected { "connected".to_string() } else { fmt_ms(a.last_seen_ms) };
-                println!(
+                outln!(
                     "{:<20} {:<32} {:<8} {:<10}",
                     a.name,
                     if labels.is_empty() { "-".to_string() } else { labels.join(",") },
@@ -309,19 +317,19 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
         }
         Command::Cluster => {
             let c = conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await?;
-            println!("store: {}   epoch: {}   answered by: {}", c.store, c.epoch, c.answered_by);
-            println!("{:<28} {:<34} {:<8} STARTED", "COORDINATOR", "URL", "ROLE");
+            outln!("store: {}   epoch: {}   answered by: {}", c.store, c.epoch, c.answered_by);
+            outln!("{:<28} {:<34} {:<8} STARTED", "COORDINATOR", "URL", "ROLE");
             for m in &c.coordinators {
                 let role = if m.leader { "leader" } else { "follower" };
-                println!("{:<28} {:<34} {:<8} {}", m.id, m.url, role, fmt_ms(m.started_ms));
+                outln!("{:<28} {:<34} {:<8} {}", m.id, m.url, role, fmt_ms(m.started_ms));
             }
             if c.leader_id.is_empty() {
-                println!("no leader at the moment (an election is under way)");
+                outln!("no leader at the moment (an election is under way)");
             }
             if !c.endpoints.is_empty() {
-                println!("{:<34} {:<9} DETAIL", "STORE ENDPOINT", "HEALTH");
+                outln!("{:<34} {:<9} DETAIL", "STORE ENDPOINT", "HEALTH");
                 for e in &c.endpoints {
-                    println!("{:<34} {:<9} {}", e.endpoint, if e.healthy { "healthy" } else { "DOWN" }, e.detail);
+                    outln!("{:<34} {:<9} {}", e.endpoint, if e.healthy { "healthy" } else { "DOWN" }, e.detail);
                 }
             }
             Ok(())
@@ -331,13 +339,13 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
 }
 
 fn print_run(r: &pb::Run) {
-    println!("run {}  {}  {}", r.id, r.name, r.state);
+    outln!("run {}  {}  {}", r.id, r.name, r.state);
     if !r.repo.is_empty() {
-        println!("source: {} @ {} ({})", r.repo, r.commit, r.file);
+        outln!("source: {} @ {} ({})", r.repo, r.commit, r.file);
     } else {
-        println!("source: {}", r.file);
+        outln!("source: {}", r.file);
     }
-    println!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
+    outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
     for j in &r.jobs {
         let detail = if !j.waiting_for.is_empty() {
             format!("waiting for {}", j.waiting_for)
@@ -347,7 +355,7 @@ fn print_run(r: &pb::Run) {
             j.message.clone()
         };
         let agent = if j.agent.is_empty() { "-" } else { &j.agent };
-        println!("{:<20} {:<11} {:<8} {:<16} {}", j.name, j.state, j.attempt, agent, detail);
+        outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, j.state, j.attempt, agent, detail);
     }
 }
 

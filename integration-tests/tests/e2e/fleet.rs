@@ -220,6 +220,25 @@ fn a_log_of_100000_lines_arrives_complete_and_in_order() {
     // A 300,000-byte line without a newline arrives whole.
     let long = log.lines().find(|l| l.starts_with('x')).unwrap_or_default();
     assert_eq!(long.len(), 300_000);
+
+    // A reader that stops early (`| head`) ends the CLI quietly, as it
+    // would any Unix tool: SIGPIPE's status, no panic, no error message.
+    let drover = crate::harness::bin("drover");
+    for args in [format!("logs {run} print"), format!("status {run}")] {
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; {} {args} | head -n 1 >/dev/null", drover.display())])
+            .env("DROVER_COORDINATOR", fleet.url())
+            .env("DROVER_TLS_DIR", &fleet.tls)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(stderr.is_empty(), "drover {args} | head: {stderr}");
+        // `status` may fit in the pipe before head exits: 0 is fine then.
+        assert!([Some(0), Some(141)].contains(&out.status.code()), "drover {args} | head: {:?}", out.status);
+        if args.starts_with("logs") {
+            assert_eq!(out.status.code(), Some(141), "a 100,000-line log cannot fit in a pipe");
+        }
+    }
 }
 
 #[test]
