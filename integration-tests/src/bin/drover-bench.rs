@@ -25,6 +25,11 @@
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
 //!
+//! `--otlp-blackhole` points the coordinators' trace export at a collector
+//! that accepts connections and never answers (the worst kind of dead
+//! collector), to show that exporting never slows scheduling; the figures'
+//! store is then labelled `embedded+otlp-blackhole` (or etcd+...).
+//!
 //! The coordinators run with the default lease TTL of 10s (heartbeats every
 //! 2.5s), not the test harness's 3s, so the load per idle agent is that of a
 //! default deployment.
@@ -44,7 +49,8 @@ use drover_integration_tests::harness::{Etcd, Fleet};
 use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|failover|all] [--store embedded|etcd|both] \
-[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N]";
+[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N] \
+[--otlp-blackhole]";
 
 /// The coordinator's lease TTL in the benchmark: its default.
 const LEASE_ARGS: &[&str] = &["--lease-ttl", "10s"];
@@ -81,12 +87,14 @@ struct Args {
     scale_agents: usize,
     kills: usize,
     log_bytes: usize,
+    otlp_blackhole: bool,
 }
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
     let mut store = "both".to_string();
     let mut smoke = false;
+    let mut otlp_blackhole = false;
     let mut overrides: [Option<usize>; 6] = [None; 6];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
@@ -95,6 +103,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             |name: &str, v: String| v.parse::<usize>().map_err(|_| format!("{name} takes a whole number, not {v:?}"));
         match arg.as_str() {
             "--smoke" => smoke = true,
+            "--otlp-blackhole" => otlp_blackhole = true,
             "--mode" => mode = value("--mode")?,
             "--store" => store = value("--store")?,
             "--samples" => overrides[0] = Some(number("--samples", value("--samples")?)?),
@@ -136,6 +145,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         scale_agents: overrides[2].unwrap_or(scale_agents),
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
+        otlp_blackhole,
     };
     if args.samples == 0 || args.jobs == 0 || args.scale_agents == 0 || args.kills == 0 {
         return Err("--samples, --jobs, --scale-agents and --kills must be at least 1".into());
@@ -159,18 +169,22 @@ fn deadline(secs: u64) -> tokio::time::Instant {
 /// Which store a fleet keeps its state in.
 #[derive(Clone, Copy)]
 struct Store<'a> {
-    name: &'static str,
+    name: &'a str,
     etcd: Option<&'a Etcd>,
+    /// Extra coordinator flags.
+    extra: &'a [String],
 }
 
 impl Store<'_> {
     /// A fresh fleet with one coordinator on this store. The harness panics
     /// with the coordinator's log when one does not start.
     fn fleet(&self, mode: &str) -> Fleet {
-        let tag = format!("bench-{mode}-{}", self.name);
+        let tag = format!("bench-{mode}-{}", self.name.replace('+', "-"));
+        let mut flags: Vec<&str> = LEASE_ARGS.to_vec();
+        flags.extend(self.extra.iter().map(String::as_str));
         match self.etcd {
-            Some(etcd) => Fleet::start_ha_with(&tag, etcd, 1, LEASE_ARGS),
-            None => Fleet::start_with(&tag, LEASE_ARGS),
+            Some(etcd) => Fleet::start_ha_with(&tag, etcd, 1, &flags),
+            None => Fleet::start_with(&tag, &flags),
         }
     }
 }
@@ -459,13 +473,37 @@ fn run_store(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     Ok(())
 }
 
+/// A collector that takes connections and never reads or answers them: the
+/// exporter's requests hang until its own timeout.
+fn start_blackhole() -> Result<String, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| BenchError::new(format!("cannot bind the blackhole collector: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| BenchError::new(format!("blackhole address: {e}")))?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
 fn run(rt: &Runtime, args: &Args) -> Result<(), BenchError> {
+    let (suffix, extra) = if args.otlp_blackhole {
+        let endpoint = start_blackhole()?;
+        say!("exporting traces to a blackhole collector at {endpoint}");
+        ("+otlp-blackhole", vec!["--otlp-endpoint".to_string(), endpoint])
+    } else {
+        ("", Vec::new())
+    };
     if args.embedded {
-        run_store(rt, Store { name: "embedded", etcd: None }, args)?;
+        let name = format!("embedded{suffix}");
+        run_store(rt, Store { name: &name, etcd: None, extra: &extra }, args)?;
     }
     if args.etcd {
         let etcd = Etcd::start("bench", 1);
-        run_store(rt, Store { name: "etcd", etcd: Some(&etcd) }, args)?;
+        let name = format!("etcd{suffix}");
+        run_store(rt, Store { name: &name, etcd: Some(&etcd), extra: &extra }, args)?;
     }
     Ok(())
 }

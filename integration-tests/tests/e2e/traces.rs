@@ -197,3 +197,38 @@ fn a_run_submitted_from_inside_a_trace_continues_it() {
     assert_eq!(run_span.trace_id, trace);
     assert_eq!(run_span.parent, parent);
 }
+
+#[test]
+fn a_collector_that_never_answers_holds_up_neither_runs_nor_shutdown() {
+    // Takes connections and never reads or answers: every export hangs
+    // until the exporter's own timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let mut fleet = Fleet::start_with("blackhole", &["--otlp-endpoint", &endpoint]);
+    let urls = fleet.url();
+    fleet.agent_args("a1", "", 2, &urls, &["--otlp-endpoint", &endpoint]);
+    fleet.wait_agents(1);
+    // A chain of jobs: each dispatch follows the previous job's end, so a
+    // scheduler held up by exporting would stall the run.
+    let mut yaml = String::from("name: chain\njobs:\n");
+    for i in 0..10 {
+        let needs = if i == 0 { String::new() } else { format!("    needs: [j{}]\n", i - 1) };
+        yaml.push_str(&format!("  j{i}:\n{needs}    steps:\n      - run: echo {i}\n"));
+    }
+    let run = fleet.submit("chain.yml", &yaml);
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "succeeded", "{}", fleet.logs());
+    // SIGTERM: the coordinator steps down and exits although spans are
+    // still waiting for the collector.
+    let coordinator = fleet.coordinators[0].as_mut().unwrap();
+    coordinator.signal(libc::SIGTERM);
+    let status = wait_for("the coordinator to exit after SIGTERM", Duration::from_secs(20), || {
+        coordinator.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+}
