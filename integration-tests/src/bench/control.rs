@@ -217,6 +217,22 @@ impl Control {
         .await
     }
 
+    /// Whether the run is still stored (not pruned), per any coordinator.
+    pub async fn run_exists(&mut self, run_id: &str, deadline: Instant) -> Result<bool, BenchError> {
+        let request = pb::GetRunRequest { run_id: run_id.to_string() };
+        self.any_call("GetRun", deadline, |mut c| {
+            let request = request.clone();
+            async move {
+                match c.get_run(request).await {
+                    Ok(_) => Ok(Response::new(true)),
+                    Err(status) if status.code() == tonic::Code::NotFound => Ok(Response::new(false)),
+                    Err(status) => Err(status),
+                }
+            }
+        })
+        .await
+    }
+
     /// The agents the leader lists.
     pub async fn list_agents(&mut self, deadline: Instant) -> Result<Vec<pb::Agent>, BenchError> {
         let reply = self

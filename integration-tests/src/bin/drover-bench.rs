@@ -21,6 +21,11 @@
 //! - scale: 10,000 idle agents connected 200 at a time; the coordinator's
 //!   peak RSS, RSS per agent ((after - before) / N) and CPU seconds for
 //!   connecting them all. Then 10 idle seconds, reported on stderr.
+//! - retention: 10,000 finished runs of one job each with a 1 KiB log
+//!   (`--runs`, `--log-bytes`); the coordinator's RSS growth per finished
+//!   run it keeps, then a restart with `--keep-runs` a tenth of that: how
+//!   many runs per second the leader prunes (timed from the restart, so an
+//!   upper bound on the time) and the RSS once it has.
 //! - failover (etcd only): three coordinators and three agents that know
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
@@ -48,8 +53,8 @@ use drover_integration_tests::bench::{BenchError, error_chain};
 use drover_integration_tests::harness::{Etcd, Fleet};
 use tokio::runtime::Runtime;
 
-const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|failover|all] [--store embedded|etcd|both] \
-[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N] \
+const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|all] [--store embedded|etcd|both] \
+[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N] [--runs N] \
 [--otlp-blackhole]";
 
 /// The coordinator's lease TTL in the benchmark: its default.
@@ -70,6 +75,7 @@ enum Mode {
     Latency,
     Throughput,
     Scale,
+    Retention,
     Failover,
 }
 
@@ -87,6 +93,8 @@ struct Args {
     scale_agents: usize,
     kills: usize,
     log_bytes: usize,
+    /// Finished runs in the retention mode.
+    runs: usize,
     otlp_blackhole: bool,
 }
 
@@ -95,7 +103,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut store = "both".to_string();
     let mut smoke = false;
     let mut otlp_blackhole = false;
-    let mut overrides: [Option<usize>; 6] = [None; 6];
+    let mut overrides: [Option<usize>; 7] = [None; 7];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -112,6 +120,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--kills" => overrides[3] = Some(number("--kills", value("--kills")?)?),
             "--log-bytes" => overrides[4] = Some(number("--log-bytes", value("--log-bytes")?)?),
             "--jobs-per-pipeline" => overrides[5] = Some(number("--jobs-per-pipeline", value("--jobs-per-pipeline")?)?),
+            "--runs" => overrides[6] = Some(number("--runs", value("--runs")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -120,9 +129,10 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         "latency" => vec![Mode::Latency],
         "throughput" => vec![Mode::Throughput],
         "scale" => vec![Mode::Scale],
+        "retention" => vec![Mode::Retention],
         "failover" => vec![Mode::Failover],
-        "all" => vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Failover],
-        other => return Err(format!("--mode {other:?}: use latency, throughput, scale, failover or all")),
+        "all" => vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover],
+        other => return Err(format!("--mode {other:?}: use latency, throughput, scale, retention, failover or all")),
     };
     let (embedded, etcd) = match store.as_str() {
         "embedded" => (true, false),
@@ -133,7 +143,8 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
-    let (samples, jobs, scale_agents, kills) = if smoke { (20, 200, 200, 1) } else { (1000, 5000, 10_000, 10) };
+    let (samples, jobs, scale_agents, kills, runs) =
+        if smoke { (20, 200, 200, 1, 100) } else { (1000, 5000, 10_000, 10, 10_000) };
     let args = Args {
         modes,
         embedded,
@@ -145,10 +156,11 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         scale_agents: overrides[2].unwrap_or(scale_agents),
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
+        runs: overrides[6].unwrap_or(runs),
         otlp_blackhole,
     };
-    if args.samples == 0 || args.jobs == 0 || args.scale_agents == 0 || args.kills == 0 {
-        return Err("--samples, --jobs, --scale-agents and --kills must be at least 1".into());
+    if args.samples == 0 || args.jobs == 0 || args.scale_agents == 0 || args.kills == 0 || args.runs < 10 {
+        return Err("--samples, --jobs, --scale-agents and --kills must be at least 1, --runs at least 10".into());
     }
     if !(1..=MAX_JOBS_PER_PIPELINE).contains(&args.jobs_per_pipeline) {
         return Err(format!("--jobs-per-pipeline must be between 1 and {MAX_JOBS_PER_PIPELINE}"));
@@ -411,6 +423,69 @@ fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> 
     Ok(())
 }
 
+fn retention(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
+    const AGENTS: usize = 4;
+    let n = args.runs;
+    let keep = n / 10;
+    let log_bytes = if args.log_bytes > 0 { args.log_bytes } else { 1024 };
+    say!("[{}] retention: {n} finished runs of one job with {log_bytes} log bytes each", store.name);
+    let mut fleet = store.fleet("retention");
+    let (mut control, mut swarm) = fleet_with_agents(rt, &fleet, "rt", AGENTS, 16, log_bytes)?;
+    let before = coordinator_stats(&fleet, 0)?;
+    let yaml = "name: kept\njobs:\n  a:\n    steps:\n      - run: 'true'\n";
+    let runs = rt.block_on(async {
+        let until = deadline(if args.smoke { 60 } else { 600 });
+        let mut runs = Vec::with_capacity(n);
+        for _ in 0..n {
+            runs.push(control.submit(yaml, until).await?);
+        }
+        let mut acked = 0;
+        while acked < n {
+            if let Observed::ResultAcked { .. } = swarm.next_event(until).await? {
+                acked += 1;
+            }
+        }
+        Ok::<_, BenchError>(runs)
+    })?;
+    // Let the last commits and the agents' acknowledgements settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = coordinator_stats(&fleet, 0)?;
+    let per_run = after.rss_kib.saturating_sub(before.rss_kib) as f64 / n as f64;
+    figure("rss_per_finished_run_kib", per_run, "KiB", store.name, AGENTS);
+    drop(swarm);
+
+    // Restart with a tenth of the runs to keep, and time the pruning.
+    let addr = fleet.addrs[0].clone();
+    fleet.kill_coordinator(0);
+    let keep_flag = keep.to_string();
+    fleet.coordinator_args.extend(["--keep-runs", &keep_flag, "--prune-interval", "1s"].map(String::from));
+    let t0 = std::time::Instant::now();
+    fleet.start_coordinator(0, &addr);
+    // Pruning goes oldest first: when the newest of the runs past the limit
+    // is gone, so are all before it.
+    let last_pruned = &runs[n - keep - 1];
+    let first_kept = &runs[n - keep];
+    rt.block_on(async {
+        let until = deadline(300);
+        while control.run_exists(last_pruned, until).await? {
+            if tokio::time::Instant::now() > until {
+                return Err(BenchError::new(format!("run {last_pruned} still stored 300 s after the restart")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })?;
+    let took = t0.elapsed();
+    if !rt.block_on(control.run_exists(first_kept, deadline(30)))? {
+        return Err(BenchError::new(format!("run {first_kept} was pruned, but it is within --keep-runs {keep}")));
+    }
+    let pruned = coordinator_stats(&fleet, 0)?;
+    say!("[{}] retention: pruned {} runs in {:.2} s (from the restart)", store.name, n - keep, took.as_secs_f64());
+    figure("prune_runs_per_second", (n - keep) as f64 / took.as_secs_f64(), "runs/s", store.name, AGENTS);
+    figure("coordinator_rss_after_prune_mib", pruned.rss_kib as f64 / 1024.0, "MiB", store.name, AGENTS);
+    Ok(())
+}
+
 fn failover(rt: &Runtime, etcd: &Etcd, args: &Args) -> Result<(), BenchError> {
     say!("[etcd] failover: 3 coordinators, {FAILOVER_AGENTS} agents, {} leader kills", args.kills);
     let mut fleet = Fleet::start_ha_with("bench-failover", etcd, 3, LEASE_ARGS);
@@ -463,6 +538,7 @@ fn run_store(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
             Mode::Latency => latency(rt, store, args)?,
             Mode::Throughput => throughput(rt, store, args)?,
             Mode::Scale => scale(rt, store, args)?,
+            Mode::Retention => retention(rt, store, args)?,
             Mode::Failover => match store.etcd {
                 Some(etcd) => failover(rt, etcd, args)?,
                 None if args.modes.len() == 1 => say!("failover needs etcd; skipped on the embedded store"),
