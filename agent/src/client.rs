@@ -112,6 +112,21 @@ enum SessionEnd {
     /// No leader at the moment (an election is under way): retry soon.
     NoLeader,
     Failed(String),
+    /// Draining, and nothing is left to finish or report: exit.
+    Drained,
+    /// Told to stop at once.
+    Stop,
+}
+
+/// What the agent's owner asks of it (the binary maps signals to these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep taking work.
+    Run,
+    /// Take no new work; finish the attempts held, report them, then exit.
+    Drain,
+    /// Kill every attempt held and exit.
+    Now,
 }
 
 /// The longest wait between two connection attempts.
@@ -217,19 +232,30 @@ impl Agent {
         url
     }
 
-    /// Runs until `shutdown` completes, reconnecting whenever the session
-    /// ends. On shutdown every running attempt is killed.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Whether the owner asked for a drain and nothing is left to finish
+    /// or report.
+    fn drained(&self, stop: &watch::Receiver<Stop>) -> bool {
+        *stop.borrow() == Stop::Drain && self.held.is_empty()
+    }
+
+    /// Runs, reconnecting whenever the session ends, until `stop` says
+    /// [`Stop::Now`] (every running attempt is killed) or [`Stop::Drain`]
+    /// and every attempt held has finished and its result is acknowledged.
+    pub async fn run(mut self, mut stop: watch::Receiver<Stop>) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            if self.drained(&stop) {
+                info!("drained: every attempt finished and reported; exiting");
+                return;
+            }
             let redirected = self.leader_hint.is_some();
             let url = self.target();
+            let for_session = stop.clone();
             let session = async {
                 let started = tokio::time::Instant::now();
                 let end = match endpoint(&url, &self.tls) {
                     Ok(ep) => match ep.connect().await {
-                        Ok(channel) => self.session(channel, &url).await,
+                        Ok(channel) => self.session(channel, &url, for_session).await,
                         Err(e) => SessionEnd::Failed(format!("cannot connect to {url}: {e}")),
                     },
                     Err(e) => SessionEnd::Failed(e.to_string()),
@@ -257,22 +283,37 @@ impl Agent {
                             backoff = Duration::from_millis(100);
                         }
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
+                        SessionEnd::Drained => {
+                            info!("drained: every attempt finished and reported; exiting");
+                            return;
+                        }
+                        SessionEnd::Stop => break,
                     }
                 }
-                _ = &mut shutdown => break,
+                _ = stop.wait_for(|s| *s == Stop::Now) => break,
             }
             // Keep taking output while disconnected, so nothing is lost.
             let sleep = tokio::time::sleep(jitter(backoff));
             tokio::pin!(sleep);
             loop {
+                if *stop.borrow() == Stop::Now {
+                    warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
+                    self.kill_all().await;
+                    return;
+                }
+                if self.drained(&stop) {
+                    info!("drained: every attempt finished; exiting");
+                    return;
+                }
                 tokio::select! {
                     _ = &mut sleep => break,
                     Some(ev) = self.exec_rx.recv() => { self.on_exec(ev, None); }
-                    _ = &mut shutdown => { self.kill_all().await; return; }
+                    Ok(()) = stop.changed() => {}
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
         self.kill_all().await;
     }
 
@@ -299,7 +340,7 @@ impl Agent {
         }
     }
 
-    async fn session(&mut self, channel: Channel, url: &str) -> SessionEnd {
+    async fn session(&mut self, channel: Channel, url: &str, mut stop: watch::Receiver<Stop>) -> SessionEnd {
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
         let send = |tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out| {
@@ -313,6 +354,7 @@ impl Agent {
                 slots: self.config.slots,
                 running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                draining: *stop.borrow() == Stop::Drain,
             }),
         );
         // Resend everything not acknowledged, logs before results.
@@ -350,6 +392,9 @@ impl Agent {
         let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         loop {
+            if self.drained(&stop) {
+                return SessionEnd::Drained;
+            }
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
@@ -364,8 +409,18 @@ impl Agent {
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
                 _ = heartbeat.tick() => {
                     let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
-                    send(&tx, Out::Heartbeat(pb::Heartbeat { running }));
+                    let draining = *stop.borrow() == Stop::Drain;
+                    send(&tx, Out::Heartbeat(pb::Heartbeat { running, draining }));
                 }
+                Ok(()) = stop.changed() => match *stop.borrow_and_update() {
+                    Stop::Now => return SessionEnd::Stop,
+                    // Say so at once, so the coordinator assigns nothing more.
+                    Stop::Drain => {
+                        info!(attempts = self.held.len(), "draining: finishing the attempts held, taking no new work");
+                        heartbeat.reset_immediately();
+                    }
+                    Stop::Run => {}
+                },
             }
         }
     }

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Parser;
-use drover_agent::client::{Agent, Config};
+use drover_agent::client::{Agent, Config, Stop};
+use tokio::sync::watch;
 
 /// Dials a Drover coordinator, pulls job attempts and runs their steps.
 #[derive(Parser)]
@@ -41,6 +44,24 @@ struct Args {
     /// http://127.0.0.1:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// On SIGTERM or SIGINT the agent drains: it takes no new work and
+    /// exits once the attempts it runs have finished and been reported. Past
+    /// this long (e.g. 30s, 10m, 2h; 0s: at once), or on a second signal, it
+    /// kills them and exits; their jobs run again elsewhere where `retries`
+    /// allow.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 30s, 10m, 2h"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?} has unknown unit {unit:?}; use s, m or h")),
+    }
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -85,15 +106,28 @@ async fn main() -> anyhow::Result<()> {
         work_dir: args.work_dir,
         tls_dir: args.tls_dir,
     })?;
-    agent.run(shutdown_signal()).await;
+    let (stop_tx, stop) = watch::channel(Stop::Run);
+    tokio::spawn(signals(stop_tx, args.drain_timeout));
+    agent.run(stop).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// The first SIGTERM or SIGINT drains; a second one, or the drain timeout,
+/// stops at once.
+async fn signals(stop: watch::Sender<Stop>, drain_timeout: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = int.recv() => {}
     }
+    tracing::info!(timeout_s = drain_timeout.as_secs(), "signal received: draining (a second signal stops at once)");
+    let _ = stop.send(Stop::Drain);
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("second signal: stopping at once"),
+        _ = int.recv() => tracing::warn!("second signal: stopping at once"),
+        _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached: stopping at once"),
+    }
+    let _ = stop.send(Stop::Now);
 }

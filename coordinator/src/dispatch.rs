@@ -4,7 +4,8 @@
 //!
 //! The queue is served in order (oldest run first, then file order within a
 //! run). A job goes to the matching agent with the most free slots, which
-//! spreads parallel jobs across agents instead of filling one first.
+//! spreads parallel jobs across agents instead of filling one first. A
+//! draining agent (shutting down gracefully) gets nothing new.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,8 @@ pub struct AgentSlots<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
     pub free: u32,
+    /// Finishing what it runs before it exits: takes no new work.
+    pub draining: bool,
 }
 
 /// A queued job as the dispatcher sees it.
@@ -52,7 +55,7 @@ pub fn matches(runs_on: &BTreeMap<String, String>, labels: &BTreeMap<String, Str
 /// the jobs whose reason may have changed.
 pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
     let mut plan = Plan::default();
-    let mut total_free: u32 = agents.iter().map(|a| a.free).sum();
+    let mut total_free: u32 = agents.iter().filter(|a| !a.draining).map(|a| a.free).sum();
     for (i, job) in queue.iter().enumerate() {
         if total_free == 0 {
             plan.rest_from = i;
@@ -61,7 +64,7 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
         let best = agents
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.free > 0 && matches(job.runs_on, a.labels))
+            .filter(|(_, a)| a.free > 0 && !a.draining && matches(job.runs_on, a.labels))
             .max_by_key(|(idx, a)| (a.free, std::cmp::Reverse(*idx)))
             .map(|(idx, _)| idx);
         match best {
@@ -85,11 +88,16 @@ pub fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
         let wanted: Vec<String> = job.runs_on.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("an agent with labels {}", wanted.join(","))
     };
-    let matching: Vec<&str> = agents.iter().filter(|a| matches(job.runs_on, a.labels)).map(|a| a.name).collect();
-    if matching.is_empty() {
-        format!("{labels} (no connected agent matches)")
-    } else {
-        format!("a free slot on {labels} (busy: {})", matching.join(", "))
+    let (draining, busy): (Vec<&AgentSlots>, Vec<&AgentSlots>) =
+        agents.iter().filter(|a| matches(job.runs_on, a.labels)).partition(|a| a.draining);
+    let names = |list: &[&AgentSlots]| list.iter().map(|a| a.name).collect::<Vec<_>>().join(", ");
+    match (busy.is_empty(), draining.is_empty()) {
+        (true, true) => format!("{labels} (no connected agent matches)"),
+        (true, false) => format!("{labels} (the matching agents are draining: {})", names(&draining)),
+        (false, true) => format!("a free slot on {labels} (busy: {})", names(&busy)),
+        (false, false) => {
+            format!("a free slot on {labels} (busy: {}; draining: {})", names(&busy), names(&draining))
+        }
     }
 }
 
@@ -121,7 +129,7 @@ mod tests {
     fn planning_stops_when_every_slot_is_taken() {
         let none = labels(&[]);
         let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none }).collect();
-        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2 }];
+        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false }];
         let p = plan(&queue, &mut agents);
         assert_eq!(p.assign, vec![(0, 0), (1, 0)]);
         assert_eq!((p.waiting.clone(), p.rest_from), (vec![], 2));
@@ -141,32 +149,33 @@ mod tests {
         struct Case<'a> {
             name: &'a str,
             queue: Vec<&'a BTreeMap<String, String>>,
-            agents: Vec<(&'a str, &'a BTreeMap<String, String>, u32)>,
+            /// (name, labels, free slots, draining)
+            agents: Vec<(&'a str, &'a BTreeMap<String, String>, u32, bool)>,
             expect: Vec<Decision>,
         }
         let cases = vec![
             Case {
                 name: "spread across agents by free slots",
                 queue: vec![&none, &none],
-                agents: vec![("a1", &linux, 2), ("a2", &mac, 2)],
+                agents: vec![("a1", &linux, 2, false), ("a2", &mac, 2, false)],
                 expect: vec![Decision::Assign { job: 0, agent: 0 }, Decision::Assign { job: 1, agent: 1 }],
             },
             Case {
                 name: "labels route the job",
                 queue: vec![&mac],
-                agents: vec![("a1", &linux, 4), ("a2", &mac, 1)],
+                agents: vec![("a1", &linux, 4, false), ("a2", &mac, 1, false)],
                 expect: vec![Decision::Assign { job: 0, agent: 1 }],
             },
             Case {
                 name: "every runs-on label must match; extra agent labels are fine",
                 queue: vec![&gpu_linux, &linux],
-                agents: vec![("a1", &linux, 1), ("a2", &gpu_linux, 1)],
+                agents: vec![("a1", &linux, 1, false), ("a2", &gpu_linux, 1, false)],
                 expect: vec![Decision::Assign { job: 0, agent: 1 }, Decision::Assign { job: 1, agent: 0 }],
             },
             Case {
                 name: "no matching agent",
                 queue: vec![&gpu_linux],
-                agents: vec![("a1", &linux, 1)],
+                agents: vec![("a1", &linux, 1, false)],
                 expect: vec![Decision::Wait {
                     job: 0,
                     reason: "an agent with labels gpu=yes,os=linux (no connected agent matches)".into(),
@@ -175,12 +184,30 @@ mod tests {
             Case {
                 name: "matching agent is busy; later jobs may still go elsewhere",
                 queue: vec![&mac, &mac, &linux],
-                agents: vec![("a1", &linux, 1), ("a2", &mac, 1)],
+                agents: vec![("a1", &linux, 1, false), ("a2", &mac, 1, false)],
                 expect: vec![
                     Decision::Assign { job: 0, agent: 1 },
                     Decision::Wait { job: 1, reason: "a free slot on an agent with labels os=mac (busy: a2)".into() },
                     Decision::Assign { job: 2, agent: 0 },
                 ],
+            },
+            Case {
+                name: "a draining agent gets nothing, though it has free slots",
+                queue: vec![&none, &none],
+                agents: vec![("a1", &linux, 4, true), ("a2", &mac, 1, false)],
+                expect: vec![
+                    Decision::Assign { job: 0, agent: 1 },
+                    Decision::Wait { job: 1, reason: "a free slot on any agent (busy: a2; draining: a1)".into() },
+                ],
+            },
+            Case {
+                name: "only draining agents match",
+                queue: vec![&linux],
+                agents: vec![("a1", &linux, 4, true), ("a2", &mac, 1, false)],
+                expect: vec![Decision::Wait {
+                    job: 0,
+                    reason: "an agent with labels os=linux (the matching agents are draining: a1)".into(),
+                }],
             },
             Case {
                 name: "no agents at all",
@@ -191,8 +218,11 @@ mod tests {
         ];
         for case in cases {
             let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r }).collect();
-            let mut agents: Vec<AgentSlots> =
-                case.agents.iter().map(|(n, l, f)| AgentSlots { name: n, labels: l, free: *f }).collect();
+            let mut agents: Vec<AgentSlots> = case
+                .agents
+                .iter()
+                .map(|(n, l, f, d)| AgentSlots { name: n, labels: l, free: *f, draining: *d })
+                .collect();
             assert_eq!(decide(&queue, &mut agents), case.expect, "case {:?}", case.name);
         }
     }

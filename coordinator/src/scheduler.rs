@@ -192,6 +192,7 @@ pub struct AgentInfo {
     pub in_use: u32,
     pub connected: bool,
     pub last_seen_ms: u64,
+    pub draining: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +220,8 @@ pub struct AgentHello {
     pub slots: u32,
     /// Attempts the agent holds (after a reconnect).
     pub running: Vec<String>,
+    /// The agent is shutting down gracefully: no new work.
+    pub draining: bool,
     /// The session's outgoing stream.
     pub tx: mpsc::Sender<ToAgent>,
 }
@@ -249,6 +252,7 @@ pub enum Event {
         conn: u64,
         name: String,
         running: Vec<String>,
+        draining: bool,
     },
     Accepted {
         conn: u64,
@@ -314,6 +318,9 @@ struct AgentEntry {
     slots: u32,
     in_use: u32,
     last_seen_ms: u64,
+    /// The live session said the agent is draining. Cleared by a new
+    /// session's Hello.
+    draining: bool,
 }
 
 /// Extra lease time that running attempts get when a coordinator starts
@@ -427,6 +434,7 @@ impl Scheduler {
                     slots: record.slots,
                     in_use: 0,
                     last_seen_ms: record.last_seen_ms,
+                    draining: false,
                 },
             );
         }
@@ -453,6 +461,7 @@ impl Scheduler {
                         slots: 0,
                         in_use: 0,
                         last_seen_ms: 0,
+                        draining: false,
                     });
                     entry.in_use += 1;
                     let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
@@ -534,6 +543,7 @@ impl Scheduler {
                         in_use: a.in_use,
                         connected: a.conn.is_some(),
                         last_seen_ms: a.last_seen_ms,
+                        draining: a.conn.is_some() && a.draining,
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -551,12 +561,17 @@ impl Scheduler {
                     self.fleet_changed(-1);
                 }
             }
-            Event::Heartbeat { conn, name, running } => {
+            Event::Heartbeat { conn, name, running, draining } => {
                 if !self.is_current_conn(&name, conn) {
                     return;
                 }
                 if let Some(a) = self.agents.get_mut(&name) {
                     a.last_seen_ms = now_ms();
+                    if a.draining != draining {
+                        info!(agent = %name, draining, "agent draining: no new work for it");
+                        a.draining = draining;
+                        self.reasons_stale = true;
+                    }
                 }
                 for id in running {
                     self.renew_or_reject(&name, &id).await;
@@ -643,8 +658,8 @@ impl Scheduler {
     }
 
     async fn hello(&mut self, hello: AgentHello) {
-        let AgentHello { conn, name, labels, slots, running, tx } = hello;
-        info!(agent = %name, slots, ?labels, running = running.len(), "agent connected");
+        let AgentHello { conn, name, labels, slots, running, draining, tx } = hello;
+        info!(agent = %name, slots, ?labels, running = running.len(), draining, "agent connected");
         let ttl = self.config.lease_ttl;
         let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch }).await;
         let entry = self.agents.entry(name.clone()).or_insert_with(|| AgentEntry {
@@ -653,6 +668,7 @@ impl Scheduler {
             slots: 0,
             in_use: 0,
             last_seen_ms: 0,
+            draining: false,
         });
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
@@ -660,6 +676,7 @@ impl Scheduler {
         entry.conn = Some((conn, tx));
         entry.labels = labels;
         entry.slots = slots;
+        entry.draining = draining;
         entry.last_seen_ms = now_ms();
         let record = AgentRecord { labels: entry.labels.clone(), slots: entry.slots, last_seen_ms: entry.last_seen_ms };
         self.pending.insert(keys::agent(&name), encode(&record));
@@ -961,7 +978,12 @@ impl Scheduler {
                 .iter()
                 .map(|n| {
                     let a = &self.agents[n];
-                    AgentSlots { name: n, labels: &a.labels, free: a.slots.saturating_sub(a.in_use) }
+                    AgentSlots {
+                        name: n,
+                        labels: &a.labels,
+                        free: a.slots.saturating_sub(a.in_use),
+                        draining: a.draining,
+                    }
                 })
                 .collect();
             let plan = dispatch::plan(&queued, &mut agents);

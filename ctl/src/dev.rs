@@ -165,11 +165,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         r = result => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    for child in &mut children {
+    // Agents drain on a first signal and stop at once (killing their steps)
+    // on a second: send both, so an interrupted run leaves nothing behind.
+    // The coordinator (the first child) steps down on SIGTERM.
+    for (i, child) in children.iter().enumerate() {
         if let Some(pid) = child.id() {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
+            let signals: &[i32] = if i == 0 { &[libc::SIGTERM] } else { &[libc::SIGTERM, libc::SIGINT] };
+            for sig in signals {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid as i32, *sig);
+                }
             }
         }
     }

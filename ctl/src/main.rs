@@ -304,7 +304,11 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
             for a in agents {
                 let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 labels.sort();
-                let seen = if a.connected { "connected".to_string() } else { fmt_ms(a.last_seen_ms) };
+                let seen = match (a.connected, a.draining) {
+                    (true, true) => "draining".to_string(),
+                    (true, false) => "connected".to_string(),
+                    (false, _) => fmt_ms(a.last_seen_ms),
+                };
                 outln!(
                     "{:<20} {:<32} {:<8} {:<10}",
                     a.name,

@@ -67,7 +67,7 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Option<Event>, ApiError> {
     let name = name.to_string();
     Ok(Some(match msg {
         In::Hello(_) => return Err(ApiError::Invalid("Hello may only be the first message".into())),
-        In::Heartbeat(h) => Event::Heartbeat { conn, name, running: h.running },
+        In::Heartbeat(h) => Event::Heartbeat { conn, name, running: h.running, draining: h.draining },
         In::Accepted(a) => Event::Accepted { conn, name, id: a.attempt_id },
         In::Log(l) => Event::Log { conn, name, id: l.attempt_id, offset: l.offset, data: l.data },
         In::Result(r) => {
@@ -117,6 +117,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 labels,
                 slots: hello.slots,
                 running: hello.running,
+                draining: hello.draining,
                 tx,
             }))
             .await

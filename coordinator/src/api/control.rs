@@ -421,6 +421,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 slots_in_use: a.in_use,
                 connected: a.connected,
                 last_seen_ms: a.last_seen_ms,
+                draining: a.draining,
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))

@@ -416,6 +416,7 @@ impl SimAgent {
                 slots: self.config.slots,
                 running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
                 version: concat!("drover-bench ", env!("CARGO_PKG_VERSION")).to_string(),
+                draining: false,
             }),
         );
         // Resend everything not acknowledged, each log before its result.
@@ -492,7 +493,7 @@ impl SimAgent {
                 },
                 _ = heartbeat.tick() => {
                     let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
-                    Self::send(&tx, Out::Heartbeat(pb::Heartbeat { running }));
+                    Self::send(&tx, Out::Heartbeat(pb::Heartbeat { running, draining: false }));
                 }
             }
         }

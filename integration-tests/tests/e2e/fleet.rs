@@ -386,3 +386,84 @@ fn agents_lists_connected_and_departed_agents_across_a_restart() {
     let leaves = row(&out, "leaves").unwrap_or_else(|| panic!("{out}"));
     assert!(leaves.contains("0/1") && leaves.contains(" ago"), "{out}");
 }
+
+#[test]
+fn a_draining_agent_finishes_its_job_takes_no_new_work_and_exits() {
+    let mut fleet = Fleet::start("drain");
+    let a1 = fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let dir = fleet.dir.path().to_path_buf();
+    let (gate, marks) = (dir.join("gate"), dir.join("marks"));
+    let long = fleet.submit(
+        "long.yml",
+        &format!(
+            "name: long\njobs:\n  long:\n    steps:\n      - run: |\n          echo started >> {m}\n          while [ ! -e {g} ]; do sleep 0.1; done\n          echo finished on $DROVER_AGENT >> {m}\n",
+            m = marks.display(),
+            g = gate.display()
+        ),
+    );
+    wait_for("long to start", Duration::from_secs(20), || (!lines(&marks).is_empty()).then_some(()));
+
+    // SIGTERM: the agent drains. It says so, and gets no new work although
+    // it has a free slot.
+    fleet.agents[a1].signal(libc::SIGTERM);
+    wait_for("a1 to show as draining", Duration::from_secs(10), || {
+        let out = fleet.drover(&["agents"]);
+        text(&out.stdout).lines().any(|l| l.starts_with("a1 ") && l.contains("draining")).then_some(())
+    });
+    let next = fleet.submit("next.yml", "name: next\njobs:\n  next:\n    steps:\n      - run: echo next ran\n");
+    let waiting = wait_for("next to say what it waits for", Duration::from_secs(10), || {
+        let w = fleet.job(&next, "next")["waiting_for"].as_str().unwrap_or_default().to_string();
+        w.contains("draining").then_some(w)
+    });
+    assert!(waiting.contains("the matching agents are draining: a1"), "{waiting}");
+
+    // The running job finishes on its first attempt and is reported; then
+    // the agent exits on its own, successfully.
+    std::fs::write(&gate, "").unwrap();
+    let status = fleet.wait_run(&long, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(fleet.job(&long, "long")["attempt"], 1);
+    assert_eq!(lines(&marks), vec!["started", "finished on a1"]);
+    let exit =
+        wait_for("the drained agent to exit", Duration::from_secs(20), || fleet.agents[a1].child.try_wait().unwrap());
+    assert!(exit.success(), "{exit}\n{}", fleet.agents[a1].log_tail());
+    assert_eq!(fleet.job(&next, "next")["state"], "queued", "nothing went to the draining agent");
+
+    // Another agent takes the waiting job.
+    fleet.agent("a2", "", 1);
+    assert_eq!(fleet.wait_run(&next, Duration::from_secs(30))["state"], "succeeded");
+    assert_eq!(fleet.job(&next, "next")["agent"], "a2");
+}
+
+#[test]
+fn a_second_signal_stops_a_draining_agent_at_once_and_its_job_runs_again_elsewhere() {
+    let mut fleet = Fleet::start("drain-now");
+    let a1 = fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let pids = fleet.dir.path().join("pids");
+    let run = fleet.submit(
+        "slow.yml",
+        &format!(
+            "name: slow\njobs:\n  slow:\n    retries: 1\n    steps:\n      - run: |\n          sleep 1000 &\n          echo \"$DROVER_ATTEMPT $!\" >> {p}\n          [ \"$DROVER_ATTEMPT\" = 2 ] || wait\n",
+            p = pids.display()
+        ),
+    );
+    let pid: i32 = wait_for("the job to start", Duration::from_secs(20), || {
+        lines(&pids).first().and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    });
+    fleet.agents[a1].signal(libc::SIGTERM);
+    wait_for("a1 to show as draining", Duration::from_secs(10), || {
+        let out = fleet.drover(&["agents"]);
+        text(&out.stdout).lines().any(|l| l.starts_with("a1 ") && l.contains("draining")).then_some(())
+    });
+    fleet.agents[a1].signal(libc::SIGINT);
+    wait_for("the agent to stop", Duration::from_secs(20), || fleet.agents[a1].child.try_wait().unwrap());
+    assert!(!process_alive(pid), "the step's daemon was killed with the attempt");
+    // The attempt is lost and the job runs again where retries allow.
+    fleet.agent("a2", "", 1);
+    let status = fleet.wait_run(&run, Duration::from_secs(40));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    let job = fleet.job(&run, "slow");
+    assert_eq!((job["attempt"].as_u64(), job["agent"].as_str()), (Some(2), Some("a2")), "{job}");
+}
