@@ -44,13 +44,24 @@ pub struct Guard {
     provider: Option<SdkTracerProvider>,
 }
 
+/// How long the exit waits for each exporter to flush: a collector that
+/// does not answer must not hold up a shutdown (systemd, a deploy).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(p) = RECORDED.get() {
-            let _ = p.force_flush();
+            // force_flush blocks for as long as the exporter's own timeout;
+            // wait for it on another thread, and only so long.
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = p.force_flush();
+                let _ = done_tx.send(());
+            });
+            let _ = done_rx.recv_timeout(FLUSH_TIMEOUT);
         }
         if let Some(p) = self.provider.take() {
-            let _ = p.shutdown_with_timeout(Duration::from_secs(2));
+            let _ = p.shutdown_with_timeout(FLUSH_TIMEOUT);
         }
     }
 }

@@ -59,7 +59,7 @@ fn finished_runs_beyond_the_count_are_pruned_with_their_logs_and_running_ones_st
 
 #[test]
 fn finished_runs_older_than_the_retention_are_pruned() {
-    let mut fleet = Fleet::start_with("keep-for", &["--keep-runs-for", "2s", "--prune-interval", "200ms"]);
+    let mut fleet = Fleet::start_with("keep-for", &["--keep-runs-for", "5s", "--prune-interval", "200ms"]);
     fleet.agent("a1", "", 1);
     fleet.wait_agents(1);
     let run = fleet.submit("quick.yml", QUICK);
