@@ -979,9 +979,29 @@ mod tests {
         std::env::var("DROVER_TEST_ETCD").unwrap_or_else(|_| "etcd".to_owned())
     }
 
+    /// A free port from below the kernel's ephemeral range, each handed out
+    /// once: no outgoing connection of a parallel test can take it while a
+    /// member is down for a restart (the harness in integration-tests does
+    /// the same for its etcd clusters).
     fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        listener.local_addr().expect("local address").port()
+        static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let floor = 10_000u16.min(low / 2);
+        let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+        // Start where another test process (the end-to-end tests) is unlikely to.
+        let mut port = next.unwrap_or(low - 1 - (std::process::id() % u32::from(low - floor)) as u16);
+        for _ in floor..low {
+            let candidate = port;
+            port = if port <= floor { low - 1 } else { port - 1 };
+            if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+                *next = Some(port);
+                return candidate;
+            }
+        }
+        panic!("no free port between {floor} and {low}");
     }
 
     /// A real single-member etcd on free ports with its own data directory,
