@@ -467,3 +467,30 @@ fn a_second_signal_stops_a_draining_agent_at_once_and_its_job_runs_again_elsewhe
     let job = fleet.job(&run, "slow");
     assert_eq!((job["attempt"].as_u64(), job["agent"].as_str()), (Some(2), Some("a2")), "{job}");
 }
+
+#[test]
+fn a_draining_agent_that_cannot_report_stops_at_its_drain_timeout() {
+    let mut fleet = Fleet::start("drain-timeout");
+    let urls = fleet.url();
+    let (a1, _) = fleet.agent_args("a1", "", 1, &urls, &["--drain-timeout", "2s"]);
+    fleet.wait_agents(1);
+    let pids = fleet.dir.path().join("pids");
+    fleet.submit(
+        "slow.yml",
+        &format!(
+            "name: slow\njobs:\n  slow:\n    steps:\n      - run: sleep 1000 & echo $! >> {p}; wait\n",
+            p = pids.display()
+        ),
+    );
+    let pid: i32 = wait_for("the job to start", Duration::from_secs(20), || lines(&pids).first()?.parse().ok());
+    // With no coordinator to report to, the drain can never complete on its
+    // own: the timeout ends it, and the step goes with the agent.
+    fleet.kill_coordinator(0);
+    fleet.agents[a1].signal(libc::SIGTERM);
+    let exit = wait_for("the agent to stop at its drain timeout", Duration::from_secs(20), || {
+        fleet.agents[a1].child.try_wait().unwrap()
+    });
+    assert!(exit.success(), "{exit}\n{}", fleet.agents[a1].log_tail());
+    assert!(!process_alive(pid), "the step was killed");
+    assert!(fleet.agents[a1].log_tail().contains("drain timeout reached"), "{}", fleet.agents[a1].log_tail());
+}
