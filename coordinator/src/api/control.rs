@@ -55,6 +55,24 @@ impl ControlApi {
     }
 }
 
+/// The error for a run that is not in the store: one that never existed,
+/// or one the retention policy pruned (its number is not above the last one
+/// handed out).
+async fn run_not_found(store: &dyn Store, id: RunId) -> ApiError {
+    let last: Option<RunId> = match store.get(keys::RUN_SEQ).await {
+        Ok(kv) => kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()),
+        Err(e) => return e.into(),
+    };
+    match last {
+        Some(last) if id <= last => ApiError::NotFound(format!(
+            "run {id} no longer exists: finished runs are pruned by the coordinator's retention policy \
+             (--keep-runs, --keep-runs-for); see `drover runs` for the runs kept"
+        )),
+        Some(last) => ApiError::NotFound(format!("run {id} not found: the newest run is {last}; see `drover runs`")),
+        None => ApiError::NotFound(format!("run {id} not found: no run has been submitted yet")),
+    }
+}
+
 fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
     s.trim()
         .parse()
@@ -239,11 +257,10 @@ async fn follow(
         true
     };
     let prefix = keys::run(f.id);
-    let created = store
-        .get(&prefix)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {} not found; see `drover runs`", f.id)))?
-        .create_revision;
+    let created = match store.get(&prefix).await? {
+        Some(kv) => kv.create_revision,
+        None => return Err(run_not_found(store.as_ref(), f.id).await),
+    };
     let mut start = created;
     loop {
         let mut watch = store.watch(&prefix, start).await?;
@@ -315,10 +332,8 @@ impl pb::control_service_server::ControlService for ControlApi {
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
         require_admin(&req)?;
         let id = parse_run_id(&req.into_inner().run_id)?;
-        let run = scheduler::load_run(self.store.as_ref(), id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found; see `drover runs`")))?;
+        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
     }
 
@@ -341,10 +356,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         require_admin(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
-        let run = scheduler::load_run(self.store.as_ref(), id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found; see `drover runs`")))?;
+        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         if !run.jobs.contains_key(&req.job) {
             let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
             return Err(ApiError::NotFound(format!(
@@ -398,10 +411,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         let id = parse_run_id(&req.into_inner().run_id)?;
         let (sched, _) = super::leader(&self.role)?;
         sched.cancel(id).await.map_err(ApiError::from)?;
-        let run = scheduler::load_run(self.store.as_ref(), id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
     }
 

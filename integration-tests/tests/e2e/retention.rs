@@ -40,7 +40,11 @@ fn finished_runs_beyond_the_count_are_pruned_with_their_logs_and_running_ones_st
     });
     let out = fleet.drover(&["status", &quick[0]]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("run {} no longer exists: finished runs are pruned", quick[0])),
+        "{}",
+        text(&out.stderr)
+    );
     let out = fleet.drover(&["logs", &quick[0], "a"]);
     assert!(!out.status.success(), "logs of a pruned run: {}", text(&out.stdout));
     // The runs kept still have their logs.

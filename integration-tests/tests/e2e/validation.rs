@@ -59,8 +59,9 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
     let out = fleet.drover(&["status", "999"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("run 999 not found"), "{}", text(&out.stderr));
-    // A port nobody listens on: bind one, then close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port nobody listens on (from below the ephemeral range, so no
+    // parallel test's connection takes it meanwhile).
+    let port = crate::harness::free_port();
     let out = std::process::Command::new(crate::harness::bin("drover"))
         .args(["--coordinator", &format!("https://127.0.0.1:{port}"), "runs"])
         .env("DROVER_TLS_DIR", &fleet.tls)
