@@ -5,6 +5,7 @@
 use drover_integration_tests::harness;
 
 mod bench;
+mod dev;
 mod drover_bench;
 mod fleet;
 mod git;

@@ -1,0 +1,65 @@
+//! `drover dev`, the README's first command: certificates, a coordinator on
+//! the embedded store and two agents, and the sample pipeline to the end.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{TempDir, bin, text, wait_for};
+
+/// Runs `drover dev` in `dir` to its end; returns (success, stdout, stderr).
+fn drover_dev(dir: &Path) -> (bool, String, String) {
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.yml");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new(bin("drover"))
+        .args(["dev", "--pipeline"])
+        .arg(&pipeline)
+        .arg("--dir")
+        .arg(dir.join("dev"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_for("drover dev to finish", Duration::from_secs(120), || child.try_wait().unwrap());
+    (status.success(), std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap())
+}
+
+/// Processes whose command line mentions `dir` (what dev started there).
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = text(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn drover_dev_runs_the_sample_pipeline_end_to_end_and_again_on_its_state() {
+    let dir = TempDir::new("dev");
+    let (ok, out, err) = drover_dev(dir.path());
+    assert!(ok, "drover dev failed:\n{out}\n{err}");
+    assert!(out.contains("created certificates"), "{out}");
+    assert!(out.contains("2 agents connected"), "{out}");
+    // Live progress: state changes and job logs prefixed by job name.
+    assert!(out.contains("[lint] succeeded"), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("release |") && l.contains("all green")), "{out}");
+    assert!(out.contains("run 1 succeeded"), "{out}");
+    // It stopped everything it started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !processes_under(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still running: {:?}", processes_under(dir.path()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Again on the same directory: the certificates and the store are kept.
+    let (ok, out, err) = drover_dev(dir.path());
+    assert!(ok, "drover dev failed the second time:\n{out}\n{err}");
+    assert!(!out.contains("created certificates"), "{out}");
+    assert!(out.contains("run 2 succeeded"), "{out}");
+}
