@@ -39,7 +39,8 @@ struct Args {
     no_fsync: bool,
     /// The URL agents and the CLI use to reach this coordinator, handed out
     /// by followers to redirect clients to the leader (default: https:// and
-    /// the listen address).
+    /// the listen address, or this host's name when listening on 0.0.0.0 or
+    /// [::]).
     #[arg(long)]
     advertise: Option<String>,
     /// TTL of each coordinator's lease in the leader election: how long a

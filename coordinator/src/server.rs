@@ -84,6 +84,24 @@ fn coordinator_id(data_dir: &Path) -> Result<String, ServerError> {
     Ok(id)
 }
 
+/// The URL followers hand out for this coordinator when `--advertise` is not
+/// given: the listen address, or, when listening on every address, this
+/// host's name (which other hosts can resolve, unlike `localhost`).
+fn default_advertise(addr: std::net::SocketAddr, host: Option<&str>) -> String {
+    match (addr.ip().is_unspecified(), host) {
+        (false, _) => format!("https://{addr}"),
+        (true, Some(host)) if !host.is_empty() => format!("https://{host}:{}", addr.port()),
+        (true, _) => format!("https://localhost:{}", addr.port()),
+    }
+}
+
+/// This machine's host name.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Answers `/metrics`, `/healthz` and `/readyz`. Ready means: this
 /// coordinator leads, or follows a known leader, and the store answers.
 async fn observe(path: String, role: watch::Receiver<Role>, store: Arc<dyn Store>) -> Reply {
@@ -121,13 +139,14 @@ pub async fn run(
     std::fs::create_dir_all(&scratch).map_err(|source| ServerError::DataDir { path: scratch.clone(), source })?;
     let id = coordinator_id(&opts.data_dir)?;
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    let url = opts.advertise.clone().unwrap_or_else(|| {
-        if addr.ip().is_unspecified() {
-            format!("https://localhost:{}", addr.port())
-        } else {
-            format!("https://{addr}")
-        }
-    });
+    let url = opts.advertise.clone().unwrap_or_else(|| default_advertise(addr, host_name().as_deref()));
+    if opts.advertise.is_none() && addr.ip().is_unspecified() && matches!(opts.store, StoreConfig::Etcd(_)) {
+        tracing::warn!(
+            %url,
+            "listening on all addresses without --advertise: followers send clients to {url}; \
+             set --advertise to a URL every agent can reach (and name its host in the certificate)"
+        );
+    }
 
     let mut sched_config = opts.scheduler.clone();
     let mut housekeeping = opts.housekeeping.clone();
@@ -198,4 +217,25 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_advertise;
+
+    #[test]
+    fn the_default_advertised_url_is_reachable_from_other_hosts_where_it_can_be() {
+        let cases = [
+            ("10.0.0.1:7700", Some("ci-1"), "https://10.0.0.1:7700"),
+            ("127.0.0.1:7700", Some("ci-1"), "https://127.0.0.1:7700"),
+            ("[::1]:7700", None, "https://[::1]:7700"),
+            ("0.0.0.0:7700", Some("ci-1"), "https://ci-1:7700"),
+            ("[::]:7700", Some("ci-1.example.org"), "https://ci-1.example.org:7700"),
+            ("0.0.0.0:7700", None, "https://localhost:7700"),
+            ("0.0.0.0:7700", Some(""), "https://localhost:7700"),
+        ];
+        for (addr, host, want) in cases {
+            assert_eq!(default_advertise(addr.parse().unwrap(), host), want, "{addr} {host:?}");
+        }
+    }
 }
