@@ -283,10 +283,8 @@ impl Agent {
                             backoff = Duration::from_millis(100);
                         }
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
-                        SessionEnd::Drained => {
-                            info!("drained: every attempt finished and reported; exiting");
-                            return;
-                        }
+                        // The top of the loop says so and returns.
+                        SessionEnd::Drained => continue,
                         SessionEnd::Stop => break,
                     }
                 }
@@ -302,8 +300,7 @@ impl Agent {
                     return;
                 }
                 if self.drained(&stop) {
-                    info!("drained: every attempt finished; exiting");
-                    return;
+                    break;
                 }
                 tokio::select! {
                     _ = &mut sleep => break,

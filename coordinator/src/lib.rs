@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod dispatch;
+pub mod duration;
 pub mod git;
 pub mod housekeeping;
 pub mod keys;

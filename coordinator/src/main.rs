@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use drover_coordinator::housekeeping;
 use drover_coordinator::scheduler::Config;
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
+use drover_coordinator::{duration, housekeeping};
 use drover_telemetry::logging::LogFormat;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
@@ -93,18 +93,17 @@ struct Args {
     otlp_endpoint: Option<String>,
 }
 
+/// A flag's duration: `10s`, `1m30s`, `500ms`, `30d` (see
+/// [`drover_coordinator::duration`]), longer than zero.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 2m, 12h, 30d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 24 * 3600)),
-        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s, m, h or d")),
+    match duration::parse(s, duration::FLAG_UNITS) {
+        Some(d) if d.is_zero() => Err("the duration must be longer than zero".to_string()),
+        Some(d) => Ok(d),
+        None => Err(format!(
+            "{s:?} is not a duration: write whole numbers with units d, h, m, s or ms, largest first \
+             (500ms, 10s, 1m30s, 12h, 30d)"
+        )),
     }
-    .and_then(|d| if d.is_zero() { Err("the duration must be positive".to_string()) } else { Ok(d) })
 }
 
 /// A period, or none (`off`).
@@ -112,7 +111,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 struct Every(Option<Duration>);
 
 fn parse_optional_duration(s: &str) -> Result<Every, String> {
-    if s == "off" { Ok(Every(None)) } else { parse_duration(s).map(|d| Every(Some(d))) }
+    if s == "off" {
+        return Ok(Every(None));
+    }
+    parse_duration(s).map(|d| Every(Some(d))).map_err(|e| format!("{e}; or `off`"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -179,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             interval: args.prune_interval,
             compaction: None,
         },
-        etcd_compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 },
+        etcd_compaction: args.etcd_compaction_interval.0,
     };
     server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

@@ -311,6 +311,7 @@ impl Handle {
     }
 }
 
+#[derive(Default)]
 struct AgentEntry {
     /// The live connection: its id and the sender of its outgoing stream.
     conn: Option<(u64, mpsc::Sender<ToAgent>)>,
@@ -429,12 +430,10 @@ impl Scheduler {
             self.agents.insert(
                 name,
                 AgentEntry {
-                    conn: None,
                     labels: record.labels,
                     slots: record.slots,
-                    in_use: 0,
                     last_seen_ms: record.last_seen_ms,
-                    draining: false,
+                    ..AgentEntry::default()
                 },
             );
         }
@@ -455,14 +454,7 @@ impl Scheduler {
                 }
                 if job.state.holds_slot() {
                     let agent = job.agent.clone().unwrap_or_default();
-                    let entry = self.agents.entry(agent).or_insert_with(|| AgentEntry {
-                        conn: None,
-                        labels: BTreeMap::new(),
-                        slots: 0,
-                        in_use: 0,
-                        last_seen_ms: 0,
-                        draining: false,
-                    });
+                    let entry = self.agents.entry(agent).or_default();
                     entry.in_use += 1;
                     let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
                     self.leases.insert(id, deadline);
@@ -662,14 +654,7 @@ impl Scheduler {
         info!(agent = %name, slots, ?labels, running = running.len(), draining, "agent connected");
         let ttl = self.config.lease_ttl;
         let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch }).await;
-        let entry = self.agents.entry(name.clone()).or_insert_with(|| AgentEntry {
-            conn: None,
-            labels: BTreeMap::new(),
-            slots: 0,
-            in_use: 0,
-            last_seen_ms: 0,
-            draining: false,
-        });
+        let entry = self.agents.entry(name.clone()).or_default();
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
         let newly = entry.conn.is_none();

@@ -46,7 +46,8 @@ pub struct Options {
     /// from `etcd_compaction`, when the store is etcd).
     pub housekeeping: housekeeping::Config,
     /// How often the leader compacts etcd's history; `None` leaves it to
-    /// etcd's own auto-compaction or the operator.
+    /// etcd's own auto-compaction or the operator. Unused on the embedded
+    /// store, which bounds its own history.
     pub etcd_compaction: Option<Duration>,
 }
 

@@ -447,22 +447,34 @@ impl Fleet {
         urls: &str,
         extra: &[&str],
     ) -> (usize, Option<String>) {
-        let cert = self.tls.join(format!("agent-{name}.pem"));
-        if !cert.exists() {
-            let out = Command::new(bin("drover"))
-                .args(["certs", "issue-agent", name, "--dir"])
-                .arg(&self.tls)
-                .output()
-                .expect("issue agent cert");
-            assert!(out.status.success(), "issue-agent: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let work_dir = self.dir.path().join("work").join(name);
+        self.spawn_agent(name, labels, slots, urls, &work_dir, extra)
+    }
+
+    /// Starts an agent (no labels, one slot) on the given work directory
+    /// instead of work/NAME, e.g. one that another agent uses.
+    pub fn agent_in(&mut self, name: &str, work_dir: &Path) -> usize {
+        let urls = self.url();
+        self.spawn_agent(name, "", 1, &urls, work_dir, &[]).0
+    }
+
+    fn spawn_agent(
+        &mut self,
+        name: &str,
+        labels: &str,
+        slots: u32,
+        urls: &str,
+        work_dir: &Path,
+        extra: &[&str],
+    ) -> (usize, Option<String>) {
+        self.issue_agent_certs(&[name.to_string()]);
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let with_metrics = extra.contains(&"--metrics-listen");
         let mut child = Command::new(bin("drover-agent"))
             .args(["--coordinator", urls, "--name", name, "--labels", labels, "--slots", &slots.to_string()])
             .arg("--work-dir")
-            .arg(self.dir.path().join("work").join(name))
+            .arg(work_dir)
             .arg("--tls-dir")
             .arg(&self.tls)
             .args(extra)
@@ -485,26 +497,6 @@ impl Fleet {
         });
         self.agents.push(proc);
         (self.agents.len() - 1, metrics)
-    }
-
-    /// Starts an agent (no labels, one slot) on the given work directory
-    /// instead of work/NAME, e.g. one that another agent uses.
-    pub fn agent_in(&mut self, name: &str, work_dir: &Path) -> usize {
-        self.issue_agent_certs(&[name.to_string()]);
-        let log = self.dir.path().join(format!("agent-{name}.log"));
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let child = Command::new(bin("drover-agent"))
-            .args(["--coordinator", &self.url(), "--name", name, "--work-dir"])
-            .arg(work_dir)
-            .arg("--tls-dir")
-            .arg(&self.tls)
-            .env("DROVER_LOG", "info,drover_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start agent");
-        self.agents.push(Proc { child, name: name.to_string(), log });
-        self.agents.len() - 1
     }
 
     /// Issues agent certificates for every name that has none yet, with
@@ -608,6 +600,17 @@ impl Fleet {
         }
     }
 
+    /// Waits until `drover agents` shows the agent as draining.
+    pub fn wait_draining(&self, name: &str) {
+        wait_for(&format!("{name} to show as draining"), Duration::from_secs(10), || {
+            let out = self.drover(&["agents"]);
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name) && l.contains("draining"))
+                .then_some(())
+        });
+    }
+
     /// Tails of every process log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -615,6 +618,15 @@ impl Fleet {
             s.push_str(&format!("\n--- {} ---\n{}\n", p.name, p.log_tail()));
         }
         s
+    }
+}
+
+/// Whether a process runs. A zombie counts as gone: it has exited, and
+/// whoever adopted it may not have reaped it yet.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
     }
 }
 

@@ -13,6 +13,7 @@ use super::{
     Diagnostic, JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_STEPS_PER_JOB, MAX_TIMEOUT, Pipeline,
     RESERVED_ENV_PREFIX, StepSpec,
 };
+use crate::duration;
 
 /// The most diagnostics we return for one file.
 const MAX_DIAGNOSTICS: usize = 100;
@@ -419,8 +420,8 @@ impl Checker<'_> {
                 return None;
             }
         };
-        match parse_duration(text) {
-            Ok(duration) if duration.is_zero() => {
+        match duration::parse(text, duration::PIPELINE_UNITS) {
+            Some(d) if d.is_zero() => {
                 self.error(
                     timeout.pos,
                     format!("timeout `{text}` in job `{job}` must be longer than zero"),
@@ -428,7 +429,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            Ok(duration) if duration > MAX_TIMEOUT => {
+            Some(d) if d > MAX_TIMEOUT => {
                 self.error(
                     timeout.pos,
                     format!("timeout `{text}` in job `{job}` is over the limit of 7 days"),
@@ -436,8 +437,8 @@ impl Checker<'_> {
                 );
                 None
             }
-            Ok(duration) => Some(duration),
-            Err(()) => {
+            Some(d) => Some(d),
+            None => {
                 self.error(
                     timeout.pos,
                     format!("invalid timeout `{}` in job `{job}`", abbreviate(text)),
@@ -759,33 +760,6 @@ fn is_shell_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Parses durations like `90s`, `10m` and `1h30m`: whole numbers, each
-/// followed by `h`, `m` or `s`, with units in that order and each at most
-/// once. Zero and huge values parse; the caller judges them.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, ()> {
-    let mut total: u64 = 0;
-    let mut rest = text;
-    // The units not yet used, largest first, so that `30m1h` and `1m1m` fail.
-    let mut units: &[(char, u64)] = &[('h', 3600), ('m', 60), ('s', 1)];
-    if rest.is_empty() {
-        return Err(());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or(())?;
-        if digits == 0 {
-            return Err(());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| ())?;
-        let unit = rest[digits..].chars().next().ok_or(())?;
-        let at = units.iter().position(|&(u, _)| u == unit).ok_or(())?;
-        let seconds = number.checked_mul(units[at].1).ok_or(())?;
-        total = total.checked_add(seconds).ok_or(())?;
-        units = &units[at + 1..];
-        rest = &rest[digits + unit.len_utf8()..];
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// The candidate closest to `word`, if one is close enough to be a likely

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Fleet, lines, text, wait_for};
+use crate::harness::{Fleet, lines, process_alive, text, wait_for};
 
 fn marker(fleet: &Fleet) -> String {
     fleet.dir.path().join("marks").to_string_lossy().into_owned()
@@ -145,14 +145,6 @@ fn an_agent_killed_mid_job_loses_the_attempt_and_it_runs_again_elsewhere() {
     // The job shows once in the run, succeeded.
     let jobs = status["jobs"].as_array().unwrap();
     assert_eq!(jobs.iter().filter(|j| j["name"] == "long").count(), 1);
-}
-
-fn process_alive(pid: i32) -> bool {
-    // A zombie counts as gone: it has exited, only its exit status remains.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
-    }
 }
 
 #[test]
@@ -407,10 +399,7 @@ fn a_draining_agent_finishes_its_job_takes_no_new_work_and_exits() {
     // SIGTERM: the agent drains. It says so, and gets no new work although
     // it has a free slot.
     fleet.agents[a1].signal(libc::SIGTERM);
-    wait_for("a1 to show as draining", Duration::from_secs(10), || {
-        let out = fleet.drover(&["agents"]);
-        text(&out.stdout).lines().any(|l| l.starts_with("a1 ") && l.contains("draining")).then_some(())
-    });
+    fleet.wait_draining("a1");
     let next = fleet.submit("next.yml", "name: next\njobs:\n  next:\n    steps:\n      - run: echo next ran\n");
     let waiting = wait_for("next to say what it waits for", Duration::from_secs(10), || {
         let w = fleet.job(&next, "next")["waiting_for"].as_str().unwrap_or_default().to_string();
@@ -453,10 +442,7 @@ fn a_second_signal_stops_a_draining_agent_at_once_and_its_job_runs_again_elsewhe
         lines(&pids).first().and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
     });
     fleet.agents[a1].signal(libc::SIGTERM);
-    wait_for("a1 to show as draining", Duration::from_secs(10), || {
-        let out = fleet.drover(&["agents"]);
-        text(&out.stdout).lines().any(|l| l.starts_with("a1 ") && l.contains("draining")).then_some(())
-    });
+    fleet.wait_draining("a1");
     fleet.agents[a1].signal(libc::SIGINT);
     wait_for("the agent to stop", Duration::from_secs(20), || fleet.agents[a1].child.try_wait().unwrap());
     assert!(!process_alive(pid), "the step's daemon was killed with the attempt");

@@ -3,18 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Fleet, wait_for};
-
-/// Whether the process runs. A zombie counts as gone: it has exited, and
-/// whoever adopted it may not have reaped it yet.
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks; no memory is involved.
-    let exists = unsafe { libc::kill(pid, 0) } == 0;
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) == Some("Z"))
-        .unwrap_or(false);
-    exists && !zombie
-}
+use crate::harness::{Fleet, process_alive, wait_for};
 
 #[test]
 fn an_agent_killed_mid_job_kills_its_leftovers_when_it_starts_again() {

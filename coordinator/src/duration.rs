@@ -1,0 +1,93 @@
+//! Durations as people write them: whole numbers each followed by a unit,
+//! largest unit first and each unit at most once (`90s`, `10m`, `1h30m`).
+//! Which units are allowed is the caller's: pipeline files take `h`, `m`
+//! and `s` ([`PIPELINE_UNITS`]); the coordinator's flags also take days and
+//! milliseconds ([`FLAG_UNITS`]). Pure; zero and huge values parse, and the
+//! caller judges them.
+
+use std::time::Duration;
+
+/// A unit's suffix and length, largest first.
+pub type Units = [(&'static str, Duration)];
+
+pub const PIPELINE_UNITS: &Units =
+    &[("h", Duration::from_secs(3600)), ("m", Duration::from_secs(60)), ("s", Duration::from_secs(1))];
+
+pub const FLAG_UNITS: &Units = &[
+    ("d", Duration::from_secs(24 * 3600)),
+    ("h", Duration::from_secs(3600)),
+    ("m", Duration::from_secs(60)),
+    ("s", Duration::from_secs(1)),
+    ("ms", Duration::from_millis(1)),
+];
+
+/// Parses `text` with the given units, or says nothing: the caller knows
+/// what the text was for and words the error.
+pub fn parse(text: &str, units: &Units) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    // The units not yet used, largest first, so that `30m1h` and `1m1m` fail.
+    let mut units = units;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let letters = rest[digits..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |n| digits + n);
+        if digits == 0 || letters == digits {
+            return None;
+        }
+        let number: u32 = rest[..digits].parse().ok()?;
+        let at = units.iter().position(|&(u, _)| u == &rest[digits..letters])?;
+        total = total.checked_add(units[at].1.checked_mul(number)?)?;
+        units = &units[at + 1..];
+        rest = &rest[letters..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_by_unit_set() {
+        let s = Duration::from_secs;
+        let ok: &[(&str, &Units, Duration)] = &[
+            ("90s", PIPELINE_UNITS, s(90)),
+            ("10m", PIPELINE_UNITS, s(600)),
+            ("1h", PIPELINE_UNITS, s(3600)),
+            ("1h30m", PIPELINE_UNITS, s(5400)),
+            ("1h0m5s", PIPELINE_UNITS, s(3605)),
+            ("2m30s", PIPELINE_UNITS, s(150)),
+            ("30d", FLAG_UNITS, s(30 * 24 * 3600)),
+            ("1d12h", FLAG_UNITS, s(36 * 3600)),
+            ("200ms", FLAG_UNITS, Duration::from_millis(200)),
+            ("1s500ms", FLAG_UNITS, Duration::from_millis(1500)),
+            ("0s", FLAG_UNITS, s(0)),
+        ];
+        for (text, units, want) in ok {
+            assert_eq!(parse(text, units), Some(*want), "{text}");
+        }
+        let bad: &[(&str, &Units)] = &[
+            ("", FLAG_UNITS),
+            ("10", FLAG_UNITS),
+            ("m", FLAG_UNITS),
+            ("10 m", FLAG_UNITS),
+            ("1.5h", FLAG_UNITS),
+            ("30m1h", FLAG_UNITS),
+            ("1m1m", FLAG_UNITS),
+            ("500ms1s", FLAG_UNITS),
+            ("5d", PIPELINE_UNITS),
+            ("200ms", PIPELINE_UNITS),
+            ("-1m", FLAG_UNITS),
+            ("+1m", FLAG_UNITS),
+            ("1H", FLAG_UNITS),
+            ("10x", FLAG_UNITS),
+            ("99999999999999999999s", FLAG_UNITS),
+        ];
+        for (text, units) in bad {
+            assert_eq!(parse(text, units), None, "{text:?}");
+        }
+    }
+}
