@@ -13,7 +13,14 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "test.sh: needs ${missing[*]}, and sudo is not installed: run as root, or install sudo," \
+        "or install them yourself: apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    sudo=sudo
+  fi
   $sudo apt-get update -q
   $sudo apt-get install -y -q "${missing[@]}"
 fi

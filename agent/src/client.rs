@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use drover_proto::metadata;
 use drover_proto::v1 as pb;
+use drover_telemetry::logging::error_chain;
 use pb::agent_message::Msg as Out;
 use pb::coordinator_message::Msg as In;
 use tokio::sync::{mpsc, watch};
@@ -41,10 +43,20 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "cannot read {path}: {source}; issue the agent's certificate with `drover certs issue-agent NAME --dir DIR`"
+        "cannot read {path}: {source}; point --tls-dir (or DROVER_TLS_DIR) at the directory made by \
+         `drover certs init`, holding ca.pem and agent-NAME.pem and agent-NAME-key.pem from \
+         `drover certs issue-agent NAME`"
     )]
     Cert { path: PathBuf, source: std::io::Error },
-    #[error("bad coordinator URL {url:?}: {detail}")]
+    /// The certificates were read but do not make a TLS configuration (a
+    /// PEM that does not parse, a key that does not match).
+    #[error(
+        "the certificates in {} are not usable: {detail}; check ca.pem, agent-NAME.pem and \
+         agent-NAME-key.pem there (`drover certs issue-agent NAME` makes the agent's)",
+        .dir.display()
+    )]
+    Tls { dir: PathBuf, detail: String },
+    #[error("bad coordinator URL {url:?}: {detail}; use e.g. https://10.0.0.1:7700")]
     Url { url: String, detail: String },
     #[error("cannot create the work directory {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
@@ -140,11 +152,6 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-/// The metadata keys a follower's refusal carries (see the coordinator's
-/// `api/status.rs`).
-const LEADER_METADATA: &str = "drover-leader";
-const NOT_LEADER_METADATA: &str = "drover-not-leader";
-
 pub struct Agent {
     config: Config,
     tls: ClientTlsConfig,
@@ -162,15 +169,29 @@ pub struct Agent {
     _lock: std::fs::File,
 }
 
+/// What went wrong, without tonic's outer "transport error" when there is
+/// more to say.
+fn cause(e: &tonic::transport::Error) -> String {
+    use std::error::Error as _;
+    let text = e.source().map_or_else(|| e.to_string(), error_chain);
+    text.trim_end_matches('.').to_string()
+}
+
 /// An endpoint for one coordinator URL. HTTP/2 keepalives notice a dead or
 /// paused coordinator within a few seconds, well inside an attempt's lease,
 /// so the agent moves to the new leader before anyone declares it lost.
-fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, AgentError> {
+///
+/// Only `https://` URLs are taken: the coordinator listens with TLS only,
+/// and a plain-text dial would fail, and be retried, forever.
+fn endpoint(url: &str, tls: &ClientTlsConfig, tls_dir: &Path) -> Result<Endpoint, AgentError> {
     let url_err = |detail: String| AgentError::Url { url: url.to_string(), detail };
+    if !url.starts_with("https://") {
+        return Err(url_err("it must start with https:// (Drover always uses TLS)".into()));
+    }
     Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| url_err(e.to_string()))?
+        .map_err(|e| url_err(error_chain(&e)))?
         .tls_config(tls.clone())
-        .map_err(|e| url_err(e.to_string()))?
+        .map_err(|e| AgentError::Tls { dir: tls_dir.to_path_buf(), detail: cause(&e) })?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(2))
@@ -183,14 +204,27 @@ fn read(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
     std::fs::read(&path).map_err(|source| AgentError::Cert { path, source })
 }
 
+/// Reads a certificate file and checks that it holds a PEM certificate:
+/// tonic takes a file without one silently (an empty trust store, no client
+/// certificate), and every handshake would then fail, forever.
+fn read_cert(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    let pem = read(dir, file)?;
+    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+        let detail = format!("{file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+        return Err(AgentError::Tls { dir: dir.to_path_buf(), detail });
+    }
+    Ok(pem)
+}
+
 impl Agent {
     /// Checks the configuration, takes the work dir (canonical from here
     /// on, so steps see an absolute `DROVER_WORKSPACE`) and cleans up what
     /// an earlier agent on it left behind.
     pub fn new(mut config: Config) -> Result<Agent, AgentError> {
-        let ca = Certificate::from_pem(read(&config.tls_dir, "ca.pem")?);
+        let ca = Certificate::from_pem(read_cert(&config.tls_dir, "ca.pem")?);
         let identity = Identity::from_pem(
-            read(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
+            read_cert(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
             read(&config.tls_dir, &format!("agent-{}-key.pem", config.name))?,
         );
         let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
@@ -198,7 +232,7 @@ impl Agent {
             return Err(AgentError::Url { url: String::new(), detail: "no coordinator URL given".into() });
         }
         for url in &config.coordinators {
-            endpoint(url, &tls)?;
+            endpoint(url, &tls, &config.tls_dir)?;
         }
         let work_dir_err = |source| AgentError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_err)?;
@@ -243,7 +277,7 @@ impl Agent {
     /// and every attempt held has finished and its result is acknowledged.
     pub async fn run(mut self, mut stop: watch::Receiver<Stop>) {
         let mut backoff = Duration::from_millis(100);
-        loop {
+        'reconnect: loop {
             if self.drained(&stop) {
                 info!("drained: every attempt finished and reported; exiting");
                 return;
@@ -253,10 +287,10 @@ impl Agent {
             let for_session = stop.clone();
             let session = async {
                 let started = tokio::time::Instant::now();
-                let end = match endpoint(&url, &self.tls) {
+                let end = match endpoint(&url, &self.tls, &self.config.tls_dir) {
                     Ok(ep) => match ep.connect().await {
                         Ok(channel) => self.session(channel, &url, for_session).await,
-                        Err(e) => SessionEnd::Failed(format!("cannot connect to {url}: {e}")),
+                        Err(e) => SessionEnd::Failed(format!("cannot connect to {url}: {}", error_chain(&e))),
                     },
                     Err(e) => SessionEnd::Failed(e.to_string()),
                 };
@@ -285,19 +319,17 @@ impl Agent {
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
                         // The top of the loop says so and returns.
                         SessionEnd::Drained => continue,
-                        SessionEnd::Stop => break,
+                        SessionEnd::Stop => break 'reconnect,
                     }
                 }
-                _ = stop.wait_for(|s| *s == Stop::Now) => break,
+                _ = stop.wait_for(|s| *s == Stop::Now) => break 'reconnect,
             }
             // Keep taking output while disconnected, so nothing is lost.
             let sleep = tokio::time::sleep(jitter(backoff));
             tokio::pin!(sleep);
             loop {
                 if *stop.borrow() == Stop::Now {
-                    warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
-                    self.kill_all().await;
-                    return;
+                    break 'reconnect;
                 }
                 if self.drained(&stop) {
                     break;
@@ -310,6 +342,7 @@ impl Agent {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        // Every way of stopping now ends here.
         warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
         self.kill_all().await;
     }
@@ -367,10 +400,10 @@ impl Agent {
             Ok(resp) => resp.into_inner(),
             Err(status) => {
                 let meta = status.metadata();
-                if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                if let Some(leader) = meta.get(metadata::LEADER).and_then(|v| v.to_str().ok()) {
                     return SessionEnd::Redirect(leader.to_string());
                 }
-                if meta.contains_key(NOT_LEADER_METADATA) {
+                if meta.contains_key(metadata::NOT_LEADER) {
                     return SessionEnd::NoLeader;
                 }
                 return SessionEnd::Failed(format!("{url} refused the session: {}", status.message()));
@@ -561,6 +594,38 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_https_urls_are_taken() {
+        let tls = ClientTlsConfig::new();
+        let dir = Path::new("tls");
+        for url in ["http://127.0.0.1:7700", "127.0.0.1:7700", "localhost:7700", "grpc://h:1"] {
+            let err = endpoint(url, &tls, dir).unwrap_err();
+            assert!(matches!(err, AgentError::Url { .. }), "{url}: {err:?}");
+            assert!(err.to_string().contains("must start with https:// (Drover always uses TLS)"), "{err}");
+        }
+        endpoint("https://127.0.0.1:7700", &tls, dir).unwrap();
+    }
+
+    #[test]
+    fn certificates_that_do_not_parse_are_a_certificate_error_naming_the_dir() {
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(broken));
+        let err = endpoint("https://127.0.0.1:7700", &tls, Path::new("/etc/drover/tls")).unwrap_err();
+        assert!(matches!(err, AgentError::Tls { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("the certificates in /etc/drover/tls are not usable: "), "{msg}");
+        assert!(!msg.contains("transport error") && !msg.contains("URL"), "{msg}");
+
+        let dir = std::env::temp_dir().join(format!("drover-agent-cert-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), "garbage").unwrap();
+        let err = read_cert(&dir, "ca.pem").unwrap_err();
+        assert!(err.to_string().contains("ca.pem holds no PEM certificate"), "{err}");
+        let err = read_cert(&dir, "agent-x.pem").unwrap_err();
+        assert!(err.to_string().contains("point --tls-dir (or DROVER_TLS_DIR) at the directory made by"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_locked_work_dir_is_refused_naming_the_holder_until_it_is_released() {

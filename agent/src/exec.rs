@@ -69,7 +69,7 @@ const STEP_DRAIN: Duration = Duration::from_secs(1);
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// Signals every process in the group; false when the group is gone.
-fn signal_group(pgid: i32, sig: i32) -> bool {
+pub(crate) fn signal_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
     // memory-safety preconditions.
     unsafe { libc::kill(-pgid, sig) == 0 }

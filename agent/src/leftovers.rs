@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::exec::KILL_GRACE;
+use crate::exec::{KILL_GRACE, signal_group};
 
 /// The value of `key` in a process environment as /proc/PID/environ holds
 /// it: `KEY=VAL\0KEY=VAL\0`. Entries without `=` are ignored.
@@ -83,13 +83,13 @@ fn alive(pids: &BTreeSet<i32>, groups: &BTreeSet<i32>) -> Vec<i32> {
         .collect()
 }
 
+/// Signals every process group in `groups` and every process in `pids`.
 fn signal(pids: &[i32], groups: &BTreeSet<i32>, sig: i32) {
-    for pgid in groups {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-pgid, sig) };
+    for &pgid in groups {
+        signal_group(pgid, sig);
     }
     for pid in pids {
-        // SAFETY: as above.
+        // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(*pid, sig) };
     }
 }

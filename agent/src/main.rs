@@ -1,8 +1,8 @@
-//! `drover-agent`: parses flags and runs [`drover_agent::client::Agent`].
+//! `drover-agent`: parses flags, serves the metrics endpoint when asked,
+//! and runs [`drover_agent::client::Agent`], draining it on SIGTERM or SIGINT.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
 use std::time::Duration;
 
 use clap::Parser;
@@ -53,15 +53,47 @@ struct Args {
     drain_timeout: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration; use e.g. 30s, 10m, 2h"))?;
-    match unit {
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?} has unknown unit {unit:?}; use s, m or h")),
+/// The units of a duration flag, largest first.
+const UNITS: &[(&str, Duration)] = &[
+    ("d", Duration::from_secs(24 * 3600)),
+    ("h", Duration::from_secs(3600)),
+    ("m", Duration::from_secs(60)),
+    ("s", Duration::from_secs(1)),
+    ("ms", Duration::from_millis(1)),
+];
+
+/// Parses a duration flag as the coordinator's flags take them: whole
+/// numbers each followed by a unit from d, h, m, s and ms, largest unit
+/// first and each at most once (`500ms`, `10m`, `1h30m`). This mirrors the
+/// coordinator's `coordinator::duration` with its flag units: the agent does
+/// not depend on the coordinator, so it keeps this copy; keep the two alike.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || {
+        format!(
+            "{text:?} is not a duration: write whole numbers with units d, h, m, s or ms, largest first \
+             (500ms, 10s, 1m30s, 12h)"
+        )
+    };
+    if text.is_empty() {
+        return Err(err());
     }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    // The units not yet used, largest first, so that `30m1h` and `1m1m` fail.
+    let mut units = UNITS;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let letters = rest[digits..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |n| digits + n);
+        if digits == 0 || letters == digits {
+            return Err(err());
+        }
+        let number: u32 = rest[..digits].parse().map_err(|_| err())?;
+        let at = units.iter().position(|&(u, _)| u == &rest[digits..letters]).ok_or_else(err)?;
+        total = units[at].1.checked_mul(number).and_then(|d| total.checked_add(d)).ok_or_else(err)?;
+        units = &units[at + 1..];
+        rest = &rest[letters..];
+    }
+    Ok(total)
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -122,7 +154,7 @@ async fn signals(stop: watch::Sender<Stop>, drain_timeout: Duration) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!(timeout_s = drain_timeout.as_secs(), "signal received: draining (a second signal stops at once)");
+    tracing::info!(timeout = ?drain_timeout, "signal received: draining (a second signal stops at once)");
     let _ = stop.send(Stop::Drain);
     tokio::select! {
         _ = term.recv() => tracing::warn!("second signal: stopping at once"),
@@ -130,4 +162,51 @@ async fn signals(stop: watch::Sender<Stop>, drain_timeout: Duration) {
         _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached: stopping at once"),
     }
     let _ = stop.send(Stop::Now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_like_the_coordinators_flags() {
+        let s = Duration::from_secs;
+        let ok: &[(&str, Duration)] = &[
+            ("0s", s(0)),
+            ("90s", s(90)),
+            ("10m", s(600)),
+            ("2h", s(7200)),
+            ("1h30m", s(5400)),
+            ("30d", s(30 * 24 * 3600)),
+            ("1d12h", s(36 * 3600)),
+            ("500ms", Duration::from_millis(500)),
+            ("1s500ms", Duration::from_millis(1500)),
+            ("1h0m5s", s(3605)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(*want), "{text}");
+        }
+        let bad = [
+            "",
+            "10",
+            "m",
+            "10 m",
+            " 10m",
+            "1.5h",
+            "30m1h",
+            "1m1m",
+            "500ms1s",
+            "-1m",
+            "+1m",
+            "1H",
+            "10x",
+            "10sec",
+            "99999999999999999999s",
+            "4294967296s",
+        ];
+        for text in bad {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.starts_with(&format!("{text:?} is not a duration: write whole numbers")), "{err}");
+        }
+    }
 }

@@ -15,22 +15,18 @@
 //! next pass. Every delete goes through the leader's fenced store.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use drover_telemetry::trace::now_ms;
 use tracing::{info, warn};
 
 use crate::keys;
 use crate::machine::RunId;
 use crate::metrics::METRICS;
 use crate::scheduler::RunSummary;
-use crate::store::{Compare, Op, Revision, Store, StoreError, Txn};
+use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, decode};
 
-/// Compacts the store's history up to a revision (etcd only; the embedded
-/// store bounds its own history).
-pub type Compactor = Arc<dyn Fn(Revision) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
-
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Most finished runs kept; older ones (by run number) are pruned.
     pub keep_runs: usize,
@@ -38,10 +34,11 @@ pub struct Config {
     pub keep_for: Duration,
     /// How often the leader looks for runs to prune.
     pub interval: Duration,
-    /// Store compaction and how often it runs: each pass compacts up to the
-    /// revision seen one period earlier, so watchers always have at least
-    /// that much history.
-    pub compaction: Option<(Compactor, Duration)>,
+    /// How often to compact the store's history ([`Store::compact`]; etcd
+    /// keeps every revision otherwise): up to the revision seen one period
+    /// earlier, so watchers always have at least that much history. `None`
+    /// leaves it to the store or its operator.
+    pub compaction: Option<Duration>,
 }
 
 impl Default for Config {
@@ -52,17 +49,6 @@ impl Default for Config {
             interval: Duration::from_secs(60),
             compaction: None,
         }
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("keep_runs", &self.keep_runs)
-            .field("keep_for", &self.keep_for)
-            .field("interval", &self.interval)
-            .field("compaction_every", &self.compaction.as_ref().map(|(_, every)| every))
-            .finish()
     }
 }
 
@@ -84,10 +70,6 @@ pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms
         .collect();
     out.sort_unstable();
     out
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Runs housekeeping passes until the task is dropped (when this
@@ -117,12 +99,12 @@ async fn pass(
     let mut summaries = Vec::with_capacity(kvs.len());
     let mut index_revs = std::collections::HashMap::with_capacity(kvs.len());
     for kv in &kvs {
-        match serde_json::from_slice::<RunSummary>(&kv.value) {
+        match decode::<RunSummary>(&kv.key, &kv.value) {
             Ok(s) => {
                 index_revs.insert(s.id, kv.mod_revision);
                 summaries.push(s);
             }
-            Err(e) => warn!(key = %kv.key, error = %e, "unreadable run index entry; not pruning it"),
+            Err(e) => warn!(error = %e, "unreadable run index entry; not pruning it"),
         }
     }
     let doomed = expired(&summaries, config.keep_runs, config.keep_for, now_ms());
@@ -149,12 +131,12 @@ async fn pass(
             "pruned finished runs"
         );
     }
-    if let Some((compact, every)) = &config.compaction {
+    if let Some(every) = &config.compaction {
         let now = tokio::time::Instant::now();
         match *mark {
             None => *mark = Some((now, revision)),
             Some((at, rev)) if now.duration_since(at) >= *every => {
-                compact(rev).await?;
+                store.compact(rev).await?;
                 info!(revision = rev, "compacted the store's history");
                 *mark = Some((now, revision));
             }

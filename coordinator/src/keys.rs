@@ -1,7 +1,7 @@
 //! The store's key layout, in one place. Everything Drover keeps lives under
 //! a handful of prefixes, chosen so that one prefix watch sees a whole run
 //! (its record, its jobs and its logs) in revision order, and so that later
-//! kinds of state (rollouts, apps, leader election) get prefixes of their own.
+//! kinds of state (rollouts, apps) get prefixes of their own.
 //!
 //! ```text
 //! /meta/run-seq                                   last run number handed out
@@ -10,6 +10,8 @@
 //! /runs/{run}/jobs/{job}                          JobRecord
 //! /runs/{run}/logs/{job}/{attempt}/{offset}       raw log bytes
 //! /agents/{name}                                  AgentRecord, for `drover agents`
+//! /cluster/leader                                 LeaderInfo; its create revision is the epoch
+//! /cluster/members/{id}                           MemberInfo, one per live coordinator
 //! ```
 //!
 //! Run ids are decimal numbers; in keys they are zero-padded to ten digits
@@ -20,6 +22,13 @@
 pub const RUN_SEQ: &str = "/meta/run-seq";
 pub const RUN_INDEX: &str = "/index/runs/";
 pub const AGENTS: &str = "/agents/";
+/// Held by the leader, with its lease (see `leader`).
+pub const LEADER: &str = "/cluster/leader";
+pub const MEMBERS: &str = "/cluster/members/";
+
+pub fn member(id: &str) -> String {
+    format!("{MEMBERS}{id}")
+}
 
 pub fn agent(name: &str) -> String {
     format!("{AGENTS}{name}")
@@ -44,6 +53,10 @@ pub fn job(run: u64, job: &str) -> String {
 
 pub fn logs(run: u64) -> String {
     format!("/runs/{run:010}/logs/")
+}
+
+pub fn job_logs(run: u64, job: &str) -> String {
+    format!("/runs/{run:010}/logs/{job}/")
 }
 
 pub fn attempt_logs(run: u64, job: &str, attempt: u32) -> String {

@@ -2,7 +2,7 @@
 //! single coordinator), with fencing.
 //!
 //! Each coordinator holds a lease and registers itself under
-//! [`MEMBERS`]. To lead, it creates [`LEADER_KEY`] with its lease in a
+//! [`keys::MEMBERS`]. To lead, it creates [`keys::LEADER`] with its lease in a
 //! transaction that requires the key to be absent. The key's create revision
 //! is the leader's **epoch**: every write the leader makes goes through
 //! [`Fenced`], which checks the key still has that create revision, and every
@@ -17,23 +17,22 @@
 //! over at once instead of after the TTL).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use drover_telemetry::trace::now_ms;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::housekeeping;
+use crate::keys;
 use crate::metrics::METRICS;
 use crate::scheduler::{self, Handle, Scheduler};
 use crate::store::fenced::Fenced;
 use crate::store::{Compare, EventKind, LeaseId, Op, Revision, Store, StoreError, Txn, WatchMessage};
 
-pub const LEADER_KEY: &str = "/cluster/leader";
-pub const MEMBERS: &str = "/cluster/members/";
-
-/// Who leads, as stored in [`LEADER_KEY`].
+/// Who leads, as stored in [`keys::LEADER`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderInfo {
     pub id: String,
@@ -42,7 +41,7 @@ pub struct LeaderInfo {
     pub since_ms: u64,
 }
 
-/// A coordinator, as stored under [`MEMBERS`].
+/// A coordinator, as stored under [`keys::MEMBERS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     pub id: String,
@@ -74,10 +73,6 @@ pub struct ElectionConfig {
     pub ttl: Duration,
     /// What the leader runs besides the scheduler: pruning, compaction.
     pub housekeeping: housekeeping::Config,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Runs elections until `shutdown` turns true, publishing the role on `role`.
@@ -117,7 +112,7 @@ async fn term(
     let member = MemberInfo { id: config.id.clone(), url: config.url.clone(), started_ms: now_ms() };
     store
         .txn(Txn::ops(vec![Op::Put {
-            key: format!("{MEMBERS}{}", config.id),
+            key: keys::member(&config.id),
             value: serde_json::to_vec(&member).expect("serializes"),
             lease,
         }]))
@@ -173,13 +168,13 @@ async fn campaign_and_lead(
         }
         let resp = store
             .txn(Txn {
-                compare: vec![Compare::CreateRevision(LEADER_KEY.into(), 0)],
+                compare: vec![Compare::CreateRevision(keys::LEADER.into(), 0)],
                 success: vec![Op::Put {
-                    key: LEADER_KEY.into(),
+                    key: keys::LEADER.into(),
                     value: serde_json::to_vec(&info).expect("serializes"),
                     lease,
                 }],
-                failure: vec![Op::Get { key: LEADER_KEY.into() }],
+                failure: vec![Op::Get { key: keys::LEADER.into() }],
             })
             .await?;
         if resp.succeeded {
@@ -193,8 +188,8 @@ async fn campaign_and_lead(
             info!("removing this coordinator's leader key from a previous run");
             store
                 .txn(Txn {
-                    compare: vec![Compare::ModRevision(LEADER_KEY.into(), current.mod_revision)],
-                    success: vec![Op::delete(LEADER_KEY)],
+                    compare: vec![Compare::ModRevision(keys::LEADER.into(), current.mod_revision)],
+                    success: vec![Op::delete(keys::LEADER)],
                     failure: vec![],
                 })
                 .await?;
@@ -202,7 +197,7 @@ async fn campaign_and_lead(
         }
         let _ = role.send(Role::Follower { leader: leader.clone() });
         info!(leader = ?leader.map(|l| l.url), "following");
-        let mut watch = store.watch(LEADER_KEY, current.mod_revision + 1).await?;
+        let mut watch = store.watch(keys::LEADER, current.mod_revision + 1).await?;
         // Wait for the leader key to go away (or the watch to end, in which
         // case we simply try again).
         loop {
@@ -225,7 +220,7 @@ async fn campaign_and_lead(
     };
 
     info!(epoch, "elected leader");
-    let fenced = Fenced::new(store.clone(), LEADER_KEY, epoch);
+    let fenced = Fenced::new(store.clone(), keys::LEADER, epoch);
     let mut sched_config = sched_config.clone();
     sched_config.epoch = epoch as u64;
     let (sched, mut task) = Scheduler::start(fenced.clone(), sched_config).await?;
@@ -233,7 +228,8 @@ async fn campaign_and_lead(
     let keeper = tokio::spawn(housekeeping::run(fenced, config.housekeeping.clone()));
     METRICS.is_leader.set(1);
     let outcome = tokio::select! {
-        _ = &mut task => Err(StoreError::Fenced { epoch }),
+        // It logged why: its writes were fenced, or the store refused one.
+        _ = &mut task => Err(StoreError::Rejected("the scheduler stopped writing".into())),
         _ = alive.wait_for(|a| !*a) => Err(StoreError::Unavailable("could not renew the coordinator's lease".into())),
         _ = shutdown.wait_for(|s| *s) => Ok(()),
     };

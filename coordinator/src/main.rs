@@ -28,14 +28,14 @@ struct Args {
     tls_dir: PathBuf,
     /// How long a job attempt survives without a heartbeat from its agent
     /// (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_lease_ttl)]
     lease_ttl: Duration,
     /// Cap on each job's log in bytes (suffixes K, M, G for KiB, MiB, GiB).
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     log_cap: u64,
     /// Skip fsync after each store write: faster, but a power loss (not a
     /// crash) can lose the last writes. Embedded store only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd")]
     no_fsync: bool,
     /// The URL agents and the CLI use to reach this coordinator, handed out
     /// by followers to redirect clients to the leader (default: https:// and
@@ -106,6 +106,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Agents heartbeat every quarter of the lease and at most every 100 ms, so
+/// a lease under a second would expire between heartbeats.
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < Duration::from_secs(1) {
+        return Err("the lease TTL must be at least 1s (agents renew leases every quarter of it)".to_string());
+    }
+    Ok(ttl)
+}
+
 /// A period, or none (`off`).
 #[derive(Debug, Clone, Copy)]
 struct Every(Option<Duration>);
@@ -127,7 +137,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "G" | "GiB" => 1 << 30,
         _ => return Err(format!("{s:?} has unknown unit {unit:?}; use K, M or G")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[tokio::main]
@@ -179,9 +189,9 @@ async fn main() -> anyhow::Result<()> {
             keep_runs: args.keep_runs,
             keep_for: args.keep_runs_for,
             interval: args.prune_interval,
-            compaction: None,
+            // The embedded store bounds its own history.
+            compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 },
         },
-        etcd_compaction: args.etcd_compaction_interval.0,
     };
     server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

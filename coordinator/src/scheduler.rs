@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -39,24 +39,18 @@ use crate::machine::{
 use crate::metrics::{METRICS, result_index};
 use crate::pipeline::{Pipeline, StepSpec};
 use crate::spans;
-use crate::store::{Op, Store, StoreError, Txn};
-use drover_telemetry::trace;
+use crate::store::{Op, Store, StoreError, Txn, decode};
+use drover_telemetry::trace::{self, now_ms};
 
 /// The scheduler's tunables.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How long an attempt survives without a heartbeat from its agent.
     pub lease_ttl: Duration,
-    /// Default cap on one job's log, in bytes.
+    /// Cap on each job's log, in bytes.
     pub log_cap: u64,
     /// This leader's epoch, sent to agents, which refuse older ones.
     pub epoch: u64,
-    /// Most operations in one store transaction (etcd allows 128 by
-    /// default); 0 for no limit.
-    pub max_txn_ops: usize,
-    /// Most bytes of keys and values in one store transaction (etcd takes
-    /// requests up to 1.5 MiB by default); 0 for no limit.
-    pub max_txn_bytes: usize,
 }
 
 /// The largest run record a submit may write: every store takes values of
@@ -65,7 +59,7 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1, max_txn_ops: 0, max_txn_bytes: 0 }
+        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1 }
     }
 }
 
@@ -164,15 +158,6 @@ pub enum ToAgent {
     },
 }
 
-/// How an attempt ended, as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reported {
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-}
-
 /// What the store keeps of an agent, so that `drover agents` still knows
 /// agents that are away after a leader change. Written when an agent comes
 /// and goes, not on every heartbeat.
@@ -197,8 +182,6 @@ pub struct AgentInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    #[error("run {0} not found")]
-    RunNotFound(RunId),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the scheduler has stopped")]
@@ -270,8 +253,7 @@ pub enum Event {
         conn: u64,
         name: String,
         id: String,
-        outcome: Reported,
-        exit_code: i32,
+        outcome: Outcome,
         message: String,
     },
 }
@@ -358,14 +340,6 @@ pub struct Scheduler {
     ready_at: HashMap<(RunId, String), Instant>,
     /// The fleet changed since the wait reasons were last worked out.
     reasons_stale: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt { path: key.to_string(), detail: e.to_string() })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -492,7 +466,7 @@ impl Scheduler {
                 self.dispatch().await;
             }
             if !self.commit().await {
-                warn!(epoch = self.config.epoch, "writes fenced: another coordinator leads; stopping");
+                warn!(epoch = self.config.epoch, "stopping: writes fenced (another coordinator leads) or refused");
                 return;
             }
         }
@@ -513,14 +487,10 @@ impl Scheduler {
                     self.apply(run, Input::Cancel).await;
                     self.outbox.push(Outgoing::Cancelled(reply));
                 } else {
-                    // Finished runs are only in the store; cancelling one is a
-                    // no-op, and the caller shows its final state.
-                    let result = match self.store.get(&keys::run(run)).await {
-                        Ok(Some(_)) => Ok(()),
-                        Ok(None) => Err(SchedError::RunNotFound(run)),
-                        Err(e) => Err(e.into()),
-                    };
-                    let _ = reply.send(result);
+                    // Finished (or unknown) runs are only in the store:
+                    // cancelling is a no-op, and the API reads the run
+                    // afterwards, showing its final state or why it is gone.
+                    let _ = reply.send(Ok(()));
                 }
             }
             Event::ListAgents { reply } => {
@@ -598,7 +568,7 @@ impl Scheduler {
                 }
                 self.send_to(&name, ToAgent::LogAck { id, offset: offset + len });
             }
-            Event::Result { conn, name, id, outcome, exit_code, message } => {
+            Event::Result { conn, name, id, outcome, message } => {
                 if !self.is_current_conn(&name, conn) {
                     return;
                 }
@@ -606,12 +576,6 @@ impl Scheduler {
                     debug!(agent = %name, attempt = %id, "refused a stale result");
                     self.send_to(&name, ToAgent::ResultAck { id, accepted: false });
                     return;
-                };
-                let outcome = match outcome {
-                    Reported::Succeeded => Outcome::Succeeded,
-                    Reported::Failed => Outcome::Failed { exit_code },
-                    Reported::TimedOut => Outcome::TimedOut,
-                    Reported::Cancelled => Outcome::Cancelled,
                 };
                 if !message.is_empty() {
                     debug!(attempt = %id, %message, "attempt finished");
@@ -653,7 +617,6 @@ impl Scheduler {
         let AgentHello { conn, name, labels, slots, running, draining, tx } = hello;
         info!(agent = %name, slots, ?labels, running = running.len(), draining, "agent connected");
         let ttl = self.config.lease_ttl;
-        let _ = tx.send(ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch }).await;
         let entry = self.agents.entry(name.clone()).or_default();
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
@@ -666,6 +629,9 @@ impl Scheduler {
         let record = AgentRecord { labels: entry.labels.clone(), slots: entry.slots, last_seen_ms: entry.last_seen_ms };
         self.pending.insert(keys::agent(&name), encode(&record));
         self.fleet_changed(if newly { 1 } else { 0 });
+        // Through the outbox like everything else: after the commit, and
+        // ahead of whatever this session is sent next.
+        self.send_to(&name, ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch });
 
         let held: HashSet<String> = running.iter().cloned().collect();
         for id in &running {
@@ -807,7 +773,8 @@ impl Scheduler {
     /// without delivering anything.
     async fn commit(&mut self) -> bool {
         let pending = std::mem::take(&mut self.pending);
-        for ops in chunks(pending, self.config.max_txn_ops, self.config.max_txn_bytes) {
+        let ops = pending.into_iter().map(|(key, value)| Op::put(key, value)).collect();
+        for ops in self.store.split(ops) {
             if !self.write(Txn::ops(ops)).await {
                 self.outbox.clear();
                 return false;
@@ -1062,24 +1029,6 @@ fn record_finished(job: &JobRecord) {
 /// and `max_bytes` bytes of keys and values (0: no limit). Keys stay in
 /// order; a record larger than `max_bytes` goes alone (the store will say
 /// why it is too large).
-fn chunks(pending: BTreeMap<String, Vec<u8>>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Op>> {
-    let mut out: Vec<Vec<Op>> = Vec::new();
-    let mut bytes = 0;
-    for (key, value) in pending {
-        let size = key.len() + value.len() + 32;
-        let full = out.last().is_none_or(|c| {
-            (max_ops > 0 && c.len() >= max_ops) || (max_bytes > 0 && !c.is_empty() && bytes + size > max_bytes)
-        });
-        if full {
-            out.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        out.last_mut().expect("a chunk").push(Op::put(key, value));
-    }
-    out
-}
-
 fn stale_reason() -> String {
     "this attempt is no longer yours: it was lost or retried elsewhere".to_string()
 }
@@ -1087,21 +1036,6 @@ fn stale_reason() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn staged_writes_are_chunked_by_count_and_size() {
-        let pending = |n: usize, size: usize| -> BTreeMap<String, Vec<u8>> {
-            (0..n).map(|i| (format!("k{i:03}"), vec![0u8; size])).collect()
-        };
-        let sizes = |c: Vec<Vec<Op>>| c.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(chunks(pending(5, 1), 0, 0)), vec![5]);
-        assert_eq!(sizes(chunks(pending(300, 1), 127, 0)), vec![127, 127, 46]);
-        // Each op is 4 + 100 + 32 = 136 bytes: three fit in 450.
-        assert_eq!(sizes(chunks(pending(7, 100), 0, 450)), vec![3, 3, 1]);
-        // An op larger than the limit goes alone.
-        assert_eq!(sizes(chunks(pending(2, 1000), 0, 450)), vec![1, 1]);
-        assert!(chunks(BTreeMap::new(), 10, 10).is_empty());
-    }
 
     #[test]
     fn attempt_ids_round_trip_and_reject_garbage() {

@@ -17,7 +17,6 @@ use tracing::info;
 
 use drover_telemetry::http::{self, Reply};
 
-use crate::api::control::StoreHealth;
 use crate::api::{agent::AgentApi, control::ControlApi};
 use crate::housekeeping;
 use crate::leader::{self, ElectionConfig, Role};
@@ -42,13 +41,8 @@ pub struct Options {
     pub advertise: Option<String>,
     /// TTL of the coordinator's lease in the election.
     pub election_ttl: Duration,
-    /// Run retention, applied by the leader (its `compaction` is set here,
-    /// from `etcd_compaction`, when the store is etcd).
+    /// Run retention and store compaction, applied by the leader.
     pub housekeeping: housekeeping::Config,
-    /// How often the leader compacts etcd's history; `None` leaves it to
-    /// etcd's own auto-compaction or the operator. Unused on the embedded
-    /// store, which bounds its own history.
-    pub etcd_compaction: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +71,8 @@ fn coordinator_id(data_dir: &Path) -> Result<String, ServerError> {
     }
     let mut bytes = [0u8; 6];
     std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).map_err(err)?;
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    let host = host_name().unwrap_or_default();
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
     let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let id = if host.is_empty() { format!("coordinator-{suffix}") } else { format!("{host}-{suffix}") };
     std::fs::write(&path, &id).map_err(err)?;
@@ -115,7 +109,7 @@ async fn observe(path: String, role: watch::Receiver<Role>, store: Arc<dyn Store
                 Role::Follower { leader: Some(_) } => Ok("follower"),
                 Role::Follower { leader: None } => Err("no leader known (an election is under way)"),
             };
-            let store_ok = tokio::time::timeout(Duration::from_secs(2), store.get(leader::LEADER_KEY)).await;
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), store.get(crate::keys::LEADER)).await;
             match (role_ok, store_ok) {
                 (Ok(role), Ok(Ok(_))) => Reply::text(200, format!("ready: {role}, store reachable\n")),
                 (Err(why), _) => Reply::text(503, format!("not ready: {why}\n")),
@@ -149,38 +143,17 @@ pub async fn run(
         );
     }
 
-    let mut sched_config = opts.scheduler.clone();
-    let mut housekeeping = opts.housekeeping.clone();
-    let (store, kind, health): (Arc<dyn Store>, &'static str, Option<StoreHealth>) = match &opts.store {
+    let sched_config = opts.scheduler.clone();
+    let store: Arc<dyn Store> = match &opts.store {
         StoreConfig::Embedded(eopts) => {
             let dir = opts.data_dir.join("store");
             std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
-            sched_config.max_txn_ops = 0;
-            sched_config.max_txn_bytes = 0;
-            (embedded::EmbeddedStore::open(&dir, eopts.clone()).await?, "embedded", None)
+            embedded::EmbeddedStore::open(&dir, eopts.clone()).await?
         }
-        StoreConfig::Etcd(eopts) => {
-            let store = etcd::EtcdStore::connect(eopts.clone()).await?;
-            // One operation of every transaction is the leader's fence.
-            sched_config.max_txn_ops = etcd::MAX_TXN_OPS;
-            // Room for the fence and the request's framing.
-            sched_config.max_txn_bytes = etcd::MAX_REQUEST_BYTES - 64 * 1024;
-            if let Some(every) = opts.etcd_compaction {
-                let for_compaction = store.clone();
-                let compact: housekeeping::Compactor = Arc::new(move |revision| {
-                    let store = for_compaction.clone();
-                    Box::pin(async move { store.compact(revision).await })
-                });
-                housekeeping.compaction = Some((compact, every));
-            }
-            let for_health = store.clone();
-            let health: StoreHealth = Arc::new(move || {
-                let store = for_health.clone();
-                Box::pin(async move { store.endpoint_health().await })
-            });
-            (store, "etcd", Some(health))
-        }
+        StoreConfig::Etcd(eopts) => etcd::EtcdStore::connect(eopts.clone()).await?,
     };
+    let kind = store.kind();
+    let housekeeping = opts.housekeeping.clone();
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -212,7 +185,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone())))
-        .add_service(ControlServiceServer::new(ControlApi::new(role_rx, store, scratch, id, kind, health)))
+        .add_service(ControlServiceServer::new(ControlApi::new(role_rx, store, scratch, id)))
         // Without TCP_NODELAY, a small message (an assignment) can sit behind
         // Nagle's algorithm for the peer's delayed ACK: about 40 ms.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)

@@ -4,6 +4,7 @@
 //! is (`drover-agents` or `drover-admins`) and the common name (CN) who. The
 //! coordinator reads both after TLS has verified the chain.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -50,7 +51,7 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
 }
 
 /// Checks that an agent name is usable in a file name and a certificate.
-pub fn check_agent_name(name: &str) -> anyhow::Result<()> {
+fn check_agent_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -135,13 +136,77 @@ pub fn init(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `drover certs issue-agent NAME`: a client certificate for one agent.
-pub fn issue_agent(dir: &Path, name: &str) -> anyhow::Result<()> {
-    check_agent_name(name)?;
-    let issuer = load_ca(dir)?;
-    let base = format!("agent-{name}");
-    if dir.join(format!("{base}.pem")).exists() {
-        bail!("{} already exists; agent {name:?} has a certificate", dir.join(format!("{base}.pem")).display());
+/// `drover certs issue-agent NAME...`: a client certificate for each agent.
+/// Every name is checked (valid, given once, without a certificate or key
+/// in `dir` yet) and the CA loaded, once, before anything is written, so a
+/// bad name among many writes nothing.
+pub fn issue_agents(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    let mut seen = BTreeSet::new();
+    for name in names {
+        check_agent_name(name)?;
+        if !seen.insert(name.as_str()) {
+            bail!("agent name {name:?} is given twice");
+        }
+        for file in [format!("agent-{name}.pem"), format!("agent-{name}-key.pem")] {
+            let path = dir.join(file);
+            if path.exists() {
+                bail!("{} already exists; agent {name:?} has a certificate", path.display());
+            }
+        }
     }
-    issue(dir, &base, leaf(Some(AGENTS_ORG), name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?, &issuer)
+    let issuer = load_ca(dir)?;
+    for name in names {
+        let params = leaf(Some(AGENTS_ORG), name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?;
+        issue(dir, &format!("agent-{name}"), params, &issuer)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn issue_agents_checks_every_name_before_writing_anything() {
+        let dir = std::env::temp_dir().join(format!("drover-ctl-certs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir, &[]).unwrap();
+        let before = files(&dir);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let refused: &[(&[&str], &str)] = &[
+            (&["a", "b", "a"], "agent name \"a\" is given twice"),
+            (&["a", "bad name"], "invalid agent name \"bad name\""),
+            (&["a", ""], "invalid agent name \"\""),
+        ];
+        for (given, want) in refused {
+            let err = issue_agents(&dir, &names(given)).unwrap_err().to_string();
+            assert!(err.contains(want), "{given:?}: {err}");
+            assert_eq!(files(&dir), before, "{given:?} wrote files");
+        }
+        issue_agents(&dir, &names(&["a", "b"])).unwrap();
+        let err = issue_agents(&dir, &names(&["c", "b"])).unwrap_err().to_string();
+        assert!(err.contains("agent-b.pem already exists; agent \"b\" has a certificate"), "{err}");
+        assert!(!dir.join("agent-c.pem").exists());
+        // A key left without its certificate is not overwritten either.
+        std::fs::write(dir.join("agent-d-key.pem"), "x").unwrap();
+        let err = issue_agents(&dir, &names(&["d"])).unwrap_err().to_string();
+        assert!(err.contains("agent-d-key.pem already exists"), "{err}");
+        assert!(!dir.join("agent-d.pem").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn issue_agents_needs_the_ca() {
+        let dir = std::env::temp_dir().join(format!("drover-ctl-certs-noca-{}", std::process::id()));
+        let err = issue_agents(&dir, &["a".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("create the CA first with `drover certs init"), "{err}");
+        assert!(!dir.exists());
+    }
 }

@@ -28,7 +28,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     agents: u32,
     /// Slots per agent.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     slots: u32,
     /// Keep the coordinator and agents running after the run, until Ctrl-C.
     #[arg(long)]
@@ -51,10 +51,10 @@ fn ensure_certs(tls: &Path, agents: &[String]) -> anyhow::Result<()> {
         certs::init(tls, &[])?;
         outln!("created certificates in {}", tls.display());
     }
-    for name in agents {
-        if !tls.join(format!("agent-{name}.pem")).exists() {
-            certs::issue_agent(tls, name)?;
-        }
+    let missing: Vec<String> =
+        agents.iter().filter(|name| !tls.join(format!("agent-{name}.pem")).exists()).cloned().collect();
+    if !missing.is_empty() {
+        certs::issue_agents(tls, &missing)?;
     }
     Ok(())
 }
@@ -145,12 +145,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 yaml,
             })),
         };
-        let resp = conn
-            .call(false, |mut c| {
-                let req = req.clone();
-                async move { c.submit_run(req).await }
-            })
-            .await?;
+        let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
         let outcome = follow::follow(&mut conn, &resp.run_id).await;
         if args.keep {
             outln!(
@@ -190,13 +185,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn wait_for_agents(conn: &mut client::Conn, n: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let agents =
-            conn.call(true, |mut c| async move { c.list_agents(pb::ListAgentsRequest {}).await }).await?.agents;
-        if agents.iter().filter(|a| a.connected).count() >= n {
+        let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
+        // The list keeps agents that have gone; count only connected ones.
+        let connected = agents.iter().filter(|a| a.connected).count();
+        if connected >= n {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("only {} of {n} agents connected within 20s; see the agent logs", agents.len());
+            bail!("only {connected} of {n} agents connected within 20s; see the agent logs");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

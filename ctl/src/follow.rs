@@ -148,23 +148,13 @@ pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
     // When the coordinator serving the watch goes away, the watch is opened
     // again on another one; it replays the run, and the printer shows only
     // what is new.
-    let mut stream = conn
-        .call(true, |mut c| {
-            let req = req.clone();
-            async move { c.watch_run(req).await }
-        })
-        .await?;
+    let mut stream = conn.call(true, |c| c_call!(c.watch_run(req.clone()))).await?;
     loop {
         let event = match stream.message().await {
             Ok(Some(event)) => event,
             Ok(None) => break,
             Err(status) if retry_stream(&status) => {
-                stream = conn
-                    .call(true, |mut c| {
-                        let req = req.clone();
-                        async move { c.watch_run(req).await }
-                    })
-                    .await?;
+                stream = conn.call(true, |c| c_call!(c.watch_run(req.clone()))).await?;
                 continue;
             }
             Err(status) => return Err(status_exit(status)),

@@ -3,6 +3,7 @@
 
 /// `c_call!(client.method(request))`: builds the request now and returns a
 /// future that owns the client, the shape `Conn::call` needs to retry.
+/// Defined before the `mod` lines, so every module of the CLI can use it.
 macro_rules! c_call {
     ($c:ident . $m:ident ( $req:expr )) => {{
         let req = $req;
@@ -151,16 +152,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs { command: CertsCommand::IssueAgent { names, dir } } => {
-            // Check every name before writing anything.
+            certs::issue_agents(&dir, &names)?;
             for name in &names {
-                certs::check_agent_name(name)?;
-                let cert = dir.join(format!("agent-{name}.pem"));
-                if cert.exists() {
-                    anyhow::bail!("{} already exists; agent {name:?} has a certificate", cert.display());
-                }
-            }
-            for name in &names {
-                certs::issue_agent(&dir, name)?;
                 outln!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
             }
             Ok(())

@@ -89,18 +89,42 @@ impl Drop for Proc {
 }
 
 /// Polls `cond` every 20 ms until it returns Some, or panics after `timeout`
-/// with `what` and the given context.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+/// with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> T {
+    wait_for_or_report(what, timeout, cond, String::new)
+}
+
+/// Like [`wait_for`]; on timeout the panic also carries what `report`
+/// returns then (e.g. what is still running, or a process's stderr).
+pub fn wait_for_or_report<T>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+    report: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = cond() {
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", report());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// GET over plain HTTP/1.1 (a metrics endpoint); returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
 }
 
 /// Picks a free TCP port on 127.0.0.1 for a program that cannot bind port 0
@@ -264,6 +288,20 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
 }
 
+/// How to start an agent ([`Fleet::start_agent`]); the defaults are no
+/// labels, one slot, every coordinator, and work/NAME in the test directory.
+#[derive(Default)]
+pub struct AgentSpec<'a> {
+    pub labels: &'a str,
+    pub slots: u32,
+    /// Coordinator URLs, comma-separated.
+    pub urls: Option<&'a str>,
+    pub work_dir: Option<&'a Path>,
+    /// Flags after the harness' own.
+    pub extra: &'a [&'a str],
+    pub envs: &'a [(&'a str, &'a str)],
+}
+
 pub struct Fleet {
     pub dir: TempDir,
     pub tls: PathBuf,
@@ -294,12 +332,7 @@ impl Fleet {
 
     /// `n` coordinators sharing one etcd.
     pub fn start_ha(tag: &str, etcd: &Etcd, n: usize) -> Fleet {
-        let endpoints = etcd.endpoints();
-        let mut fleet = Fleet::empty(tag, &["--etcd", &endpoints, "--etcd-prefix", &format!("/drover-{tag}")]);
-        for i in 0..n {
-            fleet.start_coordinator(i, "127.0.0.1:0");
-        }
-        fleet
+        Fleet::start_ha_with(tag, etcd, n, &[])
     }
 
     /// Like [`Fleet::start_ha`], with extra coordinator flags after the etcd
@@ -428,57 +461,29 @@ impl Fleet {
     /// Issues a certificate and starts an agent that knows every
     /// coordinator.
     pub fn agent(&mut self, name: &str, labels: &str, slots: u32) -> usize {
-        let urls = self.url();
-        self.agent_with(name, labels, slots, &urls)
+        self.start_agent(name, AgentSpec { labels, slots, ..AgentSpec::default() }).0
     }
 
-    /// Starts an agent that knows only the given coordinator URLs.
-    pub fn agent_with(&mut self, name: &str, labels: &str, slots: u32, urls: &str) -> usize {
-        self.agent_args(name, labels, slots, urls, &[]).0
-    }
-
-    /// Starts an agent with extra flags. With `--metrics-listen` (give it
-    /// port 0) it also returns the metrics address the agent printed.
-    pub fn agent_args(
-        &mut self,
-        name: &str,
-        labels: &str,
-        slots: u32,
-        urls: &str,
-        extra: &[&str],
-    ) -> (usize, Option<String>) {
-        let work_dir = self.dir.path().join("work").join(name);
-        self.spawn_agent(name, labels, slots, urls, &work_dir, extra)
-    }
-
-    /// Starts an agent (no labels, one slot) on the given work directory
-    /// instead of work/NAME, e.g. one that another agent uses.
-    pub fn agent_in(&mut self, name: &str, work_dir: &Path) -> usize {
-        let urls = self.url();
-        self.spawn_agent(name, "", 1, &urls, work_dir, &[]).0
-    }
-
-    fn spawn_agent(
-        &mut self,
-        name: &str,
-        labels: &str,
-        slots: u32,
-        urls: &str,
-        work_dir: &Path,
-        extra: &[&str],
-    ) -> (usize, Option<String>) {
+    /// Starts an agent as `spec` says. With `--metrics-listen` among its
+    /// extra flags (give it port 0) it also returns the metrics address the
+    /// agent printed.
+    pub fn start_agent(&mut self, name: &str, spec: AgentSpec<'_>) -> (usize, Option<String>) {
+        let urls = spec.urls.map_or_else(|| self.url(), str::to_string);
+        let work_dir = spec.work_dir.map_or_else(|| self.dir.path().join("work").join(name), Path::to_path_buf);
+        let (labels, slots, extra, envs) = (spec.labels, spec.slots.max(1), spec.extra, spec.envs);
         self.issue_agent_certs(&[name.to_string()]);
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let with_metrics = extra.contains(&"--metrics-listen");
         let mut child = Command::new(bin("drover-agent"))
-            .args(["--coordinator", urls, "--name", name, "--labels", labels, "--slots", &slots.to_string()])
+            .args(["--coordinator", &urls, "--name", name, "--labels", labels, "--slots", &slots.to_string()])
             .arg("--work-dir")
-            .arg(work_dir)
+            .arg(&work_dir)
             .arg("--tls-dir")
             .arg(&self.tls)
             .args(extra)
             .env("DROVER_LOG", "info,drover_agent=debug")
+            .envs(envs.iter().copied())
             .stdout(if with_metrics { Stdio::piped() } else { Stdio::null() })
             .stderr(stderr)
             .spawn()

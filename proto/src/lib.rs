@@ -1,8 +1,22 @@
 //! Generated gRPC types and services. Nothing outside `coordinator/src/api`,
-//! `agent/src/rpc` and `ctl` uses these types; they convert to domain types at
+//! `agent/src/client.rs` and `ctl` (and the test clients of
+//! `integration-tests`) uses these types; they convert to domain types at
 //! the edge.
 #![allow(clippy::all)]
 
 pub mod v1 {
     tonic::include_proto!("drover.v1");
+}
+
+/// The gRPC metadata keys of the wire contract that the proto file cannot
+/// express: what a follower puts on a refusal. A coordinator that does not
+/// lead answers every call (and every agent session) with `Unavailable` and
+/// these keys, so clients can retry elsewhere.
+pub mod metadata {
+    /// The leader's URL, when the follower knows who leads: go there.
+    pub const LEADER: &str = "drover-leader";
+    /// Present (value `1`) on every refusal by a follower: nothing happened,
+    /// so the request is safe to send again to another coordinator. Without
+    /// [`LEADER`] it means an election is under way.
+    pub const NOT_LEADER: &str = "drover-not-leader";
 }

@@ -13,12 +13,13 @@ use pb::coordinator_message::Msg as Out;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::require_agent;
 use super::status::ApiError;
 use crate::leader::Role;
-use crate::scheduler::{AgentHello, Event, Reported, ToAgent};
+use crate::machine::Outcome;
+use crate::scheduler::{AgentHello, Event, ToAgent};
 
 pub struct AgentApi {
     role: watch::Receiver<Role>,
@@ -61,26 +62,26 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
 }
 
 /// Converts one message after the Hello into a scheduler event.
-/// Step events carry nothing the scheduler needs (step boundaries are
-/// visible in the log), so they convert to nothing.
-fn to_event(conn: u64, name: &str, msg: In) -> Result<Option<Event>, ApiError> {
+fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
     let name = name.to_string();
-    Ok(Some(match msg {
+    Ok(match msg {
         In::Hello(_) => return Err(ApiError::Invalid("Hello may only be the first message".into())),
         In::Heartbeat(h) => Event::Heartbeat { conn, name, running: h.running, draining: h.draining },
         In::Accepted(a) => Event::Accepted { conn, name, id: a.attempt_id },
         In::Log(l) => Event::Log { conn, name, id: l.attempt_id, offset: l.offset, data: l.data },
         In::Result(r) => {
             let outcome = match pb::Outcome::try_from(r.outcome) {
-                Ok(pb::Outcome::Succeeded) => Reported::Succeeded,
-                Ok(pb::Outcome::Failed) => Reported::Failed,
-                Ok(pb::Outcome::TimedOut) => Reported::TimedOut,
-                Ok(pb::Outcome::Cancelled) => Reported::Cancelled,
-                _ => return Err(ApiError::Invalid(format!("result with unknown outcome {}", r.outcome))),
+                Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
+                Ok(pb::Outcome::Failed) => Outcome::Failed { exit_code: r.exit_code },
+                Ok(pb::Outcome::TimedOut) => Outcome::TimedOut,
+                Ok(pb::Outcome::Cancelled) => Outcome::Cancelled,
+                // Dropping the result would leave the attempt held and its
+                // lease renewed for ever; end it, and retry where allowed.
+                _ => Outcome::Lost { reason: format!("the agent reported an unknown outcome ({})", r.outcome) },
             };
-            Event::Result { conn, name, id: r.attempt_id, outcome, exit_code: r.exit_code, message: r.message }
+            Event::Result { conn, name, id: r.attempt_id, outcome, message: r.message }
         }
-    }))
+    })
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -127,13 +128,12 @@ impl pb::agent_service_server::AgentService for AgentApi {
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::AgentMessage { msg: Some(msg) })) => match to_event(conn, &name, msg) {
-                        Ok(Some(event)) => {
+                        Ok(event) => {
                             if sched.send(event).await.is_err() {
                                 break;
                             }
                         }
-                        Ok(None) => {}
-                        Err(e) => debug!(agent = %name, error = %e, "ignored a malformed message"),
+                        Err(e) => warn!(agent = %name, error = %e, "ignored a malformed message"),
                     },
                     Ok(Some(_)) => {}
                     Ok(None) => break,

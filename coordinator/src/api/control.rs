@@ -15,19 +15,14 @@ use tonic::{Request, Response, Status};
 use super::require_admin;
 use super::status::ApiError;
 use crate::keys::{self, RunKey};
-use crate::leader::{LEADER_KEY, LeaderInfo, MEMBERS, MemberInfo, Role};
+use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::machine::{JobRecord, RunId, RunRecord, Source};
 use crate::scheduler::{self, RunSummary};
-use crate::store::etcd::EndpointHealth;
-use crate::store::{KeyValue, Store, WatchMessage};
+use crate::store::{KeyValue, Store, WatchMessage, decode};
 use crate::{git, pipeline};
 
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
-
-/// The health of the store's endpoints, for `drover cluster`.
-pub type StoreHealth =
-    Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = Vec<EndpointHealth>> + Send>> + Send + Sync>;
 
 pub struct ControlApi {
     role: watch::Receiver<Role>,
@@ -37,21 +32,11 @@ pub struct ControlApi {
     scratch: PathBuf,
     /// This coordinator's id.
     id: String,
-    /// "embedded" or "etcd", and how to check its endpoints.
-    store_kind: &'static str,
-    health: Option<StoreHealth>,
 }
 
 impl ControlApi {
-    pub fn new(
-        role: watch::Receiver<Role>,
-        store: Arc<dyn Store>,
-        scratch: PathBuf,
-        id: String,
-        store_kind: &'static str,
-        health: Option<StoreHealth>,
-    ) -> ControlApi {
-        ControlApi { role, store, scratch, id, store_kind, health }
+    pub fn new(role: watch::Receiver<Role>, store: Arc<dyn Store>, scratch: PathBuf, id: String) -> ControlApi {
+        ControlApi { role, store, scratch, id }
     }
 }
 
@@ -60,7 +45,7 @@ impl ControlApi {
 /// handed out).
 async fn run_not_found(store: &dyn Store, id: RunId) -> ApiError {
     let last: Option<RunId> = match store.get(keys::RUN_SEQ).await {
-        Ok(kv) => kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()),
+        Ok(kv) => kv.and_then(|kv| decode(&kv.key, &kv.value).ok()),
         Err(e) => return e.into(),
     };
     match last {
@@ -79,16 +64,11 @@ fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
         .map_err(|_| ApiError::Invalid(format!("{s:?} is not a run id; run ids are numbers, see `drover runs`")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, ApiError> {
-    serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt { path: kv.key.clone(), detail: e.to_string() }))
-}
-
-fn job_view(record: &RunRecord, name: &str, job: &JobRecord) -> pb::Job {
+fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job {
     pb::Job {
         name: name.to_string(),
         state: job.state.as_str().to_string(),
-        needs: record.pipeline.job(name).map(|s| s.needs.clone()).unwrap_or_default(),
+        needs: needs.to_vec(),
         attempt: job.attempt,
         agent: job.agent.clone().unwrap_or_default(),
         waiting_for: job.waiting_for.clone(),
@@ -110,7 +90,7 @@ fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -> pb::Run {
         .pipeline
         .jobs
         .iter()
-        .filter_map(|spec| jobs.get(&spec.name).map(|j| job_view(record, &spec.name, j)))
+        .filter_map(|spec| jobs.get(&spec.name).map(|j| job_view(&spec.name, &spec.needs, j)))
         .collect();
     pb::Run {
         id: record.id.to_string(),
@@ -190,12 +170,12 @@ impl Follower {
         for kv in kvs {
             match keys::parse_run_key(self.id, &kv.key) {
                 Some(RunKey::Run) => {
-                    self.record = Some(decode::<RunRecord>(&kv)?);
+                    self.record = Some(decode::<RunRecord>(&kv.key, &kv.value)?);
                     run_changed = true;
                 }
                 Some(RunKey::Job(name)) => {
                     let name = name.to_string();
-                    self.jobs.insert(name.clone(), decode::<JobRecord>(&kv)?);
+                    self.jobs.insert(name.clone(), decode::<JobRecord>(&kv.key, &kv.value)?);
                     changed_jobs.push(name);
                 }
                 Some(RunKey::Log { job, attempt, offset }) if self.wants_log(job, attempt) => {
@@ -218,7 +198,8 @@ impl Follower {
         } else {
             for name in changed_jobs {
                 if self.filter.job.as_deref().is_none_or(|f| f == name) {
-                    out.push(E::Job(job_view(record, &name, &self.jobs[&name])));
+                    let needs = record.pipeline.job(&name).map(|s| s.needs.as_slice()).unwrap_or_default();
+                    out.push(E::Job(job_view(&name, needs, &self.jobs[&name])));
                 }
             }
         }
@@ -358,12 +339,23 @@ impl pb::control_service_server::ControlService for ControlApi {
         let id = parse_run_id(&req.run_id)?;
         let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
-        if !run.jobs.contains_key(&req.job) {
+        let Some(job) = run.jobs.get(&req.job) else {
             let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
             return Err(ApiError::NotFound(format!(
                 "run {id} has no job {:?}; its jobs are: {}",
                 req.job,
                 names.join(", ")
+            ))
+            .into());
+        };
+        // A later attempt may still come while a follower waits, not once the
+        // job has ended or for a plain read.
+        if req.attempt > job.attempt && (!req.follow || job.state.is_terminal()) {
+            return Err(ApiError::NotFound(format!(
+                "job {} of run {id} has had {} attempt(s); pass --attempt 1 to {}, or leave it out for all",
+                req.job,
+                job.attempt,
+                job.attempt.max(1)
             ))
             .into());
         }
@@ -375,11 +367,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             let store = self.store.clone();
             let (job, attempt) = (req.job.clone(), req.attempt);
             tokio::spawn(async move {
-                let prefix = if attempt == 0 {
-                    format!("{}{job}/", keys::logs(id))
-                } else {
-                    keys::attempt_logs(id, &job, attempt)
-                };
+                let prefix =
+                    if attempt == 0 { keys::job_logs(id, &job) } else { keys::attempt_logs(id, &job, attempt) };
                 match store.range(&prefix).await {
                     Ok((kvs, _)) => {
                         for kv in kvs {
@@ -440,8 +429,8 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
         require_admin(&req)?;
-        let (members, _) = self.store.range(MEMBERS).await.map_err(ApiError::from)?;
-        let leader = self.store.get(LEADER_KEY).await.map_err(ApiError::from)?;
+        let (members, _) = self.store.range(keys::MEMBERS).await.map_err(ApiError::from)?;
+        let leader = self.store.get(keys::LEADER).await.map_err(ApiError::from)?;
         let (leader_id, epoch) = match &leader {
             Some(kv) => {
                 let info: Option<LeaderInfo> = serde_json::from_slice(&kv.value).ok();
@@ -454,19 +443,15 @@ impl pb::control_service_server::ControlService for ControlApi {
             .filter_map(|kv| serde_json::from_slice::<MemberInfo>(&kv.value).ok())
             .map(|m| pb::Coordinator { leader: m.id == leader_id, id: m.id, url: m.url, started_ms: m.started_ms })
             .collect();
-        let endpoints = match &self.health {
-            Some(check) => check()
-                .await
-                .into_iter()
-                .map(|h| pb::StoreEndpoint { endpoint: h.endpoint, healthy: h.healthy, detail: h.detail })
-                .collect(),
-            None => Vec::new(),
-        };
+        let endpoints = (self.store.endpoint_health().await)
+            .into_iter()
+            .map(|h| pb::StoreEndpoint { endpoint: h.endpoint, healthy: h.healthy, detail: h.detail })
+            .collect();
         Ok(Response::new(pb::ClusterResponse {
             coordinators,
             leader_id,
             epoch,
-            store: self.store_kind.to_string(),
+            store: self.store.kind().to_string(),
             endpoints,
             answered_by: self.id.clone(),
         }))

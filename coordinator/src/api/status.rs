@@ -25,8 +25,9 @@ pub enum ApiError {
     Git(#[from] GitError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The scheduler's own errors; its store errors become [`ApiError::Store`].
     #[error(transparent)]
-    Sched(#[from] SchedError),
+    Sched(SchedError),
     /// This coordinator is a follower; the leader's URL when known.
     #[error("{}", match .0 {
         Some(url) => format!("this coordinator does not lead; the leader is {url}"),
@@ -35,18 +36,21 @@ pub enum ApiError {
     NotLeader(Option<String>),
 }
 
-/// The metadata key that carries the leader's URL on a redirect.
-pub const LEADER_METADATA: &str = "drover-leader";
-/// Present on every refusal by a follower, so clients can tell "not the
-/// leader" (nothing happened, safe to retry elsewhere) from other outages.
-pub const NOT_LEADER_METADATA: &str = "drover-not-leader";
+impl From<SchedError> for ApiError {
+    fn from(e: SchedError) -> ApiError {
+        match e {
+            SchedError::Store(e) => ApiError::Store(e),
+            e => ApiError::Sched(e),
+        }
+    }
+}
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();
         match e {
             ApiError::Invalid(_) | ApiError::Pipeline(_) => Status::invalid_argument(msg),
-            ApiError::NotFound(_) | ApiError::Sched(SchedError::RunNotFound(_)) => Status::not_found(msg),
+            ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),
@@ -55,15 +59,18 @@ impl From<ApiError> for Status {
             ApiError::Store(_) => Status::internal(msg),
             ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
             ApiError::Sched(SchedError::TooLarge { .. }) => Status::invalid_argument(msg),
-            ApiError::Sched(SchedError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. })) => {
-                Status::unavailable(msg)
-            }
-            ApiError::Sched(SchedError::Store(_)) => Status::internal(msg),
+            // `From<SchedError>` makes these `ApiError::Store`; one built
+            // by hand gets the same treatment.
+            ApiError::Sched(SchedError::Store(e)) => ApiError::Store(e).into(),
+            // The refusal's metadata keys are part of the wire contract,
+            // defined in the proto crate.
             ApiError::NotLeader(leader) => {
                 let mut status = Status::unavailable(msg);
-                status.metadata_mut().insert(NOT_LEADER_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+                status
+                    .metadata_mut()
+                    .insert(drover_proto::metadata::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
                 if let Some(value) = leader.and_then(|url| url.parse().ok()) {
-                    status.metadata_mut().insert(LEADER_METADATA, value);
+                    status.metadata_mut().insert(drover_proto::metadata::LEADER, value);
                 }
                 status
             }

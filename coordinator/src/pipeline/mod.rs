@@ -37,7 +37,7 @@ mod check;
 mod tests;
 mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -179,49 +179,4 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         }],
     })?;
     check::pipeline(file_name, &root).map_err(|diagnostics| PipelineError { diagnostics })
-}
-
-/// The names of `p`'s jobs in an order in which they can run: every job comes
-/// after all the jobs it needs. Among jobs that are ready at the same time,
-/// file order wins, so the result is deterministic.
-///
-/// For a pipeline that [`parse`] returned this lists every job. Given a
-/// hand-built pipeline with a cycle or a `needs` on a missing job, it leaves
-/// out the jobs that could never start.
-pub fn topological_order(p: &Pipeline) -> Vec<&str> {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(p.jobs.len());
-    for (i, job) in p.jobs.iter().enumerate() {
-        index.entry(job.name.as_str()).or_insert(i);
-    }
-    // For each job, how many of its needs have not finished yet, and which
-    // jobs wait for it. A need on a missing job counts as never finishing.
-    let mut waiting_on = vec![0usize; p.jobs.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); p.jobs.len()];
-    for (i, job) in p.jobs.iter().enumerate() {
-        let mut needed = BTreeSet::new();
-        for need in &job.needs {
-            match index.get(need.as_str()) {
-                Some(&n) => {
-                    needed.insert(n);
-                }
-                None => waiting_on[i] += 1,
-            }
-        }
-        waiting_on[i] += needed.len();
-        for n in needed {
-            dependents[n].push(i);
-        }
-    }
-    let mut ready: BTreeSet<usize> = (0..p.jobs.len()).filter(|&i| waiting_on[i] == 0).collect();
-    let mut order = Vec::with_capacity(p.jobs.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(p.jobs[i].name.as_str());
-        for &d in &dependents[i] {
-            waiting_on[d] -= 1;
-            if waiting_on[d] == 0 {
-                ready.insert(d);
-            }
-        }
-    }
-    order
 }

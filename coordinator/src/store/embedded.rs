@@ -429,11 +429,6 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    /// The data directory this store was opened on.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn lock_state(&self) -> Result<MutexGuard<'_, State>> {
         let st = self.state.lock().map_err(|_| {
             StoreError::Unavailable("embedded store state was poisoned by a panic; restart the coordinator".into())
@@ -688,6 +683,10 @@ impl Drop for EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let (kv, pending) = {
             let st = self.lock_state()?;

@@ -55,8 +55,9 @@
 //!   the caller can simply retry the whole transaction.
 //! * A transaction **with compares** is sent as one etcd transaction, or fails
 //!   with [`StoreError::Rejected`] if it breaks one of the limits above, since
-//!   splitting it would lose its atomicity. Callers chunk such writes
-//!   themselves, using [`MAX_TXN_OPS`] and [`MAX_REQUEST_BYTES`].
+//!   splitting it would lose its atomicity. Callers that add compares to a
+//!   large write (the leader's fence) split it first with `Store::split`,
+//!   which leaves room for them.
 //!
 //! # Watches
 //!
@@ -99,8 +100,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{
-    Compare, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchEvent,
-    WatchMessage,
+    Compare, EndpointHealth, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResponse,
+    WatchEvent, WatchMessage,
 };
 
 /// The most compares, or operations in one branch, that one etcd transaction
@@ -173,16 +174,6 @@ pub struct EtcdTls {
     pub cert: Option<PathBuf>,
     /// The client certificate's private key; required with `cert`.
     pub key: Option<PathBuf>,
-}
-
-/// One member's answer to `endpoint_health`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointHealth {
-    pub endpoint: String,
-    /// The member answered, reported no errors and knows a leader.
-    pub healthy: bool,
-    /// Version, database size and role, or what went wrong.
-    pub detail: String,
 }
 
 /// The etcd store. Create it with [`EtcdStore::connect`].
@@ -269,52 +260,6 @@ impl EtcdStore {
             })
             .await?;
         Ok(store)
-    }
-
-    /// Asks every member for its status, each on its own connection and with
-    /// a short timeout, so that a dead member shows up as unhealthy while the
-    /// others answer.
-    pub async fn endpoint_health(&self) -> Vec<EndpointHealth> {
-        let timeout = self.request_timeout.min(HEALTH_TIMEOUT);
-        let checks = self.members.iter().map(|member| async move {
-            let mut client = member.client.clone();
-            let (healthy, detail) = match tokio::time::timeout(timeout, client.status()).await {
-                Err(_) => (false, format!("no answer within {timeout:?}")),
-                Ok(Err(e)) => (false, classify(e).to_string()),
-                Ok(Ok(status)) => {
-                    let member_id = status.header().map_or(0, |h| h.member_id());
-                    let role = match status.leader() {
-                        0 => "no leader",
-                        leader if leader == member_id => "leader",
-                        _ if status.is_learner() => "learner",
-                        _ => "follower",
-                    };
-                    let mut detail = format!(
-                        "version {}, db {} bytes, {role}, raft term {}",
-                        status.version(),
-                        status.db_size(),
-                        status.raft_term()
-                    );
-                    if !status.errors().is_empty() {
-                        let _ = write!(detail, ", errors: {}", status.errors().join("; "));
-                    }
-                    (status.leader() != 0 && status.errors().is_empty(), detail)
-                }
-            };
-            EndpointHealth { endpoint: member.endpoint.clone(), healthy, detail }
-        });
-        futures_util::future::join_all(checks).await
-    }
-
-    /// Compacts etcd's history up to `revision` (for the whole cluster: etcd
-    /// has one history, whatever the prefix). A revision already compacted
-    /// (by another coordinator, or by etcd's own auto-compaction) is fine.
-    pub async fn compact(&self, revision: Revision) -> Result<()> {
-        let call = Call { what: "a compaction", idempotent: true, lease: 0 };
-        match self.call(call, |mut client| async move { client.compact(revision, None).await.map(drop) }).await {
-            Err(StoreError::Rejected(msg)) if msg.contains("compacted") => Ok(()),
-            other => other,
-        }
     }
 
     /// Runs `f` against the current member and, where that is safe, the
@@ -487,8 +432,10 @@ impl EtcdStore {
     }
 
     /// Splits the operations of a transaction without compares into etcd
-    /// transactions that each respect etcd's limits, keeping their order.
-    fn split_unconditional(&self, mut ops: Vec<Op>) -> Vec<Vec<Op>> {
+    /// transactions that each respect etcd's limits, keeping their order,
+    /// with `reserve` bytes of each request left for compares.
+    fn split_unconditional(&self, mut ops: Vec<Op>, reserve: usize) -> Vec<Vec<Op>> {
+        let budget = REQUEST_BUDGET - reserve;
         // First find where each chunk starts, then cut the operations there.
         let mut starts = Vec::new();
         let mut len = 0;
@@ -496,7 +443,7 @@ impl EtcdStore {
         let mut written = WrittenKeys::default();
         for (i, op) in ops.iter().enumerate() {
             let op_bytes = self.op_bytes(op);
-            if len > 0 && (len == MAX_TXN_OPS || bytes + op_bytes > REQUEST_BUDGET || written.conflicts(op).is_some()) {
+            if len > 0 && (len == MAX_TXN_OPS || bytes + op_bytes > budget || written.conflicts(op).is_some()) {
                 starts.push(i);
                 len = 0;
                 bytes = 0;
@@ -553,6 +500,10 @@ impl EtcdStore {
     }
 }
 
+/// What [`Store::split`] leaves in each request for the compares the caller
+/// adds (the leader's fence is one compare and one read).
+const COMPARE_ROOM_BYTES: usize = 16 * 1024;
+
 /// The part of [`MAX_REQUEST_BYTES`] that operations may fill.
 const REQUEST_BUDGET: usize = MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES;
 
@@ -596,6 +547,56 @@ impl<'a> WrittenKeys<'a> {
 
 #[async_trait]
 impl Store for EtcdStore {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    /// Asks every member for its status, each on its own connection and with
+    /// a short timeout, so that a dead member shows up as unhealthy while the
+    /// others answer.
+    async fn endpoint_health(&self) -> Vec<EndpointHealth> {
+        let timeout = self.request_timeout.min(HEALTH_TIMEOUT);
+        let checks = self.members.iter().map(|member| async move {
+            let mut client = member.client.clone();
+            let (healthy, detail) = match tokio::time::timeout(timeout, client.status()).await {
+                Err(_) => (false, format!("no answer within {timeout:?}")),
+                Ok(Err(e)) => (false, classify(e).to_string()),
+                Ok(Ok(status)) => {
+                    let member_id = status.header().map_or(0, |h| h.member_id());
+                    let role = match status.leader() {
+                        0 => "no leader",
+                        leader if leader == member_id => "leader",
+                        _ if status.is_learner() => "learner",
+                        _ => "follower",
+                    };
+                    let mut detail = format!(
+                        "version {}, db {} bytes, {role}, raft term {}",
+                        status.version(),
+                        status.db_size(),
+                        status.raft_term()
+                    );
+                    if !status.errors().is_empty() {
+                        let _ = write!(detail, ", errors: {}", status.errors().join("; "));
+                    }
+                    (status.leader() != 0 && status.errors().is_empty(), detail)
+                }
+            };
+            EndpointHealth { endpoint: member.endpoint.clone(), healthy, detail }
+        });
+        futures_util::future::join_all(checks).await
+    }
+
+    /// Compacts etcd's history up to `revision` (for the whole cluster: etcd
+    /// has one history, whatever the prefix). A revision already compacted
+    /// (by another coordinator, or by etcd's own auto-compaction) is fine.
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let call = Call { what: "a compaction", idempotent: true, lease: 0 };
+        match self.call(call, |mut client| async move { client.compact(revision, None).await.map(drop) }).await {
+            Err(StoreError::Rejected(msg)) if msg.contains("compacted") => Ok(()),
+            other => other,
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let full = self.full_key(key);
         let call = Call { what: "a read", idempotent: true, lease: 0 };
@@ -625,6 +626,13 @@ impl Store for EtcdStore {
         Ok((kvs, header_revision(resp.header())))
     }
 
+    fn split(&self, ops: Vec<Op>) -> Vec<Vec<Op>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        self.split_unconditional(ops, COMPARE_ROOM_BYTES)
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         // As in the embedded store, sizes are checked for both branches, so a
         // transaction does not pass or fail them depending on its compares.
@@ -637,7 +645,7 @@ impl Store for EtcdStore {
         // Without compares the success branch always runs and the failure
         // branch never does, so only the former is sent.
         let mut response = TxnResponse { succeeded: true, revision: 0, gets: Vec::new() };
-        for chunk in self.split_unconditional(txn.success) {
+        for chunk in self.split_unconditional(txn.success, 0) {
             let part = self.send_txn(&[], &chunk, &[]).await?;
             response.revision = part.revision;
             response.gets.extend(part.gets);
@@ -1550,7 +1558,7 @@ mod tests {
             label: String::new(),
         };
         let store = store_prefix("/drover");
-        let lens = |ops: Vec<Op>| store.split_unconditional(ops).iter().map(Vec::len).collect::<Vec<_>>();
+        let lens = |ops: Vec<Op>| store.split_unconditional(ops, 0).iter().map(Vec::len).collect::<Vec<_>>();
         assert_eq!(lens(Vec::new()), [0]);
         let puts = |n: usize| (0..n).map(|i| Op::put(format!("/{i}"), "v")).collect::<Vec<_>>();
         assert_eq!(lens(puts(MAX_TXN_OPS)), [MAX_TXN_OPS]);
@@ -1563,10 +1571,15 @@ mod tests {
         assert_eq!(lens(vec![Op::put("/a", "1"), Op::Get { key: "/a".into() }, Op::put("/b", "1")]), [3]);
         // Order is kept.
         let keys: Vec<Vec<Op>> =
-            store.split_unconditional(vec![Op::put("/a", "1"), Op::put("/a", "2"), Op::put("/b", "3")]);
+            store.split_unconditional(vec![Op::put("/a", "1"), Op::put("/a", "2"), Op::put("/b", "3")], 0);
         assert_eq!(keys, vec![vec![Op::put("/a", "1")], vec![Op::put("/a", "2"), Op::put("/b", "3")]]);
         // Size: three puts of 500 KiB fit in one request, four do not.
         let big = |i: usize| Op::put(format!("/{i}"), vec![0u8; 500 * 1024]);
         assert_eq!(lens((0..5).map(big).collect()), [3, 2]);
+        // What callers split leaves room for their compares (a fence).
+        // (15 puts of 104,000 bytes fill all but 8 KiB of a request.)
+        let small = |n: usize| (0..n).map(|i| Op::put(format!("/{i}"), vec![0u8; 104_000])).collect::<Vec<_>>();
+        assert_eq!(lens(small(15)), [15]);
+        assert_eq!(store.split(small(15)).iter().map(Vec::len).collect::<Vec<_>>(), [14, 1]);
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Compare, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchMessage};
+use super::{
+    Compare, EndpointHealth, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchMessage,
+};
 
 pub struct Fenced {
     inner: Arc<dyn Store>,
@@ -27,12 +29,20 @@ impl Fenced {
 
 #[async_trait]
 impl Store for Fenced {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.inner.get(key).await
     }
 
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
         self.inner.range(prefix).await
+    }
+
+    fn split(&self, ops: Vec<Op>) -> Vec<Vec<Op>> {
+        self.inner.split(ops)
     }
 
     async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
@@ -66,5 +76,14 @@ impl Store for Fenced {
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.inner.lease_revoke(lease).await
+    }
+
+    /// Not fenced: compacting is harmless, whoever does it.
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.inner.compact(revision).await
+    }
+
+    async fn endpoint_health(&self) -> Vec<EndpointHealth> {
+        self.inner.endpoint_health().await
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! The scheduler only talks to [`Store`]. The embedded backend
 //! ([`embedded::EmbeddedStore`]) keeps everything in memory and appends every
-//! write to a log file in the data directory; the etcd backend (issue 3) maps
+//! write to a log file in the data directory; the etcd backend maps
 //! the same calls one to one onto etcd's KV, Watch and Lease APIs.
 
 pub mod embedded;
@@ -154,17 +154,53 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One store endpoint's answer to [`Store::endpoint_health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    /// The member answered, reported no errors and knows a leader.
+    pub healthy: bool,
+    /// Version, database size and role, or what went wrong.
+    pub detail: String,
+}
+
+/// Reads a record Drover stored as JSON; a value that does not parse is
+/// corrupt data at that key.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt { path: key.to_string(), detail: e.to_string() })
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// "embedded" or "etcd", for `drover cluster`.
+    fn kind(&self) -> &'static str;
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Every key that starts with `prefix`, in key order, with the revision
     /// the listing was taken at.
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+    /// Splits writes that must all happen, but not atomically, into the
+    /// transactions this store takes, in order, each with room for a few
+    /// compares (the leader's fence). Nothing to write is no transaction.
+    /// By default one transaction: the embedded store has no size limit.
+    fn split(&self, ops: Vec<Op>) -> Vec<Vec<Op>> {
+        if ops.is_empty() { Vec::new() } else { vec![ops] }
+    }
     /// Watch every key under `prefix` for events with revision >= `start`
     /// (0: from now on). Dropping the receiver cancels the watch.
     async fn watch(&self, prefix: &str, start: Revision) -> Result<mpsc::Receiver<WatchMessage>>;
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()>;
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+    /// Drops the history before `revision`, as etcd's compaction does. The
+    /// embedded store trims its own history (to `watch_history_*`), so by
+    /// default there is nothing to do.
+    async fn compact(&self, _revision: Revision) -> Result<()> {
+        Ok(())
+    }
+    /// Each endpoint's health, for `drover cluster`; none for a store
+    /// without endpoints (the embedded one).
+    async fn endpoint_health(&self) -> Vec<EndpointHealth> {
+        Vec::new()
+    }
 }

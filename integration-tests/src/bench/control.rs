@@ -12,6 +12,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use drover_proto::metadata;
 use drover_proto::v1 as pb;
 use pb::control_service_client::ControlServiceClient;
 use tokio::time::Instant;
@@ -21,9 +22,6 @@ use tonic::{Code, Response, Status};
 use super::{BenchError, error_chain, read_pem};
 
 pub type Client = ControlServiceClient<Channel>;
-
-const LEADER_METADATA: &str = "drover-leader";
-const NOT_LEADER_METADATA: &str = "drover-not-leader";
 
 /// The longest one call may take. A submit of a 5,000-job pipeline to etcd
 /// writes dozens of transactions before it answers, so this is generous;
@@ -130,12 +128,12 @@ impl Control {
                 Err(e) => Status::unavailable(e.to_string()),
             };
             let meta = status.metadata();
-            if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+            if let Some(leader) = meta.get(metadata::LEADER).and_then(|v| v.to_str().ok()) {
                 // A follower named the leader: go there at once. If the
                 // named leader is dead, the next round's connection error
                 // pauses before moving on.
                 self.leader_hint = Some(leader.to_string());
-            } else if meta.contains_key(NOT_LEADER_METADATA) {
+            } else if meta.contains_key(metadata::NOT_LEADER) {
                 // No leader at the moment: an election is under way.
                 tokio::time::sleep(RETRY_PAUSE).await;
             } else if connection_lost(&status) {

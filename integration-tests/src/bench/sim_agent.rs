@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover_proto::metadata;
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as Out;
 use pb::coordinator_message::Msg as In;
@@ -298,9 +299,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// cover, and the wait for the coordinator to take the Hello.
 const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
-const LEADER_METADATA: &str = "drover-leader";
-const NOT_LEADER_METADATA: &str = "drover-not-leader";
-
 /// The real agent's endpoint settings: HTTP/2 keepalives notice a dead or
 /// paused coordinator within a few seconds.
 fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, BenchError> {
@@ -434,10 +432,10 @@ impl SimAgent {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
                 let meta = status.metadata();
-                if let Some(leader) = meta.get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                if let Some(leader) = meta.get(metadata::LEADER).and_then(|v| v.to_str().ok()) {
                     return SessionEnd::Redirect(leader.to_string());
                 }
-                if meta.contains_key(NOT_LEADER_METADATA) {
+                if meta.contains_key(metadata::NOT_LEADER) {
                     return SessionEnd::NoLeader;
                 }
                 self.tap.failed(format!("{url} refused the session: {:?}: {}", status.code(), status.message()));

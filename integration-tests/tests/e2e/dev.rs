@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{TempDir, bin, text, wait_for};
+use crate::harness::{Proc, TempDir, bin, text, wait_for_or_report};
 
 /// Runs `drover dev` in `dir` to its end; returns (success, stdout, stderr).
 fn drover_dev(dir: &Path) -> (bool, String, String) {
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.yml");
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new(bin("drover"))
+    let child = Command::new(bin("drover"))
         .args(["dev", "--pipeline"])
         .arg(&pipeline)
         .arg("--dir")
@@ -21,7 +21,14 @@ fn drover_dev(dir: &Path) -> (bool, String, String) {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    let status = wait_for("drover dev to finish", Duration::from_secs(120), || child.try_wait().unwrap());
+    // Killed if the wait times out.
+    let mut dev = Proc { child, name: "drover dev".into(), log: err.clone() };
+    let status = wait_for_or_report(
+        "drover dev to finish",
+        Duration::from_secs(120),
+        || dev.child.try_wait().unwrap(),
+        || std::fs::read_to_string(&err).unwrap_or_default(),
+    );
     (status.success(), std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap())
 }
 
@@ -51,11 +58,12 @@ fn drover_dev_runs_the_sample_pipeline_end_to_end_and_again_on_its_state() {
     assert!(out.lines().any(|l| l.trim_start().starts_with("release |") && l.contains("all green")), "{out}");
     assert!(out.contains("run 1 succeeded"), "{out}");
     // It stopped everything it started.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !processes_under(dir.path()).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "still running: {:?}", processes_under(dir.path()));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_or_report(
+        "every process drover dev started to exit",
+        Duration::from_secs(10),
+        || processes_under(dir.path()).is_empty().then_some(()),
+        || format!("still running: {:?}", processes_under(dir.path())),
+    );
 
     // Again on the same directory: the certificates and the store are kept.
     let (ok, out, err) = drover_dev(dir.path());

@@ -4,9 +4,9 @@
 //! builds.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{TempDir, bin};
+use crate::harness::{Proc, TempDir, bin, wait_for_or_report};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
 const METRICS: [&str; 12] = [
@@ -28,30 +28,23 @@ const METRICS: [&str; 12] = [
 fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
     let dir = TempDir::new("drover-bench");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = Command::new(bin("drover-bench"))
+    let child = Command::new(bin("drover-bench"))
         .arg("--smoke")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
         .spawn()
         .expect("start drover-bench");
+    // Killed when the test ends, however it ends.
+    let mut bench = Proc { child, name: "drover-bench".into(), log: err_path.clone() };
     // The benchmark bounds every wait itself; this only keeps a regression
     // from hanging the test suite.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for drover-bench") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "drover-bench --smoke still running after 180s:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_for_or_report(
+        "drover-bench --smoke to finish",
+        Duration::from_secs(180),
+        || bench.child.try_wait().expect("wait for drover-bench"),
+        || std::fs::read_to_string(&err_path).unwrap_or_default(),
+    );
     let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(status.success(), "drover-bench --smoke failed ({status}):\n{stderr}");

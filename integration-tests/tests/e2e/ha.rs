@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Etcd, Fleet, free_port, lines, text, wait_for};
+use crate::harness::{AgentSpec, Etcd, Fleet, free_port, lines, text, wait_for, wait_for_or_report};
 
 /// A chain of `n` jobs; each appends "name attempt agent" to the marker file
 /// and then takes `secs` seconds.
@@ -128,12 +128,22 @@ fn etcd_down_for_30_seconds_then_back_and_the_run_completes() {
         lines(&m.join("ran")).iter().any(|l| l.starts_with("j1 ")).then_some(())
     });
     etcd.kill(0);
-    let started = std::time::Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
-    let out = fleet.drover(&["status", &run]);
-    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stderr).contains("store unavailable"), "{}", text(&out.stderr));
-    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    // etcd is dead (killed and reaped) from here.
+    let killed = std::time::Instant::now();
+    let last = std::cell::RefCell::new(String::new());
+    wait_for_or_report(
+        "`drover status` to exit 3 with store unavailable",
+        Duration::from_secs(10),
+        || {
+            let out = fleet.drover(&["status", &run]);
+            let stderr = text(&out.stderr);
+            *last.borrow_mut() = format!("{}: {}{stderr}", out.status, text(&out.stdout));
+            (out.status.code() == Some(3) && stderr.contains("store unavailable")).then_some(())
+        },
+        || format!("last answer: {}", last.borrow()),
+    );
+    // The outage lasts 30 seconds: that is the scenario, not a wait.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(killed.elapsed()));
     etcd.restart(0);
     let status = fleet.wait_run(&run, Duration::from_secs(90));
     assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
@@ -165,7 +175,7 @@ fn an_agent_that_knows_only_a_follower_still_gets_work() {
     let mut fleet = Fleet::start_ha("follower", &etcd, 2);
     let leader = fleet.wait_leader();
     let follower_url = fleet.url_of(1 - leader);
-    fleet.agent_with("lonely", "", 1, &follower_url);
+    fleet.start_agent("lonely", AgentSpec { urls: Some(&follower_url), ..AgentSpec::default() });
     fleet.wait_agents(1);
     let run = fleet.submit("one.yml", "name: one\njobs:\n  a:\n    steps:\n      - run: echo hi\n");
     let status = fleet.wait_run(&run, Duration::from_secs(30));

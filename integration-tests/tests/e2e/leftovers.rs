@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Fleet, process_alive, wait_for};
+use crate::harness::{AgentSpec, Fleet, process_alive, wait_for};
 
 #[test]
 fn an_agent_killed_mid_job_kills_its_leftovers_when_it_starts_again() {
@@ -52,7 +52,7 @@ fn a_second_agent_on_the_same_work_dir_is_refused() {
     // A connected agent has taken its work dir.
     fleet.wait_agents(1);
     let work = fleet.dir.path().join("work").join("first");
-    let second = fleet.agent_in("second", &work);
+    let (second, _) = fleet.start_agent("second", AgentSpec { work_dir: Some(&work), ..AgentSpec::default() });
     let status = wait_for("the second agent to exit", Duration::from_secs(15), || {
         fleet.agents[second].child.try_wait().expect("wait for the second agent")
     });

@@ -1,22 +1,9 @@
 //! Metrics and health endpoints on the real binaries.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::harness::{Fleet, wait_for};
-
-/// GET over plain HTTP; returns (status, body).
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
+use crate::harness::{AgentSpec, Fleet, http_get, wait_for};
 
 /// Parses the Prometheus text format strictly enough to catch mistakes:
 /// every sample line is `name{labels} value` with a number, and every
@@ -48,9 +35,8 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
 fn metrics_count_the_jobs_just_run_and_health_endpoints_answer() {
     let mut fleet = Fleet::start_with("metrics", &["--metrics-listen", "127.0.0.1:0"]);
     let coordinator_metrics = fleet.metrics[0].clone().expect("the coordinator printed its metrics address");
-    let urls = fleet.url();
-    let (i, agent_metrics) =
-        fleet.agent_args("a1", "", 2, &urls, &["--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+    let extra = ["--metrics-listen", "127.0.0.1:0", "--log-format", "json"];
+    let (i, agent_metrics) = fleet.start_agent("a1", AgentSpec { slots: 2, extra: &extra, ..AgentSpec::default() });
     let agent_metrics = agent_metrics.expect("the agent printed its metrics address");
     let log = fleet.agents[i].log.clone();
     fleet.wait_agents(1);
@@ -60,7 +46,7 @@ fn metrics_count_the_jobs_just_run_and_health_endpoints_answer() {
     );
     assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
 
-    let (status, body) = get(&coordinator_metrics, "/metrics").expect("coordinator /metrics");
+    let (status, body) = http_get(&coordinator_metrics, "/metrics").expect("coordinator /metrics");
     assert_eq!(status, 200);
     let m = parse_prometheus(&body);
     assert_eq!(m.get("drover_jobs_finished_total{result=\"succeeded\"}"), Some(&2.0), "{body}");
@@ -70,18 +56,18 @@ fn metrics_count_the_jobs_just_run_and_health_endpoints_answer() {
     assert_eq!(m.get("drover_is_leader"), Some(&1.0), "{body}");
     assert!(m.get("drover_store_txn_seconds_count").is_some_and(|n| *n > 0.0), "{body}");
     assert!(m.get("drover_log_bytes_total").is_some_and(|n| *n > 0.0), "{body}");
-    assert_eq!(get(&coordinator_metrics, "/healthz").map(|r| r.0), Some(200));
-    let (status, body) = get(&coordinator_metrics, "/readyz").unwrap();
+    assert_eq!(http_get(&coordinator_metrics, "/healthz").map(|r| r.0), Some(200));
+    let (status, body) = http_get(&coordinator_metrics, "/readyz").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(get(&coordinator_metrics, "/nope").map(|r| r.0), Some(404));
+    assert_eq!(http_get(&coordinator_metrics, "/nope").map(|r| r.0), Some(404));
 
     let body = wait_for("agent metrics", Duration::from_secs(10), || {
-        let (_, body) = get(&agent_metrics, "/metrics")?;
+        let (_, body) = http_get(&agent_metrics, "/metrics")?;
         body.contains("drover_agent_attempts_finished_total{outcome=\"succeeded\"} 2").then_some(body)
     });
     let m = parse_prometheus(&body);
     assert_eq!(m.get("drover_agent_connected"), Some(&1.0), "{body}");
-    assert_eq!(get(&agent_metrics, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(&agent_metrics, "/readyz").map(|r| r.0), Some(200));
     // --log-format json: every log line is a JSON object.
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(!logs.is_empty());

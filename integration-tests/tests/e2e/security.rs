@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use drover_integration_tests::bench::error_chain;
+
 use crate::harness::{Fleet, TempDir, bin, text};
 
 /// A TLS directory that trusts the fleet's CA but presents another
@@ -58,26 +60,59 @@ fn an_agent_can_only_act_as_the_name_in_its_certificate() {
     assert!(!text(&out.stdout).contains("impostor"), "{}", text(&out.stdout));
 }
 
+/// Why a call was not answered.
+struct Refused {
+    /// The gRPC status the server sent; None when the connection failed or
+    /// broke below gRPC (TLS, TCP) before the server sent any.
+    status: Option<tonic::Code>,
+    detail: String,
+}
+
 #[test]
 fn a_client_without_a_certificate_is_refused() {
     let fleet = Fleet::start("nocert");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let result: Result<(), String> = rt.block_on(async {
-        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-        let ca = Certificate::from_pem(std::fs::read(fleet.tls.join("ca.pem")).unwrap());
-        let channel = Endpoint::from_shared(fleet.url())
-            .unwrap()
-            .tls_config(ClientTlsConfig::new().ca_certificate(ca))
-            .unwrap()
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut client = drover_proto::v1::control_service_client::ControlServiceClient::new(channel);
-        client
-            .list_runs(drover_proto::v1::ListRunsRequest { limit: 1 })
-            .await
-            .map(|_| ())
-            .map_err(|s| format!("call: {s}"))
-    });
-    assert!(result.is_err(), "a client without a certificate got an answer");
+    // Lists runs over a new connection that trusts the fleet's CA and
+    // presents `identity`, if any.
+    let list_runs = |identity: Option<tonic::transport::Identity>| -> Result<(), Refused> {
+        rt.block_on(async {
+            use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+            let ca = Certificate::from_pem(std::fs::read(fleet.tls.join("ca.pem")).unwrap());
+            let mut tls = ClientTlsConfig::new().ca_certificate(ca);
+            if let Some(identity) = identity {
+                tls = tls.identity(identity);
+            }
+            let channel = Endpoint::from_shared(fleet.url())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| Refused { status: None, detail: format!("connect: {}", error_chain(&e)) })?;
+            let mut client = drover_proto::v1::control_service_client::ControlServiceClient::new(channel);
+            client.list_runs(drover_proto::v1::ListRunsRequest { limit: 1 }).await.map(|_| ()).map_err(|s| {
+                // A status the client made up from a broken connection
+                // carries the transport error; one the server sent does not.
+                let transport = std::error::Error::source(&s).is_some_and(|e| e.is::<tonic::transport::Error>());
+                let status = (!transport).then_some(s.code());
+                Refused { status, detail: format!("call: {}", error_chain(&s)) }
+            })
+        })
+    };
+    // The coordinator requires a client certificate in the TLS handshake
+    // (tls.rs: `client_ca_root`), so a client without one never reaches the
+    // API's own PermissionDenied. With TLS 1.3 the client finishes its half
+    // of the handshake first and learns of the refusal from the server's
+    // CertificateRequired alert; depending on timing that alert, or the
+    // connection it closed, is what the call reports.
+    let Err(refused) = list_runs(None) else { panic!("a client without a certificate got an answer") };
+    assert_eq!(refused.status, None, "refused in the TLS handshake, before any gRPC status: {}", refused.detail);
+    // The same call with the admin identity is answered.
+    let admin = tonic::transport::Identity::from_pem(
+        std::fs::read(fleet.tls.join("admin.pem")).unwrap(),
+        std::fs::read(fleet.tls.join("admin-key.pem")).unwrap(),
+    );
+    if let Err(e) = list_runs(Some(admin)) {
+        panic!("the admin certificate was refused ({:?}): {}", e.status, e.detail);
+    }
 }

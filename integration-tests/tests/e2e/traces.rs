@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{Tra
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use crate::harness::{Fleet, Proc, bin, wait_for};
+use crate::harness::{AgentSpec, Fleet, bin, wait_for};
 
 /// A span as the test sees it.
 #[derive(Debug, Clone)]
@@ -93,24 +93,10 @@ fn one_trace_follows_a_run_from_submit_to_each_step() {
     let (addr, collector, _rt) = start_collector();
     let endpoint = format!("http://{addr}");
     let mut fleet = Fleet::start_with("traces", &["--otlp-endpoint", &endpoint]);
-    let log = fleet.dir.path().join("agent-tracer.log");
-    let cert = std::process::Command::new(bin("drover"))
-        .args(["certs", "issue-agent", "tracer", "--dir"])
-        .arg(&fleet.tls)
-        .output()
-        .unwrap();
-    assert!(cert.status.success());
-    let child = std::process::Command::new(bin("drover-agent"))
-        .args(["--coordinator", &fleet.url(), "--name", "tracer", "--otlp-endpoint", &endpoint])
-        .arg("--work-dir")
-        .arg(fleet.dir.path().join("work"))
-        .arg("--tls-dir")
-        .arg(&fleet.tls)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    fleet.agents.push(Proc { child, name: "tracer".into(), log });
+    // Export the agent's batches quickly.
+    let extra = ["--otlp-endpoint", &endpoint];
+    let envs = [("OTEL_BSP_SCHEDULE_DELAY", "200")];
+    fleet.start_agent("tracer", AgentSpec { extra: &extra, envs: &envs, ..AgentSpec::default() });
     fleet.wait_agents(1);
     let marks = fleet.dir.path().join("traceparent");
     let yaml = format!(
@@ -211,8 +197,8 @@ fn a_collector_that_never_answers_holds_up_neither_runs_nor_shutdown() {
         }
     });
     let mut fleet = Fleet::start_with("blackhole", &["--otlp-endpoint", &endpoint]);
-    let urls = fleet.url();
-    fleet.agent_args("a1", "", 2, &urls, &["--otlp-endpoint", &endpoint]);
+    let extra = ["--otlp-endpoint", &endpoint];
+    fleet.start_agent("a1", AgentSpec { slots: 2, extra: &extra, ..AgentSpec::default() });
     fleet.wait_agents(1);
     // A chain of jobs: each dispatch follows the previous job's end, so a
     // scheduler held up by exporting would stall the run.
