@@ -114,6 +114,37 @@ pub fn wait_for_or_report<T>(
     }
 }
 
+/// What a program that ran to its end left.
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the workspace binary `name` with `args` to its end, its output in
+/// files in `dir`; kills it and fails the test (with its stderr) if it runs
+/// past `timeout`, so a regression cannot hang the suite.
+pub fn run_to_end(dir: &Path, name: &str, args: &[&std::ffi::OsStr], timeout: Duration) -> Finished {
+    let (out, err) = (dir.join(format!("{name}.stdout")), dir.join(format!("{name}.stderr")));
+    let child = Command::new(bin(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    // Killed when this returns or panics.
+    let mut proc = Proc { child, name: name.into(), log: err.clone() };
+    let status = wait_for_or_report(
+        &format!("{name} to finish"),
+        timeout,
+        || proc.child.try_wait().expect("wait for the child"),
+        || std::fs::read_to_string(&err).unwrap_or_default(),
+    );
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    Finished { status, stdout: read(&out), stderr: read(&err) }
+}
+
 /// GET over plain HTTP/1.1 (a metrics endpoint); returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};

@@ -32,21 +32,7 @@ impl fmt::Display for BenchError {
 
 impl std::error::Error for BenchError {}
 
-/// An error with every cause in its chain, because tonic's transport errors
-/// say only "transport error" at the top and the reason further down.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use drover_telemetry::logging::error_chain;
 
 /// Reads a certificate or key file, naming the file when it cannot.
 pub fn read_pem(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, BenchError> {

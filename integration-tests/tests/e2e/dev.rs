@@ -1,35 +1,20 @@
 //! `drover dev`, the README's first command: certificates, a coordinator on
 //! the embedded store and two agents, and the sample pipeline to the end.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Proc, TempDir, bin, text, wait_for_or_report};
+use crate::harness::{TempDir, run_to_end, text, wait_for_or_report};
 
 /// Runs `drover dev` in `dir` to its end; returns (success, stdout, stderr).
 fn drover_dev(dir: &Path) -> (bool, String, String) {
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.yml");
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let child = Command::new(bin("drover"))
-        .args(["dev", "--pipeline"])
-        .arg(&pipeline)
-        .arg("--dir")
-        .arg(dir.join("dev"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    // Killed if the wait times out.
-    let mut dev = Proc { child, name: "drover dev".into(), log: err.clone() };
-    let status = wait_for_or_report(
-        "drover dev to finish",
-        Duration::from_secs(120),
-        || dev.child.try_wait().unwrap(),
-        || std::fs::read_to_string(&err).unwrap_or_default(),
-    );
-    (status.success(), std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap())
+    let dev_dir = dir.join("dev");
+    let args =
+        [OsStr::new("dev"), OsStr::new("--pipeline"), pipeline.as_os_str(), OsStr::new("--dir"), dev_dir.as_os_str()];
+    let end = run_to_end(dir, "drover", &args, Duration::from_secs(120));
+    (end.status.success(), end.stdout, end.stderr)
 }
 
 /// Processes whose command line mentions `dir` (what dev started there).

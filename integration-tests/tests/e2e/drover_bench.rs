@@ -3,10 +3,10 @@
 //! thresholds: the figures are for the issue notes, measured in release
 //! builds.
 
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use crate::harness::{Proc, TempDir, bin, wait_for_or_report};
+use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
 const METRICS: [&str; 12] = [
@@ -27,27 +27,11 @@ const METRICS: [&str; 12] = [
 #[test]
 fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
     let dir = TempDir::new("drover-bench");
-    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let child = Command::new(bin("drover-bench"))
-        .arg("--smoke")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
-        .spawn()
-        .expect("start drover-bench");
-    // Killed when the test ends, however it ends.
-    let mut bench = Proc { child, name: "drover-bench".into(), log: err_path.clone() };
-    // The benchmark bounds every wait itself; this only keeps a regression
-    // from hanging the test suite.
-    let status = wait_for_or_report(
-        "drover-bench --smoke to finish",
-        Duration::from_secs(180),
-        || bench.child.try_wait().expect("wait for drover-bench"),
-        || std::fs::read_to_string(&err_path).unwrap_or_default(),
-    );
-    let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "drover-bench --smoke failed ({status}):\n{stderr}");
+    // The benchmark bounds every wait itself; this deadline only keeps a
+    // regression from hanging the suite.
+    let end = run_to_end(dir.path(), "drover-bench", &[OsStr::new("--smoke")], Duration::from_secs(180));
+    let (stdout, stderr) = (end.stdout, end.stderr);
+    assert!(end.status.success(), "drover-bench --smoke failed ({}):\n{stderr}", end.status);
     let figures: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
