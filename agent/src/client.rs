@@ -8,9 +8,17 @@
 //! reconnect the Hello lists the held attempts, and the agent resends what
 //! was not acknowledged. An attempt the coordinator disowns (Cancel) is
 //! killed and dropped.
+//!
+//! A coordinator that refuses the agent for what it is (`PermissionDenied`:
+//! a certificate for another name, labels it may not claim;
+//! `InvalidArgument`: a Hello it cannot take) will refuse it again on every
+//! retry, so the agent stops with the reason ([`AgentError::Refused`], exit
+//! code 2). Any other refusal, such as another live agent under the same
+//! name, may pass: the agent retries and says why at warn level.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::metadata;
@@ -27,6 +35,8 @@ use crate::exec::{self, ExecEvent, Outcome};
 use crate::leftovers;
 use crate::logbuf::LogBuf;
 use crate::metrics::METRICS;
+use crate::runas::{self, RunAsError};
+use crate::watch::{self as step_watch, StepWatch};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,21 +48,30 @@ pub struct Config {
     pub slots: u32,
     pub work_dir: PathBuf,
     pub tls_dir: PathBuf,
+    /// Run steps as this user (a name or a uid), not as the agent's own.
+    pub run_as: Option<String>,
+    /// How to start the step watcher ([`crate::watch`]); None runs
+    /// without one (a library user without the agent binary).
+    pub watcher: Option<step_watch::Launch>,
+    /// Below this many free bytes in the work directory's file system the
+    /// agent says it is not ready and takes no new work. 0: never.
+    pub min_free_space: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "cannot read {path}: {source}; point --tls-dir (or DROVER_TLS_DIR) at the directory made by \
-         `drover certs init`, holding ca.pem and agent-NAME.pem and agent-NAME-key.pem from \
-         `drover certs issue-agent NAME`"
+        "cannot read {path}: {source}; point --tls-dir (or DROVER_AGENT_TLS_DIR) at the agent's bundle, \
+         DIR/agents/NAME, from `drover certs issue-agent NAME --dir DIR` (it holds ca.pem, agent-NAME.pem \
+         and agent-NAME-key.pem)"
     )]
     Cert { path: PathBuf, source: std::io::Error },
     /// The certificates were read but do not make a TLS configuration (a
     /// PEM that does not parse, a key that does not match).
     #[error(
         "the certificates in {} are not usable: {detail}; check ca.pem, agent-NAME.pem and \
-         agent-NAME-key.pem there (`drover certs issue-agent NAME` makes the agent's)",
+         agent-NAME-key.pem there, or point --tls-dir (or DROVER_AGENT_TLS_DIR) at the agent's bundle, \
+         DIR/agents/NAME, from `drover certs issue-agent NAME --dir DIR`",
         .dir.display()
     )]
     Tls { dir: PathBuf, detail: String },
@@ -68,6 +87,17 @@ pub enum AgentError {
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     WorkDirInUse { path: PathBuf, pid: Option<u32> },
+    #[error(transparent)]
+    RunAs(#[from] RunAsError),
+    #[error("cannot start the step watcher ({} {}): {source}", .program.display(), step_watch::MODE_ARG)]
+    Watcher { program: PathBuf, source: std::io::Error },
+    /// The coordinator refused the agent for what it is: retrying cannot
+    /// help.
+    #[error(
+        "{url} refused this agent ({code:?}): {reason}; retrying cannot change that, so the agent stops: check \
+         --name, --labels and the certificate in --tls-dir"
+    )]
+    Refused { url: String, code: tonic::Code, reason: String },
 }
 
 /// The lock file that keeps a work dir to one agent process.
@@ -78,10 +108,13 @@ const LOCK_FILE: &str = ".drover-agent.lock";
 /// goes with the process, however it dies, which is what makes the
 /// processes on the work dir that nobody holds leftovers (see
 /// [`crate::leftovers`]). The file is opened close-on-exec, so steps do not
-/// inherit, and keep, the lock.
+/// inherit, and keep, the lock; and it is private to the agent's user
+/// (0600, even if it existed with another mode), so a step running as
+/// another user (`--run-as`) cannot open it and take the lock.
 fn lock_work_dir(work_dir: &Path) -> Result<std::fs::File, AgentError> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = work_dir.join(LOCK_FILE);
     let lock_err = |source| AgentError::Lock { path: path.clone(), source };
     let mut file = std::fs::OpenOptions::new()
@@ -89,8 +122,10 @@ fn lock_work_dir(work_dir: &Path) -> Result<std::fs::File, AgentError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(lock_err)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(lock_err)?;
     // SAFETY: flock(2) on a descriptor we own; no memory is involved.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -111,8 +146,9 @@ fn lock_work_dir(work_dir: &Path) -> Result<std::fs::File, AgentError> {
 struct Held {
     log: LogBuf,
     result: Option<pb::AttemptResult>,
-    /// Set to true to kill the attempt; `None` once it has finished.
-    cancel: Option<watch::Sender<bool>>,
+    /// Kills the attempt (cancel), and moves its fence deadline as leases
+    /// are renewed; `None` once it has finished.
+    cancel: Option<watch::Sender<exec::Control>>,
     /// The coordinator disowned the attempt: drop it once it has stopped.
     disowned: bool,
 }
@@ -124,10 +160,17 @@ enum SessionEnd {
     /// No leader at the moment (an election is under way): retry soon.
     NoLeader,
     Failed(String),
+    /// Refused for now (another agent with this name is connected): it may
+    /// pass, so retry, less often.
+    Busy(String),
+    /// Refused for what the agent is: stop.
+    Refused(AgentError),
     /// Draining, and nothing is left to finish or report: exit.
     Drained,
     /// Told to stop at once.
     Stop,
+    /// The coordinator acknowledged no heartbeat in time: frozen or cut off.
+    Frozen(String),
 }
 
 /// What the agent's owner asks of it (the binary maps signals to these).
@@ -144,12 +187,96 @@ pub enum Stop {
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The longest wait between two attempts while the coordinator says that
+/// another agent holds our name: long enough not to fill the log, short
+/// enough to take over soon after the other one is gone.
+const BUSY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a refusal of the session is taken, by its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Retrying cannot help: stop with the reason.
+    Final,
+    /// Another agent holds the name for now: retry, and say why.
+    Busy,
+    /// Anything else (the network, an election, a restart): retry.
+    Other,
+}
+
+fn refusal(code: tonic::Code) -> Refusal {
+    match code {
+        tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => Refusal::Final,
+        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => Refusal::Busy,
+        _ => Refusal::Other,
+    }
+}
+
+/// How a session that the coordinator ended with `status` ends.
+fn refused(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
+    let reason = status.message().to_string();
+    match refusal(status.code()) {
+        Refusal::Final => {
+            SessionEnd::Refused(AgentError::Refused { url: url.to_string(), code: status.code(), reason })
+        }
+        Refusal::Busy => SessionEnd::Busy(format!("{url} {what} for now: {reason}")),
+        Refusal::Other => SessionEnd::Failed(format!("{url} {what}: {reason}")),
+    }
+}
+
 /// Spreads reconnects of many agents over ±25% of the wait, so a restarted
 /// coordinator is not hit by all of them at the same instant.
 fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     d.mul_f64(factor)
+}
+
+/// A session's heartbeats: when each was sent and what it listed, until
+/// the coordinator has acknowledged it and renewed (or passed over) it.
+#[derive(Debug, Default)]
+struct Heartbeats {
+    /// The last sequence number used; the first heartbeat is 1.
+    seq: u64,
+    /// (seq, sent at, the attempts it listed), oldest first.
+    sent: VecDeque<(u64, tokio::time::Instant, Vec<String>)>,
+    /// The highest sequence number acknowledged.
+    acked: u64,
+}
+
+/// The most heartbeats remembered: with a coordinator that acknowledges
+/// none of them the agent gives up on it long before this many.
+const MAX_REMEMBERED_BEATS: usize = 256;
+
+impl Heartbeats {
+    /// Records a heartbeat about to be sent; returns its sequence number.
+    fn sent(&mut self, running: Vec<String>, now: tokio::time::Instant) -> u64 {
+        self.seq += 1;
+        self.sent.push_back((self.seq, now, running));
+        while self.sent.len() > MAX_REMEMBERED_BEATS {
+            self.sent.pop_front();
+        }
+        self.seq
+    }
+
+    /// Takes an acknowledgement of `seq`, saying the leases listed by
+    /// `renewed_seq` were renewed: returns when that one was sent and what
+    /// it listed, if it is still remembered and no later one has been.
+    fn acked(&mut self, seq: u64, renewed_seq: u64) -> Option<(tokio::time::Instant, Vec<String>)> {
+        self.acked = self.acked.max(seq.min(self.seq));
+        // Heartbeats before the renewed one can no longer renew anything.
+        while self.sent.front().is_some_and(|(s, _, _)| *s < renewed_seq) {
+            self.sent.pop_front();
+        }
+        match self.sent.front() {
+            Some((s, at, ids)) if *s == renewed_seq => Some((*at, ids.clone())),
+            _ => None,
+        }
+    }
+
+    /// When the oldest heartbeat not yet acknowledged was sent.
+    fn unacked_since(&self) -> Option<tokio::time::Instant> {
+        self.sent.iter().find(|(s, _, _)| *s > self.acked).map(|(_, at, _)| *at)
+    }
 }
 
 pub struct Agent {
@@ -159,14 +286,47 @@ pub struct Agent {
     next: usize,
     /// The leader's URL, when a follower told us.
     leader_hint: Option<String>,
+    /// A coordinator that stopped acknowledging heartbeats, and until when
+    /// it is passed over: followers keep naming a frozen leader until its
+    /// election lease lapses, and following them there would only hang.
+    suspect: Option<(String, tokio::time::Instant)>,
     held: HashMap<String, Held>,
     exec_tx: mpsc::UnboundedSender<ExecEvent>,
     exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
     /// Highest coordinator epoch seen; older ones are refused.
     epoch: u64,
     heartbeat: Duration,
+    /// From the coordinator's Welcome: how long to wait for a heartbeat's
+    /// acknowledgement, and the fence (see `Welcome.fence_ms`); None when
+    /// the coordinator does not ask for them.
+    ack_timeout: Option<Duration>,
+    fence: Option<Duration>,
+    /// This session's heartbeats and their acknowledgements.
+    beats: Heartbeats,
+    /// Why the agent takes no new work for now, or empty.
+    unready: String,
     /// Held, never read: the work dir is ours while the file is open.
     _lock: std::fs::File,
+    /// What attempts share: the work dir, the run-as user, the watcher.
+    exec: Arc<exec::Context>,
+    /// Random, made once per process and sent with every Hello: the
+    /// coordinator lets this process replace its own old session at once,
+    /// and refuses another process under the same name while ours is live.
+    instance_id: String,
+}
+
+/// 128 random bits as hex, from the kernel's generator.
+fn new_instance_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        // Unique enough for telling two processes apart when /dev/urandom
+        // is missing: the pid and the time.
+        tracing::warn!(error = %e, "cannot read /dev/urandom; the instance id uses the pid and the clock");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        return format!("{:x}-{nanos:x}", std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What went wrong, without tonic's outer "transport error" when there is
@@ -219,9 +379,30 @@ fn read_cert(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, AgentError> {
 
 impl Agent {
     /// Checks the configuration, takes the work dir (canonical from here
-    /// on, so steps see an absolute `DROVER_WORKSPACE`) and cleans up what
-    /// an earlier agent on it left behind.
+    /// on, so steps see an absolute `DROVER_WORKSPACE`), cleans up what an
+    /// earlier agent on it left behind, and starts the step watcher.
+    ///
+    /// With a run-as user it also makes the TLS directory 0700 and the work
+    /// dir 0711, both the agent's, and checks that the user can reach the
+    /// work dir; it refuses to start when any of that fails (see
+    /// [`crate::runas`]). Without one it still tries to make the TLS
+    /// directory private, and only warns when it cannot.
     pub fn new(mut config: Config) -> Result<Agent, AgentError> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let user = match &config.run_as {
+            Some(spec) => {
+                let user = runas::lookup(spec)?;
+                runas::check_allowed(spec, &user, euid)?;
+                Some(user)
+            }
+            None => None,
+        };
+        match runas::set_private_mode(&config.tls_dir, 0o700, euid) {
+            Ok(()) => {}
+            Err(e) if user.is_some() => return Err(e.into()),
+            Err(e) => warn!(error = %e, "the TLS directory is not private to the agent"),
+        }
         let ca = Certificate::from_pem(read_cert(&config.tls_dir, "ca.pem")?);
         let identity = Identity::from_pem(
             read_cert(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
@@ -239,20 +420,78 @@ impl Agent {
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_err)?;
         config.work_dir = work_dir;
         let lock = lock_work_dir(&config.work_dir)?;
+        if let Some(user) = &user {
+            runas::set_private_mode(&config.work_dir, 0o711, euid)?;
+            runas::check_reachable(&config.work_dir, user)?;
+            info!(user = %user.name, uid = user.uid, gid = user.gid, "steps run as another user");
+        }
         leftovers::clean_up(&config.work_dir);
+        let step_watch = match &config.watcher {
+            Some(launch) => StepWatch::start(launch.clone())
+                .map_err(|source| AgentError::Watcher { program: launch.program.clone(), source })?,
+            None => StepWatch::disabled(),
+        };
+        let exec =
+            Arc::new(exec::Context::new(config.name.clone(), config.work_dir.clone(), user, Arc::new(step_watch)));
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             config,
             tls,
             next: 0,
             leader_hint: None,
+            suspect: None,
             held: HashMap::new(),
             exec_tx,
             exec_rx,
             epoch: 0,
             heartbeat: Duration::from_secs(2),
+            ack_timeout: None,
+            fence: None,
+            beats: Heartbeats::default(),
+            unready: String::new(),
             _lock: lock,
+            exec,
+            instance_id: new_instance_id(),
         })
+    }
+
+    /// How long connecting and opening a session may take: the heartbeat
+    /// acknowledgement timeout once a coordinator told us one (a live
+    /// coordinator answers well within it), 5 s before.
+    fn setup_timeout(&self) -> Duration {
+        self.ack_timeout.map_or(Duration::from_secs(5), |t| t.max(Duration::from_millis(500)) * 2)
+    }
+
+    /// Whether `url` stopped acknowledging heartbeats a moment ago.
+    fn is_suspect(&self, url: &str) -> bool {
+        self.suspect.as_ref().is_some_and(|(s, until)| s == url && *until > tokio::time::Instant::now())
+    }
+
+    /// Whether the agent can take new work: its work directory has at
+    /// least `--min-free-space` free. Returns why not, or an empty string;
+    /// logs and publishes (for `/readyz`) each change.
+    fn check_ready(&mut self) -> String {
+        let min = self.config.min_free_space;
+        let free = if min == 0 { None } else { exec::free_space(&self.config.work_dir) };
+        let unready = match free {
+            Some(free) if free < min => format!(
+                "its work directory {} has {} free, under --min-free-space {}",
+                self.config.work_dir.display(),
+                crate::size::show(free),
+                crate::size::show(min)
+            ),
+            _ => String::new(),
+        };
+        if unready != self.unready {
+            if unready.is_empty() {
+                info!("ready again: taking new work");
+            } else {
+                warn!(reason = %unready, "not ready: taking no new work");
+            }
+            crate::metrics::set_unready(&unready);
+            self.unready = unready;
+        }
+        self.unready.clone()
     }
 
     /// The URL to dial next: the leader we were told about, else the next
@@ -260,6 +499,14 @@ impl Agent {
     fn target(&mut self) -> String {
         if let Some(url) = self.leader_hint.take() {
             return url;
+        }
+        let now = tokio::time::Instant::now();
+        let suspect = self.suspect.as_ref().filter(|(_, until)| *until > now).map(|(url, _)| url.clone());
+        for _ in 1..self.config.coordinators.len() {
+            if Some(&self.config.coordinators[self.next % self.config.coordinators.len()]) != suspect.as_ref() {
+                break;
+            }
+            self.next += 1;
         }
         let url = self.config.coordinators[self.next % self.config.coordinators.len()].clone();
         self.next += 1;
@@ -274,13 +521,27 @@ impl Agent {
 
     /// Runs, reconnecting whenever the session ends, until `stop` says
     /// [`Stop::Now`] (every running attempt is killed) or [`Stop::Drain`]
-    /// and every attempt held has finished and its result is acknowledged.
-    pub async fn run(mut self, mut stop: watch::Receiver<Stop>) {
+    /// and every attempt held has finished and its result is acknowledged,
+    /// or until the coordinator refuses the agent for good
+    /// ([`AgentError::Refused`]; every running attempt is killed).
+    pub async fn run(mut self, stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
+        let result = self.connect_loop(stop).await;
+        // The caller says why (once); here only what it costs.
+        if result.is_err() && !self.held.is_empty() {
+            warn!(attempts = self.held.len(), "stopping: killing every attempt held");
+            self.kill_all().await;
+        }
+        // The watcher kills whatever is still listed (nothing, normally).
+        self.exec.watch.exit();
+        result
+    }
+
+    async fn connect_loop(&mut self, mut stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
         let mut backoff = Duration::from_millis(100);
         'reconnect: loop {
             if self.drained(&stop) {
                 info!("drained: every attempt finished and reported; exiting");
-                return;
+                return Ok(());
             }
             let redirected = self.leader_hint.is_some();
             let url = self.target();
@@ -288,24 +549,42 @@ impl Agent {
             let session = async {
                 let started = tokio::time::Instant::now();
                 let end = match endpoint(&url, &self.tls, &self.config.tls_dir) {
-                    Ok(ep) => match ep.connect().await {
-                        Ok(channel) => self.session(channel, &url, for_session).await,
-                        Err(e) => SessionEnd::Failed(format!("cannot connect to {url}: {}", error_chain(&e))),
+                    // A frozen coordinator's kernel still accepts the TCP
+                    // connection; the TLS handshake is what hangs.
+                    Ok(ep) => match tokio::time::timeout(self.setup_timeout(), ep.connect()).await {
+                        Ok(Ok(channel)) => self.session(channel, &url, for_session).await,
+                        Ok(Err(e)) => SessionEnd::Failed(format!("cannot connect to {url}: {}", error_chain(&e))),
+                        Err(_) => SessionEnd::Failed(format!(
+                            "connecting to {url} took over {:?}: is it frozen?",
+                            self.setup_timeout()
+                        )),
                     },
                     Err(e) => SessionEnd::Failed(e.to_string()),
                 };
                 (end, started.elapsed())
             };
+            // The longest this wait may grow to.
+            let mut ceiling = MAX_BACKOFF;
             tokio::select! {
                 (end, lasted) = session => {
                     if lasted > Duration::from_secs(10) {
                         backoff = Duration::from_millis(100);
                     }
                     match end {
+                        SessionEnd::Redirect(leader) if self.is_suspect(&leader) => {
+                            debug!(%url, %leader, "redirected to a coordinator that seemed frozen; waiting for the election");
+                            backoff = Duration::from_millis(100);
+                        }
                         SessionEnd::Redirect(leader) => {
                             info!(%url, %leader, "redirected to the leader");
                             self.leader_hint = Some(leader);
                             continue;
+                        }
+                        SessionEnd::Frozen(e) => {
+                            warn!(error = %e, "session ended");
+                            let pass_over = self.ack_timeout.unwrap_or(Duration::from_secs(1)) * 4;
+                            self.suspect = Some((url.clone(), tokio::time::Instant::now() + pass_over));
+                            backoff = Duration::from_millis(100);
                         }
                         // An election takes about one lease TTL: poll briskly.
                         SessionEnd::NoLeader => backoff = Duration::from_millis(100),
@@ -317,6 +596,11 @@ impl Agent {
                             backoff = Duration::from_millis(100);
                         }
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
+                        SessionEnd::Busy(e) => {
+                            warn!(error = %e, "the coordinator refused the session; retrying");
+                            ceiling = BUSY_BACKOFF;
+                        }
+                        SessionEnd::Refused(e) => return Err(e),
                         // The top of the loop says so and returns.
                         SessionEnd::Drained => continue,
                         SessionEnd::Stop => break 'reconnect,
@@ -325,6 +609,7 @@ impl Agent {
                 _ = stop.wait_for(|s| *s == Stop::Now) => break 'reconnect,
             }
             // Keep taking output while disconnected, so nothing is lost.
+            backoff = backoff.min(ceiling);
             let sleep = tokio::time::sleep(jitter(backoff));
             tokio::pin!(sleep);
             loop {
@@ -340,11 +625,12 @@ impl Agent {
                     Ok(()) = stop.changed() => {}
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(ceiling);
         }
         // Every way of stopping now ends here.
         warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
         self.kill_all().await;
+        Ok(())
     }
 
     /// Kills every running attempt and waits until their processes are gone.
@@ -353,7 +639,7 @@ impl Agent {
     async fn kill_all(&mut self) {
         for held in self.held.values() {
             if let Some(c) = &held.cancel {
-                let _ = c.send(true);
+                c.send_modify(|c| c.cancelled = true);
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -385,6 +671,8 @@ impl Agent {
                 running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 draining: *stop.borrow() == Stop::Drain,
+                instance_id: self.instance_id.clone(),
+                unready: self.check_ready(),
             }),
         );
         // Resend everything not acknowledged, logs before results.
@@ -396,7 +684,11 @@ impl Agent {
                 send(&tx, Out::Result(result.clone()));
             }
         }
-        let mut inbound = match client.session(UnboundedReceiverStream::new(rx)).await {
+        let opened = tokio::time::timeout(self.setup_timeout(), client.session(UnboundedReceiverStream::new(rx))).await;
+        let Ok(opened) = opened else {
+            return SessionEnd::Frozen(format!("{url} did not answer the session within {:?}", self.setup_timeout()));
+        };
+        let mut inbound = match opened {
             Ok(resp) => resp.into_inner(),
             Err(status) => {
                 let meta = status.metadata();
@@ -406,7 +698,7 @@ impl Agent {
                 if meta.contains_key(metadata::NOT_LEADER) {
                     return SessionEnd::NoLeader;
                 }
-                return SessionEnd::Failed(format!("{url} refused the session: {}", status.message()));
+                return refused(url, &status, "refused the session");
             }
         };
         info!(coordinator = %url, "connected");
@@ -421,11 +713,28 @@ impl Agent {
         }
         let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.heartbeat);
+        self.beats = Heartbeats::default();
         loop {
             if self.drained(&stop) {
                 return SessionEnd::Drained;
             }
+            // A coordinator that stops acknowledging heartbeats is frozen
+            // (SIGSTOP, a hung host) or cut off: move on to another, which
+            // leads once the frozen one's election lease has lapsed.
+            let frozen_at = self.ack_timeout.and_then(|t| self.beats.unacked_since().map(|since| since + t));
+            let frozen = async move {
+                match frozen_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = frozen => {
+                    let waited = self.ack_timeout.unwrap_or_default();
+                    return SessionEnd::Frozen(format!(
+                        "{url} acknowledged no heartbeat for {waited:?}: it seems frozen or cut off; trying the coordinators again"
+                    ));
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
                         if let Some(new_period) = self.on_message(m, &tx) {
@@ -434,13 +743,16 @@ impl Agent {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return SessionEnd::Failed(format!("{url} closed the session")),
-                    Err(s) => return SessionEnd::Failed(format!("session with {url} broke: {}", s.message())),
+                    Err(s) => return refused(url, &s, "ended the session"),
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
                 _ = heartbeat.tick() => {
-                    let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
+                    let running: Vec<String> =
+                        self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
                     let draining = *stop.borrow() == Stop::Drain;
-                    send(&tx, Out::Heartbeat(pb::Heartbeat { running, draining }));
+                    let unready = self.check_ready();
+                    let seq = self.beats.sent(running.clone(), tokio::time::Instant::now());
+                    send(&tx, Out::Heartbeat(pb::Heartbeat { running, draining, seq, unready }));
                 }
                 Ok(()) = stop.changed() => match *stop.borrow_and_update() {
                     Stop::Now => return SessionEnd::Stop,
@@ -462,7 +774,28 @@ impl Agent {
             In::Welcome(w) => {
                 self.epoch = self.epoch.max(w.epoch);
                 self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
+                let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
+                self.ack_timeout = ms(w.ack_timeout_ms);
+                self.fence = ms(w.fence_ms);
                 return Some(self.heartbeat);
+            }
+            In::HeartbeatAck(a) => {
+                // The leases of what that heartbeat listed were renewed: the
+                // fence moves to its sending plus the fence period.
+                if let (Some((sent_at, ids)), Some(fence)) = (self.beats.acked(a.seq, a.renewed_seq), self.fence) {
+                    let fence_at = sent_at + fence;
+                    for id in ids {
+                        if let Some(Held { cancel: Some(control), disowned: false, .. }) = self.held.get(&id) {
+                            control.send_if_modified(|c| {
+                                let later = c.fence_at.is_some_and(|at| at < fence_at);
+                                if later {
+                                    c.fence_at = Some(fence_at);
+                                }
+                                later
+                            });
+                        }
+                    }
+                }
             }
             In::Assign(a) => {
                 if a.epoch < self.epoch {
@@ -472,7 +805,10 @@ impl Agent {
                 let id = a.attempt_id.clone();
                 if !self.held.contains_key(&id) {
                     info!(attempt = %id, "starting attempt");
-                    let (cancel_tx, cancel_rx) = watch::channel(false);
+                    // Until a heartbeat renews it, the lease runs from the
+                    // assignment (the coordinator's from when it sent it).
+                    let fence_at = self.fence.map(|f| tokio::time::Instant::now() + f);
+                    let (cancel_tx, cancel_rx) = watch::channel(exec::Control { cancelled: false, fence_at });
                     self.held.insert(
                         id.clone(),
                         Held {
@@ -494,13 +830,7 @@ impl Agent {
                         traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
                     };
                     METRICS.attempts_running.add(1);
-                    tokio::spawn(exec::execute(
-                        attempt,
-                        self.config.name.clone(),
-                        self.config.work_dir.clone(),
-                        self.exec_tx.clone(),
-                        cancel_rx,
-                    ));
+                    tokio::spawn(exec::execute(attempt, self.exec.clone(), self.exec_tx.clone(), cancel_rx));
                 }
                 let _ = tx.send(pb::AgentMessage { msg: Some(Out::Accepted(pb::Accepted { attempt_id: id })) });
             }
@@ -513,7 +843,7 @@ impl Agent {
                     info!(attempt = %c.attempt_id, reason = %c.reason, "killing attempt");
                     match &held.cancel {
                         Some(cancel) => {
-                            let _ = cancel.send(true);
+                            cancel.send_modify(|c| c.cancelled = true);
                         }
                         None if c.disown => {
                             // Already finished: nothing to kill, nothing to report.
@@ -569,9 +899,17 @@ impl Agent {
                     Outcome::Failed => 1,
                     Outcome::TimedOut => 2,
                     Outcome::Cancelled => 3,
+                    Outcome::Fenced => 4,
                 };
                 METRICS.attempts_finished[i].inc();
                 held.cancel = None;
+                if outcome == Outcome::Fenced {
+                    // Not reported: by now the coordinator takes it for lost,
+                    // or will once the lease it could not renew runs out.
+                    warn!(attempt = %id, %message, "killed an attempt whose lease could not be renewed");
+                    self.held.remove(&id);
+                    return;
+                }
                 if held.disowned {
                     self.held.remove(&id);
                     return;
@@ -582,6 +920,7 @@ impl Agent {
                     Outcome::Failed => pb::Outcome::Failed,
                     Outcome::TimedOut => pb::Outcome::TimedOut,
                     Outcome::Cancelled => pb::Outcome::Cancelled,
+                    Outcome::Fenced => unreachable!("fenced attempts are dropped above"),
                 };
                 let result = pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message };
                 held.result = Some(result.clone());
@@ -594,6 +933,72 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_renew_what_the_renewed_heartbeat_listed_and_tell_a_frozen_coordinator() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut beats = Heartbeats::default();
+        assert_eq!(beats.unacked_since(), None, "nothing sent, nothing to wait for");
+        assert_eq!(beats.sent(ids(&["a"]), t0), 1);
+        assert_eq!(beats.sent(ids(&["a", "b"]), t0 + ms(1000)), 2);
+        assert_eq!(beats.unacked_since(), Some(t0), "the oldest unacknowledged");
+        // Heartbeat 1 acknowledged and renewed.
+        assert_eq!(beats.acked(1, 1), Some((t0, ids(&["a"]))));
+        assert_eq!(beats.unacked_since(), Some(t0 + ms(1000)));
+        // Heartbeat 2 acknowledged, but the coordinator renewed only up to 1
+        // (2 said nothing new): the fence still counts from heartbeat 1.
+        assert_eq!(beats.acked(2, 1), Some((t0, ids(&["a"]))));
+        assert_eq!(beats.unacked_since(), None);
+        assert_eq!(beats.sent(ids(&["a", "b"]), t0 + ms(2000)), 3);
+        assert_eq!(beats.acked(3, 3), Some((t0 + ms(2000), ids(&["a", "b"]))));
+        // An acknowledgement of something never sent renews nothing.
+        assert_eq!(beats.acked(9, 9), None);
+        assert_eq!(beats.acked, 3, "never beyond what was sent");
+        // A coordinator that acknowledges nothing: memory stays bounded.
+        for i in 0..1000 {
+            beats.sent(ids(&["a"]), t0 + ms(3000 + i));
+        }
+        assert_eq!(beats.sent.len(), MAX_REMEMBERED_BEATS);
+        assert_eq!(beats.unacked_since(), Some(t0 + ms(3000 + 1000 - MAX_REMEMBERED_BEATS as u64)));
+    }
+
+    #[test]
+    fn refusals_for_what_the_agent_is_stop_it_and_others_are_retried() {
+        use tonic::Code;
+        let cases = [
+            (Code::PermissionDenied, Refusal::Final),
+            (Code::InvalidArgument, Refusal::Final),
+            (Code::FailedPrecondition, Refusal::Busy),
+            (Code::AlreadyExists, Refusal::Busy),
+            (Code::Unavailable, Refusal::Other),
+            (Code::Unauthenticated, Refusal::Other),
+            (Code::Internal, Refusal::Other),
+            (Code::Unknown, Refusal::Other),
+        ];
+        for (code, want) in cases {
+            assert_eq!(refusal(code), want, "{code:?}");
+        }
+        let status =
+            tonic::Status::permission_denied("this certificate belongs to agent \"a1\", which cannot act as \"a2\"");
+        let SessionEnd::Refused(e) = refused("https://c:1", &status, "refused the session") else {
+            panic!("PermissionDenied stops the agent");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                "https://c:1 refused this agent (PermissionDenied): this certificate belongs to agent \"a1\", \
+                 which cannot act as \"a2\"; retrying cannot change that"
+            ),
+            "{msg}"
+        );
+        let status = tonic::Status::failed_precondition("agent \"a1\" is connected from another process");
+        let SessionEnd::Busy(why) = refused("https://c:1", &status, "refused the session") else {
+            panic!("FailedPrecondition is retried");
+        };
+        assert_eq!(why, "https://c:1 refused the session for now: agent \"a1\" is connected from another process");
+    }
 
     #[test]
     fn only_https_urls_are_taken() {
@@ -623,7 +1028,12 @@ mod tests {
         let err = read_cert(&dir, "ca.pem").unwrap_err();
         assert!(err.to_string().contains("ca.pem holds no PEM certificate"), "{err}");
         let err = read_cert(&dir, "agent-x.pem").unwrap_err();
-        assert!(err.to_string().contains("point --tls-dir (or DROVER_TLS_DIR) at the directory made by"), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("point --tls-dir (or DROVER_AGENT_TLS_DIR) at the agent's bundle, DIR/agents/NAME"),
+            "{msg}"
+        );
+        assert!(msg.contains("`drover certs issue-agent NAME --dir DIR`"), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

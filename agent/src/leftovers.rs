@@ -1,12 +1,17 @@
 //! What an earlier agent process on the same work dir left behind.
 //!
-//! An agent that is SIGKILLed (or crashes) cannot kill its steps, so they and
-//! the daemons they started keep running. The next agent on that work dir
-//! finds them at startup: every step runs with `DROVER_WORKSPACE` set to its
-//! workspace, a direct child of the (canonical) work dir, and the work-dir
-//! lock guarantees that no live agent owns such a process. They get SIGTERM,
-//! with their process groups, and SIGKILL after [`KILL_GRACE`]; then the
-//! leftover workspaces are removed.
+//! An agent that is SIGKILLed (or crashes) cannot kill its steps; its step
+//! watcher ([`crate::watch`]) does, at once. What the watcher misses keeps
+//! running: a step spawned in the instant the agent died, or every step
+//! when the watcher died too. The next agent on that work dir finds them at
+//! startup: every step runs with `DROVER_WORKSPACE` set to its workspace, a
+//! direct child of the (canonical) work dir, even in its cleared
+//! environment, and the work-dir lock guarantees that no live agent owns
+//! such a process. They get SIGTERM, with their process groups, and SIGKILL
+//! after [`KILL_GRACE`]; then the leftover workspaces are removed.
+//!
+//! With `--run-as` the steps belong to another user; the agent is root then,
+//! and root reads every process's environment.
 //!
 //! A process that cleared its environment and left its step's process group
 //! escapes; in production systemd's `KillMode` kills the whole cgroup when
@@ -106,7 +111,9 @@ pub fn clean_up(work_dir: &Path) {
         if pid == me {
             continue;
         }
-        // Processes of other users are unreadable, and not ours.
+        // A process whose environment we cannot read belongs to another
+        // user than ours, and an agent that is not root runs no steps as
+        // another user: it is not ours.
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
         if !belongs_to(&environ, work_dir) {
             continue;

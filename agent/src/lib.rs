@@ -1,11 +1,16 @@
 //! The Drover agent as a library: [`client`] talks to the coordinator,
 //! [`exec`] runs attempts as real processes, [`logbuf`] keeps each attempt's
 //! log until the coordinator has stored it, [`leftovers`] kills what a dead
-//! agent left running on its work dir. The binary (`main.rs`) parses flags,
-//! serves the metrics endpoint, and maps signals to [`client::Stop`].
+//! agent left running on its work dir, [`watch`] kills the steps of an agent
+//! the moment it dies, and [`runas`] runs steps as another user. The binary
+//! (`main.rs`) parses flags, serves the metrics endpoint, maps signals to
+//! [`client::Stop`], and is also the step watcher.
 
 pub mod client;
 pub mod exec;
 pub mod leftovers;
 pub mod logbuf;
 pub mod metrics;
+pub mod runas;
+pub mod size;
+pub mod watch;

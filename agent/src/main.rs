@@ -1,13 +1,26 @@
 //! `drover-agent`: parses flags, serves the metrics endpoint when asked,
 //! and runs [`drover_agent::client::Agent`], draining it on SIGTERM or SIGINT.
+//!
+//! The same binary is also the agent's step watcher
+//! ([`drover_agent::watch`]): started with `__watch-steps` as its first
+//! argument, it is that and nothing else.
+//!
+//! Exit codes: 0 after a drain or a stop; 1 when the agent cannot start (a
+//! bad flag, certificate or work dir); 2 when the coordinator refuses the
+//! agent for what it is (its name, its certificate, its labels), which no
+//! restart can change.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use drover_agent::client::{Agent, Config, Stop};
-use tokio::sync::watch;
+use drover_agent::client::{Agent, AgentError, Config, Stop};
+use drover_agent::watch;
+use drover_telemetry::logging::LogFormat;
+use tokio::sync::watch as tokio_watch;
 
 /// Dials a Drover coordinator, pulls job attempts and runs their steps.
 #[derive(Parser)]
@@ -30,9 +43,26 @@ struct Args {
     /// Where attempts get their workspaces.
     #[arg(long, default_value = ".drover/work")]
     work_dir: PathBuf,
-    /// Directory with ca.pem, agent-NAME.pem and agent-NAME-key.pem.
-    #[arg(long, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
+    /// The agent's bundle, with ca.pem, agent-NAME.pem and agent-NAME-key.pem:
+    /// DIR/agents/NAME after `drover certs issue-agent NAME --dir DIR`. The
+    /// agent makes it private (mode 0700). Its variable is not the CLI's
+    /// DROVER_TLS_DIR, so that a shell set up for `drover` cannot hand the
+    /// agent the admin's directory.
+    #[arg(long, env = "DROVER_AGENT_TLS_DIR", default_value = ".drover/tls")]
     tls_dir: PathBuf,
+    /// Run steps as this user (a name or a numeric uid, with its groups and
+    /// its home as HOME) instead of the agent's own, so that they cannot
+    /// read the agent's TLS key, lock or environment. The agent must run as
+    /// root; the user may be neither root nor the agent's own. The work
+    /// dir becomes mode 0711 and each workspace 0700, owned by the user.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
+    /// Take no new work while the work dir's file system has less free
+    /// space than this (e.g. 512MiB, 10GiB; 0: never): the agent reports not
+    /// ready (`/readyz` 503, `drover agents` says why) until space returns.
+    /// Raise it on build hosts to what a build needs.
+    #[arg(long, default_value = "100MiB", value_parser = drover_agent::size::parse)]
+    min_free_space: u64,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -112,8 +142,21 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
+/// The exit code of an agent that the coordinator refused for good.
+const REFUSED: u8 = 2;
+
+fn main() -> anyhow::Result<ExitCode> {
+    // The step watcher is this binary in a hidden mode, recognised before
+    // any flag parsing, runtime or logging setup of the agent.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(OsStr::new(watch::MODE_ARG)) {
+        return Ok(watch::main(argv.collect()));
+    }
+    agent_main()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn agent_main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let _telemetry = drover_telemetry::trace::init(args.log_format, "drover-agent", args.otlp_endpoint.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -137,16 +180,31 @@ async fn main() -> anyhow::Result<()> {
         slots: args.slots,
         work_dir: args.work_dir,
         tls_dir: args.tls_dir,
+        run_as: args.run_as,
+        min_free_space: args.min_free_space,
+        watcher: Some(watch::Launch {
+            program: PathBuf::from("/proc/self/exe"),
+            log_format: match args.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+        }),
     })?;
-    let (stop_tx, stop) = watch::channel(Stop::Run);
+    let (stop_tx, stop) = tokio_watch::channel(Stop::Run);
     tokio::spawn(signals(stop_tx, args.drain_timeout));
-    agent.run(stop).await;
-    Ok(())
+    match agent.run(stop).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ AgentError::Refused { .. }) => {
+            tracing::error!("{e}");
+            Ok(ExitCode::from(REFUSED))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The first SIGTERM or SIGINT drains; a second one, or the drain timeout,
 /// stops at once.
-async fn signals(stop: watch::Sender<Stop>, drain_timeout: Duration) {
+async fn signals(stop: tokio_watch::Sender<Stop>, drain_timeout: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");

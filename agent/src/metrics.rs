@@ -7,12 +7,12 @@ use drover_telemetry::http::Reply;
 use drover_telemetry::metrics::{Counter, Gauge, Text};
 
 /// Attempt outcomes, as label values.
-pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+pub const OUTCOMES: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "fenced"];
 
 #[derive(Default)]
 pub struct Metrics {
     pub attempts_running: Gauge,
-    pub attempts_finished: [Counter; 4],
+    pub attempts_finished: [Counter; 5],
     pub log_bytes: Counter,
     /// 1 while a session with the leader is open.
     pub connected: Gauge,
@@ -20,6 +20,14 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// Why the agent takes no new work (low disk), for `/readyz`; empty when
+/// it is ready.
+static UNREADY: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+pub fn set_unready(reason: &str) {
+    *UNREADY.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
+}
 
 pub fn render() -> String {
     let m = &*METRICS;
@@ -43,8 +51,14 @@ pub async fn observe(path: String) -> Reply {
     match path.as_str() {
         "/metrics" => Reply::metrics(render()),
         "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" if METRICS.connected.get() == 1 => Reply::text(200, "ready: connected to the leader\n"),
-        "/readyz" => Reply::text(503, "not ready: not connected to a leading coordinator\n"),
+        "/readyz" => {
+            let unready = UNREADY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match (METRICS.connected.get() == 1, unready.is_empty()) {
+                (_, false) => Reply::text(503, format!("not ready: {unready}\n")),
+                (true, true) => Reply::text(200, "ready: connected to the leader\n"),
+                (false, true) => Reply::text(503, "not ready: not connected to a leading coordinator\n"),
+            }
+        }
         _ => Reply::text(404, "try /metrics, /healthz or /readyz\n"),
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! The queue is served in order (oldest run first, then file order within a
 //! run). A job goes to the matching agent with the most free slots, which
-//! spreads parallel jobs across agents instead of filling one first. A
-//! draining agent (shutting down gracefully) gets nothing new.
+//! spreads parallel jobs across agents instead of filling one first; a
+//! retry prefers any other matching agent to the one its previous attempt
+//! ran on. A draining agent (shutting down gracefully) gets nothing new.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +18,25 @@ pub struct AgentSlots<'a> {
     pub free: u32,
     /// Finishing what it runs before it exits: takes no new work.
     pub draining: bool,
+    /// Why it takes no new work for now (e.g. low disk), or empty.
+    pub unready: &'a str,
+}
+
+impl AgentSlots<'_> {
+    /// Takes new work (whether or not it has a free slot).
+    fn open(&self) -> bool {
+        !self.draining && self.unready.is_empty()
+    }
 }
 
 /// A queued job as the dispatcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready<'a> {
     pub runs_on: &'a BTreeMap<String, String>,
+    /// The agent where the job's previous attempt ran (and failed, or was
+    /// lost): another free matching agent is preferred, so a retry does not
+    /// land on the same broken disk or host while a healthy agent idles.
+    pub avoid: Option<&'a str>,
 }
 
 /// What [`plan`] decided.
@@ -55,7 +69,7 @@ pub fn matches(runs_on: &BTreeMap<String, String>, labels: &BTreeMap<String, Str
 /// the jobs whose reason may have changed.
 pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
     let mut plan = Plan::default();
-    let mut total_free: u32 = agents.iter().filter(|a| !a.draining).map(|a| a.free).sum();
+    let mut total_free: u32 = agents.iter().filter(|a| a.open()).map(|a| a.free).sum();
     for (i, job) in queue.iter().enumerate() {
         if total_free == 0 {
             plan.rest_from = i;
@@ -64,8 +78,8 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
         let best = agents
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.free > 0 && !a.draining && matches(job.runs_on, a.labels))
-            .max_by_key(|(idx, a)| (a.free, std::cmp::Reverse(*idx)))
+            .filter(|(_, a)| a.free > 0 && a.open() && matches(job.runs_on, a.labels))
+            .max_by_key(|(idx, a)| (job.avoid != Some(a.name), a.free, std::cmp::Reverse(*idx)))
             .map(|(idx, _)| idx);
         match best {
             Some(a) => {
@@ -88,16 +102,27 @@ pub fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
         let wanted: Vec<String> = job.runs_on.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("an agent with labels {}", wanted.join(","))
     };
-    let (draining, busy): (Vec<&AgentSlots>, Vec<&AgentSlots>) =
-        agents.iter().filter(|a| matches(job.runs_on, a.labels)).partition(|a| a.draining);
+    let matching: Vec<&AgentSlots> = agents.iter().filter(|a| matches(job.runs_on, a.labels)).collect();
+    let busy: Vec<&AgentSlots> = matching.iter().copied().filter(|a| a.open()).collect();
+    let draining: Vec<&AgentSlots> = matching.iter().copied().filter(|a| a.draining).collect();
+    let unready: Vec<&AgentSlots> = matching.iter().copied().filter(|a| !a.draining && !a.unready.is_empty()).collect();
     let names = |list: &[&AgentSlots]| list.iter().map(|a| a.name).collect::<Vec<_>>().join(", ");
-    match (busy.is_empty(), draining.is_empty()) {
+    let mut closed = Vec::new();
+    if !draining.is_empty() {
+        closed.push(format!("draining: {}", names(&draining)));
+    }
+    if !unready.is_empty() {
+        let why: Vec<String> = unready.iter().map(|a| format!("{} ({})", a.name, a.unready)).collect();
+        closed.push(format!("not ready: {}", why.join(", ")));
+    }
+    match (busy.is_empty(), closed.is_empty()) {
         (true, true) => format!("{labels} (no connected agent matches)"),
-        (true, false) => format!("{labels} (the matching agents are draining: {})", names(&draining)),
-        (false, true) => format!("a free slot on {labels} (busy: {})", names(&busy)),
-        (false, false) => {
-            format!("a free slot on {labels} (busy: {}; draining: {})", names(&busy), names(&draining))
+        (true, false) if unready.is_empty() => {
+            format!("{labels} (the matching agents are draining: {})", names(&draining))
         }
+        (true, false) => format!("{labels} (the matching agents take no work: {})", closed.join("; ")),
+        (false, true) => format!("a free slot on {labels} (busy: {})", names(&busy)),
+        (false, false) => format!("a free slot on {labels} (busy: {}; {})", names(&busy), closed.join("; ")),
     }
 }
 
@@ -128,12 +153,73 @@ mod tests {
     #[test]
     fn planning_stops_when_every_slot_is_taken() {
         let none = labels(&[]);
-        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none }).collect();
-        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false }];
+        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none, avoid: None }).collect();
+        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false, unready: "" }];
         let p = plan(&queue, &mut agents);
         assert_eq!(p.assign, vec![(0, 0), (1, 0)]);
         assert_eq!((p.waiting.clone(), p.rest_from), (vec![], 2));
         assert_eq!(p.all_waiting(queue.len()).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn an_agent_that_is_not_ready_gets_nothing_and_waits_say_why() {
+        let linux = labels(&[("os", "linux")]);
+        let low = "the work directory has 10 MiB free, under --min-free-space 1 GiB";
+        let mut agents = vec![
+            AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low },
+            AgentSlots { name: "a2", labels: &linux, free: 1, draining: false, unready: "" },
+            AgentSlots { name: "a3", labels: &linux, free: 1, draining: true, unready: "" },
+        ];
+        let queue = [Ready { runs_on: &linux, avoid: None }, Ready { runs_on: &linux, avoid: None }];
+        assert_eq!(
+            decide(&queue, &mut agents),
+            vec![
+                Decision::Assign { job: 0, agent: 1 },
+                Decision::Wait {
+                    job: 1,
+                    reason: format!(
+                        "a free slot on an agent with labels os=linux (busy: a2; draining: a3; not ready: a1 ({low}))"
+                    ),
+                },
+            ]
+        );
+        let mut alone = vec![AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low }];
+        assert_eq!(
+            decide(&queue[..1], &mut alone),
+            vec![Decision::Wait {
+                job: 0,
+                reason: format!(
+                    "an agent with labels os=linux (the matching agents take no work: not ready: a1 ({low}))"
+                ),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_retry_goes_elsewhere_when_another_matching_agent_is_free() {
+        let linux = labels(&[("os", "linux")]);
+        let mac = labels(&[("os", "mac")]);
+        let slots = |a1: u32, a2: u32| {
+            vec![
+                AgentSlots { name: "a1", labels: &linux, free: a1, draining: false, unready: "" },
+                AgentSlots { name: "a2", labels: &linux, free: a2, draining: false, unready: "" },
+                AgentSlots { name: "m1", labels: &mac, free: 4, draining: false, unready: "" },
+            ]
+        };
+        // (what, avoid, free slots of a1 and a2, the agent chosen)
+        let cases = [
+            ("a first attempt goes to the freest agent", None, (4, 1), Some(0)),
+            ("a retry avoids its last agent, though it is the freest", Some("a1"), (4, 1), Some(1)),
+            ("a retry goes back when no other matching agent is free", Some("a1"), (4, 0), Some(0)),
+            ("avoiding an agent that does not match changes nothing", Some("m1"), (4, 1), Some(0)),
+            ("nothing free", Some("a1"), (0, 0), None),
+        ];
+        for (what, avoid, (a1, a2), want) in cases {
+            let queue = [Ready { runs_on: &linux, avoid }];
+            let mut agents = slots(a1, a2);
+            let got = plan(&queue, &mut agents).assign.first().map(|(_, agent)| *agent);
+            assert_eq!(got, want, "{what}");
+        }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -217,11 +303,11 @@ mod tests {
             },
         ];
         for case in cases {
-            let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r }).collect();
+            let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r, avoid: None }).collect();
             let mut agents: Vec<AgentSlots> = case
                 .agents
                 .iter()
-                .map(|(n, l, f, d)| AgentSlots { name: n, labels: l, free: *f, draining: *d })
+                .map(|(n, l, f, d)| AgentSlots { name: n, labels: l, free: *f, draining: *d, unready: "" })
                 .collect();
             assert_eq!(decide(&queue, &mut agents), case.expect, "case {:?}", case.name);
         }

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -22,6 +23,12 @@ pub enum GitError {
         "{file} not found at {reference} ({commit}) in {repo}; pass --file with the pipeline's path in the repository"
     )]
     FileNotFound { repo: String, reference: String, commit: String, file: String },
+    #[error(
+        "git did not finish within {}s reading {repo}; check that the URL is right and the server answers, \
+         or raise the coordinator's --git-timeout",
+        timeout.as_secs_f64()
+    )]
+    Timeout { repo: String, timeout: Duration },
     #[error("{0}")]
     Other(String),
 }
@@ -47,9 +54,17 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, 
         .map_err(GitError::Spawn)
 }
 
-/// Resolves `reference` in `repo` and reads `file` at that commit.
+/// Resolves `reference` in `repo` and reads `file` at that commit, giving
+/// up after `timeout` (a server that never answers would otherwise hold the
+/// submit, and a git process, for ever; git is killed when dropped).
 /// `scratch` is a directory the function may use and leaves empty.
-pub async fn resolve(repo: &str, reference: &str, file: &str, scratch: &Path) -> Result<Resolved, GitError> {
+pub async fn resolve(
+    repo: &str,
+    reference: &str,
+    file: &str,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<Resolved, GitError> {
     let dir = scratch.join(format!("resolve-{}-{}", std::process::id(), unique()));
     let dir_str = dir.to_string_lossy().into_owned();
     let result = async {
@@ -79,8 +94,11 @@ pub async fn resolve(repo: &str, reference: &str, file: &str, scratch: &Path) ->
         let contents = String::from_utf8(out.stdout)
             .map_err(|_| GitError::Other(format!("{file} at {commit} is not UTF-8 text")))?;
         Ok(Resolved { commit, contents })
-    }
-    .await;
+    };
+    let result = match tokio::time::timeout(timeout, result).await {
+        Ok(result) => result,
+        Err(_) => Err(GitError::Timeout { repo: repo.to_string(), timeout }),
+    };
     let _ = tokio::fs::remove_dir_all(&dir).await;
     result
 }

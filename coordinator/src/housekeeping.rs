@@ -1,6 +1,7 @@
 //! Housekeeping the leader does so that a long-lived coordinator does not
 //! grow without end: it prunes finished runs (record, jobs and logs) past
-//! the retention policy, and on etcd it compacts the key history, as
+//! the retention policy, deletes their log segments (`crate::segments`),
+//! and on etcd it compacts the key history, as
 //! Kubernetes' API server does (etcd keeps every revision until compacted
 //! and stops taking writes at its space quota, 2 GiB by default).
 //!
@@ -13,17 +14,25 @@
 //! it has not finished, and each delete also compares the run's index entry
 //! with the one that was read, so a run that changed since is left for the
 //! next pass. Every delete goes through the leader's fenced store.
+//!
+//! A run's segment files go after the store's delete has committed, so a
+//! reader never finds a run whose log bytes are gone. A crash in between
+//! leaves orphan files; every pass also sweeps the segments of runs that
+//! no longer exist (one directory listing), which deletes those and, in
+//! the same step, the segments of the runs it has just pruned.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_telemetry::trace::now_ms;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::keys;
 use crate::machine::RunId;
 use crate::metrics::METRICS;
 use crate::scheduler::RunSummary;
+use crate::segments::Segments;
 use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, decode};
 
 #[derive(Debug, Clone)]
@@ -75,14 +84,14 @@ pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms
 /// Runs housekeeping passes until the task is dropped (when this
 /// coordinator stops leading). A failed pass is logged and retried at the
 /// next tick; a fenced one ends the task.
-pub async fn run(store: Arc<dyn Store>, config: Config) {
+pub async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The revision seen at the last compaction pass, and when.
     let mut mark: Option<(tokio::time::Instant, Revision)> = None;
     loop {
         tick.tick().await;
-        match pass(store.as_ref(), &config, &mut mark).await {
+        match pass(store.as_ref(), &segments, &config, &mut mark).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return,
             Err(e) => warn!(error = %e, "housekeeping pass failed; retrying at the next one"),
@@ -92,10 +101,21 @@ pub async fn run(store: Arc<dyn Store>, config: Config) {
 
 async fn pass(
     store: &dyn Store,
+    segments: &Arc<Segments>,
     config: &Config,
     mark: &mut Option<(tokio::time::Instant, Revision)>,
 ) -> Result<(), StoreError> {
+    // The last run number, read before the index: a run missing from the
+    // index with a number up to it was pruned, never one still to come.
+    let last: RunId = match store.get(keys::RUN_SEQ).await? {
+        Some(kv) => decode(&kv.key, &kv.value)?,
+        None => 0,
+    };
     let (kvs, revision) = store.range(keys::RUN_INDEX).await?;
+    // Every run in the index, by its key: an entry that does not parse
+    // still keeps its run's segments.
+    let mut alive: HashSet<RunId> =
+        kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::RUN_INDEX)?.parse().ok()).collect();
     let mut summaries = Vec::with_capacity(kvs.len());
     let mut index_revs = std::collections::HashMap::with_capacity(kvs.len());
     for kv in &kvs {
@@ -119,7 +139,17 @@ async fn pass(
         if store.txn(txn).await?.succeeded {
             pruned += chunk.len();
             METRICS.runs_pruned.add(chunk.len() as u64);
+            for id in chunk {
+                alive.remove(id);
+            }
         }
+    }
+    // Now that the store's deletes have committed: the pruned runs'
+    // segments, and any left behind by a crash after an earlier prune.
+    match segments.sweep_async(alive, last).await {
+        Ok(gone) if !gone.is_empty() => debug!(runs = gone.len(), "deleted the log segments of pruned runs"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot delete the log segments of pruned runs; retrying at the next pass"),
     }
     if pruned > 0 {
         info!(

@@ -8,11 +8,16 @@
 //! /index/runs/{run}                               RunSummary, for listings
 //! /runs/{run}                                     RunRecord
 //! /runs/{run}/jobs/{job}                          JobRecord
-//! /runs/{run}/logs/{job}/{attempt}/{offset}       raw log bytes
+//! /runs/{run}/logs/{job}/{attempt}/{offset}       ChunkMeta: the chunk's length and checksum
 //! /agents/{name}                                  AgentRecord, for `drover agents`
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
 //! ```
+//!
+//! A log chunk's bytes are not in the store: they lie at the same offset in
+//! the attempt's segment file (`crate::segments`), outside the key space.
+//! Its key stays, so one prefix watch still sees every chunk, in revision
+//! order, and a reader then fetches the bytes.
 //!
 //! Run ids are decimal numbers; in keys they are zero-padded to ten digits
 //! so that keys sort in numeric order and `/runs/{run}` is never a prefix of

@@ -29,6 +29,7 @@ use crate::housekeeping;
 use crate::keys;
 use crate::metrics::METRICS;
 use crate::scheduler::{self, Handle, Scheduler};
+use crate::segments::Segments;
 use crate::store::fenced::Fenced;
 use crate::store::{Compare, EventKind, LeaseId, Op, Revision, Store, StoreError, Txn, WatchMessage};
 
@@ -73,6 +74,9 @@ pub struct ElectionConfig {
     pub ttl: Duration,
     /// What the leader runs besides the scheduler: pruning, compaction.
     pub housekeeping: housekeeping::Config,
+    /// Where the leader's scheduler writes log bytes, and housekeeping
+    /// deletes them.
+    pub segments: Arc<Segments>,
 }
 
 /// Runs elections until `shutdown` turns true, publishing the role on `role`.
@@ -108,6 +112,12 @@ async fn term(
     role: &watch::Sender<Role>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
+    // Segments that cannot be written are this coordinator's fault, as a
+    // stopped store is: leading would only end the term at the first log
+    // chunk. The server exits after --store-fail-exit.
+    if let Some(reason) = config.segments.stopped() {
+        return Err(StoreError::Unavailable(format!("not campaigning: {reason}")));
+    }
     let lease = store.lease_grant(config.ttl).await?;
     let member = MemberInfo { id: config.id.clone(), url: config.url.clone(), started_ms: now_ms() };
     store
@@ -223,9 +233,9 @@ async fn campaign_and_lead(
     let fenced = Fenced::new(store.clone(), keys::LEADER, epoch);
     let mut sched_config = sched_config.clone();
     sched_config.epoch = epoch as u64;
-    let (sched, mut task) = Scheduler::start(fenced.clone(), sched_config).await?;
+    let (sched, mut task) = Scheduler::start(fenced.clone(), config.segments.clone(), sched_config).await?;
     let _ = role.send(Role::Leader { epoch, sched });
-    let keeper = tokio::spawn(housekeeping::run(fenced, config.housekeeping.clone()));
+    let keeper = tokio::spawn(housekeeping::run(fenced, config.segments.clone(), config.housekeeping.clone()));
     METRICS.is_leader.set(1);
     let outcome = tokio::select! {
         // It logged why: its writes were fenced, or the store refused one.

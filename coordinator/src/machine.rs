@@ -147,6 +147,10 @@ pub struct JobRecord {
     pub attempt: u32,
     pub retries_left: u32,
     pub agent: Option<String>,
+    /// The agent of the previous attempt, while the job waits for another:
+    /// a retry goes elsewhere when another matching agent is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_agent: Option<String>,
     pub exit_code: Option<i32>,
     /// What happened last, in words: why it failed, was skipped or retried.
     pub message: String,
@@ -270,6 +274,7 @@ impl Run {
                     attempt: 0,
                     retries_left: j.retries,
                     agent: None,
+                    last_agent: None,
                     exit_code: None,
                     message: String::new(),
                     waiting_for: String::new(),
@@ -401,7 +406,9 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
 fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
     if let Some(j) = run.jobs.get_mut(name) {
         j.state = JobState::Queued;
-        j.agent = None;
+        if let Some(agent) = j.agent.take() {
+            j.last_agent = Some(agent);
+        }
         fx.push(Effect::PersistJob(name.to_string()));
         fx.push(Effect::Enqueue(name.to_string()));
     }

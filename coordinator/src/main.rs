@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use drover_coordinator::scheduler::Config;
+use drover_coordinator::scheduler::{Config, DEFAULT_MAX_ACTIVE_RUNS, DEFAULT_MAX_QUEUED_JOBS};
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
@@ -23,6 +23,12 @@ struct Args {
     /// Directory for the embedded store and scratch space.
     #[arg(long, default_value = ".drover/data")]
     data_dir: PathBuf,
+    /// Directory for the bytes of job logs (the store keeps only their
+    /// offsets, lengths and checksums); default: blobs in --data-dir.
+    /// Coordinators sharing one etcd need one directory they all share
+    /// (e.g. NFS), so that any of them can serve any log.
+    #[arg(long)]
+    blob_dir: Option<PathBuf>,
     /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
     #[arg(long, default_value = ".drover/tls")]
     tls_dir: PathBuf,
@@ -33,8 +39,9 @@ struct Args {
     /// Cap on each job's log in bytes (suffixes K, M, G for KiB, MiB, GiB).
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     log_cap: u64,
-    /// Skip fsync after each store write: faster, but a power loss (not a
-    /// crash) can lose the last writes. Embedded store only.
+    /// Skip fsync after each store write and log segment write: faster,
+    /// but a power loss (not a crash) can lose the last writes. Embedded
+    /// store only.
     #[arg(long, conflicts_with = "etcd")]
     no_fsync: bool,
     /// The URL agents and the CLI use to reach this coordinator, handed out
@@ -80,6 +87,25 @@ struct Args {
     /// revision and stops taking writes at its space quota.
     #[arg(long, default_value = "5m", value_parser = parse_optional_duration, requires = "etcd")]
     etcd_compaction_interval: Every,
+    /// The most runs that may be unfinished at once; a submit past it is
+    /// refused with the count (gRPC RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = DEFAULT_MAX_ACTIVE_RUNS, value_parser = parse_limit)]
+    max_active_runs: usize,
+    /// The most jobs that unfinished runs may hold in all, counting each
+    /// unfinished run's every job (it holds them in memory until it
+    /// finishes); a submit past it is refused with the count.
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUED_JOBS, value_parser = parse_limit)]
+    max_queued_jobs: usize,
+    /// How long the coordinator keeps running once its store has stopped
+    /// for good (the embedded store after a failed write or fsync, a full or
+    /// read-only disk, its data directory deleted) before it exits non-zero
+    /// with the reason, so a supervisor restarts it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    store_fail_exit: Duration,
+    /// How long reading a pipeline from a git repository (`drover run
+    /// --repo`) may take before the submit fails, naming the URL.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    git_timeout: Duration,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -103,6 +129,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
             "{s:?} is not a duration: write whole numbers with units d, h, m, s or ms, largest first \
              (500ms, 10s, 1m30s, 12h, 30d)"
         )),
+    }
+}
+
+/// A count limit: a whole number of at least 1.
+fn parse_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a limit: write a whole number of at least 1")),
     }
 }
 
@@ -172,7 +206,13 @@ async fn main() -> anyhow::Result<()> {
     let opts = Options {
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
-        scheduler: Config { lease_ttl: args.lease_ttl, log_cap: args.log_cap, ..Config::default() },
+        scheduler: Config {
+            lease_ttl: args.lease_ttl,
+            log_cap: args.log_cap,
+            max_active_runs: args.max_active_runs,
+            max_queued_jobs: args.max_queued_jobs,
+            ..Config::default()
+        },
         store: if args.etcd.is_empty() {
             StoreConfig::Embedded(EmbeddedOptions { fsync: !args.no_fsync, ..Default::default() })
         } else {
@@ -184,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
             })
         },
         advertise: args.advertise,
+        git_timeout: args.git_timeout,
+        store_fail_exit: args.store_fail_exit,
+        blob_dir: args.blob_dir,
         election_ttl: args.election_ttl,
         housekeeping: housekeeping::Config {
             keep_runs: args.keep_runs,

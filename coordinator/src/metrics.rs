@@ -19,6 +19,9 @@ pub struct Metrics {
     pub runs_submitted: Counter,
     pub agents_connected: Gauge,
     pub lease_expiries: Counter,
+    /// Messages from agents refused at the edge (bad log chunks, refused
+    /// sessions); each costs only its own attempt or session.
+    pub agent_refusals: Counter,
     pub store_txn: Histogram,
     pub store_txn_errors: Counter,
     pub log_bytes: Counter,
@@ -34,6 +37,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     runs_submitted: Counter::default(),
     agents_connected: Gauge::default(),
     lease_expiries: Counter::default(),
+    agent_refusals: Counter::default(),
     store_txn: Histogram::new(LATENCY_BUCKETS),
     store_txn_errors: Counter::default(),
     log_bytes: Counter::default(),
@@ -63,6 +67,11 @@ pub fn render() -> String {
     t.counter("drover_runs_submitted_total", "Runs submitted to this coordinator.", m.runs_submitted.get());
     t.gauge("drover_agents_connected", "Agents with a live session to this coordinator.", m.agents_connected.get());
     t.counter("drover_lease_expiries_total", "Attempts lost because their lease expired.", m.lease_expiries.get());
+    t.counter(
+        "drover_agent_refusals_total",
+        "Messages and sessions from agents refused at the edge (bad log chunks, refused Hellos).",
+        m.agent_refusals.get(),
+    );
     t.histogram("drover_store_txn_seconds", "Latency of store write transactions.", &m.store_txn);
     t.counter("drover_store_txn_errors_total", "Store write transactions that failed.", m.store_txn_errors.get());
     t.counter("drover_log_bytes_total", "Log bytes received from agents.", m.log_bytes.get());

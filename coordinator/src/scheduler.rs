@@ -33,11 +33,13 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::dispatch::{self, AgentSlots, Ready};
 use crate::keys;
+use crate::logs;
 use crate::machine::{
     self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, RunTrace, Source,
 };
 use crate::metrics::{METRICS, result_index};
 use crate::pipeline::{Pipeline, StepSpec};
+use crate::segments::{self, ChunkMeta, Segments};
 use crate::spans;
 use crate::store::{Op, Store, StoreError, Txn, decode};
 use drover_telemetry::trace::{self, now_ms};
@@ -51,7 +53,26 @@ pub struct Config {
     pub log_cap: u64,
     /// This leader's epoch, sent to agents, which refuse older ones.
     pub epoch: u64,
+    /// How often agents heartbeat. Each heartbeat is acknowledged at once,
+    /// so an agent notices a frozen coordinator within this plus
+    /// `ack_timeout`.
+    pub heartbeat: Duration,
+    /// How long an agent waits for a heartbeat's acknowledgement before it
+    /// takes the coordinator for frozen and tries another.
+    pub ack_timeout: Duration,
+    /// The most runs that may be unfinished at once; a submit past it is
+    /// refused.
+    pub max_active_runs: usize,
+    /// The most jobs that unfinished runs may hold in all. A run holds (in
+    /// memory and in the queue) every one of its jobs until it finishes, so
+    /// this bounds the scheduler's memory; a submit past it is refused.
+    pub max_queued_jobs: usize,
 }
+
+/// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
+/// 50,000 jobs of active runs take about 160 MiB of scheduler memory.
+pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 10_000;
+pub const DEFAULT_MAX_QUEUED_JOBS: usize = 50_000;
 
 /// The largest run record a submit may write: every store takes values of
 /// 1.5 MiB, and this leaves room.
@@ -59,7 +80,15 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_ttl: Duration::from_secs(10), log_cap: 16 << 20, epoch: 1 }
+        Config {
+            lease_ttl: Duration::from_secs(10),
+            log_cap: 16 << 20,
+            epoch: 1,
+            heartbeat: Duration::from_millis(2500),
+            ack_timeout: Duration::from_secs(5),
+            max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
+            max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
+        }
     }
 }
 
@@ -139,6 +168,17 @@ pub enum ToAgent {
         heartbeat: Duration,
         lease_ttl: Duration,
         epoch: u64,
+        /// See [`Config::ack_timeout`].
+        ack_timeout: Duration,
+        /// See [`fence_after`].
+        fence: Duration,
+    },
+    /// A heartbeat arrived; `renewed_seq` is the latest heartbeat of this
+    /// session whose leases were renewed. Sent by the API edge itself, as
+    /// soon as the heartbeat arrives.
+    HeartbeatAck {
+        seq: u64,
+        renewed_seq: u64,
     },
     Assign(Assignment),
     /// Kill the attempt. With `disown`, the attempt is no longer the
@@ -178,6 +218,8 @@ pub struct AgentInfo {
     pub connected: bool,
     pub last_seen_ms: u64,
     pub draining: bool,
+    /// Why it takes no new work (low disk), or empty.
+    pub unready: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +232,16 @@ pub enum SchedError {
         "the pipeline is too large to store: its record is {size} bytes, over the limit of {limit}; split it into smaller pipelines"
     )]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "the coordinator already has {active} unfinished runs, its limit (--max-active-runs {limit}); \
+         wait for some to finish or cancel some (`drover runs`, `drover cancel RUN`), then submit again"
+    )]
+    TooManyRuns { active: usize, limit: usize },
+    #[error(
+        "this run's {jobs} jobs would bring the jobs of unfinished runs to {total}, over the coordinator's \
+         limit (--max-queued-jobs {limit}); wait for runs to finish or cancel some, then submit again"
+    )]
+    TooManyJobs { jobs: usize, total: usize, limit: usize },
 }
 
 /// A new agent session.
@@ -205,8 +257,20 @@ pub struct AgentHello {
     pub running: Vec<String>,
     /// The agent is shutting down gracefully: no new work.
     pub draining: bool,
+    /// Why the agent takes no new work for now, or empty.
+    pub unready: String,
+    /// The agent process's random id: the same process reconnecting
+    /// replaces its own session; another process is refused while the
+    /// first one's session is live. Empty from agents that send none.
+    pub instance: String,
+    /// Where the session comes from, for the refusal's message.
+    pub peer: String,
     /// The session's outgoing stream.
     pub tx: mpsc::Sender<ToAgent>,
+    /// Accepted, or refused with the reason (another live session holds
+    /// the name). Answered at once, before the burst's commit: the Welcome
+    /// that follows an acceptance still waits for it.
+    pub reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// Everything that can wake the scheduler loop.
@@ -236,6 +300,10 @@ pub enum Event {
         name: String,
         running: Vec<String>,
         draining: bool,
+        unready: String,
+        /// When the API edge received it (and acknowledged it): leases run
+        /// from here, never from when the scheduler got round to it.
+        received: Instant,
     },
     Accepted {
         conn: u64,
@@ -265,6 +333,11 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// The scheduler has stopped (its term ended).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     pub async fn send(&self, event: Event) -> Result<(), SchedError> {
         self.tx.send(event).await.map_err(|_| SchedError::Stopped)
     }
@@ -304,6 +377,64 @@ struct AgentEntry {
     /// The live session said the agent is draining. Cleared by a new
     /// session's Hello.
     draining: bool,
+    /// The live session's agent process (its instance id) and address.
+    instance: String,
+    peer: String,
+    /// Why the agent takes no new work for now (its work directory is low
+    /// on space), or empty. Cleared with the session.
+    unready: String,
+}
+
+/// How long past its TTL a lease is kept before the attempt is taken for
+/// lost. With the agent's fence ([`fence_after`]) this separates the moment
+/// a cut-off agent kills an attempt from the moment its job may start
+/// elsewhere by `lease_ttl - fence_after + lease_grace`: 30% of the TTL
+/// (3 s at the default 10 s), at least 400 ms.
+///
+/// The agent counts its fence from when it *sent* the last heartbeat that
+/// renewed the attempt; the coordinator counts the lease from when it
+/// *received* that heartbeat, which is later whatever the network did. Both
+/// use monotonic clocks; the margin only has to absorb the two clocks'
+/// rate difference over one TTL (well under 1% on any real machine) and the
+/// agent's SIGKILL of the attempt's process groups (milliseconds).
+pub fn lease_grace(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(200))
+}
+
+/// How long after the sending of its last renewing heartbeat an agent
+/// kills a running attempt it could not renew: the lease TTL less a safety
+/// margin (a fifth of it, at least 200 ms). See [`lease_grace`].
+pub fn fence_after(ttl: Duration) -> Duration {
+    ttl.saturating_sub((ttl / 5).max(Duration::from_millis(200)))
+}
+
+/// Whether a new session (from agent process `instance` at `peer`) may take
+/// the name `name`, whose entry is `entry`. The same process reconnecting
+/// replaces its own old session at once (its old stream may not have
+/// broken yet). Another process is refused while the first one's session is
+/// live: connected, and heard from within the lease TTL. Two processes under
+/// one name would otherwise replace each other's sessions on every
+/// reconnect, and each takeover marks the other's running attempts lost.
+fn session_conflict(
+    entry: &AgentEntry,
+    name: &str,
+    instance: &str,
+    peer: &str,
+    now_ms: u64,
+    ttl: Duration,
+) -> Result<(), String> {
+    let live = entry.conn.is_some() && now_ms.saturating_sub(entry.last_seen_ms) < ttl.as_millis() as u64;
+    // Agents older than instance ids send none: they replace as before.
+    if !live || instance.is_empty() || entry.instance.is_empty() || entry.instance == instance {
+        return Ok(());
+    }
+    Err(format!(
+        "agent {name:?} is already connected from {} (another agent process), and its session is live; \
+         this session from {peer} is refused until that one disconnects or stops renewing for {}s. \
+         Give every agent its own name and certificate (`drover certs issue-agent NAME`)",
+        entry.peer,
+        ttl.as_secs_f64().ceil()
+    ))
 }
 
 /// Extra lease time that running attempts get when a coordinator starts
@@ -312,6 +443,17 @@ pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 
 /// Most events handled before the loop commits and delivers.
 pub const MAX_BURST: usize = 512;
+
+/// How a [`Scheduler::write`] ended.
+enum Written {
+    Done,
+    /// Fenced (another coordinator leads) or refused for good: the term ends.
+    Stop,
+    /// The store refused the value at `key` for its size, and nothing else.
+    TooLarge {
+        key: String,
+    },
+}
 
 /// Something to deliver once the current burst is committed.
 enum Outgoing {
@@ -322,6 +464,11 @@ enum Outgoing {
 
 pub struct Scheduler {
     store: Arc<dyn Store>,
+    /// Where log chunks' bytes go; the store keeps only their metadata.
+    segments: Arc<Segments>,
+    /// Log chunks taken in the current burst, written and synced to their
+    /// segments before `pending` (which holds their metadata) is committed.
+    log_writes: Vec<segments::Write>,
     /// Records changed by the current burst, by key; the last write wins.
     pending: BTreeMap<String, Vec<u8>>,
     /// What to deliver after `pending` is committed.
@@ -340,6 +487,12 @@ pub struct Scheduler {
     ready_at: HashMap<(RunId, String), Instant>,
     /// The fleet changed since the wait reasons were last worked out.
     reasons_stale: bool,
+    /// Where each running attempt's log ends (every byte before it taken),
+    /// for [`logs::judge`]. Set to 0 at assignment; an attempt inherited
+    /// from another term is looked up in the store at its first chunk.
+    log_ends: HashMap<AttemptId, u64>,
+    /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
+    active_jobs: usize,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -371,10 +524,13 @@ impl Scheduler {
     /// is dropped.
     pub async fn start(
         store: Arc<dyn Store>,
+        segments: Arc<Segments>,
         config: Config,
     ) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
         let mut sched = Scheduler {
             store,
+            segments,
+            log_writes: Vec::new(),
             pending: BTreeMap::new(),
             outbox: Vec::new(),
             config,
@@ -386,6 +542,8 @@ impl Scheduler {
             dispatch_needed: false,
             ready_at: HashMap::new(),
             reasons_stale: true,
+            log_ends: HashMap::new(),
+            active_jobs: 0,
         };
         sched.recover().await?;
         let (tx, rx) = mpsc::channel(1024);
@@ -435,6 +593,7 @@ impl Scheduler {
                 }
             }
             info!(run = summary.id, "recovered unfinished run");
+            self.active_jobs += run.jobs.len();
             self.runs.insert(summary.id, run);
             self.apply(summary.id, Input::Recover).await;
         }
@@ -506,6 +665,7 @@ impl Scheduler {
                         connected: a.conn.is_some(),
                         last_seen_ms: a.last_seen_ms,
                         draining: a.conn.is_some() && a.draining,
+                        unready: if a.conn.is_some() { a.unready.clone() } else { String::new() },
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -523,7 +683,7 @@ impl Scheduler {
                     self.fleet_changed(-1);
                 }
             }
-            Event::Heartbeat { conn, name, running, draining } => {
+            Event::Heartbeat { conn, name, running, draining, unready, received } => {
                 if !self.is_current_conn(&name, conn) {
                     return;
                 }
@@ -534,9 +694,19 @@ impl Scheduler {
                         a.draining = draining;
                         self.reasons_stale = true;
                     }
+                    if a.unready != unready {
+                        if unready.is_empty() {
+                            info!(agent = %name, "agent ready again");
+                            self.dispatch_needed = true;
+                        } else {
+                            warn!(agent = %name, reason = %unready, "agent not ready: no new work for it");
+                        }
+                        a.unready = unready;
+                        self.reasons_stale = true;
+                    }
                 }
                 for id in running {
-                    self.renew_or_reject(&name, &id).await;
+                    self.renew_or_reject_at(&name, &id, received).await;
                 }
             }
             Event::Accepted { conn, name, id } => {
@@ -558,15 +728,56 @@ impl Scheduler {
                     self.send_to(&name, ToAgent::Cancel { id, reason: stale_reason(), disown: true });
                     return;
                 };
-                let len = data.len() as u64;
-                METRICS.log_bytes.add(len);
-                // Past the cap (and its truncation marker) nothing is stored,
-                // but the chunk is acknowledged so the agent can let go of it.
-                if offset <= self.config.log_cap + 64 * 1024 {
-                    let key = keys::log_chunk(attempt.run, &attempt.job, attempt.attempt, offset);
-                    self.pending.insert(key, data);
+                METRICS.log_bytes.add(data.len() as u64);
+                let end = match self.log_end(&attempt).await {
+                    Ok(end) => end,
+                    Err(e) => {
+                        // Not acknowledged: the agent sends it again.
+                        warn!(attempt = %id, error = %e, "cannot read the stored log; the chunk waits for a resend");
+                        return;
+                    }
+                };
+                let limit = self.config.log_cap.saturating_add(logs::MARKER_ROOM);
+                match logs::judge(offset, data.len(), end, limit) {
+                    logs::Verdict::Append { keep, end } => {
+                        // Past the cap nothing more is stored, but the chunk
+                        // is acknowledged so the agent can let go of it.
+                        // The bytes go to the attempt's segment file and only
+                        // their length and checksum to the store; `commit`
+                        // writes and syncs the file before the store, and
+                        // acknowledges after both. Chunks that continue one
+                        // taken earlier in the burst join it (up to
+                        // `segments::MAX_RECORD_BYTES`): a fast log then
+                        // takes one key per burst, not one per chunk.
+                        if keep > 0 {
+                            let mut data = data;
+                            data.truncate(keep);
+                            let earlier =
+                                self.log_writes.iter_mut().rev().find(|w| {
+                                    w.run == attempt.run && w.attempt == attempt.attempt && w.job == attempt.job
+                                });
+                            match earlier {
+                                Some(w)
+                                    if w.offset + w.data.len() as u64 == offset
+                                        && w.data.len() + data.len() <= segments::MAX_RECORD_BYTES =>
+                                {
+                                    w.data.extend_from_slice(&data)
+                                }
+                                _ => self.log_writes.push(segments::Write {
+                                    run: attempt.run,
+                                    job: attempt.job.clone(),
+                                    attempt: attempt.attempt,
+                                    offset,
+                                    data,
+                                }),
+                            }
+                        }
+                        self.log_ends.insert(attempt, end);
+                        self.send_to(&name, ToAgent::LogAck { id, offset: end });
+                    }
+                    logs::Verdict::Resent { ack } => self.send_to(&name, ToAgent::LogAck { id, offset: ack }),
+                    logs::Verdict::Refuse(why) => self.refuse_attempt(&name, attempt, why).await,
                 }
-                self.send_to(&name, ToAgent::LogAck { id, offset: offset + len });
             }
             Event::Result { conn, name, id, outcome, message } => {
                 if !self.is_current_conn(&name, conn) {
@@ -586,6 +797,43 @@ impl Scheduler {
         }
     }
 
+    /// Where an attempt's stored log ends: known for attempts assigned in
+    /// this term, read from the store (once) for those inherited, from the
+    /// chunks' offsets (in their keys) and lengths (in their metadata).
+    async fn log_end(&mut self, attempt: &AttemptId) -> Result<u64, StoreError> {
+        if let Some(end) = self.log_ends.get(attempt) {
+            return Ok(*end);
+        }
+        let prefix = keys::attempt_logs(attempt.run, &attempt.job, attempt.attempt);
+        let (kvs, _) = self.store.range(&prefix).await?;
+        let mut chunks = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let Some(offset) = kv.key.strip_prefix(&prefix).and_then(|o| u64::from_str_radix(o, 16).ok()) else {
+                continue;
+            };
+            chunks.push((offset, ChunkMeta::decode(&kv.key, &kv.value)?.len as usize));
+        }
+        let end = logs::end_of(chunks);
+        self.log_ends.insert(attempt.clone(), end);
+        Ok(end)
+    }
+
+    /// Ends an attempt whose agent broke the protocol for it (a bad log
+    /// chunk): the attempt is lost, with the reason, and the agent is told
+    /// to kill it and forget it. Nothing else is touched: one bad message
+    /// costs its own attempt, never the term or other agents' work.
+    async fn refuse_attempt(&mut self, agent: &str, attempt: AttemptId, why: String) {
+        let reason = format!("agent {agent} {why}");
+        warn!(attempt = %attempt, %agent, %reason, "refused a message from an agent; its attempt ends");
+        METRICS.agent_refusals.inc();
+        self.send_to(agent, ToAgent::Cancel { id: attempt.to_string(), reason: reason.clone(), disown: true });
+        self.apply(
+            attempt.run,
+            Input::Finished { job: attempt.job, attempt: attempt.attempt, outcome: Outcome::Lost { reason } },
+        )
+        .await;
+    }
+
     fn is_current_conn(&self, name: &str, conn: u64) -> bool {
         self.agents.get(name).and_then(|a| a.conn.as_ref()).is_some_and(|(c, _)| *c == conn)
     }
@@ -601,9 +849,16 @@ impl Scheduler {
     /// Renews the lease of an attempt the agent holds, or tells the agent to
     /// kill it when it is no longer the agent's to run.
     async fn renew_or_reject(&mut self, name: &str, id: &str) -> Option<AttemptId> {
+        self.renew_or_reject_at(name, id, Instant::now()).await
+    }
+
+    /// [`Scheduler::renew_or_reject`], counting the lease from `from`.
+    async fn renew_or_reject_at(&mut self, name: &str, id: &str, from: Instant) -> Option<AttemptId> {
         match self.owned_attempt(name, id) {
             Some(attempt) => {
-                self.leases.insert(attempt.clone(), Instant::now() + self.config.lease_ttl);
+                let deadline = from + self.config.lease_ttl + lease_grace(self.config.lease_ttl);
+                let lease = self.leases.entry(attempt.clone()).or_insert(deadline);
+                *lease = (*lease).max(deadline);
                 Some(attempt)
             }
             None => {
@@ -614,10 +869,23 @@ impl Scheduler {
     }
 
     async fn hello(&mut self, hello: AgentHello) {
-        let AgentHello { conn, name, labels, slots, running, draining, tx } = hello;
-        info!(agent = %name, slots, ?labels, running = running.len(), draining, "agent connected");
+        let AgentHello { conn, name, labels, slots, running, draining, unready, instance, peer, tx, reply } = hello;
         let ttl = self.config.lease_ttl;
         let entry = self.agents.entry(name.clone()).or_default();
+        if let Err(why) = session_conflict(entry, &name, &instance, &peer, now_ms(), ttl) {
+            warn!(agent = %name, %peer, reason = %why, "refused a second session under one agent name");
+            METRICS.agent_refusals.inc();
+            let _ = reply.send(Err(why));
+            return;
+        }
+        let _ = reply.send(Ok(()));
+        info!(agent = %name, slots, ?labels, running = running.len(), draining, %peer, "agent connected");
+        entry.instance = instance;
+        entry.peer = peer;
+        if !unready.is_empty() {
+            warn!(agent = %name, reason = %unready, "agent not ready: no new work for it");
+        }
+        entry.unready = unready;
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
         let newly = entry.conn.is_none();
@@ -631,7 +899,14 @@ impl Scheduler {
         self.fleet_changed(if newly { 1 } else { 0 });
         // Through the outbox like everything else: after the commit, and
         // ahead of whatever this session is sent next.
-        self.send_to(&name, ToAgent::Welcome { heartbeat: ttl / 4, lease_ttl: ttl, epoch: self.config.epoch });
+        let welcome = ToAgent::Welcome {
+            heartbeat: self.config.heartbeat,
+            lease_ttl: ttl,
+            epoch: self.config.epoch,
+            ack_timeout: self.config.ack_timeout,
+            fence: fence_after(ttl),
+        };
+        self.send_to(&name, welcome);
 
         let held: HashSet<String> = running.iter().cloned().collect();
         for id in &running {
@@ -709,6 +984,14 @@ impl Scheduler {
         source: Source,
         traceparent: Option<String>,
     ) -> Result<RunId, SchedError> {
+        let (max_runs, max_jobs) = (self.config.max_active_runs, self.config.max_queued_jobs);
+        if self.runs.len() >= max_runs {
+            return Err(SchedError::TooManyRuns { active: self.runs.len(), limit: max_runs });
+        }
+        let jobs = pipeline.jobs.len();
+        if self.active_jobs + jobs > max_jobs {
+            return Err(SchedError::TooManyJobs { jobs, total: self.active_jobs + jobs, limit: max_jobs });
+        }
         let id = self.last_run_id + 1;
         let mut run = Run::new(id, pipeline, source, now_ms());
         // The run's trace continues the submitter's, when it sent one.
@@ -734,6 +1017,7 @@ impl Scheduler {
         let trace_id = run.record.trace.trace_id.clone();
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), %trace_id, "run submitted");
         METRICS.runs_submitted.inc();
+        self.active_jobs += run.jobs.len();
         self.runs.insert(id, run);
         self.apply(id, Input::Start).await;
         Ok(id)
@@ -768,16 +1052,68 @@ impl Scheduler {
     }
 
     /// Commits the burst's changes in one transaction (or several, where
-    /// the store limits the size of one), then delivers. Returns false when
-    /// the writes were fenced: this scheduler no longer leads and must stop
-    /// without delivering anything.
+    /// the store limits the size of one), then delivers. Log chunks' bytes
+    /// go first: written to their segment files and synced (one fdatasync
+    /// per file the burst touched), so no chunk's metadata is committed,
+    /// and no chunk acknowledged, before its bytes are safe. Returns false
+    /// when the writes were fenced or a segment write failed: this
+    /// scheduler must stop without delivering anything.
     async fn commit(&mut self) -> bool {
+        let writes = std::mem::take(&mut self.log_writes);
+        if !writes.is_empty() {
+            let started = Instant::now();
+            let keys: Vec<String> =
+                writes.iter().map(|w| keys::log_chunk(w.run, &w.job, w.attempt, w.offset)).collect();
+            match self.segments.write_async(writes).await {
+                Ok(metas) => {
+                    for (key, meta) in keys.into_iter().zip(metas) {
+                        self.pending.insert(key, meta.encode());
+                    }
+                }
+                Err(e) => {
+                    // A full or failing blob disk is the whole coordinator's
+                    // fault, like a stopped store: nothing of this burst is
+                    // committed or delivered, the segments refuse every
+                    // later write, and the server exits after
+                    // --store-fail-exit.
+                    error!(error = %e, "cannot write log segments; stopping this term");
+                    self.pending.clear();
+                    self.outbox.clear();
+                    return false;
+                }
+            }
+            // As for a slow store write: nobody is blamed for a slow disk.
+            let stalled = started.elapsed();
+            if stalled > self.config.lease_ttl / 4 {
+                for deadline in self.leases.values_mut() {
+                    *deadline += stalled;
+                }
+            }
+        }
         let pending = std::mem::take(&mut self.pending);
         let ops = pending.into_iter().map(|(key, value)| Op::put(key, value)).collect();
-        for ops in self.store.split(ops) {
-            if !self.write(Txn::ops(ops)).await {
-                self.outbox.clear();
-                return false;
+        for mut ops in self.store.split(ops) {
+            loop {
+                match self.write(Txn::ops(ops.clone())).await {
+                    Written::Done => break,
+                    Written::Stop => {
+                        self.outbox.clear();
+                        return false;
+                    }
+                    Written::TooLarge { key } => {
+                        // The edge checks every size an agent or a client
+                        // controls, so this is a bug; still, one oversized
+                        // value must cost only its own write, never the term
+                        // and the rest of the burst.
+                        error!(%key, "the store refused a value as too large; dropping that one write");
+                        let before = ops.len();
+                        ops.retain(|op| op.key() != key);
+                        if ops.len() == before {
+                            self.outbox.clear();
+                            return false;
+                        }
+                    }
+                }
             }
         }
         for out in std::mem::take(&mut self.outbox) {
@@ -806,6 +1142,8 @@ impl Scheduler {
                 }
                 Effect::SendAssign { job, attempt, agent } => {
                     let id = AttemptId { run: run_id, job, attempt };
+                    // A new attempt number: nothing of its log exists yet.
+                    self.log_ends.insert(id.clone(), 0);
                     if let Some(assignment) = self.assignment(&id) {
                         self.leases.insert(id, Instant::now() + self.config.lease_ttl);
                         self.send_to(&agent, ToAgent::Assign(assignment));
@@ -819,7 +1157,9 @@ impl Scheduler {
                     );
                 }
                 Effect::Release { job, attempt, agent } => {
-                    self.leases.remove(&AttemptId { run: run_id, job, attempt });
+                    let id = AttemptId { run: run_id, job, attempt };
+                    self.leases.remove(&id);
+                    self.log_ends.remove(&id);
                     if let Some(a) = self.agents.get_mut(&agent) {
                         a.in_use = a.in_use.saturating_sub(1);
                     }
@@ -827,7 +1167,9 @@ impl Scheduler {
                 }
                 Effect::RunFinished(state) => {
                     info!(run = run_id, state = state.as_str(), "run finished");
-                    self.runs.remove(&run_id);
+                    if let Some(run) = self.runs.remove(&run_id) {
+                        self.active_jobs -= run.jobs.len();
+                    }
                 }
             }
         }
@@ -876,7 +1218,7 @@ impl Scheduler {
     /// false when the write was fenced, or refused for good (retrying cannot
     /// help): the scheduler then stops, and the election starts a fresh term
     /// from what the store holds.
-    async fn write(&mut self, txn: Txn) -> bool {
+    async fn write(&mut self, txn: Txn) -> Written {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -889,7 +1231,15 @@ impl Scheduler {
             }
             match result {
                 Ok(_) => break,
-                Err(StoreError::Fenced { .. }) => return false,
+                Err(StoreError::Fenced { .. }) => return Written::Stop,
+                Err(StoreError::ValueTooLarge { key, .. }) => return Written::TooLarge { key },
+                Err(e @ StoreError::Unavailable(_)) if self.store.stopped().is_some() => {
+                    // Stopped for good (see `Store::stopped`): retrying
+                    // cannot help, and the callers waiting on this burst
+                    // should hear why now.
+                    error!(error = %e, "the store has stopped; stopping this term");
+                    return Written::Stop;
+                }
                 Err(e @ StoreError::Unavailable(_)) => {
                     warn!(error = %e, "store write failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -897,7 +1247,7 @@ impl Scheduler {
                 }
                 Err(e) => {
                     error!(error = %e, "the store refused a write; stopping this term");
-                    return false;
+                    return Written::Stop;
                 }
             }
         }
@@ -907,7 +1257,7 @@ impl Scheduler {
                 *deadline += stalled;
             }
         }
-        true
+        Written::Done
     }
 
     async fn dispatch(&mut self) {
@@ -924,7 +1274,10 @@ impl Scheduler {
             let queued: Vec<Ready> = self
                 .queue
                 .iter()
-                .map(|(run, job)| Ready { runs_on: &self.runs[run].spec(job).expect("queued job exists").runs_on })
+                .map(|(run, job)| Ready {
+                    runs_on: &self.runs[run].spec(job).expect("queued job exists").runs_on,
+                    avoid: self.runs[run].jobs[job].last_agent.as_deref(),
+                })
                 .collect();
             let mut agents: Vec<AgentSlots> = names
                 .iter()
@@ -935,6 +1288,7 @@ impl Scheduler {
                         labels: &a.labels,
                         free: a.slots.saturating_sub(a.in_use),
                         draining: a.draining,
+                        unready: &a.unready,
                     }
                 })
                 .collect();
@@ -1044,6 +1398,39 @@ mod tests {
         assert_eq!(id.to_string().parse::<AttemptId>(), Ok(id));
         for bad in ["", "1/a", "1/a/b", "x/a/1", "1/a/1/2"] {
             assert!(bad.parse::<AttemptId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_agent_process_under_one_name_waits_for_the_first_to_go() {
+        let ttl = Duration::from_secs(3);
+        let (tx, _rx) = mpsc::channel(1);
+        let live = |instance: &str, last_seen_ms: u64| AgentEntry {
+            conn: Some((1, tx.clone())),
+            last_seen_ms,
+            instance: instance.into(),
+            peer: "10.0.0.1:5000".into(),
+            ..AgentEntry::default()
+        };
+        let gone = AgentEntry { instance: "a".into(), last_seen_ms: 9_000, ..AgentEntry::default() };
+        // (what, entry, new instance, now, accepted)
+        let cases: Vec<(&str, AgentEntry, &str, u64, bool)> = vec![
+            ("first session", AgentEntry::default(), "a", 10_000, true),
+            ("the same process reconnects", live("a", 9_000), "a", 10_000, true),
+            ("another process while the first is live", live("a", 9_000), "b", 10_000, false),
+            ("another process, the first heard from just now", live("a", 10_000), "b", 10_000, false),
+            ("another process after the first went quiet for the TTL", live("a", 7_000), "b", 10_000, true),
+            ("another process after the first disconnected", gone, "b", 10_000, true),
+            ("an agent without instance ids replaces as before", live("a", 9_000), "", 10_000, true),
+            ("after an agent without instance ids", live("", 9_000), "b", 10_000, true),
+        ];
+        for (what, entry, instance, now, accepted) in cases {
+            let got = session_conflict(&entry, "a1", instance, "10.0.0.2:6000", now, ttl);
+            assert_eq!(got.is_ok(), accepted, "{what}: {got:?}");
+            if let Err(why) = got {
+                assert!(why.contains("already connected from 10.0.0.1:5000"), "{why}");
+                assert!(why.contains("this session from 10.0.0.2:6000 is refused"), "{why}");
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::api::{agent::AgentApi, control::ControlApi};
 use crate::housekeeping;
 use crate::leader::{self, ElectionConfig, Role};
 use crate::scheduler::Config;
+use crate::segments::{SegmentError, Segments};
 use crate::store::{Store, StoreError, embedded, etcd};
 use crate::tls::{self, TlsError};
 
@@ -43,6 +44,16 @@ pub struct Options {
     pub election_ttl: Duration,
     /// Run retention and store compaction, applied by the leader.
     pub housekeeping: housekeeping::Config,
+    /// How long reading a pipeline from a git repository may take.
+    pub git_timeout: Duration,
+    /// How long the coordinator runs on with a stopped store (see
+    /// [`Store::stopped`]) or stopped log segments ([`Segments::stopped`])
+    /// before it exits with the reason, so that a supervisor restarts it.
+    pub store_fail_exit: Duration,
+    /// Where log chunks' bytes go ([`crate::segments`]); by default
+    /// `blobs` in the data directory. Several coordinators on etcd must
+    /// share one, or followers cannot serve logs the leader wrote.
+    pub blob_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +62,16 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the log segments: {0}")]
+    Segments(#[from] SegmentError),
     #[error("cannot use {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("the listener has no local address: {0}")]
     Listener(std::io::Error),
+    #[error("the store stopped {}s ago and cannot recover without a restart: {reason}", after.as_secs())]
+    StoreStopped { reason: String, after: Duration },
 }
 
 /// This coordinator's id: made once, kept in the data directory, so a
@@ -143,7 +158,8 @@ pub async fn run(
         );
     }
 
-    let sched_config = opts.scheduler.clone();
+    let mut sched_config = opts.scheduler.clone();
+    (sched_config.heartbeat, sched_config.ack_timeout) = liveness(sched_config.lease_ttl, opts.election_ttl);
     let store: Arc<dyn Store> = match &opts.store {
         StoreConfig::Embedded(eopts) => {
             let dir = opts.data_dir.join("store");
@@ -154,17 +170,45 @@ pub async fn run(
     };
     let kind = store.kind();
     let housekeeping = opts.housekeeping.clone();
+    let (blob_dir, fsync) = match &opts.store {
+        StoreConfig::Embedded(eopts) => (opts.blob_dir.clone(), eopts.fsync),
+        StoreConfig::Etcd(_) => {
+            if opts.blob_dir.is_none() {
+                tracing::warn!(
+                    "on etcd without --blob-dir, log bytes go to this coordinator's data directory: another \
+                     coordinator cannot serve logs this one wrote (nor this one theirs); give every coordinator \
+                     the same shared --blob-dir"
+                );
+            }
+            (opts.blob_dir.clone(), true)
+        }
+    };
+    let blob_dir = blob_dir.unwrap_or_else(|| opts.data_dir.join("blobs"));
+    let segments = Arc::new(Segments::open(&blob_dir, fsync)?);
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
     let election = tokio::spawn(leader::run(
         store.clone(),
-        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl, housekeeping },
+        ElectionConfig {
+            id: id.clone(),
+            url: url.clone(),
+            ttl: opts.election_ttl,
+            housekeeping,
+            segments: segments.clone(),
+        },
         sched_config,
         role_tx,
         stop_rx,
     ));
-    info!(%id, %url, store = kind, data_dir = %opts.data_dir.display(), "coordinator serving");
+    info!(
+        %id,
+        %url,
+        store = kind,
+        data_dir = %opts.data_dir.display(),
+        blob_dir = %blob_dir.display(),
+        "coordinator serving"
+    );
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     if let Some(metrics) = metrics {
         let (role, store) = (role_rx.clone(), store.clone());
@@ -173,8 +217,22 @@ pub async fn run(
             let _ = metrics_stop.wait_for(|s| *s).await;
         }));
     }
+    let (fatal_tx, fatal_rx) = watch::channel(None::<(String, Duration)>);
+    tokio::spawn(watch_stopped_store(store.clone(), segments.clone(), opts.store_fail_exit, fatal_tx));
+    let fatal = {
+        let mut fatal_rx = fatal_rx.clone();
+        async move {
+            let _ = fatal_rx.wait_for(Option::is_some).await;
+        }
+    };
+    let (closing_tx, closing_rx) = watch::channel(false);
     let stop = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = fatal => {}
+        }
+        // Open watches end, so that the server does not wait for them.
+        let _ = closing_tx.send(true);
         // Step down first, so a follower can take over at once.
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
@@ -184,18 +242,94 @@ pub async fn run(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone())))
-        .add_service(ControlServiceServer::new(ControlApi::new(role_rx, store, scratch, id)))
+        .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone(), opts.scheduler.lease_ttl)))
+        .add_service(ControlServiceServer::new(ControlApi::new(
+            role_rx,
+            store,
+            segments,
+            scratch,
+            opts.git_timeout,
+            id,
+            closing_rx,
+        )))
         // Without TCP_NODELAY, a small message (an assignment) can sit behind
         // Nagle's algorithm for the peer's delayed ACK: about 40 ms.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
-    Ok(())
+    let fatal = fatal_rx.borrow().clone();
+    match fatal {
+        Some((reason, after)) => Err(ServerError::StoreStopped { reason, after }),
+        None => Ok(()),
+    }
+}
+
+/// How often agents heartbeat, and how long they wait for an
+/// acknowledgement before taking this coordinator for frozen: every quarter
+/// of the lease TTL (to renew leases) or of the election TTL, whichever is
+/// shorter, and half the election TTL (at least 500 ms). An agent then
+/// notices a frozen leader (SIGSTOP, a hung host) within three quarters of
+/// an election TTL, before a follower can have taken over, instead of
+/// waiting for TCP or HTTP/2 keepalives. The edge answers heartbeats
+/// without the scheduler, so a busy or stalled scheduler is not taken for
+/// frozen.
+fn liveness(lease_ttl: Duration, election_ttl: Duration) -> (Duration, Duration) {
+    let heartbeat = (lease_ttl / 4).min(election_ttl / 4).max(Duration::from_millis(100));
+    (heartbeat, (election_ttl / 2).max(Duration::from_millis(500)))
+}
+
+/// Checks once a second whether the store, or the log segments, have
+/// stopped for good; after `exit_after` of it, hands the server a fatal
+/// error, which steps down and ends the process non-zero with the reason.
+/// Without this, a coordinator on a full or vanished disk keeps running and
+/// retrying, so systemd's `Restart=on-failure` never restarts it. A full
+/// blob disk counts as the store's fault: it stops the whole coordinator,
+/// not one attempt, since every log on it would fail the same way.
+async fn watch_stopped_store(
+    store: Arc<dyn Store>,
+    segments: Arc<Segments>,
+    exit_after: Duration,
+    fatal: watch::Sender<Option<(String, Duration)>>,
+) {
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1).min(exit_after)).await;
+        match store.stopped().or_else(|| segments.stopped()) {
+            None => since = None,
+            Some(reason) => {
+                let first = *since.get_or_insert_with(tokio::time::Instant::now);
+                let after = first.elapsed();
+                if after >= exit_after {
+                    tracing::error!(%reason, "the store has stopped; exiting so that a supervisor restarts us");
+                    fatal.send_replace(Some((reason, after)));
+                    return;
+                }
+                tracing::warn!(%reason, "the store has stopped; exiting in {:?}", exit_after - after);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::default_advertise;
+    use super::{default_advertise, liveness};
+    use std::time::Duration;
+
+    #[test]
+    fn agents_heartbeat_often_enough_to_notice_a_frozen_leader_within_the_election() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (lease TTL, election TTL, heartbeat, ack timeout)
+        let cases = [
+            (s(10), s(2), ms(500), s(1)),
+            (s(3), s(2), ms(500), s(1)),
+            (s(10), s(10), ms(2500), s(5)),
+            (s(1), s(5), ms(250), ms(2500)),
+            (s(1), ms(100), ms(100), ms(500)),
+        ];
+        for (lease, election, heartbeat, ack) in cases {
+            assert_eq!(liveness(lease, election), (heartbeat, ack), "lease {lease:?}, election {election:?}");
+        }
+    }
 
     #[test]
     fn the_default_advertised_url_is_reachable_from_other_hosts_where_it_can_be() {

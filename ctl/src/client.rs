@@ -1,10 +1,18 @@
 //! Connecting to the coordinator with the admin certificate, and the CLI's
 //! exit codes: 0 ok, 1 the run failed, 2 invalid input or usage, 3 the
-//! coordinator cannot be reached or refuses us.
+//! coordinator cannot be reached, refuses us, or is at its limits.
+//!
+//! A plain call fails over between coordinators and gives up after a few
+//! quick tries ([`Conn::call`]). A stream that follows a run or a log
+//! outlives single calls, so it is opened again with [`Conn::call_patiently`],
+//! which keeps trying for the `--reconnect-timeout` window ([`Patience`]):
+//! long enough for a coordinator to be restarted, not forever.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use drover_proto::metadata;
 use drover_proto::v1::control_service_client::ControlServiceClient;
@@ -43,7 +51,8 @@ fn read(dir: &Path, file: &str) -> Result<Vec<u8>, Exit> {
         Exit::new(
             EXIT_INVALID,
             format!(
-                "cannot read {}: {e}; point --tls-dir (or DROVER_TLS_DIR) at the directory made by `drover certs init`",
+                "cannot read {}: {e}; point --tls-dir (or DROVER_TLS_DIR) at the admin directory that \
+                 `drover certs init --dir DIR` made, DIR/admin",
                 path.display()
             ),
         )
@@ -70,6 +79,11 @@ pub struct Conn {
     tls_dir: PathBuf,
     next: usize,
     client: Client,
+    /// The URL `client` talks to.
+    url: String,
+    /// Whether any coordinator has answered a call on this `Conn`; see
+    /// [`refused_certificate`].
+    answered: bool,
 }
 
 async fn dial(url: &str, tls: &ClientTlsConfig, tls_dir: &Path) -> Result<Client, Exit> {
@@ -92,6 +106,26 @@ async fn dial(url: &str, tls: &ClientTlsConfig, tls_dir: &Path) -> Result<Client
         .http2_keep_alive_interval(Duration::from_secs(3))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
+        let chain = error_chain(&e);
+        if chain.contains("invalid peer certificate") {
+            // We did not accept the coordinator's certificate: most often
+            // ca.pem is from another `drover certs init`.
+            return Exit::new(
+                EXIT_UNREACHABLE,
+                format!(
+                    "the coordinator at {url} presented a certificate that {}/ca.pem does not vouch for ({chain}); \
+                     check --tls-dir (or DROVER_TLS_DIR): it must be DIR/admin from the `drover certs init --dir DIR` \
+                     that made the coordinator's certificates, and the URL's host must be in the coordinator's \
+                     certificate (`drover certs init --host`)",
+                    tls_dir.display()
+                ),
+            );
+        }
+        if chain.contains("alert") {
+            // The server ended the handshake with an alert: it did not
+            // accept our certificate.
+            return refused_certificate(url, tls_dir, &chain);
+        }
         Exit::new(
             EXIT_UNREACHABLE,
             format!(
@@ -110,7 +144,8 @@ fn bad_certs(tls_dir: &Path, detail: &str) -> Exit {
         EXIT_INVALID,
         format!(
             "the certificates in {} are not usable: {}; check ca.pem, admin.pem and admin-key.pem there, \
-             or point --tls-dir (or DROVER_TLS_DIR) at the directory made by `drover certs init`",
+             or point --tls-dir (or DROVER_TLS_DIR) at the admin directory that `drover certs init --dir DIR` \
+             made, DIR/admin",
             tls_dir.display(),
             detail
         ),
@@ -147,6 +182,8 @@ impl Conn {
                         tls,
                         tls_dir: tls_dir.to_path_buf(),
                         client,
+                        url: url.clone(),
+                        answered: false,
                     });
                 }
                 Err(e) if e.code == EXIT_INVALID => return Err(e),
@@ -162,6 +199,7 @@ impl Conn {
             && let Ok(client) = dial(&url, &self.tls, &self.tls_dir).await
         {
             self.client = client;
+            self.url = url;
             return Ok(());
         }
         let mut last = None;
@@ -171,6 +209,7 @@ impl Conn {
             match dial(&url, &self.tls, &self.tls_dir).await {
                 Ok(client) => {
                     self.client = client;
+                    self.url = url;
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -189,11 +228,21 @@ impl Conn {
         let mut tries = 0;
         loop {
             let status = match f(self.client.clone()).await {
-                Ok(resp) => return Ok(resp.into_inner()),
+                Ok(resp) => {
+                    self.answered = true;
+                    return Ok(resp.into_inner());
+                }
                 Err(status) => status,
             };
+            if !broken_connection(&status) {
+                self.answered = true;
+            }
             tries += 1;
             if tries >= MAX_TRIES || !retryable(&status, idempotent) {
+                if !self.answered && broken_connection(&status) {
+                    let detail = status.source().map_or_else(|| status.message().to_string(), error_chain);
+                    return Err(refused_certificate(&self.url, &self.tls_dir, &detail));
+                }
                 return Err(status_exit(status));
             }
             let leader = status.metadata().get(metadata::LEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -209,6 +258,212 @@ impl Conn {
             }
         }
     }
+
+    /// Opens a stream again (an idempotent call: a watch or a log follow)
+    /// after `broke` ended the last one, or opens it for the first time
+    /// when `broke` is None, with `patience`: while no coordinator answers
+    /// it keeps trying, on every coordinator in turn and after redirects,
+    /// until the patience's window has passed since the stream broke, and
+    /// then gives up with exit 3. A refusal that trying again cannot change
+    /// (a run that does not exist, a certificate refused) ends it at once.
+    ///
+    /// `tell` hears [`Notice::Lost`] once per outage (a redirect to the
+    /// leader is no outage), and [`Notice::Waiting`] before each later try,
+    /// for a countdown; the caller says it is back when the stream delivers
+    /// again ([`Patience::heard`]).
+    pub async fn call_patiently<T, F, Fut>(
+        &mut self,
+        patience: &mut Patience,
+        broke: Option<tonic::Status>,
+        mut tell: impl FnMut(Notice),
+        mut f: F,
+    ) -> Result<T, Exit>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let since = *patience.since.get_or_insert_with(Instant::now);
+        let deadline = since + patience.window;
+        let mut pause = Duration::from_millis(100);
+        let mut failed = broke;
+        loop {
+            if let Some(status) = failed.take() {
+                // A status with a source was made up by tonic from a
+                // connection that broke, whatever its code; that is what
+                // this waits out.
+                if !retryable(&status, true) && status.source().is_none() {
+                    return Err(status_exit(status));
+                }
+                patience.tries += 1;
+                let leader = status.metadata().get(metadata::LEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let redirect = status.metadata().contains_key(metadata::NOT_LEADER);
+                // Tonic's account of a connection that broke is a chain of
+                // h2, hyper and rustls errors: the user needs to know only
+                // that it broke.
+                let why = if status.source().is_some() {
+                    "the connection broke".to_string()
+                } else {
+                    status.message().to_string()
+                };
+                // What to say if the time runs out: the last failure, which
+                // a failed dial describes better than the call that found
+                // the connection gone.
+                let mut last = status_exit(status);
+                let left = deadline.saturating_duration_since(Instant::now());
+                // A few tries even with no window at all, as a plain call
+                // gets: a failover between live coordinators needs no
+                // patience.
+                if left.is_zero() && patience.tries >= PATIENT_MIN_TRIES {
+                    return Err(patience.gave_up(&last));
+                }
+                if !redirect && !patience.window.is_zero() {
+                    if patience.said {
+                        tell(Notice::Waiting { left });
+                    } else {
+                        patience.said = true;
+                        tell(Notice::Lost { url: self.url.clone(), left, why });
+                    }
+                }
+                if leader.is_none() {
+                    // Nobody to go to at once: the coordinator is down or an
+                    // election is under way (about one lease TTL). Back off,
+                    // so that a long outage costs a try a second, not ten.
+                    tokio::time::sleep(pause.min(left.max(Duration::from_millis(100)))).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                // A dial into a black hole must not run past the window.
+                let bound = deadline.max(Instant::now() + Duration::from_secs(1));
+                match tokio::time::timeout_at(bound, self.move_on(leader)).await {
+                    Ok(Ok(())) | Err(_) => {}
+                    Ok(Err(e)) => last = e,
+                }
+                if Instant::now() >= deadline && patience.tries >= PATIENT_MIN_TRIES {
+                    return Err(patience.gave_up(&last));
+                }
+            }
+            // A coordinator that takes the connection but never answers
+            // (stopped, not dead) must not hold the call past the window;
+            // one that is merely slow gets a second at least.
+            let bound = deadline.max(Instant::now() + Duration::from_secs(1));
+            match tokio::time::timeout_at(bound, f(self.client.clone())).await {
+                Ok(Ok(resp)) => {
+                    self.answered = true;
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => failed = Some(status),
+                Err(_) => failed = Some(tonic::Status::unavailable(format!("{} did not answer in time", self.url))),
+            }
+        }
+    }
+
+    /// The URL of the coordinator this connection talks to now.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// How many times [`Conn::call_patiently`] tries, however short its window.
+const PATIENT_MIN_TRIES: usize = 3;
+
+/// How long a stream waits for a coordinator to come back
+/// (`--reconnect-timeout`), and where it is in an outage. One per stream
+/// that is followed, kept across its reopenings: an outage lasts from the
+/// moment the stream broke until it delivers again, however many times it
+/// is opened in between (a coordinator may take the call and then fail it,
+/// when its store is unavailable).
+pub struct Patience {
+    window: Duration,
+    /// What the user can do about the run or log when the time has run out.
+    hint: String,
+    /// When the current outage began; None while the stream delivers.
+    since: Option<Instant>,
+    /// Failed tries in the current outage.
+    tries: usize,
+    /// Whether the current outage has been announced.
+    said: bool,
+}
+
+/// What [`Conn::call_patiently`] has to say while it waits.
+pub enum Notice {
+    /// The coordinator at `url` went away (said once per outage); `left` is
+    /// what remains of the window.
+    Lost { url: String, left: Duration, why: String },
+    /// Still trying, with `left` to go.
+    Waiting { left: Duration },
+}
+
+impl Patience {
+    /// `hint` is added to the message when the time runs out: what goes on
+    /// without this client, and how to look at it again.
+    pub fn new(window: Duration, hint: impl Into<String>) -> Patience {
+        Patience { window, hint: hint.into(), since: None, tries: 0, said: false }
+    }
+
+    /// The stream delivered: an outage, if there was one, is over. Returns
+    /// how long it lasted when it was announced, so that the caller can
+    /// say it is back.
+    pub fn heard(&mut self) -> Option<Duration> {
+        let since = self.since.take()?;
+        self.tries = 0;
+        std::mem::take(&mut self.said).then(|| since.elapsed())
+    }
+
+    fn gave_up(&self, last: &Exit) -> Exit {
+        Exit::new(
+            EXIT_UNREACHABLE,
+            format!(
+                "gave up reconnecting to the coordinator after {} (--reconnect-timeout): {}; {}",
+                human(self.window),
+                last.message,
+                self.hint
+            ),
+        )
+    }
+}
+
+/// A duration as the flags take it: `60s`, `1m30s`, `500ms`.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+/// Whether tonic made the status up from a connection that broke below
+/// gRPC (TLS, TCP), rather than a server sending it.
+fn broken_connection(status: &tonic::Status) -> bool {
+    status.source().is_some_and(|e| e.is::<tonic::transport::Error>())
+}
+
+/// The coordinator did not accept our client certificate. With TLS 1.3 the
+/// client finishes its half of the handshake before the server has checked
+/// the client's certificate, so a refusal shows up as the first call
+/// failing: with the server's alert when the client reads it in time, or as
+/// "broken pipe" or "connection closed" when it writes first. A connection
+/// that was made but never answered one call, on every coordinator tried,
+/// is taken for a refusal; the detail is kept for the rare other cause.
+fn refused_certificate(url: &str, tls_dir: &Path, detail: &str) -> Exit {
+    Exit::new(
+        EXIT_UNREACHABLE,
+        format!(
+            "the coordinator at {url} refused the client certificate in {} (it closed the connection after the TLS \
+             handshake: {detail}); the certificate is probably not from the coordinator's CA: check --tls-dir (or \
+             DROVER_TLS_DIR), which must be DIR/admin from the `drover certs init --dir DIR` that made the \
+             coordinator's certificates",
+            tls_dir.display()
+        ),
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -229,10 +484,14 @@ pub fn status_exit(status: tonic::Status) -> Exit {
         Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => {
             Exit::new(EXIT_INVALID, msg)
         }
+        // The coordinator is at --max-active-runs or --max-queued-jobs; its
+        // message gives the counts, the limit and what to do.
+        Code::ResourceExhausted => Exit::new(EXIT_UNREACHABLE, msg),
         Code::PermissionDenied | Code::Unauthenticated => Exit::new(
             EXIT_UNREACHABLE,
             format!(
-                "the coordinator refused us: {msg}; use the admin certificate from `drover certs init` (--tls-dir)"
+                "the coordinator refused us: {msg}; use the admin certificate, DIR/admin from \
+                 `drover certs init --dir DIR` (--tls-dir or DROVER_TLS_DIR)"
             ),
         ),
         Code::Unavailable => {
@@ -253,3 +512,55 @@ pub fn status_exit(status: tonic::Status) -> Exit {
 }
 
 use std::error::Error as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_exit_codes_and_plain_messages() {
+        let limit = "the coordinator already has 2 unfinished runs, its limit (--max-active-runs 2); wait for \
+                     some to finish";
+        let cases: &[(tonic::Status, i32, &str)] = &[
+            // The coordinator's limits: not the user's input, and its message
+            // says it all.
+            (tonic::Status::resource_exhausted(limit), EXIT_UNREACHABLE, limit),
+            (tonic::Status::already_exists("agent a1 is connected"), EXIT_INVALID, "agent a1 is connected"),
+            (tonic::Status::invalid_argument("bad.yml:1:1: no jobs"), EXIT_INVALID, "bad.yml:1:1: no jobs"),
+            (tonic::Status::not_found("no run 9"), EXIT_INVALID, "no run 9"),
+            (tonic::Status::unavailable("store unavailable"), EXIT_UNREACHABLE, "coordinator unavailable: store"),
+            (tonic::Status::permission_denied("not an admin"), EXIT_UNREACHABLE, "the coordinator refused us"),
+            (tonic::Status::internal("boom"), EXIT_UNREACHABLE, "the coordinator failed: boom"),
+        ];
+        for (status, code, message) in cases {
+            let exit = status_exit(status.clone());
+            assert_eq!(exit.code, *code, "{status:?}");
+            assert!(exit.message.starts_with(message), "{status:?}: {}", exit.message);
+        }
+    }
+
+    #[test]
+    fn durations_are_shown_as_the_flag_takes_them() {
+        let cases = [(0, "0s"), (500, "500ms"), (2_000, "2s"), (60_000, "1m"), (90_000, "1m30s"), (3_660_000, "1h1m")];
+        for (ms, want) in cases {
+            assert_eq!(human(Duration::from_millis(ms)), want);
+        }
+    }
+
+    #[test]
+    fn patience_counts_an_outage_until_the_stream_delivers() {
+        let mut p = Patience::new(Duration::from_secs(60), "");
+        assert_eq!(p.heard(), None, "no outage, nothing to say");
+        p.since = Some(Instant::now());
+        p.tries = 2;
+        assert_eq!(p.heard(), None, "an outage nobody was told of ends quietly");
+        assert_eq!(p.tries, 0);
+        p.since = Some(Instant::now());
+        p.said = true;
+        assert!(p.heard().is_some(), "an announced outage is announced over");
+        assert!(!p.said && p.since.is_none());
+        let gave_up = p.gave_up(&Exit::new(EXIT_UNREACHABLE, "cannot reach the coordinator at https://x:1"));
+        assert_eq!(gave_up.code, EXIT_UNREACHABLE);
+        assert!(gave_up.message.starts_with("gave up reconnecting to the coordinator after 1m"), "{}", gave_up.message);
+    }
+}

@@ -1,7 +1,10 @@
 //! `drover dev`: the whole loop on one machine. It makes certificates if
 //! they are missing, starts a coordinator on the embedded store and local
 //! agents (the real binaries, found next to `drover`), runs a pipeline with
-//! live progress, and stops everything it started.
+//! live progress, and stops everything it started. Certificates are laid
+//! out as in production (see `certs`): the coordinator, each agent and the
+//! CLI get their own directory, and each agent's certificate carries the
+//! labels it runs with.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,15 +49,27 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The agents' labels, which go on their command lines and into their
+/// certificates alike. The sample pipeline routes its lint job to agent=2.
+fn agent_labels(i: usize) -> String {
+    format!("os=linux,agent={}", i + 1)
+}
+
+/// Makes what is missing under `tls`: the CA, coordinator and admin
+/// directories, and a bundle per agent with its labels. An agent whose
+/// bundle exists keeps it: its name fixes its labels, so they match.
 fn ensure_certs(tls: &Path, agents: &[String]) -> anyhow::Result<()> {
-    if !tls.join("ca.pem").exists() {
-        certs::init(tls, &[])?;
+    if !certs::ca_dir(tls).join("ca-key.pem").exists() {
+        certs::init(tls, &[]).with_context(|| {
+            format!("cannot make certificates for drover dev; remove {} to start afresh", tls.display())
+        })?;
         outln!("created certificates in {}", tls.display());
     }
-    let missing: Vec<String> =
-        agents.iter().filter(|name| !tls.join(format!("agent-{name}.pem")).exists()).cloned().collect();
-    if !missing.is_empty() {
-        certs::issue_agents(tls, &missing)?;
+    for (i, name) in agents.iter().enumerate() {
+        if !certs::agent_dir(tls, name).exists() {
+            let labels = certs::parse_labels(&agent_labels(i)).map_err(anyhow::Error::msg)?;
+            certs::issue_agents(tls, std::slice::from_ref(name), &labels)?;
+        }
     }
     Ok(())
 }
@@ -69,13 +84,17 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
     Ok(Stdio::from(f))
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let yaml = std::fs::read_to_string(&args.pipeline).map_err(|e| {
-        Exit::new(
+/// `drover dev`; `reconnect` is `--reconnect-timeout`, for the follow of the
+/// sample run.
+pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
+    if !args.pipeline.exists() {
+        return Err(Exit::new(
             client::EXIT_INVALID,
-            format!("cannot read {}: {e}; run from the repository root or pass --pipeline", args.pipeline.display()),
+            format!("{} not found; run from the repository root or pass --pipeline", args.pipeline.display()),
         )
-    })?;
+        .into());
+    }
+    let yaml = crate::read_pipeline(&args.pipeline)?;
     let tls = args.dir.join("tls");
     let logs = args.dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -89,7 +108,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .arg("--data-dir")
         .arg(args.dir.join("data"))
         .arg("--tls-dir")
-        .arg(&tls)
+        .arg(certs::coordinator_dir(&tls))
         .stdout(Stdio::piped())
         .stderr(log_file(&logs, "coordinator")?)
         .kill_on_drop(true)
@@ -120,13 +139,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg("--name")
             .arg(name)
             .arg("--labels")
-            .arg(format!("os=linux,agent={}", i + 1))
+            .arg(agent_labels(i))
             .arg("--slots")
             .arg(args.slots.to_string())
             .arg("--work-dir")
             .arg(args.dir.join("work").join(name))
             .arg("--tls-dir")
-            .arg(&tls)
+            .arg(certs::agent_dir(&tls, name))
             .stdout(Stdio::null())
             .stderr(log_file(&logs, name)?)
             .kill_on_drop(true)
@@ -136,7 +155,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let result = async {
-        let mut conn = client::Conn::connect(&url, &tls).await?;
+        let admin = certs::admin_dir(&tls);
+        let mut conn = client::Conn::connect(&url, &admin).await?;
         wait_for_agents(&mut conn, names.len()).await?;
         outln!("{} agents connected; process logs in {}", names.len(), logs.display());
         let req = pb::SubmitRunRequest {
@@ -146,11 +166,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             })),
         };
         let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
-        let outcome = follow::follow(&mut conn, &resp.run_id).await;
+        let outcome = follow::follow(&mut conn, &resp.run_id, false, reconnect).await;
         if args.keep {
             outln!(
                 "still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops",
-                tls.display()
+                admin.display()
             );
             let _ = tokio::signal::ctrl_c().await;
         }

@@ -1,6 +1,18 @@
 //! Live progress of a run: a line for each change of a job's state, job logs
 //! with each line prefixed by the job's name, and (on a terminal) a status
-//! bar at the bottom with counts of done and running jobs.
+//! bar at the bottom with counts of done and running jobs. Job output goes
+//! through [`term::Sanitizer`] (one per job, since each job's log is its own
+//! stream) unless `--raw` is given.
+//!
+//! A follow outlives the coordinator that serves it. When the stream breaks
+//! (the coordinator was killed, restarted, or stepped down), it is opened
+//! again, on the same coordinator or another, for up to
+//! `--reconnect-timeout` ([`crate::client::Patience`]), with one line on
+//! stderr to say so and one when it is back. The new stream replays the run
+//! from its creation; what was shown already is skipped (log bytes by
+//! offset in [`LogSeen`], job states by their place in each job's history),
+//! so the output goes on exactly where it stopped. A run that finished
+//! meanwhile is reported as usual, with its exit code.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,8 +21,9 @@ use drover_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::run_event::Event;
 
-use crate::client::{Conn, EXIT_FAILED, Exit, status_exit};
+use crate::client::{Conn, EXIT_FAILED, Exit, Notice, Patience, status_exit};
 use crate::out::{self, outln};
+use crate::term;
 
 /// Log bytes already shown, per (job, attempt): a stream opened again after
 /// a coordinator went away replays from the start, and this skips what was
@@ -33,9 +46,47 @@ impl LogSeen {
 }
 
 /// Whether a broken stream should be opened again (the coordinator went
-/// away or stepped down) rather than reported.
+/// away or stepped down) rather than reported. A status with a source was
+/// made up by tonic from a connection that broke, whatever its code; one a
+/// coordinator sent has none.
 pub fn retry_stream(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+        || std::error::Error::source(status).is_some()
+}
+
+/// Says on stderr, once, that the stream is being opened again, and how
+/// long it may take; `bar` is suspended meanwhile, so the line does not
+/// mix with it. On a terminal the bar counts down what is left.
+pub fn notice(bar: Option<&ProgressBar>, n: Notice) {
+    match n {
+        Notice::Lost { url, left, why } => {
+            let line =
+                format!("lost the stream from {url} ({why}); reconnecting to the coordinator… ({}s left)", secs(left));
+            match bar {
+                Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+        Notice::Waiting { left } => {
+            if let Some(bar) = bar {
+                bar.set_message(format!("reconnecting to the coordinator… ({}s left)", secs(left)));
+            }
+        }
+    }
+}
+
+/// Says on stderr that a stream delivers again after an announced outage.
+pub fn back(bar: Option<&ProgressBar>, url: &str, after: Duration) {
+    let line = format!("reconnected to the coordinator at {url} after {:.1}s", after.as_secs_f64());
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Whole seconds, rounded up, so that a countdown ends at 1s, not 0s.
+fn secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
 }
 
 /// A partial line longer than this is printed without waiting for its
@@ -46,10 +97,13 @@ struct Printer {
     bar: ProgressBar,
     /// Width of the job-name column.
     width: usize,
-    /// Per job: the last (state, attempt, waiting_for) shown.
-    jobs: BTreeMap<String, (String, u32, String)>,
+    /// The job states shown so far.
+    jobs: JobHistory,
     /// Per job: the attempt being printed and its unfinished line.
     partial: BTreeMap<String, (u32, Vec<u8>)>,
+    /// Per job: the sanitiser of its current attempt's output; none with
+    /// `--raw`.
+    clean: Option<BTreeMap<String, term::Sanitizer>>,
     seen: LogSeen,
 }
 
@@ -61,11 +115,9 @@ impl Printer {
     }
 
     fn job(&mut self, job: &pb::Job) {
-        let key = (job.state.clone(), job.attempt, job.waiting_for.clone());
-        if self.jobs.get(&job.name) == Some(&key) {
+        if !self.jobs.is_new(&job.name, (job.state.clone(), job.attempt, job.waiting_for.clone())) {
             return;
         }
-        self.jobs.insert(job.name.clone(), key);
         let mut line = format!("[{}] {}", job.name, job.state);
         match job.state.as_str() {
             "queued" if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
@@ -92,7 +144,10 @@ impl Printer {
         }
         let entry = self.partial.entry(log.job.clone()).or_insert((log.attempt, Vec::new()));
         entry.0 = log.attempt;
-        entry.1.extend_from_slice(&fresh);
+        match &mut self.clean {
+            Some(clean) => clean.entry(log.job.clone()).or_default().push(&fresh, &mut entry.1),
+            None => entry.1.extend_from_slice(&fresh),
+        }
         let mut lines = Vec::new();
         while let Some(pos) = entry.1.iter().position(|b| *b == b'\n') {
             let rest = entry.1.split_off(pos + 1);
@@ -108,7 +163,14 @@ impl Printer {
         }
     }
 
+    /// Prints what is left of the job's output; called when its attempt
+    /// has ended, so a sequence it left unfinished is shown as text.
     fn flush_partial(&mut self, job: &str) {
+        if let Some((_, rest)) = self.partial.get_mut(job)
+            && let Some(clean) = self.clean.as_mut().and_then(|c| c.get_mut(job))
+        {
+            clean.finish(rest);
+        }
         if let Some((_, rest)) = self.partial.get_mut(job)
             && !rest.is_empty()
         {
@@ -130,35 +192,120 @@ impl Printer {
     }
 }
 
+/// A job's state as shown: (state, attempt, waiting_for).
+type JobKey = (String, u32, String);
+
+/// Which job states have been shown, so that a stream opened again, which
+/// replays the run from its creation, shows none of them twice.
+#[derive(Default)]
+struct JobHistory {
+    /// Per job: every state shown, in order.
+    shown: BTreeMap<String, Vec<JobKey>>,
+    /// Per job, while a reopened stream replays the run: how far into the
+    /// job's history the replay has come. A state found at or after that
+    /// point was shown already; anything else is new, and ends the replay
+    /// for that job.
+    replay: BTreeMap<String, usize>,
+}
+
+impl JobHistory {
+    /// A stream was opened again: it replays each job's history from the
+    /// start.
+    fn replaying(&mut self) {
+        self.replay = self.shown.keys().map(|name| (name.clone(), 0)).collect();
+    }
+
+    /// Whether `key` is news for job `name` (and then it counts as shown).
+    fn is_new(&mut self, name: &str, key: JobKey) -> bool {
+        let history = self.shown.entry(name.to_string()).or_default();
+        if history.last() == Some(&key) {
+            return false;
+        }
+        if let Some(at) = self.replay.get_mut(name) {
+            // The replay may skip states (history compacted away), never
+            // reorder them: look ahead, not only at the next one.
+            if let Some(found) = history.get(*at..).and_then(|rest| rest.iter().position(|k| *k == key)) {
+                *at += found + 1;
+                return false;
+            }
+            self.replay.remove(name);
+        }
+        history.push(key);
+        true
+    }
+}
+
 fn is_terminal(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "skipped" | "cancelled")
 }
 
-/// Follows a run to its end. Returns Ok for a succeeded run and an `Exit`
-/// with code 1 for a failed or cancelled one.
-pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
+/// Follows a run to its end, opening the watch again for up to `reconnect`
+/// whenever it breaks (the first time too: the run exists, since the
+/// coordinator has just taken it). Returns Ok for a succeeded run and an
+/// `Exit` with code 1 for a failed or cancelled one, or 3 when no
+/// coordinator came back in time.
+pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duration) -> Result<(), Exit> {
     let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(120));
-    let mut p = Printer { bar, width: 0, jobs: BTreeMap::new(), partial: BTreeMap::new(), seen: LogSeen::default() };
+    let mut p = Printer {
+        bar,
+        width: 0,
+        jobs: JobHistory::default(),
+        partial: BTreeMap::new(),
+        clean: (!raw).then(BTreeMap::new),
+        seen: LogSeen::default(),
+    };
     let mut run: Option<pb::Run> = None;
     let mut jobs: BTreeMap<String, pb::Job> = BTreeMap::new();
     let started = std::time::Instant::now();
+    let mut patience = Patience::new(
+        reconnect,
+        format!("run {run_id} goes on without this client: `drover status {run_id}` shows how it does"),
+    );
     // When the coordinator serving the watch goes away, the watch is opened
-    // again on another one; it replays the run, and the printer shows only
-    // what is new.
-    let mut stream = conn.call(true, |c| c_call!(c.watch_run(req.clone()))).await?;
+    // again, on it once it is back or on another one; it replays the run,
+    // and the printer shows only what is new.
+    let mut stream = None;
+    // Why the last stream ended, when it has to be opened again.
+    let mut broke = None;
     loop {
-        let event = match stream.message().await {
+        let open = match stream.as_mut() {
+            Some(open) => open,
+            None => {
+                let opened = conn
+                    .call_patiently(
+                        &mut patience,
+                        broke.take(),
+                        |n| notice(Some(&p.bar), n),
+                        |c| c_call!(c.watch_run(req.clone())),
+                    )
+                    .await?;
+                stream.insert(opened)
+            }
+        };
+        let event = match open.message().await {
             Ok(Some(event)) => event,
+            // The coordinator ended the stream before the run ended, which
+            // only one going away would do: open it again as if it had
+            // broken.
+            Ok(None) if run.as_ref().is_none_or(|r| !is_terminal(&r.state)) => {
+                (stream, broke) = (None, Some(tonic::Status::unavailable("the stream ended before the run did")));
+                p.jobs.replaying();
+                continue;
+            }
             Ok(None) => break,
             Err(status) if retry_stream(&status) => {
-                stream = conn.call(true, |c| c_call!(c.watch_run(req.clone()))).await?;
+                (stream, broke) = (None, Some(status));
+                p.jobs.replaying();
                 continue;
             }
             Err(status) => return Err(status_exit(status)),
         };
+        if let Some(after) = patience.heard() {
+            back(Some(&p.bar), conn.url(), after);
+        }
         match event.event {
             Some(Event::Run(r)) => {
                 if run.is_none() {
@@ -211,5 +358,110 @@ pub async fn follow(conn: &mut Conn, run_id: &str) -> Result<(), Exit> {
             Err(Exit::new(EXIT_FAILED, format!("run {} {}", run.id, run.state)))
         }
         other => Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {other}", run.id))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(state: &str, attempt: u32, waiting_for: &str) -> JobKey {
+        (state.to_string(), attempt, waiting_for.to_string())
+    }
+
+    /// A job's state as a stream brings it, (job, state, attempt,
+    /// waiting_for), or `None` for a stream opened again.
+    type Event<'a> = Option<(&'a str, &'a str, u32, &'a str)>;
+
+    /// Feeds `events` and returns those shown.
+    fn shown(h: &mut JobHistory, events: &[Event<'_>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in events {
+            match e {
+                None => h.replaying(),
+                Some((job, state, attempt, w)) => {
+                    if h.is_new(job, key(state, *attempt, w)) {
+                        out.push(format!("{job} {state} {attempt}{w}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_replayed_run_shows_only_the_job_states_not_shown_before() {
+        let cases: &[(&str, &[Event<'_>], &[&str])] = &[
+            (
+                "a full replay, then news",
+                &[
+                    Some(("a", "queued", 0, "")),
+                    Some(("a", "assigned", 1, "")),
+                    Some(("a", "running", 1, "")),
+                    None,
+                    Some(("a", "queued", 0, "")),
+                    Some(("a", "assigned", 1, "")),
+                    Some(("a", "running", 1, "")),
+                    Some(("a", "succeeded", 1, "")),
+                ],
+                &["a queued 0", "a assigned 1", "a running 1", "a succeeded 1"],
+            ),
+            (
+                "a replay that skips states (compacted history)",
+                &[
+                    Some(("a", "queued", 0, "")),
+                    Some(("a", "running", 1, "")),
+                    None,
+                    Some(("a", "running", 1, "")),
+                    Some(("a", "failed", 1, "")),
+                ],
+                &["a queued 0", "a running 1", "a failed 1"],
+            ),
+            (
+                "a retry: the same state with another attempt is news",
+                &[
+                    Some(("a", "running", 1, "")),
+                    Some(("a", "queued", 1, "")),
+                    None,
+                    Some(("a", "running", 1, "")),
+                    Some(("a", "queued", 1, "")),
+                    Some(("a", "running", 2, "")),
+                ],
+                &["a running 1", "a queued 1", "a running 2"],
+            ),
+            (
+                "two breaks in a row, and a job first seen in the replay",
+                &[
+                    Some(("a", "queued", 0, "no agent")),
+                    None,
+                    Some(("a", "queued", 0, "no agent")),
+                    None,
+                    Some(("a", "queued", 0, "no agent")),
+                    Some(("b", "pending", 0, "")),
+                    Some(("a", "queued", 0, "")),
+                ],
+                &["a queued 0no agent", "b pending 0", "a queued 0"],
+            ),
+        ];
+        for (what, events, want) in cases {
+            let mut h = JobHistory::default();
+            assert_eq!(shown(&mut h, events), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn log_bytes_shown_are_skipped_when_replayed() {
+        let log = |offset: u64, data: &str| pb::LogData {
+            job: "a".into(),
+            attempt: 1,
+            offset,
+            data: data.as_bytes().to_vec(),
+        };
+        let mut seen = LogSeen::default();
+        assert_eq!(seen.fresh(&log(0, "line 1\n")), Some(&b"line 1\n"[..]));
+        assert_eq!(seen.fresh(&log(7, "line 2\nli")), Some(&b"line 2\nli"[..]));
+        // The stream opened again replays from offset 0, in other chunks.
+        assert_eq!(seen.fresh(&log(0, "line 1\nline 2\n")), None);
+        assert_eq!(seen.fresh(&log(14, "line 3\n")), Some(&b"ne 3\n"[..]));
     }
 }

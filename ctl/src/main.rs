@@ -17,6 +17,7 @@ mod client;
 mod dev;
 mod follow;
 mod out;
+mod term;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -35,9 +36,25 @@ struct Cli {
     /// and follows redirects to the leader.
     #[arg(long, global = true, env = "DROVER_COORDINATOR", default_value = "https://127.0.0.1:7700")]
     coordinator: String,
-    /// Directory with ca.pem, admin.pem and admin-key.pem.
+    /// Directory with ca.pem, admin.pem and admin-key.pem: DIR/admin after
+    /// `drover certs init --dir DIR`.
     #[arg(long, global = true, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
     tls_dir: PathBuf,
+    /// How long `run --follow`, `logs` and `dev` keep trying to reach a
+    /// coordinator again when the one they stream from goes away (restarted,
+    /// failed over). Once one answers they go on where they stopped; when
+    /// the time runs out they exit 3. Whole numbers with h, m, s or ms (30s,
+    /// 5m; 0s gives up at once), e.g. `drover --reconnect-timeout 5m run
+    /// --follow ci.yml`.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_RECONNECT_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    reconnect_timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +78,10 @@ enum Command {
         /// Show live progress until the run ends; exit 1 if it fails.
         #[arg(long, short)]
         follow: bool,
+        /// With --follow: print job output as the steps wrote it, terminal
+        /// escape sequences included (by default only colours pass).
+        #[arg(long, requires = "follow")]
+        raw: bool,
     },
     /// List recent runs, newest first.
     Runs {
@@ -83,6 +104,12 @@ enum Command {
         /// Keep printing until the job ends.
         #[arg(long, short)]
         follow: bool,
+        /// Print the log's bytes as stored. By default colours pass and every
+        /// other control sequence (clear screen, window title, clipboard) is
+        /// shown as text, `^[]52;...`, so job output cannot act on your
+        /// terminal.
+        #[arg(long)]
+        raw: bool,
     },
     /// Cancel a run: queued jobs are dropped and running ones killed.
     Cancel { run: String },
@@ -103,7 +130,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsCommand {
-    /// Create a CA, the coordinator's certificate and the admin certificate.
+    /// Create a CA, the coordinator's certificate and the admin certificate,
+    /// each in its own directory under DIR (ca/, coordinator/, admin/).
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -111,12 +139,19 @@ enum CertsCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Issue a client certificate for each agent NAME.
+    /// Issue a client certificate for each agent NAME, in a bundle directory
+    /// DIR/agents/NAME to copy to the agent's host.
     IssueAgent {
         #[arg(required = true)]
         names: Vec<String>,
+        /// The directory given to `drover certs init` (it holds ca/).
         #[arg(long)]
         dir: PathBuf,
+        /// The labels the agents may claim, as k=v,k=v; they are written
+        /// into the certificate, and the agent's --labels must not go beyond
+        /// them.
+        #[arg(long, default_value = "", value_parser = certs::parse_labels)]
+        labels: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -148,22 +183,106 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Certs { command: CertsCommand::Init { dir, hosts } } => {
             certs::init(&dir, &hosts)?;
-            outln!("created CA, coordinator and admin certificates in {}", dir.display());
+            let (ca, coordinator, admin) = (certs::ca_dir(&dir), certs::coordinator_dir(&dir), certs::admin_dir(&dir));
+            outln!("created a CA, the coordinator's and the admin's certificates in {}:", dir.display());
+            outln!(
+                "  {}/  the CA and its key: keep it offline, with the operator; only \
+                 `drover certs issue-agent --dir {}` needs it",
+                ca.display(),
+                dir.display()
+            );
+            outln!(
+                "  {}/  copy to each coordinator host: drover-coordinator --tls-dir {}",
+                coordinator.display(),
+                coordinator.display()
+            );
+            outln!(
+                "  {}/  for whoever runs the drover CLI: DROVER_TLS_DIR={} (or --tls-dir)",
+                admin.display(),
+                admin.display()
+            );
+            outln!("next, for each agent: drover certs issue-agent NAME --dir {} --labels k=v,...", dir.display());
             Ok(())
         }
-        Command::Certs { command: CertsCommand::IssueAgent { names, dir } } => {
-            certs::issue_agents(&dir, &names)?;
-            for name in &names {
-                outln!("created {}/agent-{name}.pem and agent-{name}-key.pem", dir.display());
+        Command::Certs { command: CertsCommand::IssueAgent { names, dir, labels } } => {
+            let bundles = certs::issue_agents(&dir, &names, &labels)?;
+            let labels = certs::labels_text(&labels);
+            let (shown, flag) = if labels.is_empty() {
+                ("no labels".to_string(), String::new())
+            } else {
+                (format!("labels {labels}"), format!(" --labels {labels}"))
+            };
+            for (name, bundle) in names.iter().zip(&bundles) {
+                outln!(
+                    "created {}/ for agent {name} ({shown}): copy it to the agent's host and start \
+                     drover-agent --name {name}{flag} --tls-dir DIR_ON_THAT_HOST",
+                    bundle.display()
+                );
             }
             Ok(())
         }
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
+        Command::Run { file, repo, reference, path, follow, raw } => {
+            // The file is read and checked before connecting: a file the
+            // coordinator would refuse costs no round trip, and one over
+            // gRPC's message limit would only get a transport error.
+            let source = match (file, repo) {
+                (Some(file), _) => pb::submit_run_request::Source::Inline(pb::InlinePipeline {
+                    file_name: file.to_string_lossy().into_owned(),
+                    yaml: read_pipeline(&file)?,
+                }),
+                (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
+                    repo: absolute_repo(&repo),
+                    r#ref: reference,
+                    file: path,
+                }),
+                (None, None) => unreachable!("clap requires a file or --repo"),
+            };
+            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
+            submit(&mut conn, source, follow, raw, cli.reconnect_timeout).await
+        }
         command => {
             let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
-            control(&mut conn, command).await
+            control(&mut conn, command, cli.reconnect_timeout).await
         }
     }
+}
+
+/// Parses a duration flag: whole numbers each followed by h, m, s or ms,
+/// largest unit first (`90s`, `1m30s`, `500ms`), as the coordinator's flags
+/// take them (less days: nobody waits days for a coordinator).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    const UNITS: [(&str, Duration); 4] = [
+        ("h", Duration::from_secs(3600)),
+        ("m", Duration::from_secs(60)),
+        ("s", Duration::from_secs(1)),
+        ("ms", Duration::from_millis(1)),
+    ];
+    let bad = || {
+        format!(
+            "{text:?} is not a duration: write whole numbers with units h, m, s or ms, largest first (500ms, 30s, 1m30s, 5m)"
+        )
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    // The units not yet used, largest first, so that `30s1m` and `1m1m` fail.
+    let mut units = &UNITS[..];
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let letters = rest[digits..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |n| digits + n);
+        if digits == 0 || letters == digits {
+            return Err(bad());
+        }
+        let number: u32 = rest[..digits].parse().map_err(|_| bad())?;
+        let at = units.iter().position(|&(u, _)| u == &rest[digits..letters]).ok_or_else(bad)?;
+        total = units[at].1.checked_mul(number).and_then(|d| total.checked_add(d)).ok_or_else(bad)?;
+        units = &units[at + 1..];
+        rest = &rest[letters..];
+    }
+    Ok(total)
 }
 
 fn fmt_ms(ms: u64) -> String {
@@ -182,6 +301,75 @@ fn fmt_ms(ms: u64) -> String {
     }
 }
 
+/// The coordinator's limit on a pipeline file (`MAX_FILE_BYTES` in
+/// coordinator/src/pipeline/mod.rs; the CLI does not depend on the
+/// coordinator crate).
+const MAX_PIPELINE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a pipeline file, refusing one over the coordinator's limit with
+/// exit 2 before reading it all.
+pub(crate) fn read_pipeline(file: &Path) -> Result<String, Exit> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Exit::new(EXIT_INVALID, format!("cannot read {}: {e}", file.display()));
+    let too_big = |size: String| {
+        Exit::new(
+            EXIT_INVALID,
+            format!(
+                "{} is {size}, over the limit of 1 MiB ({MAX_PIPELINE_BYTES} bytes) for a pipeline file; \
+                 split it into several pipelines, or move long scripts into files in the repository",
+                file.display()
+            ),
+        )
+    };
+    let f = std::fs::File::open(file).map_err(cannot)?;
+    let size = f.metadata().map_err(cannot)?.len();
+    if size > MAX_PIPELINE_BYTES {
+        return Err(too_big(format!("{size} bytes")));
+    }
+    // A pipe or a file that grew since has no trustworthy size: read one
+    // byte past the limit at most.
+    let mut bytes = Vec::new();
+    f.take(MAX_PIPELINE_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PIPELINE_BYTES {
+        return Err(too_big("more than that".to_string()));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Exit::new(EXIT_INVALID, format!("cannot read {}: it is not UTF-8 text", file.display())))
+}
+
+/// `drover run`: submits the pipeline and, with `follow`, shows the run,
+/// waiting up to `reconnect` for a coordinator that went away.
+async fn submit(
+    conn: &mut Conn,
+    source: pb::submit_run_request::Source,
+    follow: bool,
+    raw: bool,
+    reconnect: Duration,
+) -> anyhow::Result<()> {
+    let req = pb::SubmitRunRequest { source: Some(source) };
+    // Not idempotent: retried only on a follower's refusal.
+    // Inside a traced step (TRACEPARENT set), the new run continues
+    // that trace.
+    let traceparent: Option<tonic::metadata::MetadataValue<_>> =
+        std::env::var("TRACEPARENT").ok().and_then(|t| t.parse().ok());
+    let resp = conn
+        .call(false, |mut c| {
+            let mut request = tonic::Request::new(req.clone());
+            if let Some(tp) = &traceparent {
+                request.metadata_mut().insert("traceparent", tp.clone());
+            }
+            async move { c.submit_run(request).await }
+        })
+        .await?;
+    if follow {
+        eprintln!("submitted run {}", resp.run_id);
+        follow::follow(conn, &resp.run_id, raw, reconnect).await?;
+    } else {
+        outln!("{}", resp.run_id);
+    }
+    Ok(())
+}
+
 fn absolute_repo(repo: &str) -> String {
     // A local path must be absolute: the coordinator and the agents resolve
     // it from their own working directories.
@@ -195,48 +383,10 @@ fn absolute_repo(repo: &str) -> String {
     repo.to_string()
 }
 
-async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
+/// Every command but `run`, `certs` and `dev`; `reconnect` is how long a
+/// log stream that broke waits for a coordinator.
+async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyhow::Result<()> {
     match command {
-        Command::Run { file, repo, reference, path, follow } => {
-            let source = match (file, repo) {
-                (Some(file), _) => {
-                    let yaml = std::fs::read_to_string(&file)
-                        .map_err(|e| Exit::new(EXIT_INVALID, format!("cannot read {}: {e}", file.display())))?;
-                    pb::submit_run_request::Source::Inline(pb::InlinePipeline {
-                        file_name: file.to_string_lossy().into_owned(),
-                        yaml,
-                    })
-                }
-                (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
-                    repo: absolute_repo(&repo),
-                    r#ref: reference,
-                    file: path,
-                }),
-                (None, None) => unreachable!("clap requires a file or --repo"),
-            };
-            let req = pb::SubmitRunRequest { source: Some(source) };
-            // Not idempotent: retried only on a follower's refusal.
-            // Inside a traced step (TRACEPARENT set), the new run continues
-            // that trace.
-            let traceparent: Option<tonic::metadata::MetadataValue<_>> =
-                std::env::var("TRACEPARENT").ok().and_then(|t| t.parse().ok());
-            let resp = conn
-                .call(false, |mut c| {
-                    let mut request = tonic::Request::new(req.clone());
-                    if let Some(tp) = &traceparent {
-                        request.metadata_mut().insert("traceparent", tp.clone());
-                    }
-                    async move { c.submit_run(request).await }
-                })
-                .await?;
-            if follow {
-                eprintln!("submitted run {}", resp.run_id);
-                follow::follow(conn, &resp.run_id).await?;
-            } else {
-                outln!("{}", resp.run_id);
-            }
-            Ok(())
-        }
         Command::Runs { limit } => {
             let runs = conn.call(true, |c| c_call!(c.list_runs(pb::ListRunsRequest { limit }))).await?.runs;
             outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
@@ -256,34 +406,80 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Logs { run, job, attempt, follow } => {
+        Command::Logs { run, job, attempt, follow, raw } => {
             use std::io::Write;
             let req = pb::GetLogsRequest { run_id: run, job, attempt, follow };
             let mut seen = follow::LogSeen::default();
             let mut out = std::io::stdout().lock();
             let mut last_attempt = 0;
-            // A stream that breaks (the coordinator died) is opened again on
-            // another coordinator; what was printed already is skipped.
-            'stream: loop {
-                let mut stream = conn.call(true, |c| c_call!(c.get_logs(req.clone()))).await?;
-                loop {
-                    let chunk = match stream.message().await {
-                        Ok(Some(chunk)) => chunk,
-                        Ok(None) => break 'stream,
-                        Err(status) if follow::retry_stream(&status) => continue 'stream,
-                        Err(status) => return Err(client::status_exit(status).into()),
-                    };
-                    let Some(data) = seen.fresh(&chunk) else { continue };
-                    if chunk.attempt != last_attempt && last_attempt != 0 {
-                        writeln!(out, "--- attempt {} ---", chunk.attempt)?;
+            // One sanitiser for the whole log: a sequence cut between two
+            // chunks is finished by the next one.
+            let mut clean = term::Sanitizer::new();
+            let mut buf = Vec::new();
+            let mut patience = client::Patience::new(
+                reconnect,
+                format!(
+                    "the job goes on without this client: `drover logs {} {}{}` shows its log again",
+                    req.run_id,
+                    req.job,
+                    if follow { " --follow" } else { "" }
+                ),
+            );
+            // A stream that breaks (the coordinator died, or was restarted)
+            // is opened again, on it once it is back or on another
+            // coordinator; it starts from the beginning of the log, and
+            // what was printed already is skipped. The first open fails at
+            // once, as any other command does, when no coordinator answers.
+            let mut stream = Some(conn.call(true, |c| c_call!(c.get_logs(req.clone()))).await?);
+            let mut broke = None;
+            loop {
+                let open = match stream.as_mut() {
+                    Some(open) => open,
+                    None => {
+                        let opened = conn
+                            .call_patiently(
+                                &mut patience,
+                                broke.take(),
+                                |n| follow::notice(None, n),
+                                |c| c_call!(c.get_logs(req.clone())),
+                            )
+                            .await?;
+                        stream.insert(opened)
                     }
-                    last_attempt = chunk.attempt;
-                    out.write_all(data)?;
-                    if follow {
-                        out.flush()?;
+                };
+                let chunk = match open.message().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(status) if follow::retry_stream(&status) => {
+                        (stream, broke) = (None, Some(status));
+                        continue;
                     }
+                    Err(status) => return Err(client::status_exit(status).into()),
+                };
+                if let Some(after) = patience.heard() {
+                    follow::back(None, conn.url(), after);
+                }
+                let Some(data) = seen.fresh(&chunk) else { continue };
+                buf.clear();
+                if chunk.attempt != last_attempt && last_attempt != 0 {
+                    // What the last attempt left unfinished ends with it.
+                    clean.finish(&mut buf);
+                    buf.extend_from_slice(format!("--- attempt {} ---\n", chunk.attempt).as_bytes());
+                }
+                last_attempt = chunk.attempt;
+                if raw {
+                    buf.extend_from_slice(data);
+                } else {
+                    clean.push(data, &mut buf);
+                }
+                out.write_all(&buf)?;
+                if follow {
+                    out.flush()?;
                 }
             }
+            buf.clear();
+            clean.finish(&mut buf);
+            out.write_all(&buf)?;
             Ok(())
         }
         Command::Cancel { run } => {
@@ -299,6 +495,7 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
                 labels.sort();
                 let seen = match (a.connected, a.draining) {
                     (true, true) => "draining".to_string(),
+                    (true, false) if !a.unready.is_empty() => format!("connected (not ready: {})", a.unready),
                     (true, false) => "connected".to_string(),
                     (false, _) => fmt_ms(a.last_seen_ms),
                 };
@@ -331,7 +528,9 @@ async fn control(conn: &mut Conn, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Certs { .. } | Command::Dev(_) => unreachable!("handled without a connection"),
+        Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } => {
+            unreachable!("handled in run()")
+        }
     }
 }
 
@@ -386,4 +585,29 @@ fn run_json(r: &pb::Run) -> serde_json::Value {
         "finished_ms": r.finished_ms,
         "jobs": jobs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags() {
+        let ok = [
+            ("60s", Duration::from_secs(60)),
+            ("0s", Duration::ZERO),
+            ("5m", Duration::from_secs(300)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1h", Duration::from_secs(3600)),
+            ("500ms", Duration::from_millis(500)),
+            ("2s500ms", Duration::from_millis(2500)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for text in ["", "60", "s", "1.5s", "30s1m", "1m1m", "5 m", "1d", "-1s", "99999999999s"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("is not a duration"), "{text}: {err}");
+        }
+    }
 }

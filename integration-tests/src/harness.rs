@@ -4,10 +4,17 @@
 //! Every process is killed when its handle drops, so a failing test leaves
 //! nothing running. Each process's stderr goes to a file in the test's
 //! directory, and the file's tail is printed when a wait times out.
+//!
+//! Certificates are laid out as `drover certs init` makes them for a real
+//! deployment: the coordinator, the CLI and each agent get their own
+//! directory, and each agent's certificate carries the labels it is started
+//! with.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -288,6 +295,13 @@ impl Etcd {
         v["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision")
     }
 
+    /// The size of the database file of the first member that answers, in
+    /// bytes.
+    pub fn db_size(&self) -> u64 {
+        let v = self.gateway("/v3/maintenance/status", "{}");
+        v["dbSize"].as_str().and_then(|s| s.parse().ok()).expect("a dbSize")
+    }
+
     /// Whether the history at `revision` is gone (compacted).
     pub fn is_compacted(&self, revision: u64) -> bool {
         let v = self.gateway("/v3/kv/range", &format!(r#"{{"key":"AA==","revision":"{revision}"}}"#));
@@ -335,7 +349,13 @@ pub struct AgentSpec<'a> {
 
 pub struct Fleet {
     pub dir: TempDir,
+    /// What `drover certs init --dir` was given: ca/, coordinator/, admin/
+    /// and agents/NAME/.
+    pub certs: PathBuf,
+    /// The admin's TLS directory (certs/admin), which the CLI uses.
     pub tls: PathBuf,
+    /// The labels of each agent certificate the harness issued, by name.
+    issued: Mutex<HashMap<String, String>>,
     /// Each coordinator's address (host:port), by index.
     pub addrs: Vec<String>,
     pub coordinators: Vec<Option<Proc>>,
@@ -361,7 +381,8 @@ impl Fleet {
         fleet
     }
 
-    /// `n` coordinators sharing one etcd.
+    /// `n` coordinators sharing one etcd and one `--blob-dir` (blobs in the
+    /// test directory).
     pub fn start_ha(tag: &str, etcd: &Etcd, n: usize) -> Fleet {
         Fleet::start_ha_with(tag, etcd, n, &[])
     }
@@ -374,6 +395,13 @@ impl Fleet {
         let mut args = vec!["--etcd", &endpoints, "--etcd-prefix", &prefix];
         args.extend_from_slice(coordinator_args);
         let mut fleet = Fleet::empty(tag, &args);
+        // Coordinators on one etcd share one blob directory, as they must
+        // in production, so any of them serves any log (unless the test
+        // gives its own).
+        if !fleet.coordinator_args.iter().any(|a| a == "--blob-dir") {
+            let blobs = fleet.dir.path().join("blobs").to_str().expect("utf-8 path").to_string();
+            fleet.coordinator_args.extend(["--blob-dir".to_string(), blobs]);
+        }
         for i in 0..n {
             fleet.start_coordinator(i, "127.0.0.1:0");
         }
@@ -382,17 +410,19 @@ impl Fleet {
 
     fn empty(tag: &str, coordinator_args: &[&str]) -> Fleet {
         let dir = TempDir::new(tag);
-        let tls = dir.path().join("tls");
+        let certs = dir.path().join("certs");
         let out = Command::new(bin("drover"))
             .args(["certs", "init", "--dir"])
-            .arg(&tls)
+            .arg(&certs)
             .output()
             .expect("run drover certs init");
         assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
         Fleet {
             dir,
-            tls,
+            tls: certs.join("admin"),
+            certs,
+            issued: Mutex::new(HashMap::new()),
             addrs: Vec::new(),
             coordinators: Vec::new(),
             metrics: Vec::new(),
@@ -429,7 +459,7 @@ impl Fleet {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("data-{i}")))
             .arg("--tls-dir")
-            .arg(&self.tls)
+            .arg(self.coordinator_tls())
             .args(&self.coordinator_args)
             .env("DROVER_LOG", "info,drover_coordinator=debug")
             .stdout(Stdio::piped())
@@ -502,7 +532,7 @@ impl Fleet {
         let urls = spec.urls.map_or_else(|| self.url(), str::to_string);
         let work_dir = spec.work_dir.map_or_else(|| self.dir.path().join("work").join(name), Path::to_path_buf);
         let (labels, slots, extra, envs) = (spec.labels, spec.slots.max(1), spec.extra, spec.envs);
-        self.issue_agent_certs(&[name.to_string()]);
+        self.ensure_agent_cert(name, labels);
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let with_metrics = extra.contains(&"--metrics-listen");
@@ -511,7 +541,7 @@ impl Fleet {
             .arg("--work-dir")
             .arg(&work_dir)
             .arg("--tls-dir")
-            .arg(&self.tls)
+            .arg(self.agent_tls(name))
             .args(extra)
             .env("DROVER_LOG", "info,drover_agent=debug")
             .envs(envs.iter().copied())
@@ -535,18 +565,54 @@ impl Fleet {
         (self.agents.len() - 1, metrics)
     }
 
-    /// Issues agent certificates for every name that has none yet, with
-    /// one `drover certs issue-agent` per batch of 500 names (thousands of
-    /// names would overflow a command line).
+    /// The coordinators' TLS directory (certs/coordinator).
+    pub fn coordinator_tls(&self) -> PathBuf {
+        self.certs.join("coordinator")
+    }
+
+    /// Agent `name`'s TLS directory, the bundle `drover certs issue-agent`
+    /// made (certs/agents/NAME).
+    pub fn agent_tls(&self, name: &str) -> PathBuf {
+        self.certs.join("agents").join(name)
+    }
+
+    /// Makes sure agent `name` has a certificate with exactly `labels`, as
+    /// the coordinator wants an agent's `--labels` within its certificate's:
+    /// issued at the name's first start, and again when a later start asks
+    /// for other labels. A bundle the harness did not issue (a test put it
+    /// there) is used as it is.
+    fn ensure_agent_cert(&self, name: &str, labels: &str) {
+        let issued = self.issued.lock().expect("issued lock").get(name).cloned();
+        match issued {
+            Some(l) if l == labels => return,
+            Some(_) => std::fs::remove_dir_all(self.agent_tls(name)).expect("remove the agent's old bundle"),
+            None if self.agent_tls(name).exists() => return,
+            None => {}
+        }
+        self.issue_agent_certs_with_labels(&[name.to_string()], labels);
+        self.issued.lock().expect("issued lock").insert(name.to_string(), labels.to_string());
+    }
+
+    /// Issues agent certificates without labels for every name that has
+    /// none yet; see [`Fleet::issue_agent_certs_with_labels`].
     pub fn issue_agent_certs(&self, names: &[String]) {
-        let missing: Vec<&String> =
-            names.iter().filter(|n| !self.tls.join(format!("agent-{n}.pem")).exists()).collect();
+        self.issue_agent_certs_with_labels(names, "");
+    }
+
+    /// Issues agent certificates with `labels` (k=v,k=v) for every name
+    /// that has none yet, each in its bundle ([`Fleet::agent_tls`]); agents
+    /// started later under these names use them as they are, whatever
+    /// labels they claim. One `drover certs issue-agent` per batch of 500
+    /// names (thousands of names would overflow a command line).
+    pub fn issue_agent_certs_with_labels(&self, names: &[String], labels: &str) {
+        let missing: Vec<&String> = names.iter().filter(|n| !self.agent_tls(n).exists()).collect();
         for batch in missing.chunks(500) {
             let out = Command::new(bin("drover"))
                 .args(["certs", "issue-agent"])
                 .args(batch.iter().map(|n| n.as_str()))
                 .arg("--dir")
-                .arg(&self.tls)
+                .arg(&self.certs)
+                .args(["--labels", labels])
                 .stdout(Stdio::null())
                 .output()
                 .expect("run drover certs issue-agent");
@@ -666,6 +732,20 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// The pid of an agent's step watcher: its child started as
+/// `drover-agent __watch-steps` (see drover_agent::watch). Tests that need
+/// an agent's steps to outlive it (leftovers) stop it first.
+pub fn step_watcher(agent: &Proc) -> Option<i32> {
+    let agent = agent.child.id().to_string();
+    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        ppid.as_deref() == Some(agent.as_str())
+            && cmdline.split(|b| *b == 0).nth(1) == Some(b"__watch-steps".as_slice())
+    })
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -673,4 +753,27 @@ pub fn text(bytes: &[u8]) -> String {
 /// Reads a marker file that steps append lines to.
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// A tmpfs of `size` (as mount takes it: `5m`) mounted at `path`, for tests
+/// of full disks; unmounted when dropped. Mounting needs root
+/// (CAP_SYS_ADMIN): the error says why it failed, for a test to skip.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() { Ok(Tmpfs(path.to_path_buf())) } else { Err(text(&out.stderr)) }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

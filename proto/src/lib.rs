@@ -20,3 +20,9 @@ pub mod metadata {
     /// [`LEADER`] it means an election is under way.
     pub const NOT_LEADER: &str = "drover-not-leader";
 }
+
+/// The largest log chunk a coordinator takes, in bytes. Agents read a
+/// step's output 64 KiB at a time and add at most a short truncation marker,
+/// so a well-behaved agent stays far below it; a bigger chunk is refused and
+/// the attempt that sent it is ended as lost.
+pub const MAX_LOG_CHUNK_BYTES: usize = 128 * 1024;

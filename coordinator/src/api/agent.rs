@@ -6,11 +6,14 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as In;
 use pb::coordinator_message::Msg as Out;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
@@ -19,16 +22,60 @@ use super::require_agent;
 use super::status::ApiError;
 use crate::leader::Role;
 use crate::machine::Outcome;
+use crate::metrics::METRICS;
 use crate::scheduler::{AgentHello, Event, ToAgent};
 
 pub struct AgentApi {
     role: watch::Receiver<Role>,
     next_conn: AtomicU64,
+    /// The attempt lease TTL: heartbeats that change nothing go to the
+    /// scheduler (and renew leases) every quarter of it.
+    lease_ttl: Duration,
 }
 
 impl AgentApi {
-    pub fn new(role: watch::Receiver<Role>) -> AgentApi {
-        AgentApi { role, next_conn: AtomicU64::new(1) }
+    pub fn new(role: watch::Receiver<Role>, lease_ttl: Duration) -> AgentApi {
+        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl }
+    }
+}
+
+/// Decides which of a session's heartbeats go on to the scheduler. Every
+/// heartbeat is acknowledged at the edge as it arrives (so an agent can tell
+/// a frozen coordinator from a quiet one), but only those that say something
+/// new (what the agent runs, whether it drains, whether it is ready) or that
+/// are due to renew leases reach the scheduler: agents heartbeat often for
+/// the sake of failure detection, and the scheduler need not hear them all.
+#[derive(Debug)]
+struct HeartbeatGate {
+    /// Send one on at least this often, so leases are renewed.
+    every: Duration,
+    last: Option<(Instant, Vec<String>, bool, String)>,
+    /// The latest heartbeat sent on to the scheduler.
+    renewed_seq: u64,
+}
+
+impl HeartbeatGate {
+    fn new(every: Duration) -> HeartbeatGate {
+        HeartbeatGate { every, last: None, renewed_seq: 0 }
+    }
+
+    /// Whether heartbeat `h`, arriving at `now`, goes on to the scheduler;
+    /// and the acknowledgement's `renewed_seq`.
+    fn take(&mut self, h: &pb::Heartbeat, now: Instant) -> (bool, u64) {
+        let forward = match &self.last {
+            None => true,
+            Some((at, running, draining, unready)) => {
+                now.duration_since(*at) >= self.every
+                    || running != &h.running
+                    || *draining != h.draining
+                    || unready != &h.unready
+            }
+        };
+        if forward {
+            self.last = Some((now, h.running.clone(), h.draining, h.unready.clone()));
+            self.renewed_seq = h.seq;
+        }
+        (forward, self.renewed_seq)
     }
 }
 
@@ -36,11 +83,14 @@ impl AgentApi {
 /// session belongs to, which agents use to refuse a deposed leader.
 fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
     let msg = match msg {
-        ToAgent::Welcome { heartbeat, lease_ttl, epoch } => Out::Welcome(pb::Welcome {
+        ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
             epoch,
             heartbeat_ms: heartbeat.as_millis() as u32,
             lease_ttl_ms: lease_ttl.as_millis() as u32,
+            ack_timeout_ms: ack_timeout.as_millis() as u32,
+            fence_ms: fence.as_millis() as u32,
         }),
+        ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => Out::Assign(pb::Assign {
             attempt_id: a.id.to_string(),
             run_id: a.id.run.to_string(),
@@ -66,7 +116,12 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
     let name = name.to_string();
     Ok(match msg {
         In::Hello(_) => return Err(ApiError::Invalid("Hello may only be the first message".into())),
-        In::Heartbeat(h) => Event::Heartbeat { conn, name, running: h.running, draining: h.draining },
+        In::Heartbeat(h) => {
+            check_held(&h.running).map_err(ApiError::Invalid)?;
+            check_unready(&h.unready).map_err(ApiError::Invalid)?;
+            let received = Instant::now();
+            Event::Heartbeat { conn, name, running: h.running, draining: h.draining, unready: h.unready, received }
+        }
         In::Accepted(a) => Event::Accepted { conn, name, id: a.attempt_id },
         In::Log(l) => Event::Log { conn, name, id: l.attempt_id, offset: l.offset, data: l.data },
         In::Result(r) => {
@@ -84,6 +139,107 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
     })
 }
 
+/// Most labels an agent may have.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key and value, in bytes.
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 255;
+/// Most slots an agent may offer (the agent's own flag allows as many).
+pub const MAX_SLOTS: u32 = 1024;
+/// Most attempts a Hello or heartbeat may list, and the longest id.
+pub const MAX_HELD: usize = 4096;
+pub const MAX_ATTEMPT_ID: usize = 512;
+
+/// Checks what an agent says about itself at Hello, before anything of it
+/// reaches the scheduler or the store: an agent is untrusted, and its
+/// labels are stored with its record.
+fn check_hello(
+    labels: &BTreeMap<String, String>,
+    slots: u32,
+    running: &[String],
+    instance: &str,
+    unready: &str,
+) -> Result<(), String> {
+    if slots == 0 || slots > MAX_SLOTS {
+        return Err(format!("an agent offers 1 to {MAX_SLOTS} slots, not {slots}"));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(format!("{} labels are more than the limit of {MAX_LABELS}", labels.len()));
+    }
+    for (key, value) in labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY || value.is_empty() || value.len() > MAX_LABEL_VALUE {
+            return Err(format!(
+                "label {:?} must have a key of 1 to {MAX_LABEL_KEY} bytes and a value of 1 to {MAX_LABEL_VALUE} bytes",
+                abbreviate(key)
+            ));
+        }
+    }
+    check_held(running)?;
+    check_unready(unready)?;
+    if instance.len() > 64 {
+        return Err("the instance id is longer than 64 bytes".into());
+    }
+    Ok(())
+}
+
+/// The labels an agent gets: those its certificate gives it. Labels decide
+/// where jobs (and later deployments and secrets) go, so they belong to the
+/// coordinator, not to what the agent says; an agent that claims a label its
+/// certificate does not give it is refused with what to do. Claiming fewer
+/// (or none) is fine: the agent still gets all of its certificate's.
+fn owned_labels(
+    name: &str,
+    claimed: &BTreeMap<String, String>,
+    cert: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let beyond: Vec<String> =
+        claimed.iter().filter(|(k, v)| cert.get(*k) != Some(*v)).map(|(k, v)| format!("{k}={v}")).collect();
+    if beyond.is_empty() {
+        return Ok(cert.clone());
+    }
+    let given = if cert.is_empty() {
+        "none".to_string()
+    } else {
+        cert.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    };
+    let wanted: BTreeMap<&String, &String> = cert.iter().chain(claimed.iter()).collect();
+    let wanted = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    Err(format!(
+        "agent {name:?} claims labels its certificate does not give it: {} (the certificate gives: {given}); \
+         labels belong to the coordinator: issue the agent a certificate with them \
+         (`drover certs issue-agent {name} --dir DIR --labels {wanted}`), or drop them from --labels",
+        beyond.join(",")
+    ))
+}
+
+/// The longest reason an agent may give for not being ready.
+pub const MAX_UNREADY: usize = 512;
+
+fn check_unready(unready: &str) -> Result<(), String> {
+    if unready.len() > MAX_UNREADY {
+        return Err(format!("its reason for not being ready is longer than {MAX_UNREADY} bytes"));
+    }
+    Ok(())
+}
+
+/// The attempts a Hello or heartbeat lists.
+fn check_held(running: &[String]) -> Result<(), String> {
+    if running.len() > MAX_HELD {
+        return Err(format!("it lists {} attempts it holds, more than the limit of {MAX_HELD}", running.len()));
+    }
+    if let Some(id) = running.iter().find(|id| id.len() > MAX_ATTEMPT_ID) {
+        return Err(format!("attempt id {:?} is longer than {MAX_ATTEMPT_ID} bytes", abbreviate(id)));
+    }
+    Ok(())
+}
+
+fn abbreviate(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -92,6 +248,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let name = require_agent(&req)?;
+        let cert_labels = super::agent_cert_labels(&req)?;
+        let remote = req.remote_addr();
         let (sched, epoch) = super::leader(&self.role)?;
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -105,12 +263,25 @@ impl pb::agent_service_server::AgentService for AgentApi {
             ))
             .into());
         }
-        if hello.slots == 0 {
-            return Err(ApiError::Invalid("an agent needs at least one slot".into()).into());
+        let claimed: BTreeMap<String, String> = hello.labels.into_iter().collect();
+        if let Err(why) = check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready) {
+            METRICS.agent_refusals.inc();
+            warn!(agent = %name, reason = %why, "refused an agent's Hello");
+            return Err(ApiError::Invalid(format!("agent {name:?}: {why}")).into());
         }
+        let labels = match owned_labels(&name, &claimed, &cert_labels) {
+            Ok(labels) => labels,
+            Err(why) => {
+                METRICS.agent_refusals.inc();
+                warn!(agent = %name, reason = %why, "refused an agent's labels");
+                return Err(ApiError::PermissionDenied(why).into());
+            }
+        };
+        let peer = remote.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(4096);
-        let labels: BTreeMap<String, String> = hello.labels.into_iter().collect();
+        let (reply, accepted) = oneshot::channel();
+        let acks = tx.clone();
         sched
             .send(Event::AgentHello(AgentHello {
                 conn,
@@ -119,14 +290,47 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 slots: hello.slots,
                 running: hello.running,
                 draining: hello.draining,
+                unready: hello.unready,
+                instance: hello.instance_id,
+                peer,
                 tx,
+                reply,
             }))
             .await
             .map_err(ApiError::from)?;
+        match accepted.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(ApiError::AlreadyConnected(why).into()),
+            Err(_) => return Err(ApiError::from(crate::scheduler::SchedError::Stopped).into()),
+        }
 
+        let mut gate = HeartbeatGate::new(self.lease_ttl / 4);
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
+                    // A term that ended takes its sessions with it: no more
+                    // acknowledgements, the agent goes to the next leader.
+                    Ok(Some(_)) if sched.is_closed() => break,
+                    Ok(Some(pb::AgentMessage { msg: Some(In::Heartbeat(h)) })) => {
+                        let (forward, renewed_seq) = gate.take(&h, Instant::now());
+                        // Acknowledged on arrival, before the scheduler (or
+                        // the store behind it) is involved: the ack says this
+                        // process is alive and holds the session. A full
+                        // buffer means the agent stopped reading; its own
+                        // timeout will tell it.
+                        let _ = acks.try_send(ToAgent::HeartbeatAck { seq: h.seq, renewed_seq });
+                        if !forward {
+                            continue;
+                        }
+                        match to_event(conn, &name, In::Heartbeat(h)) {
+                            Ok(event) => {
+                                if sched.send(event).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => warn!(agent = %name, error = %e, "ignored a malformed message"),
+                        }
+                    }
                     Ok(Some(pb::AgentMessage { msg: Some(msg) })) => match to_event(conn, &name, msg) {
                         Ok(event) => {
                             if sched.send(event).await.is_err() {
@@ -147,5 +351,106 @@ impl pb::agent_service_server::AgentService for AgentApi {
         });
         let out = ReceiverStream::new(rx).map(move |m| Ok(to_proto(m, epoch)));
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_has_the_labels_of_its_certificate_and_no_others() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let cert = map(&[("os", "linux"), ("role", "web")]);
+        // (what, claimed, the labels it gets, or the start of the refusal)
+        type Case<'a> = (&'a str, BTreeMap<String, String>, Result<BTreeMap<String, String>, &'a str>);
+        let cases: Vec<Case> = vec![
+            ("claims exactly its certificate's", cert.clone(), Ok(cert.clone())),
+            ("claims fewer: still gets all", map(&[("os", "linux")]), Ok(cert.clone())),
+            ("claims none", map(&[]), Ok(cert.clone())),
+            (
+                "claims another value",
+                map(&[("role", "db")]),
+                Err(
+                    "agent \"a1\" claims labels its certificate does not give it: role=db (the certificate gives: os=linux,role=web)",
+                ),
+            ),
+            (
+                "claims an extra label",
+                map(&[("gpu", "yes")]),
+                Err("agent \"a1\" claims labels its certificate does not give it: gpu=yes"),
+            ),
+        ];
+        for (what, claimed, want) in cases {
+            let got = owned_labels("a1", &claimed, &cert);
+            match (&got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, &want, "{what}"),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "{what}: {got}"),
+                _ => panic!("{what}: {got:?}"),
+            }
+        }
+        let err = owned_labels("b", &map(&[("role", "b")]), &map(&[])).unwrap_err();
+        assert!(err.contains("(the certificate gives: none)"), "{err}");
+        assert!(err.contains("`drover certs issue-agent b --dir DIR --labels role=b`"), "{err}");
+    }
+
+    #[test]
+    fn heartbeats_are_acknowledged_and_passed_on_when_new_or_due() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let hb = |seq: u64, running: &[&str], draining: bool, unready: &str| pb::Heartbeat {
+            running: running.iter().map(|s| s.to_string()).collect(),
+            draining,
+            seq,
+            unready: unready.into(),
+        };
+        let mut gate = HeartbeatGate::new(ms(2500));
+        // (what, heartbeat, arrival after start, passed on, renewed_seq)
+        let cases = [
+            ("the first", hb(1, &["1/a/1"], false, ""), 0, true, 1),
+            ("nothing new, not due", hb(2, &["1/a/1"], false, ""), 1000, false, 1),
+            ("another attempt", hb(3, &["1/a/1", "1/b/1"], false, ""), 1500, true, 3),
+            ("nothing new", hb(4, &["1/a/1", "1/b/1"], false, ""), 2500, false, 3),
+            ("due: a quarter TTL since the last", hb(5, &["1/a/1", "1/b/1"], false, ""), 4000, true, 5),
+            ("draining", hb(6, &["1/a/1", "1/b/1"], true, ""), 4100, true, 6),
+            ("not ready", hb(7, &["1/a/1", "1/b/1"], true, "disk"), 4200, true, 7),
+            ("nothing new", hb(8, &["1/a/1", "1/b/1"], true, "disk"), 4300, false, 7),
+        ];
+        for (what, h, at, forward, renewed) in cases {
+            assert_eq!(gate.take(&h, start + ms(at)), (forward, renewed), "{what}");
+        }
+    }
+
+    #[test]
+    fn hellos_are_checked_at_the_edge() {
+        let labels = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        };
+        let ok = labels(&[("os", "linux".into())]);
+        assert_eq!(check_hello(&ok, 4, &[], "abc", ""), Ok(()));
+        let long = "x".repeat(MAX_UNREADY + 1);
+        assert!(check_hello(&ok, 4, &[], "abc", &long).unwrap_err().starts_with("its reason for not being ready"));
+        let many: BTreeMap<String, String> = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let long_id = "x".repeat(MAX_ATTEMPT_ID + 1);
+        let too_many_held: Vec<String> = (0..=MAX_HELD).map(|i| format!("1/a/{i}")).collect();
+        // (what, labels, slots, running, instance, the start of the refusal)
+        type Case<'a> = (&'a str, BTreeMap<String, String>, u32, Vec<String>, String, &'a str);
+        let bad: Vec<Case> = vec![
+            ("no slots", ok.clone(), 0, vec![], String::new(), "an agent offers 1 to 1024 slots, not 0"),
+            ("too many slots", ok.clone(), 5000, vec![], String::new(), "an agent offers 1 to 1024 slots, not 5000"),
+            ("too many labels", many, 1, vec![], String::new(), "65 labels are more than the limit of 64"),
+            ("huge value", labels(&[("k", "v".repeat(2_000_000))]), 1, vec![], String::new(), "label \"k\" must have"),
+            ("empty value", labels(&[("k", String::new())]), 1, vec![], String::new(), "label \"k\" must have"),
+            ("long key", labels(&[(&"k".repeat(64), "v".into())]), 1, vec![], String::new(), "label \"kkkk"),
+            ("long attempt id", ok.clone(), 1, vec![long_id], String::new(), "attempt id \"xxx"),
+            ("too many held", ok.clone(), 1, too_many_held, String::new(), "it lists 4097 attempts"),
+            ("long instance", ok.clone(), 1, vec![], "i".repeat(65), "the instance id is longer than 64 bytes"),
+        ];
+        for (what, labels, slots, running, instance, want) in bad {
+            let err = check_hello(&labels, slots, &running, &instance, "").unwrap_err();
+            assert!(err.starts_with(want), "{what}: {err}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The control service used by the `drover` CLI. Reads (runs, status, logs,
 //! watches) go straight to the store, so they never queue behind the
-//! scheduler; writes (submit, cancel) go through the scheduler.
+//! scheduler; writes (submit, cancel) go through the scheduler. A log
+//! chunk's key holds only its length and checksum: its bytes are read from
+//! the attempt's segment file (`crate::segments`), checked, and sent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ use crate::keys::{self, RunKey};
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::machine::{JobRecord, RunId, RunRecord, Source};
 use crate::scheduler::{self, RunSummary};
-use crate::store::{KeyValue, Store, WatchMessage, decode};
+use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
+use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
 use crate::{git, pipeline};
 
 /// Most runs `drover runs` lists at once.
@@ -28,15 +31,67 @@ pub struct ControlApi {
     role: watch::Receiver<Role>,
     /// The store, unfenced: reads work on any coordinator.
     store: Arc<dyn Store>,
+    /// Where logs' bytes are, for any coordinator given the same directory.
+    segments: Arc<Segments>,
     /// Where git resolution may make temporary clones.
     scratch: PathBuf,
+    /// How long reading a pipeline from git may take.
+    git_timeout: std::time::Duration,
     /// This coordinator's id.
     id: String,
+    /// Becomes true when the coordinator shuts down: open watch and log
+    /// streams end then (see [`until_closing`]), or a graceful shutdown would
+    /// wait for every `drover run --follow` to finish.
+    closing: watch::Receiver<bool>,
+}
+
+/// Ends a response stream, with [`ApiError::ShuttingDown`], once `closing`
+/// turns true.
+fn until_closing<T: Send + 'static>(
+    inner: impl Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
+    closing: watch::Receiver<bool>,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    use tokio_stream::StreamExt;
+    let stream = futures_util::stream::unfold(Some((inner, closing)), |state| async move {
+        let (mut inner, mut closing) = state?;
+        let closed = tokio::select! {
+            item = inner.next() => Err(item),
+            _ = closing.wait_for(|c| *c) => Ok(()),
+        };
+        match closed {
+            Ok(()) => Some((Err(ApiError::ShuttingDown.into()), None)),
+            Err(item) => item.map(|item| (item, Some((inner, closing)))),
+        }
+    });
+    Box::pin(stream)
 }
 
 impl ControlApi {
-    pub fn new(role: watch::Receiver<Role>, store: Arc<dyn Store>, scratch: PathBuf, id: String) -> ControlApi {
-        ControlApi { role, store, scratch, id }
+    /// A leader-only call that found no working scheduler says why when
+    /// the reason is this coordinator's store having stopped for good (a
+    /// deleted data directory, a full disk), not "no leader" or "the
+    /// scheduler has stopped", which send the user looking elsewhere.
+    fn explain(&self, e: ApiError) -> ApiError {
+        match (&e, self.store.stopped().or_else(|| self.segments.stopped())) {
+            (ApiError::NotLeader(None) | ApiError::Sched(crate::scheduler::SchedError::Stopped), Some(reason)) => {
+                ApiError::Store(crate::store::StoreError::Unavailable(format!(
+                    "this coordinator's store has stopped: {reason}"
+                )))
+            }
+            _ => e,
+        }
+    }
+
+    pub fn new(
+        role: watch::Receiver<Role>,
+        store: Arc<dyn Store>,
+        segments: Arc<Segments>,
+        scratch: PathBuf,
+        git_timeout: std::time::Duration,
+        id: String,
+        closing: watch::Receiver<bool>,
+    ) -> ControlApi {
+        ControlApi { role, store, segments, scratch, git_timeout, id, closing }
     }
 }
 
@@ -159,10 +214,10 @@ impl Follower {
         }
     }
 
-    /// Applies one batch of puts and returns the events to send: the log
-    /// chunks not sent before, then the run (when its record changed, with
-    /// every job) or else each changed job.
-    fn batch(&mut self, kvs: Vec<KeyValue>) -> Result<Vec<pb::run_event::Event>, ApiError> {
+    /// Applies one batch of puts and returns what to send: the log chunks
+    /// not sent before (to be read from their segments), then the run (when
+    /// its record changed, with every job) or else each changed job.
+    fn batch(&mut self, kvs: Vec<KeyValue>) -> Result<Batch, ApiError> {
         use pb::run_event::Event as E;
         let mut run_changed = false;
         let mut changed_jobs = Vec::new();
@@ -179,20 +234,19 @@ impl Follower {
                     changed_jobs.push(name);
                 }
                 Some(RunKey::Log { job, attempt, offset }) if self.wants_log(job, attempt) => {
-                    let end = offset + kv.value.len() as u64;
+                    let meta = ChunkMeta::decode(&kv.key, &kv.value)?;
+                    let end = offset + u64::from(meta.len);
                     let seen = self.sent.entry((job.to_string(), attempt)).or_insert(0);
                     if end > *seen {
                         *seen = end;
-                        logs.push(pb::LogData { job: job.to_string(), attempt, offset, data: kv.value });
+                        logs.push(Chunk { job: job.to_string(), attempt, offset, meta });
                     }
                 }
                 _ => {}
             }
         }
-        let Some(record) = &self.record else { return Ok(Vec::new()) };
-        // Output comes before the state change committed with it: the lines
-        // a job printed precede the news that it finished.
-        let mut out: Vec<E> = logs.into_iter().map(E::Log).collect();
+        let Some(record) = &self.record else { return Ok(Batch::default()) };
+        let mut out = Vec::new();
         if run_changed {
             out.push(E::Run(run_view(record, &self.jobs)));
         } else {
@@ -203,7 +257,80 @@ impl Follower {
                 }
             }
         }
-        Ok(out)
+        Ok(Batch { logs, events: out })
+    }
+}
+
+/// What one batch of keys gives a follower to send.
+#[derive(Default)]
+struct Batch {
+    /// Log chunks, in the order to send them.
+    logs: Vec<Chunk>,
+    /// Run and job events, sent after the logs.
+    events: Vec<pb::run_event::Event>,
+}
+
+/// About the most log bytes read from their segments at once, so that
+/// replaying a big log never holds all of it in memory.
+const READ_BYTES: u64 = 4 << 20;
+
+/// Reads chunks of run `id` from their segments and sends them as log
+/// events, then sends `events`. Output comes before the state change
+/// committed with it: the lines a job printed precede the news that it
+/// finished. Returns false when the client has gone.
+async fn send_batch(
+    store: &dyn Store,
+    segments: &Arc<Segments>,
+    id: RunId,
+    batch: Batch,
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+) -> Result<bool, ApiError> {
+    use pb::run_event::Event as E;
+    let mut logs = batch.logs.into_iter().peekable();
+    while logs.peek().is_some() {
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        while let Some(c) = logs.next_if(|_| bytes < READ_BYTES) {
+            bytes += u64::from(c.meta.len);
+            group.push(c);
+        }
+        for log in read_logs(store, segments, id, group).await? {
+            if tx.send(Ok(pb::RunEvent { event: Some(E::Log(log)) })).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    for event in batch.events {
+        if tx.send(Ok(pb::RunEvent { event: Some(event) })).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The bytes of chunks of run `id`, each checked against its checksum. A
+/// missing or damaged segment is an error naming the file and offset; a
+/// missing one of a run that has just been pruned is the run's absence.
+async fn read_logs(
+    store: &dyn Store,
+    segments: &Arc<Segments>,
+    id: RunId,
+    chunks: Vec<Chunk>,
+) -> Result<Vec<pb::LogData>, ApiError> {
+    if chunks.is_empty() {
+        return Ok(Vec::new());
+    }
+    match segments.read_async(id, chunks.clone()).await {
+        Ok(data) => Ok(chunks
+            .into_iter()
+            .zip(data)
+            .map(|(c, data)| pb::LogData { job: c.job, attempt: c.attempt, offset: c.offset, data })
+            .collect()),
+        Err(e @ SegmentError::Missing { .. }) => match store.get(&keys::run(id)).await {
+            Ok(None) => Err(run_not_found(store, id).await),
+            _ => Err(StoreError::from(e).into()),
+        },
+        Err(e) => Err(StoreError::from(e).into()),
     }
 }
 
@@ -214,29 +341,25 @@ impl Follower {
 /// and resends only what the client has not seen.
 async fn follow_run(
     store: Arc<dyn Store>,
+    segments: Arc<Segments>,
     id: RunId,
     filter: WatchFilter,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
     let mut follower = Follower { id, filter, record: None, jobs: BTreeMap::new(), sent: BTreeMap::new() };
-    if let Err(e) = follow(&store, &mut follower, &tx).await {
+    if let Err(e) = follow(&store, &segments, &mut follower, &tx).await {
         let _ = tx.send(Err(e.into())).await;
     }
 }
 
 async fn follow(
     store: &Arc<dyn Store>,
+    segments: &Arc<Segments>,
     f: &mut Follower,
     tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) -> Result<(), ApiError> {
-    let send = |events: Vec<pb::run_event::Event>| async move {
-        for e in events {
-            if tx.send(Ok(pb::RunEvent { event: Some(e) })).await.is_err() {
-                return false;
-            }
-        }
-        true
-    };
+    let id = f.id;
+    let send = |batch: Batch| send_batch(store.as_ref(), segments, id, batch, tx);
     let prefix = keys::run(f.id);
     let created = match store.get(&prefix).await? {
         Some(kv) => kv.create_revision,
@@ -256,13 +379,13 @@ async fn follow(
                 }
                 Some(WatchMessage::Compacted { .. }) | None => break,
             };
-            if !send(f.batch(batch)?).await || f.done() {
+            if !send(f.batch(batch)?).await? || f.done() {
                 return Ok(());
             }
         }
         // History is gone: take a listing and go on from its revision.
         let (kvs, rev) = store.range(&prefix).await?;
-        if !send(f.batch(kvs)?).await || f.done() {
+        if !send(f.batch(kvs)?).await? || f.done() {
             return Ok(());
         }
         start = rev + 1;
@@ -288,15 +411,17 @@ impl pb::control_service_server::ControlService for ControlApi {
                 }
                 let reference = if g.r#ref.is_empty() { "HEAD".to_string() } else { g.r#ref };
                 let file = if g.file.is_empty() { ".drover.yml".to_string() } else { g.file };
-                let resolved = git::resolve(&g.repo, &reference, &file, &self.scratch).await.map_err(ApiError::from)?;
+                let resolved = git::resolve(&g.repo, &reference, &file, &self.scratch, self.git_timeout)
+                    .await
+                    .map_err(ApiError::from)?;
                 let pipeline = pipeline::parse(&file, &resolved.contents).map_err(ApiError::from)?;
                 (pipeline, Source { repo: Some(g.repo), commit: Some(resolved.commit), file })
             }
             None => return Err(ApiError::Invalid("no pipeline given".into()).into()),
         };
         let commit = source.commit.clone().unwrap_or_default();
-        let (sched, _) = super::leader(&self.role)?;
-        let id = sched.submit(pipeline, source, traceparent).await.map_err(ApiError::from)?;
+        let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
+        let id = sched.submit(pipeline, source, traceparent).await.map_err(|e| self.explain(e.into()))?;
         Ok(Response::new(pb::SubmitRunResponse { run_id: id.to_string(), commit }))
     }
 
@@ -326,8 +451,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         let id = parse_run_id(&req.run_id)?;
         let (tx, rx) = mpsc::channel(256);
         let filter = WatchFilter { job: None, attempt: 0, logs: req.logs };
-        tokio::spawn(follow_run(self.store.clone(), id, filter, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tokio::spawn(follow_run(self.store.clone(), self.segments.clone(), id, filter, tx));
+        Ok(Response::new(until_closing(ReceiverStream::new(rx), self.closing.clone())))
     }
 
     type GetLogsStream = LogStream;
@@ -362,28 +487,26 @@ impl pb::control_service_server::ControlService for ControlApi {
         let (tx, rx) = mpsc::channel(256);
         if req.follow {
             let filter = WatchFilter { job: Some(req.job.clone()), attempt: req.attempt, logs: true };
-            tokio::spawn(follow_run(self.store.clone(), id, filter, tx));
+            tokio::spawn(follow_run(self.store.clone(), self.segments.clone(), id, filter, tx));
         } else {
-            let store = self.store.clone();
+            let (store, segments) = (self.store.clone(), self.segments.clone());
             let (job, attempt) = (req.job.clone(), req.attempt);
             tokio::spawn(async move {
                 let prefix =
                     if attempt == 0 { keys::job_logs(id, &job) } else { keys::attempt_logs(id, &job, attempt) };
-                match store.range(&prefix).await {
-                    Ok((kvs, _)) => {
-                        for kv in kvs {
-                            if let Some(RunKey::Log { job, attempt, offset }) = keys::parse_run_key(id, &kv.key) {
-                                let log = pb::LogData { job: job.to_string(), attempt, offset, data: kv.value };
-                                let event = pb::RunEvent { event: Some(pb::run_event::Event::Log(log)) };
-                                if tx.send(Ok(event)).await.is_err() {
-                                    return;
-                                }
-                            }
+                let sent = async {
+                    let (kvs, _) = store.range(&prefix).await?;
+                    let mut logs = Vec::with_capacity(kvs.len());
+                    for kv in &kvs {
+                        if let Some(RunKey::Log { job, attempt, offset }) = keys::parse_run_key(id, &kv.key) {
+                            let meta = ChunkMeta::decode(&kv.key, &kv.value)?;
+                            logs.push(Chunk { job: job.to_string(), attempt, offset, meta });
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e).into())).await;
-                    }
+                    send_batch(store.as_ref(), &segments, id, Batch { logs, events: Vec::new() }, &tx).await
+                };
+                if let Err(e) = sent.await {
+                    let _ = tx.send(Err(e.into())).await;
                 }
             });
         }
@@ -392,14 +515,14 @@ impl pb::control_service_server::ControlService for ControlApi {
             Ok(_) => None,
             Err(s) => Some(Err(s)),
         });
-        Ok(Response::new(Box::pin(logs)))
+        Ok(Response::new(until_closing(logs, self.closing.clone())))
     }
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
         require_admin(&req)?;
         let id = parse_run_id(&req.into_inner().run_id)?;
-        let (sched, _) = super::leader(&self.role)?;
-        sched.cancel(id).await.map_err(ApiError::from)?;
+        let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
+        sched.cancel(id).await.map_err(|e| self.explain(e.into()))?;
         let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
@@ -421,6 +544,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 slots_in_use: a.in_use,
                 connected: a.connected,
                 last_seen_ms: a.last_seen_ms,
+                unready: a.unready,
                 draining: a.draining,
             })
             .collect();

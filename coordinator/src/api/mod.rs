@@ -37,7 +37,7 @@ pub(crate) fn require_admin<T>(req: &Request<T>) -> Result<String, ApiError> {
     match peer(req)? {
         Peer::Admin(name) => Ok(name),
         Peer::Agent(name) => Err(ApiError::PermissionDenied(format!(
-            "the certificate of agent {name:?} cannot use the control API; use an admin certificate (admin.pem from `drover certs init`)"
+            "the certificate of agent {name:?} cannot use the control API; use an admin certificate (DIR/admin from `drover certs init --dir DIR`)"
         ))),
         Peer::Other { org, name } => Err(ApiError::PermissionDenied(format!(
             "certificate {name:?} has unknown role {org:?}; use an admin certificate"
@@ -45,15 +45,29 @@ pub(crate) fn require_admin<T>(req: &Request<T>) -> Result<String, ApiError> {
     }
 }
 
+/// The labels an agent's certificate gives it (`drover certs issue-agent
+/// --labels`): the only labels it may have.
+pub(crate) fn agent_cert_labels<T>(req: &Request<T>) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let leaf = req
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+        .ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
+    crate::tls::agent_labels_from_der(leaf.as_ref()).map_err(|e| {
+        ApiError::PermissionDenied(format!(
+            "cannot read the labels in the agent's certificate: {e}; issue it again with `drover certs issue-agent`"
+        ))
+    })
+}
+
 /// Only agent certificates may open agent sessions; returns the agent's name.
 pub(crate) fn require_agent<T>(req: &Request<T>) -> Result<String, ApiError> {
     match peer(req)? {
         Peer::Agent(name) => Ok(name),
         Peer::Admin(name) => Err(ApiError::PermissionDenied(format!(
-            "certificate {name:?} is not an agent certificate; issue one with `drover certs issue-agent NAME`"
+            "certificate {name:?} is not an agent certificate; issue one with `drover certs issue-agent NAME --dir DIR --labels k=v,...`"
         ))),
         Peer::Other { org, name } => Err(ApiError::PermissionDenied(format!(
-            "certificate {name:?} has unknown role {org:?}; issue one with `drover certs issue-agent NAME`"
+            "certificate {name:?} has unknown role {org:?}; issue one with `drover certs issue-agent NAME --dir DIR --labels k=v,...`"
         ))),
     }
 }

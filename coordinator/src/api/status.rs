@@ -21,6 +21,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// Another live session holds this agent name.
+    #[error("{0}")]
+    AlreadyConnected(String),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -28,6 +31,10 @@ pub enum ApiError {
     /// The scheduler's own errors; its store errors become [`ApiError::Store`].
     #[error(transparent)]
     Sched(SchedError),
+    /// This coordinator is shutting down: a stream it served ends so that
+    /// shutdown need not wait for its client, which may go on elsewhere.
+    #[error("this coordinator is shutting down; reconnect to another (or to it once it is back)")]
+    ShuttingDown,
     /// This coordinator is a follower; the leader's URL when known.
     #[error("{}", match .0 {
         Some(url) => format!("this coordinator does not lead; the leader is {url}"),
@@ -52,6 +59,7 @@ impl From<ApiError> for Status {
             ApiError::Invalid(_) | ApiError::Pipeline(_) => Status::invalid_argument(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
+            ApiError::AlreadyConnected(_) => Status::already_exists(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. }) => Status::unavailable(msg),
@@ -59,11 +67,23 @@ impl From<ApiError> for Status {
             ApiError::Store(_) => Status::internal(msg),
             ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
             ApiError::Sched(SchedError::TooLarge { .. }) => Status::invalid_argument(msg),
+            ApiError::Sched(SchedError::TooManyRuns { .. } | SchedError::TooManyJobs { .. }) => {
+                Status::resource_exhausted(msg)
+            }
             // `From<SchedError>` makes these `ApiError::Store`; one built
             // by hand gets the same treatment.
             ApiError::Sched(SchedError::Store(e)) => ApiError::Store(e).into(),
             // The refusal's metadata keys are part of the wire contract,
             // defined in the proto crate.
+            // Like a follower's refusal: nothing was lost, and the client may
+            // go on with another coordinator.
+            ApiError::ShuttingDown => {
+                let mut status = Status::unavailable(msg);
+                status
+                    .metadata_mut()
+                    .insert(drover_proto::metadata::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             ApiError::NotLeader(leader) => {
                 let mut status = Status::unavailable(msg);
                 status

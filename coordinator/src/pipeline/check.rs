@@ -27,6 +27,10 @@ const STEP_KEYS: &[&str] = &["name", "run"];
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const ENV_NAME_HINT: &str = "env variable names must be shell identifiers: letters, digits \
      and `_`, not starting with a digit";
+const DENIED_ENV_HINT: &str = "these variables change how the dynamic loader or bash start every \
+     step, before the step's own script runs; set them inside the step's `run` instead if you really mean it";
+const PATH_HINT: &str = "steps start with a fixed PATH (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin); \
+     extend it with absolute directories, e.g. `PATH: \"$PATH:/opt/tool/bin\"` or `PATH: \"/opt/tool/bin:$PATH\"`";
 const CYCLE_HINT: &str = "a job cannot need itself, directly or through other jobs; remove one of these needs";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
      `_`, `.` or `-`, starting with a letter or digit";
@@ -362,6 +366,13 @@ impl Checker<'_> {
                     Some(format!("Drover sets {RESERVED_ENV_PREFIX}* variables itself; choose another name")),
                 );
                 ok = false;
+            } else if let Some(rule) = denied_env_name(key) {
+                self.error(
+                    entry.key_pos,
+                    format!("env variable `{key}` {context} is not allowed: {rule}"),
+                    Some(DENIED_ENV_HINT.to_owned()),
+                );
+                ok = false;
             }
             let value = match (&entry.value.kind, entry.value.scalar_text()) {
                 (_, Some(text)) if text.contains('\0') => {
@@ -390,6 +401,16 @@ impl Checker<'_> {
                     continue;
                 }
             };
+            if key == "PATH"
+                && let Err(problem) = check_path_extension(value)
+            {
+                self.error(
+                    entry.value_pos(),
+                    format!("env variable `PATH` {context} {problem}"),
+                    Some(PATH_HINT.to_owned()),
+                );
+                continue;
+            }
             if ok {
                 out.insert(key.to_owned(), value.to_owned());
             }
@@ -918,4 +939,56 @@ fn shortest_cycle(successors: &[Vec<usize>], component: &[usize]) -> Vec<usize> 
     // Every member of a component of two or more nodes is on a cycle, so
     // the search always returns above; this is only a safe fallback.
     vec![start, start]
+}
+
+/// Why an env variable name may not be set by a pipeline, if it may not.
+/// Each of these runs code or changes parsing before (or inside) every
+/// step's script: the loader's `LD_*`, bash's startup files (`BASH_ENV`,
+/// `ENV`), exported functions (`BASH_FUNC_*`), word splitting (`IFS`), the
+/// xtrace prompt (`PS4`, which is expanded) and shell options.
+pub(super) fn denied_env_name(key: &str) -> Option<&'static str> {
+    if key.starts_with("LD_") {
+        Some("`LD_*` variables make the dynamic loader load or look up other code in every program a step starts")
+    } else if key.starts_with("BASH_FUNC_") {
+        Some("`BASH_FUNC_*` variables define shell functions that bash imports before the script runs")
+    } else {
+        match key {
+            "BASH_ENV" | "ENV" => Some("bash runs the file it names before every step"),
+            "IFS" => Some("it changes how bash splits words in every step"),
+            "PS4" => Some("bash expands it, running any command substitution in it, on every traced line"),
+            "SHELLOPTS" | "BASHOPTS" => Some("it turns shell options on before every step's script runs"),
+            _ => None,
+        }
+    }
+}
+
+/// A pipeline may only extend the steps' fixed PATH: the value must hold
+/// `$PATH` (or `${PATH}`) once as a whole element, and every other element
+/// must be an absolute directory. The agent puts its fixed PATH where
+/// `$PATH` stands. Replacing PATH outright failed with a bare "cannot
+/// start bash" (`PATH=/nonexistent`) and lets a pipeline shadow system
+/// tools without saying so.
+pub(super) fn check_path_extension(value: &str) -> Result<(), String> {
+    let elements: Vec<&str> = value.split(':').collect();
+    let references = elements.iter().filter(|e| **e == "$PATH" || **e == "${PATH}").count();
+    if references == 0 {
+        return Err(format!("must extend the default PATH, not replace it: {value:?} does not contain `$PATH`"));
+    }
+    if references > 1 {
+        return Err(format!("names `$PATH` more than once in {value:?}"));
+    }
+    for element in elements.iter().filter(|e| **e != "$PATH" && **e != "${PATH}") {
+        if !element.starts_with('/') {
+            let shown = if element.is_empty() {
+                "an empty element (the current directory)".to_owned()
+            } else {
+                format!("{element:?}")
+            };
+            return Err(format!("may only add absolute directories, and {value:?} has {shown}"));
+        }
+        if element.contains('$') {
+            return Err(format!("may only add literal directories, and {element:?} refers to another variable"));
+        }
+    }
+    Ok(())
 }

@@ -757,6 +757,48 @@ fn bad_cases() -> Vec<Bad> {
             hint: None,
         },
         Bad {
+            what: "LD_PRELOAD in env",
+            yaml: "
+                name: p
+                env:
+                  LD_PRELOAD: /tmp/evil.so
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 3,
+            message: "env variable `LD_PRELOAD` at the top level is not allowed: `LD_*` variables make the dynamic loader",
+            hint: Some("set them inside the step's `run`"),
+        },
+        Bad {
+            what: "BASH_ENV in a job's env",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env: {BASH_ENV: /tmp/x.sh}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 11,
+            message: "env variable `BASH_ENV` in job `a` is not allowed: bash runs the file it names before every step",
+            hint: None,
+        },
+        Bad {
+            what: "PATH replaced",
+            yaml: "
+                name: p
+                env:
+                  PATH: /nonexistent
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 9,
+            message: "env variable `PATH` at the top level must extend the default PATH, not replace it",
+            hint: Some("PATH: \"$PATH:/opt/tool/bin\""),
+        },
+        Bad {
             what: "env variable without a value",
             yaml: "
                 name: p
@@ -989,5 +1031,50 @@ fn job_names() {
     }
     for name in ["", "-a", ".a", "_a", "a b", "a/b", "ü", &"a".repeat(101)] {
         assert!(!check::is_valid_job_name(name), "{name}");
+    }
+}
+
+#[test]
+fn dangerous_env_names_are_refused_and_others_are_not() {
+    use super::check::denied_env_name;
+    for name in [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "BASH_ENV",
+        "ENV",
+        "BASH_FUNC_ls%%",
+        "IFS",
+        "PS4",
+        "SHELLOPTS",
+        "BASHOPTS",
+    ] {
+        assert!(denied_env_name(name).is_some(), "{name} should be refused");
+    }
+    for name in ["LD", "OLD_PRELOAD", "ENVIRONMENT", "MY_ENV", "PS1", "PATH", "HOME", "GREETING", "BASH", "RUST_LOG"] {
+        assert_eq!(denied_env_name(name), None, "{name} should be allowed");
+    }
+}
+
+#[test]
+fn path_may_only_be_extended() {
+    use super::check::check_path_extension;
+    for ok in ["$PATH:/opt/x", "/opt/x:$PATH", "${PATH}:/opt/x", "/a:$PATH:/b/c", "$PATH"] {
+        assert_eq!(check_path_extension(ok), Ok(()), "{ok}");
+    }
+    let bad: &[(&str, &str)] = &[
+        ("/nonexistent", "does not contain `$PATH`"),
+        ("", "does not contain `$PATH`"),
+        ("/opt/$PATHX", "does not contain `$PATH`"),
+        ("$PATH:$PATH", "more than once"),
+        ("$PATH:", "an empty element (the current directory)"),
+        (":$PATH", "an empty element"),
+        ("$PATH:bin", "\"bin\""),
+        ("$PATH:./bin", "\"./bin\""),
+        ("$PATH:/opt/$HOME", "refers to another variable"),
+    ];
+    for (value, want) in bad {
+        let err = check_path_extension(value).unwrap_err();
+        assert!(err.contains(want), "{value:?}: {err}");
     }
 }

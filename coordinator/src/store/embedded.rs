@@ -204,7 +204,21 @@ pub struct EmbeddedStore {
     /// The locked `LOCK` file; the lock lives as long as this handle. The
     /// compaction task holds a clone so that a new store cannot open the
     /// directory while an old snapshot is still being written into it.
-    dir_lock: Arc<File>,
+    dir_lock: Arc<DirLock>,
+    /// The data directory's device and inode at open: if the path later
+    /// names another directory (deleted and made again, or replaced), or
+    /// none, the store stops (see [`check_place`]).
+    dir_identity: (u64, u64),
+}
+
+/// What keeps a data directory to one store: an `flock` on its `LOCK` file,
+/// and an abstract Unix socket named after the directory's path. The flock
+/// goes with the directory when it is deleted, so a second coordinator could
+/// make the path again and lock the new `LOCK`; the socket name belongs to
+/// this process until it exits, whatever happens to the files.
+struct DirLock {
+    _file: File,
+    _name: std::os::unix::net::UnixListener,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -391,6 +405,7 @@ impl EmbeddedStore {
                 .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??
         };
         let Recovered { mut ks, wal, lock, snapshot_bytes } = recovered;
+        let dir_identity = identity(&fs::metadata(&dir).map_err(|e| io_err(&dir, e))?);
         // Leases get a full TTL from now, not from when they were granted:
         // their holders could not renew them while the store was down.
         ks.restart_lease_clocks(Instant::now());
@@ -421,10 +436,12 @@ impl EmbeddedStore {
             sync_wake: Arc::new(Notify::new()),
             lease_wake: Arc::new(Notify::new()),
             dir_lock: Arc::new(lock),
+            dir_identity,
         });
         if store.opts.fsync {
             tokio::spawn(run_syncer(Arc::downgrade(&store), store.sync_wake.clone()));
         }
+        tokio::spawn(run_place_watch(Arc::downgrade(&store)));
         tokio::spawn(run_lease_expiry(Arc::downgrade(&store), store.lease_wake.clone()));
         Ok(store)
     }
@@ -549,8 +566,7 @@ impl EmbeddedStore {
         &self,
         seq: u64,
         revision: Revision,
-        path: &Path,
-        result: std::result::Result<io::Result<()>, tokio::task::JoinError>,
+        result: std::result::Result<std::result::Result<(), String>, tokio::task::JoinError>,
     ) {
         let Ok(mut st) = self.state.lock() else {
             return;
@@ -560,8 +576,17 @@ impl EmbeddedStore {
         }
         match result {
             Ok(Ok(())) => self.mark_durable(&mut st, seq, revision),
-            Ok(Err(e)) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
-            Err(e) => self.fail(&mut st, format!("fdatasync of {} failed: {e}", path.display())),
+            Ok(Err(reason)) => self.fail(&mut st, reason),
+            Err(e) => self.fail(&mut st, format!("the log syncer failed: {e}")),
+        }
+    }
+
+    /// The reason the store has stopped, if it has: after that every call
+    /// fails until the coordinator restarts.
+    pub fn stopped_reason(&self) -> Option<String> {
+        match self.state.lock() {
+            Ok(st) => st.failed.as_deref().map(str::to_string),
+            Err(_) => Some("embedded store state was poisoned by a panic".to_string()),
         }
     }
 
@@ -685,6 +710,10 @@ impl Drop for EmbeddedStore {
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.stopped_reason()
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -856,9 +885,82 @@ async fn run_syncer(this: Weak<EmbeddedStore>, wake: Arc<Notify>) {
             // one; rotation synced it already, so the round is still correct.
             (st.wal.file.clone(), st.wal.path.clone(), st.ks.seq, st.ks.revision)
         };
-        let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        let Some((dir, dir_identity)) = this.upgrade().map(|s| (s.dir.clone(), s.dir_identity)) else { return };
+        // The place is checked after the sync and before anyone hears the
+        // write is durable: a write into a deleted log is not.
+        let result = tokio::task::spawn_blocking(move || {
+            file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))?;
+            check_place(&dir, dir_identity, &file, &path)
+        })
+        .await;
         let Some(store) = this.upgrade() else { return };
-        store.finish_sync(seq, revision, &path, result);
+        store.finish_sync(seq, revision, result);
+    }
+}
+
+/// How often an idle store checks that its directory and log are still in
+/// place (a write checks at once, in the syncer).
+const PLACE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Stops the store, within [`PLACE_CHECK_INTERVAL`], when its directory or
+/// current log file is deleted or replaced, even when nothing is written.
+async fn run_place_watch(this: Weak<EmbeddedStore>) {
+    loop {
+        tokio::time::sleep(PLACE_CHECK_INTERVAL).await;
+        let Some(store) = this.upgrade() else { return };
+        let (file, path) = {
+            let Ok(st) = store.state.lock() else { return };
+            if st.failed.is_some() {
+                return;
+            }
+            (st.wal.file.clone(), st.wal.path.clone())
+        };
+        let (dir, dir_identity) = (store.dir.clone(), store.dir_identity);
+        drop(store);
+        let checked = tokio::task::spawn_blocking(move || check_place(&dir, dir_identity, &file, &path)).await;
+        if let Ok(Err(reason)) = checked {
+            let Some(store) = this.upgrade() else { return };
+            let Ok(mut st) = store.state.lock() else { return };
+            if st.failed.is_none() {
+                store.fail(&mut st, reason);
+            }
+            return;
+        }
+    }
+}
+
+/// A directory's device and inode.
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Whether the store's files are where it believes: the data directory is
+/// the one opened (not deleted, not made again, not replaced) and the log
+/// being written is still linked into it. Otherwise writes would go into
+/// files nobody will ever read again, and a restart would lose them.
+fn check_place(dir: &Path, dir_identity: (u64, u64), wal: &File, wal_path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let advice = "stop this coordinator, put the data directory back (or restore it from a backup) and restart";
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("the data directory {} was deleted; {advice}", dir.display()));
+        }
+        Err(e) => return Err(format!("cannot check the data directory {}: {e}", dir.display())),
+        Ok(meta) if identity(&meta) != dir_identity => {
+            return Err(format!(
+                "the data directory {} was replaced by another directory since the store opened it; {advice}",
+                dir.display()
+            ));
+        }
+        Ok(_) => {}
+    }
+    match wal.metadata() {
+        Ok(meta) if meta.nlink() == 0 => {
+            Err(format!("the log file {} was deleted while in use; {advice}", wal_path.display()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot check the log file {}: {e}", wal_path.display())),
     }
 }
 
@@ -1137,7 +1239,9 @@ const fn crc32c_tables() -> [[u32; 256]; 8] {
     tables
 }
 
-fn crc32c(data: &[u8]) -> u32 {
+/// CRC-32C of `data`; also the checksum of log chunks in their segment
+/// files (`crate::segments`).
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
     let t = &CRC32C_TABLES;
     let mut crc = !0u32;
     let mut chunks = data.chunks_exact(8);
@@ -1574,8 +1678,44 @@ fn remove_logs(paths: &[PathBuf]) {
     }
 }
 
+/// The abstract socket name that stands for a data directory: its
+/// canonical path, shortened to a checksum and its tail when too long for a
+/// socket address (108 bytes).
+fn lock_name(canonical: &Path) -> Vec<u8> {
+    let path = canonical.as_os_str().as_encoded_bytes();
+    let mut name = b"drover-store:".to_vec();
+    if path.len() <= 90 {
+        name.extend_from_slice(path);
+    } else {
+        name.extend_from_slice(format!("{:08x}:", crc32c(path)).as_bytes());
+        name.extend_from_slice(&path[path.len() - 80..]);
+    }
+    name
+}
+
 /// Takes the directory's lock, or explains who holds it.
-fn lock_dir(dir: &Path) -> Result<File> {
+fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let file = lock_file(dir)?;
+    let canonical = fs::canonicalize(dir).map_err(|e| io_err(dir, e))?;
+    let name = lock_name(&canonical);
+    let taken = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(&name)
+            .and_then(|addr| std::os::unix::net::UnixListener::bind_addr(&addr))
+    };
+    match taken {
+        Ok(listener) => Ok(DirLock { _file: file, _name: listener }),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StoreError::Unavailable(format!(
+            "data directory {} is in use by another drover-coordinator on this host (the directory may have \
+             been deleted and made again under it); stop that coordinator first",
+            dir.display()
+        ))),
+        Err(e) => Err(io_err(dir, e)),
+    }
+}
+
+/// Takes the `flock` on the directory's `LOCK` file.
+fn lock_file(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut file = File::options()
         .read(true)
@@ -1608,7 +1748,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
 struct Recovered {
     ks: Keyspace,
     wal: Wal,
-    lock: File,
+    lock: DirLock,
     snapshot_bytes: u64,
 }
 
@@ -2322,5 +2462,73 @@ mod tests {
         assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
         drop(store);
         EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_directory_stops_writes_and_keeps_its_path_locked() {
+        for fsync in [true, false] {
+            let dir = TestDir::new(if fsync { "deleted-sync" } else { "deleted-nosync" });
+            let opts = EmbeddedOptions { fsync, ..EmbeddedOptions::default() };
+            let store = EmbeddedStore::open(dir.path(), opts.clone()).await.unwrap();
+            put(&store, "before", "v").await;
+            assert_eq!(store.stopped_reason(), None);
+            fs::remove_dir_all(dir.path()).unwrap();
+            // With fsync, the next write fails at once; without, the idle
+            // check stops the store within its interval.
+            let deadline = Instant::now() + PLACE_CHECK_INTERVAL * 5;
+            let err = loop {
+                match store.txn(Txn::ops(vec![Op::put("after", "v")])).await {
+                    Err(e) => break e,
+                    Ok(_) if !fsync && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(_) => panic!("a write into a deleted directory succeeded (fsync {fsync})"),
+                }
+            };
+            let want = format!("the data directory {} was deleted", dir.path().display());
+            assert!(err.to_string().contains(&want), "{err}");
+            assert!(store.stopped_reason().is_some_and(|r| r.contains(&want)));
+            // The path made again cannot be taken while this store lives.
+            let err = EmbeddedStore::open(dir.path(), opts.clone()).await.unwrap_err();
+            assert!(err.to_string().contains("is in use by another drover-coordinator on this host"), "{err}");
+            drop(store);
+            EmbeddedStore::open(dir.path(), opts).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_directory_or_a_deleted_log_stops_the_store() {
+        let dir = TestDir::new("replaced");
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        put(&store, "k", "v").await;
+        let moved = dir.path().with_extension("moved");
+        fs::rename(dir.path(), &moved).unwrap();
+        fs::create_dir(dir.path()).unwrap();
+        let err = store.txn(Txn::ops(vec![Op::put("k", "w")])).await.unwrap_err();
+        assert!(err.to_string().contains("was replaced by another directory"), "{err}");
+        drop(store);
+        fs::remove_dir_all(&moved).unwrap();
+
+        let dir = TestDir::new("unlinked");
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+        put(&store, "k", "v").await;
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with("wal-") {
+                fs::remove_file(path).unwrap();
+            }
+        }
+        let err = store.txn(Txn::ops(vec![Op::put("k", "w")])).await.unwrap_err();
+        assert!(err.to_string().contains("was deleted while in use"), "{err}");
+    }
+
+    #[test]
+    fn long_paths_get_a_short_lock_name() {
+        let short = lock_name(Path::new("/var/lib/drover/store"));
+        assert_eq!(short, b"drover-store:/var/lib/drover/store");
+        let long = format!("/{}", "d/".repeat(100));
+        let name = lock_name(Path::new(&long));
+        assert!(name.len() <= 107, "{}", name.len());
+        assert_ne!(name, lock_name(Path::new(&format!("/x{}", &long[2..]))), "different paths, different names");
     }
 }

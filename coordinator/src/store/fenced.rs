@@ -33,6 +33,10 @@ impl Store for Fenced {
         self.inner.kind()
     }
 
+    fn stopped(&self) -> Option<String> {
+        self.inner.stopped()
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.inner.get(key).await
     }

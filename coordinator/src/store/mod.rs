@@ -74,6 +74,13 @@ impl Op {
     pub fn delete(key: impl Into<String>) -> Op {
         Op::Delete { key: key.into() }
     }
+    /// The key (or prefix) the operation works on.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } => key,
+            Op::DeletePrefix { prefix } => prefix,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -197,6 +204,14 @@ pub trait Store: Send + Sync + 'static {
     /// default there is nothing to do.
     async fn compact(&self, _revision: Revision) -> Result<()> {
         Ok(())
+    }
+    /// Why the store has stopped for good, if it has: a store that cannot
+    /// take writes again without a restart (the embedded store after a
+    /// failed write or fsync, or with its directory deleted). An outage
+    /// that may pass (etcd unreachable) is not a stop. The coordinator exits
+    /// after `--store-fail-exit` of it, so a supervisor restarts it.
+    fn stopped(&self) -> Option<String> {
+        None
     }
     /// Each endpoint's health, for `drover cluster`; none for a store
     /// without endpoints (the embedded one).

@@ -1,7 +1,8 @@
 //! Simulated agents: tokio tasks that speak the real agent protocol (one
 //! `AgentService.Session` stream over mutual TLS, each with its own agent
 //! certificate) but execute nothing. On `Assign` an agent records the time,
-//! replies `Accepted`, optionally sends one small log chunk, and reports
+//! replies `Accepted`, optionally sends a log (in chunks of at most
+//! `MAX_LOG_CHUNK_BYTES`, as the real agent does), and reports
 //! `OUTCOME_SUCCEEDED` at once; it holds the attempt until the coordinator
 //! acknowledges the result, sends heartbeats at the period the `Welcome`
 //! sets, and obeys `Cancel`, `LogAck` and `ResultAck`.
@@ -47,6 +48,19 @@ pub struct SimConfig {
     /// Bytes of log to send for each attempt before its result; 0 sends no
     /// log at all.
     pub log_bytes: usize,
+    /// The labels every agent claims in its Hello; its certificate must
+    /// carry them ([`SimConfig::labels_arg`] for `drover certs issue-agent
+    /// --labels`).
+    pub labels: HashMap<String, String>,
+}
+
+impl SimConfig {
+    /// The labels as `k=v,k=v`, sorted, for `--labels`.
+    pub fn labels_arg(&self) -> String {
+        let mut pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        pairs.join(",")
+    }
 }
 
 /// What an agent saw, with the moment it saw it, for the benchmark driver.
@@ -116,8 +130,9 @@ impl Drop for ConnectedGuard<'_> {
 /// the swarm is dropped.
 pub struct Swarm {
     runtime: tokio::runtime::Handle,
-    tls_dir: PathBuf,
-    ca: Certificate,
+    /// The directory `drover certs init` was given; agent NAME's bundle is
+    /// agents/NAME in it.
+    certs: PathBuf,
     config: Arc<SimConfig>,
     tap: Arc<Tap>,
     events: mpsc::UnboundedReceiver<Observed>,
@@ -128,18 +143,18 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// A swarm whose agents use the certificates in `tls_dir` and connect at
-    /// most `concurrent_connects` at a time.
+    /// A swarm whose agents use their bundles under `certs` (the directory
+    /// given to `drover certs init`) and connect at most
+    /// `concurrent_connects` at a time.
     pub fn new(
         runtime: tokio::runtime::Handle,
-        tls_dir: &Path,
+        certs: &Path,
         config: SimConfig,
         concurrent_connects: usize,
     ) -> Result<Swarm, BenchError> {
         if config.urls.is_empty() {
             return Err(BenchError::new("simulated agents need at least one coordinator URL"));
         }
-        let ca = Certificate::from_pem(read_pem(tls_dir, "ca.pem")?);
         let (tx, events) = mpsc::unbounded_channel();
         let tap = Arc::new(Tap {
             connected: AtomicUsize::new(0),
@@ -150,8 +165,7 @@ impl Swarm {
         });
         Ok(Swarm {
             runtime,
-            tls_dir: tls_dir.to_path_buf(),
-            ca,
+            certs: certs.to_path_buf(),
             config: Arc::new(config),
             tap,
             events,
@@ -160,14 +174,17 @@ impl Swarm {
         })
     }
 
-    /// Starts agent `name` with the certificate `agent-NAME.pem` (issued
-    /// beforehand). It connects on its own, in the background.
+    /// Starts agent `name` with its bundle, agents/NAME (issued
+    /// beforehand), as a real agent's `--tls-dir`. It connects on its own,
+    /// in the background.
     pub fn spawn(&mut self, name: &str) -> Result<(), BenchError> {
+        let bundle = self.certs.join("agents").join(name);
+        let ca = Certificate::from_pem(read_pem(&bundle, "ca.pem")?);
         let identity = Identity::from_pem(
-            read_pem(&self.tls_dir, &format!("agent-{name}.pem"))?,
-            read_pem(&self.tls_dir, &format!("agent-{name}-key.pem"))?,
+            read_pem(&bundle, &format!("agent-{name}.pem"))?,
+            read_pem(&bundle, &format!("agent-{name}-key.pem"))?,
         );
-        let tls = ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(identity);
+        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
         for url in &self.config.urls {
             endpoint(url, &tls)?;
         }
@@ -381,6 +398,14 @@ impl SimAgent {
         let _ = tx.send(pb::AgentMessage { msg: Some(m) });
     }
 
+    /// Sends a whole log from offset 0, in chunks the coordinator takes.
+    fn send_log(tx: &mpsc::UnboundedSender<pb::AgentMessage>, id: &str, data: &[u8]) {
+        for (i, chunk) in data.chunks(drover_proto::MAX_LOG_CHUNK_BYTES).enumerate() {
+            let offset = (i * drover_proto::MAX_LOG_CHUNK_BYTES) as u64;
+            Self::send(tx, Out::Log(pb::LogChunk { attempt_id: id.to_string(), offset, data: chunk.to_vec() }));
+        }
+    }
+
     async fn session(&mut self, url: &str) -> SessionEnd {
         // Held from dialling until the Welcome, so at most the gate's number
         // of handshakes are in flight.
@@ -410,11 +435,15 @@ impl SimAgent {
             &tx,
             Out::Hello(pb::Hello {
                 name: self.name.clone(),
-                labels: HashMap::new(),
+                labels: self.config.labels.clone(),
                 slots: self.config.slots,
                 running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
                 version: concat!("drover-bench ", env!("CARGO_PKG_VERSION")).to_string(),
                 draining: false,
+                // One simulated agent is one process's session: stable
+                // across its reconnects, distinct from every other.
+                instance_id: format!("sim-{}", self.name),
+                unready: String::new(),
             }),
         );
         // Resend everything not acknowledged, each log before its result.
@@ -423,7 +452,7 @@ impl SimAgent {
                 continue;
             }
             if let Some(data) = &held.log {
-                Self::send(&tx, Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: 0, data: data.clone() }));
+                Self::send_log(&tx, id, data);
             }
             Self::send(&tx, Out::Result(held.result.clone()));
         }
@@ -467,6 +496,7 @@ impl SimAgent {
         let tap = self.tap.clone();
         let _connected = ConnectedGuard::new(&tap);
         let started = Instant::now();
+        let mut beats: u64 = 0;
         let period = heartbeat_period.unwrap_or(self.heartbeat);
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -491,7 +521,9 @@ impl SimAgent {
                 },
                 _ = heartbeat.tick() => {
                     let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
-                    Self::send(&tx, Out::Heartbeat(pb::Heartbeat { running, draining: false }));
+                    beats += 1;
+                    let heartbeat = pb::Heartbeat { running, draining: false, seq: beats, unready: String::new() };
+                    Self::send(&tx, Out::Heartbeat(heartbeat));
                 }
             }
         }
@@ -508,6 +540,9 @@ impl SimAgent {
                 self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
                 return Some(self.heartbeat);
             }
+            // Simulated attempts end as soon as they start, so there is
+            // nothing to fence; acknowledgements only matter to real agents.
+            In::HeartbeatAck(_) => {}
             In::Assign(a) => {
                 let at = std::time::Instant::now();
                 if a.epoch < self.epoch {
@@ -521,10 +556,7 @@ impl SimAgent {
                     self.tap.observe(Observed::Assigned { attempt_id: id.clone(), at });
                     let log = (self.config.log_bytes > 0).then(|| log_line(self.config.log_bytes));
                     if let Some(data) = &log {
-                        Self::send(
-                            tx,
-                            Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: 0, data: data.clone() }),
-                        );
+                        Self::send_log(tx, &id, data);
                     }
                     let result = pb::AttemptResult {
                         attempt_id: id.clone(),

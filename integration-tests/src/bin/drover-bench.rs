@@ -25,7 +25,11 @@
 //!   (`--runs`, `--log-bytes`); the coordinator's RSS growth per finished
 //!   run it keeps, then a restart with `--keep-runs` a tenth of that: how
 //!   many runs per second the leader prunes (timed from the restart, so an
-//!   upper bound on the time) and the RSS once it has.
+//!   upper bound on the time) and the RSS once it has. Then, on a fresh
+//!   fleet, runs whose one job has a 16 MiB log (the default cap; 50 runs,
+//!   `--big-log-runs`): the coordinator's RSS growth per MiB of log it
+//!   keeps, after one unmeasured run. Log bytes live in segment files, not
+//!   in the store, so this should be close to nothing.
 //! - failover (etcd only): three coordinators and three agents that know
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
@@ -55,7 +59,7 @@ use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|all] [--store embedded|etcd|both] \
 [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N] [--runs N] \
-[--otlp-blackhole]";
+[--big-log-runs N] [--otlp-blackhole]";
 
 /// The coordinator's lease TTL in the benchmark: its default.
 const LEASE_ARGS: &[&str] = &["--lease-ttl", "10s"];
@@ -69,6 +73,9 @@ const THROUGHPUT_SLOTS: u32 = 16;
 const FAILOVER_AGENTS: usize = 3;
 /// How many simulated agents dial and shake hands at the same moment.
 const CONNECT_CONCURRENCY: usize = 200;
+/// Each job's log in the large-log half of the retention mode: the default
+/// log cap, so all of it is kept.
+const BIG_LOG_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -95,6 +102,8 @@ struct Args {
     log_bytes: usize,
     /// Finished runs in the retention mode.
     runs: usize,
+    /// Runs with a log of `BIG_LOG_BYTES` in the retention mode.
+    big_log_runs: usize,
     otlp_blackhole: bool,
 }
 
@@ -103,7 +112,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut store = "both".to_string();
     let mut smoke = false;
     let mut otlp_blackhole = false;
-    let mut overrides: [Option<usize>; 7] = [None; 7];
+    let mut overrides: [Option<usize>; 8] = [None; 8];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -121,6 +130,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--log-bytes" => overrides[4] = Some(number("--log-bytes", value("--log-bytes")?)?),
             "--jobs-per-pipeline" => overrides[5] = Some(number("--jobs-per-pipeline", value("--jobs-per-pipeline")?)?),
             "--runs" => overrides[6] = Some(number("--runs", value("--runs")?)?),
+            "--big-log-runs" => overrides[7] = Some(number("--big-log-runs", value("--big-log-runs")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -143,8 +153,8 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
-    let (samples, jobs, scale_agents, kills, runs) =
-        if smoke { (20, 200, 200, 1, 100) } else { (1000, 5000, 10_000, 10, 10_000) };
+    let (samples, jobs, scale_agents, kills, runs, big_log_runs) =
+        if smoke { (20, 200, 200, 1, 100, 3) } else { (1000, 5000, 10_000, 10, 10_000, 50) };
     let args = Args {
         modes,
         embedded,
@@ -157,10 +167,20 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
         runs: overrides[6].unwrap_or(runs),
+        big_log_runs: overrides[7].unwrap_or(big_log_runs),
         otlp_blackhole,
     };
-    if args.samples == 0 || args.jobs == 0 || args.scale_agents == 0 || args.kills == 0 || args.runs < 10 {
-        return Err("--samples, --jobs, --scale-agents and --kills must be at least 1, --runs at least 10".into());
+    if args.samples == 0
+        || args.jobs == 0
+        || args.scale_agents == 0
+        || args.kills == 0
+        || args.big_log_runs == 0
+        || args.runs < 10
+    {
+        return Err(
+            "--samples, --jobs, --scale-agents, --kills and --big-log-runs must be at least 1, --runs at least 10"
+                .into(),
+        );
     }
     if !(1..=MAX_JOBS_PER_PIPELINE).contains(&args.jobs_per_pipeline) {
         return Err(format!("--jobs-per-pipeline must be between 1 and {MAX_JOBS_PER_PIPELINE}"));
@@ -224,11 +244,11 @@ fn fleet_with_agents(
     log_bytes: usize,
 ) -> Result<(Control, Swarm), BenchError> {
     let names = names(prefix, agents);
-    fleet.issue_agent_certs(&names);
+    let config = SimConfig { urls: urls(fleet), slots, log_bytes, labels: Default::default() };
+    fleet.issue_agent_certs_with_labels(&names, &config.labels_arg());
     let mut control = Control::new(&fleet.tls, urls(fleet))?;
     rt.block_on(control.wait_leader(deadline(30)))?;
-    let config = SimConfig { urls: urls(fleet), slots, log_bytes };
-    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.tls, config, CONNECT_CONCURRENCY)?;
+    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.certs, config, CONNECT_CONCURRENCY)?;
     for name in &names {
         swarm.spawn(name)?;
     }
@@ -365,8 +385,9 @@ fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> 
     say!("[{}] scale: {n} idle agents, connecting {CONNECT_CONCURRENCY} at a time", store.name);
     let fleet = store.fleet("scale");
     let names = names("sim", n);
+    let config = SimConfig { urls: urls(&fleet), slots: 1, log_bytes: args.log_bytes, labels: Default::default() };
     let issued = std::time::Instant::now();
-    fleet.issue_agent_certs(&names);
+    fleet.issue_agent_certs_with_labels(&names, &config.labels_arg());
     say!("[{}] scale: issued {n} agent certificates in {:.1} s", store.name, issued.elapsed().as_secs_f64());
     let mut control = Control::new(&fleet.tls, urls(&fleet))?;
     rt.block_on(control.wait_leader(deadline(30)))?;
@@ -374,8 +395,7 @@ fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> 
     // the baseline reading.
     std::thread::sleep(Duration::from_secs(1));
     let before = coordinator_stats(&fleet, 0)?;
-    let config = SimConfig { urls: urls(&fleet), slots: 1, log_bytes: args.log_bytes };
-    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.tls, config, CONNECT_CONCURRENCY)?;
+    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.certs, config, CONNECT_CONCURRENCY)?;
     let started = std::time::Instant::now();
     for name in &names {
         swarm.spawn(name)?;
@@ -483,6 +503,37 @@ fn retention(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     say!("[{}] retention: pruned {} runs in {:.2} s (from the restart)", store.name, n - keep, took.as_secs_f64());
     figure("prune_runs_per_second", (n - keep) as f64 / took.as_secs_f64(), "runs/s", store.name, AGENTS);
     figure("coordinator_rss_after_prune_mib", pruned.rss_kib as f64 / 1024.0, "MiB", store.name, AGENTS);
+    retention_big_logs(rt, store, args)
+}
+
+/// The coordinator's memory against the logs it keeps: runs of one job
+/// with a log of `BIG_LOG_BYTES` each, one at a time.
+fn retention_big_logs(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
+    const AGENTS: usize = 1;
+    let n = args.big_log_runs;
+    let log_mib = BIG_LOG_BYTES as f64 / f64::from(1 << 20);
+    say!("[{}] retention: {n} finished runs of one job with a {log_mib:.0} MiB log each", store.name);
+    let fleet = store.fleet("retention-logs");
+    let (mut control, mut swarm) = fleet_with_agents(rt, &fleet, "rl", AGENTS, 1, BIG_LOG_BYTES)?;
+    // One run unmeasured: it warms the allocator's pools and the buffers of
+    // the streams.
+    rt.block_on(one_run(&mut control, &mut swarm))?;
+    let before = coordinator_stats(&fleet, 0)?;
+    for _ in 0..n {
+        rt.block_on(one_run(&mut control, &mut swarm))?;
+    }
+    // Let the last commits and the agents' acknowledgements settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = coordinator_stats(&fleet, 0)?;
+    say!(
+        "[{}] retention: coordinator RSS {} -> {} KiB (peak {} KiB) keeping {n} more logs of {log_mib:.0} MiB",
+        store.name,
+        before.rss_kib,
+        after.rss_kib,
+        after.peak_rss_kib
+    );
+    let per_mib = after.rss_kib.saturating_sub(before.rss_kib) as f64 / (n as f64 * log_mib);
+    figure("rss_per_retained_log_mib_kib", per_mib, "KiB", store.name, AGENTS);
     Ok(())
 }
 

@@ -9,6 +9,11 @@
 //!   etcd the write transactions per job attempt (etcd revisions used).
 //! - failover (etcd): three coordinators; SIGKILL the leader, submit at
 //!   once, and time from the kill to the first step of that run; K times.
+//! - freeze (etcd): three coordinators; SIGSTOP the leader while a job runs
+//!   whose dependent is next, and time from the freeze to the dependent's
+//!   first step (the agent must notice the frozen leader by its missing
+//!   heartbeat acknowledgements, find the new one and report there); K
+//!   times, each frozen leader woken afterwards to step down.
 //!
 //! Build everything in release first, then run it:
 //! `cargo build --release --workspace --bins && target/release/fleet-bench`.
@@ -159,6 +164,49 @@ fn failover(etcd: &Etcd, kills: usize) {
     figure("failover_kill_to_first_step_s_max", samples[samples.len() - 1], "s", "etcd", 1);
 }
 
+fn freeze(etcd: &Etcd, freezes: usize) {
+    let mut fleet = Fleet::start_ha("bench-freeze", etcd, 3);
+    fleet.wait_leader();
+    fleet.agent("survivor", "", 1);
+    fleet.wait_agents(1);
+    let marks = fleet.dir.path().join("freeze-marks");
+    let yaml = format!(
+        "name: freeze\njobs:\n  j0:\n    steps: [{{run: 'echo \"j0 $(date +%s%N)\" >> {m}; sleep 0.2'}}]\n  \
+         j1:\n    needs: [j0]\n    steps: [{{run: 'echo \"j1 $(date +%s%N)\" >> {m}'}}]\n",
+        m = marks.display()
+    );
+    let path = fleet.dir.path().join("freeze.yml");
+    std::fs::write(&path, yaml).expect("write pipeline");
+    let stamps = |job: &str| -> Vec<u128> {
+        std::fs::read_to_string(&marks)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{job} ")).and_then(|n| n.trim().parse().ok()))
+            .collect()
+    };
+    let mut samples = Vec::with_capacity(freezes);
+    for round in 0..freezes {
+        let leader = fleet.wait_leader();
+        let cli = fleet.drover(&["run", path.to_str().expect("utf-8")]);
+        assert!(cli.status.success(), "submit: {}", text(&cli.stderr));
+        let run = text(&cli.stdout).trim().to_string();
+        wait_for("j0 to start", Duration::from_secs(30), || (stamps("j0").len() > round).then_some(()));
+        let t0 = now_ns();
+        fleet.coordinator(leader).signal(libc::SIGSTOP);
+        let started = wait_for("j1 to start", Duration::from_secs(60), || stamps("j1").get(round).copied());
+        samples.push(started.saturating_sub(t0) as f64 / 1e9);
+        fleet.coordinator(leader).signal(libc::SIGCONT);
+        fleet.wait_run(&run, Duration::from_secs(30));
+        // The woken leader finds itself deposed and steps down.
+        wait_for("the woken leader to step down", Duration::from_secs(30), || {
+            (fleet.leader().is_some_and(|l| l != leader)).then_some(())
+        });
+    }
+    let samples = sorted(samples);
+    figure("freeze_to_next_job_s_p50", percentile(&samples, 0.5), "s", "etcd", 1);
+    figure("freeze_to_next_job_s_max", samples[samples.len() - 1], "s", "etcd", 1);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let smoke = args.iter().any(|a| a == "--smoke");
@@ -173,5 +221,6 @@ fn main() {
         latency("etcd", Some(&etcd), runs);
         throughput("etcd", Some(&etcd), jobs);
         failover(&etcd, kills);
+        freeze(&etcd, kills);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{AgentSpec, Fleet, process_alive, wait_for};
+use crate::harness::{AgentSpec, Fleet, process_alive, step_watcher, wait_for};
 
 #[test]
 fn an_agent_killed_mid_job_kills_its_leftovers_when_it_starts_again() {
@@ -29,18 +29,24 @@ fn an_agent_killed_mid_job_kills_its_leftovers_when_it_starts_again() {
     };
     assert_eq!(workspaces().len(), 1, "the attempt's workspace: {:?}", workspaces());
 
+    // The step watcher kills a dead agent's steps (see isolation.rs); with
+    // the watcher gone too, the next agent on the work dir is the fallback.
+    let watcher = step_watcher(&fleet.agents[first]).expect("the agent has a step watcher");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(watcher, libc::SIGKILL) };
+    wait_for("the watcher to be gone", Duration::from_secs(5), || (!process_alive(watcher)).then_some(()));
     fleet.agents[first].kill();
-    assert!(process_alive(pid), "a SIGKILLed agent cannot kill its steps' daemon {pid}");
+    assert!(process_alive(pid), "with its watcher gone, a SIGKILLed agent's daemon {pid} runs on");
 
     // The same name, so the same work dir.
     let again = fleet.agent("a1", "", 1);
     wait_for("the restarted agent to kill the daemon", Duration::from_secs(15), || (!process_alive(pid)).then_some(()));
     wait_for("the leftover workspace to be removed", Duration::from_secs(5), || workspaces().is_empty().then_some(()));
-    let log = std::fs::read_to_string(&fleet.agents[again].log).unwrap();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("killed processes that an earlier agent"))
-        .unwrap_or_else(|| panic!("the agent says what it killed:\n{}", fleet.agents[again].log_tail()));
+    // Logged once the daemon is gone, so it may come a moment later.
+    let warning = wait_for("the agent to say what it killed", Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(&fleet.agents[again].log).unwrap();
+        log.lines().find(|l| l.contains("killed processes that an earlier agent")).map(str::to_string)
+    });
     assert!(warning.contains(&pid.to_string()), "{warning}");
     fleet.wait_agents(1);
 }

@@ -5,14 +5,21 @@
 use drover_integration_tests::harness;
 
 mod bench;
+mod cli_safety;
 mod dev;
 mod drover_bench;
+mod edge;
 mod fleet;
 mod git;
 mod ha;
+mod isolation;
 mod leftovers;
+mod liveness;
+mod logs_store;
 mod observability;
+mod reconnect;
 mod retention;
 mod security;
+mod store_faults;
 mod traces;
 mod validation;

@@ -24,7 +24,8 @@ fn a_certificate_from_another_ca_is_refused() {
     let out =
         std::process::Command::new(bin("drover")).args(["certs", "init", "--dir"]).arg(other.path()).output().unwrap();
     assert!(out.status.success());
-    let tls = mixed_tls(&fleet, &other.path().join("admin.pem"), &other.path().join("admin-key.pem"));
+    let admin = other.path().join("admin");
+    let tls = mixed_tls(&fleet, &admin.join("admin.pem"), &admin.join("admin-key.pem"));
     let out = fleet.drover_with_tls(tls.path(), &["runs"]);
     assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
     // And the real admin certificate works.
@@ -35,7 +36,8 @@ fn a_certificate_from_another_ca_is_refused() {
 fn an_agent_certificate_cannot_use_the_control_api() {
     let mut fleet = Fleet::start("agentctl");
     fleet.agent("a1", "", 1);
-    let tls = mixed_tls(&fleet, &fleet.tls.join("agent-a1.pem"), &fleet.tls.join("agent-a1-key.pem"));
+    let bundle = fleet.agent_tls("a1");
+    let tls = mixed_tls(&fleet, &bundle.join("agent-a1.pem"), &bundle.join("agent-a1-key.pem"));
     let out = fleet.drover_with_tls(tls.path(), &["runs"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("cannot use the control API"), "{}", text(&out.stderr));
@@ -45,11 +47,16 @@ fn an_agent_certificate_cannot_use_the_control_api() {
 fn an_agent_can_only_act_as_the_name_in_its_certificate() {
     let mut fleet = Fleet::start("impostor");
     fleet.agent("honest", "", 1);
-    // Give "impostor" the certificate of "honest".
-    std::fs::copy(fleet.tls.join("agent-honest.pem"), fleet.tls.join("agent-impostor.pem")).unwrap();
-    std::fs::copy(fleet.tls.join("agent-honest-key.pem"), fleet.tls.join("agent-impostor-key.pem")).unwrap();
-    let i = fleet.agent("impostor", "", 1);
+    // Before the impostor starts: it may exit on its refusal, which
+    // wait_agents would take for a failure.
     fleet.wait_agents(1);
+    // Give "impostor" the certificate of "honest".
+    let (honest, impostor) = (fleet.agent_tls("honest"), fleet.agent_tls("impostor"));
+    std::fs::create_dir_all(&impostor).unwrap();
+    std::fs::copy(honest.join("ca.pem"), impostor.join("ca.pem")).unwrap();
+    std::fs::copy(honest.join("agent-honest.pem"), impostor.join("agent-impostor.pem")).unwrap();
+    std::fs::copy(honest.join("agent-honest-key.pem"), impostor.join("agent-impostor-key.pem")).unwrap();
+    let i = fleet.agent("impostor", "", 1);
     crate::harness::wait_for("the impostor to be refused", Duration::from_secs(20), || {
         std::fs::read_to_string(&fleet.agents[i].log)
             .unwrap_or_default()
