@@ -56,6 +56,8 @@ pub struct Config {
     /// Below this many free bytes in the work directory's file system the
     /// agent says it is not ready and takes no new work. 0: never.
     pub min_free_space: u64,
+    /// How long the checkout of a run's commit may take.
+    pub git_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -431,8 +433,9 @@ impl Agent {
                 .map_err(|source| AgentError::Watcher { program: launch.program.clone(), source })?,
             None => StepWatch::disabled(),
         };
-        let exec =
-            Arc::new(exec::Context::new(config.name.clone(), config.work_dir.clone(), user, Arc::new(step_watch)));
+        let mut exec = exec::Context::new(config.name.clone(), config.work_dir.clone(), user, Arc::new(step_watch));
+        exec.git_timeout = config.git_timeout;
+        let exec = Arc::new(exec);
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             config,

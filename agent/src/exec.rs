@@ -127,7 +127,14 @@ pub struct Context {
     /// bash, found once on [`DEFAULT_PATH`]: neither the agent's PATH nor a
     /// pipeline's decides which shell runs the steps.
     bash: PathBuf,
+    /// How long the checkout of a run's commit may take (`--git-timeout`):
+    /// a git server that never answers would otherwise hold the slot until
+    /// the job's own timeout, or for ever.
+    pub git_timeout: Duration,
 }
+
+/// The default of [`Context::git_timeout`], as the coordinator's.
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Context {
     pub fn new(agent: String, work_dir: PathBuf, user: Option<StepUser>, watch: Arc<StepWatch>) -> Context {
@@ -137,7 +144,7 @@ impl Context {
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("bash"));
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-        Context { agent, work_dir, user, home, watch, bash }
+        Context { agent, work_dir, user, home, watch, bash, git_timeout: DEFAULT_GIT_TIMEOUT }
     }
 }
 
@@ -607,9 +614,26 @@ async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
         steps.push((label, run.clone(), Vec::new()));
     }
     let total = steps.len();
+    let job_deadline = runner.deadline;
     for (i, (label, script, extra)) in steps.iter().enumerate() {
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
-        match runner.step(label, script, extra).await {
+        // The checkout has a deadline of its own, within the job's.
+        let git_deadline = (i == 0 && attempt.checkout.is_some())
+            .then(|| Instant::now() + runner.ctx.git_timeout)
+            .filter(|git| job_deadline.is_none_or(|job| *git < job));
+        runner.deadline = git_deadline.or(job_deadline);
+        let end = runner.step(label, script, extra).await;
+        runner.deadline = job_deadline;
+        if let (StepEnd::TimedOut, Some(_), Some((repo, _))) = (&end, git_deadline, &attempt.checkout) {
+            let msg = format!(
+                "git did not finish within {}s checking out {repo}; check that the URL is right and the server \
+                 answers, or raise the agent's --git-timeout",
+                runner.ctx.git_timeout.as_secs_f64()
+            );
+            runner.say(format!("==> {msg}\n"));
+            return (Outcome::Failed, -1, msg);
+        }
+        match end {
             StepEnd::Exited(0) => {}
             StepEnd::Exited(code) => {
                 let msg = runner.failed_message(label, code);

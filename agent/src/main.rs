@@ -63,6 +63,10 @@ struct Args {
     /// Raise it on build hosts to what a build needs.
     #[arg(long, default_value = "100MiB", value_parser = drover_agent::size::parse)]
     min_free_space: u64,
+    /// How long checking out a run's commit (runs from git) may take before
+    /// the attempt fails, naming the repository (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    git_timeout: Duration,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -182,6 +186,7 @@ async fn agent_main() -> anyhow::Result<ExitCode> {
         tls_dir: args.tls_dir,
         run_as: args.run_as,
         min_free_space: args.min_free_space,
+        git_timeout: args.git_timeout,
         watcher: Some(watch::Launch {
             program: PathBuf::from("/proc/self/exe"),
             log_format: match args.log_format {

@@ -199,6 +199,10 @@ pub enum Outcome {
     Succeeded,
     Failed {
         exit_code: i32,
+        /// What the agent said about it ("build exited with code 2 (the
+        /// work directory's disk is full: …)", "git did not finish …"), or
+        /// empty.
+        detail: String,
     },
     TimedOut,
     Cancelled,
@@ -448,9 +452,9 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
             skip_dependents(run, Some(name), now_ms, fx);
             return;
         }
-        Outcome::Failed { exit_code } => {
+        Outcome::Failed { exit_code, detail } => {
             j.exit_code = Some(exit_code);
-            format!("exited with code {exit_code}")
+            if detail.is_empty() { format!("exited with code {exit_code}") } else { format!("failed: {detail}") }
         }
         Outcome::TimedOut => match timeout {
             Some(t) => format!("timed out after {}s", t.as_secs()),

@@ -127,7 +127,9 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
         In::Result(r) => {
             let outcome = match pb::Outcome::try_from(r.outcome) {
                 Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
-                Ok(pb::Outcome::Failed) => Outcome::Failed { exit_code: r.exit_code },
+                Ok(pb::Outcome::Failed) => {
+                    Outcome::Failed { exit_code: r.exit_code, detail: bounded(&r.message, MAX_RESULT_MESSAGE) }
+                }
                 Ok(pb::Outcome::TimedOut) => Outcome::TimedOut,
                 Ok(pb::Outcome::Cancelled) => Outcome::Cancelled,
                 // Dropping the result would leave the attempt held and its
@@ -231,6 +233,22 @@ fn check_held(running: &[String]) -> Result<(), String> {
         return Err(format!("attempt id {:?} is longer than {MAX_ATTEMPT_ID} bytes", abbreviate(id)));
     }
     Ok(())
+}
+
+/// The longest result message kept from an agent (it is stored with the
+/// job); longer ones are cut, with an ellipsis.
+pub const MAX_RESULT_MESSAGE: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn abbreviate(text: &str) -> String {
@@ -421,6 +439,13 @@ mod tests {
         for (what, h, at, forward, renewed) in cases {
             assert_eq!(gate.take(&h, start + ms(at)), (forward, renewed), "{what}");
         }
+    }
+
+    #[test]
+    fn result_messages_are_bounded_on_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded(&"é".repeat(1000), MAX_RESULT_MESSAGE);
+        assert!(cut.len() <= MAX_RESULT_MESSAGE && cut.ends_with('…'), "{}", cut.len());
     }
 
     #[test]

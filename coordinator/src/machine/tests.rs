@@ -36,7 +36,7 @@ fn ok(job: &str, attempt: u32) -> Input {
     done(job, attempt, Outcome::Succeeded)
 }
 fn fail(job: &str, attempt: u32) -> Input {
-    done(job, attempt, Outcome::Failed { exit_code: 3 })
+    done(job, attempt, Outcome::Failed { exit_code: 3, detail: String::new() })
 }
 fn lost(job: &str, attempt: u32) -> Input {
     done(job, attempt, Outcome::Lost { reason: "lease expired".into() })

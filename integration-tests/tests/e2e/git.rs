@@ -70,3 +70,30 @@ fn a_run_from_git_is_pinned_to_the_commit_and_checks_it_out() {
     assert_eq!(cli.status.code(), Some(2));
     assert!(text(&cli.stderr).contains("ci/missing.yml not found"), "{}", text(&cli.stderr));
 }
+
+#[test]
+fn an_agent_checkout_past_its_git_timeout_fails_naming_the_repository() {
+    let mut fleet = Fleet::start("git-checkout-timeout");
+    // No checkout can finish in a millisecond: the deadline, not a server,
+    // ends it here (edge.rs has a server that never answers the coordinator).
+    fleet.start_agent(
+        "a1",
+        crate::harness::AgentSpec { extra: &["--git-timeout", "1ms"], ..crate::harness::AgentSpec::default() },
+    );
+    fleet.wait_agents(1);
+    let repo = fleet.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join(".drover.yml"), "name: slow-git\njobs:\n  a: {steps: [{run: 'true'}]}\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let out = fleet.drover(&["run", "--repo", repo.to_str().unwrap(), "--ref", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let job = fleet.job(&run, "a");
+    let message = job["message"].as_str().unwrap_or_default();
+    assert!(message.contains("git did not finish within 0.001s checking out"), "{job:#}");
+    assert!(message.contains(repo.to_str().unwrap()), "{job:#}");
+}
