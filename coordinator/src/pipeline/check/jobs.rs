@@ -1,0 +1,321 @@
+//! The `jobs` mapping, and the keys of one job that need no file of their
+//! own: its name, `runs-on`, `timeout`, `retries`, and `needs` as written.
+//! Whether the jobs a job needs exist, and whether needs form a cycle, can
+//! only be told once every job has been read; `graph` checks that.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::{Checker, Entry, find};
+use crate::duration;
+use crate::pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
+use crate::pipeline::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
+
+const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "retries", "needs", "steps"];
+
+const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
+const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
+     `_`, `.` or `-`, starting with a letter or digit";
+
+/// A job as read, with the positions the graph checks point at.
+pub(super) struct JobDraft<'n> {
+    pub(super) spec: JobSpec,
+    /// The `needs` entries, in order, with their positions.
+    pub(super) needs: Vec<(&'n str, Pos)>,
+}
+
+impl Checker<'_> {
+    pub(super) fn jobs(&mut self, jobs_entry: &Entry<'_>) -> Vec<JobSpec> {
+        let value = jobs_entry.value;
+        let map = match &value.kind {
+            Kind::Map(map) if !map.is_empty() => map,
+            Kind::Null | Kind::Map(_) => {
+                self.error(
+                    jobs_entry.value_pos(),
+                    "`jobs` is empty",
+                    Some("define at least one job, e.g. `jobs: {build: {steps: [{run: make}]}}`".to_owned()),
+                );
+                return Vec::new();
+            }
+            _ => {
+                self.error(
+                    value.pos,
+                    format!("`jobs` must be a mapping from job names to jobs, found {}", value.describe()),
+                    Some("jobs are keyed by name, e.g. `jobs: {build: {steps: [{run: make}]}}`".to_owned()),
+                );
+                return Vec::new();
+            }
+        };
+        let entries = self.entries(map, "job", "");
+        if entries.len() > MAX_JOBS {
+            self.error(
+                entries[MAX_JOBS].key_pos,
+                format!("too many jobs: {}, over the limit of {MAX_JOBS} jobs", entries.len()),
+                Some("split the work into several pipelines".to_owned()),
+            );
+        }
+        let drafts: Vec<JobDraft<'_>> = entries.iter().map(|entry| self.job(entry)).collect();
+        self.needs_graph(&entries, &drafts);
+        drafts.into_iter().map(|draft| draft.spec).collect()
+    }
+
+    fn job<'n>(&mut self, entry: &Entry<'n>) -> JobDraft<'n> {
+        let full_name = entry.key;
+        // Messages quote the name; an invalid one may be very long.
+        let name = &abbreviate(full_name);
+        if !is_valid_job_name(full_name) {
+            self.error(entry.key_pos, format!("invalid job name `{name}`"), Some(JOB_NAME_HINT.to_owned()));
+        }
+        let mut draft = JobDraft {
+            spec: JobSpec {
+                name: full_name.to_owned(),
+                runs_on: BTreeMap::new(),
+                env: BTreeMap::new(),
+                timeout: None,
+                retries: 0,
+                needs: Vec::new(),
+                steps: Vec::new(),
+            },
+            needs: Vec::new(),
+        };
+        let map = match &entry.value.kind {
+            Kind::Map(map) => map,
+            Kind::Null => {
+                self.error(
+                    entry.key_pos,
+                    format!("job `{name}` is empty"),
+                    Some(format!("a job needs steps, e.g. `{name}: {{steps: [{{run: make}}]}}`")),
+                );
+                return draft;
+            }
+            _ => {
+                self.error(
+                    entry.value_pos(),
+                    format!("job `{name}` must be a mapping, found {}", entry.value.describe()),
+                    Some(format!("e.g. `{name}: {{steps: [{{run: make}}]}}`")),
+                );
+                return draft;
+            }
+        };
+        let context = format!("in job `{name}`");
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, JOB_KEYS, &context);
+
+        if let Some(entry) = find(&entries, "runs-on") {
+            draft.spec.runs_on = self.labels(entry.value, name);
+        }
+        if let Some(entry) = find(&entries, "env") {
+            draft.spec.env = self.env(entry.value, Some(name));
+        }
+        if let Some(entry) = find(&entries, "timeout") {
+            draft.spec.timeout = self.timeout(entry.value, name);
+        }
+        if let Some(entry) = find(&entries, "retries") {
+            draft.spec.retries = self.retries(entry.value, name);
+        }
+        if let Some(entry) = find(&entries, "needs") {
+            draft.needs = self.needs(entry.value, full_name, name);
+            draft.spec.needs = draft.needs.iter().map(|(need, _)| (*need).to_owned()).collect();
+        }
+        match find(&entries, "steps") {
+            Some(steps) => draft.spec.steps = self.steps(steps, name),
+            None => self.error(
+                entry.key_pos,
+                format!("job `{name}` has no steps"),
+                Some("add `steps:` with at least one `- run: <command>`".to_owned()),
+            ),
+        }
+        draft
+    }
+
+    /// Reads the `runs-on` mapping of label names to values of `job`.
+    fn labels(&mut self, labels: &Node, job: &str) -> BTreeMap<String, String> {
+        let context = format!("in `runs-on` of job `{job}`");
+        let mut out = BTreeMap::new();
+        let map = match &labels.kind {
+            Kind::Map(map) => map,
+            Kind::Null => return out,
+            _ => {
+                self.error(
+                    labels.pos,
+                    format!("`runs-on` of job `{job}` must be a mapping of agent labels, found {}", labels.describe()),
+                    Some("e.g. `runs-on: {os: linux}`".to_owned()),
+                );
+                return out;
+            }
+        };
+        let entries = self.entries(map, "label", &context);
+        for entry in entries {
+            if entry.key.is_empty() {
+                self.error(entry.key_pos, format!("empty label name {context}"), None);
+                continue;
+            }
+            match entry.value.scalar_text() {
+                Some(value) if !value.is_empty() => {
+                    out.insert(entry.key.to_owned(), value.to_owned());
+                }
+                Some(_) => self.error(
+                    entry.value_pos(),
+                    format!("label `{}` {context} has an empty value", entry.key),
+                    Some(format!("give the value the agent's label must have, e.g. `{}: linux`", entry.key)),
+                ),
+                None => self.error(
+                    entry.value_pos(),
+                    format!("label `{}` {context} must be a string, found {}", entry.key, entry.value.describe()),
+                    Some(format!("e.g. `{}: linux`", entry.key)),
+                ),
+            }
+        }
+        out
+    }
+
+    fn timeout(&mut self, timeout: &Node, job: &str) -> Option<Duration> {
+        let text = match &timeout.kind {
+            Kind::Null => return None,
+            Kind::Scalar(scalar) if scalar.ty == ScalarType::Str => &scalar.text,
+            Kind::Scalar(scalar) => {
+                // A bare number is most likely seconds or minutes; we make
+                // the user say which rather than guess.
+                self.error(
+                    timeout.pos,
+                    format!("timeout `{}` in job `{job}` has no unit", abbreviate(&scalar.text)),
+                    Some(DURATION_HINT.to_owned()),
+                );
+                return None;
+            }
+            _ => {
+                self.error(
+                    timeout.pos,
+                    format!("`timeout` in job `{job}` must be a duration, found {}", timeout.describe()),
+                    Some(DURATION_HINT.to_owned()),
+                );
+                return None;
+            }
+        };
+        match duration::parse(text, duration::PIPELINE_UNITS) {
+            Some(d) if d.is_zero() => {
+                self.error(
+                    timeout.pos,
+                    format!("timeout `{text}` in job `{job}` must be longer than zero"),
+                    Some(DURATION_HINT.to_owned()),
+                );
+                None
+            }
+            Some(d) if d > MAX_TIMEOUT => {
+                self.error(
+                    timeout.pos,
+                    format!("timeout `{text}` in job `{job}` is over the limit of 7 days"),
+                    Some("the longest allowed timeout is 168h".to_owned()),
+                );
+                None
+            }
+            Some(d) => Some(d),
+            None => {
+                self.error(
+                    timeout.pos,
+                    format!("invalid timeout `{}` in job `{job}`", abbreviate(text)),
+                    Some(DURATION_HINT.to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    fn retries(&mut self, retries: &Node, job: &str) -> u32 {
+        let number = match &retries.kind {
+            Kind::Null => return 0,
+            Kind::Scalar(Scalar { ty: ScalarType::Int(n), .. }) => Some(*n),
+            _ => None,
+        };
+        if let Some(n) = number.and_then(|n| u32::try_from(n).ok())
+            && n <= MAX_RETRIES
+        {
+            return n;
+        }
+        let text = retries.scalar_text().map(abbreviate).unwrap_or_default();
+        let message = match number {
+            Some(n) if n < 0 => {
+                format!("`retries` in job `{job}` must not be negative, found {text}")
+            }
+            Some(_) => {
+                format!("`retries` {text} in job `{job}` is over the limit of {MAX_RETRIES}")
+            }
+            None => format!("`retries` in job `{job}` must be a whole number, found {}", retries.describe()),
+        };
+        self.error(retries.pos, message, Some(format!("e.g. `retries: 2`; at most {MAX_RETRIES}")));
+        0
+    }
+
+    /// Reads `needs`: a list of job names, or one name on its own.
+    /// `full_name` is the job's name and `job` the name as shown in messages.
+    fn needs<'n>(&mut self, needs: &'n Node, full_name: &str, job: &str) -> Vec<(&'n str, Pos)> {
+        let items: Vec<&Node> = match &needs.kind {
+            Kind::Null => return Vec::new(),
+            Kind::Scalar(_) => vec![needs],
+            Kind::Seq(items) => items.iter().collect(),
+            Kind::Map(_) => {
+                self.error(
+                    needs.pos,
+                    format!("`needs` in job `{job}` must be a list of job names, found a mapping"),
+                    Some("e.g. `needs: [build, lint]`".to_owned()),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<(&str, Pos)> = Vec::new();
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        for item in items {
+            let Some(name) = item.scalar_text() else {
+                self.error(
+                    item.pos,
+                    format!("entries of `needs` in job `{job}` must be job names, found {}", item.describe()),
+                    Some("e.g. `needs: [build, lint]`".to_owned()),
+                );
+                continue;
+            };
+            if name == full_name {
+                self.error(
+                    item.pos,
+                    format!("job `{job}` needs itself"),
+                    Some(format!("remove `{job}` from its own `needs`")),
+                );
+                continue;
+            }
+            if let Some(first) = seen.get(name) {
+                let (shown, line) = (abbreviate(name), first.line);
+                self.error(
+                    item.pos,
+                    format!("job `{job}` lists `{shown}` in `needs` twice (first at line {line})"),
+                    Some("remove one of them".to_owned()),
+                );
+                continue;
+            }
+            seen.insert(name, item.pos);
+            out.push((name, item.pos));
+        }
+        out
+    }
+}
+
+/// Whether `name` matches `[A-Za-z0-9][A-Za-z0-9_.-]{0,99}`.
+fn is_valid_job_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names() {
+        for name in ["a", "build", "Build-2.x_y", "0", &"a".repeat(100)] {
+            assert!(is_valid_job_name(name), "{name}");
+        }
+        for name in ["", "-a", ".a", "_a", "a b", "a/b", "ü", &"a".repeat(101)] {
+            assert!(!is_valid_job_name(name), "{name}");
+        }
+    }
+}

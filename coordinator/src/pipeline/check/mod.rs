@@ -1,0 +1,229 @@
+//! Checks a YAML tree against the pipeline format and builds the [`Pipeline`].
+//!
+//! The checker never stops at the first problem. Each part of the file is
+//! checked on its own, and a part that is wrong is left out (or replaced by a
+//! harmless default) so that checking can go on. Once every job has been
+//! read, the `needs` graph is checked as a whole: missing jobs, then cycles.
+//!
+//! One `Checker` collects the diagnostics, and its methods are grouped by
+//! the part of the file they read:
+//!
+//! - this file: the entry point [`pipeline`], the top-level keys, and the
+//!   helpers every part uses (`Checker::error`, `entries`, `find`,
+//!   `unknown_keys`);
+//! - `jobs`: the `jobs` mapping and each job's keys (`runs-on`, `timeout`,
+//!   `retries`, and `needs` as written);
+//! - `steps`: a job's `steps`;
+//! - `env`: `env` mappings and what a pipeline may set in them;
+//! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
+//! - `suggest`: "did you mean" for misspelled keys and job names.
+//!
+//! A new key joins its mapping's list of allowed keys and is read where that
+//! mapping is read: a top-level key (such as the triggers, `on:`) here, a
+//! job key in `jobs`, a step key in `steps`. A key with rules of its own gets
+//! a file of its own, called from there as `env` is: `matrix`, concurrency
+//! groups and approvals from `jobs`; `if:` conditions and `${{ }}`
+//! expressions, which may appear in several places, one file that each of
+//! those places calls.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::yaml::{Kind, Node, Pos, abbreviate};
+use super::{Diagnostic, MAX_NAME_LEN, Pipeline};
+
+mod env;
+mod graph;
+mod jobs;
+mod steps;
+mod suggest;
+
+use suggest::{SUGGESTION_BUDGET, closest};
+
+/// The most diagnostics we return for one file.
+const MAX_DIAGNOSTICS: usize = 100;
+
+const TOP_LEVEL_KEYS: &[&str] = &["name", "env", "jobs"];
+
+/// Checks the document `root` of the file `file`.
+pub(super) fn pipeline(file: &str, root: &Node) -> Result<Pipeline, Vec<Diagnostic>> {
+    let mut checker = Checker { file, diagnostics: Vec::new(), suggestion_budget: SUGGESTION_BUDGET };
+    let pipeline = checker.top_level(root);
+    let mut diagnostics = checker.diagnostics;
+    if diagnostics.is_empty() {
+        return Ok(pipeline);
+    }
+    // Read like a compiler's output: top to bottom. A value reached through
+    // several aliases can produce the same diagnostic more than once.
+    diagnostics.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
+    diagnostics.dedup();
+    if diagnostics.len() > MAX_DIAGNOSTICS {
+        // Nobody reads thousands of diagnostics, and they have to fit in
+        // one RPC reply; point at where the unshown ones start.
+        let hidden = diagnostics.len() - MAX_DIAGNOSTICS;
+        diagnostics.truncate(MAX_DIAGNOSTICS + 1);
+        let last = &mut diagnostics[MAX_DIAGNOSTICS];
+        last.message = format!("{hidden} more problems from here on are not shown");
+        last.hint = Some("fix the problems above and check again".to_owned());
+    }
+    Err(diagnostics)
+}
+
+/// One check of one file. Its methods are spread over this module's files,
+/// each reading one part of the format into the pipeline.
+struct Checker<'a> {
+    file: &'a str,
+    diagnostics: Vec<Diagnostic>,
+    /// What is left of [`SUGGESTION_BUDGET`].
+    suggestion_budget: usize,
+}
+
+/// One entry of a mapping whose key is a string.
+struct Entry<'n> {
+    key: &'n str,
+    key_pos: Pos,
+    value: &'n Node,
+}
+
+impl Entry<'_> {
+    /// Where to point at a problem with the value. A missing value (`key:`
+    /// and nothing after it) "starts" at the colon or even on the next line,
+    /// so there we point at the key instead.
+    fn value_pos(&self) -> Pos {
+        if matches!(self.value.kind, Kind::Null) { self.key_pos } else { self.value.pos }
+    }
+}
+
+impl Checker<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+            hint,
+        });
+    }
+
+    fn top_level(&mut self, root: &Node) -> Pipeline {
+        let mut pipeline = Pipeline { name: String::new(), env: BTreeMap::new(), jobs: Vec::new() };
+        let map = match &root.kind {
+            Kind::Map(map) => map,
+            Kind::Null => {
+                // A document with only comments "starts" after them, which
+                // is no place to point at; the top of the file is.
+                self.error(
+                    Pos::START,
+                    "pipeline file is empty",
+                    Some("a pipeline needs at least `name:` and a `jobs:` mapping".to_owned()),
+                );
+                return pipeline;
+            }
+            _ => {
+                self.error(
+                    root.pos,
+                    format!("a pipeline file must be a mapping, found {}", root.describe()),
+                    Some("start with `name:` and a `jobs:` mapping".to_owned()),
+                );
+                return pipeline;
+            }
+        };
+        let entries = self.entries(map, "key", "at the top level");
+        self.unknown_keys(&entries, TOP_LEVEL_KEYS, "at the top level");
+
+        match find(&entries, "name") {
+            Some(entry) => {
+                if let Some(name) = self.pipeline_name(entry) {
+                    pipeline.name = name;
+                }
+            }
+            None => {
+                self.error(root.pos, "missing `name` at the top level", Some("add e.g. `name: my-pipeline`".to_owned()))
+            }
+        }
+        if let Some(entry) = find(&entries, "env") {
+            pipeline.env = self.env(entry.value, None);
+        }
+        match find(&entries, "jobs") {
+            Some(entry) => pipeline.jobs = self.jobs(entry),
+            None => self.error(
+                root.pos,
+                "missing `jobs` at the top level",
+                Some("add a `jobs:` mapping with at least one job".to_owned()),
+            ),
+        }
+        pipeline
+    }
+
+    fn pipeline_name(&mut self, entry: &Entry<'_>) -> Option<String> {
+        let value = entry.value;
+        let Some(name) = value.scalar_text() else {
+            self.error(
+                entry.value_pos(),
+                format!("`name` must be a string, found {}", value.describe()),
+                Some("e.g. `name: my-pipeline`".to_owned()),
+            );
+            return None;
+        };
+        // The name is display text, not an id, so we only keep it to one
+        // reasonably short line.
+        if name.trim().is_empty() {
+            self.error(entry.value_pos(), "`name` is empty", Some("e.g. `name: my-pipeline`".to_owned()));
+            return None;
+        }
+        if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            self.error(
+                entry.value_pos(),
+                format!("invalid pipeline name `{}`", abbreviate(name)),
+                Some(format!("a pipeline name is one line of at most {MAX_NAME_LEN} characters")),
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    }
+
+    /// The entries of `map` with string keys, leaving out (and reporting)
+    /// keys that are not strings and keys that repeat an earlier one.
+    /// `noun` names what the keys are and `context` where the map is, for the
+    /// messages.
+    fn entries<'n>(&mut self, map: &'n [(Node, Node)], noun: &str, context: &str) -> Vec<Entry<'n>> {
+        let mut out: Vec<Entry<'n>> = Vec::with_capacity(map.len());
+        let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(map.len());
+        let context = if context.is_empty() { String::new() } else { format!(" {context}") };
+        for (key, value) in map {
+            let Some(text) = key.scalar_text() else {
+                self.error(key.pos, format!("{noun} names must be strings, found {}{context}", key.describe()), None);
+                continue;
+            };
+            if let Some(first) = seen.get(text) {
+                let line = first.line;
+                self.error(
+                    key.pos,
+                    format!("duplicate {noun} `{}`{context} (first defined at line {line})", abbreviate(text)),
+                    Some(format!("each {noun} may appear only once; remove or rename one of them")),
+                );
+                continue;
+            }
+            seen.insert(text, key.pos);
+            out.push(Entry { key: text, key_pos: key.pos, value });
+        }
+        out
+    }
+
+    fn unknown_keys(&mut self, entries: &[Entry<'_>], allowed: &[&str], context: &str) {
+        for entry in entries {
+            if allowed.contains(&entry.key) {
+                continue;
+            }
+            let allowed_list = allowed.join(", ");
+            let hint = match closest(entry.key, allowed, &mut self.suggestion_budget) {
+                Some(close) => format!("did you mean `{close}`? allowed keys: {allowed_list}"),
+                None => format!("allowed keys: {allowed_list}"),
+            };
+            self.error(entry.key_pos, format!("unknown key `{}` {context}", abbreviate(entry.key)), Some(hint));
+        }
+    }
+}
+
+fn find<'e, 'n>(entries: &'e [Entry<'n>], key: &str) -> Option<&'e Entry<'n>> {
+    entries.iter().find(|entry| entry.key == key)
+}
