@@ -981,6 +981,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::store::conformance::{self, recv, recv_events};
 
     /// The etcd binary; CI installs Debian's etcd-server.
     fn etcd_binary() -> String {
@@ -1144,114 +1145,53 @@ mod tests {
         store.txn(Txn::ops(vec![Op::put(key, value)])).await.expect("put")
     }
 
-    async fn recv(rx: &mut mpsc::Receiver<WatchMessage>) -> WatchMessage {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("watch message in time")
-            .expect("watch still open")
+    /// The conformance suite on one etcd, each case under a key prefix of
+    /// its own.
+    struct EtcdBackend {
+        etcd: Etcd,
     }
 
-    async fn recv_events(rx: &mut mpsc::Receiver<WatchMessage>) -> Vec<WatchEvent> {
-        match recv(rx).await {
-            WatchMessage::Events(events) => events,
-            other => panic!("expected events, got {other:?}"),
+    impl conformance::Backend for EtcdBackend {
+        type Store = EtcdStore;
+
+        async fn open(&self, case: &str) -> Arc<EtcdStore> {
+            store_on(&self.etcd, &format!("/conformance/{case}")).await
+        }
+
+        async fn compact(&self, store: &EtcdStore, revision: Revision) {
+            store.compact(revision).await.expect("compact");
         }
     }
 
-    fn summary(events: &[WatchEvent]) -> Vec<(EventKind, String, Revision)> {
-        events.iter().map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.mod_revision)).collect()
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        conformance::run(&EtcdBackend { etcd: Etcd::started("conformance").await }).await;
+    }
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(ttl_seconds(Duration::ZERO), 1);
     }
 
     #[tokio::test]
-    async fn txn_compares_choose_the_branch_and_return_gets() {
-        let etcd = Etcd::started("txn").await;
-        let store = store_on(&etcd, "/drover").await;
+    async fn compaction_is_cluster_wide_and_idempotent() {
+        let etcd = Etcd::started("compact").await;
+        let a = store_on(&etcd, "/a").await;
+        let b = store_on(&etcd, "/b").await;
+        let r1 = put(&b, "/k", "1").await.revision;
+        let r2 = put(&a, "/k", "2").await.revision;
 
-        // Create-if-absent with a mod revision of 0.
-        let create = |value: &str| Txn {
-            compare: vec![Compare::ModRevision("/k".into(), 0)],
-            success: vec![Op::put("/k", value), Op::Get { key: "/k".into() }],
-            failure: vec![Op::Get { key: "/k".into() }, Op::Get { key: "/missing".into() }],
-        };
-        let first = store.txn(create("one")).await.unwrap();
-        assert!(first.succeeded);
-        assert_eq!(first.gets.len(), 1);
-        let kv = first.gets[0].clone().expect("a get after the put sees it");
-        assert_eq!((kv.key.as_str(), kv.value.as_slice()), ("/k", b"one".as_slice()));
-        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (first.revision, first.revision, 1));
-
-        let second = store.txn(create("two")).await.unwrap();
-        assert!(!second.succeeded);
-        assert_eq!(second.revision, first.revision, "a failed compare writes nothing");
-        assert_eq!(second.gets, vec![Some(kv.clone()), None]);
-
-        // CreateRevision 0 is false for an existing key, true for a missing one.
-        let absent =
-            |key: &str| Txn { compare: vec![Compare::CreateRevision(key.into(), 0)], success: vec![], failure: vec![] };
-        assert!(!store.txn(absent("/k")).await.unwrap().succeeded);
-        assert!(store.txn(absent("/nope")).await.unwrap().succeeded);
-
-        // A value compare holds on an equal value, never on a missing key
-        // (not even against the empty value).
-        let value_is = |key: &str, value: &[u8]| Txn {
-            compare: vec![Compare::Value(key.into(), value.to_vec())],
-            success: vec![],
-            failure: vec![],
-        };
-        assert!(store.txn(value_is("/k", b"one")).await.unwrap().succeeded);
-        assert!(!store.txn(value_is("/k", b"two")).await.unwrap().succeeded);
-        assert!(!store.txn(value_is("/nope", b"")).await.unwrap().succeeded);
-
-        // A stale mod revision fails; the current one succeeds.
-        let cas = |rev: Revision| Txn {
-            compare: vec![Compare::ModRevision("/k".into(), rev)],
-            success: vec![Op::put("/k", "three")],
-            failure: vec![],
-        };
-        assert!(!store.txn(cas(kv.mod_revision - 1)).await.unwrap().succeeded);
-        let updated = store.txn(cas(kv.mod_revision)).await.unwrap();
-        assert!(updated.succeeded);
-        assert_eq!(store.get("/k").await.unwrap().unwrap().value, b"three");
-    }
-
-    #[tokio::test]
-    async fn revisions_versions_and_prefix_deletes_follow_etcd() {
-        let etcd = Etcd::started("revisions").await;
-        let store = store_on(&etcd, "/drover").await;
-
-        let r1 = put(&store, "/a", "1").await.revision;
-        let r2 = put(&store, "/a", "2").await.revision;
-        assert!(r2 > r1);
-        let kv = store.get("/a").await.unwrap().unwrap();
-        assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.lease), (r1, r2, 2, 0));
-
-        // A delete and a re-create start the key's history again.
-        let r3 = store.txn(Txn::ops(vec![Op::delete("/a")])).await.unwrap().revision;
-        assert_eq!(store.get("/a").await.unwrap(), None);
-        let r4 = put(&store, "/a", "3").await.revision;
-        assert!(r4 > r3 && r3 > r2);
-        let kv = store.get("/a").await.unwrap().unwrap();
-        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r4, r4, 1));
-
-        // Deleting a missing key changes nothing, so the revision stays.
-        let same = store.txn(Txn::ops(vec![Op::delete("/never")])).await.unwrap();
-        assert_eq!(same.revision, r4);
-
-        // Ranges come back in key order whatever the order of the writes,
-        // with the revision they were taken at.
-        for key in ["/runs/3", "/runs/1", "/runs/10", "/runs/2", "/runsx"] {
-            put(&store, key, key).await;
-        }
-        let (kvs, revision) = store.range("/runs/").await.unwrap();
-        let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(keys, ["/runs/1", "/runs/10", "/runs/2", "/runs/3"]);
-        assert_eq!(revision, store.txn(Txn::default()).await.unwrap().revision);
-
-        // A prefix delete takes exactly the keys under the prefix.
-        let deleted = store.txn(Txn::ops(vec![Op::DeletePrefix { prefix: "/runs/".into() }])).await.unwrap();
-        assert_eq!(deleted.revision, revision + 1, "one revision for the whole prefix");
-        assert!(store.range("/runs/").await.unwrap().0.is_empty());
-        assert!(store.get("/runsx").await.unwrap().is_some());
+        // etcd has one history: a compaction through one prefix compacts
+        // every prefix's.
+        a.compact(r2).await.expect("compact");
+        let mut old = b.watch("/", r1).await.unwrap();
+        assert_eq!(recv(&mut old).await, WatchMessage::Compacted { compact_revision: r2 });
+        // Compacting what is already compacted (by another coordinator, or
+        // etcd's own auto-compaction) is not an error.
+        b.compact(r1).await.expect("compacting below the compacted revision");
+        a.compact(r2).await.expect("compacting the compacted revision again");
     }
 
     #[tokio::test]
@@ -1301,89 +1241,6 @@ mod tests {
         b.txn(Txn::ops(vec![Op::DeletePrefix { prefix: String::new() }])).await.unwrap();
         assert!(b.range("").await.unwrap().0.is_empty());
         assert_eq!(a.range("").await.unwrap().0.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn watch_replays_history_goes_live_and_reports_compaction() {
-        let etcd = Etcd::started("watch").await;
-        let store = store_on(&etcd, "/drover").await;
-
-        let r1 = put(&store, "/w/a", "1").await.revision;
-        let r2 = store.txn(Txn::ops(vec![Op::put("/w/b", "2"), Op::put("/w/c", "3")])).await.unwrap().revision;
-        put(&store, "/other", "x").await;
-        let r3 = store.txn(Txn::ops(vec![Op::delete("/w/a")])).await.unwrap().revision;
-
-        // From a past revision: every revision under the prefix, one message
-        // each, in order; deletes carry their revision and an empty value.
-        let mut rx = store.watch("/w/", r1).await.unwrap();
-        assert_eq!(summary(&recv_events(&mut rx).await), [(EventKind::Put, "/w/a".to_owned(), r1)]);
-        assert_eq!(
-            summary(&recv_events(&mut rx).await),
-            [(EventKind::Put, "/w/b".to_owned(), r2), (EventKind::Put, "/w/c".to_owned(), r2)]
-        );
-        let delete = recv_events(&mut rx).await;
-        assert_eq!(summary(&delete), [(EventKind::Delete, "/w/a".to_owned(), r3)]);
-        assert!(delete[0].kv.value.is_empty());
-
-        // Then live.
-        let r4 = put(&store, "/w/d", "4").await.revision;
-        let live = recv_events(&mut rx).await;
-        assert_eq!(summary(&live), [(EventKind::Put, "/w/d".to_owned(), r4)]);
-        assert_eq!((live[0].kv.create_revision, live[0].kv.version), (r4, 1));
-
-        // A watch from now on sees a write made right after it returns.
-        let mut now = store.watch("/w/", 0).await.unwrap();
-        let r5 = put(&store, "/w/e", "5").await.revision;
-        assert_eq!(summary(&recv_events(&mut now).await), [(EventKind::Put, "/w/e".to_owned(), r5)]);
-
-        // After a compaction, a watch from before it learns so and closes.
-        store.compact(r4).await.expect("compact");
-        store.compact(r1).await.expect("compacting below the compacted revision is not an error");
-        let mut old = store.watch("/w/", r1).await.unwrap();
-        assert_eq!(recv(&mut old).await, WatchMessage::Compacted { compact_revision: r4 });
-        let closed = tokio::time::timeout(Duration::from_secs(5), old.recv()).await.expect("closes in time");
-        assert_eq!(closed, None);
-        // From the compaction revision on, history is still there.
-        let mut from_compaction = store.watch("/w/", r4).await.unwrap();
-        assert_eq!(summary(&recv_events(&mut from_compaction).await), [(EventKind::Put, "/w/d".to_owned(), r4)]);
-    }
-
-    #[tokio::test]
-    async fn leases_expire_unless_kept_alive() {
-        let etcd = Etcd::started("lease").await;
-        let store = store_on(&etcd, "/drover").await;
-
-        // Two seconds is etcd's minimum TTL here; sub-second TTLs round up.
-        assert_eq!(ttl_seconds(Duration::from_millis(1500)), 2);
-        assert_eq!(ttl_seconds(Duration::ZERO), 1);
-        let doomed = store.lease_grant(Duration::from_secs(2)).await.unwrap();
-        let kept = store.lease_grant(Duration::from_secs(2)).await.unwrap();
-        store
-            .txn(Txn::ops(vec![
-                Op::Put { key: "/doomed".into(), value: b"x".to_vec(), lease: doomed },
-                Op::Put { key: "/kept".into(), value: b"y".to_vec(), lease: kept },
-            ]))
-            .await
-            .unwrap();
-        assert_eq!(store.get("/kept").await.unwrap().unwrap().lease, kept);
-
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while store.get("/doomed").await.unwrap().is_some() {
-            assert!(Instant::now() < deadline, "the unrenewed lease did not expire");
-            store.lease_keep_alive(kept).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        store.lease_keep_alive(kept).await.unwrap();
-        assert!(store.get("/kept").await.unwrap().is_some(), "the renewed lease expired");
-        assert!(matches!(store.lease_keep_alive(doomed).await, Err(StoreError::LeaseNotFound(id)) if id == doomed));
-
-        // Revoking deletes the keys at once; the lease is then gone.
-        store.lease_revoke(kept).await.unwrap();
-        assert_eq!(store.get("/kept").await.unwrap(), None);
-        assert!(matches!(store.lease_revoke(kept).await, Err(StoreError::LeaseNotFound(id)) if id == kept));
-        assert!(matches!(store.lease_keep_alive(kept).await, Err(StoreError::LeaseNotFound(_))));
-        let orphan = Op::Put { key: "/orphan".into(), value: Vec::new(), lease: kept };
-        assert!(matches!(store.txn(Txn::ops(vec![orphan])).await, Err(StoreError::LeaseNotFound(id)) if id == kept));
     }
 
     #[tokio::test]

@@ -7,8 +7,12 @@
 //! The scheduler only talks to [`Store`]. The embedded backend
 //! ([`embedded::EmbeddedStore`]) keeps everything in memory and appends every
 //! write to a log file in the data directory; the etcd backend maps
-//! the same calls one to one onto etcd's KV, Watch and Lease APIs.
+//! the same calls one to one onto etcd's KV, Watch and Lease APIs. What both
+//! backends must do alike is tested once, by the conformance suite
+//! (`conformance`, test-only) that each backend's tests run.
 
+#[cfg(test)]
+mod conformance;
 pub mod embedded;
 pub mod etcd;
 pub mod fenced;
