@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::keys;
 use crate::machine::RunId;
 use crate::metrics::METRICS;
-use crate::scheduler::RunSummary;
+use crate::records::RunSummary;
 use crate::segments::Segments;
 use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, decode};
 

@@ -191,7 +191,14 @@ async fn campaign_and_lead(
             break resp.revision;
         }
         let Some(current) = resp.gets.into_iter().next().flatten() else { continue };
-        let leader: Option<LeaderInfo> = serde_json::from_slice(&current.value).ok();
+        let leader = match crate::store::decode::<LeaderInfo>(&current.key, &current.value) {
+            Ok(leader) => Some(leader),
+            Err(e) => {
+                // Not ours, as far as we can tell: wait for its lease.
+                warn!(error = %e, "the leader key does not decode; waiting for its lease to expire");
+                None
+            }
+        };
         if leader.as_ref().is_some_and(|l| l.id == config.id) && current.lease != lease {
             // Our own claim from before a restart: it is stale, take it back
             // now instead of waiting for its lease to expire.

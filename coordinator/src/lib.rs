@@ -12,6 +12,7 @@ pub mod logs;
 pub mod machine;
 pub mod metrics;
 pub mod pipeline;
+pub mod records;
 pub mod scheduler;
 pub mod segments;
 pub mod server;

@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, warn};
@@ -34,11 +33,10 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::dispatch::{self, AgentSlots, Ready};
 use crate::keys;
 use crate::logs;
-use crate::machine::{
-    self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunRecord, RunState, RunTrace, Source,
-};
+use crate::machine::{self, Effect, Input, JobRecord, JobState, Outcome, Run, RunId, RunTrace, Source};
 use crate::metrics::{METRICS, result_index};
 use crate::pipeline::{Pipeline, StepSpec};
+use crate::records::{AgentRecord, MAX_RECORD_BYTES, RunSummary, encode, load_run};
 use crate::segments::{self, ChunkMeta, Segments};
 use crate::spans;
 use crate::store::{Op, Store, StoreError, Txn, decode};
@@ -74,10 +72,6 @@ pub struct Config {
 pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 10_000;
 pub const DEFAULT_MAX_QUEUED_JOBS: usize = 50_000;
 
-/// The largest run record a submit may write: every store takes values of
-/// 1.5 MiB, and this leaves room.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -88,30 +82,6 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(5),
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
-        }
-    }
-}
-
-/// The short listing entry of a run, kept under [`keys::RUN_INDEX`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub id: RunId,
-    pub name: String,
-    pub state: RunState,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub source: Source,
-}
-
-impl RunSummary {
-    fn of(r: &RunRecord) -> RunSummary {
-        RunSummary {
-            id: r.id,
-            name: r.pipeline.name.clone(),
-            state: r.state,
-            created_ms: r.created_ms,
-            finished_ms: r.finished_ms,
-            source: r.source.clone(),
         }
     }
 }
@@ -196,16 +166,6 @@ pub enum ToAgent {
         id: String,
         accepted: bool,
     },
-}
-
-/// What the store keeps of an agent, so that `drover agents` still knows
-/// agents that are away after a leader change. Written when an agent comes
-/// and goes, not on every heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub labels: BTreeMap<String, String>,
-    pub slots: u32,
-    pub last_seen_ms: u64,
 }
 
 /// An agent as `drover agents` lists it.
@@ -493,29 +453,6 @@ pub struct Scheduler {
     log_ends: HashMap<AttemptId, u64>,
     /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
     active_jobs: usize,
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records always serialize")
-}
-
-/// Reads a run's record and jobs from the store.
-pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, StoreError> {
-    let Some(kv) = store.get(&keys::run(id)).await? else { return Ok(None) };
-    let record: RunRecord = decode(&kv.key, &kv.value)?;
-    let (kvs, _) = store.range(&keys::jobs(id)).await?;
-    let mut jobs = BTreeMap::new();
-    for kv in kvs {
-        let name = kv.key[keys::jobs(id).len()..].to_string();
-        jobs.insert(name, decode::<JobRecord>(&kv.key, &kv.value)?);
-    }
-    Ok(Some(Run::from_parts(record, jobs)))
-}
-
-/// Lists runs, newest first.
-pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-    let (kvs, _) = store.range(keys::RUN_INDEX).await?;
-    kvs.iter().rev().take(limit).map(|kv| decode(&kv.key, &kv.value)).collect()
 }
 
 impl Scheduler {

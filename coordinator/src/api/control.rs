@@ -19,7 +19,7 @@ use super::status::ApiError;
 use crate::keys::{self, RunKey};
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::machine::{JobRecord, RunId, RunRecord, Source};
-use crate::scheduler::{self, RunSummary};
+use crate::records::{self, RunSummary};
 use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
 use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
 use crate::{git, pipeline};
@@ -100,7 +100,11 @@ impl ControlApi {
 /// handed out).
 async fn run_not_found(store: &dyn Store, id: RunId) -> ApiError {
     let last: Option<RunId> = match store.get(keys::RUN_SEQ).await {
-        Ok(kv) => kv.and_then(|kv| decode(&kv.key, &kv.value).ok()),
+        Ok(None) => None,
+        Ok(Some(kv)) => match decode(&kv.key, &kv.value) {
+            Ok(last) => Some(last),
+            Err(e) => return e.into(),
+        },
         Err(e) => return e.into(),
     };
     match last {
@@ -431,14 +435,14 @@ impl pb::control_service_server::ControlService for ControlApi {
             0 => 50,
             n => (n as usize).min(MAX_LIST),
         };
-        let runs = scheduler::list_runs(self.store.as_ref(), limit).await.map_err(ApiError::from)?;
+        let runs = records::list_runs(self.store.as_ref(), limit).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(summary_view).collect() }))
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
         require_admin(&req)?;
         let id = parse_run_id(&req.into_inner().run_id)?;
-        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
     }
@@ -462,7 +466,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         require_admin(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
-        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         let Some(job) = run.jobs.get(&req.job) else {
             let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
@@ -523,7 +527,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         let id = parse_run_id(&req.into_inner().run_id)?;
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         sched.cancel(id).await.map_err(|e| self.explain(e.into()))?;
-        let run = scheduler::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
     }
@@ -557,16 +561,19 @@ impl pb::control_service_server::ControlService for ControlApi {
         let leader = self.store.get(keys::LEADER).await.map_err(ApiError::from)?;
         let (leader_id, epoch) = match &leader {
             Some(kv) => {
-                let info: Option<LeaderInfo> = serde_json::from_slice(&kv.value).ok();
-                (info.map(|l| l.id).unwrap_or_default(), kv.create_revision as u64)
+                let info: LeaderInfo = decode(&kv.key, &kv.value).map_err(ApiError::from)?;
+                (info.id, kv.create_revision as u64)
             }
             None => (String::new(), 0),
         };
         let coordinators = members
             .iter()
-            .filter_map(|kv| serde_json::from_slice::<MemberInfo>(&kv.value).ok())
-            .map(|m| pb::Coordinator { leader: m.id == leader_id, id: m.id, url: m.url, started_ms: m.started_ms })
-            .collect();
+            .map(|kv| decode::<MemberInfo>(&kv.key, &kv.value))
+            .map(|m| {
+                m.map(|m| pb::Coordinator { leader: m.id == leader_id, id: m.id, url: m.url, started_ms: m.started_ms })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::from)?;
         let endpoints = (self.store.endpoint_health().await)
             .into_iter()
             .map(|h| pb::StoreEndpoint { endpoint: h.endpoint, healthy: h.healthy, detail: h.detail })

@@ -1,0 +1,77 @@
+//! The records the coordinator keeps in the store, apart from the code
+//! that drives them: a run's listing entry (`RunSummary`), an agent's
+//! (`AgentRecord`), and the reads the API and housekeeping share
+//! (`load_run`, `list_runs`). The run and job records themselves are the
+//! machine's (`machine::RunRecord`, `machine::JobRecord`). Everything is
+//! JSON; a value that does not decode is [`StoreError::Corrupt`] naming its
+//! key, never skipped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys;
+use crate::machine::{JobRecord, Run, RunId, RunRecord, RunState, Source};
+use crate::store::{Store, StoreError, decode};
+
+/// The largest run record a submit may write: every store takes values of
+/// 1.5 MiB, and this leaves room.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// The short listing entry of a run, kept under [`keys::RUN_INDEX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub name: String,
+    pub state: RunState,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub source: Source,
+}
+
+impl RunSummary {
+    pub fn of(r: &RunRecord) -> RunSummary {
+        RunSummary {
+            id: r.id,
+            name: r.pipeline.name.clone(),
+            state: r.state,
+            created_ms: r.created_ms,
+            finished_ms: r.finished_ms,
+            source: r.source.clone(),
+        }
+    }
+}
+
+/// What the store keeps of an agent, so that `drover agents` still knows
+/// agents that are away after a leader change. Written when an agent comes
+/// and goes, not on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub last_seen_ms: u64,
+}
+
+/// Encodes a record as stored.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
+/// Reads a run's record and jobs from the store.
+pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, StoreError> {
+    let Some(kv) = store.get(&keys::run(id)).await? else { return Ok(None) };
+    let record: RunRecord = decode(&kv.key, &kv.value)?;
+    let (kvs, _) = store.range(&keys::jobs(id)).await?;
+    let mut jobs = BTreeMap::new();
+    for kv in kvs {
+        let name = kv.key[keys::jobs(id).len()..].to_string();
+        jobs.insert(name, decode::<JobRecord>(&kv.key, &kv.value)?);
+    }
+    Ok(Some(Run::from_parts(record, jobs)))
+}
+
+/// Lists runs, newest first.
+pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+    let (kvs, _) = store.range(keys::RUN_INDEX).await?;
+    kvs.iter().rev().take(limit).map(|kv| decode(&kv.key, &kv.value)).collect()
+}
