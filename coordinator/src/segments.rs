@@ -6,10 +6,13 @@
 //! thousands of retained runs; files cost disk only.
 //!
 //! ```text
-//! {blob_dir}/logs/{run:010}/{job}/{attempt:04}.log
+//! {blob_dir}/logs/{run:010}/{job}@{attempt:04}.log
 //! ```
 //!
-//! One file per attempt, and a chunk at log offset N lies at file offset N:
+//! One file per attempt, all of a run's in its one directory (job names
+//! never hold `@`), so a new attempt makes one file and no directory, and a
+//! burst syncs each run's directory once. A chunk at log offset N lies at
+//! file offset N:
 //! a chunk is written with `pwrite` at its offset, so a resend after a crash
 //! rewrites the same bytes in the same place, and bytes written but never
 //! committed (a crash between the write and the store's transaction) are
@@ -17,8 +20,9 @@
 //! directory.
 //!
 //! Durability: [`Segments::write`] writes a burst's chunks, then syncs each
-//! file it touched once (fdatasync), and each directory that gained an
-//! entry, before it returns; the scheduler commits the chunks' metadata
+//! file it touched once (fdatasync, several files at once on their own
+//! threads, since each waits on the disk), and each directory that gained
+//! an entry, before it returns; the scheduler commits the chunks' metadata
 //! only after that, and acknowledges them to the agent only after the
 //! commit. So a chunk whose key exists has its bytes on disk, and any
 //! coordinator that sees the key can read them (given the same directory:
@@ -192,7 +196,7 @@ impl Segments {
 
     /// The file of one attempt's log.
     pub fn path(&self, run: RunId, job: &str, attempt: u32) -> Result<PathBuf, SegmentError> {
-        Ok(self.root.join(run_dir_name(run)).join(component(job)?).join(format!("{attempt:04}.log")))
+        Ok(self.root.join(run_dir_name(run)).join(format!("{}@{attempt:04}.log", component(job)?)))
     }
 
     /// Why writing stopped for good, if it has (see the module's header).
@@ -244,14 +248,7 @@ impl Segments {
         if !self.fsync {
             return Ok(());
         }
-        for (path, file) in &files {
-            file.sync_data().map_err(|source| SegmentError::Io {
-                op: "sync",
-                path: path.clone(),
-                offset: 0,
-                source,
-            })?;
-        }
+        sync_all_at_once(files.iter().collect())?;
         for dir in &dirs {
             File::open(dir).and_then(|d| d.sync_all()).map_err(|source| SegmentError::Io {
                 op: "sync the directory of",
@@ -370,6 +367,31 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(SegmentError::Task(e.to_string())))
 }
 
+/// The most files one burst syncs at once, each on a thread of its own.
+const PARALLEL_SYNCS: usize = 8;
+
+/// fdatasyncs `files`, up to [`PARALLEL_SYNCS`] at a time: each sync waits
+/// on the disk, not the CPU, and a burst of a busy fleet touches many
+/// attempts' files.
+fn sync_all_at_once(files: Vec<(&PathBuf, &File)>) -> Result<(), SegmentError> {
+    let sync = |(path, file): &(&PathBuf, &File)| {
+        file.sync_data().map_err(|source| SegmentError::Io { op: "sync", path: (*path).clone(), offset: 0, source })
+    };
+    if files.len() <= 1 {
+        return files.iter().try_for_each(sync);
+    }
+    let per_thread = files.len().div_ceil(PARALLEL_SYNCS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            files.chunks(per_thread).map(|group| scope.spawn(move || group.iter().try_for_each(sync))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(SegmentError::Task("a sync thread panicked".into()))))
+            .collect::<Result<Vec<()>, SegmentError>>()
+            .map(|_| ())
+    })
+}
+
 /// Opens a segment for writing, making it (and its directories) when
 /// missing; each directory that gains an entry is added to `dirs`, to be
 /// synced with the file.
@@ -462,7 +484,7 @@ mod tests {
         assert_eq!(got, vec![b"hello ".to_vec(), b"world\n".to_vec()]);
         assert_eq!(segs.read(1, &[chunk("test", 2, 0, b"ok\n")]).unwrap(), vec![b"ok\n".to_vec()]);
         assert_eq!(std::fs::read(segs.path(1, "build", 1).unwrap()).unwrap(), b"hello world\n");
-        assert_eq!(segs.path(1, "build", 1).unwrap(), dir.0.join("logs/0000000001/build/0001.log"));
+        assert_eq!(segs.path(1, "build", 1).unwrap(), dir.0.join("logs/0000000001/build@0001.log"));
         // Without fsync (--no-fsync) the bytes are written just the same.
         let unsynced = Segments::open(&dir.0, false).unwrap();
         unsynced.write(&[write(2, "a", 1, 0, b"x")]).unwrap();
@@ -535,7 +557,7 @@ mod tests {
         // A file where the run's directory should be: the open fails.
         std::fs::write(segs.root().join("0000000009"), b"").unwrap();
         let err = segs.write(&[write(9, "a", 1, 0, b"x")]).unwrap_err();
-        assert!(err.to_string().contains("0000000009/a/0001.log at offset 0"), "{err}");
+        assert!(err.to_string().contains("0000000009/a@0001.log at offset 0"), "{err}");
         assert!(segs.stopped().is_some_and(|r| r.contains("0000000009")));
         // Later writes, even good ones, are refused with the first reason.
         let err = segs.write(&[write(10, "a", 1, 0, b"x")]).unwrap_err();
