@@ -10,6 +10,14 @@ cd "$(dirname "$0")/.."
 # etcd-client's build (our own protos are compiled with protox).
 install_missing git=git etcd=etcd-server protoc=protobuf-compiler
 
+# Formatting and lints first: they are quick and say what is wrong at once.
+# The toolchain's rustup profile may lack the two components.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 # The end-to-end tests start the binaries from target/debug.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace

@@ -21,5 +21,6 @@ mod reconnect;
 mod retention;
 mod security;
 mod store_faults;
+mod tidy;
 mod traces;
 mod validation;

@@ -1,0 +1,69 @@
+//! Tidiness the compiler does not check: every source file opens with a
+//! `//!` header saying what it is for, and ARCHITECTURE.md, the map, names
+//! every crate and every top-level module of each.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (this crate is one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+const CRATES: &[&str] = &["proto", "telemetry", "coordinator", "agent", "ctl", "integration-tests"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_header() {
+    let mut files = Vec::new();
+    for krate in CRATES {
+        for sub in ["src", "tests", "build.rs"] {
+            let path = root().join(krate).join(sub);
+            if path.is_dir() {
+                rust_files(&path, &mut files);
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 50, "found only {} files under {}", files.len(), root().display());
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            !text.lines().find(|l| !l.trim().is_empty()).is_some_and(|l| l.starts_with("//!"))
+        })
+        .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "these files do not open with a `//!` header saying what they are for: {missing:?}");
+}
+
+#[test]
+fn the_architecture_map_names_every_crate_and_top_level_module() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let mut missing = Vec::new();
+    for krate in CRATES {
+        if !map.contains(&format!("`{krate}`")) {
+            missing.push(format!("crate {krate}"));
+        }
+        for entry in std::fs::read_dir(root().join(krate).join("src")).expect("src") {
+            let name = entry.expect("an entry").file_name().to_string_lossy().trim_end_matches(".rs").to_string();
+            if name == "lib" || name == "main" {
+                continue;
+            }
+            if !map.contains(&format!("`{name}`")) && !map.contains(&format!("{krate}/src/{name}")) {
+                missing.push(format!("{krate}/src/{name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "ARCHITECTURE.md does not name: {missing:?}; add them to the map");
+}
