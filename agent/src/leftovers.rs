@@ -15,7 +15,7 @@
 //!
 //! A process that cleared its environment and left its step's process group
 //! escapes; in production systemd's `KillMode` kills the whole cgroup when
-//! the agent dies (deploy/drover-agent.service).
+//! the agent dies (packaging/systemd/drover-agent.service).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;

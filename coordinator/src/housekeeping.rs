@@ -8,7 +8,11 @@
 //! The policy is Jenkins' "discard old builds": keep at most `keep_runs`
 //! finished runs, and none that finished more than `keep_for` ago. Runs that
 //! have not finished are never pruned and do not count. Deciding what to
-//! prune ([`expired`]) is pure; [`run`] does the IO.
+//! prune ([`expired`]) is pure; `run` does the IO.
+//!
+//! It is one of the leader's controllers ([`Housekeeping`], registered in
+//! `crate::controller::registry`): each term starts it with the term's
+//! fenced store and stops it when the term ends.
 //!
 //! Pruning cannot race the scheduler: the scheduler writes a run only while
 //! it has not finished, and each delete also compares the run's index entry
@@ -25,9 +29,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use drover_telemetry::trace::now_ms;
 use tracing::{debug, info, warn};
 
+use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::keys;
 use crate::machine::RunId;
 use crate::metrics::METRICS;
@@ -81,10 +87,40 @@ pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms
     out
 }
 
-/// Runs housekeeping passes until the task is dropped (when this
-/// coordinator stops leading). A failed pass is logged and retried at the
-/// next tick; a fenced one ends the task.
-pub async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) {
+/// The leader's housekeeping as a controller: a pass every
+/// [`Config::interval`] for as long as the term lasts.
+pub struct Housekeeping {
+    config: Config,
+}
+
+impl Housekeeping {
+    pub fn new(config: Config) -> Housekeeping {
+        Housekeeping { config }
+    }
+}
+
+#[async_trait]
+impl Controller for Housekeeping {
+    fn name(&self) -> &'static str {
+        "housekeeping"
+    }
+
+    fn prefixes(&self) -> &'static [&'static str] {
+        // It deletes only finished runs, which the scheduler never writes
+        // again (see the module header), so the two share these safely.
+        &[keys::RUN_INDEX, "/runs/"]
+    }
+
+    async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
+        Ok(Started::work(run(term.store.clone(), term.segments.clone(), self.config.clone())))
+    }
+}
+
+/// Runs housekeeping passes until the term ends (when its controller is
+/// stopped). A failed pass is logged and retried at the next tick. A fenced
+/// one ends housekeeping but not the term: the scheduler's next write, or
+/// the lease the coordinator can no longer renew, ends that.
+async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The revision seen at the last compaction pass, and when.
@@ -93,7 +129,7 @@ pub async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config)
         tick.tick().await;
         match pass(store.as_ref(), &segments, &config, &mut mark).await {
             Ok(()) => {}
-            Err(StoreError::Fenced { .. }) => return,
+            Err(StoreError::Fenced { .. }) => return Ok(()),
             Err(e) => warn!(error = %e, "housekeeping pass failed; retrying at the next one"),
         }
     }

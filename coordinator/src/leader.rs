@@ -11,10 +11,13 @@
 //! etcd deletes the key, followers see the delete on their watch, and the
 //! first to create the key again leads with a higher epoch.
 //!
-//! While leading, the coordinator runs the [`Scheduler`]; it steps down when
-//! the scheduler's writes are fenced, when it cannot renew its lease within
-//! the TTL, or on shutdown (when it revokes its lease, so a follower takes
-//! over at once instead of after the TTL).
+//! While leading, the coordinator runs the registered controllers
+//! (`crate::controller`: the scheduler, housekeeping), each given the
+//! term's epoch and fenced store. It steps down when a controller fails
+//! (the scheduler does when its writes are fenced), when it cannot renew
+//! its lease within the TTL, or on shutdown (when it revokes its lease, so a
+//! follower takes over at once instead of after the TTL), and stops every
+//! controller before it campaigns again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +28,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::housekeeping;
+use crate::controller::{Controller, ControllerError, Running, Term};
 use crate::keys;
 use crate::metrics::METRICS;
-use crate::scheduler::{self, Handle, Scheduler};
+use crate::scheduler::Handle;
 use crate::segments::Segments;
 use crate::store::fenced::Fenced;
 use crate::store::{Compare, EventKind, LeaseId, Op, Revision, Store, StoreError, Txn, WatchMessage};
@@ -54,11 +57,10 @@ pub struct MemberInfo {
 #[derive(Clone)]
 pub enum Role {
     /// Not (yet) leading; `leader` is who does, when known.
-    Follower {
-        leader: Option<LeaderInfo>,
-    },
+    Follower { leader: Option<LeaderInfo> },
     Leader {
         epoch: Revision,
+        /// The scheduler's, from the controller that runs it.
         sched: Handle,
     },
 }
@@ -72,24 +74,24 @@ pub struct ElectionConfig {
     /// TTL of the coordinator's lease: how long a dead leader blocks the
     /// election.
     pub ttl: Duration,
-    /// What the leader runs besides the scheduler: pruning, compaction.
-    pub housekeeping: housekeeping::Config,
-    /// Where the leader's scheduler writes log bytes, and housekeeping
-    /// deletes them.
+    /// Where log bytes live, handed to the controllers with each term; the
+    /// coordinator does not campaign while they cannot be written.
     pub segments: Arc<Segments>,
 }
 
-/// Runs elections until `shutdown` turns true, publishing the role on `role`.
+/// Runs elections until `shutdown` turns true, publishing the role on `role`,
+/// and runs `controllers` (`crate::controller::registry`) for each term it
+/// wins.
 pub async fn run(
     store: Arc<dyn Store>,
     config: ElectionConfig,
-    sched_config: scheduler::Config,
+    controllers: Vec<Box<dyn Controller>>,
     role: watch::Sender<Role>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
-        match term(&store, &config, &sched_config, &role, &mut shutdown).await {
+        match term(&store, &config, &controllers, &role, &mut shutdown).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 warn!(error = %e, "election interrupted; retrying");
@@ -108,7 +110,7 @@ pub async fn run(
 async fn term(
     store: &Arc<dyn Store>,
     config: &ElectionConfig,
-    sched_config: &scheduler::Config,
+    controllers: &[Box<dyn Controller>],
     role: &watch::Sender<Role>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
@@ -129,7 +131,7 @@ async fn term(
         .await?;
     let (alive_tx, mut alive) = watch::channel(true);
     let keeper = tokio::spawn(keep_alive(store.clone(), lease, config.ttl, alive_tx));
-    let result = campaign_and_lead(store, config, sched_config, role, shutdown, lease, &mut alive).await;
+    let result = campaign_and_lead(store, config, controllers, role, shutdown, lease, &mut alive).await;
     keeper.abort();
     let _ = role.send(Role::Follower { leader: None });
     // Revoking deletes our leader key at once, so followers need not wait
@@ -165,7 +167,7 @@ async fn keep_alive(store: Arc<dyn Store>, lease: LeaseId, ttl: Duration, alive:
 async fn campaign_and_lead(
     store: &Arc<dyn Store>,
     config: &ElectionConfig,
-    sched_config: &scheduler::Config,
+    controllers: &[Box<dyn Controller>],
     role: &watch::Sender<Role>,
     shutdown: &mut watch::Receiver<bool>,
     lease: LeaseId,
@@ -237,16 +239,25 @@ async fn campaign_and_lead(
     };
 
     info!(epoch, "elected leader");
-    let fenced = Fenced::new(store.clone(), keys::LEADER, epoch);
-    let mut sched_config = sched_config.clone();
-    sched_config.epoch = epoch as u64;
-    let (sched, mut task) = Scheduler::start(fenced.clone(), config.segments.clone(), sched_config).await?;
+    let term =
+        Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments: config.segments.clone() };
+    // A controller that cannot start (the scheduler's recovery found the
+    // store unavailable) ends the term before it is announced.
+    let mut running = Running::start(controllers, &term).await.map_err(|failure| match failure.error {
+        ControllerError::Store(e) => e,
+        _ => StoreError::Rejected(failure.to_string()),
+    })?;
+    let Some(sched) = running.scheduler() else {
+        running.stop().await;
+        return Err(StoreError::Rejected("no registered controller runs the scheduler".into()));
+    };
     let _ = role.send(Role::Leader { epoch, sched });
-    let keeper = tokio::spawn(housekeeping::run(fenced, config.segments.clone(), config.housekeeping.clone()));
     METRICS.is_leader.set(1);
     let outcome = tokio::select! {
-        // It logged why: its writes were fenced, or the store refused one.
-        _ = &mut task => Err(StoreError::Rejected("the scheduler stopped writing".into())),
+        failure = running.failed() => {
+            warn!(epoch, controller = failure.controller, error = %failure.error, "a controller failed; ending the term");
+            Err(term_error(failure.error))
+        }
         _ = alive.wait_for(|a| !*a) => Err(StoreError::Unavailable("could not renew the coordinator's lease".into())),
         _ = shutdown.wait_for(|s| *s) => Ok(()),
     };
@@ -254,11 +265,112 @@ async fn campaign_and_lead(
     let _ = role.send(Role::Follower { leader: None });
     METRICS.is_leader.set(0);
     METRICS.agents_connected.set(0);
-    task.abort();
-    keeper.abort();
+    running.stop().await;
     match &outcome {
         Ok(()) => info!(epoch, "stepping down: shutting down"),
         Err(e) => warn!(epoch, error = %e, "stepped down"),
     }
     outcome
+}
+
+/// Why a term ended, for the log and the retry loop: a store error as it
+/// was, anything else as a refusal (it says which controller and why).
+fn term_error(error: ControllerError) -> StoreError {
+    match error {
+        ControllerError::Store(e) => e,
+        other => StoreError::Rejected(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::controller::tests::{Behaviour, Seen, TestDir, recorder, store_and_segments};
+    use crate::controller::{self, registry};
+
+    /// Bounds a wait for something the test has made happen, so a broken
+    /// leader fails the test instead of hanging it.
+    async fn soon<T>(what: &str, f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f).await.unwrap_or_else(|_| panic!("{what}: not within 20s"))
+    }
+
+    /// The scheduler's handle and epoch once `role` says we lead in an epoch
+    /// after `after`.
+    async fn leading(role: &mut watch::Receiver<Role>, after: Revision) -> (Revision, Handle) {
+        let role = soon("leading", role.wait_for(|r| matches!(r, Role::Leader { epoch, .. } if *epoch > after))).await;
+        match &*role.expect("the election runs") {
+            Role::Leader { epoch, sched } => (*epoch, sched.clone()),
+            Role::Follower { .. } => unreachable!(),
+        }
+    }
+
+    fn election(id: &str, segments: Arc<Segments>) -> ElectionConfig {
+        ElectionConfig { id: id.into(), url: format!("https://{id}"), ttl: Duration::from_secs(2), segments }
+    }
+
+    fn registered() -> Vec<Box<dyn Controller>> {
+        registry(&controller::Config {
+            scheduler: crate::scheduler::Config::default(),
+            housekeeping: crate::housekeeping::Config::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn each_term_runs_the_registered_controllers_and_a_failed_one_ends_the_term() {
+        let dir = TestDir::new("leader-terms");
+        let (store, segments) = store_and_segments(&dir).await;
+        let (tx, mut seen) = mpsc::unbounded_channel();
+        let (test_controller, fail) = recorder("test", Behaviour::Run, &tx);
+        let mut controllers = registered();
+        controllers.push(test_controller);
+        let (role_tx, mut role) = watch::channel(Role::Follower { leader: None });
+        let (stop_tx, stop) = watch::channel(false);
+        let election = tokio::spawn(run(store.clone(), election("c1", segments), controllers, role_tx, stop));
+
+        // The term is announced with the scheduler's handle, once every
+        // controller has started with the term's epoch.
+        let (first, sched) = leading(&mut role, 0).await;
+        assert_eq!(soon("start", seen.recv()).await, Some(Seen::Started("test", first)));
+        let leader = store.get(keys::LEADER).await.unwrap().expect("a leader key");
+        assert_eq!(leader.create_revision, first, "the epoch is the leader key's create revision");
+        assert!(!sched.is_closed());
+
+        // A controller that fails ends the term: every controller stops
+        // (the scheduler too), and the next term starts them all afresh.
+        fail.notify_one();
+        assert_eq!(soon("stop", seen.recv()).await, Some(Seen::Stopped("test")));
+        let (second, sched2) = leading(&mut role, first).await;
+        assert!(sched.is_closed(), "the first term's scheduler stopped with its term");
+        assert_eq!(soon("restart", seen.recv()).await, Some(Seen::Started("test", second)));
+
+        // Shutting down stops them and steps down.
+        stop_tx.send(true).unwrap();
+        soon("shutdown", election).await.unwrap();
+        assert_eq!(seen.recv().await, Some(Seen::Stopped("test")));
+        assert!(matches!(*role.borrow(), Role::Follower { leader: None }));
+        assert!(sched2.is_closed(), "the scheduler stopped with the term");
+        assert!(store.get(keys::LEADER).await.unwrap().is_none(), "the lease was revoked");
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_cannot_start_keeps_the_term_from_being_announced() {
+        let dir = TestDir::new("leader-start");
+        let (store, segments) = store_and_segments(&dir).await;
+        let (tx, mut seen) = mpsc::unbounded_channel();
+        let mut controllers = registered();
+        controllers.push(recorder("test", Behaviour::FailToStart, &tx).0);
+        let (role_tx, role) = watch::channel(Role::Follower { leader: None });
+        let (stop_tx, stop) = watch::channel(false);
+        let election = tokio::spawn(run(store, election("c1", segments), controllers, role_tx, stop));
+
+        // It campaigns again, in a new term, and never leads.
+        let Some(Seen::Refused("test", first)) = soon("a start", seen.recv()).await else { panic!("refused") };
+        let Some(Seen::Refused("test", second)) = soon("another", seen.recv()).await else { panic!("refused") };
+        assert!(second > first, "a new term: {first} then {second}");
+        stop_tx.send(true).unwrap();
+        soon("shutdown", election).await.unwrap();
+        assert!(matches!(*role.borrow(), Role::Follower { leader: None }));
+    }
 }

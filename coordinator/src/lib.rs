@@ -2,8 +2,10 @@
 //! flags and calls [`server::run`]. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod controller;
 pub mod dispatch;
 pub mod duration;
+pub mod fleet;
 pub mod git;
 pub mod housekeeping;
 pub mod keys;
@@ -18,4 +20,5 @@ pub mod segments;
 pub mod server;
 pub mod spans;
 pub mod store;
+pub mod submit;
 pub mod tls;

@@ -11,7 +11,11 @@
 //!    │                     ▲                   │                     │
 //!    │ a need failed       └──retry / never started──────────────────┤
 //!    ▼                                                               ▼
-//! Skipped                     Cancelling ◀──Cancel──  Succeeded | Failed | Cancelled
+//! Skipped                                              Succeeded | Failed
+//!
+//! Cancel:  Pending | Queued ──────────────────────────────▶ Cancelled
+//!          Assigned | Running ──▶ Cancelling ──the agent's result──▶ Cancelled
+//!          (finished jobs keep their state)
 //! ```
 //!
 //! Each assignment is a new attempt with a new number, so a report from an

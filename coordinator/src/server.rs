@@ -1,7 +1,8 @@
-//! Wiring: open the store, run the election (which runs the scheduler while
-//! this coordinator leads), and serve both gRPC services on a listener the
-//! caller bound, until the shutdown future completes. Taking a bound
-//! listener lets tests bind port 0 and run many coordinators side by side.
+//! Wiring: open the store, run the election (which runs the registered
+//! controllers, the scheduler among them, while this coordinator leads),
+//! and serve both gRPC services on a listener the caller bound, until the
+//! shutdown future completes. Taking a bound listener lets tests bind port
+//! 0 and run many coordinators side by side.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,11 +19,13 @@ use tracing::info;
 use drover_telemetry::http::{self, Reply};
 
 use crate::api::{agent::AgentApi, control::ControlApi};
+use crate::controller;
 use crate::housekeeping;
 use crate::leader::{self, ElectionConfig, Role};
 use crate::scheduler::Config;
 use crate::segments::{SegmentError, Segments};
 use crate::store::{Store, StoreError, embedded, etcd};
+use crate::submit::GitOptions;
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, Clone)]
@@ -188,16 +191,11 @@ pub async fn run(
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let controllers = controller::registry(&controller::Config { scheduler: sched_config, housekeeping });
     let election = tokio::spawn(leader::run(
         store.clone(),
-        ElectionConfig {
-            id: id.clone(),
-            url: url.clone(),
-            ttl: opts.election_ttl,
-            housekeeping,
-            segments: segments.clone(),
-        },
-        sched_config,
+        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl, segments: segments.clone() },
+        controllers,
         role_tx,
         stop_rx,
     ));
@@ -247,8 +245,7 @@ pub async fn run(
             role_rx,
             store,
             segments,
-            scratch,
-            opts.git_timeout,
+            GitOptions { scratch, timeout: opts.git_timeout },
             id,
             closing_rx,
         )))

@@ -20,10 +20,11 @@ use tracing::{debug, warn};
 
 use super::require_agent;
 use super::status::ApiError;
+use crate::fleet::{AgentHello, ToAgent};
 use crate::leader::Role;
 use crate::machine::Outcome;
 use crate::metrics::METRICS;
-use crate::scheduler::{AgentHello, Event, ToAgent};
+use crate::scheduler::Event;
 
 pub struct AgentApi {
     role: watch::Receiver<Role>,

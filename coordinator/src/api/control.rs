@@ -5,7 +5,6 @@
 //! the attempt's segment file (`crate::segments`), checked, and sent.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use crate::machine::{JobRecord, RunId, RunRecord, Source};
 use crate::records::{self, RunSummary};
 use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
 use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
-use crate::{git, pipeline};
+use crate::submit::{self, GitOptions, SubmitSource};
 
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
@@ -33,10 +32,8 @@ pub struct ControlApi {
     store: Arc<dyn Store>,
     /// Where logs' bytes are, for any coordinator given the same directory.
     segments: Arc<Segments>,
-    /// Where git resolution may make temporary clones.
-    scratch: PathBuf,
-    /// How long reading a pipeline from git may take.
-    git_timeout: std::time::Duration,
+    /// How submit reads pipelines from git.
+    git: GitOptions,
     /// This coordinator's id.
     id: String,
     /// Becomes true when the coordinator shuts down: open watch and log
@@ -86,12 +83,26 @@ impl ControlApi {
         role: watch::Receiver<Role>,
         store: Arc<dyn Store>,
         segments: Arc<Segments>,
-        scratch: PathBuf,
-        git_timeout: std::time::Duration,
+        git: GitOptions,
         id: String,
         closing: watch::Receiver<bool>,
     ) -> ControlApi {
-        ControlApi { role, store, segments, scratch, git_timeout, id, closing }
+        ControlApi { role, store, segments, git, id, closing }
+    }
+}
+
+/// Where a submit request's pipeline comes from. Proto strings are empty
+/// when unset; empty asks `crate::submit` for its default.
+fn submit_source(req: pb::SubmitRunRequest) -> Result<SubmitSource, ApiError> {
+    let given = |s: String| (!s.is_empty()).then_some(s);
+    match req.source {
+        Some(pb::submit_run_request::Source::Inline(p)) => {
+            Ok(SubmitSource::Inline { file: given(p.file_name), yaml: p.yaml })
+        }
+        Some(pb::submit_run_request::Source::Git(g)) => {
+            Ok(SubmitSource::Git { repo: g.repo, reference: given(g.r#ref), file: given(g.file) })
+        }
+        None => Err(ApiError::Invalid("no pipeline given".into())),
     }
 }
 
@@ -403,30 +414,15 @@ impl pb::control_service_server::ControlService for ControlApi {
         // A caller that traces (a CI system driving Drover) can pass its
         // context; the run's trace then continues it.
         let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (pipeline, source) = match req.into_inner().source {
-            Some(pb::submit_run_request::Source::Inline(p)) => {
-                let file = if p.file_name.is_empty() { "pipeline.yml".to_string() } else { p.file_name };
-                let pipeline = pipeline::parse(&file, &p.yaml).map_err(ApiError::from)?;
-                (pipeline, Source { repo: None, commit: None, file })
-            }
-            Some(pb::submit_run_request::Source::Git(g)) => {
-                if g.repo.is_empty() {
-                    return Err(ApiError::Invalid("--repo is empty".into()).into());
-                }
-                let reference = if g.r#ref.is_empty() { "HEAD".to_string() } else { g.r#ref };
-                let file = if g.file.is_empty() { ".drover.yml".to_string() } else { g.file };
-                let resolved = git::resolve(&g.repo, &reference, &file, &self.scratch, self.git_timeout)
-                    .await
-                    .map_err(ApiError::from)?;
-                let pipeline = pipeline::parse(&file, &resolved.contents).map_err(ApiError::from)?;
-                (pipeline, Source { repo: Some(g.repo), commit: Some(resolved.commit), file })
-            }
-            None => return Err(ApiError::Invalid("no pipeline given".into()).into()),
-        };
-        let commit = source.commit.clone().unwrap_or_default();
+        let source = submit_source(req.into_inner())?;
+        let prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
-        let id = sched.submit(pipeline, source, traceparent).await.map_err(|e| self.explain(e.into()))?;
-        Ok(Response::new(pb::SubmitRunResponse { run_id: id.to_string(), commit }))
+        let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
+        Ok(Response::new(pb::SubmitRunResponse {
+            run_id: submitted.run.to_string(),
+            commit: submitted.commit.unwrap_or_default(),
+        }))
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
@@ -586,5 +582,39 @@ impl pb::control_service_server::ControlService for ControlApi {
             endpoints,
             answered_by: self.id.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::submit_run_request::Source as S;
+
+    #[test]
+    fn a_submit_request_becomes_a_source_with_empty_fields_left_to_the_defaults() {
+        let inline = |file_name: &str| S::Inline(pb::InlinePipeline { file_name: file_name.into(), yaml: "y".into() });
+        let git = |repo: &str, r#ref: &str, file: &str| {
+            S::Git(pb::GitSource { repo: repo.into(), r#ref: r#ref.into(), file: file.into() })
+        };
+        let some = |s: &str| Some(s.to_string());
+        // (case, request's source, what submit is given)
+        let cases = [
+            ("inline without a name", inline(""), SubmitSource::Inline { file: None, yaml: "y".into() }),
+            ("inline with a name", inline("a.yml"), SubmitSource::Inline { file: some("a.yml"), yaml: "y".into() }),
+            ("git, defaults", git("r", "", ""), SubmitSource::Git { repo: "r".into(), reference: None, file: None }),
+            (
+                "git, all given",
+                git("r", "main", "ci.yml"),
+                SubmitSource::Git { repo: "r".into(), reference: some("main"), file: some("ci.yml") },
+            ),
+            // Left for submit to refuse, as the web UI's requests will be.
+            ("git, no repo", git("", "", ""), SubmitSource::Git { repo: "".into(), reference: None, file: None }),
+        ];
+        for (case, source, want) in cases {
+            let got = submit_source(pb::SubmitRunRequest { source: Some(source) }).unwrap();
+            assert_eq!(got, want, "{case}");
+        }
+        let none = Status::from(submit_source(pb::SubmitRunRequest { source: None }).unwrap_err());
+        assert_eq!((none.code(), none.message()), (tonic::Code::InvalidArgument, "no pipeline given"));
     }
 }

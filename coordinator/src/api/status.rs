@@ -10,6 +10,7 @@ use crate::git::GitError;
 use crate::pipeline::PipelineError;
 use crate::scheduler::SchedError;
 use crate::store::StoreError;
+use crate::submit::SubmitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,6 +49,19 @@ impl From<SchedError> for ApiError {
         match e {
             SchedError::Store(e) => ApiError::Store(e),
             e => ApiError::Sched(e),
+        }
+    }
+}
+
+/// Each of submit's errors as the error it was before submit left the
+/// handler, so codes and messages stay as they were.
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::EmptyRepo => ApiError::Invalid(e.to_string()),
+            SubmitError::Git(e) => ApiError::Git(e),
+            SubmitError::Pipeline(e) => ApiError::Pipeline(e),
+            SubmitError::Sched(e) => e.into(),
         }
     }
 }
@@ -94,6 +108,58 @@ impl From<ApiError> for Status {
                 }
                 status
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn submit_errors_keep_their_codes_and_messages() {
+        let bad_pipeline = || crate::pipeline::parse("p.yml", "name: p\n").unwrap_err();
+        // (submit's error, the code, the start of the message)
+        let cases: Vec<(SubmitError, Code, String)> = vec![
+            (SubmitError::EmptyRepo, Code::InvalidArgument, "--repo is empty".into()),
+            (SubmitError::Pipeline(bad_pipeline()), Code::InvalidArgument, "invalid pipeline:\np.yml:".into()),
+            (
+                SubmitError::Git(GitError::RefNotFound { repo: "r".into(), reference: "x".into() }),
+                Code::InvalidArgument,
+                "ref \"x\" not found in r".into(),
+            ),
+            (
+                SubmitError::Git(GitError::Timeout { repo: "r".into(), timeout: Duration::from_secs(2) }),
+                Code::InvalidArgument,
+                "git did not finish within 2s".into(),
+            ),
+            (SubmitError::Git(GitError::Other("odd".into())), Code::Internal, "odd".into()),
+            (SubmitError::Sched(SchedError::Stopped), Code::Unavailable, "the scheduler has stopped".into()),
+            (
+                SubmitError::Sched(SchedError::TooManyRuns { active: 3, limit: 3 }),
+                Code::ResourceExhausted,
+                "the coordinator already has 3 unfinished runs".into(),
+            ),
+            (
+                SubmitError::Sched(SchedError::TooLarge { size: 2, limit: 1 }),
+                Code::InvalidArgument,
+                "the pipeline is too large to store".into(),
+            ),
+            (
+                SubmitError::Sched(SchedError::Store(StoreError::Fenced { epoch: 4 })),
+                Code::Unavailable,
+                "this coordinator is no longer the leader".into(),
+            ),
+        ];
+        for (error, code, message) in cases {
+            let case = format!("{error:?}");
+            let status = Status::from(ApiError::from(error));
+            assert_eq!(status.code(), code, "{case}");
+            assert!(status.message().starts_with(&message), "{case}: {}", status.message());
         }
     }
 }

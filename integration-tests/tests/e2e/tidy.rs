@@ -9,7 +9,17 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
 }
 
-const CRATES: &[&str] = &["proto", "telemetry", "coordinator", "agent", "ctl", "integration-tests"];
+/// The workspace's member crates, as its Cargo.toml lists them
+/// (`members = ["proto", ...]` on one line).
+fn crates() -> Vec<String> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("the workspace Cargo.toml");
+    let line = manifest.lines().find(|l| l.trim_start().starts_with("members")).expect("a members line");
+    let list = line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).expect("members = [...]").0;
+    let crates: Vec<String> =
+        list.split(',').map(|m| m.trim().trim_matches('"').to_string()).filter(|m| !m.is_empty()).collect();
+    assert!(crates.len() >= 6, "members: {crates:?}");
+    crates
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -25,7 +35,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_source_file_opens_with_a_module_header() {
     let mut files = Vec::new();
-    for krate in CRATES {
+    for krate in &crates() {
         for sub in ["src", "tests", "build.rs"] {
             let path = root().join(krate).join(sub);
             if path.is_dir() {
@@ -51,7 +61,7 @@ fn every_source_file_opens_with_a_module_header() {
 fn the_architecture_map_names_every_crate_and_top_level_module() {
     let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let mut missing = Vec::new();
-    for krate in CRATES {
+    for krate in &crates() {
         if !map.contains(&format!("`{krate}`")) {
             missing.push(format!("crate {krate}"));
         }

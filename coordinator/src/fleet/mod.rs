@@ -1,0 +1,236 @@
+//! The fleet: the agents' sessions, slots, labels and readiness, the leases
+//! of the attempts they hold, Hello reconciliation and the messages that go
+//! out to them. It is the agent contract's home (`ToAgent`, `AttemptId`,
+//! `Assignment`, `AgentHello`) and knows attempts, never runs.
+//!
+//! Whoever owns an attempt (today a run's job, through the scheduler; next a
+//! rollout's step on a node) hands it to the fleet with [`Fleet::assign`],
+//! takes it back with [`Fleet::release`], and hears what becomes of it as
+//! [`AttemptEvent`]s among the [`FleetEffect`]s each call returns: accepted,
+//! finished with a result, lost, or never started. The fleet never calls an
+//! owner, so a second kind of owner needs no change here.
+//!
+//! The core ([`Fleet`], in `state.rs`) is synchronous and takes the time as
+//! an argument ([`Now`]); it is table-tested like `machine::step`. The one
+//! thing it does beyond its own state is hand messages to a session's
+//! channel ([`Fleet::deliver`], never blocking), which the scheduler calls
+//! only after a burst's commit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::machine::{Outcome, RunId};
+use crate::pipeline::StepSpec;
+use crate::records::AgentRecord;
+
+mod state;
+
+pub use state::{Fleet, FleetConfig, Phase};
+
+/// Identifies one attempt of one job: `{run}/{job}/{attempt}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId {
+    pub run: RunId,
+    pub job: String,
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.run, self.job, self.attempt)
+    }
+}
+
+impl std::str::FromStr for AttemptId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("malformed attempt id {s:?}: expected RUN/JOB/ATTEMPT");
+        let mut parts = s.split('/');
+        let (Some(run), Some(job), Some(attempt), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(AttemptId {
+            run: run.parse().map_err(|_| bad())?,
+            job: job.to_string(),
+            attempt: attempt.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Everything an agent needs to execute one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub id: AttemptId,
+    pub steps: Vec<StepSpec>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub log_cap: u64,
+    /// Repository and commit to check out into the workspace, for runs from git.
+    pub checkout: Option<(String, String)>,
+    /// The attempt span's W3C trace context, for the agent's step spans.
+    pub traceparent: Option<String>,
+}
+
+/// Messages from the coordinator to one agent connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToAgent {
+    Welcome {
+        heartbeat: Duration,
+        lease_ttl: Duration,
+        epoch: u64,
+        /// How long the agent waits for a heartbeat's acknowledgement before
+        /// it takes the coordinator for frozen and tries another.
+        ack_timeout: Duration,
+        /// See [`fence_after`].
+        fence: Duration,
+    },
+    /// A heartbeat arrived; `renewed_seq` is the latest heartbeat of this
+    /// session whose leases were renewed. Sent by the API edge itself, as
+    /// soon as the heartbeat arrives.
+    HeartbeatAck {
+        seq: u64,
+        renewed_seq: u64,
+    },
+    Assign(Assignment),
+    /// Kill the attempt. With `disown`, the attempt is no longer the
+    /// agent's and its result is not wanted.
+    Cancel {
+        id: String,
+        reason: String,
+        disown: bool,
+    },
+    LogAck {
+        id: String,
+        offset: u64,
+    },
+    ResultAck {
+        id: String,
+        accepted: bool,
+    },
+}
+
+/// An agent as `drover agents` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub in_use: u32,
+    pub connected: bool,
+    pub last_seen_ms: u64,
+    pub draining: bool,
+    /// Why it takes no new work (low disk), or empty.
+    pub unready: String,
+}
+
+/// A new agent session, as the API edge hands it over after checking it.
+#[derive(Debug)]
+pub struct AgentHello {
+    /// Tells this session's events from those of an older session of the
+    /// same agent.
+    pub conn: u64,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    /// Attempts the agent holds (after a reconnect).
+    pub running: Vec<String>,
+    /// The agent is shutting down gracefully: no new work.
+    pub draining: bool,
+    /// Why the agent takes no new work for now, or empty.
+    pub unready: String,
+    /// The agent process's random id: the same process reconnecting
+    /// replaces its own session; another process is refused while the
+    /// first one's session is live. Empty from agents that send none.
+    pub instance: String,
+    /// Where the session comes from, for the refusal's message.
+    pub peer: String,
+    /// The session's outgoing stream.
+    pub tx: mpsc::Sender<ToAgent>,
+    /// Accepted, or refused with the reason (another live session holds
+    /// the name). Answered at once, before the burst's commit: the Welcome
+    /// that follows an acceptance still waits for it.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The time as the fleet's core takes it: monotonic for leases, wall clock
+/// for what is stored and shown (`last_seen_ms`). Tests make their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub ms: u64,
+}
+
+impl Now {
+    /// The current time, from both clocks.
+    pub fn current() -> Now {
+        Now { at: Instant::now(), ms: drover_telemetry::trace::now_ms() }
+    }
+}
+
+/// What becomes of an attempt, for its owner. The fleet says it once per
+/// happening; the owner decides what it means (a retry, a failed job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEvent {
+    /// The agent confirmed it runs the attempt (or still holds it, after a
+    /// reconnect).
+    Accepted(AttemptId),
+    /// The agent reported how the attempt ended.
+    Finished(AttemptId, Outcome),
+    /// The attempt is gone with its agent: its lease lapsed, the agent
+    /// reconnected without it, or the agent broke the protocol for it.
+    Lost(AttemptId, String),
+    /// The agent never confirmed the assignment before its lease lapsed.
+    NotStarted(AttemptId, String),
+}
+
+/// What a call on the [`Fleet`] asks of its driver, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetEffect {
+    /// Send to the agent's live session, after the burst's commit.
+    Send(String, ToAgent),
+    /// Tell the attempt's owner.
+    Owner(AttemptEvent),
+    /// The owner should send this attempt's assignment again (it was lost
+    /// in transit): the fleet keeps no copy of what it holds.
+    Resend(String, AttemptId),
+    /// Store the agent's record, which `drover agents` shows after a leader
+    /// change.
+    PersistAgent(String, AgentRecord),
+    /// Who is connected, or what they take, changed: wait reasons may be
+    /// stale. `connected` is the change in connected agents.
+    Changed { connected: i64 },
+    /// Slots may have opened: plan dispatch.
+    Dispatch,
+}
+
+/// How long past its TTL a lease is kept before the attempt is taken for
+/// lost. With the agent's fence ([`fence_after`]) this separates the moment
+/// a cut-off agent kills an attempt from the moment its job may start
+/// elsewhere by `lease_ttl - fence_after + lease_grace`: 30% of the TTL
+/// (3 s at the default 10 s), at least 400 ms.
+///
+/// The agent counts its fence from when it *sent* the last heartbeat that
+/// renewed the attempt; the coordinator counts the lease from when it
+/// *received* that heartbeat, which is later whatever the network did. Both
+/// use monotonic clocks; the margin only has to absorb the two clocks'
+/// rate difference over one TTL (well under 1% on any real machine) and the
+/// agent's SIGKILL of the attempt's process groups (milliseconds).
+pub fn lease_grace(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(200))
+}
+
+/// How long after the sending of its last renewing heartbeat an agent
+/// kills a running attempt it could not renew: the lease TTL less a safety
+/// margin (a fifth of it, at least 200 ms). See [`lease_grace`].
+pub fn fence_after(ttl: Duration) -> Duration {
+    ttl.saturating_sub((ttl / 5).max(Duration::from_millis(200)))
+}
+
+/// The reason given to an agent for an attempt it may no longer run.
+pub fn stale_reason() -> String {
+    "this attempt is no longer yours: it was lost or retried elsewhere".to_string()
+}

@@ -1,0 +1,482 @@
+//! The scheduler: the driver around the pure run machine
+//! ([`crate::machine`]), the pure dispatcher ([`crate::dispatch`]) and the
+//! fleet ([`crate::fleet`]).
+//!
+//! One task owns all mutable scheduling state: the active runs, the dispatch
+//! queue and the fleet (the connected agents and the attempt leases).
+//! Everything that can change that state arrives as an [`Event`] on one
+//! channel, so the list of what can wake the loop is in one place and no
+//! locks are needed.
+//!
+//! Group commit: the loop takes a burst of events (whatever is waiting, up
+//! to [`MAX_BURST`]), feeds each to the synchronous burst logic (`State`, in
+//! `state.rs`, `runs.rs` and `agents.rs`), which steps the machines and the
+//! fleet and only *stages* what changed (`pending`) and what leaves the
+//! process (`outbox`). It plans dispatch once, then this module writes every
+//! staged record in one store transaction, and only then delivers:
+//! assignments, cancels, acknowledgements and replies to API calls. A crash
+//! therefore never leaves an agent working on something the store does not
+//! know about, and one fsync covers many job transitions. The only awaits
+//! are here: recovery, the commit's segment and store writes.
+//!
+//! Leases: every attempt that holds a slot has a deadline that the agent's
+//! heartbeats push forward (kept by the fleet). When it passes, the attempt
+//! is lost and the machine decides whether the job runs again. Deadlines
+//! live in memory; a coordinator that starts (or restarts) gives every
+//! running attempt a fresh full lease plus [`RECOVERY_GRACE`], as Nomad does
+//! after a failover, so agents have time to reconnect. When a store write
+//! stalls, the stall is added to every deadline, so nobody is declared lost
+//! because the store was slow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, warn};
+
+use crate::fleet::{Now, Phase};
+use crate::keys;
+use crate::logs;
+use crate::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::metrics::METRICS;
+use crate::pipeline::Pipeline;
+use crate::records::{AgentRecord, RunSummary, load_run};
+use crate::segments::{ChunkMeta, Segments};
+use crate::store::{Op, Store, StoreError, Txn, decode};
+
+mod agents;
+mod runs;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use state::{Outgoing, State};
+
+/// The agent contract moved to [`crate::fleet`]; these names stay here for
+/// the code that still reaches them through the scheduler.
+pub use crate::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, fence_after, lease_grace};
+
+/// The scheduler's tunables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an attempt survives without a heartbeat from its agent.
+    pub lease_ttl: Duration,
+    /// Cap on each job's log, in bytes.
+    pub log_cap: u64,
+    /// This leader's epoch, sent to agents, which refuse older ones.
+    pub epoch: u64,
+    /// How often agents heartbeat. Each heartbeat is acknowledged at once,
+    /// so an agent notices a frozen coordinator within this plus
+    /// `ack_timeout`.
+    pub heartbeat: Duration,
+    /// How long an agent waits for a heartbeat's acknowledgement before it
+    /// takes the coordinator for frozen and tries another.
+    pub ack_timeout: Duration,
+    /// The most runs that may be unfinished at once; a submit past it is
+    /// refused.
+    pub max_active_runs: usize,
+    /// The most jobs that unfinished runs may hold in all. A run holds (in
+    /// memory and in the queue) every one of its jobs until it finishes, so
+    /// this bounds the scheduler's memory; a submit past it is refused.
+    pub max_queued_jobs: usize,
+}
+
+/// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
+/// 50,000 jobs of active runs take about 160 MiB of scheduler memory.
+pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 10_000;
+pub const DEFAULT_MAX_QUEUED_JOBS: usize = 50_000;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease_ttl: Duration::from_secs(10),
+            log_cap: 16 << 20,
+            epoch: 1,
+            heartbeat: Duration::from_millis(2500),
+            ack_timeout: Duration::from_secs(5),
+            max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
+            max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the scheduler has stopped")]
+    Stopped,
+    #[error(
+        "the pipeline is too large to store: its record is {size} bytes, over the limit of {limit}; split it into smaller pipelines"
+    )]
+    TooLarge { size: usize, limit: usize },
+    #[error(
+        "the coordinator already has {active} unfinished runs, its limit (--max-active-runs {limit}); \
+         wait for some to finish or cancel some (`drover runs`, `drover cancel RUN`), then submit again"
+    )]
+    TooManyRuns { active: usize, limit: usize },
+    #[error(
+        "this run's {jobs} jobs would bring the jobs of unfinished runs to {total}, over the coordinator's \
+         limit (--max-queued-jobs {limit}); wait for runs to finish or cancel some, then submit again"
+    )]
+    TooManyJobs { jobs: usize, total: usize, limit: usize },
+}
+
+/// Everything that can wake the scheduler loop.
+#[derive(Debug)]
+pub enum Event {
+    Submit {
+        pipeline: Pipeline,
+        source: Source,
+        /// The submitter's W3C trace context, to continue its trace.
+        traceparent: Option<String>,
+        reply: oneshot::Sender<Result<RunId, SchedError>>,
+    },
+    Cancel {
+        run: RunId,
+        reply: oneshot::Sender<Result<(), SchedError>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<AgentInfo>>,
+    },
+    AgentHello(AgentHello),
+    AgentGone {
+        conn: u64,
+        name: String,
+    },
+    Heartbeat {
+        conn: u64,
+        name: String,
+        running: Vec<String>,
+        draining: bool,
+        unready: String,
+        /// When the API edge received it (and acknowledged it): leases run
+        /// from here, never from when the scheduler got round to it.
+        received: Instant,
+    },
+    Accepted {
+        conn: u64,
+        name: String,
+        id: String,
+    },
+    Log {
+        conn: u64,
+        name: String,
+        id: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Result {
+        conn: u64,
+        name: String,
+        id: String,
+        outcome: Outcome,
+        message: String,
+    },
+}
+
+/// A cloneable handle that API handlers use to talk to the scheduler.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl Handle {
+    /// The scheduler has stopped (its term ended).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    pub async fn send(&self, event: Event) -> Result<(), SchedError> {
+        self.tx.send(event).await.map_err(|_| SchedError::Stopped)
+    }
+
+    pub async fn submit(
+        &self,
+        pipeline: Pipeline,
+        source: Source,
+        traceparent: Option<String>,
+    ) -> Result<RunId, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Submit { pipeline, source, traceparent, reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    pub async fn cancel(&self, run: RunId) -> Result<(), SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Cancel { run, reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::ListAgents { reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)
+    }
+}
+
+/// Extra lease time that running attempts get when a coordinator starts
+/// leading, on top of a full lease, so their agents can reconnect.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// Most events handled before the loop commits and delivers.
+pub const MAX_BURST: usize = 512;
+
+/// How a [`Scheduler::write`] ended.
+enum Written {
+    Done,
+    /// Fenced (another coordinator leads) or refused for good: the term ends.
+    Stop,
+    /// The store refused the value at `key` for its size, and nothing else.
+    TooLarge {
+        key: String,
+    },
+}
+
+/// The loop's task: the burst logic's state, and the store and segments
+/// that only the commit and recovery touch.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    /// Where log chunks' bytes go; the store keeps only their metadata.
+    segments: Arc<Segments>,
+    state: State,
+}
+
+impl Scheduler {
+    /// Loads every unfinished run from the store and starts the loop.
+    /// Returns the handle and the loop's task, which ends when every handle
+    /// is dropped.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        segments: Arc<Segments>,
+        config: Config,
+    ) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
+        let mut sched = Scheduler { store, segments, state: State::new(config) };
+        sched.recover().await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(sched.run(rx));
+        Ok((Handle { tx }, task))
+    }
+
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        let state = &mut self.state;
+        if let Some(kv) = self.store.get(keys::RUN_SEQ).await? {
+            state.last_run_id = decode(&kv.key, &kv.value)?;
+        }
+        let (agents, _) = self.store.range(keys::AGENTS).await?;
+        for kv in agents {
+            let record: AgentRecord = decode(&kv.key, &kv.value)?;
+            state.fleet.restore(kv.key[keys::AGENTS.len()..].to_string(), record);
+        }
+        let (index, _) = self.store.range(keys::RUN_INDEX).await?;
+        // Agents need time to notice the old leader is gone and find us:
+        // their keepalives take a few seconds to give up on a paused leader.
+        let deadline = Instant::now() + state.config.lease_ttl + RECOVERY_GRACE;
+        let now = Now::current();
+        for kv in index {
+            let summary: RunSummary = decode(&kv.key, &kv.value)?;
+            if summary.state.is_terminal() {
+                continue;
+            }
+            let Some(run) = load_run(self.store.as_ref(), summary.id).await? else { continue };
+            for spec in &run.record.pipeline.jobs {
+                let job = &run.jobs[&spec.name];
+                if job.state == JobState::Queued {
+                    state.queue.push_back((summary.id, spec.name.clone()));
+                }
+                if job.state.holds_slot() {
+                    let agent = job.agent.clone().unwrap_or_default();
+                    let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
+                    // Read here, not at its first chunk, so that taking a
+                    // chunk never waits for the store.
+                    let end = log_end(self.store.as_ref(), &id).await?;
+                    state.log_ends.insert(id.clone(), end);
+                    let phase = match job.state {
+                        JobState::Assigned => Phase::Assigned,
+                        JobState::Cancelling => Phase::Cancelling(state::RUN_CANCELLED.into()),
+                        _ => Phase::Running,
+                    };
+                    state.fleet.adopt(agent, id, phase, deadline);
+                }
+            }
+            info!(run = summary.id, "recovered unfinished run");
+            state.active_jobs += run.jobs.len();
+            state.runs.insert(summary.id, run);
+            state.apply(summary.id, Input::Recover, now);
+        }
+        state.dispatch_needed = !state.queue.is_empty();
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.state.handle(event, Now::current()),
+                    None => return,
+                },
+                _ = tick.tick() => self.state.expire_leases(Now::current()),
+            }
+            // Take what is already waiting, so a burst of events leads to one
+            // dispatch pass and one commit.
+            for _ in 1..MAX_BURST {
+                match rx.try_recv() {
+                    Ok(event) => self.state.handle(event, Now::current()),
+                    Err(_) => break,
+                }
+            }
+            self.state.end_burst(Now::current());
+            if !self.commit().await {
+                warn!(
+                    epoch = self.state.config.epoch,
+                    "stopping: writes fenced (another coordinator leads) or refused"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Commits the burst's changes in one transaction (or several, where
+    /// the store limits the size of one), then delivers. Log chunks' bytes
+    /// go first: written to their segment files and synced (one fdatasync
+    /// per file the burst touched), so no chunk's metadata is committed,
+    /// and no chunk acknowledged, before its bytes are safe. Returns false
+    /// when the writes were fenced or a segment write failed: this
+    /// scheduler must stop without delivering anything.
+    async fn commit(&mut self) -> bool {
+        let writes = std::mem::take(&mut self.state.log_writes);
+        if !writes.is_empty() {
+            let started = Instant::now();
+            let keys: Vec<String> =
+                writes.iter().map(|w| keys::log_chunk(w.run, &w.job, w.attempt, w.offset)).collect();
+            match self.segments.write_async(writes).await {
+                Ok(metas) => {
+                    for (key, meta) in keys.into_iter().zip(metas) {
+                        self.state.pending.insert(key, meta.encode());
+                    }
+                }
+                Err(e) => {
+                    // A full or failing blob disk is the whole coordinator's
+                    // fault, like a stopped store: nothing of this burst is
+                    // committed or delivered, the segments refuse every
+                    // later write, and the server exits after
+                    // --store-fail-exit.
+                    error!(error = %e, "cannot write log segments; stopping this term");
+                    self.state.pending.clear();
+                    self.state.outbox.clear();
+                    return false;
+                }
+            }
+            // As for a slow store write: nobody is blamed for a slow disk.
+            self.excuse_stall(started.elapsed());
+        }
+        let pending = std::mem::take(&mut self.state.pending);
+        let ops = pending.into_iter().map(|(key, value)| Op::put(key, value)).collect();
+        for mut ops in self.store.split(ops) {
+            loop {
+                match self.write(Txn::ops(ops.clone())).await {
+                    Written::Done => break,
+                    Written::Stop => {
+                        self.state.outbox.clear();
+                        return false;
+                    }
+                    Written::TooLarge { key } => {
+                        // The edge checks every size an agent or a client
+                        // controls, so this is a bug; still, one oversized
+                        // value must cost only its own write, never the term
+                        // and the rest of the burst.
+                        error!(%key, "the store refused a value as too large; dropping that one write");
+                        let before = ops.len();
+                        ops.retain(|op| op.key() != key);
+                        if ops.len() == before {
+                            self.state.outbox.clear();
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        for out in std::mem::take(&mut self.state.outbox) {
+            match out {
+                Outgoing::Agent(agent, msg) => self.state.fleet.deliver(&agent, msg),
+                Outgoing::Submitted(reply, id) => {
+                    let _ = reply.send(Ok(id));
+                }
+                Outgoing::Cancelled(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        true
+    }
+
+    /// Time lost to a stalled store or disk is added to every lease, so
+    /// that no agent is blamed for it.
+    fn excuse_stall(&mut self, stalled: Duration) {
+        if stalled > self.state.config.lease_ttl / 4 {
+            self.state.fleet.extend(stalled);
+        }
+    }
+
+    /// Writes a transaction, retrying while the store is unavailable. While
+    /// the store is down the scheduler waits here; the time lost is added to
+    /// every lease so that no agent is blamed for the store's outage. Returns
+    /// false when the write was fenced, or refused for good (retrying cannot
+    /// help): the scheduler then stops, and the election starts a fresh term
+    /// from what the store holds.
+    async fn write(&mut self, txn: Txn) -> Written {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt_started = Instant::now();
+            let span = tracing::info_span!("store.txn", ops = txn.success.len(), store.attempt = tracing::field::Empty);
+            let result = self.store.txn(txn.clone()).instrument(span).await;
+            METRICS.store_txn.observe_duration(attempt_started.elapsed());
+            if result.is_err() {
+                METRICS.store_txn_errors.inc();
+            }
+            match result {
+                Ok(_) => break,
+                Err(StoreError::Fenced { .. }) => return Written::Stop,
+                Err(StoreError::ValueTooLarge { key, .. }) => return Written::TooLarge { key },
+                Err(e @ StoreError::Unavailable(_)) if self.store.stopped().is_some() => {
+                    // Stopped for good (see `Store::stopped`): retrying
+                    // cannot help, and the callers waiting on this burst
+                    // should hear why now.
+                    error!(error = %e, "the store has stopped; stopping this term");
+                    return Written::Stop;
+                }
+                Err(e @ StoreError::Unavailable(_)) => {
+                    warn!(error = %e, "store write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    error!(error = %e, "the store refused a write; stopping this term");
+                    return Written::Stop;
+                }
+            }
+        }
+        self.excuse_stall(started.elapsed());
+        Written::Done
+    }
+}
+
+/// Where an attempt's stored log ends, from its chunks' offsets (in their
+/// keys) and lengths (in their metadata): read once for each attempt a new
+/// leader inherits. Attempts assigned in a term start at 0.
+async fn log_end(store: &dyn Store, attempt: &AttemptId) -> Result<u64, StoreError> {
+    let prefix = keys::attempt_logs(attempt.run, &attempt.job, attempt.attempt);
+    let (kvs, _) = store.range(&prefix).await?;
+    let mut chunks = Vec::with_capacity(kvs.len());
+    for kv in &kvs {
+        let Some(offset) = kv.key.strip_prefix(&prefix).and_then(|o| u64::from_str_radix(o, 16).ok()) else {
+            continue;
+        };
+        chunks.push((offset, ChunkMeta::decode(&kv.key, &kv.value)?.len as usize));
+    }
+    Ok(logs::end_of(chunks))
+}

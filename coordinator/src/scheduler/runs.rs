@@ -1,0 +1,258 @@
+//! Driving runs: submitting them, feeding inputs to their machines
+//! ([`machine::step`]) and staging what changed, carrying out the machines'
+//! effects through the fleet, and dispatching queued jobs. Synchronous: see
+//! `state.rs`.
+
+use tracing::info;
+
+use super::SchedError;
+use super::state::{RUN_CANCELLED, State};
+use crate::dispatch::{self, Ready};
+use crate::fleet::{Assignment, AttemptId, Now};
+use crate::keys;
+use crate::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::metrics::{METRICS, result_index};
+use crate::pipeline::Pipeline;
+use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
+use crate::spans;
+use drover_telemetry::trace;
+
+impl State {
+    pub(super) fn submit(
+        &mut self,
+        pipeline: Pipeline,
+        source: Source,
+        traceparent: Option<String>,
+        now: Now,
+    ) -> Result<RunId, SchedError> {
+        let (max_runs, max_jobs) = (self.config.max_active_runs, self.config.max_queued_jobs);
+        if self.runs.len() >= max_runs {
+            return Err(SchedError::TooManyRuns { active: self.runs.len(), limit: max_runs });
+        }
+        let jobs = pipeline.jobs.len();
+        if self.active_jobs + jobs > max_jobs {
+            return Err(SchedError::TooManyJobs { jobs, total: self.active_jobs + jobs, limit: max_jobs });
+        }
+        let id = self.last_run_id + 1;
+        let mut run = Run::new(id, pipeline, source, now.ms);
+        // The run's trace continues the submitter's, when it sent one.
+        let (trace_id, parent_span_id) = match traceparent.as_deref().and_then(trace::parse_traceparent) {
+            Some((trace_id, parent)) => (trace_id, parent),
+            None => (trace::new_trace_id(), String::new()),
+        };
+        run.record.trace = RunTrace { trace_id, span_id: trace::new_span_id(), parent_span_id };
+        for job in run.jobs.values_mut() {
+            job.trace.span_id = trace::new_span_id();
+        }
+        let size = encode(&run.record).len();
+        if size > MAX_RECORD_BYTES {
+            return Err(SchedError::TooLarge { size, limit: MAX_RECORD_BYTES });
+        }
+        self.last_run_id = id;
+        self.pending.insert(keys::RUN_SEQ.to_string(), encode(&id));
+        self.pending.insert(keys::run(id), encode(&run.record));
+        self.pending.insert(keys::run_index(id), encode(&RunSummary::of(&run.record)));
+        for (name, job) in &run.jobs {
+            self.pending.insert(keys::job(id, name), encode(job));
+        }
+        let trace_id = run.record.trace.trace_id.clone();
+        info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), %trace_id, "run submitted");
+        METRICS.runs_submitted.inc();
+        self.active_jobs += run.jobs.len();
+        self.runs.insert(id, run);
+        self.apply(id, Input::Start, now);
+        Ok(id)
+    }
+
+    /// Feeds one input to a run's machine, stages what changed for the
+    /// burst's commit, then acts (deliveries wait for the commit).
+    pub(super) fn apply(&mut self, run_id: RunId, input: Input, now: Now) {
+        let Some(run) = self.runs.remove(&run_id) else { return };
+        let (mut run, effects) = machine::step(run, input, now.ms);
+        trace_effects(&mut run, &effects, now.ms);
+        for effect in &effects {
+            match effect {
+                Effect::PersistRun => {
+                    self.pending.insert(keys::run(run_id), encode(&run.record));
+                    self.pending.insert(keys::run_index(run_id), encode(&RunSummary::of(&run.record)));
+                }
+                Effect::PersistJob(job) => {
+                    let record = &run.jobs[job];
+                    self.pending.insert(keys::job(run_id, job), encode(record));
+                    if record.state.is_terminal() {
+                        record_finished(record);
+                        self.ready_at.remove(&(run_id, job.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.runs.insert(run_id, run);
+        self.act(run_id, effects, now);
+    }
+
+    /// Carries out the effects other than persistence: the queue, the
+    /// fleet (assignments, cancels, releases) and finished runs.
+    fn act(&mut self, run_id: RunId, effects: Vec<Effect>, now: Now) {
+        for effect in effects {
+            match effect {
+                Effect::PersistRun | Effect::PersistJob(_) => {}
+                Effect::Enqueue(job) => {
+                    self.ready_at.insert((run_id, job.clone()), now.at);
+                    self.queue.push_back((run_id, job));
+                    self.dispatch_needed = true;
+                }
+                Effect::SendAssign { job, attempt, agent } => {
+                    let id = AttemptId { run: run_id, job, attempt };
+                    // A new attempt number: nothing of its log exists yet.
+                    self.log_ends.insert(id.clone(), 0);
+                    if let Some(assignment) = self.assignment(id) {
+                        let fx = self.fleet.assign(agent, assignment, now.at);
+                        self.fleet_effect(fx, now, false);
+                    }
+                }
+                Effect::SendCancel { job, attempt, agent } => {
+                    let id = AttemptId { run: run_id, job, attempt };
+                    let fx = self.fleet.cancel(agent, &id, RUN_CANCELLED);
+                    self.fleet_effect(fx, now, false);
+                }
+                Effect::Release { job, attempt, agent: _ } => {
+                    let id = AttemptId { run: run_id, job, attempt };
+                    self.fleet.release(&id);
+                    self.log_ends.remove(&id);
+                    self.dispatch_needed = true;
+                }
+                Effect::RunFinished(state) => {
+                    info!(run = run_id, state = state.as_str(), "run finished");
+                    if let Some(run) = self.runs.remove(&run_id) {
+                        self.active_jobs -= run.jobs.len();
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the agent is sent for attempt `id` of a job of an active run.
+    pub(super) fn assignment(&self, id: AttemptId) -> Option<Assignment> {
+        let run = self.runs.get(&id.run)?;
+        let spec = run.spec(&id.job)?;
+        let mut env = run.record.pipeline.env.clone();
+        env.extend(spec.env.clone());
+        let checkout = match (&run.record.source.repo, &run.record.source.commit) {
+            (Some(repo), Some(commit)) => Some((repo.clone(), commit.clone())),
+            _ => None,
+        };
+        let job = run.jobs.get(&id.job)?;
+        let traceparent = (!run.record.trace.trace_id.is_empty() && !job.trace.attempt_span_id.is_empty())
+            .then(|| trace::traceparent(&run.record.trace.trace_id, &job.trace.attempt_span_id));
+        Some(Assignment {
+            traceparent,
+            id,
+            steps: spec.steps.clone(),
+            env,
+            timeout: spec.timeout,
+            log_cap: self.config.log_cap,
+            checkout,
+        })
+    }
+
+    /// Matches queued jobs to the fleet's free slots ([`dispatch::plan`]),
+    /// assigns what fits and says what the rest wait for.
+    pub(super) fn dispatch(&mut self, now: Now) {
+        // Drop entries whose job is no longer queued (cancelled, run gone).
+        let runs = &self.runs;
+        self.queue.retain(|(run, job)| {
+            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
+        });
+        if self.queue.is_empty() {
+            return;
+        }
+        let (assign, reasons) = {
+            let queued: Vec<Ready> = self
+                .queue
+                .iter()
+                .map(|(run, job)| Ready {
+                    runs_on: &self.runs[run].spec(job).expect("queued job exists").runs_on,
+                    avoid: self.runs[run].jobs[job].last_agent.as_deref(),
+                })
+                .collect();
+            let mut agents = self.fleet.slots();
+            let plan = dispatch::plan(&queued, &mut agents);
+            // Say what a job waits for when it has no reason yet, or when
+            // the fleet changed; otherwise the reason it has still holds.
+            let reasons: Vec<(usize, String)> = plan
+                .all_waiting(queued.len())
+                .filter(|i| {
+                    let (run, job) = &self.queue[*i];
+                    self.reasons_stale || self.runs[run].jobs[job].waiting_for.is_empty()
+                })
+                .map(|i| (i, dispatch::wait_reason(&queued[i], &agents)))
+                .collect();
+            let assign: Vec<(usize, String)> =
+                plan.assign.iter().map(|&(job, agent)| (job, agents[agent].name.to_string())).collect();
+            (assign, reasons)
+        };
+        self.reasons_stale = false;
+        // Applying only appends to the queue, so the planned entries keep
+        // their places until the queue is pruned below.
+        for (entry, agent) in assign {
+            let (run, job) = self.queue[entry].clone();
+            self.apply(run, Input::Assign { job, agent }, now);
+        }
+        for (entry, reason) in reasons {
+            let (run, job) = self.queue[entry].clone();
+            self.apply(run, Input::Waiting { job, reason }, now);
+        }
+        let runs = &self.runs;
+        self.queue.retain(|(run, job)| {
+            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
+        });
+        METRICS.queue_depth.set(self.queue.len() as i64);
+    }
+}
+
+/// Keeps the trace fields of the records up to date with what the step did,
+/// and emits the spans of what it ended. Runs before the records are
+/// staged, so the fields are written with the step.
+fn trace_effects(run: &mut Run, effects: &[Effect], now: u64) {
+    for effect in effects {
+        match effect {
+            Effect::Enqueue(job) => {
+                if let Some(j) = run.jobs.get_mut(job) {
+                    j.trace.first_ready_ms.get_or_insert(now);
+                    j.trace.ready_ms = Some(now);
+                }
+            }
+            Effect::SendAssign { job, .. } => {
+                if let Some(j) = run.jobs.get_mut(job) {
+                    j.trace.attempt_span_id = trace::new_span_id();
+                    j.trace.assigned_ms = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+    for effect in effects {
+        match effect {
+            Effect::SendAssign { job, agent, .. } => spans::dispatch(&run.record, job, &run.jobs[job], agent, now),
+            Effect::Release { job, attempt, agent } => {
+                spans::attempt(&run.record, job, &run.jobs[job], *attempt, agent, now)
+            }
+            Effect::PersistJob(job) if run.jobs[job].state.is_terminal() => {
+                spans::job(&run.record, job, &run.jobs[job], now)
+            }
+            Effect::RunFinished(state) => spans::run(&run.record, *state, now),
+            _ => {}
+        }
+    }
+}
+
+/// Counts a job that reached a final state, and how long its last attempt
+/// ran.
+fn record_finished(job: &JobRecord) {
+    let Some(i) = result_index(job.state.as_str()) else { return };
+    METRICS.jobs_finished[i].inc();
+    if let (Some(start), Some(end)) = (job.started_ms, job.finished_ms) {
+        METRICS.job_duration[i].observe(end.saturating_sub(start) as f64 / 1000.0);
+    }
+}

@@ -1,0 +1,148 @@
+//! The scheduler's burst logic: everything the loop knows between bursts,
+//! and the synchronous handling of one [`Event`]. Handling an event only
+//! changes memory and stages: records to write (`pending`), log bytes to
+//! write (`log_writes`), and what to deliver once they are committed
+//! (`outbox`). The driver in `mod.rs` does the writing and the delivering,
+//! so this is tested with events and a clock of the test's making, without
+//! a runtime or a store (`tests.rs`).
+//!
+//! Driving runs is in `runs.rs`; what agents say, through the fleet, is in
+//! `agents.rs`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Config, Event, SchedError};
+use crate::fleet::{AttemptId, Fleet, FleetConfig, Now, ToAgent};
+use crate::machine::{Input, Run, RunId};
+use crate::segments;
+
+/// The reason given to agents for cancelling the attempts of a cancelled run.
+pub(super) const RUN_CANCELLED: &str = "run cancelled";
+
+/// Something to deliver once the current burst is committed.
+pub(super) enum Outgoing {
+    Agent(String, ToAgent),
+    Submitted(oneshot::Sender<Result<RunId, SchedError>>, RunId),
+    Cancelled(oneshot::Sender<Result<(), SchedError>>),
+}
+
+pub(super) struct State {
+    pub(super) config: Config,
+    /// The agents, their sessions and slots, and the leases of the attempts
+    /// they hold.
+    pub(super) fleet: Fleet,
+    /// Log chunks taken in the current burst, written and synced to their
+    /// segments before `pending` (which holds their metadata) is committed.
+    pub(super) log_writes: Vec<segments::Write>,
+    /// Records changed by the current burst, by key; the last write wins.
+    pub(super) pending: BTreeMap<String, Vec<u8>>,
+    /// What to deliver after `pending` is committed.
+    pub(super) outbox: Vec<Outgoing>,
+    /// Runs that have not finished, with all their jobs.
+    pub(super) runs: BTreeMap<RunId, Run>,
+    /// Jobs that were queued, oldest first. Entries whose job is no longer
+    /// queued are dropped lazily when the queue is next planned.
+    pub(super) queue: VecDeque<(RunId, String)>,
+    pub(super) last_run_id: RunId,
+    pub(super) dispatch_needed: bool,
+    /// When each queued job became ready, for the dispatch latency metric.
+    pub(super) ready_at: HashMap<(RunId, String), Instant>,
+    /// The fleet changed since the wait reasons were last worked out.
+    pub(super) reasons_stale: bool,
+    /// Where each running attempt's log ends (every byte before it taken),
+    /// for [`crate::logs::judge`]. Set to 0 at assignment, and read from the
+    /// store at recovery for attempts inherited from another term.
+    pub(super) log_ends: HashMap<AttemptId, u64>,
+    /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
+    pub(super) active_jobs: usize,
+}
+
+impl State {
+    pub(super) fn new(config: Config) -> State {
+        let fleet = Fleet::new(FleetConfig {
+            lease_ttl: config.lease_ttl,
+            heartbeat: config.heartbeat,
+            ack_timeout: config.ack_timeout,
+            epoch: config.epoch,
+        });
+        State {
+            config,
+            fleet,
+            log_writes: Vec::new(),
+            pending: BTreeMap::new(),
+            outbox: Vec::new(),
+            runs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            last_run_id: 0,
+            dispatch_needed: false,
+            ready_at: HashMap::new(),
+            reasons_stale: true,
+            log_ends: HashMap::new(),
+            active_jobs: 0,
+        }
+    }
+
+    /// Handles one event: steps the machines and the fleet, and stages what
+    /// changed and what to send.
+    pub(super) fn handle(&mut self, event: Event, now: Now) {
+        match event {
+            Event::Submit { pipeline, source, traceparent, reply } => {
+                match self.submit(pipeline, source, traceparent, now) {
+                    Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Event::Cancel { run, reply } => {
+                if self.runs.contains_key(&run) {
+                    self.apply(run, Input::Cancel, now);
+                    self.outbox.push(Outgoing::Cancelled(reply));
+                } else {
+                    // Finished (or unknown) runs are only in the store:
+                    // cancelling is a no-op, and the API reads the run
+                    // afterwards, showing its final state or why it is gone.
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Event::ListAgents { reply } => {
+                let _ = reply.send(self.fleet.list());
+            }
+            Event::AgentHello(hello) => self.hello(hello, now),
+            Event::AgentGone { conn, name } => {
+                let fx = self.fleet.gone(conn, &name, now);
+                self.on_fleet(fx, now, false);
+            }
+            Event::Heartbeat { conn, name, running, draining, unready, received } => {
+                let fx = self.fleet.heartbeat(conn, &name, &running, draining, unready, received, now);
+                self.on_fleet(fx, now, false);
+            }
+            Event::Accepted { conn, name, id } => {
+                let fx = self.fleet.accepted(conn, &name, &id, now);
+                self.on_fleet(fx, now, true);
+            }
+            Event::Log { conn, name, id, offset, data } => self.log(conn, name, id, offset, data, now),
+            Event::Result { conn, name, id, outcome, message } => {
+                let fx = self.fleet.result(conn, &name, id, outcome, &message);
+                self.on_fleet(fx, now, false);
+            }
+        }
+    }
+
+    /// What a burst does once its events are handled: one dispatch pass, if
+    /// anything in it may have made one worthwhile.
+    pub(super) fn end_burst(&mut self, now: Now) {
+        if self.dispatch_needed {
+            self.dispatch_needed = false;
+            self.dispatch(now);
+        }
+    }
+
+    /// Queues a message for an agent; it leaves after the burst's commit.
+    pub(super) fn send_to(&mut self, agent: String, msg: ToAgent) {
+        self.outbox.push(Outgoing::Agent(agent, msg));
+    }
+}

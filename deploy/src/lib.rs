@@ -1,0 +1,16 @@
+//! The delivery half's decisions, with none of its doing: how a release
+//! spreads over an environment's nodes, when it stops, and how it goes back.
+//!
+//! Everything here is pure. It never touches the store, the network, the
+//! clock or processes; the time is an argument, and what must happen in the
+//! world comes back as effects for a driver (the coordinator's rollout
+//! controller, under the leader) to carry out. That keeps every transition
+//! testable with a table of cases, and it is why this crate depends on no
+//! other Drover crate: it knows nodes only by name and releases only by
+//! digest.
+//!
+//! Today it holds [`rollout`], the rolling update's state machine. The rest
+//! of deployments (environments, the agent's deploy executor, traffic,
+//! promotion) lives where its IO is, and comes with the deployments issue.
+
+pub mod rollout;
