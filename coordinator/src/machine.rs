@@ -566,4 +566,4 @@ fn complete_if_done(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

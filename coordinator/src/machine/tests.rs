@@ -4,7 +4,9 @@
 use super::*;
 use crate::pipeline::{JobSpec, Pipeline, StepSpec};
 
-fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
+/// A pipeline of jobs given as (name, needs, retries), each one step of
+/// `true`; the scheduler's burst tests use it too.
+pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
     Pipeline {
         name: "p".into(),
         env: BTreeMap::new(),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::state::{Outgoing, State};
 use super::*;
 use crate::machine::Outcome;
-use crate::pipeline::{JobSpec, Pipeline, StepSpec};
+use crate::machine::tests::pipeline;
 
 /// One event, as a case writes it. Agent events are agent `a1`'s.
 #[derive(Clone)]
@@ -34,25 +34,6 @@ use Ev::*;
 
 /// A burst: its events at one time, in milliseconds from the start.
 type Burst = (u64, Vec<Ev>);
-
-fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
-    Pipeline {
-        name: "p".into(),
-        env: BTreeMap::new(),
-        jobs: jobs
-            .iter()
-            .map(|(name, needs, retries)| JobSpec {
-                name: name.to_string(),
-                runs_on: BTreeMap::new(),
-                env: BTreeMap::new(),
-                timeout: None,
-                retries: *retries,
-                needs: needs.iter().map(|n| n.to_string()).collect(),
-                steps: vec![StepSpec { name: None, run: "true".into() }],
-            })
-            .collect(),
-    }
-}
 
 /// Plays `bursts` on a fresh scheduler state, committing (in effect: taking
 /// what was staged) after each; returns what the last one staged and would
