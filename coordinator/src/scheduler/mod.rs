@@ -228,9 +228,11 @@ enum Written {
     Done,
     /// Fenced (another coordinator leads) or refused for good: the term ends.
     Stop,
-    /// The store refused the value at `key` for its size, and nothing else.
+    /// The store refused the value at `key` for its size, and nothing else;
+    /// the transaction comes back, to be sent again without it.
     TooLarge {
         key: String,
+        txn: Txn,
     },
 }
 
@@ -375,26 +377,28 @@ impl Scheduler {
         }
         let pending = std::mem::take(&mut self.state.pending);
         let ops = pending.into_iter().map(|(key, value)| Op::put(key, value)).collect();
-        for mut ops in self.store.split(ops) {
+        for ops in self.store.split(ops) {
+            let mut txn = Txn::ops(ops);
             loop {
-                match self.write(Txn::ops(ops.clone())).await {
+                match self.write(txn).await {
                     Written::Done => break,
                     Written::Stop => {
                         self.state.outbox.clear();
                         return false;
                     }
-                    Written::TooLarge { key } => {
+                    Written::TooLarge { key, txn: mut refused } => {
                         // The edge checks every size an agent or a client
                         // controls, so this is a bug; still, one oversized
                         // value must cost only its own write, never the term
                         // and the rest of the burst.
                         error!(%key, "the store refused a value as too large; dropping that one write");
-                        let before = ops.len();
-                        ops.retain(|op| op.key() != key);
-                        if ops.len() == before {
+                        let before = refused.success.len();
+                        refused.success.retain(|op| op.key() != key);
+                        if refused.success.len() == before {
                             self.state.outbox.clear();
                             return false;
                         }
+                        txn = refused;
                     }
                 }
             }
@@ -441,7 +445,7 @@ impl Scheduler {
             match result {
                 Ok(_) => break,
                 Err(StoreError::Fenced { .. }) => return Written::Stop,
-                Err(StoreError::ValueTooLarge { key, .. }) => return Written::TooLarge { key },
+                Err(StoreError::ValueTooLarge { key, .. }) => return Written::TooLarge { key, txn },
                 Err(e @ StoreError::Unavailable(_)) if self.store.stopped().is_some() => {
                     // Stopped for good (see `Store::stopped`): retrying
                     // cannot help, and the callers waiting on this burst
