@@ -805,7 +805,15 @@ impl Agent {
                     warn!(attempt = %a.attempt_id, epoch = a.epoch, "refused an assignment from an old epoch");
                     return None;
                 }
-                let id = a.attempt_id.clone();
+                // Only jobs are known today. Another kind (a newer
+                // coordinator's deploy action) is not run and not accepted:
+                // the coordinator's lease then ends the attempt as never
+                // started, and nothing here holds a slot for it.
+                let Some(pb::assign::Work::Job(job)) = a.work else {
+                    warn!(attempt = %a.attempt_id, "refused an assignment of a kind this agent does not run");
+                    return None;
+                };
+                let id = a.attempt_id;
                 if !self.held.contains_key(&id) {
                     info!(attempt = %id, "starting attempt");
                     // Until a heartbeat renews it, the lease runs from the
@@ -823,13 +831,13 @@ impl Agent {
                     );
                     let attempt = exec::Attempt {
                         id: id.clone(),
-                        run_id: a.run_id,
-                        job: a.job,
-                        attempt: a.attempt,
-                        steps: a.steps.into_iter().map(|s| (s.name, s.run)).collect(),
-                        env: a.env.into_iter().collect(),
-                        timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
-                        checkout: a.checkout.map(|c| (c.repo, c.commit)),
+                        run_id: job.run_id,
+                        job: job.job,
+                        attempt: job.attempt,
+                        steps: job.steps.into_iter().map(|s| (s.name, s.run)).collect(),
+                        env: job.env.into_iter().collect(),
+                        timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),
+                        checkout: job.checkout.map(|c| (c.repo, c.commit)),
                         traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
                     };
                     METRICS.attempts_running.add(1);

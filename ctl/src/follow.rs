@@ -23,6 +23,7 @@ use pb::run_event::Event;
 
 use crate::client::{Conn, EXIT_FAILED, Exit, Notice, Patience, status_exit};
 use crate::out::{self, outln};
+use crate::states;
 use crate::term;
 
 /// Log bytes already shown, per (job, attempt): a stream opened again after
@@ -114,23 +115,29 @@ impl Printer {
         });
     }
 
-    fn job(&mut self, job: &pb::Job) {
-        if !self.jobs.is_new(&job.name, (job.state.clone(), job.attempt, job.waiting_for.clone())) {
-            return;
+    fn job(&mut self, job: &pb::Job) -> Result<(), Exit> {
+        use pb::JobState::*;
+        let state = states::job(job.state)?;
+        let word = states::job_word(state);
+        if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, job.waiting_for.clone())) {
+            return Ok(());
         }
-        let mut line = format!("[{}] {}", job.name, job.state);
-        match job.state.as_str() {
-            "queued" if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
-            "assigned" | "running" => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
+        let mut line = format!("[{}] {}", job.name, word);
+        match state {
+            Queued if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
+            Assigned | Running => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
             _ => {}
         }
-        if !job.message.is_empty() && job.state != "running" && job.state != "assigned" {
+        if !job.message.is_empty() && !matches!(state, Running | Assigned) {
             line.push_str(&format!(" — {}", job.message));
         }
-        if job.state == "queued" || job.state.ends_with("ed") || job.state == "cancelling" {
+        // Whatever the attempt printed last is shown whole before a state
+        // that no attempt of it is running in.
+        if matches!(state, Queued | Assigned | Cancelling | Succeeded | Failed | Skipped | Cancelled) {
             self.flush_partial(&job.name);
         }
         self.out(&line);
+        Ok(())
     }
 
     fn log(&mut self, log: pb::LogData) {
@@ -179,9 +186,15 @@ impl Printer {
         }
     }
 
-    fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) {
-        let done = jobs.values().filter(|j| is_terminal(&j.state)).count();
-        let running: Vec<&str> = jobs.values().filter(|j| j.state == "running").map(|j| j.name.as_str()).collect();
+    fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) -> Result<(), Exit> {
+        let (mut done, mut running) = (0, Vec::new());
+        for j in jobs.values() {
+            let state = states::job(j.state)?;
+            done += usize::from(states::job_is_terminal(state));
+            if state == pb::JobState::Running {
+                running.push(j.name.as_str());
+            }
+        }
         self.bar.set_message(format!(
             "run {} · {}/{} jobs done · running: {}",
             run.id,
@@ -189,6 +202,7 @@ impl Printer {
             jobs.len(),
             if running.is_empty() { "-".to_string() } else { running.join(", ") }
         ));
+        Ok(())
     }
 }
 
@@ -235,10 +249,6 @@ impl JobHistory {
     }
 }
 
-fn is_terminal(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "skipped" | "cancelled")
-}
-
 /// Follows a run to its end, opening the watch again for up to `reconnect`
 /// whenever it breaks (the first time too: the run exists, since the
 /// coordinator has just taken it). Returns Ok for a succeeded run and an
@@ -258,6 +268,8 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
         seen: LogSeen::default(),
     };
     let mut run: Option<pb::Run> = None;
+    // Whether the run, as last heard, has finished.
+    let mut finished = false;
     let mut jobs: BTreeMap<String, pb::Job> = BTreeMap::new();
     let started = std::time::Instant::now();
     let mut patience = Patience::new(
@@ -290,7 +302,7 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
             // The coordinator ended the stream before the run ended, which
             // only one going away would do: open it again as if it had
             // broken.
-            Ok(None) if run.as_ref().is_none_or(|r| !is_terminal(&r.state)) => {
+            Ok(None) if !finished => {
                 (stream, broke) = (None, Some(tonic::Status::unavailable("the stream ended before the run did")));
                 p.jobs.replaying();
                 continue;
@@ -308,6 +320,7 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
         }
         match event.event {
             Some(Event::Run(r)) => {
+                finished = states::run(r.state)? != pb::RunState::Running;
                 if run.is_none() {
                     p.width = r.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
                     let commit = if r.commit.is_empty() {
@@ -318,17 +331,17 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
                     p.out(&format!("run {} ({}{}): {} jobs", r.id, r.name, commit, r.jobs.len()));
                 }
                 for j in &r.jobs {
-                    p.job(j);
+                    p.job(j)?;
                     jobs.insert(j.name.clone(), j.clone());
                 }
-                p.status(&r, &jobs);
+                p.status(&r, &jobs)?;
                 run = Some(r);
             }
             Some(Event::Job(j)) => {
-                p.job(&j);
+                p.job(&j)?;
                 jobs.insert(j.name.clone(), j);
                 if let Some(r) = &run {
-                    p.status(r, &jobs);
+                    p.status(r, &jobs)?;
                 }
             }
             Some(Event::Log(l)) => p.log(l),
@@ -341,23 +354,27 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
     p.bar.finish_and_clear();
     let run = run.ok_or_else(|| Exit::new(EXIT_FAILED, "the coordinator sent no run state"))?;
     let took = started.elapsed().as_secs_f64();
-    match run.state.as_str() {
-        "succeeded" => {
+    let state = states::run(run.state)?;
+    let word = states::run_word(state);
+    match state {
+        pb::RunState::Succeeded => {
             outln!("run {} succeeded ({took:.1}s)", run.id);
             Ok(())
         }
-        "failed" | "cancelled" => {
+        pb::RunState::Failed | pb::RunState::Cancelled => {
             let failed: Vec<String> = run
                 .jobs
                 .iter()
-                .filter(|j| j.state == "failed")
+                .filter(|j| j.state == pb::JobState::Failed as i32)
                 .map(|j| format!("{} ({})", j.name, j.message))
                 .collect();
             let detail = if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) };
-            outln!("run {} {}{detail}", run.id, run.state);
-            Err(Exit::new(EXIT_FAILED, format!("run {} {}", run.id, run.state)))
+            outln!("run {} {word}{detail}", run.id);
+            Err(Exit::new(EXIT_FAILED, format!("run {} {word}", run.id)))
         }
-        other => Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {other}", run.id))),
+        pb::RunState::Running | pb::RunState::Unspecified => {
+            Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {word}", run.id)))
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod client;
 mod dev;
 mod follow;
 mod out;
+mod states;
 mod term;
 
 use std::path::{Path, PathBuf};
@@ -393,16 +394,17 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             for r in runs {
                 let commit =
                     if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
-                outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, r.state, commit, fmt_ms(r.created_ms));
+                let state = states::run_word(states::run(r.state)?);
+                outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, state, commit, fmt_ms(r.created_ms));
             }
             Ok(())
         }
         Command::Status { run, json } => {
             let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
             if json {
-                outln!("{}", run_json(&r));
+                outln!("{}", run_json(&r)?);
             } else {
-                print_run(&r);
+                print_run(&r)?;
             }
             Ok(())
         }
@@ -484,7 +486,12 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         }
         Command::Cancel { run } => {
             let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
-            outln!("run {} {}", r.id, if r.state == "running" { "cancelling" } else { &r.state });
+            let state = states::run(r.state)?;
+            outln!(
+                "run {} {}",
+                r.id,
+                if state == pb::RunState::Running { "cancelling" } else { states::run_word(state) }
+            );
             Ok(())
         }
         Command::Agents => {
@@ -534,8 +541,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
     }
 }
 
-fn print_run(r: &pb::Run) {
-    outln!("run {}  {}  {}", r.id, r.name, r.state);
+fn print_run(r: &pb::Run) -> Result<(), Exit> {
+    outln!("run {}  {}  {}", r.id, r.name, states::run_word(states::run(r.state)?));
     if !r.repo.is_empty() {
         outln!("source: {} @ {} ({})", r.repo, r.commit, r.file);
     } else {
@@ -543,26 +550,28 @@ fn print_run(r: &pb::Run) {
     }
     outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
     for j in &r.jobs {
+        let state = states::job(j.state)?;
         let detail = if !j.waiting_for.is_empty() {
             format!("waiting for {}", j.waiting_for)
-        } else if !j.needs.is_empty() && j.state == "pending" {
+        } else if !j.needs.is_empty() && state == pb::JobState::Pending {
             format!("needs {}", j.needs.join(", "))
         } else {
             j.message.clone()
         };
         let agent = if j.agent.is_empty() { "-" } else { &j.agent };
-        outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, j.state, j.attempt, agent, detail);
+        outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, states::job_word(state), j.attempt, agent, detail);
     }
+    Ok(())
 }
 
-fn run_json(r: &pb::Run) -> serde_json::Value {
-    let jobs: Vec<serde_json::Value> = r
+fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
+    let jobs = r
         .jobs
         .iter()
         .map(|j| {
-            serde_json::json!({
+            Ok(serde_json::json!({
                 "name": j.name,
-                "state": j.state,
+                "state": states::job_word(states::job(j.state)?),
                 "needs": j.needs,
                 "attempt": j.attempt,
                 "agent": j.agent,
@@ -571,20 +580,20 @@ fn run_json(r: &pb::Run) -> serde_json::Value {
                 "started_ms": j.started_ms,
                 "finished_ms": j.finished_ms,
                 "message": j.message,
-            })
+            }))
         })
-        .collect();
-    serde_json::json!({
+        .collect::<Result<Vec<serde_json::Value>, Exit>>()?;
+    Ok(serde_json::json!({
         "id": r.id,
         "name": r.name,
-        "state": r.state,
+        "state": states::run_word(states::run(r.state)?),
         "repo": r.repo,
         "commit": r.commit,
         "file": r.file,
         "created_ms": r.created_ms,
         "finished_ms": r.finished_ms,
         "jobs": jobs,
-    })
+    }))
 }
 
 #[cfg(test)]

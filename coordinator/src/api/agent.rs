@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::require_agent;
 use super::status::ApiError;
-use crate::fleet::{AgentHello, ToAgent};
+use crate::fleet::{AgentHello, AttemptId, ToAgent, Work};
 use crate::leader::Role;
 use crate::machine::Outcome;
 use crate::metrics::METRICS;
@@ -50,7 +50,7 @@ impl AgentApi {
 struct HeartbeatGate {
     /// Send one on at least this often, so leases are renewed.
     every: Duration,
-    last: Option<(Instant, Vec<String>, bool, String)>,
+    last: Option<(Instant, Vec<AttemptId>, bool, String)>,
     /// The latest heartbeat sent on to the scheduler.
     renewed_seq: u64,
 }
@@ -60,21 +60,22 @@ impl HeartbeatGate {
         HeartbeatGate { every, last: None, renewed_seq: 0 }
     }
 
-    /// Whether heartbeat `h`, arriving at `now`, goes on to the scheduler;
-    /// and the acknowledgement's `renewed_seq`.
-    fn take(&mut self, h: &pb::Heartbeat, now: Instant) -> (bool, u64) {
+    /// Whether heartbeat number `seq` (as the edge converted it, `event`),
+    /// arriving at `now`, goes on to the scheduler; and the
+    /// acknowledgement's `renewed_seq`.
+    fn take(&mut self, seq: u64, event: &Event, now: Instant) -> (bool, u64) {
+        let Event::Heartbeat { running: held, draining: drains, unready: why, .. } = event else {
+            return (false, self.renewed_seq);
+        };
         let forward = match &self.last {
             None => true,
             Some((at, running, draining, unready)) => {
-                now.duration_since(*at) >= self.every
-                    || running != &h.running
-                    || *draining != h.draining
-                    || unready != &h.unready
+                now.duration_since(*at) >= self.every || running != held || draining != drains || unready != why
             }
         };
         if forward {
-            self.last = Some((now, h.running.clone(), h.draining, h.unready.clone()));
-            self.renewed_seq = h.seq;
+            self.last = Some((now, held.clone(), *drains, why.clone()));
+            self.renewed_seq = seq;
         }
         (forward, self.renewed_seq)
     }
@@ -92,40 +93,57 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
             fence_ms: fence.as_millis() as u32,
         }),
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
-        ToAgent::Assign(a) => Out::Assign(pb::Assign {
-            attempt_id: a.id.to_string(),
-            run_id: a.id.run.to_string(),
-            job: a.id.job.clone(),
-            attempt: a.id.attempt,
-            steps: a.steps.into_iter().map(|s| pb::Step { name: s.name.unwrap_or_default(), run: s.run }).collect(),
-            env: a.env.into_iter().collect(),
-            timeout_ms: a.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
-            log_cap: a.log_cap,
-            checkout: a.checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
-            traceparent: a.traceparent.unwrap_or_default(),
-            epoch,
-        }),
-        ToAgent::Cancel { id, reason, disown } => Out::Cancel(pb::Cancel { attempt_id: id, reason, epoch, disown }),
-        ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id, offset }),
-        ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id, accepted }),
+        ToAgent::Assign(a) => {
+            let work = match a.work {
+                Work::Job { steps, env, timeout, checkout } => pb::assign::Work::Job(pb::JobWork {
+                    run_id: a.id.run.to_string(),
+                    job: a.id.job.clone(),
+                    attempt: a.id.attempt,
+                    steps: steps
+                        .into_iter()
+                        .map(|s| pb::Step { name: s.name.unwrap_or_default(), run: s.run })
+                        .collect(),
+                    env: env.into_iter().collect(),
+                    timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+                    checkout: checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
+                }),
+            };
+            Out::Assign(pb::Assign {
+                attempt_id: a.id.to_string(),
+                epoch,
+                traceparent: a.traceparent.unwrap_or_default(),
+                log_cap: a.log_cap,
+                work: Some(work),
+            })
+        }
+        ToAgent::Cancel { id, reason, disown } => {
+            Out::Cancel(pb::Cancel { attempt_id: id.to_string(), reason, epoch, disown })
+        }
+        ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id.to_string(), offset }),
+        ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id.to_string(), accepted }),
     };
     pb::CoordinatorMessage { msg: Some(msg) }
 }
 
-/// Converts one message after the Hello into a scheduler event.
+/// Converts one message after the Hello into a scheduler event. Every
+/// attempt id is parsed here, once: a malformed one refuses its message.
 fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
     let name = name.to_string();
     Ok(match msg {
         In::Hello(_) => return Err(ApiError::Invalid("Hello may only be the first message".into())),
         In::Heartbeat(h) => {
-            check_held(&h.running).map_err(ApiError::Invalid)?;
+            let running = check_held(&h.running).map_err(ApiError::Invalid)?;
             check_unready(&h.unready).map_err(ApiError::Invalid)?;
             let received = Instant::now();
-            Event::Heartbeat { conn, name, running: h.running, draining: h.draining, unready: h.unready, received }
+            Event::Heartbeat { conn, name, running, draining: h.draining, unready: h.unready, received }
         }
-        In::Accepted(a) => Event::Accepted { conn, name, id: a.attempt_id },
-        In::Log(l) => Event::Log { conn, name, id: l.attempt_id, offset: l.offset, data: l.data },
+        In::Accepted(a) => Event::Accepted { conn, name, id: attempt_id(&a.attempt_id).map_err(ApiError::Invalid)? },
+        In::Log(l) => {
+            let id = attempt_id(&l.attempt_id).map_err(ApiError::Invalid)?;
+            Event::Log { conn, name, id, offset: l.offset, data: l.data }
+        }
         In::Result(r) => {
+            let id = attempt_id(&r.attempt_id).map_err(ApiError::Invalid)?;
             let outcome = match pb::Outcome::try_from(r.outcome) {
                 Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
                 Ok(pb::Outcome::Failed) => {
@@ -137,7 +155,7 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
                 // lease renewed for ever; end it, and retry where allowed.
                 _ => Outcome::Lost { reason: format!("the agent reported an unknown outcome ({})", r.outcome) },
             };
-            Event::Result { conn, name, id: r.attempt_id, outcome, message: r.message }
+            Event::Result { conn, name, id, outcome, message: r.message }
         }
     })
 }
@@ -155,14 +173,14 @@ pub const MAX_ATTEMPT_ID: usize = 512;
 
 /// Checks what an agent says about itself at Hello, before anything of it
 /// reaches the scheduler or the store: an agent is untrusted, and its
-/// labels are stored with its record.
+/// labels are stored with its record. Returns the attempts it holds.
 fn check_hello(
     labels: &BTreeMap<String, String>,
     slots: u32,
     running: &[String],
     instance: &str,
     unready: &str,
-) -> Result<(), String> {
+) -> Result<Vec<AttemptId>, String> {
     if slots == 0 || slots > MAX_SLOTS {
         return Err(format!("an agent offers 1 to {MAX_SLOTS} slots, not {slots}"));
     }
@@ -177,12 +195,12 @@ fn check_hello(
             ));
         }
     }
-    check_held(running)?;
+    let held = check_held(running)?;
     check_unready(unready)?;
     if instance.len() > 64 {
         return Err("the instance id is longer than 64 bytes".into());
     }
-    Ok(())
+    Ok(held)
 }
 
 /// The labels an agent gets: those its certificate gives it. Labels decide
@@ -225,15 +243,23 @@ fn check_unready(unready: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The attempts a Hello or heartbeat lists.
-fn check_held(running: &[String]) -> Result<(), String> {
+/// The attempts a Hello or heartbeat lists, parsed.
+fn check_held(running: &[String]) -> Result<Vec<AttemptId>, String> {
     if running.len() > MAX_HELD {
         return Err(format!("it lists {} attempts it holds, more than the limit of {MAX_HELD}", running.len()));
     }
-    if let Some(id) = running.iter().find(|id| id.len() > MAX_ATTEMPT_ID) {
+    running.iter().map(|id| attempt_id(id)).collect()
+}
+
+/// An attempt id as an agent sends it, parsed. Ids come from the
+/// coordinator's own assignments, so one that does not parse is the agent's
+/// fault: the message carrying it is refused. One that parses but is no
+/// longer the agent's is the fleet's to judge (it disowns it).
+fn attempt_id(id: &str) -> Result<AttemptId, String> {
+    if id.len() > MAX_ATTEMPT_ID {
         return Err(format!("attempt id {:?} is longer than {MAX_ATTEMPT_ID} bytes", abbreviate(id)));
     }
-    Ok(())
+    id.parse()
 }
 
 /// The longest result message kept from an agent (it is stored with the
@@ -283,11 +309,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
             .into());
         }
         let claimed: BTreeMap<String, String> = hello.labels.into_iter().collect();
-        if let Err(why) = check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready) {
-            METRICS.agent_refusals.inc();
-            warn!(agent = %name, reason = %why, "refused an agent's Hello");
-            return Err(ApiError::Invalid(format!("agent {name:?}: {why}")).into());
-        }
+        let running = match check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready) {
+            Ok(running) => running,
+            Err(why) => {
+                METRICS.agent_refusals.inc();
+                warn!(agent = %name, reason = %why, "refused an agent's Hello");
+                return Err(ApiError::Invalid(format!("agent {name:?}: {why}")).into());
+            }
+        };
         let labels = match owned_labels(&name, &claimed, &cert_labels) {
             Ok(labels) => labels,
             Err(why) => {
@@ -307,7 +336,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 name: name.clone(),
                 labels,
                 slots: hello.slots,
-                running: hello.running,
+                running,
                 draining: hello.draining,
                 unready: hello.unready,
                 instance: hello.instance_id,
@@ -330,34 +359,40 @@ impl pb::agent_service_server::AgentService for AgentApi {
                     // A term that ended takes its sessions with it: no more
                     // acknowledgements, the agent goes to the next leader.
                     Ok(Some(_)) if sched.is_closed() => break,
-                    Ok(Some(pb::AgentMessage { msg: Some(In::Heartbeat(h)) })) => {
-                        let (forward, renewed_seq) = gate.take(&h, Instant::now());
-                        // Acknowledged on arrival, before the scheduler (or
-                        // the store behind it) is involved: the ack says this
-                        // process is alive and holds the session. A full
-                        // buffer means the agent stopped reading; its own
-                        // timeout will tell it.
-                        let _ = acks.try_send(ToAgent::HeartbeatAck { seq: h.seq, renewed_seq });
-                        if !forward {
-                            continue;
+                    Ok(Some(pb::AgentMessage { msg: Some(msg) })) => {
+                        let heartbeat = match &msg {
+                            In::Heartbeat(h) => Some(h.seq),
+                            _ => None,
+                        };
+                        // A malformed message (an attempt id that does not
+                        // parse, a list past the limits) costs only itself.
+                        let event = to_event(conn, &name, msg);
+                        if let Err(e) = &event {
+                            METRICS.agent_refusals.inc();
+                            warn!(agent = %name, error = %e, "refused a malformed message");
                         }
-                        match to_event(conn, &name, In::Heartbeat(h)) {
-                            Ok(event) => {
-                                if sched.send(event).await.is_err() {
-                                    break;
-                                }
+                        if let Some(seq) = heartbeat {
+                            // Acknowledged on arrival, before the scheduler
+                            // (or the store behind it) is involved: the ack
+                            // says this process is alive and holds the
+                            // session. A refused heartbeat renews nothing, so
+                            // its ack names the last one that did. A full
+                            // buffer means the agent stopped reading; its own
+                            // timeout will tell it.
+                            let (forward, renewed_seq) = match &event {
+                                Ok(event) => gate.take(seq, event, Instant::now()),
+                                Err(_) => (false, gate.renewed_seq),
+                            };
+                            let _ = acks.try_send(ToAgent::HeartbeatAck { seq, renewed_seq });
+                            if !forward {
+                                continue;
                             }
-                            Err(e) => warn!(agent = %name, error = %e, "ignored a malformed message"),
+                        }
+                        let Ok(event) = event else { continue };
+                        if sched.send(event).await.is_err() {
+                            break;
                         }
                     }
-                    Ok(Some(pb::AgentMessage { msg: Some(msg) })) => match to_event(conn, &name, msg) {
-                        Ok(event) => {
-                            if sched.send(event).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => warn!(agent = %name, error = %e, "ignored a malformed message"),
-                    },
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(status) => {
@@ -419,11 +454,10 @@ mod tests {
     fn heartbeats_are_acknowledged_and_passed_on_when_new_or_due() {
         let start = Instant::now();
         let ms = Duration::from_millis;
-        let hb = |seq: u64, running: &[&str], draining: bool, unready: &str| pb::Heartbeat {
-            running: running.iter().map(|s| s.to_string()).collect(),
-            draining,
-            seq,
-            unready: unready.into(),
+        let hb = |seq: u64, running: &[&str], draining: bool, unready: &str| {
+            let running = running.iter().map(|s| s.to_string()).collect();
+            let h = pb::Heartbeat { running, draining, seq, unready: unready.into() };
+            (seq, to_event(1, "a1", In::Heartbeat(h)).expect("a well-formed heartbeat"))
         };
         let mut gate = HeartbeatGate::new(ms(2500));
         // (what, heartbeat, arrival after start, passed on, renewed_seq)
@@ -437,8 +471,44 @@ mod tests {
             ("not ready", hb(7, &["1/a/1", "1/b/1"], true, "disk"), 4200, true, 7),
             ("nothing new", hb(8, &["1/a/1", "1/b/1"], true, "disk"), 4300, false, 7),
         ];
-        for (what, h, at, forward, renewed) in cases {
-            assert_eq!(gate.take(&h, start + ms(at)), (forward, renewed), "{what}");
+        for (what, (seq, event), at, forward, renewed) in cases {
+            assert_eq!(gate.take(seq, &event, start + ms(at)), (forward, renewed), "{what}");
+        }
+    }
+
+    #[test]
+    fn every_attempt_id_is_parsed_at_the_edge_and_a_malformed_one_refuses_its_message() {
+        let id = AttemptId { run: 3, job: "test".into(), attempt: 1 };
+        let heartbeat = |running: &[&str]| {
+            let running = running.iter().map(|s| s.to_string()).collect();
+            In::Heartbeat(pb::Heartbeat { running, draining: false, seq: 1, unready: String::new() })
+        };
+        let accepted = |s: &str| In::Accepted(pb::Accepted { attempt_id: s.into() });
+        let log = |s: &str| In::Log(pb::LogChunk { attempt_id: s.into(), offset: 0, data: b"x".to_vec() });
+        let result = |s: &str| {
+            let outcome = pb::Outcome::Succeeded as i32;
+            In::Result(pb::AttemptResult { attempt_id: s.into(), outcome, exit_code: 0, message: String::new() })
+        };
+        match to_event(1, "a1", heartbeat(&["3/test/1"])) {
+            Ok(Event::Heartbeat { running, .. }) => assert_eq!(running, vec![id.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(to_event(1, "a1", accepted("3/test/1")), Ok(Event::Accepted { id: got, .. }) if got == id));
+        assert!(matches!(to_event(1, "a1", log("3/test/1")), Ok(Event::Log { id: got, .. }) if got == id));
+        assert!(matches!(to_event(1, "a1", result("3/test/1")), Ok(Event::Result { id: got, .. }) if got == id));
+        // (what, message)
+        let bad = [
+            ("a heartbeat listing one", heartbeat(&["3/test/1", "3/test"])),
+            ("an acceptance", accepted("three/test/1")),
+            ("a log chunk", log("3/test/1/2")),
+            ("a result", result("")),
+            ("a result with an overlong id", result(&"9".repeat(MAX_ATTEMPT_ID + 1))),
+        ];
+        for (what, msg) in bad {
+            match to_event(1, "a1", msg) {
+                Err(ApiError::Invalid(why)) => assert!(why.contains("attempt id"), "{what}: {why}"),
+                other => panic!("{what}: {other:?}"),
+            }
         }
     }
 
@@ -455,7 +525,10 @@ mod tests {
             pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
         };
         let ok = labels(&[("os", "linux".into())]);
-        assert_eq!(check_hello(&ok, 4, &[], "abc", ""), Ok(()));
+        assert_eq!(check_hello(&ok, 4, &[], "abc", ""), Ok(vec![]));
+        let held = vec!["7/build/2".to_string()];
+        let want = AttemptId { run: 7, job: "build".into(), attempt: 2 };
+        assert_eq!(check_hello(&ok, 4, &held, "abc", ""), Ok(vec![want]));
         let long = "x".repeat(MAX_UNREADY + 1);
         assert!(check_hello(&ok, 4, &[], "abc", &long).unwrap_err().starts_with("its reason for not being ready"));
         let many: BTreeMap<String, String> = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".to_string())).collect();
@@ -471,6 +544,7 @@ mod tests {
             ("empty value", labels(&[("k", String::new())]), 1, vec![], String::new(), "label \"k\" must have"),
             ("long key", labels(&[(&"k".repeat(64), "v".into())]), 1, vec![], String::new(), "label \"kkkk"),
             ("long attempt id", ok.clone(), 1, vec![long_id], String::new(), "attempt id \"xxx"),
+            ("malformed attempt id", ok.clone(), 1, vec!["1/a".into()], String::new(), "malformed attempt id \"1/a\""),
             ("too many held", ok.clone(), 1, too_many_held, String::new(), "it lists 4097 attempts"),
             ("long instance", ok.clone(), 1, vec![], "i".repeat(65), "the instance id is longer than 64 bytes"),
         ];

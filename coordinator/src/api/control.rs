@@ -17,7 +17,7 @@ use super::require_admin;
 use super::status::ApiError;
 use crate::keys::{self, RunKey};
 use crate::leader::{LeaderInfo, MemberInfo, Role};
-use crate::machine::{JobRecord, RunId, RunRecord, Source};
+use crate::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
 use crate::records::{self, RunSummary};
 use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
 use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
@@ -134,10 +134,33 @@ fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
         .map_err(|_| ApiError::Invalid(format!("{s:?} is not a run id; run ids are numbers, see `drover runs`")))
 }
 
+fn run_state(state: RunState) -> pb::RunState {
+    match state {
+        RunState::Running => pb::RunState::Running,
+        RunState::Succeeded => pb::RunState::Succeeded,
+        RunState::Failed => pb::RunState::Failed,
+        RunState::Cancelled => pb::RunState::Cancelled,
+    }
+}
+
+fn job_state(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Assigned => pb::JobState::Assigned,
+        JobState::Running => pb::JobState::Running,
+        JobState::Cancelling => pb::JobState::Cancelling,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Skipped => pb::JobState::Skipped,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
 fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job {
     pb::Job {
         name: name.to_string(),
-        state: job.state.as_str().to_string(),
+        state: job_state(job.state) as i32,
         needs: needs.to_vec(),
         attempt: job.attempt,
         agent: job.agent.clone().unwrap_or_default(),
@@ -165,7 +188,7 @@ fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -> pb::Run {
     pb::Run {
         id: record.id.to_string(),
         name: record.pipeline.name.clone(),
-        state: record.state.as_str().to_string(),
+        state: run_state(record.state) as i32,
         repo,
         commit,
         file,
@@ -180,7 +203,7 @@ fn summary_view(s: &RunSummary) -> pb::Run {
     pb::Run {
         id: s.id.to_string(),
         name: s.name.clone(),
-        state: s.state.as_str().to_string(),
+        state: run_state(s.state) as i32,
         repo,
         commit,
         file,

@@ -30,7 +30,9 @@ mod state;
 
 pub use state::{Fleet, FleetConfig, Phase};
 
-/// Identifies one attempt of one job: `{run}/{job}/{attempt}`.
+/// Identifies one attempt of one job: `{run}/{job}/{attempt}`. On the wire
+/// it is that string; the API edge parses it once, and a malformed one never
+/// gets past the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttemptId {
     pub run: RunId,
@@ -61,18 +63,30 @@ impl std::str::FromStr for AttemptId {
     }
 }
 
-/// Everything an agent needs to execute one attempt.
+/// Everything an agent needs to execute one attempt: what every kind of
+/// attempt has (its id, the log cap, the trace context) and its [`Work`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub id: AttemptId,
-    pub steps: Vec<StepSpec>,
-    pub env: BTreeMap<String, String>,
-    pub timeout: Option<Duration>,
     pub log_cap: u64,
-    /// Repository and commit to check out into the workspace, for runs from git.
-    pub checkout: Option<(String, String)>,
     /// The attempt span's W3C trace context, for the agent's step spans.
     pub traceparent: Option<String>,
+    pub work: Work,
+}
+
+/// What an attempt does. A deploy action on a node will be another kind,
+/// on the same lease, log and result path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A pipeline job's steps.
+    Job {
+        steps: Vec<StepSpec>,
+        env: BTreeMap<String, String>,
+        timeout: Option<Duration>,
+        /// Repository and commit to check out into the workspace, for runs
+        /// from git.
+        checkout: Option<(String, String)>,
+    },
 }
 
 /// Messages from the coordinator to one agent connection.
@@ -99,16 +113,16 @@ pub enum ToAgent {
     /// Kill the attempt. With `disown`, the attempt is no longer the
     /// agent's and its result is not wanted.
     Cancel {
-        id: String,
+        id: AttemptId,
         reason: String,
         disown: bool,
     },
     LogAck {
-        id: String,
+        id: AttemptId,
         offset: u64,
     },
     ResultAck {
-        id: String,
+        id: AttemptId,
         accepted: bool,
     },
 }
@@ -137,7 +151,7 @@ pub struct AgentHello {
     pub labels: BTreeMap<String, String>,
     pub slots: u32,
     /// Attempts the agent holds (after a reconnect).
-    pub running: Vec<String>,
+    pub running: Vec<AttemptId>,
     /// The agent is shutting down gracefully: no new work.
     pub draining: bool,
     /// Why the agent takes no new work for now, or empty.

@@ -117,10 +117,9 @@ impl Fleet {
         self.agents.get(name).and_then(|a| a.conn.as_ref()).is_some_and(|(c, _)| *c == conn)
     }
 
-    /// The attempt `id` if agent `name` holds it.
-    pub fn owned(&self, name: &str, id: &str) -> Option<AttemptId> {
-        let attempt: AttemptId = id.parse().ok()?;
-        self.held.get(&attempt).is_some_and(|h| h.agent == name).then_some(attempt)
+    /// Whether agent `name` holds the attempt `id`.
+    pub fn owns(&self, name: &str, id: &AttemptId) -> bool {
+        self.held.get(id).is_some_and(|h| h.agent == name)
     }
 
     /// A new session. Refused, with the reason, when another live agent
@@ -137,7 +136,7 @@ impl Fleet {
         name: &str,
         labels: BTreeMap<String, String>,
         slots: u32,
-        running: &[String],
+        running: &[AttemptId],
         draining: bool,
         unready: String,
         instance: String,
@@ -182,8 +181,10 @@ impl Fleet {
         fx.push(FleetEffect::Send(name.to_string(), welcome));
 
         for id in running {
-            let Some(attempt) = self.renew_or_reject(name, id, now.at, &mut fx) else { continue };
-            let held = self.held.get_mut(&attempt).expect("renewed");
+            if !self.renew_or_reject(name, id, now.at, &mut fx) {
+                continue;
+            }
+            let held = self.held.get_mut(id).expect("renewed");
             match &held.phase {
                 // The cancel may have been sent while the agent was away.
                 Phase::Cancelling(reason) => {
@@ -193,17 +194,13 @@ impl Fleet {
                 Phase::Assigned => held.phase = Phase::Running,
                 Phase::Running => {}
             }
-            fx.push(FleetEffect::Owner(AttemptEvent::Accepted(attempt)));
+            fx.push(FleetEffect::Owner(AttemptEvent::Accepted(id.clone())));
         }
         // What we believe the agent holds but it does not: an assignment that
         // was lost in transit is sent again; a running attempt is lost.
-        let listed: HashSet<&str> = running.iter().map(String::as_str).collect();
-        let mut missing: Vec<&AttemptId> = self
-            .held
-            .iter()
-            .filter(|(id, h)| h.agent == name && !listed.contains(id.to_string().as_str()))
-            .map(|(id, _)| id)
-            .collect();
+        let listed: HashSet<&AttemptId> = running.iter().collect();
+        let mut missing: Vec<&AttemptId> =
+            self.held.iter().filter(|(id, h)| h.agent == name && !listed.contains(id)).map(|(id, _)| id).collect();
         missing.sort();
         let missing: Vec<AttemptId> = missing.into_iter().cloned().collect();
         for attempt in missing {
@@ -238,7 +235,7 @@ impl Fleet {
         &mut self,
         conn: u64,
         name: &str,
-        running: &[String],
+        running: &[AttemptId],
         draining: bool,
         unready: String,
         received: Instant,
@@ -273,36 +270,43 @@ impl Fleet {
     }
 
     /// The agent confirmed an assignment.
-    pub fn accepted(&mut self, conn: u64, name: &str, id: &str, now: Now) -> Vec<FleetEffect> {
+    pub fn accepted(&mut self, conn: u64, name: &str, id: AttemptId, now: Now) -> Vec<FleetEffect> {
         let mut fx = Vec::new();
         if !self.is_current(name, conn) {
             return fx;
         }
-        if let Some(attempt) = self.renew_or_reject(name, id, now.at, &mut fx) {
-            let held = self.held.get_mut(&attempt).expect("renewed");
+        if self.renew_or_reject(name, &id, now.at, &mut fx) {
+            let held = self.held.get_mut(&id).expect("renewed");
             if held.phase == Phase::Assigned {
                 held.phase = Phase::Running;
             }
-            fx.push(FleetEffect::Owner(AttemptEvent::Accepted(attempt)));
+            fx.push(FleetEffect::Owner(AttemptEvent::Accepted(id)));
         }
         fx
     }
 
     /// The agent reported how an attempt ended. A stale report is refused
     /// (`accepted: false`), so the agent stops resending it.
-    pub fn result(&mut self, conn: u64, name: &str, id: String, outcome: Outcome, message: &str) -> Vec<FleetEffect> {
+    pub fn result(
+        &mut self,
+        conn: u64,
+        name: &str,
+        id: AttemptId,
+        outcome: Outcome,
+        message: &str,
+    ) -> Vec<FleetEffect> {
         if !self.is_current(name, conn) {
             return Vec::new();
         }
-        let Some(attempt) = self.owned(name, &id) else {
+        if !self.owns(name, &id) {
             debug!(agent = %name, attempt = %id, "refused a stale result");
             return vec![FleetEffect::Send(name.to_string(), ToAgent::ResultAck { id, accepted: false })];
-        };
+        }
         if !message.is_empty() {
             debug!(attempt = %id, %message, "attempt finished");
         }
         vec![
-            FleetEffect::Owner(AttemptEvent::Finished(attempt, outcome)),
+            FleetEffect::Owner(AttemptEvent::Finished(id.clone(), outcome)),
             FleetEffect::Send(name.to_string(), ToAgent::ResultAck { id, accepted: true }),
         ]
     }
@@ -313,7 +317,7 @@ impl Fleet {
     pub fn refuse(&mut self, agent: &str, attempt: AttemptId, why: &str) -> Vec<FleetEffect> {
         let reason = format!("agent {agent} {why}");
         warn!(attempt = %attempt, %agent, %reason, "refused a message from an agent; its attempt ends");
-        let cancel = ToAgent::Cancel { id: attempt.to_string(), reason: reason.clone(), disown: true };
+        let cancel = ToAgent::Cancel { id: attempt.clone(), reason: reason.clone(), disown: true };
         vec![FleetEffect::Send(agent.to_string(), cancel), FleetEffect::Owner(AttemptEvent::Lost(attempt, reason))]
     }
 
@@ -363,7 +367,7 @@ impl Fleet {
         if let Some(held) = self.held.get_mut(id) {
             held.phase = Phase::Cancelling(reason.to_string());
         }
-        FleetEffect::Send(agent, ToAgent::Cancel { id: id.to_string(), reason: reason.into(), disown: false })
+        FleetEffect::Send(agent, ToAgent::Cancel { id: id.clone(), reason: reason.into(), disown: false })
     }
 
     /// The owner is done with an attempt: its slot is free.
@@ -429,18 +433,18 @@ impl Fleet {
 
     /// Renews the lease of an attempt the agent holds, counting from `from`,
     /// or tells the agent to kill it when it is no longer the agent's.
-    fn renew_or_reject(&mut self, name: &str, id: &str, from: Instant, fx: &mut Vec<FleetEffect>) -> Option<AttemptId> {
-        match self.owned(name, id) {
-            Some(attempt) => {
-                let deadline = from + self.config.lease_ttl + lease_grace(self.config.lease_ttl);
-                let held = self.held.get_mut(&attempt).expect("owned");
+    /// Whether the agent holds it.
+    fn renew_or_reject(&mut self, name: &str, id: &AttemptId, from: Instant, fx: &mut Vec<FleetEffect>) -> bool {
+        let deadline = from + self.config.lease_ttl + lease_grace(self.config.lease_ttl);
+        match self.held.get_mut(id) {
+            Some(held) if held.agent == name => {
                 held.deadline = held.deadline.max(deadline);
-                Some(attempt)
+                true
             }
-            None => {
-                let cancel = ToAgent::Cancel { id: id.to_string(), reason: super::stale_reason(), disown: true };
+            _ => {
+                let cancel = ToAgent::Cancel { id: id.clone(), reason: super::stale_reason(), disown: true };
                 fx.push(FleetEffect::Send(name.to_string(), cancel));
-                None
+                false
             }
         }
     }

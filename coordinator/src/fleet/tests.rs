@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
-use crate::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent};
+use crate::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, Work};
 use crate::machine::Outcome;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -164,7 +164,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
             Hello { at, conn, instance, running } => {
                 let (tx, rx) = mpsc::channel(8);
                 txs.push(rx);
-                let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+                let running: Vec<AttemptId> = running.iter().map(|s| id(s)).collect();
                 let labels = BTreeMap::from([("os".to_string(), "linux".to_string())]);
                 let peer = format!("10.0.0.{conn}:5000");
                 match fleet.hello(
@@ -183,27 +183,20 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     Ok(fx) => fx,
                     Err(why) => vec![FleetEffect::Send(
                         "refused".into(),
-                        ToAgent::Cancel { id: String::new(), reason: why, disown: false },
+                        ToAgent::Cancel { id: id("0/refused/0"), reason: why, disown: false },
                     )],
                 }
             }
             Heartbeat { at, conn, running, draining, unready } => {
-                let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+                let running: Vec<AttemptId> = running.iter().map(|s| id(s)).collect();
                 fleet.heartbeat(conn, "a1", &running, draining, unready.into(), now(at).at, now(at))
             }
-            Accepted { at, conn, id } => fleet.accepted(conn, "a1", id, now(at)),
-            Report { conn, id } => fleet.result(conn, "a1", id.into(), Outcome::Succeeded, ""),
+            Accepted { at, conn, id: attempt } => fleet.accepted(conn, "a1", id(attempt), now(at)),
+            Report { conn, id: attempt } => fleet.result(conn, "a1", id(attempt), Outcome::Succeeded, ""),
             Gone { at, conn } => fleet.gone(conn, "a1", now(at)),
             Assign { at, id: attempt } => {
-                let assignment = Assignment {
-                    id: id(attempt),
-                    steps: vec![],
-                    env: BTreeMap::new(),
-                    timeout: None,
-                    log_cap: 1,
-                    checkout: None,
-                    traceparent: None,
-                };
+                let work = Work::Job { steps: vec![], env: BTreeMap::new(), timeout: None, checkout: None };
+                let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]
             }
             Cancel { id: attempt } => vec![fleet.cancel("a1".into(), &id(attempt), "run cancelled")],
@@ -243,7 +236,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "another process under the name is refused while the first is live",
             vec![hello(0, 1), Hello { at: 100, conn: 2, instance: "i2", running: &[] }],
-            vec!["refused <- cancel  (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or stops renewing for 10s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))".to_string()],
+            vec!["refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or stops renewing for 10s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))".to_string()],
             2,
         ),
         (

@@ -96,16 +96,16 @@ impl State {
     /// A log chunk: judged against where the attempt's log ends, its bytes
     /// staged for their segment file and acknowledged after the commit; a
     /// resend is acknowledged again; a bad chunk ends its attempt.
-    pub(super) fn log(&mut self, conn: u64, name: String, id: String, offset: u64, data: Vec<u8>, now: Now) {
+    pub(super) fn log(&mut self, conn: u64, name: String, id: AttemptId, offset: u64, data: Vec<u8>, now: Now) {
         if !self.fleet.is_current(&name, conn) {
             return;
         }
-        let Some(attempt) = self.fleet.owned(&name, &id) else {
+        if !self.fleet.owns(&name, &id) {
             self.send_to(name, ToAgent::Cancel { id, reason: stale_reason(), disown: true });
             return;
-        };
+        }
         METRICS.log_bytes.add(data.len() as u64);
-        let Some(&end) = self.log_ends.get(&attempt) else {
+        let Some(&end) = self.log_ends.get(&id) else {
             // Every held attempt has its end, from its assignment or from
             // recovery. Not acknowledged: the agent sends it again.
             warn!(attempt = %id, "no known end for this attempt's log; the chunk waits for a resend");
@@ -129,7 +129,7 @@ impl State {
                         .log_writes
                         .iter_mut()
                         .rev()
-                        .find(|w| w.run == attempt.run && w.attempt == attempt.attempt && w.job == attempt.job);
+                        .find(|w| w.run == id.run && w.attempt == id.attempt && w.job == id.job);
                     match earlier {
                         Some(w)
                             if w.offset + w.data.len() as u64 == offset
@@ -138,21 +138,21 @@ impl State {
                             w.data.extend_from_slice(&data)
                         }
                         _ => self.log_writes.push(segments::Write {
-                            run: attempt.run,
-                            job: attempt.job.clone(),
-                            attempt: attempt.attempt,
+                            run: id.run,
+                            job: id.job.clone(),
+                            attempt: id.attempt,
                             offset,
                             data,
                         }),
                     }
                 }
-                self.log_ends.insert(attempt, end);
+                self.log_ends.insert(id.clone(), end);
                 self.send_to(name, ToAgent::LogAck { id, offset: end });
             }
             logs::Verdict::Resent { ack } => self.send_to(name, ToAgent::LogAck { id, offset: ack }),
             logs::Verdict::Refuse(why) => {
                 METRICS.agent_refusals.inc();
-                let fx = self.fleet.refuse(&name, attempt, &why);
+                let fx = self.fleet.refuse(&name, id, &why);
                 self.on_fleet(fx, now, false);
             }
         }

@@ -55,7 +55,7 @@ use state::{Outgoing, State};
 
 /// The agent contract moved to [`crate::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
-pub use crate::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, fence_after, lease_grace};
+pub use crate::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, Work, fence_after, lease_grace};
 
 /// The scheduler's tunables.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ pub enum Event {
     Heartbeat {
         conn: u64,
         name: String,
-        running: Vec<String>,
+        running: Vec<AttemptId>,
         draining: bool,
         unready: String,
         /// When the API edge received it (and acknowledged it): leases run
@@ -158,19 +158,19 @@ pub enum Event {
     Accepted {
         conn: u64,
         name: String,
-        id: String,
+        id: AttemptId,
     },
     Log {
         conn: u64,
         name: String,
-        id: String,
+        id: AttemptId,
         offset: u64,
         data: Vec<u8>,
     },
     Result {
         conn: u64,
         name: String,
-        id: String,
+        id: AttemptId,
         outcome: Outcome,
         message: String,
     },

@@ -8,7 +8,7 @@ use tracing::info;
 use super::SchedError;
 use super::state::{RUN_CANCELLED, State};
 use crate::dispatch::{self, Ready};
-use crate::fleet::{Assignment, AttemptId, Now};
+use crate::fleet::{Assignment, AttemptId, Now, Work};
 use crate::keys;
 use crate::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
 use crate::metrics::{METRICS, result_index};
@@ -146,13 +146,10 @@ impl State {
         let traceparent = (!run.record.trace.trace_id.is_empty() && !job.trace.attempt_span_id.is_empty())
             .then(|| trace::traceparent(&run.record.trace.trace_id, &job.trace.attempt_span_id));
         Some(Assignment {
-            traceparent,
             id,
-            steps: spec.steps.clone(),
-            env,
-            timeout: spec.timeout,
             log_cap: self.config.log_cap,
-            checkout,
+            traceparent,
+            work: Work::Job { steps: spec.steps.clone(), env, timeout: spec.timeout, checkout },
         })
     }
 

@@ -121,7 +121,7 @@ impl State {
                 self.on_fleet(fx, now, false);
             }
             Event::Accepted { conn, name, id } => {
-                let fx = self.fleet.accepted(conn, &name, &id, now);
+                let fx = self.fleet.accepted(conn, &name, id, now);
                 self.on_fleet(fx, now, true);
             }
             Event::Log { conn, name, id, offset, data } => self.log(conn, name, id, offset, data, now),

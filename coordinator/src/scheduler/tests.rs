@@ -67,7 +67,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                         name: "a1".into(),
                         labels: BTreeMap::new(),
                         slots: 1,
-                        running: running.iter().map(|s| s.to_string()).collect(),
+                        running: running.iter().map(|s| s.parse().expect("an attempt id")).collect(),
                         draining: false,
                         unready: String::new(),
                         instance: instance.into(),
@@ -77,18 +77,20 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                     })
                 }
                 Gone(conn) => Event::AgentGone { conn, name: "a1".into() },
-                Accepted(id) => Event::Accepted { conn: conn(&sessions), name: "a1".into(), id: id.into() },
+                Accepted(id) => {
+                    Event::Accepted { conn: conn(&sessions), name: "a1".into(), id: id.parse().expect("an attempt id") }
+                }
                 Log(id, offset, len) => Event::Log {
                     conn: conn(&sessions),
                     name: "a1".into(),
-                    id: id.into(),
+                    id: id.parse().expect("an attempt id"),
                     offset,
                     data: vec![b'x'; len],
                 },
                 Done(id, outcome) => Event::Result {
                     conn: conn(&sessions),
                     name: "a1".into(),
-                    id: id.into(),
+                    id: id.parse().expect("an attempt id"),
                     outcome,
                     message: String::new(),
                 },

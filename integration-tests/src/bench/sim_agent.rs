@@ -548,6 +548,12 @@ impl SimAgent {
                 if a.epoch < self.epoch {
                     return None;
                 }
+                // As the real agent: a kind of work it does not run is
+                // neither run nor accepted, and its lease ends it as never
+                // started.
+                let Some(pb::assign::Work::Job(_)) = a.work else {
+                    return None;
+                };
                 let id = a.attempt_id;
                 Self::send(tx, Out::Accepted(pb::Accepted { attempt_id: id.clone() }));
                 // An assignment resent after a reconnect is already held,

@@ -55,6 +55,7 @@ use drover_integration_tests::bench::report::{figure, millis, percentile, sorted
 use drover_integration_tests::bench::sim_agent::{Observed, SimConfig, Swarm};
 use drover_integration_tests::bench::{BenchError, error_chain};
 use drover_integration_tests::harness::{Etcd, Fleet};
+use drover_proto::v1 as pb;
 use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|all] [--store embedded|etcd|both] \
@@ -361,8 +362,13 @@ fn throughput(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchEr
     let after = coordinator_stats(&fleet, 0)?;
     for run in &runs {
         let status = rt.block_on(control.get_run(run, deadline(60)))?;
-        if status.state != "succeeded" {
-            return Err(BenchError::new(format!("run {run} ended {}, not succeeded", status.state)));
+        match pb::RunState::try_from(status.state) {
+            Ok(pb::RunState::Succeeded) => {}
+            Ok(state) => {
+                let state = state.as_str_name();
+                return Err(BenchError::new(format!("run {run} ended {state}, not succeeded")));
+            }
+            Err(e) => return Err(BenchError::new(format!("run {run}: {e}"))),
         }
     }
     say!(

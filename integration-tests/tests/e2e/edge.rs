@@ -73,7 +73,11 @@ impl RawAgent {
     async fn accept(&mut self, attempt: u32) -> String {
         let id = self
             .expect(&format!("attempt {attempt}"), |m| match m {
-                In::Assign(a) if a.attempt == attempt => Some(a.attempt_id.clone()),
+                In::Assign(pb::Assign { attempt_id, work: Some(pb::assign::Work::Job(job)), .. })
+                    if job.attempt == attempt =>
+                {
+                    Some(attempt_id.clone())
+                }
                 _ => None,
             })
             .await;
