@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod control;
 pub mod status;
+pub mod streams;
 
 use tokio::sync::watch;
 use tonic::Request;
