@@ -87,47 +87,17 @@ struct Args {
     drain_timeout: Duration,
 }
 
-/// The units of a duration flag, largest first.
-const UNITS: &[(&str, Duration)] = &[
-    ("d", Duration::from_secs(24 * 3600)),
-    ("h", Duration::from_secs(3600)),
-    ("m", Duration::from_secs(60)),
-    ("s", Duration::from_secs(1)),
-    ("ms", Duration::from_millis(1)),
-];
-
 /// Parses a duration flag as the coordinator's flags take them: whole
 /// numbers each followed by a unit from d, h, m, s and ms, largest unit
-/// first and each at most once (`500ms`, `10m`, `1h30m`). This mirrors the
-/// coordinator's `coordinator::duration` with its flag units: the agent does
-/// not depend on the coordinator, so it keeps this copy; keep the two alike.
+/// first and each at most once (`500ms`, `10m`, `1h30m`); the grammar is
+/// `drover_client::duration`'s, shared with the coordinator and the CLI.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let err = || {
+    drover_client::duration::parse(text, drover_client::duration::FLAG_UNITS).ok_or_else(|| {
         format!(
             "{text:?} is not a duration: write whole numbers with units d, h, m, s or ms, largest first \
              (500ms, 10s, 1m30s, 12h)"
         )
-    };
-    if text.is_empty() {
-        return Err(err());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    // The units not yet used, largest first, so that `30m1h` and `1m1m` fail.
-    let mut units = UNITS;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        let letters = rest[digits..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |n| digits + n);
-        if digits == 0 || letters == digits {
-            return Err(err());
-        }
-        let number: u32 = rest[..digits].parse().map_err(|_| err())?;
-        let at = units.iter().position(|&(u, _)| u == &rest[digits..letters]).ok_or_else(err)?;
-        total = units[at].1.checked_mul(number).and_then(|d| total.checked_add(d)).ok_or_else(err)?;
-        units = &units[at + 1..];
-        rest = &rest[letters..];
-    }
-    Ok(total)
+    })
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {

@@ -4,7 +4,6 @@
 pub mod api;
 pub mod controller;
 pub mod dispatch;
-pub mod duration;
 pub mod fleet;
 pub mod git;
 pub mod housekeeping;

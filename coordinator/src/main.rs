@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use drover_client::duration;
+use drover_coordinator::housekeeping;
 use drover_coordinator::scheduler::{Config, DEFAULT_MAX_ACTIVE_RUNS, DEFAULT_MAX_QUEUED_JOBS};
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
-use drover_coordinator::{duration, housekeeping};
 use drover_telemetry::logging::LogFormat;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
@@ -120,7 +121,7 @@ struct Args {
 }
 
 /// A flag's duration: `10s`, `1m30s`, `500ms`, `30d` (see
-/// [`drover_coordinator::duration`]), longer than zero.
+/// [`drover_client::duration`]), longer than zero.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     match duration::parse(s, duration::FLAG_UNITS) {
         Some(d) if d.is_zero() => Err("the duration must be longer than zero".to_string()),

@@ -21,8 +21,9 @@ use drover_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::run_event::Event;
 
-use crate::client::{Conn, EXIT_FAILED, Exit, Notice, Patience, status_exit};
+use crate::client::{Conn, EXIT_FAILED, Exit, Notice, Patience};
 use crate::out::{self, outln};
+use crate::resume::Resumable;
 use crate::states;
 use crate::term;
 
@@ -272,52 +273,21 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
     let mut finished = false;
     let mut jobs: BTreeMap<String, pb::Job> = BTreeMap::new();
     let started = std::time::Instant::now();
-    let mut patience = Patience::new(
+    let patience = Patience::new(
         reconnect,
         format!("run {run_id} goes on without this client: `drover status {run_id}` shows how it does"),
     );
     // When the coordinator serving the watch goes away, the watch is opened
     // again, on it once it is back or on another one; it replays the run,
-    // and the printer shows only what is new.
-    let mut stream = None;
-    // Why the last stream ended, when it has to be opened again.
-    let mut broke = None;
+    // and the printer shows only what is new. The first open waits as well.
+    let mut watch = Resumable::new(patience, None, move |c| c_call!(c.watch_run(req.clone())));
     loop {
-        let open = match stream.as_mut() {
-            Some(open) => open,
-            None => {
-                let opened = conn
-                    .call_patiently(
-                        &mut patience,
-                        broke.take(),
-                        |n| notice(Some(&p.bar), n),
-                        |c| c_call!(c.watch_run(req.clone())),
-                    )
-                    .await?;
-                stream.insert(opened)
-            }
+        // The coordinator ends the stream before the run ends only when it
+        // goes away.
+        let early_end = (!finished).then_some("the stream ended before the run did");
+        let Some(event) = watch.next(conn, Some(&p.bar), early_end, || p.jobs.replaying()).await? else {
+            break;
         };
-        let event = match open.message().await {
-            Ok(Some(event)) => event,
-            // The coordinator ended the stream before the run ended, which
-            // only one going away would do: open it again as if it had
-            // broken.
-            Ok(None) if !finished => {
-                (stream, broke) = (None, Some(tonic::Status::unavailable("the stream ended before the run did")));
-                p.jobs.replaying();
-                continue;
-            }
-            Ok(None) => break,
-            Err(status) if retry_stream(&status) => {
-                (stream, broke) = (None, Some(status));
-                p.jobs.replaying();
-                continue;
-            }
-            Err(status) => return Err(status_exit(status)),
-        };
-        if let Some(after) = patience.heard() {
-            back(Some(&p.bar), conn.url(), after);
-        }
         match event.event {
             Some(Event::Run(r)) => {
                 finished = states::run(r.state)? != pb::RunState::Running;

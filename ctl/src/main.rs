@@ -14,14 +14,16 @@ macro_rules! c_call {
 
 mod certs;
 mod client;
+mod commands;
 mod dev;
 mod follow;
 mod out;
+mod resume;
 mod states;
 mod term;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use drover_proto::v1 as pb;
@@ -253,53 +255,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// largest unit first (`90s`, `1m30s`, `500ms`), as the coordinator's flags
 /// take them (less days: nobody waits days for a coordinator).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, Duration); 4] = [
+    // The flags' grammar, less days: nobody waits days for a coordinator.
+    const UNITS: &drover_client::duration::Units = &[
         ("h", Duration::from_secs(3600)),
         ("m", Duration::from_secs(60)),
         ("s", Duration::from_secs(1)),
         ("ms", Duration::from_millis(1)),
     ];
-    let bad = || {
+    drover_client::duration::parse(text, UNITS).ok_or_else(|| {
         format!(
             "{text:?} is not a duration: write whole numbers with units h, m, s or ms, largest first (500ms, 30s, 1m30s, 5m)"
         )
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    // The units not yet used, largest first, so that `30s1m` and `1m1m` fail.
-    let mut units = &UNITS[..];
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let letters = rest[digits..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |n| digits + n);
-        if digits == 0 || letters == digits {
-            return Err(bad());
-        }
-        let number: u32 = rest[..digits].parse().map_err(|_| bad())?;
-        let at = units.iter().position(|&(u, _)| u == &rest[digits..letters]).ok_or_else(bad)?;
-        total = units[at].1.checked_mul(number).and_then(|d| total.checked_add(d)).ok_or_else(bad)?;
-        units = &units[at + 1..];
-        rest = &rest[letters..];
-    }
-    Ok(total)
-}
-
-fn fmt_ms(ms: u64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    let ago = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
-        .unwrap_or_default()
-        .as_secs();
-    match ago {
-        0..60 => format!("{ago}s ago"),
-        60..3600 => format!("{}m ago", ago / 60),
-        3600..86400 => format!("{}h ago", ago / 3600),
-        _ => format!("{}d ago", ago / 86400),
-    }
+    })
 }
 
 /// The coordinator's limit on a pipeline file (`MAX_FILE_BYTES` in
@@ -388,212 +355,18 @@ fn absolute_repo(repo: &str) -> String {
 /// log stream that broke waits for a coordinator.
 async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyhow::Result<()> {
     match command {
-        Command::Runs { limit } => {
-            let runs = conn.call(true, |c| c_call!(c.list_runs(pb::ListRunsRequest { limit }))).await?.runs;
-            outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
-            for r in runs {
-                let commit =
-                    if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
-                let state = states::run_word(states::run(r.state)?);
-                outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, state, commit, fmt_ms(r.created_ms));
-            }
-            Ok(())
-        }
-        Command::Status { run, json } => {
-            let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
-            if json {
-                outln!("{}", run_json(&r)?);
-            } else {
-                print_run(&r)?;
-            }
-            Ok(())
-        }
+        Command::Runs { limit } => commands::runs(conn, limit).await,
+        Command::Status { run, json } => commands::status(conn, run, json).await,
         Command::Logs { run, job, attempt, follow, raw } => {
-            use std::io::Write;
-            let req = pb::GetLogsRequest { run_id: run, job, attempt, follow };
-            let mut seen = follow::LogSeen::default();
-            let mut out = std::io::stdout().lock();
-            let mut last_attempt = 0;
-            // One sanitiser for the whole log: a sequence cut between two
-            // chunks is finished by the next one.
-            let mut clean = term::Sanitizer::new();
-            let mut buf = Vec::new();
-            let mut patience = client::Patience::new(
-                reconnect,
-                format!(
-                    "the job goes on without this client: `drover logs {} {}{}` shows its log again",
-                    req.run_id,
-                    req.job,
-                    if follow { " --follow" } else { "" }
-                ),
-            );
-            // A stream that breaks (the coordinator died, or was restarted)
-            // is opened again, on it once it is back or on another
-            // coordinator; it starts from the beginning of the log, and
-            // what was printed already is skipped. The first open fails at
-            // once, as any other command does, when no coordinator answers.
-            let mut stream = Some(conn.call(true, |c| c_call!(c.get_logs(req.clone()))).await?);
-            let mut broke = None;
-            loop {
-                let open = match stream.as_mut() {
-                    Some(open) => open,
-                    None => {
-                        let opened = conn
-                            .call_patiently(
-                                &mut patience,
-                                broke.take(),
-                                |n| follow::notice(None, n),
-                                |c| c_call!(c.get_logs(req.clone())),
-                            )
-                            .await?;
-                        stream.insert(opened)
-                    }
-                };
-                let chunk = match open.message().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(status) if follow::retry_stream(&status) => {
-                        (stream, broke) = (None, Some(status));
-                        continue;
-                    }
-                    Err(status) => return Err(client::status_exit(status).into()),
-                };
-                if let Some(after) = patience.heard() {
-                    follow::back(None, conn.url(), after);
-                }
-                let Some(data) = seen.fresh(&chunk) else { continue };
-                buf.clear();
-                if chunk.attempt != last_attempt && last_attempt != 0 {
-                    // What the last attempt left unfinished ends with it.
-                    clean.finish(&mut buf);
-                    buf.extend_from_slice(format!("--- attempt {} ---\n", chunk.attempt).as_bytes());
-                }
-                last_attempt = chunk.attempt;
-                if raw {
-                    buf.extend_from_slice(data);
-                } else {
-                    clean.push(data, &mut buf);
-                }
-                out.write_all(&buf)?;
-                if follow {
-                    out.flush()?;
-                }
-            }
-            buf.clear();
-            clean.finish(&mut buf);
-            out.write_all(&buf)?;
-            Ok(())
+            commands::logs(conn, pb::GetLogsRequest { run_id: run, job, attempt, follow }, raw, reconnect).await
         }
-        Command::Cancel { run } => {
-            let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
-            let state = states::run(r.state)?;
-            outln!(
-                "run {} {}",
-                r.id,
-                if state == pb::RunState::Running { "cancelling" } else { states::run_word(state) }
-            );
-            Ok(())
-        }
-        Command::Agents => {
-            let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
-            outln!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
-            for a in agents {
-                let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                labels.sort();
-                let seen = match (a.connected, a.draining) {
-                    (true, true) => "draining".to_string(),
-                    (true, false) if !a.unready.is_empty() => format!("connected (not ready: {})", a.unready),
-                    (true, false) => "connected".to_string(),
-                    (false, _) => fmt_ms(a.last_seen_ms),
-                };
-                outln!(
-                    "{:<20} {:<32} {:<8} {:<10}",
-                    a.name,
-                    if labels.is_empty() { "-".to_string() } else { labels.join(",") },
-                    format!("{}/{}", a.slots_in_use, a.slots),
-                    seen
-                );
-            }
-            Ok(())
-        }
-        Command::Cluster => {
-            let c = conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await?;
-            outln!("store: {}   epoch: {}   answered by: {}", c.store, c.epoch, c.answered_by);
-            outln!("{:<28} {:<34} {:<8} STARTED", "COORDINATOR", "URL", "ROLE");
-            for m in &c.coordinators {
-                let role = if m.leader { "leader" } else { "follower" };
-                outln!("{:<28} {:<34} {:<8} {}", m.id, m.url, role, fmt_ms(m.started_ms));
-            }
-            if c.leader_id.is_empty() {
-                outln!("no leader at the moment (an election is under way)");
-            }
-            if !c.endpoints.is_empty() {
-                outln!("{:<34} {:<9} DETAIL", "STORE ENDPOINT", "HEALTH");
-                for e in &c.endpoints {
-                    outln!("{:<34} {:<9} {}", e.endpoint, if e.healthy { "healthy" } else { "DOWN" }, e.detail);
-                }
-            }
-            Ok(())
-        }
+        Command::Cancel { run } => commands::cancel(conn, run).await,
+        Command::Agents => commands::agents(conn).await,
+        Command::Cluster => commands::cluster(conn).await,
         Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } => {
             unreachable!("handled in run()")
         }
     }
-}
-
-fn print_run(r: &pb::Run) -> Result<(), Exit> {
-    outln!("run {}  {}  {}", r.id, r.name, states::run_word(states::run(r.state)?));
-    if !r.repo.is_empty() {
-        outln!("source: {} @ {} ({})", r.repo, r.commit, r.file);
-    } else {
-        outln!("source: {}", r.file);
-    }
-    outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
-    for j in &r.jobs {
-        let state = states::job(j.state)?;
-        let detail = if !j.waiting_for.is_empty() {
-            format!("waiting for {}", j.waiting_for)
-        } else if !j.needs.is_empty() && state == pb::JobState::Pending {
-            format!("needs {}", j.needs.join(", "))
-        } else {
-            j.message.clone()
-        };
-        let agent = if j.agent.is_empty() { "-" } else { &j.agent };
-        outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, states::job_word(state), j.attempt, agent, detail);
-    }
-    Ok(())
-}
-
-fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
-    let jobs = r
-        .jobs
-        .iter()
-        .map(|j| {
-            Ok(serde_json::json!({
-                "name": j.name,
-                "state": states::job_word(states::job(j.state)?),
-                "needs": j.needs,
-                "attempt": j.attempt,
-                "agent": j.agent,
-                "waiting_for": j.waiting_for,
-                "exit_code": j.exit_code,
-                "started_ms": j.started_ms,
-                "finished_ms": j.finished_ms,
-                "message": j.message,
-            }))
-        })
-        .collect::<Result<Vec<serde_json::Value>, Exit>>()?;
-    Ok(serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "state": states::run_word(states::run(r.state)?),
-        "repo": r.repo,
-        "commit": r.commit,
-        "file": r.file,
-        "created_ms": r.created_ms,
-        "finished_ms": r.finished_ms,
-        "jobs": jobs,
-    }))
 }
 
 #[cfg(test)]

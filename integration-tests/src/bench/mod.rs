@@ -1,13 +1,14 @@
-//! The parts of `drover-bench` that are not its command line: simulated
-//! agents that speak the real agent protocol ([`sim_agent`]), an in-process
-//! control client that follows the leader ([`control`]), readings of a
-//! process's memory and CPU time ([`proc_stats`]), and the JSON figures it
-//! prints ([`report`]).
+//! The parts of `drover-bench` that are not its command line: its modes
+//! ([`modes`]), simulated agents that speak the real agent protocol
+//! ([`sim_agent`]), an in-process control client that follows the leader
+//! ([`control`]), readings of a process's memory and CPU time
+//! ([`proc_stats`]), and the JSON figures it prints ([`report`]).
 //!
 //! They live in the library rather than in the binary so that each piece
 //! has its own module with its own header, and so that tests can use them.
 
 pub mod control;
+pub mod modes;
 pub mod proc_stats;
 pub mod report;
 pub mod sim_agent;

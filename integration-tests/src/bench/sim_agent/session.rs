@@ -1,29 +1,13 @@
-//! Simulated agents: tokio tasks that speak the real agent protocol (one
-//! `AgentService.Session` stream over mutual TLS, each with its own agent
-//! certificate) but execute nothing. On `Assign` an agent records the time,
-//! replies `Accepted`, optionally sends a log (in chunks of at most
-//! `MAX_LOG_CHUNK_BYTES`, as the real agent does), and reports
-//! `OUTCOME_SUCCEEDED` at once; it holds the attempt until the coordinator
-//! acknowledges the result, sends heartbeats at the period the `Welcome`
-//! sets, and obeys `Cancel`, `LogAck` and `ResultAck`.
-//!
-//! The session rules follow `agent/src/client.rs`: Hello first (listing the
-//! attempts still held, whose unacknowledged log and result are sent again),
-//! assignments and cancels from an older epoch are refused, a follower's
-//! `Unavailable` with `drover-leader` metadata sends the agent to the
-//! leader, one with only `drover-not-leader` means an election is under way
-//! (retry in 100 ms), and a session that breaks moves on to the next
-//! coordinator URL. The transport settings (keepalives, timeouts) are the
-//! real agent's too, so the coordinator sees the same load per agent.
-//!
-//! Because nothing runs, the coordinator, not the agents, is what a
-//! benchmark with these agents measures; and thousands of them fit in one
-//! process, which real agent processes would not on a small machine.
+//! One simulated agent's side of the agent protocol: connecting (through
+//! the swarm's gate, with the real agent's transport settings), following a
+//! follower's redirect to the leader, backing off with jitter, and within a
+//! session the Hello, heartbeats, and the answers to `Assign`, `Cancel`,
+//! `LogAck` and `ResultAck`, holding each attempt until its result is
+//! acknowledged.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use drover_proto::metadata;
@@ -31,83 +15,12 @@ use drover_proto::v1 as pb;
 use pb::agent_message::Msg as Out;
 use pb::coordinator_message::Msg as In;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use super::{BenchError, error_chain, read_pem};
-
-/// What every agent of a swarm is like.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// The coordinators' URLs, tried in turn; redirects to the leader are
-    /// followed.
-    pub urls: Vec<String>,
-    pub slots: u32,
-    /// Bytes of log to send for each attempt before its result; 0 sends no
-    /// log at all.
-    pub log_bytes: usize,
-    /// The labels every agent claims in its Hello; its certificate must
-    /// carry them ([`SimConfig::labels_arg`] for `drover certs issue-agent
-    /// --labels`).
-    pub labels: HashMap<String, String>,
-}
-
-impl SimConfig {
-    /// The labels as `k=v,k=v`, sorted, for `--labels`.
-    pub fn labels_arg(&self) -> String {
-        let mut pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        pairs.sort();
-        pairs.join(",")
-    }
-}
-
-/// What an agent saw, with the moment it saw it, for the benchmark driver.
-#[derive(Debug, Clone)]
-pub enum Observed {
-    /// An assignment of a new attempt arrived; `at` is taken before anything
-    /// else is done with it.
-    Assigned { attempt_id: String, at: std::time::Instant },
-    /// The coordinator acknowledged the attempt's result, which it does only
-    /// after committing the result (and, for the last job, the run's end).
-    ResultAcked { attempt_id: String, accepted: bool, at: std::time::Instant },
-}
-
-impl Observed {
-    /// The run the attempt belongs to: attempt ids are `run/job/attempt`.
-    pub fn run_id(&self) -> &str {
-        let (Observed::Assigned { attempt_id, .. } | Observed::ResultAcked { attempt_id, .. }) = self;
-        attempt_id.split('/').next().unwrap_or_default()
-    }
-}
-
-/// Shared by the agents of a swarm and its driver.
-struct Tap {
-    /// Agents whose current session got its Welcome.
-    connected: AtomicUsize,
-    /// Sessions that got a Welcome, reconnects included.
-    sessions: AtomicU64,
-    /// Connection attempts that failed or sessions that broke.
-    failures: AtomicU64,
-    /// The latest failure, for diagnostics when a wait times out.
-    last_failure: Mutex<String>,
-    events: mpsc::UnboundedSender<Observed>,
-}
-
-impl Tap {
-    fn observe(&self, event: Observed) {
-        // The receiver lives as long as the swarm, which outlives its agents.
-        let _ = self.events.send(event);
-    }
-
-    fn failed(&self, why: String) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut last) = self.last_failure.lock() {
-            *last = why;
-        }
-    }
-}
+use super::super::{BenchError, error_chain};
+use super::{Observed, SimConfig, Tap};
 
 /// Counts an agent as connected for as long as it lives.
 struct ConnectedGuard<'a>(&'a Tap);
@@ -123,169 +36,6 @@ impl<'a> ConnectedGuard<'a> {
 impl Drop for ConnectedGuard<'_> {
     fn drop(&mut self) {
         self.0.connected.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A set of simulated agents on one fleet, running on a tokio runtime until
-/// the swarm is dropped.
-pub struct Swarm {
-    runtime: tokio::runtime::Handle,
-    /// The directory `drover certs init` was given; agent NAME's bundle is
-    /// agents/NAME in it.
-    certs: PathBuf,
-    config: Arc<SimConfig>,
-    tap: Arc<Tap>,
-    events: mpsc::UnboundedReceiver<Observed>,
-    tasks: Vec<JoinHandle<()>>,
-    /// Bounds how many agents dial, shake hands and say Hello at the same
-    /// moment, so thousands of TLS handshakes do not swamp a small machine.
-    gate: Arc<Semaphore>,
-}
-
-impl Swarm {
-    /// A swarm whose agents use their bundles under `certs` (the directory
-    /// given to `drover certs init`) and connect at most
-    /// `concurrent_connects` at a time.
-    pub fn new(
-        runtime: tokio::runtime::Handle,
-        certs: &Path,
-        config: SimConfig,
-        concurrent_connects: usize,
-    ) -> Result<Swarm, BenchError> {
-        if config.urls.is_empty() {
-            return Err(BenchError::new("simulated agents need at least one coordinator URL"));
-        }
-        let (tx, events) = mpsc::unbounded_channel();
-        let tap = Arc::new(Tap {
-            connected: AtomicUsize::new(0),
-            sessions: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            last_failure: Mutex::new(String::new()),
-            events: tx,
-        });
-        Ok(Swarm {
-            runtime,
-            certs: certs.to_path_buf(),
-            config: Arc::new(config),
-            tap,
-            events,
-            tasks: Vec::new(),
-            gate: Arc::new(Semaphore::new(concurrent_connects.max(1))),
-        })
-    }
-
-    /// Starts agent `name` with its bundle, agents/NAME (issued
-    /// beforehand), as a real agent's `--tls-dir`. It connects on its own,
-    /// in the background.
-    pub fn spawn(&mut self, name: &str) -> Result<(), BenchError> {
-        let bundle = self.certs.join("agents").join(name);
-        let ca = Certificate::from_pem(read_pem(&bundle, "ca.pem")?);
-        let identity = Identity::from_pem(
-            read_pem(&bundle, &format!("agent-{name}.pem"))?,
-            read_pem(&bundle, &format!("agent-{name}-key.pem"))?,
-        );
-        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
-        for url in &self.config.urls {
-            endpoint(url, &tls)?;
-        }
-        let agent = SimAgent {
-            name: name.to_string(),
-            tls,
-            config: self.config.clone(),
-            tap: self.tap.clone(),
-            gate: self.gate.clone(),
-            held: HashMap::new(),
-            epoch: 0,
-            heartbeat: Duration::from_secs(2),
-            next: 0,
-            leader_hint: None,
-        };
-        self.tasks.push(self.runtime.spawn(agent.run()));
-        Ok(())
-    }
-
-    /// How many agents were started.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
-    /// Agents whose current session has been welcomed.
-    pub fn connected(&self) -> usize {
-        self.tap.connected.load(Ordering::Relaxed)
-    }
-
-    /// Sessions welcomed so far, reconnects included.
-    pub fn sessions(&self) -> u64 {
-        self.tap.sessions.load(Ordering::Relaxed)
-    }
-
-    /// Failed connection attempts and broken sessions so far, and the latest
-    /// reason.
-    pub fn failures(&self) -> (u64, String) {
-        let last = self.tap.last_failure.lock().map(|s| s.clone()).unwrap_or_default();
-        (self.tap.failures.load(Ordering::Relaxed), last)
-    }
-
-    /// Waits until at least `n` agents are connected; `progress` is called
-    /// about every 5 seconds with the count so far.
-    pub async fn wait_connected(
-        &self,
-        n: usize,
-        deadline: Instant,
-        mut progress: impl FnMut(usize),
-    ) -> Result<(), BenchError> {
-        let mut last_report = Instant::now();
-        loop {
-            let connected = self.connected();
-            if connected >= n {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let (failures, last) = self.failures();
-                return Err(BenchError::new(format!(
-                    "only {connected} of {n} simulated agents connected before the deadline; {failures} connection failures, the latest: {last}"
-                )));
-            }
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                progress(connected);
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The next thing an agent saw, waiting until `deadline`.
-    pub async fn next_event(&mut self, deadline: Instant) -> Result<Observed, BenchError> {
-        match tokio::time::timeout_at(deadline, self.events.recv()).await {
-            Ok(Some(event)) => Ok(event),
-            Ok(None) => Err(BenchError::new("the simulated agents' event channel closed")),
-            Err(_) => {
-                let (failures, last) = self.failures();
-                Err(BenchError::new(format!(
-                    "no simulated agent saw anything before the deadline ({} of {} connected; {failures} connection failures, the latest: {last})",
-                    self.connected(),
-                    self.len()
-                )))
-            }
-        }
-    }
-
-    /// Forgets everything seen so far.
-    pub fn drain_events(&mut self) {
-        while self.events.try_recv().is_ok() {}
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        // Aborting drops each agent's session, which closes its connection.
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 
@@ -315,10 +65,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Bounds the TLS handshake, which the endpoint's connect timeout does not
 /// cover, and the wait for the coordinator to take the Hello.
 const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// The real agent's endpoint settings: HTTP/2 keepalives notice a dead or
 /// paused coordinator within a few seconds.
-fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, BenchError> {
+pub(super) fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, BenchError> {
     let bad = |e: tonic::transport::Error| BenchError::new(format!("bad coordinator URL {url}: {}", error_chain(&e)));
     Ok(Endpoint::from_shared(url.to_string())
         .map_err(bad)?
@@ -338,7 +87,7 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
 }
 
-struct SimAgent {
+pub(super) struct SimAgent {
     name: String,
     tls: ClientTlsConfig,
     config: Arc<SimConfig>,
@@ -355,6 +104,28 @@ struct SimAgent {
 }
 
 impl SimAgent {
+    /// An agent that has yet to connect, holding nothing.
+    pub(super) fn new(
+        name: String,
+        tls: ClientTlsConfig,
+        config: Arc<SimConfig>,
+        tap: Arc<Tap>,
+        gate: Arc<Semaphore>,
+    ) -> SimAgent {
+        SimAgent {
+            name,
+            tls,
+            config,
+            tap,
+            gate,
+            held: HashMap::new(),
+            epoch: 0,
+            heartbeat: Duration::from_secs(2),
+            next: 0,
+            leader_hint: None,
+        }
+    }
+
     fn target(&mut self) -> String {
         if let Some(url) = self.leader_hint.take() {
             return url;
@@ -365,7 +136,7 @@ impl SimAgent {
     }
 
     /// Connects, serves sessions and reconnects until the task is aborted.
-    async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
         loop {
             let redirected = self.leader_hint.is_some();

@@ -1,8 +1,8 @@
 //! Durations as people write them: whole numbers each followed by a unit,
 //! largest unit first and each unit at most once (`90s`, `10m`, `1h30m`).
 //! Which units are allowed is the caller's: pipeline files take `h`, `m`
-//! and `s` ([`PIPELINE_UNITS`]); the coordinator's flags also take days and
-//! milliseconds ([`FLAG_UNITS`]). Pure; zero and huge values parse, and the
+//! and `s` ([`PIPELINE_UNITS`]); the flags of `drover-coordinator` and
+//! `drover-agent` also take days and milliseconds ([`FLAG_UNITS`]). Pure; zero and huge values parse, and the
 //! caller judges them.
 
 use std::time::Duration;

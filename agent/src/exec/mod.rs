@@ -1,0 +1,305 @@
+//! Executing one attempt: a fresh workspace, an optional git checkout, then
+//! each step as `bash -eo pipefail -c RUN` in a process group of its own.
+//!
+//! Output of every step (stdout and stderr, merged in arrival order) goes out
+//! as raw byte chunks, never split into lines, so a very long line without a
+//! newline streams like anything else. When the attempt ends, for whatever
+//! reason, every process group it created gets SIGTERM and, after
+//! [`KILL_GRACE`], SIGKILL, so daemons a step left
+//! behind (`sleep 1000 &`) do not outlive the job. Steps of one attempt share
+//! the workspace, and a daemon started by one step lives until the attempt
+//! ends.
+//!
+//! Steps start with a cleared environment ([`step_env`]): what a step sees
+//! is what the pipeline and Drover give it, never the agent's own
+//! variables (credentials, `DROVER_AGENT_TLS_DIR`). With `--run-as` they also run
+//! as another user (see [`crate::runas`]), which keeps the agent's TLS key
+//! out of their reach.
+//!
+//! An agent that dies (SIGKILL, crash) cannot kill anything itself; its
+//! step watcher ([`crate::watch`]) SIGKILLs every process group of its
+//! running steps at once. What escapes that (a step spawned in the instant
+//! the agent died, or a watcher that died with the agent) is found by the
+//! next agent on the same work dir: by `DROVER_WORKSPACE`, an absolute path
+//! inside the work dir that every step gets (see [`crate::leftovers`]). A
+//! process that cleared its environment and left its group escapes both;
+//! systemd's `KillMode` catches it in production.
+//!
+//! The module is cut along its seams: here what an attempt is, what the
+//! agent asks of it ([`Control`]), and [`execute`], which makes the
+//! workspace and runs the steps in order; `env` builds a step's
+//! environment; `runner` spawns each step and kills what it left behind;
+//! `disk` measures the work dir's free space and explains a step that
+//! failed for lack of it.
+
+mod disk;
+mod env;
+mod runner;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::runas::StepUser;
+use crate::watch::StepWatch;
+
+pub use disk::disk_note;
+pub(crate) use disk::free_space;
+pub use env::{DEFAULT_PATH, expand_path, step_env};
+use runner::{Runner, StepEnd};
+
+/// One attempt as the executor needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: String,
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    /// (name, script) of each step.
+    pub steps: Vec<(String, String)>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    /// Repository and commit to check out first.
+    pub checkout: Option<(String, String)>,
+    /// The attempt span's W3C trace context: step spans are its children.
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Killed (SIGKILL, at once) because its lease could not be renewed
+    /// before its fence deadline: the coordinator may give the job to
+    /// another agent soon, and two attempts of one job must never run at
+    /// the same time. Not reported: the coordinator takes it for lost.
+    Fenced,
+}
+
+/// What the agent asks of a running attempt, watched by the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Control {
+    /// Kill it (SIGTERM, then SIGKILL after [`KILL_GRACE`]).
+    pub cancelled: bool,
+    /// Kill it with SIGKILL at this moment unless the deadline moves on
+    /// first: the end of its lease as the agent last knew it, less the
+    /// safety margin. None: no fencing (a coordinator that does not ask
+    /// for it).
+    pub fence_at: Option<Instant>,
+}
+
+/// Resolves once `control`'s fence deadline has passed (following it as it
+/// moves); never while there is none.
+async fn fence_reached(mut control: watch::Receiver<Control>) {
+    loop {
+        let at = control.borrow_and_update().fence_at;
+        let changed = async {
+            if control.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        match at {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    () = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Output { id: String, data: Vec<u8> },
+    Finished { id: String, outcome: Outcome, exit_code: i32, message: String },
+}
+
+/// What every attempt on this agent shares.
+pub struct Context {
+    pub agent: String,
+    /// Canonical: the next agent finds leftover steps by
+    /// `DROVER_WORKSPACE`, a direct child of it.
+    pub work_dir: PathBuf,
+    /// Whom steps run as (`--run-as`); None: the agent's own user.
+    pub user: Option<StepUser>,
+    /// HOME of steps without a run-as user: the agent's own HOME; None
+    /// (the agent has none): each attempt's workspace.
+    pub home: Option<OsString>,
+    pub watch: Arc<StepWatch>,
+    /// bash, found once on [`DEFAULT_PATH`]: neither the agent's PATH nor a
+    /// pipeline's decides which shell runs the steps.
+    bash: PathBuf,
+    /// How long the checkout of a run's commit may take (`--git-timeout`):
+    /// a git server that never answers would otherwise hold the slot until
+    /// the job's own timeout, or for ever.
+    pub git_timeout: Duration,
+}
+
+/// The default of [`Context::git_timeout`], as the coordinator's.
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Context {
+    pub fn new(agent: String, work_dir: PathBuf, user: Option<StepUser>, watch: Arc<StepWatch>) -> Context {
+        let bash = DEFAULT_PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join("bash"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("bash"));
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+        Context { agent, work_dir, user, home, watch, bash, git_timeout: DEFAULT_GIT_TIMEOUT }
+    }
+}
+
+/// How long processes get between SIGTERM and SIGKILL when an attempt
+/// ends, as GitLab and Buildkite runners do.
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Signals every process in the group; false when the group is gone.
+pub(crate) fn signal_group(pgid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) with a negative pid signals a process group; it has no
+    // memory-safety preconditions.
+    unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// Runs the attempt to the end and sends its output and result on `events`.
+/// `control` kills it: on cancel, or at its fence deadline.
+pub async fn execute(
+    attempt: Attempt,
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedSender<ExecEvent>,
+    control: watch::Receiver<Control>,
+) {
+    let workspace = ctx.work_dir.join(attempt.id.replace('/', "-"));
+    let deadline = attempt.timeout.map(|t| Instant::now() + t);
+    let mut runner = Runner {
+        attempt: &attempt,
+        ctx: &ctx,
+        workspace: workspace.clone(),
+        events: events.clone(),
+        deadline,
+        control,
+        fenced: false,
+        groups: Vec::new(),
+        readers: Vec::new(),
+        interrupted: None,
+        tail: Arc::default(),
+    };
+    let result = run_steps(&mut runner).await;
+    runner.finish().await;
+    let _ = tokio::fs::remove_dir_all(&workspace).await;
+    let (outcome, exit_code, message) = result;
+    let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message });
+}
+
+/// Makes a fresh, empty workspace; with a run-as user, owned by it with
+/// mode 0700. The work dir is the agent's and nobody else can write in it
+/// (see [`crate::runas`]), so nothing can put a symlink where the workspace
+/// goes between its creation and the chown.
+fn make_workspace(workspace: &Path, user: Option<&StepUser>) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::remove_dir_all(workspace) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    match user {
+        None => builder.recursive(true).create(workspace),
+        Some(user) => {
+            builder.mode(0o700).create(workspace)?;
+            std::os::unix::fs::chown(workspace, Some(user.uid), Some(user.gid))
+        }
+    }
+}
+
+async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
+    let attempt = runner.attempt;
+    let (workspace, user) = (runner.workspace.clone(), runner.ctx.user.clone());
+    let made = tokio::task::spawn_blocking(move || make_workspace(&workspace, user.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = made {
+        let msg = format!("cannot create workspace {}: {e}", runner.workspace.display());
+        runner.say(format!("drover: {msg}\n"));
+        return (Outcome::Failed, -1, msg);
+    }
+    // (label, script, extra environment) of each step, checkout first.
+    type Planned<'a> = (String, String, Vec<(&'a str, &'a str)>);
+    let mut steps: Vec<Planned> = Vec::new();
+    if let Some((repo, commit)) = &attempt.checkout {
+        steps.push((
+            format!("checkout {commit}"),
+            "git clone --quiet --no-checkout -- \"$DROVER_CHECKOUT_REPO\" . && \
+             git -c advice.detachedHead=false checkout --quiet --detach \"$DROVER_COMMIT\""
+                .to_string(),
+            vec![("DROVER_CHECKOUT_REPO", repo.as_str()), ("GIT_TERMINAL_PROMPT", "0")],
+        ));
+    }
+    for (i, (name, run)) in attempt.steps.iter().enumerate() {
+        let label = if name.is_empty() { format!("step {}", i + 1) } else { name.clone() };
+        steps.push((label, run.clone(), Vec::new()));
+    }
+    let total = steps.len();
+    let job_deadline = runner.deadline;
+    for (i, (label, script, extra)) in steps.iter().enumerate() {
+        runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
+        // The checkout has a deadline of its own, within the job's.
+        let git_deadline = (i == 0 && attempt.checkout.is_some())
+            .then(|| Instant::now() + runner.ctx.git_timeout)
+            .filter(|git| job_deadline.is_none_or(|job| *git < job));
+        runner.deadline = git_deadline.or(job_deadline);
+        let end = runner.step(label, script, extra).await;
+        runner.deadline = job_deadline;
+        if let (StepEnd::TimedOut, Some(_), Some((repo, _))) = (&end, git_deadline, &attempt.checkout) {
+            let msg = format!(
+                "git did not finish within {}s checking out {repo}; check that the URL is right and the server \
+                 answers, or raise the agent's --git-timeout",
+                runner.ctx.git_timeout.as_secs_f64()
+            );
+            runner.say(format!("==> {msg}\n"));
+            return (Outcome::Failed, -1, msg);
+        }
+        match end {
+            StepEnd::Exited(0) => {}
+            StepEnd::Exited(code) => {
+                let msg = runner.failed_message(label, code);
+                runner.say(format!("==> {msg}\n"));
+                return (Outcome::Failed, code, msg);
+            }
+            StepEnd::TimedOut => {
+                let t = attempt.timeout.unwrap_or_default().as_secs();
+                let msg = format!("timed out after {t}s during {label}");
+                runner.say(format!("==> {msg}\n"));
+                return (Outcome::TimedOut, -1, msg);
+            }
+            StepEnd::Cancelled => {
+                let msg = format!("cancelled during {label}");
+                runner.say(format!("==> {msg}\n"));
+                return (Outcome::Cancelled, -1, msg);
+            }
+            StepEnd::Fenced => {
+                runner.fenced = true;
+                let msg = format!(
+                    "killed during {label}: its lease could not be renewed in time (no coordinator heard from)"
+                );
+                runner.say(format!("==> {msg}\n"));
+                return (Outcome::Fenced, -1, msg);
+            }
+            StepEnd::SpawnFailed(msg) => {
+                runner.say(format!("drover: {msg}\n"));
+                return (Outcome::Failed, -1, msg);
+            }
+        }
+    }
+    (Outcome::Succeeded, 0, String::new())
+}
