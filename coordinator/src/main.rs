@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use drover_client::duration;
-use drover_coordinator::housekeeping;
 use drover_coordinator::scheduler::{Config, DEFAULT_MAX_ACTIVE_RUNS, DEFAULT_MAX_QUEUED_JOBS};
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
+use drover_coordinator::{compaction, retention};
 use drover_telemetry::logging::LogFormat;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
@@ -229,13 +229,14 @@ async fn main() -> anyhow::Result<()> {
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,
         election_ttl: args.election_ttl,
-        housekeeping: housekeeping::Config {
+        retention: retention::Config {
             keep_runs: args.keep_runs,
             keep_for: args.keep_runs_for,
             interval: args.prune_interval,
-            // The embedded store bounds its own history.
-            compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 },
         },
+        // The embedded store bounds its own history.
+        compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }
+            .map(|every| compaction::Config { every }),
     };
     server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

@@ -1,8 +1,8 @@
 //! The records the coordinator keeps in the store, apart from the code
-//! that drives them: a run's listing entry (`RunSummary`), an agent's
-//! (`AgentRecord`), and the reads the API and housekeeping share
+//! that drives them: a run's listing entry (`RunSummary`), and the reads the API and retention share
 //! (`load_run`, `list_runs`). The run and job records themselves are the
-//! machine's (`machine::RunRecord`, `machine::JobRecord`). Everything is
+//! machine's (`machine::RunRecord`, `machine::JobRecord`), an agent's is
+//! the fleet's (`fleet::AgentRecord`). Everything is
 //! JSON; a value that does not decode is [`StoreError::Corrupt`] naming its
 //! key, never skipped.
 
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
-use crate::machine::{JobRecord, Run, RunId, RunRecord, RunState, Source};
+use crate::core::keys;
+use crate::core::machine::{JobRecord, Run, RunId, RunRecord, RunState, Source};
 use crate::store::{Store, StoreError, decode};
 
 /// The largest run record a submit may write: every store takes values of
@@ -40,16 +40,6 @@ impl RunSummary {
             source: r.source.clone(),
         }
     }
-}
-
-/// What the store keeps of an agent, so that `drover agents` still knows
-/// agents that are away after a leader change. Written when an agent comes
-/// and goes, not on every heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub labels: BTreeMap<String, String>,
-    pub slots: u32,
-    pub last_seen_ms: u64,
 }
 
 /// Encodes a record as stored.

@@ -18,9 +18,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::core::machine::{RunId, Source};
+use crate::core::pipeline::{self, Pipeline, PipelineError};
 use crate::git::{self, GitError};
-use crate::machine::{RunId, Source};
-use crate::pipeline::{self, Pipeline, PipelineError};
 use crate::scheduler::{Handle, SchedError};
 
 /// The file name of an inline pipeline that comes without one.

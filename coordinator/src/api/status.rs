@@ -6,8 +6,8 @@
 
 use tonic::Status;
 
+use crate::core::pipeline::PipelineError;
 use crate::git::GitError;
-use crate::pipeline::PipelineError;
 use crate::scheduler::SchedError;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn submit_errors_keep_their_codes_and_messages() {
-        let bad_pipeline = || crate::pipeline::parse("p.yml", "name: p\n").unwrap_err();
+        let bad_pipeline = || crate::core::pipeline::parse("p.yml", "name: p\n").unwrap_err();
         // (submit's error, the code, the start of the message)
         let cases: Vec<(SubmitError, Code, String)> = vec![
             (SubmitError::EmptyRepo, Code::InvalidArgument, "--repo is empty".into()),

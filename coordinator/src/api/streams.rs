@@ -16,8 +16,8 @@ use tonic::Status;
 
 use super::control::{job_view, run_not_found, run_view};
 use super::status::ApiError;
-use crate::keys::{self, RunKey};
-use crate::machine::{JobRecord, RunId, RunRecord};
+use crate::core::keys::{self, RunKey};
+use crate::core::machine::{JobRecord, RunId, RunRecord};
 use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
 use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
 

@@ -1,6 +1,6 @@
 //! The scheduler: the driver around the pure run machine
-//! ([`crate::machine`]), the pure dispatcher ([`crate::dispatch`]) and the
-//! fleet ([`crate::fleet`]).
+//! ([`crate::core::machine`]), the pure dispatcher ([`crate::core::dispatch`]) and the
+//! fleet ([`crate::core::fleet`]).
 //!
 //! One task owns all mutable scheduling state: the active runs, the dispatch
 //! queue and the fleet (the connected agents and the attempt leases).
@@ -35,13 +35,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, warn};
 
-use crate::fleet::{Now, Phase};
-use crate::keys;
-use crate::logs;
-use crate::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::core::fleet::AgentRecord;
+use crate::core::fleet::{Now, Phase};
+use crate::core::keys;
+use crate::core::logs;
+use crate::core::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::core::pipeline::Pipeline;
 use crate::metrics::METRICS;
-use crate::pipeline::Pipeline;
-use crate::records::{AgentRecord, RunSummary, load_run};
+use crate::records::{RunSummary, load_run};
 use crate::segments::{ChunkMeta, Segments};
 use crate::store::{Op, Store, StoreError, Txn, decode};
 
@@ -53,9 +54,9 @@ mod tests;
 
 use state::{Outgoing, State};
 
-/// The agent contract moved to [`crate::fleet`]; these names stay here for
+/// The agent contract moved to [`crate::core::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
-pub use crate::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, Work, fence_after, lease_grace};
+pub use crate::core::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, Work, fence_after, lease_grace};
 
 /// The scheduler's tunables.
 #[derive(Debug, Clone)]

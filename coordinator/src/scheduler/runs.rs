@@ -7,12 +7,12 @@ use tracing::info;
 
 use super::SchedError;
 use super::state::{RUN_CANCELLED, State};
-use crate::dispatch::{self, Ready};
-use crate::fleet::{Assignment, AttemptId, Now, Work};
-use crate::keys;
-use crate::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::dispatch::{self, Ready};
+use crate::core::fleet::{Assignment, AttemptId, Now, Work};
+use crate::core::keys;
+use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::pipeline::Pipeline;
 use crate::metrics::{METRICS, result_index};
-use crate::pipeline::Pipeline;
 use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
 use crate::spans;
 use drover_telemetry::trace;

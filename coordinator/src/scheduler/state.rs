@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Config, Event, SchedError};
-use crate::fleet::{AttemptId, Fleet, FleetConfig, Now, ToAgent};
-use crate::machine::{Input, Run, RunId};
+use crate::core::fleet::{AttemptId, Fleet, FleetConfig, Now, ToAgent};
+use crate::core::machine::{Input, Run, RunId};
 use crate::segments;
 
 /// The reason given to agents for cancelling the attempts of a cancelled run.
@@ -53,7 +53,7 @@ pub(super) struct State {
     /// The fleet changed since the wait reasons were last worked out.
     pub(super) reasons_stale: bool,
     /// Where each running attempt's log ends (every byte before it taken),
-    /// for [`crate::logs::judge`]. Set to 0 at assignment, and read from the
+    /// for [`crate::core::logs::judge`]. Set to 0 at assignment, and read from the
     /// store at recovery for attempts inherited from another term.
     pub(super) log_ends: HashMap<AttemptId, u64>,
     /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].

@@ -77,3 +77,34 @@ fn the_architecture_map_names_every_crate_and_top_level_module() {
     }
     assert!(missing.is_empty(), "ARCHITECTURE.md does not name: {missing:?}; add them to the map");
 }
+
+/// What code in the coordinator's pure core may not say: IO, awaiting, or
+/// reaching a driver. Comments are not read.
+const IMPURE: &[&str] =
+    &[".await", "std::fs", "tokio::fs", "std::process", "tokio::process", "std::net", "tokio::net", "std::thread"];
+
+#[test]
+fn the_coordinator_core_is_pure() {
+    let core = root().join("coordinator/src/core");
+    let mut files = vec![root().join("coordinator/src/core.rs")];
+    rust_files(&core, &mut files);
+    assert!(files.len() > 10, "found only {} files under {}", files.len(), core.display());
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            let reaches_out = code.match_indices("crate::").any(|(i, _)| !code[i..].starts_with("crate::core"));
+            if reaches_out || IMPURE.iter().any(|word| code.contains(word)) {
+                let at = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+                found.push(format!("{at}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "coordinator/src/core is the pure core (see ARCHITECTURE.md): it does no IO, never awaits and imports \
+         nothing outside core; move these lines to a driver:\n{}",
+        found.join("\n")
+    );
+}
