@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::machine::{RunId, Source};
-use crate::core::pipeline::{self, Pipeline, PipelineError};
 use crate::git::{self, GitError};
 use crate::scheduler::{Handle, SchedError};
+use drover_pipeline::{self as pipeline, Pipeline, PipelineError};
 
 /// The file name of an inline pipeline that comes without one.
 pub const DEFAULT_INLINE_FILE: &str = "pipeline.yml";

@@ -21,6 +21,7 @@ mod out;
 mod resume;
 mod states;
 mod term;
+mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,6 +86,15 @@ enum Command {
         /// escape sequences included (by default only colours pass).
         #[arg(long, requires = "follow")]
         raw: bool,
+    },
+    /// Check pipeline files offline, as the coordinator would at submit;
+    /// exit 2 on any problem.
+    ///
+    /// Example: drover validate .drover.yml ci/*.yml
+    Validate {
+        /// The pipeline files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
     /// List recent runs, newest first.
     Runs {
@@ -225,15 +235,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
+        Command::Validate { files } => Ok(validate::run(&files)?),
         Command::Run { file, repo, reference, path, follow, raw } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
             // gRPC's message limit would only get a transport error.
             let source = match (file, repo) {
-                (Some(file), _) => pb::submit_run_request::Source::Inline(pb::InlinePipeline {
-                    file_name: file.to_string_lossy().into_owned(),
-                    yaml: read_pipeline(&file)?,
-                }),
+                (Some(file), _) => {
+                    let yaml = read_pipeline(&file)?;
+                    let file_name = file.to_string_lossy().into_owned();
+                    // Checked here first, with the coordinator's own rules:
+                    // a bad file is exit 2 whether or not a coordinator is
+                    // reachable.
+                    if let Err(e) = drover_pipeline::parse(&file_name, &yaml) {
+                        eprintln!("{e}");
+                        return Err(Exit::new(EXIT_INVALID, format!("{file_name} is not a valid pipeline")).into());
+                    }
+                    pb::submit_run_request::Source::Inline(pb::InlinePipeline { file_name, yaml })
+                }
                 (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
                     repo: absolute_repo(&repo),
                     r#ref: reference,
@@ -269,10 +288,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// The coordinator's limit on a pipeline file (`MAX_FILE_BYTES` in
-/// coordinator/src/pipeline/mod.rs; the CLI does not depend on the
-/// coordinator crate).
-const MAX_PIPELINE_BYTES: u64 = 1024 * 1024;
+/// The coordinator's limit on a pipeline file.
+const MAX_PIPELINE_BYTES: u64 = drover_pipeline::MAX_FILE_BYTES as u64;
 
 /// Reads a pipeline file, refusing one over the coordinator's limit with
 /// exit 2 before reading it all.
@@ -363,7 +380,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::Cancel { run } => commands::cancel(conn, run).await,
         Command::Agents => commands::agents(conn).await,
         Command::Cluster => commands::cluster(conn).await,
-        Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } => {
+        Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } | Command::Validate { .. } => {
             unreachable!("handled in run()")
         }
     }

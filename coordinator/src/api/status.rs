@@ -6,11 +6,11 @@
 
 use tonic::Status;
 
-use crate::core::pipeline::PipelineError;
 use crate::git::GitError;
 use crate::scheduler::SchedError;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
+use drover_pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn submit_errors_keep_their_codes_and_messages() {
-        let bad_pipeline = || crate::core::pipeline::parse("p.yml", "name: p\n").unwrap_err();
+        let bad_pipeline = || drover_pipeline::parse("p.yml", "name: p\n").unwrap_err();
         // (submit's error, the code, the start of the message)
         let cases: Vec<(SubmitError, Code, String)> = vec![
             (SubmitError::EmptyRepo, Code::InvalidArgument, "--repo is empty".into()),

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::pipeline::{JobSpec, Pipeline};
+use drover_pipeline::{JobSpec, Pipeline};
 
 pub type RunId = u64;
 

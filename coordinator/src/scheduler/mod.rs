@@ -40,11 +40,11 @@ use crate::core::fleet::{Now, Phase};
 use crate::core::keys;
 use crate::core::logs;
 use crate::core::machine::{Input, JobState, Outcome, RunId, Source};
-use crate::core::pipeline::Pipeline;
 use crate::metrics::METRICS;
 use crate::records::{RunSummary, load_run};
 use crate::segments::{ChunkMeta, Segments};
 use crate::store::{Op, Store, StoreError, Txn, decode};
+use drover_pipeline::Pipeline;
 
 mod agents;
 mod runs;

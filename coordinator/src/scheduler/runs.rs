@@ -11,10 +11,10 @@ use crate::core::dispatch::{self, Ready};
 use crate::core::fleet::{Assignment, AttemptId, Now, Work};
 use crate::core::keys;
 use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
-use crate::core::pipeline::Pipeline;
 use crate::metrics::{METRICS, result_index};
 use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
 use crate::spans;
+use drover_pipeline::Pipeline;
 use drover_telemetry::trace;
 
 impl State {

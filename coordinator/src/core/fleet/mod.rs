@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::core::machine::{Outcome, RunId};
-use crate::core::pipeline::StepSpec;
+use drover_pipeline::StepSpec;
 use serde::{Deserialize, Serialize};
 
 mod state;

@@ -2,7 +2,7 @@
 //! to a fresh run and checks the resulting job and run states.
 
 use super::*;
-use crate::core::pipeline::{JobSpec, Pipeline, StepSpec};
+use drover_pipeline::{JobSpec, Pipeline, StepSpec};
 
 /// A pipeline of jobs given as (name, needs, retries), each one step of
 /// `true`; the scheduler's burst tests use it too.

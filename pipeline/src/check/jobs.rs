@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::{Checker, Entry, find};
-use crate::core::pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
-use crate::core::pipeline::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
+use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
+use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
 const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "retries", "needs", "steps"];

@@ -155,6 +155,14 @@ fn bad_cases() -> Vec<Bad> {
             hint: Some("indent YAML with spaces"),
         },
         Bad {
+            what: "an unquoted `: ` in a value",
+            yaml: "name: p\njobs:\n  a:\n    steps:\n      - run: echo a: b\n",
+            line: 5,
+            column: 20,
+            message: "invalid YAML: mapping values are not allowed",
+            hint: Some("a value that contains `: ` must be quoted"),
+        },
+        Bad {
             what: "several documents",
             yaml: "
                 name: p
