@@ -104,19 +104,7 @@ fn the_coordinator_refuses_each_kind_of_invalid_pipeline_from_git() {
     let fleet = Fleet::start("invalid");
     let repo = fleet.dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    };
+    let git = |args: &[&str]| crate::git::git(&repo, args);
     git(&["init", "-q", "-b", "main"]);
     let cases = invalid_cases();
     for (what, yaml, _) in &cases {
