@@ -68,6 +68,9 @@ pub enum SubmitError {
 pub struct Prepared {
     pub pipeline: Pipeline,
     pub source: Source,
+    /// The queue timeout of jobs that do not set their own; `None` for the
+    /// coordinator's default.
+    pub queue_timeout: Option<Duration>,
 }
 
 /// A run the scheduler has committed.
@@ -85,7 +88,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
         SubmitSource::Inline { file, yaml } => {
             let file = file.unwrap_or_else(|| DEFAULT_INLINE_FILE.to_string());
             let pipeline = pipeline::parse(&file, &yaml)?;
-            Ok(Prepared { pipeline, source: Source { repo: None, commit: None, file } })
+            Ok(Prepared { pipeline, source: Source { repo: None, commit: None, file }, queue_timeout: None })
         }
         SubmitSource::Git { repo, reference, file } => {
             if repo.is_empty() {
@@ -95,7 +98,11 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
             let file = file.unwrap_or_else(|| DEFAULT_GIT_FILE.to_string());
             let resolved = git::resolve(&repo, &reference, &file, &git.scratch, git.timeout).await?;
             let pipeline = pipeline::parse(&file, &resolved.contents)?;
-            Ok(Prepared { pipeline, source: Source { repo: Some(repo), commit: Some(resolved.commit), file } })
+            Ok(Prepared {
+                pipeline,
+                source: Source { repo: Some(repo), commit: Some(resolved.commit), file },
+                queue_timeout: None,
+            })
         }
     }
 }
@@ -105,7 +112,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
 /// submitter's.
 pub async fn submit(sched: &Handle, prepared: Prepared, traceparent: Option<String>) -> Result<Submitted, SubmitError> {
     let commit = prepared.source.commit.clone();
-    let run = sched.submit(prepared.pipeline, prepared.source, traceparent).await?;
+    let run = sched.submit(prepared.pipeline, prepared.source, traceparent, prepared.queue_timeout).await?;
     Ok(Submitted { run, commit })
 }
 

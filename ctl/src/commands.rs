@@ -169,7 +169,9 @@ fn print_run(r: &pb::Run) -> Result<(), Exit> {
     outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
     for j in &r.jobs {
         let state = states::job(j.state)?;
-        let detail = if !j.waiting_for.is_empty() {
+        let detail = if let Some(left) = states::blocked_for(j) {
+            format!("waiting for {}; fails in {left} unless one connects", j.waiting_for)
+        } else if !j.waiting_for.is_empty() {
             format!("waiting for {}", j.waiting_for)
         } else if !j.needs.is_empty() && state == pb::JobState::Pending {
             format!("needs {}", j.needs.join(", "))
@@ -194,6 +196,7 @@ fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
                 "attempt": j.attempt,
                 "agent": j.agent,
                 "waiting_for": j.waiting_for,
+                "blocked_until_ms": j.blocked_until_ms,
                 "exit_code": j.exit_code,
                 "started_ms": j.started_ms,
                 "finished_ms": j.finished_ms,

@@ -164,6 +164,7 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
                 file_name: args.pipeline.to_string_lossy().into_owned(),
                 yaml,
             })),
+            ..Default::default()
         };
         let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
         let outcome = follow::follow(&mut conn, &resp.run_id, false, reconnect).await;

@@ -120,12 +120,21 @@ impl Printer {
         use pb::JobState::*;
         let state = states::job(job.state)?;
         let word = states::job_word(state);
-        if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, job.waiting_for.clone())) {
+        let waiting = match job.blocked_until_ms {
+            0 => job.waiting_for.clone(),
+            _ => format!("{} (blocked)", job.waiting_for),
+        };
+        if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, waiting)) {
             return Ok(());
         }
         let mut line = format!("[{}] {}", job.name, word);
         match state {
-            Queued if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
+            Queued if !job.waiting_for.is_empty() => {
+                line.push_str(&format!(": waiting for {}", job.waiting_for));
+                if let Some(left) = states::blocked_for(job) {
+                    line.push_str(&format!("; fails in {left} unless one connects"));
+                }
+            }
             Assigned | Running => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
             _ => {}
         }
@@ -188,21 +197,30 @@ impl Printer {
     }
 
     fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) -> Result<(), Exit> {
-        let (mut done, mut running) = (0, Vec::new());
+        let (mut done, mut running, mut blocked) = (0, Vec::new(), Vec::new());
         for j in jobs.values() {
             let state = states::job(j.state)?;
             done += usize::from(states::job_is_terminal(state));
             if state == pb::JobState::Running {
                 running.push(j.name.as_str());
             }
+            if state == pb::JobState::Queued
+                && let Some(left) = states::blocked_for(j)
+            {
+                blocked.push(format!("{} ({}; fails in {left})", j.name, j.waiting_for));
+            }
         }
-        self.bar.set_message(format!(
+        let mut message = format!(
             "run {} · {}/{} jobs done · running: {}",
             run.id,
             done,
             jobs.len(),
             if running.is_empty() { "-".to_string() } else { running.join(", ") }
-        ));
+        );
+        if !blocked.is_empty() {
+            message.push_str(&format!(" · blocked: {}", blocked.join(", ")));
+        }
+        self.bar.set_message(message);
         Ok(())
     }
 }

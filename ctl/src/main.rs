@@ -86,6 +86,11 @@ enum Command {
         /// escape sequences included (by default only colours pass).
         #[arg(long, requires = "follow")]
         raw: bool,
+        /// How long a job may wait while no connected agent has its labels
+        /// before it fails, for jobs whose file sets no `queue-timeout:`
+        /// (default: the coordinator's `--queue-timeout`, 10m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_queue_timeout)]
+        queue_timeout: Option<Duration>,
     },
     /// Check pipeline files offline, as the coordinator would at submit;
     /// exit 2 on any problem.
@@ -236,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
         Command::Validate { files } => Ok(validate::run(&files)?),
-        Command::Run { file, repo, reference, path, follow, raw } => {
+        Command::Run { file, repo, reference, path, follow, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
             // gRPC's message limit would only get a transport error.
@@ -261,7 +266,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires a file or --repo"),
             };
             let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
-            submit(&mut conn, source, follow, raw, cli.reconnect_timeout).await
+            let queue_timeout_ms = queue_timeout.map_or(0, |d| d.as_millis() as u64);
+            let req = pb::SubmitRunRequest { source: Some(source), queue_timeout_ms };
+            submit(&mut conn, req, follow, raw, cli.reconnect_timeout).await
         }
         command => {
             let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
@@ -286,6 +293,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             "{text:?} is not a duration: write whole numbers with units h, m, s or ms, largest first (500ms, 30s, 1m30s, 5m)"
         )
     })
+}
+
+/// `--queue-timeout`: longer than zero, at most 7 days, as in files.
+fn parse_queue_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a queue timeout must be longer than zero".to_string()),
+        d if d > drover_pipeline::MAX_TIMEOUT => Err(format!("{text} is over the limit of 7 days (168h)")),
+        d => Ok(d),
+    }
 }
 
 /// The coordinator's limit on a pipeline file.
@@ -326,12 +342,11 @@ pub(crate) fn read_pipeline(file: &Path) -> Result<String, Exit> {
 /// waiting up to `reconnect` for a coordinator that went away.
 async fn submit(
     conn: &mut Conn,
-    source: pb::submit_run_request::Source,
+    req: pb::SubmitRunRequest,
     follow: bool,
     raw: bool,
     reconnect: Duration,
 ) -> anyhow::Result<()> {
-    let req = pb::SubmitRunRequest { source: Some(source) };
     // Not idempotent: retried only on a follower's refusal.
     // Inside a traced step (TRACEPARENT set), the new run continues
     // that trace.

@@ -85,6 +85,21 @@ fn submit_source(req: pb::SubmitRunRequest) -> Result<SubmitSource, ApiError> {
     }
 }
 
+/// A submit's queue timeout: 0 for the coordinator's default, else at
+/// most a job's longest timeout.
+fn queue_timeout(ms: u64) -> Result<Option<std::time::Duration>, ApiError> {
+    let limit = drover_pipeline::MAX_TIMEOUT;
+    match std::time::Duration::from_millis(ms) {
+        d if d.is_zero() => Ok(None),
+        d if d > limit => Err(ApiError::Invalid(format!(
+            "queue timeout of {} is over the limit of {}",
+            drover_client::duration::format(d),
+            drover_client::duration::format(limit)
+        ))),
+        d => Ok(Some(d)),
+    }
+}
+
 /// The error for a run that is not in the store: one that never existed,
 /// or one the retention policy pruned (its number is not above the last one
 /// handed out).
@@ -148,6 +163,7 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         started_ms: job.started_ms.unwrap_or(0),
         finished_ms: job.finished_ms.unwrap_or(0),
         message: job.message.clone(),
+        blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
     }
 }
 
@@ -199,8 +215,11 @@ impl pb::control_service_server::ControlService for ControlApi {
         // A caller that traces (a CI system driving Drover) can pass its
         // context; the run's trace then continues it.
         let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let source = submit_source(req.into_inner())?;
-        let prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        let req = req.into_inner();
+        let queue_timeout = queue_timeout(req.queue_timeout_ms)?;
+        let source = submit_source(req)?;
+        let mut prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        prepared.queue_timeout = queue_timeout;
         // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
@@ -396,10 +415,11 @@ mod tests {
             ("git, no repo", git("", "", ""), SubmitSource::Git { repo: "".into(), reference: None, file: None }),
         ];
         for (case, source, want) in cases {
-            let got = submit_source(pb::SubmitRunRequest { source: Some(source) }).unwrap();
+            let got = submit_source(pb::SubmitRunRequest { source: Some(source), ..Default::default() }).unwrap();
             assert_eq!(got, want, "{case}");
         }
-        let none = Status::from(submit_source(pb::SubmitRunRequest { source: None }).unwrap_err());
+        let none =
+            Status::from(submit_source(pb::SubmitRunRequest { source: None, ..Default::default() }).unwrap_err());
         assert_eq!((none.code(), none.message()), (tonic::Code::InvalidArgument, "no pipeline given"));
     }
 }

@@ -13,6 +13,8 @@
 //!    ▼                                                               ▼
 //! Skipped                                              Succeeded | Failed
 //!
+//! Queued ──blocked past its queue timeout──▶ Failed
+//!
 //! Cancel:  Pending | Queued ──────────────────────────────▶ Cancelled
 //!          Assigned | Running ──▶ Cancelling ──the agent's result──▶ Cancelled
 //!          (finished jobs keep their state)
@@ -22,15 +24,28 @@
 //! older attempt is recognisably stale. An attempt the agent never accepted
 //! (the connection broke first) goes back to the queue without using up a
 //! retry; a failed, timed-out or lost attempt uses one.
+//!
+//! **Blocked jobs.** A queued job that no connected agent could ever take
+//! (none has its labels) is *blocked*: the driver says so with
+//! [`Input::Waiting`], and the job gets a deadline, its queue timeout from
+//! now (`queue-timeout:` in the file, else the run's, else
+//! [`DEFAULT_QUEUE_TIMEOUT`]). An agent with the labels connecting clears
+//! it; [`Input::Deadlines`] fails every job whose deadline has passed, so a
+//! run that can never finish does not wait forever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use drover_pipeline::{JobSpec, Pipeline};
 
 pub type RunId = u64;
+
+/// How long a job waits for an agent with its labels, when no connected
+/// agent has them, unless its file or its run says otherwise.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +131,10 @@ pub struct RunRecord {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub cancel_requested: bool,
+    /// The queue timeout of the run's jobs that do not set their own; 0
+    /// for [`DEFAULT_QUEUE_TIMEOUT`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queue_timeout_ms: u64,
     /// Trace ids, filled in by the driver; the machine never reads them.
     #[serde(default)]
     pub trace: RunTrace,
@@ -160,6 +179,10 @@ pub struct JobRecord {
     pub message: String,
     /// For a queued job: what it waits for.
     pub waiting_for: String,
+    /// For a blocked job (no connected agent has its labels): when it fails
+    /// unless one connects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_until_ms: Option<u64>,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     #[serde(default)]
@@ -238,11 +261,15 @@ pub enum Input {
         attempt: u32,
         outcome: Outcome,
     },
-    /// The driver's view of what a queued job waits for changed.
+    /// The driver's view of what a queued job waits for changed; `blocked`
+    /// when no connected agent could ever take it.
     Waiting {
         job: String,
         reason: String,
+        blocked: bool,
     },
+    /// Time passed: fail the blocked jobs whose deadline is behind `now`.
+    Deadlines,
     Cancel,
     /// The run was loaded from the store by a new leader. A step's records
     /// may have been written in more than one transaction (a store limits
@@ -286,6 +313,7 @@ impl Run {
                     exit_code: None,
                     message: String::new(),
                     waiting_for: String::new(),
+                    blocked_until_ms: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -301,6 +329,7 @@ impl Run {
             created_ms: now_ms,
             finished_ms: None,
             cancel_requested: false,
+            queue_timeout_ms: 0,
             trace: RunTrace::default(),
         };
         Run::from_parts(record, jobs)
@@ -315,6 +344,20 @@ impl Run {
     /// The job's definition in the pipeline.
     pub fn spec(&self, job: &str) -> Option<&JobSpec> {
         self.graph.position.get(job).map(|i| &self.record.pipeline.jobs[*i])
+    }
+
+    /// How long the job may stay blocked before it fails.
+    pub fn queue_timeout(&self, job: &str) -> Duration {
+        let run_default = match self.record.queue_timeout_ms {
+            0 => DEFAULT_QUEUE_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        self.spec(job).and_then(|s| s.queue_timeout).unwrap_or(run_default)
+    }
+
+    /// The earliest deadline of a blocked job, if any job is blocked.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.jobs.values().filter(|j| j.state == JobState::Queued).filter_map(|j| j.blocked_until_ms).min()
     }
 
     /// Whether `attempt` is the job's current attempt and still holds a slot,
@@ -345,6 +388,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 j.attempt += 1;
                 j.agent = Some(agent.clone());
                 j.waiting_for.clear();
+                j.blocked_until_ms = None;
                 j.exit_code = None;
                 j.started_ms = None;
                 fx.push(Effect::PersistJob(job.clone()));
@@ -360,13 +404,44 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 fx.push(Effect::PersistJob(job));
             }
         }
-        Input::Waiting { job, reason } => {
-            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued)
-                && j.waiting_for != reason
-            {
-                j.waiting_for = reason;
-                fx.push(Effect::PersistJob(job));
+        Input::Waiting { job, reason, blocked } => {
+            let timeout = run.queue_timeout(&job);
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
+                let until = match (blocked, j.blocked_until_ms) {
+                    (false, _) => None,
+                    (true, Some(until)) => Some(until),
+                    (true, None) => Some(now_ms.saturating_add(timeout.as_millis() as u64)),
+                };
+                if j.waiting_for != reason || j.blocked_until_ms != until {
+                    j.waiting_for = reason;
+                    j.blocked_until_ms = until;
+                    fx.push(Effect::PersistJob(job));
+                }
             }
+        }
+        Input::Deadlines => {
+            let expired: Vec<String> = run
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state == JobState::Queued && j.blocked_until_ms.is_some_and(|t| t <= now_ms))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in expired {
+                let timeout = run.queue_timeout(&name);
+                let labels = run.spec(&name).map(|s| labels_text(&s.runs_on)).unwrap_or_default();
+                let j = run.jobs.get_mut(&name).expect("listed above");
+                j.state = JobState::Failed;
+                j.finished_ms = Some(now_ms);
+                j.message = format!(
+                    "no agent with labels {labels} connected within {}",
+                    drover_client::duration::format(timeout)
+                );
+                j.waiting_for.clear();
+                j.blocked_until_ms = None;
+                fx.push(Effect::PersistJob(name.clone()));
+                skip_dependents(&mut run, Some(&name), now_ms, &mut fx);
+            }
+            complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Finished { job, attempt, outcome } => {
             if !run.attempt_is_current(&job, attempt) {
@@ -390,6 +465,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                         j.state = JobState::Cancelled;
                         j.message = "cancelled before it started".into();
                         j.waiting_for.clear();
+                        j.blocked_until_ms = None;
                         j.finished_ms = Some(now_ms);
                         fx.push(Effect::PersistJob(name.clone()));
                     }
@@ -409,6 +485,15 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         }
     }
     (run, fx)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `k=v,k=v`, as `runs-on` is shown.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {

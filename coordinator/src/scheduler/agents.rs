@@ -35,6 +35,13 @@ impl State {
         }
     }
 
+    /// What the passing of time does: leases that lapsed end their
+    /// attempts, and blocked jobs past their queue timeout fail.
+    pub(super) fn tick(&mut self, now: Now) {
+        self.expire_leases(now);
+        self.expire_blocked(now);
+    }
+
     /// Leases that lapsed by `now` end their attempts.
     pub(super) fn expire_leases(&mut self, now: Now) {
         let fx = self.fleet.expire(now.at);

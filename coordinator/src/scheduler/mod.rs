@@ -81,6 +81,9 @@ pub struct Config {
     /// memory and in the queue) every one of its jobs until it finishes, so
     /// this bounds the scheduler's memory; a submit past it is refused.
     pub max_queued_jobs: usize,
+    /// How long a job waits when no connected agent has its labels, for
+    /// runs and jobs that do not say.
+    pub queue_timeout: Duration,
 }
 
 /// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
@@ -98,6 +101,7 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(5),
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
+            queue_timeout: crate::core::machine::DEFAULT_QUEUE_TIMEOUT,
         }
     }
 }
@@ -132,6 +136,8 @@ pub enum Event {
         source: Source,
         /// The submitter's W3C trace context, to continue its trace.
         traceparent: Option<String>,
+        /// The run's queue timeout; `None` for [`Config::queue_timeout`].
+        queue_timeout: Option<Duration>,
         reply: oneshot::Sender<Result<RunId, SchedError>>,
     },
     Cancel {
@@ -198,9 +204,10 @@ impl Handle {
         pipeline: Pipeline,
         source: Source,
         traceparent: Option<String>,
+        queue_timeout: Option<Duration>,
     ) -> Result<RunId, SchedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Event::Submit { pipeline, source, traceparent, reply }).await?;
+        self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 
@@ -321,7 +328,7 @@ impl Scheduler {
                     Some(event) => self.state.handle(event, Now::current()),
                     None => return,
                 },
-                _ = tick.tick() => self.state.expire_leases(Now::current()),
+                _ = tick.tick() => self.state.tick(Now::current()),
             }
             // Take what is already waiting, so a burst of events leads to one
             // dispatch pass and one commit.

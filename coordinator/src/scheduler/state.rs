@@ -9,7 +9,7 @@
 //! Driving runs is in `runs.rs`; what agents say, through the fleet, is in
 //! `agents.rs`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -58,6 +58,9 @@ pub(super) struct State {
     pub(super) log_ends: HashMap<AttemptId, u64>,
     /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
     pub(super) active_jobs: usize,
+    /// Runs that may have blocked jobs (no connected agent has their
+    /// labels), whose deadlines each tick looks at.
+    pub(super) blocked: BTreeSet<RunId>,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             reasons_stale: true,
             log_ends: HashMap::new(),
             active_jobs: 0,
+            blocked: BTreeSet::new(),
         }
     }
 
@@ -89,8 +93,8 @@ impl State {
     /// changed and what to send.
     pub(super) fn handle(&mut self, event: Event, now: Now) {
         match event {
-            Event::Submit { pipeline, source, traceparent, reply } => {
-                match self.submit(pipeline, source, traceparent, now) {
+            Event::Submit { pipeline, source, traceparent, queue_timeout, reply } => {
+                match self.submit(pipeline, source, traceparent, queue_timeout, now) {
                     Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

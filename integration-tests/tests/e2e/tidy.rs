@@ -86,9 +86,8 @@ const IMPURE: &[&str] =
 /// Whether `code` has `word` not followed by more of an identifier
 /// (`.await`, not `.await_verdict`).
 fn says(code: &str, word: &str) -> bool {
-    code.match_indices(word).any(|(i, _)| {
-        !code[i + word.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
+    code.match_indices(word)
+        .any(|(i, _)| !code[i + word.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_'))
 }
 
 #[test]
