@@ -11,3 +11,4 @@ pub mod fleet;
 pub mod keys;
 pub mod logs;
 pub mod machine;
+pub mod rerun;

@@ -27,6 +27,9 @@ pub struct RunSummary {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub source: Source,
+    /// The run this one reruns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
 }
 
 impl RunSummary {
@@ -38,6 +41,7 @@ impl RunSummary {
             created_ms: r.created_ms,
             finished_ms: r.finished_ms,
             source: r.source.clone(),
+            rerun_of: r.rerun_of,
         }
     }
 }

@@ -197,6 +197,7 @@ mod tests {
             created_ms: now - 40 * DAY,
             finished_ms: finished_days_ago.map(|d| now - d * DAY),
             source: Source::default(),
+            rerun_of: None,
         }
     }
 

@@ -166,6 +166,9 @@ fn print_run(r: &pb::Run) -> Result<(), Exit> {
     } else {
         outln!("source: {}", r.file);
     }
+    if !r.rerun_of.is_empty() {
+        outln!("rerun of run {}", r.rerun_of);
+    }
     outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
     for j in &r.jobs {
         let state = states::job(j.state)?;
@@ -201,6 +204,7 @@ fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
                 "started_ms": j.started_ms,
                 "finished_ms": j.finished_ms,
                 "message": j.message,
+                "reused_from": j.reused_from,
             }))
         })
         .collect::<Result<Vec<serde_json::Value>, Exit>>()?;
@@ -213,6 +217,7 @@ fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
         "file": r.file,
         "created_ms": r.created_ms,
         "finished_ms": r.finished_ms,
+        "rerun_of": r.rerun_of,
         "jobs": jobs,
     }))
 }

@@ -101,6 +101,26 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Start a new run of a finished run's pipeline at the same commit:
+    /// every job, or with --failed only the jobs that did not succeed and
+    /// those after them, reusing the other jobs' results.
+    ///
+    /// Example: drover rerun 7 --failed --follow
+    Rerun {
+        /// The run to rerun (it must have finished).
+        run: String,
+        /// Run again only the jobs that did not succeed, and those after
+        /// them; reuse the rest.
+        #[arg(long)]
+        failed: bool,
+        /// Run this job again too, although it succeeded, and those after
+        /// it (repeat for more); implies --failed.
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Show live progress until the new run ends; exit 1 if it fails.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// List recent runs, newest first.
     Runs {
         #[arg(long, default_value_t = 20)]
@@ -393,6 +413,17 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             commands::logs(conn, pb::GetLogsRequest { run_id: run, job, attempt, follow }, raw, reconnect).await
         }
         Command::Cancel { run } => commands::cancel(conn, run).await,
+        Command::Rerun { run, failed, jobs, follow } => {
+            let req = pb::RerunRunRequest { run_id: run, failed, jobs };
+            let resp = conn.call(false, |c| c_call!(c.rerun_run(req.clone()))).await?;
+            if follow {
+                eprintln!("started run {} (a rerun of run {})", resp.run_id, req.run_id);
+                follow::follow(conn, &resp.run_id, false, reconnect).await?;
+            } else {
+                outln!("{}", resp.run_id);
+            }
+            Ok(())
+        }
         Command::Agents => commands::agents(conn).await,
         Command::Cluster => commands::cluster(conn).await,
         Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } | Command::Validate { .. } => {

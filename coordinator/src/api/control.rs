@@ -17,11 +17,12 @@ use super::status::ApiError;
 use super::streams::{Batch, EventStream, LogStream, WatchFilter, follow_run, send_batch, until_closing};
 use crate::core::keys::{self, RunKey};
 use crate::core::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
+use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::records::{self, RunSummary};
 use crate::segments::{Chunk, ChunkMeta, Segments};
 use crate::store::{Store, decode};
-use crate::submit::{self, GitOptions, SubmitSource};
+use crate::submit::{self, GitOptions, SubmitError, SubmitSource};
 
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
@@ -164,6 +165,7 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         finished_ms: job.finished_ms.unwrap_or(0),
         message: job.message.clone(),
         blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
+        reused_from: job.reused_from.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -190,6 +192,7 @@ pub(super) fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -
         created_ms: record.created_ms,
         finished_ms: record.finished_ms.unwrap_or(0),
         jobs,
+        rerun_of: record.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -205,6 +208,7 @@ fn summary_view(s: &RunSummary) -> pb::Run {
         created_ms: s.created_ms,
         finished_ms: s.finished_ms.unwrap_or(0),
         jobs: Vec::new(),
+        rerun_of: s.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -330,6 +334,29 @@ impl pb::control_service_server::ControlService for ControlApi {
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
+    }
+
+    async fn rerun_run(&self, req: Request<pb::RerunRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        require_admin(&req)?;
+        let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let scope = match (req.failed, req.jobs.is_empty()) {
+            (_, false) => Scope::Jobs(req.jobs),
+            (true, true) => Scope::Failed,
+            (false, true) => Scope::All,
+        };
+        let prepared = match submit::prepare_rerun(self.store.as_ref(), id, &scope).await {
+            Ok(prepared) => prepared,
+            Err(SubmitError::RunNotFound(id)) => return Err(run_not_found(self.store.as_ref(), id).await.into()),
+            Err(e) => return Err(ApiError::from(e).into()),
+        };
+        let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
+        let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
+        Ok(Response::new(pb::SubmitRunResponse {
+            run_id: submitted.run.to_string(),
+            commit: submitted.commit.unwrap_or_default(),
+        }))
     }
 
     async fn list_agents(

@@ -131,6 +131,9 @@ pub struct RunRecord {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub cancel_requested: bool,
+    /// The run this one reruns (`drover rerun`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
     /// The queue timeout of the run's jobs that do not set their own; 0
     /// for [`DEFAULT_QUEUE_TIMEOUT`].
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -179,6 +182,10 @@ pub struct JobRecord {
     pub message: String,
     /// For a queued job: what it waits for.
     pub waiting_for: String,
+    /// For a job of a rerun that was not run again: the run whose result it
+    /// reuses (it succeeded there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<RunId>,
     /// For a blocked job (no connected agent has its labels): when it fails
     /// unless one connects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +321,7 @@ impl Run {
                     message: String::new(),
                     waiting_for: String::new(),
                     blocked_until_ms: None,
+                    reused_from: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -329,6 +337,7 @@ impl Run {
             created_ms: now_ms,
             finished_ms: None,
             cancel_requested: false,
+            rerun_of: None,
             queue_timeout_ms: 0,
             trace: RunTrace::default(),
         };
@@ -375,12 +384,11 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
     }
     match input {
         Input::Start => {
-            let ready: Vec<String> =
-                run.record.pipeline.jobs.iter().filter(|j| j.needs.is_empty()).map(|j| j.name.clone()).collect();
-            for name in ready {
-                queue(&mut run, &name, &mut fx);
-            }
+            // The jobs whose needs have all succeeded: those that need
+            // nothing, and in a rerun those after reused jobs only.
+            unlock_dependents(&mut run, None, &mut fx);
             fx.push(Effect::PersistRun);
+            complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Assign { job, agent } => {
             if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {

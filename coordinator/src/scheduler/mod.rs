@@ -40,6 +40,7 @@ use crate::core::fleet::{Now, Phase};
 use crate::core::keys;
 use crate::core::logs;
 use crate::core::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::core::rerun::Rerun;
 use crate::metrics::METRICS;
 use crate::records::{RunSummary, load_run};
 use crate::segments::{ChunkMeta, Segments};
@@ -138,6 +139,8 @@ pub enum Event {
         traceparent: Option<String>,
         /// The run's queue timeout; `None` for [`Config::queue_timeout`].
         queue_timeout: Option<Duration>,
+        /// What the run reruns, if it is a rerun.
+        rerun: Option<Rerun>,
         reply: oneshot::Sender<Result<RunId, SchedError>>,
     },
     Cancel {
@@ -205,9 +208,10 @@ impl Handle {
         source: Source,
         traceparent: Option<String>,
         queue_timeout: Option<Duration>,
+        rerun: Option<Rerun>,
     ) -> Result<RunId, SchedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, reply }).await?;
+        self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 

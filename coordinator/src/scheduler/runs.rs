@@ -13,6 +13,7 @@ use crate::core::dispatch::{self, Ready};
 use crate::core::fleet::{Assignment, AttemptId, Now, Work};
 use crate::core::keys;
 use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::rerun::{self, Rerun};
 use crate::metrics::{METRICS, result_index};
 use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
 use crate::spans;
@@ -26,6 +27,7 @@ impl State {
         source: Source,
         traceparent: Option<String>,
         queue_timeout: Option<Duration>,
+        rerun: Option<Rerun>,
         now: Now,
     ) -> Result<RunId, SchedError> {
         let (max_runs, max_jobs) = (self.config.max_active_runs, self.config.max_queued_jobs);
@@ -39,6 +41,9 @@ impl State {
         let id = self.last_run_id + 1;
         let mut run = Run::new(id, pipeline, source, now.ms);
         run.record.queue_timeout_ms = queue_timeout.unwrap_or(self.config.queue_timeout).as_millis() as u64;
+        if let Some(rerun) = &rerun {
+            rerun::mark(&mut run, rerun.of, &rerun.reuse, now.ms);
+        }
         // The run's trace continues the submitter's, when it sent one.
         let (trace_id, parent_span_id) = match traceparent.as_deref().and_then(trace::parse_traceparent) {
             Some((trace_id, parent)) => (trace_id, parent),

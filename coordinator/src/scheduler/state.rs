@@ -93,8 +93,8 @@ impl State {
     /// changed and what to send.
     pub(super) fn handle(&mut self, event: Event, now: Now) {
         match event {
-            Event::Submit { pipeline, source, traceparent, queue_timeout, reply } => {
-                match self.submit(pipeline, source, traceparent, queue_timeout, now) {
+            Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply } => {
+                match self.submit(pipeline, source, traceparent, queue_timeout, rerun, now) {
                     Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

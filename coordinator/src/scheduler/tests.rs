@@ -56,6 +56,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                         source: Source::default(),
                         traceparent: None,
                         queue_timeout: None,
+                        rerun: None,
                         reply,
                     }
                 }

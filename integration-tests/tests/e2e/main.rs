@@ -19,6 +19,7 @@ mod liveness;
 mod logs_store;
 mod observability;
 mod reconnect;
+mod rerun;
 mod retention;
 mod security;
 mod store_faults;
