@@ -64,8 +64,35 @@ pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, Store
     Ok(Some(Run::from_parts(record, jobs)))
 }
 
-/// Lists runs, newest first.
-pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+/// Which runs a listing shows. The default shows every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Runs in one of these states; empty: any.
+    pub states: Vec<RunState>,
+    /// Runs whose pipeline name contains this; empty: any.
+    pub name: String,
+    /// Runs created at or after this time (ms); 0: any.
+    pub created_after_ms: u64,
+}
+
+impl RunFilter {
+    pub fn admits(&self, run: &RunSummary) -> bool {
+        (self.states.is_empty() || self.states.contains(&run.state))
+            && run.name.contains(&self.name)
+            && run.created_ms >= self.created_after_ms
+    }
+}
+
+/// Lists the runs `filter` admits, newest first, at most `limit`. A record
+/// that does not decode is an error, whether or not it would be listed.
+pub async fn list_runs(store: &dyn Store, limit: usize, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
     let (kvs, _) = store.range(keys::RUN_INDEX).await?;
-    kvs.iter().rev().take(limit).map(|kv| decode(&kv.key, &kv.value)).collect()
+    let mut out = Vec::new();
+    for kv in kvs.iter().rev() {
+        let run: RunSummary = decode(&kv.key, &kv.value)?;
+        if out.len() < limit && filter.admits(&run) {
+            out.push(run);
+        }
+    }
+    Ok(out)
 }

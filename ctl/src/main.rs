@@ -18,6 +18,7 @@ mod commands;
 mod dev;
 mod follow;
 mod out;
+mod output;
 mod resume;
 mod states;
 mod term;
@@ -31,6 +32,7 @@ use drover_proto::v1 as pb;
 
 use client::{Conn, EXIT_INVALID, Exit};
 use out::outln;
+use output::Format;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
@@ -121,22 +123,49 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
-    /// List recent runs, newest first.
+    /// List recent runs, newest first, with their age and duration.
+    ///
+    /// Example: drover runs --status failed --since 1d -o json
     Runs {
+        /// The most runs to list (after the filters).
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only runs in this state (repeat for more).
+        #[arg(long = "status", value_name = "STATE")]
+        states: Vec<RunStateArg>,
+        /// Only runs whose pipeline name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only runs created within this long (30m, 2h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+        since: Option<Duration>,
+        /// Output format: text, wide (more columns), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
     },
     /// Show a run and its jobs.
+    ///
+    /// Example: drover status 7 -o json
     Status {
+        /// The run's number, as `drover run` and `drover runs` print it.
         run: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Output format: text, wide (durations and start times), json or
+        /// yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        /// The same as -o json.
+        #[arg(long, conflicts_with = "output")]
         json: bool,
     },
     /// Print a job's log (every attempt, unless --attempt is given).
+    ///
+    /// Example: drover logs 7 build --follow
     Logs {
+        /// The run's number.
         run: String,
+        /// The job's name, as the pipeline file has it.
         job: String,
+        /// Only this attempt (1, 2, ...); 0 for every attempt.
         #[arg(long, default_value_t = 0)]
         attempt: u32,
         /// Keep printing until the job ends.
@@ -148,14 +177,35 @@ enum Command {
         /// terminal.
         #[arg(long)]
         raw: bool,
+        /// Output format: text, or json (one object per line: job,
+        /// attempt, line).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
     },
     /// Cancel a run: queued jobs are dropped and running ones killed.
-    Cancel { run: String },
+    ///
+    /// Example: drover cancel 7
+    Cancel {
+        /// The run's number.
+        run: String,
+    },
     /// List agents: name, labels, slots in use, last seen.
-    Agents,
+    ///
+    /// Example: drover agents -o json
+    Agents {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Show the coordinators, which one leads, the epoch and the store's
     /// health.
-    Cluster,
+    ///
+    /// Example: drover cluster -o yaml
+    Cluster {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Make certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -315,6 +365,33 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A run state as `drover runs --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunStateArg {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStateArg {
+    fn proto(self) -> pb::RunState {
+        match self {
+            RunStateArg::Running => pb::RunState::Running,
+            RunStateArg::Succeeded => pb::RunState::Succeeded,
+            RunStateArg::Failed => pb::RunState::Failed,
+            RunStateArg::Cancelled => pb::RunState::Cancelled,
+        }
+    }
+}
+
+/// `--since`: a duration with days too (`7d`).
+fn parse_since(text: &str) -> Result<Duration, String> {
+    drover_client::duration::parse(text, drover_client::duration::FLAG_UNITS).ok_or_else(|| {
+        format!("{text:?} is not a duration: write whole numbers with units d, h, m or s, largest first (30m, 2h, 7d)")
+    })
+}
+
 /// `--queue-timeout`: longer than zero, at most 7 days, as in files.
 fn parse_queue_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
@@ -407,10 +484,21 @@ fn absolute_repo(repo: &str) -> String {
 /// log stream that broke waits for a coordinator.
 async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyhow::Result<()> {
     match command {
-        Command::Runs { limit } => commands::runs(conn, limit).await,
-        Command::Status { run, json } => commands::status(conn, run, json).await,
-        Command::Logs { run, job, attempt, follow, raw } => {
-            commands::logs(conn, pb::GetLogsRequest { run_id: run, job, attempt, follow }, raw, reconnect).await
+        Command::Runs { limit, states, name, since, output } => {
+            let created_after_ms = since.map_or(0, |d| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                now.saturating_sub(d).as_millis() as u64
+            });
+            let states = states.into_iter().map(|s| s.proto() as i32).collect();
+            let req = pb::ListRunsRequest { limit, states, name: name.unwrap_or_default(), created_after_ms };
+            commands::runs(conn, req, output).await
+        }
+        Command::Status { run, output, json } => {
+            commands::status(conn, run, if json { Format::Json } else { output }).await
+        }
+        Command::Logs { run, job, attempt, follow, raw, output } => {
+            let req = pb::GetLogsRequest { run_id: run, job, attempt, follow };
+            commands::logs(conn, req, raw, output, reconnect).await
         }
         Command::Cancel { run } => commands::cancel(conn, run).await,
         Command::Rerun { run, failed, jobs, follow } => {
@@ -424,8 +512,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             }
             Ok(())
         }
-        Command::Agents => commands::agents(conn).await,
-        Command::Cluster => commands::cluster(conn).await,
+        Command::Agents { output } => commands::agents(conn, output).await,
+        Command::Cluster { output } => commands::cluster(conn, output).await,
         Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } | Command::Validate { .. } => {
             unreachable!("handled in run()")
         }

@@ -235,11 +235,24 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         require_admin(&req)?;
-        let limit = match req.into_inner().limit {
+        let req = req.into_inner();
+        let limit = match req.limit {
             0 => 50,
             n => (n as usize).min(MAX_LIST),
         };
-        let runs = records::list_runs(self.store.as_ref(), limit).await.map_err(ApiError::from)?;
+        let states = req
+            .states
+            .iter()
+            .map(|s| match pb::RunState::try_from(*s) {
+                Ok(pb::RunState::Running) => Ok(RunState::Running),
+                Ok(pb::RunState::Succeeded) => Ok(RunState::Succeeded),
+                Ok(pb::RunState::Failed) => Ok(RunState::Failed),
+                Ok(pb::RunState::Cancelled) => Ok(RunState::Cancelled),
+                _ => Err(ApiError::Invalid(format!("{s} is not a run state"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = records::RunFilter { states, name: req.name, created_after_ms: req.created_after_ms };
+        let runs = records::list_runs(self.store.as_ref(), limit, &filter).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(summary_view).collect() }))
     }
 

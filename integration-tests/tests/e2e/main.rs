@@ -18,6 +18,7 @@ mod leftovers;
 mod liveness;
 mod logs_store;
 mod observability;
+mod output;
 mod reconnect;
 mod rerun;
 mod retention;
