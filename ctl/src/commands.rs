@@ -19,7 +19,7 @@ use crate::{follow, states, term};
 /// `drover runs`: recent runs, newest first, that `req` admits.
 pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> anyhow::Result<()> {
     let runs = conn.call(true, |c| c_call!(c.list_runs(req.clone()))).await?.runs;
-    let views = runs.iter().map(run_json).collect::<Result<Vec<Value>, Exit>>()?;
+    let views = runs.iter().map(output::run).collect::<Result<Vec<Value>, Exit>>()?;
     if format.structured() {
         return Ok(output::document(format, &Value::Array(views))?);
     }
@@ -58,7 +58,7 @@ pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> 
 pub async fn status(conn: &mut Conn, run: String, format: Format) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
     if format.structured() {
-        output::document(format, &run_json(&r)?)?;
+        output::document(format, &output::run(&r)?)?;
     } else {
         print_run(&r, format == Format::Wide)?;
     }
@@ -106,8 +106,7 @@ pub async fn logs(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let json = format.for_stream("logs")? == Format::Json;
-    // With -o json: each job's unfinished line, until its newline comes.
-    let mut partial: Vec<u8> = Vec::new();
+    let mut lines = output::Lines::default();
     let follow = req.follow;
     let mut seen = follow::LogSeen::default();
     let mut out = std::io::stdout().lock();
@@ -130,22 +129,12 @@ pub async fn logs(
     // coordinator; it starts from the beginning of the log, and
     // what was printed already is skipped. The first open fails at
     // once, as any other command does, when no coordinator answers.
-    let job = req.job.clone();
     let first = conn.call(true, |c| c_call!(c.get_logs(req.clone()))).await?;
     let mut log = Resumable::new(patience, Some(first), move |c| c_call!(c.get_logs(req.clone())));
     while let Some(chunk) = log.next(conn, None, None, || {}).await? {
         let Some(data) = seen.fresh(&chunk) else { continue };
         if json {
-            if chunk.attempt != last_attempt && last_attempt != 0 {
-                log_line(&chunk.job, last_attempt, &std::mem::take(&mut partial));
-            }
-            last_attempt = chunk.attempt;
-            partial.extend_from_slice(data);
-            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                let rest = partial.split_off(pos + 1);
-                partial.pop();
-                log_line(&chunk.job, chunk.attempt, &std::mem::replace(&mut partial, rest));
-            }
+            lines.push(&chunk.job, chunk.attempt, data).iter().for_each(output::line);
             continue;
         }
         buf.clear();
@@ -166,9 +155,7 @@ pub async fn logs(
         }
     }
     if json {
-        if !partial.is_empty() {
-            log_line(&job, last_attempt, &partial);
-        }
+        lines.finish().iter().for_each(output::line);
         return Ok(());
     }
     buf.clear();
@@ -177,17 +164,13 @@ pub async fn logs(
     Ok(())
 }
 
-/// One line of a job's log as JSON: the bytes as text (invalid UTF-8
-/// replaced), control characters escaped by JSON itself.
-fn log_line(job: &str, attempt: u32, line: &[u8]) {
-    output::line(&json!({ "job": job, "attempt": attempt, "line": String::from_utf8_lossy(line) }));
-}
-
 /// `drover cancel`.
 pub async fn cancel(conn: &mut Conn, run: String) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
-    let state = states::run(r.state)?;
-    outln!("run {} {}", r.id, if state == pb::RunState::Running { "cancelling" } else { states::run_word(state) });
+    match states::run(r.state)? {
+        pb::RunState::Running => outln!("run {} cancelling", r.id),
+        state => outln!("run {} already finished ({}); nothing to cancel", r.id, states::run_word(state)),
+    }
     Ok(())
 }
 
@@ -343,42 +326,6 @@ fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
         }
     }
     Ok(())
-}
-
-/// A run as JSON: for `status` with its jobs, for `runs` with `"jobs": []`.
-fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
-    let jobs = r
-        .jobs
-        .iter()
-        .map(|j| {
-            Ok(serde_json::json!({
-                "name": j.name,
-                "state": states::job_word(states::job(j.state)?),
-                "needs": j.needs,
-                "attempt": j.attempt,
-                "agent": j.agent,
-                "waiting_for": j.waiting_for,
-                "blocked_until_ms": j.blocked_until_ms,
-                "exit_code": j.exit_code,
-                "started_ms": j.started_ms,
-                "finished_ms": j.finished_ms,
-                "message": j.message,
-                "reused_from": j.reused_from,
-            }))
-        })
-        .collect::<Result<Vec<serde_json::Value>, Exit>>()?;
-    Ok(serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "state": states::run_word(states::run(r.state)?),
-        "repo": r.repo,
-        "commit": r.commit,
-        "file": r.file,
-        "created_ms": r.created_ms,
-        "finished_ms": r.finished_ms,
-        "rerun_of": r.rerun_of,
-        "jobs": jobs,
-    }))
 }
 
 #[cfg(test)]

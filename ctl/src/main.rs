@@ -81,12 +81,17 @@ enum Command {
         /// The pipeline file's path in the repository (with --repo).
         #[arg(long = "file", default_value = ".drover.yml", requires = "repo")]
         path: String,
-        /// Show live progress until the run ends; exit 1 if it fails.
-        #[arg(long, short)]
+        /// Show live progress until the run ends; exit 1 if it fails. The
+        /// default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
         follow: bool,
-        /// With --follow: print job output as the steps wrote it, terminal
+        /// Print the run's number and return at once, even on a terminal;
+        /// `drover watch RUN` follows it later.
+        #[arg(long, short)]
+        detach: bool,
+        /// When following: print job output as the steps wrote it, terminal
         /// escape sequences included (by default only colours pass).
-        #[arg(long, requires = "follow")]
+        #[arg(long)]
         raw: bool,
         /// How long a job may wait while no connected agent has its labels
         /// before it fails, for jobs whose file sets no `queue-timeout:`
@@ -120,8 +125,29 @@ enum Command {
         #[arg(long = "job", value_name = "JOB")]
         jobs: Vec<String>,
         /// Show live progress until the new run ends; exit 1 if it fails.
-        #[arg(long, short)]
+        /// The default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
         follow: bool,
+        /// Print the new run's number and return at once.
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Follow a run, running or finished, with the live view of `drover
+    /// run`: every job's state and output, to the end; exit 1 if it failed.
+    /// Ctrl-C stops watching, not the run.
+    ///
+    /// Example: drover watch 7
+    Watch {
+        /// The run's number.
+        run: String,
+        /// Print job output as the steps wrote it, terminal escape
+        /// sequences included (by default only colours pass).
+        #[arg(long)]
+        raw: bool,
+        /// Output format: text (the live view), or json (one event per
+        /// line: run, job or log).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
     },
     /// List recent runs, newest first, with their age and duration.
     ///
@@ -311,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
         Command::Validate { files } => Ok(validate::run(&files)?),
-        Command::Run { file, repo, reference, path, follow, raw, queue_timeout } => {
+        Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
             // gRPC's message limit would only get a transport error.
@@ -338,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
             let queue_timeout_ms = queue_timeout.map_or(0, |d| d.as_millis() as u64);
             let req = pb::SubmitRunRequest { source: Some(source), queue_timeout_ms };
-            submit(&mut conn, req, follow, raw, cli.reconnect_timeout).await
+            submit(&mut conn, req, following(follow, detach), raw, cli.reconnect_timeout).await
         }
         command => {
             let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
@@ -460,11 +486,18 @@ async fn submit(
         .await?;
     if follow {
         eprintln!("submitted run {}", resp.run_id);
-        follow::follow(conn, &resp.run_id, raw, reconnect).await?;
+        follow::until_interrupted(&resp.run_id, follow::follow(conn, &resp.run_id, raw, reconnect)).await?;
     } else {
         outln!("{}", resp.run_id);
     }
     Ok(())
+}
+
+/// Whether `run` and `rerun` follow the new run: when asked, or by default
+/// when stdout is a terminal, as `nomad job run` does.
+fn following(follow: bool, detach: bool) -> bool {
+    use std::io::IsTerminal;
+    follow || (!detach && std::io::stdout().is_terminal())
 }
 
 fn absolute_repo(repo: &str) -> String {
@@ -501,12 +534,22 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             commands::logs(conn, req, raw, output, reconnect).await
         }
         Command::Cancel { run } => commands::cancel(conn, run).await,
-        Command::Rerun { run, failed, jobs, follow } => {
+        Command::Watch { run, raw, output } => {
+            let watch = async {
+                match output.for_stream("watch")? {
+                    Format::Json => follow::follow_json(conn, &run, reconnect).await,
+                    _ => follow::follow(conn, &run, raw, reconnect).await,
+                }
+            };
+            Ok(follow::until_interrupted(&run, watch).await?)
+        }
+        Command::Rerun { run, failed, jobs, follow, detach } => {
             let req = pb::RerunRunRequest { run_id: run, failed, jobs };
             let resp = conn.call(false, |c| c_call!(c.rerun_run(req.clone()))).await?;
-            if follow {
+            if following(follow, detach) {
                 eprintln!("started run {} (a rerun of run {})", resp.run_id, req.run_id);
-                follow::follow(conn, &resp.run_id, false, reconnect).await?;
+                let run = &resp.run_id;
+                follow::until_interrupted(run, follow::follow(conn, run, false, reconnect)).await?;
             } else {
                 outln!("{}", resp.run_id);
             }

@@ -6,10 +6,12 @@
 //! (`logs`, `watch`) print JSON lines, one object per line, as they come.
 
 use clap::ValueEnum;
-use serde_json::Value;
+use drover_proto::v1 as pb;
+use serde_json::{Value, json};
 
 use crate::client::{EXIT_INVALID, Exit};
 use crate::out::outln;
+use crate::states;
 
 /// How a read command prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -63,6 +65,86 @@ pub fn line(value: &Value) {
     outln!("{}", serde_json::to_string(value).expect("JSON values serialize"));
 }
 
+/// A run as JSON: for `status` and `watch` with its jobs, for `runs` with
+/// `"jobs": []`.
+pub fn run(r: &pb::Run) -> Result<Value, Exit> {
+    let jobs = r.jobs.iter().map(job).collect::<Result<Vec<Value>, Exit>>()?;
+    Ok(json!({
+        "id": r.id,
+        "name": r.name,
+        "state": states::run_word(states::run(r.state)?),
+        "repo": r.repo,
+        "commit": r.commit,
+        "file": r.file,
+        "created_ms": r.created_ms,
+        "finished_ms": r.finished_ms,
+        "rerun_of": r.rerun_of,
+        "jobs": jobs,
+    }))
+}
+
+/// A job as JSON.
+pub fn job(j: &pb::Job) -> Result<Value, Exit> {
+    Ok(json!({
+        "name": j.name,
+        "state": states::job_word(states::job(j.state)?),
+        "needs": j.needs,
+        "attempt": j.attempt,
+        "agent": j.agent,
+        "waiting_for": j.waiting_for,
+        "blocked_until_ms": j.blocked_until_ms,
+        "exit_code": j.exit_code,
+        "started_ms": j.started_ms,
+        "finished_ms": j.finished_ms,
+        "message": j.message,
+        "reused_from": j.reused_from,
+    }))
+}
+
+/// Cuts a job's log into lines for JSON output, keeping each job's
+/// unfinished line until its newline comes (or its attempt ends).
+#[derive(Default)]
+pub struct Lines(std::collections::BTreeMap<String, (u32, Vec<u8>)>);
+
+impl Lines {
+    /// Takes a chunk of `job`'s attempt `attempt`; returns the lines it
+    /// completes as `{job, attempt, line}` objects, in order.
+    pub fn push(&mut self, job: &str, attempt: u32, data: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        let entry = self.0.entry(job.to_string()).or_insert((attempt, Vec::new()));
+        if entry.0 != attempt {
+            let rest = std::mem::take(&mut entry.1);
+            if !rest.is_empty() {
+                out.push(log_line(job, entry.0, &rest));
+            }
+            entry.0 = attempt;
+        }
+        entry.1.extend_from_slice(data);
+        while let Some(pos) = entry.1.iter().position(|b| *b == b'\n') {
+            let rest = entry.1.split_off(pos + 1);
+            let mut line = std::mem::replace(&mut entry.1, rest);
+            line.pop();
+            out.push(log_line(job, attempt, &line));
+        }
+        out
+    }
+
+    /// What is left unfinished of every job, as lines.
+    pub fn finish(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .filter(|(_, (_, rest))| !rest.is_empty())
+            .map(|(job, (attempt, rest))| log_line(&job, attempt, &rest))
+            .collect()
+    }
+}
+
+/// One line of a job's log: the bytes as text (invalid UTF-8 replaced),
+/// control characters escaped by JSON itself.
+fn log_line(job: &str, attempt: u32, line: &[u8]) -> Value {
+    json!({ "job": job, "attempt": attempt, "line": String::from_utf8_lossy(line) })
+}
+
 /// A duration for a table: `45s`, `3m12s`, `2h5m`, `3d4h`, the two largest
 /// units.
 pub fn human(ms: u64) -> String {
@@ -78,6 +160,24 @@ pub fn human(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_are_cut_at_newlines_per_job_and_attempt() {
+        let mut lines = Lines::default();
+        let text = |v: Vec<Value>| -> Vec<String> {
+            v.iter()
+                .map(|l| format!("{}/{} {}", l["job"].as_str().unwrap(), l["attempt"], l["line"].as_str().unwrap()))
+                .collect()
+        };
+        assert_eq!(text(lines.push("a", 1, b"one\ntw")), ["a/1 one"]);
+        assert_eq!(text(lines.push("b", 1, b"x")), Vec::<String>::new());
+        assert_eq!(text(lines.push("a", 1, b"o\n")), ["a/1 two"]);
+        assert_eq!(text(lines.push("a", 1, b"cut")), Vec::<String>::new());
+        assert_eq!(text(lines.push("a", 2, b"again\n")), ["a/1 cut", "a/2 again"]);
+        assert_eq!(text(lines.push("b", 1, b"\xff\n")), ["b/1 x\u{fffd}"]);
+        assert_eq!(text(lines.push("b", 1, b"end")), Vec::<String>::new());
+        assert_eq!(text(lines.finish()), ["b/1 end"]);
+    }
 
     #[test]
     fn durations_for_tables() {

@@ -27,3 +27,4 @@ mod store_faults;
 mod tidy;
 mod traces;
 mod validation;
+mod watch;
