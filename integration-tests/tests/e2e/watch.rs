@@ -110,7 +110,7 @@ fn ctrl_c_stops_watching_and_leaves_the_run_running() {
     fleet.wait_agents(1);
     let file = fleet.dir.path().join("watched.yml");
     std::fs::write(&file, waiting_pipeline(fleet.dir.path())).unwrap();
-    let (mut follow, rx) = spawn(&fleet, &["run", "--follow", file.to_str().unwrap()]);
+    let (follow, rx) = spawn(&fleet, &["run", "--follow", file.to_str().unwrap()]);
     let mut seen = Vec::new();
     read_until(&rx, "slow | waiting", &mut seen);
     // SAFETY: kill(2) has no memory-safety preconditions.
