@@ -164,6 +164,32 @@ pub async fn logs(
     Ok(())
 }
 
+/// `drover version`: this CLI's version and, when a coordinator answers,
+/// its version and URL; an unreachable coordinator is said, not an error.
+pub async fn version(urls: &str, tls_dir: &std::path::Path, format: Format) -> anyhow::Result<()> {
+    let client = env!("CARGO_PKG_VERSION");
+    let coordinator = match Conn::connect(urls, tls_dir).await {
+        Ok(mut conn) => match conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await {
+            Ok(c) => Ok((c.version, c.answered_by)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if format.structured() {
+        let coordinator = match &coordinator {
+            Ok((version, id)) => json!({ "version": version, "id": id }),
+            Err(e) => json!({ "error": e }),
+        };
+        return Ok(output::document(format, &json!({ "client": { "version": client }, "coordinator": coordinator }))?);
+    }
+    outln!("drover {client}");
+    match coordinator {
+        Ok((version, id)) => outln!("coordinator {version} ({id})"),
+        Err(e) => outln!("coordinator: not reachable ({e})"),
+    }
+    Ok(())
+}
+
 /// `drover cancel`.
 pub async fn cancel(conn: &mut Conn, run: String) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;

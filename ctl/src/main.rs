@@ -232,6 +232,22 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Print the CLI's version and, when one answers, the coordinator's.
+    ///
+    /// Example: drover version -o json
+    Version {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or
+    /// PowerShell.
+    ///
+    /// Example: drover completion bash > ~/.local/share/bash-completion/completions/drover
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Make certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -337,6 +353,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
         Command::Validate { files } => Ok(validate::run(&files)?),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Version { output } => commands::version(&cli.coordinator, &cli.tls_dir, output).await,
         Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
@@ -557,7 +579,12 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         }
         Command::Agents { output } => commands::agents(conn, output).await,
         Command::Cluster { output } => commands::cluster(conn, output).await,
-        Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } | Command::Validate { .. } => {
+        Command::Certs { .. }
+        | Command::Dev(_)
+        | Command::Run { .. }
+        | Command::Validate { .. }
+        | Command::Completion { .. }
+        | Command::Version { .. } => {
             unreachable!("handled in run()")
         }
     }

@@ -425,6 +425,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             store: self.store.kind().to_string(),
             endpoints,
             answered_by: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 }

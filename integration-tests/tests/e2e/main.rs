@@ -5,6 +5,7 @@
 use drover_integration_tests::harness;
 
 mod bench;
+mod cli;
 mod blocked;
 mod cli_safety;
 mod dev;
