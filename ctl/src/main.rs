@@ -15,6 +15,7 @@ macro_rules! c_call {
 mod certs;
 mod client;
 mod commands;
+mod context;
 mod dev;
 mod follow;
 mod out;
@@ -39,13 +40,19 @@ use output::Format;
 #[command(name = "drover", version)]
 struct Cli {
     /// The coordinators' URLs, comma-separated; the CLI tries them in turn
-    /// and follows redirects to the leader.
-    #[arg(long, global = true, env = "DROVER_COORDINATOR", default_value = "https://127.0.0.1:7700")]
-    coordinator: String,
+    /// and follows redirects to the leader. Default: the context's, else
+    /// https://127.0.0.1:7700.
+    #[arg(long, global = true, env = "DROVER_COORDINATOR", value_name = "URLS")]
+    coordinator: Option<String>,
     /// Directory with ca.pem, admin.pem and admin-key.pem: DIR/admin after
-    /// `drover certs init --dir DIR`.
-    #[arg(long, global = true, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
-    tls_dir: PathBuf,
+    /// `drover certs init --dir DIR`. Default: the context's, else
+    /// .drover/tls.
+    #[arg(long, global = true, env = "DROVER_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The context (see `drover context`) whose coordinator and TLS
+    /// directory to use, instead of the current one.
+    #[arg(long, global = true, env = "DROVER_CONTEXT", value_name = "NAME")]
+    context: Option<String>,
     /// How long `run --follow`, `logs` and `dev` keep trying to reach a
     /// coordinator again when the one they stream from goes away (restarted,
     /// failed over). Once one answers they go on where they stopped; when
@@ -248,6 +255,14 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Named coordinators and TLS directories to switch between, as
+    /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
+    ///
+    /// Example: drover context add prod --coordinator https://ci.example.com:7700 --tls-dir ~/drover/admin
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
     /// Make certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -256,6 +271,36 @@ enum Command {
     /// Start a local coordinator and agents on the embedded store and run
     /// the sample pipeline with live progress.
     Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// List the contexts; * marks the current one.
+    Ls {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Add a context, or replace one of the same name, from --coordinator
+    /// and --tls-dir (both needed; the directory is made absolute); the
+    /// first one added becomes the current one.
+    Add {
+        /// The context's name.
+        name: String,
+        /// Make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Make a context the current one.
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Remove a context.
+    Rm {
+        /// The context's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,7 +403,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
             Ok(())
         }
-        Command::Version { output } => commands::version(&cli.coordinator, &cli.tls_dir, output).await,
+        Command::Version { output } => {
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            commands::version(&urls, &tls, output).await
+        }
+        Command::Context { command } => Ok(match command {
+            ContextCommand::Ls { output } => context::list(output)?,
+            ContextCommand::Add { name, make_current } => {
+                let (Some(urls), Some(dir)) = (cli.coordinator, cli.tls_dir) else {
+                    return Err(Exit::new(
+                        EXIT_INVALID,
+                        format!("a context needs both: drover context add {name} --coordinator URLS --tls-dir DIR"),
+                    )
+                    .into());
+                };
+                context::add(&name, &urls, &dir, make_current)?
+            }
+            ContextCommand::Use { name } => context::use_context(&name)?,
+            ContextCommand::Rm { name } => context::remove(&name)?,
+        }),
         Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
@@ -383,13 +446,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 (None, None) => unreachable!("clap requires a file or --repo"),
             };
-            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            let mut conn = Conn::connect(&urls, &tls).await?;
             let queue_timeout_ms = queue_timeout.map_or(0, |d| d.as_millis() as u64);
             let req = pb::SubmitRunRequest { source: Some(source), queue_timeout_ms };
             submit(&mut conn, req, following(follow, detach), raw, cli.reconnect_timeout).await
         }
         command => {
-            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            let mut conn = Conn::connect(&urls, &tls).await?;
             control(&mut conn, command, cli.reconnect_timeout).await
         }
     }
@@ -584,7 +649,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         | Command::Run { .. }
         | Command::Validate { .. }
         | Command::Completion { .. }
-        | Command::Version { .. } => {
+        | Command::Version { .. }
+        | Command::Context { .. } => {
             unreachable!("handled in run()")
         }
     }
@@ -593,6 +659,12 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn duration_flags() {

@@ -5,9 +5,10 @@
 use drover_integration_tests::harness;
 
 mod bench;
-mod cli;
 mod blocked;
+mod cli;
 mod cli_safety;
+mod contexts;
 mod dev;
 mod drover_bench;
 mod edge;
