@@ -407,21 +407,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
             commands::version(&urls, &tls, output).await
         }
-        Command::Context { command } => Ok(match command {
-            ContextCommand::Ls { output } => context::list(output)?,
-            ContextCommand::Add { name, make_current } => {
-                let (Some(urls), Some(dir)) = (cli.coordinator, cli.tls_dir) else {
-                    return Err(Exit::new(
-                        EXIT_INVALID,
-                        format!("a context needs both: drover context add {name} --coordinator URLS --tls-dir DIR"),
-                    )
-                    .into());
-                };
-                context::add(&name, &urls, &dir, make_current)?
+        Command::Context { command } => {
+            match command {
+                ContextCommand::Ls { output } => context::list(output)?,
+                ContextCommand::Add { name, make_current } => {
+                    let (Some(urls), Some(dir)) = (cli.coordinator, cli.tls_dir) else {
+                        return Err(Exit::new(
+                            EXIT_INVALID,
+                            format!("a context needs both: drover context add {name} --coordinator URLS --tls-dir DIR"),
+                        )
+                        .into());
+                    };
+                    context::add(&name, &urls, &dir, make_current)?
+                }
+                ContextCommand::Use { name } => context::use_context(&name)?,
+                ContextCommand::Rm { name } => context::remove(&name)?,
             }
-            ContextCommand::Use { name } => context::use_context(&name)?,
-            ContextCommand::Rm { name } => context::remove(&name)?,
-        }),
+            Ok(())
+        }
         Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
