@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::require_admin;
 use super::status::ApiError;
-use super::streams::{Batch, EventStream, LogStream, WatchFilter, follow_run, send_batch, until_closing};
+use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
 use crate::core::keys::{self, RunKey};
 use crate::core::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
 use crate::core::rerun::Scope;
@@ -324,7 +324,14 @@ impl pb::control_service_server::ControlService for ControlApi {
                             logs.push(Chunk { job: job.to_string(), attempt, offset, meta });
                         }
                     }
-                    send_batch(store.as_ref(), &segments, id, Batch { logs, events: Vec::new() }, &tx).await
+                    send_batch(
+                        store.as_ref(),
+                        &segments,
+                        id,
+                        Batch { items: logs.into_iter().map(Item::Log).collect() },
+                        &tx,
+                    )
+                    .await
                 };
                 if let Err(e) = sent.await {
                     let _ = tx.send(Err(e.into())).await;

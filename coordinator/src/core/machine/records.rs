@@ -59,6 +59,18 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         matches!(self, JobState::Succeeded | JobState::Failed | JobState::Skipped | JobState::Cancelled)
     }
+    /// Where the state comes in a job's life, for showing the changes of
+    /// one moment in the order they follow from each other.
+    pub fn order(self) -> u8 {
+        match self {
+            JobState::Pending => 0,
+            JobState::Queued => 1,
+            JobState::Assigned => 2,
+            JobState::Running => 3,
+            JobState::Cancelling => 4,
+            JobState::Succeeded | JobState::Failed | JobState::Skipped | JobState::Cancelled => 5,
+        }
+    }
     /// Whether an attempt of the job occupies a slot on an agent.
     pub fn holds_slot(self) -> bool {
         matches!(self, JobState::Assigned | JobState::Running | JobState::Cancelling)
