@@ -36,6 +36,10 @@ pub struct DevArgs {
     /// Keep the coordinator and agents running after the run, until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// No colour in the live view (also: the NO_COLOR variable, or stdout
+    /// not a terminal).
+    #[arg(long)]
+    no_color: bool,
 }
 
 /// The directory holding the `drover` binary, where cargo also puts
@@ -167,7 +171,9 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
             ..Default::default()
         };
         let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
-        follow::follow(&mut conn, &resp.run_id, false, reconnect).await.map_err(anyhow::Error::from)
+        follow::follow(&mut conn, &resp.run_id, false, crate::view::Paint::detect(args.no_color), reconnect)
+            .await
+            .map_err(anyhow::Error::from)
     };
     // Ctrl-C before the run ends stops everything: exit 130.
     let mut result = tokio::select! {

@@ -27,6 +27,7 @@ use crate::output;
 use crate::resume::Resumable;
 use crate::states;
 use crate::term;
+use crate::view::{self, Paint};
 
 /// Log bytes already shown, per (job, attempt): a stream opened again after
 /// a coordinator went away replays from the start, and this skips what was
@@ -108,6 +109,17 @@ struct Printer {
     /// `--raw`.
     clean: Option<BTreeMap<String, term::Sanitizer>>,
     seen: LogSeen,
+    paint: Paint,
+    /// When the run was created (the coordinator's clock), for the time on
+    /// each state line.
+    created_ms: u64,
+    /// The retry messages shown, per job.
+    retries: std::collections::BTreeSet<(String, String)>,
+}
+
+/// The wall clock in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 impl Printer {
@@ -128,25 +140,21 @@ impl Printer {
         if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, waiting)) {
             return Ok(());
         }
-        let mut line = format!("[{}] {}", job.name, word);
-        match state {
-            Queued if !job.waiting_for.is_empty() => {
-                line.push_str(&format!(": waiting for {}", job.waiting_for));
-                if let Some(left) = states::blocked_for(job) {
-                    line.push_str(&format!("; fails in {left} unless one connects"));
-                }
-            }
-            Assigned | Running => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
-            _ => {}
-        }
-        if !job.message.is_empty() && !matches!(state, Running | Assigned) {
-            line.push_str(&format!(" — {}", job.message));
-        }
         // Whatever the attempt printed last is shown whole before a state
         // that no attempt of it is running in.
         if matches!(state, Queued | Assigned | Cancelling | Succeeded | Failed | Skipped | Cancelled) {
             self.flush_partial(&job.name);
         }
+        let now = now_ms();
+        // An attempt that failed and will be retried: said once, before
+        // the state the retry is in (queued, or already assigned).
+        if matches!(state, Queued | Assigned | Running)
+            && let Some(line) = view::retry_line(job, self.created_ms, now, self.paint)
+            && self.retries.insert((job.name.clone(), job.message.clone()))
+        {
+            self.out(&line);
+        }
+        let line = view::state_line(job, self.created_ms, now, self.paint)?;
         self.out(&line);
         Ok(())
     }
@@ -274,7 +282,7 @@ impl JobHistory {
 /// coordinator has just taken it). Returns Ok for a succeeded run and an
 /// `Exit` with code 1 for a failed or cancelled one, or 3 when no
 /// coordinator came back in time.
-pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duration) -> Result<(), Exit> {
+pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, paint: Paint, reconnect: Duration) -> Result<(), Exit> {
     let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
     // Cleared when dropped too: an interrupted follow leaves no bar behind.
     let bar = ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
@@ -287,6 +295,9 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
         partial: BTreeMap::new(),
         clean: (!raw).then(BTreeMap::new),
         seen: LogSeen::default(),
+        paint,
+        created_ms: 0,
+        retries: Default::default(),
     };
     let mut run: Option<pb::Run> = None;
     // Whether the run, as last heard, has finished.
@@ -313,12 +324,21 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
                 finished = states::run(r.state)? != pb::RunState::Running;
                 if run.is_none() {
                     p.width = r.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
+                    p.created_ms = r.created_ms;
                     let commit = if r.commit.is_empty() {
                         String::new()
                     } else {
                         format!(" at {}", &r.commit[..12.min(r.commit.len())])
                     };
-                    p.out(&format!("run {} ({}{}): {} jobs", r.id, r.name, commit, r.jobs.len()));
+                    let rerun =
+                        if r.rerun_of.is_empty() { String::new() } else { format!(", a rerun of run {}", r.rerun_of) };
+                    let n = r.jobs.len();
+                    p.out(&format!(
+                        "run {} ({}{commit}{rerun}): {n} job{}",
+                        r.id,
+                        r.name,
+                        if n == 1 { "" } else { "s" }
+                    ));
                 }
                 for j in &r.jobs {
                     p.job(j)?;
@@ -343,12 +363,24 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
     }
     p.bar.finish_and_clear();
     let run = run.ok_or_else(|| Exit::new(EXIT_FAILED, "the coordinator sent no run state"))?;
-    let took = started.elapsed().as_secs_f64();
     let state = states::run(run.state)?;
     let word = states::run_word(state);
+    if state != pb::RunState::Running {
+        outln!("");
+        for line in view::summary(&run, p.paint)? {
+            outln!("{line}");
+        }
+    }
+    // How long the run took, by the coordinator's clock; a run that this
+    // follow only saw the end of took longer than the follow.
+    let took = match run.finished_ms {
+        0 => started.elapsed().as_millis() as u64,
+        end => end.saturating_sub(run.created_ms),
+    };
+    let took = view::span(took);
     match state {
         pb::RunState::Succeeded => {
-            outln!("run {} succeeded ({took:.1}s)", run.id);
+            outln!("run {} {} ({took})", run.id, p.paint.run(state, "succeeded"));
             Ok(())
         }
         pb::RunState::Failed | pb::RunState::Cancelled => {
@@ -359,7 +391,7 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
                 .map(|j| format!("{} ({})", j.name, j.message))
                 .collect();
             let detail = if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) };
-            outln!("run {} {word}{detail}", run.id);
+            outln!("run {} {}{detail} ({took})", run.id, p.paint.run(state, word));
             Err(Exit::new(EXIT_FAILED, format!("run {} {word}", run.id)))
         }
         pb::RunState::Running | pb::RunState::Unspecified => {

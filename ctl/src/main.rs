@@ -24,6 +24,7 @@ mod resume;
 mod states;
 mod term;
 mod validate;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -100,6 +101,10 @@ enum Command {
         /// escape sequences included (by default only colours pass).
         #[arg(long)]
         raw: bool,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
         /// How long a job may wait while no connected agent has its labels
         /// before it fails, for jobs whose file sets no `queue-timeout:`
         /// (default: the coordinator's `--queue-timeout`, 10m).
@@ -138,6 +143,10 @@ enum Command {
         /// Print the new run's number and return at once.
         #[arg(long, short)]
         detach: bool,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
     },
     /// Follow a run, running or finished, with the live view of `drover
     /// run`: every job's state and output, to the end; exit 1 if it failed.
@@ -155,6 +164,10 @@ enum Command {
         /// line: run, job or log).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
     },
     /// List recent runs, newest first, with their age and duration.
     ///
@@ -425,7 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
+        Command::Run { file, repo, reference, path, follow, detach, raw, no_color, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
             // gRPC's message limit would only get a transport error.
@@ -453,7 +466,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut conn = Conn::connect(&urls, &tls).await?;
             let queue_timeout_ms = queue_timeout.map_or(0, |d| d.as_millis() as u64);
             let req = pb::SubmitRunRequest { source: Some(source), queue_timeout_ms };
-            submit(&mut conn, req, following(follow, detach), raw, cli.reconnect_timeout).await
+            let paint = view::Paint::detect(no_color);
+            submit(&mut conn, req, following(follow, detach), raw, paint, cli.reconnect_timeout).await
         }
         command => {
             let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
@@ -558,6 +572,7 @@ async fn submit(
     req: pb::SubmitRunRequest,
     follow: bool,
     raw: bool,
+    paint: view::Paint,
     reconnect: Duration,
 ) -> anyhow::Result<()> {
     // Not idempotent: retried only on a follower's refusal.
@@ -576,7 +591,8 @@ async fn submit(
         .await?;
     if follow {
         eprintln!("submitted run {}", resp.run_id);
-        follow::until_interrupted(&resp.run_id, follow::follow(conn, &resp.run_id, raw, reconnect)).await?;
+        let run = &resp.run_id;
+        follow::until_interrupted(run, follow::follow(conn, run, raw, paint, reconnect)).await?;
     } else {
         outln!("{}", resp.run_id);
     }
@@ -624,22 +640,23 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             commands::logs(conn, req, raw, output, reconnect).await
         }
         Command::Cancel { run } => commands::cancel(conn, run).await,
-        Command::Watch { run, raw, output } => {
+        Command::Watch { run, raw, output, no_color } => {
             let watch = async {
                 match output.for_stream("watch")? {
                     Format::Json => follow::follow_json(conn, &run, reconnect).await,
-                    _ => follow::follow(conn, &run, raw, reconnect).await,
+                    _ => follow::follow(conn, &run, raw, view::Paint::detect(no_color), reconnect).await,
                 }
             };
             Ok(follow::until_interrupted(&run, watch).await?)
         }
-        Command::Rerun { run, failed, jobs, follow, detach } => {
+        Command::Rerun { run, failed, jobs, follow, detach, no_color } => {
             let req = pb::RerunRunRequest { run_id: run, failed, jobs };
             let resp = conn.call(false, |c| c_call!(c.rerun_run(req.clone()))).await?;
             if following(follow, detach) {
                 eprintln!("started run {} (a rerun of run {})", resp.run_id, req.run_id);
                 let run = &resp.run_id;
-                follow::until_interrupted(run, follow::follow(conn, run, false, reconnect)).await?;
+                let paint = view::Paint::detect(no_color);
+                follow::until_interrupted(run, follow::follow(conn, run, false, paint, reconnect)).await?;
             } else {
                 outln!("{}", resp.run_id);
             }

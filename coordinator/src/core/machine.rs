@@ -394,7 +394,11 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         }
         Outcome::Failed { exit_code, detail } => {
             j.exit_code = Some(exit_code);
-            if detail.is_empty() { format!("exited with code {exit_code}") } else { format!("failed: {detail}") }
+            if detail.is_empty() {
+                format!("failed (exit {exit_code})")
+            } else {
+                format!("failed (exit {exit_code}): {detail}")
+            }
         }
         Outcome::TimedOut => match timeout {
             Some(t) => format!("timed out after {}s", t.as_secs()),
@@ -405,10 +409,9 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
     if j.retries_left > 0 {
         j.retries_left -= 1;
         let left = j.retries_left;
-        j.message = format!(
-            "attempt {attempt} {failure}; retrying ({left} {} left)",
-            if left == 1 { "retry" } else { "retries" }
-        );
+        // Attempts that never started used no retry, so the total counts
+        // from this attempt.
+        j.message = format!("attempt {attempt} {failure}, retrying: attempt {} of {}", attempt + 1, attempt + 1 + left);
         queue(run, name, fx);
     } else {
         j.state = JobState::Failed;

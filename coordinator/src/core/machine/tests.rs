@@ -212,7 +212,7 @@ fn effects_of_assign_and_finish() {
     let (run, fx) = step(run, fail("b", 1), 5);
     assert!(fx.contains(&Effect::RunFinished(RunState::Failed)), "{fx:?}");
     assert_eq!(run.record.finished_ms, Some(5));
-    assert_eq!(run.jobs["b"].message, "attempt 1 exited with code 3");
+    assert_eq!(run.jobs["b"].message, "attempt 1 failed (exit 3)");
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn retry_message_counts_down() {
     let (run, _) = step(run, Input::Start, 1);
     let (run, _) = step(run, assign("a"), 2);
     let (run, _) = step(run, lost("a", 1), 3);
-    assert_eq!(run.jobs["a"].message, "attempt 1 lost (lease expired); retrying (1 retry left)");
+    assert_eq!(run.jobs["a"].message, "attempt 1 lost (lease expired), retrying: attempt 2 of 3");
     assert_eq!(run.jobs["a"].state, JobState::Queued);
 }
 
