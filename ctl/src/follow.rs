@@ -140,6 +140,10 @@ impl Printer {
         if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, waiting)) {
             return Ok(());
         }
+        // Waiting for other jobs is no news: the status bar counts them.
+        if state == Pending {
+            return Ok(());
+        }
         // Whatever the attempt printed last is shown whole before a state
         // that no attempt of it is running in.
         if matches!(state, Queued | Assigned | Cancelling | Succeeded | Failed | Skipped | Cancelled) {

@@ -17,6 +17,7 @@ mod git;
 mod ha;
 mod isolation;
 mod leftovers;
+mod live_view;
 mod liveness;
 mod logs_store;
 mod observability;
