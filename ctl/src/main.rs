@@ -25,6 +25,7 @@ mod states;
 mod term;
 mod validate;
 mod view;
+mod worktree;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,16 +79,19 @@ enum Command {
     /// Submit a pipeline, from a file or from a git repository at a ref.
     Run {
         /// The pipeline file to submit (not with --repo).
-        #[arg(conflicts_with = "repo", required_unless_present = "repo")]
+        /// Without it (and without --repo), the .drover.yml of the git work
+        /// tree you are in, at HEAD.
+        #[arg(conflicts_with = "repo")]
         file: Option<PathBuf>,
         /// A git repository: a URL, a file:// URL or a local path.
         #[arg(long)]
         repo: Option<String>,
-        /// Branch, tag or commit to run (with --repo).
-        #[arg(long = "ref", default_value = "HEAD", requires = "repo")]
+        /// Branch, tag or commit to run (from --repo, or the work tree).
+        #[arg(long = "ref", default_value = "HEAD", conflicts_with = "file")]
         reference: String,
-        /// The pipeline file's path in the repository (with --repo).
-        #[arg(long = "file", default_value = ".drover.yml", requires = "repo")]
+        /// The pipeline file's path in the repository (from --repo, or the
+        /// work tree).
+        #[arg(long = "file", default_value = ".drover.yml", conflicts_with = "file")]
         path: String,
         /// Show live progress until the run ends; exit 1 if it fails. The
         /// default when stdout is a terminal.
@@ -455,12 +459,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     pb::submit_run_request::Source::Inline(pb::InlinePipeline { file_name, yaml })
                 }
-                (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
-                    repo: absolute_repo(&repo),
-                    r#ref: reference,
-                    file: path,
-                }),
-                (None, None) => unreachable!("clap requires a file or --repo"),
+                (None, repo) => {
+                    let repo = match repo {
+                        Some(repo) => absolute_repo(&repo),
+                        None => {
+                            let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                            let Some(top) = worktree::top(&here) else {
+                                return Err(Exit::new(
+                                    EXIT_INVALID,
+                                    "give a pipeline FILE, or --repo URL; or run it in a git work tree to run its \
+                                     .drover.yml at HEAD",
+                                )
+                                .into());
+                            };
+                            top.to_string_lossy().into_owned()
+                        }
+                    };
+                    if let Some(warning) = worktree::uncommitted(Path::new(&repo), &reference) {
+                        eprintln!("{warning}");
+                    }
+                    pb::submit_run_request::Source::Git(pb::GitSource { repo, r#ref: reference, file: path })
+                }
             };
             let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
             let mut conn = Conn::connect(&urls, &tls).await?;

@@ -63,6 +63,49 @@ fn a_run_from_git_is_pinned_to_the_commit_and_checks_it_out() {
         assert_eq!(std::fs::read_to_string(out.join(format!("version-{run}"))).unwrap().trim(), version);
     }
 
+    // In the work tree, with no file: its .drover.yml at HEAD, and a warning
+    // when the tree has changes the run will not see.
+    let in_tree = |args: &[&str]| {
+        Command::new(crate::harness::bin("drover"))
+            .args(args)
+            .current_dir(repo.join("sub"))
+            .env("DROVER_COORDINATOR", fleet.url())
+            .env("DROVER_TLS_DIR", &fleet.tls)
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    let cli = in_tree(&["run"]);
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    assert!(!text(&cli.stderr).contains("warning"), "a clean tree: {}", text(&cli.stderr));
+    let run = text(&cli.stdout).trim().to_string();
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["commit"].as_str(), Some(second.as_str()));
+    std::fs::write(repo.join("version.txt"), "three, not committed\n").unwrap();
+    let cli = in_tree(&["run"]);
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    let warning = format!(
+        "warning: 1 file in {} changed since the last commit; the run uses HEAD ({})",
+        repo.display(),
+        &second[..12]
+    );
+    assert!(text(&cli.stderr).contains(&warning), "{}", text(&cli.stderr));
+    let run = text(&cli.stdout).trim().to_string();
+    fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(
+        std::fs::read_to_string(out.join(format!("version-{run}"))).unwrap().trim(),
+        "two",
+        "HEAD, not the tree"
+    );
+    // Outside any work tree, a file or --repo is needed.
+    let outside = Command::new(crate::harness::bin("drover"))
+        .arg("run")
+        .current_dir(fleet.dir.path())
+        .env("GIT_CEILING_DIRECTORIES", fleet.dir.path().parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(outside.status.code(), Some(2), "{}", text(&outside.stderr));
+    assert!(text(&outside.stderr).contains("give a pipeline FILE, or --repo URL"), "{}", text(&outside.stderr));
+
     // A ref that does not exist, and a missing file, are clear errors.
     let cli = fleet.drover(&["run", "--repo", repo.to_str().unwrap(), "--ref", "nope"]);
     assert_eq!(cli.status.code(), Some(2));
