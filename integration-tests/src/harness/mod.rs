@@ -17,6 +17,7 @@
 
 mod etcd;
 mod fleet;
+pub mod pty;
 mod tmpfs;
 
 pub use etcd::{Etcd, free_port};

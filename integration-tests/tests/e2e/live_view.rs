@@ -3,74 +3,19 @@
 //! happened, a job's output only after its `running` line, the retry is
 //! said, colour is on (and off with NO_COLOR), and a summary table ends it.
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Fleet, bin, text, wait_for};
+use crate::harness::{Fleet, bin, pty};
 
-/// Runs `drover args` with a pseudo-terminal as its stdin, stdout and
-/// stderr; returns its exit code and everything it wrote.
+/// `drover args` on a terminal, against the fleet.
 fn on_a_terminal(fleet: &Fleet, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the pointers it is given;
-    // the name, termios and winsize arguments may be null.
-    let rc =
-        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened, and each is owned once.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     let mut cmd = Command::new(bin("drover"));
-    cmd.args(args)
-        .env("DROVER_COORDINATOR", fleet.url())
-        .env("DROVER_TLS_DIR", &fleet.tls)
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
+    cmd.args(args).env("DROVER_COORDINATOR", fleet.url()).env("DROVER_TLS_DIR", &fleet.tls).env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    // Read until the terminal closes (EIO once no process holds it).
-    let reader = std::thread::spawn(move || {
-        let mut file = std::fs::File::from(master);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) | Err(_) => return out,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    let status = wait_for("drover to finish", Duration::from_secs(90), || child.try_wait().unwrap());
-    (status.code(), text(&reader.join().unwrap()))
-}
-
-/// The text without SGR sequences and the bar's redraws: only whole lines
-/// that a state or a log wrote.
-fn plain(out: &str) -> Vec<String> {
-    let mut s = String::new();
-    let mut chars = out.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ params final-byte.
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        s.push(c);
-    }
-    s.split(['\n', '\r']).map(str::trim_end).filter(|l| !l.is_empty()).map(str::to_string).collect()
+    pty::on_a_terminal(cmd, Duration::from_secs(90))
 }
 
 #[test]
@@ -107,7 +52,7 @@ jobs:
     let (code, out) = on_a_terminal(&fleet, &["run", file.to_str().unwrap()], &[]);
     assert_eq!(code, Some(0), "{out}{}", fleet.logs());
     assert!(out.contains("\x1b[32msucceeded\x1b[0m"), "colour on a terminal: {out:?}");
-    let lines = plain(&out);
+    let lines = pty::lines(&out);
     let at = |want: &str| -> usize {
         lines.iter().position(|l| l.contains(want)).unwrap_or_else(|| panic!("no line with {want:?} in {lines:#?}"))
     };

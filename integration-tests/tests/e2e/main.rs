@@ -22,6 +22,7 @@ mod liveness;
 mod logs_store;
 mod observability;
 mod output;
+mod readme;
 mod reconnect;
 mod rerun;
 mod retention;
