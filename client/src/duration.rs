@@ -46,9 +46,47 @@ pub fn parse(text: &str, units: &Units) -> Option<Duration> {
     Some(total)
 }
 
+/// Writes `d` in the same grammar, for messages: the largest units first,
+/// zero parts left out, whole seconds (`10m`, `1h30m`, `45s`); below a
+/// second, milliseconds (`250ms`). `parse(format(d), FLAG_UNITS)` gives `d`
+/// back to the second.
+pub fn format(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, len) in [("d", 24 * 3600), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_written_for_messages() {
+        let s = Duration::from_secs;
+        let cases = [
+            (Duration::ZERO, "0ms"),
+            (Duration::from_millis(250), "250ms"),
+            (s(45), "45s"),
+            (Duration::from_millis(90_500), "1m30s"),
+            (s(600), "10m"),
+            (s(5400), "1h30m"),
+            (s(3605), "1h5s"),
+            (s(30 * 24 * 3600 + 60), "30d1m"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format(d), want, "{d:?}");
+            assert_eq!(parse(want, FLAG_UNITS).map(|p| p.as_secs()), Some(d.as_secs()), "{want}");
+        }
+    }
 
     #[test]
     fn durations_by_unit_set() {

@@ -5,9 +5,11 @@
 //! store's key space ([`Controller::prefixes`]), works from what the store
 //! holds rather than from why it was woken, and writes only through the
 //! term's fenced store, so a controller of a term that has ended can change
-//! nothing. The run scheduler ([`SchedulerController`]) and retention with
-//! store compaction (`crate::housekeeping`) are the first two; cron, push
-//! polling, rollouts and drift detection will be more.
+//! nothing. The run scheduler ([`SchedulerController`]), retention
+//! (`crate::retention`) and, on etcd, the compaction of the store's history
+//! (`crate::compaction`) are the first three; cron, push polling, rollouts
+//! and drift detection will be more. Adding one is writing its module and
+//! one line in [`registry`].
 //!
 //! **The shape.** A controller is a factory of per-term work:
 //! [`Controller::start`] borrows the controller (its configuration lives in
@@ -31,12 +33,12 @@
 //! happen between "stop" and "stopped": the term is over, and any write
 //! would be fenced. A controller must therefore be correct when dropped at
 //! any await point; writing each change in one fenced transaction, as the
-//! scheduler and housekeeping do, makes it so.
+//! scheduler and retention do, makes it so.
 //!
 //! **Failure ends the term.** Work that returns an error (or panics) ends
 //! the term: the leader steps down and campaigns again, and the next term
 //! starts every controller afresh from the store. Work that returns `Ok`
-//! has nothing more to do this term and the others go on; housekeeping
+//! has nothing more to do this term and the others go on; retention
 //! does that when its store is fenced, leaving the scheduler (or the lost
 //! lease) to end the term, as it always has.
 
@@ -49,8 +51,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use tracing::debug;
 
-use crate::housekeeping;
-use crate::keys;
+use crate::compaction;
+use crate::core::keys;
+use crate::retention;
 use crate::scheduler::{self, Handle, Scheduler};
 use crate::segments::Segments;
 use crate::store::{Revision, Store, StoreError};
@@ -125,7 +128,7 @@ pub trait Controller: Send + Sync {
     /// A short name for logs and errors.
     fn name(&self) -> &'static str;
 
-    /// The key prefixes this controller writes (`crate::keys`). The map of
+    /// The key prefixes this controller writes (`crate::core::keys`). The map of
     /// who writes what; the election's `/cluster/` is never a controller's.
     fn prefixes(&self) -> &'static [&'static str];
 
@@ -138,18 +141,25 @@ pub trait Controller: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub scheduler: scheduler::Config,
-    pub housekeeping: housekeeping::Config,
+    pub retention: retention::Config,
+    /// Compaction of the store's history; `None` on the embedded store,
+    /// which bounds its own.
+    pub compaction: Option<compaction::Config>,
 }
 
 /// The leader's controllers, in the order each term starts them. This is
 /// the one place a controller is registered.
 pub fn registry(config: &Config) -> Vec<Box<dyn Controller>> {
-    vec![
+    let mut controllers: Vec<Box<dyn Controller>> = vec![
         // First: the term is not announced until every unfinished run has
         // been recovered.
         Box::new(SchedulerController { config: config.scheduler.clone() }),
-        Box::new(housekeeping::Housekeeping::new(config.housekeeping.clone())),
-    ]
+        Box::new(retention::Retention::new(config.retention.clone())),
+    ];
+    if let Some(compaction) = &config.compaction {
+        controllers.push(Box::new(compaction::Compaction::new(compaction.clone())));
+    }
+    controllers
 }
 
 /// A controller that could not start, or whose work failed.
@@ -516,12 +526,17 @@ pub(crate) mod tests {
 
     #[test]
     fn the_registry_lists_the_scheduler_first_and_names_are_unique() {
-        let config = Config { scheduler: scheduler::Config::default(), housekeeping: housekeeping::Config::default() };
+        let mut config = Config {
+            scheduler: scheduler::Config::default(),
+            retention: retention::Config::default(),
+            compaction: None,
+        };
+        let names = |config: &Config| registry(config).iter().map(|c| c.name()).collect::<Vec<_>>();
+        assert_eq!(names(&config), ["scheduler", "retention"]);
+        config.compaction = Some(compaction::Config { every: Duration::from_secs(60) });
+        assert_eq!(names(&config), ["scheduler", "retention", "compaction"]);
         let controllers = registry(&config);
-        let names: Vec<&str> = controllers.iter().map(|c| c.name()).collect();
-        assert_eq!(names, ["scheduler", "housekeeping"]);
         for c in &controllers {
-            assert!(!c.prefixes().is_empty(), "{} names what it writes", c.name());
             for prefix in c.prefixes() {
                 assert!(prefix.starts_with('/'), "{}: {prefix}", c.name());
                 assert!(!prefix.starts_with("/cluster/"), "{}: the election's keys are not a controller's", c.name());

@@ -12,7 +12,7 @@
 //! first to create the key again leads with a higher epoch.
 //!
 //! While leading, the coordinator runs the registered controllers
-//! (`crate::controller`: the scheduler, housekeeping), each given the
+//! (`crate::controller`: the scheduler, retention, compaction), each given the
 //! term's epoch and fenced store. It steps down when a controller fails
 //! (the scheduler does when its writes are fenced), when it cannot renew
 //! its lease within the TTL, or on shutdown (when it revokes its lease, so a
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::controller::{Controller, ControllerError, Running, Term};
-use crate::keys;
+use crate::core::keys;
 use crate::metrics::METRICS;
 use crate::scheduler::Handle;
 use crate::segments::Segments;
@@ -313,7 +313,8 @@ mod tests {
     fn registered() -> Vec<Box<dyn Controller>> {
         registry(&controller::Config {
             scheduler: crate::scheduler::Config::default(),
-            housekeeping: crate::housekeeping::Config::default(),
+            retention: crate::retention::Config::default(),
+            compaction: None,
         })
     }
 

@@ -2,18 +2,14 @@
 //! flags and calls [`server::run`]. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod compaction;
 pub mod controller;
-pub mod dispatch;
-pub mod fleet;
+pub mod core;
 pub mod git;
-pub mod housekeeping;
-pub mod keys;
 pub mod leader;
-pub mod logs;
-pub mod machine;
 pub mod metrics;
-pub mod pipeline;
 pub mod records;
+pub mod retention;
 pub mod scheduler;
 pub mod segments;
 pub mod server;

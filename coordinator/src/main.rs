@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use drover_client::duration;
-use drover_coordinator::housekeeping;
 use drover_coordinator::scheduler::{Config, DEFAULT_MAX_ACTIVE_RUNS, DEFAULT_MAX_QUEUED_JOBS};
 use drover_coordinator::server::{self, Options, StoreConfig};
 use drover_coordinator::store::embedded::EmbeddedOptions;
 use drover_coordinator::store::etcd::{EtcdOptions, EtcdTls};
+use drover_coordinator::{compaction, retention};
 use drover_telemetry::logging::LogFormat;
 
 /// Schedules Drover pipelines onto pull-based agents over mutual TLS.
@@ -97,6 +97,12 @@ struct Args {
     /// finishes); a submit past it is refused with the count.
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUED_JOBS, value_parser = parse_limit)]
     max_queued_jobs: usize,
+    /// How long a job waits for an agent with its labels while no connected
+    /// agent has them, then fails saying so; for runs and jobs that do not
+    /// set their own (`drover run --queue-timeout`, `queue-timeout:` in the
+    /// file). At most 7 days.
+    #[arg(long, default_value = "10m", value_parser = parse_queue_timeout)]
+    queue_timeout: Duration,
     /// How long the coordinator keeps running once its store has stopped
     /// for good (the embedded store after a failed write or fsync, a full or
     /// read-only disk, its data directory deleted) before it exits non-zero
@@ -143,6 +149,14 @@ fn parse_limit(s: &str) -> Result<usize, String> {
 
 /// Agents heartbeat every quarter of the lease and at most every 100 ms, so
 /// a lease under a second would expire between heartbeats.
+fn parse_queue_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > drover_pipeline::MAX_TIMEOUT {
+        return Err(format!("{s} is over the limit of 7d for a queue timeout"));
+    }
+    Ok(d)
+}
+
 fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
     let ttl = parse_duration(s)?;
     if ttl < Duration::from_secs(1) {
@@ -212,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             log_cap: args.log_cap,
             max_active_runs: args.max_active_runs,
             max_queued_jobs: args.max_queued_jobs,
+            queue_timeout: args.queue_timeout,
             ..Config::default()
         },
         store: if args.etcd.is_empty() {
@@ -229,13 +244,14 @@ async fn main() -> anyhow::Result<()> {
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,
         election_ttl: args.election_ttl,
-        housekeeping: housekeeping::Config {
+        retention: retention::Config {
             keep_runs: args.keep_runs,
             keep_for: args.keep_runs_for,
             interval: args.prune_interval,
-            // The embedded store bounds its own history.
-            compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 },
         },
+        // The embedded store bounds its own history.
+        compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }
+            .map(|every| compaction::Config { every }),
     };
     server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

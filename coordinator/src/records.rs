@@ -1,8 +1,8 @@
 //! The records the coordinator keeps in the store, apart from the code
-//! that drives them: a run's listing entry (`RunSummary`), an agent's
-//! (`AgentRecord`), and the reads the API and housekeeping share
+//! that drives them: a run's listing entry (`RunSummary`), and the reads the API and retention share
 //! (`load_run`, `list_runs`). The run and job records themselves are the
-//! machine's (`machine::RunRecord`, `machine::JobRecord`). Everything is
+//! machine's (`machine::RunRecord`, `machine::JobRecord`), an agent's is
+//! the fleet's (`fleet::AgentRecord`). Everything is
 //! JSON; a value that does not decode is [`StoreError::Corrupt`] naming its
 //! key, never skipped.
 
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
-use crate::machine::{JobRecord, Run, RunId, RunRecord, RunState, Source};
+use crate::core::keys;
+use crate::core::machine::{JobRecord, Run, RunId, RunRecord, RunState, Source};
 use crate::store::{Store, StoreError, decode};
 
 /// The largest run record a submit may write: every store takes values of
@@ -27,6 +27,9 @@ pub struct RunSummary {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub source: Source,
+    /// The run this one reruns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
 }
 
 impl RunSummary {
@@ -38,18 +41,9 @@ impl RunSummary {
             created_ms: r.created_ms,
             finished_ms: r.finished_ms,
             source: r.source.clone(),
+            rerun_of: r.rerun_of,
         }
     }
-}
-
-/// What the store keeps of an agent, so that `drover agents` still knows
-/// agents that are away after a leader change. Written when an agent comes
-/// and goes, not on every heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub labels: BTreeMap<String, String>,
-    pub slots: u32,
-    pub last_seen_ms: u64,
 }
 
 /// Encodes a record as stored.
@@ -70,8 +64,35 @@ pub async fn load_run(store: &dyn Store, id: RunId) -> Result<Option<Run>, Store
     Ok(Some(Run::from_parts(record, jobs)))
 }
 
-/// Lists runs, newest first.
-pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+/// Which runs a listing shows. The default shows every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Runs in one of these states; empty: any.
+    pub states: Vec<RunState>,
+    /// Runs whose pipeline name contains this; empty: any.
+    pub name: String,
+    /// Runs created at or after this time (ms); 0: any.
+    pub created_after_ms: u64,
+}
+
+impl RunFilter {
+    pub fn admits(&self, run: &RunSummary) -> bool {
+        (self.states.is_empty() || self.states.contains(&run.state))
+            && run.name.contains(&self.name)
+            && run.created_ms >= self.created_after_ms
+    }
+}
+
+/// Lists the runs `filter` admits, newest first, at most `limit`. A record
+/// that does not decode is an error, whether or not it would be listed.
+pub async fn list_runs(store: &dyn Store, limit: usize, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
     let (kvs, _) = store.range(keys::RUN_INDEX).await?;
-    kvs.iter().rev().take(limit).map(|kv| decode(&kv.key, &kv.value)).collect()
+    let mut out = Vec::new();
+    for kv in kvs.iter().rev() {
+        let run: RunSummary = decode(&kv.key, &kv.value)?;
+        if out.len() < limit && filter.admits(&run) {
+            out.push(run);
+        }
+    }
+    Ok(out)
 }

@@ -1,6 +1,6 @@
 //! Log segments: the bytes of agents' logs, kept in files outside the key
 //! space. The store (embedded or etcd) keeps, under each chunk's key
-//! ([`crate::keys::log_chunk`]), only a [`ChunkMeta`]: the chunk's length and
+//! ([`crate::core::keys::log_chunk`]), only a [`ChunkMeta`]: the chunk's length and
 //! CRC-32C. The embedded store holds its whole key space in memory and etcd
 //! caps its database, so neither can hold megabytes of output per job for
 //! thousands of retained runs; files cost disk only.
@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::RunId;
+use crate::core::machine::RunId;
 use crate::store::embedded::crc32c;
 use crate::store::{StoreError, decode};
 

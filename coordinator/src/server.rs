@@ -19,9 +19,10 @@ use tracing::info;
 use drover_telemetry::http::{self, Reply};
 
 use crate::api::{agent::AgentApi, control::ControlApi};
+use crate::compaction;
 use crate::controller;
-use crate::housekeeping;
 use crate::leader::{self, ElectionConfig, Role};
+use crate::retention;
 use crate::scheduler::Config;
 use crate::segments::{SegmentError, Segments};
 use crate::store::{Store, StoreError, embedded, etcd};
@@ -45,8 +46,11 @@ pub struct Options {
     pub advertise: Option<String>,
     /// TTL of the coordinator's lease in the election.
     pub election_ttl: Duration,
-    /// Run retention and store compaction, applied by the leader.
-    pub housekeeping: housekeeping::Config,
+    /// Run retention, applied by the leader.
+    pub retention: retention::Config,
+    /// How often the leader compacts etcd's history; `None` leaves it to
+    /// the store (the embedded store bounds its own) or its operator.
+    pub compaction: Option<compaction::Config>,
     /// How long reading a pipeline from a git repository may take.
     pub git_timeout: Duration,
     /// How long the coordinator runs on with a stopped store (see
@@ -127,7 +131,7 @@ async fn observe(path: String, role: watch::Receiver<Role>, store: Arc<dyn Store
                 Role::Follower { leader: Some(_) } => Ok("follower"),
                 Role::Follower { leader: None } => Err("no leader known (an election is under way)"),
             };
-            let store_ok = tokio::time::timeout(Duration::from_secs(2), store.get(crate::keys::LEADER)).await;
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), store.get(crate::core::keys::LEADER)).await;
             match (role_ok, store_ok) {
                 (Ok(role), Ok(Ok(_))) => Reply::text(200, format!("ready: {role}, store reachable\n")),
                 (Err(why), _) => Reply::text(503, format!("not ready: {why}\n")),
@@ -172,7 +176,6 @@ pub async fn run(
         StoreConfig::Etcd(eopts) => etcd::EtcdStore::connect(eopts.clone()).await?,
     };
     let kind = store.kind();
-    let housekeeping = opts.housekeeping.clone();
     let (blob_dir, fsync) = match &opts.store {
         StoreConfig::Embedded(eopts) => (opts.blob_dir.clone(), eopts.fsync),
         StoreConfig::Etcd(_) => {
@@ -191,7 +194,11 @@ pub async fn run(
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let controllers = controller::registry(&controller::Config { scheduler: sched_config, housekeeping });
+    let controllers = controller::registry(&controller::Config {
+        scheduler: sched_config,
+        retention: opts.retention.clone(),
+        compaction: opts.compaction.clone(),
+    });
     let election = tokio::spawn(leader::run(
         store.clone(),
         ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl, segments: segments.clone() },

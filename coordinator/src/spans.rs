@@ -9,7 +9,7 @@
 use drover_telemetry::trace::{Recorded, record};
 use opentelemetry::KeyValue;
 
-use crate::machine::{JobRecord, JobState, RunRecord, RunState};
+use crate::core::machine::{JobRecord, JobState, RunRecord, RunState};
 
 fn run_attrs(run: &RunRecord) -> Vec<KeyValue> {
     let mut attrs = vec![

@@ -18,10 +18,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::core::machine::{RunId, Source};
+use crate::core::rerun::{self, Rerun, RerunError, Scope};
 use crate::git::{self, GitError};
-use crate::machine::{RunId, Source};
-use crate::pipeline::{self, Pipeline, PipelineError};
+use crate::records;
 use crate::scheduler::{Handle, SchedError};
+use crate::store::{Store, StoreError};
+use drover_pipeline::{self as pipeline, Pipeline, PipelineError};
 
 /// The file name of an inline pipeline that comes without one.
 pub const DEFAULT_INLINE_FILE: &str = "pipeline.yml";
@@ -60,6 +63,13 @@ pub enum SubmitError {
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    /// The run to rerun is not in the store.
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error(transparent)]
+    Rerun(#[from] RerunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A pipeline that is valid, and where it came from (for git, pinned to a
@@ -68,6 +78,11 @@ pub enum SubmitError {
 pub struct Prepared {
     pub pipeline: Pipeline,
     pub source: Source,
+    /// The queue timeout of jobs that do not set their own; `None` for the
+    /// coordinator's default.
+    pub queue_timeout: Option<Duration>,
+    /// For a rerun: the original, and the jobs whose results it reuses.
+    pub rerun: Option<Rerun>,
 }
 
 /// A run the scheduler has committed.
@@ -85,7 +100,12 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
         SubmitSource::Inline { file, yaml } => {
             let file = file.unwrap_or_else(|| DEFAULT_INLINE_FILE.to_string());
             let pipeline = pipeline::parse(&file, &yaml)?;
-            Ok(Prepared { pipeline, source: Source { repo: None, commit: None, file } })
+            Ok(Prepared {
+                pipeline,
+                source: Source { repo: None, commit: None, file },
+                queue_timeout: None,
+                rerun: None,
+            })
         }
         SubmitSource::Git { repo, reference, file } => {
             if repo.is_empty() {
@@ -95,9 +115,29 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
             let file = file.unwrap_or_else(|| DEFAULT_GIT_FILE.to_string());
             let resolved = git::resolve(&repo, &reference, &file, &git.scratch, git.timeout).await?;
             let pipeline = pipeline::parse(&file, &resolved.contents)?;
-            Ok(Prepared { pipeline, source: Source { repo: Some(repo), commit: Some(resolved.commit), file } })
+            Ok(Prepared {
+                pipeline,
+                source: Source { repo: Some(repo), commit: Some(resolved.commit), file },
+                queue_timeout: None,
+                rerun: None,
+            })
         }
     }
+}
+
+/// Prepares a rerun of run `of` (`drover rerun`): its pipeline, at its
+/// commit, with its queue timeout, reusing what [`rerun::plan`] says. The
+/// original is read from the store, so any coordinator can prepare it.
+pub async fn prepare_rerun(store: &dyn Store, of: RunId, scope: &Scope) -> Result<Prepared, SubmitError> {
+    let original = records::load_run(store, of).await?.ok_or(SubmitError::RunNotFound(of))?;
+    let reuse = rerun::plan(&original, scope)?;
+    let record = original.record;
+    Ok(Prepared {
+        pipeline: record.pipeline,
+        source: record.source,
+        queue_timeout: (record.queue_timeout_ms > 0).then(|| Duration::from_millis(record.queue_timeout_ms)),
+        rerun: Some(Rerun { of, reuse }),
+    })
 }
 
 /// Hands `prepared` to the scheduler, which answers once the run is
@@ -105,7 +145,8 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
 /// submitter's.
 pub async fn submit(sched: &Handle, prepared: Prepared, traceparent: Option<String>) -> Result<Submitted, SubmitError> {
     let commit = prepared.source.commit.clone();
-    let run = sched.submit(prepared.pipeline, prepared.source, traceparent).await?;
+    let run =
+        sched.submit(prepared.pipeline, prepared.source, traceparent, prepared.queue_timeout, prepared.rerun).await?;
     Ok(Submitted { run, commit })
 }
 

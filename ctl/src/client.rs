@@ -26,6 +26,8 @@ use tonic::transport::Channel;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
+/// Ctrl-C, as a shell reports a process that SIGINT ended.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// An error that ends the CLI with a chosen exit code.
 #[derive(Debug, thiserror::Error)]

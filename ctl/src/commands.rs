@@ -1,45 +1,112 @@
 //! The commands that look at the coordinators and steer runs: `runs`,
-//! `status` (a table or `--json`), `logs` (with `--follow`, reconnecting
-//! through [`Resumable`]), `cancel`, `agents` and `cluster`, and how they
-//! print what the coordinator answers.
+//! `status`, `logs` (with `--follow`, reconnecting through [`Resumable`]),
+//! `cancel`, `agents` and `cluster`, and how they print what the
+//! coordinator answers: each builds its answer as JSON once (the fields
+//! README.md documents) and prints it as `-o` asks ([`Format`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use drover_proto::v1 as pb;
 
+use serde_json::{Value, json};
+
 use crate::client::{self, Conn, Exit};
 use crate::out::outln;
+use crate::output::{self, Format};
 use crate::resume::Resumable;
 use crate::{follow, states, term};
 
-/// `drover runs`: recent runs, newest first.
-pub async fn runs(conn: &mut Conn, limit: u32) -> anyhow::Result<()> {
-    let runs = conn.call(true, |c| c_call!(c.list_runs(pb::ListRunsRequest { limit }))).await?.runs;
-    outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", "RUN", "NAME", "STATE", "COMMIT", "CREATED");
-    for r in runs {
+/// `drover runs`: recent runs, newest first, that `req` admits.
+pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> anyhow::Result<()> {
+    let runs = conn.call(true, |c| c_call!(c.list_runs(req.clone()))).await?.runs;
+    let views = runs.iter().map(output::run).collect::<Result<Vec<Value>, Exit>>()?;
+    if format.structured() {
+        return Ok(output::document(format, &Value::Array(views))?);
+    }
+    let now = now_ms();
+    let wide = format == Format::Wide;
+    let mut header =
+        format!("{:<6} {:<24} {:<10} {:<12} {:<8} {:<9}", "RUN", "NAME", "STATE", "COMMIT", "AGE", "DURATION");
+    if wide {
+        header.push_str(&format!(" {:<24} {:<8} SOURCE", "CREATED", "RERUN OF"));
+    }
+    outln!("{}", header.trim_end());
+    for r in &runs {
         let commit = if r.commit.is_empty() { "-".to_string() } else { r.commit[..12.min(r.commit.len())].to_string() };
         let state = states::run_word(states::run(r.state)?);
-        outln!("{:<6} {:<24} {:<10} {:<12} {:<10}", r.id, r.name, state, commit, fmt_ms(r.created_ms));
+        let end = if r.finished_ms == 0 { now } else { r.finished_ms };
+        let mut row = format!(
+            "{:<6} {:<24} {:<10} {:<12} {:<8} {:<9}",
+            r.id,
+            r.name,
+            state,
+            commit,
+            output::human(now.saturating_sub(r.created_ms)),
+            output::human(end.saturating_sub(r.created_ms)),
+        );
+        if wide {
+            let source = if r.repo.is_empty() { r.file.clone() } else { format!("{} ({})", r.repo, r.file) };
+            let rerun = if r.rerun_of.is_empty() { "-" } else { &r.rerun_of };
+            row.push_str(&format!(" {:<24} {:<8} {source}", utc(r.created_ms), rerun));
+        }
+        outln!("{}", row.trim_end());
     }
     Ok(())
 }
 
-/// `drover status`: a run and its jobs, as a table or as JSON.
-pub async fn status(conn: &mut Conn, run: String, json: bool) -> anyhow::Result<()> {
+/// `drover status`: a run and its jobs.
+pub async fn status(conn: &mut Conn, run: String, format: Format) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
-    if json {
-        outln!("{}", run_json(&r)?);
+    if format.structured() {
+        output::document(format, &output::run(&r)?)?;
     } else {
-        print_run(&r)?;
+        print_run(&r, format == Format::Wide)?;
     }
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// A time as `2026-12-02 01:47:37Z`, for wide tables.
+fn utc(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = (ms / 1000) as i64;
+    let (days, rest) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, d) = civil(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `drover logs`: a job's log (`req.follow`: until the job ends), without
 /// what a reopened stream replays; `reconnect` is how long a log stream
 /// that broke waits for a coordinator.
-pub async fn logs(conn: &mut Conn, req: pb::GetLogsRequest, raw: bool, reconnect: Duration) -> anyhow::Result<()> {
+pub async fn logs(
+    conn: &mut Conn,
+    req: pb::GetLogsRequest,
+    raw: bool,
+    format: Format,
+    reconnect: Duration,
+) -> anyhow::Result<()> {
     use std::io::Write;
+    let json = format.for_stream("logs")? == Format::Json;
+    let mut lines = output::Lines::default();
     let follow = req.follow;
     let mut seen = follow::LogSeen::default();
     let mut out = std::io::stdout().lock();
@@ -66,6 +133,10 @@ pub async fn logs(conn: &mut Conn, req: pb::GetLogsRequest, raw: bool, reconnect
     let mut log = Resumable::new(patience, Some(first), move |c| c_call!(c.get_logs(req.clone())));
     while let Some(chunk) = log.next(conn, None, None, || {}).await? {
         let Some(data) = seen.fresh(&chunk) else { continue };
+        if json {
+            lines.push(&chunk.job, chunk.attempt, data).iter().for_each(output::line);
+            continue;
+        }
         buf.clear();
         if chunk.attempt != last_attempt && last_attempt != 0 {
             // What the last attempt left unfinished ends with it.
@@ -83,23 +154,73 @@ pub async fn logs(conn: &mut Conn, req: pb::GetLogsRequest, raw: bool, reconnect
             out.flush()?;
         }
     }
+    if json {
+        lines.finish().iter().for_each(output::line);
+        return Ok(());
+    }
     buf.clear();
     clean.finish(&mut buf);
     out.write_all(&buf)?;
     Ok(())
 }
 
+/// `drover version`: this CLI's version and, when a coordinator answers,
+/// its version and URL; an unreachable coordinator is said, not an error.
+pub async fn version(urls: &str, tls_dir: &std::path::Path, format: Format) -> anyhow::Result<()> {
+    let client = env!("CARGO_PKG_VERSION");
+    let coordinator = match Conn::connect(urls, tls_dir).await {
+        Ok(mut conn) => match conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await {
+            Ok(c) => Ok((c.version, c.answered_by)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if format.structured() {
+        let coordinator = match &coordinator {
+            Ok((version, id)) => json!({ "version": version, "id": id }),
+            Err(e) => json!({ "error": e }),
+        };
+        return Ok(output::document(format, &json!({ "client": { "version": client }, "coordinator": coordinator }))?);
+    }
+    outln!("drover {client}");
+    match coordinator {
+        Ok((version, id)) => outln!("coordinator {version} ({id})"),
+        Err(e) => outln!("coordinator: not reachable ({e})"),
+    }
+    Ok(())
+}
+
 /// `drover cancel`.
 pub async fn cancel(conn: &mut Conn, run: String) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;
-    let state = states::run(r.state)?;
-    outln!("run {} {}", r.id, if state == pb::RunState::Running { "cancelling" } else { states::run_word(state) });
+    match states::run(r.state)? {
+        pb::RunState::Running => outln!("run {} cancelling", r.id),
+        state => outln!("run {} already finished ({}); nothing to cancel", r.id, states::run_word(state)),
+    }
     Ok(())
 }
 
 /// `drover agents`: name, labels, slots in use, last seen.
-pub async fn agents(conn: &mut Conn) -> anyhow::Result<()> {
+pub async fn agents(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
     let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
+    if format.structured() {
+        let views = agents
+            .iter()
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "slots": a.slots,
+                    "slots_in_use": a.slots_in_use,
+                    "connected": a.connected,
+                    "draining": a.draining,
+                    "unready": a.unready,
+                    "last_seen_ms": a.last_seen_ms,
+                })
+            })
+            .collect();
+        return Ok(output::document(format, &Value::Array(views))?);
+    }
     outln!("{:<20} {:<32} {:<8} {:<10}", "NAME", "LABELS", "SLOTS", "LAST SEEN");
     for a in agents {
         let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -123,8 +244,23 @@ pub async fn agents(conn: &mut Conn) -> anyhow::Result<()> {
 
 /// `drover cluster`: the coordinators, the leader, the epoch and the
 /// store's health.
-pub async fn cluster(conn: &mut Conn) -> anyhow::Result<()> {
+pub async fn cluster(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
     let c = conn.call(true, |c| c_call!(c.cluster(pb::ClusterRequest {}))).await?;
+    if format.structured() {
+        let view = json!({
+            "store": c.store,
+            "epoch": c.epoch,
+            "leader_id": c.leader_id,
+            "answered_by": c.answered_by,
+            "coordinators": c.coordinators.iter().map(|m| json!({
+                "id": m.id, "url": m.url, "leader": m.leader, "started_ms": m.started_ms,
+            })).collect::<Vec<_>>(),
+            "endpoints": c.endpoints.iter().map(|e| json!({
+                "endpoint": e.endpoint, "healthy": e.healthy, "detail": e.detail,
+            })).collect::<Vec<_>>(),
+        });
+        return Ok(output::document(format, &view)?);
+    }
     outln!("store: {}   epoch: {}   answered by: {}", c.store, c.epoch, c.answered_by);
     outln!("{:<28} {:<34} {:<8} STARTED", "COORDINATOR", "URL", "ROLE");
     for m in &c.coordinators {
@@ -159,17 +295,35 @@ fn fmt_ms(ms: u64) -> String {
     }
 }
 
-fn print_run(r: &pb::Run) -> Result<(), Exit> {
+fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
     outln!("run {}  {}  {}", r.id, r.name, states::run_word(states::run(r.state)?));
     if !r.repo.is_empty() {
         outln!("source: {} @ {} ({})", r.repo, r.commit, r.file);
     } else {
         outln!("source: {}", r.file);
     }
-    outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
+    if !r.rerun_of.is_empty() {
+        outln!("rerun of run {}", r.rerun_of);
+    }
+    if wide {
+        outln!(
+            "{:<20} {:<11} {:<8} {:<16} {:<9} {:<24} DETAIL",
+            "JOB",
+            "STATE",
+            "ATTEMPT",
+            "AGENT",
+            "DURATION",
+            "STARTED"
+        );
+    } else {
+        outln!("{:<20} {:<11} {:<8} {:<16} DETAIL", "JOB", "STATE", "ATTEMPT", "AGENT");
+    }
+    let now = now_ms();
     for j in &r.jobs {
         let state = states::job(j.state)?;
-        let detail = if !j.waiting_for.is_empty() {
+        let detail = if let Some(left) = states::blocked_for(j) {
+            format!("waiting for {}; fails in {left} unless one connects", j.waiting_for)
+        } else if !j.waiting_for.is_empty() {
             format!("waiting for {}", j.waiting_for)
         } else if !j.needs.is_empty() && state == pb::JobState::Pending {
             format!("needs {}", j.needs.join(", "))
@@ -177,39 +331,43 @@ fn print_run(r: &pb::Run) -> Result<(), Exit> {
             j.message.clone()
         };
         let agent = if j.agent.is_empty() { "-" } else { &j.agent };
-        outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, states::job_word(state), j.attempt, agent, detail);
+        if wide {
+            let duration = match (j.started_ms, j.finished_ms) {
+                (0, _) => "-".to_string(),
+                (start, 0) => output::human(now.saturating_sub(start)),
+                (start, end) => output::human(end.saturating_sub(start)),
+            };
+            outln!(
+                "{:<20} {:<11} {:<8} {:<16} {:<9} {:<24} {}",
+                j.name,
+                states::job_word(state),
+                j.attempt,
+                agent,
+                duration,
+                utc(j.started_ms),
+                detail
+            );
+        } else {
+            outln!("{:<20} {:<11} {:<8} {:<16} {}", j.name, states::job_word(state), j.attempt, agent, detail);
+        }
     }
     Ok(())
 }
 
-fn run_json(r: &pb::Run) -> Result<serde_json::Value, Exit> {
-    let jobs = r
-        .jobs
-        .iter()
-        .map(|j| {
-            Ok(serde_json::json!({
-                "name": j.name,
-                "state": states::job_word(states::job(j.state)?),
-                "needs": j.needs,
-                "attempt": j.attempt,
-                "agent": j.agent,
-                "waiting_for": j.waiting_for,
-                "exit_code": j.exit_code,
-                "started_ms": j.started_ms,
-                "finished_ms": j.finished_ms,
-                "message": j.message,
-            }))
-        })
-        .collect::<Result<Vec<serde_json::Value>, Exit>>()?;
-    Ok(serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "state": states::run_word(states::run(r.state)?),
-        "repo": r.repo,
-        "commit": r.commit,
-        "file": r.file,
-        "created_ms": r.created_ms,
-        "finished_ms": r.finished_ms,
-        "jobs": jobs,
-    }))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_wide_tables_are_utc() {
+        let cases = [
+            (0, "-"),
+            (1, "1970-01-01 00:00:00Z"),
+            (951_782_400_000, "2000-02-29 00:00:00Z"),
+            (1_796_175_457_000, "2026-12-02 01:37:37Z"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(utc(ms), want, "{ms}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use drover_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::client::{self, Exit};
+use crate::client::{self, EXIT_INTERRUPTED, Exit};
 use crate::follow;
 use crate::out::outln;
 use drover_pki::ca;
@@ -155,8 +155,8 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         children.push(child);
     }
 
-    let result = async {
-        let admin = ca::admin_dir(&tls);
+    let admin = ca::admin_dir(&tls);
+    let run = async {
         let mut conn = client::Conn::connect(&url, &admin).await?;
         wait_for_agents(&mut conn, names.len()).await?;
         outln!("{} agents connected; process logs in {}", names.len(), logs.display());
@@ -165,22 +165,29 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
                 file_name: args.pipeline.to_string_lossy().into_owned(),
                 yaml,
             })),
+            ..Default::default()
         };
         let resp = conn.call(false, |c| c_call!(c.submit_run(req.clone()))).await?;
-        let outcome = follow::follow(&mut conn, &resp.run_id, false, reconnect).await;
-        if args.keep {
-            outln!(
-                "still running: DROVER_COORDINATOR={url} DROVER_TLS_DIR={} drover agents; Ctrl-C stops",
-                admin.display()
-            );
-            let _ = tokio::signal::ctrl_c().await;
+        follow::follow(&mut conn, &resp.run_id, false, reconnect).await.map_err(anyhow::Error::from)
+    };
+    // Ctrl-C before the run ends stops everything: exit 130.
+    let mut result = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(Exit::new(EXIT_INTERRUPTED, "interrupted; the local fleet is stopped").into()),
+    };
+    // With --keep the fleet stays up, whatever the run came to, until
+    // Ctrl-C, which is then the way to stop it: exit as the run did.
+    let interrupted =
+        result.as_ref().err().and_then(|e| e.downcast_ref::<Exit>()).is_some_and(|e| e.code == EXIT_INTERRUPTED);
+    if args.keep && !interrupted {
+        match crate::context::add("dev", &url, &admin, true) {
+            Ok(()) => {
+                outln!("still running: `drover runs`, `drover agents` in another terminal reach it; Ctrl-C stops")
+            }
+            Err(e) => result = result.and(Err(e.into())),
         }
-        outcome.map_err(anyhow::Error::from)
-    };
-    let result = tokio::select! {
-        r = result => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
+        let _ = tokio::signal::ctrl_c().await;
+    }
     // Agents drain on a first signal and stop at once (killing their steps)
     // on a second: send both, so an interrupted run leaves nothing behind.
     // The coordinator (the first child) steps down on SIGTERM.

@@ -21,8 +21,9 @@ use drover_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::run_event::Event;
 
-use crate::client::{Conn, EXIT_FAILED, Exit, Notice, Patience};
+use crate::client::{Conn, EXIT_FAILED, EXIT_INTERRUPTED, Exit, Notice, Patience};
 use crate::out::{self, outln};
+use crate::output;
 use crate::resume::Resumable;
 use crate::states;
 use crate::term;
@@ -120,12 +121,21 @@ impl Printer {
         use pb::JobState::*;
         let state = states::job(job.state)?;
         let word = states::job_word(state);
-        if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, job.waiting_for.clone())) {
+        let waiting = match job.blocked_until_ms {
+            0 => job.waiting_for.clone(),
+            _ => format!("{} (blocked)", job.waiting_for),
+        };
+        if !self.jobs.is_new(&job.name, (word.to_string(), job.attempt, waiting)) {
             return Ok(());
         }
         let mut line = format!("[{}] {}", job.name, word);
         match state {
-            Queued if !job.waiting_for.is_empty() => line.push_str(&format!(": waiting for {}", job.waiting_for)),
+            Queued if !job.waiting_for.is_empty() => {
+                line.push_str(&format!(": waiting for {}", job.waiting_for));
+                if let Some(left) = states::blocked_for(job) {
+                    line.push_str(&format!("; fails in {left} unless one connects"));
+                }
+            }
             Assigned | Running => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
             _ => {}
         }
@@ -188,21 +198,30 @@ impl Printer {
     }
 
     fn status(&self, run: &pb::Run, jobs: &BTreeMap<String, pb::Job>) -> Result<(), Exit> {
-        let (mut done, mut running) = (0, Vec::new());
+        let (mut done, mut running, mut blocked) = (0, Vec::new(), Vec::new());
         for j in jobs.values() {
             let state = states::job(j.state)?;
             done += usize::from(states::job_is_terminal(state));
             if state == pb::JobState::Running {
                 running.push(j.name.as_str());
             }
+            if state == pb::JobState::Queued
+                && let Some(left) = states::blocked_for(j)
+            {
+                blocked.push(format!("{} ({}; fails in {left})", j.name, j.waiting_for));
+            }
         }
-        self.bar.set_message(format!(
+        let mut message = format!(
             "run {} · {}/{} jobs done · running: {}",
             run.id,
             done,
             jobs.len(),
             if running.is_empty() { "-".to_string() } else { running.join(", ") }
-        ));
+        );
+        if !blocked.is_empty() {
+            message.push_str(&format!(" · blocked: {}", blocked.join(", ")));
+        }
+        self.bar.set_message(message);
         Ok(())
     }
 }
@@ -257,7 +276,8 @@ impl JobHistory {
 /// coordinator came back in time.
 pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duration) -> Result<(), Exit> {
     let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
-    let bar = ProgressBar::new_spinner();
+    // Cleared when dropped too: an interrupted follow leaves no bar behind.
+    let bar = ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut p = Printer {
@@ -346,6 +366,87 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, reconnect: Duratio
             Err(Exit::new(EXIT_FAILED, format!("the stream ended while run {} was {word}", run.id)))
         }
     }
+}
+
+/// Runs `follow` (a follow of run `run_id`) until it ends or the user
+/// presses Ctrl-C, which leaves the run running and says how to find it
+/// again: exit 130.
+pub async fn until_interrupted(run_id: &str, follow: impl Future<Output = Result<(), Exit>>) -> Result<(), Exit> {
+    tokio::select! {
+        r = follow => r,
+        _ = tokio::signal::ctrl_c() => Err(Exit::new(
+            EXIT_INTERRUPTED,
+            format!(
+                "interrupted; run {run_id} goes on without this client: `drover watch {run_id}` follows it again, \
+                 `drover cancel {run_id}` cancels it"
+            ),
+        )),
+    }
+}
+
+/// `drover watch -o json`: the run's events as JSON lines until it ends,
+/// reconnecting as [`follow`] does. Each line is one object with `event`:
+/// `run` (the run and its jobs, first and at the end), `job` (a job's new
+/// state) or `log` (one line of a job's output). The exit code is
+/// [`follow`]'s.
+pub async fn follow_json(conn: &mut Conn, run_id: &str, reconnect: Duration) -> Result<(), Exit> {
+    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
+    let patience = Patience::new(
+        reconnect,
+        format!("run {run_id} goes on without this client: `drover status {run_id}` shows how it does"),
+    );
+    let mut watch = Resumable::new(patience, None, move |c| c_call!(c.watch_run(req.clone())));
+    let (mut history, mut seen, mut lines) = (JobHistory::default(), LogSeen::default(), output::Lines::default());
+    let mut last: Option<pb::Run> = None;
+    let tagged = |kind: &str, mut value: serde_json::Value| {
+        value["event"] = kind.into();
+        value
+    };
+    loop {
+        let finished = last.as_ref().is_some_and(|r| r.state != pb::RunState::Running as i32);
+        let early_end = (!finished).then_some("the stream ended before the run did");
+        let Some(event) = watch.next(conn, None, early_end, || history.replaying()).await? else { break };
+        match event.event {
+            Some(Event::Run(r)) => {
+                let new = r.jobs.iter().any(|j| history.is_new(&j.name, key_of(j)));
+                if last.is_none() || new || last.as_ref().is_some_and(|l| l.state != r.state) {
+                    output::line(&tagged("run", output::run(&r)?));
+                }
+                last = Some(r);
+            }
+            Some(Event::Job(j)) => {
+                if history.is_new(&j.name, key_of(&j)) {
+                    output::line(&tagged("job", output::job(&j)?));
+                }
+                if let Some(r) = last.as_mut()
+                    && let Some(slot) = r.jobs.iter_mut().find(|x| x.name == j.name)
+                {
+                    *slot = j;
+                }
+            }
+            Some(Event::Log(l)) => {
+                if let Some(fresh) = seen.fresh(&l) {
+                    for line in lines.push(&l.job, l.attempt, fresh) {
+                        output::line(&tagged("log", line));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    for line in lines.finish() {
+        output::line(&tagged("log", line));
+    }
+    let run = last.ok_or_else(|| Exit::new(EXIT_FAILED, "the coordinator sent no run state"))?;
+    match states::run(run.state)? {
+        pb::RunState::Succeeded => Ok(()),
+        state => Err(Exit::new(EXIT_FAILED, format!("run {} {}", run.id, states::run_word(state)))),
+    }
+}
+
+/// A job's state as the JSON stream tells news from replays.
+fn key_of(j: &pb::Job) -> JobKey {
+    (j.state.to_string(), j.attempt, format!("{}{}", j.waiting_for, j.blocked_until_ms))
 }
 
 #[cfg(test)]

@@ -14,12 +14,15 @@ macro_rules! c_call {
 
 mod client;
 mod commands;
+mod context;
 mod dev;
 mod follow;
 mod out;
+mod output;
 mod resume;
 mod states;
 mod term;
+mod validate;
 
 use drover_pki::ca;
 use std::path::{Path, PathBuf};
@@ -30,19 +33,26 @@ use drover_proto::v1 as pb;
 
 use client::{Conn, EXIT_INVALID, Exit};
 use out::outln;
+use output::Format;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
 #[command(name = "drover", version)]
 struct Cli {
     /// The coordinators' URLs, comma-separated; the CLI tries them in turn
-    /// and follows redirects to the leader.
-    #[arg(long, global = true, env = "DROVER_COORDINATOR", default_value = "https://127.0.0.1:7700")]
-    coordinator: String,
+    /// and follows redirects to the leader. Default: the context's, else
+    /// https://127.0.0.1:7700.
+    #[arg(long, global = true, env = "DROVER_COORDINATOR", value_name = "URLS")]
+    coordinator: Option<String>,
     /// Directory with ca.pem, admin.pem and admin-key.pem: DIR/admin after
-    /// `drover certs init --dir DIR`.
-    #[arg(long, global = true, env = "DROVER_TLS_DIR", default_value = ".drover/tls")]
-    tls_dir: PathBuf,
+    /// `drover certs init --dir DIR`. Default: the context's, else
+    /// .drover/tls.
+    #[arg(long, global = true, env = "DROVER_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The context (see `drover context`) whose coordinator and TLS
+    /// directory to use, instead of the current one.
+    #[arg(long, global = true, env = "DROVER_CONTEXT", value_name = "NAME")]
+    context: Option<String>,
     /// How long `run --follow`, `logs` and `dev` keep trying to reach a
     /// coordinator again when the one they stream from goes away (restarted,
     /// failed over). Once one answers they go on where they stopped; when
@@ -78,30 +88,117 @@ enum Command {
         /// The pipeline file's path in the repository (with --repo).
         #[arg(long = "file", default_value = ".drover.yml", requires = "repo")]
         path: String,
-        /// Show live progress until the run ends; exit 1 if it fails.
-        #[arg(long, short)]
+        /// Show live progress until the run ends; exit 1 if it fails. The
+        /// default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
         follow: bool,
-        /// With --follow: print job output as the steps wrote it, terminal
+        /// Print the run's number and return at once, even on a terminal;
+        /// `drover watch RUN` follows it later.
+        #[arg(long, short)]
+        detach: bool,
+        /// When following: print job output as the steps wrote it, terminal
         /// escape sequences included (by default only colours pass).
-        #[arg(long, requires = "follow")]
+        #[arg(long)]
         raw: bool,
+        /// How long a job may wait while no connected agent has its labels
+        /// before it fails, for jobs whose file sets no `queue-timeout:`
+        /// (default: the coordinator's `--queue-timeout`, 10m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_queue_timeout)]
+        queue_timeout: Option<Duration>,
     },
-    /// List recent runs, newest first.
+    /// Check pipeline files offline, as the coordinator would at submit;
+    /// exit 2 on any problem.
+    ///
+    /// Example: drover validate .drover.yml ci/*.yml
+    Validate {
+        /// The pipeline files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Start a new run of a finished run's pipeline at the same commit:
+    /// every job, or with --failed only the jobs that did not succeed and
+    /// those after them, reusing the other jobs' results.
+    ///
+    /// Example: drover rerun 7 --failed --follow
+    Rerun {
+        /// The run to rerun (it must have finished).
+        run: String,
+        /// Run again only the jobs that did not succeed, and those after
+        /// them; reuse the rest.
+        #[arg(long)]
+        failed: bool,
+        /// Run this job again too, although it succeeded, and those after
+        /// it (repeat for more); implies --failed.
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Show live progress until the new run ends; exit 1 if it fails.
+        /// The default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
+        follow: bool,
+        /// Print the new run's number and return at once.
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Follow a run, running or finished, with the live view of `drover
+    /// run`: every job's state and output, to the end; exit 1 if it failed.
+    /// Ctrl-C stops watching, not the run.
+    ///
+    /// Example: drover watch 7
+    Watch {
+        /// The run's number.
+        run: String,
+        /// Print job output as the steps wrote it, terminal escape
+        /// sequences included (by default only colours pass).
+        #[arg(long)]
+        raw: bool,
+        /// Output format: text (the live view), or json (one event per
+        /// line: run, job or log).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List recent runs, newest first, with their age and duration.
+    ///
+    /// Example: drover runs --status failed --since 1d -o json
     Runs {
+        /// The most runs to list (after the filters).
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only runs in this state (repeat for more).
+        #[arg(long = "status", value_name = "STATE")]
+        states: Vec<RunStateArg>,
+        /// Only runs whose pipeline name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only runs created within this long (30m, 2h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+        since: Option<Duration>,
+        /// Output format: text, wide (more columns), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
     },
     /// Show a run and its jobs.
+    ///
+    /// Example: drover status 7 -o json
     Status {
+        /// The run's number, as `drover run` and `drover runs` print it.
         run: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Output format: text, wide (durations and start times), json or
+        /// yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        /// The same as -o json.
+        #[arg(long, conflicts_with = "output")]
         json: bool,
     },
     /// Print a job's log (every attempt, unless --attempt is given).
+    ///
+    /// Example: drover logs 7 build --follow
     Logs {
+        /// The run's number.
         run: String,
+        /// The job's name, as the pipeline file has it.
         job: String,
+        /// Only this attempt (1, 2, ...); 0 for every attempt.
         #[arg(long, default_value_t = 0)]
         attempt: u32,
         /// Keep printing until the job ends.
@@ -113,14 +210,59 @@ enum Command {
         /// terminal.
         #[arg(long)]
         raw: bool,
+        /// Output format: text, or json (one object per line: job,
+        /// attempt, line).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
     },
     /// Cancel a run: queued jobs are dropped and running ones killed.
-    Cancel { run: String },
+    ///
+    /// Example: drover cancel 7
+    Cancel {
+        /// The run's number.
+        run: String,
+    },
     /// List agents: name, labels, slots in use, last seen.
-    Agents,
+    ///
+    /// Example: drover agents -o json
+    Agents {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Show the coordinators, which one leads, the epoch and the store's
     /// health.
-    Cluster,
+    ///
+    /// Example: drover cluster -o yaml
+    Cluster {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Print the CLI's version and, when one answers, the coordinator's.
+    ///
+    /// Example: drover version -o json
+    Version {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or
+    /// PowerShell.
+    ///
+    /// Example: drover completion bash > ~/.local/share/bash-completion/completions/drover
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Named coordinators and TLS directories to switch between, as
+    /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
+    ///
+    /// Example: drover context add prod --coordinator https://ci.example.com:7700 --tls-dir ~/drover/admin
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
     /// Make certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -129,6 +271,36 @@ enum Command {
     /// Start a local coordinator and agents on the embedded store and run
     /// the sample pipeline with live progress.
     Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// List the contexts; * marks the current one.
+    Ls {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Add a context, or replace one of the same name, from --coordinator
+    /// and --tls-dir (both needed; the directory is made absolute); the
+    /// first one added becomes the current one.
+    Add {
+        /// The context's name.
+        name: String,
+        /// Make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Make a context the current one.
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Remove a context.
+    Rm {
+        /// The context's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,15 +397,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => dev::run(args, cli.reconnect_timeout).await,
-        Command::Run { file, repo, reference, path, follow, raw } => {
+        Command::Validate { files } => Ok(validate::run(&files)?),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Version { output } => {
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            commands::version(&urls, &tls, output).await
+        }
+        Command::Context { command } => {
+            match command {
+                ContextCommand::Ls { output } => context::list(output)?,
+                ContextCommand::Add { name, make_current } => {
+                    let (Some(urls), Some(dir)) = (cli.coordinator, cli.tls_dir) else {
+                        return Err(Exit::new(
+                            EXIT_INVALID,
+                            format!("a context needs both: drover context add {name} --coordinator URLS --tls-dir DIR"),
+                        )
+                        .into());
+                    };
+                    context::add(&name, &urls, &dir, make_current)?
+                }
+                ContextCommand::Use { name } => context::use_context(&name)?,
+                ContextCommand::Rm { name } => context::remove(&name)?,
+            }
+            Ok(())
+        }
+        Command::Run { file, repo, reference, path, follow, detach, raw, queue_timeout } => {
             // The file is read and checked before connecting: a file the
             // coordinator would refuse costs no round trip, and one over
             // gRPC's message limit would only get a transport error.
             let source = match (file, repo) {
-                (Some(file), _) => pb::submit_run_request::Source::Inline(pb::InlinePipeline {
-                    file_name: file.to_string_lossy().into_owned(),
-                    yaml: read_pipeline(&file)?,
-                }),
+                (Some(file), _) => {
+                    let yaml = read_pipeline(&file)?;
+                    let file_name = file.to_string_lossy().into_owned();
+                    // Checked here first, with the coordinator's own rules:
+                    // a bad file is exit 2 whether or not a coordinator is
+                    // reachable.
+                    if let Err(e) = drover_pipeline::parse(&file_name, &yaml) {
+                        eprintln!("{e}");
+                        return Err(Exit::new(EXIT_INVALID, format!("{file_name} is not a valid pipeline")).into());
+                    }
+                    pb::submit_run_request::Source::Inline(pb::InlinePipeline { file_name, yaml })
+                }
                 (None, Some(repo)) => pb::submit_run_request::Source::Git(pb::GitSource {
                     repo: absolute_repo(&repo),
                     r#ref: reference,
@@ -241,11 +449,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 (None, None) => unreachable!("clap requires a file or --repo"),
             };
-            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
-            submit(&mut conn, source, follow, raw, cli.reconnect_timeout).await
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            let mut conn = Conn::connect(&urls, &tls).await?;
+            let queue_timeout_ms = queue_timeout.map_or(0, |d| d.as_millis() as u64);
+            let req = pb::SubmitRunRequest { source: Some(source), queue_timeout_ms };
+            submit(&mut conn, req, following(follow, detach), raw, cli.reconnect_timeout).await
         }
         command => {
-            let mut conn = Conn::connect(&cli.coordinator, &cli.tls_dir).await?;
+            let (urls, tls) = context::resolve(cli.coordinator, cli.tls_dir, cli.context.as_deref())?;
+            let mut conn = Conn::connect(&urls, &tls).await?;
             control(&mut conn, command, cli.reconnect_timeout).await
         }
     }
@@ -269,10 +481,44 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// The coordinator's limit on a pipeline file (`MAX_FILE_BYTES` in
-/// coordinator/src/pipeline/mod.rs; the CLI does not depend on the
-/// coordinator crate).
-const MAX_PIPELINE_BYTES: u64 = 1024 * 1024;
+/// A run state as `drover runs --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunStateArg {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStateArg {
+    fn proto(self) -> pb::RunState {
+        match self {
+            RunStateArg::Running => pb::RunState::Running,
+            RunStateArg::Succeeded => pb::RunState::Succeeded,
+            RunStateArg::Failed => pb::RunState::Failed,
+            RunStateArg::Cancelled => pb::RunState::Cancelled,
+        }
+    }
+}
+
+/// `--since`: a duration with days too (`7d`).
+fn parse_since(text: &str) -> Result<Duration, String> {
+    drover_client::duration::parse(text, drover_client::duration::FLAG_UNITS).ok_or_else(|| {
+        format!("{text:?} is not a duration: write whole numbers with units d, h, m or s, largest first (30m, 2h, 7d)")
+    })
+}
+
+/// `--queue-timeout`: longer than zero, at most 7 days, as in files.
+fn parse_queue_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a queue timeout must be longer than zero".to_string()),
+        d if d > drover_pipeline::MAX_TIMEOUT => Err(format!("{text} is over the limit of 7 days (168h)")),
+        d => Ok(d),
+    }
+}
+
+/// The coordinator's limit on a pipeline file.
+const MAX_PIPELINE_BYTES: u64 = drover_pipeline::MAX_FILE_BYTES as u64;
 
 /// Reads a pipeline file, refusing one over the coordinator's limit with
 /// exit 2 before reading it all.
@@ -309,12 +555,11 @@ pub(crate) fn read_pipeline(file: &Path) -> Result<String, Exit> {
 /// waiting up to `reconnect` for a coordinator that went away.
 async fn submit(
     conn: &mut Conn,
-    source: pb::submit_run_request::Source,
+    req: pb::SubmitRunRequest,
     follow: bool,
     raw: bool,
     reconnect: Duration,
 ) -> anyhow::Result<()> {
-    let req = pb::SubmitRunRequest { source: Some(source) };
     // Not idempotent: retried only on a follower's refusal.
     // Inside a traced step (TRACEPARENT set), the new run continues
     // that trace.
@@ -331,11 +576,18 @@ async fn submit(
         .await?;
     if follow {
         eprintln!("submitted run {}", resp.run_id);
-        follow::follow(conn, &resp.run_id, raw, reconnect).await?;
+        follow::until_interrupted(&resp.run_id, follow::follow(conn, &resp.run_id, raw, reconnect)).await?;
     } else {
         outln!("{}", resp.run_id);
     }
     Ok(())
+}
+
+/// Whether `run` and `rerun` follow the new run: when asked, or by default
+/// when stdout is a terminal, as `nomad job run` does.
+fn following(follow: bool, detach: bool) -> bool {
+    use std::io::IsTerminal;
+    follow || (!detach && std::io::stdout().is_terminal())
 }
 
 fn absolute_repo(repo: &str) -> String {
@@ -355,15 +607,53 @@ fn absolute_repo(repo: &str) -> String {
 /// log stream that broke waits for a coordinator.
 async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyhow::Result<()> {
     match command {
-        Command::Runs { limit } => commands::runs(conn, limit).await,
-        Command::Status { run, json } => commands::status(conn, run, json).await,
-        Command::Logs { run, job, attempt, follow, raw } => {
-            commands::logs(conn, pb::GetLogsRequest { run_id: run, job, attempt, follow }, raw, reconnect).await
+        Command::Runs { limit, states, name, since, output } => {
+            let created_after_ms = since.map_or(0, |d| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                now.saturating_sub(d).as_millis() as u64
+            });
+            let states = states.into_iter().map(|s| s.proto() as i32).collect();
+            let req = pb::ListRunsRequest { limit, states, name: name.unwrap_or_default(), created_after_ms };
+            commands::runs(conn, req, output).await
+        }
+        Command::Status { run, output, json } => {
+            commands::status(conn, run, if json { Format::Json } else { output }).await
+        }
+        Command::Logs { run, job, attempt, follow, raw, output } => {
+            let req = pb::GetLogsRequest { run_id: run, job, attempt, follow };
+            commands::logs(conn, req, raw, output, reconnect).await
         }
         Command::Cancel { run } => commands::cancel(conn, run).await,
-        Command::Agents => commands::agents(conn).await,
-        Command::Cluster => commands::cluster(conn).await,
-        Command::Certs { .. } | Command::Dev(_) | Command::Run { .. } => {
+        Command::Watch { run, raw, output } => {
+            let watch = async {
+                match output.for_stream("watch")? {
+                    Format::Json => follow::follow_json(conn, &run, reconnect).await,
+                    _ => follow::follow(conn, &run, raw, reconnect).await,
+                }
+            };
+            Ok(follow::until_interrupted(&run, watch).await?)
+        }
+        Command::Rerun { run, failed, jobs, follow, detach } => {
+            let req = pb::RerunRunRequest { run_id: run, failed, jobs };
+            let resp = conn.call(false, |c| c_call!(c.rerun_run(req.clone()))).await?;
+            if following(follow, detach) {
+                eprintln!("started run {} (a rerun of run {})", resp.run_id, req.run_id);
+                let run = &resp.run_id;
+                follow::until_interrupted(run, follow::follow(conn, run, false, reconnect)).await?;
+            } else {
+                outln!("{}", resp.run_id);
+            }
+            Ok(())
+        }
+        Command::Agents { output } => commands::agents(conn, output).await,
+        Command::Cluster { output } => commands::cluster(conn, output).await,
+        Command::Certs { .. }
+        | Command::Dev(_)
+        | Command::Run { .. }
+        | Command::Validate { .. }
+        | Command::Completion { .. }
+        | Command::Version { .. }
+        | Command::Context { .. } => {
             unreachable!("handled in run()")
         }
     }
@@ -372,6 +662,12 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn duration_flags() {

@@ -58,6 +58,18 @@ pub fn job_word(state: pb::JobState) -> &'static str {
     }
 }
 
+/// For a blocked job (no connected agent has its labels): how long until
+/// it fails unless one connects, in whole seconds as a duration is written
+/// (`9m59s`), by this machine's clock; `None` for a job that is not blocked.
+pub fn blocked_for(job: &pb::Job) -> Option<String> {
+    if job.blocked_until_ms == 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let left = job.blocked_until_ms.saturating_sub(now).div_ceil(1000);
+    Some(drover_client::duration::format(std::time::Duration::from_secs(left)))
+}
+
 /// Whether a job in this state is done for good.
 pub fn job_is_terminal(state: pb::JobState) -> bool {
     matches!(state, pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Skipped | pb::JobState::Cancelled)

@@ -20,9 +20,9 @@ use tracing::{debug, warn};
 
 use super::require_agent;
 use super::status::ApiError;
-use crate::fleet::{AgentHello, AttemptId, ToAgent, Work};
+use crate::core::fleet::{AgentHello, AttemptId, ToAgent, Work};
+use crate::core::machine::Outcome;
 use crate::leader::Role;
-use crate::machine::Outcome;
 use crate::metrics::METRICS;
 use crate::scheduler::Event;
 

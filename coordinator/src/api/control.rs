@@ -14,14 +14,15 @@ use tonic::{Request, Response, Status};
 
 use super::require_admin;
 use super::status::ApiError;
-use super::streams::{Batch, EventStream, LogStream, WatchFilter, follow_run, send_batch, until_closing};
-use crate::keys::{self, RunKey};
+use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
+use crate::core::keys::{self, RunKey};
+use crate::core::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
+use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
-use crate::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
 use crate::records::{self, RunSummary};
 use crate::segments::{Chunk, ChunkMeta, Segments};
 use crate::store::{Store, decode};
-use crate::submit::{self, GitOptions, SubmitSource};
+use crate::submit::{self, GitOptions, SubmitError, SubmitSource};
 
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
@@ -82,6 +83,21 @@ fn submit_source(req: pb::SubmitRunRequest) -> Result<SubmitSource, ApiError> {
             Ok(SubmitSource::Git { repo: g.repo, reference: given(g.r#ref), file: given(g.file) })
         }
         None => Err(ApiError::Invalid("no pipeline given".into())),
+    }
+}
+
+/// A submit's queue timeout: 0 for the coordinator's default, else at
+/// most a job's longest timeout.
+fn queue_timeout(ms: u64) -> Result<Option<std::time::Duration>, ApiError> {
+    let limit = drover_pipeline::MAX_TIMEOUT;
+    match std::time::Duration::from_millis(ms) {
+        d if d.is_zero() => Ok(None),
+        d if d > limit => Err(ApiError::Invalid(format!(
+            "queue timeout of {} is over the limit of {}",
+            drover_client::duration::format(d),
+            drover_client::duration::format(limit)
+        ))),
+        d => Ok(Some(d)),
     }
 }
 
@@ -148,6 +164,8 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         started_ms: job.started_ms.unwrap_or(0),
         finished_ms: job.finished_ms.unwrap_or(0),
         message: job.message.clone(),
+        blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
+        reused_from: job.reused_from.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -174,6 +192,7 @@ pub(super) fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -
         created_ms: record.created_ms,
         finished_ms: record.finished_ms.unwrap_or(0),
         jobs,
+        rerun_of: record.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -189,6 +208,7 @@ fn summary_view(s: &RunSummary) -> pb::Run {
         created_ms: s.created_ms,
         finished_ms: s.finished_ms.unwrap_or(0),
         jobs: Vec::new(),
+        rerun_of: s.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -199,8 +219,11 @@ impl pb::control_service_server::ControlService for ControlApi {
         // A caller that traces (a CI system driving Drover) can pass its
         // context; the run's trace then continues it.
         let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let source = submit_source(req.into_inner())?;
-        let prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        let req = req.into_inner();
+        let queue_timeout = queue_timeout(req.queue_timeout_ms)?;
+        let source = submit_source(req)?;
+        let mut prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        prepared.queue_timeout = queue_timeout;
         // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
@@ -212,11 +235,24 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         require_admin(&req)?;
-        let limit = match req.into_inner().limit {
+        let req = req.into_inner();
+        let limit = match req.limit {
             0 => 50,
             n => (n as usize).min(MAX_LIST),
         };
-        let runs = records::list_runs(self.store.as_ref(), limit).await.map_err(ApiError::from)?;
+        let states = req
+            .states
+            .iter()
+            .map(|s| match pb::RunState::try_from(*s) {
+                Ok(pb::RunState::Running) => Ok(RunState::Running),
+                Ok(pb::RunState::Succeeded) => Ok(RunState::Succeeded),
+                Ok(pb::RunState::Failed) => Ok(RunState::Failed),
+                Ok(pb::RunState::Cancelled) => Ok(RunState::Cancelled),
+                _ => Err(ApiError::Invalid(format!("{s} is not a run state"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = records::RunFilter { states, name: req.name, created_after_ms: req.created_after_ms };
+        let runs = records::list_runs(self.store.as_ref(), limit, &filter).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(summary_view).collect() }))
     }
 
@@ -288,7 +324,14 @@ impl pb::control_service_server::ControlService for ControlApi {
                             logs.push(Chunk { job: job.to_string(), attempt, offset, meta });
                         }
                     }
-                    send_batch(store.as_ref(), &segments, id, Batch { logs, events: Vec::new() }, &tx).await
+                    send_batch(
+                        store.as_ref(),
+                        &segments,
+                        id,
+                        Batch { items: logs.into_iter().map(Item::Log).collect() },
+                        &tx,
+                    )
+                    .await
                 };
                 if let Err(e) = sent.await {
                     let _ = tx.send(Err(e.into())).await;
@@ -311,6 +354,29 @@ impl pb::control_service_server::ControlService for ControlApi {
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
+    }
+
+    async fn rerun_run(&self, req: Request<pb::RerunRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        require_admin(&req)?;
+        let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let scope = match (req.failed, req.jobs.is_empty()) {
+            (_, false) => Scope::Jobs(req.jobs),
+            (true, true) => Scope::Failed,
+            (false, true) => Scope::All,
+        };
+        let prepared = match submit::prepare_rerun(self.store.as_ref(), id, &scope).await {
+            Ok(prepared) => prepared,
+            Err(SubmitError::RunNotFound(id)) => return Err(run_not_found(self.store.as_ref(), id).await.into()),
+            Err(e) => return Err(ApiError::from(e).into()),
+        };
+        let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
+        let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
+        Ok(Response::new(pb::SubmitRunResponse {
+            run_id: submitted.run.to_string(),
+            commit: submitted.commit.unwrap_or_default(),
+        }))
     }
 
     async fn list_agents(
@@ -366,6 +432,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             store: self.store.kind().to_string(),
             endpoints,
             answered_by: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 }
@@ -396,10 +463,11 @@ mod tests {
             ("git, no repo", git("", "", ""), SubmitSource::Git { repo: "".into(), reference: None, file: None }),
         ];
         for (case, source, want) in cases {
-            let got = submit_source(pb::SubmitRunRequest { source: Some(source) }).unwrap();
+            let got = submit_source(pb::SubmitRunRequest { source: Some(source), ..Default::default() }).unwrap();
             assert_eq!(got, want, "{case}");
         }
-        let none = Status::from(submit_source(pb::SubmitRunRequest { source: None }).unwrap_err());
+        let none =
+            Status::from(submit_source(pb::SubmitRunRequest { source: None, ..Default::default() }).unwrap_err());
         assert_eq!((none.code(), none.message()), (tonic::Code::InvalidArgument, "no pipeline given"));
     }
 }

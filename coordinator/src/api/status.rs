@@ -6,11 +6,12 @@
 
 use tonic::Status;
 
+use crate::core::rerun::RerunError;
 use crate::git::GitError;
-use crate::pipeline::PipelineError;
 use crate::scheduler::SchedError;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
+use drover_pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,6 +21,10 @@ pub enum ApiError {
     Pipeline(#[from] PipelineError),
     #[error("{0}")]
     NotFound(String),
+    /// The request is well formed but does not apply to the state of what
+    /// it names (a rerun of a run that has not finished).
+    #[error("{0}")]
+    Precondition(String),
     #[error("{0}")]
     PermissionDenied(String),
     /// Another live session holds this agent name.
@@ -62,6 +67,12 @@ impl From<SubmitError> for ApiError {
             SubmitError::Git(e) => ApiError::Git(e),
             SubmitError::Pipeline(e) => ApiError::Pipeline(e),
             SubmitError::Sched(e) => e.into(),
+            SubmitError::RunNotFound(_) => ApiError::NotFound(e.to_string()),
+            SubmitError::Rerun(RerunError::NoSuchJob { .. }) => ApiError::NotFound(e.to_string()),
+            SubmitError::Rerun(RerunError::NotFinished(_) | RerunError::NothingFailed(_)) => {
+                ApiError::Precondition(e.to_string())
+            }
+            SubmitError::Store(e) => ApiError::Store(e),
         }
     }
 }
@@ -72,6 +83,7 @@ impl From<ApiError> for Status {
         match e {
             ApiError::Invalid(_) | ApiError::Pipeline(_) => Status::invalid_argument(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
+            ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
             ApiError::AlreadyConnected(_) => Status::already_exists(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
@@ -122,10 +134,26 @@ mod tests {
 
     #[test]
     fn submit_errors_keep_their_codes_and_messages() {
-        let bad_pipeline = || crate::pipeline::parse("p.yml", "name: p\n").unwrap_err();
+        let bad_pipeline = || drover_pipeline::parse("p.yml", "name: p\n").unwrap_err();
         // (submit's error, the code, the start of the message)
         let cases: Vec<(SubmitError, Code, String)> = vec![
             (SubmitError::EmptyRepo, Code::InvalidArgument, "--repo is empty".into()),
+            (SubmitError::RunNotFound(9), Code::NotFound, "run 9 not found".into()),
+            (
+                SubmitError::Rerun(RerunError::NotFinished(9)),
+                Code::FailedPrecondition,
+                "run 9 has not finished; wait for it, or cancel it first".into(),
+            ),
+            (
+                SubmitError::Rerun(RerunError::NothingFailed(9)),
+                Code::FailedPrecondition,
+                "run 9 has no failed jobs".into(),
+            ),
+            (
+                SubmitError::Rerun(RerunError::NoSuchJob { run: 9, job: "x".into(), jobs: "a, b".into() }),
+                Code::NotFound,
+                "run 9 has no job `x`; its jobs are: a, b".into(),
+            ),
             (SubmitError::Pipeline(bad_pipeline()), Code::InvalidArgument, "invalid pipeline:\np.yml:".into()),
             (
                 SubmitError::Git(GitError::RefNotFound { repo: "r".into(), reference: "x".into() }),

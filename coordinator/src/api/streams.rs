@@ -16,8 +16,8 @@ use tonic::Status;
 
 use super::control::{job_view, run_not_found, run_view};
 use super::status::ApiError;
-use crate::keys::{self, RunKey};
-use crate::machine::{JobRecord, RunId, RunRecord};
+use crate::core::keys::{self, RunKey};
+use crate::core::machine::{JobRecord, RunId, RunRecord};
 use crate::segments::{Chunk, ChunkMeta, SegmentError, Segments};
 use crate::store::{KeyValue, Store, StoreError, WatchMessage, decode};
 
@@ -81,14 +81,18 @@ impl Follower {
         }
     }
 
-    /// Applies one batch of puts and returns what to send: the log chunks
-    /// not sent before (to be read from their segments), then the run (when
-    /// its record changed, with every job) or else each changed job.
+    /// Applies one batch of puts (one store transaction: a burst of the
+    /// scheduler, which may hold many jobs' changes) and returns what to
+    /// send, in the order it happened: the log chunks not sent before (to
+    /// be read from their segments) and the run (when its record changed,
+    /// with every job) or else each changed job. See [`Batch`] for the
+    /// order.
     fn batch(&mut self, kvs: Vec<KeyValue>) -> Result<Batch, ApiError> {
         use pb::run_event::Event as E;
         let mut run_changed = false;
         let mut changed_jobs = Vec::new();
-        let mut logs = Vec::new();
+        // Per job, in the order of their offsets.
+        let mut logs: BTreeMap<String, Vec<Chunk>> = BTreeMap::new();
         for kv in kvs {
             match keys::parse_run_key(self.id, &kv.key) {
                 Some(RunKey::Run) => {
@@ -106,45 +110,81 @@ impl Follower {
                     let seen = self.sent.entry((job.to_string(), attempt)).or_insert(0);
                     if end > *seen {
                         *seen = end;
-                        logs.push(Chunk { job: job.to_string(), attempt, offset, meta });
+                        logs.entry(job.to_string()).or_default().push(Chunk {
+                            job: job.to_string(),
+                            attempt,
+                            offset,
+                            meta,
+                        });
                     }
                 }
                 _ => {}
             }
         }
         let Some(record) = &self.record else { return Ok(Batch::default()) };
-        let mut out = Vec::new();
+        let mut items = Vec::new();
         if run_changed {
-            out.push(E::Run(run_view(record, &self.jobs)));
-        } else {
-            for name in changed_jobs {
-                if self.filter.job.as_deref().is_none_or(|f| f == name) {
-                    let needs = record.pipeline.job(&name).map(|s| s.needs.as_slice()).unwrap_or_default();
-                    out.push(E::Job(job_view(&name, needs, &self.jobs[&name])));
-                }
+            items.extend(logs.into_values().flatten().map(Item::Log));
+            items.push(Item::Event(E::Run(run_view(record, &self.jobs))));
+            return Ok(Batch { items });
+        }
+        changed_jobs.retain(|name| self.filter.job.as_deref().is_none_or(|f| f == name));
+        let (mut ended, mut going): (Vec<String>, Vec<String>) =
+            changed_jobs.into_iter().partition(|name| self.jobs[name].state.is_terminal());
+        ended.sort_by_key(|name| (self.jobs[name].finished_ms, name.clone()));
+        going.sort_by_key(|name| (self.jobs[name].state.order(), name.clone()));
+        let event = |name: &str| {
+            let needs = record.pipeline.job(name).map(|s| s.needs.as_slice()).unwrap_or_default();
+            Item::Event(E::Job(job_view(name, needs, &self.jobs[name])))
+        };
+        // Output of attempts whose state did not change: it was printed
+        // before anything this burst decided.
+        for (job, chunks) in logs.iter_mut() {
+            if !ended.contains(job) && !going.contains(job) {
+                items.extend(chunks.drain(..).map(Item::Log));
             }
         }
-        Ok(Batch { logs, events: out })
+        // Jobs that ended: what they printed last, then how they ended;
+        // their ends are what queued the next jobs.
+        for name in &ended {
+            items.extend(logs.remove(name).unwrap_or_default().into_iter().map(Item::Log));
+            items.push(event(name));
+        }
+        // Jobs queued, assigned or started: the state, then what they
+        // printed since.
+        for name in &going {
+            items.push(event(name));
+            items.extend(logs.remove(name).unwrap_or_default().into_iter().map(Item::Log));
+        }
+        Ok(Batch { items })
     }
 }
 
-/// What one batch of keys gives a follower to send.
+/// What one batch of keys gives a follower to send, in the order it
+/// happened as far as the keys tell: a job's output after the state it
+/// started in and before the state it ended in, and jobs that ended before
+/// the jobs their end queued, assigned or started. A client printing the
+/// items in order shows `[build] succeeded` before `[test] assigned`, and
+/// `[test] running` before the first line `test` printed.
 #[derive(Default)]
 pub(super) struct Batch {
-    /// Log chunks, in the order to send them.
-    pub(super) logs: Vec<Chunk>,
-    /// Run and job events, sent after the logs.
-    pub(super) events: Vec<pb::run_event::Event>,
+    pub(super) items: Vec<Item>,
+}
+
+/// One thing to send: log bytes (read from their segment when sent), or a
+/// run or job event.
+pub(super) enum Item {
+    Log(Chunk),
+    Event(pb::run_event::Event),
 }
 
 /// About the most log bytes read from their segments at once, so that
 /// replaying a big log never holds all of it in memory.
 const READ_BYTES: u64 = 4 << 20;
 
-/// Reads chunks of run `id` from their segments and sends them as log
-/// events, then sends `events`. Output comes before the state change
-/// committed with it: the lines a job printed precede the news that it
-/// finished. Returns false when the client has gone.
+/// Sends a batch's items in order, reading the log chunks of run `id`
+/// from their segments a group of consecutive chunks at a time. Returns
+/// false when the client has gone.
 pub(super) async fn send_batch(
     store: &dyn Store,
     segments: &Arc<Segments>,
@@ -153,21 +193,25 @@ pub(super) async fn send_batch(
     tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) -> Result<bool, ApiError> {
     use pb::run_event::Event as E;
-    let mut logs = batch.logs.into_iter().peekable();
-    while logs.peek().is_some() {
-        let mut group = Vec::new();
-        let mut bytes = 0;
-        while let Some(c) = logs.next_if(|_| bytes < READ_BYTES) {
-            bytes += u64::from(c.meta.len);
-            group.push(c);
-        }
-        for log in read_logs(store, segments, id, group).await? {
-            if tx.send(Ok(pb::RunEvent { event: Some(E::Log(log)) })).await.is_err() {
-                return Ok(false);
+    let mut items = batch.items.into_iter().peekable();
+    while let Some(item) = items.next() {
+        let event = match item {
+            Item::Event(event) => event,
+            Item::Log(first) => {
+                let mut bytes = u64::from(first.meta.len);
+                let mut group = vec![first];
+                while let Some(Item::Log(c)) = items.next_if(|i| matches!(i, Item::Log(_)) && bytes < READ_BYTES) {
+                    bytes += u64::from(c.meta.len);
+                    group.push(c);
+                }
+                for log in read_logs(store, segments, id, group).await? {
+                    if tx.send(Ok(pb::RunEvent { event: Some(E::Log(log)) })).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                continue;
             }
-        }
-    }
-    for event in batch.events {
+        };
         if tx.send(Ok(pb::RunEvent { event: Some(event) })).await.is_err() {
             return Ok(false);
         }
@@ -256,5 +300,79 @@ async fn follow(
             return Ok(());
         }
         start = rev + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::machine::tests::pipeline;
+    use crate::core::machine::{JobState, Run, Source};
+    use crate::records::encode;
+
+    fn kv(key: String, value: Vec<u8>) -> KeyValue {
+        KeyValue { key, value, create_revision: 1, mod_revision: 1, version: 1, lease: 0 }
+    }
+
+    /// What a batch sends, as `log JOB` and `JOB state` lines.
+    fn shown(batch: Batch) -> Vec<String> {
+        use pb::run_event::Event as E;
+        batch
+            .items
+            .into_iter()
+            .map(|item| match item {
+                Item::Log(c) => format!("log {}", c.job),
+                Item::Event(E::Job(j)) => format!("{} {}", j.name, j.state().as_str_name()),
+                Item::Event(E::Run(r)) => format!("run {}", r.state().as_str_name()),
+                Item::Event(E::Log(_)) => unreachable!("logs are Item::Log"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_burst_is_sent_in_the_order_it_happened() {
+        // prepare → build; lint on its own. In one burst: prepare prints its
+        // last line and succeeds, which assigns build; lint starts and
+        // prints; a job still running elsewhere prints too.
+        let p = pipeline(&[("prepare", &[], 0), ("build", &["prepare"], 0), ("lint", &[], 0), ("other", &[], 0)]);
+        let run = Run::new(1, p, Source::default(), 0);
+        let mut f = Follower {
+            id: 1,
+            filter: WatchFilter { job: None, attempt: 0, logs: true },
+            record: None,
+            jobs: BTreeMap::new(),
+            sent: BTreeMap::new(),
+        };
+        let mut first: Vec<KeyValue> = vec![kv(keys::run(1), encode(&run.record))];
+        first.extend(run.jobs.iter().map(|(name, j)| kv(keys::job(1, name), encode(j))));
+        f.batch(first).unwrap();
+
+        let with = |name: &str, state: JobState| {
+            let mut j = run.jobs[name].clone();
+            j.state = state;
+            j.finished_ms = state.is_terminal().then_some(5);
+            kv(keys::job(1, name), encode(&j))
+        };
+        let log = |name: &str| kv(keys::log_chunk(1, name, 1, 0), ChunkMeta::of(b"x\n").encode());
+        // Keys as the store lists them: by name, so `build` before `prepare`.
+        let burst = vec![
+            with("build", JobState::Assigned),
+            with("lint", JobState::Running),
+            log("lint"),
+            log("other"),
+            with("prepare", JobState::Succeeded),
+            log("prepare"),
+        ];
+        assert_eq!(
+            shown(f.batch(burst).unwrap()),
+            [
+                "log other",
+                "log prepare",
+                "prepare JOB_STATE_SUCCEEDED",
+                "build JOB_STATE_ASSIGNED",
+                "lint JOB_STATE_RUNNING",
+                "log lint"
+            ]
+        );
     }
 }

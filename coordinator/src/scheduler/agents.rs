@@ -1,4 +1,4 @@
-//! What agents say, mapped onto runs: the fleet ([`crate::fleet`]) decides
+//! What agents say, mapped onto runs: the fleet ([`crate::core::fleet`]) decides
 //! about sessions, slots and leases and reports what becomes of each
 //! attempt ([`AttemptEvent`]); here those reports become the run machine's
 //! inputs, and the fleet's messages join the burst's outbox. Log chunks are
@@ -8,10 +8,10 @@
 use tracing::warn;
 
 use super::state::State;
-use crate::fleet::{AgentHello, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, stale_reason};
-use crate::keys;
-use crate::logs;
-use crate::machine::{Input, Outcome};
+use crate::core::fleet::{AgentHello, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, stale_reason};
+use crate::core::keys;
+use crate::core::logs;
+use crate::core::machine::{Input, Outcome};
 use crate::metrics::METRICS;
 use crate::records::encode;
 use crate::segments;
@@ -33,6 +33,13 @@ impl State {
                 let _ = reply.send(Err(why));
             }
         }
+    }
+
+    /// What the passing of time does: leases that lapsed end their
+    /// attempts, and blocked jobs past their queue timeout fail.
+    pub(super) fn tick(&mut self, now: Now) {
+        self.expire_leases(now);
+        self.expire_blocked(now);
     }
 
     /// Leases that lapsed by `now` end their attempts.

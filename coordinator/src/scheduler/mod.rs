@@ -1,6 +1,6 @@
 //! The scheduler: the driver around the pure run machine
-//! ([`crate::machine`]), the pure dispatcher ([`crate::dispatch`]) and the
-//! fleet ([`crate::fleet`]).
+//! ([`crate::core::machine`]), the pure dispatcher ([`crate::core::dispatch`]) and the
+//! fleet ([`crate::core::fleet`]).
 //!
 //! One task owns all mutable scheduling state: the active runs, the dispatch
 //! queue and the fleet (the connected agents and the attempt leases).
@@ -35,15 +35,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, warn};
 
-use crate::fleet::{Now, Phase};
-use crate::keys;
-use crate::logs;
-use crate::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::core::fleet::AgentRecord;
+use crate::core::fleet::{Now, Phase};
+use crate::core::keys;
+use crate::core::logs;
+use crate::core::machine::{Input, JobState, Outcome, RunId, Source};
+use crate::core::rerun::Rerun;
 use crate::metrics::METRICS;
-use crate::pipeline::Pipeline;
-use crate::records::{AgentRecord, RunSummary, load_run};
+use crate::records::{RunSummary, load_run};
 use crate::segments::{ChunkMeta, Segments};
 use crate::store::{Op, Store, StoreError, Txn, decode};
+use drover_pipeline::Pipeline;
 
 mod agents;
 mod runs;
@@ -53,9 +55,9 @@ mod tests;
 
 use state::{Outgoing, State};
 
-/// The agent contract moved to [`crate::fleet`]; these names stay here for
+/// The agent contract moved to [`crate::core::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
-pub use crate::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, Work, fence_after, lease_grace};
+pub use crate::core::fleet::{AgentHello, AgentInfo, Assignment, AttemptId, ToAgent, Work, fence_after, lease_grace};
 
 /// The scheduler's tunables.
 #[derive(Debug, Clone)]
@@ -80,6 +82,9 @@ pub struct Config {
     /// memory and in the queue) every one of its jobs until it finishes, so
     /// this bounds the scheduler's memory; a submit past it is refused.
     pub max_queued_jobs: usize,
+    /// How long a job waits when no connected agent has its labels, for
+    /// runs and jobs that do not say.
+    pub queue_timeout: Duration,
 }
 
 /// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
@@ -97,6 +102,7 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(5),
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
+            queue_timeout: crate::core::machine::DEFAULT_QUEUE_TIMEOUT,
         }
     }
 }
@@ -131,6 +137,10 @@ pub enum Event {
         source: Source,
         /// The submitter's W3C trace context, to continue its trace.
         traceparent: Option<String>,
+        /// The run's queue timeout; `None` for [`Config::queue_timeout`].
+        queue_timeout: Option<Duration>,
+        /// What the run reruns, if it is a rerun.
+        rerun: Option<Rerun>,
         reply: oneshot::Sender<Result<RunId, SchedError>>,
     },
     Cancel {
@@ -197,9 +207,11 @@ impl Handle {
         pipeline: Pipeline,
         source: Source,
         traceparent: Option<String>,
+        queue_timeout: Option<Duration>,
+        rerun: Option<Rerun>,
     ) -> Result<RunId, SchedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Event::Submit { pipeline, source, traceparent, reply }).await?;
+        self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 
@@ -320,7 +332,7 @@ impl Scheduler {
                     Some(event) => self.state.handle(event, Now::current()),
                     None => return,
                 },
-                _ = tick.tick() => self.state.expire_leases(Now::current()),
+                _ = tick.tick() => self.state.tick(Now::current()),
             }
             // Take what is already waiting, so a burst of events leads to one
             // dispatch pass and one commit.

@@ -3,18 +3,21 @@
 //! effects through the fleet, and dispatching queued jobs. Synchronous: see
 //! `state.rs`.
 
+use std::time::Duration;
+
 use tracing::info;
 
 use super::SchedError;
 use super::state::{RUN_CANCELLED, State};
-use crate::dispatch::{self, Ready};
-use crate::fleet::{Assignment, AttemptId, Now, Work};
-use crate::keys;
-use crate::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::dispatch::{self, Ready};
+use crate::core::fleet::{Assignment, AttemptId, Now, Work};
+use crate::core::keys;
+use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::rerun::{self, Rerun};
 use crate::metrics::{METRICS, result_index};
-use crate::pipeline::Pipeline;
 use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
 use crate::spans;
+use drover_pipeline::Pipeline;
 use drover_telemetry::trace;
 
 impl State {
@@ -23,6 +26,8 @@ impl State {
         pipeline: Pipeline,
         source: Source,
         traceparent: Option<String>,
+        queue_timeout: Option<Duration>,
+        rerun: Option<Rerun>,
         now: Now,
     ) -> Result<RunId, SchedError> {
         let (max_runs, max_jobs) = (self.config.max_active_runs, self.config.max_queued_jobs);
@@ -35,6 +40,10 @@ impl State {
         }
         let id = self.last_run_id + 1;
         let mut run = Run::new(id, pipeline, source, now.ms);
+        run.record.queue_timeout_ms = queue_timeout.unwrap_or(self.config.queue_timeout).as_millis() as u64;
+        if let Some(rerun) = &rerun {
+            rerun::mark(&mut run, rerun.of, &rerun.reuse, now.ms);
+        }
         // The run's trace continues the submitter's, when it sent one.
         let (trace_id, parent_span_id) = match traceparent.as_deref().and_then(trace::parse_traceparent) {
             Some((trace_id, parent)) => (trace_id, parent),
@@ -153,6 +162,22 @@ impl State {
         })
     }
 
+    /// Fails the blocked jobs whose queue timeout has passed
+    /// ([`Input::Deadlines`]), and forgets runs with no blocked job left.
+    pub(super) fn expire_blocked(&mut self, now: Now) {
+        let runs = &self.runs;
+        self.blocked.retain(|id| runs.get(id).is_some_and(|r| r.next_deadline().is_some()));
+        let due: Vec<RunId> = self
+            .blocked
+            .iter()
+            .filter(|id| self.runs[id].next_deadline().is_some_and(|t| t <= now.ms))
+            .copied()
+            .collect();
+        for id in due {
+            self.apply(id, Input::Deadlines, now);
+        }
+    }
+
     /// Matches queued jobs to the fleet's free slots ([`dispatch::plan`]),
     /// assigns what fits and says what the rest wait for.
     pub(super) fn dispatch(&mut self, now: Now) {
@@ -177,13 +202,13 @@ impl State {
             let plan = dispatch::plan(&queued, &mut agents);
             // Say what a job waits for when it has no reason yet, or when
             // the fleet changed; otherwise the reason it has still holds.
-            let reasons: Vec<(usize, String)> = plan
+            let reasons: Vec<(usize, String, bool)> = plan
                 .all_waiting(queued.len())
                 .filter(|i| {
                     let (run, job) = &self.queue[*i];
                     self.reasons_stale || self.runs[run].jobs[job].waiting_for.is_empty()
                 })
-                .map(|i| (i, dispatch::wait_reason(&queued[i], &agents)))
+                .map(|i| (i, dispatch::wait_reason(&queued[i], &agents), dispatch::blocked(&queued[i], &agents)))
                 .collect();
             let assign: Vec<(usize, String)> =
                 plan.assign.iter().map(|&(job, agent)| (job, agents[agent].name.to_string())).collect();
@@ -196,9 +221,12 @@ impl State {
             let (run, job) = self.queue[entry].clone();
             self.apply(run, Input::Assign { job, agent }, now);
         }
-        for (entry, reason) in reasons {
+        for (entry, reason, blocked) in reasons {
             let (run, job) = self.queue[entry].clone();
-            self.apply(run, Input::Waiting { job, reason }, now);
+            if blocked {
+                self.blocked.insert(run);
+            }
+            self.apply(run, Input::Waiting { job, reason, blocked }, now);
         }
         let runs = &self.runs;
         self.queue.retain(|(run, job)| {

@@ -9,14 +9,14 @@
 //! Driving runs is in `runs.rs`; what agents say, through the fleet, is in
 //! `agents.rs`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Config, Event, SchedError};
-use crate::fleet::{AttemptId, Fleet, FleetConfig, Now, ToAgent};
-use crate::machine::{Input, Run, RunId};
+use crate::core::fleet::{AttemptId, Fleet, FleetConfig, Now, ToAgent};
+use crate::core::machine::{Input, Run, RunId};
 use crate::segments;
 
 /// The reason given to agents for cancelling the attempts of a cancelled run.
@@ -53,11 +53,14 @@ pub(super) struct State {
     /// The fleet changed since the wait reasons were last worked out.
     pub(super) reasons_stale: bool,
     /// Where each running attempt's log ends (every byte before it taken),
-    /// for [`crate::logs::judge`]. Set to 0 at assignment, and read from the
+    /// for [`crate::core::logs::judge`]. Set to 0 at assignment, and read from the
     /// store at recovery for attempts inherited from another term.
     pub(super) log_ends: HashMap<AttemptId, u64>,
     /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
     pub(super) active_jobs: usize,
+    /// Runs that may have blocked jobs (no connected agent has their
+    /// labels), whose deadlines each tick looks at.
+    pub(super) blocked: BTreeSet<RunId>,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             reasons_stale: true,
             log_ends: HashMap::new(),
             active_jobs: 0,
+            blocked: BTreeSet::new(),
         }
     }
 
@@ -89,8 +93,8 @@ impl State {
     /// changed and what to send.
     pub(super) fn handle(&mut self, event: Event, now: Now) {
         match event {
-            Event::Submit { pipeline, source, traceparent, reply } => {
-                match self.submit(pipeline, source, traceparent, now) {
+            Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply } => {
+                match self.submit(pipeline, source, traceparent, queue_timeout, rerun, now) {
                     Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::state::{Outgoing, State};
 use super::*;
-use crate::machine::Outcome;
-use crate::machine::tests::pipeline;
+use crate::core::machine::Outcome;
+use crate::core::machine::tests::pipeline;
 
 /// One event, as a case writes it. Agent events are agent `a1`'s.
 #[derive(Clone)]
@@ -51,7 +51,14 @@ fn play(bursts: &[Burst]) -> Vec<String> {
             let event = match ev {
                 Submit(jobs) => {
                     let (reply, _rx) = oneshot::channel();
-                    Event::Submit { pipeline: pipeline(jobs), source: Source::default(), traceparent: None, reply }
+                    Event::Submit {
+                        pipeline: pipeline(jobs),
+                        source: Source::default(),
+                        traceparent: None,
+                        queue_timeout: None,
+                        rerun: None,
+                        reply,
+                    }
                 }
                 Cancel(run) => {
                     let (reply, _rx) = oneshot::channel();
@@ -95,7 +102,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                     message: String::new(),
                 },
                 Tick => {
-                    state.expire_leases(now);
+                    state.tick(now);
                     continue;
                 }
             };
@@ -181,6 +188,16 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
                 writes(&[keys::RUN_SEQ.into(), keys::run(1), keys::run_index(1), keys::job(1, "a")]),
                 lines(&["reply: run 1 submitted"]),
             ]),
+        ),
+        (
+            "a job no connected agent could take waits out its queue timeout (10m by default)",
+            vec![(0, vec![Submit(ONE)]), (599_999, vec![Tick])],
+            vec![],
+        ),
+        (
+            "then it fails, and so does its run",
+            vec![(0, vec![Submit(ONE)]), (600_000, vec![Tick])],
+            cat(&[writes(&[keys::run(1), keys::run_index(1), keys::job(1, "a")])]),
         ),
         (
             "an agent's Hello is stored and welcomed after the commit",

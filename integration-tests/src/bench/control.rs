@@ -178,6 +178,7 @@ impl Control {
                 file_name: "bench.yml".into(),
                 yaml: yaml.to_string(),
             })),
+            ..Default::default()
         };
         let reply = self
             .leader_call("SubmitRun", deadline, |mut c| {

@@ -56,3 +56,30 @@ fn drover_dev_runs_the_sample_pipeline_end_to_end_and_again_on_its_state() {
     assert!(!out.contains("created certificates"), "{out}");
     assert!(out.contains("run 2 succeeded"), "{out}");
 }
+
+#[test]
+fn scripts_dev_sh_finds_the_binaries_wherever_cargo_puts_them() {
+    // CARGO_TARGET_DIR somewhere else than ./target: a link to the target
+    // directory these tests were built in, and DROVER_DEV_NO_BUILD, so
+    // nothing is built again (building through the link would rebuild
+    // binaries that other tests are running). The script once ran
+    // target/release/drover, which is not there.
+    let dir = TempDir::new("dev-sh");
+    let target = crate::harness::bin("drover").parent().and_then(|d| d.parent()).expect("the target dir").to_path_buf();
+    let elsewhere = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &elsewhere).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--dir")
+        .arg(dir.path().join("dev"))
+        .env("CARGO_TARGET_DIR", &elsewhere)
+        .env("DROVER_DEV_PROFILE", "dev")
+        .env("DROVER_DEV_NO_BUILD", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "scripts/dev.sh failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("run 1 succeeded"), "{stdout}");
+}

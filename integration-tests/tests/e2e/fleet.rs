@@ -167,8 +167,13 @@ fn cancel_kills_the_step_and_its_children() {
     assert!(process_alive(pid));
     let out = fleet.drover(&["cancel", &run]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("run {run} cancelling"));
     let status = fleet.wait_run(&run, Duration::from_secs(20));
     assert_eq!(status["state"], "cancelled", "{status:#}");
+    // Cancelling a finished run says so, and is no error.
+    let out = fleet.drover(&["cancel", &run]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("run {run} already finished (cancelled); nothing to cancel"));
     assert_eq!(fleet.job(&run, "forever")["state"], "cancelled");
     assert_eq!(fleet.job(&run, "after")["state"], "cancelled");
     wait_for("the background sleep to be gone", Duration::from_secs(10), || (!process_alive(pid)).then_some(()));

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::harness::{Fleet, text};
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// Runs git in `dir` as a test author; panics on failure, returns stdout.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)

@@ -5,7 +5,10 @@
 use drover_integration_tests::harness;
 
 mod bench;
+mod blocked;
+mod cli;
 mod cli_safety;
+mod contexts;
 mod dev;
 mod drover_bench;
 mod edge;
@@ -17,10 +20,13 @@ mod leftovers;
 mod liveness;
 mod logs_store;
 mod observability;
+mod output;
 mod reconnect;
+mod rerun;
 mod retention;
 mod security;
 mod store_faults;
 mod tidy;
 mod traces;
 mod validation;
+mod watch;

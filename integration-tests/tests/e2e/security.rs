@@ -97,13 +97,17 @@ fn a_client_without_a_certificate_is_refused() {
                 .await
                 .map_err(|e| Refused { status: None, detail: format!("connect: {}", error_chain(&e)) })?;
             let mut client = drover_proto::v1::control_service_client::ControlServiceClient::new(channel);
-            client.list_runs(drover_proto::v1::ListRunsRequest { limit: 1 }).await.map(|_| ()).map_err(|s| {
-                // A status the client made up from a broken connection
-                // carries the transport error; one the server sent does not.
-                let transport = std::error::Error::source(&s).is_some_and(|e| e.is::<tonic::transport::Error>());
-                let status = (!transport).then_some(s.code());
-                Refused { status, detail: format!("call: {}", error_chain(&s)) }
-            })
+            client
+                .list_runs(drover_proto::v1::ListRunsRequest { limit: 1, ..Default::default() })
+                .await
+                .map(|_| ())
+                .map_err(|s| {
+                    // A status the client made up from a broken connection
+                    // carries the transport error; one the server sent does not.
+                    let transport = std::error::Error::source(&s).is_some_and(|e| e.is::<tonic::transport::Error>());
+                    let status = (!transport).then_some(s.code());
+                    Refused { status, detail: format!("call: {}", error_chain(&s)) }
+                })
         })
     };
     // The coordinator requires a client certificate in the TLS handshake

@@ -77,3 +77,50 @@ fn the_architecture_map_names_every_crate_and_top_level_module() {
     }
     assert!(missing.is_empty(), "ARCHITECTURE.md does not name: {missing:?}; add them to the map");
 }
+
+/// What code in the coordinator's pure core may not say: IO, awaiting, or
+/// reaching a driver. Comments are not read.
+const IMPURE: &[&str] =
+    &[".await", "std::fs", "tokio::fs", "std::process", "tokio::process", "std::net", "tokio::net", "std::thread"];
+
+/// Whether `code` has `word` not followed by more of an identifier
+/// (`.await`, not `.await_verdict`).
+fn says(code: &str, word: &str) -> bool {
+    code.match_indices(word)
+        .any(|(i, _)| !code[i + word.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_'))
+}
+
+#[test]
+fn the_coordinator_core_and_the_pure_crates_are_pure() {
+    // (where, the one `crate::` path its code may name; None: any of its own)
+    let places: [(&str, Option<&str>); 3] =
+        [("coordinator/src/core", Some("crate::core")), ("pipeline/src", None), ("deploy/src", None)];
+    let mut found = Vec::new();
+    for (place, allowed) in places {
+        let dir = root().join(place);
+        let mut files = Vec::new();
+        rust_files(&dir, &mut files);
+        if place == "coordinator/src/core" {
+            files.push(root().join("coordinator/src/core.rs"));
+        }
+        assert!(files.len() > 2, "found only {} files under {}", files.len(), dir.display());
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let reaches_out =
+                    allowed.is_some_and(|ok| code.match_indices("crate::").any(|(i, _)| !code[i..].starts_with(ok)));
+                if reaches_out || IMPURE.iter().any(|word| says(code, word)) {
+                    let at = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+                    found.push(format!("{at}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "coordinator/src/core, drover-pipeline and drover-deploy are pure (see ARCHITECTURE.md): they do no IO, \
+         never await, and the core imports nothing outside core; move these lines to a driver:\n{}",
+        found.join("\n")
+    );
+}

@@ -1,12 +1,22 @@
-//! Invalid pipeline files are rejected at submit with file:line:column and a
-//! hint, the CLI exits 2, and nothing is stored.
+//! Invalid pipeline files are rejected with file:line:column and a hint,
+//! and the CLI exits 2: offline by `drover validate` and by `drover run`
+//! before it connects, and at submit by the coordinator for a file read
+//! from git. Nothing is stored.
 
-use crate::harness::{Fleet, text};
+use std::path::Path;
+use std::process::Command;
 
-#[test]
-fn each_kind_of_invalid_pipeline_is_rejected_with_its_position() {
-    let fleet = Fleet::start("invalid");
-    let cases: &[(&str, &str, &str)] = &[
+use crate::harness::{Fleet, TempDir, bin, free_port, text};
+
+/// Each kind of problem: what, the file, what stderr must say.
+fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        (
+            "unquoted colon",
+            "name: p\njobs:\n  a:\n    steps:\n      - run: echo a: b\n",
+            "hint: a value that contains `: ` must be quoted",
+        ),
+        ("tabs", "name: p\njobs:\n\ta: 1\n", "hint: indent YAML with spaces"),
         (
             "unknown key",
             "name: p\njobs:\n  build:\n    step:\n      - run: make\n",
@@ -33,15 +43,82 @@ fn each_kind_of_invalid_pipeline_is_rejected_with_its_position() {
             "name: p\njobs:\n  a:\n    timeout: 10 minutes\n    steps: [{run: x}]\n",
             ":4:14: invalid timeout `10 minutes` in job `a`",
         ),
-    ];
-    for (what, yaml, expect) in cases {
-        let path = fleet.dir.path().join(format!("{}.yml", what.replace(' ', "-")));
-        std::fs::write(&path, yaml).unwrap();
-        let out = fleet.drover(&["run", path.to_str().unwrap()]);
+    ]
+}
+
+/// `drover` with a coordinator nobody listens on: what runs offline must
+/// not need one.
+fn offline(args: &[&str]) -> std::process::Output {
+    let port = free_port();
+    Command::new(bin("drover"))
+        .args(["--coordinator", &format!("https://127.0.0.1:{port}")])
+        .args(args)
+        .env("DROVER_TLS_DIR", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn write_cases(dir: &Path) -> Vec<(&'static str, String, &'static str)> {
+    invalid_cases()
+        .into_iter()
+        .map(|(what, yaml, expect)| {
+            let path = dir.join(format!("{}.yml", what.replace(' ', "-")));
+            std::fs::write(&path, yaml).unwrap();
+            (what, path.to_str().unwrap().to_string(), expect)
+        })
+        .collect()
+}
+
+#[test]
+fn validate_and_run_refuse_each_kind_of_invalid_pipeline_offline() {
+    let dir = TempDir::new("validate");
+    let cases = write_cases(dir.path());
+    for (what, path, expect) in &cases {
+        for args in [vec!["validate", path.as_str()], vec!["run", path.as_str()]] {
+            let out = offline(&args);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what} {args:?}: {stderr}");
+            assert!(stderr.contains(expect), "{what} {args:?}: expected {expect:?} in:\n{stderr}");
+            assert!(stderr.contains(&format!("{path}:")), "{what}: the file is named: {stderr}");
+            assert!(stderr.contains("hint:"), "{what}: a hint is given: {stderr}");
+        }
+    }
+    // Several files: each is checked, the good one said to be fine, and
+    // the count of bad ones ends the output.
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, "name: good\njobs:\n  a:\n    steps: [{run: x}]\n  b:\n    steps: [{run: y}]\n").unwrap();
+    let missing = dir.path().join("missing.yml");
+    let (good, missing) = (good.to_str().unwrap(), missing.to_str().unwrap());
+    let out = offline(&["validate", good, &cases[0].1, missing]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), format!("{good}: ok, pipeline \"good\" with 2 jobs"));
+    assert!(stderr.contains(&format!("cannot read {missing}")), "{stderr}");
+    assert!(stderr.trim_end().ends_with("drover: 2 of 3 files are not valid pipelines"), "{stderr}");
+    let out = offline(&["validate", good]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_coordinator_refuses_each_kind_of_invalid_pipeline_from_git() {
+    let fleet = Fleet::start("invalid");
+    let repo = fleet.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| crate::git::git(&repo, args);
+    git(&["init", "-q", "-b", "main"]);
+    let cases = invalid_cases();
+    for (what, yaml, _) in &cases {
+        std::fs::write(repo.join(format!("{}.yml", what.replace(' ', "-"))), yaml).unwrap();
+    }
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "bad pipelines"]);
+    for (what, _, expect) in cases {
+        let file = format!("{}.yml", what.replace(' ', "-"));
+        let out = fleet.drover(&["run", "--repo", repo.to_str().unwrap(), "--file", &file]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
         assert!(stderr.contains(expect), "{what}: expected {expect:?} in:\n{stderr}");
-        assert!(stderr.contains(path.to_str().unwrap()), "{what}: the file is named: {stderr}");
+        assert!(stderr.contains(&format!("{file}:")), "{what}: the file is named: {stderr}");
         assert!(stderr.contains("hint:"), "{what}: a hint is given: {stderr}");
     }
     let out = fleet.drover(&["runs"]);

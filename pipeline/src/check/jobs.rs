@@ -1,5 +1,6 @@
 //! The `jobs` mapping, and the keys of one job that need no file of their
-//! own: its name, `runs-on`, `timeout`, `retries`, and `needs` as written.
+//! own: its name, `runs-on`, `timeout`, `queue-timeout`, `retries`, and
+//! `needs` as written.
 //! Whether the jobs a job needs exist, and whether needs form a cycle, can
 //! only be told once every job has been read; `graph` checks that.
 
@@ -7,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::{Checker, Entry, find};
-use crate::pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
-use crate::pipeline::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
+use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
+use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
-const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "retries", "needs", "steps"];
+const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps"];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -72,6 +73,7 @@ impl Checker<'_> {
                 runs_on: BTreeMap::new(),
                 env: BTreeMap::new(),
                 timeout: None,
+                queue_timeout: None,
                 retries: 0,
                 needs: Vec::new(),
                 steps: Vec::new(),
@@ -108,7 +110,10 @@ impl Checker<'_> {
             draft.spec.env = self.env(entry.value, Some(name));
         }
         if let Some(entry) = find(&entries, "timeout") {
-            draft.spec.timeout = self.timeout(entry.value, name);
+            draft.spec.timeout = self.duration(entry.value, "timeout", name);
+        }
+        if let Some(entry) = find(&entries, "queue-timeout") {
+            draft.spec.queue_timeout = self.duration(entry.value, "queue-timeout", name);
         }
         if let Some(entry) = find(&entries, "retries") {
             draft.spec.retries = self.retries(entry.value, name);
@@ -169,7 +174,9 @@ impl Checker<'_> {
         out
     }
 
-    fn timeout(&mut self, timeout: &Node, job: &str) -> Option<Duration> {
+    /// A duration under `key` (`timeout`, `queue-timeout`): longer than
+    /// zero, at most [`MAX_TIMEOUT`].
+    fn duration(&mut self, timeout: &Node, key: &str, job: &str) -> Option<Duration> {
         let text = match &timeout.kind {
             Kind::Null => return None,
             Kind::Scalar(scalar) if scalar.ty == ScalarType::Str => &scalar.text,
@@ -178,7 +185,7 @@ impl Checker<'_> {
                 // the user say which rather than guess.
                 self.error(
                     timeout.pos,
-                    format!("timeout `{}` in job `{job}` has no unit", abbreviate(&scalar.text)),
+                    format!("{key} `{}` in job `{job}` has no unit", abbreviate(&scalar.text)),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -186,7 +193,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     timeout.pos,
-                    format!("`timeout` in job `{job}` must be a duration, found {}", timeout.describe()),
+                    format!("`{key}` in job `{job}` must be a duration, found {}", timeout.describe()),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -196,7 +203,7 @@ impl Checker<'_> {
             Some(d) if d.is_zero() => {
                 self.error(
                     timeout.pos,
-                    format!("timeout `{text}` in job `{job}` must be longer than zero"),
+                    format!("{key} `{text}` in job `{job}` must be longer than zero"),
                     Some(DURATION_HINT.to_owned()),
                 );
                 None
@@ -204,8 +211,8 @@ impl Checker<'_> {
             Some(d) if d > MAX_TIMEOUT => {
                 self.error(
                     timeout.pos,
-                    format!("timeout `{text}` in job `{job}` is over the limit of 7 days"),
-                    Some("the longest allowed timeout is 168h".to_owned()),
+                    format!("{key} `{text}` in job `{job}` is over the limit of 7 days"),
+                    Some(format!("the longest allowed {key} is 168h")),
                 );
                 None
             }
@@ -213,7 +220,7 @@ impl Checker<'_> {
             None => {
                 self.error(
                     timeout.pos,
-                    format!("invalid timeout `{}` in job `{job}`", abbreviate(text)),
+                    format!("invalid {key} `{}` in job `{job}`", abbreviate(text)),
                     Some(DURATION_HINT.to_owned()),
                 );
                 None

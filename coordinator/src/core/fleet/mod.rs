@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::machine::{Outcome, RunId};
-use crate::pipeline::StepSpec;
-use crate::records::AgentRecord;
+use crate::core::machine::{Outcome, RunId};
+use drover_pipeline::StepSpec;
+use serde::{Deserialize, Serialize};
 
 mod state;
 
@@ -247,4 +247,14 @@ pub fn fence_after(ttl: Duration) -> Duration {
 /// The reason given to an agent for an attempt it may no longer run.
 pub fn stale_reason() -> String {
     "this attempt is no longer yours: it was lost or retried elsewhere".to_string()
+}
+
+/// What the store keeps of an agent, so that `drover agents` still knows
+/// agents that are away after a leader change. Written when an agent comes
+/// and goes, not on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub last_seen_ms: u64,
 }

@@ -2,7 +2,7 @@
 //! to a fresh run and checks the resulting job and run states.
 
 use super::*;
-use crate::pipeline::{JobSpec, Pipeline, StepSpec};
+use drover_pipeline::{JobSpec, Pipeline, StepSpec};
 
 /// A pipeline of jobs given as (name, needs, retries), each one step of
 /// `true`; the scheduler's burst tests use it too.
@@ -17,6 +17,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 runs_on: BTreeMap::new(),
                 env: BTreeMap::new(),
                 timeout: None,
+                queue_timeout: None,
                 retries: *retries,
                 needs: needs.iter().map(|n| n.to_string()).collect(),
                 steps: vec![StepSpec { name: None, run: "true".into() }],
@@ -271,4 +272,119 @@ fn recover_rederives_what_a_torn_write_left_out() {
     assert_eq!(run.jobs["a"].state, JobState::Cancelling);
     assert_eq!(run.jobs["b"].state, JobState::Cancelled);
     assert!(fx.iter().any(|e| matches!(e, Effect::SendCancel { .. })), "{fx:?}");
+}
+
+fn waiting(job: &str, blocked: bool) -> Input {
+    Input::Waiting { job: job.into(), reason: "an agent with labels gpu=a100".into(), blocked }
+}
+
+#[test]
+fn blocked_jobs_fail_at_their_queue_timeout_unless_an_agent_comes() {
+    const MIN: u64 = 60_000;
+    struct Blocked {
+        name: &'static str,
+        /// The job's own `queue-timeout:`, and the run's default (0: none).
+        job_timeout: Option<u64>,
+        run_timeout_ms: u64,
+        /// (time in ms, input), after Start at 0.
+        inputs: Vec<(u64, Input)>,
+        /// (job, state, blocked until) at the end.
+        expect: &'static [(&'static str, JobState, Option<u64>)],
+        run: RunState,
+        /// What the failed job's message says, if one failed.
+        message: Option<&'static str>,
+    }
+    let cases = vec![
+        Blocked {
+            name: "blocked: the deadline is the default 10 minutes on",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(1000, waiting("a", true))],
+            expect: &[("a", JobState::Queued, Some(1000 + 10 * MIN)), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+        Blocked {
+            name: "still blocked later: the deadline does not move",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(1000, waiting("a", true)), (5000, waiting("a", true))],
+            expect: &[("a", JobState::Queued, Some(1000 + 10 * MIN)), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+        Blocked {
+            name: "past the deadline: the job fails, its dependents are skipped, the run ends",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(0, waiting("a", true)), (10 * MIN - 1, Input::Deadlines), (10 * MIN, Input::Deadlines)],
+            expect: &[("a", JobState::Failed, None), ("b", JobState::Skipped, None)],
+            run: RunState::Failed,
+            message: Some("no agent with labels gpu=a100 connected within 10m"),
+        },
+        Blocked {
+            name: "an agent with the labels connects: no deadline, nothing fails",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(0, waiting("a", true)), (MIN, waiting("a", false)), (20 * MIN, Input::Deadlines)],
+            expect: &[("a", JobState::Queued, None), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+        Blocked {
+            name: "blocked again after the agent left: a fresh deadline",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(0, waiting("a", true)), (MIN, waiting("a", false)), (2 * MIN, waiting("a", true))],
+            expect: &[("a", JobState::Queued, Some(12 * MIN)), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+        Blocked {
+            name: "the run's default",
+            job_timeout: None,
+            run_timeout_ms: 30_000,
+            inputs: vec![(0, waiting("a", true)), (30_000, Input::Deadlines)],
+            expect: &[("a", JobState::Failed, None), ("b", JobState::Skipped, None)],
+            run: RunState::Failed,
+            message: Some("within 30s"),
+        },
+        Blocked {
+            name: "the job's own timeout wins over the run's",
+            job_timeout: Some(90_000),
+            run_timeout_ms: 30_000,
+            inputs: vec![(0, waiting("a", true)), (30_000, Input::Deadlines)],
+            expect: &[("a", JobState::Queued, Some(90_000)), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+        Blocked {
+            name: "assigned before the deadline: the deadline is gone",
+            job_timeout: None,
+            run_timeout_ms: 0,
+            inputs: vec![(0, waiting("a", true)), (MIN, assign("a")), (11 * MIN, Input::Deadlines)],
+            expect: &[("a", JobState::Assigned, None), ("b", JobState::Pending, None)],
+            run: RunState::Running,
+            message: None,
+        },
+    ];
+    for case in cases {
+        let mut p = pipeline(&[("a", &[], 0), ("b", &["a"], 0)]);
+        p.jobs[0].queue_timeout = case.job_timeout.map(Duration::from_millis);
+        p.jobs[0].runs_on = BTreeMap::from([("gpu".to_string(), "a100".to_string())]);
+        let mut run = Run::new(1, p, Source::default(), 0);
+        run.record.queue_timeout_ms = case.run_timeout_ms;
+        run = step(run, Input::Start, 0).0;
+        for (at, input) in case.inputs {
+            run = step(run, input, at).0;
+        }
+        for (job, state, until) in case.expect {
+            assert_eq!(run.jobs[*job].state, *state, "{}: {job}", case.name);
+            assert_eq!(run.jobs[*job].blocked_until_ms, *until, "{}: {job}", case.name);
+        }
+        assert_eq!(run.record.state, case.run, "{}", case.name);
+        if let Some(message) = case.message {
+            assert!(run.jobs["a"].message.contains(message), "{}: {}", case.name, run.jobs["a"].message);
+        }
+    }
 }

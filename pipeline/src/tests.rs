@@ -36,6 +36,7 @@ fn full_example_parses_to_the_expected_pipeline() {
             runs-on: {os: linux, cores: 8}
             env: {MODE: release}
             timeout: 1h30m
+            queue-timeout: 30m
             retries: 1
             steps:
               - name: compile
@@ -63,6 +64,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 runs_on: map(&[("cores", "8"), ("os", "linux")]),
                 env: map(&[("MODE", "release")]),
                 timeout: Some(Duration::from_secs(90 * 60)),
+                queue_timeout: Some(Duration::from_secs(30 * 60)),
                 retries: 1,
                 needs: vec![],
                 steps: vec![
@@ -75,6 +77,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 runs_on: BTreeMap::new(),
                 env: BTreeMap::new(),
                 timeout: Some(Duration::from_secs(90)),
+                queue_timeout: None,
                 retries: 0,
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make test".into() }],
@@ -84,6 +87,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 runs_on: BTreeMap::new(),
                 env: BTreeMap::new(),
                 timeout: None,
+                queue_timeout: None,
                 retries: 0,
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make lint".into() }],
@@ -155,6 +159,14 @@ fn bad_cases() -> Vec<Bad> {
             hint: Some("indent YAML with spaces"),
         },
         Bad {
+            what: "an unquoted `: ` in a value",
+            yaml: "name: p\njobs:\n  a:\n    steps:\n      - run: echo a: b\n",
+            line: 5,
+            column: 20,
+            message: "invalid YAML: mapping values are not allowed",
+            hint: Some("a value that contains `: ` must be quoted"),
+        },
+        Bad {
             what: "several documents",
             yaml: "
                 name: p
@@ -207,7 +219,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 5,
             column: 5,
             message: "unknown key `step` in job `build`",
-            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, retries, needs, steps"),
+            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps"),
         },
         Bad {
             what: "unknown job key, misspelt runs-on",
@@ -504,6 +516,34 @@ fn bad_cases() -> Vec<Bad> {
             column: 14,
             message: "invalid timeout `10 minutes` in job `a`",
             hint: Some("use a whole number with s, m or h, e.g. 90s, 10m, 1h30m"),
+        },
+        Bad {
+            what: "queue timeout over the limit",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    queue-timeout: 200h
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 20,
+            message: "queue-timeout `200h` in job `a` is over the limit of 7 days",
+            hint: Some("the longest allowed queue-timeout is 168h"),
+        },
+        Bad {
+            what: "queue timeout without a unit",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    queue-timeout: 10
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 20,
+            message: "queue-timeout `10` in job `a` has no unit",
+            hint: Some("use a whole number with s, m or h"),
         },
         Bad {
             what: "duration in days",
@@ -1003,6 +1043,6 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, retries, needs, steps"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps"
     );
 }

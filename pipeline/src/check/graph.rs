@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::jobs::JobDraft;
 use super::suggest::{closest, list_some};
 use super::{Checker, Entry};
-use crate::pipeline::yaml::{Pos, abbreviate};
+use crate::yaml::{Pos, abbreviate};
 
 /// The most job names we spell out when naming a cycle.
 const MAX_CYCLE_NAMES: usize = 10;

@@ -22,6 +22,7 @@
 //!     runs-on: {os: linux}     # agent labels that must all match; optional
 //!     env: {MODE: release}     # optional
 //!     timeout: 10m             # optional: whole numbers with s, m, h, e.g. 1h30m
+//!     queue-timeout: 30m       # optional: how long to wait when no connected agent has the labels
 //!     retries: 1               # optional: retries after a failed or lost attempt
 //!     steps:
 //!       - name: compile        # optional
@@ -84,6 +85,10 @@ pub struct JobSpec {
     pub env: BTreeMap<String, String>,
     /// How long one attempt may run; `None` leaves it to the coordinator's default.
     pub timeout: Option<Duration>,
+    /// How long the job may wait for an agent with its labels when no
+    /// connected agent has them; `None` leaves it to the run's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<Duration>,
     /// How many times to retry automatically after a failed or lost attempt.
     pub retries: u32,
     /// Jobs that must succeed before this one starts, without duplicates. All

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::Checker;
-use crate::pipeline::RESERVED_ENV_PREFIX;
-use crate::pipeline::yaml::{Kind, Node, abbreviate};
+use crate::RESERVED_ENV_PREFIX;
+use crate::yaml::{Kind, Node, abbreviate};
 
 const ENV_NAME_HINT: &str = "env variable names must be shell identifiers: letters, digits \
      and `_`, not starting with a digit";

@@ -17,10 +17,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{AgentInfo, Assignment, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, fence_after, lease_grace};
-use crate::dispatch::AgentSlots;
-use crate::machine::Outcome;
-use crate::records::AgentRecord;
+use super::{
+    AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, fence_after, lease_grace,
+};
+use crate::core::dispatch::AgentSlots;
+use crate::core::machine::Outcome;
 
 /// What the fleet needs of the scheduler's configuration.
 #[derive(Debug, Clone)]

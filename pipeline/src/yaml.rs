@@ -145,8 +145,17 @@ fn syntax_error(err: &serde_saphyr::Error) -> SyntaxError {
     // The formatter's text may quote the input, which could hold control
     // characters; keep the diagnostic on one line.
     let message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let hint =
-        message.contains("tabs").then(|| "indent YAML with spaces; tabs are not allowed for indentation".to_owned());
+    let hint = if message.contains("tabs") {
+        Some("indent YAML with spaces; tabs are not allowed for indentation".to_owned())
+    } else if message.contains("mapping values are not allowed") {
+        Some(
+            "a value that contains `: ` must be quoted, as in `run: \"echo a: b\"`, or written as a block: \
+             `run: |` with the command on the next line, indented"
+                .to_owned(),
+        )
+    } else {
+        None
+    };
     SyntaxError { pos: inner.location().or(err.location()).map_or(Pos::START, Pos::from_location), message, hint }
 }
 

@@ -2,8 +2,8 @@
 //! with a shell command in `run` and an optional `name`.
 
 use super::{Checker, Entry, find};
-use crate::pipeline::yaml::{Kind, Node};
-use crate::pipeline::{MAX_STEPS_PER_JOB, StepSpec};
+use crate::yaml::{Kind, Node};
+use crate::{MAX_STEPS_PER_JOB, StepSpec};
 
 const STEP_KEYS: &[&str] = &["name", "run"];
 

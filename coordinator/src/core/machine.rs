@@ -13,6 +13,8 @@
 //!    ▼                                                               ▼
 //! Skipped                                              Succeeded | Failed
 //!
+//! Queued ──blocked past its queue timeout──▶ Failed
+//!
 //! Cancel:  Pending | Queued ──────────────────────────────▶ Cancelled
 //!          Assigned | Running ──▶ Cancelling ──the agent's result──▶ Cancelled
 //!          (finished jobs keep their state)
@@ -22,149 +24,24 @@
 //! older attempt is recognisably stale. An attempt the agent never accepted
 //! (the connection broke first) goes back to the queue without using up a
 //! retry; a failed, timed-out or lost attempt uses one.
+//!
+//! **Blocked jobs.** A queued job that no connected agent could ever take
+//! (none has its labels) is *blocked*: the driver says so with
+//! [`Input::Waiting`], and the job gets a deadline, its queue timeout from
+//! now (`queue-timeout:` in the file, else the run's, else
+//! [`DEFAULT_QUEUE_TIMEOUT`]). An agent with the labels connecting clears
+//! it; [`Input::Deadlines`] fails every job whose deadline has passed, so a
+//! run that can never finish does not wait forever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use drover_pipeline::{JobSpec, Pipeline};
 
-use crate::pipeline::{JobSpec, Pipeline};
+mod records;
 
-pub type RunId = u64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunState {
-    pub fn is_terminal(self) -> bool {
-        self != RunState::Running
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Some of its needs have not succeeded yet.
-    Pending,
-    /// Ready, waiting for an agent with matching labels and a free slot.
-    Queued,
-    /// Sent to an agent that has not confirmed it yet.
-    Assigned,
-    Running,
-    /// Cancel was sent to the agent; waiting for it to confirm the kill.
-    Cancelling,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Skipped | JobState::Cancelled)
-    }
-    /// Whether an attempt of the job occupies a slot on an agent.
-    pub fn holds_slot(self) -> bool {
-        matches!(self, JobState::Assigned | JobState::Running | JobState::Cancelling)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Queued => "queued",
-            JobState::Assigned => "assigned",
-            JobState::Running => "running",
-            JobState::Cancelling => "cancelling",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Skipped => "skipped",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Where a run's pipeline came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Source {
-    /// The repository URL or absolute path, for runs from git.
-    pub repo: Option<String>,
-    /// The commit the run is pinned to, for runs from git.
-    pub commit: Option<String>,
-    /// The pipeline file's name (its path in the repository for runs from git).
-    pub file: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub id: RunId,
-    pub pipeline: Pipeline,
-    pub source: Source,
-    pub state: RunState,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub cancel_requested: bool,
-    /// Trace ids, filled in by the driver; the machine never reads them.
-    #[serde(default)]
-    pub trace: RunTrace,
-}
-
-/// The run's span in its trace (see `drover_telemetry::trace`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct RunTrace {
-    pub trace_id: String,
-    pub span_id: String,
-    /// The submitter's span, when it sent a `traceparent`.
-    pub parent_span_id: String,
-}
-
-/// A job's spans and the times they start at, filled in by the driver; the
-/// machine never reads them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct JobTrace {
-    pub span_id: String,
-    /// When the job first became ready (the job span's start).
-    pub first_ready_ms: Option<u64>,
-    /// When the job last became ready (the dispatch span's start).
-    pub ready_ms: Option<u64>,
-    /// The current attempt's span and when it was assigned.
-    pub attempt_span_id: String,
-    pub assigned_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub state: JobState,
-    /// The number of the current or last attempt; 0 before the first.
-    pub attempt: u32,
-    pub retries_left: u32,
-    pub agent: Option<String>,
-    /// The agent of the previous attempt, while the job waits for another:
-    /// a retry goes elsewhere when another matching agent is free.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_agent: Option<String>,
-    pub exit_code: Option<i32>,
-    /// What happened last, in words: why it failed, was skipped or retried.
-    pub message: String,
-    /// For a queued job: what it waits for.
-    pub waiting_for: String,
-    pub started_ms: Option<u64>,
-    pub finished_ms: Option<u64>,
-    #[serde(default)]
-    pub trace: JobTrace,
-}
+pub use records::*;
 
 /// A run with all of its jobs: the state [`step`] works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,11 +115,15 @@ pub enum Input {
         attempt: u32,
         outcome: Outcome,
     },
-    /// The driver's view of what a queued job waits for changed.
+    /// The driver's view of what a queued job waits for changed; `blocked`
+    /// when no connected agent could ever take it.
     Waiting {
         job: String,
         reason: String,
+        blocked: bool,
     },
+    /// Time passed: fail the blocked jobs whose deadline is behind `now`.
+    Deadlines,
     Cancel,
     /// The run was loaded from the store by a new leader. A step's records
     /// may have been written in more than one transaction (a store limits
@@ -286,6 +167,8 @@ impl Run {
                     exit_code: None,
                     message: String::new(),
                     waiting_for: String::new(),
+                    blocked_until_ms: None,
+                    reused_from: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -301,6 +184,8 @@ impl Run {
             created_ms: now_ms,
             finished_ms: None,
             cancel_requested: false,
+            rerun_of: None,
+            queue_timeout_ms: 0,
             trace: RunTrace::default(),
         };
         Run::from_parts(record, jobs)
@@ -315,6 +200,20 @@ impl Run {
     /// The job's definition in the pipeline.
     pub fn spec(&self, job: &str) -> Option<&JobSpec> {
         self.graph.position.get(job).map(|i| &self.record.pipeline.jobs[*i])
+    }
+
+    /// How long the job may stay blocked before it fails.
+    pub fn queue_timeout(&self, job: &str) -> Duration {
+        let run_default = match self.record.queue_timeout_ms {
+            0 => DEFAULT_QUEUE_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        self.spec(job).and_then(|s| s.queue_timeout).unwrap_or(run_default)
+    }
+
+    /// The earliest deadline of a blocked job, if any job is blocked.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.jobs.values().filter(|j| j.state == JobState::Queued).filter_map(|j| j.blocked_until_ms).min()
     }
 
     /// Whether `attempt` is the job's current attempt and still holds a slot,
@@ -332,12 +231,11 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
     }
     match input {
         Input::Start => {
-            let ready: Vec<String> =
-                run.record.pipeline.jobs.iter().filter(|j| j.needs.is_empty()).map(|j| j.name.clone()).collect();
-            for name in ready {
-                queue(&mut run, &name, &mut fx);
-            }
+            // The jobs whose needs have all succeeded: those that need
+            // nothing, and in a rerun those after reused jobs only.
+            unlock_dependents(&mut run, None, &mut fx);
             fx.push(Effect::PersistRun);
+            complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Assign { job, agent } => {
             if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
@@ -345,6 +243,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 j.attempt += 1;
                 j.agent = Some(agent.clone());
                 j.waiting_for.clear();
+                j.blocked_until_ms = None;
                 j.exit_code = None;
                 j.started_ms = None;
                 fx.push(Effect::PersistJob(job.clone()));
@@ -360,13 +259,44 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 fx.push(Effect::PersistJob(job));
             }
         }
-        Input::Waiting { job, reason } => {
-            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued)
-                && j.waiting_for != reason
-            {
-                j.waiting_for = reason;
-                fx.push(Effect::PersistJob(job));
+        Input::Waiting { job, reason, blocked } => {
+            let timeout = run.queue_timeout(&job);
+            if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
+                let until = match (blocked, j.blocked_until_ms) {
+                    (false, _) => None,
+                    (true, Some(until)) => Some(until),
+                    (true, None) => Some(now_ms.saturating_add(timeout.as_millis() as u64)),
+                };
+                if j.waiting_for != reason || j.blocked_until_ms != until {
+                    j.waiting_for = reason;
+                    j.blocked_until_ms = until;
+                    fx.push(Effect::PersistJob(job));
+                }
             }
+        }
+        Input::Deadlines => {
+            let expired: Vec<String> = run
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state == JobState::Queued && j.blocked_until_ms.is_some_and(|t| t <= now_ms))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in expired {
+                let timeout = run.queue_timeout(&name);
+                let labels = run.spec(&name).map(|s| labels_text(&s.runs_on)).unwrap_or_default();
+                let j = run.jobs.get_mut(&name).expect("listed above");
+                j.state = JobState::Failed;
+                j.finished_ms = Some(now_ms);
+                j.message = format!(
+                    "no agent with labels {labels} connected within {}",
+                    drover_client::duration::format(timeout)
+                );
+                j.waiting_for.clear();
+                j.blocked_until_ms = None;
+                fx.push(Effect::PersistJob(name.clone()));
+                skip_dependents(&mut run, Some(&name), now_ms, &mut fx);
+            }
+            complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Finished { job, attempt, outcome } => {
             if !run.attempt_is_current(&job, attempt) {
@@ -390,6 +320,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                         j.state = JobState::Cancelled;
                         j.message = "cancelled before it started".into();
                         j.waiting_for.clear();
+                        j.blocked_until_ms = None;
                         j.finished_ms = Some(now_ms);
                         fx.push(Effect::PersistJob(name.clone()));
                     }
@@ -409,6 +340,11 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         }
     }
     (run, fx)
+}
+
+/// `k=v,k=v`, as `runs-on` is shown.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {

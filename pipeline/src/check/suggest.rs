@@ -2,7 +2,7 @@
 //! closest allowed one by edit distance (within a budget of work per file),
 //! or a short list of them when none is close.
 
-use crate::pipeline::yaml::abbreviate;
+use crate::yaml::abbreviate;
 
 /// How much work, in edit-distance table cells, we spend on "did you mean"
 /// suggestions per file. A file with thousands of long job names and as many

@@ -1,16 +1,14 @@
-//! Housekeeping the leader does so that a long-lived coordinator does not
-//! grow without end: it prunes finished runs (record, jobs and logs) past
-//! the retention policy, deletes their log segments (`crate::segments`),
-//! and on etcd it compacts the key history, as
-//! Kubernetes' API server does (etcd keeps every revision until compacted
-//! and stops taking writes at its space quota, 2 GiB by default).
+//! Retention, so that a long-lived coordinator does not grow without end:
+//! the leader prunes finished runs (record, jobs and logs) past the
+//! retention policy and deletes their log segments (`crate::segments`).
+//! The store's own history is the business of `crate::compaction`.
 //!
 //! The policy is Jenkins' "discard old builds": keep at most `keep_runs`
 //! finished runs, and none that finished more than `keep_for` ago. Runs that
 //! have not finished are never pruned and do not count. Deciding what to
 //! prune ([`expired`]) is pure; `run` does the IO.
 //!
-//! It is one of the leader's controllers ([`Housekeeping`], registered in
+//! It is one of the leader's controllers ([`Retention`], registered in
 //! `crate::controller::registry`): each term starts it with the term's
 //! fenced store and stops it when the term ends.
 //!
@@ -34,12 +32,12 @@ use drover_telemetry::trace::now_ms;
 use tracing::{debug, info, warn};
 
 use crate::controller::{Controller, ControllerError, Started, Term};
-use crate::keys;
-use crate::machine::RunId;
+use crate::core::keys;
+use crate::core::machine::RunId;
 use crate::metrics::METRICS;
 use crate::records::RunSummary;
 use crate::segments::Segments;
-use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, decode};
+use crate::store::{Compare, Op, Store, StoreError, Txn, decode};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,21 +47,11 @@ pub struct Config {
     pub keep_for: Duration,
     /// How often the leader looks for runs to prune.
     pub interval: Duration,
-    /// How often to compact the store's history ([`Store::compact`]; etcd
-    /// keeps every revision otherwise): up to the revision seen one period
-    /// earlier, so watchers always have at least that much history. `None`
-    /// leaves it to the store or its operator.
-    pub compaction: Option<Duration>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            keep_runs: 10_000,
-            keep_for: Duration::from_secs(30 * 24 * 3600),
-            interval: Duration::from_secs(60),
-            compaction: None,
-        }
+        Config { keep_runs: 10_000, keep_for: Duration::from_secs(30 * 24 * 3600), interval: Duration::from_secs(60) }
     }
 }
 
@@ -87,22 +75,22 @@ pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms
     out
 }
 
-/// The leader's housekeeping as a controller: a pass every
-/// [`Config::interval`] for as long as the term lasts.
-pub struct Housekeeping {
+/// Retention as a controller: a pass every [`Config::interval`] for as
+/// long as the term lasts.
+pub struct Retention {
     config: Config,
 }
 
-impl Housekeeping {
-    pub fn new(config: Config) -> Housekeeping {
-        Housekeeping { config }
+impl Retention {
+    pub fn new(config: Config) -> Retention {
+        Retention { config }
     }
 }
 
 #[async_trait]
-impl Controller for Housekeeping {
+impl Controller for Retention {
     fn name(&self) -> &'static str {
-        "housekeeping"
+        "retention"
     }
 
     fn prefixes(&self) -> &'static [&'static str] {
@@ -116,38 +104,31 @@ impl Controller for Housekeeping {
     }
 }
 
-/// Runs housekeeping passes until the term ends (when its controller is
+/// Runs retention passes until the term ends (when its controller is
 /// stopped). A failed pass is logged and retried at the next tick. A fenced
-/// one ends housekeeping but not the term: the scheduler's next write, or
+/// one ends retention but not the term: the scheduler's next write, or
 /// the lease the coordinator can no longer renew, ends that.
 async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The revision seen at the last compaction pass, and when.
-    let mut mark: Option<(tokio::time::Instant, Revision)> = None;
     loop {
         tick.tick().await;
-        match pass(store.as_ref(), &segments, &config, &mut mark).await {
+        match pass(store.as_ref(), &segments, &config).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return Ok(()),
-            Err(e) => warn!(error = %e, "housekeeping pass failed; retrying at the next one"),
+            Err(e) => warn!(error = %e, "retention pass failed; retrying at the next one"),
         }
     }
 }
 
-async fn pass(
-    store: &dyn Store,
-    segments: &Arc<Segments>,
-    config: &Config,
-    mark: &mut Option<(tokio::time::Instant, Revision)>,
-) -> Result<(), StoreError> {
+async fn pass(store: &dyn Store, segments: &Arc<Segments>, config: &Config) -> Result<(), StoreError> {
     // The last run number, read before the index: a run missing from the
     // index with a number up to it was pruned, never one still to come.
     let last: RunId = match store.get(keys::RUN_SEQ).await? {
         Some(kv) => decode(&kv.key, &kv.value)?,
         None => 0,
     };
-    let (kvs, revision) = store.range(keys::RUN_INDEX).await?;
+    let (kvs, _) = store.range(keys::RUN_INDEX).await?;
     // Every run in the index, by its key: an entry that does not parse
     // still keeps its run's segments.
     let mut alive: HashSet<RunId> =
@@ -197,26 +178,14 @@ async fn pass(
             "pruned finished runs"
         );
     }
-    if let Some(every) = &config.compaction {
-        let now = tokio::time::Instant::now();
-        match *mark {
-            None => *mark = Some((now, revision)),
-            Some((at, rev)) if now.duration_since(at) >= *every => {
-                store.compact(rev).await?;
-                info!(revision = rev, "compacted the store's history");
-                *mark = Some((now, revision));
-            }
-            Some(_) => {}
-        }
-    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::RunState;
-    use crate::machine::Source;
+    use crate::core::machine::RunState;
+    use crate::core::machine::Source;
 
     const DAY: u64 = 24 * 3600 * 1000;
 
@@ -228,6 +197,7 @@ mod tests {
             created_ms: now - 40 * DAY,
             finished_ms: finished_days_ago.map(|d| now - d * DAY),
             source: Source::default(),
+            rerun_of: None,
         }
     }
 

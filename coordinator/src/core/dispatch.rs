@@ -94,6 +94,12 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
     plan
 }
 
+/// Whether no connected agent could ever take the job: none has its
+/// labels, whether busy, draining or not ready.
+pub fn blocked(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> bool {
+    !agents.iter().any(|a| matches(job.runs_on, a.labels))
+}
+
 /// What a queued job waits for, in words.
 pub fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
     let labels = if job.runs_on.is_empty() {

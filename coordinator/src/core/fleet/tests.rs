@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
-use crate::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, Work};
-use crate::machine::Outcome;
+use crate::core::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, Work};
+use crate::core::machine::Outcome;
 
 const TTL: Duration = Duration::from_secs(10);
 
