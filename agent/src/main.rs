@@ -35,7 +35,7 @@ struct Args {
     #[arg(long)]
     name: String,
     /// Labels that jobs select with `runs-on`, as k=v,k=v.
-    #[arg(long, default_value = "", value_parser = parse_labels)]
+    #[arg(long, default_value = "", value_parser = drover_client::labels::parse)]
     labels: BTreeMap<String, String>,
     /// How many attempts may run at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -98,22 +98,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
              (500ms, 10s, 1m30s, 12h)"
         )
     })
-}
-
-fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut labels = BTreeMap::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("label {pair:?} is not k=v; write labels as os=linux,arch=x86_64"))?;
-        if k.is_empty() || v.is_empty() {
-            return Err(format!("label {pair:?} has an empty key or value"));
-        }
-        if labels.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(format!("label {k:?} is given twice"));
-        }
-    }
-    Ok(labels)
 }
 
 /// The exit code of an agent that the coordinator refused for good.

@@ -8,16 +8,20 @@
 //! which keeps trying for the `--reconnect-timeout` window ([`Patience`]):
 //! long enough for a coordinator to be restarted, not forever.
 
+use std::error::Error as _;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use drover_proto::metadata;
+use drover_client::chain::error_chain;
+use drover_client::endpoint::{Transport, endpoint};
+use drover_client::targets::{Follower, Targets, follower};
+use drover_client::tls::{Bundle, ClientTls};
 use drover_proto::v1::control_service_client::ControlServiceClient;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
@@ -45,41 +49,11 @@ pub type Client = ControlServiceClient<Channel>;
 /// before the CLI gives up with exit 3.
 const MAX_TRIES: usize = 10;
 
-/// Reads one of the admin's TLS files. A missing file is a usage problem
-/// (exit 2), not an unreachable coordinator.
-fn read(dir: &Path, file: &str) -> Result<Vec<u8>, Exit> {
-    let path = dir.join(file);
-    std::fs::read(&path).map_err(|e| {
-        Exit::new(
-            EXIT_INVALID,
-            format!(
-                "cannot read {}: {e}; point --tls-dir (or DROVER_TLS_DIR) at the admin directory that \
-                 `drover certs init --dir DIR` made, DIR/admin",
-                path.display()
-            ),
-        )
-    })
-}
-
-/// Reads a certificate file and checks that it holds a PEM certificate:
-/// tonic takes a file without one silently (an empty trust store, no client
-/// certificate), and the handshake would then fail with an obscure error.
-fn read_cert(dir: &Path, file: &str) -> Result<Vec<u8>, Exit> {
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    let pem = read(dir, file)?;
-    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
-        return Err(bad_certs(dir, &format!("{file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
-    }
-    Ok(pem)
-}
-
 /// A connection to one of several coordinators, which follows redirects to
 /// the leader and moves on when a coordinator dies.
 pub struct Conn {
-    endpoints: Vec<String>,
-    tls: ClientTlsConfig,
-    tls_dir: PathBuf,
-    next: usize,
+    targets: Targets,
+    tls: ClientTls,
     client: Client,
     /// The URL `client` talks to.
     url: String,
@@ -88,25 +62,10 @@ pub struct Conn {
     answered: bool,
 }
 
-async fn dial(url: &str, tls: &ClientTlsConfig, tls_dir: &Path) -> Result<Client, Exit> {
-    let bad_url = |e: String| {
-        Exit::new(EXIT_INVALID, format!("bad coordinator URL {url:?}: {e}; use e.g. https://127.0.0.1:7700"))
-    };
-    if !url.starts_with("https://") {
-        return Err(bad_url("it must start with https:// (Drover always uses TLS)".into()));
-    }
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| bad_url(e.to_string()))?
-        .tls_config(tls.clone())
-        .map_err(|e| {
-            // Without tonic's outer "transport error" when there is more to say.
-            let detail = e.source().map_or_else(|| e.to_string(), error_chain);
-            bad_certs(tls_dir, detail.trim_end_matches('.'))
-        })?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(3))
-        .keep_alive_timeout(Duration::from_secs(5));
+async fn dial(url: &str, tls: &ClientTls) -> Result<Client, Exit> {
+    let tls_dir = tls.dir();
+    // A bad URL or unusable certificates: the user's input.
+    let endpoint = endpoint(url, tls, &Transport::CONTROL).map_err(|e| Exit::new(EXIT_INVALID, e.to_string()))?;
     let channel = endpoint.connect().await.map_err(|e| {
         let chain = error_chain(&e);
         if chain.contains("invalid peer certificate") {
@@ -139,26 +98,11 @@ async fn dial(url: &str, tls: &ClientTlsConfig, tls_dir: &Path) -> Result<Client
     Ok(ControlServiceClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
-/// The certificates were read but do not make a TLS configuration (a PEM
-/// that does not parse, a key that does not match its certificate).
-fn bad_certs(tls_dir: &Path, detail: &str) -> Exit {
-    Exit::new(
-        EXIT_INVALID,
-        format!(
-            "the certificates in {} are not usable: {}; check ca.pem, admin.pem and admin-key.pem there, \
-             or point --tls-dir (or DROVER_TLS_DIR) at the admin directory that `drover certs init --dir DIR` \
-             made, DIR/admin",
-            tls_dir.display(),
-            detail
-        ),
-    )
-}
-
 /// Whether a failed call may be sent again: a follower's refusal always
 /// (nothing happened), other unavailability only for calls that are safe to
 /// repeat.
 fn retryable(status: &tonic::Status, idempotent: bool) -> bool {
-    status.metadata().contains_key(metadata::NOT_LEADER)
+    follower(status).is_some()
         || (idempotent && matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled))
 }
 
@@ -166,28 +110,25 @@ impl Conn {
     /// Connects to the first coordinator in the comma-separated list that
     /// answers.
     pub async fn connect(urls: &str, tls_dir: &Path) -> Result<Conn, Exit> {
-        let ca = Certificate::from_pem(read_cert(tls_dir, "ca.pem")?);
-        let identity = Identity::from_pem(read_cert(tls_dir, "admin.pem")?, read(tls_dir, "admin-key.pem")?);
-        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
+        let tls = ClientTls::load(Bundle {
+            dir: tls_dir.to_path_buf(),
+            cert: "admin".into(),
+            shown: "admin".into(),
+            fix: "point --tls-dir (or DROVER_TLS_DIR) at the admin directory that `drover certs init --dir DIR` \
+                  made, DIR/admin"
+                .into(),
+        })
+        .map_err(|e| Exit::new(EXIT_INVALID, e.to_string()))?;
         let endpoints: Vec<String> =
             urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect();
-        if endpoints.is_empty() {
+        let Some(mut targets) = Targets::new(endpoints) else {
             return Err(Exit::new(EXIT_INVALID, "no coordinator URL given; pass --coordinator https://HOST:PORT"));
-        }
+        };
         let mut last = None;
-        for (i, url) in endpoints.iter().enumerate() {
-            match dial(url, &tls, tls_dir).await {
-                Ok(client) => {
-                    return Ok(Conn {
-                        next: i + 1,
-                        endpoints: endpoints.clone(),
-                        tls,
-                        tls_dir: tls_dir.to_path_buf(),
-                        client,
-                        url: url.clone(),
-                        answered: false,
-                    });
-                }
+        for _ in 0..targets.urls().len() {
+            let url = targets.next_in_turn();
+            match dial(&url, &tls).await {
+                Ok(client) => return Ok(Conn { targets, tls, client, url, answered: false }),
                 Err(e) if e.code == EXIT_INVALID => return Err(e),
                 Err(e) => last = Some(e),
             }
@@ -198,17 +139,16 @@ impl Conn {
     /// Moves to the next coordinator that answers, or to `leader`.
     async fn move_on(&mut self, leader: Option<String>) -> Result<(), Exit> {
         if let Some(url) = leader
-            && let Ok(client) = dial(&url, &self.tls, &self.tls_dir).await
+            && let Ok(client) = dial(&url, &self.tls).await
         {
             self.client = client;
             self.url = url;
             return Ok(());
         }
         let mut last = None;
-        for _ in 0..self.endpoints.len() {
-            let url = self.endpoints[self.next % self.endpoints.len()].clone();
-            self.next += 1;
-            match dial(&url, &self.tls, &self.tls_dir).await {
+        for _ in 0..self.targets.urls().len() {
+            let url = self.targets.next_in_turn();
+            match dial(&url, &self.tls).await {
                 Ok(client) => {
                     self.client = client;
                     self.url = url;
@@ -243,11 +183,11 @@ impl Conn {
             if tries >= MAX_TRIES || !retryable(&status, idempotent) {
                 if !self.answered && broken_connection(&status) {
                     let detail = status.source().map_or_else(|| status.message().to_string(), error_chain);
-                    return Err(refused_certificate(&self.url, &self.tls_dir, &detail));
+                    return Err(refused_certificate(&self.url, self.tls.dir(), &detail));
                 }
                 return Err(status_exit(status));
             }
-            let leader = status.metadata().get(metadata::LEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let leader = leader_named(&status);
             if leader.is_none() {
                 // No leader yet, or the coordinator went away: an election
                 // takes about one lease TTL.
@@ -297,8 +237,8 @@ impl Conn {
                     return Err(status_exit(status));
                 }
                 patience.tries += 1;
-                let leader = status.metadata().get(metadata::LEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let redirect = status.metadata().contains_key(metadata::NOT_LEADER);
+                let redirect = follower(&status).is_some();
+                let leader = leader_named(&status);
                 // Tonic's account of a connection that broke is a chain of
                 // h2, hyper and rustls errors: the user needs to know only
                 // that it broke.
@@ -468,15 +408,12 @@ fn refused_certificate(url: &str, tls_dir: &Path, detail: &str) -> Exit {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// The leader a follower's refusal names, if any.
+fn leader_named(status: &tonic::Status) -> Option<String> {
+    match follower(status) {
+        Some(Follower::Leader(url)) => Some(url),
+        Some(Follower::Election) | None => None,
     }
-    s
 }
 
 /// Maps a failed call to an exit code and a message that says what to do.
@@ -512,8 +449,6 @@ pub fn status_exit(status: tonic::Status) -> Exit {
         }
     }
 }
-
-use std::error::Error as _;
 
 #[cfg(test)]
 mod tests {

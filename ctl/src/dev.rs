@@ -2,7 +2,7 @@
 //! they are missing, starts a coordinator on the embedded store and local
 //! agents (the real binaries, found next to `drover`), runs a pipeline with
 //! live progress, and stops everything it started. Certificates are laid
-//! out as in production (see `certs`): the coordinator, each agent and the
+//! out as in production (see `drover_pki::ca`): the coordinator, each agent and the
 //! CLI get their own directory, and each agent's certificate carries the
 //! labels it runs with.
 
@@ -16,8 +16,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::client::{self, EXIT_INTERRUPTED, Exit};
+use crate::follow;
 use crate::out::outln;
-use crate::{certs, follow};
+use drover_pki::ca;
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -63,16 +64,16 @@ fn agent_labels(i: usize) -> String {
 /// directories, and a bundle per agent with its labels. An agent whose
 /// bundle exists keeps it: its name fixes its labels, so they match.
 fn ensure_certs(tls: &Path, agents: &[String]) -> anyhow::Result<()> {
-    if !certs::ca_dir(tls).join("ca-key.pem").exists() {
-        certs::init(tls, &[]).with_context(|| {
+    if !ca::ca_dir(tls).join("ca-key.pem").exists() {
+        ca::init(tls, &[]).with_context(|| {
             format!("cannot make certificates for drover dev; remove {} to start afresh", tls.display())
         })?;
         outln!("created certificates in {}", tls.display());
     }
     for (i, name) in agents.iter().enumerate() {
-        if !certs::agent_dir(tls, name).exists() {
-            let labels = certs::parse_labels(&agent_labels(i)).map_err(anyhow::Error::msg)?;
-            certs::issue_agents(tls, std::slice::from_ref(name), &labels)?;
+        if !ca::agent_dir(tls, name).exists() {
+            let labels = drover_client::labels::parse(&agent_labels(i)).map_err(anyhow::Error::msg)?;
+            ca::issue_agents(tls, std::slice::from_ref(name), &labels)?;
         }
     }
     Ok(())
@@ -112,7 +113,7 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         .arg("--data-dir")
         .arg(args.dir.join("data"))
         .arg("--tls-dir")
-        .arg(certs::coordinator_dir(&tls))
+        .arg(ca::coordinator_dir(&tls))
         .stdout(Stdio::piped())
         .stderr(log_file(&logs, "coordinator")?)
         .kill_on_drop(true)
@@ -149,7 +150,7 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
             .arg("--work-dir")
             .arg(args.dir.join("work").join(name))
             .arg("--tls-dir")
-            .arg(certs::agent_dir(&tls, name))
+            .arg(ca::agent_dir(&tls, name))
             .stdout(Stdio::null())
             .stderr(log_file(&logs, name)?)
             .kill_on_drop(true)
@@ -158,7 +159,7 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         children.push(child);
     }
 
-    let admin = certs::admin_dir(&tls);
+    let admin = ca::admin_dir(&tls);
     let run = async {
         let mut conn = client::Conn::connect(&url, &admin).await?;
         wait_for_agents(&mut conn, names.len()).await?;

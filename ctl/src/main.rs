@@ -12,7 +12,6 @@ macro_rules! c_call {
     }};
 }
 
-mod certs;
 mod client;
 mod commands;
 mod context;
@@ -27,6 +26,7 @@ mod validate;
 mod view;
 mod worktree;
 
+use drover_pki::ca;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -342,7 +342,7 @@ enum CertsCommand {
         /// The labels the agents may claim, as k=v,k=v; they are written
         /// into the certificate, and the agent's --labels must not go beyond
         /// them.
-        #[arg(long, default_value = "", value_parser = certs::parse_labels)]
+        #[arg(long, default_value = "", value_parser = drover_client::labels::parse)]
         labels: std::collections::BTreeMap<String, String>,
     },
 }
@@ -374,8 +374,8 @@ fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Certs { command: CertsCommand::Init { dir, hosts } } => {
-            certs::init(&dir, &hosts)?;
-            let (ca, coordinator, admin) = (certs::ca_dir(&dir), certs::coordinator_dir(&dir), certs::admin_dir(&dir));
+            ca::init(&dir, &hosts)?;
+            let (ca, coordinator, admin) = (ca::ca_dir(&dir), ca::coordinator_dir(&dir), ca::admin_dir(&dir));
             outln!("created a CA, the coordinator's and the admin's certificates in {}:", dir.display());
             outln!(
                 "  {}/  the CA and its key: keep it offline, with the operator; only \
@@ -397,8 +397,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs { command: CertsCommand::IssueAgent { names, dir, labels } } => {
-            let bundles = certs::issue_agents(&dir, &names, &labels)?;
-            let labels = certs::labels_text(&labels);
+            let bundles = ca::issue_agents(&dir, &names, &labels)?;
+            let labels = drover_client::labels::text(&labels);
             let (shown, flag) = if labels.is_empty() {
                 ("no labels".to_string(), String::new())
             } else {

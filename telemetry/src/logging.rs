@@ -20,21 +20,3 @@ impl std::str::FromStr for LogFormat {
         }
     }
 }
-
-/// An error with every cause in its chain, `a: b: c`, for logs and
-/// messages: tonic's transport errors say only "transport error" at the top
-/// and the reason further down. A cause whose text is already there is
-/// left out.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}

@@ -18,13 +18,17 @@
 //!
 //! The module is cut along its seams: here the agent's configuration, its
 //! startup ([`Agent::new`]) and the reconnect loop ([`Agent::run`]);
-//! `session` one session with a coordinator (the Hello, what arrives,
-//! what the executor reports); `heartbeats` what was sent and what was
-//! acknowledged; `setup` what the agent checks and takes before it
-//! connects (certificates, coordinator URLs, the work dir lock) and the
-//! errors that stop it.
+//! `protocol` the agent's side of the protocol without IO (what it holds,
+//! what it answers), which the benchmark's simulated agents drive too;
+//! `session` one session with a coordinator, driving `protocol` and the
+//! executor; `heartbeats` what was sent and what was acknowledged; `setup`
+//! what the agent checks and takes before it connects (certificates,
+//! coordinator URLs, the work dir lock) and the errors that stop it.
+//! Loading certificates, endpoints, the choice of coordinator and backoff
+//! are `drover_client`'s, shared with the CLI and the benchmark.
 
 mod heartbeats;
+pub mod protocol;
 mod session;
 mod setup;
 
@@ -33,21 +37,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_proto::v1 as pb;
-use drover_telemetry::logging::error_chain;
+use drover_client::chain::error_chain;
+use drover_client::endpoint::{Transport, endpoint};
+use drover_client::targets::{Backoff, Targets};
+use drover_client::tls::{Bundle, ClientTls};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::{debug, info, warn};
 
 use crate::exec::{self, ExecEvent};
 use crate::leftovers;
-use crate::logbuf::LogBuf;
 use crate::runas;
 use crate::watch::{self as step_watch, StepWatch};
-use heartbeats::Heartbeats;
+use protocol::Protocol;
 use session::SessionEnd;
 pub use setup::AgentError;
-use setup::{endpoint, lock_work_dir, read, read_cert};
+use setup::lock_work_dir;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,16 +75,6 @@ pub struct Config {
     pub git_timeout: Duration,
 }
 
-struct Held {
-    log: LogBuf,
-    result: Option<pb::AttemptResult>,
-    /// Kills the attempt (cancel), and moves its fence deadline as leases
-    /// are renewed; `None` once it has finished.
-    cancel: Option<watch::Sender<exec::Control>>,
-    /// The coordinator disowned the attempt: drop it once it has stopped.
-    disowned: bool,
-}
-
 /// What the agent's owner asks of it (the binary maps signals to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -100,38 +94,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// enough to take over soon after the other one is gone.
 const BUSY_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Spreads reconnects of many agents over ±25% of the wait, so a restarted
-/// coordinator is not hit by all of them at the same instant.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(factor)
-}
-
 pub struct Agent {
     config: Config,
-    tls: ClientTlsConfig,
-    /// Index into `config.coordinators` of the next one to try.
-    next: usize,
-    /// The leader's URL, when a follower told us.
-    leader_hint: Option<String>,
-    /// A coordinator that stopped acknowledging heartbeats, and until when
-    /// it is passed over: followers keep naming a frozen leader until its
-    /// election lease lapses, and following them there would only hang.
-    suspect: Option<(String, tokio::time::Instant)>,
-    held: HashMap<String, Held>,
+    tls: ClientTls,
+    /// Which coordinator to dial next: the leader a follower named, else
+    /// the configured ones in turn, passing over one that stopped
+    /// acknowledging heartbeats (followers keep naming a frozen leader until
+    /// its election lease lapses, and following them there would only hang).
+    targets: Targets,
+    /// What the agent holds and answers, across sessions.
+    proto: Protocol,
+    /// What kills each running attempt (cancel) and moves its fence
+    /// deadline as leases are renewed; an attempt leaves once it finished.
+    controls: HashMap<String, watch::Sender<exec::Control>>,
     exec_tx: mpsc::UnboundedSender<ExecEvent>,
     exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
-    /// Highest coordinator epoch seen; older ones are refused.
-    epoch: u64,
-    heartbeat: Duration,
-    /// From the coordinator's Welcome: how long to wait for a heartbeat's
-    /// acknowledgement, and the fence (see `Welcome.fence_ms`); None when
-    /// the coordinator does not ask for them.
-    ack_timeout: Option<Duration>,
-    fence: Option<Duration>,
-    /// This session's heartbeats and their acknowledgements.
-    beats: Heartbeats,
     /// Why the agent takes no new work for now, or empty.
     unready: String,
     /// Held, never read: the work dir is ours while the file is open.
@@ -142,6 +119,19 @@ pub struct Agent {
     /// coordinator lets this process replace its own old session at once,
     /// and refuses another process under the same name while ours is live.
     instance_id: String,
+}
+
+/// The agent's TLS directory: `ca.pem`, `agent-NAME.pem` and
+/// `agent-NAME-key.pem`.
+fn tls_bundle(dir: &std::path::Path, name: &str) -> Bundle {
+    Bundle {
+        dir: dir.to_path_buf(),
+        cert: format!("agent-{name}"),
+        shown: "agent-NAME".into(),
+        fix: "point --tls-dir (or DROVER_AGENT_TLS_DIR) at the agent's bundle, DIR/agents/NAME, from \
+              `drover certs issue-agent NAME --dir DIR`"
+            .into(),
+    }
 }
 
 /// 128 random bits as hex, from the kernel's generator.
@@ -184,17 +174,10 @@ impl Agent {
             Err(e) if user.is_some() => return Err(e.into()),
             Err(e) => warn!(error = %e, "the TLS directory is not private to the agent"),
         }
-        let ca = Certificate::from_pem(read_cert(&config.tls_dir, "ca.pem")?);
-        let identity = Identity::from_pem(
-            read_cert(&config.tls_dir, &format!("agent-{}.pem", config.name))?,
-            read(&config.tls_dir, &format!("agent-{}-key.pem", config.name))?,
-        );
-        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
-        if config.coordinators.is_empty() {
-            return Err(AgentError::Url { url: String::new(), detail: "no coordinator URL given".into() });
-        }
-        for url in &config.coordinators {
-            endpoint(url, &tls, &config.tls_dir)?;
+        let tls = ClientTls::load(tls_bundle(&config.tls_dir, &config.name))?;
+        let targets = Targets::new(config.coordinators.clone()).ok_or(AgentError::NoCoordinator)?;
+        for url in targets.urls() {
+            endpoint(url, &tls, &Transport::AGENT)?;
         }
         let work_dir_err = |source| AgentError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_err)?;
@@ -219,17 +202,11 @@ impl Agent {
         Ok(Agent {
             config,
             tls,
-            next: 0,
-            leader_hint: None,
-            suspect: None,
-            held: HashMap::new(),
+            targets,
+            proto: Protocol::new(),
+            controls: HashMap::new(),
             exec_tx,
             exec_rx,
-            epoch: 0,
-            heartbeat: Duration::from_secs(2),
-            ack_timeout: None,
-            fence: None,
-            beats: Heartbeats::default(),
             unready: String::new(),
             _lock: lock,
             exec,
@@ -241,12 +218,7 @@ impl Agent {
     /// acknowledgement timeout once a coordinator told us one (a live
     /// coordinator answers well within it), 5 s before.
     fn setup_timeout(&self) -> Duration {
-        self.ack_timeout.map_or(Duration::from_secs(5), |t| t.max(Duration::from_millis(500)) * 2)
-    }
-
-    /// Whether `url` stopped acknowledging heartbeats a moment ago.
-    fn is_suspect(&self, url: &str) -> bool {
-        self.suspect.as_ref().is_some_and(|(s, until)| s == url && *until > tokio::time::Instant::now())
+        self.proto.ack_timeout().map_or(Duration::from_secs(5), |t| t.max(Duration::from_millis(500)) * 2)
     }
 
     /// Whether the agent can take new work: its work directory has at
@@ -276,29 +248,10 @@ impl Agent {
         self.unready.clone()
     }
 
-    /// The URL to dial next: the leader we were told about, else the next
-    /// of the configured coordinators in turn.
-    fn target(&mut self) -> String {
-        if let Some(url) = self.leader_hint.take() {
-            return url;
-        }
-        let now = tokio::time::Instant::now();
-        let suspect = self.suspect.as_ref().filter(|(_, until)| *until > now).map(|(url, _)| url.clone());
-        for _ in 1..self.config.coordinators.len() {
-            if Some(&self.config.coordinators[self.next % self.config.coordinators.len()]) != suspect.as_ref() {
-                break;
-            }
-            self.next += 1;
-        }
-        let url = self.config.coordinators[self.next % self.config.coordinators.len()].clone();
-        self.next += 1;
-        url
-    }
-
     /// Whether the owner asked for a drain and nothing is left to finish
     /// or report.
     fn drained(&self, stop: &watch::Receiver<Stop>) -> bool {
-        *stop.borrow() == Stop::Drain && self.held.is_empty()
+        *stop.borrow() == Stop::Drain && self.proto.is_empty()
     }
 
     /// Runs, reconnecting whenever the session ends, until `stop` says
@@ -309,8 +262,8 @@ impl Agent {
     pub async fn run(mut self, stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
         let result = self.connect_loop(stop).await;
         // The caller says why (once); here only what it costs.
-        if result.is_err() && !self.held.is_empty() {
-            warn!(attempts = self.held.len(), "stopping: killing every attempt held");
+        if result.is_err() && !self.proto.is_empty() {
+            warn!(attempts = self.proto.len(), "stopping: killing every attempt held");
             self.kill_all().await;
         }
         // The watcher kills whatever is still listed (nothing, normally).
@@ -319,18 +272,18 @@ impl Agent {
     }
 
     async fn connect_loop(&mut self, mut stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         'reconnect: loop {
             if self.drained(&stop) {
                 info!("drained: every attempt finished and reported; exiting");
                 return Ok(());
             }
-            let redirected = self.leader_hint.is_some();
-            let url = self.target();
+            let redirected = self.targets.redirected();
+            let url = self.targets.next(tokio::time::Instant::now());
             let for_session = stop.clone();
             let session = async {
                 let started = tokio::time::Instant::now();
-                let end = match endpoint(&url, &self.tls, &self.config.tls_dir) {
+                let end = match endpoint(&url, &self.tls, &Transport::AGENT) {
                     // A frozen coordinator's kernel still accepts the TCP
                     // connection; the TLS handshake is what hangs.
                     Ok(ep) => match tokio::time::timeout(self.setup_timeout(), ep.connect()).await {
@@ -350,32 +303,32 @@ impl Agent {
             tokio::select! {
                 (end, lasted) = session => {
                     if lasted > Duration::from_secs(10) {
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                     }
                     match end {
-                        SessionEnd::Redirect(leader) if self.is_suspect(&leader) => {
+                        SessionEnd::Redirect(leader) if self.targets.is_suspect(&leader, tokio::time::Instant::now()) => {
                             debug!(%url, %leader, "redirected to a coordinator that seemed frozen; waiting for the election");
-                            backoff = Duration::from_millis(100);
+                            backoff.reset();
                         }
                         SessionEnd::Redirect(leader) => {
                             info!(%url, %leader, "redirected to the leader");
-                            self.leader_hint = Some(leader);
+                            self.targets.redirect(leader);
                             continue;
                         }
                         SessionEnd::Frozen(e) => {
                             warn!(error = %e, "session ended");
-                            let pass_over = self.ack_timeout.unwrap_or(Duration::from_secs(1)) * 4;
-                            self.suspect = Some((url.clone(), tokio::time::Instant::now() + pass_over));
-                            backoff = Duration::from_millis(100);
+                            let pass_over = self.proto.ack_timeout().unwrap_or(Duration::from_secs(1)) * 4;
+                            self.targets.suspect(url.clone(), tokio::time::Instant::now() + pass_over);
+                            backoff.reset();
                         }
                         // An election takes about one lease TTL: poll briskly.
-                        SessionEnd::NoLeader => backoff = Duration::from_millis(100),
+                        SessionEnd::NoLeader => backoff.reset(),
                         // Followers name a leader that does not answer: it
                         // has most likely just died, and a new one will be
                         // elected within the election TTL. Poll briskly.
                         SessionEnd::Failed(e) if redirected => {
                             debug!(error = %e, "the leader we were sent to does not answer");
-                            backoff = Duration::from_millis(100);
+                            backoff.reset();
                         }
                         SessionEnd::Failed(e) => warn!(error = %e, "session ended"),
                         SessionEnd::Busy(e) => {
@@ -391,8 +344,7 @@ impl Agent {
                 _ = stop.wait_for(|s| *s == Stop::Now) => break 'reconnect,
             }
             // Keep taking output while disconnected, so nothing is lost.
-            backoff = backoff.min(ceiling);
-            let sleep = tokio::time::sleep(jitter(backoff));
+            let sleep = tokio::time::sleep(backoff.next(ceiling));
             tokio::pin!(sleep);
             loop {
                 if *stop.borrow() == Stop::Now {
@@ -407,10 +359,9 @@ impl Agent {
                     Ok(()) = stop.changed() => {}
                 }
             }
-            backoff = (backoff * 2).min(ceiling);
         }
         // Every way of stopping now ends here.
-        warn!(attempts = self.held.len(), "stopping now: killing every attempt held");
+        warn!(attempts = self.proto.len(), "stopping now: killing every attempt held");
         self.kill_all().await;
         Ok(())
     }
@@ -419,22 +370,37 @@ impl Agent {
     /// Their results are not reported: the coordinator sees the leases
     /// expire and runs the jobs again where retries allow.
     async fn kill_all(&mut self) {
-        for held in self.held.values() {
-            if let Some(c) = &held.cancel {
-                c.send_modify(|c| c.cancelled = true);
-            }
+        for control in self.controls.values() {
+            control.send_modify(|c| c.cancelled = true);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.held.values().any(|h| h.cancel.is_some()) {
+        while !self.controls.is_empty() {
             match tokio::time::timeout_at(deadline, self.exec_rx.recv()).await {
                 Ok(Some(ExecEvent::Finished { id, .. })) => {
-                    if let Some(h) = self.held.get_mut(&id) {
-                        h.cancel = None;
-                    }
+                    self.controls.remove(&id);
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_certificate_says_where_the_agents_bundle_comes_from() {
+        let dir = std::env::temp_dir().join(format!("drover-agent-no-tls-{}", std::process::id()));
+        let msg = ClientTls::load(tls_bundle(&dir, "a1")).unwrap_err().to_string();
+        assert!(msg.starts_with(&format!("cannot read {}: ", dir.join("ca.pem").display())), "{msg}");
+        assert!(
+            msg.ends_with(
+                "; point --tls-dir (or DROVER_AGENT_TLS_DIR) at the agent's bundle, DIR/agents/NAME, from \
+                 `drover certs issue-agent NAME --dir DIR` (it holds ca.pem, agent-NAME.pem and agent-NAME-key.pem)"
+            ),
+            "{msg}"
+        );
     }
 }

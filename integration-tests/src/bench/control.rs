@@ -2,7 +2,9 @@
 //! one cached channel per coordinator, and the CLI's rules for finding the
 //! leader (a follower refuses leader-only calls with `Unavailable`, marks
 //! the refusal with `drover-not-leader` and names the leader in
-//! `drover-leader` when it knows it).
+//! `drover-leader` when it knows it). Loading the certificate, the
+//! endpoints and the choice of coordinator are `drover_client`'s, as for
+//! the CLI.
 //!
 //! Calling the coordinator in-process instead of through the `drover` CLI
 //! keeps process start-up and TLS handshakes out of the measured times.
@@ -12,14 +14,17 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use drover_proto::metadata;
+use drover_client::chain::error_chain;
+use drover_client::endpoint::{Transport, endpoint};
+use drover_client::targets::{Follower, Targets, follower};
+use drover_client::tls::ClientTls;
 use drover_proto::v1 as pb;
 use pb::control_service_client::ControlServiceClient;
 use tokio::time::Instant;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
-use super::{BenchError, error_chain, read_pem};
+use super::{BenchError, tls_bundle};
 
 pub type Client = ControlServiceClient<Channel>;
 
@@ -33,15 +38,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Control {
-    urls: Vec<String>,
-    tls: ClientTlsConfig,
+    /// Where the last leader-only call succeeded or a follower pointed, else
+    /// the coordinators in turn.
+    targets: Targets,
+    tls: ClientTls,
     /// Channels by URL. A tonic channel reconnects by itself, but one to a
     /// coordinator that was killed is dropped so the next call dials afresh.
     clients: HashMap<String, Client>,
-    /// Where the last leader-only call succeeded or a follower pointed.
-    leader_hint: Option<String>,
-    /// Index into `urls` of the next coordinator to try.
-    next: usize,
 }
 
 /// Whether a call failed because the coordinator could not be reached or
@@ -55,32 +58,21 @@ impl Control {
     /// A client with the admin certificate from `tls_dir` for the given
     /// coordinator URLs. Nothing is dialled until the first call.
     pub fn new(tls_dir: &Path, urls: Vec<String>) -> Result<Control, BenchError> {
-        if urls.is_empty() {
-            return Err(BenchError::new("no coordinator URL to call"));
-        }
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read_pem(tls_dir, "ca.pem")?))
-            .identity(Identity::from_pem(read_pem(tls_dir, "admin.pem")?, read_pem(tls_dir, "admin-key.pem")?));
-        Ok(Control { urls, tls, clients: HashMap::new(), leader_hint: None, next: 0 })
+        let targets = Targets::new(urls).ok_or_else(|| BenchError::new("no coordinator URL to call"))?;
+        let tls = ClientTls::load(tls_bundle(tls_dir, "admin", "admin")).map_err(|e| BenchError::new(e.to_string()))?;
+        Ok(Control { targets, tls, clients: HashMap::new() })
     }
 
     /// The coordinator URLs this client knows.
     pub fn urls(&self) -> &[String] {
-        &self.urls
+        self.targets.urls()
     }
 
     async fn client(&mut self, url: &str) -> Result<Client, BenchError> {
         if let Some(c) = self.clients.get(url) {
             return Ok(c.clone());
         }
-        let bad =
-            |e: tonic::transport::Error| BenchError::new(format!("bad coordinator URL {url}: {}", error_chain(&e)));
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(bad)?
-            .tls_config(self.tls.clone())
-            .map_err(bad)?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true);
+        let endpoint = endpoint(url, &self.tls, &Transport::CONTROL).map_err(|e| BenchError::new(e.to_string()))?;
         // The connect timeout covers TCP only; this bounds the TLS handshake.
         let channel = tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
             .await
@@ -89,15 +81,6 @@ impl Control {
         let client = ControlServiceClient::new(channel).max_decoding_message_size(64 << 20);
         self.clients.insert(url.to_string(), client.clone());
         Ok(client)
-    }
-
-    fn next_url(&mut self) -> String {
-        if let Some(url) = self.leader_hint.take() {
-            return url;
-        }
-        let url = self.urls[self.next % self.urls.len()].clone();
-        self.next += 1;
-        url
     }
 
     /// Makes a call that only the leader answers, following redirects and
@@ -114,11 +97,11 @@ impl Control {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         loop {
-            let url = self.next_url();
+            let url = self.targets.next(Instant::now());
             let status = match self.client(&url).await {
                 Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
                     Ok(Ok(response)) => {
-                        self.leader_hint = Some(url);
+                        self.targets.redirect(url);
                         return Ok(response.into_inner());
                     }
                     Ok(Err(status)) => status,
@@ -127,22 +110,22 @@ impl Control {
                 // Treated like a coordinator that answers Unavailable.
                 Err(e) => Status::unavailable(e.to_string()),
             };
-            let meta = status.metadata();
-            if let Some(leader) = meta.get(metadata::LEADER).and_then(|v| v.to_str().ok()) {
+            match follower(&status) {
                 // A follower named the leader: go there at once. If the
                 // named leader is dead, the next round's connection error
                 // pauses before moving on.
-                self.leader_hint = Some(leader.to_string());
-            } else if meta.contains_key(metadata::NOT_LEADER) {
+                Some(Follower::Leader(leader)) => self.targets.redirect(leader),
                 // No leader at the moment: an election is under way.
-                tokio::time::sleep(RETRY_PAUSE).await;
-            } else if connection_lost(&status) {
-                // This coordinator is gone: forget its channel and try the
-                // next one shortly.
-                self.clients.remove(&url);
-                tokio::time::sleep(RETRY_PAUSE).await;
-            } else {
-                return Err(BenchError::new(format!("{what} on {url}: {:?}: {}", status.code(), status.message())));
+                Some(Follower::Election) => tokio::time::sleep(RETRY_PAUSE).await,
+                None if connection_lost(&status) => {
+                    // This coordinator is gone: forget its channel and try
+                    // the next one shortly.
+                    self.clients.remove(&url);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                None => {
+                    return Err(BenchError::new(format!("{what} on {url}: {:?}: {}", status.code(), status.message())));
+                }
             }
             if Instant::now() >= deadline {
                 return Err(BenchError::new(format!(
@@ -161,7 +144,7 @@ impl Control {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         loop {
-            let url = self.urls[self.next % self.urls.len()].clone();
+            let url = self.targets.in_turn().to_string();
             let last = match self.client(&url).await {
                 Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
                     Ok(Ok(response)) => return Ok(response.into_inner()),
@@ -180,7 +163,7 @@ impl Control {
                 },
                 Err(e) => e.to_string(),
             };
-            self.next += 1;
+            self.targets.next_in_turn();
             if Instant::now() >= deadline {
                 return Err(BenchError::new(format!("{what}: no coordinator answered; last, {url}: {last}")));
             }

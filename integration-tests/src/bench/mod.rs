@@ -33,10 +33,13 @@ impl fmt::Display for BenchError {
 
 impl std::error::Error for BenchError {}
 
-pub use drover_telemetry::logging::error_chain;
-
-/// Reads a certificate or key file, naming the file when it cannot.
-pub fn read_pem(dir: &std::path::Path, file: &str) -> Result<Vec<u8>, BenchError> {
-    let path = dir.join(file);
-    std::fs::read(&path).map_err(|e| BenchError::new(format!("cannot read {}: {e}", path.display())))
+/// A TLS directory the benchmark made with `drover certs` before it
+/// started: `ca.pem`, `{cert}.pem` and `{cert}-key.pem`.
+pub fn tls_bundle(dir: &std::path::Path, cert: &str, shown: &str) -> drover_client::tls::Bundle {
+    drover_client::tls::Bundle {
+        dir: dir.to_path_buf(),
+        cert: cert.to_string(),
+        shown: shown.to_string(),
+        fix: "drover-bench issues it with `drover certs` before it starts: did that fail?".into(),
+    }
 }

@@ -52,11 +52,12 @@
 
 use std::time::Duration;
 
+use drover_client::chain::error_chain;
+use drover_integration_tests::bench::BenchError;
 use drover_integration_tests::bench::modes::{
     Args, MAX_JOBS_PER_PIPELINE, Mode, Store, failover, latency, retention, scale, throughput,
 };
 use drover_integration_tests::bench::proc_stats;
-use drover_integration_tests::bench::{BenchError, error_chain};
 use drover_integration_tests::harness::Etcd;
 use tokio::runtime::Runtime;
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drover_integration_tests::bench::error_chain;
+use drover_client::chain::error_chain;
 
 use crate::harness::{Fleet, TempDir, bin, text};
 

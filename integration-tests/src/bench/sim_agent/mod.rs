@@ -7,21 +7,23 @@
 //! acknowledges the result, sends heartbeats at the period the `Welcome`
 //! sets, and obeys `Cancel`, `LogAck` and `ResultAck`.
 //!
-//! The session rules follow `agent/src/client/`: Hello first (listing the
-//! attempts still held, whose unacknowledged log and result are sent again),
-//! assignments and cancels from an older epoch are refused, a follower's
-//! `Unavailable` with `drover-leader` metadata sends the agent to the
-//! leader, one with only `drover-not-leader` means an election is under way
-//! (retry in 100 ms), and a session that breaks moves on to the next
-//! coordinator URL. The transport settings (keepalives, timeouts) are the
-//! real agent's too, so the coordinator sees the same load per agent.
+//! The session rules are the real agent's own code: its protocol core
+//! (`drover_agent::client::protocol`: Hello first, listing the attempts
+//! still held, whose unacknowledged log and result are sent again;
+//! assignments and cancels from an older epoch refused), and
+//! `drover_client`'s choice of coordinator (a follower's `Unavailable` with
+//! `drover-leader` metadata sends the agent to the leader, one with only
+//! `drover-not-leader` means an election is under way, retried in 100 ms;
+//! a session that breaks moves on to the next coordinator URL). The
+//! transport settings (keepalives, timeouts) are the real agent's too
+//! (`Transport::AGENT`), so the coordinator sees the same load per agent.
 //!
 //! Because nothing runs, the coordinator, not the agents, is what a
 //! benchmark with these agents measures; and thousands of them fit in one
 //! process, which real agent processes would not on a small machine.
 //!
 //! This module has the swarm and what its driver sees; `session` has one
-//! agent's connections and its side of the protocol.
+//! agent's connections and its simulated executor.
 
 mod session;
 
@@ -31,13 +33,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover_client::endpoint::{Transport, endpoint};
+use drover_client::targets::Targets;
+use drover_client::tls::ClientTls;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use super::{BenchError, read_pem};
-use session::{SimAgent, endpoint};
+use super::{BenchError, tls_bundle};
+use session::SimAgent;
 
 /// What every agent of a swarm is like.
 #[derive(Debug, Clone)]
@@ -163,16 +167,15 @@ impl Swarm {
     /// in the background.
     pub fn spawn(&mut self, name: &str) -> Result<(), BenchError> {
         let bundle = self.certs.join("agents").join(name);
-        let ca = Certificate::from_pem(read_pem(&bundle, "ca.pem")?);
-        let identity = Identity::from_pem(
-            read_pem(&bundle, &format!("agent-{name}.pem"))?,
-            read_pem(&bundle, &format!("agent-{name}-key.pem"))?,
-        );
-        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
+        let tls = ClientTls::load(tls_bundle(&bundle, &format!("agent-{name}"), "agent-NAME"))
+            .map_err(|e| BenchError::new(e.to_string()))?;
         for url in &self.config.urls {
-            endpoint(url, &tls)?;
+            endpoint(url, &tls, &Transport::AGENT).map_err(|e| BenchError::new(e.to_string()))?;
         }
-        let agent = SimAgent::new(name.to_string(), tls, self.config.clone(), self.tap.clone(), self.gate.clone());
+        let targets = Targets::new(self.config.urls.clone())
+            .ok_or_else(|| BenchError::new("simulated agents need at least one coordinator URL"))?;
+        let agent =
+            SimAgent::new(name.to_string(), tls, targets, self.config.clone(), self.tap.clone(), self.gate.clone());
         self.tasks.push(self.runtime.spawn(agent.run()));
         Ok(())
     }

@@ -1,25 +1,34 @@
-//! One simulated agent's side of the agent protocol: connecting (through
-//! the swarm's gate, with the real agent's transport settings), following a
-//! follower's redirect to the leader, backing off with jitter, and within a
-//! session the Hello, heartbeats, and the answers to `Assign`, `Cancel`,
-//! `LogAck` and `ResultAck`, holding each attempt until its result is
-//! acknowledged.
+//! One simulated agent: its connections and its executor. What it answers
+//! is the real agent's protocol core, `drover_agent::client::protocol`
+//! (the Hello listing held attempts and what it sends again, refusing an
+//! older epoch, heartbeats at the Welcome's period, `Accepted`, `LogAck`,
+//! `ResultAck`, `Cancel`); the choice of coordinator (a follower's
+//! redirect, the URLs in turn), the endpoints and the jittered backoff are
+//! `drover_client`'s, as the real agent's are. What is its own: dialling
+//! through the swarm's gate, an executor that succeeds at once (optionally
+//! sending a log in chunks first), and what it tells the benchmark driver.
+//!
+//! Unlike the real agent it does not leave a coordinator that acknowledges
+//! no heartbeats (its attempts end at once, so nothing needs fencing), and
+//! it keeps no metrics.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use drover_proto::metadata;
+use drover_agent::client::protocol::{Action, Protocol};
+use drover_agent::exec::{ExecEvent, Outcome};
+use drover_client::chain::error_chain;
+use drover_client::endpoint::{Transport, endpoint};
+use drover_client::targets::{Backoff, Follower, Targets, follower};
+use drover_client::tls::ClientTls;
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as Out;
 use pb::coordinator_message::Msg as In;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use super::super::{BenchError, error_chain};
 use super::{Observed, SimConfig, Tap};
 
 /// Counts an agent as connected for as long as it lives.
@@ -39,15 +48,6 @@ impl Drop for ConnectedGuard<'_> {
     }
 }
 
-/// An attempt from assignment until its result is acknowledged.
-struct Held {
-    /// The log chunk (sent at offset 0) until it is acknowledged.
-    log: Option<Vec<u8>>,
-    result: pb::AttemptResult,
-    /// The coordinator disowned it: its result is no longer wanted.
-    disowned: bool,
-}
-
 /// Why a session ended.
 enum SessionEnd {
     /// A follower named the leader: go there at once.
@@ -65,102 +65,60 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Bounds the TLS handshake, which the endpoint's connect timeout does not
 /// cover, and the wait for the coordinator to take the Hello.
 const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
-/// The real agent's endpoint settings: HTTP/2 keepalives notice a dead or
-/// paused coordinator within a few seconds.
-pub(super) fn endpoint(url: &str, tls: &ClientTlsConfig) -> Result<Endpoint, BenchError> {
-    let bad = |e: tonic::transport::Error| BenchError::new(format!("bad coordinator URL {url}: {}", error_chain(&e)));
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(bad)?
-        .tls_config(tls.clone())
-        .map_err(bad)?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(3))
-        .keep_alive_while_idle(true))
-}
-
-/// Spreads the retries of many agents over ±25% of the wait, so they do not
-/// all hit a coordinator at the same instant.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    d.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
-}
 
 pub(super) struct SimAgent {
     name: String,
-    tls: ClientTlsConfig,
+    tls: ClientTls,
     config: Arc<SimConfig>,
     tap: Arc<Tap>,
     gate: Arc<Semaphore>,
-    held: HashMap<String, Held>,
-    /// Highest coordinator epoch seen; older ones are refused.
-    epoch: u64,
-    heartbeat: Duration,
-    /// Index into `config.urls` of the next coordinator to try.
-    next: usize,
-    /// The leader's URL, when a follower named it.
-    leader_hint: Option<String>,
+    targets: Targets,
+    /// What it holds and answers: the real agent's protocol.
+    proto: Protocol,
+    /// The log every attempt prints, when it prints one.
+    log: Option<Arc<[u8]>>,
 }
 
 impl SimAgent {
-    /// An agent that has yet to connect, holding nothing.
+    /// An agent that has yet to connect, holding nothing. `targets` are the
+    /// swarm's URLs.
     pub(super) fn new(
         name: String,
-        tls: ClientTlsConfig,
+        tls: ClientTls,
+        targets: Targets,
         config: Arc<SimConfig>,
         tap: Arc<Tap>,
         gate: Arc<Semaphore>,
     ) -> SimAgent {
-        SimAgent {
-            name,
-            tls,
-            config,
-            tap,
-            gate,
-            held: HashMap::new(),
-            epoch: 0,
-            heartbeat: Duration::from_secs(2),
-            next: 0,
-            leader_hint: None,
-        }
-    }
-
-    fn target(&mut self) -> String {
-        if let Some(url) = self.leader_hint.take() {
-            return url;
-        }
-        let url = self.config.urls[self.next % self.config.urls.len()].clone();
-        self.next += 1;
-        url
+        let log = (config.log_bytes > 0).then(|| log_line(config.log_bytes).into());
+        SimAgent { name, tls, config, tap, gate, targets, proto: Protocol::new(), log }
     }
 
     /// Connects, serves sessions and reconnects until the task is aborted.
     pub(super) async fn run(mut self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF);
         loop {
-            let redirected = self.leader_hint.is_some();
-            let url = self.target();
+            let redirected = self.targets.redirected();
+            let url = self.targets.next(Instant::now());
             match self.session(&url).await {
                 SessionEnd::Redirect(leader) => {
-                    self.leader_hint = Some(leader);
+                    self.targets.redirect(leader);
                     continue;
                 }
-                SessionEnd::NoLeader => backoff = MIN_BACKOFF,
+                SessionEnd::NoLeader => backoff.reset(),
                 // A session that had been up a while broke, most likely
                 // because its coordinator died: try the next one at once.
                 SessionEnd::Broke { lasted } if lasted >= Duration::from_secs(1) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     continue;
                 }
                 SessionEnd::Broke { .. } => {}
                 // The leader a follower named does not answer: it has most
                 // likely just died and an election is under way.
-                SessionEnd::Failed if redirected => backoff = MIN_BACKOFF,
+                SessionEnd::Failed if redirected => backoff.reset(),
                 SessionEnd::Failed => {}
             }
-            tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next(MAX_BACKOFF)).await;
         }
     }
 
@@ -169,21 +127,13 @@ impl SimAgent {
         let _ = tx.send(pb::AgentMessage { msg: Some(m) });
     }
 
-    /// Sends a whole log from offset 0, in chunks the coordinator takes.
-    fn send_log(tx: &mpsc::UnboundedSender<pb::AgentMessage>, id: &str, data: &[u8]) {
-        for (i, chunk) in data.chunks(drover_proto::MAX_LOG_CHUNK_BYTES).enumerate() {
-            let offset = (i * drover_proto::MAX_LOG_CHUNK_BYTES) as u64;
-            Self::send(tx, Out::Log(pb::LogChunk { attempt_id: id.to_string(), offset, data: chunk.to_vec() }));
-        }
-    }
-
     async fn session(&mut self, url: &str) -> SessionEnd {
         // Held from dialling until the Welcome, so at most the gate's number
         // of handshakes are in flight.
         let Ok(permit) = self.gate.clone().acquire_owned().await else {
             return SessionEnd::Failed;
         };
-        let channel = match endpoint(url, &self.tls) {
+        let channel = match endpoint(url, &self.tls, &Transport::AGENT) {
             Ok(ep) => match tokio::time::timeout(SESSION_SETUP_TIMEOUT, ep.connect()).await {
                 Ok(Ok(channel)) => channel,
                 Ok(Err(e)) => {
@@ -202,41 +152,29 @@ impl SimAgent {
         };
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
-        Self::send(
-            &tx,
-            Out::Hello(pb::Hello {
-                name: self.name.clone(),
-                labels: self.config.labels.clone(),
-                slots: self.config.slots,
-                running: self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect(),
-                version: concat!("drover-bench ", env!("CARGO_PKG_VERSION")).to_string(),
-                draining: false,
-                // One simulated agent is one process's session: stable
-                // across its reconnects, distinct from every other.
-                instance_id: format!("sim-{}", self.name),
-                unready: String::new(),
-            }),
-        );
-        // Resend everything not acknowledged, each log before its result.
-        for (id, held) in &self.held {
-            if held.disowned {
-                continue;
-            }
-            if let Some(data) = &held.log {
-                Self::send_log(&tx, id, data);
-            }
-            Self::send(&tx, Out::Result(held.result.clone()));
+        let hello = pb::Hello {
+            name: self.name.clone(),
+            labels: self.config.labels.clone(),
+            slots: self.config.slots,
+            running: Vec::new(),
+            version: concat!("drover-bench ", env!("CARGO_PKG_VERSION")).to_string(),
+            draining: false,
+            // One simulated agent is one process's session: stable across
+            // its reconnects, distinct from every other.
+            instance_id: format!("sim-{}", self.name),
+            unready: String::new(),
+        };
+        for m in self.proto.hello(hello) {
+            Self::send(&tx, m);
         }
         let opened = tokio::time::timeout(SESSION_SETUP_TIMEOUT, client.session(UnboundedReceiverStream::new(rx)));
         let mut inbound = match opened.await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
-                let meta = status.metadata();
-                if let Some(leader) = meta.get(metadata::LEADER).and_then(|v| v.to_str().ok()) {
-                    return SessionEnd::Redirect(leader.to_string());
-                }
-                if meta.contains_key(metadata::NOT_LEADER) {
-                    return SessionEnd::NoLeader;
+                match follower(&status) {
+                    Some(Follower::Leader(leader)) => return SessionEnd::Redirect(leader),
+                    Some(Follower::Election) => return SessionEnd::NoLeader,
+                    None => {}
                 }
                 self.tap.failed(format!("{url} refused the session: {:?}: {}", status.code(), status.message()));
                 return SessionEnd::Failed;
@@ -267,8 +205,7 @@ impl SimAgent {
         let tap = self.tap.clone();
         let _connected = ConnectedGuard::new(&tap);
         let started = Instant::now();
-        let mut beats: u64 = 0;
-        let period = heartbeat_period.unwrap_or(self.heartbeat);
+        let period = heartbeat_period.unwrap_or(self.proto.heartbeat_period());
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -291,85 +228,62 @@ impl SimAgent {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    let running = self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect();
-                    beats += 1;
-                    let heartbeat = pb::Heartbeat { running, draining: false, seq: beats, unready: String::new() };
-                    Self::send(&tx, Out::Heartbeat(heartbeat));
+                    Self::send(&tx, self.proto.heartbeat(false, String::new(), Instant::now()));
                 }
             }
         }
     }
 
-    /// Handles one message from the coordinator; returns the new heartbeat
-    /// period when a Welcome set one.
+    /// Carries out what the protocol answers to one message from the
+    /// coordinator, and tells the driver what it saw; returns the new
+    /// heartbeat period when a Welcome set one.
     fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<Duration> {
-        match msg {
-            In::Welcome(w) => {
-                self.epoch = self.epoch.max(w.epoch);
-                // The same floor as the real agent, so a zero cannot make
-                // the heartbeat a busy loop.
-                self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
-                return Some(self.heartbeat);
-            }
-            // Simulated attempts end as soon as they start, so there is
-            // nothing to fence; acknowledgements only matter to real agents.
-            In::HeartbeatAck(_) => {}
-            In::Assign(a) => {
-                let at = std::time::Instant::now();
-                if a.epoch < self.epoch {
-                    return None;
-                }
-                // As the real agent: a kind of work it does not run is
-                // neither run nor accepted, and its lease ends it as never
-                // started.
-                let Some(pb::assign::Work::Job(_)) = a.work else {
-                    return None;
-                };
-                let id = a.attempt_id;
-                Self::send(tx, Out::Accepted(pb::Accepted { attempt_id: id.clone() }));
-                // An assignment resent after a reconnect is already held,
-                // and its result was sent again with the Hello.
-                if !self.held.contains_key(&id) {
-                    self.tap.observe(Observed::Assigned { attempt_id: id.clone(), at });
-                    let log = (self.config.log_bytes > 0).then(|| log_line(self.config.log_bytes));
-                    if let Some(data) = &log {
-                        Self::send_log(tx, &id, data);
-                    }
-                    let result = pb::AttemptResult {
-                        attempt_id: id.clone(),
-                        outcome: pb::Outcome::Succeeded as i32,
-                        exit_code: 0,
-                        message: String::new(),
-                    };
-                    Self::send(tx, Out::Result(result.clone()));
-                    self.held.insert(id, Held { log, result, disowned: false });
-                }
-            }
-            In::Cancel(c) => {
-                if c.epoch < self.epoch {
-                    return None;
-                }
-                // The attempt finished the moment it arrived, so there is
-                // nothing to kill. A disowned one is dropped; otherwise its
-                // result (already sent) is what the coordinator waits for.
-                if c.disown {
-                    self.held.remove(&c.attempt_id);
-                }
-            }
-            In::LogAck(a) => {
-                if let Some(held) = self.held.get_mut(&a.attempt_id)
-                    && held.log.as_ref().is_some_and(|l| a.offset >= l.len() as u64)
-                {
-                    held.log = None;
-                }
-            }
-            In::ResultAck(a) => {
-                let at = std::time::Instant::now();
-                self.held.remove(&a.attempt_id);
-                self.tap.observe(Observed::ResultAcked { attempt_id: a.attempt_id, accepted: a.accepted, at });
+        // Taken before anything else is done with the message.
+        let at = std::time::Instant::now();
+        let acked = match &msg {
+            In::ResultAck(a) => Some((a.attempt_id.clone(), a.accepted)),
+            _ => None,
+        };
+        let mut period = None;
+        let mut started = Vec::new();
+        for action in self.proto.on_message(msg, Instant::now()) {
+            match action {
+                Action::Send(m) => Self::send(tx, m),
+                Action::Start { attempt, .. } => started.push(attempt.id),
+                Action::HeartbeatEvery(every) => period = Some(every),
+                // Simulated attempts end as soon as they start: nothing is
+                // ever running to kill or fence.
+                Action::Kill(_) | Action::Fence { .. } => {}
             }
         }
-        None
+        if let Some((attempt_id, accepted)) = acked {
+            self.tap.observe(Observed::ResultAcked { attempt_id, accepted, at });
+        }
+        // Run once `Accepted` is on its way, as the real agent's executor
+        // reports only after the session has accepted.
+        for id in started {
+            self.tap.observe(Observed::Assigned { attempt_id: id.clone(), at });
+            self.execute(id, tx);
+        }
+        period
+    }
+
+    /// The simulated executor: a log in chunks of at most
+    /// `MAX_LOG_CHUNK_BYTES` (as a real step's output arrives in pieces),
+    /// then success.
+    fn execute(&mut self, id: String, tx: &mpsc::UnboundedSender<pb::AgentMessage>) {
+        if let Some(log) = &self.log {
+            for chunk in log.chunks(drover_proto::MAX_LOG_CHUNK_BYTES) {
+                let output = ExecEvent::Output { id: id.clone(), data: chunk.to_vec() };
+                if let Some(m) = self.proto.on_exec(output) {
+                    Self::send(tx, m);
+                }
+            }
+        }
+        let finished = ExecEvent::Finished { id, outcome: Outcome::Succeeded, exit_code: 0, message: String::new() };
+        if let Some(m) = self.proto.on_exec(finished) {
+            Self::send(tx, m);
+        }
     }
 }
 

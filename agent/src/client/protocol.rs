@@ -1,0 +1,321 @@
+//! The agent's side of the session protocol, without IO: what it holds and
+//! what it answers. Both the real agent's session driver (`session.rs`) and
+//! the benchmark's simulated agents (`drover-bench`) drive this one core,
+//! so the load generator speaks exactly the agent's protocol.
+//!
+//! [`Protocol`] holds each attempt from its assignment until the
+//! coordinator acknowledges its result, with its unacknowledged log chunks
+//! ([`LogBuf`]) and its result, across any number of sessions; the highest
+//! coordinator epoch seen (an `Assign` or `Cancel` from an older one is
+//! refused); the Welcome's heartbeat period, acknowledgement timeout and
+//! fence; and the session's heartbeats ([`Heartbeats`]).
+//!
+//! The driver calls, each synchronously and with `now` an argument:
+//! - [`Protocol::hello`] when a session opens: the Hello (listing the
+//!   attempts held) and everything to send again, logs before results;
+//! - [`Protocol::on_message`] for each coordinator message: the
+//!   [`Action`]s to carry out (send, start an attempt, kill one, move its
+//!   fence, change the heartbeat period);
+//! - [`Protocol::on_exec`] for what the executor reports: the message to
+//!   send when connected (the state is kept either way);
+//! - [`Protocol::heartbeat`] when a heartbeat is due, and
+//!   [`Protocol::frozen_at`] to know when a coordinator that acknowledges
+//!   nothing is to be taken for frozen.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use pb::agent_message::Msg as Out;
+use pb::coordinator_message::Msg as In;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::heartbeats::Heartbeats;
+use crate::exec::{self, ExecEvent, Outcome};
+use crate::logbuf::LogBuf;
+
+/// What the driver is to do after a coordinator message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this message on the session.
+    Send(Out),
+    /// Start executing this attempt, killing it at `fence_at` unless a
+    /// [`Action::Fence`] moves the deadline first.
+    Start { attempt: exec::Attempt, fence_at: Option<Instant> },
+    /// Kill this running attempt; the executor reports it finished.
+    Kill(String),
+    /// A renewed lease: move this running attempt's fence deadline to `at`.
+    Fence { id: String, at: Instant },
+    /// The coordinator set the heartbeat period (its Welcome).
+    HeartbeatEvery(Duration),
+}
+
+/// An attempt from its assignment until its result is acknowledged.
+#[derive(Debug)]
+struct Held {
+    log: LogBuf,
+    /// Sent, and sent again after a reconnect, until acknowledged.
+    result: Option<pb::AttemptResult>,
+    /// Executing: it can be killed, and its fence moves with renewals.
+    running: bool,
+    /// Its fence deadline while running, when the coordinator asks for one.
+    fence_at: Option<Instant>,
+    /// The coordinator disowned it: drop it once it has stopped.
+    disowned: bool,
+}
+
+/// The agent's protocol state; see the module header.
+#[derive(Debug)]
+pub struct Protocol {
+    held: HashMap<String, Held>,
+    /// Highest coordinator epoch seen; older ones are refused.
+    epoch: u64,
+    heartbeat: Duration,
+    /// From the coordinator's Welcome: how long to wait for a heartbeat's
+    /// acknowledgement, and the fence (see `Welcome.fence_ms`); None when
+    /// the coordinator does not ask for them.
+    ack_timeout: Option<Duration>,
+    fence: Option<Duration>,
+    /// This session's heartbeats and their acknowledgements.
+    beats: Heartbeats,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol::new()
+    }
+}
+
+impl Protocol {
+    /// Holding nothing, before any Welcome: heartbeats every 2 s.
+    pub fn new() -> Protocol {
+        Protocol {
+            held: HashMap::new(),
+            epoch: 0,
+            heartbeat: Duration::from_secs(2),
+            ack_timeout: None,
+            fence: None,
+            beats: Heartbeats::default(),
+        }
+    }
+
+    /// How many attempts are held (running, or waiting for their result to
+    /// be acknowledged).
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Whether `id` is held.
+    pub fn holds(&self, id: &str) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// The heartbeat period the last Welcome set (2 s before one).
+    pub fn heartbeat_period(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// How long a heartbeat may go unacknowledged, when the coordinator
+    /// said.
+    pub fn ack_timeout(&self) -> Option<Duration> {
+        self.ack_timeout
+    }
+
+    /// When the coordinator is to be taken for frozen: the oldest
+    /// unacknowledged heartbeat's sending plus the acknowledgement timeout.
+    pub fn frozen_at(&self) -> Option<Instant> {
+        self.ack_timeout.and_then(|t| self.beats.unacked_since().map(|since| since + t))
+    }
+
+    /// The attempts the coordinator still counts as ours.
+    fn owned(&self) -> Vec<String> {
+        self.held.iter().filter(|(_, h)| !h.disowned).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// A session opens: `hello` with the attempts held filled in, then
+    /// everything not acknowledged, each attempt's log before its result.
+    /// The session's heartbeats start afresh.
+    pub fn hello(&mut self, mut hello: pb::Hello) -> Vec<Out> {
+        self.beats = Heartbeats::default();
+        hello.running = self.owned();
+        let mut out = vec![Out::Hello(hello)];
+        for (id, held) in &self.held {
+            for (offset, data) in held.log.unacked() {
+                out.push(Out::Log(pb::LogChunk { attempt_id: id.clone(), offset: *offset, data: data.clone() }));
+            }
+            if let Some(result) = &held.result {
+                out.push(Out::Result(result.clone()));
+            }
+        }
+        out
+    }
+
+    /// A heartbeat is due: what it says.
+    pub fn heartbeat(&mut self, draining: bool, unready: String, now: Instant) -> Out {
+        let running = self.owned();
+        let seq = self.beats.sent(running.clone(), now);
+        Out::Heartbeat(pb::Heartbeat { running, draining, seq, unready })
+    }
+
+    /// Takes one message from the coordinator.
+    pub fn on_message(&mut self, msg: In, now: Instant) -> Vec<Action> {
+        match msg {
+            In::Welcome(w) => {
+                self.epoch = self.epoch.max(w.epoch);
+                // A floor, so that a zero cannot make the heartbeat a busy
+                // loop.
+                self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
+                let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
+                self.ack_timeout = ms(w.ack_timeout_ms);
+                self.fence = ms(w.fence_ms);
+                vec![Action::HeartbeatEvery(self.heartbeat)]
+            }
+            In::HeartbeatAck(a) => {
+                // The leases of what that heartbeat listed were renewed: the
+                // fence moves to its sending plus the fence period.
+                let (Some((sent_at, ids)), Some(fence)) = (self.beats.acked(a.seq, a.renewed_seq), self.fence) else {
+                    return Vec::new();
+                };
+                let at = sent_at + fence;
+                let mut actions = Vec::new();
+                for id in ids {
+                    if let Some(held) = self.held.get_mut(&id)
+                        && held.running
+                        && !held.disowned
+                        && held.fence_at.is_some_and(|old| old < at)
+                    {
+                        held.fence_at = Some(at);
+                        actions.push(Action::Fence { id, at });
+                    }
+                }
+                actions
+            }
+            In::Assign(a) => self.assign(a, now),
+            In::Cancel(c) => {
+                if c.epoch < self.epoch {
+                    warn!(attempt = %c.attempt_id, "refused a cancel from an old epoch");
+                    return Vec::new();
+                }
+                let Some(held) = self.held.get_mut(&c.attempt_id) else { return Vec::new() };
+                info!(attempt = %c.attempt_id, reason = %c.reason, "killing attempt");
+                let mut actions = Vec::new();
+                if held.running {
+                    actions.push(Action::Kill(c.attempt_id.clone()));
+                } else if c.disown {
+                    // Already finished: nothing to kill, nothing to report.
+                    self.held.remove(&c.attempt_id);
+                    return actions;
+                }
+                // A cancelled run still wants the result; a disowned
+                // attempt's result would only be refused.
+                held.disowned |= c.disown;
+                actions
+            }
+            In::LogAck(a) => {
+                if let Some(held) = self.held.get_mut(&a.attempt_id) {
+                    held.log.ack(a.offset);
+                }
+                Vec::new()
+            }
+            In::ResultAck(a) => {
+                if !a.accepted {
+                    debug!(attempt = %a.attempt_id, "the coordinator refused our result (stale attempt)");
+                }
+                self.held.remove(&a.attempt_id);
+                Vec::new()
+            }
+        }
+    }
+
+    fn assign(&mut self, a: pb::Assign, now: Instant) -> Vec<Action> {
+        if a.epoch < self.epoch {
+            warn!(attempt = %a.attempt_id, epoch = a.epoch, "refused an assignment from an old epoch");
+            return Vec::new();
+        }
+        // Only jobs are known today. Another kind (a newer coordinator's
+        // deploy action) is not run and not accepted: the coordinator's
+        // lease then ends the attempt as never started, and nothing here
+        // holds a slot for it.
+        let Some(pb::assign::Work::Job(job)) = a.work else {
+            warn!(attempt = %a.attempt_id, "refused an assignment of a kind this agent does not run");
+            return Vec::new();
+        };
+        let id = a.attempt_id;
+        let mut actions = Vec::with_capacity(2);
+        // An assignment sent again after a reconnect is already held: it is
+        // accepted again, and not run twice.
+        if !self.held.contains_key(&id) {
+            info!(attempt = %id, "starting attempt");
+            // Until a heartbeat renews it, the lease runs from the
+            // assignment (the coordinator's from when it sent it).
+            let fence_at = self.fence.map(|f| now + f);
+            let held =
+                Held { log: LogBuf::new(a.log_cap.max(1)), result: None, running: true, fence_at, disowned: false };
+            self.held.insert(id.clone(), held);
+            let attempt = exec::Attempt {
+                id: id.clone(),
+                run_id: job.run_id,
+                job: job.job,
+                attempt: job.attempt,
+                steps: job.steps.into_iter().map(|s| (s.name, s.run)).collect(),
+                env: job.env.into_iter().collect(),
+                timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),
+                checkout: job.checkout.map(|c| (c.repo, c.commit)),
+                traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
+            };
+            actions.push(Action::Start { attempt, fence_at });
+        }
+        actions.push(Action::Send(Out::Accepted(pb::Accepted { attempt_id: id })));
+        actions
+    }
+
+    /// Takes an executor event into the held state; returns what to send
+    /// when connected.
+    pub fn on_exec(&mut self, ev: ExecEvent) -> Option<Out> {
+        match ev {
+            ExecEvent::Output { id, data } => {
+                let held = self.held.get_mut(&id)?;
+                if held.disowned {
+                    return None;
+                }
+                let (offset, data) = held.log.append(&data)?;
+                Some(Out::Log(pb::LogChunk { attempt_id: id, offset, data }))
+            }
+            ExecEvent::Finished { id, outcome, exit_code, message } => {
+                let held = self.held.get_mut(&id)?;
+                held.running = false;
+                held.fence_at = None;
+                let outcome = match outcome {
+                    Outcome::Succeeded => pb::Outcome::Succeeded,
+                    Outcome::Failed => pb::Outcome::Failed,
+                    Outcome::TimedOut => pb::Outcome::TimedOut,
+                    Outcome::Cancelled => pb::Outcome::Cancelled,
+                    Outcome::Fenced => {
+                        // Not reported: by now the coordinator takes it for
+                        // lost, or will once the lease it could not renew
+                        // runs out.
+                        warn!(attempt = %id, %message, "killed an attempt whose lease could not be renewed");
+                        self.held.remove(&id);
+                        return None;
+                    }
+                };
+                if held.disowned {
+                    self.held.remove(&id);
+                    return None;
+                }
+                info!(attempt = %id, ?outcome, exit_code, "attempt finished");
+                let result = pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message };
+                held.result = Some(result.clone());
+                Some(Out::Result(result))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Table tests of the agent's protocol core: scripts of what arrives (a
+//! coordinator message, an executor event, a new session, a heartbeat) with
+//! what the core answers, each answer summed up in a short line.
+
+use super::*;
+
+/// What arrives, `ms` after the script's start.
+enum Step {
+    Msg(u64, In),
+    Exec(ExecEvent),
+    Hello,
+    Beat(u64),
+}
+
+fn welcome(epoch: u64, heartbeat_ms: u32, fence_ms: u32) -> In {
+    In::Welcome(pb::Welcome { epoch, heartbeat_ms, ack_timeout_ms: 1000, fence_ms, ..Default::default() })
+}
+
+fn assign(id: &str, epoch: u64) -> In {
+    In::Assign(pb::Assign {
+        attempt_id: id.into(),
+        epoch,
+        log_cap: 1 << 20,
+        work: Some(pb::assign::Work::Job(pb::JobWork {
+            run_id: "1".into(),
+            job: "a".into(),
+            attempt: 1,
+            ..Default::default()
+        })),
+        ..Default::default()
+    })
+}
+
+fn cancel(id: &str, epoch: u64, disown: bool) -> In {
+    In::Cancel(pb::Cancel { attempt_id: id.into(), epoch, disown, reason: "test".into() })
+}
+
+fn output(id: &str, data: &str) -> ExecEvent {
+    ExecEvent::Output { id: id.into(), data: data.as_bytes().to_vec() }
+}
+
+fn finished(id: &str, outcome: Outcome) -> ExecEvent {
+    ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new() }
+}
+
+fn out_line(m: &Out) -> String {
+    match m {
+        Out::Hello(h) => {
+            let mut running = h.running.clone();
+            running.sort();
+            format!("hello {running:?}")
+        }
+        Out::Heartbeat(h) => format!("heartbeat {} {:?}", h.seq, h.running),
+        Out::Accepted(a) => format!("accepted {}", a.attempt_id),
+        Out::Log(l) => format!("log {}@{} {:?}", l.attempt_id, l.offset, String::from_utf8_lossy(&l.data)),
+        Out::Result(r) => format!("result {} {:?}", r.attempt_id, pb::Outcome::try_from(r.outcome).unwrap()),
+    }
+}
+
+fn run(script: Vec<Step>) -> Vec<String> {
+    let t0 = Instant::now();
+    let since = |at: Instant| at.duration_since(t0).as_millis();
+    let mut p = Protocol::new();
+    let mut lines = Vec::new();
+    for step in script {
+        match step {
+            Step::Msg(ms, m) => {
+                for action in p.on_message(m, t0 + Duration::from_millis(ms)) {
+                    lines.push(match action {
+                        Action::Send(m) => out_line(&m),
+                        Action::Start { attempt, fence_at } => {
+                            format!("start {} fence {:?}", attempt.id, fence_at.map(since))
+                        }
+                        Action::Kill(id) => format!("kill {id}"),
+                        Action::Fence { id, at } => format!("fence {id} {}", since(at)),
+                        Action::HeartbeatEvery(d) => format!("every {}", d.as_millis()),
+                    });
+                }
+            }
+            Step::Exec(ev) => lines.extend(p.on_exec(ev).as_ref().map(out_line)),
+            Step::Hello => lines.extend(p.hello(pb::Hello::default()).iter().map(out_line)),
+            Step::Beat(ms) => lines.push(out_line(&p.heartbeat(false, String::new(), t0 + Duration::from_millis(ms)))),
+        }
+    }
+    lines.push(format!("held {}", p.len()));
+    lines
+}
+
+#[test]
+fn the_protocol_answers_as_the_agent_does() {
+    use Step::*;
+    let cases: Vec<(&str, Vec<Step>, &[&str])> = vec![
+        (
+            "an assignment is started, accepted, run, reported, and dropped once acknowledged",
+            vec![
+                Msg(0, welcome(3, 500, 0)),
+                Msg(0, assign("1/a/1", 3)),
+                Exec(output("1/a/1", "hi\n")),
+                Exec(finished("1/a/1", Outcome::Succeeded)),
+                Msg(0, In::ResultAck(pb::ResultAck { attempt_id: "1/a/1".into(), accepted: true })),
+            ],
+            &[
+                "every 500",
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "log 1/a/1@0 \"hi\\n\"",
+                "result 1/a/1 Succeeded",
+                "held 0",
+            ],
+        ),
+        ("the heartbeat period has a floor", vec![Msg(0, welcome(1, 0, 0))], &["every 100", "held 0"]),
+        (
+            "assignments and cancels from an older epoch are refused; other kinds of work are not run",
+            vec![
+                Msg(0, welcome(5, 500, 0)),
+                Msg(0, assign("1/a/1", 4)),
+                Msg(0, In::Assign(pb::Assign { attempt_id: "1/b/1".into(), epoch: 5, ..Default::default() })),
+                Msg(0, assign("1/c/1", 5)),
+                Msg(0, cancel("1/c/1", 4, true)),
+            ],
+            &["every 500", "start 1/c/1 fence None", "accepted 1/c/1", "held 1"],
+        ),
+        (
+            "an assignment sent again is accepted again, not run twice",
+            vec![Msg(0, assign("1/a/1", 0)), Msg(0, assign("1/a/1", 0))],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "accepted 1/a/1", "held 1"],
+        ),
+        (
+            "a new session's Hello lists what is held and sends again what was not acknowledged",
+            vec![
+                Msg(0, assign("1/a/1", 0)),
+                Exec(output("1/a/1", "ab")),
+                Exec(output("1/a/1", "cd")),
+                Msg(0, In::LogAck(pb::LogAck { attempt_id: "1/a/1".into(), offset: 2 })),
+                Exec(finished("1/a/1", Outcome::Failed)),
+                Hello,
+            ],
+            &[
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "log 1/a/1@0 \"ab\"",
+                "log 1/a/1@2 \"cd\"",
+                "result 1/a/1 Failed",
+                "hello [\"1/a/1\"]",
+                "log 1/a/1@2 \"cd\"",
+                "result 1/a/1 Failed",
+                "held 1",
+            ],
+        ),
+        (
+            "a cancel kills a running attempt, whose result is still reported",
+            vec![
+                Msg(0, assign("1/a/1", 0)),
+                Msg(0, cancel("1/a/1", 0, false)),
+                Exec(finished("1/a/1", Outcome::Cancelled)),
+            ],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "kill 1/a/1", "result 1/a/1 Cancelled", "held 1"],
+        ),
+        (
+            "a disowned attempt is killed, left out of Hellos and heartbeats, and dropped unreported",
+            vec![
+                Msg(0, assign("1/a/1", 0)),
+                Msg(0, cancel("1/a/1", 0, true)),
+                Exec(output("1/a/1", "late")),
+                Beat(10),
+                Hello,
+                Exec(finished("1/a/1", Outcome::Cancelled)),
+            ],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "kill 1/a/1", "heartbeat 1 []", "hello []", "held 0"],
+        ),
+        (
+            "disowning a finished attempt drops it; cancelling an unknown one does nothing",
+            vec![
+                Msg(0, assign("1/a/1", 0)),
+                Exec(finished("1/a/1", Outcome::Succeeded)),
+                Msg(0, cancel("1/a/1", 0, true)),
+                Msg(0, cancel("9/z/1", 0, true)),
+            ],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "result 1/a/1 Succeeded", "held 0"],
+        ),
+        (
+            "a fenced attempt is dropped unreported",
+            vec![Msg(0, welcome(1, 500, 800)), Msg(100, assign("1/a/1", 1)), Exec(finished("1/a/1", Outcome::Fenced))],
+            &["every 500", "start 1/a/1 fence Some(900)", "accepted 1/a/1", "held 0"],
+        ),
+        (
+            "an acknowledged heartbeat moves the fences of what it listed, only ever later",
+            vec![
+                Msg(0, welcome(1, 500, 800)),
+                Msg(100, assign("1/a/1", 1)),
+                Beat(50),
+                Beat(500),
+                Msg(600, In::HeartbeatAck(pb::HeartbeatAck { seq: 1, renewed_seq: 1 })),
+                Msg(700, In::HeartbeatAck(pb::HeartbeatAck { seq: 2, renewed_seq: 2 })),
+                Msg(700, In::HeartbeatAck(pb::HeartbeatAck { seq: 2, renewed_seq: 2 })),
+            ],
+            &[
+                "every 500",
+                "start 1/a/1 fence Some(900)",
+                "accepted 1/a/1",
+                "heartbeat 1 [\"1/a/1\"]",
+                "heartbeat 2 [\"1/a/1\"]",
+                "fence 1/a/1 1300",
+                "held 1",
+            ],
+        ),
+    ];
+    for (what, script, want) in cases {
+        assert_eq!(run(script), *want, "{what}");
+    }
+}
+
+#[test]
+fn a_coordinator_that_acknowledges_nothing_is_frozen_after_the_timeout() {
+    let t0 = Instant::now();
+    let mut p = Protocol::new();
+    p.heartbeat(false, String::new(), t0);
+    assert_eq!(p.frozen_at(), None, "no timeout before a Welcome says one");
+    p.on_message(welcome(1, 500, 0), t0);
+    assert_eq!(p.ack_timeout(), Some(Duration::from_secs(1)));
+    assert_eq!(p.frozen_at(), Some(t0 + Duration::from_secs(1)));
+    p.on_message(In::HeartbeatAck(pb::HeartbeatAck { seq: 1, renewed_seq: 1 }), t0);
+    assert_eq!(p.frozen_at(), None);
+    p.hello(pb::Hello::default());
+    assert_eq!(p.heartbeat_period(), Duration::from_millis(500));
+}

@@ -1,0 +1,27 @@
+//! Drover's certificate authority, where both the CLI (`drover certs`,
+//! `drover dev`) and the coordinator (which will sign agents' requests when
+//! enrollment comes) can reach it:
+//!
+//! - [`ca`]: the CA and the certificates it issues, one directory per
+//!   holder (`drover certs init`, `drover certs issue-agent`);
+//! - [`labels`]: the agent-labels extension, its OID, how it is written
+//!   and how it is read back from a certificate;
+//! - [`peer`]: who a client certificate names, its role (the subject's
+//!   organisation) and its name (the common name).
+//!
+//! A crate of its own, not a module of `drover-client`: the agent and the
+//! benchmark's thousands of simulated agents link `drover-client`, and
+//! must not carry a certificate generator (rcgen) and an X.509 parser they
+//! never use. Reading certificates uses `x509-parser`, the parser rcgen
+//! itself can use, rather than a hand-rolled DER walk: it is maintained
+//! and fuzzed, and this crate is built only for the CLI and the
+//! coordinator.
+
+pub mod ca;
+pub mod labels;
+pub mod peer;
+
+/// The subject organisation of agents' certificates.
+pub const AGENTS_ORG: &str = "drover-agents";
+/// The subject organisation of administrators' (the CLI's) certificates.
+pub const ADMINS_ORG: &str = "drover-admins";

@@ -1,0 +1,85 @@
+//! Who a client certificate names: its role is the subject's organisation
+//! (O), [`crate::AGENTS_ORG`] or [`crate::ADMINS_ORG`], and its name the
+//! common name (CN). The TLS layer has already checked the chain against
+//! the CA before any of this runs; this only reads two attributes.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{ADMINS_ORG, AGENTS_ORG};
+
+/// Who is calling, from the client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Agent(String),
+    Admin(String),
+    /// A certificate from our CA with a role we do not know.
+    Other {
+        org: String,
+        name: String,
+    },
+}
+
+/// Why a certificate's subject could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("the certificate is not DER that this reader understands: {0}")]
+    NotACertificate(String),
+    #[error("the certificate's subject {attribute} is not a string")]
+    NotAString { attribute: &'static str },
+}
+
+/// Reads the peer's role and name from its leaf certificate (DER). A
+/// missing O or CN reads as empty, and so as [`Peer::Other`] or an empty
+/// name, which the caller refuses.
+pub fn peer_from_der(der: &[u8]) -> Result<Peer, PeerError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PeerError::NotACertificate(e.to_string()))?;
+    let subject = cert.subject();
+    let first = |attrs: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>,
+                 attribute: &'static str| {
+        attrs.next().map_or(Ok(String::new()), |a| {
+            a.as_str().map(str::to_string).map_err(|_| PeerError::NotAString { attribute })
+        })
+    };
+    let org = first(&mut subject.iter_organization(), "organisation")?;
+    let name = first(&mut subject.iter_common_name(), "common name")?;
+    Ok(match org.as_str() {
+        AGENTS_ORG => Peer::Agent(name),
+        ADMINS_ORG => Peer::Admin(name),
+        _ => Peer::Other { org, name },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+
+    fn cert(org: Option<&str>, cn: Option<&str>) -> Vec<u8> {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        if let Some(org) = org {
+            dn.push(DnType::OrganizationName, org);
+        }
+        if let Some(cn) = cn {
+            dn.push(DnType::CommonName, cn);
+        }
+        params.distinguished_name = dn;
+        params.self_signed(&KeyPair::generate().unwrap()).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_role_is_the_organisation_and_the_name_the_common_name() {
+        let cases = [
+            (Some(AGENTS_ORG), Some("a1"), Peer::Agent("a1".into())),
+            (Some(ADMINS_ORG), Some("admin"), Peer::Admin("admin".into())),
+            (Some("acme"), Some("x"), Peer::Other { org: "acme".into(), name: "x".into() }),
+            (None, Some("drover-coordinator"), Peer::Other { org: String::new(), name: "drover-coordinator".into() }),
+            (Some(AGENTS_ORG), None, Peer::Agent(String::new())),
+        ];
+        for (org, cn, want) in cases {
+            assert_eq!(peer_from_der(&cert(org, cn)).unwrap(), want, "{org:?} {cn:?}");
+        }
+        assert!(matches!(peer_from_der(b"junk"), Err(PeerError::NotACertificate(_))));
+    }
+}
