@@ -12,7 +12,7 @@ use tonic::Request;
 
 use crate::leader::Role;
 use crate::scheduler::Handle;
-use crate::tls::{Peer, peer_from_der};
+use drover_pki::peer::{Peer, peer_from_der};
 use status::ApiError;
 
 /// The scheduler and epoch when this coordinator leads; otherwise an error
@@ -30,7 +30,7 @@ fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
         req.peer_certs().ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
     let leaf = certs.first().ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
     peer_from_der(leaf.as_ref())
-        .ok_or_else(|| ApiError::PermissionDenied("cannot read the client certificate's subject".into()))
+        .map_err(|e| ApiError::PermissionDenied(format!("cannot read the client certificate's subject: {e}")))
 }
 
 /// Only admin certificates may use the control API.
@@ -53,7 +53,7 @@ pub(crate) fn agent_cert_labels<T>(req: &Request<T>) -> Result<std::collections:
         .peer_certs()
         .and_then(|certs| certs.first().cloned())
         .ok_or_else(|| ApiError::PermissionDenied("a client certificate is required".into()))?;
-    crate::tls::agent_labels_from_der(leaf.as_ref()).map_err(|e| {
+    drover_pki::labels::agent_labels_from_der(leaf.as_ref()).map_err(|e| {
         ApiError::PermissionDenied(format!(
             "cannot read the labels in the agent's certificate: {e}; issue it again with `drover certs issue-agent`"
         ))

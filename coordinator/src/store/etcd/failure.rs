@@ -41,7 +41,7 @@ pub(super) fn classify(e: etcd_client::Error) -> Failure {
     use etcd_client::Error as E;
     match e {
         E::GRpcStatus(status) => classify_status(&status),
-        E::TransportError(e) => Failure::NotSent(error_chain(&e)),
+        E::TransportError(e) => Failure::NotSent(drover_client::chain::cause(&e)),
         E::IoError(e) => Failure::Unreachable(e.to_string()),
         E::WatchError(msg) | E::LeaseKeepAliveError(msg) | E::Internal(msg) | E::EndpointError(msg) => {
             if msg.contains("not found") { Failure::NotFound(msg) } else { Failure::Unreachable(msg) }
@@ -91,37 +91,16 @@ fn is_connect_error(status: &tonic::Status) -> bool {
     false
 }
 
-/// A status's message and the chain of errors behind it.
+/// A status's message and what lies below it, each text once (tonic's
+/// message is often its source's text, and its outer "transport error"
+/// says nothing); the code when there is neither.
 fn describe_status(status: &tonic::Status) -> String {
-    let mut parts = Vec::new();
-    push_part(&mut parts, status.message().to_owned());
-    if let Some(source) = std::error::Error::source(status) {
-        push_chain(&mut parts, source);
+    let message = status.message();
+    let below = std::error::Error::source(status).map(drover_client::chain::cause).unwrap_or_default();
+    match (message.is_empty(), below.is_empty() || message.contains(&below)) {
+        (true, true) => format!("{:?}", status.code()),
+        (true, false) => below,
+        (false, true) => message.to_string(),
+        (false, false) => format!("{message}: {below}"),
     }
-    if parts.is_empty() { format!("{:?}", status.code()) } else { parts.join(": ") }
-}
-
-/// An error and its sources, joined with ": ".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    push_chain(&mut parts, e);
-    parts.join(": ")
-}
-
-fn push_chain(parts: &mut Vec<String>, e: &(dyn std::error::Error + 'static)) {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        push_part(parts, e.to_string());
-        next = e.source();
-    }
-}
-
-/// Adds one link of an error chain, skipping tonic's uninformative
-/// "transport error" and links that repeat an earlier one (tonic's status
-/// message is often its source's text).
-fn push_part(parts: &mut Vec<String>, part: String) {
-    if part.is_empty() || part == "transport error" || parts.iter().any(|p| p.contains(&part)) {
-        return;
-    }
-    parts.push(part);
 }
