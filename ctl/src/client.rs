@@ -1,6 +1,8 @@
 //! Connecting to the coordinator with the admin certificate, and the CLI's
-//! exit codes: 0 ok, 1 the run failed, 2 invalid input or usage, 3 the
-//! coordinator cannot be reached, refuses us, or is at its limits.
+//! exit codes (README.md has the table): 0 ok, 1 the run failed, 2 invalid
+//! input or usage, 3 the coordinator cannot be reached, is unavailable or
+//! at its limits, 4 not found, 5 permission denied (our certificate or its
+//! role refused), 130 interrupted, 141 broken pipe (`out`).
 //!
 //! A plain call fails over between coordinators and gives up after a few
 //! quick tries ([`Conn::call`]). A stream that follows a run or a log
@@ -26,6 +28,11 @@ use tonic::transport::Channel;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
+/// What the call names does not exist (a run, a job, a context's run).
+pub const EXIT_NOT_FOUND: i32 = 4;
+/// The coordinator refused who we are: the certificate's role, or the
+/// certificate itself.
+pub const EXIT_PERMISSION: i32 = 5;
 /// Ctrl-C, as a shell reports a process that SIGINT ended.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -397,7 +404,7 @@ fn broken_connection(status: &tonic::Status) -> bool {
 /// is taken for a refusal; the detail is kept for the rare other cause.
 fn refused_certificate(url: &str, tls_dir: &Path, detail: &str) -> Exit {
     Exit::new(
-        EXIT_UNREACHABLE,
+        EXIT_PERMISSION,
         format!(
             "the coordinator at {url} refused the client certificate in {} (it closed the connection after the TLS \
              handshake: {detail}); the certificate is probably not from the coordinator's CA: check --tls-dir (or \
@@ -420,14 +427,15 @@ fn leader_named(status: &tonic::Status) -> Option<String> {
 pub fn status_exit(status: tonic::Status) -> Exit {
     let msg = status.message().to_string();
     match status.code() {
-        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => {
             Exit::new(EXIT_INVALID, msg)
         }
+        Code::NotFound => Exit::new(EXIT_NOT_FOUND, msg),
         // The coordinator is at --max-active-runs or --max-queued-jobs; its
         // message gives the counts, the limit and what to do.
         Code::ResourceExhausted => Exit::new(EXIT_UNREACHABLE, msg),
         Code::PermissionDenied | Code::Unauthenticated => Exit::new(
-            EXIT_UNREACHABLE,
+            EXIT_PERMISSION,
             format!(
                 "the coordinator refused us: {msg}; use the admin certificate, DIR/admin from \
                  `drover certs init --dir DIR` (--tls-dir or DROVER_TLS_DIR)"
@@ -464,9 +472,9 @@ mod tests {
             (tonic::Status::resource_exhausted(limit), EXIT_UNREACHABLE, limit),
             (tonic::Status::already_exists("agent a1 is connected"), EXIT_INVALID, "agent a1 is connected"),
             (tonic::Status::invalid_argument("bad.yml:1:1: no jobs"), EXIT_INVALID, "bad.yml:1:1: no jobs"),
-            (tonic::Status::not_found("no run 9"), EXIT_INVALID, "no run 9"),
+            (tonic::Status::not_found("no run 9"), EXIT_NOT_FOUND, "no run 9"),
             (tonic::Status::unavailable("store unavailable"), EXIT_UNREACHABLE, "coordinator unavailable: store"),
-            (tonic::Status::permission_denied("not an admin"), EXIT_UNREACHABLE, "the coordinator refused us"),
+            (tonic::Status::permission_denied("not an admin"), EXIT_PERMISSION, "the coordinator refused us"),
             (tonic::Status::internal("boom"), EXIT_UNREACHABLE, "the coordinator failed: boom"),
         ];
         for (status, code, message) in cases {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_saphyr::MessageFormatter;
 
-use crate::client::{EXIT_INVALID, Exit};
+use crate::client::{EXIT_INVALID, EXIT_NOT_FOUND, Exit};
 use crate::out::outln;
 use crate::output::{self, Format};
 
@@ -149,7 +149,7 @@ fn find<'a>(config: &'a Config, name: &str, path: &Path) -> Result<&'a Context, 
         let known: Vec<&str> = config.contexts.keys().map(String::as_str).collect();
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         Exit::new(
-            EXIT_INVALID,
+            EXIT_NOT_FOUND,
             format!(
                 "no context {name:?} in {} (contexts: {known}); add it with `drover context add {name} --coordinator URL --tls-dir DIR`",
                 path.display()

@@ -118,7 +118,7 @@ fn a_client_certificate_from_another_ca_is_refused_with_what_to_check() {
     }
     let out = fleet.drover_with_tls(&mixed, &["runs"]);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("refused the client certificate"), "{stderr}");
     assert!(stderr.contains("check --tls-dir (or DROVER_TLS_DIR)"), "{stderr}");
     assert!(!stderr.contains("the coordinator failed"), "{stderr}");

@@ -58,7 +58,7 @@ fn contexts_choose_the_coordinator_and_flags_win() {
     assert_eq!(list[1]["coordinator"], url.as_str(), "{list:#}");
 
     let out = drover(&config, &[], &["context", "use", "nope"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(
         text(&out.stderr).contains("no context \"nope\"") && text(&out.stderr).contains("(contexts: gone, local)"),
         "{}",

@@ -12,6 +12,7 @@ mod contexts;
 mod dev;
 mod drover_bench;
 mod edge;
+mod exit_codes;
 mod fleet;
 mod git;
 mod ha;

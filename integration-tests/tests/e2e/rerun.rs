@@ -41,7 +41,7 @@ jobs:
 
     // A job that does not exist is named.
     let out = fleet.drover(&["rerun", &first, "--job", "nope"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("has no job `nope`; its jobs are: build, flaky, publish, lint"),
         "{}",

@@ -9,7 +9,7 @@ use crate::harness::{Fleet, TempDir, bin, text};
 
 /// A TLS directory that trusts the fleet's CA but presents another
 /// certificate as the admin one.
-fn mixed_tls(fleet: &Fleet, cert: &Path, key: &Path) -> TempDir {
+pub(crate) fn mixed_tls(fleet: &Fleet, cert: &Path, key: &Path) -> TempDir {
     let dir = TempDir::new("mixed-tls");
     std::fs::copy(fleet.tls.join("ca.pem"), dir.path().join("ca.pem")).unwrap();
     std::fs::copy(cert, dir.path().join("admin.pem")).unwrap();
@@ -27,7 +27,7 @@ fn a_certificate_from_another_ca_is_refused() {
     let admin = other.path().join("admin");
     let tls = mixed_tls(&fleet, &admin.join("admin.pem"), &admin.join("admin-key.pem"));
     let out = fleet.drover_with_tls(tls.path(), &["runs"]);
-    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5), "{}{}", text(&out.stdout), text(&out.stderr));
     // And the real admin certificate works.
     assert_eq!(fleet.drover(&["runs"]).status.code(), Some(0));
 }
@@ -39,7 +39,7 @@ fn an_agent_certificate_cannot_use_the_control_api() {
     let bundle = fleet.agent_tls("a1");
     let tls = mixed_tls(&fleet, &bundle.join("agent-a1.pem"), &bundle.join("agent-a1-key.pem"));
     let out = fleet.drover_with_tls(tls.path(), &["runs"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(5));
     assert!(text(&out.stderr).contains("cannot use the control API"), "{}", text(&out.stderr));
 }
 

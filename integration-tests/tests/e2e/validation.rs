@@ -134,7 +134,7 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is not a run id"), "{}", text(&out.stderr));
     let out = fleet.drover(&["status", "999"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("run 999 not found"), "{}", text(&out.stderr));
     // A port nobody listens on (from below the ephemeral range, so no
     // parallel test's connection takes it meanwhile).
