@@ -132,8 +132,14 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     })
     .await
     .ok()
-    .flatten()
-    .with_context(|| format!("the coordinator did not start; see {}", logs.join("coordinator.log").display()))?;
+    .flatten();
+    let Some(addr) = addr else {
+        // Its own words, from the end of its log, rather than a connection
+        // refused later.
+        let log = logs.join("coordinator.log");
+        let said = startup_error(&std::fs::read_to_string(&log).unwrap_or_default());
+        bail!("the coordinator did not start: {said} (its log: {})", log.display());
+    };
     let url = format!("https://{addr}");
     outln!("coordinator on {url} (embedded store in {})", args.dir.join("data").display());
 
@@ -181,6 +187,16 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         r = run => r,
         _ = tokio::signal::ctrl_c() => Err(Exit::new(EXIT_INTERRUPTED, "interrupted; the local fleet is stopped").into()),
     };
+    // A coordinator that exited (its data directory held by another, a
+    // store it cannot open) is the cause, not the connection it refused:
+    // say what it said.
+    if result.is_err()
+        && let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), children[0].wait()).await
+    {
+        let log = logs.join("coordinator.log");
+        let said = startup_error(&std::fs::read_to_string(&log).unwrap_or_default());
+        result = Err(anyhow::anyhow!("the coordinator exited ({status}): {said} (its log: {})", log.display()));
+    }
     // With --keep the fleet stays up, whatever the run came to, until
     // Ctrl-C, which is then the way to stop it: exit as the run did.
     let interrupted =
@@ -216,6 +232,16 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     result
 }
 
+/// What a coordinator that exited at start-up said last: its final error
+/// line (`Error: ...`), else its last line, else that it said nothing.
+fn startup_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match lines.iter().rev().find_map(|l| l.strip_prefix("Error: ")).or(lines.last().copied()) {
+        Some(line) => line.to_string(),
+        None => "it exited without a word".to_string(),
+    }
+}
+
 async fn wait_for_agents(conn: &mut client::Conn, n: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -229,5 +255,18 @@ async fn wait_for_agents(conn: &mut client::Conn, n: usize) -> anyhow::Result<()
             bail!("only {connected} of {n} agents connected within 20s; see the agent logs");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coordinator_start_up_error_is_its_last_error_line() {
+        let log = "2026-12-02T01:00:00Z  INFO starting\nError: data directory /d is in use by another drover-coordinator (pid 7)\n";
+        assert_eq!(startup_error(log), "data directory /d is in use by another drover-coordinator (pid 7)");
+        assert_eq!(startup_error("a\nlast words\n\n"), "last words");
+        assert_eq!(startup_error(""), "it exited without a word");
     }
 }

@@ -294,6 +294,22 @@ impl pb::control_service_server::ControlService for ControlApi {
             ))
             .into());
         };
+        // A plain read of a job that never started has nothing to show: say
+        // why, and how to wait for it.
+        if !req.follow && job.attempt == 0 {
+            let why = match (job.state, job.waiting_for.is_empty()) {
+                (JobState::Queued, false) => format!("queued, waiting for {}", job.waiting_for),
+                (state, _) if job.message.is_empty() => state.as_str().to_string(),
+                (state, _) if job.message.starts_with(state.as_str()) => job.message.clone(),
+                (state, _) => format!("{}: {}", state.as_str(), job.message),
+            };
+            return Err(ApiError::Precondition(format!(
+                "job {} of run {id} has not started ({why}), so it has no log yet; `drover logs {id} {} --follow` \
+                 waits for it",
+                req.job, req.job
+            ))
+            .into());
+        }
         // A later attempt may still come while a follower waits, not once the
         // job has ended or for a plain read.
         if req.attempt > job.attempt && (!req.follow || job.state.is_terminal()) {

@@ -73,6 +73,12 @@ fn a_blocked_job_shows_its_deadline_and_an_agent_with_the_labels_saves_it() {
     let status = fleet.status(&run);
     assert!(status["jobs"][0]["blocked_until_ms"].as_u64().unwrap_or(0) > 0, "{status:#}");
 
+    // A job that has not started has no log yet, and `logs` says why.
+    let out = fleet.drover(&["logs", &run, "train"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let want = format!("job train of run {run} has not started (queued, waiting for an agent with labels gpu=a100");
+    assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+
     fleet.agent("gpu1", "gpu=a100", 1);
     let status = fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());

@@ -94,6 +94,21 @@ fn dev_keep_makes_a_dev_context_current() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["state"], "succeeded", "{runs:#}");
+    // A second `drover dev` on the same directory says why it cannot
+    // start, in the coordinator's own words.
+    let second = Command::new(bin("drover"))
+        .args(["dev", "--pipeline", pipeline.to_str().unwrap(), "--dir"])
+        .arg(dir.path().join("dev"))
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    let stderr = text(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the coordinator exited") && stderr.contains("is in use by another drover-coordinator"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 0, "each cause once: {stderr}");
     // Ctrl-C stops the fleet; the run succeeded, so the exit is 0.
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(dev.id() as i32, libc::SIGINT) };
