@@ -373,10 +373,9 @@ fn logs_follow_streams_a_running_job_until_it_ends() {
     let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("line")).collect();
     assert_eq!(lines, vec!["line 1", "line 2", "line 3", "line 4", "line 5"], "{log}");
     assert_eq!(fleet.job(&run, "talk")["state"], "succeeded");
-    // Without --follow, a job that has not started prints nothing and a
-    // missing job is an error that names the jobs there are.
+    // A missing job is an error that names the jobs there are.
     let out = fleet.drover(&["logs", &run, "nope"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("its jobs are: talk"), "{}", text(&out.stderr));
 }
 

@@ -1,0 +1,599 @@
+//! The `drover` command line as clap reads it: the commands, their
+//! arguments and flags with their help texts and examples, and the parsers
+//! of durations and states. `main.rs` carries the commands out.
+//!
+//! The flags that reach a coordinator (`--coordinator`, `--tls-dir`,
+//! `--context`) belong to the commands that use one ([`Remote`]), and
+//! `--reconnect-timeout` to those that stream ([`Streams`]), so that
+//! `drover certs --help` does not offer them; they are also taken before
+//! the command (`drover --context prod runs`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use drover_proto::v1 as pb;
+
+use crate::dev;
+use crate::output::Format;
+
+/// Drover: pipelines on pull-based agents, from the repository to the fleet.
+#[derive(Parser)]
+#[command(name = "drover", version, after_help = "Example: drover run .drover.yml")]
+pub struct Cli {
+    #[command(flatten)]
+    pub remote: RemoteBefore,
+    #[command(flatten)]
+    pub streams: StreamsBefore,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the coordinator is, for the commands that reach one: flags after
+/// the command win over those before it, which win over the variables.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remote {
+    /// The coordinators' URLs, comma-separated; the CLI tries them in turn
+    /// and follows redirects to the leader. Default: DROVER_COORDINATOR,
+    /// else the context's, else https://127.0.0.1:7700.
+    #[arg(long, value_name = "URLS")]
+    pub coordinator: Option<String>,
+    /// Directory with ca.pem, admin.pem and admin-key.pem: DIR/admin after
+    /// `drover certs init --dir DIR`. Default: DROVER_TLS_DIR, else the
+    /// context's, else .drover/tls.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The context (see `drover context`) whose coordinator and TLS
+    /// directory to use, instead of the current one (also DROVER_CONTEXT).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// The same flags before the command, where the variables fill them in.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteBefore {
+    /// The coordinators' URLs, comma-separated (for the commands that reach
+    /// one; also after the command).
+    #[arg(long, env = "DROVER_COORDINATOR", value_name = "URLS")]
+    pub coordinator: Option<String>,
+    /// The admin's TLS directory (also after the command).
+    #[arg(long, env = "DROVER_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The context to use instead of the current one (also after the
+    /// command).
+    #[arg(long, env = "DROVER_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl Remote {
+    /// These flags, with those given before the command (or the
+    /// variables) filling the gaps.
+    pub fn or(&self, before: &RemoteBefore) -> Remote {
+        Remote {
+            coordinator: self.coordinator.clone().or_else(|| before.coordinator.clone()),
+            tls_dir: self.tls_dir.clone().or_else(|| before.tls_dir.clone()),
+            context: self.context.clone().or_else(|| before.context.clone()),
+        }
+    }
+}
+
+/// For the commands that stream from a coordinator (`run`, `rerun`,
+/// `watch`, `logs`, `dev`).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Streams {
+    /// How long to keep trying to reach a coordinator again when the one
+    /// streaming goes away (restarted, failed over); once one answers the
+    /// stream goes on where it stopped, and when the time runs out the
+    /// command exits 3. Whole numbers with h, m, s or ms (30s, 5m; 0s gives
+    /// up at once). Default: DROVER_RECONNECT_TIMEOUT, else 60s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reconnect_timeout: Option<Duration>,
+}
+
+/// The same flag before the command, where the variable fills it in.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsBefore {
+    /// How long a stream waits for a coordinator to come back (for the
+    /// commands that stream; also after the command).
+    #[arg(long, env = "DROVER_RECONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub reconnect_timeout: Option<Duration>,
+}
+
+impl Streams {
+    /// The timeout, from after the command, else before it (or the
+    /// variable), else 60s.
+    pub fn or(&self, before: &StreamsBefore) -> Duration {
+        self.reconnect_timeout.or(before.reconnect_timeout).unwrap_or(Duration::from_secs(60))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Submit a pipeline, from a file or from a git repository at a ref,
+    /// and follow it on a terminal.
+    ///
+    /// Example: drover run .drover.yml
+    Run {
+        /// The pipeline file to submit (not with --repo).
+        /// Without it (and without --repo), the .drover.yml of the git work
+        /// tree you are in, at HEAD.
+        #[arg(conflicts_with = "repo")]
+        file: Option<PathBuf>,
+        /// A git repository: a URL, a file:// URL or a local path.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Branch, tag or commit to run (from --repo, or the work tree).
+        #[arg(long = "ref", default_value = "HEAD", conflicts_with = "file")]
+        reference: String,
+        /// The pipeline file's path in the repository (from --repo, or the
+        /// work tree).
+        #[arg(long = "file", default_value = ".drover.yml", conflicts_with = "file")]
+        path: String,
+        /// Show live progress until the run ends; exit 1 if it fails. The
+        /// default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
+        follow: bool,
+        /// Print the run's number and return at once, even on a terminal;
+        /// `drover watch RUN` follows it later.
+        #[arg(long, short)]
+        detach: bool,
+        /// When following: print job output as the steps wrote it, terminal
+        /// escape sequences included (by default only colours pass).
+        #[arg(long)]
+        raw: bool,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
+        /// How long a job may wait while no connected agent has its labels
+        /// before it fails, for jobs whose file sets no `queue-timeout:`
+        /// (default: the coordinator's `--queue-timeout`, 10m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_queue_timeout)]
+        queue_timeout: Option<Duration>,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        streams: Streams,
+    },
+    /// Check pipeline files offline, as the coordinator would at submit;
+    /// exit 2 on any problem.
+    ///
+    /// Example: drover validate .drover.yml ci/*.yml
+    Validate {
+        /// The pipeline files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Start a new run of a finished run's pipeline at the same commit:
+    /// every job, or with --failed only the jobs that did not succeed and
+    /// those after them, reusing the other jobs' results.
+    ///
+    /// Example: drover rerun 7 --failed --follow
+    Rerun {
+        /// The run to rerun (it must have finished).
+        run: String,
+        /// Run again only the jobs that did not succeed, and those after
+        /// them; reuse the rest.
+        #[arg(long)]
+        failed: bool,
+        /// Run this job again too, although it succeeded, and those after
+        /// it (repeat for more); implies --failed.
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Show live progress until the new run ends; exit 1 if it fails.
+        /// The default when stdout is a terminal.
+        #[arg(long, short, conflicts_with = "detach")]
+        follow: bool,
+        /// Print the new run's number and return at once.
+        #[arg(long, short)]
+        detach: bool,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        streams: Streams,
+    },
+    /// Follow a run, running or finished, with the live view of `drover
+    /// run`: every job's state and output, to the end; exit 1 if it failed.
+    /// Ctrl-C stops watching, not the run.
+    ///
+    /// Example: drover watch 7
+    Watch {
+        /// The run's number.
+        run: String,
+        /// Print job output as the steps wrote it, terminal escape
+        /// sequences included (by default only colours pass).
+        #[arg(long)]
+        raw: bool,
+        /// Output format: text (the live view), or json (one event per
+        /// line: run, job or log).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        /// No colour in the live view (also: the NO_COLOR variable, or
+        /// stdout not a terminal).
+        #[arg(long)]
+        no_color: bool,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        streams: Streams,
+    },
+    /// List recent runs, newest first, with their age and duration.
+    ///
+    /// Example: drover runs --status failed --since 1d -o json
+    Runs {
+        /// The most runs to list (after the filters).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only runs in this state (repeat for more).
+        #[arg(long = "status", value_name = "STATE")]
+        states: Vec<RunStateArg>,
+        /// Only runs whose pipeline name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only runs created within this long (30m, 2h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+        since: Option<Duration>,
+        /// Output format: text, wide (more columns), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a run and its jobs.
+    ///
+    /// Example: drover status 7 -o json
+    Status {
+        /// The run's number, as `drover run` and `drover runs` print it.
+        run: String,
+        /// Output format: text, wide (durations and start times), json or
+        /// yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        /// The same as -o json.
+        #[arg(long, conflicts_with = "output")]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a job's log (every attempt, unless --attempt is given).
+    ///
+    /// Example: drover logs 7 build --follow
+    Logs {
+        /// The run's number.
+        run: String,
+        /// The job's name, as the pipeline file has it.
+        job: String,
+        /// Only this attempt (1, 2, ...); 0 for every attempt.
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+        /// Keep printing until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print the log's bytes as stored. By default colours pass and every
+        /// other control sequence (clear screen, window title, clipboard) is
+        /// shown as text, `^[]52;...`, so job output cannot act on your
+        /// terminal.
+        #[arg(long)]
+        raw: bool,
+        /// Output format: text, or json (one object per line: job,
+        /// attempt, line).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        streams: Streams,
+    },
+    /// Cancel a run: queued jobs are dropped and running ones killed.
+    ///
+    /// Example: drover cancel 7
+    Cancel {
+        /// The run's number.
+        run: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List agents: name, labels, slots in use, last seen.
+    ///
+    /// Example: drover agents -o json
+    Agents {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show the coordinators, which one leads, the epoch and the store's
+    /// health.
+    ///
+    /// Example: drover cluster -o yaml
+    Cluster {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print the CLI's version and, when one answers, the coordinator's.
+    ///
+    /// Example: drover version -o json
+    Version {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or
+    /// PowerShell.
+    ///
+    /// Example: drover completion bash > ~/.local/share/bash-completion/completions/drover
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Named coordinators and TLS directories to switch between, as
+    /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
+    ///
+    /// Example: drover context add prod --coordinator https://ci.example.com:7700 --tls-dir ~/drover/admin
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+    /// Make certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Start a local coordinator and agents on the embedded store and run
+    /// the sample pipeline with live progress.
+    ///
+    /// Example: drover dev --keep
+    Dev {
+        #[command(flatten)]
+        args: dev::DevArgs,
+        #[command(flatten)]
+        streams: Streams,
+    },
+}
+
+impl Command {
+    /// The coordinator flags given after the command, for those that reach
+    /// one.
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            Command::Run { remote, .. }
+            | Command::Rerun { remote, .. }
+            | Command::Watch { remote, .. }
+            | Command::Logs { remote, .. }
+            | Command::Runs { remote, .. }
+            | Command::Status { remote, .. }
+            | Command::Cancel { remote, .. }
+            | Command::Agents { remote, .. }
+            | Command::Cluster { remote, .. }
+            | Command::Version { remote, .. } => Some(remote),
+            Command::Validate { .. }
+            | Command::Completion { .. }
+            | Command::Context { .. }
+            | Command::Certs { .. }
+            | Command::Dev { .. } => None,
+        }
+    }
+
+    /// `--reconnect-timeout` given after the command, for those that
+    /// stream.
+    pub fn streams(&self) -> Option<&Streams> {
+        match self {
+            Command::Run { streams, .. }
+            | Command::Rerun { streams, .. }
+            | Command::Watch { streams, .. }
+            | Command::Logs { streams, .. }
+            | Command::Dev { streams, .. } => Some(streams),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ContextCommand {
+    /// List the contexts; * marks the current one.
+    ///
+    /// Example: drover context ls
+    Ls {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Add a context, or replace one of the same name; the first one added
+    /// becomes the current one.
+    ///
+    /// Example: drover context add prod --coordinator https://ci1:7700,https://ci2:7700 --tls-dir ~/drover/admin
+    Add {
+        /// The context's name.
+        name: String,
+        /// The coordinators' URLs, comma-separated.
+        #[arg(long, value_name = "URLS")]
+        coordinator: String,
+        /// The admin's TLS directory (made absolute).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: PathBuf,
+        /// Make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Make a context the current one.
+    ///
+    /// Example: drover context use prod
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Remove a context.
+    ///
+    /// Example: drover context rm prod
+    Rm {
+        /// The context's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA, the coordinator's certificate and the admin certificate,
+    /// each in its own directory under DIR (ca/, coordinator/, admin/).
+    ///
+    /// Example: drover certs init --dir certs --host ci.example.com
+    Init {
+        /// Where the directories go (ca/, coordinator/, admin/).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra host names or IP addresses for the coordinator certificate.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Issue a client certificate for each agent NAME, in a bundle directory
+    /// DIR/agents/NAME to copy to the agent's host.
+    ///
+    /// Example: drover certs issue-agent builder-1 builder-2 --dir certs --labels os=linux
+    IssueAgent {
+        /// The agents' names, as each will give `drover-agent --name`.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// The directory given to `drover certs init` (it holds ca/).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The labels the agents may claim, as k=v,k=v; they are written
+        /// into the certificate, and the agent's --labels must not go beyond
+        /// them.
+        #[arg(long, default_value = "", value_parser = drover_client::labels::parse)]
+        labels: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// Parses a duration flag: whole numbers each followed by h, m, s or ms,
+/// largest unit first (`90s`, `1m30s`, `500ms`), as the coordinator's flags
+/// take them (less days: nobody waits days for a coordinator).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    // The flags' grammar, less days: nobody waits days for a coordinator.
+    const UNITS: &drover_client::duration::Units = &[
+        ("h", Duration::from_secs(3600)),
+        ("m", Duration::from_secs(60)),
+        ("s", Duration::from_secs(1)),
+        ("ms", Duration::from_millis(1)),
+    ];
+    drover_client::duration::parse(text, UNITS).ok_or_else(|| {
+        format!(
+            "{text:?} is not a duration: write whole numbers with units h, m, s or ms, largest first (500ms, 30s, 1m30s, 5m)"
+        )
+    })
+}
+
+/// A run state as `drover runs --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunStateArg {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStateArg {
+    pub fn proto(self) -> pb::RunState {
+        match self {
+            RunStateArg::Running => pb::RunState::Running,
+            RunStateArg::Succeeded => pb::RunState::Succeeded,
+            RunStateArg::Failed => pb::RunState::Failed,
+            RunStateArg::Cancelled => pb::RunState::Cancelled,
+        }
+    }
+}
+
+/// `--since`: a duration with days too (`7d`).
+fn parse_since(text: &str) -> Result<Duration, String> {
+    drover_client::duration::parse(text, drover_client::duration::FLAG_UNITS).ok_or_else(|| {
+        format!("{text:?} is not a duration: write whole numbers with units d, h, m or s, largest first (30m, 2h, 7d)")
+    })
+}
+
+/// `--queue-timeout`: longer than zero, at most 7 days, as in files.
+fn parse_queue_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a queue timeout must be longer than zero".to_string()),
+        d if d > drover_pipeline::MAX_TIMEOUT => Err(format!("{text} is over the limit of 7 days (168h)")),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command and its subcommands, with their paths.
+    fn commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            out.push((path.clone(), sub.clone()));
+            commands(sub, path, out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_and_every_command_an_example() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut all = Vec::new();
+        commands(&cli, "drover".into(), &mut all);
+        let mut missing = Vec::new();
+        for (path, cmd) in std::iter::once(("drover".to_string(), cli.clone())).chain(all) {
+            if cmd.get_name() == "help" || path.contains(" help") {
+                continue;
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id} has no help"));
+                }
+            }
+            let leaf = cmd.get_subcommands().next().is_none();
+            let text = format!(
+                "{}{}",
+                cmd.get_long_about().map(|s| s.to_string()).unwrap_or_default(),
+                cmd.get_after_help().map(|s| s.to_string()).unwrap_or_default()
+            );
+            if leaf && !text.contains("Example: drover") {
+                missing.push(format!("{path}: no example"));
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn duration_flags() {
+        let ok = [
+            ("60s", Duration::from_secs(60)),
+            ("0s", Duration::ZERO),
+            ("5m", Duration::from_secs(300)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1h", Duration::from_secs(3600)),
+            ("500ms", Duration::from_millis(500)),
+            ("2s500ms", Duration::from_millis(2500)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for text in ["", "60", "s", "1.5s", "30s1m", "1m1m", "5 m", "1d", "-1s", "99999999999s"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("is not a duration"), "{text}: {err}");
+        }
+    }
+}
