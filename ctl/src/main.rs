@@ -34,9 +34,9 @@ use std::time::Duration;
 use clap::Parser;
 use drover_proto::v1 as pb;
 
+use cli::{CertsCommand, Cli, Command, ContextCommand, Remote, RemoteBefore};
 use client::{Conn, EXIT_INVALID, Exit};
 use out::outln;
-use cli::{CertsCommand, Cli, Command, ContextCommand, Remote, RemoteBefore};
 use output::Format;
 
 fn main() {

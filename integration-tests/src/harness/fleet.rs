@@ -305,13 +305,16 @@ impl Fleet {
     }
 
     pub fn drover_with_tls(&self, tls: &Path, args: &[&str]) -> Output {
-        Command::new(bin("drover"))
-            .args(args)
-            .env("DROVER_COORDINATOR", self.url())
-            .env("DROVER_TLS_DIR", tls)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run drover")
+        let mut cmd = self.drover_command(args);
+        cmd.env("DROVER_TLS_DIR", tls).stdin(Stdio::null()).output().expect("run drover")
+    }
+
+    /// The CLI against this fleet, to start as the test needs (in the
+    /// background, on a terminal, in another directory).
+    pub fn drover_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("drover"));
+        cmd.args(args).env("DROVER_COORDINATOR", self.url()).env("DROVER_TLS_DIR", &self.tls);
+        cmd
     }
 
     /// Writes a pipeline file into the test directory and submits it.

@@ -3,10 +3,10 @@
 //! 4 not found, 5 permission denied, 130 interrupted, 141 broken pipe.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{Fleet, bin, free_port, text, wait_for};
+use crate::harness::{Fleet, free_port, text, wait_for};
 
 #[test]
 fn each_row_of_the_exit_code_table() {
@@ -39,14 +39,8 @@ fn each_row_of_the_exit_code_table() {
     // 130: Ctrl-C on a follow.
     let out = fleet.drover(&["run", "--detach", &blocked]);
     let run = text(&out.stdout).trim().to_string();
-    let mut watch = Command::new(bin("drover"))
-        .args(["watch", &run])
-        .env("DROVER_COORDINATOR", fleet.url())
-        .env("DROVER_TLS_DIR", &fleet.tls)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch =
+        fleet.drover_command(&["watch", &run]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     // The first line means it is connected, with its Ctrl-C handler set.
     let mut first = [0u8; 1];
     watch.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
@@ -60,14 +54,8 @@ fn each_row_of_the_exit_code_table() {
     let out = fleet.drover(&["run", "--detach", &chatty]);
     let run = text(&out.stdout).trim().to_string();
     fleet.wait_run(&run, Duration::from_secs(60));
-    let mut logs = Command::new(bin("drover"))
-        .args(["logs", &run, "a"])
-        .env("DROVER_COORDINATOR", fleet.url())
-        .env("DROVER_TLS_DIR", &fleet.tls)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut logs =
+        fleet.drover_command(&["logs", &run, "a"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdout = logs.stdout.take().unwrap();
     let mut some = [0u8; 64];
     stdout.read_exact(&mut some).unwrap();

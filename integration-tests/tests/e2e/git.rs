@@ -65,15 +65,7 @@ fn a_run_from_git_is_pinned_to_the_commit_and_checks_it_out() {
 
     // In the work tree, with no file: its .drover.yml at HEAD, and a warning
     // when the tree has changes the run will not see.
-    let in_tree = |args: &[&str]| {
-        Command::new(crate::harness::bin("drover"))
-            .args(args)
-            .current_dir(repo.join("sub"))
-            .env("DROVER_COORDINATOR", fleet.url())
-            .env("DROVER_TLS_DIR", &fleet.tls)
-            .output()
-            .unwrap()
-    };
+    let in_tree = |args: &[&str]| fleet.drover_command(args).current_dir(repo.join("sub")).output().unwrap();
     std::fs::create_dir_all(repo.join("sub")).unwrap();
     let cli = in_tree(&["run"]);
     assert!(cli.status.success(), "{}", text(&cli.stderr));

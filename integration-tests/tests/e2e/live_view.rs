@@ -3,15 +3,14 @@
 //! happened, a job's output only after its `running` line, the retry is
 //! said, colour is on (and off with NO_COLOR), and a summary table ends it.
 
-use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Fleet, bin, pty};
+use crate::harness::{Fleet, pty};
 
 /// `drover args` on a terminal, against the fleet.
 fn on_a_terminal(fleet: &Fleet, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(bin("drover"));
-    cmd.args(args).env("DROVER_COORDINATOR", fleet.url()).env("DROVER_TLS_DIR", &fleet.tls).env_remove("NO_COLOR");
+    let mut cmd = fleet.drover_command(args);
+    cmd.env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }

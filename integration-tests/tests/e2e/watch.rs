@@ -3,13 +3,13 @@
 //! 130, saying how to find the run again).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fleet, bin, text, wait_for};
+use crate::harness::{Fleet, text, wait_for};
 
 /// A job that waits for the file `go` in `dir`, printing before and after.
 fn waiting_pipeline(dir: &std::path::Path) -> String {
@@ -22,14 +22,7 @@ fn waiting_pipeline(dir: &std::path::Path) -> String {
 /// `drover args` started in the background against the fleet, with its
 /// stdout read line by line into a channel.
 fn spawn(fleet: &Fleet, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(bin("drover"))
-        .args(args)
-        .env("DROVER_COORDINATOR", fleet.url())
-        .env("DROVER_TLS_DIR", &fleet.tls)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = fleet.drover_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
