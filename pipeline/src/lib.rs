@@ -24,6 +24,8 @@
 //!     timeout: 10m             # optional: whole numbers with s, m, h, e.g. 1h30m
 //!     queue-timeout: 30m       # optional: how long to wait when no connected agent has the labels
 //!     retries: 1               # optional: retries after a failed or lost attempt
+//!     artifacts:               # optional: packed after the steps succeed, for jobs that need this one
+//!       paths: [dist/app]
 //!     steps:
 //!       - name: compile        # optional
 //!         run: make
@@ -58,6 +60,10 @@ pub const MAX_RETRIES: u32 = 10;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The longest job or pipeline name, in characters.
 pub const MAX_NAME_LEN: usize = 100;
+/// The most artifact paths (globs) one job may list.
+pub const MAX_ARTIFACT_PATHS: usize = 100;
+/// The longest an artifact may be kept: a year.
+pub const MAX_EXPIRE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The prefix of environment variables that Drover sets itself, which
 /// pipelines therefore may not define.
 pub const RESERVED_ENV_PREFIX: &str = "DROVER_";
@@ -96,6 +102,35 @@ pub struct JobSpec {
     pub needs: Vec<String>,
     /// The steps, run in order; there is at least one.
     pub steps: Vec<StepSpec>,
+    /// What the agent packs after the steps succeed, for the jobs that
+    /// need this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<ArtifactsSpec>,
+}
+
+/// A job's `artifacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsSpec {
+    /// Globs relative to the workspace (a directory takes all of it); none
+    /// absolute or with `..`.
+    pub paths: Vec<String>,
+    /// How long the coordinator keeps them; `None` for its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<Duration>,
+    /// What a glob that matches nothing does.
+    #[serde(default)]
+    pub if_no_files: IfNoFiles,
+}
+
+/// What an artifact glob that matches nothing does to its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IfNoFiles {
+    /// The job fails, naming the glob.
+    #[default]
+    Error,
+    /// Nothing is packed for that glob.
+    Ignore,
 }
 
 /// One step of a [`JobSpec`]: a shell command.

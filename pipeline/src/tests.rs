@@ -38,6 +38,7 @@ fn full_example_parses_to_the_expected_pipeline() {
             timeout: 1h30m
             queue-timeout: 30m
             retries: 1
+            artifacts: {paths: ["dist/*.tar.gz", reports/], expire: 7d, if-no-files: ignore}
             steps:
               - name: compile
                 run: make
@@ -71,6 +72,11 @@ fn full_example_parses_to_the_expected_pipeline() {
                     StepSpec { name: Some("compile".into()), run: "make".into() },
                     StepSpec { name: None, run: "make install\necho done\n".into() },
                 ],
+                artifacts: Some(ArtifactsSpec {
+                    paths: vec!["dist/*.tar.gz".into(), "reports/".into()],
+                    expire: Some(Duration::from_secs(7 * 24 * 3600)),
+                    if_no_files: IfNoFiles::Ignore,
+                }),
             },
             JobSpec {
                 name: "test".into(),
@@ -81,6 +87,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 retries: 0,
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make test".into() }],
+                artifacts: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -91,6 +98,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 retries: 0,
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make lint".into() }],
+                artifacts: None,
             },
         ],
     };
@@ -219,7 +227,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 5,
             column: 5,
             message: "unknown key `step` in job `build`",
-            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps"),
+            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts"),
         },
         Bad {
             what: "unknown job key, misspelt runs-on",
@@ -516,6 +524,62 @@ fn bad_cases() -> Vec<Bad> {
             column: 14,
             message: "invalid timeout `10 minutes` in job `a`",
             hint: Some("use a whole number with s, m or h, e.g. 90s, 10m, 1h30m"),
+        },
+        Bad {
+            what: "an artifact path outside the workspace",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    artifacts: {paths: [dist/app, ../secrets]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 35,
+            message: "artifact path `../secrets` of job `a` leaves the workspace with `..`",
+            hint: Some("artifacts come from the job's workspace"),
+        },
+        Bad {
+            what: "an absolute artifact path",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    artifacts: {paths: [/etc/passwd]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 25,
+            message: "artifact path `/etc/passwd` of job `a` is not inside the workspace",
+            hint: Some("relative to the workspace"),
+        },
+        Bad {
+            what: "artifacts without paths",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    artifacts: {expire: 7d}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 16,
+            message: "`artifacts` in job `a` has no `paths`",
+            hint: Some("e.g. `artifacts: {paths:"),
+        },
+        Bad {
+            what: "an artifact expiry that is not a duration",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    artifacts: {paths: [x], expire: soon}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 37,
+            message: "invalid `expire` `soon` in job `a`",
+            hint: Some("a whole number with d, h, m or s"),
         },
         Bad {
             what: "queue timeout over the limit",
@@ -1043,6 +1107,6 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts"
     );
 }

@@ -12,7 +12,7 @@ use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
-const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps"];
+const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts"];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -77,6 +77,7 @@ impl Checker<'_> {
                 retries: 0,
                 needs: Vec::new(),
                 steps: Vec::new(),
+                artifacts: None,
             },
             needs: Vec::new(),
         };
@@ -114,6 +115,9 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "queue-timeout") {
             draft.spec.queue_timeout = self.duration(entry.value, "queue-timeout", name);
+        }
+        if let Some(entry) = find(&entries, "artifacts") {
+            draft.spec.artifacts = self.artifacts(entry.value, name);
         }
         if let Some(entry) = find(&entries, "retries") {
             draft.spec.retries = self.retries(entry.value, name);

@@ -14,6 +14,8 @@
 //! - `jobs`: the `jobs` mapping and each job's keys (`runs-on`, `timeout`,
 //!   `retries`, and `needs` as written);
 //! - `steps`: a job's `steps`;
+//! - `artifacts`: a job's `artifacts` (paths inside the workspace, `expire`,
+//!   `if-no-files`);
 //! - `env`: `env` mappings and what a pipeline may set in them;
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
 //! - `suggest`: "did you mean" for misspelled keys and job names.
@@ -31,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::yaml::{Kind, Node, Pos, abbreviate};
 use super::{Diagnostic, MAX_NAME_LEN, Pipeline};
 
+mod artifacts;
 mod env;
 mod graph;
 mod jobs;

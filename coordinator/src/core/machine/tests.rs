@@ -21,6 +21,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 retries: *retries,
                 needs: needs.iter().map(|n| n.to_string()).collect(),
                 steps: vec![StepSpec { name: None, run: "true".into() }],
+                artifacts: None,
             })
             .collect(),
     }
