@@ -2,6 +2,7 @@
 //! flags and calls [`server::run`]. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod blobs;
 pub mod compaction;
 pub mod controller;
 pub mod core;

@@ -40,6 +40,10 @@ struct Args {
     /// Cap on each job's log in bytes (suffixes K, M, G for KiB, MiB, GiB).
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     log_cap: u64,
+    /// The most bytes one job's artifacts (one archive) may have; an upload
+    /// is refused the moment it passes it (suffixes K, M, G).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    max_artifact_bytes: u64,
     /// Skip fsync after each store write and log segment write: faster,
     /// but a power loss (not a crash) can lose the last writes. Embedded
     /// store only.
@@ -219,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let opts = Options {
+        max_artifact_bytes: args.max_artifact_bytes,
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
         scheduler: Config {

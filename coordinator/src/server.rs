@@ -37,6 +37,8 @@ pub enum StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The most bytes one job's artifacts may have (`--max-artifact-bytes`).
+    pub max_artifact_bytes: u64,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub scheduler: Config,
@@ -71,6 +73,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot open the log segments: {0}")]
     Segments(#[from] SegmentError),
+    #[error("cannot open the blob store: {0}")]
+    Blobs(#[from] crate::blobs::BlobError),
     #[error("cannot use {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
@@ -191,6 +195,7 @@ pub async fn run(
     };
     let blob_dir = blob_dir.unwrap_or_else(|| opts.data_dir.join("blobs"));
     let segments = Arc::new(Segments::open(&blob_dir, fsync)?);
+    let blobs = Arc::new(crate::blobs::Blobs::open(&blob_dir, fsync)?);
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -247,12 +252,18 @@ pub async fn run(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(AgentServiceServer::new(AgentApi::new(role_rx.clone(), opts.scheduler.lease_ttl)))
+        .add_service(AgentServiceServer::new(AgentApi::new(
+            role_rx.clone(),
+            opts.scheduler.lease_ttl,
+            blobs.clone(),
+            opts.max_artifact_bytes,
+        )))
         .add_service(ControlServiceServer::new(ControlApi::new(
             role_rx,
             store,
             segments,
             GitOptions { scratch, timeout: opts.git_timeout },
+            blobs,
             id,
             closing_rx,
         )))

@@ -130,7 +130,13 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
 /// original is read from the store, so any coordinator can prepare it.
 pub async fn prepare_rerun(store: &dyn Store, of: RunId, scope: &Scope) -> Result<Prepared, SubmitError> {
     let original = records::load_run(store, of).await?.ok_or(SubmitError::RunNotFound(of))?;
-    let reuse = rerun::plan(&original, scope)?;
+    let reuse = rerun::plan(&original, scope)?
+        .into_iter()
+        .map(|job| {
+            let artifact = original.jobs.get(&job).and_then(|j| j.artifact.clone());
+            (job, artifact)
+        })
+        .collect();
     let record = original.record;
     Ok(Prepared {
         pipeline: record.pipeline,

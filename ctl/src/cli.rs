@@ -288,6 +288,24 @@ pub enum Command {
         #[command(flatten)]
         streams: Streams,
     },
+    /// List the artifacts of a run's jobs, or download a job's with `get`.
+    ///
+    /// Example: drover artifacts 7
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Artifacts {
+        #[command(subcommand)]
+        command: Option<ArtifactsCommand>,
+        /// The run's number.
+        #[arg(required = true)]
+        run: Option<String>,
+        /// Only this job.
+        job: Option<String>,
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Cancel a run: queued jobs are dropped and running ones killed.
     ///
     /// Example: drover cancel 7
@@ -373,6 +391,8 @@ impl Command {
             | Command::Runs { remote, .. }
             | Command::Status { remote, .. }
             | Command::Cancel { remote, .. }
+            | Command::Artifacts { command: None, remote, .. }
+            | Command::Artifacts { command: Some(ArtifactsCommand::Get { remote, .. }), .. }
             | Command::Agents { remote, .. }
             | Command::Cluster { remote, .. }
             | Command::Version { remote, .. } => Some(remote),
@@ -396,6 +416,25 @@ impl Command {
             _ => None,
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum ArtifactsCommand {
+    /// Download a job's artifacts and unpack them into a directory, checked
+    /// against their sha256; nothing is written outside it.
+    ///
+    /// Example: drover artifacts get 7 build -o out/
+    Get {
+        /// The run's number.
+        run: String,
+        /// The job whose artifacts to get.
+        job: String,
+        /// The directory to unpack into; it must not exist, or be empty.
+        #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+        dest: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]

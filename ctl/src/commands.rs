@@ -190,6 +190,94 @@ pub async fn version(urls: &str, tls_dir: &std::path::Path, format: Format) -> a
     Ok(())
 }
 
+/// `drover artifacts RUN [JOB]`: each job's artifacts (digest, size,
+/// files), from the run's status.
+pub async fn artifacts(conn: &mut Conn, run: String, job: Option<String>, format: Format) -> anyhow::Result<()> {
+    let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
+    if let Some(job) = &job
+        && !r.jobs.iter().any(|j| &j.name == job)
+    {
+        let names: Vec<&str> = r.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(Exit::new(
+            client::EXIT_NOT_FOUND,
+            format!("run {run} has no job {job:?}; its jobs are: {}", names.join(", ")),
+        )
+        .into());
+    }
+    let rows: Vec<(&pb::Job, &pb::Artifact)> = r
+        .jobs
+        .iter()
+        .filter(|j| job.as_ref().is_none_or(|name| &j.name == name))
+        .filter_map(|j| Some((j, j.artifact.as_ref()?)))
+        .collect();
+    if format.structured() {
+        let views = rows
+            .iter()
+            .map(|(j, a)| json!({ "job": j.name, "sha256": a.sha256, "size": a.size, "files": a.files, "reused_from": j.reused_from }))
+            .collect();
+        return Ok(output::document(format, &Value::Array(views))?);
+    }
+    if rows.is_empty() {
+        outln!("run {run} has no artifacts{}", job.map(|j| format!(" from job {j}")).unwrap_or_default());
+        return Ok(());
+    }
+    outln!("{:<20} {:>10} {:>6}  SHA256", "JOB", "SIZE", "FILES");
+    for (j, a) in rows {
+        outln!("{:<20} {:>10} {:>6}  {}", j.name, a.size, a.files, a.sha256);
+    }
+    Ok(())
+}
+
+/// `drover artifacts get RUN JOB -o DIR`: downloads the job's archive,
+/// checks it against the digest the run records, and unpacks it with
+/// `drover_archive::unpack` (never outside `dest`; all or nothing).
+pub async fn artifacts_get(conn: &mut Conn, run: String, job: String, dest: &std::path::Path) -> anyhow::Result<()> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let r = conn.call(true, |c| c_call!(c.get_run(pb::GetRunRequest { run_id: run.clone() }))).await?;
+    let req = pb::GetArtifactRequest { run_id: run.clone(), job: job.clone() };
+    let mut stream = conn.call(true, |c| c_call!(c.get_artifact(req.clone()))).await?;
+    let want = r.jobs.iter().find(|j| j.name == job).and_then(|j| j.artifact.clone());
+    let Some(want) = want else {
+        return Err(Exit::new(client::EXIT_NOT_FOUND, format!("job {job} of run {run} has no artifacts")).into());
+    };
+    let tar = std::env::temp_dir().join(format!("drover-artifact-{}-{}.tar", std::process::id(), want.sha256));
+    let fail = |e: std::io::Error| Exit::new(client::EXIT_INVALID, format!("{}: {e}", tar.display()));
+    let mut file = tokio::fs::File::create(&tar).await.map_err(fail)?;
+    let mut hasher = sha2::Sha256::new();
+    let fetched = async {
+        while let Some(chunk) = stream.message().await.map_err(client::status_exit)? {
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).await.map_err(fail)?;
+        }
+        file.flush().await.map_err(fail)?;
+        Ok::<(), Exit>(())
+    }
+    .await;
+    let unpacked = fetched.and_then(|()| {
+        let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if got != want.sha256 {
+            return Err(Exit::new(
+                client::EXIT_UNREACHABLE,
+                format!("the download's sha256 is {got}, not the {} the run records; try again", want.sha256),
+            ));
+        }
+        let digest = want
+            .sha256
+            .parse()
+            .map_err(|e: drover_archive::Error| Exit::new(client::EXIT_UNREACHABLE, e.to_string()))?;
+        let options = drover_archive::UnpackOptions { expected_sha256: Some(digest), ..Default::default() };
+        let reader = std::io::BufReader::new(std::fs::File::open(&tar).map_err(fail)?);
+        drover_archive::unpack(reader, dest, &options)
+            .map_err(|e| Exit::new(client::EXIT_INVALID, format!("cannot unpack into {}: {e}", dest.display())))
+    });
+    let _ = std::fs::remove_file(&tar);
+    let manifest = unpacked?;
+    let files = manifest.entries.iter().filter(|e| matches!(e.kind, drover_archive::EntryKind::File { .. })).count();
+    outln!("{files} file{} of job {job} (run {run}) in {}", if files == 1 { "" } else { "s" }, dest.display());
+    Ok(())
+}
+
 /// `drover cancel`.
 pub async fn cancel(conn: &mut Conn, run: String) -> anyhow::Result<()> {
     let r = conn.call(true, |c| c_call!(c.cancel_run(pb::CancelRunRequest { run_id: run.clone() }))).await?;

@@ -299,6 +299,12 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             commands::logs(conn, req, raw, output, reconnect).await
         }
         Command::Cancel { run, .. } => commands::cancel(conn, run).await,
+        Command::Artifacts { command: Some(cli::ArtifactsCommand::Get { run, job, dest, .. }), .. } => {
+            commands::artifacts_get(conn, run, job, &dest).await
+        }
+        Command::Artifacts { run, job, output, .. } => {
+            commands::artifacts(conn, run.expect("clap requires RUN"), job, output).await
+        }
         Command::Watch { run, raw, output, no_color, .. } => {
             let watch = async {
                 match output.for_stream("watch")? {

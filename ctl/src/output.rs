@@ -98,6 +98,7 @@ pub fn job(j: &pb::Job) -> Result<Value, Exit> {
         "finished_ms": j.finished_ms,
         "message": j.message,
         "reused_from": j.reused_from,
+        "artifact": j.artifact.as_ref().map(|a| json!({ "sha256": a.sha256, "size": a.size, "files": a.files })),
     }))
 }
 

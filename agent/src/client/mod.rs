@@ -31,6 +31,7 @@ mod heartbeats;
 pub mod protocol;
 mod session;
 mod setup;
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -96,6 +97,9 @@ const BUSY_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Agent {
     config: Config,
+    /// The current session's channel, for artifact transfers
+    /// (`transfer`); None between sessions.
+    channel: watch::Sender<Option<tonic::transport::Channel>>,
     tls: ClientTls,
     /// Which coordinator to dial next: the leader a follower named, else
     /// the configured ones in turn, passing over one that stopped
@@ -197,10 +201,13 @@ impl Agent {
         };
         let mut exec = exec::Context::new(config.name.clone(), config.work_dir.clone(), user, Arc::new(step_watch));
         exec.git_timeout = config.git_timeout;
+        let (channel, channel_rx) = watch::channel(None);
+        exec.transfer = Some(Arc::new(transfer::ChannelTransfer { channel: channel_rx }));
         let exec = Arc::new(exec);
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             config,
+            channel,
             tls,
             targets,
             proto: Protocol::new(),

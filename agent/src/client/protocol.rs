@@ -267,6 +267,17 @@ impl Protocol {
                 timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),
                 checkout: job.checkout.map(|c| (c.repo, c.commit)),
                 traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
+                artifacts: job
+                    .artifacts
+                    .map(|s| exec::artifacts::Spec { paths: s.paths, ignore_missing: s.ignore_missing }),
+                inputs: job
+                    .inputs
+                    .into_iter()
+                    .filter_map(|i| {
+                        let a = i.artifact?;
+                        Some(exec::artifacts::Input { job: i.job, sha256: a.sha256, size: a.size })
+                    })
+                    .collect(),
             };
             actions.push(Action::Start { attempt, fence_at });
         }
@@ -286,7 +297,7 @@ impl Protocol {
                 let (offset, data) = held.log.append(&data)?;
                 Some(Out::Log(pb::LogChunk { attempt_id: id, offset, data }))
             }
-            ExecEvent::Finished { id, outcome, exit_code, message } => {
+            ExecEvent::Finished { id, outcome, exit_code, message, artifact } => {
                 let held = self.held.get_mut(&id)?;
                 held.running = false;
                 held.fence_at = None;
@@ -309,7 +320,9 @@ impl Protocol {
                     return None;
                 }
                 info!(attempt = %id, ?outcome, exit_code, "attempt finished");
-                let result = pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message };
+                let artifact = artifact.map(|a| pb::Artifact { sha256: a.sha256, size: a.size, files: a.files });
+                let result =
+                    pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message, artifact };
                 held.result = Some(result.clone());
                 Some(Out::Result(result))
             }

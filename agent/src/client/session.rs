@@ -74,7 +74,16 @@ fn refused(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
 }
 
 impl Agent {
-    pub(super) async fn session(&mut self, channel: Channel, url: &str, mut stop: watch::Receiver<Stop>) -> SessionEnd {
+    pub(super) async fn session(&mut self, channel: Channel, url: &str, stop: watch::Receiver<Stop>) -> SessionEnd {
+        // Artifact transfers go over this session's connection while it
+        // lasts.
+        self.channel.send_replace(Some(channel.clone()));
+        let end = self.run_session(channel, url, stop).await;
+        self.channel.send_replace(None);
+        end
+    }
+
+    async fn run_session(&mut self, channel: Channel, url: &str, mut stop: watch::Receiver<Stop>) -> SessionEnd {
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
         let send = |tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out| {

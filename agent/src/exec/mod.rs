@@ -32,6 +32,7 @@
 //! `disk` measures the work dir's free space and explains a step that
 //! failed for lack of it.
 
+pub mod artifacts;
 mod disk;
 mod env;
 mod runner;
@@ -70,6 +71,10 @@ pub struct Attempt {
     pub checkout: Option<(String, String)>,
     /// The attempt span's W3C trace context: step spans are its children.
     pub traceparent: Option<String>,
+    /// What to pack after the steps succeed.
+    pub artifacts: Option<artifacts::Spec>,
+    /// The artifacts of the jobs it needs, unpacked before the first step.
+    pub inputs: Vec<artifacts::Input>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +127,7 @@ async fn fence_reached(mut control: watch::Receiver<Control>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
     Output { id: String, data: Vec<u8> },
-    Finished { id: String, outcome: Outcome, exit_code: i32, message: String },
+    Finished { id: String, outcome: Outcome, exit_code: i32, message: String, artifact: Option<artifacts::Packed> },
 }
 
 /// What every attempt on this agent shares.
@@ -144,6 +149,9 @@ pub struct Context {
     /// a git server that never answers would otherwise hold the slot until
     /// the job's own timeout, or for ever.
     pub git_timeout: Duration,
+    /// Moves artifacts over the connection to the coordinator; None for a
+    /// library user without one (then an attempt with artifacts fails).
+    pub transfer: Option<Arc<dyn artifacts::Transfer>>,
 }
 
 /// The default of [`Context::git_timeout`], as the coordinator's.
@@ -157,7 +165,7 @@ impl Context {
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("bash"));
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-        Context { agent, work_dir, user, home, watch, bash, git_timeout: DEFAULT_GIT_TIMEOUT }
+        Context { agent, work_dir, user, home, watch, bash, git_timeout: DEFAULT_GIT_TIMEOUT, transfer: None }
     }
 }
 
@@ -195,11 +203,22 @@ pub async fn execute(
         interrupted: None,
         tail: Arc::default(),
     };
-    let result = run_steps(&mut runner).await;
+    let scratch = ctx.work_dir.join(format!("{}.scratch", attempt.id.replace('/', "-")));
+    let mut result = run_steps(&mut runner, &scratch).await;
+    let mut artifact = None;
+    if result.0 == Outcome::Succeeded
+        && let Some(spec) = &attempt.artifacts
+    {
+        match pack_artifacts(&runner, spec, &scratch).await {
+            Ok(packed) => artifact = Some(packed),
+            Err(msg) => result = (Outcome::Failed, -1, msg),
+        }
+    }
     runner.finish().await;
     let _ = tokio::fs::remove_dir_all(&workspace).await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
     let (outcome, exit_code, message) = result;
-    let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message });
+    let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message, artifact });
 }
 
 /// Makes a fresh, empty workspace; with a run-as user, owned by it with
@@ -222,7 +241,74 @@ fn make_workspace(workspace: &Path, user: Option<&StepUser>) -> std::io::Result<
     }
 }
 
-async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
+/// A private directory of the agent's beside the workspace, for archives on
+/// their way in and out.
+async fn make_scratch(scratch: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let scratch = scratch.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Downloads and unpacks the artifacts of the jobs the attempt needs.
+async fn deliver_inputs(runner: &Runner<'_>, scratch: &Path) -> Result<(), String> {
+    let attempt = runner.attempt;
+    if attempt.inputs.is_empty() {
+        return Ok(());
+    }
+    let Some(transfer) = runner.ctx.transfer.clone() else {
+        return Err("this agent cannot download artifacts (no connection to a coordinator)".into());
+    };
+    make_scratch(scratch).await?;
+    for input in &attempt.inputs {
+        let files =
+            artifacts::deliver(transfer.as_ref(), input, &runner.workspace, scratch, runner.ctx.user.as_ref()).await?;
+        runner.say(format!(
+            "==> artifacts of {}: {files} file{} ({} bytes, sha256 {})\n",
+            input.job,
+            if files == 1 { "" } else { "s" },
+            input.size,
+            &input.sha256[..12.min(input.sha256.len())]
+        ));
+    }
+    Ok(())
+}
+
+/// Packs and uploads the job's artifacts after its steps succeeded.
+async fn pack_artifacts(
+    runner: &Runner<'_>,
+    spec: &artifacts::Spec,
+    scratch: &Path,
+) -> Result<artifacts::Packed, String> {
+    let Some(transfer) = runner.ctx.transfer.clone() else {
+        return Err("this agent cannot upload artifacts (no connection to a coordinator)".into());
+    };
+    make_scratch(scratch).await?;
+    runner.say(format!("==> packing artifacts: {}\n", spec.paths.join(" ")));
+    match artifacts::collect(transfer.as_ref(), &runner.attempt.id, spec, &runner.workspace, scratch).await {
+        Ok(packed) => {
+            runner.say(format!(
+                "==> uploaded artifacts: {} file{}, {} bytes, sha256 {}\n",
+                packed.files,
+                if packed.files == 1 { "" } else { "s" },
+                packed.size,
+                &packed.sha256[..12]
+            ));
+            Ok(packed)
+        }
+        Err(msg) => {
+            let msg = format!("artifacts: {msg}");
+            runner.say(format!("==> {msg}\n"));
+            Err(msg)
+        }
+    }
+}
+
+async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, String) {
     let attempt = runner.attempt;
     let (workspace, user) = (runner.workspace.clone(), runner.ctx.user.clone());
     let made = tokio::task::spawn_blocking(move || make_workspace(&workspace, user.as_ref()))
@@ -251,7 +337,16 @@ async fn run_steps(runner: &mut Runner<'_>) -> (Outcome, i32, String) {
     }
     let total = steps.len();
     let job_deadline = runner.deadline;
+    let first_own = usize::from(attempt.checkout.is_some());
     for (i, (label, script, extra)) in steps.iter().enumerate() {
+        // The needs' artifacts go in after the checkout, before the job's
+        // own first step.
+        if i == first_own
+            && let Err(msg) = deliver_inputs(runner, scratch).await
+        {
+            runner.say(format!("==> {msg}\n"));
+            return (Outcome::Failed, -1, msg);
+        }
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
         // The checkout has a deadline of its own, within the job's.
         let git_deadline = (i == 0 && attempt.checkout.is_some())

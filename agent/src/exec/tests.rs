@@ -20,6 +20,8 @@ async fn a_real_step_sees_a_cleared_environment() {
         timeout: None,
         checkout: None,
         traceparent: None,
+        artifacts: None,
+        inputs: Vec::new(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_control_tx, control) = watch::channel(Control::default());

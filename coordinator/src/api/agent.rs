@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -18,10 +19,12 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use super::control::artifact_view;
 use super::require_agent;
 use super::status::ApiError;
+use crate::blobs::{self, Blobs};
 use crate::core::fleet::{AgentHello, AttemptId, ToAgent, Work};
-use crate::core::machine::Outcome;
+use crate::core::machine::{ArtifactRef, Outcome};
 use crate::leader::Role;
 use crate::metrics::METRICS;
 use crate::scheduler::Event;
@@ -32,12 +35,53 @@ pub struct AgentApi {
     /// The attempt lease TTL: heartbeats that change nothing go to the
     /// scheduler (and renew leases) every quarter of it.
     lease_ttl: Duration,
+    /// Where artifacts go, and the most bytes one may have.
+    blobs: Arc<Blobs>,
+    max_artifact_bytes: u64,
 }
 
 impl AgentApi {
-    pub fn new(role: watch::Receiver<Role>, lease_ttl: Duration) -> AgentApi {
-        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl }
+    pub fn new(
+        role: watch::Receiver<Role>,
+        lease_ttl: Duration,
+        blobs: Arc<Blobs>,
+        max_artifact_bytes: u64,
+    ) -> AgentApi {
+        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes }
     }
+}
+
+/// How many bytes of a blob go in one message, both ways.
+pub const BLOB_CHUNK: usize = 256 * 1024;
+/// The most bytes one upload message may carry.
+const MAX_UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A blob read from the store, as a stream of messages.
+pub(crate) fn blob_stream(file: tokio::fs::File) -> Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>> {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; BLOB_CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(pb::BlobData { data: buf }), Some(file)))
+            }
+            Err(e) => Some((Err(Status::internal(format!("cannot read the blob: {e}"))), None)),
+        }
+    });
+    Box::pin(stream)
+}
+
+/// A result's artifacts as the agent sent them, checked for form: a sha256
+/// and a size. Whether the blob is there is checked by the session loop.
+fn artifact(a: Option<pb::Artifact>) -> Result<Option<ArtifactRef>, String> {
+    let Some(a) = a else { return Ok(None) };
+    if !blobs::is_digest(&a.sha256) {
+        return Err(format!("its artifacts were reported with an invalid sha256 {:?}", abbreviate(&a.sha256)));
+    }
+    Ok(Some(ArtifactRef { sha256: a.sha256, size: a.size, files: a.files }))
 }
 
 /// Decides which of a session's heartbeats go on to the scheduler. Every
@@ -95,7 +139,7 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {
-                Work::Job { steps, env, timeout, checkout } => pb::assign::Work::Job(pb::JobWork {
+                Work::Job { steps, env, timeout, checkout, artifacts, inputs } => pb::assign::Work::Job(pb::JobWork {
                     run_id: a.id.run.to_string(),
                     job: a.id.job.clone(),
                     attempt: a.id.attempt,
@@ -106,6 +150,14 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
                     env: env.into_iter().collect(),
                     timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
                     checkout: checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
+                    artifacts: artifacts.map(|a| pb::ArtifactSpec {
+                        paths: a.paths,
+                        ignore_missing: a.if_no_files == drover_pipeline::IfNoFiles::Ignore,
+                    }),
+                    inputs: inputs
+                        .into_iter()
+                        .map(|(job, a)| pb::ArtifactInput { job, artifact: Some(artifact_view(&a)) })
+                        .collect(),
                 }),
             };
             Out::Assign(pb::Assign {
@@ -145,7 +197,10 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
         In::Result(r) => {
             let id = attempt_id(&r.attempt_id).map_err(ApiError::Invalid)?;
             let outcome = match pb::Outcome::try_from(r.outcome) {
-                Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
+                Ok(pb::Outcome::Succeeded) => match artifact(r.artifact) {
+                    Ok(artifact) => Outcome::Succeeded { artifact },
+                    Err(detail) => Outcome::Failed { exit_code: -1, detail },
+                },
                 Ok(pb::Outcome::Failed) => {
                     Outcome::Failed { exit_code: r.exit_code, detail: bounded(&r.message, MAX_RESULT_MESSAGE) }
                 }
@@ -158,6 +213,33 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
             Event::Result { conn, name, id, outcome, message: r.message }
         }
     })
+}
+
+/// A succeeded result names artifacts the agent uploaded before it: when
+/// the blob is not there, or not of that size, the job failed, for want of
+/// its artifacts.
+async fn check_artifact(blobs: &Blobs, event: &mut Event) {
+    let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_) }, .. } = event else { return };
+    let Outcome::Succeeded { artifact: Some(a) } = &*outcome else { return };
+    let problem = match blobs.open_blob(&a.sha256).await {
+        Ok((_, len)) if len == a.size => return,
+        Ok((_, len)) => format!("is {len} bytes, not the {} reported", a.size),
+        Err(e) => e.to_string(),
+    };
+    *outcome = Outcome::Failed { exit_code: -1, detail: format!("its artifacts (sha256 {}) {problem}", a.sha256) };
+}
+
+/// A blob store error as the caller should see it: its own input refused,
+/// a blob not there, or the store failing.
+pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
+    use blobs::BlobError::*;
+    match e {
+        TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) => {
+            ApiError::Invalid(e.to_string()).into()
+        }
+        Missing(_) => ApiError::NotFound(e.to_string()).into(),
+        Io { .. } => Status::internal(e.to_string()),
+    }
 }
 
 /// Most labels an agent may have.
@@ -290,6 +372,62 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, St
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentApi {
     type SessionStream = SessionStream;
+    type GetBlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>;
+
+    /// An agent uploads a job's artifacts: the header names the attempt,
+    /// the digest and the size; the bytes are stored as they come and
+    /// refused the moment they pass `--max-artifact-bytes` (see
+    /// `crate::blobs`).
+    async fn put_blob(&self, req: Request<Streaming<pb::BlobUpload>>) -> Result<Response<pb::PutBlobResponse>, Status> {
+        use pb::blob_upload::Part;
+        let name = require_agent(&req)?;
+        let mut inbound = req.into_inner();
+        let header = match inbound.message().await? {
+            Some(pb::BlobUpload { part: Some(Part::Header(h)) }) => h,
+            _ => return Err(ApiError::Invalid("an upload starts with its header".into()).into()),
+        };
+        let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
+        if !blobs::is_digest(&header.sha256) {
+            return Err(ApiError::Invalid(format!("{:?} is not a sha256 digest", abbreviate(&header.sha256))).into());
+        }
+        let what = format!("the artifacts of job {} (attempt {})", id.job, id.attempt);
+        if header.size > self.max_artifact_bytes {
+            let e = blobs::BlobError::TooLarge { what, limit: self.max_artifact_bytes, flag: "--max-artifact-bytes" };
+            return Err(ApiError::Invalid(e.to_string()).into());
+        }
+        let mut writer = self
+            .blobs
+            .writer(self.max_artifact_bytes, what, "--max-artifact-bytes")
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(msg) = inbound.message().await? {
+            match msg.part {
+                Some(Part::Data(data)) if data.len() <= MAX_UPLOAD_CHUNK => {
+                    writer.write(&data).await.map_err(blob_status)?;
+                }
+                Some(Part::Data(data)) => {
+                    return Err(ApiError::Invalid(format!(
+                        "an upload message of {} bytes is over the limit of {MAX_UPLOAD_CHUNK}",
+                        data.len()
+                    ))
+                    .into());
+                }
+                _ => return Err(ApiError::Invalid("an upload has one header, first".into()).into()),
+            }
+        }
+        let (sha256, len) = writer.finish(&header.sha256, header.size).await.map_err(blob_status)?;
+        debug!(agent = %name, attempt = %id, %sha256, len, "stored an artifact");
+        Ok(Response::new(pb::PutBlobResponse { sha256 }))
+    }
+
+    /// An agent downloads a blob by its digest: the artifacts of a job its
+    /// attempt needs, named in the Assign.
+    async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
+        require_agent(&req)?;
+        let sha256 = req.into_inner().sha256;
+        let (file, _) = self.blobs.open_blob(&sha256).await.map_err(blob_status)?;
+        Ok(Response::new(blob_stream(file)))
+    }
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let name = require_agent(&req)?;
@@ -353,6 +491,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         }
 
         let mut gate = HeartbeatGate::new(self.lease_ttl / 4);
+        let blobs = self.blobs.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -388,7 +527,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
                                 continue;
                             }
                         }
-                        let Ok(event) = event else { continue };
+                        let Ok(mut event) = event else { continue };
+                        check_artifact(&blobs, &mut event).await;
                         if sched.send(event).await.is_err() {
                             break;
                         }
@@ -487,7 +627,13 @@ mod tests {
         let log = |s: &str| In::Log(pb::LogChunk { attempt_id: s.into(), offset: 0, data: b"x".to_vec() });
         let result = |s: &str| {
             let outcome = pb::Outcome::Succeeded as i32;
-            In::Result(pb::AttemptResult { attempt_id: s.into(), outcome, exit_code: 0, message: String::new() })
+            In::Result(pb::AttemptResult {
+                attempt_id: s.into(),
+                outcome,
+                exit_code: 0,
+                message: String::new(),
+                artifact: None,
+            })
         };
         match to_event(1, "a1", heartbeat(&["3/test/1"])) {
             Ok(Event::Heartbeat { running, .. }) => assert_eq!(running, vec![id.clone()]),

@@ -5,18 +5,21 @@
 //! the attempt's segment file (`crate::segments`), checked, and sent.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::require_admin;
 use super::status::ApiError;
 use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
+use crate::blobs::Blobs;
 use crate::core::keys::{self, RunKey};
-use crate::core::machine::{JobRecord, JobState, RunId, RunRecord, RunState, Source};
+use crate::core::machine::{ArtifactRef, JobRecord, JobState, RunId, RunRecord, RunState, Source};
 use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::records::{self, RunSummary};
@@ -35,6 +38,8 @@ pub struct ControlApi {
     segments: Arc<Segments>,
     /// How submit reads pipelines from git.
     git: GitOptions,
+    /// Artifacts, for `drover artifacts get`.
+    blobs: Arc<Blobs>,
     /// This coordinator's id.
     id: String,
     /// Becomes true when the coordinator shuts down: open watch and log
@@ -64,10 +69,11 @@ impl ControlApi {
         store: Arc<dyn Store>,
         segments: Arc<Segments>,
         git: GitOptions,
+        blobs: Arc<Blobs>,
         id: String,
         closing: watch::Receiver<bool>,
     ) -> ControlApi {
-        ControlApi { role, store, segments, git, id, closing }
+        ControlApi { role, store, segments, git, blobs, id, closing }
     }
 }
 
@@ -152,6 +158,10 @@ fn job_state(state: JobState) -> pb::JobState {
     }
 }
 
+pub(super) fn artifact_view(a: &ArtifactRef) -> pb::Artifact {
+    pb::Artifact { sha256: a.sha256.clone(), size: a.size, files: a.files }
+}
+
 pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job {
     pb::Job {
         name: name.to_string(),
@@ -166,6 +176,7 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         message: job.message.clone(),
         blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
         reused_from: job.reused_from.map(|r| r.to_string()).unwrap_or_default(),
+        artifact: job.artifact.as_ref().map(artifact_view),
     }
 }
 
@@ -370,6 +381,39 @@ impl pb::control_service_server::ControlService for ControlApi {
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
+    }
+
+    type GetArtifactStream = Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>;
+
+    async fn get_artifact(
+        &self,
+        req: Request<pb::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        require_admin(&req)?;
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
+        let Some(job) = run.jobs.get(&req.job) else {
+            let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(ApiError::NotFound(format!(
+                "run {id} has no job {:?}; its jobs are: {}",
+                req.job,
+                names.join(", ")
+            ))
+            .into());
+        };
+        let Some(artifact) = &job.artifact else {
+            return Err(ApiError::NotFound(format!(
+                "job {} of run {id} has no artifacts ({}); a job has some once it succeeds with `artifacts:` in the \
+                 pipeline",
+                req.job,
+                job.state.as_str()
+            ))
+            .into());
+        };
+        let (file, _) = self.blobs.open_blob(&artifact.sha256).await.map_err(super::agent::blob_status)?;
+        Ok(Response::new(super::agent::blob_stream(file)))
     }
 
     async fn rerun_run(&self, req: Request<pb::RerunRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {

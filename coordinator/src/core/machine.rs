@@ -77,7 +77,10 @@ impl Graph {
 /// How an attempt ended, as reported by the agent or decided by the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Succeeded,
+    /// With the artifacts the job packed, if it packed any.
+    Succeeded {
+        artifact: Option<ArtifactRef>,
+    },
     Failed {
         exit_code: i32,
         /// What the agent said about it ("build exited with code 2 (the
@@ -169,6 +172,7 @@ impl Run {
                     waiting_for: String::new(),
                     blocked_until_ms: None,
                     reused_from: None,
+                    artifact: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -371,8 +375,9 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         return;
     }
     let failure = match outcome {
-        Outcome::Succeeded => {
+        Outcome::Succeeded { artifact } => {
             j.state = JobState::Succeeded;
+            j.artifact = artifact;
             j.exit_code = Some(0);
             j.finished_ms = Some(now_ms);
             j.message.clear();

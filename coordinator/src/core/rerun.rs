@@ -16,14 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_pipeline::Pipeline;
 
-use super::machine::{JobState, Run, RunId};
+use super::machine::{ArtifactRef, JobState, Run, RunId};
 
 /// What a new run reruns: the original, and the jobs whose results it
 /// reuses ([`plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rerun {
     pub of: RunId,
-    pub reuse: BTreeSet<String>,
+    /// The jobs reused, each with the original's artifacts.
+    pub reuse: BTreeMap<String, Option<ArtifactRef>>,
 }
 
 /// Which jobs a rerun runs again.
@@ -100,10 +101,11 @@ fn dependents(pipeline: &Pipeline) -> BTreeMap<&str, Vec<&str>> {
 /// Marks a new run (made with [`Run::new`] from the original's pipeline and
 /// source) as a rerun of `of` that reuses `reuse`. Feed it `Input::Start`
 /// next, as any new run.
-pub fn mark(run: &mut Run, of: RunId, reuse: &BTreeSet<String>, now_ms: u64) {
+pub fn mark(run: &mut Run, of: RunId, reuse: &BTreeMap<String, Option<ArtifactRef>>, now_ms: u64) {
     run.record.rerun_of = Some(of);
-    for name in reuse {
+    for (name, artifact) in reuse {
         if let Some(job) = run.jobs.get_mut(name) {
+            job.artifact = artifact.clone();
             job.state = JobState::Succeeded;
             job.reused_from = Some(of);
             job.exit_code = Some(0);
@@ -172,7 +174,7 @@ mod tests {
     #[test]
     fn a_rerun_starts_after_the_reused_jobs_and_never_dispatches_them() {
         let original = finished(&[("a", JobState::Succeeded), ("b", JobState::Failed), ("d", JobState::Succeeded)]);
-        let reuse = plan(&original, &Scope::Failed).unwrap();
+        let reuse = plan(&original, &Scope::Failed).unwrap().into_iter().map(|j| (j, None)).collect();
         let mut run = Run::new(8, original.record.pipeline.clone(), original.record.source.clone(), 100);
         mark(&mut run, 7, &reuse, 100);
         let (run, _) = step(run, Input::Start, 100);

@@ -66,7 +66,7 @@ impl State {
             FleetEffect::Owner(event) => self.attempt_event(event, now, measure),
             FleetEffect::Resend(agent, id) => {
                 if let Some(assignment) = self.assignment(id) {
-                    self.send_to(agent, ToAgent::Assign(assignment));
+                    self.send_to(agent, ToAgent::Assign(Box::new(assignment)));
                 }
             }
             FleetEffect::PersistAgent(name, record) => {

@@ -154,11 +154,21 @@ impl State {
         let job = run.jobs.get(&id.job)?;
         let traceparent = (!run.record.trace.trace_id.is_empty() && !job.trace.attempt_span_id.is_empty())
             .then(|| trace::traceparent(&run.record.trace.trace_id, &job.trace.attempt_span_id));
+        // The artifacts of the jobs it needs, which have all succeeded.
+        let inputs =
+            spec.needs.iter().filter_map(|need| Some((need.clone(), run.jobs.get(need)?.artifact.clone()?))).collect();
         Some(Assignment {
             id,
             log_cap: self.config.log_cap,
             traceparent,
-            work: Work::Job { steps: spec.steps.clone(), env, timeout: spec.timeout, checkout },
+            work: Work::Job {
+                steps: spec.steps.clone(),
+                env,
+                timeout: spec.timeout,
+                checkout,
+                artifacts: spec.artifacts.clone(),
+                inputs,
+            },
         })
     }
 

@@ -241,7 +241,7 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
         ),
         (
             "a result finishes the job and the run, and is acknowledged",
-            cat(&[running(), vec![(30, vec![Done("1/a/1", Outcome::Succeeded)])]]),
+            cat(&[running(), vec![(30, vec![Done("1/a/1", Outcome::Succeeded { artifact: None })])]]),
             cat(&[run(), job(), lines(&["a1 <- result-ack 1/a/1 true"])]),
         ),
         (
@@ -255,7 +255,7 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
                 connected.clone(),
                 (10, vec![Submit(RETRY)]),
                 (10_010, vec![Tick]),
-                (10_020, vec![Done("1/a/1", Outcome::Succeeded)]),
+                (10_020, vec![Done("1/a/1", Outcome::Succeeded { artifact: None })]),
             ],
             lines(&["a1 <- result-ack 1/a/1 false"]),
         ),

@@ -144,6 +144,7 @@ fn a_hostile_agents_log_chunks_cost_only_its_own_attempts() {
             outcome: pb::Outcome::Succeeded as i32,
             exit_code: 0,
             message: String::new(),
+            artifact: None,
         }));
         evil.expect("the result ack", |m| matches!(m, In::ResultAck(a) if a.accepted).then_some(())).await;
 

@@ -4,7 +4,9 @@
 
 use super::*;
 
-/// What arrives, `ms` after the script's start.
+/// What arrives, `ms` after the script's start. Sizes differ, and tests
+/// keep few of them.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Msg(u64, In),
     Exec(ExecEvent),
@@ -40,7 +42,7 @@ fn output(id: &str, data: &str) -> ExecEvent {
 }
 
 fn finished(id: &str, outcome: Outcome) -> ExecEvent {
-    ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new() }
+    ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new(), artifact: None }
 }
 
 fn out_line(m: &Out) -> String {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::core::machine::{Outcome, RunId};
+use crate::core::machine::{ArtifactRef, Outcome, RunId};
 use drover_pipeline::StepSpec;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,10 @@ pub enum Work {
         /// Repository and commit to check out into the workspace, for runs
         /// from git.
         checkout: Option<(String, String)>,
+        /// What to pack after the steps succeed.
+        artifacts: Option<drover_pipeline::ArtifactsSpec>,
+        /// The artifacts of the jobs it needs, by job.
+        inputs: Vec<(String, ArtifactRef)>,
     },
 }
 
@@ -109,7 +113,8 @@ pub enum ToAgent {
         seq: u64,
         renewed_seq: u64,
     },
-    Assign(Assignment),
+    /// Boxed: an assignment is far larger than every other message.
+    Assign(Box<Assignment>),
     /// Kill the attempt. With `disown`, the attempt is no longer the
     /// agent's and its result is not wanted.
     Cancel {

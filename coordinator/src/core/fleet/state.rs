@@ -359,7 +359,7 @@ impl Fleet {
         }
         let held = Held { agent: agent.clone(), deadline: now + self.config.lease_ttl, phase: Phase::Assigned };
         self.held.insert(assignment.id.clone(), held);
-        FleetEffect::Send(agent, ToAgent::Assign(assignment))
+        FleetEffect::Send(agent, ToAgent::Assign(Box::new(assignment)))
     }
 
     /// Asks `agent` to kill an attempt it holds, for `reason`; it stays held

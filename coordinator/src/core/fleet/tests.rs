@@ -192,10 +192,19 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                 fleet.heartbeat(conn, "a1", &running, draining, unready.into(), now(at).at, now(at))
             }
             Accepted { at, conn, id: attempt } => fleet.accepted(conn, "a1", id(attempt), now(at)),
-            Report { conn, id: attempt } => fleet.result(conn, "a1", id(attempt), Outcome::Succeeded, ""),
+            Report { conn, id: attempt } => {
+                fleet.result(conn, "a1", id(attempt), Outcome::Succeeded { artifact: None }, "")
+            }
             Gone { at, conn } => fleet.gone(conn, "a1", now(at)),
             Assign { at, id: attempt } => {
-                let work = Work::Job { steps: vec![], env: BTreeMap::new(), timeout: None, checkout: None };
+                let work = Work::Job {
+                    steps: vec![],
+                    env: BTreeMap::new(),
+                    timeout: None,
+                    checkout: None,
+                    artifacts: None,
+                    inputs: Vec::new(),
+                };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]
             }
@@ -301,7 +310,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "a result for a held attempt goes to its owner and is acknowledged",
             vec![hello(0, 1), Assign { at: 0, id: "1/a/1" }, Report { conn: 1, id: "1/a/1" }],
-            vec!["owner: 1/a/1 finished Succeeded", "a1 <- result-ack 1/a/1 true"].into_iter().map(String::from).collect(),
+            vec!["owner: 1/a/1 finished Succeeded { artifact: None }", "a1 <- result-ack 1/a/1 true"].into_iter().map(String::from).collect(),
             1,
         ),
         (

@@ -161,6 +161,9 @@ pub struct JobRecord {
     pub message: String,
     /// For a queued job: what it waits for.
     pub waiting_for: String,
+    /// A succeeded job's artifacts (or, in a rerun, the reused job's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRef>,
     /// For a job of a rerun that was not run again: the run whose result it
     /// reuses (it succeeded there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +176,15 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     #[serde(default)]
     pub trace: JobTrace,
+}
+
+/// A job's artifacts: one tar archive in the blob store, by its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub sha256: String,
+    pub size: u64,
+    /// How many files it holds.
+    pub files: u32,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -37,7 +37,7 @@ fn done(job: &str, attempt: u32, outcome: Outcome) -> Input {
     Input::Finished { job: job.into(), attempt, outcome }
 }
 fn ok(job: &str, attempt: u32) -> Input {
-    done(job, attempt, Outcome::Succeeded)
+    done(job, attempt, Outcome::Succeeded { artifact: None })
 }
 fn fail(job: &str, attempt: u32) -> Input {
     done(job, attempt, Outcome::Failed { exit_code: 3, detail: String::new() })

@@ -280,7 +280,13 @@ impl SimAgent {
                 }
             }
         }
-        let finished = ExecEvent::Finished { id, outcome: Outcome::Succeeded, exit_code: 0, message: String::new() };
+        let finished = ExecEvent::Finished {
+            id,
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            message: String::new(),
+            artifact: None,
+        };
         if let Some(m) = self.proto.on_exec(finished) {
             Self::send(tx, m);
         }

@@ -1,0 +1,151 @@
+//! Artifact transfers over the agent's connection: `PutBlob` and `GetBlob`,
+//! one gRPC stream per transfer beside the session stream, on the channel
+//! of the current session (the same mutual-TLS connection). A transfer that
+//! breaks (the coordinator restarted, a failover) starts again from the
+//! start on the next session's channel, for up to [`PATIENCE`]; whatever
+//! arrives is checked against the digest at both ends, so a transfer that
+//! broke halfway can never be taken for a whole one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::warn;
+
+use crate::exec::artifacts::Transfer;
+
+/// How long a transfer keeps trying over broken connections.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+/// Bytes per upload message.
+const CHUNK: usize = 256 * 1024;
+
+/// Transfers over the current session's channel (published by the
+/// reconnect loop; `None` between sessions).
+pub struct ChannelTransfer {
+    pub channel: watch::Receiver<Option<Channel>>,
+}
+
+/// Whether trying again can help: the coordinator went away or answered
+/// that it could not serve now; not a refusal of what we sent.
+fn retryable(status: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(status.code(), Unavailable | Unknown | Cancelled | Aborted | DeadlineExceeded | Internal)
+        || std::error::Error::source(status).is_some()
+}
+
+impl ChannelTransfer {
+    /// The current session's channel, waiting for one for up to `until`.
+    async fn client(
+        &self,
+        until: tokio::time::Instant,
+    ) -> Result<pb::agent_service_client::AgentServiceClient<Channel>, String> {
+        let mut rx = self.channel.clone();
+        let wait = rx.wait_for(Option::is_some);
+        match tokio::time::timeout_at(until, wait).await {
+            Ok(Ok(channel)) => {
+                Ok(pb::agent_service_client::AgentServiceClient::new(channel.clone().expect("waited for Some")))
+            }
+            _ => Err("no connection to a coordinator".into()),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or [`PATIENCE`]
+    /// runs out.
+    async fn patiently<F, Fut>(&self, what: &str, mut attempt: F) -> Result<(), String>
+    where
+        F: FnMut(pb::agent_service_client::AgentServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Failure>>,
+    {
+        let until = tokio::time::Instant::now() + PATIENCE;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let client = self.client(until).await?;
+            match attempt(client).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) if tokio::time::Instant::now() + wait < until => {
+                    warn!(error = %e, "{what} broke; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(Failure::Retry(e)) => return Err(format!("{e} (gave up after {}s)", PATIENCE.as_secs())),
+            }
+        }
+    }
+}
+
+/// The next upload message from the file; the stream ends at its end (or
+/// at a read error, which the coordinator then refuses for its length).
+async fn next_chunk(file: Option<tokio::fs::File>) -> Option<(pb::BlobUpload, Option<tokio::fs::File>)> {
+    let mut file = file?;
+    let mut buf = vec![0u8; CHUNK];
+    match file.read(&mut buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.truncate(n);
+            Some((pb::BlobUpload { part: Some(pb::blob_upload::Part::Data(buf)) }, Some(file)))
+        }
+    }
+}
+
+enum Failure {
+    Retry(String),
+    Final(String),
+}
+
+fn failure(status: tonic::Status) -> Failure {
+    let text = drover_client::chain::error_chain(&status);
+    if retryable(&status) { Failure::Retry(text) } else { Failure::Final(status.message().to_string()) }
+}
+
+#[async_trait::async_trait]
+impl Transfer for ChannelTransfer {
+    async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String> {
+        self.patiently("a download", |mut client| async move {
+            let mut stream =
+                client.get_blob(pb::GetBlobRequest { sha256: sha256.to_string() }).await.map_err(failure)?.into_inner();
+            let local = |e: std::io::Error| Failure::Final(format!("{}: {e}", dest.display()));
+            let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+            let (mut hasher, mut len) = (Sha256::new(), 0u64);
+            while let Some(chunk) = stream.message().await.map_err(failure)? {
+                len += chunk.data.len() as u64;
+                if len > size {
+                    return Err(Failure::Final(format!("the blob is longer than the {size} bytes announced")));
+                }
+                hasher.update(&chunk.data);
+                file.write_all(&chunk.data).await.map_err(local)?;
+            }
+            file.flush().await.map_err(local)?;
+            let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if len != size || got != sha256 {
+                // A stream cut short ends like a whole one: try again.
+                return Err(Failure::Retry(format!("got {len} bytes with sha256 {got}, not {size} with {sha256}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String> {
+        self.patiently("an upload", |mut client| async move {
+            let file =
+                tokio::fs::File::open(path).await.map_err(|e| Failure::Final(format!("{}: {e}", path.display())))?;
+            let header = pb::BlobUpload {
+                part: Some(pb::blob_upload::Part::Header(pb::BlobHeader {
+                    attempt_id: attempt.to_string(),
+                    sha256: sha256.to_string(),
+                    size,
+                })),
+            };
+            let body = futures_util::stream::unfold(Some(file), next_chunk);
+            let stream = futures_util::StreamExt::chain(futures_util::stream::iter([header]), body);
+            client.put_blob(stream).await.map_err(failure)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Artifacts between jobs, on the real binaries: a job's `artifacts:` are
+//! packed after its steps succeed, stored by sha256 in the coordinator's
+//! blob store, and unpacked into the workspace of the jobs that need it
+//! before their first step; `drover artifacts` lists them and `drover
+//! artifacts get` downloads them, checked. A glob that matches nothing
+//! fails its job, naming the glob.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Fleet, text};
+
+/// sha256 of a file, by the system's sha256sum.
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    text(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_binary_artifact_flows_from_build_to_test_by_sha256() {
+    let mut fleet = Fleet::start("artifacts");
+    fleet.agent("a1", "", 2);
+    fleet.agent("a2", "", 2);
+    fleet.wait_agents(2);
+    let out = fleet.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    // build makes a 300 kB binary and records its sha256; test (on
+    // whichever agent) checks what it received against that.
+    let pipeline = format!(
+        "name: artifacts
+jobs:
+  build:
+    steps:
+      - run: |
+          mkdir -p dist/bin
+          head -c 300000 /dev/urandom > dist/bin/app
+          chmod 755 dist/bin/app
+          echo not packed > scratch.txt
+          sha256sum dist/bin/app | cut -d' ' -f1 > {o}/built
+    artifacts: {{paths: [dist/]}}
+  test:
+    needs: [build]
+    steps:
+      - run: |
+          test -x dist/bin/app
+          test ! -e scratch.txt
+          sha256sum dist/bin/app | cut -d' ' -f1 > {o}/received
+  nothing:
+    steps: [{{run: 'true'}}]
+    artifacts: {{paths: ['reports/*.xml']}}
+"
+    );
+    let file = fleet.dir.path().join("artifacts.yml");
+    std::fs::write(&file, pipeline).unwrap();
+    let cli = fleet.drover(&["run", "--detach", file.to_str().unwrap()]);
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    let run = text(&cli.stdout).trim().to_string();
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(fleet.job(&run, "build")["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(fleet.job(&run, "test")["state"], "succeeded", "{status:#}{}", fleet.logs());
+    let built = std::fs::read_to_string(out.join("built")).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("received")).unwrap(), built, "the same bytes arrived");
+
+    // A glob that matches nothing fails its job, naming the glob.
+    let nothing = fleet.job(&run, "nothing");
+    assert_eq!(nothing["state"], "failed", "{nothing:#}");
+    assert!(nothing["message"].as_str().unwrap_or_default().contains("reports/*.xml"), "{nothing:#}");
+
+    // Listed, and downloaded checked by sha256.
+    let listed: serde_json::Value =
+        serde_json::from_slice(&fleet.drover(&["artifacts", &run, "-o", "json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
+    assert_eq!(listed[0]["job"], "build");
+    assert_eq!(listed[0]["files"], 1, "{listed:#}");
+    let sha = listed[0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(status["jobs"][0]["artifact"]["sha256"], sha.as_str(), "{status:#}");
+    let dest = fleet.dir.path().join("got");
+    let got = fleet.drover(&["artifacts", "get", &run, "build", "-o", dest.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(sha256sum(&dest.join("dist/bin/app")), built.trim());
+    // No artifacts, and no such job: exit 4, saying so.
+    let none = fleet.drover(&["artifacts", "get", &run, "test", "-o", fleet.dir.path().join("x").to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(4), "{}", text(&none.stderr));
+    assert!(text(&none.stderr).contains("job test of run"), "{}", text(&none.stderr));
+    let nojob = fleet.drover(&["artifacts", &run, "nope"]);
+    assert_eq!(nojob.status.code(), Some(4), "{}", text(&nojob.stderr));
+}
