@@ -64,6 +64,18 @@ impl ControlApi {
         }
     }
 
+    /// Run `id`, which must have a job `job`: not-found errors that name
+    /// what there is.
+    async fn run_with_job(&self, id: RunId, job: &str) -> Result<crate::core::machine::Run, ApiError> {
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await) };
+        if !run.jobs.contains_key(job) {
+            let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(ApiError::NotFound(format!("run {id} has no job {job:?}; its jobs are: {}", names.join(", "))));
+        }
+        Ok(run)
+    }
+
     pub fn new(
         role: watch::Receiver<Role>,
         store: Arc<dyn Store>,
@@ -294,17 +306,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         require_admin(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
-        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
-        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
-        let Some(job) = run.jobs.get(&req.job) else {
-            let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
-            return Err(ApiError::NotFound(format!(
-                "run {id} has no job {:?}; its jobs are: {}",
-                req.job,
-                names.join(", ")
-            ))
-            .into());
-        };
+        let run = self.run_with_job(id, &req.job).await?;
+        let job = &run.jobs[&req.job];
         // A plain read of a job that never started has nothing to show: say
         // why, and how to wait for it.
         if !req.follow && job.attempt == 0 {
@@ -392,17 +395,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         require_admin(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
-        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
-        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
-        let Some(job) = run.jobs.get(&req.job) else {
-            let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
-            return Err(ApiError::NotFound(format!(
-                "run {id} has no job {:?}; its jobs are: {}",
-                req.job,
-                names.join(", ")
-            ))
-            .into());
-        };
+        let run = self.run_with_job(id, &req.job).await?;
+        let job = &run.jobs[&req.job];
         let Some(artifact) = &job.artifact else {
             return Err(ApiError::NotFound(format!(
                 "job {} of run {id} has no artifacts ({}); a job has some once it succeeds with `artifacts:` in the \
