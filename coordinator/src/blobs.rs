@@ -117,6 +117,43 @@ impl Blobs {
     }
 }
 
+impl Blobs {
+    /// Deletes every blob not in `keep` that is older than `grace` (by its
+    /// modification time: a blob just uploaded is not referenced until its
+    /// job's result is committed). Returns how many it deleted.
+    pub async fn sweep(
+        &self,
+        keep: std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<usize, BlobError> {
+        let root = self.dir.join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut gone = 0;
+            let now = std::time::SystemTime::now();
+            for shard in std::fs::read_dir(&root).map_err(io(&root))? {
+                let shard = shard.map_err(io(&root))?.path();
+                let Ok(entries) = std::fs::read_dir(&shard) else { continue };
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !is_digest(&name) || keep.contains(&name) {
+                        continue;
+                    }
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
+                    if old && std::fs::remove_file(entry.path()).is_ok() {
+                        gone += 1;
+                    }
+                }
+            }
+            Ok(gone)
+        })
+        .await
+        .map_err(|e| BlobError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?
+    }
+}
+
 /// A blob being written; see the module header.
 pub struct BlobWriter<'a> {
     blobs: &'a Blobs,

@@ -69,6 +69,8 @@ pub struct Term {
     pub store: Arc<dyn Store>,
     /// Where log bytes live, outside the key space.
     pub segments: Arc<Segments>,
+    /// Where artifacts live.
+    pub blobs: Arc<crate::blobs::Blobs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -428,8 +430,9 @@ pub(crate) mod tests {
     /// without the fence.
     async fn term_and_store(dir: &TestDir) -> (Term, Arc<dyn Store>) {
         let (store, segments) = store_and_segments(dir).await;
+        let blobs = Arc::new(crate::blobs::Blobs::open(&dir.path().join("blobs"), false).unwrap());
         let epoch = store.txn(Txn::ops(vec![Op::put(keys::LEADER, "us")])).await.unwrap().revision;
-        (Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments }, store)
+        (Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments, blobs }, store)
     }
 
     async fn term(dir: &TestDir) -> Term {

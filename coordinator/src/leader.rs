@@ -77,6 +77,8 @@ pub struct ElectionConfig {
     /// Where log bytes live, handed to the controllers with each term; the
     /// coordinator does not campaign while they cannot be written.
     pub segments: Arc<Segments>,
+    /// Where artifacts live, handed to the controllers with each term.
+    pub blobs: Arc<crate::blobs::Blobs>,
 }
 
 /// Runs elections until `shutdown` turns true, publishing the role on `role`,
@@ -239,8 +241,12 @@ async fn campaign_and_lead(
     };
 
     info!(epoch, "elected leader");
-    let term =
-        Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments: config.segments.clone() };
+    let term = Term {
+        epoch,
+        store: Fenced::new(store.clone(), keys::LEADER, epoch),
+        segments: config.segments.clone(),
+        blobs: config.blobs.clone(),
+    };
     // A controller that cannot start (the scheduler's recovery found the
     // store unavailable) ends the term before it is announced.
     let mut running = Running::start(controllers, &term).await.map_err(|failure| match failure.error {
@@ -307,7 +313,14 @@ mod tests {
     }
 
     fn election(id: &str, segments: Arc<Segments>) -> ElectionConfig {
-        ElectionConfig { id: id.into(), url: format!("https://{id}"), ttl: Duration::from_secs(2), segments }
+        let blobs = Arc::new(
+            crate::blobs::Blobs::open(
+                &std::env::temp_dir().join(format!("drover-blobs-{id}-{}", std::process::id())),
+                false,
+            )
+            .unwrap(),
+        );
+        ElectionConfig { id: id.into(), url: format!("https://{id}"), ttl: Duration::from_secs(2), segments, blobs }
     }
 
     fn registered() -> Vec<Box<dyn Controller>> {

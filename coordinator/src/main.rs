@@ -86,6 +86,10 @@ struct Args {
     /// How often the leader looks for runs to prune.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     prune_interval: Duration,
+    /// How old an artifact that no run refers to any more (its runs were
+    /// pruned) must be before the leader deletes it from the blob store.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    blob_grace: Duration,
     /// How often the leader compacts etcd's history, keeping one period of
     /// it for watchers; `off` leaves compaction to etcd's own
     /// --auto-compaction-retention. Without compaction etcd keeps every
@@ -253,6 +257,7 @@ async fn main() -> anyhow::Result<()> {
             keep_runs: args.keep_runs,
             keep_for: args.keep_runs_for,
             interval: args.prune_interval,
+            blob_grace: args.blob_grace,
         },
         // The embedded store bounds its own history.
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }

@@ -1,6 +1,10 @@
 //! Retention, so that a long-lived coordinator does not grow without end:
-//! the leader prunes finished runs (record, jobs and logs) past the
-//! retention policy and deletes their log segments (`crate::segments`).
+//! the leader prunes finished runs (record, jobs, logs and artifact
+//! references) past the retention policy, deletes their log segments
+//! (`crate::segments`), and sweeps the blob store (`crate::blobs`) of every
+//! artifact no run refers to any more (`/artifacts/{run}/{job}`), once it is
+//! older than `--blob-grace`: a blob is uploaded before the result that
+//! refers to it is committed, and the grace covers that window.
 //! The store's own history is the business of `crate::compaction`.
 //!
 //! The policy is Jenkins' "discard old builds": keep at most `keep_runs`
@@ -31,6 +35,7 @@ use async_trait::async_trait;
 use drover_telemetry::trace::now_ms;
 use tracing::{debug, info, warn};
 
+use crate::blobs::Blobs;
 use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::core::keys;
 use crate::core::machine::RunId;
@@ -47,17 +52,24 @@ pub struct Config {
     pub keep_for: Duration,
     /// How often the leader looks for runs to prune.
     pub interval: Duration,
+    /// How old a blob no run refers to must be before it is deleted.
+    pub blob_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { keep_runs: 10_000, keep_for: Duration::from_secs(30 * 24 * 3600), interval: Duration::from_secs(60) }
+        Config {
+            keep_runs: 10_000,
+            keep_for: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            blob_grace: Duration::from_secs(3600),
+        }
     }
 }
 
-/// Most runs pruned in one transaction: two deletes and a compare each, well
-/// under etcd's 128 operations with the fence.
-const RUNS_PER_TXN: usize = 32;
+/// Most runs pruned in one transaction: three deletes and a compare each,
+/// well under etcd's 128 operations with the fence.
+const RUNS_PER_TXN: usize = 25;
 
 /// Which of the runs (from the run index) the policy prunes, oldest first.
 pub fn expired(runs: &[RunSummary], keep_runs: usize, keep_for: Duration, now_ms: u64) -> Vec<RunId> {
@@ -100,7 +112,7 @@ impl Controller for Retention {
     }
 
     async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
-        Ok(Started::work(run(term.store.clone(), term.segments.clone(), self.config.clone())))
+        Ok(Started::work(run(term.store.clone(), term.segments.clone(), term.blobs.clone(), self.config.clone())))
     }
 }
 
@@ -108,12 +120,17 @@ impl Controller for Retention {
 /// stopped). A failed pass is logged and retried at the next tick. A fenced
 /// one ends retention but not the term: the scheduler's next write, or
 /// the lease the coordinator can no longer renew, ends that.
-async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) -> Result<(), ControllerError> {
+async fn run(
+    store: Arc<dyn Store>,
+    segments: Arc<Segments>,
+    blobs: Arc<Blobs>,
+    config: Config,
+) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match pass(store.as_ref(), &segments, &config).await {
+        match pass(store.as_ref(), &segments, &blobs, &config).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return Ok(()),
             Err(e) => warn!(error = %e, "retention pass failed; retrying at the next one"),
@@ -121,7 +138,7 @@ async fn run(store: Arc<dyn Store>, segments: Arc<Segments>, config: Config) -> 
     }
 }
 
-async fn pass(store: &dyn Store, segments: &Arc<Segments>, config: &Config) -> Result<(), StoreError> {
+async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config: &Config) -> Result<(), StoreError> {
     // The last run number, read before the index: a run missing from the
     // index with a number up to it was pruned, never one still to come.
     let last: RunId = match store.get(keys::RUN_SEQ).await? {
@@ -151,6 +168,7 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, config: &Config) -> R
         for id in chunk {
             txn.compare.push(Compare::ModRevision(keys::run_index(*id), index_revs[id]));
             txn.success.push(Op::DeletePrefix { prefix: keys::run(*id) });
+            txn.success.push(Op::DeletePrefix { prefix: keys::artifacts_of(*id) });
             txn.success.push(Op::delete(keys::run_index(*id)));
         }
         if store.txn(txn).await?.succeeded {
@@ -167,6 +185,14 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, config: &Config) -> R
         Ok(gone) if !gone.is_empty() => debug!(runs = gone.len(), "deleted the log segments of pruned runs"),
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot delete the log segments of pruned runs; retrying at the next pass"),
+    }
+    // The blobs no run refers to any more, read after the prune committed.
+    let (refs, _) = store.range(keys::ARTIFACTS).await?;
+    let keep = refs.iter().map(|kv| decode::<String>(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+    match blobs.sweep(keep, config.blob_grace).await {
+        Ok(0) => {}
+        Ok(gone) => info!(blobs = gone, "deleted artifacts no run refers to"),
+        Err(e) => warn!(error = %e, "cannot sweep the blob store; retrying at the next pass"),
     }
     if pruned > 0 {
         info!(

@@ -206,7 +206,13 @@ pub async fn run(
     });
     let election = tokio::spawn(leader::run(
         store.clone(),
-        ElectionConfig { id: id.clone(), url: url.clone(), ttl: opts.election_ttl, segments: segments.clone() },
+        ElectionConfig {
+            id: id.clone(),
+            url: url.clone(),
+            ttl: opts.election_ttl,
+            segments: segments.clone(),
+            blobs: blobs.clone(),
+        },
         controllers,
         role_tx,
         stop_rx,

@@ -9,6 +9,7 @@
 //! /runs/{run}                                     RunRecord
 //! /runs/{run}/jobs/{job}                          JobRecord
 //! /runs/{run}/logs/{job}/{attempt}/{offset}       ChunkMeta: the chunk's length and checksum
+//! /artifacts/{run}/{job}                          the sha256 of the job's artifacts, for the blob sweep
 //! /agents/{name}                                  AgentRecord, for `drover agents`
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
@@ -27,6 +28,18 @@
 pub const RUN_SEQ: &str = "/meta/run-seq";
 pub const RUN_INDEX: &str = "/index/runs/";
 pub const AGENTS: &str = "/agents/";
+/// Every artifact a run still holds, by run: what the retention
+/// controller's blob sweep keeps (`crate::retention`).
+pub const ARTIFACTS: &str = "/artifacts/";
+
+pub fn artifact(run: u64, job: &str) -> String {
+    format!("{ARTIFACTS}{run:010}/{job}")
+}
+
+/// The prefix of a run's artifact references, deleted with the run.
+pub fn artifacts_of(run: u64) -> String {
+    format!("{ARTIFACTS}{run:010}/")
+}
 /// Held by the leader, with its lease (see `leader`).
 pub const LEADER: &str = "/cluster/leader";
 pub const MEMBERS: &str = "/cluster/members/";

@@ -63,6 +63,10 @@ impl State {
         self.pending.insert(keys::run_index(id), encode(&RunSummary::of(&run.record)));
         for (name, job) in &run.jobs {
             self.pending.insert(keys::job(id, name), encode(job));
+            // A rerun's reused artifacts are this run's too.
+            if let Some(a) = &job.artifact {
+                self.pending.insert(keys::artifact(id, name), encode(&a.sha256));
+            }
         }
         let trace_id = run.record.trace.trace_id.clone();
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), %trace_id, "run submitted");
@@ -88,6 +92,9 @@ impl State {
                 Effect::PersistJob(job) => {
                     let record = &run.jobs[job];
                     self.pending.insert(keys::job(run_id, job), encode(record));
+                    if let Some(a) = &record.artifact {
+                        self.pending.insert(keys::artifact(run_id, job), encode(&a.sha256));
+                    }
                     if record.state.is_terminal() {
                         record_finished(record);
                         self.ready_at.remove(&(run_id, job.clone()));

@@ -86,3 +86,55 @@ jobs:
     let nojob = fleet.drover(&["artifacts", &run, "nope"]);
     assert_eq!(nojob.status.code(), Some(4), "{}", text(&nojob.stderr));
 }
+
+/// The blobs in a coordinator's blob store.
+fn blobs(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir.join("sha256")).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            out.push(blob.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn artifacts_go_when_no_kept_run_refers_to_them() {
+    let mut fleet =
+        Fleet::start_with("artifact-gc", &["--keep-runs", "1", "--prune-interval", "200ms", "--blob-grace", "1ms"]);
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let store = fleet.dir.path().join("data-0/blobs");
+    let yaml = "name: gc
+jobs:
+  build:
+    steps: [{run: 'head -c 1000 /dev/urandom > made.bin'}]
+    artifacts: {paths: [made.bin]}
+  test:
+    needs: [build]
+    steps: [{run: 'test -s made.bin'}]
+";
+    let first = fleet.submit("gc.yml", yaml);
+    assert_eq!(fleet.wait_run(&first, Duration::from_secs(60))["state"], "succeeded");
+    let a = fleet.job(&first, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(blobs(&store), vec![a.clone()]);
+    // A rerun reuses build, and with it its artifacts: when the first run
+    // is pruned, the blob stays, since the rerun refers to it.
+    let out = fleet.drover(&["rerun", &first, "--job", "test", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = text(&out.stdout).trim().to_string();
+    assert_eq!(fleet.wait_run(&second, Duration::from_secs(60))["state"], "succeeded");
+    assert_eq!(fleet.job(&second, "build")["artifact"]["sha256"], a.as_str());
+    crate::harness::wait_for("the first run to be pruned", Duration::from_secs(15), || {
+        (!fleet.drover(&["status", &first]).status.success()).then_some(())
+    });
+    assert_eq!(blobs(&store), vec![a.clone()], "still referred to by the rerun");
+    // A new run with other bytes: the rerun is pruned, and its blob with it.
+    let third = fleet.submit("gc.yml", yaml);
+    assert_eq!(fleet.wait_run(&third, Duration::from_secs(60))["state"], "succeeded");
+    let b = fleet.job(&third, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
+    crate::harness::wait_for("the unreferenced blob to be swept", Duration::from_secs(15), || {
+        (blobs(&store) == vec![b.clone()]).then_some(())
+    });
+}
