@@ -231,3 +231,49 @@ fn a_watch_behind_a_compaction_relists_and_misses_nothing() {
     let want: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
     assert_eq!(got, want, "{log}");
 }
+
+#[test]
+fn artifacts_survive_a_leader_failover_with_a_shared_blob_dir() {
+    let etcd = Etcd::start("artifacts-ha", 1);
+    let mut fleet = Fleet::start_ha("artifacts-ha", &etcd, 2);
+    let leader = fleet.wait_leader();
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    let (gate, waiting) = (m.join("gate"), m.join("waiting"));
+    // build's artifacts are stored by the first leader; test is assigned,
+    // with build's artifacts as its input, by the second.
+    let yaml = format!(
+        "name: ha-artifacts
+jobs:
+  build:
+    steps: [{{run: 'head -c 100000 /dev/urandom > made.bin; sha256sum made.bin > {m}/built'}}]
+    artifacts: {{paths: [made.bin]}}
+  wait:
+    needs: [build]
+    steps: [{{run: 'touch {waiting}; while [ ! -e {gate} ]; do sleep 0.05; done'}}]
+  test:
+    needs: [build, wait]
+    steps: [{{run: 'sha256sum made.bin > {m}/received'}}]
+",
+        m = m.display(),
+        waiting = waiting.display(),
+        gate = gate.display()
+    );
+    let run = fleet.submit("ha.yml", &yaml);
+    wait_for("wait to run, after build stored its artifacts", Duration::from_secs(30), || {
+        waiting.exists().then_some(())
+    });
+    fleet.kill_coordinator(leader);
+    std::fs::write(&gate, "").unwrap();
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_ne!(fleet.wait_leader(), leader);
+    let built = std::fs::read_to_string(m.join("built")).unwrap();
+    assert_eq!(std::fs::read_to_string(m.join("received")).unwrap(), built);
+    // And the new leader serves them to the CLI.
+    let dest = fleet.dir.path().join("got");
+    let out = fleet.drover(&["artifacts", "get", &run, "build", "-o", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dest.join("made.bin").exists());
+}
