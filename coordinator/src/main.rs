@@ -90,6 +90,11 @@ struct Args {
     /// pruned) must be before the leader deletes it from the blob store.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     blob_grace: Duration,
+    /// How long a job's artifacts are kept when its pipeline file does not
+    /// say (`artifacts: {expire: 7d}`); after that the leader deletes them,
+    /// whether or not their run is kept.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    artifact_expire: Duration,
     /// How often the leader compacts etcd's history, keeping one period of
     /// it for watchers; `off` leaves compaction to etcd's own
     /// --auto-compaction-retention. Without compaction etcd keeps every
@@ -236,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
             max_active_runs: args.max_active_runs,
             max_queued_jobs: args.max_queued_jobs,
             queue_timeout: args.queue_timeout,
+            artifact_expire: args.artifact_expire,
             ..Config::default()
         },
         store: if args.etcd.is_empty() {

@@ -46,6 +46,13 @@ impl RunSummary {
     }
 }
 
+/// What `/artifacts/{run}/{job}` holds: the blob, and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub sha256: String,
+    pub expires_ms: u64,
+}
+
 /// Encodes a record as stored.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialize")

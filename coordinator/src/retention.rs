@@ -40,7 +40,7 @@ use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::core::keys;
 use crate::core::machine::RunId;
 use crate::metrics::METRICS;
-use crate::records::RunSummary;
+use crate::records::{ArtifactRecord, RunSummary};
 use crate::segments::Segments;
 use crate::store::{Compare, Op, Store, StoreError, Txn, decode};
 
@@ -186,9 +186,34 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot delete the log segments of pruned runs; retrying at the next pass"),
     }
-    // The blobs no run refers to any more, read after the prune committed.
+    // Artifacts past their expiry lose their reference (each delete
+    // compares the reference's revision, so one written since is kept);
+    // then the blobs no reference names any more go.
     let (refs, _) = store.range(keys::ARTIFACTS).await?;
-    let keep = refs.iter().map(|kv| decode::<String>(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+    let now = now_ms();
+    let mut keep = HashSet::new();
+    let mut expired = Vec::new();
+    for kv in &refs {
+        let record: ArtifactRecord = decode(&kv.key, &kv.value)?;
+        if record.expires_ms <= now {
+            expired.push((kv.key.clone(), kv.mod_revision, record.sha256));
+        } else {
+            keep.insert(record.sha256);
+        }
+    }
+    for chunk in expired.chunks(RUNS_PER_TXN) {
+        let mut txn = Txn::default();
+        for (key, rev, _) in chunk {
+            txn.compare.push(Compare::ModRevision(key.clone(), *rev));
+            txn.success.push(Op::delete(key.clone()));
+        }
+        if store.txn(txn).await?.succeeded {
+            info!(artifacts = chunk.len(), "artifacts expired");
+        } else {
+            // Written since: kept, until the next pass looks again.
+            keep.extend(chunk.iter().map(|(_, _, sha)| sha.clone()));
+        }
+    }
     match blobs.sweep(keep, config.blob_grace).await {
         Ok(0) => {}
         Ok(gone) => info!(blobs = gone, "deleted artifacts no run refers to"),

@@ -406,6 +406,15 @@ impl pb::control_service_server::ControlService for ControlApi {
             ))
             .into());
         };
+        // Its reference goes when it expires (and the blob after it).
+        if self.store.get(&keys::artifact(id, &req.job)).await.map_err(ApiError::from)?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "the artifacts of job {} of run {id} have expired (`expire:` in the pipeline, or the coordinator's \
+                 --artifact-expire)",
+                req.job
+            ))
+            .into());
+        }
         let (file, _) = self.blobs.open_blob(&artifact.sha256).await.map_err(super::agent::blob_status)?;
         Ok(Response::new(super::agent::blob_stream(file)))
     }

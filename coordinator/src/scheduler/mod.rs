@@ -85,6 +85,9 @@ pub struct Config {
     /// How long a job waits when no connected agent has its labels, for
     /// runs and jobs that do not say.
     pub queue_timeout: Duration,
+    /// How long a job's artifacts are kept when its file says nothing
+    /// (`expire:`).
+    pub artifact_expire: Duration,
 }
 
 /// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
@@ -103,6 +106,7 @@ impl Default for Config {
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
             queue_timeout: crate::core::machine::DEFAULT_QUEUE_TIMEOUT,
+            artifact_expire: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::core::keys;
 use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
 use crate::core::rerun::{self, Rerun};
 use crate::metrics::{METRICS, result_index};
-use crate::records::{MAX_RECORD_BYTES, RunSummary, encode};
+use crate::records::{ArtifactRecord, MAX_RECORD_BYTES, RunSummary, encode};
 use crate::spans;
 use drover_pipeline::Pipeline;
 use drover_telemetry::trace;
@@ -63,9 +63,14 @@ impl State {
         self.pending.insert(keys::run_index(id), encode(&RunSummary::of(&run.record)));
         for (name, job) in &run.jobs {
             self.pending.insert(keys::job(id, name), encode(job));
-            // A rerun's reused artifacts are this run's too.
+            // A rerun's reused artifacts are this run's too, for as long as
+            // this run's own would be.
             if let Some(a) = &job.artifact {
-                self.pending.insert(keys::artifact(id, name), encode(&a.sha256));
+                let expire = run.spec(name).and_then(|s| s.artifacts.as_ref()?.expire);
+                let expires_ms =
+                    now.ms.saturating_add(expire.unwrap_or(self.config.artifact_expire).as_millis() as u64);
+                let record = ArtifactRecord { sha256: a.sha256.clone(), expires_ms };
+                self.pending.insert(keys::artifact(id, name), encode(&record));
             }
         }
         let trace_id = run.record.trace.trace_id.clone();
@@ -93,7 +98,11 @@ impl State {
                     let record = &run.jobs[job];
                     self.pending.insert(keys::job(run_id, job), encode(record));
                     if let Some(a) = &record.artifact {
-                        self.pending.insert(keys::artifact(run_id, job), encode(&a.sha256));
+                        let expire = run.spec(job).and_then(|s| s.artifacts.as_ref()?.expire);
+                        let expire = expire.unwrap_or(self.config.artifact_expire);
+                        let expires_ms = now.ms.saturating_add(expire.as_millis() as u64);
+                        let record = ArtifactRecord { sha256: a.sha256.clone(), expires_ms };
+                        self.pending.insert(keys::artifact(run_id, job), encode(&record));
                     }
                     if record.state.is_terminal() {
                         record_finished(record);

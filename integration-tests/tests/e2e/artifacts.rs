@@ -138,3 +138,23 @@ jobs:
         (blobs(&store) == vec![b.clone()]).then_some(())
     });
 }
+
+#[test]
+fn artifacts_expire_and_then_say_so() {
+    let mut fleet = Fleet::start_with("artifact-expire", &["--prune-interval", "200ms", "--blob-grace", "1ms"]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let store = fleet.dir.path().join("data-0/blobs");
+    let yaml = "name: expire\njobs:\n  build:\n    steps: [{run: 'echo x > x.txt'}]\n    artifacts: {paths: [x.txt], expire: 2s}\n";
+    let run = fleet.submit("expire.yml", yaml);
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "succeeded");
+    assert_eq!(blobs(&store).len(), 1);
+    crate::harness::wait_for("the artifact to expire and its blob to go", Duration::from_secs(20), || {
+        blobs(&store).is_empty().then_some(())
+    });
+    let out = fleet.drover(&["artifacts", "get", &run, "build", "-o", fleet.dir.path().join("x").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("have expired"), "{}", text(&out.stderr));
+    // The run itself is kept: only its artifacts expired.
+    assert_eq!(fleet.status(&run)["state"], "succeeded");
+}
