@@ -30,7 +30,7 @@
 //!       - name: compile        # optional
 //!         run: make
 //!   test:
-//!     needs: [build]
+//!     needs: [build]          # or [{job: build, artifacts: false}]
 //!     steps:
 //!       - run: make test
 //! ```
@@ -106,6 +106,10 @@ pub struct JobSpec {
     /// need this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<ArtifactsSpec>,
+    /// Jobs in `needs` whose artifacts this job does not get
+    /// (`needs: [{job: build, artifacts: false}]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_artifacts_of: Vec<String>,
 }
 
 /// A job's `artifacts`.

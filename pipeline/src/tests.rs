@@ -46,7 +46,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                   make install
                   echo done
           test:
-            needs: [build]
+            needs: [{job: build, artifacts: false}]
             timeout: 90s
             steps:
               - run: make test
@@ -77,6 +77,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                     expire: Some(Duration::from_secs(7 * 24 * 3600)),
                     if_no_files: IfNoFiles::Ignore,
                 }),
+                skip_artifacts_of: Vec::new(),
             },
             JobSpec {
                 name: "test".into(),
@@ -88,6 +89,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make test".into() }],
                 artifacts: None,
+                skip_artifacts_of: vec!["build".into()],
             },
             JobSpec {
                 name: "lint".into(),
@@ -99,6 +101,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 needs: vec!["build".into()],
                 steps: vec![StepSpec { name: None, run: "make lint".into() }],
                 artifacts: None,
+                skip_artifacts_of: Vec::new(),
             },
         ],
     };
@@ -538,6 +541,21 @@ fn bad_cases() -> Vec<Bad> {
             column: 35,
             message: "artifact path `../secrets` of job `a` leaves the workspace with `..`",
             hint: Some("artifacts come from the job's workspace"),
+        },
+        Bad {
+            what: "needs with artifacts that is not a boolean",
+            yaml: "
+                name: p
+                jobs:
+                  a: {steps: [{run: x}]}
+                  b:
+                    needs: [{job: a, artifacts: no}]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 33,
+            message: "`artifacts` in `needs` of job `b` must be true or false",
+            hint: Some("leaves the needed job's artifacts out"),
         },
         Bad {
             what: "an absolute artifact path",

@@ -171,8 +171,13 @@ impl State {
         let traceparent = (!run.record.trace.trace_id.is_empty() && !job.trace.attempt_span_id.is_empty())
             .then(|| trace::traceparent(&run.record.trace.trace_id, &job.trace.attempt_span_id));
         // The artifacts of the jobs it needs, which have all succeeded.
-        let inputs =
-            spec.needs.iter().filter_map(|need| Some((need.clone(), run.jobs.get(need)?.artifact.clone()?))).collect();
+        // (`needs: [{job: build, artifacts: false}]` leaves one out.)
+        let inputs = spec
+            .needs
+            .iter()
+            .filter(|need| !spec.skip_artifacts_of.contains(need))
+            .filter_map(|need| Some((need.clone(), run.jobs.get(need)?.artifact.clone()?)))
+            .collect();
         Some(Assignment {
             id,
             log_cap: self.config.log_cap,

@@ -46,6 +46,9 @@ jobs:
           test -x dist/bin/app
           test ! -e scratch.txt
           sha256sum dist/bin/app | cut -d' ' -f1 > {o}/received
+  without:
+    needs: [{{job: build, artifacts: false}}]
+    steps: [{{run: 'test ! -e dist'}}]
   nothing:
     steps: [{{run: 'true'}}]
     artifacts: {{paths: ['reports/*.xml']}}
@@ -59,6 +62,7 @@ jobs:
     let status = fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(fleet.job(&run, "build")["state"], "succeeded", "{status:#}{}", fleet.logs());
     assert_eq!(fleet.job(&run, "test")["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(fleet.job(&run, "without")["state"], "succeeded", "opted out: {status:#}");
     let built = std::fs::read_to_string(out.join("built")).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("received")).unwrap(), built, "the same bytes arrived");
 

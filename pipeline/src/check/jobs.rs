@@ -78,6 +78,7 @@ impl Checker<'_> {
                 needs: Vec::new(),
                 steps: Vec::new(),
                 artifacts: None,
+                skip_artifacts_of: Vec::new(),
             },
             needs: Vec::new(),
         };
@@ -123,7 +124,7 @@ impl Checker<'_> {
             draft.spec.retries = self.retries(entry.value, name);
         }
         if let Some(entry) = find(&entries, "needs") {
-            draft.needs = self.needs(entry.value, full_name, name);
+            draft.needs = self.needs(entry.value, full_name, name, &mut draft.spec.skip_artifacts_of);
             draft.spec.needs = draft.needs.iter().map(|(need, _)| (*need).to_owned()).collect();
         }
         match find(&entries, "steps") {
@@ -259,7 +260,13 @@ impl Checker<'_> {
 
     /// Reads `needs`: a list of job names, or one name on its own.
     /// `full_name` is the job's name and `job` the name as shown in messages.
-    fn needs<'n>(&mut self, needs: &'n Node, full_name: &str, job: &str) -> Vec<(&'n str, Pos)> {
+    fn needs<'n>(
+        &mut self,
+        needs: &'n Node,
+        full_name: &str,
+        job: &str,
+        skip_artifacts: &mut Vec<String>,
+    ) -> Vec<(&'n str, Pos)> {
         let items: Vec<&Node> = match &needs.kind {
             Kind::Null => return Vec::new(),
             Kind::Scalar(_) => vec![needs],
@@ -276,13 +283,44 @@ impl Checker<'_> {
         let mut out: Vec<(&str, Pos)> = Vec::new();
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         for item in items {
-            let Some(name) = item.scalar_text() else {
-                self.error(
-                    item.pos,
-                    format!("entries of `needs` in job `{job}` must be job names, found {}", item.describe()),
-                    Some("e.g. `needs: [build, lint]`".to_owned()),
-                );
-                continue;
+            // `{job: build, artifacts: false}`: needed, without its artifacts.
+            let name = match &item.kind {
+                Kind::Map(map) => {
+                    let context = format!("in an entry of `needs` of job `{job}`");
+                    let entries = self.entries(map, "key", &context);
+                    self.unknown_keys(&entries, &["job", "artifacts"], &context);
+                    let Some(name) = find(&entries, "job").and_then(|e| e.value.scalar_text()) else {
+                        self.error(
+                            item.pos,
+                            format!("an entry of `needs` in job `{job}` names no `job`"),
+                            Some("e.g. `needs: [{job: build, artifacts: false}]`".to_owned()),
+                        );
+                        continue;
+                    };
+                    match find(&entries, "artifacts").map(|e| (e.value, e.value.scalar_text())) {
+                        None | Some((_, Some("true"))) => {}
+                        Some((_, Some("false"))) => skip_artifacts.push(name.to_owned()),
+                        Some((node, _)) => {
+                            self.error(
+                                node.pos,
+                                format!("`artifacts` in `needs` of job `{job}` must be true or false"),
+                                Some("`artifacts: false` leaves the needed job's artifacts out".to_owned()),
+                            );
+                        }
+                    }
+                    name
+                }
+                _ => match item.scalar_text() {
+                    Some(name) => name,
+                    None => {
+                        self.error(
+                            item.pos,
+                            format!("entries of `needs` in job `{job}` must be job names, found {}", item.describe()),
+                            Some("e.g. `needs: [build, lint]`".to_owned()),
+                        );
+                        continue;
+                    }
+                },
             };
             if name == full_name {
                 self.error(

@@ -22,6 +22,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 needs: needs.iter().map(|n| n.to_string()).collect(),
                 steps: vec![StepSpec { name: None, run: "true".into() }],
                 artifacts: None,
+                skip_artifacts_of: Vec::new(),
             })
             .collect(),
     }
