@@ -8,6 +8,13 @@ install_missing() {
     command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  install_packages "${missing[@]}"
+}
+
+# install_packages PACKAGE...: installs Debian packages with apt-get (as
+# root, or through sudo).
+install_packages() {
+  local missing=("$@")
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then

@@ -10,6 +10,17 @@ cd "$(dirname "$0")/.."
 # etcd-client's build (our own protos are compiled with protox).
 install_missing git=git etcd=etcd-server protoc=protobuf-compiler
 
+# An S3-protocol server for the blob store's S3 backend: moto, from PyPI,
+# in a virtualenv of its own under .drover-tools/ (ignored by git).
+install_missing python3=python3
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  install_packages python3-venv
+fi
+if [ ! -x .drover-tools/venv/bin/moto_server ]; then
+  python3 -m venv .drover-tools/venv
+  .drover-tools/venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+
 # Formatting and lints first: they are quick and say what is wrong at once.
 # The toolchain's rustup profile may lack the two components.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -11,14 +11,22 @@
 //! temporary file, which the next `open` clears. Two writers of the same
 //! content both succeed; the second rename replaces identical bytes.
 //!
-//! Every coordinator must see the same directory (`--blob-dir`, shared on
-//! etcd), as for the segments. An S3-compatible backend is the next step
-//! (issue 13); this is the filesystem one.
+//! Two backends hold the blobs. The default is the filesystem: `--blob-dir`,
+//! which every coordinator must share on etcd, as for the segments. The
+//! other is any S3-compatible service (`--blob-store s3://bucket/prefix`,
+//! through the `object_store` crate, with the usual `AWS_*` variables and
+//! `AWS_ENDPOINT_URL` to name another service than AWS): a blob is still
+//! written, counted and checked in a local temporary file first, then sent
+//! in parts (never held whole in memory) to `prefix/sha256/ab/abcdef…`.
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -34,6 +42,10 @@ pub enum BlobError {
     BadDigest(String),
     #[error("no blob {0} in the blob store")]
     Missing(String),
+    #[error("blob store {url}: {source}")]
+    Remote { url: String, source: object_store::Error },
+    #[error("{0:?} is not a blob store: write s3://BUCKET or s3://BUCKET/PREFIX")]
+    BadUrl(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -50,18 +62,55 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The filesystem blob store.
+/// Where the blobs live.
+#[derive(Debug)]
+enum Backend {
+    /// Under `Blobs::dir`.
+    Fs,
+    /// In a bucket, under `prefix`; `Blobs::dir` only stages uploads.
+    S3 { store: Arc<dyn ObjectStore>, prefix: String, url: String },
+}
+
+/// The blob store.
 #[derive(Debug)]
 pub struct Blobs {
     dir: PathBuf,
     fsync: bool,
+    backend: Backend,
+}
+
+/// A stored blob, to read.
+pub enum BlobReader {
+    File(tokio::fs::File),
+    Remote(futures_util::stream::BoxStream<'static, Result<Vec<u8>, BlobError>>),
+}
+
+impl BlobReader {
+    /// The next piece of the blob, of at most `max` bytes from a file;
+    /// `None` at its end.
+    pub async fn next(&mut self, max: usize) -> Option<Result<Vec<u8>, BlobError>> {
+        match self {
+            BlobReader::File(file) => {
+                let mut buf = vec![0u8; max];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some(Ok(buf))
+                    }
+                    Err(source) => Some(Err(BlobError::Io { path: PathBuf::from("(blob)"), source })),
+                }
+            }
+            BlobReader::Remote(stream) => stream.next().await,
+        }
+    }
 }
 
 impl Blobs {
     /// Opens (creating) the store under `dir`, and removes what a crash
     /// left half-written.
     pub fn open(dir: &Path, fsync: bool) -> Result<Blobs, BlobError> {
-        let blobs = Blobs { dir: dir.to_path_buf(), fsync };
+        let blobs = Blobs { dir: dir.to_path_buf(), fsync, backend: Backend::Fs };
         let tmp = blobs.tmp_dir();
         std::fs::create_dir_all(dir.join("sha256")).map_err(io(dir))?;
         if tmp.exists() {
@@ -69,6 +118,40 @@ impl Blobs {
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         Ok(blobs)
+    }
+
+    /// Opens the S3 store at `url` (`s3://bucket/prefix`), with the
+    /// credentials, region and endpoint of the `AWS_*` variables; uploads
+    /// are staged under `staging`.
+    pub fn open_s3(url: &str, staging: &Path) -> Result<Blobs, BlobError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| BlobError::BadUrl(url.to_string()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(BlobError::BadUrl(url.to_string()));
+        }
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|source| BlobError::Remote { url: url.to_string(), source })?;
+        let prefix = prefix.trim_matches('/').to_string();
+        let backend = Backend::S3 { store: Arc::new(store), prefix, url: url.to_string() };
+        let blobs = Blobs { dir: staging.to_path_buf(), fsync: false, backend };
+        let tmp = blobs.tmp_dir();
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        Ok(blobs)
+    }
+
+    /// The object key of a blob in a bucket.
+    fn key(prefix: &str, digest: &str) -> object_store::path::Path {
+        let name = format!("sha256/{}/{digest}", &digest[..2]);
+        if prefix.is_empty() { name.into() } else { format!("{prefix}/{name}").into() }
+    }
+
+    fn remote(url: &str) -> impl FnOnce(object_store::Error) -> BlobError + '_ {
+        move |source| BlobError::Remote { url: url.to_string(), source }
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -94,13 +177,45 @@ impl Blobs {
     }
 
     /// Opens a stored blob for reading, with its length.
-    pub async fn open_blob(&self, digest: &str) -> Result<(tokio::fs::File, u64), BlobError> {
+    pub async fn open_blob(&self, digest: &str) -> Result<(BlobReader, u64), BlobError> {
         let path = self.path(digest)?;
+        if let Backend::S3 { store, prefix, url } = &self.backend {
+            let got = store.get(&Self::key(prefix, digest)).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => BlobError::Missing(digest.to_string()),
+                e => Self::remote(url)(e),
+            })?;
+            let len = got.meta.size;
+            let url = url.clone();
+            let stream = got
+                .into_stream()
+                .map(move |part| {
+                    part.map(|bytes| bytes.to_vec()).map_err(|source| BlobError::Remote { url: url.clone(), source })
+                })
+                .boxed();
+            return Ok((BlobReader::Remote(stream), len));
+        }
         match tokio::fs::File::open(&path).await {
             Ok(f) => {
                 let len = f.metadata().await.map_err(io(&path))?.len();
-                Ok((f, len))
+                Ok((BlobReader::File(f), len))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::Missing(digest.to_string())),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// A stored blob's length, without reading it.
+    pub async fn len(&self, digest: &str) -> Result<u64, BlobError> {
+        let path = self.path(digest)?;
+        if let Backend::S3 { store, prefix, url } = &self.backend {
+            return match store.head(&Self::key(prefix, digest)).await {
+                Ok(meta) => Ok(meta.size),
+                Err(object_store::Error::NotFound { .. }) => Err(BlobError::Missing(digest.to_string())),
+                Err(e) => Err(Self::remote(url)(e)),
+            };
+        }
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(meta.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::Missing(digest.to_string())),
             Err(e) => Err(io(&path)(e)),
         }
@@ -109,6 +224,12 @@ impl Blobs {
     /// Deletes a blob; one that is not there is no error.
     pub async fn delete(&self, digest: &str) -> Result<(), BlobError> {
         let path = self.path(digest)?;
+        if let Backend::S3 { store, prefix, url } = &self.backend {
+            return match store.delete(&Self::key(prefix, digest)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Self::remote(url)(e)),
+            };
+        }
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -126,6 +247,25 @@ impl Blobs {
         keep: std::collections::HashSet<String>,
         grace: std::time::Duration,
     ) -> Result<usize, BlobError> {
+        if let Backend::S3 { store, prefix, url } = &self.backend {
+            let root = if prefix.is_empty() { "sha256".to_string() } else { format!("{prefix}/sha256") };
+            let root: object_store::path::Path = root.into();
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+                    as i64;
+            let mut listed = store.list(Some(&root));
+            let mut gone = 0;
+            while let Some(meta) = listed.next().await {
+                let meta = meta.map_err(Self::remote(url))?;
+                let name = meta.location.filename().unwrap_or_default().to_string();
+                let old = now_ms - meta.last_modified.timestamp_millis() >= grace.as_millis() as i64;
+                if is_digest(&name) && !keep.contains(&name) && old {
+                    store.delete(&meta.location).await.map_err(Self::remote(url))?;
+                    gone += 1;
+                }
+            }
+            return Ok(gone);
+        }
         let root = self.dir.join("sha256");
         tokio::task::spawn_blocking(move || {
             let mut gone = 0;
@@ -197,6 +337,12 @@ impl BlobWriter<'_> {
             file.sync_all().await.map_err(io(&self.tmp))?;
         }
         drop(file);
+        if let Backend::S3 { store, prefix, url } = &self.blobs.backend {
+            let sent = upload(store.as_ref(), &Blobs::key(prefix, &got), &self.tmp).await;
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+            sent.map_err(Blobs::remote(url))?;
+            return Ok((got, self.len));
+        }
         let dest = self.blobs.path(&got)?;
         let parent = dest.parent().expect("a blob's path has a directory");
         tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
@@ -208,6 +354,34 @@ impl BlobWriter<'_> {
         }
         Ok((got, self.len))
     }
+}
+
+/// Sends the checked file `tmp` to `key`, in parts of 8 MiB with at most
+/// 4 in flight: never the whole blob in memory.
+async fn upload(
+    store: &dyn ObjectStore,
+    key: &object_store::path::Path,
+    tmp: &Path,
+) -> Result<(), object_store::Error> {
+    let upload = store.put_multipart(key).await?;
+    let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+    let mut file = tokio::fs::File::open(tmp)
+        .await
+        .map_err(|e| object_store::Error::Generic { store: "staging", source: Box::new(e) })?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| object_store::Error::Generic { store: "staging", source: Box::new(e) })?;
+        if n == 0 {
+            break;
+        }
+        parts.wait_for_capacity(4).await?;
+        parts.write(&buf[..n]);
+    }
+    parts.finish().await?;
+    Ok(())
 }
 
 impl Drop for BlobWriter<'_> {
@@ -239,9 +413,11 @@ mod tests {
         }
         let (d, len) = w.finish(&digest(&data), data.len() as u64).await.unwrap();
         assert_eq!((d.as_str(), len), (digest(&data).as_str(), 300_000));
-        let (mut f, len) = blobs.open_blob(&d).await.unwrap();
+        let (mut reader, len) = blobs.open_blob(&d).await.unwrap();
         let mut back = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut f, &mut back).await.unwrap();
+        while let Some(part) = reader.next(65_536).await {
+            back.extend(part.unwrap());
+        }
         assert_eq!((back, len), (data.clone(), 300_000));
 
         // (case, bytes written, announced digest and length, the error)

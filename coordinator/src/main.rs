@@ -40,6 +40,13 @@ struct Args {
     /// Cap on each job's log in bytes (suffixes K, M, G for KiB, MiB, GiB).
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     log_cap: u64,
+    /// Keep artifacts in an S3-compatible bucket, `s3://BUCKET/PREFIX`,
+    /// rather than under the blob directory; credentials, region and
+    /// endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION and AWS_ENDPOINT_URL (another service than AWS;
+    /// AWS_ALLOW_HTTP=true for plain HTTP).
+    #[arg(long, value_name = "URL")]
+    blob_store: Option<String>,
     /// The most bytes one job's artifacts (one archive) may have; an upload
     /// is refused the moment it passes it (suffixes K, M, G).
     #[arg(long, default_value = "1G", value_parser = parse_size)]
@@ -232,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let opts = Options {
+        blob_store: args.blob_store,
         max_artifact_bytes: args.max_artifact_bytes,
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,

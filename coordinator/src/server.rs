@@ -37,6 +37,9 @@ pub enum StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Artifacts in an S3-compatible bucket (`s3://bucket/prefix`) rather
+    /// than under the blob directory.
+    pub blob_store: Option<String>,
     /// The most bytes one job's artifacts may have (`--max-artifact-bytes`).
     pub max_artifact_bytes: u64,
     pub data_dir: PathBuf,
@@ -195,7 +198,10 @@ pub async fn run(
     };
     let blob_dir = blob_dir.unwrap_or_else(|| opts.data_dir.join("blobs"));
     let segments = Arc::new(Segments::open(&blob_dir, fsync)?);
-    let blobs = Arc::new(crate::blobs::Blobs::open(&blob_dir, fsync)?);
+    let blobs = Arc::new(match &opts.blob_store {
+        Some(url) => crate::blobs::Blobs::open_s3(url, &blob_dir)?,
+        None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
+    });
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);

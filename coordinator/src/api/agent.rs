@@ -57,17 +57,13 @@ pub const BLOB_CHUNK: usize = 256 * 1024;
 const MAX_UPLOAD_CHUNK: usize = 1 << 20;
 
 /// A blob read from the store, as a stream of messages.
-pub(crate) fn blob_stream(file: tokio::fs::File) -> Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>> {
-    use tokio::io::AsyncReadExt;
-    let stream = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = vec![0u8; BLOB_CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(pb::BlobData { data: buf }), Some(file)))
-            }
+pub(crate) fn blob_stream(
+    reader: blobs::BlobReader,
+) -> Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>> {
+    let stream = futures_util::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        match reader.next(BLOB_CHUNK).await? {
+            Ok(data) => Some((Ok(pb::BlobData { data }), Some(reader))),
             Err(e) => Some((Err(Status::internal(format!("cannot read the blob: {e}"))), None)),
         }
     });
@@ -221,9 +217,9 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
 async fn check_artifact(blobs: &Blobs, event: &mut Event) {
     let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_) }, .. } = event else { return };
     let Outcome::Succeeded { artifact: Some(a) } = &*outcome else { return };
-    let problem = match blobs.open_blob(&a.sha256).await {
-        Ok((_, len)) if len == a.size => return,
-        Ok((_, len)) => format!("is {len} bytes, not the {} reported", a.size),
+    let problem = match blobs.len(&a.sha256).await {
+        Ok(len) if len == a.size => return,
+        Ok(len) => format!("is {len} bytes, not the {} reported", a.size),
         Err(e) => e.to_string(),
     };
     *outcome = Outcome::Failed { exit_code: -1, detail: format!("its artifacts (sha256 {}) {problem}", a.sha256) };
@@ -238,7 +234,7 @@ pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
             ApiError::Invalid(e.to_string()).into()
         }
         Missing(_) => ApiError::NotFound(e.to_string()).into(),
-        Io { .. } => Status::internal(e.to_string()),
+        Io { .. } | Remote { .. } | BadUrl(_) => Status::internal(e.to_string()),
     }
 }
 

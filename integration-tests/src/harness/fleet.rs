@@ -44,6 +44,8 @@ pub struct Fleet {
     pub agents: Vec<Proc>,
     /// Extra flags for every coordinator start.
     pub coordinator_args: Vec<String>,
+    /// Environment variables of the coordinators (an S3 endpoint's).
+    pub coordinator_env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -55,7 +57,14 @@ impl Fleet {
 
     /// Like [`Fleet::start`], with extra coordinator flags.
     pub fn start_with(tag: &str, coordinator_args: &[&str]) -> Fleet {
+        Fleet::start_with_env(tag, coordinator_args, &[])
+    }
+
+    /// Like [`Fleet::start_with`], with environment variables for the
+    /// coordinator too.
+    pub fn start_with_env(tag: &str, coordinator_args: &[&str], env: &[(&str, &str)]) -> Fleet {
         let mut fleet = Fleet::empty(tag, coordinator_args);
+        fleet.coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         fleet.start_coordinator(0, "127.0.0.1:0");
         fleet
     }
@@ -107,6 +116,7 @@ impl Fleet {
             metrics: Vec::new(),
             agents: Vec::new(),
             coordinator_args,
+            coordinator_env: Vec::new(),
         }
     }
 
@@ -140,6 +150,7 @@ impl Fleet {
             .arg("--tls-dir")
             .arg(self.coordinator_tls())
             .args(&self.coordinator_args)
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k, v)))
             .env("DROVER_LOG", "info,drover_coordinator=debug")
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -162,3 +162,93 @@ fn artifacts_expire_and_then_say_so() {
     // The run itself is kept: only its artifacts expired.
     assert_eq!(fleet.status(&run)["state"], "succeeded");
 }
+
+/// moto's S3-protocol server, which scripts/test.sh installs.
+fn moto_server() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.drover-tools/venv/bin/moto_server");
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/test.sh installs it (python3 -m venv .drover-tools/venv, then its pip installs \
+         moto[server])",
+        path.display()
+    );
+    path
+}
+
+/// One HTTP/1.1 request to the S3 server, path-style; returns the status and
+/// body.
+fn s3(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the S3 server answers");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn artifacts_round_trip_through_an_s3_protocol_server() {
+    let dir = crate::harness::TempDir::new("moto");
+    let port = crate::harness::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.path().join("moto.log");
+    let child = Command::new(moto_server())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let _moto = crate::harness::Proc { child, name: "moto_server".into(), log };
+    crate::harness::wait_for("the S3 server to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).ok().map(|_| ())
+    });
+    assert_eq!(s3(&addr, "PUT", "/drover-e2e").0, 200, "bucket created");
+    let endpoint = format!("http://{addr}");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let mut fleet = Fleet::start_with_env("s3", &["--blob-store", "s3://drover-e2e/ci"], &env);
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let out = fleet.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let yaml = format!(
+        "name: s3
+jobs:
+  build:
+    steps: [{{run: 'head -c 300000 /dev/urandom > app.bin; sha256sum app.bin > {o}/built'}}]
+    artifacts: {{paths: [app.bin]}}
+  test:
+    needs: [build]
+    steps: [{{run: 'sha256sum app.bin > {o}/received'}}]
+",
+        o = out.display()
+    );
+    let run = fleet.submit("s3.yml", &yaml);
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(
+        std::fs::read_to_string(out.join("received")).unwrap(),
+        std::fs::read_to_string(out.join("built")).unwrap()
+    );
+    // The blob is in the bucket, under the prefix, not on the coordinator's
+    // disk.
+    let sha = fleet.job(&run, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
+    let (code, listing) = s3(&addr, "GET", "/drover-e2e?list-type=2&prefix=ci/");
+    assert_eq!(code, 200, "{listing}");
+    assert!(listing.contains(&format!("ci/sha256/{}/{sha}", &sha[..2])), "{listing}");
+    assert!(blobs(&fleet.dir.path().join("data-0/blobs")).is_empty(), "nothing stored locally");
+    // And back to the CLI.
+    let dest = fleet.dir.path().join("got");
+    let got = fleet.drover(&["artifacts", "get", &run, "build", "-o", dest.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(
+        sha256sum(&dest.join("app.bin")),
+        std::fs::read_to_string(out.join("built")).unwrap().split_whitespace().next().unwrap()
+    );
+}
