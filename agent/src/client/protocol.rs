@@ -267,9 +267,11 @@ impl Protocol {
                 timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),
                 checkout: job.checkout.map(|c| (c.repo, c.commit)),
                 traceparent: (!a.traceparent.is_empty()).then_some(a.traceparent),
-                artifacts: job
-                    .artifacts
-                    .map(|s| exec::artifacts::Spec { paths: s.paths, ignore_missing: s.ignore_missing }),
+                artifacts: job.artifacts.map(|s| exec::artifacts::Spec {
+                    paths: s.paths,
+                    ignore_missing: s.ignore_missing,
+                    max_bytes: s.max_bytes,
+                }),
                 inputs: job
                     .inputs
                     .into_iter()

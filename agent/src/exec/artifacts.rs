@@ -39,6 +39,9 @@ pub struct Input {
 pub struct Spec {
     pub paths: Vec<String>,
     pub ignore_missing: bool,
+    /// The coordinator's `--max-artifact-bytes`: packing stops there. 0:
+    /// the archive's own limits only.
+    pub max_bytes: u64,
 }
 
 /// A packed and uploaded artifact, for the result.
@@ -152,8 +155,18 @@ pub async fn collect(
         let mut out = std::io::BufWriter::new(file);
         let if_no_files =
             if spec2.ignore_missing { drover_archive::IfNoFiles::Ignore } else { drover_archive::IfNoFiles::Error };
-        let manifest = drover_archive::pack(&workspace, &spec2.paths, if_no_files, &Default::default(), &mut out)
-            .map_err(|e| e.to_string())?;
+        let mut limits = drover_archive::Limits::default();
+        if spec2.max_bytes > 0 {
+            limits.max_total_bytes = limits.max_total_bytes.min(spec2.max_bytes);
+            limits.max_file_bytes = limits.max_file_bytes.min(spec2.max_bytes);
+        }
+        let manifest =
+            drover_archive::pack(&workspace, &spec2.paths, if_no_files, &limits, &mut out).map_err(|e| match e {
+                drover_archive::Error::LimitExceeded { .. } if spec2.max_bytes > 0 => {
+                    format!("{e} (the coordinator's --max-artifact-bytes is {})", spec2.max_bytes)
+                }
+                e => e.to_string(),
+            })?;
         use std::io::Write;
         out.flush().map_err(|e| format!("{}: {e}", tar2.display()))?;
         Ok(manifest)

@@ -123,7 +123,7 @@ impl HeartbeatGate {
 
 /// Converts a scheduler message; `epoch` is the leadership term the
 /// session belongs to, which agents use to refuse a deposed leader.
-fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
+fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64) -> pb::CoordinatorMessage {
     let msg = match msg {
         ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
             epoch,
@@ -149,6 +149,7 @@ fn to_proto(msg: ToAgent, epoch: u64) -> pb::CoordinatorMessage {
                     artifacts: artifacts.map(|a| pb::ArtifactSpec {
                         paths: a.paths,
                         ignore_missing: a.if_no_files == drover_pipeline::IfNoFiles::Ignore,
+                        max_bytes: max_artifact_bytes,
                     }),
                     inputs: inputs
                         .into_iter()
@@ -419,8 +420,23 @@ impl pb::agent_service_server::AgentService for AgentApi {
     /// An agent downloads a blob by its digest: the artifacts of a job its
     /// attempt needs, named in the Assign.
     async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
-        require_agent(&req)?;
+        let name = require_agent(&req)?;
         let sha256 = req.into_inner().sha256;
+        // Only what one of its own attempts needs: an agent is untrusted,
+        // and the digests of other runs' artifacts are no secret to it.
+        let (sched, _) = super::leader(&self.role)?;
+        let (reply, allowed) = oneshot::channel();
+        sched
+            .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
+            .await
+            .map_err(|_| ApiError::NotLeader(None))?;
+        if !allowed.await.unwrap_or(false) {
+            return Err(ApiError::PermissionDenied(format!(
+                "agent {name} holds no attempt that needs blob {}",
+                abbreviate(&sha256)
+            ))
+            .into());
+        }
         let (file, _) = self.blobs.open_blob(&sha256).await.map_err(blob_status)?;
         Ok(Response::new(blob_stream(file)))
     }
@@ -539,7 +555,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
             let _ = sched.send(Event::AgentGone { conn, name }).await;
         });
-        let out = ReceiverStream::new(rx).map(move |m| Ok(to_proto(m, epoch)));
+        let max_artifact_bytes = self.max_artifact_bytes;
+        let out = ReceiverStream::new(rx).map(move |m| Ok(to_proto(m, epoch, max_artifact_bytes)));
         Ok(Response::new(Box::pin(out)))
     }
 }

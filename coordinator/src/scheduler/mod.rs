@@ -154,6 +154,13 @@ pub enum Event {
     ListAgents {
         reply: oneshot::Sender<Vec<AgentInfo>>,
     },
+    /// Whether agent `name` may download blob `sha256`: it is the
+    /// artifact of a job that an attempt the agent holds needs.
+    MayFetch {
+        name: String,
+        sha256: String,
+        reply: oneshot::Sender<bool>,
+    },
     AgentHello(AgentHello),
     AgentGone {
         conn: u64,

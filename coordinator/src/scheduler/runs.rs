@@ -193,6 +193,19 @@ impl State {
         })
     }
 
+    /// Whether blob `sha256` is an input of an attempt agent `name` holds:
+    /// an agent downloads only what its own attempts need.
+    pub(super) fn may_fetch(&self, name: &str, sha256: &str) -> bool {
+        self.fleet.held_by(name).any(|id| {
+            let Some(run) = self.runs.get(&id.run) else { return false };
+            let Some(spec) = run.spec(&id.job) else { return false };
+            spec.needs
+                .iter()
+                .filter(|need| !spec.skip_artifacts_of.contains(need))
+                .any(|need| run.jobs.get(need).and_then(|j| j.artifact.as_ref()).is_some_and(|a| a.sha256 == sha256))
+        })
+    }
+
     /// Fails the blocked jobs whose queue timeout has passed
     /// ([`Input::Deadlines`]), and forgets runs with no blocked job left.
     pub(super) fn expire_blocked(&mut self, now: Now) {

@@ -115,6 +115,9 @@ impl State {
             Event::ListAgents { reply } => {
                 let _ = reply.send(self.fleet.list());
             }
+            Event::MayFetch { name, sha256, reply } => {
+                let _ = reply.send(self.may_fetch(&name, &sha256));
+            }
             Event::AgentHello(hello) => self.hello(hello, now),
             Event::AgentGone { conn, name } => {
                 let fx = self.fleet.gone(conn, &name, now);

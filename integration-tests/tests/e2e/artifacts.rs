@@ -252,3 +252,22 @@ jobs:
         std::fs::read_to_string(out.join("built")).unwrap().split_whitespace().next().unwrap()
     );
 }
+
+#[test]
+fn an_artifact_over_the_limit_fails_its_job_naming_the_limit() {
+    let mut fleet = Fleet::start_with("artifact-limit", &["--max-artifact-bytes", "100K"]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "big.yml",
+        "name: big\njobs:\n  build:\n    steps: [{run: 'head -c 300000 /dev/urandom > big.bin'}]\n    artifacts: {paths: [big.bin]}\n",
+    );
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "failed");
+    let build = fleet.job(&run, "build");
+    let message = build["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("max_file_bytes limit of 102400") && message.contains("--max-artifact-bytes"),
+        "{build:#}"
+    );
+    assert!(blobs(&fleet.dir.path().join("data-0/blobs")).is_empty(), "nothing stored");
+}

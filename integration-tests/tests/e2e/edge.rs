@@ -285,3 +285,39 @@ fn an_agent_claiming_labels_outside_its_certificate_is_refused() {
     let run = fleet.submit("a.yml", "name: a\njobs:\n  a: {runs-on: {role: a}, steps: [{run: echo on-a}]}\n");
     assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
 }
+
+#[test]
+fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
+    let mut fleet = Fleet::start("blob-access");
+    fleet.agent("good", "role=good", 1);
+    fleet.issue_agent_certs_with_labels(&["nosy".to_string()], "role=nosy");
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "secret.yml",
+        "name: secret\njobs:\n  build:\n    runs-on: {role: good}\n    steps: [{run: 'echo private > p.txt'}]\n    artifacts: {paths: [p.txt]}\n",
+    );
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "succeeded", "{}", fleet.logs());
+    let sha = fleet.job(&run, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Another agent knows the digest (it is no secret), and holds a
+        // session, but no attempt that needs it.
+        let mut nosy = RawAgent::connect(&fleet.url(), &fleet.agent_tls("nosy"), "nosy", &[("role", "nosy")]).await;
+        nosy.expect("the welcome", |m| matches!(m, In::Welcome(_)).then_some(())).await;
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let dir = fleet.agent_tls("nosy");
+        let read = |file: &str| std::fs::read(dir.join(file)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(read("agent-nosy.pem"), read("agent-nosy-key.pem")));
+        let channel = Endpoint::from_shared(fleet.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+        let refused = client.get_blob(pb::GetBlobRequest { sha256: sha.clone() }).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("agent nosy holds no attempt that needs blob"), "{refused:?}");
+    });
+    // The admin still gets them.
+    let dest = fleet.dir.path().join("got");
+    let out = fleet.drover(&["artifacts", "get", &run, "build", "-o", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

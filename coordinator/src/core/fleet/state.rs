@@ -403,6 +403,11 @@ impl Fleet {
             .collect()
     }
 
+    /// The attempts `agent` holds.
+    pub fn held_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a AttemptId> + 'a {
+        self.held.iter().filter(move |(_, h)| h.agent == agent).map(|(id, _)| id)
+    }
+
     /// Every agent `drover agents` lists: connected, or known from a record.
     pub fn list(&self) -> Vec<AgentInfo> {
         self.agents
