@@ -46,6 +46,8 @@ pub enum BlobError {
     Remote { url: String, source: object_store::Error },
     #[error("{0:?} is not a blob store: write s3://BUCKET or s3://BUCKET/PREFIX")]
     BadUrl(String),
+    #[error("offset {offset} is past the blob's end ({len} bytes)")]
+    BadOffset { offset: u64, len: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -178,13 +180,27 @@ impl Blobs {
 
     /// Opens a stored blob for reading, with its length.
     pub async fn open_blob(&self, digest: &str) -> Result<(BlobReader, u64), BlobError> {
+        self.open_blob_at(digest, 0).await
+    }
+
+    /// Opens a stored blob for reading from byte `offset` (to resume a
+    /// download), with its whole length.
+    pub async fn open_blob_at(&self, digest: &str, offset: u64) -> Result<(BlobReader, u64), BlobError> {
+        let len = self.len(digest).await?;
+        if offset > len {
+            return Err(BlobError::BadOffset { offset, len });
+        }
         let path = self.path(digest)?;
         if let Backend::S3 { store, prefix, url } = &self.backend {
-            let got = store.get(&Self::key(prefix, digest)).await.map_err(|e| match e {
+            if offset == len {
+                return Ok((BlobReader::Remote(futures_util::stream::empty().boxed()), len));
+            }
+            let options =
+                object_store::GetOptions { range: Some(object_store::GetRange::Offset(offset)), ..Default::default() };
+            let got = store.get_opts(&Self::key(prefix, digest), options).await.map_err(|e| match e {
                 object_store::Error::NotFound { .. } => BlobError::Missing(digest.to_string()),
                 e => Self::remote(url)(e),
             })?;
-            let len = got.meta.size;
             let url = url.clone();
             let stream = got
                 .into_stream()
@@ -195,8 +211,9 @@ impl Blobs {
             return Ok((BlobReader::Remote(stream), len));
         }
         match tokio::fs::File::open(&path).await {
-            Ok(f) => {
-                let len = f.metadata().await.map_err(io(&path))?.len();
+            Ok(mut f) => {
+                use tokio::io::AsyncSeekExt;
+                f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io(&path))?;
                 Ok((BlobReader::File(f), len))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::Missing(digest.to_string())),
@@ -418,6 +435,12 @@ mod tests {
         while let Some(part) = reader.next(65_536).await {
             back.extend(part.unwrap());
         }
+        // A download resumes where it broke.
+        let (mut reader, _) = blobs.open_blob_at(&d, 299_990).await.unwrap();
+        let tail = reader.next(65_536).await.unwrap().unwrap();
+        assert_eq!(tail, data[299_990..]);
+        assert!(reader.next(65_536).await.is_none());
+        assert!(matches!(blobs.open_blob_at(&d, 300_001).await, Err(BlobError::BadOffset { .. })));
         assert_eq!((back, len), (data.clone(), 300_000));
 
         // (case, bytes written, announced digest and length, the error)

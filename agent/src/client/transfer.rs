@@ -1,8 +1,9 @@
 //! Artifact transfers over the agent's connection: `PutBlob` and `GetBlob`,
 //! one gRPC stream per transfer beside the session stream, on the channel
 //! of the current session (the same mutual-TLS connection). A transfer that
-//! breaks (the coordinator restarted, a failover) starts again from the
-//! start on the next session's channel, for up to [`PATIENCE`]; whatever
+//! breaks (the coordinator restarted, a failover) goes on over the next
+//! session's channel, for up to [`PATIENCE`]: a download resumes at the byte
+//! where it broke (`GetBlobRequest.offset`), an upload starts again. What
 //! arrives is checked against the digest at both ends, so a transfer that
 //! broke halfway can never be taken for a whole one.
 
@@ -105,29 +106,51 @@ fn failure(status: tonic::Status) -> Failure {
 #[async_trait::async_trait]
 impl Transfer for ChannelTransfer {
     async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String> {
-        self.patiently("a download", |mut client| async move {
-            let mut stream =
-                client.get_blob(pb::GetBlobRequest { sha256: sha256.to_string() }).await.map_err(failure)?.into_inner();
-            let local = |e: std::io::Error| Failure::Final(format!("{}: {e}", dest.display()));
-            let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
-            let (mut hasher, mut len) = (Sha256::new(), 0u64);
-            while let Some(chunk) = stream.message().await.map_err(failure)? {
-                len += chunk.data.len() as u64;
-                if len > size {
-                    return Err(Failure::Final(format!("the blob is longer than the {size} bytes announced")));
+        let local = |e: std::io::Error| format!("{}: {e}", dest.display());
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        // What has arrived so far, kept across broken streams: the next
+        // one asks for the rest from here.
+        let (mut hasher, mut len) = (Sha256::new(), 0u64);
+        let until = tokio::time::Instant::now() + PATIENCE;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut client = self.client(until).await?;
+            let streamed = async {
+                let request = pb::GetBlobRequest { sha256: sha256.to_string(), offset: len };
+                let mut stream = client.get_blob(request).await.map_err(failure)?.into_inner();
+                while let Some(chunk) = stream.message().await.map_err(failure)? {
+                    if len + chunk.data.len() as u64 > size {
+                        return Err(Failure::Final(format!("the blob is longer than the {size} bytes announced")));
+                    }
+                    file.write_all(&chunk.data).await.map_err(|e| Failure::Final(local(e)))?;
+                    hasher.update(&chunk.data);
+                    len += chunk.data.len() as u64;
                 }
-                hasher.update(&chunk.data);
-                file.write_all(&chunk.data).await.map_err(local)?;
+                Ok(())
             }
-            file.flush().await.map_err(local)?;
-            let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            if len != size || got != sha256 {
-                // A stream cut short ends like a whole one: try again.
-                return Err(Failure::Retry(format!("got {len} bytes with sha256 {got}, not {size} with {sha256}")));
+            .await;
+            match streamed {
+                Ok(()) if len == size => {
+                    file.flush().await.map_err(local)?;
+                    let got: String =
+                        std::mem::take(&mut hasher).finalize().iter().map(|b| format!("{b:02x}")).collect();
+                    return if got == sha256 {
+                        Ok(())
+                    } else {
+                        Err(format!("got {size} bytes with sha256 {got}, not {sha256}"))
+                    };
+                }
+                // A stream that ended early, as a broken one does.
+                Ok(()) => warn!(at = len, size, "a download ended early; resuming"),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) if tokio::time::Instant::now() + wait < until => {
+                    warn!(error = %e, at = len, size, "a download broke; resuming where it stopped");
+                }
+                Err(Failure::Retry(e)) => return Err(format!("{e} (gave up after {}s)", PATIENCE.as_secs())),
             }
-            Ok(())
-        })
-        .await
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
     }
 
     async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String> {

@@ -64,6 +64,7 @@ pub async fn deliver(
     let tar = scratch.join(format!("{}.tar", input.sha256));
     let staged = scratch.join(format!("{}.d", input.sha256));
     let job = &input.job;
+    tracing::info!(job = %job, sha256 = %input.sha256, size = input.size, "downloading artifacts");
     transfer
         .fetch(&input.sha256, input.size, &tar)
         .await

@@ -231,7 +231,7 @@ async fn check_artifact(blobs: &Blobs, event: &mut Event) {
 pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
     use blobs::BlobError::*;
     match e {
-        TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) => {
+        TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) | BadOffset { .. } => {
             ApiError::Invalid(e.to_string()).into()
         }
         Missing(_) => ApiError::NotFound(e.to_string()).into(),
@@ -421,7 +421,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
     /// attempt needs, named in the Assign.
     async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
         let name = require_agent(&req)?;
-        let sha256 = req.into_inner().sha256;
+        let pb::GetBlobRequest { sha256, offset } = req.into_inner();
         // Only what one of its own attempts needs: an agent is untrusted,
         // and the digests of other runs' artifacts are no secret to it.
         let (sched, _) = super::leader(&self.role)?;
@@ -437,8 +437,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
             ))
             .into());
         }
-        let (file, _) = self.blobs.open_blob(&sha256).await.map_err(blob_status)?;
-        Ok(Response::new(blob_stream(file)))
+        let (reader, _) = self.blobs.open_blob_at(&sha256, offset).await.map_err(blob_status)?;
+        Ok(Response::new(blob_stream(reader)))
     }
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {

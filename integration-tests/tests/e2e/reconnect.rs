@@ -253,3 +253,46 @@ fn a_coordinator_stopped_with_sigterm_exits_at_once_though_a_follow_is_open() {
     assert_eq!(out.matches("started").count(), 1, "{out}");
     assert!(out.contains("done"), "{out}");
 }
+
+#[test]
+fn an_artifact_download_resumes_where_a_coordinator_restart_broke_it() {
+    let mut fleet = Fleet::start("download-resume");
+    let agent = fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    // 100 MB: long enough to download that the restart lands mid-way.
+    let yaml = format!(
+        "name: resume
+jobs:
+  build:
+    steps: [{{run: 'head -c 100000000 /dev/urandom > big.bin; sha256sum big.bin > {m}/built'}}]
+    artifacts: {{paths: [big.bin]}}
+  test:
+    needs: [build]
+    steps: [{{run: 'sha256sum big.bin > {m}/received'}}]
+",
+        m = m.display()
+    );
+    let run = fleet.submit("resume.yml", &yaml);
+    let log = fleet.agents[agent].log.clone();
+    wait_for("the download to start", Duration::from_secs(120), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("downloading artifacts").then_some(())
+    });
+    let addr = fleet.addrs[0].clone();
+    fleet.kill_coordinator(0);
+    fleet.start_coordinator(0, &addr);
+    let status = fleet.wait_run(&run, Duration::from_secs(120));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(
+        std::fs::read_to_string(m.join("received")).unwrap(),
+        std::fs::read_to_string(m.join("built")).unwrap(),
+        "the same bytes, whole"
+    );
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("resuming"),
+        "the download resumed rather than starting again:\n{}",
+        fleet.agents[agent].log_tail()
+    );
+    assert_eq!(fleet.job(&run, "test")["attempt"], 1, "one attempt: the download went on");
+}
