@@ -312,7 +312,8 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
             .identity(Identity::from_pem(read("agent-nosy.pem"), read("agent-nosy-key.pem")));
         let channel = Endpoint::from_shared(fleet.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
-        let refused = client.get_blob(pb::GetBlobRequest { sha256: sha.clone(), offset: 0 }).await.expect_err("refused");
+        let refused =
+            client.get_blob(pb::GetBlobRequest { sha256: sha.clone(), offset: 0 }).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         assert!(refused.message().contains("agent nosy holds no attempt that needs blob"), "{refused:?}");
     });
