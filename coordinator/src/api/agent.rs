@@ -19,25 +19,26 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use super::blobs::{self, artifact, check_artifact};
 use super::control::artifact_view;
 use super::require_agent;
 use super::status::ApiError;
-use crate::blobs::{self, Blobs};
+use crate::blobs::Blobs;
 use crate::core::fleet::{AgentHello, AttemptId, ToAgent, Work};
-use crate::core::machine::{ArtifactRef, Outcome};
+use crate::core::machine::Outcome;
 use crate::leader::Role;
 use crate::metrics::METRICS;
 use crate::scheduler::Event;
 
 pub struct AgentApi {
-    role: watch::Receiver<Role>,
+    pub(super) role: watch::Receiver<Role>,
     next_conn: AtomicU64,
     /// The attempt lease TTL: heartbeats that change nothing go to the
     /// scheduler (and renew leases) every quarter of it.
     lease_ttl: Duration,
     /// Where artifacts go, and the most bytes one may have.
-    blobs: Arc<Blobs>,
-    max_artifact_bytes: u64,
+    pub(super) blobs: Arc<Blobs>,
+    pub(super) max_artifact_bytes: u64,
 }
 
 impl AgentApi {
@@ -49,35 +50,6 @@ impl AgentApi {
     ) -> AgentApi {
         AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes }
     }
-}
-
-/// How many bytes of a blob go in one message, both ways.
-pub const BLOB_CHUNK: usize = 256 * 1024;
-/// The most bytes one upload message may carry.
-const MAX_UPLOAD_CHUNK: usize = 1 << 20;
-
-/// A blob read from the store, as a stream of messages.
-pub(crate) fn blob_stream(
-    reader: blobs::BlobReader,
-) -> Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>> {
-    let stream = futures_util::stream::unfold(Some(reader), |reader| async move {
-        let mut reader = reader?;
-        match reader.next(BLOB_CHUNK).await? {
-            Ok(data) => Some((Ok(pb::BlobData { data }), Some(reader))),
-            Err(e) => Some((Err(Status::internal(format!("cannot read the blob: {e}"))), None)),
-        }
-    });
-    Box::pin(stream)
-}
-
-/// A result's artifacts as the agent sent them, checked for form: a sha256
-/// and a size. Whether the blob is there is checked by the session loop.
-fn artifact(a: Option<pb::Artifact>) -> Result<Option<ArtifactRef>, String> {
-    let Some(a) = a else { return Ok(None) };
-    if !blobs::is_digest(&a.sha256) {
-        return Err(format!("its artifacts were reported with an invalid sha256 {:?}", abbreviate(&a.sha256)));
-    }
-    Ok(Some(ArtifactRef { sha256: a.sha256, size: a.size, files: a.files }))
 }
 
 /// Decides which of a session's heartbeats go on to the scheduler. Every
@@ -212,33 +184,6 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
     })
 }
 
-/// A succeeded result names artifacts the agent uploaded before it: when
-/// the blob is not there, or not of that size, the job failed, for want of
-/// its artifacts.
-async fn check_artifact(blobs: &Blobs, event: &mut Event) {
-    let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_) }, .. } = event else { return };
-    let Outcome::Succeeded { artifact: Some(a) } = &*outcome else { return };
-    let problem = match blobs.len(&a.sha256).await {
-        Ok(len) if len == a.size => return,
-        Ok(len) => format!("is {len} bytes, not the {} reported", a.size),
-        Err(e) => e.to_string(),
-    };
-    *outcome = Outcome::Failed { exit_code: -1, detail: format!("its artifacts (sha256 {}) {problem}", a.sha256) };
-}
-
-/// A blob store error as the caller should see it: its own input refused,
-/// a blob not there, or the store failing.
-pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
-    use blobs::BlobError::*;
-    match e {
-        TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) | BadOffset { .. } => {
-            ApiError::Invalid(e.to_string()).into()
-        }
-        Missing(_) => ApiError::NotFound(e.to_string()).into(),
-        Io { .. } | Remote { .. } | BadUrl(_) => Status::internal(e.to_string()),
-    }
-}
-
 /// Most labels an agent may have.
 pub const MAX_LABELS: usize = 64;
 /// Longest label key and value, in bytes.
@@ -334,7 +279,7 @@ fn check_held(running: &[String]) -> Result<Vec<AttemptId>, String> {
 /// coordinator's own assignments, so one that does not parse is the agent's
 /// fault: the message carrying it is refused. One that parses but is no
 /// longer the agent's is the fleet's to judge (it disowns it).
-fn attempt_id(id: &str) -> Result<AttemptId, String> {
+pub(super) fn attempt_id(id: &str) -> Result<AttemptId, String> {
     if id.len() > MAX_ATTEMPT_ID {
         return Err(format!("attempt id {:?} is longer than {MAX_ATTEMPT_ID} bytes", abbreviate(id)));
     }
@@ -357,7 +302,7 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-fn abbreviate(text: &str) -> String {
+pub(super) fn abbreviate(text: &str) -> String {
     match text.char_indices().nth(40) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
@@ -371,74 +316,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
     type SessionStream = SessionStream;
     type GetBlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>;
 
-    /// An agent uploads a job's artifacts: the header names the attempt,
-    /// the digest and the size; the bytes are stored as they come and
-    /// refused the moment they pass `--max-artifact-bytes` (see
-    /// `crate::blobs`).
+    /// An agent uploads a job's artifacts (see `blobs::put`).
     async fn put_blob(&self, req: Request<Streaming<pb::BlobUpload>>) -> Result<Response<pb::PutBlobResponse>, Status> {
-        use pb::blob_upload::Part;
-        let name = require_agent(&req)?;
-        let mut inbound = req.into_inner();
-        let header = match inbound.message().await? {
-            Some(pb::BlobUpload { part: Some(Part::Header(h)) }) => h,
-            _ => return Err(ApiError::Invalid("an upload starts with its header".into()).into()),
-        };
-        let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
-        if !blobs::is_digest(&header.sha256) {
-            return Err(ApiError::Invalid(format!("{:?} is not a sha256 digest", abbreviate(&header.sha256))).into());
-        }
-        let what = format!("the artifacts of job {} (attempt {})", id.job, id.attempt);
-        if header.size > self.max_artifact_bytes {
-            let e = blobs::BlobError::TooLarge { what, limit: self.max_artifact_bytes, flag: "--max-artifact-bytes" };
-            return Err(ApiError::Invalid(e.to_string()).into());
-        }
-        let mut writer = self
-            .blobs
-            .writer(self.max_artifact_bytes, what, "--max-artifact-bytes")
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        while let Some(msg) = inbound.message().await? {
-            match msg.part {
-                Some(Part::Data(data)) if data.len() <= MAX_UPLOAD_CHUNK => {
-                    writer.write(&data).await.map_err(blob_status)?;
-                }
-                Some(Part::Data(data)) => {
-                    return Err(ApiError::Invalid(format!(
-                        "an upload message of {} bytes is over the limit of {MAX_UPLOAD_CHUNK}",
-                        data.len()
-                    ))
-                    .into());
-                }
-                _ => return Err(ApiError::Invalid("an upload has one header, first".into()).into()),
-            }
-        }
-        let (sha256, len) = writer.finish(&header.sha256, header.size).await.map_err(blob_status)?;
-        debug!(agent = %name, attempt = %id, %sha256, len, "stored an artifact");
-        Ok(Response::new(pb::PutBlobResponse { sha256 }))
+        blobs::put(self, req).await
     }
 
-    /// An agent downloads a blob by its digest: the artifacts of a job its
-    /// attempt needs, named in the Assign.
+    /// An agent downloads what an attempt of its needs (see `blobs::get`).
     async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
-        let name = require_agent(&req)?;
-        let pb::GetBlobRequest { sha256, offset } = req.into_inner();
-        // Only what one of its own attempts needs: an agent is untrusted,
-        // and the digests of other runs' artifacts are no secret to it.
-        let (sched, _) = super::leader(&self.role)?;
-        let (reply, allowed) = oneshot::channel();
-        sched
-            .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
-            .await
-            .map_err(|_| ApiError::NotLeader(None))?;
-        if !allowed.await.unwrap_or(false) {
-            return Err(ApiError::PermissionDenied(format!(
-                "agent {name} holds no attempt that needs blob {}",
-                abbreviate(&sha256)
-            ))
-            .into());
-        }
-        let (reader, _) = self.blobs.open_blob_at(&sha256, offset).await.map_err(blob_status)?;
-        Ok(Response::new(blob_stream(reader)))
+        blobs::get(self, req).await
     }
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {

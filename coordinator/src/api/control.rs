@@ -415,8 +415,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             ))
             .into());
         }
-        let (file, _) = self.blobs.open_blob(&artifact.sha256).await.map_err(super::agent::blob_status)?;
-        Ok(Response::new(super::agent::blob_stream(file)))
+        let (file, _) = self.blobs.open_blob(&artifact.sha256).await.map_err(super::blobs::blob_status)?;
+        Ok(Response::new(super::blobs::blob_stream(file)))
     }
 
     async fn rerun_run(&self, req: Request<pb::RerunRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {

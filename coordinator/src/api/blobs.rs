@@ -1,0 +1,149 @@
+//! The agent edge's blob transfers: `PutBlob` (a job's artifacts, stored
+//! as they stream in, refused past `--max-artifact-bytes`) and `GetBlob`
+//! (only what an attempt the agent holds needs, from an offset to resume),
+//! and the check that a result's artifacts were stored. See
+//! `crate::blobs` for the store.
+
+use std::pin::Pin;
+
+use drover_proto::v1 as pb;
+use tokio::sync::oneshot;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use super::agent::{AgentApi, abbreviate, attempt_id};
+use super::require_agent;
+use super::status::ApiError;
+use crate::blobs::{self, Blobs};
+use crate::core::machine::{ArtifactRef, Outcome};
+use crate::scheduler::Event;
+
+/// How many bytes of a blob go in one message, both ways.
+pub const BLOB_CHUNK: usize = 256 * 1024;
+/// The most bytes one upload message may carry.
+const MAX_UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A blob read from the store, as a stream of messages.
+pub(crate) fn blob_stream(
+    reader: blobs::BlobReader,
+) -> Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>> {
+    let stream = futures_util::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        match reader.next(BLOB_CHUNK).await? {
+            Ok(data) => Some((Ok(pb::BlobData { data }), Some(reader))),
+            Err(e) => Some((Err(Status::internal(format!("cannot read the blob: {e}"))), None)),
+        }
+    });
+    Box::pin(stream)
+}
+
+/// A result's artifacts as the agent sent them, checked for form: a sha256
+/// and a size. Whether the blob is there is checked by the session loop.
+pub(super) fn artifact(a: Option<pb::Artifact>) -> Result<Option<ArtifactRef>, String> {
+    let Some(a) = a else { return Ok(None) };
+    if !blobs::is_digest(&a.sha256) {
+        return Err(format!("its artifacts were reported with an invalid sha256 {:?}", abbreviate(&a.sha256)));
+    }
+    Ok(Some(ArtifactRef { sha256: a.sha256, size: a.size, files: a.files }))
+}
+
+/// A succeeded result names artifacts the agent uploaded before it: when
+/// the blob is not there, or not of that size, the job failed, for want of
+/// its artifacts.
+pub(super) async fn check_artifact(blobs: &Blobs, event: &mut Event) {
+    let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_) }, .. } = event else { return };
+    let Outcome::Succeeded { artifact: Some(a) } = &*outcome else { return };
+    let problem = match blobs.len(&a.sha256).await {
+        Ok(len) if len == a.size => return,
+        Ok(len) => format!("is {len} bytes, not the {} reported", a.size),
+        Err(e) => e.to_string(),
+    };
+    *outcome = Outcome::Failed { exit_code: -1, detail: format!("its artifacts (sha256 {}) {problem}", a.sha256) };
+}
+
+/// A blob store error as the caller should see it: its own input refused,
+/// a blob not there, or the store failing.
+pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
+    use blobs::BlobError::*;
+    match e {
+        TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) | BadOffset { .. } => {
+            ApiError::Invalid(e.to_string()).into()
+        }
+        Missing(_) => ApiError::NotFound(e.to_string()).into(),
+        Io { .. } | Remote { .. } | BadUrl(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// `PutBlob`: the header names the attempt, the digest and the size; the
+/// bytes are stored as they come.
+pub(super) async fn put(
+    api: &AgentApi,
+    req: Request<Streaming<pb::BlobUpload>>,
+) -> Result<Response<pb::PutBlobResponse>, Status> {
+    use pb::blob_upload::Part;
+    let name = require_agent(&req)?;
+    let mut inbound = req.into_inner();
+    let header = match inbound.message().await? {
+        Some(pb::BlobUpload { part: Some(Part::Header(h)) }) => h,
+        _ => return Err(ApiError::Invalid("an upload starts with its header".into()).into()),
+    };
+    let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
+    if !blobs::is_digest(&header.sha256) {
+        return Err(ApiError::Invalid(format!("{:?} is not a sha256 digest", abbreviate(&header.sha256))).into());
+    }
+    let what = format!("the artifacts of job {} (attempt {})", id.job, id.attempt);
+    if header.size > api.max_artifact_bytes {
+        let e = blobs::BlobError::TooLarge { what, limit: api.max_artifact_bytes, flag: "--max-artifact-bytes" };
+        return Err(ApiError::Invalid(e.to_string()).into());
+    }
+    let mut writer = api
+        .blobs
+        .writer(api.max_artifact_bytes, what, "--max-artifact-bytes")
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    while let Some(msg) = inbound.message().await? {
+        match msg.part {
+            Some(Part::Data(data)) if data.len() <= MAX_UPLOAD_CHUNK => {
+                writer.write(&data).await.map_err(blob_status)?;
+            }
+            Some(Part::Data(data)) => {
+                return Err(ApiError::Invalid(format!(
+                    "an upload message of {} bytes is over the limit of {MAX_UPLOAD_CHUNK}",
+                    data.len()
+                ))
+                .into());
+            }
+            _ => return Err(ApiError::Invalid("an upload has one header, first".into()).into()),
+        }
+    }
+    let (sha256, len) = writer.finish(&header.sha256, header.size).await.map_err(blob_status)?;
+    debug!(agent = %name, attempt = %id, %sha256, len, "stored an artifact");
+    Ok(Response::new(pb::PutBlobResponse { sha256 }))
+}
+
+/// `GetBlob`: only a blob that an attempt the agent holds needs.
+pub(super) async fn get(
+    api: &AgentApi,
+    req: Request<pb::GetBlobRequest>,
+) -> Result<Response<Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>>, Status> {
+    let name = require_agent(&req)?;
+    let pb::GetBlobRequest { sha256, offset } = req.into_inner();
+    // Only what one of its own attempts needs: an agent is untrusted,
+    // and the digests of other runs' artifacts are no secret to it.
+    let (sched, _) = super::leader(&api.role)?;
+    let (reply, allowed) = oneshot::channel();
+    sched
+        .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
+        .await
+        .map_err(|_| ApiError::NotLeader(None))?;
+    if !allowed.await.unwrap_or(false) {
+        return Err(ApiError::PermissionDenied(format!(
+            "agent {name} holds no attempt that needs blob {}",
+            abbreviate(&sha256)
+        ))
+        .into());
+    }
+    let (reader, _) = api.blobs.open_blob_at(&sha256, offset).await.map_err(blob_status)?;
+    Ok(Response::new(blob_stream(reader)))
+}
