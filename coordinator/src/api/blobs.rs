@@ -89,6 +89,17 @@ pub(super) async fn put(
         _ => return Err(ApiError::Invalid("an upload starts with its header".into()).into()),
     };
     let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
+    // Only for an attempt it holds: an agent cannot fill the store with
+    // blobs no job of its will name.
+    let (sched, _) = super::leader(&api.role)?;
+    let (reply, allowed) = oneshot::channel();
+    sched
+        .send(Event::MayUpload { name: name.clone(), id: id.clone(), reply })
+        .await
+        .map_err(|_| ApiError::NotLeader(None))?;
+    if !allowed.await.unwrap_or(false) {
+        return Err(ApiError::PermissionDenied(format!("agent {name} does not hold attempt {id}")).into());
+    }
     if !blobs::is_digest(&header.sha256) {
         return Err(ApiError::Invalid(format!("{:?} is not a sha256 digest", abbreviate(&header.sha256))).into());
     }

@@ -161,6 +161,13 @@ pub enum Event {
         sha256: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Whether agent `name` holds attempt `id`, whose artifacts it may
+    /// upload.
+    MayUpload {
+        name: String,
+        id: AttemptId,
+        reply: oneshot::Sender<bool>,
+    },
     AgentHello(AgentHello),
     AgentGone {
         conn: u64,

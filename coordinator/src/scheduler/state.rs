@@ -118,6 +118,9 @@ impl State {
             Event::MayFetch { name, sha256, reply } => {
                 let _ = reply.send(self.may_fetch(&name, &sha256));
             }
+            Event::MayUpload { name, id, reply } => {
+                let _ = reply.send(self.fleet.held_by(&name).any(|held| *held == id));
+            }
             Event::AgentHello(hello) => self.hello(hello, now),
             Event::AgentGone { conn, name } => {
                 let fx = self.fleet.gone(conn, &name, now);

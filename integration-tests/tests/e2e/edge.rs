@@ -316,6 +316,17 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
             client.get_blob(pb::GetBlobRequest { sha256: sha.clone(), offset: 0 }).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         assert!(refused.message().contains("agent nosy holds no attempt that needs blob"), "{refused:?}");
+        // Nor may it upload as another agent's attempt.
+        let header = pb::BlobUpload {
+            part: Some(pb::blob_upload::Part::Header(pb::BlobHeader {
+                attempt_id: format!("{run}/build/1"),
+                sha256: sha.clone(),
+                size: 8,
+            })),
+        };
+        let refused = client.put_blob(tokio_stream::iter([header])).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains(&format!("agent nosy does not hold attempt {run}/build/1")), "{refused:?}");
     });
     // The admin still gets them.
     let dest = fleet.dir.path().join("got");
