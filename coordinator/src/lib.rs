@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod records;
 pub mod retention;
 pub mod scheduler;
+pub mod secrets;
 pub mod segments;
 pub mod server;
 pub mod spans;

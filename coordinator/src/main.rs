@@ -33,6 +33,11 @@ struct Args {
     /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
     #[arg(long, default_value = ".drover/tls")]
     tls_dir: PathBuf,
+    /// The key that seals secrets at rest (made 0600 by `drover certs
+    /// init`); default: secrets.key in --tls-dir, if it exists. Every
+    /// coordinator of a cluster needs the same key.
+    #[arg(long, value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// How long a job attempt survives without a heartbeat from its agent
     /// (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_lease_ttl)]
@@ -266,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
         git_timeout: args.git_timeout,
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,
+        secrets_key_file: args.secrets_key_file,
         election_ttl: args.election_ttl,
         retention: retention::Config {
             keep_runs: args.keep_runs,

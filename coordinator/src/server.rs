@@ -66,6 +66,9 @@ pub struct Options {
     /// `blobs` in the data directory. Several coordinators on etcd must
     /// share one, or followers cannot serve logs the leader wrote.
     pub blob_dir: Option<PathBuf>,
+    /// The key that seals secrets (`--secrets-key-file`); by default
+    /// `secrets.key` in the TLS directory, and without one secrets are off.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,8 @@ pub enum ServerError {
     Segments(#[from] SegmentError),
     #[error("cannot open the blob store: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
+    #[error("{0}")]
+    SecretsKey(String),
     #[error("cannot use {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
@@ -202,6 +207,7 @@ pub async fn run(
         Some(url) => crate::blobs::Blobs::open_s3(url, &blob_dir)?,
         None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
     });
+    let vault = Arc::new(open_vault(&opts, store.clone())?);
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -269,16 +275,18 @@ pub async fn run(
             opts.scheduler.lease_ttl,
             blobs.clone(),
             opts.max_artifact_bytes,
+            vault.clone(),
         )))
-        .add_service(ControlServiceServer::new(ControlApi::new(
-            role_rx,
+        .add_service(ControlServiceServer::new(ControlApi {
+            role: role_rx,
             store,
             segments,
-            GitOptions { scratch, timeout: opts.git_timeout },
+            git: GitOptions { scratch, timeout: opts.git_timeout },
             blobs,
+            vault,
             id,
-            closing_rx,
-        )))
+            closing: closing_rx,
+        }))
         // Without TCP_NODELAY, a small message (an assignment) can sit behind
         // Nagle's algorithm for the peer's delayed ACK: about 40 ms.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
@@ -288,6 +296,22 @@ pub async fn run(
         Some((reason, after)) => Err(ServerError::StoreStopped { reason, after }),
         None => Ok(()),
     }
+}
+
+/// The secrets vault. A key file named by `--secrets-key-file`, or present
+/// in the TLS directory, must be usable: a coordinator that silently ran
+/// without it would refuse every pipeline with secrets. Without one, the
+/// coordinator runs with secrets off and says so.
+fn open_vault(opts: &Options, store: Arc<dyn Store>) -> Result<crate::secrets::Vault, ServerError> {
+    let key_file = opts.secrets_key_file.clone().unwrap_or_else(|| opts.tls_dir.join(drover_pki::secrets_key::FILE));
+    let vault = crate::secrets::Vault::open(store, &key_file);
+    if let Some(why) = vault.key_problem() {
+        if opts.secrets_key_file.is_some() || key_file.exists() {
+            return Err(ServerError::SecretsKey(why.to_owned()));
+        }
+        info!(key_file = %key_file.display(), "no secrets key; pipelines that declare secrets are refused");
+    }
+    Ok(vault)
 }
 
 /// How often agents heartbeat, and how long they wait for an

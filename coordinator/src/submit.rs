@@ -23,6 +23,7 @@ use crate::core::rerun::{self, Rerun, RerunError, Scope};
 use crate::git::{self, GitError};
 use crate::records;
 use crate::scheduler::{Handle, SchedError};
+use crate::secrets::{SecretsError, Vault};
 use crate::store::{Store, StoreError};
 use drover_pipeline::{self as pipeline, Pipeline, PipelineError};
 
@@ -70,6 +71,8 @@ pub enum SubmitError {
     Rerun(#[from] RerunError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(SecretsError),
 }
 
 /// A pipeline that is valid, and where it came from (for git, pinned to a
@@ -95,11 +98,11 @@ pub struct Submitted {
 
 /// Reads `source` and validates the pipeline; writes nothing. A git source
 /// is cloned under `git.scratch` and given up after `git.timeout`.
-pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared, SubmitError> {
+pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vault>) -> Result<Prepared, SubmitError> {
     match source {
         SubmitSource::Inline { file, yaml } => {
             let file = file.unwrap_or_else(|| DEFAULT_INLINE_FILE.to_string());
-            let pipeline = pipeline::parse(&file, &yaml)?;
+            let pipeline = parse(&file, &yaml, vault).await?;
             Ok(Prepared {
                 pipeline,
                 source: Source { repo: None, commit: None, file },
@@ -114,7 +117,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
             let reference = reference.unwrap_or_else(|| DEFAULT_REF.to_string());
             let file = file.unwrap_or_else(|| DEFAULT_GIT_FILE.to_string());
             let resolved = git::resolve(&repo, &reference, &file, &git.scratch, git.timeout).await?;
-            let pipeline = pipeline::parse(&file, &resolved.contents)?;
+            let pipeline = parse(&file, &resolved.contents, vault).await?;
             Ok(Prepared {
                 pipeline,
                 source: Source { repo: Some(repo), commit: Some(resolved.commit), file },
@@ -123,6 +126,20 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions) -> Result<Prepared,
             })
         }
     }
+}
+
+/// Parses a pipeline file; one that declares secrets is parsed again
+/// against the secrets that exist in `vault`, so that an unknown one is
+/// refused at its `file:line:column` (a pipeline without secrets costs no
+/// store read).
+async fn parse(file: &str, text: &str, vault: Option<&Vault>) -> Result<Pipeline, SubmitError> {
+    let pipeline = pipeline::parse(file, text)?;
+    let Some(vault) = vault.filter(|_| pipeline.uses_secrets()) else { return Ok(pipeline) };
+    if let Some(why) = vault.key_problem() {
+        return Err(SubmitError::Secrets(SecretsError::NoKey(format!("pipeline {file} declares secrets, but {why}"))));
+    }
+    let names = vault.names().await.map_err(SubmitError::Secrets)?;
+    Ok(pipeline::parse_with(file, text, &pipeline::Known { secrets: Some(&names) })?)
 }
 
 /// Prepares a rerun of run `of` (`drover rerun`): its pipeline, at its
@@ -173,12 +190,12 @@ mod tests {
         let cases = [("no name", None, "pipeline.yml"), ("a name", Some("ci/build.yml"), "ci/build.yml")];
         for (case, file, want) in cases {
             let source = SubmitSource::Inline { file: file.map(str::to_string), yaml: GOOD.into() };
-            let prepared = prepare(source, &no_git()).await.unwrap();
+            let prepared = prepare(source, &no_git(), None).await.unwrap();
             assert_eq!(prepared.source, Source { repo: None, commit: None, file: want.into() }, "{case}");
             assert_eq!(prepared.pipeline.name, "p", "{case}");
 
             let source = SubmitSource::Inline { file: file.map(str::to_string), yaml: "name: p\n".into() };
-            let err = prepare(source, &no_git()).await.unwrap_err();
+            let err = prepare(source, &no_git(), None).await.unwrap_err();
             assert!(matches!(err, SubmitError::Pipeline(_)), "{case}: {err:?}");
             let message = err.to_string();
             assert!(message.starts_with(&format!("invalid pipeline:\n{want}:")), "{case}: {message}");
@@ -188,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_repository_is_refused_before_git_runs() {
         let source = SubmitSource::Git { repo: String::new(), reference: None, file: None };
-        let err = prepare(source, &no_git()).await.unwrap_err();
+        let err = prepare(source, &no_git(), None).await.unwrap_err();
         assert!(matches!(err, SubmitError::EmptyRepo), "{err:?}");
         assert_eq!(err.to_string(), "--repo is empty");
     }
@@ -223,7 +240,7 @@ mod tests {
         let url = repo.to_string_lossy().into_owned();
 
         let source = SubmitSource::Git { repo: url.clone(), reference: None, file: None };
-        let prepared = prepare(source, &opts).await.unwrap();
+        let prepared = prepare(source, &opts, None).await.unwrap();
         assert_eq!(
             prepared.source,
             Source { repo: Some(url.clone()), commit: Some(head.clone()), file: ".drover.yml".into() }
@@ -241,7 +258,7 @@ mod tests {
                 reference: reference.map(str::to_string),
                 file: file.map(str::to_string),
             };
-            let err = prepare(source, &opts).await.unwrap_err();
+            let err = prepare(source, &opts, None).await.unwrap_err();
             assert!(err.to_string().contains(want), "{case}: {err}");
         }
         assert_eq!(std::fs::read_dir(&opts.scratch).unwrap().count(), 0, "clones are removed");

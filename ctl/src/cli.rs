@@ -18,8 +18,10 @@ use crate::dev;
 use crate::output::Format;
 
 mod remote;
+mod secret;
 
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
+pub use secret::SecretCommand;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
@@ -280,6 +282,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Secrets that jobs get as environment variables (`secrets: [NAME]`),
+    /// sealed at rest and masked in logs; values are never shown.
+    ///
+    /// Example: drover secret ls
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Named coordinators and TLS directories to switch between, as
     /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
     ///
@@ -322,6 +332,7 @@ impl Command {
             | Command::Agents { remote, .. }
             | Command::Cluster { remote, .. }
             | Command::Version { remote, .. } => Some(remote),
+            Command::Secret { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }
@@ -436,6 +447,16 @@ pub enum CertsCommand {
         /// them.
         #[arg(long, default_value = "", value_parser = drover_client::labels::parse)]
         labels: std::collections::BTreeMap<String, String>,
+    },
+    /// Make the key that seals secrets at rest, DIR/coordinator/secrets.key
+    /// (mode 0600), for a directory made before `drover certs init` made
+    /// one; never replaces a key.
+    ///
+    /// Example: drover certs secrets-key --dir certs
+    SecretsKey {
+        /// The directory given to `drover certs init` (it holds coordinator/).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 

@@ -367,7 +367,7 @@ pub async fn cluster(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fmt_ms(ms: u64) -> String {
+pub(crate) fn fmt_ms(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }

@@ -21,6 +21,7 @@ mod follow;
 mod out;
 mod output;
 mod resume;
+mod secrets;
 mod states;
 mod term;
 mod validate;
@@ -84,7 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dir.display()
             );
             outln!(
-                "  {}/  copy to each coordinator host: drover-coordinator --tls-dir {}",
+                "  {}/  copy to each coordinator host: drover-coordinator --tls-dir {} (its secrets.key seals \
+                 secrets: every coordinator needs the same one)",
                 coordinator.display(),
                 coordinator.display()
             );
@@ -111,6 +113,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     bundle.display()
                 );
             }
+            Ok(())
+        }
+        Command::Certs { command: CertsCommand::SecretsKey { dir } } => {
+            let key = ca::coordinator_dir(&dir).join(drover_pki::secrets_key::FILE);
+            drover_pki::secrets_key::generate(&key)?;
+            outln!(
+                "created {}: copy it to each coordinator host beside coordinator.pem (every coordinator needs the \
+                 same key), then restart them",
+                key.display()
+            );
             Ok(())
         }
         Command::Dev { args, .. } => dev::run(args, reconnect).await,
@@ -327,6 +339,14 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             }
             Ok(())
         }
+        Command::Secret { command } => match command {
+            cli::SecretCommand::Set { name, from_file, output, .. } => {
+                let value = secrets::read_value(from_file.as_deref())?;
+                secrets::set(conn, name, value, output).await
+            }
+            cli::SecretCommand::Ls { output, .. } => secrets::list(conn, output).await,
+            cli::SecretCommand::Rm { name, .. } => secrets::remove(conn, name).await,
+        },
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

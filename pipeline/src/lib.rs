@@ -26,6 +26,7 @@
 //!     retries: 1               # optional: retries after a failed or lost attempt
 //!     artifacts:               # optional: packed after the steps succeed, for jobs that need this one
 //!       paths: [dist/app]
+//!     secrets: [DEPLOY_TOKEN]  # optional: secrets (`drover secret set`) the steps get as env variables
 //!     steps:
 //!       - name: compile        # optional
 //!         run: make
@@ -62,6 +63,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const MAX_NAME_LEN: usize = 100;
 /// The most artifact paths (globs) one job may list.
 pub const MAX_ARTIFACT_PATHS: usize = 100;
+/// The most secrets one job may list.
+pub const MAX_SECRETS_PER_JOB: usize = 100;
 /// The longest an artifact may be kept: a year.
 pub const MAX_EXPIRE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The prefix of environment variables that Drover sets itself, which
@@ -110,6 +113,11 @@ pub struct JobSpec {
     /// (`needs: [{job: build, artifacts: false}]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_artifacts_of: Vec<String>,
+    /// Names of the secrets its steps get as env variables of the same
+    /// name. Only names: values are resolved when an attempt is assigned and
+    /// never stored with the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// A job's `artifacts`.
@@ -151,6 +159,11 @@ impl Pipeline {
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
         self.jobs.iter().find(|job| job.name == name)
     }
+
+    /// Whether any job declares secrets.
+    pub fn uses_secrets(&self) -> bool {
+        self.jobs.iter().any(|job| !job.secrets.is_empty())
+    }
 }
 
 /// Everything that is wrong with a pipeline file.
@@ -190,10 +203,36 @@ fn render_all(diagnostics: &[Diagnostic]) -> String {
     diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n")
 }
 
+/// The longest secret name, in characters.
+pub const MAX_SECRET_NAME_LEN: usize = 100;
+
+/// Why `name` cannot name a secret, if it cannot: secrets become steps'
+/// environment variables of the same name, so the rules of `env` names
+/// apply (`drover secret set` and `secrets:` share them).
+pub fn secret_name_problem(name: &str) -> Option<String> {
+    if name.chars().count() > MAX_SECRET_NAME_LEN {
+        return Some(format!("a secret name has at most {MAX_SECRET_NAME_LEN} characters"));
+    }
+    check::secret_name_problem(name)
+}
+
+/// What a caller knows of the world outside the pipeline file, checked
+/// against what the file names. Unknown (`None`) is not checked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The names of the secrets that exist.
+    pub secrets: Option<&'a std::collections::BTreeSet<String>>,
+}
+
 /// Parses and validates the pipeline file `file_name` whose contents are `text`.
 ///
 /// `file_name` is only used in diagnostics.
 pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+    parse_with(file_name, text, &Known::default())
+}
+
+/// [`parse`], also checking what the file names against what `known` says exists.
+pub fn parse_with(file_name: &str, text: &str, known: &Known<'_>) -> Result<Pipeline, PipelineError> {
     if text.len() > MAX_FILE_BYTES {
         // Refuse before parsing, so an oversized file costs us nothing.
         return Err(PipelineError {
@@ -222,5 +261,5 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
             hint: err.hint,
         }],
     })?;
-    check::pipeline(file_name, &root).map_err(|diagnostics| PipelineError { diagnostics })
+    check::pipeline(file_name, &root, known).map_err(|diagnostics| PipelineError { diagnostics })
 }

@@ -78,6 +78,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                     if_no_files: IfNoFiles::Ignore,
                 }),
                 skip_artifacts_of: Vec::new(),
+                secrets: Vec::new(),
             },
             JobSpec {
                 name: "test".into(),
@@ -90,6 +91,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 steps: vec![StepSpec { name: None, run: "make test".into() }],
                 artifacts: None,
                 skip_artifacts_of: vec!["build".into()],
+                secrets: Vec::new(),
             },
             JobSpec {
                 name: "lint".into(),
@@ -102,6 +104,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 steps: vec![StepSpec { name: None, run: "make lint".into() }],
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
+                secrets: Vec::new(),
             },
         ],
     };
@@ -230,7 +233,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 5,
             column: 5,
             message: "unknown key `step` in job `build`",
-            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts"),
+            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, secrets"),
         },
         Bad {
             what: "unknown job key, misspelt runs-on",
@@ -974,6 +977,96 @@ fn bad_cases() -> Vec<Bad> {
             message: "`name` must be a string, found a list",
             hint: None,
         },
+        Bad {
+            what: "secrets as a mapping",
+            yaml: "
+                name: p
+                jobs:
+                  a: {secrets: {A: b}, steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 16,
+            message: "`secrets` in job `a` must be a list of secret names, found a mapping",
+            hint: Some("secrets: [DEPLOY_TOKEN]"),
+        },
+        Bad {
+            what: "a secret name that is no shell identifier",
+            yaml: "
+                name: p
+                jobs:
+                  a: {secrets: [OK, my-token], steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 21,
+            message: "invalid secret name `my-token` in job `a`",
+            hint: Some("shell identifier"),
+        },
+        Bad {
+            what: "a secret with the reserved prefix",
+            yaml: "
+                name: p
+                jobs:
+                  a: {secrets: [DROVER_TOKEN], steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 17,
+            message: "secret `DROVER_TOKEN` in job `a` uses the reserved prefix `DROVER_`",
+            hint: None,
+        },
+        Bad {
+            what: "a secret that would run code before the step",
+            yaml: "
+                name: p
+                jobs:
+                  a: {secrets: [LD_PRELOAD], steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 17,
+            message: "secret `LD_PRELOAD` in job `a` may not be set",
+            hint: None,
+        },
+        Bad {
+            what: "a secret listed twice",
+            yaml: "
+                name: p
+                jobs:
+                  a: {secrets: [TOKEN, TOKEN], steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 24,
+            message: "secret `TOKEN` is listed twice in job `a`",
+            hint: None,
+        },
+        Bad {
+            what: "a secret that is also a job env variable",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env: {TOKEN: x}
+                    secrets: [TOKEN]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 15,
+            message: "`TOKEN` in job `a` is both a secret and a variable in the job's `env`",
+            hint: None,
+        },
+        Bad {
+            what: "a secret that is also a pipeline env variable",
+            yaml: "
+                name: p
+                env: {TOKEN: x}
+                jobs:
+                  a:
+                    secrets: [TOKEN]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 15,
+            message: "`TOKEN` in job `a` is both a secret and a variable in the pipeline's `env`",
+            hint: None,
+        },
     ]
 }
 
@@ -1125,6 +1218,39 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, secrets"
     );
+}
+
+#[test]
+fn secrets_are_checked_against_the_ones_that_exist_only_when_known() {
+    let text = dedent(
+        "
+        name: p
+        jobs:
+          deploy:
+            secrets: [DEPLOY_TOKEN, REGISTRY_PASSWORD]
+            steps: [{run: ./deploy}]
+        ",
+    );
+    // Offline (`drover validate`), existence is not known and not checked.
+    let pipeline = parse("ci.yaml", &text).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(pipeline.jobs[0].secrets, ["DEPLOY_TOKEN", "REGISTRY_PASSWORD"]);
+    assert!(pipeline.uses_secrets());
+
+    let known: std::collections::BTreeSet<String> = ["DEPLOY_TOKEN".to_owned(), "REGISTRY_PASSWD".to_owned()].into();
+    let err = parse_with("ci.yaml", &text, &Known { secrets: Some(&known) }).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (4, 29), "{err}");
+    assert_eq!(d.message, "secret `REGISTRY_PASSWORD` of job `deploy` does not exist");
+    assert!(d.hint.as_deref().unwrap().contains("did you mean `REGISTRY_PASSWD`?"), "{err}");
+
+    let known: std::collections::BTreeSet<String> = ["DEPLOY_TOKEN".to_owned()].into();
+    let err = parse_with("ci.yaml", &text, &Known { secrets: Some(&known) }).unwrap_err();
+    let hint = err.diagnostics[0].hint.as_deref().unwrap();
+    assert!(hint.contains("drover secret set REGISTRY_PASSWORD"), "{hint}");
+
+    let known: std::collections::BTreeSet<String> = ["DEPLOY_TOKEN".to_owned(), "REGISTRY_PASSWORD".to_owned()].into();
+    assert_eq!(parse_with("ci.yaml", &text, &Known { secrets: Some(&known) }).unwrap(), pipeline);
 }

@@ -14,6 +14,7 @@
 //! ```text
 //! DIR/ca/            ca.pem ca-key.pem                      stays with the operator, offline
 //! DIR/coordinator/   ca.pem coordinator.pem coordinator-key.pem   drover-coordinator --tls-dir
+//!                    secrets.key (seals secrets at rest: crate::secrets_key)
 //! DIR/admin/         ca.pem admin.pem admin-key.pem         drover --tls-dir / DROVER_TLS_DIR
 //! DIR/agents/NAME/   ca.pem agent-NAME.pem agent-NAME-key.pem     drover-agent --tls-dir (issue-agent)
 //! ```
@@ -66,6 +67,8 @@ pub enum CaError {
     ReadCa { path: PathBuf, dir: PathBuf, hint: String, source: std::io::Error },
     #[error("{} is not a valid key: {source}", .path.display())]
     CaKey { path: PathBuf, source: rcgen::Error },
+    #[error(transparent)]
+    SecretsKey(#[from] crate::secrets_key::SecretsKeyError),
     /// Making a key or signing a certificate failed.
     #[error("cannot make a certificate: {0}")]
     Sign(#[from] rcgen::Error),
@@ -245,6 +248,8 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<(), CaError> {
         write_file(&sub.join("ca.pem"), &ca_pem, 0o644)?;
         issue(&sub, base, params, &issuer)?;
     }
+    let key = coordinator_dir(dir).join(crate::secrets_key::FILE);
+    crate::secrets_key::generate(&key)?;
     Ok(())
 }
 
@@ -326,12 +331,17 @@ mod tests {
         init(&dir, &[]).unwrap();
         assert_eq!(files(&dir), ["admin", "ca", "coordinator"]);
         assert_eq!(files(&dir.join("ca")), ["ca-key.pem", "ca.pem"]);
-        assert_eq!(files(&dir.join("coordinator")), ["ca.pem", "coordinator-key.pem", "coordinator.pem"]);
+        assert_eq!(
+            files(&dir.join("coordinator")),
+            ["ca.pem", "coordinator-key.pem", "coordinator.pem", "secrets.key"]
+        );
         assert_eq!(files(&dir.join("admin")), ["admin-key.pem", "admin.pem", "ca.pem"]);
         for sub in ["", "ca", "coordinator", "admin"] {
             assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
         }
-        for key in ["ca/ca-key.pem", "coordinator/coordinator-key.pem", "admin/admin-key.pem"] {
+        for key in
+            ["ca/ca-key.pem", "coordinator/coordinator-key.pem", "coordinator/secrets.key", "admin/admin-key.pem"]
+        {
             assert_eq!(mode(&dir.join(key)), 0o600, "{key}");
         }
         // The same CA everywhere.

@@ -7,7 +7,9 @@
 //! - [`labels`]: the agent-labels extension, its OID, how it is written
 //!   and how it is read back from a certificate;
 //! - [`peer`]: who a client certificate names, its role (the subject's
-//!   organisation) and its name (the common name).
+//!   organisation) and its name (the common name);
+//! - [`secrets_key`]: the key file that seals secrets at rest, made beside
+//!   the coordinator's certificate.
 //!
 //! A crate of its own, not a module of `drover-client`: the agent and the
 //! benchmark's thousands of simulated agents link `drover-client`, and
@@ -20,6 +22,7 @@
 pub mod ca;
 pub mod labels;
 pub mod peer;
+pub mod secrets_key;
 
 /// The subject organisation of agents' certificates.
 pub const AGENTS_ORG: &str = "drover-agents";

@@ -280,6 +280,8 @@ impl Protocol {
                         Some(exec::artifacts::Input { job: i.job, sha256: a.sha256, size: a.size })
                     })
                     .collect(),
+                secrets: exec::Secrets(job.secrets.into_iter().collect()),
+                secrets_error: (!job.secrets_error.is_empty()).then_some(job.secrets_error),
             };
             actions.push(Action::Start { attempt, fence_at });
         }

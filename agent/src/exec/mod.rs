@@ -30,11 +30,13 @@
 //! workspace and runs the steps in order; `env` builds a step's
 //! environment; `runner` spawns each step and kills what it left behind;
 //! `disk` measures the work dir's free space and explains a step that
-//! failed for lack of it.
+//! failed for lack of it; `mask` hides the job's secrets, and their
+//! encodings, in its output before it leaves the agent.
 
 pub mod artifacts;
 mod disk;
 mod env;
+mod mask;
 mod runner;
 #[cfg(test)]
 mod tests;
@@ -75,6 +77,22 @@ pub struct Attempt {
     pub artifacts: Option<artifacts::Spec>,
     /// The artifacts of the jobs it needs, unpacked before the first step.
     pub inputs: Vec<artifacts::Input>,
+    /// The job's secrets, for its own steps (not the checkout).
+    pub secrets: Secrets,
+    /// Why the coordinator could not deliver the job's secrets: the
+    /// attempt fails with this, running no step.
+    pub secrets_error: Option<String>,
+}
+
+/// An attempt's secrets by name: set in its steps' environment, masked in
+/// their output ([`mask`]). Never printed: `Debug` shows only names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +220,8 @@ pub async fn execute(
         readers: Vec::new(),
         interrupted: None,
         tail: Arc::default(),
+        mask: mask::Patterns::new(attempt.secrets.0.values().map(Vec::as_slice)),
+        with_secrets: false,
     };
     let scratch = ctx.work_dir.join(format!("{}.scratch", attempt.id.replace('/', "-")));
     let mut result = run_steps(&mut runner, &scratch).await;
@@ -310,6 +330,10 @@ async fn pack_artifacts(
 
 async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, String) {
     let attempt = runner.attempt;
+    if let Some(msg) = &attempt.secrets_error {
+        runner.say(format!("==> {msg}\n"));
+        return (Outcome::Failed, -1, msg.clone());
+    }
     let (workspace, user) = (runner.workspace.clone(), runner.ctx.user.clone());
     let made = tokio::task::spawn_blocking(move || make_workspace(&workspace, user.as_ref()))
         .await
@@ -353,6 +377,9 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             .then(|| Instant::now() + runner.ctx.git_timeout)
             .filter(|git| job_deadline.is_none_or(|job| *git < job));
         runner.deadline = git_deadline.or(job_deadline);
+        // The job's secrets are for its own steps; the checkout runs
+        // without them.
+        runner.with_secrets = i >= first_own;
         let end = runner.step(label, script, extra).await;
         runner.deadline = job_deadline;
         if let (StepEnd::TimedOut, Some(_), Some((repo, _))) = (&end, git_deadline, &attempt.checkout) {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use super::disk::{ENOSPC_TEXT, Tail, disk_note, free_space};
 use super::env::step_env;
+use super::mask::{Masker, Patterns};
 use super::{Attempt, Context, Control, ExecEvent, KILL_GRACE, fence_reached, signal_group};
 
 /// How long a finished step's output may take to drain before the next
@@ -50,6 +52,12 @@ pub(super) struct Runner<'a> {
     pub(super) interrupted: Option<tokio::process::Child>,
     /// The end of the last step's output.
     pub(super) tail: Arc<Mutex<Tail>>,
+    /// The job's secrets and their encodings, masked in every step's
+    /// output; `None` when it has none.
+    pub(super) mask: Option<Arc<Patterns>>,
+    /// Whether the next step gets the job's secrets (its own steps do,
+    /// the checkout does not).
+    pub(super) with_secrets: bool,
 }
 
 impl Runner<'_> {
@@ -103,7 +111,13 @@ impl Runner<'_> {
             (None, Some(home)) => home.as_os_str(),
             (None, None) => self.workspace.as_os_str(),
         };
-        step_env(&self.attempt.env, home, &drover)
+        let mut env = step_env(&self.attempt.env, home, &drover);
+        if self.with_secrets {
+            for (name, value) in &self.attempt.secrets.0 {
+                env.insert(OsString::from(name), OsString::from_vec(value.clone()));
+            }
+        }
+        env
     }
 
     async fn run_process(&mut self, script: &str, extra_env: &[(&str, &str)], traceparent: Option<String>) -> StepEnd {
@@ -150,14 +164,17 @@ impl Runner<'_> {
             self.ctx.watch.add(pid as i32);
         }
         self.tail = Arc::default();
+        let masker = || self.mask.clone().map(Masker::new);
         let mut eofs = Vec::new();
         if let Some(out) = child.stdout.take() {
-            let (reader, eof) = spawn_reader(out, self.attempt.id.clone(), self.events.clone(), self.tail.clone());
+            let (reader, eof) =
+                spawn_reader(out, self.attempt.id.clone(), self.events.clone(), self.tail.clone(), masker());
             self.readers.push(reader);
             eofs.push(eof);
         }
         if let Some(err) = child.stderr.take() {
-            let (reader, eof) = spawn_reader(err, self.attempt.id.clone(), self.events.clone(), self.tail.clone());
+            let (reader, eof) =
+                spawn_reader(err, self.attempt.id.clone(), self.events.clone(), self.tail.clone(), masker());
             self.readers.push(reader);
             eofs.push(eof);
         }
@@ -252,13 +269,15 @@ impl Runner<'_> {
 }
 
 /// Forwards a pipe's bytes as they arrive, in reads of up to 64 KiB, and
-/// keeps their end in `tail`. The receiver hears when the pipe reached its
-/// end (or broke).
+/// keeps their end in `tail`. With a `masker`, what goes out is masked
+/// first (a partial line may wait for the next read, or the pipe's end).
+/// The receiver hears when the pipe reached its end (or broke).
 fn spawn_reader<R>(
     mut pipe: R,
     id: String,
     events: mpsc::UnboundedSender<ExecEvent>,
     tail: Arc<Mutex<Tail>>,
+    mut masker: Option<Masker>,
 ) -> (JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
@@ -269,12 +288,19 @@ where
         loop {
             match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => {
+                    if let Some(rest) = masker.as_mut().map(Masker::finish).filter(|rest| !rest.is_empty()) {
+                        let _ = events.send(ExecEvent::Output { id: id.clone(), data: rest });
+                    }
                     let _ = eof_tx.send(());
                     return;
                 }
                 Ok(n) => {
                     tail.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]);
-                    if events.send(ExecEvent::Output { id: id.clone(), data: buf[..n].to_vec() }).is_err() {
+                    let data = match masker.as_mut() {
+                        Some(masker) => masker.push(&buf[..n]),
+                        None => buf[..n].to_vec(),
+                    };
+                    if !data.is_empty() && events.send(ExecEvent::Output { id: id.clone(), data }).is_err() {
                         return;
                     }
                 }

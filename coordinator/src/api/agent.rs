@@ -15,7 +15,7 @@ use drover_proto::v1 as pb;
 use pb::agent_message::Msg as In;
 use pb::coordinator_message::Msg as Out;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
@@ -29,6 +29,7 @@ use crate::core::machine::Outcome;
 use crate::leader::Role;
 use crate::metrics::METRICS;
 use crate::scheduler::Event;
+use crate::secrets::Vault;
 
 pub struct AgentApi {
     pub(super) role: watch::Receiver<Role>,
@@ -39,6 +40,8 @@ pub struct AgentApi {
     /// Where artifacts go, and the most bytes one may have.
     pub(super) blobs: Arc<Blobs>,
     pub(super) max_artifact_bytes: u64,
+    /// Where the secrets of an Assign come from.
+    vault: Arc<Vault>,
 }
 
 impl AgentApi {
@@ -47,8 +50,9 @@ impl AgentApi {
         lease_ttl: Duration,
         blobs: Arc<Blobs>,
         max_artifact_bytes: u64,
+        vault: Arc<Vault>,
     ) -> AgentApi {
-        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes }
+        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes, vault }
     }
 }
 
@@ -93,9 +97,35 @@ impl HeartbeatGate {
     }
 }
 
+/// The values of an attempt's secrets, read from the vault as its Assign
+/// goes out (so never held by the scheduler or written with the run), or
+/// the message the agent fails the attempt with when one cannot be had.
+async fn resolve_secrets(vault: &Vault, names: &[String]) -> (BTreeMap<String, Vec<u8>>, String) {
+    if names.is_empty() {
+        return (BTreeMap::new(), String::new());
+    }
+    match vault.resolve(names).await {
+        Ok((values, missing)) if missing.is_empty() => (values, String::new()),
+        Ok((_, missing)) => {
+            let list = missing.join(", ");
+            let error = format!(
+                "secret {list} no longer exists (deleted after the run was submitted); set it with \
+                 `drover secret set {}` and rerun",
+                missing[0]
+            );
+            (BTreeMap::new(), error)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot deliver an attempt's secrets");
+            (BTreeMap::new(), format!("the coordinator could not deliver the job's secrets: {e}"))
+        }
+    }
+}
+
 /// Converts a scheduler message; `epoch` is the leadership term the
-/// session belongs to, which agents use to refuse a deposed leader.
-fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64) -> pb::CoordinatorMessage {
+/// session belongs to, which agents use to refuse a deposed leader. An
+/// Assign's secrets are resolved here, at the last moment.
+async fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64, vault: &Vault) -> pb::CoordinatorMessage {
     let msg = match msg {
         ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
             epoch,
@@ -107,27 +137,32 @@ fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64) -> pb::Coordinato
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {
-                Work::Job { steps, env, timeout, checkout, artifacts, inputs } => pb::assign::Work::Job(pb::JobWork {
-                    run_id: a.id.run.to_string(),
-                    job: a.id.job.clone(),
-                    attempt: a.id.attempt,
-                    steps: steps
-                        .into_iter()
-                        .map(|s| pb::Step { name: s.name.unwrap_or_default(), run: s.run })
-                        .collect(),
-                    env: env.into_iter().collect(),
-                    timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
-                    checkout: checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
-                    artifacts: artifacts.map(|a| pb::ArtifactSpec {
-                        paths: a.paths,
-                        ignore_missing: a.if_no_files == drover_pipeline::IfNoFiles::Ignore,
-                        max_bytes: max_artifact_bytes,
-                    }),
-                    inputs: inputs
-                        .into_iter()
-                        .map(|(job, a)| pb::ArtifactInput { job, artifact: Some(artifact_view(&a)) })
-                        .collect(),
-                }),
+                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets } => {
+                    let (secrets, secrets_error) = resolve_secrets(vault, &secrets).await;
+                    pb::assign::Work::Job(pb::JobWork {
+                        run_id: a.id.run.to_string(),
+                        job: a.id.job.clone(),
+                        attempt: a.id.attempt,
+                        steps: steps
+                            .into_iter()
+                            .map(|s| pb::Step { name: s.name.unwrap_or_default(), run: s.run })
+                            .collect(),
+                        env: env.into_iter().collect(),
+                        timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+                        checkout: checkout.map(|(repo, commit)| pb::Checkout { repo, commit }),
+                        artifacts: artifacts.map(|a| pb::ArtifactSpec {
+                            paths: a.paths,
+                            ignore_missing: a.if_no_files == drover_pipeline::IfNoFiles::Ignore,
+                            max_bytes: max_artifact_bytes,
+                        }),
+                        inputs: inputs
+                            .into_iter()
+                            .map(|(job, a)| pb::ArtifactInput { job, artifact: Some(artifact_view(&a)) })
+                            .collect(),
+                        secrets: secrets.into_iter().collect(),
+                        secrets_error,
+                    })
+                }
             };
             Out::Assign(pb::Assign {
                 attempt_id: a.id.to_string(),
@@ -441,7 +476,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
             let _ = sched.send(Event::AgentGone { conn, name }).await;
         });
         let max_artifact_bytes = self.max_artifact_bytes;
-        let out = ReceiverStream::new(rx).map(move |m| Ok(to_proto(m, epoch, max_artifact_bytes)));
+        let vault = self.vault.clone();
+        let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
+            let vault = vault.clone();
+            async move { Ok(to_proto(m, epoch, max_artifact_bytes, &vault).await) }
+        });
         Ok(Response::new(Box::pin(out)))
     }
 }

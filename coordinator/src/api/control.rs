@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
+use drover_telemetry::trace::now_ms;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,6 +24,7 @@ use crate::core::machine::{ArtifactRef, JobRecord, JobState, RunId, RunRecord, R
 use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::records::{self, RunSummary};
+use crate::secrets::{SecretInfo, Vault};
 use crate::segments::{Chunk, ChunkMeta, Segments};
 use crate::store::{Store, decode};
 use crate::submit::{self, GitOptions, SubmitError, SubmitSource};
@@ -30,22 +32,26 @@ use crate::submit::{self, GitOptions, SubmitError, SubmitSource};
 /// Most runs `drover runs` lists at once.
 const MAX_LIST: usize = 1000;
 
+/// Built by `crate::server` with a struct literal: it holds what the
+/// control calls read, each named.
 pub struct ControlApi {
-    role: watch::Receiver<Role>,
+    pub(crate) role: watch::Receiver<Role>,
     /// The store, unfenced: reads work on any coordinator.
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Where logs' bytes are, for any coordinator given the same directory.
-    segments: Arc<Segments>,
+    pub(crate) segments: Arc<Segments>,
     /// How submit reads pipelines from git.
-    git: GitOptions,
+    pub(crate) git: GitOptions,
     /// Artifacts, for `drover artifacts get`.
-    blobs: Arc<Blobs>,
+    pub(crate) blobs: Arc<Blobs>,
+    /// Secrets: set, listed and deleted here; checked at submit.
+    pub(crate) vault: Arc<Vault>,
     /// This coordinator's id.
-    id: String,
+    pub(crate) id: String,
     /// Becomes true when the coordinator shuts down: open watch and log
     /// streams end then (see [`until_closing`]), or a graceful shutdown would
     /// wait for every `drover run --follow` to finish.
-    closing: watch::Receiver<bool>,
+    pub(crate) closing: watch::Receiver<bool>,
 }
 
 impl ControlApi {
@@ -74,18 +80,6 @@ impl ControlApi {
             return Err(ApiError::NotFound(format!("run {id} has no job {job:?}; its jobs are: {}", names.join(", "))));
         }
         Ok(run)
-    }
-
-    pub fn new(
-        role: watch::Receiver<Role>,
-        store: Arc<dyn Store>,
-        segments: Arc<Segments>,
-        git: GitOptions,
-        blobs: Arc<Blobs>,
-        id: String,
-        closing: watch::Receiver<bool>,
-    ) -> ControlApi {
-        ControlApi { role, store, segments, git, blobs, id, closing }
     }
 }
 
@@ -170,6 +164,10 @@ fn job_state(state: JobState) -> pb::JobState {
     }
 }
 
+fn secret_view(s: SecretInfo) -> pb::Secret {
+    pb::Secret { name: s.name, updated_ms: s.updated_ms, updated_by: s.updated_by, size: s.size }
+}
+
 pub(super) fn artifact_view(a: &ArtifactRef) -> pb::Artifact {
     pb::Artifact { sha256: a.sha256.clone(), size: a.size, files: a.files }
 }
@@ -245,7 +243,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         let req = req.into_inner();
         let queue_timeout = queue_timeout(req.queue_timeout_ms)?;
         let source = submit_source(req)?;
-        let mut prepared = submit::prepare(source, &self.git).await.map_err(ApiError::from)?;
+        let mut prepared = submit::prepare(source, &self.git, Some(&self.vault)).await.map_err(ApiError::from)?;
         prepared.queue_timeout = queue_timeout;
         // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
@@ -463,6 +461,34 @@ impl pb::control_service_server::ControlService for ControlApi {
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn set_secret(&self, req: Request<pb::SetSecretRequest>) -> Result<Response<pb::Secret>, Status> {
+        let by = require_admin(&req)?;
+        let req = req.into_inner();
+        let info = self.vault.set(&req.name, &req.value, &by, now_ms()).await.map_err(ApiError::from)?;
+        tracing::info!(secret = %info.name, by = %by, size = info.size, "secret set");
+        Ok(Response::new(secret_view(info)))
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        require_admin(&req)?;
+        let secrets = self.vault.list().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListSecretsResponse { secrets: secrets.into_iter().map(secret_view).collect() }))
+    }
+
+    async fn delete_secret(
+        &self,
+        req: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let by = require_admin(&req)?;
+        let name = req.into_inner().name;
+        self.vault.delete(&name).await.map_err(ApiError::from)?;
+        tracing::info!(secret = %name, by = %by, "secret deleted");
+        Ok(Response::new(pb::DeleteSecretResponse {}))
     }
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {

@@ -9,6 +9,7 @@ use tonic::Status;
 use crate::core::rerun::RerunError;
 use crate::git::GitError;
 use crate::scheduler::SchedError;
+use crate::secrets::SecretsError;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
 use drover_pipeline::PipelineError;
@@ -73,6 +74,22 @@ impl From<SubmitError> for ApiError {
                 ApiError::Precondition(e.to_string())
             }
             SubmitError::Store(e) => ApiError::Store(e),
+            SubmitError::Secrets(e) => e.into(),
+        }
+    }
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(e: SecretsError) -> ApiError {
+        match e {
+            SecretsError::Store(e) => ApiError::Store(e),
+            SecretsError::TooLarge { .. } | SecretsError::Empty(_) | SecretsError::InvalidName(_) => {
+                ApiError::Invalid(e.to_string())
+            }
+            SecretsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            SecretsError::NoKey(_) | SecretsError::TooMany | SecretsError::Corrupt { .. } => {
+                ApiError::Precondition(e.to_string())
+            }
         }
     }
 }

@@ -40,6 +40,13 @@ pub fn artifact(run: u64, job: &str) -> String {
 pub fn artifacts_of(run: u64) -> String {
     format!("{ARTIFACTS}{run:010}/")
 }
+/// Sealed secrets by name (`crate::secrets`): only ciphertext.
+pub const SECRETS: &str = "/secrets/";
+
+pub fn secret(name: &str) -> String {
+    format!("{SECRETS}{name}")
+}
+
 /// Held by the leader, with its lease (see `leader`).
 pub const LEADER: &str = "/cluster/leader";
 pub const MEMBERS: &str = "/cluster/members/";

@@ -189,6 +189,7 @@ impl State {
                 checkout,
                 artifacts: spec.artifacts.clone(),
                 inputs,
+                secrets: spec.secrets.clone(),
             },
         })
     }

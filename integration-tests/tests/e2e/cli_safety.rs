@@ -187,6 +187,7 @@ fn certs_init_gives_each_process_only_its_own_keys() {
         ("coordinator/ca.pem", 0o644),
         ("coordinator/coordinator-key.pem", 0o600),
         ("coordinator/coordinator.pem", 0o644),
+        ("coordinator/secrets.key", 0o600),
     ]
     .iter()
     .map(|(p, m)| (p.to_string(), *m))

@@ -28,6 +28,7 @@ mod readme;
 mod reconnect;
 mod rerun;
 mod retention;
+mod secrets;
 mod security;
 mod store_faults;
 mod tidy;

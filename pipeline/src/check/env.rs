@@ -112,7 +112,7 @@ impl Checker<'_> {
 }
 
 /// Whether `name` matches `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_shell_identifier(name: &str) -> bool {
+pub(super) fn is_shell_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -123,7 +123,7 @@ fn is_shell_identifier(name: &str) -> bool {
 /// step's script: the loader's `LD_*`, bash's startup files (`BASH_ENV`,
 /// `ENV`), exported functions (`BASH_FUNC_*`), word splitting (`IFS`), the
 /// xtrace prompt (`PS4`, which is expanded) and shell options.
-fn denied_env_name(key: &str) -> Option<&'static str> {
+pub(super) fn denied_env_name(key: &str) -> Option<&'static str> {
     if key.starts_with("LD_") {
         Some("`LD_*` variables make the dynamic loader load or look up other code in every program a step starts")
     } else if key.starts_with("BASH_FUNC_") {

@@ -12,7 +12,8 @@ use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
-const JOB_KEYS: &[&str] = &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts"];
+const JOB_KEYS: &[&str] =
+    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "secrets"];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -79,6 +80,7 @@ impl Checker<'_> {
                 steps: Vec::new(),
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
+                secrets: Vec::new(),
             },
             needs: Vec::new(),
         };
@@ -116,6 +118,9 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "queue-timeout") {
             draft.spec.queue_timeout = self.duration(entry.value, "queue-timeout", name);
+        }
+        if let Some(entry) = find(&entries, "secrets") {
+            draft.spec.secrets = self.secrets(entry.value, name, &draft.spec.env);
         }
         if let Some(entry) = find(&entries, "artifacts") {
             draft.spec.artifacts = self.artifacts(entry.value, name);

@@ -17,6 +17,7 @@
 //! - `artifacts`: a job's `artifacts` (paths inside the workspace, `expire`,
 //!   `if-no-files`);
 //! - `env`: `env` mappings and what a pipeline may set in them;
+//! - `secrets`: a job's `secrets`, and whether they exist when that is known;
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
 //! - `suggest`: "did you mean" for misspelled keys and job names.
 //!
@@ -31,15 +32,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::yaml::{Kind, Node, Pos, abbreviate};
-use super::{Diagnostic, MAX_NAME_LEN, Pipeline};
+use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 
 mod artifacts;
 mod env;
 mod graph;
 mod jobs;
+mod secrets;
 mod steps;
 mod suggest;
 
+pub(super) use secrets::secret_name_problem;
 use suggest::{SUGGESTION_BUDGET, closest};
 
 /// The most diagnostics we return for one file.
@@ -48,8 +51,14 @@ const MAX_DIAGNOSTICS: usize = 100;
 const TOP_LEVEL_KEYS: &[&str] = &["name", "env", "jobs"];
 
 /// Checks the document `root` of the file `file`.
-pub(super) fn pipeline(file: &str, root: &Node) -> Result<Pipeline, Vec<Diagnostic>> {
-    let mut checker = Checker { file, diagnostics: Vec::new(), suggestion_budget: SUGGESTION_BUDGET };
+pub(super) fn pipeline(file: &str, root: &Node, known: &Known<'_>) -> Result<Pipeline, Vec<Diagnostic>> {
+    let mut checker = Checker {
+        file,
+        known: *known,
+        diagnostics: Vec::new(),
+        suggestion_budget: SUGGESTION_BUDGET,
+        pipeline_env: BTreeMap::new(),
+    };
     let pipeline = checker.top_level(root);
     let mut diagnostics = checker.diagnostics;
     if diagnostics.is_empty() {
@@ -75,6 +84,10 @@ pub(super) fn pipeline(file: &str, root: &Node) -> Result<Pipeline, Vec<Diagnost
 /// each reading one part of the format into the pipeline.
 struct Checker<'a> {
     file: &'a str,
+    /// What the caller knows of the world outside the file.
+    known: Known<'a>,
+    /// The top-level `env`, once read (jobs check their secrets against it).
+    pipeline_env: BTreeMap<String, String>,
     diagnostics: Vec<Diagnostic>,
     /// What is left of [`SUGGESTION_BUDGET`].
     suggestion_budget: usize,
@@ -145,6 +158,7 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "env") {
             pipeline.env = self.env(entry.value, None);
+            self.pipeline_env = pipeline.env.clone();
         }
         match find(&entries, "jobs") {
             Some(entry) => pipeline.jobs = self.jobs(entry),

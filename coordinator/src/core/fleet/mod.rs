@@ -90,6 +90,9 @@ pub enum Work {
         artifacts: Option<drover_pipeline::ArtifactsSpec>,
         /// The artifacts of the jobs it needs, by job.
         inputs: Vec<(String, ArtifactRef)>,
+        /// The names of the secrets it declares; the edge resolves them
+        /// into values as the Assign goes out.
+        secrets: Vec<String>,
     },
 }
 

@@ -204,6 +204,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     checkout: None,
                     artifacts: None,
                     inputs: Vec::new(),
+                    secrets: Vec::new(),
                 };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]

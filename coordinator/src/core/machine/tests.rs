@@ -23,6 +23,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 steps: vec![StepSpec { name: None, run: "true".into() }],
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
+                secrets: Vec::new(),
             })
             .collect(),
     }
