@@ -67,6 +67,11 @@ struct Args {
     /// the attempt fails, naming the repository (e.g. 60s, 5m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     git_timeout: Duration,
+    /// The most bytes this agent keeps of the caches its jobs restored or
+    /// saved, in WORK_DIR/.caches (e.g. 10GiB); past it the least recently
+    /// used go. The shared copy is the coordinator's.
+    #[arg(long, default_value = "10GiB", value_parser = drover_agent::size::parse)]
+    cache_budget: u64,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -141,6 +146,7 @@ async fn agent_main() -> anyhow::Result<ExitCode> {
         run_as: args.run_as,
         min_free_space: args.min_free_space,
         git_timeout: args.git_timeout,
+        cache_budget: args.cache_budget,
         watcher: Some(watch::Launch {
             program: PathBuf::from("/proc/self/exe"),
             log_format: match args.log_format {

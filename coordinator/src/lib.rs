@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod blobs;
+pub mod caches;
 pub mod compaction;
 pub mod controller;
 pub mod core;

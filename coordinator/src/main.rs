@@ -107,6 +107,13 @@ struct Args {
     /// whether or not their run is kept.
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     artifact_expire: Duration,
+    /// The most bytes the caches in the blob store may take together; past
+    /// it the leader deletes the least recently used (suffixes K, M, G).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    cache_budget: u64,
+    /// How long a cache entry no job has restored is kept.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    cache_expire: Duration,
     /// How often the leader compacts etcd's history, keeping one period of
     /// it for watchers; `off` leaves compaction to etcd's own
     /// --auto-compaction-retention. Without compaction etcd keeps every
@@ -278,6 +285,8 @@ async fn main() -> anyhow::Result<()> {
             keep_for: args.keep_runs_for,
             interval: args.prune_interval,
             blob_grace: args.blob_grace,
+            cache_budget: args.cache_budget,
+            cache_expire: args.cache_expire,
         },
         // The embedded store bounds its own history.
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }

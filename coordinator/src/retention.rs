@@ -7,6 +7,10 @@
 //! refers to it is committed, and the grace covers that window.
 //! The store's own history is the business of `crate::compaction`.
 //!
+//! Cache entries are evicted here too (`crate::caches::evict`: idle past
+//! `--cache-expire`, then least recently used past `--cache-budget`), and
+//! the blobs they name are kept by the sweep.
+//!
 //! The policy is Jenkins' "discard old builds": keep at most `keep_runs`
 //! finished runs, and none that finished more than `keep_for` ago. Runs that
 //! have not finished are never pruned and do not count. Deciding what to
@@ -36,6 +40,7 @@ use drover_telemetry::trace::now_ms;
 use tracing::{debug, info, warn};
 
 use crate::blobs::Blobs;
+use crate::caches;
 use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::core::keys;
 use crate::core::machine::RunId;
@@ -54,6 +59,10 @@ pub struct Config {
     pub interval: Duration,
     /// How old a blob no run refers to must be before it is deleted.
     pub blob_grace: Duration,
+    /// The most bytes the caches may take together (`--cache-budget`).
+    pub cache_budget: u64,
+    /// How long an entry nobody restores is kept (`--cache-expire`).
+    pub cache_expire: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +72,8 @@ impl Default for Config {
             keep_for: Duration::from_secs(30 * 24 * 3600),
             interval: Duration::from_secs(60),
             blob_grace: Duration::from_secs(3600),
+            cache_budget: 10 << 30,
+            cache_expire: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -108,7 +119,7 @@ impl Controller for Retention {
     fn prefixes(&self) -> &'static [&'static str] {
         // It deletes only finished runs, which the scheduler never writes
         // again (see the module header), so the two share these safely.
-        &[keys::RUN_INDEX, "/runs/"]
+        &[keys::RUN_INDEX, "/runs/", keys::CACHES]
     }
 
     async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
@@ -214,6 +225,7 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
             keep.extend(chunk.iter().map(|(_, _, sha)| sha.clone()));
         }
     }
+    keep.extend(evict_caches(store, config, now).await?);
     match blobs.sweep(keep, config.blob_grace).await {
         Ok(0) => {}
         Ok(gone) => info!(blobs = gone, "deleted artifacts no run refers to"),
@@ -230,6 +242,43 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
         );
     }
     Ok(())
+}
+
+/// Deletes the cache entries [`caches::evict`] picks (each delete compares
+/// the entry's revision, so one restored since stays); returns the blobs the
+/// others name, which the sweep keeps.
+async fn evict_caches(store: &dyn Store, config: &Config, now: u64) -> Result<HashSet<String>, StoreError> {
+    let (kvs, _) = store.range(keys::CACHES).await?;
+    let mut entries = Vec::with_capacity(kvs.len());
+    let mut keep = HashSet::new();
+    for kv in &kvs {
+        match decode::<caches::CacheRecord>(&kv.key, &kv.value) {
+            Ok(record) => entries.push((kv, record)),
+            // Its blobs are not known, so the sweep may take them; a
+            // restore of it then fails as a miss would.
+            Err(e) => warn!(error = %e, "unreadable cache entry; not evicting it"),
+        }
+    }
+    let records: Vec<&caches::CacheRecord> = entries.iter().map(|(_, r)| r).collect();
+    let doomed = caches::evict(&records, config.cache_budget, config.cache_expire, now);
+    for chunk in doomed.chunks(RUNS_PER_TXN) {
+        let mut txn = Txn::default();
+        for &i in chunk {
+            txn.compare.push(Compare::ModRevision(entries[i].0.key.clone(), entries[i].0.mod_revision));
+            txn.success.push(Op::delete(entries[i].0.key.clone()));
+        }
+        if store.txn(txn).await?.succeeded {
+            info!(caches = chunk.len(), budget = config.cache_budget, "evicted cache entries");
+        } else {
+            keep.extend(chunk.iter().flat_map(|&i| entries[i].1.blobs.iter().map(|b| b.sha256.clone())));
+        }
+    }
+    for (i, (_, record)) in entries.iter().enumerate() {
+        if !doomed.contains(&i) {
+            keep.extend(record.blobs.iter().map(|b| b.sha256.clone()));
+        }
+    }
+    Ok(keep)
 }
 
 #[cfg(test)]

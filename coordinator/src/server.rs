@@ -208,6 +208,7 @@ pub async fn run(
         None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
     });
     let vault = Arc::new(open_vault(&opts, store.clone())?);
+    let caches = Arc::new(crate::caches::Caches::new(store.clone()));
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -276,6 +277,7 @@ pub async fn run(
             blobs.clone(),
             opts.max_artifact_bytes,
             vault.clone(),
+            caches.clone(),
         )))
         .add_service(ControlServiceServer::new(ControlApi {
             role: role_rx,
@@ -284,6 +286,7 @@ pub async fn run(
             git: GitOptions { scratch, timeout: opts.git_timeout },
             blobs,
             vault,
+            caches,
             id,
             closing: closing_rx,
         }))

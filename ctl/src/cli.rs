@@ -17,9 +17,13 @@ use drover_proto::v1 as pb;
 use crate::dev;
 use crate::output::Format;
 
+mod cache;
+mod certs;
 mod remote;
 mod secret;
 
+pub use cache::CacheCommand;
+pub use certs::CertsCommand;
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use secret::SecretCommand;
 
@@ -282,6 +286,24 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// List the cache entries jobs saved (`cache:`), most recently used
+    /// first: key, size, last use, the run and job that saved it, scope.
+    ///
+    /// Example: drover caches -o json
+    Caches {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete cache entries (`drover cache rm KEY`).
+    ///
+    /// Example: drover cache rm cargo-3f2a9c
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Secrets that jobs get as environment variables (`secrets: [NAME]`),
     /// sealed at rest and masked in logs; values are never shown.
     ///
@@ -333,6 +355,8 @@ impl Command {
             | Command::Cluster { remote, .. }
             | Command::Version { remote, .. } => Some(remote),
             Command::Secret { command } => Some(command.remote()),
+            Command::Caches { remote, .. } => Some(remote),
+            Command::Cache { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }
@@ -414,49 +438,6 @@ pub enum ContextCommand {
     Rm {
         /// The context's name.
         name: String,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum CertsCommand {
-    /// Create a CA, the coordinator's certificate and the admin certificate,
-    /// each in its own directory under DIR (ca/, coordinator/, admin/).
-    ///
-    /// Example: drover certs init --dir certs --host ci.example.com
-    Init {
-        /// Where the directories go (ca/, coordinator/, admin/).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Extra host names or IP addresses for the coordinator certificate.
-        #[arg(long = "host")]
-        hosts: Vec<String>,
-    },
-    /// Issue a client certificate for each agent NAME, in a bundle directory
-    /// DIR/agents/NAME to copy to the agent's host.
-    ///
-    /// Example: drover certs issue-agent builder-1 builder-2 --dir certs --labels os=linux
-    IssueAgent {
-        /// The agents' names, as each will give `drover-agent --name`.
-        #[arg(required = true, value_name = "NAME")]
-        names: Vec<String>,
-        /// The directory given to `drover certs init` (it holds ca/).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The labels the agents may claim, as k=v,k=v; they are written
-        /// into the certificate, and the agent's --labels must not go beyond
-        /// them.
-        #[arg(long, default_value = "", value_parser = drover_client::labels::parse)]
-        labels: std::collections::BTreeMap<String, String>,
-    },
-    /// Make the key that seals secrets at rest, DIR/coordinator/secrets.key
-    /// (mode 0600), for a directory made before `drover certs init` made
-    /// one; never replaces a key.
-    ///
-    /// Example: drover certs secrets-key --dir certs
-    SecretsKey {
-        /// The directory given to `drover certs init` (it holds coordinator/).
-        #[arg(long)]
-        dir: PathBuf,
     },
 }
 

@@ -383,6 +383,16 @@ pub(crate) fn fmt_ms(ms: u64) -> String {
     }
 }
 
+/// "cache: hit KEY", and the agent's warm cache when that chose it.
+fn cache_detail(j: &pb::Job) -> String {
+    match (j.cache.is_empty(), j.placement.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!("cache: {}", j.cache),
+        (true, false) => format!("{} chosen for its {}", j.agent, j.placement),
+        (false, false) => format!("cache: {}; {} chosen for its {}", j.cache, j.agent, j.placement),
+    }
+}
+
 fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
     outln!("run {}  {}  {}", r.id, r.name, states::run_word(states::run(r.state)?));
     if !r.repo.is_empty() {
@@ -418,6 +428,8 @@ fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
         } else {
             j.message.clone()
         };
+        // What the job's cache did, and why its agent was chosen.
+        let detail = [detail, cache_detail(j)].into_iter().filter(|d| !d.is_empty()).collect::<Vec<_>>().join("; ");
         let agent = if j.agent.is_empty() { "-" } else { &j.agent };
         if wide {
             let duration = match (j.started_ms, j.finished_ms) {

@@ -12,6 +12,7 @@ macro_rules! c_call {
     }};
 }
 
+mod caches;
 mod cli;
 mod client;
 mod commands;
@@ -347,6 +348,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::SecretCommand::Ls { output, .. } => secrets::list(conn, output).await,
             cli::SecretCommand::Rm { name, .. } => secrets::remove(conn, name).await,
         },
+        Command::Caches { output, .. } => caches::list(conn, output).await,
+        Command::Cache { command: cli::CacheCommand::Rm { key, scope, .. } } => caches::remove(conn, key, scope).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

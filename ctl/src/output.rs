@@ -99,6 +99,8 @@ pub fn job(j: &pb::Job) -> Result<Value, Exit> {
         "message": j.message,
         "reused_from": j.reused_from,
         "artifact": j.artifact.as_ref().map(|a| json!({ "sha256": a.sha256, "size": a.size, "files": a.files })),
+        "cache": j.cache,
+        "placement": j.placement,
     }))
 }
 
@@ -158,9 +160,32 @@ pub fn human(ms: u64) -> String {
     }
 }
 
+/// A size for a table: `512B`, `3.2KiB`, `1.5GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_in_the_largest_unit() {
+        let cases = [(0, "0B"), (1023, "1023B"), (1024, "1.0KiB"), (1536, "1.5KiB"), (5 << 30, "5.0GiB")];
+        for (n, want) in cases {
+            assert_eq!(bytes(n), want, "{n}");
+        }
+    }
 
     #[test]
     fn log_lines_are_cut_at_newlines_per_job_and_attempt() {

@@ -12,6 +12,10 @@
 //! collecting diagnostics as it goes. Only YAML syntax errors stop early,
 //! because after one of those there is no tree to walk.
 //!
+//! [`cache_key`] reads the template of a job's `cache: key:` (at submit, as
+//! part of `check`) and renders it into a key (on the agent, which hashes
+//! the files); it is public for the agent's sake.
+//!
 //! The format, in short:
 //!
 //! ```yaml
@@ -26,6 +30,10 @@
 //!     retries: 1               # optional: retries after a failed or lost attempt
 //!     artifacts:               # optional: packed after the steps succeed, for jobs that need this one
 //!       paths: [dist/app]
+//!     cache:                   # optional: restored before the steps, saved after they succeed
+//!       key: "cargo-{{ hashFiles('Cargo.lock') }}"
+//!       paths: [target, ~/.cargo/registry]
+//!       restore-keys: [cargo-]   # optional: prefixes tried when the key has no entry
 //!     secrets: [DEPLOY_TOKEN]  # optional: secrets (`drover secret set`) the steps get as env variables
 //!     steps:
 //!       - name: compile        # optional
@@ -36,6 +44,7 @@
 //!       - run: make test
 //! ```
 
+pub mod cache_key;
 mod check;
 #[cfg(test)]
 mod tests;
@@ -67,6 +76,17 @@ pub const MAX_ARTIFACT_PATHS: usize = 100;
 pub const MAX_SECRETS_PER_JOB: usize = 100;
 /// The longest an artifact may be kept: a year.
 pub const MAX_EXPIRE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The longest cache key, in characters: the template as written, and the
+/// key it renders to. Keys go into store keys and file names.
+pub const MAX_CACHE_KEY_LEN: usize = 512;
+/// The most `{{ }}` expressions one cache key template may have.
+pub const MAX_CACHE_KEY_EXPRESSIONS: usize = 8;
+/// The most globs one `hashFiles(...)` may take.
+pub const MAX_HASH_FILES_GLOBS: usize = 16;
+/// The most paths one job's `cache` may list.
+pub const MAX_CACHE_PATHS: usize = 20;
+/// The most `restore-keys` one job's `cache` may list.
+pub const MAX_RESTORE_KEYS: usize = 10;
 /// The prefix of environment variables that Drover sets itself, which
 /// pipelines therefore may not define.
 pub const RESERVED_ENV_PREFIX: &str = "DROVER_";
@@ -113,6 +133,10 @@ pub struct JobSpec {
     /// (`needs: [{job: build, artifacts: false}]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_artifacts_of: Vec<String>,
+    /// What the agent restores before the steps and saves after they
+    /// succeed, under a key, for later runs of this job and others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
     /// Names of the secrets its steps get as env variables of the same
     /// name. Only names: values are resolved when an attempt is assigned and
     /// never stored with the pipeline.
@@ -143,6 +167,45 @@ pub enum IfNoFiles {
     Error,
     /// Nothing is packed for that glob.
     Ignore,
+}
+
+/// A job's `cache`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSpec {
+    /// The key as written, e.g. `cargo-{{ hashFiles('Cargo.lock') }}`, and
+    /// its parts; the agent renders it ([`KeyTemplate::render`]).
+    pub key: KeyTemplate,
+    /// What is cached: paths relative to the workspace, or under the step's
+    /// home as `~/...`. No `..`, no other absolute path.
+    pub paths: Vec<String>,
+    /// Prefixes tried, in order, when the key has no exact entry: the newest
+    /// entry whose key starts with the prefix is restored. Each is made of
+    /// the characters a key may have ([`cache_key::key_problem`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_keys: Vec<String>,
+}
+
+/// A cache key as written, read by [`cache_key::parse_template`]: literal
+/// text and `{{ hashFiles('glob', ...) }}` expressions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyTemplate {
+    /// The template as written.
+    pub text: String,
+    /// Its parts, in order. Literals hold only the characters a key may
+    /// have; at most [`MAX_CACHE_KEY_EXPRESSIONS`] are expressions.
+    pub parts: Vec<KeyPart>,
+}
+
+/// One part of a [`KeyTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyPart {
+    /// Text that stands for itself.
+    Literal(String),
+    /// `hashFiles('glob', ...)`: a hash of the workspace files the globs
+    /// match. The globs are relative to the workspace (none absolute or
+    /// with `..`); there are 1 to [`MAX_HASH_FILES_GLOBS`] of them.
+    HashFiles(Vec<String>),
 }
 
 /// One step of a [`JobSpec`]: a shell command.

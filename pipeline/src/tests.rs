@@ -39,6 +39,10 @@ fn full_example_parses_to_the_expected_pipeline() {
             queue-timeout: 30m
             retries: 1
             artifacts: {paths: ["dist/*.tar.gz", reports/], expire: 7d, if-no-files: ignore}
+            cache:
+              key: "cargo-{{ hashFiles('Cargo.lock', '**/*.toml') }}-v1"
+              paths: [target, ~/.cargo/registry]
+              restore-keys: [cargo-]
             steps:
               - name: compile
                 run: make
@@ -78,6 +82,18 @@ fn full_example_parses_to_the_expected_pipeline() {
                     if_no_files: IfNoFiles::Ignore,
                 }),
                 skip_artifacts_of: Vec::new(),
+                cache: Some(CacheSpec {
+                    key: KeyTemplate {
+                        text: "cargo-{{ hashFiles('Cargo.lock', '**/*.toml') }}-v1".into(),
+                        parts: vec![
+                            KeyPart::Literal("cargo-".into()),
+                            KeyPart::HashFiles(vec!["Cargo.lock".into(), "**/*.toml".into()]),
+                            KeyPart::Literal("-v1".into()),
+                        ],
+                    },
+                    paths: vec!["target".into(), "~/.cargo/registry".into()],
+                    restore_keys: vec!["cargo-".into()],
+                }),
                 secrets: Vec::new(),
             },
             JobSpec {
@@ -91,6 +107,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 steps: vec![StepSpec { name: None, run: "make test".into() }],
                 artifacts: None,
                 skip_artifacts_of: vec!["build".into()],
+                cache: None,
                 secrets: Vec::new(),
             },
             JobSpec {
@@ -104,6 +121,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 steps: vec![StepSpec { name: None, run: "make lint".into() }],
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
+                cache: None,
                 secrets: Vec::new(),
             },
         ],
@@ -233,7 +251,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 5,
             column: 5,
             message: "unknown key `step` in job `build`",
-            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, secrets"),
+            hint: Some("did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets"),
         },
         Bad {
             what: "unknown job key, misspelt runs-on",
@@ -601,6 +619,214 @@ fn bad_cases() -> Vec<Bad> {
             column: 37,
             message: "invalid `expire` `soon` in job `a`",
             hint: Some("a whole number with d, h, m or s"),
+        },
+        Bad {
+            what: "a cache key calling an unknown function",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache:
+                      key: \"cargo-{{ hashFile('Cargo.lock') }}\"
+                      paths: [target]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 22,
+            message: "cache key of job `a`: unknown function `hashFile`",
+            hint: Some("did you mean `hashFiles`? the one function a cache key can use is `hashFiles('glob', ...)`"),
+        },
+        Bad {
+            what: "a cache key with unclosed braces",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache:
+                      key: cargo-{{ hashFiles('Cargo.lock')
+                      paths: [target]
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 18,
+            message: "cache key of job `a`: `{{` is never closed",
+            hint: Some("close the expression with `}}`"),
+        },
+        Bad {
+            what: "a cache key hashing files outside the workspace",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: 'deps-{{ hashFiles(\"lock\", \"../lock\") }}', paths: [x]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 46,
+            message: "cache key of job `a`: the glob `../lock` leaves the workspace with `..`",
+            hint: Some("write globs relative to it"),
+        },
+        Bad {
+            what: "a cache key that is not a string",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: [v1], paths: [x]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 18,
+            message: "`key` in the cache of job `a` must be a string, found a list",
+            hint: Some("e.g. `cache: {key:"),
+        },
+        Bad {
+            what: "a cache path in another user's home",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: v1, paths: [target, ~root/.cache]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 38,
+            message: "cache path `~root/.cache` of job `a` names another user's home",
+            hint: Some("under the step's own home"),
+        },
+        Bad {
+            what: "an absolute cache path",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache:
+                      key: v1
+                      paths:
+                        - /var/cache/apt
+                    steps: [{run: x}]
+            ",
+            line: 7,
+            column: 11,
+            message: "cache path `/var/cache/apt` of job `a` is absolute",
+            hint: Some("relative to the workspace, e.g. `target`, or under the step's home as `~/...`"),
+        },
+        Bad {
+            what: "a cache path with ..",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: v1, paths: [~/../other]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 30,
+            message: "cache path `~/../other` of job `a` uses `..`",
+            hint: Some("write them without `..`"),
+        },
+        Bad {
+            what: "an empty list of cache paths",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: v1, paths: []}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 29,
+            message: "`paths` in the cache of job `a` must be a non-empty list of paths, found a list",
+            hint: Some("e.g. `paths: [target, ~/.cargo/registry]`"),
+        },
+        Bad {
+            what: "a restore key with a character keys may not have",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache:
+                      key: v1
+                      paths: [target]
+                      restore-keys: [\"cargo-\", \"cargo linux\"]
+                    steps: [{run: x}]
+            ",
+            line: 7,
+            column: 38,
+            message: "invalid restore key `cargo linux` in job `a`: the character ' ' is not allowed in a cache key \
+                      (at character 6)",
+            hint: Some("a restore key is a prefix of cache keys"),
+        },
+        Bad {
+            what: "a restore key with an expression",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: v1, paths: [t], restore-keys: ['v-{{ hashFiles(\"a\") }}']}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 52,
+            message: "invalid restore key `v-{{ hashFiles(\"a\") }}` in job `a`: the character `{` is not allowed",
+            hint: Some("without `{{ }}` expressions"),
+        },
+        Bad {
+            what: "a cache without a key",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {paths: [target]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 5,
+            message: "`cache` in job `a` has no `key`",
+            hint: Some("e.g. `cache: {key: \"cargo-{{ hashFiles('Cargo.lock') }}\", paths: [target]}`"),
+        },
+        Bad {
+            what: "a cache without paths",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache:
+                      key: v1
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 5,
+            message: "`cache` in job `a` has no `paths`",
+            hint: Some("e.g. `cache: {key:"),
+        },
+        Bad {
+            what: "an unknown key in a cache",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: {key: v1, paths: [x], restore_keys: [v]}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 34,
+            message: "unknown key `restore_keys` in the cache of job `a`",
+            hint: Some("did you mean `restore-keys`? allowed keys: key, paths, restore-keys"),
+        },
+        Bad {
+            what: "a cache that is not a mapping",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    cache: target
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 12,
+            message: "`cache` in job `a` must be a mapping with `key` and `paths`, found string `target`",
+            hint: Some("e.g. `cache: {key:"),
         },
         Bad {
             what: "queue timeout over the limit",
@@ -1218,7 +1444,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, secrets"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets"
     );
 }
 
@@ -1253,4 +1479,29 @@ fn secrets_are_checked_against_the_ones_that_exist_only_when_known() {
 
     let known: std::collections::BTreeSet<String> = ["DEPLOY_TOKEN".to_owned(), "REGISTRY_PASSWORD".to_owned()].into();
     assert_eq!(parse_with("ci.yaml", &text, &Known { secrets: Some(&known) }).unwrap(), pipeline);
+}
+
+#[test]
+fn cache_key_errors_point_into_the_key_as_written() {
+    // Each key calls `hashFile` for `hashFiles`; the diagnostic points at
+    // its `h` when the key is written character for character on one line,
+    // else where the key starts.
+    let cases = [
+        ("double quotes", "    cache:\n      key: \"cargo-{{ hashFile('a') }}\"\n      paths: [t]\n", (5, 22)),
+        ("single quotes", "    cache:\n      key: 'cargo-{{ hashFile(\"a\") }}'\n      paths: [t]\n", (5, 22)),
+        ("plain", "    cache:\n      key: cargo-{{ hashFile('a') }}\n      paths: [t]\n", (5, 21)),
+        ("a flow mapping", "    cache: {key: \"cargo-{{ hashFile('a') }}\", paths: [t]}\n", (4, 28)),
+        ("an escape", "    cache:\n      key: \"cargo\\x2d{{ hashFile('a') }}\"\n      paths: [t]\n", (5, 12)),
+        ("two lines", "    cache:\n      key: cargo-{{\n        hashFile('a') }}\n      paths: [t]\n", (5, 12)),
+        ("a block", "    cache:\n      key: >-\n        cargo-{{ hashFile('a') }}\n      paths: [t]\n", (6, 9)),
+        ("an anchor", "    cache:\n      key: &k cargo-{{ hashFile('a') }}\n      paths: [t]\n", (5, 24)),
+    ];
+    for (how, cache, (line, column)) in cases {
+        let text = format!("name: p\njobs:\n  a:\n{cache}    steps: [{{run: x}}]\n");
+        let err = parse("ci.yaml", &text).unwrap_err();
+        assert_eq!(err.diagnostics.len(), 1, "{how}: {err}");
+        let d = &err.diagnostics[0];
+        assert_eq!(d.message, "cache key of job `a`: unknown function `hashFile`", "{how}");
+        assert_eq!((d.line, d.column), (line, column), "{how}: {err}");
+    }
 }

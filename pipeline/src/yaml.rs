@@ -6,7 +6,10 @@
 //! stays `1.10`), and every entry of a mapping including repeated keys, so it
 //! can name both places. So we let serde-saphyr deserialize the document into
 //! this small tree, with each node wrapped in [`serde_saphyr::Spanned`], and
-//! check the tree by hand.
+//! check the tree by hand. A scalar also records how it is written (plain or
+//! quoted on one line, or otherwise), so that a problem inside a string,
+//! such as a cache key's unknown function, can be pointed at exactly
+//! (`Node::pos_at`).
 
 use std::fmt;
 
@@ -54,6 +57,41 @@ pub(super) struct Scalar {
     /// A string's value, or the source spelling of a number or boolean.
     pub text: String,
     pub ty: ScalarType,
+    /// How the value is written in the file, so that a problem at a
+    /// character of it can be pointed at ([`Node::pos_at`]).
+    pub written: Written,
+}
+
+/// How a scalar's value is written in the file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Written {
+    /// Without quotes, character for character, on one line.
+    Plain,
+    /// In single or double quotes, character for character between them, on
+    /// one line.
+    Quoted,
+    /// Any other way: with escapes (`\"`, `''`), over several lines, or as
+    /// a block (`|`, `>`). Its characters cannot be told apart in the file,
+    /// only where it starts.
+    Other,
+}
+
+impl Written {
+    /// How `text` is written, given its `source`: the file's text of the
+    /// scalar's span, when known.
+    fn of(text: &str, source: Option<&str>) -> Written {
+        let Some(source) = source.filter(|s| !s.contains(['\n', '\r'])) else {
+            return Written::Other;
+        };
+        let quoted = |q: char| source.len() >= 2 && source.starts_with(q) && source.ends_with(q);
+        if source == text {
+            Written::Plain
+        } else if (quoted('"') || quoted('\'')) && &source[1..source.len() - 1] == text {
+            Written::Quoted
+        } else {
+            Written::Other
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,11 +112,23 @@ impl Node {
         }
     }
 
+    /// Where the character at `offset` (counted in characters) of this
+    /// scalar's value is in the file: exact when the value is written there
+    /// character for character on one line, else where the scalar starts.
+    pub fn pos_at(&self, offset: usize) -> Pos {
+        let skip = match &self.kind {
+            Kind::Scalar(Scalar { written: Written::Plain, .. }) => 0,
+            Kind::Scalar(Scalar { written: Written::Quoted, .. }) => 1,
+            _ => return self.pos,
+        };
+        Pos { line: self.pos.line, column: self.pos.column.saturating_add(skip).saturating_add(offset) }
+    }
+
     /// A short description of what this node is, for "found ..." messages.
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Null => "nothing (null)".to_owned(),
-            Kind::Scalar(Scalar { text, ty }) => {
+            Kind::Scalar(Scalar { text, ty, .. }) => {
                 let what = match ty {
                     ScalarType::Str => "string",
                     ScalarType::Int(_) => "integer",
@@ -255,20 +305,25 @@ impl<'de> Visitor<'de> for RawVisitor {
 /// budget bounds the recursion.
 fn lower(raw: Spanned<Raw>, source: &str) -> Node {
     let location = raw.defined;
-    // The source spelling of a plain scalar, from its byte span.
-    let spelling = |fallback: String| {
-        let span = location.span();
-        span.byte_offset()
-            .zip(span.byte_len())
-            .and_then(|(start, len)| {
-                let start = usize::try_from(start).ok()?;
-                let end = start.checked_add(usize::try_from(len).ok()?)?;
-                source.get(start..end)
-            })
-            .filter(|text| !text.is_empty() && !text.starts_with(['*', '!', '&']))
-            .map_or(fallback, str::to_owned)
+    // The file's text of the scalar, from its byte span: for a quoted
+    // string, with its quotes.
+    let span = location.span();
+    let spanned = span
+        .byte_offset()
+        .zip(span.byte_len())
+        .and_then(|(start, len)| {
+            let start = usize::try_from(start).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            source.get(start..end)
+        })
+        .filter(|text| !text.is_empty());
+    // The source spelling of a plain scalar.
+    let spelling =
+        |fallback: String| spanned.filter(|text| !text.starts_with(['*', '!', '&'])).map_or(fallback, str::to_owned);
+    let scalar = |text: String, ty| {
+        let written = Written::of(&text, spanned);
+        Kind::Scalar(Scalar { text, ty, written })
     };
-    let scalar = |text, ty| Kind::Scalar(Scalar { text, ty });
     let kind = match raw.value {
         Raw::Null => Kind::Null,
         Raw::Str(text) => scalar(text, ScalarType::Str),

@@ -74,6 +74,9 @@ pub struct Config {
     pub min_free_space: u64,
     /// How long the checkout of a run's commit may take.
     pub git_timeout: Duration,
+    /// The most bytes this agent's own copy of caches may take
+    /// (`WORK_DIR/.caches`); past it the least recently used go.
+    pub cache_budget: u64,
 }
 
 /// What the agent's owner asks of it (the binary maps signals to these).
@@ -201,6 +204,9 @@ impl Agent {
         };
         let mut exec = exec::Context::new(config.name.clone(), config.work_dir.clone(), user, Arc::new(step_watch));
         exec.git_timeout = config.git_timeout;
+        let caches = exec::cache::LocalCaches::open(&config.work_dir.join(".caches"), config.cache_budget)
+            .map_err(|source| AgentError::WorkDir { path: config.work_dir.join(".caches"), source })?;
+        exec.caches = Some(Arc::new(caches));
         let (channel, channel_rx) = watch::channel(None);
         exec.transfer = Some(Arc::new(transfer::ChannelTransfer { channel: channel_rx }));
         let exec = Arc::new(exec);

@@ -42,7 +42,7 @@ pub enum Action {
     Send(Out),
     /// Start executing this attempt, killing it at `fence_at` unless a
     /// [`Action::Fence`] moves the deadline first.
-    Start { attempt: exec::Attempt, fence_at: Option<Instant> },
+    Start { attempt: Box<exec::Attempt>, fence_at: Option<Instant> },
     /// Kill this running attempt; the executor reports it finished.
     Kill(String),
     /// A renewed lease: move this running attempt's fence deadline to `at`.
@@ -282,8 +282,20 @@ impl Protocol {
                     .collect(),
                 secrets: exec::Secrets(job.secrets.into_iter().collect()),
                 secrets_error: (!job.secrets_error.is_empty()).then_some(job.secrets_error),
+                cache: job.cache.map(|c| exec::cache::CacheWork {
+                    key: c
+                        .key
+                        .into_iter()
+                        .filter_map(|p| match p.part? {
+                            pb::cache_key_part::Part::Text(t) => Some(exec::cache::KeyPart::Text(t)),
+                            pb::cache_key_part::Part::HashFiles(h) => Some(exec::cache::KeyPart::HashFiles(h.globs)),
+                        })
+                        .collect(),
+                    paths: c.paths,
+                    restore_keys: c.restore_keys,
+                }),
             };
-            actions.push(Action::Start { attempt, fence_at });
+            actions.push(Action::Start { attempt: Box::new(attempt), fence_at });
         }
         actions.push(Action::Send(Out::Accepted(pb::Accepted { attempt_id: id })));
         actions
@@ -301,7 +313,7 @@ impl Protocol {
                 let (offset, data) = held.log.append(&data)?;
                 Some(Out::Log(pb::LogChunk { attempt_id: id, offset, data }))
             }
-            ExecEvent::Finished { id, outcome, exit_code, message, artifact } => {
+            ExecEvent::Finished { id, outcome, exit_code, message, artifact, cache } => {
                 let held = self.held.get_mut(&id)?;
                 held.running = false;
                 held.fence_at = None;
@@ -325,8 +337,14 @@ impl Protocol {
                 }
                 info!(attempt = %id, ?outcome, exit_code, "attempt finished");
                 let artifact = artifact.map(|a| pb::Artifact { sha256: a.sha256, size: a.size, files: a.files });
+                let cache = cache.map(|c| pb::CacheReport {
+                    key: c.key,
+                    restored: c.restored.unwrap_or_default(),
+                    saved: c.saved,
+                    scope_id: c.scope_id,
+                });
                 let result =
-                    pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message, artifact };
+                    pb::AttemptResult { attempt_id: id, outcome: outcome as i32, exit_code, message, artifact, cache };
                 held.result = Some(result.clone());
                 Some(Out::Result(result))
             }

@@ -98,6 +98,7 @@ impl Agent {
             draining: *stop.borrow() == Stop::Drain,
             instance_id: self.instance_id.clone(),
             unready: self.check_ready(),
+            caches: self.exec.caches.as_ref().map(|c| c.entries(1000)).unwrap_or_default(),
         };
         for m in self.proto.hello(hello) {
             send(&tx, m);
@@ -192,7 +193,7 @@ impl Agent {
                     let (control, control_rx) = watch::channel(exec::Control { cancelled: false, fence_at });
                     self.controls.insert(attempt.id.clone(), control);
                     METRICS.attempts_running.add(1);
-                    tokio::spawn(exec::execute(attempt, self.exec.clone(), self.exec_tx.clone(), control_rx));
+                    tokio::spawn(exec::execute(*attempt, self.exec.clone(), self.exec_tx.clone(), control_rx));
                 }
                 Action::Kill(id) => {
                     if let Some(control) = self.controls.get(&id) {

@@ -1,4 +1,5 @@
-//! Artifact transfers over the agent's connection: `PutBlob` and `GetBlob`,
+//! Artifact and cache transfers over the agent's connection: `PutBlob` and `GetBlob`
+//! (and the cache lookups, `RestoreCache` and `SaveCache`),
 //! one gRPC stream per transfer beside the session stream, on the channel
 //! of the current session (the same mutual-TLS connection). A transfer that
 //! breaks (the coordinator restarted, a failover) goes on over the next
@@ -18,6 +19,7 @@ use tonic::transport::Channel;
 use tracing::warn;
 
 use crate::exec::artifacts::Transfer;
+use crate::exec::cache::{BlobRef, Found};
 
 /// How long a transfer keeps trying over broken connections.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -54,19 +56,79 @@ impl ChannelTransfer {
         }
     }
 
+    /// Downloads blob `sha256` into the new file `dest`, resuming across
+    /// broken streams; `grant` names the attempt and cache entry when it is
+    /// a cache's archive.
+    async fn fetch_blob(
+        &self,
+        sha256: &str,
+        size: u64,
+        dest: &Path,
+        grant: Option<(&str, &str)>,
+    ) -> Result<(), String> {
+        let local = |e: std::io::Error| format!("{}: {e}", dest.display());
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        // What has arrived so far, kept across broken streams: the next
+        // one asks for the rest from here.
+        let (mut hasher, mut len) = (Sha256::new(), 0u64);
+        let until = tokio::time::Instant::now() + PATIENCE;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut client = self.client(until).await?;
+            let streamed = async {
+                let (cache_attempt_id, cache_key) =
+                    grant.map_or_else(Default::default, |(a, k)| (a.to_string(), k.to_string()));
+                let request =
+                    pb::GetBlobRequest { sha256: sha256.to_string(), offset: len, cache_attempt_id, cache_key };
+                let mut stream = client.get_blob(request).await.map_err(failure)?.into_inner();
+                while let Some(chunk) = stream.message().await.map_err(failure)? {
+                    if len + chunk.data.len() as u64 > size {
+                        return Err(Failure::Final(format!("the blob is longer than the {size} bytes announced")));
+                    }
+                    file.write_all(&chunk.data).await.map_err(|e| Failure::Final(local(e)))?;
+                    hasher.update(&chunk.data);
+                    len += chunk.data.len() as u64;
+                }
+                Ok(())
+            }
+            .await;
+            match streamed {
+                Ok(()) if len == size => {
+                    file.flush().await.map_err(local)?;
+                    let got: String =
+                        std::mem::take(&mut hasher).finalize().iter().map(|b| format!("{b:02x}")).collect();
+                    return if got == sha256 {
+                        Ok(())
+                    } else {
+                        Err(format!("got {size} bytes with sha256 {got}, not {sha256}"))
+                    };
+                }
+                // A stream that ended early, as a broken one does.
+                Ok(()) => warn!(at = len, size, "a download ended early; resuming"),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) if tokio::time::Instant::now() + wait < until => {
+                    warn!(error = %e, at = len, size, "a download broke; resuming where it stopped");
+                }
+                Err(Failure::Retry(e)) => return Err(format!("{e} (gave up after {}s)", PATIENCE.as_secs())),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or [`PATIENCE`]
     /// runs out.
-    async fn patiently<F, Fut>(&self, what: &str, mut attempt: F) -> Result<(), String>
+    async fn patiently<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, String>
     where
         F: FnMut(pb::agent_service_client::AgentServiceClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), Failure>>,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let until = tokio::time::Instant::now() + PATIENCE;
         let mut wait = Duration::from_millis(100);
         loop {
             let client = self.client(until).await?;
             match attempt(client).await {
-                Ok(()) => return Ok(()),
+                Ok(value) => return Ok(value),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retry(e)) if tokio::time::Instant::now() + wait < until => {
                     warn!(error = %e, "{what} broke; trying again");
@@ -106,51 +168,53 @@ fn failure(status: tonic::Status) -> Failure {
 #[async_trait::async_trait]
 impl Transfer for ChannelTransfer {
     async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String> {
-        let local = |e: std::io::Error| format!("{}: {e}", dest.display());
-        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
-        // What has arrived so far, kept across broken streams: the next
-        // one asks for the rest from here.
-        let (mut hasher, mut len) = (Sha256::new(), 0u64);
-        let until = tokio::time::Instant::now() + PATIENCE;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let mut client = self.client(until).await?;
-            let streamed = async {
-                let request = pb::GetBlobRequest { sha256: sha256.to_string(), offset: len };
-                let mut stream = client.get_blob(request).await.map_err(failure)?.into_inner();
-                while let Some(chunk) = stream.message().await.map_err(failure)? {
-                    if len + chunk.data.len() as u64 > size {
-                        return Err(Failure::Final(format!("the blob is longer than the {size} bytes announced")));
-                    }
-                    file.write_all(&chunk.data).await.map_err(|e| Failure::Final(local(e)))?;
-                    hasher.update(&chunk.data);
-                    len += chunk.data.len() as u64;
-                }
-                Ok(())
-            }
-            .await;
-            match streamed {
-                Ok(()) if len == size => {
-                    file.flush().await.map_err(local)?;
-                    let got: String =
-                        std::mem::take(&mut hasher).finalize().iter().map(|b| format!("{b:02x}")).collect();
-                    return if got == sha256 {
-                        Ok(())
-                    } else {
-                        Err(format!("got {size} bytes with sha256 {got}, not {sha256}"))
-                    };
-                }
-                // A stream that ended early, as a broken one does.
-                Ok(()) => warn!(at = len, size, "a download ended early; resuming"),
-                Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retry(e)) if tokio::time::Instant::now() + wait < until => {
-                    warn!(error = %e, at = len, size, "a download broke; resuming where it stopped");
-                }
-                Err(Failure::Retry(e)) => return Err(format!("{e} (gave up after {}s)", PATIENCE.as_secs())),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
+        self.fetch_blob(sha256, size, dest, None).await
+    }
+
+    async fn fetch_cache(&self, attempt: &str, key: &str, blob: &BlobRef, dest: &Path) -> Result<(), String> {
+        self.fetch_blob(&blob.sha256, blob.size, dest, Some((attempt, key))).await
+    }
+
+    async fn restore_cache(
+        &self,
+        attempt: &str,
+        key: &str,
+        restore_keys: &[String],
+    ) -> Result<(Option<Found>, String), String> {
+        let request = pb::RestoreCacheRequest {
+            attempt_id: attempt.to_string(),
+            key: key.to_string(),
+            restore_keys: restore_keys.to_vec(),
+        };
+        let answer = self
+            .patiently("a cache lookup", |mut client| {
+                let request = request.clone();
+                async move { Ok(client.restore_cache(request).await.map_err(failure)?.into_inner()) }
+            })
+            .await?;
+        let found = answer.found.then(|| Found {
+            key: answer.key,
+            blobs: answer.blobs.into_iter().map(|b| BlobRef { root: b.root, sha256: b.sha256, size: b.size }).collect(),
+        });
+        Ok((found, answer.scope_id))
+    }
+
+    async fn save_cache(&self, attempt: &str, key: &str, blobs: &[BlobRef]) -> Result<(bool, String), String> {
+        let request = pb::SaveCacheRequest {
+            attempt_id: attempt.to_string(),
+            key: key.to_string(),
+            blobs: blobs
+                .iter()
+                .map(|b| pb::CacheBlob { root: b.root.clone(), sha256: b.sha256.clone(), size: b.size })
+                .collect(),
+        };
+        let answer = self
+            .patiently("a cache save", |mut client| {
+                let request = request.clone();
+                async move { Ok(client.save_cache(request).await.map_err(failure)?.into_inner()) }
+            })
+            .await?;
+        Ok((answer.saved, answer.scope_id))
     }
 
     async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String> {

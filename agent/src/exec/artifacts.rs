@@ -22,8 +22,34 @@ pub trait Transfer: Send + Sync {
     /// Writes the blob `sha256` (of `size` bytes) to the new file `dest`,
     /// checked against its digest.
     async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String>;
-    /// Uploads the file `path` as attempt `attempt`'s artifacts.
+    /// Uploads the file `path` as attempt `attempt`'s artifacts (or one of
+    /// its cache's archives).
     async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String>;
+    /// The cache entry attempt `attempt` restores for `key` (or one of
+    /// `restore_keys` matches), if any, and its scope's id.
+    async fn restore_cache(
+        &self,
+        attempt: &str,
+        key: &str,
+        restore_keys: &[String],
+    ) -> Result<(Option<super::cache::Found>, String), String>;
+    /// Writes archive `blob` of cache entry `key` (found for `attempt`) to
+    /// the new file `dest`, checked against its digest.
+    async fn fetch_cache(
+        &self,
+        attempt: &str,
+        key: &str,
+        blob: &super::cache::BlobRef,
+        dest: &Path,
+    ) -> Result<(), String>;
+    /// Records `blobs` (uploaded) as attempt `attempt`'s cache under `key`:
+    /// whether it was saved (not another's first), and the scope's id.
+    async fn save_cache(
+        &self,
+        attempt: &str,
+        key: &str,
+        blobs: &[super::cache::BlobRef],
+    ) -> Result<(bool, String), String>;
 }
 
 /// An input of an attempt: another job's artifacts.
@@ -101,11 +127,28 @@ pub async fn deliver(
 /// the workspace is followed. Returns what it created, parents first.
 pub fn merge(staged: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
     let mut made = Vec::new();
-    merge_dir(staged, workspace, Path::new(""), &mut made)?;
+    merge_dir(staged, workspace, Path::new(""), &mut made, None)?;
     Ok(made)
 }
 
-fn merge_dir(staged: &Path, workspace: &Path, rel: &Path, made: &mut Vec<PathBuf>) -> Result<(), String> {
+/// As [`merge`], but what is there already wins: a clash keeps the file
+/// (or link, or non-directory) in `dest` and skips the staged one, as a
+/// cache restore does. Returns what it created and how many it skipped.
+pub fn merge_keeping(staged: &Path, dest: &Path) -> Result<(Vec<PathBuf>, usize), String> {
+    let (mut made, mut skipped) = (Vec::new(), 0);
+    merge_dir(staged, dest, Path::new(""), &mut made, Some(&mut skipped))?;
+    Ok((made, skipped))
+}
+
+/// Merges `staged/rel` into `workspace/rel`. `keep`: count clashes there
+/// and skip them, rather than fail.
+fn merge_dir(
+    staged: &Path,
+    workspace: &Path,
+    rel: &Path,
+    made: &mut Vec<PathBuf>,
+    mut keep: Option<&mut usize>,
+) -> Result<(), String> {
     let from_dir = staged.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&from_dir)
         .map_err(|e| format!("{}: {e}", from_dir.display()))?
@@ -120,6 +163,10 @@ fn merge_dir(staged: &Path, workspace: &Path, rel: &Path, made: &mut Vec<PathBuf
         if kind.is_dir() {
             match there {
                 Ok(meta) if meta.is_dir() => {}
+                Ok(_) if keep.is_some() => {
+                    **keep.as_mut().expect("checked") += 1;
+                    continue;
+                }
                 Ok(_) => return Err(format!("{} is already in the workspace, and not a directory", rel.display())),
                 Err(_) => {
                     std::fs::create_dir(&to).map_err(|e| format!("{}: {e}", to.display()))?;
@@ -128,8 +175,14 @@ fn merge_dir(staged: &Path, workspace: &Path, rel: &Path, made: &mut Vec<PathBuf
                     made.push(to.clone());
                 }
             }
-            merge_dir(staged, workspace, &rel, made)?;
+            merge_dir(staged, workspace, &rel, made, keep.as_deref_mut())?;
         } else {
+            if there.is_ok()
+                && let Some(skipped) = keep.as_mut()
+            {
+                **skipped += 1;
+                continue;
+            }
             if there.is_ok() {
                 return Err(format!("{} is already in the workspace; an artifact does not replace it", rel.display()));
             }

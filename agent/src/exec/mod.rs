@@ -34,6 +34,7 @@
 //! encodings, in its output before it leaves the agent.
 
 pub mod artifacts;
+pub mod cache;
 mod disk;
 mod env;
 mod mask;
@@ -82,6 +83,9 @@ pub struct Attempt {
     /// Why the coordinator could not deliver the job's secrets: the
     /// attempt fails with this, running no step.
     pub secrets_error: Option<String>,
+    /// The job's `cache:`: restored before its first own step, saved after
+    /// its last succeeds.
+    pub cache: Option<cache::CacheWork>,
 }
 
 /// An attempt's secrets by name: set in its steps' environment, masked in
@@ -144,8 +148,19 @@ async fn fence_reached(mut control: watch::Receiver<Control>) {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
-    Output { id: String, data: Vec<u8> },
-    Finished { id: String, outcome: Outcome, exit_code: i32, message: String, artifact: Option<artifacts::Packed> },
+    Output {
+        id: String,
+        data: Vec<u8>,
+    },
+    Finished {
+        id: String,
+        outcome: Outcome,
+        exit_code: i32,
+        message: String,
+        artifact: Option<artifacts::Packed>,
+        /// What the job's cache did, when it has one.
+        cache: Option<cache::Report>,
+    },
 }
 
 /// What every attempt on this agent shares.
@@ -170,6 +185,8 @@ pub struct Context {
     /// Moves artifacts over the connection to the coordinator; None for a
     /// library user without one (then an attempt with artifacts fails).
     pub transfer: Option<Arc<dyn artifacts::Transfer>>,
+    /// This agent's own copy of caches; None: caches are off.
+    pub caches: Option<Arc<cache::LocalCaches>>,
 }
 
 /// The default of [`Context::git_timeout`], as the coordinator's.
@@ -183,7 +200,17 @@ impl Context {
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("bash"));
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-        Context { agent, work_dir, user, home, watch, bash, git_timeout: DEFAULT_GIT_TIMEOUT, transfer: None }
+        Context {
+            agent,
+            work_dir,
+            user,
+            home,
+            watch,
+            bash,
+            git_timeout: DEFAULT_GIT_TIMEOUT,
+            transfer: None,
+            caches: None,
+        }
     }
 }
 
@@ -222,6 +249,7 @@ pub async fn execute(
         tail: Arc::default(),
         mask: mask::Patterns::new(attempt.secrets.0.values().map(Vec::as_slice)),
         with_secrets: false,
+        cache: None,
     };
     let scratch = ctx.work_dir.join(format!("{}.scratch", attempt.id.replace('/', "-")));
     let mut result = run_steps(&mut runner, &scratch).await;
@@ -234,11 +262,15 @@ pub async fn execute(
             Err(msg) => result = (Outcome::Failed, -1, msg),
         }
     }
+    if result.0 == Outcome::Succeeded {
+        save_cache(&mut runner, &scratch).await;
+    }
     runner.finish().await;
     let _ = tokio::fs::remove_dir_all(&workspace).await;
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     let (outcome, exit_code, message) = result;
-    let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message, artifact });
+    let cache = runner.cache.take();
+    let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message, artifact, cache });
 }
 
 /// Makes a fresh, empty workspace; with a run-as user, owned by it with
@@ -272,6 +304,59 @@ async fn make_scratch(scratch: &Path) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Renders the job's cache key and restores its entry, if it has a cache;
+/// a cache that cannot be had is a warning, never a failure.
+async fn restore_cache(runner: &mut Runner<'_>, scratch: &Path) {
+    let attempt = runner.attempt;
+    let Some(work) = &attempt.cache else { return };
+    let (Some(transfer), Some(local)) = (runner.ctx.transfer.clone(), runner.ctx.caches.clone()) else {
+        runner.say("==> cache: this agent keeps no caches (no connection to a coordinator); going on without\n".into());
+        return;
+    };
+    let workspace = runner.workspace.clone();
+    let parts = work.key.clone();
+    let key = match tokio::task::spawn_blocking(move || cache::render_key(&parts, &workspace)).await {
+        Ok(Ok(key)) => key,
+        Ok(Err(e)) => {
+            runner.say(format!("==> cache: {e}; going on without it\n"));
+            return;
+        }
+        Err(e) => {
+            runner.say(format!("==> cache: cannot render its key: {e}; going on without it\n"));
+            return;
+        }
+    };
+    if let Err(msg) = make_scratch(scratch).await {
+        runner.say(format!("==> cache: {msg}; going on without it\n"));
+        return;
+    }
+    let home = runner.home();
+    let place = cache::Place { workspace: &runner.workspace, home: &home, scratch, user: runner.ctx.user.as_ref() };
+    let (report, said) = cache::restore(transfer.as_ref(), &local, &attempt.id, work, &key, &place).await;
+    runner.say(format!("==> {said}\n"));
+    runner.cache = Some(report);
+}
+
+/// Saves the job's cache after its steps succeeded, unless its key was a
+/// hit; a save that fails is a warning.
+async fn save_cache(runner: &mut Runner<'_>, scratch: &Path) {
+    let attempt = runner.attempt;
+    let (Some(work), Some(mut report)) = (&attempt.cache, runner.cache.take()) else { return };
+    if report.restored.as_deref() == Some(report.key.as_str()) {
+        runner.cache = Some(report);
+        return;
+    }
+    let (Some(transfer), Some(local)) = (runner.ctx.transfer.clone(), runner.ctx.caches.clone()) else {
+        runner.cache = Some(report);
+        return;
+    };
+    let home = runner.home();
+    let place = cache::Place { workspace: &runner.workspace, home: &home, scratch, user: runner.ctx.user.as_ref() };
+    let said = cache::save(transfer.as_ref(), &local, &attempt.id, work, &mut report, &place).await;
+    runner.say(format!("==> {said}\n"));
+    runner.cache = Some(report);
 }
 
 /// Downloads and unpacks the artifacts of the jobs the attempt needs.
@@ -365,11 +450,12 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
     for (i, (label, script, extra)) in steps.iter().enumerate() {
         // The needs' artifacts go in after the checkout, before the job's
         // own first step.
-        if i == first_own
-            && let Err(msg) = deliver_inputs(runner, scratch).await
-        {
-            runner.say(format!("==> {msg}\n"));
-            return (Outcome::Failed, -1, msg);
+        if i == first_own {
+            if let Err(msg) = deliver_inputs(runner, scratch).await {
+                runner.say(format!("==> {msg}\n"));
+                return (Outcome::Failed, -1, msg);
+            }
+            restore_cache(runner, scratch).await;
         }
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
         // The checkout has a deadline of its own, within the job's.

@@ -58,6 +58,8 @@ pub(super) struct Runner<'a> {
     /// Whether the next step gets the job's secrets (its own steps do,
     /// the checkout does not).
     pub(super) with_secrets: bool,
+    /// What the job's cache did so far (restored; then saved).
+    pub(super) cache: Option<super::cache::Report>,
 }
 
 impl Runner<'_> {
@@ -87,6 +89,16 @@ impl Runner<'_> {
             span.record("drover.exit_code", code);
         }
         end
+    }
+
+    /// The steps' HOME: the run-as user's, else the agent's, else the
+    /// workspace.
+    pub(super) fn home(&self) -> PathBuf {
+        match (&self.ctx.user, &self.ctx.home) {
+            (Some(user), _) => user.home.clone(),
+            (None, Some(home)) => PathBuf::from(home),
+            (None, None) => self.workspace.clone(),
+        }
     }
 
     /// The step's environment (see [`step_env`]).

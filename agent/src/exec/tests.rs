@@ -63,6 +63,7 @@ fn attempt_with(steps: &[&str], secrets: &[(&str, &str)]) -> Attempt {
         inputs: Vec::new(),
         secrets: Secrets(secrets.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()),
         secrets_error: None,
+        cache: None,
     }
 }
 

@@ -24,6 +24,7 @@ use super::control::artifact_view;
 use super::require_agent;
 use super::status::ApiError;
 use crate::blobs::Blobs;
+use crate::caches::Caches;
 use crate::core::fleet::{AgentHello, AttemptId, ToAgent, Work};
 use crate::core::machine::Outcome;
 use crate::leader::Role;
@@ -42,6 +43,8 @@ pub struct AgentApi {
     pub(super) max_artifact_bytes: u64,
     /// Where the secrets of an Assign come from.
     vault: Arc<Vault>,
+    /// The caches agents restore and save.
+    pub(super) caches: Arc<Caches>,
 }
 
 impl AgentApi {
@@ -51,8 +54,9 @@ impl AgentApi {
         blobs: Arc<Blobs>,
         max_artifact_bytes: u64,
         vault: Arc<Vault>,
+        caches: Arc<Caches>,
     ) -> AgentApi {
-        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes, vault }
+        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes, vault, caches }
     }
 }
 
@@ -122,6 +126,24 @@ async fn resolve_secrets(vault: &Vault, names: &[String]) -> (BTreeMap<String, V
     }
 }
 
+/// A job's `cache:` as the agent gets it: the key's parts, the paths and
+/// the restore-keys.
+fn cache_work(c: drover_pipeline::CacheSpec) -> pb::CacheWork {
+    use drover_pipeline::KeyPart;
+    let key = c
+        .key
+        .parts
+        .into_iter()
+        .map(|part| pb::CacheKeyPart {
+            part: Some(match part {
+                KeyPart::Literal(text) => pb::cache_key_part::Part::Text(text),
+                KeyPart::HashFiles(globs) => pb::cache_key_part::Part::HashFiles(pb::HashFiles { globs }),
+            }),
+        })
+        .collect();
+    pb::CacheWork { key, paths: c.paths, restore_keys: c.restore_keys }
+}
+
 /// Converts a scheduler message; `epoch` is the leadership term the
 /// session belongs to, which agents use to refuse a deposed leader. An
 /// Assign's secrets are resolved here, at the last moment.
@@ -137,7 +159,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64, vault: &Vau
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {
-                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets } => {
+                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets, cache } => {
                     let (secrets, secrets_error) = resolve_secrets(vault, &secrets).await;
                     pb::assign::Work::Job(pb::JobWork {
                         run_id: a.id.run.to_string(),
@@ -161,6 +183,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64, vault: &Vau
                             .collect(),
                         secrets: secrets.into_iter().collect(),
                         secrets_error,
+                        cache: cache.map(cache_work),
                     })
                 }
             };
@@ -201,9 +224,9 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
         In::Result(r) => {
             let id = attempt_id(&r.attempt_id).map_err(ApiError::Invalid)?;
             let outcome = match pb::Outcome::try_from(r.outcome) {
-                Ok(pb::Outcome::Succeeded) => match artifact(r.artifact) {
-                    Ok(artifact) => Outcome::Succeeded { artifact },
-                    Err(detail) => Outcome::Failed { exit_code: -1, detail },
+                Ok(pb::Outcome::Succeeded) => match (artifact(r.artifact), super::caches::note(r.cache)) {
+                    (Ok(artifact), Ok(cache)) => Outcome::Succeeded { artifact, cache },
+                    (Err(detail), _) | (_, Err(detail)) => Outcome::Failed { exit_code: -1, detail },
                 },
                 Ok(pb::Outcome::Failed) => {
                     Outcome::Failed { exit_code: r.exit_code, detail: bounded(&r.message, MAX_RESULT_MESSAGE) }
@@ -361,6 +384,19 @@ impl pb::agent_service_server::AgentService for AgentApi {
         blobs::get(self, req).await
     }
 
+    /// The cache entry an attempt of the agent's restores (see `caches::restore`).
+    async fn restore_cache(
+        &self,
+        req: Request<pb::RestoreCacheRequest>,
+    ) -> Result<Response<pb::RestoreCacheResponse>, Status> {
+        super::caches::restore(self, req).await
+    }
+
+    /// Records what an attempt of the agent's saved (see `caches::save`).
+    async fn save_cache(&self, req: Request<pb::SaveCacheRequest>) -> Result<Response<pb::SaveCacheResponse>, Status> {
+        super::caches::save(self, req).await
+    }
+
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let name = require_agent(&req)?;
         let cert_labels = super::agent_cert_labels(&req)?;
@@ -379,7 +415,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
             .into());
         }
         let claimed: BTreeMap<String, String> = hello.labels.into_iter().collect();
-        let running = match check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready) {
+        let checked = check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready)
+            .and_then(|running| super::caches::check_hello_caches(&hello.caches).map(|()| running));
+        let running = match checked {
             Ok(running) => running,
             Err(why) => {
                 METRICS.agent_refusals.inc();
@@ -409,6 +447,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 running,
                 draining: hello.draining,
                 unready: hello.unready,
+                caches: hello.caches,
                 instance: hello.instance_id,
                 peer,
                 tx,
@@ -570,6 +609,7 @@ mod tests {
                 exit_code: 0,
                 message: String::new(),
                 artifact: None,
+                cache: None,
             })
         };
         match to_event(1, "a1", heartbeat(&["3/test/1"])) {

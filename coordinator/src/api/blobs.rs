@@ -52,8 +52,8 @@ pub(super) fn artifact(a: Option<pb::Artifact>) -> Result<Option<ArtifactRef>, S
 /// the blob is not there, or not of that size, the job failed, for want of
 /// its artifacts.
 pub(super) async fn check_artifact(blobs: &Blobs, event: &mut Event) {
-    let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_) }, .. } = event else { return };
-    let Outcome::Succeeded { artifact: Some(a) } = &*outcome else { return };
+    let Event::Result { outcome: outcome @ Outcome::Succeeded { artifact: Some(_), .. }, .. } = event else { return };
+    let Outcome::Succeeded { artifact: Some(a), .. } = &*outcome else { return };
     let problem = match blobs.len(&a.sha256).await {
         Ok(len) if len == a.size => return,
         Ok(len) => format!("is {len} bytes, not the {} reported", a.size),
@@ -139,16 +139,22 @@ pub(super) async fn get(
     req: Request<pb::GetBlobRequest>,
 ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>>, Status> {
     let name = require_agent(&req)?;
-    let pb::GetBlobRequest { sha256, offset } = req.into_inner();
+    let pb::GetBlobRequest { sha256, offset, cache_attempt_id, cache_key } = req.into_inner();
     // Only what one of its own attempts needs: an agent is untrusted,
-    // and the digests of other runs' artifacts are no secret to it.
-    let (sched, _) = super::leader(&api.role)?;
-    let (reply, allowed) = oneshot::channel();
-    sched
-        .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
-        .await
-        .map_err(|_| ApiError::NotLeader(None))?;
-    if !allowed.await.unwrap_or(false) {
+    // and the digests of other runs' artifacts are no secret to it. A
+    // cache's archive: only of an entry in its attempt's scope.
+    let allowed = if cache_key.is_empty() {
+        let (sched, _) = super::leader(&api.role)?;
+        let (reply, allowed) = oneshot::channel();
+        sched
+            .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
+            .await
+            .map_err(|_| ApiError::NotLeader(None))?;
+        allowed.await.unwrap_or(false)
+    } else {
+        super::caches::may_fetch(api, &name, &cache_attempt_id, &cache_key, &sha256).await?
+    };
+    if !allowed {
         return Err(ApiError::PermissionDenied(format!(
             "agent {name} holds no attempt that needs blob {}",
             abbreviate(&sha256)

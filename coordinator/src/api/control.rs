@@ -19,6 +19,7 @@ use super::require_admin;
 use super::status::ApiError;
 use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
 use crate::blobs::Blobs;
+use crate::caches::Caches;
 use crate::core::keys::{self, RunKey};
 use crate::core::machine::{ArtifactRef, JobRecord, JobState, RunId, RunRecord, RunState, Source};
 use crate::core::rerun::Scope;
@@ -46,6 +47,8 @@ pub struct ControlApi {
     pub(crate) blobs: Arc<Blobs>,
     /// Secrets: set, listed and deleted here; checked at submit.
     pub(crate) vault: Arc<Vault>,
+    /// Caches: listed and deleted here.
+    pub(crate) caches: Arc<Caches>,
     /// This coordinator's id.
     pub(crate) id: String,
     /// Becomes true when the coordinator shuts down: open watch and log
@@ -187,6 +190,8 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
         reused_from: job.reused_from.map(|r| r.to_string()).unwrap_or_default(),
         artifact: job.artifact.as_ref().map(artifact_view),
+        cache: job.cache.as_ref().map(|c| c.text()).unwrap_or_default(),
+        placement: job.placement.clone().unwrap_or_default(),
     }
 }
 
@@ -489,6 +494,49 @@ impl pb::control_service_server::ControlService for ControlApi {
         self.vault.delete(&name).await.map_err(ApiError::from)?;
         tracing::info!(secret = %name, by = %by, "secret deleted");
         Ok(Response::new(pb::DeleteSecretResponse {}))
+    }
+
+    async fn list_caches(
+        &self,
+        req: Request<pb::ListCachesRequest>,
+    ) -> Result<Response<pb::ListCachesResponse>, Status> {
+        require_admin(&req)?;
+        let mut caches = self.caches.list().await.map_err(ApiError::from)?;
+        // Most recently used first.
+        caches.sort_by(|(_, _, a), (_, _, b)| b.last_used_ms.cmp(&a.last_used_ms).then(a.key.cmp(&b.key)));
+        let caches = caches
+            .into_iter()
+            .map(|(_, _, c)| pb::CacheEntry {
+                size: c.size(),
+                scope: c.scope,
+                key: c.key,
+                created_ms: c.created_ms,
+                last_used_ms: c.last_used_ms,
+                run_id: c.run.to_string(),
+                job: c.job,
+            })
+            .collect();
+        Ok(Response::new(pb::ListCachesResponse { caches }))
+    }
+
+    async fn delete_cache(
+        &self,
+        req: Request<pb::DeleteCacheRequest>,
+    ) -> Result<Response<pb::DeleteCacheResponse>, Status> {
+        let by = require_admin(&req)?;
+        let req = req.into_inner();
+        let scope = (!req.scope.is_empty()).then_some(req.scope.as_str());
+        let deleted = self.caches.remove(&req.key, scope).await.map_err(ApiError::from)?;
+        if deleted == 0 {
+            let within = scope.map(|s| format!(" in scope {s}")).unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "no cache has key {:?}{within}; `drover caches` lists them",
+                req.key
+            ))
+            .into());
+        }
+        tracing::info!(key = %req.key, by = %by, deleted, "caches deleted");
+        Ok(Response::new(pb::DeleteCacheResponse { deleted: deleted as u32 }))
     }
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod blobs;
+pub mod caches;
 pub mod control;
 pub mod status;
 pub mod streams;

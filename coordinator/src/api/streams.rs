@@ -125,7 +125,7 @@ impl Follower {
         let mut items = Vec::new();
         if run_changed {
             items.extend(logs.into_values().flatten().map(Item::Log));
-            items.push(Item::Event(E::Run(run_view(record, &self.jobs))));
+            items.push(Item::Event(Box::new(E::Run(run_view(record, &self.jobs)))));
             return Ok(Batch { items });
         }
         changed_jobs.retain(|name| self.filter.job.as_deref().is_none_or(|f| f == name));
@@ -135,7 +135,7 @@ impl Follower {
         going.sort_by_key(|name| (self.jobs[name].state.order(), name.clone()));
         let event = |name: &str| {
             let needs = record.pipeline.job(name).map(|s| s.needs.as_slice()).unwrap_or_default();
-            Item::Event(E::Job(job_view(name, needs, &self.jobs[name])))
+            Item::Event(Box::new(E::Job(job_view(name, needs, &self.jobs[name]))))
         };
         // Output of attempts whose state did not change: it was printed
         // before anything this burst decided.
@@ -175,7 +175,7 @@ pub(super) struct Batch {
 /// run or job event.
 pub(super) enum Item {
     Log(Chunk),
-    Event(pb::run_event::Event),
+    Event(Box<pb::run_event::Event>),
 }
 
 /// About the most log bytes read from their segments at once, so that
@@ -196,7 +196,7 @@ pub(super) async fn send_batch(
     let mut items = batch.items.into_iter().peekable();
     while let Some(item) = items.next() {
         let event = match item {
-            Item::Event(event) => event,
+            Item::Event(event) => *event,
             Item::Log(first) => {
                 let mut bytes = u64::from(first.meta.len);
                 let mut group = vec![first];
@@ -322,9 +322,11 @@ mod tests {
             .into_iter()
             .map(|item| match item {
                 Item::Log(c) => format!("log {}", c.job),
-                Item::Event(E::Job(j)) => format!("{} {}", j.name, j.state().as_str_name()),
-                Item::Event(E::Run(r)) => format!("run {}", r.state().as_str_name()),
-                Item::Event(E::Log(_)) => unreachable!("logs are Item::Log"),
+                Item::Event(event) => match event.as_ref() {
+                    E::Job(j) => format!("{} {}", j.name, j.state().as_str_name()),
+                    E::Run(r) => format!("run {}", r.state().as_str_name()),
+                    E::Log(_) => unreachable!("logs are Item::Log"),
+                },
             })
             .collect()
     }

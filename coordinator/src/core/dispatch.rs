@@ -7,8 +7,17 @@
 //! spreads parallel jobs across agents instead of filling one first; a
 //! retry prefers any other matching agent to the one its previous attempt
 //! ran on. A draining agent (shutting down gracefully) gets nothing new.
+//!
+//! **Warm caches.** Among the free agents that match, a job with a `cache:`
+//! goes first to one that holds its cache's entry locally (the key its job
+//! saved or restored last time), then to one that holds an entry one of its
+//! restore-keys would match, and only then by free slots: restoring from
+//! the agent's own disk skips the download. It never waits for a warm agent
+//! while another is free: warmth only orders the agents free now. (A
+//! checkout of the same repository would be the next hint; agents keep no
+//! checkouts between jobs yet, so there is none to prefer.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An agent as the dispatcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +29,8 @@ pub struct AgentSlots<'a> {
     pub draining: bool,
     /// Why it takes no new work for now (e.g. low disk), or empty.
     pub unready: &'a str,
+    /// The cache entries it holds locally, as "SCOPE_ID/KEY".
+    pub caches: Option<&'a BTreeSet<String>>,
 }
 
 impl AgentSlots<'_> {
@@ -37,6 +48,43 @@ pub struct Ready<'a> {
     /// lost): another free matching agent is preferred, so a retry does not
     /// land on the same broken disk or host while a healthy agent idles.
     pub avoid: Option<&'a str>,
+    /// The cache entries that would make an agent warm for it.
+    pub warm: Option<&'a Warm>,
+}
+
+/// What makes an agent warm for a job with a cache, as "SCOPE_ID/KEY".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Warm {
+    /// The key its job saved or restored last: an agent holding it restores
+    /// the very entry.
+    pub exact: Option<String>,
+    /// Its restore-keys: an agent holding an entry that starts with one
+    /// restores that.
+    pub prefixes: Vec<String>,
+}
+
+impl Warm {
+    /// How warm an agent holding `caches` is: 2 for the exact entry, 1 for
+    /// one a restore-key matches (the first prefix that matches, newest
+    /// not known here), 0 for none; with the entry.
+    fn level<'c>(&self, caches: Option<&'c BTreeSet<String>>) -> (u8, Option<&'c str>) {
+        let Some(caches) = caches else { return (0, None) };
+        if let Some(exact) = self.exact.as_ref().and_then(|k| caches.get(k)) {
+            return (2, Some(exact));
+        }
+        for prefix in &self.prefixes {
+            if let Some(hit) = caches.range(prefix.clone()..).next().filter(|k| k.starts_with(prefix.as_str())) {
+                return (1, Some(hit));
+            }
+        }
+        (0, None)
+    }
+}
+
+/// "warm cache KEY": why a warm agent was chosen (the scope id left out).
+fn warm_reason(entry: &str) -> String {
+    let key = entry.split_once('/').map_or(entry, |(_, key)| key);
+    format!("warm cache {key}")
 }
 
 /// What [`plan`] decided.
@@ -48,6 +96,8 @@ pub struct Plan {
     /// looked at, because no slot was left: they stay queued too.
     pub waiting: Vec<usize>,
     pub rest_from: usize,
+    /// (queue entry, why) for the jobs that went to a warm agent.
+    pub warm: Vec<(usize, String)>,
 }
 
 impl Plan {
@@ -75,14 +125,18 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
             plan.rest_from = i;
             return plan;
         }
+        let warmth = |a: &AgentSlots<'_>| job.warm.map_or(0, |w| w.level(a.caches).0);
         let best = agents
             .iter()
             .enumerate()
             .filter(|(_, a)| a.free > 0 && a.open() && matches(job.runs_on, a.labels))
-            .max_by_key(|(idx, a)| (job.avoid != Some(a.name), a.free, std::cmp::Reverse(*idx)))
+            .max_by_key(|(idx, a)| (job.avoid != Some(a.name), warmth(a), a.free, std::cmp::Reverse(*idx)))
             .map(|(idx, _)| idx);
         match best {
             Some(a) => {
+                if let Some((_, Some(entry))) = job.warm.map(|w| w.level(agents[a].caches)) {
+                    plan.warm.push((i, warm_reason(entry)));
+                }
                 agents[a].free -= 1;
                 total_free -= 1;
                 plan.assign.push((i, a));
@@ -159,8 +213,9 @@ mod tests {
     #[test]
     fn planning_stops_when_every_slot_is_taken() {
         let none = labels(&[]);
-        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none, avoid: None }).collect();
-        let mut agents = vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false, unready: "" }];
+        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none, avoid: None, warm: None }).collect();
+        let mut agents =
+            vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false, unready: "", caches: None }];
         let p = plan(&queue, &mut agents);
         assert_eq!(p.assign, vec![(0, 0), (1, 0)]);
         assert_eq!((p.waiting.clone(), p.rest_from), (vec![], 2));
@@ -172,11 +227,12 @@ mod tests {
         let linux = labels(&[("os", "linux")]);
         let low = "the work directory has 10 MiB free, under --min-free-space 1 GiB";
         let mut agents = vec![
-            AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low },
-            AgentSlots { name: "a2", labels: &linux, free: 1, draining: false, unready: "" },
-            AgentSlots { name: "a3", labels: &linux, free: 1, draining: true, unready: "" },
+            AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low, caches: None },
+            AgentSlots { name: "a2", labels: &linux, free: 1, draining: false, unready: "", caches: None },
+            AgentSlots { name: "a3", labels: &linux, free: 1, draining: true, unready: "", caches: None },
         ];
-        let queue = [Ready { runs_on: &linux, avoid: None }, Ready { runs_on: &linux, avoid: None }];
+        let queue =
+            [Ready { runs_on: &linux, avoid: None, warm: None }, Ready { runs_on: &linux, avoid: None, warm: None }];
         assert_eq!(
             decide(&queue, &mut agents),
             vec![
@@ -189,7 +245,8 @@ mod tests {
                 },
             ]
         );
-        let mut alone = vec![AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low }];
+        let mut alone =
+            vec![AgentSlots { name: "a1", labels: &linux, free: 4, draining: false, unready: low, caches: None }];
         assert_eq!(
             decide(&queue[..1], &mut alone),
             vec![Decision::Wait {
@@ -207,9 +264,9 @@ mod tests {
         let mac = labels(&[("os", "mac")]);
         let slots = |a1: u32, a2: u32| {
             vec![
-                AgentSlots { name: "a1", labels: &linux, free: a1, draining: false, unready: "" },
-                AgentSlots { name: "a2", labels: &linux, free: a2, draining: false, unready: "" },
-                AgentSlots { name: "m1", labels: &mac, free: 4, draining: false, unready: "" },
+                AgentSlots { name: "a1", labels: &linux, free: a1, draining: false, unready: "", caches: None },
+                AgentSlots { name: "a2", labels: &linux, free: a2, draining: false, unready: "", caches: None },
+                AgentSlots { name: "m1", labels: &mac, free: 4, draining: false, unready: "", caches: None },
             ]
         };
         // (what, avoid, free slots of a1 and a2, the agent chosen)
@@ -221,7 +278,7 @@ mod tests {
             ("nothing free", Some("a1"), (0, 0), None),
         ];
         for (what, avoid, (a1, a2), want) in cases {
-            let queue = [Ready { runs_on: &linux, avoid }];
+            let queue = [Ready { runs_on: &linux, avoid, warm: None }];
             let mut agents = slots(a1, a2);
             let got = plan(&queue, &mut agents).assign.first().map(|(_, agent)| *agent);
             assert_eq!(got, want, "{what}");
@@ -309,13 +366,100 @@ mod tests {
             },
         ];
         for case in cases {
-            let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r, avoid: None }).collect();
+            let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r, avoid: None, warm: None }).collect();
             let mut agents: Vec<AgentSlots> = case
                 .agents
                 .iter()
-                .map(|(n, l, f, d)| AgentSlots { name: n, labels: l, free: *f, draining: *d, unready: "" })
+                .map(|(n, l, f, d)| AgentSlots {
+                    name: n,
+                    labels: l,
+                    free: *f,
+                    draining: *d,
+                    unready: "",
+                    caches: None,
+                })
                 .collect();
             assert_eq!(decide(&queue, &mut agents), case.expect, "case {:?}", case.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod warm_tests {
+    use super::*;
+
+    /// Warm-cache affinity: which of the free agents a job with a cache
+    /// goes to, and the reason given.
+    #[test]
+    fn a_job_goes_to_the_warmest_free_agent_and_never_waits_for_one() {
+        let none = BTreeMap::new();
+        let set = |keys: &[&str]| -> BTreeSet<String> { keys.iter().map(|k| k.to_string()).collect() };
+        let warm = Warm { exact: Some("s1/cargo-ab12".into()), prefixes: vec!["s1/cargo-".into()] };
+        let cold = set(&[]);
+        let exact = set(&["s1/cargo-ab12", "s1/npm-1"]);
+        let prefix = set(&["s1/cargo-0001"]);
+        let other_scope = set(&["s2/cargo-ab12"]);
+        // (what, the job's warm hints, each agent's (caches, free slots), the agent chosen, the reason)
+        type Agents<'a> = Vec<(&'a BTreeSet<String>, u32)>;
+        type Case<'a> = (&'a str, Option<&'a Warm>, Agents<'a>, Option<usize>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "the agent with the exact entry, though it has fewer free slots",
+                Some(&warm),
+                vec![(&cold, 4), (&exact, 1)],
+                Some(1),
+                Some("warm cache cargo-ab12"),
+            ),
+            (
+                "the exact entry beats a restore-key match",
+                Some(&warm),
+                vec![(&prefix, 4), (&exact, 1)],
+                Some(1),
+                Some("warm cache cargo-ab12"),
+            ),
+            (
+                "a restore-key match beats a cold agent",
+                Some(&warm),
+                vec![(&cold, 4), (&prefix, 1)],
+                Some(1),
+                Some("warm cache cargo-0001"),
+            ),
+            ("another scope's entry is not warm", Some(&warm), vec![(&cold, 4), (&other_scope, 1)], Some(0), None),
+            ("a busy warm agent is not waited for", Some(&warm), vec![(&cold, 1), (&exact, 0)], Some(0), None),
+            ("a job without a cache goes by free slots", None, vec![(&cold, 4), (&exact, 1)], Some(0), None),
+            ("nothing free", Some(&warm), vec![(&cold, 0), (&exact, 0)], None, None),
+        ];
+        for (what, warm, agents, want, why) in cases {
+            let names = ["a1", "a2"];
+            let mut slots: Vec<AgentSlots> = agents
+                .iter()
+                .enumerate()
+                .map(|(i, (caches, free))| AgentSlots {
+                    name: names[i],
+                    labels: &none,
+                    free: *free,
+                    draining: false,
+                    unready: "",
+                    caches: Some(*caches),
+                })
+                .collect();
+            let queue = [Ready { runs_on: &none, avoid: None, warm }];
+            let plan = plan(&queue, &mut slots);
+            assert_eq!(plan.assign.first().map(|(_, a)| *a), want, "{what}");
+            assert_eq!(plan.warm.first().map(|(_, r)| r.as_str()), why, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_retry_still_avoids_its_last_agent_before_warmth() {
+        let none = BTreeMap::new();
+        let warm = Warm { exact: Some("s1/k".into()), prefixes: vec![] };
+        let hot: BTreeSet<String> = ["s1/k".to_string()].into();
+        let mut slots = vec![
+            AgentSlots { name: "a1", labels: &none, free: 1, draining: false, unready: "", caches: Some(&hot) },
+            AgentSlots { name: "a2", labels: &none, free: 1, draining: false, unready: "", caches: None },
+        ];
+        let queue = [Ready { runs_on: &none, avoid: Some("a1"), warm: Some(&warm) }];
+        assert_eq!(plan(&queue, &mut slots).assign, vec![(0, 1)]);
     }
 }

@@ -40,6 +40,13 @@ pub fn artifact(run: u64, job: &str) -> String {
 pub fn artifacts_of(run: u64) -> String {
     format!("{ARTIFACTS}{run:010}/")
 }
+/// Caches by scope id and key (`crate::caches`).
+pub const CACHES: &str = "/caches/";
+
+pub fn cache(scope_id: &str, key: &str) -> String {
+    format!("{CACHES}{scope_id}/{key}")
+}
+
 /// Sealed secrets by name (`crate::secrets`): only ciphertext.
 pub const SECRETS: &str = "/secrets/";
 

@@ -77,9 +77,11 @@ impl Graph {
 /// How an attempt ended, as reported by the agent or decided by the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// With the artifacts the job packed, if it packed any.
+    /// With the artifacts the job packed, if it packed any, and what its
+    /// cache did, if it has one.
     Succeeded {
         artifact: Option<ArtifactRef>,
+        cache: Option<CacheNote>,
     },
     Failed {
         exit_code: i32,
@@ -108,6 +110,8 @@ pub enum Input {
     Assign {
         job: String,
         agent: String,
+        /// Why this agent among several free ones ("warm cache KEY").
+        why: Option<String>,
     },
     Accepted {
         job: String,
@@ -173,6 +177,8 @@ impl Run {
                     blocked_until_ms: None,
                     reused_from: None,
                     artifact: None,
+                    cache: None,
+                    placement: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -241,11 +247,12 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
             fx.push(Effect::PersistRun);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
-        Input::Assign { job, agent } => {
+        Input::Assign { job, agent, why } => {
             if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {
                 j.state = JobState::Assigned;
                 j.attempt += 1;
                 j.agent = Some(agent.clone());
+                j.placement = why;
                 j.waiting_for.clear();
                 j.blocked_until_ms = None;
                 j.exit_code = None;
@@ -375,9 +382,10 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         return;
     }
     let failure = match outcome {
-        Outcome::Succeeded { artifact } => {
+        Outcome::Succeeded { artifact, cache } => {
             j.state = JobState::Succeeded;
             j.artifact = artifact;
+            j.cache = cache;
             j.exit_code = Some(0);
             j.finished_ms = Some(now_ms);
             j.message.clear();

@@ -168,6 +168,13 @@ pub enum Event {
         id: AttemptId,
         reply: oneshot::Sender<bool>,
     },
+    /// The cache scope of attempt `id`'s run (`caches::scope_of`), when
+    /// agent `name` holds that attempt and its job declares a `cache:`.
+    CacheScope {
+        name: String,
+        id: AttemptId,
+        reply: oneshot::Sender<Option<String>>,
+    },
     AgentHello(AgentHello),
     AgentGone {
         conn: u64,

@@ -3,16 +3,17 @@
 //! effects through the fleet, and dispatching queued jobs. Synchronous: see
 //! `state.rs`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tracing::info;
 
 use super::SchedError;
 use super::state::{RUN_CANCELLED, State};
-use crate::core::dispatch::{self, Ready};
+use crate::core::dispatch::{self, Ready, Warm};
 use crate::core::fleet::{Assignment, AttemptId, Now, Work};
 use crate::core::keys;
-use crate::core::machine::{self, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
+use crate::core::machine::{self, CacheNote, Effect, Input, JobRecord, JobState, Run, RunId, RunTrace, Source};
 use crate::core::rerun::{self, Rerun};
 use crate::metrics::{METRICS, result_index};
 use crate::records::{ArtifactRecord, MAX_RECORD_BYTES, RunSummary, encode};
@@ -190,6 +191,7 @@ impl State {
                 artifacts: spec.artifacts.clone(),
                 inputs,
                 secrets: spec.secrets.clone(),
+                cache: spec.cache.clone(),
             },
         })
     }
@@ -205,6 +207,44 @@ impl State {
                 .filter(|need| !spec.skip_artifacts_of.contains(need))
                 .any(|need| run.jobs.get(need).and_then(|j| j.artifact.as_ref()).is_some_and(|a| a.sha256 == sha256))
         })
+    }
+
+    /// Remembers what a job's cache did on agent `name`: the agent now
+    /// keeps the entry it restored or saved, and the job's key is the one a
+    /// warm agent should hold next time.
+    pub(super) fn note_cache(&mut self, name: &str, id: &AttemptId, note: &CacheNote) {
+        /// The most entries remembered per agent (as its Hello sends).
+        const MAX_WARM: usize = 1000;
+        let Some(run) = self.runs.get(&id.run) else { return };
+        let sid = crate::caches::scope_id(&crate::caches::scope_of(&run.record.source, &run.record.pipeline.name));
+        let held = self.warm.entry(name.to_string()).or_default();
+        for key in note.restored.iter().chain(note.saved.then_some(&note.key)) {
+            if held.len() < MAX_WARM {
+                held.insert(format!("{sid}/{key}"));
+            }
+        }
+        self.last_keys.insert((sid.clone(), id.job.clone()), format!("{sid}/{}", note.key));
+    }
+
+    /// What makes an agent warm for the queued job `job` of `run`, whose
+    /// cache is `spec`.
+    fn warm_for(&self, run: &Run, job: &str, spec: &drover_pipeline::CacheSpec) -> Warm {
+        let sid = crate::caches::scope_id(&crate::caches::scope_of(&run.record.source, &run.record.pipeline.name));
+        Warm {
+            exact: self.last_keys.get(&(sid.clone(), job.to_string())).cloned(),
+            prefixes: spec.restore_keys.iter().map(|p| format!("{sid}/{p}")).collect(),
+        }
+    }
+
+    /// The cache scope of attempt `id`, when agent `name` holds it and its
+    /// job declares a cache.
+    pub(super) fn cache_scope(&self, name: &str, id: &AttemptId) -> Option<String> {
+        if !self.fleet.held_by(name).any(|held| held == id) {
+            return None;
+        }
+        let run = self.runs.get(&id.run)?;
+        run.spec(&id.job)?.cache.as_ref()?;
+        Some(crate::caches::scope_of(&run.record.source, &run.record.pipeline.name))
     }
 
     /// Fails the blocked jobs whose queue timeout has passed
@@ -235,16 +275,28 @@ impl State {
             return;
         }
         let (assign, reasons) = {
-            let queued: Vec<Ready> = self
+            // Each job's labels, last agent and, for a job with a cache,
+            // what makes an agent warm for it.
+            let hints: Vec<_> = self
                 .queue
                 .iter()
-                .map(|(run, job)| Ready {
-                    runs_on: &self.runs[run].spec(job).expect("queued job exists").runs_on,
-                    avoid: self.runs[run].jobs[job].last_agent.as_deref(),
+                .map(|(run, job)| {
+                    let run = &self.runs[run];
+                    let spec = run.spec(job).expect("queued job exists");
+                    let warm = spec.cache.as_ref().map(|cache| self.warm_for(run, job, cache));
+                    (&spec.runs_on, run.jobs[job].last_agent.as_deref(), warm)
                 })
                 .collect();
+            let queued: Vec<Ready> = hints
+                .iter()
+                .map(|(runs_on, avoid, warm)| Ready { runs_on, avoid: *avoid, warm: warm.as_ref() })
+                .collect();
             let mut agents = self.fleet.slots();
+            for agent in &mut agents {
+                agent.caches = self.warm.get(agent.name);
+            }
             let plan = dispatch::plan(&queued, &mut agents);
+            let mut why: HashMap<usize, String> = plan.warm.iter().cloned().collect();
             // Say what a job waits for when it has no reason yet, or when
             // the fleet changed; otherwise the reason it has still holds.
             let reasons: Vec<(usize, String, bool)> = plan
@@ -255,16 +307,19 @@ impl State {
                 })
                 .map(|i| (i, dispatch::wait_reason(&queued[i], &agents), dispatch::blocked(&queued[i], &agents)))
                 .collect();
-            let assign: Vec<(usize, String)> =
-                plan.assign.iter().map(|&(job, agent)| (job, agents[agent].name.to_string())).collect();
+            let assign: Vec<(usize, String, Option<String>)> = plan
+                .assign
+                .iter()
+                .map(|&(job, agent)| (job, agents[agent].name.to_string(), why.remove(&job)))
+                .collect();
             (assign, reasons)
         };
         self.reasons_stale = false;
         // Applying only appends to the queue, so the planned entries keep
         // their places until the queue is pruned below.
-        for (entry, agent) in assign {
+        for (entry, agent, why) in assign {
             let (run, job) = self.queue[entry].clone();
-            self.apply(run, Input::Assign { job, agent }, now);
+            self.apply(run, Input::Assign { job, agent, why }, now);
         }
         for (entry, reason, blocked) in reasons {
             let (run, job) = self.queue[entry].clone();

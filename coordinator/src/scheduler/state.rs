@@ -61,6 +61,12 @@ pub(super) struct State {
     /// Runs that may have blocked jobs (no connected agent has their
     /// labels), whose deadlines each tick looks at.
     pub(super) blocked: BTreeSet<RunId>,
+    /// The cache entries each agent keeps ("SCOPE_ID/KEY"), from its Hello
+    /// and its results since: what warm-cache affinity prefers.
+    pub(super) warm: HashMap<String, BTreeSet<String>>,
+    /// The entry each job with a cache used last, by (scope id, job name),
+    /// as "SCOPE_ID/KEY": the exact entry a warm agent has.
+    pub(super) last_keys: HashMap<(String, String), String>,
 }
 
 impl State {
@@ -86,6 +92,8 @@ impl State {
             log_ends: HashMap::new(),
             active_jobs: 0,
             blocked: BTreeSet::new(),
+            warm: HashMap::new(),
+            last_keys: HashMap::new(),
         }
     }
 
@@ -121,6 +129,9 @@ impl State {
             Event::MayUpload { name, id, reply } => {
                 let _ = reply.send(self.fleet.held_by(&name).any(|held| *held == id));
             }
+            Event::CacheScope { name, id, reply } => {
+                let _ = reply.send(self.cache_scope(&name, &id));
+            }
             Event::AgentHello(hello) => self.hello(hello, now),
             Event::AgentGone { conn, name } => {
                 let fx = self.fleet.gone(conn, &name, now);
@@ -136,6 +147,9 @@ impl State {
             }
             Event::Log { conn, name, id, offset, data } => self.log(conn, name, id, offset, data, now),
             Event::Result { conn, name, id, outcome, message } => {
+                if let crate::core::machine::Outcome::Succeeded { cache: Some(note), .. } = &outcome {
+                    self.note_cache(&name, &id, note);
+                }
                 let fx = self.fleet.result(conn, &name, id, outcome, &message);
                 self.on_fleet(fx, now, false);
             }

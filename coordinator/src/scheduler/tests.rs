@@ -77,6 +77,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                         running: running.iter().map(|s| s.parse().expect("an attempt id")).collect(),
                         draining: false,
                         unready: String::new(),
+                        caches: Vec::new(),
                         instance: instance.into(),
                         peer: format!("10.0.0.{conn}:5000"),
                         tx,
@@ -241,7 +242,7 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
         ),
         (
             "a result finishes the job and the run, and is acknowledged",
-            cat(&[running(), vec![(30, vec![Done("1/a/1", Outcome::Succeeded { artifact: None })])]]),
+            cat(&[running(), vec![(30, vec![Done("1/a/1", Outcome::Succeeded { artifact: None, cache: None })])]]),
             cat(&[run(), job(), lines(&["a1 <- result-ack 1/a/1 true"])]),
         ),
         (
@@ -255,7 +256,7 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
                 connected.clone(),
                 (10, vec![Submit(RETRY)]),
                 (10_010, vec![Tick]),
-                (10_020, vec![Done("1/a/1", Outcome::Succeeded { artifact: None })]),
+                (10_020, vec![Done("1/a/1", Outcome::Succeeded { artifact: None, cache: None })]),
             ],
             lines(&["a1 <- result-ack 1/a/1 false"]),
         ),

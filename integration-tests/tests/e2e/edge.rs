@@ -40,6 +40,7 @@ impl RawAgent {
             version: "hostile".into(),
             draining: false,
             instance_id: format!("raw-{name}"),
+            caches: Vec::new(),
         });
         tx.send(pb::AgentMessage { msg: Some(hello) }).unwrap();
         let rx = client.session(UnboundedReceiverStream::new(outbound)).await.expect("session").into_inner();
@@ -145,6 +146,7 @@ fn a_hostile_agents_log_chunks_cost_only_its_own_attempts() {
             exit_code: 0,
             message: String::new(),
             artifact: None,
+            cache: None,
         }));
         evil.expect("the result ack", |m| matches!(m, In::ResultAck(a) if a.accepted).then_some(())).await;
 
@@ -312,8 +314,10 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
             .identity(Identity::from_pem(read("agent-nosy.pem"), read("agent-nosy-key.pem")));
         let channel = Endpoint::from_shared(fleet.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
-        let refused =
-            client.get_blob(pb::GetBlobRequest { sha256: sha.clone(), offset: 0 }).await.expect_err("refused");
+        let refused = client
+            .get_blob(pb::GetBlobRequest { sha256: sha.clone(), offset: 0, ..Default::default() })
+            .await
+            .expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         assert!(refused.message().contains("agent nosy holds no attempt that needs blob"), "{refused:?}");
         // Nor may it upload as another agent's attempt.

@@ -7,6 +7,7 @@ use drover_integration_tests::harness;
 mod artifacts;
 mod bench;
 mod blocked;
+mod caches;
 mod cli;
 mod cli_safety;
 mod contexts;

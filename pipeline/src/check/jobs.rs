@@ -13,7 +13,7 @@ use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
 const JOB_KEYS: &[&str] =
-    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "secrets"];
+    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "cache", "secrets"];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -80,6 +80,7 @@ impl Checker<'_> {
                 steps: Vec::new(),
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
+                cache: None,
                 secrets: Vec::new(),
             },
             needs: Vec::new(),
@@ -124,6 +125,9 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "artifacts") {
             draft.spec.artifacts = self.artifacts(entry.value, name);
+        }
+        if let Some(entry) = find(&entries, "cache") {
+            draft.spec.cache = self.cache(entry, name);
         }
         if let Some(entry) = find(&entries, "retries") {
             draft.spec.retries = self.retries(entry.value, name);

@@ -16,10 +16,14 @@
 //! - `steps`: a job's `steps`;
 //! - `artifacts`: a job's `artifacts` (paths inside the workspace, `expire`,
 //!   `if-no-files`);
+//! - `cache`: a job's `cache` (its `key` template, read by
+//!   [`crate::cache_key`] and faults pointed at inside the string; `paths`
+//!   in the workspace or the step's home; `restore-keys`);
 //! - `env`: `env` mappings and what a pipeline may set in them;
 //! - `secrets`: a job's `secrets`, and whether they exist when that is known;
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
-//! - `suggest`: "did you mean" for misspelled keys and job names.
+//! - `suggest`: "did you mean" for misspelled keys, job names and (for
+//!   `cache_key`) functions.
 //!
 //! A new key joins its mapping's list of allowed keys and is read where that
 //! mapping is read: a top-level key (such as the triggers, `on:`) here, a
@@ -35,12 +39,13 @@ use super::yaml::{Kind, Node, Pos, abbreviate};
 use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 
 mod artifacts;
+mod cache;
 mod env;
 mod graph;
 mod jobs;
 mod secrets;
 mod steps;
-mod suggest;
+pub(crate) mod suggest;
 
 pub(super) use secrets::secret_name_problem;
 use suggest::{SUGGESTION_BUDGET, closest};

@@ -1,6 +1,7 @@
 //! "Did you mean": for a name that matches none of those allowed, the
 //! closest allowed one by edit distance (within a budget of work per file),
-//! or a short list of them when none is close.
+//! or a short list of them when none is close. `cache_key` asks it too, for
+//! a misspelt function in a cache key.
 
 use crate::yaml::abbreviate;
 
@@ -12,7 +13,7 @@ pub(super) const SUGGESTION_BUDGET: usize = 10_000_000;
 /// The candidate closest to `word`, if one is close enough to be a likely
 /// typo: at most a third of the letters differ, ignoring case. Each
 /// comparison is charged to `budget`; once that runs out there is no guess.
-pub(super) fn closest<'c>(word: &str, candidates: &[&'c str], budget: &mut usize) -> Option<&'c str> {
+pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str], budget: &mut usize) -> Option<&'c str> {
     let word_lower = word.to_lowercase();
     let word_len = word_lower.chars().count();
     let mut best: Option<(usize, &str)> = None;

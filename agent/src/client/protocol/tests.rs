@@ -42,7 +42,7 @@ fn output(id: &str, data: &str) -> ExecEvent {
 }
 
 fn finished(id: &str, outcome: Outcome) -> ExecEvent {
-    ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new(), artifact: None }
+    ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new(), artifact: None, cache: None }
 }
 
 fn out_line(m: &Out) -> String {

@@ -93,6 +93,8 @@ pub enum Work {
         /// The names of the secrets it declares; the edge resolves them
         /// into values as the Assign goes out.
         secrets: Vec<String>,
+        /// Its `cache:`, restored before its steps and saved after.
+        cache: Option<drover_pipeline::CacheSpec>,
     },
 }
 
@@ -164,6 +166,9 @@ pub struct AgentHello {
     pub draining: bool,
     /// Why the agent takes no new work for now, or empty.
     pub unready: String,
+    /// The cache entries it keeps locally, "SCOPE_ID/KEY" (checked at the
+    /// edge); the scheduler keeps them for warm-cache affinity.
+    pub caches: Vec<String>,
     /// The agent process's random id: the same process reconnecting
     /// replaces its own session; another process is refused while the
     /// first one's session is live. Empty from agents that send none.

@@ -399,6 +399,7 @@ impl Fleet {
                 free: a.slots.saturating_sub(a.in_use),
                 draining: a.draining,
                 unready: &a.unready,
+                caches: None,
             })
             .collect()
     }

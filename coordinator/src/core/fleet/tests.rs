@@ -193,7 +193,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
             }
             Accepted { at, conn, id: attempt } => fleet.accepted(conn, "a1", id(attempt), now(at)),
             Report { conn, id: attempt } => {
-                fleet.result(conn, "a1", id(attempt), Outcome::Succeeded { artifact: None }, "")
+                fleet.result(conn, "a1", id(attempt), Outcome::Succeeded { artifact: None, cache: None }, "")
             }
             Gone { at, conn } => fleet.gone(conn, "a1", now(at)),
             Assign { at, id: attempt } => {
@@ -205,6 +205,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     artifacts: None,
                     inputs: Vec::new(),
                     secrets: Vec::new(),
+                    cache: None,
                 };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]
@@ -311,7 +312,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "a result for a held attempt goes to its owner and is acknowledged",
             vec![hello(0, 1), Assign { at: 0, id: "1/a/1" }, Report { conn: 1, id: "1/a/1" }],
-            vec!["owner: 1/a/1 finished Succeeded { artifact: None }", "a1 <- result-ack 1/a/1 true"].into_iter().map(String::from).collect(),
+            vec!["owner: 1/a/1 finished Succeeded { artifact: None, cache: None }", "a1 <- result-ack 1/a/1 true"].into_iter().map(String::from).collect(),
             1,
         ),
         (

@@ -172,10 +172,41 @@ pub struct JobRecord {
     /// unless one connects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_until_ms: Option<u64>,
+    /// What its cache did in its last succeeded attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheNote>,
+    /// Why the dispatcher chose its agent among several free ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     #[serde(default)]
     pub trace: JobTrace,
+}
+
+/// What a job's cache did: the key it rendered, the entry it restored (the
+/// key itself, another that a restore-key matched, or none), and whether it
+/// saved one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheNote {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    #[serde(default)]
+    pub saved: bool,
+}
+
+impl CacheNote {
+    /// In words, as `drover status` shows it: "hit KEY", "restored OTHER
+    /// for KEY", "miss KEY", with ", saved" when it saved.
+    pub fn text(&self) -> String {
+        let what = match &self.restored {
+            Some(r) if *r == self.key => format!("hit {}", self.key),
+            Some(r) => format!("restored {r} for {}", self.key),
+            None => format!("miss {}", self.key),
+        };
+        if self.saved { format!("{what}, saved") } else { what }
+    }
 }
 
 /// A job's artifacts: one tar archive in the blob store, by its sha256.

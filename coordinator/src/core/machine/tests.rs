@@ -24,13 +24,14 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
                 secrets: Vec::new(),
+                cache: None,
             })
             .collect(),
     }
 }
 
 fn assign(job: &str) -> Input {
-    Input::Assign { job: job.into(), agent: "a1".into() }
+    Input::Assign { job: job.into(), agent: "a1".into(), why: None }
 }
 fn accept(job: &str, attempt: u32) -> Input {
     Input::Accepted { job: job.into(), attempt }
@@ -39,7 +40,7 @@ fn done(job: &str, attempt: u32, outcome: Outcome) -> Input {
     Input::Finished { job: job.into(), attempt, outcome }
 }
 fn ok(job: &str, attempt: u32) -> Input {
-    done(job, attempt, Outcome::Succeeded { artifact: None })
+    done(job, attempt, Outcome::Succeeded { artifact: None, cache: None })
 }
 fn fail(job: &str, attempt: u32) -> Input {
     done(job, attempt, Outcome::Failed { exit_code: 3, detail: String::new() })

@@ -163,6 +163,7 @@ impl SimAgent {
             // its reconnects, distinct from every other.
             instance_id: format!("sim-{}", self.name),
             unready: String::new(),
+            caches: Vec::new(),
         };
         for m in self.proto.hello(hello) {
             Self::send(&tx, m);
@@ -286,6 +287,7 @@ impl SimAgent {
             exit_code: 0,
             message: String::new(),
             artifact: None,
+            cache: None,
         };
         if let Some(m) = self.proto.on_exec(finished) {
             Self::send(tx, m);

@@ -1,0 +1,31 @@
+//! `drover cache`: its subcommand and flags (`drover caches` lists).
+
+use clap::Subcommand;
+
+use super::Remote;
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Delete the cache entries with KEY (in every scope, or only in
+    /// --scope); the next job with that key saves it again.
+    ///
+    /// Example: drover cache rm cargo-3f2a9c
+    Rm {
+        /// The entry's key, as `drover caches` lists it.
+        key: String,
+        /// Only the entry of this scope: a repository URL, or
+        /// pipeline:NAME for files submitted inline.
+        #[arg(long)]
+        scope: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+impl CacheCommand {
+    pub fn remote(&self) -> &Remote {
+        match self {
+            CacheCommand::Rm { remote, .. } => remote,
+        }
+    }
+}
