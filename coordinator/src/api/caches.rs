@@ -93,6 +93,8 @@ pub(super) async fn save(
     let req = req.into_inner();
     let id = attempt_id(&req.attempt_id).map_err(ApiError::Invalid)?;
     check_key("cache key", &req.key)?;
+    // Permission first: a refused agent learns nothing of the blobs.
+    let scope = scope(api, &name, &id).await?;
     if req.blobs.is_empty() || req.blobs.len() > ROOTS.len() {
         return Err(ApiError::Invalid(format!("a cache has 1 or 2 archives, not {}", req.blobs.len())).into());
     }
@@ -119,7 +121,6 @@ pub(super) async fn save(
         }
         blobs.push(CacheBlob { root: b.root, sha256: b.sha256, size: b.size });
     }
-    let scope = scope(api, &name, &id).await?;
     let now = now_ms();
     let record = CacheRecord {
         scope: scope.clone(),

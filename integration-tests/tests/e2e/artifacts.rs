@@ -213,8 +213,9 @@ fn artifacts_round_trip_through_an_s3_protocol_server() {
         ("AWS_ALLOW_HTTP", "true"),
     ];
     let mut fleet = Fleet::start_with_env("s3", &["--blob-store", "s3://drover-e2e/ci"], &env);
-    fleet.agent("a1", "", 2);
-    fleet.wait_agents(1);
+    fleet.agent("a1", "n=1", 2);
+    fleet.agent("a2", "n=2", 2);
+    fleet.wait_agents(2);
     let out = fleet.dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let yaml = format!(
@@ -226,6 +227,15 @@ jobs:
   test:
     needs: [build]
     steps: [{{run: 'sha256sum app.bin > {o}/received'}}]
+  warm:
+    runs-on: {{n: '1'}}
+    cache: {{key: s3-cache, paths: [deps]}}
+    steps: [{{run: 'mkdir -p deps; head -c 200000 /dev/urandom > deps/blob; sha256sum deps/blob > {o}/cached'}}]
+  cold:
+    needs: [warm]
+    runs-on: {{n: '2'}}
+    cache: {{key: s3-cache, paths: [deps]}}
+    steps: [{{run: 'sha256sum deps/blob > {o}/restored'}}]
 ",
         o = out.display()
     );
@@ -236,6 +246,15 @@ jobs:
         std::fs::read_to_string(out.join("received")).unwrap(),
         std::fs::read_to_string(out.join("built")).unwrap()
     );
+    // The cache went through the bucket too: a2 had no copy of its own.
+    assert_eq!(
+        std::fs::read_to_string(out.join("restored")).unwrap(),
+        std::fs::read_to_string(out.join("cached")).unwrap()
+    );
+    assert_eq!(fleet.job(&run, "warm")["cache"], "miss s3-cache, saved");
+    assert_eq!(fleet.job(&run, "cold")["cache"], "hit s3-cache");
+    let cold_log = text(&fleet.drover(&["logs", &run, "cold"]).stdout);
+    assert!(cold_log.contains("cache: hit s3-cache") && cold_log.contains("downloaded"), "{cold_log}");
     // The blob is in the bucket, under the prefix, not on the coordinator's
     // disk.
     let sha = fleet.job(&run, "build")["artifact"]["sha256"].as_str().unwrap().to_string();

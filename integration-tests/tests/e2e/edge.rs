@@ -326,11 +326,42 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
                 attempt_id: format!("{run}/build/1"),
                 sha256: sha.clone(),
                 size: 8,
+                ..Default::default()
             })),
         };
         let refused = client.put_blob(tokio_stream::iter([header])).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         assert!(refused.message().contains(&format!("agent nosy does not hold attempt {run}/build/1")), "{refused:?}");
+        // Nor restore, fetch or save another agent's attempt's cache.
+        let attempt = format!("{run}/build/1");
+        let refused = client
+            .restore_cache(pb::RestoreCacheRequest {
+                attempt_id: attempt.clone(),
+                key: "deps".into(),
+                restore_keys: vec![],
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("agent nosy holds no attempt"), "{refused:?}");
+        let refused = client
+            .get_blob(pb::GetBlobRequest {
+                sha256: sha.clone(),
+                offset: 0,
+                cache_attempt_id: attempt.clone(),
+                cache_key: "deps".into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let blob = pb::CacheBlob { root: "workspace".into(), sha256: sha.clone(), size: 8 };
+        let refused = client
+            .save_cache(pb::SaveCacheRequest { attempt_id: attempt.clone(), key: "deps".into(), blobs: vec![blob] })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let caches = fleet.drover(&["caches", "-o", "json"]);
+        assert_eq!(text(&caches.stdout).trim(), "[]", "nothing was saved");
     });
     // The admin still gets them.
     let dest = fleet.dir.path().join("got");
