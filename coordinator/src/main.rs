@@ -114,6 +114,10 @@ struct Args {
     /// How long a cache entry no job has restored is kept.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     cache_expire: Duration,
+    /// Dispatch without preferring agents that hold a job's cache (by free
+    /// slots alone), e.g. to measure what the preference gains.
+    #[arg(long)]
+    no_cache_affinity: bool,
     /// How often the leader compacts etcd's history, keeping one period of
     /// it for watchers; `off` leaves compaction to etcd's own
     /// --auto-compaction-retention. Without compaction etcd keeps every
@@ -262,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
             max_queued_jobs: args.max_queued_jobs,
             queue_timeout: args.queue_timeout,
             artifact_expire: args.artifact_expire,
+            cache_affinity: !args.no_cache_affinity,
             ..Config::default()
         },
         store: if args.etcd.is_empty() {

@@ -88,6 +88,9 @@ pub struct Config {
     /// How long a job's artifacts are kept when its file says nothing
     /// (`expire:`).
     pub artifact_expire: Duration,
+    /// Prefer agents that hold a job's cache (`--no-cache-affinity`
+    /// turns it off, to compare).
+    pub cache_affinity: bool,
 }
 
 /// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
@@ -107,6 +110,7 @@ impl Default for Config {
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
             queue_timeout: crate::core::machine::DEFAULT_QUEUE_TIMEOUT,
             artifact_expire: Duration::from_secs(30 * 24 * 3600),
+            cache_affinity: true,
         }
     }
 }

@@ -283,7 +283,11 @@ impl State {
                 .map(|(run, job)| {
                     let run = &self.runs[run];
                     let spec = run.spec(job).expect("queued job exists");
-                    let warm = spec.cache.as_ref().map(|cache| self.warm_for(run, job, cache));
+                    let warm = spec
+                        .cache
+                        .as_ref()
+                        .filter(|_| self.config.cache_affinity)
+                        .map(|cache| self.warm_for(run, job, cache));
                     (&spec.runs_on, run.jobs[job].last_agent.as_deref(), warm)
                 })
                 .collect();

@@ -14,6 +14,12 @@
 //!   first step (the agent must notice the frozen leader by its missing
 //!   heartbeat acknowledgements, find the new one and report there); K
 //!   times, each frozen leader woken afterwards to step down.
+//! - affinity (embedded): warm-cache affinity's gain. Four projects (four
+//!   pipelines, so four cache scopes) each with a cache of C MB, over four
+//!   agents with one slot and a local cache budget that holds about one
+//!   project's; R waves of one run per project, submitted in a shuffled
+//!   (seeded) order. Prints the makespan of all the runs and how many
+//!   restores had to download, with `--no-cache-affinity` and without.
 //!
 //! Build everything in release first, then run it:
 //! `cargo build --release --workspace --bins && target/release/fleet-bench`.
@@ -23,7 +29,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use drover_integration_tests::harness::{Etcd, Fleet, text, wait_for};
+use drover_integration_tests::harness::{AgentSpec, Etcd, Fleet, text, wait_for};
 
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos()
@@ -207,14 +213,95 @@ fn freeze(etcd: &Etcd, freezes: usize) {
     figure("freeze_to_next_job_s_max", samples[samples.len() - 1], "s", "etcd", 1);
 }
 
+/// One side of the affinity benchmark: (makespan in s, restores that
+/// downloaded, restores from the agent's own copy).
+fn affinity_side(affinity: bool, waves: usize, cache_mb: usize) -> (f64, usize, usize) {
+    let flags: &[&str] = if affinity { &[] } else { &["--no-cache-affinity"] };
+    let mut fleet = Fleet::start_with(&format!("bench-affinity-{affinity}"), flags);
+    fleet.wait_leader();
+    // About one project's cache fits: an agent that serves another project
+    // evicts the one it had.
+    let budget = format!("{}MiB", cache_mb * 3 / 2);
+    for i in 0..4 {
+        let spec = AgentSpec { slots: 1, extra: &["--cache-budget", &budget], ..AgentSpec::default() };
+        fleet.start_agent(&format!("worker{i}"), spec);
+    }
+    fleet.wait_agents(4);
+    let files: Vec<std::path::PathBuf> = (0..4)
+        .map(|p| {
+            let path = fleet.dir.path().join(format!("project{p}.yml"));
+            let yaml = format!(
+                "name: project{p}\njobs:\n  build:\n    cache: {{key: deps-v1, paths: [deps]}}\n    steps:\n      - run: |\n          \
+                 test -f deps/blob || {{ mkdir -p deps && head -c {bytes} /dev/urandom > deps/blob; }}\n          \
+                 sha256sum deps/blob > /dev/null\n",
+                bytes = cache_mb * 1_000_000
+            );
+            std::fs::write(&path, yaml).expect("write pipeline");
+            path
+        })
+        .collect();
+    // A fixed xorshift sequence: both sides see the same orders.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let t0 = Instant::now();
+    let mut runs = Vec::new();
+    for _ in 0..waves {
+        let mut order: Vec<usize> = (0..4).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        let wave: Vec<String> = order
+            .iter()
+            .map(|&p| {
+                let cli = fleet.drover(&["run", "--detach", files[p].to_str().expect("utf-8")]);
+                assert!(cli.status.success(), "{}", text(&cli.stderr));
+                text(&cli.stdout).trim().to_string()
+            })
+            .collect();
+        for run in &wave {
+            let status = fleet.wait_run(run, Duration::from_secs(300));
+            assert_eq!(status["state"], "succeeded", "{status:#}");
+        }
+        runs.extend(wave);
+    }
+    let makespan = t0.elapsed().as_secs_f64();
+    let (mut downloads, mut local) = (0, 0);
+    for run in &runs {
+        let log = text(&fleet.drover(&["logs", run, "build"]).stdout);
+        downloads += usize::from(log.contains(", downloaded "));
+        local += usize::from(log.contains("from this agent's copy"));
+    }
+    (makespan, downloads, local)
+}
+
+fn affinity(waves: usize, cache_mb: usize) {
+    for on in [false, true] {
+        let (makespan, downloads, local) = affinity_side(on, waves, cache_mb);
+        let side = if on { "on" } else { "off" };
+        println!(
+            "{}",
+            serde_json::json!({"metric": format!("cache_affinity_{side}_makespan_s"), "value": (makespan * 1000.0).round() / 1000.0,
+                "unit": "s", "store": "embedded", "agents": 4, "runs": waves * 4, "cache_mb": cache_mb,
+                "restores_downloaded": downloads, "restores_local": local})
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let smoke = args.iter().any(|a| a == "--smoke");
     let store = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).map_or("both", |s| s.as_str());
     let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
+    let (waves, cache_mb) = if smoke { (2, 2) } else { (5, 200) };
     if matches!(store, "embedded" | "both") {
         latency("embedded", None, runs);
         throughput("embedded", None, jobs);
+        affinity(waves, cache_mb);
     }
     if matches!(store, "etcd" | "both") {
         let etcd = Etcd::start("bench", 1);

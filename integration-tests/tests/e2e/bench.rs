@@ -15,7 +15,13 @@ fn the_fleet_benchmark_runs_and_prints_json_figures() {
     assert!(end.status.success(), "fleet-bench --smoke failed ({}):\n{stderr}", end.status);
     let figures: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    for metric in ["run_to_first_step_ms_p50", "run_to_first_step_ms_p99", "trivial_jobs_per_second"] {
+    for metric in [
+        "run_to_first_step_ms_p50",
+        "run_to_first_step_ms_p99",
+        "trivial_jobs_per_second",
+        "cache_affinity_off_makespan_s",
+        "cache_affinity_on_makespan_s",
+    ] {
         let f = figures.iter().find(|f| f["metric"] == metric).unwrap_or_else(|| panic!("{metric} missing: {stdout}"));
         assert!(f["value"].as_f64().is_some_and(|v| v > 0.0), "{f}");
     }
