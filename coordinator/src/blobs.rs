@@ -4,29 +4,56 @@
 //! manifests).
 //!
 //! A blob is written as it streams in, never held whole in memory: into a
-//! temporary file under `{blob-dir}/tmp/`, hashed and counted on the way,
-//! refused the moment it passes its size limit, checked against the digest
-//! the sender announced, synced, and only then renamed to its address. A
-//! reader therefore never sees a partial blob, and a crash leaves only a
-//! temporary file, which the next `open` clears. Two writers of the same
-//! content both succeed; the second rename replaces identical bytes.
+//! file under `{blob-dir}/tmp/`, hashed and counted on the way, refused the
+//! moment it passes its size limit, checked against the digest its sender
+//! announced, synced, and only then renamed to its address. A reader
+//! therefore never sees a partial blob. Two writers of the same content
+//! may both succeed; the second rename replaces identical bytes.
+//!
+//! An agent's upload resumes. It is written ([`Blobs::upload_writer`])
+//! into `tmp/partial-{sha256}`, named by the digest announced, and every
+//! write reaches that file before the next is taken, so a writer dropped
+//! before its end (its sender's stream broke) leaves a partial file that
+//! holds exactly what it counted. The sender asks how much that is
+//! ([`Blobs::partial`]) and goes on from there (an offset), and the digest
+//! check at the end covers the bytes of every stream. A writer that was
+//! refused (too large, the wrong digest, a write that failed or was cut
+//! short) deletes its partial file instead, so a resume never builds on
+//! bytes in an unknown state. One such writer per digest at a time: a
+//! second is refused ([`BlobError::Busy`]) while the first is active, and
+//! its sender asks again later. The claim is this process's, which is
+//! enough because only the leader takes uploads (`PutBlob` asks its
+//! scheduler first). Other writers ([`Blobs::writer`]: the coordinator's
+//! own) write a temporary file of their own, deleted if they stop short.
+//!
+//! What a crash leaves under `tmp/`, `open` deletes, but for partial files
+//! younger than [`PARTIAL_KEEP`] (by their last write): resuming across a
+//! coordinator restart is the point. `sweep` deletes the partial files
+//! older than the blob grace that no writer is active for.
 //!
 //! Two backends hold the blobs. The default is the filesystem: `--blob-dir`,
 //! which every coordinator must share on etcd, as for the segments. The
 //! other is any S3-compatible service (`--blob-store s3://bucket/prefix`,
 //! through the `object_store` crate, with the usual `AWS_*` variables and
 //! `AWS_ENDPOINT_URL` to name another service than AWS): a blob is still
-//! written, counted and checked in a local temporary file first, then sent
-//! in parts (never held whole in memory) to `prefix/sha256/ab/abcdef…`.
+//! written, counted and checked in a local partial file first (resumable
+//! the same way), then sent in parts (never held whole in memory) to
+//! `prefix/sha256/ab/abcdef…`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tracing::info;
+
+/// How long `open` keeps a partial upload (by its last write): long enough
+/// for its sender to come back after a coordinator restart.
+pub const PARTIAL_KEEP: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -48,6 +75,13 @@ pub enum BlobError {
     BadUrl(String),
     #[error("offset {offset} is past the blob's end ({len} bytes)")]
     BadOffset { offset: u64, len: u64 },
+    #[error(
+        "cannot go on with the upload of blob {digest} at byte {offset}: the coordinator holds {holds} bytes \
+         of it; ask again, or send it from byte 0"
+    )]
+    PartialMismatch { digest: String, offset: u64, holds: u64 },
+    #[error("blob {0} is being uploaded already; ask again once that upload ends")]
+    Busy(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -79,6 +113,10 @@ pub struct Blobs {
     dir: PathBuf,
     fsync: bool,
     backend: Backend,
+    /// The digests a writer is active for (see [`Claim`]). Held only for
+    /// a set operation (and `sweep`'s unlink of a partial file), never
+    /// across an await.
+    writing: Mutex<HashSet<String>>,
 }
 
 /// A stored blob, to read.
@@ -110,15 +148,11 @@ impl BlobReader {
 
 impl Blobs {
     /// Opens (creating) the store under `dir`, and removes what a crash
-    /// left half-written.
+    /// left half-written but for recent partial uploads.
     pub fn open(dir: &Path, fsync: bool) -> Result<Blobs, BlobError> {
-        let blobs = Blobs { dir: dir.to_path_buf(), fsync, backend: Backend::Fs };
-        let tmp = blobs.tmp_dir();
+        let blobs = Blobs { dir: dir.to_path_buf(), fsync, backend: Backend::Fs, writing: Mutex::default() };
         std::fs::create_dir_all(dir.join("sha256")).map_err(io(dir))?;
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        blobs.clear_tmp()?;
         Ok(blobs)
     }
 
@@ -137,13 +171,31 @@ impl Blobs {
             .map_err(|source| BlobError::Remote { url: url.to_string(), source })?;
         let prefix = prefix.trim_matches('/').to_string();
         let backend = Backend::S3 { store: Arc::new(store), prefix, url: url.to_string() };
-        let blobs = Blobs { dir: staging.to_path_buf(), fsync: false, backend };
-        let tmp = blobs.tmp_dir();
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let blobs = Blobs { dir: staging.to_path_buf(), fsync: false, backend, writing: Mutex::default() };
+        blobs.clear_tmp()?;
         Ok(blobs)
+    }
+
+    /// Empties `tmp/` of what a crash left there, but for the partial
+    /// uploads younger than [`PARTIAL_KEEP`], which their senders may yet
+    /// resume.
+    fn clear_tmp(&self) -> Result<(), BlobError> {
+        let tmp = self.tmp_dir();
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let now = SystemTime::now();
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let entry = entry.map_err(io(&tmp))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(io(&path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let young = meta.modified().is_ok_and(|t| now.duration_since(t).unwrap_or_default() < PARTIAL_KEEP);
+            if meta.is_file() && partial_digest(&name).is_some() && young {
+                continue;
+            }
+            let gone = if meta.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            gone.map_err(io(&path))?;
+        }
+        Ok(())
     }
 
     /// The object key of a blob in a bucket.
@@ -168,14 +220,128 @@ impl Blobs {
         Ok(self.dir.join("sha256").join(&digest[..2]).join(digest))
     }
 
-    /// Starts writing a blob of at most `limit` bytes; `what` and `flag`
-    /// name it and its limit in errors.
+    /// Where the partial upload of `digest` is written.
+    fn partial_path(&self, digest: &str) -> PathBuf {
+        self.tmp_dir().join(format!("partial-{digest}"))
+    }
+
+    /// Starts writing a blob of at most `limit` bytes into a temporary
+    /// file of its own, deleted if it is dropped unfinished; `what` and
+    /// `flag` name it and its limit in errors.
     pub async fn writer(&self, limit: u64, what: String, flag: &'static str) -> Result<BlobWriter<'_>, BlobError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let tmp = self.tmp_dir().join(format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
         let file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
-        Ok(BlobWriter { blobs: self, tmp, file: Some(file), hasher: Sha256::new(), len: 0, limit, what, flag })
+        Ok(BlobWriter::new(self, tmp, file, Sha256::new(), 0, (limit, what, flag), None))
+    }
+
+    /// Starts writing the blob its sender announced as `digest`, of at most
+    /// `limit` bytes, resumably: into its partial file, which stays if the
+    /// writer is dropped unfinished (see the module header). From `offset`
+    /// 0 it starts afresh (dropping any partial upload of it); from any
+    /// other it goes on with the partial upload, which must hold exactly
+    /// `offset` bytes. Refused while another such writer of `digest` is
+    /// active.
+    pub async fn upload_writer(
+        &self,
+        digest: &str,
+        offset: u64,
+        limit: u64,
+        what: String,
+        flag: &'static str,
+    ) -> Result<BlobWriter<'_>, BlobError> {
+        if !is_digest(digest) {
+            return Err(BlobError::BadDigest(digest.to_string()));
+        }
+        if offset > limit {
+            return Err(BlobError::TooLarge { what, limit, flag });
+        }
+        let claim = self.claim(digest)?;
+        let path = self.partial_path(digest);
+        let (file, hasher) = if offset == 0 {
+            (tokio::fs::File::create(&path).await.map_err(io(&path))?, Sha256::new())
+        } else {
+            self.reopen(&path, digest, offset).await?
+        };
+        Ok(BlobWriter::new(self, path, file, hasher, offset, (limit, what, flag), Some(claim)))
+    }
+
+    /// Claims `digest` for one writer; refused while another holds it.
+    fn claim(&self, digest: &str) -> Result<Claim<'_>, BlobError> {
+        let mut writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !writing.insert(digest.to_string()) {
+            return Err(BlobError::Busy(digest.to_string()));
+        }
+        Ok(Claim { blobs: self, digest: digest.to_string() })
+    }
+
+    /// Opens the partial upload at `path` to go on at `offset`, with the
+    /// running sha256 of what it holds. That hash is rebuilt by reading
+    /// the file once: a resume costs a read of what was sent before the
+    /// break (sha2 cannot save a hasher's state), which is still far
+    /// cheaper than receiving it again.
+    async fn reopen(&self, path: &Path, digest: &str, offset: u64) -> Result<(tokio::fs::File, Sha256), BlobError> {
+        let mismatch = |holds| BlobError::PartialMismatch { digest: digest.to_string(), offset, holds };
+        let holds = match tokio::fs::metadata(path).await {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(path)(e)),
+        };
+        if holds != offset {
+            return Err(mismatch(holds));
+        }
+        let mut file = tokio::fs::OpenOptions::new().read(true).write(true).open(path).await.map_err(io(path))?;
+        let (mut hasher, mut read, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = file.read(&mut buf).await.map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            read += n as u64;
+        }
+        if read != offset {
+            return Err(mismatch(read));
+        }
+        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io(path))?;
+        Ok((file, hasher))
+    }
+
+    /// How many bytes of a partial upload of `digest` the store holds (0
+    /// if none); one being written may grow.
+    pub async fn partial(&self, digest: &str) -> Result<u64, BlobError> {
+        if !is_digest(digest) {
+            return Err(BlobError::BadDigest(digest.to_string()));
+        }
+        let path = self.partial_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Whether the blob `digest` is stored whole, so that its sender need
+    /// not send it: its age is then refreshed, as an upload would have,
+    /// so that the sweep's grace covers the time until the result naming
+    /// it is committed. On S3 an object's age cannot be refreshed without
+    /// writing it again, so the answer there is always no, and the upload
+    /// (which writes it again) goes ahead.
+    pub async fn stored(&self, digest: &str) -> Result<bool, BlobError> {
+        let path = self.path(digest)?;
+        if let Backend::S3 { .. } = &self.backend {
+            return Ok(false);
+        }
+        tokio::task::spawn_blocking(move || match std::fs::OpenOptions::new().write(true).open(&path) {
+            // One whose age cannot be refreshed is reported missing: the
+            // upload goes ahead and writes it again.
+            Ok(file) => Ok(file.set_modified(SystemTime::now()).is_ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        })
+        .await
+        .map_err(|e| BlobError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?
     }
 
     /// Opens a stored blob for reading, with its length.
@@ -258,12 +424,14 @@ impl Blobs {
 impl Blobs {
     /// Deletes every blob not in `keep` that is older than `grace` (by its
     /// modification time: a blob just uploaded is not referenced until its
-    /// job's result is committed). Returns how many it deleted.
-    pub async fn sweep(
-        &self,
-        keep: std::collections::HashSet<String>,
-        grace: std::time::Duration,
-    ) -> Result<usize, BlobError> {
+    /// job's result is committed). Returns how many it deleted. Partial
+    /// uploads older than `grace` that no writer is active for go too (not
+    /// counted: they were never blobs).
+    pub async fn sweep(&self, keep: HashSet<String>, grace: Duration) -> Result<usize, BlobError> {
+        let partials = self.sweep_partials(grace).await?;
+        if partials > 0 {
+            info!(partials, "deleted partial uploads older than the blob grace");
+        }
         if let Backend::S3 { store, prefix, url } = &self.backend {
             let root = if prefix.is_empty() { "sha256".to_string() } else { format!("{prefix}/sha256") };
             let root: object_store::path::Path = root.into();
@@ -309,163 +477,39 @@ impl Blobs {
         .await
         .map_err(|e| BlobError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?
     }
-}
 
-/// A blob being written; see the module header.
-pub struct BlobWriter<'a> {
-    blobs: &'a Blobs,
-    tmp: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: Sha256,
-    len: u64,
-    limit: u64,
-    what: String,
-    flag: &'static str,
-}
-
-impl BlobWriter<'_> {
-    /// Appends `data`, refusing it the moment the blob would pass its
-    /// limit.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        let len = self.len + data.len() as u64;
-        if len > self.limit {
-            return Err(BlobError::TooLarge { what: self.what.clone(), limit: self.limit, flag: self.flag });
+    /// Deletes the partial uploads older than `grace` (by their last
+    /// write) that no writer is active for. Returns how many it deleted.
+    async fn sweep_partials(&self, grace: Duration) -> Result<usize, BlobError> {
+        let tmp = self.tmp_dir();
+        let mut entries = tokio::fs::read_dir(&tmp).await.map_err(io(&tmp))?;
+        let (now, mut gone) = (SystemTime::now(), 0);
+        while let Some(entry) = entries.next_entry().await.map_err(io(&tmp))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(digest) = partial_digest(&name) else { continue };
+            let Ok(modified) = entry.metadata().await.and_then(|m| m.modified()) else { continue };
+            if now.duration_since(modified).unwrap_or_default() < grace {
+                continue;
+            }
+            // Under the lock, so that no writer claims it in between.
+            let writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            if !writing.contains(digest) && std::fs::remove_file(entry.path()).is_ok() {
+                gone += 1;
+            }
         }
-        let file = self.file.as_mut().expect("open until finished");
-        file.write_all(data).await.map_err(io(&self.tmp))?;
-        self.hasher.update(data);
-        self.len = len;
-        Ok(())
-    }
-
-    /// Ends the blob: checks it against what the sender announced, syncs
-    /// it and moves it to its address. Returns its digest and length.
-    pub async fn finish(mut self, want_digest: &str, want_len: u64) -> Result<(String, u64), BlobError> {
-        let got = hex(&std::mem::take(&mut self.hasher).finalize());
-        if self.len != want_len {
-            return Err(BlobError::SizeMismatch { want: want_len, got: self.len });
-        }
-        if got != want_digest {
-            return Err(BlobError::DigestMismatch { want: want_digest.to_string(), got });
-        }
-        let mut file = self.file.take().expect("open until finished");
-        file.flush().await.map_err(io(&self.tmp))?;
-        if self.blobs.fsync {
-            file.sync_all().await.map_err(io(&self.tmp))?;
-        }
-        drop(file);
-        if let Backend::S3 { store, prefix, url } = &self.blobs.backend {
-            let sent = upload(store.as_ref(), &Blobs::key(prefix, &got), &self.tmp).await;
-            let _ = tokio::fs::remove_file(&self.tmp).await;
-            sent.map_err(Blobs::remote(url))?;
-            return Ok((got, self.len));
-        }
-        let dest = self.blobs.path(&got)?;
-        let parent = dest.parent().expect("a blob's path has a directory");
-        tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
-        tokio::fs::rename(&self.tmp, &dest).await.map_err(io(&dest))?;
-        if self.blobs.fsync {
-            // The rename is durable once its directory is.
-            let dir = tokio::fs::File::open(parent).await.map_err(io(parent))?;
-            dir.sync_all().await.map_err(io(parent))?;
-        }
-        Ok((got, self.len))
+        Ok(gone)
     }
 }
 
-/// Sends the checked file `tmp` to `key`, in parts of 8 MiB with at most
-/// 4 in flight: never the whole blob in memory.
-async fn upload(
-    store: &dyn ObjectStore,
-    key: &object_store::path::Path,
-    tmp: &Path,
-) -> Result<(), object_store::Error> {
-    let upload = store.put_multipart(key).await?;
-    let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-    let mut file = tokio::fs::File::open(tmp)
-        .await
-        .map_err(|e| object_store::Error::Generic { store: "staging", source: Box::new(e) })?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| object_store::Error::Generic { store: "staging", source: Box::new(e) })?;
-        if n == 0 {
-            break;
-        }
-        parts.wait_for_capacity(4).await?;
-        parts.write(&buf[..n]);
-    }
-    parts.finish().await?;
-    Ok(())
+/// The digest a partial upload's file name holds, if it is one.
+fn partial_digest(name: &str) -> Option<&str> {
+    name.strip_prefix("partial-").filter(|d| is_digest(d))
 }
 
-impl Drop for BlobWriter<'_> {
-    fn drop(&mut self) {
-        // Not finished (refused, or its sender gone): nothing half-written
-        // stays behind. After `finish` the file has been renamed away.
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
+mod writer;
+
+pub use writer::BlobWriter;
+use writer::Claim;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn digest(data: &[u8]) -> String {
-        hex(&Sha256::digest(data))
-    }
-
-    #[tokio::test]
-    async fn blobs_are_stored_by_digest_and_refused_whole_when_wrong() {
-        let dir = crate::controller::tests::TestDir::new("blobs");
-        let blobs = Blobs::open(dir.path(), true).unwrap();
-        let data = vec![7u8; 300_000];
-        let mut w = blobs.writer(1 << 20, "the artifact".into(), "--max-artifact-bytes").await.unwrap();
-        for chunk in data.chunks(65_536) {
-            w.write(chunk).await.unwrap();
-        }
-        let (d, len) = w.finish(&digest(&data), data.len() as u64).await.unwrap();
-        assert_eq!((d.as_str(), len), (digest(&data).as_str(), 300_000));
-        let (mut reader, len) = blobs.open_blob(&d).await.unwrap();
-        let mut back = Vec::new();
-        while let Some(part) = reader.next(65_536).await {
-            back.extend(part.unwrap());
-        }
-        // A download resumes where it broke.
-        let (mut reader, _) = blobs.open_blob_at(&d, 299_990).await.unwrap();
-        let tail = reader.next(65_536).await.unwrap().unwrap();
-        assert_eq!(tail, data[299_990..]);
-        assert!(reader.next(65_536).await.is_none());
-        assert!(matches!(blobs.open_blob_at(&d, 300_001).await, Err(BlobError::BadOffset { .. })));
-        assert_eq!((back, len), (data.clone(), 300_000));
-
-        // (case, bytes written, announced digest and length, the error)
-        let cases: Vec<(&str, Vec<u8>, String, u64, &str)> = vec![
-            ("wrong digest", b"abc".to_vec(), digest(b"abd"), 3, "sha256 is"),
-            ("wrong length", b"abc".to_vec(), digest(b"abc"), 4, "not the 4 it was announced"),
-        ];
-        for (case, bytes, want, len, error) in cases {
-            let mut w = blobs.writer(1 << 20, "x".into(), "--flag").await.unwrap();
-            w.write(&bytes).await.unwrap();
-            let err = w.finish(&want, len).await.unwrap_err();
-            assert!(err.to_string().contains(error), "{case}: {err}");
-        }
-        // Over the limit: refused while streaming, naming the limit.
-        let mut w = blobs.writer(10, "the artifact of job build".into(), "--max-artifact-bytes").await.unwrap();
-        w.write(b"0123456789").await.unwrap();
-        let err = w.write(b"!").await.unwrap_err();
-        assert_eq!(err.to_string(), "the artifact of job build is over the limit of 10 bytes (--max-artifact-bytes)");
-        drop(w);
-        // Nothing half-written stays: only the one good blob.
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert!(matches!(blobs.open_blob(&digest(b"abc")).await, Err(BlobError::Missing(_))));
-        assert!(matches!(blobs.path("../etc/passwd"), Err(BlobError::BadDigest(_))));
-        blobs.delete(&d).await.unwrap();
-        blobs.delete(&d).await.unwrap();
-        assert!(matches!(blobs.open_blob(&d).await, Err(BlobError::Missing(_))));
-    }
-}
+mod tests;

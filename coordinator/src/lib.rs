@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod records;
 pub mod retention;
 pub mod scheduler;
+pub mod sealing;
 pub mod secrets;
 pub mod segments;
 pub mod server;

@@ -114,6 +114,11 @@ struct Args {
     /// How long a cache entry no job has restored is kept.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     cache_expire: Duration,
+    /// How long after its run finished a job's log moves from its segment
+    /// file into the blob store (the filesystem one, or S3 with
+    /// --blob-store), where any coordinator reads it.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    seal_logs_after: Duration,
     /// Dispatch without preferring agents that hold a job's cache (by free
     /// slots alone), e.g. to measure what the preference gains.
     #[arg(long)]
@@ -292,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
             blob_grace: args.blob_grace,
             cache_budget: args.cache_budget,
             cache_expire: args.cache_expire,
+            seal_after: args.seal_logs_after,
         },
         // The embedded store bounds its own history.
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }

@@ -46,6 +46,7 @@ use crate::core::keys;
 use crate::core::machine::RunId;
 use crate::metrics::METRICS;
 use crate::records::{ArtifactRecord, RunSummary};
+use crate::sealing;
 use crate::segments::Segments;
 use crate::store::{Compare, Op, Store, StoreError, Txn, decode};
 
@@ -63,6 +64,9 @@ pub struct Config {
     pub cache_budget: u64,
     /// How long an entry nobody restores is kept (`--cache-expire`).
     pub cache_expire: Duration,
+    /// How long after its run finished a log is sealed into the blob
+    /// store (`--seal-logs-after`; see `crate::sealing`).
+    pub seal_after: Duration,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             blob_grace: Duration::from_secs(3600),
             cache_budget: 10 << 30,
             cache_expire: Duration::from_secs(7 * 24 * 3600),
+            seal_after: Duration::from_secs(600),
         }
     }
 }
@@ -119,7 +124,7 @@ impl Controller for Retention {
     fn prefixes(&self) -> &'static [&'static str] {
         // It deletes only finished runs, which the scheduler never writes
         // again (see the module header), so the two share these safely.
-        &[keys::RUN_INDEX, "/runs/", keys::CACHES]
+        &[keys::RUN_INDEX, "/runs/", keys::CACHES, keys::SEALED_LOGS]
     }
 
     async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
@@ -180,6 +185,7 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
             txn.compare.push(Compare::ModRevision(keys::run_index(*id), index_revs[id]));
             txn.success.push(Op::DeletePrefix { prefix: keys::run(*id) });
             txn.success.push(Op::DeletePrefix { prefix: keys::artifacts_of(*id) });
+            txn.success.push(Op::DeletePrefix { prefix: keys::sealed_logs_of(*id) });
             txn.success.push(Op::delete(keys::run_index(*id)));
         }
         if store.txn(txn).await?.succeeded {
@@ -190,12 +196,26 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
             }
         }
     }
+    // Finished runs that are kept: their logs move into the blob store
+    // (below, once the orphans are swept).
+    let seal_before = now_ms().saturating_sub(config.seal_after.as_millis() as u64);
+    let finished: std::collections::HashMap<RunId, i64> = summaries
+        .iter()
+        .filter(|s| s.finished_ms.is_some_and(|f| f <= seal_before) && alive.contains(&s.id))
+        .map(|s| (s.id, index_revs[&s.id]))
+        .collect();
     // Now that the store's deletes have committed: the pruned runs'
     // segments, and any left behind by a crash after an earlier prune.
     match segments.sweep_async(alive, last).await {
         Ok(gone) if !gone.is_empty() => debug!(runs = gone.len(), "deleted the log segments of pruned runs"),
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot delete the log segments of pruned runs; retrying at the next pass"),
+    }
+    match sealing::seal_finished(store, segments, blobs, &finished).await {
+        Ok(0) => {}
+        Ok(sealed) => debug!(runs = sealed, "sealed finished runs' logs into the blob store"),
+        Err(StoreError::Fenced { epoch }) => return Err(StoreError::Fenced { epoch }),
+        Err(e) => warn!(error = %e, "cannot seal finished runs' logs; retrying at the next pass"),
     }
     // Artifacts past their expiry lose their reference (each delete
     // compares the reference's revision, so one written since is kept);
@@ -226,6 +246,7 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
         }
     }
     keep.extend(evict_caches(store, config, now).await?);
+    keep.extend(sealing::referenced(store).await?);
     match blobs.sweep(keep, config.blob_grace).await {
         Ok(0) => {}
         Ok(gone) => info!(blobs = gone, "deleted artifacts no run refers to"),

@@ -38,8 +38,8 @@
 //! never garbage or silence.
 //!
 //! The calls here block; the `*_async` wrappers run them on tokio's
-//! blocking threads. (Kept small and behind this one type so that a
-//! content-addressed blob store can take its place.)
+//! blocking threads. Once a run has finished, `crate::sealing` moves its
+//! segments into the blob store, and readers find them there.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
@@ -163,6 +163,9 @@ pub struct Segments {
     fsync: bool,
     /// Why writing has stopped for good, once a write or sync failed.
     stopped: Mutex<Option<String>>,
+    /// The blob store that finished runs' logs are sealed into
+    /// (`crate::sealing`), where readers look when a segment is gone.
+    sealed: std::sync::OnceLock<Arc<crate::blobs::Blobs>>,
 }
 
 /// The name of a run's directory; ten digits, as in the store's keys.
@@ -186,7 +189,17 @@ impl Segments {
     pub fn open(blob_dir: &Path, fsync: bool) -> Result<Segments, SegmentError> {
         let root = blob_dir.join("logs");
         std::fs::create_dir_all(&root).map_err(|source| SegmentError::Dir { path: root.clone(), source })?;
-        Ok(Segments { root, fsync, stopped: Mutex::new(None) })
+        Ok(Segments { root, fsync, stopped: Mutex::new(None), sealed: std::sync::OnceLock::new() })
+    }
+
+    /// Names the blob store sealed logs are in (once, at startup).
+    pub fn seal_into(&self, blobs: Arc<crate::blobs::Blobs>) {
+        let _ = self.sealed.set(blobs);
+    }
+
+    /// The blob store sealed logs are in, once named.
+    pub fn sealed(&self) -> Option<&Arc<crate::blobs::Blobs>> {
+        self.sealed.get()
     }
 
     /// Where the logs live: `{blob_dir}/logs`.

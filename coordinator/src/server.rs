@@ -207,6 +207,7 @@ pub async fn run(
         Some(url) => crate::blobs::Blobs::open_s3(url, &blob_dir)?,
         None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
     });
+    segments.seal_into(blobs.clone());
     let vault = Arc::new(open_vault(&opts, store.clone())?);
     let caches = Arc::new(crate::caches::Caches::new(store.clone()));
 

@@ -4,19 +4,22 @@
 //! of the current session (the same mutual-TLS connection). A transfer that
 //! breaks (the coordinator restarted, a failover) goes on over the next
 //! session's channel, for up to [`PATIENCE`]: a download resumes at the byte
-//! where it broke (`GetBlobRequest.offset`), an upload starts again. What
-//! arrives is checked against the digest at both ends, so a transfer that
-//! broke halfway can never be taken for a whole one.
+//! where it broke (`GetBlobRequest.offset`); an upload first asks the
+//! coordinator what it holds (a query header), and then sends nothing if the
+//! blob is stored, or the rest from the byte its partial copy reached
+//! (`BlobHeader.offset`). What arrives is checked against the digest at both
+//! ends, so a transfer that broke halfway can never be taken for a whole one.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tonic::transport::Channel;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::exec::artifacts::Transfer;
 use crate::exec::cache::{BlobRef, Found};
@@ -218,20 +221,62 @@ impl Transfer for ChannelTransfer {
     }
 
     async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String> {
+        // Set when the coordinator refused to go on with its partial copy:
+        // the next try sends it all from byte 0. That happens once; a
+        // second refusal ends the upload.
+        let (from_zero, restarted) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (from_zero, restarted) = (&from_zero, &restarted);
         self.patiently("an upload", |mut client| async move {
-            let file =
-                tokio::fs::File::open(path).await.map_err(|e| Failure::Final(format!("{}: {e}", path.display())))?;
-            let header = pb::BlobUpload {
+            let header = |offset, query| pb::BlobUpload {
                 part: Some(pb::blob_upload::Part::Header(pb::BlobHeader {
                     attempt_id: attempt.to_string(),
                     sha256: sha256.to_string(),
                     size,
+                    offset,
+                    query,
                 })),
             };
+            let offset = if from_zero.swap(false, Ordering::Relaxed) {
+                0
+            } else {
+                match client.put_blob(futures_util::stream::iter([header(0, true)])).await {
+                    Ok(held) if held.get_ref().stored => {
+                        info!(%sha256, size, "the coordinator holds this upload's blob already; nothing to send");
+                        return Ok(());
+                    }
+                    // More than the blob is not of it: start afresh.
+                    Ok(held) => Some(held.get_ref().partial).filter(|&n| n <= size).unwrap_or(0),
+                    // A coordinator from before resumable uploads reads the
+                    // query as an upload of no bytes, and refuses it for its
+                    // length: send it whole, as it expects.
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => 0,
+                    Err(status) => return Err(failure(status)),
+                }
+            };
+            let mut file =
+                tokio::fs::File::open(path).await.map_err(|e| Failure::Final(format!("{}: {e}", path.display())))?;
+            if offset > 0 {
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(|e| Failure::Final(format!("{}: {e}", path.display())))?;
+                info!(%sha256, offset, size, "resuming an upload at byte {offset}");
+            }
             let body = futures_util::stream::unfold(Some(file), next_chunk);
-            let stream = futures_util::StreamExt::chain(futures_util::stream::iter([header]), body);
-            client.put_blob(stream).await.map_err(failure)?;
-            Ok(())
+            let stream = futures_util::StreamExt::chain(futures_util::stream::iter([header(offset, false)]), body);
+            match client.put_blob(stream).await {
+                Ok(_) => Ok(()),
+                // The coordinator cannot go on from there (its partial copy
+                // changed, or did not check out at the end).
+                Err(status)
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && offset > 0
+                        && !restarted.swap(true, Ordering::Relaxed) =>
+                {
+                    from_zero.store(true, Ordering::Relaxed);
+                    Err(Failure::Retry(format!("{}; sending it again from byte 0", status.message())))
+                }
+                Err(status) => Err(failure(status)),
+            }
         })
         .await
     }

@@ -1,8 +1,9 @@
 //! The agent edge's blob transfers: `PutBlob` (a job's artifacts, stored
-//! as they stream in, refused past `--max-artifact-bytes`) and `GetBlob`
-//! (only what an attempt the agent holds needs, from an offset to resume),
-//! and the check that a result's artifacts were stored. See
-//! `crate::blobs` for the store.
+//! as they stream in, refused past `--max-artifact-bytes`; resumable: a
+//! query header asks what is held, and an upload whose stream broke goes
+//! on from that byte) and `GetBlob` (only what an attempt the agent holds
+//! needs, from an offset to resume), and the check that a result's
+//! artifacts were stored. See `crate::blobs` for the store.
 
 use std::pin::Pin;
 
@@ -10,7 +11,7 @@ use drover_proto::v1 as pb;
 use tokio::sync::oneshot;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::agent::{AgentApi, abbreviate, attempt_id};
 use super::require_agent;
@@ -64,19 +65,25 @@ pub(super) async fn check_artifact(blobs: &Blobs, event: &mut Event) {
 
 /// A blob store error as the caller should see it: its own input refused,
 /// a blob not there, or the store failing.
+/// A resume the store cannot go on with is a failed precondition (the
+/// sender starts again from byte 0); a blob being written by another
+/// upload is aborted (the sender asks again shortly).
 pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
     use blobs::BlobError::*;
     match e {
         TooLarge { .. } | DigestMismatch { .. } | SizeMismatch { .. } | BadDigest(_) | BadOffset { .. } => {
             ApiError::Invalid(e.to_string()).into()
         }
+        PartialMismatch { .. } => ApiError::Precondition(e.to_string()).into(),
+        Busy(_) => Status::aborted(e.to_string()),
         Missing(_) => ApiError::NotFound(e.to_string()).into(),
         Io { .. } | Remote { .. } | BadUrl(_) => Status::internal(e.to_string()),
     }
 }
 
 /// `PutBlob`: the header names the attempt, the digest and the size; the
-/// bytes are stored as they come.
+/// bytes are stored as they come, from the header's offset. A query
+/// header is answered with what the store holds of the blob instead.
 pub(super) async fn put(
     api: &AgentApi,
     req: Request<Streaming<pb::BlobUpload>>,
@@ -90,7 +97,7 @@ pub(super) async fn put(
     };
     let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
     // Only for an attempt it holds: an agent cannot fill the store with
-    // blobs no job of its will name.
+    // blobs no job of its will name, nor learn what it holds of others.
     let (sched, _) = super::leader(&api.role)?;
     let (reply, allowed) = oneshot::channel();
     sched
@@ -103,34 +110,76 @@ pub(super) async fn put(
     if !blobs::is_digest(&header.sha256) {
         return Err(ApiError::Invalid(format!("{:?} is not a sha256 digest", abbreviate(&header.sha256))).into());
     }
+    if header.query {
+        // Stored whole: nothing to send. Else what a broken upload left,
+        // for the agent to go on from.
+        let stored = api.blobs.stored(&header.sha256).await.map_err(blob_status)?;
+        let partial = if stored { 0 } else { api.blobs.partial(&header.sha256).await.map_err(blob_status)? };
+        return Ok(Response::new(pb::PutBlobResponse { sha256: String::new(), stored, partial }));
+    }
     let what = format!("the artifacts of job {} (attempt {})", id.job, id.attempt);
     if header.size > api.max_artifact_bytes {
         let e = blobs::BlobError::TooLarge { what, limit: api.max_artifact_bytes, flag: "--max-artifact-bytes" };
         return Err(ApiError::Invalid(e.to_string()).into());
     }
+    if header.offset > header.size {
+        return Err(ApiError::Invalid(format!(
+            "an upload of {} bytes cannot go on from byte {}",
+            header.size, header.offset
+        ))
+        .into());
+    }
     let mut writer = api
         .blobs
-        .writer(api.max_artifact_bytes, what, "--max-artifact-bytes")
+        .upload_writer(&header.sha256, header.offset, api.max_artifact_bytes, what, "--max-artifact-bytes")
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    while let Some(msg) = inbound.message().await? {
+        .map_err(blob_status)?;
+    if header.offset > 0 {
+        let (sha256, offset, size) = (&header.sha256, header.offset, header.size);
+        info!(agent = %name, attempt = %id, %sha256, offset, size, "resuming an upload at byte {offset}");
+    }
+    loop {
+        let msg = match inbound.message().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(status) => {
+                // Its bytes so far stay, for the agent to go on from.
+                let (sha256, at, size) = (&header.sha256, writer.written(), header.size);
+                let error = status.message();
+                info!(agent = %name, attempt = %id, %sha256, at, size, error, "an upload broke; kept its bytes");
+                return Err(status);
+            }
+        };
         match msg.part {
             Some(Part::Data(data)) if data.len() <= MAX_UPLOAD_CHUNK => {
                 writer.write(&data).await.map_err(blob_status)?;
             }
             Some(Part::Data(data)) => {
+                writer.discard();
                 return Err(ApiError::Invalid(format!(
                     "an upload message of {} bytes is over the limit of {MAX_UPLOAD_CHUNK}",
                     data.len()
                 ))
                 .into());
             }
-            _ => return Err(ApiError::Invalid("an upload has one header, first".into()).into()),
+            _ => {
+                writer.discard();
+                return Err(ApiError::Invalid("an upload has one header, first".into()).into());
+            }
         }
     }
-    let (sha256, len) = writer.finish(&header.sha256, header.size).await.map_err(blob_status)?;
-    debug!(agent = %name, attempt = %id, %sha256, len, "stored an artifact");
-    Ok(Response::new(pb::PutBlobResponse { sha256 }))
+    let (sha256, len) = writer.finish(&header.sha256, header.size).await.map_err(|e| match e {
+        // The bytes kept from before the break were not what they should
+        // have been: they are dropped, and the agent sends it all again.
+        blobs::BlobError::DigestMismatch { .. } if header.offset > 0 => ApiError::Precondition(format!(
+            "{e} (it went on from byte {} of a partial upload, which is dropped: send it again from byte 0)",
+            header.offset
+        ))
+        .into(),
+        e => blob_status(e),
+    })?;
+    debug!(agent = %name, attempt = %id, %sha256, len, resumed_at = header.offset, "stored an artifact");
+    Ok(Response::new(pb::PutBlobResponse { sha256, ..Default::default() }))
 }
 
 /// `GetBlob`: only a blob that an attempt the agent holds needs.

@@ -237,10 +237,22 @@ async fn read_logs(
             .zip(data)
             .map(|(c, data)| pb::LogData { job: c.job, attempt: c.attempt, offset: c.offset, data })
             .collect()),
-        Err(e @ SegmentError::Missing { .. }) => match store.get(&keys::run(id)).await {
-            Ok(None) => Err(run_not_found(store, id).await),
-            _ => Err(StoreError::from(e).into()),
-        },
+        Err(e @ SegmentError::Missing { .. }) => {
+            // Sealed into the blob store since the chunks were listed?
+            if let Some(blobs) = segments.sealed()
+                && let Some(data) = crate::sealing::read(store, blobs, id, &chunks).await?
+            {
+                return Ok(chunks
+                    .into_iter()
+                    .zip(data)
+                    .map(|(c, data)| pb::LogData { job: c.job, attempt: c.attempt, offset: c.offset, data })
+                    .collect());
+            }
+            match store.get(&keys::run(id)).await {
+                Ok(None) => Err(run_not_found(store, id).await),
+                _ => Err(StoreError::from(e).into()),
+            }
+        }
         Err(e) => Err(StoreError::from(e).into()),
     }
 }

@@ -40,6 +40,18 @@ pub fn artifact(run: u64, job: &str) -> String {
 pub fn artifacts_of(run: u64) -> String {
     format!("{ARTIFACTS}{run:010}/")
 }
+/// Finished runs' logs, sealed into the blob store (`crate::sealing`).
+pub const SEALED_LOGS: &str = "/sealed-logs/";
+
+pub fn sealed_log(run: u64, job: &str, attempt: u32) -> String {
+    format!("{SEALED_LOGS}{run:010}/{job}@{attempt:04}")
+}
+
+/// The prefix of a run's sealed logs, deleted with the run.
+pub fn sealed_logs_of(run: u64) -> String {
+    format!("{SEALED_LOGS}{run:010}/")
+}
+
 /// Caches by scope id and key (`crate::caches`).
 pub const CACHES: &str = "/caches/";
 

@@ -212,7 +212,8 @@ fn artifacts_round_trip_through_an_s3_protocol_server() {
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_ALLOW_HTTP", "true"),
     ];
-    let mut fleet = Fleet::start_with_env("s3", &["--blob-store", "s3://drover-e2e/ci"], &env);
+    let flags = ["--blob-store", "s3://drover-e2e/ci", "--seal-logs-after", "100ms", "--prune-interval", "200ms"];
+    let mut fleet = Fleet::start_with_env("s3", &flags, &env);
     fleet.agent("a1", "n=1", 2);
     fleet.agent("a2", "n=2", 2);
     fleet.wait_agents(2);
@@ -253,8 +254,18 @@ jobs:
     );
     assert_eq!(fleet.job(&run, "warm")["cache"], "miss s3-cache, saved");
     assert_eq!(fleet.job(&run, "cold")["cache"], "hit s3-cache");
-    let cold_log = text(&fleet.drover(&["logs", &run, "cold"]).stdout);
-    assert!(cold_log.contains("cache: hit s3-cache") && cold_log.contains("downloaded"), "{cold_log}");
+    // The finished run's logs move into the bucket and are read from there.
+    let run_dir = fleet.dir.path().join("data-0/blobs/logs").join(format!("{:010}", run.parse::<u64>().unwrap()));
+    crate::harness::wait_for("the logs to be sealed into the bucket", Duration::from_secs(30), || {
+        (!run_dir.exists()).then_some(())
+    });
+    let cold = fleet.drover(&["logs", &run, "cold"]);
+    let cold_log = text(&cold.stdout);
+    assert!(
+        cold_log.contains("cache: hit s3-cache") && cold_log.contains("downloaded"),
+        "{cold_log}{}",
+        text(&cold.stderr)
+    );
     // The blob is in the bucket, under the prefix, not on the coordinator's
     // disk.
     let sha = fleet.job(&run, "build")["artifact"]["sha256"].as_str().unwrap().to_string();

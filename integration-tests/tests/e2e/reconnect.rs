@@ -296,3 +296,68 @@ jobs:
     );
     assert_eq!(fleet.job(&run, "test")["attempt"], 1, "one attempt: the download went on");
 }
+
+#[test]
+fn an_artifact_upload_resumes_where_a_coordinator_restart_broke_it() {
+    let mut fleet = Fleet::start("upload-resume");
+    let agent = fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    // 100 MB of random bytes, which no archive shrinks: long enough to
+    // upload that the restart lands mid-way.
+    let yaml = format!(
+        "name: resume-up
+jobs:
+  build:
+    steps: [{{run: 'head -c 100000000 /dev/urandom > big.bin; sha256sum big.bin > {m}/built'}}]
+    artifacts: {{paths: [big.bin]}}
+  test:
+    needs: [build]
+    steps: [{{run: 'sha256sum big.bin > {m}/received'}}]
+",
+        m = m.display()
+    );
+    let run = fleet.submit("resume-up.yml", &yaml);
+    // The coordinator writes an upload into {blob-dir}/tmp/partial-SHA256
+    // (its blob dir is data-0/blobs by default).
+    let tmp = fleet.dir.path().join("data-0").join("blobs").join("tmp");
+    let partial = || -> Option<(PathBuf, u64)> {
+        std::fs::read_dir(&tmp).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("partial-").then(|| (e.path(), e.metadata().map_or(0, |meta| meta.len())))
+        })
+    };
+    let (path, _) = wait_for("the upload to pass 10 MB", Duration::from_secs(120), || {
+        partial().filter(|(_, len)| *len > 10_000_000)
+    });
+    let addr = fleet.addrs[0].clone();
+    fleet.kill_coordinator(0);
+    let kept = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("the upload ended before the kill ({e}); the test needs it mid-way"))
+        .len();
+    assert!(kept > 10_000_000 && kept < 100_000_000, "the partial upload holds {kept} bytes");
+    fleet.start_coordinator(0, &addr);
+    let status = fleet.wait_run(&run, Duration::from_secs(120));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(
+        std::fs::read_to_string(m.join("received")).unwrap(),
+        std::fs::read_to_string(m.join("built")).unwrap(),
+        "the same bytes, whole"
+    );
+    assert_eq!(fleet.job(&run, "build")["attempt"], 1, "one attempt: the upload went on");
+    // It went on from the very byte the killed coordinator had kept, not
+    // from 0: the agent says so, and so does the new coordinator.
+    let said = std::fs::read_to_string(&fleet.agents[agent].log).unwrap_or_default();
+    let resumed_at: Vec<u64> = said
+        .lines()
+        .filter_map(|l| l.split_once("resuming an upload at byte ")?.1.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(resumed_at, vec![kept], "resumed once, at the byte kept:\n{}", fleet.agents[agent].log_tail());
+    let coordinator = std::fs::read_to_string(&fleet.coordinator(0).log).unwrap_or_default();
+    assert!(
+        coordinator.contains(&format!("resuming an upload at byte {kept}")),
+        "the coordinator went on from byte {kept}:\n{}",
+        fleet.coordinator(0).log_tail()
+    );
+    assert!(partial().is_none(), "the partial upload was renamed into place");
+}
