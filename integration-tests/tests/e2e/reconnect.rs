@@ -254,15 +254,11 @@ fn a_coordinator_stopped_with_sigterm_exits_at_once_though_a_follow_is_open() {
     assert!(out.contains("done"), "{out}");
 }
 
-#[test]
-fn an_artifact_download_resumes_where_a_coordinator_restart_broke_it() {
-    let mut fleet = Fleet::start("download-resume");
-    let agent = fleet.agent("a1", "", 1);
-    fleet.wait_agents(1);
-    let m = marks(&fleet);
-    // 100 MB: long enough to download that the restart lands mid-way.
-    let yaml = format!(
-        "name: resume
+/// A pipeline whose build packs 100 MB of random bytes that its test
+/// needs; each records the sha256 it saw under `m`.
+fn big_artifact(name: &str, m: &std::path::Path) -> String {
+    format!(
+        "name: {name}
 jobs:
   build:
     steps: [{{run: 'head -c 100000000 /dev/urandom > big.bin; sha256sum big.bin > {m}/built'}}]
@@ -272,8 +268,17 @@ jobs:
     steps: [{{run: 'sha256sum big.bin > {m}/received'}}]
 ",
         m = m.display()
-    );
-    let run = fleet.submit("resume.yml", &yaml);
+    )
+}
+
+#[test]
+fn an_artifact_download_resumes_where_a_coordinator_restart_broke_it() {
+    let mut fleet = Fleet::start("download-resume");
+    let agent = fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let m = marks(&fleet);
+    // 100 MB: long enough to download that the restart lands mid-way.
+    let run = fleet.submit("resume.yml", &big_artifact("resume", &m));
     let log = fleet.agents[agent].log.clone();
     wait_for("the download to start", Duration::from_secs(120), || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("downloading artifacts").then_some(())
@@ -305,19 +310,7 @@ fn an_artifact_upload_resumes_where_a_coordinator_restart_broke_it() {
     let m = marks(&fleet);
     // 100 MB of random bytes, which no archive shrinks: long enough to
     // upload that the restart lands mid-way.
-    let yaml = format!(
-        "name: resume-up
-jobs:
-  build:
-    steps: [{{run: 'head -c 100000000 /dev/urandom > big.bin; sha256sum big.bin > {m}/built'}}]
-    artifacts: {{paths: [big.bin]}}
-  test:
-    needs: [build]
-    steps: [{{run: 'sha256sum big.bin > {m}/received'}}]
-",
-        m = m.display()
-    );
-    let run = fleet.submit("resume-up.yml", &yaml);
+    let run = fleet.submit("resume-up.yml", &big_artifact("resume-up", &m));
     // The coordinator writes an upload into {blob-dir}/tmp/partial-SHA256
     // (its blob dir is data-0/blobs by default).
     let tmp = fleet.dir.path().join("data-0").join("blobs").join("tmp");
