@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
-use drover_telemetry::trace::now_ms;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +24,7 @@ use crate::core::machine::{ArtifactRef, JobRecord, JobState, RunId, RunRecord, R
 use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
 use crate::records::{self, RunSummary};
-use crate::secrets::{SecretInfo, Vault};
+use crate::secrets::Vault;
 use crate::segments::{Chunk, ChunkMeta, Segments};
 use crate::store::{Store, decode};
 use crate::submit::{self, GitOptions, SubmitError, SubmitSource};
@@ -165,10 +164,6 @@ fn job_state(state: JobState) -> pb::JobState {
         JobState::Skipped => pb::JobState::Skipped,
         JobState::Cancelled => pb::JobState::Cancelled,
     }
-}
-
-fn secret_view(s: SecretInfo) -> pb::Secret {
-    pb::Secret { name: s.name, updated_ms: s.updated_ms, updated_by: s.updated_by, size: s.size }
 }
 
 pub(super) fn artifact_view(a: &ArtifactRef) -> pb::Artifact {
@@ -469,74 +464,35 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn set_secret(&self, req: Request<pb::SetSecretRequest>) -> Result<Response<pb::Secret>, Status> {
-        let by = require_admin(&req)?;
-        let req = req.into_inner();
-        let info = self.vault.set(&req.name, &req.value, &by, now_ms()).await.map_err(ApiError::from)?;
-        tracing::info!(secret = %info.name, by = %by, size = info.size, "secret set");
-        Ok(Response::new(secret_view(info)))
+        super::stores::set_secret(&self.vault, req).await
     }
 
     async fn list_secrets(
         &self,
         req: Request<pb::ListSecretsRequest>,
     ) -> Result<Response<pb::ListSecretsResponse>, Status> {
-        require_admin(&req)?;
-        let secrets = self.vault.list().await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListSecretsResponse { secrets: secrets.into_iter().map(secret_view).collect() }))
+        super::stores::list_secrets(&self.vault, req).await
     }
 
     async fn delete_secret(
         &self,
         req: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
-        let by = require_admin(&req)?;
-        let name = req.into_inner().name;
-        self.vault.delete(&name).await.map_err(ApiError::from)?;
-        tracing::info!(secret = %name, by = %by, "secret deleted");
-        Ok(Response::new(pb::DeleteSecretResponse {}))
+        super::stores::delete_secret(&self.vault, req).await
     }
 
     async fn list_caches(
         &self,
         req: Request<pb::ListCachesRequest>,
     ) -> Result<Response<pb::ListCachesResponse>, Status> {
-        require_admin(&req)?;
-        let mut caches = self.caches.list().await.map_err(ApiError::from)?;
-        // Most recently used first.
-        caches.sort_by(|(_, _, a), (_, _, b)| b.last_used_ms.cmp(&a.last_used_ms).then(a.key.cmp(&b.key)));
-        let caches = caches
-            .into_iter()
-            .map(|(_, _, c)| pb::CacheEntry {
-                size: c.size(),
-                scope: c.scope,
-                key: c.key,
-                created_ms: c.created_ms,
-                last_used_ms: c.last_used_ms,
-                run_id: c.run.to_string(),
-                job: c.job,
-            })
-            .collect();
-        Ok(Response::new(pb::ListCachesResponse { caches }))
+        super::stores::list_caches(&self.caches, req).await
     }
 
     async fn delete_cache(
         &self,
         req: Request<pb::DeleteCacheRequest>,
     ) -> Result<Response<pb::DeleteCacheResponse>, Status> {
-        let by = require_admin(&req)?;
-        let req = req.into_inner();
-        let scope = (!req.scope.is_empty()).then_some(req.scope.as_str());
-        let deleted = self.caches.remove(&req.key, scope).await.map_err(ApiError::from)?;
-        if deleted == 0 {
-            let within = scope.map(|s| format!(" in scope {s}")).unwrap_or_default();
-            return Err(ApiError::NotFound(format!(
-                "no cache has key {:?}{within}; `drover caches` lists them",
-                req.key
-            ))
-            .into());
-        }
-        tracing::info!(key = %req.key, by = %by, deleted, "caches deleted");
-        Ok(Response::new(pb::DeleteCacheResponse { deleted: deleted as u32 }))
+        super::stores::delete_cache(&self.caches, req).await
     }
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {

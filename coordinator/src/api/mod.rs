@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod caches;
 pub mod control;
 pub mod status;
+pub mod stores;
 pub mod streams;
 
 use tokio::sync::watch;
