@@ -73,6 +73,12 @@ pub enum BlobError {
     Remote { url: String, source: object_store::Error },
     #[error("{0:?} is not a blob store: write s3://BUCKET or s3://BUCKET/PREFIX")]
     BadUrl(String),
+    #[error(
+        "the blob store holds {used} bytes, and {size} more would pass its budget of {budget} bytes \
+         (--blob-store-budget); shorter retention (--artifact-expire, --keep-runs, --cache-budget) frees \
+         space, or raise the budget"
+    )]
+    StoreFull { used: u64, size: u64, budget: u64 },
     #[error("offset {offset} is past the blob's end ({len} bytes)")]
     BadOffset { offset: u64, len: u64 },
     #[error(
@@ -117,6 +123,12 @@ pub struct Blobs {
     /// a set operation (and `sweep`'s unlink of a partial file), never
     /// across an await.
     writing: Mutex<HashSet<String>>,
+    /// The most bytes uploads may fill the store with (`--blob-store-budget`);
+    /// 0: no limit.
+    budget: u64,
+    /// What the store holds, as the last sweep counted it (at open, on the
+    /// filesystem) plus what was stored since: an estimate for the budget.
+    pub(crate) used: std::sync::atomic::AtomicU64,
 }
 
 /// A stored blob, to read.
@@ -150,9 +162,18 @@ impl Blobs {
     /// Opens (creating) the store under `dir`, and removes what a crash
     /// left half-written but for recent partial uploads.
     pub fn open(dir: &Path, fsync: bool) -> Result<Blobs, BlobError> {
-        let blobs = Blobs { dir: dir.to_path_buf(), fsync, backend: Backend::Fs, writing: Mutex::default() };
+        let blobs = Blobs {
+            dir: dir.to_path_buf(),
+            fsync,
+            backend: Backend::Fs,
+            writing: Mutex::default(),
+            budget: 0,
+            used: Default::default(),
+        };
         std::fs::create_dir_all(dir.join("sha256")).map_err(io(dir))?;
         blobs.clear_tmp()?;
+        let used = walk_sizes(&dir.join("sha256"));
+        blobs.used.store(used, std::sync::atomic::Ordering::Relaxed);
         Ok(blobs)
     }
 
@@ -171,9 +192,33 @@ impl Blobs {
             .map_err(|source| BlobError::Remote { url: url.to_string(), source })?;
         let prefix = prefix.trim_matches('/').to_string();
         let backend = Backend::S3 { store: Arc::new(store), prefix, url: url.to_string() };
-        let blobs = Blobs { dir: staging.to_path_buf(), fsync: false, backend, writing: Mutex::default() };
+        // What the bucket holds is known after the leader's first sweep.
+        let blobs = Blobs {
+            dir: staging.to_path_buf(),
+            fsync: false,
+            backend,
+            writing: Mutex::default(),
+            budget: 0,
+            used: Default::default(),
+        };
         blobs.clear_tmp()?;
         Ok(blobs)
+    }
+
+    /// Limits what uploads may fill the store with to `budget` bytes (0:
+    /// no limit).
+    pub fn with_budget(mut self, budget: u64) -> Blobs {
+        self.budget = budget;
+        self
+    }
+
+    /// Refuses an upload of `size` bytes that would pass the budget.
+    pub fn check_room(&self, size: u64) -> Result<(), BlobError> {
+        let used = self.used.load(std::sync::atomic::Ordering::Relaxed);
+        if self.budget > 0 && used.saturating_add(size) > self.budget {
+            return Err(BlobError::StoreFull { used, size, budget: self.budget });
+        }
+        Ok(())
     }
 
     /// Empties `tmp/` of what a crash left there, but for the partial
@@ -439,7 +484,7 @@ impl Blobs {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
                     as i64;
             let mut listed = store.list(Some(&root));
-            let mut gone = 0;
+            let (mut gone, mut used) = (0, 0);
             while let Some(meta) = listed.next().await {
                 let meta = meta.map_err(Self::remote(url))?;
                 let name = meta.location.filename().unwrap_or_default().to_string();
@@ -447,12 +492,16 @@ impl Blobs {
                 if is_digest(&name) && !keep.contains(&name) && old {
                     store.delete(&meta.location).await.map_err(Self::remote(url))?;
                     gone += 1;
+                } else {
+                    used += meta.size;
                 }
             }
+            self.used.store(used, std::sync::atomic::Ordering::Relaxed);
             return Ok(gone);
         }
         let root = self.dir.join("sha256");
-        tokio::task::spawn_blocking(move || {
+        let counted = root.clone();
+        let gone = tokio::task::spawn_blocking(move || {
             let mut gone = 0;
             let now = std::time::SystemTime::now();
             for shard in std::fs::read_dir(&root).map_err(io(&root))? {
@@ -472,10 +521,13 @@ impl Blobs {
                     }
                 }
             }
-            Ok(gone)
+            Ok::<_, BlobError>(gone)
         })
         .await
-        .map_err(|e| BlobError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| BlobError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })??;
+        let used = tokio::task::spawn_blocking(move || walk_sizes(&counted)).await.unwrap_or(0);
+        self.used.store(used, std::sync::atomic::Ordering::Relaxed);
+        Ok(gone)
     }
 
     /// Deletes the partial uploads older than `grace` (by their last
@@ -502,6 +554,19 @@ impl Blobs {
 }
 
 /// The digest a partial upload's file name holds, if it is one.
+/// The bytes of the blobs under `root` (`sha256/ab/abcd…`).
+fn walk_sizes(root: &Path) -> u64 {
+    let Ok(shards) = std::fs::read_dir(root) else { return 0 };
+    shards
+        .flatten()
+        .filter_map(|shard| std::fs::read_dir(shard.path()).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| is_digest(&e.file_name().to_string_lossy()))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn partial_digest(name: &str) -> Option<&str> {
     name.strip_prefix("partial-").filter(|d| is_digest(d))
 }

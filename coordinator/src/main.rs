@@ -56,6 +56,15 @@ struct Args {
     /// is refused the moment it passes it (suffixes K, M, G).
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     max_artifact_bytes: u64,
+    /// The most bytes one file in a job's artifacts may have; the agent
+    /// stops packing at a file past it, naming this flag (suffixes K, M, G).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    max_artifact_file_bytes: u64,
+    /// The most bytes uploads (artifacts, caches) may fill the blob store
+    /// with; past it an upload is refused, naming this flag (suffixes K,
+    /// M, G; 0: no limit). Counted at start and at each retention pass.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    blob_store_budget: u64,
     /// Skip fsync after each store write and log segment write: faster,
     /// but a power loss (not a crash) can lose the last writes. Embedded
     /// store only.
@@ -262,6 +271,8 @@ async fn main() -> anyhow::Result<()> {
     let opts = Options {
         blob_store: args.blob_store,
         max_artifact_bytes: args.max_artifact_bytes,
+        blob_store_budget: args.blob_store_budget,
+        max_artifact_file_bytes: args.max_artifact_file_bytes,
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
         scheduler: Config {

@@ -42,6 +42,11 @@ pub struct Options {
     pub blob_store: Option<String>,
     /// The most bytes one job's artifacts may have (`--max-artifact-bytes`).
     pub max_artifact_bytes: u64,
+    /// The most bytes one file in a job's artifacts may have
+    /// (`--max-artifact-file-bytes`).
+    pub max_artifact_file_bytes: u64,
+    /// The most bytes uploads may fill the blob store with; 0: no limit.
+    pub blob_store_budget: u64,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub scheduler: Config,
@@ -203,10 +208,13 @@ pub async fn run(
     };
     let blob_dir = blob_dir.unwrap_or_else(|| opts.data_dir.join("blobs"));
     let segments = Arc::new(Segments::open(&blob_dir, fsync)?);
-    let blobs = Arc::new(match &opts.blob_store {
-        Some(url) => crate::blobs::Blobs::open_s3(url, &blob_dir)?,
-        None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
-    });
+    let blobs = Arc::new(
+        match &opts.blob_store {
+            Some(url) => crate::blobs::Blobs::open_s3(url, &blob_dir)?,
+            None => crate::blobs::Blobs::open(&blob_dir, fsync)?,
+        }
+        .with_budget(opts.blob_store_budget),
+    );
     segments.seal_into(blobs.clone());
     let vault = Arc::new(open_vault(&opts, store.clone())?);
     let caches = Arc::new(crate::caches::Caches::new(store.clone()));
@@ -276,7 +284,7 @@ pub async fn run(
             role_rx.clone(),
             opts.scheduler.lease_ttl,
             blobs.clone(),
-            opts.max_artifact_bytes,
+            (opts.max_artifact_bytes, opts.max_artifact_file_bytes),
             vault.clone(),
             caches.clone(),
         )))

@@ -271,6 +271,7 @@ impl Protocol {
                     paths: s.paths,
                     ignore_missing: s.ignore_missing,
                     max_bytes: s.max_bytes,
+                    max_file_bytes: s.max_file_bytes,
                 }),
                 inputs: job
                     .inputs

@@ -68,6 +68,9 @@ pub struct Spec {
     /// The coordinator's `--max-artifact-bytes`: packing stops there. 0:
     /// the archive's own limits only.
     pub max_bytes: u64,
+    /// The coordinator's `--max-artifact-file-bytes`: one file past it
+    /// stops packing. 0: the archive's own limit.
+    pub max_file_bytes: u64,
 }
 
 /// A packed and uploaded artifact, for the result.
@@ -214,8 +217,16 @@ pub async fn collect(
             limits.max_total_bytes = limits.max_total_bytes.min(spec2.max_bytes);
             limits.max_file_bytes = limits.max_file_bytes.min(spec2.max_bytes);
         }
+        if spec2.max_file_bytes > 0 {
+            limits.max_file_bytes = limits.max_file_bytes.min(spec2.max_file_bytes);
+        }
         let manifest =
             drover_archive::pack(&workspace, &spec2.paths, if_no_files, &limits, &mut out).map_err(|e| match e {
+                drover_archive::Error::LimitExceeded { limit: drover_archive::Limit::MaxFileBytes, .. }
+                    if spec2.max_file_bytes > 0 && limits.max_file_bytes == spec2.max_file_bytes =>
+                {
+                    format!("{e} (the coordinator's --max-artifact-file-bytes is {})", spec2.max_file_bytes)
+                }
                 drover_archive::Error::LimitExceeded { .. } if spec2.max_bytes > 0 => {
                     format!("{e} (the coordinator's --max-artifact-bytes is {})", spec2.max_bytes)
                 }

@@ -41,6 +41,8 @@ pub struct AgentApi {
     /// Where artifacts go, and the most bytes one may have.
     pub(super) blobs: Arc<Blobs>,
     pub(super) max_artifact_bytes: u64,
+    /// The most bytes one file in an artifact may have, sent to agents.
+    max_artifact_file_bytes: u64,
     /// Where the secrets of an Assign come from.
     vault: Arc<Vault>,
     /// The caches agents restore and save.
@@ -52,11 +54,12 @@ impl AgentApi {
         role: watch::Receiver<Role>,
         lease_ttl: Duration,
         blobs: Arc<Blobs>,
-        max_artifact_bytes: u64,
+        (max_artifact_bytes, max_artifact_file_bytes): (u64, u64),
         vault: Arc<Vault>,
         caches: Arc<Caches>,
     ) -> AgentApi {
-        AgentApi { role, next_conn: AtomicU64::new(1), lease_ttl, blobs, max_artifact_bytes, vault, caches }
+        let next_conn = AtomicU64::new(1);
+        AgentApi { role, next_conn, lease_ttl, blobs, max_artifact_bytes, max_artifact_file_bytes, vault, caches }
     }
 }
 
@@ -147,7 +150,8 @@ fn cache_work(c: drover_pipeline::CacheSpec) -> pb::CacheWork {
 /// Converts a scheduler message; `epoch` is the leadership term the
 /// session belongs to, which agents use to refuse a deposed leader. An
 /// Assign's secrets are resolved here, at the last moment.
-async fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64, vault: &Vault) -> pb::CoordinatorMessage {
+async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -> pb::CoordinatorMessage {
+    let (max_artifact_bytes, max_artifact_file_bytes) = limits;
     let msg = match msg {
         ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
             epoch,
@@ -176,6 +180,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, max_artifact_bytes: u64, vault: &Vau
                             paths: a.paths,
                             ignore_missing: a.if_no_files == drover_pipeline::IfNoFiles::Ignore,
                             max_bytes: max_artifact_bytes,
+                            max_file_bytes: max_artifact_file_bytes,
                         }),
                         inputs: inputs
                             .into_iter()
@@ -514,11 +519,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
             let _ = sched.send(Event::AgentGone { conn, name }).await;
         });
-        let max_artifact_bytes = self.max_artifact_bytes;
+        let limits = (self.max_artifact_bytes, self.max_artifact_file_bytes);
         let vault = self.vault.clone();
         let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
             let vault = vault.clone();
-            async move { Ok(to_proto(m, epoch, max_artifact_bytes, &vault).await) }
+            async move { Ok(to_proto(m, epoch, limits, &vault).await) }
         });
         Ok(Response::new(Box::pin(out)))
     }

@@ -76,6 +76,7 @@ pub(crate) fn blob_status(e: blobs::BlobError) -> Status {
         }
         PartialMismatch { .. } => ApiError::Precondition(e.to_string()).into(),
         Busy(_) => Status::aborted(e.to_string()),
+        StoreFull { .. } => Status::resource_exhausted(e.to_string()),
         Missing(_) => ApiError::NotFound(e.to_string()).into(),
         Io { .. } | Remote { .. } | BadUrl(_) => Status::internal(e.to_string()),
     }
@@ -121,6 +122,11 @@ pub(super) async fn put(
     if header.size > api.max_artifact_bytes {
         let e = blobs::BlobError::TooLarge { what, limit: api.max_artifact_bytes, flag: "--max-artifact-bytes" };
         return Err(ApiError::Invalid(e.to_string()).into());
+    }
+    // The store's budget, before a byte is taken (a resumed upload's bytes
+    // so far were counted when it began).
+    if header.offset == 0 {
+        api.blobs.check_room(header.size).map_err(blob_status)?;
     }
     if header.offset > header.size {
         return Err(ApiError::Invalid(format!(

@@ -268,3 +268,30 @@ async fn a_stored_blob_is_reported_and_its_age_refreshed_for_the_grace() {
     assert_eq!(read_blob(&blobs, &d).await, b"stored");
     assert!(matches!(blobs.stored("nope").await, Err(BlobError::BadDigest(_))));
 }
+
+#[tokio::test]
+async fn uploads_past_the_budget_are_refused_and_a_sweep_counts_again() {
+    let dir = TestDir::new("blobs-budget");
+    let data = varied(600);
+    let d = digest(&data);
+    std::fs::create_dir_all(dir.path().join("sha256")).unwrap();
+    let blobs = Blobs::open(dir.path(), false).unwrap().with_budget(1000);
+    blobs.check_room(1000).unwrap();
+    let mut w = blobs.writer(10_000, "a blob".into(), "--max-artifact-bytes").await.unwrap();
+    w.write(&data).await.unwrap();
+    w.finish(&d, 600).await.unwrap();
+    let err = blobs.check_room(401).unwrap_err().to_string();
+    assert!(
+        err.contains("holds 600 bytes, and 401 more would pass its budget of 1000 bytes (--blob-store-budget)"),
+        "{err}"
+    );
+    blobs.check_room(400).unwrap();
+    // Reopened, it counts what it holds; a sweep that deletes it counts again.
+    drop(blobs);
+    let blobs = Blobs::open(dir.path(), false).unwrap().with_budget(1000);
+    assert!(blobs.check_room(401).is_err(), "counted at open");
+    assert_eq!(blobs.sweep(HashSet::new(), Duration::ZERO).await.unwrap(), 1);
+    blobs.check_room(1000).unwrap();
+    // No budget: no limit.
+    Blobs::open(dir.path(), false).unwrap().check_room(u64::MAX).unwrap();
+}

@@ -140,6 +140,7 @@ impl BlobWriter<'_> {
             let sent = upload(store.as_ref(), &Blobs::key(prefix, &got), &self.path).await;
             let _ = tokio::fs::remove_file(&self.path).await;
             sent.map_err(Blobs::remote(url))?;
+            self.blobs.used.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
             return Ok((got, self.len));
         }
         let dest = self.blobs.path(&got)?;
@@ -151,6 +152,9 @@ impl BlobWriter<'_> {
             let dir = tokio::fs::File::open(parent).await.map_err(io(parent))?;
             dir.sync_all().await.map_err(io(parent))?;
         }
+        // An estimate until the next sweep counts: the same bytes stored
+        // twice count twice until then.
+        self.blobs.used.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
         Ok((got, self.len))
     }
 }

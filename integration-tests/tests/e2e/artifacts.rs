@@ -301,3 +301,32 @@ fn an_artifact_over_the_limit_fails_its_job_naming_the_limit() {
     );
     assert!(blobs(&fleet.dir.path().join("data-0/blobs")).is_empty(), "nothing stored");
 }
+
+#[test]
+fn an_upload_past_the_blob_store_budget_fails_its_job_naming_the_flag() {
+    let mut fleet = Fleet::start_with("store-budget", &["--blob-store-budget", "500K"]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let yaml = "name: fill\njobs:\n  build:\n    steps: [{run: 'head -c 300000 /dev/urandom > big.bin'}]\n    artifacts: {paths: [big.bin]}\n";
+    let first = fleet.submit("fill.yml", yaml);
+    assert_eq!(fleet.wait_run(&first, Duration::from_secs(60))["state"], "succeeded", "{}", fleet.logs());
+    let second = fleet.submit("fill.yml", yaml);
+    assert_eq!(fleet.wait_run(&second, Duration::from_secs(60))["state"], "failed");
+    let build = fleet.job(&second, "build");
+    let message = build["message"].as_str().unwrap_or_default();
+    assert!(message.contains("budget of 512000 bytes (--blob-store-budget)"), "{build:#}");
+    assert_eq!(blobs(&fleet.dir.path().join("data-0/blobs")).len(), 1, "only the first one is stored");
+}
+
+#[test]
+fn a_file_over_the_per_file_limit_fails_its_job_naming_the_flag() {
+    let mut fleet = Fleet::start_with("file-limit", &["--max-artifact-file-bytes", "100K"]);
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let yaml = "name: f\njobs:\n  build:\n    steps: [{run: 'head -c 50000 /dev/urandom > ok.bin; head -c 300000 /dev/urandom > big.bin'}]\n    artifacts: {paths: [ok.bin, big.bin]}\n";
+    let run = fleet.submit("f.yml", yaml);
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "failed");
+    let build = fleet.job(&run, "build");
+    let message = build["message"].as_str().unwrap_or_default();
+    assert!(message.contains("big.bin") && message.contains("--max-artifact-file-bytes is 102400"), "{build:#}");
+}
