@@ -185,7 +185,7 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     // Ctrl-C before the run ends stops everything: exit 130.
     let mut result = tokio::select! {
         r = run => r,
-        _ = tokio::signal::ctrl_c() => Err(Exit::new(EXIT_INTERRUPTED, "interrupted; the local fleet is stopped").into()),
+        () = stop_signal() => Err(Exit::new(EXIT_INTERRUPTED, "interrupted; the local fleet is stopped").into()),
     };
     // A coordinator that exited (its data directory held by another, a
     // store it cannot open) is the cause, not the connection it refused:
@@ -204,11 +204,13 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     if args.keep && !interrupted {
         match crate::context::add("dev", &url, &admin, true) {
             Ok(()) => {
-                outln!("still running: `drover runs`, `drover agents` in another terminal reach it; Ctrl-C stops")
+                outln!(
+                    "still running: `drover runs`, `drover agents` in another terminal reach it; Ctrl-C (or SIGTERM) stops"
+                )
             }
             Err(e) => result = result.and(Err(e.into())),
         }
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
     }
     // Agents drain on a first signal and stop at once (killing their steps)
     // on a second: send both, so an interrupted run leaves nothing behind.
@@ -268,5 +270,22 @@ mod tests {
         assert_eq!(startup_error(log), "data directory /d is in use by another drover-coordinator (pid 7)");
         assert_eq!(startup_error("a\nlast words\n\n"), "last words");
         assert_eq!(startup_error(""), "it exited without a word");
+    }
+}
+
+/// Ctrl-C (SIGINT), or SIGTERM (`kill`, a service manager): either stops
+/// the local fleet, so that no coordinator or agent outlives `drover dev`.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

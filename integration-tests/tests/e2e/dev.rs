@@ -83,3 +83,39 @@ fn scripts_dev_sh_finds_the_binaries_wherever_cargo_puts_them() {
     assert!(out.status.success(), "scripts/dev.sh failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("run 1 succeeded"), "{stdout}");
 }
+
+#[test]
+fn drover_dev_keep_stops_its_whole_fleet_on_sigterm() {
+    let dir = TempDir::new("dev-term");
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.yml");
+    let log = dir.path().join("dev.out");
+    let mut child = std::process::Command::new(crate::harness::bin("drover"))
+        .args(["dev", "--keep", "--pipeline"])
+        .arg(&pipeline)
+        .arg("--dir")
+        .arg(dir.path().join("dev"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_or_report(
+        "drover dev --keep to say it keeps running",
+        Duration::from_secs(120),
+        || std::fs::read_to_string(&log).unwrap_or_default().contains("still running").then_some(()),
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    assert!(!processes_under(dir.path()).is_empty(), "the fleet runs");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = crate::harness::wait_for("drover dev to exit", Duration::from_secs(20), || child.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0), "it exits as the run did");
+    wait_for_or_report(
+        "every process drover dev started to exit",
+        Duration::from_secs(10),
+        || processes_under(dir.path()).is_empty().then_some(()),
+        || format!("still running: {:?}", processes_under(dir.path())),
+    );
+}
