@@ -16,6 +16,11 @@
 //! part of `check`) and renders it into a key (on the agent, which hashes
 //! the files); it is public for the agent's sake.
 //!
+//! [`expr`] is the expression language of `if:` conditions and of `${{ }}`
+//! in `env` values and `run` scripts: read and checked at submit (as part of
+//! `check`), evaluated by the caller against the run ([`expr::passes`]). Its
+//! header is the language's reference.
+//!
 //! The format, in short:
 //!
 //! ```yaml
@@ -23,8 +28,9 @@
 //! env: {GREETING: hello}       # optional
 //! jobs:
 //!   build:
+//!     if: drover.branch == 'main'   # optional: an expression (see `expr`); read as `success() && (...)`
 //!     runs-on: {os: linux}     # agent labels that must all match; optional
-//!     env: {MODE: release}     # optional
+//!     env: {MODE: release, REF: "${{ drover.commit }}"}   # optional; `${{ }}` is checked, not yet substituted
 //!     timeout: 10m             # optional: whole numbers with s, m, h, e.g. 1h30m
 //!     queue-timeout: 30m       # optional: how long to wait when no connected agent has the labels
 //!     retries: 1               # optional: retries after a failed or lost attempt
@@ -38,14 +44,18 @@
 //!     steps:
 //!       - name: compile        # optional
 //!         run: make
+//!       - if: failure()        # optional: when the step runs
+//!         run: ./collect-logs
 //!   test:
 //!     needs: [build]          # or [{job: build, artifacts: false}]
+//!     if: always() && needs.build.result != 'skipped'   # `needs.JOB.result` for a job in `needs`
 //!     steps:
 //!       - run: make test
 //! ```
 
 pub mod cache_key;
 mod check;
+pub mod expr;
 #[cfg(test)]
 mod tests;
 mod yaml;
@@ -55,6 +65,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use expr::Expr;
 
 /// The largest pipeline file we read, in bytes. Pipelines are small; a bigger
 /// file is almost certainly a mistake, and the cap bounds the work and memory
@@ -87,6 +99,14 @@ pub const MAX_HASH_FILES_GLOBS: usize = 16;
 pub const MAX_CACHE_PATHS: usize = 20;
 /// The most `restore-keys` one job's `cache` may list.
 pub const MAX_RESTORE_KEYS: usize = 10;
+/// The longest expression (an `if:`, or one `${{ }}`), in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 1024;
+/// How deep an expression may nest: each `(`, `!` and function call opens
+/// a level.
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+/// The most nodes (literals, contexts, calls, operators) one expression
+/// may have.
+pub const MAX_EXPRESSION_NODES: usize = 256;
 /// The prefix of environment variables that Drover sets itself, which
 /// pipelines therefore may not define.
 pub const RESERVED_ENV_PREFIX: &str = "DROVER_";
@@ -142,6 +162,10 @@ pub struct JobSpec {
     /// never stored with the pipeline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Its `if:`: whether it runs once its needs are done ([`expr::passes`]:
+    /// with none, when they all succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
 }
 
 /// A job's `artifacts`.
@@ -213,8 +237,13 @@ pub enum KeyPart {
 pub struct StepSpec {
     /// An optional label for logs and UIs.
     pub name: Option<String>,
-    /// The shell command; never empty.
+    /// The shell command; never empty. Any `${{ }}` in it was checked,
+    /// and is not substituted yet.
     pub run: String,
+    /// Its `if:`: whether it runs, given how the steps before it went
+    /// ([`expr::passes`]: with none, when they all succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
 }
 
 impl Pipeline {

@@ -73,8 +73,8 @@ fn full_example_parses_to_the_expected_pipeline() {
                 retries: 1,
                 needs: vec![],
                 steps: vec![
-                    StepSpec { name: Some("compile".into()), run: "make".into() },
-                    StepSpec { name: None, run: "make install\necho done\n".into() },
+                    StepSpec { name: Some("compile".into()), run: "make".into(), condition: None },
+                    StepSpec { name: None, run: "make install\necho done\n".into(), condition: None },
                 ],
                 artifacts: Some(ArtifactsSpec {
                     paths: vec!["dist/*.tar.gz".into(), "reports/".into()],
@@ -95,6 +95,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                     restore_keys: vec!["cargo-".into()],
                 }),
                 secrets: Vec::new(),
+                condition: None,
             },
             JobSpec {
                 name: "test".into(),
@@ -104,11 +105,12 @@ fn full_example_parses_to_the_expected_pipeline() {
                 queue_timeout: None,
                 retries: 0,
                 needs: vec!["build".into()],
-                steps: vec![StepSpec { name: None, run: "make test".into() }],
+                steps: vec![StepSpec { name: None, run: "make test".into(), condition: None }],
                 artifacts: None,
                 skip_artifacts_of: vec!["build".into()],
                 cache: None,
                 secrets: Vec::new(),
+                condition: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -118,11 +120,12 @@ fn full_example_parses_to_the_expected_pipeline() {
                 queue_timeout: None,
                 retries: 0,
                 needs: vec!["build".into()],
-                steps: vec![StepSpec { name: None, run: "make lint".into() }],
+                steps: vec![StepSpec { name: None, run: "make lint".into(), condition: None }],
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
                 cache: None,
                 secrets: Vec::new(),
+                condition: None,
             },
         ],
     };
@@ -280,7 +283,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 6,
             column: 9,
             message: "unknown key `shell` in step 1 of job `build`",
-            hint: Some("allowed keys: name, run"),
+            hint: Some("allowed keys: name, run, if"),
         },
         Bad {
             what: "cycle in needs",
@@ -1279,6 +1282,254 @@ fn bad_cases() -> Vec<Bad> {
             hint: None,
         },
         Bad {
+            what: "a condition calling an unknown function",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: sucess() && drover.branch == 'main'
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 9,
+            message: "condition of job `a`: unknown function `sucess`",
+            hint: Some("did you mean `success`?"),
+        },
+        Bad {
+            what: "a condition reading an unknown context",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: \"github.ref == 'refs/heads/main'\"
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 10,
+            message: "condition of job `a`: unknown context `github`",
+            hint: Some("Drover's own context is `drover`"),
+        },
+        Bad {
+            what: "a condition reading the result of a job that is not needed",
+            yaml: "
+                name: p
+                jobs:
+                  build: {steps: [{run: x}]}
+                  lint: {steps: [{run: x}]}
+                  test:
+                    needs: [build]
+                    if: needs.lint.result == 'success'
+                    steps: [{run: x}]
+            ",
+            line: 7,
+            column: 15,
+            message: "condition of job `test`: job `lint` is not in `needs`",
+            hint: Some("the job needs build; to read its result, add `lint` to the job's `needs`"),
+        },
+        Bad {
+            what: "a condition with a syntax error",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: drover.branch = 'main'
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 23,
+            message: "condition of job `a`: `=` is not an operator",
+            hint: Some("compare with `==`"),
+        },
+        Bad {
+            what: "a condition in `${{ }}` with an unknown field",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: ${{ drover.brnch == 'main' }}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 20,
+            message: "condition of job `a`: `drover` has no field `brnch`",
+            hint: Some("did you mean `drover.branch`?"),
+        },
+        Bad {
+            what: "a condition comparing a result with what no result is",
+            yaml: "
+                name: p
+                jobs:
+                  build: {steps: [{run: x}]}
+                  test:
+                    needs: [build]
+                    if: needs.build.result == 'succeeded'
+                    steps: [{run: x}]
+            ",
+            line: 6,
+            column: 31,
+            message: "condition of job `test`: `needs.build.result` is never 'succeeded'",
+            hint: Some("a result is 'success', 'failure', 'cancelled' or 'skipped'"),
+        },
+        Bad {
+            what: "a condition comparing a variable with a boolean",
+            yaml: "
+                name: p
+                env: {DEBUG: 'true'}
+                jobs:
+                  a:
+                    if: env.DEBUG == true
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 19,
+            message: "condition of job `a`: `==` compares a string with a boolean, which are never equal",
+            hint: Some("context values are strings"),
+        },
+        Bad {
+            what: "a condition reading a secret",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    secrets: [TOKEN]
+                    if: env.TOKEN != ''
+                    steps: [{run: x}]
+            ",
+            line: 5,
+            column: 13,
+            message: "condition of job `a`: `TOKEN` is a secret, and expressions cannot read secrets",
+            hint: Some("a step reads it as `$TOKEN` in its `run`"),
+        },
+        Bad {
+            what: "an empty condition",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if:
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 5,
+            message: "condition of job `a` is empty",
+            hint: Some("e.g. `if: drover.branch == 'main'`"),
+        },
+        Bad {
+            what: "a condition that is a list",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: [always()]
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 9,
+            message: "condition of job `a` must be an expression, found a list",
+            hint: None,
+        },
+        Bad {
+            what: "an unquoted condition starting with `!`, which YAML reads as a tag",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    if: !cancelled() && drover.branch == 'main'
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 25,
+            message: "invalid YAML: unsupported tag `!cancelled()`",
+            hint: Some("quote an expression that starts with `!`, as in `if: \"!cancelled()\"`"),
+        },
+        Bad {
+            what: "a step's condition reading an unknown field",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    steps:
+                      - run: x
+                        if: drover.brnch == 'main'
+            ",
+            line: 6,
+            column: 20,
+            message: "condition of step 1 of job `a`: `drover` has no field `brnch`",
+            hint: Some("did you mean `drover.branch`?"),
+        },
+        Bad {
+            what: "an unknown field in `${{ }}` in a run command",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    steps:
+                      - run: echo ${{ drover.sha }}
+            ",
+            line: 5,
+            column: 30,
+            message: "`run` in step 1 of job `a`: `drover` has no field `sha`",
+            hint: Some("its fields are branch, event, tag and commit"),
+        },
+        Bad {
+            what: "a matrix value in `${{ }}` in a run block, in a job with no matrix",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    steps:
+                      - run: |
+                          echo start
+
+                          echo ${{ matrix.os }}
+            ",
+            line: 8,
+            column: 27,
+            message: "`run` in step 1 of job `a`: `matrix.os` names nothing: the job has no matrix",
+            hint: Some("`matrix.NAME` reads a value of the job's `matrix:`"),
+        },
+        Bad {
+            what: "a status function in `${{ }}` in a run command",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    steps: [{run: \"echo ${{ success() }}\"}]
+            ",
+            line: 4,
+            column: 29,
+            message: "`run` in step 1 of job `a`: `success()` is allowed only in `if:`",
+            hint: None,
+        },
+        Bad {
+            what: "an unclosed `${{` in a job's env value",
+            yaml: "
+                name: p
+                jobs:
+                  a:
+                    env: {REF: \"v-${{ drover.commit\"}
+                    steps: [{run: x}]
+            ",
+            line: 4,
+            column: 19,
+            message: "env variable `REF` in job `a`: `${{` is never closed",
+            hint: Some("close the expression with `}}`"),
+        },
+        Bad {
+            what: "a needed job's result in `${{ }}` in the top-level env",
+            yaml: "
+                name: p
+                env:
+                  WHO: \"${{ needs.a.result }}\"
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 19,
+            message: "env variable `WHO` at the top level: job `a` is not in `needs`",
+            hint: Some("there are none here"),
+        },
+        Bad {
             what: "a secret that is also a pipeline env variable",
             yaml: "
                 name: p
@@ -1444,7 +1695,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if"
     );
 }
 
@@ -1484,8 +1735,8 @@ fn secrets_are_checked_against_the_ones_that_exist_only_when_known() {
 #[test]
 fn cache_key_errors_point_into_the_key_as_written() {
     // Each key calls `hashFile` for `hashFiles`; the diagnostic points at
-    // its `h` when the key is written character for character on one line,
-    // else where the key starts.
+    // its `h` when the key is written character for character (on one line,
+    // or as a block whose lines are the key's), else where the key starts.
     let cases = [
         ("double quotes", "    cache:\n      key: \"cargo-{{ hashFile('a') }}\"\n      paths: [t]\n", (5, 22)),
         ("single quotes", "    cache:\n      key: 'cargo-{{ hashFile(\"a\") }}'\n      paths: [t]\n", (5, 22)),
@@ -1493,7 +1744,7 @@ fn cache_key_errors_point_into_the_key_as_written() {
         ("a flow mapping", "    cache: {key: \"cargo-{{ hashFile('a') }}\", paths: [t]}\n", (4, 28)),
         ("an escape", "    cache:\n      key: \"cargo\\x2d{{ hashFile('a') }}\"\n      paths: [t]\n", (5, 12)),
         ("two lines", "    cache:\n      key: cargo-{{\n        hashFile('a') }}\n      paths: [t]\n", (5, 12)),
-        ("a block", "    cache:\n      key: >-\n        cargo-{{ hashFile('a') }}\n      paths: [t]\n", (6, 9)),
+        ("a block", "    cache:\n      key: >-\n        cargo-{{ hashFile('a') }}\n      paths: [t]\n", (6, 18)),
         ("an anchor", "    cache:\n      key: &k cargo-{{ hashFile('a') }}\n      paths: [t]\n", (5, 24)),
     ];
     for (how, cache, (line, column)) in cases {
@@ -1502,6 +1753,85 @@ fn cache_key_errors_point_into_the_key_as_written() {
         assert_eq!(err.diagnostics.len(), 1, "{how}: {err}");
         let d = &err.diagnostics[0];
         assert_eq!(d.message, "cache key of job `a`: unknown function `hashFile`", "{how}");
+        assert_eq!((d.line, d.column), (line, column), "{how}: {err}");
+    }
+}
+
+#[test]
+fn conditions_and_expressions_in_strings_are_read() {
+    let text = dedent(
+        r#"
+        name: conditional
+        env: {TARGET: staging}
+        jobs:
+          build:
+            env: {REF: "${{ drover.commit }}"}
+            steps:
+              - run: make
+              - if: failure()
+                run: ./collect-logs "${{ env.TARGET }}"
+          deploy:
+            needs: [build]
+            if: drover.branch == 'main' && needs.build.result == 'success'
+            steps:
+              - run: |
+                  ./deploy ${{ env.TARGET }} ${{ drover.commit }}
+              - if: "!cancelled()"
+                run: ./notify
+          report:
+            needs: [deploy]
+            if: ${{ always() }}
+            steps: [{run: ./report}]
+        "#,
+    );
+    let pipeline = parse("ci.yaml", &text).unwrap_or_else(|err| panic!("{err}"));
+    let condition = |job: &str| pipeline.job(job).unwrap().condition.as_ref().map(Expr::text);
+    assert_eq!(condition("build"), None);
+    assert_eq!(condition("deploy"), Some("drover.branch == 'main' && needs.build.result == 'success'"));
+    assert_eq!(condition("report"), Some(" always() "));
+    let steps = |job: &str| -> Vec<Option<&str>> {
+        pipeline.job(job).unwrap().steps.iter().map(|step| step.condition.as_ref().map(Expr::text)).collect()
+    };
+    assert_eq!(steps("build"), [None, Some("failure()")]);
+    assert_eq!(steps("deploy"), [None, Some("!cancelled()")]);
+    // `${{ }}` is checked and kept as written: nothing is substituted yet.
+    assert_eq!(pipeline.jobs[0].env, map(&[("REF", "${{ drover.commit }}")]));
+    assert_eq!(pipeline.jobs[0].steps[1].run, "./collect-logs \"${{ env.TARGET }}\"");
+
+    let deploy = pipeline.job("deploy").unwrap().condition.as_ref().unwrap();
+    assert!(!deploy.uses_status(), "read as `success() && (...)`");
+    assert!(pipeline.job("report").unwrap().condition.as_ref().unwrap().uses_status());
+
+    // Stored as JSON with the conditions as their text; a job without one
+    // has no `condition` field, as before conditions existed.
+    let json = serde_json::to_string(&pipeline).unwrap();
+    assert!(json.contains(r#""condition":"drover.branch == 'main' && needs.build.result == 'success'""#), "{json}");
+    assert_eq!(serde_json::from_str::<Pipeline>(&json).unwrap(), pipeline);
+    let old = r#"{"name":"p","env":{},"jobs":[{"name":"a","runs_on":{},"env":{},"timeout":null,"retries":0,
+        "needs":[],"steps":[{"name":null,"run":"x"}]}]}"#;
+    let old: Pipeline = serde_json::from_str(old).unwrap();
+    assert_eq!((old.jobs[0].condition.as_ref(), old.jobs[0].steps[0].condition.as_ref()), (None, None));
+}
+
+#[test]
+fn expression_errors_point_into_the_string_as_written() {
+    // Each condition reads `drover.brnch`; the diagnostic points at its `b`
+    // when the string is written character for character, else where the
+    // string starts.
+    let cases = [
+        ("plain", "    if: drover.brnch == 'x'\n", (4, 16)),
+        ("double quotes", "    if: \"drover.brnch == 'x'\"\n", (4, 17)),
+        ("braces", "    if: ${{ drover.brnch == 'x' }}\n", (4, 20)),
+        ("an escape", "    if: \"\\x20drover.brnch == 'x'\"\n", (4, 9)),
+        ("two lines", "    if: drover.branch == 'x' &&\n      drover.brnch == 'y'\n", (4, 9)),
+        ("a literal block", "    if: |\n      drover.branch == 'x' &&\n      drover.brnch == 'y'\n", (6, 14)),
+    ];
+    for (how, condition, (line, column)) in cases {
+        let text = format!("name: p\njobs:\n  a:\n{condition}    steps: [{{run: x}}]\n");
+        let err = parse("ci.yaml", &text).unwrap_err();
+        assert_eq!(err.diagnostics.len(), 1, "{how}: {err}");
+        let d = &err.diagnostics[0];
+        assert_eq!(d.message, "condition of job `a`: `drover` has no field `brnch`", "{how}");
         assert_eq!((d.line, d.column), (line, column), "{how}: {err}");
     }
 }

@@ -7,9 +7,14 @@
 //! can name both places. So we let serde-saphyr deserialize the document into
 //! this small tree, with each node wrapped in [`serde_saphyr::Spanned`], and
 //! check the tree by hand. A scalar also records how it is written (plain or
-//! quoted on one line, or otherwise), so that a problem inside a string,
-//! such as a cache key's unknown function, can be pointed at exactly
+//! quoted on one line, a literal block, or otherwise), so that a problem
+//! inside a string, such as a cache key's unknown function or a bad
+//! `${{ }}` in a `run: |` script, can be pointed at exactly
 //! (`Node::pos_at`).
+//!
+//! Tags other than YAML's own (`!!str`) are refused: Drover gives none a
+//! meaning, and an unquoted expression that starts with `!` would otherwise
+//! vanish into one (`if: !cancelled() && x` read as `x`).
 
 use std::fmt;
 
@@ -70,19 +75,27 @@ pub(super) enum Written {
     /// In single or double quotes, character for character between them, on
     /// one line.
     Quoted,
-    /// Any other way: with escapes (`\"`, `''`), over several lines, or as
-    /// a block (`|`, `>`). Its characters cannot be told apart in the file,
-    /// only where it starts.
+    /// Over several lines, each line of the value at the same column of
+    /// consecutive lines of the file, character for character: a literal
+    /// block (`|`). `lead` is the number of empty lines the value starts
+    /// with, which are before where the scalar is said to start.
+    Lines { lead: usize },
+    /// Any other way: with escapes (`\"`, `''`), folded over several lines
+    /// (plain, quoted or `>`). Its characters cannot be told apart in the
+    /// file, only where it starts.
     Other,
 }
 
 impl Written {
     /// How `text` is written, given its `source`: the file's text of the
     /// scalar's span, when known.
-    fn of(text: &str, source: Option<&str>) -> Written {
-        let Some(source) = source.filter(|s| !s.contains(['\n', '\r'])) else {
+    fn of(text: &str, source: Option<&str>, column: usize) -> Written {
+        let Some(source) = source else {
             return Written::Other;
         };
+        if source.contains(['\n', '\r']) {
+            return Written::lines(text, source, column);
+        }
         let quoted = |q: char| source.len() >= 2 && source.starts_with(q) && source.ends_with(q);
         if source == text {
             Written::Plain
@@ -91,6 +104,41 @@ impl Written {
         } else {
             Written::Other
         }
+    }
+}
+
+impl Written {
+    /// How a value over several lines is written, given its `source` from
+    /// where it starts (its first character, at `column`): [`Written::Lines`]
+    /// when every line of it is in the file as it is, each after the same
+    /// indentation, else [`Written::Other`].
+    fn lines(text: &str, source: &str, column: usize) -> Written {
+        let indent = column.saturating_sub(1);
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        if lines.last() == Some(&"") {
+            // The line break that ends the value; nothing there to point at.
+            lines.pop();
+        }
+        let lead = lines.iter().take_while(|line| line.is_empty()).count();
+        let mut source_lines = source.split('\n');
+        for (i, line) in lines.iter().enumerate().skip(lead) {
+            let Some(written) = source_lines.next() else {
+                return Written::Other;
+            };
+            let matches = if i == lead {
+                written == *line
+            } else if line.is_empty() {
+                written.trim().is_empty()
+            } else {
+                written.len() == indent + line.len()
+                    && written.bytes().take(indent).all(|b| b == b' ')
+                    && &written[indent..] == *line
+            };
+            if !matches {
+                return Written::Other;
+            }
+        }
+        Written::Lines { lead }
     }
 }
 
@@ -114,14 +162,31 @@ impl Node {
 
     /// Where the character at `offset` (counted in characters) of this
     /// scalar's value is in the file: exact when the value is written there
-    /// character for character on one line, else where the scalar starts.
+    /// character for character (on one line, or as a literal block), else
+    /// where the scalar starts.
     pub fn pos_at(&self, offset: usize) -> Pos {
-        let skip = match &self.kind {
-            Kind::Scalar(Scalar { written: Written::Plain, .. }) => 0,
-            Kind::Scalar(Scalar { written: Written::Quoted, .. }) => 1,
+        let (skip, text, lead) = match &self.kind {
+            Kind::Scalar(Scalar { written: Written::Plain, .. }) => (0, None, 0),
+            Kind::Scalar(Scalar { written: Written::Quoted, .. }) => (1, None, 0),
+            Kind::Scalar(Scalar { written: Written::Lines { lead }, text, .. }) => (0, Some(text), *lead),
             _ => return self.pos,
         };
-        Pos { line: self.pos.line, column: self.pos.column.saturating_add(skip).saturating_add(offset) }
+        let Some(text) = text else {
+            return Pos { line: self.pos.line, column: self.pos.column.saturating_add(skip).saturating_add(offset) };
+        };
+        // Each line of a literal block starts at the scalar's column.
+        let (mut line, mut column) = (0, 0);
+        for c in text.chars().take(offset) {
+            if c == '\n' {
+                (line, column) = (line + 1, 0);
+            } else {
+                column += 1;
+            }
+        }
+        if line < lead {
+            return self.pos;
+        }
+        Pos { line: self.pos.line + (line - lead), column: self.pos.column + column }
     }
 
     /// A short description of what this node is, for "found ..." messages.
@@ -177,6 +242,8 @@ pub(super) fn load(text: &str) -> Result<Node, SyntaxError> {
         non_finite_float_policy: NonFiniteFloatPolicy::AsString,
         // We report the position ourselves and never render snippets.
         with_snippet: false,
+        // See the module's header: `if: !cancelled()` must not become a tag.
+        reject_unsupported_tags: true,
     };
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => Ok(lower(raw, text)),
@@ -195,7 +262,13 @@ fn syntax_error(err: &serde_saphyr::Error) -> SyntaxError {
     // The formatter's text may quote the input, which could hold control
     // characters; keep the diagnostic on one line.
     let message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let hint = if message.contains("tabs") {
+    let hint = if message.contains("unsupported tag") {
+        Some(
+            "`!` starts a YAML tag, and Drover uses none; quote an expression that starts with `!`, as in \
+             `if: \"!cancelled()\"`, or write it in `${{ }}`: `if: ${{ !cancelled() }}`"
+                .to_owned(),
+        )
+    } else if message.contains("tabs") {
         Some("indent YAML with spaces; tabs are not allowed for indentation".to_owned())
     } else if message.contains("mapping values are not allowed") {
         Some(
@@ -321,7 +394,8 @@ fn lower(raw: Spanned<Raw>, source: &str) -> Node {
     let spelling =
         |fallback: String| spanned.filter(|text| !text.starts_with(['*', '!', '&'])).map_or(fallback, str::to_owned);
     let scalar = |text: String, ty| {
-        let written = Written::of(&text, spanned);
+        let column = Pos::from_location(location).column;
+        let written = Written::of(&text, spanned, column);
         Kind::Scalar(Scalar { text, ty, written })
     };
     let kind = match raw.value {

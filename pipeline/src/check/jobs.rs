@@ -1,19 +1,20 @@
 //! The `jobs` mapping, and the keys of one job that need no file of their
 //! own: its name, `runs-on`, `timeout`, `queue-timeout`, `retries`, and
-//! `needs` as written.
+//! `needs` as written. Its `if:` and the `${{ }}` in its `env` are read
+//! once its `needs`, `env` and `secrets` are known, which they may name.
 //! Whether the jobs a job needs exist, and whether needs form a cycle, can
 //! only be told once every job has been read; `graph` checks that.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::{Checker, Entry, find};
+use super::{Checker, Entry, ScopeNames, find};
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
 const JOB_KEYS: &[&str] =
-    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "cache", "secrets"];
+    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "cache", "secrets", "if"];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -82,6 +83,7 @@ impl Checker<'_> {
                 skip_artifacts_of: Vec::new(),
                 cache: None,
                 secrets: Vec::new(),
+                condition: None,
             },
             needs: Vec::new(),
         };
@@ -136,8 +138,22 @@ impl Checker<'_> {
             draft.needs = self.needs(entry.value, full_name, name, &mut draft.spec.skip_artifacts_of);
             draft.spec.needs = draft.needs.iter().map(|(need, _)| (*need).to_owned()).collect();
         }
-        match find(&entries, "steps") {
-            Some(steps) => draft.spec.steps = self.steps(steps, name),
+        let names = ScopeNames::new(
+            draft.needs.iter().map(|(need, _)| *need),
+            self.pipeline_env.keys().chain(draft.spec.env.keys()).map(String::as_str),
+            &draft.spec.secrets,
+        );
+        let steps = names.with_scope(|scope| {
+            if let Some(entry) = find(&entries, "if") {
+                draft.spec.condition = self.condition(entry, scope, &format!("condition of job `{name}`"));
+            }
+            if let Some(entry) = find(&entries, "env") {
+                self.env_interpolations(entry.value, &draft.spec.env, scope, &context);
+            }
+            find(&entries, "steps").map(|steps| self.steps(steps, name, scope))
+        });
+        match steps {
+            Some(steps) => draft.spec.steps = steps,
             None => self.error(
                 entry.key_pos,
                 format!("job `{name}` has no steps"),

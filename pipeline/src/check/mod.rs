@@ -20,6 +20,9 @@
 //!   [`crate::cache_key`] and faults pointed at inside the string; `paths`
 //!   in the workspace or the step's home; `restore-keys`);
 //! - `env`: `env` mappings and what a pipeline may set in them;
+//! - `expressions`: the `if:` of jobs and steps, and `${{ }}` in `env`
+//!   values and `run` scripts, read by [`crate::expr`] and faults pointed
+//!   at inside the string;
 //! - `secrets`: a job's `secrets`, and whether they exist when that is known;
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
 //! - `suggest`: "did you mean" for misspelled keys, job names and (for
@@ -30,8 +33,8 @@
 //! job key in `jobs`, a step key in `steps`. A key with rules of its own gets
 //! a file of its own, called from there as `env` is: `matrix`, concurrency
 //! groups and approvals from `jobs`; `if:` conditions and `${{ }}`
-//! expressions, which may appear in several places, one file that each of
-//! those places calls.
+//! expressions, which may appear in several places, are read in
+//! `expressions`, which each of those places calls.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,12 +44,14 @@ use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 mod artifacts;
 mod cache;
 mod env;
+mod expressions;
 mod graph;
 mod jobs;
 mod secrets;
 mod steps;
 pub(crate) mod suggest;
 
+use expressions::ScopeNames;
 pub(super) use secrets::secret_name_problem;
 use suggest::{SUGGESTION_BUDGET, closest};
 
@@ -164,6 +169,10 @@ impl Checker<'_> {
         if let Some(entry) = find(&entries, "env") {
             pipeline.env = self.env(entry.value, None);
             self.pipeline_env = pipeline.env.clone();
+            let names = ScopeNames::new([], pipeline.env.keys().map(String::as_str), &[]);
+            names.with_scope(|scope| {
+                self.env_interpolations(entry.value, &pipeline.env, scope, "at the top level");
+            });
         }
         match find(&entries, "jobs") {
             Some(entry) => pipeline.jobs = self.jobs(entry),

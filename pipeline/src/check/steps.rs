@@ -1,14 +1,17 @@
 //! A job's `steps`: a list of at most `MAX_STEPS_PER_JOB` mappings, each
-//! with a shell command in `run` and an optional `name`.
+//! with a shell command in `run` (whose `${{ }}` are checked), an optional
+//! `name` and an optional `if:`, read in the job's scope (`expressions`).
 
 use super::{Checker, Entry, find};
+use crate::expr::Scope;
 use crate::yaml::{Kind, Node};
 use crate::{MAX_STEPS_PER_JOB, StepSpec};
 
-const STEP_KEYS: &[&str] = &["name", "run"];
+const STEP_KEYS: &[&str] = &["name", "run", "if"];
 
 impl Checker<'_> {
-    pub(super) fn steps(&mut self, steps_entry: &Entry<'_>, job: &str) -> Vec<StepSpec> {
+    /// Reads the steps of `job`, whose expressions may name what `scope` has.
+    pub(super) fn steps(&mut self, steps_entry: &Entry<'_>, job: &str, scope: &Scope<'_>) -> Vec<StepSpec> {
         let no_steps_hint = || Some("add at least one step, e.g. `steps: [{run: make}]`".to_owned());
         let steps = steps_entry.value;
         let items = match &steps.kind {
@@ -37,10 +40,10 @@ impl Checker<'_> {
                 Some("split the job into several jobs, or move commands into a script".to_owned()),
             );
         }
-        items.iter().enumerate().filter_map(|(i, step)| self.step(step, i + 1, job)).collect()
+        items.iter().enumerate().filter_map(|(i, step)| self.step(step, i + 1, job, scope)).collect()
     }
 
-    fn step(&mut self, step: &Node, number: usize, job: &str) -> Option<StepSpec> {
+    fn step(&mut self, step: &Node, number: usize, job: &str, scope: &Scope<'_>) -> Option<StepSpec> {
         let context = format!("in step {number} of job `{job}`");
         let map = match &step.kind {
             Kind::Map(map) => map,
@@ -79,6 +82,8 @@ impl Checker<'_> {
                 }
             },
         };
+        let condition = find(&entries, "if")
+            .and_then(|entry| self.condition(entry, scope, &format!("condition of step {number} of job `{job}`")));
         let Some(run_entry) = find(&entries, "run") else {
             self.error(
                 step.pos,
@@ -101,7 +106,10 @@ impl Checker<'_> {
                 self.error(run.pos, format!("`run` {context} contains a NUL character"), None);
                 None
             }
-            Some(text) => Some(StepSpec { name, run: text.to_owned() }),
+            Some(text) => {
+                self.interpolated(run, scope, &format!("`run` {context}"));
+                Some(StepSpec { name, run: text.to_owned(), condition })
+            }
             None if matches!(run.kind, Kind::Null) => {
                 self.error(
                     run_entry.key_pos,

@@ -1,7 +1,8 @@
 //! "Did you mean": for a name that matches none of those allowed, the
 //! closest allowed one by edit distance (within a budget of work per file),
 //! or a short list of them when none is close. `cache_key` asks it too, for
-//! a misspelt function in a cache key.
+//! a misspelt function in a cache key, and `expr` for a misspelt function,
+//! context, variable or needed job in an expression.
 
 use crate::yaml::abbreviate;
 
@@ -65,7 +66,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Lists up to ten names for a hint, so a pipeline with thousands of jobs
 /// does not produce a thousand-name hint.
-pub(super) fn list_some(names: &[&str]) -> String {
+pub(crate) fn list_some(names: &[&str]) -> String {
     const SHOWN: usize = 10;
     let shown: Vec<String> = names.iter().take(SHOWN).map(|name| abbreviate(name)).collect();
     if names.len() > SHOWN {

@@ -20,11 +20,12 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 queue_timeout: None,
                 retries: *retries,
                 needs: needs.iter().map(|n| n.to_string()).collect(),
-                steps: vec![StepSpec { name: None, run: "true".into() }],
+                steps: vec![StepSpec { name: None, run: "true".into(), condition: None }],
                 artifacts: None,
                 skip_artifacts_of: Vec::new(),
                 secrets: Vec::new(),
                 cache: None,
+                condition: None,
             })
             .collect(),
     }
