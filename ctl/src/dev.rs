@@ -260,19 +260,6 @@ async fn wait_for_agents(conn: &mut client::Conn, n: usize) -> anyhow::Result<()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_coordinator_start_up_error_is_its_last_error_line() {
-        let log = "2026-12-02T01:00:00Z  INFO starting\nError: data directory /d is in use by another drover-coordinator (pid 7)\n";
-        assert_eq!(startup_error(log), "data directory /d is in use by another drover-coordinator (pid 7)");
-        assert_eq!(startup_error("a\nlast words\n\n"), "last words");
-        assert_eq!(startup_error(""), "it exited without a word");
-    }
-}
-
 /// Ctrl-C (SIGINT), or SIGTERM (`kill`, a service manager): either stops
 /// the local fleet, so that no coordinator or agent outlives `drover dev`.
 async fn stop_signal() {
@@ -287,5 +274,18 @@ async fn stop_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coordinator_start_up_error_is_its_last_error_line() {
+        let log = "2026-12-02T01:00:00Z  INFO starting\nError: data directory /d is in use by another drover-coordinator (pid 7)\n";
+        assert_eq!(startup_error(log), "data directory /d is in use by another drover-coordinator (pid 7)");
+        assert_eq!(startup_error("a\nlast words\n\n"), "last words");
+        assert_eq!(startup_error(""), "it exited without a word");
     }
 }

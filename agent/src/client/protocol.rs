@@ -262,6 +262,8 @@ impl Protocol {
                 run_id: job.run_id,
                 job: job.job,
                 attempt: job.attempt,
+                step_conditions: job.steps.iter().map(|s| s.condition.clone()).collect(),
+                need_results: job.need_results.into_iter().collect(),
                 steps: job.steps.into_iter().map(|s| (s.name, s.run)).collect(),
                 env: job.env.into_iter().collect(),
                 timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),

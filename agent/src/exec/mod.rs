@@ -35,6 +35,7 @@
 
 pub mod artifacts;
 pub mod cache;
+mod conditions;
 mod disk;
 mod env;
 mod mask;
@@ -86,6 +87,10 @@ pub struct Attempt {
     /// The job's `cache:`: restored before its first own step, saved after
     /// its last succeeds.
     pub cache: Option<cache::CacheWork>,
+    /// Each own step's `if:` (empty: none), by position.
+    pub step_conditions: Vec<String>,
+    /// How each job it needs ended, for `needs.JOB.result`.
+    pub need_results: conditions::NeedResults,
 }
 
 /// An attempt's secrets by name: set in its steps' environment, masked in
@@ -447,6 +452,9 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
     let total = steps.len();
     let job_deadline = runner.deadline;
     let first_own = usize::from(attempt.checkout.is_some());
+    // The first failure of an own step: later steps run only if their
+    // `if:` says so (failure(), always()), and the attempt fails with it.
+    let mut failed: Option<(Outcome, i32, String)> = None;
     for (i, (label, script, extra)) in steps.iter().enumerate() {
         // The needs' artifacts go in after the checkout, before the job's
         // own first step.
@@ -456,6 +464,10 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
                 return (Outcome::Failed, -1, msg);
             }
             restore_cache(runner, scratch).await;
+        }
+        if i >= first_own && !conditions::step_runs(attempt, i - first_own, failed.is_some()) {
+            runner.say(format!("==> [{}/{}] {label}: skipped (its condition is false)\n", i + 1, total));
+            continue;
         }
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
         // The checkout has a deadline of its own, within the job's.
@@ -482,7 +494,10 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             StepEnd::Exited(code) => {
                 let msg = runner.failed_message(label, code);
                 runner.say(format!("==> {msg}\n"));
-                return (Outcome::Failed, code, msg);
+                if i < first_own {
+                    return (Outcome::Failed, code, msg);
+                }
+                failed.get_or_insert((Outcome::Failed, code, msg));
             }
             StepEnd::TimedOut => {
                 let t = attempt.timeout.unwrap_or_default().as_secs();
@@ -509,5 +524,5 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             }
         }
     }
-    (Outcome::Succeeded, 0, String::new())
+    failed.unwrap_or((Outcome::Succeeded, 0, String::new()))
 }

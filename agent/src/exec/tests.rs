@@ -64,6 +64,8 @@ fn attempt_with(steps: &[&str], secrets: &[(&str, &str)]) -> Attempt {
         secrets: Secrets(secrets.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()),
         secrets_error: None,
         cache: None,
+        step_conditions: Vec::new(),
+        need_results: Default::default(),
     }
 }
 
@@ -103,4 +105,26 @@ async fn an_undelivered_secret_fails_the_attempt_before_any_step() {
     let (log, result, _) = run_attempt(attempt, "undelivered").await;
     assert_eq!(result, Some((Outcome::Failed, -1, "secret TOKEN no longer exists".into())));
     assert!(!log.contains("ran"), "{log}");
+}
+
+/// After a step fails, only steps whose `if:` says so run (failure(),
+/// always()); the attempt fails with the first failure.
+#[tokio::test]
+async fn after_a_failed_step_only_steps_that_ask_to_run_do() {
+    let mut attempt = attempt_with(&["echo first", "exit 3", "echo never", "echo cleanup", "echo report"], &[]);
+    attempt.step_conditions =
+        vec![String::new(), String::new(), String::new(), "always()".into(), "failure() && env.MODE == 'ci'".into()];
+    attempt.env = [("MODE".to_string(), "ci".to_string())].into();
+    let (log, result, _) = run_attempt(attempt, "conditions").await;
+    assert_eq!(result, Some((Outcome::Failed, 3, "step 2 exited with code 3".into())), "{log}");
+    assert!(log.contains("first\n") && log.contains("cleanup\n") && log.contains("report\n"), "{log}");
+    assert!(!log.contains("never\n"), "{log}");
+    assert!(log.contains("==> [3/5] step 3: skipped (its condition is false)"), "{log}");
+
+    // Without a failure, failure() steps are skipped and the attempt succeeds.
+    let mut attempt = attempt_with(&["echo ok", "echo report"], &[]);
+    attempt.step_conditions = vec![String::new(), "failure()".into()];
+    let (log, result, _) = run_attempt(attempt, "conditions-ok").await;
+    assert_eq!(result, Some((Outcome::Succeeded, 0, String::new())), "{log}");
+    assert!(!log.contains("report\n"), "{log}");
 }

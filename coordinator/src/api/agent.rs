@@ -163,7 +163,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {
-                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets, cache } => {
+                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets, cache, need_results } => {
                     let (secrets, secrets_error) = resolve_secrets(vault, &secrets).await;
                     pb::assign::Work::Job(pb::JobWork {
                         run_id: a.id.run.to_string(),
@@ -171,7 +171,11 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
                         attempt: a.id.attempt,
                         steps: steps
                             .into_iter()
-                            .map(|s| pb::Step { name: s.name.unwrap_or_default(), run: s.run })
+                            .map(|s| pb::Step {
+                                name: s.name.unwrap_or_default(),
+                                run: s.run,
+                                condition: s.condition.map(|c| c.text().to_string()).unwrap_or_default(),
+                            })
                             .collect(),
                         env: env.into_iter().collect(),
                         timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
@@ -189,6 +193,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
                         secrets: secrets.into_iter().collect(),
                         secrets_error,
                         cache: cache.map(cache_work),
+                        need_results: need_results.into_iter().collect(),
                     })
                 }
             };

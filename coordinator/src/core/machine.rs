@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! Pending ──needs met──▶ Queued ──Assign──▶ Assigned ──Accepted──▶ Running
-//!    │                     ▲                   │                     │
-//!    │ a need failed       └──retry / never started──────────────────┤
+//!    │    (and `if:`)      ▲                   │                     │
+//!    │ a need failed,      └──retry / never started──────────────────┤
+//!    │ or `if:` false                                                │
 //!    ▼                                                               ▼
 //! Skipped                                              Succeeded | Failed
 //!
@@ -19,6 +20,10 @@
 //!          Assigned | Running ──▶ Cancelling ──the agent's result──▶ Cancelled
 //!          (finished jobs keep their state)
 //! ```
+//!
+//! **Conditions.** When a job's needs have finished, its `if:` (or, without
+//! one, `success()`) decides whether it is queued or skipped: see `settle`.
+//! A run whose jobs all succeeded or were skipped succeeded.
 //!
 //! Each assignment is a new attempt with a new number, so a report from an
 //! older attempt is recognisably stale. An attempt the agent never accepted
@@ -40,6 +45,9 @@ use std::time::Duration;
 use drover_pipeline::{JobSpec, Pipeline};
 
 mod records;
+mod settle;
+
+pub use settle::{expand, need_results};
 
 pub use records::*;
 
@@ -243,7 +251,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         Input::Start => {
             // The jobs whose needs have all succeeded: those that need
             // nothing, and in a rerun those after reused jobs only.
-            unlock_dependents(&mut run, None, &mut fx);
+            settle::settle(&mut run, None, now_ms, &mut fx);
             fx.push(Effect::PersistRun);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
@@ -305,7 +313,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 j.waiting_for.clear();
                 j.blocked_until_ms = None;
                 fx.push(Effect::PersistJob(name.clone()));
-                skip_dependents(&mut run, Some(&name), now_ms, &mut fx);
+                settle::settle(&mut run, Some(&name), now_ms, &mut fx);
             }
             complete_if_done(&mut run, now_ms, &mut fx);
         }
@@ -318,8 +326,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         }
         Input::Recover if run.record.cancel_requested => return step(run, Input::Cancel, now_ms),
         Input::Recover => {
-            unlock_dependents(&mut run, None, &mut fx);
-            skip_dependents(&mut run, None, now_ms, &mut fx);
+            settle::settle(&mut run, None, now_ms, &mut fx);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
         Input::Cancel => {
@@ -389,7 +396,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
             j.exit_code = Some(0);
             j.finished_ms = Some(now_ms);
             j.message.clear();
-            unlock_dependents(run, Some(name), fx);
+            settle::settle(run, Some(name), now_ms, fx);
             return;
         }
         Outcome::NotStarted { reason } => {
@@ -402,7 +409,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
             j.state = JobState::Cancelled;
             j.finished_ms = Some(now_ms);
             j.message = "cancelled by the agent".into();
-            skip_dependents(run, Some(name), now_ms, fx);
+            settle::settle(run, Some(name), now_ms, fx);
             return;
         }
         Outcome::Failed { exit_code, detail } => {
@@ -430,73 +437,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         j.state = JobState::Failed;
         j.finished_ms = Some(now_ms);
         j.message = format!("attempt {attempt} {failure}");
-        skip_dependents(run, Some(name), now_ms, fx);
-    }
-}
-
-/// Queues the pending jobs whose needs have all succeeded: the dependents
-/// of `finished`, or every job (on recovery).
-fn unlock_dependents(run: &mut Run, finished: Option<&str>, fx: &mut Vec<Effect>) {
-    let candidates: Vec<usize> = match finished {
-        Some(name) => run.graph.dependents.get(name).cloned().unwrap_or_default(),
-        None => (0..run.record.pipeline.jobs.len()).collect(),
-    };
-    let ready: Vec<String> = candidates
-        .into_iter()
-        .map(|i| &run.record.pipeline.jobs[i])
-        .filter(|spec| run.jobs[&spec.name].state == JobState::Pending)
-        .filter(|spec| spec.needs.iter().all(|n| run.jobs[n].state == JobState::Succeeded))
-        .map(|spec| spec.name.clone())
-        .collect();
-    for name in ready {
-        queue(run, &name, fx);
-    }
-}
-
-fn skip(run: &mut Run, name: &str, blocker: &str, now_ms: u64, fx: &mut Vec<Effect>) {
-    let why = format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str());
-    let j = run.jobs.get_mut(name).expect("job exists");
-    j.state = JobState::Skipped;
-    j.message = why;
-    j.finished_ms = Some(now_ms);
-    fx.push(Effect::PersistJob(name.to_string()));
-}
-
-/// Skips every pending job that needs a job which can no longer succeed,
-/// transitively: from `failed` along its dependents, or (on recovery) by
-/// scanning every job until nothing changes.
-fn skip_dependents(run: &mut Run, failed: Option<&str>, now_ms: u64, fx: &mut Vec<Effect>) {
-    let blocked = |state: JobState| matches!(state, JobState::Failed | JobState::Skipped | JobState::Cancelled);
-    if let Some(failed) = failed {
-        let mut frontier = vec![failed.to_string()];
-        while let Some(blocker) = frontier.pop() {
-            let dependents = run.graph.dependents.get(&blocker).cloned().unwrap_or_default();
-            for i in dependents {
-                let name = run.record.pipeline.jobs[i].name.clone();
-                if run.jobs[&name].state == JobState::Pending {
-                    skip(run, &name, &blocker, now_ms, fx);
-                    frontier.push(name);
-                }
-            }
-        }
-        return;
-    }
-    loop {
-        let mut changed = false;
-        for i in 0..run.record.pipeline.jobs.len() {
-            let spec = &run.record.pipeline.jobs[i];
-            if run.jobs[&spec.name].state != JobState::Pending {
-                continue;
-            }
-            if let Some(blocker) = spec.needs.iter().find(|n| blocked(run.jobs[*n].state)).cloned() {
-                let name = spec.name.clone();
-                skip(run, &name, &blocker, now_ms, fx);
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
+        settle::settle(run, Some(name), now_ms, fx);
     }
 }
 
@@ -504,9 +445,11 @@ fn complete_if_done(run: &mut Run, now_ms: u64, fx: &mut Vec<Effect>) {
     if !run.jobs.values().all(|j| j.state.is_terminal()) {
         return;
     }
+    // A job skipped by its own condition fails nothing; one skipped for a
+    // failed need comes with that failure.
     let state = if run.record.cancel_requested {
         RunState::Cancelled
-    } else if run.jobs.values().all(|j| j.state == JobState::Succeeded) {
+    } else if run.jobs.values().all(|j| matches!(j.state, JobState::Succeeded | JobState::Skipped)) {
         RunState::Succeeded
     } else {
         RunState::Failed

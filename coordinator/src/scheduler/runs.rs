@@ -164,6 +164,15 @@ impl State {
         let spec = run.spec(&id.job)?;
         let mut env = run.record.pipeline.env.clone();
         env.extend(spec.env.clone());
+        // `${{ }}` filled in, in env values and run strings.
+        for value in env.values_mut() {
+            *value = machine::expand(run, spec, value);
+        }
+        let steps = spec
+            .steps
+            .iter()
+            .map(|s| drover_pipeline::StepSpec { run: machine::expand(run, spec, &s.run), ..s.clone() })
+            .collect();
         let checkout = match (&run.record.source.repo, &run.record.source.commit) {
             (Some(repo), Some(commit)) => Some((repo.clone(), commit.clone())),
             _ => None,
@@ -184,7 +193,7 @@ impl State {
             log_cap: self.config.log_cap,
             traceparent,
             work: Work::Job {
-                steps: spec.steps.clone(),
+                steps,
                 env,
                 timeout: spec.timeout,
                 checkout,
@@ -192,6 +201,7 @@ impl State {
                 inputs,
                 secrets: spec.secrets.clone(),
                 cache: spec.cache.clone(),
+                need_results: machine::need_results(run, spec),
             },
         })
     }

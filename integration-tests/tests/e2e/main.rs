@@ -10,6 +10,7 @@ mod blocked;
 mod caches;
 mod cli;
 mod cli_safety;
+mod conditions;
 mod contexts;
 mod dev;
 mod drover_bench;

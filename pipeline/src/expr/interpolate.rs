@@ -21,6 +21,23 @@ pub fn interpolations(text: &str, scope: &Scope<'_>) -> Result<Vec<Piece>, ExprE
     interpolations_with_budget(text, scope, &mut { SUGGESTION_BUDGET })
 }
 
+/// `text` with each `${{ }}` replaced by its value in `ctx`, as a step or
+/// an `env` value gets it. The names were checked at submit, so they are
+/// not checked again; text without `${{` comes back as it is.
+pub fn expand(text: &str, ctx: &dyn super::Context) -> Result<String, ExprError> {
+    if !text.contains("${{") {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    for piece in split(text, None, &mut 0)? {
+        match piece {
+            Piece::Literal { text, .. } => out.push_str(&text),
+            Piece::Expr { expr, .. } => out.push_str(&expr.eval(ctx).to_string()),
+        }
+    }
+    Ok(out)
+}
+
 /// [`interpolations`], spending `budget` on suggestions.
 pub(crate) fn interpolations_with_budget(
     text: &str,

@@ -159,7 +159,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::{MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES};
 pub(crate) use interpolate::interpolations_with_budget;
-pub use interpolate::{Piece, interpolations};
+pub use interpolate::{Piece, expand, interpolations};
 
 /// How much "did you mean" work (edit-distance table cells) one call of
 /// [`parse`] or [`interpolations`] may spend; the checker passes its
@@ -215,6 +215,15 @@ impl Eq for Expr {}
 impl Serialize for Expr {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.text)
+    }
+}
+
+impl Expr {
+    /// Reads an expression that was checked when its pipeline was
+    /// submitted (a step's `if:` as the agent gets it): names are not
+    /// checked again.
+    pub fn reread(text: &str) -> Result<Expr, ExprError> {
+        parser::parse(text, None, &mut 0)
     }
 }
 

@@ -501,3 +501,19 @@ fn expressions_are_stored_as_their_text() {
     assert!(err.contains("expression `drover.`: expected a name after `.`"), "{err}");
     assert_eq!(format!("{expr:?}"), r#"Expr("needs['deploy.prod'].result == 'success' && !cancelled()")"#);
 }
+
+#[test]
+fn expand_fills_in_each_expression_and_leaves_other_text_alone() {
+    let ctx = Fake::new(Status::Succeeded);
+    let cases = [
+        ("no expression at all", "no expression at all"),
+        ("echo ${{ env.GREETING }}, ${{ drover.branch }}!", "echo Hello, main!"),
+        ("${{ startsWith(env.GREETING, 'He') }}", "true"),
+        ("shell ${HOME} and $(date) stay", "shell ${HOME} and $(date) stay"),
+        ("${{ drover.tag }}", ""),
+    ];
+    for (text, want) in cases {
+        assert_eq!(super::expand(text, &ctx).unwrap(), want, "{text:?}");
+    }
+    assert_eq!(Expr::reread("env.A == 'a'").unwrap().eval(&ctx).to_string(), "true");
+}

@@ -95,6 +95,8 @@ pub enum Work {
         secrets: Vec<String>,
         /// Its `cache:`, restored before its steps and saved after.
         cache: Option<drover_pipeline::CacheSpec>,
+        /// How each job it needs ended, for its steps' conditions.
+        need_results: Vec<(String, String)>,
     },
 }
 

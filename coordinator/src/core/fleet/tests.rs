@@ -206,6 +206,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     inputs: Vec::new(),
                     secrets: Vec::new(),
                     cache: None,
+                    need_results: Vec::new(),
                 };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]

@@ -393,3 +393,85 @@ fn blocked_jobs_fail_at_their_queue_timeout_unless_an_agent_comes() {
         }
     }
 }
+
+/// `if:` conditions: when the jobs a job needs have finished, its condition
+/// queues or skips it; a skip by condition fails nothing, and dependents
+/// decide by their own conditions.
+#[test]
+fn conditions_decide_whether_a_job_runs() {
+    const FILE: &str = "
+name: p
+env: {DEPLOY: 'yes'}
+jobs:
+  build: {steps: [{run: make}]}
+  test: {needs: [build], steps: [{run: make test}]}
+  deploy: {needs: [test], if: \"env.DEPLOY == 'yes'\", steps: [{run: ./deploy}]}
+  docs: {needs: [build], if: \"env.DEPLOY == 'no'\", steps: [{run: make docs}]}
+  after-docs: {needs: [docs], steps: [{run: 'true'}]}
+  cleanup: {needs: [test], if: always(), steps: [{run: ./cleanup}]}
+  report: {needs: [test], if: failure(), steps: [{run: ./report}]}
+  fixup: {needs: [test], if: \"always() && needs.test.result == 'failure'\", steps: [{run: ./fixup}]}
+  quiet: {needs: [test], if: \"needs.test.result == 'failure'\", steps: [{run: 'true'}]}
+";
+    let pipeline = drover_pipeline::parse("ci.yml", FILE).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = |inputs: Vec<Input>| -> (BTreeMap<String, (JobState, String)>, RunState) {
+        let mut run = Run::new(1, pipeline.clone(), Source::default(), 0);
+        for (i, input) in std::iter::once(Input::Start).chain(inputs).enumerate() {
+            run = step(run, input, i as u64).0;
+        }
+        let states = run.jobs.iter().map(|(n, j)| (n.clone(), (j.state, j.message.clone()))).collect();
+        (states, run.record.state)
+    };
+    use JobState::*;
+    // (case, inputs, expected states, run state)
+    type Expect = &'static [(&'static str, JobState)];
+    let build_ok = || vec![assign("build"), accept("build", 1), ok("build", 1)];
+    let cases: Vec<(&str, Vec<Input>, Expect, RunState)> = vec![
+        (
+            "after build: test queued, docs skipped by its condition, and after-docs for its need",
+            build_ok(),
+            &[("test", Queued), ("docs", Skipped), ("after-docs", Skipped), ("deploy", Pending), ("cleanup", Pending)],
+            RunState::Running,
+        ),
+        (
+            "test succeeds: deploy and cleanup run, report and fixup are skipped",
+            [build_ok(), vec![assign("test"), accept("test", 1), ok("test", 1)]].concat(),
+            &[("deploy", Queued), ("cleanup", Queued), ("report", Skipped), ("fixup", Skipped)],
+            RunState::Running,
+        ),
+        (
+            "test fails: deploy is skipped, cleanup, report and fixup run",
+            [build_ok(), vec![assign("test"), accept("test", 1), fail("test", 1)]].concat(),
+            // quiet: no status function, so `success() &&` is implied.
+            &[("deploy", Skipped), ("cleanup", Queued), ("report", Queued), ("fixup", Queued), ("quiet", Skipped)],
+            RunState::Running,
+        ),
+        (
+            "build fails: failure() and always() still run once their needs have finished",
+            vec![assign("build"), accept("build", 1), fail("build", 1)],
+            &[("test", Skipped), ("deploy", Skipped), ("docs", Skipped), ("cleanup", Queued), ("report", Queued)],
+            RunState::Running,
+        ),
+    ];
+    for (case, inputs, expect, run_state) in cases {
+        let (states, got_run) = outcome(inputs);
+        for (job, state) in expect {
+            assert_eq!(states[*job].0, *state, "{case}: {job} ({})", states[*job].1);
+        }
+        assert_eq!(got_run, run_state, "{case}");
+    }
+    let (states, _) = outcome(build_ok());
+    assert_eq!(states["docs"].1, "skipped: its condition `env.DEPLOY == 'no'` is false");
+    assert_eq!(states["after-docs"].1, "skipped: needs docs, which skipped");
+
+    // Everything after a success, with jobs skipped by their conditions:
+    // the run succeeded.
+    let mut inputs = build_ok();
+    inputs.extend([assign("test"), accept("test", 1), ok("test", 1)]);
+    for job in ["deploy", "cleanup"] {
+        inputs.extend([assign(job), accept(job, 1), ok(job, 1)]);
+    }
+    let (states, run_state) = outcome(inputs);
+    assert_eq!(states["report"].0, Skipped);
+    assert_eq!(run_state, RunState::Succeeded, "skips by condition fail nothing");
+}

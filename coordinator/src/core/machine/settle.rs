@@ -1,0 +1,152 @@
+//! Deciding pending jobs: once the jobs a job needs have finished, its
+//! `if:` condition (or, without one, `success()`) says whether it is
+//! queued or skipped ([`drover_pipeline::expr::passes`]). A skipped job
+//! counts as skipped, not failed, and its own dependents then decide by
+//! their conditions in turn.
+//!
+//! A job whose condition reads no status function (or that has none) can
+//! only run when everything it needs succeeded, so it is skipped as soon as
+//! one of its needs fails, without waiting for the others; one that reads
+//! `failure()`, `always()` or `cancelled()` waits until all its needs have
+//! finished.
+//!
+//! What a condition sees: `drover.commit` from the run's source and
+//! `drover.event` `manual` (the triggers issue adds `push`, `tag`, the
+//! branch and the tag); `env` as the pipeline and the job set it; the
+//! result of each job it needs; and a status: cancelled when the run is
+//! being cancelled, else failed when any job it needs, directly or through
+//! others, failed or was cancelled, else skipped when one was skipped,
+//! else succeeded.
+
+use std::collections::BTreeSet;
+
+use drover_pipeline::JobSpec;
+use drover_pipeline::expr::{self, Context, DroverField, JobResult, Status};
+
+use super::{Effect, JobState, Run, queue};
+
+/// What one job's condition reads.
+struct JobContext<'a> {
+    run: &'a Run,
+    spec: &'a JobSpec,
+    status: Status,
+}
+
+impl Context for JobContext<'_> {
+    fn drover(&self, field: DroverField) -> Option<String> {
+        match field {
+            DroverField::Commit => self.run.record.source.commit.clone(),
+            DroverField::Event => Some("manual".to_string()),
+            DroverField::Branch | DroverField::Tag => None,
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        self.spec.env.get(name).or_else(|| self.run.record.pipeline.env.get(name)).cloned()
+    }
+
+    fn matrix(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn need_result(&self, job: &str) -> Option<JobResult> {
+        Some(match self.run.jobs.get(job)?.state {
+            JobState::Succeeded => JobResult::Success,
+            JobState::Failed => JobResult::Failure,
+            JobState::Cancelled | JobState::Cancelling => JobResult::Cancelled,
+            JobState::Skipped => JobResult::Skipped,
+            _ => return None,
+        })
+    }
+
+    fn status(&self) -> Status {
+        self.status
+    }
+}
+
+/// `text` (an `env` value or a step's `run`) of job `spec` of `run`, with
+/// each `${{ }}` replaced by its value; as it is when it has none, or
+/// when it cannot be read (it was checked at submit, so it can).
+pub fn expand(run: &Run, spec: &JobSpec, text: &str) -> String {
+    let ctx = JobContext { run, spec, status: Status::Succeeded };
+    expr::expand(text, &ctx).unwrap_or_else(|_| text.to_string())
+}
+
+/// How each job `spec` needs ended, as `needs.JOB.result` reads it.
+pub fn need_results(run: &Run, spec: &JobSpec) -> Vec<(String, String)> {
+    let ctx = JobContext { run, spec, status: Status::Succeeded };
+    spec.needs.iter().filter_map(|n| Some((n.clone(), ctx.need_result(n)?.as_str().to_string()))).collect()
+}
+
+/// The status a job's condition sees (see the module header).
+fn status_of(run: &Run, spec: &JobSpec) -> Status {
+    if run.record.cancel_requested {
+        return Status::Cancelled;
+    }
+    // Any job upstream that failed or was cancelled, however far.
+    let mut seen = BTreeSet::new();
+    let mut frontier: Vec<&str> = spec.needs.iter().map(String::as_str).collect();
+    while let Some(name) = frontier.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        if let Some(JobState::Failed | JobState::Cancelled | JobState::Cancelling) = run.jobs.get(name).map(|j| j.state)
+        {
+            return Status::Failed;
+        }
+        if let Some(up) = run.spec(name) {
+            frontier.extend(up.needs.iter().map(String::as_str));
+        }
+    }
+    if spec.needs.iter().all(|n| run.jobs.get(n).is_some_and(|j| j.state == JobState::Succeeded)) {
+        Status::Succeeded
+    } else {
+        Status::Skipped
+    }
+}
+
+/// Decides the pending dependents of `finished` (or, with `None`, every
+/// pending job: at the start and on recovery), and the dependents of any
+/// job this skips, in turn.
+pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mut Vec<Effect>) {
+    let mut work: Vec<usize> = match finished {
+        Some(name) => run.graph.dependents.get(name).cloned().unwrap_or_default(),
+        None => (0..run.record.pipeline.jobs.len()).rev().collect(),
+    };
+    while let Some(i) = work.pop() {
+        let spec = &run.record.pipeline.jobs[i];
+        if run.jobs[&spec.name].state != JobState::Pending {
+            continue;
+        }
+        let done = spec.needs.iter().all(|n| run.jobs[n].state.is_terminal());
+        let reads_status = spec.condition.as_ref().is_some_and(expr::Expr::uses_status);
+        let blocker = spec
+            .needs
+            .iter()
+            .find(|n| matches!(run.jobs[*n].state, JobState::Failed | JobState::Skipped | JobState::Cancelled))
+            .cloned();
+        // Decided now: once every need has finished, or, for a job that can
+        // only run after success, as soon as one need cannot succeed.
+        if !done && (reads_status || blocker.is_none()) {
+            continue;
+        }
+        let ctx = JobContext { run, spec, status: status_of(run, spec) };
+        let runs = done && expr::passes(spec.condition.as_ref(), &ctx);
+        let name = spec.name.clone();
+        if runs {
+            queue(run, &name, fx);
+            continue;
+        }
+        let why = match (&spec.condition, &blocker) {
+            (Some(cond), _) => format!("skipped: its condition `{}` is false", cond.text()),
+            (None, Some(blocker)) => format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str()),
+            (None, None) => "skipped".to_string(),
+        };
+        let j = run.jobs.get_mut(&name).expect("job exists");
+        j.state = JobState::Skipped;
+        j.message = why;
+        j.finished_ms = Some(now_ms);
+        fx.push(Effect::PersistJob(name.clone()));
+        work.extend(run.graph.dependents.get(&name).cloned().unwrap_or_default());
+    }
+}
