@@ -19,11 +19,13 @@ use crate::output::Format;
 
 mod cache;
 mod certs;
+mod context;
 mod remote;
 mod secret;
 
 pub use cache::CacheCommand;
 pub use certs::CertsCommand;
+pub use context::ContextCommand;
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use secret::SecretCommand;
 
@@ -286,6 +288,42 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Let a job that waits for approval (`approval:` in the pipeline) run;
+    /// you must be one of its approvers.
+    ///
+    /// Example: drover approve 7 deploy --comment "release notes checked"
+    Approve {
+        /// The run's number.
+        run: String,
+        /// The job that waits.
+        job: String,
+        /// Why, for the record (`drover status` shows it).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Output format: text, json or yaml (the job as it is then).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Refuse a job that waits for approval: it fails with your reason, and
+    /// the jobs after it decide by their conditions.
+    ///
+    /// Example: drover reject 7 deploy --reason "freeze until Monday"
+    Reject {
+        /// The run's number.
+        run: String,
+        /// The job that waits.
+        job: String,
+        /// Why (required): the job's failure message.
+        #[arg(long)]
+        reason: String,
+        /// Output format: text, json or yaml (the job as it is then).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List the cache entries jobs saved (`cache:`), most recently used
     /// first: key, size, last use, the run and job that saved it, scope.
     ///
@@ -356,6 +394,7 @@ impl Command {
             | Command::Version { remote, .. } => Some(remote),
             Command::Secret { command } => Some(command.remote()),
             Command::Caches { remote, .. } => Some(remote),
+            Command::Approve { remote, .. } | Command::Reject { remote, .. } => Some(remote),
             Command::Cache { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }
@@ -395,49 +434,6 @@ pub enum ArtifactsCommand {
         dest: PathBuf,
         #[command(flatten)]
         remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum ContextCommand {
-    /// List the contexts; * marks the current one.
-    ///
-    /// Example: drover context ls
-    Ls {
-        /// Output format: text, json or yaml.
-        #[arg(short, long, value_enum, default_value_t)]
-        output: Format,
-    },
-    /// Add a context, or replace one of the same name; the first one added
-    /// becomes the current one.
-    ///
-    /// Example: drover context add prod --coordinator https://ci1:7700,https://ci2:7700 --tls-dir ~/drover/admin
-    Add {
-        /// The context's name.
-        name: String,
-        /// The coordinators' URLs, comma-separated.
-        #[arg(long, value_name = "URLS")]
-        coordinator: String,
-        /// The admin's TLS directory (made absolute).
-        #[arg(long, value_name = "DIR")]
-        tls_dir: PathBuf,
-        /// Make it the current context.
-        #[arg(long = "use")]
-        make_current: bool,
-    },
-    /// Make a context the current one.
-    ///
-    /// Example: drover context use prod
-    Use {
-        /// The context's name.
-        name: String,
-    },
-    /// Remove a context.
-    ///
-    /// Example: drover context rm prod
-    Rm {
-        /// The context's name.
-        name: String,
     },
 }
 

@@ -288,6 +288,21 @@ pub async fn cancel(conn: &mut Conn, run: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `drover approve` and `drover reject`: the job as it is after.
+pub async fn decide(conn: &mut Conn, req: pb::DecideJobRequest, format: Format) -> anyhow::Result<()> {
+    let run = conn.call(false, |c| c_call!(c.decide_job(req.clone()))).await?;
+    let job =
+        run.jobs.iter().find(|j| j.name == req.job).ok_or_else(|| {
+            Exit::new(client::EXIT_INVALID, format!("the coordinator's answer has no job {:?}", req.job))
+        })?;
+    if format.structured() {
+        return Ok(output::document(format, &output::job(job)?)?);
+    }
+    let verb = if req.approve { "approved" } else { "rejected" };
+    outln!("job {} of run {} {verb}; it is {}", job.name, run.id, states::job_word(states::job(job.state)?));
+    Ok(())
+}
+
 /// `drover agents`: name, labels, slots in use, last seen.
 pub async fn agents(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
     let agents = conn.call(true, |c| c_call!(c.list_agents(pb::ListAgentsRequest {}))).await?.agents;
@@ -429,7 +444,10 @@ fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
             j.message.clone()
         };
         // What the job's cache did, and why its agent was chosen.
-        let detail = [detail, cache_detail(j)].into_iter().filter(|d| !d.is_empty()).collect::<Vec<_>>().join("; ");
+        // The approval's decision shows once the job's own message is gone.
+        let approval = if j.message == j.approval { String::new() } else { j.approval.clone() };
+        let detail =
+            [detail, approval, cache_detail(j)].into_iter().filter(|d| !d.is_empty()).collect::<Vec<_>>().join("; ");
         let agent = if j.agent.is_empty() { "-" } else { &j.agent };
         if wide {
             let duration = match (j.started_ms, j.finished_ms) {

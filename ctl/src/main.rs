@@ -349,6 +349,13 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::SecretCommand::Rm { name, .. } => secrets::remove(conn, name).await,
         },
         Command::Caches { output, .. } => caches::list(conn, output).await,
+        Command::Approve { run, job, comment, output, .. } => {
+            commands::decide(conn, pb::DecideJobRequest { run_id: run, job, approve: true, comment }, output).await
+        }
+        Command::Reject { run, job, reason, output, .. } => {
+            let req = pb::DecideJobRequest { run_id: run, job, approve: false, comment: reason };
+            commands::decide(conn, req, output).await
+        }
         Command::Cache { command: cli::CacheCommand::Rm { key, scope, .. } } => caches::remove(conn, key, scope).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,

@@ -101,6 +101,7 @@ pub fn job(j: &pb::Job) -> Result<Value, Exit> {
         "artifact": j.artifact.as_ref().map(|a| json!({ "sha256": a.sha256, "size": a.size, "files": a.files })),
         "cache": j.cache,
         "placement": j.placement,
+        "approval": j.approval,
     }))
 }
 

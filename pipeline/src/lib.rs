@@ -84,6 +84,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const MAX_NAME_LEN: usize = 100;
 /// The most artifact paths (globs) one job may list.
 pub const MAX_ARTIFACT_PATHS: usize = 100;
+/// The most approvers one job may list.
+pub const MAX_APPROVERS: usize = 50;
 /// The most secrets one job may list.
 pub const MAX_SECRETS_PER_JOB: usize = 100;
 /// The longest an artifact may be kept: a year.
@@ -166,6 +168,16 @@ pub struct JobSpec {
     /// with none, when they all succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
+    /// A person must approve it (`drover approve`) before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// A job's required `approval`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSpec {
+    /// Who may approve or reject it (certificate names); never empty.
+    pub approvers: Vec<String>,
 }
 
 /// A job's `artifacts`.

@@ -96,6 +96,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 }),
                 secrets: Vec::new(),
                 condition: None,
+                approval: None,
             },
             JobSpec {
                 name: "test".into(),
@@ -111,6 +112,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 cache: None,
                 secrets: Vec::new(),
                 condition: None,
+                approval: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -126,6 +128,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 cache: None,
                 secrets: Vec::new(),
                 condition: None,
+                approval: None,
             },
         ],
     };
@@ -1544,6 +1547,42 @@ fn bad_cases() -> Vec<Bad> {
             message: "`TOKEN` in job `a` is both a secret and a variable in the pipeline's `env`",
             hint: None,
         },
+        Bad {
+            what: "an approval with no approvers",
+            yaml: "
+                name: p
+                jobs:
+                  a: {approval: {required: true, approvers: []}, steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 45,
+            message: "the approval of job `a` names no approvers, so nobody could ever let it run",
+            hint: None,
+        },
+        Bad {
+            what: "an approval without approvers at all",
+            yaml: "
+                name: p
+                jobs:
+                  a: {approval: {required: true}, steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 17,
+            message: "names no approvers",
+            hint: None,
+        },
+        Bad {
+            what: "an invalid approver",
+            yaml: "
+                name: p
+                jobs:
+                  a: {approval: {approvers: ['ops team']}, steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 30,
+            message: "invalid approver `ops team` in job `a`",
+            hint: None,
+        },
     ]
 }
 
@@ -1695,7 +1734,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval"
     );
 }
 
@@ -1834,4 +1873,12 @@ fn expression_errors_point_into_the_string_as_written() {
         assert_eq!(d.message, "condition of job `a`: `drover` has no field `brnch`", "{how}");
         assert_eq!((d.line, d.column), (line, column), "{how}: {err}");
     }
+}
+
+#[test]
+fn an_approval_names_who_may_decide() {
+    let text = "name: p\njobs:\n  deploy:\n    approval: {required: true, approvers: [alice, ops-team, alice]}\n    steps: [{run: ./deploy}]\n  off:\n    approval: {required: false}\n    steps: [{run: 'true'}]\n";
+    let pipeline = parse("ci.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipeline.jobs[0].approval, Some(ApprovalSpec { approvers: vec!["alice".into(), "ops-team".into()] }));
+    assert_eq!(pipeline.jobs[1].approval, None, "required: false turns it off");
 }

@@ -187,6 +187,7 @@ pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job
         artifact: job.artifact.as_ref().map(artifact_view),
         cache: job.cache.as_ref().map(|c| c.text()).unwrap_or_default(),
         placement: job.placement.clone().unwrap_or_default(),
+        approval: job.approval.as_ref().map(|a| a.text()).unwrap_or_default(),
     }
 }
 
@@ -479,6 +480,23 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
         super::stores::delete_secret(&self.vault, req).await
+    }
+
+    async fn decide_job(&self, req: Request<pb::DecideJobRequest>) -> Result<Response<pb::Run>, Status> {
+        let by = require_admin(&req)?;
+        let req = req.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        if !req.approve && req.comment.trim().is_empty() {
+            return Err(ApiError::Invalid("a rejection needs a reason (`--reason`)".into()).into());
+        }
+        let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
+        let decided = sched.decide(id, req.job.clone(), req.approve, by.clone(), req.comment.clone()).await;
+        decided.map_err(|e| self.explain(e.into()))?;
+        let verb = if req.approve { "approved" } else { "rejected" };
+        tracing::info!(run = id, job = %req.job, by = %by, "job {verb}");
+        let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
+        let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
+        Ok(Response::new(run_view(&run.record, &run.jobs)))
     }
 
     async fn list_caches(

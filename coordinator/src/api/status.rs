@@ -110,6 +110,10 @@ impl From<ApiError> for Status {
             ApiError::Store(_) => Status::internal(msg),
             ApiError::Sched(SchedError::Stopped) => Status::unavailable(msg),
             ApiError::Sched(SchedError::TooLarge { .. }) => Status::invalid_argument(msg),
+            ApiError::Sched(SchedError::NotFound(_)) => Status::not_found(msg),
+            ApiError::Sched(SchedError::NotWaiting(_)) => Status::failed_precondition(msg),
+            // Not "use an admin certificate", which PermissionDenied tells the CLI user.
+            ApiError::Sched(SchedError::NotApprover(_)) => Status::failed_precondition(msg),
             ApiError::Sched(SchedError::TooManyRuns { .. } | SchedError::TooManyJobs { .. }) => {
                 Status::resource_exhausted(msg)
             }

@@ -115,6 +115,14 @@ pub enum Input {
     /// Queue the jobs that need nothing.
     Start,
     /// The driver picked an agent for a queued job.
+    /// Someone approved (or rejected) a job that waits for approval; the
+    /// driver checked that they may.
+    Decide {
+        job: String,
+        approve: bool,
+        by: String,
+        comment: String,
+    },
     Assign {
         job: String,
         agent: String,
@@ -187,6 +195,7 @@ impl Run {
                     artifact: None,
                     cache: None,
                     placement: None,
+                    approval: None,
                     started_ms: None,
                     finished_ms: None,
                     trace: JobTrace::default(),
@@ -254,6 +263,27 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
             settle::settle(&mut run, None, now_ms, &mut fx);
             fx.push(Effect::PersistRun);
             complete_if_done(&mut run, now_ms, &mut fx);
+        }
+        Input::Decide { job, approve, by, comment } => {
+            let waiting = run.jobs.get(&job).is_some_and(|j| {
+                j.state == JobState::Pending && j.approval.as_ref().is_some_and(|a| a.approved.is_none())
+            });
+            if waiting {
+                let j = run.jobs.get_mut(&job).expect("checked above");
+                let approval = Approval { approved: Some(approve), by, at_ms: Some(now_ms), comment };
+                j.waiting_for.clear();
+                j.message = approval.text();
+                j.approval = Some(approval);
+                if approve {
+                    queue(&mut run, &job, &mut fx);
+                } else {
+                    j.state = JobState::Failed;
+                    j.finished_ms = Some(now_ms);
+                    fx.push(Effect::PersistJob(job.clone()));
+                    settle::settle(&mut run, Some(&job), now_ms, &mut fx);
+                    complete_if_done(&mut run, now_ms, &mut fx);
+                }
+            }
         }
         Input::Assign { job, agent, why } => {
             if let Some(j) = run.jobs.get_mut(&job).filter(|j| j.state == JobState::Queued) {

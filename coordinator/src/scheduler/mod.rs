@@ -135,6 +135,15 @@ pub enum SchedError {
          limit (--max-queued-jobs {limit}); wait for runs to finish or cancel some, then submit again"
     )]
     TooManyJobs { jobs: usize, total: usize, limit: usize },
+    /// `drover approve` of a job or run that does not exist, or has finished.
+    #[error("{0}")]
+    NotFound(String),
+    /// `drover approve` of a job that does not wait for approval.
+    #[error("{0}")]
+    NotWaiting(String),
+    /// `drover approve` by someone the job does not name.
+    #[error("{0}")]
+    NotApprover(String),
 }
 
 /// Everything that can wake the scheduler loop.
@@ -157,6 +166,15 @@ pub enum Event {
     },
     ListAgents {
         reply: oneshot::Sender<Vec<AgentInfo>>,
+    },
+    /// `drover approve` / `drover reject`.
+    Decide {
+        run: RunId,
+        job: String,
+        approve: bool,
+        by: String,
+        comment: String,
+        reply: oneshot::Sender<Result<(), SchedError>>,
     },
     /// Whether agent `name` may download blob `sha256`: it is the
     /// artifact of a job that an attempt the agent holds needs.
@@ -247,6 +265,21 @@ impl Handle {
     pub async fn cancel(&self, run: RunId) -> Result<(), SchedError> {
         let (reply, rx) = oneshot::channel();
         self.send(Event::Cancel { run, reply }).await?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    /// Approves (or rejects) job `job` of run `run` as `by`; answered once
+    /// the decision is committed.
+    pub async fn decide(
+        &self,
+        run: RunId,
+        job: String,
+        approve: bool,
+        by: String,
+        comment: String,
+    ) -> Result<(), SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Decide { run, job, approve, by, comment, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 
@@ -450,7 +483,7 @@ impl Scheduler {
                 Outgoing::Submitted(reply, id) => {
                     let _ = reply.send(Ok(id));
                 }
-                Outgoing::Cancelled(reply) => {
+                Outgoing::Committed(reply) => {
                     let _ = reply.send(Ok(()));
                 }
             }

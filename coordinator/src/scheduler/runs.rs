@@ -219,6 +219,34 @@ impl State {
         })
     }
 
+    /// Whether `by` may approve or reject job `job` of run `run` now.
+    pub(super) fn may_decide(&self, id: RunId, job: &str, by: &str) -> Result<(), SchedError> {
+        let run = self
+            .runs
+            .get(&id)
+            .ok_or_else(|| SchedError::NotFound(format!("run {id} is not running (finished, or never was)")))?;
+        let (Some(spec), Some(record)) = (run.spec(job), run.jobs.get(job)) else {
+            return Err(SchedError::NotFound(format!("run {id} has no job {job:?}")));
+        };
+        let Some(gate) = &spec.approval else {
+            return Err(SchedError::NotWaiting(format!("job {job} of run {id} has no `approval:`; nothing to decide")));
+        };
+        if record.approval.as_ref().is_none_or(|a| a.approved.is_some()) || record.state != JobState::Pending {
+            let now = match &record.approval {
+                Some(a) if a.approved.is_some() => record.message.clone(),
+                _ => format!("it is {}", record.state.as_str()),
+            };
+            return Err(SchedError::NotWaiting(format!("job {job} of run {id} is not waiting for approval ({now})")));
+        }
+        if !gate.approvers.iter().any(|a| a == by) {
+            return Err(SchedError::NotApprover(format!(
+                "{by} may not approve job {job} of run {id}; its approvers are {}",
+                gate.approvers.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Remembers what a job's cache did on agent `name`: the agent now
     /// keeps the entry it restored or saved, and the job's key is the one a
     /// warm agent should hold next time.

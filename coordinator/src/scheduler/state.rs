@@ -26,7 +26,8 @@ pub(super) const RUN_CANCELLED: &str = "run cancelled";
 pub(super) enum Outgoing {
     Agent(String, ToAgent),
     Submitted(oneshot::Sender<Result<RunId, SchedError>>, RunId),
-    Cancelled(oneshot::Sender<Result<(), SchedError>>),
+    /// A cancel or an approval: answered once it is committed.
+    Committed(oneshot::Sender<Result<(), SchedError>>),
 }
 
 pub(super) struct State {
@@ -112,7 +113,7 @@ impl State {
             Event::Cancel { run, reply } => {
                 if self.runs.contains_key(&run) {
                     self.apply(run, Input::Cancel, now);
-                    self.outbox.push(Outgoing::Cancelled(reply));
+                    self.outbox.push(Outgoing::Committed(reply));
                 } else {
                     // Finished (or unknown) runs are only in the store:
                     // cancelling is a no-op, and the API reads the run
@@ -120,6 +121,15 @@ impl State {
                     let _ = reply.send(Ok(()));
                 }
             }
+            Event::Decide { run, job, approve, by, comment, reply } => match self.may_decide(run, &job, &by) {
+                Ok(()) => {
+                    self.apply(run, Input::Decide { job, approve, by, comment }, now);
+                    self.outbox.push(Outgoing::Committed(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Event::ListAgents { reply } => {
                 let _ = reply.send(self.fleet.list());
             }

@@ -149,7 +149,7 @@ fn render(state: &mut State, replies: Vec<(u64, oneshot::Receiver<Result<(), Str
                 ToAgent::HeartbeatAck { .. } => unreachable!("the edge acknowledges heartbeats"),
             },
             Outgoing::Submitted(_, id) => format!("reply: run {id} submitted"),
-            Outgoing::Cancelled(_) => "reply: cancelled".to_string(),
+            Outgoing::Committed(_) => "reply: committed".to_string(),
         });
     }
     out
@@ -263,7 +263,7 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
         (
             "cancelling a run cancels its running attempt on the agent",
             cat(&[running(), vec![(30, vec![Cancel(1)])]]),
-            cat(&[run(), job(), lines(&["a1 <- cancel 1/a/1 (run cancelled)", "reply: cancelled"])]),
+            cat(&[run(), job(), lines(&["a1 <- cancel 1/a/1 (run cancelled)", "reply: committed"])]),
         ),
         (
             "a reconnect without a running attempt loses it; its retry goes out at once",

@@ -84,3 +84,74 @@ fn a_bad_expression_is_refused_at_its_column() {
     assert!(err.contains("bad.yml:4:9:") && err.contains("sucess"), "{err}");
     assert!(err.contains("did you mean `success`"), "{err}");
 }
+
+const GATED: &str = "name: gated
+jobs:
+  build: {steps: [{run: 'true'}]}
+  deploy:
+    needs: [build]
+    approval: {required: true, approvers: [admin]}
+    steps: [{run: echo deployed}]
+  notify: {needs: [deploy], steps: [{run: echo notified}]}
+";
+
+/// Waits until job `job` of run `run` waits for approval.
+fn wait_for_approval(fleet: &Fleet, run: &str, job: &str) -> serde_json::Value {
+    crate::harness::wait_for("the job to wait for approval", Duration::from_secs(30), || {
+        let j = fleet.job(run, job);
+        j["waiting_for"].as_str().unwrap_or_default().starts_with("approval by").then_some(j)
+    })
+}
+
+#[test]
+fn an_approval_gate_blocks_until_approved_and_a_rejection_fails_the_job() {
+    let mut fleet = Fleet::start("approvals");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+
+    // Approved: it runs, and status says who let it.
+    let run = fleet.submit("gated.yml", GATED);
+    let waiting = wait_for_approval(&fleet, &run, "deploy");
+    assert_eq!(waiting["state"], "pending", "{waiting:#}");
+    assert!(
+        waiting["waiting_for"].as_str().unwrap().contains(&format!("drover approve {run} deploy")),
+        "it says how: {waiting:#}"
+    );
+    assert_eq!(fleet.status(&run)["state"], "running");
+    let out = fleet.drover(&["approve", &run, "deploy", "--comment", "notes checked"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("job deploy of run {run} approved")), "{}", text(&out.stdout));
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
+    assert_eq!(fleet.job(&run, "deploy")["approval"], "approved by admin: notes checked");
+    let status = text(&fleet.drover(&["status", &run]).stdout);
+    assert!(status.contains("approved by admin: notes checked"), "{status}");
+    // Deciding twice is refused.
+    let again = fleet.drover(&["approve", &run, "deploy"]);
+    assert_eq!(again.status.code(), Some(4), "the run has finished: {}", text(&again.stderr));
+
+    // Rejected: it fails with the reason, and what needs it is skipped.
+    let run = fleet.submit("gated.yml", GATED);
+    wait_for_approval(&fleet, &run, "deploy");
+    let out = fleet.drover(&["reject", &run, "deploy", "--reason", "freeze until Monday", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "failed");
+    assert_eq!(fleet.job(&run, "deploy")["message"], "rejected by admin: freeze until Monday");
+    assert_eq!(fleet.job(&run, "deploy")["approval"], "rejected by admin: freeze until Monday");
+    assert_eq!(fleet.job(&run, "notify")["state"], "skipped");
+
+    // Someone the job does not name may not decide; a job without a gate
+    // has nothing to decide.
+    let run = fleet.submit("alice.yml", &GATED.replace("[admin]", "[alice, ops-team]"));
+    wait_for_approval(&fleet, &run, "deploy");
+    let out = fleet.drover(&["approve", &run, "deploy"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("admin may not approve job deploy"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("its approvers are alice, ops-team"), "{}", text(&out.stderr));
+    let out = fleet.drover(&["approve", &run, "build"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("has no `approval:`"), "{}", text(&out.stderr));
+    let out = fleet.drover(&["cancel", &run]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

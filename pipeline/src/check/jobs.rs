@@ -13,8 +13,20 @@ use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
 use drover_client::duration;
 
-const JOB_KEYS: &[&str] =
-    &["runs-on", "env", "timeout", "queue-timeout", "retries", "needs", "steps", "artifacts", "cache", "secrets", "if"];
+const JOB_KEYS: &[&str] = &[
+    "runs-on",
+    "env",
+    "timeout",
+    "queue-timeout",
+    "retries",
+    "needs",
+    "steps",
+    "artifacts",
+    "cache",
+    "secrets",
+    "if",
+    "approval",
+];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
 const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
@@ -84,6 +96,7 @@ impl Checker<'_> {
                 cache: None,
                 secrets: Vec::new(),
                 condition: None,
+                approval: None,
             },
             needs: Vec::new(),
         };
@@ -130,6 +143,9 @@ impl Checker<'_> {
         }
         if let Some(entry) = find(&entries, "cache") {
             draft.spec.cache = self.cache(entry, name);
+        }
+        if let Some(entry) = find(&entries, "approval") {
+            draft.spec.approval = self.approval(entry.value, name);
         }
         if let Some(entry) = find(&entries, "retries") {
             draft.spec.retries = self.retries(entry.value, name);

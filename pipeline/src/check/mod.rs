@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::yaml::{Kind, Node, Pos, abbreviate};
 use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 
+mod approval;
 mod artifacts;
 mod cache;
 mod env;

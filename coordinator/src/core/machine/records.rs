@@ -178,10 +178,41 @@ pub struct JobRecord {
     /// Why the dispatcher chose its agent among several free ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// Its approval gate (`approval:`), once its needs let it run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     #[serde(default)]
     pub trace: JobTrace,
+}
+
+/// Where a job's approval gate stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// `None` while it waits for someone to decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+    /// Who decided, when, and what they said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+impl Approval {
+    /// The decision in words, as `drover status` shows it; empty while
+    /// nobody has decided.
+    pub fn text(&self) -> String {
+        match self.approved {
+            Some(true) if self.comment.is_empty() => format!("approved by {}", self.by),
+            Some(true) => format!("approved by {}: {}", self.by, self.comment),
+            Some(false) => format!("rejected by {}: {}", self.by, self.comment),
+            None => String::new(),
+        }
+    }
 }
 
 /// What a job's cache did: the key it rendered, the entry it restored (the

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use drover_pipeline::JobSpec;
 use drover_pipeline::expr::{self, Context, DroverField, JobResult, Status};
 
-use super::{Effect, JobState, Run, queue};
+use super::{Approval, Effect, JobState, Run, queue};
 
 /// What one job's condition reads.
 struct JobContext<'a> {
@@ -134,7 +134,25 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
         let runs = done && expr::passes(spec.condition.as_ref(), &ctx);
         let name = spec.name.clone();
         if runs {
-            queue(run, &name, fx);
+            match (&spec.approval, &run.jobs[&name].approval) {
+                // Approved: it runs.
+                (Some(_), Some(Approval { approved: Some(true), .. })) | (None, _) => queue(run, &name, fx),
+                // Waits for a person (`drover approve`); already waiting
+                // after a recovery changes nothing.
+                (Some(gate), approval) => {
+                    if approval.is_none() {
+                        let id = run.record.id;
+                        let j = run.jobs.get_mut(&name).expect("job exists");
+                        j.approval =
+                            Some(Approval { approved: None, by: String::new(), at_ms: None, comment: String::new() });
+                        j.waiting_for = format!(
+                            "approval by {} (`drover approve {id} {name}`, or `drover reject {id} {name} --reason ...`)",
+                            gate.approvers.join(" or ")
+                        );
+                        fx.push(Effect::PersistJob(name.clone()));
+                    }
+                }
+            }
             continue;
         }
         let why = match (&spec.condition, &blocker) {

@@ -26,6 +26,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 secrets: Vec::new(),
                 cache: None,
                 condition: None,
+                approval: None,
             })
             .collect(),
     }
@@ -474,4 +475,53 @@ jobs:
     let (states, run_state) = outcome(inputs);
     assert_eq!(states["report"].0, Skipped);
     assert_eq!(run_state, RunState::Succeeded, "skips by condition fail nothing");
+}
+
+/// `approval:`: a job whose needs let it run waits, pending, until someone
+/// decides; approved it queues, rejected it fails and its dependents are
+/// skipped. A decision on a job that does not wait changes nothing.
+#[test]
+fn an_approval_gate_holds_a_job_until_someone_decides() {
+    const FILE: &str = "
+name: p
+jobs:
+  build: {steps: [{run: make}]}
+  deploy: {needs: [build], approval: {approvers: [alice]}, steps: [{run: ./deploy}]}
+  notify: {needs: [deploy], steps: [{run: 'true'}]}
+";
+    let pipeline = drover_pipeline::parse("ci.yml", FILE).unwrap_or_else(|e| panic!("{e}"));
+    let decide = |approve: bool| Input::Decide {
+        job: "deploy".into(),
+        approve,
+        by: "alice".into(),
+        comment: if approve { String::new() } else { "not today".into() },
+    };
+    let run_with = |inputs: Vec<Input>| {
+        let mut run = Run::new(1, pipeline.clone(), Source::default(), 0);
+        for (i, input) in std::iter::once(Input::Start).chain(inputs).enumerate() {
+            run = step(run, input, i as u64).0;
+        }
+        run
+    };
+    let built = vec![assign("build"), accept("build", 1), ok("build", 1)];
+    // A decision before the gate is reached changes nothing.
+    let early = run_with(vec![decide(true)]);
+    assert_eq!(early.jobs["deploy"].state, JobState::Pending);
+    assert_eq!(early.jobs["deploy"].approval, None);
+
+    let waiting = run_with(built.clone());
+    let deploy = &waiting.jobs["deploy"];
+    assert_eq!(deploy.state, JobState::Pending);
+    assert!(deploy.waiting_for.starts_with("approval by alice (`drover approve 1 deploy`"), "{}", deploy.waiting_for);
+    assert_eq!(waiting.record.state, RunState::Running);
+
+    let approved = run_with([built.clone(), vec![decide(true)]].concat());
+    assert_eq!(approved.jobs["deploy"].state, JobState::Queued);
+    assert_eq!(approved.jobs["deploy"].approval.as_ref().unwrap().text(), "approved by alice");
+
+    let rejected = run_with([built, vec![decide(false), decide(true)]].concat());
+    assert_eq!(rejected.jobs["deploy"].state, JobState::Failed, "the second decision changes nothing");
+    assert_eq!(rejected.jobs["deploy"].message, "rejected by alice: not today");
+    assert_eq!(rejected.jobs["notify"].state, JobState::Skipped);
+    assert_eq!(rejected.record.state, RunState::Failed);
 }
