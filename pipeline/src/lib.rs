@@ -178,6 +178,10 @@ pub struct JobSpec {
 pub struct ApprovalSpec {
     /// Who may approve or reject it (certificate names); never empty.
     pub approvers: Vec<String>,
+    /// How long it may wait for a decision before it fails; `None`: for
+    /// as long as its run lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// A job's `artifacts`.

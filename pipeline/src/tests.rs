@@ -1879,6 +1879,9 @@ fn expression_errors_point_into_the_string_as_written() {
 fn an_approval_names_who_may_decide() {
     let text = "name: p\njobs:\n  deploy:\n    approval: {required: true, approvers: [alice, ops-team, alice]}\n    steps: [{run: ./deploy}]\n  off:\n    approval: {required: false}\n    steps: [{run: 'true'}]\n";
     let pipeline = parse("ci.yaml", text).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(pipeline.jobs[0].approval, Some(ApprovalSpec { approvers: vec!["alice".into(), "ops-team".into()] }));
+    assert_eq!(
+        pipeline.jobs[0].approval,
+        Some(ApprovalSpec { approvers: vec!["alice".into(), "ops-team".into()], timeout: None })
+    );
     assert_eq!(pipeline.jobs[1].approval, None, "required: false turns it off");
 }

@@ -170,6 +170,9 @@ pub enum Effect {
     SendCancel { job: String, attempt: u32, agent: String },
     /// The attempt no longer occupies a slot on the agent.
     Release { job: String, attempt: u32, agent: String },
+    /// A job got a deadline (an approval's `timeout:`): feed the run
+    /// [`Input::Deadlines`] once it has passed.
+    Deadline,
     /// The run reached a final state.
     RunFinished(RunState),
 }
@@ -240,7 +243,13 @@ impl Run {
 
     /// The earliest deadline of a blocked job, if any job is blocked.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.jobs.values().filter(|j| j.state == JobState::Queued).filter_map(|j| j.blocked_until_ms).min()
+        let blocked = self.jobs.values().filter(|j| j.state == JobState::Queued).filter_map(|j| j.blocked_until_ms);
+        let approvals = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Pending)
+            .filter_map(|j| j.approval.as_ref().filter(|a| a.approved.is_none())?.until_ms);
+        blocked.chain(approvals).min()
     }
 
     /// Whether `attempt` is the job's current attempt and still holds a slot,
@@ -270,7 +279,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
             });
             if waiting {
                 let j = run.jobs.get_mut(&job).expect("checked above");
-                let approval = Approval { approved: Some(approve), by, at_ms: Some(now_ms), comment };
+                let approval = Approval { approved: Some(approve), by, at_ms: Some(now_ms), comment, until_ms: None };
                 j.waiting_for.clear();
                 j.message = approval.text();
                 j.approval = Some(approval);
@@ -330,6 +339,26 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 .filter(|(_, j)| j.state == JobState::Queued && j.blocked_until_ms.is_some_and(|t| t <= now_ms))
                 .map(|(name, _)| name.clone())
                 .collect();
+            // Approvals nobody decided in time.
+            let unanswered: Vec<String> = run
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state == JobState::Pending)
+                .filter(|(_, j)| {
+                    j.approval.as_ref().is_some_and(|a| a.approved.is_none() && a.until_ms.is_some_and(|t| t <= now_ms))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in unanswered {
+                let timeout = run.spec(&name).and_then(|s| s.approval.as_ref()?.timeout).unwrap_or_default();
+                let j = run.jobs.get_mut(&name).expect("listed above");
+                j.state = JobState::Failed;
+                j.finished_ms = Some(now_ms);
+                j.waiting_for.clear();
+                j.message = format!("nobody approved it within {}", drover_client::duration::format(timeout));
+                fx.push(Effect::PersistJob(name.clone()));
+                settle::settle(&mut run, Some(&name), now_ms, &mut fx);
+            }
             for name in expired {
                 let timeout = run.queue_timeout(&name);
                 let labels = run.spec(&name).map(|s| labels_text(&s.runs_on)).unwrap_or_default();

@@ -378,6 +378,11 @@ impl Scheduler {
             }
             info!(run = summary.id, "recovered unfinished run");
             state.active_jobs += run.jobs.len();
+            // Deadlines it had (blocked jobs, approvals with a timeout)
+            // are watched again.
+            if run.next_deadline().is_some() {
+                state.blocked.insert(summary.id);
+            }
             state.runs.insert(summary.id, run);
             state.apply(summary.id, Input::Recover, now);
         }

@@ -148,6 +148,9 @@ impl State {
                     self.log_ends.remove(&id);
                     self.dispatch_needed = true;
                 }
+                Effect::Deadline => {
+                    self.blocked.insert(run_id);
+                }
                 Effect::RunFinished(state) => {
                     info!(run = run_id, state = state.as_str(), "run finished");
                     if let Some(run) = self.runs.remove(&run_id) {

@@ -59,8 +59,9 @@ pub(super) struct State {
     pub(super) log_ends: HashMap<AttemptId, u64>,
     /// Jobs of the runs in `runs`, for [`Config::max_queued_jobs`].
     pub(super) active_jobs: usize,
-    /// Runs that may have blocked jobs (no connected agent has their
-    /// labels), whose deadlines each tick looks at.
+    /// Runs that may have jobs with a deadline, which each tick looks at:
+    /// blocked ones (no connected agent has their labels), and approvals
+    /// with a timeout.
     pub(super) blocked: BTreeSet<RunId>,
     /// The cache entries each agent keeps ("SCOPE_ID/KEY"), from its Hello
     /// and its results since: what warm-cache affinity prefers.

@@ -155,3 +155,16 @@ fn an_approval_gate_blocks_until_approved_and_a_rejection_fails_the_job() {
     let out = fleet.drover(&["cancel", &run]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn an_approval_nobody_gives_in_time_fails_its_job() {
+    let mut fleet = Fleet::start("approval-timeout");
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "late.yml",
+        "name: late\njobs:\n  deploy:\n    approval: {approvers: [admin], timeout: 1s}\n    steps: [{run: 'true'}]\n",
+    );
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "failed");
+    assert_eq!(fleet.job(&run, "deploy")["message"], "nobody approved it within 1s");
+}

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! `approvers` names who may decide (the names of their certificates);
+//! `timeout: 24h` fails the job when nobody decides in time;
 //! `required: false` turns the gate off without deleting it. A required
 //! approval with no approver is refused: nobody could ever let it run.
 
@@ -31,7 +32,11 @@ impl Checker<'_> {
         };
         let context = format!("in the approval of job `{job}`");
         let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, &["required", "approvers"], &context);
+        self.unknown_keys(&entries, &["required", "approvers", "timeout"], &context);
+        let timeout = match find(&entries, "timeout") {
+            Some(e) => Some(self.duration(e.value, "timeout of the approval", job)?),
+            None => None,
+        };
         let required = match find(&entries, "required").map(|e| (e, e.value.scalar_text())) {
             None | Some((_, Some("true"))) => true,
             Some((_, Some("false"))) => false,
@@ -97,7 +102,7 @@ impl Checker<'_> {
                 ),
             }
         }
-        required.then_some(ApprovalSpec { approvers })
+        required.then_some(ApprovalSpec { approvers, timeout })
     }
 }
 

@@ -222,7 +222,7 @@ impl Checker<'_> {
 
     /// A duration under `key` (`timeout`, `queue-timeout`): longer than
     /// zero, at most [`MAX_TIMEOUT`].
-    fn duration(&mut self, timeout: &Node, key: &str, job: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, timeout: &Node, key: &str, job: &str) -> Option<Duration> {
         let text = match &timeout.kind {
             Kind::Null => return None,
             Kind::Scalar(scalar) if scalar.ty == ScalarType::Str => &scalar.text,

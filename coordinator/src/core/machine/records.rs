@@ -200,6 +200,9 @@ pub struct Approval {
     pub at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// When it fails unless someone decides (`timeout:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 impl Approval {

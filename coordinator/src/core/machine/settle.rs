@@ -143,8 +143,17 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
                     if approval.is_none() {
                         let id = run.record.id;
                         let j = run.jobs.get_mut(&name).expect("job exists");
-                        j.approval =
-                            Some(Approval { approved: None, by: String::new(), at_ms: None, comment: String::new() });
+                        let until_ms = gate.timeout.map(|t| now_ms.saturating_add(t.as_millis() as u64));
+                        j.approval = Some(Approval {
+                            approved: None,
+                            by: String::new(),
+                            at_ms: None,
+                            comment: String::new(),
+                            until_ms,
+                        });
+                        if until_ms.is_some() {
+                            fx.push(Effect::Deadline);
+                        }
                         j.waiting_for = format!(
                             "approval by {} (`drover approve {id} {name}`, or `drover reject {id} {name} --reason ...`)",
                             gate.approvers.join(" or ")

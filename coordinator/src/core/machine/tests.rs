@@ -525,3 +525,26 @@ jobs:
     assert_eq!(rejected.jobs["notify"].state, JobState::Skipped);
     assert_eq!(rejected.record.state, RunState::Failed);
 }
+
+/// An approval with a `timeout:` that nobody decides fails its job at the
+/// deadline; the run has that deadline until then.
+#[test]
+fn an_approval_nobody_decides_in_time_fails_its_job() {
+    const FILE: &str = "
+name: p
+jobs:
+  deploy: {approval: {approvers: [alice], timeout: 1h}, steps: [{run: ./deploy}]}
+";
+    let pipeline = drover_pipeline::parse("ci.yml", FILE).unwrap_or_else(|e| panic!("{e}"));
+    let run = Run::new(1, pipeline, Source::default(), 0);
+    let (run, fx) = step(run, Input::Start, 1000);
+    assert!(fx.contains(&Effect::Deadline), "{fx:?}");
+    assert_eq!(run.next_deadline(), Some(1000 + 3_600_000));
+    let (run, _) = step(run, Input::Deadlines, 1000 + 3_599_999);
+    assert_eq!(run.jobs["deploy"].state, JobState::Pending, "not yet");
+    let (run, _) = step(run, Input::Deadlines, 1000 + 3_600_000);
+    assert_eq!(run.jobs["deploy"].state, JobState::Failed);
+    assert_eq!(run.jobs["deploy"].message, "nobody approved it within 1h");
+    assert_eq!(run.record.state, RunState::Failed);
+    assert_eq!(run.next_deadline(), None);
+}
