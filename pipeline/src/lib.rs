@@ -84,6 +84,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const MAX_NAME_LEN: usize = 100;
 /// The most artifact paths (globs) one job may list.
 pub const MAX_ARTIFACT_PATHS: usize = 100;
+/// The longest concurrency group, in characters.
+pub const MAX_GROUP_LEN: usize = 200;
 /// The most approvers one job may list.
 pub const MAX_APPROVERS: usize = 50;
 /// The most secrets one job may list.
@@ -122,6 +124,9 @@ pub struct Pipeline {
     pub env: BTreeMap<String, String>,
     /// The jobs, in the order the file lists them. Names are unique.
     pub jobs: Vec<JobSpec>,
+    /// One run of its group is active at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 /// One job of a [`Pipeline`].
@@ -171,6 +176,20 @@ pub struct JobSpec {
     /// A person must approve it (`drover approve`) before it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSpec>,
+    /// One job of its group runs at a time, across runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
+}
+
+/// `concurrency:` on the pipeline or a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcurrencySpec {
+    /// The group, as written: `${{ }}` is filled in when the run is
+    /// submitted.
+    pub group: String,
+    /// A newer run in the group cancels the older one, rather than waiting.
+    #[serde(default)]
+    pub cancel_in_progress: bool,
 }
 
 /// A job's required `approval`.

@@ -97,6 +97,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 secrets: Vec::new(),
                 condition: None,
                 approval: None,
+                concurrency: None,
             },
             JobSpec {
                 name: "test".into(),
@@ -113,6 +114,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 secrets: Vec::new(),
                 condition: None,
                 approval: None,
+                concurrency: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -129,8 +131,10 @@ fn full_example_parses_to_the_expected_pipeline() {
                 secrets: Vec::new(),
                 condition: None,
                 approval: None,
+                concurrency: None,
             },
         ],
+        concurrency: None,
     };
     assert_eq!(pipeline, expected);
     assert_eq!(pipeline.job("test"), Some(&expected.jobs[1]));
@@ -1583,6 +1587,31 @@ fn bad_cases() -> Vec<Bad> {
             message: "invalid approver `ops team` in job `a`",
             hint: None,
         },
+        Bad {
+            what: "a concurrency mapping without a group",
+            yaml: "
+                name: p
+                concurrency: {cancel-in-progress: true}
+                jobs:
+                  a: {steps: [{run: x}]}
+            ",
+            line: 2,
+            column: 14,
+            message: "the concurrency of the pipeline has no `group`",
+            hint: None,
+        },
+        Bad {
+            what: "an unknown context in a job's concurrency group",
+            yaml: "
+                name: p
+                jobs:
+                  a: {concurrency: \"db-${{ github.ref }}\", steps: [{run: x}]}
+            ",
+            line: 3,
+            column: 28,
+            message: "the concurrency group of job `a`: unknown context `github`",
+            hint: None,
+        },
     ]
 }
 
@@ -1734,7 +1763,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval, concurrency"
     );
 }
 

@@ -50,7 +50,19 @@ pub struct Ready<'a> {
     pub avoid: Option<&'a str>,
     /// The cache entries that would make an agent warm for it.
     pub warm: Option<&'a Warm>,
+    /// Its job-level concurrency group (`concurrency:`), filled in: while
+    /// another job of the group holds a slot, it waits.
+    pub group: Option<&'a str>,
+    /// Why it may not start at all yet, when its run waits for an older
+    /// run of its pipeline's concurrency group ("concurrency group X (run
+    /// N)").
+    pub gate: Option<&'a str>,
 }
+
+/// The job-level concurrency groups that a job holding a slot occupies, and
+/// by which run: "concurrency group X (run N)" is what a job of the group
+/// waits for.
+pub type Groups = BTreeMap<String, u64>;
 
 /// What makes an agent warm for a job with a cache, as "SCOPE_ID/KEY".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,6 +110,9 @@ pub struct Plan {
     pub rest_from: usize,
     /// (queue entry, why) for the jobs that went to a warm agent.
     pub warm: Vec<(usize, String)>,
+    /// (queue entry, what it waits for) for the jobs held by a concurrency
+    /// group (also in `waiting`); with the run that holds the group.
+    pub held: Vec<(usize, String, u64)>,
 }
 
 impl Plan {
@@ -118,12 +133,31 @@ pub fn matches(runs_on: &BTreeMap<String, String>, labels: &BTreeMap<String, Str
 /// jobs that wait are the caller's to ask for ([`wait_reason`]), only for
 /// the jobs whose reason may have changed.
 pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
+    plan_with(queue, agents, &mut Groups::new(), &[])
+}
+
+/// [`plan`], with the job-level concurrency groups held now (`groups`,
+/// updated as jobs of a group are assigned) and each entry's run number
+/// (`runs`, parallel to `queue`; may be empty when no job has a group).
+pub fn plan_with(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>], groups: &mut Groups, runs: &[u64]) -> Plan {
     let mut plan = Plan::default();
     let mut total_free: u32 = agents.iter().filter(|a| a.open()).map(|a| a.free).sum();
     for (i, job) in queue.iter().enumerate() {
         if total_free == 0 {
             plan.rest_from = i;
             return plan;
+        }
+        // Concurrency: its run waits for an older one of its group, or
+        // another job of its group holds a slot.
+        if let Some(gate) = job.gate {
+            plan.held.push((i, gate.to_string(), 0));
+            plan.waiting.push(i);
+            continue;
+        }
+        if let Some((group, holder)) = job.group.and_then(|g| Some((g, *groups.get(g)?))) {
+            plan.held.push((i, format!("concurrency group {group} (run {holder})"), holder));
+            plan.waiting.push(i);
+            continue;
         }
         let warmth = |a: &AgentSlots<'_>| job.warm.map_or(0, |w| w.level(a.caches).0);
         let best = agents
@@ -140,6 +174,9 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
                 agents[a].free -= 1;
                 total_free -= 1;
                 plan.assign.push((i, a));
+                if let Some(group) = job.group {
+                    groups.insert(group.to_string(), runs.get(i).copied().unwrap_or_default());
+                }
             }
             None => plan.waiting.push(i),
         }
@@ -213,7 +250,8 @@ mod tests {
     #[test]
     fn planning_stops_when_every_slot_is_taken() {
         let none = labels(&[]);
-        let queue: Vec<Ready> = (0..5).map(|_| Ready { runs_on: &none, avoid: None, warm: None }).collect();
+        let queue: Vec<Ready> =
+            (0..5).map(|_| Ready { runs_on: &none, avoid: None, warm: None, group: None, gate: None }).collect();
         let mut agents =
             vec![AgentSlots { name: "a1", labels: &none, free: 2, draining: false, unready: "", caches: None }];
         let p = plan(&queue, &mut agents);
@@ -231,8 +269,10 @@ mod tests {
             AgentSlots { name: "a2", labels: &linux, free: 1, draining: false, unready: "", caches: None },
             AgentSlots { name: "a3", labels: &linux, free: 1, draining: true, unready: "", caches: None },
         ];
-        let queue =
-            [Ready { runs_on: &linux, avoid: None, warm: None }, Ready { runs_on: &linux, avoid: None, warm: None }];
+        let queue = [
+            Ready { runs_on: &linux, avoid: None, warm: None, group: None, gate: None },
+            Ready { runs_on: &linux, avoid: None, warm: None, group: None, gate: None },
+        ];
         assert_eq!(
             decide(&queue, &mut agents),
             vec![
@@ -278,7 +318,7 @@ mod tests {
             ("nothing free", Some("a1"), (0, 0), None),
         ];
         for (what, avoid, (a1, a2), want) in cases {
-            let queue = [Ready { runs_on: &linux, avoid, warm: None }];
+            let queue = [Ready { runs_on: &linux, avoid, warm: None, group: None, gate: None }];
             let mut agents = slots(a1, a2);
             let got = plan(&queue, &mut agents).assign.first().map(|(_, agent)| *agent);
             assert_eq!(got, want, "{what}");
@@ -366,7 +406,11 @@ mod tests {
             },
         ];
         for case in cases {
-            let queue: Vec<Ready> = case.queue.iter().map(|r| Ready { runs_on: r, avoid: None, warm: None }).collect();
+            let queue: Vec<Ready> = case
+                .queue
+                .iter()
+                .map(|r| Ready { runs_on: r, avoid: None, warm: None, group: None, gate: None })
+                .collect();
             let mut agents: Vec<AgentSlots> = case
                 .agents
                 .iter()
@@ -443,7 +487,7 @@ mod warm_tests {
                     caches: Some(*caches),
                 })
                 .collect();
-            let queue = [Ready { runs_on: &none, avoid: None, warm }];
+            let queue = [Ready { runs_on: &none, avoid: None, warm, group: None, gate: None }];
             let plan = plan(&queue, &mut slots);
             assert_eq!(plan.assign.first().map(|(_, a)| *a), want, "{what}");
             assert_eq!(plan.warm.first().map(|(_, r)| r.as_str()), why, "{what}");
@@ -459,7 +503,63 @@ mod warm_tests {
             AgentSlots { name: "a1", labels: &none, free: 1, draining: false, unready: "", caches: Some(&hot) },
             AgentSlots { name: "a2", labels: &none, free: 1, draining: false, unready: "", caches: None },
         ];
-        let queue = [Ready { runs_on: &none, avoid: Some("a1"), warm: Some(&warm) }];
+        let queue = [Ready { runs_on: &none, avoid: Some("a1"), warm: Some(&warm), group: None, gate: None }];
         assert_eq!(plan(&queue, &mut slots).assign, vec![(0, 1)]);
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    /// Concurrency groups: one job of a group holds a slot at a time, in
+    /// queue order; a run gated behind an older one of its group waits;
+    /// other jobs go on.
+    #[test]
+    fn one_job_of_a_group_at_a_time_and_gated_runs_wait() {
+        let none = BTreeMap::new();
+        let gate = "concurrency group deploy (run 3)";
+        // (what, each queued job's (group, gate), groups held before, the entries assigned, the reasons held)
+        type Job<'a> = (Option<&'a str>, Option<&'a str>);
+        type Case<'a> = (&'a str, Vec<Job<'a>>, Vec<(&'a str, u64)>, Vec<usize>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("no groups: all go", vec![(None, None), (None, None)], vec![], vec![0, 1], vec![]),
+            (
+                "two of one group: the first goes, the second waits for it",
+                vec![(Some("db"), None), (Some("db"), None), (None, None)],
+                vec![],
+                vec![0, 2],
+                vec!["concurrency group db (run 10)"],
+            ),
+            (
+                "a group held by a running job: its jobs wait, others go",
+                vec![(Some("db"), None), (Some("web"), None)],
+                vec![("db", 7)],
+                vec![1],
+                vec!["concurrency group db (run 7)"],
+            ),
+            (
+                "a gated run's job waits, with the gate's reason",
+                vec![(None, Some(gate)), (None, None)],
+                vec![],
+                vec![1],
+                vec![gate],
+            ),
+        ];
+        for (what, jobs, held, want, reasons) in cases {
+            let queue: Vec<Ready> = jobs
+                .iter()
+                .map(|(group, gate)| Ready { runs_on: &none, avoid: None, warm: None, group: *group, gate: *gate })
+                .collect();
+            let runs: Vec<u64> = (0..queue.len() as u64).map(|i| 10 + i).collect();
+            let mut agents =
+                vec![AgentSlots { name: "a1", labels: &none, free: 8, draining: false, unready: "", caches: None }];
+            let mut groups: Groups = held.iter().map(|(g, r)| (g.to_string(), *r)).collect();
+            let plan = plan_with(&queue, &mut agents, &mut groups, &runs);
+            let got: Vec<usize> = plan.assign.iter().map(|(i, _)| *i).collect();
+            assert_eq!(got, want, "{what}");
+            let got: Vec<&str> = plan.held.iter().map(|(_, r, _)| r.as_str()).collect();
+            assert_eq!(got, reasons, "{what}");
+        }
     }
 }

@@ -47,7 +47,7 @@ use drover_pipeline::{JobSpec, Pipeline};
 mod records;
 mod settle;
 
-pub use settle::{expand, need_results};
+pub use settle::{expand, expand_run, need_results};
 
 pub use records::*;
 
@@ -217,8 +217,11 @@ impl Run {
             rerun_of: None,
             queue_timeout_ms: 0,
             trace: RunTrace::default(),
+            group: None,
         };
-        Run::from_parts(record, jobs)
+        let mut run = Run::from_parts(record, jobs);
+        run.record.group = run.record.pipeline.concurrency.as_ref().map(|c| settle::expand_run(&run, &c.group));
+        run
     }
 
     /// A run from its stored records.

@@ -383,6 +383,7 @@ impl Scheduler {
             if run.next_deadline().is_some() {
                 state.blocked.insert(summary.id);
             }
+            state.track_groups(&run);
             state.runs.insert(summary.id, run);
             state.apply(summary.id, Input::Recover, now);
         }

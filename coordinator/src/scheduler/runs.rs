@@ -78,9 +78,68 @@ impl State {
         info!(run = id, name = %run.record.pipeline.name, jobs = run.jobs.len(), %trace_id, "run submitted");
         METRICS.runs_submitted.inc();
         self.active_jobs += run.jobs.len();
+        // A newer run of a group that cancels in progress cancels the
+        // older ones (they finish cancelling on their own).
+        let cancel_older = match (&run.record.group, &run.record.pipeline.concurrency) {
+            (Some(group), Some(c)) if c.cancel_in_progress => self.run_groups.get(group).cloned().unwrap_or_default(),
+            _ => Default::default(),
+        };
+        self.track_groups(&run);
         self.runs.insert(id, run);
+        for older in cancel_older {
+            info!(run = older, by = id, "cancelled by a newer run of its concurrency group");
+            self.apply(older, Input::Cancel, now);
+        }
         self.apply(id, Input::Start, now);
         Ok(id)
+    }
+
+    /// Notes run `run`'s concurrency groups (at submit and recovery).
+    pub(super) fn track_groups(&mut self, run: &Run) {
+        if let Some(group) = &run.record.group {
+            self.run_groups.entry(group.clone()).or_default().insert(run.record.id);
+        }
+        if run.record.pipeline.jobs.iter().any(|j| j.concurrency.is_some()) {
+            self.grouped_runs.insert(run.record.id);
+        }
+    }
+
+    /// Forgets a finished run's concurrency groups.
+    fn untrack_groups(&mut self, id: RunId, group: Option<&str>) {
+        if let Some(group) = group
+            && let Some(runs) = self.run_groups.get_mut(group)
+        {
+            runs.remove(&id);
+            if runs.is_empty() {
+                self.run_groups.remove(group);
+            }
+        }
+        self.grouped_runs.remove(&id);
+    }
+
+    /// The job-level concurrency groups held now (by jobs holding slots),
+    /// by run.
+    fn held_groups(&self) -> dispatch::Groups {
+        let mut groups = dispatch::Groups::new();
+        for id in &self.grouped_runs {
+            let Some(run) = self.runs.get(id) else { continue };
+            for (name, job) in &run.jobs {
+                if let (true, Some(spec)) = (job.state.holds_slot(), run.spec(name))
+                    && let Some(c) = &spec.concurrency
+                {
+                    groups.insert(machine::expand(run, spec, &c.group), *id);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Why run `run` may not start its jobs yet: an older run of its
+    /// pipeline's concurrency group is unfinished.
+    fn gate(&self, run: &Run) -> Option<String> {
+        let group = run.record.group.as_ref()?;
+        let owner = *self.run_groups.get(group)?.first()?;
+        (owner != run.record.id).then(|| format!("concurrency group {group} (run {owner})"))
     }
 
     /// Feeds one input to a run's machine, stages what changed for the
@@ -155,7 +214,10 @@ impl State {
                     info!(run = run_id, state = state.as_str(), "run finished");
                     if let Some(run) = self.runs.remove(&run_id) {
                         self.active_jobs -= run.jobs.len();
+                        self.untrack_groups(run_id, run.record.group.as_deref());
                     }
+                    // A run of its concurrency group may start now.
+                    self.dispatch_needed = true;
                 }
             }
         }
@@ -315,6 +377,7 @@ impl State {
         if self.queue.is_empty() {
             return;
         }
+        let held;
         let (assign, reasons) = {
             // Each job's labels, last agent and, for a job with a cache,
             // what makes an agent warm for it.
@@ -329,23 +392,41 @@ impl State {
                         .as_ref()
                         .filter(|_| self.config.cache_affinity)
                         .map(|cache| self.warm_for(run, job, cache));
-                    (&spec.runs_on, run.jobs[job].last_agent.as_deref(), warm)
+                    // Concurrency groups, filled in, for the jobs that have one.
+                    let group = spec.concurrency.as_ref().map(|c| machine::expand(run, spec, &c.group));
+                    let gate = run.record.group.as_ref().and_then(|_| self.gate(run));
+                    (&spec.runs_on, run.jobs[job].last_agent.as_deref(), warm, group, gate)
                 })
                 .collect();
             let queued: Vec<Ready> = hints
                 .iter()
-                .map(|(runs_on, avoid, warm)| Ready { runs_on, avoid: *avoid, warm: warm.as_ref() })
+                .map(|(runs_on, avoid, warm, group, gate)| Ready {
+                    runs_on,
+                    avoid: *avoid,
+                    warm: warm.as_ref(),
+                    group: group.as_deref(),
+                    gate: gate.as_deref(),
+                })
                 .collect();
             let mut agents = self.fleet.slots();
             for agent in &mut agents {
                 agent.caches = self.warm.get(agent.name);
             }
-            let plan = dispatch::plan(&queued, &mut agents);
+            let mut groups = if self.grouped_runs.is_empty() { dispatch::Groups::new() } else { self.held_groups() };
+            let run_ids: Vec<RunId> = if self.grouped_runs.is_empty() {
+                Vec::new()
+            } else {
+                self.queue.iter().map(|(run, _)| *run).collect()
+            };
+            let plan = dispatch::plan_with(&queued, &mut agents, &mut groups, &run_ids);
+            held = plan.held.clone();
             let mut why: HashMap<usize, String> = plan.warm.iter().cloned().collect();
             // Say what a job waits for when it has no reason yet, or when
             // the fleet changed; otherwise the reason it has still holds.
+            let is_held: std::collections::HashSet<usize> = plan.held.iter().map(|(i, _, _)| *i).collect();
             let reasons: Vec<(usize, String, bool)> = plan
                 .all_waiting(queued.len())
+                .filter(|i| !is_held.contains(i))
                 .filter(|i| {
                     let (run, job) = &self.queue[*i];
                     self.reasons_stale || self.runs[run].jobs[job].waiting_for.is_empty()
@@ -372,6 +453,21 @@ impl State {
                 self.blocked.insert(run);
             }
             self.apply(run, Input::Waiting { job, reason, blocked }, now);
+        }
+        // Jobs a concurrency group holds; one whose group cancels in
+        // progress cancels the older run that holds it.
+        for (entry, reason, holder) in held {
+            let (run, job) = self.queue[entry].clone();
+            let cancels = self
+                .runs
+                .get(&run)
+                .and_then(|r| r.spec(&job)?.concurrency.as_ref())
+                .is_some_and(|c| c.cancel_in_progress);
+            if cancels && holder != 0 && holder < run && self.runs.contains_key(&holder) {
+                info!(run = holder, by = run, "cancelled by a newer job of its concurrency group");
+                self.apply(holder, Input::Cancel, now);
+            }
+            self.apply(run, Input::Waiting { job, reason, blocked: false }, now);
         }
         let runs = &self.runs;
         self.queue.retain(|(run, job)| {

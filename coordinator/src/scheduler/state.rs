@@ -66,6 +66,12 @@ pub(super) struct State {
     /// The cache entries each agent keeps ("SCOPE_ID/KEY"), from its Hello
     /// and its results since: what warm-cache affinity prefers.
     pub(super) warm: HashMap<String, BTreeSet<String>>,
+    /// The unfinished runs of each pipeline-level concurrency group, oldest
+    /// first: the first is the one that may run.
+    pub(super) run_groups: BTreeMap<String, BTreeSet<RunId>>,
+    /// Unfinished runs with a job-level `concurrency:`, whose jobs holding
+    /// slots occupy their groups.
+    pub(super) grouped_runs: BTreeSet<RunId>,
     /// The entry each job with a cache used last, by (scope id, job name),
     /// as "SCOPE_ID/KEY": the exact entry a warm agent has.
     pub(super) last_keys: HashMap<(String, String), String>,
@@ -96,6 +102,8 @@ impl State {
             blocked: BTreeSet::new(),
             warm: HashMap::new(),
             last_keys: HashMap::new(),
+            run_groups: BTreeMap::new(),
+            grouped_runs: BTreeSet::new(),
         }
     }
 

@@ -168,3 +168,74 @@ fn an_approval_nobody_gives_in_time_fails_its_job() {
     assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "failed");
     assert_eq!(fleet.job(&run, "deploy")["message"], "nobody approved it within 1s");
 }
+
+/// Reads a nanosecond timestamp a step wrote.
+fn stamp(path: &std::path::Path) -> u128 {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().parse().unwrap()
+}
+
+#[test]
+fn two_runs_of_one_concurrency_group_do_not_overlap() {
+    let mut fleet = Fleet::start("concurrency");
+    fleet.agent("a1", "", 2);
+    fleet.agent("a2", "", 2);
+    fleet.wait_agents(2);
+    let out = fleet.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    let pipeline = format!(
+        "name: deploys
+env: {{TARGET: prod}}
+concurrency: {{group: \"deploy-${{{{ env.TARGET }}}}\"}}
+jobs:
+  deploy:
+    steps: [{{run: 'date +%s%N > {o}/start-$DROVER_RUN_ID; sleep 1; date +%s%N > {o}/end-$DROVER_RUN_ID'}}]
+  db:
+    concurrency: migrations
+    steps: [{{run: 'date +%s%N > {o}/db-start-$DROVER_RUN_ID; sleep 1; date +%s%N > {o}/db-end-$DROVER_RUN_ID'}}]
+"
+    );
+    let first = fleet.submit("deploys.yml", &pipeline);
+    let second = fleet.submit("deploys.yml", &pipeline);
+    let waiting = crate::harness::wait_for("the second run to wait for its group", Duration::from_secs(30), || {
+        let j = fleet.job(&second, "deploy");
+        j["waiting_for"].as_str().unwrap_or_default().contains("concurrency group").then_some(j)
+    });
+    assert_eq!(waiting["waiting_for"], format!("concurrency group deploy-prod (run {first})"), "{waiting:#}");
+    for run in [&first, &second] {
+        assert_eq!(fleet.wait_run(run, Duration::from_secs(60))["state"], "succeeded");
+    }
+    let (end1, start2) = (stamp(&out.join(format!("end-{first}"))), stamp(&out.join(format!("start-{second}"))));
+    assert!(start2 >= end1, "the second run started before the first ended");
+
+    // A job-level group across runs of another pipeline: one at a time too.
+    let jobs_only = pipeline.replace("concurrency: {group: \"deploy-${{ env.TARGET }}\"}\n", "");
+    let (a, b) = (fleet.submit("a.yml", &jobs_only), fleet.submit("a.yml", &jobs_only));
+    for run in [&a, &b] {
+        assert_eq!(fleet.wait_run(run, Duration::from_secs(60))["state"], "succeeded");
+    }
+    let (a_end, b_start) = (stamp(&out.join(format!("db-end-{a}"))), stamp(&out.join(format!("db-start-{b}"))));
+    assert!(b_start >= a_end, "two jobs of group migrations overlapped");
+    // Their deploy jobs, in no group, did overlap.
+    let (a_end, b_start) = (stamp(&out.join(format!("end-{a}"))), stamp(&out.join(format!("start-{b}"))));
+    assert!(b_start < a_end, "jobs without a group run side by side");
+}
+
+#[test]
+fn a_newer_run_cancels_the_older_one_when_its_group_says_so() {
+    let mut fleet = Fleet::start("concurrency-cancel");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let pipeline = "name: preview
+concurrency: {group: preview, cancel-in-progress: true}
+jobs:
+  build: {steps: [{run: 'sleep 30'}]}
+";
+    let first = fleet.submit("preview.yml", pipeline);
+    crate::harness::wait_for("the first run to start", Duration::from_secs(30), || {
+        (fleet.job(&first, "build")["state"] == "running").then_some(())
+    });
+    let second = fleet.submit("preview.yml", &pipeline.replace("sleep 30", "true"));
+    assert_eq!(fleet.wait_run(&first, Duration::from_secs(30))["state"], "cancelled");
+    assert_eq!(fleet.wait_run(&second, Duration::from_secs(30))["state"], "succeeded");
+}

@@ -26,6 +26,7 @@ const JOB_KEYS: &[&str] = &[
     "secrets",
     "if",
     "approval",
+    "concurrency",
 ];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
@@ -97,6 +98,7 @@ impl Checker<'_> {
                 secrets: Vec::new(),
                 condition: None,
                 approval: None,
+                concurrency: None,
             },
             needs: Vec::new(),
         };
@@ -162,6 +164,9 @@ impl Checker<'_> {
         let steps = names.with_scope(|scope| {
             if let Some(entry) = find(&entries, "if") {
                 draft.spec.condition = self.condition(entry, scope, &format!("condition of job `{name}`"));
+            }
+            if let Some(entry) = find(&entries, "concurrency") {
+                draft.spec.concurrency = self.concurrency(entry.value, scope, &format!("job `{name}`"));
             }
             if let Some(entry) = find(&entries, "env") {
                 self.env_interpolations(entry.value, &draft.spec.env, scope, &context);

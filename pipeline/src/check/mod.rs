@@ -44,6 +44,7 @@ use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 mod approval;
 mod artifacts;
 mod cache;
+mod concurrency;
 mod env;
 mod expressions;
 mod graph;
@@ -59,7 +60,7 @@ use suggest::{SUGGESTION_BUDGET, closest};
 /// The most diagnostics we return for one file.
 const MAX_DIAGNOSTICS: usize = 100;
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "env", "jobs"];
+const TOP_LEVEL_KEYS: &[&str] = &["name", "env", "jobs", "concurrency"];
 
 /// Checks the document `root` of the file `file`.
 pub(super) fn pipeline(file: &str, root: &Node, known: &Known<'_>) -> Result<Pipeline, Vec<Diagnostic>> {
@@ -132,7 +133,7 @@ impl Checker<'_> {
     }
 
     fn top_level(&mut self, root: &Node) -> Pipeline {
-        let mut pipeline = Pipeline { name: String::new(), env: BTreeMap::new(), jobs: Vec::new() };
+        let mut pipeline = Pipeline { name: String::new(), env: BTreeMap::new(), jobs: Vec::new(), concurrency: None };
         let map = match &root.kind {
             Kind::Map(map) => map,
             Kind::Null => {
@@ -174,6 +175,10 @@ impl Checker<'_> {
             names.with_scope(|scope| {
                 self.env_interpolations(entry.value, &pipeline.env, scope, "at the top level");
             });
+        }
+        if let Some(entry) = find(&entries, "concurrency") {
+            let names = ScopeNames::new([], pipeline.env.keys().map(String::as_str), &[]);
+            pipeline.concurrency = names.with_scope(|scope| self.concurrency(entry.value, scope, "the pipeline"));
         }
         match find(&entries, "jobs") {
             Some(entry) => pipeline.jobs = self.jobs(entry),

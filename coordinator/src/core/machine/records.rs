@@ -120,6 +120,10 @@ pub struct RunRecord {
     /// Trace ids, filled in by the driver; the machine never reads them.
     #[serde(default)]
     pub trace: RunTrace,
+    /// Its pipeline's concurrency group, `${{ }}` filled in at submit: one
+    /// run of the group is active at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The run's span in its trace (see `drover_telemetry::trace`).

@@ -72,6 +72,44 @@ pub fn expand(run: &Run, spec: &JobSpec, text: &str) -> String {
     expr::expand(text, &ctx).unwrap_or_else(|_| text.to_string())
 }
 
+/// What the pipeline's own `${{ }}` (its concurrency group) reads: the
+/// run's source and the top-level `env`.
+struct RunContext<'a> {
+    run: &'a Run,
+}
+
+impl Context for RunContext<'_> {
+    fn drover(&self, field: DroverField) -> Option<String> {
+        match field {
+            DroverField::Commit => self.run.record.source.commit.clone(),
+            DroverField::Event => Some("manual".to_string()),
+            DroverField::Branch | DroverField::Tag => None,
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        self.run.record.pipeline.env.get(name).cloned()
+    }
+
+    fn matrix(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn need_result(&self, _job: &str) -> Option<JobResult> {
+        None
+    }
+
+    fn status(&self) -> Status {
+        Status::Succeeded
+    }
+}
+
+/// `text` written at the pipeline's top level (its concurrency group), with
+/// each `${{ }}` filled in.
+pub fn expand_run(run: &Run, text: &str) -> String {
+    expr::expand(text, &RunContext { run }).unwrap_or_else(|_| text.to_string())
+}
+
 /// How each job `spec` needs ended, as `needs.JOB.result` reads it.
 pub fn need_results(run: &Run, spec: &JobSpec) -> Vec<(String, String)> {
     let ctx = JobContext { run, spec, status: Status::Succeeded };

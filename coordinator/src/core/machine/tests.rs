@@ -27,8 +27,10 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 cache: None,
                 condition: None,
                 approval: None,
+                concurrency: None,
             })
             .collect(),
+        concurrency: None,
     }
 }
 
