@@ -128,6 +128,11 @@ struct Args {
     /// --blob-store), where any coordinator reads it.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     seal_logs_after: Duration,
+    /// When ready jobs outnumber free slots: `critical-path` sends first the
+    /// jobs with the longest remaining path to their run's end (estimated
+    /// from their last runs), `fifo` the oldest.
+    #[arg(long, value_enum, default_value = "critical-path")]
+    dispatch: DispatchOrder,
     /// Dispatch without preferring agents that hold a job's cache (by free
     /// slots alone), e.g. to measure what the preference gains.
     #[arg(long)]
@@ -178,6 +183,13 @@ struct Args {
 
 /// A flag's duration: `10s`, `1m30s`, `500ms`, `30d` (see
 /// [`drover_client::duration`]), longer than zero.
+/// `--dispatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DispatchOrder {
+    CriticalPath,
+    Fifo,
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     match duration::parse(s, duration::FLAG_UNITS) {
         Some(d) if d.is_zero() => Err("the duration must be longer than zero".to_string()),
@@ -283,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
             queue_timeout: args.queue_timeout,
             artifact_expire: args.artifact_expire,
             cache_affinity: !args.no_cache_affinity,
+            critical_path: args.dispatch == DispatchOrder::CriticalPath,
             ..Config::default()
         },
         store: if args.etcd.is_empty() {

@@ -19,6 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod critical;
+
 /// An agent as the dispatcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSlots<'a> {

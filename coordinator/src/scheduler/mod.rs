@@ -91,6 +91,10 @@ pub struct Config {
     /// Prefer agents that hold a job's cache (`--no-cache-affinity`
     /// turns it off, to compare).
     pub cache_affinity: bool,
+    /// When ready jobs outnumber free slots, those with the longest
+    /// remaining path go first (`--dispatch critical-path`, the default);
+    /// false keeps the queue's order (`--dispatch fifo`).
+    pub critical_path: bool,
 }
 
 /// Defaults of [`Config::max_active_runs`] and [`Config::max_queued_jobs`]:
@@ -111,6 +115,7 @@ impl Default for Config {
             queue_timeout: crate::core::machine::DEFAULT_QUEUE_TIMEOUT,
             artifact_expire: Duration::from_secs(30 * 24 * 3600),
             cache_affinity: true,
+            critical_path: true,
         }
     }
 }
@@ -384,6 +389,7 @@ impl Scheduler {
                 state.blocked.insert(summary.id);
             }
             state.track_groups(&run);
+            state.track_ranks(&run);
             state.runs.insert(summary.id, run);
             state.apply(summary.id, Input::Recover, now);
         }

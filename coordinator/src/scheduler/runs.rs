@@ -85,6 +85,7 @@ impl State {
             _ => Default::default(),
         };
         self.track_groups(&run);
+        self.track_ranks(&run);
         self.runs.insert(id, run);
         for older in cancel_older {
             info!(run = older, by = id, "cancelled by a newer run of its concurrency group");
@@ -102,6 +103,21 @@ impl State {
         if run.record.pipeline.jobs.iter().any(|j| j.concurrency.is_some()) {
             self.grouped_runs.insert(run.record.id);
         }
+    }
+
+    /// Works out run `run`'s remaining paths for critical-path order, from
+    /// what its jobs took before.
+    pub(super) fn track_ranks(&mut self, run: &Run) {
+        if !self.config.critical_path {
+            return;
+        }
+        let pipeline = &run.record.pipeline;
+        let estimate = |job: &str| {
+            let samples = self.durations.get(&(pipeline.name.clone(), job.to_string()));
+            dispatch::critical::median(samples.into_iter().flatten().copied())
+        };
+        let ranks = dispatch::critical::ranks(pipeline, estimate);
+        self.ranks.insert(run.record.id, ranks);
     }
 
     /// Forgets a finished run's concurrency groups.
@@ -164,6 +180,18 @@ impl State {
                         let record = ArtifactRecord { sha256: a.sha256.clone(), expires_ms };
                         self.pending.insert(keys::artifact(run_id, job), encode(&record));
                     }
+                    if record.state == JobState::Succeeded
+                        && let (Some(start), Some(end)) = (record.started_ms, record.finished_ms)
+                    {
+                        /// Successes remembered per job for its estimate.
+                        const SAMPLES: usize = 10;
+                        let key = (run.record.pipeline.name.clone(), job.clone());
+                        let samples = self.durations.entry(key).or_default();
+                        samples.push_back(end.saturating_sub(start));
+                        if samples.len() > SAMPLES {
+                            samples.pop_front();
+                        }
+                    }
                     if record.state.is_terminal() {
                         record_finished(record);
                         self.ready_at.remove(&(run_id, job.clone()));
@@ -215,6 +243,7 @@ impl State {
                     if let Some(run) = self.runs.remove(&run_id) {
                         self.active_jobs -= run.jobs.len();
                         self.untrack_groups(run_id, run.record.group.as_deref());
+                        self.ranks.remove(&run_id);
                     }
                     // A run of its concurrency group may start now.
                     self.dispatch_needed = true;
@@ -376,6 +405,22 @@ impl State {
         });
         if self.queue.is_empty() {
             return;
+        }
+        // More ready jobs than free slots: the longest remaining path first.
+        if self.config.critical_path && self.queue.len() > 1 {
+            let free: u32 =
+                self.fleet.slots().iter().filter(|a| !a.draining && a.unready.is_empty()).map(|a| a.free).sum();
+            if self.queue.len() > free as usize {
+                let ranks: Vec<u64> = self
+                    .queue
+                    .iter()
+                    .map(|(run, job)| self.ranks.get(run).and_then(|r| r.get(job)).copied().unwrap_or(0))
+                    .collect();
+                let order = dispatch::critical::critical_first(&ranks);
+                let queue: Vec<(RunId, String)> = self.queue.drain(..).collect();
+                let mut slots: Vec<Option<(RunId, String)>> = queue.into_iter().map(Some).collect();
+                self.queue.extend(order.into_iter().filter_map(|i| slots[i].take()));
+            }
         }
         let held;
         let (assign, reasons) = {

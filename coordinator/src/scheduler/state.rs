@@ -69,6 +69,12 @@ pub(super) struct State {
     /// The unfinished runs of each pipeline-level concurrency group, oldest
     /// first: the first is the one that may run.
     pub(super) run_groups: BTreeMap<String, BTreeSet<RunId>>,
+    /// How long each job (by pipeline name and job name) took in its last
+    /// successes, newest last: its estimate for critical-path order.
+    pub(super) durations: HashMap<(String, String), VecDeque<u64>>,
+    /// Each unfinished run's jobs' remaining paths (ms), worked out when
+    /// it was submitted or recovered.
+    pub(super) ranks: HashMap<RunId, HashMap<String, u64>>,
     /// Unfinished runs with a job-level `concurrency:`, whose jobs holding
     /// slots occupy their groups.
     pub(super) grouped_runs: BTreeSet<RunId>,
@@ -103,6 +109,8 @@ impl State {
             warm: HashMap::new(),
             last_keys: HashMap::new(),
             run_groups: BTreeMap::new(),
+            durations: HashMap::new(),
+            ranks: HashMap::new(),
             grouped_runs: BTreeSet::new(),
         }
     }

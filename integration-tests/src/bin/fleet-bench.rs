@@ -14,6 +14,9 @@
 //!   first step (the agent must notice the frozen leader by its missing
 //!   heartbeat acknowledgements, find the new one and report there); K
 //!   times, each frozen leader woken afterwards to step down.
+//! - critical path (embedded): a DAG of one long chain and many short side
+//!   jobs (listed first) on a busy fleet of 2 agents with 2 slots; the
+//!   makespan with `--dispatch critical-path` and with `--dispatch fifo`.
 //! - affinity (embedded): warm-cache affinity's gain. Four projects (four
 //!   pipelines, so four cache scopes) each with a cache of C MB, over four
 //!   agents with one slot and a local cache budget that holds about one
@@ -213,6 +216,44 @@ fn freeze(etcd: &Etcd, freezes: usize) {
     figure("freeze_to_next_job_s_max", samples[samples.len() - 1], "s", "etcd", 1);
 }
 
+/// The makespan (s) of one DAG run: `chain` jobs in a chain and `sides`
+/// side jobs, each sleeping `secs`, on a fleet started with `flags`.
+fn dag_makespan(flags: &[&str], chain: usize, sides: usize, secs: f64) -> f64 {
+    let mut fleet = Fleet::start_with(&format!("bench-dag-{}", flags.len()), flags);
+    fleet.wait_leader();
+    fleet.agent("worker0", "", 2);
+    fleet.agent("worker1", "", 2);
+    fleet.wait_agents(2);
+    let mut yaml = String::from("name: dag\njobs:\n");
+    for i in 0..sides {
+        yaml.push_str(&format!("  side{i}: {{steps: [{{run: 'sleep {secs}'}}]}}\n"));
+    }
+    for i in 0..chain {
+        let needs = if i == 0 { String::new() } else { format!("needs: [chain{}], ", i - 1) };
+        yaml.push_str(&format!("  chain{i}: {{{needs}steps: [{{run: 'sleep {secs}'}}]}}\n"));
+    }
+    let path = fleet.dir.path().join("dag.yml");
+    std::fs::write(&path, yaml).expect("write pipeline");
+    let t0 = Instant::now();
+    let cli = fleet.drover(&["run", "--detach", path.to_str().expect("utf-8")]);
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    let run = text(&cli.stdout).trim().to_string();
+    let status = fleet.wait_run(&run, Duration::from_secs(600));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    t0.elapsed().as_secs_f64()
+}
+
+fn critical_path(chain: usize, sides: usize, secs: f64) {
+    for (name, flags) in [("fifo", &["--dispatch", "fifo"][..]), ("critical_path", &[][..])] {
+        let makespan = dag_makespan(flags, chain, sides, secs);
+        println!(
+            "{}",
+            serde_json::json!({"metric": format!("dag_makespan_{name}_s"), "value": (makespan * 1000.0).round() / 1000.0,
+                "unit": "s", "store": "embedded", "agents": 2, "slots": 4, "chain": chain, "sides": sides, "job_s": secs})
+        );
+    }
+}
+
 /// One side of the affinity benchmark: (makespan in s, restores that
 /// downloaded, restores from the agent's own copy).
 fn affinity_side(affinity: bool, waves: usize, cache_mb: usize) -> (f64, usize, usize) {
@@ -298,10 +339,12 @@ fn main() {
     let store = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).map_or("both", |s| s.as_str());
     let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
     let (waves, cache_mb) = if smoke { (2, 2) } else { (5, 200) };
+    let (chain, sides, secs) = if smoke { (3, 6, 0.1) } else { (8, 40, 0.5) };
     if matches!(store, "embedded" | "both") {
         latency("embedded", None, runs);
         throughput("embedded", None, jobs);
         affinity(waves, cache_mb);
+        critical_path(chain, sides, secs);
     }
     if matches!(store, "etcd" | "both") {
         let etcd = Etcd::start("bench", 1);

@@ -21,6 +21,8 @@ fn the_fleet_benchmark_runs_and_prints_json_figures() {
         "trivial_jobs_per_second",
         "cache_affinity_off_makespan_s",
         "cache_affinity_on_makespan_s",
+        "dag_makespan_fifo_s",
+        "dag_makespan_critical_path_s",
     ] {
         let f = figures.iter().find(|f| f["metric"] == metric).unwrap_or_else(|| panic!("{metric} missing: {stdout}"));
         assert!(f["value"].as_f64().is_some_and(|v| v > 0.0), "{f}");

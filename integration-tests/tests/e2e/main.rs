@@ -12,6 +12,7 @@ mod cli;
 mod cli_safety;
 mod conditions;
 mod contexts;
+mod critical_path;
 mod dev;
 mod drover_bench;
 mod edge;
