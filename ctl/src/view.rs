@@ -99,12 +99,14 @@ pub fn state_line(job: &pb::Job, created_ms: u64, now_ms: u64, paint: Paint) -> 
     let mut line =
         format!("{} [{}] {}", paint.dim(&format!("{:>7}", span(elapsed))), job.name, paint.state(state, word));
     match state {
-        Queued if !job.waiting_for.is_empty() => {
+        // A pending job waits only for an approval (`drover approve`).
+        Queued | Pending if !job.waiting_for.is_empty() => {
             line.push_str(&format!(": waiting for {}", job.waiting_for));
             if let Some(left) = states::blocked_for(job) {
                 line.push_str(&format!("; fails in {left} unless one connects"));
             }
         }
+        Queued if !job.approval.is_empty() => line.push_str(&format!(" — {}", job.approval)),
         Assigned => line.push_str(&format!(" to {} (attempt {})", job.agent, job.attempt)),
         Running => line.push_str(&format!(" on {} (attempt {})", job.agent, job.attempt)),
         Succeeded | Failed | Cancelled => {
@@ -187,6 +189,16 @@ mod tests {
                 "queued, waiting",
                 job("a", Queued, |j| j.waiting_for = "any agent".into()),
                 "[a] queued: waiting for any agent",
+            ),
+            (
+                "pending, waiting for an approval",
+                job("d", Pending, |j| j.waiting_for = "approval by alice (`drover approve 7 d`)".into()),
+                "[d] pending: waiting for approval by alice (`drover approve 7 d`)",
+            ),
+            (
+                "queued once approved",
+                job("d", Queued, |j| j.approval = "approved by alice: ok".into()),
+                "[d] queued — approved by alice: ok",
             ),
             (
                 "assigned",
