@@ -38,6 +38,10 @@ pub enum GitError {
 pub struct Resolved {
     pub commit: String,
     pub contents: String,
+    /// The branch or the tag the reference named (`main`, `v1.2`), if it
+    /// named one; a commit id names neither.
+    pub branch: Option<String>,
+    pub tag: Option<String>,
 }
 
 async fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, GitError> {
@@ -81,6 +85,13 @@ pub async fn resolve(
             return Err(GitError::RefNotFound { repo: repo.to_string(), reference: reference.to_string() });
         }
         let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // What the reference names: a branch (HEAD names the default one),
+        // a tag, or neither.
+        let out = git(Some(&dir), &["rev-parse", "--symbolic-full-name", "--end-of-options", reference]).await?;
+        // (This git echoes `--end-of-options` on a line of its own first.)
+        let full = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
+        let branch = full.strip_prefix("refs/heads/").map(str::to_string);
+        let tag = full.strip_prefix("refs/tags/").map(str::to_string);
         let object = format!("{commit}:{file}");
         let out = git(Some(&dir), &["show", &object]).await?;
         if !out.status.success() {
@@ -93,7 +104,7 @@ pub async fn resolve(
         }
         let contents = String::from_utf8(out.stdout)
             .map_err(|_| GitError::Other(format!("{file} at {commit} is not UTF-8 text")))?;
-        Ok(Resolved { commit, contents })
+        Ok(Resolved { commit, contents, branch, tag })
     };
     let result = match tokio::time::timeout(timeout, result).await {
         Ok(result) => result,

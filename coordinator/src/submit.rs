@@ -105,7 +105,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
             let pipeline = parse(&file, &yaml, vault).await?;
             Ok(Prepared {
                 pipeline,
-                source: Source { repo: None, commit: None, file },
+                source: Source { repo: None, commit: None, file, branch: None, tag: None },
                 queue_timeout: None,
                 rerun: None,
             })
@@ -120,7 +120,13 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
             let pipeline = parse(&file, &resolved.contents, vault).await?;
             Ok(Prepared {
                 pipeline,
-                source: Source { repo: Some(repo), commit: Some(resolved.commit), file },
+                source: Source {
+                    repo: Some(repo),
+                    commit: Some(resolved.commit),
+                    file,
+                    branch: resolved.branch,
+                    tag: resolved.tag,
+                },
                 queue_timeout: None,
                 rerun: None,
             })
@@ -191,7 +197,8 @@ mod tests {
         for (case, file, want) in cases {
             let source = SubmitSource::Inline { file: file.map(str::to_string), yaml: GOOD.into() };
             let prepared = prepare(source, &no_git(), None).await.unwrap();
-            assert_eq!(prepared.source, Source { repo: None, commit: None, file: want.into() }, "{case}");
+            let source = Source { repo: None, commit: None, file: want.into(), branch: None, tag: None };
+            assert_eq!(prepared.source, source, "{case}");
             assert_eq!(prepared.pipeline.name, "p", "{case}");
 
             let source = SubmitSource::Inline { file: file.map(str::to_string), yaml: "name: p\n".into() };
@@ -228,7 +235,7 @@ mod tests {
         let dir = crate::controller::tests::TestDir::new("submit-git");
         let repo = dir.path().join("repo");
         std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "--quiet"]);
+        git(&repo, &["init", "--quiet", "-b", "main"]);
         std::fs::write(repo.join(".drover.yml"), GOOD).unwrap();
         std::fs::write(repo.join("bad.yml"), "name: p\n").unwrap();
         git(&repo, &["add", "."]);
@@ -243,7 +250,13 @@ mod tests {
         let prepared = prepare(source, &opts, None).await.unwrap();
         assert_eq!(
             prepared.source,
-            Source { repo: Some(url.clone()), commit: Some(head.clone()), file: ".drover.yml".into() }
+            Source {
+                repo: Some(url.clone()),
+                commit: Some(head.clone()),
+                file: ".drover.yml".into(),
+                branch: Some("main".into()),
+                tag: None
+            }
         );
 
         // (case, ref, file, what the error says)

@@ -264,6 +264,8 @@ impl Protocol {
                 attempt: job.attempt,
                 step_conditions: job.steps.iter().map(|s| s.condition.clone()).collect(),
                 need_results: job.need_results.into_iter().collect(),
+                branch: (!job.branch.is_empty()).then_some(job.branch),
+                tag: (!job.tag.is_empty()).then_some(job.tag),
                 steps: job.steps.into_iter().map(|s| (s.name, s.run)).collect(),
                 env: job.env.into_iter().collect(),
                 timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),

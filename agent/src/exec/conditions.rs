@@ -24,7 +24,8 @@ impl Context for StepContext<'_> {
         match field {
             DroverField::Commit => self.attempt.checkout.as_ref().map(|(_, commit)| commit.clone()),
             DroverField::Event => Some("manual".to_string()),
-            DroverField::Branch | DroverField::Tag => None,
+            DroverField::Branch => self.attempt.branch.clone(),
+            DroverField::Tag => self.attempt.tag.clone(),
         }
     }
 

@@ -91,6 +91,10 @@ pub struct Attempt {
     pub step_conditions: Vec<String>,
     /// How each job it needs ended, for `needs.JOB.result`.
     pub need_results: conditions::NeedResults,
+    /// The branch and tag its run's ref named, for `drover.branch` and
+    /// `drover.tag`.
+    pub branch: Option<String>,
+    pub tag: Option<String>,
 }
 
 /// An attempt's secrets by name: set in its steps' environment, masked in

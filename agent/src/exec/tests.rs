@@ -66,6 +66,8 @@ fn attempt_with(steps: &[&str], secrets: &[(&str, &str)]) -> Attempt {
         cache: None,
         step_conditions: Vec::new(),
         need_results: Default::default(),
+        branch: None,
+        tag: None,
     }
 }
 

@@ -163,7 +163,19 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {
-                Work::Job { steps, env, timeout, checkout, artifacts, inputs, secrets, cache, need_results } => {
+                Work::Job {
+                    steps,
+                    env,
+                    timeout,
+                    checkout,
+                    artifacts,
+                    inputs,
+                    secrets,
+                    cache,
+                    need_results,
+                    branch,
+                    tag,
+                } => {
                     let (secrets, secrets_error) = resolve_secrets(vault, &secrets).await;
                     pb::assign::Work::Job(pb::JobWork {
                         run_id: a.id.run.to_string(),
@@ -194,6 +206,8 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
                         secrets_error,
                         cache: cache.map(cache_work),
                         need_results: need_results.into_iter().collect(),
+                        branch: branch.unwrap_or_default(),
+                        tag: tag.unwrap_or_default(),
                     })
                 }
             };

@@ -296,6 +296,8 @@ impl State {
                 secrets: spec.secrets.clone(),
                 cache: spec.cache.clone(),
                 need_results: machine::need_results(run, spec),
+                branch: run.record.source.branch.clone(),
+                tag: run.record.source.tag.clone(),
             },
         })
     }

@@ -239,3 +239,46 @@ jobs:
     assert_eq!(fleet.wait_run(&first, Duration::from_secs(30))["state"], "cancelled");
     assert_eq!(fleet.wait_run(&second, Duration::from_secs(30))["state"], "succeeded");
 }
+
+#[test]
+fn conditions_on_the_branch_and_the_tag_of_a_run_from_git() {
+    let mut fleet = Fleet::start("conditions-git");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let repo = fleet.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    crate::git::git(&repo, &["init", "-q", "-b", "main"]);
+    let pipeline = "name: refs
+jobs:
+  on-main: {if: \"drover.branch == 'main'\", steps: [{run: 'echo on main'}]}
+  on-tag: {if: \"startsWith(drover.tag, 'v')\", steps: [{run: 'echo on a tag'}]}
+  steps:
+    steps:
+      - if: drover.branch == 'main'
+        run: echo the main step
+      - run: echo branch=${{ drover.branch }} tag=${{ drover.tag }}
+";
+    std::fs::write(repo.join(".drover.yml"), pipeline).unwrap();
+    crate::git::git(&repo, &["add", "."]);
+    crate::git::git(&repo, &["commit", "-q", "-m", "one"]);
+    crate::git::git(&repo, &["tag", "v1"]);
+    let url = repo.to_str().unwrap();
+    let run_at = |reference: &str| -> String {
+        let cli = fleet.drover(&["run", "--detach", "--repo", url, "--ref", reference]);
+        assert!(cli.status.success(), "{}", text(&cli.stderr));
+        let run = text(&cli.stdout).trim().to_string();
+        assert_eq!(fleet.wait_run(&run, Duration::from_secs(60))["state"], "succeeded");
+        run
+    };
+    let main = run_at("main");
+    assert_eq!(fleet.job(&main, "on-main")["state"], "succeeded");
+    assert_eq!(fleet.job(&main, "on-tag")["state"], "skipped");
+    let log = text(&fleet.drover(&["logs", &main, "steps"]).stdout);
+    assert!(log.contains("the main step") && log.contains("branch=main tag=\n"), "{log}");
+
+    let tag = run_at("v1");
+    assert_eq!(fleet.job(&tag, "on-main")["state"], "skipped");
+    assert_eq!(fleet.job(&tag, "on-tag")["state"], "succeeded");
+    let log = text(&fleet.drover(&["logs", &tag, "steps"]).stdout);
+    assert!(!log.contains("the main step\n") && log.contains("branch= tag=v1\n"), "{log}");
+}

@@ -97,6 +97,9 @@ pub enum Work {
         cache: Option<drover_pipeline::CacheSpec>,
         /// How each job it needs ended, for its steps' conditions.
         need_results: Vec<(String, String)>,
+        /// The branch and tag its run's ref named.
+        branch: Option<String>,
+        tag: Option<String>,
     },
 }
 

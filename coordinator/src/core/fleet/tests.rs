@@ -207,6 +207,8 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     secrets: Vec::new(),
                     cache: None,
                     need_results: Vec::new(),
+                    branch: None,
+                    tag: None,
                 };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]

@@ -99,6 +99,12 @@ pub struct Source {
     pub commit: Option<String>,
     /// The pipeline file's name (its path in the repository for runs from git).
     pub file: String,
+    /// The branch or tag the run's ref named, for runs from git
+    /// (`drover.branch`, `drover.tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,7 +37,8 @@ impl Context for JobContext<'_> {
         match field {
             DroverField::Commit => self.run.record.source.commit.clone(),
             DroverField::Event => Some("manual".to_string()),
-            DroverField::Branch | DroverField::Tag => None,
+            DroverField::Branch => self.run.record.source.branch.clone(),
+            DroverField::Tag => self.run.record.source.tag.clone(),
         }
     }
 
@@ -83,7 +84,8 @@ impl Context for RunContext<'_> {
         match field {
             DroverField::Commit => self.run.record.source.commit.clone(),
             DroverField::Event => Some("manual".to_string()),
-            DroverField::Branch | DroverField::Tag => None,
+            DroverField::Branch => self.run.record.source.branch.clone(),
+            DroverField::Tag => self.run.record.source.tag.clone(),
         }
     }
 
