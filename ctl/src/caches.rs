@@ -47,9 +47,12 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
 }
 
 /// `drover cache rm KEY`.
-pub async fn remove(conn: &mut Conn, key: String, scope: Option<String>) -> anyhow::Result<()> {
+pub async fn remove(conn: &mut Conn, key: String, scope: Option<String>, format: Format) -> anyhow::Result<()> {
     let req = pb::DeleteCacheRequest { key: key.clone(), scope: scope.unwrap_or_default() };
     let deleted = conn.call(true, |c| c_call!(c.delete_cache(req.clone()))).await?.deleted;
+    if format.structured() {
+        return Ok(output::document(format, &json!({ "key": key, "deleted": deleted }))?);
+    }
     outln!("deleted {deleted} cache entr{} with key {key}", if deleted == 1 { "y" } else { "ies" });
     Ok(())
 }

@@ -346,7 +346,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
                 secrets::set(conn, name, value, output).await
             }
             cli::SecretCommand::Ls { output, .. } => secrets::list(conn, output).await,
-            cli::SecretCommand::Rm { name, .. } => secrets::remove(conn, name).await,
+            cli::SecretCommand::Rm { name, output, .. } => secrets::remove(conn, name, output).await,
         },
         Command::Caches { output, .. } => caches::list(conn, output).await,
         Command::Approve { run, job, comment, output, .. } => {
@@ -356,7 +356,9 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             let req = pb::DecideJobRequest { run_id: run, job, approve: false, comment: reason };
             commands::decide(conn, req, output).await
         }
-        Command::Cache { command: cli::CacheCommand::Rm { key, scope, .. } } => caches::remove(conn, key, scope).await,
+        Command::Cache { command: cli::CacheCommand::Rm { key, scope, output, .. } } => {
+            caches::remove(conn, key, scope, output).await
+        }
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -79,9 +79,12 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
 }
 
 /// `drover secret rm NAME`.
-pub async fn remove(conn: &mut Conn, name: String) -> anyhow::Result<()> {
+pub async fn remove(conn: &mut Conn, name: String, format: Format) -> anyhow::Result<()> {
     let req = pb::DeleteSecretRequest { name: name.clone() };
     conn.call(true, |c| c_call!(c.delete_secret(req.clone()))).await?;
+    if format.structured() {
+        return Ok(output::document(format, &json!({ "removed": name }))?);
+    }
     outln!("secret {name} removed; jobs that declare it fail until it is set again");
     Ok(())
 }

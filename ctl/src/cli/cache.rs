@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::Remote;
+use crate::output::Format;
 
 #[derive(Subcommand)]
 pub enum CacheCommand {
@@ -17,6 +18,9 @@ pub enum CacheCommand {
         /// pipeline:NAME for files submitted inline.
         #[arg(long)]
         scope: Option<String>,
+        /// Output format: text, json or yaml (`{"key": KEY, "deleted": N}`).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
         #[command(flatten)]
         remote: Remote,
     },

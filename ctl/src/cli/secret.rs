@@ -46,6 +46,9 @@ pub enum SecretCommand {
     Rm {
         /// The secret's name.
         name: String,
+        /// Output format: text, json or yaml (`{"removed": NAME}`).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
         #[command(flatten)]
         remote: Remote,
     },

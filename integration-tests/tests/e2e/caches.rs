@@ -88,9 +88,10 @@ fn the_second_run_hits_the_cache_on_the_warm_agent() {
     assert_eq!(listed[1]["key"], key.as_str(), "most recently used first: {listed:#}");
     assert_eq!(listed[1]["scope"], repo_arg.as_str(), "{listed:#}");
     assert!(listed[1]["size"].as_u64().unwrap() > 300_000, "{listed:#}");
-    let rm = fleet.drover(&["cache", "rm", &key]);
+    let rm = fleet.drover(&["cache", "rm", &key, "-o", "json"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
-    assert!(text(&rm.stdout).contains("deleted 1 cache entry"), "{}", text(&rm.stdout));
+    let deleted: serde_json::Value = serde_json::from_slice(&rm.stdout).unwrap();
+    assert_eq!((deleted["key"].as_str(), deleted["deleted"].as_u64()), (Some(key.as_str()), Some(1)), "{deleted}");
     let rm = fleet.drover(&["cache", "rm", &key]);
     assert_eq!(rm.status.code(), Some(4), "{}", text(&rm.stderr));
 }

@@ -107,8 +107,10 @@ jobs:
     assert!(!found_under(&fleet.dir.path().join("data-0"), "DEPLOY_TOKEN").is_empty(), "the grep finds what is there");
 
     // Deleted, the next run's job fails before its steps, naming it.
-    let rm = fleet.drover(&["secret", "rm", "DEPLOY_TOKEN"]);
+    let rm = fleet.drover(&["secret", "rm", "DEPLOY_TOKEN", "-o", "json"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
+    let removed: serde_json::Value = serde_json::from_slice(&rm.stdout).unwrap();
+    assert_eq!(removed["removed"], "DEPLOY_TOKEN");
     let rerun = fleet.drover(&["rerun", &run, "--detach"]);
     assert!(rerun.status.success(), "{}", text(&rerun.stderr));
     let rerun = text(&rerun.stdout).trim().to_string();

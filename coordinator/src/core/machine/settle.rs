@@ -25,10 +25,11 @@ use drover_pipeline::expr::{self, Context, DroverField, JobResult, Status};
 
 use super::{Approval, Effect, JobState, Run, queue};
 
-/// What one job's condition reads.
+/// What one job's condition reads; without a job (`spec: None`), what the
+/// pipeline's own `${{ }}` reads: the run's source and the top-level `env`.
 struct JobContext<'a> {
     run: &'a Run,
-    spec: &'a JobSpec,
+    spec: Option<&'a JobSpec>,
     status: Status,
 }
 
@@ -43,7 +44,7 @@ impl Context for JobContext<'_> {
     }
 
     fn env(&self, name: &str) -> Option<String> {
-        self.spec.env.get(name).or_else(|| self.run.record.pipeline.env.get(name)).cloned()
+        self.spec.and_then(|s| s.env.get(name)).or_else(|| self.run.record.pipeline.env.get(name)).cloned()
     }
 
     fn matrix(&self, _name: &str) -> Option<String> {
@@ -69,52 +70,20 @@ impl Context for JobContext<'_> {
 /// each `${{ }}` replaced by its value; as it is when it has none, or
 /// when it cannot be read (it was checked at submit, so it can).
 pub fn expand(run: &Run, spec: &JobSpec, text: &str) -> String {
-    let ctx = JobContext { run, spec, status: Status::Succeeded };
+    let ctx = JobContext { run, spec: Some(spec), status: Status::Succeeded };
     expr::expand(text, &ctx).unwrap_or_else(|_| text.to_string())
-}
-
-/// What the pipeline's own `${{ }}` (its concurrency group) reads: the
-/// run's source and the top-level `env`.
-struct RunContext<'a> {
-    run: &'a Run,
-}
-
-impl Context for RunContext<'_> {
-    fn drover(&self, field: DroverField) -> Option<String> {
-        match field {
-            DroverField::Commit => self.run.record.source.commit.clone(),
-            DroverField::Event => Some("manual".to_string()),
-            DroverField::Branch => self.run.record.source.branch.clone(),
-            DroverField::Tag => self.run.record.source.tag.clone(),
-        }
-    }
-
-    fn env(&self, name: &str) -> Option<String> {
-        self.run.record.pipeline.env.get(name).cloned()
-    }
-
-    fn matrix(&self, _name: &str) -> Option<String> {
-        None
-    }
-
-    fn need_result(&self, _job: &str) -> Option<JobResult> {
-        None
-    }
-
-    fn status(&self) -> Status {
-        Status::Succeeded
-    }
 }
 
 /// `text` written at the pipeline's top level (its concurrency group), with
 /// each `${{ }}` filled in.
 pub fn expand_run(run: &Run, text: &str) -> String {
-    expr::expand(text, &RunContext { run }).unwrap_or_else(|_| text.to_string())
+    let ctx = JobContext { run, spec: None, status: Status::Succeeded };
+    expr::expand(text, &ctx).unwrap_or_else(|_| text.to_string())
 }
 
 /// How each job `spec` needs ended, as `needs.JOB.result` reads it.
 pub fn need_results(run: &Run, spec: &JobSpec) -> Vec<(String, String)> {
-    let ctx = JobContext { run, spec, status: Status::Succeeded };
+    let ctx = JobContext { run, spec: Some(spec), status: Status::Succeeded };
     spec.needs.iter().filter_map(|n| Some((n.clone(), ctx.need_result(n)?.as_str().to_string()))).collect()
 }
 
@@ -170,7 +139,7 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
         if !done && (reads_status || blocker.is_none()) {
             continue;
         }
-        let ctx = JobContext { run, spec, status: status_of(run, spec) };
+        let ctx = JobContext { run, spec: Some(spec), status: status_of(run, spec) };
         let runs = done && expr::passes(spec.condition.as_ref(), &ctx);
         let name = spec.name.clone();
         if runs {
