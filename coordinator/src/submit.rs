@@ -105,7 +105,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
             let pipeline = parse(&file, &yaml, vault).await?;
             Ok(Prepared {
                 pipeline,
-                source: Source { repo: None, commit: None, file, branch: None, tag: None },
+                source: Source { repo: None, commit: None, file, branch: None, tag: None, ..Default::default() },
                 queue_timeout: None,
                 rerun: None,
             })
@@ -126,6 +126,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
                     file,
                     branch: resolved.branch,
                     tag: resolved.tag,
+                    ..Default::default()
                 },
                 queue_timeout: None,
                 rerun: None,
@@ -197,7 +198,8 @@ mod tests {
         for (case, file, want) in cases {
             let source = SubmitSource::Inline { file: file.map(str::to_string), yaml: GOOD.into() };
             let prepared = prepare(source, &no_git(), None).await.unwrap();
-            let source = Source { repo: None, commit: None, file: want.into(), branch: None, tag: None };
+            let source =
+                Source { repo: None, commit: None, file: want.into(), branch: None, tag: None, ..Default::default() };
             assert_eq!(prepared.source, source, "{case}");
             assert_eq!(prepared.pipeline.name, "p", "{case}");
 
@@ -255,7 +257,8 @@ mod tests {
                 commit: Some(head.clone()),
                 file: ".drover.yml".into(),
                 branch: Some("main".into()),
-                tag: None
+                tag: None,
+                ..Default::default()
             }
         );
 

@@ -16,6 +16,10 @@
 //! part of `check`) and renders it into a key (on the agent, which hashes
 //! the files); it is public for the agent's sake.
 //!
+//! [`triggers`] is `on:`, the events that start a pipeline, and what the
+//! coordinator's triggers ask of it ([`triggers::Triggers::wants`]) and of
+//! its cron schedules.
+//!
 //! [`expr`] is the expression language of `if:` conditions and of `${{ }}`
 //! in `env` values and `run` scripts: read and checked at submit (as part of
 //! `check`), evaluated by the caller against the run ([`expr::passes`]). Its
@@ -25,6 +29,7 @@
 //!
 //! ```yaml
 //! name: example
+//! on: {push: {branches: [main]}, pull_request: {branches: [main]}}   # optional: see `triggers`
 //! env: {GREETING: hello}       # optional
 //! jobs:
 //!   build:
@@ -58,6 +63,7 @@ mod check;
 pub mod expr;
 #[cfg(test)]
 mod tests;
+pub mod triggers;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -127,6 +133,9 @@ pub struct Pipeline {
     /// One run of its group is active at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    /// Its `on:`: the events that start it.
+    #[serde(default)]
+    pub on: triggers::Triggers,
 }
 
 /// One job of a [`Pipeline`].

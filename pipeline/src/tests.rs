@@ -135,6 +135,7 @@ fn full_example_parses_to_the_expected_pipeline() {
             },
         ],
         concurrency: None,
+        on: Default::default(),
     };
     assert_eq!(pipeline, expected);
     assert_eq!(pipeline.job("test"), Some(&expected.jobs[1]));
@@ -247,7 +248,7 @@ fn bad_cases() -> Vec<Bad> {
             line: 2,
             column: 1,
             message: "unknown key `version` at the top level",
-            hint: Some("allowed keys: name, env, jobs"),
+            hint: Some("allowed keys: name, on, env, jobs"),
         },
         Bad {
             what: "unknown job key, with a suggestion",

@@ -24,6 +24,8 @@
 //!   values and `run` scripts, read by [`crate::expr`] and faults pointed
 //!   at inside the string;
 //! - `secrets`: a job's `secrets`, and whether they exist when that is known;
+//! - `triggers`: `on:`, the events that start the pipeline (globs and cron
+//!   expressions checked);
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
 //! - `suggest`: "did you mean" for misspelled keys, job names and (for
 //!   `cache_key`) functions.
@@ -52,6 +54,7 @@ mod jobs;
 mod secrets;
 mod steps;
 pub(crate) mod suggest;
+mod triggers;
 
 use expressions::ScopeNames;
 pub(super) use secrets::secret_name_problem;
@@ -60,7 +63,7 @@ use suggest::{SUGGESTION_BUDGET, closest};
 /// The most diagnostics we return for one file.
 const MAX_DIAGNOSTICS: usize = 100;
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "env", "jobs", "concurrency"];
+const TOP_LEVEL_KEYS: &[&str] = &["name", "on", "env", "jobs", "concurrency"];
 
 /// Checks the document `root` of the file `file`.
 pub(super) fn pipeline(file: &str, root: &Node, known: &Known<'_>) -> Result<Pipeline, Vec<Diagnostic>> {
@@ -133,7 +136,13 @@ impl Checker<'_> {
     }
 
     fn top_level(&mut self, root: &Node) -> Pipeline {
-        let mut pipeline = Pipeline { name: String::new(), env: BTreeMap::new(), jobs: Vec::new(), concurrency: None };
+        let mut pipeline = Pipeline {
+            name: String::new(),
+            env: BTreeMap::new(),
+            jobs: Vec::new(),
+            concurrency: None,
+            on: Default::default(),
+        };
         let map = match &root.kind {
             Kind::Map(map) => map,
             Kind::Null => {
@@ -167,6 +176,9 @@ impl Checker<'_> {
             None => {
                 self.error(root.pos, "missing `name` at the top level", Some("add e.g. `name: my-pipeline`".to_owned()))
             }
+        }
+        if let Some(entry) = find(&entries, "on") {
+            pipeline.on = self.triggers(entry);
         }
         if let Some(entry) = find(&entries, "env") {
             pipeline.env = self.env(entry.value, None);

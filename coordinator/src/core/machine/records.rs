@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use drover_pipeline::Pipeline;
+use drover_pipeline::triggers::EventKind;
 
 pub type RunId = u64;
 
@@ -105,6 +106,18 @@ pub struct Source {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// What started the run (`drover.event`).
+    #[serde(default, skip_serializing_if = "is_manual")]
+    pub event: EventKind,
+    /// The trigger that started it, for runs a trigger started: the key
+    /// that makes it start one run per push, tag, pull request update or
+    /// cron tick, even across a failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+}
+
+fn is_manual(event: &EventKind) -> bool {
+    *event == EventKind::Manual
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

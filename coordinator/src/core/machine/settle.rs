@@ -37,7 +37,7 @@ impl Context for JobContext<'_> {
     fn drover(&self, field: DroverField) -> Option<String> {
         match field {
             DroverField::Commit => self.run.record.source.commit.clone(),
-            DroverField::Event => Some("manual".to_string()),
+            DroverField::Event => Some(self.run.record.source.event.as_str().to_string()),
             DroverField::Branch => self.run.record.source.branch.clone(),
             DroverField::Tag => self.run.record.source.tag.clone(),
         }

@@ -31,6 +31,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
             })
             .collect(),
         concurrency: None,
+        on: Default::default(),
     }
 }
 
