@@ -214,6 +214,23 @@ mod tests {
     }
 
     #[test]
+    fn a_matrix_job_gets_a_workspace_name_without_spaces_that_is_still_found() {
+        let plain = crate::exec::workspace_name("12/build/3");
+        assert_eq!(plain, "12-build-3");
+        let cell = crate::exec::workspace_name("12/test (rust=beta, os=linux)/3");
+        assert!(cell.starts_with("12-test__rust_beta__os_linux_~") && cell.ends_with("-3"), "{cell}");
+        assert!(cell.chars().all(|c| c.is_ascii_alphanumeric() || "_.-~".contains(c)), "{cell}");
+        assert_ne!(
+            cell,
+            crate::exec::workspace_name("12/test__rust_beta__os_linux_/3"),
+            "a plain name that reads alike"
+        );
+        for name in [plain, cell] {
+            assert!(is_workspace_name(OsStr::new(&name)), "{name}");
+        }
+    }
+
+    #[test]
     fn stat_gives_state_and_group_even_with_odd_command_names() {
         assert_eq!(parse_stat("4242 (bash) S 1 4242 4242 0 -1 4194560"), Some(('S', 4242)));
         assert_eq!(parse_stat("17 (a) b (c) Z 1 9 9 0"), Some(('Z', 9)));

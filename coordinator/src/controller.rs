@@ -7,8 +7,9 @@
 //! term's fenced store, so a controller of a term that has ended can change
 //! nothing. The run scheduler ([`SchedulerController`]), retention
 //! (`crate::retention`) and, on etcd, the compaction of the store's history
-//! (`crate::compaction`) are the first three; cron, push polling, rollouts
-//! and drift detection will be more. Adding one is writing its module and
+//! (`crate::compaction`) are the first three, and the triggers (push
+//! polling, webhooks' deliveries and cron, `crate::triggers`) the fourth;
+//! rollouts and drift detection will be more. Adding one is writing its module and
 //! one line in [`registry`].
 //!
 //! **The shape.** A controller is a factory of per-term work:
@@ -57,6 +58,7 @@ use crate::retention;
 use crate::scheduler::{self, Handle, Scheduler};
 use crate::segments::Segments;
 use crate::store::{Revision, Store, StoreError};
+use crate::triggers;
 
 /// What a term gives each of its controllers.
 #[derive(Clone)]
@@ -71,6 +73,9 @@ pub struct Term {
     pub segments: Arc<Segments>,
     /// Where artifacts live.
     pub blobs: Arc<crate::blobs::Blobs>,
+    /// The term's scheduler, for the controllers started after the one
+    /// that runs it (the triggers submit through it); `None` before.
+    pub sched: Option<Handle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,9 @@ pub struct Config {
     /// Compaction of the store's history; `None` on the embedded store,
     /// which bounds its own.
     pub compaction: Option<compaction::Config>,
+    /// Repositories and schedules that start runs; `None` leaves them off
+    /// (tests of other controllers).
+    pub triggers: Option<triggers::Config>,
 }
 
 /// The leader's controllers, in the order each term starts them. This is
@@ -160,6 +168,10 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Controller>> {
     ];
     if let Some(compaction) = &config.compaction {
         controllers.push(Box::new(compaction::Compaction::new(compaction.clone())));
+    }
+    // After the scheduler, whose handle it submits through.
+    if let Some(config) = &config.triggers {
+        controllers.push(Box::new(triggers::Triggers::new(config.clone())));
     }
     controllers
 }
@@ -189,9 +201,10 @@ impl Running {
     /// started. If one cannot start, those already started are stopped.
     pub async fn start(controllers: &[Box<dyn Controller>], term: &Term) -> Result<Running, Failure> {
         let mut running = Running { tasks: FuturesUnordered::new(), aborts: Vec::new(), sched: None };
+        let mut term = term.clone();
         for controller in controllers {
             let name = controller.name();
-            let started = match controller.start(term).await {
+            let started = match controller.start(&term).await {
                 Ok(started) => started,
                 Err(error) => {
                     running.stop().await;
@@ -199,6 +212,7 @@ impl Running {
                 }
             };
             if let Some(sched) = started.sched {
+                term.sched = Some(sched.clone());
                 running.sched = Some(sched);
             }
             let (abort, ended): (AbortHandle, BoxFuture<'static, Ended>) = match started.work {
@@ -432,7 +446,7 @@ pub(crate) mod tests {
         let (store, segments) = store_and_segments(dir).await;
         let blobs = Arc::new(crate::blobs::Blobs::open(&dir.path().join("blobs"), false).unwrap());
         let epoch = store.txn(Txn::ops(vec![Op::put(keys::LEADER, "us")])).await.unwrap().revision;
-        (Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments, blobs }, store)
+        (Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments, blobs, sched: None }, store)
     }
 
     async fn term(dir: &TestDir) -> Term {
@@ -527,17 +541,26 @@ pub(crate) mod tests {
         assert_eq!(drain(&mut rx), vec![Seen::Started("a", term.epoch), Seen::Stopped("a")]);
     }
 
-    #[test]
-    fn the_registry_lists_the_scheduler_first_and_names_are_unique() {
+    #[tokio::test]
+    async fn the_registry_lists_the_scheduler_first_and_names_are_unique() {
         let mut config = Config {
             scheduler: scheduler::Config::default(),
             retention: retention::Config::default(),
             compaction: None,
+            triggers: None,
         };
         let names = |config: &Config| registry(config).iter().map(|c| c.name()).collect::<Vec<_>>();
         assert_eq!(names(&config), ["scheduler", "retention"]);
         config.compaction = Some(compaction::Config { every: Duration::from_secs(60) });
         assert_eq!(names(&config), ["scheduler", "retention", "compaction"]);
+        let dir = TestDir::new("controllers-registry");
+        let (store, _) = store_and_segments(&dir).await;
+        config.triggers = Some(triggers::Config {
+            interval: Duration::from_secs(1),
+            git: crate::submit::GitOptions { scratch: dir.path().to_path_buf(), timeout: Duration::from_secs(1) },
+            vault: Arc::new(crate::secrets::Vault::open(store, &dir.path().join("no.key"))),
+        });
+        assert_eq!(names(&config), ["scheduler", "retention", "compaction", "triggers"]);
         let controllers = registry(&config);
         for c in &controllers {
             for prefix in c.prefixes() {

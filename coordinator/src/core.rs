@@ -12,3 +12,4 @@ pub mod keys;
 pub mod logs;
 pub mod machine;
 pub mod rerun;
+pub mod triggers;

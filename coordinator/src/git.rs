@@ -4,6 +4,10 @@
 //! SHA and reads the file from that commit, so the run is pinned to exactly
 //! what the user named at the moment of submission. Agents later check out
 //! the same SHA.
+//!
+//! The triggers controller (`crate::triggers`) lists a repository's heads
+//! with [`ls_remote`], and reads the pipeline at a commit it already knows,
+//! with the files changed since another, with [`at_commit`].
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,6 +21,8 @@ pub enum GitError {
     Spawn(std::io::Error),
     #[error("cannot clone {repo}: {stderr}")]
     Clone { repo: String, stderr: String },
+    #[error("cannot list the branches and tags of {repo}: {stderr}; check the URL and the coordinator's access to it")]
+    List { repo: String, stderr: String },
     #[error("ref {reference:?} not found in {repo}; name a branch, a tag or a commit SHA that exists there")]
     RefNotFound { repo: String, reference: String },
     #[error(
@@ -58,6 +64,18 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, 
         .map_err(GitError::Spawn)
 }
 
+/// A bare clone of `repo` into `dir`.
+async fn bare_clone(repo: &str, dir: &str) -> Result<(), GitError> {
+    let out = git(None, &["clone", "--bare", "--quiet", "--", repo, dir]).await?;
+    if !out.status.success() {
+        return Err(GitError::Clone {
+            repo: repo.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Resolves `reference` in `repo` and reads `file` at that commit, giving
 /// up after `timeout` (a server that never answers would otherwise hold the
 /// submit, and a git process, for ever; git is killed when dropped).
@@ -72,13 +90,7 @@ pub async fn resolve(
     let dir = scratch.join(format!("resolve-{}-{}", std::process::id(), unique()));
     let dir_str = dir.to_string_lossy().into_owned();
     let result = async {
-        let out = git(None, &["clone", "--bare", "--quiet", "--", repo, &dir_str]).await?;
-        if !out.status.success() {
-            return Err(GitError::Clone {
-                repo: repo.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        bare_clone(repo, &dir_str).await?;
         let spec = format!("{reference}^{{commit}}");
         let out = git(Some(&dir), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
         if !out.status.success() {
@@ -105,6 +117,106 @@ pub async fn resolve(
         let contents = String::from_utf8(out.stdout)
             .map_err(|_| GitError::Other(format!("{file} at {commit} is not UTF-8 text")))?;
         Ok(Resolved { commit, contents, branch, tag })
+    };
+    let result = match tokio::time::timeout(timeout, result).await {
+        Ok(result) => result,
+        Err(_) => Err(GitError::Timeout { repo: repo.to_string(), timeout }),
+    };
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+/// Lists `repo`'s HEAD, branches and tags (`git ls-remote --symref`),
+/// giving up after `timeout`; the output as git printed it
+/// (`crate::core::triggers::parse_ls_remote` reads it).
+pub async fn ls_remote(repo: &str, timeout: Duration) -> Result<String, GitError> {
+    let args = ["ls-remote", "--symref", "--", repo, "HEAD", "refs/heads/*", "refs/tags/*"];
+    let out = match tokio::time::timeout(timeout, git(None, &args)).await {
+        Ok(out) => out?,
+        Err(_) => return Err(GitError::Timeout { repo: repo.to_string(), timeout }),
+    };
+    if !out.status.success() {
+        return Err(GitError::List {
+            repo: repo.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    String::from_utf8(out.stdout).map_err(|_| GitError::Other(format!("git ls-remote {repo} printed non-UTF-8 refs")))
+}
+
+/// What the changed files of a start are counted against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// None: a new branch, a tag, a schedule.
+    None,
+    /// The commit the branch was at before (a push).
+    Commit(String),
+    /// Where the commit forked from this branch (a pull request's target).
+    ForkOf(String),
+}
+
+/// A pipeline file read at a commit, and the files changed since the base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtCommit {
+    pub contents: String,
+    /// `None` when there is no base, or git could not compare (a base that
+    /// is no longer in the repository, after a force-push).
+    pub changed: Option<Vec<String>>,
+}
+
+/// Reads `file` at `commit` of `repo`, and the files changed between
+/// `base` and it, from a throwaway bare clone under `scratch`, giving up
+/// after `timeout`.
+pub async fn at_commit(
+    repo: &str,
+    commit: &str,
+    file: &str,
+    base: &Base,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<AtCommit, GitError> {
+    let dir = scratch.join(format!("trigger-{}-{}", std::process::id(), unique()));
+    let dir_str = dir.to_string_lossy().into_owned();
+    let result = async {
+        bare_clone(repo, &dir_str).await?;
+        let object = format!("{commit}:{file}");
+        let out = git(Some(&dir), &["show", "--end-of-options", &object]).await?;
+        if !out.status.success() {
+            // `commit` is a commit id (checked by the caller), never an option.
+            let exists = git(Some(&dir), &["cat-file", "-e", &format!("{commit}^{{commit}}")]).await?;
+            if !exists.status.success() {
+                return Err(GitError::RefNotFound { repo: repo.to_string(), reference: commit.to_string() });
+            }
+            return Err(GitError::FileNotFound {
+                repo: repo.to_string(),
+                reference: commit.to_string(),
+                commit: commit.to_string(),
+                file: file.to_string(),
+            });
+        }
+        let contents = String::from_utf8(out.stdout)
+            .map_err(|_| GitError::Other(format!("{file} at {commit} is not UTF-8 text")))?;
+        let range = match base {
+            Base::None => None,
+            Base::Commit(old) => Some(format!("{old}..{commit}")),
+            Base::ForkOf(branch) => Some(format!("refs/heads/{branch}...{commit}")),
+        };
+        let changed = match range {
+            None => None,
+            Some(range) => {
+                let out = git(Some(&dir), &["diff", "--name-only", "-z", "--end-of-options", &range]).await?;
+                // A base git cannot find (force-pushed away) compares to
+                // nothing: the start is not filtered by paths.
+                out.status.success().then(|| {
+                    out.stdout
+                        .split(|b| *b == 0)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .collect()
+                })
+            }
+        };
+        Ok(AtCommit { contents, changed })
     };
     let result = match tokio::time::timeout(timeout, result).await {
         Ok(result) => result,

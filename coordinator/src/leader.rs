@@ -246,6 +246,7 @@ async fn campaign_and_lead(
         store: Fenced::new(store.clone(), keys::LEADER, epoch),
         segments: config.segments.clone(),
         blobs: config.blobs.clone(),
+        sched: None,
     };
     // A controller that cannot start (the scheduler's recovery found the
     // store unavailable) ends the term before it is announced.
@@ -328,6 +329,7 @@ mod tests {
             scheduler: crate::scheduler::Config::default(),
             retention: crate::retention::Config::default(),
             compaction: None,
+            triggers: None,
         })
     }
 

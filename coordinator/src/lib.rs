@@ -21,3 +21,5 @@ pub mod spans;
 pub mod store;
 pub mod submit;
 pub mod tls;
+pub mod triggers;
+pub mod webhooks;

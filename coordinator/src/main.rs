@@ -168,10 +168,30 @@ struct Args {
     /// --repo`) may take before the submit fails, naming the URL.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     git_timeout: Duration,
+    /// How often the leader's triggers look for webhook deliveries, due
+    /// polls and cron ticks (at most 5s, so ticks fire on time).
+    #[arg(long, default_value = "1s", value_parser = parse_triggers_interval, hide = true)]
+    triggers_interval: Duration,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Take push and pull-request webhooks from GitHub, Gitea and GitLab on
+    /// this address: HTTPS, no client certificate, `POST /hooks/REPO` for a
+    /// repository `drover repo add` registered with a webhook secret.
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
+    /// The webhook listener's certificate (PEM), e.g. one a public CA
+    /// issued for the name forges reach; by default the coordinator's own.
+    #[arg(long, requires = "webhook_key")]
+    webhook_cert: Option<PathBuf>,
+    /// The private key (PEM) of --webhook-cert.
+    #[arg(long, requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
+    /// The largest webhook body read; a bigger one gets 413 (suffixes K, M,
+    /// G).
+    #[arg(long, default_value = "5M", value_parser = parse_size)]
+    webhook_max_body: u64,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -188,6 +208,14 @@ struct Args {
 enum DispatchOrder {
     CriticalPath,
     Fifo,
+}
+
+/// `--triggers-interval`: longer than zero, at most 5s.
+fn parse_triggers_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d > Duration::from_secs(5) => Err(format!("{s} is over the limit of 5s: cron ticks would fire late")),
+        d => Ok(d),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -271,9 +299,20 @@ async fn main() -> anyhow::Result<()> {
     };
     // Tests and `drover dev` read these lines to learn the ports. One write,
     // and a reader that stops reading (closing the pipe) does not kill us.
+    let webhooks = match args.webhook_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for webhooks on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut banner = format!("drover-coordinator listening on {addr}\n");
     if let Some(m) = &metrics {
         banner.push_str(&format!("metrics on http://{}/metrics\n", m.local_addr()?));
+    }
+    if let Some(w) = &webhooks {
+        banner.push_str(&format!("webhooks on https://{}/hooks/\n", w.local_addr()?));
     }
     {
         use std::io::Write;
@@ -310,9 +349,12 @@ async fn main() -> anyhow::Result<()> {
         },
         advertise: args.advertise,
         git_timeout: args.git_timeout,
+        triggers_interval: args.triggers_interval,
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,
         secrets_key_file: args.secrets_key_file,
+        webhook_cert: args.webhook_cert.zip(args.webhook_key),
+        webhook_max_body: usize::try_from(args.webhook_max_body).unwrap_or(usize::MAX),
         election_ttl: args.election_ttl,
         retention: retention::Config {
             keep_runs: args.keep_runs,
@@ -327,7 +369,9 @@ async fn main() -> anyhow::Result<()> {
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }
             .map(|every| compaction::Config { every }),
     };
-    server::run(listener, metrics, opts, shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    server::run(listener, server::Listeners { metrics, webhooks }, opts, shutdown_signal())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())
 }
 

@@ -226,6 +226,54 @@ impl Vault {
     }
 }
 
+/// A value sealed by [`Vault::seal`] for a record of its own (a
+/// repository's webhook secret): only ciphertext, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// Base64 of the 12-byte nonce.
+    pub nonce: String,
+    /// Base64 of the ciphertext and its 16-byte tag.
+    pub sealed: String,
+}
+
+impl Vault {
+    /// Seals `value` for the record `owner` (`repo:NAME`): the same cipher
+    /// and key as secrets, with `owner` in the associated data, so it opens
+    /// only as what it was sealed for. Such values are not secrets: `drover
+    /// secret ls` never lists them, and no pipeline can ask for one.
+    pub fn seal(&self, owner: &str, value: &[u8]) -> Result<Sealed, SecretsError> {
+        let key = self.key()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| SecretsError::NoKey("the system's random source failed".into()))?;
+        let mut sealed = value.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), owned_aad(owner), &mut sealed)
+            .map_err(|_| SecretsError::NoKey("sealing failed".into()))?;
+        Ok(Sealed { nonce: STANDARD.encode(nonce), sealed: STANDARD.encode(&sealed) })
+    }
+
+    /// Opens what [`Vault::seal`] sealed for `owner`.
+    pub fn open_sealed(&self, owner: &str, sealed: &Sealed) -> Result<Vec<u8>, SecretsError> {
+        let key = self.key()?;
+        let corrupt = |why: &str| SecretsError::Corrupt { name: owner.to_owned(), why: why.to_owned() };
+        let nonce: [u8; NONCE_LEN] = STANDARD
+            .decode(&sealed.nonce)
+            .map_err(|_| corrupt("its nonce is not base64"))?
+            .try_into()
+            .map_err(|_| corrupt("its nonce is not 12 bytes"))?;
+        let mut bytes = STANDARD.decode(&sealed.sealed).map_err(|_| corrupt("its ciphertext is not base64"))?;
+        let plain = key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), owned_aad(owner), &mut bytes)
+            .map_err(|_| corrupt("authentication failed"))?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// The associated data of a value sealed for a record: never that of a
+/// secret, so neither opens as the other.
+fn owned_aad(owner: &str) -> Aad<Vec<u8>> {
+    Aad::from(format!("drover sealed v{VERSION} {owner}").into_bytes())
+}
+
 /// The associated data: the name, so a sealed value only opens as itself.
 fn aad(name: &str) -> Aad<Vec<u8>> {
     Aad::from(format!("drover secret v{VERSION} {name}").into_bytes())
@@ -303,9 +351,20 @@ mod tests {
         vault.delete("EXACT").await.unwrap();
         assert!(store.range(keys::SECRETS).await.unwrap().0.is_empty());
 
-        let keyless = Vault::open(store, &dir.join("missing.key"));
+        let keyless = Vault::open(store.clone(), &dir.join("missing.key"));
         let err = keyless.set("TOKEN", b"value", "a", 1).await.unwrap_err().to_string();
         assert!(err.contains("cannot seal or open secrets") && err.contains("drover certs secrets-key"), "{err}");
         assert!(keyless.list().await.unwrap().is_empty(), "listing needs no key");
+    }
+
+    #[tokio::test]
+    async fn values_sealed_for_a_record_open_only_for_it_and_are_not_secrets() {
+        let (vault, _store, _dir) = vault("owned").await;
+        let sealed = vault.seal("repo:web", b"hook-secret").unwrap();
+        assert!(!sealed.sealed.contains("hook-secret"));
+        assert_eq!(vault.open_sealed("repo:web", &sealed).unwrap(), b"hook-secret");
+        let err = vault.open_sealed("repo:other", &sealed).unwrap_err().to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+        assert!(vault.names().await.unwrap().is_empty(), "not listed as a secret");
     }
 }

@@ -174,13 +174,16 @@ fn run_dir_name(run: RunId) -> String {
 }
 
 /// A job name as a path component. Pipelines allow only letters, digits,
-/// `_`, `.` and `-`, starting with a letter or digit; this is the last line
-/// of defence against a name that would leave the directory.
+/// `_`, `.` and `-`, starting with a letter or digit, and a matrix adds
+/// ` (key=value, ...)`; this is the last line of defence against a name
+/// that would leave the directory.
 fn component(name: &str) -> Result<&str, SegmentError> {
     let ok = !name.is_empty()
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b' ' | b'(' | b')' | b'=' | b','));
     if ok { Ok(name) } else { Err(SegmentError::BadName { name: name.to_string() }) }
 }
 

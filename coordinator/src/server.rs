@@ -63,6 +63,8 @@ pub struct Options {
     pub compaction: Option<compaction::Config>,
     /// How long reading a pipeline from a git repository may take.
     pub git_timeout: Duration,
+    /// How often the leader's triggers look for work (`--triggers-interval`).
+    pub triggers_interval: Duration,
     /// How long the coordinator runs on with a stopped store (see
     /// [`Store::stopped`]) or stopped log segments ([`Segments::stopped`])
     /// before it exits with the reason, so that a supervisor restarts it.
@@ -74,6 +76,19 @@ pub struct Options {
     /// The key that seals secrets (`--secrets-key-file`); by default
     /// `secrets.key` in the TLS directory, and without one secrets are off.
     pub secrets_key_file: Option<PathBuf>,
+    /// The webhook listener's certificate and key (`--webhook-cert`,
+    /// `--webhook-key`); by default the coordinator's own.
+    pub webhook_cert: Option<(PathBuf, PathBuf)>,
+    /// The largest webhook body read (`--webhook-max-body`).
+    pub webhook_max_body: usize,
+}
+
+/// The listeners beside the API's, each optional: `/metrics` and the
+/// health checks (plain HTTP), and webhooks (HTTPS).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub metrics: Option<TcpListener>,
+    pub webhooks: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +109,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("the listener has no local address: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
     #[error("the store stopped {}s ago and cannot recover without a restart: {reason}", after.as_secs())]
     StoreStopped { reason: String, after: Duration },
 }
@@ -160,15 +177,27 @@ async fn observe(path: String, role: watch::Receiver<Role>, store: Arc<dyn Store
     }
 }
 
-/// Runs a coordinator until `shutdown` completes; with a `metrics` listener
-/// it also serves `/metrics`, `/healthz` and `/readyz` there.
+/// Runs a coordinator until `shutdown` completes; with a metrics listener
+/// it also serves `/metrics`, `/healthz` and `/readyz` there, and with a
+/// webhooks listener the forges' deliveries (`crate::webhooks`).
 pub async fn run(
     listener: TcpListener,
-    metrics: Option<TcpListener>,
+    side: Listeners,
     opts: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let Listeners { metrics, webhooks } = side;
     let tls = tls::server_config(&opts.tls_dir)?;
+    let webhook_tls = match &webhooks {
+        None => None,
+        Some(_) => {
+            let (cert, key) = opts
+                .webhook_cert
+                .clone()
+                .unwrap_or_else(|| (opts.tls_dir.join("coordinator.pem"), opts.tls_dir.join("coordinator-key.pem")));
+            Some(crate::webhooks::tls(&cert, &key)?)
+        }
+    };
     let scratch = opts.data_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(|source| ServerError::DataDir { path: scratch.clone(), source })?;
     let id = coordinator_id(&opts.data_dir)?;
@@ -225,6 +254,11 @@ pub async fn run(
         scheduler: sched_config,
         retention: opts.retention.clone(),
         compaction: opts.compaction.clone(),
+        triggers: Some(crate::triggers::Config {
+            interval: opts.triggers_interval,
+            git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+            vault: vault.clone(),
+        }),
     });
     let election = tokio::spawn(leader::run(
         store.clone(),
@@ -248,6 +282,17 @@ pub async fn run(
         "coordinator serving"
     );
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
+    if let (Some(listener), Some(tls)) = (webhooks, webhook_tls) {
+        let hooks = Arc::new(crate::webhooks::Hooks {
+            store: store.clone(),
+            vault: vault.clone(),
+            max_body: opts.webhook_max_body,
+        });
+        let mut stop = metrics_stop.clone();
+        tokio::spawn(crate::webhooks::serve(listener, tls, hooks, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     if let Some(metrics) = metrics {
         let (role, store) = (role_rx.clone(), store.clone());
         let handler = move |path| observe(path, role.clone(), store.clone());

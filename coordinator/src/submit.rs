@@ -138,8 +138,9 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
 /// Parses a pipeline file; one that declares secrets is parsed again
 /// against the secrets that exist in `vault`, so that an unknown one is
 /// refused at its `file:line:column` (a pipeline without secrets costs no
-/// store read).
-async fn parse(file: &str, text: &str, vault: Option<&Vault>) -> Result<Pipeline, SubmitError> {
+/// store read). The triggers controller parses what it read at a commit
+/// with it too.
+pub(crate) async fn parse(file: &str, text: &str, vault: Option<&Vault>) -> Result<Pipeline, SubmitError> {
     let pipeline = pipeline::parse(file, text)?;
     let Some(vault) = vault.filter(|_| pipeline.uses_secrets()) else { return Ok(pipeline) };
     if let Some(why) = vault.key_problem() {
@@ -181,7 +182,7 @@ pub async fn submit(sched: &Handle, prepared: Prepared, traceparent: Option<Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GOOD: &str = "name: p\njobs:\n  build:\n    steps:\n      - run: make\n";
@@ -219,8 +220,9 @@ mod tests {
         assert_eq!(err.to_string(), "--repo is empty");
     }
 
-    /// Runs git in `dir`, which must succeed.
-    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    /// Runs git in `dir`, which must succeed; its stdout (the triggers'
+    /// tests use it too).
+    pub(crate) fn git(dir: &std::path::Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)

@@ -21,12 +21,14 @@ mod cache;
 mod certs;
 mod context;
 mod remote;
+mod repo;
 mod secret;
 
 pub use cache::CacheCommand;
 pub use certs::CertsCommand;
 pub use context::ContextCommand;
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
+pub use repo::RepoCommand;
 pub use secret::SecretCommand;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
@@ -350,6 +352,26 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// List the repositories that start runs: URL, poll period, branch
+    /// filter, the heads last seen, the last poll and the last error.
+    ///
+    /// Example: drover repos -o wide
+    Repos {
+        /// Output format: text, wide (every head and schedule), json or
+        /// yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Register or remove a repository whose pushes, tags, pull requests
+    /// and schedules start runs (`drover repos` lists them).
+    ///
+    /// Example: drover repo add web --url https://git.example.com/web.git
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
     /// Named coordinators and TLS directories to switch between, as
     /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
     ///
@@ -396,6 +418,8 @@ impl Command {
             Command::Caches { remote, .. } => Some(remote),
             Command::Approve { remote, .. } | Command::Reject { remote, .. } => Some(remote),
             Command::Cache { command } => Some(command.remote()),
+            Command::Repos { remote, .. } => Some(remote),
+            Command::Repo { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }

@@ -28,7 +28,7 @@ pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> 
     let mut header =
         format!("{:<6} {:<24} {:<10} {:<12} {:<8} {:<9}", "RUN", "NAME", "STATE", "COMMIT", "AGE", "DURATION");
     if wide {
-        header.push_str(&format!(" {:<24} {:<8} SOURCE", "CREATED", "RERUN OF"));
+        header.push_str(&format!(" {:<12} {:<20} {:<24} {:<8} SOURCE", "EVENT", "BRANCH", "CREATED", "RERUN OF"));
     }
     outln!("{}", header.trim_end());
     for r in &runs {
@@ -47,7 +47,9 @@ pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> 
         if wide {
             let source = if r.repo.is_empty() { r.file.clone() } else { format!("{} ({})", r.repo, r.file) };
             let rerun = if r.rerun_of.is_empty() { "-" } else { &r.rerun_of };
-            row.push_str(&format!(" {:<24} {:<8} {source}", utc(r.created_ms), rerun));
+            let event = if r.event.is_empty() { "manual" } else { &r.event };
+            let branch = [&r.branch, &r.tag].into_iter().find(|b| !b.is_empty()).map_or("-", |b| b.as_str());
+            row.push_str(&format!(" {event:<12} {branch:<20} {:<24} {:<8} {source}", utc(r.created_ms), rerun));
         }
         outln!("{}", row.trim_end());
     }
@@ -418,6 +420,7 @@ fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
     if !r.rerun_of.is_empty() {
         outln!("rerun of run {}", r.rerun_of);
     }
+    outln!("started by {}", output::started_by(r));
     if wide {
         outln!(
             "{:<20} {:<11} {:<8} {:<16} {:<9} {:<24} DETAIL",

@@ -21,6 +21,7 @@ mod dev;
 mod follow;
 mod out;
 mod output;
+mod repos;
 mod resume;
 mod secrets;
 mod states;
@@ -359,6 +360,20 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::Cache { command: cli::CacheCommand::Rm { key, scope, output, .. } } => {
             caches::remove(conn, key, scope, output).await
         }
+        Command::Repos { output, .. } => repos::list(conn, output).await,
+        Command::Repo {
+            command: cli::RepoCommand::Add { name, url, poll, branches, webhook_secret_file, trusted, output, .. },
+        } => {
+            let webhook_secret = match webhook_secret_file {
+                Some(file) => repos::read_secret(&file)?,
+                None => Vec::new(),
+            };
+            let poll_ms = poll.map_or(0, |d| (d.as_millis() as u64).max(1));
+            let branches = branches.into_iter().flatten().collect();
+            let req = pb::AddRepoRequest { name, url, poll_ms, branches, webhook_secret, trusted };
+            repos::add(conn, req, output).await
+        }
+        Command::Repo { command: cli::RepoCommand::Rm { name, output, .. } } => repos::remove(conn, name, output).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -79,8 +79,30 @@ pub fn run(r: &pb::Run) -> Result<Value, Exit> {
         "created_ms": r.created_ms,
         "finished_ms": r.finished_ms,
         "rerun_of": r.rerun_of,
+        "event": if r.event.is_empty() { "manual" } else { &r.event },
+        "branch": r.branch,
+        "tag": r.tag,
+        "trigger": r.trigger,
         "jobs": jobs,
     }))
+}
+
+/// What started a run, in words: "push to main at abc1234", "tag v1 at
+/// abc1234", "pull request #7 (feature) at abc1234", "schedule at
+/// abc1234", "hand at abc1234" (`drover run`).
+pub fn started_by(r: &pb::Run) -> String {
+    let at = if r.commit.is_empty() { String::new() } else { format!(" at {}", &r.commit[..r.commit.len().min(7)]) };
+    match r.event.as_str() {
+        "push" => format!("push to {}{at}", r.branch),
+        "tag" => format!("tag {}{at}", r.tag),
+        "pull_request" => {
+            // The trigger key names the number: pr/REPO/NUMBER/SHA.
+            let number = r.trigger.split('/').nth(2).map(|n| format!(" #{n}")).unwrap_or_default();
+            format!("pull request{number} from {}{at}", r.branch)
+        }
+        "schedule" => format!("schedule{at}"),
+        _ => format!("hand{at}"),
+    }
 }
 
 /// A job as JSON.
@@ -179,6 +201,29 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_started_a_run_in_words() {
+        let run = |event: &str, branch: &str, tag: &str, trigger: &str| pb::Run {
+            event: event.into(),
+            branch: branch.into(),
+            tag: tag.into(),
+            trigger: trigger.into(),
+            commit: "abc1234def".into(),
+            ..Default::default()
+        };
+        let cases = [
+            (run("push", "main", "", "push/web/main/abc"), "push to main at abc1234"),
+            (run("tag", "", "v1", "tag/web/v1/abc"), "tag v1 at abc1234"),
+            (run("pull_request", "fix", "", "pr/web/7/abc"), "pull request #7 from fix at abc1234"),
+            (run("schedule", "main", "", "cron/web/x/1"), "schedule at abc1234"),
+            (run("manual", "", "", ""), "hand at abc1234"),
+            (run("", "", "", ""), "hand at abc1234"),
+        ];
+        for (r, want) in cases {
+            assert_eq!(started_by(&r), want);
+        }
+    }
 
     #[test]
     fn sizes_read_in_the_largest_unit() {

@@ -35,7 +35,7 @@
 //!   build:
 //!     if: drover.branch == 'main'   # optional: an expression (see `expr`); read as `success() && (...)`
 //!     runs-on: {os: linux}     # agent labels that must all match; optional
-//!     env: {MODE: release, REF: "${{ drover.commit }}"}   # optional; `${{ }}` is checked, not yet substituted
+//!     env: {MODE: release, REF: "${{ drover.commit }}"}   # optional; `${{ }}` is filled in at assignment
 //!     timeout: 10m             # optional: whole numbers with s, m, h, e.g. 1h30m
 //!     queue-timeout: 30m       # optional: how long to wait when no connected agent has the labels
 //!     retries: 1               # optional: retries after a failed or lost attempt
@@ -53,6 +53,8 @@
 //!         run: ./collect-logs
 //!   test:
 //!     needs: [build]          # or [{job: build, artifacts: false}]
+//!     matrix: {rust: [stable, beta], os: [linux]}   # optional: one job per combination, see `check/matrix.rs`
+//!     fail-fast: false         # optional, with a matrix: one failure does not cancel the others
 //!     if: always() && needs.build.result != 'skipped'   # `needs.JOB.result` for a job in `needs`
 //!     steps:
 //!       - run: make test
@@ -92,6 +94,18 @@ pub const MAX_NAME_LEN: usize = 100;
 pub const MAX_ARTIFACT_PATHS: usize = 100;
 /// The longest concurrency group, in characters.
 pub const MAX_GROUP_LEN: usize = 200;
+/// The most jobs one `matrix:` may expand into.
+pub const MAX_MATRIX_JOBS: usize = 256;
+/// The most combinations a `matrix:` may have before `exclude:` removes
+/// some: bounds the work of expanding one.
+pub const MAX_MATRIX_PRODUCT: usize = 4096;
+/// The most keys one `matrix:` may have.
+pub const MAX_MATRIX_KEYS: usize = 16;
+/// The longest matrix value, in characters.
+pub const MAX_MATRIX_VALUE_LEN: usize = 64;
+/// The longest name of an expanded job, `test (rust=beta, os=linux)`, in
+/// characters.
+pub const MAX_MATRIX_NAME_LEN: usize = 200;
 /// The most approvers one job may list.
 pub const MAX_APPROVERS: usize = 50;
 /// The most secrets one job may list.
@@ -188,6 +202,31 @@ pub struct JobSpec {
     /// One job of its group runs at a time, across runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    /// For one expansion of a `matrix:`: its values, and the job as
+    /// written, which `needs:` and `needs.JOB.result` name for all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<MatrixCell>,
+}
+
+/// One combination of a job's `matrix:`, which became a job of its own
+/// named `test (rust=beta, os=linux)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixCell {
+    /// The job's name as written (`test`).
+    pub of: String,
+    /// Its values, in the order the matrix lists the keys (then the keys
+    /// only `include:` adds): `matrix.NAME` in expressions.
+    pub values: Vec<(String, String)>,
+    /// When one expansion fails, the others still queued or running are
+    /// cancelled (`fail-fast: true`, the default).
+    pub fail_fast: bool,
+}
+
+impl MatrixCell {
+    /// The value of `name`, if the combination has one.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// `concurrency:` on the pipeline or a job.
@@ -281,8 +320,8 @@ pub enum KeyPart {
 pub struct StepSpec {
     /// An optional label for logs and UIs.
     pub name: Option<String>,
-    /// The shell command; never empty. Any `${{ }}` in it was checked,
-    /// and is not substituted yet.
+    /// The shell command; never empty. Any `${{ }}` in it was checked at
+    /// submit, and is filled in when an attempt is assigned.
     pub run: String,
     /// Its `if:`: whether it runs, given how the steps before it went
     /// ([`expr::passes`]: with none, when they all succeeded).
@@ -294,6 +333,11 @@ impl Pipeline {
     /// The job called `name`, if there is one.
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
         self.jobs.iter().find(|job| job.name == name)
+    }
+
+    /// The expansions of the matrix job written as `name`.
+    pub fn expansions<'p>(&'p self, name: &'p str) -> impl Iterator<Item = &'p JobSpec> + 'p {
+        self.jobs.iter().filter(move |job| job.matrix.as_ref().is_some_and(|m| m.of == name))
     }
 
     /// Whether any job declares secrets.

@@ -98,6 +98,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 condition: None,
                 approval: None,
                 concurrency: None,
+                matrix: None,
             },
             JobSpec {
                 name: "test".into(),
@@ -115,6 +116,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 condition: None,
                 approval: None,
                 concurrency: None,
+                matrix: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -132,6 +134,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 condition: None,
                 approval: None,
                 concurrency: None,
+                matrix: None,
             },
         ],
         concurrency: None,
@@ -1764,7 +1767,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval, concurrency"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval, concurrency, matrix, fail-fast"
     );
 }
 

@@ -57,7 +57,7 @@ pub(super) enum Kind {
     Map(Vec<(Node, Node)>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Scalar {
     /// A string's value, or the source spelling of a number or boolean.
     pub text: String,

@@ -266,6 +266,8 @@ impl Protocol {
                 need_results: job.need_results.into_iter().collect(),
                 branch: (!job.branch.is_empty()).then_some(job.branch),
                 tag: (!job.tag.is_empty()).then_some(job.tag),
+                matrix: job.matrix.into_iter().collect(),
+                event: (!job.event.is_empty()).then_some(job.event),
                 steps: job.steps.into_iter().map(|s| (s.name, s.run)).collect(),
                 env: job.env.into_iter().collect(),
                 timeout: (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms)),

@@ -1,7 +1,8 @@
 //! Steps' `if:` conditions on the agent. A step runs when its condition
 //! passes ([`drover_pipeline::expr::passes`]), against what the agent knows
-//! of the attempt: the job's `env`, the commit, how each job it needs ended
-//! (from the assignment), and a status that turns to failed once a step
+//! of the attempt: the job's `env`, the commit, the branch, the tag, the
+//! event, its matrix values, how each job it needs ended (from the
+//! assignment), and a status that turns to failed once a step
 //! before it failed. Without a condition a step runs only while no step
 //! has failed (`success()`), so `if: failure()` or `if: always()` is how a
 //! cleanup step still runs after a failure. The conditions were checked
@@ -23,7 +24,7 @@ impl Context for StepContext<'_> {
     fn drover(&self, field: DroverField) -> Option<String> {
         match field {
             DroverField::Commit => self.attempt.checkout.as_ref().map(|(_, commit)| commit.clone()),
-            DroverField::Event => Some("manual".to_string()),
+            DroverField::Event => Some(self.attempt.event.clone().unwrap_or_else(|| "manual".to_string())),
             DroverField::Branch => self.attempt.branch.clone(),
             DroverField::Tag => self.attempt.tag.clone(),
         }
@@ -33,8 +34,8 @@ impl Context for StepContext<'_> {
         self.attempt.env.get(name).cloned()
     }
 
-    fn matrix(&self, _name: &str) -> Option<String> {
-        None
+    fn matrix(&self, name: &str) -> Option<String> {
+        self.attempt.matrix.get(name).cloned()
     }
 
     fn need_result(&self, job: &str) -> Option<JobResult> {

@@ -95,6 +95,10 @@ pub struct Attempt {
     /// `drover.tag`.
     pub branch: Option<String>,
     pub tag: Option<String>,
+    /// Its values, for one expansion of a matrix (`matrix.NAME`).
+    pub matrix: BTreeMap<String, String>,
+    /// What started its run (`drover.event`); `None`: by hand.
+    pub event: Option<String>,
 }
 
 /// An attempt's secrets by name: set in its steps' environment, masked in
@@ -234,6 +238,23 @@ pub(crate) fn signal_group(pgid: i32, sig: i32) -> bool {
     unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
+/// The directory name of attempt `id` (`RUN/JOB/ATTEMPT`) in the work
+/// dir: `12-build-3`. A matrix job's name (`test (os=linux)`) has
+/// characters build tools trip over in paths (spaces, `=`, parentheses):
+/// each becomes `_`, and `~` with a hash of the id keeps two names that
+/// read alike apart: `12-test__os_linux_~1a2b3c4d-3`.
+pub fn workspace_name(id: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
+    if id.chars().all(safe) {
+        return id.replace('/', "-");
+    }
+    let (head, attempt) = id.rsplit_once('/').unwrap_or((id, ""));
+    let cleaned: String = head.chars().map(|c| if safe(c) { c } else { '_' }).collect();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(id.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}~{hash}-{attempt}", cleaned.replace('/', "-"))
+}
+
 /// Runs the attempt to the end and sends its output and result on `events`.
 /// `control` kills it: on cancel, or at its fence deadline.
 pub async fn execute(
@@ -242,7 +263,7 @@ pub async fn execute(
     events: mpsc::UnboundedSender<ExecEvent>,
     control: watch::Receiver<Control>,
 ) {
-    let workspace = ctx.work_dir.join(attempt.id.replace('/', "-"));
+    let workspace = ctx.work_dir.join(workspace_name(&attempt.id));
     let deadline = attempt.timeout.map(|t| Instant::now() + t);
     let mut runner = Runner {
         attempt: &attempt,
@@ -260,7 +281,7 @@ pub async fn execute(
         with_secrets: false,
         cache: None,
     };
-    let scratch = ctx.work_dir.join(format!("{}.scratch", attempt.id.replace('/', "-")));
+    let scratch = ctx.work_dir.join(format!("{}.scratch", workspace_name(&attempt.id)));
     let mut result = run_steps(&mut runner, &scratch).await;
     let mut artifact = None;
     if result.0 == Outcome::Succeeded

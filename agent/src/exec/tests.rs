@@ -68,6 +68,8 @@ fn attempt_with(steps: &[&str], secrets: &[(&str, &str)]) -> Attempt {
         need_results: Default::default(),
         branch: None,
         tag: None,
+        matrix: Default::default(),
+        event: None,
     }
 }
 

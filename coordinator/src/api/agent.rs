@@ -107,9 +107,23 @@ impl HeartbeatGate {
 /// The values of an attempt's secrets, read from the vault as its Assign
 /// goes out (so never held by the scheduler or written with the run), or
 /// the message the agent fails the attempt with when one cannot be had.
-async fn resolve_secrets(vault: &Vault, names: &[String]) -> (BTreeMap<String, Vec<u8>>, String) {
+async fn resolve_secrets(
+    vault: &Vault,
+    names: &[String],
+    withheld_from: Option<&str>,
+) -> (BTreeMap<String, Vec<u8>>, String) {
     if names.is_empty() {
         return (BTreeMap::new(), String::new());
+    }
+    // A pull request runs code its author chose; a repository's secrets go
+    // only to the pull requests of a repository its admins trust.
+    if let Some(repo) = withheld_from {
+        let error = format!(
+            "secrets are withheld from pull-request runs of repository {repo}, which is not trusted; mark it \
+             trusted with `drover repo rm {repo}` and `drover repo add {repo} --url URL --trusted` if its pull \
+             requests may read secrets"
+        );
+        return (BTreeMap::new(), error);
     }
     match vault.resolve(names).await {
         Ok((values, missing)) if missing.is_empty() => (values, String::new()),
@@ -175,8 +189,11 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
                     need_results,
                     branch,
                     tag,
+                    matrix,
+                    event,
+                    withhold_secrets,
                 } => {
-                    let (secrets, secrets_error) = resolve_secrets(vault, &secrets).await;
+                    let (secrets, secrets_error) = resolve_secrets(vault, &secrets, withhold_secrets.as_deref()).await;
                     pb::assign::Work::Job(pb::JobWork {
                         run_id: a.id.run.to_string(),
                         job: a.id.job.clone(),
@@ -208,6 +225,8 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
                         need_results: need_results.into_iter().collect(),
                         branch: branch.unwrap_or_default(),
                         tag: tag.unwrap_or_default(),
+                        matrix: matrix.into_iter().collect(),
+                        event: event.as_str().to_string(),
                     })
                 }
             };

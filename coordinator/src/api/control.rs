@@ -4,7 +4,6 @@
 //! chunk's key holds only its length and checksum: its bytes are read from
 //! the attempt's segment file (`crate::segments`), checked, and sent.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -17,13 +16,15 @@ use tonic::{Request, Response, Status};
 use super::require_admin;
 use super::status::ApiError;
 use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
+use super::views::summary_view;
+pub(super) use super::views::{artifact_view, job_view, run_view};
 use crate::blobs::Blobs;
 use crate::caches::Caches;
 use crate::core::keys::{self, RunKey};
-use crate::core::machine::{ArtifactRef, JobRecord, JobState, RunId, RunRecord, RunState, Source};
+use crate::core::machine::{JobState, RunId, RunState};
 use crate::core::rerun::Scope;
 use crate::leader::{LeaderInfo, MemberInfo, Role};
-use crate::records::{self, RunSummary};
+use crate::records;
 use crate::secrets::Vault;
 use crate::segments::{Chunk, ChunkMeta, Segments};
 use crate::store::{Store, decode};
@@ -78,6 +79,14 @@ impl ControlApi {
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await) };
         if !run.jobs.contains_key(job) {
+            let expansions: Vec<String> =
+                run.record.pipeline.expansions(job).map(|j| format!("'{}'", j.name)).collect();
+            if !expansions.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "job {job:?} of run {id} is a matrix; name one of its jobs: {}",
+                    expansions.join(" ")
+                )));
+            }
             let names: Vec<&str> = run.record.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
             return Err(ApiError::NotFound(format!("run {id} has no job {job:?}; its jobs are: {}", names.join(", "))));
         }
@@ -141,97 +150,6 @@ fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
     s.trim()
         .parse()
         .map_err(|_| ApiError::Invalid(format!("{s:?} is not a run id; run ids are numbers, see `drover runs`")))
-}
-
-fn run_state(state: RunState) -> pb::RunState {
-    match state {
-        RunState::Running => pb::RunState::Running,
-        RunState::Succeeded => pb::RunState::Succeeded,
-        RunState::Failed => pb::RunState::Failed,
-        RunState::Cancelled => pb::RunState::Cancelled,
-    }
-}
-
-fn job_state(state: JobState) -> pb::JobState {
-    match state {
-        JobState::Pending => pb::JobState::Pending,
-        JobState::Queued => pb::JobState::Queued,
-        JobState::Assigned => pb::JobState::Assigned,
-        JobState::Running => pb::JobState::Running,
-        JobState::Cancelling => pb::JobState::Cancelling,
-        JobState::Succeeded => pb::JobState::Succeeded,
-        JobState::Failed => pb::JobState::Failed,
-        JobState::Skipped => pb::JobState::Skipped,
-        JobState::Cancelled => pb::JobState::Cancelled,
-    }
-}
-
-pub(super) fn artifact_view(a: &ArtifactRef) -> pb::Artifact {
-    pb::Artifact { sha256: a.sha256.clone(), size: a.size, files: a.files }
-}
-
-pub(super) fn job_view(name: &str, needs: &[String], job: &JobRecord) -> pb::Job {
-    pb::Job {
-        name: name.to_string(),
-        state: job_state(job.state) as i32,
-        needs: needs.to_vec(),
-        attempt: job.attempt,
-        agent: job.agent.clone().unwrap_or_default(),
-        waiting_for: job.waiting_for.clone(),
-        exit_code: job.exit_code.unwrap_or(0),
-        started_ms: job.started_ms.unwrap_or(0),
-        finished_ms: job.finished_ms.unwrap_or(0),
-        message: job.message.clone(),
-        blocked_until_ms: job.blocked_until_ms.unwrap_or(0),
-        reused_from: job.reused_from.map(|r| r.to_string()).unwrap_or_default(),
-        artifact: job.artifact.as_ref().map(artifact_view),
-        cache: job.cache.as_ref().map(|c| c.text()).unwrap_or_default(),
-        placement: job.placement.clone().unwrap_or_default(),
-        approval: job.approval.as_ref().map(|a| a.text()).unwrap_or_default(),
-    }
-}
-
-fn source_fields(s: &Source) -> (String, String, String) {
-    (s.repo.clone().unwrap_or_default(), s.commit.clone().unwrap_or_default(), s.file.clone())
-}
-
-pub(super) fn run_view(record: &RunRecord, jobs: &BTreeMap<String, JobRecord>) -> pb::Run {
-    let (repo, commit, file) = source_fields(&record.source);
-    // Jobs in file order, as the user wrote them.
-    let jobs = record
-        .pipeline
-        .jobs
-        .iter()
-        .filter_map(|spec| jobs.get(&spec.name).map(|j| job_view(&spec.name, &spec.needs, j)))
-        .collect();
-    pb::Run {
-        id: record.id.to_string(),
-        name: record.pipeline.name.clone(),
-        state: run_state(record.state) as i32,
-        repo,
-        commit,
-        file,
-        created_ms: record.created_ms,
-        finished_ms: record.finished_ms.unwrap_or(0),
-        jobs,
-        rerun_of: record.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
-    }
-}
-
-fn summary_view(s: &RunSummary) -> pb::Run {
-    let (repo, commit, file) = source_fields(&s.source);
-    pb::Run {
-        id: s.id.to_string(),
-        name: s.name.clone(),
-        state: run_state(s.state) as i32,
-        repo,
-        commit,
-        file,
-        created_ms: s.created_ms,
-        finished_ms: s.finished_ms.unwrap_or(0),
-        jobs: Vec::new(),
-        rerun_of: s.rerun_of.map(|r| r.to_string()).unwrap_or_default(),
-    }
 }
 
 #[tonic::async_trait]
@@ -511,6 +429,21 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::DeleteCacheRequest>,
     ) -> Result<Response<pb::DeleteCacheResponse>, Status> {
         super::stores::delete_cache(&self.caches, req).await
+    }
+
+    async fn add_repo(&self, req: Request<pb::AddRepoRequest>) -> Result<Response<pb::Repo>, Status> {
+        super::repos::add_repo(self.store.as_ref(), &self.vault, req).await
+    }
+
+    async fn list_repos(&self, req: Request<pb::ListReposRequest>) -> Result<Response<pb::ListReposResponse>, Status> {
+        super::repos::list_repos(self.store.as_ref(), req).await
+    }
+
+    async fn remove_repo(
+        &self,
+        req: Request<pb::RemoveRepoRequest>,
+    ) -> Result<Response<pb::RemoveRepoResponse>, Status> {
+        super::repos::remove_repo(self.store.as_ref(), req).await
     }
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {

@@ -6,9 +6,11 @@ pub mod agent;
 pub mod blobs;
 pub mod caches;
 pub mod control;
+pub mod repos;
 pub mod status;
 pub mod stores;
 pub mod streams;
+pub mod views;
 
 use tokio::sync::watch;
 use tonic::Request;

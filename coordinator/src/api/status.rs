@@ -12,6 +12,7 @@ use crate::scheduler::SchedError;
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
+use crate::triggers::TriggersError;
 use drover_pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum ApiError {
     /// Another live session holds this agent name.
     #[error("{0}")]
     AlreadyConnected(String),
+    /// What the request would create exists already (a repository's name).
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -94,6 +98,19 @@ impl From<SecretsError> for ApiError {
     }
 }
 
+impl From<TriggersError> for ApiError {
+    fn from(e: TriggersError) -> ApiError {
+        match e {
+            TriggersError::Invalid(_) => ApiError::Invalid(e.to_string()),
+            TriggersError::Exists(_) => ApiError::AlreadyExists(e.to_string()),
+            TriggersError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TriggersError::TooMany | TriggersError::Full(_) => ApiError::Precondition(e.to_string()),
+            TriggersError::Secrets(e) => e.into(),
+            TriggersError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();
@@ -102,7 +119,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
-            ApiError::AlreadyConnected(_) => Status::already_exists(msg),
+            ApiError::AlreadyConnected(_) | ApiError::AlreadyExists(_) => Status::already_exists(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Fenced { .. }) => Status::unavailable(msg),

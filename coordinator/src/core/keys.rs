@@ -11,6 +11,11 @@
 //! /runs/{run}/logs/{job}/{attempt}/{offset}       ChunkMeta: the chunk's length and checksum
 //! /artifacts/{run}/{job}                          the sha256 of the job's artifacts, for the blob sweep
 //! /agents/{name}                                  AgentRecord, for `drover agents`
+//! /repos/{name}                                   RepoRecord: a repository that triggers runs (`drover repo add`)
+//! /triggers/repos/{name}                          RepoState: its heads, schedules and last error (the leader's)
+//! /triggers/intents/{key}                         Intent: a start about to happen, or done, by trigger key
+//! /triggers/deliveries/{repo}/{id}                a webhook delivery seen (replays start nothing)
+//! /triggers/inbox/{repo}/{id}                     a webhook delivery the leader has yet to handle
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
 //! ```
@@ -64,6 +69,44 @@ pub const SECRETS: &str = "/secrets/";
 
 pub fn secret(name: &str) -> String {
     format!("{SECRETS}{name}")
+}
+
+/// Repositories that start runs (`crate::triggers`), by name.
+pub const REPOS: &str = "/repos/";
+
+pub fn repo(name: &str) -> String {
+    format!("{REPOS}{name}")
+}
+
+/// Everything the triggers controller writes.
+pub const TRIGGERS: &str = "/triggers/";
+/// What the leader saw of each repository.
+pub const REPO_STATES: &str = "/triggers/repos/";
+
+pub fn repo_state(name: &str) -> String {
+    format!("{REPO_STATES}{name}")
+}
+
+/// Starts by trigger key (`crate::core::triggers::push_key` and its
+/// siblings; the keys are escaped to be one path segment per part).
+pub const INTENTS: &str = "/triggers/intents/";
+
+pub fn intent(key: &str) -> String {
+    format!("{INTENTS}{key}")
+}
+
+/// Webhook deliveries seen, by repository and delivery id (escaped).
+pub const DELIVERIES: &str = "/triggers/deliveries/";
+
+pub fn delivery(repo: &str, id: &str) -> String {
+    format!("{DELIVERIES}{repo}/{id}")
+}
+
+/// Webhook deliveries the leader has not handled yet.
+pub const INBOX: &str = "/triggers/inbox/";
+
+pub fn inbox(repo: &str, id: &str) -> String {
+    format!("{INBOX}{repo}/{id}")
 }
 
 /// Held by the leader, with its lease (see `leader`).

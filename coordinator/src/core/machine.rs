@@ -444,10 +444,21 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
     let j = run.jobs.get_mut(name).expect("checked by attempt_is_current");
     fx.push(Effect::Release { job: name.to_string(), attempt, agent: j.agent.clone().unwrap_or_default() });
     fx.push(Effect::PersistJob(name.to_string()));
-    if cancelling || j.state == JobState::Cancelling {
+    if cancelling {
         j.state = JobState::Cancelled;
         j.finished_ms = Some(now_ms);
         j.message = "cancelled".into();
+        return;
+    }
+    if j.state == JobState::Cancelling {
+        // A fail-fast matrix cancelled it; its message says why, and what
+        // needs it decides by its own condition.
+        j.state = JobState::Cancelled;
+        j.finished_ms = Some(now_ms);
+        if j.message.is_empty() {
+            j.message = "cancelled".into();
+        }
+        settle::settle(run, Some(name), now_ms, fx);
         return;
     }
     let failure = match outcome {
@@ -500,6 +511,46 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         j.finished_ms = Some(now_ms);
         j.message = format!("attempt {attempt} {failure}");
         settle::settle(run, Some(name), now_ms, fx);
+        fail_fast(run, name, now_ms, fx);
+    }
+}
+
+/// After `failed`, an expansion of a `fail-fast` matrix, failed: cancels
+/// its siblings that have not finished (waiting ones at once, running ones
+/// through their agents), and decides what needs them.
+fn fail_fast(run: &mut Run, failed: &str, now_ms: u64, fx: &mut Vec<Effect>) {
+    let Some(cell) = run.spec(failed).and_then(|s| s.matrix.clone()).filter(|m| m.fail_fast) else { return };
+    let siblings: Vec<String> =
+        run.record.pipeline.expansions(&cell.of).map(|s| s.name.clone()).filter(|n| n != failed).collect();
+    let why = format!("cancelled: `{failed}` failed, and the matrix is fail-fast");
+    let mut ended = Vec::new();
+    for name in siblings {
+        let Some(j) = run.jobs.get_mut(&name) else { continue };
+        match j.state {
+            JobState::Pending | JobState::Queued => {
+                j.state = JobState::Cancelled;
+                j.message = why.clone();
+                j.waiting_for.clear();
+                j.blocked_until_ms = None;
+                j.finished_ms = Some(now_ms);
+                fx.push(Effect::PersistJob(name.clone()));
+                ended.push(name);
+            }
+            JobState::Assigned | JobState::Running => {
+                j.state = JobState::Cancelling;
+                j.message = why.clone();
+                fx.push(Effect::PersistJob(name.clone()));
+                fx.push(Effect::SendCancel {
+                    job: name,
+                    attempt: j.attempt,
+                    agent: j.agent.clone().unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    for name in ended {
+        settle::settle(run, Some(&name), now_ms, fx);
     }
 }
 

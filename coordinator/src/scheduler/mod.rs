@@ -155,7 +155,8 @@ pub enum SchedError {
 #[derive(Debug)]
 pub enum Event {
     Submit {
-        pipeline: Pipeline,
+        /// Boxed: a pipeline is far larger than every other event.
+        pipeline: Box<Pipeline>,
         source: Source,
         /// The submitter's W3C trace context, to continue its trace.
         traceparent: Option<String>,
@@ -263,6 +264,7 @@ impl Handle {
         rerun: Option<Rerun>,
     ) -> Result<RunId, SchedError> {
         let (reply, rx) = oneshot::channel();
+        let pipeline = Box::new(pipeline);
         self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply }).await?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }

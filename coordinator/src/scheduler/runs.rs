@@ -298,6 +298,9 @@ impl State {
                 need_results: machine::need_results(run, spec),
                 branch: run.record.source.branch.clone(),
                 tag: run.record.source.tag.clone(),
+                matrix: spec.matrix.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
+                event: run.record.source.event,
+                withhold_secrets: run.record.source.untrusted.then(|| withheld_from(&run.record.source)),
             },
         })
     }
@@ -527,6 +530,13 @@ impl State {
 /// Keeps the trace fields of the records up to date with what the step did,
 /// and emits the spans of what it ended. Runs before the records are
 /// staged, so the fields are written with the step.
+/// The repository an untrusted pull-request run came from, as its trigger
+/// names it (`pr/REPO/...`), else its URL.
+fn withheld_from(source: &Source) -> String {
+    let named = source.trigger.as_deref().and_then(crate::core::triggers::repo_of_key);
+    named.map(str::to_owned).or_else(|| source.repo.clone()).unwrap_or_default()
+}
+
 fn trace_effects(run: &mut Run, effects: &[Effect], now: u64) {
     for effect in effects {
         match effect {

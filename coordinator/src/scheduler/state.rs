@@ -120,7 +120,7 @@ impl State {
     pub(super) fn handle(&mut self, event: Event, now: Now) {
         match event {
             Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply } => {
-                match self.submit(pipeline, source, traceparent, queue_timeout, rerun, now) {
+                match self.submit(*pipeline, source, traceparent, queue_timeout, rerun, now) {
                     Ok(id) => self.outbox.push(Outgoing::Submitted(reply, id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

@@ -52,7 +52,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                 Submit(jobs) => {
                     let (reply, _rx) = oneshot::channel();
                     Event::Submit {
-                        pipeline: pipeline(jobs),
+                        pipeline: Box::new(pipeline(jobs)),
                         source: Source::default(),
                         traceparent: None,
                         queue_timeout: None,

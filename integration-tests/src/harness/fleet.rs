@@ -41,6 +41,9 @@ pub struct Fleet {
     /// Each coordinator's metrics address, when started with
     /// `--metrics-listen`.
     pub metrics: Vec<Option<String>>,
+    /// Each coordinator's webhook address, when started with
+    /// `--webhook-listen`.
+    pub webhooks: Vec<Option<String>>,
     pub agents: Vec<Proc>,
     /// Extra flags for every coordinator start.
     pub coordinator_args: Vec<String>,
@@ -114,6 +117,7 @@ impl Fleet {
             addrs: Vec::new(),
             coordinators: Vec::new(),
             metrics: Vec::new(),
+            webhooks: Vec::new(),
             agents: Vec::new(),
             coordinator_args,
             coordinator_env: Vec::new(),
@@ -176,13 +180,24 @@ impl Fleet {
                 .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}"))
                 .to_string()
         });
+        let webhooks = self.coordinator_args.iter().any(|a| a == "--webhook-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read coordinator stdout");
+            line.trim()
+                .strip_prefix("webhooks on https://")
+                .and_then(|a| a.strip_suffix("/hooks/"))
+                .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}"))
+                .to_string()
+        });
         if self.addrs.len() <= i {
             self.addrs.resize(i + 1, String::new());
             self.coordinators.resize_with(i + 1, || None);
             self.metrics.resize(i + 1, None);
+            self.webhooks.resize(i + 1, None);
         }
         self.addrs[i] = addr;
         self.metrics[i] = metrics;
+        self.webhooks[i] = webhooks;
         self.coordinators[i] = Some(Proc { child, name, log });
     }
 

@@ -15,7 +15,7 @@ use crate::harness::{Fleet, text};
 const SECRET: &str = "tr0ub4dor-and-3-horses";
 
 /// `drover secret set NAME` with `value` on standard input.
-fn set_secret(fleet: &Fleet, name: &str, value: &[u8]) -> Output {
+pub(crate) fn set_secret(fleet: &Fleet, name: &str, value: &[u8]) -> Output {
     let mut child = fleet
         .drover_command(&["secret", "set", name])
         .stdin(Stdio::piped())

@@ -6,8 +6,8 @@
 //!
 //! What the names in an expression may refer to (the [`Scope`]) comes from
 //! the job: its `needs`, the variables of the top-level `env` and its own,
-//! its secrets (only to say that expressions cannot read them), and no
-//! matrix yet.
+//! its secrets (only to say that expressions cannot read them), and the
+//! keys of its matrix.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,7 @@ pub(super) struct ScopeNames {
     needs: Vec<String>,
     env: Vec<String>,
     secrets: Vec<String>,
+    matrix: Vec<String>,
 }
 
 impl ScopeNames {
@@ -36,7 +37,18 @@ impl ScopeNames {
         let mut env: Vec<String> = env.into_iter().map(str::to_owned).collect();
         env.sort();
         env.dedup();
-        ScopeNames { needs: needs.into_iter().map(str::to_owned).collect(), env, secrets: secrets.to_vec() }
+        ScopeNames {
+            needs: needs.into_iter().map(str::to_owned).collect(),
+            env,
+            secrets: secrets.to_vec(),
+            matrix: Vec::new(),
+        }
+    }
+
+    /// The same names, with the keys of the job's matrix.
+    pub(super) fn with_matrix(mut self, keys: &[String]) -> ScopeNames {
+        self.matrix = keys.to_vec();
+        self
     }
 
     /// Calls `f` with the scope these names make, for an `if:`.
@@ -44,8 +56,9 @@ impl ScopeNames {
         fn refs(names: &[String]) -> Vec<&str> {
             names.iter().map(String::as_str).collect()
         }
-        let (needs, env, secrets) = (refs(&self.needs), refs(&self.env), refs(&self.secrets));
-        f(&Scope { needs: &needs, env: &env, secrets: &secrets, matrix: &[], allow_status: true })
+        let (needs, env, secrets, matrix) =
+            (refs(&self.needs), refs(&self.env), refs(&self.secrets), refs(&self.matrix));
+        f(&Scope { needs: &needs, env: &env, secrets: &secrets, matrix: &matrix, allow_status: true })
     }
 }
 

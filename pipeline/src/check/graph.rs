@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
+use super::Checker;
 use super::jobs::JobDraft;
 use super::suggest::{closest, list_some};
-use super::{Checker, Entry};
 use crate::yaml::{Pos, abbreviate};
 
 /// The most job names we spell out when naming a cycle.
@@ -19,28 +19,64 @@ impl Checker<'_> {
     /// Checks that every `needs` entry names a job, and that there are no
     /// cycles. Entries that name missing jobs are dropped before looking for
     /// cycles.
-    pub(super) fn needs_graph(&mut self, entries: &[Entry<'_>], drafts: &[JobDraft<'_>]) {
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(drafts.len());
+    ///
+    /// A need that names a matrix job stands for all its expansions: the
+    /// job's `needs` (and `skip_artifacts_of`) list them instead.
+    pub(super) fn needs_graph(&mut self, names: &[&str], drafts: &mut [JobDraft]) {
+        let mut index: HashMap<String, Vec<usize>> = HashMap::with_capacity(drafts.len());
         for (i, draft) in drafts.iter().enumerate() {
-            index.entry(draft.spec.name.as_str()).or_insert(i);
+            let written = draft.spec.matrix.as_ref().map_or(&draft.spec.name, |cell| &cell.of);
+            index.entry(written.clone()).or_default().push(i);
         }
-        let names: Vec<&str> = entries.iter().map(|entry| entry.key).collect();
         let mut edges: Vec<Vec<(usize, Pos)>> = vec![Vec::new(); drafts.len()];
-        for (i, draft) in drafts.iter().enumerate() {
-            for &(need, pos) in &draft.needs {
-                match index.get(need) {
-                    Some(&target) => edges[i].push((target, pos)),
+        for i in 0..drafts.len() {
+            let expanded = |need: &str| -> Vec<String> {
+                index
+                    .get(need)
+                    .map(|targets| targets.iter().map(|&t| drafts[t].spec.name.clone()).collect())
+                    .unwrap_or_default()
+            };
+            if drafts[i]
+                .spec
+                .needs
+                .iter()
+                .any(|need| index.get(need).is_some_and(|t| t.len() > 1 || drafts[t[0]].spec.name != *need))
+            {
+                let needs: Vec<String> = drafts[i]
+                    .spec
+                    .needs
+                    .iter()
+                    .flat_map(|need| {
+                        let names = expanded(need);
+                        if names.is_empty() { vec![need.clone()] } else { names }
+                    })
+                    .collect();
+                let skip: Vec<String> = drafts[i]
+                    .spec
+                    .skip_artifacts_of
+                    .iter()
+                    .flat_map(|need| {
+                        let names = expanded(need);
+                        if names.is_empty() { vec![need.clone()] } else { names }
+                    })
+                    .collect();
+                drafts[i].spec.needs = needs;
+                drafts[i].spec.skip_artifacts_of = skip;
+            }
+            for (need, pos) in drafts[i].needs.clone() {
+                match index.get(need.as_str()) {
+                    Some(targets) => edges[i].extend(targets.iter().map(|&target| (target, pos))),
                     None => {
-                        let hint = match closest(need, &names, &mut self.suggestion_budget) {
+                        let hint = match closest(&need, names, &mut self.suggestion_budget) {
                             Some(close) => format!("did you mean `{close}`?"),
-                            None => format!("defined jobs: {}", list_some(&names)),
+                            None => format!("defined jobs: {}", list_some(names)),
                         };
                         self.error(
                             pos,
                             format!(
                                 "job `{}` needs `{}`, which is not defined",
-                                abbreviate(&draft.spec.name),
-                                abbreviate(need)
+                                abbreviate(drafts[i].spec.matrix.as_ref().map_or(&drafts[i].spec.name, |m| &m.of)),
+                                abbreviate(&need)
                             ),
                             Some(hint),
                         );

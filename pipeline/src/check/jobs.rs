@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::{Checker, Entry, ScopeNames, find};
+use super::{Checker, Entry, ScopeNames, find, matrix};
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
-use crate::{JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT};
+use crate::{Diagnostic, JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT, MatrixCell};
 use drover_client::duration;
 
 const JOB_KEYS: &[&str] = &[
@@ -27,6 +27,8 @@ const JOB_KEYS: &[&str] = &[
     "if",
     "approval",
     "concurrency",
+    "matrix",
+    "fail-fast",
 ];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
@@ -34,10 +36,11 @@ const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 l
      `_`, `.` or `-`, starting with a letter or digit";
 
 /// A job as read, with the positions the graph checks point at.
-pub(super) struct JobDraft<'n> {
+pub(super) struct JobDraft {
     pub(super) spec: JobSpec,
-    /// The `needs` entries, in order, with their positions.
-    pub(super) needs: Vec<(&'n str, Pos)>,
+    /// The `needs` entries as written, in order, with their positions (a
+    /// matrix job's name stands for all its expansions).
+    pub(super) needs: Vec<(String, Pos)>,
 }
 
 impl Checker<'_> {
@@ -70,21 +73,104 @@ impl Checker<'_> {
                 Some("split the work into several pipelines".to_owned()),
             );
         }
-        let drafts: Vec<JobDraft<'_>> = entries.iter().map(|entry| self.job(entry)).collect();
-        self.needs_graph(&entries, &drafts);
+        let mut drafts: Vec<JobDraft> = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            self.job_or_matrix(entry, &mut drafts);
+        }
+        if drafts.len() > MAX_JOBS && entries.len() <= MAX_JOBS {
+            self.error(
+                jobs_entry.key_pos,
+                format!("the jobs expand into {} jobs, over the limit of {MAX_JOBS} jobs", drafts.len()),
+                Some("use smaller matrices, or split the work into several pipelines".to_owned()),
+            );
+        }
+        let names: Vec<&str> = entries.iter().map(|entry| entry.key).collect();
+        self.needs_graph(&names, &mut drafts);
         drafts.into_iter().map(|draft| draft.spec).collect()
     }
 
-    fn job<'n>(&mut self, entry: &Entry<'n>) -> JobDraft<'n> {
+    /// Reads one job as written: a job, or with `matrix:` one job per
+    /// combination. A problem is reported once, not once per expansion.
+    fn job_or_matrix(&mut self, entry: &Entry<'_>, drafts: &mut Vec<JobDraft>) {
+        let matrix_entry = match &entry.value.kind {
+            Kind::Map(map) => map.iter().find(|(k, _)| k.scalar_text() == Some("matrix")),
+            _ => None,
+        };
+        let Some((matrix_key, matrix_value)) = matrix_entry else {
+            if let Kind::Map(map) = &entry.value.kind
+                && let Some((key, _)) = map.iter().find(|(k, _)| k.scalar_text() == Some("fail-fast"))
+            {
+                self.error(
+                    key.pos,
+                    format!("`fail-fast` in job `{}` has no matrix to apply to", abbreviate(entry.key)),
+                    Some(
+                        "`fail-fast: false` lets the other expansions of a `matrix:` go on after one fails".to_owned(),
+                    ),
+                );
+            }
+            drafts.push(self.job(entry, None, &[]));
+            return;
+        };
+        let name = abbreviate(entry.key);
+        let matrix_entry = Entry { key: "matrix", key_pos: matrix_key.pos, value: matrix_value };
+        let mut keys = Vec::new();
+        let fail_fast = self.fail_fast(entry, &name);
+        let Some(matrix) = self.matrix(&matrix_entry, &name, &mut keys) else {
+            // Still check the rest of the job, once.
+            self.job(entry, None, &keys);
+            return;
+        };
+        let seen = self.diagnostics.len();
+        for (i, combo) in matrix.combos.iter().enumerate() {
+            let value = matrix::substitute_job(entry.value, combo);
+            let cell = MatrixCell { of: entry.key.to_owned(), values: combo.clone(), fail_fast };
+            let expanded = Entry { key: entry.key, key_pos: entry.key_pos, value: &value };
+            let before = self.diagnostics.len();
+            let draft = self.job(&expanded, Some(cell), &matrix.keys);
+            // The same mistake in every expansion is reported once; one
+            // that only some combinations make is reported for the first.
+            let new: Vec<Diagnostic> = self.diagnostics.drain(before..).collect();
+            for d in new {
+                if i == 0 || !self.diagnostics[seen..].iter().any(|old| old.line == d.line && old.column == d.column) {
+                    self.diagnostics.push(d);
+                }
+            }
+            drafts.push(draft);
+        }
+    }
+
+    fn fail_fast(&mut self, entry: &Entry<'_>, job: &str) -> bool {
+        let Kind::Map(map) = &entry.value.kind else { return true };
+        match map.iter().find(|(k, _)| k.scalar_text() == Some("fail-fast")).map(|(_, v)| v) {
+            None => true,
+            Some(v) => match v.scalar_text() {
+                Some("true") => true,
+                Some("false") => false,
+                _ => {
+                    self.error(
+                        v.pos,
+                        format!("`fail-fast` in job `{job}` must be true or false, found {}", v.describe()),
+                        Some("`fail-fast: false` lets the other expansions go on after one fails".to_owned()),
+                    );
+                    true
+                }
+            },
+        }
+    }
+
+    /// Reads one job; `cell`, for one expansion of a matrix whose keys
+    /// are `matrix_keys`.
+    fn job(&mut self, entry: &Entry<'_>, cell: Option<MatrixCell>, matrix_keys: &[String]) -> JobDraft {
         let full_name = entry.key;
-        // Messages quote the name; an invalid one may be very long.
+        // Messages quote the name as written; an invalid one may be very long.
         let name = &abbreviate(full_name);
         if !is_valid_job_name(full_name) {
             self.error(entry.key_pos, format!("invalid job name `{name}`"), Some(JOB_NAME_HINT.to_owned()));
         }
+        let spec_name = cell.as_ref().map_or_else(|| full_name.to_owned(), |c| matrix::cell_name(full_name, &c.values));
         let mut draft = JobDraft {
             spec: JobSpec {
-                name: full_name.to_owned(),
+                name: spec_name,
                 runs_on: BTreeMap::new(),
                 env: BTreeMap::new(),
                 timeout: None,
@@ -99,6 +185,7 @@ impl Checker<'_> {
                 condition: None,
                 approval: None,
                 concurrency: None,
+                matrix: cell,
             },
             needs: Vec::new(),
         };
@@ -153,14 +240,16 @@ impl Checker<'_> {
             draft.spec.retries = self.retries(entry.value, name);
         }
         if let Some(entry) = find(&entries, "needs") {
-            draft.needs = self.needs(entry.value, full_name, name, &mut draft.spec.skip_artifacts_of);
-            draft.spec.needs = draft.needs.iter().map(|(need, _)| (*need).to_owned()).collect();
+            let needs = self.needs(entry.value, full_name, name, &mut draft.spec.skip_artifacts_of);
+            draft.needs = needs.into_iter().map(|(need, pos)| (need.to_owned(), pos)).collect();
+            draft.spec.needs = draft.needs.iter().map(|(need, _)| need.clone()).collect();
         }
         let names = ScopeNames::new(
-            draft.needs.iter().map(|(need, _)| *need),
+            draft.needs.iter().map(|(need, _)| need.as_str()),
             self.pipeline_env.keys().chain(draft.spec.env.keys()).map(String::as_str),
             &draft.spec.secrets,
-        );
+        )
+        .with_matrix(matrix_keys);
         let steps = names.with_scope(|scope| {
             if let Some(entry) = find(&entries, "if") {
                 draft.spec.condition = self.condition(entry, scope, &format!("condition of job `{name}`"));
@@ -207,6 +296,15 @@ impl Checker<'_> {
                 continue;
             }
             match entry.value.scalar_text() {
+                Some(value) if value.contains("${{") => self.error(
+                    entry.value_pos(),
+                    format!("label `{}` {context} has an expression that is not a matrix value", entry.key),
+                    Some(
+                        "labels are decided before the job runs: only `${{ matrix.NAME }}` of the job's own matrix \
+                         can be used in `runs-on`"
+                            .to_owned(),
+                    ),
+                ),
                 Some(value) if !value.is_empty() => {
                     out.insert(entry.key.to_owned(), value.to_owned());
                 }

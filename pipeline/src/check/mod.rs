@@ -51,6 +51,7 @@ mod env;
 mod expressions;
 mod graph;
 mod jobs;
+mod matrix;
 mod secrets;
 mod steps;
 pub(crate) mod suggest;

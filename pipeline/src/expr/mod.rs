@@ -128,8 +128,11 @@
 //! checked at submit like a condition, without the status functions
 //! ([`interpolations`]). The expression ends at the first `}}` outside a
 //! string. There is no escape for `${{`; a script that needs those three
-//! characters can write `$` and `{{` apart (`"$""{{"` in bash). They are not
-//! substituted yet: that comes with the runtime.
+//! characters can write `$` and `{{` apart (`"$""{{"` in bash). The
+//! coordinator fills them in ([`expand`]) when it assigns an attempt, so
+//! a step sees the text with the values in it. In a matrix job,
+//! `${{ matrix.NAME }}` is also filled in in `runs-on` and `cache` (the
+//! only expression allowed there), which are decided before it runs.
 //!
 //! # Limits
 //!

@@ -151,3 +151,26 @@ fn hellos_are_checked_at_the_edge() {
         assert!(err.starts_with(want), "{what}: {err}");
     }
 }
+
+#[tokio::test]
+async fn untrusted_pull_request_runs_get_no_secrets() {
+    let dir = crate::controller::tests::TestDir::new("withheld-secrets");
+    let (store, _) = crate::controller::tests::store_and_segments(&dir).await;
+    let key = dir.path().join("secrets.key");
+    drover_pki::secrets_key::generate(&key).unwrap();
+    let vault = Vault::open(store, &key);
+    vault.set("TOKEN", b"value", "alice", 1).await.unwrap();
+    let names = vec!["TOKEN".to_string()];
+    let (values, error) = resolve_secrets(&vault, &names, Some("web")).await;
+    assert!(values.is_empty());
+    assert!(
+        error.starts_with("secrets are withheld from pull-request runs of repository web, which is not trusted"),
+        "{error}"
+    );
+    assert!(error.contains("--trusted"), "{error}");
+    let (values, error) = resolve_secrets(&vault, &names, None).await;
+    assert_eq!((values["TOKEN"].as_slice(), error.as_str()), (&b"value"[..], ""));
+    // A job that declares no secrets is not refused.
+    let (_, error) = resolve_secrets(&vault, &[], Some("web")).await;
+    assert!(error.is_empty());
+}

@@ -100,6 +100,13 @@ pub enum Work {
         /// The branch and tag its run's ref named.
         branch: Option<String>,
         tag: Option<String>,
+        /// Its values, for one expansion of a matrix.
+        matrix: Vec<(String, String)>,
+        /// What started its run (`drover.event`).
+        event: drover_pipeline::triggers::EventKind,
+        /// For a pull-request run of a repository not marked trusted: the
+        /// repository, whose secrets the edge withholds from it.
+        withhold_secrets: Option<String>,
     },
 }
 

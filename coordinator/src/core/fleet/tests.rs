@@ -209,6 +209,9 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     need_results: Vec::new(),
                     branch: None,
                     tag: None,
+                    matrix: Vec::new(),
+                    event: Default::default(),
+                    withhold_secrets: None,
                 };
                 let assignment = Assignment { id: id(attempt), log_cap: 1, traceparent: None, work };
                 vec![fleet.assign("a1".into(), assignment, now(at).at)]

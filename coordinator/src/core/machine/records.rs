@@ -114,6 +114,10 @@ pub struct Source {
     /// cron tick, even across a failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// A pull-request run of a repository not marked trusted (`drover repo
+    /// add --trusted`): the agent edge withholds its secrets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
 }
 
 fn is_manual(event: &EventKind) -> bool {

@@ -47,22 +47,54 @@ impl Context for JobContext<'_> {
         self.spec.and_then(|s| s.env.get(name)).or_else(|| self.run.record.pipeline.env.get(name)).cloned()
     }
 
-    fn matrix(&self, _name: &str) -> Option<String> {
-        None
+    fn matrix(&self, name: &str) -> Option<String> {
+        self.spec?.matrix.as_ref()?.value(name).map(str::to_string)
     }
 
     fn need_result(&self, job: &str) -> Option<JobResult> {
-        Some(match self.run.jobs.get(job)?.state {
-            JobState::Succeeded => JobResult::Success,
-            JobState::Failed => JobResult::Failure,
-            JobState::Cancelled | JobState::Cancelling => JobResult::Cancelled,
-            JobState::Skipped => JobResult::Skipped,
-            _ => return None,
-        })
+        match self.run.jobs.get(job) {
+            Some(j) => result_of(j.state),
+            // A matrix job as written: all its expansions together.
+            None => {
+                matrix_result(self.run.record.pipeline.expansions(job).map(|s| Some(self.run.jobs.get(&s.name)?.state)))
+            }
+        }
     }
 
     fn status(&self) -> Status {
         self.status
+    }
+}
+
+fn result_of(state: JobState) -> Option<JobResult> {
+    Some(match state {
+        JobState::Succeeded => JobResult::Success,
+        JobState::Failed => JobResult::Failure,
+        JobState::Cancelled | JobState::Cancelling => JobResult::Cancelled,
+        JobState::Skipped => JobResult::Skipped,
+        _ => return None,
+    })
+}
+
+/// The result of a matrix's expansions together, once all have one:
+/// `failure` if one failed, else `cancelled` if one was, else `skipped`
+/// if all were, else `success`.
+fn matrix_result(states: impl Iterator<Item = Option<JobState>>) -> Option<JobResult> {
+    let mut results = Vec::new();
+    for state in states {
+        results.push(result_of(state?)?);
+    }
+    let any = |r: JobResult| results.contains(&r);
+    if results.is_empty() {
+        None
+    } else if any(JobResult::Failure) {
+        Some(JobResult::Failure)
+    } else if any(JobResult::Cancelled) {
+        Some(JobResult::Cancelled)
+    } else if results.iter().all(|r| *r == JobResult::Skipped) {
+        Some(JobResult::Skipped)
+    } else {
+        Some(JobResult::Success)
     }
 }
 
@@ -82,9 +114,18 @@ pub fn expand_run(run: &Run, text: &str) -> String {
 }
 
 /// How each job `spec` needs ended, as `needs.JOB.result` reads it.
+/// A matrix job it needs is there under its name as written too, with the
+/// result of all its expansions.
 pub fn need_results(run: &Run, spec: &JobSpec) -> Vec<(String, String)> {
     let ctx = JobContext { run, spec: Some(spec), status: Status::Succeeded };
-    spec.needs.iter().filter_map(|n| Some((n.clone(), ctx.need_result(n)?.as_str().to_string()))).collect()
+    let matrices: BTreeSet<&str> =
+        spec.needs.iter().filter_map(|n| Some(run.spec(n)?.matrix.as_ref()?.of.as_str())).collect();
+    spec.needs
+        .iter()
+        .map(String::as_str)
+        .chain(matrices)
+        .filter_map(|n| Some((n.to_string(), ctx.need_result(n)?.as_str().to_string())))
+        .collect()
 }
 
 /// The status a job's condition sees (see the module header).
@@ -163,8 +204,10 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
                         if until_ms.is_some() {
                             fx.push(Effect::Deadline);
                         }
+                        // A matrix job's name has spaces: quoted for the shell.
+                        let arg = if name.contains(' ') { format!("'{name}'") } else { name.clone() };
                         j.waiting_for = format!(
-                            "approval by {} (`drover approve {id} {name}`, or `drover reject {id} {name} --reason ...`)",
+                            "approval by {} (`drover approve {id} {arg}`, or `drover reject {id} {arg} --reason ...`)",
                             gate.approvers.join(" or ")
                         );
                         fx.push(Effect::PersistJob(name.clone()));

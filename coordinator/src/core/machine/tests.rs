@@ -28,6 +28,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 condition: None,
                 approval: None,
                 concurrency: None,
+                matrix: None,
             })
             .collect(),
         concurrency: None,
@@ -550,4 +551,68 @@ jobs:
     assert_eq!(run.jobs["deploy"].message, "nobody approved it within 1h");
     assert_eq!(run.record.state, RunState::Failed);
     assert_eq!(run.next_deadline(), None);
+}
+
+#[test]
+fn a_matrix_waits_as_one_and_fails_fast_when_asked() {
+    let file = |fail_fast: bool| {
+        format!(
+            "
+name: p
+jobs:
+  t:
+    matrix: {{os: [a, b, c]}}
+    fail-fast: {fail_fast}
+    steps: [{{run: make}}]
+  after: {{needs: [t], if: \"always() && needs.t.result == 'failure'\", steps: [{{run: ./report}}]}}
+  next: {{needs: [t], steps: [{{run: 'true'}}]}}
+"
+        )
+    };
+    let (a, b, c) = ("t (os=a)", "t (os=b)", "t (os=c)");
+    use JobState::*;
+    type Expect = &'static [(&'static str, JobState)];
+    // (case, fail-fast, inputs, expected states)
+    let cases: Vec<(&str, bool, Vec<Input>, Expect)> = vec![
+        (
+            "one expansion done: what needs the matrix still waits",
+            true,
+            vec![assign(a), ok(a, 1)],
+            &[("t (os=a)", Succeeded), ("t (os=b)", Queued), ("after", Pending), ("next", Pending)],
+        ),
+        (
+            "all done: what needs the matrix runs",
+            true,
+            vec![assign(a), ok(a, 1), assign(b), ok(b, 1), assign(c), ok(c, 1)],
+            &[("next", Queued), ("after", Skipped)],
+        ),
+        (
+            "fail-fast: a failure cancels the queued and the running ones",
+            true,
+            vec![assign(a), assign(b), accept(b, 1), fail(a, 1)],
+            &[("t (os=a)", Failed), ("t (os=b)", Cancelling), ("t (os=c)", Cancelled), ("after", Pending)],
+        ),
+        (
+            "fail-fast: once the running one stops, the matrix's result is failure",
+            true,
+            vec![assign(a), assign(b), accept(b, 1), fail(a, 1), done(b, 1, Outcome::Cancelled)],
+            &[("t (os=b)", Cancelled), ("after", Queued), ("next", Skipped)],
+        ),
+        (
+            "without fail-fast the others go on",
+            false,
+            vec![assign(a), assign(b), fail(a, 1)],
+            &[("t (os=a)", Failed), ("t (os=b)", Assigned), ("t (os=c)", Queued), ("after", Pending)],
+        ),
+    ];
+    for (case, fail_fast, inputs, expect) in cases {
+        let pipeline = drover_pipeline::parse("ci.yml", &file(fail_fast)).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = Run::new(1, pipeline, Source::default(), 0);
+        for (i, input) in std::iter::once(Input::Start).chain(inputs).enumerate() {
+            run = step(run, input, i as u64).0;
+        }
+        for (job, state) in expect {
+            assert_eq!(run.jobs[*job].state, *state, "{case}: {job} ({})", run.jobs[*job].message);
+        }
+    }
 }
