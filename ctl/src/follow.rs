@@ -408,15 +408,20 @@ pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, paint: Paint, reco
 /// presses Ctrl-C, which leaves the run running and says how to find it
 /// again: exit 130.
 pub async fn until_interrupted(run_id: &str, follow: impl Future<Output = Result<(), Exit>>) -> Result<(), Exit> {
+    // The handler is in place before the follow prints anything, so a
+    // Ctrl-C after the first line can never find SIGINT's default action.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Exit::new(EXIT_INTERRUPTED, format!("cannot watch for Ctrl-C: {e}")))?;
     tokio::select! {
-        r = follow => r,
-        _ = tokio::signal::ctrl_c() => Err(Exit::new(
+        biased;
+        _ = interrupt.recv() => Err(Exit::new(
             EXIT_INTERRUPTED,
             format!(
                 "interrupted; run {run_id} goes on without this client: `drover watch {run_id}` follows it again, \
                  `drover cancel {run_id}` cancels it"
             ),
         )),
+        r = follow => r,
     }
 }
 

@@ -394,7 +394,15 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
         Input::Cancel => {
             run.record.cancel_requested = true;
             fx.push(Effect::PersistRun);
+            // Jobs whose `if:` holds when the run is cancelled (`always()`,
+            // `cancelled()`) are left to run, or to be decided once their
+            // needs have finished.
+            let survivors: Vec<String> =
+                run.jobs.keys().filter(|name| settle::survives_cancel(&run, name)).cloned().collect();
             for (name, j) in run.jobs.iter_mut() {
+                if survivors.contains(name) {
+                    continue;
+                }
                 match j.state {
                     JobState::Pending | JobState::Queued => {
                         j.state = JobState::Cancelled;
@@ -416,6 +424,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                     _ => {}
                 }
             }
+            settle::settle(&mut run, None, now_ms, &mut fx);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
     }
@@ -439,23 +448,19 @@ fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
 }
 
 fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now_ms: u64, fx: &mut Vec<Effect>) {
-    let cancelling = run.record.cancel_requested;
     let timeout = run.spec(name).and_then(|s| s.timeout);
+    let run_cancelled = run.record.cancel_requested;
     let j = run.jobs.get_mut(name).expect("checked by attempt_is_current");
     fx.push(Effect::Release { job: name.to_string(), attempt, agent: j.agent.clone().unwrap_or_default() });
     fx.push(Effect::PersistJob(name.to_string()));
-    if cancelling {
-        j.state = JobState::Cancelled;
-        j.finished_ms = Some(now_ms);
-        j.message = "cancelled".into();
-        return;
-    }
+    // A job that runs on while its run is cancelled (`if: always()`) ends
+    // as its attempt did; one told to stop is cancelled, and what needs it
+    // decides by its own condition (a cancelled run's cleanup, or the
+    // rest of a fail-fast matrix).
     if j.state == JobState::Cancelling {
-        // A fail-fast matrix cancelled it; its message says why, and what
-        // needs it decides by its own condition.
         j.state = JobState::Cancelled;
         j.finished_ms = Some(now_ms);
-        if j.message.is_empty() {
+        if run_cancelled || j.message.is_empty() {
             j.message = "cancelled".into();
         }
         settle::settle(run, Some(name), now_ms, fx);

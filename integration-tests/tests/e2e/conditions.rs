@@ -169,6 +169,30 @@ fn an_approval_nobody_gives_in_time_fails_its_job() {
     assert_eq!(fleet.job(&run, "deploy")["message"], "nobody approved it within 1s");
 }
 
+#[test]
+fn a_cancelled_run_runs_the_jobs_that_ask_to_run_when_cancelled() {
+    let mut fleet = Fleet::start("conditions-cancel");
+    fleet.agent("a1", "", 2);
+    fleet.wait_agents(1);
+    let run = fleet.submit(
+        "cancel.yml",
+        "name: c\njobs:\n  build: {steps: [{run: 'sleep 60'}]}\n  deploy: {needs: [build], steps: [{run: 'echo never'}]}\n  \
+         cleanup:\n    needs: [build]\n    if: cancelled()\n    steps: [{run: 'echo \"cleaning up after ${{ needs.build.result }}\"'}]\n",
+    );
+    crate::harness::wait_for("build to run", Duration::from_secs(30), || {
+        (fleet.job(&run, "build")["state"] == "running").then_some(())
+    });
+    let out = fleet.drover(&["cancel", &run]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "cancelled", "{status:#}");
+    assert_eq!(fleet.job(&run, "build")["state"], "cancelled");
+    assert_eq!(fleet.job(&run, "deploy")["state"], "cancelled");
+    assert_eq!(fleet.job(&run, "cleanup")["state"], "succeeded", "cancelled() ran it");
+    let log = text(&fleet.drover(&["logs", &run, "cleanup"]).stdout);
+    assert!(log.contains("cleaning up after cancelled"), "{log}");
+}
+
 /// Reads a nanosecond timestamp a step wrote.
 fn stamp(path: &std::path::Path) -> u128 {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().parse().unwrap()

@@ -10,9 +10,14 @@
 //! `failure()`, `always()` or `cancelled()` waits until all its needs have
 //! finished.
 //!
-//! What a condition sees: `drover.commit` from the run's source and
-//! `drover.event` `manual` (the triggers issue adds `push`, `tag`, the
-//! branch and the tag); `env` as the pipeline and the job set it; the
+//! When the run is cancelled, the jobs whose condition holds then
+//! (`always()`, `cancelled()`) go on (`survives_cancel`): a running one
+//! runs to its end, a waiting one is decided once its needs have stopped;
+//! a pending job that will not run is then cancelled, not skipped.
+//!
+//! What a condition sees: the run's source (`drover.commit`,
+//! `drover.branch`, `drover.tag`, `drover.event`); the job's matrix
+//! values; `env` as the pipeline and the job set it; the
 //! result of each job it needs; and a status: cancelled when the run is
 //! being cancelled, else failed when any job it needs, directly or through
 //! others, failed or was cancelled, else skipped when one was skipped,
@@ -128,6 +133,24 @@ pub fn need_results(run: &Run, spec: &JobSpec) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether job `name` goes on when its run is cancelled: one whose `if:`
+/// reads the status and holds under cancellation (`always()`,
+/// `cancelled()`) keeps running, or stays queued; a pending one (not
+/// waiting for an approval) waits for its needs and is decided then, by
+/// [`settle`]. Everything else is cancelled.
+pub(super) fn survives_cancel(run: &Run, name: &str) -> bool {
+    let (Some(spec), Some(job)) = (run.spec(name), run.jobs.get(name)) else { return false };
+    let Some(condition) = spec.condition.as_ref().filter(|c| c.uses_status()) else { return false };
+    match job.state {
+        JobState::Pending => job.approval.is_none(),
+        JobState::Queued | JobState::Assigned | JobState::Running => {
+            let ctx = JobContext { run, spec: Some(spec), status: Status::Cancelled };
+            condition.eval(&ctx).is_truthy()
+        }
+        _ => false,
+    }
+}
+
 /// The status a job's condition sees (see the module header).
 fn status_of(run: &Run, spec: &JobSpec) -> Status {
     if run.record.cancel_requested {
@@ -217,12 +240,15 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
             continue;
         }
         let why = match (&spec.condition, &blocker) {
+            _ if run.record.cancel_requested => "cancelled before it started".to_string(),
             (Some(cond), _) => format!("skipped: its condition `{}` is false", cond.text()),
             (None, Some(blocker)) => format!("skipped: needs {blocker}, which {}", run.jobs[blocker].state.as_str()),
             (None, None) => "skipped".to_string(),
         };
+        let cancelled = run.record.cancel_requested;
         let j = run.jobs.get_mut(&name).expect("job exists");
-        j.state = JobState::Skipped;
+        // In a run being cancelled, a job that will not run is cancelled.
+        j.state = if cancelled { JobState::Cancelled } else { JobState::Skipped };
         j.message = why;
         j.finished_ms = Some(now_ms);
         fx.push(Effect::PersistJob(name.clone()));

@@ -616,3 +616,76 @@ jobs:
         }
     }
 }
+
+#[test]
+fn a_cancelled_run_still_runs_the_jobs_that_ask_to() {
+    const FILE: &str = "
+name: p
+jobs:
+  build: {steps: [{run: make}]}
+  watch: {if: always(), steps: [{run: ./watch}]}
+  deploy: {needs: [build], steps: [{run: ./deploy}]}
+  cleanup: {needs: [build], if: always(), steps: [{run: ./cleanup}]}
+  report: {needs: [build], if: cancelled(), steps: [{run: ./report}]}
+  notify: {needs: [build], if: failure(), steps: [{run: ./notify}]}
+  after: {needs: [cleanup], steps: [{run: 'true'}]}
+";
+    let pipeline = drover_pipeline::parse("ci.yml", FILE).unwrap_or_else(|e| panic!("{e}"));
+    use JobState::*;
+    type Expect = &'static [(&'static str, JobState)];
+    let start = || vec![assign("build"), accept("build", 1), assign("watch"), accept("watch", 1), Input::Cancel];
+    let then = |more: Vec<Input>| start().into_iter().chain(more).collect::<Vec<_>>();
+    // (case, inputs, expected states, run state)
+    let cases: Vec<(&str, Vec<Input>, Expect, RunState)> = vec![
+        (
+            "on cancel: the running build is told to stop, a running always() job goes on, and jobs that ask to \
+             run when cancelled wait for their needs",
+            start(),
+            &[
+                ("build", Cancelling),
+                ("watch", Running),
+                ("deploy", Cancelled),
+                ("cleanup", Pending),
+                ("report", Pending),
+                ("notify", Pending),
+                ("after", Cancelled),
+            ],
+            RunState::Running,
+        ),
+        (
+            "once the build has stopped: always() and cancelled() run, failure() does not",
+            then(vec![done("build", 1, Outcome::Cancelled)]),
+            &[("build", Cancelled), ("cleanup", Queued), ("report", Queued), ("notify", Cancelled)],
+            RunState::Running,
+        ),
+        (
+            "they finish as their attempts do, and the run ends cancelled",
+            then(vec![
+                done("build", 1, Outcome::Cancelled),
+                ok("watch", 1),
+                assign("cleanup"),
+                ok("cleanup", 1),
+                assign("report"),
+                fail("report", 1),
+            ]),
+            &[("watch", Succeeded), ("cleanup", Succeeded), ("report", Failed)],
+            RunState::Cancelled,
+        ),
+        (
+            "a recovery while cancelling leaves them be",
+            then(vec![done("build", 1, Outcome::Cancelled), Input::Recover]),
+            &[("cleanup", Queued), ("report", Queued), ("watch", Running)],
+            RunState::Running,
+        ),
+    ];
+    for (case, inputs, expect, state) in cases {
+        let mut run = Run::new(1, pipeline.clone(), Source::default(), 0);
+        for (i, input) in std::iter::once(Input::Start).chain(inputs).enumerate() {
+            run = step(run, input, i as u64).0;
+        }
+        for (job, want) in expect {
+            assert_eq!(run.jobs[*job].state, *want, "{case}: {job} ({})", run.jobs[*job].message);
+        }
+        assert_eq!(run.record.state, state, "{case}");
+    }
+}
