@@ -2,11 +2,14 @@
 //! [`exec`] runs attempts as real processes, [`logbuf`] keeps each attempt's
 //! log until the coordinator has stored it, [`leftovers`] kills what a dead
 //! agent left running on its work dir, [`watch`] kills the steps of an agent
-//! the moment it dies, and [`runas`] runs steps as another user. The binary
-//! (`main.rs`) parses flags, serves the metrics endpoint, maps signals to
-//! [`client::Stop`], and is also the step watcher.
+//! the moment it dies, [`runas`] runs steps as another user, and [`deploy`]
+//! is the node's side of deployments (now the proxy that owns a service's
+//! port, and the releases on disk). The binary (`main.rs`) parses flags,
+//! serves the metrics endpoint, maps signals to [`client::Stop`], and is
+//! also the step watcher.
 
 pub mod client;
+pub mod deploy;
 pub mod exec;
 pub mod leftovers;
 pub mod logbuf;

@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md, "Inside the coordinator".
 
 pub mod dispatch;
+pub mod environments;
 pub mod fleet;
 pub mod keys;
 pub mod logs;

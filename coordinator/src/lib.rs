@@ -7,6 +7,7 @@ pub mod caches;
 pub mod compaction;
 pub mod controller;
 pub mod core;
+pub mod environments;
 pub mod git;
 pub mod leader;
 pub mod metrics;

@@ -18,6 +18,7 @@ mod client;
 mod commands;
 mod context;
 mod dev;
+mod environments;
 mod follow;
 mod out;
 mod output;
@@ -374,6 +375,31 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             repos::add(conn, req, output).await
         }
         Command::Repo { command: cli::RepoCommand::Rm { name, output, .. } } => repos::remove(conn, name, output).await,
+        Command::Envs { output, .. } => environments::list(conn, output).await,
+        Command::Env { command } => match command {
+            cli::EnvCommand::Create {
+                name,
+                selector,
+                require_approval,
+                approvers,
+                branches,
+                description,
+                output,
+                ..
+            } => {
+                let selector = selector.into_iter().collect();
+                let branches = branches.into_iter().flatten().collect();
+                let req =
+                    pb::CreateEnvironmentRequest { name, selector, require_approval, approvers, branches, description };
+                environments::create(conn, req, output).await
+            }
+            cli::EnvCommand::Apply { file, output, .. } => {
+                let (name, text) = environments::read_file(&file)?;
+                environments::apply(conn, name, text, output).await
+            }
+            cli::EnvCommand::Show { name, output, .. } => environments::show(conn, name, output).await,
+            cli::EnvCommand::Rm { name, output, .. } => environments::remove(conn, name, output).await,
+        },
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -9,7 +9,8 @@
 //! other Drover crate: it knows nodes only by name and releases only by
 //! digest.
 //!
-//! Today it holds [`rollout`], the rolling update's state machine. The rest
+//! Today it holds [`rollout`], the state machine of rolling, canary and
+//! blue-green rollouts and of fast-track rollbacks. The rest
 //! of deployments (environments, the agent's deploy executor, traffic,
 //! promotion) lives where its IO is, and comes with the deployments issue.
 

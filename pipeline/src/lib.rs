@@ -16,6 +16,10 @@
 //! part of `check`) and renders it into a key (on the agent, which hashes
 //! the files); it is public for the agent's sake.
 //!
+//! [`yaml`] is the YAML reader with positions that `check` walks; it is
+//! public so that Drover's other YAML files (environments, and later apps)
+//! report problems at `file:line:column` the same way.
+//!
 //! [`triggers`] is `on:`, the events that start a pipeline, and what the
 //! coordinator's triggers ask of it ([`triggers::Triggers::wants`]) and of
 //! its cron schedules.
@@ -66,7 +70,7 @@ pub mod expr;
 #[cfg(test)]
 mod tests;
 pub mod triggers;
-mod yaml;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -23,7 +23,7 @@ use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy, S
 
 /// A 1-based line and column (in characters) in the pipeline file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Pos {
+pub struct Pos {
     pub line: usize,
     pub column: usize,
 }
@@ -42,13 +42,13 @@ impl Pos {
 
 /// A YAML node and where it starts.
 #[derive(Debug)]
-pub(super) struct Node {
+pub struct Node {
     pub pos: Pos,
     pub kind: Kind,
 }
 
 #[derive(Debug)]
-pub(super) enum Kind {
+pub enum Kind {
     /// `null`, `~`, or nothing at all (as in `key:` with no value).
     Null,
     Scalar(Scalar),
@@ -58,7 +58,7 @@ pub(super) enum Kind {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Scalar {
+pub struct Scalar {
     /// A string's value, or the source spelling of a number or boolean.
     pub text: String,
     pub ty: ScalarType,
@@ -69,7 +69,7 @@ pub(super) struct Scalar {
 
 /// How a scalar's value is written in the file.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Written {
+pub enum Written {
     /// Without quotes, character for character, on one line.
     Plain,
     /// In single or double quotes, character for character between them, on
@@ -143,7 +143,7 @@ impl Written {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum ScalarType {
+pub enum ScalarType {
     Str,
     Int(i128),
     Float,
@@ -209,7 +209,7 @@ impl Node {
 }
 
 /// Shortens `text` to one line of reasonable length for quoting in a message.
-pub(super) fn abbreviate(text: &str) -> String {
+pub fn abbreviate(text: &str) -> String {
     const MAX: usize = 40;
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > MAX || line.len() < text.trim_end().len() {
@@ -222,14 +222,14 @@ pub(super) fn abbreviate(text: &str) -> String {
 
 /// A YAML syntax error, or anything else that made serde-saphyr give up.
 #[derive(Debug)]
-pub(super) struct SyntaxError {
+pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
     pub hint: Option<String>,
 }
 
 /// Parses `text` as a single YAML document.
-pub(super) fn load(text: &str) -> Result<Node, SyntaxError> {
+pub fn load(text: &str) -> Result<Node, SyntaxError> {
     let options = serde_saphyr::options! {
         // Hand repeated keys to our visitor instead of failing on the first
         // one, so the checker can report each with the line of the original.

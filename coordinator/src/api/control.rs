@@ -446,6 +446,41 @@ impl pb::control_service_server::ControlService for ControlApi {
         super::repos::remove_repo(self.store.as_ref(), req).await
     }
 
+    async fn create_environment(
+        &self,
+        req: Request<pb::CreateEnvironmentRequest>,
+    ) -> Result<Response<pb::Environment>, Status> {
+        super::environments::create(self.store.as_ref(), &self.role, req).await
+    }
+
+    async fn apply_environments(
+        &self,
+        req: Request<pb::ApplyEnvironmentsRequest>,
+    ) -> Result<Response<pb::ApplyEnvironmentsResponse>, Status> {
+        super::environments::apply(self.store.as_ref(), req).await
+    }
+
+    async fn list_environments(
+        &self,
+        req: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        super::environments::list(self.store.as_ref(), &self.role, req).await
+    }
+
+    async fn get_environment(
+        &self,
+        req: Request<pb::GetEnvironmentRequest>,
+    ) -> Result<Response<pb::Environment>, Status> {
+        super::environments::get(self.store.as_ref(), &self.role, req).await
+    }
+
+    async fn remove_environment(
+        &self,
+        req: Request<pb::RemoveEnvironmentRequest>,
+    ) -> Result<Response<pb::RemoveEnvironmentResponse>, Status> {
+        super::environments::remove(self.store.as_ref(), req).await
+    }
+
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
         require_admin(&req)?;
         let (members, _) = self.store.range(keys::MEMBERS).await.map_err(ApiError::from)?;

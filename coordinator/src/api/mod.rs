@@ -6,6 +6,7 @@ pub mod agent;
 pub mod blobs;
 pub mod caches;
 pub mod control;
+pub mod environments;
 pub mod repos;
 pub mod status;
 pub mod stores;

@@ -7,6 +7,7 @@
 use tonic::Status;
 
 use crate::core::rerun::RerunError;
+use crate::environments::EnvironmentsError;
 use crate::git::GitError;
 use crate::scheduler::SchedError;
 use crate::secrets::SecretsError;
@@ -111,6 +112,18 @@ impl From<TriggersError> for ApiError {
     }
 }
 
+impl From<EnvironmentsError> for ApiError {
+    fn from(e: EnvironmentsError) -> ApiError {
+        match e {
+            EnvironmentsError::Invalid(_) | EnvironmentsError::File(_) => ApiError::Invalid(e.to_string()),
+            EnvironmentsError::Exists(_) => ApiError::AlreadyExists(e.to_string()),
+            EnvironmentsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            EnvironmentsError::TooMany(_) | EnvironmentsError::Contended => ApiError::Precondition(e.to_string()),
+            EnvironmentsError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();
@@ -169,6 +182,27 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    #[test]
+    fn environment_errors_have_the_codes_the_cli_maps_to_exit_2_and_4() {
+        let cases = [
+            (EnvironmentsError::Invalid(vec!["a".into(), "b".into()]), Code::InvalidArgument, "a\nb"),
+            (
+                EnvironmentsError::File(vec!["f:1:1: x".into()]),
+                Code::InvalidArgument,
+                "invalid environments file:\nf:1:1: x",
+            ),
+            (EnvironmentsError::Exists("web".into()), Code::AlreadyExists, "environment \"web\" exists already"),
+            (EnvironmentsError::NotFound("web".into()), Code::NotFound, "environment \"web\" does not exist"),
+            (EnvironmentsError::TooMany("too many".into()), Code::FailedPrecondition, "too many"),
+            (EnvironmentsError::Contended, Code::FailedPrecondition, "the environments changed"),
+        ];
+        for (error, code, message) in cases {
+            let status = Status::from(ApiError::from(error));
+            assert_eq!(status.code(), code, "{message}");
+            assert!(status.message().starts_with(message), "{}", status.message());
+        }
+    }
 
     #[test]
     fn submit_errors_keep_their_codes_and_messages() {

@@ -16,6 +16,7 @@
 //! /triggers/intents/{key}                         Intent: a start about to happen, or done, by trigger key
 //! /triggers/deliveries/{repo}/{id}                a webhook delivery seen (replays start nothing)
 //! /triggers/inbox/{repo}/{id}                     a webhook delivery the leader has yet to handle
+//! /environments/{name}                            EnvironmentRecord: the nodes a deploy goes to, by selector (`drover env create`)
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
 //! ```
@@ -76,6 +77,13 @@ pub const REPOS: &str = "/repos/";
 
 pub fn repo(name: &str) -> String {
     format!("{REPOS}{name}")
+}
+
+/// Environments (`crate::environments`), by name.
+pub const ENVIRONMENTS: &str = "/environments/";
+
+pub fn environment(name: &str) -> String {
+    format!("{ENVIRONMENTS}{name}")
 }
 
 /// Everything the triggers controller writes.

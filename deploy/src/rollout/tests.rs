@@ -439,26 +439,184 @@ fn bad_specs_are_refused() {
     let targets = |names: &[&str]| -> Vec<Target> {
         names.iter().map(|n| Target { node: n.to_string(), rollback_to: None }).collect()
     };
-    let cases: Vec<(&str, Spec, Vec<Target>, SpecError)> = vec![
+    let canary = |steps| Strategy::Canary(Canary { steps });
+    type Case = (&'static str, Spec, Vec<Target>, SpecError);
+    let cases: Vec<Case> = vec![
         ("an empty node set", spec(RELEASE, rolling(1)), targets(&[]), SpecError::NoNodes),
         ("a node twice", spec(RELEASE, rolling(1)), targets(&["a", "b", "a"]), SpecError::DuplicateNode("a".into())),
         ("no parallelism", spec(RELEASE, rolling(0)), targets(&["a"]), SpecError::NoParallelism),
         ("no release", spec("", rolling(1)), targets(&["a"]), SpecError::NoRelease),
-        ("canary", spec(RELEASE, Strategy::Canary), targets(&["a"]), SpecError::NotYet("canary")),
-        ("blue-green", spec(RELEASE, Strategy::BlueGreen), targets(&["a"]), SpecError::NotYet("blue_green")),
+        (
+            "a canary that starts with a pause",
+            spec(RELEASE, canary(vec![CanaryStep::Pause(Pause::Manual)])),
+            targets(&["a"]),
+            SpecError::CanaryStart,
+        ),
+        (
+            "a canary share of 0%",
+            spec(RELEASE, canary(vec![CanaryStep::Nodes(Share::Percent(0))])),
+            targets(&["a"]),
+            SpecError::BadShare(1),
+        ),
     ];
     for (name, spec, targets, want) in cases {
         assert_eq!(Rollout::new(spec, targets), Err(want), "case {name:?}");
     }
-    assert_eq!(SpecError::NotYet("canary").to_string(), "the canary strategy is not implemented yet; use rolling");
 }
 
 #[test]
-fn a_strategy_this_machine_does_not_drive_is_left_alone() {
+fn a_record_whose_strategy_makes_no_plan_is_left_alone() {
     // Rollout::new refuses it, but a record read back from the store could
     // still carry one; stepping it must not panic or move anything.
     let mut ro = rollout(&["a"], 1, OnFailure::Rollback, false);
-    ro.spec.strategy = Strategy::Canary;
+    ro.spec.strategy = Strategy::Rolling(Rolling { max_parallel: 0 });
     let (next, fx) = step(ro.clone(), Input::Start, 1);
     assert_eq!((next, fx), (ro, vec![]));
+}
+
+fn canary_rollout(nodes: &[&str], steps: Vec<CanaryStep>) -> Rollout {
+    let spec = Spec {
+        release: RELEASE.into(),
+        strategy: Strategy::Canary(Canary { steps }),
+        on_failure: OnFailure::Rollback,
+        await_verdict: false,
+    };
+    let targets = nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: Some(PREVIOUS.into()) }).collect();
+    Rollout::new(spec, targets).expect("a valid canary")
+}
+
+fn feed(mut ro: Rollout, inputs: Vec<(Input, u64)>) -> (Rollout, Vec<Effect>) {
+    let mut all = Vec::new();
+    for (input, at) in inputs {
+        let (next, fx) = step(ro, input, at);
+        ro = next;
+        all.extend(fx);
+    }
+    (ro, all)
+}
+
+#[test]
+fn a_canary_goes_by_shares_with_timed_and_manual_pauses() {
+    let nodes = ["a", "b", "c", "d"];
+    // 25%: a; pause 30s; 50%: b; manual; then the rest.
+    let steps = vec![
+        CanaryStep::Nodes(Share::Percent(25)),
+        CanaryStep::Pause(Pause::For(30_000)),
+        CanaryStep::Nodes(Share::Percent(50)),
+        CanaryStep::Pause(Pause::Manual),
+        CanaryStep::Nodes(Share::Percent(100)),
+    ];
+    let at = |input: Input, ms: u64| (input, ms);
+    let (ro, fx) = feed(
+        canary_rollout(&nodes, steps.clone()),
+        vec![at(Input::Start, 0), at(installed("a"), 1), at(healthy("a"), 2)],
+    );
+    assert_eq!(ro.hold, Some(Hold::Until(30_002)), "{}", ro.message);
+    assert!(fx.contains(&Effect::WaitUntil { step: 0, until_ms: 30_002 }), "{fx:?}");
+    assert_eq!(ro.nodes.iter().map(|n| n.state).collect::<Vec<_>>(), [Healthy, Waiting, Waiting, Waiting]);
+
+    // A tick before the time changes nothing; one after starts step 1.
+    let (early, fx) = step(ro.clone(), Input::Tick, 30_001);
+    assert_eq!((early.clone(), fx), (ro.clone(), vec![]));
+    let (ro, _) = feed(early, vec![at(Input::Tick, 30_002), at(installed("b"), 30_003), at(healthy("b"), 30_004)]);
+    assert_eq!(ro.hold, Some(Hold::Promote));
+    assert_eq!(ro.step, 1);
+    // A promotion goes on to every node left.
+    let (ro, fx) = step(ro, Input::Promote { full: false }, 40_000);
+    assert!(fx.contains(&Effect::Install { node: "c".into(), release: RELEASE.into() }), "{fx:?}");
+    assert!(fx.contains(&Effect::Install { node: "d".into(), release: RELEASE.into() }), "{fx:?}");
+    let (ro, fx) =
+        feed(ro, vec![at(installed("c"), 1), at(installed("d"), 1), at(healthy("c"), 1), at(healthy("d"), 50_000)]);
+    assert_eq!((ro.phase, ro.finished_ms), (Phase::Succeeded, Some(50_000)));
+    assert!(fx.contains(&Effect::Finished(Phase::Succeeded)));
+
+    // Promoting with `full` from the first pause skips the manual one too.
+    let (ro, _) = feed(
+        canary_rollout(&nodes, steps.clone()),
+        vec![at(Input::Start, 0), at(installed("a"), 1), at(healthy("a"), 2)],
+    );
+    let (ro, fx) = step(ro, Input::Promote { full: true }, 3);
+    let installs = fx.iter().filter(|e| matches!(e, Effect::Install { .. })).count();
+    assert_eq!((installs, ro.step, ro.hold), (3, 2, None), "b, c and d at once: {fx:?}");
+
+    // A failure during a pause goes back, as many at once as a step moved.
+    let (ro, _) = feed(
+        canary_rollout(&nodes, steps),
+        vec![
+            at(Input::Start, 0),
+            at(installed("a"), 1),
+            at(healthy("a"), 2),
+            at(Input::Tick, 40_000),
+            at(installed("b"), 3),
+            at(healthy("b"), 4),
+        ],
+    );
+    assert_eq!(ro.hold, Some(Hold::Promote));
+    let (ro, fx) = step(ro, failed("a"), 5);
+    assert_eq!((ro.phase, ro.hold), (Phase::RollingBack, None));
+    let backs: Vec<&Effect> = fx.iter().filter(|e| matches!(e, Effect::Rollback { .. })).collect();
+    assert_eq!(
+        backs,
+        [
+            &Effect::Rollback { node: "b".into(), to: Some(PREVIOUS.into()) },
+            &Effect::Rollback { node: "a".into(), to: Some(PREVIOUS.into()) }
+        ],
+        "the last updated first, as many at once as the largest step moves (the last moves two)"
+    );
+    let (ro, _) = feed(ro, vec![at(back("b"), 6), at(back("a"), 7)]);
+    assert_eq!(ro.phase, Phase::RolledBack);
+    // A promotion when nothing waits changes nothing.
+    let (ro2, fx) = step(ro.clone(), Input::Promote { full: false }, 8);
+    assert_eq!((ro2, fx), (ro, vec![]));
+}
+
+fn blue_green(nodes: &[&str]) -> Rollout {
+    let spec = Spec {
+        release: RELEASE.into(),
+        strategy: Strategy::BlueGreen,
+        on_failure: OnFailure::Rollback,
+        await_verdict: false,
+    };
+    let targets = nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: Some(PREVIOUS.into()) }).collect();
+    Rollout::new(spec, targets).expect("a valid blue-green")
+}
+
+#[test]
+fn blue_green_switches_every_node_only_once_every_node_is_healthy() {
+    let at = |input: Input| (input, 1);
+    let (ro, fx) =
+        feed(blue_green(&["a", "b"]), vec![at(Input::Start), at(installed("a")), at(installed("b")), at(healthy("a"))]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Switch { .. })), "not while b's green is unproven: {fx:?}");
+    let (ro, fx) = step(ro, healthy("b"), 2);
+    let switches: Vec<&Effect> = fx.iter().filter(|e| matches!(e, Effect::Switch { .. })).collect();
+    assert_eq!(switches, [&Effect::Switch { node: "a".into() }, &Effect::Switch { node: "b".into() }]);
+    let (done, fx) = feed(ro.clone(), vec![at(Input::NodeSwitched { node: "a".into() })]);
+    assert_eq!(done.phase, Phase::Progressing, "one switched is not all: {fx:?}");
+    let (done, fx) = step(done, Input::NodeSwitched { node: "b".into() }, 3);
+    assert_eq!(done.phase, Phase::Succeeded);
+    assert!(fx.contains(&Effect::Finished(Phase::Succeeded)));
+
+    // One node failing to switch sends both back at once, the switched one too.
+    let (back_ro, fx) = feed(ro, vec![at(Input::NodeSwitched { node: "a".into() }), at(failed("b"))]);
+    assert_eq!(back_ro.phase, Phase::RollingBack);
+    let backs = fx.iter().filter(|e| matches!(e, Effect::Rollback { .. })).count();
+    assert_eq!(backs, 2, "all at once: {fx:?}");
+
+    // A green that never gets healthy: nothing was switched, both go back.
+    let (ro, fx) =
+        feed(blue_green(&["a", "b"]), vec![at(Input::Start), at(installed("a")), at(healthy("a")), at(failed("b"))]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Switch { .. })), "{fx:?}");
+    assert_eq!(ro.nodes.iter().map(|n| n.state).collect::<Vec<_>>(), [RollingBack, RollingBack]);
+}
+
+#[test]
+fn a_fast_track_rollback_goes_to_the_target_on_every_node_at_once() {
+    let targets =
+        ["a", "b", "c"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(RELEASE.into()) }).collect();
+    let ro = Rollout::fast_track(PREVIOUS.into(), targets).unwrap();
+    let (ro, fx) = step(ro, Input::Start, 0);
+    let installs: Vec<&Effect> = fx.iter().filter(|e| matches!(e, Effect::Install { .. })).collect();
+    assert_eq!(installs.len(), 3, "every node at once: {fx:?}");
+    assert!(installs.iter().all(|e| matches!(e, Effect::Install { release, .. } if release == PREVIOUS)));
+    assert_eq!(ro.steps(), 1);
 }

@@ -234,15 +234,21 @@ fn leftovers_of_steps_run_as_another_user_are_killed_by_the_next_agent() {
     std::fs::create_dir_all(&marks).unwrap();
     std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let pid_file = marks.join("daemon.pid");
-    fleet.submit(
+    let run = fleet.submit(
         "daemon.yml",
         &format!(
-            "name: daemon\njobs:\n  daemon:\n    steps:\n      - run: |\n          sleep 1000 &\n          echo $! > {}\n          sleep 1000\n",
+            "name: daemon\njobs:\n  daemon:\n    steps:\n      - run: |\n          sleep 1000 &\n          echo $! > {}\n          echo started\n          sleep 1000\n",
             pid_file.display()
         ),
     );
     let pid: i32 = wait_for("the step to start its daemon", Duration::from_secs(20), || {
         std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    // Its output reaching the coordinator means the agent read it, which it
+    // starts only after handing the step's group to the watcher: killing
+    // the watcher earlier would make the agent start another with the list.
+    wait_for("the step's output", Duration::from_secs(20), || {
+        text(&fleet.drover(&["logs", &run, "daemon"]).stdout).contains("started").then_some(())
     });
     // The watcher goes first: it would kill the steps the moment the agent
     // dies. (A stopped watcher would not do: the agent's death orphans its

@@ -16,6 +16,7 @@ mod critical_path;
 mod dev;
 mod drover_bench;
 mod edge;
+mod environments;
 mod exit_codes;
 mod fleet;
 mod git;

@@ -5,14 +5,32 @@
 //! node that is not where the report says, an input in the wrong phase)
 //! change nothing and yield no effects.
 //!
-//! Only the rolling strategy exists. Its nodes are taken in the order given,
-//! in batches of `max_parallel`, and a batch starts only once every node
-//! before it is healthy and its gate has passed. A node goes through
+//! A rollout is a sequence of steps, each ending at a gate (module
+//! `plan` turns a [`Strategy`] into the steps for a number of nodes). The
+//! nodes are taken in the order given:
+//!
+//! - **rolling**: batches of `max_parallel`;
+//! - **canary**: steps that are shares of the nodes (`nodes: 10%`, or a
+//!   count), each optionally followed by a pause, timed
+//!   ([`Effect::WaitUntil`], ended by [`Input::Tick`]) or manual
+//!   ([`Effect::AwaitPromote`], ended by [`Input::Promote`]; `full` skips
+//!   the remaining pauses and updates every node left at once);
+//! - **blue-green**: one step of every node, where installing starts the
+//!   new release beside the old; once every node's new release is healthy
+//!   and the gate passed, every node is told to switch its traffic
+//!   ([`Effect::Switch`]) at once, and the rollout succeeds when all have.
+//!   A failure before or during the switch sends every node back (all at
+//!   once), so either every node serves the new release or none does.
+//!
+//! A step starts only once every node before it is healthy and its gate
+//! has passed. A node goes through
 //!
 //! ```text
 //! Waiting ──▶ Installing ──NodeInstalled──▶ Checking ──NodeHealthy──▶ Healthy
 //!                 │                            │                         │
 //!                 └──────────── NodeFailed ────┴─────────────────────────┴──▶ Failed
+//!
+//! (blue-green)  Healthy ──▶ Switching ──NodeSwitched──▶ Switched   (NodeFailed: Failed)
 //!
 //! (going back)  RollbackQueued ──▶ RollingBack ──NodeRolledBack──▶ RolledBack
 //!                                       └────────NodeFailed──────▶ RollbackFailed
@@ -52,28 +70,34 @@
 //! goes back like the others: the agent carries out one node's actions in
 //! the order they were sent (as it does attempts), so the rollback follows
 //! the install, and the install's reports that arrive afterwards are stale.
-//! Going straight back on every node at once (the deployments issue's
-//! fast-track rollback) will be another way through the `RollingBack` phase.
+//! A canary goes back as many nodes at once as its largest step moved, and
+//! blue-green all at once. A **fast-track rollback** (the deployments
+//! issue's `drover rollback`, straight to the target on every node) is not
+//! a way back through this rollout but a new one of the old release,
+//! [`Rollout::fast_track`]: every node at once, no pauses.
 //!
-//! **Not yet.** Canary and blue-green ([`Strategy`]) are refused when a
-//! rollout is made. The progress deadline needs no state here: when it
-//! passes, the driver feeds [`Input::Abort`] with that reason. Resuming
-//! after a coordinator failover (sending again the actions that were in
-//! flight, as the run machine's `Recover` does) comes with the controller
-//! that persists rollouts.
+//! The progress deadline needs no state here: when it passes, the driver
+//! feeds [`Input::Abort`] with that reason. Resuming after a coordinator
+//! failover (sending again the actions that were in flight, as the run
+//! machine's `Recover` does) comes with the controller that persists
+//! rollouts.
+
+mod machine;
+mod plan;
 
 use serde::{Deserialize, Serialize};
+
+pub use machine::step;
 
 /// How a release spreads over the nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     Rolling(Rolling),
-    /// Not yet: steps that are shares of the nodes, with timed or manual
-    /// pauses. [`Rollout::new`] refuses it.
-    Canary,
-    /// Not yet: the new release started beside the old on every node, then
-    /// one switch of traffic. [`Rollout::new`] refuses it.
+    /// Steps that are shares of the nodes, with timed or manual pauses.
+    Canary(Canary),
+    /// The new release started beside the old on every node, then one
+    /// switch of traffic on all of them.
     BlueGreen,
 }
 
@@ -81,10 +105,56 @@ impl Strategy {
     pub fn as_str(&self) -> &'static str {
         match self {
             Strategy::Rolling(_) => "rolling",
-            Strategy::Canary => "canary",
+            Strategy::Canary(_) => "canary",
             Strategy::BlueGreen => "blue_green",
         }
     }
+}
+
+/// A canary's steps, in order: shares of the nodes and pauses. The first is
+/// a share; the last share need not be all of them (the rest follows as a
+/// last step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub steps: Vec<CanaryStep>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryStep {
+    /// Update nodes until this share of them runs the release.
+    Nodes(Share),
+    /// Then wait before the next step.
+    Pause(Pause),
+}
+
+/// How many of the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Share {
+    /// 1 to 100 per cent, rounded up (at least one node).
+    Percent(u32),
+    /// At least 1; more than there are nodes means all of them.
+    Count(u32),
+}
+
+/// A pause after a canary step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pause {
+    /// For this many milliseconds.
+    For(u64),
+    /// Until someone promotes the rollout.
+    Manual,
+}
+
+/// A canary step that is over, waiting to go on: what [`Input::Tick`] or
+/// [`Input::Promote`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    Until(u64),
+    Promote,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +216,10 @@ pub enum NodeState {
     Checking,
     Healthy,
     Failed,
+    /// Blue-green: told to switch its traffic to the new release.
+    Switching,
+    /// Blue-green: serves the new release.
+    Switched,
     /// To go back once fewer than `max_parallel` nodes are going back.
     RollbackQueued,
     /// Told to go back to its previous release.
@@ -159,7 +233,15 @@ impl NodeState {
     /// Whether the rollout has changed the node, so that going back must
     /// include it.
     fn touched(self) -> bool {
-        matches!(self, NodeState::Installing | NodeState::Checking | NodeState::Healthy | NodeState::Failed)
+        matches!(
+            self,
+            NodeState::Installing
+                | NodeState::Checking
+                | NodeState::Healthy
+                | NodeState::Failed
+                | NodeState::Switching
+                | NodeState::Switched
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -168,6 +250,8 @@ impl NodeState {
             NodeState::Checking => "checking",
             NodeState::Healthy => "healthy",
             NodeState::Failed => "failed",
+            NodeState::Switching => "switching",
+            NodeState::Switched => "switched",
             NodeState::RollbackQueued => "rollback_queued",
             NodeState::RollingBack => "rolling_back",
             NodeState::RolledBack => "rolled_back",
@@ -250,6 +334,12 @@ pub struct Rollout {
     pub phase: Phase,
     /// The current step, from 0: for rolling, the batch.
     pub step: u32,
+    /// A canary step that is over and waits to go on, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// Promoted with `full`: no more pauses, every node left at once.
+    #[serde(default)]
+    pub promoted_full: bool,
     /// Set by [`Input::Abort`], so that the rollback that follows ends
     /// `Aborted` rather than `RolledBack`.
     pub abort_requested: bool,
@@ -273,8 +363,10 @@ pub enum SpecError {
     DuplicateNode(String),
     #[error("max_parallel is 0; at least one node must be updated at a time")]
     NoParallelism,
-    #[error("the {0} strategy is not implemented yet; use rolling")]
-    NotYet(&'static str),
+    #[error("a canary needs steps, and its first must be a share of the nodes (`nodes: 10%`), not a pause")]
+    CanaryStart,
+    #[error("canary step {0}: a share is 1% to 100%, or a count of at least 1")]
+    BadShare(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +403,17 @@ pub enum Input {
     },
     Pause,
     Resume,
+    /// The time, fed when a timed pause may have ended.
+    Tick,
+    /// End a canary's pause now; with `full`, also every pause after it,
+    /// updating every node left at once.
+    Promote {
+        full: bool,
+    },
+    /// Blue-green: the node serves the new release.
+    NodeSwitched {
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +429,14 @@ pub enum Effect {
     AwaitVerdict { step: u32 },
     /// Tell the node's agent to go back to `to` (none: remove the release).
     Rollback { node: String, to: Option<String> },
+    /// A canary step is over and pauses until `until_ms`: feed
+    /// [`Input::Tick`] then.
+    WaitUntil { step: u32, until_ms: u64 },
+    /// A canary step is over and waits for [`Input::Promote`].
+    AwaitPromote { step: u32 },
+    /// Blue-green: tell the node's agent to send its traffic to the new
+    /// release (its proxy switches); report `NodeSwitched` or `NodeFailed`.
+    Switch { node: String },
     /// The rollout reached a final phase.
     Finished(Phase),
 }
@@ -334,11 +445,7 @@ impl Rollout {
     /// A rollout that has not started, every node waiting. Feed it
     /// [`Input::Start`] next.
     pub fn new(spec: Spec, targets: Vec<Target>) -> Result<Rollout, SpecError> {
-        match &spec.strategy {
-            Strategy::Rolling(r) if r.max_parallel == 0 => return Err(SpecError::NoParallelism),
-            Strategy::Rolling(_) => {}
-            other => return Err(SpecError::NotYet(other.as_str())),
-        }
+        plan::plan(&spec.strategy, targets.len().max(1))?;
         if spec.release.is_empty() {
             return Err(SpecError::NoRelease);
         }
@@ -365,6 +472,8 @@ impl Rollout {
             nodes,
             phase: Phase::Pending,
             step: 0,
+            hold: None,
+            promoted_full: false,
             abort_requested: false,
             message: String::new(),
             started_ms: None,
@@ -376,218 +485,24 @@ impl Rollout {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// A fast-track rollback: `release` (the one to go back to) on every
+    /// node at once, with no pauses and no outside verdict; each node's
+    /// way back from it is `rollback_to`.
+    pub fn fast_track(release: String, targets: Vec<Target>) -> Result<Rollout, SpecError> {
+        let max_parallel = u32::try_from(targets.len()).unwrap_or(u32::MAX).max(1);
+        let spec = Spec {
+            release,
+            strategy: Strategy::Rolling(Rolling { max_parallel }),
+            on_failure: OnFailure::Rollback,
+            await_verdict: false,
+        };
+        Rollout::new(spec, targets)
+    }
+
     /// How many steps the rollout has: for rolling, its batches.
     pub fn steps(&self) -> u32 {
-        self.batch_size().map_or(0, |b| self.nodes.len().div_ceil(b) as u32)
+        plan::plan(&self.spec.strategy, self.nodes.len()).map_or(0, |p| p.ends.len() as u32)
     }
-
-    /// The batch size, for the strategies this machine drives. A rollout
-    /// read back from the store with another strategy is left alone.
-    fn batch_size(&self) -> Option<usize> {
-        match &self.spec.strategy {
-            Strategy::Rolling(r) => Some((r.max_parallel as usize).max(1)),
-            Strategy::Canary | Strategy::BlueGreen => None,
-        }
-    }
-
-    /// The index just past the current step's last node.
-    fn step_end(&self, batch: usize) -> usize {
-        ((self.step as usize + 1) * batch).min(self.nodes.len())
-    }
-
-    /// Whether every node up to the end of the current step is healthy. A
-    /// node of an earlier batch that failed since counts too: the next
-    /// batch must not start while it is down.
-    fn healthy_so_far(&self, batch: usize) -> bool {
-        self.nodes[..self.step_end(batch)].iter().all(|n| n.state == NodeState::Healthy)
-    }
-}
-
-/// Advances the rollout by one input. See the module docs for the phases.
-pub fn step(mut ro: Rollout, input: Input, now_ms: u64) -> (Rollout, Vec<Effect>) {
-    // The record is small (one entry per node), and comparing it is the
-    // surest way to persist exactly when something changed.
-    let before = ro.clone();
-    let mut fx = Vec::new();
-    if let Some(batch) = ro.batch_size()
-        && !ro.phase.is_terminal()
-    {
-        apply(&mut ro, batch, input, now_ms, &mut fx);
-    }
-    if ro != before {
-        fx.insert(0, Effect::Persist);
-    }
-    (ro, fx)
-}
-
-fn apply(ro: &mut Rollout, batch: usize, input: Input, now_ms: u64, fx: &mut Vec<Effect>) {
-    let phase = ro.phase;
-    match input {
-        Input::Start if phase == Phase::Pending => {
-            ro.phase = Phase::Progressing;
-            ro.started_ms = Some(now_ms);
-            start_step(ro, batch, fx);
-        }
-        Input::NodeInstalled { node } if phase.forward() => {
-            if let Some(n) = node_in(ro, &node, &[NodeState::Installing]) {
-                n.state = NodeState::Checking;
-                fx.push(Effect::CheckHealth { node });
-            }
-        }
-        Input::NodeHealthy { node } if phase.forward() => {
-            if let Some(n) = node_in(ro, &node, &[NodeState::Checking]) {
-                n.state = NodeState::Healthy;
-                gate(ro, batch, now_ms, fx);
-            }
-        }
-        Input::NodeFailed { node, reason } if phase.forward() => {
-            let moving = [NodeState::Installing, NodeState::Checking, NodeState::Healthy];
-            if let Some(n) = node_in(ro, &node, &moving) {
-                n.state = NodeState::Failed;
-                n.reason.clone_from(&reason);
-                fail(ro, batch, format!("node {node} failed: {reason}"), now_ms, fx);
-            }
-        }
-        Input::NodeFailed { node, reason } if phase == Phase::RollingBack => {
-            if let Some(n) = node_in(ro, &node, &[NodeState::RollingBack]) {
-                n.state = NodeState::RollbackFailed;
-                n.reason = reason;
-                rollback_next(ro, batch, now_ms, fx);
-            }
-        }
-        Input::NodeRolledBack { node } if phase == Phase::RollingBack => {
-            if let Some(n) = node_in(ro, &node, &[NodeState::RollingBack]) {
-                n.state = NodeState::RolledBack;
-                rollback_next(ro, batch, now_ms, fx);
-            }
-        }
-        // A verdict counts only while one is awaited: a pass before the
-        // nodes are healthy would skip the health gate, and one for another
-        // step is stale. A verdict that arrives during a pause is dropped;
-        // resuming asks again.
-        Input::Verdict { step, verdict }
-            if phase == Phase::Progressing && ro.spec.await_verdict && step == ro.step && ro.healthy_so_far(batch) =>
-        {
-            conclude(ro, batch, verdict, now_ms, fx);
-        }
-        Input::Abort { reason } if phase == Phase::Pending => {
-            ro.abort_requested = true;
-            ro.message = reason;
-            finish(ro, Phase::Aborted, now_ms, fx);
-        }
-        Input::Abort { reason } if phase.forward() => {
-            ro.abort_requested = true;
-            ro.message = reason;
-            begin_rollback(ro, batch, now_ms, fx);
-        }
-        Input::Pause if phase == Phase::Progressing => {
-            ro.phase = Phase::Paused;
-            ro.message = "paused".into();
-        }
-        Input::Resume if phase == Phase::Paused => {
-            ro.phase = Phase::Progressing;
-            ro.message.clear();
-            // Nodes that failed while paused (with on_failure: pause) are
-            // tried again; the rest of the step is where it was.
-            for n in ro.nodes.iter_mut().filter(|n| n.state == NodeState::Failed) {
-                n.state = NodeState::Installing;
-                n.reason.clear();
-                fx.push(Effect::Install { node: n.name.clone(), release: ro.spec.release.clone() });
-            }
-            gate(ro, batch, now_ms, fx);
-        }
-        _ => {}
-    }
-}
-
-/// The named node, if it is in one of `states`; reports about a node that
-/// is elsewhere (unknown, not started, already past that point) are stale.
-fn node_in<'a>(ro: &'a mut Rollout, name: &str, states: &[NodeState]) -> Option<&'a mut Node> {
-    ro.nodes.iter_mut().find(|n| n.name == name).filter(|n| states.contains(&n.state))
-}
-
-/// Installs the current step's nodes.
-fn start_step(ro: &mut Rollout, batch: usize, fx: &mut Vec<Effect>) {
-    let (begin, end) = (ro.step as usize * batch, ro.step_end(batch));
-    for n in &mut ro.nodes[begin..end] {
-        n.state = NodeState::Installing;
-        fx.push(Effect::Install { node: n.name.clone(), release: ro.spec.release.clone() });
-    }
-}
-
-/// The current step's gate, once every node so far is healthy: ask for an
-/// outside verdict, or let health alone be the verdict.
-fn gate(ro: &mut Rollout, batch: usize, now_ms: u64, fx: &mut Vec<Effect>) {
-    if ro.phase != Phase::Progressing || !ro.healthy_so_far(batch) {
-        return;
-    }
-    if ro.spec.await_verdict {
-        fx.push(Effect::AwaitVerdict { step: ro.step });
-    } else {
-        conclude(ro, batch, Verdict::Pass, now_ms, fx);
-    }
-}
-
-fn conclude(ro: &mut Rollout, batch: usize, verdict: Verdict, now_ms: u64, fx: &mut Vec<Effect>) {
-    match verdict {
-        Verdict::Pass if ro.step + 1 < ro.steps() => {
-            ro.step += 1;
-            start_step(ro, batch, fx);
-        }
-        Verdict::Pass => finish(ro, Phase::Succeeded, now_ms, fx),
-        Verdict::Fail { reason } => fail(ro, batch, format!("step {} failed its gate: {reason}", ro.step), now_ms, fx),
-        Verdict::Inconclusive { reason } => {
-            ro.phase = Phase::Paused;
-            ro.message = format!("step {}'s verdict is inconclusive: {reason}", ro.step);
-        }
-    }
-}
-
-/// A node or a gate failed: go back or hold, as the spec says.
-fn fail(ro: &mut Rollout, batch: usize, message: String, now_ms: u64, fx: &mut Vec<Effect>) {
-    ro.message = message;
-    match ro.spec.on_failure {
-        OnFailure::Rollback => begin_rollback(ro, batch, now_ms, fx),
-        OnFailure::Pause => ro.phase = Phase::Paused,
-    }
-}
-
-fn begin_rollback(ro: &mut Rollout, batch: usize, now_ms: u64, fx: &mut Vec<Effect>) {
-    ro.phase = Phase::RollingBack;
-    for n in ro.nodes.iter_mut().filter(|n| n.state.touched()) {
-        n.state = NodeState::RollbackQueued;
-    }
-    rollback_next(ro, batch, now_ms, fx);
-}
-
-/// Sends nodes back, last updated first, until `batch` are going back at
-/// once; finishes when none is left.
-fn rollback_next(ro: &mut Rollout, batch: usize, now_ms: u64, fx: &mut Vec<Effect>) {
-    let mut going = ro.nodes.iter().filter(|n| n.state == NodeState::RollingBack).count();
-    for n in ro.nodes.iter_mut().rev().filter(|n| n.state == NodeState::RollbackQueued) {
-        if going == batch {
-            break;
-        }
-        n.state = NodeState::RollingBack;
-        fx.push(Effect::Rollback { node: n.name.clone(), to: n.rollback_to.clone() });
-        going += 1;
-    }
-    if going == 0 {
-        let end = if ro.nodes.iter().any(|n| n.state == NodeState::RollbackFailed) {
-            Phase::Failed
-        } else if ro.abort_requested {
-            Phase::Aborted
-        } else {
-            Phase::RolledBack
-        };
-        finish(ro, end, now_ms, fx);
-    }
-}
-
-fn finish(ro: &mut Rollout, phase: Phase, now_ms: u64, fx: &mut Vec<Effect>) {
-    ro.phase = phase;
-    ro.finished_ms = Some(now_ms);
-    fx.push(Effect::Finished(phase));
 }
 
 #[cfg(test)]

@@ -1,0 +1,324 @@
+//! The declarative environments file (`drover env apply -f FILE`), read
+//! with every problem at file:line:column:
+//!
+//! ```yaml
+//! environments:
+//!   - name: staging
+//!     selector: {role: web, env: staging}   # agent labels, all required
+//!     description: the staging web tier      # optional
+//!   - name: production
+//!     selector: {role: web, env: prod}
+//!     require_approval: true                 # optional; then approvers are required
+//!     approvers: [alice, ops-team]           # certificate names
+//!     branches: [main, 'release/*']          # optional: only pipelines of these branches deploy
+//! ```
+//!
+//! `drover_pipeline::yaml` reads the document into a tree whose nodes carry
+//! their position (the reader pipeline files use); the tree is then
+//! checked by hand with the rules
+//! of the parent module, so one mistake does not hide the next. Only a
+//! YAML syntax error stops early. Repeated keys are reported with both
+//! places; so is an environment named twice.
+
+use std::collections::BTreeMap;
+
+use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, load};
+
+use super::{
+    MAX_FILE_BYTES, MAX_FILE_ENVIRONMENTS, Spec, approver_problem, approvers_problem, branch_problem,
+    branches_size_problem, check, description_problem, label_problem, name_problem, selector_size_problem,
+};
+
+/// The keys of one environment, for the error that names them.
+const KEYS: &[&str] = &["name", "selector", "require_approval", "approvers", "branches", "description"];
+const EXAMPLE: &str = "environments:\n  - name: staging\n    selector: {role: web, env: staging}";
+
+const START: Pos = Pos::START;
+
+/// What a node is, in words, for messages.
+fn describe(node: &Node) -> &'static str {
+    match &node.kind {
+        Kind::Null => "nothing",
+        Kind::Scalar(_) => "a single value",
+        Kind::Seq(_) => "a list",
+        Kind::Map(_) => "a mapping",
+    }
+}
+
+/// A scalar's text; numbers and booleans as written.
+fn text(node: &Node) -> Option<&str> {
+    node.scalar_text()
+}
+
+/// A boolean, if the node is one.
+fn boolean(node: &Node) -> Option<bool> {
+    match &node.kind {
+        Kind::Scalar(Scalar { ty: ScalarType::Bool, text, .. }) => Some(text == "true"),
+        _ => None,
+    }
+}
+
+/// Text from the file as a message quotes it: control characters escaped
+/// (the message reaches a terminal), and cut after 40 characters.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads the environments of file `file_name`: each checked by the rules,
+/// in the file's order, or every problem as `file:line:column: message`.
+pub fn parse_file(file_name: &str, text: &str) -> Result<Vec<Spec>, Vec<String>> {
+    let mut file = File { name: file_name, problems: Vec::new() };
+    if text.len() > MAX_FILE_BYTES {
+        file.problem(START, format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()));
+        return Err(file.problems);
+    }
+    let root = match load(text) {
+        Ok(root) => root,
+        Err(err) => {
+            let hint = err.hint.map(|h| format!("; {h}")).unwrap_or_default();
+            file.problem(err.pos, format!("not valid YAML: {}{hint}", err.message));
+            return Err(file.problems);
+        }
+    };
+    let specs = file.root(&root);
+    if file.problems.is_empty() { Ok(specs) } else { Err(file.problems) }
+}
+
+struct File<'a> {
+    name: &'a str,
+    problems: Vec<String>,
+}
+
+impl File<'_> {
+    fn problem(&mut self, pos: Pos, message: String) {
+        self.problems.push(format!("{}:{}:{}: {message}", self.name, pos.line, pos.column));
+    }
+
+    /// The entries of a mapping, each key a scalar and each once; `None`
+    /// (with the problem said) when `node` is not a mapping.
+    fn entries<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(&'n str, &'n Node, Pos)>> {
+        let Kind::Map(pairs) = &node.kind else {
+            self.problem(node.pos, format!("{what} must be a mapping (key: value), found {}", describe(node)));
+            return None;
+        };
+        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            let Some(name) = text(key) else {
+                self.problem(key.pos, format!("a key of {what} must be a single word, found {}", describe(key)));
+                continue;
+            };
+            if let Some(first) = seen.get(name) {
+                self.problem(
+                    key.pos,
+                    format!(
+                        "`{}` is given twice in {what}; the first is at {}:{}",
+                        shown(name),
+                        first.line,
+                        first.column
+                    ),
+                );
+                continue;
+            }
+            seen.insert(name, key.pos);
+            out.push((name, value, key.pos));
+        }
+        Some(out)
+    }
+
+    fn root(&mut self, root: &Node) -> Vec<Spec> {
+        if matches!(root.kind, Kind::Null) {
+            self.problem(root.pos, format!("the file is empty; list the environments like this:\n{EXAMPLE}"));
+            return Vec::new();
+        }
+        let Some(entries) = self.entries(root, "the file") else { return Vec::new() };
+        let mut list = None;
+        for (key, value, pos) in entries {
+            match key {
+                "environments" => list = Some(value),
+                other => {
+                    self.problem(pos, format!("unknown key `{}`; the file has one key, `environments`", shown(other)))
+                }
+            }
+        }
+        let Some(list) = list else {
+            self.problem(root.pos, format!("the file has no `environments:`; list them like this:\n{EXAMPLE}"));
+            return Vec::new();
+        };
+        let Kind::Seq(items) = &list.kind else {
+            let found = describe(list);
+            self.problem(list.pos, format!("`environments` must be a list (`- name: ...`), found {found}"));
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.problem(list.pos, "`environments` is empty; list at least one".to_owned());
+        }
+        if items.len() > MAX_FILE_ENVIRONMENTS {
+            let n = items.len();
+            self.problem(
+                list.pos,
+                format!(
+                    "{n} environments in one file, over the limit of {MAX_FILE_ENVIRONMENTS} (a file is applied in \
+                     one store transaction); split them into several files and apply each"
+                ),
+            );
+            return Vec::new();
+        }
+        let mut named: BTreeMap<String, Pos> = BTreeMap::new();
+        let mut specs = Vec::new();
+        for item in items {
+            let before = self.problems.len();
+            let Some((spec, name_pos)) = self.environment(item) else { continue };
+            // The same rules as for flags, as a whole: what the file's
+            // checks passed, they pass too, and tidy it the same way.
+            let spec = match check(spec) {
+                Ok(spec) => spec,
+                Err(problems) => {
+                    if self.problems.len() == before {
+                        problems.into_iter().for_each(|p| self.problem(item.pos, p));
+                    }
+                    continue;
+                }
+            };
+            if let Some(first) = named.get(&spec.name) {
+                let message = format!(
+                    "environment `{}` is defined twice; the first is at {}:{}",
+                    shown(&spec.name),
+                    first.line,
+                    first.column
+                );
+                self.problem(name_pos, message);
+                continue;
+            }
+            named.insert(spec.name.clone(), name_pos);
+            specs.push(spec);
+        }
+        specs
+    }
+
+    /// One environment, and where its name is; `None` when it has no name
+    /// (its other problems are said all the same).
+    fn environment(&mut self, item: &Node) -> Option<(Spec, Pos)> {
+        let entries = self.entries(item, "an environment")?;
+        let mut spec = Spec::default();
+        let mut name_pos = None;
+        let (mut approvers_pos, mut selector_pos) = (item.pos, None);
+        for (key, value, pos) in &entries {
+            match *key {
+                "name" => match text(value) {
+                    Some(name) => {
+                        if let Some(why) = name_problem(name) {
+                            self.problem(value.pos, why);
+                        }
+                        spec.name = name.to_owned();
+                        name_pos = Some(value.pos);
+                    }
+                    None => self.problem(value.pos, format!("`name` must be a name, found {}", describe(value))),
+                },
+                "selector" => {
+                    selector_pos = Some(value.pos);
+                    spec.selector = self.selector(value);
+                }
+                "require_approval" => match boolean(value) {
+                    Some(b) => spec.require_approval = b,
+                    None => {
+                        let found =
+                            text(value).map_or_else(|| describe(value).to_owned(), |t| format!("`{}`", shown(t)));
+                        self.problem(value.pos, format!("`require_approval` is true or false, found {found}"));
+                    }
+                },
+                "approvers" => {
+                    approvers_pos = value.pos;
+                    spec.approvers = self.list(value, "approvers", approver_problem);
+                }
+                "branches" => {
+                    spec.branches = self.list(value, "branches", branch_problem);
+                    if let Some(why) = branches_size_problem(spec.branches.len()) {
+                        self.problem(value.pos, why);
+                    }
+                }
+                "description" => match text(value) {
+                    Some(text) => {
+                        if let Some(why) = description_problem(text.trim()) {
+                            self.problem(value.pos, why);
+                        }
+                        spec.description = text.trim().to_owned();
+                    }
+                    None => self.problem(value.pos, format!("`description` is text, found {}", describe(value))),
+                },
+                other => self
+                    .problem(*pos, format!("unknown key `{}`; an environment has {}", shown(other), KEYS.join(", "))),
+            }
+        }
+        let Some(name_pos) = name_pos else {
+            self.problem(item.pos, "this environment has no `name`; give it one, e.g. `name: staging`".to_owned());
+            return None;
+        };
+        if selector_pos.is_none() {
+            let why = selector_size_problem(0).unwrap_or_default();
+            self.problem(item.pos, format!("environment `{}` has no `selector`: {why}", shown(&spec.name)));
+        }
+        let mut approvers: Vec<String> = Vec::new();
+        for a in std::mem::take(&mut spec.approvers) {
+            if !approvers.contains(&a) {
+                approvers.push(a);
+            }
+        }
+        if let Some(why) = approvers_problem(&spec.name, spec.require_approval, approvers.len()) {
+            self.problem(approvers_pos, why);
+        }
+        spec.approvers = approvers;
+        Some((spec, name_pos))
+    }
+
+    /// A selector: a mapping of labels, each checked.
+    fn selector(&mut self, node: &Node) -> BTreeMap<String, String> {
+        let mut selector = BTreeMap::new();
+        let Some(entries) = self.entries(node, "`selector`") else { return selector };
+        if let Some(why) = selector_size_problem(entries.len()) {
+            self.problem(node.pos, why);
+        }
+        for (key, value, pos) in entries {
+            let Some(value) = text(value).map(str::to_owned) else {
+                let found = describe(value);
+                self.problem(
+                    value.pos,
+                    format!("selector label `{}` must have a single value, found {found}", shown(key)),
+                );
+                continue;
+            };
+            if let Some(why) = label_problem(key, &value) {
+                self.problem(pos, why);
+            }
+            selector.insert(key.to_owned(), value);
+        }
+        selector
+    }
+
+    /// A list of names, each checked by `problem`.
+    fn list(&mut self, node: &Node, what: &str, problem: fn(&str) -> Option<String>) -> Vec<String> {
+        let Kind::Seq(items) = &node.kind else {
+            let found = describe(node);
+            self.problem(node.pos, format!("`{what}` must be a list (`[a, b]`), found {found}"));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match text(item) {
+                Some(text) => {
+                    let text = text.trim();
+                    match problem(text) {
+                        Some(why) => self.problem(item.pos, why),
+                        None => out.push(text.to_owned()),
+                    }
+                }
+                None => self.problem(item.pos, format!("an item of `{what}` must be text, found {}", describe(item))),
+            }
+        }
+        out
+    }
+}
