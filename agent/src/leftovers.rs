@@ -13,6 +13,12 @@
 //! With `--run-as` the steps belong to another user; the agent is root then,
 //! and root reads every process's environment.
 //!
+//! A deployed service and its supervisor
+//! ([`crate::deploy::supervise`]) are meant to outlive the agent, and are
+//! never taken for leftovers: the supervisor starts with a cleared
+//! environment and builds its service's without `DROVER_WORKSPACE` (a spec
+//! that sets it is refused).
+//!
 //! A process that cleared its environment and left its step's process group
 //! escapes; in production systemd's `KillMode` kills the whole cgroup when
 //! the agent dies (packaging/systemd/drover-agent.service).

@@ -42,6 +42,22 @@ pub struct StepUser {
     pub home: PathBuf,
 }
 
+/// Switches the calling process to `uid`, `gid` and `groups`, in the only
+/// order that works: supplementary groups while still root, then the gid,
+/// the uid last. For a forked child before exec (`pre_exec`), so it makes
+/// only async-signal-safe syscalls on memory the caller owns. std sets a
+/// uid and gid but not (on stable) supplementary groups, and runs
+/// `pre_exec` only after its own setuid, when setgroups is no longer
+/// allowed: so steps and services do all three here.
+pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> std::io::Result<()> {
+    // SAFETY: setgroups reads `groups.len()` ids from a live slice; setgid
+    // and setuid take plain integers.
+    let failed = unsafe {
+        libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0
+    };
+    if failed { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunAsError {
     #[error(

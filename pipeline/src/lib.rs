@@ -29,6 +29,9 @@
 //! `check`), evaluated by the caller against the run ([`expr::passes`]). Its
 //! header is the language's reference.
 //!
+//! [`deploy`] holds the types of a job's `deploy:` (a release rolled out as
+//! a service over an environment), which `check` reads and checks.
+//!
 //! The format, in short:
 //!
 //! ```yaml
@@ -62,10 +65,24 @@
 //!     if: always() && needs.build.result != 'skipped'   # `needs.JOB.result` for a job in `needs`
 //!     steps:
 //!       - run: make test
+//!   deploy-staging:            # a deploy job: no steps, runs-on, retries, matrix, cache or artifacts
+//!     needs: [build]
+//!     deploy:                  # see `deploy` for every key
+//!       environment: staging   # defined with `drover env create`
+//!       artifact: build:dist/app   # JOB:PATH, a file of the artifacts of a job in `needs`
+//!       service:
+//!         name: web
+//!         command: ./app --port ${PORT}   # run from the unpacked release
+//!         port: 8080           # the port users connect to; the node's proxy owns it
+//!         health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}   # or tcp: true, exec: CMD
+//!       strategy: {rolling: {max_parallel: 1}}   # or {canary: {steps: [{nodes: 10%}, {pause: manual}]}}
+//!                              # or {blue_green: {}}
+//!       hooks: {before: [{run: ./migrate}]}      # optional: before, after_batch, after, on_failure
 //! ```
 
 pub mod cache_key;
 mod check;
+pub mod deploy;
 pub mod expr;
 #[cfg(test)]
 mod tests;
@@ -78,6 +95,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use deploy::DeploySpec;
 pub use expr::Expr;
 
 /// The largest pipeline file we read, in bytes. Pipelines are small; a bigger
@@ -138,6 +156,32 @@ pub const MAX_EXPRESSION_NODES: usize = 256;
 /// The prefix of environment variables that Drover sets itself, which
 /// pipelines therefore may not define.
 pub const RESERVED_ENV_PREFIX: &str = "DROVER_";
+/// The longest environment name a deploy may name, in characters: the
+/// limit of `drover env create`.
+pub const MAX_ENVIRONMENT_NAME_LEN: usize = 63;
+/// The longest service name, in characters.
+pub const MAX_SERVICE_NAME_LEN: usize = 64;
+/// The most steps (shares and pauses) one canary may have.
+pub const MAX_CANARY_STEPS: usize = 20;
+/// The most nodes a rolling deploy may update at once.
+pub const MAX_ROLLING_PARALLEL: u32 = 1000;
+/// The most checks in a row a health check may ask for (`healthy_after`,
+/// `unhealthy_after`).
+pub const MAX_HEALTH_RUN: u32 = 100;
+/// The failures in a row that make a healthy node unhealthy when
+/// `unhealthy_after` is not written.
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+/// The longest time between two health checks.
+pub const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The longest a node may take to become healthy (a health check's `timeout`).
+pub const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// A deploy's `progress_deadline` when it is not written.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// The longest `progress_deadline` a deploy may ask for.
+pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+/// The environment variable a service reads its port from, which Drover
+/// sets and a service's `env` therefore may not.
+pub const SERVICE_PORT_VAR: &str = "PORT";
 
 /// A validated pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +221,8 @@ pub struct JobSpec {
     /// Jobs that must succeed before this one starts, without duplicates. All
     /// of them exist, none is this job, and there are no cycles.
     pub needs: Vec<String>,
-    /// The steps, run in order; there is at least one.
+    /// The steps, run in order; there is at least one, but for a deploy
+    /// job, which has none: its steps are its deploy's hooks.
     pub steps: Vec<StepSpec>,
     /// What the agent packs after the steps succeed, for the jobs that
     /// need this one.
@@ -210,6 +255,10 @@ pub struct JobSpec {
     /// written, which `needs:` and `needs.JOB.result` name for all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix: Option<MatrixCell>,
+    /// Its `deploy:`: the job rolls a release out over an environment
+    /// rather than running steps on one agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySpec>,
 }
 
 /// One combination of a job's `matrix:`, which became a job of its own

@@ -99,6 +99,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 approval: None,
                 concurrency: None,
                 matrix: None,
+                deploy: None,
             },
             JobSpec {
                 name: "test".into(),
@@ -117,6 +118,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 approval: None,
                 concurrency: None,
                 matrix: None,
+                deploy: None,
             },
             JobSpec {
                 name: "lint".into(),
@@ -135,6 +137,7 @@ fn full_example_parses_to_the_expected_pipeline() {
                 approval: None,
                 concurrency: None,
                 matrix: None,
+                deploy: None,
             },
         ],
         concurrency: None,
@@ -1767,7 +1770,7 @@ fn error_display_lists_every_diagnostic() {
         "ci.yaml:3:3: job `a` has no steps\n  \
            hint: add `steps:` with at least one `- run: <command>`\n\
          ci.yaml:4:5: unknown key `stepz` in job `a`\n  \
-           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval, concurrency, matrix, fail-fast"
+           hint: did you mean `steps`? allowed keys: runs-on, env, timeout, queue-timeout, retries, needs, steps, artifacts, cache, secrets, if, approval, concurrency, matrix, fail-fast, deploy"
     );
 }
 

@@ -146,25 +146,14 @@ impl Runner<'_> {
             .stderr(Stdio::piped())
             .process_group(0);
         if let Some(user) = &self.ctx.user {
-            // std sets a uid and gid but not (on stable) supplementary
-            // groups, and runs pre_exec only after its own setuid, when
-            // setgroups is no longer allowed: so all three go here, groups
-            // first and uid last. Only syscalls run in the forked child; the
-            // list was made before. (Without --run-as there is no pre_exec,
-            // and std keeps spawning with the cheaper posix_spawn.)
+            // `runas::become_user` in the forked child; the list was made
+            // before. (Without --run-as there is no pre_exec, and std keeps
+            // spawning with the cheaper posix_spawn.)
             let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
             // SAFETY: the closure only makes async-signal-safe syscalls on
             // memory it owns.
             unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+                cmd.pre_exec(move || crate::runas::become_user(uid, gid, &groups));
             }
         }
         let mut child = match cmd.spawn() {

@@ -153,9 +153,31 @@ async fn run(ctx: Arc<Ctx>, interval: Duration) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut looper = Loop::default();
+    // A delivery queued on any coordinator wakes the loop at once, rather
+    // than at the next tick; without the watch (it failed or ended) the
+    // tick still finds it.
+    let mut inbox = match ctx.store.watch(keys::INBOX, 0).await {
+        Ok(rx) => Some(rx),
+        Err(StoreError::Fenced { .. }) => return Ok(()),
+        Err(e) => {
+            warn!(error = %e, "cannot watch for webhook deliveries; they are picked up every tick");
+            None
+        }
+    };
     loop {
+        let delivered = async {
+            match inbox.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {}
+            message = delivered => {
+                if message.is_none() {
+                    inbox = None;
+                }
+            }
             Some(done) = looper.tasks.join_next_with_id() => {
                 if let Err(StoreError::Fenced { .. }) = looper.finished(done) {
                     return Ok(());

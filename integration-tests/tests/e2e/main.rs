@@ -36,6 +36,7 @@ mod retention;
 mod secrets;
 mod security;
 mod store_faults;
+mod supervise;
 mod tidy;
 mod traces;
 mod triggers;

@@ -147,3 +147,23 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("cannot reach the coordinator"), "{}", text(&out.stderr));
 }
+
+/// A deploy job is read and checked offline, and refused at submit until
+/// deployments are executed, with nothing stored.
+#[test]
+fn a_deploy_job_validates_offline_and_is_refused_at_submit() {
+    let fleet = Fleet::start("validation-deploy");
+    let file = fleet.dir.path().join("deploy.yml");
+    std::fs::write(
+        &file,
+        "name: d\njobs:\n  build:\n    artifacts: {paths: [dist]}\n    steps: [{run: make}]\n  deploy:\n    needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist/app.tar.gz\n      service:\n        name: web\n        command: ./app --port $PORT\n        port: 8080\n        health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}\n      strategy: {canary: {steps: [{nodes: 50%}, {pause: manual}, {nodes: 100%}]}}\n",
+    )
+    .unwrap();
+    let out = offline(&["validate", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = fleet.drover(&["run", "--detach", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`deploy`"), "names the job: {}", text(&out.stderr));
+    let runs = fleet.drover(&["runs", "-o", "json"]);
+    assert_eq!(text(&runs.stdout).trim(), "[]", "nothing stored");
+}

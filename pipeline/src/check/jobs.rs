@@ -3,11 +3,13 @@
 //! `needs` as written. Its `if:` and the `${{ }}` in its `env` are read
 //! once its `needs`, `env` and `secrets` are known, which they may name.
 //! Whether the jobs a job needs exist, and whether needs form a cycle, can
-//! only be told once every job has been read; `graph` checks that.
+//! only be told once every job has been read; `graph` checks that, and then
+//! `deploy` checks the artifact each deploy job takes from a job it needs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use super::deploy::ArtifactUse;
 use super::{Checker, Entry, ScopeNames, find, matrix};
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{Diagnostic, JobSpec, MAX_JOBS, MAX_NAME_LEN, MAX_RETRIES, MAX_TIMEOUT, MatrixCell};
@@ -29,6 +31,7 @@ const JOB_KEYS: &[&str] = &[
     "concurrency",
     "matrix",
     "fail-fast",
+    "deploy",
 ];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
@@ -41,6 +44,12 @@ pub(super) struct JobDraft {
     /// The `needs` entries as written, in order, with their positions (a
     /// matrix job's name stands for all its expansions).
     pub(super) needs: Vec<(String, Pos)>,
+    /// Whether the job has an `artifacts:` key, right or wrong (a deploy
+    /// that takes its artifact is not told it has none when it is wrong).
+    pub(super) artifacts_written: bool,
+    /// For a deploy job, its `artifact:` as written, checked against the
+    /// job it names once every job has been read.
+    pub(super) deploy_artifact: Option<ArtifactUse>,
 }
 
 impl Checker<'_> {
@@ -86,6 +95,7 @@ impl Checker<'_> {
         }
         let names: Vec<&str> = entries.iter().map(|entry| entry.key).collect();
         self.needs_graph(&names, &mut drafts);
+        self.deploy_artifacts(&drafts);
         drafts.into_iter().map(|draft| draft.spec).collect()
     }
 
@@ -186,8 +196,11 @@ impl Checker<'_> {
                 approval: None,
                 concurrency: None,
                 matrix: cell,
+                deploy: None,
             },
             needs: Vec::new(),
+            artifacts_written: false,
+            deploy_artifact: None,
         };
         let map = match &entry.value.kind {
             Kind::Map(map) => map,
@@ -211,6 +224,11 @@ impl Checker<'_> {
         let context = format!("in job `{name}`");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, JOB_KEYS, &context);
+        let deploys = find(&entries, "deploy").is_some();
+        if deploys {
+            self.deploy_job_keys(&entries, name);
+        }
+        draft.artifacts_written = find(&entries, "artifacts").is_some();
 
         if let Some(entry) = find(&entries, "runs-on") {
             draft.spec.runs_on = self.labels(entry.value, name);
@@ -260,10 +278,15 @@ impl Checker<'_> {
             if let Some(entry) = find(&entries, "env") {
                 self.env_interpolations(entry.value, &draft.spec.env, scope, &context);
             }
-            find(&entries, "steps").map(|steps| self.steps(steps, name, scope))
+            if let Some(entry) = find(&entries, "deploy") {
+                (draft.spec.deploy, draft.deploy_artifact) = self.deploy(entry, name, scope);
+            }
+            // A deploy job's steps are its hooks; `deploy_job_keys` said so.
+            find(&entries, "steps").filter(|_| !deploys).map(|steps| self.steps(steps, name, scope))
         });
         match steps {
             Some(steps) => draft.spec.steps = steps,
+            None if deploys => {}
             None => self.error(
                 entry.key_pos,
                 format!("job `{name}` has no steps"),

@@ -24,6 +24,10 @@
 //!   values and `run` scripts, read by [`crate::expr`] and faults pointed
 //!   at inside the string;
 //! - `secrets`: a job's `secrets`, and whether they exist when that is known;
+//! - `deploy`: a job's `deploy` (environment, `artifact: JOB:PATH`, service
+//!   and health check, strategy, hooks read as steps), the job keys a
+//!   deploy job may not have, and, once every job is read, the artifact
+//!   checked against the job it names;
 //! - `triggers`: `on:`, the events that start the pipeline (globs and cron
 //!   expressions checked);
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
@@ -34,7 +38,7 @@
 //! mapping is read: a top-level key (such as the triggers, `on:`) here, a
 //! job key in `jobs`, a step key in `steps`. A key with rules of its own gets
 //! a file of its own, called from there as `env` is: `matrix`, concurrency
-//! groups and approvals from `jobs`; `if:` conditions and `${{ }}`
+//! groups, approvals and `deploy` from `jobs`; `if:` conditions and `${{ }}`
 //! expressions, which may appear in several places, are read in
 //! `expressions`, which each of those places calls.
 
@@ -47,6 +51,7 @@ mod approval;
 mod artifacts;
 mod cache;
 mod concurrency;
+mod deploy;
 mod env;
 mod expressions;
 mod graph;

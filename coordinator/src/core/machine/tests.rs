@@ -29,6 +29,7 @@ pub(crate) fn pipeline(jobs: &[(&str, &[&str], u32)]) -> Pipeline {
                 approval: None,
                 concurrency: None,
                 matrix: None,
+                deploy: None,
             })
             .collect(),
         concurrency: None,

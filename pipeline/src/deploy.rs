@@ -1,0 +1,236 @@
+//! The `deploy:` of a job, as checked: a release (an artifact of a job this
+//! one needs) rolled out as a service over an environment's nodes.
+//!
+//! ```yaml
+//! deploy-staging:
+//!   needs: [build]
+//!   deploy:
+//!     environment: staging
+//!     artifact: build:dist/app.tar.gz
+//!     service:
+//!       name: web
+//!       command: ./app --port ${PORT}
+//!       env: {RUST_LOG: info}
+//!       port: 8080
+//!       health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}
+//!     strategy: {canary: {steps: [{nodes: 10%}, {pause: 30s}, {nodes: 50%}, {pause: manual}, {nodes: 100%}]}}
+//!     progress_deadline: 10m
+//!     auto_rollback: true
+//!     on_newer: queue
+//!     hooks: {before: [{run: ./migrate}], after_batch: [{run: ./smoke}]}
+//! ```
+//!
+//! The checking is `check/deploy`'s; these are only the types. The
+//! strategy types have the shape of `drover_deploy::rollout`'s
+//! (`Strategy`, `Canary`, `CanaryStep`, `Share`, `Pause`), one variant for
+//! one variant, so that the coordinator maps one onto the other without a
+//! rule of its own; this crate does not depend on that one, which keeps the
+//! language apart from the rollout machine. A timed pause is a [`Duration`]
+//! here, as every duration of the language is, and milliseconds there.
+//! [`Rolling`] also keeps `max_unavailable`, which the rollout machine does
+//! not model yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StepSpec;
+
+/// A job's `deploy`: which release goes where, run how, rolled out how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// The environment's name (`drover env create`), in the grammar of
+    /// environment names. Whether it exists is the coordinator's to check.
+    pub environment: String,
+    /// The release: one file of an artifact of a job this one needs.
+    pub artifact: ArtifactRef,
+    /// What runs on each node, and how its health is told.
+    pub service: ServiceSpec,
+    /// How the release spreads over the nodes; rolling one node at a time
+    /// when the file says nothing.
+    pub strategy: Strategy,
+    /// Past this, a rollout that has not finished is aborted (and rolled
+    /// back when `auto_rollback` says so); at most
+    /// [`crate::MAX_PROGRESS_DEADLINE`], [`crate::DEFAULT_PROGRESS_DEADLINE`]
+    /// when not written.
+    pub progress_deadline: Duration,
+    /// Whether a failed rollout puts every node it touched back on its last
+    /// healthy release (the default), or stops where it stands for a person.
+    pub auto_rollback: bool,
+    /// What a newer deploy of the same service does while this one rolls.
+    #[serde(default)]
+    pub on_newer: OnNewer,
+    /// Steps run at fixed points of the rollout.
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+}
+
+/// `artifact: JOB:PATH`: the file `path` of the artifacts of job `job`.
+/// The release is that artifact, by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// A job in the deploy job's `needs` that has `artifacts:` (not a
+    /// matrix job), whose artifacts the deploy job does not leave out.
+    pub job: String,
+    /// Relative, without `.`, `..`, empty parts or glob characters: the
+    /// normal form of a path inside the artifact (`dist/app.tar.gz`). One
+    /// of that job's `artifacts: paths` matches it or a directory above it.
+    pub path: String,
+}
+
+/// The service a release runs on each node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// 1 to [`crate::MAX_SERVICE_NAME_LEN`] of `[A-Za-z0-9_.-]`, starting
+    /// with a letter or digit.
+    pub name: String,
+    /// The command, run from the unpacked release; never empty. `${PORT}`
+    /// in it is the service's own variable (the port the node's proxy sends
+    /// its traffic to), not an expression. Any `${{ }}` was checked at
+    /// submit.
+    pub command: String,
+    /// Its environment variables, under the rules of a job's `env`; never
+    /// `PORT`, which Drover sets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The port users connect to, which the node's proxy owns; 1 to 65535.
+    pub port: u16,
+    /// How a node's service is told healthy.
+    pub health: HealthSpec,
+}
+
+/// A service's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// What is checked.
+    pub check: HealthCheck,
+    /// The time between two checks; at most [`crate::MAX_HEALTH_INTERVAL`].
+    pub interval: Duration,
+    /// This many passes in a row make a node healthy; 1 to
+    /// [`crate::MAX_HEALTH_RUN`].
+    pub healthy_after: u32,
+    /// This many failures in a row make a healthy node unhealthy; 1 to
+    /// [`crate::MAX_HEALTH_RUN`], [`crate::DEFAULT_UNHEALTHY_AFTER`] when
+    /// not written.
+    pub unhealthy_after: u32,
+    /// How long a node may take, once its release started, to become
+    /// healthy; past it the node fails. Long enough for `healthy_after`
+    /// checks; at most [`crate::MAX_HEALTH_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+/// The one kind of a [`HealthSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// `http: /healthz`: a GET of this path (starting with `/`) on the
+    /// service's port passes with a 2xx answer.
+    Http(String),
+    /// `tcp: true`: a connection to the service's port passes.
+    Tcp,
+    /// `exec: ./check`: this command, run from the release, passes when it
+    /// exits 0; never empty.
+    Exec(String),
+}
+
+/// How a release spreads over the nodes: `drover_deploy::rollout::Strategy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Batches of nodes, one after the other.
+    Rolling(Rolling),
+    /// Steps that are shares of the nodes, with timed or manual pauses.
+    Canary(Canary),
+    /// The new release started beside the old on every node, then one
+    /// switch of traffic on all of them.
+    BlueGreen,
+}
+
+/// `rolling:`'s settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rolling {
+    /// How many nodes are updated at once; 1 (the default) to
+    /// [`crate::MAX_ROLLING_PARALLEL`].
+    pub max_parallel: u32,
+    /// How many nodes may be out of service at once; 0 (the default) to
+    /// `max_parallel`.
+    pub max_unavailable: u32,
+}
+
+/// A canary's steps, in order: `drover_deploy::rollout::Canary`. The first
+/// is a share; there are at most [`crate::MAX_CANARY_STEPS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The steps, as written.
+    pub steps: Vec<CanaryStep>,
+}
+
+/// One canary step: `drover_deploy::rollout::CanaryStep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryStep {
+    /// `{nodes: 10%}`: update nodes until this share of them runs the release.
+    Nodes(Share),
+    /// `{pause: 30s}`, `{pause: manual}`: then wait before the next step.
+    Pause(Pause),
+}
+
+/// How many of the nodes: `drover_deploy::rollout::Share`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Share {
+    /// `10%`: 1 to 100 per cent, rounded up (at least one node).
+    Percent(u32),
+    /// `3`: at least 1; more than there are nodes means all of them.
+    Count(u32),
+}
+
+/// A pause after a canary step: `drover_deploy::rollout::Pause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pause {
+    /// `30s`: for this long.
+    For(Duration),
+    /// `manual`: until someone promotes the rollout (`drover rollout promote`).
+    Manual,
+}
+
+/// `on_newer:`, what a newer deploy of the same service does while this
+/// one is rolling out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNewer {
+    /// It waits for this one to finish (the default).
+    #[default]
+    Queue,
+    /// It takes over: this one stops where it stands.
+    Supersede,
+}
+
+/// `hooks:`, steps run at fixed points of a rollout, each list read as a
+/// job's `steps`; an empty list is a hook not written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Hooks {
+    /// Once, on one node of the environment, before the first batch (a
+    /// database migration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<StepSpec>,
+    /// On each node after its switch; a failure fails that batch as a failed
+    /// health check does (smoke tests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_batch: Vec<StepSpec>,
+    /// Once, after the rollout succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<StepSpec>,
+    /// Once, after a rollback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<StepSpec>,
+}
+
+impl Hooks {
+    /// Whether no hook is written.
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after_batch.is_empty() && self.after.is_empty() && self.on_failure.is_empty()
+    }
+}
