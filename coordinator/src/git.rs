@@ -179,6 +179,7 @@ pub async fn at_commit(
     let dir_str = dir.to_string_lossy().into_owned();
     let result = async {
         bare_clone(repo, &dir_str).await?;
+        fetch_unreachable(&dir, commit).await?;
         let object = format!("{commit}:{file}");
         let out = git(Some(&dir), &["show", "--end-of-options", &object]).await?;
         if !out.status.success() {
@@ -224,6 +225,22 @@ pub async fn at_commit(
     };
     let _ = tokio::fs::remove_dir_all(&dir).await;
     result
+}
+
+/// Fetches `commit` by its id when the clone lacks it: a pull request from
+/// a fork, whose head no branch holds, only `refs/pull/N/head` (GitHub,
+/// Gitea) or `refs/merge-requests/N/head` (GitLab). Servers that let a
+/// client fetch any commit a ref reaches (protocol v2, and those forges)
+/// send it; a failure is left to the read that follows, which says the
+/// commit was not found.
+async fn fetch_unreachable(dir: &Path, commit: &str) -> Result<(), GitError> {
+    let spec = format!("{commit}^{{commit}}");
+    if git(Some(dir), &["cat-file", "-e", &spec]).await?.status.success() {
+        return Ok(());
+    }
+    // `commit` is a full commit id (checked by the caller), never an option.
+    let _ = git(Some(dir), &["fetch", "--quiet", "origin", commit]).await?;
+    Ok(())
 }
 
 fn unique() -> u64 {

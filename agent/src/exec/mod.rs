@@ -465,6 +465,8 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
         steps.push((
             format!("checkout {commit}"),
             "git clone --quiet --no-checkout -- \"$DROVER_CHECKOUT_REPO\" . && \
+             { git cat-file -e \"$DROVER_COMMIT^{commit}\" 2>/dev/null || \
+               git fetch --quiet origin \"$DROVER_COMMIT\"; } && \
              git -c advice.detachedHead=false checkout --quiet --detach \"$DROVER_COMMIT\""
                 .to_string(),
             vec![("DROVER_CHECKOUT_REPO", repo.as_str()), ("GIT_TERMINAL_PROMPT", "0")],

@@ -62,6 +62,19 @@ pub const MAX_CONCURRENT: usize = 8;
 /// How often intents left pending (a submit refused for a while) are
 /// tried again.
 const RETRY_PENDING_EVERY: Duration = Duration::from_secs(30);
+/// The first wait before deliveries that could not start are tried again.
+const RETRY_DELIVERIES_FIRST: Duration = Duration::from_secs(2);
+/// The longest.
+const RETRY_DELIVERIES_MAX: Duration = Duration::from_secs(60);
+
+/// How long deferred deliveries wait, given the last wait.
+fn retry_delay(last: Option<Duration>) -> Duration {
+    last.map_or(RETRY_DELIVERIES_FIRST, |last| (last * 2).min(RETRY_DELIVERIES_MAX))
+}
+
+/// Whether a repository task left deliveries to try again later.
+pub(crate) type Deferred = bool;
+
 /// How often old intents and delivery ids are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -197,7 +210,12 @@ async fn run(ctx: Arc<Ctx>, interval: Duration) -> Result<(), ControllerError> {
 /// starts from the store).
 #[derive(Default)]
 struct Loop {
-    tasks: JoinSet<Result<(), StoreError>>,
+    tasks: JoinSet<Result<Deferred, StoreError>>,
+    /// Repositories whose deliveries could not start yet (git was down),
+    /// and when to try them again: doubling from [`RETRY_DELIVERIES_FIRST`]
+    /// to [`RETRY_DELIVERIES_MAX`], so a server that is down is not cloned
+    /// every tick.
+    deferred: HashMap<String, (Instant, Duration)>,
     /// The repository of each running task, by task id.
     busy: HashMap<tokio::task::Id, String>,
     next_poll: HashMap<String, Instant>,
@@ -217,7 +235,7 @@ impl Loop {
 
     fn finished(
         &mut self,
-        done: Result<(tokio::task::Id, Result<(), StoreError>), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, Result<Deferred, StoreError>), tokio::task::JoinError>,
     ) -> Result<(), StoreError> {
         let (id, result) = match done {
             Ok((id, result)) => (id, result),
@@ -234,7 +252,15 @@ impl Loop {
                 warn!(repo, error = %e, "a repository's triggers task failed; it is tried again at its next poll");
                 Ok(())
             }
-            Ok(()) => Ok(()),
+            Ok(true) => {
+                let delay = retry_delay(self.deferred.get(&repo).map(|(_, last)| *last));
+                self.deferred.insert(repo, (Instant::now() + delay, delay));
+                Ok(())
+            }
+            Ok(false) => {
+                self.deferred.remove(&repo);
+                Ok(())
+            }
         }
     }
 
@@ -285,6 +311,7 @@ impl Loop {
             }
         }
         self.next_poll.retain(|name, _| repos.contains_key(name));
+        self.deferred.retain(|name, _| repos.contains_key(name));
         let mut inbox: HashMap<String, Vec<(String, Inboxed)>> = HashMap::new();
         for kv in &inbox_kvs {
             let repo = kv.key[keys::INBOX.len()..].split('/').next().unwrap_or_default();
@@ -314,7 +341,8 @@ impl Loop {
             }
             let state = states.remove(&name).filter(|s| s.repo_revision == revision);
             let poll = self.next_poll.get(&name).is_none_or(|at| *at <= now);
-            let deliveries = inbox.remove(&name).unwrap_or_default();
+            let waiting = self.deferred.get(&name).is_some_and(|(at, _)| *at > now);
+            let deliveries = if waiting { Vec::new() } else { inbox.remove(&name).unwrap_or_default() };
             let ticks = state.as_ref().is_some_and(|s| !due(s, now_ms).is_empty());
             if !poll && deliveries.is_empty() && !ticks {
                 continue;

@@ -253,3 +253,15 @@ async fn a_failed_poll_is_the_last_error_until_a_poll_succeeds() {
     assert_eq!(state().await.last_error, None);
     assert!(state().await.heads.is_some());
 }
+
+#[test]
+fn deliveries_that_cannot_start_wait_longer_each_time_up_to_a_minute() {
+    let mut waits = Vec::new();
+    let mut last = None;
+    for _ in 0..8 {
+        let next = super::retry_delay(last);
+        waits.push(next.as_secs());
+        last = Some(next);
+    }
+    assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+}

@@ -52,7 +52,7 @@ pub(super) async fn repo_work(
     record: RepoRecord,
     revision: Revision,
     work: Work,
-) -> Result<(), StoreError> {
+) -> Result<super::Deferred, StoreError> {
     let store = ctx.store.as_ref();
     let now_ms = now_ms();
     let mut state = match store.get(&keys::repo_state(&record.name)).await? {
@@ -63,6 +63,7 @@ pub(super) async fn repo_work(
         state = RepoState { repo_revision: revision, ..RepoState::default() };
     }
     let mut notes = Notes::default();
+    let mut deferred = false;
     for (key, item) in work.deliveries {
         let mut later = false;
         for want in wants_of(&record, &item.observation) {
@@ -70,8 +71,10 @@ pub(super) async fn repo_work(
             later |= matches!(outcome, Outcome::Later(_));
             notes.note(&outcome);
         }
-        // One that may pass is handled again at the next pass.
-        if !later {
+        // One that may pass is handled again, after a while.
+        if later {
+            deferred = true;
+        } else {
             store.txn(Txn::ops(vec![Op::delete(key)])).await?;
         }
     }
@@ -96,7 +99,7 @@ pub(super) async fn repo_work(
         failure: Vec::new(),
     };
     store.txn(txn).await?;
-    Ok(())
+    Ok(deferred)
 }
 
 /// Polls `record`: its heads, the starts they ask for, and its schedules

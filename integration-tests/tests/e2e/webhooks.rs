@@ -117,6 +117,8 @@ jobs:
   build:
     secrets: [DEPLOY_TOKEN]
     steps: [{run: 'echo \"token $DEPLOY_TOKEN\"'}]
+  show:
+    steps: [{run: 'echo \"checked out $(git rev-parse HEAD)\"'}]
 ";
 
 #[test]
@@ -197,11 +199,18 @@ fn a_pull_request_run_of_an_untrusted_repository_gets_no_secrets() {
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
     commit(&repo, ".drover.yml", WITH_SECRET, "one");
+    // A pull request from a fork: its head is on no branch here, only under
+    // refs/pull/12/head, as GitHub keeps it.
     git(&repo, &["checkout", "-q", "-b", "feature"]);
     let head = commit(&repo, "change", "x\n", "a change from a contributor");
+    git(&repo, &["update-ref", "refs/pull/12/head", &head]);
+    git(&repo, &["checkout", "-q", "main"]);
+    git(&repo, &["branch", "-q", "-D", "feature"]);
     let secret_file = fleet.dir.path().join("hook.secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let url = repo.to_str().unwrap();
+    // file://, so that git clones as from a server: only what refs reach.
+    let url = format!("file://{}", repo.display());
+    let url = url.as_str();
     let out =
         fleet.drover(&["repo", "add", "web", "--url", url, "--webhook-secret-file", secret_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -221,4 +230,8 @@ fn a_pull_request_run_of_an_untrusted_repository_gets_no_secrets() {
     assert!(job["message"].as_str().unwrap().contains("secrets are withheld from pull-request runs"), "{job:#}");
     let log = text(&fleet.drover(&["logs", &id, "build"]).stdout);
     assert!(!log.contains("tok-3141592653"), "{log}");
+    // The agent fetched the fork's head too.
+    assert_eq!(fleet.job(&id, "show")["state"], "succeeded");
+    let log = text(&fleet.drover(&["logs", &id, "show"]).stdout);
+    assert!(log.contains(&format!("checked out {head}")), "{log}");
 }
