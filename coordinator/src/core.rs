@@ -13,4 +13,5 @@ pub mod keys;
 pub mod logs;
 pub mod machine;
 pub mod rerun;
+pub mod rollouts;
 pub mod triggers;

@@ -1,0 +1,194 @@
+//! A deploy job's rollout, decided before anything moves: whether the
+//! environment lets this run deploy, which of its nodes take part and in
+//! what order, and the [`drover_deploy::rollout::Rollout`] the rollout
+//! controller will drive. Pure: the caller hands in the environment, its
+//! nodes as the fleet sees them, and each node's last healthy release.
+//!
+//! - **Who may deploy.** An environment with `branches` takes runs of those
+//!   branches only; a run with no branch (a file submitted as it is) is
+//!   refused there.
+//! - **Which nodes.** The environment's nodes that are connected and ready,
+//!   in name order (so a rerun takes them in the same order). None is a
+//!   refusal that says how many are known but away, and what the selector
+//!   asks for: a rollout over no node would look like a deploy that worked.
+//! - **The spec.** The pipeline's strategy maps one to one onto the rollout
+//!   machine's (a timed pause in milliseconds); `auto_rollback: false`
+//!   pauses on a failure instead of going back.
+//!
+//! Approvals are the job's own `approval:` (and the environment's, which
+//! the controller adds to it); they are decided before this is called.
+
+use std::collections::BTreeMap;
+
+use drover_deploy::rollout::{self, OnFailure, Rollout, SpecError, Target};
+use drover_pipeline::deploy::{CanaryStep, DeploySpec, Pause, Share, Strategy};
+
+use super::environments::{Node, Spec as Environment};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "environment {env} takes deploys from the branches {allowed} only, and this run is {from}; run it from one \
+         of them, or add the branch with `drover env apply`"
+    )]
+    Branch { env: String, allowed: String, from: String },
+    #[error(
+        "environment {env} has no node to deploy to: no connected, ready agent has the labels {selector}{away}; \
+         start an agent whose certificate has them (`drover certs issue-agent --labels ...`), or change the \
+         environment's selector"
+    )]
+    NoNodes { env: String, selector: String, away: String },
+    #[error("cannot roll out: {0}")]
+    Spec(#[from] SpecError),
+}
+
+/// The rollout machine's strategy for the pipeline's.
+pub fn strategy(strategy: &Strategy) -> rollout::Strategy {
+    match strategy {
+        Strategy::Rolling(r) => rollout::Strategy::Rolling(rollout::Rolling { max_parallel: r.max_parallel }),
+        Strategy::BlueGreen => rollout::Strategy::BlueGreen,
+        Strategy::Canary(c) => rollout::Strategy::Canary(rollout::Canary {
+            steps: c
+                .steps
+                .iter()
+                .map(|s| match *s {
+                    CanaryStep::Nodes(Share::Percent(p)) => rollout::CanaryStep::Nodes(rollout::Share::Percent(p)),
+                    CanaryStep::Nodes(Share::Count(n)) => rollout::CanaryStep::Nodes(rollout::Share::Count(n)),
+                    CanaryStep::Pause(Pause::Manual) => rollout::CanaryStep::Pause(rollout::Pause::Manual),
+                    CanaryStep::Pause(Pause::For(d)) => rollout::CanaryStep::Pause(rollout::Pause::For(
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    )),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// The rollout of `deploy`'s `release` (the artifact's digest) over `env`,
+/// whose nodes are `nodes`, for a run of `branch`. `previous` gives each
+/// node's last healthy release of the service, to go back to.
+pub fn plan(
+    deploy: &DeploySpec,
+    release: &str,
+    env: &Environment,
+    branch: Option<&str>,
+    nodes: &[Node],
+    previous: &BTreeMap<String, String>,
+) -> Result<Rollout, PlanError> {
+    if !env.admits(branch) {
+        return Err(PlanError::Branch {
+            env: env.name.clone(),
+            allowed: env.branches.join(", "),
+            from: branch.map_or_else(|| "from no branch".to_owned(), |b| format!("of branch {b}")),
+        });
+    }
+    let mut ready: Vec<&Node> = nodes.iter().filter(|n| n.connected && n.ready()).collect();
+    ready.sort_by(|a, b| a.name.cmp(&b.name));
+    if ready.is_empty() {
+        let away = match nodes.len() {
+            0 => String::new(),
+            1 => " (one agent has them, but it is not connected and ready)".to_owned(),
+            n => format!(" ({n} agents have them, but none is connected and ready)"),
+        };
+        let selector = env.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        return Err(PlanError::NoNodes { env: env.name.clone(), selector, away });
+    }
+    let spec = rollout::Spec {
+        release: release.to_owned(),
+        strategy: strategy(&deploy.strategy),
+        on_failure: if deploy.auto_rollback { OnFailure::Rollback } else { OnFailure::Pause },
+        await_verdict: false,
+    };
+    let targets =
+        ready.iter().map(|n| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() }).collect();
+    Ok(Rollout::new(spec, targets)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(strategy: &str, extra: &str) -> DeploySpec {
+        let text = format!(
+            "name: d\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps: [{{run: make}}]\n  deploy:\n    \
+             needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist/app.tar.gz\n      \
+             service:\n        name: web\n        command: ./app\n        port: 8080\n        health: {{tcp: true, \
+             interval: 1s, healthy_after: 2, timeout: 30s}}\n      strategy: {strategy}\n{extra}"
+        );
+        let pipeline = drover_pipeline::parse("ci.yml", &text).unwrap_or_else(|e| panic!("{e}"));
+        pipeline.job("deploy").and_then(|j| j.deploy.clone()).expect("a deploy job")
+    }
+
+    fn env(branches: &[&str]) -> Environment {
+        Environment {
+            name: "staging".into(),
+            selector: BTreeMap::from([("role".to_string(), "web".to_string())]),
+            require_approval: false,
+            approvers: vec![],
+            branches: branches.iter().map(|b| b.to_string()).collect(),
+            description: String::new(),
+        }
+    }
+
+    fn node(name: &str, connected: bool) -> Node {
+        Node { name: name.into(), connected, draining: false, unready: String::new(), last_seen_ms: 0 }
+    }
+
+    #[test]
+    fn a_rollout_takes_the_ready_nodes_in_order_with_their_way_back() {
+        let d = deploy("{canary: {steps: [{nodes: 50%}, {pause: 30s}, {nodes: 100%}]}}", "");
+        let nodes = [node("web-3", true), node("web-1", true), node("web-2", false)];
+        let previous = BTreeMap::from([("web-1".to_string(), "sha256:old".to_string())]);
+        let ro = plan(&d, "sha256:new", &env(&[]), Some("main"), &nodes, &previous).unwrap();
+        let order: Vec<(&str, Option<&str>)> =
+            ro.nodes.iter().map(|n| (n.name.as_str(), n.rollback_to.as_deref())).collect();
+        assert_eq!(order, [("web-1", Some("sha256:old")), ("web-3", None)], "web-2 is away");
+        assert_eq!(
+            ro.spec.strategy,
+            rollout::Strategy::Canary(rollout::Canary {
+                steps: vec![
+                    rollout::CanaryStep::Nodes(rollout::Share::Percent(50)),
+                    rollout::CanaryStep::Pause(rollout::Pause::For(30_000)),
+                    rollout::CanaryStep::Nodes(rollout::Share::Percent(100)),
+                ]
+            })
+        );
+        assert_eq!((ro.spec.release.as_str(), ro.spec.on_failure), ("sha256:new", OnFailure::Rollback));
+        let paused =
+            plan(&deploy("{blue_green: {}}", "      auto_rollback: false\n"), "r", &env(&[]), None, &nodes, &previous)
+                .unwrap();
+        assert_eq!((paused.spec.strategy, paused.spec.on_failure), (rollout::Strategy::BlueGreen, OnFailure::Pause));
+    }
+
+    #[test]
+    fn a_deploy_the_environment_cannot_take_is_refused_with_why() {
+        let d = deploy("{rolling: {max_parallel: 1}}", "");
+        let none = BTreeMap::new();
+        // (case, environment, branch, nodes, what the error says)
+        type Case = (&'static str, Environment, Option<&'static str>, Vec<Node>, &'static str);
+        let cases: Vec<Case> = vec![
+            ("no node at all", env(&[]), Some("main"), vec![], "no connected, ready agent has the labels role=web;"),
+            (
+                "its nodes are away",
+                env(&[]),
+                Some("main"),
+                vec![node("a", false), node("b", false)],
+                "(2 agents have them, but none is connected and ready)",
+            ),
+            (
+                "a branch it does not take",
+                env(&["main", "release/*"]),
+                Some("dev"),
+                vec![node("a", true)],
+                "of branch dev",
+            ),
+            ("no branch at all", env(&["main"]), None, vec![node("a", true)], "this run is from no branch"),
+        ];
+        for (case, e, branch, nodes, want) in cases {
+            let err = plan(&d, "r", &e, branch, &nodes, &none).unwrap_err();
+            assert!(err.to_string().contains(want), "{case}: {err}");
+        }
+        let ok = plan(&d, "r", &env(&["release/*"]), Some("release/2"), &[node("a", true)], &none);
+        assert!(ok.is_ok(), "a branch its globs take");
+    }
+}
