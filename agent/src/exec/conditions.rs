@@ -2,10 +2,12 @@
 //! passes ([`drover_pipeline::expr::passes`]), against what the agent knows
 //! of the attempt: the job's `env`, the commit, the branch, the tag, the
 //! event, its matrix values, how each job it needs ended (from the
-//! assignment), and a status that turns to failed once a step
-//! before it failed. Without a condition a step runs only while no step
-//! has failed (`success()`), so `if: failure()` or `if: always()` is how a
-//! cleanup step still runs after a failure. The conditions were checked
+//! assignment), and a status that turns to failed once a step before it
+//! failed, and to cancelled once the job is cancelled (then only
+//! `cancelled()` and `always()` steps run, each within `CANCEL_CLEANUP`).
+//! Without a condition a step runs only while no step has failed
+//! (`success()`), so `if: failure()` or `if: always()` is how a cleanup
+//! step still runs after a failure. The conditions were checked
 //! when the pipeline was submitted; one that cannot be read here (an older
 //! coordinator's) counts as `success()`.
 
@@ -49,9 +51,15 @@ impl Context for StepContext<'_> {
 }
 
 /// Whether own step `index` runs, given whether a step before it failed.
-pub(super) fn step_runs(attempt: &Attempt, index: usize, failed: bool) -> bool {
+/// Once the job is cancelled, only steps whose condition reads
+/// `cancelled()` or `always()` can pass.
+pub(super) fn step_runs(attempt: &Attempt, index: usize, failed: bool, cancelled: bool) -> bool {
     let condition = attempt.step_conditions.get(index).filter(|c| !c.is_empty()).and_then(|c| Expr::reread(c).ok());
-    let status = if failed { Status::Failed } else { Status::Succeeded };
+    let status = match (cancelled, failed) {
+        (true, _) => Status::Cancelled,
+        (false, true) => Status::Failed,
+        (false, false) => Status::Succeeded,
+    };
     expr::passes(condition.as_ref(), &StepContext { attempt, status })
 }
 

@@ -230,6 +230,10 @@ impl Context {
 /// How long processes get between SIGTERM and SIGKILL when an attempt
 /// ends, as GitLab and Buildkite runners do.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long each step a cancelled job still runs (`if: cancelled()`,
+/// `always()`) may take: a cleanup, not a second job. Past it the step is
+/// killed and the job ends cancelled.
+pub const CANCEL_CLEANUP: Duration = Duration::from_secs(60);
 
 /// Signals every process in the group; false when the group is gone.
 pub(crate) fn signal_group(pgid: i32, sig: i32) -> bool {
@@ -276,6 +280,7 @@ pub async fn execute(
         groups: Vec::new(),
         readers: Vec::new(),
         interrupted: None,
+        after_cancel: false,
         tail: Arc::default(),
         mask: mask::Patterns::new(attempt.secrets.0.values().map(Vec::as_slice)),
         with_secrets: false,
@@ -482,6 +487,9 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
     // The first failure of an own step: later steps run only if their
     // `if:` says so (failure(), always()), and the attempt fails with it.
     let mut failed: Option<(Outcome, i32, String)> = None;
+    // Once cancelled: why, and the steps that ask to run then still do,
+    // within CANCEL_CLEANUP.
+    let mut cancelled: Option<String> = None;
     for (i, (label, script, extra)) in steps.iter().enumerate() {
         // The needs' artifacts go in after the checkout, before the job's
         // own first step.
@@ -492,8 +500,9 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             }
             restore_cache(runner, scratch).await;
         }
-        if i >= first_own && !conditions::step_runs(attempt, i - first_own, failed.is_some()) {
-            runner.say(format!("==> [{}/{}] {label}: skipped (its condition is false)\n", i + 1, total));
+        if i >= first_own && !conditions::step_runs(attempt, i - first_own, failed.is_some(), cancelled.is_some()) {
+            let why = if cancelled.is_some() { "the job is cancelled" } else { "its condition is false" };
+            runner.say(format!("==> [{}/{}] {label}: skipped ({why})\n", i + 1, total));
             continue;
         }
         runner.say(format!("==> [{}/{}] {label}\n", i + 1, total));
@@ -502,6 +511,10 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             .then(|| Instant::now() + runner.ctx.git_timeout)
             .filter(|git| job_deadline.is_none_or(|job| *git < job));
         runner.deadline = git_deadline.or(job_deadline);
+        if runner.after_cancel {
+            let cap = Instant::now() + CANCEL_CLEANUP;
+            runner.deadline = Some(runner.deadline.map_or(cap, |d| d.min(cap)));
+        }
         // The job's secrets are for its own steps; the checkout runs
         // without them.
         runner.with_secrets = i >= first_own;
@@ -526,6 +539,14 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
                 }
                 failed.get_or_insert((Outcome::Failed, code, msg));
             }
+            StepEnd::TimedOut if runner.after_cancel => {
+                let msg = cancelled.take().unwrap_or_default();
+                runner.say(format!(
+                    "==> {label} ran past the {}s a cancelled job's steps get: stopped\n",
+                    CANCEL_CLEANUP.as_secs()
+                ));
+                return (Outcome::Cancelled, -1, msg);
+            }
             StepEnd::TimedOut => {
                 let t = attempt.timeout.unwrap_or_default().as_secs();
                 let msg = format!("timed out after {t}s during {label}");
@@ -535,7 +556,14 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
             StepEnd::Cancelled => {
                 let msg = format!("cancelled during {label}");
                 runner.say(format!("==> {msg}\n"));
-                return (Outcome::Cancelled, -1, msg);
+                if i < first_own {
+                    return (Outcome::Cancelled, -1, msg);
+                }
+                // The steps after it that ask to run when cancelled still
+                // do, once it is gone.
+                runner.kill_groups().await;
+                cancelled = Some(msg);
+                runner.after_cancel = true;
             }
             StepEnd::Fenced => {
                 runner.fenced = true;
@@ -550,6 +578,9 @@ async fn run_steps(runner: &mut Runner<'_>, scratch: &Path) -> (Outcome, i32, St
                 return (Outcome::Failed, -1, msg);
             }
         }
+    }
+    if let Some(msg) = cancelled {
+        return (Outcome::Cancelled, -1, msg);
     }
     failed.unwrap_or((Outcome::Succeeded, 0, String::new()))
 }

@@ -43,6 +43,9 @@ pub(super) struct Runner<'a> {
     pub(super) events: mpsc::UnboundedSender<ExecEvent>,
     pub(super) deadline: Option<Instant>,
     pub(super) control: watch::Receiver<Control>,
+    /// Running the steps a cancelled job still runs (`if: cancelled()`,
+    /// `always()`): a cancel no longer stops them; their own deadline does.
+    pub(super) after_cancel: bool,
     /// The fence deadline passed: kill with SIGKILL at once, no grace.
     pub(super) fenced: bool,
     pub(super) groups: Vec<i32>,
@@ -197,7 +200,7 @@ impl Runner<'_> {
                 Err(e) => StepEnd::SpawnFailed(format!("cannot wait for the step: {e}")),
             },
             _ = timeout => StepEnd::TimedOut,
-            _ = cancel.wait_for(|c| c.cancelled) => StepEnd::Cancelled,
+            _ = cancel.wait_for(|c| c.cancelled), if !self.after_cancel => StepEnd::Cancelled,
         };
         if let StepEnd::Exited(_) = end {
             // Let the readers drain what the step wrote before anything
@@ -231,6 +234,25 @@ impl Runner<'_> {
     /// leaves the step watcher's list once it is gone or has been sent
     /// SIGKILL (which no process can survive).
     pub(super) async fn finish(&mut self) {
+        self.kill_groups().await;
+        // A process that escaped its group (setsid) may still hold a pipe
+        // open; do not wait for it forever.
+        let wait = async {
+            for r in self.readers.iter_mut() {
+                let _ = r.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), wait).await.is_err() {
+            for r in &self.readers {
+                r.abort();
+            }
+        }
+    }
+
+    /// Kills every process group of the attempt so far: SIGTERM, then
+    /// SIGKILL after [`KILL_GRACE`] (none when fenced). Before a cancelled
+    /// job's cleanup steps, so the step it stopped is gone first.
+    pub(super) async fn kill_groups(&mut self) {
         let watch = self.ctx.watch.clone();
         let gone = |pgid: i32| {
             watch.remove(pgid);
@@ -253,18 +275,6 @@ impl Runner<'_> {
         }
         if let Some(mut child) = self.interrupted.take() {
             let _ = child.wait().await;
-        }
-        // A process that escaped its group (setsid) may still hold a pipe
-        // open; do not wait for it forever.
-        let wait = async {
-            for r in self.readers.iter_mut() {
-                let _ = r.await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(2), wait).await.is_err() {
-            for r in &self.readers {
-                r.abort();
-            }
         }
     }
 }

@@ -176,7 +176,9 @@ fn a_cancelled_run_runs_the_jobs_that_ask_to_run_when_cancelled() {
     fleet.wait_agents(1);
     let run = fleet.submit(
         "cancel.yml",
-        "name: c\njobs:\n  build: {steps: [{run: 'sleep 60'}]}\n  deploy: {needs: [build], steps: [{run: 'echo never'}]}\n  \
+        "name: c\njobs:\n  build:\n    steps:\n      - run: sleep 60\n      - run: echo not after a cancel\n      \
+         - {if: cancelled(), run: echo the step for a cancel}\n      - {if: always(), run: echo the step for always}\n  \
+         deploy: {needs: [build], steps: [{run: 'echo never'}]}\n  \
          cleanup:\n    needs: [build]\n    if: cancelled()\n    steps: [{run: 'echo \"cleaning up after ${{ needs.build.result }}\"'}]\n",
     );
     crate::harness::wait_for("build to run", Duration::from_secs(30), || {
@@ -191,6 +193,12 @@ fn a_cancelled_run_runs_the_jobs_that_ask_to_run_when_cancelled() {
     assert_eq!(fleet.job(&run, "cleanup")["state"], "succeeded", "cancelled() ran it");
     let log = text(&fleet.drover(&["logs", &run, "cleanup"]).stdout);
     assert!(log.contains("cleaning up after cancelled"), "{log}");
+    // In the cancelled job, the steps that ask to run when cancelled ran,
+    // after the one it stopped; the others did not.
+    let log = text(&fleet.drover(&["logs", &run, "build"]).stdout);
+    assert!(log.contains("cancelled during step 1"), "{log}");
+    assert!(log.contains("\nthe step for a cancel") && log.contains("\nthe step for always"), "{log}");
+    assert!(log.contains("step 2: skipped (the job is cancelled)") && !log.contains("\nnot after a cancel"), "{log}");
 }
 
 /// Reads a nanosecond timestamp a step wrote.

@@ -99,7 +99,7 @@
 //! | `contains(a, b)` | whether string `a` contains string `b` (case-sensitive; `null` reads as `''`) |
 //! | `success()` | every needed job succeeded (for a step: every step before it), and the run is not being cancelled |
 //! | `failure()` | some job the job needs, directly or through others, failed (for a step: some step before it), and the run is not being cancelled |
-//! | `cancelled()` | the run is being cancelled |
+//! | `cancelled()` | the run is being cancelled (for a step: its job is; the step it stopped is killed, and the later steps that read `cancelled()` or `always()` still run) |
 //! | `always()` | true |
 //!
 //! The arguments of `startsWith` and `contains` must be strings (contexts or
