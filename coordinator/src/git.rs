@@ -165,8 +165,9 @@ pub struct AtCommit {
 }
 
 /// Reads `file` at `commit` of `repo`, and the files changed between
-/// `base` and it, from a throwaway bare clone under `scratch`, giving up
-/// after `timeout`.
+/// `base` and it, giving up after `timeout`. It reads from the
+/// repository's mirror beside `scratch` (`git-mirrors/`, see [`mirror`]),
+/// so a push costs a fetch of what is new, not a clone of everything.
 pub async fn at_commit(
     repo: &str,
     commit: &str,
@@ -175,10 +176,16 @@ pub async fn at_commit(
     scratch: &Path,
     timeout: Duration,
 ) -> Result<AtCommit, GitError> {
-    let dir = scratch.join(format!("trigger-{}-{}", std::process::id(), unique()));
-    let dir_str = dir.to_string_lossy().into_owned();
+    let root = scratch.with_file_name(MIRRORS);
+    let dir = root.join(mirror_name(repo));
+    // One user of a mirror at a time, in this process.
+    let lock = {
+        let mut locks = MIRROR_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(dir.clone()).or_default().clone()
+    };
+    let _held = lock.lock().await;
     let result = async {
-        bare_clone(repo, &dir_str).await?;
+        mirror(repo, &root, &dir).await?;
         fetch_unreachable(&dir, commit).await?;
         let object = format!("{commit}:{file}");
         let out = git(Some(&dir), &["show", "--end-of-options", &object]).await?;
@@ -219,12 +226,67 @@ pub async fn at_commit(
         };
         Ok(AtCommit { contents, changed })
     };
-    let result = match tokio::time::timeout(timeout, result).await {
+    match tokio::time::timeout(timeout, result).await {
         Ok(result) => result,
         Err(_) => Err(GitError::Timeout { repo: repo.to_string(), timeout }),
-    };
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    result
+    }
+}
+
+/// The directory of the mirrors, beside the scratch directory.
+const MIRRORS: &str = "git-mirrors";
+
+static MIRROR_LOCKS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A mirror's directory name: a hash of the URL, so any URL is a safe name.
+fn mirror_name(repo: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(repo.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Brings the mirror of `repo` at `dir` up to date: fetched (every ref,
+/// pruned) when it exists, else cloned (`--mirror`) into a temporary
+/// directory and renamed into place, so a clone cut short never looks
+/// like a mirror. A mirror that no longer fetches (damaged, or the URL's
+/// history rewritten beyond repair) is cloned again.
+async fn mirror(repo: &str, root: &Path, dir: &Path) -> Result<(), GitError> {
+    // What a clone cut short (a timeout, a crash) left.
+    let name = mirror_name(repo);
+    if let Ok(mut entries) = tokio::fs::read_dir(root).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy().starts_with(&format!("{name}.tmp-")) {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            }
+        }
+    }
+    if dir.join("HEAD").exists() {
+        let out = git(Some(dir), &["fetch", "--quiet", "--prune", "origin"]).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        tracing::warn!(repo, dir = %dir.display(), stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "a mirror does not fetch; cloning it again");
+        let _ = tokio::fs::remove_dir_all(dir).await;
+    }
+    tokio::fs::create_dir_all(root)
+        .await
+        .map_err(|e| GitError::Other(format!("cannot create {}: {e}", root.display())))?;
+    let tmp = root.join(format!("{name}.tmp-{}-{}", std::process::id(), unique()));
+    let tmp_str = tmp.to_string_lossy().into_owned();
+    let out = git(None, &["clone", "--mirror", "--quiet", "--", repo, &tmp_str]).await?;
+    if !out.status.success() {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        return Err(GitError::Clone {
+            repo: repo.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let _ = tokio::fs::remove_dir_all(dir).await;
+    tokio::fs::rename(&tmp, dir)
+        .await
+        .map_err(|e| GitError::Other(format!("cannot move {} into place: {e}", tmp.display())))
 }
 
 /// Fetches `commit` by its id when the clone lacks it: a pull request from
@@ -247,4 +309,49 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::tests::TestDir;
+    use crate::submit::tests::git as run;
+
+    #[tokio::test]
+    async fn reads_come_from_a_mirror_that_fetches_what_is_new_and_heals() {
+        let dir = TestDir::new("git-mirror");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        run(&repo, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(repo.join("f.yml"), "one\n").unwrap();
+        run(&repo, &["add", "."]);
+        run(&repo, &["commit", "--quiet", "-m", "one"]);
+        let first = run(&repo, &["rev-parse", "HEAD"]);
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let url = format!("file://{}", repo.display());
+        let t = Duration::from_secs(30);
+
+        let read = at_commit(&url, &first, "f.yml", &Base::None, &scratch, t).await.unwrap();
+        assert_eq!(read.contents, "one\n");
+        let mirror = dir.path().join(MIRRORS).join(mirror_name(&url));
+        assert!(mirror.join("HEAD").exists(), "the mirror stays");
+
+        // A new commit arrives by a fetch into the same mirror.
+        std::fs::write(repo.join("f.yml"), "two\n").unwrap();
+        run(&repo, &["commit", "--quiet", "-am", "two"]);
+        let second = run(&repo, &["rev-parse", "HEAD"]);
+        let read = at_commit(&url, &second, "f.yml", &Base::Commit(first.clone()), &scratch, t).await.unwrap();
+        assert_eq!((read.contents.as_str(), read.changed), ("two\n", Some(vec!["f.yml".to_string()])));
+
+        // A damaged mirror is cloned again.
+        std::fs::remove_dir_all(mirror.join("objects")).unwrap();
+        let read = at_commit(&url, &second, "f.yml", &Base::None, &scratch, t).await.unwrap();
+        assert_eq!(read.contents, "two\n");
+        let left: Vec<String> = std::fs::read_dir(dir.path().join(MIRRORS))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [mirror_name(&url)], "no temporary clone left behind");
+    }
 }
