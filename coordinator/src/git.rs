@@ -239,6 +239,33 @@ static MIRROR_LOCKS: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 > = std::sync::LazyLock::new(Default::default);
 
+/// Removes the mirrors beside `scratch` of every URL not in `urls` (the
+/// repositories that were removed), skipping one in use. Returns how many
+/// went.
+pub async fn prune_mirrors(scratch: &Path, urls: &[String]) -> usize {
+    let root = scratch.with_file_name(MIRRORS);
+    let keep: std::collections::HashSet<String> = urls.iter().map(|u| mirror_name(u)).collect();
+    let Ok(mut entries) = tokio::fs::read_dir(&root).await else { return 0 };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let base = name.split_once(".tmp-").map_or(name.as_str(), |(base, _)| base);
+        if keep.contains(base) {
+            continue;
+        }
+        let dir = entry.path();
+        let lock = {
+            let mut locks = MIRROR_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(root.join(base)).or_default().clone()
+        };
+        let Ok(_held) = lock.try_lock() else { continue };
+        if tokio::fs::remove_dir_all(&dir).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A mirror's directory name: a hash of the URL, so any URL is a safe name.
 fn mirror_name(repo: &str) -> String {
     use sha2::Digest as _;
@@ -353,5 +380,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, [mirror_name(&url)], "no temporary clone left behind");
+
+        // Once the repository is gone, so is its mirror; others stay.
+        assert_eq!(prune_mirrors(&scratch, std::slice::from_ref(&url)).await, 0);
+        assert!(mirror.exists());
+        assert_eq!(prune_mirrors(&scratch, &["file:///elsewhere".to_string()]).await, 1);
+        assert!(!mirror.exists());
     }
 }

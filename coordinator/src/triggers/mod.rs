@@ -332,6 +332,7 @@ impl Loop {
             store.txn(Txn::ops(stale)).await?;
         }
         let busy: HashSet<String> = self.busy.values().cloned().collect();
+        let urls: Vec<String> = repos.values().map(|(record, _)| record.url.clone()).collect();
         for (name, (record, revision)) in repos {
             if busy.contains(&name) {
                 continue;
@@ -356,6 +357,10 @@ impl Loop {
         }
         if self.pruned.is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY) {
             prune(store, now_ms).await?;
+            let gone = crate::git::prune_mirrors(&ctx.git.scratch, &urls).await;
+            if gone > 0 {
+                tracing::info!(gone, "removed the git mirrors of removed repositories");
+            }
             self.pruned = Some(now);
         }
         Ok(())
