@@ -94,7 +94,7 @@ fn runs(fleet: &Fleet) -> Vec<serde_json::Value> {
     let out = fleet.drover(&["runs", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json.as_array().cloned().or_else(|| json["runs"].as_array().cloned()).unwrap_or_default()
+    json.as_array().cloned().unwrap_or_else(|| panic!("`drover runs -o json` is a list: {json}"))
 }
 
 fn commit(repo: &Path, file: &str, contents: &str, message: &str) -> String {

@@ -65,15 +65,6 @@ impl EventKind {
             EventKind::Schedule => "schedule",
         }
     }
-
-    /// Every kind.
-    pub const ALL: [EventKind; 5] =
-        [EventKind::Manual, EventKind::Push, EventKind::Tag, EventKind::PullRequest, EventKind::Schedule];
-
-    /// The kind `text` names, as [`EventKind::as_str`] writes it.
-    pub fn parse(text: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
 }
 
 /// An event a trigger asks a pipeline about.
@@ -239,15 +230,6 @@ fn parse_cron(cron: &str) -> Result<croner::Cron, String> {
 }
 
 impl Schedule {
-    /// The first tick of this schedule strictly after `after_ms` (Unix
-    /// milliseconds, UTC), in Unix milliseconds; `None` when there is none.
-    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let cron = parse_cron(&self.cron).ok()?;
-        let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
-        let next = cron.find_next_occurrence(&after, false).ok()?;
-        u64::try_from(next.timestamp_millis()).ok()
-    }
-
     /// The last tick at or before `now_ms`, if it is after `after_ms`:
     /// the one tick a trigger fires to catch up after it was away (a
     /// failover), never one per missed tick.

@@ -90,7 +90,7 @@ impl Checker<'_> {
             }
         }
         let include = include.and_then(|e| {
-            let combos = self.matrix_entries(e, job, "include");
+            let combos = self.matrix_entries(e, job, "include", None);
             if combos.is_none() {
                 ok = false;
             }
@@ -103,8 +103,10 @@ impl Checker<'_> {
                 }
             }
         }
+        // Excluded keys must be the matrix's own, or they could never match.
+        let own: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
         let exclude = exclude.and_then(|e| {
-            let combos = self.matrix_entries(e, job, "exclude");
+            let combos = self.matrix_entries(e, job, "exclude", Some(&own));
             if combos.is_none() {
                 ok = false;
             }
@@ -130,23 +132,6 @@ impl Checker<'_> {
         }
         if !ok {
             return None;
-        }
-        // Excluded keys must be the matrix's own, or they could never match.
-        for (combo, node) in exclude.iter().flatten().zip(exclude_nodes(exclude_entry(&entries))) {
-            if let Some((key, _)) = combo.iter().find(|(key, _)| !axes.iter().any(|(k, _)| k == key)) {
-                self.error(
-                    node.pos,
-                    format!(
-                        "`exclude` in the matrix of job `{job}` names `{}`, which is not a key of the matrix",
-                        abbreviate(key)
-                    ),
-                    Some(
-                        "exclude entries name values of the matrix's own keys, e.g. `exclude: [{os: macos}]`"
-                            .to_owned(),
-                    ),
-                );
-                return None;
-            }
         }
         let product = axes.iter().fold(1usize, |n, (_, values)| n.saturating_mul(values.len()));
         if product > MAX_MATRIX_PRODUCT {
@@ -271,8 +256,15 @@ impl Checker<'_> {
         ok.then_some(values)
     }
 
-    /// `include:` or `exclude:`: a list of mappings of keys to values.
-    fn matrix_entries(&mut self, entry: &Entry<'_>, job: &str, what: &str) -> Option<Vec<Combo>> {
+    /// `include:` or `exclude:`: a list of mappings of keys to values; with
+    /// `only`, every key must be one of those.
+    fn matrix_entries(
+        &mut self,
+        entry: &Entry<'_>,
+        job: &str,
+        what: &str,
+        only: Option<&[String]>,
+    ) -> Option<Vec<Combo>> {
         let example = format!("e.g. `{what}: [{{os: linux, rust: nightly}}]`");
         let Kind::Seq(items) = &entry.value.kind else {
             self.error(
@@ -302,8 +294,23 @@ impl Checker<'_> {
             };
             let context = format!("in `{what}` of the matrix of job `{job}`");
             let mut combo = Combo::new();
+            let before = self.diagnostics.len();
             for e in self.entries(map, "key", &context) {
                 if !self.matrix_key(e.key, e.key_pos, job) {
+                    ok = false;
+                    continue;
+                }
+                if only.is_some_and(|keys| !keys.iter().any(|k| k == e.key)) {
+                    self.error(
+                        e.key_pos,
+                        format!(
+                            "`{what}` in the matrix of job `{job}` names `{}`, which is not a key of the matrix",
+                            abbreviate(e.key)
+                        ),
+                        Some(format!(
+                            "{what} entries name values of the matrix's own keys, e.g. `{what}: [{{os: macos}}]`"
+                        )),
+                    );
                     ok = false;
                     continue;
                 }
@@ -311,6 +318,10 @@ impl Checker<'_> {
                     Some(value) => combo.push((e.key.to_owned(), value)),
                     None => ok = false,
                 }
+            }
+            // An entry whose every key was refused is said to be wrong once.
+            if combo.is_empty() && self.diagnostics.len() > before {
+                continue;
             }
             if combo.is_empty() {
                 self.error(
@@ -324,17 +335,6 @@ impl Checker<'_> {
             out.push(combo);
         }
         ok.then_some(out)
-    }
-}
-
-fn exclude_entry<'e, 'n>(entries: &'e [Entry<'n>]) -> Option<&'e Entry<'n>> {
-    entries.iter().find(|e| e.key == "exclude")
-}
-
-fn exclude_nodes<'n>(entry: Option<&Entry<'n>>) -> Vec<&'n Node> {
-    match entry.map(|e| &e.value.kind) {
-        Some(Kind::Seq(items)) => items.iter().collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -131,7 +131,7 @@ fn bad_matrices_are_refused_with_what_to_do() {
             "exclude on a key the matrix lacks",
             "    matrix: {os: [a, b], exclude: [{arch: x}]}\n".into(),
             4,
-            36,
+            37,
             "`exclude` in the matrix of job `t` names `arch`".into(),
         ),
         (
