@@ -173,6 +173,8 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Controller>> {
     if let Some(config) = &config.triggers {
         controllers.push(Box::new(triggers::Triggers::new(config.clone())));
     }
+    // After the scheduler, which carries its actions and notes.
+    controllers.push(Box::new(crate::rollouts::Rollouts));
     controllers
 }
 
@@ -550,9 +552,9 @@ pub(crate) mod tests {
             triggers: None,
         };
         let names = |config: &Config| registry(config).iter().map(|c| c.name()).collect::<Vec<_>>();
-        assert_eq!(names(&config), ["scheduler", "retention"]);
+        assert_eq!(names(&config), ["scheduler", "retention", "rollouts"]);
         config.compaction = Some(compaction::Config { every: Duration::from_secs(60) });
-        assert_eq!(names(&config), ["scheduler", "retention", "compaction"]);
+        assert_eq!(names(&config), ["scheduler", "retention", "compaction", "rollouts"]);
         let dir = TestDir::new("controllers-registry");
         let (store, _) = store_and_segments(&dir).await;
         config.triggers = Some(triggers::Config {
@@ -560,7 +562,7 @@ pub(crate) mod tests {
             git: crate::submit::GitOptions { scratch: dir.path().to_path_buf(), timeout: Duration::from_secs(1) },
             vault: Arc::new(crate::secrets::Vault::open(store, &dir.path().join("no.key"))),
         });
-        assert_eq!(names(&config), ["scheduler", "retention", "compaction", "triggers"]);
+        assert_eq!(names(&config), ["scheduler", "retention", "compaction", "triggers", "rollouts"]);
         let controllers = registry(&config);
         for c in &controllers {
             for prefix in c.prefixes() {

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod records;
 pub mod retention;
+pub mod rollouts;
 pub mod scheduler;
 pub mod sealing;
 pub mod secrets;

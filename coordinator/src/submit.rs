@@ -73,22 +73,6 @@ pub enum SubmitError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secrets(SecretsError),
-    /// The pipeline is valid but has deploy jobs (named here, in file
-    /// order), which nothing executes yet: the agent's deploy executor and
-    /// the rollout controller are still being built (issue 15). Refused
-    /// before anything is stored, as a bad pipeline is.
-    #[error("{}", deploys_refused(.0))]
-    DeployNotExecuted(Vec<String>),
-}
-
-fn deploys_refused(jobs: &[String]) -> String {
-    let named: Vec<String> = jobs.iter().map(|job| format!("`{job}`")).collect();
-    let (subject, verb) = if jobs.len() == 1 { ("job", "deploys") } else { ("jobs", "deploy") };
-    format!(
-        "pipeline refused: {subject} {} {verb}, and deployments are not executed yet (the agent's deploy executor \
-         and the rollout controller are being built: issue 15); `drover validate` checks deploy jobs offline",
-        named.join(", ")
-    )
 }
 
 /// A pipeline that is valid, and where it came from (for git, pinned to a
@@ -154,9 +138,7 @@ pub async fn prepare(source: SubmitSource, git: &GitOptions, vault: Option<&Vaul
 /// Parses a pipeline file; one that declares secrets is parsed again
 /// against the secrets that exist in `vault`, so that an unknown one is
 /// refused at its `file:line:column` (a pipeline without secrets costs no
-/// store read). A valid pipeline with deploy jobs is then refused
-/// ([`SubmitError::DeployNotExecuted`]) until deployments are executed.
-/// The triggers controller parses what it read at a commit with it too.
+/// store read). The triggers controller parses what it read at a commit with it too.
 pub(crate) async fn parse(file: &str, text: &str, vault: Option<&Vault>) -> Result<Pipeline, SubmitError> {
     let pipeline = pipeline::parse(file, text)?;
     let pipeline = match vault.filter(|_| pipeline.uses_secrets()) {
@@ -170,11 +152,6 @@ pub(crate) async fn parse(file: &str, text: &str, vault: Option<&Vault>) -> Resu
             pipeline::parse_with(file, text, &pipeline::Known { secrets: Some(&names) })?
         }
     };
-    let deploys: Vec<String> =
-        pipeline.jobs.iter().filter(|job| job.deploy.is_some()).map(|job| job.name.clone()).collect();
-    if !deploys.is_empty() {
-        return Err(SubmitError::DeployNotExecuted(deploys));
-    }
     Ok(pipeline)
 }
 
@@ -237,37 +214,6 @@ pub(crate) mod tests {
             assert!(matches!(err, SubmitError::Pipeline(_)), "{case}: {err:?}");
             let message = err.to_string();
             assert!(message.starts_with(&format!("invalid pipeline:\n{want}:")), "{case}: {message}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_pipeline_with_deploy_jobs_is_refused_until_deployments_are_executed() {
-        let deploy = |name: &str| {
-            format!(
-                "  {name}:\n    needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:app\n      \
-                 service: {{name: web, command: ./app, port: 8080, health: {{tcp: true, interval: 1s, healthy_after: 1, \
-                 timeout: 5s}}}}\n"
-            )
-        };
-        let build = "name: p\njobs:\n  build:\n    artifacts: {paths: [app]}\n    steps: [{run: make}]\n";
-        // (case, the file, what the refusal names)
-        let cases = [
-            ("one deploy job", format!("{build}{}", deploy("to-staging")), "job `to-staging` deploys,"),
-            (
-                "two",
-                format!("{build}{}{}", deploy("a"), deploy("b")),
-                "jobs `a`, `b` deploy, and deployments are not executed yet",
-            ),
-        ];
-        for (case, yaml, want) in cases {
-            drover_pipeline::parse("p.yml", &yaml).unwrap_or_else(|e| panic!("{case}: the file is valid: {e}"));
-            let source = SubmitSource::Inline { file: Some("p.yml".into()), yaml };
-            let err = prepare(source, &no_git(), None).await.unwrap_err();
-            assert!(matches!(err, SubmitError::DeployNotExecuted(_)), "{case}: {err:?}");
-            let message = err.to_string();
-            assert!(message.contains(want) && message.contains("issue 15"), "{case}: {message}");
-            let status = tonic::Status::from(crate::api::status::ApiError::from(err));
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{case}: refused like a bad pipeline");
         }
     }
 

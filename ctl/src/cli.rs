@@ -23,6 +23,7 @@ mod context;
 mod env;
 mod remote;
 mod repo;
+mod rollout;
 mod secret;
 
 pub use cache::CacheCommand;
@@ -31,6 +32,7 @@ pub use context::ContextCommand;
 pub use env::EnvCommand;
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use repo::RepoCommand;
+pub use rollout::RolloutCommand;
 pub use secret::SecretCommand;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
@@ -394,6 +396,45 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// List rollouts, newest first: each deploy job's release going over
+    /// its environment's nodes, with its phase and how many nodes are done.
+    ///
+    /// Example: drover rollouts --env production
+    Rollouts {
+        /// Only this environment's.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<String>,
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a rollout, or promote, pause, resume or abort it.
+    ///
+    /// Example: drover rollout status 12 --follow
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// What each node serves, per environment and service: the version,
+    /// its artifact's digest, its health, and the run and commit it came
+    /// from.
+    ///
+    /// Example: drover services --env staging
+    Services {
+        /// Only this environment's.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Named coordinators and TLS directories to switch between, as
     /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
     ///
@@ -444,6 +485,8 @@ impl Command {
             Command::Repo { command } => Some(command.remote()),
             Command::Envs { remote, .. } => Some(remote),
             Command::Env { command } => Some(command.remote()),
+            Command::Rollouts { remote, .. } | Command::Services { remote, .. } => Some(remote),
+            Command::Rollout { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }

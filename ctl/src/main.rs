@@ -24,6 +24,7 @@ mod out;
 mod output;
 mod repos;
 mod resume;
+mod rollouts;
 mod secrets;
 mod states;
 mod term;
@@ -400,6 +401,19 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::EnvCommand::Show { name, output, .. } => environments::show(conn, name, output).await,
             cli::EnvCommand::Rm { name, output, .. } => environments::remove(conn, name, output).await,
         },
+        Command::Rollouts { env, service, output, .. } => {
+            rollouts::list(conn, env.unwrap_or_default(), service.unwrap_or_default(), output).await
+        }
+        Command::Rollout { command } => match command {
+            cli::RolloutCommand::Status { id, follow, output, .. } => rollouts::status(conn, id, follow, output).await,
+            cli::RolloutCommand::Promote { id, full, output, .. } => {
+                rollouts::act(conn, id, "promote", full, output).await
+            }
+            cli::RolloutCommand::Pause { id, output, .. } => rollouts::act(conn, id, "pause", false, output).await,
+            cli::RolloutCommand::Resume { id, output, .. } => rollouts::act(conn, id, "resume", false, output).await,
+            cli::RolloutCommand::Abort { id, output, .. } => rollouts::act(conn, id, "abort", false, output).await,
+        },
+        Command::Services { env, output, .. } => rollouts::services(conn, env.unwrap_or_default(), output).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -241,6 +241,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
         ToAgent::Cancel { id, reason, disown } => {
             Out::Cancel(pb::Cancel { attempt_id: id.to_string(), reason, epoch, disown })
         }
+        ToAgent::Deploy(a) => Out::Deploy(super::deploys::action(*a, epoch)),
         ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id.to_string(), offset }),
         ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id.to_string(), accepted }),
     };
@@ -258,6 +259,9 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
             check_unready(&h.unready).map_err(ApiError::Invalid)?;
             let received = Instant::now();
             Event::Heartbeat { conn, name, running, draining: h.draining, unready: h.unready, received }
+        }
+        In::DeployReport(r) => {
+            Event::DeployReport { conn, report: super::deploys::report(&name, r).map_err(ApiError::Invalid)? }
         }
         In::Accepted(a) => Event::Accepted { conn, name, id: attempt_id(&a.attempt_id).map_err(ApiError::Invalid)? },
         In::Log(l) => {
@@ -392,7 +396,7 @@ pub(super) fn attempt_id(id: &str) -> Result<AttemptId, String> {
 pub const MAX_RESULT_MESSAGE: usize = 1024;
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn bounded(text: &str, max: usize) -> String {
+pub(super) fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

@@ -481,6 +481,28 @@ impl pb::control_service_server::ControlService for ControlApi {
         super::environments::remove(self.store.as_ref(), req).await
     }
 
+    async fn list_rollouts(
+        &self,
+        req: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        super::rollouts::list(self.store.as_ref(), req).await
+    }
+
+    async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+        super::rollouts::get(self.store.as_ref(), req).await
+    }
+
+    async fn act_on_rollout(&self, req: Request<pb::ActOnRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+        super::rollouts::act(self.store.as_ref(), &self.role, req).await
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        super::rollouts::services(self.store.as_ref(), &self.role, req).await
+    }
+
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
         require_admin(&req)?;
         let (members, _) = self.store.range(keys::MEMBERS).await.map_err(ApiError::from)?;

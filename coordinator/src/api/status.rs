@@ -69,7 +69,7 @@ impl From<SchedError> for ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> ApiError {
         match e {
-            SubmitError::EmptyRepo | SubmitError::DeployNotExecuted(_) => ApiError::Invalid(e.to_string()),
+            SubmitError::EmptyRepo => ApiError::Invalid(e.to_string()),
             SubmitError::Git(e) => ApiError::Git(e),
             SubmitError::Pipeline(e) => ApiError::Pipeline(e),
             SubmitError::Sched(e) => e.into(),

@@ -37,6 +37,13 @@
 //! [`DEFAULT_QUEUE_TIMEOUT`]). An agent with the labels connecting clears
 //! it; [`Input::Deadlines`] fails every job whose deadline has passed, so a
 //! run that can never finish does not wait forever.
+//!
+//! **Deploy jobs** (`deploy:`) hold no agent slot: once ready they go
+//! straight to Running with a new attempt and [`Effect::StartDeploy`], and
+//! the rollout controller reports how the rollout ended with
+//! [`Input::DeployFinished`] (see `machine/deploy.rs`). Cancelling one is
+//! [`Effect::CancelDeploy`]: the rollout is aborted and goes back, and its
+//! end reported the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,6 +51,7 @@ use std::time::Duration;
 
 use drover_pipeline::{JobSpec, Pipeline};
 
+mod deploy;
 mod records;
 mod settle;
 
@@ -148,6 +156,13 @@ pub enum Input {
     /// Time passed: fail the blocked jobs whose deadline is behind `now`.
     Deadlines,
     Cancel,
+    /// A deploy job's rollout ended: succeeded, or not with the reason.
+    DeployFinished {
+        job: String,
+        attempt: u32,
+        succeeded: bool,
+        message: String,
+    },
     /// The run was loaded from the store by a new leader. A step's records
     /// may have been written in more than one transaction (a store limits
     /// their size) and a crash may have come between them, so re-derive
@@ -173,6 +188,11 @@ pub enum Effect {
     /// A job got a deadline (an approval's `timeout:`): feed the run
     /// [`Input::Deadlines`] once it has passed.
     Deadline,
+    /// A deploy job is ready: start its rollout (after persisting).
+    StartDeploy { job: String, attempt: u32 },
+    /// Abort a deploy job's rollout; its end comes back as
+    /// [`Input::DeployFinished`].
+    CancelDeploy { job: String, attempt: u32, reason: String },
     /// The run reached a final state.
     RunFinished(RunState),
 }
@@ -287,7 +307,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                 j.message = approval.text();
                 j.approval = Some(approval);
                 if approve {
-                    queue(&mut run, &job, &mut fx);
+                    queue(&mut run, &job, now_ms, &mut fx);
                 } else {
                     j.state = JobState::Failed;
                     j.finished_ms = Some(now_ms);
@@ -386,6 +406,10 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
             finish_attempt(&mut run, &job, attempt, outcome, now_ms, &mut fx);
             complete_if_done(&mut run, now_ms, &mut fx);
         }
+        Input::DeployFinished { job, attempt, succeeded, message } => {
+            deploy::finished(&mut run, &job, attempt, succeeded, message, now_ms, &mut fx);
+            complete_if_done(&mut run, now_ms, &mut fx);
+        }
         Input::Recover if run.record.cancel_requested => return step(run, Input::Cancel, now_ms),
         Input::Recover => {
             settle::settle(&mut run, None, now_ms, &mut fx);
@@ -415,11 +439,7 @@ pub fn step(mut run: Run, input: Input, now_ms: u64) -> (Run, Vec<Effect>) {
                     JobState::Assigned | JobState::Running => {
                         j.state = JobState::Cancelling;
                         fx.push(Effect::PersistJob(name.clone()));
-                        fx.push(Effect::SendCancel {
-                            job: name.clone(),
-                            attempt: j.attempt,
-                            agent: j.agent.clone().unwrap_or_default(),
-                        });
+                        fx.push(deploy::stop(name, j, "the run was cancelled"));
                     }
                     _ => {}
                 }
@@ -436,7 +456,11 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-fn queue(run: &mut Run, name: &str, fx: &mut Vec<Effect>) {
+fn queue(run: &mut Run, name: &str, now_ms: u64, fx: &mut Vec<Effect>) {
+    if run.spec(name).is_some_and(|s| s.deploy.is_some()) {
+        deploy::start(run, name, now_ms, fx);
+        return;
+    }
     if let Some(j) = run.jobs.get_mut(name) {
         j.state = JobState::Queued;
         if let Some(agent) = j.agent.take() {
@@ -479,7 +503,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         }
         Outcome::NotStarted { reason } => {
             j.message = format!("attempt {attempt} never started ({reason}); queued again");
-            queue(run, name, fx);
+            queue(run, name, now_ms, fx);
             return;
         }
         Outcome::Cancelled => {
@@ -510,7 +534,7 @@ fn finish_attempt(run: &mut Run, name: &str, attempt: u32, outcome: Outcome, now
         // Attempts that never started used no retry, so the total counts
         // from this attempt.
         j.message = format!("attempt {attempt} {failure}, retrying: attempt {} of {}", attempt + 1, attempt + 1 + left);
-        queue(run, name, fx);
+        queue(run, name, now_ms, fx);
     } else {
         j.state = JobState::Failed;
         j.finished_ms = Some(now_ms);
@@ -545,11 +569,7 @@ fn fail_fast(run: &mut Run, failed: &str, now_ms: u64, fx: &mut Vec<Effect>) {
                 j.state = JobState::Cancelling;
                 j.message = why.clone();
                 fx.push(Effect::PersistJob(name.clone()));
-                fx.push(Effect::SendCancel {
-                    job: name,
-                    attempt: j.attempt,
-                    agent: j.agent.clone().unwrap_or_default(),
-                });
+                fx.push(deploy::stop(&name, j, &why));
             }
             _ => {}
         }

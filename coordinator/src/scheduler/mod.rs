@@ -48,12 +48,15 @@ use crate::store::{Op, Store, StoreError, Txn, decode};
 use drover_pipeline::Pipeline;
 
 mod agents;
+mod deploys;
 mod runs;
 mod state;
 #[cfg(test)]
 mod tests;
 
 use state::{Outgoing, State};
+
+pub use deploys::{DeployJob, DeployNote, RolloutCommand, Verb};
 
 /// The agent contract moved to [`crate::core::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
@@ -203,6 +206,31 @@ pub enum Event {
         id: AttemptId,
         reply: oneshot::Sender<Option<String>>,
     },
+    /// The rollout controller listens for deploy jobs (see `deploys`).
+    SubscribeDeploys {
+        tx: mpsc::UnboundedSender<DeployNote>,
+    },
+    /// A deploy job's rollout ended.
+    DeployFinished {
+        run: RunId,
+        job: String,
+        attempt: u32,
+        succeeded: bool,
+        message: String,
+    },
+    /// Send a rollout's action to a node now; refused when it is away.
+    Deploy {
+        node: String,
+        action: Box<crate::core::fleet::DeployAction>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// An agent's report on a deploy action, checked at the edge.
+    DeployReport {
+        conn: u64,
+        report: crate::core::fleet::DeployReport,
+    },
+    /// `drover rollout promote|pause|resume|abort`.
+    RolloutCommand(RolloutCommand),
     AgentHello(AgentHello),
     AgentGone {
         conn: u64,
@@ -368,7 +396,9 @@ impl Scheduler {
                 if job.state == JobState::Queued {
                     state.queue.push_back((summary.id, spec.name.clone()));
                 }
-                if job.state.holds_slot() {
+                // A deploy job holds no slot and no lease: its rollout is
+                // the controller's, which picks it up from the store.
+                if job.state.holds_slot() && job.agent.is_some() {
                     let agent = job.agent.clone().unwrap_or_default();
                     let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
                     // Read here, not at its first chunk, so that taking a
@@ -500,6 +530,7 @@ impl Scheduler {
                 Outgoing::Committed(reply) => {
                     let _ = reply.send(Ok(()));
                 }
+                Outgoing::Deploy(note) => self.state.note_deploy(note),
             }
         }
         true

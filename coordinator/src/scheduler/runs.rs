@@ -238,6 +238,8 @@ impl State {
                 Effect::Deadline => {
                     self.blocked.insert(run_id);
                 }
+                Effect::StartDeploy { job, attempt: _ } => self.start_deploy(run_id, &job),
+                Effect::CancelDeploy { job, attempt, reason } => self.cancel_deploy(run_id, job, attempt, reason),
                 Effect::RunFinished(state) => {
                     info!(run = run_id, state = state.as_str(), "run finished");
                     if let Some(run) = self.runs.remove(&run_id) {

@@ -28,6 +28,8 @@ pub(super) enum Outgoing {
     Submitted(oneshot::Sender<Result<RunId, SchedError>>, RunId),
     /// A cancel or an approval: answered once it is committed.
     Committed(oneshot::Sender<Result<(), SchedError>>),
+    /// For the rollout controller.
+    Deploy(super::DeployNote),
 }
 
 pub(super) struct State {
@@ -81,6 +83,10 @@ pub(super) struct State {
     /// The entry each job with a cache used last, by (scope id, job name),
     /// as "SCOPE_ID/KEY": the exact entry a warm agent has.
     pub(super) last_keys: HashMap<(String, String), String>,
+    /// The rollout controller's subscription, while it runs.
+    pub(super) deploys: Option<tokio::sync::mpsc::UnboundedSender<super::DeployNote>>,
+    /// Which agent was sent an install of which blob, which it may fetch.
+    pub(super) deploy_grants: super::deploys::Grants,
 }
 
 impl State {
@@ -112,6 +118,8 @@ impl State {
             durations: HashMap::new(),
             ranks: HashMap::new(),
             grouped_runs: BTreeSet::new(),
+            deploys: None,
+            deploy_grants: Default::default(),
         }
     }
 
@@ -151,8 +159,13 @@ impl State {
                 let _ = reply.send(self.fleet.list());
             }
             Event::MayFetch { name, sha256, reply } => {
-                let _ = reply.send(self.may_fetch(&name, &sha256));
+                let _ = reply.send(self.may_fetch(&name, &sha256) || self.may_fetch_release(&name, &sha256));
             }
+            event @ (Event::SubscribeDeploys { .. }
+            | Event::DeployFinished { .. }
+            | Event::Deploy { .. }
+            | Event::DeployReport { .. }
+            | Event::RolloutCommand(_)) => self.handle_deploy(event, now),
             Event::MayUpload { name, id, reply } => {
                 let _ = reply.send(self.fleet.held_by(&name).any(|held| *held == id));
             }

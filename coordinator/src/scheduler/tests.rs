@@ -147,9 +147,11 @@ fn render(state: &mut State, replies: Vec<(u64, oneshot::Receiver<Result<(), Str
                 ToAgent::LogAck { id, offset } => format!("{agent} <- log-ack {id} {offset}"),
                 ToAgent::ResultAck { id, accepted } => format!("{agent} <- result-ack {id} {accepted}"),
                 ToAgent::HeartbeatAck { .. } => unreachable!("the edge acknowledges heartbeats"),
+                ToAgent::Deploy(a) => format!("{agent} <- deploy {}", a.id),
             },
             Outgoing::Submitted(_, id) => format!("reply: run {id} submitted"),
             Outgoing::Committed(_) => "reply: committed".to_string(),
+            Outgoing::Deploy(note) => format!("deploy: {note:?}"),
         });
     }
     out

@@ -26,8 +26,10 @@ use crate::core::machine::{ArtifactRef, Outcome, RunId};
 use drover_pipeline::StepSpec;
 use serde::{Deserialize, Serialize};
 
+mod deploy;
 mod state;
 
+pub use deploy::{DeployAction, DeployKind, DeployReport, DeployState, ReleaseRef, parse_action_id};
 pub use state::{Fleet, FleetConfig, Phase};
 
 /// Identifies one attempt of one job: `{run}/{job}/{attempt}`. On the wire
@@ -132,6 +134,8 @@ pub enum ToAgent {
     },
     /// Boxed: an assignment is far larger than every other message.
     Assign(Box<Assignment>),
+    /// A rollout's action on this node.
+    Deploy(Box<DeployAction>),
     /// Kill the attempt. With `disown`, the attempt is no longer the
     /// agent's and its result is not wanted.
     Cancel {

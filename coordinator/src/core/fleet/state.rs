@@ -404,6 +404,11 @@ impl Fleet {
             .collect()
     }
 
+    /// Whether `agent` has a live session.
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.agents.get(agent).is_some_and(|a| a.conn.is_some())
+    }
+
     /// The attempts `agent` holds.
     pub fn held_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a AttemptId> + 'a {
         self.held.iter().filter(move |(_, h)| h.agent == agent).map(|(id, _)| id)

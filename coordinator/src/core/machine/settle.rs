@@ -209,7 +209,7 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
         if runs {
             match (&spec.approval, &run.jobs[&name].approval) {
                 // Approved: it runs.
-                (Some(_), Some(Approval { approved: Some(true), .. })) | (None, _) => queue(run, &name, fx),
+                (Some(_), Some(Approval { approved: Some(true), .. })) | (None, _) => queue(run, &name, now_ms, fx),
                 // Waits for a person (`drover approve`); already waiting
                 // after a recovery changes nothing.
                 (Some(gate), approval) => {

@@ -1,0 +1,173 @@
+//! The control API's calls on rollouts and services: `drover rollouts`,
+//! `drover rollout status`, `drover services` (any coordinator, from the
+//! store: `crate::rollouts::records`) and `drover rollout
+//! promote|pause|resume|abort` (the leader, whose rollout controller
+//! applies it through the scheduler; a follower's refusal names the leader).
+
+use drover_proto::v1 as pb;
+use tokio::sync::{oneshot, watch};
+use tonic::{Request, Response, Status};
+
+use super::require_admin;
+use super::status::ApiError;
+use crate::leader::Role;
+use crate::rollouts::records::{self, RolloutRecord};
+use crate::scheduler::{Event, RolloutCommand, Verb};
+use crate::store::Store;
+
+/// Most rollouts one listing returns.
+pub const MAX_LIST: u32 = 1000;
+
+pub fn view(r: RolloutRecord) -> pb::Rollout {
+    let machine = r.rollout.as_ref();
+    let (hold, hold_until_ms) = match machine.and_then(|m| m.hold) {
+        Some(drover_deploy::rollout::Hold::Promote) => ("promote".to_string(), 0),
+        Some(drover_deploy::rollout::Hold::Until(t)) => ("until".to_string(), t),
+        None => (String::new(), 0),
+    };
+    pb::Rollout {
+        id: r.id,
+        phase: r.phase().to_string(),
+        strategy: crate::core::rollouts::strategy(&r.deploy.strategy).as_str().to_string(),
+        version: r.release.version.clone(),
+        sha256: r.release.sha256.clone(),
+        artifact_path: r.release.path.clone(),
+        run_id: r.job.as_ref().map(|j| j.run.to_string()).unwrap_or_default(),
+        job: r.job.as_ref().map(|j| j.job.clone()).unwrap_or_default(),
+        commit: r.release.commit.clone(),
+        created_ms: r.created_ms,
+        started_ms: r.started_ms.unwrap_or_default(),
+        finished_ms: r.finished_ms.unwrap_or_default(),
+        message: match (&r.message, machine) {
+            (m, Some(machine)) if m.is_empty() => machine.message.clone(),
+            (m, _) => m.clone(),
+        },
+        step: machine.map_or(0, |m| m.step),
+        steps: machine.map_or(0, |m| m.steps()),
+        nodes: machine
+            .map(|m| {
+                m.nodes
+                    .iter()
+                    .map(|n| pb::RolloutNode {
+                        name: n.name.clone(),
+                        state: n.state.as_str().to_string(),
+                        reason: n.reason.clone(),
+                        rollback_to: n.rollback_to.clone().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        started_by: r.by.clone(),
+        progress_deadline_ms: r.deploy.progress_deadline.as_millis() as u64,
+        hold,
+        hold_until_ms,
+        environment: r.env,
+        service: r.service,
+    }
+}
+
+pub(super) async fn list(
+    store: &dyn Store,
+    req: Request<pb::ListRolloutsRequest>,
+) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+    require_admin(&req)?;
+    let req = req.into_inner();
+    let limit = match req.limit {
+        0 => 50,
+        n => n.min(MAX_LIST),
+    } as usize;
+    let all = records::list(store).await.map_err(ApiError::from)?;
+    let rollouts = all
+        .into_iter()
+        .rev()
+        .filter(|r| req.environment.is_empty() || r.env == req.environment)
+        .filter(|r| req.service.is_empty() || r.service == req.service)
+        .take(limit)
+        .map(view)
+        .collect();
+    Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
+}
+
+pub(super) async fn get(
+    store: &dyn Store,
+    req: Request<pb::GetRolloutRequest>,
+) -> Result<Response<pb::Rollout>, Status> {
+    require_admin(&req)?;
+    let id = req.into_inner().id;
+    let r = records::get(store, id).await.map_err(ApiError::from)?;
+    let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {id}; `drover rollouts` lists them")))?;
+    Ok(Response::new(view(r)))
+}
+
+pub(super) async fn act(
+    store: &dyn Store,
+    role: &watch::Receiver<Role>,
+    req: Request<pb::ActOnRolloutRequest>,
+) -> Result<Response<pb::Rollout>, Status> {
+    let by = require_admin(&req)?;
+    let req = req.into_inner();
+    let verb = match req.verb.as_str() {
+        "promote" => Verb::Promote { full: req.full },
+        "pause" => Verb::Pause,
+        "resume" => Verb::Resume,
+        "abort" => Verb::Abort,
+        other => {
+            return Err(ApiError::Invalid(format!(
+                "unknown rollout action {other:?}: use promote, pause, resume or abort"
+            ))
+            .into());
+        }
+    };
+    if req.full && !matches!(verb, Verb::Promote { .. }) {
+        return Err(ApiError::Invalid("--full goes with promote only".into()).into());
+    }
+    let (sched, _) = super::leader(role)?;
+    let (reply, rx) = oneshot::channel();
+    let cmd = RolloutCommand { rollout: req.id, verb, by, reply };
+    sched.send(Event::RolloutCommand(cmd)).await.map_err(ApiError::Sched)?;
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) if why.starts_with("there is no rollout") => return Err(ApiError::NotFound(why).into()),
+        Ok(Err(why)) => return Err(ApiError::Precondition(why).into()),
+        Err(_) => return Err(ApiError::Sched(crate::scheduler::SchedError::Stopped).into()),
+    }
+    // The controller committed it before answering.
+    let r = records::get(store, req.id).await.map_err(ApiError::from)?;
+    let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {}", req.id)))?;
+    Ok(Response::new(view(r)))
+}
+
+pub(super) async fn services(
+    store: &dyn Store,
+    role: &watch::Receiver<Role>,
+    req: Request<pb::ListServicesRequest>,
+) -> Result<Response<pb::ListServicesResponse>, Status> {
+    require_admin(&req)?;
+    let env = req.into_inner().environment;
+    let env = (!env.is_empty()).then_some(env);
+    let deployed = records::deployed_in(store, env.as_deref()).await.map_err(ApiError::from)?;
+    // Connected or not is the leader's to know; a follower says nothing.
+    let connected: std::collections::BTreeSet<String> = match super::leader(role) {
+        Ok((sched, _)) => {
+            sched.agents().await.unwrap_or_default().into_iter().filter(|a| a.connected).map(|a| a.name).collect()
+        }
+        Err(_) => Default::default(),
+    };
+    let services = deployed
+        .into_iter()
+        .map(|(environment, service, d)| pb::ServiceInstance {
+            connected: connected.contains(&d.node),
+            environment,
+            service,
+            node: d.node,
+            version: d.release.version,
+            sha256: d.release.sha256,
+            run_id: d.release.run,
+            commit: d.release.commit,
+            rollout: d.rollout,
+            healthy: d.healthy,
+            since_ms: d.since_ms,
+        })
+        .collect();
+    Ok(Response::new(pb::ListServicesResponse { services }))
+}

@@ -1,0 +1,91 @@
+//! The deploy part of the agent contract: what a rollout tells one node to
+//! do ([`DeployAction`]) and what the node answers ([`DeployReport`]). A
+//! deploy action is not an attempt: it holds no slot, has no lease and no
+//! log, because what it starts (a service) outlives any attempt. The rollout
+//! controller owns actions as the scheduler owns attempts; the fleet only
+//! carries them to the agent's live session, and the agent's reports back.
+
+use drover_pipeline::deploy::ServiceSpec;
+use serde::{Deserialize, Serialize};
+
+/// A release as a node installs it: a file or directory of a job's
+/// artifact archive, by the archive's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    /// Names the release on the node and in `drover services`: derived from
+    /// the digest and the path, so the same bits are the same version in
+    /// every environment.
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    /// The path inside the archive (`dist/app.tar.gz`).
+    pub path: String,
+    /// The run and commit that built it.
+    pub run: String,
+    #[serde(default)]
+    pub commit: String,
+}
+
+/// One step of a rollout on one node, for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployAction {
+    /// `{rollout}/{seq}`.
+    pub id: String,
+    pub service: String,
+    pub kind: DeployKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployKind {
+    /// Install and start the release; with `beside`, keep the old one
+    /// serving until a `Switch`.
+    Install { release: ReleaseRef, def: ServiceSpec, beside: bool },
+    /// Go back to `to` (started with `def` if it is not running), or with
+    /// none, stop and remove the service.
+    Rollback { to: Option<String>, def: Option<ServiceSpec> },
+    /// Blue-green: send traffic to `version`, installed beside.
+    Switch { version: String },
+}
+
+/// What a node says became of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    Installed,
+    Healthy,
+    Failed,
+    Switched,
+    RolledBack,
+}
+
+/// A node's report, checked at the edge: `action_id` is `{rollout}/{seq}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployReport {
+    pub node: String,
+    pub rollout: u64,
+    pub seq: u64,
+    pub service: String,
+    pub state: DeployState,
+    pub message: String,
+    pub version: String,
+}
+
+/// Parses an action id, `{rollout}/{seq}`, both decimal.
+pub fn parse_action_id(id: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("malformed deploy action id {id:?}: expected ROLLOUT/SEQ");
+    let (rollout, seq) = id.split_once('/').ok_or_else(bad)?;
+    Ok((rollout.parse().map_err(|_| bad())?, seq.parse().map_err(|_| bad())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_ids_parse_strictly() {
+        assert_eq!(parse_action_id("12/3"), Ok((12, 3)));
+        for bad in ["", "12", "12/", "/3", "a/3", "1/2/3", "-1/2", "12/3 "] {
+            assert!(parse_action_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

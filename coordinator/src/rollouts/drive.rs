@@ -1,0 +1,520 @@
+//! The rollout controller's synchronous core: the rollouts in memory, each
+//! input applied to its machine (`drover_deploy::rollout::step`), and what
+//! that asks for staged: store writes ([`Driver::ops`]), then actions to
+//! send ([`Driver::unsent`]), then runs to tell ([`Driver::finished`]). The
+//! loop in `mod.rs` commits the writes before it sends anything, so an
+//! action that reaches a node is always in the store first.
+//!
+//! - **Queueing.** Only one rollout of a service in an environment runs at
+//!   a time. A newer one waits (`on_newer: queue`) or aborts the running one
+//!   and waits for it to have gone back (`supersede`); the oldest waiting
+//!   one starts when the service is free. Its nodes are chosen when it
+//!   starts, not when it was asked for.
+//! - **Reports.** A node's report counts when it answers the action in
+//!   flight on that node ([`RolloutRecord::inflight`]); anything else is
+//!   stale (an action sent again after a failover has a new number).
+//! - **Nodes away.** An action to an agent that is not connected waits and
+//!   is sent when it connects. A node whose agent stays away for
+//!   [`NODE_AWAY_GRACE`] while an action is in flight has failed, and the
+//!   rollout follows its policy; an agent that comes back gets its actions
+//!   again (an install of the release it already serves answers at once).
+//! - **Deadlines.** Past its progress deadline a rollout is aborted, and
+//!   goes back. Timed canary pauses end on the tick.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use drover_deploy::rollout::{self, Input, NodeState, Phase};
+use drover_pipeline::deploy::OnNewer;
+
+use super::records::{self, Catalogued, Deployed, JobRef, RolloutRecord};
+use crate::core::fleet::{DeployAction, DeployKind, DeployReport, DeployState, ReleaseRef};
+use crate::scheduler::{DeployJob, Verb};
+use crate::store::Op;
+
+/// How long a node's agent may be away, with an action in flight, before
+/// the node counts as failed.
+pub const NODE_AWAY_GRACE: Duration = Duration::from_secs(15);
+
+/// A run to tell how its deploy job's rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub job: JobRef,
+    pub succeeded: bool,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Driver {
+    pub records: BTreeMap<u64, RolloutRecord>,
+    pub last_id: u64,
+    pub catalog: BTreeMap<(String, String, String), Catalogued>,
+    /// What each node of each (environment, service) serves.
+    pub deployed: BTreeMap<(String, String, String), Deployed>,
+    /// Staged writes, for the next commit.
+    pub ops: Vec<Op>,
+    /// Actions to send once committed, by (rollout, node); kept until the
+    /// node's agent takes them.
+    pub unsent: BTreeMap<(u64, String), DeployAction>,
+    pub finished: Vec<Finished>,
+    /// Rollouts that may start now that their service is free.
+    pub startable: BTreeSet<u64>,
+    /// Since when each node with an action in flight has been away (ms).
+    away: BTreeMap<String, u64>,
+}
+
+/// A release's version: the same bits at the same path are the same
+/// version in every environment.
+pub fn version_of(sha256: &str, path: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{sha256}:{path}").as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn moving(state: NodeState) -> bool {
+    matches!(state, NodeState::Installing | NodeState::Checking | NodeState::Switching | NodeState::RollingBack)
+}
+
+impl Driver {
+    fn stage(&mut self, id: u64) {
+        if let Some(rec) = self.records.get(&id) {
+            self.ops.push(Op::put(records::record(id), serde_json::to_vec(rec).expect("a record serialises")));
+        }
+    }
+
+    /// A deploy job to roll out (again, after a failover: then its record
+    /// exists, and only its end is told again if it has one).
+    pub fn start_job(&mut self, job: DeployJob, now_ms: u64) {
+        let job_ref = JobRef { run: job.run, job: job.job.clone(), attempt: job.attempt };
+        if let Some(rec) = self.records.values().find(|r| r.job.as_ref() == Some(&job_ref)) {
+            let id = rec.id;
+            if rec.is_finished() {
+                self.tell(id);
+            } else if job.cancelling {
+                self.abort(id, "the run was cancelled".into(), now_ms);
+            }
+            return;
+        }
+        let spec = job.spec;
+        let release = match &job.artifact {
+            Some(a) => ReleaseRef {
+                version: version_of(&a.sha256, &spec.artifact.path),
+                sha256: a.sha256.clone(),
+                size: a.size,
+                path: spec.artifact.path.clone(),
+                run: job.run.to_string(),
+                commit: job.commit.clone().unwrap_or_default(),
+            },
+            None => ReleaseRef {
+                version: String::new(),
+                sha256: String::new(),
+                size: 0,
+                path: spec.artifact.path.clone(),
+                run: job.run.to_string(),
+                commit: job.commit.clone().unwrap_or_default(),
+            },
+        };
+        self.last_id += 1;
+        let id = self.last_id;
+        self.ops.push(Op::put(records::SEQ, id.to_string()));
+        let rec = RolloutRecord {
+            id,
+            env: spec.environment.clone(),
+            service: spec.service.name.clone(),
+            job: Some(job_ref),
+            branch: job.branch.clone(),
+            release: release.clone(),
+            deploy: spec,
+            rollout: None,
+            created_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+            message: String::new(),
+            inflight: BTreeMap::new(),
+            seq: 0,
+            by: format!("run {} job {}", job.run, job.job),
+        };
+        let (env, service) = (rec.env.clone(), rec.service.clone());
+        self.records.insert(id, rec);
+        if job.artifact.is_none() {
+            let from = self.records[&id].deploy.artifact.job.clone();
+            self.end_unstarted(id, format!("job {from} packed no artifacts, so there is no release to deploy"), now_ms);
+            return;
+        }
+        if job.cancelling {
+            self.end_unstarted(id, "the run was cancelled before the rollout started".into(), now_ms);
+            return;
+        }
+        let def = self.records[&id].deploy.service.clone();
+        let key = (env.clone(), service.clone(), release.version.clone());
+        let entry = Catalogued { release: release.clone(), def };
+        self.ops.push(Op::put(
+            records::release(&env, &service, &release.version),
+            serde_json::to_vec(&entry).expect("serialises"),
+        ));
+        self.catalog.insert(key, entry);
+        // A superseding deploy aborts the rollout that runs; it goes back,
+        // and this one starts once it has.
+        if self.records[&id].deploy.on_newer == OnNewer::Supersede {
+            let running: Vec<u64> = self
+                .records
+                .values()
+                .filter(|r| r.id < id && r.env == env && r.service == service && !r.is_finished())
+                .map(|r| r.id)
+                .collect();
+            for older in running {
+                self.abort(older, format!("superseded by rollout {id}"), now_ms);
+            }
+        }
+        self.queue_or_start(id);
+        self.stage(id);
+    }
+
+    /// Marks `id` as startable when no older rollout of its service is
+    /// unfinished; otherwise says what it waits for.
+    fn queue_or_start(&mut self, id: u64) {
+        let Some(rec) = self.records.get(&id) else { return };
+        let blocker = self
+            .records
+            .values()
+            .find(|r| r.id < id && r.env == rec.env && r.service == rec.service && !r.is_finished())
+            .map(|r| r.id);
+        match blocker {
+            None => {
+                self.startable.insert(id);
+            }
+            Some(older) => {
+                let rec = self.records.get_mut(&id).expect("checked");
+                rec.message = format!("waiting for rollout {older} of {} in {} to finish", rec.service, rec.env);
+            }
+        }
+    }
+
+    /// Starts rollout `id` with the machine the plan made, or ends it with
+    /// the plan's refusal.
+    pub fn begin(&mut self, id: u64, planned: Result<rollout::Rollout, String>, now_ms: u64) {
+        self.startable.remove(&id);
+        let Some(rec) = self.records.get_mut(&id).filter(|r| r.rollout.is_none() && !r.is_finished()) else {
+            return;
+        };
+        match planned {
+            Err(why) => self.end_unstarted(id, why, now_ms),
+            Ok(machine) => {
+                rec.rollout = Some(machine);
+                rec.started_ms = Some(now_ms);
+                rec.message.clear();
+                self.apply(id, Input::Start, now_ms);
+            }
+        }
+    }
+
+    /// The release each node of `env` serves of `service`, to go back to.
+    pub fn previous(&self, env: &str, service: &str) -> BTreeMap<String, String> {
+        self.deployed
+            .iter()
+            .filter(|((e, s, _), _)| e == env && s == service)
+            .map(|((_, _, node), d)| (node.clone(), d.release.version.clone()))
+            .collect()
+    }
+
+    /// Ends a rollout that never started (refused, or aborted while queued).
+    fn end_unstarted(&mut self, id: u64, why: String, now_ms: u64) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        rec.finished_ms = Some(now_ms);
+        rec.message = why;
+        self.stage(id);
+        self.tell(id);
+        self.free(id);
+    }
+
+    /// Tells the run how rollout `id` ended.
+    fn tell(&mut self, id: u64) {
+        let Some(rec) = self.records.get(&id) else { return };
+        let Some(job) = rec.job.clone() else { return };
+        let succeeded = rec.rollout.as_ref().is_some_and(|r| r.phase == Phase::Succeeded);
+        self.finished.push(Finished { job, succeeded, message: rec.message.clone() });
+    }
+
+    /// Rollout `id` ended: the next one of its service may start.
+    fn free(&mut self, id: u64) {
+        let Some(rec) = self.records.get(&id) else { return };
+        let (env, service) = (rec.env.clone(), rec.service.clone());
+        let next = self
+            .records
+            .values()
+            .find(|r| r.env == env && r.service == service && !r.is_finished() && r.rollout.is_none())
+            .map(|r| r.id);
+        if let Some(next) = next {
+            self.queue_or_start(next);
+        }
+    }
+
+    pub fn abort(&mut self, id: u64, reason: String, now_ms: u64) {
+        match self.records.get(&id) {
+            Some(r) if r.is_finished() => {}
+            Some(r) if r.rollout.is_none() => {
+                self.end_unstarted(id, format!("aborted before it started: {reason}"), now_ms)
+            }
+            Some(_) => {
+                self.apply(id, Input::Abort { reason }, now_ms);
+            }
+            None => {}
+        }
+    }
+
+    /// Applies one input to rollout `id` and carries out what it asks.
+    /// Returns whether anything changed.
+    pub fn apply(&mut self, id: u64, input: Input, now_ms: u64) -> bool {
+        let Some(rec) = self.records.get_mut(&id) else { return false };
+        let Some(machine) = rec.rollout.take() else { return false };
+        let (machine, fx) = rollout::step(machine, input, now_ms);
+        rec.rollout = Some(machine);
+        let changed = !fx.is_empty();
+        let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
+        let mut sends = Vec::new();
+        let mut ended = None;
+        for effect in fx {
+            let kind = match effect {
+                rollout::Effect::Install { node, .. } => Some((
+                    node,
+                    DeployKind::Install { release: rec.release.clone(), def: rec.deploy.service.clone(), beside },
+                )),
+                rollout::Effect::Rollback { node, to } => {
+                    let def = to
+                        .as_ref()
+                        .and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v.clone())))
+                        .map(|c| c.def.clone());
+                    Some((node, DeployKind::Rollback { to, def }))
+                }
+                rollout::Effect::Switch { node } => {
+                    Some((node, DeployKind::Switch { version: rec.release.version.clone() }))
+                }
+                rollout::Effect::Finished(phase) => {
+                    ended = Some(phase);
+                    None
+                }
+                _ => None,
+            };
+            if let Some((node, kind)) = kind {
+                rec.seq += 1;
+                rec.inflight.insert(node.clone(), rec.seq);
+                sends.push((
+                    node.clone(),
+                    DeployAction { id: format!("{id}/{}", rec.seq), service: rec.service.clone(), kind },
+                ));
+            }
+        }
+        for (node, action) in sends {
+            self.unsent.insert((id, node), action);
+        }
+        if let Some(phase) = ended {
+            let rec = self.records.get_mut(&id).expect("exists");
+            rec.finished_ms = Some(now_ms);
+            let machine_message = rec.rollout.as_ref().map(|r| r.message.clone()).unwrap_or_default();
+            let nodes = rec.rollout.as_ref().map_or(0, |r| r.nodes.len());
+            rec.message = match phase {
+                Phase::Succeeded => format!("rolled out {} to {nodes} node(s)", rec.release.version),
+                Phase::RolledBack => format!("rolled back: {machine_message}"),
+                Phase::Aborted => format!("aborted and rolled back: {machine_message}"),
+                _ => format!("failed: {machine_message}; some node could not go back"),
+            };
+            self.unsent.retain(|(r, _), _| *r != id);
+            self.tell(id);
+            self.free(id);
+        }
+        if changed {
+            self.stage(id);
+        }
+        changed
+    }
+
+    /// A node's report on an action.
+    pub fn report(&mut self, r: DeployReport, now_ms: u64) {
+        let Some(rec) = self.records.get(&r.rollout) else { return };
+        if rec.inflight.get(&r.node) != Some(&r.seq) || rec.service != r.service {
+            return;
+        }
+        let node = r.node.clone();
+        let input = match r.state {
+            DeployState::Installed => Input::NodeInstalled { node: node.clone() },
+            DeployState::Healthy => Input::NodeHealthy { node: node.clone() },
+            DeployState::Switched => Input::NodeSwitched { node: node.clone() },
+            DeployState::RolledBack => Input::NodeRolledBack { node: node.clone() },
+            DeployState::Failed => Input::NodeFailed { node: node.clone(), reason: r.message.clone() },
+        };
+        let before = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
+        self.unsent.remove(&(r.rollout, node.clone()));
+        self.apply(r.rollout, input, now_ms);
+        let rec = &self.records[&r.rollout];
+        let after = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
+        if before == after {
+            return;
+        }
+        let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
+        let serves = match after {
+            Some(NodeState::Healthy) if !beside => Some(Some(rec.release.clone())),
+            Some(NodeState::Switched) => Some(Some(rec.release.clone())),
+            Some(NodeState::RolledBack) => {
+                let to = rec.rollout.as_ref().and_then(|m| m.node(&node)).and_then(|n| n.rollback_to.clone());
+                Some(
+                    to.and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v)))
+                        .map(|c| c.release.clone()),
+                )
+            }
+            _ => None,
+        };
+        let (env, service, id) = (rec.env.clone(), rec.service.clone(), rec.id);
+        let key = records::deployed(&env, &service, &node);
+        match serves {
+            Some(Some(release)) => {
+                let d = Deployed { node: node.clone(), release, rollout: id, healthy: true, since_ms: now_ms };
+                self.ops.push(Op::put(key, serde_json::to_vec(&d).expect("serialises")));
+                self.deployed.insert((env, service, node), d);
+            }
+            Some(None) => {
+                self.ops.push(Op::delete(key));
+                self.deployed.remove(&(env, service, node));
+            }
+            None => {}
+        }
+    }
+
+    /// An operator's command; an error says why it does not apply.
+    pub fn command(&mut self, id: u64, verb: Verb, now_ms: u64) -> Result<(), String> {
+        let rec = self.records.get(&id).ok_or_else(|| format!("there is no rollout {id}"))?;
+        if rec.is_finished() {
+            return Err(format!("rollout {id} has finished ({}): {}", rec.phase(), rec.message));
+        }
+        let phase = rec.phase();
+        let input = match verb {
+            Verb::Abort => {
+                self.abort(id, "aborted by hand".into(), now_ms);
+                return Ok(());
+            }
+            Verb::Promote { full } => Input::Promote { full },
+            Verb::Pause => Input::Pause,
+            Verb::Resume => Input::Resume,
+        };
+        if rec.rollout.is_none() {
+            return Err(format!("rollout {id} has not started: {}", rec.message));
+        }
+        if self.apply(id, input, now_ms) {
+            Ok(())
+        } else {
+            let what = match verb {
+                Verb::Promote { .. } => "it is not waiting for a promotion",
+                Verb::Pause => "it is not progressing",
+                Verb::Resume => "it is not paused",
+                Verb::Abort => unreachable!("handled above"),
+            };
+            Err(format!("rollout {id} is {phase}: {what}"))
+        }
+    }
+
+    /// Time passed: pauses and deadlines end, nodes away too long fail,
+    /// and agents that came back get their actions again. `connected` is
+    /// every agent with a live session.
+    pub fn tick(&mut self, connected: &BTreeSet<String>, now_ms: u64) {
+        let grace = NODE_AWAY_GRACE.as_millis() as u64;
+        let active: Vec<u64> =
+            self.records.values().filter(|r| r.rollout.is_some() && !r.is_finished()).map(|r| r.id).collect();
+        let mut failed = Vec::new();
+        let mut back = Vec::new();
+        for id in &active {
+            let rec = &self.records[id];
+            let machine = rec.rollout.as_ref().expect("filtered");
+            let deadline = rec.started_ms.unwrap_or(rec.created_ms) + rec.deploy.progress_deadline.as_millis() as u64;
+            if now_ms > deadline && matches!(machine.phase, Phase::Progressing | Phase::Paused) {
+                let d = drover_client::duration::format(rec.deploy.progress_deadline);
+                failed.push((*id, None, format!("its progress deadline of {d} passed")));
+                continue;
+            }
+            for n in machine.nodes.iter().filter(|n| moving(n.state)) {
+                if connected.contains(&n.name) {
+                    if self.away.remove(&n.name).is_some() {
+                        back.push((*id, n.name.clone()));
+                    }
+                } else {
+                    let since = *self.away.entry(n.name.clone()).or_insert(now_ms);
+                    if now_ms.saturating_sub(since) >= grace {
+                        let why = format!("its agent has been away for {}s", NODE_AWAY_GRACE.as_secs());
+                        failed.push((*id, Some(n.name.clone()), why));
+                    }
+                }
+            }
+        }
+        for (id, node, why) in failed {
+            match node {
+                None => self.abort(id, why, now_ms),
+                Some(node) => {
+                    self.away.remove(&node);
+                    self.apply(id, Input::NodeFailed { node, reason: why }, now_ms);
+                }
+            }
+        }
+        // An agent that came back may have lost what it was doing (it
+        // restarted): send its actions again.
+        for (id, node) in back {
+            self.resend(id, &node);
+        }
+        for id in active {
+            if self.records[&id]
+                .rollout
+                .as_ref()
+                .is_some_and(|m| matches!(m.hold, Some(rollout::Hold::Until(t)) if t <= now_ms))
+            {
+                self.apply(id, Input::Tick, now_ms);
+            }
+        }
+    }
+
+    /// Sends the action in flight on `node` of rollout `id` again, with a
+    /// new number (so the old one's reports are stale).
+    fn resend(&mut self, id: u64, node: &str) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        let Some(machine) = &rec.rollout else { return };
+        let Some(n) = machine.node(node).filter(|n| moving(n.state)) else { return };
+        let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
+        let kind = match n.state {
+            NodeState::Installing | NodeState::Checking => {
+                DeployKind::Install { release: rec.release.clone(), def: rec.deploy.service.clone(), beside }
+            }
+            NodeState::Switching => DeployKind::Switch { version: rec.release.version.clone() },
+            _ => {
+                let to = n.rollback_to.clone();
+                let def = to
+                    .as_ref()
+                    .and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v.clone())))
+                    .map(|c| c.def.clone());
+                DeployKind::Rollback { to, def }
+            }
+        };
+        rec.seq += 1;
+        rec.inflight.insert(node.to_string(), rec.seq);
+        let action = DeployAction { id: format!("{id}/{}", rec.seq), service: rec.service.clone(), kind };
+        self.unsent.insert((id, node.to_string()), action);
+        self.stage(id);
+    }
+
+    /// After a failover: every action in flight is sent again.
+    pub fn resume(&mut self) {
+        let moving_nodes: Vec<(u64, String)> = self
+            .records
+            .values()
+            .filter(|r| !r.is_finished())
+            .filter_map(|r| r.rollout.as_ref().map(|m| (r.id, m)))
+            .flat_map(|(id, m)| m.nodes.iter().filter(|n| moving(n.state)).map(move |n| (id, n.name.clone())))
+            .collect();
+        for (id, node) in moving_nodes {
+            self.resend(id, &node);
+        }
+        let queued: Vec<u64> =
+            self.records.values().filter(|r| r.rollout.is_none() && !r.is_finished()).map(|r| r.id).collect();
+        for id in queued {
+            self.queue_or_start(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

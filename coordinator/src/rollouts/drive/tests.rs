@@ -1,0 +1,222 @@
+//! The rollout controller's core, driven as the loop drives it: deploy jobs
+//! in, reports and ticks, and what it staged checked after each.
+
+use std::collections::BTreeSet;
+
+use drover_deploy::rollout::{Phase, Rollout, Target};
+
+use super::*;
+use crate::core::machine::ArtifactRef;
+
+fn job(run: u64, on_newer: &str, strategy: &str) -> DeployJob {
+    let text = format!(
+        "name: d\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps: [{{run: make}}]\n  deploy:\n    \
+         needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist\n      \
+         service:\n        name: web\n        command: ./app\n        port: 8080\n        health: {{tcp: true, \
+         interval: 1s, healthy_after: 2, timeout: 30s}}\n      strategy: {strategy}\n      on_newer: {on_newer}\n      \
+         progress_deadline: 1m\n"
+    );
+    let pipeline = drover_pipeline::parse("ci.yml", &text).unwrap_or_else(|e| panic!("{e}"));
+    DeployJob {
+        run,
+        job: "deploy".into(),
+        attempt: 1,
+        spec: pipeline.job("deploy").and_then(|j| j.deploy.clone()).expect("a deploy job"),
+        branch: Some("main".into()),
+        commit: Some("c0ffee".into()),
+        artifact: Some(ArtifactRef { sha256: format!("{run:064}"), size: 10, files: 1 }),
+        cancelling: false,
+    }
+}
+
+/// Plans the startable rollouts over `nodes`, as the loop does.
+fn begin_all(d: &mut Driver, nodes: &[&str], now: u64) {
+    for id in std::mem::take(&mut d.startable) {
+        let rec = &d.records[&id];
+        let previous = d.previous(&rec.env, &rec.service);
+        let spec = drover_deploy::rollout::Spec {
+            release: rec.release.version.clone(),
+            strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
+            on_failure: drover_deploy::rollout::OnFailure::Rollback,
+            await_verdict: false,
+        };
+        let targets =
+            nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: previous.get(*n).cloned() }).collect();
+        d.begin(id, Rollout::new(spec, targets).map_err(|e| e.to_string()), now);
+    }
+}
+
+/// The actions staged, as "node kind id", and clears them (as sending does).
+fn sent(d: &mut Driver) -> Vec<String> {
+    let out = d
+        .unsent
+        .iter()
+        .map(|((_, node), a)| {
+            let kind = match &a.kind {
+                DeployKind::Install { release, .. } => format!("install {}", release.version),
+                DeployKind::Rollback { to, .. } => format!("rollback {}", to.clone().unwrap_or_default()),
+                DeployKind::Switch { version } => format!("switch {version}"),
+            };
+            format!("{node} {kind} {}", a.id)
+        })
+        .collect();
+    d.unsent.clear();
+    out
+}
+
+fn report(d: &mut Driver, id: u64, node: &str, state: DeployState, now: u64) {
+    let seq = d.records[&id].inflight[node];
+    let r = DeployReport {
+        node: node.into(),
+        rollout: id,
+        seq,
+        service: "web".into(),
+        state,
+        message: "said so".into(),
+        version: String::new(),
+    };
+    d.report(r, now);
+}
+
+fn phase(d: &Driver, id: u64) -> Phase {
+    d.records[&id].rollout.as_ref().expect("started").phase
+}
+
+#[test]
+fn a_rolling_deploy_goes_node_by_node_and_the_next_goes_back_to_it() {
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    begin_all(&mut d, &["a", "b"], 1);
+    let v1 = d.records[&1].release.version.clone();
+    assert_eq!(sent(&mut d), [format!("a install {v1} 1/1")]);
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    assert_eq!(sent(&mut d), [format!("b install {v1} 1/2")]);
+    report(&mut d, 1, "b", DeployState::Installed, 4);
+    report(&mut d, 1, "b", DeployState::Healthy, 5);
+    assert_eq!(phase(&d, 1), Phase::Succeeded);
+    assert_eq!(d.finished.len(), 1);
+    assert!(d.finished[0].succeeded, "{:?}", d.finished);
+    assert_eq!(d.previous("staging", "web").values().collect::<Vec<_>>(), [&v1, &v1]);
+
+    // v2 fails its health on b: both go back to v1, b first.
+    d.start_job(job(2, "queue", "{rolling: {max_parallel: 1}}"), 10);
+    begin_all(&mut d, &["a", "b"], 11);
+    let v2 = d.records[&2].release.version.clone();
+    assert_eq!(sent(&mut d), [format!("a install {v2} 2/1")]);
+    report(&mut d, 2, "a", DeployState::Installed, 12);
+    report(&mut d, 2, "a", DeployState::Healthy, 13);
+    sent(&mut d);
+    report(&mut d, 2, "b", DeployState::Installed, 14);
+    report(&mut d, 2, "b", DeployState::Failed, 15);
+    assert_eq!(sent(&mut d), [format!("b rollback {v1} 2/3")]);
+    // A stale report (the install's) changes nothing.
+    let stale = DeployReport {
+        node: "b".into(),
+        rollout: 2,
+        seq: 2,
+        service: "web".into(),
+        state: DeployState::Healthy,
+        message: String::new(),
+        version: String::new(),
+    };
+    d.report(stale, 15);
+    report(&mut d, 2, "b", DeployState::RolledBack, 16);
+    assert_eq!(sent(&mut d), [format!("a rollback {v1} 2/4")]);
+    report(&mut d, 2, "a", DeployState::RolledBack, 17);
+    assert_eq!(phase(&d, 2), Phase::RolledBack);
+    assert!(!d.finished[1].succeeded);
+    assert!(d.finished[1].message.contains("node b failed: said so"), "{}", d.finished[1].message);
+    assert_eq!(d.previous("staging", "web").values().collect::<Vec<_>>(), [&v1, &v1], "every node is back on v1");
+}
+
+#[test]
+fn a_second_deploy_of_the_service_waits_or_supersedes() {
+    // (on_newer, whether the first ends aborted)
+    for (on_newer, aborts) in [("queue", false), ("supersede", true)] {
+        let mut d = Driver::default();
+        d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+        begin_all(&mut d, &["a"], 1);
+        sent(&mut d);
+        d.start_job(job(2, on_newer, "{rolling: {max_parallel: 1}}"), 2);
+        assert!(d.startable.is_empty(), "{on_newer}: the second waits");
+        assert!(d.records[&2].message.contains("waiting for rollout 1"), "{}", d.records[&2].message);
+        if aborts {
+            assert_eq!(phase(&d, 1), Phase::RollingBack, "superseded");
+            report(&mut d, 1, "a", DeployState::RolledBack, 3);
+            assert_eq!(phase(&d, 1), Phase::Aborted);
+        } else {
+            report(&mut d, 1, "a", DeployState::Installed, 3);
+            report(&mut d, 1, "a", DeployState::Healthy, 4);
+            assert_eq!(phase(&d, 1), Phase::Succeeded);
+        }
+        assert_eq!(d.startable, BTreeSet::from([2]), "{on_newer}: the second starts once the first has ended");
+    }
+}
+
+#[test]
+fn nodes_away_fail_deadlines_abort_and_a_failover_sends_again() {
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 2}}"), 0);
+    begin_all(&mut d, &["a", "b"], 0);
+    sent(&mut d);
+    let both: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    let only_a: BTreeSet<String> = ["a".to_string()].into();
+    let grace = NODE_AWAY_GRACE.as_millis() as u64;
+    d.tick(&both, 1_000);
+    d.tick(&only_a, 2_000);
+    d.tick(&only_a, 2_000 + grace - 1);
+    assert_eq!(phase(&d, 1), Phase::Progressing, "not yet");
+    d.tick(&only_a, 2_000 + grace);
+    assert_eq!(phase(&d, 1), Phase::RollingBack, "b has been away too long");
+
+    // The progress deadline (1m) aborts a rollout that does not finish.
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    begin_all(&mut d, &["a"], 0);
+    d.tick(&both, 60_001);
+    assert_eq!(phase(&d, 1), Phase::RollingBack);
+    assert!(d.records[&1].rollout.as_ref().unwrap().message.contains("progress deadline of 1m"));
+
+    // A new leader sends what was in flight again, numbered anew.
+    let mut d2 = Driver { records: d.records.clone(), last_id: 1, ..Default::default() };
+    d2.resume();
+    assert_eq!(sent(&mut d2), ["a rollback  1/3"]);
+}
+
+#[test]
+fn operators_commands_apply_or_say_why_not() {
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}"), 0);
+    begin_all(&mut d, &["a", "b"], 0);
+    let err = d.command(1, Verb::Promote { full: false }, 1).unwrap_err();
+    assert!(err.contains("not waiting for a promotion"), "{err}");
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    sent(&mut d);
+    d.command(1, Verb::Promote { full: false }, 4).unwrap();
+    let v = d.records[&1].release.version.clone();
+    assert_eq!(sent(&mut d), [format!("b install {v} 1/2")]);
+    assert!(d.command(1, Verb::Resume, 5).unwrap_err().contains("not paused"));
+    assert!(d.command(9, Verb::Pause, 5).unwrap_err().contains("there is no rollout 9"));
+    d.command(1, Verb::Abort, 6).unwrap();
+    assert_eq!(phase(&d, 1), Phase::RollingBack);
+}
+
+#[test]
+fn a_deploy_without_a_release_or_an_environment_fails_its_job_saying_why() {
+    let mut d = Driver::default();
+    let mut j = job(1, "queue", "{rolling: {max_parallel: 1}}");
+    j.artifact = None;
+    d.start_job(j, 0);
+    assert!(d.finished[0].message.contains("job build packed no artifacts"), "{:?}", d.finished);
+    d.start_job(job(2, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    let id = *d.startable.iter().next().unwrap();
+    d.begin(id, Err("there is no environment staging".into()), 1);
+    assert!(!d.finished[1].succeeded);
+    assert_eq!(d.finished[1].message, "there is no environment staging");
+    // The same job again (a failover) only tells its end again.
+    d.start_job(job(2, "queue", "{rolling: {max_parallel: 1}}"), 2);
+    assert_eq!(d.finished.len(), 3);
+    assert_eq!(d.records.len(), 2);
+}

@@ -1,0 +1,194 @@
+//! The rollout controller (issue 15): the leader's driver of deploy jobs'
+//! rollouts. It owns `/rollouts/` (see `records`), and talks to the run
+//! machine and the agents only through the scheduler (`scheduler::deploys`).
+//!
+//! Each term it loads every rollout, subscribes to the scheduler's deploy
+//! notes (which start with every deploy job under way), sends again every
+//! action that was in flight, and then loops: a note (a deploy job to roll
+//! out, a cancelled run, a node's report, an operator's command) or a tick
+//! goes to the synchronous core (`drive::Driver`); what it staged is then
+//! committed in one transaction, and only after that are actions sent to
+//! nodes and runs told how their rollouts ended. A rollout that may start
+//! is planned here (`core::rollouts::plan`: the environment, its connected
+//! nodes, what each serves now), since that needs the store and the fleet.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::controller::{Controller, ControllerError, Started, Term};
+use crate::core::fleet::AgentInfo;
+use crate::scheduler::{DeployNote, Event, Handle};
+use crate::store::{Store, Txn, decode};
+
+pub mod drive;
+pub mod records;
+
+use drive::Driver;
+
+/// How often pauses, deadlines and nodes away are looked at.
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct Rollouts;
+
+#[async_trait]
+impl Controller for Rollouts {
+    fn name(&self) -> &'static str {
+        "rollouts"
+    }
+
+    fn prefixes(&self) -> &'static [&'static str] {
+        &[records::PREFIX]
+    }
+
+    async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
+        let sched = term
+            .sched
+            .clone()
+            .ok_or_else(|| ControllerError::Failed("the rollout controller starts after the scheduler".into()))?;
+        let driver = load(term.store.as_ref()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        sched.send(Event::SubscribeDeploys { tx }).await.map_err(|e| ControllerError::Failed(e.to_string()))?;
+        Ok(Started::work(run(term.store.clone(), sched, driver, rx)))
+    }
+}
+
+/// Every rollout, the release catalogue and what nodes serve, from the store.
+async fn load(store: &dyn Store) -> Result<Driver, ControllerError> {
+    let mut d = Driver::default();
+    if let Some(kv) = store.get(records::SEQ).await? {
+        let text = String::from_utf8_lossy(&kv.value).into_owned();
+        d.last_id = text
+            .parse()
+            .map_err(|_| ControllerError::Failed(format!("{} holds {text:?}, not a number", records::SEQ)))?;
+    }
+    for rec in records::list(store).await? {
+        d.last_id = d.last_id.max(rec.id);
+        d.records.insert(rec.id, rec);
+    }
+    let (kvs, _) = store.range(records::RELEASES).await?;
+    for kv in kvs {
+        let c: records::Catalogued = decode(&kv.key, &kv.value)?;
+        let mut parts = kv.key[records::RELEASES.len()..].split('/');
+        if let (Some(env), Some(service)) = (parts.next(), parts.next()) {
+            let key = (records::unescape(env), records::unescape(service), c.release.version.clone());
+            d.catalog.insert(key, c);
+        }
+    }
+    for (env, service, deployed) in records::deployed_in(store, None).await? {
+        d.deployed.insert((env, service, deployed.node.clone()), deployed);
+    }
+    d.resume();
+    Ok(d)
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    sched: Handle,
+    mut d: Driver,
+    mut notes: mpsc::UnboundedReceiver<DeployNote>,
+) -> Result<(), ControllerError> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replies = Vec::new();
+    loop {
+        let now = drover_telemetry::trace::now_ms();
+        tokio::select! {
+            note = notes.recv() => match note {
+                // The scheduler stopped: the term is over.
+                None => return Ok(()),
+                Some(DeployNote::Start(job)) => d.start_job(*job, now),
+                Some(DeployNote::Cancel { run, job, attempt, reason }) => {
+                    let id = d.records.values().find(|r| r.job.as_ref().is_some_and(|j| j.run == run && j.job == job && j.attempt == attempt)).map(|r| r.id);
+                    if let Some(id) = id {
+                        d.abort(id, reason, now);
+                    }
+                }
+                Some(DeployNote::Report(report)) => d.report(report, now),
+                Some(DeployNote::Command(cmd)) => {
+                    let result = d.command(cmd.rollout, cmd.verb, now);
+                    if result.is_ok() {
+                        info!(rollout = cmd.rollout, verb = ?cmd.verb, by = %cmd.by, "rollout command");
+                    }
+                    replies.push((cmd.reply, result));
+                }
+            },
+            _ = tick.tick() => {
+                let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
+                let connected: BTreeSet<String> = agents.iter().filter(|a| a.connected).map(|a| a.name.clone()).collect();
+                d.tick(&connected, now);
+            }
+        }
+        if !d.startable.is_empty() {
+            let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
+            start_ready(store.as_ref(), &mut d, &agents, now).await?;
+        }
+        // Write, then act.
+        let ops = std::mem::take(&mut d.ops);
+        if !ops.is_empty() {
+            store.txn(Txn::ops(ops)).await?;
+        }
+        for (reply, result) in replies.drain(..) {
+            let _ = reply.send(result);
+        }
+        send_actions(&sched, &mut d).await;
+        for f in std::mem::take(&mut d.finished) {
+            let event = Event::DeployFinished {
+                run: f.job.run,
+                job: f.job.job,
+                attempt: f.job.attempt,
+                succeeded: f.succeeded,
+                message: f.message,
+            };
+            if sched.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Plans and starts the rollouts whose service is free.
+async fn start_ready(store: &dyn Store, d: &mut Driver, agents: &[AgentInfo], now: u64) -> Result<(), ControllerError> {
+    for id in std::mem::take(&mut d.startable) {
+        let Some(rec) = d.records.get(&id) else { continue };
+        let planned = match crate::environments::get(store, &rec.env).await {
+            Ok(env) => {
+                let nodes = crate::core::environments::nodes(&env.spec.selector, agents);
+                let previous = d.previous(&rec.env, &rec.service);
+                let branch = rec.branch.as_deref();
+                crate::core::rollouts::plan(&rec.deploy, &rec.release.version, &env.spec, branch, &nodes, &previous)
+                    .map_err(|e| e.to_string())
+            }
+            Err(crate::environments::EnvironmentsError::NotFound(name)) => Err(format!(
+                "there is no environment {name}; define it with `drover env create {name} --selector KEY=VALUE`"
+            )),
+            Err(crate::environments::EnvironmentsError::Store(e)) => return Err(e.into()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = &planned {
+            warn!(rollout = id, %why, "rollout refused");
+        }
+        d.begin(id, planned, now);
+    }
+    Ok(())
+}
+
+/// Sends every staged action whose node is connected; the rest wait for
+/// the next round.
+async fn send_actions(sched: &Handle, d: &mut Driver) {
+    let pending: Vec<_> = d.unsent.iter().map(|(k, a)| (k.clone(), a.clone())).collect();
+    for ((id, node), action) in pending {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let event = Event::Deploy { node: node.clone(), action: Box::new(action), reply };
+        if sched.send(event).await.is_err() {
+            return;
+        }
+        if let Ok(Ok(())) = rx.await {
+            d.unsent.remove(&(id, node));
+        }
+    }
+}

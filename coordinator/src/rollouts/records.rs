@@ -1,0 +1,192 @@
+//! What the rollout controller keeps in the store, and where.
+//!
+//! ```text
+//! /rollouts/seq                                   the last rollout id handed out
+//! /rollouts/r/{id}                                RolloutRecord (id zero-padded to 10 digits)
+//! /rollouts/releases/{env}/{service}/{version}    Catalogued: a release and how it runs, for rollbacks
+//! /rollouts/deployed/{env}/{service}/{node}       Deployed: what each node serves, for `drover services`
+//! ```
+//!
+//! Names are escaped to one key segment each (`core::triggers::escape`).
+
+use std::collections::BTreeMap;
+
+use drover_deploy::rollout::Rollout;
+use drover_pipeline::deploy::{DeploySpec, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::core::fleet::ReleaseRef;
+use crate::core::machine::RunId;
+use crate::core::triggers::escape;
+use crate::store::{Store, StoreError, decode};
+
+pub const PREFIX: &str = "/rollouts/";
+pub const SEQ: &str = "/rollouts/seq";
+pub const RECORDS: &str = "/rollouts/r/";
+pub const RELEASES: &str = "/rollouts/releases/";
+pub const DEPLOYED: &str = "/rollouts/deployed/";
+
+pub fn record(id: u64) -> String {
+    format!("{RECORDS}{id:010}")
+}
+
+pub fn release(env: &str, service: &str, version: &str) -> String {
+    format!("{RELEASES}{}/{}/{}", escape(env), escape(service), escape(version))
+}
+
+pub fn deployed_of(env: &str, service: &str) -> String {
+    format!("{DEPLOYED}{}/{}/", escape(env), escape(service))
+}
+
+pub fn deployed(env: &str, service: &str, node: &str) -> String {
+    format!("{}{}", deployed_of(env, service), escape(node))
+}
+
+/// The deploy job a rollout belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub run: RunId,
+    pub job: String,
+    pub attempt: u32,
+}
+
+/// One rollout of one release of a service over an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub id: u64,
+    pub env: String,
+    pub service: String,
+    /// The deploy job it runs for; none for a rollback asked for by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRef>,
+    /// The branch of the run it deploys from, for the environment's
+    /// branch filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub release: ReleaseRef,
+    /// The deploy as the pipeline wrote it: the service, the strategy, the
+    /// progress deadline, what a newer deploy does.
+    pub deploy: DeploySpec,
+    /// The machine's state; none while it waits for an older rollout of the
+    /// service (its nodes are chosen when it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    pub created_ms: u64,
+    /// When it started; the progress deadline counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// How it ended or why it waits, in words.
+    #[serde(default)]
+    pub message: String,
+    /// The action in flight on each node, by its sequence number: a report
+    /// about another is stale.
+    #[serde(default)]
+    pub inflight: BTreeMap<String, u64>,
+    /// The last action number handed out.
+    #[serde(default)]
+    pub seq: u64,
+    /// Who started it: a run's deploy job, or a person.
+    pub by: String,
+}
+
+impl RolloutRecord {
+    /// Its phase as `drover rollouts` shows it: `queued` before it starts.
+    pub fn phase(&self) -> &'static str {
+        match &self.rollout {
+            Some(r) => r.phase.as_str(),
+            None if self.finished_ms.is_some() => "failed",
+            None => "queued",
+        }
+    }
+
+    /// Whether it has reached its end.
+    pub fn is_finished(&self) -> bool {
+        self.finished_ms.is_some()
+    }
+}
+
+/// A release of a service as catalogued for an environment: what a
+/// rollback to it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalogued {
+    pub release: ReleaseRef,
+    pub def: ServiceSpec,
+}
+
+/// What a node of an environment serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub node: String,
+    pub release: ReleaseRef,
+    /// The rollout that put it there.
+    pub rollout: u64,
+    pub healthy: bool,
+    pub since_ms: u64,
+}
+
+/// Every rollout, oldest first.
+pub async fn list(store: &dyn Store) -> Result<Vec<RolloutRecord>, StoreError> {
+    let (kvs, _) = store.range(RECORDS).await?;
+    kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect()
+}
+
+pub async fn get(store: &dyn Store, id: u64) -> Result<Option<RolloutRecord>, StoreError> {
+    match store.get(&record(id)).await? {
+        Some(kv) => Ok(Some(decode(&kv.key, &kv.value)?)),
+        None => Ok(None),
+    }
+}
+
+/// What every node of `env` (or of every environment) serves, by
+/// environment, service and node.
+pub async fn deployed_in(store: &dyn Store, env: Option<&str>) -> Result<Vec<(String, String, Deployed)>, StoreError> {
+    let prefix = match env {
+        Some(env) => format!("{DEPLOYED}{}/", escape(env)),
+        None => DEPLOYED.to_string(),
+    };
+    let (kvs, _) = store.range(&prefix).await?;
+    let mut out = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        let d: Deployed = decode(&kv.key, &kv.value)?;
+        let mut parts = kv.key[DEPLOYED.len()..].split('/');
+        let (Some(env), Some(service)) = (parts.next(), parts.next()) else { continue };
+        out.push((unescape(env), unescape(service), d));
+    }
+    Ok(out)
+}
+
+/// Undoes [`escape`].
+pub fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_their_key_segments() {
+        for name in ["web", "release/1.2", "a b%c", "ü"] {
+            assert_eq!(unescape(&escape(name)), name);
+        }
+        assert_eq!(record(42), "/rollouts/r/0000000042");
+        assert!(deployed("prod", "web", "n1").starts_with(&deployed_of("prod", "web")));
+    }
+}

@@ -1,0 +1,181 @@
+//! The scheduler's side of deployments: it owns the runs and the fleet, the
+//! rollout controller owns the rollouts, and this is the seam between them.
+//!
+//! - The controller subscribes once per term ([`Event::SubscribeDeploys`]);
+//!   the scheduler answers at once with every deploy job that is running or
+//!   being cancelled (so a new leader's controller picks up where the old
+//!   one was), and from then on sends a [`DeployNote`] for each deploy job
+//!   that starts or is cancelled, after the burst that decided it is
+//!   committed, and for each report an agent makes.
+//! - The controller reports a rollout's end as [`Event::DeployFinished`],
+//!   which is the run machine's `Input::DeployFinished`.
+//! - The controller sends an action to a node with [`Event::Deploy`]: the
+//!   fleet hands it to the agent's live session, or it is refused at once
+//!   when the agent is not connected. An install lets that agent download
+//!   the release's blob (`may_fetch`) for the rest of the term.
+//! - `drover rollout promote|pause|resume|abort` reach the controller the
+//!   same way, as [`DeployNote::Command`], so that the API needs one handle
+//!   on the leader's work.
+
+use std::collections::BTreeSet;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Event;
+use super::state::{Outgoing, State};
+use crate::core::fleet::{DeployAction, DeployKind, DeployReport, Now, ToAgent};
+use crate::core::machine::{ArtifactRef, Input, JobState, RunId};
+use drover_pipeline::deploy::DeploySpec;
+
+/// A deploy job whose rollout is to run.
+#[derive(Debug, Clone)]
+pub struct DeployJob {
+    pub run: RunId,
+    pub job: String,
+    pub attempt: u32,
+    pub spec: DeploySpec,
+    /// The run's branch and commit, for the environment's branch filter and
+    /// the release's record.
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    /// The artifact of the job the release comes from; none when that job
+    /// packed nothing (the rollout fails, saying so).
+    pub artifact: Option<ArtifactRef>,
+    /// Whether the run is being cancelled: abort rather than start.
+    pub cancelling: bool,
+}
+
+/// An operator's command on a rollout.
+#[derive(Debug)]
+pub struct RolloutCommand {
+    pub rollout: u64,
+    pub verb: Verb,
+    pub by: String,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Promote { full: bool },
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// What the scheduler tells the rollout controller.
+#[derive(Debug)]
+pub enum DeployNote {
+    Start(Box<DeployJob>),
+    Cancel { run: RunId, job: String, attempt: u32, reason: String },
+    Report(DeployReport),
+    Command(RolloutCommand),
+}
+
+impl State {
+    /// The controller subscribed: every deploy job under way, at once.
+    pub(super) fn subscribe_deploys(&mut self, tx: mpsc::UnboundedSender<DeployNote>) {
+        self.deploy_grants.clear();
+        let mut under_way = Vec::new();
+        for (id, run) in &self.runs {
+            for (name, job) in &run.jobs {
+                if job.agent.is_none() && matches!(job.state, JobState::Running | JobState::Cancelling) {
+                    under_way.push((*id, name.clone()));
+                }
+            }
+        }
+        for (run, job) in under_way {
+            if let Some(note) = self.deploy_job(run, &job) {
+                let _ = tx.send(DeployNote::Start(Box::new(note)));
+            }
+        }
+        self.deploys = Some(tx);
+    }
+
+    /// What the controller needs to roll out deploy job `job` of `run`.
+    fn deploy_job(&self, run_id: RunId, job: &str) -> Option<DeployJob> {
+        let run = self.runs.get(&run_id)?;
+        let spec = run.spec(job)?.deploy.clone()?;
+        let record = run.jobs.get(job)?;
+        let artifact = run.jobs.get(&spec.artifact.job).and_then(|j| j.artifact.clone());
+        Some(DeployJob {
+            run: run_id,
+            job: job.to_string(),
+            attempt: record.attempt,
+            branch: run.record.source.branch.clone(),
+            commit: run.record.source.commit.clone(),
+            artifact,
+            cancelling: record.state == JobState::Cancelling,
+            spec,
+        })
+    }
+
+    /// The run machine started deploy job `job`: tell the controller once
+    /// that is committed.
+    pub(super) fn start_deploy(&mut self, run: RunId, job: &str) {
+        if let Some(note) = self.deploy_job(run, job) {
+            self.outbox.push(Outgoing::Deploy(DeployNote::Start(Box::new(note))));
+        }
+    }
+
+    pub(super) fn cancel_deploy(&mut self, run: RunId, job: String, attempt: u32, reason: String) {
+        self.outbox.push(Outgoing::Deploy(DeployNote::Cancel { run, job, attempt, reason }));
+    }
+
+    /// Hands a note to the controller, if one listens (after the commit).
+    pub(super) fn note_deploy(&mut self, note: DeployNote) {
+        if let Some(tx) = &self.deploys
+            && tx.send(note).is_err()
+        {
+            self.deploys = None;
+        }
+    }
+
+    pub(super) fn handle_deploy(&mut self, event: Event, now: Now) {
+        match event {
+            Event::SubscribeDeploys { tx } => self.subscribe_deploys(tx),
+            Event::DeployFinished { run, job, attempt, succeeded, message } if self.runs.contains_key(&run) => {
+                self.apply(run, Input::DeployFinished { job, attempt, succeeded, message }, now);
+            }
+            Event::Deploy { node, action, reply } => {
+                let _ = reply.send(self.deploy_to(node, *action));
+            }
+            // A report from a session that has been replaced is stale; the
+            // new session's Hello brings the agent's latest again.
+            Event::DeployReport { conn, report } if self.fleet.is_current(&report.node, conn) => {
+                self.note_deploy(DeployNote::Report(report));
+            }
+            Event::RolloutCommand(cmd) => match &self.deploys {
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(DeployNote::Command(cmd))) = tx.send(DeployNote::Command(cmd)) {
+                        let _ = cmd.reply.send(Err("the rollout controller is not running on this leader".into()));
+                    }
+                }
+                None => {
+                    let _ = cmd.reply.send(Err("the rollout controller is not running on this leader".into()));
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Sends `action` to `node`'s live session, or says why not.
+    fn deploy_to(&mut self, node: String, action: DeployAction) -> Result<(), String> {
+        if !self.fleet.is_connected(&node) {
+            return Err(format!("agent {node} is not connected"));
+        }
+        if let DeployKind::Install { release, .. } = &action.kind {
+            self.deploy_grants.insert((node.clone(), release.sha256.clone()));
+        }
+        // Not a burst's decision: nothing to commit first.
+        self.fleet.deliver(&node, ToAgent::Deploy(Box::new(action)));
+        Ok(())
+    }
+
+    /// Whether agent `name` was sent an install of blob `sha256`.
+    pub(super) fn may_fetch_release(&self, name: &str, sha256: &str) -> bool {
+        self.deploy_grants.contains(&(name.to_string(), sha256.to_string()))
+    }
+}
+
+/// The (agent, blob) pairs that installs were sent for this term.
+pub(super) type Grants = BTreeSet<(String, String)>;

@@ -1,0 +1,236 @@
+//! `drover rollouts`, `drover rollout status|promote|pause|resume|abort` and
+//! `drover services`: deploy jobs' rollouts and what each node serves.
+
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::client::{Conn, EXIT_FAILED, Exit};
+use crate::commands::fmt_ms;
+use crate::out::outln;
+use crate::output::{self, Format};
+
+/// How often `drover rollout status --follow` looks again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// `drover rollouts`.
+pub async fn list(conn: &mut Conn, environment: String, service: String, format: Format) -> anyhow::Result<()> {
+    let req = pb::ListRolloutsRequest { environment, service, limit: 0 };
+    let rollouts = conn.call(true, |c| c_call!(c.list_rollouts(req.clone()))).await?.rollouts;
+    if format.structured() {
+        return Ok(output::document(format, &Value::Array(rollouts.iter().map(view).collect()))?);
+    }
+    if rollouts.is_empty() {
+        outln!("no rollouts yet; a pipeline job with `deploy:` starts one");
+        return Ok(());
+    }
+    outln!(
+        "{:<6} {:<14} {:<16} {:<13} {:<11} {:<13} {:<9} {}",
+        "ID",
+        "ENVIRONMENT",
+        "SERVICE",
+        "PHASE",
+        "STRATEGY",
+        "VERSION",
+        "NODES",
+        "RUN/JOB"
+    );
+    for r in &rollouts {
+        let done = r.nodes.iter().filter(|n| matches!(n.state.as_str(), "healthy" | "switched")).count();
+        let from = if r.run_id.is_empty() { r.started_by.clone() } else { format!("{}/{}", r.run_id, r.job) };
+        outln!(
+            "{:<6} {:<14} {:<16} {:<13} {:<11} {:<13} {:<9} {from}",
+            r.id,
+            r.environment,
+            r.service,
+            r.phase,
+            r.strategy,
+            r.version,
+            format!("{done}/{}", r.nodes.len()),
+        );
+    }
+    Ok(())
+}
+
+fn finished(r: &pb::Rollout) -> bool {
+    r.finished_ms != 0
+}
+
+/// `drover rollout status ID [--follow]`.
+pub async fn status(conn: &mut Conn, id: u64, follow: bool, format: Format) -> anyhow::Result<()> {
+    let req = pb::GetRolloutRequest { id };
+    let mut last = None;
+    loop {
+        let r = conn.call(true, |c| c_call!(c.get_rollout(req))).await?;
+        if !follow {
+            print(&r, format)?;
+            return Ok(());
+        }
+        let shown = view(&r);
+        if last.as_ref() != Some(&shown) {
+            print(&r, format)?;
+            last = Some(shown);
+        }
+        if finished(&r) {
+            if r.phase == "succeeded" {
+                return Ok(());
+            }
+            return Err(Exit::new(EXIT_FAILED, format!("rollout {id} {}: {}", r.phase, r.message)).into());
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
+    if format.structured() {
+        return output::document(format, &view(r));
+    }
+    outln!("rollout {} of {} in {}: {}", r.id, r.service, r.environment, r.phase);
+    outln!("  release:   {} (sha256 {}, {})", r.version, short(&r.sha256), r.artifact_path);
+    if !r.run_id.is_empty() {
+        outln!(
+            "  from:      run {} job {}{}",
+            r.run_id,
+            r.job,
+            if r.commit.is_empty() { String::new() } else { format!(" at {}", short(&r.commit)) }
+        );
+    }
+    outln!("  strategy:  {}, step {} of {}", r.strategy, (r.step + 1).min(r.steps.max(1)), r.steps.max(1));
+    if r.started_ms != 0 {
+        outln!("  started:   {}", fmt_ms(r.started_ms));
+    }
+    if r.finished_ms != 0 {
+        outln!("  finished:  {}", fmt_ms(r.finished_ms));
+    }
+    match r.hold.as_str() {
+        "promote" => outln!("  waiting:   for `drover rollout promote {}`", r.id),
+        "until" => outln!("  pausing:   until {}", fmt_ms(r.hold_until_ms)),
+        _ => {}
+    }
+    if !r.message.is_empty() {
+        outln!("  message:   {}", r.message);
+    }
+    let done = r.nodes.iter().filter(|n| matches!(n.state.as_str(), "healthy" | "switched")).count();
+    outln!("  progress:  {} {done}/{} nodes", bar(done, r.nodes.len()), r.nodes.len());
+    for n in &r.nodes {
+        let reason = if n.reason.is_empty() { String::new() } else { format!(": {}", n.reason) };
+        outln!("    {:<20} {}{reason}", n.name, n.state);
+    }
+    Ok(())
+}
+
+fn bar(done: usize, of: usize) -> String {
+    const WIDTH: usize = 20;
+    let filled = (done * WIDTH).checked_div(of).unwrap_or(0);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(WIDTH - filled))
+}
+
+fn short(text: &str) -> &str {
+    text.get(..12).unwrap_or(text)
+}
+
+/// `drover rollout promote|pause|resume|abort ID`.
+pub async fn act(conn: &mut Conn, id: u64, verb: &str, full: bool, format: Format) -> anyhow::Result<()> {
+    let req = pb::ActOnRolloutRequest { id, verb: verb.to_string(), full };
+    // Not idempotent (a promote twice moves two steps): never retried
+    // on another coordinator.
+    let r = conn.call(false, |c| c_call!(c.act_on_rollout(req.clone()))).await?;
+    if format.structured() {
+        return Ok(output::document(format, &view(&r))?);
+    }
+    let done = match verb {
+        "promote" => "promoted",
+        "pause" => "paused",
+        "resume" => "resumed",
+        _ => "aborted",
+    };
+    outln!(
+        "rollout {id} {done}; now {}{}",
+        r.phase,
+        if r.message.is_empty() { String::new() } else { format!(": {}", r.message) }
+    );
+    Ok(())
+}
+
+/// `drover services [--env ENV]`.
+pub async fn services(conn: &mut Conn, environment: String, format: Format) -> anyhow::Result<()> {
+    let req = pb::ListServicesRequest { environment };
+    let services = conn.call(true, |c| c_call!(c.list_services(req.clone()))).await?.services;
+    if format.structured() {
+        let all: Vec<Value> = services
+            .iter()
+            .map(|s| {
+                json!({
+                    "environment": s.environment, "service": s.service, "node": s.node,
+                    "version": s.version, "sha256": s.sha256, "run_id": s.run_id, "commit": s.commit,
+                    "rollout": s.rollout, "healthy": s.healthy, "since_ms": s.since_ms, "connected": s.connected,
+                })
+            })
+            .collect();
+        return Ok(output::document(format, &Value::Array(all))?);
+    }
+    if services.is_empty() {
+        outln!("no services deployed; a pipeline job with `deploy:` deploys one");
+        return Ok(());
+    }
+    outln!(
+        "{:<14} {:<16} {:<20} {:<13} {:<13} {:<8} {:<10} {}",
+        "ENVIRONMENT",
+        "SERVICE",
+        "NODE",
+        "VERSION",
+        "SHA256",
+        "HEALTH",
+        "RUN",
+        "COMMIT"
+    );
+    for s in &services {
+        let health = match (s.healthy, s.connected) {
+            (true, true) => "healthy",
+            (true, false) => "away",
+            (false, _) => "unhealthy",
+        };
+        outln!(
+            "{:<14} {:<16} {:<20} {:<13} {:<13} {:<8} {:<10} {}",
+            s.environment,
+            s.service,
+            s.node,
+            s.version,
+            short(&s.sha256),
+            health,
+            s.run_id,
+            short(&s.commit)
+        );
+    }
+    Ok(())
+}
+
+fn view(r: &pb::Rollout) -> Value {
+    json!({
+        "id": r.id,
+        "environment": r.environment,
+        "service": r.service,
+        "phase": r.phase,
+        "strategy": r.strategy,
+        "version": r.version,
+        "sha256": r.sha256,
+        "artifact_path": r.artifact_path,
+        "run_id": r.run_id,
+        "job": r.job,
+        "commit": r.commit,
+        "created_ms": r.created_ms,
+        "started_ms": r.started_ms,
+        "finished_ms": r.finished_ms,
+        "message": r.message,
+        "step": r.step,
+        "steps": r.steps,
+        "hold": r.hold,
+        "hold_until_ms": r.hold_until_ms,
+        "progress_deadline_ms": r.progress_deadline_ms,
+        "started_by": r.started_by,
+        "nodes": r.nodes.iter().map(|n| json!({
+            "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to,
+        })).collect::<Vec<_>>(),
+    })
+}
