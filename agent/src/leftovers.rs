@@ -17,7 +17,9 @@
 //! ([`crate::deploy::supervise`]) are meant to outlive the agent, and are
 //! never taken for leftovers: the supervisor starts with a cleared
 //! environment and builds its service's without `DROVER_WORKSPACE` (a spec
-//! that sets it is refused).
+//! that sets it is refused). Their releases and state live in the services
+//! dir, `WORK_DIR/.services` by default, which is no workspace name and so
+//! never removed ([`crate::deploy::executor`]).
 //!
 //! A process that cleared its environment and left its step's process group
 //! escapes; in production systemd's `KillMode` kills the whole cgroup when
@@ -214,7 +216,19 @@ mod tests {
         for good in ["12-build-1", "7-build.x-1-30", "1-a_b-2"] {
             assert!(is_workspace_name(OsStr::new(good)), "{good}");
         }
-        for bad in [".drover-agent.lock", "Documents", "12-1", "12--1", "x-build-1", "12-build-x", "12-build", ""] {
+        // The agent's own: the lock, the caches, the deployed services.
+        for bad in [
+            ".drover-agent.lock",
+            ".caches",
+            ".services",
+            "Documents",
+            "12-1",
+            "12--1",
+            "x-build-1",
+            "12-build-x",
+            "12-build",
+            "",
+        ] {
             assert!(!is_workspace_name(OsStr::new(bad)), "{bad}");
         }
     }

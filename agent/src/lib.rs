@@ -3,9 +3,9 @@
 //! log until the coordinator has stored it, [`leftovers`] kills what a dead
 //! agent left running on its work dir, [`watch`] kills the steps of an agent
 //! the moment it dies, [`runas`] runs steps as another user, and [`deploy`]
-//! is the node's side of deployments (now the proxy that owns a service's
-//! port, the releases on disk, health checks and the supervision of
-//! services). The binary (`main.rs`) parses flags, serves the metrics
+//! is the node's side of deployments (the executor of deploy actions, and
+//! what it is built on: the proxy that owns a service's port, the releases
+//! on disk, health checks and the supervision of services). The binary (`main.rs`) parses flags, serves the metrics
 //! endpoint, maps signals to [`client::Stop`], and is also the step watcher
 //! and each service's supervisor.
 

@@ -75,6 +75,17 @@ struct Args {
     /// used go. The shared copy is the coordinator's.
     #[arg(long, default_value = "10GiB", value_parser = drover_agent::size::parse)]
     cache_budget: u64,
+    /// Where deployed services keep their releases, supervisors' state and
+    /// the record of what is live, one directory per service. Default:
+    /// WORK_DIR/.services (never taken for a leftover workspace). Services
+    /// outlive the agent; a restarted agent adopts them from here.
+    #[arg(long, value_name = "DIR")]
+    services_dir: Option<PathBuf>,
+    /// The address the proxies of deployed services listen on, each on its
+    /// service's port (e.g. 0.0.0.0 for every interface, 127.0.0.1 for this
+    /// host only).
+    #[arg(long, default_value = "0.0.0.0")]
+    service_address: std::net::IpAddr,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address
     /// (plain HTTP).
     #[arg(long)]
@@ -155,6 +166,8 @@ async fn agent_main() -> anyhow::Result<ExitCode> {
         min_free_space: args.min_free_space,
         git_timeout: args.git_timeout,
         cache_budget: args.cache_budget,
+        services_dir: args.services_dir,
+        service_address: args.service_address,
         watcher: Some(watch::Launch {
             program: PathBuf::from("/proc/self/exe"),
             log_format: match args.log_format {

@@ -9,6 +9,13 @@
 //! was not acknowledged. An attempt the coordinator disowns (Cancel) is
 //! killed and dropped.
 //!
+//! Deploy actions go to the deploy executor ([`crate::deploy::executor`]),
+//! one queue per service; the protocol keeps the latest report of each
+//! service and sends it again after every Hello. Services outlive the
+//! agent: stopping or draining it leaves them running, and the next agent
+//! process adopts them. An action under way when the agent stops is cut
+//! short without a final report; sent again, it finds what was done.
+//!
 //! A coordinator that refuses the agent for what it is (`PermissionDenied`:
 //! a certificate for another name, labels it may not claim;
 //! `InvalidArgument`: a Hello it cannot take) will refuse it again on every
@@ -45,6 +52,7 @@ use drover_client::tls::{Bundle, ClientTls};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::deploy::executor::{self as deploy, Executor};
 use crate::exec::{self, ExecEvent};
 use crate::leftovers;
 use crate::runas;
@@ -77,6 +85,12 @@ pub struct Config {
     /// The most bytes this agent's own copy of caches may take
     /// (`WORK_DIR/.caches`); past it the least recently used go.
     pub cache_budget: u64,
+    /// Where deployed services keep their releases and state
+    /// ([`crate::deploy::executor`]); None: `WORK_DIR/.services`, which the
+    /// cleanup of leftover workspaces never touches.
+    pub services_dir: Option<PathBuf>,
+    /// The address services' proxies listen on, each on its service's port.
+    pub service_address: std::net::IpAddr,
 }
 
 /// What the agent's owner asks of it (the binary maps signals to these).
@@ -116,6 +130,10 @@ pub struct Agent {
     controls: HashMap<String, watch::Sender<exec::Control>>,
     exec_tx: mpsc::UnboundedSender<ExecEvent>,
     exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
+    /// Carries out deploy actions, one task per service; its reports
+    /// arrive on `deploy_rx`.
+    deploy: Executor,
+    deploy_rx: mpsc::UnboundedReceiver<deploy::Report>,
     /// Why the agent takes no new work for now, or empty.
     unready: String,
     /// Held, never read: the work dir is ours while the file is open.
@@ -208,7 +226,28 @@ impl Agent {
             .map_err(|source| AgentError::WorkDir { path: config.work_dir.join(".caches"), source })?;
         exec.caches = Some(Arc::new(caches));
         let (channel, channel_rx) = watch::channel(None);
-        exec.transfer = Some(Arc::new(transfer::ChannelTransfer { channel: channel_rx }));
+        let transfer: Arc<dyn exec::artifacts::Transfer> = Arc::new(transfer::ChannelTransfer { channel: channel_rx });
+        exec.transfer = Some(Arc::clone(&transfer));
+        let services_dir = config.services_dir.clone().unwrap_or_else(|| config.work_dir.join(".services"));
+        let services_err = |source| AgentError::ServicesDir { path: services_dir.clone(), source };
+        std::fs::create_dir_all(&services_dir).map_err(services_err)?;
+        let services_dir = std::fs::canonicalize(&services_dir).map_err(services_err)?;
+        if let Some(user) = &exec.user {
+            // The run-as user reaches its releases, and lists nothing.
+            runas::set_private_mode(&services_dir, 0o711, euid)?;
+            runas::check_reachable(&services_dir, user)?;
+        }
+        let launch = config
+            .watcher
+            .clone()
+            .unwrap_or_else(|| step_watch::Launch { program: PathBuf::from("/proc/self/exe"), log_format: "text" });
+        let (deploy, deploy_rx) = Executor::new(deploy::Config::new(
+            services_dir,
+            config.service_address,
+            exec.user.clone(),
+            launch,
+            transfer,
+        ));
         let exec = Arc::new(exec);
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
@@ -220,6 +259,8 @@ impl Agent {
             controls: HashMap::new(),
             exec_tx,
             exec_rx,
+            deploy,
+            deploy_rx,
             unready: String::new(),
             _lock: lock,
             exec,
@@ -273,6 +314,9 @@ impl Agent {
     /// or until the coordinator refuses the agent for good
     /// ([`AgentError::Refused`]; every running attempt is killed).
     pub async fn run(mut self, stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
+        // The services deployed before: their releases adopted, their
+        // ports open again.
+        self.deploy.adopt();
         let result = self.connect_loop(stop).await;
         // The caller says why (once); here only what it costs.
         if result.is_err() && !self.proto.is_empty() {
@@ -369,6 +413,7 @@ impl Agent {
                 tokio::select! {
                     _ = &mut sleep => break,
                     Some(ev) = self.exec_rx.recv() => { self.on_exec(ev, None); }
+                    Some(report) = self.deploy_rx.recv() => { self.proto.on_deploy(report); }
                     Ok(()) = stop.changed() => {}
                 }
             }

@@ -8,7 +8,10 @@
 //! ([`LogBuf`]) and its result, across any number of sessions; the highest
 //! coordinator epoch seen (an `Assign` or `Cancel` from an older one is
 //! refused); the Welcome's heartbeat period, acknowledgement timeout and
-//! fence; and the session's heartbeats ([`Heartbeats`]).
+//! fence; the session's heartbeats ([`Heartbeats`]); and the latest deploy
+//! report of each service, sent again after every Hello (a report made
+//! while disconnected still arrives; the coordinator takes one twice
+//! without harm).
 //!
 //! The driver calls, each synchronously and with `now` an argument:
 //! - [`Protocol::hello`] when a session opens: the Hello (listing the
@@ -18,11 +21,12 @@
 //!   fence, change the heartbeat period);
 //! - [`Protocol::on_exec`] for what the executor reports: the message to
 //!   send when connected (the state is kept either way);
+//! - [`Protocol::on_deploy`] for what the deploy executor reports: the same;
 //! - [`Protocol::heartbeat`] when a heartbeat is due, and
 //!   [`Protocol::frozen_at`] to know when a coordinator that acknowledges
 //!   nothing is to be taken for frozen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
@@ -32,6 +36,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::heartbeats::Heartbeats;
+use crate::deploy::executor;
 use crate::exec::{self, ExecEvent, Outcome};
 use crate::logbuf::LogBuf;
 
@@ -49,6 +54,9 @@ pub enum Action {
     Fence { id: String, at: Instant },
     /// The coordinator set the heartbeat period (its Welcome).
     HeartbeatEvery(Duration),
+    /// Hand this deploy action to the deploy executor, behind the earlier
+    /// ones of its service.
+    Deploy(Box<executor::Order>),
 }
 
 /// An attempt from its assignment until its result is acknowledged.
@@ -79,6 +87,8 @@ pub struct Protocol {
     fence: Option<Duration>,
     /// This session's heartbeats and their acknowledgements.
     beats: Heartbeats,
+    /// The latest deploy report of each service, by service.
+    reports: BTreeMap<String, pb::DeployReport>,
 }
 
 impl Default for Protocol {
@@ -97,6 +107,7 @@ impl Protocol {
             ack_timeout: None,
             fence: None,
             beats: Heartbeats::default(),
+            reports: BTreeMap::new(),
         }
     }
 
@@ -152,6 +163,7 @@ impl Protocol {
                 out.push(Out::Result(result.clone()));
             }
         }
+        out.extend(self.reports.values().cloned().map(Out::DeployReport));
         out
     }
 
@@ -196,6 +208,7 @@ impl Protocol {
                 actions
             }
             In::Assign(a) => self.assign(a, now),
+            In::Deploy(d) => self.deploy(d),
             In::Cancel(c) => {
                 if c.epoch < self.epoch {
                     warn!(attempt = %c.attempt_id, "refused a cancel from an old epoch");
@@ -308,6 +321,36 @@ impl Protocol {
         actions
     }
 
+    fn deploy(&mut self, d: pb::DeployAction) -> Vec<Action> {
+        if d.epoch < self.epoch {
+            warn!(action = %d.action_id, service = %d.service, epoch = d.epoch, "refused a deploy action from an old epoch");
+            return Vec::new();
+        }
+        let (action_id, service) = (d.action_id.clone(), d.service.clone());
+        match deploy::order(d) {
+            Ok(order) => vec![Action::Deploy(Box::new(order))],
+            Err(message) => {
+                warn!(action = %action_id, %service, %message, "refused a deploy action");
+                let failed = executor::Report {
+                    action_id,
+                    service,
+                    state: executor::ReportState::Failed,
+                    message,
+                    version: String::new(),
+                };
+                vec![Action::Send(self.on_deploy(failed))]
+            }
+        }
+    }
+
+    /// Keeps a deploy report as its service's latest; returns it to send
+    /// when connected.
+    pub fn on_deploy(&mut self, report: executor::Report) -> Out {
+        let report = deploy::report(report);
+        self.reports.insert(report.service.clone(), report.clone());
+        Out::DeployReport(report)
+    }
+
     /// Takes an executor event into the held state; returns what to send
     /// when connected.
     pub fn on_exec(&mut self, ev: ExecEvent) -> Option<Out> {
@@ -359,5 +402,6 @@ impl Protocol {
     }
 }
 
+mod deploy;
 #[cfg(test)]
 mod tests;

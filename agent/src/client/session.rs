@@ -1,7 +1,7 @@
 //! One session with a coordinator: the Hello and the resending of what it
 //! has not acknowledged, then the loop that takes its messages (Welcome,
-//! assignments, cancels, acknowledgements), the executor's events and the
-//! heartbeats, until the session ends ([`SessionEnd`]), and how a refusal
+//! assignments, cancels, deploy actions, acknowledgements), the executor's
+//! and the deploy executor's events and the heartbeats, until the session ends ([`SessionEnd`]), and how a refusal
 //! is taken ([`refused`]). What to answer is [`super::protocol`]'s; this
 //! driver carries it out: it sends, starts and kills attempts, moves their
 //! fences, and keeps the agent's metrics.
@@ -161,6 +161,7 @@ impl Agent {
                     Err(s) => return refused(url, &s, "ended the session"),
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
+                Some(report) = self.deploy_rx.recv() => send(&tx, self.proto.on_deploy(report)),
                 _ = heartbeat.tick() => {
                     let draining = *stop.borrow() == Stop::Drain;
                     let unready = self.check_ready();
@@ -206,6 +207,7 @@ impl Agent {
                     }
                 }
                 Action::HeartbeatEvery(every) => period = Some(every),
+                Action::Deploy(order) => self.deploy.submit(*order),
             }
         }
         period

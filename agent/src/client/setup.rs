@@ -24,6 +24,8 @@ pub enum AgentError {
     NoCoordinator,
     #[error("cannot create the work directory {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the services directory {path} (--services-dir): {source}")]
+    ServicesDir { path: PathBuf, source: std::io::Error },
     #[error("cannot take the work dir lock {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
     #[error(

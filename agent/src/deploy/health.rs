@@ -19,8 +19,8 @@
 //! - `Exec { command, dir }`: `bash -c command` in `dir`, with a cleared
 //!   environment but for `PATH`, `PORT` and what the caller gives, in a
 //!   process group of its own that is killed at the timeout; exit 0 passes.
-//!   (Run as the service's user comes with the deploy executor, which
-//!   knows it.)
+//!   With a `user` (the agent's `--run-as`) it runs as that user, as the
+//!   service does.
 //!
 //! Nothing here knows about rollouts: the deploy executor reports the
 //! transitions as `NodeHealthy` and `NodeFailed`.
@@ -33,6 +33,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::runas::StepUser;
+
 /// The most bytes of an HTTP answer read to find its status line.
 const MAX_STATUS_BYTES: usize = 1024;
 /// The `PATH` of an exec probe.
@@ -43,7 +45,7 @@ const PROBE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 pub enum Probe {
     Http { port: u16, path: String },
     Tcp { port: u16 },
-    Exec { command: String, dir: PathBuf, env: BTreeMap<String, String>, port: u16 },
+    Exec { command: String, dir: PathBuf, env: BTreeMap<String, String>, port: u16, user: Option<StepUser> },
 }
 
 /// How often, how long each probe may take, and how many results in a row
@@ -122,7 +124,7 @@ async fn run(probe: &Probe) -> Result<(), String> {
             TcpStream::connect(("127.0.0.1", *port)).await.map(drop).map_err(|e| format!("connect to port {port}: {e}"))
         }
         Probe::Http { port, path } => http(*port, path).await,
-        Probe::Exec { command, dir, env, port } => exec(command, dir, env, *port).await,
+        Probe::Exec { command, dir, env, port, user } => exec(command, dir, env, *port, user.as_ref()).await,
     }
 }
 
@@ -155,7 +157,13 @@ async fn http(port: u16, path: &str) -> Result<(), String> {
     if (200..400).contains(&status) { Ok(()) } else { Err(format!("GET {path} on port {port}: status {status}")) }
 }
 
-async fn exec(command: &str, dir: &std::path::Path, env: &BTreeMap<String, String>, port: u16) -> Result<(), String> {
+async fn exec(
+    command: &str,
+    dir: &std::path::Path,
+    env: &BTreeMap<String, String>,
+    port: u16,
+    user: Option<&StepUser>,
+) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("-c")
         .arg(command)
@@ -169,6 +177,14 @@ async fn exec(command: &str, dir: &std::path::Path, env: &BTreeMap<String, Strin
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = user {
+        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+        // SAFETY: the closure only makes async-signal-safe syscalls on
+        // memory it owns (`runas::become_user`).
+        unsafe {
+            cmd.pre_exec(move || crate::runas::become_user(uid, gid, &groups));
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start bash for the health command: {e}"))?;
     let pid = child.id();
     // Dropped at the timeout: the whole group goes, not only bash.

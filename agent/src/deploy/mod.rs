@@ -1,15 +1,26 @@
 //! The agent's side of deployments (issue 15): what a node does to run a
-//! service it was told to deploy. Now: [`proxy`], the node-local TCP proxy
-//! that owns a service's port and switches it between releases (blue-green)
-//! without cutting a connection; and [`releases`], the releases on disk,
-//! checked by digest, with the atomic `current` switch and what a rollback
-//! finds without downloading; and [`health`], the probes (HTTP, TCP, a
-//! command) and the rule that turns results in a row into healthy or
-//! unhealthy. And [`supervise`]: each service runs under a supervisor
-//! process of its own (`drover-agent --supervise STATE_DIR`) that restarts
-//! it with backoff, keeps its output and outlives the agent, which adopts
-//! it again after a restart.
+//! service it was told to deploy.
+//!
+//! [`executor`] carries out the coordinator's deploy actions (install a
+//! release, switch to it, roll back), one task and queue per service, and
+//! reports what became of each; its header has the report sequences, the
+//! services dir's layout and how a restarted agent adopts what runs. It is
+//! built on the parts beside it:
+//!
+//! - [`releases`]: the releases on disk, checked by digest, with the atomic
+//!   `current` switch and what a rollback finds without downloading;
+//! - [`supervise`]: each release runs under a supervisor process of its own
+//!   (`drover-agent --supervise STATE_DIR`) that restarts it with backoff,
+//!   keeps its output and outlives the agent, which adopts it again after
+//!   a restart;
+//! - [`health`]: the probes (HTTP, TCP, a command) and the rule that turns
+//!   results in a row into healthy or unhealthy;
+//! - [`proxy`]: the node-local TCP proxy that owns a service's port and
+//!   switches it between releases (blue-green) without cutting a
+//!   connection. It lives in the agent process: while the agent is down the
+//!   service's port is closed (its release keeps running).
 
+pub mod executor;
 pub mod health;
 pub mod proxy;
 pub mod releases;

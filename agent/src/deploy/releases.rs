@@ -98,7 +98,7 @@ pub enum Installed {
 }
 
 /// One service's releases under `{root}/{service}`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Releases {
     service: String,
     dir: PathBuf,
@@ -185,16 +185,8 @@ impl Releases {
             version: version.clone(),
             source,
         })?;
-        if let Some(installed) = self.get(version)? {
-            if installed.digest == release.digest {
-                return Ok(Installed::Already);
-            }
-            return Err(ReleaseError::DigestConflict {
-                service: self.service.clone(),
-                version: version.clone(),
-                installed: installed.digest,
-                wanted: release.digest.clone(),
-            });
+        if self.installed(release)? {
+            return Ok(Installed::Already);
         }
         let dest = self.release_dir(version);
         // A directory without a record is what a crash mid-install left.
@@ -207,6 +199,55 @@ impl Releases {
             version: version.clone(),
             source,
         })?;
+        self.write_record(release)?;
+        Ok(Installed::New)
+    }
+
+    /// Whether `release` is installed already with its digest; an error
+    /// when its version is installed with another.
+    pub fn installed(&self, release: &Release) -> Result<bool, ReleaseError> {
+        let Some(installed) = self.get(&release.version)? else { return Ok(false) };
+        if installed.digest == release.digest {
+            return Ok(true);
+        }
+        Err(ReleaseError::DigestConflict {
+            service: self.service.clone(),
+            version: release.version.clone(),
+            installed: installed.digest,
+            wanted: release.digest.clone(),
+        })
+    }
+
+    /// Installs `release` from `prepared`, a directory the caller made
+    /// from an archive it checked against `release.digest` (the deploy
+    /// executor: the release root picked out of a job's artifacts). It is
+    /// renamed into place, so it must be on the same file system (under
+    /// this service's directory); the record is written last, so a crash
+    /// leaves a directory without a record, which is not installed. A
+    /// version installed already with the same digest is left as it is
+    /// (and `prepared` too).
+    pub fn install_dir(&self, release: &Release, prepared: &Path) -> Result<Installed, ReleaseError> {
+        check("version", &release.version)?;
+        let _: Sha256 = release.digest.parse().map_err(|source| ReleaseError::Unpack {
+            service: self.service.clone(),
+            version: release.version.clone(),
+            source,
+        })?;
+        if self.installed(release)? {
+            return Ok(Installed::Already);
+        }
+        let dest = self.release_dir(&release.version);
+        if fs::symlink_metadata(&dest).is_ok() {
+            fs::remove_dir_all(&dest).map_err(io_err("remove", &dest))?;
+        }
+        fs::rename(prepared, &dest).map_err(io_err("rename", prepared))?;
+        self.write_record(release)?;
+        Ok(Installed::New)
+    }
+
+    /// Writes `release`'s record: a temporary file, synced, renamed.
+    fn write_record(&self, release: &Release) -> Result<(), ReleaseError> {
+        let version = &release.version;
         let record = self.record_path(version);
         let tmp = record.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(release).map_err(|e| ReleaseError::Record {
@@ -217,8 +258,12 @@ impl Releases {
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(&text).and_then(|()| file.sync_all()).map_err(io_err("write", &tmp))?;
         fs::rename(&tmp, &record).map_err(io_err("rename", &tmp))?;
-        sync_dir(&self.dir.join("releases"))?;
-        Ok(Installed::New)
+        sync_dir(&self.dir.join("releases"))
+    }
+
+    /// This service's directory, `{root}/{service}`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The version `current` points at, if any.

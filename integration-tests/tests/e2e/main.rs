@@ -13,6 +13,8 @@ mod cli_safety;
 mod conditions;
 mod contexts;
 mod critical_path;
+mod deploy_executor;
+mod deploys;
 mod dev;
 mod drover_bench;
 mod edge;

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::harness::{Fleet, TempDir, bin, free_port, text};
 
@@ -148,22 +149,41 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
     assert!(text(&out.stderr).contains("cannot reach the coordinator"), "{}", text(&out.stderr));
 }
 
-/// A deploy job is read and checked offline, and refused at submit until
-/// deployments are executed, with nothing stored.
+/// A deploy job is read and checked offline; submitted, a deploy to an
+/// environment that does not exist, or that has no node, fails its job
+/// saying why and how to fix it, and the run fails.
 #[test]
-fn a_deploy_job_validates_offline_and_is_refused_at_submit() {
-    let fleet = Fleet::start("validation-deploy");
+fn a_deploy_job_validates_offline_and_a_deploy_nowhere_fails_saying_why() {
+    let mut fleet = Fleet::start("validation-deploy");
+    fleet.agent("builder", "role=build", 1);
+    fleet.wait_agents(1);
     let file = fleet.dir.path().join("deploy.yml");
     std::fs::write(
         &file,
-        "name: d\njobs:\n  build:\n    artifacts: {paths: [dist]}\n    steps: [{run: make}]\n  deploy:\n    needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist/app.tar.gz\n      service:\n        name: web\n        command: ./app --port $PORT\n        port: 8080\n        health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}\n      strategy: {canary: {steps: [{nodes: 50%}, {pause: manual}, {nodes: 100%}]}}\n",
+        "name: d\njobs:\n  build:\n    artifacts: {paths: [dist]}\n    steps: [{run: mkdir -p dist && echo x > dist/app}]\n  deploy:\n    needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist/app\n      service:\n        name: web\n        command: ./app --port $PORT\n        port: 8080\n        health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}\n      strategy: {canary: {steps: [{nodes: 50%}, {pause: manual}, {nodes: 100%}]}}\n",
     )
     .unwrap();
     let out = offline(&["validate", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = fleet.drover(&["run", "--detach", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("`deploy`"), "names the job: {}", text(&out.stderr));
-    let runs = fleet.drover(&["runs", "-o", "json"]);
-    assert_eq!(text(&runs.stdout).trim(), "[]", "nothing stored");
+    // (case, what the deploy job's message says)
+    let cases = [
+        ("no such environment", "there is no environment staging; define it with `drover env create staging"),
+        (
+            "an environment without nodes",
+            "environment staging has no node to deploy to: no connected, ready agent has the labels role=web",
+        ),
+    ];
+    for (i, (case, says)) in cases.into_iter().enumerate() {
+        if i == 1 {
+            let out = fleet.drover(&["env", "create", "staging", "--selector", "role=web"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        let run = fleet.submit(&format!("deploy-{i}.yml"), &std::fs::read_to_string(&file).unwrap());
+        let status = fleet.wait_run(&run, Duration::from_secs(60));
+        assert_eq!(status["state"], "failed", "{case}: {status:#}");
+        let job = fleet.job(&run, "deploy");
+        assert_eq!(job["state"], "failed", "{case}: {job:#}");
+        assert!(job["message"].as_str().unwrap_or_default().contains(says), "{case}: {job:#}");
+        assert_eq!(fleet.job(&run, "build")["state"], "succeeded", "{case}");
+    }
 }

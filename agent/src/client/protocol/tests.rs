@@ -12,6 +12,7 @@ enum Step {
     Exec(ExecEvent),
     Hello,
     Beat(u64),
+    Report(executor::Report),
 }
 
 fn welcome(epoch: u64, heartbeat_ms: u32, fence_ms: u32) -> In {
@@ -45,6 +46,32 @@ fn finished(id: &str, outcome: Outcome) -> ExecEvent {
     ExecEvent::Finished { id: id.into(), outcome, exit_code: 0, message: String::new(), artifact: None, cache: None }
 }
 
+fn deploy(id: &str, epoch: u64, kind: Option<pb::deploy_action::Kind>) -> In {
+    In::Deploy(pb::DeployAction { action_id: id.into(), epoch, service: "web".into(), kind })
+}
+
+fn install(version: &str, port: u32) -> Option<pb::deploy_action::Kind> {
+    Some(pb::deploy_action::Kind::Install(pb::DeployInstall {
+        release: Some(pb::ReleaseRef { version: version.into(), sha256: "ab".repeat(32), ..Default::default() }),
+        service: Some(pb::ServiceDef { command: "./serve".into(), port, ..Default::default() }),
+        beside: false,
+    }))
+}
+
+fn switch(version: &str) -> Option<pb::deploy_action::Kind> {
+    Some(pb::deploy_action::Kind::Switch(pb::DeploySwitch { version: version.into() }))
+}
+
+fn report(id: &str, service: &str, state: executor::ReportState, version: &str) -> executor::Report {
+    executor::Report {
+        action_id: id.into(),
+        service: service.into(),
+        state,
+        message: String::new(),
+        version: version.into(),
+    }
+}
+
 fn out_line(m: &Out) -> String {
     match m {
         Out::Hello(h) => {
@@ -56,6 +83,11 @@ fn out_line(m: &Out) -> String {
         Out::Accepted(a) => format!("accepted {}", a.attempt_id),
         Out::Log(l) => format!("log {}@{} {:?}", l.attempt_id, l.offset, String::from_utf8_lossy(&l.data)),
         Out::Result(r) => format!("result {} {:?}", r.attempt_id, pb::Outcome::try_from(r.outcome).unwrap()),
+        Out::DeployReport(r) => {
+            let state = pb::DeployState::try_from(r.state).unwrap();
+            let message = if r.message.is_empty() { String::new() } else { format!(" {:?}", r.message) };
+            format!("report {} {} {state:?} {:?}{message}", r.action_id, r.service, r.version)
+        }
     }
 }
 
@@ -76,12 +108,23 @@ fn run(script: Vec<Step>) -> Vec<String> {
                         Action::Kill(id) => format!("kill {id}"),
                         Action::Fence { id, at } => format!("fence {id} {}", since(at)),
                         Action::HeartbeatEvery(d) => format!("every {}", d.as_millis()),
+                        Action::Deploy(order) => {
+                            let work = match &order.work {
+                                executor::Work::Install { release, service, beside } => {
+                                    format!("install {} port {} beside {beside}", release.version, service.port)
+                                }
+                                executor::Work::Switch { version } => format!("switch {version}"),
+                                executor::Work::Rollback { to_version, .. } => format!("rollback {to_version:?}"),
+                            };
+                            format!("deploy {} {} {work}", order.action_id, order.service)
+                        }
                     });
                 }
             }
             Step::Exec(ev) => lines.extend(p.on_exec(ev).as_ref().map(out_line)),
             Step::Hello => lines.extend(p.hello(pb::Hello::default()).iter().map(out_line)),
             Step::Beat(ms) => lines.push(out_line(&p.heartbeat(false, String::new(), t0 + Duration::from_millis(ms)))),
+            Step::Report(r) => lines.push(out_line(&p.on_deploy(r))),
         }
     }
     lines.push(format!("held {}", p.len()));
@@ -204,6 +247,47 @@ fn the_protocol_answers_as_the_agent_does() {
                 "heartbeat 2 [\"1/a/1\"]",
                 "fence 1/a/1 1300",
                 "held 1",
+            ],
+        ),
+        (
+            "deploy actions from an older epoch are refused; the rest go to the deploy executor or fail at once",
+            vec![
+                Msg(0, welcome(5, 500, 0)),
+                Msg(0, deploy("r/1", 4, install("v1", 8080))),
+                Msg(0, deploy("r/2", 5, install("v1", 8080))),
+                Msg(0, deploy("r/3", 6, switch("v1"))),
+                Msg(0, deploy("r/4", 5, None)),
+                Msg(0, deploy("r/5", 5, install("v2", 70000))),
+            ],
+            &[
+                "every 500",
+                "deploy r/2 web install v1 port 8080 beside false",
+                "deploy r/3 web switch v1",
+                "report r/4 web Failed \"\" \"a deploy action of a kind this agent does not know\"",
+                "report r/5 web Failed \"\" \"the service's port 70000 is not a TCP port (1 to 65535)\"",
+                "held 0",
+            ],
+        ),
+        (
+            "the latest deploy report of each service is sent again after every Hello",
+            vec![
+                Report(report("r/1", "web", executor::ReportState::Installed, "v1")),
+                Report(report("r/1", "web", executor::ReportState::Healthy, "v1")),
+                Report(report("s/1", "api", executor::ReportState::Failed, "")),
+                Hello,
+                Hello,
+            ],
+            &[
+                "report r/1 web Installed \"v1\"",
+                "report r/1 web Healthy \"v1\"",
+                "report s/1 api Failed \"\"",
+                "hello []",
+                "report s/1 api Failed \"\"",
+                "report r/1 web Healthy \"v1\"",
+                "hello []",
+                "report s/1 api Failed \"\"",
+                "report r/1 web Healthy \"v1\"",
+                "held 0",
             ],
         ),
     ];

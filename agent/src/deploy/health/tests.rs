@@ -96,6 +96,7 @@ async fn probes_pass_and_fail_as_the_service_answers() {
         dir: dir.clone(),
         env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
         port: 8080,
+        user: None,
     };
     // (case, probe, passes, what a failure says)
     let cases: Vec<(&str, Probe, Result<(), &str>)> = vec![
@@ -133,6 +134,7 @@ async fn a_probe_past_its_timeout_fails_and_its_processes_are_killed() {
         dir: std::env::temp_dir(),
         env: BTreeMap::new(),
         port: 1,
+        user: None,
     };
     let err = probe(&p, Duration::from_millis(500)).await.unwrap_err();
     assert!(err.contains("no answer within"), "{err}");

@@ -255,6 +255,9 @@ impl SimAgent {
                 // Simulated attempts end as soon as they start: nothing is
                 // ever running to kill or fence.
                 Action::Kill(_) | Action::Fence { .. } => {}
+                // Simulated agents deploy nothing; the benchmark sends no
+                // deploy actions.
+                Action::Deploy(_) => {}
             }
         }
         if let Some((attempt_id, accepted)) = acked {

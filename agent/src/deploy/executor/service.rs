@@ -1,0 +1,490 @@
+//! One service's task: its state (the releases running, which one is live,
+//! the proxy on its port) and the actions, carried out one at a time.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::state::{self, Saved, SavedRelease};
+use super::{Ctx, HealthCheck, KEEP_RELEASES, OUTPUT_TAIL, Order, ReleaseRef, ReportState, ServiceDef, Work, stage};
+use crate::deploy::health::{self, Policy, Probe};
+use crate::deploy::proxy::{Proxy, ProxyHandle, Switched};
+use crate::deploy::releases::Releases;
+use crate::deploy::supervise::{Adopted, OUTPUT_CAP, ServiceSpec, StaleReason, Supervisor};
+
+/// The health check of a service that names none: its port accepts.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The task of service `name`: loads it (adopting what runs), then carries
+/// out its actions in order; once the queue closes, closes its proxy (its
+/// releases go on running).
+pub(super) async fn run(ctx: Arc<Ctx>, name: String, mut rx: mpsc::UnboundedReceiver<Order>) {
+    let mut service = match Service::load(Arc::clone(&ctx), &name).await {
+        Ok(service) => Some(service),
+        Err(e) => {
+            warn!(service = %name, error = %e, "cannot load the service");
+            None
+        }
+    };
+    while let Some(order) = rx.recv().await {
+        if service.is_none() {
+            match Service::load(Arc::clone(&ctx), &name).await {
+                Ok(loaded) => service = Some(loaded),
+                Err(e) => ctx.report(&order, ReportState::Failed, e, ""),
+            }
+        }
+        if let Some(service) = &mut service {
+            service.handle(&order).await;
+        }
+    }
+    if let Some(mut service) = service {
+        service.close_proxy().await;
+    }
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("a blocking task failed: {e}"))
+}
+
+/// A release with a supervisor of ours.
+struct Running {
+    /// Its backend port on 127.0.0.1.
+    port: u16,
+    def: ServiceDef,
+    supervisor: Supervisor,
+}
+
+impl Running {
+    fn alive(&self) -> bool {
+        self.supervisor.status().is_ok()
+    }
+}
+
+/// The proxy on the service's port, while there is one.
+struct LiveProxy {
+    port: u16,
+    handle: ProxyHandle,
+    /// Sent (or dropped) to stop it; the task then ends and the port is
+    /// free.
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+struct Service {
+    ctx: Arc<Ctx>,
+    name: String,
+    releases: Releases,
+    running: BTreeMap<String, Running>,
+    live: Option<String>,
+    proxy: Option<LiveProxy>,
+}
+
+impl Service {
+    /// Opens the service's directory and takes back what runs: see the
+    /// executor's header on adoption.
+    async fn load(ctx: Arc<Ctx>, name: &str) -> Result<Service, String> {
+        let (root, service) = (ctx.config.services_dir.clone(), name.to_string());
+        let releases = blocking(move || Releases::open(&root, &service)).await?.map_err(|e| e.to_string())?;
+        let dir = releases.dir().to_path_buf();
+        let saved = blocking(move || state::load(&dir)).await??;
+        let mut svc =
+            Service { ctx, name: name.to_string(), releases, running: BTreeMap::new(), live: None, proxy: None };
+        for r in saved.running {
+            let dir = svc.supervisor_dir(&r.version);
+            let adopted = match blocking(move || Supervisor::adopt(&dir)).await? {
+                Ok(Adopted::Live(supervisor, _)) => Ok(supervisor),
+                // Stopped on purpose: not to be started again.
+                Ok(Adopted::Stale { reason: StaleReason::Finished, .. }) => Err((false, "it was stopped".to_string())),
+                Ok(Adopted::Stale { reason, .. }) => Err((true, reason.to_string())),
+                Err(e) => Err((true, e.to_string())),
+            };
+            match adopted {
+                Ok(supervisor) => {
+                    info!(service = %svc.name, version = %r.version, pid = supervisor.pid(), "adopted a release");
+                    svc.running.insert(r.version, Running { port: r.port, def: r.def, supervisor });
+                }
+                // Its supervisor is gone (the host restarted): the live
+                // release starts again, on its old port if free.
+                Err((true, why)) if saved.live.as_ref() == Some(&r.version) => {
+                    warn!(service = %svc.name, version = %r.version, %why, "the live release's supervisor is gone: starting it again");
+                    match svc.start(&r.version, &r.def, Some(r.port)).await {
+                        Ok(running) => {
+                            svc.running.insert(r.version, running);
+                        }
+                        Err(e) => warn!(service = %svc.name, version = %r.version, error = %e, "cannot start it again"),
+                    }
+                }
+                Err((_, why)) => {
+                    info!(service = %svc.name, version = %r.version, %why, "a release's supervisor is gone; forgetting it")
+                }
+            }
+        }
+        svc.live = saved.live.filter(|v| svc.running.contains_key(v));
+        if let (Some(live), Some(port)) = (svc.live.clone(), saved.proxy_port) {
+            let backend = svc.backend(&live);
+            match svc.proxy_to(port, backend).await {
+                Ok(_) => info!(service = %svc.name, version = %live, port, "the service's port is open again"),
+                Err(e) => warn!(service = %svc.name, error = %e, "cannot open the service's port again"),
+            }
+        }
+        svc.save().await;
+        Ok(svc)
+    }
+
+    async fn handle(&mut self, order: &Order) {
+        match &order.work {
+            Work::Install { release, service, beside } => self.install(order, release, service, *beside).await,
+            Work::Switch { version } => self.switch(order, version).await,
+            Work::Rollback { to_version, service } => self.rollback(order, to_version, service.as_ref()).await,
+        }
+    }
+
+    fn live(&self) -> &str {
+        self.live.as_deref().unwrap_or_default()
+    }
+
+    fn supervisor_dir(&self, version: &str) -> PathBuf {
+        self.releases.dir().join("supervisors").join(version)
+    }
+
+    fn backend(&self, version: &str) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.running.get(version).map_or(0, |r| r.port)))
+    }
+
+    /// Forgets `version` if its supervisor is gone; whether it runs.
+    fn runs(&mut self, version: &str) -> bool {
+        if self.running.get(version).is_some_and(|r| !r.alive()) {
+            warn!(service = %self.name, %version, "a release's supervisor is gone; forgetting it");
+            self.running.remove(version);
+        }
+        self.running.contains_key(version)
+    }
+
+    async fn install(&mut self, order: &Order, release: &ReleaseRef, def: &ServiceDef, beside: bool) {
+        let v = &release.version;
+        if self.runs(v) {
+            self.ctx.report(order, ReportState::Installed, format!("release {v} runs already"), v);
+            if self.live.as_ref() == Some(v) || beside {
+                self.ctx.report(order, ReportState::Healthy, format!("release {v} runs already"), v);
+                return;
+            }
+        } else {
+            if let Err(e) = stage::install(&*self.ctx.config.transfer, &self.releases, release).await {
+                self.ctx.report(order, ReportState::Failed, e, self.live());
+                return;
+            }
+            match self.start(v, def, None).await {
+                Ok(running) => {
+                    let port = running.port;
+                    self.running.insert(v.clone(), running);
+                    self.save().await;
+                    self.ctx.report(order, ReportState::Installed, format!("release {v} started on port {port}"), v);
+                }
+                Err(e) => {
+                    self.ctx.report(order, ReportState::Failed, format!("cannot start release {v}: {e}"), self.live());
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.check(v).await {
+            let message = self.failed_health(v, &e).await;
+            self.ctx.report(order, ReportState::Failed, message, self.live());
+            return;
+        }
+        if beside {
+            let message = match &self.live {
+                Some(live) => format!("release {v} is healthy beside {live}, which still serves"),
+                None => format!("release {v} is healthy; nothing serves until the switch"),
+            };
+            self.ctx.report(order, ReportState::Healthy, message, v);
+            return;
+        }
+        match self.make_live(v).await {
+            Ok(()) => self.ctx.report(order, ReportState::Healthy, format!("release {v} is healthy and serves"), v),
+            Err(e) => {
+                if self.live.as_ref() != Some(v) {
+                    self.stop_release(v).await;
+                }
+                self.ctx.report(order, ReportState::Failed, e, self.live());
+            }
+        }
+    }
+
+    async fn switch(&mut self, order: &Order, v: &str) {
+        if !self.runs(v) {
+            let message = format!("release {v} is not running on this node: install it (beside) first");
+            self.ctx.report(order, ReportState::Failed, message, self.live());
+            return;
+        }
+        match self.make_live(v).await {
+            Ok(()) => self.ctx.report(order, ReportState::Switched, format!("new connections go to release {v}"), v),
+            Err(e) => self.ctx.report(order, ReportState::Failed, e, self.live()),
+        }
+    }
+
+    async fn rollback(&mut self, order: &Order, to: &str, def: Option<&ServiceDef>) {
+        if to.is_empty() {
+            // Nothing is live before anything stops, so that an agent that
+            // dies halfway does not start it again.
+            self.live = None;
+            self.close_proxy().await;
+            self.save().await;
+            for v in self.running.keys().cloned().collect::<Vec<_>>() {
+                self.stop_release(&v).await;
+            }
+            let link = self.releases.current_link();
+            let _ = blocking(move || std::fs::remove_file(link)).await;
+            self.ctx.report(order, ReportState::RolledBack, "the service is stopped and its port free", "");
+            return;
+        }
+        if !self.runs(to) {
+            let (releases, version) = (self.releases.clone(), to.to_string());
+            match blocking(move || releases.get(&version)).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => {
+                    let message = format!("release {to} is not on this node");
+                    self.ctx.report(order, ReportState::Failed, message, self.live());
+                    return;
+                }
+                Ok(Err(e)) => return self.ctx.report(order, ReportState::Failed, e.to_string(), self.live()),
+                Err(e) => return self.ctx.report(order, ReportState::Failed, e, self.live()),
+            }
+            let Some(def) = def.or_else(|| self.running.values().next().map(|r| &r.def)).cloned() else {
+                let message = format!("release {to} is not running and the rollback says nothing of how to run it");
+                self.ctx.report(order, ReportState::Failed, message, self.live());
+                return;
+            };
+            match self.start(to, &def, None).await {
+                Ok(running) => {
+                    self.running.insert(to.to_string(), running);
+                    self.save().await;
+                }
+                Err(e) => {
+                    let message = format!("cannot start release {to}: {e}");
+                    self.ctx.report(order, ReportState::Failed, message, self.live());
+                    return;
+                }
+            }
+            if let Err(e) = self.check(to).await {
+                let message = self.failed_health(to, &e).await;
+                self.ctx.report(order, ReportState::Failed, message, self.live());
+                return;
+            }
+        }
+        match self.make_live(to).await {
+            Ok(()) => self.ctx.report(order, ReportState::RolledBack, format!("release {to} serves"), to),
+            Err(e) => self.ctx.report(order, ReportState::Failed, e, self.live()),
+        }
+    }
+
+    /// Starts `version` (installed) under a supervisor of its own, on
+    /// `port` if given and free, else on a free one.
+    async fn start(&self, version: &str, def: &ServiceDef, port: Option<u16>) -> Result<Running, String> {
+        let port = match port.filter(|p| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok()) {
+            Some(port) => port,
+            None => std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("cannot find a free port: {e}"))?
+                .port(),
+        };
+        let spec = ServiceSpec {
+            name: self.name.clone(),
+            command: def.command.clone(),
+            dir: self.releases.path(version),
+            env: def.env.clone(),
+            port,
+            user: self.ctx.config.user.clone(),
+            output_cap: OUTPUT_CAP,
+        };
+        let (dir, launch, grace) =
+            (self.supervisor_dir(version), self.ctx.config.launch.clone(), self.ctx.config.stop_grace);
+        let supervisor = blocking(move || {
+            // One left behind (a stop that failed) goes first.
+            if let Ok(Adopted::Live(old, _)) = Supervisor::adopt(&dir) {
+                let _ = old.stop(grace);
+            }
+            Supervisor::start_with(&launch, &spec, &dir)
+        })
+        .await?
+        .map_err(|e| e.to_string())?;
+        info!(service = %self.name, %version, port, pid = supervisor.pid(), "started a release");
+        Ok(Running { port, def: def.clone(), supervisor })
+    }
+
+    /// The health gate of `version`, which runs.
+    async fn check(&self, version: &str) -> Result<Duration, String> {
+        let Some(r) = self.running.get(version) else { return Err(format!("release {version} is not running")) };
+        let (check, interval, healthy_after, unhealthy_after, deadline) = match &r.def.health {
+            Some(h) => (
+                h.check.clone(),
+                Duration::from_millis(h.interval_ms),
+                h.healthy_after,
+                h.unhealthy_after,
+                Duration::from_millis(h.timeout_ms),
+            ),
+            None => (HealthCheck::Tcp, DEFAULT_INTERVAL, 1, 1, DEFAULT_DEADLINE),
+        };
+        let interval = if interval.is_zero() { DEFAULT_INTERVAL } else { interval.max(Duration::from_millis(20)) };
+        let deadline = if deadline.is_zero() { DEFAULT_DEADLINE } else { deadline };
+        let probe = match check {
+            HealthCheck::Http(path) => Probe::Http { port: r.port, path },
+            HealthCheck::Tcp => Probe::Tcp { port: r.port },
+            HealthCheck::Exec(command) => Probe::Exec {
+                command,
+                dir: self.releases.path(version),
+                env: r.def.env.clone(),
+                port: r.port,
+                user: self.ctx.config.user.clone(),
+            },
+        };
+        let policy = Policy {
+            interval,
+            // Each probe may take as long as the gap between two, within
+            // reason.
+            timeout: interval.clamp(Duration::from_secs(1), Duration::from_secs(10)),
+            healthy_after: healthy_after.max(1),
+            unhealthy_after: unhealthy_after.max(1),
+        };
+        health::until_healthy(&probe, policy, deadline).await
+    }
+
+    /// Stops `version`, which failed its health check, and says why with
+    /// the end of its output.
+    async fn failed_health(&mut self, version: &str, why: &str) -> String {
+        let tail = match self.running.get(version) {
+            Some(r) => {
+                let supervisor = r.supervisor.clone();
+                blocking(move || supervisor.output_tail(OUTPUT_TAIL)).await.ok().and_then(Result::ok)
+            }
+            None => None,
+        };
+        self.stop_release(version).await;
+        let tail = tail.map(|t| String::from_utf8_lossy(&t).trim().to_string()).unwrap_or_default();
+        let tail = if tail.is_empty() { "it wrote nothing".to_string() } else { format!("its output ends:\n{tail}") };
+        format!("release {version} is not healthy, so it is stopped: {why}; {tail}")
+    }
+
+    /// Makes `version` (running and healthy) live: the proxy's new
+    /// connections go to it, `current` points at it; the old release
+    /// drains, then every other release stops, and old releases are pruned.
+    async fn make_live(&mut self, version: &str) -> Result<(), String> {
+        let Some(port) = self.running.get(version).map(|r| r.def.port) else {
+            return Err(format!("release {version} is not running"));
+        };
+        let old = self.live.clone();
+        let switched = self.proxy_to(port, self.backend(version)).await?;
+        self.live = Some(version.to_string());
+        let (releases, v) = (self.releases.clone(), version.to_string());
+        match blocking(move || releases.activate(&v)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(service = %self.name, error = %e, "cannot point `current` at the live release"),
+            Err(e) => warn!(service = %self.name, error = %e, "cannot point `current` at the live release"),
+        }
+        self.save().await;
+        if let Some(switched) = switched {
+            self.drain(&switched).await;
+        }
+        for v in self.running.keys().filter(|v| *v != version).cloned().collect::<Vec<_>>() {
+            self.stop_release(&v).await;
+        }
+        let releases = self.releases.clone();
+        match blocking(move || releases.prune(KEEP_RELEASES, old.as_deref())).await {
+            Ok(Ok(removed)) if !removed.is_empty() => info!(service = %self.name, ?removed, "pruned old releases"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(service = %self.name, error = %e, "cannot prune old releases"),
+            Err(e) => warn!(service = %self.name, error = %e, "cannot prune old releases"),
+        }
+        Ok(())
+    }
+
+    /// Waits for the connections left on the old backend, and cuts them
+    /// past the drain timeout.
+    async fn drain(&self, switched: &Switched) {
+        if switched.old_backend() == switched.new_backend() {
+            return;
+        }
+        let drained = switched.drain(self.ctx.config.drain_timeout).await;
+        if !drained.is_complete() {
+            warn!(service = %self.name, remaining = drained.remaining, "connections did not drain in time: cutting them");
+            switched.close_old().await;
+        }
+    }
+
+    /// Points the proxy on `port` at `backend`, making it first if there
+    /// is none (or it owns another port). Returns what a switch left.
+    async fn proxy_to(&mut self, port: u16, backend: SocketAddr) -> Result<Option<Switched>, String> {
+        if let Some(proxy) = &self.proxy
+            && proxy.port == port
+        {
+            return Ok(Some(proxy.handle.switch(backend)));
+        }
+        let address = self.ctx.config.service_address;
+        let listener = TcpListener::bind((address, port)).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("port {port} on {address} is in use: {e}")
+            } else {
+                format!("cannot listen on port {port} on {address}: {e}")
+            }
+        })?;
+        // The service's port changed: the new one is bound before the old
+        // one closes, so a failure leaves the old one serving.
+        self.close_proxy().await;
+        let proxy = Proxy::bind(listener, backend);
+        let handle = proxy.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy.run(async move {
+            let _ = stopped.await;
+        }));
+        info!(service = %self.name, %address, port, %backend, "the proxy owns the service's port");
+        self.proxy = Some(LiveProxy { port, handle, stop, task });
+        Ok(None)
+    }
+
+    /// Closes the proxy, if any, and waits until its port is free.
+    async fn close_proxy(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            let _ = proxy.stop.send(());
+            let _ = proxy.task.await;
+        }
+    }
+
+    /// Stops `version`'s supervisor and forgets it.
+    async fn stop_release(&mut self, version: &str) {
+        let Some(r) = self.running.remove(version) else { return };
+        let grace = self.ctx.config.stop_grace;
+        match blocking(move || r.supervisor.stop(grace)).await {
+            Ok(Ok(_)) => info!(service = %self.name, %version, "stopped a release"),
+            Ok(Err(e)) => warn!(service = %self.name, %version, error = %e, "cannot stop a release"),
+            Err(e) => warn!(service = %self.name, %version, error = %e, "cannot stop a release"),
+        }
+        self.save().await;
+    }
+
+    /// Writes `service.json`; a failure is logged (the next write may
+    /// pass, and what runs is unchanged).
+    async fn save(&self) {
+        let saved = Saved {
+            live: self.live.clone(),
+            proxy_port: self.proxy.as_ref().map(|p| p.port),
+            running: self
+                .running
+                .iter()
+                .map(|(version, r)| SavedRelease { version: version.clone(), port: r.port, def: r.def.clone() })
+                .collect(),
+        };
+        let dir = self.releases.dir().to_path_buf();
+        match blocking(move || state::save(&dir, &saved)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => warn!(service = %self.name, error = %e, "cannot save the service's state"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The release root picked out of an unpacked artifact, on a real file
+//! system, with archives made by `tar` itself. The executor with real
+//! supervisors and services is tested through the built binary in
+//! `agent/tests/deploy.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::stage;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("drover-agent-executor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tar(args: &[&str], cwd: &Path) {
+    let status = Command::new("tar").args(args).current_dir(cwd).status().expect("tar runs");
+    assert!(status.success(), "tar {args:?}");
+}
+
+/// Files as (path, contents).
+type Tree = Vec<(String, String)>;
+
+/// The files under `root`, relative, sorted, with their contents.
+fn files(root: &Path) -> Tree {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.push((rel, std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_release_root_is_a_directory_an_unpacked_tar_or_one_file() {
+    let d = Dir::new("root");
+    // What a job's artifact archive unpacks to.
+    let art = d.0.join("artifact");
+    std::fs::create_dir_all(art.join("app/bin")).unwrap();
+    std::fs::write(art.join("app/bin/serve"), "serve").unwrap();
+    std::fs::write(art.join("app/version"), "v1").unwrap();
+    std::fs::write(art.join("server.py"), "print()").unwrap();
+    let src = d.0.join("src");
+    std::fs::create_dir_all(src.join("lib")).unwrap();
+    std::fs::write(src.join("main"), "main").unwrap();
+    std::fs::write(src.join("lib/x"), "x").unwrap();
+    tar(&["czf", art.join("app.tar.gz").to_str().unwrap(), "."], &src);
+    tar(&["czf", art.join("app.tgz").to_str().unwrap(), "main", "lib"], &src);
+    tar(&["cf", art.join("app.tar").to_str().unwrap(), "."], &src);
+    std::fs::write(art.join("bad.tar.gz"), "not gzip at all").unwrap();
+    // A foreign tar.gz with a link out of its tree.
+    let evil = d.0.join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", evil.join("passwd")).unwrap();
+    tar(&["czf", art.join("evil.tgz").to_str().unwrap(), "."], &evil);
+    std::os::unix::fs::symlink("app", art.join("link")).unwrap();
+
+    let tree = |v: &[(&str, &str)]| -> Tree { v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() };
+    let unpacked = tree(&[("lib/x", "x"), ("main", "main")]);
+    // (path, the root's files or the start of the error)
+    let cases: Vec<(&str, Result<Tree, &str>)> = vec![
+        ("app", Ok(tree(&[("bin/serve", "serve"), ("version", "v1")]))),
+        ("./app/", Ok(tree(&[("bin/serve", "serve"), ("version", "v1")]))),
+        ("app/bin/serve", Ok(tree(&[("serve", "serve")]))),
+        ("server.py", Ok(tree(&[("server.py", "print()")]))),
+        ("app.tar.gz", Ok(unpacked.clone())),
+        ("app.tgz", Ok(unpacked.clone())),
+        ("app.tar", Ok(unpacked)),
+        ("bad.tar.gz", Err("\"bad.tar.gz\" in the artifact does not read as gzip")),
+        ("evil.tgz", Err("cannot unpack \"evil.tgz\" from the artifact")),
+        ("link", Err("\"link\" in the artifact is a symbolic link")),
+        ("missing", Err("the artifact holds no \"missing\"")),
+        ("../etc", Err("release path \"../etc\" must be relative")),
+        ("/etc", Err("release path \"/etc\" must be relative")),
+    ];
+    for (i, (path, want)) in cases.into_iter().enumerate() {
+        let out = d.0.join(format!("out-{i}"));
+        match (stage::root(&art, path, &out), want) {
+            (Ok(root), Ok(want)) => assert_eq!(files(&root), want, "{path}"),
+            (Err(e), Err(start)) => assert!(e.starts_with(start), "{path}: {e}"),
+            (got, want) => panic!("{path}: got {got:?}, wanted {want:?}"),
+        }
+    }
+    // The whole archive as the root: an empty path.
+    let root = stage::root(&art, "", &d.0.join("out-all")).unwrap();
+    assert_eq!(root, art);
+}
