@@ -420,6 +420,33 @@ pub enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Put a service back on an earlier release: by default straight to it
+    /// on every node at once, skipping canary steps and pauses; with
+    /// --staged, step by step as its last rollout went. Rollouts of the
+    /// service under way are aborted first.
+    ///
+    /// Example: drover rollback web --env production --to 3f9a1c2b7d4e
+    Rollback {
+        /// The service's name.
+        service: String,
+        /// Its environment.
+        #[arg(long)]
+        env: String,
+        /// The version to go back to (`drover rollouts` shows them); by
+        /// default the one before the current.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        #[arg(long)]
+        staged: bool,
+        /// Follow the rollback's rollout until it ends, as `drover rollout
+        /// status --follow`.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// What each node serves, per environment and service: the version,
     /// its artifact's digest, its health, and the run and commit it came
     /// from.
@@ -485,7 +512,9 @@ impl Command {
             Command::Repo { command } => Some(command.remote()),
             Command::Envs { remote, .. } => Some(remote),
             Command::Env { command } => Some(command.remote()),
-            Command::Rollouts { remote, .. } | Command::Services { remote, .. } => Some(remote),
+            Command::Rollouts { remote, .. } | Command::Services { remote, .. } | Command::Rollback { remote, .. } => {
+                Some(remote)
+            }
             Command::Rollout { command } => Some(command.remote()),
             Command::Validate { .. }
             | Command::Completion { .. }

@@ -413,6 +413,9 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::RolloutCommand::Resume { id, output, .. } => rollouts::act(conn, id, "resume", false, output).await,
             cli::RolloutCommand::Abort { id, output, .. } => rollouts::act(conn, id, "abort", false, output).await,
         },
+        Command::Rollback { service, env, to, staged, follow, output, .. } => {
+            rollouts::rollback(conn, service, env, to, staged, follow, output).await
+        }
         Command::Services { env, output, .. } => rollouts::services(conn, env.unwrap_or_default(), output).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,

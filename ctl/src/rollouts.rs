@@ -153,6 +153,37 @@ pub async fn act(conn: &mut Conn, id: u64, verb: &str, full: bool, format: Forma
     Ok(())
 }
 
+/// `drover rollback SERVICE --env ENV [--to VERSION] [--staged] [--follow]`.
+pub async fn rollback(
+    conn: &mut Conn,
+    service: String,
+    environment: String,
+    to: Option<String>,
+    staged: bool,
+    follow: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    let req = pb::RollbackServiceRequest { environment, service, to_version: to.unwrap_or_default(), staged };
+    // Not retried elsewhere: a second rollback would abort the first.
+    let r = conn.call(false, |c| c_call!(c.rollback_service(req.clone()))).await?;
+    if follow {
+        return status(conn, r.id, true, format).await;
+    }
+    if format.structured() {
+        return Ok(output::document(format, &view(&r))?);
+    }
+    let how = if staged { "step by step" } else { "on every node at once" };
+    outln!(
+        "rollout {} started: {} in {} back to {} {how}; follow it with `drover rollout status {} --follow`",
+        r.id,
+        r.service,
+        r.environment,
+        r.version,
+        r.id
+    );
+    Ok(())
+}
+
 /// `drover services [--env ENV]`.
 pub async fn services(conn: &mut Conn, environment: String, format: Format) -> anyhow::Result<()> {
     let req = pb::ListServicesRequest { environment };

@@ -496,6 +496,13 @@ impl pb::control_service_server::ControlService for ControlApi {
         super::rollouts::act(self.store.as_ref(), &self.role, req).await
     }
 
+    async fn rollback_service(
+        &self,
+        req: Request<pb::RollbackServiceRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        super::rollouts::rollback(self.store.as_ref(), &self.role, req).await
+    }
+
     async fn list_services(
         &self,
         req: Request<pb::ListServicesRequest>,

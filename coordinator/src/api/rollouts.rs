@@ -12,7 +12,7 @@ use super::require_admin;
 use super::status::ApiError;
 use crate::leader::Role;
 use crate::rollouts::records::{self, RolloutRecord};
-use crate::scheduler::{Event, RolloutCommand, Verb};
+use crate::scheduler::{Event, RollbackCommand, RolloutCommand, Verb};
 use crate::store::Store;
 
 /// Most rollouts one listing returns.
@@ -134,6 +134,37 @@ pub(super) async fn act(
     // The controller committed it before answering.
     let r = records::get(store, req.id).await.map_err(ApiError::from)?;
     let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {}", req.id)))?;
+    Ok(Response::new(view(r)))
+}
+
+pub(super) async fn rollback(
+    store: &dyn Store,
+    role: &watch::Receiver<Role>,
+    req: Request<pb::RollbackServiceRequest>,
+) -> Result<Response<pb::Rollout>, Status> {
+    let by = require_admin(&req)?;
+    let req = req.into_inner();
+    if req.environment.is_empty() || req.service.is_empty() {
+        return Err(ApiError::Invalid(
+            "name the service and its environment: drover rollback web --env staging".into(),
+        )
+        .into());
+    }
+    let (sched, _) = super::leader(role)?;
+    let (reply, rx) = oneshot::channel();
+    let to = (!req.to_version.is_empty()).then_some(req.to_version);
+    let cmd = RollbackCommand { env: req.environment, service: req.service, to, staged: req.staged, by, reply };
+    sched.send(Event::Rollback(cmd)).await.map_err(ApiError::Sched)?;
+    let id = match rx.await {
+        Ok(Ok(id)) => id,
+        Ok(Err(why)) if why.contains("never been deployed") || why.contains("has no release") => {
+            return Err(ApiError::NotFound(why).into());
+        }
+        Ok(Err(why)) => return Err(ApiError::Precondition(why).into()),
+        Err(_) => return Err(ApiError::Sched(crate::scheduler::SchedError::Stopped).into()),
+    };
+    let r = records::get(store, id).await.map_err(ApiError::from)?;
+    let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {id}")))?;
     Ok(Response::new(view(r)))
 }
 

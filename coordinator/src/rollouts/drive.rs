@@ -76,7 +76,7 @@ fn moving(state: NodeState) -> bool {
 }
 
 impl Driver {
-    fn stage(&mut self, id: u64) {
+    pub(super) fn stage(&mut self, id: u64) {
         if let Some(rec) = self.records.get(&id) {
             self.ops.push(Op::put(records::record(id), serde_json::to_vec(rec).expect("a record serialises")));
         }
@@ -133,6 +133,7 @@ impl Driver {
             inflight: BTreeMap::new(),
             seq: 0,
             by: format!("run {} job {}", job.run, job.job),
+            fast_track: false,
         };
         let (env, service) = (rec.env.clone(), rec.service.clone());
         self.records.insert(id, rec);
@@ -172,7 +173,7 @@ impl Driver {
 
     /// Marks `id` as startable when no older rollout of its service is
     /// unfinished; otherwise says what it waits for.
-    fn queue_or_start(&mut self, id: u64) {
+    pub(super) fn queue_or_start(&mut self, id: u64) {
         let Some(rec) = self.records.get(&id) else { return };
         let blocker = self
             .records

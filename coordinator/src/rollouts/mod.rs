@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use drover_deploy::rollout::{Rollout, Target};
+
 use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::core::fleet::AgentInfo;
 use crate::scheduler::{DeployNote, Event, Handle};
@@ -27,11 +29,17 @@ use crate::store::{Store, Txn, decode};
 
 pub mod drive;
 pub mod records;
+mod rollback;
 
 use drive::Driver;
 
 /// How often pauses, deadlines and nodes away are looked at.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How long into a term a rollout whose nodes are all away waits for
+/// them rather than failing: the agents are still finding the new leader
+/// (the scheduler gives their attempts `RECOVERY_GRACE` for the same).
+const RECONNECT_GRACE: Duration = crate::scheduler::RECOVERY_GRACE;
 
 pub struct Rollouts;
 
@@ -95,6 +103,8 @@ async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replies = Vec::new();
+    let mut rollbacks = Vec::new();
+    let term_started = tokio::time::Instant::now();
     loop {
         let now = drover_telemetry::trace::now_ms();
         tokio::select! {
@@ -109,6 +119,13 @@ async fn run(
                     }
                 }
                 Some(DeployNote::Report(report)) => d.report(report, now),
+                Some(DeployNote::Rollback(cmd)) => {
+                    let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, now);
+                    if let Ok(id) = &result {
+                        info!(rollout = id, env = %cmd.env, service = %cmd.service, by = %cmd.by, "rollback asked for");
+                    }
+                    rollbacks.push((cmd.reply, result));
+                }
                 Some(DeployNote::Command(cmd)) => {
                     let result = d.command(cmd.rollout, cmd.verb, now);
                     if result.is_ok() {
@@ -125,14 +142,20 @@ async fn run(
         }
         if !d.startable.is_empty() {
             let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
-            start_ready(store.as_ref(), &mut d, &agents, now).await?;
+            let young = term_started.elapsed() < RECONNECT_GRACE;
+            start_ready(store.as_ref(), &mut d, &agents, young, now).await?;
         }
-        // Write, then act.
-        let ops = std::mem::take(&mut d.ops);
-        if !ops.is_empty() {
-            store.txn(Txn::ops(ops)).await?;
+        // Write, then act. A key staged twice is written once, as it was
+        // last staged (etcd refuses a transaction that writes a key twice).
+        let staged: std::collections::BTreeMap<String, crate::store::Op> =
+            std::mem::take(&mut d.ops).into_iter().map(|op| (op.key().to_string(), op)).collect();
+        if !staged.is_empty() {
+            store.txn(Txn::ops(staged.into_values().collect())).await?;
         }
         for (reply, result) in replies.drain(..) {
+            let _ = reply.send(result);
+        }
+        for (reply, result) in rollbacks.drain(..) {
             let _ = reply.send(result);
         }
         send_actions(&sched, &mut d).await;
@@ -152,7 +175,13 @@ async fn run(
 }
 
 /// Plans and starts the rollouts whose service is free.
-async fn start_ready(store: &dyn Store, d: &mut Driver, agents: &[AgentInfo], now: u64) -> Result<(), ControllerError> {
+async fn start_ready(
+    store: &dyn Store,
+    d: &mut Driver,
+    agents: &[AgentInfo],
+    young: bool,
+    now: u64,
+) -> Result<(), ControllerError> {
     for id in std::mem::take(&mut d.startable) {
         let Some(rec) = d.records.get(&id) else { continue };
         let planned = match crate::environments::get(store, &rec.env).await {
@@ -160,8 +189,33 @@ async fn start_ready(store: &dyn Store, d: &mut Driver, agents: &[AgentInfo], no
                 let nodes = crate::core::environments::nodes(&env.spec.selector, agents);
                 let previous = d.previous(&rec.env, &rec.service);
                 let branch = rec.branch.as_deref();
-                crate::core::rollouts::plan(&rec.deploy, &rec.release.version, &env.spec, branch, &nodes, &previous)
-                    .map_err(|e| e.to_string())
+                let planned = crate::core::rollouts::plan(
+                    &rec.deploy,
+                    &rec.release.version,
+                    &env.spec,
+                    branch,
+                    &nodes,
+                    &previous,
+                );
+                // A new leader's agents are still finding it: nodes that
+                // are known but away may be back in a moment.
+                if young
+                    && !nodes.is_empty()
+                    && matches!(planned, Err(crate::core::rollouts::PlanError::NoNodes { .. }))
+                {
+                    d.startable.insert(id);
+                    continue;
+                }
+                let planned = planned.map_err(|e| e.to_string());
+                // A fast track goes straight to its release on every node.
+                match planned {
+                    Ok(m) if rec.fast_track => {
+                        let targets =
+                            m.nodes.into_iter().map(|n| Target { node: n.name, rollback_to: n.rollback_to }).collect();
+                        Rollout::fast_track(m.spec.release, targets).map_err(|e| e.to_string())
+                    }
+                    other => other,
+                }
             }
             Err(crate::environments::EnvironmentsError::NotFound(name)) => Err(format!(
                 "there is no environment {name}; define it with `drover env create {name} --selector KEY=VALUE`"

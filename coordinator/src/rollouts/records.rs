@@ -89,6 +89,9 @@ pub struct RolloutRecord {
     pub seq: u64,
     /// Who started it: a run's deploy job, or a person.
     pub by: String,
+    /// A rollback straight to its release on every node at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fast_track: bool,
 }
 
 impl RolloutRecord {

@@ -62,6 +62,21 @@ pub enum Verb {
     Abort,
 }
 
+/// `drover rollback SERVICE --env ENV [--to VERSION] [--staged]`.
+#[derive(Debug)]
+pub struct RollbackCommand {
+    pub env: String,
+    pub service: String,
+    /// None: the release the service ran before its current one.
+    pub to: Option<String>,
+    /// Step by step with the last rollout's strategy, rather than every
+    /// node at once.
+    pub staged: bool,
+    pub by: String,
+    /// The new rollout's id, or why there is none.
+    pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
 /// What the scheduler tells the rollout controller.
 #[derive(Debug)]
 pub enum DeployNote {
@@ -69,6 +84,7 @@ pub enum DeployNote {
     Cancel { run: RunId, job: String, attempt: u32, reason: String },
     Report(DeployReport),
     Command(RolloutCommand),
+    Rollback(RollbackCommand),
 }
 
 impl State {
@@ -144,14 +160,24 @@ impl State {
             Event::DeployReport { conn, report } if self.fleet.is_current(&report.node, conn) => {
                 self.note_deploy(DeployNote::Report(report));
             }
-            Event::RolloutCommand(cmd) => match &self.deploys {
+            Event::Rollback(cmd) => match &self.deploys {
                 Some(tx) => {
-                    if let Err(mpsc::error::SendError(DeployNote::Command(cmd))) = tx.send(DeployNote::Command(cmd)) {
-                        let _ = cmd.reply.send(Err("the rollout controller is not running on this leader".into()));
+                    if let Err(mpsc::error::SendError(DeployNote::Rollback(cmd))) = tx.send(DeployNote::Rollback(cmd)) {
+                        let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
                     }
                 }
                 None => {
-                    let _ = cmd.reply.send(Err("the rollout controller is not running on this leader".into()));
+                    let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
+                }
+            },
+            Event::RolloutCommand(cmd) => match &self.deploys {
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(DeployNote::Command(cmd))) = tx.send(DeployNote::Command(cmd)) {
+                        let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
+                    }
+                }
+                None => {
+                    let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
                 }
             },
             _ => {}
@@ -176,6 +202,8 @@ impl State {
         self.deploy_grants.contains(&(name.to_string(), sha256.to_string()))
     }
 }
+
+const NOT_RUNNING: &str = "the rollout controller is not running on this leader";
 
 /// The (agent, blob) pairs that installs were sent for this term.
 pub(super) type Grants = BTreeSet<(String, String)>;

@@ -56,7 +56,7 @@ mod tests;
 
 use state::{Outgoing, State};
 
-pub use deploys::{DeployJob, DeployNote, RolloutCommand, Verb};
+pub use deploys::{DeployJob, DeployNote, RollbackCommand, RolloutCommand, Verb};
 
 /// The agent contract moved to [`crate::core::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
@@ -231,6 +231,8 @@ pub enum Event {
     },
     /// `drover rollout promote|pause|resume|abort`.
     RolloutCommand(RolloutCommand),
+    /// `drover rollback`.
+    Rollback(RollbackCommand),
     AgentHello(AgentHello),
     AgentGone {
         conn: u64,

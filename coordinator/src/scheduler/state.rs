@@ -165,7 +165,8 @@ impl State {
             | Event::DeployFinished { .. }
             | Event::Deploy { .. }
             | Event::DeployReport { .. }
-            | Event::RolloutCommand(_)) => self.handle_deploy(event, now),
+            | Event::RolloutCommand(_)
+            | Event::Rollback(_)) => self.handle_deploy(event, now),
             Event::MayUpload { name, id, reply } => {
                 let _ = reply.send(self.fleet.held_by(&name).any(|held| *held == id));
             }

@@ -1,18 +1,22 @@
 //! Deployments (issue 15), end to end: a pipeline builds a real small HTTP
 //! service (Python's `http.server`, with a health endpoint and a version
-//! endpoint), and its deploy job rolls it out over three real agents, each
+//! endpoint), and its deploy job rolls it out over real agents, each
 //! serving the service's port through its own proxy on an address of its
-//! own (127.0.0.2-4). A rolling deploy of v1 then v2 moves every node; a v3
-//! whose health check fails goes back on its own, and no node ends on v3;
-//! `drover rollouts`, `drover rollout status` and `drover services` show it.
+//! own (127.0.0.2 and up). Rolling, canary with a manual promote,
+//! blue-green under a client loop, a release whose health fails going
+//! back on its own, fast-track rollback, an agent restart, a leader
+//! failover mid-rollout on etcd, and a pipeline promoting one digest from
+//! staging to production behind an approval.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{AgentSpec, Fleet, text};
+use crate::harness::{AgentSpec, Etcd, Fleet, text, wait_for_or_report};
 
 /// The service: `/healthz` passes unless its version starts with `bad`,
 /// `/version` says the version, from the release's VERSION file.
@@ -38,7 +42,9 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
-const NODES: [(&str, &str); 3] = [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3"), ("web-3", "127.0.0.4")];
+const ROLLING: &str = "{rolling: {max_parallel: 1}}";
+const CANARY: &str = "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}";
+const BLUE_GREEN: &str = "{blue_green: {}}";
 
 /// `GET path` on addr:port, HTTP/1.0; the body of a 200, else None.
 fn get(addr: &str, port: u16, path: &str) -> Option<String> {
@@ -48,17 +54,7 @@ fn get(addr: &str, port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
-}
-
-fn pipeline(script: &str, version: &str, port: u16) -> String {
-    format!(
-        "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
-         {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n    deploy:\n      \
-         environment: staging\n      artifact: build:dist\n      service:\n        name: web\n        command: python3 \
-         server.py\n        port: {port}\n        health: {{http: /healthz, interval: 1s, healthy_after: 2, timeout: \
-         8s}}\n      strategy: {{rolling: {{max_parallel: 1}}}}\n      progress_deadline: 2m\n"
-    )
+    head.starts_with("HTTP/1.0 200").then(|| body.trim().to_string())
 }
 
 fn json(fleet: &Fleet, args: &[&str]) -> Value {
@@ -67,42 +63,116 @@ fn json(fleet: &Fleet, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("drover {args:?}: {e}: {}", text(&out.stdout)))
 }
 
-/// What every node answers on /version.
-fn versions(port: u16) -> Vec<Option<String>> {
-    NODES.iter().map(|(_, addr)| get(addr, port, "/version").map(|v| v.trim().to_string())).collect()
+/// A fleet whose agents are an environment's nodes, and the service's port.
+struct Web {
+    fleet: Fleet,
+    port: u16,
+    script: String,
+    /// (agent name, the address its proxy listens on).
+    nodes: Vec<(String, String)>,
+}
+
+impl Web {
+    /// `n` agents labelled role=web, the environment `staging` over them.
+    fn start(tag: &str, n: usize) -> Web {
+        Web::on(Fleet::start(tag), n, "role=web", "staging")
+    }
+
+    fn on(fleet: Fleet, n: usize, labels: &str, env: &str) -> Web {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = fleet.dir.path().join("server.py");
+        std::fs::write(&script, SERVER).unwrap();
+        let mut web = Web { fleet, port, script: script.to_str().unwrap().to_string(), nodes: Vec::new() };
+        web.add_nodes(n, labels);
+        web.environment(env, labels);
+        web
+    }
+
+    fn add_nodes(&mut self, n: usize, labels: &str) {
+        let first = self.nodes.len();
+        for i in first..first + n {
+            let name = format!("web-{}", i + 1);
+            let addr = format!("127.0.0.{}", i + 2);
+            self.start_node(&name, &addr, labels);
+            self.nodes.push((name, addr));
+        }
+        let total = self.nodes.len();
+        self.fleet.wait_agents(total);
+    }
+
+    fn start_node(&mut self, name: &str, addr: &str, labels: &str) -> usize {
+        let services = self.fleet.dir.path().join("services").join(name);
+        let services = services.to_str().unwrap().to_string();
+        let extra = ["--service-address", addr, "--services-dir", &services];
+        self.fleet.start_agent(name, AgentSpec { labels, slots: 1, extra: &extra, ..AgentSpec::default() }).0
+    }
+
+    fn environment(&self, env: &str, labels: &str) {
+        let out = self.fleet.drover(&["env", "create", env, "--selector", labels]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    /// The pipeline that builds `version` and deploys it with `strategy`.
+    fn pipeline(&self, version: &str, strategy: &str) -> String {
+        format!(
+            "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
+             {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n{deploy}",
+            script = self.script,
+            deploy = self.deploy("staging", strategy),
+        )
+    }
+
+    /// A `deploy:` of the build's dist to `env`.
+    fn deploy(&self, env: &str, strategy: &str) -> String {
+        format!(
+            "    deploy:\n      environment: {env}\n      artifact: build:dist\n      service:\n        name: web\n        \
+             command: python3 server.py\n        port: {port}\n        health: {{http: /healthz, interval: 1s, \
+             healthy_after: 2, timeout: 8s}}\n      strategy: {strategy}\n      progress_deadline: 2m\n",
+            port = self.port
+        )
+    }
+
+    /// Submits `version` with `strategy` and waits for the run to end.
+    fn run(&self, version: &str, strategy: &str) -> (String, Value) {
+        let run = self.fleet.submit(&format!("{version}.yml"), &self.pipeline(version, strategy));
+        let status = self.fleet.wait_run(&run, Duration::from_secs(120));
+        (run, status)
+    }
+
+    fn deployed(&self, version: &str, strategy: &str) {
+        let (_, status) = self.run(version, strategy);
+        assert_eq!(status["state"], "succeeded", "{version}: {status:#}\n{}", self.fleet.logs());
+        assert_eq!(self.versions(), vec![Some(version.to_string()); self.nodes.len()], "{version} on every node");
+    }
+
+    /// What every node answers on /version.
+    fn versions(&self) -> Vec<Option<String>> {
+        self.nodes.iter().map(|(_, addr)| get(addr, self.port, "/version")).collect()
+    }
+
+    fn newest_rollout(&self) -> Value {
+        json(&self.fleet, &["rollouts", "-o", "json"])[0].clone()
+    }
 }
 
 #[test]
 fn a_rolling_deploy_moves_every_node_and_a_failing_release_goes_back_on_its_own() {
-    let mut fleet = Fleet::start("deploys-rolling");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    for (name, addr) in NODES {
-        let services = fleet.dir.path().join("services").join(name);
-        let services = services.to_str().unwrap().to_string();
-        let extra = ["--service-address", addr, "--services-dir", &services];
-        fleet.start_agent(name, AgentSpec { labels: "role=web", slots: 1, extra: &extra, ..AgentSpec::default() });
-    }
-    fleet.wait_agents(3);
-    let out = fleet.drover(&["env", "create", "staging", "--selector", "role=web"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let script = fleet.dir.path().join("server.py");
-    std::fs::write(&script, SERVER).unwrap();
-    let script = script.to_str().unwrap().to_string();
-
+    let web = Web::start("deploys-rolling", 3);
     let mut took = Vec::new();
     for version in ["v1", "v2"] {
-        let run = fleet.submit(&format!("{version}.yml"), &pipeline(&script, version, port));
         let started = Instant::now();
-        let status = fleet.wait_run(&run, Duration::from_secs(120));
-        assert_eq!(status["state"], "succeeded", "{version}: {status:#}\n{}", fleet.logs());
+        web.deployed(version, ROLLING);
         took.push(started.elapsed());
-        let want: Vec<Option<String>> = NODES.iter().map(|_| Some(version.to_string())).collect();
-        assert_eq!(versions(port), want, "{version} on every node");
     }
-    eprintln!("rolling deploys over 3 nodes (run submit to end, build included): {took:?}");
-
-    let rollouts = json(&fleet, &["rollouts", "-o", "json"]);
+    let rollouts = json(&web.fleet, &["rollouts", "-o", "json"]);
     let newest = &rollouts[0];
+    let spans: Vec<u64> = rollouts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["finished_ms"].as_u64().unwrap() - r["started_ms"].as_u64().unwrap())
+        .collect();
+    eprintln!("rolling deploys over 3 nodes: runs {took:?}, rollouts {spans:?} ms");
     assert_eq!((newest["phase"].as_str(), newest["strategy"].as_str()), (Some("succeeded"), Some("rolling")));
     let nodes: Vec<(&str, &str)> = newest["nodes"]
         .as_array()
@@ -111,11 +181,12 @@ fn a_rolling_deploy_moves_every_node_and_a_failing_release_goes_back_on_its_own(
         .map(|n| (n["name"].as_str().unwrap(), n["state"].as_str().unwrap()))
         .collect();
     assert_eq!(nodes, [("web-1", "healthy"), ("web-2", "healthy"), ("web-3", "healthy")]);
-    let v2 = newest["version"].as_str().unwrap().to_string();
+    let (v1, v2) =
+        (rollouts[1]["version"].as_str().unwrap().to_string(), newest["version"].as_str().unwrap().to_string());
     for n in newest["nodes"].as_array().unwrap() {
-        assert_eq!(n["rollback_to"], rollouts[1]["version"], "each node's way back is v1: {n}");
+        assert_eq!(n["rollback_to"], v1.as_str(), "each node's way back is v1: {n}");
     }
-    let services = json(&fleet, &["services", "--env", "staging", "-o", "json"]);
+    let services = json(&web.fleet, &["services", "--env", "staging", "-o", "json"]);
     let services = services.as_array().unwrap();
     assert_eq!(services.len(), 3, "{services:?}");
     for s in services {
@@ -125,22 +196,212 @@ fn a_rolling_deploy_moves_every_node_and_a_failing_release_goes_back_on_its_own(
 
     // v3 fails its health check on the first node: the rollout goes back,
     // the deploy job fails saying why, and every node serves v2.
-    let run = fleet.submit("bad.yml", &pipeline(&script, "bad-3", port));
-    let status = fleet.wait_run(&run, Duration::from_secs(120));
+    let (run, status) = web.run("bad-3", ROLLING);
     assert_eq!(status["state"], "failed", "{status:#}");
-    let job = fleet.job(&run, "deploy");
+    let job = web.fleet.job(&run, "deploy");
     let message = job["message"].as_str().unwrap_or_default();
     assert!(message.contains("rolled back") && message.contains("web-1"), "{job:#}");
-    assert_eq!(versions(port), vec![Some("v2".to_string()); 3], "no node ends on v3");
-    let bad = &json(&fleet, &["rollouts", "-o", "json"])[0];
+    assert_eq!(web.versions(), vec![Some("v2".to_string()); 3], "no node ends on v3");
+    let bad = web.newest_rollout();
     assert_eq!(bad["phase"], "rolled_back", "{bad:#}");
-    let shown = text(&fleet.drover(&["rollout", "status", &bad["id"].to_string()]).stdout);
+    eprintln!(
+        "a failed health gate to every node back: rollout of {} ms (the health check's own verdict included)",
+        bad["finished_ms"].as_u64().unwrap() - bad["started_ms"].as_u64().unwrap()
+    );
+    let shown = text(&web.fleet.drover(&["rollout", "status", &bad["id"].to_string()]).stdout);
     assert!(shown.contains("rolled_back") && shown.contains("web-1") && shown.contains("failed"), "{shown}");
-    let after = json(&fleet, &["services", "--env", "staging", "-o", "json"]);
+    let after = json(&web.fleet, &["services", "--env", "staging", "-o", "json"]);
     assert!(after.as_array().unwrap().iter().all(|s| s["version"] == v2.as_str()), "{after:#}");
 
     // A finished rollout takes no command, and says why.
-    let out = fleet.drover(&["rollout", "promote", &bad["id"].to_string()]);
-    assert_ne!(out.status.code(), Some(0));
+    let out = web.fleet.drover(&["rollout", "promote", &bad["id"].to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("has finished (rolled_back)"), "{}", text(&out.stderr));
+
+    // A fast-track rollback: back to v1 on every node at once.
+    let started = Instant::now();
+    let out = web.fleet.drover(&["rollback", "web", "--env", "staging", "--follow"]);
+    assert!(out.status.success(), "{}{}", text(&out.stderr), text(&out.stdout));
+    eprintln!("fast-track rollback of 3 nodes: {:?}", started.elapsed());
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 3]);
+    let back = web.newest_rollout();
+    assert_eq!((back["version"].as_str(), back["steps"].as_u64()), (Some(v1.as_str()), Some(1)), "{back:#}");
+    let out = web.fleet.drover(&["rollback", "web", "--env", "staging", "--to", "nope"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("has no release nope; its releases are:"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_canary_waits_for_a_promote_and_blue_green_switches_two_hosts_without_a_failed_request() {
+    let web = Web::start("deploys-canary", 2);
+    let run = web.fleet.submit("c1.yml", &web.pipeline("v1", CANARY));
+    let rollout = wait_for_or_report(
+        "the canary to wait for a promotion",
+        Duration::from_secs(60),
+        || {
+            let r = json(&web.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
+            (r["hold"] == "promote").then_some(r)
+        },
+        || web.fleet.logs(),
+    );
+    assert_eq!(web.versions(), [Some("v1".to_string()), None], "one node of two");
+    let shown = text(&web.fleet.drover(&["rollout", "status", &rollout["id"].to_string()]).stdout);
+    assert!(shown.contains(&format!("drover rollout promote {}", rollout["id"])), "{shown}");
+    let out = web.fleet.drover(&["rollout", "promote", &rollout["id"].to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = web.fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
+
+    // Blue-green v2 while clients hammer both hosts: no request fails, and
+    // both switch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = web
+        .nodes
+        .iter()
+        .map(|(_, addr)| {
+            let (addr, port, stop, failed) = (addr.clone(), web.port, stop.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut worst, mut seen) = (0u64, Duration::ZERO, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match get(&addr, port, "/version") {
+                        Some(v) => {
+                            ok += 1;
+                            if seen.last() != Some(&v) {
+                                seen.push(v);
+                            }
+                        }
+                        None => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    worst = worst.max(t.elapsed());
+                }
+                (ok, worst, seen)
+            })
+        })
+        .collect();
+    let (_, status) = web.run("v2", BLUE_GREEN);
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", web.fleet.logs());
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no failed request: {results:?}");
+    for (ok, worst, seen) in &results {
+        assert!(*ok > 10, "{results:?}");
+        assert_eq!(seen, &["v1", "v2"], "each host switched once, from v1 to v2: {results:?}");
+        eprintln!("blue-green: {ok} requests, the slowest {worst:?}");
+    }
+    let bg = web.newest_rollout();
+    assert_eq!((bg["strategy"].as_str(), bg["phase"].as_str()), (Some("blue_green"), Some("succeeded")));
+    assert!(bg["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "switched"), "{bg:#}");
+}
+
+#[test]
+fn a_restarted_agent_serves_its_service_again_without_a_deploy() {
+    let mut web = Web::start("deploys-restart", 1);
+    web.deployed("v1", ROLLING);
+    let services = web.fleet.dir.path().join("services").join("web-1");
+    let pids = |dir: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("supervise {}", dir.display())])
+            .output()
+            .unwrap();
+        text(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let before = pids(&services);
+    assert_eq!(before.len(), 1, "one supervisor: {before:?}");
+    web.fleet.agents[0].kill();
+    // The agent is gone, its service is not (its proxy port is closed
+    // while no agent holds it).
+    assert_eq!(pids(&services), before, "the service's supervisor outlives the agent");
+    let (name, addr) = web.nodes[0].clone();
+    web.start_node(&name, &addr, "role=web");
+    let version = wait_for_or_report(
+        "the restarted agent to serve v1 again",
+        Duration::from_secs(30),
+        || get(&addr, web.port, "/version"),
+        || web.fleet.logs(),
+    );
+    assert_eq!(version, "v1");
+    assert_eq!(pids(&services), before, "adopted, not started again");
+    assert_eq!(json(&web.fleet, &["rollouts", "-o", "json"]).as_array().unwrap().len(), 1, "no new rollout");
+}
+
+#[test]
+fn a_rollout_survives_a_leader_failover_on_etcd() {
+    let etcd = Etcd::start("deploys-ha", 1);
+    let fleet = Fleet::start_ha("deploys-ha", &etcd, 2);
+    let mut web = Web::on(fleet, 2, "role=web", "staging");
+    let run = web.fleet.submit("c1.yml", &web.pipeline("v1", CANARY));
+    let rollout = wait_for_or_report(
+        "the canary to wait for a promotion",
+        Duration::from_secs(60),
+        || {
+            let r = json(&web.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
+            (r["hold"] == "promote").then_some(r)
+        },
+        || web.fleet.logs(),
+    );
+    let leader = web.fleet.wait_leader();
+    web.fleet.kill_coordinator(leader);
+    let new = wait_for_or_report(
+        "another leader",
+        Duration::from_secs(60),
+        || web.fleet.leader().filter(|l| *l != leader),
+        || web.fleet.logs(),
+    );
+    assert_ne!(new, leader);
+    // The new leader holds the rollout where it was: promote goes on.
+    wait_for_or_report(
+        "the new leader to take the promotion",
+        Duration::from_secs(60),
+        || web.fleet.drover(&["rollout", "promote", &rollout["id"].to_string()]).status.success().then_some(()),
+        || web.fleet.logs(),
+    );
+    let status = web.fleet.wait_run(&run, Duration::from_secs(90));
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", web.fleet.logs());
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
+    let r = web.newest_rollout();
+    assert_eq!(r["id"], rollout["id"], "the same rollout, resumed");
+    assert!(r["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "healthy"), "{r:#}");
+    web.nodes.clear();
+}
+
+#[test]
+fn a_pipeline_promotes_one_digest_from_staging_to_production_behind_an_approval() {
+    let mut web = Web::on(Fleet::start("deploys-promote"), 1, "role=web,env=staging", "staging");
+    web.add_nodes(1, "role=web,env=prod");
+    web.environment("production", "role=web,env=prod");
+    let text_of = format!(
+        "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
+         {script} dist/server.py && echo v1 > dist/VERSION\n  deploy-staging:\n    needs: [build]\n{staging}  \
+         deploy-production:\n    needs: [build, deploy-staging]\n    approval: {{required: true, approvers: [admin]}}\n\
+         {production}",
+        script = web.script,
+        staging = web.deploy("staging", ROLLING),
+        production = web.deploy("production", ROLLING),
+    );
+    let run = web.fleet.submit("promote.yml", &text_of);
+    wait_for_or_report(
+        "production to wait for its approval",
+        Duration::from_secs(60),
+        || (web.fleet.job(&run, "deploy-staging")["state"] == "succeeded").then_some(()),
+        || web.fleet.logs(),
+    );
+    assert_eq!(web.versions(), [Some("v1".to_string()), None], "staging only");
+    assert_eq!(web.fleet.job(&run, "deploy-production")["state"], "pending");
+    let out = web.fleet.drover(&["approve", &run, "deploy-production", "--comment", "staging looks good"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = web.fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
+    let services = json(&web.fleet, &["services", "-o", "json"]);
+    let services = services.as_array().unwrap();
+    let envs: Vec<&str> = services.iter().map(|s| s["environment"].as_str().unwrap()).collect();
+    assert_eq!(envs, ["production", "staging"]);
+    assert_eq!(services[0]["sha256"], services[1]["sha256"], "one digest, never rebuilt: {services:#?}");
+    assert_eq!(services[0]["version"], services[1]["version"]);
+    assert_eq!(services[0]["run_id"], run.as_str());
 }

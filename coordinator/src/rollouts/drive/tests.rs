@@ -220,3 +220,55 @@ fn a_deploy_without_a_release_or_an_environment_fails_its_job_saying_why() {
     assert_eq!(d.finished.len(), 3);
     assert_eq!(d.records.len(), 2);
 }
+
+#[test]
+fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs() {
+    let mut d = Driver::default();
+    let err = d.rollback("staging", "web", None, false, "alice", 0).unwrap_err();
+    assert!(err.contains("never been deployed to staging"), "{err}");
+    let mut versions = Vec::new();
+    for run in 1..=2 {
+        d.start_job(job(run, "queue", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}"), run);
+        begin_all(&mut d, &["a", "b"], run);
+        let v = d.records[&run].release.version.clone();
+        for node in ["a", "b"] {
+            report(&mut d, run, node, DeployState::Installed, run);
+            report(&mut d, run, node, DeployState::Healthy, run);
+            if node == "a" {
+                d.command(run, Verb::Promote { full: false }, run).unwrap();
+            }
+        }
+        assert_eq!(phase(&d, run), Phase::Succeeded);
+        versions.push(v);
+    }
+    sent(&mut d);
+    let err = d.rollback("staging", "web", Some("nope".into()), false, "alice", 5).unwrap_err();
+    assert!(err.contains("has no release nope; its releases are:") && err.contains(&versions[0]), "{err}");
+
+    // A third deploy is under way when the rollback is asked for: it goes
+    // back first, then every node goes to v1 at once, with no pause.
+    d.start_job(job(3, "queue", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}"), 6);
+    begin_all(&mut d, &["a", "b"], 6);
+    sent(&mut d);
+    let id = d.rollback("staging", "web", None, false, "alice", 7).unwrap();
+    assert_eq!(d.records[&id].release.version, versions[0], "the one before the current");
+    assert_eq!(phase(&d, 3), Phase::RollingBack);
+    assert!(d.startable.is_empty(), "it waits for rollout 3 to go back");
+    report(&mut d, 3, "a", DeployState::RolledBack, 8);
+    assert_eq!(phase(&d, 3), Phase::Aborted);
+    let id_start = *d.startable.iter().next().expect("startable now");
+    assert_eq!(id_start, id);
+    // The loop plans it as a fast track.
+    let targets =
+        ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(versions[1].clone()) }).collect();
+    d.startable.clear();
+    d.begin(id, Rollout::fast_track(versions[0].clone(), targets).map_err(|e| e.to_string()), 9);
+    let all = sent(&mut d);
+    assert_eq!(all.len(), 2, "every node at once: {all:?}");
+    for node in ["a", "b"] {
+        report(&mut d, id, node, DeployState::Installed, 10);
+        report(&mut d, id, node, DeployState::Healthy, 10);
+    }
+    assert_eq!(phase(&d, id), Phase::Succeeded);
+    assert!(d.previous("staging", "web").values().all(|v| *v == versions[0]));
+}
