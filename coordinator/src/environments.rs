@@ -167,6 +167,34 @@ pub async fn apply(
     Err(EnvironmentsError::Contended)
 }
 
+/// Deploy jobs to an environment that requires approval wait for one of
+/// its approvers (the run machine's approval gate): a job without an
+/// `approval:` gets one naming the environment's approvers; a job with its
+/// own keeps it, with the environment's approvers added. Reads the
+/// environments only when the pipeline deploys; an environment that does
+/// not exist is left to the rollout, which fails saying so.
+pub async fn gate_deploys(store: &dyn Store, pipeline: &mut drover_pipeline::Pipeline) -> Result<(), StoreError> {
+    if !pipeline.jobs.iter().any(|j| j.deploy.is_some()) {
+        return Ok(());
+    }
+    let (kvs, _) = store.range(keys::ENVIRONMENTS).await?;
+    let envs: Vec<EnvironmentRecord> = kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+    for job in &mut pipeline.jobs {
+        let Some(deploy) = &job.deploy else { continue };
+        let Some(env) = envs.iter().find(|e| e.spec.name == deploy.environment && e.spec.require_approval) else {
+            continue;
+        };
+        let gate =
+            job.approval.get_or_insert_with(|| drover_pipeline::ApprovalSpec { approvers: Vec::new(), timeout: None });
+        for approver in &env.spec.approvers {
+            if !gate.approvers.contains(approver) {
+                gate.approvers.push(approver.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every environment, by name.
 pub async fn list(store: &dyn Store) -> Result<Vec<EnvironmentRecord>, EnvironmentsError> {
     let (kvs, _) = store.range(keys::ENVIRONMENTS).await?;

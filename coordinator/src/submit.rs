@@ -179,7 +179,15 @@ pub async fn prepare_rerun(store: &dyn Store, of: RunId, scope: &Scope) -> Resul
 /// Hands `prepared` to the scheduler, which answers once the run is
 /// committed. `traceparent` (W3C) makes the run's trace continue the
 /// submitter's.
-pub async fn submit(sched: &Handle, prepared: Prepared, traceparent: Option<String>) -> Result<Submitted, SubmitError> {
+/// Deploy jobs to environments that require approval get its gate first
+/// (`environments::gate_deploys`).
+pub async fn submit(
+    store: &dyn Store,
+    sched: &Handle,
+    mut prepared: Prepared,
+    traceparent: Option<String>,
+) -> Result<Submitted, SubmitError> {
+    crate::environments::gate_deploys(store, &mut prepared.pipeline).await?;
     let commit = prepared.source.commit.clone();
     let run =
         sched.submit(prepared.pipeline, prepared.source, traceparent, prepared.queue_timeout, prepared.rerun).await?;

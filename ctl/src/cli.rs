@@ -436,12 +436,15 @@ pub enum Command {
         /// default the one before the current.
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
+        /// Step by step with the service's last strategy (canary steps and
+        /// pauses included), not every node at once.
         #[arg(long)]
         staged: bool,
         /// Follow the rollback's rollout until it ends, as `drover rollout
         /// status --follow`.
         #[arg(short, long)]
         follow: bool,
+        /// Output format: text, json or yaml (the rollback's rollout).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
         #[command(flatten)]

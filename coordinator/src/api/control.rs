@@ -166,7 +166,9 @@ impl pb::control_service_server::ControlService for ControlApi {
         prepared.queue_timeout = queue_timeout;
         // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
-        let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
+        let submitted = submit::submit(self.store.as_ref(), &sched, prepared, traceparent)
+            .await
+            .map_err(|e| self.explain(e.into()))?;
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: submitted.run.to_string(),
             commit: submitted.commit.unwrap_or_default(),
@@ -352,7 +354,9 @@ impl pb::control_service_server::ControlService for ControlApi {
             Err(e) => return Err(ApiError::from(e).into()),
         };
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
-        let submitted = submit::submit(&sched, prepared, traceparent).await.map_err(|e| self.explain(e.into()))?;
+        let submitted = submit::submit(self.store.as_ref(), &sched, prepared, traceparent)
+            .await
+            .map_err(|e| self.explain(e.into()))?;
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: submitted.run.to_string(),
             commit: submitted.commit.unwrap_or_default(),

@@ -167,7 +167,7 @@ async fn submit_intent(
         untrusted: intent.untrusted,
     };
     let prepared = Prepared { pipeline, source, queue_timeout: None, rerun: None };
-    match submit::submit(&ctx.sched, prepared, None).await {
+    match submit::submit(ctx.store.as_ref(), &ctx.sched, prepared, None).await {
         Ok(submitted) => {
             info!(trigger = key, run = submitted.run, "a trigger started a run");
             mark(ctx, key, intent, IntentState::Done { run: submitted.run }).await?;

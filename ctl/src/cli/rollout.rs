@@ -30,9 +30,12 @@ pub enum RolloutCommand {
     ///
     /// Example: drover rollout promote 12
     Promote {
+        /// The rollout's id.
         id: u64,
+        /// Skip every pause left and update every remaining node at once.
         #[arg(long)]
         full: bool,
+        /// Output format: text, json or yaml (the rollout).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
         #[command(flatten)]
@@ -42,7 +45,9 @@ pub enum RolloutCommand {
     ///
     /// Example: drover rollout pause 12
     Pause {
+        /// The rollout's id.
         id: u64,
+        /// Output format: text, json or yaml (the rollout).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
         #[command(flatten)]
@@ -52,7 +57,9 @@ pub enum RolloutCommand {
     ///
     /// Example: drover rollout resume 12
     Resume {
+        /// The rollout's id.
         id: u64,
+        /// Output format: text, json or yaml (the rollout).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
         #[command(flatten)]
@@ -63,7 +70,9 @@ pub enum RolloutCommand {
     ///
     /// Example: drover rollout abort 12
     Abort {
+        /// The rollout's id.
         id: u64,
+        /// Output format: text, json or yaml (the rollout).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
         #[command(flatten)]

@@ -370,15 +370,26 @@ fn a_rollout_survives_a_leader_failover_on_etcd() {
 }
 
 #[test]
-fn a_pipeline_promotes_one_digest_from_staging_to_production_behind_an_approval() {
+fn a_pipeline_promotes_one_digest_from_staging_to_production_behind_the_environments_approval() {
     let mut web = Web::on(Fleet::start("deploys-promote"), 1, "role=web,env=staging", "staging");
     web.add_nodes(1, "role=web,env=prod");
-    web.environment("production", "role=web,env=prod");
+    // Production asks for an approval; the pipeline does not.
+    let args = [
+        "env",
+        "create",
+        "production",
+        "--selector",
+        "role=web,env=prod",
+        "--require-approval",
+        "--approvers",
+        "admin",
+    ];
+    let out = web.fleet.drover(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let text_of = format!(
         "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
          {script} dist/server.py && echo v1 > dist/VERSION\n  deploy-staging:\n    needs: [build]\n{staging}  \
-         deploy-production:\n    needs: [build, deploy-staging]\n    approval: {{required: true, approvers: [admin]}}\n\
-         {production}",
+         deploy-production:\n    needs: [build, deploy-staging]\n{production}",
         script = web.script,
         staging = web.deploy("staging", ROLLING),
         production = web.deploy("production", ROLLING),
