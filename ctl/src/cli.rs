@@ -32,7 +32,7 @@ pub use context::ContextCommand;
 pub use env::EnvCommand;
 pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use repo::RepoCommand;
-pub use rollout::RolloutCommand;
+pub use rollout::{RollbackArgs, RolloutCommand, RolloutsArgs, ServiceCommand, ServicesArgs};
 pub use secret::SecretCommand;
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
@@ -400,19 +400,7 @@ pub enum Command {
     /// its environment's nodes, with its phase and how many nodes are done.
     ///
     /// Example: drover rollouts --env production
-    Rollouts {
-        /// Only this environment's.
-        #[arg(long)]
-        env: Option<String>,
-        /// Only this service's.
-        #[arg(long)]
-        service: Option<String>,
-        /// Output format: text, json or yaml.
-        #[arg(short, long, value_enum, default_value_t)]
-        output: Format,
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Rollouts(RolloutsArgs),
     /// Show a rollout, or promote, pause, resume or abort it.
     ///
     /// Example: drover rollout status 12 --follow
@@ -426,45 +414,21 @@ pub enum Command {
     /// service under way are aborted first.
     ///
     /// Example: drover rollback web --env production --to 3f9a1c2b7d4e
-    Rollback {
-        /// The service's name.
-        service: String,
-        /// Its environment.
-        #[arg(long)]
-        env: String,
-        /// The version to go back to (`drover rollouts` shows them); by
-        /// default the one before the current.
-        #[arg(long, value_name = "VERSION")]
-        to: Option<String>,
-        /// Step by step with the service's last strategy (canary steps and
-        /// pauses included), not every node at once.
-        #[arg(long)]
-        staged: bool,
-        /// Follow the rollback's rollout until it ends, as `drover rollout
-        /// status --follow`.
-        #[arg(short, long)]
-        follow: bool,
-        /// Output format: text, json or yaml (the rollback's rollout).
-        #[arg(short, long, value_enum, default_value_t)]
-        output: Format,
-        #[command(flatten)]
-        remote: Remote,
+    Rollback(RollbackArgs),
+    /// A deployed service's output on its nodes (its stdout and stderr, as
+    /// its supervisor keeps them).
+    ///
+    /// Example: drover service logs web --env staging --node web-1 -f
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
     },
     /// What each node serves, per environment and service: the version,
     /// its artifact's digest, its health, and the run and commit it came
     /// from.
     ///
     /// Example: drover services --env staging
-    Services {
-        /// Only this environment's.
-        #[arg(long)]
-        env: Option<String>,
-        /// Output format: text, json or yaml.
-        #[arg(short, long, value_enum, default_value_t)]
-        output: Format,
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Services(ServicesArgs),
     /// Named coordinators and TLS directories to switch between, as
     /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
     ///
@@ -515,10 +479,11 @@ impl Command {
             Command::Repo { command } => Some(command.remote()),
             Command::Envs { remote, .. } => Some(remote),
             Command::Env { command } => Some(command.remote()),
-            Command::Rollouts { remote, .. } | Command::Services { remote, .. } | Command::Rollback { remote, .. } => {
-                Some(remote)
-            }
+            Command::Rollouts(RolloutsArgs { remote, .. })
+            | Command::Services(ServicesArgs { remote, .. })
+            | Command::Rollback(RollbackArgs { remote, .. }) => Some(remote),
             Command::Rollout { command } => Some(command.remote()),
+            Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }

@@ -401,7 +401,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::EnvCommand::Show { name, output, .. } => environments::show(conn, name, output).await,
             cli::EnvCommand::Rm { name, output, .. } => environments::remove(conn, name, output).await,
         },
-        Command::Rollouts { env, service, output, .. } => {
+        Command::Rollouts(cli::RolloutsArgs { env, service, output, .. }) => {
             rollouts::list(conn, env.unwrap_or_default(), service.unwrap_or_default(), output).await
         }
         Command::Rollout { command } => match command {
@@ -413,10 +413,15 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::RolloutCommand::Resume { id, output, .. } => rollouts::act(conn, id, "resume", false, output).await,
             cli::RolloutCommand::Abort { id, output, .. } => rollouts::act(conn, id, "abort", false, output).await,
         },
-        Command::Rollback { service, env, to, staged, follow, output, .. } => {
+        Command::Rollback(cli::RollbackArgs { service, env, to, staged, follow, output, .. }) => {
             rollouts::rollback(conn, service, env, to, staged, follow, output).await
         }
-        Command::Services { env, output, .. } => rollouts::services(conn, env.unwrap_or_default(), output).await,
+        Command::Service { command: cli::ServiceCommand::Logs { service, env, node, follow, .. } } => {
+            rollouts::service_logs(conn, service, env, node, follow).await
+        }
+        Command::Services(cli::ServicesArgs { env, output, .. }) => {
+            rollouts::services(conn, env.unwrap_or_default(), output).await
+        }
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -184,6 +184,81 @@ pub async fn rollback(
     Ok(())
 }
 
+/// How often `drover service logs -f` asks again.
+const LOGS_EVERY: Duration = Duration::from_millis(500);
+
+/// `drover service logs SERVICE --env ENV [--node N] [-f]`: each node's
+/// output, the last 64 KiB first, prefixed with the node's name when there
+/// are several.
+pub async fn service_logs(
+    conn: &mut Conn,
+    service: String,
+    environment: String,
+    node: Option<String>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let req = pb::ListServicesRequest { environment: environment.clone() };
+    let listed = conn.call(true, |c| c_call!(c.list_services(req.clone()))).await?.services;
+    let mut nodes: Vec<String> = listed
+        .iter()
+        .filter(|s| s.service == service && node.as_ref().is_none_or(|n| *n == s.node))
+        .map(|s| s.node.clone())
+        .collect();
+    nodes.dedup();
+    if nodes.is_empty() {
+        let where_ = node.map(|n| format!(" on node {n}")).unwrap_or_default();
+        return Err(Exit::new(
+            crate::client::EXIT_NOT_FOUND,
+            format!("service {service} is not deployed in {environment}{where_}; `drover services --env {environment}` lists what is"),
+        )
+        .into());
+    }
+    let prefix = nodes.len() > 1;
+    let mut offsets: Vec<u64> = vec![u64::MAX; nodes.len()];
+    // Lines cut at a chunk's end wait for the rest, per node; what is shown
+    // passes the terminal-safe filter first.
+    let mut partial: Vec<Vec<u8>> = vec![Vec::new(); nodes.len()];
+    let mut safe: Vec<crate::term::Sanitizer> = nodes.iter().map(|_| crate::term::Sanitizer::new()).collect();
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            let req = pb::GetServiceLogsRequest {
+                environment: environment.clone(),
+                service: service.clone(),
+                node: node.clone(),
+                offset: offsets[i],
+                max_bytes: 0,
+            };
+            let chunk = conn.call(true, |c| c_call!(c.get_service_logs(req.clone()))).await?;
+            offsets[i] = chunk.next_offset;
+            safe[i].push(&chunk.data, &mut partial[i]);
+            let cut = partial[i].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            let whole: Vec<u8> = partial[i].drain(..cut).collect();
+            for line in String::from_utf8_lossy(&whole).lines() {
+                if prefix {
+                    outln!("{node}: {line}");
+                } else {
+                    outln!("{line}");
+                }
+            }
+        }
+        if !follow {
+            for (i, rest) in partial.iter_mut().enumerate() {
+                safe[i].finish(rest);
+                if !rest.is_empty() {
+                    let line = String::from_utf8_lossy(rest);
+                    if prefix {
+                        outln!("{}: {line}", nodes[i]);
+                    } else {
+                        outln!("{line}");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(LOGS_EVERY).await;
+    }
+}
+
 /// `drover services [--env ENV]`.
 pub async fn services(conn: &mut Conn, environment: String, format: Format) -> anyhow::Result<()> {
     let req = pb::ListServicesRequest { environment };
@@ -196,6 +271,7 @@ pub async fn services(conn: &mut Conn, environment: String, format: Format) -> a
                     "environment": s.environment, "service": s.service, "node": s.node,
                     "version": s.version, "sha256": s.sha256, "run_id": s.run_id, "commit": s.commit,
                     "rollout": s.rollout, "healthy": s.healthy, "since_ms": s.since_ms, "connected": s.connected,
+                    "health_message": s.health_message, "health_ms": s.health_ms,
                 })
             })
             .collect();
@@ -233,6 +309,9 @@ pub async fn services(conn: &mut Conn, environment: String, format: Format) -> a
             s.run_id,
             short(&s.commit)
         );
+        if !s.healthy && !s.health_message.is_empty() {
+            outln!("    {}", s.health_message);
+        }
     }
     Ok(())
 }

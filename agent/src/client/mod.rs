@@ -10,8 +10,10 @@
 //! killed and dropped.
 //!
 //! Deploy actions go to the deploy executor ([`crate::deploy::executor`]),
-//! one queue per service; the protocol keeps the latest report of each
-//! service and sends it again after every Hello. Services outlive the
+//! one queue per service; the protocol keeps the latest report and the
+//! latest health of each service and sends them again after every Hello.
+//! A request for a service's output is read beside the service's queue and
+//! answered on the session that asked. Services outlive the
 //! agent: stopping or draining it leaves them running, and the next agent
 //! process adopts them. An action under way when the agent stops is cut
 //! short without a final report; sent again, it finds what was done.
@@ -130,10 +132,11 @@ pub struct Agent {
     controls: HashMap<String, watch::Sender<exec::Control>>,
     exec_tx: mpsc::UnboundedSender<ExecEvent>,
     exec_rx: mpsc::UnboundedReceiver<ExecEvent>,
-    /// Carries out deploy actions, one task per service; its reports
-    /// arrive on `deploy_rx`.
+    /// Carries out deploy actions, one task per service, and reads
+    /// services' output; its reports and services' health changes arrive
+    /// on `deploy_rx`.
     deploy: Executor,
-    deploy_rx: mpsc::UnboundedReceiver<deploy::Report>,
+    deploy_rx: mpsc::UnboundedReceiver<deploy::Event>,
     /// Why the agent takes no new work for now, or empty.
     unready: String,
     /// Held, never read: the work dir is ours while the file is open.
@@ -241,13 +244,13 @@ impl Agent {
             .watcher
             .clone()
             .unwrap_or_else(|| step_watch::Launch { program: PathBuf::from("/proc/self/exe"), log_format: "text" });
-        let (deploy, deploy_rx) = Executor::new(deploy::Config::new(
-            services_dir,
-            config.service_address,
-            exec.user.clone(),
-            launch,
-            transfer,
-        ));
+        let mut deploy_config =
+            deploy::Config::new(services_dir, config.service_address, exec.user.clone(), launch, transfer);
+        // Deploy hooks' steps are named for this node and, like a job's
+        // steps, die with the agent.
+        deploy_config.node = config.name.clone();
+        deploy_config.watch = Arc::clone(&exec.watch);
+        let (deploy, deploy_rx) = Executor::new(deploy_config);
         let exec = Arc::new(exec);
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         Ok(Agent {
@@ -413,7 +416,7 @@ impl Agent {
                 tokio::select! {
                     _ = &mut sleep => break,
                     Some(ev) = self.exec_rx.recv() => { self.on_exec(ev, None); }
-                    Some(report) = self.deploy_rx.recv() => { self.proto.on_deploy(report); }
+                    Some(event) = self.deploy_rx.recv() => { self.proto.on_deploy_event(event); }
                     Ok(()) = stop.changed() => {}
                 }
             }

@@ -9,9 +9,18 @@
 //! coordinator epoch seen (an `Assign` or `Cancel` from an older one is
 //! refused); the Welcome's heartbeat period, acknowledgement timeout and
 //! fence; the session's heartbeats ([`Heartbeats`]); and the latest deploy
-//! report of each service, sent again after every Hello (a report made
-//! while disconnected still arrives; the coordinator takes one twice
-//! without harm).
+//! report and the latest health ([`pb::ServiceHealth`]) of each service,
+//! sent again after every Hello (a report made while disconnected still
+//! arrives; the coordinator takes one twice without harm). A service rolled
+//! back to nothing (`ROLLED_BACK` with no version) has no health any more:
+//! it is forgotten, and not sent again.
+//!
+//! A `ServiceLogsRequest` is checked here (a service name as releases take
+//! it; a bad one is answered at once with the error) and handed to the
+//! deploy executor, whose answer [`service_logs`] puts on the wire; the
+//! driver sends it on the session that asked, or drops it when that
+//! session has ended (the coordinator then times out; another session's
+//! coordinator never gets an answer it did not ask for).
 //!
 //! The driver calls, each synchronously and with `now` an argument:
 //! - [`Protocol::hello`] when a session opens: the Hello (listing the
@@ -21,7 +30,10 @@
 //!   fence, change the heartbeat period);
 //! - [`Protocol::on_exec`] for what the executor reports: the message to
 //!   send when connected (the state is kept either way);
-//! - [`Protocol::on_deploy`] for what the deploy executor reports: the same;
+//! - [`Protocol::on_deploy_event`] for what the deploy executor reports (a
+//!   deploy report, a service's health, a hook's output): the same, except
+//!   that a hook's output is not kept: made while disconnected, it is
+//!   lost (its hook's final report is kept and sent again like any);
 //! - [`Protocol::heartbeat`] when a heartbeat is due, and
 //!   [`Protocol::frozen_at`] to know when a coordinator that acknowledges
 //!   nothing is to be taken for frozen.
@@ -54,9 +66,10 @@ pub enum Action {
     Fence { id: String, at: Instant },
     /// The coordinator set the heartbeat period (its Welcome).
     HeartbeatEvery(Duration),
-    /// Hand this deploy action to the deploy executor, behind the earlier
-    /// ones of its service.
-    Deploy(Box<executor::Order>),
+    /// Hand this to the deploy executor: a deploy action (behind the
+    /// earlier ones of its service), or a request for a service's output,
+    /// whose answer ([`service_logs`]) goes out on this session.
+    Deploy(executor::Request),
 }
 
 /// An attempt from its assignment until its result is acknowledged.
@@ -89,6 +102,8 @@ pub struct Protocol {
     beats: Heartbeats,
     /// The latest deploy report of each service, by service.
     reports: BTreeMap<String, pb::DeployReport>,
+    /// The latest health of each service with a live release, by service.
+    health: BTreeMap<String, pb::ServiceHealth>,
 }
 
 impl Default for Protocol {
@@ -108,6 +123,7 @@ impl Protocol {
             fence: None,
             beats: Heartbeats::default(),
             reports: BTreeMap::new(),
+            health: BTreeMap::new(),
         }
     }
 
@@ -164,6 +180,7 @@ impl Protocol {
             }
         }
         out.extend(self.reports.values().cloned().map(Out::DeployReport));
+        out.extend(self.health.values().cloned().map(Out::ServiceHealth));
         out
     }
 
@@ -209,6 +226,10 @@ impl Protocol {
             }
             In::Assign(a) => self.assign(a, now),
             In::Deploy(d) => self.deploy(d),
+            In::ServiceLogs(r) => match deploy::logs_request(r) {
+                Ok(request) => vec![Action::Deploy(executor::Request::Logs(request))],
+                Err(chunk) => vec![Action::Send(service_logs(chunk))],
+            },
             In::Cancel(c) => {
                 if c.epoch < self.epoch {
                     warn!(attempt = %c.attempt_id, "refused a cancel from an old epoch");
@@ -327,28 +348,49 @@ impl Protocol {
             return Vec::new();
         }
         let (action_id, service) = (d.action_id.clone(), d.service.clone());
+        // A hook is answered as a hook, whatever was wrong with it.
+        let failed_state = match d.kind {
+            Some(pb::deploy_action::Kind::Hook(_)) => executor::ReportState::HookFailed,
+            _ => executor::ReportState::Failed,
+        };
         match deploy::order(d) {
-            Ok(order) => vec![Action::Deploy(Box::new(order))],
+            Ok(order) => vec![Action::Deploy(executor::Request::Order(Box::new(order)))],
             Err(message) => {
                 warn!(action = %action_id, %service, %message, "refused a deploy action");
-                let failed = executor::Report {
-                    action_id,
-                    service,
-                    state: executor::ReportState::Failed,
-                    message,
-                    version: String::new(),
-                };
+                let failed =
+                    executor::Report { action_id, service, state: failed_state, message, version: String::new() };
                 vec![Action::Send(self.on_deploy(failed))]
             }
         }
     }
 
+    /// Takes what the deploy executor reports; returns it to send when
+    /// connected.
+    pub fn on_deploy_event(&mut self, event: executor::Event) -> Out {
+        match event {
+            executor::Event::Report(report) => self.on_deploy(report),
+            executor::Event::Health(health) => self.on_health(health),
+            executor::Event::HookOutput { action_id, data } => Out::HookOutput(deploy::hook_output(action_id, data)),
+        }
+    }
+
     /// Keeps a deploy report as its service's latest; returns it to send
-    /// when connected.
+    /// when connected. A service rolled back to nothing loses its health.
     pub fn on_deploy(&mut self, report: executor::Report) -> Out {
         let report = deploy::report(report);
+        if report.state == pb::DeployState::RolledBack as i32 && report.version.is_empty() {
+            self.health.remove(&report.service);
+        }
         self.reports.insert(report.service.clone(), report.clone());
         Out::DeployReport(report)
+    }
+
+    /// Keeps a service's health as its latest; returns it to send when
+    /// connected.
+    pub fn on_health(&mut self, health: executor::ServiceHealth) -> Out {
+        let health = deploy::health(health);
+        self.health.insert(health.service.clone(), health.clone());
+        Out::ServiceHealth(health)
     }
 
     /// Takes an executor event into the held state; returns what to send
@@ -400,6 +442,12 @@ impl Protocol {
             }
         }
     }
+}
+
+/// The answer to a `ServiceLogsRequest`, to send on the session that
+/// asked.
+pub fn service_logs(chunk: executor::LogsChunk) -> Out {
+    Out::ServiceLogs(deploy::logs_chunk(chunk))
 }
 
 mod deploy;

@@ -1,8 +1,9 @@
 //! One session with a coordinator: the Hello and the resending of what it
 //! has not acknowledged, then the loop that takes its messages (Welcome,
-//! assignments, cancels, deploy actions, acknowledgements), the executor's
-//! and the deploy executor's events and the heartbeats, until the session ends ([`SessionEnd`]), and how a refusal
-//! is taken ([`refused`]). What to answer is [`super::protocol`]'s; this
+//! assignments, cancels, deploy actions, requests for a service's output,
+//! acknowledgements), the executor's and the deploy executor's events and
+//! the heartbeats, until the session ends ([`SessionEnd`]), and how a
+//! refusal is taken ([`refused`]). What to answer is [`super::protocol`]'s; this
 //! driver carries it out: it sends, starts and kills attempts, moves their
 //! fences, and keeps the agent's metrics.
 
@@ -17,8 +18,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tracing::info;
 
-use super::protocol::Action;
+use super::protocol::{self, Action};
 use super::{Agent, AgentError, Stop};
+use crate::deploy::executor;
 use crate::exec::{self, ExecEvent, Outcome};
 use crate::metrics::METRICS;
 
@@ -161,7 +163,7 @@ impl Agent {
                     Err(s) => return refused(url, &s, "ended the session"),
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
-                Some(report) = self.deploy_rx.recv() => send(&tx, self.proto.on_deploy(report)),
+                Some(event) = self.deploy_rx.recv() => send(&tx, self.proto.on_deploy_event(event)),
                 _ = heartbeat.tick() => {
                     let draining = *stop.borrow() == Stop::Drain;
                     let unready = self.check_ready();
@@ -207,7 +209,17 @@ impl Agent {
                     }
                 }
                 Action::HeartbeatEvery(every) => period = Some(every),
-                Action::Deploy(order) => self.deploy.submit(*order),
+                Action::Deploy(request) => match request {
+                    executor::Request::Order(order) => self.deploy.submit(*order),
+                    executor::Request::Logs(request) => {
+                        // Read off this loop; the answer goes out on this
+                        // session, or nowhere once it has ended.
+                        let (read, tx) = (self.deploy.logs(request), tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send(pb::AgentMessage { msg: Some(protocol::service_logs(read.await)) });
+                        });
+                    }
+                },
             }
         }
         period

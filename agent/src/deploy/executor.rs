@@ -1,16 +1,21 @@
 //! The deploy executor: carries out the coordinator's deploy actions on
-//! this node (install a release, switch to it, roll back) with the
+//! this node (install a release, switch to it, roll back, run a deploy
+//! hook) with the
 //! building blocks beside it ([`super::releases`], [`super::supervise`],
-//! [`super::health`], [`super::proxy`]), and reports what became of each.
+//! [`super::health`], [`super::proxy`]), and reports what became of each;
+//! keeps checking the health of each live release; and reads a service's
+//! output for the coordinator.
 //!
 //! **Order.** Each service has one task and one queue: its actions run one
 //! at a time, in the order they arrived; different services run at once.
 //! A service's task owns everything about it (its releases, supervisors and
 //! proxy), so nothing is shared and nothing locks.
 //!
-//! **Reports** ([`Report`]) go out on the channel [`Executor::new`] returns;
-//! the session keeps the latest of each service and sends it again after
-//! every Hello. What each action reports, in order:
+//! **Events** ([`Event`]: a [`Report`], a [`ServiceHealth`] or a hook's
+//! output) go out on the channel [`Executor::new`] returns; the session
+//! keeps the latest report and health of each service and sends them again
+//! after every Hello (a hook's output only goes out while connected). What
+//! each action reports, in order:
 //!
 //! - install: `INSTALLED` once the release runs (its version), then
 //!   `HEALTHY` (its version; the proxy sends new connections to it, but for
@@ -22,6 +27,59 @@
 //!   was removed) or `FAILED`.
 //! - A failure before the release runs (download, unpack, a bad name, a
 //!   port in use) is one `FAILED`.
+//! - hook: its steps' output as [`Event::HookOutput`], then `HOOK_PASSED`
+//!   or `HOOK_FAILED` (the hook release's version either way).
+//!
+//! **Hooks** (`hook.rs`): a [`Hook`] runs in the service's queue like any
+//! action. Its release is installed first when it is not on the node
+//! (through the same staging as an install) but never started, and
+//! neither the proxy nor `current` moves. Each step runs as
+//! `bash -eo pipefail -c RUN` from the release's root, in a process group
+//! of its own registered with the step watcher ([`crate::watch`]), so it
+//! dies with the agent as a job's step does; with a cleared environment
+//! ([`crate::exec::step_env`]: the steps' PATH, HOME and LANG, the
+//! hook's `env`, then `DROVER_SERVICE`, `DROVER_HOOK`,
+//! `DROVER_RELEASE_VERSION` and `DROVER_NODE`), as the `--run-as` user when
+//! there is one. Its stdout and stderr are one pipe, so their output stays
+//! in the order written; a `$ RUN` line goes before each step. The output
+//! goes out in chunks of at most [`HOOK_CHUNK`] bytes, at most
+//! [`HOOK_OUTPUT_CAP`] per hook (then a line saying the rest was cut). The
+//! first step that fails ends the hook; past its timeout (counted from the
+//! first step, for all of them) the step's group gets SIGTERM, then
+//! SIGKILL after [`Config::hook_grace`]. Once a step has exited, whatever
+//! it left running in its group is killed the same way (after the pipe
+//! drained, or [`HOOK_DRAIN`] at most): a hook leaves nothing behind.
+//! Gaps, as for a job's steps: a step whose agent dies between its spawn
+//! and its listing with the watcher is left running (the leftovers
+//! cleanup finds job steps by their workspace, which a hook has not), and
+//! a process that leaves its group (`setsid`) escapes both kills. A hook's
+//! report replaces its service's latest report, the one the session sends
+//! again after a Hello.
+//!
+//! **Continuous health** (`monitor.rs`): the live release of each service
+//! is probed every `interval` of its health definition (its check, or a
+//! TCP connect to its backend port without one), on a task of its own so
+//! that a probe never delays the service's actions. A [`ServiceHealth`]
+//! goes out when its health is first known and whenever it changes
+//! (`unhealthy_after` failures in a row, `healthy_after` passes in a row),
+//! with the last failure's error. A release made live has just passed a
+//! health gate, so it starts healthy and says so at once (before the
+//! action's final report); one adopted at startup is reported once its
+//! checks say either way. Only the live release is monitored: while an
+//! install's gate runs, the old live release's monitor goes on; a switch,
+//! a rollback or an install that makes another release live stops the old
+//! monitor (and waits for it) before starting the new one; a rollback to
+//! nothing stops it before its report, and the session then forgets the
+//! service's health. Never two monitors per service.
+//!
+//! **Output** ([`Executor::logs`], `logs.rs`): a range of the live
+//! release's `supervisors/{live}/output.log`, found through `service.json`
+//! on disk rather than the service's task, so an action under way never
+//! delays it; read on a blocking thread, [`LOGS_AT_ONCE`] at a time, at
+//! most [`LOGS_MAX_BYTES`] each ([`LOGS_DEFAULT_BYTES`] when the request
+//! says 0). `offset` `u64::MAX` reads the last bytes; an offset past the
+//! file's end (it was rotated) starts from 0. A service without a live
+//! release is answered with an error and no data.
 //!
 //! **On disk**, under the services dir (the agent's `--services-dir`,
 //! `WORK_DIR/.services` by default, which the cleanup of leftover
@@ -33,7 +91,8 @@
 //!                                port and ServiceDef each), the proxy's port; 0600
 //!   releases/{version}[.json]    installed releases (see releases.rs)
 //!   current -> releases/{version}
-//!   supervisors/{version}/       each release's supervisor state dir
+//!   supervisors/{version}/       each release's supervisor state dir (its
+//!                                output.log, rotated once to output.log.1)
 //!   staging/                     a download and unpack under way
 //! ```
 //!
@@ -47,24 +106,28 @@
 //! go on). A proxy in a process of its own, or the service's port handed
 //! over with `SO_REUSEPORT`, would close that gap; neither is built.
 
+mod hook;
+mod logs;
+mod monitor;
 mod service;
 mod stage;
 mod state;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::exec::artifacts::Transfer;
 use crate::runas::StepUser;
-use crate::watch::Launch;
+use crate::watch::{Launch, StepWatch};
 
 /// The file of a service's state in its directory.
 pub const SERVICE_FILE: &str = "service.json";
@@ -78,6 +141,21 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const KEEP_RELEASES: usize = 5;
 /// The bytes of a failed release's output a report carries.
 pub const OUTPUT_TAIL: u64 = 400;
+/// The bytes of output a [`LogsRequest`] gets when it asks for none in
+/// particular (`max_bytes` 0).
+pub const LOGS_DEFAULT_BYTES: u64 = 64 << 10;
+/// The most bytes of output one [`LogsRequest`] gets, whatever it asks.
+pub const LOGS_MAX_BYTES: u64 = 1 << 20;
+/// The most bytes of a hook's output in one [`Event::HookOutput`].
+pub const HOOK_CHUNK: usize = 64 << 10;
+/// The most bytes of output one hook sends; the rest is cut.
+pub const HOOK_OUTPUT_CAP: usize = 1 << 20;
+/// How long a hook step's output may take to drain once the step has
+/// exited (longer only when something it left running holds the pipe).
+pub const HOOK_DRAIN: Duration = Duration::from_secs(1);
+/// How many [`LogsRequest`]s read at once; the others wait their turn, so
+/// that a burst of them holds at most this many chunks in memory.
+pub const LOGS_AT_ONCE: usize = 4;
 
 /// One deploy action for one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +176,32 @@ pub enum Work {
     /// Go back to `to_version` (started again with `service` if it is not
     /// running); empty: stop the service and free its port.
     Rollback { to_version: String, service: Option<ServiceDef> },
+    /// Run a deploy hook's steps from its release's root (installed first
+    /// if need be, never started).
+    Hook(Hook),
+}
+
+/// A deploy hook: steps to run on the node at a point of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// `before`, `after_batch`, `after` or `on_failure`: the steps'
+    /// `DROVER_HOOK`.
+    pub point: String,
+    pub steps: Vec<HookStep>,
+    /// Set in the steps' environment (`DROVER_*` cannot be overridden).
+    pub env: BTreeMap<String, String>,
+    /// Whose root the steps run from.
+    pub release: ReleaseRef,
+    /// For all the steps together; `None` (0 on the wire): no limit.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookStep {
+    /// May be empty; a report then names the step by its command.
+    pub name: String,
+    /// Run with `bash -eo pipefail -c`.
+    pub run: String,
 }
 
 /// A release: a file or directory of a job's artifact archive.
@@ -150,6 +254,66 @@ pub enum HealthCheck {
     Exec(String),
 }
 
+/// What the coordinator may ask of the deploy executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A deploy action, for [`Executor::submit`].
+    Order(Box<Order>),
+    /// A service's output, for [`Executor::logs`].
+    Logs(LogsRequest),
+}
+
+/// Asks for the output of a service's live release: its supervisor's
+/// `output.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsRequest {
+    pub request_id: u64,
+    pub service: String,
+    /// A byte offset in `output.log`; `u64::MAX`: the last `max_bytes`. One
+    /// past the file's end (it was rotated since) starts again from 0.
+    pub offset: u64,
+    /// 0: [`LOGS_DEFAULT_BYTES`]; at most [`LOGS_MAX_BYTES`] are read.
+    pub max_bytes: u32,
+}
+
+/// The answer to a [`LogsRequest`]: output, or why there is none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogsChunk {
+    pub request_id: u64,
+    pub data: Vec<u8>,
+    /// The offset after `data`: where the next request goes on.
+    pub next_offset: u64,
+    /// Why there is nothing (the service is not deployed here, the file
+    /// does not read), or empty.
+    pub error: String,
+}
+
+/// What the executor tells the session, on the channel [`Executor::new`]
+/// returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Report(Report),
+    Health(ServiceHealth),
+    /// Output of a hook's steps (stdout and stderr together), in order,
+    /// at most [`HOOK_CHUNK`] bytes, before the hook's final report.
+    HookOutput {
+        action_id: String,
+        data: Vec<u8>,
+    },
+}
+
+/// The health of a service's live release as its continuous check finds
+/// it: sent when it is first known and whenever it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub service: String,
+    /// The live release.
+    pub version: String,
+    pub healthy: bool,
+    /// The last failed check's error when unhealthy, else empty.
+    pub message: String,
+}
+
 /// What became of an action, as the session sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -167,6 +331,8 @@ pub enum ReportState {
     Failed,
     Switched,
     RolledBack,
+    HookPassed,
+    HookFailed,
 }
 
 /// What the executor needs from the agent.
@@ -186,10 +352,17 @@ pub struct Config {
     pub transfer: Arc<dyn Transfer>,
     pub drain_timeout: Duration,
     pub stop_grace: Duration,
+    /// The agent's name: hooks' `DROVER_NODE`.
+    pub node: String,
+    /// Hooks' step groups are listed here, so that they die with the
+    /// agent (disabled by default: library and test use).
+    pub watch: Arc<StepWatch>,
+    /// Between SIGTERM and SIGKILL when a hook's step is killed.
+    pub hook_grace: Duration,
 }
 
 impl Config {
-    /// The defaults for the timings.
+    /// The defaults for the timings; no node name and no step watcher.
     pub fn new(
         services_dir: PathBuf,
         service_address: IpAddr,
@@ -205,6 +378,9 @@ impl Config {
             transfer,
             drain_timeout: DRAIN_TIMEOUT,
             stop_grace: STOP_GRACE,
+            node: String::new(),
+            watch: Arc::new(StepWatch::disabled()),
+            hook_grace: crate::exec::KILL_GRACE,
         }
     }
 }
@@ -212,7 +388,7 @@ impl Config {
 /// What a service's task shares with the executor.
 struct Ctx {
     config: Config,
-    reports: mpsc::UnboundedSender<Report>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 impl Ctx {
@@ -225,14 +401,23 @@ impl Ctx {
             version: version.to_string(),
         };
         match state {
-            ReportState::Failed => {
+            ReportState::Failed | ReportState::HookFailed => {
                 warn!(service = %report.service, action = %report.action_id, message = %report.message, "deploy action failed")
             }
             _ => {
                 tracing::info!(service = %report.service, action = %report.action_id, ?state, version = %report.version, "deploy")
             }
         }
-        let _ = self.reports.send(report);
+        let _ = self.events.send(Event::Report(report));
+    }
+
+    fn health(&self, health: ServiceHealth) {
+        if health.healthy {
+            tracing::info!(service = %health.service, version = %health.version, "the live release is healthy");
+        } else {
+            warn!(service = %health.service, version = %health.version, message = %health.message, "the live release is unhealthy");
+        }
+        let _ = self.events.send(Event::Health(health));
     }
 }
 
@@ -246,13 +431,21 @@ struct Queue {
 pub struct Executor {
     ctx: Arc<Ctx>,
     queues: HashMap<String, Queue>,
+    /// [`LOGS_AT_ONCE`] permits, one per log read under way.
+    log_reads: Arc<Semaphore>,
 }
 
 impl Executor {
-    /// An executor with no service tasks yet, and where its reports arrive.
-    pub fn new(config: Config) -> (Executor, mpsc::UnboundedReceiver<Report>) {
-        let (reports, rx) = mpsc::unbounded_channel();
-        (Executor { ctx: Arc::new(Ctx { config, reports }), queues: HashMap::new() }, rx)
+    /// An executor with no service tasks yet, and where its reports and
+    /// health changes arrive.
+    pub fn new(config: Config) -> (Executor, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let executor = Executor {
+            ctx: Arc::new(Ctx { config, events }),
+            queues: HashMap::new(),
+            log_reads: Arc::new(Semaphore::new(LOGS_AT_ONCE)),
+        };
+        (executor, rx)
     }
 
     /// Starts the task of every service found in the services dir, which
@@ -288,6 +481,22 @@ impl Executor {
             warn!(%service, "the service's deploy task had ended; starting it again");
             self.queues.remove(&service);
             let _ = self.queue(&service).tx.send(order);
+        }
+    }
+
+    /// Reads the output `request` asks for, on a blocking thread and
+    /// beside the service's task (an action under way never delays it).
+    /// The future owns what it needs: the caller may spawn it and send the
+    /// answer on the session that asked.
+    pub fn logs(&self, request: LogsRequest) -> impl Future<Output = LogsChunk> + Send + 'static {
+        let services_dir = self.ctx.config.services_dir.clone();
+        let permits = Arc::clone(&self.log_reads);
+        async move {
+            let _permit = permits.acquire_owned().await;
+            let request_id = request.request_id;
+            tokio::task::spawn_blocking(move || logs::read(&services_dir, &request)).await.unwrap_or_else(|e| {
+                LogsChunk { request_id, error: format!("reading the output failed: {e}"), ..Default::default() }
+            })
         }
     }
 

@@ -22,8 +22,9 @@
 //!   With a `user` (the agent's `--run-as`) it runs as that user, as the
 //!   service does.
 //!
-//! Nothing here knows about rollouts: the deploy executor reports the
-//! transitions as `NodeHealthy` and `NodeFailed`.
+//! Nothing here knows about rollouts: the deploy executor's health gate
+//! ([`until_healthy`]) decides an install, and its continuous monitor of
+//! each live release reports the transitions a [`Tracker`] finds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,6 +82,12 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(policy: Policy) -> Tracker {
         Tracker { policy, passes: 0, failures: 0, health: Health::Unknown }
+    }
+
+    /// One that starts healthy: the release has just passed its health
+    /// gate, so it takes `unhealthy_after` failures in a row to change it.
+    pub fn healthy(policy: Policy) -> Tracker {
+        Tracker { policy, passes: 0, failures: 0, health: Health::Healthy }
     }
 
     pub fn health(&self) -> Health {

@@ -2,10 +2,13 @@
 //! service it was told to deploy.
 //!
 //! [`executor`] carries out the coordinator's deploy actions (install a
-//! release, switch to it, roll back), one task and queue per service, and
-//! reports what became of each; its header has the report sequences, the
-//! services dir's layout and how a restarted agent adopts what runs. It is
-//! built on the parts beside it:
+//! release, switch to it, roll back, run a deploy hook's steps from a
+//! release's root), one task and queue per service, and reports what
+//! became of each (a hook's output streamed back before its report); it keeps checking each live release's
+//! health, reporting every change, and reads a live release's output when
+//! the coordinator asks. Its header has the report sequences, the health
+//! monitor's rules, the output's ranges, the services dir's layout and how
+//! a restarted agent adopts what runs. It is built on the parts beside it:
 //!
 //! - [`releases`]: the releases on disk, checked by digest, with the atomic
 //!   `current` switch and what a rollback finds without downloading;
@@ -14,7 +17,8 @@
 //!   keeps its output and outlives the agent, which adopts it again after
 //!   a restart;
 //! - [`health`]: the probes (HTTP, TCP, a command) and the rule that turns
-//!   results in a row into healthy or unhealthy;
+//!   results in a row into healthy or unhealthy, for the install's gate and
+//!   the continuous monitor alike;
 //! - [`proxy`]: the node-local TCP proxy that owns a service's port and
 //!   switches it between releases (blue-green) without cutting a
 //!   connection. It lives in the agent process: while the agent is down the

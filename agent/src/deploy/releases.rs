@@ -106,14 +106,16 @@ pub struct Releases {
 
 /// Whether `name` may name a service or a version: it becomes a path
 /// component and part of a symlink's target.
-fn name_ok(name: &str) -> bool {
+pub(crate) fn name_ok(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().count() <= MAX_NAME_LEN
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-'))
 }
 
-fn check(what: &'static str, name: &str) -> Result<(), ReleaseError> {
+/// `name` as a [`ReleaseError::BadName`] when it may not name a `what`
+/// (a service or a version).
+pub(crate) fn check(what: &'static str, name: &str) -> Result<(), ReleaseError> {
     if name_ok(name) { Ok(()) } else { Err(ReleaseError::BadName { what, name: name.to_string() }) }
 }
 

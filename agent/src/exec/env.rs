@@ -8,6 +8,17 @@ use std::ffi::{OsStr, OsString};
 /// coordinator refuses any other PATH), writing `$PATH` where this goes.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// bash, found on [`DEFAULT_PATH`] (neither the agent's PATH nor a
+/// pipeline's decides which shell runs steps), or plain `bash` if none is
+/// there.
+pub fn find_bash() -> std::path::PathBuf {
+    DEFAULT_PATH
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join("bash"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from("bash"))
+}
+
 /// A pipeline's PATH with each `$PATH` or `${PATH}` element replaced by
 /// [`DEFAULT_PATH`]. Only whole elements count, as the coordinator checks
 /// them: `$PATHS` or `/x$PATH` stay as written.

@@ -57,7 +57,7 @@ use crate::watch::StepWatch;
 
 pub use disk::disk_note;
 pub(crate) use disk::free_space;
-pub use env::{DEFAULT_PATH, expand_path, step_env};
+pub use env::{DEFAULT_PATH, expand_path, find_bash, step_env};
 use runner::{Runner, StepEnd};
 
 /// One attempt as the executor needs it.
@@ -207,11 +207,7 @@ pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Context {
     pub fn new(agent: String, work_dir: PathBuf, user: Option<StepUser>, watch: Arc<StepWatch>) -> Context {
-        let bash = DEFAULT_PATH
-            .split(':')
-            .map(|dir| Path::new(dir).join("bash"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("bash"));
+        let bash = env::find_bash();
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
         Context {
             agent,

@@ -242,6 +242,9 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
             Out::Cancel(pb::Cancel { attempt_id: id.to_string(), reason, epoch, disown })
         }
         ToAgent::Deploy(a) => Out::Deploy(super::deploys::action(*a, epoch)),
+        ToAgent::ServiceLogs { request_id, service, offset, max_bytes } => {
+            Out::ServiceLogs(pb::ServiceLogsRequest { request_id, service, offset, max_bytes })
+        }
         ToAgent::LogAck { id, offset } => Out::LogAck(pb::LogAck { attempt_id: id.to_string(), offset }),
         ToAgent::ResultAck { id, accepted } => Out::ResultAck(pb::ResultAck { attempt_id: id.to_string(), accepted }),
     };
@@ -259,6 +262,17 @@ fn to_event(conn: u64, name: &str, msg: In) -> Result<Event, ApiError> {
             check_unready(&h.unready).map_err(ApiError::Invalid)?;
             let received = Instant::now();
             Event::Heartbeat { conn, name, running, draining: h.draining, unready: h.unready, received }
+        }
+        In::HookOutput(h) => {
+            let (rollout, seq, data) = super::deploys::hook_output(h).map_err(ApiError::Invalid)?;
+            Event::HookOutput { conn, node: name, rollout, seq, data }
+        }
+        In::ServiceHealth(h) => {
+            Event::ServiceHealth { conn, report: super::deploys::health(&name, h).map_err(ApiError::Invalid)? }
+        }
+        In::ServiceLogs(c) => {
+            let (request_id, answer) = super::deploys::logs_chunk(c).map_err(ApiError::Invalid)?;
+            Event::ServiceLogsChunk { conn, name, request_id, answer }
         }
         In::DeployReport(r) => {
             Event::DeployReport { conn, report: super::deploys::report(&name, r).map_err(ApiError::Invalid)? }

@@ -507,6 +507,13 @@ impl pb::control_service_server::ControlService for ControlApi {
         super::rollouts::rollback(self.store.as_ref(), &self.role, req).await
     }
 
+    async fn get_service_logs(
+        &self,
+        req: Request<pb::GetServiceLogsRequest>,
+    ) -> Result<Response<pb::GetServiceLogsResponse>, Status> {
+        super::rollouts::service_logs(self.store.as_ref(), &self.role, req).await
+    }
+
     async fn list_services(
         &self,
         req: Request<pb::ListServicesRequest>,

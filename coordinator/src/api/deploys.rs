@@ -5,7 +5,9 @@
 use drover_pipeline::deploy::{HealthCheck, ServiceSpec};
 use drover_proto::v1 as pb;
 
-use crate::core::fleet::{DeployAction, DeployKind, DeployReport, DeployState, parse_action_id};
+use crate::core::fleet::{
+    DeployAction, DeployKind, DeployReport, DeployState, LogsChunk, ServiceHealth, parse_action_id,
+};
 
 /// The longest message a report may carry; longer ones are cut.
 pub const MAX_REPORT_MESSAGE: usize = 4096;
@@ -33,18 +35,35 @@ fn service_def(def: ServiceSpec) -> pb::ServiceDef {
     }
 }
 
+fn release_ref(release: crate::core::fleet::ReleaseRef) -> pb::ReleaseRef {
+    pb::ReleaseRef {
+        version: release.version,
+        sha256: release.sha256,
+        size: release.size,
+        path: release.path,
+        run_id: release.run,
+        commit: release.commit,
+    }
+}
+
+/// The most bytes one hook output message may carry.
+pub const MAX_HOOK_OUTPUT: usize = 64 * 1024;
+
+/// A hook's output, checked: its action id, and at most
+/// [`MAX_HOOK_OUTPUT`] bytes.
+pub fn hook_output(h: pb::HookOutput) -> Result<(u64, u64, Vec<u8>), String> {
+    let (rollout, seq) = parse_action_id(&h.action_id)?;
+    if h.data.len() > MAX_HOOK_OUTPUT {
+        return Err(format!("hook output: {} bytes in one message, over {MAX_HOOK_OUTPUT}", h.data.len()));
+    }
+    Ok((rollout, seq, h.data))
+}
+
 /// A rollout's action as the agent receives it.
 pub fn action(a: DeployAction, epoch: u64) -> pb::DeployAction {
     let kind = match a.kind {
         DeployKind::Install { release, def, beside } => pb::deploy_action::Kind::Install(pb::DeployInstall {
-            release: Some(pb::ReleaseRef {
-                version: release.version,
-                sha256: release.sha256,
-                size: release.size,
-                path: release.path,
-                run_id: release.run,
-                commit: release.commit,
-            }),
+            release: Some(release_ref(release)),
             service: Some(service_def(def)),
             beside,
         }),
@@ -53,6 +72,13 @@ pub fn action(a: DeployAction, epoch: u64) -> pb::DeployAction {
             service: def.map(service_def),
         }),
         DeployKind::Switch { version } => pb::deploy_action::Kind::Switch(pb::DeploySwitch { version }),
+        DeployKind::Hook { point, steps, env, release, timeout } => pb::deploy_action::Kind::Hook(pb::DeployHook {
+            point,
+            steps: steps.into_iter().map(|(name, run)| pb::Step { name, run, condition: String::new() }).collect(),
+            env: env.into_iter().collect(),
+            release: Some(release_ref(release)),
+            timeout_ms: timeout.as_millis() as u64,
+        }),
     };
     pb::DeployAction { action_id: a.id, epoch, service: a.service, kind: Some(kind) }
 }
@@ -67,6 +93,8 @@ pub fn report(node: &str, r: pb::DeployReport) -> Result<DeployReport, String> {
         Ok(pb::DeployState::Failed) => DeployState::Failed,
         Ok(pb::DeployState::Switched) => DeployState::Switched,
         Ok(pb::DeployState::RolledBack) => DeployState::RolledBack,
+        Ok(pb::DeployState::HookPassed) => DeployState::HookPassed,
+        Ok(pb::DeployState::HookFailed) => DeployState::HookFailed,
         _ => return Err(format!("deploy report {}: unknown state {}", r.action_id, r.state)),
     };
     if r.service.is_empty() || r.service.len() > MAX_NAME || r.version.len() > MAX_NAME {
@@ -81,6 +109,38 @@ pub fn report(node: &str, r: pb::DeployReport) -> Result<DeployReport, String> {
         message: super::agent::bounded(&r.message, MAX_REPORT_MESSAGE),
         version: r.version,
     })
+}
+
+/// The most bytes of a service's output one answer may carry (the agent
+/// caps its answers at 1 MiB; the rest is slack for a different agent).
+pub const MAX_LOGS_CHUNK: usize = 2 * 1024 * 1024;
+
+/// A service's health as its agent reports it, checked.
+pub fn health(node: &str, h: pb::ServiceHealth) -> Result<ServiceHealth, String> {
+    if h.service.is_empty() || h.service.len() > MAX_NAME || h.version.len() > MAX_NAME {
+        return Err(format!("service health: a service or version name empty or longer than {MAX_NAME}"));
+    }
+    Ok(ServiceHealth {
+        node: node.to_string(),
+        service: h.service,
+        version: h.version,
+        healthy: h.healthy,
+        message: super::agent::bounded(&h.message, MAX_REPORT_MESSAGE),
+    })
+}
+
+/// A piece of a service's output, checked; `Err` in the outer result is a
+/// malformed message, in the inner one the agent's own refusal.
+pub fn logs_chunk(c: pb::ServiceLogsChunk) -> Result<(u64, Result<LogsChunk, String>), String> {
+    if c.data.len() > MAX_LOGS_CHUNK {
+        return Err(format!("service logs: {} bytes in one answer, over {MAX_LOGS_CHUNK}", c.data.len()));
+    }
+    let answer = if c.error.is_empty() {
+        Ok(LogsChunk { data: c.data, next_offset: c.next_offset })
+    } else {
+        Err(super::agent::bounded(&c.error, MAX_REPORT_MESSAGE))
+    };
+    Ok((c.request_id, answer))
 }
 
 #[cfg(test)]

@@ -168,6 +168,47 @@ pub(super) async fn rollback(
     Ok(Response::new(view(r)))
 }
 
+/// How long `drover service logs` waits for the node's answer.
+const LOGS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most bytes one answer carries.
+pub const MAX_LOGS_BYTES: u32 = 1024 * 1024;
+
+pub(super) async fn service_logs(
+    store: &dyn Store,
+    role: &watch::Receiver<Role>,
+    req: Request<pb::GetServiceLogsRequest>,
+) -> Result<Response<pb::GetServiceLogsResponse>, Status> {
+    require_admin(&req)?;
+    let req = req.into_inner();
+    let deployed = records::deployed_in(store, Some(&req.environment)).await.map_err(ApiError::from)?;
+    if !deployed.iter().any(|(_, s, d)| *s == req.service && d.node == req.node) {
+        return Err(ApiError::NotFound(format!(
+            "service {} is not deployed on node {} in {}; `drover services --env {}` lists what is",
+            req.service, req.node, req.environment, req.environment
+        ))
+        .into());
+    }
+    let (sched, _) = super::leader(role)?;
+    let (reply, rx) = oneshot::channel();
+    let max_bytes = if req.max_bytes == 0 { 64 * 1024 } else { req.max_bytes.min(MAX_LOGS_BYTES) };
+    let event =
+        Event::ServiceLogs { node: req.node.clone(), service: req.service, offset: req.offset, max_bytes, reply };
+    sched.send(event).await.map_err(ApiError::Sched)?;
+    match tokio::time::timeout(LOGS_TIMEOUT, rx).await {
+        Ok(Ok(Ok(chunk))) => {
+            Ok(Response::new(pb::GetServiceLogsResponse { data: chunk.data, next_offset: chunk.next_offset }))
+        }
+        Ok(Ok(Err(why))) => Err(ApiError::Precondition(format!("node {}: {why}", req.node)).into()),
+        Ok(Err(_)) => Err(ApiError::Sched(crate::scheduler::SchedError::Stopped).into()),
+        Err(_) => Err(ApiError::Precondition(format!(
+            "node {} did not answer within {}s; is its agent connected?",
+            req.node,
+            LOGS_TIMEOUT.as_secs()
+        ))
+        .into()),
+    }
+}
+
 pub(super) async fn services(
     store: &dyn Store,
     role: &watch::Receiver<Role>,
@@ -198,6 +239,8 @@ pub(super) async fn services(
             rollout: d.rollout,
             healthy: d.healthy,
             since_ms: d.since_ms,
+            health_message: d.health_message,
+            health_ms: d.health_ms,
         })
         .collect();
     Ok(Response::new(pb::ListServicesResponse { services }))

@@ -61,6 +61,10 @@ pub struct Driver {
     pub startable: BTreeSet<u64>,
     /// Since when each node with an action in flight has been away (ms).
     away: BTreeMap<String, u64>,
+    /// Spans to emit once committed (`super::trace`).
+    pub spans: Vec<super::trace::Span>,
+    /// Hook output for deploy jobs' logs, once committed.
+    pub logs: Vec<super::hooks::LogOut>,
 }
 
 /// A release's version: the same bits at the same path are the same
@@ -134,6 +138,10 @@ impl Driver {
             seq: 0,
             by: format!("run {} job {}", job.run, job.job),
             fast_track: false,
+            trace: super::trace::begin(job.trace.clone(), now_ms),
+            hook: None,
+            batch_hooks: Default::default(),
+            hook_failed: None,
         };
         let (env, service) = (rec.env.clone(), rec.service.clone());
         self.records.insert(id, rec);
@@ -204,7 +212,7 @@ impl Driver {
                 rec.rollout = Some(machine);
                 rec.started_ms = Some(now_ms);
                 rec.message.clear();
-                self.apply(id, Input::Start, now_ms);
+                self.start_or_hook(id, now_ms);
             }
         }
     }
@@ -229,15 +237,19 @@ impl Driver {
     }
 
     /// Tells the run how rollout `id` ended.
-    fn tell(&mut self, id: u64) {
+    pub(super) fn tell(&mut self, id: u64) {
         let Some(rec) = self.records.get(&id) else { return };
         let Some(job) = rec.job.clone() else { return };
-        let succeeded = rec.rollout.as_ref().is_some_and(|r| r.phase == Phase::Succeeded);
-        self.finished.push(Finished { job, succeeded, message: rec.message.clone() });
+        let succeeded = rec.rollout.as_ref().is_some_and(|r| r.phase == Phase::Succeeded) && rec.hook_failed.is_none();
+        let message = match &rec.hook_failed {
+            Some(why) => format!("{}, but {why}", rec.message),
+            None => rec.message.clone(),
+        };
+        self.finished.push(Finished { job, succeeded, message });
     }
 
     /// Rollout `id` ended: the next one of its service may start.
-    fn free(&mut self, id: u64) {
+    pub(super) fn free(&mut self, id: u64) {
         let Some(rec) = self.records.get(&id) else { return };
         let (env, service) = (rec.env.clone(), rec.service.clone());
         let next = self
@@ -268,7 +280,9 @@ impl Driver {
     pub fn apply(&mut self, id: u64, input: Input, now_ms: u64) -> bool {
         let Some(rec) = self.records.get_mut(&id) else { return false };
         let Some(machine) = rec.rollout.take() else { return false };
+        let (phase_before, step_before) = (machine.phase, machine.step);
         let (machine, fx) = rollout::step(machine, input, now_ms);
+        let (phase_after, step_after) = (machine.phase, machine.step);
         rec.rollout = Some(machine);
         let changed = !fx.is_empty();
         let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
@@ -305,7 +319,13 @@ impl Driver {
                 ));
             }
         }
+        if phase_after == Phase::RollingBack && phase_before != Phase::RollingBack {
+            self.trace_step(id, "rollback".into(), now_ms);
+        } else if step_after != step_before {
+            self.trace_step(id, format!("step {step_after}"), now_ms);
+        }
         for (node, action) in sends {
+            self.trace_action(id, &node, action.kind.verb(), now_ms);
             self.unsent.insert((id, node), action);
         }
         if let Some(phase) = ended {
@@ -316,12 +336,18 @@ impl Driver {
             rec.message = match phase {
                 Phase::Succeeded => format!("rolled out {} to {nodes} node(s)", rec.release.version),
                 Phase::RolledBack => format!("rolled back: {machine_message}"),
+                Phase::Aborted if rec.rollout.as_ref().is_some_and(|m| m.started_ms.is_none()) => {
+                    format!("aborted before any node was touched: {machine_message}")
+                }
                 Phase::Aborted => format!("aborted and rolled back: {machine_message}"),
                 _ => format!("failed: {machine_message}; some node could not go back"),
             };
             self.unsent.retain(|(r, _), _| *r != id);
-            self.tell(id);
-            self.free(id);
+            self.trace_end(id, now_ms);
+            if !self.end_hook(id, phase, now_ms) {
+                self.tell(id);
+                self.free(id);
+            }
         }
         if changed {
             self.stage(id);
@@ -332,9 +358,19 @@ impl Driver {
     /// A node's report on an action.
     pub fn report(&mut self, r: DeployReport, now_ms: u64) {
         let Some(rec) = self.records.get(&r.rollout) else { return };
-        if rec.inflight.get(&r.node) != Some(&r.seq) || rec.service != r.service {
+        let answers_hook = rec.hook.as_ref().is_some_and(|h| h.seq == r.seq && h.node == r.node);
+        if (rec.inflight.get(&r.node) != Some(&r.seq) && !answers_hook) || rec.service != r.service {
             return;
         }
+        if self.hook_report(&r, now_ms) {
+            return;
+        }
+        self.feed(r, now_ms);
+    }
+
+    /// A report that answers a node's action, into the machine.
+    pub(super) fn feed(&mut self, r: DeployReport, now_ms: u64) {
+        let Some(rec) = self.records.get(&r.rollout) else { return };
         let node = r.node.clone();
         let input = match r.state {
             DeployState::Installed => Input::NodeInstalled { node: node.clone() },
@@ -342,9 +378,11 @@ impl Driver {
             DeployState::Switched => Input::NodeSwitched { node: node.clone() },
             DeployState::RolledBack => Input::NodeRolledBack { node: node.clone() },
             DeployState::Failed => Input::NodeFailed { node: node.clone(), reason: r.message.clone() },
+            DeployState::HookPassed | DeployState::HookFailed => return,
         };
         let before = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
         self.unsent.remove(&(r.rollout, node.clone()));
+        self.trace_report(r.rollout, &node, r.state, &r.message, now_ms);
         self.apply(r.rollout, input, now_ms);
         let rec = &self.records[&r.rollout];
         let after = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
@@ -368,7 +406,15 @@ impl Driver {
         let key = records::deployed(&env, &service, &node);
         match serves {
             Some(Some(release)) => {
-                let d = Deployed { node: node.clone(), release, rollout: id, healthy: true, since_ms: now_ms };
+                let d = Deployed {
+                    node: node.clone(),
+                    release,
+                    rollout: id,
+                    healthy: true,
+                    since_ms: now_ms,
+                    health_message: String::new(),
+                    health_ms: now_ms,
+                };
                 self.ops.push(Op::put(key, serde_json::to_vec(&d).expect("serialises")));
                 self.deployed.insert((env, service, node), d);
             }
@@ -377,6 +423,27 @@ impl Driver {
                 self.deployed.remove(&(env, service, node));
             }
             None => {}
+        }
+    }
+
+    /// A node says how its live release of a service is: what `drover
+    /// services` shows changes with it (in every environment where the node
+    /// serves that release).
+    pub fn health(&mut self, h: crate::core::fleet::ServiceHealth, now_ms: u64) {
+        let keys: Vec<(String, String, String)> = self
+            .deployed
+            .iter()
+            .filter(|((_, s, n), d)| *s == h.service && *n == h.node && d.release.version == h.version)
+            .filter(|(_, d)| d.healthy != h.healthy || d.health_message != h.message)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let d = self.deployed.get_mut(&key).expect("listed above");
+            d.healthy = h.healthy;
+            d.health_message.clone_from(&h.message);
+            d.health_ms = now_ms;
+            let op = Op::put(records::deployed(&key.0, &key.1, &key.2), serde_json::to_vec(&*d).expect("serialises"));
+            self.ops.push(op);
         }
     }
 
@@ -417,6 +484,7 @@ impl Driver {
     /// every agent with a live session.
     pub fn tick(&mut self, connected: &BTreeSet<String>, now_ms: u64) {
         let grace = NODE_AWAY_GRACE.as_millis() as u64;
+        self.hooks_away(connected, grace, now_ms);
         let active: Vec<u64> =
             self.records.values().filter(|r| r.rollout.is_some() && !r.is_finished()).map(|r| r.id).collect();
         let mut failed = Vec::new();
@@ -492,13 +560,16 @@ impl Driver {
         };
         rec.seq += 1;
         rec.inflight.insert(node.to_string(), rec.seq);
+        let what = kind.verb();
         let action = DeployAction { id: format!("{id}/{}", rec.seq), service: rec.service.clone(), kind };
         self.unsent.insert((id, node.to_string()), action);
+        self.trace_action(id, node, what, drover_telemetry::trace::now_ms());
         self.stage(id);
     }
 
     /// After a failover: every action in flight is sent again.
     pub fn resume(&mut self) {
+        self.resend_hooks(drover_telemetry::trace::now_ms());
         let moving_nodes: Vec<(u64, String)> = self
             .records
             .values()

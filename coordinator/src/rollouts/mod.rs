@@ -28,8 +28,10 @@ use crate::scheduler::{DeployNote, Event, Handle};
 use crate::store::{Store, Txn, decode};
 
 pub mod drive;
+mod hooks;
 pub mod records;
 mod rollback;
+mod trace;
 
 use drive::Driver;
 
@@ -119,6 +121,8 @@ async fn run(
                     }
                 }
                 Some(DeployNote::Report(report)) => d.report(report, now),
+                Some(DeployNote::Health(health)) => d.health(health, now),
+                Some(DeployNote::HookOutput { node, rollout, seq, data }) => d.hook_output(rollout, seq, &node, data),
                 Some(DeployNote::Rollback(cmd)) => {
                     let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, now);
                     if let Ok(id) = &result {
@@ -151,6 +155,16 @@ async fn run(
             std::mem::take(&mut d.ops).into_iter().map(|op| (op.key().to_string(), op)).collect();
         if !staged.is_empty() {
             store.txn(Txn::ops(staged.into_values().collect())).await?;
+        }
+        for span in std::mem::take(&mut d.spans) {
+            span.emit();
+        }
+        for out in std::mem::take(&mut d.logs) {
+            let event =
+                Event::DeployLog { run: out.job.run, job: out.job.job, attempt: out.job.attempt, data: out.data };
+            if sched.send(event).await.is_err() {
+                return Ok(());
+            }
         }
         for (reply, result) in replies.drain(..) {
             let _ = reply.send(result);

@@ -92,6 +92,18 @@ pub struct RolloutRecord {
     /// A rollback straight to its release on every node at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fast_track: bool,
+    /// Its spans' ids and start times (`super::trace`).
+    #[serde(default)]
+    pub trace: super::trace::RolloutTrace,
+    /// A `before`, `after` or `on_failure` hook in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<super::hooks::Pending>,
+    /// `after_batch` hooks in flight, by node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub batch_hooks: super::hooks::BatchHooks,
+    /// Why its `after` or `on_failure` hook failed, which fails its job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_failed: Option<String>,
 }
 
 impl RolloutRecord {
@@ -127,6 +139,12 @@ pub struct Deployed {
     pub rollout: u64,
     pub healthy: bool,
     pub since_ms: u64,
+    /// Why it is unhealthy, from its node's last report, or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_message: String,
+    /// When its health was last reported (or it was deployed).
+    #[serde(default)]
+    pub health_ms: u64,
 }
 
 /// Every rollout, oldest first.

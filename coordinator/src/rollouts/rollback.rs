@@ -94,6 +94,10 @@ impl Driver {
             seq: 0,
             by: format!("rollback by {by}"),
             fast_track: !staged,
+            trace: super::trace::begin(None, now_ms),
+            hook: None,
+            batch_hooks: Default::default(),
+            hook_failed: None,
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

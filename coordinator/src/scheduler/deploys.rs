@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
 use super::state::{Outgoing, State};
-use crate::core::fleet::{DeployAction, DeployKind, DeployReport, Now, ToAgent};
+use crate::core::fleet::{AttemptId, DeployAction, DeployKind, DeployReport, LogsChunk, Now, ServiceHealth, ToAgent};
 use crate::core::machine::{ArtifactRef, Input, JobState, RunId};
 use drover_pipeline::deploy::DeploySpec;
 
@@ -43,6 +43,8 @@ pub struct DeployJob {
     pub artifact: Option<ArtifactRef>,
     /// Whether the run is being cancelled: abort rather than start.
     pub cancelling: bool,
+    /// The run's trace id and the job's span id, for the rollout's spans.
+    pub trace: Option<(String, String)>,
 }
 
 /// An operator's command on a rollout.
@@ -81,10 +83,23 @@ pub struct RollbackCommand {
 #[derive(Debug)]
 pub enum DeployNote {
     Start(Box<DeployJob>),
-    Cancel { run: RunId, job: String, attempt: u32, reason: String },
+    Cancel {
+        run: RunId,
+        job: String,
+        attempt: u32,
+        reason: String,
+    },
     Report(DeployReport),
     Command(RolloutCommand),
     Rollback(RollbackCommand),
+    Health(ServiceHealth),
+    /// A hook's output, from the node running action `{rollout}/{seq}`.
+    HookOutput {
+        node: String,
+        rollout: u64,
+        seq: u64,
+        data: Vec<u8>,
+    },
 }
 
 impl State {
@@ -121,6 +136,8 @@ impl State {
             commit: run.record.source.commit.clone(),
             artifact,
             cancelling: record.state == JobState::Cancelling,
+            trace: (!run.record.trace.trace_id.is_empty() && !record.trace.span_id.is_empty())
+                .then(|| (run.record.trace.trace_id.clone(), record.trace.span_id.clone())),
             spec,
         })
     }
@@ -129,6 +146,8 @@ impl State {
     /// that is committed.
     pub(super) fn start_deploy(&mut self, run: RunId, job: &str) {
         if let Some(note) = self.deploy_job(run, job) {
+            // A new attempt: its log (its hooks' output) starts empty.
+            self.log_ends.insert(AttemptId { run, job: job.to_string(), attempt: note.attempt }, 0);
             self.outbox.push(Outgoing::Deploy(DeployNote::Start(Box::new(note))));
         }
     }
@@ -150,7 +169,12 @@ impl State {
         match event {
             Event::SubscribeDeploys { tx } => self.subscribe_deploys(tx),
             Event::DeployFinished { run, job, attempt, succeeded, message } if self.runs.contains_key(&run) => {
+                self.log_ends.remove(&AttemptId { run, job: job.clone(), attempt });
                 self.apply(run, Input::DeployFinished { job, attempt, succeeded, message }, now);
+            }
+            Event::DeployLog { run, job, attempt, data } => self.deploy_log(AttemptId { run, job, attempt }, data),
+            Event::HookOutput { conn, node, rollout, seq, data } if self.fleet.is_current(&node, conn) => {
+                self.note_deploy(DeployNote::HookOutput { node, rollout, seq, data });
             }
             Event::Deploy { node, action, reply } => {
                 let _ = reply.send(self.deploy_to(node, *action));
@@ -159,6 +183,33 @@ impl State {
             // new session's Hello brings the agent's latest again.
             Event::DeployReport { conn, report } if self.fleet.is_current(&report.node, conn) => {
                 self.note_deploy(DeployNote::Report(report));
+            }
+            Event::ServiceHealth { conn, report } if self.fleet.is_current(&report.node, conn) => {
+                self.note_deploy(DeployNote::Health(report));
+            }
+            Event::ServiceLogs { node, service, offset, max_bytes, reply } => {
+                if !self.fleet.is_connected(&node) {
+                    let _ = reply.send(Err(format!("agent {node} is not connected")));
+                    return;
+                }
+                // Requests whose caller gave up are forgotten.
+                self.log_requests.requests.retain(|_, (_, r)| !r.is_closed());
+                if self.log_requests.requests.len() >= MAX_LOG_REQUESTS {
+                    let _ = reply.send(Err("too many service log requests under way; try again".into()));
+                    return;
+                }
+                self.log_requests.next += 1;
+                let request_id = self.log_requests.next;
+                self.log_requests.requests.insert(request_id, (node.clone(), reply));
+                self.fleet.deliver(&node, ToAgent::ServiceLogs { request_id, service, offset, max_bytes });
+            }
+            Event::ServiceLogsChunk { conn, name, request_id, answer } if self.fleet.is_current(&name, conn) => {
+                // Only the agent asked may answer.
+                if self.log_requests.requests.get(&request_id).is_some_and(|(node, _)| *node == name)
+                    && let Some((_, reply)) = self.log_requests.requests.remove(&request_id)
+                {
+                    let _ = reply.send(answer);
+                }
             }
             Event::Rollback(cmd) => match &self.deploys {
                 Some(tx) => {
@@ -184,12 +235,36 @@ impl State {
         }
     }
 
+    /// Appends hook output to a running deploy job's log, as an agent's
+    /// chunks are (capped at `--log-cap`); dropped for an attempt whose log
+    /// is not open (the job has ended).
+    fn deploy_log(&mut self, id: AttemptId, data: Vec<u8>) {
+        let Some(&end) = self.log_ends.get(&id) else { return };
+        let limit = self.config.log_cap.saturating_add(crate::core::logs::MARKER_ROOM);
+        if let crate::core::logs::Verdict::Append { keep, end: new_end } =
+            crate::core::logs::judge(end, data.len(), end, limit)
+        {
+            if keep > 0 {
+                let mut data = data;
+                data.truncate(keep);
+                self.log_writes.push(crate::segments::Write {
+                    run: id.run,
+                    job: id.job.clone(),
+                    attempt: id.attempt,
+                    offset: end,
+                    data,
+                });
+            }
+            self.log_ends.insert(id, new_end);
+        }
+    }
+
     /// Sends `action` to `node`'s live session, or says why not.
     fn deploy_to(&mut self, node: String, action: DeployAction) -> Result<(), String> {
         if !self.fleet.is_connected(&node) {
             return Err(format!("agent {node} is not connected"));
         }
-        if let DeployKind::Install { release, .. } = &action.kind {
+        if let DeployKind::Install { release, .. } | DeployKind::Hook { release, .. } = &action.kind {
             self.deploy_grants.insert((node.clone(), release.sha256.clone()));
         }
         // Not a burst's decision: nothing to commit first.
@@ -201,6 +276,16 @@ impl State {
     pub(super) fn may_fetch_release(&self, name: &str, sha256: &str) -> bool {
         self.deploy_grants.contains(&(name.to_string(), sha256.to_string()))
     }
+}
+
+/// The most `drover service logs` requests waiting at once.
+const MAX_LOG_REQUESTS: usize = 1024;
+
+/// `drover service logs` requests waiting for their agent's answer, by id.
+#[derive(Default)]
+pub(super) struct LogRequests {
+    next: u64,
+    requests: std::collections::BTreeMap<u64, (String, oneshot::Sender<Result<LogsChunk, String>>)>,
 }
 
 const NOT_RUNNING: &str = "the rollout controller is not running on this leader";

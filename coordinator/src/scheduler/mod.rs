@@ -31,7 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, warn};
 
@@ -39,16 +39,15 @@ use crate::core::fleet::AgentRecord;
 use crate::core::fleet::{Now, Phase};
 use crate::core::keys;
 use crate::core::logs;
-use crate::core::machine::{Input, JobState, Outcome, RunId, Source};
-use crate::core::rerun::Rerun;
+use crate::core::machine::{Input, JobState};
 use crate::metrics::METRICS;
 use crate::records::{RunSummary, load_run};
 use crate::segments::{ChunkMeta, Segments};
 use crate::store::{Op, Store, StoreError, Txn, decode};
-use drover_pipeline::Pipeline;
 
 mod agents;
 mod deploys;
+mod events;
 mod runs;
 mod state;
 #[cfg(test)]
@@ -57,6 +56,7 @@ mod tests;
 use state::{Outgoing, State};
 
 pub use deploys::{DeployJob, DeployNote, RollbackCommand, RolloutCommand, Verb};
+pub use events::{Event, Handle};
 
 /// The agent contract moved to [`crate::core::fleet`]; these names stay here for
 /// the code that still reaches them through the scheduler.
@@ -154,179 +154,6 @@ pub enum SchedError {
     NotApprover(String),
 }
 
-/// Everything that can wake the scheduler loop.
-#[derive(Debug)]
-pub enum Event {
-    Submit {
-        /// Boxed: a pipeline is far larger than every other event.
-        pipeline: Box<Pipeline>,
-        source: Source,
-        /// The submitter's W3C trace context, to continue its trace.
-        traceparent: Option<String>,
-        /// The run's queue timeout; `None` for [`Config::queue_timeout`].
-        queue_timeout: Option<Duration>,
-        /// What the run reruns, if it is a rerun.
-        rerun: Option<Rerun>,
-        reply: oneshot::Sender<Result<RunId, SchedError>>,
-    },
-    Cancel {
-        run: RunId,
-        reply: oneshot::Sender<Result<(), SchedError>>,
-    },
-    ListAgents {
-        reply: oneshot::Sender<Vec<AgentInfo>>,
-    },
-    /// `drover approve` / `drover reject`.
-    Decide {
-        run: RunId,
-        job: String,
-        approve: bool,
-        by: String,
-        comment: String,
-        reply: oneshot::Sender<Result<(), SchedError>>,
-    },
-    /// Whether agent `name` may download blob `sha256`: it is the
-    /// artifact of a job that an attempt the agent holds needs.
-    MayFetch {
-        name: String,
-        sha256: String,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Whether agent `name` holds attempt `id`, whose artifacts it may
-    /// upload.
-    MayUpload {
-        name: String,
-        id: AttemptId,
-        reply: oneshot::Sender<bool>,
-    },
-    /// The cache scope of attempt `id`'s run (`caches::scope_of`), when
-    /// agent `name` holds that attempt and its job declares a `cache:`.
-    CacheScope {
-        name: String,
-        id: AttemptId,
-        reply: oneshot::Sender<Option<String>>,
-    },
-    /// The rollout controller listens for deploy jobs (see `deploys`).
-    SubscribeDeploys {
-        tx: mpsc::UnboundedSender<DeployNote>,
-    },
-    /// A deploy job's rollout ended.
-    DeployFinished {
-        run: RunId,
-        job: String,
-        attempt: u32,
-        succeeded: bool,
-        message: String,
-    },
-    /// Send a rollout's action to a node now; refused when it is away.
-    Deploy {
-        node: String,
-        action: Box<crate::core::fleet::DeployAction>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// An agent's report on a deploy action, checked at the edge.
-    DeployReport {
-        conn: u64,
-        report: crate::core::fleet::DeployReport,
-    },
-    /// `drover rollout promote|pause|resume|abort`.
-    RolloutCommand(RolloutCommand),
-    /// `drover rollback`.
-    Rollback(RollbackCommand),
-    AgentHello(AgentHello),
-    AgentGone {
-        conn: u64,
-        name: String,
-    },
-    Heartbeat {
-        conn: u64,
-        name: String,
-        running: Vec<AttemptId>,
-        draining: bool,
-        unready: String,
-        /// When the API edge received it (and acknowledged it): leases run
-        /// from here, never from when the scheduler got round to it.
-        received: Instant,
-    },
-    Accepted {
-        conn: u64,
-        name: String,
-        id: AttemptId,
-    },
-    Log {
-        conn: u64,
-        name: String,
-        id: AttemptId,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    Result {
-        conn: u64,
-        name: String,
-        id: AttemptId,
-        outcome: Outcome,
-        message: String,
-    },
-}
-
-/// A cloneable handle that API handlers use to talk to the scheduler.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Event>,
-}
-
-impl Handle {
-    /// The scheduler has stopped (its term ended).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    pub async fn send(&self, event: Event) -> Result<(), SchedError> {
-        self.tx.send(event).await.map_err(|_| SchedError::Stopped)
-    }
-
-    pub async fn submit(
-        &self,
-        pipeline: Pipeline,
-        source: Source,
-        traceparent: Option<String>,
-        queue_timeout: Option<Duration>,
-        rerun: Option<Rerun>,
-    ) -> Result<RunId, SchedError> {
-        let (reply, rx) = oneshot::channel();
-        let pipeline = Box::new(pipeline);
-        self.send(Event::Submit { pipeline, source, traceparent, queue_timeout, rerun, reply }).await?;
-        rx.await.map_err(|_| SchedError::Stopped)?
-    }
-
-    pub async fn cancel(&self, run: RunId) -> Result<(), SchedError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::Cancel { run, reply }).await?;
-        rx.await.map_err(|_| SchedError::Stopped)?
-    }
-
-    /// Approves (or rejects) job `job` of run `run` as `by`; answered once
-    /// the decision is committed.
-    pub async fn decide(
-        &self,
-        run: RunId,
-        job: String,
-        approve: bool,
-        by: String,
-        comment: String,
-    ) -> Result<(), SchedError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::Decide { run, job, approve, by, comment, reply }).await?;
-        rx.await.map_err(|_| SchedError::Stopped)?
-    }
-
-    pub async fn agents(&self) -> Result<Vec<AgentInfo>, SchedError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::ListAgents { reply }).await?;
-        rx.await.map_err(|_| SchedError::Stopped)
-    }
-}
-
 /// Extra lease time that running attempts get when a coordinator starts
 /// leading, on top of a full lease, so their agents can reconnect.
 pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
@@ -398,15 +225,16 @@ impl Scheduler {
                 if job.state == JobState::Queued {
                     state.queue.push_back((summary.id, spec.name.clone()));
                 }
-                // A deploy job holds no slot and no lease: its rollout is
-                // the controller's, which picks it up from the store.
-                if job.state.holds_slot() && job.agent.is_some() {
-                    let agent = job.agent.clone().unwrap_or_default();
+                if job.state.holds_slot() {
                     let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
                     // Read here, not at its first chunk, so that taking a
                     // chunk never waits for the store.
                     let end = log_end(self.store.as_ref(), &id).await?;
                     state.log_ends.insert(id.clone(), end);
+                    // A deploy job holds no slot and no lease: its rollout
+                    // is the controller's, which picks it up from the store;
+                    // its log (its hooks' output) goes on where it ended.
+                    let Some(agent) = job.agent.clone() else { continue };
                     let phase = match job.state {
                         JobState::Assigned => Phase::Assigned,
                         JobState::Cancelling => Phase::Cancelling(state::RUN_CANCELLED.into()),

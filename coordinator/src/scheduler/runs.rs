@@ -542,7 +542,7 @@ fn withheld_from(source: &Source) -> String {
 fn trace_effects(run: &mut Run, effects: &[Effect], now: u64) {
     for effect in effects {
         match effect {
-            Effect::Enqueue(job) => {
+            Effect::Enqueue(job) | Effect::StartDeploy { job, .. } => {
                 if let Some(j) = run.jobs.get_mut(job) {
                     j.trace.first_ready_ms.get_or_insert(now);
                     j.trace.ready_ms = Some(now);

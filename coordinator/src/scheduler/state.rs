@@ -87,6 +87,8 @@ pub(super) struct State {
     pub(super) deploys: Option<tokio::sync::mpsc::UnboundedSender<super::DeployNote>>,
     /// Which agent was sent an install of which blob, which it may fetch.
     pub(super) deploy_grants: super::deploys::Grants,
+    /// `drover service logs` requests waiting for their agent's answer.
+    pub(super) log_requests: super::deploys::LogRequests,
 }
 
 impl State {
@@ -120,6 +122,7 @@ impl State {
             grouped_runs: BTreeSet::new(),
             deploys: None,
             deploy_grants: Default::default(),
+            log_requests: Default::default(),
         }
     }
 
@@ -166,7 +169,12 @@ impl State {
             | Event::Deploy { .. }
             | Event::DeployReport { .. }
             | Event::RolloutCommand(_)
-            | Event::Rollback(_)) => self.handle_deploy(event, now),
+            | Event::Rollback(_)
+            | Event::ServiceHealth { .. }
+            | Event::ServiceLogs { .. }
+            | Event::ServiceLogsChunk { .. }
+            | Event::DeployLog { .. }
+            | Event::HookOutput { .. }) => self.handle_deploy(event, now),
             Event::MayUpload { name, id, reply } => {
                 let _ = reply.send(self.fleet.held_by(&name).any(|held| *held == id));
             }

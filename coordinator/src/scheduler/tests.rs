@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::state::{Outgoing, State};
 use super::*;
-use crate::core::machine::Outcome;
+use crate::core::machine::{Outcome, RunId, Source};
 use crate::core::machine::tests::pipeline;
 
 /// One event, as a case writes it. Agent events are agent `a1`'s.
@@ -148,6 +148,7 @@ fn render(state: &mut State, replies: Vec<(u64, oneshot::Receiver<Result<(), Str
                 ToAgent::ResultAck { id, accepted } => format!("{agent} <- result-ack {id} {accepted}"),
                 ToAgent::HeartbeatAck { .. } => unreachable!("the edge acknowledges heartbeats"),
                 ToAgent::Deploy(a) => format!("{agent} <- deploy {}", a.id),
+                ToAgent::ServiceLogs { request_id, .. } => format!("{agent} <- service logs {request_id}"),
             },
             Outgoing::Submitted(_, id) => format!("reply: run {id} submitted"),
             Outgoing::Committed(_) => "reply: committed".to_string(),

@@ -1,7 +1,7 @@
-//! `drover rollout`: its subcommands and their flags (`drover rollouts`
-//! lists, `drover services` shows what nodes serve).
+//! `drover rollout`'s subcommands, and the arguments of `drover rollouts`,
+//! `drover rollback`, `drover services` and `drover service logs`.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::Remote;
 use crate::output::Format;
@@ -90,4 +90,84 @@ impl RolloutCommand {
             | RolloutCommand::Abort { remote, .. } => remote,
         }
     }
+}
+
+/// `drover rollouts`' flags.
+#[derive(Args)]
+pub struct RolloutsArgs {
+    /// Only this environment's.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only this service's.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Output format: text, json or yaml.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `drover rollback`'s arguments and flags.
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The service's name.
+    pub service: String,
+    /// Its environment.
+    #[arg(long)]
+    pub env: String,
+    /// The version to go back to (`drover rollouts` shows them); by
+    /// default the one before the current.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Step by step with the service's last strategy (canary steps and
+    /// pauses included), not every node at once.
+    #[arg(long)]
+    pub staged: bool,
+    /// Follow the rollback's rollout until it ends, as `drover rollout
+    /// status --follow`.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Output format: text, json or yaml (the rollback's rollout).
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `drover services`' flags.
+#[derive(Args)]
+pub struct ServicesArgs {
+    /// Only this environment's.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Output format: text, json or yaml.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Print the service's output on each of its nodes in the environment
+    /// (the last 64 KiB of each), prefixed with the node when there are
+    /// several; -f goes on printing what they add.
+    ///
+    /// Example: drover service logs web --env staging -f
+    Logs {
+        /// The service's name.
+        service: String,
+        /// Its environment.
+        #[arg(long)]
+        env: String,
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+        /// Keep printing what the service writes (Ctrl-C ends it).
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }

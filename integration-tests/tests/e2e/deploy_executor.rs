@@ -5,6 +5,13 @@
 //! transfer: [`LocalBlobs`] copies a blob from a test directory where the
 //! agent would download it from the coordinator (the real download is the
 //! end-to-end tests' business). Every wait has a deadline.
+//!
+//! Beside the deploy actions: a live service's output read back as the
+//! coordinator asks for it ([`Executor::logs`]), its continuous health
+//! check reporting it unhealthy and healthy again ([`Event::Health`]), and
+//! deploy hooks ([`Work::Hook`]): their steps' environment, directory and
+//! output, a failing step, a timeout, and a release installed for a hook
+//! but never started.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_agent::deploy::executor::{
-    Config, Executor, HealthCheck, HealthDef, Order, ReleaseRef, Report, ReportState, ServiceDef, Work,
+    Config, Event, Executor, HealthCheck, HealthDef, Hook, HookStep, LogsChunk, LogsRequest, Order, ReleaseRef, Report,
+    ReportState, ServiceDef, ServiceHealth, Work,
 };
+use drover_agent::deploy::supervise::OUTPUT_FILE;
 use drover_agent::deploy::supervise::{Adopted, Supervisor};
 use drover_agent::exec::artifacts::Transfer;
 use drover_agent::exec::cache::{BlobRef, Found};
@@ -26,15 +35,21 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// Generous: deadlines, not expectations.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The service. `HEALTH` is the status of `/healthz`; while the file
+/// `SICK_FILE` names exists, it is 503.
 const SERVER: &str = r#"
 import http.server, os, sys
 V = os.environ["VERSION"]
 HEALTH = int(os.environ.get("HEALTH", "200"))
+SICK = os.environ.get("SICK_FILE", "")
 sys.stderr.write(V + " listening on " + os.environ["PORT"] + "\n")
 sys.stderr.flush()
+print("started", V, flush=True)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         code = HEALTH if self.path == "/healthz" else 200
+        if self.path == "/healthz" and SICK and os.path.exists(SICK):
+            code = 503
         body = V.encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -87,12 +102,14 @@ impl Place {
         self.root.join("services")
     }
 
-    fn executor(&self) -> (Executor, UnboundedReceiver<Report>) {
+    fn executor(&self) -> (Executor, UnboundedReceiver<Event>) {
         let launch = Launch { program: crate::harness::bin("drover-agent"), log_format: "text" };
         let transfer = Arc::new(LocalBlobs(self.root.join("blobs")));
         let mut config = Config::new(self.services(), Ipv4Addr::LOCALHOST.into(), None, launch, transfer);
         config.drain_timeout = Duration::from_secs(2);
         config.stop_grace = Duration::from_secs(2);
+        config.hook_grace = Duration::from_secs(1);
+        config.node = "node-1".into();
         Executor::new(config)
     }
 
@@ -181,15 +198,22 @@ fn install(id: &str, release: &ReleaseRef, service: ServiceDef, beside: bool) ->
     order(id, Work::Install { release: release.clone(), service, beside })
 }
 
+/// The next event, within the deadline.
+async fn next_event(rx: &mut UnboundedReceiver<Event>, what: &str) -> Event {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
+        .expect("the executor is there")
+}
+
 /// The reports of action `id` until its last (any but INSTALLED), each as
-/// "STATE version".
-async fn reports(rx: &mut UnboundedReceiver<Report>, id: &str) -> (Vec<String>, String) {
+/// "STATE version"; health changes on the way are passed over.
+async fn reports(rx: &mut UnboundedReceiver<Event>, id: &str) -> (Vec<String>, String) {
     let mut out = Vec::new();
     loop {
-        let report = tokio::time::timeout(DEADLINE, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no report of {id} within {DEADLINE:?}; so far {out:?}"))
-            .expect("the executor is there");
+        let Event::Report(report) = next_event(rx, &format!("report of {id} (so far {out:?})")).await else {
+            continue;
+        };
         assert_eq!(report.action_id, id, "reports come in order: {report:?}");
         out.push(format!("{:?} {}", report.state, report.version));
         if report.state != ReportState::Installed {
@@ -355,5 +379,244 @@ async fn a_live_release_whose_supervisor_is_gone_starts_again_when_the_agent_doe
     assert_eq!(place.live_supervisors().len(), 1);
     ex.submit(order("c/2", Work::Rollback { to_version: String::new(), service: None }));
     assert_eq!(reports(&mut rx, "c/2").await.0, ["RolledBack "]);
+    ex.shutdown().await;
+}
+
+/// The next health change, passing over reports.
+async fn next_health(rx: &mut UnboundedReceiver<Event>) -> ServiceHealth {
+    loop {
+        if let Event::Health(health) = next_event(rx, "health change").await {
+            return health;
+        }
+    }
+}
+
+fn logs(service: &str, offset: u64, max_bytes: u32) -> LogsRequest {
+    LogsRequest { request_id: 41, service: service.into(), offset, max_bytes }
+}
+
+/// Reads `request` until its data holds `want`.
+async fn logs_holding(ex: &Executor, request: LogsRequest, want: &str) -> LogsChunk {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let chunk = ex.logs(request.clone()).await;
+        assert_eq!((chunk.request_id, chunk.error.as_str()), (41, ""));
+        if String::from_utf8_lossy(&chunk.data).contains(want) {
+            return chunk;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the output never held {want:?}: {chunk:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_releases_output_is_read_from_its_end_or_an_offset() {
+    let place = Place::new("logs");
+    let port = free_port();
+    let v1 = place.release("v1", &[("server.py", SERVER)], "server.py");
+    let v2 = place.release("v2", &[("server.py", SERVER)], "server.py");
+    let (mut ex, mut rx) = place.executor();
+
+    let chunk = ex.logs(logs("web", u64::MAX, 0)).await;
+    assert_eq!(
+        chunk,
+        LogsChunk { request_id: 41, error: "service web is not deployed on this node".into(), ..Default::default() }
+    );
+
+    ex.submit(install("l/1", &v1, def(port, "v1", &[]), false));
+    assert_eq!(reports(&mut rx, "l/1").await.0, ["Installed v1", "Healthy v1"]);
+    let file = place.services().join("web/supervisors/v1").join(OUTPUT_FILE);
+    let end = logs_holding(&ex, logs("web", u64::MAX, 0), "started v1\n").await;
+    let text = String::from_utf8_lossy(&end.data).into_owned();
+    assert!(text.contains("v1 listening on "), "{text}");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert_eq!((end.next_offset, end.data.len() as u64), (len, len), "the whole file, and its length");
+
+    // The last 11 bytes, then on from an offset: the same bytes.
+    let last = ex.logs(logs("web", u64::MAX, 11)).await;
+    assert_eq!((last.data.len(), last.next_offset), (11, len));
+    let head = ex.logs(logs("web", 0, 5)).await;
+    assert_eq!((head.data.as_slice(), head.next_offset), (&end.data[..5], 5));
+    let rest = ex.logs(logs("web", 5, 0)).await;
+    assert_eq!((rest.data.as_slice(), rest.next_offset), (&end.data[5..], len));
+    let none = ex.logs(logs("web", len, 0)).await;
+    assert_eq!((none.data.len(), none.next_offset), (0, len));
+    // Past the end (the file was rotated since): from the start again.
+    let again = ex.logs(logs("web", len + 1000, 0)).await;
+    assert_eq!((again.data, again.next_offset), (end.data.clone(), len));
+
+    // Blue-green: the output is the live release's, before and after the
+    // switch.
+    ex.submit(install("l/2", &v2, def(port, "v2", &[]), true));
+    assert_eq!(reports(&mut rx, "l/2").await.0, ["Installed v2", "Healthy v2"]);
+    let before = ex.logs(logs("web", 0, 0)).await;
+    assert!(!String::from_utf8_lossy(&before.data).contains("v2"), "{before:?}");
+    ex.submit(order("l/3", Work::Switch { version: "v2".into() }));
+    assert_eq!(reports(&mut rx, "l/3").await.0, ["Switched v2"]);
+    let after = logs_holding(&ex, logs("web", 0, 0), "started v2\n").await;
+    assert!(!String::from_utf8_lossy(&after.data).contains("v1"), "{after:?}");
+
+    ex.submit(order("l/4", Work::Rollback { to_version: String::new(), service: None }));
+    assert_eq!(reports(&mut rx, "l/4").await.0, ["RolledBack "]);
+    let gone = ex.logs(logs("web", 0, 0)).await;
+    assert_eq!(gone.error, "service web is not deployed on this node");
+    ex.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_service_that_turns_unhealthy_is_reported_and_again_once_it_recovers() {
+    let place = Place::new("health");
+    let port = free_port();
+    let sick = place.root.join("sick");
+    let sick_env = sick.to_string_lossy().into_owned();
+    let v1 = place.release("v1", &[("server.py", SERVER)], "server.py");
+    let (mut ex, mut rx) = place.executor();
+
+    // Healthy from the gate on: said once it is live, before the report.
+    ex.submit(install("h/1", &v1, def(port, "v1", &[("SICK_FILE", &sick_env)]), false));
+    let mut seen = Vec::new();
+    loop {
+        match next_event(&mut rx, "the install's events").await {
+            Event::Health(h) => seen.push(format!("health {} {} {:?}", h.version, h.healthy, h.message)),
+            Event::Report(r) => seen.push(format!("{:?} {}", r.state, r.version)),
+            Event::HookOutput { action_id, .. } => panic!("output of hook {action_id}, which never ran"),
+        }
+        if seen.last().is_some_and(|l| l == "Healthy v1") {
+            break;
+        }
+    }
+    assert_eq!(seen, ["Installed v1", "health v1 true \"\"", "Healthy v1"]);
+
+    std::fs::write(&sick, "").unwrap();
+    let h = next_health(&mut rx).await;
+    assert_eq!((h.service.as_str(), h.version.as_str(), h.healthy), ("web", "v1", false), "{h:?}");
+    assert!(h.message.ends_with("status 503"), "{h:?}");
+    std::fs::remove_file(&sick).unwrap();
+    assert_eq!(
+        next_health(&mut rx).await,
+        ServiceHealth { service: "web".into(), version: "v1".into(), healthy: true, message: String::new() }
+    );
+
+    // A restarted agent checks what it adopts: unknown until two passes.
+    ex.shutdown().await;
+    let (mut ex, mut rx) = place.executor();
+    ex.adopt();
+    let h = next_health(&mut rx).await;
+    assert_eq!((h.version.as_str(), h.healthy), ("v1", true), "{h:?}");
+
+    // Rolled back to nothing: the monitor stops before the report.
+    ex.submit(order("h/2", Work::Rollback { to_version: String::new(), service: None }));
+    assert_eq!(reports(&mut rx, "h/2").await.0, ["RolledBack "]);
+    ex.shutdown().await;
+    // Every sender is gone once the executor is: the channel ends.
+    let left = tokio::time::timeout(DEADLINE, rx.recv()).await.expect("the channel ends");
+    assert_eq!(left, None, "nothing after the service was removed");
+}
+
+fn hook(id: &str, point: &str, release: &ReleaseRef, steps: &[(&str, &str)], timeout_ms: u64) -> Order {
+    order(
+        id,
+        Work::Hook(Hook {
+            point: point.into(),
+            steps: steps.iter().map(|(name, run)| HookStep { name: name.to_string(), run: run.to_string() }).collect(),
+            env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+            release: release.clone(),
+            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+        }),
+    )
+}
+
+/// Hook `id`'s output, all of it, and then its final report; health
+/// changes on the way are passed over, anything else fails the test.
+async fn hook_run(rx: &mut UnboundedReceiver<Event>, id: &str) -> (String, Report) {
+    let mut output = Vec::new();
+    loop {
+        match next_event(rx, &format!("the end of hook {id}")).await {
+            Event::HookOutput { action_id, data } => {
+                assert_eq!(action_id, id, "output of another action");
+                assert!(data.len() <= 64 << 10, "a chunk of {} bytes", data.len());
+                output.extend(data);
+            }
+            Event::Report(report) => {
+                assert_eq!(report.action_id, id, "{report:?}");
+                return (String::from_utf8(output).unwrap(), report);
+            }
+            Event::Health(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_their_steps_from_the_release_and_report_how_they_ended() {
+    let place = Place::new("hooks");
+    let port = free_port();
+    let v1 = place.release("v1", &[("server.py", SERVER), ("VERSION", "v1\n")], "");
+    let v2 = place.release("v2", &[("server.py", SERVER), ("VERSION", "v2\n")], "");
+    let (mut ex, mut rx) = place.executor();
+    ex.submit(install("k/1", &v1, def(port, "v1", &[]), false));
+    assert_eq!(reports(&mut rx, "k/1").await.0, ["Installed v1", "Healthy v1"]);
+    answers(port, "v1").await;
+
+    // On v2, not yet on the node: installed for it, never started. The
+    // steps run from its root with a cleared environment, and their
+    // stdout and stderr come back in the order written.
+    let look = concat!(
+        r#"cat VERSION; echo "$DROVER_HOOK $DROVER_SERVICE $DROVER_RELEASE_VERSION $DROVER_NODE $GREETING"; pwd; "#,
+        r#"echo "agent env: ${CARGO_MANIFEST_DIR:-none}"; echo "PATH=$PATH"; echo out; echo err >&2; echo out again"#
+    );
+    ex.submit(hook("k/2", "before", &v2, &[("look", look), ("", "echo second")], 10_000));
+    let (output, report) = hook_run(&mut rx, "k/2").await;
+    let root = std::fs::canonicalize(place.services().join("web/releases/v2")).unwrap();
+    let want = format!(
+        "$ {look}\nv2\nbefore web v2 node-1 hi\n{}\nagent env: none\nPATH={}\nout\nerr\nout again\n\
+         $ echo second\nsecond\n",
+        root.display(),
+        drover_agent::exec::DEFAULT_PATH
+    );
+    assert_eq!(output, want);
+    assert_eq!((report.state, report.version.as_str()), (ReportState::HookPassed, "v2"), "{report:?}");
+    assert_eq!(get(port).await.as_deref(), Ok("v1"), "the old release still serves");
+    assert_eq!(place.live_supervisors().len(), 1, "v2 was not started");
+    let current = std::fs::read_link(place.services().join("web/current")).unwrap();
+    assert!(current.ends_with("v1"), "current still points at v1: {current:?}");
+
+    // The first failing step ends the hook, named with its exit code.
+    let steps = [("fine", "true"), ("./smoke", "echo smoking; exit 3"), ("never", "echo never")];
+    ex.submit(hook("k/3", "after", &v2, &steps, 10_000));
+    let (output, report) = hook_run(&mut rx, "k/3").await;
+    assert_eq!(output, "$ true\n$ echo smoking; exit 3\nsmoking\n");
+    assert_eq!(
+        (report.state, report.message.as_str(), report.version.as_str()),
+        (ReportState::HookFailed, "step 2 (./smoke) exited with 3", "v2")
+    );
+
+    // Past its timeout the step's group is killed: SIGTERM, then SIGKILL
+    // for what ignores it.
+    let started = tokio::time::Instant::now();
+    ex.submit(hook("k/4", "after", &v2, &[("slow", "trap '' TERM; echo waiting; sleep 30")], 500));
+    let (output, report) = hook_run(&mut rx, "k/4").await;
+    assert_eq!(output, "$ trap '' TERM; echo waiting; sleep 30\nwaiting\n");
+    assert_eq!(
+        (report.state, report.message.as_str()),
+        (ReportState::HookFailed, "timed out after 500ms in step 1 (slow)")
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "killed in {:?}", started.elapsed());
+
+    // A release that cannot be downloaded fails the hook before any step.
+    let mut missing = v2.clone();
+    missing.version = "v9".into();
+    missing.sha256 = "00".repeat(32);
+    ex.submit(hook("k/5", "before", &missing, &[("never", "echo never")], 0));
+    let (output, report) = hook_run(&mut rx, "k/5").await;
+    assert_eq!(output, "");
+    assert_eq!((report.state, report.version.as_str()), (ReportState::HookFailed, "v9"));
+    assert!(report.message.starts_with("cannot install release v9: cannot download release v9 "), "{report:?}");
+
+    // The install after the hook finds v2 on the node.
+    ex.submit(install("k/6", &v2, def(port, "v2", &[]), false));
+    assert_eq!(reports(&mut rx, "k/6").await.0, ["Installed v2", "Healthy v2"]);
+    answers(port, "v2").await;
+    ex.submit(order("k/7", Work::Rollback { to_version: String::new(), service: None }));
+    assert_eq!(reports(&mut rx, "k/7").await.0, ["RolledBack "]);
     ex.shutdown().await;
 }

@@ -18,15 +18,17 @@ use serde_json::Value;
 
 use crate::harness::{AgentSpec, Etcd, Fleet, text, wait_for_or_report};
 
-/// The service: `/healthz` passes unless its version starts with `bad`,
+/// The service: `/healthz` passes unless its version starts with `bad` or
+/// a file `sick` lies beside it; it prints `started VERSION`;
 /// `/version` says the version, from the release's VERSION file.
 const SERVER: &str = r#"import http.server, os
 here = os.path.dirname(os.path.abspath(__file__))
 version = open(os.path.join(here, "VERSION")).read().strip()
+print("started", version, flush=True)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
-            ok = not version.startswith("bad")
+            ok = not version.startswith("bad") and not os.path.exists(os.path.join(here, "sick"))
             self.send_response(200 if ok else 500)
             self.end_headers()
             self.wfile.write(b"ok" if ok else b"sick")
@@ -76,6 +78,11 @@ impl Web {
     /// `n` agents labelled role=web, the environment `staging` over them.
     fn start(tag: &str, n: usize) -> Web {
         Web::on(Fleet::start(tag), n, "role=web", "staging")
+    }
+
+    /// As [`Web::start`], exporting traces to an OTLP endpoint.
+    fn traced(tag: &str, n: usize, endpoint: &str) -> Web {
+        Web::on(Fleet::start_with(tag, &["--otlp-endpoint", endpoint]), n, "role=web", "staging")
     }
 
     fn on(fleet: Fleet, n: usize, labels: &str, env: &str) -> Web {
@@ -148,6 +155,19 @@ impl Web {
     /// What every node answers on /version.
     fn versions(&self) -> Vec<Option<String>> {
         self.nodes.iter().map(|(_, addr)| get(addr, self.port, "/version")).collect()
+    }
+
+    /// The newest rollout, once it waits for `drover rollout promote`.
+    fn wait_for_promote(&self) -> Value {
+        wait_for_or_report(
+            "the canary to wait for a promotion",
+            Duration::from_secs(60),
+            || {
+                let r = json(&self.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
+                (r["hold"] == "promote").then_some(r)
+            },
+            || self.fleet.logs(),
+        )
     }
 
     fn newest_rollout(&self) -> Value {
@@ -235,15 +255,7 @@ fn a_rolling_deploy_moves_every_node_and_a_failing_release_goes_back_on_its_own(
 fn a_canary_waits_for_a_promote_and_blue_green_switches_two_hosts_without_a_failed_request() {
     let web = Web::start("deploys-canary", 2);
     let run = web.fleet.submit("c1.yml", &web.pipeline("v1", CANARY));
-    let rollout = wait_for_or_report(
-        "the canary to wait for a promotion",
-        Duration::from_secs(60),
-        || {
-            let r = json(&web.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
-            (r["hold"] == "promote").then_some(r)
-        },
-        || web.fleet.logs(),
-    );
+    let rollout = web.wait_for_promote();
     assert_eq!(web.versions(), [Some("v1".to_string()), None], "one node of two");
     let shown = text(&web.fleet.drover(&["rollout", "status", &rollout["id"].to_string()]).stdout);
     assert!(shown.contains(&format!("drover rollout promote {}", rollout["id"])), "{shown}");
@@ -335,15 +347,7 @@ fn a_rollout_survives_a_leader_failover_on_etcd() {
     let fleet = Fleet::start_ha("deploys-ha", &etcd, 2);
     let mut web = Web::on(fleet, 2, "role=web", "staging");
     let run = web.fleet.submit("c1.yml", &web.pipeline("v1", CANARY));
-    let rollout = wait_for_or_report(
-        "the canary to wait for a promotion",
-        Duration::from_secs(60),
-        || {
-            let r = json(&web.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
-            (r["hold"] == "promote").then_some(r)
-        },
-        || web.fleet.logs(),
-    );
+    let rollout = web.wait_for_promote();
     let leader = web.fleet.wait_leader();
     web.fleet.kill_coordinator(leader);
     let new = wait_for_or_report(
@@ -415,4 +419,95 @@ fn a_pipeline_promotes_one_digest_from_staging_to_production_behind_the_environm
     assert_eq!(services[0]["sha256"], services[1]["sha256"], "one digest, never rebuilt: {services:#?}");
     assert_eq!(services[0]["version"], services[1]["version"]);
     assert_eq!(services[0]["run_id"], run.as_str());
+}
+
+#[test]
+fn a_deploy_is_one_trace_from_the_pipeline_to_the_nodes() {
+    let (addr, collector, _rt) = crate::traces::start_collector();
+    let web = Web::traced("deploys-trace", 2, &format!("http://{addr}"));
+    let (run, status) = web.run("v1", ROLLING);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let spans = wait_for_or_report(
+        "the rollout's spans",
+        Duration::from_secs(30),
+        || {
+            let seen = collector.0.lock().unwrap().clone();
+            let done =
+                seen.iter().any(|s| s.name == "rollout web to staging") && seen.iter().any(|s| s.name == "run web");
+            done.then_some(seen)
+        },
+        || web.fleet.logs(),
+    );
+    let of_run: Vec<_> = spans
+        .iter()
+        .filter(|s| s.attrs.get("cicd.pipeline.run.id").map(String::as_str) == Some(run.as_str()))
+        .collect();
+    let find =
+        |name: &str| *of_run.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name:?}: {of_run:#?}"));
+    let run_span = find("run web");
+    assert!(of_run.iter().all(|s| s.trace_id == run_span.trace_id), "one trace: {of_run:#?}");
+    let job = find("job deploy");
+    let rollout = find("rollout web to staging");
+    assert_eq!(rollout.parent, job.span_id, "the rollout is the deploy job's child");
+    assert_eq!(rollout.attrs.get("drover.rollout.phase").map(String::as_str), Some("succeeded"));
+    for (i, node) in ["web-1", "web-2"].iter().enumerate() {
+        let step = find(&format!("step {i}"));
+        assert_eq!(step.parent, rollout.span_id, "each batch is the rollout's child");
+        let action = find(&format!("install web on {node}"));
+        assert_eq!(action.parent, step.span_id, "{node}'s install is its batch's child");
+        let health = find(&format!("health {node}"));
+        assert_eq!(health.parent, action.span_id, "{node}'s health check is its install's child");
+        assert_eq!(health.attrs.get("drover.result").map(String::as_str), Some("healthy"));
+    }
+}
+
+#[test]
+fn hooks_log_to_the_deploy_job_and_a_services_output_and_health_are_seen_from_the_cli() {
+    let web = Web::start("deploys-hooks", 2);
+    let hooks = "      hooks:\n        before: [{run: echo migrating to $(cat VERSION) on $DROVER_NODE}]\n        \
+                 after_batch: [{run: test -f server.py && echo smoke passed on $DROVER_NODE}]\n";
+    let yaml = format!("{}{hooks}", web.pipeline("v1", ROLLING));
+    let run = web.fleet.submit("hooked.yml", &yaml);
+    let status = web.fleet.wait_run(&run, Duration::from_secs(120));
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", web.fleet.logs());
+    let out = web.fleet.drover(&["logs", &run, "deploy"]);
+    let log = text(&out.stdout);
+    for line in [
+        "── hook before on web-1 ──",
+        "migrating to v1 on web-1",
+        "── hook before on web-1: passed ──",
+        "smoke passed on web-1",
+        "smoke passed on web-2",
+        "── hook after_batch on web-2: passed ──",
+    ] {
+        assert!(log.contains(line), "{line:?} in the deploy job's log:\n{log}{}", text(&out.stderr));
+    }
+
+    // The service's own output, from each node.
+    let out = web.fleet.drover(&["service", "logs", "web", "--env", "staging"]);
+    let logs = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(logs.contains("web-1: started v1") && logs.contains("web-2: started v1"), "{logs}");
+    let out = web.fleet.drover(&["service", "logs", "web", "--env", "staging", "--node", "nope"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    // A node whose service turns sick shows as unhealthy, then healthy again.
+    let release = web.fleet.dir.path().join("services/web-2/web/current/sick");
+    std::fs::write(&release, "").unwrap();
+    let health = |want: bool| {
+        wait_for_or_report(
+            &format!("web-2 to show healthy={want}"),
+            Duration::from_secs(30),
+            || {
+                let services = json(&web.fleet, &["services", "-o", "json"]);
+                let s = services.as_array()?.iter().find(|s| s["node"] == "web-2")?.clone();
+                (s["healthy"] == want).then_some(s)
+            },
+            || web.fleet.logs(),
+        )
+    };
+    let sick = health(false);
+    assert!(sick["health_message"].as_str().unwrap_or_default().contains("status 500"), "{sick:#}");
+    std::fs::remove_file(&release).unwrap();
+    health(true);
 }

@@ -15,17 +15,17 @@ use crate::harness::{AgentSpec, Fleet, bin, wait_for};
 
 /// A span as the test sees it.
 #[derive(Debug, Clone)]
-struct Seen {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    attrs: BTreeMap<String, String>,
+pub(crate) struct Seen {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    pub(crate) parent: String,
+    pub(crate) attrs: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Seen>>>);
+pub(crate) struct Collector(pub(crate) Arc<Mutex<Vec<Seen>>>);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -73,7 +73,7 @@ impl TraceService for Collector {
 
 /// Starts the receiver on a free port in a runtime of its own; returns its
 /// address and what it collected.
-fn start_collector() -> (String, Collector, tokio::runtime::Runtime) {
+pub(crate) fn start_collector() -> (String, Collector, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let collector = Collector::default();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();

@@ -1,29 +1,33 @@
-//! Deploy actions and reports between the wire and the deploy executor's
-//! own types ([`crate::deploy::executor`]): prost types stop here.
+//! Deploy actions, reports, service health, service logs and hook output
+//! between the
+//! wire and the deploy executor's own types ([`crate::deploy::executor`]):
+//! prost types stop here.
 
 use drover_proto::v1 as pb;
 
-use crate::deploy::executor::{HealthCheck, HealthDef, Order, ReleaseRef, Report, ReportState, ServiceDef, Work};
+use std::time::Duration;
+
+use crate::deploy::executor::{
+    HealthCheck, HealthDef, Hook, HookStep, LogsChunk, LogsRequest, Order, ReleaseRef, Report, ReportState, ServiceDef,
+    ServiceHealth, Work,
+};
+use crate::deploy::releases::check as check_name;
 
 /// The executor's order for `action`, or why it cannot be carried out.
 pub(super) fn order(action: pb::DeployAction) -> Result<Order, String> {
     let work = match action.kind {
         Some(pb::deploy_action::Kind::Install(i)) => {
-            let release = i.release.ok_or("the install names no release")?;
+            let release = release(i.release.ok_or("the install names no release")?);
             let service = service(i.service.ok_or("the install has no service definition")?)?;
-            Work::Install {
-                release: ReleaseRef {
-                    version: release.version,
-                    sha256: release.sha256,
-                    size: release.size,
-                    path: release.path,
-                    run_id: release.run_id,
-                    commit: release.commit,
-                },
-                service,
-                beside: i.beside,
-            }
+            Work::Install { release, service, beside: i.beside }
         }
+        Some(pb::deploy_action::Kind::Hook(h)) => Work::Hook(Hook {
+            release: release(h.release.ok_or("the hook names no release")?),
+            point: h.point,
+            steps: h.steps.into_iter().map(|s| HookStep { name: s.name, run: s.run }).collect(),
+            env: h.env.into_iter().collect(),
+            timeout: (h.timeout_ms > 0).then(|| Duration::from_millis(h.timeout_ms)),
+        }),
         Some(pb::deploy_action::Kind::Switch(s)) => Work::Switch { version: s.version },
         Some(pb::deploy_action::Kind::Rollback(r)) => {
             Work::Rollback { to_version: r.to_version, service: r.service.map(service).transpose()? }
@@ -31,6 +35,10 @@ pub(super) fn order(action: pb::DeployAction) -> Result<Order, String> {
         None => return Err("a deploy action of a kind this agent does not know".into()),
     };
     Ok(Order { action_id: action.action_id, service: action.service, work })
+}
+
+fn release(r: pb::ReleaseRef) -> ReleaseRef {
+    ReleaseRef { version: r.version, sha256: r.sha256, size: r.size, path: r.path, run_id: r.run_id, commit: r.commit }
 }
 
 fn service(def: pb::ServiceDef) -> Result<ServiceDef, String> {
@@ -59,6 +67,8 @@ pub(super) fn report(r: Report) -> pb::DeployReport {
         ReportState::Failed => pb::DeployState::Failed,
         ReportState::Switched => pb::DeployState::Switched,
         ReportState::RolledBack => pb::DeployState::RolledBack,
+        ReportState::HookPassed => pb::DeployState::HookPassed,
+        ReportState::HookFailed => pb::DeployState::HookFailed,
     };
     pb::DeployReport {
         action_id: r.action_id,
@@ -67,4 +77,25 @@ pub(super) fn report(r: Report) -> pb::DeployReport {
         message: r.message,
         version: r.version,
     }
+}
+
+/// The executor's request for `r`, or the answer to send at once when the
+/// service's name is not one a service can have.
+pub(super) fn logs_request(r: pb::ServiceLogsRequest) -> Result<LogsRequest, LogsChunk> {
+    if let Err(e) = check_name("service", &r.service) {
+        return Err(LogsChunk { request_id: r.request_id, error: e.to_string(), ..Default::default() });
+    }
+    Ok(LogsRequest { request_id: r.request_id, service: r.service, offset: r.offset, max_bytes: r.max_bytes })
+}
+
+pub(super) fn logs_chunk(c: LogsChunk) -> pb::ServiceLogsChunk {
+    pb::ServiceLogsChunk { request_id: c.request_id, data: c.data, next_offset: c.next_offset, error: c.error }
+}
+
+pub(super) fn health(h: ServiceHealth) -> pb::ServiceHealth {
+    pb::ServiceHealth { service: h.service, version: h.version, healthy: h.healthy, message: h.message }
+}
+
+pub(super) fn hook_output(action_id: String, data: Vec<u8>) -> pb::HookOutput {
+    pb::HookOutput { action_id, data }
 }

@@ -13,6 +13,9 @@ enum Step {
     Hello,
     Beat(u64),
     Report(executor::Report),
+    Health(executor::ServiceHealth),
+    /// A chunk of a hook's output: its action and data.
+    HookOut(&'static str, &'static str),
 }
 
 fn welcome(epoch: u64, heartbeat_ms: u32, fence_ms: u32) -> In {
@@ -58,6 +61,26 @@ fn install(version: &str, port: u32) -> Option<pb::deploy_action::Kind> {
     }))
 }
 
+fn hook(point: &str, release: Option<&str>, timeout_ms: u64) -> Option<pb::deploy_action::Kind> {
+    Some(pb::deploy_action::Kind::Hook(pb::DeployHook {
+        point: point.into(),
+        steps: vec![
+            pb::Step { name: "smoke".into(), run: "./smoke".into(), condition: String::new() },
+            pb::Step { name: String::new(), run: "cat VERSION".into(), condition: String::new() },
+        ],
+        env: [("TARGET".to_string(), "eu".to_string())].into(),
+        release: release.map(|v| pb::ReleaseRef {
+            version: v.into(),
+            sha256: "cd".repeat(32),
+            size: 10,
+            path: "app".into(),
+            run_id: "7".into(),
+            commit: "abc".into(),
+        }),
+        timeout_ms,
+    }))
+}
+
 fn switch(version: &str) -> Option<pb::deploy_action::Kind> {
     Some(pb::deploy_action::Kind::Switch(pb::DeploySwitch { version: version.into() }))
 }
@@ -70,6 +93,14 @@ fn report(id: &str, service: &str, state: executor::ReportState, version: &str) 
         message: String::new(),
         version: version.into(),
     }
+}
+
+fn health(service: &str, version: &str, healthy: bool, message: &str) -> executor::ServiceHealth {
+    executor::ServiceHealth { service: service.into(), version: version.into(), healthy, message: message.into() }
+}
+
+fn logs(request_id: u64, service: &str, offset: u64, max_bytes: u32) -> In {
+    In::ServiceLogs(pb::ServiceLogsRequest { request_id, service: service.into(), offset, max_bytes })
 }
 
 fn out_line(m: &Out) -> String {
@@ -88,6 +119,18 @@ fn out_line(m: &Out) -> String {
             let message = if r.message.is_empty() { String::new() } else { format!(" {:?}", r.message) };
             format!("report {} {} {state:?} {:?}{message}", r.action_id, r.service, r.version)
         }
+        Out::ServiceLogs(c) => format!(
+            "logs #{} {:?} next {} error {:?}",
+            c.request_id,
+            String::from_utf8_lossy(&c.data),
+            c.next_offset,
+            c.error
+        ),
+        Out::ServiceHealth(h) => {
+            let message = if h.message.is_empty() { String::new() } else { format!(" {:?}", h.message) };
+            format!("health {} {} healthy {}{message}", h.service, h.version, h.healthy)
+        }
+        Out::HookOutput(o) => format!("hook output {} {:?}", o.action_id, String::from_utf8_lossy(&o.data)),
     }
 }
 
@@ -108,13 +151,30 @@ fn run(script: Vec<Step>) -> Vec<String> {
                         Action::Kill(id) => format!("kill {id}"),
                         Action::Fence { id, at } => format!("fence {id} {}", since(at)),
                         Action::HeartbeatEvery(d) => format!("every {}", d.as_millis()),
-                        Action::Deploy(order) => {
+                        Action::Deploy(request) => {
+                            let order = match request {
+                                executor::Request::Order(order) => order,
+                                executor::Request::Logs(r) => {
+                                    lines.push(format!(
+                                        "read logs #{} {} from {} max {}",
+                                        r.request_id, r.service, r.offset, r.max_bytes
+                                    ));
+                                    continue;
+                                }
+                            };
                             let work = match &order.work {
                                 executor::Work::Install { release, service, beside } => {
                                     format!("install {} port {} beside {beside}", release.version, service.port)
                                 }
                                 executor::Work::Switch { version } => format!("switch {version}"),
                                 executor::Work::Rollback { to_version, .. } => format!("rollback {to_version:?}"),
+                                executor::Work::Hook(h) => format!(
+                                    "hook {} on {} steps {} timeout {:?}",
+                                    h.point,
+                                    h.release.version,
+                                    h.steps.len(),
+                                    h.timeout
+                                ),
                             };
                             format!("deploy {} {} {work}", order.action_id, order.service)
                         }
@@ -125,6 +185,11 @@ fn run(script: Vec<Step>) -> Vec<String> {
             Step::Hello => lines.extend(p.hello(pb::Hello::default()).iter().map(out_line)),
             Step::Beat(ms) => lines.push(out_line(&p.heartbeat(false, String::new(), t0 + Duration::from_millis(ms)))),
             Step::Report(r) => lines.push(out_line(&p.on_deploy(r))),
+            Step::Health(h) => lines.push(out_line(&p.on_deploy_event(executor::Event::Health(h)))),
+            Step::HookOut(id, data) => {
+                let event = executor::Event::HookOutput { action_id: id.into(), data: data.as_bytes().to_vec() };
+                lines.push(out_line(&p.on_deploy_event(event)));
+            }
         }
     }
     lines.push(format!("held {}", p.len()));
@@ -269,6 +334,45 @@ fn the_protocol_answers_as_the_agent_does() {
             ],
         ),
         (
+            "a hook goes to the deploy executor; one without a release fails as a hook",
+            vec![
+                Msg(0, welcome(5, 500, 0)),
+                Msg(0, deploy("r/1", 5, hook("before", Some("v2"), 30_000))),
+                Msg(0, deploy("r/2", 5, hook("after", Some("v2"), 0))),
+                Msg(0, deploy("r/3", 4, hook("after", Some("v2"), 0))),
+                Msg(0, deploy("r/4", 5, hook("after", None, 0))),
+            ],
+            &[
+                "every 500",
+                "deploy r/1 web hook before on v2 steps 2 timeout Some(30s)",
+                "deploy r/2 web hook after on v2 steps 2 timeout None",
+                "report r/4 web HookFailed \"\" \"the hook names no release\"",
+                "held 0",
+            ],
+        ),
+        (
+            "a hook's output goes out as it comes and is not kept; its final report is sent again after a Hello",
+            vec![
+                HookOut("r/1", "$ ./smoke\n"),
+                HookOut("r/1", "ok\n"),
+                Report(report("r/1", "web", executor::ReportState::HookPassed, "v2")),
+                Hello,
+                Report(report("r/2", "web", executor::ReportState::HookFailed, "v2")),
+                Hello,
+            ],
+            &[
+                "hook output r/1 \"$ ./smoke\\n\"",
+                "hook output r/1 \"ok\\n\"",
+                "report r/1 web HookPassed \"v2\"",
+                "hello []",
+                "report r/1 web HookPassed \"v2\"",
+                "report r/2 web HookFailed \"v2\"",
+                "hello []",
+                "report r/2 web HookFailed \"v2\"",
+                "held 0",
+            ],
+        ),
+        (
             "the latest deploy report of each service is sent again after every Hello",
             vec![
                 Report(report("r/1", "web", executor::ReportState::Installed, "v1")),
@@ -287,6 +391,53 @@ fn the_protocol_answers_as_the_agent_does() {
                 "hello []",
                 "report s/1 api Failed \"\"",
                 "report r/1 web Healthy \"v1\"",
+                "held 0",
+            ],
+        ),
+        (
+            "a request for a service's logs goes to the deploy executor, unless its name cannot be a service's",
+            vec![
+                Msg(0, welcome(5, 500, 0)),
+                Msg(0, logs(1, "web", u64::MAX, 0)),
+                Msg(0, logs(2, "web", 120, 4096)),
+                Msg(0, logs(3, "../etc", 0, 0)),
+                Msg(0, logs(4, "", 0, 0)),
+            ],
+            &[
+                "every 500",
+                "read logs #1 web from 18446744073709551615 max 0",
+                "read logs #2 web from 120 max 4096",
+                "logs #3 \"\" next 0 error \"invalid service name \\\"../etc\\\": use 1 to 64 letters, digits, `_`, `.`, \
+                 `+` or `-`, starting with a letter or digit\"",
+                "logs #4 \"\" next 0 error \"invalid service name \\\"\\\": use 1 to 64 letters, digits, `_`, `.`, `+` \
+                 or `-`, starting with a letter or digit\"",
+                "held 0",
+            ],
+        ),
+        (
+            "the latest health of each service is sent again after every Hello, until it is rolled back to nothing",
+            vec![
+                Health(health("web", "v1", true, "")),
+                Health(health("web", "v1", false, "GET /healthz on port 9: status 503")),
+                Health(health("api", "v3", true, "")),
+                Hello,
+                Report(report("r/2", "api", executor::ReportState::RolledBack, "v2")),
+                Report(report("r/3", "web", executor::ReportState::RolledBack, "")),
+                Hello,
+            ],
+            &[
+                "health web v1 healthy true",
+                "health web v1 healthy false \"GET /healthz on port 9: status 503\"",
+                "health api v3 healthy true",
+                "hello []",
+                "health api v3 healthy true",
+                "health web v1 healthy false \"GET /healthz on port 9: status 503\"",
+                "report r/2 api RolledBack \"v2\"",
+                "report r/3 web RolledBack \"\"",
+                "hello []",
+                "report r/2 api RolledBack \"v2\"",
+                "report r/3 web RolledBack \"\"",
+                "health api v3 healthy true",
                 "held 0",
             ],
         ),
@@ -309,4 +460,67 @@ fn a_coordinator_that_acknowledges_nothing_is_frozen_after_the_timeout() {
     assert_eq!(p.frozen_at(), None);
     p.hello(pb::Hello::default());
     assert_eq!(p.heartbeat_period(), Duration::from_millis(500));
+}
+
+#[test]
+fn a_logs_chunk_goes_out_with_the_request_id_it_answers() {
+    let chunk =
+        executor::LogsChunk { request_id: 9, data: b"started v1\n".to_vec(), next_offset: 42, error: String::new() };
+    assert_eq!(out_line(&service_logs(chunk)), "logs #9 \"started v1\\n\" next 42 error \"\"");
+    let chunk = executor::LogsChunk {
+        request_id: 10,
+        error: "service web is not deployed on this node".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        out_line(&service_logs(chunk)),
+        "logs #10 \"\" next 0 error \"service web is not deployed on this node\""
+    );
+}
+
+#[test]
+fn a_hook_action_becomes_the_executors_hook_in_full() {
+    let action = pb::DeployAction {
+        action_id: "r/9".into(),
+        epoch: 1,
+        service: "web".into(),
+        kind: hook("after_batch", Some("v2"), 1500),
+    };
+    let order = deploy::order(action).unwrap();
+    let want = executor::Order {
+        action_id: "r/9".into(),
+        service: "web".into(),
+        work: executor::Work::Hook(executor::Hook {
+            point: "after_batch".into(),
+            steps: vec![
+                executor::HookStep { name: "smoke".into(), run: "./smoke".into() },
+                executor::HookStep { name: String::new(), run: "cat VERSION".into() },
+            ],
+            env: [("TARGET".to_string(), "eu".to_string())].into(),
+            release: executor::ReleaseRef {
+                version: "v2".into(),
+                sha256: "cd".repeat(32),
+                size: 10,
+                path: "app".into(),
+                run_id: "7".into(),
+                commit: "abc".into(),
+            },
+            timeout: Some(Duration::from_millis(1500)),
+        }),
+    };
+    assert_eq!(order, want);
+    let report_in = || executor::Report {
+        action_id: "r/9".into(),
+        service: "web".into(),
+        state: executor::ReportState::HookFailed,
+        message: "step 1 (smoke) exited with 3".into(),
+        version: "v2".into(),
+    };
+    let failed = deploy::report(report_in());
+    assert_eq!(
+        (failed.state, failed.message.as_str(), failed.version.as_str()),
+        (pb::DeployState::HookFailed as i32, "step 1 (smoke) exited with 3", "v2")
+    );
+    let passed = executor::Report { state: executor::ReportState::HookPassed, message: String::new(), ..report_in() };
+    assert_eq!(deploy::report(passed).state, pb::DeployState::HookPassed as i32);
 }

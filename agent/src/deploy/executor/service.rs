@@ -12,8 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::monitor::Monitor;
 use super::state::{self, Saved, SavedRelease};
-use super::{Ctx, HealthCheck, KEEP_RELEASES, OUTPUT_TAIL, Order, ReleaseRef, ReportState, ServiceDef, Work, stage};
+use super::{
+    Ctx, HealthCheck, Hook, KEEP_RELEASES, OUTPUT_TAIL, Order, ReleaseRef, ReportState, ServiceDef, Work, hook, stage,
+};
 use crate::deploy::health::{self, Policy, Probe};
 use crate::deploy::proxy::{Proxy, ProxyHandle, Switched};
 use crate::deploy::releases::Releases;
@@ -38,7 +41,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String, mut rx: mpsc::UnboundedRece
         if service.is_none() {
             match Service::load(Arc::clone(&ctx), &name).await {
                 Ok(loaded) => service = Some(loaded),
-                Err(e) => ctx.report(&order, ReportState::Failed, e, ""),
+                Err(e) => {
+                    let state =
+                        if matches!(order.work, Work::Hook(_)) { ReportState::HookFailed } else { ReportState::Failed };
+                    ctx.report(&order, state, e, "")
+                }
             }
         }
         if let Some(service) = &mut service {
@@ -46,6 +53,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String, mut rx: mpsc::UnboundedRece
         }
     }
     if let Some(mut service) = service {
+        service.stop_monitor().await;
         service.close_proxy().await;
     }
 }
@@ -86,6 +94,9 @@ struct Service {
     running: BTreeMap<String, Running>,
     live: Option<String>,
     proxy: Option<LiveProxy>,
+    /// The continuous health check of the live release, while one is
+    /// live (see `monitor.rs`).
+    monitor: Option<Monitor>,
 }
 
 impl Service {
@@ -96,8 +107,15 @@ impl Service {
         let releases = blocking(move || Releases::open(&root, &service)).await?.map_err(|e| e.to_string())?;
         let dir = releases.dir().to_path_buf();
         let saved = blocking(move || state::load(&dir)).await??;
-        let mut svc =
-            Service { ctx, name: name.to_string(), releases, running: BTreeMap::new(), live: None, proxy: None };
+        let mut svc = Service {
+            ctx,
+            name: name.to_string(),
+            releases,
+            running: BTreeMap::new(),
+            live: None,
+            proxy: None,
+            monitor: None,
+        };
         for r in saved.running {
             let dir = svc.supervisor_dir(&r.version);
             let adopted = match blocking(move || Supervisor::adopt(&dir)).await? {
@@ -137,6 +155,8 @@ impl Service {
             }
         }
         svc.save().await;
+        // Adopted: its health is not known until its checks say.
+        svc.monitor_live(false).await;
         Ok(svc)
     }
 
@@ -145,6 +165,26 @@ impl Service {
             Work::Install { release, service, beside } => self.install(order, release, service, *beside).await,
             Work::Switch { version } => self.switch(order, version).await,
             Work::Rollback { to_version, service } => self.rollback(order, to_version, service.as_ref()).await,
+            Work::Hook(h) => self.hook(order, h).await,
+        }
+    }
+
+    /// Runs a deploy hook from its release's root, installing the release
+    /// first when it is not on the node; nothing starts, and neither the
+    /// proxy nor `current` moves.
+    async fn hook(&mut self, order: &Order, h: &Hook) {
+        let v = &h.release.version;
+        if let Err(e) = stage::install(&*self.ctx.config.transfer, &self.releases, &h.release).await {
+            self.ctx.report(order, ReportState::HookFailed, format!("cannot install release {v}: {e}"), v);
+            return;
+        }
+        let root = self.releases.path(v);
+        match hook::run(&self.ctx, order, h, &root).await {
+            Ok(()) => {
+                let message = format!("hook {}: {} steps passed on release {v}", h.point, h.steps.len());
+                self.ctx.report(order, ReportState::HookPassed, message, v);
+            }
+            Err(e) => self.ctx.report(order, ReportState::HookFailed, e, v),
         }
     }
 
@@ -236,6 +276,7 @@ impl Service {
             // Nothing is live before anything stops, so that an agent that
             // dies halfway does not start it again.
             self.live = None;
+            self.stop_monitor().await;
             self.close_proxy().await;
             self.save().await;
             for v in self.running.keys().cloned().collect::<Vec<_>>() {
@@ -322,7 +363,16 @@ impl Service {
 
     /// The health gate of `version`, which runs.
     async fn check(&self, version: &str) -> Result<Duration, String> {
-        let Some(r) = self.running.get(version) else { return Err(format!("release {version} is not running")) };
+        let Some((probe, policy, deadline)) = self.health_check(version) else {
+            return Err(format!("release {version} is not running"));
+        };
+        health::until_healthy(&probe, policy, deadline).await
+    }
+
+    /// How `version` (running) is checked: the probe, the policy and the
+    /// gate's deadline, from its health definition or the defaults.
+    fn health_check(&self, version: &str) -> Option<(Probe, Policy, Duration)> {
+        let r = self.running.get(version)?;
         let (check, interval, healthy_after, unhealthy_after, deadline) = match &r.def.health {
             Some(h) => (
                 h.check.clone(),
@@ -354,7 +404,28 @@ impl Service {
             healthy_after: healthy_after.max(1),
             unhealthy_after: unhealthy_after.max(1),
         };
-        health::until_healthy(&probe, policy, deadline).await
+        Some((probe, policy, deadline))
+    }
+
+    /// Makes the health monitor follow the live release: none while
+    /// nothing is live, a new one when another release became live (the
+    /// old one stopped first), and the same one while the same release
+    /// stays live. `healthy`: the live release has passed its health gate.
+    async fn monitor_live(&mut self, healthy: bool) {
+        if self.monitor.as_ref().map(Monitor::version) == self.live.as_deref() {
+            return;
+        }
+        self.stop_monitor().await;
+        let Some(live) = self.live.clone() else { return };
+        let Some((probe, policy, _)) = self.health_check(&live) else { return };
+        self.monitor = Some(Monitor::start(Arc::clone(&self.ctx), &self.name, &live, probe, policy, healthy));
+    }
+
+    /// Stops the health monitor, if any, and waits until it has ended.
+    async fn stop_monitor(&mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            monitor.stop().await;
+        }
     }
 
     /// Stops `version`, which failed its health check, and says why with
@@ -383,6 +454,9 @@ impl Service {
         let old = self.live.clone();
         let switched = self.proxy_to(port, self.backend(version)).await?;
         self.live = Some(version.to_string());
+        // Every release made live passed its health gate (an install's,
+        // a rollback's, or its install beside's before a switch).
+        self.monitor_live(true).await;
         let (releases, v) = (self.releases.clone(), version.to_string());
         match blocking(move || releases.activate(&v)).await {
             Ok(Ok(_)) => {}

@@ -1,7 +1,8 @@
 //! The release root picked out of an unpacked artifact, on a real file
-//! system, with archives made by `tar` itself. The executor with real
+//! system, with archives made by `tar` itself; a hook's output cut into
+//! chunks and capped. The executor with real
 //! supervisors and services is tested through the built binary in
-//! `agent/tests/deploy.rs`.
+//! `integration-tests/tests/e2e/deploy_executor.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,4 +101,43 @@ fn the_release_root_is_a_directory_an_unpacked_tar_or_one_file() {
     // The whole archive as the root: an empty path.
     let root = stage::root(&art, "", &d.0.join("out-all")).unwrap();
     assert_eq!(root, art);
+}
+
+/// A hook's output in chunks of at most 64 KiB, and no more than the cap
+/// in all: then one line says the rest was cut, and nothing follows.
+#[test]
+fn a_hooks_output_is_chunked_and_cut_at_its_cap() {
+    use super::hook::Output;
+    use super::{Event, HOOK_CHUNK};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cap = 2 * HOOK_CHUNK + 10;
+    let mut out = Output::new(tx, "r/1".into(), cap);
+    out.write(b"$ ./smoke\n");
+    out.write(&[]);
+    out.write(&vec![b'x'; 2 * HOOK_CHUNK + 5]);
+    out.write(b"more than the cap");
+    out.write(b"never sent");
+    drop(out);
+    let mut sizes = Vec::new();
+    let mut all = Vec::new();
+    while let Ok(Event::HookOutput { action_id, data }) = rx.try_recv() {
+        assert_eq!(action_id, "r/1");
+        sizes.push(data.len());
+        all.extend(data);
+    }
+    let cut = format!("\n[drover: the hook's output passed {cap} bytes; the rest is cut]\n");
+    assert_eq!(sizes, [10, HOOK_CHUNK, HOOK_CHUNK, cut.len()]);
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.starts_with("$ ./smoke\nxxx"), "{}", &text[..20]);
+    assert_eq!(text.len(), cap + cut.len());
+    assert!(text.ends_with(&format!("xxx{cut}")));
+}
+
+#[test]
+fn durations_in_hook_reports() {
+    use std::time::Duration;
+    let cases = [(30_000, "30s"), (1500, "1500ms"), (0, "0ms"), (250, "250ms")];
+    for (ms, want) in cases {
+        assert_eq!(super::hook::show(Duration::from_millis(ms)), want);
+    }
 }

@@ -45,6 +45,27 @@ pub enum DeployKind {
     Rollback { to: Option<String>, def: Option<ServiceSpec> },
     /// Blue-green: send traffic to `version`, installed beside.
     Switch { version: String },
+    /// Run a hook's steps (name, command) from `release`'s root (installed
+    /// first when it is not on the node yet, never started).
+    Hook {
+        point: String,
+        steps: Vec<(String, String)>,
+        env: std::collections::BTreeMap<String, String>,
+        release: ReleaseRef,
+        timeout: std::time::Duration,
+    },
+}
+
+impl DeployKind {
+    /// A word for it, in traces and logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            DeployKind::Install { .. } => "install",
+            DeployKind::Rollback { .. } => "rollback",
+            DeployKind::Switch { .. } => "switch",
+            DeployKind::Hook { .. } => "hook",
+        }
+    }
 }
 
 /// What a node says became of an action.
@@ -56,6 +77,9 @@ pub enum DeployState {
     Failed,
     Switched,
     RolledBack,
+    /// A hook's steps all succeeded.
+    HookPassed,
+    HookFailed,
 }
 
 /// A node's report, checked at the edge: `action_id` is `{rollout}/{seq}`.
@@ -68,6 +92,24 @@ pub struct DeployReport {
     pub state: DeployState,
     pub message: String,
     pub version: String,
+}
+
+/// A live service's health on a node, as its agent reports it when it
+/// changes (and after every Hello).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub node: String,
+    pub service: String,
+    pub version: String,
+    pub healthy: bool,
+    pub message: String,
+}
+
+/// A piece of a service's output from its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsChunk {
+    pub data: Vec<u8>,
+    pub next_offset: u64,
 }
 
 /// Parses an action id, `{rollout}/{seq}`, both decimal.

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 mod deploy;
 mod state;
 
-pub use deploy::{DeployAction, DeployKind, DeployReport, DeployState, ReleaseRef, parse_action_id};
+pub use deploy::{
+    DeployAction, DeployKind, DeployReport, DeployState, LogsChunk, ReleaseRef, ServiceHealth, parse_action_id,
+};
 pub use state::{Fleet, FleetConfig, Phase};
 
 /// Identifies one attempt of one job: `{run}/{job}/{attempt}`. On the wire
@@ -136,6 +138,13 @@ pub enum ToAgent {
     Assign(Box<Assignment>),
     /// A rollout's action on this node.
     Deploy(Box<DeployAction>),
+    /// Asks for a service's output (`drover service logs`).
+    ServiceLogs {
+        request_id: u64,
+        service: String,
+        offset: u64,
+        max_bytes: u32,
+    },
     /// Kill the attempt. With `disown`, the attempt is no longer the
     /// agent's and its result is not wanted.
     Cancel {

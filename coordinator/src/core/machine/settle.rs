@@ -255,3 +255,38 @@ pub(super) fn settle(run: &mut Run, finished: Option<&str>, now_ms: u64, fx: &mu
         work.extend(run.graph.dependents.get(&name).cloned().unwrap_or_default());
     }
 }
+
+/// After `failed`, an expansion of a `fail-fast` matrix, failed: cancels
+/// its siblings that have not finished (waiting ones at once, running ones
+/// through their agents), and decides what needs them.
+pub(super) fn fail_fast(run: &mut Run, failed: &str, now_ms: u64, fx: &mut Vec<Effect>) {
+    let Some(cell) = run.spec(failed).and_then(|s| s.matrix.clone()).filter(|m| m.fail_fast) else { return };
+    let siblings: Vec<String> =
+        run.record.pipeline.expansions(&cell.of).map(|s| s.name.clone()).filter(|n| n != failed).collect();
+    let why = format!("cancelled: `{failed}` failed, and the matrix is fail-fast");
+    let mut ended = Vec::new();
+    for name in siblings {
+        let Some(j) = run.jobs.get_mut(&name) else { continue };
+        match j.state {
+            JobState::Pending | JobState::Queued => {
+                j.state = JobState::Cancelled;
+                j.message = why.clone();
+                j.waiting_for.clear();
+                j.blocked_until_ms = None;
+                j.finished_ms = Some(now_ms);
+                fx.push(Effect::PersistJob(name.clone()));
+                ended.push(name);
+            }
+            JobState::Assigned | JobState::Running => {
+                j.state = JobState::Cancelling;
+                j.message = why.clone();
+                fx.push(Effect::PersistJob(name.clone()));
+                fx.push(super::deploy::stop(&name, j, &why));
+            }
+            _ => {}
+        }
+    }
+    for name in ended {
+        settle(run, Some(&name), now_ms, fx);
+    }
+}

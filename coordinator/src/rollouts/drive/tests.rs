@@ -26,6 +26,7 @@ fn job(run: u64, on_newer: &str, strategy: &str) -> DeployJob {
         commit: Some("c0ffee".into()),
         artifact: Some(ArtifactRef { sha256: format!("{run:064}"), size: 10, files: 1 }),
         cancelling: false,
+        trace: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn sent(d: &mut Driver) -> Vec<String> {
                 DeployKind::Install { release, .. } => format!("install {}", release.version),
                 DeployKind::Rollback { to, .. } => format!("rollback {}", to.clone().unwrap_or_default()),
                 DeployKind::Switch { version } => format!("switch {version}"),
+                DeployKind::Hook { .. } => "hook".to_string(),
             };
             format!("{node} {kind} {}", a.id)
         })
@@ -271,4 +273,92 @@ fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs()
     }
     assert_eq!(phase(&d, id), Phase::Succeeded);
     assert!(d.previous("staging", "web").values().all(|v| *v == versions[0]));
+}
+
+/// A deploy job with hooks: `before` and `after_batch` and `after`.
+fn hooked(run: u64) -> DeployJob {
+    let mut j = job(run, "queue", "{rolling: {max_parallel: 1}}");
+    let step = |run: &str| drover_pipeline::StepSpec { name: None, run: run.into(), condition: None };
+    j.spec.hooks.before = vec![step("./migrate")];
+    j.spec.hooks.after_batch = vec![step("./smoke")];
+    j.spec.hooks.after = vec![step("./announce")];
+    j
+}
+
+fn hook_report(d: &mut Driver, id: u64, node: &str, passed: bool, now: u64) {
+    let rec = &d.records[&id];
+    let seq = rec.hook.as_ref().filter(|h| h.node == node).map(|h| h.seq).unwrap_or_else(|| rec.inflight[node]);
+    let state = if passed { DeployState::HookPassed } else { DeployState::HookFailed };
+    let r = DeployReport {
+        node: node.into(),
+        rollout: id,
+        seq,
+        service: "web".into(),
+        state,
+        message: "exit 3".into(),
+        version: String::new(),
+    };
+    d.report(r, now);
+}
+
+#[test]
+fn hooks_run_before_the_first_batch_after_each_node_and_after_success() {
+    let mut d = Driver::default();
+    d.start_job(hooked(1), 0);
+    begin_all(&mut d, &["a", "b"], 0);
+    let v = d.records[&1].release.version.clone();
+    assert_eq!(sent(&mut d), ["a hook 1/1"], "the before hook first, on the first node");
+    assert_eq!(phase(&d, 1), Phase::Pending);
+    hook_report(&mut d, 1, "a", true, 1);
+    assert_eq!(sent(&mut d), [format!("a install {v} 1/2")]);
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    assert_eq!(sent(&mut d), ["a hook 1/3"], "a's after_batch hook holds its health");
+    assert_eq!(d.records[&1].rollout.as_ref().unwrap().node("a").unwrap().state, NodeState::Checking);
+    hook_report(&mut d, 1, "a", true, 4);
+    assert_eq!(sent(&mut d), [format!("b install {v} 1/4")]);
+    report(&mut d, 1, "b", DeployState::Installed, 5);
+    report(&mut d, 1, "b", DeployState::Healthy, 6);
+    hook_report(&mut d, 1, "b", true, 7);
+    assert_eq!(phase(&d, 1), Phase::Succeeded);
+    assert_eq!(sent(&mut d), ["a hook 1/6"], "the after hook");
+    assert!(d.finished.is_empty(), "the run hears once the after hook ends");
+    hook_report(&mut d, 1, "a", false, 8);
+    assert_eq!(d.finished.len(), 1);
+    assert!(!d.finished[0].succeeded, "a failed after hook fails the job");
+    assert!(d.finished[0].message.contains("but its after hook failed: exit 3"), "{}", d.finished[0].message);
+    let log = String::from_utf8(d.logs.iter().flat_map(|l| l.data.clone()).collect()).unwrap();
+    for line in ["── hook before on a ──", "── hook before on a: passed ──", "── hook after on a: failed: exit 3 ──"]
+    {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+}
+
+#[test]
+fn a_failed_hook_fails_its_node_or_keeps_the_rollout_from_starting() {
+    // after_batch fails: the node fails, and the rollout goes back.
+    let mut d = Driver::default();
+    let mut j = hooked(1);
+    j.spec.hooks.before.clear();
+    j.spec.hooks.after.clear();
+    d.start_job(j, 0);
+    begin_all(&mut d, &["a"], 0);
+    sent(&mut d);
+    report(&mut d, 1, "a", DeployState::Installed, 1);
+    report(&mut d, 1, "a", DeployState::Healthy, 2);
+    hook_report(&mut d, 1, "a", false, 3);
+    assert_eq!(phase(&d, 1), Phase::RollingBack);
+    let why = &d.records[&1].rollout.as_ref().unwrap().node("a").unwrap().reason;
+    assert!(why.contains("its after_batch hook failed: exit 3"), "{why}");
+
+    // before fails: nothing is touched, and the job fails saying why.
+    let mut d = Driver::default();
+    d.start_job(hooked(1), 0);
+    begin_all(&mut d, &["a", "b"], 0);
+    sent(&mut d);
+    hook_report(&mut d, 1, "a", false, 1);
+    assert_eq!(phase(&d, 1), Phase::Aborted);
+    assert!(sent(&mut d).is_empty(), "no node is touched");
+    assert!(!d.finished[0].succeeded);
+    assert!(d.finished[0].message.contains("before hook failed: exit 3"), "{:?}", d.finished);
 }
