@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::state::{Outgoing, State};
 use super::*;
-use crate::core::machine::{Outcome, RunId, Source};
 use crate::core::machine::tests::pipeline;
+use crate::core::machine::{Outcome, RunId, Source};
 
 /// One event, as a case writes it. Agent events are agent `a1`'s.
 #[derive(Clone)]
