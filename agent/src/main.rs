@@ -5,7 +5,8 @@
 //! ([`drover_agent::watch`]): started with `__watch-steps` as its first
 //! argument, it is that and nothing else; and a service's supervisor
 //! ([`drover_agent::deploy::supervise`]), started as
-//! `drover-agent --supervise STATE_DIR`.
+//! `drover-agent --supervise STATE_DIR`; and a service's proxy
+//! ([`drover_agent::deploy::proxy`]), `drover-agent --proxy STATE_DIR`.
 //!
 //! Exit codes: 0 after a drain or a stop; 1 when the agent cannot start (a
 //! bad flag, certificate or work dir); 2 when the coordinator refuses the
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use drover_agent::client::{Agent, AgentError, Config, Stop};
-use drover_agent::deploy::supervise;
+use drover_agent::deploy::{proxy, supervise};
 use drover_agent::watch;
 use drover_telemetry::logging::LogFormat;
 use tokio::sync::watch as tokio_watch;
@@ -123,7 +124,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 const REFUSED: u8 = 2;
 
 fn main() -> anyhow::Result<ExitCode> {
-    // The step watcher and a service's supervisor are this binary in hidden
+    // The step watcher, a service's supervisor and its proxy are this binary in hidden
     // modes, recognised before any flag parsing, runtime or logging setup
     // of the agent (the supervisor forks, which wants one thread).
     let mut argv = std::env::args_os();
@@ -133,6 +134,9 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     if mode.as_deref() == Some(OsStr::new(supervise::MODE_ARG)) {
         return Ok(supervise::main(argv.collect()));
+    }
+    if mode.as_deref() == Some(OsStr::new(proxy::MODE_ARG)) {
+        return Ok(proxy::main(argv.collect()));
     }
     agent_main()
 }

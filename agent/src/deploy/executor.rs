@@ -93,18 +93,26 @@
 //!   current -> releases/{version}
 //!   supervisors/{version}/       each release's supervisor state dir (its
 //!                                output.log, rotated once to output.log.1)
+//!   proxy/                       the proxy process's state dir (desired.json,
+//!                                state.json, proxy.lock, proxy.log; see proxy.rs)
 //!   staging/                     a download and unpack under way
 //! ```
 //!
 //! **Adoption.** When the agent starts ([`Executor::adopt`]) each service's
 //! task reads its `service.json`, adopts the supervisors still running (a
 //! live release whose supervisor is gone, after a reboot, is started again
-//! from its release directory) and binds the proxy on the service's port
-//! again, pointing at the live release. The services themselves never
-//! stopped; but the proxy lives in the agent process, so **while the agent
-//! is down the service's port is closed** (connections to the backend port
-//! go on). A proxy in a process of its own, or the service's port handed
-//! over with `SO_REUSEPORT`, would close that gap; neither is built.
+//! from its release directory) and adopts the service's proxy process
+//! (`service/port.rs`), pointing it at the live release if it points
+//! elsewhere; a proxy that is gone is started again on the service's port,
+//! unless the agent last told it to stop. Neither the services nor their
+//! proxies stop with the agent ([`Executor::shutdown`] leaves both
+//! running): the service's port answers while the agent is down.
+//!
+//! **Switching** goes through the proxy process: the new backend is written
+//! to its `desired.json` and the switch returns once its `state.json` shows
+//! the new generation applied; the old release is then drained by polling
+//! the old backend's count in `state.json` (up to [`Config::drain_timeout`];
+//! what is left is then cut) before it stops.
 
 mod hook;
 mod logs;
@@ -345,8 +353,8 @@ pub struct Config {
     /// The agent's `--run-as` user: services and exec health checks run as
     /// it.
     pub user: Option<StepUser>,
-    /// The binary that supervises (the agent's own; tests pass the built
-    /// one).
+    /// The binary that supervises and proxies (the agent's own; tests
+    /// pass the built one).
     pub launch: Launch,
     /// Downloads releases (the session's channel in the agent).
     pub transfer: Arc<dyn Transfer>,
@@ -449,8 +457,8 @@ impl Executor {
     }
 
     /// Starts the task of every service found in the services dir, which
-    /// adopts its releases and binds its proxy again (see the module
-    /// header). Call it once, at startup, inside the runtime.
+    /// adopts its releases and its proxy process (see the module header).
+    /// Call it once, at startup, inside the runtime.
     pub fn adopt(&mut self) {
         let dir = &self.ctx.config.services_dir;
         let entries = match std::fs::read_dir(dir) {
@@ -507,8 +515,9 @@ impl Executor {
         names
     }
 
-    /// Lets every service finish the actions queued, then closes the
-    /// proxies (the services go on running), and returns once all is done.
+    /// Lets every service finish the actions queued and stops their health
+    /// monitors (the services and their proxy processes go on running),
+    /// and returns once all is done.
     pub async fn shutdown(self) {
         for (name, queue) in self.queues {
             drop(queue.tx);

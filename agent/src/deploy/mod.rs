@@ -21,8 +21,11 @@
 //!   the continuous monitor alike;
 //! - [`proxy`]: the node-local TCP proxy that owns a service's port and
 //!   switches it between releases (blue-green) without cutting a
-//!   connection. It lives in the agent process: while the agent is down the
-//!   service's port is closed (its release keeps running).
+//!   connection. It runs in a process of its own per service
+//!   (`drover-agent --proxy STATE_DIR`, detached as a supervisor is), which
+//!   the agent steers through `desired.json` and SIGHUP and reads through
+//!   `state.json`; so the port keeps answering while the agent is down,
+//!   and a restarted agent adopts the proxy as it adopts supervisors.
 
 pub mod executor;
 pub mod health;

@@ -29,9 +29,58 @@
 //!
 //! Half-close is carried through (`copy_bidirectional`): a client that
 //! shuts down its writing side still reads the whole answer.
+//!
+//! # A process of its own
+//!
+//! A deployed service's proxy does not run in the agent: it runs in
+//! `drover-agent --proxy STATE_DIR` ([`MODE_ARG`], `proxy/daemon.rs`), one
+//! process per service, started detached exactly as a supervisor is
+//! (`setsid`, forked twice, a cleared environment, a lock file, a log of its
+//! own; see [`crate::deploy::supervise`]), so that the service's port
+//! answers while the agent is down (a crash, an upgrade, a restart). The
+//! step watcher never hears of it and the leftovers cleanup cannot take it
+//! for a step (no `DROVER_WORKSPACE` in its environment).
+//!
+//! ```text
+//! {services_dir}/{service}/proxy/   0700
+//!   desired.json   the agent's wish: listen, backend, generation, cut_before, stop
+//!   state.json     the proxy's: pid + start time, listen, backend, the generation
+//!                  applied, active connections per backend, the counters, an error
+//!   proxy.lock     flock'd by the live proxy: one per state dir
+//!   proxy.log      its own log lines
+//! ```
+//!
+//! The control protocol ([`process`]): the agent writes `desired.json`
+//! whole (temporary file, rename) with a higher `generation` and sends
+//! SIGHUP; the proxy reads it, switches (or cuts the connections of older
+//! generations, or stops), and writes `state.json` whole with the
+//! generation applied; [`ServiceProxy::switch`] waits for that. The
+//! counts in `state.json` are refreshed every [`process::STATE_EVERY`]
+//! when they moved, and [`ServiceProxy::drain`] polls them until the old
+//! backend carries nothing or its deadline passes. SIGTERM (after a
+//! desired `stop`) closes the port and every connection, and the proxy
+//! exits; a proxy told to stop is not started again by a restarted agent.
+//! A proxy that cannot bind its port writes the error (`port N on ADDR is
+//! in use: ...`) to `state.json` and exits, and the agent reports it.
+//! A restarted agent adopts a proxy only when the process at the recorded
+//! pid has the recorded start time and the command line `drover-agent
+//! --proxy STATE_DIR` for this state dir ([`ServiceProxy::adopt`]).
+//!
+//! Limits: a proxy serves one address for its life; a service whose port
+//! changes gets a new proxy, the old one stopped first (a moment with
+//! neither). Counts in `state.json` lag by up to [`process::STATE_EVERY`].
+//! A proxy that dies (SIGKILL, OOM) is not restarted until the agent runs
+//! again and finds it gone. Under systemd with `KillMode=mixed` the agent
+//! unit's end kills it as it kills supervisors (see supervise's gaps).
 
 #[cfg(test)]
 mod tests;
+
+mod daemon;
+pub mod process;
+
+pub use daemon::main;
+pub use process::ServiceProxy;
 
 use std::future::Future;
 use std::io;
@@ -44,6 +93,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time;
+
+/// The first argument that starts the agent binary as a service's proxy:
+/// `drover-agent --proxy STATE_DIR`.
+pub const MODE_ARG: &str = "--proxy";
 
 /// The most client connections one proxy carries at once. Each holds two
 /// sockets (client and backend), so this many need twice as many file

@@ -23,6 +23,10 @@
 //! cgroup, the journal for output) is a possible later backend where
 //! systemd runs; it is not built (see the gaps below).
 //!
+//! A service's proxy (`drover-agent --proxy STATE_DIR`, see
+//! [`crate::deploy::proxy`]) is launched by the same code
+//! (`launch_detached`) and checked by the same identity rule.
+//!
 //! The supervisor runs one service: `bash -c COMMAND` in the release
 //! directory, with a cleared environment (the steps' minimum, the spec's
 //! `env`, `DROVER_SERVICE` and `PORT`; see [`crate::exec::step_env`]), as
@@ -110,9 +114,8 @@ pub use state::{Desired, Exit, RECENT_EXITS, STATE_FILE, StaleReason, State};
 
 use crate::runas::StepUser;
 use crate::watch::Launch;
-use state::{
-    SPEC_FILE, STOP_FILE, SpecFile, StopRequest, UserFile, check_identity, group_members, read_json, write_json,
-};
+use state::{SPEC_FILE, STOP_FILE, SpecFile, StopRequest, UserFile, check_identity, group_members};
+pub(crate) use state::{check_identity_as, now_ms, proc_start, read_json, write_json};
 
 /// The first argument that starts the agent binary as a supervisor:
 /// `drover-agent --supervise STATE_DIR`.
@@ -309,59 +312,14 @@ impl Supervisor {
         write_json(&dir, SPEC_FILE, &spec_file(launch, spec, &release))
             .map_err(io_err("write", &dir.join(SPEC_FILE)))?;
         let log_path = dir.join(SUPERVISOR_LOG);
-        if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > SUPERVISOR_LOG_CAP) {
-            let _ = std::fs::rename(&log_path, dir.join(format!("{SUPERVISOR_LOG}.1")));
-        }
-        let log =
-            std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(io_err("open", &log_path))?;
-        let mut cmd = std::process::Command::new(&launch.program);
-        cmd.arg0("drover-agent")
-            .arg(MODE_ARG)
-            .arg(&dir)
-            .env_clear()
-            // Its log is a file: no terminal colours in it.
-            .env("NO_COLOR", "1")
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: the closure runs in the forked child before exec and
-        // makes only async-signal-safe system calls, on no memory at all.
-        unsafe {
-            cmd.pre_exec(|| {
-                // A session and process group of its own: no signal to the
-                // agent's group or terminal reaches it.
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Every descriptor the agent inherited without
-                // close-on-exec gets it now: a long-lived supervisor must
-                // hold no pipe that someone waits on to close. (Kernels
-                // before 5.11 fail this, harmlessly.)
-                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-                libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
-                Ok(())
-            });
-        }
-        let mut child =
-            cmd.spawn().map_err(|source| SuperviseError::Spawn { program: launch.program.clone(), source })?;
-        // It forks, and exits once the supervisor has written its state.
         let launch_err = |detail: String| SuperviseError::Launch { dir: dir.clone(), detail };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(launch_err(format!("it did not start the service within {START_TIMEOUT:?}")));
-                }
-                Err(e) => return Err(launch_err(format!("cannot wait for it: {e}"))),
+        match launch_detached(&launch.program, MODE_ARG, &dir, &log_path, START_TIMEOUT) {
+            Ok(()) => {}
+            Err(LaunchError::Open(source)) => return Err(io_err("open", &log_path)(source)),
+            Err(LaunchError::Spawn(source)) => {
+                return Err(SuperviseError::Spawn { program: launch.program.clone(), source });
             }
-        };
-        if !status.success() {
-            return Err(launch_err(format!("it exited with {status}: {}", last_line(&log_path))));
+            Err(LaunchError::Launch(detail)) => return Err(launch_err(detail)),
         }
         match Supervisor::adopt(&dir)? {
             Adopted::Live(supervisor, _) => Ok(supervisor),
@@ -478,6 +436,88 @@ fn spec_file(launch: &Launch, spec: &ServiceSpec, release: &Path) -> SpecFile {
         output_cap: spec.output_cap,
         log_format: launch.log_format.to_string(),
     }
+}
+
+/// Why [`launch_detached`] failed.
+#[derive(Debug)]
+pub(crate) enum LaunchError {
+    /// The log file does not open.
+    Open(std::io::Error),
+    /// The binary does not start.
+    Spawn(std::io::Error),
+    /// It started but did not get ready: why, with its log's last line.
+    Launch(String),
+}
+
+/// Starts `program MODE DIR` (the agent binary in one of its detached
+/// modes: a supervisor, a service's proxy) as [`Supervisor::start_with`]
+/// describes: a session of its own (`setsid`), stdin and stdout on
+/// /dev/null, stderr appended to `log_path` (rotated once past
+/// [`SUPERVISOR_LOG_CAP`]), a cleared environment but `NO_COLOR`, run
+/// from `/`, every inherited descriptor closed. The mode forks and its
+/// first process exits once the long-lived one is ready; this waits for
+/// that, `timeout` at most. Blocks.
+pub(crate) fn launch_detached(
+    program: &Path,
+    mode: &str,
+    dir: &Path,
+    log_path: &Path,
+    timeout: Duration,
+) -> Result<(), LaunchError> {
+    if std::fs::metadata(log_path).is_ok_and(|m| m.len() > SUPERVISOR_LOG_CAP) {
+        let mut old = log_path.as_os_str().to_os_string();
+        old.push(".1");
+        let _ = std::fs::rename(log_path, old);
+    }
+    let log = std::fs::OpenOptions::new().append(true).create(true).open(log_path).map_err(LaunchError::Open)?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0("drover-agent")
+        .arg(mode)
+        .arg(dir)
+        .env_clear()
+        // Its log is a file: no terminal colours in it.
+        .env("NO_COLOR", "1")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: the closure runs in the forked child before exec and
+    // makes only async-signal-safe system calls, on no memory at all.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A session and process group of its own: no signal to the
+            // agent's group or terminal reaches it.
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Every descriptor the agent inherited without close-on-exec
+            // gets it now: a long-lived process must hold no pipe that
+            // someone waits on to close. (Kernels before 5.11 fail this,
+            // harmlessly.)
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(LaunchError::Spawn)?;
+    // It forks, and exits once the long-lived process is ready.
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LaunchError::Launch(format!("it did not get ready within {timeout:?}")));
+            }
+            Err(e) => return Err(LaunchError::Launch(format!("cannot wait for it: {e}"))),
+        }
+    };
+    if !status.success() {
+        return Err(LaunchError::Launch(format!("it exited with {status}: {}", last_line(log_path))));
+    }
+    Ok(())
 }
 
 /// The last line of a log, for an error message.

@@ -23,6 +23,7 @@ use drover_agent::deploy::executor::{
     Config, Event, Executor, HealthCheck, HealthDef, Hook, HookStep, LogsChunk, LogsRequest, Order, ReleaseRef, Report,
     ReportState, ServiceDef, ServiceHealth, Work,
 };
+use drover_agent::deploy::proxy::ServiceProxy;
 use drover_agent::deploy::supervise::OUTPUT_FILE;
 use drover_agent::deploy::supervise::{Adopted, Supervisor};
 use drover_agent::exec::artifacts::Transfer;
@@ -155,10 +156,20 @@ impl Place {
         }
         out
     }
+
+    /// The proxy process of service `web`, while one is live.
+    fn proxy(&self) -> Option<ServiceProxy> {
+        ServiceProxy::adopt(&self.services().join("web").join("proxy")).unwrap().map(|(proxy, _)| proxy)
+    }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
+        for service in std::fs::read_dir(self.services()).into_iter().flatten().flatten() {
+            if let Ok(Some((proxy, _))) = ServiceProxy::adopt(&service.path().join("proxy")) {
+                let _ = proxy.stop();
+            }
+        }
         for dir in self.live_supervisors() {
             if let Ok(Adopted::Live(supervisor, _)) = Supervisor::adopt(&dir) {
                 let _ = supervisor.stop(Duration::ZERO);
@@ -291,14 +302,25 @@ async fn releases_install_switch_fail_roll_back_and_survive_an_agent_restart() {
     assert_eq!(reports(&mut rx, "r/4").await.0, ["RolledBack v1"]);
     answers(port, "v1").await;
 
-    // The agent stops (the proxy with it) and starts again: the service
-    // never stopped, and its port opens again.
+    // The agent stops and starts again: the service and its proxy never
+    // stopped, so the port answers all along, and both are adopted.
+    let proxy = place.proxy().expect("the service's proxy runs");
     ex.shutdown().await;
-    assert!(get(port).await.is_err(), "the port is closed while the agent is down");
+    drop(rx);
+    assert_eq!(get(port).await.as_deref(), Ok("v1"), "the port answers while the agent is down");
     assert_eq!(place.live_supervisors().len(), 1, "the service outlives the agent");
     let (mut ex, mut rx) = place.executor();
     ex.adopt();
     assert_eq!(ex.services(), ["web"]);
+    answers(port, "v1").await;
+
+    // The adopted proxy is the same process, and still switches.
+    ex.submit(install("r/4b", &v2, def(port, "v2", &[]), false));
+    assert_eq!(reports(&mut rx, "r/4b").await.0, ["Installed v2", "Healthy v2"]);
+    answers(port, "v2").await;
+    assert_eq!(place.proxy().map(|p| p.pid()), Some(proxy.pid()), "the proxy was adopted, not started again");
+    ex.submit(order("r/4c", Work::Rollback { to_version: "v1".into(), service: Some(def(port, "v1", &[])) }));
+    assert_eq!(reports(&mut rx, "r/4c").await.0, ["RolledBack v1"]);
     answers(port, "v1").await;
 
     ex.submit(order("r/5", Work::Switch { version: "v9".into() }));
@@ -318,7 +340,14 @@ async fn releases_install_switch_fail_roll_back_and_survive_an_agent_restart() {
     assert!(get(port).await.is_err(), "the port is closed");
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the port is free");
     assert!(place.live_supervisors().is_empty());
+    assert!(place.proxy().is_none(), "the proxy process is gone");
     ex.shutdown().await;
+    // A restarted agent does not open the port of a removed service again.
+    let (mut ex, _rx) = place.executor();
+    ex.adopt();
+    ex.shutdown().await;
+    assert!(place.proxy().is_none(), "a stopped proxy is not started again");
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the port is still free");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

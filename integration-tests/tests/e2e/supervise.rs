@@ -3,8 +3,11 @@
 //! `/proc` to check what runs. Every wait polls with a deadline.
 //!
 //! The "agent" that dies is this test binary run again as a child
-//! ([`supervise_agent_helper`], which does something only when asked through
-//! its environment), so that it can be SIGKILLed with its process group.
+//! ([`supervise_agent_helper`], [`proxy_agent_helper`], which do something
+//! only when asked through their environment), so that it can be SIGKILLed
+//! with its process group. A service's proxy process (`drover-agent
+//! --proxy`) is checked the same way: it outlives its agent, is adopted,
+//! switches and stops.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use drover_agent::deploy::proxy::{self, ServiceProxy};
 use drover_agent::deploy::supervise::{
     Adopted, Desired, OUTPUT_FILE, OUTPUT_OLD_FILE, RESTART_DELAY_FIRST, STATE_FILE, ServiceSpec, StaleReason, State,
     SuperviseError, Supervisor, output_tail, read_state,
@@ -62,6 +66,9 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
+        if let Ok(Some((proxy, _))) = ServiceProxy::adopt(&self.root.join("proxy")) {
+            let _ = proxy.stop();
+        }
         if let Ok(Adopted::Live(supervisor, _)) = Supervisor::adopt(&self.state_dir()) {
             let _ = supervisor.stop(Duration::ZERO);
         }
@@ -365,4 +372,109 @@ fn a_supervised_service_runs_as_the_run_as_user() {
     };
     assert_eq!(uid_of(supervisor.pid()), "0");
     stop_and_check_nothing_is_left(&supervisor, Duration::from_secs(5));
+}
+
+/// Not a test of its own: the "agent" of
+/// [`a_service_proxy_outlives_its_agent_and_is_adopted`], run as a child of
+/// the test. It starts a service's proxy process (its listen address and
+/// backend in the environment) and waits to be killed.
+#[test]
+fn proxy_agent_helper() {
+    let Some(root) = std::env::var_os("DROVER_TEST_PROXY_AGENT") else { return };
+    let addr = |var: &str| std::env::var(var).unwrap().parse::<std::net::SocketAddr>().unwrap();
+    let dir = PathBuf::from(root).join("proxy");
+    ServiceProxy::start(&launch(), &dir, addr("DROVER_TEST_LISTEN"), addr("DROVER_TEST_BACKEND")).unwrap();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+/// A backend that answers every connection with `name` and closes it.
+fn backend(name: &'static str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, name.as_bytes());
+        }
+    });
+    addr
+}
+
+/// What `addr` answers, or None when nothing does.
+fn answer(addr: std::net::SocketAddr) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn a_service_proxy_outlives_its_agent_and_is_adopted() {
+    let place = Place::new("proxy");
+    let dir = place.root.join("proxy");
+    let (blue, green) = (backend("blue"), backend("green"));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut agent = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "supervise::proxy_agent_helper", "--nocapture", "--test-threads=1"])
+        .env("DROVER_TEST_PROXY_AGENT", &place.root)
+        .env("DROVER_TEST_LISTEN", listen.to_string())
+        .env("DROVER_TEST_BACKEND", blue.to_string())
+        .env("DROVER_WORKSPACE", place.root.join("ws"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let agent_pid = agent.id() as i32;
+    let state = wait_for("the agent to start the proxy", || proxy::process::read_state(&dir).ok().flatten());
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(-agent_pid, libc::SIGKILL) }, 0);
+    agent.wait().unwrap();
+    assert!(group(agent_pid).is_empty(), "the agent's group is gone");
+
+    // The port answers with no agent, through the same process.
+    assert_eq!(answer(listen).as_deref(), Some("blue"));
+    let (proxy, adopted) = ServiceProxy::adopt(&dir).unwrap().expect("a live proxy to adopt");
+    assert_eq!((proxy.pid(), adopted.listen, adopted.backend), (state.pid, listen, blue));
+    // Its environment is cleared: nothing of the agent's (no
+    // DROVER_WORKSPACE, which would make it a leftover step).
+    let environ = std::fs::read(format!("/proc/{}/environ", proxy.pid())).unwrap();
+    assert_eq!(String::from_utf8_lossy(&environ), "NO_COLOR=1\0");
+
+    // Adopted, it switches: new connections go to green, and blue drains.
+    assert_eq!(proxy.switch(green).unwrap(), blue);
+    assert_eq!(answer(listen).as_deref(), Some("green"));
+    assert_eq!(proxy.drain(blue, Duration::from_secs(5)), 0);
+    // Its counts reach state.json within a tick.
+    let state = wait_for("both connections counted", || proxy.state().ok().filter(|s| s.connections_total >= 2));
+    assert!(state.generation > adopted.generation && state.active_on(blue) == 0, "{state:?}");
+
+    // A connection left on an old backend holds its drain until it is cut.
+    let hold = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().flatten().collect();
+            drop(held);
+        });
+        addr
+    };
+    proxy.switch(hold).unwrap();
+    let mut client = std::net::TcpStream::connect(listen).unwrap();
+    wait_for("the held connection counted", || proxy.state().ok().filter(|s| s.active_on(hold) == 1));
+    assert_eq!(proxy.switch(green).unwrap(), hold);
+    assert_eq!(proxy.drain(hold, Duration::from_millis(300)), 1, "it stays open");
+    proxy.cut_old().unwrap();
+    assert_eq!(proxy.drain(hold, Duration::from_secs(5)), 0);
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(std::io::Read::read(&mut client, &mut [0u8; 8]).unwrap(), 0, "cut: the client reads the end");
+    assert_eq!(answer(listen).as_deref(), Some("green"));
+
+    // Stopped, it frees the port and is not adopted again.
+    proxy.stop().unwrap();
+    assert!(!running(proxy.pid()));
+    std::net::TcpListener::bind(listen).expect("the port is free");
+    assert!(ServiceProxy::adopt(&dir).unwrap().is_none());
+    assert!(proxy::process::stopped_on_purpose(&dir));
 }

@@ -1,15 +1,15 @@
 //! One service's task: its state (the releases running, which one is live,
 //! the proxy on its port) and the actions, carried out one at a time.
 
+mod port;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::monitor::Monitor;
@@ -18,7 +18,7 @@ use super::{
     Ctx, HealthCheck, Hook, KEEP_RELEASES, OUTPUT_TAIL, Order, ReleaseRef, ReportState, ServiceDef, Work, hook, stage,
 };
 use crate::deploy::health::{self, Policy, Probe};
-use crate::deploy::proxy::{Proxy, ProxyHandle, Switched};
+use crate::deploy::proxy::ServiceProxy;
 use crate::deploy::releases::Releases;
 use crate::deploy::supervise::{Adopted, OUTPUT_CAP, ServiceSpec, StaleReason, Supervisor};
 
@@ -27,8 +27,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The task of service `name`: loads it (adopting what runs), then carries
-/// out its actions in order; once the queue closes, closes its proxy (its
-/// releases go on running).
+/// out its actions in order; once the queue closes, stops its health
+/// monitor (its releases and its proxy process go on running).
 pub(super) async fn run(ctx: Arc<Ctx>, name: String, mut rx: mpsc::UnboundedReceiver<Order>) {
     let mut service = match Service::load(Arc::clone(&ctx), &name).await {
         Ok(service) => Some(service),
@@ -54,7 +54,6 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String, mut rx: mpsc::UnboundedRece
     }
     if let Some(mut service) = service {
         service.stop_monitor().await;
-        service.close_proxy().await;
     }
 }
 
@@ -77,23 +76,15 @@ impl Running {
     }
 }
 
-/// The proxy on the service's port, while there is one.
-struct LiveProxy {
-    port: u16,
-    handle: ProxyHandle,
-    /// Sent (or dropped) to stop it; the task then ends and the port is
-    /// free.
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
 struct Service {
     ctx: Arc<Ctx>,
     name: String,
     releases: Releases,
     running: BTreeMap<String, Running>,
     live: Option<String>,
-    proxy: Option<LiveProxy>,
+    /// The proxy process on the service's port, while there is one (see
+    /// `port.rs`).
+    proxy: Option<ServiceProxy>,
     /// The continuous health check of the live release, while one is
     /// live (see `monitor.rs`).
     monitor: Option<Monitor>,
@@ -147,13 +138,7 @@ impl Service {
             }
         }
         svc.live = saved.live.filter(|v| svc.running.contains_key(v));
-        if let (Some(live), Some(port)) = (svc.live.clone(), saved.proxy_port) {
-            let backend = svc.backend(&live);
-            match svc.proxy_to(port, backend).await {
-                Ok(_) => info!(service = %svc.name, version = %live, port, "the service's port is open again"),
-                Err(e) => warn!(service = %svc.name, error = %e, "cannot open the service's port again"),
-            }
-        }
+        svc.adopt_proxy(saved.proxy_port).await;
         svc.save().await;
         // Adopted: its health is not known until its checks say.
         svc.monitor_live(false).await;
@@ -464,8 +449,8 @@ impl Service {
             Err(e) => warn!(service = %self.name, error = %e, "cannot point `current` at the live release"),
         }
         self.save().await;
-        if let Some(switched) = switched {
-            self.drain(&switched).await;
+        if let Some(old) = switched {
+            self.drain(old).await;
         }
         for v in self.running.keys().filter(|v| *v != version).cloned().collect::<Vec<_>>() {
             self.stop_release(&v).await;
@@ -478,57 +463,6 @@ impl Service {
             Err(e) => warn!(service = %self.name, error = %e, "cannot prune old releases"),
         }
         Ok(())
-    }
-
-    /// Waits for the connections left on the old backend, and cuts them
-    /// past the drain timeout.
-    async fn drain(&self, switched: &Switched) {
-        if switched.old_backend() == switched.new_backend() {
-            return;
-        }
-        let drained = switched.drain(self.ctx.config.drain_timeout).await;
-        if !drained.is_complete() {
-            warn!(service = %self.name, remaining = drained.remaining, "connections did not drain in time: cutting them");
-            switched.close_old().await;
-        }
-    }
-
-    /// Points the proxy on `port` at `backend`, making it first if there
-    /// is none (or it owns another port). Returns what a switch left.
-    async fn proxy_to(&mut self, port: u16, backend: SocketAddr) -> Result<Option<Switched>, String> {
-        if let Some(proxy) = &self.proxy
-            && proxy.port == port
-        {
-            return Ok(Some(proxy.handle.switch(backend)));
-        }
-        let address = self.ctx.config.service_address;
-        let listener = TcpListener::bind((address, port)).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("port {port} on {address} is in use: {e}")
-            } else {
-                format!("cannot listen on port {port} on {address}: {e}")
-            }
-        })?;
-        // The service's port changed: the new one is bound before the old
-        // one closes, so a failure leaves the old one serving.
-        self.close_proxy().await;
-        let proxy = Proxy::bind(listener, backend);
-        let handle = proxy.handle();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(proxy.run(async move {
-            let _ = stopped.await;
-        }));
-        info!(service = %self.name, %address, port, %backend, "the proxy owns the service's port");
-        self.proxy = Some(LiveProxy { port, handle, stop, task });
-        Ok(None)
-    }
-
-    /// Closes the proxy, if any, and waits until its port is free.
-    async fn close_proxy(&mut self) {
-        if let Some(proxy) = self.proxy.take() {
-            let _ = proxy.stop.send(());
-            let _ = proxy.task.await;
-        }
     }
 
     /// Stops `version`'s supervisor and forgets it.
@@ -548,7 +482,7 @@ impl Service {
     async fn save(&self) {
         let saved = Saved {
             live: self.live.clone(),
-            proxy_port: self.proxy.as_ref().map(|p| p.port),
+            proxy_port: self.proxy.as_ref().map(|p| p.listen().port()),
             running: self
                 .running
                 .iter()

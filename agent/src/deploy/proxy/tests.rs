@@ -457,3 +457,19 @@ async fn shutting_down_stops_accepting_and_closes_what_is_carried() {
     assert!(matches!(end, Ok(None) | Err(_)), "closed at shutdown: {end:?}");
     assert_eq!(handle.stats().active_total(), 0);
 }
+
+#[test]
+fn the_proxy_process_files_read_as_the_agent_writes_them() {
+    use super::process::{DesiredProxy, bind_error};
+    // `cut_before` and `stop` may be left out: the first generation has
+    // neither.
+    let text = r#"{"listen":"0.0.0.0:8080","backend":"127.0.0.1:41000","generation":1,"log_format":"text"}"#;
+    let desired: DesiredProxy = serde_json::from_str(text).unwrap();
+    assert_eq!((desired.generation, desired.cut_before, desired.stop), (1, 0, false));
+    assert_eq!(desired.listen, "0.0.0.0:8080".parse().unwrap());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let e = std::net::TcpListener::bind(addr).unwrap_err();
+    let message = bind_error(addr, &e);
+    assert!(message.starts_with(&format!("port {} on 127.0.0.1 is in use: ", addr.port())), "{message}");
+}

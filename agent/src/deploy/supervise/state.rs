@@ -225,9 +225,17 @@ pub fn parse_start(stat: &str) -> Option<(char, u64)> {
 
 /// Whether a `/proc/PID/cmdline` (NUL-separated) is a supervisor's for
 /// `state_dir`: `PROGRAM --supervise STATE_DIR`, nothing more.
+#[cfg(test)]
 pub fn is_supervisor_cmdline(cmdline: &[u8], state_dir: &Path) -> bool {
+    is_mode_cmdline(cmdline, MODE_ARG, state_dir)
+}
+
+/// Whether a `/proc/PID/cmdline` is `PROGRAM MODE STATE_DIR`, nothing
+/// more: the agent binary in one of its detached modes (a supervisor, a
+/// service's proxy) for this very state dir.
+pub fn is_mode_cmdline(cmdline: &[u8], mode: &str, state_dir: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.strip_suffix(&[0]).unwrap_or(cmdline).split(|b| *b == 0).collect();
-    matches!(args.as_slice(), [_, mode, dir] if *mode == MODE_ARG.as_bytes() && *dir == state_dir.as_os_str().as_bytes())
+    matches!(args.as_slice(), [_, m, dir] if *m == mode.as_bytes() && *dir == state_dir.as_os_str().as_bytes())
 }
 
 /// Why a recorded supervisor is not a live one of ours.
@@ -257,6 +265,13 @@ impl std::fmt::Display for StaleReason {
 /// Checks that `pid`, started at `start_ticks`, is alive and is the
 /// supervisor of `state_dir` (canonical).
 pub fn check_identity(pid: i32, start_ticks: u64, state_dir: &Path) -> Result<(), StaleReason> {
+    check_identity_as(pid, start_ticks, state_dir, MODE_ARG)
+}
+
+/// [`check_identity`] for the agent binary in mode `mode` (`--supervise`,
+/// `--proxy`): alive, started at `start_ticks`, and `PROGRAM MODE
+/// STATE_DIR` for `state_dir` (canonical).
+pub fn check_identity_as(pid: i32, start_ticks: u64, state_dir: &Path, mode: &str) -> Result<(), StaleReason> {
     let cmdline = || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let shown = |c: &[u8]| {
         String::from_utf8_lossy(c).trim_end_matches('\0').replace('\0', " ").chars().take(200).collect::<String>()
@@ -266,7 +281,7 @@ pub fn check_identity(pid: i32, start_ticks: u64, state_dir: &Path) -> Result<()
         Some((_, ticks)) if ticks != start_ticks => Err(StaleReason::Reused { cmdline: shown(&cmdline()) }),
         Some(_) => {
             let line = cmdline();
-            if is_supervisor_cmdline(&line, state_dir) {
+            if is_mode_cmdline(&line, mode, state_dir) {
                 Ok(())
             } else {
                 Err(StaleReason::Reused { cmdline: shown(&line) })
