@@ -115,7 +115,7 @@ pub use state::{Desired, Exit, RECENT_EXITS, STATE_FILE, StaleReason, State};
 use crate::runas::StepUser;
 use crate::watch::Launch;
 use state::{SPEC_FILE, STOP_FILE, SpecFile, StopRequest, UserFile, check_identity, group_members};
-pub(crate) use state::{check_identity_as, now_ms, proc_start, read_json, write_json};
+pub(crate) use state::{check_identity_as, lock_state_dir, now_ms, proc_start, read_json, write_json};
 
 /// The first argument that starts the agent binary as a supervisor:
 /// `drover-agent --supervise STATE_DIR`.

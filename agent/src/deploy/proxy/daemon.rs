@@ -34,19 +34,7 @@ use crate::deploy::supervise::{now_ms, proc_start, read_json, write_json};
 /// Takes the state dir's lock and reads what to do, before the fork, so
 /// that a bad state dir fails the agent's start with a message.
 fn prepare(dir: &Path) -> Result<(std::fs::File, DesiredProxy), String> {
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => {
-            format!("another proxy holds {}: one proxy a state dir", lock_path.display())
-        }
-        std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
-    })?;
+    let lock = crate::deploy::supervise::lock_state_dir(dir, LOCK_FILE, "proxy")?;
     let desired = read_json::<DesiredProxy>(dir, DESIRED_FILE)
         .map_err(|e| format!("{} does not read: {e}", dir.join(DESIRED_FILE).display()))?
         .ok_or_else(|| format!("{DESIRED_FILE} is missing: the agent writes it before it starts a proxy"))?;

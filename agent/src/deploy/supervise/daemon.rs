@@ -90,19 +90,7 @@ struct Prepared {
 }
 
 fn prepare(dir: &Path) -> Result<Prepared, String> {
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => {
-            format!("another supervisor holds {}: one supervisor a state dir", lock_path.display())
-        }
-        std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
-    })?;
+    let lock = super::state::lock_state_dir(dir, LOCK_FILE, "supervisor")?;
     let spec: SpecFile = read_json(dir, SPEC_FILE)
         .map_err(|e| format!("{} does not read: {e}", dir.join(SPEC_FILE).display()))?
         .ok_or_else(|| format!("{} is missing: the agent writes it before it starts a supervisor", SPEC_FILE))?;

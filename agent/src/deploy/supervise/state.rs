@@ -301,3 +301,22 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Takes the lock file `name` in state dir `dir` for the life of the
+/// returned file: one daemon (`who`: a supervisor, a proxy) per state dir.
+pub fn lock_state_dir(dir: &std::path::Path, name: &str, who: &str) -> Result<std::fs::File, String> {
+    let lock_path = dir.join(name);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            format!("another {who} holds {}: one {who} a state dir", lock_path.display())
+        }
+        std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
+    })?;
+    Ok(lock)
+}
