@@ -260,6 +260,7 @@ impl Driver {
         if let Some(next) = next {
             self.queue_or_start(next);
         }
+        self.prune();
     }
 
     pub fn abort(&mut self, id: u64, reason: String, now_ms: u64) {

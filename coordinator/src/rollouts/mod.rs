@@ -30,6 +30,7 @@ use crate::store::{Store, Txn, decode};
 pub mod drive;
 mod hooks;
 pub mod records;
+mod retention;
 mod rollback;
 mod trace;
 
@@ -138,7 +139,9 @@ async fn run(
                     replies.push((cmd.reply, result));
                 }
             },
-            _ = tick.tick() => {
+            // Only while something moves: listing the fleet is not free
+            // with thousands of agents.
+            _ = tick.tick(), if busy(&d) => {
                 let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
                 let connected: BTreeSet<String> = agents.iter().filter(|a| a.connected).map(|a| a.name.clone()).collect();
                 d.tick(&connected, now);
@@ -186,6 +189,14 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether anything moves that the tick looks after: a rollout under way
+/// or waiting to start, a hook in flight, or an action not yet taken.
+fn busy(d: &Driver) -> bool {
+    !d.startable.is_empty()
+        || !d.unsent.is_empty()
+        || d.records.values().any(|r| r.hook.is_some() || (r.rollout.is_some() && !r.is_finished()))
 }
 
 /// Plans and starts the rollouts whose service is free.
