@@ -27,8 +27,8 @@
 //! rule of its own; this crate does not depend on that one, which keeps the
 //! language apart from the rollout machine. A timed pause is a [`Duration`]
 //! here, as every duration of the language is, and milliseconds there.
-//! [`Rolling`] also keeps `max_unavailable`, which the rollout machine does
-//! not model yet.
+//! [`Rolling`] also keeps `max_unavailable`, which the rollout machine need
+//! not model: a node serves its old release until its new one is healthy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -154,7 +154,9 @@ pub struct Rolling {
     /// [`crate::MAX_ROLLING_PARALLEL`].
     pub max_parallel: u32,
     /// How many nodes may be out of service at once; 0 (the default) to
-    /// `max_parallel`.
+    /// `max_parallel`. Agents start a node's new release beside the old
+    /// one and switch only once it is healthy, so an update takes no node
+    /// out of service, and 0 always holds; a higher value changes nothing.
     pub max_unavailable: u32,
 }
 

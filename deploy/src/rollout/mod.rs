@@ -160,10 +160,10 @@ pub enum Hold {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rolling {
     /// The batch size: how many nodes are updated at once, and how many go
-    /// back at once after a failure. A node is out of service while it is
-    /// updated, so this is also the most nodes out of service at once; the
-    /// deployments issue's `max_unavailable`, which tells the two apart once
-    /// a node can start the new release beside the old, is not modelled yet.
+    /// back at once after a failure. Drover's agents start a node's new
+    /// release beside the old one and switch only once it is healthy, so
+    /// an update takes no node out of service, and the pipeline's
+    /// `max_unavailable` needs no state here.
     pub max_parallel: u32,
 }
 

@@ -518,3 +518,41 @@ fn hooks_log_to_the_deploy_job_and_a_services_output_and_health_are_seen_from_th
     std::fs::remove_file(&release).unwrap();
     health(true);
 }
+
+#[test]
+fn an_agent_killed_mid_deploy_fails_its_node_and_the_rollout_goes_back() {
+    let mut web = Web::start("deploys-killed", 2);
+    web.deployed("v1", ROLLING);
+    let run = web.fleet.submit("v2.yml", &web.pipeline("v2", ROLLING));
+    wait_for_or_report(
+        "v2's rollout to start",
+        Duration::from_secs(60),
+        || {
+            let r = web.newest_rollout();
+            (r["id"] == 2 && r["phase"] == "progressing").then_some(())
+        },
+        || web.fleet.logs(),
+    );
+    // web-2's agent dies before its turn: its node fails once it has been
+    // away for 15 s, and the rollout goes back.
+    web.fleet.agents[1].kill();
+    let failed = wait_for_or_report(
+        "web-2 to count as failed",
+        Duration::from_secs(60),
+        || {
+            let r = web.newest_rollout();
+            let n = r["nodes"].as_array()?.iter().find(|n| n["name"] == "web-2")?.clone();
+            (n["reason"].as_str()?.contains("away")).then_some(n)
+        },
+        || web.fleet.logs(),
+    );
+    assert!(failed["reason"].as_str().unwrap().contains("its agent has been away for 15s"), "{failed}");
+    // Back, it takes its way back like the others.
+    let (name, addr) = web.nodes[1].clone();
+    web.start_node(&name, &addr, "role=web");
+    let status = web.fleet.wait_run(&run, Duration::from_secs(90));
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let r = web.newest_rollout();
+    assert_eq!(r["phase"], "rolled_back", "{r:#}");
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 2], "every node back on v1");
+}

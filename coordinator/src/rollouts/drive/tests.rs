@@ -362,3 +362,46 @@ fn a_failed_hook_fails_its_node_or_keeps_the_rollout_from_starting() {
     assert!(!d.finished[0].succeeded);
     assert!(d.finished[0].message.contains("before hook failed: exit 3"), "{:?}", d.finished);
 }
+
+#[test]
+fn a_rollback_during_a_rollback_ends_on_the_release_last_asked_for() {
+    let mut d = Driver::default();
+    let mut versions = Vec::new();
+    for run in 1..=3 {
+        d.start_job(job(run, "queue", "{rolling: {max_parallel: 2}}"), run);
+        begin_all(&mut d, &["a", "b"], run);
+        for node in ["a", "b"] {
+            report(&mut d, run, node, DeployState::Installed, run);
+            report(&mut d, run, node, DeployState::Healthy, run);
+        }
+        versions.push(d.records[&run].release.version.clone());
+    }
+    sent(&mut d);
+    let targets = |back: &str| -> Vec<Target> {
+        ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(back.to_string()) }).collect()
+    };
+    // Back to v1; while it moves, back to v2 instead.
+    let first = d.rollback("staging", "web", Some(versions[0].clone()), false, "alice", 10).unwrap();
+    d.startable.clear();
+    d.begin(first, Rollout::fast_track(versions[0].clone(), targets(&versions[2])).map_err(|e| e.to_string()), 10);
+    sent(&mut d);
+    report(&mut d, first, "a", DeployState::Installed, 11);
+    let second = d.rollback("staging", "web", Some(versions[1].clone()), false, "bob", 12).unwrap();
+    assert_eq!(phase(&d, first), Phase::RollingBack, "the first rollback goes back");
+    assert!(d.startable.is_empty(), "the second waits for it");
+    for node in ["b", "a"] {
+        if d.records[&first].inflight.contains_key(node) {
+            report(&mut d, first, node, DeployState::RolledBack, 13);
+        }
+    }
+    assert_eq!(phase(&d, first), Phase::Aborted);
+    assert_eq!(d.startable, BTreeSet::from([second]));
+    d.startable.clear();
+    d.begin(second, Rollout::fast_track(versions[1].clone(), targets(&versions[2])).map_err(|e| e.to_string()), 14);
+    for node in ["a", "b"] {
+        report(&mut d, second, node, DeployState::Installed, 15);
+        report(&mut d, second, node, DeployState::Healthy, 15);
+    }
+    assert_eq!(phase(&d, second), Phase::Succeeded);
+    assert!(d.previous("staging", "web").values().all(|v| *v == versions[1]), "the service ends on v2");
+}
