@@ -70,8 +70,8 @@
 //! changes gets a new proxy, the old one stopped first (a moment with
 //! neither). Counts in `state.json` lag by up to [`process::STATE_EVERY`].
 //! A proxy that dies (SIGKILL, OOM) is not restarted until the agent runs
-//! again and finds it gone. Under systemd with `KillMode=mixed` the agent
-//! unit's end kills it as it kills supervisors (see supervise's gaps).
+//! again and finds it gone. Under systemd it starts in a transient scope
+//! unit of its own, as supervisors do (see supervise's gaps).
 
 #[cfg(test)]
 mod tests;

@@ -77,14 +77,11 @@
 //! # Gaps
 //!
 //! - Under systemd, `setsid` does not leave the agent unit's control group,
-//!   and the unit (`packaging/systemd/drover-agent.service`,
-//!   `KillMode=mixed`) SIGKILLs whatever is left in it once the agent has
-//!   exited, however it exited: there, services do not yet outlive the
-//!   agent. `KillMode=process` would keep them, but also the daemons steps
-//!   leave behind. The fix is the systemd backend: a transient unit per
-//!   service (`systemd-run --unit=drover-svc-NAME drover-agent --supervise
-//!   STATE_DIR`), its own cgroup, with this supervisor inside it and as the
-//!   fallback where systemd does not run.
+//!   which the unit (`packaging/systemd/drover-agent.service`,
+//!   `KillMode=mixed`) kills once the agent has exited. So there each
+//!   supervisor (and proxy) starts in a transient scope unit of its own
+//!   (`supervise/scope.rs`: `systemd-run --scope`), falling back to starting
+//!   it directly. That path runs only under systemd, which CI lacks.
 //! - Between checking a supervisor's identity and signalling it, its pid
 //!   could in theory be reused; the window is a few system calls.
 //! - A SIGKILLed supervisor takes only its service's own process with it;
@@ -98,6 +95,7 @@ mod tests;
 
 mod daemon;
 mod output;
+mod scope;
 mod state;
 
 use std::collections::BTreeMap;
@@ -464,15 +462,46 @@ pub(crate) fn launch_detached(
     log_path: &Path,
     timeout: Duration,
 ) -> Result<(), LaunchError> {
+    // Under systemd: in a transient scope of its own, outside the agent's
+    // unit (see `scope`); directly when that fails.
+    if let Some(run) = scope::systemd_run() {
+        match launch(program, Some(&run), mode, dir, log_path, timeout) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = ?e, dir = %dir.display(), "systemd-run --scope failed; starting it directly")
+            }
+        }
+    }
+    launch(program, None, mode, dir, log_path, timeout)
+}
+
+fn launch(
+    program: &Path,
+    systemd_run: Option<&Path>,
+    mode: &str,
+    dir: &Path,
+    log_path: &Path,
+    timeout: Duration,
+) -> Result<(), LaunchError> {
     if std::fs::metadata(log_path).is_ok_and(|m| m.len() > SUPERVISOR_LOG_CAP) {
         let mut old = log_path.as_os_str().to_os_string();
         old.push(".1");
         let _ = std::fs::rename(log_path, old);
     }
     let log = std::fs::OpenOptions::new().append(true).create(true).open(log_path).map_err(LaunchError::Open)?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0("drover-agent")
-        .arg(mode)
+    let mut cmd = match systemd_run {
+        Some(run) => {
+            let mut cmd = std::process::Command::new(run);
+            cmd.args(scope::args(mode, dir)).arg(program);
+            cmd
+        }
+        None => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.arg0("drover-agent");
+            cmd
+        }
+    };
+    cmd.arg(mode)
         .arg(dir)
         .env_clear()
         // Its log is a file: no terminal colours in it.
