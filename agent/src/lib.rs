@@ -17,4 +17,6 @@ pub mod logbuf;
 pub mod metrics;
 pub mod runas;
 pub mod size;
+#[cfg(test)]
+mod test_dir;
 pub mod watch;

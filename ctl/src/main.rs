@@ -416,8 +416,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::Rollback(cli::RollbackArgs { service, env, to, staged, follow, output, .. }) => {
             rollouts::rollback(conn, service, env, to, staged, follow, output).await
         }
-        Command::Service { command: cli::ServiceCommand::Logs { service, env, node, follow, .. } } => {
-            rollouts::service_logs(conn, service, env, node, follow).await
+        Command::Service { command: cli::ServiceCommand::Logs { service, env, node, follow, output, .. } } => {
+            rollouts::service_logs(conn, service, env, node, follow, output).await
         }
         Command::Services(cli::ServicesArgs { env, output, .. }) => {
             rollouts::services(conn, env.unwrap_or_default(), output).await

@@ -69,7 +69,11 @@ pub async fn status(conn: &mut Conn, id: u64, follow: bool, format: Format) -> a
         }
         let shown = view(&r);
         if last.as_ref() != Some(&shown) {
-            print(&r, format)?;
+            if format == Format::Json {
+                output::line(&shown);
+            } else {
+                print(&r, format.for_stream("rollout status --follow")?)?;
+            }
             last = Some(shown);
         }
         if finished(&r) {
@@ -196,7 +200,9 @@ pub async fn service_logs(
     environment: String,
     node: Option<String>,
     follow: bool,
+    format: Format,
 ) -> anyhow::Result<()> {
+    let json = format.for_stream("service logs")? == Format::Json;
     let req = pb::ListServicesRequest { environment: environment.clone() };
     let listed = conn.call(true, |c| c_call!(c.list_services(req.clone()))).await?.services;
     let mut nodes: Vec<String> = listed
@@ -234,28 +240,31 @@ pub async fn service_logs(
             let cut = partial[i].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
             let whole: Vec<u8> = partial[i].drain(..cut).collect();
             for line in String::from_utf8_lossy(&whole).lines() {
-                if prefix {
-                    outln!("{node}: {line}");
-                } else {
-                    outln!("{line}");
-                }
+                print_line(node, line, prefix, json);
             }
         }
         if !follow {
             for (i, rest) in partial.iter_mut().enumerate() {
                 safe[i].finish(rest);
                 if !rest.is_empty() {
-                    let line = String::from_utf8_lossy(rest);
-                    if prefix {
-                        outln!("{}: {line}", nodes[i]);
-                    } else {
-                        outln!("{line}");
-                    }
+                    print_line(&nodes[i], &String::from_utf8_lossy(rest), prefix, json);
                 }
             }
             return Ok(());
         }
         tokio::time::sleep(LOGS_EVERY).await;
+    }
+}
+
+/// One line of a service's output: a JSON line, or the text (after its
+/// node's name when there are several).
+fn print_line(node: &str, line: &str, prefix: bool, json: bool) {
+    if json {
+        output::line(&json!({ "node": node, "line": line }));
+    } else if prefix {
+        outln!("{node}: {line}");
+    } else {
+        outln!("{line}");
     }
 }
 

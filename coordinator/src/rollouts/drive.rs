@@ -525,7 +525,7 @@ impl Driver {
         // An agent that came back may have lost what it was doing (it
         // restarted): send its actions again.
         for (id, node) in back {
-            self.resend(id, &node);
+            self.resend(id, &node, now_ms);
         }
         for id in active {
             if self.records[&id]
@@ -540,7 +540,7 @@ impl Driver {
 
     /// Sends the action in flight on `node` of rollout `id` again, with a
     /// new number (so the old one's reports are stale).
-    fn resend(&mut self, id: u64, node: &str) {
+    fn resend(&mut self, id: u64, node: &str, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };
         let Some(machine) = &rec.rollout else { return };
         let Some(n) = machine.node(node).filter(|n| moving(n.state)) else { return };
@@ -564,13 +564,13 @@ impl Driver {
         let what = kind.verb();
         let action = DeployAction { id: format!("{id}/{}", rec.seq), service: rec.service.clone(), kind };
         self.unsent.insert((id, node.to_string()), action);
-        self.trace_action(id, node, what, drover_telemetry::trace::now_ms());
+        self.trace_action(id, node, what, now_ms);
         self.stage(id);
     }
 
     /// After a failover: every action in flight is sent again.
-    pub fn resume(&mut self) {
-        self.resend_hooks(drover_telemetry::trace::now_ms());
+    pub fn resume(&mut self, now_ms: u64) {
+        self.resend_hooks(now_ms);
         let moving_nodes: Vec<(u64, String)> = self
             .records
             .values()
@@ -579,7 +579,7 @@ impl Driver {
             .flat_map(|(id, m)| m.nodes.iter().filter(|n| moving(n.state)).map(move |n| (id, n.name.clone())))
             .collect();
         for (id, node) in moving_nodes {
-            self.resend(id, &node);
+            self.resend(id, &node, now_ms);
         }
         let queued: Vec<u64> =
             self.records.values().filter(|r| r.rollout.is_none() && !r.is_finished()).map(|r| r.id).collect();

@@ -86,14 +86,15 @@ async fn load(store: &dyn Store) -> Result<Driver, ControllerError> {
         let c: records::Catalogued = decode(&kv.key, &kv.value)?;
         let mut parts = kv.key[records::RELEASES.len()..].split('/');
         if let (Some(env), Some(service)) = (parts.next(), parts.next()) {
-            let key = (records::unescape(env), records::unescape(service), c.release.version.clone());
+            let key =
+                (records::unescape(&kv.key, env)?, records::unescape(&kv.key, service)?, c.release.version.clone());
             d.catalog.insert(key, c);
         }
     }
     for (env, service, deployed) in records::deployed_in(store, None).await? {
         d.deployed.insert((env, service, deployed.node.clone()), deployed);
     }
-    d.resume();
+    d.resume(drover_telemetry::trace::now_ms());
     Ok(d)
 }
 

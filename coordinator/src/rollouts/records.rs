@@ -173,29 +173,33 @@ pub async fn deployed_in(store: &dyn Store, env: Option<&str>) -> Result<Vec<(St
         let d: Deployed = decode(&kv.key, &kv.value)?;
         let mut parts = kv.key[DEPLOYED.len()..].split('/');
         let (Some(env), Some(service)) = (parts.next(), parts.next()) else { continue };
-        out.push((unescape(env), unescape(service), d));
+        out.push((unescape(&kv.key, env)?, unescape(&kv.key, service)?, d));
     }
     Ok(out)
 }
 
-/// Undoes [`escape`].
-pub fn unescape(text: &str) -> String {
-    let bytes = text.as_bytes();
+/// Undoes [`escape`] for `segment` of `key`; a segment that is not what
+/// `escape` writes is an error naming the key.
+pub fn unescape(key: &str, segment: &str) -> Result<String, StoreError> {
+    let bad = |detail: &str| StoreError::Corrupt {
+        path: key.to_string(),
+        detail: format!("key segment {segment:?}: {detail}"),
+    };
+    let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(|| bad("a `%` without two hex digits"))?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad("a `%` without two hex digits"))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad("a `%` without two hex digits"))?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).map_err(|_| bad("not UTF-8 once unescaped"))
 }
 
 #[cfg(test)]
@@ -205,7 +209,11 @@ mod tests {
     #[test]
     fn names_round_trip_through_their_key_segments() {
         for name in ["web", "release/1.2", "a b%c", "ü"] {
-            assert_eq!(unescape(&escape(name)), name);
+            assert_eq!(unescape("k", &escape(name)).unwrap(), name);
+        }
+        for bad in ["a%", "a%4", "a%zz", "%FF"] {
+            let err = unescape("/rollouts/deployed/x", bad).unwrap_err().to_string();
+            assert!(err.contains("/rollouts/deployed/x") && err.contains(bad), "{bad}: {err}");
         }
         assert_eq!(record(42), "/rollouts/r/0000000042");
         assert!(deployed("prod", "web", "n1").starts_with(&deployed_of("prod", "web")));

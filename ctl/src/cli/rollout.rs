@@ -9,8 +9,9 @@ use crate::output::Format;
 #[derive(Subcommand)]
 pub enum RolloutCommand {
     /// Show a rollout: its phase, step, and each node's state, with why a
-    /// node failed; --follow redraws it until the rollout ends (exit 0 if it
-    /// succeeded, 1 if not).
+    /// node failed; --follow prints it again as it changes until the
+    /// rollout ends (exit 0 if it succeeded, 1 if not; with -o json, one
+    /// JSON line per change).
     ///
     /// Example: drover rollout status 12 --follow
     Status {
@@ -167,6 +168,9 @@ pub enum ServiceCommand {
         /// Keep printing what the service writes (Ctrl-C ends it).
         #[arg(short, long)]
         follow: bool,
+        /// Output format: text, or json (JSON lines: `node`, `line`).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
         #[command(flatten)]
         remote: Remote,
     },

@@ -497,6 +497,11 @@ fn hooks_log_to_the_deploy_job_and_a_services_output_and_health_are_seen_from_th
     assert!(logs.contains("web-1: started v1") && logs.contains("web-2: started v1"), "{logs}");
     let out = web.fleet.drover(&["service", "logs", "web", "--env", "staging", "--node", "nope"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let out = web.fleet.drover(&["service", "logs", "web", "--env", "staging", "--node", "web-1", "-o", "json"]);
+    let lines: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(lines.iter().any(|l| l["node"] == "web-1" && l["line"] == "started v1"), "{lines:?}");
+    let out = web.fleet.drover(&["service", "logs", "web", "--env", "staging", "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(2), "a stream is JSON lines, not YAML: {}", text(&out.stderr));
 
     // A node whose service turns sick shows as unhealthy, then healthy again.
     let release = web.fleet.dir.path().join("services/web-2/web/current/sick");

@@ -4,27 +4,12 @@
 //! supervisors and services is tested through the built binary in
 //! `integration-tests/tests/e2e/deploy_executor.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use super::stage;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("drover-agent-executor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 fn tar(args: &[&str], cwd: &Path) {
     let status = Command::new("tar").args(args).current_dir(cwd).status().expect("tar runs");

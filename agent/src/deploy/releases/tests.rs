@@ -2,26 +2,9 @@
 //! by digest, switched atomically, pruned without losing the rollback
 //! target.
 
-use std::path::PathBuf;
-
 use super::*;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("drover-agent-releases-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 /// A tar of one file `app` holding `body`, and its sha256.
 fn archive(dir: &Path, body: &str) -> (Vec<u8>, String) {

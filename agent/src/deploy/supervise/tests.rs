@@ -3,27 +3,10 @@
 //! spec may hold. The supervisor process itself is tested through the
 //! built binary in `agent/tests/supervise.rs`.
 
-use std::path::PathBuf;
-
 use super::state::{is_supervisor_cmdline, parse_start};
 use super::*;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("drover-agent-supervise-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 #[test]
 fn restart_delays_double_to_the_cap_and_start_over_after_a_stable_run() {

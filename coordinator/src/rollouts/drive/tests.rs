@@ -66,18 +66,24 @@ fn sent(d: &mut Driver) -> Vec<String> {
     out
 }
 
-fn report(d: &mut Driver, id: u64, node: &str, state: DeployState, now: u64) {
-    let seq = d.records[&id].inflight[node];
+/// A report from `node` on its action numbered `seq`.
+fn report_on(d: &mut Driver, id: u64, node: &str, seq: u64, state: DeployState, message: &str, now: u64) {
     let r = DeployReport {
         node: node.into(),
         rollout: id,
         seq,
         service: "web".into(),
         state,
-        message: "said so".into(),
+        message: message.into(),
         version: String::new(),
     };
     d.report(r, now);
+}
+
+/// A report on the node's action in flight.
+fn report(d: &mut Driver, id: u64, node: &str, state: DeployState, now: u64) {
+    let seq = d.records[&id].inflight[node];
+    report_on(d, id, node, seq, state, "said so", now);
 }
 
 fn phase(d: &Driver, id: u64) -> Phase {
@@ -113,16 +119,7 @@ fn a_rolling_deploy_goes_node_by_node_and_the_next_goes_back_to_it() {
     report(&mut d, 2, "b", DeployState::Failed, 15);
     assert_eq!(sent(&mut d), [format!("b rollback {v1} 2/3")]);
     // A stale report (the install's) changes nothing.
-    let stale = DeployReport {
-        node: "b".into(),
-        rollout: 2,
-        seq: 2,
-        service: "web".into(),
-        state: DeployState::Healthy,
-        message: String::new(),
-        version: String::new(),
-    };
-    d.report(stale, 15);
+    report_on(&mut d, 2, "b", 2, DeployState::Healthy, "", 15);
     report(&mut d, 2, "b", DeployState::RolledBack, 16);
     assert_eq!(sent(&mut d), [format!("a rollback {v1} 2/4")]);
     report(&mut d, 2, "a", DeployState::RolledBack, 17);
@@ -182,7 +179,7 @@ fn nodes_away_fail_deadlines_abort_and_a_failover_sends_again() {
 
     // A new leader sends what was in flight again, numbered anew.
     let mut d2 = Driver { records: d.records.clone(), last_id: 1, ..Default::default() };
-    d2.resume();
+    d2.resume(100);
     assert_eq!(sent(&mut d2), ["a rollback  1/3"]);
 }
 
@@ -289,16 +286,7 @@ fn hook_report(d: &mut Driver, id: u64, node: &str, passed: bool, now: u64) {
     let rec = &d.records[&id];
     let seq = rec.hook.as_ref().filter(|h| h.node == node).map(|h| h.seq).unwrap_or_else(|| rec.inflight[node]);
     let state = if passed { DeployState::HookPassed } else { DeployState::HookFailed };
-    let r = DeployReport {
-        node: node.into(),
-        rollout: id,
-        seq,
-        service: "web".into(),
-        state,
-        message: "exit 3".into(),
-        version: String::new(),
-    };
-    d.report(r, now);
+    report_on(d, id, node, seq, state, "exit 3", now);
 }
 
 #[test]
