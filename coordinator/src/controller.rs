@@ -155,6 +155,8 @@ pub struct Config {
     /// Repositories and schedules that start runs; `None` leaves them off
     /// (tests of other controllers).
     pub triggers: Option<triggers::Config>,
+    /// Apps that converge what runs to git; `None` leaves them off.
+    pub apps: Option<crate::apps::Config>,
 }
 
 /// The leader's controllers, in the order each term starts them. This is
@@ -175,6 +177,10 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Controller>> {
     }
     // After the scheduler, which carries its actions and notes.
     controllers.push(Box::new(crate::rollouts::Rollouts));
+    // After the scheduler, which carries its syncs to the rollouts.
+    if let Some(config) = &config.apps {
+        controllers.push(Box::new(crate::apps::Apps::new(config.clone())));
+    }
     controllers
 }
 
@@ -550,6 +556,7 @@ pub(crate) mod tests {
             retention: retention::Config::default(),
             compaction: None,
             triggers: None,
+            apps: None,
         };
         let names = |config: &Config| registry(config).iter().map(|c| c.name()).collect::<Vec<_>>();
         assert_eq!(names(&config), ["scheduler", "retention", "rollouts"]);

@@ -6,6 +6,7 @@
 //! (`drover-pipeline`), because the CLI checks files with it offline. See
 //! ARCHITECTURE.md, "Inside the coordinator".
 
+pub mod apps;
 pub mod dispatch;
 pub mod environments;
 pub mod fleet;

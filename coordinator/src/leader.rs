@@ -330,6 +330,7 @@ mod tests {
             retention: crate::retention::Config::default(),
             compaction: None,
             triggers: None,
+            apps: None,
         })
     }
 

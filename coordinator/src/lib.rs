@@ -2,6 +2,7 @@
 //! flags and calls [`server::run`]. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod apps;
 pub mod blobs;
 pub mod caches;
 pub mod compaction;

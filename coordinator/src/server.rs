@@ -259,6 +259,7 @@ pub async fn run(
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
             vault: vault.clone(),
         }),
+        apps: Some(crate::apps::Config { git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout } }),
     });
     let election = tokio::spawn(leader::run(
         store.clone(),
@@ -333,6 +334,10 @@ pub async fn run(
             vault.clone(),
             caches.clone(),
         )))
+        .add_service(drover_proto::v1::app_service_server::AppServiceServer::new(crate::api::apps::AppApi {
+            store: store.clone(),
+            git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+        }))
         .add_service(ControlServiceServer::new(ControlApi {
             role: role_rx,
             store,

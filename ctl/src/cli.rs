@@ -17,6 +17,7 @@ use drover_proto::v1 as pb;
 use crate::dev;
 use crate::output::Format;
 
+mod app;
 mod cache;
 mod certs;
 mod context;
@@ -26,6 +27,7 @@ mod repo;
 mod rollout;
 mod secret;
 
+pub use app::{AppCommand, AppsArgs};
 pub use cache::CacheCommand;
 pub use certs::CertsCommand;
 pub use context::ContextCommand;
@@ -429,6 +431,17 @@ pub enum Command {
     ///
     /// Example: drover services --env staging
     Services(ServicesArgs),
+    /// Apps (GitOps): sync status, health, the commit synced and wanted.
+    ///
+    /// Example: drover apps
+    Apps(AppsArgs),
+    /// Register, show, sync, diff or remove an app.
+    ///
+    /// Example: drover app sync web --wait
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
     /// Named coordinators and TLS directories to switch between, as
     /// kubectl's contexts; kept in ~/.config/drover/config.yaml.
     ///
@@ -483,6 +496,8 @@ impl Command {
             | Command::Services(ServicesArgs { remote, .. })
             | Command::Rollback(RollbackArgs { remote, .. }) => Some(remote),
             Command::Rollout { command } => Some(command.remote()),
+            Command::Apps(AppsArgs { remote, .. }) => Some(remote),
+            Command::App { command } => Some(command.remote()),
             Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }
             | Command::Completion { .. }

@@ -50,7 +50,34 @@ impl Exit {
     }
 }
 
-pub type Client = ControlServiceClient<Channel>;
+/// The control service's client, and the channel under it, which the
+/// other services on the same connection (apps) share.
+#[derive(Clone)]
+pub struct Client {
+    control: ControlServiceClient<Channel>,
+    channel: Channel,
+}
+
+impl Client {
+    /// The app service on the same connection.
+    pub fn apps(&self) -> drover_proto::v1::app_service_client::AppServiceClient<Channel> {
+        drover_proto::v1::app_service_client::AppServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = ControlServiceClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.control
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.control
+    }
+}
 
 /// How often a call is tried (on other coordinators, or after a redirect)
 /// before the CLI gives up with exit 3.
@@ -102,7 +129,7 @@ async fn dial(url: &str, tls: &ClientTls) -> Result<Client, Exit> {
             ),
         )
     })?;
-    Ok(ControlServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(Client { control: ControlServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20), channel })
 }
 
 /// Whether a failed call may be sent again: a follower's refusal always

@@ -12,6 +12,7 @@ macro_rules! c_call {
     }};
 }
 
+mod apps;
 mod caches;
 mod cli;
 mod client;
@@ -422,6 +423,8 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::Services(cli::ServicesArgs { env, output, .. }) => {
             rollouts::services(conn, env.unwrap_or_default(), output).await
         }
+        Command::Apps(cli::AppsArgs { output, .. }) => apps::list(conn, output).await,
+        Command::App { command } => apps::run(conn, command).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

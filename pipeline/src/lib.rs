@@ -17,7 +17,7 @@
 //! the files); it is public for the agent's sake.
 //!
 //! [`yaml`] is the YAML reader with positions that `check` walks; it is
-//! public so that Drover's other YAML files (environments, and later apps)
+//! public so that Drover's other YAML files (environments, and apps')
 //! report problems at `file:line:column` the same way.
 //!
 //! [`triggers`] is `on:`, the events that start a pipeline, and what the
@@ -31,6 +31,12 @@
 //!
 //! [`deploy`] holds the types of a job's `deploy:` (a release rolled out as
 //! a service over an environment), which `check` reads and checks.
+//!
+//! [`app`] is GitOps' desired state: the files of an app's directory, one
+//! service each, read by [`app::parse_service_file`] and
+//! [`app::parse_desired`] with the same diagnostics, and checked by the same
+//! rules as a deploy job's service, strategy, hooks and durations. A
+//! desired-state file has no run, so `${{ }}` and `if:` are refused in it.
 //!
 //! The format, in short:
 //!
@@ -80,6 +86,7 @@
 //!       hooks: {before: [{run: ./migrate}]}      # optional: before, after_batch, after, on_failure
 //! ```
 
+pub mod app;
 pub mod cache_key;
 mod check;
 pub mod deploy;
@@ -182,6 +189,14 @@ pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The environment variable a service reads its port from, which Drover
 /// sets and a service's `env` therefore may not.
 pub const SERVICE_PORT_VAR: &str = "PORT";
+/// The most services (desired-state files) one app's directory may hold:
+/// bounds the work of one sync, and what one diff of the app compares.
+pub const MAX_APP_SERVICES: usize = 100;
+/// The most nodes a desired-state file's `nodes: count` may ask for: more
+/// than any environment has, so a number above it is a mistake.
+pub const MAX_APP_NODE_COUNT: u32 = 1000;
+/// The longest `url` of a desired-state file's artifact, in characters.
+pub const MAX_ARTIFACT_URL_LEN: usize = 2048;
 
 /// A validated pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,18 +414,20 @@ impl Pipeline {
     }
 }
 
-/// Everything that is wrong with a pipeline file.
+/// Everything that is wrong with a pipeline file (or with the desired-state
+/// files of an app, [`app`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{}", render_all(.diagnostics))]
 pub struct PipelineError {
-    /// Sorted by position in the file; never empty.
+    /// Sorted by position in the file (for an app's files, file by file in
+    /// the order given); never empty.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// One problem in a pipeline file, located at the offending token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// The file name given to [`parse`].
+    /// The file name given to [`parse`] (or to [`app`]'s functions).
     pub file: String,
     /// 1-based line.
     pub line: usize,
@@ -466,33 +483,31 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
 
 /// [`parse`], also checking what the file names against what `known` says exists.
 pub fn parse_with(file_name: &str, text: &str, known: &Known<'_>) -> Result<Pipeline, PipelineError> {
+    let hint = "split it into several pipelines, or move long scripts into files in the repository";
+    let root = load(file_name, text, "pipeline file", hint).map_err(|d| PipelineError { diagnostics: vec![d] })?;
+    check::pipeline(file_name, &root, known).map_err(|diagnostics| PipelineError { diagnostics })
+}
+
+/// The YAML tree of the file `file_name` whose contents are `text`, or the
+/// one problem that leaves none to check: it is over [`MAX_FILE_BYTES`]
+/// (`noun` names the file, "pipeline file", and `hint` says what to do),
+/// or it is not YAML.
+fn load(file_name: &str, text: &str, noun: &str, hint: &str) -> Result<yaml::Node, Diagnostic> {
     if text.len() > MAX_FILE_BYTES {
         // Refuse before parsing, so an oversized file costs us nothing.
-        return Err(PipelineError {
-            diagnostics: vec![Diagnostic {
-                file: file_name.to_owned(),
-                line: 1,
-                column: 1,
-                message: format!(
-                    "pipeline file is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
-                    text.len()
-                ),
-                hint: Some(
-                    "split it into several pipelines, or move long scripts into files in the \
-                     repository"
-                        .to_owned(),
-                ),
-            }],
+        return Err(Diagnostic {
+            file: file_name.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("{noun} is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)", text.len()),
+            hint: Some(hint.to_owned()),
         });
     }
-    let root = yaml::load(text).map_err(|err| PipelineError {
-        diagnostics: vec![Diagnostic {
-            file: file_name.to_owned(),
-            line: err.pos.line,
-            column: err.pos.column,
-            message: format!("invalid YAML: {}", err.message),
-            hint: err.hint,
-        }],
-    })?;
-    check::pipeline(file_name, &root, known).map_err(|diagnostics| PipelineError { diagnostics })
+    yaml::load(text).map_err(|err| Diagnostic {
+        file: file_name.to_owned(),
+        line: err.pos.line,
+        column: err.pos.column,
+        message: format!("invalid YAML: {}", err.message),
+        hint: err.hint,
+    })
 }

@@ -3,6 +3,7 @@
 //! [`status`]. Both services check the caller's certificate role first.
 
 pub mod agent;
+pub mod apps;
 pub mod blobs;
 pub mod caches;
 pub mod control;

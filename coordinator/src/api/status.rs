@@ -112,6 +112,19 @@ impl From<TriggersError> for ApiError {
     }
 }
 
+impl From<crate::apps::records::AppsError> for ApiError {
+    fn from(e: crate::apps::records::AppsError) -> ApiError {
+        use crate::apps::records::AppsError;
+        match e {
+            AppsError::Invalid(_) => ApiError::Invalid(e.to_string()),
+            AppsError::Exists(_) => ApiError::AlreadyExists(e.to_string()),
+            AppsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            AppsError::TooMany => ApiError::Precondition(e.to_string()),
+            AppsError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<EnvironmentsError> for ApiError {
     fn from(e: EnvironmentsError) -> ApiError {
         match e {

@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use drover_deploy::rollout::{self, Input, NodeState, Phase};
-use drover_pipeline::deploy::OnNewer;
 
 use super::records::{self, Catalogued, Deployed, JobRef, RolloutRecord};
 use crate::core::fleet::{DeployAction, DeployKind, DeployReport, DeployState, ReleaseRef};
@@ -67,11 +66,14 @@ pub struct Driver {
     pub logs: Vec<super::hooks::LogOut>,
 }
 
-/// A release's version: the same bits at the same path are the same
-/// version in every environment.
-pub fn version_of(sha256: &str, path: &str) -> String {
+/// A release's version: the same bits at the same path, run the same way
+/// (command, environment, port, health), are the same version in every
+/// environment; a change to any of them is a new version, which a node
+/// installs as one (an install of the version a node serves does nothing).
+pub fn version_of(sha256: &str, path: &str, def: &drover_pipeline::deploy::ServiceSpec) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{sha256}:{path}").as_bytes());
+    let def = serde_json::to_string(def).expect("a service definition serialises");
+    let digest = Sha256::digest(format!("{sha256}:{path}:{def}").as_bytes());
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -102,7 +104,7 @@ impl Driver {
         let spec = job.spec;
         let release = match &job.artifact {
             Some(a) => ReleaseRef {
-                version: version_of(&a.sha256, &spec.artifact.path),
+                version: version_of(&a.sha256, &spec.artifact.path, &spec.service),
                 sha256: a.sha256.clone(),
                 size: a.size,
                 path: spec.artifact.path.clone(),
@@ -142,8 +144,8 @@ impl Driver {
             hook: None,
             batch_hooks: Default::default(),
             hook_failed: None,
+            select: None,
         };
-        let (env, service) = (rec.env.clone(), rec.service.clone());
         self.records.insert(id, rec);
         if job.artifact.is_none() {
             let from = self.records[&id].deploy.artifact.job.clone();
@@ -154,29 +156,7 @@ impl Driver {
             self.end_unstarted(id, "the run was cancelled before the rollout started".into(), now_ms);
             return;
         }
-        let def = self.records[&id].deploy.service.clone();
-        let key = (env.clone(), service.clone(), release.version.clone());
-        let entry = Catalogued { release: release.clone(), def };
-        self.ops.push(Op::put(
-            records::release(&env, &service, &release.version),
-            serde_json::to_vec(&entry).expect("serialises"),
-        ));
-        self.catalog.insert(key, entry);
-        // A superseding deploy aborts the rollout that runs; it goes back,
-        // and this one starts once it has.
-        if self.records[&id].deploy.on_newer == OnNewer::Supersede {
-            let running: Vec<u64> = self
-                .records
-                .values()
-                .filter(|r| r.id < id && r.env == env && r.service == service && !r.is_finished())
-                .map(|r| r.id)
-                .collect();
-            for older in running {
-                self.abort(older, format!("superseded by rollout {id}"), now_ms);
-            }
-        }
-        self.queue_or_start(id);
-        self.stage(id);
+        self.admit(id, now_ms);
     }
 
     /// Marks `id` as startable when no older rollout of its service is

@@ -32,6 +32,7 @@ mod hooks;
 pub mod records;
 mod retention;
 mod rollback;
+mod sync;
 mod trace;
 
 use drive::Driver;
@@ -108,6 +109,7 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replies = Vec::new();
     let mut rollbacks = Vec::new();
+    let mut syncs = Vec::new();
     let term_started = tokio::time::Instant::now();
     loop {
         let now = drover_telemetry::trace::now_ms();
@@ -125,6 +127,11 @@ async fn run(
                 Some(DeployNote::Report(report)) => d.report(report, now),
                 Some(DeployNote::Health(health)) => d.health(health, now),
                 Some(DeployNote::HookOutput { node, rollout, seq, data }) => d.hook_output(rollout, seq, &node, data),
+                Some(DeployNote::Sync(cmd)) => {
+                    let id = d.start_sync(&cmd, now);
+                    info!(rollout = id, env = %cmd.env, service = %cmd.deploy.service.name, by = %cmd.by, "sync rollout");
+                    syncs.push((cmd.reply, Ok(id)));
+                }
                 Some(DeployNote::Rollback(cmd)) => {
                     let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, now);
                     if let Ok(id) = &result {
@@ -173,7 +180,7 @@ async fn run(
         for (reply, result) in replies.drain(..) {
             let _ = reply.send(result);
         }
-        for (reply, result) in rollbacks.drain(..) {
+        for (reply, result) in rollbacks.drain(..).chain(syncs.drain(..)) {
             let _ = reply.send(result);
         }
         send_actions(&sched, &mut d).await;
@@ -212,8 +219,19 @@ async fn start_ready(
         let Some(rec) = d.records.get(&id) else { continue };
         let planned = match crate::environments::get(store, &rec.env).await {
             Ok(env) => {
-                let nodes = crate::core::environments::nodes(&env.spec.selector, agents);
                 let previous = d.previous(&rec.env, &rec.service);
+                let nodes = match &rec.select {
+                    None => crate::core::environments::nodes(&env.spec.selector, agents),
+                    Some(select) => {
+                        let narrowed: Vec<AgentInfo> = agents
+                            .iter()
+                            .filter(|a| crate::core::environments::selects(&select.selector, &a.labels))
+                            .cloned()
+                            .collect();
+                        let nodes = crate::core::environments::nodes(&env.spec.selector, &narrowed);
+                        crate::core::apps::pick(nodes, select.count, &previous)
+                    }
+                };
                 let branch = rec.branch.as_deref();
                 let planned = crate::core::rollouts::plan(
                     &rec.deploy,

@@ -104,6 +104,9 @@ pub struct RolloutRecord {
     /// Why its `after` or `on_failure` hook failed, which fails its job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_failed: Option<String>,
+    /// For an app's sync, the nodes its file narrows the environment's to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<drover_pipeline::app::NodeSelection>,
 }
 
 impl RolloutRecord {

@@ -98,6 +98,7 @@ impl Driver {
             hook: None,
             batch_hooks: Default::default(),
             hook_failed: None,
+            select: None,
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

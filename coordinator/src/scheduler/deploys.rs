@@ -79,6 +79,22 @@ pub struct RollbackCommand {
     pub reply: oneshot::Sender<Result<u64, String>>,
 }
 
+/// One service of an app's sync (`crate::apps`): a rollout with no run.
+#[derive(Debug)]
+pub struct SyncCommand {
+    pub env: String,
+    pub release: crate::core::fleet::ReleaseRef,
+    /// The service file as a deploy (`ServiceFile::deploy_spec`).
+    pub deploy: DeploySpec,
+    /// The nodes the file narrows the environment's to.
+    pub select: Option<drover_pipeline::app::NodeSelection>,
+    /// The app's branch, for the environment's branch filter.
+    pub branch: Option<String>,
+    /// "app NAME sync N (by ...)".
+    pub by: String,
+    pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
 /// What the scheduler tells the rollout controller.
 #[derive(Debug)]
 pub enum DeployNote {
@@ -92,6 +108,7 @@ pub enum DeployNote {
     Report(DeployReport),
     Command(RolloutCommand),
     Rollback(RollbackCommand),
+    Sync(Box<SyncCommand>),
     Health(ServiceHealth),
     /// A hook's output, from the node running action `{rollout}/{seq}`.
     HookOutput {
@@ -214,6 +231,16 @@ impl State {
             Event::Rollback(cmd) => match &self.deploys {
                 Some(tx) => {
                     if let Err(mpsc::error::SendError(DeployNote::Rollback(cmd))) = tx.send(DeployNote::Rollback(cmd)) {
+                        let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
+                    }
+                }
+                None => {
+                    let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
+                }
+            },
+            Event::AppSync(cmd) => match &self.deploys {
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(DeployNote::Sync(cmd))) = tx.send(DeployNote::Sync(cmd)) {
                         let _ = cmd.reply.send(Err(NOT_RUNNING.into()));
                     }
                 }

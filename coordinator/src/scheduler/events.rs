@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{DeployNote, RollbackCommand, RolloutCommand, SchedError};
+use super::{DeployNote, RollbackCommand, RolloutCommand, SchedError, SyncCommand};
 use crate::core::fleet::{AgentHello, AgentInfo, AttemptId};
 use crate::core::machine::{Outcome, RunId, Source};
 use crate::core::rerun::Rerun;
@@ -92,6 +92,8 @@ pub enum Event {
     RolloutCommand(RolloutCommand),
     /// `drover rollback`.
     Rollback(RollbackCommand),
+    /// One service of an app's sync, for the rollout controller.
+    AppSync(Box<SyncCommand>),
     /// A live service's health changed on a node.
     ServiceHealth {
         conn: u64,

@@ -170,6 +170,7 @@ impl State {
             | Event::DeployReport { .. }
             | Event::RolloutCommand(_)
             | Event::Rollback(_)
+            | Event::AppSync(_)
             | Event::ServiceHealth { .. }
             | Event::ServiceLogs { .. }
             | Event::ServiceLogsChunk { .. }

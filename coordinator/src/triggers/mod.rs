@@ -368,7 +368,7 @@ impl Loop {
 }
 
 /// A random number for the poll jitter.
-fn noise() -> u32 {
+pub(crate) fn noise() -> u32 {
     let mut bytes = [0u8; 4];
     // A failed draw only loses the jitter.
     if SystemRandom::new().fill(&mut bytes).is_err() {

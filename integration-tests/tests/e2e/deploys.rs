@@ -49,7 +49,7 @@ const CANARY: &str = "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100
 const BLUE_GREEN: &str = "{blue_green: {}}";
 
 /// `GET path` on addr:port, HTTP/1.0; the body of a 200, else None.
-fn get(addr: &str, port: u16, path: &str) -> Option<String> {
+pub(crate) fn get(addr: &str, port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&format!("{addr}:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
@@ -59,19 +59,19 @@ fn get(addr: &str, port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.0 200").then(|| body.trim().to_string())
 }
 
-fn json(fleet: &Fleet, args: &[&str]) -> Value {
+pub(crate) fn json(fleet: &Fleet, args: &[&str]) -> Value {
     let out = fleet.drover(args);
     assert!(out.status.success(), "drover {args:?}: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("drover {args:?}: {e}: {}", text(&out.stdout)))
 }
 
 /// A fleet whose agents are an environment's nodes, and the service's port.
-struct Web {
-    fleet: Fleet,
-    port: u16,
-    script: String,
+pub(crate) struct Web {
+    pub(crate) fleet: Fleet,
+    pub(crate) port: u16,
+    pub(crate) script: String,
     /// (agent name, the address its proxy listens on).
-    nodes: Vec<(String, String)>,
+    pub(crate) nodes: Vec<(String, String)>,
 }
 
 /// Services and their proxies outlive agents by design: a test stops its
@@ -87,7 +87,7 @@ impl Drop for Web {
 
 impl Web {
     /// `n` agents labelled role=web, the environment `staging` over them.
-    fn start(tag: &str, n: usize) -> Web {
+    pub(crate) fn start(tag: &str, n: usize) -> Web {
         Web::on(Fleet::start(tag), n, "role=web", "staging")
     }
 
@@ -164,7 +164,7 @@ impl Web {
     }
 
     /// What every node answers on /version.
-    fn versions(&self) -> Vec<Option<String>> {
+    pub(crate) fn versions(&self) -> Vec<Option<String>> {
         self.nodes.iter().map(|(_, addr)| get(addr, self.port, "/version")).collect()
     }
 

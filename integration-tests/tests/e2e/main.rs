@@ -22,6 +22,7 @@ mod environments;
 mod exit_codes;
 mod fleet;
 mod git;
+mod gitops;
 mod ha;
 mod isolation;
 mod leftovers;

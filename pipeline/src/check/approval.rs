@@ -34,7 +34,7 @@ impl Checker<'_> {
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, &["required", "approvers", "timeout"], &context);
         let timeout = match find(&entries, "timeout") {
-            Some(e) => Some(self.duration(e.value, "timeout of the approval", job)?),
+            Some(e) => Some(self.duration(e.value, "timeout of the approval", &format!("job `{job}`"))?),
             None => None,
         };
         let required = match find(&entries, "required").map(|e| (e, e.value.scalar_text())) {

@@ -18,10 +18,11 @@ const PATH_HINT: &str = "steps start with a fixed PATH (/usr/local/sbin:/usr/loc
      extend it with absolute directories, e.g. `PATH: \"$PATH:/opt/tool/bin\"` or `PATH: \"/opt/tool/bin:$PATH\"`";
 
 impl Checker<'_> {
-    /// Reads an `env` mapping: the top-level one, or that of `job`.
-    pub(super) fn env(&mut self, env: &Node, job: Option<&str>) -> BTreeMap<String, String> {
-        let (subject, context) = match job {
-            Some(job) => (format!("`env` of job `{job}`"), format!("in job `{job}`")),
+    /// Reads an `env` mapping: the top-level one, or that of `owner`
+    /// ("job `a`").
+    pub(super) fn env(&mut self, env: &Node, owner: Option<&str>) -> BTreeMap<String, String> {
+        let (subject, context) = match owner {
+            Some(owner) => (format!("`env` of {owner}"), format!("in {owner}")),
             None => ("the top-level `env`".to_owned(), "at the top level".to_owned()),
         };
         let mut out = BTreeMap::new();

@@ -8,6 +8,10 @@
 //! the job: its `needs`, the variables of the top-level `env` and its own,
 //! its secrets (only to say that expressions cannot read them), and the
 //! keys of its matrix.
+//!
+//! A desired-state file (`app`) has no run to read: there, `${{ }}` and
+//! `if:` are refused wherever the pipeline's rules would read them
+//! (`Checker::has_run`), each pointed at.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +20,8 @@ use crate::expr::{self, Expr, Scope};
 use crate::yaml::{Kind, Node};
 
 const CONDITION_EXAMPLE: &str = "e.g. `if: drover.branch == 'main'`, or `if: failure()`";
+/// Why `${{ }}` and `if:` cannot be read in a desired-state file.
+const NO_RUN: &str = "a desired-state file is not a pipeline, and there is no run to read it against";
 
 /// The names a job's expressions may use, owned, so that a [`Scope`] can
 /// borrow them while the checker is borrowed mutably.
@@ -67,6 +73,16 @@ impl Checker<'_> {
     /// "condition of job `a`".
     pub(super) fn condition(&mut self, entry: &Entry<'_>, scope: &Scope<'_>, subject: &str) -> Option<Expr> {
         let node = entry.value;
+        if !self.has_run {
+            // Hooks are the only steps of a desired-state file, and the
+            // agent runs a hook's steps in order until one fails.
+            self.error(
+                entry.key_pos,
+                format!("{subject} cannot be read: {NO_RUN}"),
+                Some("leave `if:` out: a hook's steps run in order, and the first that fails ends the hook".to_owned()),
+            );
+            return None;
+        }
         let text = match &node.kind {
             Kind::Scalar(scalar) => &scalar.text,
             Kind::Null => {
@@ -97,9 +113,27 @@ impl Checker<'_> {
         let Some(text) = node.scalar_text().filter(|text| text.contains("${{")) else {
             return;
         };
+        if !self.has_run {
+            self.no_run(node, text, subject);
+            return;
+        }
         if let Err(err) = expr::interpolations_with_budget(text, scope, &mut self.suggestion_budget) {
             self.error(node.pos_at(err.offset), format!("{subject}: {}", err.message), err.hint);
         }
+    }
+
+    /// Reports the first `${{` in `text`, the string `node`, where there is
+    /// no run to read it; `subject` names it in messages.
+    pub(super) fn no_run(&mut self, node: &Node, text: &str, subject: &str) {
+        let offset = text.find("${{").map_or(0, |at| text[..at].chars().count());
+        self.error(
+            node.pos_at(offset),
+            format!("{subject} has `${{{{ }}}}`, but {NO_RUN}"),
+            Some(
+                "write the value itself; a service's command and its hooks read their environment as `$NAME`"
+                    .to_owned(),
+            ),
+        );
     }
 
     /// Checks the `${{ }}` in the values of the `env` mapping `env` that

@@ -35,7 +35,7 @@ const JOB_KEYS: &[&str] = &[
 ];
 
 const DURATION_HINT: &str = "use a whole number with s, m or h, e.g. 90s, 10m, 1h30m";
-const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
+pub(super) const JOB_NAME_HINT: &str = "job names are used in ids and paths: use 1 to 100 letters, digits, \
      `_`, `.` or `-`, starting with a letter or digit";
 
 /// A job as read, with the positions the graph checks point at.
@@ -174,6 +174,8 @@ impl Checker<'_> {
         let full_name = entry.key;
         // Messages quote the name as written; an invalid one may be very long.
         let name = &abbreviate(full_name);
+        // What messages call it: "job `build`".
+        let owner = &format!("job `{name}`");
         if !is_valid_job_name(full_name) {
             self.error(entry.key_pos, format!("invalid job name `{name}`"), Some(JOB_NAME_HINT.to_owned()));
         }
@@ -231,16 +233,17 @@ impl Checker<'_> {
         draft.artifacts_written = find(&entries, "artifacts").is_some();
 
         if let Some(entry) = find(&entries, "runs-on") {
-            draft.spec.runs_on = self.labels(entry.value, name);
+            draft.spec.runs_on =
+                self.labels(entry.value, &format!("`runs-on` of {owner}"), "e.g. `runs-on: {os: linux}`");
         }
         if let Some(entry) = find(&entries, "env") {
-            draft.spec.env = self.env(entry.value, Some(name));
+            draft.spec.env = self.env(entry.value, Some(owner));
         }
         if let Some(entry) = find(&entries, "timeout") {
-            draft.spec.timeout = self.duration(entry.value, "timeout", name);
+            draft.spec.timeout = self.duration(entry.value, "timeout", owner);
         }
         if let Some(entry) = find(&entries, "queue-timeout") {
-            draft.spec.queue_timeout = self.duration(entry.value, "queue-timeout", name);
+            draft.spec.queue_timeout = self.duration(entry.value, "queue-timeout", owner);
         }
         if let Some(entry) = find(&entries, "secrets") {
             draft.spec.secrets = self.secrets(entry.value, name, &draft.spec.env);
@@ -282,7 +285,7 @@ impl Checker<'_> {
                 (draft.spec.deploy, draft.deploy_artifact) = self.deploy(entry, name, scope);
             }
             // A deploy job's steps are its hooks; `deploy_job_keys` said so.
-            find(&entries, "steps").filter(|_| !deploys).map(|steps| self.steps(steps, name, scope))
+            find(&entries, "steps").filter(|_| !deploys).map(|steps| self.steps(steps, owner, scope))
         });
         match steps {
             Some(steps) => draft.spec.steps = steps,
@@ -296,9 +299,10 @@ impl Checker<'_> {
         draft
     }
 
-    /// Reads the `runs-on` mapping of label names to values of `job`.
-    fn labels(&mut self, labels: &Node, job: &str) -> BTreeMap<String, String> {
-        let context = format!("in `runs-on` of job `{job}`");
+    /// Reads a mapping of agent label names to values: `what` names it in
+    /// messages ("`runs-on` of job `a`"), and `example` shows one.
+    pub(super) fn labels(&mut self, labels: &Node, what: &str, example: &str) -> BTreeMap<String, String> {
+        let context = format!("in {what}");
         let mut out = BTreeMap::new();
         let map = match &labels.kind {
             Kind::Map(map) => map,
@@ -306,8 +310,8 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     labels.pos,
-                    format!("`runs-on` of job `{job}` must be a mapping of agent labels, found {}", labels.describe()),
-                    Some("e.g. `runs-on: {os: linux}`".to_owned()),
+                    format!("{what} must be a mapping of agent labels, found {}", labels.describe()),
+                    Some(example.to_owned()),
                 );
                 return out;
             }
@@ -319,6 +323,9 @@ impl Checker<'_> {
                 continue;
             }
             match entry.value.scalar_text() {
+                Some(value) if value.contains("${{") && !self.has_run => {
+                    self.no_run(entry.value, value, &format!("label `{}` {context}", entry.key));
+                }
                 Some(value) if value.contains("${{") => self.error(
                     entry.value_pos(),
                     format!("label `{}` {context} has an expression that is not a matrix value", entry.key),
@@ -346,9 +353,9 @@ impl Checker<'_> {
         out
     }
 
-    /// A duration under `key` (`timeout`, `queue-timeout`): longer than
-    /// zero, at most [`MAX_TIMEOUT`].
-    pub(super) fn duration(&mut self, timeout: &Node, key: &str, job: &str) -> Option<Duration> {
+    /// A duration under `key` (`timeout`, `queue-timeout`) of `owner`
+    /// ("job `a`"): longer than zero, at most [`MAX_TIMEOUT`].
+    pub(super) fn duration(&mut self, timeout: &Node, key: &str, owner: &str) -> Option<Duration> {
         let text = match &timeout.kind {
             Kind::Null => return None,
             Kind::Scalar(scalar) if scalar.ty == ScalarType::Str => &scalar.text,
@@ -357,7 +364,7 @@ impl Checker<'_> {
                 // the user say which rather than guess.
                 self.error(
                     timeout.pos,
-                    format!("{key} `{}` in job `{job}` has no unit", abbreviate(&scalar.text)),
+                    format!("{key} `{}` in {owner} has no unit", abbreviate(&scalar.text)),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -365,7 +372,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     timeout.pos,
-                    format!("`{key}` in job `{job}` must be a duration, found {}", timeout.describe()),
+                    format!("`{key}` in {owner} must be a duration, found {}", timeout.describe()),
                     Some(DURATION_HINT.to_owned()),
                 );
                 return None;
@@ -375,7 +382,7 @@ impl Checker<'_> {
             Some(d) if d.is_zero() => {
                 self.error(
                     timeout.pos,
-                    format!("{key} `{text}` in job `{job}` must be longer than zero"),
+                    format!("{key} `{text}` in {owner} must be longer than zero"),
                     Some(DURATION_HINT.to_owned()),
                 );
                 None
@@ -383,7 +390,7 @@ impl Checker<'_> {
             Some(d) if d > MAX_TIMEOUT => {
                 self.error(
                     timeout.pos,
-                    format!("{key} `{text}` in job `{job}` is over the limit of 7 days"),
+                    format!("{key} `{text}` in {owner} is over the limit of 7 days"),
                     Some(format!("the longest allowed {key} is 168h")),
                 );
                 None
@@ -392,7 +399,7 @@ impl Checker<'_> {
             None => {
                 self.error(
                     timeout.pos,
-                    format!("invalid {key} `{}` in job `{job}`", abbreviate(text)),
+                    format!("invalid {key} `{}` in {owner}", abbreviate(text)),
                     Some(DURATION_HINT.to_owned()),
                 );
                 None
@@ -514,7 +521,7 @@ impl Checker<'_> {
 }
 
 /// Whether `name` matches `[A-Za-z0-9][A-Za-z0-9_.-]{0,99}`.
-fn is_valid_job_name(name: &str) -> bool {
+pub(super) fn is_valid_job_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= MAX_NAME_LEN

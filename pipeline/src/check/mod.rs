@@ -32,7 +32,11 @@
 //!   expressions checked);
 //! - `graph`: the `needs` of all jobs together: missing jobs, then cycles;
 //! - `suggest`: "did you mean" for misspelled keys, job names and (for
-//!   `cache_key`) functions.
+//!   `cache_key`) functions;
+//! - `app`: not a part of a pipeline but a file of its own, a desired-state
+//!   file ([`crate::app`]), read by a checker without a run
+//!   (`Checker::has_run`) with `deploy`'s checks of the service, strategy,
+//!   hooks and durations, and the files of an app's directory together.
 //!
 //! A new key joins its mapping's list of allowed keys and is read where that
 //! mapping is read: a top-level key (such as the triggers, `on:`) here, a
@@ -47,6 +51,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::yaml::{Kind, Node, Pos, abbreviate};
 use super::{Diagnostic, Known, MAX_NAME_LEN, Pipeline};
 
+pub(crate) mod app;
 mod approval;
 mod artifacts;
 mod cache;
@@ -73,22 +78,27 @@ const TOP_LEVEL_KEYS: &[&str] = &["name", "on", "env", "jobs", "concurrency"];
 
 /// Checks the document `root` of the file `file`.
 pub(super) fn pipeline(file: &str, root: &Node, known: &Known<'_>) -> Result<Pipeline, Vec<Diagnostic>> {
-    let mut checker = Checker {
-        file,
-        known: *known,
-        diagnostics: Vec::new(),
-        suggestion_budget: SUGGESTION_BUDGET,
-        pipeline_env: BTreeMap::new(),
-    };
+    let mut checker = Checker::new(file, *known, true);
     let pipeline = checker.top_level(root);
-    let mut diagnostics = checker.diagnostics;
+    let diagnostics = sorted(checker.diagnostics);
     if diagnostics.is_empty() {
         return Ok(pipeline);
     }
-    // Read like a compiler's output: top to bottom. A value reached through
-    // several aliases can produce the same diagnostic more than once.
+    Err(capped(diagnostics))
+}
+
+/// The diagnostics of one file as they are shown: like a compiler's output,
+/// top to bottom. A value reached through several aliases can produce the
+/// same diagnostic more than once; it is shown once.
+fn sorted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diagnostics.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
     diagnostics.dedup();
+    diagnostics
+}
+
+/// At most [`MAX_DIAGNOSTICS`] of `diagnostics`, and a last one that says
+/// how many more there are.
+fn capped(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     if diagnostics.len() > MAX_DIAGNOSTICS {
         // Nobody reads thousands of diagnostics, and they have to fit in
         // one RPC reply; point at where the unshown ones start.
@@ -98,7 +108,7 @@ pub(super) fn pipeline(file: &str, root: &Node, known: &Known<'_>) -> Result<Pip
         last.message = format!("{hidden} more problems from here on are not shown");
         last.hint = Some("fix the problems above and check again".to_owned());
     }
-    Err(diagnostics)
+    diagnostics
 }
 
 /// One check of one file. Its methods are spread over this module's files,
@@ -112,9 +122,14 @@ struct Checker<'a> {
     diagnostics: Vec<Diagnostic>,
     /// What is left of [`SUGGESTION_BUDGET`].
     suggestion_budget: usize,
+    /// Whether the file's values are read for a run, which `${{ }}` and
+    /// `if:` read: true for a pipeline, false for a desired-state file
+    /// (`app`), where both are refused.
+    has_run: bool,
 }
 
 /// One entry of a mapping whose key is a string.
+#[derive(Clone, Copy)]
 struct Entry<'n> {
     key: &'n str,
     key_pos: Pos,
@@ -127,6 +142,19 @@ impl Entry<'_> {
     /// so there we point at the key instead.
     fn value_pos(&self) -> Pos {
         if matches!(self.value.kind, Kind::Null) { self.key_pos } else { self.value.pos }
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn new(file: &'a str, known: Known<'a>, has_run: bool) -> Checker<'a> {
+        Checker {
+            file,
+            known,
+            pipeline_env: BTreeMap::new(),
+            diagnostics: Vec::new(),
+            suggestion_budget: SUGGESTION_BUDGET,
+            has_run,
+        }
     }
 }
 

@@ -10,24 +10,25 @@ use crate::{MAX_STEPS_PER_JOB, StepSpec};
 const STEP_KEYS: &[&str] = &["name", "run", "if"];
 
 impl Checker<'_> {
-    /// Reads the steps of `job`, whose expressions may name what `scope` has.
-    pub(super) fn steps(&mut self, steps_entry: &Entry<'_>, job: &str, scope: &Scope<'_>) -> Vec<StepSpec> {
+    /// Reads the steps of `owner` ("job `a`", "job `d` hook `before`"),
+    /// whose expressions may name what `scope` has.
+    pub(super) fn steps(&mut self, steps_entry: &Entry<'_>, owner: &str, scope: &Scope<'_>) -> Vec<StepSpec> {
         let no_steps_hint = || Some("add at least one step, e.g. `steps: [{run: make}]`".to_owned());
         let steps = steps_entry.value;
         let items = match &steps.kind {
             Kind::Seq(items) if !items.is_empty() => items,
             Kind::Seq(_) => {
-                self.error(steps.pos, format!("job `{job}` has no steps"), no_steps_hint());
+                self.error(steps.pos, format!("{owner} has no steps"), no_steps_hint());
                 return Vec::new();
             }
             Kind::Null => {
-                self.error(steps_entry.key_pos, format!("job `{job}` has no steps"), no_steps_hint());
+                self.error(steps_entry.key_pos, format!("{owner} has no steps"), no_steps_hint());
                 return Vec::new();
             }
             _ => {
                 self.error(
                     steps.pos,
-                    format!("`steps` in job `{job}` must be a list of steps, found {}", steps.describe()),
+                    format!("`steps` in {owner} must be a list of steps, found {}", steps.describe()),
                     Some("e.g. `steps: [{run: make}]`, or one `- run: <command>` per line".to_owned()),
                 );
                 return Vec::new();
@@ -36,22 +37,22 @@ impl Checker<'_> {
         if items.len() > MAX_STEPS_PER_JOB {
             self.error(
                 items[MAX_STEPS_PER_JOB].pos,
-                format!("job `{job}` has {} steps, over the limit of {MAX_STEPS_PER_JOB}", items.len()),
+                format!("{owner} has {} steps, over the limit of {MAX_STEPS_PER_JOB}", items.len()),
                 Some("split the job into several jobs, or move commands into a script".to_owned()),
             );
         }
-        items.iter().enumerate().filter_map(|(i, step)| self.step(step, i + 1, job, scope)).collect()
+        items.iter().enumerate().filter_map(|(i, step)| self.step(step, i + 1, owner, scope)).collect()
     }
 
-    fn step(&mut self, step: &Node, number: usize, job: &str, scope: &Scope<'_>) -> Option<StepSpec> {
-        let context = format!("in step {number} of job `{job}`");
+    fn step(&mut self, step: &Node, number: usize, owner: &str, scope: &Scope<'_>) -> Option<StepSpec> {
+        let context = format!("in step {number} of {owner}");
         let map = match &step.kind {
             Kind::Map(map) => map,
             _ => {
                 let example = step.scalar_text().map_or("make", abbreviate_ref);
                 self.error(
                     step.pos,
-                    format!("step {number} of job `{job}` must be a mapping with `run`, found {}", step.describe()),
+                    format!("step {number} of {owner} must be a mapping with `run`, found {}", step.describe()),
                     Some(format!("write `- run: {example}`")),
                 );
                 return None;
@@ -83,11 +84,11 @@ impl Checker<'_> {
             },
         };
         let condition = find(&entries, "if")
-            .and_then(|entry| self.condition(entry, scope, &format!("condition of step {number} of job `{job}`")));
+            .and_then(|entry| self.condition(entry, scope, &format!("condition of step {number} of {owner}")));
         let Some(run_entry) = find(&entries, "run") else {
             self.error(
                 step.pos,
-                format!("step {number} of job `{job}` has no `run` command"),
+                format!("step {number} of {owner} has no `run` command"),
                 Some("add `run: <shell command>`".to_owned()),
             );
             return None;

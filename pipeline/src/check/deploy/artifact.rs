@@ -9,7 +9,7 @@ use super::super::suggest::closest;
 use super::super::{Checker, Entry};
 use super::ARTIFACT_EXAMPLE;
 use crate::deploy::ArtifactRef;
-use crate::yaml::{Pos, abbreviate};
+use crate::yaml::{Node, Pos, abbreviate};
 
 /// A deploy's `artifact:` as read, with where its parts are: checked
 /// against the job it names once every job has been read.
@@ -51,45 +51,8 @@ impl Checker<'_> {
         };
         let path_offset = from.chars().count() + 1;
         let path_pos = node.pos_at(path_offset);
-        let mut parts: Vec<&str> = Vec::new();
-        let mut offset = path_offset;
-        for part in path.split('/') {
-            let start = offset;
-            offset += part.chars().count() + 1;
-            match part {
-                "" | "." => {}
-                ".." => {
-                    self.error(
-                        node.pos_at(start),
-                        format!(
-                            "the artifact path `{}` of job `{job}` leaves the artifact with `..`",
-                            abbreviate(path)
-                        ),
-                        Some("name a file inside the artifact, as its job's `artifacts: paths` name it".to_owned()),
-                    );
-                    return None;
-                }
-                _ => {
-                    if let Some(i) = part.find(['*', '?', '[', ']', '{', '}']) {
-                        self.error(
-                            node.pos_at(start + part[..i].chars().count()),
-                            format!("the artifact path `{}` of job `{job}` is a glob", abbreviate(path)),
-                            Some("a deploy's release is one file: name it, e.g. `build:dist/app.tar.gz`".to_owned()),
-                        );
-                        return None;
-                    }
-                    parts.push(part);
-                }
-            }
-        }
-        if path.starts_with('/') {
-            self.error(
-                path_pos,
-                format!("the artifact path `{}` of job `{job}` is absolute", abbreviate(path)),
-                Some("write it as its job's `artifacts: paths` do, relative to the workspace".to_owned()),
-            );
-            return None;
-        }
+        let owner = format!("job `{job}`");
+        let parts = self.artifact_path(node, path, path_offset, &owner, "`build:dist/app.tar.gz`")?;
         if parts.is_empty() {
             self.error(
                 path_pos,
@@ -102,6 +65,58 @@ impl Checker<'_> {
             return None;
         }
         Some(ArtifactUse { job: from.to_owned(), job_pos: node.pos_at(0), path: parts.join("/"), path_pos })
+    }
+
+    /// Checks `path`, the path of a file inside an artifact, which starts
+    /// at character `path_offset` of the string `node`: relative, without
+    /// `..` or glob characters. Its parts, without `.` and empty ones (none
+    /// when it names no file); `None` when it is wrong, which is reported
+    /// with `owner` ("job `d`") and `example`, a way to write one.
+    pub(in crate::check) fn artifact_path<'p>(
+        &mut self,
+        node: &Node,
+        path: &'p str,
+        path_offset: usize,
+        owner: &str,
+        example: &str,
+    ) -> Option<Vec<&'p str>> {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut offset = path_offset;
+        for part in path.split('/') {
+            let start = offset;
+            offset += part.chars().count() + 1;
+            match part {
+                "" | "." => {}
+                ".." => {
+                    self.error(
+                        node.pos_at(start),
+                        format!("the artifact path `{}` of {owner} leaves the artifact with `..`", abbreviate(path)),
+                        Some("name a file inside the artifact, as its job's `artifacts: paths` name it".to_owned()),
+                    );
+                    return None;
+                }
+                _ => {
+                    if let Some(i) = part.find(['*', '?', '[', ']', '{', '}']) {
+                        self.error(
+                            node.pos_at(start + part[..i].chars().count()),
+                            format!("the artifact path `{}` of {owner} is a glob", abbreviate(path)),
+                            Some(format!("a deploy's release is one file: name it, e.g. {example}")),
+                        );
+                        return None;
+                    }
+                    parts.push(part);
+                }
+            }
+        }
+        if path.starts_with('/') {
+            self.error(
+                node.pos_at(path_offset),
+                format!("the artifact path `{}` of {owner} is absolute", abbreviate(path)),
+                Some("write it as its job's `artifacts: paths` do, relative to the workspace".to_owned()),
+            );
+            return None;
+        }
+        Some(parts)
     }
 
     /// Checks the `artifact:` of each deploy job against the job it names,

@@ -17,6 +17,10 @@
 //! `service` reads the service and its health check, `strategy` the
 //! rollout strategy.
 //!
+//! What a desired-state file (`app`) shares with a deploy job, the service,
+//! the strategy, the hooks and the durations, takes the `owner` messages
+//! name it by, preformatted: "job `d`" here, "`deploy/web.yaml`" there.
+//!
 //! Whether the environment exists is not checked here: environments live
 //! in the coordinator's store (`drover env create`), and the pipeline
 //! crate reads no store.
@@ -30,6 +34,7 @@ mod tests;
 use std::time::Duration;
 
 pub(super) use artifact::ArtifactUse;
+pub(super) use service::EXAMPLE as SERVICE_EXAMPLE;
 
 use super::suggest::closest;
 use super::{Checker, Entry, find};
@@ -47,6 +52,8 @@ const EXAMPLE: &str = "e.g. `deploy: {environment: staging, artifact: build:dist
      command: ./app, port: 8080, health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}}}`";
 const ARTIFACT_EXAMPLE: &str =
     "e.g. `artifact: build:dist/app.tar.gz`: the file dist/app.tar.gz of the artifacts of job `build`";
+pub(super) const AUTO_ROLLBACK_HINT: &str = "`true` (the default) puts the nodes back on their last healthy release \
+     after a failure, `false` leaves them where the rollout stopped";
 const HOOKS_HINT: &str = "`before` runs once before the first batch, `after_batch` on each node after its switch, \
      `after` once after success, `on_failure` once after a rollback";
 
@@ -119,7 +126,8 @@ impl Checker<'_> {
                 return (None, None);
             }
         };
-        let context = format!("in the deploy of job `{job}`");
+        let owner = &format!("job `{job}`");
+        let context = format!("in the deploy of {owner}");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, DEPLOY_KEYS, &context);
         let missing = |checker: &mut Self, key: &str, hint: &str| {
@@ -144,27 +152,22 @@ impl Checker<'_> {
             }
         };
         let service = match find(&entries, "service") {
-            Some(e) => self.service(e, job, scope),
+            Some(e) => self.service(e, owner, scope),
             None => {
                 missing(self, "service", service::EXAMPLE);
                 None
             }
         };
         let strategy = match find(&entries, "strategy") {
-            Some(e) => self.strategy(e, job),
+            Some(e) => self.strategy(e, owner),
             None => Some(Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 })),
         };
         let progress_deadline = match find(&entries, "progress_deadline") {
-            Some(e) => self.bounded_duration(e, "progress_deadline", job, MAX_PROGRESS_DEADLINE),
+            Some(e) => self.bounded_duration(e, "progress_deadline", owner, MAX_PROGRESS_DEADLINE),
             None => Some(DEFAULT_PROGRESS_DEADLINE),
         };
         let auto_rollback = match find(&entries, "auto_rollback") {
-            Some(e) => self.flag(
-                e,
-                &format!("`auto_rollback` in the deploy of job `{job}`"),
-                "`true` (the default) puts the nodes back on their last healthy release after a failure, `false` \
-                 leaves them where the rollout stopped",
-            ),
+            Some(e) => self.flag(e, &format!("`auto_rollback` in the deploy of {owner}"), AUTO_ROLLBACK_HINT),
             None => Some(true),
         };
         let on_newer = match find(&entries, "on_newer") {
@@ -172,7 +175,7 @@ impl Checker<'_> {
             None => Some(OnNewer::Queue),
         };
         let hooks = match find(&entries, "hooks") {
-            Some(e) => self.hooks(e, job, scope),
+            Some(e) => self.hooks(e, owner, scope),
             None => Some(Hooks::default()),
         };
         let artifact_ref = artifact.as_ref().map(ArtifactUse::reference);
@@ -257,16 +260,18 @@ impl Checker<'_> {
         }
     }
 
-    fn hooks(&mut self, entry: &Entry<'_>, job: &str, scope: &Scope<'_>) -> Option<Hooks> {
+    /// Reads the `hooks` of the deploy of `owner`, whose expressions may
+    /// name what `scope` has.
+    pub(super) fn hooks(&mut self, entry: &Entry<'_>, owner: &str, scope: &Scope<'_>) -> Option<Hooks> {
         let Kind::Map(map) = &entry.value.kind else {
             self.error(
                 entry.value_pos(),
-                format!("`hooks` in the deploy of job `{job}` must be a mapping, found {}", entry.value.describe()),
+                format!("`hooks` in the deploy of {owner} must be a mapping, found {}", entry.value.describe()),
                 Some(format!("e.g. `hooks: {{before: [{{run: ./migrate}}]}}`; {HOOKS_HINT}")),
             );
             return None;
         };
-        let context = format!("in the hooks of job `{job}`");
+        let context = format!("in the hooks of {owner}");
         let entries = self.entries(map, "hook", &context);
         self.unknown_keys(&entries, HOOK_KEYS, &context);
         let mut hooks = Hooks::default();
@@ -283,9 +288,9 @@ impl Checker<'_> {
             };
             let message = match &hook.value.kind {
                 Kind::Seq(items) if !items.is_empty() => None,
-                Kind::Seq(_) | Kind::Null => Some(format!("hook `{}` of job `{job}` has no steps", hook.key)),
+                Kind::Seq(_) | Kind::Null => Some(format!("hook `{}` of {owner} has no steps", hook.key)),
                 _ => Some(format!(
-                    "hook `{}` of job `{job}` must be a list of steps, found {}",
+                    "hook `{}` of {owner} must be a list of steps, found {}",
                     hook.key,
                     hook.value.describe()
                 )),
@@ -297,27 +302,33 @@ impl Checker<'_> {
                 continue;
             }
             // Read as a job's steps; messages say "step 1 of job `d` hook `before`".
-            *steps = self.steps(hook, &format!("{job}` hook `{}", hook.key), scope);
+            *steps = self.steps(hook, &format!("{owner} hook `{}`", hook.key), scope);
         }
         ok.then_some(hooks)
     }
 
-    /// A duration under `key` of the deploy of `job`, at most `max`.
-    fn bounded_duration(&mut self, entry: &Entry<'_>, key: &str, job: &str, max: Duration) -> Option<Duration> {
+    /// A duration under `key` of the deploy of `owner`, at most `max`.
+    pub(super) fn bounded_duration(
+        &mut self,
+        entry: &Entry<'_>,
+        key: &str,
+        owner: &str,
+        max: Duration,
+    ) -> Option<Duration> {
         if matches!(entry.value.kind, Kind::Null) {
             self.error(
                 entry.key_pos,
-                format!("`{key}` in job `{job}` has no value"),
+                format!("`{key}` in {owner} has no value"),
                 Some("give a duration, e.g. 30s, 10m or 1h; or leave the key out".to_owned()),
             );
             return None;
         }
-        let duration = self.duration(entry.value, key, job)?;
+        let duration = self.duration(entry.value, key, owner)?;
         if duration > max {
             self.error(
                 entry.value.pos,
                 format!(
-                    "{key} `{}` in job `{job}` is over the limit of {}",
+                    "{key} `{}` in {owner} is over the limit of {}",
                     entry.value.scalar_text().map(abbreviate).unwrap_or_default(),
                     show(max)
                 ),
@@ -330,7 +341,7 @@ impl Checker<'_> {
 
     /// `true` or `false` under `entry`; `subject` names it in messages,
     /// `hint` says what each does.
-    fn flag(&mut self, entry: &Entry<'_>, subject: &str, hint: &str) -> Option<bool> {
+    pub(super) fn flag(&mut self, entry: &Entry<'_>, subject: &str, hint: &str) -> Option<bool> {
         match (&entry.value.kind, entry.value.scalar_text()) {
             (Kind::Scalar(s), Some("true")) if s.ty == ScalarType::Bool => Some(true),
             (Kind::Scalar(s), Some("false")) if s.ty == ScalarType::Bool => Some(false),
@@ -347,7 +358,7 @@ impl Checker<'_> {
 
     /// A whole number from `min` to `max` under `entry`; `subject` names it
     /// in messages, `hint` says what it is for.
-    fn whole(&mut self, entry: &Entry<'_>, subject: &str, min: u32, max: u32, hint: &str) -> Option<u32> {
+    pub(super) fn whole(&mut self, entry: &Entry<'_>, subject: &str, min: u32, max: u32, hint: &str) -> Option<u32> {
         let number = match &entry.value.kind {
             Kind::Scalar(s) => match s.ty {
                 ScalarType::Int(n) => Some(n),
@@ -379,7 +390,7 @@ impl Checker<'_> {
 
 /// Whether `name` is 1 to `max` of `[A-Za-z0-9_.-]`, starting with a letter
 /// or digit: the grammar of environment and service names.
-fn is_name(name: &str, max: usize) -> bool {
+pub(super) fn is_name(name: &str, max: usize) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= max

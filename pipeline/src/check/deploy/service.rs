@@ -19,36 +19,37 @@ const SERVICE_KEYS: &[&str] = &["name", "command", "env", "port", "health"];
 const HEALTH_KEYS: &[&str] = &["http", "tcp", "exec", "interval", "healthy_after", "unhealthy_after", "timeout"];
 const HEALTH_KINDS: &[&str] = &["http", "tcp", "exec"];
 
-pub(super) const EXAMPLE: &str = "e.g. `service: {name: web, command: ./app --port ${PORT}, port: 8080, health: \
-     {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}}`";
+pub(in crate::check) const EXAMPLE: &str = "e.g. `service: {name: web, command: ./app --port ${PORT}, port: \
+     8080, health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}}`";
 const HEALTH_EXAMPLE: &str = "e.g. `health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}`";
 const KINDS_HINT: &str = "give exactly one of `http: /healthz` (a GET that answers 2xx), `tcp: true` (a connection \
      to the port) and `exec: ./check` (a command that exits 0)";
 
 impl Checker<'_> {
-    /// Reads the `service` of the deploy of job `job`; its expressions may
-    /// name what `scope` has.
-    pub(super) fn service(&mut self, entry: &Entry<'_>, job: &str, scope: &Scope<'_>) -> Option<ServiceSpec> {
+    /// Reads the `service` of the deploy of `owner` ("job `d`"); its
+    /// expressions may name what `scope` has.
+    pub(in crate::check) fn service(
+        &mut self,
+        entry: &Entry<'_>,
+        owner: &str,
+        scope: &Scope<'_>,
+    ) -> Option<ServiceSpec> {
         let Kind::Map(map) = &entry.value.kind else {
             self.error(
                 entry.value_pos(),
-                format!("`service` in the deploy of job `{job}` must be a mapping, found {}", entry.value.describe()),
+                format!("`service` in the deploy of {owner} must be a mapping, found {}", entry.value.describe()),
                 Some(EXAMPLE.to_owned()),
             );
             return None;
         };
-        let context = format!("in the service of job `{job}`");
+        let context = format!("in the service of {owner}");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, SERVICE_KEYS, &context);
         let missing = |checker: &mut Self, key: &str| {
-            checker.error(
-                entry.key_pos,
-                format!("the service of job `{job}` has no `{key}`"),
-                Some(EXAMPLE.to_owned()),
-            );
+            checker.error(entry.key_pos, format!("the service of {owner} has no `{key}`"), Some(EXAMPLE.to_owned()));
         };
         let name = match find(&entries, "name") {
-            Some(e) => self.service_name(e, job),
+            Some(e) => self.service_name(e, owner),
             None => {
                 missing(self, "name");
                 None
@@ -56,7 +57,7 @@ impl Checker<'_> {
         };
         let shown = name.clone().unwrap_or_else(|| "?".to_owned());
         let command = match find(&entries, "command") {
-            Some(e) => self.command(e, &format!("`command` of service `{shown}` in job `{job}`"), scope),
+            Some(e) => self.command(e, &format!("`command` of service `{shown}` in {owner}"), scope),
             None => {
                 missing(self, "command");
                 None
@@ -64,13 +65,13 @@ impl Checker<'_> {
         };
         let env = match find(&entries, "env") {
             Some(e) => {
-                let mut env = self.env(e.value, Some(job));
+                let mut env = self.env(e.value, Some(owner));
                 if let Kind::Map(map) = &e.value.kind
                     && let Some((key, _)) = map.iter().find(|(k, _)| k.scalar_text() == Some(SERVICE_PORT_VAR))
                 {
                     self.error(
                         key.pos,
-                        format!("env variable `{SERVICE_PORT_VAR}` of service `{shown}` in job `{job}` is Drover's"),
+                        format!("env variable `{SERVICE_PORT_VAR}` of service `{shown}` in {owner} is Drover's"),
                         Some(format!(
                             "Drover sets `{SERVICE_PORT_VAR}` to the port the service listens on behind the node's \
                              proxy: read it (`--port ${{{SERVICE_PORT_VAR}}}`); `port:` is the one users connect to"
@@ -78,7 +79,7 @@ impl Checker<'_> {
                     );
                     env.remove(SERVICE_PORT_VAR);
                 }
-                self.env_interpolations(e.value, &env, scope, &format!("in service `{shown}` of job `{job}`"));
+                self.env_interpolations(e.value, &env, scope, &format!("in service `{shown}` of {owner}"));
                 Some(env)
             }
             None => Some(Default::default()),
@@ -87,7 +88,7 @@ impl Checker<'_> {
             Some(e) => self
                 .whole(
                     e,
-                    &format!("`port` of service `{shown}` in job `{job}`"),
+                    &format!("`port` of service `{shown}` in {owner}"),
                     1,
                     u32::from(u16::MAX),
                     "the port users connect to, e.g. `port: 8080`; the node's proxy owns it",
@@ -99,7 +100,7 @@ impl Checker<'_> {
             }
         };
         let health = match find(&entries, "health") {
-            Some(e) => self.health(e, &format!("the health check of service `{shown}` in job `{job}`"), job, scope),
+            Some(e) => self.health(e, &format!("the health check of service `{shown}` in {owner}"), owner, scope),
             None => {
                 missing(self, "health");
                 None
@@ -108,14 +109,14 @@ impl Checker<'_> {
         Some(ServiceSpec { name: name?, command: command?, env: env?, port: port?, health: health? })
     }
 
-    fn service_name(&mut self, entry: &Entry<'_>, job: &str) -> Option<String> {
+    fn service_name(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
         match entry.value.scalar_text() {
             Some(name) if is_name(name, MAX_SERVICE_NAME_LEN) => Some(name.to_owned()),
             found => {
                 let found = found.map_or_else(|| entry.value.describe(), |name| format!("`{}`", abbreviate(name)));
                 self.error(
                     entry.value_pos(),
-                    format!("invalid service name {found} in the deploy of job `{job}`"),
+                    format!("invalid service name {found} in the deploy of {owner}"),
                     Some(format!(
                         "a service's name is 1 to {MAX_SERVICE_NAME_LEN} letters, digits, `_`, `.` or `-`, starting \
                          with a letter or digit, e.g. `web`"
@@ -158,7 +159,7 @@ impl Checker<'_> {
     }
 
     /// Reads a service's `health`; `subject` names it in messages.
-    fn health(&mut self, entry: &Entry<'_>, subject: &str, job: &str, scope: &Scope<'_>) -> Option<HealthSpec> {
+    fn health(&mut self, entry: &Entry<'_>, subject: &str, owner: &str, scope: &Scope<'_>) -> Option<HealthSpec> {
         let Kind::Map(map) = &entry.value.kind else {
             self.error(
                 entry.value_pos(),
@@ -191,7 +192,7 @@ impl Checker<'_> {
             }
         };
         let interval = match find(&entries, "interval") {
-            Some(e) => self.bounded_duration(e, "health interval", job, MAX_HEALTH_INTERVAL),
+            Some(e) => self.bounded_duration(e, "health interval", owner, MAX_HEALTH_INTERVAL),
             None => {
                 missing(self, "interval");
                 None
@@ -211,7 +212,7 @@ impl Checker<'_> {
         };
         let timeout = match find(&entries, "timeout") {
             Some(e) => {
-                let timeout = self.bounded_duration(e, "health timeout", job, MAX_HEALTH_TIMEOUT);
+                let timeout = self.bounded_duration(e, "health timeout", owner, MAX_HEALTH_TIMEOUT);
                 // Too short for `healthy_after` checks, no node could ever pass.
                 if let (Some(t), Some(i), Some(n)) = (timeout, interval, healthy_after)
                     && let Some(needed) = i.checked_mul(n).filter(|needed| *needed > t)

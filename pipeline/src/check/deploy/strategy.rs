@@ -24,8 +24,8 @@ const STEP_HINT: &str = "a step is `{nodes: 10%}` (a share of the nodes, or a co
      after one: `{pause: 30s}` or `{pause: manual}` (until `drover rollout promote`)";
 
 impl Checker<'_> {
-    /// Reads the `strategy` of the deploy of job `job`.
-    pub(super) fn strategy(&mut self, entry: &Entry<'_>, job: &str) -> Option<Strategy> {
+    /// Reads the `strategy` of the deploy of `owner` ("job `d`").
+    pub(in crate::check) fn strategy(&mut self, entry: &Entry<'_>, owner: &str) -> Option<Strategy> {
         let Kind::Map(map) = &entry.value.kind else {
             let hint = match entry.value.scalar_text().filter(|text| STRATEGIES.contains(text)) {
                 Some(name) => format!("write `strategy: {{{name}: {{}}}}`"),
@@ -33,12 +33,12 @@ impl Checker<'_> {
             };
             self.error(
                 entry.value_pos(),
-                format!("`strategy` in the deploy of job `{job}` must be a mapping, found {}", entry.value.describe()),
+                format!("`strategy` in the deploy of {owner} must be a mapping, found {}", entry.value.describe()),
                 Some(hint),
             );
             return None;
         };
-        let context = format!("in the strategy of job `{job}`");
+        let context = format!("in the strategy of {owner}");
         let entries = self.entries(map, "strategy", &context);
         self.unknown_keys(&entries, STRATEGIES, &context);
         let known: Vec<&Entry<'_>> = entries.iter().filter(|e| STRATEGIES.contains(&e.key)).collect();
@@ -46,7 +46,7 @@ impl Checker<'_> {
             [] if entries.is_empty() => {
                 self.error(
                     entry.value_pos(),
-                    format!("the strategy of job `{job}` names no strategy"),
+                    format!("the strategy of {owner} names no strategy"),
                     Some(STRATEGY_HINT.to_owned()),
                 );
                 None
@@ -54,14 +54,14 @@ impl Checker<'_> {
             // An unknown one was reported as such.
             [] => None,
             [one] => match one.key {
-                "rolling" => self.rolling(one, job).map(Strategy::Rolling),
-                "canary" => self.canary(one, job).map(Strategy::Canary),
-                _ => self.blue_green(one, job).then_some(Strategy::BlueGreen),
+                "rolling" => self.rolling(one, owner).map(Strategy::Rolling),
+                "canary" => self.canary(one, owner).map(Strategy::Canary),
+                _ => self.blue_green(one, owner).then_some(Strategy::BlueGreen),
             },
             [first, second, ..] => {
                 self.error(
                     second.key_pos,
-                    format!("the strategy of job `{job}` names both `{}` and `{}`", first.key, second.key),
+                    format!("the strategy of {owner} names both `{}` and `{}`", first.key, second.key),
                     Some(format!("a deploy has one strategy: {STRATEGY_HINT}")),
                 );
                 None
@@ -69,29 +69,26 @@ impl Checker<'_> {
         }
     }
 
-    fn rolling(&mut self, entry: &Entry<'_>, job: &str) -> Option<Rolling> {
+    fn rolling(&mut self, entry: &Entry<'_>, owner: &str) -> Option<Rolling> {
         let map: &[(Node, Node)] = match &entry.value.kind {
             Kind::Null => &[],
             Kind::Map(map) => map,
             _ => {
                 self.error(
                     entry.value_pos(),
-                    format!(
-                        "`rolling` in the deploy of job `{job}` must be a mapping, found {}",
-                        entry.value.describe()
-                    ),
+                    format!("`rolling` in the deploy of {owner} must be a mapping, found {}", entry.value.describe()),
                     Some("e.g. `rolling: {max_parallel: 2, max_unavailable: 1}`".to_owned()),
                 );
                 return None;
             }
         };
-        let context = format!("in the rolling strategy of job `{job}`");
+        let context = format!("in the rolling strategy of {owner}");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, &["max_parallel", "max_unavailable"], &context);
         let max_parallel = match find(&entries, "max_parallel") {
             Some(e) => self.whole(
                 e,
-                &format!("`max_parallel` of the rolling strategy of job `{job}`"),
+                &format!("`max_parallel` of the rolling strategy of {owner}"),
                 1,
                 MAX_ROLLING_PARALLEL,
                 "how many nodes are updated at once, e.g. `max_parallel: 2`",
@@ -101,7 +98,7 @@ impl Checker<'_> {
         let max_unavailable = match find(&entries, "max_unavailable") {
             Some(e) => self.whole(
                 e,
-                &format!("`max_unavailable` of the rolling strategy of job `{job}`"),
+                &format!("`max_unavailable` of the rolling strategy of {owner}"),
                 0,
                 max_parallel,
                 "how many of the nodes updated at once may be out of service, at most `max_parallel`",
@@ -111,7 +108,7 @@ impl Checker<'_> {
         Some(Rolling { max_parallel, max_unavailable })
     }
 
-    fn blue_green(&mut self, entry: &Entry<'_>, job: &str) -> bool {
+    fn blue_green(&mut self, entry: &Entry<'_>, owner: &str) -> bool {
         match &entry.value.kind {
             Kind::Null => true,
             Kind::Map(map) if map.is_empty() => true,
@@ -119,7 +116,7 @@ impl Checker<'_> {
                 self.error(
                     entry.value_pos(),
                     format!(
-                        "`blue_green` in the deploy of job `{job}` takes no settings, found {}",
+                        "`blue_green` in the deploy of {owner} takes no settings, found {}",
                         entry.value.describe()
                     ),
                     Some(
@@ -133,27 +130,23 @@ impl Checker<'_> {
         }
     }
 
-    fn canary(&mut self, entry: &Entry<'_>, job: &str) -> Option<Canary> {
+    fn canary(&mut self, entry: &Entry<'_>, owner: &str) -> Option<Canary> {
         let Kind::Map(map) = &entry.value.kind else {
             self.error(
                 entry.value_pos(),
                 format!(
-                    "`canary` in the deploy of job `{job}` must be a mapping with `steps`, found {}",
+                    "`canary` in the deploy of {owner} must be a mapping with `steps`, found {}",
                     entry.value.describe()
                 ),
                 Some(CANARY_EXAMPLE.to_owned()),
             );
             return None;
         };
-        let context = format!("in the canary of job `{job}`");
+        let context = format!("in the canary of {owner}");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, &["steps"], &context);
         let Some(steps) = find(&entries, "steps") else {
-            self.error(
-                entry.key_pos,
-                format!("the canary of job `{job}` has no `steps`"),
-                Some(CANARY_EXAMPLE.to_owned()),
-            );
+            self.error(entry.key_pos, format!("the canary of {owner} has no `steps`"), Some(CANARY_EXAMPLE.to_owned()));
             return None;
         };
         let items = match &steps.value.kind {
@@ -161,10 +154,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     steps.value_pos(),
-                    format!(
-                        "the canary steps of job `{job}` must be a non-empty list, found {}",
-                        steps.value.describe()
-                    ),
+                    format!("the canary steps of {owner} must be a non-empty list, found {}", steps.value.describe()),
                     Some(CANARY_EXAMPLE.to_owned()),
                 );
                 return None;
@@ -173,7 +163,7 @@ impl Checker<'_> {
         if items.len() > MAX_CANARY_STEPS {
             self.error(
                 items[MAX_CANARY_STEPS].pos,
-                format!("the canary of job `{job}` has {} steps, over the limit of {MAX_CANARY_STEPS}", items.len()),
+                format!("the canary of {owner} has {} steps, over the limit of {MAX_CANARY_STEPS}", items.len()),
                 Some("fewer, larger steps: a canary's point is its first few".to_owned()),
             );
             return None;
@@ -181,11 +171,11 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match self.canary_step(item, i + 1, job) {
+            match self.canary_step(item, i + 1, owner) {
                 Some(step @ CanaryStep::Pause(_)) if i == 0 => {
                     self.error(
                         item.pos,
-                        format!("the canary of job `{job}` starts with a pause"),
+                        format!("the canary of {owner} starts with a pause"),
                         Some(
                             "start with a share of the nodes, e.g. `{nodes: 10%}`: a pause waits after a step"
                                 .to_owned(),
@@ -201,34 +191,30 @@ impl Checker<'_> {
         ok.then_some(Canary { steps: out })
     }
 
-    fn canary_step(&mut self, item: &Node, number: usize, job: &str) -> Option<CanaryStep> {
+    fn canary_step(&mut self, item: &Node, number: usize, owner: &str) -> Option<CanaryStep> {
         let Kind::Map(map) = &item.kind else {
             self.error(
                 item.pos,
-                format!("canary step {number} of job `{job}` must be a mapping, found {}", item.describe()),
+                format!("canary step {number} of {owner} must be a mapping, found {}", item.describe()),
                 Some(STEP_HINT.to_owned()),
             );
             return None;
         };
-        let context = format!("in canary step {number} of job `{job}`");
+        let context = format!("in canary step {number} of {owner}");
         let entries = self.entries(map, "key", &context);
         self.unknown_keys(&entries, &["nodes", "pause"], &context);
         let known: Vec<&Entry<'_>> = entries.iter().filter(|e| matches!(e.key, "nodes" | "pause")).collect();
         let entry = match known.as_slice() {
             [one] => *one,
             [] if entries.is_empty() => {
-                self.error(
-                    item.pos,
-                    format!("canary step {number} of job `{job}` is empty"),
-                    Some(STEP_HINT.to_owned()),
-                );
+                self.error(item.pos, format!("canary step {number} of {owner} is empty"), Some(STEP_HINT.to_owned()));
                 return None;
             }
             [] => return None,
             [_, second, ..] => {
                 self.error(
                     second.key_pos,
-                    format!("canary step {number} of job `{job}` has both `nodes` and `pause`"),
+                    format!("canary step {number} of {owner} has both `nodes` and `pause`"),
                     Some(format!("write them as two steps; {STEP_HINT}")),
                 );
                 return None;
@@ -242,7 +228,7 @@ impl Checker<'_> {
                 self.error(entry.key_pos, format!("the pause {context} has no value"), Some(STEP_HINT.to_owned()));
                 return None;
             }
-            return self.duration(entry.value, "pause", job).map(|d| CanaryStep::Pause(Pause::For(d)));
+            return self.duration(entry.value, "pause", owner).map(|d| CanaryStep::Pause(Pause::For(d)));
         }
         self.share(entry, &context).map(CanaryStep::Nodes)
     }

@@ -1,0 +1,202 @@
+//! The app service (`drover app ...`, `drover apps`): any coordinator
+//! answers, from the store (`crate::apps::records`). A sync or a refresh is
+//! a request the leader's apps controller takes up within a tick; a diff
+//! is rendered here, so a plan for any commit needs no leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use drover_telemetry::trace::now_ms;
+use tonic::{Request, Response, Status};
+
+use super::require_admin;
+use super::status::ApiError;
+use crate::apps::records::{self, AppView};
+use crate::apps::render;
+use crate::core::apps::{AppSpec, DEFAULT_POLL, ServiceDiff};
+use crate::store::Store;
+use crate::submit::GitOptions;
+
+pub struct AppApi {
+    pub store: Arc<dyn Store>,
+    pub git: GitOptions,
+}
+
+fn app_view(view: AppView) -> pb::App {
+    let AppView { record, status } = view;
+    let status = status.unwrap_or_default();
+    let spec = record.spec;
+    let sync_status = match (status.last_fetch_ms, status.sync_status.as_str()) {
+        (0, _) if status.last_error.is_empty() => "unknown".to_owned(),
+        (_, "") | (0, _) => "error".to_owned(),
+        (_, s) => s.to_owned(),
+    };
+    pb::App {
+        name: spec.name,
+        repo: spec.repo,
+        path: spec.path,
+        environment: spec.environment,
+        revision: spec.revision,
+        poll_ms: spec.poll_ms,
+        auto_sync: spec.auto_sync,
+        self_heal: spec.self_heal,
+        prune: spec.prune,
+        detect_only: spec.detect_only,
+        created_by: record.created_by,
+        created_ms: record.created_ms,
+        sync_status,
+        health: if status.health.is_empty() { "unknown".to_owned() } else { status.health },
+        synced_commit: status.synced_commit.unwrap_or_default(),
+        wanted_commit: status.wanted_commit.unwrap_or_default(),
+        last_error: status.last_error,
+        last_error_ms: status.last_error_ms,
+        last_fetch_ms: status.last_fetch_ms,
+        syncing: status.syncing.unwrap_or_default(),
+        drift: status.drift,
+    }
+}
+
+fn diff_view(commit: String, diffs: Vec<ServiceDiff>, error: String) -> pb::AppDiff {
+    pb::AppDiff {
+        commit,
+        error,
+        services: diffs
+            .into_iter()
+            .map(|d| pb::ServiceDiff {
+                service: d.service,
+                file: d.file,
+                status: d.status.as_str().to_owned(),
+                version: d.version,
+                fields: d.fields,
+                nodes: d
+                    .nodes
+                    .into_iter()
+                    .map(|n| pb::NodeDiff {
+                        node: n.node,
+                        status: n.status.as_str().to_owned(),
+                        running: n.running,
+                        wanted: n.wanted,
+                        healthy: n.healthy,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+impl AppApi {
+    /// The diff of app `name` at `revision` (its own when empty).
+    async fn diff(&self, name: &str, revision: &str) -> Result<pb::AppDiff, ApiError> {
+        if let Some(why) = crate::core::apps::revision_problem(revision) {
+            return Err(ApiError::Invalid(why));
+        }
+        let (view, _) = records::get(self.store.as_ref(), name).await?;
+        let spec = &view.record.spec;
+        let revision = if revision.is_empty() { spec.reference() } else { revision };
+        let rendered = render::render(spec, revision, &self.git).await.map_err(ApiError::Precondition)?;
+        let desired = match rendered.desired {
+            Ok(d) => d,
+            Err(why) => return Ok(diff_view(rendered.commit, Vec::new(), why)),
+        };
+        let resolved = render::resolve(self.store.as_ref(), &desired).await?;
+        let owned = view.status.map(|s| s.owned).unwrap_or_default();
+        let diffs = render::diff(self.store.as_ref(), &spec.environment, &resolved, &owned, &BTreeMap::new()).await?;
+        Ok(diff_view(rendered.commit, diffs, String::new()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::app_service_server::AppService for AppApi {
+    async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Result<Response<pb::App>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        let spec = AppSpec {
+            name: r.name,
+            repo: r.repo,
+            path: r.path,
+            environment: r.environment,
+            revision: r.revision,
+            poll_ms: if r.poll_ms == 0 { DEFAULT_POLL.as_millis() as u64 } else { r.poll_ms },
+            auto_sync: r.auto_sync,
+            self_heal: r.self_heal,
+            prune: r.prune,
+            detect_only: r.detect_only,
+        };
+        let record = records::create(self.store.as_ref(), spec, &by, now_ms()).await.map_err(ApiError::from)?;
+        tracing::info!(app = %record.spec.name, repo = %record.spec.repo, by = %by, "app created");
+        Ok(Response::new(app_view(AppView { record, status: None })))
+    }
+
+    async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
+        require_admin(&req)?;
+        let apps = records::list(self.store.as_ref()).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListAppsResponse { apps: apps.into_iter().map(app_view).collect() }))
+    }
+
+    async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
+        require_admin(&req)?;
+        let (view, _) = records::get(self.store.as_ref(), &req.into_inner().name).await.map_err(ApiError::from)?;
+        Ok(Response::new(app_view(view)))
+    }
+
+    async fn delete_app(&self, req: Request<pb::DeleteAppRequest>) -> Result<Response<pb::DeleteAppResponse>, Status> {
+        let by = require_admin(&req)?;
+        let name = req.into_inner().name;
+        records::remove(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
+        tracing::info!(app = %name, by = %by, "app removed");
+        Ok(Response::new(pb::DeleteAppResponse {}))
+    }
+
+    async fn refresh_app(&self, req: Request<pb::RefreshAppRequest>) -> Result<Response<pb::App>, Status> {
+        let by = require_admin(&req)?;
+        let name = req.into_inner().name;
+        records::request(self.store.as_ref(), &name, "refresh", &by, now_ms()).await.map_err(ApiError::from)?;
+        let (view, _) = records::get(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
+        Ok(Response::new(app_view(view)))
+    }
+
+    async fn sync_app(&self, req: Request<pb::SyncAppRequest>) -> Result<Response<pb::SyncAppResponse>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        if r.dry_run {
+            let diff = self.diff(&r.name, "").await?;
+            return Ok(Response::new(pb::SyncAppResponse { request: 0, diff: Some(diff) }));
+        }
+        let request =
+            records::request(self.store.as_ref(), &r.name, "sync", &by, now_ms()).await.map_err(ApiError::from)?;
+        tracing::info!(app = %r.name, by = %by, request, "sync asked for");
+        Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
+    }
+
+    async fn diff_app(&self, req: Request<pb::DiffAppRequest>) -> Result<Response<pb::AppDiff>, Status> {
+        require_admin(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.diff(&r.name, &r.revision).await?))
+    }
+
+    async fn app_history(
+        &self,
+        req: Request<pb::AppHistoryRequest>,
+    ) -> Result<Response<pb::AppHistoryResponse>, Status> {
+        require_admin(&req)?;
+        let syncs = records::history(self.store.as_ref(), &req.into_inner().name).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::AppHistoryResponse {
+            syncs: syncs
+                .into_iter()
+                .map(|s| pb::AppSync {
+                    id: s.id,
+                    commit: s.commit,
+                    started_by: s.started_by,
+                    started_ms: s.started_ms,
+                    finished_ms: s.finished_ms.unwrap_or_default(),
+                    outcome: s.outcome,
+                    message: s.message,
+                    changes: s.changes,
+                    rollouts: s.rollouts,
+                    request: s.request,
+                })
+                .collect(),
+        }))
+    }
+}

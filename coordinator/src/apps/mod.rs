@@ -1,0 +1,473 @@
+//! The apps controller (issue 16): pull-based GitOps for plain hosts. It
+//! runs under the leader, owns `/apps/` (see `records`), and converges
+//! what each app's environment runs to the desired state its repository
+//! declares, through the rollout controller (a sync is one rollout per
+//! service that differs, with no run: `SyncCommand` through the
+//! scheduler).
+//!
+//! Every [`TICK`] it reads the apps, their statuses and the requests
+//! waiting (`drover app sync|refresh`, written by any coordinator), and
+//! reconciles each app that is due: its poll came (every `--poll`, ±10%),
+//! a request waits, or its sync just ended. At most [`MAX_CONCURRENT`]
+//! apps reconcile at once, so a slow repository holds up only itself. A
+//! reconcile:
+//!
+//! 1. fetches the revision into the app's mirror and reads its files
+//!    (`render`); a repository that does not answer, or a commit whose
+//!    files are invalid, is the app's error, and nothing changes on the
+//!    nodes;
+//! 2. resolves each service's release (the run's artifact, by digest);
+//! 3. diffs it against what the nodes serve (`/rollouts/deployed/`, with
+//!    the health agents report) and the nodes it should run on;
+//! 4. decides (`core::apps::decide`) whether a sync starts: asked for,
+//!    `--auto-sync` on a new commit, `--self-heal` on drift;
+//! 5. writes the sync's record first, then asks for its rollouts, then
+//!    writes their ids (write, then act).
+//!
+//! A sync under way is looked at every tick until its rollouts end; it
+//! succeeds when every one of them did, and its commit is then the app's
+//! synced commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover_deploy::rollout::Phase;
+use futures_util::StreamExt;
+use tracing::{info, warn};
+
+use crate::controller::{Controller, ControllerError, Started, Term};
+use crate::core::apps::{self as rules, Facts, ServiceStatus, Start};
+use crate::records::encode;
+use crate::scheduler::{Event, Handle, SyncCommand};
+use crate::store::{Compare, Op, Revision, Store, Txn, decode};
+use crate::submit::GitOptions;
+
+pub mod records;
+pub mod render;
+
+use records::{AppRecord, AppStatus, Request, SyncRecord};
+
+/// How often apps, requests and syncs under way are looked at.
+pub const TICK: Duration = Duration::from_secs(1);
+/// The most apps reconciled at once.
+const MAX_CONCURRENT: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub git: GitOptions,
+}
+
+pub struct Apps {
+    config: Config,
+}
+
+impl Apps {
+    pub fn new(config: Config) -> Apps {
+        Apps { config }
+    }
+}
+
+#[async_trait]
+impl Controller for Apps {
+    fn name(&self) -> &'static str {
+        "apps"
+    }
+
+    fn prefixes(&self) -> &'static [&'static str] {
+        &[records::PREFIX]
+    }
+
+    async fn start(&self, term: &Term) -> Result<Started, ControllerError> {
+        let sched = term
+            .sched
+            .clone()
+            .ok_or_else(|| ControllerError::Failed("the apps controller starts after the scheduler".into()))?;
+        let ctx = Arc::new(Ctx { store: term.store.clone(), sched, git: self.config.git.clone() });
+        Ok(Started::work(run(ctx)))
+    }
+}
+
+struct Ctx {
+    store: Arc<dyn Store>,
+    sched: Handle,
+    git: GitOptions,
+}
+
+/// One app as read this tick.
+struct Due {
+    record: AppRecord,
+    status: AppStatus,
+    sync_request: Option<(Revision, Request)>,
+    refresh_request: Option<Revision>,
+}
+
+async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_fetch: HashMap<String, u64> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let now = drover_telemetry::trace::now_ms();
+        let apps = read(ctx.store.as_ref()).await?;
+        next_fetch.retain(|name, _| apps.iter().any(|a| a.record.spec.name == *name));
+        let mut due = Vec::new();
+        for mut app in apps {
+            let name = app.record.spec.name.clone();
+            if app.status.syncing.is_some() {
+                match check_sync(&ctx, &name, &mut app.status, now).await {
+                    Ok(true) => {
+                        next_fetch.remove(&name);
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(app = %name, error = %e, "cannot look at a sync"),
+                }
+            }
+            let poll_due = next_fetch.get(&name).is_none_or(|at| now >= *at);
+            if poll_due || app.sync_request.is_some() || app.refresh_request.is_some() {
+                let poll = app.record.spec.poll_ms;
+                let jitter = u64::from(crate::triggers::noise()) % (poll / 5 + 1);
+                next_fetch.insert(name, now + poll - poll / 10 + jitter);
+                due.push(app);
+            }
+        }
+        let results: Vec<(String, Result<(), ControllerError>)> = futures_util::stream::iter(due)
+            .map(|app| {
+                let ctx = ctx.clone();
+                async move { (app.record.spec.name.clone(), reconcile(&ctx, app, now).await) }
+            })
+            .buffer_unordered(MAX_CONCURRENT)
+            .collect()
+            .await;
+        for (name, result) in results {
+            match result {
+                Ok(()) => {}
+                // The term is over: the fenced store refuses, or the
+                // scheduler stopped.
+                Err(ControllerError::Store(e)) => return Err(ControllerError::Store(e)),
+                Err(e) => warn!(app = %name, error = %e, "reconcile failed"),
+            }
+        }
+    }
+}
+
+/// Every app with its status and its requests.
+async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
+    let (apps, _) = store.range(records::APPS).await?;
+    let (statuses, _) = store.range(records::STATUS).await?;
+    let (requests, _) = store.range(records::REQUESTS).await?;
+    let mut status_of = BTreeMap::new();
+    for kv in &statuses {
+        let s: AppStatus = decode(&kv.key, &kv.value)?;
+        status_of.insert(kv.key[records::STATUS.len()..].to_owned(), s);
+    }
+    let mut out = Vec::with_capacity(apps.len());
+    for kv in &apps {
+        let record: AppRecord = decode(&kv.key, &kv.value)?;
+        let name = record.spec.name.clone();
+        let status = status_of
+            .remove(&name)
+            .filter(|s| s.app_revision == kv.create_revision)
+            .unwrap_or_else(|| AppStatus { app_revision: kv.create_revision, ..AppStatus::default() });
+        let prefix = records::requests_of(&name);
+        let mut sync_request = None;
+        let mut refresh_request = None;
+        for r in requests.iter().filter(|r| r.key.starts_with(&prefix)) {
+            match &r.key[prefix.len()..] {
+                "sync" => sync_request = Some((r.mod_revision, decode::<Request>(&r.key, &r.value)?)),
+                "refresh" => refresh_request = Some(r.mod_revision),
+                _ => {}
+            }
+        }
+        out.push(Due { record, status, sync_request, refresh_request });
+    }
+    Ok(out)
+}
+
+/// Whether app `name`'s sync under way has ended; if so its record and
+/// the status say how.
+async fn check_sync(ctx: &Ctx, name: &str, status: &mut AppStatus, now: u64) -> Result<bool, ControllerError> {
+    let Some(id) = status.syncing else { return Ok(false) };
+    let store = ctx.store.as_ref();
+    let Some(kv) = store.get(&records::sync(name, id)).await? else {
+        status.syncing = None;
+        return Ok(true);
+    };
+    let mut sync: SyncRecord = decode(&kv.key, &kv.value)?;
+    let mut failed = Vec::new();
+    for rollout in &sync.rollouts {
+        match crate::rollouts::records::get(store, *rollout).await? {
+            Some(r) if !r.is_finished() => return Ok(false),
+            Some(r) => {
+                let ok = r.rollout.as_ref().is_some_and(|m| m.phase == Phase::Succeeded) && r.hook_failed.is_none();
+                if !ok {
+                    failed.push(format!("rollout {rollout} of {}: {}", r.service, r.message));
+                }
+            }
+            None => failed.push(format!("rollout {rollout} is gone")),
+        }
+    }
+    if sync.rollouts.is_empty() && sync.outcome == "running" {
+        // Its rollouts were never asked for: the leader changed in between.
+        failed.push("the leader changed before its rollouts were asked for; sync again".to_owned());
+        status.last_auto = None;
+    }
+    sync.finished_ms = Some(now);
+    if failed.is_empty() {
+        sync.outcome = "succeeded".into();
+        status.synced_commit = Some(sync.commit.clone());
+    } else {
+        sync.outcome = "failed".into();
+        sync.message = failed.join("; ");
+    }
+    status.syncing = None;
+    info!(app = name, sync = id, outcome = %sync.outcome, "sync ended");
+    let ops = vec![Op::put(records::sync(name, id), encode(&sync)), Op::put(records::status(name), encode(&*status))];
+    store.txn(Txn::ops(ops)).await?;
+    Ok(true)
+}
+
+async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError> {
+    let Due { record, mut status, sync_request, refresh_request } = app;
+    let spec = &record.spec;
+    let name = spec.name.clone();
+    let before = status.clone();
+    let store = ctx.store.as_ref();
+    let mut ops = Vec::new();
+    if let Some(rev) = refresh_request {
+        let key = format!("{}refresh", records::requests_of(&name));
+        store
+            .txn(Txn {
+                compare: vec![Compare::ModRevision(key.clone(), rev)],
+                success: vec![Op::delete(key)],
+                failure: vec![],
+            })
+            .await?;
+    }
+    let outcome = evaluate(ctx, spec, &mut status, now).await?;
+    let asked_by = sync_request.as_ref().map(|(_, r)| r.by.clone());
+    let start = match &outcome {
+        Evaluated::Broken(_) => asked_by.clone().map(Start::Asked),
+        Evaluated::Diffed { drift, .. } => rules::decide(
+            &Facts {
+                spec,
+                wanted: status.wanted_commit.as_deref().unwrap_or_default(),
+                synced: status.synced_commit.as_deref(),
+                last_auto: status.last_auto.as_ref().map(|(c, at)| (c.as_str(), *at)),
+                syncing: status.syncing.is_some(),
+                asked_by: asked_by.as_deref(),
+            },
+            *drift,
+            now,
+        ),
+    };
+    let request = sync_request.as_ref().map_or(0, |(rev, _)| u64::try_from(*rev).unwrap_or_default());
+    if let Some((rev, _)) = &sync_request
+        && (start.is_some() || status.syncing.is_none())
+    {
+        // Taken, unless a newer one replaced it meanwhile.
+        let key = format!("{}sync", records::requests_of(&name));
+        store
+            .txn(Txn {
+                compare: vec![Compare::ModRevision(key.clone(), *rev)],
+                success: vec![Op::delete(key)],
+                failure: vec![],
+            })
+            .await?;
+    }
+    let Some(start) = start else {
+        if status != before {
+            ops.push(Op::put(records::status(&name), encode(&status)));
+            store.txn(Txn::ops(ops)).await?;
+        }
+        return Ok(());
+    };
+    status.last_sync += 1;
+    let id = status.last_sync;
+    let commit = status.wanted_commit.clone().unwrap_or_default();
+    let mut sync = SyncRecord {
+        id,
+        commit: commit.clone(),
+        started_by: start.by(),
+        started_ms: now,
+        finished_ms: None,
+        outcome: "running".into(),
+        message: String::new(),
+        changes: Vec::new(),
+        rollouts: Vec::new(),
+        request,
+    };
+    if !matches!(start, Start::Asked(_)) {
+        status.last_auto = Some((commit.clone(), now));
+    }
+    let (branch, plans) = match outcome {
+        Evaluated::Broken(why) => {
+            sync.outcome = "failed".into();
+            sync.finished_ms = Some(now);
+            sync.message = format!("nothing was changed: {why}");
+            ops.push(Op::put(records::sync(&name, id), encode(&sync)));
+            ops.push(Op::put(records::status(&name), encode(&status)));
+            store.txn(Txn::ops(ops)).await?;
+            return Ok(());
+        }
+        Evaluated::Diffed { branch, plans, .. } => (branch, plans),
+    };
+    let unresolved: Vec<String> =
+        plans.iter().filter(|p| p.diff.status == ServiceStatus::Error).map(|p| p.diff.summary()).collect();
+    let changing: Vec<&Plan> =
+        plans.iter().filter(|p| matches!(p.diff.status, ServiceStatus::OutOfSync | ServiceStatus::Missing)).collect();
+    sync.changes = changing.iter().map(|p| p.diff.summary()).collect();
+    if !unresolved.is_empty() || changing.is_empty() {
+        sync.finished_ms = Some(now);
+        if unresolved.is_empty() {
+            sync.outcome = "succeeded".into();
+            sync.message = "nothing to change: every service runs what the commit declares".into();
+            status.synced_commit = Some(commit);
+        } else {
+            sync.outcome = "failed".into();
+            sync.message = format!("nothing was changed: {}", unresolved.join("; "));
+        }
+        ops.push(Op::put(records::sync(&name, id), encode(&sync)));
+        ops.push(Op::put(records::status(&name), encode(&status)));
+        store.txn(Txn::ops(ops)).await?;
+        return Ok(());
+    }
+    // Write, then act.
+    status.syncing = Some(id);
+    status.health = "progressing".into();
+    ops.push(Op::put(records::sync(&name, id), encode(&sync)));
+    ops.push(Op::put(records::status(&name), encode(&status)));
+    store.txn(Txn::ops(std::mem::take(&mut ops))).await?;
+    info!(app = %name, sync = id, commit = %commit, by = %sync.started_by, services = changing.len(), "sync started");
+    let mut refused = Vec::new();
+    for plan in changing {
+        let Ok(release) = plan.release.clone() else { continue };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let cmd = SyncCommand {
+            env: spec.environment.clone(),
+            release,
+            deploy: plan.file.deploy_spec(&spec.environment),
+            select: Some(plan.file.nodes.clone()),
+            branch: branch.clone(),
+            by: format!("app {name} sync {id} ({})", sync.started_by),
+            reply,
+        };
+        if ctx.sched.send(Event::AppSync(Box::new(cmd))).await.is_err() {
+            return Ok(());
+        }
+        match rx.await {
+            Ok(Ok(rollout)) => {
+                sync.rollouts.push(rollout);
+                status.owned.insert(plan.file.service.name.clone());
+            }
+            Ok(Err(why)) => refused.push(format!("{}: {why}", plan.file.service.name)),
+            Err(_) => return Ok(()),
+        }
+    }
+    if !refused.is_empty() {
+        sync.message = format!("not started: {}", refused.join("; "));
+    }
+    ops.push(Op::put(records::sync(&name, id), encode(&sync)));
+    ops.push(Op::put(records::status(&name), encode(&status)));
+    store.txn(Txn::ops(ops)).await?;
+    Ok(())
+}
+
+/// One service of the desired state: its file, its release, its diff.
+struct Plan {
+    file: drover_pipeline::app::ServiceFile,
+    release: Result<crate::core::fleet::ReleaseRef, String>,
+    diff: rules::ServiceDiff,
+}
+
+enum Evaluated {
+    /// The revision could not be read, or its files are invalid.
+    Broken(String),
+    Diffed {
+        branch: Option<String>,
+        drift: rules::SyncStatus,
+        plans: Vec<Plan>,
+    },
+}
+
+/// Fetches, renders and diffs app `spec`, recording what it found in
+/// `status`.
+async fn evaluate(
+    ctx: &Ctx,
+    spec: &rules::AppSpec,
+    status: &mut AppStatus,
+    now: u64,
+) -> Result<Evaluated, ControllerError> {
+    let store = ctx.store.as_ref();
+    let broken = |status: &mut AppStatus, why: String| {
+        status.last_error = why.clone();
+        status.last_error_ms = now;
+        Evaluated::Broken(why)
+    };
+    let rendered = match render::render(spec, spec.reference(), &ctx.git).await {
+        Ok(r) => r,
+        Err(why) => return Ok(broken(status, why)),
+    };
+    status.last_fetch_ms = now;
+    status.wanted_commit = Some(rendered.commit.clone());
+    let desired = match rendered.desired {
+        Ok(d) => d,
+        Err(why) => {
+            return Ok(broken(status, format!("the desired state at {} is invalid:\n{why}", short(&rendered.commit))));
+        }
+    };
+    let resolved = render::resolve(store, &desired).await?;
+    // The nodes each service should run on: the environment's connected
+    // ones that its file selects.
+    let env = match crate::environments::get(store, &spec.environment).await {
+        Ok(env) => env,
+        Err(crate::environments::EnvironmentsError::Store(e)) => return Err(e.into()),
+        Err(e) => return Ok(broken(status, e.to_string())),
+    };
+    let agents = ctx.sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
+    let mut nodes = BTreeMap::new();
+    for (file, _) in &resolved {
+        let narrowed: Vec<_> = agents
+            .iter()
+            .filter(|a| a.connected && crate::core::environments::selects(&file.nodes.selector, &a.labels))
+            .cloned()
+            .collect();
+        let picked = rules::pick(
+            crate::core::environments::nodes(&env.spec.selector, &narrowed),
+            file.nodes.count,
+            &BTreeMap::new(),
+        );
+        nodes.insert(file.service.name.clone(), picked.into_iter().map(|n| n.name).collect());
+    }
+    let diffs = render::diff(store, &spec.environment, &resolved, &status.owned, &nodes).await?;
+    let drift = rules::sync_status(&diffs, spec.prune);
+    status.sync_status = match drift {
+        rules::SyncStatus::Synced => "synced".into(),
+        rules::SyncStatus::OutOfSync => "out_of_sync".into(),
+    };
+    status.health = rules::health(&diffs, status.syncing.is_some()).into();
+    status.drift =
+        diffs.iter().filter(|d| d.status != ServiceStatus::InSync).map(rules::ServiceDiff::summary).collect();
+    let errors: Vec<String> =
+        diffs.iter().filter(|d| d.status == ServiceStatus::Error).map(rules::ServiceDiff::summary).collect();
+    if errors.is_empty() {
+        status.last_error.clear();
+    } else {
+        status.last_error = errors.join("; ");
+        status.last_error_ms = now;
+    }
+    let mut diffs: BTreeMap<String, rules::ServiceDiff> = diffs.into_iter().map(|d| (d.service.clone(), d)).collect();
+    let plans = resolved
+        .into_iter()
+        .filter_map(|(file, release)| {
+            let diff = diffs.remove(&file.service.name)?;
+            Some(Plan { file, release, diff })
+        })
+        .collect();
+    Ok(Evaluated::Diffed { branch: rendered.branch, drift, plans })
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}

@@ -1,0 +1,503 @@
+//! Desired-state files ([`crate::app`]): one file read into a
+//! [`ServiceFile`], and the files of an app's directory checked together.
+//!
+//! A file's top-level keys are a deploy's, but for `environment` and
+//! `on_newer`, with `artifact` written otherwise and `nodes` added. The
+//! service, strategy, hooks and durations are read by `deploy`'s checks,
+//! which name the file as their owner ("the service of `deploy/web.yaml`
+//! has no `port`"); the checker has no run (`Checker::has_run`), so
+//! `${{ }}` and `if:` are refused where a pipeline would read them. This
+//! file reads the top level, `artifact` and `nodes`; `desired` then checks
+//! that no two files name the same service or port.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use super::deploy::{AUTO_ROLLBACK_HINT, SERVICE_EXAMPLE, is_name};
+use super::jobs::{JOB_NAME_HINT, is_valid_job_name};
+use super::{Checker, Entry, capped, find, sorted};
+use crate::app::{AppArtifact, DesiredState, NodeSelection, ServiceFile, url_file_name};
+use crate::deploy::{Hooks, Rolling, Strategy};
+use crate::expr::Scope;
+use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
+use crate::{
+    DEFAULT_PROGRESS_DEADLINE, Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_PROGRESS_DEADLINE,
+    MAX_SERVICE_NAME_LEN,
+};
+
+const APP_KEYS: &[&str] = &["artifact", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks"];
+/// Keys of a deploy a desired-state file does not take: the key, why, and
+/// what to do.
+const NOT_IN_APP: &[(&str, &str, &str)] = &[
+    (
+        "environment",
+        "the app's environment is where all its files deploy",
+        "leave it out: the environment is named where the app is defined",
+    ),
+    ("on_newer", "a newer commit always replaces a sync in flight", "leave it out"),
+];
+const ARTIFACT_KEYS: &[&str] = &["run", "job", "path", "url", "sha256"];
+const FILE_HINT: &str = "a desired-state file describes one service: at least `artifact:` and `service:`, e.g. \
+     `artifact: {run: 42, job: build, path: dist/app.tar.gz}`";
+const ARTIFACT_FORMS: &str = "e.g. `artifact: {run: 42, job: build, path: dist/app.tar.gz}` (the file \
+     dist/app.tar.gz of the artifacts of job `build` of run 42), or `artifact: {url: \
+     https://example.com/app-1.2.tar.gz, sha256: ...}`";
+const SHA256_HINT: &str = "64 lower-case hex digits, what `sha256sum FILE` prints for the release's file";
+const URL_HINT: &str =
+    "an `http://` or `https://` URL whose path ends in the file's name, e.g. https://example.com/app-1.2.tar.gz";
+const NODES_EXAMPLE: &str = "e.g. `nodes: {selector: {role: web}, count: 2}`";
+
+/// One desired-state file as checked: the file when it is right, its
+/// diagnostics, and its service's name and port where they are written
+/// (when they are right), for the checks across files.
+pub(crate) struct Checked {
+    pub(crate) file: Option<ServiceFile>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+    name: Mark<String>,
+    port: Mark<u16>,
+}
+
+/// A value as written, and where.
+type Mark<T> = Option<(T, Pos)>;
+
+/// Reads and checks the desired-state file `file` whose contents are `text`.
+pub(crate) fn service_file(file: &str, text: &str) -> Checked {
+    let hint = "one service's file is small: move long scripts into the release, and run them from the hooks";
+    let root = match crate::load(file, text, "desired-state file", hint) {
+        Ok(root) => root,
+        Err(d) => return Checked { file: None, diagnostics: vec![d], name: None, port: None },
+    };
+    let mut checker = Checker::new(file, Known::default(), false);
+    let service = checker.app_file(&root);
+    let (name, port) = service_marks(&root);
+    Checked { file: service, diagnostics: checker.diagnostics, name, port }
+}
+
+/// Every file of an app's directory (1 to `MAX_APP_SERVICES` of them, which
+/// the caller checked), and them together.
+pub(crate) fn desired(files: &[(String, String)]) -> Result<DesiredState, Vec<Diagnostic>> {
+    let mut checked: Vec<Checked> = files.iter().map(|(file, text)| service_file(file, text)).collect();
+    // The first file to name each service, and to use each port.
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
+    for i in 0..checked.len() {
+        let (name, port) = (checked[i].name.clone(), checked[i].port);
+        let file = &files[i].0;
+        if let Some((name, pos)) = &name {
+            match names.get(name) {
+                Some(&first) => {
+                    let first = abbreviate(&files[first].0);
+                    let d = diagnostic(
+                        file,
+                        *pos,
+                        format!("service `{name}` of `{}` is already the service of `{first}`", abbreviate(file)),
+                        "each service of an app has one file: rename this service, or remove one of the files",
+                    );
+                    checked[i].diagnostics.push(d);
+                }
+                None => {
+                    names.insert(name.clone(), i);
+                }
+            }
+        }
+        if let Some((port, pos)) = port {
+            match ports.get(&port) {
+                Some(&first) => {
+                    let first_name = checked[first].name.as_ref().map_or("?", |(name, _)| name.as_str());
+                    let first = abbreviate(&files[first].0);
+                    let shown = name.as_ref().map_or("?", |(name, _)| name.as_str());
+                    let d = diagnostic(
+                        file,
+                        pos,
+                        format!(
+                            "`port` {port} of service `{shown}` in `{}` is also the port of service `{first_name}` \
+                             in `{first}`",
+                            abbreviate(file)
+                        ),
+                        "a node's proxy owns each service's port, so two services cannot share one: give each its \
+                         own `port`",
+                    );
+                    checked[i].diagnostics.push(d);
+                }
+                None => {
+                    ports.insert(port, i);
+                }
+            }
+        }
+    }
+    if checked.iter().any(|c| c.file.is_none() || !c.diagnostics.is_empty()) {
+        return Err(shown(checked.into_iter().map(|c| c.diagnostics).collect()));
+    }
+    let services = checked.into_iter().filter_map(|c| c.file).map(|file| (file.service.name.clone(), file)).collect();
+    Ok(DesiredState { services })
+}
+
+/// The diagnostics of several files as they are shown: each file's sorted,
+/// file by file, and at most `MAX_DIAGNOSTICS` in all.
+pub(crate) fn shown(per_file: Vec<Vec<Diagnostic>>) -> Vec<Diagnostic> {
+    capped(per_file.into_iter().flat_map(sorted).collect())
+}
+
+fn diagnostic(file: &str, pos: Pos, message: String, hint: &str) -> Diagnostic {
+    Diagnostic { file: file.to_owned(), line: pos.line, column: pos.column, message, hint: Some(hint.to_owned()) }
+}
+
+/// The service's name and port as written in the document `root`, where
+/// they are, when they are right: what the checks across files compare.
+fn service_marks(root: &Node) -> (Mark<String>, Mark<u16>) {
+    fn value<'n>(map: &'n [(Node, Node)], key: &str) -> Option<&'n Node> {
+        map.iter().find(|(k, _)| k.scalar_text() == Some(key)).map(|(_, v)| v)
+    }
+    let Kind::Map(top) = &root.kind else { return (None, None) };
+    let Some(Kind::Map(service)) = value(top, "service").map(|node| &node.kind) else { return (None, None) };
+    let name = value(service, "name")
+        .and_then(|node| node.scalar_text().filter(|name| is_name(name, MAX_SERVICE_NAME_LEN)).map(|n| (n, node.pos)))
+        .map(|(name, pos)| (name.to_owned(), pos));
+    let port = value(service, "port").and_then(|node| match &node.kind {
+        Kind::Scalar(Scalar { ty: ScalarType::Int(n), .. }) => {
+            u16::try_from(*n).ok().filter(|port| *port >= 1).map(|port| (port, node.pos))
+        }
+        _ => None,
+    });
+    (name, port)
+}
+
+impl Checker<'_> {
+    /// Reads one desired-state file, the document `root`.
+    fn app_file(&mut self, root: &Node) -> Option<ServiceFile> {
+        let owner = &format!("`{}`", abbreviate(self.file));
+        let map = match &root.kind {
+            Kind::Map(map) => map,
+            Kind::Null => {
+                // A document with only comments "starts" after them.
+                self.error(Pos::START, format!("{owner} is empty"), Some(FILE_HINT.to_owned()));
+                return None;
+            }
+            _ => {
+                self.error(
+                    root.pos,
+                    format!("a desired-state file must be a mapping, found {}", root.describe()),
+                    Some(FILE_HINT.to_owned()),
+                );
+                return None;
+            }
+        };
+        let context = format!("in {owner}");
+        let entries = self.entries(map, "key", &context);
+        for (key, why, hint) in NOT_IN_APP {
+            if let Some(entry) = find(&entries, key) {
+                self.error(
+                    entry.key_pos,
+                    format!("{owner} is a desired-state file, which has no `{key}`: {why}"),
+                    Some((*hint).to_owned()),
+                );
+            }
+        }
+        let others: Vec<Entry<'_>> =
+            entries.iter().filter(|e| !NOT_IN_APP.iter().any(|(key, _, _)| *key == e.key)).copied().collect();
+        self.unknown_keys(&others, APP_KEYS, &context);
+        // There is no run: `has_run` refuses every `${{ }}` and `if:`
+        // before the scope would be asked about their names.
+        let scope = Scope::default();
+
+        let artifact = match find(&entries, "artifact") {
+            Some(e) => self.app_artifact(e, owner),
+            None => {
+                self.error(root.pos, format!("{owner} has no `artifact`"), Some(ARTIFACT_FORMS.to_owned()));
+                None
+            }
+        };
+        let service = match find(&entries, "service") {
+            Some(e) => self.service(e, owner, &scope),
+            None => {
+                self.error(root.pos, format!("{owner} has no `service`"), Some(SERVICE_EXAMPLE.to_owned()));
+                None
+            }
+        };
+        let nodes = match find(&entries, "nodes") {
+            Some(e) => self.nodes(e, owner),
+            None => Some(NodeSelection::default()),
+        };
+        let strategy = match find(&entries, "strategy") {
+            Some(e) => self.strategy(e, owner),
+            None => Some(Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 })),
+        };
+        let progress_deadline = match find(&entries, "progress_deadline") {
+            Some(e) => self.bounded_duration(e, "progress_deadline", owner, MAX_PROGRESS_DEADLINE),
+            None => Some(DEFAULT_PROGRESS_DEADLINE),
+        };
+        let auto_rollback = match find(&entries, "auto_rollback") {
+            Some(e) => self.flag(e, &format!("`auto_rollback` in {owner}"), AUTO_ROLLBACK_HINT),
+            None => Some(true),
+        };
+        let hooks = match find(&entries, "hooks") {
+            Some(e) => self.hooks(e, owner, &scope),
+            None => Some(Hooks::default()),
+        };
+        Some(ServiceFile {
+            file: self.file.to_owned(),
+            artifact: artifact?,
+            service: service?,
+            nodes: nodes?,
+            strategy: strategy?,
+            progress_deadline: progress_deadline?,
+            auto_rollback: auto_rollback?,
+            hooks: hooks?,
+        })
+    }
+
+    /// Reads `artifact`: exactly one of `run` (with `job` and `path`) or
+    /// `url` (with `sha256`).
+    fn app_artifact(&mut self, entry: &Entry<'_>, owner: &str) -> Option<AppArtifact> {
+        let Kind::Map(map) = &entry.value.kind else {
+            // `JOB:PATH` is a deploy job's, which names a job of its own run.
+            let hint = match entry.value.scalar_text() {
+                Some(text) if text.contains(':') && !text.contains("://") => {
+                    "a desired-state file has no run of its own: name the run too, e.g. `artifact: {run: 42, job: \
+                     build, path: dist/app.tar.gz}`"
+                        .to_owned()
+                }
+                _ => ARTIFACT_FORMS.to_owned(),
+            };
+            self.error(
+                entry.value_pos(),
+                format!("`artifact` of {owner} must be a mapping, found {}", entry.value.describe()),
+                Some(hint),
+            );
+            return None;
+        };
+        let context = format!("in the artifact of {owner}");
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, ARTIFACT_KEYS, &context);
+        let sha256 = find(&entries, "sha256").map(|e| self.sha256(e, owner));
+        match (find(&entries, "run"), find(&entries, "url")) {
+            (None, None) => {
+                self.error(
+                    entry.key_pos,
+                    format!("the artifact of {owner} names neither a `run` nor a `url`"),
+                    Some(ARTIFACT_FORMS.to_owned()),
+                );
+                None
+            }
+            (Some(run), Some(url)) => {
+                let second = if run.key_pos > url.key_pos { run } else { url };
+                self.error(
+                    second.key_pos,
+                    format!("the artifact of {owner} has both `run` and `url`"),
+                    Some("a release comes from a run's artifacts or from a URL: keep one of them".to_owned()),
+                );
+                None
+            }
+            (Some(run), None) => {
+                let run = self.run_number(run, owner);
+                let job = match find(&entries, "job") {
+                    Some(e) => self.artifact_job(e, owner),
+                    None => {
+                        self.error(
+                            entry.key_pos,
+                            format!("the artifact of {owner} names a run but no `job`"),
+                            Some("name the job of the run that packed the file, e.g. `job: build`".to_owned()),
+                        );
+                        None
+                    }
+                };
+                let path = match find(&entries, "path") {
+                    Some(e) => self.app_artifact_path(e, owner),
+                    None => {
+                        self.error(
+                            entry.key_pos,
+                            format!("the artifact of {owner} names a run but no `path`"),
+                            Some("name the file among the job's artifacts, e.g. `path: dist/app.tar.gz`".to_owned()),
+                        );
+                        None
+                    }
+                };
+                let sha256 = match sha256 {
+                    Some(sha256) => Some(sha256?),
+                    None => None,
+                };
+                Some(AppArtifact::Run { run: run?, job: job?, path: path?, sha256 })
+            }
+            (None, Some(url_entry)) => {
+                for key in ["job", "path"] {
+                    if let Some(e) = find(&entries, key) {
+                        self.error(
+                            e.key_pos,
+                            format!("the artifact of {owner} is the file at its `url`, so it has no `{key}`"),
+                            Some(format!("leave `{key}` out, or name a `run` instead of a `url`")),
+                        );
+                    }
+                }
+                let url = self.artifact_url(url_entry, owner);
+                let sha256 = match sha256 {
+                    Some(sha256) => sha256,
+                    None => {
+                        self.error(
+                            url_entry.key_pos,
+                            format!("the artifact of {owner} has a `url` but no `sha256`"),
+                            Some(
+                                "pin what the URL serves: download the file and write `sha256:` with what \
+                                 `sha256sum FILE` prints; a download with another digest is refused"
+                                    .to_owned(),
+                            ),
+                        );
+                        None
+                    }
+                };
+                Some(AppArtifact::Url { url: url?, sha256: sha256? })
+            }
+        }
+    }
+
+    fn run_number(&mut self, entry: &Entry<'_>, owner: &str) -> Option<u64> {
+        let number = match &entry.value.kind {
+            Kind::Scalar(Scalar { ty: ScalarType::Int(n), .. }) => Some(*n),
+            _ => None,
+        };
+        if let Some(run) = number.and_then(|n| u64::try_from(n).ok()).filter(|run| *run >= 1) {
+            return Some(run);
+        }
+        self.error(
+            entry.value_pos(),
+            format!(
+                "`run` of the artifact of {owner} must be a run number, 1 or more, found {}",
+                entry.value.describe()
+            ),
+            Some("the run whose job packed the release, as `drover runs` lists it, e.g. `run: 42`".to_owned()),
+        );
+        None
+    }
+
+    fn artifact_job(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
+        match entry.value.scalar_text() {
+            Some(job) if is_valid_job_name(job) => Some(job.to_owned()),
+            found => {
+                let found = found.map_or_else(|| entry.value.describe(), |job| format!("`{}`", abbreviate(job)));
+                self.error(
+                    entry.value_pos(),
+                    format!("invalid job name {found} in the artifact of {owner}"),
+                    Some(JOB_NAME_HINT.to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    fn app_artifact_path(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
+        let node = entry.value;
+        let Some(path) = node.scalar_text() else {
+            self.error(
+                entry.value_pos(),
+                format!("`path` of the artifact of {owner} must be a path, found {}", node.describe()),
+                Some("the file among the job's artifacts, e.g. `path: dist/app.tar.gz`".to_owned()),
+            );
+            return None;
+        };
+        if path.contains("${{") {
+            self.no_run(node, path, &format!("`path` of the artifact of {owner}"));
+            return None;
+        }
+        let parts = self.artifact_path(node, path, 0, owner, "`path: dist/app.tar.gz`")?;
+        if parts.is_empty() {
+            self.error(
+                node.pos,
+                format!("`path` `{}` of the artifact of {owner} names no file", abbreviate(path)),
+                Some("the file among the job's artifacts, e.g. `path: dist/app.tar.gz`".to_owned()),
+            );
+            return None;
+        }
+        Some(parts.join("/"))
+    }
+
+    fn sha256(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
+        match entry.value.scalar_text() {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                Some(hex.to_owned())
+            }
+            found => {
+                let upper = found.is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+                let found = found.map_or_else(|| entry.value.describe(), |hex| format!("`{}`", abbreviate(hex)));
+                let hint =
+                    if upper { format!("write it in lower case: {SHA256_HINT}") } else { SHA256_HINT.to_owned() };
+                self.error(
+                    entry.value_pos(),
+                    format!("`sha256` of the artifact of {owner} must be 64 lower-case hex digits, found {found}"),
+                    Some(hint),
+                );
+                None
+            }
+        }
+    }
+
+    fn artifact_url(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
+        let node = entry.value;
+        let subject = format!("the `url` of the artifact of {owner}");
+        let Some(url) = node.scalar_text() else {
+            self.error(
+                entry.value_pos(),
+                format!("{subject} must be a URL, found {}", node.describe()),
+                Some(URL_HINT.to_owned()),
+            );
+            return None;
+        };
+        if url.contains("${{") {
+            self.no_run(node, url, &subject);
+            return None;
+        }
+        let problem = if url.chars().count() > MAX_ARTIFACT_URL_LEN {
+            Some((0, format!("{subject} is over the limit of {MAX_ARTIFACT_URL_LEN} characters")))
+        } else if let Some(at) = url.chars().position(|c| c.is_whitespace() || c.is_control()) {
+            Some((at, format!("{subject} has a space or a control character")))
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+            Some((0, format!("{subject} must start with `http://` or `https://`")))
+        } else if url.split_once("://").is_some_and(|(_, rest)| rest.starts_with(['/', '?', '#']) || rest.is_empty()) {
+            Some((0, format!("{subject} names no host")))
+        } else if matches!(url_file_name(url), "" | "." | "..") {
+            Some((0, format!("{subject} names no file: its path must end in the file's name")))
+        } else {
+            None
+        };
+        if let Some((at, message)) = problem {
+            self.error(node.pos_at(at), message, Some(URL_HINT.to_owned()));
+            return None;
+        }
+        Some(url.to_owned())
+    }
+
+    /// Reads `nodes`: an optional `selector` of agent labels and `count`.
+    fn nodes(&mut self, entry: &Entry<'_>, owner: &str) -> Option<NodeSelection> {
+        let map: &[(Node, Node)] = match &entry.value.kind {
+            Kind::Null => &[],
+            Kind::Map(map) => map,
+            _ => {
+                self.error(
+                    entry.value_pos(),
+                    format!("`nodes` of {owner} must be a mapping, found {}", entry.value.describe()),
+                    Some(NODES_EXAMPLE.to_owned()),
+                );
+                return None;
+            }
+        };
+        let context = format!("in the nodes of {owner}");
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, &["selector", "count"], &context);
+        let selector = match find(&entries, "selector") {
+            Some(e) => self.labels(e.value, &format!("`nodes: selector` of {owner}"), "e.g. `selector: {role: web}`"),
+            None => BTreeMap::new(),
+        };
+        let count = match find(&entries, "count") {
+            Some(e) => Some(self.whole(
+                e,
+                &format!("`nodes: count` of {owner}"),
+                1,
+                MAX_APP_NODE_COUNT,
+                "how many of the environment's nodes (those the selector picks) run the service; leave it out for \
+                 all of them",
+            )?),
+            None => None,
+        };
+        Some(NodeSelection { selector, count })
+    }
+}
