@@ -27,6 +27,10 @@ pub struct Metrics {
     pub log_bytes: Counter,
     pub is_leader: Gauge,
     pub runs_pruned: Counter,
+    /// Apps whose nodes do not run what their revision declares.
+    pub apps_out_of_sync: Gauge,
+    /// Apps found drifted from the commit they last synced.
+    pub app_drift: Counter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -43,6 +47,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     log_bytes: Counter::default(),
     is_leader: Gauge::default(),
     runs_pruned: Counter::default(),
+    apps_out_of_sync: Gauge::default(),
+    app_drift: Counter::default(),
 });
 
 /// The index of a result label, for the per-result arrays.
@@ -77,5 +83,16 @@ pub fn render() -> String {
     t.counter("drover_log_bytes_total", "Log bytes received from agents.", m.log_bytes.get());
     t.gauge("drover_is_leader", "1 while this coordinator leads.", m.is_leader.get());
     t.counter("drover_runs_pruned_total", "Finished runs pruned by the retention policy.", m.runs_pruned.get());
+    t.gauge(
+        "drover_apps_out_of_sync",
+        "Apps whose nodes do not run what their revision declares (the leader's view).",
+        m.apps_out_of_sync.get(),
+    );
+    t.counter(
+        "drover_app_drift_total",
+        "Times an app was found drifted from the commit it last synced (a node on another release, a service \
+         stopped).",
+        m.app_drift.get(),
+    );
     t.finish()
 }

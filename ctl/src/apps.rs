@@ -214,6 +214,9 @@ fn show(a: &pb::App) {
     if a.syncing > 0 {
         outln!("  syncing: sync {}", a.syncing);
     }
+    if a.drift_since_ms > 0 {
+        outln!("  drifted from the commit synced since {}", fmt_ms(a.drift_since_ms));
+    }
     for line in &a.drift {
         outln!("  drift: {line}");
     }
@@ -304,6 +307,7 @@ fn view(a: &pb::App) -> Value {
         "last_fetch_ms": a.last_fetch_ms,
         "syncing": a.syncing,
         "drift": a.drift,
+        "drift_since_ms": a.drift_since_ms,
     })
 }
 

@@ -70,7 +70,9 @@ impl Drop for Guard {
 /// inside the tokio runtime: the gRPC exporter's connection lives on it.
 pub fn init(format: LogFormat, service: &'static str, otlp_endpoint: Option<&str>) -> Result<Guard, String> {
     let filter = EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let (fmt_text, fmt_json) = match format {
         LogFormat::Text => (Some(fmt), None),
         LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json())),

@@ -54,6 +54,7 @@ fn app_view(view: AppView) -> pb::App {
         last_fetch_ms: status.last_fetch_ms,
         syncing: status.syncing.unwrap_or_default(),
         drift: status.drift,
+        drift_since_ms: status.drift_since_ms,
     }
 }
 

@@ -111,6 +111,8 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
         tick.tick().await;
         let now = drover_telemetry::trace::now_ms();
         let apps = read(ctx.store.as_ref()).await?;
+        let out_of_sync = apps.iter().filter(|a| a.status.sync_status == "out_of_sync").count();
+        crate::metrics::METRICS.apps_out_of_sync.set(i64::try_from(out_of_sync).unwrap_or(i64::MAX));
         next_fetch.retain(|name, _| apps.iter().any(|a| a.record.spec.name == *name));
         let mut due = Vec::new();
         for mut app in apps {
@@ -447,8 +449,25 @@ async fn evaluate(
         rules::SyncStatus::OutOfSync => "out_of_sync".into(),
     };
     status.health = rules::health(&diffs, status.syncing.is_some()).into();
+    // Nodes that run what the commit declares are synced to it, whoever
+    // put it there (a sync, a deploy job, an app made after the fact).
+    if drift == rules::SyncStatus::Synced && status.syncing.is_none() {
+        status.synced_commit = status.wanted_commit.clone();
+    }
+    // Drift: out of sync on the commit last synced (not a new commit).
+    let drifted = drift == rules::SyncStatus::OutOfSync && status.synced_commit == status.wanted_commit;
+    if !drifted {
+        status.drift_since_ms = 0;
+    } else if status.drift_since_ms == 0 {
+        status.drift_since_ms = now;
+        crate::metrics::METRICS.app_drift.inc();
+    }
     status.drift =
         diffs.iter().filter(|d| d.status != ServiceStatus::InSync).map(rules::ServiceDiff::summary).collect();
+    if drifted && status.drift_since_ms == now {
+        warn!(app = %spec.name, drift = ?status.drift, detect_only = spec.detect_only, self_heal = spec.self_heal,
+            "drift detected: the nodes no longer run what the commit last synced declares");
+    }
     let errors: Vec<String> =
         diffs.iter().filter(|d| d.status == ServiceStatus::Error).map(rules::ServiceDiff::summary).collect();
     if errors.is_empty() {

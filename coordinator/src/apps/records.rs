@@ -93,6 +93,10 @@ pub struct AppStatus {
     /// A line per service that differs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
+    /// Since when the nodes have drifted from the commit last synced; 0
+    /// when they have not.
+    #[serde(default)]
+    pub drift_since_ms: u64,
     /// The sync under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syncing: Option<u64>,

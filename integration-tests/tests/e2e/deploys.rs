@@ -96,7 +96,7 @@ impl Web {
         Web::on(Fleet::start_with(tag, &["--otlp-endpoint", endpoint]), n, "role=web", "staging")
     }
 
-    fn on(fleet: Fleet, n: usize, labels: &str, env: &str) -> Web {
+    pub(crate) fn on(fleet: Fleet, n: usize, labels: &str, env: &str) -> Web {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let script = fleet.dir.path().join("server.py");
         std::fs::write(&script, SERVER).unwrap();

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::deploys::{Web, json};
 use crate::git::git;
-use crate::harness::{text, wait_for_or_report};
+use crate::harness::{Fleet, http_get, text, wait_for_or_report};
 
 /// A build of the service at `version`, with no deploy: the run's id.
 fn build(web: &Web, version: &str) -> String {
@@ -203,4 +203,128 @@ fn bad_app_settings_are_refused_and_nothing_is_stored() {
     let out = web.fleet.drover(&["app", "sync", "nope"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("app nope not found"), "{}", text(&out.stderr));
+}
+
+/// Kills node `node`'s supervisors of the service, and the service with them.
+fn stop_by_hand(web: &Web, node: &str) {
+    let pattern = format!("--supervise {}/services/{node}/", web.fleet.dir.path().display());
+    let status = std::process::Command::new("pkill").args(["-KILL", "-f", "--", &pattern]).status().unwrap();
+    assert!(status.success(), "no supervisor matched {pattern}");
+}
+
+fn create(web: &Web, repo: &Repo, flags: &[&str]) {
+    let mut args = vec!["app", "create", "web", "--repo", &repo.url, "--path", "deploy", "--env", "staging"];
+    args.extend_from_slice(&["--poll", "1s"]);
+    args.extend_from_slice(flags);
+    let out = web.fleet.drover(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn self_heal_puts_back_what_drifts_and_detect_only_only_reports_it() {
+    let fleet = Fleet::start_with("gitops-heal", &["--metrics-listen", "127.0.0.1:0"]);
+    let web = Web::on(fleet, 2, "role=web", "staging");
+    let (v1, v2) = (build(&web, "v1"), build(&web, "v2"));
+    let repo = Repo::new(web.fleet.dir.path());
+    repo.commit("main", &service_file(&web, &v1), "web v1");
+    create(&web, &repo, &["--auto-sync", "--self-heal"]);
+    let serving = |want: [&str; 2], what: &str| {
+        wait_for_or_report(
+            what,
+            Duration::from_secs(90),
+            || (web.versions() == want.map(|v| Some(v.to_string()))).then_some(()),
+            || format!("{:?}\n{:#}\n{:#?}\n{}", web.versions(), app(&web), history(&web), web.fleet.logs()),
+        )
+    };
+    serving(["v1", "v1"], "v1 synced");
+    let head = repo.commit("main", &service_file(&web, &v2), "web v2");
+    serving(["v2", "v2"], "v2 synced");
+    let in_sync = || {
+        wait_for_or_report(
+            "the app in sync",
+            Duration::from_secs(30),
+            || {
+                let a = app(&web);
+                (a["sync_status"] == "synced" && a["synced_commit"] == head.as_str() && a["syncing"] == 0).then_some(a)
+            },
+            || format!("{:#}", app(&web)),
+        )
+    };
+    in_sync();
+
+    // Someone puts the service back on v1 by hand: self-heal returns it to
+    // what the commit declares.
+    let out = web.fleet.drover(&["rollback", "web", "--env", "staging", "--follow"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let started = Instant::now();
+    serving(["v2", "v2"], "self-heal to undo the rollback");
+    eprintln!("gitops: a node on another release healed in {:.1}s", started.elapsed().as_secs_f64());
+    in_sync();
+
+    // A service stopped by hand on one node is started again.
+    stop_by_hand(&web, "web-1");
+    let started = Instant::now();
+    wait_for_or_report(
+        "web-1 to be down",
+        Duration::from_secs(10),
+        || web.versions()[0].is_none().then_some(()),
+        || format!("{:?}", web.versions()),
+    );
+    serving(["v2", "v2"], "self-heal to start web-1's service again");
+    eprintln!("gitops: a stopped service healed in {:.1}s", started.elapsed().as_secs_f64());
+    let a = in_sync();
+    assert_eq!(a["drift_since_ms"], 0, "{a:#}");
+    let syncs = history(&web);
+    let healed: Vec<&Value> = syncs.iter().filter(|s| s["started_by"] == "self-heal").collect();
+    assert!(healed.len() >= 2, "a self-heal sync for each drift: {syncs:#?}");
+    assert!(healed.iter().all(|s| s["outcome"] == "succeeded" && s["commit"] == head.as_str()), "{syncs:#?}");
+
+    // Detect-only: the same drift is reported, in `drover apps` and the
+    // metrics, and left as it is.
+    let out = web.fleet.drover(&["app", "rm", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    create(&web, &repo, &["--detect-only"]);
+    wait_for_or_report(
+        "the new app's first look",
+        Duration::from_secs(30),
+        || (app(&web)["sync_status"] == "synced").then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    stop_by_hand(&web, "web-2");
+    let a = wait_for_or_report(
+        "the drift to be reported",
+        Duration::from_secs(30),
+        || {
+            let a = json(&web.fleet, &["apps", "-o", "json"])[0].clone();
+            (a["sync_status"] == "out_of_sync" && a["health"] == "degraded").then_some(a)
+        },
+        || format!("{:#}", app(&web)),
+    );
+    assert!(a["drift"][0].as_str().unwrap().contains("web-2 unhealthy"), "{a:#}");
+    let metrics = || http_get(web.fleet.metrics[0].as_ref().unwrap(), "/metrics").unwrap().1;
+    wait_for_or_report(
+        "the metrics to count the app out of sync",
+        Duration::from_secs(10),
+        || {
+            (metrics().contains("drover_apps_out_of_sync 1") && metrics().contains("drover_app_drift_total 3"))
+                .then_some(())
+        },
+        || metrics().lines().filter(|l| l.contains("app")).collect::<Vec<_>>().join("\n"),
+    );
+    // Several reconciles later, nothing was changed.
+    let seen = a["last_fetch_ms"].as_u64().unwrap();
+    wait_for_or_report(
+        "three more reconciles",
+        Duration::from_secs(30),
+        || (app(&web)["last_fetch_ms"].as_u64().unwrap() > seen + 2_500).then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    assert_eq!(web.versions(), [Some("v2".to_string()), None], "detect-only changes nothing");
+    assert!(history(&web).is_empty(), "{:#?}", history(&web));
+    let log = std::fs::read_to_string(&web.fleet.coordinator(0).log).unwrap();
+    let events: Vec<&str> = log.lines().filter(|l| l.contains("drift detected")).collect();
+    assert!(
+        events.last().is_some_and(|e| e.contains("detect_only=true") && e.contains("web-2 unhealthy")),
+        "{events:#?}"
+    );
 }

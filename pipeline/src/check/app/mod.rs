@@ -15,17 +15,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use super::deploy::{AUTO_ROLLBACK_HINT, SERVICE_EXAMPLE, is_name};
+use super::deploy::{SERVICE_EXAMPLE, is_name};
 use super::jobs::{JOB_NAME_HINT, is_valid_job_name};
 use super::{Checker, Entry, capped, find, sorted};
 use crate::app::{AppArtifact, DesiredState, NodeSelection, ServiceFile, url_file_name};
-use crate::deploy::{Hooks, Rolling, Strategy};
 use crate::expr::Scope;
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
-use crate::{
-    DEFAULT_PROGRESS_DEADLINE, Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_PROGRESS_DEADLINE,
-    MAX_SERVICE_NAME_LEN,
-};
+use crate::{Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_SERVICE_NAME_LEN};
 
 const APP_KEYS: &[&str] = &["artifact", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks"];
 /// Keys of a deploy a desired-state file does not take: the key, why, and
@@ -220,31 +216,16 @@ impl Checker<'_> {
             Some(e) => self.nodes(e, owner),
             None => Some(NodeSelection::default()),
         };
-        let strategy = match find(&entries, "strategy") {
-            Some(e) => self.strategy(e, owner),
-            None => Some(Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 })),
-        };
-        let progress_deadline = match find(&entries, "progress_deadline") {
-            Some(e) => self.bounded_duration(e, "progress_deadline", owner, MAX_PROGRESS_DEADLINE),
-            None => Some(DEFAULT_PROGRESS_DEADLINE),
-        };
-        let auto_rollback = match find(&entries, "auto_rollback") {
-            Some(e) => self.flag(e, &format!("`auto_rollback` in {owner}"), AUTO_ROLLBACK_HINT),
-            None => Some(true),
-        };
-        let hooks = match find(&entries, "hooks") {
-            Some(e) => self.hooks(e, owner, &scope),
-            None => Some(Hooks::default()),
-        };
+        let rollout = self.rollout_settings(&entries, owner, &context, &scope)?;
         Some(ServiceFile {
             file: self.file.to_owned(),
             artifact: artifact?,
             service: service?,
             nodes: nodes?,
-            strategy: strategy?,
-            progress_deadline: progress_deadline?,
-            auto_rollback: auto_rollback?,
-            hooks: hooks?,
+            strategy: rollout.strategy,
+            progress_deadline: rollout.progress_deadline,
+            auto_rollback: rollout.auto_rollback,
+            hooks: rollout.hooks,
         })
     }
 

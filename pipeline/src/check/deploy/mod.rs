@@ -52,7 +52,7 @@ const EXAMPLE: &str = "e.g. `deploy: {environment: staging, artifact: build:dist
      command: ./app, port: 8080, health: {http: /healthz, interval: 1s, healthy_after: 3, timeout: 60s}}}`";
 const ARTIFACT_EXAMPLE: &str =
     "e.g. `artifact: build:dist/app.tar.gz`: the file dist/app.tar.gz of the artifacts of job `build`";
-pub(super) const AUTO_ROLLBACK_HINT: &str = "`true` (the default) puts the nodes back on their last healthy release \
+const AUTO_ROLLBACK_HINT: &str = "`true` (the default) puts the nodes back on their last healthy release \
      after a failure, `false` leaves them where the rollout stopped";
 const HOOKS_HINT: &str = "`before` runs once before the first batch, `after_batch` on each node after its switch, \
      `after` once after success, `on_failure` once after a rollback";
@@ -89,6 +89,15 @@ const NOT_WITH_DEPLOY: &[(&str, &str, &str)] = &[
         "pack the files in the job that builds them, and name one in `deploy: artifact: JOB:PATH`",
     ),
 ];
+
+/// How a release rolls out, as a deploy job and a desired-state file both
+/// write it: [`Checker::rollout_settings`].
+pub(super) struct RolloutSettings {
+    pub(super) strategy: Strategy,
+    pub(super) progress_deadline: Duration,
+    pub(super) auto_rollback: bool,
+    pub(super) hooks: Hooks,
+}
 
 impl Checker<'_> {
     /// Reports each key of a deploy job (`entries`) that a deploy job may
@@ -158,51 +167,65 @@ impl Checker<'_> {
                 None
             }
         };
-        let strategy = match find(&entries, "strategy") {
-            Some(e) => self.strategy(e, owner),
-            None => Some(Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 })),
-        };
-        let progress_deadline = match find(&entries, "progress_deadline") {
-            Some(e) => self.bounded_duration(e, "progress_deadline", owner, MAX_PROGRESS_DEADLINE),
-            None => Some(DEFAULT_PROGRESS_DEADLINE),
-        };
-        let auto_rollback = match find(&entries, "auto_rollback") {
-            Some(e) => self.flag(e, &format!("`auto_rollback` in the deploy of {owner}"), AUTO_ROLLBACK_HINT),
-            None => Some(true),
-        };
+        let rollout = self.rollout_settings(&entries, owner, &context, scope);
         let on_newer = match find(&entries, "on_newer") {
             Some(e) => self.on_newer(e, job),
             None => Some(OnNewer::Queue),
         };
-        let hooks = match find(&entries, "hooks") {
+        let artifact_ref = artifact.as_ref().map(ArtifactUse::reference);
+        let spec = match (environment, artifact_ref, service, rollout, on_newer) {
+            (Some(environment), Some(artifact), Some(service), Some(rollout), Some(on_newer)) => Some(DeploySpec {
+                environment,
+                artifact,
+                service,
+                strategy: rollout.strategy,
+                progress_deadline: rollout.progress_deadline,
+                auto_rollback: rollout.auto_rollback,
+                on_newer,
+                hooks: rollout.hooks,
+            }),
+            _ => None,
+        };
+        (spec, artifact)
+    }
+
+    /// Reads how a release rolls out, which a deploy job and a desired-state
+    /// file share, from `entries`, the keys of the deploy of `owner`:
+    /// `strategy` (rolling one node at a time when left out),
+    /// `progress_deadline`, `auto_rollback` and `hooks`, whose expressions
+    /// may name what `scope` has. `context` says where the keys are, as
+    /// their unknown ones are reported ("in the deploy of job `d`", "in
+    /// `deploy/web.yaml`"). `None` when one of them is wrong, which is
+    /// reported.
+    pub(super) fn rollout_settings(
+        &mut self,
+        entries: &[Entry<'_>],
+        owner: &str,
+        context: &str,
+        scope: &Scope<'_>,
+    ) -> Option<RolloutSettings> {
+        let strategy = match find(entries, "strategy") {
+            Some(e) => self.strategy(e, owner),
+            None => Some(Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 })),
+        };
+        let progress_deadline = match find(entries, "progress_deadline") {
+            Some(e) => self.bounded_duration(e, "progress_deadline", owner, MAX_PROGRESS_DEADLINE),
+            None => Some(DEFAULT_PROGRESS_DEADLINE),
+        };
+        let auto_rollback = match find(entries, "auto_rollback") {
+            Some(e) => self.flag(e, &format!("`auto_rollback` {context}"), AUTO_ROLLBACK_HINT),
+            None => Some(true),
+        };
+        let hooks = match find(entries, "hooks") {
             Some(e) => self.hooks(e, owner, scope),
             None => Some(Hooks::default()),
         };
-        let artifact_ref = artifact.as_ref().map(ArtifactUse::reference);
-        let spec =
-            match (environment, artifact_ref, service, strategy, progress_deadline, auto_rollback, on_newer, hooks) {
-                (
-                    Some(environment),
-                    Some(artifact),
-                    Some(service),
-                    Some(strategy),
-                    Some(progress_deadline),
-                    Some(auto_rollback),
-                    Some(on_newer),
-                    Some(hooks),
-                ) => Some(DeploySpec {
-                    environment,
-                    artifact,
-                    service,
-                    strategy,
-                    progress_deadline,
-                    auto_rollback,
-                    on_newer,
-                    hooks,
-                }),
-                _ => None,
-            };
-        (spec, artifact)
+        Some(RolloutSettings {
+            strategy: strategy?,
+            progress_deadline: progress_deadline?,
+            auto_rollback: auto_rollback?,
+            hooks: hooks?,
+        })
     }
 
     fn environment(&mut self, entry: &Entry<'_>, job: &str) -> Option<String> {
@@ -262,7 +285,7 @@ impl Checker<'_> {
 
     /// Reads the `hooks` of the deploy of `owner`, whose expressions may
     /// name what `scope` has.
-    pub(super) fn hooks(&mut self, entry: &Entry<'_>, owner: &str, scope: &Scope<'_>) -> Option<Hooks> {
+    fn hooks(&mut self, entry: &Entry<'_>, owner: &str, scope: &Scope<'_>) -> Option<Hooks> {
         let Kind::Map(map) = &entry.value.kind else {
             self.error(
                 entry.value_pos(),
@@ -341,7 +364,7 @@ impl Checker<'_> {
 
     /// `true` or `false` under `entry`; `subject` names it in messages,
     /// `hint` says what each does.
-    pub(super) fn flag(&mut self, entry: &Entry<'_>, subject: &str, hint: &str) -> Option<bool> {
+    fn flag(&mut self, entry: &Entry<'_>, subject: &str, hint: &str) -> Option<bool> {
         match (&entry.value.kind, entry.value.scalar_text()) {
             (Kind::Scalar(s), Some("true")) if s.ty == ScalarType::Bool => Some(true),
             (Kind::Scalar(s), Some("false")) if s.ty == ScalarType::Bool => Some(false),

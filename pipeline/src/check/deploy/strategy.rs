@@ -25,7 +25,7 @@ const STEP_HINT: &str = "a step is `{nodes: 10%}` (a share of the nodes, or a co
 
 impl Checker<'_> {
     /// Reads the `strategy` of the deploy of `owner` ("job `d`").
-    pub(in crate::check) fn strategy(&mut self, entry: &Entry<'_>, owner: &str) -> Option<Strategy> {
+    pub(super) fn strategy(&mut self, entry: &Entry<'_>, owner: &str) -> Option<Strategy> {
         let Kind::Map(map) = &entry.value.kind else {
             let hint = match entry.value.scalar_text().filter(|text| STRATEGIES.contains(text)) {
                 Some(name) => format!("write `strategy: {{{name}: {{}}}}`"),
