@@ -40,6 +40,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             self_heal,
             prune,
             detect_only,
+            depends_on,
             output,
             ..
         } => {
@@ -54,6 +55,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
                 self_heal,
                 prune,
                 detect_only,
+                depends_on,
             };
             let app = conn.call(false, |c| a_call!(c.create_app(req.clone()))).await?;
             if output.structured() {
@@ -98,7 +100,32 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             outln!("app {} will be fetched within a second", app.name);
             Ok(())
         }
-        AppCommand::Sync { name, dry_run, wait, output, .. } => sync(conn, name, dry_run, wait, output).await,
+        AppCommand::Sync { name, dry_run, wait, output, .. } => {
+            let req = pb::SyncAppRequest { name: name.clone(), dry_run };
+            let resp = conn.call(false, |c| a_call!(c.sync_app(req.clone()))).await?;
+            if dry_run {
+                return print_diff(&resp.diff.unwrap_or_default(), output);
+            }
+            requested(conn, name, resp.request, "sync", wait, output).await
+        }
+        AppCommand::Rollback { name, to, wait, output, .. } => {
+            let req = pb::RollbackAppRequest { name: name.clone(), to };
+            let resp = conn.call(false, |c| a_call!(c.rollback_app(req.clone()))).await?;
+            requested(conn, name, resp.request, "rollback (pinned)", wait, output).await
+        }
+        AppCommand::Unpin { name, output, .. } => {
+            let req = pb::UnpinAppRequest { name };
+            let app = conn.call(true, |c| a_call!(c.unpin_app(req.clone()))).await?;
+            if output.structured() {
+                return Ok(output::document(output, &view(&app))?);
+            }
+            outln!(
+                "app {} follows {} again",
+                app.name,
+                if app.revision.is_empty() { "its default branch" } else { &app.revision }
+            );
+            Ok(())
+        }
         AppCommand::Diff { name, revision, output, .. } => {
             let req = pb::DiffAppRequest { name, revision: revision.unwrap_or_default() };
             let diff = conn.call(true, |c| a_call!(c.diff_app(req.clone()))).await?;
@@ -140,7 +167,11 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
             a.sync_status,
             a.health,
             short(&a.synced_commit),
-            short(&a.wanted_commit),
+            if a.pinned_commit.is_empty() {
+                short(&a.wanted_commit).to_owned()
+            } else {
+                format!("{} (pin)", short(&a.pinned_commit))
+            },
             a.last_error.lines().next().unwrap_or_default()
         );
         if format == Format::Wide {
@@ -152,26 +183,30 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sync(conn: &mut Conn, name: String, dry_run: bool, wait: bool, format: Format) -> anyhow::Result<()> {
-    let req = pb::SyncAppRequest { name: name.clone(), dry_run };
-    let resp = conn.call(false, |c| a_call!(c.sync_app(req.clone()))).await?;
-    if dry_run {
-        return print_diff(&resp.diff.unwrap_or_default(), format);
-    }
+/// A sync asked for (request `request`): said, or with `wait` followed in
+/// the history until it ends.
+async fn requested(
+    conn: &mut Conn,
+    name: String,
+    request: u64,
+    what: &str,
+    wait: bool,
+    format: Format,
+) -> anyhow::Result<()> {
     if !wait {
         if format.structured() {
-            return Ok(output::document(format, &json!({ "app": name, "request": resp.request }))?);
+            return Ok(output::document(format, &json!({ "app": name, "request": request }))?);
         }
-        outln!("sync of app {name} asked for (request {}); `drover app history {name}` shows it", resp.request);
+        outln!("{what} of app {name} asked for (request {}); `drover app history {name}` shows it", request);
         return Ok(());
     }
     if !format.structured() {
-        eprintln!("sync of app {name} asked for; waiting for it to end");
+        eprintln!("{what} of app {name} asked for; waiting for its sync to end");
     }
     loop {
         let req = pb::AppHistoryRequest { name: name.clone() };
         let syncs = conn.call(true, |c| a_call!(c.app_history(req.clone()))).await?.syncs;
-        if let Some(s) = syncs.iter().find(|s| s.request == resp.request && s.finished_ms > 0) {
+        if let Some(s) = syncs.iter().find(|s| s.request == request && s.finished_ms > 0) {
             if format.structured() {
                 output::document(format, &sync_view(s))?;
             } else {
@@ -211,8 +246,23 @@ fn show(a: &pb::App) {
         short(&a.wanted_commit),
         fmt_ms(a.last_fetch_ms)
     );
+    if !a.depends_on.is_empty() {
+        outln!("  depends on: {}", a.depends_on.join(", "));
+    }
+    if !a.pinned_commit.is_empty() {
+        outln!(
+            "  pinned to {} by {} ({}); `drover app unpin {}` lets it follow its revision",
+            short(&a.pinned_commit),
+            a.pinned_by,
+            fmt_ms(a.pinned_ms),
+            a.name
+        );
+    }
     if a.syncing > 0 {
         outln!("  syncing: sync {}", a.syncing);
+    }
+    if !a.blocked.is_empty() {
+        outln!("  blocked: {}", a.blocked);
     }
     if a.drift_since_ms > 0 {
         outln!("  drifted from the commit synced since {}", fmt_ms(a.drift_since_ms));
@@ -308,6 +358,11 @@ fn view(a: &pb::App) -> Value {
         "syncing": a.syncing,
         "drift": a.drift,
         "drift_since_ms": a.drift_since_ms,
+        "depends_on": a.depends_on,
+        "pinned_commit": a.pinned_commit,
+        "pinned_by": a.pinned_by,
+        "pinned_ms": a.pinned_ms,
+        "blocked": a.blocked,
     })
 }
 

@@ -24,7 +24,8 @@ pub struct AppApi {
 }
 
 fn app_view(view: AppView) -> pb::App {
-    let AppView { record, status } = view;
+    let AppView { record, status, pin } = view;
+    let pin = pin.unwrap_or_else(|| records::Pin { commit: String::new(), by: String::new(), at_ms: 0 });
     let status = status.unwrap_or_default();
     let spec = record.spec;
     let sync_status = match (status.last_fetch_ms, status.sync_status.as_str()) {
@@ -55,6 +56,11 @@ fn app_view(view: AppView) -> pb::App {
         syncing: status.syncing.unwrap_or_default(),
         drift: status.drift,
         drift_since_ms: status.drift_since_ms,
+        depends_on: spec.depends_on,
+        pinned_commit: pin.commit,
+        pinned_by: pin.by,
+        pinned_ms: pin.at_ms,
+        blocked: status.blocked,
     }
 }
 
@@ -94,7 +100,8 @@ impl AppApi {
         }
         let (view, _) = records::get(self.store.as_ref(), name).await?;
         let spec = &view.record.spec;
-        let revision = if revision.is_empty() { spec.reference() } else { revision };
+        let pinned = view.pin.as_ref().map(|p| p.commit.as_str());
+        let revision = if revision.is_empty() { pinned.unwrap_or(spec.reference()) } else { revision };
         let rendered = render::render(spec, revision, &self.git).await.map_err(ApiError::Precondition)?;
         let desired = match rendered.desired {
             Ok(d) => d,
@@ -123,10 +130,11 @@ impl pb::app_service_server::AppService for AppApi {
             self_heal: r.self_heal,
             prune: r.prune,
             detect_only: r.detect_only,
+            depends_on: r.depends_on,
         };
         let record = records::create(self.store.as_ref(), spec, &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %record.spec.name, repo = %record.spec.repo, by = %by, "app created");
-        Ok(Response::new(app_view(AppView { record, status: None })))
+        Ok(Response::new(app_view(AppView { record, status: None, pin: None })))
     }
 
     async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
@@ -168,6 +176,48 @@ impl pb::app_service_server::AppService for AppApi {
             records::request(self.store.as_ref(), &r.name, "sync", &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %r.name, by = %by, request, "sync asked for");
         Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
+    }
+
+    async fn rollback_app(
+        &self,
+        req: Request<pb::RollbackAppRequest>,
+    ) -> Result<Response<pb::SyncAppResponse>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        if r.to.is_empty() {
+            return Err(ApiError::Invalid(
+                "--to is empty; name the commit to go back to (`drover app history` lists them)".into(),
+            )
+            .into());
+        }
+        if let Some(why) = crate::core::apps::revision_problem(&r.to) {
+            return Err(ApiError::Invalid(why.replace("--revision", "--to")).into());
+        }
+        let (view, _) = records::get(self.store.as_ref(), &r.name).await.map_err(ApiError::from)?;
+        // The commit must be there, and its files valid: a pin nothing
+        // can sync to would hold the app nowhere.
+        let rendered = render::render(&view.record.spec, &r.to, &self.git).await.map_err(ApiError::Precondition)?;
+        if let Err(why) = &rendered.desired {
+            return Err(ApiError::Precondition(format!(
+                "the desired state at {} is invalid, so the app cannot go back to it:\n{why}",
+                rendered.commit
+            ))
+            .into());
+        }
+        let request = records::pin_to(self.store.as_ref(), &r.name, &rendered.commit, &by, now_ms())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(app = %r.name, commit = %rendered.commit, by = %by, "app pinned");
+        Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
+    }
+
+    async fn unpin_app(&self, req: Request<pb::UnpinAppRequest>) -> Result<Response<pb::App>, Status> {
+        let by = require_admin(&req)?;
+        let name = req.into_inner().name;
+        records::unpin(self.store.as_ref(), &name, &by, now_ms()).await.map_err(ApiError::from)?;
+        tracing::info!(app = %name, by = %by, "app unpinned");
+        let (view, _) = records::get(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
+        Ok(Response::new(app_view(view)))
     }
 
     async fn diff_app(&self, req: Request<pb::DiffAppRequest>) -> Result<Response<pb::AppDiff>, Status> {

@@ -119,7 +119,8 @@ impl From<crate::apps::records::AppsError> for ApiError {
             AppsError::Invalid(_) => ApiError::Invalid(e.to_string()),
             AppsError::Exists(_) => ApiError::AlreadyExists(e.to_string()),
             AppsError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            AppsError::TooMany => ApiError::Precondition(e.to_string()),
+            AppsError::TooMany | AppsError::Precondition(_) => ApiError::Precondition(e.to_string()),
+            AppsError::Cycle(_) => ApiError::Invalid(e.to_string()),
             AppsError::Store(e) => ApiError::Store(e),
         }
     }

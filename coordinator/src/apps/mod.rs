@@ -5,8 +5,10 @@
 //! service that differs, with no run: `SyncCommand` through the
 //! scheduler).
 //!
-//! Every [`TICK`] it reads the apps, their statuses and the requests
-//! waiting (`drover app sync|refresh`, written by any coordinator), and
+//! Every [`TICK`], and at once when a request is written (`drover app
+//! sync|refresh|rollback`, a webhook's push; by any coordinator, watched
+//! under `/apps/requests/`), it reads the apps, their statuses, pins and
+//! the requests waiting, and
 //! reconciles each app that is due: its poll came (every `--poll`, ±10%),
 //! a request waits, or its sync just ended. At most [`MAX_CONCURRENT`]
 //! apps reconcile at once, so a slow repository holds up only itself. A
@@ -20,7 +22,10 @@
 //! 3. diffs it against what the nodes serve (`/rollouts/deployed/`, with
 //!    the health agents report) and the nodes it should run on;
 //! 4. decides (`core::apps::decide`) whether a sync starts: asked for,
-//!    `--auto-sync` on a new commit, `--self-heal` on drift;
+//!    `--auto-sync` on a new commit, `--self-heal` on drift; a pinned app
+//!    (`drover app rollback --to`) converges to its pin, not to the head;
+//!    an app whose `--depends-on` apps are not synced and healthy waits
+//!    (`AppStatus::blocked` says for what);
 //! 5. writes the sync's record first, then asks for its rollouts, then
 //!    writes their ids (write, then act).
 //!
@@ -47,7 +52,7 @@ use crate::submit::GitOptions;
 pub mod records;
 pub mod render;
 
-use records::{AppRecord, AppStatus, Request, SyncRecord};
+use records::{AppRecord, AppStatus, Pin, Request, SyncRecord};
 
 /// How often apps, requests and syncs under way are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -99,6 +104,10 @@ struct Ctx {
 struct Due {
     record: AppRecord,
     status: AppStatus,
+    pin: Option<Pin>,
+    /// How every app stood at the start of the tick, for `depends_on`:
+    /// sync status, health, and whether it syncs.
+    states: Arc<BTreeMap<String, (String, String, bool)>>,
     sync_request: Option<(Revision, Request)>,
     refresh_request: Option<Revision>,
 }
@@ -106,31 +115,46 @@ struct Due {
 async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_fetch: HashMap<String, u64> = HashMap::new();
+    // When each app is next fetched, by name and the create revision of
+    // its record: an app removed and made again is a new app.
+    let mut next_fetch: HashMap<(String, Revision), u64> = HashMap::new();
+    // A request (a sync, a refresh, a webhook's push) wakes the loop at
+    // once rather than at the next tick.
+    let mut requests = Some(ctx.store.watch(records::REQUESTS, 0).await?);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            message = async { requests.as_mut()?.recv().await }, if requests.is_some() => {
+                if message.is_none() {
+                    warn!("the watch of app requests ended; requests wait for the next tick");
+                    requests = None;
+                }
+            }
+        }
         let now = drover_telemetry::trace::now_ms();
         let apps = read(ctx.store.as_ref()).await?;
         let out_of_sync = apps.iter().filter(|a| a.status.sync_status == "out_of_sync").count();
         crate::metrics::METRICS.apps_out_of_sync.set(i64::try_from(out_of_sync).unwrap_or(i64::MAX));
-        next_fetch.retain(|name, _| apps.iter().any(|a| a.record.spec.name == *name));
+        next_fetch
+            .retain(|(name, rev), _| apps.iter().any(|a| a.record.spec.name == *name && a.status.app_revision == *rev));
         let mut due = Vec::new();
         for mut app in apps {
             let name = app.record.spec.name.clone();
+            let key = (name.clone(), app.status.app_revision);
             if app.status.syncing.is_some() {
                 match check_sync(&ctx, &name, &mut app.status, now).await {
                     Ok(true) => {
-                        next_fetch.remove(&name);
+                        next_fetch.remove(&key);
                     }
                     Ok(false) => {}
                     Err(e) => warn!(app = %name, error = %e, "cannot look at a sync"),
                 }
             }
-            let poll_due = next_fetch.get(&name).is_none_or(|at| now >= *at);
+            let poll_due = next_fetch.get(&key).is_none_or(|at| now >= *at);
             if poll_due || app.sync_request.is_some() || app.refresh_request.is_some() {
                 let poll = app.record.spec.poll_ms;
                 let jitter = u64::from(crate::triggers::noise()) % (poll / 5 + 1);
-                next_fetch.insert(name, now + poll - poll / 10 + jitter);
+                next_fetch.insert(key, now + poll - poll / 10 + jitter);
                 due.push(app);
             }
         }
@@ -159,6 +183,11 @@ async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
     let (apps, _) = store.range(records::APPS).await?;
     let (statuses, _) = store.range(records::STATUS).await?;
     let (requests, _) = store.range(records::REQUESTS).await?;
+    let (pins, _) = store.range(records::PINS).await?;
+    let mut pin_of = BTreeMap::new();
+    for kv in &pins {
+        pin_of.insert(kv.key[records::PINS.len()..].to_owned(), decode::<Pin>(&kv.key, &kv.value)?);
+    }
     let mut status_of = BTreeMap::new();
     for kv in &statuses {
         let s: AppStatus = decode(&kv.key, &kv.value)?;
@@ -182,7 +211,19 @@ async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
                 _ => {}
             }
         }
-        out.push(Due { record, status, sync_request, refresh_request });
+        let pin = pin_of.remove(&name);
+        out.push(Due { record, status, pin, states: Arc::default(), sync_request, refresh_request });
+    }
+    let states: Arc<BTreeMap<String, (String, String, bool)>> = Arc::new(
+        out.iter()
+            .map(|d| {
+                let s = &d.status;
+                (d.record.spec.name.clone(), (s.sync_status.clone(), s.health.clone(), s.syncing.is_some()))
+            })
+            .collect(),
+    );
+    for due in &mut out {
+        due.states = states.clone();
     }
     Ok(out)
 }
@@ -231,7 +272,7 @@ async fn check_sync(ctx: &Ctx, name: &str, status: &mut AppStatus, now: u64) -> 
 }
 
 async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError> {
-    let Due { record, mut status, sync_request, refresh_request } = app;
+    let Due { record, mut status, pin, states, sync_request, refresh_request } = app;
     let spec = &record.spec;
     let name = spec.name.clone();
     let before = status.clone();
@@ -247,7 +288,8 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
             })
             .await?;
     }
-    let outcome = evaluate(ctx, spec, &mut status, now).await?;
+    let revision = pin.as_ref().map_or_else(|| spec.reference().to_owned(), |p| p.commit.clone());
+    let outcome = evaluate(ctx, spec, &revision, &mut status, now).await?;
     let asked_by = sync_request.as_ref().map(|(_, r)| r.by.clone());
     let start = match &outcome {
         Evaluated::Broken(_) => asked_by.clone().map(Start::Asked),
@@ -264,6 +306,16 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
             now,
         ),
     };
+    // An app syncs only once the apps it depends on are synced and healthy;
+    // a sync asked for waits with it.
+    let blocked = start.as_ref().and_then(|_| rules::blocked_by(&spec.depends_on, &states));
+    status.blocked = blocked.clone().unwrap_or_default();
+    if blocked.is_some() {
+        if status != before {
+            store.txn(Txn::ops(vec![Op::put(records::status(&name), encode(&status))])).await?;
+        }
+        return Ok(());
+    }
     let request = sync_request.as_ref().map_or(0, |(rev, _)| u64::try_from(*rev).unwrap_or_default());
     if let Some((rev, _)) = &sync_request
         && (start.is_some() || status.syncing.is_none())
@@ -393,11 +445,12 @@ enum Evaluated {
     },
 }
 
-/// Fetches, renders and diffs app `spec`, recording what it found in
-/// `status`.
+/// Fetches, renders and diffs app `spec` at `revision`, recording what it
+/// found in `status`.
 async fn evaluate(
     ctx: &Ctx,
     spec: &rules::AppSpec,
+    revision: &str,
     status: &mut AppStatus,
     now: u64,
 ) -> Result<Evaluated, ControllerError> {
@@ -407,7 +460,7 @@ async fn evaluate(
         status.last_error_ms = now;
         Evaluated::Broken(why)
     };
-    let rendered = match render::render(spec, spec.reference(), &ctx.git).await {
+    let rendered = match render::render(spec, revision, &ctx.git).await {
         Ok(r) => r,
         Err(why) => return Ok(broken(status, why)),
     };

@@ -9,6 +9,7 @@
 //! /apps/requests/{name}/sync     Request: a sync asked for (`drover app sync`)
 //! /apps/requests/{name}/refresh  Request: a fetch asked for (`drover app refresh`)
 //! /apps/syncs/{name}/{id}        SyncRecord: one sync, id zero-padded to 10 digits
+//! /apps/pins/{name}              Pin: the commit the app is held at (`drover app rollback`)
 //! ```
 //!
 //! A request's number is the store revision that wrote it; the controller
@@ -30,6 +31,11 @@ pub const APPS: &str = "/apps/a/";
 pub const STATUS: &str = "/apps/status/";
 pub const REQUESTS: &str = "/apps/requests/";
 pub const SYNCS: &str = "/apps/syncs/";
+pub const PINS: &str = "/apps/pins/";
+
+pub fn pin(name: &str) -> String {
+    format!("{PINS}{name}")
+}
 
 pub fn app(name: &str) -> String {
     format!("{APPS}{name}")
@@ -57,6 +63,10 @@ pub enum AppsError {
     NotFound(String),
     #[error("there are {} apps, the most a coordinator keeps; remove one with `drover app rm`", rules::MAX_APPS)]
     TooMany,
+    #[error("--depends-on would close a cycle: {0}; an app cannot wait for itself")]
+    Cycle(String),
+    #[error("{0}")]
+    Precondition(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -106,10 +116,23 @@ pub struct AppStatus {
     /// The commit the last automatic sync was for, and when it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_auto: Option<(String, u64)>,
+    /// Why a sync waits for the apps this one depends on; empty when
+    /// nothing blocks it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub blocked: String,
     /// The services this app has synced: one no file declares any more is
     /// an orphan.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub owned: BTreeSet<String>,
+}
+
+/// The commit an app is held at: auto-sync and self-heal converge to it,
+/// not to the revision's head, until `drover app unpin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub commit: String,
+    pub by: String,
+    pub at_ms: u64,
 }
 
 /// A sync or a refresh asked for.
@@ -148,6 +171,7 @@ pub struct SyncRecord {
 pub struct AppView {
     pub record: AppRecord,
     pub status: Option<AppStatus>,
+    pub pin: Option<Pin>,
 }
 
 /// Registers an app; a bad setting is refused with its fix and nothing is
@@ -163,6 +187,15 @@ pub async fn create(store: &dyn Store, spec: AppSpec, by: &str, now_ms: u64) -> 
     let (existing, _) = store.range(APPS).await?;
     if existing.len() >= rules::MAX_APPS {
         return Err(AppsError::TooMany);
+    }
+    let mut graph = std::collections::BTreeMap::new();
+    for kv in &existing {
+        let other: AppRecord = decode(&kv.key, &kv.value)?;
+        graph.insert(other.spec.name, other.spec.depends_on);
+    }
+    graph.insert(spec.name.clone(), spec.depends_on.clone());
+    if let Some(cycle) = rules::cycle(&graph, &spec.name) {
+        return Err(AppsError::Cycle(cycle));
     }
     let name = spec.name.clone();
     let record = AppRecord { spec, created_by: by.to_owned(), created_ms: now_ms };
@@ -181,6 +214,11 @@ pub async fn create(store: &dyn Store, spec: AppSpec, by: &str, now_ms: u64) -> 
 pub async fn list(store: &dyn Store) -> Result<Vec<AppView>, AppsError> {
     let (kvs, _) = store.range(APPS).await?;
     let (statuses, _) = store.range(STATUS).await?;
+    let (pins, _) = store.range(PINS).await?;
+    let mut pin_of = std::collections::BTreeMap::new();
+    for kv in &pins {
+        pin_of.insert(kv.key[PINS.len()..].to_owned(), decode::<Pin>(&kv.key, &kv.value)?);
+    }
     let mut by_name = std::collections::BTreeMap::new();
     for kv in &statuses {
         let status: AppStatus = decode(&kv.key, &kv.value)?;
@@ -190,7 +228,8 @@ pub async fn list(store: &dyn Store) -> Result<Vec<AppView>, AppsError> {
         .map(|kv| {
             let record: AppRecord = decode(&kv.key, &kv.value)?;
             let status = by_name.remove(&record.spec.name).filter(|s| s.app_revision == kv.create_revision);
-            Ok(AppView { record, status })
+            let pin = pin_of.remove(&record.spec.name);
+            Ok(AppView { record, status, pin })
         })
         .collect()
 }
@@ -203,7 +242,11 @@ pub async fn get(store: &dyn Store, name: &str) -> Result<(AppView, Revision), A
         Some(s) => Some(decode::<AppStatus>(&s.key, &s.value)?).filter(|s| s.app_revision == kv.create_revision),
         None => None,
     };
-    Ok((AppView { record, status }, kv.create_revision))
+    let pin = match store.get(&pin(name)).await? {
+        Some(p) => Some(decode::<Pin>(&p.key, &p.value)?),
+        None => None,
+    };
+    Ok((AppView { record, status, pin }, kv.create_revision))
 }
 
 /// Removes app `name`, its status, requests and history; what it deployed
@@ -217,6 +260,7 @@ pub async fn remove(store: &dyn Store, name: &str) -> Result<(), AppsError> {
         Op::delete(status(name)),
         Op::DeletePrefix { prefix: requests_of(name) },
         Op::DeletePrefix { prefix: syncs_of(name) },
+        Op::delete(pin(name)),
     ];
     store.txn(Txn::ops(ops)).await?;
     Ok(())
@@ -240,6 +284,59 @@ pub async fn request(store: &dyn Store, name: &str, kind: &str, by: &str, now_ms
         return Err(AppsError::NotFound(name.to_owned()));
     }
     Ok(u64::try_from(response.revision).unwrap_or_default())
+}
+
+/// Pins app `name` to `commit` and asks for a sync; the request's number.
+pub async fn pin_to(store: &dyn Store, name: &str, commit: &str, by: &str, now_ms: u64) -> Result<u64, AppsError> {
+    let key = app(name);
+    let txn = Txn {
+        compare: vec![Compare::ModRevision(key, 0)],
+        success: Vec::new(),
+        failure: vec![
+            Op::put(pin(name), encode(&Pin { commit: commit.to_owned(), by: by.to_owned(), at_ms: now_ms })),
+            Op::put(format!("{}sync", requests_of(name)), encode(&Request { by: by.to_owned(), at_ms: now_ms })),
+        ],
+    };
+    let response = store.txn(txn).await?;
+    if response.succeeded {
+        return Err(AppsError::NotFound(name.to_owned()));
+    }
+    Ok(u64::try_from(response.revision).unwrap_or_default())
+}
+
+/// Lets app `name` follow its revision again, and fetches it now.
+pub async fn unpin(store: &dyn Store, name: &str, by: &str, now_ms: u64) -> Result<(), AppsError> {
+    let Some(_) = store.get(&pin(name)).await? else {
+        if store.get(&app(name)).await?.is_none() {
+            return Err(AppsError::NotFound(name.to_owned()));
+        }
+        return Err(AppsError::Precondition(format!("app {name} is not pinned; `drover app rollback` pins it")));
+    };
+    let ops = vec![
+        Op::delete(pin(name)),
+        Op::put(format!("{}refresh", requests_of(name)), encode(&Request { by: by.to_owned(), at_ms: now_ms })),
+    ];
+    store.txn(Txn::ops(ops)).await?;
+    Ok(())
+}
+
+/// Asks for a fetch of every app of repository `url` (a webhook's push);
+/// how many.
+pub async fn refresh_repo(store: &dyn Store, url: &str, by: &str, now_ms: u64) -> Result<usize, AppsError> {
+    let (kvs, _) = store.range(APPS).await?;
+    let mut ops = Vec::new();
+    for kv in &kvs {
+        let record: AppRecord = decode(&kv.key, &kv.value)?;
+        if record.spec.repo == url {
+            let request = Request { by: by.to_owned(), at_ms: now_ms };
+            ops.push(Op::put(format!("{}refresh", requests_of(&record.spec.name)), encode(&request)));
+        }
+    }
+    let n = ops.len();
+    if n > 0 {
+        store.txn(Txn::ops(ops)).await?;
+    }
+    Ok(n)
 }
 
 /// Every sync of app `name`, newest first.

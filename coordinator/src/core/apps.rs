@@ -37,6 +37,8 @@ pub const MAX_NAME_LEN: usize = 63;
 /// The longest `--path` and `--revision`.
 pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_REVISION_LEN: usize = 255;
+/// The most apps one app may depend on.
+pub const MAX_DEPENDS_ON: usize = 16;
 /// Self-heal syncs a drifted app at most this often.
 pub const SELF_HEAL_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -61,6 +63,9 @@ pub struct AppSpec {
     pub prune: bool,
     #[serde(default)]
     pub detect_only: bool,
+    /// Apps that must be synced and healthy before this one syncs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl AppSpec {
@@ -83,6 +88,7 @@ pub fn spec_problem(spec: &AppSpec) -> Option<String> {
         .or_else(|| revision_problem(&spec.revision))
         .or_else(|| environment_problem(&spec.environment))
         .or_else(|| poll_problem(spec.poll()))
+        .or_else(|| depends_problem(&spec.name, &spec.depends_on))
         .or_else(|| {
             (spec.detect_only && (spec.auto_sync || spec.self_heal)).then(|| {
                 "--detect-only only reports drift, so it cannot go with --auto-sync or --self-heal; choose one"
@@ -147,6 +153,75 @@ pub fn revision_problem(revision: &str) -> Option<String> {
     bad.then(|| {
         format!("--revision {revision:?} is not a branch, a tag or a commit; e.g. --revision main, v1.2 or a SHA")
     })
+}
+
+/// `--depends-on`: app names, not the app itself, none twice, at most
+/// [`MAX_DEPENDS_ON`]. An app not registered yet is allowed: the sync waits
+/// for it.
+pub fn depends_problem(name: &str, depends_on: &[String]) -> Option<String> {
+    if depends_on.len() > MAX_DEPENDS_ON {
+        return Some(format!("--depends-on names {} apps, over the limit of {MAX_DEPENDS_ON}", depends_on.len()));
+    }
+    for (i, dep) in depends_on.iter().enumerate() {
+        if let Some(why) = name_problem(dep) {
+            return Some(format!("--depends-on: {why}"));
+        }
+        if dep == name {
+            return Some(format!("app {name} cannot depend on itself; remove it from --depends-on"));
+        }
+        if depends_on[..i].contains(dep) {
+            return Some(format!("--depends-on names app {dep} twice"));
+        }
+    }
+    None
+}
+
+/// A cycle the dependencies of `graph` (each app's `depends_on`) close
+/// through app `from`, as the path `a -> b -> a`; none when there is none.
+pub fn cycle(graph: &BTreeMap<String, Vec<String>>, from: &str) -> Option<String> {
+    fn visit<'g>(
+        graph: &'g BTreeMap<String, Vec<String>>,
+        from: &str,
+        at: &'g str,
+        path: &mut Vec<&'g str>,
+        seen: &mut BTreeSet<&'g str>,
+    ) -> bool {
+        for next in graph.get(at).into_iter().flatten() {
+            if next == from {
+                path.push(next);
+                return true;
+            }
+            if seen.insert(next) {
+                path.push(next);
+                if visit(graph, from, next, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let (key, _) = graph.get_key_value(from)?;
+    let mut path = vec![key.as_str()];
+    let mut seen = BTreeSet::new();
+    visit(graph, from, key, &mut path, &mut seen).then(|| path.join(" -> "))
+}
+
+/// What keeps an app's sync waiting: each app it depends on that is not
+/// synced and healthy, with how it stands (`None`: not registered).
+pub fn blocked_by(depends_on: &[String], states: &BTreeMap<String, (String, String, bool)>) -> Option<String> {
+    let waits: Vec<String> = depends_on
+        .iter()
+        .filter_map(|dep| match states.get(dep) {
+            None => Some(format!("app {dep} (not registered)")),
+            Some((sync, health, syncing)) if *syncing || sync != "synced" || health != "healthy" => {
+                let sync = if *syncing { "syncing" } else { sync.as_str() };
+                Some(format!("app {dep} ({sync}, {health})"))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    (!waits.is_empty()).then(|| format!("waiting for {} to be synced and healthy", waits.join(", ")))
 }
 
 pub fn poll_problem(poll: Duration) -> Option<String> {

@@ -199,6 +199,11 @@ async fn handle(hooks: &Hooks, req: Request<Incoming>, peer: SocketAddr) -> Resp
     match triggers::enqueue(hooks.store.as_ref(), &repo, &delivery.id, observation).await {
         Ok(Enqueued::New) => {
             info!(%repo, provider = delivery.provider.as_str(), delivery = %delivery.id, event = %delivery.event, "webhook accepted");
+            // The apps of the same repository fetch it now, not at their
+            // next poll.
+            if let Err(e) = refresh_apps(hooks.store.as_ref(), &repo, &delivery.id).await {
+                warn!(%repo, error = %e, "cannot ask the repository's apps to fetch it");
+            }
             reply(StatusCode::ACCEPTED, format!("accepted delivery {}", delivery.id))
         }
         Ok(Enqueued::Replayed) => {
@@ -210,6 +215,19 @@ async fn handle(hooks: &Hooks, req: Request<Incoming>, peer: SocketAddr) -> Resp
         Err(TriggersError::NotFound(_)) => reply(StatusCode::NOT_FOUND, format!("no repository {repo} is registered")),
         Err(err) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("cannot queue the delivery: {err}")),
     }
+}
+
+/// Asks every app of registered repository `repo`'s URL to fetch it.
+async fn refresh_apps(store: &dyn crate::store::Store, repo: &str, delivery: &str) -> Result<(), String> {
+    let Some((record, _)) = triggers::repo(store, repo).await.map_err(|e| e.to_string())? else { return Ok(()) };
+    let by = format!("webhook {delivery}");
+    let n = crate::apps::records::refresh_repo(store, &record.url, &by, drover_telemetry::trace::now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
+    if n > 0 {
+        info!(%repo, apps = n, "the repository's apps fetch it now");
+    }
+    Ok(())
 }
 
 fn too_large(max: usize) -> Response<Full<Bytes>> {

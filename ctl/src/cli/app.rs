@@ -58,6 +58,10 @@ pub enum AppCommand {
         /// its own.
         #[arg(long)]
         detect_only: bool,
+        /// Apps that must be synced and healthy before this one syncs,
+        /// comma-separated or repeated (a cycle is refused).
+        #[arg(long, value_name = "APPS", value_delimiter = ',')]
+        depends_on: Vec<String>,
         /// Output format: text, json or yaml (the app).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -140,6 +144,41 @@ pub enum AppCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Go back to an earlier commit and hold there: the app is pinned to
+    /// it, synced to it, and auto-sync does not move it until `drover app
+    /// unpin`. --wait waits for the sync (exit 0 if it succeeded, 1 if
+    /// not).
+    ///
+    /// Example: drover app rollback web --to 3f9a1c2 --wait
+    Rollback {
+        /// The app's name, as `drover apps` lists it.
+        name: String,
+        /// The commit (or tag, or branch, resolved now) to go back to;
+        /// `drover app history` lists those synced.
+        #[arg(long)]
+        to: String,
+        /// Wait for the sync to end.
+        #[arg(long)]
+        wait: bool,
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Let a pinned app follow its revision again (fetched now; with
+    /// --auto-sync its head is synced).
+    ///
+    /// Example: drover app unpin web
+    Unpin {
+        /// The app's name, as `drover apps` lists it.
+        name: String,
+        /// Output format: text, json or yaml (the app).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Fetch the app's revision now rather than at its next poll.
     ///
     /// Example: drover app refresh web
@@ -163,7 +202,9 @@ impl AppCommand {
             | AppCommand::Sync { remote, .. }
             | AppCommand::Diff { remote, .. }
             | AppCommand::History { remote, .. }
-            | AppCommand::Refresh { remote, .. } => remote,
+            | AppCommand::Refresh { remote, .. }
+            | AppCommand::Rollback { remote, .. }
+            | AppCommand::Unpin { remote, .. } => remote,
         }
     }
 }

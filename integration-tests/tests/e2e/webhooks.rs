@@ -14,10 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::git::git;
 use crate::harness::{Fleet, text, wait_for};
 
-const SECRET: &str = "hook-secret-1";
+pub(crate) const SECRET: &str = "hook-secret-1";
 
 /// The status code and body of a POST of `body` to `path` with `headers`.
-fn post(fleet: &Fleet, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(crate) fn post(fleet: &Fleet, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let addr = fleet.webhooks[0].clone().expect("a webhook listener");
     let ca = std::fs::read(fleet.coordinator_tls().join("ca.pem")).unwrap();
     let mut head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n");
@@ -75,13 +75,13 @@ fn post(fleet: &Fleet, path: &str, headers: &[(&str, String)], body: &[u8]) -> (
     })
 }
 
-fn sign(body: &[u8]) -> String {
+pub(crate) fn sign(body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
     let tag = ring::hmac::sign(&key, body);
     format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn github(event: &str, delivery: &str, signature: Option<String>) -> Vec<(&'static str, String)> {
+pub(crate) fn github(event: &str, delivery: &str, signature: Option<String>) -> Vec<(&'static str, String)> {
     let mut headers = vec![("X-GitHub-Event", event.to_string()), ("X-GitHub-Delivery", delivery.to_string())];
     if let Some(sig) = signature {
         headers.push(("X-Hub-Signature-256", sig));

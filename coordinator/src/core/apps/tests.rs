@@ -15,6 +15,7 @@ fn spec() -> AppSpec {
         self_heal: false,
         prune: false,
         detect_only: false,
+        depends_on: Vec::new(),
     }
 }
 
@@ -38,7 +39,10 @@ fn def(command: &str) -> ServiceSpec {
 fn bad_settings_are_refused_with_what_to_write() {
     // (case, change, what the refusal says)
     type Case = (&'static str, fn(&mut AppSpec), &'static str);
-    let cases: [Case; 9] = [
+    let cases: [Case; 12] = [
+        ("depends on itself", |s| s.depends_on = vec!["web".into()], "cannot depend on itself"),
+        ("depends twice", |s| s.depends_on = vec!["db".into(), "db".into()], "names app db twice"),
+        ("a bad dependency", |s| s.depends_on = vec!["a b".into()], "--depends-on: invalid app name"),
         ("name with a slash", |s| s.name = "a/b".into(), "invalid app name"),
         ("empty url", |s| s.repo = String::new(), "--url is empty"),
         ("absolute path", |s| s.path = "/deploy".into(), "relative to the root"),
@@ -210,4 +214,36 @@ fn a_count_keeps_the_nodes_that_run_the_service() {
     assert_eq!(names(pick(nodes.clone(), Some(2), &previous)), ["a", "d"]);
     assert_eq!(names(pick(nodes.clone(), None, &previous)), ["a", "b", "c", "d"]);
     assert_eq!(names(pick(nodes, Some(9), &BTreeMap::new())), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn a_dependency_cycle_is_named_and_what_blocks_a_sync_is_said() {
+    let graph = |edges: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+        edges.iter().map(|(a, deps)| (a.to_string(), deps.iter().map(|d| d.to_string()).collect())).collect()
+    };
+    // (case, graph, from, cycle)
+    type Case = (&'static str, BTreeMap<String, Vec<String>>, &'static str, Option<&'static str>);
+    let cases: Vec<Case> = vec![
+        ("none", graph(&[("web", &["db"]), ("db", &[])]), "web", None),
+        ("two", graph(&[("a", &["b"]), ("b", &["a"])]), "a", Some("a -> b -> a")),
+        ("three", graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"])]), "a", Some("a -> b -> c -> a")),
+        ("a diamond", graph(&[("a", &["b", "c"]), ("b", &["d"]), ("c", &["d"]), ("d", &[])]), "a", None),
+        ("not through it", graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["b"])]), "a", None),
+        ("a missing app", graph(&[("a", &["zz"])]), "a", None),
+    ];
+    for (case, g, from, want) in cases {
+        assert_eq!(cycle(&g, from).as_deref(), want, "{case}");
+    }
+    let states = BTreeMap::from([
+        ("db".to_string(), ("synced".to_string(), "healthy".to_string(), false)),
+        ("cache".to_string(), ("synced".to_string(), "healthy".to_string(), true)),
+        ("mq".to_string(), ("out_of_sync".to_string(), "degraded".to_string(), false)),
+    ]);
+    let deps = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(blocked_by(&deps(&["db"]), &states), None);
+    assert_eq!(
+        blocked_by(&deps(&["db", "cache", "mq", "gone"]), &states).unwrap(),
+        "waiting for app cache (syncing, healthy), app mq (out_of_sync, degraded), app gone (not registered) to be \
+         synced and healthy"
+    );
 }
