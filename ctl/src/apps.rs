@@ -206,7 +206,11 @@ async fn requested(
     loop {
         let req = pb::AppHistoryRequest { name: name.clone() };
         let syncs = conn.call(true, |c| a_call!(c.app_history(req.clone()))).await?.syncs;
-        if let Some(s) = syncs.iter().find(|s| s.request == request && s.finished_ms > 0) {
+        // The sync that took this request, or a later one (requests made
+        // while a sync waits are taken together, by the first sync after
+        // them all). Syncs are listed newest first: take the oldest.
+        let answered = syncs.iter().rev().find(|s| s.request >= request);
+        if let Some(s) = answered.filter(|s| s.finished_ms > 0) {
             if format.structured() {
                 output::document(format, &sync_view(s))?;
             } else {

@@ -618,3 +618,92 @@ fn an_app_waits_for_the_apps_it_depends_on_and_a_cycle_is_refused() {
         "web synced only once db had: db {db:#}, web {web_sync:#}"
     );
 }
+
+#[test]
+fn an_app_keeps_what_runs_when_its_repository_is_gone_follows_a_force_push_and_runs_one_sync_at_a_time() {
+    let web = Web::start("gitops-faults", 1);
+    let (v1, v2, v3) = (build(&web, "v1"), build(&web, "v2"), build(&web, "v3"));
+    let repo = Repo::new(web.fleet.dir.path());
+    let first = repo.commit("main", &service_file(&web, &v1), "web v1");
+    create(&web, &repo, &["--auto-sync"]);
+    let synced = |commit: &str, version: &str| {
+        wait_for_or_report(
+            &format!("{version} synced from {commit}"),
+            Duration::from_secs(60),
+            || {
+                let a = app(&web);
+                (web.versions() == [Some(version.to_string())] && a["synced_commit"] == commit && a["syncing"] == 0)
+                    .then_some(a)
+            },
+            || format!("{:?}\n{:#}\n{:#?}", web.versions(), app(&web), history(&web)),
+        )
+    };
+    synced(&first, "v1");
+
+    // The repository goes away: the app says so and what runs stays.
+    let bare = web.fleet.dir.path().join("desired.git");
+    let away = web.fleet.dir.path().join("desired.git.away");
+    std::fs::rename(&bare, &away).unwrap();
+    let a = wait_for_or_report(
+        "the unreachable repository to be reported",
+        Duration::from_secs(30),
+        || Some(app(&web)).filter(|a| a["last_error"].as_str().unwrap_or_default().contains("desired.git")),
+        || format!("{:#}", app(&web)),
+    );
+    assert_eq!(a["synced_commit"], first.as_str(), "{a:#}");
+    assert_eq!(web.versions(), [Some("v1".to_string())]);
+    std::fs::rename(&away, &bare).unwrap();
+    wait_for_or_report(
+        "the error to clear once the repository is back",
+        Duration::from_secs(30),
+        || app(&web)["last_error"].as_str().is_some_and(str::is_empty).then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+
+    // A force-push replaces main's history: the app follows the new head.
+    let second = repo.commit("main", &service_file(&web, &v2), "web v2");
+    synced(&second, "v2");
+    git(&repo.work, &["reset", "-q", "--hard", &first]);
+    let rewritten = repo.commit("main", &service_file(&web, &v3), "web v3, history rewritten");
+    synced(&rewritten, "v3");
+    let syncs = history(&web);
+    assert_eq!(syncs[0]["commit"], rewritten.as_str(), "the new head is recorded: {syncs:#?}");
+
+    // Two syncs asked for while one runs: the second waits for the first.
+    let out = web.fleet.drover(&["app", "rm", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    create(&web, &repo, &[]);
+    let pushed = repo.commit("main", &service_file(&web, &v1), "web v1 again");
+    wait_for_or_report(
+        "the app to see the new commit",
+        Duration::from_secs(30),
+        || (app(&web)["wanted_commit"] == pushed.as_str() && app(&web)["sync_status"] == "out_of_sync").then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    let first_sync = web
+        .fleet
+        .drover_command(&["app", "sync", "web", "--wait", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_or_report(
+        "the first sync to run",
+        Duration::from_secs(30),
+        || (app(&web)["syncing"].as_u64() > Some(0)).then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    let out = web.fleet.drover(&["app", "sync", "web", "--wait", "-o", "json"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let second_sync: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = first_sync.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let first_sync: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        second_sync["started_ms"].as_u64().unwrap() >= first_sync["finished_ms"].as_u64().unwrap(),
+        "serialized: {first_sync:#} then {second_sync:#}"
+    );
+    assert_eq!(first_sync["rollouts"].as_array().unwrap().len(), 1, "{first_sync:#}");
+    assert!(second_sync["message"].as_str().unwrap().contains("nothing to change"), "{second_sync:#}");
+    assert_eq!(web.versions(), [Some("v1".to_string())]);
+}
