@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::deploys::{Web, json};
 use crate::git::git;
-use crate::harness::{Fleet, http_get, text, wait_for_or_report};
+use crate::harness::{Etcd, Fleet, http_get, text, wait_for_or_report};
 
 /// A build of the service at `version`, with no deploy: the run's id.
 fn build(web: &Web, version: &str) -> String {
@@ -706,4 +706,53 @@ fn an_app_keeps_what_runs_when_its_repository_is_gone_follows_a_force_push_and_r
     assert_eq!(first_sync["rollouts"].as_array().unwrap().len(), 1, "{first_sync:#}");
     assert!(second_sync["message"].as_str().unwrap().contains("nothing to change"), "{second_sync:#}");
     assert_eq!(web.versions(), [Some("v1".to_string())]);
+}
+
+#[test]
+fn a_sync_survives_a_leader_failover_on_etcd() {
+    let etcd = Etcd::start("gitops-ha", 1);
+    let mut web = Web::on(Fleet::start_ha("gitops-ha", &etcd, 2), 2, "role=web", "staging");
+    let v1 = build(&web, "v1");
+    let repo = Repo::new(web.fleet.dir.path());
+    // A canary that waits for a promotion holds the sync half way.
+    let canary = service_file(&web, &v1)
+        .replace("{rolling: {max_parallel: 1}}", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}");
+    let commit = repo.commit("main", &canary, "web v1, by canary");
+    create(&web, &repo, &["--auto-sync"]);
+    let held = wait_for_or_report(
+        "the sync's canary to wait for a promotion",
+        Duration::from_secs(60),
+        || {
+            let r = json(&web.fleet, &["rollouts", "-o", "json"]).get(0).cloned()?;
+            (r["hold"] == "promote").then_some(r)
+        },
+        || format!("{:#}\n{}", app(&web), web.fleet.logs()),
+    );
+    let leader = web.fleet.wait_leader();
+    web.fleet.kill_coordinator(leader);
+    wait_for_or_report(
+        "another leader",
+        Duration::from_secs(60),
+        || web.fleet.leader().filter(|l| *l != leader),
+        || web.fleet.logs(),
+    );
+    // The new leader keeps the sync where it was; the promotion ends it.
+    wait_for_or_report(
+        "the new leader to take the promotion",
+        Duration::from_secs(60),
+        || web.fleet.drover(&["rollout", "promote", &held["id"].to_string()]).status.success().then_some(()),
+        || web.fleet.logs(),
+    );
+    let a = wait_for_or_report(
+        "the sync to end",
+        Duration::from_secs(60),
+        || Some(app(&web)).filter(|a| a["synced_commit"] == commit.as_str() && a["syncing"] == 0),
+        || format!("{:#}\n{:#?}", app(&web), history(&web)),
+    );
+    assert_eq!(a["health"], "healthy", "{a:#}");
+    let syncs = history(&web);
+    assert_eq!(syncs.len(), 1, "one sync, resumed, not started again: {syncs:#?}");
+    assert_eq!(syncs[0]["outcome"], "succeeded", "{syncs:#?}");
+    assert_eq!(syncs[0]["rollouts"], serde_json::json!([held["id"]]), "{syncs:#?}");
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
 }
