@@ -45,7 +45,7 @@ use tracing::{info, warn};
 use crate::controller::{Controller, ControllerError, Started, Term};
 use crate::core::apps::{self as rules, Facts, ServiceStatus, Start};
 use crate::records::encode;
-use crate::scheduler::{Event, Handle, SyncCommand};
+use crate::scheduler::{Event, Handle, SyncAction, SyncCommand};
 use crate::store::{Compare, Op, Revision, Store, Txn, decode};
 use crate::submit::GitOptions;
 
@@ -260,6 +260,9 @@ async fn check_sync(ctx: &Ctx, name: &str, status: &mut AppStatus, now: u64) -> 
     if failed.is_empty() {
         sync.outcome = "succeeded".into();
         status.synced_commit = Some(sync.commit.clone());
+        for service in &sync.removed {
+            status.owned.remove(service);
+        }
     } else {
         sync.outcome = "failed".into();
         sync.message = failed.join("; ");
@@ -350,6 +353,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
         message: String::new(),
         changes: Vec::new(),
         rollouts: Vec::new(),
+        removed: Vec::new(),
         request,
     };
     if !matches!(start, Start::Asked(_)) {
@@ -369,8 +373,15 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     };
     let unresolved: Vec<String> =
         plans.iter().filter(|p| p.diff.status == ServiceStatus::Error).map(|p| p.diff.summary()).collect();
-    let changing: Vec<&Plan> =
-        plans.iter().filter(|p| matches!(p.diff.status, ServiceStatus::OutOfSync | ServiceStatus::Missing)).collect();
+    // With --prune, a service no file declares any more is stopped.
+    let changing: Vec<&Plan> = plans
+        .iter()
+        .filter(|p| match p.diff.status {
+            ServiceStatus::OutOfSync | ServiceStatus::Missing => true,
+            ServiceStatus::Orphaned => spec.prune,
+            _ => false,
+        })
+        .collect();
     sync.changes = changing.iter().map(|p| p.diff.summary()).collect();
     if !unresolved.is_empty() || changing.is_empty() {
         sync.finished_ms = Some(now);
@@ -396,13 +407,20 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     info!(app = %name, sync = id, commit = %commit, by = %sync.started_by, services = changing.len(), "sync started");
     let mut refused = Vec::new();
     for plan in changing {
-        let Ok(release) = plan.release.clone() else { continue };
+        let service = plan.diff.service.clone();
+        let action = match (&plan.file, &plan.release) {
+            (Some(file), Ok(release)) => SyncAction::Deploy {
+                release: release.clone(),
+                deploy: file.deploy_spec(&spec.environment),
+                select: file.nodes.clone(),
+            },
+            (Some(_), Err(_)) => continue,
+            (None, _) => SyncAction::Remove { service: service.clone() },
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
         let cmd = SyncCommand {
             env: spec.environment.clone(),
-            release,
-            deploy: plan.file.deploy_spec(&spec.environment),
-            select: Some(plan.file.nodes.clone()),
+            action,
             branch: branch.clone(),
             by: format!("app {name} sync {id} ({})", sync.started_by),
             reply,
@@ -413,9 +431,13 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
         match rx.await {
             Ok(Ok(rollout)) => {
                 sync.rollouts.push(rollout);
-                status.owned.insert(plan.file.service.name.clone());
+                if plan.file.is_some() {
+                    status.owned.insert(service);
+                } else {
+                    sync.removed.push(service);
+                }
             }
-            Ok(Err(why)) => refused.push(format!("{}: {why}", plan.file.service.name)),
+            Ok(Err(why)) => refused.push(format!("{service}: {why}")),
             Err(_) => return Ok(()),
         }
     }
@@ -428,9 +450,10 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     Ok(())
 }
 
-/// One service of the desired state: its file, its release, its diff.
+/// One service of the desired state (its file, its release, its diff),
+/// or an orphan no file declares (no file).
 struct Plan {
-    file: drover_pipeline::app::ServiceFile,
+    file: Option<drover_pipeline::app::ServiceFile>,
     release: Result<crate::core::fleet::ReleaseRef, String>,
     diff: rules::ServiceDiff,
 }
@@ -530,13 +553,14 @@ async fn evaluate(
         status.last_error_ms = now;
     }
     let mut diffs: BTreeMap<String, rules::ServiceDiff> = diffs.into_iter().map(|d| (d.service.clone(), d)).collect();
-    let plans = resolved
+    let mut plans: Vec<Plan> = resolved
         .into_iter()
         .filter_map(|(file, release)| {
             let diff = diffs.remove(&file.service.name)?;
-            Some(Plan { file, release, diff })
+            Some(Plan { file: Some(file), release, diff })
         })
         .collect();
+    plans.extend(diffs.into_values().map(|diff| Plan { file: None, release: Err(String::new()), diff }));
     Ok(Evaluated::Diffed { branch: rendered.branch, drift, plans })
 }
 

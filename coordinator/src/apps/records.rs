@@ -161,6 +161,10 @@ pub struct SyncRecord {
     /// The rollouts it started, one per service.
     #[serde(default)]
     pub rollouts: Vec<u64>,
+    /// The services it stops (`--prune`), which the app no longer owns once
+    /// it succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     /// The request it answers (its store revision), 0 for an automatic one.
     #[serde(default)]
     pub request: u64,

@@ -145,6 +145,7 @@ impl Driver {
             batch_hooks: Default::default(),
             hook_failed: None,
             select: None,
+            remove: false,
         };
         self.records.insert(id, rec);
         if job.artifact.is_none() {
@@ -271,6 +272,9 @@ impl Driver {
         let mut ended = None;
         for effect in fx {
             let kind = match effect {
+                rollout::Effect::Install { node, .. } if rec.remove => {
+                    Some((node, DeployKind::Rollback { to: None, def: None }))
+                }
                 rollout::Effect::Install { node, .. } => Some((
                     node,
                     DeployKind::Install { release: rec.release.clone(), def: rec.deploy.service.clone(), beside },
@@ -315,6 +319,7 @@ impl Driver {
             let machine_message = rec.rollout.as_ref().map(|r| r.message.clone()).unwrap_or_default();
             let nodes = rec.rollout.as_ref().map_or(0, |r| r.nodes.len());
             rec.message = match phase {
+                Phase::Succeeded if rec.remove => format!("stopped on {nodes} node(s)"),
                 Phase::Succeeded => format!("rolled out {} to {nodes} node(s)", rec.release.version),
                 Phase::RolledBack => format!("rolled back: {machine_message}"),
                 Phase::Aborted if rec.rollout.as_ref().is_some_and(|m| m.started_ms.is_none()) => {
@@ -364,7 +369,14 @@ impl Driver {
         let before = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
         self.unsent.remove(&(r.rollout, node.clone()));
         self.trace_report(r.rollout, &node, r.state, &r.message, now_ms);
-        self.apply(r.rollout, input, now_ms);
+        match self.removal_inputs(r.rollout, &node).filter(|_| r.state == DeployState::RolledBack) {
+            Some(inputs) => inputs.into_iter().for_each(|input| {
+                self.apply(r.rollout, input, now_ms);
+            }),
+            None => {
+                self.apply(r.rollout, input, now_ms);
+            }
+        }
         let rec = &self.records[&r.rollout];
         let after = rec.rollout.as_ref().and_then(|m| m.node(&node)).map(|n| n.state);
         if before == after {
@@ -372,6 +384,7 @@ impl Driver {
         }
         let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
         let serves = match after {
+            Some(NodeState::Healthy) if rec.remove => Some(None),
             Some(NodeState::Healthy) if !beside => Some(Some(rec.release.clone())),
             Some(NodeState::Switched) => Some(Some(rec.release.clone())),
             Some(NodeState::RolledBack) => {

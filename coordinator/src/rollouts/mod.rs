@@ -128,9 +128,11 @@ async fn run(
                 Some(DeployNote::Health(health)) => d.health(health, now),
                 Some(DeployNote::HookOutput { node, rollout, seq, data }) => d.hook_output(rollout, seq, &node, data),
                 Some(DeployNote::Sync(cmd)) => {
-                    let id = d.start_sync(&cmd, now);
-                    info!(rollout = id, env = %cmd.env, service = %cmd.deploy.service.name, by = %cmd.by, "sync rollout");
-                    syncs.push((cmd.reply, Ok(id)));
+                    let result = d.start_sync(&cmd, now);
+                    if let Ok(id) = &result {
+                        info!(rollout = id, env = %cmd.env, by = %cmd.by, "sync rollout");
+                    }
+                    syncs.push((cmd.reply, result));
                 }
                 Some(DeployNote::Rollback(cmd)) => {
                     let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, now);
@@ -221,6 +223,13 @@ async fn start_ready(
             Ok(env) => {
                 let previous = d.previous(&rec.env, &rec.service);
                 let nodes = match &rec.select {
+                    // A removal goes over the nodes that serve the service.
+                    None if rec.remove => {
+                        let serving = d.serving(&rec.env, &rec.service);
+                        let mut nodes = crate::core::environments::nodes(&env.spec.selector, agents);
+                        nodes.retain(|n| serving.contains(&n.name));
+                        nodes
+                    }
                     None => crate::core::environments::nodes(&env.spec.selector, agents),
                     Some(select) => {
                         let narrowed: Vec<AgentInfo> = agents

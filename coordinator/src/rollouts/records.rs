@@ -107,6 +107,10 @@ pub struct RolloutRecord {
     /// For an app's sync, the nodes its file narrows the environment's to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<drover_pipeline::app::NodeSelection>,
+    /// A removal (an app's prune): each node stops the service rather than
+    /// installing a release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
 }
 
 impl RolloutRecord {

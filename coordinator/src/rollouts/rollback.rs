@@ -99,6 +99,7 @@ impl Driver {
             batch_hooks: Default::default(),
             hook_failed: None,
             select: None,
+            remove: false,
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

@@ -8,8 +8,15 @@ use drover_pipeline::deploy::OnNewer;
 
 use super::drive::Driver;
 use super::records::{self, Catalogued, RolloutRecord};
-use crate::scheduler::SyncCommand;
+use drover_deploy::rollout::{Input, NodeState};
+
+use crate::core::fleet::ReleaseRef;
+use crate::scheduler::{SyncAction, SyncCommand};
 use crate::store::Op;
+
+/// The version a removal's record shows: the rollout machine's release,
+/// which no node installs.
+pub const REMOVED: &str = "removed";
 
 impl Driver {
     /// Catalogues rollout `id`'s release, aborts what it supersedes, and
@@ -40,19 +47,43 @@ impl Driver {
         self.stage(id);
     }
 
-    /// Starts a rollout for one service of an app's sync; its id.
-    pub fn start_sync(&mut self, cmd: &SyncCommand, now_ms: u64) -> u64 {
+    /// Starts a rollout for one service of an app's sync; its id, or why
+    /// there is none.
+    pub fn start_sync(&mut self, cmd: &SyncCommand, now_ms: u64) -> Result<u64, String> {
+        let (service, release, deploy, select, remove) = match &cmd.action {
+            SyncAction::Deploy { release, deploy, select } => {
+                (deploy.service.name.clone(), release.clone(), deploy.clone(), Some(select.clone()), false)
+            }
+            SyncAction::Remove { service } => {
+                // How it last ran, for the record and a way back.
+                let last = self
+                    .records
+                    .values()
+                    .rev()
+                    .find(|r| r.env == cmd.env && r.service == *service && !r.remove)
+                    .ok_or_else(|| format!("service {service} has never been deployed to {}", cmd.env))?;
+                let release = ReleaseRef {
+                    version: REMOVED.to_owned(),
+                    sha256: String::new(),
+                    size: 0,
+                    path: String::new(),
+                    run: String::new(),
+                    commit: String::new(),
+                };
+                (service.clone(), release, last.deploy.clone(), None, true)
+            }
+        };
         self.last_id += 1;
         let id = self.last_id;
         self.ops.push(Op::put(records::SEQ, id.to_string()));
         let rec = RolloutRecord {
             id,
             env: cmd.env.clone(),
-            service: cmd.deploy.service.name.clone(),
+            service,
             job: None,
             branch: cmd.branch.clone(),
-            release: cmd.release.clone(),
-            deploy: cmd.deploy.clone(),
+            release,
+            deploy,
             rollout: None,
             created_ms: now_ms,
             started_ms: None,
@@ -61,15 +92,49 @@ impl Driver {
             inflight: Default::default(),
             seq: 0,
             by: cmd.by.clone(),
-            fast_track: false,
+            // A removal goes to every node at once.
+            fast_track: remove,
             trace: super::trace::begin(None, now_ms),
             hook: None,
             batch_hooks: Default::default(),
             hook_failed: None,
-            select: cmd.select.clone(),
+            select,
+            remove,
         };
+        let (env, service) = (rec.env.clone(), rec.service.clone());
         self.records.insert(id, rec);
-        self.admit(id, now_ms);
-        id
+        if !remove {
+            self.admit(id, now_ms);
+            return Ok(id);
+        }
+        // A removal takes over from what rolls, as a superseding deploy.
+        let running: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| r.id < id && r.env == env && r.service == service && !r.is_finished())
+            .map(|r| r.id)
+            .collect();
+        for older in running {
+            self.abort(older, format!("the service is being removed (rollout {id})"), now_ms);
+        }
+        self.queue_or_start(id);
+        self.stage(id);
+        Ok(id)
+    }
+
+    /// The nodes a removal of `service` from `env` goes over: those that
+    /// serve it.
+    pub fn serving(&self, env: &str, service: &str) -> Vec<String> {
+        self.deployed.keys().filter(|(e, s, _)| e == env && s == service).map(|(_, _, n)| n.clone()).collect()
+    }
+
+    /// A removal's node report: the service stopped there is, to the
+    /// rollout machine, the node updated and healthy; its way back (the
+    /// release it served) is a rollback as any other.
+    pub(super) fn removal_inputs(&self, id: u64, node: &str) -> Option<Vec<Input>> {
+        let rec = self.records.get(&id).filter(|r| r.remove)?;
+        let state = rec.rollout.as_ref()?.node(node)?.state;
+        matches!(state, NodeState::Installing | NodeState::Checking)
+            .then(|| vec![Input::NodeInstalled { node: node.to_owned() }, Input::NodeHealthy { node: node.to_owned() }])
     }
 }

@@ -83,16 +83,28 @@ pub struct RollbackCommand {
 #[derive(Debug)]
 pub struct SyncCommand {
     pub env: String,
-    pub release: crate::core::fleet::ReleaseRef,
-    /// The service file as a deploy (`ServiceFile::deploy_spec`).
-    pub deploy: DeploySpec,
-    /// The nodes the file narrows the environment's to.
-    pub select: Option<drover_pipeline::app::NodeSelection>,
+    pub action: SyncAction,
     /// The app's branch, for the environment's branch filter.
     pub branch: Option<String>,
     /// "app NAME sync N (by ...)".
     pub by: String,
     pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
+/// What a sync does to one service.
+#[derive(Debug)]
+pub enum SyncAction {
+    /// Roll `release` out as the service file says.
+    Deploy {
+        release: crate::core::fleet::ReleaseRef,
+        /// The service file as a deploy (`ServiceFile::deploy_spec`).
+        deploy: DeploySpec,
+        /// The nodes the file narrows the environment's to.
+        select: drover_pipeline::app::NodeSelection,
+    },
+    /// Prune: stop the service on every node that serves it (its releases
+    /// stay catalogued, for `drover rollback`).
+    Remove { service: String },
 }
 
 /// What the scheduler tells the rollout controller.

@@ -55,7 +55,7 @@ mod tests;
 
 use state::{Outgoing, State};
 
-pub use deploys::{DeployJob, DeployNote, RollbackCommand, RolloutCommand, SyncCommand, Verb};
+pub use deploys::{DeployJob, DeployNote, RollbackCommand, RolloutCommand, SyncAction, SyncCommand, Verb};
 pub use events::{Event, Handle};
 
 /// The agent contract moved to [`crate::core::fleet`]; these names stay here for

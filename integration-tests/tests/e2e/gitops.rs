@@ -756,3 +756,72 @@ fn a_sync_survives_a_leader_failover_on_etcd() {
     assert_eq!(syncs[0]["rollouts"], serde_json::json!([held["id"]]), "{syncs:#?}");
     assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
 }
+
+#[test]
+fn prune_stops_a_service_removed_from_git_and_without_it_the_service_is_shown_as_orphaned() {
+    let web = Web::start("gitops-prune", 1);
+    let v1 = build(&web, "v1");
+    let repo = Repo::new(web.fleet.dir.path());
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let services: Vec<(&str, &str, u16)> =
+        vec![("keep", "k1", port()), ("keep", "k2", port()), ("prune", "p1", port()), ("prune", "p2", port())];
+    let files: Vec<(String, String)> = services
+        .iter()
+        .map(|(app, name, port)| (format!("apps/{app}/{name}.yaml"), named_service_file(name, *port, &v1, 1)))
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    repo.commit_files("main", &refs, "four services");
+    for (app, flags) in [("keep", vec!["--auto-sync"]), ("prune", vec!["--auto-sync", "--prune"])] {
+        let path = format!("apps/{app}");
+        let mut args =
+            vec!["app", "create", app, "--repo", &repo.url, "--path", &path, "--env", "staging", "--poll", "1s"];
+        args.extend_from_slice(&flags);
+        let out = web.fleet.drover(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let addr = web.nodes[0].1.clone();
+    let serves = |port: u16| crate::deploys::get(&addr, port, "/version").is_some();
+    wait_for_or_report(
+        "the four services to serve",
+        Duration::from_secs(90),
+        || services.iter().all(|(_, _, port)| serves(*port)).then_some(()),
+        || format!("{:#}", json(&web.fleet, &["apps", "-o", "json"])),
+    );
+
+    // Both apps lose their second service in one commit.
+    git(&repo.work, &["rm", "-q", "apps/keep/k2.yaml", "apps/prune/p2.yaml"]);
+    git(&repo.work, &["commit", "-q", "-m", "k2 and p2 go"]);
+    git(&repo.work, &["push", "-q", "origin", "main"]);
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    let app_of = |name: &str| json(&web.fleet, &["app", "status", name, "-o", "json"]);
+    wait_for_or_report(
+        "the prune app to stop p2",
+        Duration::from_secs(60),
+        || (app_of("prune")["synced_commit"] == head.as_str() && !serves(services[3].2)).then_some(()),
+        || format!("{:#}\n{}", app_of("prune"), web.fleet.logs()),
+    );
+    let sync = json(&web.fleet, &["app", "history", "prune", "-o", "json"])[0].clone();
+    assert_eq!(sync["outcome"], "succeeded", "{sync:#}");
+    assert_eq!(sync["changes"], serde_json::json!(["p2: orphaned (no file declares it)"]), "{sync:#}");
+    let listed = json(&web.fleet, &["services", "-o", "json"]);
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"p2") && names.contains(&"k2"), "{names:?}");
+    assert!(serves(services[2].2), "p1 stays");
+
+    // Without --prune, k2 runs on and is shown as orphaned.
+    let keep = wait_for_or_report(
+        "the keep app to see its orphan",
+        Duration::from_secs(30),
+        || {
+            Some(app_of("keep"))
+                .filter(|a| a["wanted_commit"] == head.as_str() && a["drift"].as_array().is_some_and(|d| !d.is_empty()))
+        },
+        || format!("{:#}", app_of("keep")),
+    );
+    assert_eq!(keep["drift"], serde_json::json!(["k2: orphaned (no file declares it)"]), "{keep:#}");
+    assert_eq!(keep["sync_status"], "synced", "an orphan alone is not out of sync: {keep:#}");
+    assert!(serves(services[1].2), "k2 keeps serving");
+    let diff = json(&web.fleet, &["app", "diff", "keep", "-o", "json"]);
+    let orphan = diff["services"].as_array().unwrap().iter().find(|s| s["service"] == "k2").cloned().unwrap();
+    assert_eq!((orphan["status"].as_str(), orphan["file"].as_str()), (Some("orphaned"), Some("")), "{diff:#}");
+}

@@ -393,3 +393,73 @@ fn a_rollback_during_a_rollback_ends_on_the_release_last_asked_for() {
     assert_eq!(phase(&d, second), Phase::Succeeded);
     assert!(d.previous("staging", "web").values().all(|v| *v == versions[1]), "the service ends on v2");
 }
+
+#[test]
+fn a_removal_stops_the_service_on_the_nodes_that_serve_it_and_goes_back_if_one_cannot() {
+    let mut d = Driver::default();
+    let remove = |d: &mut Driver, now: u64| {
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        let cmd = crate::scheduler::SyncCommand {
+            env: "staging".into(),
+            action: crate::scheduler::SyncAction::Remove { service: "web".into() },
+            branch: Some("main".into()),
+            by: "app web sync 2 (auto-sync)".into(),
+            reply,
+        };
+        d.start_sync(&cmd, now)
+    };
+    let err = remove(&mut d, 0).unwrap_err();
+    assert!(err.contains("never been deployed to staging"), "{err}");
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 1);
+    begin_all(&mut d, &["a", "b"], 1);
+    let v1 = d.records[&1].release.version.clone();
+    for node in ["a", "b"] {
+        report(&mut d, 1, node, DeployState::Installed, 2);
+        report(&mut d, 1, node, DeployState::Healthy, 2);
+    }
+    sent(&mut d);
+    assert_eq!(d.serving("staging", "web"), ["a", "b"]);
+
+    // Both nodes stop it at once; what they serve is forgotten.
+    let id = remove(&mut d, 3).unwrap();
+    assert_eq!((d.records[&id].remove, d.records[&id].fast_track), (true, true));
+    let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(v1.clone()) }).collect();
+    d.startable.clear();
+    d.begin(id, Rollout::fast_track(crate::rollouts::sync::REMOVED.into(), targets).map_err(|e| e.to_string()), 4);
+    assert_eq!(sent(&mut d), [format!("a rollback  {id}/1"), format!("b rollback  {id}/2")], "stop, to nothing");
+    report(&mut d, id, "a", DeployState::RolledBack, 5);
+    assert_eq!(d.serving("staging", "web"), ["b"]);
+    report(&mut d, id, "b", DeployState::RolledBack, 6);
+    assert_eq!(phase(&d, id), Phase::Succeeded);
+    assert!(d.serving("staging", "web").is_empty());
+    assert_eq!(d.records[&id].message, "stopped on 2 node(s)");
+    assert!(d.finished.len() == 1, "a removal has no job to tell");
+
+    // Deployed again, then a removal one node cannot do: the other starts
+    // its release again.
+    d.start_job(job(2, "queue", "{rolling: {max_parallel: 2}}"), 7);
+    begin_all(&mut d, &["a", "b"], 7);
+    let v2 = d.records[&d.last_id].release.version.clone();
+    let deploy = d.last_id;
+    for node in ["a", "b"] {
+        report(&mut d, deploy, node, DeployState::Installed, 8);
+        report(&mut d, deploy, node, DeployState::Healthy, 8);
+    }
+    sent(&mut d);
+    let id = remove(&mut d, 9).unwrap();
+    let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(v2.clone()) }).collect();
+    d.startable.clear();
+    d.begin(id, Rollout::fast_track(crate::rollouts::sync::REMOVED.into(), targets).map_err(|e| e.to_string()), 10);
+    sent(&mut d);
+    report(&mut d, id, "a", DeployState::RolledBack, 11);
+    report(&mut d, id, "b", DeployState::Failed, 12);
+    assert_eq!(
+        sent(&mut d),
+        [format!("a rollback {v2} {id}/4"), format!("b rollback {v2} {id}/3")],
+        "both go back to v2: a starts it again"
+    );
+    report(&mut d, id, "b", DeployState::RolledBack, 13);
+    report(&mut d, id, "a", DeployState::RolledBack, 13);
+    assert_eq!(phase(&d, id), Phase::RolledBack);
+    assert_eq!(d.previous("staging", "web").values().collect::<Vec<_>>(), [&v2, &v2]);
+}
