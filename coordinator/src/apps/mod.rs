@@ -411,7 +411,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
         let action = match (&plan.file, &plan.release) {
             (Some(file), Ok(release)) => SyncAction::Deploy {
                 release: release.clone(),
-                deploy: file.deploy_spec(&spec.environment),
+                deploy: Box::new(file.deploy_spec(&spec.environment)),
                 select: file.nodes.clone(),
             },
             (Some(_), Err(_)) => continue,

@@ -52,7 +52,7 @@ impl Driver {
     pub fn start_sync(&mut self, cmd: &SyncCommand, now_ms: u64) -> Result<u64, String> {
         let (service, release, deploy, select, remove) = match &cmd.action {
             SyncAction::Deploy { release, deploy, select } => {
-                (deploy.service.name.clone(), release.clone(), deploy.clone(), Some(select.clone()), false)
+                (deploy.service.name.clone(), release.clone(), (**deploy).clone(), Some(select.clone()), false)
             }
             SyncAction::Remove { service } => {
                 // How it last ran, for the record and a way back.

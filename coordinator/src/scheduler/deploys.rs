@@ -97,8 +97,9 @@ pub enum SyncAction {
     /// Roll `release` out as the service file says.
     Deploy {
         release: crate::core::fleet::ReleaseRef,
-        /// The service file as a deploy (`ServiceFile::deploy_spec`).
-        deploy: DeploySpec,
+        /// The service file as a deploy (`ServiceFile::deploy_spec`);
+        /// boxed, as it is far larger than a removal.
+        deploy: Box<DeploySpec>,
         /// The nodes the file narrows the environment's to.
         select: drover_pipeline::app::NodeSelection,
     },
