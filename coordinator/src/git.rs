@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+mod apps;
+
+pub use apps::{APP_MIRRORS, Push, Tree, commit_and_push, files_at};
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("cannot run git: {0}; install git on the coordinator's host")]
@@ -234,95 +238,6 @@ pub async fn at_commit(
 
 /// The directory of the mirrors, beside the scratch directory.
 const MIRRORS: &str = "git-mirrors";
-
-/// The directory of the apps' mirrors, beside the scratch directory: apart
-/// from the triggers' (which prune theirs by the repositories they poll).
-pub const APP_MIRRORS: &str = "app-mirrors";
-
-/// The desired-state files of an app at a revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tree {
-    pub commit: String,
-    /// The branch the revision named, if it named one.
-    pub branch: Option<String>,
-    /// Every `*.yaml` and `*.yml` file directly in the directory, by its
-    /// path in the repository, with its text.
-    pub files: Vec<(String, String)>,
-}
-
-/// Reads the YAML files directly in `dir` (`.` for the root) of `repo` at
-/// `revision` (a branch, a tag, a commit, or `HEAD` for the default
-/// branch), from the repository's mirror under [`APP_MIRRORS`], giving up
-/// after `timeout`. A file over `max_bytes` is an error naming it.
-pub async fn files_at(
-    repo: &str,
-    revision: &str,
-    dir: &str,
-    scratch: &Path,
-    timeout: Duration,
-    max_bytes: usize,
-) -> Result<Tree, GitError> {
-    let root = scratch.with_file_name(APP_MIRRORS);
-    let mirror_dir = root.join(mirror_name(repo));
-    let lock = {
-        let mut locks = MIRROR_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(mirror_dir.clone()).or_default().clone()
-    };
-    let _held = lock.lock().await;
-    let result = async {
-        mirror(repo, &root, &mirror_dir).await?;
-        let d = mirror_dir.as_path();
-        if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-            fetch_unreachable(d, revision).await?;
-        }
-        let spec = format!("{revision}^{{commit}}");
-        let out = git(Some(d), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
-        if !out.status.success() {
-            return Err(GitError::RefNotFound { repo: repo.to_string(), reference: revision.to_string() });
-        }
-        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let out = git(Some(d), &["rev-parse", "--symbolic-full-name", "--end-of-options", revision]).await?;
-        let full = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
-        let branch = full.strip_prefix("refs/heads/").map(str::to_string);
-        let tree = if dir == "." { format!("{commit}:") } else { format!("{commit}:{dir}") };
-        let out = git(Some(d), &["ls-tree", "-z", "-l", "--end-of-options", &tree]).await?;
-        if !out.status.success() {
-            return Err(GitError::Other(format!(
-                "there is no directory {dir} at {revision} ({commit}) in {repo}; fix the app's --path, or commit \
-                 the directory"
-            )));
-        }
-        let mut files = Vec::new();
-        for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-            let entry = String::from_utf8_lossy(entry);
-            let Some((meta, name)) = entry.split_once('\t') else { continue };
-            let mut meta = meta.split_whitespace();
-            let (Some(_mode), Some(kind), Some(object), Some(size)) =
-                (meta.next(), meta.next(), meta.next(), meta.next())
-            else {
-                continue;
-            };
-            if kind != "blob" || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-                continue;
-            }
-            let path = if dir == "." { name.to_string() } else { format!("{dir}/{name}") };
-            if size.parse::<usize>().is_ok_and(|n| n > max_bytes) {
-                return Err(GitError::Other(format!(
-                    "{path} at {commit} is {size} bytes, over the limit of {max_bytes} for a desired-state file"
-                )));
-            }
-            let out = git(Some(d), &["cat-file", "blob", object]).await?;
-            let text = String::from_utf8(out.stdout)
-                .map_err(|_| GitError::Other(format!("{path} at {commit} is not UTF-8 text")))?;
-            files.push((path, text));
-        }
-        Ok(Tree { commit, branch, files })
-    };
-    match tokio::time::timeout(timeout, result).await {
-        Ok(result) => result,
-        Err(_) => Err(GitError::Timeout { repo: repo.to_string(), timeout }),
-    }
-}
 
 static MIRROR_LOCKS: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,

@@ -11,6 +11,8 @@
 //! artifact: {run: 42, job: build, path: dist/app.tar.gz}   # a file of the artifacts of job `build` of run 42
 //!   # pinned:  {run: 42, job: build, path: dist/app.tar.gz, sha256: <64 lower-case hex>}
 //!   # by URL:  {url: https://example.com/app-1.2.tar.gz, sha256: <64 lower-case hex>}   (sha256 required)
+//! update: {pipeline: web-build, branches: [main, 'release/*']}   # optional: commit each new build into this file
+//!   # every key: {pipeline: web-build, job: build, branches: [main], write: branch}
 //! service:                     # exactly as a deploy job's `service:`
 //!   name: web
 //!   command: python3 -m http.server ${PORT}
@@ -31,6 +33,18 @@
 //!   [`crate::MAX_ARTIFACT_URL_LEN`] characters, ending in the file's name,
 //!   and `sha256` required (what `sha256sum FILE` prints). A digest is 64
 //!   lower-case hex digits.
+//! - `update` (image update automation) names the pipeline whose builds
+//!   the file follows: when a run of pipeline `pipeline` (its `name:`, by
+//!   the rule of a pipeline file's) on a branch that `branches` matches
+//!   succeeds, Drover writes that run's artifact (of job `job`, at the
+//!   file's `artifact.path`, with its digest) into the file
+//!   ([`set_artifact`]) and the sync deploys it. `job` is a job name,
+//!   the artifact's `job` when not written; `branches` a list of globs as
+//!   in a pipeline's `on:` ([`crate::triggers::pattern_problem`]), any
+//!   branch when not written (an empty list is refused); `write` is `commit` (the default: a commit
+//!   to the branch the app tracks) or `branch` (a branch pushed per
+//!   update, for review). Only a `run` artifact can be followed: `update`
+//!   with a `url` artifact is refused.
 //! - `nodes: selector` is a mapping of agent labels, read as `runs-on` is;
 //!   `count` is 1 to [`crate::MAX_APP_NODE_COUNT`], all of the selected
 //!   nodes when not written.
@@ -54,6 +68,12 @@ use serde::{Deserialize, Serialize};
 use crate::deploy::{ArtifactRef, DeploySpec, Hooks, OnNewer, ServiceSpec, Strategy};
 use crate::{Diagnostic, PipelineError, check};
 
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+pub use rewrite::set_artifact;
+
 /// One desired-state file, checked: one service of the app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceFile {
@@ -62,6 +82,9 @@ pub struct ServiceFile {
     pub file: String,
     /// The release.
     pub artifact: AppArtifact,
+    /// Whose builds Drover commits into the file's `artifact`, if anyone's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
     /// What runs on each node, and how its health is told: a deploy's.
     pub service: ServiceSpec,
     /// Which of the environment's nodes run it.
@@ -107,6 +130,46 @@ pub enum AppArtifact {
         /// 64 lower-case hex digits.
         sha256: String,
     },
+}
+
+/// A desired-state file's `update`: the pipeline whose successful runs
+/// give the file a new `artifact` (image update automation). Only a file
+/// whose artifact is a run's ([`AppArtifact::Run`]) has one; the path
+/// followed is the artifact's `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSpec {
+    /// The pipeline's name (the `name:` of its file).
+    pub pipeline: String,
+    /// The job whose artifacts hold the release: as written, or the
+    /// artifact's `job`.
+    pub job: String,
+    /// Globs of the branches whose runs are followed; empty: every branch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
+    /// How an update is written into the repository.
+    #[serde(default)]
+    pub write: UpdateWrite,
+}
+
+/// How an update of a desired-state file is written: `update: write:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateWrite {
+    /// A commit on the branch the app tracks, which its sync then deploys.
+    #[default]
+    Commit,
+    /// A branch of its own per update, pushed for review; the app deploys
+    /// it once it is merged.
+    Branch,
+}
+
+impl UpdateSpec {
+    /// Whether a run on `branch` is followed: any branch when `branches`
+    /// is empty, else one that some glob of it matches
+    /// ([`crate::triggers::matches`]).
+    pub fn takes_branch(&self, branch: &str) -> bool {
+        self.branches.is_empty() || self.branches.iter().any(|pattern| crate::triggers::matches(pattern, branch))
+    }
 }
 
 /// A desired-state file's `nodes`: which of the environment's nodes run the

@@ -37,6 +37,8 @@
 //! [`app::parse_desired`] with the same diagnostics, and checked by the same
 //! rules as a deploy job's service, strategy, hooks and durations. A
 //! desired-state file has no run, so `${{ }}` and `if:` are refused in it.
+//! A file's `update:` names the pipeline whose builds Drover writes into
+//! it, with [`app::set_artifact`], which keeps the rest of its text.
 //!
 //! The format, in short:
 //!

@@ -51,6 +51,7 @@ use crate::submit::GitOptions;
 
 pub mod records;
 pub mod render;
+mod update;
 
 use records::{AppRecord, AppStatus, Pin, Request, SyncRecord};
 
@@ -105,9 +106,8 @@ struct Due {
     record: AppRecord,
     status: AppStatus,
     pin: Option<Pin>,
-    /// How every app stood at the start of the tick, for `depends_on`:
-    /// sync status, health, and whether it syncs.
-    states: Arc<BTreeMap<String, (String, String, bool)>>,
+    /// How every app stood at the start of the tick, for `depends_on`.
+    states: Arc<BTreeMap<String, rules::DepState>>,
     sync_request: Option<(Revision, Request)>,
     refresh_request: Option<Revision>,
 }
@@ -151,7 +151,9 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
                 }
             }
             let poll_due = next_fetch.get(&key).is_none_or(|at| now >= *at);
-            if poll_due || app.sync_request.is_some() || app.refresh_request.is_some() {
+            // A blocked sync looks again every tick, for its dependencies.
+            let blocked = !app.status.blocked.is_empty();
+            if poll_due || blocked || app.sync_request.is_some() || app.refresh_request.is_some() {
                 let poll = app.record.spec.poll_ms;
                 let jitter = u64::from(crate::triggers::noise()) % (poll / 5 + 1);
                 next_fetch.insert(key, now + poll - poll / 10 + jitter);
@@ -214,11 +216,17 @@ async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
         let pin = pin_of.remove(&name);
         out.push(Due { record, status, pin, states: Arc::default(), sync_request, refresh_request });
     }
-    let states: Arc<BTreeMap<String, (String, String, bool)>> = Arc::new(
+    let states: Arc<BTreeMap<String, rules::DepState>> = Arc::new(
         out.iter()
             .map(|d| {
                 let s = &d.status;
-                (d.record.spec.name.clone(), (s.sync_status.clone(), s.health.clone(), s.syncing.is_some()))
+                let state = rules::DepState {
+                    sync_status: s.sync_status.clone(),
+                    health: s.health.clone(),
+                    syncing: s.syncing.is_some(),
+                    last_fetch_ms: s.last_fetch_ms,
+                };
+                (d.record.spec.name.clone(), state)
             })
             .collect(),
     );
@@ -311,11 +319,21 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     };
     // An app syncs only once the apps it depends on are synced and healthy;
     // a sync asked for waits with it.
-    let blocked = start.as_ref().and_then(|_| rules::blocked_by(&spec.depends_on, &states));
-    status.blocked = blocked.clone().unwrap_or_default();
-    if blocked.is_some() {
+    let blocked = start.as_ref().and_then(|_| rules::blocked_by(&spec.depends_on, &states, status.wanted_since_ms));
+    status.blocked = blocked.as_ref().map(|(why, _)| why.clone()).unwrap_or_default();
+    if let Some((_, stale)) = blocked {
+        let mut ops: Vec<Op> = stale
+            .iter()
+            .map(|dep| {
+                let request = Request { by: format!("app {name}, which depends on it"), at_ms: now };
+                Op::put(format!("{}refresh", records::requests_of(dep)), encode(&request))
+            })
+            .collect();
         if status != before {
-            store.txn(Txn::ops(vec![Op::put(records::status(&name), encode(&status))])).await?;
+            ops.push(Op::put(records::status(&name), encode(&status)));
+        }
+        if !ops.is_empty() {
+            store.txn(Txn::ops(ops)).await?;
         }
         return Ok(());
     }
@@ -488,6 +506,9 @@ async fn evaluate(
         Err(why) => return Ok(broken(status, why)),
     };
     status.last_fetch_ms = now;
+    if status.wanted_commit.as_deref() != Some(rendered.commit.as_str()) {
+        status.wanted_since_ms = now;
+    }
     status.wanted_commit = Some(rendered.commit.clone());
     let desired = match rendered.desired {
         Ok(d) => d,
@@ -561,6 +582,10 @@ async fn evaluate(
         })
         .collect();
     plans.extend(diffs.into_values().map(|diff| Plan { file: None, release: Err(String::new()), diff }));
+    if desired.services.values().any(|f| f.update.is_some()) {
+        let branch = rendered.branch.as_deref();
+        update::follow(ctx, spec, status, &rendered.files, &desired, &rendered.commit, branch, now).await?;
+    }
     Ok(Evaluated::Diffed { branch: rendered.branch, drift, plans })
 }
 

@@ -91,6 +91,10 @@ pub struct AppStatus {
     pub synced_commit: Option<String>,
     #[serde(default)]
     pub last_fetch_ms: u64,
+    /// When the controller first saw `wanted_commit`: the apps this one
+    /// depends on must have been looked at since, before it syncs.
+    #[serde(default)]
+    pub wanted_since_ms: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_error: String,
     #[serde(default)]
@@ -120,6 +124,9 @@ pub struct AppStatus {
     /// nothing blocks it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub blocked: String,
+    /// The run each service's `update:` last wrote into git.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub updated: std::collections::BTreeMap<String, u64>,
     /// The services this app has synced: one no file declares any more is
     /// an orphan.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

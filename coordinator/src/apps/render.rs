@@ -21,6 +21,8 @@ use crate::submit::GitOptions;
 pub struct Rendered {
     pub commit: String,
     pub branch: Option<String>,
+    /// The files as read: (path, text).
+    pub files: Vec<(String, String)>,
     /// The checked files, or every problem in them, at file:line:column.
     pub desired: Result<DesiredState, String>,
 }
@@ -40,7 +42,7 @@ pub async fn render(spec: &AppSpec, revision: &str, git: &GitOptions) -> Result<
     .await
     .map_err(|e| e.to_string())?;
     let desired = drover_pipeline::app::parse_desired(&spec.path, &tree.files).map_err(|e| e.to_string());
-    Ok(Rendered { commit: tree.commit, branch: tree.branch, desired })
+    Ok(Rendered { commit: tree.commit, branch: tree.branch, files: tree.files, desired })
 }
 
 /// The release `file` names, or why there is none.

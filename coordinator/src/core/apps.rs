@@ -207,21 +207,44 @@ pub fn cycle(graph: &BTreeMap<String, Vec<String>>, from: &str) -> Option<String
     visit(graph, from, key, &mut path, &mut seen).then(|| path.join(" -> "))
 }
 
+/// How an app another depends on stands, as the controller last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DepState {
+    pub sync_status: String,
+    pub health: String,
+    pub syncing: bool,
+    /// When it was last fetched and compared.
+    pub last_fetch_ms: u64,
+}
+
 /// What keeps an app's sync waiting: each app it depends on that is not
-/// synced and healthy, with how it stands (`None`: not registered).
-pub fn blocked_by(depends_on: &[String], states: &BTreeMap<String, (String, String, bool)>) -> Option<String> {
+/// synced and healthy, with how it stands (not registered, too). A
+/// dependency not looked at since `since` (when this app first saw what
+/// it would sync; a look in the same moment may have fetched just before
+/// a push) is not known to be synced to what was pushed with it: it is
+/// looked at again (the second list) before this app goes on.
+pub fn blocked_by(
+    depends_on: &[String],
+    states: &BTreeMap<String, DepState>,
+    since: u64,
+) -> Option<(String, Vec<String>)> {
+    let mut stale = Vec::new();
     let waits: Vec<String> = depends_on
         .iter()
         .filter_map(|dep| match states.get(dep) {
             None => Some(format!("app {dep} (not registered)")),
-            Some((sync, health, syncing)) if *syncing || sync != "synced" || health != "healthy" => {
-                let sync = if *syncing { "syncing" } else { sync.as_str() };
-                Some(format!("app {dep} ({sync}, {health})"))
+            Some(s) if s.syncing || s.sync_status != "synced" || s.health != "healthy" => {
+                let sync = if s.syncing { "syncing" } else { s.sync_status.as_str() };
+                Some(format!("app {dep} ({sync}, {})", s.health))
+            }
+            Some(s) if s.last_fetch_ms <= since => {
+                stale.push(dep.clone());
+                Some(format!("app {dep} (being fetched again)"))
             }
             Some(_) => None,
         })
         .collect();
-    (!waits.is_empty()).then(|| format!("waiting for {} to be synced and healthy", waits.join(", ")))
+    (!waits.is_empty()).then(|| (format!("waiting for {} to be synced and healthy", waits.join(", ")), stale))
 }
 
 pub fn poll_problem(poll: Duration) -> Option<String> {

@@ -825,3 +825,90 @@ fn prune_stops_a_service_removed_from_git_and_without_it_the_service_is_shown_as
     let orphan = diff["services"].as_array().unwrap().iter().find(|s| s["service"] == "k2").cloned().unwrap();
     assert_eq!((orphan["status"].as_str(), orphan["file"].as_str()), (Some("orphaned"), Some("")), "{diff:#}");
 }
+
+/// A build of `version` by the pipeline named `web-build`: the run's id.
+fn web_build(web: &Web, version: &str) -> String {
+    let pipeline = format!(
+        "name: web-build\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist \
+         && cp {script} dist/server.py && echo {version} > dist/VERSION\n",
+        script = web.script
+    );
+    let run = web.fleet.submit(&format!("web-build-{version}.yml"), &pipeline);
+    let status = web.fleet.wait_run(&run, Duration::from_secs(120));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    run
+}
+
+#[test]
+fn a_pipelines_new_artifact_is_committed_into_the_desired_state_and_then_synced() {
+    let web = Web::start("gitops-update", 1);
+    let v1 = web_build(&web, "v1");
+    let repo = Repo::new(web.fleet.dir.path());
+    let following = |write: &str| {
+        service_file(&web, &v1).replace(
+            "service:\n",
+            &format!("update: {{pipeline: web-build, job: build, write: {write}}}  # follow CI\nservice:\n"),
+        )
+    };
+    repo.commit("main", &following("commit"), "web follows web-build");
+    create(&web, &repo, &["--auto-sync"]);
+    let serving = |version: &str| {
+        wait_for_or_report(
+            &format!("{version} to serve"),
+            Duration::from_secs(90),
+            || (web.versions() == [Some(version.to_string())]).then_some(()),
+            || format!("{:?}\n{:#}\n{:#?}\n{}", web.versions(), app(&web), history(&web), web.fleet.logs()),
+        )
+    };
+    serving("v1");
+
+    // CI builds v2: Drover commits it into the file, then syncs that commit.
+    let v2 = web_build(&web, "v2");
+    serving("v2");
+    let bare = web.fleet.dir.path().join("desired.git");
+    let log = git(&bare, &["log", "-1", "--format=%an <%ae>%n%B", "main"]);
+    assert!(log.starts_with("Drover <drover@localhost>\nDeploy web: run"), "{log}");
+    assert!(log.contains(&format!("run {v2} of pipeline web-build")), "{log}");
+    let file = git(&bare, &["show", "main:deploy/web.yaml"]);
+    assert!(file.starts_with(&format!("artifact: {{run: {v2}, job: build, path: dist, sha256: ")), "{file}");
+    assert!(file.contains("write: commit}  # follow CI\n"), "the rest of the file is kept: {file}");
+    let head = git(&bare, &["rev-parse", "main"]);
+    let a = wait_for_or_report(
+        "the written commit to be synced",
+        Duration::from_secs(30),
+        || Some(app(&web)).filter(|a| a["synced_commit"] == head.as_str()),
+        || format!("{:#}", app(&web)),
+    );
+    assert_eq!(a["last_error"], "", "{a:#}");
+
+    // In branch mode each build goes to a branch of its own, for review,
+    // and main stays as it is.
+    git(&repo.work, &["pull", "-q", "--rebase", "origin", "main"]);
+    let text =
+        std::fs::read_to_string(repo.work.join("deploy/web.yaml")).unwrap().replace("write: commit", "write: branch");
+    let main = repo.commit("main", &text, "updates for review");
+    wait_for_or_report(
+        "the branch-mode commit to be synced",
+        Duration::from_secs(30),
+        || Some(app(&web)).filter(|a| a["synced_commit"] == main.as_str()),
+        || format!("{:#}", app(&web)),
+    );
+    let v3 = web_build(&web, "v3");
+    let branch = format!("drover/update/web/web/run-{v3}");
+    let proposed = wait_for_or_report(
+        "the update branch",
+        Duration::from_secs(30),
+        || {
+            let out = std::process::Command::new("git")
+                .current_dir(&bare)
+                .args(["show", &format!("{branch}:deploy/web.yaml")])
+                .output()
+                .unwrap();
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+        || format!("{:#}\n{}", app(&web), web.fleet.logs()),
+    );
+    assert!(proposed.contains(&format!("run: {v3},")), "{proposed}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]), main, "main is not touched");
+    assert_eq!(web.versions(), [Some("v2".to_string())], "nothing deployed until it is merged");
+}

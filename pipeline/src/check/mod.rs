@@ -253,7 +253,7 @@ impl Checker<'_> {
             self.error(entry.value_pos(), "`name` is empty", Some("e.g. `name: my-pipeline`".to_owned()));
             return None;
         }
-        if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        if !is_pipeline_name(name) {
             self.error(
                 entry.value_pos(),
                 format!("invalid pipeline name `{}`", abbreviate(name)),
@@ -305,6 +305,12 @@ impl Checker<'_> {
             self.error(entry.key_pos, format!("unknown key `{}` {context}", abbreviate(entry.key)), Some(hint));
         }
     }
+}
+
+/// Whether `name` may be a pipeline's `name`: display text, so only kept
+/// to one line of 1 to [`MAX_NAME_LEN`] characters, not all spaces.
+fn is_pipeline_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
 }
 
 fn find<'e, 'n>(entries: &'e [Entry<'n>], key: &str) -> Option<&'e Entry<'n>> {

@@ -116,8 +116,9 @@ impl Checker<'_> {
         let context = format!("in `on.{event}`");
         let entries = self.entries(map, "filter", &context);
         self.unknown_keys(&entries, &["branches", "branches-ignore", "paths", "paths-ignore"], &context);
+        let place = format!("`on.{event}`");
         for entry in &entries {
-            let patterns = self.patterns(entry, event);
+            let patterns = self.patterns(entry, &place);
             match entry.key {
                 "branches" => filter.branches = patterns,
                 "branches-ignore" => filter.branches_ignore = patterns,
@@ -144,19 +145,28 @@ impl Checker<'_> {
         };
         let entries = self.entries(map, "filter", "in `on.tag`");
         self.unknown_keys(&entries, &["tags"], "in `on.tag`");
-        TagFilter { tags: find(&entries, "tags").map(|e| self.patterns(e, "tag")).unwrap_or_default() }
+        TagFilter { tags: find(&entries, "tags").map(|e| self.patterns(e, "`on.tag`")).unwrap_or_default() }
     }
 
-    /// A list of globs (or one on its own), each checked.
-    fn patterns(&mut self, entry: &Entry<'_>, event: &str) -> Vec<String> {
+    /// A list of globs (or one on its own), each checked; `place` names
+    /// the mapping of `entry` for the messages (`` `on.push` ``).
+    pub(super) fn patterns(&mut self, entry: &Entry<'_>, place: &str) -> Vec<String> {
         let key = entry.key;
         let items: Vec<&Node> = match &entry.value.kind {
             Kind::Scalar(_) => vec![entry.value],
             Kind::Seq(items) if !items.is_empty() => items.iter().collect(),
+            Kind::Seq(_) => {
+                self.error(
+                    entry.value_pos(),
+                    format!("`{key}` in {place} lists no patterns"),
+                    Some(format!("list at least one, e.g. `{key}: [main, 'release/*']`, or leave `{key}` out")),
+                );
+                return Vec::new();
+            }
             _ => {
                 self.error(
                     entry.value_pos(),
-                    format!("`{key}` in `on.{event}` must be a list of patterns, found {}", entry.value.describe()),
+                    format!("`{key}` in {place} must be a list of patterns, found {}", entry.value.describe()),
                     Some(format!("e.g. `{key}: [main, 'release/*']`")),
                 );
                 return Vec::new();
@@ -165,7 +175,7 @@ impl Checker<'_> {
         if items.len() > MAX_PATTERNS {
             self.error(
                 items[MAX_PATTERNS].pos,
-                format!("`{key}` in `on.{event}` lists {} patterns, over the limit of {MAX_PATTERNS}", items.len()),
+                format!("`{key}` in {place} lists {} patterns, over the limit of {MAX_PATTERNS}", items.len()),
                 Some("use globs that cover several, e.g. 'release/*'".to_owned()),
             );
             return Vec::new();
@@ -184,7 +194,7 @@ impl Checker<'_> {
                 None => out.push(text.to_owned()),
                 Some(problem) => self.error(
                     item.pos,
-                    format!("invalid pattern `{}` in `{key}` of `on.{event}`: {problem}", abbreviate(text)),
+                    format!("invalid pattern `{}` in `{key}` of {place}: {problem}", abbreviate(text)),
                     Some(
                         "patterns are globs: `*` matches within one `/`-separated part, `**` across parts, `?` \
                          one character, `[a-z]` a class; quote a pattern that starts with `*`"

@@ -234,16 +234,31 @@ fn a_dependency_cycle_is_named_and_what_blocks_a_sync_is_said() {
     for (case, g, from, want) in cases {
         assert_eq!(cycle(&g, from).as_deref(), want, "{case}");
     }
+    let state = |sync: &str, health: &str, syncing: bool, fetched: u64| DepState {
+        sync_status: sync.into(),
+        health: health.into(),
+        syncing,
+        last_fetch_ms: fetched,
+    };
     let states = BTreeMap::from([
-        ("db".to_string(), ("synced".to_string(), "healthy".to_string(), false)),
-        ("cache".to_string(), ("synced".to_string(), "healthy".to_string(), true)),
-        ("mq".to_string(), ("out_of_sync".to_string(), "degraded".to_string(), false)),
+        ("db".to_string(), state("synced", "healthy", false, 10)),
+        ("cache".to_string(), state("synced", "healthy", true, 10)),
+        ("mq".to_string(), state("out_of_sync", "degraded", false, 10)),
+        ("old".to_string(), state("synced", "healthy", false, 5)),
     ]);
     let deps = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(blocked_by(&deps(&["db"]), &states), None);
+    assert_eq!(blocked_by(&deps(&["db"]), &states, 9), None);
+    let (why, stale) = blocked_by(&deps(&["db", "cache", "mq", "gone"]), &states, 9).unwrap();
     assert_eq!(
-        blocked_by(&deps(&["db", "cache", "mq", "gone"]), &states).unwrap(),
+        why,
         "waiting for app cache (syncing, healthy), app mq (out_of_sync, degraded), app gone (not registered) to be \
          synced and healthy"
+    );
+    assert!(stale.is_empty());
+    // Looked at before this app saw its commit: looked at again first.
+    let (why, stale) = blocked_by(&deps(&["db", "old"]), &states, 8).unwrap();
+    assert_eq!(
+        (why.as_str(), stale),
+        ("waiting for app old (being fetched again) to be synced and healthy", vec!["old".to_string()])
     );
 }

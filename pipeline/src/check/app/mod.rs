@@ -2,16 +2,18 @@
 //! [`ServiceFile`], and the files of an app's directory checked together.
 //!
 //! A file's top-level keys are a deploy's, but for `environment` and
-//! `on_newer`, with `artifact` written otherwise and `nodes` added. The
-//! service, strategy, hooks and durations are read by `deploy`'s checks,
-//! which name the file as their owner ("the service of `deploy/web.yaml`
-//! has no `port`"); the checker has no run (`Checker::has_run`), so
-//! `${{ }}` and `if:` are refused where a pipeline would read them. This
-//! file reads the top level, `artifact` and `nodes`; `desired` then checks
-//! that no two files name the same service or port.
+//! `on_newer`, with `artifact` written otherwise and `nodes` and `update`
+//! added. The service, strategy, hooks and durations are read by
+//! `deploy`'s checks, which name the file as their owner ("the service of
+//! `deploy/web.yaml` has no `port`"); the checker has no run
+//! (`Checker::has_run`), so `${{ }}` and `if:` are refused where a
+//! pipeline would read them. This file reads the top level, `artifact` and
+//! `nodes`, and `update` reads `update`; `desired` then checks that no two
+//! files name the same service or port.
 
 #[cfg(test)]
 mod tests;
+mod update;
 
 use std::collections::BTreeMap;
 
@@ -23,7 +25,8 @@ use crate::expr::Scope;
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_SERVICE_NAME_LEN};
 
-const APP_KEYS: &[&str] = &["artifact", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks"];
+const APP_KEYS: &[&str] =
+    &["artifact", "update", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks"];
 /// Keys of a deploy a desired-state file does not take: the key, why, and
 /// what to do.
 const NOT_IN_APP: &[(&str, &str, &str)] = &[
@@ -205,6 +208,10 @@ impl Checker<'_> {
                 None
             }
         };
+        let update = match find(&entries, "update") {
+            Some(e) => self.app_update(e, owner, artifact.as_ref()).map(Some),
+            None => Some(None),
+        };
         let service = match find(&entries, "service") {
             Some(e) => self.service(e, owner, &scope),
             None => {
@@ -220,6 +227,7 @@ impl Checker<'_> {
         Some(ServiceFile {
             file: self.file.to_owned(),
             artifact: artifact?,
+            update: update?,
             service: service?,
             nodes: nodes?,
             strategy: rollout.strategy,
@@ -229,29 +237,48 @@ impl Checker<'_> {
         })
     }
 
+    /// The entries of the mapping `entry` of `owner` holds (nothing, as in
+    /// `nodes:`, is an empty one), keys not in `keys` told; `None` when it
+    /// is not a mapping, told with the hint `hint` gives for the scalar
+    /// written, if one is.
+    fn app_entries<'n>(
+        &mut self,
+        entry: &Entry<'n>,
+        owner: &str,
+        keys: &[&str],
+        hint: impl FnOnce(Option<&str>) -> String,
+    ) -> Option<Vec<Entry<'n>>> {
+        let map: &[(Node, Node)] = match &entry.value.kind {
+            Kind::Null => &[],
+            Kind::Map(map) => map,
+            _ => {
+                let key = entry.key;
+                self.error(
+                    entry.value_pos(),
+                    format!("`{key}` of {owner} must be a mapping, found {}", entry.value.describe()),
+                    Some(hint(entry.value.scalar_text())),
+                );
+                return None;
+            }
+        };
+        let context = format!("in the {} of {owner}", entry.key);
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, keys, &context);
+        Some(entries)
+    }
+
     /// Reads `artifact`: exactly one of `run` (with `job` and `path`) or
     /// `url` (with `sha256`).
     fn app_artifact(&mut self, entry: &Entry<'_>, owner: &str) -> Option<AppArtifact> {
-        let Kind::Map(map) = &entry.value.kind else {
+        let entries = self.app_entries(entry, owner, ARTIFACT_KEYS, |written| match written {
             // `JOB:PATH` is a deploy job's, which names a job of its own run.
-            let hint = match entry.value.scalar_text() {
-                Some(text) if text.contains(':') && !text.contains("://") => {
-                    "a desired-state file has no run of its own: name the run too, e.g. `artifact: {run: 42, job: \
-                     build, path: dist/app.tar.gz}`"
-                        .to_owned()
-                }
-                _ => ARTIFACT_FORMS.to_owned(),
-            };
-            self.error(
-                entry.value_pos(),
-                format!("`artifact` of {owner} must be a mapping, found {}", entry.value.describe()),
-                Some(hint),
-            );
-            return None;
-        };
-        let context = format!("in the artifact of {owner}");
-        let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, ARTIFACT_KEYS, &context);
+            Some(text) if text.contains(':') && !text.contains("://") => {
+                "a desired-state file has no run of its own: name the run too, e.g. `artifact: {run: 42, job: \
+                 build, path: dist/app.tar.gz}`"
+                    .to_owned()
+            }
+            _ => ARTIFACT_FORMS.to_owned(),
+        })?;
         let sha256 = find(&entries, "sha256").map(|e| self.sha256(e, owner));
         match (find(&entries, "run"), find(&entries, "url")) {
             (None, None) => {
@@ -274,7 +301,7 @@ impl Checker<'_> {
             (Some(run), None) => {
                 let run = self.run_number(run, owner);
                 let job = match find(&entries, "job") {
-                    Some(e) => self.artifact_job(e, owner),
+                    Some(e) => self.job_name(e, &format!("the artifact of {owner}")),
                     None => {
                         self.error(
                             entry.key_pos,
@@ -351,16 +378,26 @@ impl Checker<'_> {
         None
     }
 
-    fn artifact_job(&mut self, entry: &Entry<'_>, owner: &str) -> Option<String> {
+    /// A job name, `entry`'s value, in `place` (`the artifact of ...`).
+    fn job_name(&mut self, entry: &Entry<'_>, place: &str) -> Option<String> {
+        self.name_of("job", is_valid_job_name, entry, place, JOB_NAME_HINT)
+    }
+
+    /// The name of a `what` (`job`), `entry`'s value, in `place`: one that
+    /// `valid` takes, else told with `hint`.
+    fn name_of(
+        &mut self,
+        what: &str,
+        valid: fn(&str) -> bool,
+        entry: &Entry<'_>,
+        place: &str,
+        hint: &str,
+    ) -> Option<String> {
         match entry.value.scalar_text() {
-            Some(job) if is_valid_job_name(job) => Some(job.to_owned()),
+            Some(name) if valid(name) => Some(name.to_owned()),
             found => {
-                let found = found.map_or_else(|| entry.value.describe(), |job| format!("`{}`", abbreviate(job)));
-                self.error(
-                    entry.value_pos(),
-                    format!("invalid job name {found} in the artifact of {owner}"),
-                    Some(JOB_NAME_HINT.to_owned()),
-                );
+                let found = found.map_or_else(|| entry.value.describe(), |name| format!("`{}`", abbreviate(name)));
+                self.error(entry.value_pos(), format!("invalid {what} name {found} in {place}"), Some(hint.to_owned()));
                 None
             }
         }
@@ -449,21 +486,7 @@ impl Checker<'_> {
 
     /// Reads `nodes`: an optional `selector` of agent labels and `count`.
     fn nodes(&mut self, entry: &Entry<'_>, owner: &str) -> Option<NodeSelection> {
-        let map: &[(Node, Node)] = match &entry.value.kind {
-            Kind::Null => &[],
-            Kind::Map(map) => map,
-            _ => {
-                self.error(
-                    entry.value_pos(),
-                    format!("`nodes` of {owner} must be a mapping, found {}", entry.value.describe()),
-                    Some(NODES_EXAMPLE.to_owned()),
-                );
-                return None;
-            }
-        };
-        let context = format!("in the nodes of {owner}");
-        let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, &["selector", "count"], &context);
+        let entries = self.app_entries(entry, owner, &["selector", "count"], |_| NODES_EXAMPLE.to_owned())?;
         let selector = match find(&entries, "selector") {
             Some(e) => self.labels(e.value, &format!("`nodes: selector` of {owner}"), "e.g. `selector: {role: web}`"),
             None => BTreeMap::new(),

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::app::{AppArtifact, DesiredState, NodeSelection, ServiceFile, parse_desired, parse_service_file};
+use crate::app::{
+    AppArtifact, DesiredState, NodeSelection, ServiceFile, UpdateSpec, UpdateWrite, parse_desired, parse_service_file,
+};
 use crate::deploy::{
     ArtifactRef, Canary, CanaryStep, DeploySpec, HealthCheck, HealthSpec, Hooks, OnNewer, Pause, Rolling, ServiceSpec,
     Share, Strategy,
@@ -51,6 +53,7 @@ fn good() -> ServiceFile {
     ServiceFile {
         file: FILE.into(),
         artifact: AppArtifact::Run { run: 42, job: "build".into(), path: "dist/app.tar.gz".into(), sha256: None },
+        update: None,
         service: ServiceSpec {
             name: "web".into(),
             command: "python3 -m http.server ${PORT}".into(),
@@ -144,6 +147,35 @@ fn good_files_parse_to_their_service() {
             },
         ),
         ("nodes with nothing said", vec![], "nodes: {}\n".to_owned(), good()),
+        (
+            "an update with every key",
+            vec![],
+            "update: {pipeline: Web build (nightly), job: package, branches: [main, 'release/*'], write: branch}\n"
+                .to_owned(),
+            ServiceFile {
+                update: Some(UpdateSpec {
+                    pipeline: "Web build (nightly)".into(),
+                    job: "package".into(),
+                    branches: vec!["main".into(), "release/*".into()],
+                    write: UpdateWrite::Branch,
+                }),
+                ..good()
+            },
+        ),
+        (
+            "an update of the artifact's job, on any branch, as commits",
+            vec![],
+            "update:\n  pipeline: web-build\n  branches: 'release/**'\n".to_owned(),
+            ServiceFile {
+                update: Some(UpdateSpec {
+                    pipeline: "web-build".into(),
+                    job: "build".into(),
+                    branches: vec!["release/**".into()],
+                    write: UpdateWrite::Commit,
+                }),
+                ..good()
+            },
+        ),
     ];
     for (case, replace, extra, want) in cases {
         let replace: Vec<(&str, &str)> = replace.iter().map(|(from, to)| (*from, to.as_str())).collect();
@@ -187,6 +219,8 @@ fn bad_files_are_refused_where_the_mistake_is() {
     let (ftp, no_file, no_host) =
         (by_url("ftp://example.com/app.tgz"), by_url("https://example.com/"), by_url("https:///app.tgz"));
     let spaced = by_url("https://example.com/my app.tgz");
+    let url_app = by_url("https://example.com/app.tgz");
+    let long_pipeline = format!("update: {{pipeline: {}}}\n", "a".repeat(101));
     // (case, replacements, lines appended, line, column, message)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, usize, usize, &'a str);
     let cases: Vec<Case<'_>> = vec![
@@ -210,6 +244,7 @@ fn bad_files_are_refused_where_the_mistake_is() {
             11,
             "`artifact` of `deploy/web.yaml` must be a mapping, found",
         ),
+        ("an empty artifact", vec![(artifact, "artifact:")], "", 1, 1, "names neither a `run` nor a `url`"),
         (
             "an artifact with neither run nor url",
             vec![("{run: 42, ", "{")],
@@ -406,6 +441,75 @@ fn bad_files_are_refused_where_the_mistake_is() {
             "progress_deadline `25h` in `deploy/web.yaml` is over the limit of 24h",
         ),
         ("a bad auto_rollback", vec![], "auto_rollback: yes\n", 7, 16, "`auto_rollback` in `deploy/web.yaml` must be"),
+        ("an update as a word", vec![], "update: web-build\n", 7, 9, "`update` of `deploy/web.yaml` must be a mapping"),
+        ("an empty update", vec![], "update:\n", 7, 1, "the update of `deploy/web.yaml` names no `pipeline`"),
+        ("an update without pipeline", vec![], "update: {job: build}\n", 7, 1, "names no `pipeline`"),
+        (
+            "an update's unknown key",
+            vec![],
+            "update: {pipeline: p, branch: main}\n",
+            7,
+            23,
+            "unknown key `branch` in the update of `deploy/web.yaml`",
+        ),
+        (
+            "an update's pipeline name too long",
+            vec![],
+            long_pipeline.as_str(),
+            7,
+            20,
+            "invalid pipeline name `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...` in the update of `deploy/web.yaml`",
+        ),
+        ("an update's pipeline as a list", vec![], "update: {pipeline: [a]}\n", 7, 20, "invalid pipeline name a list"),
+        ("an update's pipeline blank", vec![], "update: {pipeline: ' '}\n", 7, 20, "invalid pipeline name ` `"),
+        (
+            "an update's bad job",
+            vec![],
+            "update: {pipeline: p, job: -x}\n",
+            7,
+            28,
+            "invalid job name `-x` in the update of `deploy/web.yaml`",
+        ),
+        (
+            "an update's bad glob",
+            vec![],
+            "update: {pipeline: p, branches: [main, 'release/[']}\n",
+            7,
+            40,
+            "invalid pattern `release/[` in `branches` of the update of `deploy/web.yaml`",
+        ),
+        (
+            "an update's empty branches",
+            vec![],
+            "update: {pipeline: p, branches: []}\n",
+            7,
+            33,
+            "`branches` in the update of `deploy/web.yaml` lists no patterns",
+        ),
+        (
+            "an update's branches as a mapping",
+            vec![],
+            "update: {pipeline: p, branches: {main: x}}\n",
+            7,
+            33,
+            "`branches` in the update of `deploy/web.yaml` must be a list of patterns, found a mapping",
+        ),
+        (
+            "an update's unknown write",
+            vec![],
+            "update: {pipeline: p, write: merge}\n",
+            7,
+            30,
+            "`write` of the update of `deploy/web.yaml` must be `commit` or `branch`, found `merge`",
+        ),
+        (
+            "an update of a url artifact",
+            vec![(artifact, url_app.as_str())],
+            "update: {pipeline: p}\n",
+            7,
+            1,
+            "`update` of `deploy/web.yaml` follows a pipeline's builds, but its artifact is a `url`",
+        ),
     ];
     let mut failures = Vec::new();
     for (case, replace, extra, line, column, message) in cases {
@@ -465,6 +569,7 @@ fn whole_files_that_are_wrong_are_refused() {
 fn hints_say_what_was_meant() {
     let artifact = "artifact: {run: 42, job: build, path: dist/app.tar.gz}";
     let upper = format!("path: dist/app.tar.gz, sha256: {}}}", SHA.to_uppercase());
+    let by_url = format!("artifact: {{url: 'https://e.com/a.tgz', sha256: {SHA}}}");
     // (case, replacements, lines appended, the hint)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
     let cases: Vec<Case<'_>> = vec![
@@ -473,6 +578,15 @@ fn hints_say_what_was_meant() {
         ("an upper-case sha256", vec![("path: dist/app.tar.gz}", upper.as_str())], "", "write it in lower case"),
         ("a url without sha256", vec![(artifact, "artifact: {url: 'https://e.com/a.tgz'}")], "", "`sha256sum FILE`"),
         ("an expression", vec![("${PORT}", "${{ drover.commit }}")], "", "write the value itself"),
+        ("a misspelt update key", vec![], "update: {pipeline: p, branchs: [main]}\n", "did you mean `branches`?"),
+        ("a misspelt write", vec![], "update: {pipeline: p, write: comit}\n", "did you mean `commit`?"),
+        ("an update as a word", vec![], "update: web-build\n", "`update: {pipeline: web-build}`"),
+        (
+            "an update of a url artifact",
+            vec![(artifact, by_url.as_str())],
+            "update: {pipeline: p}\n",
+            "updates follow a pipeline's run artifacts: use `artifact: {run: .., job: .., path: ..}`",
+        ),
     ];
     for (case, replace, extra, hint) in cases {
         let err = parse_service_file(FILE, &file(&replace, extra)).expect_err(case);
