@@ -41,6 +41,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             prune,
             detect_only,
             depends_on,
+            sync_timeout,
             output,
             ..
         } => {
@@ -56,6 +57,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
                 prune,
                 detect_only,
                 depends_on,
+                sync_timeout_ms: sync_timeout.map_or(0, |t| t.as_millis() as u64),
             };
             let app = conn.call(false, |c| a_call!(c.create_app(req.clone()))).await?;
             if output.structured() {
@@ -367,6 +369,7 @@ fn view(a: &pb::App) -> Value {
         "pinned_by": a.pinned_by,
         "pinned_ms": a.pinned_ms,
         "blocked": a.blocked,
+        "sync_timeout_ms": a.sync_timeout_ms,
     })
 }
 

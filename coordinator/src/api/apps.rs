@@ -28,6 +28,7 @@ fn app_view(view: AppView) -> pb::App {
     let pin = pin.unwrap_or_else(|| records::Pin { commit: String::new(), by: String::new(), at_ms: 0 });
     let status = status.unwrap_or_default();
     let spec = record.spec;
+    let sync_timeout_ms = spec.sync_timeout().as_millis() as u64;
     let sync_status = match (status.last_fetch_ms, status.sync_status.as_str()) {
         (0, _) if status.last_error.is_empty() => "unknown".to_owned(),
         (_, "") | (0, _) => "error".to_owned(),
@@ -56,6 +57,7 @@ fn app_view(view: AppView) -> pb::App {
         syncing: status.syncing.unwrap_or_default(),
         drift: status.drift,
         drift_since_ms: status.drift_since_ms,
+        sync_timeout_ms,
         depends_on: spec.depends_on,
         pinned_commit: pin.commit,
         pinned_by: pin.by,
@@ -131,6 +133,7 @@ impl pb::app_service_server::AppService for AppApi {
             prune: r.prune,
             detect_only: r.detect_only,
             depends_on: r.depends_on,
+            sync_timeout_ms: r.sync_timeout_ms,
         };
         let record = records::create(self.store.as_ref(), spec, &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %record.spec.name, repo = %record.spec.repo, by = %by, "app created");

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use drover_deploy::rollout::Phase;
 use futures_util::StreamExt;
 use tracing::{info, warn};
 
@@ -49,9 +48,14 @@ use crate::scheduler::{Event, Handle, SyncAction, SyncCommand};
 use crate::store::{Compare, Op, Revision, Store, Txn, decode};
 use crate::submit::GitOptions;
 
+mod evaluate;
 pub mod records;
 pub mod render;
+mod syncs;
 mod update;
+
+use evaluate::{Evaluated, Plan, evaluate};
+use syncs::check_sync;
 
 use records::{AppRecord, AppStatus, Pin, Request, SyncRecord};
 
@@ -142,7 +146,7 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
             let name = app.record.spec.name.clone();
             let key = (name.clone(), app.status.app_revision);
             if app.status.syncing.is_some() {
-                match check_sync(&ctx, &name, &mut app.status, now).await {
+                match check_sync(&ctx, &app.record.spec, &mut app.status, now).await {
                     Ok(true) => {
                         next_fetch.remove(&key);
                     }
@@ -236,52 +240,6 @@ async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
     Ok(out)
 }
 
-/// Whether app `name`'s sync under way has ended; if so its record and
-/// the status say how.
-async fn check_sync(ctx: &Ctx, name: &str, status: &mut AppStatus, now: u64) -> Result<bool, ControllerError> {
-    let Some(id) = status.syncing else { return Ok(false) };
-    let store = ctx.store.as_ref();
-    let Some(kv) = store.get(&records::sync(name, id)).await? else {
-        status.syncing = None;
-        return Ok(true);
-    };
-    let mut sync: SyncRecord = decode(&kv.key, &kv.value)?;
-    let mut failed = Vec::new();
-    for rollout in &sync.rollouts {
-        match crate::rollouts::records::get(store, *rollout).await? {
-            Some(r) if !r.is_finished() => return Ok(false),
-            Some(r) => {
-                let ok = r.rollout.as_ref().is_some_and(|m| m.phase == Phase::Succeeded) && r.hook_failed.is_none();
-                if !ok {
-                    failed.push(format!("rollout {rollout} of {}: {}", r.service, r.message));
-                }
-            }
-            None => failed.push(format!("rollout {rollout} is gone")),
-        }
-    }
-    if sync.rollouts.is_empty() && sync.outcome == "running" {
-        // Its rollouts were never asked for: the leader changed in between.
-        failed.push("the leader changed before its rollouts were asked for; sync again".to_owned());
-        status.last_auto = None;
-    }
-    sync.finished_ms = Some(now);
-    if failed.is_empty() {
-        sync.outcome = "succeeded".into();
-        status.synced_commit = Some(sync.commit.clone());
-        for service in &sync.removed {
-            status.owned.remove(service);
-        }
-    } else {
-        sync.outcome = "failed".into();
-        sync.message = failed.join("; ");
-    }
-    status.syncing = None;
-    info!(app = name, sync = id, outcome = %sync.outcome, "sync ended");
-    let ops = vec![Op::put(records::sync(name, id), encode(&sync)), Op::put(records::status(name), encode(&*status))];
-    store.txn(Txn::ops(ops)).await?;
-    Ok(true)
-}
-
 async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError> {
     let Due { record, mut status, pin, states, sync_request, refresh_request } = app;
     let spec = &record.spec;
@@ -310,7 +268,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
                 wanted: status.wanted_commit.as_deref().unwrap_or_default(),
                 synced: status.synced_commit.as_deref(),
                 last_auto: status.last_auto.as_ref().map(|(c, at)| (c.as_str(), *at)),
-                syncing: status.syncing.is_some(),
+                syncing: status.syncing.map(|_| status.syncing_commit.as_deref().unwrap_or_default()),
                 asked_by: asked_by.as_deref(),
             },
             *drift,
@@ -377,6 +335,19 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     if !matches!(start, Start::Asked(_)) {
         status.last_auto = Some((commit.clone(), now));
     }
+    // A sync of an older commit is replaced: the new one's rollouts
+    // supersede its own.
+    if let Some(old) = status.syncing.take() {
+        status.syncing_commit = None;
+        if let Some(kv) = store.get(&records::sync(&name, old)).await? {
+            let mut replaced: SyncRecord = decode(&kv.key, &kv.value)?;
+            replaced.outcome = "superseded".into();
+            replaced.finished_ms = Some(now);
+            replaced.message = format!("replaced by sync {id} of the newer commit {}", short(&commit));
+            ops.push(Op::put(records::sync(&name, old), encode(&replaced)));
+        }
+        info!(app = %name, sync = old, by = id, "sync superseded by a newer commit's");
+    }
     let (branch, plans) = match outcome {
         Evaluated::Broken(why) => {
             sync.outcome = "failed".into();
@@ -418,6 +389,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     }
     // Write, then act.
     status.syncing = Some(id);
+    status.syncing_commit = Some(commit.clone());
     status.health = "progressing".into();
     ops.push(Op::put(records::sync(&name, id), encode(&sync)));
     ops.push(Op::put(records::status(&name), encode(&status)));
@@ -466,127 +438,6 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
     ops.push(Op::put(records::status(&name), encode(&status)));
     store.txn(Txn::ops(ops)).await?;
     Ok(())
-}
-
-/// One service of the desired state (its file, its release, its diff),
-/// or an orphan no file declares (no file).
-struct Plan {
-    file: Option<drover_pipeline::app::ServiceFile>,
-    release: Result<crate::core::fleet::ReleaseRef, String>,
-    diff: rules::ServiceDiff,
-}
-
-enum Evaluated {
-    /// The revision could not be read, or its files are invalid.
-    Broken(String),
-    Diffed {
-        branch: Option<String>,
-        drift: rules::SyncStatus,
-        plans: Vec<Plan>,
-    },
-}
-
-/// Fetches, renders and diffs app `spec` at `revision`, recording what it
-/// found in `status`.
-async fn evaluate(
-    ctx: &Ctx,
-    spec: &rules::AppSpec,
-    revision: &str,
-    status: &mut AppStatus,
-    now: u64,
-) -> Result<Evaluated, ControllerError> {
-    let store = ctx.store.as_ref();
-    let broken = |status: &mut AppStatus, why: String| {
-        status.last_error = why.clone();
-        status.last_error_ms = now;
-        Evaluated::Broken(why)
-    };
-    let rendered = match render::render(spec, revision, &ctx.git).await {
-        Ok(r) => r,
-        Err(why) => return Ok(broken(status, why)),
-    };
-    status.last_fetch_ms = now;
-    if status.wanted_commit.as_deref() != Some(rendered.commit.as_str()) {
-        status.wanted_since_ms = now;
-    }
-    status.wanted_commit = Some(rendered.commit.clone());
-    let desired = match rendered.desired {
-        Ok(d) => d,
-        Err(why) => {
-            return Ok(broken(status, format!("the desired state at {} is invalid:\n{why}", short(&rendered.commit))));
-        }
-    };
-    let resolved = render::resolve(store, &desired).await?;
-    // The nodes each service should run on: the environment's connected
-    // ones that its file selects.
-    let env = match crate::environments::get(store, &spec.environment).await {
-        Ok(env) => env,
-        Err(crate::environments::EnvironmentsError::Store(e)) => return Err(e.into()),
-        Err(e) => return Ok(broken(status, e.to_string())),
-    };
-    let agents = ctx.sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
-    let mut nodes = BTreeMap::new();
-    for (file, _) in &resolved {
-        let narrowed: Vec<_> = agents
-            .iter()
-            .filter(|a| a.connected && crate::core::environments::selects(&file.nodes.selector, &a.labels))
-            .cloned()
-            .collect();
-        let picked = rules::pick(
-            crate::core::environments::nodes(&env.spec.selector, &narrowed),
-            file.nodes.count,
-            &BTreeMap::new(),
-        );
-        nodes.insert(file.service.name.clone(), picked.into_iter().map(|n| n.name).collect());
-    }
-    let diffs = render::diff(store, &spec.environment, &resolved, &status.owned, &nodes).await?;
-    let drift = rules::sync_status(&diffs, spec.prune);
-    status.sync_status = match drift {
-        rules::SyncStatus::Synced => "synced".into(),
-        rules::SyncStatus::OutOfSync => "out_of_sync".into(),
-    };
-    status.health = rules::health(&diffs, status.syncing.is_some()).into();
-    // Nodes that run what the commit declares are synced to it, whoever
-    // put it there (a sync, a deploy job, an app made after the fact).
-    if drift == rules::SyncStatus::Synced && status.syncing.is_none() {
-        status.synced_commit = status.wanted_commit.clone();
-    }
-    // Drift: out of sync on the commit last synced (not a new commit).
-    let drifted = drift == rules::SyncStatus::OutOfSync && status.synced_commit == status.wanted_commit;
-    if !drifted {
-        status.drift_since_ms = 0;
-    } else if status.drift_since_ms == 0 {
-        status.drift_since_ms = now;
-        crate::metrics::METRICS.app_drift.inc();
-    }
-    status.drift =
-        diffs.iter().filter(|d| d.status != ServiceStatus::InSync).map(rules::ServiceDiff::summary).collect();
-    if drifted && status.drift_since_ms == now {
-        warn!(app = %spec.name, drift = ?status.drift, detect_only = spec.detect_only, self_heal = spec.self_heal,
-            "drift detected: the nodes no longer run what the commit last synced declares");
-    }
-    let errors: Vec<String> =
-        diffs.iter().filter(|d| d.status == ServiceStatus::Error).map(rules::ServiceDiff::summary).collect();
-    if errors.is_empty() {
-        status.last_error.clear();
-    } else {
-        status.last_error = errors.join("; ");
-        status.last_error_ms = now;
-    }
-    let mut diffs: BTreeMap<String, rules::ServiceDiff> = diffs.into_iter().map(|d| (d.service.clone(), d)).collect();
-    let mut plans: Vec<Plan> = resolved
-        .into_iter()
-        .filter_map(|(file, release)| {
-            let diff = diffs.remove(&file.service.name)?;
-            Some(Plan { file: Some(file), release, diff })
-        })
-        .collect();
-    plans.extend(diffs.into_values().map(|diff| Plan { file: None, release: Err(String::new()), diff }));
-    if desired.services.values().any(|f| f.update.is_some()) {
-        let branch = rendered.branch.as_deref();
-        update::follow(ctx, spec, status, &rendered.files, &desired, &rendered.commit, branch, now).await?;
-    }
-    Ok(Evaluated::Diffed { branch: rendered.branch, drift, plans })
 }
 
 fn short(commit: &str) -> &str {

@@ -111,9 +111,11 @@ pub struct AppStatus {
     /// when they have not.
     #[serde(default)]
     pub drift_since_ms: u64,
-    /// The sync under way.
+    /// The sync under way, and the commit it syncs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syncing: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncing_commit: Option<String>,
     /// The last sync id handed out.
     #[serde(default)]
     pub last_sync: u64,
@@ -158,7 +160,8 @@ pub struct SyncRecord {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `succeeded`, `failed` (timed out, too) or `superseded`
+    /// (a newer commit's sync took over).
     pub outcome: String,
     #[serde(default)]
     pub message: String,

@@ -13,15 +13,15 @@
 //!   synced once that no file declares any more is `orphaned`.
 //! - **When to sync on its own** ([`decide`]). A new commit, with
 //!   `--auto-sync`: once per commit, so a commit whose sync failed is not
-//!   tried again until a newer one arrives or someone syncs by hand. Drift
+//!   tried again until a newer one arrives or someone syncs by hand; a sync
+//!   under way for an older commit is replaced (its rollouts are superseded
+//!   by the new one's). Drift
 //!   on the commit last synced, with `--self-heal`: at most once per
 //!   [`SELF_HEAL_BACKOFF`]. `--detect-only` never syncs on its own: drift
 //!   is only reported. A sync asked for by hand always goes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-use drover_pipeline::deploy::ServiceSpec;
 
 use super::environments::Node;
 
@@ -39,6 +39,11 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_REVISION_LEN: usize = 255;
 /// The most apps one app may depend on.
 pub const MAX_DEPENDS_ON: usize = 16;
+/// How long a sync may run before it is ended and its rollouts aborted,
+/// when `--sync-timeout` is not given; and its bounds.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const MIN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Self-heal syncs a drifted app at most this often.
 pub const SELF_HEAL_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -66,11 +71,19 @@ pub struct AppSpec {
     /// Apps that must be synced and healthy before this one syncs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// How long a sync may run (ms); 0 for [`DEFAULT_SYNC_TIMEOUT`].
+    #[serde(default)]
+    pub sync_timeout_ms: u64,
 }
 
 impl AppSpec {
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
+    }
+
+    /// How long a sync may run before it is ended.
+    pub fn sync_timeout(&self) -> Duration {
+        if self.sync_timeout_ms == 0 { DEFAULT_SYNC_TIMEOUT } else { Duration::from_millis(self.sync_timeout_ms) }
     }
 
     /// The revision git is asked for: the default branch when none is named.
@@ -89,6 +102,12 @@ pub fn spec_problem(spec: &AppSpec) -> Option<String> {
         .or_else(|| environment_problem(&spec.environment))
         .or_else(|| poll_problem(spec.poll()))
         .or_else(|| depends_problem(&spec.name, &spec.depends_on))
+        .or_else(|| {
+            let timeout = spec.sync_timeout();
+            (!(MIN_SYNC_TIMEOUT..=MAX_SYNC_TIMEOUT).contains(&timeout)).then(|| {
+                format!("--sync-timeout {}ms is out of range: between 1s and 24h (e.g. 10m)", timeout.as_millis())
+            })
+        })
         .or_else(|| {
             (spec.detect_only && (spec.auto_sync || spec.self_heal)).then(|| {
                 "--detect-only only reports drift, so it cannot go with --auto-sync or --self-heal; choose one"
@@ -155,365 +174,10 @@ pub fn revision_problem(revision: &str) -> Option<String> {
     })
 }
 
-/// `--depends-on`: app names, not the app itself, none twice, at most
-/// [`MAX_DEPENDS_ON`]. An app not registered yet is allowed: the sync waits
-/// for it.
-pub fn depends_problem(name: &str, depends_on: &[String]) -> Option<String> {
-    if depends_on.len() > MAX_DEPENDS_ON {
-        return Some(format!("--depends-on names {} apps, over the limit of {MAX_DEPENDS_ON}", depends_on.len()));
-    }
-    for (i, dep) in depends_on.iter().enumerate() {
-        if let Some(why) = name_problem(dep) {
-            return Some(format!("--depends-on: {why}"));
-        }
-        if dep == name {
-            return Some(format!("app {name} cannot depend on itself; remove it from --depends-on"));
-        }
-        if depends_on[..i].contains(dep) {
-            return Some(format!("--depends-on names app {dep} twice"));
-        }
-    }
-    None
-}
-
-/// A cycle the dependencies of `graph` (each app's `depends_on`) close
-/// through app `from`, as the path `a -> b -> a`; none when there is none.
-pub fn cycle(graph: &BTreeMap<String, Vec<String>>, from: &str) -> Option<String> {
-    fn visit<'g>(
-        graph: &'g BTreeMap<String, Vec<String>>,
-        from: &str,
-        at: &'g str,
-        path: &mut Vec<&'g str>,
-        seen: &mut BTreeSet<&'g str>,
-    ) -> bool {
-        for next in graph.get(at).into_iter().flatten() {
-            if next == from {
-                path.push(next);
-                return true;
-            }
-            if seen.insert(next) {
-                path.push(next);
-                if visit(graph, from, next, path, seen) {
-                    return true;
-                }
-                path.pop();
-            }
-        }
-        false
-    }
-    let (key, _) = graph.get_key_value(from)?;
-    let mut path = vec![key.as_str()];
-    let mut seen = BTreeSet::new();
-    visit(graph, from, key, &mut path, &mut seen).then(|| path.join(" -> "))
-}
-
-/// How an app another depends on stands, as the controller last saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DepState {
-    pub sync_status: String,
-    pub health: String,
-    pub syncing: bool,
-    /// When it was last fetched and compared.
-    pub last_fetch_ms: u64,
-}
-
-/// What keeps an app's sync waiting: each app it depends on that is not
-/// synced and healthy, with how it stands (not registered, too). A
-/// dependency not looked at since `since` (when this app first saw what
-/// it would sync; a look in the same moment may have fetched just before
-/// a push) is not known to be synced to what was pushed with it: it is
-/// looked at again (the second list) before this app goes on.
-pub fn blocked_by(
-    depends_on: &[String],
-    states: &BTreeMap<String, DepState>,
-    since: u64,
-) -> Option<(String, Vec<String>)> {
-    let mut stale = Vec::new();
-    let waits: Vec<String> = depends_on
-        .iter()
-        .filter_map(|dep| match states.get(dep) {
-            None => Some(format!("app {dep} (not registered)")),
-            Some(s) if s.syncing || s.sync_status != "synced" || s.health != "healthy" => {
-                let sync = if s.syncing { "syncing" } else { s.sync_status.as_str() };
-                Some(format!("app {dep} ({sync}, {})", s.health))
-            }
-            Some(s) if s.last_fetch_ms <= since => {
-                stale.push(dep.clone());
-                Some(format!("app {dep} (being fetched again)"))
-            }
-            Some(_) => None,
-        })
-        .collect();
-    (!waits.is_empty()).then(|| (format!("waiting for {} to be synced and healthy", waits.join(", ")), stale))
-}
-
 pub fn poll_problem(poll: Duration) -> Option<String> {
     (poll < MIN_POLL || poll > MAX_POLL).then(|| {
         format!("--poll {}ms is out of range: poll between every 1s and every 24h (e.g. 30s, 5m)", poll.as_millis())
     })
-}
-
-/// A service of the desired state, resolved: the release its file names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    pub service: String,
-    pub file: String,
-    /// The release's version, or why it cannot be resolved (a run that
-    /// does not exist, a digest that does not match).
-    pub version: Result<String, String>,
-    /// The artifact's digest, for the field diff.
-    pub sha256: String,
-    pub def: ServiceSpec,
-    /// The nodes it should run on, when the caller knows them.
-    pub nodes: Option<Vec<String>>,
-}
-
-/// What one node serves of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Running {
-    pub node: String,
-    pub version: String,
-    pub sha256: String,
-    pub healthy: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeStatus {
-    InSync,
-    OutOfSync,
-    Missing,
-    Unhealthy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceStatus {
-    InSync,
-    OutOfSync,
-    Missing,
-    Orphaned,
-    /// Its release cannot be resolved.
-    Error,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::InSync => "in_sync",
-            NodeStatus::OutOfSync => "out_of_sync",
-            NodeStatus::Missing => "missing",
-            NodeStatus::Unhealthy => "unhealthy",
-        }
-    }
-}
-
-impl ServiceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceStatus::InSync => "in_sync",
-            ServiceStatus::OutOfSync => "out_of_sync",
-            ServiceStatus::Missing => "missing",
-            ServiceStatus::Orphaned => "orphaned",
-            ServiceStatus::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NodeDiff {
-    pub node: String,
-    pub status: NodeStatus,
-    pub running: String,
-    pub wanted: String,
-    pub healthy: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceDiff {
-    pub service: String,
-    /// Empty for an orphan.
-    pub file: String,
-    pub status: ServiceStatus,
-    pub version: String,
-    pub nodes: Vec<NodeDiff>,
-    /// `command: ./a -> ./b`, one line per field that differs from what
-    /// the running release was started with; the reason for [`ServiceStatus::Error`].
-    pub fields: Vec<String>,
-}
-
-impl ServiceDiff {
-    /// One line for `drover apps`' drift column and the sync's record.
-    pub fn summary(&self) -> String {
-        let differ: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| n.status != NodeStatus::InSync)
-            .map(|n| format!("{} {}", n.node, n.status.as_str()))
-            .collect();
-        match self.status {
-            ServiceStatus::Error => format!("{}: {}", self.service, self.fields.join("; ")),
-            ServiceStatus::Orphaned => format!("{}: orphaned (no file declares it)", self.service),
-            ServiceStatus::Missing => format!("{}: missing, wants {}", self.service, self.version),
-            _ => format!("{}: {} (wants {})", self.service, differ.join(", "), self.version),
-        }
-    }
-}
-
-/// The desired state against what runs. `running` is what each node
-/// serves, by service; `defs` the definition a release of a service was
-/// started with, by (service, version); `owned` the services this app
-/// synced before.
-pub fn diff(
-    wanted: &[Wanted],
-    running: &BTreeMap<String, Vec<Running>>,
-    defs: &BTreeMap<(String, String), ServiceSpec>,
-    owned: &BTreeSet<String>,
-) -> Vec<ServiceDiff> {
-    let mut out = Vec::new();
-    for w in wanted {
-        let version = match &w.version {
-            Ok(v) => v.clone(),
-            Err(why) => {
-                out.push(ServiceDiff {
-                    service: w.service.clone(),
-                    file: w.file.clone(),
-                    status: ServiceStatus::Error,
-                    version: String::new(),
-                    nodes: Vec::new(),
-                    fields: vec![why.clone()],
-                });
-                continue;
-            }
-        };
-        let here: &[Running] = running.get(&w.service).map_or(&[], Vec::as_slice);
-        let mut names: BTreeSet<&str> = here.iter().map(|r| r.node.as_str()).collect();
-        if let Some(nodes) = &w.nodes {
-            names.extend(nodes.iter().map(String::as_str));
-        }
-        let nodes: Vec<NodeDiff> = names
-            .into_iter()
-            .map(|node| {
-                let on = here.iter().find(|r| r.node == node);
-                let status = match on {
-                    None => NodeStatus::Missing,
-                    Some(r) if r.version != version => NodeStatus::OutOfSync,
-                    Some(r) if !r.healthy => NodeStatus::Unhealthy,
-                    Some(_) => NodeStatus::InSync,
-                };
-                NodeDiff {
-                    node: node.to_owned(),
-                    status,
-                    running: on.map(|r| r.version.clone()).unwrap_or_default(),
-                    wanted: version.clone(),
-                    healthy: on.is_some_and(|r| r.healthy),
-                }
-            })
-            .collect();
-        let status = if here.is_empty() {
-            ServiceStatus::Missing
-        } else if nodes.iter().all(|n| n.status == NodeStatus::InSync) {
-            ServiceStatus::InSync
-        } else {
-            ServiceStatus::OutOfSync
-        };
-        // The fields that differ from what the most common other release runs with.
-        let mut fields = Vec::new();
-        if let Some(other) = here.iter().find(|r| r.version != version) {
-            if other.sha256 != w.sha256 {
-                fields.push(format!("artifact: sha256:{} -> sha256:{}", short(&other.sha256), short(&w.sha256)));
-            }
-            if let Some(def) = defs.get(&(w.service.clone(), other.version.clone())) {
-                fields.extend(def_changes(def, &w.def));
-            }
-        }
-        out.push(ServiceDiff { service: w.service.clone(), file: w.file.clone(), status, version, nodes, fields });
-    }
-    for service in owned {
-        if wanted.iter().any(|w| &w.service == service) {
-            continue;
-        }
-        let Some(here) = running.get(service).filter(|h| !h.is_empty()) else { continue };
-        out.push(ServiceDiff {
-            service: service.clone(),
-            file: String::new(),
-            status: ServiceStatus::Orphaned,
-            version: String::new(),
-            nodes: here
-                .iter()
-                .map(|r| NodeDiff {
-                    node: r.node.clone(),
-                    status: NodeStatus::OutOfSync,
-                    running: r.version.clone(),
-                    wanted: String::new(),
-                    healthy: r.healthy,
-                })
-                .collect(),
-            fields: Vec::new(),
-        });
-    }
-    out
-}
-
-fn short(sha256: &str) -> &str {
-    sha256.get(..12).unwrap_or(sha256)
-}
-
-/// `field: old -> new` for each field of a service's definition that differs.
-pub fn def_changes(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.command != new.command {
-        out.push(format!("command: {:?} -> {:?}", old.command, new.command));
-    }
-    if old.port != new.port {
-        out.push(format!("port: {} -> {}", old.port, new.port));
-    }
-    let keys: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
-    for key in keys {
-        match (old.env.get(key), new.env.get(key)) {
-            (a, b) if a == b => {}
-            (None, Some(b)) => out.push(format!("env.{key}: (unset) -> {b:?}")),
-            (Some(a), None) => out.push(format!("env.{key}: {a:?} -> (unset)")),
-            (Some(a), Some(b)) => out.push(format!("env.{key}: {a:?} -> {b:?}")),
-            (None, None) => {}
-        }
-    }
-    if old.health != new.health {
-        out.push(format!("health: {:?} -> {:?}", old.health, new.health));
-    }
-    out
-}
-
-/// How an app stands, for `drover apps`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncStatus {
-    Synced,
-    OutOfSync,
-}
-
-/// Whether every service is in sync (an orphan counts only with `prune`).
-pub fn sync_status(diffs: &[ServiceDiff], prune: bool) -> SyncStatus {
-    let drifted = diffs.iter().any(|d| match d.status {
-        ServiceStatus::InSync => false,
-        ServiceStatus::Orphaned => prune,
-        _ => true,
-    });
-    if drifted { SyncStatus::OutOfSync } else { SyncStatus::Synced }
-}
-
-/// The app's health: `progressing` while a sync runs, `missing` when a
-/// service runs nowhere, `degraded` when a node fails its check.
-pub fn health(diffs: &[ServiceDiff], syncing: bool) -> &'static str {
-    if syncing {
-        return "progressing";
-    }
-    if diffs.iter().any(|d| d.status == ServiceStatus::Missing) {
-        return "missing";
-    }
-    if diffs.iter().flat_map(|d| &d.nodes).any(|n| n.status == NodeStatus::Unhealthy || !n.healthy) {
-        return "degraded";
-    }
-    "healthy"
 }
 
 /// What the controller knows of an app when it decides.
@@ -526,8 +190,8 @@ pub struct Facts<'a> {
     pub synced: Option<&'a str>,
     /// The commit the last automatic sync was for, and when it started.
     pub last_auto: Option<(&'a str, u64)>,
-    /// A sync runs.
-    pub syncing: bool,
+    /// A sync runs, for this commit.
+    pub syncing: Option<&'a str>,
     /// A person asked for a sync, by this name.
     pub asked_by: Option<&'a str>,
 }
@@ -552,8 +216,13 @@ impl Start {
 
 /// Whether to start a sync now, and why. `drift` is the diff's verdict.
 pub fn decide(facts: &Facts<'_>, drift: SyncStatus, now_ms: u64) -> Option<Start> {
-    if facts.syncing {
-        return None;
+    if let Some(syncing) = facts.syncing {
+        // A sync runs: a newer commit replaces it, with --auto-sync (a
+        // sync stuck on a canary's pause must not hold every later commit
+        // back); anything else waits for it.
+        let newer = syncing != facts.wanted && facts.spec.auto_sync && !facts.spec.detect_only;
+        let tried = facts.last_auto.is_some_and(|(c, _)| c == facts.wanted);
+        return (newer && !tried).then_some(Start::AutoSync);
     }
     if let Some(by) = facts.asked_by {
         return Some(Start::Asked(by.to_owned()));
@@ -588,5 +257,13 @@ pub fn pick(mut nodes: Vec<Node>, count: Option<u32>, previous: &BTreeMap<String
     nodes
 }
 
+mod deps;
+mod diff;
 #[cfg(test)]
 mod tests;
+
+pub use deps::{DepState, blocked_by, cycle, depends_problem};
+pub use diff::{
+    NodeDiff, NodeStatus, Running, ServiceDiff, ServiceStatus, SyncStatus, Wanted, def_changes, diff, health,
+    sync_status,
+};

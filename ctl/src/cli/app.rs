@@ -62,6 +62,10 @@ pub enum AppCommand {
         /// comma-separated or repeated (a cycle is refused).
         #[arg(long, value_name = "APPS", value_delimiter = ',')]
         depends_on: Vec<String>,
+        /// How long a sync may run before it is ended and its rollouts
+        /// aborted, between 1s and 24h (default 30m).
+        #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+        sync_timeout: Option<Duration>,
         /// Output format: text, json or yaml (the app).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

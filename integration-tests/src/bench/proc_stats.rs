@@ -16,6 +16,9 @@ pub struct ProcStats {
     pub peak_rss_kib: u64,
     /// User plus system CPU time so far, in seconds.
     pub cpu_seconds: f64,
+    /// The same of its children that it has waited for (the git processes
+    /// a coordinator runs), in seconds.
+    pub children_cpu_seconds: f64,
 }
 
 /// Reads the process's memory and CPU time.
@@ -32,21 +35,24 @@ pub fn sample(pid: u32) -> Result<ProcStats, BenchError> {
             .ok_or_else(|| BenchError::new(format!("/proc/{pid}/status has no {field} line in kB")))
     };
     let (rss_kib, peak_rss_kib) = (kib("VmRSS:")?, kib("VmHWM:")?);
-    let cpu_seconds = cpu_seconds(&read("stat")?)
-        .ok_or_else(|| BenchError::new(format!("cannot parse utime and stime in /proc/{pid}/stat")))?;
-    Ok(ProcStats { rss_kib, peak_rss_kib, cpu_seconds })
+    let stat = read("stat")?;
+    let (cpu_seconds, children_cpu_seconds) =
+        cpu_seconds(&stat).ok_or_else(|| BenchError::new(format!("cannot parse the CPU times in /proc/{pid}/stat")))?;
+    Ok(ProcStats { rss_kib, peak_rss_kib, cpu_seconds, children_cpu_seconds })
 }
 
-/// utime + stime from the text of /proc/PID/stat, in seconds. The command
-/// name (field 2) is in parentheses and may contain spaces, so the fields
-/// are counted from the last ')': utime and stime are fields 14 and 15.
-fn cpu_seconds(stat: &str) -> Option<f64> {
+/// utime + stime, and cutime + cstime (its waited-for children's), from
+/// the text of /proc/PID/stat, in seconds. The command name (field 2) is in
+/// parentheses and may contain spaces, so the fields are counted from the
+/// last ')': utime, stime, cutime and cstime are fields 14 to 17.
+fn cpu_seconds(stat: &str) -> Option<(f64, f64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state), so field n is at index n - 3.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let own = field(14)? + field(15)?;
+    let children = field(16)? + field(17)?;
+    Some((own as f64 / clock_ticks(), children as f64 / clock_ticks()))
 }
 
 /// Clock ticks per second for /proc's CPU times.
@@ -103,8 +109,8 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_after_a_command_name_with_spaces() {
-        let stat = "42 (tokio runtime) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 0 0";
-        assert_eq!(cpu_seconds(stat), Some(300.0 / clock_ticks()));
+        let stat = "42 (tokio runtime) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 3 0 1000 0 0";
+        assert_eq!(cpu_seconds(stat), Some((300.0 / clock_ticks(), 10.0 / clock_ticks())));
         assert_eq!(cpu_seconds("garbage"), None);
     }
 

@@ -30,6 +30,11 @@
 //!   `--big-log-runs`): the coordinator's RSS growth per MiB of log it
 //!   keeps, after one unmeasured run. Log bytes live in segment files, not
 //!   in the store, so this should be close to nothing.
+//! - apps: 1,000 GitOps apps (`--apps`) of one service each over three
+//!   simulated nodes, polled every 10 s (a real agent builds the one
+//!   artifact they deploy); how long the first pass over every app takes,
+//!   and the coordinator's CPU, its own and its git processes', per app
+//!   per poll interval over 60 s.
 //! - failover (etcd only): three coordinators and three agents that know
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
@@ -55,22 +60,22 @@ use std::time::Duration;
 use drover_client::chain::error_chain;
 use drover_integration_tests::bench::BenchError;
 use drover_integration_tests::bench::modes::{
-    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, failover, latency, retention, scale, throughput,
+    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, retention, scale, throughput,
 };
 use drover_integration_tests::bench::proc_stats;
 use drover_integration_tests::harness::Etcd;
 use tokio::runtime::Runtime;
 
-const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|all] [--store embedded|etcd|both] \
-[--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] [--log-bytes N] [--runs N] \
-[--big-log-runs N] [--otlp-blackhole]";
+const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|all] \
+[--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
+[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--otlp-blackhole]";
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
     let mut store = "both".to_string();
     let mut smoke = false;
     let mut otlp_blackhole = false;
-    let mut overrides: [Option<usize>; 8] = [None; 8];
+    let mut overrides: [Option<usize>; 9] = [None; 9];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -89,6 +94,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--jobs-per-pipeline" => overrides[5] = Some(number("--jobs-per-pipeline", value("--jobs-per-pipeline")?)?),
             "--runs" => overrides[6] = Some(number("--runs", value("--runs")?)?),
             "--big-log-runs" => overrides[7] = Some(number("--big-log-runs", value("--big-log-runs")?)?),
+            "--apps" => overrides[8] = Some(number("--apps", value("--apps")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -99,8 +105,11 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         "scale" => vec![Mode::Scale],
         "retention" => vec![Mode::Retention],
         "failover" => vec![Mode::Failover],
-        "all" => vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover],
-        other => return Err(format!("--mode {other:?}: use latency, throughput, scale, retention, failover or all")),
+        "apps" => vec![Mode::Apps],
+        "all" => vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover, Mode::Apps],
+        other => {
+            return Err(format!("--mode {other:?}: use latency, throughput, scale, retention, failover, apps or all"));
+        }
     };
     let (embedded, etcd) = match store.as_str() {
         "embedded" => (true, false),
@@ -111,8 +120,8 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
-    let (samples, jobs, scale_agents, kills, runs, big_log_runs) =
-        if smoke { (20, 200, 200, 1, 100, 3) } else { (1000, 5000, 10_000, 10, 10_000, 50) };
+    let (samples, jobs, scale_agents, kills, runs, big_log_runs, apps) =
+        if smoke { (20, 200, 200, 1, 100, 3, 20) } else { (1000, 5000, 10_000, 10, 10_000, 50, 1000) };
     let args = Args {
         modes,
         embedded,
@@ -127,16 +136,18 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         runs: overrides[6].unwrap_or(runs),
         big_log_runs: overrides[7].unwrap_or(big_log_runs),
         otlp_blackhole,
+        apps: overrides[8].unwrap_or(apps),
     };
     if args.samples == 0
         || args.jobs == 0
         || args.scale_agents == 0
         || args.kills == 0
         || args.big_log_runs == 0
+        || args.apps == 0
         || args.runs < 10
     {
         return Err(
-            "--samples, --jobs, --scale-agents, --kills and --big-log-runs must be at least 1, --runs at least 10"
+            "--samples, --jobs, --scale-agents, --kills, --big-log-runs and --apps must be at least 1, --runs at least 10"
                 .into(),
         );
     }
@@ -158,6 +169,7 @@ fn run_store(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
             Mode::Throughput => throughput(rt, store, args)?,
             Mode::Scale => scale(rt, store, args)?,
             Mode::Retention => retention(rt, store, args)?,
+            Mode::Apps => apps(rt, store, args)?,
             Mode::Failover => match store.etcd {
                 Some(etcd) => failover(rt, etcd, args)?,
                 None if args.modes.len() == 1 => say!("failover needs etcd; skipped on the embedded store"),

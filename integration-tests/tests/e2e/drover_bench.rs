@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
-const METRICS: [&str; 13] = [
+const METRICS: [&str; 16] = [
     "dispatch_latency_ms_p50",
     "dispatch_latency_ms_p99",
     "dispatch_latency_ms_max",
@@ -21,6 +21,9 @@ const METRICS: [&str; 13] = [
     "prune_runs_per_second",
     "coordinator_rss_after_prune_mib",
     "rss_per_retained_log_mib_kib",
+    "apps_first_pass_seconds",
+    "app_reconcile_cpu_ms_per_interval",
+    "apps_coordinator_rss_mib",
     "failover_seconds_p50",
     "failover_seconds_max",
 ];

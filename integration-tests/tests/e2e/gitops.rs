@@ -106,21 +106,7 @@ fn an_app_syncs_each_new_commit_and_an_invalid_commit_changes_nothing() {
     let (v1, v2) = (build(&web, "v1"), build(&web, "v2"));
     let repo = Repo::new(web.fleet.dir.path());
     let first = repo.commit("main", &service_file(&web, &v1), "web v1");
-    let out = web.fleet.drover(&[
-        "app",
-        "create",
-        "web",
-        "--repo",
-        &repo.url,
-        "--path",
-        "deploy",
-        "--env",
-        "staging",
-        "--poll",
-        "1s",
-        "--auto-sync",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    create(&web, &repo, &["--poll", "1s", "--auto-sync"]);
 
     // The first commit is synced on its own: every node serves v1.
     let synced = |commit: &str, version: &str| {
@@ -226,9 +212,13 @@ fn stop_by_hand(web: &Web, node: &str) {
     assert!(status.success(), "no supervisor matched {pattern}");
 }
 
+/// `drover app create web` of `repo`'s deploy/ into staging, with `flags`
+/// (polled every second unless they say otherwise).
 fn create(web: &Web, repo: &Repo, flags: &[&str]) {
     let mut args = vec!["app", "create", "web", "--repo", &repo.url, "--path", "deploy", "--env", "staging"];
-    args.extend_from_slice(&["--poll", "1s"]);
+    if !flags.contains(&"--poll") {
+        args.extend_from_slice(&["--poll", "1s"]);
+    }
     args.extend_from_slice(flags);
     let out = web.fleet.drover(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -389,21 +379,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
         secret.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = web.fleet.drover(&[
-        "app",
-        "create",
-        "web",
-        "--repo",
-        &repo.url,
-        "--path",
-        "deploy",
-        "--env",
-        "staging",
-        "--poll",
-        "24h",
-        "--auto-sync",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    create(&web, &repo, &["--poll", "24h", "--auto-sync"]);
     wait_for_or_report(
         "the first commit synced",
         Duration::from_secs(60),
@@ -502,21 +478,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
     // The same, by polling every 5s and no webhook.
     let out = web.fleet.drover(&["app", "rm", "web"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = web.fleet.drover(&[
-        "app",
-        "create",
-        "web",
-        "--repo",
-        &repo.url,
-        "--path",
-        "deploy",
-        "--env",
-        "staging",
-        "--poll",
-        "5s",
-        "--auto-sync",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    create(&web, &repo, &["--poll", "5s", "--auto-sync"]);
     let mut took = Vec::new();
     for i in 0..samples() {
         let (run, version) = if i % 2 == 0 { (&runs[1], "v2") } else { (&runs[2], "v3") };
@@ -746,10 +708,13 @@ fn a_sync_survives_a_leader_failover_on_etcd() {
     let a = wait_for_or_report(
         "the sync to end",
         Duration::from_secs(60),
-        || Some(app(&web)).filter(|a| a["synced_commit"] == commit.as_str() && a["syncing"] == 0),
+        || {
+            Some(app(&web))
+                .filter(|a| a["synced_commit"] == commit.as_str() && a["syncing"] == 0 && a["health"] == "healthy")
+        },
         || format!("{:#}\n{:#?}", app(&web), history(&web)),
     );
-    assert_eq!(a["health"], "healthy", "{a:#}");
+    assert_eq!(a["drift"], serde_json::json!([]), "{a:#}");
     let syncs = history(&web);
     assert_eq!(syncs.len(), 1, "one sync, resumed, not started again: {syncs:#?}");
     assert_eq!(syncs[0]["outcome"], "succeeded", "{syncs:#?}");
@@ -911,4 +876,66 @@ fn a_pipelines_new_artifact_is_committed_into_the_desired_state_and_then_synced(
     assert!(proposed.contains(&format!("run: {v3},")), "{proposed}");
     assert_eq!(git(&bare, &["rev-parse", "main"]), main, "main is not touched");
     assert_eq!(web.versions(), [Some("v2".to_string())], "nothing deployed until it is merged");
+}
+
+#[test]
+fn a_stuck_sync_is_replaced_by_a_newer_commit_and_ended_past_its_timeout() {
+    let web = Web::start("gitops-stuck", 2);
+    let (v1, v2, v3) = (build(&web, "v1"), build(&web, "v2"), build(&web, "v3"));
+    let repo = Repo::new(web.fleet.dir.path());
+    let stuck = |run: &str| {
+        service_file(&web, run)
+            .replace("{rolling: {max_parallel: 1}}", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}")
+    };
+    let first = repo.commit("main", &service_file(&web, &v1), "web v1");
+    create(&web, &repo, &["--auto-sync", "--sync-timeout", "8s"]);
+    let serving = |want: [&str; 2], what: &str| {
+        wait_for_or_report(
+            what,
+            Duration::from_secs(90),
+            || (web.versions() == want.map(|v| Some(v.to_string()))).then_some(()),
+            || format!("{:?}\n{:#}\n{:#?}", web.versions(), app(&web), history(&web)),
+        )
+    };
+    serving(["v1", "v1"], "v1 synced");
+    let _ = first;
+
+    // v2 by a canary that waits for a promotion nobody gives.
+    let held = repo.commit("main", &stuck(&v2), "web v2, by canary");
+    wait_for_or_report(
+        "the canary to hold",
+        Duration::from_secs(60),
+        || (json(&web.fleet, &["rollouts", "-o", "json"])[0]["hold"] == "promote").then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    // A newer commit replaces the held sync.
+    let newer = repo.commit("main", &service_file(&web, &v3), "web v3");
+    serving(["v3", "v3"], "the newer commit to replace the held sync");
+    let a = wait_for_or_report(
+        "v3 synced",
+        Duration::from_secs(30),
+        || Some(app(&web)).filter(|a| a["synced_commit"] == newer.as_str() && a["syncing"] == 0),
+        || format!("{:#}", app(&web)),
+    );
+    assert_eq!(a["sync_timeout_ms"], 8000, "{a:#}");
+    let syncs = history(&web);
+    let replaced = syncs.iter().find(|s| s["commit"] == held.as_str()).unwrap();
+    assert_eq!(replaced["outcome"], "superseded", "{syncs:#?}");
+    assert!(replaced["message"].as_str().unwrap().starts_with("replaced by sync"), "{syncs:#?}");
+
+    // Held again, with no newer commit: past --sync-timeout the sync ends
+    // and its rollout goes back.
+    let again = repo.commit("main", &stuck(&v2), "web v2, by canary, again");
+    let ended = wait_for_or_report(
+        "the held sync to time out",
+        Duration::from_secs(60),
+        || history(&web).into_iter().find(|s| s["commit"] == again.as_str() && s["outcome"] == "failed"),
+        || format!("{:#}\n{:#?}", app(&web), history(&web)),
+    );
+    assert!(ended["message"].as_str().unwrap().starts_with("timed out after 8s"), "{ended:#}");
+    let took = ended["finished_ms"].as_u64().unwrap() - ended["started_ms"].as_u64().unwrap();
+    assert!((8_000..20_000).contains(&took), "ended {took} ms after it started: {ended:#}");
+    serving(["v3", "v3"], "the canary node back on v3");
+    let rollout = json(&web.fleet, &["rollouts", "-o", "json"])[0].clone();
+    assert_eq!(rollout["phase"], "aborted", "{rollout:#}");
 }

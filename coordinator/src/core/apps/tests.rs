@@ -1,7 +1,9 @@
 //! Table tests of the apps rules: settings refused with their fix, the diff per service and node, when a sync starts on its own, and which nodes a count keeps.
 
 use super::*;
-use drover_pipeline::deploy::{HealthCheck, HealthSpec};
+use std::collections::BTreeSet;
+
+use drover_pipeline::deploy::{HealthCheck, HealthSpec, ServiceSpec};
 
 fn spec() -> AppSpec {
     AppSpec {
@@ -16,6 +18,7 @@ fn spec() -> AppSpec {
         prune: false,
         detect_only: false,
         depends_on: Vec::new(),
+        sync_timeout_ms: 0,
     }
 }
 
@@ -39,7 +42,8 @@ fn def(command: &str) -> ServiceSpec {
 fn bad_settings_are_refused_with_what_to_write() {
     // (case, change, what the refusal says)
     type Case = (&'static str, fn(&mut AppSpec), &'static str);
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
+        ("a sync timeout too long", |s| s.sync_timeout_ms = 2 * 24 * 3600 * 1000, "--sync-timeout"),
         ("depends on itself", |s| s.depends_on = vec!["web".into()], "cannot depend on itself"),
         ("depends twice", |s| s.depends_on = vec!["db".into(), "db".into()], "names app db twice"),
         ("a bad dependency", |s| s.depends_on = vec!["a b".into()], "--depends-on: invalid app name"),
@@ -165,34 +169,42 @@ fn syncs_start_on_their_own_only_when_the_settings_say_so() {
     use SyncStatus::{OutOfSync, Synced};
     // (case, facts, drift, now, decision)
     let cases: Vec<(&str, Facts<'_>, SyncStatus, u64, Option<Start>)> = vec![
-        ("a new commit, no auto-sync", facts(&plain, Some("c1"), None, false, None), OutOfSync, 0, None),
-        ("a new commit, auto-sync", facts(&auto, Some("c1"), None, false, None), OutOfSync, 0, Some(Start::AutoSync)),
-        ("its sync failed once", facts(&auto, Some("c1"), Some(("c2", 0)), false, None), OutOfSync, 9_000, None),
-        ("a sync runs", facts(&auto, Some("c1"), None, true, Some("ann")), OutOfSync, 0, None),
+        ("a new commit, no auto-sync", facts(&plain, Some("c1"), None, None, None), OutOfSync, 0, None),
+        ("a new commit, auto-sync", facts(&auto, Some("c1"), None, None, None), OutOfSync, 0, Some(Start::AutoSync)),
+        ("its sync failed once", facts(&auto, Some("c1"), Some(("c2", 0)), None, None), OutOfSync, 9_000, None),
+        ("a sync runs", facts(&auto, Some("c1"), None, Some("c2"), Some("ann")), OutOfSync, 0, None),
+        (
+            "a sync of an older commit runs",
+            facts(&auto, Some("c1"), None, Some("c1"), None),
+            OutOfSync,
+            0,
+            Some(Start::AutoSync),
+        ),
+        ("it runs, no auto-sync", facts(&plain, Some("c1"), None, Some("c1"), Some("ann")), OutOfSync, 0, None),
         (
             "asked by hand",
-            facts(&plain, Some("c2"), None, false, Some("ann")),
+            facts(&plain, Some("c2"), None, None, Some("ann")),
             Synced,
             0,
             Some(Start::Asked("ann".into())),
         ),
-        ("drift, no self-heal", facts(&auto, Some("c2"), None, false, None), OutOfSync, 0, None),
+        ("drift, no self-heal", facts(&auto, Some("c2"), None, None, None), OutOfSync, 0, None),
         (
             "drift, self-heal",
-            facts(&heal, Some("c2"), Some(("c2", 1_000)), false, None),
+            facts(&heal, Some("c2"), Some(("c2", 1_000)), None, None),
             OutOfSync,
             6_000,
             Some(Start::SelfHeal),
         ),
         (
             "drift, healed a moment ago",
-            facts(&heal, Some("c2"), Some(("c2", 1_000)), false, None),
+            facts(&heal, Some("c2"), Some(("c2", 1_000)), None, None),
             OutOfSync,
             3_000,
             None,
         ),
-        ("detect-only", facts(&detect, Some("c1"), None, false, None), OutOfSync, 0, None),
-        ("in sync", facts(&heal, Some("c1"), None, false, None), Synced, 0, None),
+        ("detect-only", facts(&detect, Some("c1"), None, None, None), OutOfSync, 0, None),
+        ("in sync", facts(&heal, Some("c1"), None, None, None), Synced, 0, None),
     ];
     for (case, facts, drift, now, want) in cases {
         assert_eq!(decide(&facts, drift, now), want, "{case}");

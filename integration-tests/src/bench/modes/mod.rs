@@ -1,6 +1,6 @@
 //! The modes of `drover-bench` (see the binary's header for what each
 //! measures), one module each: [`latency`], [`throughput`], [`scale`],
-//! [`retention`] and [`failover`]. The binary parses its command line into
+//! [`retention`], [`failover`] and [`apps`]. The binary parses its command line into
 //! [`Args`] and calls them for each [`Store`]; this module holds what they
 //! share: fleets of simulated agents, one-job runs, and the benchmark's
 //! constants.
@@ -20,12 +20,14 @@ macro_rules! say {
     ($($arg:tt)*) => { eprintln!("drover-bench: {}", format!($($arg)*)) };
 }
 
+mod apps;
 mod failover;
 mod latency;
 mod retention;
 mod scale;
 mod throughput;
 
+pub use apps::apps;
 pub use failover::failover;
 pub use latency::latency;
 pub use retention::retention;
@@ -46,6 +48,7 @@ pub enum Mode {
     Scale,
     Retention,
     Failover,
+    Apps,
 }
 
 #[derive(Debug)]
@@ -67,6 +70,8 @@ pub struct Args {
     /// Runs with a log of `BIG_LOG_BYTES` in the retention mode.
     pub big_log_runs: usize,
     pub otlp_blackhole: bool,
+    /// Apps in the apps mode.
+    pub apps: usize,
 }
 
 /// A deadline `secs` seconds from now, for the async waits.
