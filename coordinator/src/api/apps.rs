@@ -104,7 +104,7 @@ impl AppApi {
         let spec = &view.record.spec;
         let pinned = view.pin.as_ref().map(|p| p.commit.as_str());
         let revision = if revision.is_empty() { pinned.unwrap_or(spec.reference()) } else { revision };
-        let rendered = render::render(spec, revision, &self.git).await.map_err(ApiError::Precondition)?;
+        let rendered = render::render(spec, revision, &self.git, None).await.map_err(ApiError::Precondition)?;
         let desired = match rendered.desired {
             Ok(d) => d,
             Err(why) => return Ok(diff_view(rendered.commit, Vec::new(), why)),
@@ -199,7 +199,8 @@ impl pb::app_service_server::AppService for AppApi {
         let (view, _) = records::get(self.store.as_ref(), &r.name).await.map_err(ApiError::from)?;
         // The commit must be there, and its files valid: a pin nothing
         // can sync to would hold the app nowhere.
-        let rendered = render::render(&view.record.spec, &r.to, &self.git).await.map_err(ApiError::Precondition)?;
+        let rendered =
+            render::render(&view.record.spec, &r.to, &self.git, None).await.map_err(ApiError::Precondition)?;
         if let Err(why) = &rendered.desired {
             return Err(ApiError::Precondition(format!(
                 "the desired state at {} is invalid, so the app cannot go back to it:\n{why}",

@@ -36,6 +36,7 @@ pub(super) async fn evaluate(
     revision: &str,
     status: &mut AppStatus,
     now: u64,
+    tick: std::time::Instant,
 ) -> Result<Evaluated, ControllerError> {
     let store = ctx.store.as_ref();
     let broken = |status: &mut AppStatus, why: String| {
@@ -43,7 +44,7 @@ pub(super) async fn evaluate(
         status.last_error_ms = now;
         Evaluated::Broken(why)
     };
-    let rendered = match render::render(spec, revision, &ctx.git).await {
+    let rendered = match render::render(spec, revision, &ctx.git, Some(tick)).await {
         Ok(r) => r,
         Err(why) => return Ok(broken(status, why)),
     };

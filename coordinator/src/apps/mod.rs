@@ -136,6 +136,7 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
             }
         }
         let now = drover_telemetry::trace::now_ms();
+        let tick = std::time::Instant::now();
         let apps = read(ctx.store.as_ref()).await?;
         let out_of_sync = apps.iter().filter(|a| a.status.sync_status == "out_of_sync").count();
         crate::metrics::METRICS.apps_out_of_sync.set(i64::try_from(out_of_sync).unwrap_or(i64::MAX));
@@ -167,7 +168,7 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
         let results: Vec<(String, Result<(), ControllerError>)> = futures_util::stream::iter(due)
             .map(|app| {
                 let ctx = ctx.clone();
-                async move { (app.record.spec.name.clone(), reconcile(&ctx, app, now).await) }
+                async move { (app.record.spec.name.clone(), reconcile(&ctx, app, now, tick).await) }
             })
             .buffer_unordered(MAX_CONCURRENT)
             .collect()
@@ -240,7 +241,9 @@ async fn read(store: &dyn Store) -> Result<Vec<Due>, ControllerError> {
     Ok(out)
 }
 
-async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError> {
+/// One app's reconcile, in the tick that began at `tick` (a mirror
+/// fetched since serves it unfetched).
+async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> Result<(), ControllerError> {
     let Due { record, mut status, pin, states, sync_request, refresh_request } = app;
     let spec = &record.spec;
     let name = spec.name.clone();
@@ -258,7 +261,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64) -> Result<(), ControllerError>
             .await?;
     }
     let revision = pin.as_ref().map_or_else(|| spec.reference().to_owned(), |p| p.commit.clone());
-    let outcome = evaluate(ctx, spec, &revision, &mut status, now).await?;
+    let outcome = evaluate(ctx, spec, &revision, &mut status, now, tick).await?;
     let asked_by = sync_request.as_ref().map(|(_, r)| r.by.clone());
     let start = match &outcome {
         Evaluated::Broken(_) => asked_by.clone().map(Start::Asked),

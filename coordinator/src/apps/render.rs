@@ -29,8 +29,13 @@ pub struct Rendered {
 
 /// Reads and checks app `spec`'s files at `revision`; a git failure (an
 /// unreachable repository, a revision or a directory that is not there)
-/// is the error.
-pub async fn render(spec: &AppSpec, revision: &str, git: &GitOptions) -> Result<Rendered, String> {
+/// is the error. A mirror fetched since `fresh_since` is not fetched again.
+pub async fn render(
+    spec: &AppSpec,
+    revision: &str,
+    git: &GitOptions,
+    fresh_since: Option<std::time::Instant>,
+) -> Result<Rendered, String> {
     let tree = crate::git::files_at(
         &spec.repo,
         revision,
@@ -38,6 +43,7 @@ pub async fn render(spec: &AppSpec, revision: &str, git: &GitOptions) -> Result<
         &git.scratch,
         git.timeout,
         drover_pipeline::MAX_FILE_BYTES,
+        fresh_since,
     )
     .await
     .map_err(|e| e.to_string())?;

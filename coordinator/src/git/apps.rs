@@ -2,15 +2,70 @@
 //! directory at a revision, and committing a file back (image update
 //! automation). Both work from the app's mirror under [`APP_MIRRORS`],
 //! apart from the triggers' mirrors, one user at a time.
+//!
+//! Reading is cheap when nothing changed, since a leader may follow a
+//! thousand apps of one repository: a mirror fetched since the caller's
+//! `fresh_since` is not fetched again (one fetch serves every app of the
+//! repository due in the same tick); a branch (or `HEAD`) is read from the
+//! mirror's ref files rather than by a git process; and a directory's
+//! files at a commit are kept in memory ([`MAX_CACHED_TREES`] of them), so
+//! an app whose commit did not move costs no process at all.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{GitError, MIRROR_LOCKS, fetch_unreachable, git, mirror, mirror_name, unique};
 
 /// The directory of the apps' mirrors, beside the scratch directory: apart
 /// from the triggers' (which prune theirs by the repositories they poll).
 pub const APP_MIRRORS: &str = "app-mirrors";
+
+/// The most (mirror, commit, directory) listings kept in memory; past it
+/// they are all dropped and read again as needed.
+pub const MAX_CACHED_TREES: usize = 4096;
+
+/// When each mirror's last fetch began.
+static FETCHED: LazyLock<Mutex<HashMap<PathBuf, Instant>>> = LazyLock::new(Default::default);
+
+type TreeKey = (PathBuf, String, String);
+
+/// A directory's files at a commit, by (mirror, commit, directory).
+static TREES: LazyLock<Mutex<HashMap<TreeKey, Vec<(String, String)>>>> = LazyLock::new(Default::default);
+
+/// The commit a branch (or `HEAD`) of the mirror at `dir` names, read from
+/// its ref files, with the branch's name; `None` when git itself must say
+/// (a tag, a commit id, a name that is also a tag, a ref git packed in a
+/// way this does not read).
+fn local_ref(dir: &Path, revision: &str) -> Option<(String, String)> {
+    let read = |name: &str| -> Option<String> {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            return Some(text.trim().to_string());
+        }
+        let packed = std::fs::read_to_string(dir.join("packed-refs")).ok()?;
+        packed.lines().find_map(|line| {
+            let (sha, refname) = line.split_once(' ')?;
+            (refname == name).then(|| sha.to_string())
+        })
+    };
+    let exists = |name: &str| dir.join(name).exists() || read(name).is_some();
+    let branch = if revision == "HEAD" {
+        let head = std::fs::read_to_string(dir.join("HEAD")).ok()?;
+        head.trim().strip_prefix("ref: refs/heads/")?.to_string()
+    } else {
+        let plain = revision.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+            && revision.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+        // git prefers these to a branch of the same name.
+        if !plain || exists(revision) || exists(&format!("refs/{revision}")) || exists(&format!("refs/tags/{revision}"))
+        {
+            return None;
+        }
+        revision.to_string()
+    };
+    let commit = read(&format!("refs/heads/{branch}"))?;
+    (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then_some((commit, branch))
+}
 
 /// The desired-state files of an app at a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +89,7 @@ pub async fn files_at(
     scratch: &Path,
     timeout: Duration,
     max_bytes: usize,
+    fresh_since: Option<Instant>,
 ) -> Result<Tree, GitError> {
     let root = scratch.with_file_name(APP_MIRRORS);
     let mirror_dir = root.join(mirror_name(repo));
@@ -43,20 +99,43 @@ pub async fn files_at(
     };
     let _held = lock.lock().await;
     let result = async {
-        mirror(repo, &root, &mirror_dir).await?;
+        let fresh = {
+            let fetched = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
+            fresh_since.is_some_and(|since| fetched.get(&mirror_dir).is_some_and(|at| *at >= since))
+        };
+        if !fresh || !mirror_dir.join("HEAD").exists() {
+            let started = Instant::now();
+            mirror(repo, &root, &mirror_dir).await?;
+            FETCHED.lock().unwrap_or_else(|e| e.into_inner()).insert(mirror_dir.clone(), started);
+        }
         let d = mirror_dir.as_path();
-        if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-            fetch_unreachable(d, revision).await?;
+        let cached = |commit: &str| {
+            let trees = TREES.lock().unwrap_or_else(|e| e.into_inner());
+            trees.get(&(mirror_dir.clone(), commit.to_string(), dir.to_string())).cloned()
+        };
+        let is_id = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
+        let (commit, branch) = match local_ref(d, revision) {
+            Some((commit, branch)) => (commit, Some(branch)),
+            // A commit id read before (a pin) needs no git either.
+            None if is_id && cached(revision).is_some() => (revision.to_string(), None),
+            None => {
+                if is_id {
+                    fetch_unreachable(d, revision).await?;
+                }
+                let spec = format!("{revision}^{{commit}}");
+                let out = git(Some(d), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
+                if !out.status.success() {
+                    return Err(GitError::RefNotFound { repo: repo.to_string(), reference: revision.to_string() });
+                }
+                let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let out = git(Some(d), &["rev-parse", "--symbolic-full-name", "--end-of-options", revision]).await?;
+                let full = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
+                (commit, full.strip_prefix("refs/heads/").map(str::to_string))
+            }
+        };
+        if let Some(files) = cached(&commit) {
+            return Ok(Tree { commit, branch, files });
         }
-        let spec = format!("{revision}^{{commit}}");
-        let out = git(Some(d), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
-        if !out.status.success() {
-            return Err(GitError::RefNotFound { repo: repo.to_string(), reference: revision.to_string() });
-        }
-        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let out = git(Some(d), &["rev-parse", "--symbolic-full-name", "--end-of-options", revision]).await?;
-        let full = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
-        let branch = full.strip_prefix("refs/heads/").map(str::to_string);
         let tree = if dir == "." { format!("{commit}:") } else { format!("{commit}:{dir}") };
         let out = git(Some(d), &["ls-tree", "-z", "-l", "--end-of-options", &tree]).await?;
         if !out.status.success() {
@@ -89,6 +168,12 @@ pub async fn files_at(
                 .map_err(|_| GitError::Other(format!("{path} at {commit} is not UTF-8 text")))?;
             files.push((path, text));
         }
+        let mut trees = TREES.lock().unwrap_or_else(|e| e.into_inner());
+        if trees.len() >= MAX_CACHED_TREES {
+            trees.clear();
+        }
+        trees.insert((mirror_dir.clone(), commit.clone(), dir.to_string()), files.clone());
+        drop(trees);
         Ok(Tree { commit, branch, files })
     };
     match tokio::time::timeout(timeout, result).await {
@@ -176,4 +261,60 @@ pub async fn commit_and_push(push: &Push<'_>, scratch: &Path, timeout: Duration)
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::tests::TestDir;
+    use crate::submit::tests::git as run;
+
+    #[tokio::test]
+    async fn a_fresh_mirror_is_not_fetched_again_and_branches_are_read_without_git() {
+        let dir = TestDir::new("git-apps");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("deploy")).unwrap();
+        run(&repo, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(repo.join("deploy/web.yaml"), "one\n").unwrap();
+        std::fs::write(repo.join("deploy/notes.txt"), "not yaml\n").unwrap();
+        run(&repo, &["add", "."]);
+        run(&repo, &["commit", "--quiet", "-m", "one"]);
+        run(&repo, &["tag", "v1"]);
+        run(&repo, &["branch", "v1-branch"]);
+        let first = run(&repo, &["rev-parse", "HEAD"]);
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let url = format!("file://{}", repo.display());
+        let read = |revision: &'static str, since: Option<Instant>| {
+            let (url, scratch) = (url.clone(), scratch.clone());
+            async move { files_at(&url, revision, "deploy", &scratch, Duration::from_secs(30), 1024, since).await }
+        };
+        let start = Instant::now();
+        let tree = read("HEAD", Some(start)).await.unwrap();
+        assert_eq!((tree.commit.as_str(), tree.branch.as_deref()), (first.as_str(), Some("main")));
+        assert_eq!(tree.files, [("deploy/web.yaml".to_string(), "one\n".to_string())], "YAML files only");
+
+        // Pushed meanwhile: a read fresh since `start` does not fetch; a
+        // later one does.
+        std::fs::write(repo.join("deploy/web.yaml"), "two\n").unwrap();
+        run(&repo, &["commit", "--quiet", "-am", "two"]);
+        let second = run(&repo, &["rev-parse", "HEAD"]);
+        assert_eq!(read("main", Some(start)).await.unwrap().commit, first);
+        let tree = read("main", Some(Instant::now())).await.unwrap();
+        assert_eq!((tree.commit.as_str(), tree.files[0].1.as_str()), (second.as_str(), "two\n"));
+
+        // The mirror's ref files say what a branch names; a name that is
+        // also a tag, a tag, a commit id, and nothing are git's to say.
+        let mirror = dir.path().join(APP_MIRRORS).join(mirror_name(&url));
+        assert_eq!(local_ref(&mirror, "main"), Some((second.clone(), "main".to_string())));
+        assert_eq!(local_ref(&mirror, "HEAD"), Some((second.clone(), "main".to_string())));
+        assert_eq!(local_ref(&mirror, "v1-branch"), Some((first.clone(), "v1-branch".to_string())));
+        for revision in ["v1", "nope", "../x", first.as_str()] {
+            assert_eq!(local_ref(&mirror, revision), None, "{revision}");
+        }
+        let tag = read("v1", None).await.unwrap();
+        assert_eq!((tag.commit.as_str(), tag.branch), (first.as_str(), None));
+        let err = read("nope", None).await.unwrap_err().to_string();
+        assert!(err.contains("\"nope\" not found"), "{err}");
+    }
 }
