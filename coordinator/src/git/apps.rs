@@ -29,10 +29,13 @@ pub const MAX_CACHED_TREES: usize = 4096;
 /// When each mirror's last fetch began.
 static FETCHED: LazyLock<Mutex<HashMap<PathBuf, Instant>>> = LazyLock::new(Default::default);
 
+/// (mirror, commit, directory).
 type TreeKey = (PathBuf, String, String);
+/// (path, text) of each file.
+type Files = Vec<(String, String)>;
 
-/// A directory's files at a commit, by (mirror, commit, directory).
-static TREES: LazyLock<Mutex<HashMap<TreeKey, Vec<(String, String)>>>> = LazyLock::new(Default::default);
+/// A directory's files at a commit.
+static TREES: LazyLock<Mutex<HashMap<TreeKey, Files>>> = LazyLock::new(Default::default);
 
 /// The commit a branch (or `HEAD`) of the mirror at `dir` names, read from
 /// its ref files, with the branch's name; `None` when git itself must say
