@@ -102,8 +102,8 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             outln!("app {} will be fetched within a second", app.name);
             Ok(())
         }
-        AppCommand::Sync { name, dry_run, wait, output, .. } => {
-            let req = pb::SyncAppRequest { name: name.clone(), dry_run };
+        AppCommand::Sync { name, dry_run, revision, wait, output, .. } => {
+            let req = pb::SyncAppRequest { name: name.clone(), dry_run, revision: revision.unwrap_or_default() };
             let resp = conn.call(false, |c| a_call!(c.sync_app(req.clone()))).await?;
             if dry_run {
                 return print_diff(&resp.diff.unwrap_or_default(), output);

@@ -163,7 +163,8 @@ impl pb::app_service_server::AppService for AppApi {
     async fn refresh_app(&self, req: Request<pb::RefreshAppRequest>) -> Result<Response<pb::App>, Status> {
         let by = require_admin(&req)?;
         let name = req.into_inner().name;
-        records::request(self.store.as_ref(), &name, "refresh", &by, now_ms()).await.map_err(ApiError::from)?;
+        let request = records::Request { by, at_ms: now_ms(), revision: None };
+        records::request(self.store.as_ref(), &name, "refresh", &request).await.map_err(ApiError::from)?;
         let (view, _) = records::get(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
         Ok(Response::new(app_view(view)))
     }
@@ -172,11 +173,26 @@ impl pb::app_service_server::AppService for AppApi {
         let by = require_admin(&req)?;
         let r = req.into_inner();
         if r.dry_run {
-            let diff = self.diff(&r.name, "").await?;
+            let diff = self.diff(&r.name, &r.revision).await?;
             return Ok(Response::new(pb::SyncAppResponse { request: 0, diff: Some(diff) }));
         }
-        let request =
-            records::request(self.store.as_ref(), &r.name, "sync", &by, now_ms()).await.map_err(ApiError::from)?;
+        let revision = (!r.revision.is_empty()).then_some(r.revision);
+        if let Some(revision) = &revision {
+            if let Some(why) = crate::core::apps::revision_problem(revision) {
+                return Err(ApiError::Invalid(why).into());
+            }
+            let (view, _) = records::get(self.store.as_ref(), &r.name).await.map_err(ApiError::from)?;
+            if let Some(pin) = view.pin {
+                return Err(ApiError::Precondition(format!(
+                    "app {} is pinned to {} by {}; `drover app unpin {}` first, or `drover app rollback --to` \
+                     another commit",
+                    r.name, pin.commit, pin.by, r.name
+                ))
+                .into());
+            }
+        }
+        let request = records::Request { by: by.clone(), at_ms: now_ms(), revision };
+        let request = records::request(self.store.as_ref(), &r.name, "sync", &request).await.map_err(ApiError::from)?;
         tracing::info!(app = %r.name, by = %by, request, "sync asked for");
         Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
     }

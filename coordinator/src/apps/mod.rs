@@ -260,7 +260,11 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
             })
             .await?;
     }
-    let revision = pin.as_ref().map_or_else(|| spec.reference().to_owned(), |p| p.commit.clone());
+    // A sync asked for at a revision renders that one, once; a pin holds
+    // the app at its commit; else the app's revision.
+    let asked_at = sync_request.as_ref().and_then(|(_, r)| r.revision.clone());
+    let revision =
+        asked_at.or_else(|| pin.as_ref().map(|p| p.commit.clone())).unwrap_or_else(|| spec.reference().to_owned());
     let outcome = evaluate(ctx, spec, &revision, &mut status, now, tick).await?;
     let asked_by = sync_request.as_ref().map(|(_, r)| r.by.clone());
     let start = match &outcome {
@@ -286,7 +290,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
         let mut ops: Vec<Op> = stale
             .iter()
             .map(|dep| {
-                let request = Request { by: format!("app {name}, which depends on it"), at_ms: now };
+                let request = Request { by: format!("app {name}, which depends on it"), at_ms: now, revision: None };
                 Op::put(format!("{}refresh", records::requests_of(dep)), encode(&request))
             })
             .collect();

@@ -149,6 +149,10 @@ pub struct Pin {
 pub struct Request {
     pub by: String,
     pub at_ms: u64,
+    /// For a sync: the revision to sync (`drover app sync --revision`),
+    /// when not the app's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// One sync of an app.
@@ -282,15 +286,12 @@ pub async fn remove(store: &dyn Store, name: &str) -> Result<(), AppsError> {
 
 /// Asks the leader's controller for a `sync` or a `refresh` of app
 /// `name`; the request's number.
-pub async fn request(store: &dyn Store, name: &str, kind: &str, by: &str, now_ms: u64) -> Result<u64, AppsError> {
+pub async fn request(store: &dyn Store, name: &str, kind: &str, request: &Request) -> Result<u64, AppsError> {
     let key = app(name);
     let txn = Txn {
         compare: vec![Compare::ModRevision(key.clone(), 0)],
         success: Vec::new(),
-        failure: vec![Op::put(
-            format!("{}{kind}", requests_of(name)),
-            encode(&Request { by: by.to_owned(), at_ms: now_ms }),
-        )],
+        failure: vec![Op::put(format!("{}{kind}", requests_of(name)), encode(request))],
     };
     let response = store.txn(txn).await?;
     // The compare holds when the app does not exist.
@@ -308,7 +309,10 @@ pub async fn pin_to(store: &dyn Store, name: &str, commit: &str, by: &str, now_m
         success: Vec::new(),
         failure: vec![
             Op::put(pin(name), encode(&Pin { commit: commit.to_owned(), by: by.to_owned(), at_ms: now_ms })),
-            Op::put(format!("{}sync", requests_of(name)), encode(&Request { by: by.to_owned(), at_ms: now_ms })),
+            Op::put(
+                format!("{}sync", requests_of(name)),
+                encode(&Request { by: by.to_owned(), at_ms: now_ms, revision: None }),
+            ),
         ],
     };
     let response = store.txn(txn).await?;
@@ -328,7 +332,10 @@ pub async fn unpin(store: &dyn Store, name: &str, by: &str, now_ms: u64) -> Resu
     };
     let ops = vec![
         Op::delete(pin(name)),
-        Op::put(format!("{}refresh", requests_of(name)), encode(&Request { by: by.to_owned(), at_ms: now_ms })),
+        Op::put(
+            format!("{}refresh", requests_of(name)),
+            encode(&Request { by: by.to_owned(), at_ms: now_ms, revision: None }),
+        ),
     ];
     store.txn(Txn::ops(ops)).await?;
     Ok(())
@@ -342,7 +349,7 @@ pub async fn refresh_repo(store: &dyn Store, url: &str, by: &str, now_ms: u64) -
     for kv in &kvs {
         let record: AppRecord = decode(&kv.key, &kv.value)?;
         if record.spec.repo == url {
-            let request = Request { by: by.to_owned(), at_ms: now_ms };
+            let request = Request { by: by.to_owned(), at_ms: now_ms, revision: None };
             ops.push(Op::put(format!("{}refresh", requests_of(&record.spec.name)), encode(&request)));
         }
     }

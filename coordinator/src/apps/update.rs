@@ -96,7 +96,7 @@ pub(super) async fn follow(
         }
     }
     if pushed {
-        let request = Request { by: "image update".into(), at_ms: now };
+        let request = Request { by: "image update".into(), at_ms: now, revision: None };
         let key = format!("{}refresh", records::requests_of(&spec.name));
         store.txn(Txn::ops(vec![Op::put(key, encode(&request))])).await?;
     }

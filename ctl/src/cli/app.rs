@@ -110,6 +110,11 @@ pub enum AppCommand {
         /// Print what would change, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Sync this branch, tag or commit, this once (a pipeline syncing
+        /// the commit it built: `--revision $DROVER_COMMIT`); the app's
+        /// own revision when left out.
+        #[arg(long)]
+        revision: Option<String>,
         /// Wait for the sync to end.
         #[arg(long)]
         wait: bool,

@@ -668,6 +668,16 @@ fn an_app_keeps_what_runs_when_its_repository_is_gone_follows_a_force_push_and_r
     assert_eq!(first_sync["rollouts"].as_array().unwrap().len(), 1, "{first_sync:#}");
     assert!(second_sync["message"].as_str().unwrap().contains("nothing to change"), "{second_sync:#}");
     assert_eq!(web.versions(), [Some("v1".to_string())]);
+
+    // Push-based: a sync of a commit CI built, not yet on the app's branch.
+    let candidate = repo.commit("candidate", &service_file(&web, &v2), "web v2, a candidate");
+    let out = web.fleet.drover(&["app", "sync", "web", "--revision", &candidate, "--wait", "-o", "json"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((pushed["commit"].as_str(), pushed["outcome"].as_str()), (Some(candidate.as_str()), Some("succeeded")));
+    assert_eq!(web.versions(), [Some("v2".to_string())]);
+    let out = web.fleet.drover(&["app", "sync", "web", "--revision", "-oops"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]
