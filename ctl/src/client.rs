@@ -79,6 +79,13 @@ impl std::ops::DerefMut for Client {
     }
 }
 
+/// How long one call may wait for its answer (a stream: for its first
+/// response) before it counts as unanswered, so that the CLI never waits
+/// for ever: longer than anything a coordinator does before it answers
+/// (reading a pipeline or an app's files from git, `--git-timeout`, 60s by
+/// default).
+const CALL_PATIENCE: Duration = Duration::from_secs(120);
+
 /// How often a call is tried (on other coordinators, or after a redirect)
 /// before the CLI gives up with exit 3.
 const MAX_TRIES: usize = 10;
@@ -203,12 +210,25 @@ impl Conn {
     {
         let mut tries = 0;
         loop {
-            let status = match f(self.client.clone()).await {
-                Ok(resp) => {
+            let status = match tokio::time::timeout(CALL_PATIENCE, f(self.client.clone())).await {
+                Ok(Ok(resp)) => {
                     self.answered = true;
                     return Ok(resp.into_inner());
                 }
-                Err(status) => status,
+                Ok(Err(status)) => status,
+                // Nothing came back, not even an error. On a connection
+                // never answered, the certificate refused is the likely
+                // cause (a refusal can reach the client in a way that
+                // leaves the call waiting).
+                Err(_) if !self.answered => {
+                    let detail = format!("no answer within {}s", CALL_PATIENCE.as_secs());
+                    return Err(refused_certificate(&self.url, self.tls.dir(), &detail));
+                }
+                Err(_) => tonic::Status::unavailable(format!(
+                    "the coordinator at {} gave no answer within {}s",
+                    self.url,
+                    CALL_PATIENCE.as_secs()
+                )),
             };
             if !broken_connection(&status) {
                 self.answered = true;

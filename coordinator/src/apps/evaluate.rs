@@ -125,7 +125,9 @@ pub(super) async fn evaluate(
         })
         .collect();
     plans.extend(diffs.into_values().map(|diff| Plan { file: None, release: Err(String::new()), diff }));
-    if desired.services.values().any(|f| f.update.is_some()) {
+    // Builds are written onto the app's own revision only: not while it is
+    // pinned, nor for a sync asked for at another revision.
+    if revision == spec.reference() && desired.services.values().any(|f| f.update.is_some()) {
         let branch = rendered.branch.as_deref();
         update::follow(ctx, spec, status, &rendered.files, &desired, &rendered.commit, branch, now).await?;
     }

@@ -268,7 +268,10 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
     let outcome = evaluate(ctx, spec, &revision, &mut status, now, tick).await?;
     let asked_by = sync_request.as_ref().map(|(_, r)| r.by.clone());
     let start = match &outcome {
-        Evaluated::Broken(_) => asked_by.clone().map(Start::Asked),
+        // A sync asked for of a commit that cannot be read ends at once,
+        // saying why, once no sync runs.
+        Evaluated::Broken(_) if status.syncing.is_none() => asked_by.clone().map(Start::Asked),
+        Evaluated::Broken(_) => None,
         Evaluated::Diffed { drift, .. } => rules::decide(
             &Facts {
                 spec,

@@ -34,7 +34,7 @@ pub(super) async fn check_sync(
     for rollout in &sync.rollouts {
         match crate::rollouts::records::get(store, *rollout).await? {
             Some(r) if !r.is_finished() && timed_out => {
-                abort(ctx, *rollout, &format!("app {name}: sync {id} timed out")).await;
+                abort(ctx, *rollout, &format!("app {name}, whose sync {id} timed out")).await;
                 failed.push(format!("rollout {rollout} of {} was aborted", r.service));
             }
             Some(r) if !r.is_finished() => return Ok(false),

@@ -441,8 +441,8 @@ impl Driver {
         }
     }
 
-    /// An operator's command; an error says why it does not apply.
-    pub fn command(&mut self, id: u64, verb: Verb, now_ms: u64) -> Result<(), String> {
+    /// An operator's command, by `by`; an error says why it does not apply.
+    pub fn command(&mut self, id: u64, verb: Verb, by: &str, now_ms: u64) -> Result<(), String> {
         let rec = self.records.get(&id).ok_or_else(|| format!("there is no rollout {id}"))?;
         if rec.is_finished() {
             return Err(format!("rollout {id} has finished ({}): {}", rec.phase(), rec.message));
@@ -450,7 +450,7 @@ impl Driver {
         let phase = rec.phase();
         let input = match verb {
             Verb::Abort => {
-                self.abort(id, "aborted by hand".into(), now_ms);
+                self.abort(id, format!("aborted by {by}"), now_ms);
                 return Ok(());
             }
             Verb::Promote { full } => Input::Promote { full },

@@ -142,7 +142,7 @@ async fn run(
                     rollbacks.push((cmd.reply, result));
                 }
                 Some(DeployNote::Command(cmd)) => {
-                    let result = d.command(cmd.rollout, cmd.verb, now);
+                    let result = d.command(cmd.rollout, cmd.verb, &cmd.by, now);
                     if result.is_ok() {
                         info!(rollout = cmd.rollout, verb = ?cmd.verb, by = %cmd.by, "rollout command");
                     }

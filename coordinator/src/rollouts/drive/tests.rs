@@ -188,17 +188,17 @@ fn operators_commands_apply_or_say_why_not() {
     let mut d = Driver::default();
     d.start_job(job(1, "queue", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}"), 0);
     begin_all(&mut d, &["a", "b"], 0);
-    let err = d.command(1, Verb::Promote { full: false }, 1).unwrap_err();
+    let err = d.command(1, Verb::Promote { full: false }, "alice", 1).unwrap_err();
     assert!(err.contains("not waiting for a promotion"), "{err}");
     report(&mut d, 1, "a", DeployState::Installed, 2);
     report(&mut d, 1, "a", DeployState::Healthy, 3);
     sent(&mut d);
-    d.command(1, Verb::Promote { full: false }, 4).unwrap();
+    d.command(1, Verb::Promote { full: false }, "alice", 4).unwrap();
     let v = d.records[&1].release.version.clone();
     assert_eq!(sent(&mut d), [format!("b install {v} 1/2")]);
-    assert!(d.command(1, Verb::Resume, 5).unwrap_err().contains("not paused"));
-    assert!(d.command(9, Verb::Pause, 5).unwrap_err().contains("there is no rollout 9"));
-    d.command(1, Verb::Abort, 6).unwrap();
+    assert!(d.command(1, Verb::Resume, "alice", 5).unwrap_err().contains("not paused"));
+    assert!(d.command(9, Verb::Pause, "alice", 5).unwrap_err().contains("there is no rollout 9"));
+    d.command(1, Verb::Abort, "alice", 6).unwrap();
     assert_eq!(phase(&d, 1), Phase::RollingBack);
 }
 
@@ -234,7 +234,7 @@ fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs()
             report(&mut d, run, node, DeployState::Installed, run);
             report(&mut d, run, node, DeployState::Healthy, run);
             if node == "a" {
-                d.command(run, Verb::Promote { full: false }, run).unwrap();
+                d.command(run, Verb::Promote { full: false }, "alice", run).unwrap();
             }
         }
         assert_eq!(phase(&d, run), Phase::Succeeded);
