@@ -61,6 +61,8 @@ use records::{AppRecord, AppStatus, Pin, Request, SyncRecord};
 
 /// How often apps, requests and syncs under way are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How often the mirrors of repositories no app follows are removed.
+const PRUNE_MIRRORS_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The most apps reconciled at once.
 const MAX_CONCURRENT: usize = 8;
 
@@ -125,6 +127,7 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
     // A request (a sync, a refresh, a webhook's push) wakes the loop at
     // once rather than at the next tick.
     let mut requests = Some(ctx.store.watch(records::REQUESTS, 0).await?);
+    let mut last_prune = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -142,6 +145,17 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
         crate::metrics::METRICS.apps_out_of_sync.set(i64::try_from(out_of_sync).unwrap_or(i64::MAX));
         next_fetch
             .retain(|(name, rev), _| apps.iter().any(|a| a.record.spec.name == *name && a.status.app_revision == *rev));
+        // The mirrors of repositories no app follows any more go, now and
+        // then (one in use is skipped until the next time).
+        if last_prune.elapsed() >= PRUNE_MIRRORS_EVERY {
+            last_prune = std::time::Instant::now();
+            let urls: Vec<String> = apps.iter().map(|a| a.record.spec.repo.clone()).collect();
+            let root = ctx.git.scratch.with_file_name(crate::git::APP_MIRRORS);
+            let gone = crate::git::prune_mirrors_in(&root, &urls).await;
+            if gone > 0 {
+                info!(gone, "removed the git mirrors of repositories no app follows");
+            }
+        }
         let mut due = Vec::new();
         for mut app in apps {
             let name = app.record.spec.name.clone();

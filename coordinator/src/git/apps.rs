@@ -319,5 +319,11 @@ mod tests {
         assert_eq!((tag.commit.as_str(), tag.branch), (first.as_str(), None));
         let err = read("nope", None).await.unwrap_err().to_string();
         assert!(err.contains("\"nope\" not found"), "{err}");
+
+        // Once no app follows the repository, its mirror goes.
+        let root = dir.path().join(APP_MIRRORS);
+        assert_eq!(super::super::prune_mirrors_in(&root, std::slice::from_ref(&url)).await, 0);
+        assert_eq!(super::super::prune_mirrors_in(&root, &[]).await, 1);
+        assert!(!mirror.exists());
     }
 }
