@@ -145,7 +145,9 @@ jobs:
 
 #[test]
 fn artifacts_expire_and_then_say_so() {
-    let mut fleet = Fleet::start_with("artifact-expire", &["--prune-interval", "200ms", "--blob-grace", "1ms"]);
+    // A grace of a second: the sweep must not take a blob whose upload is
+    // not yet committed to its job (with 1ms it could, under load).
+    let mut fleet = Fleet::start_with("artifact-expire", &["--prune-interval", "200ms", "--blob-grace", "1s"]);
     fleet.agent("a1", "", 1);
     fleet.wait_agents(1);
     let store = fleet.dir.path().join("data-0/blobs");
