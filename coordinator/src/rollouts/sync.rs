@@ -33,18 +33,25 @@ impl Driver {
         // A superseding deploy aborts the rollout that runs; it goes back,
         // and this one starts once it has.
         if self.records[&id].deploy.on_newer == OnNewer::Supersede {
-            let running: Vec<u64> = self
-                .records
-                .values()
-                .filter(|r| r.id < id && r.env == env && r.service == service && !r.is_finished())
-                .map(|r| r.id)
-                .collect();
-            for older in running {
-                self.abort(older, format!("superseded by rollout {id}"), now_ms);
-            }
+            self.abort_older(id, &format!("superseded by rollout {id}"), now_ms);
         }
         self.queue_or_start(id);
         self.stage(id);
+    }
+
+    /// Aborts every unfinished rollout older than `id` of its service in
+    /// its environment, saying `reason`.
+    fn abort_older(&mut self, id: u64, reason: &str, now_ms: u64) {
+        let rec = &self.records[&id];
+        let running: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| r.id < id && r.env == rec.env && r.service == rec.service && !r.is_finished())
+            .map(|r| r.id)
+            .collect();
+        for older in running {
+            self.abort(older, reason.to_owned(), now_ms);
+        }
     }
 
     /// Starts a rollout for one service of an app's sync; its id, or why
@@ -101,22 +108,13 @@ impl Driver {
             select,
             remove,
         };
-        let (env, service) = (rec.env.clone(), rec.service.clone());
         self.records.insert(id, rec);
         if !remove {
             self.admit(id, now_ms);
             return Ok(id);
         }
         // A removal takes over from what rolls, as a superseding deploy.
-        let running: Vec<u64> = self
-            .records
-            .values()
-            .filter(|r| r.id < id && r.env == env && r.service == service && !r.is_finished())
-            .map(|r| r.id)
-            .collect();
-        for older in running {
-            self.abort(older, format!("the service is being removed (rollout {id})"), now_ms);
-        }
+        self.abort_older(id, &format!("the service is being removed (rollout {id})"), now_ms);
         self.queue_or_start(id);
         self.stage(id);
         Ok(id)

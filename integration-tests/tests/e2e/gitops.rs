@@ -897,7 +897,7 @@ fn a_stuck_sync_is_replaced_by_a_newer_commit_and_ended_past_its_timeout() {
         service_file(&web, run)
             .replace("{rolling: {max_parallel: 1}}", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}")
     };
-    let first = repo.commit("main", &service_file(&web, &v1), "web v1");
+    repo.commit("main", &service_file(&web, &v1), "web v1");
     create(&web, &repo, &["--auto-sync"]);
     let serving = |want: [&str; 2], what: &str| {
         wait_for_or_report(
@@ -908,7 +908,6 @@ fn a_stuck_sync_is_replaced_by_a_newer_commit_and_ended_past_its_timeout() {
         )
     };
     serving(["v1", "v1"], "v1 synced");
-    let _ = first;
 
     // v2 by a canary that waits for a promotion nobody gives.
     let held = repo.commit("main", &stuck(&v2), "web v2, by canary");
