@@ -7,6 +7,10 @@
 //! refers to it is committed, and the grace covers that window.
 //! The store's own history is the business of `crate::compaction`.
 //!
+//! A release that some node serves keeps its blob (`/rollouts/deployed/`),
+//! past its artifact's expiry: a node added later, or one that lost its
+//! copy, installs it from there.
+//!
 //! Cache entries are evicted here too (`crate::caches::evict`: idle past
 //! `--cache-expire`, then least recently used past `--cache-budget`), and
 //! the blobs they name are kept by the sweep.
@@ -247,6 +251,9 @@ async fn pass(store: &dyn Store, segments: &Arc<Segments>, blobs: &Blobs, config
     }
     keep.extend(evict_caches(store, config, now).await?);
     keep.extend(sealing::referenced(store).await?);
+    keep.extend(
+        crate::rollouts::records::deployed_in(store, None).await?.into_iter().map(|(_, _, d)| d.release.sha256),
+    );
     match blobs.sweep(keep, config.blob_grace).await {
         Ok(0) => {}
         Ok(gone) => info!(blobs = gone, "deleted artifacts no run refers to"),

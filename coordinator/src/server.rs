@@ -259,7 +259,10 @@ pub async fn run(
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
             vault: vault.clone(),
         }),
-        apps: Some(crate::apps::Config { git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout } }),
+        apps: Some(crate::apps::Config {
+            git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+            max_artifact_bytes: opts.max_artifact_bytes,
+        }),
     });
     let election = tokio::spawn(leader::run(
         store.clone(),

@@ -225,6 +225,9 @@ pub struct ReleaseRef {
     pub path: String,
     pub run_id: String,
     pub commit: String,
+    /// Set for an artifact by URL: the blob is then the file itself, named
+    /// `path`, not an artifact archive.
+    pub url: String,
 }
 
 /// How a service runs, kept in `service.json` to restart it.

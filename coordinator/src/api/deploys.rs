@@ -43,6 +43,7 @@ fn release_ref(release: crate::core::fleet::ReleaseRef) -> pb::ReleaseRef {
         path: release.path,
         run_id: release.run,
         commit: release.commit,
+        url: release.url,
     }
 }
 

@@ -49,6 +49,7 @@ use crate::store::{Compare, Op, Revision, Store, Txn, decode};
 use crate::submit::GitOptions;
 
 mod evaluate;
+pub mod fetch;
 pub mod records;
 pub mod render;
 mod syncs;
@@ -69,6 +70,8 @@ const MAX_CONCURRENT: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub git: GitOptions,
+    /// The largest artifact by URL fetched (`--max-artifact-bytes`).
+    pub max_artifact_bytes: u64,
 }
 
 pub struct Apps {
@@ -96,7 +99,13 @@ impl Controller for Apps {
             .sched
             .clone()
             .ok_or_else(|| ControllerError::Failed("the apps controller starts after the scheduler".into()))?;
-        let ctx = Arc::new(Ctx { store: term.store.clone(), sched, git: self.config.git.clone() });
+        let ctx = Arc::new(Ctx {
+            store: term.store.clone(),
+            sched,
+            git: self.config.git.clone(),
+            blobs: term.blobs.clone(),
+            max_artifact_bytes: self.config.max_artifact_bytes,
+        });
         Ok(Started::work(run(ctx)))
     }
 }
@@ -105,6 +114,8 @@ struct Ctx {
     store: Arc<dyn Store>,
     sched: Handle,
     git: GitOptions,
+    blobs: Arc<crate::blobs::Blobs>,
+    max_artifact_bytes: u64,
 }
 
 /// One app as read this tick.
@@ -396,6 +407,18 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
         })
         .collect();
     sync.changes = changing.iter().map(|p| p.diff.summary()).collect();
+    // Artifacts by URL are fetched into the blob store first: one that
+    // cannot be is the sync's failure, before anything changes.
+    let mut unresolved = unresolved;
+    let mut sizes = BTreeMap::new();
+    for plan in &changing {
+        if let Some(release) = plan.release.as_ref().ok().filter(|r| !r.url.is_empty()) {
+            match fetch::fetch_url(&ctx.blobs, &release.url, &release.sha256, ctx.max_artifact_bytes).await {
+                Ok(size) => drop(sizes.insert(release.sha256.clone(), size)),
+                Err(why) => unresolved.push(format!("{}: {why}", plan.diff.service)),
+            }
+        }
+    }
     if !unresolved.is_empty() || changing.is_empty() {
         sync.finished_ms = Some(now);
         if unresolved.is_empty() {
@@ -424,7 +447,10 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
         let service = plan.diff.service.clone();
         let action = match (&plan.file, &plan.release) {
             (Some(file), Ok(release)) => SyncAction::Deploy {
-                release: release.clone(),
+                release: crate::core::fleet::ReleaseRef {
+                    size: sizes.get(&release.sha256).copied().unwrap_or(release.size),
+                    ..release.clone()
+                },
                 deploy: Box::new(file.deploy_spec(&spec.environment)),
                 select: file.nodes.clone(),
             },

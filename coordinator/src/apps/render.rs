@@ -55,12 +55,19 @@ pub async fn render(
 pub async fn release(store: &dyn Store, file: &ServiceFile) -> Result<Result<ReleaseRef, String>, StoreError> {
     let (run, job, path, pinned) = match &file.artifact {
         AppArtifact::Run { run, job, path, sha256 } => (*run, job, path, sha256),
-        AppArtifact::Url { url, .. } => {
-            return Ok(Err(format!(
-                "{}: artifacts by URL ({url}) are not deployed yet; name a run's artifact, \
-                 `artifact: {{run: N, job: JOB, path: PATH}}`",
-                file.file
-            )));
+        // Fetched when a sync deploys it (`super::fetch`); its version is
+        // known from the digest the file names.
+        AppArtifact::Url { url, sha256 } => {
+            let name = drover_pipeline::app::url_file_name(url);
+            return Ok(Ok(ReleaseRef {
+                version: version_of(sha256, name, &file.service),
+                sha256: sha256.clone(),
+                size: 0,
+                path: name.to_owned(),
+                run: String::new(),
+                commit: String::new(),
+                url: url.clone(),
+            }));
         }
     };
     let Some(kv) = store.get(&keys::run(run)).await? else {
@@ -90,6 +97,7 @@ pub async fn release(store: &dyn Store, file: &ServiceFile) -> Result<Result<Rel
         path: path.clone(),
         run: run.to_string(),
         commit: record.source.commit.unwrap_or_default(),
+        url: String::new(),
     }))
 }
 

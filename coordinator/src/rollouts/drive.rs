@@ -110,6 +110,7 @@ impl Driver {
                 path: spec.artifact.path.clone(),
                 run: job.run.to_string(),
                 commit: job.commit.clone().unwrap_or_default(),
+                url: String::new(),
             },
             None => ReleaseRef {
                 version: String::new(),
@@ -118,6 +119,7 @@ impl Driver {
                 path: spec.artifact.path.clone(),
                 run: job.run.to_string(),
                 commit: job.commit.clone().unwrap_or_default(),
+                url: String::new(),
             },
         };
         self.last_id += 1;

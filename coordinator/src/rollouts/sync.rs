@@ -76,6 +76,7 @@ impl Driver {
                     path: String::new(),
                     run: String::new(),
                     commit: String::new(),
+                    url: String::new(),
                 };
                 (service.clone(), release, last.deploy.clone(), None, true)
             }

@@ -141,6 +141,7 @@ impl Place {
             path: path.into(),
             run_id: "7".into(),
             commit: String::new(),
+            url: String::new(),
         }
     }
 

@@ -44,13 +44,13 @@ fn named_service_file(name: &str, port: u16, run: &str, checks: u32) -> String {
 }
 
 /// A working copy of a bare repository, which it pushes to.
-struct Repo {
-    work: PathBuf,
-    url: String,
+pub(crate) struct Repo {
+    pub(crate) work: PathBuf,
+    pub(crate) url: String,
 }
 
 impl Repo {
-    fn new(dir: &Path) -> Repo {
+    pub(crate) fn new(dir: &Path) -> Repo {
         let bare = dir.join("desired.git");
         let work = dir.join("desired");
         std::fs::create_dir_all(&bare).unwrap();
@@ -62,12 +62,12 @@ impl Repo {
     }
 
     /// Commits `text` as deploy/web.yaml on `branch` and pushes it; the commit.
-    fn commit(&self, branch: &str, text: &str, message: &str) -> String {
+    pub(crate) fn commit(&self, branch: &str, text: &str, message: &str) -> String {
         self.commit_files(branch, &[("deploy/web.yaml", text)], message)
     }
 
     /// Commits each (path, text) on `branch` and pushes it; the commit.
-    fn commit_files(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+    pub(crate) fn commit_files(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let exists = std::process::Command::new("git")
             .current_dir(&self.work)
             .args(["rev-parse", "-q", "--verify", &format!("refs/heads/{branch}")])
@@ -92,11 +92,11 @@ impl Repo {
     }
 }
 
-fn app(web: &Web) -> Value {
+pub(crate) fn app(web: &Web) -> Value {
     json(&web.fleet, &["app", "status", "web", "-o", "json"])
 }
 
-fn history(web: &Web) -> Vec<Value> {
+pub(crate) fn history(web: &Web) -> Vec<Value> {
     json(&web.fleet, &["app", "history", "web", "-o", "json"]).as_array().unwrap().clone()
 }
 
@@ -214,7 +214,7 @@ fn stop_by_hand(web: &Web, node: &str) {
 
 /// `drover app create web` of `repo`'s deploy/ into staging, with `flags`
 /// (polled every second unless they say otherwise).
-fn create(web: &Web, repo: &Repo, flags: &[&str]) {
+pub(crate) fn create(web: &Web, repo: &Repo, flags: &[&str]) {
     let mut args = vec!["app", "create", "web", "--repo", &repo.url, "--path", "deploy", "--env", "staging"];
     if !flags.contains(&"--poll") {
         args.extend_from_slice(&["--poll", "1s"]);

@@ -23,6 +23,7 @@ mod exit_codes;
 mod fleet;
 mod git;
 mod gitops;
+mod gitops_sources;
 mod ha;
 mod isolation;
 mod leftovers;

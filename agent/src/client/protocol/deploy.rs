@@ -38,7 +38,15 @@ pub(super) fn order(action: pb::DeployAction) -> Result<Order, String> {
 }
 
 fn release(r: pb::ReleaseRef) -> ReleaseRef {
-    ReleaseRef { version: r.version, sha256: r.sha256, size: r.size, path: r.path, run_id: r.run_id, commit: r.commit }
+    ReleaseRef {
+        version: r.version,
+        sha256: r.sha256,
+        size: r.size,
+        path: r.path,
+        run_id: r.run_id,
+        commit: r.commit,
+        url: r.url,
+    }
 }
 
 fn service(def: pb::ServiceDef) -> Result<ServiceDef, String> {

@@ -76,6 +76,7 @@ fn hook(point: &str, release: Option<&str>, timeout_ms: u64) -> Option<pb::deplo
             path: "app".into(),
             run_id: "7".into(),
             commit: "abc".into(),
+            url: String::new(),
         }),
         timeout_ms,
     }))
@@ -504,6 +505,7 @@ fn a_hook_action_becomes_the_executors_hook_in_full() {
                 path: "app".into(),
                 run_id: "7".into(),
                 commit: "abc".into(),
+                url: String::new(),
             },
             timeout: Some(Duration::from_millis(1500)),
         }),

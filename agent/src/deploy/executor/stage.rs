@@ -1,7 +1,9 @@
 //! Getting a release onto the node: the job's artifact archive downloaded
 //! (checked by digest), unpacked into a staging directory (never outside
 //! it: `drover-archive`), the release root picked out of it by the
-//! release's path, and installed with [`Releases::install_dir`].
+//! release's path, and installed with [`Releases::install_dir`]. An
+//! artifact by URL comes the same way (the coordinator fetched it into its
+//! blob store), as the file itself rather than an archive.
 //!
 //! The root, from the path inside the archive: a directory is the root; a
 //! `.tar` file is unpacked as the root by `drover-archive` (which refuses
@@ -70,9 +72,20 @@ pub(super) async fn install(
 }
 
 /// Unpacks `blob` (checked against the release's digest) under `scratch`
-/// and returns the release root made from it.
+/// and returns the release root made from it. An artifact by URL is the
+/// file itself (its digest checked by the transfer): it is the root's
+/// source as a file of that name in an archive would be.
 fn prepare(scratch: &Path, blob: &Path, release: &ReleaseRef) -> Result<PathBuf, String> {
     let unpacked = scratch.join("artifact");
+    if !release.url.is_empty() {
+        let name =
+            Path::new(&release.path).file_name().filter(|n| Path::new(n) == Path::new(&release.path)).ok_or_else(
+                || format!("release {} from {} has no file name: {:?}", release.version, release.url, release.path),
+            )?;
+        std::fs::create_dir_all(&unpacked).map_err(|e| format!("cannot create {}: {e}", unpacked.display()))?;
+        std::fs::rename(blob, unpacked.join(name)).map_err(|e| format!("cannot move {}: {e}", blob.display()))?;
+        return root(&unpacked, &release.path, &scratch.join("root"));
+    }
     let expected = release.sha256.parse().map_err(|e: drover_archive::Error| e.to_string())?;
     let file = std::fs::File::open(blob).map_err(|e| format!("{}: {e}", blob.display()))?;
     let options = UnpackOptions { expected_sha256: Some(expected), ..Default::default() };

@@ -24,6 +24,11 @@ pub struct ReleaseRef {
     pub run: String,
     #[serde(default)]
     pub commit: String,
+    /// For an artifact by URL (an app's `artifact: {url, sha256}`): where
+    /// it came from. Its blob is then the file itself, not an artifact
+    /// archive, and `path` is the file's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
 }
 
 /// One step of a rollout on one node, for one service.

@@ -1,0 +1,121 @@
+//! Where an app's pieces come from, end to end (issue 16): a release by
+//! URL with its sha256, fetched by the coordinator from a real HTTP server
+//! and refused when the bytes are not the ones the file names.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::deploys::Web;
+use crate::gitops::{Repo, app, create, history};
+use crate::harness::{text, wait_for, wait_for_or_report};
+
+/// A directory served over HTTP by Python's `http.server`, killed on drop.
+struct FileServer {
+    child: Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        wait_for("the file server to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A release of the test service at `version`, as `dir/web-{version}.tar.gz`
+/// made by tar and gzip; its sha256.
+fn tarball(web: &Web, dir: &Path, version: &str) -> String {
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(&web.script, src.join("server.py")).unwrap();
+    std::fs::write(src.join("VERSION"), format!("{version}\n")).unwrap();
+    let out = dir.join("files").join(format!("web-{version}.tar.gz"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let made = Command::new("tar").arg("czf").arg(&out).arg("-C").arg(&src).args(["server.py", "VERSION"]).output();
+    let made = made.unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let sum = Command::new("sha256sum").arg(&out).output().unwrap();
+    text(&sum.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn url_file(web: &Web, url: &str, sha256: &str) -> String {
+    format!(
+        "artifact: {{url: \"{url}\", sha256: {sha256}}}\nservice:\n  name: web\n  command: python3 server.py\n  port: \
+         {port}\n  health: {{http: /healthz, interval: 1s, healthy_after: 2, timeout: 8s}}\nstrategy: {{rolling: \
+         {{max_parallel: 1}}}}\nprogress_deadline: 2m\n",
+        port = web.port
+    )
+}
+
+#[test]
+fn an_artifact_by_url_is_fetched_checked_by_its_digest_and_deployed() {
+    let web = Web::start("gitops-url", 2);
+    let dir = web.fleet.dir.path().to_path_buf();
+    let (v1, v2) = (tarball(&web, &dir, "v1"), tarball(&web, &dir, "v2"));
+    let files = FileServer::start(&dir.join("files"));
+    let port = files.port;
+    let url = |version: &str| format!("http://127.0.0.1:{port}/web-{version}.tar.gz");
+    let repo = Repo::new(&dir);
+
+    // The file names v1's URL with v2's digest: the sync fetches it, finds
+    // other bytes, and changes nothing.
+    repo.commit("main", &url_file(&web, &url("v1"), &v2), "web v1, with the wrong digest");
+    create(&web, &repo, &["--auto-sync"]);
+    let failed = wait_for_or_report(
+        "the sync with the wrong digest to fail",
+        Duration::from_secs(60),
+        || history(&web).into_iter().find(|s| s["outcome"] == "failed"),
+        || format!("{:#}\n{:#?}", app(&web), history(&web)),
+    );
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains(&format!("has the sha256 {v1}, not the {v2}")), "{failed:#}");
+    assert!(message.contains("nothing was changed"), "{failed:#}");
+    assert!(failed["rollouts"].as_array().unwrap().is_empty(), "{failed:#}");
+    assert_eq!(web.versions(), vec![None, None], "nothing was deployed");
+
+    // The right digest: fetched, and served on every node.
+    repo.commit("main", &url_file(&web, &url("v1"), &v1), "web v1");
+    let serving = |version: &str| {
+        wait_for_or_report(
+            &format!("{version} served from its URL"),
+            Duration::from_secs(90),
+            || {
+                (web.versions() == vec![Some(version.to_string()); 2] && app(&web)["sync_status"] == "synced")
+                    .then_some(())
+            },
+            || format!("{:?}\n{:#}\n{:#?}\n{}", web.versions(), app(&web), history(&web), web.fleet.logs()),
+        )
+    };
+    serving("v1");
+    let services = crate::deploys::json(&web.fleet, &["services", "--env", "staging", "-o", "json"]);
+    assert!(services.to_string().contains(&v1[..12]), "the release is named by its digest: {services:#}");
+
+    // v2 by URL too. Then the server goes away, and going back to v1
+    // needs no fetch: its blob is stored already.
+    repo.commit("main", &url_file(&web, &url("v2"), &v2), "web v2");
+    serving("v2");
+    drop(files);
+    repo.commit("main", &url_file(&web, &url("v1"), &v1), "web v1 again");
+    serving("v1");
+    let last = &history(&web)[0];
+    assert_eq!(last["outcome"], "succeeded", "{last:#}");
+}
