@@ -75,6 +75,24 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        AppCommand::Apply { file, output, .. } => {
+            let (file_name, text) = crate::environments::read_file(&file)?;
+            let req = pb::ApplyAppsRequest { file_name, text };
+            let applied = conn.call(true, |c| a_call!(c.apply_apps(req.clone()))).await?;
+            if output.structured() {
+                let doc =
+                    json!({"created": applied.created, "replaced": applied.replaced, "unchanged": applied.unchanged});
+                return Ok(output::document(output, &doc)?);
+            }
+            for (names, what) in
+                [(&applied.created, "created"), (&applied.replaced, "replaced"), (&applied.unchanged, "unchanged")]
+            {
+                for name in names {
+                    outln!("app {name} {what}");
+                }
+            }
+            Ok(())
+        }
         AppCommand::Status { name, output, .. } => {
             let req = pb::GetAppRequest { name };
             let app = conn.call(true, |c| a_call!(c.get_app(req.clone()))).await?;

@@ -140,6 +140,21 @@ impl pb::app_service_server::AppService for AppApi {
         Ok(Response::new(app_view(AppView { record, status: None, pin: None })))
     }
 
+    async fn apply_apps(&self, req: Request<pb::ApplyAppsRequest>) -> Result<Response<pb::ApplyAppsResponse>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        let applied =
+            records::apply(self.store.as_ref(), &r.file_name, &r.text, &by, now_ms()).await.map_err(ApiError::from)?;
+        tracing::info!(
+            file = %r.file_name, created = ?applied.created, replaced = ?applied.replaced, by = %by, "apps applied"
+        );
+        Ok(Response::new(pb::ApplyAppsResponse {
+            created: applied.created,
+            replaced: applied.replaced,
+            unchanged: applied.unchanged,
+        }))
+    }
+
     async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
         require_admin(&req)?;
         let apps = records::list(self.store.as_ref()).await.map_err(ApiError::from)?;

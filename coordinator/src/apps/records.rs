@@ -228,6 +228,92 @@ pub async fn create(store: &dyn Store, spec: AppSpec, by: &str, now_ms: u64) -> 
     Ok(record)
 }
 
+/// What applying an apps file did to each app of it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub created: Vec<String>,
+    pub replaced: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// How often [`apply`] reads again when the apps changed under it.
+const APPLY_TRIES: usize = 5;
+
+/// Creates or replaces every app of file `file_name` (its text), in one
+/// transaction: all of them, or (on any problem, anywhere) none. Apps the
+/// file does not name are left as they are. A replaced app fetches at once
+/// (a refresh request in the same transaction); its environment cannot
+/// change, as what it deployed would be left behind unowned.
+pub async fn apply(
+    store: &dyn Store,
+    file_name: &str,
+    text: &str,
+    by: &str,
+    now_ms: u64,
+) -> Result<Applied, AppsError> {
+    let specs = rules::file::parse_file(file_name, text).map_err(|problems| AppsError::Invalid(problems.join("\n")))?;
+    for _ in 0..APPLY_TRIES {
+        let (kvs, _) = store.range(APPS).await?;
+        let mut stored = std::collections::BTreeMap::new();
+        let mut graph = std::collections::BTreeMap::new();
+        for kv in &kvs {
+            let record: AppRecord = decode(&kv.key, &kv.value)?;
+            graph.insert(record.spec.name.clone(), record.spec.depends_on.clone());
+            stored.insert(record.spec.name.clone(), (record, kv.mod_revision));
+        }
+        if stored.len() + specs.iter().filter(|s| !stored.contains_key(&s.name)).count() > rules::MAX_APPS {
+            return Err(AppsError::TooMany);
+        }
+        for spec in &specs {
+            graph.insert(spec.name.clone(), spec.depends_on.clone());
+        }
+        for spec in &specs {
+            if let Some(cycle) = rules::cycle(&graph, &spec.name) {
+                return Err(AppsError::Cycle(cycle));
+            }
+        }
+        let mut applied = Applied::default();
+        let mut txn = Txn::default();
+        for spec in &specs {
+            let key = app(&spec.name);
+            let record = match stored.get(&spec.name) {
+                Some((old, _)) if old.spec == *spec => {
+                    applied.unchanged.push(spec.name.clone());
+                    continue;
+                }
+                Some((old, _)) if old.spec.environment != spec.environment => {
+                    return Err(AppsError::Invalid(format!(
+                        "{file_name}: app {} deploys to environment {}, not {}: an app's environment does not \
+                         change (what it deployed would be left behind); remove it with `drover app rm {}` and \
+                         apply the file again",
+                        spec.name, old.spec.environment, spec.environment, spec.name
+                    )));
+                }
+                Some((old, revision)) => {
+                    txn.compare.push(Compare::ModRevision(key.clone(), *revision));
+                    applied.replaced.push(spec.name.clone());
+                    let request =
+                        Request { by: format!("{by}, who applied {file_name}"), at_ms: now_ms, revision: None };
+                    txn.success.push(Op::put(format!("{}refresh", requests_of(&spec.name)), encode(&request)));
+                    AppRecord { spec: spec.clone(), ..old.clone() }
+                }
+                None => {
+                    txn.compare.push(Compare::CreateRevision(key.clone(), 0));
+                    applied.created.push(spec.name.clone());
+                    AppRecord { spec: spec.clone(), created_by: by.to_owned(), created_ms: now_ms }
+                }
+            };
+            txn.success.push(Op::put(key, encode(&record)));
+        }
+        if txn.success.is_empty() || store.txn(txn).await?.succeeded {
+            return Ok(applied);
+        }
+    }
+    Err(AppsError::Precondition(format!(
+        "the apps changed {APPLY_TRIES} times while {file_name} was applied; nothing was applied, apply it again"
+    )))
+}
+
 /// Every app by name, with its status.
 pub async fn list(store: &dyn Store) -> Result<Vec<AppView>, AppsError> {
     let (kvs, _) = store.range(APPS).await?;

@@ -132,7 +132,7 @@ pub fn name_problem(name: &str) -> Option<String> {
     })
 }
 
-fn environment_problem(name: &str) -> Option<String> {
+pub(crate) fn environment_problem(name: &str) -> Option<String> {
     (!is_name(name, drover_pipeline::MAX_ENVIRONMENT_NAME_LEN))
         .then(|| format!("invalid environment name {name:?}; name one that `drover envs` lists, e.g. --env staging"))
 }
@@ -259,6 +259,7 @@ pub fn pick(mut nodes: Vec<Node>, count: Option<u32>, previous: &BTreeMap<String
 
 mod deps;
 mod diff;
+pub mod file;
 #[cfg(test)]
 mod tests;
 

@@ -1,5 +1,6 @@
 //! `drover app`'s subcommands, and the arguments of `drover apps`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -200,12 +201,32 @@ pub enum AppCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Create or replace every app of a YAML file, all of them or, on any
+    /// mistake (each reported at file:line:column), none. Apps the file
+    /// does not name are left as they are; an app's environment does not
+    /// change. The file: `apps: [{name, repo, path, env, revision, poll,
+    /// auto_sync, self_heal, prune, detect_only, depends_on,
+    /// sync_timeout}]`.
+    ///
+    /// Example: drover app apply -f apps.yml
+    Apply {
+        /// The file to apply; `-` reads standard input.
+        #[arg(short, long, value_name = "FILE")]
+        file: PathBuf,
+        /// Output format: text, json or yaml (`created`, `replaced`,
+        /// `unchanged`: names).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 impl AppCommand {
     pub fn remote(&self) -> &Remote {
         match self {
             AppCommand::Create { remote, .. }
+            | AppCommand::Apply { remote, .. }
             | AppCommand::Status { remote, .. }
             | AppCommand::Rm { remote, .. }
             | AppCommand::Sync { remote, .. }

@@ -16,7 +16,7 @@ use crate::git::git;
 use crate::harness::{Etcd, Fleet, http_get, text, wait_for_or_report};
 
 /// A build of the service at `version`, with no deploy: the run's id.
-fn build(web: &Web, version: &str) -> String {
+pub(crate) fn build(web: &Web, version: &str) -> String {
     let pipeline = format!(
         "name: build-{version}\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p \
          dist && cp {script} dist/server.py && echo {version} > dist/VERSION\n",
@@ -29,7 +29,7 @@ fn build(web: &Web, version: &str) -> String {
 }
 
 /// The desired-state file of the service, deploying `run`'s dist.
-fn service_file(web: &Web, run: &str) -> String {
+pub(crate) fn service_file(web: &Web, run: &str) -> String {
     named_service_file("web", web.port, run, 2)
 }
 

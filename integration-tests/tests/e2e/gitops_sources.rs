@@ -119,3 +119,72 @@ fn an_artifact_by_url_is_fetched_checked_by_its_digest_and_deployed() {
     let last = &history(&web)[0];
     assert_eq!(last["outcome"], "succeeded", "{last:#}");
 }
+
+#[test]
+fn an_apps_file_creates_and_changes_apps_all_or_nothing() {
+    let web = Web::start("gitops-apply", 1);
+    let v1 = crate::gitops::build(&web, "v1");
+    let repo = Repo::new(web.fleet.dir.path());
+    repo.commit("main", &crate::gitops::service_file(&web, &v1), "web v1");
+    let file = web.fleet.dir.path().join("apps.yml");
+    let apply = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        web.fleet.drover(&["app", "apply", "-f", file.to_str().unwrap(), "-o", "json"])
+    };
+    let apps = |auto_sync: bool, env: &str| {
+        format!(
+            "apps:\n  - name: web\n    repo: {url}\n    path: deploy\n    env: {env}\n    poll: 1s\n    auto_sync: \
+             {auto_sync}\n  - name: docs\n    repo: {url}\n    path: docs\n    env: staging\n    depends_on: [web]\n",
+            url = repo.url
+        )
+    };
+
+    // Two mistakes: both said at their place, and no app is made.
+    let out = apply(&apps(false, "staging").replace("poll: 1s", "poll: 30").replace("[web]", "[docs]"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("apps.yml:6:11: `poll: 30` has no unit"), "{said}");
+    assert!(said.contains("apps.yml:12:17: app docs cannot depend on itself"), "{said}");
+    assert_eq!(crate::deploys::json(&web.fleet, &["apps", "-o", "json"]), serde_json::json!([]));
+
+    // Created, without auto-sync: the commit waits for a sync.
+    let out = apply(&apps(false, "staging"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let applied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(applied["created"], serde_json::json!(["web", "docs"]), "{applied:#}");
+    wait_for_or_report(
+        "the app to see its commit",
+        Duration::from_secs(30),
+        || (app(&web)["sync_status"] == "out_of_sync").then_some(()),
+        || format!("{:#}", app(&web)),
+    );
+    assert_eq!(web.versions(), vec![None], "no auto-sync yet");
+
+    // The same file again changes nothing; one that moves an app to
+    // another environment is refused whole.
+    let out = apply(&apps(false, "staging"));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["unchanged"], serde_json::json!(["web", "docs"]), "{again:#}");
+    let out = apply(&apps(true, "production"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("app web deploys to environment staging, not production"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Auto-sync turned on by the file: the app syncs its commit.
+    let out = apply(&apps(true, "staging"));
+    let changed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (changed["replaced"].clone(), changed["unchanged"].clone()),
+        (serde_json::json!(["web"]), serde_json::json!(["docs"]))
+    );
+    wait_for_or_report(
+        "the app to sync once auto-sync is on",
+        Duration::from_secs(90),
+        || (web.versions() == vec![Some("v1".to_string())] && app(&web)["sync_status"] == "synced").then_some(()),
+        || format!("{:?}\n{:#}\n{:#?}", web.versions(), app(&web), history(&web)),
+    );
+    assert_eq!(history(&web)[0]["started_by"], "auto-sync");
+}

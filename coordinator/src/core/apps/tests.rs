@@ -274,3 +274,68 @@ fn a_dependency_cycle_is_named_and_what_blocks_a_sync_is_said() {
         ("waiting for app old (being fetched again) to be synced and healthy", vec!["old".to_string()])
     );
 }
+
+#[test]
+fn an_apps_file_reads_every_setting_and_fills_the_defaults() {
+    let text = "apps:\n  - name: web\n    repo: https://git.example.com/ops/deploy.git\n    path: deploy/prod\n    \
+                env: prod\n    revision: main\n    poll: 5s\n    auto_sync: true\n    self_heal: true\n    prune: \
+                true\n    depends_on: [db]\n    sync_timeout: 10m\n  - name: db\n    repo: \
+                https://git.example.com/ops/deploy.git\n    path: deploy/db\n    env: prod\n";
+    let specs = file::parse_file("apps.yml", text).unwrap();
+    let want_web = AppSpec {
+        revision: "main".into(),
+        poll_ms: 5_000,
+        auto_sync: true,
+        self_heal: true,
+        prune: true,
+        depends_on: vec!["db".into()],
+        sync_timeout_ms: 600_000,
+        ..spec()
+    };
+    let want_db =
+        AppSpec { name: "db".into(), path: "deploy/db".into(), poll_ms: DEFAULT_POLL.as_millis() as u64, ..spec() };
+    assert_eq!(specs, vec![want_web, want_db]);
+}
+
+#[test]
+fn an_apps_file_says_each_mistake_at_its_place() {
+    let app = "apps:\n  - name: web\n    repo: https://git.example.com/x.git\n    path: deploy\n    env: staging\n";
+    // (case, the file, a problem it must report, at line:column)
+    let cases: &[(&str, String, &str, &str)] = &[
+        ("empty", String::new(), "1:1", "the file is empty"),
+        ("not yaml", "apps: [".into(), "", "not valid YAML"),
+        ("no apps key", "things: []\n".into(), "1:1", "unknown key `things`"),
+        ("apps not a list", "apps: web\n".into(), "1:7", "`apps` must be a list"),
+        ("unknown key", format!("{app}    colour: blue\n"), "6:5", "unknown key `colour`; an app has name, repo"),
+        ("bad name", app.replace("name: web", "name: -web"), "2:11", "invalid app name"),
+        ("no name", app.replace("  - name: web\n    repo", "  - repo"), "2:5", "has no `name`"),
+        ("no env", app.replace("    env: staging\n", ""), "2:5", "has no `env`"),
+        (
+            "absolute path",
+            app.replace("path: deploy", "path: /deploy"),
+            "4:11",
+            "`path` \"/deploy\" is not a directory",
+        ),
+        ("bad repo", app.replace("https://git.example.com/x.git", "ftp://x"), "3:11", ""),
+        ("poll too fast", format!("{app}    poll: 10ms\n"), "6:11", "not a duration"),
+        ("poll with no unit", format!("{app}    poll: 30\n"), "6:11", "has no unit"),
+        ("poll out of range", format!("{app}    poll: 48h\n"), "6:11", "`poll` 172800000ms is out of range"),
+        ("not a boolean", format!("{app}    prune: yes-please\n"), "6:12", "`prune` is true or false"),
+        ("depends on itself", format!("{app}    depends_on: [web]\n"), "6:17", "cannot depend on itself"),
+        (
+            "detect-only and auto-sync",
+            format!("{app}    detect_only: true\n    auto_sync: true\n"),
+            "2:5",
+            "`detect_only` only reports drift",
+        ),
+        ("twice", format!("{app}{}", &app[6..]), "6:11", "app `web` is defined twice; the first is at 2:11"),
+        ("key twice", format!("{app}    path: other\n"), "6:5", "`path` is given twice"),
+    ];
+    for (case, text, at, want) in cases {
+        let problems = file::parse_file("apps.yml", text).expect_err(case);
+        let found = problems.iter().any(|p| p.starts_with(&format!("apps.yml:{at}")) && p.contains(want));
+        assert!(found, "{case}: want {at} {want:?} in {problems:#?}");
+    }
+    let two = format!("{app}    poll: 30\n    prune: maybe\n");
+    assert_eq!(file::parse_file("apps.yml", &two).unwrap_err().len(), 2, "one mistake does not hide the next");
+}

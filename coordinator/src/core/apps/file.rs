@@ -1,0 +1,353 @@
+//! The declarative apps file (`drover app apply -f FILE`), read with every
+//! problem at file:line:column:
+//!
+//! ```yaml
+//! apps:
+//!   - name: web
+//!     repo: https://git.example.com/desired.git
+//!     path: deploy/web          # the directory of its desired-state files
+//!     env: staging
+//!     revision: main            # optional; the default branch when left out
+//!     poll: 30s                 # optional
+//!     auto_sync: true           # optional, as the flags of `drover app create`
+//!     self_heal: true
+//!     prune: false
+//!     detect_only: false
+//!     depends_on: [db]
+//!     sync_timeout: 30m
+//! ```
+//!
+//! Each app is checked by the rules of `drover app create` (the parent
+//! module), a problem placed at the value it is about; one mistake does
+//! not hide the next. Only a YAML syntax error stops early.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, load};
+
+use super::{AppSpec, DEFAULT_POLL, depends_problem, name_problem, path_problem, poll_problem, revision_problem};
+
+/// The largest apps file, in bytes.
+pub const MAX_FILE_BYTES: usize = 256 * 1024;
+/// The most apps one file holds: it is applied in one store transaction.
+pub const MAX_FILE_APPS: usize = 100;
+
+/// The keys of one app, for the error that names them.
+const KEYS: &[&str] = &[
+    "name",
+    "repo",
+    "path",
+    "env",
+    "revision",
+    "poll",
+    "auto_sync",
+    "self_heal",
+    "prune",
+    "detect_only",
+    "depends_on",
+    "sync_timeout",
+];
+const EXAMPLE: &str =
+    "apps:\n  - name: web\n    repo: https://git.example.com/desired.git\n    path: deploy\n    env: staging";
+
+/// The flags the shared rules name, as this file's keys.
+const FLAGS: &[(&str, &str)] = &[
+    ("--sync-timeout", "`sync_timeout`"),
+    ("--depends-on", "`depends_on`"),
+    ("--detect-only", "`detect_only`"),
+    ("--auto-sync", "`auto_sync`"),
+    ("--self-heal", "`self_heal`"),
+    ("--revision", "`revision`"),
+    ("--path", "`path`"),
+    ("--poll", "`poll`"),
+    ("--url", "`repo`"),
+    ("--env", "`env`"),
+];
+
+/// A message of the shared rules, speaking of this file's keys.
+fn keyed(message: String) -> String {
+    FLAGS.iter().fold(message, |m, (flag, key)| m.replace(flag, key))
+}
+
+/// What a node is, in words.
+fn describe(node: &Node) -> &'static str {
+    match &node.kind {
+        Kind::Null => "nothing",
+        Kind::Scalar(_) => "a single value",
+        Kind::Seq(_) => "a list",
+        Kind::Map(_) => "a mapping",
+    }
+}
+
+/// Text from the file as a message quotes it: control characters escaped,
+/// cut after 40 characters.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads the apps of file `file_name`, each checked, in the file's order,
+/// or every problem as `file:line:column: message`.
+pub fn parse_file(file_name: &str, text: &str) -> Result<Vec<AppSpec>, Vec<String>> {
+    let mut file = File { name: file_name, problems: Vec::new() };
+    if text.len() > MAX_FILE_BYTES {
+        file.problem(Pos::START, format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()));
+        return Err(file.problems);
+    }
+    let root = match load(text) {
+        Ok(root) => root,
+        Err(err) => {
+            let hint = err.hint.map(|h| format!("; {h}")).unwrap_or_default();
+            file.problem(err.pos, format!("not valid YAML: {}{hint}", err.message));
+            return Err(file.problems);
+        }
+    };
+    let specs = file.root(&root);
+    if file.problems.is_empty() { Ok(specs) } else { Err(file.problems) }
+}
+
+struct File<'a> {
+    name: &'a str,
+    problems: Vec<String>,
+}
+
+impl File<'_> {
+    fn problem(&mut self, pos: Pos, message: String) {
+        self.problems.push(format!("{}:{}:{}: {}", self.name, pos.line, pos.column, keyed(message)));
+    }
+
+    /// The entries of a mapping, each key a scalar and each once.
+    fn entries<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(&'n str, &'n Node, Pos)>> {
+        let Kind::Map(pairs) = &node.kind else {
+            self.problem(node.pos, format!("{what} must be a mapping (key: value), found {}", describe(node)));
+            return None;
+        };
+        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            let Some(name) = key.scalar_text() else {
+                self.problem(key.pos, format!("a key of {what} must be a single word, found {}", describe(key)));
+                continue;
+            };
+            if let Some(first) = seen.get(name) {
+                let message = format!(
+                    "`{}` is given twice in {what}; the first is at {}:{}",
+                    shown(name),
+                    first.line,
+                    first.column
+                );
+                self.problem(key.pos, message);
+                continue;
+            }
+            seen.insert(name, key.pos);
+            out.push((name, value, key.pos));
+        }
+        Some(out)
+    }
+
+    fn root(&mut self, root: &Node) -> Vec<AppSpec> {
+        if matches!(root.kind, Kind::Null) {
+            self.problem(root.pos, format!("the file is empty; list the apps like this:\n{EXAMPLE}"));
+            return Vec::new();
+        }
+        let Some(entries) = self.entries(root, "the file") else { return Vec::new() };
+        let mut list = None;
+        for (key, value, pos) in entries {
+            match key {
+                "apps" => list = Some(value),
+                other => self.problem(pos, format!("unknown key `{}`; the file has one key, `apps`", shown(other))),
+            }
+        }
+        let Some(list) = list else {
+            self.problem(root.pos, format!("the file has no `apps:`; list them like this:\n{EXAMPLE}"));
+            return Vec::new();
+        };
+        let Kind::Seq(items) = &list.kind else {
+            self.problem(list.pos, format!("`apps` must be a list (`- name: ...`), found {}", describe(list)));
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.problem(list.pos, "`apps` is empty; list at least one".to_owned());
+        }
+        if items.len() > MAX_FILE_APPS {
+            let message = format!(
+                "{} apps in one file, over the limit of {MAX_FILE_APPS} (a file is applied in one store \
+                 transaction); split them into several files and apply each",
+                items.len()
+            );
+            self.problem(list.pos, message);
+            return Vec::new();
+        }
+        let mut named: BTreeMap<String, Pos> = BTreeMap::new();
+        let mut specs = Vec::new();
+        for item in items {
+            let before = self.problems.len();
+            let Some((spec, name_pos)) = self.app(item) else { continue };
+            // The rules of `drover app create` as a whole, once each value
+            // passed its own.
+            if self.problems.len() == before
+                && let Some(why) = super::spec_problem(&spec)
+            {
+                self.problem(item.pos, format!("app `{}`: {why}", shown(&spec.name)));
+                continue;
+            }
+            if let Some(first) = named.get(&spec.name) {
+                let message = format!(
+                    "app `{}` is defined twice; the first is at {}:{}",
+                    shown(&spec.name),
+                    first.line,
+                    first.column
+                );
+                self.problem(name_pos, message);
+                continue;
+            }
+            named.insert(spec.name.clone(), name_pos);
+            specs.push(spec);
+        }
+        specs
+    }
+
+    /// One app, and where its name is; `None` when it has no name (its
+    /// other problems are said all the same).
+    fn app(&mut self, item: &Node) -> Option<(AppSpec, Pos)> {
+        let entries = self.entries(item, "an app")?;
+        let mut spec = AppSpec {
+            name: String::new(),
+            repo: String::new(),
+            path: String::new(),
+            environment: String::new(),
+            revision: String::new(),
+            poll_ms: DEFAULT_POLL.as_millis() as u64,
+            auto_sync: false,
+            self_heal: false,
+            prune: false,
+            detect_only: false,
+            depends_on: Vec::new(),
+            sync_timeout_ms: 0,
+        };
+        let mut name_pos = None;
+        for (key, value, pos) in &entries {
+            match *key {
+                "name" => {
+                    if let Some(name) = self.text(value, "name", name_problem) {
+                        spec.name = name;
+                        name_pos = Some(value.pos);
+                    }
+                }
+                "repo" => spec.repo = self.text(value, "repo", crate::core::triggers::url_problem).unwrap_or_default(),
+                "path" => spec.path = self.text(value, "path", path_problem).unwrap_or_default(),
+                "env" => spec.environment = self.text(value, "env", super::environment_problem).unwrap_or_default(),
+                "revision" => spec.revision = self.text(value, "revision", revision_problem).unwrap_or_default(),
+                "poll" => {
+                    if let Some(poll) = self.duration(value, "poll") {
+                        match poll_problem(poll) {
+                            Some(why) => self.problem(value.pos, why),
+                            None => spec.poll_ms = poll.as_millis() as u64,
+                        }
+                    }
+                }
+                "sync_timeout" => {
+                    if let Some(timeout) = self.duration(value, "sync_timeout") {
+                        spec.sync_timeout_ms = timeout.as_millis().max(1) as u64;
+                    }
+                }
+                "auto_sync" => spec.auto_sync = self.boolean(value, key),
+                "self_heal" => spec.self_heal = self.boolean(value, key),
+                "prune" => spec.prune = self.boolean(value, key),
+                "detect_only" => spec.detect_only = self.boolean(value, key),
+                "depends_on" => spec.depends_on = self.names(value),
+                other => self.problem(*pos, format!("unknown key `{}`; an app has {}", shown(other), KEYS.join(", "))),
+            }
+        }
+        let Some(name_pos) = name_pos else {
+            if !entries.iter().any(|(key, _, _)| *key == "name") {
+                self.problem(item.pos, "this app has no `name`; give it one, e.g. `name: web`".to_owned());
+            }
+            return None;
+        };
+        for (key, missing) in [("repo", spec.repo.is_empty()), ("path", spec.path.is_empty())] {
+            if missing && !entries.iter().any(|(k, _, _)| *k == key) {
+                self.problem(item.pos, format!("app `{}` has no `{key}`", shown(&spec.name)));
+            }
+        }
+        if spec.environment.is_empty() && !entries.iter().any(|(k, _, _)| *k == "env") {
+            self.problem(item.pos, format!("app `{}` has no `env`: name the environment it deploys to", spec.name));
+        }
+        if let Some(why) = depends_problem(&spec.name, &spec.depends_on) {
+            let at = entries.iter().find(|(k, _, _)| *k == "depends_on").map_or(item.pos, |(_, v, _)| v.pos);
+            self.problem(at, why);
+        }
+        Some((spec, name_pos))
+    }
+
+    /// A text value under `key`, checked by `problem`.
+    fn text(&mut self, node: &Node, key: &str, problem: fn(&str) -> Option<String>) -> Option<String> {
+        let Some(text) = node.scalar_text() else {
+            self.problem(node.pos, format!("`{key}` must be text, found {}", describe(node)));
+            return None;
+        };
+        if let Some(why) = problem(text) {
+            self.problem(node.pos, why);
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    fn boolean(&mut self, node: &Node, key: &str) -> bool {
+        match &node.kind {
+            Kind::Scalar(Scalar { ty: ScalarType::Bool, text, .. }) => text == "true",
+            _ => {
+                let found = node.scalar_text().map_or_else(|| describe(node).to_owned(), |t| format!("`{}`", shown(t)));
+                self.problem(node.pos, format!("`{key}` is true or false, found {found}"));
+                false
+            }
+        }
+    }
+
+    /// A duration (`30s`, `5m`, `1h30m`) under `key`.
+    fn duration(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        let text = match &node.kind {
+            Kind::Scalar(Scalar { ty: ScalarType::Str, text, .. }) => text,
+            Kind::Scalar(Scalar { text, .. }) => {
+                let message = format!("`{key}: {}` has no unit; write e.g. 30s, 5m or 1h", shown(text));
+                self.problem(node.pos, message);
+                return None;
+            }
+            _ => {
+                self.problem(node.pos, format!("`{key}` must be a duration (30s, 5m), found {}", describe(node)));
+                return None;
+            }
+        };
+        let parsed = drover_client::duration::parse(text, drover_client::duration::PIPELINE_UNITS);
+        if parsed.is_none() {
+            let message = format!(
+                "`{key}: {}` is not a duration: whole numbers with units h, m or s, largest first (30s, 1m30s)",
+                shown(text)
+            );
+            self.problem(node.pos, message);
+        }
+        parsed
+    }
+
+    /// `depends_on`: a list of app names (checked as a whole by the caller).
+    fn names(&mut self, node: &Node) -> Vec<String> {
+        let Kind::Seq(items) = &node.kind else {
+            self.problem(node.pos, format!("`depends_on` must be a list (`[db, cache]`), found {}", describe(node)));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item.scalar_text() {
+                Some(name) => out.push(name.trim().to_owned()),
+                None => {
+                    self.problem(item.pos, format!("an app of `depends_on` must be a name, found {}", describe(item)))
+                }
+            }
+        }
+        out
+    }
+}
