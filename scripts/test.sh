@@ -12,6 +12,14 @@ cd "$(dirname "$0")/.."
 # etcd-client's build (our own protos are compiled with protox).
 install_missing git=git etcd=etcd-server protoc=protobuf-compiler
 
+# sshd for the tests of git over ssh with a deploy key: they start their own
+# on a free port, with their own config and host key, and do not use the
+# package's service (without an init system, its postinst does not start
+# it). sshd lives in /usr/sbin, which a normal user's PATH may lack.
+if [ ! -x /usr/sbin/sshd ] && ! command -v sshd >/dev/null 2>&1; then
+  install_packages openssh-server
+fi
+
 # An S3-protocol server for the blob store's S3 backend: moto, from PyPI,
 # in a virtualenv of its own under .drover-tools/ (ignored by git).
 install_missing python3=python3

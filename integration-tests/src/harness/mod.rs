@@ -18,6 +18,7 @@
 mod etcd;
 mod fleet;
 pub mod pty;
+pub mod sshd;
 mod tmpfs;
 
 pub use etcd::{Etcd, free_port};
