@@ -16,8 +16,10 @@ use std::time::Duration;
 use tokio::process::Command;
 
 mod apps;
+mod ssh;
 
 pub use apps::{APP_MIRRORS, Push, Tree, commit_and_push, files_at};
+pub use ssh::SshAccess;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -55,9 +57,22 @@ pub struct Resolved {
 }
 
 async fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, GitError> {
+    git_over(dir, args, None).await
+}
+
+/// As [`git`], for a command that talks to a remote: over ssh with
+/// `ssh`'s key when given.
+async fn git_over(
+    dir: Option<&Path>,
+    args: &[&str],
+    ssh: Option<&SshAccess>,
+) -> Result<std::process::Output, GitError> {
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
+    }
+    if let Some(ssh) = ssh {
+        cmd.env("GIT_SSH_COMMAND", ssh.command());
     }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -189,8 +204,8 @@ pub async fn at_commit(
     };
     let _held = lock.lock().await;
     let result = async {
-        mirror(repo, &root, &dir).await?;
-        fetch_unreachable(&dir, commit).await?;
+        mirror(repo, &root, &dir, None).await?;
+        fetch_unreachable(&dir, commit, None).await?;
         let object = format!("{commit}:{file}");
         let out = git(Some(&dir), &["show", "--end-of-options", &object]).await?;
         if !out.status.success() {
@@ -287,7 +302,7 @@ fn mirror_name(repo: &str) -> String {
 /// directory and renamed into place, so a clone cut short never looks
 /// like a mirror. A mirror that no longer fetches (damaged, or the URL's
 /// history rewritten beyond repair) is cloned again.
-async fn mirror(repo: &str, root: &Path, dir: &Path) -> Result<(), GitError> {
+async fn mirror(repo: &str, root: &Path, dir: &Path, ssh: Option<&SshAccess>) -> Result<(), GitError> {
     // What a clone cut short (a timeout, a crash) left.
     let name = mirror_name(repo);
     if let Ok(mut entries) = tokio::fs::read_dir(root).await {
@@ -298,7 +313,7 @@ async fn mirror(repo: &str, root: &Path, dir: &Path) -> Result<(), GitError> {
         }
     }
     if dir.join("HEAD").exists() {
-        let out = git(Some(dir), &["fetch", "--quiet", "--prune", "origin"]).await?;
+        let out = git_over(Some(dir), &["fetch", "--quiet", "--prune", "origin"], ssh).await?;
         if out.status.success() {
             return Ok(());
         }
@@ -311,7 +326,7 @@ async fn mirror(repo: &str, root: &Path, dir: &Path) -> Result<(), GitError> {
         .map_err(|e| GitError::Other(format!("cannot create {}: {e}", root.display())))?;
     let tmp = root.join(format!("{name}.tmp-{}-{}", std::process::id(), unique()));
     let tmp_str = tmp.to_string_lossy().into_owned();
-    let out = git(None, &["clone", "--mirror", "--quiet", "--", repo, &tmp_str]).await?;
+    let out = git_over(None, &["clone", "--mirror", "--quiet", "--", repo, &tmp_str], ssh).await?;
     if !out.status.success() {
         let _ = tokio::fs::remove_dir_all(&tmp).await;
         return Err(GitError::Clone {
@@ -331,13 +346,13 @@ async fn mirror(repo: &str, root: &Path, dir: &Path) -> Result<(), GitError> {
 /// client fetch any commit a ref reaches (protocol v2, and those forges)
 /// send it; a failure is left to the read that follows, which says the
 /// commit was not found.
-async fn fetch_unreachable(dir: &Path, commit: &str) -> Result<(), GitError> {
+async fn fetch_unreachable(dir: &Path, commit: &str, ssh: Option<&SshAccess>) -> Result<(), GitError> {
     let spec = format!("{commit}^{{commit}}");
     if git(Some(dir), &["cat-file", "-e", &spec]).await?.status.success() {
         return Ok(());
     }
     // `commit` is a full commit id (checked by the caller), never an option.
-    let _ = git(Some(dir), &["fetch", "--quiet", "origin", commit]).await?;
+    let _ = git_over(Some(dir), &["fetch", "--quiet", "origin", commit], ssh).await?;
     Ok(())
 }
 

@@ -192,7 +192,8 @@ impl Vault {
     }
 
     /// The values of the secrets `names`, and the names that do not exist.
-    /// Only the agent edge calls this, for the `Assign` it is sending.
+    /// Only the agent edge calls this, for the `Assign` it is sending, and
+    /// the apps controller, for an app's deploy key (`apps::access`).
     pub async fn resolve(&self, names: &[String]) -> Result<(BTreeMap<String, Vec<u8>>, Vec<String>), SecretsError> {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();

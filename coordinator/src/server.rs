@@ -262,6 +262,7 @@ pub async fn run(
         apps: Some(crate::apps::Config {
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
             max_artifact_bytes: opts.max_artifact_bytes,
+            vault: vault.clone(),
         }),
     });
     let election = tokio::spawn(leader::run(
@@ -340,6 +341,7 @@ pub async fn run(
         .add_service(drover_proto::v1::app_service_server::AppServiceServer::new(crate::api::apps::AppApi {
             store: store.clone(),
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+            vault: vault.clone(),
         }))
         .add_service(ControlServiceServer::new(ControlApi {
             role: role_rx,

@@ -42,9 +42,15 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             detect_only,
             depends_on,
             sync_timeout,
+            deploy_key,
+            known_hosts,
             output,
             ..
         } => {
+            let known_hosts = match known_hosts {
+                Some(path) => crate::environments::read_file(&path)?.1,
+                None => String::new(),
+            };
             let req = pb::CreateAppRequest {
                 name,
                 repo,
@@ -58,6 +64,8 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
                 detect_only,
                 depends_on,
                 sync_timeout_ms: sync_timeout.map_or(0, |t| t.as_millis() as u64),
+                deploy_key: deploy_key.unwrap_or_default(),
+                known_hosts,
             };
             let app = conn.call(false, |c| a_call!(c.create_app(req.clone()))).await?;
             if output.structured() {
@@ -273,6 +281,9 @@ fn show(a: &pb::App) {
     if !a.depends_on.is_empty() {
         outln!("  depends on: {}", a.depends_on.join(", "));
     }
+    if !a.deploy_key.is_empty() {
+        outln!("  deploy key: secret {} (trusting {} host keys)", a.deploy_key, a.known_hosts);
+    }
     if !a.pinned_commit.is_empty() {
         outln!(
             "  pinned to {} by {} ({}); `drover app unpin {}` lets it follow its revision",
@@ -388,6 +399,8 @@ fn view(a: &pb::App) -> Value {
         "pinned_ms": a.pinned_ms,
         "blocked": a.blocked,
         "sync_timeout_ms": a.sync_timeout_ms,
+        "deploy_key": a.deploy_key,
+        "known_hosts": a.known_hosts,
     })
 }
 

@@ -21,6 +21,8 @@ use crate::submit::GitOptions;
 pub struct AppApi {
     pub store: Arc<dyn Store>,
     pub git: GitOptions,
+    /// Where apps' deploy keys are opened from, to read their repositories.
+    pub vault: Arc<crate::secrets::Vault>,
 }
 
 fn app_view(view: AppView) -> pb::App {
@@ -63,6 +65,9 @@ fn app_view(view: AppView) -> pb::App {
         pinned_by: pin.by,
         pinned_ms: pin.at_ms,
         blocked: status.blocked,
+        known_hosts: spec.known_hosts.lines().filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#')).count()
+            as u32,
+        deploy_key: spec.deploy_key,
     }
 }
 
@@ -104,7 +109,8 @@ impl AppApi {
         let spec = &view.record.spec;
         let pinned = view.pin.as_ref().map(|p| p.commit.as_str());
         let revision = if revision.is_empty() { pinned.unwrap_or(spec.reference()) } else { revision };
-        let rendered = render::render(spec, revision, &self.git, None).await.map_err(ApiError::Precondition)?;
+        let rendered =
+            render::render(spec, revision, &self.git, &self.vault, None).await.map_err(ApiError::Precondition)?;
         let desired = match rendered.desired {
             Ok(d) => d,
             Err(why) => return Ok(diff_view(rendered.commit, Vec::new(), why)),
@@ -134,6 +140,8 @@ impl pb::app_service_server::AppService for AppApi {
             detect_only: r.detect_only,
             depends_on: r.depends_on,
             sync_timeout_ms: r.sync_timeout_ms,
+            deploy_key: r.deploy_key,
+            known_hosts: r.known_hosts,
         };
         let record = records::create(self.store.as_ref(), spec, &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %record.spec.name, repo = %record.spec.repo, by = %by, "app created");
@@ -230,8 +238,9 @@ impl pb::app_service_server::AppService for AppApi {
         let (view, _) = records::get(self.store.as_ref(), &r.name).await.map_err(ApiError::from)?;
         // The commit must be there, and its files valid: a pin nothing
         // can sync to would hold the app nowhere.
-        let rendered =
-            render::render(&view.record.spec, &r.to, &self.git, None).await.map_err(ApiError::Precondition)?;
+        let rendered = render::render(&view.record.spec, &r.to, &self.git, &self.vault, None)
+            .await
+            .map_err(ApiError::Precondition)?;
         if let Err(why) = &rendered.desired {
             return Err(ApiError::Precondition(format!(
                 "the desired state at {} is invalid, so the app cannot go back to it:\n{why}",

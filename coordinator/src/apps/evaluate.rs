@@ -44,7 +44,7 @@ pub(super) async fn evaluate(
         status.last_error_ms = now;
         Evaluated::Broken(why)
     };
-    let rendered = match render::render(spec, revision, &ctx.git, Some(tick)).await {
+    let rendered = match render::render(spec, revision, &ctx.git, &ctx.vault, Some(tick)).await {
         Ok(r) => r,
         Err(why) => return Ok(broken(status, why)),
     };

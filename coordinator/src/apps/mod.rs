@@ -48,6 +48,7 @@ use crate::scheduler::{Event, Handle, SyncAction, SyncCommand};
 use crate::store::{Compare, Op, Revision, Store, Txn, decode};
 use crate::submit::GitOptions;
 
+pub mod access;
 mod evaluate;
 pub mod fetch;
 pub mod records;
@@ -72,6 +73,8 @@ pub struct Config {
     pub git: GitOptions,
     /// The largest artifact by URL fetched (`--max-artifact-bytes`).
     pub max_artifact_bytes: u64,
+    /// Where deploy keys are opened from.
+    pub vault: Arc<crate::secrets::Vault>,
 }
 
 pub struct Apps {
@@ -105,6 +108,7 @@ impl Controller for Apps {
             git: self.config.git.clone(),
             blobs: term.blobs.clone(),
             max_artifact_bytes: self.config.max_artifact_bytes,
+            vault: self.config.vault.clone(),
         });
         Ok(Started::work(run(ctx)))
     }
@@ -116,6 +120,7 @@ struct Ctx {
     git: GitOptions,
     blobs: Arc<crate::blobs::Blobs>,
     max_artifact_bytes: u64,
+    vault: Arc<crate::secrets::Vault>,
 }
 
 /// One app as read this tick.
@@ -166,6 +171,9 @@ async fn run(ctx: Arc<Ctx>) -> Result<(), ControllerError> {
             if gone > 0 {
                 info!(gone, "removed the git mirrors of repositories no app follows");
             }
+            let keyed = apps.iter().filter(|a| !a.record.spec.deploy_key.is_empty());
+            let keys = ctx.git.scratch.with_file_name(access::APP_KEYS);
+            access::prune(&keys, keyed.map(|a| a.record.spec.name.clone()).collect()).await;
         }
         let mut due = Vec::new();
         for mut app in apps {

@@ -27,17 +27,20 @@ pub struct Rendered {
     pub desired: Result<DesiredState, String>,
 }
 
-/// Reads and checks app `spec`'s files at `revision`; a git failure (an
-/// unreachable repository, a revision or a directory that is not there)
-/// is the error. A mirror fetched since `fresh_since` is not fetched again.
+/// Reads and checks app `spec`'s files at `revision` (over ssh with its
+/// deploy key, when it has one); a git failure (an unreachable
+/// repository, a revision or a directory that is not there, a deploy key
+/// that is not set) is the error. A mirror fetched since `fresh_since` is not fetched again.
 pub async fn render(
     spec: &AppSpec,
     revision: &str,
     git: &GitOptions,
+    vault: &crate::secrets::Vault,
     fresh_since: Option<std::time::Instant>,
 ) -> Result<Rendered, String> {
+    let ssh = super::access::ssh_access(spec, vault, &git.scratch.with_file_name(super::access::APP_KEYS)).await?;
     let tree = crate::git::files_at(
-        &spec.repo,
+        (&spec.repo, ssh.as_ref()),
         revision,
         &spec.path,
         &git.scratch,

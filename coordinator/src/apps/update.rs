@@ -149,6 +149,8 @@ async fn write(
         sha = build.sha256,
         app = spec.name,
     );
+    let keys = ctx.git.scratch.with_file_name(super::access::APP_KEYS);
+    let ssh = super::access::ssh_access(spec, &ctx.vault, &keys).await?;
     let push = crate::git::Push {
         repo: &spec.repo,
         base: commit,
@@ -157,7 +159,7 @@ async fn write(
         message: &message,
         branch: &target,
         force: update.write == UpdateWrite::Branch,
-        ssh_key: None,
+        ssh: ssh.as_ref(),
     };
     crate::git::commit_and_push(&push, &ctx.git.scratch, ctx.git.timeout).await.map_err(|e| e.to_string())
 }

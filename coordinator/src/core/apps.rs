@@ -44,6 +44,8 @@ pub const MAX_DEPENDS_ON: usize = 16;
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const MIN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest `--known-hosts` text.
+pub const MAX_KNOWN_HOSTS_BYTES: usize = 64 * 1024;
 /// Self-heal syncs a drifted app at most this often.
 pub const SELF_HEAL_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -74,6 +76,15 @@ pub struct AppSpec {
     /// How long a sync may run (ms); 0 for [`DEFAULT_SYNC_TIMEOUT`].
     #[serde(default)]
     pub sync_timeout_ms: u64,
+    /// The secret (`drover secret set`) holding the private key git uses
+    /// for an ssh URL, to fetch and to push image updates; empty: the
+    /// coordinator's own ssh setup.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deploy_key: String,
+    /// The host keys ssh trusts with the deploy key (known_hosts lines):
+    /// no host key is trusted on first use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub known_hosts: String,
 }
 
 impl AppSpec {
@@ -108,6 +119,7 @@ pub fn spec_problem(spec: &AppSpec) -> Option<String> {
                 format!("--sync-timeout {}ms is out of range: between 1s and 24h (e.g. 10m)", timeout.as_millis())
             })
         })
+        .or_else(|| access_problem(&spec.repo, &spec.deploy_key, &spec.known_hosts))
         .or_else(|| {
             (spec.detect_only && (spec.auto_sync || spec.self_heal)).then(|| {
                 "--detect-only only reports drift, so it cannot go with --auto-sync or --self-heal; choose one"
@@ -172,6 +184,64 @@ pub fn revision_problem(revision: &str) -> Option<String> {
     bad.then(|| {
         format!("--revision {revision:?} is not a branch, a tag or a commit; e.g. --revision main, v1.2 or a SHA")
     })
+}
+
+/// Whether git reaches `repo` over ssh: `ssh://…`, or `[user@]host:path`
+/// (scp's form).
+pub fn is_ssh_url(repo: &str) -> bool {
+    if repo.starts_with("ssh://") || repo.starts_with("git+ssh://") {
+        return true;
+    }
+    match repo.split_once(':') {
+        Some((host, _)) => !host.contains('/') && !repo.contains("://") && !host.is_empty(),
+        None => false,
+    }
+}
+
+/// `--deploy-key SECRET` with `--known-hosts FILE`: both or neither, for
+/// an ssh URL, the known hosts each a line of `hosts keytype key`.
+pub fn access_problem(repo: &str, deploy_key: &str, known_hosts: &str) -> Option<String> {
+    if deploy_key.is_empty() {
+        return (!known_hosts.is_empty())
+            .then(|| "--known-hosts goes with --deploy-key SECRET, the key ssh uses with those hosts".to_owned());
+    }
+    if let Some(why) = drover_pipeline::secret_name_problem(deploy_key) {
+        return Some(format!("--deploy-key: {why}"));
+    }
+    if !is_ssh_url(repo) {
+        return Some(format!(
+            "--deploy-key is for a repository reached over ssh (ssh://git@host/ops/deploy.git or \
+             git@host:ops/deploy.git), not {repo}"
+        ));
+    }
+    if known_hosts.trim().is_empty() {
+        return Some(
+            "--deploy-key needs --known-hosts FILE, the host keys of the repository's server (e.g. from \
+             `ssh-keyscan HOST`, checked against what the server publishes): Drover never trusts a host key on \
+             first use"
+                .to_owned(),
+        );
+    }
+    if known_hosts.len() > MAX_KNOWN_HOSTS_BYTES {
+        return Some(format!(
+            "--known-hosts is {} bytes, over the limit of {MAX_KNOWN_HOSTS_BYTES}",
+            known_hosts.len()
+        ));
+    }
+    for (i, line) in known_hosts.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields = line.split_whitespace().count();
+        if fields < 3 || line.chars().any(|c| c.is_control() && c != '\t') {
+            return Some(format!(
+                "--known-hosts line {}: not a known_hosts line (`HOSTS KEYTYPE KEY`, as ssh-keyscan prints them)",
+                i + 1
+            ));
+        }
+    }
+    None
 }
 
 pub fn poll_problem(poll: Duration) -> Option<String> {

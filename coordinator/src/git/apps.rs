@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{GitError, MIRROR_LOCKS, fetch_unreachable, git, mirror, mirror_name, unique};
+use super::{GitError, MIRROR_LOCKS, SshAccess, fetch_unreachable, git, git_over, mirror, mirror_name, unique};
 
 /// The directory of the apps' mirrors, beside the scratch directory: apart
 /// from the triggers' (which prune theirs by the repositories they poll).
@@ -86,7 +86,7 @@ pub struct Tree {
 /// branch), from the repository's mirror under [`APP_MIRRORS`], giving up
 /// after `timeout`. A file over `max_bytes` is an error naming it.
 pub async fn files_at(
-    repo: &str,
+    (repo, ssh): (&str, Option<&SshAccess>),
     revision: &str,
     dir: &str,
     scratch: &Path,
@@ -108,7 +108,7 @@ pub async fn files_at(
         };
         if !fresh || !mirror_dir.join("HEAD").exists() {
             let started = Instant::now();
-            mirror(repo, &root, &mirror_dir).await?;
+            mirror(repo, &root, &mirror_dir, ssh).await?;
             FETCHED.lock().unwrap_or_else(|e| e.into_inner()).insert(mirror_dir.clone(), started);
         }
         let d = mirror_dir.as_path();
@@ -123,7 +123,7 @@ pub async fn files_at(
             None if is_id && cached(revision).is_some() => (revision.to_string(), None),
             None => {
                 if is_id {
-                    fetch_unreachable(d, revision).await?;
+                    fetch_unreachable(d, revision, ssh).await?;
                 }
                 let spec = format!("{revision}^{{commit}}");
                 let out = git(Some(d), &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec]).await?;
@@ -201,8 +201,8 @@ pub struct Push<'a> {
     /// tries again on the new head.
     pub branch: &'a str,
     pub force: bool,
-    /// A private key file for ssh URLs (`GIT_SSH_COMMAND`), if any.
-    pub ssh_key: Option<&'a Path>,
+    /// The deploy key, for an ssh URL.
+    pub ssh: Option<&'a SshAccess>,
 }
 
 /// Commits `push.text` as `push.path` on `push.base`, as Drover, and pushes
@@ -219,8 +219,8 @@ pub async fn commit_and_push(push: &Push<'_>, scratch: &Path, timeout: Duration)
     let _held = lock.lock().await;
     let work: PathBuf = root.join(format!("{}.tmp-work-{}-{}", mirror_name(push.repo), std::process::id(), unique()));
     let result = async {
-        mirror(push.repo, &root, &mirror_dir).await?;
-        fetch_unreachable(&mirror_dir, push.base).await?;
+        mirror(push.repo, &root, &mirror_dir, push.ssh).await?;
+        fetch_unreachable(&mirror_dir, push.base, push.ssh).await?;
         let failed = |what: &str, out: &std::process::Output| {
             GitError::Other(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim()))
         };
@@ -245,14 +245,7 @@ pub async fn commit_and_push(push: &Push<'_>, scratch: &Path, timeout: Duration)
         let out = git(Some(&work), &["rev-parse", "HEAD"]).await?;
         let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let refspec = format!("{}HEAD:refs/heads/{}", if push.force { "+" } else { "" }, push.branch);
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.arg("-C").arg(&work).args(["push", "--quiet", "--", push.repo, &refspec]);
-        cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(std::process::Stdio::null()).kill_on_drop(true);
-        if let Some(key) = push.ssh_key {
-            let ssh = format!("ssh -i '{}' -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new", key.display());
-            cmd.env("GIT_SSH_COMMAND", ssh);
-        }
-        let out = cmd.output().await.map_err(GitError::Spawn)?;
+        let out = git_over(Some(&work), &["push", "--quiet", "--", push.repo, &refspec], push.ssh).await?;
         if !out.status.success() {
             return Err(failed(&format!("cannot push to branch {} of {}", push.branch, push.repo), &out));
         }
@@ -290,7 +283,7 @@ mod tests {
         let url = format!("file://{}", repo.display());
         let read = |revision: &'static str, since: Option<Instant>| {
             let (url, scratch) = (url.clone(), scratch.clone());
-            async move { files_at(&url, revision, "deploy", &scratch, Duration::from_secs(30), 1024, since).await }
+            async move { files_at((&url, None), revision, "deploy", &scratch, Duration::from_secs(30), 1024, since).await }
         };
         let start = Instant::now();
         let tree = read("HEAD", Some(start)).await.unwrap();

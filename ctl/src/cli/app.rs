@@ -67,6 +67,14 @@ pub enum AppCommand {
         /// aborted, between 1s and 24h (default 30m).
         #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
         sync_timeout: Option<Duration>,
+        /// For an ssh URL: the secret (`drover secret set`) holding the
+        /// private key git fetches and pushes with.
+        #[arg(long, value_name = "SECRET", requires = "known_hosts")]
+        deploy_key: Option<String>,
+        /// With --deploy-key: a known_hosts file of the server's host keys
+        /// (e.g. from `ssh-keyscan`); no other host key is trusted.
+        #[arg(long, value_name = "FILE", requires = "deploy_key")]
+        known_hosts: Option<PathBuf>,
         /// Output format: text, json or yaml (the app).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

@@ -802,7 +802,7 @@ fn prune_stops_a_service_removed_from_git_and_without_it_the_service_is_shown_as
 }
 
 /// A build of `version` by the pipeline named `web-build`: the run's id.
-fn web_build(web: &Web, version: &str) -> String {
+pub(crate) fn web_build(web: &Web, version: &str) -> String {
     let pipeline = format!(
         "name: web-build\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist \
          && cp {script} dist/server.py && echo {version} > dist/VERSION\n",

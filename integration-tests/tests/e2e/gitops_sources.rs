@@ -188,3 +188,80 @@ fn an_apps_file_creates_and_changes_apps_all_or_nothing() {
     );
     assert_eq!(history(&web)[0]["started_by"], "auto-sync");
 }
+
+#[test]
+fn a_deploy_key_held_as_a_secret_fetches_and_pushes_over_ssh_and_only_it() {
+    use drover_integration_tests::harness::sshd::{Sshd, keypair};
+    let web = Web::start("gitops-ssh", 1);
+    let dir = web.fleet.dir.path().to_path_buf();
+    let v1 = crate::gitops::web_build(&web, "v1");
+    let repo = Repo::new(&dir);
+    let following = crate::gitops::service_file(&web, &v1)
+        .replace("service:\n", "update: {pipeline: web-build, job: build, write: commit}\nservice:\n");
+    repo.commit("main", &following, "web follows web-build");
+    let key_dir = dir.join("keys");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let (_, public) = keypair(&key_dir.join("deploy"));
+    let (_, _) = keypair(&key_dir.join("other"));
+    let sshd = Sshd::start(&dir.join("sshd"), &public);
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, sshd.known_hosts()).unwrap();
+    let set_key = |which: &str| {
+        let path = key_dir.join(which);
+        let out = web.fleet.drover(&["secret", "set", "DEPLOY_KEY", "--from-file", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    set_key("deploy");
+    let url = sshd.url(&dir.join("desired.git"));
+    let create = |extra: &[&str]| {
+        let mut args = vec!["app", "create", "web", "--repo", &url, "--path", "deploy", "--env", "staging"];
+        args.extend_from_slice(&["--poll", "1s", "--auto-sync"]);
+        args.extend_from_slice(extra);
+        web.fleet.drover(&args)
+    };
+
+    // A key with no host keys to trust is refused; so is one for a
+    // repository that is not reached over ssh.
+    let out = create(&["--deploy-key", "DEPLOY_KEY"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--known-hosts"), "{}", text(&out.stderr));
+    let mut args = vec!["app", "create", "web", "--repo", &repo.url, "--path", "deploy", "--env", "staging"];
+    args.extend_from_slice(&["--deploy-key", "DEPLOY_KEY", "--known-hosts", known_hosts.to_str().unwrap()]);
+    let out = web.fleet.drover(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is for a repository reached over ssh"), "{}", text(&out.stderr));
+
+    // Over ssh with the deploy key: fetched and synced.
+    let out = create(&["--deploy-key", "DEPLOY_KEY", "--known-hosts", known_hosts.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let serving = |version: &str| {
+        wait_for_or_report(
+            &format!("{version} to serve"),
+            Duration::from_secs(90),
+            || (web.versions() == [Some(version.to_string())]).then_some(()),
+            || format!("{:?}\n{:#}\n{:#?}\n{}", web.versions(), app(&web), history(&web), sshd.log_tail()),
+        )
+    };
+    serving("v1");
+
+    // CI builds v2: Drover pushes the new version over ssh with the key,
+    // then syncs its own commit.
+    let v2 = crate::gitops::web_build(&web, "v2");
+    serving("v2");
+    let bare = dir.join("desired.git");
+    let log = crate::git::git(&bare, &["log", "-1", "--format=%an%n%B", "main"]);
+    assert!(log.starts_with("Drover\nDeploy web: run"), "{log}");
+    assert!(log.contains(&format!("run {v2} of pipeline web-build")), "{log}");
+
+    // Another key in the secret: the server refuses it, and the app says so.
+    set_key("other");
+    web.fleet.drover(&["app", "refresh", "web"]);
+    let a = wait_for_or_report(
+        "the refused key to be reported",
+        Duration::from_secs(30),
+        || Some(app(&web)).filter(|a| a["last_error"].as_str().unwrap_or_default().contains("Permission denied")),
+        || format!("{:#}\n{}", app(&web), sshd.log_tail()),
+    );
+    assert!(a["last_error"].as_str().unwrap().contains("cannot"), "{a:#}");
+    assert_eq!(web.versions(), [Some("v2".to_string())], "what runs stays");
+}

@@ -15,6 +15,9 @@
 //!     detect_only: false
 //!     depends_on: [db]
 //!     sync_timeout: 30m
+//!     deploy_key: DEPLOY_KEY    # optional, for an ssh URL: a secret's name
+//!     known_hosts: |            # with it: the server's host keys
+//!       git.example.com ssh-ed25519 AAAA...
 //! ```
 //!
 //! Each app is checked by the rules of `drover app create` (the parent
@@ -47,6 +50,8 @@ const KEYS: &[&str] = &[
     "detect_only",
     "depends_on",
     "sync_timeout",
+    "deploy_key",
+    "known_hosts",
 ];
 const EXAMPLE: &str =
     "apps:\n  - name: web\n    repo: https://git.example.com/desired.git\n    path: deploy\n    env: staging";
@@ -54,6 +59,8 @@ const EXAMPLE: &str =
 /// The flags the shared rules name, as this file's keys.
 const FLAGS: &[(&str, &str)] = &[
     ("--sync-timeout", "`sync_timeout`"),
+    ("--deploy-key", "`deploy_key`"),
+    ("--known-hosts", "`known_hosts`"),
     ("--depends-on", "`depends_on`"),
     ("--detect-only", "`detect_only`"),
     ("--auto-sync", "`auto_sync`"),
@@ -228,6 +235,8 @@ impl File<'_> {
             detect_only: false,
             depends_on: Vec::new(),
             sync_timeout_ms: 0,
+            deploy_key: String::new(),
+            known_hosts: String::new(),
         };
         let mut name_pos = None;
         for (key, value, pos) in &entries {
@@ -260,6 +269,8 @@ impl File<'_> {
                 "prune" => spec.prune = self.boolean(value, key),
                 "detect_only" => spec.detect_only = self.boolean(value, key),
                 "depends_on" => spec.depends_on = self.names(value),
+                "deploy_key" => spec.deploy_key = self.text(value, "deploy_key", |_| None).unwrap_or_default(),
+                "known_hosts" => spec.known_hosts = self.text(value, "known_hosts", |_| None).unwrap_or_default(),
                 other => self.problem(*pos, format!("unknown key `{}`; an app has {}", shown(other), KEYS.join(", "))),
             }
         }

@@ -19,6 +19,8 @@ fn spec() -> AppSpec {
         detect_only: false,
         depends_on: Vec::new(),
         sync_timeout_ms: 0,
+        deploy_key: String::new(),
+        known_hosts: String::new(),
     }
 }
 
@@ -338,4 +340,27 @@ fn an_apps_file_says_each_mistake_at_its_place() {
     }
     let two = format!("{app}    poll: 30\n    prune: maybe\n");
     assert_eq!(file::parse_file("apps.yml", &two).unwrap_err().len(), 2, "one mistake does not hide the next");
+}
+
+#[test]
+fn a_deploy_key_needs_an_ssh_url_and_the_hosts_it_trusts() {
+    let hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\n# a comment\n";
+    // (case, repo, deploy key, known hosts, what the refusal says; "" for none)
+    let cases = [
+        ("no key", "https://git.example.com/x.git", "", "", ""),
+        ("ssh:// with both", "ssh://git@git.example.com/x.git", "DEPLOY_KEY", hosts, ""),
+        ("scp form", "git@git.example.com:ops/x.git", "DEPLOY_KEY", hosts, ""),
+        ("https", "https://git.example.com/x.git", "DEPLOY_KEY", hosts, "reached over ssh"),
+        ("a path", "/srv/git/x.git", "DEPLOY_KEY", hosts, "reached over ssh"),
+        ("no hosts", "ssh://git@h/x.git", "DEPLOY_KEY", "", "needs --known-hosts"),
+        ("hosts alone", "ssh://git@h/x.git", "", hosts, "goes with --deploy-key"),
+        ("bad secret name", "ssh://git@h/x.git", "deploy-key", hosts, "invalid secret name"),
+        ("a bad line", "ssh://git@h/x.git", "DEPLOY_KEY", "h ssh-ed25519\n", "line 1: not a known_hosts line"),
+    ];
+    for (case, repo, key, known, want) in cases {
+        match access_problem(repo, key, known) {
+            None => assert!(want.is_empty(), "{case}: accepted"),
+            Some(why) => assert!(!want.is_empty() && why.contains(want), "{case}: {why}"),
+        }
+    }
 }
