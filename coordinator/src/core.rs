@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md, "Inside the coordinator".
 
 pub mod apps;
+pub mod declared;
 pub mod dispatch;
 pub mod environments;
 pub mod fleet;

@@ -27,7 +27,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, load};
+use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType};
+
+use crate::core::declared::{self, Listing, describe, shown};
 
 use super::{AppSpec, DEFAULT_POLL, depends_problem, name_problem, path_problem, poll_problem, revision_problem};
 
@@ -77,143 +79,39 @@ fn keyed(message: String) -> String {
     FLAGS.iter().fold(message, |m, (flag, key)| m.replace(flag, key))
 }
 
-/// What a node is, in words.
-fn describe(node: &Node) -> &'static str {
-    match &node.kind {
-        Kind::Null => "nothing",
-        Kind::Scalar(_) => "a single value",
-        Kind::Seq(_) => "a list",
-        Kind::Map(_) => "a mapping",
-    }
-}
-
-/// Text from the file as a message quotes it: control characters escaped,
-/// cut after 40 characters.
-fn shown(text: &str) -> String {
-    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
-    if text.chars().count() > 40 {
-        out.push('…');
-    }
-    out
-}
-
 /// Reads the apps of file `file_name`, each checked, in the file's order,
 /// or every problem as `file:line:column: message`.
 pub fn parse_file(file_name: &str, text: &str) -> Result<Vec<AppSpec>, Vec<String>> {
-    let mut file = File { name: file_name, problems: Vec::new() };
-    if text.len() > MAX_FILE_BYTES {
-        file.problem(Pos::START, format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()));
-        return Err(file.problems);
-    }
-    let root = match load(text) {
-        Ok(root) => root,
-        Err(err) => {
-            let hint = err.hint.map(|h| format!("; {h}")).unwrap_or_default();
-            file.problem(err.pos, format!("not valid YAML: {}{hint}", err.message));
-            return Err(file.problems);
-        }
-    };
-    let specs = file.root(&root);
-    if file.problems.is_empty() { Ok(specs) } else { Err(file.problems) }
+    let listing = Listing { key: "apps", noun: "app", example: EXAMPLE, max: MAX_FILE_APPS };
+    declared::read(file_name, text, (MAX_FILE_BYTES, &listing), keyed, |file, items| File { file }.apps(items))
 }
 
-struct File<'a> {
-    name: &'a str,
-    problems: Vec<String>,
+struct File<'f, 'a> {
+    file: &'f mut declared::File<'a>,
 }
 
-impl File<'_> {
+impl File<'_, '_> {
     fn problem(&mut self, pos: Pos, message: String) {
-        self.problems.push(format!("{}:{}:{}: {}", self.name, pos.line, pos.column, keyed(message)));
+        self.file.problem(pos, message);
     }
 
-    /// The entries of a mapping, each key a scalar and each once.
-    fn entries<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(&'n str, &'n Node, Pos)>> {
-        let Kind::Map(pairs) = &node.kind else {
-            self.problem(node.pos, format!("{what} must be a mapping (key: value), found {}", describe(node)));
-            return None;
-        };
-        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
-        let mut out = Vec::new();
-        for (key, value) in pairs {
-            let Some(name) = key.scalar_text() else {
-                self.problem(key.pos, format!("a key of {what} must be a single word, found {}", describe(key)));
-                continue;
-            };
-            if let Some(first) = seen.get(name) {
-                let message = format!(
-                    "`{}` is given twice in {what}; the first is at {}:{}",
-                    shown(name),
-                    first.line,
-                    first.column
-                );
-                self.problem(key.pos, message);
-                continue;
-            }
-            seen.insert(name, key.pos);
-            out.push((name, value, key.pos));
-        }
-        Some(out)
-    }
-
-    fn root(&mut self, root: &Node) -> Vec<AppSpec> {
-        if matches!(root.kind, Kind::Null) {
-            self.problem(root.pos, format!("the file is empty; list the apps like this:\n{EXAMPLE}"));
-            return Vec::new();
-        }
-        let Some(entries) = self.entries(root, "the file") else { return Vec::new() };
-        let mut list = None;
-        for (key, value, pos) in entries {
-            match key {
-                "apps" => list = Some(value),
-                other => self.problem(pos, format!("unknown key `{}`; the file has one key, `apps`", shown(other))),
-            }
-        }
-        let Some(list) = list else {
-            self.problem(root.pos, format!("the file has no `apps:`; list them like this:\n{EXAMPLE}"));
-            return Vec::new();
-        };
-        let Kind::Seq(items) = &list.kind else {
-            self.problem(list.pos, format!("`apps` must be a list (`- name: ...`), found {}", describe(list)));
-            return Vec::new();
-        };
-        if items.is_empty() {
-            self.problem(list.pos, "`apps` is empty; list at least one".to_owned());
-        }
-        if items.len() > MAX_FILE_APPS {
-            let message = format!(
-                "{} apps in one file, over the limit of {MAX_FILE_APPS} (a file is applied in one store \
-                 transaction); split them into several files and apply each",
-                items.len()
-            );
-            self.problem(list.pos, message);
-            return Vec::new();
-        }
-        let mut named: BTreeMap<String, Pos> = BTreeMap::new();
+    fn apps(&mut self, items: &[Node]) -> Vec<AppSpec> {
+        let mut named = BTreeMap::new();
         let mut specs = Vec::new();
         for item in items {
-            let before = self.problems.len();
+            let before = self.file.problems.len();
             let Some((spec, name_pos)) = self.app(item) else { continue };
             // The rules of `drover app create` as a whole, once each value
             // passed its own.
-            if self.problems.len() == before
+            if self.file.problems.len() == before
                 && let Some(why) = super::spec_problem(&spec)
             {
                 self.problem(item.pos, format!("app `{}`: {why}", shown(&spec.name)));
                 continue;
             }
-            if let Some(first) = named.get(&spec.name) {
-                let message = format!(
-                    "app `{}` is defined twice; the first is at {}:{}",
-                    shown(&spec.name),
-                    first.line,
-                    first.column
-                );
-                self.problem(name_pos, message);
-                continue;
+            if self.file.first_time(&mut named, "app", &spec.name, name_pos) {
+                specs.push(spec);
             }
-            named.insert(spec.name.clone(), name_pos);
-            specs.push(spec);
         }
         specs
     }
@@ -221,7 +119,7 @@ impl File<'_> {
     /// One app, and where its name is; `None` when it has no name (its
     /// other problems are said all the same).
     fn app(&mut self, item: &Node) -> Option<(AppSpec, Pos)> {
-        let entries = self.entries(item, "an app")?;
+        let entries = self.file.entries(item, "an app")?;
         let mut spec = AppSpec {
             name: String::new(),
             repo: String::new(),

@@ -13,16 +13,15 @@
 //!     branches: [main, 'release/*']          # optional: only pipelines of these branches deploy
 //! ```
 //!
-//! `drover_pipeline::yaml` reads the document into a tree whose nodes carry
-//! their position (the reader pipeline files use); the tree is then
-//! checked by hand with the rules
-//! of the parent module, so one mistake does not hide the next. Only a
-//! YAML syntax error stops early. Repeated keys are reported with both
-//! places; so is an environment named twice.
+//! Read with `crate::core::declared` and checked with the rules of the
+//! parent module. Repeated keys are reported with both places; so is an
+//! environment named twice.
 
 use std::collections::BTreeMap;
 
-use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType, load};
+use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType};
+
+use crate::core::declared::{self, Listing, describe, shown};
 
 use super::{
     MAX_FILE_BYTES, MAX_FILE_ENVIRONMENTS, Spec, approver_problem, approvers_problem, branch_problem,
@@ -32,18 +31,6 @@ use super::{
 /// The keys of one environment, for the error that names them.
 const KEYS: &[&str] = &["name", "selector", "require_approval", "approvers", "branches", "description"];
 const EXAMPLE: &str = "environments:\n  - name: staging\n    selector: {role: web, env: staging}";
-
-const START: Pos = Pos::START;
-
-/// What a node is, in words, for messages.
-fn describe(node: &Node) -> &'static str {
-    match &node.kind {
-        Kind::Null => "nothing",
-        Kind::Scalar(_) => "a single value",
-        Kind::Seq(_) => "a list",
-        Kind::Map(_) => "a mapping",
-    }
-}
 
 /// A scalar's text; numbers and booleans as written.
 fn text(node: &Node) -> Option<&str> {
@@ -58,144 +45,46 @@ fn boolean(node: &Node) -> Option<bool> {
     }
 }
 
-/// Text from the file as a message quotes it: control characters escaped
-/// (the message reaches a terminal), and cut after 40 characters.
-fn shown(text: &str) -> String {
-    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
-    if text.chars().count() > 40 {
-        out.push('…');
-    }
-    out
-}
-
 /// Reads the environments of file `file_name`: each checked by the rules,
 /// in the file's order, or every problem as `file:line:column: message`.
 pub fn parse_file(file_name: &str, text: &str) -> Result<Vec<Spec>, Vec<String>> {
-    let mut file = File { name: file_name, problems: Vec::new() };
-    if text.len() > MAX_FILE_BYTES {
-        file.problem(START, format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()));
-        return Err(file.problems);
-    }
-    let root = match load(text) {
-        Ok(root) => root,
-        Err(err) => {
-            let hint = err.hint.map(|h| format!("; {h}")).unwrap_or_default();
-            file.problem(err.pos, format!("not valid YAML: {}{hint}", err.message));
-            return Err(file.problems);
-        }
-    };
-    let specs = file.root(&root);
-    if file.problems.is_empty() { Ok(specs) } else { Err(file.problems) }
+    let listing = Listing { key: "environments", noun: "environment", example: EXAMPLE, max: MAX_FILE_ENVIRONMENTS };
+    declared::read(file_name, text, (MAX_FILE_BYTES, &listing), |m| m, |file, items| File { file }.environments(items))
 }
 
-struct File<'a> {
-    name: &'a str,
-    problems: Vec<String>,
+struct File<'f, 'a> {
+    file: &'f mut declared::File<'a>,
 }
 
-impl File<'_> {
+impl File<'_, '_> {
     fn problem(&mut self, pos: Pos, message: String) {
-        self.problems.push(format!("{}:{}:{}: {message}", self.name, pos.line, pos.column));
+        self.file.problem(pos, message);
     }
 
-    /// The entries of a mapping, each key a scalar and each once; `None`
-    /// (with the problem said) when `node` is not a mapping.
     fn entries<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(&'n str, &'n Node, Pos)>> {
-        let Kind::Map(pairs) = &node.kind else {
-            self.problem(node.pos, format!("{what} must be a mapping (key: value), found {}", describe(node)));
-            return None;
-        };
-        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
-        let mut out = Vec::new();
-        for (key, value) in pairs {
-            let Some(name) = text(key) else {
-                self.problem(key.pos, format!("a key of {what} must be a single word, found {}", describe(key)));
-                continue;
-            };
-            if let Some(first) = seen.get(name) {
-                self.problem(
-                    key.pos,
-                    format!(
-                        "`{}` is given twice in {what}; the first is at {}:{}",
-                        shown(name),
-                        first.line,
-                        first.column
-                    ),
-                );
-                continue;
-            }
-            seen.insert(name, key.pos);
-            out.push((name, value, key.pos));
-        }
-        Some(out)
+        self.file.entries(node, what)
     }
 
-    fn root(&mut self, root: &Node) -> Vec<Spec> {
-        if matches!(root.kind, Kind::Null) {
-            self.problem(root.pos, format!("the file is empty; list the environments like this:\n{EXAMPLE}"));
-            return Vec::new();
-        }
-        let Some(entries) = self.entries(root, "the file") else { return Vec::new() };
-        let mut list = None;
-        for (key, value, pos) in entries {
-            match key {
-                "environments" => list = Some(value),
-                other => {
-                    self.problem(pos, format!("unknown key `{}`; the file has one key, `environments`", shown(other)))
-                }
-            }
-        }
-        let Some(list) = list else {
-            self.problem(root.pos, format!("the file has no `environments:`; list them like this:\n{EXAMPLE}"));
-            return Vec::new();
-        };
-        let Kind::Seq(items) = &list.kind else {
-            let found = describe(list);
-            self.problem(list.pos, format!("`environments` must be a list (`- name: ...`), found {found}"));
-            return Vec::new();
-        };
-        if items.is_empty() {
-            self.problem(list.pos, "`environments` is empty; list at least one".to_owned());
-        }
-        if items.len() > MAX_FILE_ENVIRONMENTS {
-            let n = items.len();
-            self.problem(
-                list.pos,
-                format!(
-                    "{n} environments in one file, over the limit of {MAX_FILE_ENVIRONMENTS} (a file is applied in \
-                     one store transaction); split them into several files and apply each"
-                ),
-            );
-            return Vec::new();
-        }
-        let mut named: BTreeMap<String, Pos> = BTreeMap::new();
+    fn environments(&mut self, items: &[Node]) -> Vec<Spec> {
+        let mut named = BTreeMap::new();
         let mut specs = Vec::new();
         for item in items {
-            let before = self.problems.len();
+            let before = self.file.problems.len();
             let Some((spec, name_pos)) = self.environment(item) else { continue };
             // The same rules as for flags, as a whole: what the file's
             // checks passed, they pass too, and tidy it the same way.
             let spec = match check(spec) {
                 Ok(spec) => spec,
                 Err(problems) => {
-                    if self.problems.len() == before {
+                    if self.file.problems.len() == before {
                         problems.into_iter().for_each(|p| self.problem(item.pos, p));
                     }
                     continue;
                 }
             };
-            if let Some(first) = named.get(&spec.name) {
-                let message = format!(
-                    "environment `{}` is defined twice; the first is at {}:{}",
-                    shown(&spec.name),
-                    first.line,
-                    first.column
-                );
-                self.problem(name_pos, message);
-                continue;
+            if self.file.first_time(&mut named, "environment", &spec.name, name_pos) {
+                specs.push(spec);
             }
-            named.insert(spec.name.clone(), name_pos);
-            specs.push(spec);
         }
         specs
     }
