@@ -121,6 +121,13 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
         let reason = if n.reason.is_empty() { String::new() } else { format!(": {}", n.reason) };
         outln!("    {:<20} {}{reason}", n.name, n.state);
     }
+    if !r.hook_log.is_empty() {
+        outln!("  hooks' output (the last {} KiB):", 16);
+        let text = crate::term::Sanitizer::all(r.hook_log.as_bytes());
+        for line in String::from_utf8_lossy(&text).lines() {
+            outln!("    {line}");
+        }
+    }
     Ok(())
 }
 
@@ -348,6 +355,7 @@ fn view(r: &pb::Rollout) -> Value {
         "hold_until_ms": r.hold_until_ms,
         "progress_deadline_ms": r.progress_deadline_ms,
         "started_by": r.started_by,
+        "hook_log": r.hook_log,
         "nodes": r.nodes.iter().map(|n| json!({
             "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to,
         })).collect::<Vec<_>>(),

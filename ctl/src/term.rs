@@ -69,8 +69,7 @@ impl Sanitizer {
         self.utf8_len = 0;
     }
 
-    /// Sanitises a whole text at once (for tests and one-off strings).
-    #[cfg(test)]
+    /// Sanitises a whole text at once (a rollout's hook log, tests).
     pub fn all(input: &[u8]) -> Vec<u8> {
         let mut s = Sanitizer::new();
         let mut out = Vec::new();

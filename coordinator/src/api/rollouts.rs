@@ -63,6 +63,7 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
         hold_until_ms,
         environment: r.env,
         service: r.service,
+        hook_log: r.hook_log,
     }
 }
 
@@ -83,7 +84,7 @@ pub(super) async fn list(
         .filter(|r| req.environment.is_empty() || r.env == req.environment)
         .filter(|r| req.service.is_empty() || r.service == req.service)
         .take(limit)
-        .map(view)
+        .map(|r| pb::Rollout { hook_log: String::new(), ..view(r) })
         .collect();
     Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
 }

@@ -148,6 +148,7 @@ impl Driver {
             hook_failed: None,
             select: None,
             remove: false,
+            hook_log: String::new(),
         };
         self.records.insert(id, rec);
         if job.artifact.is_none() {

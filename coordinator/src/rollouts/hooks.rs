@@ -120,10 +120,14 @@ impl Driver {
         true
     }
 
-    /// Appends to rollout `id`'s deploy job's log, if it has a job.
+    /// Appends to rollout `id`'s deploy job's log, or, with no job, to the
+    /// hook log its record keeps (written with the record, at the latest
+    /// when the hook reports).
     pub(super) fn log(&mut self, id: u64, data: Vec<u8>) {
-        if let Some(job) = self.records.get(&id).and_then(|r| r.job.clone()) {
-            self.logs.push(LogOut { job, data });
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        match rec.job.clone() {
+            Some(job) => self.logs.push(LogOut { job, data }),
+            None => keep_tail(&mut rec.hook_log, &String::from_utf8_lossy(&data), MAX_HOOK_LOG),
         }
     }
 
@@ -279,3 +283,44 @@ impl Driver {
 
 /// Hooks in flight per node, for `RolloutRecord::batch_hooks`.
 pub type BatchHooks = BTreeMap<String, Pending>;
+
+/// The most hook output a rollout with no job keeps, in bytes: its tail.
+pub const MAX_HOOK_LOG: usize = 16 * 1024;
+
+/// Appends `text` to `log`, keeping only the last `max` bytes (cut at a
+/// character boundary, after a line's end when there is one).
+fn keep_tail(log: &mut String, text: &str, max: usize) {
+    log.push_str(text);
+    if log.len() <= max {
+        return;
+    }
+    let mut cut = log.len() - max;
+    while !log.is_char_boundary(cut) {
+        cut += 1;
+    }
+    if let Some(nl) = log[cut..].find('\n') {
+        cut += nl + 1;
+    }
+    log.drain(..cut);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_tail;
+
+    #[test]
+    fn the_hook_log_keeps_its_tail_from_a_lines_start() {
+        // (case, log before, text added, max, log after)
+        let cases = [
+            ("fits", "a\n", "b\n", 8, "a\nb\n"),
+            ("cut after a line's end", "one\ntwo\n", "three\n", 8, "three\n"),
+            ("no line end to cut at", "", "abcdefghij", 4, "ghij"),
+            ("a character kept whole", "", "ééé", 3, "é"),
+        ];
+        for (case, before, text, max, want) in cases {
+            let mut log = before.to_owned();
+            keep_tail(&mut log, text, max);
+            assert_eq!(log, want, "{case}");
+        }
+    }
+}

@@ -111,6 +111,11 @@ pub struct RolloutRecord {
     /// installing a release.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remove: bool,
+    /// For a rollout with no job (an app's sync, `drover rollback`): its
+    /// hooks' output, the last [`super::hooks::MAX_HOOK_LOG`] bytes, kept
+    /// with the record as a deploy job keeps it in its log.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook_log: String,
 }
 
 impl RolloutRecord {

@@ -100,6 +100,7 @@ impl Driver {
             hook_failed: None,
             select: None,
             remove: false,
+            hook_log: String::new(),
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

@@ -108,6 +108,7 @@ impl Driver {
             hook_failed: None,
             select,
             remove,
+            hook_log: String::new(),
         };
         self.records.insert(id, rec);
         if !remove {

@@ -1,6 +1,8 @@
 //! Where an app's pieces come from, end to end (issue 16): a release by
 //! URL with its sha256, fetched by the coordinator from a real HTTP server
-//! and refused when the bytes are not the ones the file names.
+//! and refused when the bytes are not the ones the file names; apps
+//! declared in a file; a deploy key over a real sshd; and a sync's hooks,
+//! whose output stays with its rollout.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -264,4 +266,35 @@ fn a_deploy_key_held_as_a_secret_fetches_and_pushes_over_ssh_and_only_it() {
     );
     assert!(a["last_error"].as_str().unwrap().contains("cannot"), "{a:#}");
     assert_eq!(web.versions(), [Some("v2".to_string())], "what runs stays");
+}
+
+#[test]
+fn a_syncs_hooks_run_and_their_output_stays_with_its_rollout() {
+    let web = Web::start("gitops-hooks", 1);
+    let v1 = crate::gitops::build(&web, "v1");
+    let repo = Repo::new(web.fleet.dir.path());
+    let hooked = crate::gitops::service_file(&web, &v1).replace(
+        "strategy:",
+        "hooks:\n  before: [{run: 'echo migrating to $DROVER_RELEASE_VERSION'}]\n  after: [{run: \"printf \
+         'smoke \\\\033[31mok\\\\033[0m\\\\033]0;title\\\\007\\\\n'\"}]\nstrategy:",
+    );
+    repo.commit("main", &hooked, "web v1, with hooks");
+    create(&web, &repo, &["--auto-sync"]);
+    let synced = wait_for_or_report(
+        "the sync with hooks to succeed",
+        Duration::from_secs(90),
+        || history(&web).into_iter().find(|s| s["outcome"] == "succeeded"),
+        || format!("{:#}\n{:#?}\n{}", app(&web), history(&web), web.fleet.logs()),
+    );
+    let rollout = synced["rollouts"][0].as_u64().unwrap().to_string();
+    let r = crate::deploys::json(&web.fleet, &["rollout", "status", &rollout, "-o", "json"]);
+    let log = r["hook_log"].as_str().unwrap();
+    assert!(log.starts_with("── hook before on web-1 ──\n"), "{r:#}");
+    assert!(log.contains(&format!("\nmigrating to {}\n", r["version"].as_str().unwrap())), "{r:#}");
+    assert!(log.contains("── hook after on web-1 ──"), "{r:#}");
+    let out = web.fleet.drover(&["rollout", "status", &rollout]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("hooks' output"), "{shown}");
+    assert!(shown.contains("smoke \u{1b}[31mok\u{1b}[0m"), "colours are kept: {shown:?}");
+    assert!(!shown.contains("\u{1b}]0;title"), "other control sequences are neutralised: {shown:?}");
 }
