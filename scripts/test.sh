@@ -12,6 +12,11 @@ cd "$(dirname "$0")/.."
 # etcd-client's build (our own protos are compiled with protox).
 install_missing git=git etcd=etcd-server protoc=protobuf-compiler
 
+# A real Prometheus for the tests of metric analysis: they start their own on
+# a free port, with their own configuration and storage (without an init
+# system, the package's postinst starts no service).
+install_missing prometheus=prometheus
+
 # sshd for the tests of git over ssh with a deploy key: they start their own
 # on a free port, with their own config and host key, and do not use the
 # package's service (without an init system, its postinst does not start

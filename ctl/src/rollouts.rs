@@ -121,6 +121,9 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
         let reason = if n.reason.is_empty() { String::new() } else { format!(": {}", n.reason) };
         outln!("    {:<20} {}{reason}", n.name, n.state);
     }
+    if r.analysing || !r.measurements.is_empty() {
+        print_analysis(r);
+    }
     if !r.hook_log.is_empty() {
         outln!("  hooks' output (the last {} KiB):", 16);
         let text = crate::term::Sanitizer::all(r.hook_log.as_bytes());
@@ -129,6 +132,25 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
         }
     }
     Ok(())
+}
+
+/// The analysis: each run's measurements, by step, newest run last.
+fn print_analysis(r: &pb::Rollout) {
+    if r.analysing {
+        outln!("  analysis:  measuring step {}", r.analysing_step);
+    } else {
+        outln!("  analysis:");
+    }
+    let mut last = None;
+    for m in &r.measurements {
+        if last != Some((m.step, m.run)) {
+            outln!("    step {} (run {}):", m.step, m.run);
+            last = Some((m.step, m.run));
+        }
+        let value = if m.value.is_empty() { "-" } else { &m.value };
+        let why = if m.message.is_empty() { String::new() } else { format!(": {}", m.message) };
+        outln!("      {}  {:<20} {:<14} {}{why}", fmt_ms(m.at_ms), m.metric, value, m.outcome);
+    }
 }
 
 fn bar(done: usize, of: usize) -> String {
@@ -356,6 +378,12 @@ fn view(r: &pb::Rollout) -> Value {
         "progress_deadline_ms": r.progress_deadline_ms,
         "started_by": r.started_by,
         "hook_log": r.hook_log,
+        "analysing": r.analysing,
+        "analysing_step": r.analysing_step,
+        "measurements": r.measurements.iter().map(|m| json!({
+            "step": m.step, "run": m.run, "metric": m.metric, "at_ms": m.at_ms,
+            "value": m.value, "outcome": m.outcome, "message": m.message,
+        })).collect::<Vec<_>>(),
         "nodes": r.nodes.iter().map(|n| json!({
             "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to,
         })).collect::<Vec<_>>(),

@@ -9,9 +9,11 @@
 //! other Drover crate: it knows nodes only by name and releases only by
 //! digest.
 //!
-//! Today it holds [`rollout`], the state machine of rolling, canary and
-//! blue-green rollouts and of fast-track rollbacks. The rest
+//! It holds [`rollout`], the state machine of rolling, canary and
+//! blue-green rollouts and of fast-track rollbacks, and [`analysis`], how
+//! metric measurements judge a step's gate. The rest
 //! of deployments (environments, the agent's deploy executor, traffic,
 //! promotion) lives where its IO is, and comes with the deployments issue.
 
+pub mod analysis;
 pub mod rollout;

@@ -2,8 +2,8 @@
 //! one YAML file per service, and the coordinator converges the app's
 //! environment on what the files say at a commit (pull-based, with no
 //! pipeline run). These are the types and the entry points; the checking is
-//! `check/app`'s, which reads the service, strategy, hooks and durations by
-//! the rules of a deploy job's ([`crate::deploy`]).
+//! `check/app`'s, which reads the service, strategy, hooks, analysis and
+//! durations by the rules of a deploy job's ([`crate::deploy`]).
 //!
 //! One file, `deploy/web.yaml`:
 //!
@@ -24,6 +24,11 @@
 //! progress_deadline: 10m                     # optional, as a deploy's
 //! auto_rollback: true                        # optional, as a deploy's
 //! hooks: {before: [{run: ./migrate}]}        # optional, as a deploy's (without `if:`)
+//! analysis:                                  # optional, as a deploy's: metrics that judge each step
+//!   metrics:
+//!     - name: error-rate
+//!       prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
+//!       success: result < 0.01
 //! ```
 //!
 //! - `artifact` names the release by exactly one of `run` or `url`. With
@@ -53,6 +58,8 @@
 //! - A desired-state file has no run to read: `${{ }}` is refused in the
 //!   command, `env`, health check and hooks, and so is a hook step's `if:`.
 //!   `${PORT}` in the command is the service's own variable, as in a deploy.
+//!   An analysis metric's `success` and `failure` are expressions, but over
+//!   `result`, the measured value, not a run: they are read as a deploy's.
 //!
 //! The directory as a whole ([`parse_desired`]): 1 to
 //! [`crate::MAX_APP_SERVICES`] files, no two of them naming the same service
@@ -65,7 +72,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::{ArtifactRef, DeploySpec, Hooks, OnNewer, ServiceSpec, Strategy};
+use crate::deploy::{Analysis, ArtifactRef, DeploySpec, Hooks, OnNewer, ServiceSpec, Strategy};
 use crate::{Diagnostic, PipelineError, check};
 
 mod rewrite;
@@ -100,6 +107,9 @@ pub struct ServiceFile {
     /// As a deploy's, without `if:` in their steps.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
+    /// As a deploy's: [`DeploySpec::analysis`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
 }
 
 /// A desired-state file's `artifact`: where its release comes from.
@@ -213,6 +223,7 @@ impl ServiceFile {
             auto_rollback: self.auto_rollback,
             on_newer: OnNewer::Supersede,
             hooks: self.hooks.clone(),
+            analysis: self.analysis.clone(),
         }
     }
 }

@@ -18,6 +18,11 @@
 //!     auto_rollback: true
 //!     on_newer: queue
 //!     hooks: {before: [{run: ./migrate}], after_batch: [{run: ./smoke}]}
+//!     analysis:                # metrics that judge each step: see `Analysis`
+//!       metrics:
+//!         - name: error-rate
+//!           prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
+//!           success: result < 0.01
 //! ```
 //!
 //! The checking is `check/deploy`'s; these are only the types. The
@@ -64,6 +69,11 @@ pub struct DeploySpec {
     /// Steps run at fixed points of the rollout.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
+    /// Metrics measured at each step's gate: a step goes on only when they
+    /// pass, goes back when one fails, and pauses for a person when one is
+    /// inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
 }
 
 /// `artifact: JOB:PATH`: the file `path` of the artifacts of job `job`.
@@ -235,4 +245,103 @@ impl Hooks {
     pub fn is_empty(&self) -> bool {
         self.before.is_empty() && self.after_batch.is_empty() && self.after.is_empty() && self.on_failure.is_empty()
     }
+}
+
+/// `analysis:`, the metrics that judge each step of a rollout once its
+/// nodes are healthy (Argo Rollouts' analysis, Flagger's metric checks):
+///
+/// ```yaml
+/// analysis:
+///   metrics:
+///     - name: error-rate
+///       prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
+///       interval: 5s            # between measurements; default 10s
+///       count: 3                # measurements per step; default 1
+///       initial_delay: 10s      # before the first; default 0s
+///       success: result < 0.01  # an expression over `result`
+///       failure: result >= 0.05
+///       failure_limit: 0        # failed measurements tolerated; default 0
+///       inconclusive_limit: 1   # inconclusive ones tolerated; default 0
+///     - name: ready
+///       http: {url: "http://10.0.0.5:9000/stats", json_path: "$.ready"}
+///       success: result == true
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// 1 to [`crate::MAX_ANALYSIS_METRICS`], names unique, in the order
+    /// written.
+    pub metrics: Vec<Metric>,
+}
+
+/// One metric of an [`Analysis`]: where its value comes from, how often it
+/// is measured, and the conditions that judge each measurement.
+///
+/// A measurement is judged as Argo Rollouts does: `success` true is a
+/// success; else `failure` true is a failure; with only `success` written,
+/// its being false is a failure, and with only `failure` written, its being
+/// false is a success; with both written and neither true, the measurement
+/// is inconclusive. A provider that cannot answer, or a query with no data,
+/// is inconclusive too (never a failure). The metric fails once more than
+/// `failure_limit` measurements failed, is inconclusive once more than
+/// `inconclusive_limit` were, and passes when `count` measurements are in
+/// without either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metric {
+    /// In the grammar of a job's name; unique in its analysis.
+    pub name: String,
+    pub provider: Provider,
+    /// Between two measurements: 1s to 1h; 10s when not written.
+    pub interval: Duration,
+    /// Measurements per step: 1 (the default) to
+    /// [`crate::MAX_ANALYSIS_COUNT`].
+    pub count: u32,
+    /// Before the first measurement: 0s (the default) to 1h.
+    pub initial_delay: Duration,
+    /// Conditions over `result`, the measured value (the analysis
+    /// conditions of [`crate::expr`]); at least one of the two is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<crate::Expr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<crate::Expr>,
+    /// 0 (the default) to `count`.
+    pub failure_limit: u32,
+    /// 0 (the default) to `count`.
+    pub inconclusive_limit: u32,
+}
+
+/// Where a [`Metric`]'s value comes from. The coordinator measures, not an
+/// agent, so each address must be one the coordinator reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// `prometheus: {address, query}`: an instant query (PromQL) of the
+    /// Prometheus server at `address` (`http://` or `https://`, with a
+    /// host, at most 2048 characters); `query` is not empty, at most 4096
+    /// bytes. Neither has `${{ }}`, which nothing fills in. Its
+    /// result is the value of the first sample of a vector, or of a
+    /// scalar; an empty vector is no data.
+    Prometheus { address: String, query: String },
+    /// `http: {url, json_path}`: a GET of `url` (written as a Prometheus
+    /// `address` is) that must answer 2xx. With `json_path` (`$.a.b[0]`),
+    /// the result is that value of the JSON body (a number, a string, a
+    /// boolean or null); without, the body as text, as a number when it
+    /// reads as one.
+    ///
+    /// `json_path` is a simple JSONPath, at most 256 characters:
+    ///
+    /// ```text
+    /// path  = "$" { "." name | "[" index "]" | "[" "'" key "'" "]" }
+    /// name  = one or more of ASCII letters, digits, "_" and "-"
+    /// index = one or more digits (a list's element, from 0), at most 4294967295
+    /// key   = one or more characters but "'" and control characters
+    /// ```
+    ///
+    /// `$` is the whole body; `$.data.ready`, `$.items[0].value` and
+    /// `$['error rate']` pick a value out of it. There are no wildcards,
+    /// filters, slices or `..`.
+    Http {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json_path: Option<String>,
+    },
 }

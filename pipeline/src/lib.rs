@@ -24,10 +24,12 @@
 //! coordinator's triggers ask of it ([`triggers::Triggers::wants`]) and of
 //! its cron schedules.
 //!
-//! [`expr`] is the expression language of `if:` conditions and of `${{ }}`
-//! in `env` values and `run` scripts: read and checked at submit (as part of
-//! `check`), evaluated by the caller against the run ([`expr::passes`]). Its
-//! header is the language's reference.
+//! [`expr`] is the expression language of `if:` conditions, of `${{ }}`
+//! in `env` values and `run` scripts, and of a deploy's analysis metrics'
+//! `success` and `failure` (over `result`, the measured value): read and
+//! checked at submit (as part of `check`), evaluated by the caller against
+//! the run ([`expr::passes`]) or the measurement. Its header is the
+//! language's reference.
 //!
 //! [`deploy`] holds the types of a job's `deploy:` (a release rolled out as
 //! a service over an environment), which `check` reads and checks.
@@ -35,8 +37,9 @@
 //! [`app`] is GitOps' desired state: the files of an app's directory, one
 //! service each, read by [`app::parse_service_file`] and
 //! [`app::parse_desired`] with the same diagnostics, and checked by the same
-//! rules as a deploy job's service, strategy, hooks and durations. A
-//! desired-state file has no run, so `${{ }}` and `if:` are refused in it.
+//! rules as a deploy job's service, strategy, hooks, analysis and
+//! durations. A desired-state file has no run, so `${{ }}` and `if:` are
+//! refused in it.
 //! A file's `update:` names the pipeline whose builds Drover writes into
 //! it, with [`app::set_artifact`], which keeps the rest of its text.
 //!
@@ -86,6 +89,8 @@
 //!       strategy: {rolling: {max_parallel: 1}}   # or {canary: {steps: [{nodes: 10%}, {pause: manual}]}}
 //!                              # or {blue_green: {}}
 //!       hooks: {before: [{run: ./migrate}]}      # optional: before, after_batch, after, on_failure
+//!       analysis:              # optional: metrics that judge each step of the rollout
+//!         metrics: [{name: errors, prometheus: {address: "http://prom:9090", query: "..."}, success: result < 0.01}]
 //! ```
 
 pub mod app;
@@ -172,6 +177,10 @@ pub const MAX_ENVIRONMENT_NAME_LEN: usize = 63;
 pub const MAX_SERVICE_NAME_LEN: usize = 64;
 /// The most steps (shares and pauses) one canary may have.
 pub const MAX_CANARY_STEPS: usize = 20;
+/// The most metrics one `analysis:` holds.
+pub const MAX_ANALYSIS_METRICS: usize = 10;
+/// The most measurements of one metric per step.
+pub const MAX_ANALYSIS_COUNT: u32 = 100;
 /// The most nodes a rolling deploy may update at once.
 pub const MAX_ROLLING_PARALLEL: u32 = 1000;
 /// The most checks in a row a health check may ask for (`healthy_after`,

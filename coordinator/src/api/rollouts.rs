@@ -64,6 +64,21 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
         environment: r.env,
         service: r.service,
         hook_log: r.hook_log,
+        analysing: r.analysing.is_some(),
+        analysing_step: r.analysing.map_or(0, |a| a.step),
+        measurements: r
+            .measurements
+            .into_iter()
+            .map(|m| pb::RolloutMeasurement {
+                step: m.step,
+                run: m.run,
+                metric: m.metric,
+                at_ms: m.at_ms,
+                value: m.value,
+                outcome: m.outcome.as_str().to_owned(),
+                message: m.message,
+            })
+            .collect(),
     }
 }
 
@@ -84,7 +99,7 @@ pub(super) async fn list(
         .filter(|r| req.environment.is_empty() || r.env == req.environment)
         .filter(|r| req.service.is_empty() || r.service == req.service)
         .take(limit)
-        .map(|r| pb::Rollout { hook_log: String::new(), ..view(r) })
+        .map(|r| pb::Rollout { hook_log: String::new(), measurements: Vec::new(), ..view(r) })
         .collect();
     Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
 }

@@ -59,7 +59,7 @@ pub async fn fetch_url(blobs: &Blobs, url: &str, sha256: &str, limit: u64) -> Re
 }
 
 /// An error with its causes, as reqwest hides them behind its own text.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -97,7 +97,8 @@ pub fn plan(
         release: release.to_owned(),
         strategy: strategy(&deploy.strategy),
         on_failure: if deploy.auto_rollback { OnFailure::Rollback } else { OnFailure::Pause },
-        await_verdict: false,
+        // Metrics judge each step's gate.
+        await_verdict: deploy.analysis.is_some(),
     };
     let targets =
         ready.iter().map(|n| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() }).collect();

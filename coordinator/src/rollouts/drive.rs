@@ -19,7 +19,8 @@
 //!   rollout follows its policy; an agent that comes back gets its actions
 //!   again (an install of the release it already serves answers at once).
 //! - **Deadlines.** Past its progress deadline a rollout is aborted, and
-//!   goes back. Timed canary pauses end on the tick.
+//!   goes back. Timed canary pauses end on the tick (`tick.rs`, with a new
+//!   term's resume).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub struct Driver {
     /// Rollouts that may start now that their service is free.
     pub startable: BTreeSet<u64>,
     /// Since when each node with an action in flight has been away (ms).
-    away: BTreeMap<String, u64>,
+    pub(super) away: BTreeMap<String, u64>,
     /// Spans to emit once committed (`super::trace`).
     pub spans: Vec<super::trace::Span>,
     /// Hook output for deploy jobs' logs, once committed.
@@ -75,10 +76,6 @@ pub fn version_of(sha256: &str, path: &str, def: &drover_pipeline::deploy::Servi
     let def = serde_json::to_string(def).expect("a service definition serialises");
     let digest = Sha256::digest(format!("{sha256}:{path}:{def}").as_bytes());
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
-fn moving(state: NodeState) -> bool {
-    matches!(state, NodeState::Installing | NodeState::Checking | NodeState::Switching | NodeState::RollingBack)
 }
 
 impl Driver {
@@ -149,6 +146,9 @@ impl Driver {
             select: None,
             remove: false,
             hook_log: String::new(),
+            analysing: None,
+            analysis_runs: 0,
+            measurements: Vec::new(),
         };
         self.records.insert(id, rec);
         if job.artifact.is_none() {
@@ -273,6 +273,12 @@ impl Driver {
         let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
         let mut sends = Vec::new();
         let mut ended = None;
+        let mut verdict_asked = None;
+        // An analysis under way ends with the step's progress: a pause, a
+        // rollback or the end (resuming asks again).
+        if phase_after != Phase::Progressing {
+            rec.analysing = None;
+        }
         for effect in fx {
             let kind = match effect {
                 rollout::Effect::Install { node, .. } if rec.remove => {
@@ -296,6 +302,10 @@ impl Driver {
                     ended = Some(phase);
                     None
                 }
+                rollout::Effect::AwaitVerdict { step } => {
+                    verdict_asked = Some(step);
+                    None
+                }
                 _ => None,
             };
             if let Some((node, kind)) = kind {
@@ -315,6 +325,9 @@ impl Driver {
         for (node, action) in sends {
             self.trace_action(id, &node, action.kind.verb(), now_ms);
             self.unsent.insert((id, node), action);
+        }
+        if let Some(step) = verdict_asked {
+            self.begin_analysis(id, step, now_ms);
         }
         if let Some(phase) = ended {
             let rec = self.records.get_mut(&id).expect("exists");
@@ -473,114 +486,6 @@ impl Driver {
                 Verb::Abort => unreachable!("handled above"),
             };
             Err(format!("rollout {id} is {phase}: {what}"))
-        }
-    }
-
-    /// Time passed: pauses and deadlines end, nodes away too long fail,
-    /// and agents that came back get their actions again. `connected` is
-    /// every agent with a live session.
-    pub fn tick(&mut self, connected: &BTreeSet<String>, now_ms: u64) {
-        let grace = NODE_AWAY_GRACE.as_millis() as u64;
-        self.hooks_away(connected, grace, now_ms);
-        let active: Vec<u64> =
-            self.records.values().filter(|r| r.rollout.is_some() && !r.is_finished()).map(|r| r.id).collect();
-        let mut failed = Vec::new();
-        let mut back = Vec::new();
-        for id in &active {
-            let rec = &self.records[id];
-            let machine = rec.rollout.as_ref().expect("filtered");
-            let deadline = rec.started_ms.unwrap_or(rec.created_ms) + rec.deploy.progress_deadline.as_millis() as u64;
-            if now_ms > deadline && matches!(machine.phase, Phase::Progressing | Phase::Paused) {
-                let d = drover_client::duration::format(rec.deploy.progress_deadline);
-                failed.push((*id, None, format!("its progress deadline of {d} passed")));
-                continue;
-            }
-            for n in machine.nodes.iter().filter(|n| moving(n.state)) {
-                if connected.contains(&n.name) {
-                    if self.away.remove(&n.name).is_some() {
-                        back.push((*id, n.name.clone()));
-                    }
-                } else {
-                    let since = *self.away.entry(n.name.clone()).or_insert(now_ms);
-                    if now_ms.saturating_sub(since) >= grace {
-                        let why = format!("its agent has been away for {}s", NODE_AWAY_GRACE.as_secs());
-                        failed.push((*id, Some(n.name.clone()), why));
-                    }
-                }
-            }
-        }
-        for (id, node, why) in failed {
-            match node {
-                None => self.abort(id, why, now_ms),
-                Some(node) => {
-                    self.away.remove(&node);
-                    self.apply(id, Input::NodeFailed { node, reason: why }, now_ms);
-                }
-            }
-        }
-        // An agent that came back may have lost what it was doing (it
-        // restarted): send its actions again.
-        for (id, node) in back {
-            self.resend(id, &node, now_ms);
-        }
-        for id in active {
-            if self.records[&id]
-                .rollout
-                .as_ref()
-                .is_some_and(|m| matches!(m.hold, Some(rollout::Hold::Until(t)) if t <= now_ms))
-            {
-                self.apply(id, Input::Tick, now_ms);
-            }
-        }
-    }
-
-    /// Sends the action in flight on `node` of rollout `id` again, with a
-    /// new number (so the old one's reports are stale).
-    fn resend(&mut self, id: u64, node: &str, now_ms: u64) {
-        let Some(rec) = self.records.get_mut(&id) else { return };
-        let Some(machine) = &rec.rollout else { return };
-        let Some(n) = machine.node(node).filter(|n| moving(n.state)) else { return };
-        let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
-        let kind = match n.state {
-            NodeState::Installing | NodeState::Checking => {
-                DeployKind::Install { release: rec.release.clone(), def: rec.deploy.service.clone(), beside }
-            }
-            NodeState::Switching => DeployKind::Switch { version: rec.release.version.clone() },
-            _ => {
-                let to = n.rollback_to.clone();
-                let def = to
-                    .as_ref()
-                    .and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v.clone())))
-                    .map(|c| c.def.clone());
-                DeployKind::Rollback { to, def }
-            }
-        };
-        rec.seq += 1;
-        rec.inflight.insert(node.to_string(), rec.seq);
-        let what = kind.verb();
-        let action = DeployAction { id: format!("{id}/{}", rec.seq), service: rec.service.clone(), kind };
-        self.unsent.insert((id, node.to_string()), action);
-        self.trace_action(id, node, what, now_ms);
-        self.stage(id);
-    }
-
-    /// After a failover: every action in flight is sent again.
-    pub fn resume(&mut self, now_ms: u64) {
-        self.resend_hooks(now_ms);
-        let moving_nodes: Vec<(u64, String)> = self
-            .records
-            .values()
-            .filter(|r| !r.is_finished())
-            .filter_map(|r| r.rollout.as_ref().map(|m| (r.id, m)))
-            .flat_map(|(id, m)| m.nodes.iter().filter(|n| moving(n.state)).map(move |n| (id, n.name.clone())))
-            .collect();
-        for (id, node) in moving_nodes {
-            self.resend(id, &node, now_ms);
-        }
-        let queued: Vec<u64> =
-            self.records.values().filter(|r| r.rollout.is_none() && !r.is_finished()).map(|r| r.id).collect();
-        for id in queued {
-            self.queue_or_start(id);
         }
     }
 }

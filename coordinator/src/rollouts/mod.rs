@@ -27,12 +27,15 @@ use crate::core::fleet::AgentInfo;
 use crate::scheduler::{DeployNote, Event, Handle};
 use crate::store::{Store, Txn, decode};
 
+mod analysis;
 pub mod drive;
 mod hooks;
+mod measure;
 pub mod records;
 mod retention;
 mod rollback;
 mod sync;
+mod tick;
 mod trace;
 
 use drive::Driver;
@@ -111,9 +114,14 @@ async fn run(
     let mut rollbacks = Vec::new();
     let mut syncs = Vec::new();
     let term_started = tokio::time::Instant::now();
+    // The analysis task of each rollout whose step is being analysed, by
+    // rollout: the run it measures; aborted with the term (dropped).
+    let (measured_tx, mut measured) = mpsc::unbounded_channel();
+    let mut analyses = Analyses::default();
     loop {
         let now = drover_telemetry::trace::now_ms();
         tokio::select! {
+            Some((id, m)) = measured.recv() => d.measured(id, m, now),
             note = notes.recv() => match note {
                 // The scheduler stopped: the term is over.
                 None => return Ok(()),
@@ -186,6 +194,7 @@ async fn run(
             let _ = reply.send(result);
         }
         send_actions(&sched, &mut d).await;
+        analyses.reconcile(&d, &measured_tx);
         for f in std::mem::take(&mut d.finished) {
             let event = Event::DeployFinished {
                 run: f.job.run,
@@ -197,6 +206,43 @@ async fn run(
             if sched.send(event).await.is_err() {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The analysis tasks, one per rollout whose step is being analysed.
+#[derive(Default)]
+struct Analyses {
+    running: std::collections::HashMap<u64, (analysis::Analysing, tokio::task::JoinHandle<()>)>,
+}
+
+impl Analyses {
+    /// Starts a task for each run the records say is being analysed and
+    /// has none, and aborts those of runs that are over.
+    fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, analysis::Measurement)>) {
+        self.running.retain(|id, (run, task)| {
+            let current = d.records.get(id).and_then(|r| r.analysing.filter(|_| !r.is_finished()));
+            let keep = current == Some(*run);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for rec in d.records.values().filter(|r| r.analysing.is_some() && !r.is_finished()) {
+            let (Some(run), Some(spec)) = (rec.analysing, rec.deploy.analysis.clone()) else { continue };
+            if self.running.contains_key(&rec.id) {
+                continue;
+            }
+            let task = tokio::spawn(analysis::analyse(rec.id, run, spec, tx.clone()));
+            self.running.insert(rec.id, (run, task));
+        }
+    }
+}
+
+impl Drop for Analyses {
+    fn drop(&mut self) {
+        for (_, task) in self.running.values() {
+            task.abort();
         }
     }
 }

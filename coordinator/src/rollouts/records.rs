@@ -116,6 +116,17 @@ pub struct RolloutRecord {
     /// with the record as a deploy job keeps it in its log.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hook_log: String,
+    /// The step whose metrics are being measured, if one is
+    /// (`super::analysis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysing: Option<super::analysis::Analysing>,
+    /// How many analysis runs it has begun.
+    #[serde(default)]
+    pub analysis_runs: u32,
+    /// Every measurement of its analysis, the last
+    /// [`super::analysis::MAX_MEASUREMENTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<super::analysis::Measurement>,
 }
 
 impl RolloutRecord {

@@ -101,6 +101,9 @@ impl Driver {
             select: None,
             remove: false,
             hook_log: String::new(),
+            analysing: None,
+            analysis_runs: 0,
+            measurements: Vec::new(),
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

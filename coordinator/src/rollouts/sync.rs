@@ -109,6 +109,9 @@ impl Driver {
             select,
             remove,
             hook_log: String::new(),
+            analysing: None,
+            analysis_runs: 0,
+            measurements: Vec::new(),
         };
         self.records.insert(id, rec);
         if !remove {

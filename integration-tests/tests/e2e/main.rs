@@ -4,6 +4,7 @@
 
 use drover_integration_tests::harness;
 
+mod analysis;
 mod artifacts;
 mod bench;
 mod blocked;

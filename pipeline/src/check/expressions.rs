@@ -64,7 +64,7 @@ impl ScopeNames {
         }
         let (needs, env, secrets, matrix) =
             (refs(&self.needs), refs(&self.env), refs(&self.secrets), refs(&self.matrix));
-        f(&Scope { needs: &needs, env: &env, secrets: &secrets, matrix: &matrix, allow_status: true })
+        f(&Scope { needs: &needs, env: &env, secrets: &secrets, matrix: &matrix, allow_status: true, result: false })
     }
 }
 

@@ -25,8 +25,9 @@
 //!   at inside the string;
 //! - `secrets`: a job's `secrets`, and whether they exist when that is known;
 //! - `deploy`: a job's `deploy` (environment, `artifact: JOB:PATH`, service
-//!   and health check, strategy, hooks read as steps), the job keys a
-//!   deploy job may not have, and, once every job is read, the artifact
+//!   and health check, strategy, hooks read as steps, and the analysis
+//!   metrics, whose conditions are expressions over `result`), the job keys
+//!   a deploy job may not have, and, once every job is read, the artifact
 //!   checked against the job it names;
 //! - `triggers`: `on:`, the events that start the pipeline (globs and cron
 //!   expressions checked);
@@ -36,7 +37,8 @@
 //! - `app`: not a part of a pipeline but a file of its own, a desired-state
 //!   file ([`crate::app`]), read by a checker without a run
 //!   (`Checker::has_run`) with `deploy`'s checks of the service, strategy,
-//!   hooks and durations, and the files of an app's directory together.
+//!   hooks, analysis and durations, and the files of an app's directory
+//!   together.
 //!
 //! A new key joins its mapping's list of allowed keys and is read where that
 //! mapping is read: a top-level key (such as the triggers, `on:`) here, a

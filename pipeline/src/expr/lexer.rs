@@ -18,6 +18,10 @@ pub(super) enum Tok {
     Comma,
     Eq,
     Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
     And,
     Or,
     Not,
@@ -46,6 +50,10 @@ impl Tok {
             Tok::Comma => "`,`".to_owned(),
             Tok::Eq => "`==`".to_owned(),
             Tok::Ne => "`!=`".to_owned(),
+            Tok::Lt => "`<`".to_owned(),
+            Tok::Le => "`<=`".to_owned(),
+            Tok::Gt => "`>`".to_owned(),
+            Tok::Ge => "`>=`".to_owned(),
             Tok::And => "`&&`".to_owned(),
             Tok::Or => "`||`".to_owned(),
             Tok::Not => "`!`".to_owned(),
@@ -96,21 +104,23 @@ pub(super) fn tokens(chars: &[char]) -> Result<Vec<Token>, ExprError> {
             '=' if next == Some('=') => (Tok::Eq, 2),
             '!' if next == Some('=') => (Tok::Ne, 2),
             '!' => (Tok::Not, 1),
+            '<' if next == Some('=') => (Tok::Le, 2),
+            '<' => (Tok::Lt, 1),
+            '>' if next == Some('=') => (Tok::Ge, 2),
+            '>' => (Tok::Gt, 1),
             '&' if next == Some('&') => (Tok::And, 2),
             '|' if next == Some('|') => (Tok::Or, 2),
+            // `=<` and `=>` for `<=` and `>=`.
+            '=' if matches!(next, Some('<' | '>')) => {
+                let op = next.unwrap_or('<');
+                return Err(ExprError::new(at, "`=` is not an operator", Some(format!("write `{op}=`"))));
+            }
             '=' => return Err(ExprError::new(at, "`=` is not an operator", Some("compare with `==`".to_owned()))),
             '&' | '|' => {
                 return Err(ExprError::new(
                     at,
                     format!("`{c}` is not an operator"),
                     Some(format!("write `{c}{c}` for {}", if c == '&' { "and" } else { "or" })),
-                ));
-            }
-            '<' | '>' => {
-                return Err(ExprError::new(
-                    at,
-                    format!("`{c}` is not an operator"),
-                    Some("values compare only with `==` and `!=`".to_owned()),
                 ));
             }
             '$' if next == Some('{') => {
@@ -127,7 +137,7 @@ pub(super) fn tokens(chars: &[char]) -> Result<Vec<Token>, ExprError> {
                     format!("unexpected character {shown}"),
                     Some(
                         "an expression is made of names, 'strings', numbers, `(`, `)` and the operators \
-                          `==`, `!=`, `&&`, `||`, `!`"
+                          `==`, `!=`, `<`, `<=`, `>`, `>=`, `&&`, `||`, `!`"
                             .to_owned(),
                     ),
                 ));

@@ -1,5 +1,6 @@
-//! Expressions: the small language of `if:` conditions on jobs and steps and
-//! of `${{ }}` inside `env` values and `run` scripts. This header is its
+//! Expressions: the small language of `if:` conditions on jobs and steps,
+//! of `${{ }}` inside `env` values and `run` scripts, and of the `success`
+//! and `failure` of a deploy's analysis metrics. This header is its
 //! reference.
 //!
 //! An expression is read once, when the pipeline is submitted ([`parse`],
@@ -29,6 +30,16 @@
 //!     needs: [build]
 //!     if: ${{ startsWith(drover.tag, 'v') }}   # `${{ }}` around a whole `if:` is allowed
 //!     steps: [{run: ./release}]
+//!   deploy-prod:
+//!     needs: [build]
+//!     deploy:
+//!       # environment, artifact, service: see `deploy`
+//!       analysis:
+//!         metrics:
+//!           - name: error-rate
+//!             prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
+//!             success: result < 0.01          # `result`: the measured value
+//!             failure: result >= 0.05
 //! ```
 //!
 //! # Grammar
@@ -37,7 +48,8 @@
 //! expression  = or
 //! or          = and { "||" and }
 //! and         = comparison { "&&" comparison }
-//! comparison  = unary [ ( "==" | "!=" ) unary ]       (they do not chain: `a == b == c` is refused)
+//! comparison  = unary [ op unary ]        (they do not chain: `a == b == c` and `1 < a < 5` are refused)
+//! op          = "==" | "!=" | "<" | "<=" | ">" | ">="
 //! unary       = "!" unary | primary
 //! primary     = literal | call | context | "(" expression ")"
 //! call        = name "(" [ expression { "," expression } ] ")"
@@ -53,7 +65,9 @@
 //! Strings are in single quotes only: `"main"` is refused with a hint, as
 //! it is in GitHub Actions. Numbers have no exponent and no hex form.
 //! Names are case-sensitive: `startswith` is refused (and `startsWith`
-//! suggested). `!` binds tightest, then `==` and `!=`, then `&&`, then `||`.
+//! suggested). `!` binds tightest, then the comparisons (`==`, `!=`, `<`,
+//! `<=`, `>`, `>=`, all at one level), then `&&`, then `||`: `!a < 1` reads
+//! as `(!a) < 1`, and `a < 1 && b > 2` as `(a < 1) && (b > 2)`.
 //!
 //! # Values and types
 //!
@@ -69,12 +83,22 @@
 //!   (GitHub Actions ignores case; Drover does not, because branch names,
 //!   tags and job results are case-sensitive everywhere else). `null`
 //!   equals only `null`, so `drover.tag == null` asks whether there is a tag.
+//! - **Order.** `<`, `<=`, `>` and `>=` compare two numbers, as IEEE 754
+//!   does: NaN is neither less, greater nor equal, so every ordering with
+//!   it is false. Any other value on either side (a string, even `'5'`, a
+//!   boolean, `null`) makes the comparison false: there is no conversion.
 //! - **Checked at submit.** Comparing values of two different types
 //!   (strings, which every context is, numbers and booleans), which are
 //!   never equal, is refused as a type error: `env.DEBUG == true` (write
 //!   `'true'`), and `!env.A == 'x'`, which reads as `(!env.A) == 'x'`. So
 //!   is comparing `needs.JOB.result` with a string no result is. `null` may
-//!   be compared with anything.
+//!   be compared with anything. Ordering a side whose type is known and is
+//!   not a number is refused too, since it is always false: `env.A < 5`
+//!   (contexts are strings), `result > 'x'`, `result <= null`.
+//! - **`result`** has a type only once it is measured: it may be compared
+//!   with anything (`result == true`, `result == 'ok'`), ordered
+//!   (`result < 0.01`, false when it is not a number), and given to
+//!   `startsWith` and `contains`, which read it as text.
 //!
 //! # Contexts
 //!
@@ -87,9 +111,11 @@
 //! | `env.NAME` | a variable the pipeline file sets: in the top-level `env`, or the job's own (which wins). Only those: Drover's `DROVER_*`, the agent's variables and secrets are not visible to expressions (a step reads them as `$NAME`) |
 //! | `matrix.NAME` | a value of the job's matrix; a job with no matrix has none, so every `matrix.NAME` is refused |
 //! | `needs.JOB.result` | how `JOB` ended: `'success'`, `'failure'`, `'cancelled'` or `'skipped'`; `JOB` must be in the job's `needs` (`needs['a.b'].result` for a job name with a `.`) |
+//! | `result` | the value an analysis metric measured: a number, a string, a boolean, or `null` when there is none. Only in a metric's `success` and `failure` ([`Scope::result`]), which read no other context; refused everywhere else |
 //!
 //! `env['NAME']` is the same as `env.NAME`, and so on for every context.
-//! Context values are strings, or `null` when unset.
+//! Context values are strings, or `null` when unset; `result` is any
+//! value.
 //!
 //! # Functions
 //!
@@ -103,8 +129,9 @@
 //! | `always()` | true |
 //!
 //! The arguments of `startsWith` and `contains` must be strings (contexts or
-//! string literals). The four status functions take no arguments and are
-//! allowed only in `if:`, not in `${{ }}`.
+//! string literals), or `result`, read as text as `${{ }}` writes a value
+//! (`null` as `''`). The four status functions take no arguments and are
+//! allowed only in `if:`, not in `${{ }}` nor in an analysis condition.
 //!
 //! # `if:`
 //!
@@ -133,6 +160,16 @@
 //! a step sees the text with the values in it. In a matrix job,
 //! `${{ matrix.NAME }}` is also filled in in `runs-on` and `cache` (the
 //! only expression allowed there), which are decided before it runs.
+//!
+//! # Analysis conditions
+//!
+//! A metric of a deploy's `analysis:` ([`crate::deploy::Metric`]) judges
+//! each measurement with `success`, `failure` or both: expressions over
+//! `result`, read as a whole (no `${{ }}`) with a [`Scope`] whose `result`
+//! is true, and evaluated by the coordinator, which measures, against a
+//! [`Context`] whose [`Context::result`] gives the value. A condition is
+//! true when its value is truthy: `success: result` passes on any value
+//! but `null`, `false`, `0` and `''`.
 //!
 //! # Limits
 //!
@@ -271,6 +308,11 @@ pub struct Scope<'a> {
     pub matrix: &'a [&'a str],
     /// Whether the status functions are allowed: in `if:`, not in `${{ }}`.
     pub allow_status: bool,
+    /// Whether the expression is an analysis metric's `success` or
+    /// `failure`: then `result` is its one context, and every other
+    /// (`drover`, `env`, `matrix`, `needs`) is refused, since a measurement
+    /// is not a run's. Elsewhere `result` is refused.
+    pub result: bool,
 }
 
 /// A value: what an expression, and each part of it, evaluates to.
@@ -396,12 +438,23 @@ pub trait Context {
     fn need_result(&self, job: &str) -> Option<JobResult>;
     /// What the status functions read.
     fn status(&self) -> Status;
+    /// `result`: the value an analysis metric measured, `None` (read as
+    /// `null`) when there is none. Only a metric's conditions read it, and
+    /// only the caller that measures implements it.
+    fn result(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// Reads the expression `text`, checking every name in it against `scope`.
 /// The first problem is the error, with its offset into `text`.
 pub fn parse(text: &str, scope: &Scope<'_>) -> Result<Expr, ExprError> {
     parser::parse(text, Some(scope), &mut { SUGGESTION_BUDGET })
+}
+
+/// [`parse`], spending `budget` on suggestions.
+pub(crate) fn parse_with_budget(text: &str, scope: &Scope<'_>, budget: &mut usize) -> Result<Expr, ExprError> {
+    parser::parse(text, Some(scope), budget)
 }
 
 /// Reads the text of an `if:`: an expression, which may be written in

@@ -1,6 +1,7 @@
 //! What the contexts in an expression name, checked against the [`Scope`]:
 //! `drover`'s fields, the variables `env` may read, the matrix, and the
-//! jobs in `needs`. A name that is not there is refused with what is (or a
+//! jobs in `needs`; or, in an analysis metric's condition, `result` and
+//! nothing else. A name that is not there is refused with what is (or a
 //! "did you mean").
 
 use super::tree::{ContextRef, Function};
@@ -9,6 +10,10 @@ use crate::check::suggest::{closest, list_some};
 use crate::yaml::abbreviate;
 
 const CONTEXTS: [&str; 4] = ["drover", "env", "matrix", "needs"];
+/// What an analysis metric's condition reads.
+const RESULT: &str = "result";
+const RESULT_HINT: &str = "a metric's `success` and `failure` read only `result`, the measured value, e.g. \
+     `result < 0.01`";
 
 /// The scope the parser checks against (`None`: names are not checked),
 /// and its budget for suggestions.
@@ -25,6 +30,12 @@ impl Names<'_, '_> {
         offset: usize,
         keys: &[(String, usize)],
     ) -> Result<ContextRef, ExprError> {
+        if root == RESULT {
+            return self.result(offset, keys);
+        }
+        if self.scope.is_some_and(|scope| scope.result) {
+            return Err(self.not_in_analysis(root, offset));
+        }
         if !CONTEXTS.contains(&root) {
             return Err(self.unknown_context(root, offset));
         }
@@ -76,6 +87,55 @@ impl Names<'_, '_> {
             return Err(ExprError::new(*at, message, Some("its value is a string".to_owned())));
         }
         Ok(reference)
+    }
+
+    /// `result`, where the scope allows it (or names are not checked).
+    fn result(&mut self, offset: usize, keys: &[(String, usize)]) -> Result<ContextRef, ExprError> {
+        if self.scope.is_some_and(|scope| !scope.result) {
+            return Err(ExprError::new(
+                offset,
+                "`result` is allowed only in the `success` and `failure` of an analysis metric",
+                Some(
+                    "`result` is the value a metric of a deploy's `analysis:` measured; here the contexts are \
+                     drover, env, matrix and needs"
+                        .to_owned(),
+                ),
+            ));
+        }
+        if let Some((key, at)) = keys.first() {
+            return Err(ExprError::new(
+                *at,
+                format!("`result` has no field `{}`", abbreviate(key)),
+                Some(
+                    "`result` is the measured value itself: a number, a string, a boolean or null (with \
+                     `json_path`, the provider picks the value out of the answer)"
+                        .to_owned(),
+                ),
+            ));
+        }
+        Ok(ContextRef::Result)
+    }
+
+    /// The error for the context `root` in an analysis metric's condition,
+    /// which reads only `result`.
+    fn not_in_analysis(&mut self, root: &str, offset: usize) -> ExprError {
+        let shown = abbreviate(root);
+        if CONTEXTS.contains(&root) {
+            return ExprError::new(
+                offset,
+                format!("`{shown}` cannot be read in an analysis metric's condition"),
+                Some(format!("{RESULT_HINT}: a measurement is not a run")),
+            );
+        }
+        let hint = if Function::ALL.iter().any(|(name, _, _)| *name == root) {
+            format!("`{root}` is a function: call it, `{root}()`")
+        } else {
+            match closest(root, &[RESULT, "true", "false", "null"], self.budget) {
+                Some(close) => format!("did you mean `{close}`? {RESULT_HINT}"),
+                None => format!("{RESULT_HINT}; text is written in single quotes, e.g. 'ok'"),
+            }
+        };
+        ExprError::new(offset, format!("unknown context `{shown}`"), Some(hint))
     }
 
     fn drover_field(&mut self, field: &str, at: usize) -> Result<DroverField, ExprError> {

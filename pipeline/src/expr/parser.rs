@@ -7,7 +7,7 @@
 
 use super::lexer::{self, Tok, Token};
 use super::names::Names;
-use super::tree::{ContextRef, Function, Node};
+use super::tree::{CompareOp, ContextRef, Function, Node};
 use super::{Expr, ExprError, JobResult, Scope, Value};
 use crate::check::suggest::closest;
 use crate::yaml::abbreviate;
@@ -39,7 +39,10 @@ pub(super) fn parse(text: &str, scope: Option<&Scope<'_>>, budget: &mut usize) -
         ref other => {
             return Err(ExprError::new(
                 token.offset,
-                format!("expected an operator (`==`, `!=`, `&&`, `||`) or the end, found {}", other.describe()),
+                format!(
+                    "expected an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `&&`, `||`) or the end, found {}",
+                    other.describe()
+                ),
                 Some("text is written in single quotes, e.g. 'main'; join conditions with `&&` or `||`".to_owned()),
             ));
         }
@@ -49,13 +52,16 @@ pub(super) fn parse(text: &str, scope: Option<&Scope<'_>>, budget: &mut usize) -
 }
 
 /// The type a part of an expression has, known before evaluating it:
-/// contexts are strings (or null, which compares with anything).
+/// contexts are strings (or null, which compares with anything), but for
+/// `result`, whose type is known only once it is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
     Null,
     Bool,
     Number,
     String,
+    /// Any of them: `result`.
+    Measured,
 }
 
 impl Ty {
@@ -65,6 +71,7 @@ impl Ty {
             Ty::Bool => "a boolean",
             Ty::Number => "a number",
             Ty::String => "a string",
+            Ty::Measured => "the measured value",
         }
     }
 }
@@ -161,23 +168,26 @@ impl Parser<'_, '_> {
 
     fn comparison(&mut self) -> Result<Parsed, ExprError> {
         let left = self.unary()?;
-        let negated = match self.peek().tok {
-            Tok::Eq => false,
-            Tok::Ne => true,
-            _ => return Ok(left),
+        let Some(op) = compare_op(&self.peek().tok) else {
+            return Ok(left);
         };
         let op_offset = self.advance().offset;
         let right = self.unary()?;
-        if matches!(self.peek().tok, Tok::Eq | Tok::Ne) {
-            return Err(ExprError::new(
-                self.peek().offset,
-                "comparisons do not chain",
-                Some("join comparisons with `&&`, as in `a == 'x' && b == 'y'`".to_owned()),
-            ));
+        if compare_op(&self.peek().tok).is_some() {
+            let hint = if op.orders() {
+                "join comparisons with `&&`, as in `result >= 5 && result <= 10`"
+            } else {
+                "join comparisons with `&&`, as in `a == 'x' && b == 'y'`"
+            };
+            return Err(ExprError::new(self.peek().offset, "comparisons do not chain", Some(hint.to_owned())));
         }
-        check_comparison(&left, &right, op_offset, negated, self.budget)?;
+        if op.orders() {
+            check_order(&left, &right, op, op_offset)?;
+        } else {
+            check_comparison(&left, &right, op_offset, op == CompareOp::Ne, self.budget)?;
+        }
         self.count(left.offset)?;
-        let node = Node::Compare { negated, left: Box::new(left.node), right: Box::new(right.node) };
+        let node = Node::Compare { op, left: Box::new(left.node), right: Box::new(right.node) };
         Ok(Parsed { node, ty: Ty::Bool, offset: left.offset })
     }
 
@@ -292,7 +302,8 @@ impl Parser<'_, '_> {
             });
         }
         for (i, arg) in args.iter().enumerate() {
-            if arg.ty != Ty::String {
+            // `result` may be a string; another value reads as its text.
+            if !matches!(arg.ty, Ty::String | Ty::Measured) {
                 let which = if i == 0 { "first" } else { "second" };
                 return Err(ExprError::new(
                     arg.offset,
@@ -350,7 +361,8 @@ impl Parser<'_, '_> {
         }
         let reference = Names { scope: self.scope, budget: self.budget }.resolve(root, offset, &keys)?;
         self.count(offset)?;
-        Ok(Parsed { node: Node::Context(reference), ty: Ty::String, offset })
+        let ty = if reference == ContextRef::Result { Ty::Measured } else { Ty::String };
+        Ok(Parsed { node: Node::Context(reference), ty, offset })
     }
 }
 
@@ -378,7 +390,7 @@ fn check_comparison(
         }
     }
     let (l, r) = (left.ty, right.ty);
-    if l == r || l == Ty::Null || r == Ty::Null {
+    if l == r || [l, r].iter().any(|ty| matches!(ty, Ty::Null | Ty::Measured)) {
         return Ok(());
     }
     let hint = match (l, r) {
@@ -398,5 +410,42 @@ fn check_comparison(
         op_offset,
         format!("`{op}` compares {} with {}, which {outcome}", l.describe(), r.describe()),
         Some(hint.to_owned()),
+    ))
+}
+
+/// The comparison operator `tok` is, if it is one.
+fn compare_op(tok: &Tok) -> Option<CompareOp> {
+    Some(match tok {
+        Tok::Eq => CompareOp::Eq,
+        Tok::Ne => CompareOp::Ne,
+        Tok::Lt => CompareOp::Lt,
+        Tok::Le => CompareOp::Le,
+        Tok::Gt => CompareOp::Gt,
+        Tok::Ge => CompareOp::Ge,
+        _ => return None,
+    })
+}
+
+/// Refuses ordering (`<`, `<=`, `>`, `>=`) a side whose type is known and
+/// is not a number, which would make the comparison always false.
+fn check_order(left: &Parsed, right: &Parsed, op: CompareOp, op_offset: usize) -> Result<(), ExprError> {
+    let sides = [(left, "left"), (right, "right")];
+    let Some((side, which)) = sides.into_iter().find(|(side, _)| !matches!(side.ty, Ty::Number | Ty::Measured)) else {
+        return Ok(());
+    };
+    let op = op.as_str();
+    let hint = match (side.ty, &side.node) {
+        (Ty::Bool, Node::Not(_)) => format!("`!` applies before `{op}`: write `!(a {op} 1)`"),
+        (Ty::String, Node::Context(_)) => {
+            "context values are strings, which are not ordered: compare them with `==` or `!=`".to_owned()
+        }
+        (Ty::Null, _) => "null is never less or greater than anything: ask `== null`".to_owned(),
+        _ => "`<`, `<=`, `>` and `>=` compare numbers, e.g. `result < 0.01`; compare other values with `==` or `!=`"
+            .to_owned(),
+    };
+    Err(ExprError::new(
+        op_offset,
+        format!("`{op}` compares numbers only, and its {which} side is {}", side.ty.describe()),
+        Some(hint),
     ))
 }

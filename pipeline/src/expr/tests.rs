@@ -16,6 +16,7 @@ fn scope() -> Scope<'static> {
         secrets: &["TOKEN"],
         matrix: &["os"],
         allow_status: true,
+        result: false,
     }
 }
 
@@ -57,6 +58,12 @@ fn expressions_read_into_trees() {
         ("always()", "always()"),
         ("failure() || cancelled()", "failure() || cancelled()"),
         ("'ü' == env.A", "'ü' == env.A"),
+        ("1 < 2", "1 < 2"),
+        ("-1.5<=2", "-1.5 <= 2"),
+        ("1>0 && 2>=1 || 3 != 4", "((1 > 0) && (2 >= 1)) || (3 != 4)"),
+        ("!(1 < 2)", "!(1 < 2)"),
+        ("(1 < 2) == true", "(1 < 2) == true"),
+        ("1<-1", "1 < -1"),
     ];
     for (text, printed) in cases {
         let expr = read(text);
@@ -205,6 +212,15 @@ fn expressions_evaluate() {
         ("success()", t.clone()),
         ("failure()", f.clone()),
         ("cancelled()", f.clone()),
+        // Ordering numbers.
+        ("1 < 2", t.clone()),
+        ("2 < 2", f.clone()),
+        ("2 <= 2", t.clone()),
+        ("-1 > 0", f.clone()),
+        ("1.5 >= 1.5", t.clone()),
+        ("0.1 > 0.01", t.clone()),
+        ("-0 < 0", f.clone()),
+        ("(1 < 2) == (3 > 2)", t.clone()),
     ];
     for (text, want) in cases {
         let run = Fake::new(Status::Succeeded);
@@ -339,12 +355,33 @@ fn bad_expressions_say_where_and_why() {
         ("drover.branch = 'main'", 14, "`=` is not an operator", "compare with `==`"),
         ("env.A & env.B", 6, "`&` is not an operator", "write `&&` for and"),
         ("env.A | env.B", 6, "`|` is not an operator", "write `||` for or"),
-        ("env.A < env.B", 6, "`<` is not an operator", "only with `==` and `!=`"),
+        ("env.A < env.B", 6, "`<` compares numbers only, and its left side is a string", "context values are"),
+        ("env.A < 5", 6, "`<` compares numbers only, and its left side is a string", "compare them with `==`"),
+        ("5 >= env.ZERO", 2, "`>=` compares numbers only, and its right side is a string", "are strings"),
+        ("1 <= needs.build.result", 2, "`<=` compares numbers only, and its right side is a string", ""),
+        ("1 < 'x'", 2, "`<` compares numbers only, and its right side is a string", "e.g. `result < 0.01`"),
+        ("true > 1", 5, "`>` compares numbers only, and its left side is a boolean", "compare other values"),
+        ("null < 1", 5, "`<` compares numbers only, and its left side is null", "ask `== null`"),
+        ("!env.A < 1", 7, "its left side is a boolean", "`!` applies before `<`: write `!(a < 1)`"),
+        ("success() >= 1", 10, "its left side is a boolean", ""),
+        ("1 < 2 < 3", 6, "comparisons do not chain", "`result >= 5 && result <= 10`"),
+        ("1 < 2 == true", 6, "comparisons do not chain", "`result >= 5 && result <= 10`"),
+        ("env.A => 1", 6, "`=` is not an operator", "write `>=`"),
+        ("env.A =< 1", 6, "`=` is not an operator", "write `<=`"),
+        ("1 <> 2", 3, "expected a value, found `>`", ""),
+        ("1 <", 3, "expected a value, found the end of the expression", ""),
+        ("result == 'x'", 0, "`result` is allowed only in the `success` and `failure` of an analysis metric", "drover"),
+        ("env.A == result", 9, "`result` is allowed only in the `success` and `failure`", "a deploy's `analysis:`"),
         ("drover.branch == 'main", 17, "this string is never closed", "single quotes"),
         ("(env.A == 'x'", 0, "`(` is never closed", "close it with `)`"),
         ("(env.A == 'x' env.B)", 14, "expected `)`, found `env`", "single quotes"),
         ("env.A == 'x')", 12, "`)` closes no `(`", ""),
-        ("env.A 'x'", 6, "expected an operator (`==`, `!=`, `&&`, `||`) or the end, found the string 'x'", "&&"),
+        (
+            "env.A 'x'",
+            6,
+            "expected an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `&&`, `||`) or the end, found the string 'x'",
+            "&&",
+        ),
         ("env.A ==", 8, "expected a value, found the end of the expression", "a value is a context"),
         ("&& env.A", 0, "expected a value, found `&&`", "a value is"),
         ("env.A == env.B == env.C", 15, "comparisons do not chain", "join comparisons with `&&`"),
@@ -353,7 +390,7 @@ fn bad_expressions_say_where_and_why() {
         ("env['A'", 7, "expected `]`, found the end", ""),
         ("startsWith(env.A, 'x'", 10, "the `(` of `startsWith(` is never closed", "close it"),
         ("startsWith(env.A 'x')", 17, "expected `,` or `)`, found the string 'x'", ""),
-        ("env.A @ env.B", 6, "unexpected character `@`", "`==`, `!=`, `&&`, `||`, `!`"),
+        ("env.A @ env.B", 6, "unexpected character `@`", "`==`, `!=`, `<`, `<=`, `>`, `>=`, `&&`, `||`, `!`"),
         ("success() && ${{ env.A }}", 13, "`${{` inside an expression", "around a whole expression"),
         // Limits.
         (&deep_nots, MAX_EXPRESSION_DEPTH, "the expression nests more than 32 deep", "fewer parentheses"),
@@ -474,6 +511,7 @@ fn strings_split_into_text_and_expressions() {
         ("echo ${{ drover.branch", 5, "`${{` is never closed"),
         ("echo ${{ 'x }}", 5, "`${{` is never closed"),
         ("a ${{ }} b", 2, "empty `${{ }}`"),
+        ("echo ${{ result }}", 9, "`result` is allowed only in the `success` and `failure` of an analysis metric"),
         ("${{ env.A }} ${{ success() }}", 17, "`success()` is allowed only in `if:`"),
         ("${{ env.A == }}", 13, "expected a value, found the end of the expression"),
     ];
@@ -516,4 +554,162 @@ fn expand_fills_in_each_expression_and_leaves_other_text_alone() {
         assert_eq!(super::expand(text, &ctx).unwrap(), want, "{text:?}");
     }
     assert_eq!(Expr::reread("env.A == 'a'").unwrap().eval(&ctx).to_string(), "true");
+}
+
+/// The scope of an analysis metric's `success` and `failure`.
+fn analysis() -> Scope<'static> {
+    Scope { result: true, ..Scope::default() }
+}
+
+/// A measurement: `result` is `value`, and there is no run.
+struct Measured(Option<Value>);
+
+impl Context for Measured {
+    fn drover(&self, _: DroverField) -> Option<String> {
+        None
+    }
+
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn matrix(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn need_result(&self, _: &str) -> Option<JobResult> {
+        None
+    }
+
+    fn status(&self) -> Status {
+        Status::Succeeded
+    }
+
+    fn result(&self) -> Option<Value> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn analysis_conditions_read_result() {
+    let cases = [
+        ("result < 0.01", "result < 0.01"),
+        ("result>=5&&result<=10", "(result >= 5) && (result <= 10)"),
+        ("result == true", "result == true"),
+        ("result == 'ok' || result == 1", "(result == 'ok') || (result == 1)"),
+        ("result != null", "result != null"),
+        ("0.5 > result", "0.5 > result"),
+        ("result > -1", "result > -1"),
+        ("!result", "!result"),
+        ("!(result < 1)", "!(result < 1)"),
+        ("contains(result, 'ok')", "contains(result, 'ok')"),
+        ("result", "result"),
+    ];
+    for (text, printed) in cases {
+        let expr = parse(text, &analysis()).unwrap_or_else(|err| panic!("{text:?}: {err:?}"));
+        assert_eq!(expr.root.to_string(), printed, "{text:?}");
+        assert!(!expr.uses_status(), "{text:?}");
+        assert_eq!(parse(printed, &analysis()).unwrap().root, expr.root, "{text:?}");
+    }
+    // Stored as text, read back without a scope.
+    let back: Expr = serde_json::from_str(r#""result >= 5 && result <= 10""#).unwrap();
+    assert_eq!(back.root, parse("result >= 5 && result <= 10", &analysis()).unwrap().root);
+}
+
+#[test]
+fn analysis_conditions_evaluate_against_the_measurement() {
+    let number = |n: f64| Some(Value::Number(n));
+    let text = |s: &str| Some(string(s));
+    // (condition, result, its value)
+    let cases: Vec<(&str, Option<Value>, bool)> = vec![
+        ("result < 0.01", number(0.005), true),
+        ("result < 0.01", number(0.01), false),
+        ("result <= 0.01", number(0.01), true),
+        ("result > 0.01", number(0.02), true),
+        ("result >= 0.05", number(0.049), false),
+        ("result < 0.01", number(-1.0), true),
+        ("result > 1000000", number(f64::INFINITY), true),
+        // A side that is not a number makes an ordering false, with no
+        // conversion; so does NaN.
+        ("result < 0.01", text("x"), false),
+        ("result < 0.01", text("0.005"), false),
+        ("result < 0.01", Some(Value::Bool(false)), false),
+        ("result < 0.01", Some(Value::Null), false),
+        ("result < 0.01", None, false),
+        ("result >= 0.01", None, false),
+        ("result < 0.01", number(f64::NAN), false),
+        ("result >= 0.01", number(f64::NAN), false),
+        ("!(result < 0.01)", number(f64::NAN), true),
+        ("!(result < 0.01)", text("x"), true),
+        // Equality: same type and value.
+        ("result == true", Some(Value::Bool(true)), true),
+        ("result == true", Some(Value::Bool(false)), false),
+        ("result == true", text("true"), false),
+        ("result == true", number(1.0), false),
+        ("result == 'ok'", text("ok"), true),
+        ("result == 'ok'", text("OK"), false),
+        ("result == 1", number(1.0), true),
+        ("result == null", None, true),
+        ("result != null", Some(Value::Null), false),
+        ("result != null", number(0.0), true),
+        // A range.
+        ("result >= 5 && result <= 10", number(4.9), false),
+        ("result >= 5 && result <= 10", number(5.0), true),
+        ("result >= 5 && result <= 10", number(7.5), true),
+        ("result >= 5 && result <= 10", number(10.0), true),
+        ("result >= 5 && result <= 10", number(10.5), false),
+        ("result >= 5 && result <= 10", text("7"), false),
+        ("result < 5 || result > 10", number(11.0), true),
+        // Truthiness, and functions reading it as text.
+        ("result", number(0.0), false),
+        ("result", number(2.0), true),
+        ("result", text(""), false),
+        ("!result", None, true),
+        ("contains(result, 'ok')", text("all ok"), true),
+        ("startsWith(result, '12')", number(12.5), true),
+        ("startsWith(result, '')", None, true),
+    ];
+    for (condition, result, want) in cases {
+        let expr = parse(condition, &analysis()).unwrap_or_else(|err| panic!("{condition:?}: {err:?}"));
+        // A condition is judged by its truthiness (`result` alone is the value).
+        let got = expr.eval(&Measured(result.clone()));
+        assert_eq!(got.is_truthy(), want, "{condition:?} with {result:?}: {got:?}");
+    }
+    // A context that measures nothing reads `result` as null: the default.
+    let run = Fake::new(Status::Succeeded);
+    assert_eq!(Expr::reread("result == null").unwrap().eval(&run), Value::Bool(true));
+}
+
+#[test]
+fn analysis_conditions_read_nothing_but_result() {
+    // (text, offset, message, hint)
+    let cases = [
+        ("result < 'x'", 7, "`<` compares numbers only, and its right side is a string", "compare numbers"),
+        ("'x' > result", 4, "`>` compares numbers only, and its left side is a string", "e.g. `result < 0.01`"),
+        ("result <= null", 7, "`<=` compares numbers only, and its right side is null", "ask `== null`"),
+        ("result >= true", 7, "`>=` compares numbers only, and its right side is a boolean", ""),
+        ("!result < 1", 8, "`<` compares numbers only, and its left side is a boolean", "`!` applies before `<`"),
+        ("1 < result < 5", 11, "comparisons do not chain", "`result >= 5 && result <= 10`"),
+        ("result.value", 7, "`result` has no field `value`", "the measured value itself"),
+        ("result['a b'] == 1", 7, "`result` has no field `a b`", "`json_path`"),
+        ("reslt < 1", 0, "unknown context `reslt`", "did you mean `result`?"),
+        ("value > 1", 0, "unknown context `value`", "read only `result`, the measured value"),
+        ("Result > 1", 0, "unknown context `Result`", "did you mean `result`?"),
+        ("drover.branch == 'main'", 0, "`drover` cannot be read in an analysis metric's condition", "only `result`"),
+        ("result > 1 && env.A", 14, "`env` cannot be read in an analysis metric's condition", "not a run"),
+        ("needs.build.result == 'success'", 0, "`needs` cannot be read", ""),
+        ("matrix.os", 0, "`matrix` cannot be read", ""),
+        ("success() && result", 0, "`success()` is allowed only in `if:`", ""),
+        ("contains", 0, "unknown context `contains`", "call it, `contains()`"),
+        ("result => 1", 7, "`=` is not an operator", "write `>=`"),
+        ("result < ", 9, "expected a value, found the end of the expression", ""),
+        ("${{ result }}", 0, "`${{` inside an expression", ""),
+        ("result < 1e3", 10, "expected an operator", ""),
+    ];
+    for (text, offset, message, hint) in cases {
+        let err = parse(text, &analysis()).expect_err(text);
+        assert_eq!(err.offset, offset, "{text:?}: {err:?}");
+        assert!(err.message.contains(message), "{text:?}: {err:?}");
+        assert!(err.hint.as_deref().unwrap_or("").contains(hint), "{text:?}: {err:?}");
+    }
 }

@@ -11,9 +11,9 @@ pub(super) enum Node {
     Literal(Value),
     Context(ContextRef),
     Not(Box<Node>),
-    /// `==`, or `!=` when `negated`.
+    /// `left op right`.
     Compare {
-        negated: bool,
+        op: CompareOp,
         left: Box<Node>,
         right: Box<Node>,
     },
@@ -31,6 +31,57 @@ pub(super) enum ContextRef {
     Env(String),
     Matrix(String),
     NeedResult(String),
+    /// `result`: the measured value of an analysis metric.
+    Result,
+}
+
+/// A comparison's operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CompareOp {
+    /// The operator as written.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "==",
+            CompareOp::Ne => "!=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+        }
+    }
+
+    /// Whether it orders numbers (`<`, `<=`, `>`, `>=`), rather than
+    /// telling values equal.
+    pub(super) fn orders(self) -> bool {
+        !matches!(self, CompareOp::Eq | CompareOp::Ne)
+    }
+
+    /// `left op right`: `==` and `!=` on any values; the others only on two
+    /// numbers, and false otherwise (and with NaN, as IEEE 754 has it).
+    fn apply(self, left: &Value, right: &Value) -> bool {
+        let numbers = match (left, right) {
+            (Value::Number(l), Value::Number(r)) => Some((*l, *r)),
+            _ => None,
+        };
+        match (self, numbers) {
+            (CompareOp::Eq, _) => left == right,
+            (CompareOp::Ne, _) => left != right,
+            (_, None) => false,
+            (CompareOp::Lt, Some((l, r))) => l < r,
+            (CompareOp::Le, Some((l, r))) => l <= r,
+            (CompareOp::Gt, Some((l, r))) => l > r,
+            (CompareOp::Ge, Some((l, r))) => l >= r,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +123,8 @@ impl Node {
             Node::Literal(value) => value.clone(),
             Node::Context(reference) => {
                 let value = match reference {
+                    // The one context that is not a string.
+                    ContextRef::Result => return ctx.result().unwrap_or(Value::Null),
                     ContextRef::Drover(field) => ctx.drover(*field),
                     ContextRef::Env(name) => ctx.env(name),
                     ContextRef::Matrix(name) => ctx.matrix(name),
@@ -80,7 +133,7 @@ impl Node {
                 value.map_or(Value::Null, Value::String)
             }
             Node::Not(inner) => Value::Bool(!inner.eval(ctx).is_truthy()),
-            Node::Compare { negated, left, right } => Value::Bool((left.eval(ctx) == right.eval(ctx)) != *negated),
+            Node::Compare { op, left, right } => Value::Bool(op.apply(&left.eval(ctx), &right.eval(ctx))),
             Node::And(operands) => Value::Bool(operands.iter().all(|o| o.eval(ctx).is_truthy())),
             Node::Or(operands) => Value::Bool(operands.iter().any(|o| o.eval(ctx).is_truthy())),
             Node::Call(function, args) => Value::Bool(match function {
@@ -143,11 +196,9 @@ impl fmt::Display for Node {
             Node::Context(ContextRef::Env(name)) => write!(f, "env{}", Key(name)),
             Node::Context(ContextRef::Matrix(name)) => write!(f, "matrix{}", Key(name)),
             Node::Context(ContextRef::NeedResult(job)) => write!(f, "needs{}.result", Key(job)),
+            Node::Context(ContextRef::Result) => f.write_str("result"),
             Node::Not(inner) => write!(f, "!{}", Operand(inner)),
-            Node::Compare { negated, left, right } => {
-                let op = if *negated { "!=" } else { "==" };
-                write!(f, "{} {op} {}", Operand(left), Operand(right))
-            }
+            Node::Compare { op, left, right } => write!(f, "{} {} {}", Operand(left), op.as_str(), Operand(right)),
             Node::And(operands) => joined(f, operands, " && "),
             Node::Or(operands) => joined(f, operands, " || "),
             Node::Call(function, args) => {

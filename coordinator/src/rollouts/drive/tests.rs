@@ -39,7 +39,7 @@ fn begin_all(d: &mut Driver, nodes: &[&str], now: u64) {
             release: rec.release.version.clone(),
             strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
             on_failure: drover_deploy::rollout::OnFailure::Rollback,
-            await_verdict: false,
+            await_verdict: rec.deploy.analysis.is_some(),
         };
         let targets =
             nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: previous.get(*n).cloned() }).collect();
@@ -462,4 +462,51 @@ fn a_removal_stops_the_service_on_the_nodes_that_serve_it_and_goes_back_if_one_c
     report(&mut d, id, "a", DeployState::RolledBack, 13);
     assert_eq!(phase(&d, id), Phase::RolledBack);
     assert_eq!(d.previous("staging", "web").values().collect::<Vec<_>>(), [&v2, &v2]);
+}
+
+#[test]
+fn an_analysed_step_goes_on_by_its_measurements_and_a_failed_one_goes_back() {
+    use super::super::analysis::{Analysing, Measurement};
+    use drover_deploy::analysis::Outcome;
+    let strategy = "{canary: {steps: [{nodes: 1}, {nodes: 100%}]}}\n      analysis:\n        metrics:\n          - \
+                    name: errors\n            http: {url: 'http://m/'}\n            count: 2\n            success: \
+                    result < 1";
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", strategy), 0);
+    begin_all(&mut d, &["a", "b"], 1);
+    let v1 = d.records[&1].release.version.clone();
+    assert_eq!(sent(&mut d), [format!("a install {v1} 1/1")]);
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    // Step 0's nodes are healthy: its metrics are measured, nothing moves.
+    let run = d.records[&1].analysing.expect("analysing step 0");
+    assert_eq!((run.step, run.run), (0, 1));
+    assert!(sent(&mut d).is_empty());
+    let m = |step, run, outcome| Measurement {
+        step,
+        run,
+        metric: "errors".into(),
+        at_ms: 4,
+        took_ms: 1,
+        value: "0".into(),
+        outcome,
+        message: String::new(),
+    };
+    // (what comes in, the step analysed after it, what is sent)
+    d.measured(1, m(0, 9, Outcome::Failed), 4);
+    assert_eq!(d.records[&1].analysing, Some(run), "a measurement of another run is dropped");
+    assert_eq!(d.records[&1].measurements.len(), 0);
+    d.measured(1, m(0, 1, Outcome::Successful), 5);
+    assert_eq!(d.records[&1].analysing, Some(run), "one of two measurements: still measuring");
+    d.measured(1, m(0, 1, Outcome::Successful), 6);
+    assert_eq!(sent(&mut d), [format!("b install {v1} 1/2")], "passed: on to step 1");
+    assert_eq!(d.records[&1].analysing, None);
+    report(&mut d, 1, "b", DeployState::Installed, 7);
+    report(&mut d, 1, "b", DeployState::Healthy, 8);
+    assert_eq!(d.records[&1].analysing, Some(Analysing { step: 1, run: 2, started_ms: 8 }));
+    d.measured(1, m(1, 2, Outcome::Failed), 9);
+    assert_eq!(phase(&d, 1), Phase::RollingBack, "a failed measurement past its limit of 0 goes back");
+    assert!(d.records[&1].rollout.as_ref().unwrap().message.contains("metric errors: 1 of 1 measurements failed"));
+    assert_eq!(d.records[&1].analysing, None);
+    assert_eq!(d.records[&1].measurements.len(), 3, "every measurement is kept");
 }

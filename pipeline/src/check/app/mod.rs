@@ -3,7 +3,7 @@
 //!
 //! A file's top-level keys are a deploy's, but for `environment` and
 //! `on_newer`, with `artifact` written otherwise and `nodes` and `update`
-//! added. The service, strategy, hooks and durations are read by
+//! added. The service, strategy, hooks, analysis and durations are read by
 //! `deploy`'s checks, which name the file as their owner ("the service of
 //! `deploy/web.yaml` has no `port`"); the checker has no run
 //! (`Checker::has_run`), so `${{ }}` and `if:` are refused where a
@@ -26,7 +26,7 @@ use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_SERVICE_NAME_LEN};
 
 const APP_KEYS: &[&str] =
-    &["artifact", "update", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks"];
+    &["artifact", "update", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks", "analysis"];
 /// Keys of a deploy a desired-state file does not take: the key, why, and
 /// what to do.
 const NOT_IN_APP: &[(&str, &str, &str)] = &[
@@ -234,6 +234,7 @@ impl Checker<'_> {
             progress_deadline: rollout.progress_deadline,
             auto_rollback: rollout.auto_rollback,
             hooks: rollout.hooks,
+            analysis: rollout.analysis,
         })
     }
 

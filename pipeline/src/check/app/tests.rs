@@ -9,8 +9,8 @@ use crate::app::{
     AppArtifact, DesiredState, NodeSelection, ServiceFile, UpdateSpec, UpdateWrite, parse_desired, parse_service_file,
 };
 use crate::deploy::{
-    ArtifactRef, Canary, CanaryStep, DeploySpec, HealthCheck, HealthSpec, Hooks, OnNewer, Pause, Rolling, ServiceSpec,
-    Share, Strategy,
+    Analysis, ArtifactRef, Canary, CanaryStep, DeploySpec, HealthCheck, HealthSpec, Hooks, Metric, OnNewer, Pause,
+    Provider, Rolling, ServiceSpec, Share, Strategy,
 };
 use crate::{MAX_APP_SERVICES, MAX_FILE_BYTES, PipelineError, StepSpec};
 
@@ -72,6 +72,7 @@ fn good() -> ServiceFile {
         progress_deadline: Duration::from_secs(600),
         auto_rollback: true,
         hooks: Hooks::default(),
+        analysis: None,
     }
 }
 
@@ -148,6 +149,38 @@ fn good_files_parse_to_their_service() {
         ),
         ("nodes with nothing said", vec![], "nodes: {}\n".to_owned(), good()),
         (
+            "an analysis, read as a deploy's",
+            vec![],
+            "analysis:\n  metrics:\n    - {name: ready, http: {url: 'http://10.0.0.5:9000/stats', json_path: $.ready}, \
+             success: result == true}\n"
+                .to_owned(),
+            ServiceFile {
+                analysis: Some(Analysis {
+                    metrics: vec![Metric {
+                        name: "ready".into(),
+                        provider: Provider::Http {
+                            url: "http://10.0.0.5:9000/stats".into(),
+                            json_path: Some("$.ready".into()),
+                        },
+                        interval: Duration::from_secs(10),
+                        count: 1,
+                        initial_delay: Duration::ZERO,
+                        success: Some(
+                            crate::expr::parse(
+                                "result == true",
+                                &crate::expr::Scope { result: true, ..Default::default() },
+                            )
+                            .unwrap(),
+                        ),
+                        failure: None,
+                        failure_limit: 0,
+                        inconclusive_limit: 0,
+                    }],
+                }),
+                ..good()
+            },
+        ),
+        (
             "an update with every key",
             vec![],
             "update: {pipeline: Web build (nightly), job: package, branches: [main, 'release/*'], write: branch}\n"
@@ -200,6 +233,7 @@ fn a_service_file_gives_the_deploy_a_sync_runs() {
         auto_rollback: true,
         on_newer: OnNewer::Supersede,
         hooks: Hooks::default(),
+        analysis: None,
     };
     assert_eq!(spec, want);
     let by_url = ServiceFile {

@@ -15,16 +15,21 @@
 //! packs that path can only be told once every job has been read, checks
 //! it then (`jobs` calls `Checker::deploy_artifacts` after the graph).
 //! `service` reads the service and its health check, `strategy` the
-//! rollout strategy.
+//! rollout strategy, `analysis` the metrics that judge each step (their
+//! conditions read with a scope of their own, in which `result` is the one
+//! context).
 //!
 //! What a desired-state file (`app`) shares with a deploy job, the service,
-//! the strategy, the hooks and the durations, takes the `owner` messages
+//! the strategy, the hooks, the analysis and the durations, takes the `owner` messages
 //! name it by, preformatted: "job `d`" here, "`deploy/web.yaml`" there.
 //!
 //! Whether the environment exists is not checked here: environments live
 //! in the coordinator's store (`drover env create`), and the pipeline
 //! crate reads no store.
 
+mod analysis;
+#[cfg(test)]
+mod analysis_tests;
 mod artifact;
 mod service;
 mod strategy;
@@ -38,13 +43,22 @@ pub(super) use service::EXAMPLE as SERVICE_EXAMPLE;
 
 use super::suggest::closest;
 use super::{Checker, Entry, find};
-use crate::deploy::{DeploySpec, Hooks, OnNewer, Rolling, Strategy};
+use crate::deploy::{Analysis, DeploySpec, Hooks, OnNewer, Rolling, Strategy};
 use crate::expr::Scope;
 use crate::yaml::{Kind, ScalarType, abbreviate};
 use crate::{DEFAULT_PROGRESS_DEADLINE, MAX_ENVIRONMENT_NAME_LEN, MAX_PROGRESS_DEADLINE};
 
-const DEPLOY_KEYS: &[&str] =
-    &["environment", "artifact", "service", "strategy", "progress_deadline", "auto_rollback", "on_newer", "hooks"];
+const DEPLOY_KEYS: &[&str] = &[
+    "environment",
+    "artifact",
+    "service",
+    "strategy",
+    "progress_deadline",
+    "auto_rollback",
+    "on_newer",
+    "hooks",
+    "analysis",
+];
 const HOOK_KEYS: &[&str] = &["before", "after_batch", "after", "on_failure"];
 const ON_NEWER: &[&str] = &["queue", "supersede"];
 
@@ -97,6 +111,7 @@ pub(super) struct RolloutSettings {
     pub(super) progress_deadline: Duration,
     pub(super) auto_rollback: bool,
     pub(super) hooks: Hooks,
+    pub(super) analysis: Option<Analysis>,
 }
 
 impl Checker<'_> {
@@ -183,6 +198,7 @@ impl Checker<'_> {
                 auto_rollback: rollout.auto_rollback,
                 on_newer,
                 hooks: rollout.hooks,
+                analysis: rollout.analysis,
             }),
             _ => None,
         };
@@ -192,8 +208,9 @@ impl Checker<'_> {
     /// Reads how a release rolls out, which a deploy job and a desired-state
     /// file share, from `entries`, the keys of the deploy of `owner`:
     /// `strategy` (rolling one node at a time when left out),
-    /// `progress_deadline`, `auto_rollback` and `hooks`, whose expressions
-    /// may name what `scope` has. `context` says where the keys are, as
+    /// `progress_deadline`, `auto_rollback`, `hooks`, whose expressions
+    /// may name what `scope` has, and `analysis`, whose conditions read
+    /// only `result`. `context` says where the keys are, as
     /// their unknown ones are reported ("in the deploy of job `d`", "in
     /// `deploy/web.yaml`"). `None` when one of them is wrong, which is
     /// reported.
@@ -220,11 +237,16 @@ impl Checker<'_> {
             Some(e) => self.hooks(e, owner, scope),
             None => Some(Hooks::default()),
         };
+        let analysis = match find(entries, "analysis") {
+            Some(e) => self.analysis(e, owner).map(Some),
+            None => Some(None),
+        };
         Some(RolloutSettings {
             strategy: strategy?,
             progress_deadline: progress_deadline?,
             auto_rollback: auto_rollback?,
             hooks: hooks?,
+            analysis: analysis?,
         })
     }
 

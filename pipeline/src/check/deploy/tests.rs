@@ -72,6 +72,7 @@ fn good() -> DeploySpec {
         auto_rollback: true,
         on_newer: OnNewer::Queue,
         hooks: Hooks::default(),
+        analysis: None,
     }
 }
 

@@ -1,0 +1,183 @@
+//! Metric analysis at a rollout's gates (issue 17): a deploy with
+//! `analysis:` rolls out with `Spec::await_verdict`, so each step, once its
+//! nodes are healthy, asks for a verdict (`Effect::AwaitVerdict`). The
+//! driver then marks the record as analysing that step (a new run of it
+//! each time: a resumed pause asks again), and the controller keeps one
+//! task measuring each such record ([`analyse`]; a new leader starts them
+//! again from the records). Each measurement comes back here
+//! ([`Driver::measured`]), is kept with the rollout, and is judged with the
+//! others of its run (`drover_deploy::analysis`); the first verdict goes to
+//! the machine, which goes on, goes back, or pauses for a person.
+
+use drover_deploy::analysis::{self, Limits, Outcome, Standing};
+use drover_deploy::rollout::{Input, Verdict};
+use drover_pipeline::deploy::Analysis;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::drive::Driver;
+use super::measure;
+use super::trace::Span;
+
+/// The most measurements a rollout keeps (the oldest go first).
+pub const MAX_MEASUREMENTS: usize = 1000;
+
+/// A step being analysed: which, and which run of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Analysing {
+    pub step: u32,
+    pub run: u32,
+    pub started_ms: u64,
+}
+
+/// One measurement, as kept with the rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub step: u32,
+    pub run: u32,
+    pub metric: String,
+    /// When it was taken, and when its answer came.
+    pub at_ms: u64,
+    #[serde(default)]
+    pub took_ms: u64,
+    /// The value as text (`null` for none); empty when it could not be
+    /// taken.
+    pub value: String,
+    pub outcome: Outcome,
+    /// Why it could not be taken.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl Driver {
+    /// The machine asks for step `step`'s verdict: a new analysis run of it.
+    pub(super) fn begin_analysis(&mut self, id: u64, step: u32, now_ms: u64) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        if rec.deploy.analysis.is_none() {
+            self.apply(id, Input::Verdict { step, verdict: Verdict::Pass }, now_ms);
+            return;
+        }
+        rec.analysis_runs += 1;
+        rec.analysing = Some(Analysing { step, run: rec.analysis_runs, started_ms: now_ms });
+        if let Some(m) = rec.rollout.as_mut() {
+            m.message = format!("step {step}: analysing its metrics (run {})", rec.analysis_runs);
+        }
+        self.stage(id);
+    }
+
+    /// A new term: each step being analysed starts a new run, measured
+    /// afresh (what the last leader measured stays with the rollout).
+    pub(super) fn resume_analyses(&mut self, now_ms: u64) {
+        let ids: Vec<u64> =
+            self.records.values().filter(|r| r.analysing.is_some() && !r.is_finished()).map(|r| r.id).collect();
+        for id in ids {
+            let rec = self.records.get_mut(&id).expect("listed");
+            rec.analysis_runs += 1;
+            rec.analysing = rec.analysing.map(|a| Analysing { run: rec.analysis_runs, started_ms: now_ms, ..a });
+            self.stage(id);
+        }
+    }
+
+    /// A measurement of rollout `id`'s analysis came in: kept, and judged
+    /// with the others of its run. One of a run that is over is dropped.
+    pub fn measured(&mut self, id: u64, m: Measurement, now_ms: u64) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        let Some(run) = rec.analysing.filter(|a| a.step == m.step && a.run == m.run) else { return };
+        let Some(analysis) = rec.deploy.analysis.clone() else { return };
+        self.spans.push(measurement_span(rec, &m, now_ms));
+        rec.measurements.push(m);
+        if rec.measurements.len() > MAX_MEASUREMENTS {
+            let extra = rec.measurements.len() - MAX_MEASUREMENTS;
+            rec.measurements.drain(..extra);
+        }
+        let standings = standings(&analysis, &rec.measurements, run);
+        let verdict = analysis::verdict(standings.iter().map(|(name, s)| (name.as_str(), s)));
+        self.stage(id);
+        if let Some(verdict) = verdict {
+            self.records.get_mut(&id).expect("exists").analysing = None;
+            self.apply(id, Input::Verdict { step: run.step, verdict }, now_ms);
+        }
+    }
+}
+
+/// Each metric of `analysis` with its standing in run `run`.
+pub fn standings(analysis: &Analysis, measurements: &[Measurement], run: Analysing) -> Vec<(String, Standing)> {
+    analysis
+        .metrics
+        .iter()
+        .map(|metric| {
+            let outcomes: Vec<Outcome> = measurements
+                .iter()
+                .filter(|m| m.step == run.step && m.run == run.run && m.metric == metric.name)
+                .map(|m| m.outcome)
+                .collect();
+            let limits = Limits {
+                count: metric.count,
+                failure_limit: metric.failure_limit,
+                inconclusive_limit: metric.inconclusive_limit,
+            };
+            (metric.name.clone(), analysis::standing(limits, &outcomes))
+        })
+        .collect()
+}
+
+fn measurement_span(rec: &super::records::RolloutRecord, m: &Measurement, now_ms: u64) -> Span {
+    Span {
+        name: format!("measure {}", m.metric),
+        trace_id: rec.trace.trace_id.clone(),
+        span_id: drover_telemetry::trace::new_span_id(),
+        parent_span_id: rec.trace.step_span_id.clone(),
+        start_ms: m.at_ms,
+        end_ms: now_ms.max(m.at_ms),
+        attributes: vec![
+            ("drover.metric", m.metric.clone()),
+            ("drover.value", m.value.clone()),
+            ("drover.outcome", m.outcome.as_str().to_owned()),
+            ("drover.step", m.step.to_string()),
+        ],
+        error: (m.outcome == Outcome::Failed).then(|| format!("{} measured {}", m.metric, m.value)),
+    }
+}
+
+/// Measures every metric of `analysis` for run `run` of rollout `id`'s
+/// step, each on its own schedule (`initial_delay`, then `count` times
+/// every `interval`), sending each measurement to `tx`. The controller
+/// aborts it once the run is decided.
+pub async fn analyse(id: u64, run: Analysing, analysis: Analysis, tx: mpsc::UnboundedSender<(u64, Measurement)>) {
+    let client = measure::client();
+    let metrics = analysis.metrics.into_iter().map(|metric| {
+        let (client, tx) = (client.clone(), tx.clone());
+        async move {
+            tokio::time::sleep(metric.initial_delay).await;
+            for i in 0..metric.count.max(1) {
+                if i > 0 {
+                    tokio::time::sleep(metric.interval).await;
+                }
+                let at_ms = drover_telemetry::trace::now_ms();
+                let (value, outcome, message) = match measure::measure(&client, &metric).await {
+                    Ok(value) => {
+                        let shown =
+                            if value == drover_pipeline::expr::Value::Null { "null".into() } else { value.to_string() };
+                        (shown, measure::judge(&metric, &value), String::new())
+                    }
+                    Err(why) => (String::new(), Outcome::Error, why),
+                };
+                let took_ms = drover_telemetry::trace::now_ms().saturating_sub(at_ms);
+                let m = Measurement {
+                    step: run.step,
+                    run: run.run,
+                    metric: metric.name.clone(),
+                    at_ms,
+                    took_ms,
+                    value,
+                    outcome,
+                    message,
+                };
+                if tx.send((id, m)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(metrics).await;
+}
