@@ -13,6 +13,7 @@ pub mod git;
 pub mod leader;
 pub mod metrics;
 pub mod records;
+pub mod releases;
 pub mod retention;
 pub mod rollouts;
 pub mod scheduler;

@@ -343,6 +343,9 @@ pub async fn run(
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
             vault: vault.clone(),
         }))
+        .add_service(drover_proto::v1::release_service_server::ReleaseServiceServer::new(
+            crate::api::releases::ReleaseApi { store: store.clone() },
+        ))
         .add_service(ControlServiceServer::new(ControlApi {
             role: role_rx,
             store,

@@ -64,6 +64,11 @@ impl Client {
         drover_proto::v1::app_service_client::AppServiceClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
     }
+
+    /// The release service on the same connection.
+    pub fn releases(&self) -> drover_proto::v1::release_service_client::ReleaseServiceClient<Channel> {
+        drover_proto::v1::release_service_client::ReleaseServiceClient::new(self.channel.clone())
+    }
 }
 
 impl std::ops::Deref for Client {

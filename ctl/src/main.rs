@@ -23,6 +23,7 @@ mod environments;
 mod follow;
 mod out;
 mod output;
+mod releases;
 mod repos;
 mod resume;
 mod rollouts;
@@ -425,6 +426,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         }
         Command::Apps(cli::AppsArgs { output, .. }) => apps::list(conn, output).await,
         Command::App { command } => apps::run(conn, command).await,
+        Command::Release { command } => releases::run(conn, command).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -309,7 +309,7 @@ pub async fn services(conn: &mut Conn, environment: String, format: Format) -> a
                     "environment": s.environment, "service": s.service, "node": s.node,
                     "version": s.version, "sha256": s.sha256, "run_id": s.run_id, "commit": s.commit,
                     "rollout": s.rollout, "healthy": s.healthy, "since_ms": s.since_ms, "connected": s.connected,
-                    "health_message": s.health_message, "health_ms": s.health_ms,
+                    "health_message": s.health_message, "health_ms": s.health_ms, "rejected": s.rejected,
                 })
             })
             .collect();
@@ -349,6 +349,9 @@ pub async fn services(conn: &mut Conn, environment: String, format: Format) -> a
         );
         if !s.healthy && !s.health_message.is_empty() {
             outln!("    {}", s.health_message);
+        }
+        if !s.rejected.is_empty() {
+            outln!("    REJECTED: {}", s.rejected);
         }
     }
     Ok(())

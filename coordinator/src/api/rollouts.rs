@@ -241,9 +241,14 @@ pub(super) async fn services(
         }
         Err(_) => Default::default(),
     };
+    let rejects = crate::releases::load(store).await.map_err(ApiError::from)?;
     let services = deployed
         .into_iter()
         .map(|(environment, service, d)| pb::ServiceInstance {
+            rejected: rejects
+                .find(&service, &d.release.version, &d.release.sha256)
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
             connected: connected.contains(&d.node),
             environment,
             service,

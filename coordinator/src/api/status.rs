@@ -126,6 +126,18 @@ impl From<crate::apps::records::AppsError> for ApiError {
     }
 }
 
+impl From<crate::releases::ReleasesError> for ApiError {
+    fn from(e: crate::releases::ReleasesError) -> ApiError {
+        use crate::releases::ReleasesError;
+        match e {
+            ReleasesError::Invalid(_) => ApiError::Invalid(e.to_string()),
+            ReleasesError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            ReleasesError::TooMany => ApiError::Precondition(e.to_string()),
+            ReleasesError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<EnvironmentsError> for ApiError {
     fn from(e: EnvironmentsError) -> ApiError {
         match e {

@@ -104,14 +104,21 @@ pub async fn release(store: &dyn Store, file: &ServiceFile) -> Result<Result<Rel
     }))
 }
 
-/// Each service of `desired` with its release.
+/// Each service of `desired` with its release; a rejected release
+/// (`drover release reject`) is the reason there is none.
 pub async fn resolve(
     store: &dyn Store,
     desired: &DesiredState,
 ) -> Result<Vec<(ServiceFile, Result<ReleaseRef, String>)>, StoreError> {
+    let rejects = crate::releases::load(store).await?;
     let mut out = Vec::with_capacity(desired.services.len());
     for file in desired.services.values() {
-        out.push((file.clone(), release(store, file).await?));
+        let release =
+            release(store, file).await?.and_then(|r| match rejects.find(&file.service.name, &r.version, &r.sha256) {
+                Some(rejected) => Err(format!("{}: {}", file.file, rejected.refusal(&r.version))),
+                None => Ok(r),
+            });
+        out.push((file.clone(), release));
     }
     Ok(out)
 }

@@ -76,12 +76,27 @@ pub(super) async fn follow(
 ) -> Result<bool, ControllerError> {
     let store = ctx.store.as_ref();
     let mut pushed = false;
+    let mut rejects = None;
     for file in desired.services.values() {
         let Some(update) = &file.update else { continue };
         let AppArtifact::Run { run: current, path, .. } = &file.artifact else { continue };
         let service = &file.service.name;
         let after = (*current).max(status.updated.get(service).copied().unwrap_or_default());
         let Some(build) = newest_build(store, update, after).await? else { continue };
+        // A rejected build is never written into git: it is passed over.
+        let rejects = match &rejects {
+            Some(r) => r,
+            None => rejects.insert(crate::releases::load(store).await?),
+        };
+        let version = crate::rollouts::drive::version_of(&build.sha256, path, &file.service);
+        if let Some(rejected) = rejects.find(service, &version, &build.sha256) {
+            warn!(app = %spec.name, %service, run = build.run, "a rejected build is not written into git");
+            status.updated.insert(service.clone(), build.run);
+            status.last_error =
+                format!("update of {service} to run {} passed over: {}", build.run, rejected.refusal(&version));
+            status.last_error_ms = now;
+            continue;
+        }
         match write(ctx, spec, file, update, files, path, &build, commit, branch).await {
             Ok(written) => {
                 info!(app = %spec.name, %service, run = build.run, commit = %written, "wrote a new build into git");

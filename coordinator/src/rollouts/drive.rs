@@ -210,6 +210,43 @@ impl Driver {
             .collect()
     }
 
+    /// As [`Driver::previous`], where a node's release is rejected, the
+    /// newest release of the service that rolled out in full and is not
+    /// (nor `new`): what an automatic rollback goes back to.
+    pub fn previous_not_rejected(
+        &self,
+        env: &str,
+        service: &str,
+        new: &str,
+        rejects: &crate::releases::Rejects,
+    ) -> BTreeMap<String, String> {
+        let rejected = |version: &str, sha256: &str| rejects.find(service, version, sha256).is_some();
+        let mut previous = self.previous(env, service);
+        let bad: Vec<String> = self
+            .deployed
+            .iter()
+            .filter(|((e, s, _), d)| e == env && s == service && rejected(&d.release.version, &d.release.sha256))
+            .map(|((_, _, node), _)| node.clone())
+            .collect();
+        if bad.is_empty() {
+            return previous;
+        }
+        let good = self
+            .records
+            .values()
+            .rev()
+            .filter(|r| r.env == env && r.service == service && !r.remove && r.release.version != new)
+            .filter(|r| r.rollout.as_ref().is_some_and(|m| m.phase == Phase::Succeeded))
+            .find(|r| !rejected(&r.release.version, &r.release.sha256))
+            .map(|r| r.release.version.clone());
+        if let Some(good) = good {
+            for node in bad {
+                previous.insert(node, good.clone());
+            }
+        }
+        previous
+    }
+
     /// Ends a rollout that never started (refused, or aborted while queued).
     fn end_unstarted(&mut self, id: u64, why: String, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };

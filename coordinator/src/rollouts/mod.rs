@@ -263,11 +263,19 @@ async fn start_ready(
     young: bool,
     now: u64,
 ) -> Result<(), ControllerError> {
+    let rejects = crate::releases::load(store).await?;
     for id in std::mem::take(&mut d.startable) {
         let Some(rec) = d.records.get(&id) else { continue };
+        // A rejected release is installed by nothing.
+        if let Some(r) = rejects.find(&rec.service, &rec.release.version, &rec.release.sha256).filter(|_| !rec.remove) {
+            let why = r.refusal(&rec.release.version);
+            warn!(rollout = id, %why, "rollout refused");
+            d.begin(id, Err(why), now);
+            continue;
+        }
         let planned = match crate::environments::get(store, &rec.env).await {
             Ok(env) => {
-                let previous = d.previous(&rec.env, &rec.service);
+                let previous = d.previous_not_rejected(&rec.env, &rec.service, &rec.release.version, &rejects);
                 let nodes = match &rec.select {
                     // A removal goes over the nodes that serve the service.
                     None if rec.remove => {

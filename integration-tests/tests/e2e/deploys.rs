@@ -151,13 +151,13 @@ impl Web {
     }
 
     /// Submits `version` with `strategy` and waits for the run to end.
-    fn run(&self, version: &str, strategy: &str) -> (String, Value) {
+    pub(crate) fn run(&self, version: &str, strategy: &str) -> (String, Value) {
         let run = self.fleet.submit(&format!("{version}.yml"), &self.pipeline(version, strategy));
         let status = self.fleet.wait_run(&run, Duration::from_secs(120));
         (run, status)
     }
 
-    fn deployed(&self, version: &str, strategy: &str) {
+    pub(crate) fn deployed(&self, version: &str, strategy: &str) {
         let (_, status) = self.run(version, strategy);
         assert_eq!(status["state"], "succeeded", "{version}: {status:#}\n{}", self.fleet.logs());
         assert_eq!(self.versions(), vec![Some(version.to_string()); self.nodes.len()], "{version} on every node");

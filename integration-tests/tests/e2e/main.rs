@@ -36,6 +36,7 @@ mod observability;
 mod output;
 mod readme;
 mod reconnect;
+mod rejects;
 mod rerun;
 mod retention;
 mod secrets;

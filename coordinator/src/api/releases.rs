@@ -1,0 +1,68 @@
+//! The release service (`drover release reject|unreject|rejects`): the
+//! reject list, read and written by any coordinator (`crate::releases`).
+
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use drover_telemetry::trace::now_ms;
+use tonic::{Request, Response, Status};
+
+use super::require_admin;
+use super::status::ApiError;
+use crate::releases::{self, Rejected};
+use crate::store::Store;
+
+pub struct ReleaseApi {
+    pub store: Arc<dyn Store>,
+}
+
+fn view(r: &Rejected) -> pb::RejectedRelease {
+    pb::RejectedRelease {
+        service: r.service.clone(),
+        release: r.release.clone(),
+        kind: r.kind().to_owned(),
+        reason: r.reason.clone(),
+        by: r.by.clone(),
+        at_ms: r.at_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::release_service_server::ReleaseService for ReleaseApi {
+    async fn reject_release(
+        &self,
+        req: Request<pb::RejectReleaseRequest>,
+    ) -> Result<Response<pb::RejectedRelease>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        let rejected = Rejected { service: r.service, release: r.release, reason: r.reason, by, at_ms: now_ms() };
+        let rejected = releases::reject(self.store.as_ref(), rejected).await.map_err(ApiError::from)?;
+        tracing::warn!(
+            service = %rejected.service, release = %rejected.release, reason = %rejected.reason, by = %rejected.by,
+            "release rejected"
+        );
+        Ok(Response::new(view(&rejected)))
+    }
+
+    async fn unreject_release(
+        &self,
+        req: Request<pb::UnrejectReleaseRequest>,
+    ) -> Result<Response<pb::UnrejectReleaseResponse>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        releases::unreject(self.store.as_ref(), &r.service, &r.release).await.map_err(ApiError::from)?;
+        tracing::warn!(service = %r.service, release = %r.release, by = %by, "release reject lifted");
+        Ok(Response::new(pb::UnrejectReleaseResponse {}))
+    }
+
+    async fn list_rejected(
+        &self,
+        req: Request<pb::ListRejectedRequest>,
+    ) -> Result<Response<pb::ListRejectedResponse>, Status> {
+        require_admin(&req)?;
+        let service = req.into_inner().service;
+        let all = releases::load(self.store.as_ref()).await.map_err(ApiError::from)?;
+        let rejected = all.all().filter(|r| service.is_empty() || r.service == service).map(view).collect();
+        Ok(Response::new(pb::ListRejectedResponse { rejected }))
+    }
+}
