@@ -31,6 +31,8 @@ pub struct Metrics {
     pub apps_out_of_sync: Gauge,
     /// Apps found drifted from the commit they last synced.
     pub app_drift: Counter,
+    /// One-way doors (`irreversible: true`) that failed and froze.
+    pub rollouts_frozen: Counter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -49,6 +51,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     runs_pruned: Counter::default(),
     apps_out_of_sync: Gauge::default(),
     app_drift: Counter::default(),
+    rollouts_frozen: Counter::default(),
 });
 
 /// The index of a result label, for the per-result arrays.
@@ -93,6 +96,12 @@ pub fn render() -> String {
         "Times an app was found drifted from the commit it last synced (a node on another release, a service \
          stopped).",
         m.app_drift.get(),
+    );
+    t.counter(
+        "drover_rollouts_frozen_total",
+        "Rollouts of a one-way door (irreversible: true) that failed and froze where they stood rather than roll \
+         back; each waits for a person.",
+        m.rollouts_frozen.get(),
     );
     t.finish()
 }

@@ -415,9 +415,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::RolloutCommand::Resume { id, output, .. } => rollouts::act(conn, id, "resume", false, output).await,
             cli::RolloutCommand::Abort { id, output, .. } => rollouts::act(conn, id, "abort", false, output).await,
         },
-        Command::Rollback(cli::RollbackArgs { service, env, to, staged, follow, output, .. }) => {
-            rollouts::rollback(conn, service, env, to, staged, follow, output).await
-        }
+        Command::Rollback(args) => rollouts::rollback(conn, args).await,
         Command::Service { command: cli::ServiceCommand::Logs { service, env, node, follow, output, .. } } => {
             rollouts::service_logs(conn, service, env, node, follow, output).await
         }

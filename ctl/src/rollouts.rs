@@ -187,16 +187,18 @@ pub async fn act(conn: &mut Conn, id: u64, verb: &str, full: bool, format: Forma
 }
 
 /// `drover rollback SERVICE --env ENV [--to VERSION] [--staged] [--follow]`.
-pub async fn rollback(
-    conn: &mut Conn,
-    service: String,
-    environment: String,
-    to: Option<String>,
-    staged: bool,
-    follow: bool,
-    format: Format,
-) -> anyhow::Result<()> {
-    let req = pb::RollbackServiceRequest { environment, service, to_version: to.unwrap_or_default(), staged };
+pub async fn rollback(conn: &mut Conn, args: crate::cli::RollbackArgs) -> anyhow::Result<()> {
+    let crate::cli::RollbackArgs {
+        service, env: environment, to, staged, force, reason, follow, output: format, ..
+    } = args;
+    let req = pb::RollbackServiceRequest {
+        environment,
+        service,
+        to_version: to.unwrap_or_default(),
+        staged,
+        force,
+        reason: reason.unwrap_or_default(),
+    };
     // Not retried elsewhere: a second rollback would abort the first.
     let r = conn.call(false, |c| c_call!(c.rollback_service(req.clone()))).await?;
     if follow {

@@ -23,6 +23,7 @@
 //! strategy: {rolling: {max_parallel: 1}}     # optional, as a deploy's; rolling one node at a time by default
 //! progress_deadline: 10m                     # optional, as a deploy's
 //! auto_rollback: true                        # optional, as a deploy's
+//! irreversible: false                        # optional, as a deploy's
 //! hooks: {before: [{run: ./migrate}]}        # optional, as a deploy's (without `if:`)
 //! analysis:                                  # optional, as a deploy's: metrics that judge each step
 //!   metrics:
@@ -104,6 +105,9 @@ pub struct ServiceFile {
     pub progress_deadline: Duration,
     /// As a deploy's: [`DeploySpec::auto_rollback`].
     pub auto_rollback: bool,
+    /// As a deploy's: [`DeploySpec::irreversible`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
     /// As a deploy's, without `if:` in their steps.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
@@ -221,6 +225,7 @@ impl ServiceFile {
             strategy: self.strategy.clone(),
             progress_deadline: self.progress_deadline,
             auto_rollback: self.auto_rollback,
+            irreversible: self.irreversible,
             on_newer: OnNewer::Supersede,
             hooks: self.hooks.clone(),
             analysis: self.analysis.clone(),

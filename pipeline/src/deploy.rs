@@ -16,6 +16,7 @@
 //!     strategy: {canary: {steps: [{nodes: 10%}, {pause: 30s}, {nodes: 50%}, {pause: manual}, {nodes: 100%}]}}
 //!     progress_deadline: 10m
 //!     auto_rollback: true
+//!     irreversible: false    # true: a one-way door; a failure freezes, never rolls back
 //!     on_newer: queue
 //!     hooks: {before: [{run: ./migrate}], after_batch: [{run: ./smoke}]}
 //!     analysis:                # metrics that judge each step: see `Analysis`
@@ -63,6 +64,13 @@ pub struct DeploySpec {
     /// Whether a failed rollout puts every node it touched back on its last
     /// healthy release (the default), or stops where it stands for a person.
     pub auto_rollback: bool,
+    /// A one-way door (an irreversible migration): a failure freezes the
+    /// rollout where it stands (and says so loudly) rather than roll back,
+    /// whatever `auto_rollback` says, a progress deadline pauses it rather
+    /// than abort it, and going back from this release needs `drover
+    /// rollback --force --reason`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
     /// What a newer deploy of the same service does while this one rolls.
     #[serde(default)]
     pub on_newer: OnNewer,

@@ -169,7 +169,8 @@ pub(super) async fn rollback(
     let (sched, _) = super::leader(role)?;
     let (reply, rx) = oneshot::channel();
     let to = (!req.to_version.is_empty()).then_some(req.to_version);
-    let cmd = RollbackCommand { env: req.environment, service: req.service, to, staged: req.staged, by, reply };
+    let force = req.force.then_some(req.reason);
+    let cmd = RollbackCommand { env: req.environment, service: req.service, to, staged: req.staged, by, force, reply };
     sched.send(Event::Rollback(cmd)).await.map_err(ApiError::Sched)?;
     let id = match rx.await {
         Ok(Ok(id)) => id,

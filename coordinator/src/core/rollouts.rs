@@ -96,7 +96,8 @@ pub fn plan(
     let spec = rollout::Spec {
         release: release.to_owned(),
         strategy: strategy(&deploy.strategy),
-        on_failure: if deploy.auto_rollback { OnFailure::Rollback } else { OnFailure::Pause },
+        // A one-way door freezes where it stands rather than go back.
+        on_failure: if deploy.auto_rollback && !deploy.irreversible { OnFailure::Rollback } else { OnFailure::Pause },
         // Metrics judge each step's gate.
         await_verdict: deploy.analysis.is_some(),
     };

@@ -284,7 +284,40 @@ impl Driver {
         self.prune();
     }
 
+    /// Stops rollout `id` and sends it back, or, for a one-way door that
+    /// has touched a node, freezes it where it stands: it pauses (once),
+    /// and waits for a person.
     pub fn abort(&mut self, id: u64, reason: String, now_ms: u64) {
+        let door = self.records.get(&id).is_some_and(|r| {
+            r.deploy.irreversible && !r.is_finished() && r.rollout.as_ref().is_some_and(|m| m.started_ms.is_some())
+        });
+        if !door {
+            return self.abort_back(id, reason, now_ms);
+        }
+        if self.records[&id].rollout.as_ref().is_none_or(|m| m.phase != Phase::Progressing) {
+            return;
+        }
+        self.apply(id, Input::Pause, now_ms);
+        self.freeze(id, &reason);
+    }
+
+    /// Says loudly that one-way door `id` froze, and how to go on or back.
+    fn freeze(&mut self, id: u64, reason: &str) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        let (service, env) = (rec.service.clone(), rec.env.clone());
+        if let Some(machine) = rec.rollout.as_mut() {
+            machine.message = format!(
+                "frozen where it stands, not rolled back, as a one-way door: {reason}; `drover rollout resume {id}` \
+                 tries its failed nodes again, `drover rollback {service} --env {env} --force --reason TEXT` goes back"
+            );
+        }
+        crate::metrics::METRICS.rollouts_frozen.add(1);
+        tracing::error!(rollout = id, %service, %env, %reason, "a one-way door failed and froze");
+        self.stage(id);
+    }
+
+    /// Stops rollout `id` and sends it back, whatever it is.
+    pub(super) fn abort_back(&mut self, id: u64, reason: String, now_ms: u64) {
         match self.records.get(&id) {
             Some(r) if r.is_finished() => {}
             Some(r) if r.rollout.is_none() => {
@@ -303,8 +336,16 @@ impl Driver {
         let Some(rec) = self.records.get_mut(&id) else { return false };
         let Some(machine) = rec.rollout.take() else { return false };
         let (phase_before, step_before) = (machine.phase, machine.step);
+        let operator_pause = matches!(input, Input::Pause);
         let (machine, fx) = rollout::step(machine, input, now_ms);
         let (phase_after, step_after) = (machine.phase, machine.step);
+        // A one-way door that fails pauses (its on_failure): it froze.
+        let froze = (rec.deploy.irreversible
+            && !operator_pause
+            && phase_before == Phase::Progressing
+            && phase_after == Phase::Paused
+            && machine.nodes.iter().any(|n| n.state == NodeState::Failed))
+        .then(|| machine.message.clone());
         rec.rollout = Some(machine);
         let changed = !fx.is_empty();
         let beside = matches!(rec.deploy.strategy, drover_pipeline::deploy::Strategy::BlueGreen);
@@ -365,6 +406,9 @@ impl Driver {
         }
         if let Some(step) = verdict_asked {
             self.begin_analysis(id, step, now_ms);
+        }
+        if let Some(why) = froze {
+            self.freeze(id, &why);
         }
         if let Some(phase) = ended {
             let rec = self.records.get_mut(&id).expect("exists");

@@ -143,7 +143,7 @@ async fn run(
                     syncs.push((cmd.reply, result));
                 }
                 Some(DeployNote::Rollback(cmd)) => {
-                    let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, now);
+                    let result = d.rollback(&cmd.env, &cmd.service, cmd.to.clone(), cmd.staged, &cmd.by, cmd.force.as_deref(), now);
                     if let Ok(id) = &result {
                         info!(rollout = id, env = %cmd.env, service = %cmd.service, by = %cmd.by, "rollback asked for");
                     }

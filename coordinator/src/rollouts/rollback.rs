@@ -27,7 +27,10 @@ impl Driver {
         succeeded.find(|v| *v != current)
     }
 
-    /// Starts a rollback; its rollout's id, or why there is none.
+    /// Starts a rollback; its rollout's id, or why there is none. From a
+    /// one-way door (a release some node serves that was deployed with
+    /// `irreversible: true`) only when `force` says why.
+    #[allow(clippy::too_many_arguments)]
     pub fn rollback(
         &mut self,
         env: &str,
@@ -35,8 +38,36 @@ impl Driver {
         to: Option<String>,
         staged: bool,
         by: &str,
+        force: Option<&str>,
         now_ms: u64,
     ) -> Result<u64, String> {
+        // A one-way door: a release some node serves that was deployed as
+        // one, or one whose rollout froze under way.
+        let door = self
+            .deployed
+            .iter()
+            .filter(|((e, s, _), _)| e == env && s == service)
+            .find(|(_, d)| self.records.get(&d.rollout).is_some_and(|r| r.deploy.irreversible))
+            .map(|(_, d)| d.release.version.clone())
+            .or_else(|| {
+                self.records
+                    .values()
+                    .filter(|r| r.env == env && r.service == service && r.deploy.irreversible && !r.is_finished())
+                    .find(|r| r.rollout.as_ref().is_some_and(|m| m.started_ms.is_some()))
+                    .map(|r| r.release.version.clone())
+            });
+        let by = match (door, force.map(str::trim)) {
+            (Some(version), None) => {
+                return Err(format!(
+                    "release {version} of {service} in {env} is a one-way door (deployed with `irreversible: true`): \
+                     going back needs --force --reason TEXT"
+                ));
+            }
+            (_, Some("")) => return Err("--force needs a --reason, kept with the rollback".to_owned()),
+            (_, Some(reason)) => format!("{by}, forced: {reason}"),
+            (None, None) => by.to_owned(),
+        };
+        let by = by.as_str();
         let last = self
             .records
             .values()
@@ -73,10 +104,18 @@ impl Driver {
         let id = self.last_id;
         self.ops.push(crate::store::Op::put(super::records::SEQ, id.to_string()));
         for older in unfinished {
-            self.abort(older, format!("a rollback to {to} was asked for (rollout {id})"), now_ms);
+            let reason = format!("a rollback to {to} was asked for (rollout {id})");
+            // A forced rollback goes back from a frozen one-way door too.
+            if force.is_some() {
+                self.abort_back(older, reason, now_ms);
+            } else {
+                self.abort(older, reason, now_ms);
+            }
         }
         let mut deploy = last.deploy.clone();
         deploy.service = entry.def.clone();
+        // Going back is no one-way door itself.
+        deploy.irreversible = false;
         let rec = RolloutRecord {
             id,
             env: env.to_string(),

@@ -75,6 +75,8 @@ pub struct RollbackCommand {
     /// node at once.
     pub staged: bool,
     pub by: String,
+    /// Forced past a one-way door, with why (`--force --reason`).
+    pub force: Option<String>,
     /// The new rollout's id, or why there is none.
     pub reply: oneshot::Sender<Result<u64, String>>,
 }

@@ -125,6 +125,13 @@ pub struct RollbackArgs {
     /// pauses included), not every node at once.
     #[arg(long)]
     pub staged: bool,
+    /// Go back from a one-way door (a release deployed with
+    /// `irreversible: true`); needs --reason.
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why a forced rollback goes back, kept with its rollout.
+    #[arg(long, requires = "force", value_name = "TEXT")]
+    pub reason: Option<String>,
     /// Follow the rollback's rollout until it ends, as `drover rollout
     /// status --follow`.
     #[arg(short, long)]

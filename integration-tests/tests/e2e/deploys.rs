@@ -131,7 +131,7 @@ impl Web {
     }
 
     /// The pipeline that builds `version` and deploys it with `strategy`.
-    fn pipeline(&self, version: &str, strategy: &str) -> String {
+    pub(crate) fn pipeline(&self, version: &str, strategy: &str) -> String {
         format!(
             "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
              {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n{deploy}",

@@ -33,6 +33,7 @@ mod liveness;
 mod logs_store;
 mod matrix;
 mod observability;
+mod one_way;
 mod output;
 mod readme;
 mod reconnect;

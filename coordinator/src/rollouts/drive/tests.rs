@@ -223,7 +223,7 @@ fn a_deploy_without_a_release_or_an_environment_fails_its_job_saying_why() {
 #[test]
 fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs() {
     let mut d = Driver::default();
-    let err = d.rollback("staging", "web", None, false, "alice", 0).unwrap_err();
+    let err = d.rollback("staging", "web", None, false, "alice", None, 0).unwrap_err();
     assert!(err.contains("never been deployed to staging"), "{err}");
     let mut versions = Vec::new();
     for run in 1..=2 {
@@ -241,7 +241,7 @@ fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs()
         versions.push(v);
     }
     sent(&mut d);
-    let err = d.rollback("staging", "web", Some("nope".into()), false, "alice", 5).unwrap_err();
+    let err = d.rollback("staging", "web", Some("nope".into()), false, "alice", None, 5).unwrap_err();
     assert!(err.contains("has no release nope; its releases are:") && err.contains(&versions[0]), "{err}");
 
     // A third deploy is under way when the rollback is asked for: it goes
@@ -249,7 +249,7 @@ fn a_rollback_goes_to_the_release_before_on_every_node_at_once_after_what_runs()
     d.start_job(job(3, "queue", "{canary: {steps: [{nodes: 1}, {pause: manual}, {nodes: 100%}]}}"), 6);
     begin_all(&mut d, &["a", "b"], 6);
     sent(&mut d);
-    let id = d.rollback("staging", "web", None, false, "alice", 7).unwrap();
+    let id = d.rollback("staging", "web", None, false, "alice", None, 7).unwrap();
     assert_eq!(d.records[&id].release.version, versions[0], "the one before the current");
     assert_eq!(phase(&d, 3), Phase::RollingBack);
     assert!(d.startable.is_empty(), "it waits for rollout 3 to go back");
@@ -369,12 +369,12 @@ fn a_rollback_during_a_rollback_ends_on_the_release_last_asked_for() {
         ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: Some(back.to_string()) }).collect()
     };
     // Back to v1; while it moves, back to v2 instead.
-    let first = d.rollback("staging", "web", Some(versions[0].clone()), false, "alice", 10).unwrap();
+    let first = d.rollback("staging", "web", Some(versions[0].clone()), false, "alice", None, 10).unwrap();
     d.startable.clear();
     d.begin(first, Rollout::fast_track(versions[0].clone(), targets(&versions[2])).map_err(|e| e.to_string()), 10);
     sent(&mut d);
     report(&mut d, first, "a", DeployState::Installed, 11);
-    let second = d.rollback("staging", "web", Some(versions[1].clone()), false, "bob", 12).unwrap();
+    let second = d.rollback("staging", "web", Some(versions[1].clone()), false, "bob", None, 12).unwrap();
     assert_eq!(phase(&d, first), Phase::RollingBack, "the first rollback goes back");
     assert!(d.startable.is_empty(), "the second waits for it");
     for node in ["b", "a"] {
@@ -509,4 +509,59 @@ fn an_analysed_step_goes_on_by_its_measurements_and_a_failed_one_goes_back() {
     assert!(d.records[&1].rollout.as_ref().unwrap().message.contains("metric errors: 1 of 1 measurements failed"));
     assert_eq!(d.records[&1].analysing, None);
     assert_eq!(d.records[&1].measurements.len(), 3, "every measurement is kept");
+}
+
+#[test]
+fn a_one_way_door_freezes_on_a_failure_and_on_its_deadline_rather_than_go_back() {
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    begin_all(&mut d, &["a", "b"], 1);
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    report(&mut d, 1, "b", DeployState::Installed, 4);
+    report(&mut d, 1, "b", DeployState::Healthy, 5);
+    sent(&mut d);
+    let door = |d: &mut Driver, run: u64| {
+        let mut j = job(run, "queue", "{rolling: {max_parallel: 1}}");
+        j.spec.irreversible = true;
+        j.spec.auto_rollback = true;
+        d.start_job(j, 10);
+    };
+    door(&mut d, 2);
+    let plan = |d: &mut Driver| {
+        let id = *d.startable.iter().next().unwrap();
+        let rec = &d.records[&id];
+        let previous = d.previous(&rec.env, &rec.service);
+        let env = crate::core::environments::Spec { name: "staging".into(), ..Default::default() };
+        let node = |name: &str| crate::core::environments::Node {
+            name: name.into(),
+            connected: true,
+            draining: false,
+            unready: String::new(),
+            last_seen_ms: 0,
+        };
+        let nodes = vec![node("a"), node("b")];
+        let planned = crate::core::rollouts::plan(&rec.deploy, &rec.release.version, &env, None, &nodes, &previous);
+        d.startable.remove(&id);
+        d.begin(id, planned.map_err(|e| e.to_string()), 11);
+        id
+    };
+    let id = plan(&mut d);
+    sent(&mut d);
+    report(&mut d, id, "a", DeployState::Installed, 12);
+    report(&mut d, id, "a", DeployState::Failed, 13);
+    assert_eq!(phase(&d, id), Phase::Paused, "a failure freezes it");
+    assert!(sent(&mut d).is_empty(), "nothing goes back");
+    let message = d.records[&id].rollout.as_ref().unwrap().message.clone();
+    assert!(message.starts_with("frozen where it stands"), "{message}");
+    // Its deadline passes: still frozen, still nothing sent.
+    d.tick(&["a", "b"].iter().map(|n| n.to_string()).collect(), 10 + 120_000);
+    assert_eq!(phase(&d, id), Phase::Paused);
+    assert!(sent(&mut d).is_empty());
+    // A rollback without --force is refused, with one it goes back.
+    let refused = d.rollback("staging", "web", None, false, "alice", None, 200_000).unwrap_err();
+    assert!(refused.contains("one-way door"), "{refused}");
+    d.rollback("staging", "web", Some(d.records[&1].release.version.clone()), false, "alice", Some("broken"), 200_001)
+        .unwrap();
+    assert_eq!(phase(&d, id), Phase::RollingBack, "forced: the frozen one goes back first");
 }

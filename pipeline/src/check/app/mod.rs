@@ -25,8 +25,18 @@ use crate::expr::Scope;
 use crate::yaml::{Kind, Node, Pos, Scalar, ScalarType, abbreviate};
 use crate::{Diagnostic, Known, MAX_APP_NODE_COUNT, MAX_ARTIFACT_URL_LEN, MAX_SERVICE_NAME_LEN};
 
-const APP_KEYS: &[&str] =
-    &["artifact", "update", "service", "nodes", "strategy", "progress_deadline", "auto_rollback", "hooks", "analysis"];
+const APP_KEYS: &[&str] = &[
+    "artifact",
+    "update",
+    "service",
+    "nodes",
+    "strategy",
+    "progress_deadline",
+    "auto_rollback",
+    "irreversible",
+    "hooks",
+    "analysis",
+];
 /// Keys of a deploy a desired-state file does not take: the key, why, and
 /// what to do.
 const NOT_IN_APP: &[(&str, &str, &str)] = &[
@@ -233,6 +243,7 @@ impl Checker<'_> {
             strategy: rollout.strategy,
             progress_deadline: rollout.progress_deadline,
             auto_rollback: rollout.auto_rollback,
+            irreversible: rollout.irreversible,
             hooks: rollout.hooks,
             analysis: rollout.analysis,
         })

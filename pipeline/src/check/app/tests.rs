@@ -71,6 +71,7 @@ fn good() -> ServiceFile {
         strategy: Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 }),
         progress_deadline: Duration::from_secs(600),
         auto_rollback: true,
+        irreversible: false,
         hooks: Hooks::default(),
         analysis: None,
     }
@@ -231,6 +232,7 @@ fn a_service_file_gives_the_deploy_a_sync_runs() {
         strategy: good().strategy,
         progress_deadline: Duration::from_secs(600),
         auto_rollback: true,
+        irreversible: false,
         on_newer: OnNewer::Supersede,
         hooks: Hooks::default(),
         analysis: None,

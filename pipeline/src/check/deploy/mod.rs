@@ -55,6 +55,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "strategy",
     "progress_deadline",
     "auto_rollback",
+    "irreversible",
     "on_newer",
     "hooks",
     "analysis",
@@ -68,6 +69,9 @@ const ARTIFACT_EXAMPLE: &str =
     "e.g. `artifact: build:dist/app.tar.gz`: the file dist/app.tar.gz of the artifacts of job `build`";
 const AUTO_ROLLBACK_HINT: &str = "`true` (the default) puts the nodes back on their last healthy release \
      after a failure, `false` leaves them where the rollout stopped";
+const IRREVERSIBLE_HINT: &str = "`true` marks the release as a one-way door (an irreversible migration): a \
+     failure freezes the rollout where it stands rather than roll back, and going back needs `drover rollback \
+     --force --reason`";
 const HOOKS_HINT: &str = "`before` runs once before the first batch, `after_batch` on each node after its switch, \
      `after` once after success, `on_failure` once after a rollback";
 
@@ -110,6 +114,7 @@ pub(super) struct RolloutSettings {
     pub(super) strategy: Strategy,
     pub(super) progress_deadline: Duration,
     pub(super) auto_rollback: bool,
+    pub(super) irreversible: bool,
     pub(super) hooks: Hooks,
     pub(super) analysis: Option<Analysis>,
 }
@@ -196,6 +201,7 @@ impl Checker<'_> {
                 strategy: rollout.strategy,
                 progress_deadline: rollout.progress_deadline,
                 auto_rollback: rollout.auto_rollback,
+                irreversible: rollout.irreversible,
                 on_newer,
                 hooks: rollout.hooks,
                 analysis: rollout.analysis,
@@ -233,6 +239,10 @@ impl Checker<'_> {
             Some(e) => self.flag(e, &format!("`auto_rollback` {context}"), AUTO_ROLLBACK_HINT),
             None => Some(true),
         };
+        let irreversible = match find(entries, "irreversible") {
+            Some(e) => self.flag(e, &format!("`irreversible` {context}"), IRREVERSIBLE_HINT),
+            None => Some(false),
+        };
         let hooks = match find(entries, "hooks") {
             Some(e) => self.hooks(e, owner, scope),
             None => Some(Hooks::default()),
@@ -245,6 +255,7 @@ impl Checker<'_> {
             strategy: strategy?,
             progress_deadline: progress_deadline?,
             auto_rollback: auto_rollback?,
+            irreversible: irreversible?,
             hooks: hooks?,
             analysis: analysis?,
         })

@@ -70,6 +70,7 @@ fn good() -> DeploySpec {
         strategy: Strategy::Rolling(Rolling { max_parallel: 1, max_unavailable: 0 }),
         progress_deadline: Duration::from_secs(600),
         auto_rollback: true,
+        irreversible: false,
         on_newer: OnNewer::Queue,
         hooks: Hooks::default(),
         analysis: None,
@@ -103,6 +104,7 @@ fn good_deploy_jobs_parse_to_their_spec() {
             },
         ),
         ("rolling with nothing said", vec![], "      strategy: {rolling: }\n      on_newer: queue\n", good()),
+        ("a one-way door", vec![], "      irreversible: true\n", DeploySpec { irreversible: true, ..good() }),
         (
             "canary with shares, counts and pauses",
             vec![],
