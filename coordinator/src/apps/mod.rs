@@ -471,6 +471,7 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
             action,
             branch: branch.clone(),
             by: format!("app {name} sync {id} ({})", sync.started_by),
+            automatic: matches!(start, Start::AutoSync) && pin.is_none(),
             reply,
         };
         if ctx.sched.send(Event::AppSync(Box::new(cmd))).await.is_err() {

@@ -147,6 +147,7 @@ impl Driver {
             remove: false,
             hook_log: String::new(),
             analysing: None,
+            guard_downgrade: true,
             analysis_runs: 0,
             measurements: Vec::new(),
         };
@@ -245,6 +246,36 @@ impl Driver {
             }
         }
         previous
+    }
+
+    /// Why rollout `id` would be a downgrade, if it would: an automatic
+    /// change whose release was built by an older run than the newest of
+    /// those its environment's nodes serve. Releases with no run (by URL)
+    /// are not compared.
+    pub fn downgrade(&self, id: u64) -> Option<String> {
+        let rec = self.records.get(&id).filter(|r| r.guard_downgrade)?;
+        let run: u64 = rec.release.run.parse().ok()?;
+        let (newer, serving) = self
+            .deployed
+            .iter()
+            .filter(|((e, s, _), _)| *e == rec.env && *s == rec.service)
+            .filter_map(|((_, _, node), d)| Some((d.release.run.parse::<u64>().ok()?, node, &d.release.version)))
+            .filter(|(r, _, _)| *r > run)
+            .max_by_key(|(r, _, _)| *r)
+            .map(|(r, node, version)| ((r, version.clone()), node.clone()))?;
+        Some(format!(
+            "refused as a downgrade: release {} of {} was built by run {run}, older than run {}'s {}, which node {serving} \
+             serves; an automatic change never installs an older release: go back on purpose with `drover rollback {} \
+             --env {} --to {}`{}",
+            rec.release.version,
+            rec.service,
+            newer.0,
+            newer.1,
+            rec.service,
+            rec.env,
+            rec.release.version,
+            if rec.job.is_none() { ", or pin the app with `drover app rollback`" } else { "" },
+        ))
     }
 
     /// Ends a rollout that never started (refused, or aborted while queued).

@@ -273,6 +273,12 @@ async fn start_ready(
             d.begin(id, Err(why), now);
             continue;
         }
+        // An automatic change never installs an older build than runs.
+        if let Some(why) = d.downgrade(id) {
+            warn!(rollout = id, %why, "rollout refused");
+            d.begin(id, Err(why), now);
+            continue;
+        }
         let planned = match crate::environments::get(store, &rec.env).await {
             Ok(env) => {
                 let previous = d.previous_not_rejected(&rec.env, &rec.service, &rec.release.version, &rejects);

@@ -120,6 +120,10 @@ pub struct RolloutRecord {
     /// (`super::analysis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysing: Option<super::analysis::Analysing>,
+    /// An automatic change (a deploy job, an auto-sync): it never installs
+    /// a release built by an older run than what the nodes serve.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guard_downgrade: bool,
     /// How many analysis runs it has begun.
     #[serde(default)]
     pub analysis_runs: u32,

@@ -141,6 +141,7 @@ impl Driver {
             remove: false,
             hook_log: String::new(),
             analysing: None,
+            guard_downgrade: false,
             analysis_runs: 0,
             measurements: Vec::new(),
         };

@@ -90,6 +90,9 @@ pub struct SyncCommand {
     pub branch: Option<String>,
     /// "app NAME sync N (by ...)".
     pub by: String,
+    /// Started by auto-sync, not by a person or a pin: it never installs a
+    /// release older than what the nodes serve (the downgrade guard).
+    pub automatic: bool,
     pub reply: oneshot::Sender<Result<u64, String>>,
 }
 

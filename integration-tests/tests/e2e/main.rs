@@ -17,6 +17,7 @@ mod critical_path;
 mod deploy_executor;
 mod deploys;
 mod dev;
+mod downgrade;
 mod drover_bench;
 mod edge;
 mod environments;

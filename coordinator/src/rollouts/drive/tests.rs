@@ -404,6 +404,7 @@ fn a_removal_stops_the_service_on_the_nodes_that_serve_it_and_goes_back_if_one_c
             action: crate::scheduler::SyncAction::Remove { service: "web".into() },
             branch: Some("main".into()),
             by: "app web sync 2 (auto-sync)".into(),
+            automatic: true,
             reply,
         };
         d.start_sync(&cmd, now)
@@ -564,4 +565,42 @@ fn a_one_way_door_freezes_on_a_failure_and_on_its_deadline_rather_than_go_back()
     d.rollback("staging", "web", Some(d.records[&1].release.version.clone()), false, "alice", Some("broken"), 200_001)
         .unwrap();
     assert_eq!(phase(&d, id), Phase::RollingBack, "forced: the frozen one goes back first");
+}
+
+#[test]
+fn an_automatic_change_to_an_older_build_is_a_downgrade() {
+    let mut d = Driver::default();
+    let serving = |run: &str| records::Deployed {
+        node: "a".into(),
+        release: ReleaseRef {
+            version: format!("v-{run}"),
+            sha256: "f".repeat(64),
+            size: 1,
+            path: "dist".into(),
+            run: run.into(),
+            commit: String::new(),
+            url: String::new(),
+        },
+        rollout: 9,
+        healthy: true,
+        since_ms: 0,
+        health_message: String::new(),
+        health_ms: 0,
+    };
+    d.deployed.insert(("staging".into(), "web".into(), "a".into()), serving("5"));
+    d.start_job(job(3, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    d.start_job(job(7, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    // (case, rollout, guarded, a downgrade)
+    let cases = [("older run", 1, true, true), ("newer run", 2, true, false), ("asked for", 1, false, false)];
+    for (case, id, guarded, want) in cases {
+        d.records.get_mut(&id).unwrap().guard_downgrade = guarded;
+        assert_eq!(d.downgrade(id).is_some(), want, "{case}");
+    }
+    d.records.get_mut(&1).unwrap().guard_downgrade = true;
+    let why = d.downgrade(1).unwrap();
+    assert!(why.starts_with("refused as a downgrade: release"), "{why}");
+    assert!(why.contains("built by run 3, older than run 5's v-5, which node a serves"), "{why}");
+    // A release with no run (an artifact by URL) is not compared.
+    d.records.get_mut(&1).unwrap().release.run = String::new();
+    assert_eq!(d.downgrade(1), None);
 }
