@@ -9,6 +9,7 @@ pub mod compaction;
 pub mod controller;
 pub mod core;
 pub mod environments;
+pub mod freezes;
 pub mod git;
 pub mod leader;
 pub mod metrics;

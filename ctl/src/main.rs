@@ -402,6 +402,11 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             }
             cli::EnvCommand::Show { name, output, .. } => environments::show(conn, name, output).await,
             cli::EnvCommand::Rm { name, output, .. } => environments::remove(conn, name, output).await,
+            cli::EnvCommand::Freeze { name, reason, duration, output, .. } => {
+                releases::freeze(conn, name, reason, duration, output).await
+            }
+            cli::EnvCommand::Unfreeze { name, output, .. } => releases::unfreeze(conn, name, output).await,
+            cli::EnvCommand::Freezes { output, .. } => releases::freezes(conn, output).await,
         },
         Command::Rollouts(cli::RolloutsArgs { env, service, output, .. }) => {
             rollouts::list(conn, env.unwrap_or_default(), service.unwrap_or_default(), output).await

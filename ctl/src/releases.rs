@@ -1,5 +1,5 @@
-//! `drover release reject|unreject|rejects`: the reject list. Any
-//! coordinator answers.
+//! `drover release reject|unreject|rejects`, the reject list, and `drover
+//! env freeze|unfreeze|freezes`. Any coordinator answers.
 
 use drover_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use crate::cli::ReleaseCommand;
 use crate::client::Conn;
 use crate::commands::fmt_ms;
 use crate::out::outln;
-use crate::output;
+use crate::output::{self, Format};
 
 /// A call on the release service of the connection of control client `c`.
 macro_rules! r_call {
@@ -63,6 +63,66 @@ pub async fn run(conn: &mut Conn, command: ReleaseCommand) -> anyhow::Result<()>
                 outln!("    {}", r.reason);
             }
         }
+    }
+    Ok(())
+}
+
+fn freeze_view(f: &pb::Freeze) -> Value {
+    json!({
+        "environment": f.environment, "reason": f.reason, "by": f.by,
+        "from_ms": f.from_ms, "until_ms": f.until_ms,
+    })
+}
+
+fn until(f: &pb::Freeze) -> String {
+    if f.until_ms == 0 {
+        return "until `drover env unfreeze`".to_owned();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let left = f.until_ms.saturating_sub(now);
+    format!("for {} more", drover_client::duration::format(std::time::Duration::from_millis(left)))
+}
+
+/// `drover env freeze ENV --reason TEXT [--for DURATION]`.
+pub async fn freeze(
+    conn: &mut Conn,
+    environment: String,
+    reason: String,
+    duration: Option<std::time::Duration>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let for_ms = duration.map_or(0, |d| d.as_millis() as u64);
+    let req = pb::FreezeEnvironmentRequest { environment, reason, for_ms };
+    let f = conn.call(true, |c| r_call!(c.freeze_environment(req.clone()))).await?;
+    if format.structured() {
+        return Ok(output::document(format, &freeze_view(&f))?);
+    }
+    outln!("environment {} frozen {}: no new release starts there; rollbacks still do", f.environment, until(&f));
+    Ok(())
+}
+
+/// `drover env unfreeze ENV`.
+pub async fn unfreeze(conn: &mut Conn, environment: String, format: Format) -> anyhow::Result<()> {
+    let req = pb::UnfreezeEnvironmentRequest { environment };
+    let f = conn.call(true, |c| r_call!(c.unfreeze_environment(req.clone()))).await?;
+    if format.structured() {
+        return Ok(output::document(format, &freeze_view(&f))?);
+    }
+    outln!("environment {} unfrozen: what waited goes on (the newest rollout of each service)", f.environment);
+    Ok(())
+}
+
+/// `drover env freezes`.
+pub async fn freezes(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
+    let freezes = conn.call(true, |c| r_call!(c.list_freezes(pb::ListFreezesRequest {}))).await?.freezes;
+    if format.structured() {
+        return Ok(output::document(format, &Value::Array(freezes.iter().map(freeze_view).collect()))?);
+    }
+    if freezes.is_empty() {
+        outln!("no environment is frozen");
+    }
+    for f in &freezes {
+        outln!("{:<16} frozen {} by {} {}: {}", f.environment, until(f), f.by, fmt_ms(f.from_ms), f.reason);
     }
     Ok(())
 }

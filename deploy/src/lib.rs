@@ -11,9 +11,11 @@
 //!
 //! It holds [`rollout`], the state machine of rolling, canary and
 //! blue-green rollouts and of fast-track rollbacks, and [`analysis`], how
-//! metric measurements judge a step's gate. The rest
+//! metric measurements judge a step's gate, and [`compare`], the baseline
+//! judge (a Mann-Whitney U test per metric, and a score). The rest
 //! of deployments (environments, the agent's deploy executor, traffic,
 //! promotion) lives where its IO is, and comes with the deployments issue.
 
 pub mod analysis;
+pub mod compare;
 pub mod rollout;

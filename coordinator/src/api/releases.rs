@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::require_admin;
 use super::status::ApiError;
+use crate::freezes::{self, Freeze};
 use crate::releases::{self, Rejected};
 use crate::store::Store;
 
@@ -65,4 +66,60 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         let rejected = all.all().filter(|r| service.is_empty() || r.service == service).map(view).collect();
         Ok(Response::new(pb::ListRejectedResponse { rejected }))
     }
+
+    async fn freeze_environment(
+        &self,
+        req: Request<pb::FreezeEnvironmentRequest>,
+    ) -> Result<Response<pb::Freeze>, Status> {
+        let by = require_admin(&req)?;
+        let r = req.into_inner();
+        let now = now_ms();
+        let until_ms = if r.for_ms == 0 { 0 } else { now.saturating_add(r.for_ms) };
+        let f = Freeze { environment: r.environment, reason: r.reason, by, from_ms: now, until_ms };
+        let f = freezes::freeze(self.store.as_ref(), f).await.map_err(freeze_error)?;
+        tracing::warn!(environment = %f.environment, reason = %f.reason, by = %f.by, until_ms = f.until_ms, "environment frozen");
+        Ok(Response::new(freeze_view(&f)))
+    }
+
+    async fn unfreeze_environment(
+        &self,
+        req: Request<pb::UnfreezeEnvironmentRequest>,
+    ) -> Result<Response<pb::Freeze>, Status> {
+        let by = require_admin(&req)?;
+        let env = req.into_inner().environment;
+        let f = freezes::unfreeze(self.store.as_ref(), &env).await.map_err(freeze_error)?;
+        tracing::warn!(environment = %env, by = %by, "environment unfrozen");
+        Ok(Response::new(freeze_view(&f)))
+    }
+
+    async fn list_freezes(
+        &self,
+        req: Request<pb::ListFreezesRequest>,
+    ) -> Result<Response<pb::ListFreezesResponse>, Status> {
+        require_admin(&req)?;
+        let now = now_ms();
+        let all = freezes::load(self.store.as_ref()).await.map_err(ApiError::from)?;
+        let freezes = all.values().filter(|f| f.holds(now)).map(freeze_view).collect();
+        Ok(Response::new(pb::ListFreezesResponse { freezes }))
+    }
+}
+
+fn freeze_view(f: &Freeze) -> pb::Freeze {
+    pb::Freeze {
+        environment: f.environment.clone(),
+        reason: f.reason.clone(),
+        by: f.by.clone(),
+        from_ms: f.from_ms,
+        until_ms: f.until_ms,
+    }
+}
+
+fn freeze_error(e: freezes::FreezeError) -> Status {
+    match e {
+        freezes::FreezeError::Invalid(why) => ApiError::Invalid(why),
+        freezes::FreezeError::NotFrozen(_) => ApiError::NotFound(e.to_string()),
+        freezes::FreezeError::Environments(e) => ApiError::from(e),
+        freezes::FreezeError::Store(e) => ApiError::Store(e),
+    }
+    .into()
 }

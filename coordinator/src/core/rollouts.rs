@@ -98,8 +98,9 @@ pub fn plan(
         strategy: strategy(&deploy.strategy),
         // A one-way door freezes where it stands rather than go back.
         on_failure: if deploy.auto_rollback && !deploy.irreversible { OnFailure::Rollback } else { OnFailure::Pause },
-        // Metrics judge each step's gate.
-        await_verdict: deploy.analysis.is_some(),
+        // Each step's gate is judged outside the machine: by its metrics,
+        // and held while the environment is frozen (`crate::freezes`).
+        await_verdict: true,
     };
     let targets =
         ready.iter().map(|n| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() }).collect();

@@ -54,7 +54,7 @@ impl Driver {
     pub(super) fn begin_analysis(&mut self, id: u64, step: u32, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };
         if rec.deploy.analysis.is_none() {
-            self.apply(id, Input::Verdict { step, verdict: Verdict::Pass }, now_ms);
+            self.pass_or_hold(id, step, now_ms);
             return;
         }
         rec.analysis_runs += 1;
@@ -95,7 +95,10 @@ impl Driver {
         self.stage(id);
         if let Some(verdict) = verdict {
             self.records.get_mut(&id).expect("exists").analysing = None;
-            self.apply(id, Input::Verdict { step: run.step, verdict }, now_ms);
+            match verdict {
+                Verdict::Pass => self.pass_or_hold(id, run.step, now_ms),
+                verdict => drop(self.apply(id, Input::Verdict { step: run.step, verdict }, now_ms)),
+            }
         }
     }
 }

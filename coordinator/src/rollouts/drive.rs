@@ -65,6 +65,10 @@ pub struct Driver {
     pub spans: Vec<super::trace::Span>,
     /// Hook output for deploy jobs' logs, once committed.
     pub logs: Vec<super::hooks::LogOut>,
+    /// Each environment's freeze, as the loop last read them.
+    pub freezes: BTreeMap<String, crate::freezes::Freeze>,
+    /// Rollouts that did not start because their environment is frozen.
+    pub(super) waiting_thaw: BTreeSet<u64>,
 }
 
 /// A release's version: the same bits at the same path, run the same way
@@ -147,6 +151,7 @@ impl Driver {
             remove: false,
             hook_log: String::new(),
             analysing: None,
+            held_by_freeze: None,
             guard_downgrade: true,
             analysis_runs: 0,
             measurements: Vec::new(),
@@ -279,7 +284,7 @@ impl Driver {
     }
 
     /// Ends a rollout that never started (refused, or aborted while queued).
-    fn end_unstarted(&mut self, id: u64, why: String, now_ms: u64) {
+    pub(super) fn end_unstarted(&mut self, id: u64, why: String, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };
         rec.finished_ms = Some(now_ms);
         rec.message = why;

@@ -29,6 +29,7 @@ use crate::store::{Store, Txn, decode};
 
 mod analysis;
 pub mod drive;
+mod freeze;
 mod hooks;
 mod measure;
 pub mod records;
@@ -160,6 +161,8 @@ async fn run(
             // Only while something moves: listing the fleet is not free
             // with thousands of agents.
             _ = tick.tick(), if busy(&d) => {
+                d.freezes = crate::freezes::load(store.as_ref()).await?;
+                d.thaw(now);
                 let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
                 let connected: BTreeSet<String> = agents.iter().filter(|a| a.connected).map(|a| a.name.clone()).collect();
                 d.tick(&connected, now);
@@ -251,6 +254,7 @@ impl Drop for Analyses {
 /// or waiting to start, a hook in flight, or an action not yet taken.
 fn busy(d: &Driver) -> bool {
     !d.startable.is_empty()
+        || !d.waiting_thaw.is_empty()
         || !d.unsent.is_empty()
         || d.records.values().any(|r| r.hook.is_some() || (r.rollout.is_some() && !r.is_finished()))
 }
@@ -264,7 +268,12 @@ async fn start_ready(
     now: u64,
 ) -> Result<(), ControllerError> {
     let rejects = crate::releases::load(store).await?;
+    d.freezes = crate::freezes::load(store).await?;
     for id in std::mem::take(&mut d.startable) {
+        // A frozen environment takes no new release until it thaws.
+        if d.wait_for_thaw(id, now) {
+            continue;
+        }
         let Some(rec) = d.records.get(&id) else { continue };
         // A rejected release is installed by nothing.
         if let Some(r) = rejects.find(&rec.service, &rec.release.version, &rec.release.sha256).filter(|_| !rec.remove) {

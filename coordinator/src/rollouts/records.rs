@@ -124,6 +124,10 @@ pub struct RolloutRecord {
     /// a release built by an older run than what the nodes serve.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub guard_downgrade: bool,
+    /// A step whose gate passed while its environment was frozen: the next
+    /// step waits for the freeze to end (`crate::freezes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by_freeze: Option<u32>,
     /// How many analysis runs it has begun.
     #[serde(default)]
     pub analysis_runs: u32,

@@ -141,6 +141,7 @@ impl Driver {
             remove: false,
             hook_log: String::new(),
             analysing: None,
+            held_by_freeze: None,
             guard_downgrade: false,
             analysis_runs: 0,
             measurements: Vec::new(),

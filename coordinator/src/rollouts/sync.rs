@@ -110,6 +110,7 @@ impl Driver {
             remove,
             hook_log: String::new(),
             analysing: None,
+            held_by_freeze: None,
             guard_downgrade: cmd.automatic && !remove,
             analysis_runs: 0,
             measurements: Vec::new(),

@@ -91,6 +91,49 @@ pub enum EnvCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Freeze an environment: no new release starts there (deploy jobs,
+    /// promotions and app syncs wait), a rollout under way holds before
+    /// its next step, and when the freeze ends only the newest waiting
+    /// rollout of each service starts. Rollbacks pass a freeze.
+    ///
+    /// Example: drover env freeze production --for 48h --reason "end-of-quarter freeze"
+    Freeze {
+        /// The environment's name.
+        name: String,
+        /// Why, for whoever waits (at most 500 characters).
+        #[arg(long)]
+        reason: String,
+        /// How long (e.g. 2h, 3d); without it, until `drover env unfreeze`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse::parse_since)]
+        duration: Option<std::time::Duration>,
+        /// Output format: text, json or yaml (the freeze).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// End an environment's freeze: what waited goes on.
+    ///
+    /// Example: drover env unfreeze production
+    Unfreeze {
+        /// The environment's name.
+        name: String,
+        /// Output format: text, json or yaml (the freeze ended).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The environments frozen now, with why, by whom and until when.
+    ///
+    /// Example: drover env freezes
+    Freezes {
+        /// Output format: text, json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 impl EnvCommand {
@@ -99,7 +142,10 @@ impl EnvCommand {
             EnvCommand::Create { remote, .. }
             | EnvCommand::Apply { remote, .. }
             | EnvCommand::Show { remote, .. }
-            | EnvCommand::Rm { remote, .. } => remote,
+            | EnvCommand::Rm { remote, .. }
+            | EnvCommand::Freeze { remote, .. }
+            | EnvCommand::Unfreeze { remote, .. }
+            | EnvCommand::Freezes { remote, .. } => remote,
         }
     }
 }

@@ -360,9 +360,14 @@ fn samples() -> usize {
 fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_auto_sync() {
     let fleet = Fleet::start_with("gitops-webhook", &["--webhook-listen", "127.0.0.1:0"]);
     let web = Web::on(fleet, 2, "role=web", "staging");
-    let runs: Vec<String> = ["v1", "v2", "v3"].iter().map(|v| build(&web, v)).collect();
+    // Builds in the order they are pushed, each newer than the last: an
+    // auto-sync never installs an older build (the downgrade guard).
+    let v1_run = build(&web, "v1");
+    let pushes: Vec<String> = (0..samples()).map(|i| build(&web, &format!("w{i}"))).collect();
+    let v3_run = build(&web, "v3");
+    let polls: Vec<String> = (0..samples()).map(|i| build(&web, &format!("p{i}"))).collect();
     let repo = Repo::new(web.fleet.dir.path());
-    let first = repo.commit("main", &service_file(&web, &runs[0]), "web v1");
+    let first = repo.commit("main", &service_file(&web, &v1_run), "web v1");
     let secret = web.fleet.dir.path().join("hook.secret");
     std::fs::write(&secret, crate::webhooks::SECRET).unwrap();
     // The repository is registered for its webhook; its pipeline runs are
@@ -391,8 +396,8 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
     // poll of 24h would: timed from the push to the first node serving it.
     let mut took = Vec::new();
     let mut head = first.clone();
-    for i in 0..samples() {
-        let (run, version) = if i % 2 == 0 { (&runs[1], "v2") } else { (&runs[0], "v1") };
+    for (i, run) in pushes.iter().enumerate() {
+        let version = format!("w{i}");
         let before = head.clone();
         let pushed = Instant::now();
         head = repo.commit("main", &service_file(&web, run), &format!("web {version}, push {i}"));
@@ -405,7 +410,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
             &body,
         );
         assert_eq!(code, 202, "{answer}");
-        until_first_serves(&web, version);
+        until_first_serves(&web, &version);
         took.push(pushed.elapsed());
         wait_for_or_report(
             "every node on it",
@@ -439,7 +444,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
 
     // A new commit arrives, announced, and auto-sync leaves the pin alone.
     let syncs = history(&web).len();
-    let newest = repo.commit("main", &service_file(&web, &runs[2]), "web v3");
+    let newest = repo.commit("main", &service_file(&web, &v3_run), "web v3");
     let body = format!(r#"{{"ref":"refs/heads/main","before":"{head}","after":"{newest}"}}"#).into_bytes();
     let signature = crate::webhooks::sign(&body);
     let (code, answer) = crate::webhooks::post(
@@ -480,8 +485,8 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
     assert!(out.status.success(), "{}", text(&out.stderr));
     create(&web, &repo, &["--poll", "5s", "--auto-sync"]);
     let mut took = Vec::new();
-    for i in 0..samples() {
-        let (run, version) = if i % 2 == 0 { (&runs[1], "v2") } else { (&runs[2], "v3") };
+    for (i, run) in polls.iter().enumerate() {
+        let version = format!("p{i}");
         // Measuring, pushes land at phases spread over the poll's period;
         // otherwise this loop's own rhythm would pick one.
         if samples() > 2 {
@@ -489,7 +494,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
         }
         let pushed = Instant::now();
         repo.commit("main", &service_file(&web, run), &format!("web {version}, poll {i}"));
-        until_first_serves(&web, version);
+        until_first_serves(&web, &version);
         took.push(pushed.elapsed());
         wait_for_or_report(
             "every node on it",
@@ -891,7 +896,7 @@ fn a_pipelines_new_artifact_is_committed_into_the_desired_state_and_then_synced(
 #[test]
 fn a_stuck_sync_is_replaced_by_a_newer_commit_and_ended_past_its_timeout() {
     let web = Web::start("gitops-stuck", 2);
-    let (v1, v2, v3) = (build(&web, "v1"), build(&web, "v2"), build(&web, "v3"));
+    let (v1, v2, v3, v4) = (build(&web, "v1"), build(&web, "v2"), build(&web, "v3"), build(&web, "v4"));
     let repo = Repo::new(web.fleet.dir.path());
     let stuck = |run: &str| {
         service_file(&web, run)
@@ -943,7 +948,8 @@ fn a_stuck_sync_is_replaced_by_a_newer_commit_and_ended_past_its_timeout() {
         || (app(&web)["synced_commit"] == newer.as_str()).then_some(()),
         || format!("{:#}", app(&web)),
     );
-    let again = repo.commit("main", &stuck(&v2), "web v2, by canary, again");
+    // (v4: an auto-sync of an older build than v3 would be refused.)
+    let again = repo.commit("main", &stuck(&v4), "web v4, by canary");
     let ended = wait_for_or_report(
         "the held sync to time out",
         Duration::from_secs(60),

@@ -23,6 +23,7 @@ mod edge;
 mod environments;
 mod exit_codes;
 mod fleet;
+mod freeze;
 mod git;
 mod gitops;
 mod gitops_sources;
