@@ -30,6 +30,7 @@ use crate::store::{Store, Txn, decode};
 mod analysis;
 pub mod drive;
 mod freeze;
+mod guards;
 mod hooks;
 mod measure;
 pub mod records;
