@@ -604,3 +604,71 @@ fn an_automatic_change_to_an_older_build_is_a_downgrade() {
     d.records.get_mut(&1).unwrap().release.run = String::new();
     assert_eq!(d.downgrade(1), None);
 }
+
+#[test]
+fn a_freeze_holds_what_would_start_and_what_would_go_on_and_a_thaw_starts_the_newest() {
+    let frozen = |until_ms| crate::freezes::Freeze {
+        environment: "staging".into(),
+        reason: "quarter close".into(),
+        by: "alice".into(),
+        from_ms: 0,
+        until_ms,
+    };
+    let mut d = Driver::default();
+    // A rollout under way: its first node healthy, then the freeze: the
+    // second batch waits at the gate.
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    let id = *d.startable.iter().next().unwrap();
+    let rec = &d.records[&id];
+    let spec = drover_deploy::rollout::Spec {
+        release: rec.release.version.clone(),
+        strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
+        on_failure: drover_deploy::rollout::OnFailure::Rollback,
+        await_verdict: true,
+    };
+    let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: None }).collect();
+    d.startable.clear();
+    d.begin(id, Rollout::new(spec, targets).map_err(|e| e.to_string()), 1);
+    sent(&mut d);
+    d.freezes.insert("staging".into(), frozen(0));
+    report(&mut d, id, "a", DeployState::Installed, 2);
+    report(&mut d, id, "a", DeployState::Healthy, 3);
+    assert_eq!(d.records[&id].held_by_freeze, Some(0), "the next step waits");
+    assert!(sent(&mut d).is_empty(), "b is not installed while frozen");
+    let message = d.records[&id].rollout.as_ref().unwrap().message.clone();
+    assert!(message.contains("step 0 done; the next waits: environment staging is frozen"), "{message}");
+    d.thaw(4);
+    assert!(sent(&mut d).is_empty(), "still frozen");
+
+    // The freeze runs out: the held step goes on.
+    d.freezes.insert("staging".into(), frozen(7));
+    d.thaw(8);
+    assert_eq!(d.records[&id].held_by_freeze, None);
+    let b = sent(&mut d);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(b[0].starts_with("b install"), "{b:?}");
+    report(&mut d, id, "b", DeployState::Installed, 9);
+    report(&mut d, id, "b", DeployState::Healthy, 10);
+    assert_eq!(phase(&d, id), Phase::Succeeded);
+
+    // Frozen again, two deploys come: the first would start, and waits;
+    // the second queues behind it.
+    d.freezes.insert("staging".into(), frozen(0));
+    d.start_job(job(2, "queue", "{rolling: {max_parallel: 2}}"), 11);
+    d.start_job(job(3, "queue", "{rolling: {max_parallel: 2}}"), 11);
+    assert_eq!(d.startable.iter().copied().collect::<Vec<_>>(), [2]);
+    // (The loop asks each startable one whether the freeze holds it.)
+    assert!(d.wait_for_thaw(2, 12), "rollout 2 waits");
+    d.startable.clear();
+    assert!(d.records[&2].message.contains("waiting: environment staging is frozen"), "{}", d.records[&2].message);
+    d.thaw(13);
+    assert!(d.startable.is_empty(), "still frozen");
+    // Thawed: of the two that waited, only the newest may start.
+    d.freezes.clear();
+    d.thaw(14);
+    let (older, newer) = (d.records[&2].clone(), d.records[&3].clone());
+    assert!(older.is_finished(), "the older waiting rollout ends");
+    assert!(older.message.contains("superseded by rollout 3"), "{}", older.message);
+    assert!(!newer.is_finished());
+    assert_eq!(d.startable.iter().copied().collect::<Vec<_>>(), [3], "the newest may start");
+}
