@@ -406,7 +406,13 @@ async fn a_live_release_whose_supervisor_is_gone_starts_again_when_the_agent_doe
     let (mut ex, mut rx) = place.executor();
     ex.adopt();
     answers(port, "v1").await;
-    assert_eq!(place.live_supervisors().len(), 1);
+    // The service may answer a moment before its new supervisor's record
+    // reads as live.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while place.live_supervisors().len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", place.live_supervisors());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ex.submit(order("c/2", Work::Rollback { to_version: String::new(), service: None }));
     assert_eq!(reports(&mut rx, "c/2").await.0, ["RolledBack "]);
     ex.shutdown().await;
