@@ -65,6 +65,26 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Writes `d` with `units` only, largest first and zero parts left out,
+/// so that it reads back with the same units: `48h` in [`PIPELINE_UNITS`]
+/// where [`format`] says `2d`. What is below the smallest unit is dropped;
+/// less than it is `0` of it (`0s`).
+pub fn format_in(d: Duration, units: &Units) -> String {
+    let mut rest = d.as_nanos();
+    let mut out = String::new();
+    for &(unit, len) in units {
+        let len = len.as_nanos();
+        if len > 0 && rest >= len {
+            out.push_str(&format!("{}{unit}", rest / len));
+            rest %= len;
+        }
+    }
+    if out.is_empty() {
+        out = format!("0{}", units.last().map_or("s", |&(unit, _)| unit));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +105,23 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(format(d), want, "{d:?}");
             assert_eq!(parse(want, FLAG_UNITS).map(|p| p.as_secs()), Some(d.as_secs()), "{want}");
+        }
+    }
+
+    #[test]
+    fn durations_written_in_a_unit_set() {
+        let s = Duration::from_secs;
+        let cases: &[(Duration, &Units, &str)] = &[
+            (s(48 * 3600), PIPELINE_UNITS, "48h"),
+            (s(48 * 3600), FLAG_UNITS, "2d"),
+            (s(5400), PIPELINE_UNITS, "1h30m"),
+            (s(90), PIPELINE_UNITS, "1m30s"),
+            (Duration::from_millis(1500), PIPELINE_UNITS, "1s"),
+            (Duration::from_millis(1500), FLAG_UNITS, "1s500ms"),
+            (Duration::from_millis(500), PIPELINE_UNITS, "0s"),
+        ];
+        for (d, units, want) in cases {
+            assert_eq!(format_in(*d, units), *want, "{d:?}");
         }
     }
 

@@ -407,7 +407,7 @@ pub enum Command {
     ///
     /// Example: drover rollouts --env production
     Rollouts(RolloutsArgs),
-    /// Show a rollout, or promote, pause, resume or abort it.
+    /// Show a rollout, promote, pause, resume or abort it, or decide its gate.
     ///
     /// Example: drover rollout status 12 --follow
     Rollout {

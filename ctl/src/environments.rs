@@ -1,10 +1,13 @@
 //! `drover env create|apply|show|rm` and `drover envs`: environments, the
 //! sets of agents (by the labels in their certificates) that deploys go
-//! to, with their nodes as the leader sees them. Services per node come
-//! with deploys; nothing is shown for them yet.
+//! to, with their nodes as the leader sees them, their deploy windows and
+//! whether deploys may go ahead now (the coordinator judges it when it
+//! answers). Services per node come with deploys; nothing is shown for
+//! them yet.
 
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use drover_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -105,6 +108,8 @@ pub async fn show(conn: &mut Conn, name: String, format: Format) -> anyhow::Resu
     outln!("  selector:  {}", selector(&env));
     outln!("  approval:  {}", approval(&env));
     outln!("  branches:  {}", branches(&env));
+    print_windows(&env, "  windows:   ", "             ");
+    outln!("  deploys:   {}", deploys(&env));
     let updated = if env.updated_ms == env.created_ms {
         String::new()
     } else {
@@ -126,13 +131,18 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
         outln!("no environments; define one with `drover env create NAME --selector role=web,env=staging`");
         return Ok(());
     }
-    outln!("{:<20} {:<32} {:<7} {:<24} {:<20}", "NAME", "SELECTOR", "NODES", "APPROVAL", "BRANCHES");
+    outln!("{:<20} {:<32} {:<7} {:<24} {:<20} {}", "NAME", "SELECTOR", "NODES", "APPROVAL", "BRANCHES", "DEPLOYS");
     for env in &envs {
         let approvers = if env.require_approval { env.approvers.join(",") } else { "-".to_string() };
         let filter = if env.branches.is_empty() { "*".to_string() } else { env.branches.join(",") };
         let nodes = format!("{}/{}", env.nodes_connected, env.nodes.len());
-        outln!("{:<20} {:<32} {:<7} {:<24} {:<20}", env.name, selector(env), nodes, approvers, filter);
+        let open = if env.closed.is_empty() { "open" } else { "closed" };
+        outln!("{:<20} {:<32} {:<7} {:<24} {:<20} {open}", env.name, selector(env), nodes, approvers, filter);
         if format == Format::Wide {
+            if !env.windows.is_empty() {
+                print_windows(env, "    windows: ", "             ");
+                outln!("    deploys: {}", deploys(env));
+            }
             print_nodes(env);
         }
     }
@@ -180,6 +190,29 @@ fn branches(env: &pb::Environment) -> String {
     }
 }
 
+/// One line per deploy window, the first after `first`, the others after
+/// `rest`; a line saying there are none when there are none.
+fn print_windows(env: &pb::Environment, first: &str, rest: &str) {
+    if env.windows.is_empty() {
+        outln!("{first}none: deploys may go ahead at any time");
+    }
+    for (i, w) in env.windows.iter().enumerate() {
+        let reason = if w.reason.is_empty() { String::new() } else { format!(": {}", w.reason) };
+        let lead = if i == 0 { first } else { rest };
+        outln!("{lead}{} {:?} for {} ({}){reason}", w.kind, w.cron, window_length(w.for_ms), w.timezone);
+    }
+}
+
+/// Whether deploys may go ahead now, as the coordinator judged it.
+fn deploys(env: &pb::Environment) -> String {
+    if env.closed.is_empty() { "may go ahead now".to_string() } else { format!("wait: {}", env.closed) }
+}
+
+/// A window's `for` as the file writes it (`48h`, not `2d`).
+fn window_length(ms: u64) -> String {
+    drover_client::duration::format_in(Duration::from_millis(ms), drover_client::duration::PIPELINE_UNITS)
+}
+
 fn view(env: &pb::Environment) -> Value {
     json!({
         "name": env.name,
@@ -192,6 +225,16 @@ fn view(env: &pb::Environment) -> Value {
         "created_by": env.created_by,
         "updated_ms": env.updated_ms,
         "updated_by": env.updated_by,
+        "windows": env.windows.iter().map(|w| json!({
+            "kind": w.kind,
+            "cron": w.cron,
+            "for_ms": w.for_ms,
+            "timezone": w.timezone,
+            "reason": w.reason,
+        })).collect::<Vec<_>>(),
+        "open": env.closed.is_empty(),
+        "closed": env.closed,
+        "reopens_ms": env.reopens_ms,
         "nodes_connected": env.nodes_connected,
         "nodes_total": env.nodes.len(),
         "nodes": env.nodes.iter().map(|n| json!({

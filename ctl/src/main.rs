@@ -419,6 +419,15 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
             cli::RolloutCommand::Pause { id, output, .. } => rollouts::act(conn, id, "pause", false, output).await,
             cli::RolloutCommand::Resume { id, output, .. } => rollouts::act(conn, id, "resume", false, output).await,
             cli::RolloutCommand::Abort { id, output, .. } => rollouts::act(conn, id, "abort", false, output).await,
+            cli::RolloutCommand::Approve { id, gate, comment, output, .. } => {
+                rollouts::decide(conn, id, "approve", gate, comment.unwrap_or_default(), output).await
+            }
+            cli::RolloutCommand::Reject { id, gate, reason, output, .. } => {
+                rollouts::decide(conn, id, "reject", gate, reason, output).await
+            }
+            cli::RolloutCommand::Override { id, reason, output, .. } => {
+                rollouts::decide(conn, id, "override", None, reason, output).await
+            }
         },
         Command::Rollback(args) => rollouts::rollback(conn, args).await,
         Command::Service { command: cli::ServiceCommand::Logs { service, env, node, follow, output, .. } } => {

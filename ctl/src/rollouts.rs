@@ -1,4 +1,4 @@
-//! `drover rollouts`, `drover rollout status|promote|pause|resume|abort` and
+//! `drover rollouts`, `drover rollout status|promote|pause|resume|abort|approve|reject|override` and
 //! `drover services`: deploy jobs' rollouts and what each node serves.
 
 use std::time::Duration;
@@ -101,6 +101,9 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
         );
     }
     outln!("  strategy:  {}, step {} of {}", r.strategy, (r.step + 1).min(r.steps.max(1)), r.steps.max(1));
+    if let Some(wave) = r.waves.get(r.wave as usize) {
+        outln!("  wave:      {} of {}, {wave} (waves: {})", r.wave + 1, r.waves.len(), r.waves.join(" → "));
+    }
     if r.started_ms != 0 {
         outln!("  started:   {}", fmt_ms(r.started_ms));
     }
@@ -115,11 +118,23 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
     if !r.message.is_empty() {
         outln!("  message:   {}", r.message);
     }
+    if !r.overridden_by.is_empty() {
+        outln!("  override:  freezes and deploy windows, by {}: {}", r.overridden_by, r.override_reason);
+    }
     let done = r.nodes.iter().filter(|n| matches!(n.state.as_str(), "healthy" | "switched")).count();
     outln!("  progress:  {} {done}/{} nodes", bar(done, r.nodes.len()), r.nodes.len());
+    let mut wave = None;
     for n in &r.nodes {
+        if !n.wave.is_empty() && wave != Some(&n.wave) {
+            outln!("    wave {}:", n.wave);
+            wave = Some(&n.wave);
+        }
         let reason = if n.reason.is_empty() { String::new() } else { format!(": {}", n.reason) };
-        outln!("    {:<20} {}{reason}", n.name, n.state);
+        let indent = if n.wave.is_empty() { "" } else { "  " };
+        outln!("    {indent}{:<20} {}{reason}", n.name, n.state);
+    }
+    if !r.gates.is_empty() {
+        print_gates(r);
     }
     if r.analysing || !r.measurements.is_empty() {
         print_analysis(r);
@@ -165,17 +180,45 @@ fn short(text: &str) -> &str {
 
 /// `drover rollout promote|pause|resume|abort ID`.
 pub async fn act(conn: &mut Conn, id: u64, verb: &str, full: bool, format: Format) -> anyhow::Result<()> {
-    let req = pb::ActOnRolloutRequest { id, verb: verb.to_string(), full };
+    let req = pb::ActOnRolloutRequest { id, verb: verb.to_string(), full, ..Default::default() };
+    act_with(conn, req, format).await
+}
+
+/// `drover rollout approve|reject ID [--gate NAME]`, with the comment or
+/// the reason.
+pub async fn decide(
+    conn: &mut Conn,
+    id: u64,
+    verb: &str,
+    gate: Option<String>,
+    comment: String,
+    format: Format,
+) -> anyhow::Result<()> {
+    let req = pb::ActOnRolloutRequest {
+        id,
+        verb: verb.to_string(),
+        gate: gate.unwrap_or_default(),
+        comment,
+        ..Default::default()
+    };
+    act_with(conn, req, format).await
+}
+
+async fn act_with(conn: &mut Conn, req: pb::ActOnRolloutRequest, format: Format) -> anyhow::Result<()> {
+    let (id, verb) = (req.id, req.verb.clone());
     // Not idempotent (a promote twice moves two steps): never retried
     // on another coordinator.
     let r = conn.call(false, |c| c_call!(c.act_on_rollout(req.clone()))).await?;
     if format.structured() {
         return Ok(output::document(format, &view(&r))?);
     }
-    let done = match verb {
+    let done = match verb.as_str() {
         "promote" => "promoted",
         "pause" => "paused",
         "resume" => "resumed",
+        "approve" => "approved at its gate",
+        "reject" => "refused at its gate",
+        "override" => "lets its environment's freeze and deploy windows pass",
         _ => "aborted",
     };
     outln!(
@@ -360,6 +403,17 @@ pub async fn services(conn: &mut Conn, environment: String, format: Format) -> a
 }
 
 fn view(r: &pb::Rollout) -> Value {
+    let gates: Vec<Value> = r
+        .gates
+        .iter()
+        .map(|g| {
+            json!({
+                "name": g.name, "at": g.at, "step": g.has_step.then_some(g.step), "kind": g.kind,
+                "state": g.state, "by": g.by, "comment": g.comment, "asked_ms": g.asked_ms,
+                "decided_ms": g.decided_ms, "approvers": g.approvers,
+            })
+        })
+        .collect();
     json!({
         "id": r.id,
         "environment": r.environment,
@@ -390,7 +444,29 @@ fn view(r: &pb::Rollout) -> Value {
             "value": m.value, "outcome": m.outcome, "message": m.message,
         })).collect::<Vec<_>>(),
         "nodes": r.nodes.iter().map(|n| json!({
-            "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to,
+            "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to, "wave": n.wave,
         })).collect::<Vec<_>>(),
+        "waves": r.waves,
+        "overridden_by": r.overridden_by,
+        "override_reason": r.override_reason,
+        "wave": r.wave,
+        "gates": gates,
     })
+}
+
+/// Each gate asked, in order, with who or what decided it.
+fn print_gates(r: &pb::Rollout) {
+    outln!("  gates:");
+    for g in &r.gates {
+        let at = if g.has_step { format!("{} (step {})", g.at, g.step) } else { g.at.clone() };
+        let who = match g.state.as_str() {
+            "waiting" if g.kind == "approval" => {
+                format!("for {} (`drover rollout approve {} --gate {}`)", g.approvers.join(", "), r.id, g.name)
+            }
+            "waiting" => "for the webhook's 2xx".to_owned(),
+            _ => format!("by {} at {}", g.by, fmt_ms(g.decided_ms)),
+        };
+        let comment = if g.comment.is_empty() { String::new() } else { format!(": {}", g.comment) };
+        outln!("    {:<20} {:<28} {:<8} {who}{comment}", g.name, at, g.state);
+    }
 }

@@ -114,6 +114,12 @@ pub struct ServiceFile {
     /// As a deploy's: [`DeploySpec::analysis`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// As a deploy's: [`DeploySpec::gates`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::deploy::Gate>,
+    /// As a deploy's: [`DeploySpec::waves`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<crate::deploy::Wave>,
 }
 
 /// A desired-state file's `artifact`: where its release comes from.
@@ -229,6 +235,8 @@ impl ServiceFile {
             on_newer: OnNewer::Supersede,
             hooks: self.hooks.clone(),
             analysis: self.analysis.clone(),
+            gates: self.gates.clone(),
+            waves: self.waves.clone(),
         }
     }
 }

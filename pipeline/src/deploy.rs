@@ -82,6 +82,38 @@ pub struct DeploySpec {
     /// inconclusive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// Gates at named points of the rollout, each opened by a person or a
+    /// webhook before the rollout goes past it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
+    /// The environment's nodes in groups rolled out one after the other,
+    /// each as `strategy` says, with the analysis and the `before_wave`
+    /// gates between two; none: one wave of every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Wave>,
+}
+
+/// One of `waves:`: a group of the environment's nodes, by agent labels.
+///
+/// ```yaml
+/// waves:                              # 2 to MAX_WAVES, names unique
+///   - {name: canary, selector: {group: canary}}
+///   - {name: region-a, selector: {region: a}}
+///   - {name: rest}                    # the last may leave out its selector
+/// ```
+///
+/// A node is in the first wave whose selector its labels match; the last
+/// wave without a selector takes every node left. A node in no wave, or a
+/// wave with no node, refuses the rollout before any node is touched.
+/// Not with `blue_green`, which switches every node at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    /// In the grammar of a job's name.
+    pub name: String,
+    /// The labels each of its nodes has (beside the environment's);
+    /// empty only for the last wave.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
 }
 
 /// `artifact: JOB:PATH`: the file `path` of the artifacts of job `job`.
@@ -352,4 +384,72 @@ pub enum Provider {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         json_path: Option<String>,
     },
+}
+
+/// One of `gates:`, a point of a rollout it may not pass until the gate
+/// opens:
+///
+/// ```yaml
+/// gates:
+///   - name: qa-sign-off              # a job's name grammar; unique
+///     at: before_rollout             # before_rollout | before_step | before_wave | before_promotion
+///     approval: {approvers: [alice, ops-team]}
+///   - name: change-ticket
+///     at: before_promotion
+///     confirm: {url: "https://change.example.com/drover", timeout: 10m, interval: 15s}
+/// ```
+///
+/// An `approval` gate opens when one of its approvers runs `drover rollout
+/// approve ID`; `drover rollout reject ID --reason` refuses it. A `confirm`
+/// gate is a webhook: the coordinator POSTs the rollout (JSON) to `url`
+/// every `interval` until it answers 2xx, which opens it; with no 2xx
+/// within `timeout`, it is refused. A refused gate before the rollout ends
+/// it unstarted; one later fails the step (rolled back, or paused as
+/// `auto_rollback: false` says). Who or what opened each gate is kept with
+/// the rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gate {
+    pub name: String,
+    pub at: GateAt,
+    pub kind: GateKind,
+}
+
+/// Where a [`Gate`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateAt {
+    /// Before any node is touched.
+    BeforeRollout,
+    /// Before each step after the first (a canary's next share, a rolling
+    /// update's next batch) within a wave, once the step before it passed
+    /// its analysis.
+    BeforeStep,
+    /// Before each wave after the first, once the wave before it passed.
+    BeforeWave,
+    /// Once every node is updated and healthy, before the rollout counts
+    /// as done: what the next environment's deploy waits for.
+    BeforePromotion,
+}
+
+impl GateAt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateAt::BeforeRollout => "before_rollout",
+            GateAt::BeforeStep => "before_step",
+            GateAt::BeforeWave => "before_wave",
+            GateAt::BeforePromotion => "before_promotion",
+        }
+    }
+}
+
+/// What opens a [`Gate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateKind {
+    /// A person: one of 1 to [`crate::MAX_APPROVERS`] certificate names.
+    Approval { approvers: Vec<String> },
+    /// A webhook that answers 2xx: `url` as an analysis provider's;
+    /// `timeout` 1s to [`crate::MAX_GATE_TIMEOUT`] (5m when not written);
+    /// `interval` 1s to 1h (10s), between two calls.
+    Confirm { url: String, timeout: Duration, interval: Duration },
 }

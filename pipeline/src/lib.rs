@@ -179,6 +179,12 @@ pub const MAX_SERVICE_NAME_LEN: usize = 64;
 pub const MAX_CANARY_STEPS: usize = 20;
 /// The most metrics one `analysis:` holds.
 pub const MAX_ANALYSIS_METRICS: usize = 10;
+/// The most waves one rollout may have.
+pub const MAX_WAVES: usize = 16;
+/// The most gates one rollout may have.
+pub const MAX_GATES: usize = 8;
+/// The longest a webhook gate (`confirm:`) waits for a 2xx answer.
+pub const MAX_GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The most measurements of one metric per step.
 pub const MAX_ANALYSIS_COUNT: u32 = 100;
 /// The most nodes a rolling deploy may update at once.

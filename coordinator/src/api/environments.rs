@@ -20,9 +20,10 @@ use crate::environments::{self, EnvironmentRecord};
 use crate::leader::Role;
 use crate::store::Store;
 
-fn environment_view(record: EnvironmentRecord, agents: &[AgentInfo]) -> pb::Environment {
+fn environment_view(record: EnvironmentRecord, agents: &[AgentInfo], now_ms: u64) -> pb::Environment {
     let nodes = rules::nodes(&record.spec.selector, agents);
     let connected = nodes.iter().filter(|n| n.connected).count() as u32;
+    let closed = record.spec.closed(now_ms);
     let EnvironmentRecord { spec, created_ms, created_by, updated_ms, updated_by } = record;
     pb::Environment {
         name: spec.name,
@@ -36,6 +37,19 @@ fn environment_view(record: EnvironmentRecord, agents: &[AgentInfo]) -> pb::Envi
         updated_ms,
         updated_by,
         nodes_connected: connected,
+        windows: spec
+            .windows
+            .into_iter()
+            .map(|w| pb::EnvironmentWindow {
+                kind: w.kind.as_str().to_owned(),
+                cron: w.cron,
+                for_ms: w.for_ms,
+                timezone: w.timezone,
+                reason: w.reason,
+            })
+            .collect(),
+        reopens_ms: closed.as_ref().and_then(|c| c.reopens_ms).unwrap_or(0),
+        closed: closed.map(|c| c.why).unwrap_or_default(),
         nodes: nodes
             .into_iter()
             .map(|n| pb::EnvironmentNode {
@@ -71,13 +85,15 @@ pub(super) async fn create(
         approvers: req.approvers,
         branches: req.branches,
         description: req.description,
+        // Deploy windows come from a file (`drover env apply -f`).
+        windows: Vec::new(),
     };
     let record = environments::create(store, spec, &by, now_ms()).await.map_err(ApiError::from)?;
     tracing::info!(environment = %record.spec.name, selector = ?record.spec.selector, by = %by, "environment created");
     // Its nodes when this coordinator leads; a follower answers without
     // them rather than fail a create that is done.
     let agents = agents(role).await.unwrap_or_default();
-    Ok(Response::new(environment_view(record, &agents)))
+    Ok(Response::new(environment_view(record, &agents, now_ms())))
 }
 
 pub(super) async fn apply(
@@ -106,7 +122,7 @@ pub(super) async fn list(
     require_admin(&req)?;
     let agents = agents(role).await?;
     let records = environments::list(store).await.map_err(ApiError::from)?;
-    let environments = records.into_iter().map(|r| environment_view(r, &agents)).collect();
+    let environments = records.into_iter().map(|r| environment_view(r, &agents, now_ms())).collect();
     Ok(Response::new(pb::ListEnvironmentsResponse { environments }))
 }
 
@@ -118,7 +134,7 @@ pub(super) async fn get(
     require_admin(&req)?;
     let agents = agents(role).await?;
     let record = environments::get(store, &req.into_inner().name).await.map_err(ApiError::from)?;
-    Ok(Response::new(environment_view(record, &agents)))
+    Ok(Response::new(environment_view(record, &agents, now_ms())))
 }
 
 pub(super) async fn remove(

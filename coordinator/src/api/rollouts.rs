@@ -15,6 +15,13 @@ use crate::rollouts::records::{self, RolloutRecord};
 use crate::scheduler::{Event, RollbackCommand, RolloutCommand, Verb};
 use crate::store::Store;
 
+/// The longest gate comment or reason, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+
+fn gate(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// Most rollouts one listing returns.
 pub const MAX_LIST: u32 = 1000;
 
@@ -43,12 +50,19 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
             (m, _) => m.clone(),
         },
         step: machine.map_or(0, |m| m.step),
+        waves: r.deploy.waves.iter().map(|w| w.name.clone()).collect(),
+        overridden_by: r.overridden.as_ref().map(|o| o.by.clone()).unwrap_or_default(),
+        override_reason: r.overridden.as_ref().map(|o| o.reason.clone()).unwrap_or_default(),
+        wave: machine.map_or(0, |m| m.wave_of(m.step)),
         steps: machine.map_or(0, |m| m.steps()),
         nodes: machine
             .map(|m| {
+                let waves = m.node_waves();
                 m.nodes
                     .iter()
-                    .map(|n| pb::RolloutNode {
+                    .zip(waves)
+                    .map(|(n, wave)| pb::RolloutNode {
+                        wave: r.deploy.waves.get(wave as usize).map(|w| w.name.clone()).unwrap_or_default(),
                         name: n.name.clone(),
                         state: n.state.as_str().to_string(),
                         reason: n.reason.clone(),
@@ -79,6 +93,31 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
                 message: m.message,
             })
             .collect(),
+        gates: r
+            .gates
+            .iter()
+            .map(|g| {
+                let kind = r.deploy.gates.iter().find(|spec| spec.name == g.name).map(|spec| &spec.kind);
+                let (kind, approvers) = match kind {
+                    Some(drover_pipeline::deploy::GateKind::Approval { approvers }) => ("approval", approvers.clone()),
+                    Some(drover_pipeline::deploy::GateKind::Confirm { .. }) => ("confirm", Vec::new()),
+                    None => ("", Vec::new()),
+                };
+                pb::RolloutGate {
+                    name: g.name.clone(),
+                    at: g.at.as_str().to_owned(),
+                    has_step: g.step.is_some(),
+                    step: g.step.unwrap_or_default(),
+                    kind: kind.to_owned(),
+                    state: g.state.as_str().to_owned(),
+                    by: g.by.clone(),
+                    comment: g.comment.clone(),
+                    asked_ms: g.asked_ms,
+                    decided_ms: g.decided_ms,
+                    approvers,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -99,7 +138,7 @@ pub(super) async fn list(
         .filter(|r| req.environment.is_empty() || r.env == req.environment)
         .filter(|r| req.service.is_empty() || r.service == req.service)
         .take(limit)
-        .map(|r| pb::Rollout { hook_log: String::new(), measurements: Vec::new(), ..view(r) })
+        .map(|r| pb::Rollout { hook_log: String::new(), measurements: Vec::new(), gates: Vec::new(), ..view(r) })
         .collect();
     Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
 }
@@ -127,13 +166,29 @@ pub(super) async fn act(
         "pause" => Verb::Pause,
         "resume" => Verb::Resume,
         "abort" => Verb::Abort,
+        "approve" => Verb::Approve { gate: gate(&req.gate), comment: req.comment.clone() },
+        "reject" if req.comment.trim().is_empty() => {
+            return Err(ApiError::Invalid("say why the gate is refused: --reason TEXT".into()).into());
+        }
+        "reject" => Verb::Reject { gate: gate(&req.gate), reason: req.comment.clone() },
+        "override" if req.comment.trim().is_empty() => {
+            return Err(ApiError::Invalid("say why the freeze or window is overridden: --reason TEXT".into()).into());
+        }
+        "override" => Verb::Override { reason: req.comment.clone() },
         other => {
             return Err(ApiError::Invalid(format!(
-                "unknown rollout action {other:?}: use promote, pause, resume or abort"
+                "unknown rollout action {other:?}: use promote, pause, resume, abort, approve, reject or override"
             ))
             .into());
         }
     };
+    if req.comment.len() > MAX_COMMENT_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "the comment has {} bytes, over the limit of {MAX_COMMENT_BYTES}",
+            req.comment.len()
+        ))
+        .into());
+    }
     if req.full && !matches!(verb, Verb::Promote { .. }) {
         return Err(ApiError::Invalid("--full goes with promote only".into()).into());
     }

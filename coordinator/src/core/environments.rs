@@ -6,7 +6,9 @@
 //! coordinator-owned labels, the labels in their certificates, include
 //! every label of its selector), and the declarative file
 //! (`environments/file.rs`, [`parse_file`]: every problem at
-//! file:line:column). Pure: the agents are handed in.
+//! file:line:column). Recurring deploy windows, when deploys may go
+//! ahead, are `environments/windows.rs` ([`closed`]). Pure: the agents and
+//! the time are handed in.
 //!
 //! An environment may require approval and may admit only pipelines from
 //! some branches ([`Spec::admits`]); both are stored now for the deploy
@@ -22,8 +24,14 @@ use crate::core::fleet::AgentInfo;
 mod file;
 #[cfg(test)]
 mod tests;
+mod windows;
 
 pub use file::parse_file;
+pub use windows::{
+    Closed, DEFAULT_TIMEZONE, MAX_REASON_LEN, MAX_REOPEN_STEPS, MAX_WINDOW_MS, MAX_WINDOWS, MIN_WINDOW_MS, Window,
+    WindowKind, closed, hours, parse_for, timezone_problem, window_cron_problem, window_for_problem,
+    window_kind_problem, window_problems, window_reason_problem, windows_size_problem,
+};
 
 /// The most environments a cluster may define.
 pub const MAX_ENVIRONMENTS: usize = 200;
@@ -62,6 +70,9 @@ pub struct Spec {
     pub branches: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// When deploys may go ahead ([`closed`]); none: always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
 }
 
 /// Why `name` cannot name an environment, if it cannot: like a job name.
@@ -187,7 +198,8 @@ pub fn count_problem(count: usize) -> Option<String> {
     })
 }
 
-/// `spec` tidied (approvers once each, in order; branches trimmed) and
+/// `spec` tidied (approvers once each, in order; branches trimmed; windows
+/// trimmed, UTC when they name no zone) and
 /// checked: every problem, each with its fix, or the environment to store.
 pub fn check(mut spec: Spec) -> Result<Spec, Vec<String>> {
     let mut problems = Vec::new();
@@ -209,6 +221,9 @@ pub fn check(mut spec: Spec) -> Result<Spec, Vec<String>> {
     problems.extend(spec.branches.iter().filter_map(|b| branch_problem(b)));
     spec.description = spec.description.trim().to_owned();
     problems.extend(description_problem(&spec.description));
+    spec.windows = spec.windows.into_iter().map(windows::tidy).collect();
+    problems.extend(windows_size_problem(spec.windows.len()));
+    problems.extend(spec.windows.iter().flat_map(window_problems));
     if problems.is_empty() { Ok(spec) } else { Err(problems) }
 }
 
@@ -221,6 +236,12 @@ impl Spec {
         self.branches.is_empty()
             || branch.is_some_and(|b| self.branches.iter().any(|p| drover_pipeline::triggers::matches(p, b)))
     }
+
+    /// Why deploys here must wait at `now_ms` ([`closed`], naming the
+    /// environment), or `None` when they may go ahead.
+    pub fn closed(&self, now_ms: u64) -> Option<Closed> {
+        windows::judge(Some(&self.name), &self.windows, now_ms)
+    }
 }
 
 /// Whether an agent with `labels` is a node of an environment with
@@ -230,9 +251,11 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 }
 
 /// A node of an environment, as `drover envs` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
+    /// Its agent's labels (from its certificate), which waves select by.
+    pub labels: BTreeMap<String, String>,
     pub connected: bool,
     pub draining: bool,
     /// Why it takes no new work, or empty.
@@ -255,6 +278,7 @@ pub fn nodes(selector: &BTreeMap<String, String>, agents: &[AgentInfo]) -> Vec<N
         .filter(|a| selects(selector, &a.labels))
         .map(|a| Node {
             name: a.name.clone(),
+            labels: a.labels.clone(),
             connected: a.connected,
             draining: a.draining,
             unready: a.unready.clone(),

@@ -38,6 +38,16 @@ pub enum PlanError {
          environment's selector"
     )]
     NoNodes { env: String, selector: String, away: String },
+    #[error(
+        "node(s) {nodes} of environment {env} are in no wave: each node must be in one; add a last wave without a \
+         selector (`{{name: rest}}`) to take every node left, or widen a wave's selector"
+    )]
+    NoWave { env: String, nodes: String },
+    #[error(
+        "wave {wave} has no connected, ready node of environment {env} with the labels {selector}; start one, or \
+         change the wave's selector (`drover agents` shows each agent's labels)"
+    )]
+    EmptyWave { env: String, wave: String, selector: String },
     #[error("cannot roll out: {0}")]
     Spec(#[from] SpecError),
 }
@@ -101,10 +111,45 @@ pub fn plan(
         // Each step's gate is judged outside the machine: by its metrics,
         // and held while the environment is frozen (`crate::freezes`).
         await_verdict: true,
+        waves: Vec::new(),
     };
+    let (ready, waves) = in_waves(deploy, &env.name, ready)?;
+    let spec = rollout::Spec { waves, ..spec };
     let targets =
         ready.iter().map(|n| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() }).collect();
     Ok(Rollout::new(spec, targets)?)
+}
+
+/// The nodes `ready` (of environment `env`) in the order of `deploy`'s
+/// waves, each wave's in name order, and how many each wave has: a node
+/// is in the first wave whose selector its labels match; a wave with no
+/// selector takes every node left. No waves: as they are, in one.
+fn in_waves<'n>(
+    deploy: &DeploySpec,
+    env: &str,
+    mut ready: Vec<&'n Node>,
+) -> Result<(Vec<&'n Node>, Vec<u32>), PlanError> {
+    if deploy.waves.is_empty() {
+        return Ok((ready, Vec::new()));
+    }
+    let (mut ordered, mut sizes) = (Vec::new(), Vec::new());
+    for wave in &deploy.waves {
+        let (taken, left): (Vec<&Node>, Vec<&Node>) =
+            ready.into_iter().partition(|n| super::environments::selects(&wave.selector, &n.labels));
+        if taken.is_empty() {
+            let selector = wave.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let selector = if selector.is_empty() { "(any: every node left)".to_owned() } else { selector };
+            return Err(PlanError::EmptyWave { env: env.to_owned(), wave: wave.name.clone(), selector });
+        }
+        sizes.push(u32::try_from(taken.len()).unwrap_or(u32::MAX));
+        ordered.extend(taken);
+        ready = left;
+    }
+    if !ready.is_empty() {
+        let nodes = ready.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(PlanError::NoWave { env: env.to_owned(), nodes });
+    }
+    Ok((ordered, sizes))
 }
 
 #[cfg(test)]
@@ -130,11 +175,12 @@ mod tests {
             approvers: vec![],
             branches: branches.iter().map(|b| b.to_string()).collect(),
             description: String::new(),
+            windows: vec![],
         }
     }
 
     fn node(name: &str, connected: bool) -> Node {
-        Node { name: name.into(), connected, draining: false, unready: String::new(), last_seen_ms: 0 }
+        Node { name: name.into(), connected, ..Default::default() }
     }
 
     #[test]
@@ -193,5 +239,44 @@ mod tests {
         }
         let ok = plan(&d, "r", &env(&["release/*"]), Some("release/2"), &[node("a", true)], &none);
         assert!(ok.is_ok(), "a branch its globs take");
+    }
+
+    #[test]
+    fn waves_order_the_nodes_by_their_labels_or_refuse_with_why() {
+        let waves = "      waves:\n        - {name: canary, selector: {group: canary}}\n        - {name: eu, selector: \
+                     {region: eu}}\n        - {name: rest}\n";
+        let d = deploy("{rolling: {max_parallel: 1}}", waves);
+        let labelled = |name: &str, labels: &[(&str, &str)]| Node {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..node(name, true)
+        };
+        let nodes = [
+            labelled("a", &[("region", "us")]),
+            labelled("b", &[("region", "eu")]),
+            labelled("c", &[("region", "eu"), ("group", "canary")]),
+            labelled("d", &[("region", "eu")]),
+        ];
+        let none = BTreeMap::new();
+        let ro = plan(&d, "r", &env(&[]), None, &nodes, &none).unwrap();
+        let order: Vec<&str> = ro.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(order, ["c", "b", "d", "a"], "the canary first, then eu, then the rest");
+        assert_eq!(ro.spec.waves, [1, 2, 1]);
+        assert_eq!(ro.node_waves(), [0, 1, 1, 2]);
+        assert_eq!((ro.steps(), ro.wave_of(0), ro.wave_of(2), ro.wave_of(3)), (4, 0, 1, 2));
+
+        let no_rest = deploy(
+            "{rolling: {max_parallel: 1}}",
+            "      waves:\n        - {name: canary, selector: {group: canary}}\n        - {name: eu, selector: \
+             {region: eu}}\n",
+        );
+        let err = plan(&no_rest, "r", &env(&[]), None, &nodes, &none).unwrap_err().to_string();
+        assert!(err.contains("node(s) a of environment staging are in no wave"), "{err}");
+        let err = plan(&d, "r", &env(&[]), None, &nodes[..2], &none).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "wave canary has no connected, ready node of environment staging with the labels group=canary"
+            ),
+            "{err}"
+        );
     }
 }

@@ -71,7 +71,10 @@ pub struct Driver {
     pub logs: Vec<super::hooks::LogOut>,
     /// Each environment's freeze, as the loop last read them.
     pub freezes: BTreeMap<String, crate::freezes::Freeze>,
-    /// Rollouts that did not start because their environment is frozen.
+    /// Each environment with deploy windows, as the loop last read them.
+    pub windows: BTreeMap<String, crate::core::environments::Spec>,
+    /// Rollouts that did not start because their environment is frozen or
+    /// its windows are closed.
     pub(super) waiting_thaw: BTreeSet<u64>,
 }
 
@@ -159,6 +162,8 @@ impl Driver {
             guard_downgrade: true,
             analysis_runs: 0,
             measurements: Vec::new(),
+            gates: Vec::new(),
+            overridden: None,
         };
         self.records.insert(id, rec);
         if job.artifact.is_none() {
@@ -491,6 +496,11 @@ impl Driver {
                 self.abort(id, format!("aborted by {by}"), now_ms);
                 return Ok(());
             }
+            Verb::Approve { gate, comment } => {
+                return self.decide_gate(id, gate.as_deref(), by, true, &comment, now_ms);
+            }
+            Verb::Reject { gate, reason } => return self.decide_gate(id, gate.as_deref(), by, false, &reason, now_ms),
+            Verb::Override { reason } => return self.override_hold(id, by, &reason, now_ms),
             Verb::Promote { full } => Input::Promote { full },
             Verb::Pause => Input::Pause,
             Verb::Resume => Input::Resume,
@@ -505,7 +515,9 @@ impl Driver {
                 Verb::Promote { .. } => "it is not waiting for a promotion",
                 Verb::Pause => "it is not progressing",
                 Verb::Resume => "it is not paused",
-                Verb::Abort => unreachable!("handled above"),
+                Verb::Abort | Verb::Approve { .. } | Verb::Reject { .. } | Verb::Override { .. } => {
+                    unreachable!("handled above")
+                }
             };
             Err(format!("rollout {id} is {phase}: {what}"))
         }

@@ -30,6 +30,7 @@ use crate::store::{Store, Txn, decode};
 mod analysis;
 pub mod drive;
 mod freeze;
+mod gates;
 mod guards;
 mod hooks;
 mod measure;
@@ -120,10 +121,14 @@ async fn run(
     // rollout: the run it measures; aborted with the term (dropped).
     let (measured_tx, mut measured) = mpsc::unbounded_channel();
     let mut analyses = Analyses::default();
+    // Likewise the task of each webhook gate waited at.
+    let (answered_tx, mut answered) = mpsc::unbounded_channel();
+    let mut confirms = Confirms::default();
     loop {
         let now = drover_telemetry::trace::now_ms();
         tokio::select! {
             Some((id, m)) = measured.recv() => d.measured(id, m, now),
+            Some((id, answer)) = answered.recv() => d.gate_answered(id, answer, now),
             note = notes.recv() => match note {
                 // The scheduler stopped: the term is over.
                 None => return Ok(()),
@@ -152,7 +157,7 @@ async fn run(
                     rollbacks.push((cmd.reply, result));
                 }
                 Some(DeployNote::Command(cmd)) => {
-                    let result = d.command(cmd.rollout, cmd.verb, &cmd.by, now);
+                    let result = d.command(cmd.rollout, cmd.verb.clone(), &cmd.by, now);
                     if result.is_ok() {
                         info!(rollout = cmd.rollout, verb = ?cmd.verb, by = %cmd.by, "rollout command");
                     }
@@ -163,6 +168,7 @@ async fn run(
             // with thousands of agents.
             _ = tick.tick(), if busy(&d) => {
                 d.freezes = crate::freezes::load(store.as_ref()).await?;
+                d.windows = windows(store.as_ref()).await?;
                 d.thaw(now);
                 let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
                 let connected: BTreeSet<String> = agents.iter().filter(|a| a.connected).map(|a| a.name.clone()).collect();
@@ -199,6 +205,7 @@ async fn run(
         }
         send_actions(&sched, &mut d).await;
         analyses.reconcile(&d, &measured_tx);
+        confirms.reconcile(&d, &answered_tx);
         for f in std::mem::take(&mut d.finished) {
             let event = Event::DeployFinished {
                 run: f.job.run,
@@ -251,6 +258,62 @@ impl Drop for Analyses {
     }
 }
 
+/// The webhook gates' tasks, one per gate a rollout waits at.
+#[derive(Default)]
+struct Confirms {
+    running: std::collections::HashMap<(u64, String, Option<u32>), tokio::task::JoinHandle<()>>,
+}
+
+impl Confirms {
+    /// Starts a task for each webhook gate waited at that has none, and
+    /// aborts those of gates decided.
+    fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, gates::Answer)>) {
+        let mut waited = std::collections::HashMap::new();
+        for rec in d.records.values().filter(|r| !r.is_finished()) {
+            let Some(g) = rec.gates.iter().rev().find(|g| g.state == gates::GateState::Waiting) else { continue };
+            let Some(drover_pipeline::deploy::GateKind::Confirm { url, timeout, interval }) =
+                rec.deploy.gates.iter().find(|spec| spec.name == g.name).map(|spec| &spec.kind)
+            else {
+                continue;
+            };
+            let call = gates::Call {
+                rollout: rec.id,
+                environment: rec.env.clone(),
+                service: rec.service.clone(),
+                version: rec.release.version.clone(),
+                sha256: rec.release.sha256.clone(),
+                commit: rec.release.commit.clone(),
+                gate: g.name.clone(),
+                at: g.at.as_str(),
+                step: g.step,
+            };
+            let deadline = g.asked_ms + timeout.as_millis() as u64;
+            waited.insert((rec.id, g.name.clone(), g.step), (call, url.clone(), *interval, deadline));
+        }
+        self.running.retain(|key, task| {
+            let keep = waited.contains_key(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (call, url, interval, deadline)) in waited {
+            let id = key.0;
+            self.running
+                .entry(key)
+                .or_insert_with(|| tokio::spawn(gates::confirm(id, call, url, interval, deadline, tx.clone())));
+        }
+    }
+}
+
+impl Drop for Confirms {
+    fn drop(&mut self) {
+        for task in self.running.values() {
+            task.abort();
+        }
+    }
+}
+
 /// Whether anything moves that the tick looks after: a rollout under way
 /// or waiting to start, a hook in flight, or an action not yet taken.
 fn busy(d: &Driver) -> bool {
@@ -258,6 +321,19 @@ fn busy(d: &Driver) -> bool {
         || !d.waiting_thaw.is_empty()
         || !d.unsent.is_empty()
         || d.records.values().any(|r| r.hook.is_some() || (r.rollout.is_some() && !r.is_finished()))
+}
+
+/// Each environment that has deploy windows, by name.
+async fn windows(
+    store: &dyn Store,
+) -> Result<std::collections::BTreeMap<String, crate::core::environments::Spec>, ControllerError> {
+    match crate::environments::list(store).await {
+        Ok(envs) => {
+            Ok(envs.into_iter().filter(|e| !e.spec.windows.is_empty()).map(|e| (e.spec.name.clone(), e.spec)).collect())
+        }
+        Err(crate::environments::EnvironmentsError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ControllerError::Failed(e.to_string())),
+    }
 }
 
 /// Plans and starts the rollouts whose service is free.
@@ -270,9 +346,14 @@ async fn start_ready(
 ) -> Result<(), ControllerError> {
     let rejects = crate::releases::load(store).await?;
     d.freezes = crate::freezes::load(store).await?;
+    d.windows = windows(store).await?;
     for id in std::mem::take(&mut d.startable) {
         // A frozen environment takes no new release until it thaws.
         if d.wait_for_thaw(id, now) {
+            continue;
+        }
+        // Nor does one whose `before_rollout` gates have not all opened.
+        if d.wait_at_gates(id, now) {
             continue;
         }
         let Some(rec) = d.records.get(&id) else { continue };

@@ -135,6 +135,22 @@ pub struct RolloutRecord {
     /// [`super::analysis::MAX_MEASUREMENTS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<super::analysis::Measurement>,
+    /// Every gate asked, in order, with who or what decided it
+    /// (`super::gates`); the last [`super::gates::MAX_GATE_RECORDS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::gates::GateRecord>,
+    /// An admin's override of its environment's freeze and deploy
+    /// windows, kept as the audit of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overridden: Option<Override>,
+}
+
+/// Who let a rollout pass a freeze or closed deploy windows, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub by: String,
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 impl RolloutRecord {

@@ -145,6 +145,8 @@ impl Driver {
             guard_downgrade: false,
             analysis_runs: 0,
             measurements: Vec::new(),
+            gates: Vec::new(),
+            overridden: None,
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

@@ -114,6 +114,8 @@ impl Driver {
             guard_downgrade: cmd.automatic && !remove,
             analysis_runs: 0,
             measurements: Vec::new(),
+            gates: Vec::new(),
+            overridden: None,
         };
         self.records.insert(id, rec);
         if !remove {

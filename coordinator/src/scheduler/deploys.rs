@@ -56,12 +56,28 @@ pub struct RolloutCommand {
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
-    Promote { full: bool },
+    Promote {
+        full: bool,
+    },
     Pause,
     Resume,
     Abort,
+    /// Opens the approval gate the rollout waits at (the named one).
+    Approve {
+        gate: Option<String>,
+        comment: String,
+    },
+    /// Refuses it, saying why.
+    Reject {
+        gate: Option<String>,
+        reason: String,
+    },
+    /// Lets the rollout pass its environment's freeze and deploy windows.
+    Override {
+        reason: String,
+    },
 }
 
 /// `drover rollback SERVICE --env ENV [--to VERSION] [--staged]`.

@@ -52,7 +52,9 @@ pub enum EnvCommand {
     ///
     /// The file: `environments: [{name: staging, selector: {role: web,
     /// env: staging}, require_approval: false, approvers: [alice],
-    /// branches: [main], description: TEXT}]`.
+    /// branches: [main], description: TEXT, windows: [{allow: "0 9 * *
+    /// 1-5", for: 8h, timezone: Europe/Berlin}, {deny: "0 0 24 12 *",
+    /// for: 48h, reason: christmas}]}]`.
     ///
     /// Example: drover env apply -f environments.yml
     Apply {

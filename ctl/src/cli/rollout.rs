@@ -79,6 +79,63 @@ pub enum RolloutCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Open the approval gate the rollout waits at (`gates:` in its
+    /// deploy); you must be one of the gate's approvers. Who approved,
+    /// when and the comment are kept with the rollout.
+    ///
+    /// Example: drover rollout approve 12 --gate qa --comment "smoke tests pass"
+    Approve {
+        /// The rollout's id.
+        id: u64,
+        /// The gate it must be waiting at (by default, the one it waits at).
+        #[arg(long, value_name = "NAME")]
+        gate: Option<String>,
+        /// Kept with the gate.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Output format: text, json or yaml (the rollout).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Refuse the approval gate the rollout waits at: before the rollout,
+    /// it ends untouched; later, the step fails (and goes back, or pauses
+    /// with `auto_rollback: false`).
+    ///
+    /// Example: drover rollout reject 12 --reason "error budget spent"
+    Reject {
+        /// The rollout's id.
+        id: u64,
+        /// The gate it must be waiting at (by default, the one it waits at).
+        #[arg(long, value_name = "NAME")]
+        gate: Option<String>,
+        /// Why, kept with the gate and the rollout.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Output format: text, json or yaml (the rollout).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Let the rollout pass its environment's freeze and deploy windows,
+    /// in an emergency: it starts (or takes its next step) now. Who and
+    /// why are kept with the rollout and logged by the coordinator.
+    ///
+    /// Example: drover rollout override 12 --reason "hotfix for INC-4411"
+    Override {
+        /// The rollout's id.
+        id: u64,
+        /// Why, kept with the rollout.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Output format: text, json or yaml (the rollout).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 impl RolloutCommand {
@@ -88,7 +145,10 @@ impl RolloutCommand {
             | RolloutCommand::Promote { remote, .. }
             | RolloutCommand::Pause { remote, .. }
             | RolloutCommand::Resume { remote, .. }
-            | RolloutCommand::Abort { remote, .. } => remote,
+            | RolloutCommand::Abort { remote, .. }
+            | RolloutCommand::Approve { remote, .. }
+            | RolloutCommand::Reject { remote, .. }
+            | RolloutCommand::Override { remote, .. } => remote,
         }
     }
 }

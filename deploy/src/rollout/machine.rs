@@ -11,7 +11,7 @@ pub fn step(mut ro: Rollout, input: Input, now_ms: u64) -> (Rollout, Vec<Effect>
     let mut fx = Vec::new();
     // A record whose strategy no longer makes a plan (read back from a
     // store written by another version) is left alone.
-    if let Ok(plan) = plan(&ro.spec.strategy, ro.nodes.len())
+    if let Ok(plan) = plan(&ro.spec.strategy, &ro.spec.waves, ro.nodes.len())
         && !ro.phase.is_terminal()
         && !ro.nodes.is_empty()
     {

@@ -193,6 +193,11 @@ pub struct Spec {
     /// verdict from outside before the next.
     #[serde(default)]
     pub await_verdict: bool,
+    /// Waves: the nodes, in order, this many in each wave, each wave
+    /// planned by the strategy over its own nodes after the one before
+    /// (none: one wave of every node). Not with blue-green.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<u32>,
 }
 
 /// A node to roll out to, as the driver picked it (selecting nodes by
@@ -367,6 +372,10 @@ pub enum SpecError {
     CanaryStart,
     #[error("canary step {0}: a share is 1% to 100%, or a count of at least 1")]
     BadShare(usize),
+    #[error("the waves must each hold at least one node, and hold every node between them")]
+    BadWaves,
+    #[error("blue-green switches every node at once, so it cannot roll out in waves")]
+    WavedBlueGreen,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,7 +454,7 @@ impl Rollout {
     /// A rollout that has not started, every node waiting. Feed it
     /// [`Input::Start`] next.
     pub fn new(spec: Spec, targets: Vec<Target>) -> Result<Rollout, SpecError> {
-        plan::plan(&spec.strategy, targets.len().max(1))?;
+        plan::plan(&spec.strategy, &spec.waves, targets.len().max(1))?;
         if spec.release.is_empty() {
             return Err(SpecError::NoRelease);
         }
@@ -495,13 +504,33 @@ impl Rollout {
             strategy: Strategy::Rolling(Rolling { max_parallel }),
             on_failure: OnFailure::Rollback,
             await_verdict: false,
+            waves: Vec::new(),
         };
         Rollout::new(spec, targets)
     }
 
     /// How many steps the rollout has: for rolling, its batches.
     pub fn steps(&self) -> u32 {
-        plan::plan(&self.spec.strategy, self.nodes.len()).map_or(0, |p| p.ends.len() as u32)
+        self.plan().map_or(0, |p| p.ends.len() as u32)
+    }
+
+    /// The wave step `step` belongs to (from 0).
+    pub fn wave_of(&self, step: u32) -> u32 {
+        self.plan().ok().and_then(|p| p.waves.get(step as usize).copied()).unwrap_or(0)
+    }
+
+    /// Each node's wave, in the order of the nodes.
+    pub fn node_waves(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for (i, size) in self.spec.waves.iter().enumerate() {
+            out.extend(std::iter::repeat_n(i as u32, *size as usize));
+        }
+        out.resize(self.nodes.len(), 0);
+        out
+    }
+
+    fn plan(&self) -> Result<plan::Plan, SpecError> {
+        plan::plan(&self.spec.strategy, &self.spec.waves, self.nodes.len())
     }
 }
 

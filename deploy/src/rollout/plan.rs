@@ -15,6 +15,8 @@ pub(super) struct Plan {
     pub(super) back: usize,
     /// Whether the step's nodes switch traffic once all are healthy.
     pub(super) switch: bool,
+    /// For each step, the wave it belongs to (from 0).
+    pub(super) waves: Vec<u32>,
 }
 
 impl Plan {
@@ -24,8 +26,37 @@ impl Plan {
     }
 }
 
-/// The plan of `strategy` over `n` nodes (at least one).
-pub(super) fn plan(strategy: &Strategy, n: usize) -> Result<Plan, SpecError> {
+/// The plan of `strategy` over `n` nodes (at least one) in `waves`: the
+/// nodes in order, this many in each wave (none: one wave of all). Each
+/// wave is planned as the strategy says over its own nodes, one after the
+/// other; nodes go back as many at once as the largest wave's plan moves.
+pub(super) fn plan(strategy: &Strategy, waves: &[u32], n: usize) -> Result<Plan, SpecError> {
+    if waves.is_empty() {
+        let mut plan = one(strategy, n)?;
+        plan.waves = vec![0; plan.ends.len()];
+        return Ok(plan);
+    }
+    if matches!(strategy, Strategy::BlueGreen) {
+        return Err(SpecError::WavedBlueGreen);
+    }
+    if waves.contains(&0) || waves.iter().map(|w| *w as usize).sum::<usize>() != n {
+        return Err(SpecError::BadWaves);
+    }
+    let mut plan = Plan { ends: Vec::new(), pauses: Vec::new(), back: 1, switch: false, waves: Vec::new() };
+    let mut offset = 0;
+    for (i, size) in waves.iter().enumerate() {
+        let wave = one(strategy, *size as usize)?;
+        plan.ends.extend(wave.ends.iter().map(|end| end + offset));
+        plan.waves.extend(std::iter::repeat_n(i as u32, wave.ends.len()));
+        plan.pauses.extend(wave.pauses);
+        plan.back = plan.back.max(wave.back);
+        offset += *size as usize;
+    }
+    Ok(plan)
+}
+
+/// The plan of `strategy` over `n` nodes in one wave.
+fn one(strategy: &Strategy, n: usize) -> Result<Plan, SpecError> {
     match strategy {
         Strategy::Rolling(r) => {
             if r.max_parallel == 0 {
@@ -33,9 +64,9 @@ pub(super) fn plan(strategy: &Strategy, n: usize) -> Result<Plan, SpecError> {
             }
             let batch = r.max_parallel as usize;
             let ends: Vec<usize> = (1..=n.div_ceil(batch)).map(|i| (i * batch).min(n)).collect();
-            Ok(Plan { pauses: vec![None; ends.len()], ends, back: batch, switch: false })
+            Ok(Plan { pauses: vec![None; ends.len()], ends, back: batch, switch: false, waves: Vec::new() })
         }
-        Strategy::BlueGreen => Ok(Plan { ends: vec![n], pauses: vec![None], back: n, switch: true }),
+        Strategy::BlueGreen => Ok(Plan { ends: vec![n], pauses: vec![None], back: n, switch: true, waves: Vec::new() }),
         Strategy::Canary(canary) => {
             if !matches!(canary.steps.first(), Some(CanaryStep::Nodes(_))) {
                 return Err(SpecError::CanaryStart);
@@ -76,7 +107,7 @@ pub(super) fn plan(strategy: &Strategy, n: usize) -> Result<Plan, SpecError> {
                 *last = None;
             }
             let back = ends.iter().scan(0, |prev, end| Some(end - std::mem::replace(prev, *end))).max().unwrap_or(1);
-            Ok(Plan { ends, pauses, back, switch: false })
+            Ok(Plan { ends, pauses, back, switch: false, waves: Vec::new() })
         }
     }
 }
@@ -123,7 +154,7 @@ mod tests {
             ),
         ];
         for (case, strategy, n, ends, pauses, back) in cases {
-            let plan = plan(&strategy, n).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let plan = plan(&strategy, &[], n).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!((plan.ends, plan.pauses, plan.back), (ends, pauses, back), "{case}");
         }
         // (case, strategy, error)
@@ -136,7 +167,47 @@ mod tests {
             ("0 nodes", canary(vec![CanaryStep::Nodes(Share::Count(0))]), SpecError::BadShare(1)),
         ];
         for (case, strategy, want) in bad {
-            assert_eq!(plan(&strategy, 3), Err(want), "{case}");
+            assert_eq!(plan(&strategy, &[], 3), Err(want), "{case}");
         }
+    }
+
+    #[test]
+    fn waves_are_planned_one_after_the_other() {
+        let canary = Strategy::Canary(Canary {
+            steps: vec![CanaryStep::Nodes(Share::Percent(50)), CanaryStep::Pause(Pause::Manual)],
+        });
+        let rolling = Strategy::Rolling(Rolling { max_parallel: 2 });
+        // (case, strategy, waves, nodes, ends, pauses, waves of the steps, back at once)
+        type Case = (&'static str, Strategy, Vec<u32>, usize, Vec<usize>, Vec<Option<Pause>>, Vec<u32>, usize);
+        let cases: Vec<Case> = vec![
+            ("no waves: one of all", rolling.clone(), vec![], 3, vec![2, 3], vec![None; 2], vec![0, 0], 2),
+            (
+                "rolling by two over waves of 1, 3 and 2",
+                rolling.clone(),
+                vec![1, 3, 2],
+                6,
+                vec![1, 3, 4, 6],
+                vec![None; 4],
+                vec![0, 1, 1, 2],
+                2,
+            ),
+            (
+                "a canary in each wave; no pause at a wave's end",
+                canary,
+                vec![2, 4],
+                6,
+                vec![1, 2, 4, 6],
+                vec![Some(Pause::Manual), None, Some(Pause::Manual), None],
+                vec![0, 0, 1, 1],
+                2,
+            ),
+        ];
+        for (case, strategy, waves, n, ends, pauses, of, back) in cases {
+            let plan = plan(&strategy, &waves, n).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!((plan.ends, plan.pauses, plan.waves, plan.back), (ends, pauses, of, back), "{case}");
+        }
+        assert_eq!(plan(&rolling, &[1, 1], 3), Err(SpecError::BadWaves), "the waves must hold every node");
+        assert_eq!(plan(&rolling, &[0, 3], 3), Err(SpecError::BadWaves), "no empty wave");
+        assert_eq!(plan(&Strategy::BlueGreen, &[1, 2], 3), Err(SpecError::WavedBlueGreen));
     }
 }

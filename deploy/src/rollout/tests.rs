@@ -14,6 +14,7 @@ fn rollout(nodes: &[&str], max_parallel: u32, on_failure: OnFailure, await_verdi
         strategy: Strategy::Rolling(Rolling { max_parallel }),
         on_failure,
         await_verdict,
+        waves: Vec::new(),
     };
     let targets = nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: Some(PREVIOUS.into()) }).collect();
     Rollout::new(spec, targets).expect("a valid rollout")
@@ -374,6 +375,7 @@ fn going_back_reverses_the_order_to_each_nodes_previous_release() {
         strategy: Strategy::Rolling(Rolling { max_parallel: 1 }),
         on_failure: OnFailure::Rollback,
         await_verdict: false,
+        waves: Vec::new(),
     };
     let targets = vec![
         Target { node: "a".into(), rollback_to: Some("sha256:v1".into()) },
@@ -434,6 +436,7 @@ fn bad_specs_are_refused() {
         strategy,
         on_failure: OnFailure::Rollback,
         await_verdict: false,
+        waves: Vec::new(),
     };
     let rolling = |max_parallel| Strategy::Rolling(Rolling { max_parallel });
     let targets = |names: &[&str]| -> Vec<Target> {
@@ -480,6 +483,7 @@ fn canary_rollout(nodes: &[&str], steps: Vec<CanaryStep>) -> Rollout {
         strategy: Strategy::Canary(Canary { steps }),
         on_failure: OnFailure::Rollback,
         await_verdict: false,
+        waves: Vec::new(),
     };
     let targets = nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: Some(PREVIOUS.into()) }).collect();
     Rollout::new(spec, targets).expect("a valid canary")
@@ -576,6 +580,7 @@ fn blue_green(nodes: &[&str]) -> Rollout {
         strategy: Strategy::BlueGreen,
         on_failure: OnFailure::Rollback,
         await_verdict: false,
+        waves: Vec::new(),
     };
     let targets = nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: Some(PREVIOUS.into()) }).collect();
     Rollout::new(spec, targets).expect("a valid blue-green")

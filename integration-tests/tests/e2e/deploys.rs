@@ -106,7 +106,7 @@ impl Web {
         web
     }
 
-    fn add_nodes(&mut self, n: usize, labels: &str) {
+    pub(crate) fn add_nodes(&mut self, n: usize, labels: &str) {
         let first = self.nodes.len();
         for i in first..first + n {
             let name = format!("web-{}", i + 1);

@@ -78,15 +78,26 @@ impl Checker<'_> {
             );
             return None;
         }
+        let approvers = self.approver_names(items, &format!("job `{job}`"))?;
+        required.then_some(ApprovalSpec { approvers, timeout })
+    }
+}
+
+impl Checker<'_> {
+    /// The approvers `items` of `owner` ("job `d`"), each a certificate's
+    /// name, at most [`MAX_APPROVERS`], repeats dropped; `None` when one is
+    /// wrong, which is reported.
+    pub(super) fn approver_names(&mut self, items: &[Node], owner: &str) -> Option<Vec<String>> {
         if items.len() > MAX_APPROVERS {
             self.error(
                 items[MAX_APPROVERS].pos,
-                format!("job `{job}` lists {} approvers, over the limit of {MAX_APPROVERS}", items.len()),
+                format!("{owner} lists {} approvers, over the limit of {MAX_APPROVERS}", items.len()),
                 Some("name a team instead of its members".to_owned()),
             );
             return None;
         }
         let mut approvers: Vec<String> = Vec::new();
+        let mut ok = true;
         for item in items {
             let name = item.scalar_text().filter(|_| matches!(item.kind, Kind::Scalar(_)));
             match name {
@@ -95,14 +106,19 @@ impl Checker<'_> {
                         approvers.push(name.to_owned());
                     }
                 }
-                _ => self.error(
-                    item.pos,
-                    format!("invalid approver `{}` in job `{job}`", abbreviate(item.scalar_text().unwrap_or("?"))),
-                    Some("an approver is a certificate's name: 1 to 64 letters, digits, `.`, `_` or `-`".to_owned()),
-                ),
+                _ => {
+                    ok = false;
+                    self.error(
+                        item.pos,
+                        format!("invalid approver `{}` in {owner}", abbreviate(item.scalar_text().unwrap_or("?"))),
+                        Some(
+                            "an approver is a certificate's name: 1 to 64 letters, digits, `.`, `_` or `-`".to_owned(),
+                        ),
+                    )
+                }
             }
         }
-        required.then_some(ApprovalSpec { approvers, timeout })
+        ok.then_some(approvers)
     }
 }
 

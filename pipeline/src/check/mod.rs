@@ -68,6 +68,7 @@ mod secrets;
 mod steps;
 pub(crate) mod suggest;
 mod triggers;
+mod url;
 
 use expressions::ScopeNames;
 pub(super) use secrets::secret_name_problem;

@@ -214,7 +214,9 @@ pub fn cron_problem(cron: &str) -> Option<String> {
     parse_cron(cron).err()
 }
 
-fn parse_cron(cron: &str) -> Result<croner::Cron, String> {
+/// `cron` read as `on: schedule` reads it: five fields, no seconds or
+/// years; the error says what is wrong. Deploy windows read theirs so too.
+pub fn parse_cron(cron: &str) -> Result<croner::Cron, String> {
     let fields = cron.split_whitespace().count();
     if fields != 5 {
         return Err(format!(

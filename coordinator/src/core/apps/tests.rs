@@ -221,6 +221,7 @@ fn a_count_keeps_the_nodes_that_run_the_service() {
         draining: false,
         unready: String::new(),
         last_seen_ms: 0,
+        ..Default::default()
     };
     let nodes = vec![node("a", true), node("b", false), node("c", true), node("d", true)];
     let previous = BTreeMap::from([("d".to_string(), "v1".to_string())]);

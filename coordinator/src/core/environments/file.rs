@@ -11,6 +11,13 @@
 //!     require_approval: true                 # optional; then approvers are required
 //!     approvers: [alice, ops-team]           # certificate names
 //!     branches: [main, 'release/*']          # optional: only pipelines of these branches deploy
+//!     windows:                               # optional: when deploys may go ahead
+//!       - allow: "0 9 * * 1-5"               # a five-field cron: when the window opens
+//!         for: 8h                            # how long it stays open (30m, 8h, 1h30m)
+//!         timezone: Europe/Berlin            # the cron's IANA zone; default UTC
+//!       - deny: "0 0 24 12 *"                # a deny window wins over every allow
+//!         for: 48h
+//!         reason: christmas                  # optional, shown to waiting rollouts
 //! ```
 //!
 //! Read with `crate::core::declared` and checked with the rules of the
@@ -24,12 +31,16 @@ use drover_pipeline::yaml::{Kind, Node, Pos, Scalar, ScalarType};
 use crate::core::declared::{self, Listing, describe, shown};
 
 use super::{
-    MAX_FILE_BYTES, MAX_FILE_ENVIRONMENTS, Spec, approver_problem, approvers_problem, branch_problem,
-    branches_size_problem, check, description_problem, label_problem, name_problem, selector_size_problem,
+    DEFAULT_TIMEZONE, MAX_FILE_BYTES, MAX_FILE_ENVIRONMENTS, Spec, Window, WindowKind, approver_problem,
+    approvers_problem, branch_problem, branches_size_problem, check, description_problem, label_problem, name_problem,
+    parse_for, selector_size_problem, timezone_problem, window_cron_problem, window_kind_problem,
+    window_reason_problem, windows_size_problem,
 };
 
 /// The keys of one environment, for the error that names them.
-const KEYS: &[&str] = &["name", "selector", "require_approval", "approvers", "branches", "description"];
+const KEYS: &[&str] = &["name", "selector", "require_approval", "approvers", "branches", "description", "windows"];
+/// The keys of one deploy window.
+const WINDOW_KEYS: &[&str] = &["allow", "deny", "for", "timezone", "reason"];
 const EXAMPLE: &str = "environments:\n  - name: staging\n    selector: {role: web, env: staging}";
 
 /// A scalar's text; numbers and booleans as written.
@@ -139,6 +150,7 @@ impl File<'_, '_> {
                     }
                     None => self.problem(value.pos, format!("`description` is text, found {}", describe(value))),
                 },
+                "windows" => spec.windows = self.windows(value),
                 other => self
                     .problem(*pos, format!("unknown key `{}`; an environment has {}", shown(other), KEYS.join(", "))),
             }
@@ -209,5 +221,93 @@ impl File<'_, '_> {
             }
         }
         out
+    }
+}
+
+impl File<'_, '_> {
+    /// `windows:`, a list of deploy windows; only those without a problem.
+    fn windows(&mut self, node: &Node) -> Vec<Window> {
+        let Kind::Seq(items) = &node.kind else {
+            let found = describe(node);
+            self.problem(node.pos, format!("`windows` must be a list (`- allow: \"0 9 * * 1-5\"`), found {found}"));
+            return Vec::new();
+        };
+        if let Some(why) = windows_size_problem(items.len()) {
+            self.problem(node.pos, why);
+        }
+        items.iter().filter_map(|item| self.window(item)).collect()
+    }
+
+    /// One deploy window, each problem at its value; `None` when it has any.
+    fn window(&mut self, item: &Node) -> Option<Window> {
+        let before = self.file.problems.len();
+        let entries = self.entries(item, "a deploy window")?;
+        let mut kinds: Vec<(WindowKind, Pos)> = Vec::new();
+        let (mut cron, mut for_ms, mut timezone, mut reason) = (None, None, DEFAULT_TIMEZONE.to_owned(), String::new());
+        for (key, value, pos) in &entries {
+            match *key {
+                "allow" | "deny" => {
+                    kinds.push((if *key == "allow" { WindowKind::Allow } else { WindowKind::Deny }, *pos));
+                    match text(value).map(str::trim) {
+                        Some(text) => {
+                            if let Some(why) = window_cron_problem(text) {
+                                self.problem(value.pos, why);
+                            }
+                            cron = Some(text.to_owned());
+                        }
+                        None => self.problem(
+                            value.pos,
+                            format!("`{key}` is a cron expression (`\"0 9 * * 1-5\"`), found {}", describe(value)),
+                        ),
+                    }
+                }
+                "for" => match text(value).map(str::trim).map(parse_for) {
+                    Some(Ok(ms)) => for_ms = Some(ms),
+                    Some(Err(why)) => self.problem(value.pos, why),
+                    None => self.problem(value.pos, format!("`for` is a duration (`8h`), found {}", describe(value))),
+                },
+                "timezone" => match text(value).map(str::trim) {
+                    Some(name) => {
+                        if let Some(why) = timezone_problem(name) {
+                            self.problem(value.pos, why);
+                        }
+                        timezone = name.to_owned();
+                    }
+                    None => self.problem(
+                        value.pos,
+                        format!("`timezone` is an IANA name (`Europe/Berlin`), found {}", describe(value)),
+                    ),
+                },
+                "reason" => match text(value).map(str::trim) {
+                    Some(text) => {
+                        if let Some(why) = window_reason_problem(text) {
+                            self.problem(value.pos, why);
+                        }
+                        reason = text.to_owned();
+                    }
+                    None => self.problem(value.pos, format!("`reason` is text, found {}", describe(value))),
+                },
+                other => self.problem(
+                    *pos,
+                    format!("unknown key `{}`; a deploy window has {}", shown(other), WINDOW_KEYS.join(", ")),
+                ),
+            }
+        }
+        let has = |kind| kinds.iter().any(|(k, _)| *k == kind);
+        if let Some(why) = window_kind_problem(has(WindowKind::Allow), has(WindowKind::Deny)) {
+            // Both: at the second; neither: at the window.
+            let at = kinds.get(1).map_or(item.pos, |(_, pos)| *pos);
+            self.problem(at, why);
+        }
+        if for_ms.is_none() && !entries.iter().any(|(key, ..)| *key == "for") {
+            self.problem(
+                item.pos,
+                "this deploy window has no `for`; say how long it stays open, e.g. `for: 8h`".into(),
+            );
+        }
+        if self.file.problems.len() > before {
+            return None;
+        }
+        Some(Window { kind: kinds.first()?.0, cron: cron?, for_ms: for_ms?, timezone, reason })
     }
 }

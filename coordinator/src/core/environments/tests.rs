@@ -145,6 +145,7 @@ fn files_are_read_with_every_problem_at_its_place() {
             approvers: vec!["alice".into(), "ops-team".into()],
             branches: vec!["main".into(), "release/*".into()],
             description: String::new(),
+            windows: vec![],
         }
     );
 
@@ -253,5 +254,127 @@ fn branches_admit_the_runs_that_may_deploy() {
     ];
     for (env, branch, want) in cases {
         assert_eq!(env.admits(branch), want, "{} from {branch:?}", env.name);
+    }
+}
+
+#[test]
+fn deploy_windows_are_read_from_files_with_every_problem_at_its_place() {
+    let good = "environments:\n  - name: production\n    selector: {role: web}\n    windows:\n      - allow: \
+                '0 9 * * 1-5'\n        for: 8h\n        timezone: Europe/Berlin\n      - deny: '0 0 24 12 *'\n        \
+                for: 1h30m\n        reason: ' christmas '\n";
+    let specs = parse_file("envs.yml", good).unwrap();
+    assert_eq!(
+        specs[0].windows,
+        [
+            Window {
+                kind: WindowKind::Allow,
+                cron: "0 9 * * 1-5".into(),
+                for_ms: 8 * 3_600_000,
+                timezone: "Europe/Berlin".into(),
+                reason: String::new(),
+            },
+            Window {
+                kind: WindowKind::Deny,
+                cron: "0 0 24 12 *".into(),
+                for_ms: 90 * 60_000,
+                timezone: "UTC".into(),
+                reason: "christmas".into(),
+            },
+        ]
+    );
+
+    // Every window below is the first of `windows:` at line 5, its keys
+    // from column 9; a value after `for: ` starts at column 14.
+    let top = "environments:\n  - name: a\n    selector: {r: w}\n";
+    let head = format!("{top}    windows:\n");
+    let many = format!("{top}    windows: [{}]\n", vec!["{allow: '0 9 * * *', for: 1h}"; MAX_WINDOWS + 1].join(", "));
+    // (what, the windows part of the file, a problem it must report, with its place)
+    let refused: Vec<(&str, String, &str)> = vec![
+        (
+            "windows not a list",
+            format!("{top}    windows: {{allow: '0 9 * * *'}}\n"),
+            "envs.yml:4:14: `windows` must be a list",
+        ),
+        ("too many windows", many, "envs.yml:4:14: 17 deploy windows, over the limit of 16"),
+        (
+            "a window that is not a mapping",
+            format!("{head}      - '0 9 * * *'\n"),
+            "envs.yml:5:9: a deploy window must be a mapping",
+        ),
+        (
+            "a cron that does not parse",
+            format!("{head}      - allow: '61 9 * * *'\n        for: 8h\n"),
+            "envs.yml:5:16: deploy window cron \"61 9 * * *\" does not parse: ",
+        ),
+        (
+            "a cron of three fields",
+            format!("{head}      - allow: '* * *'\n        for: 8h\n"),
+            "envs.yml:5:16: deploy window cron \"* * *\" does not parse: a cron expression has five fields",
+        ),
+        (
+            "a cron that never ticks",
+            format!("{head}      - deny: '0 0 30 2 *'\n        for: 8h\n"),
+            "envs.yml:5:15: deploy window cron \"0 0 30 2 *\" never ticks",
+        ),
+        (
+            "a cron that is a list",
+            format!("{head}      - allow: [0, 9]\n        for: 8h\n"),
+            "envs.yml:5:16: `allow` is a cron expression",
+        ),
+        (
+            "both allow and deny",
+            format!("{head}      - allow: '0 9 * * *'\n        deny: '0 0 * * *'\n        for: 8h\n"),
+            "envs.yml:6:9: a deploy window has both `allow` and `deny`; give exactly one",
+        ),
+        (
+            "neither allow nor deny",
+            format!("{head}      - for: 8h\n"),
+            "envs.yml:5:9: a deploy window has neither `allow` nor `deny`",
+        ),
+        ("no for", format!("{head}      - allow: '0 9 * * *'\n"), "envs.yml:5:9: this deploy window has no `for`"),
+        (
+            "a for that is no duration",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 8 hours\n"),
+            "envs.yml:6:14: `for` \"8 hours\" is not a duration",
+        ),
+        (
+            "a for without a unit",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 30\n"),
+            "envs.yml:6:14: `for` \"30\" is not a duration",
+        ),
+        (
+            "a for too short",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 30s\n"),
+            "envs.yml:6:14: a deploy window open for 30s is refused: `for` is 1m to 744h",
+        ),
+        (
+            "a for too long",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 745h\n"),
+            "envs.yml:6:14: a deploy window open for 745h is refused",
+        ),
+        (
+            "an unknown time zone",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 8h\n        timezone: europe/berlin\n"),
+            "envs.yml:7:19: unknown time zone \"europe/berlin\"; did you mean `Europe/Berlin`?",
+        ),
+        (
+            "a reason too long",
+            format!("{head}      - deny: '0 9 * * *'\n        for: 8h\n        reason: {}\n", "x".repeat(201)),
+            "envs.yml:7:17: the reason has 201 characters, over the limit of 200",
+        ),
+        (
+            "a reason that is a list",
+            format!("{head}      - deny: '0 9 * * *'\n        for: 8h\n        reason: [a]\n"),
+            "envs.yml:7:17: `reason` is text",
+        ),
+        (
+            "an unknown key",
+            format!("{head}      - allow: '0 9 * * *'\n        for: 8h\n        zone: UTC\n"),
+            "envs.yml:7:9: unknown key `zone`; a deploy window has allow, deny, for, timezone, reason",
+        ),
+    ];
+    for (what, text, want) in refused {
+        let problems = parse_file("envs.yml", &text).unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with(want)), "{what}: want {want:?} in {problems:#?}");
     }
 }

@@ -40,6 +40,7 @@ fn begin_all(d: &mut Driver, nodes: &[&str], now: u64) {
             strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
             on_failure: drover_deploy::rollout::OnFailure::Rollback,
             await_verdict: rec.deploy.analysis.is_some(),
+            waves: Vec::new(),
         };
         let targets =
             nodes.iter().map(|n| Target { node: n.to_string(), rollback_to: previous.get(*n).cloned() }).collect();
@@ -540,6 +541,7 @@ fn a_one_way_door_freezes_on_a_failure_and_on_its_deadline_rather_than_go_back()
             draining: false,
             unready: String::new(),
             last_seen_ms: 0,
+            ..Default::default()
         };
         let nodes = vec![node("a"), node("b")];
         let planned = crate::core::rollouts::plan(&rec.deploy, &rec.release.version, &env, None, &nodes, &previous);
@@ -625,6 +627,7 @@ fn a_freeze_holds_what_would_start_and_what_would_go_on_and_a_thaw_starts_the_ne
         strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
         on_failure: drover_deploy::rollout::OnFailure::Rollback,
         await_verdict: true,
+        waves: Vec::new(),
     };
     let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: None }).collect();
     d.startable.clear();
@@ -671,4 +674,140 @@ fn a_freeze_holds_what_would_start_and_what_would_go_on_and_a_thaw_starts_the_ne
     assert!(older.message.contains("superseded by rollout 3"), "{}", older.message);
     assert!(!newer.is_finished());
     assert_eq!(d.startable.iter().copied().collect::<Vec<_>>(), [3], "the newest may start");
+}
+
+/// A rolling deploy of run `run` over two nodes, one at a time, with a
+/// gate at each point: `qa` before the rollout (alice approves), `ticket`
+/// before the second step (a webhook), `final` before promotion (alice or
+/// bob).
+fn gated(run: u64) -> DeployJob {
+    let mut j = job(run, "queue", "{rolling: {max_parallel: 1}}");
+    let gates = "name: d\njobs:\n  build:\n    artifacts: {paths: [dist]}\n    steps: [{run: make}]\n  deploy:\n    \
+         needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist\n      \
+         service: {name: web, command: ./app, port: 8080, health: {tcp: true, interval: 1s, healthy_after: 2, \
+         timeout: 30s}}\n      gates:\n        - {name: qa, at: before_rollout, approval: {approvers: [alice]}}\n        \
+         - {name: ticket, at: before_step, confirm: {url: 'http://tickets:9000/ok', timeout: 1m}}\n        \
+         - {name: final, at: before_promotion, approval: {approvers: [alice, bob]}}\n";
+    let pipeline = drover_pipeline::parse("ci.yml", gates).unwrap_or_else(|e| panic!("{e}"));
+    j.spec.gates = pipeline.job("deploy").and_then(|j| j.deploy.clone()).expect("a deploy job").gates;
+    j
+}
+
+/// Starts rollout `id` over nodes a and b, awaiting verdicts, as the loop
+/// does once nothing holds it.
+fn begin_gated(d: &mut Driver, id: u64, now: u64) {
+    let rec = &d.records[&id];
+    let spec = drover_deploy::rollout::Spec {
+        release: rec.release.version.clone(),
+        strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
+        on_failure: drover_deploy::rollout::OnFailure::Rollback,
+        await_verdict: true,
+        waves: Vec::new(),
+    };
+    let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: None }).collect();
+    d.startable.remove(&id);
+    d.begin(id, Rollout::new(spec, targets).map_err(|e| e.to_string()), now);
+}
+
+#[test]
+fn gates_hold_each_point_until_the_right_person_or_the_webhook_opens_them() {
+    use super::super::gates::{Answer, GateState};
+    let approve = |gate: Option<&str>| Verb::Approve { gate: gate.map(str::to_owned), comment: "looks good".into() };
+    let mut d = Driver::default();
+    d.start_job(gated(1), 0);
+    assert_eq!(d.startable.iter().copied().collect::<Vec<_>>(), [1]);
+    // Before the rollout: nothing starts until alice approves.
+    assert!(d.wait_at_gates(1, 1), "it waits at qa");
+    d.startable.clear();
+    let rec = &d.records[&1];
+    assert_eq!((rec.gates.len(), rec.gates[0].name.as_str(), rec.gates[0].step), (1, "qa", None));
+    assert!(rec.message.contains("waiting at gate qa (before_rollout) for one of alice"), "{}", rec.message);
+    let err = d.command(1, approve(None), "mallory", 2).unwrap_err();
+    assert!(err.contains("mallory may not decide gate qa of rollout 1: its approvers are alice"), "{err}");
+    let err = d.command(1, approve(Some("final")), "alice", 2).unwrap_err();
+    assert!(err.contains("waits at gate qa, not final"), "{err}");
+    d.command(1, approve(Some("qa")), "alice", 3).unwrap();
+    let g = &d.records[&1].gates[0];
+    assert_eq!(
+        (g.state, g.by.as_str(), g.comment.as_str(), g.decided_ms),
+        (GateState::Opened, "alice", "looks good", 3)
+    );
+    assert!(d.startable.contains(&1), "it may start");
+    assert!(!d.wait_at_gates(1, 4), "qa is open");
+    begin_gated(&mut d, 1, 4);
+    assert_eq!(sent(&mut d).len(), 1, "a installs");
+
+    // Before the second step: the webhook's gate.
+    report(&mut d, 1, "a", DeployState::Installed, 5);
+    report(&mut d, 1, "a", DeployState::Healthy, 6);
+    assert!(sent(&mut d).is_empty(), "b waits for the ticket");
+    let g = d.records[&1].gates.last().unwrap().clone();
+    assert_eq!((g.name.as_str(), g.step, g.state), ("ticket", Some(0), GateState::Waiting));
+    let err = d.command(1, approve(None), "alice", 7).unwrap_err();
+    assert!(err.contains("gate ticket of rollout 1 is a webhook's to open"), "{err}");
+    // A stale answer (another step's) changes nothing.
+    let answer = |step, opened| Answer { name: "ticket".into(), step, opened, said: "HTTP 200".into() };
+    d.gate_answered(1, answer(Some(1), true), 8);
+    assert!(sent(&mut d).is_empty());
+    d.gate_answered(1, answer(Some(0), true), 9);
+    let g = d.records[&1].gates.last().unwrap();
+    assert_eq!((g.state, g.by.as_str()), (GateState::Opened, "webhook http://tickets:9000/ok"));
+    assert_eq!(sent(&mut d).len(), 1, "b installs");
+
+    // Before promotion: bob refuses, and the rollout goes back.
+    report(&mut d, 1, "b", DeployState::Installed, 10);
+    report(&mut d, 1, "b", DeployState::Healthy, 11);
+    assert_eq!(phase(&d, 1), Phase::Progressing, "not done before the final gate");
+    let err = d.command(1, Verb::Reject { gate: None, reason: " ".into() }, "bob", 12).unwrap_err();
+    assert!(err.contains("say why"), "{err}");
+    d.command(1, Verb::Reject { gate: Some("final".into()), reason: "not today".into() }, "bob", 12).unwrap();
+    assert_eq!(phase(&d, 1), Phase::RollingBack);
+    let message = &d.records[&1].rollout.as_ref().unwrap().message;
+    assert!(message.contains("gate final was refused by bob: not today"), "{message}");
+    let states: Vec<GateState> = d.records[&1].gates.iter().map(|g| g.state).collect();
+    assert_eq!(states, [GateState::Opened, GateState::Opened, GateState::Refused]);
+
+    // A refusal before the rollout ends it untouched.
+    for node in ["b", "a"] {
+        report(&mut d, 1, node, DeployState::RolledBack, 13);
+    }
+    sent(&mut d);
+    d.start_job(gated(2), 14);
+    let id = d.records.keys().copied().max().unwrap();
+    assert!(d.wait_at_gates(id, 15));
+    d.command(id, Verb::Reject { gate: None, reason: "freeze week".into() }, "alice", 16).unwrap();
+    let rec = &d.records[&id];
+    assert!(rec.is_finished() && rec.rollout.is_none(), "ended unstarted");
+    assert_eq!(rec.message, "gate qa was refused by alice: freeze week");
+    assert_eq!(d.finished.last().map(|f| f.succeeded), Some(false), "its job fails");
+}
+
+#[test]
+fn closed_deploy_windows_hold_as_a_freeze_does_and_an_override_passes_them() {
+    use crate::core::environments::{Spec, Window, WindowKind};
+    let deny_always = Window {
+        kind: WindowKind::Deny,
+        cron: "* * * * *".into(),
+        for_ms: 3_600_000,
+        timezone: "UTC".into(),
+        reason: "change freeze".into(),
+    };
+    let mut d = Driver::default();
+    d.windows
+        .insert("staging".into(), Spec { name: "staging".into(), windows: vec![deny_always], ..Default::default() });
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
+    assert!(d.wait_for_thaw(1, 1_000), "a closed window holds it");
+    d.startable.clear();
+    let message = d.records[&1].message.clone();
+    assert!(message.contains("waiting:") && message.contains("change freeze"), "{message}");
+    d.thaw(2_000);
+    assert!(d.startable.is_empty(), "still closed");
+    // An override lets this one through, and is kept as its audit.
+    let err = d.command(1, Verb::Override { reason: " ".into() }, "alice", 3_000).unwrap_err();
+    assert!(err.contains("--reason"), "{err}");
+    d.command(1, Verb::Override { reason: "INC-4411 hotfix".into() }, "alice", 3_000).unwrap();
+    assert!(d.startable.contains(&1), "it may start");
+    let o = d.records[&1].overridden.clone().unwrap();
+    assert_eq!((o.by.as_str(), o.reason.as_str(), o.at_ms), ("alice", "INC-4411 hotfix", 3_000));
+    assert!(!d.wait_for_thaw(1, 4_000), "nothing holds it now");
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use super::deploy::{SERVICE_EXAMPLE, is_name};
 use super::jobs::{JOB_NAME_HINT, is_valid_job_name};
+use super::url::http_url_problem;
 use super::{Checker, Entry, capped, find, sorted};
 use crate::app::{AppArtifact, DesiredState, NodeSelection, ServiceFile, url_file_name};
 use crate::expr::Scope;
@@ -36,6 +37,8 @@ const APP_KEYS: &[&str] = &[
     "irreversible",
     "hooks",
     "analysis",
+    "gates",
+    "waves",
 ];
 /// Keys of a deploy a desired-state file does not take: the key, why, and
 /// what to do.
@@ -246,6 +249,8 @@ impl Checker<'_> {
             irreversible: rollout.irreversible,
             hooks: rollout.hooks,
             analysis: rollout.analysis,
+            gates: rollout.gates,
+            waves: rollout.waves,
         })
     }
 
@@ -476,14 +481,8 @@ impl Checker<'_> {
             self.no_run(node, url, &subject);
             return None;
         }
-        let problem = if url.chars().count() > MAX_ARTIFACT_URL_LEN {
-            Some((0, format!("{subject} is over the limit of {MAX_ARTIFACT_URL_LEN} characters")))
-        } else if let Some(at) = url.chars().position(|c| c.is_whitespace() || c.is_control()) {
-            Some((at, format!("{subject} has a space or a control character")))
-        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-            Some((0, format!("{subject} must start with `http://` or `https://`")))
-        } else if url.split_once("://").is_some_and(|(_, rest)| rest.starts_with(['/', '?', '#']) || rest.is_empty()) {
-            Some((0, format!("{subject} names no host")))
+        let problem = if let Some(problem) = http_url_problem(url, &subject, MAX_ARTIFACT_URL_LEN) {
+            Some(problem)
         } else if matches!(url_file_name(url), "" | "." | "..") {
             Some((0, format!("{subject} names no file: its path must end in the file's name")))
         } else {

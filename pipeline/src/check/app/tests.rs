@@ -74,6 +74,8 @@ fn good() -> ServiceFile {
         irreversible: false,
         hooks: Hooks::default(),
         analysis: None,
+        gates: Vec::new(),
+        waves: Vec::new(),
     }
 }
 
@@ -236,6 +238,8 @@ fn a_service_file_gives_the_deploy_a_sync_runs() {
         on_newer: OnNewer::Supersede,
         hooks: Hooks::default(),
         analysis: None,
+        gates: Vec::new(),
+        waves: Vec::new(),
     };
     assert_eq!(spec, want);
     let by_url = ServiceFile {

@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use drover_client::duration;
 
-use super::super::jobs::is_valid_job_name;
+use super::super::url::http_url_problem;
 use super::super::{Checker, Entry, find};
+use super::Listed;
 use crate::deploy::{Analysis, Metric, Provider};
 use crate::expr::{self, Expr, Scope};
 use crate::yaml::{Kind, Node, Pos, ScalarType, abbreviate};
-use crate::{MAX_ANALYSIS_COUNT, MAX_ANALYSIS_METRICS, MAX_NAME_LEN};
+use crate::{MAX_ANALYSIS_COUNT, MAX_ANALYSIS_METRICS};
 
 const METRIC_KEYS: &[&str] = &[
     "name",
@@ -138,59 +139,10 @@ impl Checker<'_> {
     /// Reads metric `number` (from 1) of the analysis of `owner`, whose
     /// name must not be one of `names`, which it joins.
     fn metric(&mut self, item: &Node, number: usize, owner: &str, names: &mut Vec<(String, Pos)>) -> Option<Metric> {
-        let Kind::Map(map) = &item.kind else {
-            self.error(
-                item.pos,
-                format!("metric {number} of the analysis of {owner} must be a mapping, found {}", item.describe()),
-                Some(EXAMPLE.to_owned()),
-            );
-            return None;
-        };
-        // Messages name the metric by its name when it has a good one.
-        let written = map
-            .iter()
-            .find(|(key, _)| key.scalar_text() == Some("name"))
-            .and_then(|(_, value)| value.scalar_text())
-            .filter(|name| is_valid_job_name(name));
-        let subject = match written {
-            Some(name) => format!("metric `{name}` of the analysis of {owner}"),
-            None => format!("metric {number} of the analysis of {owner}"),
-        };
-        let context = format!("in {subject}");
-        let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, METRIC_KEYS, &context);
-
-        let name = match find(&entries, "name") {
-            Some(e) => self.metric_name(e, owner),
-            None => {
-                self.error(
-                    item.pos,
-                    format!("{subject} has no `name`"),
-                    Some("name it as a job is named, e.g. `name: error-rate`".to_owned()),
-                );
-                None
-            }
-        };
-        let name = match name {
-            Some((name, pos)) => match names.iter().find(|(seen, _)| *seen == name) {
-                Some((_, first)) => {
-                    self.error(
-                        pos,
-                        format!(
-                            "metric `{name}` is named twice in the analysis of {owner} (first at line {}, column {})",
-                            first.line, first.column
-                        ),
-                        Some("each metric of an analysis has a name of its own: rename one of them".to_owned()),
-                    );
-                    None
-                }
-                None => {
-                    names.push((name.clone(), pos));
-                    Some(name)
-                }
-            },
-            None => None,
-        };
+        let within = format!("the analysis of {owner}");
+        let listed = Listed { noun: "metric", within: &within, example: "error-rate" };
+        let (subject, entries) = self.list_item(item, number, &listed, METRIC_KEYS, EXAMPLE)?;
+        let name = self.item_name(find(&entries, "name"), item.pos, &subject, &listed, names);
         let providers: Vec<&Entry<'_>> = entries.iter().filter(|e| PROVIDERS.contains(&e.key)).collect();
         let provider = match providers.as_slice() {
             [] => {
@@ -265,25 +217,6 @@ impl Checker<'_> {
             failure_limit: failure_limit?,
             inconclusive_limit: inconclusive_limit?,
         })
-    }
-
-    /// A metric's `name`, and where it is, in the analysis of `owner`.
-    fn metric_name(&mut self, entry: &Entry<'_>, owner: &str) -> Option<(String, Pos)> {
-        match entry.value.scalar_text() {
-            Some(name) if is_valid_job_name(name) => Some((name.to_owned(), entry.value.pos)),
-            found => {
-                let found = found.map_or_else(|| entry.value.describe(), |name| format!("`{}`", abbreviate(name)));
-                self.error(
-                    entry.value_pos(),
-                    format!("invalid metric name {found} in the analysis of {owner}"),
-                    Some(format!(
-                        "a metric is named as a job is: 1 to {MAX_NAME_LEN} letters, digits, `_`, `.` or `-`, \
-                         starting with a letter or digit, e.g. `error-rate`"
-                    )),
-                );
-                None
-            }
-        }
     }
 
     /// Reads a metric's `success` or `failure` (`entry`): an expression
@@ -382,17 +315,7 @@ impl Checker<'_> {
             self.unfilled(node, url, subject, MEASURED_AS_WRITTEN);
             return None;
         }
-        let problem = if url.chars().count() > MAX_URL_LEN {
-            Some((0, format!("{subject} is over the limit of {MAX_URL_LEN} characters")))
-        } else if let Some(at) = url.chars().position(|c| c.is_whitespace() || c.is_control()) {
-            Some((at, format!("{subject} has a space or a control character")))
-        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-            Some((0, format!("{subject} must start with `http://` or `https://`")))
-        } else if !has_host(url) {
-            Some((0, format!("{subject} names no host")))
-        } else {
-            None
-        };
+        let problem = http_url_problem(url, subject, MAX_URL_LEN);
         if let Some((at, message)) = problem {
             self.error(node.pos_at(at), message, Some(URL_HINT.to_owned()));
             return None;
@@ -470,21 +393,6 @@ fn is_zero(node: &Node) -> bool {
         }
         _ => false,
     }
-}
-
-/// Whether the URL `url` (which starts with a scheme and `://`) names a
-/// host: something before its port, path, query or fragment, after any
-/// `user@`.
-fn has_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    let host = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or_default()
-    } else {
-        host.split(':').next().unwrap_or_default()
-    };
-    !host.is_empty() && host != "[]"
 }
 
 /// Where `path` leaves the grammar of a simple JSONPath (see

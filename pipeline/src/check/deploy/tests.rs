@@ -74,6 +74,8 @@ fn good() -> DeploySpec {
         on_newer: OnNewer::Queue,
         hooks: Hooks::default(),
         analysis: None,
+        gates: Vec::new(),
+        waves: Vec::new(),
     }
 }
 
