@@ -202,6 +202,10 @@ pub async fn list(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
             },
             a.last_error.lines().next().unwrap_or_default()
         );
+        // A node still on a rejected release is shown whatever the format.
+        for line in &a.rejected {
+            outln!("  REJECTED: {line}");
+        }
         if format == Format::Wide {
             for line in &a.drift {
                 outln!("  {line}");
@@ -305,6 +309,9 @@ fn show(a: &pb::App) {
     for line in &a.drift {
         outln!("  drift: {line}");
     }
+    for line in &a.rejected {
+        outln!("  rejected: {line}");
+    }
     if !a.last_error.is_empty() {
         outln!("  last error ({}):", fmt_ms(a.last_error_ms));
         for line in a.last_error.lines() {
@@ -401,6 +408,7 @@ fn view(a: &pb::App) -> Value {
         "sync_timeout_ms": a.sync_timeout_ms,
         "deploy_key": a.deploy_key,
         "known_hosts": a.known_hosts,
+        "rejected": a.rejected,
     })
 }
 

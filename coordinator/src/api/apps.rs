@@ -3,7 +3,7 @@
 //! a request the leader's apps controller takes up within a tick; a diff
 //! is rendered here, so a plan for any commit needs no leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
@@ -68,7 +68,27 @@ fn app_view(view: AppView) -> pb::App {
         known_hosts: spec.known_hosts.lines().filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#')).count()
             as u32,
         deploy_key: spec.deploy_key,
+        rejected: Vec::new(),
     }
+}
+
+/// `app` with what its services' nodes serve that is rejected: each line
+/// names the service, the node, the release and why.
+async fn with_rejects(store: &dyn Store, mut app: pb::App, owned: &BTreeSet<String>) -> Result<pb::App, ApiError> {
+    if owned.is_empty() {
+        return Ok(app);
+    }
+    let rejects = crate::releases::load(store).await?;
+    let deployed = crate::rollouts::records::deployed_in(store, Some(&app.environment)).await?;
+    app.rejected = deployed
+        .iter()
+        .filter(|(_, service, _)| owned.contains(service))
+        .filter_map(|(_, service, d)| {
+            let r = rejects.find(service, &d.release.version, &d.release.sha256)?;
+            Some(format!("{service} on {}: {} is rejected: {}", d.node, d.release.version, r.reason))
+        })
+        .collect();
+    Ok(app)
 }
 
 fn diff_view(commit: String, diffs: Vec<ServiceDiff>, error: String) -> pb::AppDiff {
@@ -166,13 +186,19 @@ impl pb::app_service_server::AppService for AppApi {
     async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
         require_admin(&req)?;
         let apps = records::list(self.store.as_ref()).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListAppsResponse { apps: apps.into_iter().map(app_view).collect() }))
+        let mut out = Vec::with_capacity(apps.len());
+        for view in apps {
+            let owned = view.status.as_ref().map(|s| s.owned.clone()).unwrap_or_default();
+            out.push(with_rejects(self.store.as_ref(), app_view(view), &owned).await?);
+        }
+        Ok(Response::new(pb::ListAppsResponse { apps: out }))
     }
 
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
         require_admin(&req)?;
         let (view, _) = records::get(self.store.as_ref(), &req.into_inner().name).await.map_err(ApiError::from)?;
-        Ok(Response::new(app_view(view)))
+        let owned = view.status.as_ref().map(|s| s.owned.clone()).unwrap_or_default();
+        Ok(Response::new(with_rejects(self.store.as_ref(), app_view(view), &owned).await?))
     }
 
     async fn delete_app(&self, req: Request<pb::DeleteAppRequest>) -> Result<Response<pb::DeleteAppResponse>, Status> {

@@ -162,12 +162,17 @@ impl Setup {
 
     /// As [`Setup::deploy`], measuring every `interval`.
     fn deploy_every(&self, version: &str, address: Option<&str>, interval: &str) -> (String, Value) {
-        let analysis = match address {
-            Some(address) => format!(
+        let query = "sum(rate(web_requests_total{code=\"500\"}[5s])) / sum(rate(web_requests_total[5s]))";
+        self.deploy_query(version, address.map(|a| (a, query)), interval)
+    }
+
+    /// As [`Setup::deploy`], judging `query` at `address`.
+    fn deploy_query(&self, version: &str, measured: Option<(&str, &str)>, interval: &str) -> (String, Value) {
+        let analysis = match measured {
+            Some((address, query)) => format!(
                 "      strategy: {{canary: {{steps: [{{nodes: 1}}, {{nodes: 100%}}]}}}}\n      analysis:\n        \
                  metrics:\n          - name: error-rate\n            prometheus:\n              address: \
-                 \"{address}\"\n              query: 'sum(rate(web_requests_total{{code=\"500\"}}[5s])) / \
-                 sum(rate(web_requests_total[5s]))'\n            initial_delay: 5s\n            interval: {interval}\n            \
+                 \"{address}\"\n              query: '{query}'\n            initial_delay: 5s\n            interval: {interval}\n            \
                  count: 3\n            inconclusive_limit: 1\n            success: result < 0.1\n            failure: result >= 0.1\n"
             ),
             None => "      strategy: {rolling: {max_parallel: 2}}\n".to_owned(),
@@ -307,4 +312,32 @@ fn an_analysis_whose_prometheus_cannot_be_reached_pauses_for_a_person() {
     wait_for("every node back on v1", Duration::from_secs(60), || {
         (s.web.versions() == vec![Some("v1".to_string()); 2]).then_some(())
     });
+}
+
+#[test]
+fn a_query_with_no_data_is_inconclusive_not_a_failure() {
+    let s = Setup::start("analysis-no-data");
+    let (_, status) = s.deploy("v1", None);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let address = s.prometheus.address();
+    let run = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| s.deploy_query("v2", Some((&address, "sum(no_such_metric_total)")), "1s"));
+        let r = wait_for_or_report(
+            "the rollout to pause on an inconclusive analysis",
+            Duration::from_secs(60),
+            || Some(s.rollout()).filter(|r| r["phase"] == "paused"),
+            || format!("{:#}", s.rollout()),
+        );
+        let m = r["measurements"].as_array().unwrap();
+        // Each measurement could not be taken (no data), which counts
+        // toward the inconclusive limit, never as a failure.
+        assert!(!m.is_empty() && m.iter().all(|m| m["outcome"] == "error"), "{r:#}");
+        assert!(m.iter().all(|m| m["message"].as_str().unwrap().contains("returned no data")), "{r:#}");
+        assert_eq!(s.web.versions().iter().filter(|v| v.as_deref() == Some("v2")).count(), 1, "the canary holds");
+        assert!(r["message"].as_str().unwrap().contains("inconclusive"), "{r:#}");
+        let out = s.web.fleet.drover(&["rollout", "abort", &r["id"].to_string()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        waiting.join().unwrap()
+    });
+    assert_eq!(run.1["state"], "failed", "{:#}", run.1);
 }

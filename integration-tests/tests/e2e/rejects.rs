@@ -101,4 +101,12 @@ fn auto_sync_will_not_install_a_rejected_release_until_the_reject_is_lifted() {
     let out = web.fleet.drover(&["app", "sync", "web", "--wait"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(web.versions(), [Some("v2".to_string())]);
+
+    // Rejected again while it runs: `drover apps` says so.
+    reject(&web, &v2_sha, "a second look: CVE-2026-1234 again");
+    let listed = json(&web.fleet, &["apps", "-o", "json"]);
+    let rejected = listed[0]["rejected"][0].as_str().unwrap_or_default().to_owned();
+    assert!(rejected.starts_with("web on web-1: ") && rejected.contains("a second look"), "{listed:#}");
+    let shown = text(&web.fleet.drover(&["apps"]).stdout);
+    assert!(shown.contains("REJECTED: web on web-1"), "{shown}");
 }
