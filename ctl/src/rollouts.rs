@@ -11,6 +11,9 @@ use crate::commands::fmt_ms;
 use crate::out::outln;
 use crate::output::{self, Format};
 
+/// The step of a background analysis' measurements.
+const BACKGROUND: u32 = u32::MAX;
+
 /// How often `drover rollout status --follow` looks again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
@@ -136,7 +139,7 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
     if !r.gates.is_empty() {
         print_gates(r);
     }
-    if r.analysing || !r.measurements.is_empty() {
+    if r.analysing || r.analysing_background || !r.measurements.is_empty() {
         print_analysis(r);
     }
     if !r.hook_log.is_empty() {
@@ -151,15 +154,19 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
 
 /// The analysis: each run's measurements, by step, newest run last.
 fn print_analysis(r: &pb::Rollout) {
-    if r.analysing {
-        outln!("  analysis:  measuring step {}", r.analysing_step);
-    } else {
-        outln!("  analysis:");
+    match (r.analysing, r.analysing_background) {
+        (true, true) => outln!("  analysis:  measuring step {} and in the background", r.analysing_step),
+        (true, false) => outln!("  analysis:  measuring step {}", r.analysing_step),
+        (false, true) => outln!("  analysis:  measuring in the background"),
+        (false, false) => outln!("  analysis:"),
     }
     let mut last = None;
     for m in &r.measurements {
         if last != Some((m.step, m.run)) {
-            outln!("    step {} (run {}):", m.step, m.run);
+            match m.step {
+                BACKGROUND => outln!("    in the background (run {}):", m.run),
+                step => outln!("    step {step} (run {}):", m.run),
+            }
             last = Some((m.step, m.run));
         }
         let value = if m.value.is_empty() { "-" } else { &m.value };
@@ -439,8 +446,10 @@ fn view(r: &pb::Rollout) -> Value {
         "hook_log": r.hook_log,
         "analysing": r.analysing,
         "analysing_step": r.analysing_step,
+        "analysing_background": r.analysing_background,
         "measurements": r.measurements.iter().map(|m| json!({
-            "step": m.step, "run": m.run, "metric": m.metric, "at_ms": m.at_ms,
+            "step": (m.step != BACKGROUND).then_some(m.step), "background": m.step == BACKGROUND,
+            "run": m.run, "metric": m.metric, "at_ms": m.at_ms,
             "value": m.value, "outcome": m.outcome, "message": m.message,
         })).collect::<Vec<_>>(),
         "nodes": r.nodes.iter().map(|n| json!({

@@ -292,6 +292,7 @@ impl Hooks {
 ///
 /// ```yaml
 /// analysis:
+///   run: steps                # steps (the default), background or both
 ///   metrics:
 ///     - name: error-rate
 ///       prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
@@ -311,6 +312,41 @@ pub struct Analysis {
     /// 1 to [`crate::MAX_ANALYSIS_METRICS`], names unique, in the order
     /// written.
     pub metrics: Vec<Metric>,
+    /// When the metrics are measured: `steps` (the default), `background`
+    /// or `both`.
+    #[serde(default, skip_serializing_if = "AnalysisRun::is_steps")]
+    pub run: AnalysisRun,
+}
+
+/// `run:` of an [`Analysis`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisRun {
+    /// At each step's gate, once its nodes are healthy: `count`
+    /// measurements judge the step.
+    #[default]
+    Steps,
+    /// For the whole rollout, from its start to its end, every `interval`
+    /// (`count` does not apply): once more than `failure_limit`
+    /// measurements of the rollout failed, it goes back; once more than
+    /// `inconclusive_limit` could not be judged, it pauses for a person.
+    Background,
+    /// Both.
+    Both,
+}
+
+impl AnalysisRun {
+    pub fn is_steps(&self) -> bool {
+        *self == AnalysisRun::Steps
+    }
+    /// Whether steps are judged by the metrics.
+    pub fn at_steps(self) -> bool {
+        matches!(self, AnalysisRun::Steps | AnalysisRun::Both)
+    }
+    /// Whether the metrics are measured for the whole rollout.
+    pub fn in_background(self) -> bool {
+        matches!(self, AnalysisRun::Background | AnalysisRun::Both)
+    }
 }
 
 /// One metric of an [`Analysis`]: where its value comes from, how often it

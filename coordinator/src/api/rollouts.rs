@@ -79,6 +79,7 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
         service: r.service,
         hook_log: r.hook_log,
         analysing: r.analysing.is_some(),
+        analysing_background: r.background.is_some(),
         analysing_step: r.analysing.map_or(0, |a| a.step),
         measurements: r
             .measurements

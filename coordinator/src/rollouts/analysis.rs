@@ -21,6 +21,9 @@ use super::trace::Span;
 
 /// The most measurements a rollout keeps (the oldest go first).
 pub const MAX_MEASUREMENTS: usize = 1000;
+/// The step of a background analysis' measurements: not a step, the whole
+/// rollout (`run: background` or `both`).
+pub const BACKGROUND: u32 = u32::MAX;
 
 /// A step being analysed: which, and which run of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +56,7 @@ impl Driver {
     /// The machine asks for step `step`'s verdict: a new analysis run of it.
     pub(super) fn begin_analysis(&mut self, id: u64, step: u32, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };
-        if rec.deploy.analysis.is_none() {
+        if !rec.deploy.analysis.as_ref().is_some_and(|a| a.run.at_steps()) {
             self.pass_or_hold(id, step, now_ms);
             return;
         }
@@ -65,15 +68,36 @@ impl Driver {
         self.stage(id);
     }
 
-    /// A new term: each step being analysed starts a new run, measured
-    /// afresh (what the last leader measured stays with the rollout).
+    /// Rollout `id` started: its background analysis, if it has one, begins
+    /// (again, when a resume asks for it after a pause).
+    pub(super) fn begin_background(&mut self, id: u64, now_ms: u64) {
+        let Some(rec) = self.records.get_mut(&id) else { return };
+        if rec.fast_track || rec.remove || !rec.deploy.analysis.as_ref().is_some_and(|a| a.run.in_background()) {
+            return;
+        }
+        rec.analysis_runs += 1;
+        rec.background = Some(Analysing { step: BACKGROUND, run: rec.analysis_runs, started_ms: now_ms });
+        self.stage(id);
+    }
+
+    /// A new term: each step being analysed, and each background analysis,
+    /// starts a new run, measured afresh (what the last leader measured
+    /// stays with the rollout).
     pub(super) fn resume_analyses(&mut self, now_ms: u64) {
-        let ids: Vec<u64> =
-            self.records.values().filter(|r| r.analysing.is_some() && !r.is_finished()).map(|r| r.id).collect();
+        let ids: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| (r.analysing.is_some() || r.background.is_some()) && !r.is_finished())
+            .map(|r| r.id)
+            .collect();
         for id in ids {
             let rec = self.records.get_mut(&id).expect("listed");
-            rec.analysis_runs += 1;
-            rec.analysing = rec.analysing.map(|a| Analysing { run: rec.analysis_runs, started_ms: now_ms, ..a });
+            for run in [&mut rec.analysing, &mut rec.background] {
+                if let Some(a) = run.as_mut() {
+                    rec.analysis_runs += 1;
+                    *a = Analysing { run: rec.analysis_runs, started_ms: now_ms, ..*a };
+                }
+            }
             self.stage(id);
         }
     }
@@ -82,7 +106,9 @@ impl Driver {
     /// with the others of its run. One of a run that is over is dropped.
     pub fn measured(&mut self, id: u64, m: Measurement, now_ms: u64) {
         let Some(rec) = self.records.get_mut(&id) else { return };
-        let Some(run) = rec.analysing.filter(|a| a.step == m.step && a.run == m.run) else { return };
+        let background = m.step == BACKGROUND;
+        let current = if background { rec.background } else { rec.analysing };
+        let Some(run) = current.filter(|a| a.step == m.step && a.run == m.run) else { return };
         let Some(analysis) = rec.deploy.analysis.clone() else { return };
         self.spans.push(measurement_span(rec, &m, now_ms));
         rec.measurements.push(m);
@@ -93,6 +119,10 @@ impl Driver {
         let standings = standings(&analysis, &rec.measurements, run);
         let verdict = analysis::verdict(standings.iter().map(|(name, s)| (name.as_str(), s)));
         self.stage(id);
+        if background {
+            self.judged_in_background(id, verdict, now_ms);
+            return;
+        }
         if let Some(verdict) = verdict {
             self.records.get_mut(&id).expect("exists").analysing = None;
             match verdict {
@@ -103,7 +133,36 @@ impl Driver {
     }
 }
 
-/// Each metric of `analysis` with its standing in run `run`.
+impl Driver {
+    /// A background analysis' verdict so far: a failure sends the rollout
+    /// back (a one-way door freezes), an inconclusive one pauses it for a
+    /// person (resuming measures again); a pass cannot come, as a
+    /// background analysis measures until the rollout ends.
+    fn judged_in_background(&mut self, id: u64, verdict: Option<Verdict>, now_ms: u64) {
+        let rec = self.records.get_mut(&id).expect("exists");
+        match verdict {
+            Some(Verdict::Fail { reason }) => {
+                rec.background = None;
+                self.abort(id, format!("the background analysis failed: {reason}"), now_ms);
+            }
+            Some(Verdict::Inconclusive { reason }) => {
+                rec.background = None;
+                self.apply(id, Input::Pause, now_ms);
+                if let Some(m) = self.records.get_mut(&id).and_then(|r| r.rollout.as_mut()) {
+                    m.message = format!(
+                        "paused: the background analysis is inconclusive: {reason}; `drover rollout resume` measures \
+                         again, `abort` goes back"
+                    );
+                }
+                self.stage(id);
+            }
+            Some(Verdict::Pass) | None => {}
+        }
+    }
+}
+
+/// Each metric of `analysis` with its standing in run `run` (a background
+/// run's metrics have no `count`: they measure until the rollout ends).
 pub fn standings(analysis: &Analysis, measurements: &[Measurement], run: Analysing) -> Vec<(String, Standing)> {
     analysis
         .metrics
@@ -115,7 +174,7 @@ pub fn standings(analysis: &Analysis, measurements: &[Measurement], run: Analysi
                 .map(|m| m.outcome)
                 .collect();
             let limits = Limits {
-                count: metric.count,
+                count: if run.step == BACKGROUND { u32::MAX } else { metric.count },
                 failure_limit: metric.failure_limit,
                 inconclusive_limit: metric.inconclusive_limit,
             };
@@ -152,7 +211,8 @@ pub async fn analyse(id: u64, run: Analysing, analysis: Analysis, tx: mpsc::Unbo
         let (client, tx) = (client.clone(), tx.clone());
         async move {
             tokio::time::sleep(metric.initial_delay).await;
-            for i in 0..metric.count.max(1) {
+            let count = if run.step == BACKGROUND { u32::MAX } else { metric.count.max(1) };
+            for i in 0..count {
                 if i > 0 {
                     tokio::time::sleep(metric.interval).await;
                 }

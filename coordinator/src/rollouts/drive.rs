@@ -161,6 +161,7 @@ impl Driver {
             held_by_freeze: None,
             guard_downgrade: true,
             analysis_runs: 0,
+            background: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,
@@ -303,6 +304,11 @@ impl Driver {
         if phase_after != Phase::Progressing {
             rec.analysing = None;
         }
+        // A background analysis measures while the rollout goes forward.
+        if !matches!(phase_after, Phase::Progressing | Phase::Paused) {
+            rec.background = None;
+        }
+        let started = phase_before == Phase::Pending && phase_after == Phase::Progressing;
         for effect in fx {
             let kind = match effect {
                 rollout::Effect::Install { node, .. } if rec.remove => {
@@ -349,6 +355,9 @@ impl Driver {
         for (node, action) in sends {
             self.trace_action(id, &node, action.kind.verb(), now_ms);
             self.unsent.insert((id, node), action);
+        }
+        if started {
+            self.begin_background(id, now_ms);
         }
         if let Some(step) = verdict_asked {
             self.begin_analysis(id, step, now_ms);
@@ -508,7 +517,12 @@ impl Driver {
         if rec.rollout.is_none() {
             return Err(format!("rollout {id} has not started: {}", rec.message));
         }
+        let resume = matches!(input, Input::Resume);
         if self.apply(id, input, now_ms) {
+            // A background analysis that paused it measures again.
+            if resume && self.records.get(&id).is_some_and(|r| r.background.is_none()) {
+                self.begin_background(id, now_ms);
+            }
             Ok(())
         } else {
             let what = match verb {

@@ -224,28 +224,34 @@ async fn run(
 /// The analysis tasks, one per rollout whose step is being analysed.
 #[derive(Default)]
 struct Analyses {
-    running: std::collections::HashMap<u64, (analysis::Analysing, tokio::task::JoinHandle<()>)>,
+    /// By rollout and whether it is the background analysis.
+    running: std::collections::HashMap<(u64, bool), (analysis::Analysing, tokio::task::JoinHandle<()>)>,
 }
 
 impl Analyses {
     /// Starts a task for each run the records say is being analysed and
     /// has none, and aborts those of runs that are over.
     fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, analysis::Measurement)>) {
-        self.running.retain(|id, (run, task)| {
-            let current = d.records.get(id).and_then(|r| r.analysing.filter(|_| !r.is_finished()));
-            let keep = current == Some(*run);
+        let current = |id: u64, background: bool| {
+            let rec = d.records.get(&id).filter(|r| !r.is_finished())?;
+            if background { rec.background } else { rec.analysing }
+        };
+        self.running.retain(|(id, background), (run, task)| {
+            let keep = current(*id, *background) == Some(*run);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for rec in d.records.values().filter(|r| r.analysing.is_some() && !r.is_finished()) {
-            let (Some(run), Some(spec)) = (rec.analysing, rec.deploy.analysis.clone()) else { continue };
-            if self.running.contains_key(&rec.id) {
-                continue;
+        for rec in d.records.values().filter(|r| !r.is_finished()) {
+            let Some(spec) = rec.deploy.analysis.as_ref() else { continue };
+            for (background, run) in [(false, rec.analysing), (true, rec.background)] {
+                let Some(run) = run else { continue };
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry((rec.id, background)) {
+                    let task = tokio::spawn(analysis::analyse(rec.id, run, spec.clone(), tx.clone()));
+                    slot.insert((run, task));
+                }
             }
-            let task = tokio::spawn(analysis::analyse(rec.id, run, spec, tx.clone()));
-            self.running.insert(rec.id, (run, task));
         }
     }
 }

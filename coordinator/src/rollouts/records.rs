@@ -128,6 +128,9 @@ pub struct RolloutRecord {
     /// step waits for the freeze to end (`crate::freezes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by_freeze: Option<u32>,
+    /// Its background analysis under way, if it has one (`super::analysis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<super::analysis::Analysing>,
     /// How many analysis runs it has begun.
     #[serde(default)]
     pub analysis_runs: u32,

@@ -144,6 +144,7 @@ impl Driver {
             held_by_freeze: None,
             guard_downgrade: false,
             analysis_runs: 0,
+            background: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,

@@ -113,6 +113,7 @@ impl Driver {
             held_by_freeze: None,
             guard_downgrade: cmd.automatic && !remove,
             analysis_runs: 0,
+            background: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,

@@ -168,9 +168,22 @@ impl Setup {
 
     /// As [`Setup::deploy`], judging `query` at `address`.
     fn deploy_query(&self, version: &str, measured: Option<(&str, &str)>, interval: &str) -> (String, Value) {
+        self.deploy_analysed(version, measured, interval, "[{nodes: 1}, {nodes: 100%}]", "steps")
+    }
+
+    /// As [`Setup::deploy_query`], with canary steps `steps` and the
+    /// analysis' `run`.
+    fn deploy_analysed(
+        &self,
+        version: &str,
+        measured: Option<(&str, &str)>,
+        interval: &str,
+        steps: &str,
+        run: &str,
+    ) -> (String, Value) {
         let analysis = match measured {
             Some((address, query)) => format!(
-                "      strategy: {{canary: {{steps: [{{nodes: 1}}, {{nodes: 100%}}]}}}}\n      analysis:\n        \
+                "      strategy: {{canary: {{steps: {steps}}}}}\n      analysis:\n        run: {run}\n        \
                  metrics:\n          - name: error-rate\n            prometheus:\n              address: \
                  \"{address}\"\n              query: '{query}'\n            initial_delay: 5s\n            interval: {interval}\n            \
                  count: 3\n            inconclusive_limit: 1\n            success: result < 0.1\n            failure: result >= 0.1\n"
@@ -340,4 +353,26 @@ fn a_query_with_no_data_is_inconclusive_not_a_failure() {
         waiting.join().unwrap()
     });
     assert_eq!(run.1["state"], "failed", "{:#}", run.1);
+}
+
+#[test]
+fn a_background_analysis_sends_a_canary_back_during_its_pause() {
+    let s = Setup::start("analysis-background");
+    let (_, status) = s.deploy("v1", None);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    s.wait_for_data();
+    let query = "sum(rate(web_requests_total{code=\"500\"}[5s])) / sum(rate(web_requests_total[5s]))";
+    let address = s.prometheus.address();
+    // The canary pauses for ten minutes; only the background analysis can
+    // end it sooner.
+    let steps = "[{nodes: 1}, {pause: 10m}, {nodes: 100%}]";
+    let (_, status) = s.deploy_analysed("errors-v2", Some((&address, query)), "2s", steps, "background");
+    let r = s.rollout();
+    assert_eq!(status["state"], "failed", "{status:#}\n{r:#}");
+    assert!(r["message"].as_str().unwrap().contains("the background analysis failed: metric error-rate"), "{r:#}");
+    let m = r["measurements"].as_array().unwrap();
+    assert!(m.iter().all(|m| m["background"] == true) && m.iter().any(|m| m["outcome"] == "failed"), "{r:#}");
+    assert_eq!(s.web.versions(), vec![Some("v1".to_string()); 2], "every node back on v1");
+    let shown = text(&s.web.fleet.drover(&["rollout", "status", &r["id"].to_string()]).stdout);
+    assert!(shown.contains("in the background (run 1):"), "{shown}");
 }

@@ -811,3 +811,61 @@ fn closed_deploy_windows_hold_as_a_freeze_does_and_an_override_passes_them() {
     assert_eq!((o.by.as_str(), o.reason.as_str(), o.at_ms), ("alice", "INC-4411 hotfix", 3_000));
     assert!(!d.wait_for_thaw(1, 4_000), "nothing holds it now");
 }
+
+#[test]
+fn a_background_analysis_measures_the_whole_rollout_and_goes_back_or_pauses() {
+    use super::super::analysis::{BACKGROUND, Measurement};
+    use drover_deploy::analysis::Outcome;
+    let strategy = |limit: u32| {
+        format!(
+            "{{canary: {{steps: [{{nodes: 1}}, {{pause: manual}}, {{nodes: 100%}}]}}}}\n      analysis:\n        run: \
+             background\n        metrics:\n          - name: errors\n            http: {{url: 'http://m/'}}\n            \
+             failure_limit: 1\n            inconclusive_limit: {limit}\n            success: result < 1"
+        )
+    };
+    let m = |run, outcome| Measurement {
+        step: BACKGROUND,
+        run,
+        metric: "errors".into(),
+        at_ms: 4,
+        took_ms: 1,
+        value: "0".into(),
+        outcome,
+        message: String::new(),
+    };
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", &strategy(5)), 0);
+    begin_all(&mut d, &["a", "b"], 1);
+    let run = d.records[&1].background.expect("measuring from the start");
+    assert_eq!((run.step, run.run), (BACKGROUND, 1));
+    sent(&mut d);
+    report(&mut d, 1, "a", DeployState::Installed, 2);
+    report(&mut d, 1, "a", DeployState::Healthy, 3);
+    assert_eq!(d.records[&1].analysing, None, "steps are not analysed: `run: background`");
+    assert_eq!(d.records[&1].rollout.as_ref().unwrap().hold, Some(drover_deploy::rollout::Hold::Promote));
+    // Many good measurements never end it; one failure is tolerated (its
+    // limit is 1), a second sends it back while it waits at the pause.
+    for _ in 0..50 {
+        d.measured(1, m(1, Outcome::Successful), 4);
+    }
+    d.measured(1, m(1, Outcome::Failed), 5);
+    assert_eq!(phase(&d, 1), Phase::Progressing);
+    d.measured(1, m(1, Outcome::Failed), 6);
+    assert_eq!(phase(&d, 1), Phase::RollingBack);
+    let message = &d.records[&1].rollout.as_ref().unwrap().message;
+    assert!(
+        message.contains("the background analysis failed: metric errors: 2 of 52 measurements failed"),
+        "{message}"
+    );
+    assert_eq!(d.records[&1].background, None, "it stops");
+
+    // An inconclusive one pauses it; resuming measures again.
+    let mut d = Driver::default();
+    d.start_job(job(2, "queue", &strategy(0)), 0);
+    begin_all(&mut d, &["a", "b"], 1);
+    d.measured(1, m(1, Outcome::Error), 2);
+    assert_eq!(phase(&d, 1), Phase::Paused);
+    assert!(d.records[&1].rollout.as_ref().unwrap().message.contains("background analysis is inconclusive"));
+    d.command(1, Verb::Resume, "alice", 3).unwrap();
+    assert_eq!(d.records[&1].background.map(|b| b.run), Some(2), "a new run");
+}

@@ -179,6 +179,7 @@ fn good_files_parse_to_their_service() {
                         failure_limit: 0,
                         inconclusive_limit: 0,
                     }],
+                    run: Default::default(),
                 }),
                 ..good()
             },

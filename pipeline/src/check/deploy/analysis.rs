@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! analysis:
+//!   run: steps                  # steps (the default) | background | both
 //!   metrics:                    # 1 to MAX_ANALYSIS_METRICS, names unique
 //!     - name: error-rate        # a job's name grammar
 //!       prometheus: {address: "http://prometheus:9090", query: "sum(rate(errors_total[1m]))"}
@@ -33,7 +34,7 @@ use drover_client::duration;
 use super::super::url::http_url_problem;
 use super::super::{Checker, Entry, find};
 use super::Listed;
-use crate::deploy::{Analysis, Metric, Provider};
+use crate::deploy::{Analysis, AnalysisRun, Metric, Provider};
 use crate::expr::{self, Expr, Scope};
 use crate::yaml::{Kind, Node, Pos, ScalarType, abbreviate};
 use crate::{MAX_ANALYSIS_COUNT, MAX_ANALYSIS_METRICS};
@@ -92,7 +93,28 @@ impl Checker<'_> {
         };
         let context = format!("in the analysis of {owner}");
         let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, &["metrics"], &context);
+        self.unknown_keys(&entries, &["metrics", "run"], &context);
+        let run = match find(&entries, "run").map(|e| (e, e.value.scalar_text())) {
+            None => Some(AnalysisRun::Steps),
+            Some((_, Some("steps"))) => Some(AnalysisRun::Steps),
+            Some((_, Some("background"))) => Some(AnalysisRun::Background),
+            Some((_, Some("both"))) => Some(AnalysisRun::Both),
+            Some((e, _)) => {
+                self.error(
+                    e.value_pos(),
+                    format!(
+                        "`run` of the analysis of {owner} must be `steps`, `background` or `both`, found {}",
+                        e.value.describe()
+                    ),
+                    Some(
+                        "`steps` judges each step once its nodes are healthy, `background` measures for the whole \
+                         rollout and goes back on a failure, `both` does both"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+        };
         let Some(metrics) = find(&entries, "metrics") else {
             self.error(entry.key_pos, format!("the analysis of {owner} has no `metrics`"), Some(EXAMPLE.to_owned()));
             return None;
@@ -127,18 +149,28 @@ impl Checker<'_> {
         let mut ok = true;
         // Each good name, and where it is first written.
         let mut names: Vec<(String, Pos)> = Vec::with_capacity(items.len());
+        let background_only = run == Some(AnalysisRun::Background);
         for (i, item) in items.iter().enumerate() {
-            match self.metric(item, i + 1, owner, &mut names) {
+            match self.metric(item, i + 1, owner, &mut names, background_only) {
                 Some(metric) => out.push(metric),
                 None => ok = false,
             }
         }
-        ok.then_some(Analysis { metrics: out })
+        ok.then_some(Analysis { metrics: out, run: run? })
     }
 
     /// Reads metric `number` (from 1) of the analysis of `owner`, whose
-    /// name must not be one of `names`, which it joins.
-    fn metric(&mut self, item: &Node, number: usize, owner: &str, names: &mut Vec<(String, Pos)>) -> Option<Metric> {
+    /// name must not be one of `names`, which it joins; in an analysis that
+    /// runs in the background only (`background_only`), `count` does not
+    /// bound the limits.
+    fn metric(
+        &mut self,
+        item: &Node,
+        number: usize,
+        owner: &str,
+        names: &mut Vec<(String, Pos)>,
+        background_only: bool,
+    ) -> Option<Metric> {
         let within = format!("the analysis of {owner}");
         let listed = Listed { noun: "metric", within: &within, example: "error-rate" };
         let (subject, entries) = self.list_item(item, number, &listed, METRIC_KEYS, EXAMPLE)?;
@@ -179,7 +211,7 @@ impl Checker<'_> {
             None => Some(1),
         };
         // With a wrong count, the limits are still checked as far as they can be.
-        let most = count.unwrap_or(MAX_ANALYSIS_COUNT);
+        let most = if background_only { MAX_ANALYSIS_COUNT } else { count.unwrap_or(MAX_ANALYSIS_COUNT) };
         let limit = |checker: &mut Self, key: &str, what: &str| match find(&entries, key) {
             Some(e) => checker.whole(
                 e,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::deploy::{Analysis, Metric, Provider};
+use crate::deploy::{Analysis, AnalysisRun, Metric, Provider};
 use crate::expr::Scope;
 use crate::{Expr, MAX_ANALYSIS_METRICS, parse};
 
@@ -90,6 +90,7 @@ fn analysis_of(text: &str) -> Option<Analysis> {
 #[test]
 fn a_full_analysis_reads_to_its_metrics() {
     let full = "      analysis:
+        run: both
         metrics:
           - name: error-rate
             prometheus: {address: \"http://prometheus:9090\", query: \"sum(rate(errors_total[1m]))\"}
@@ -146,13 +147,14 @@ fn a_full_analysis_reads_to_its_metrics() {
                 ..error_rate()
             },
         ],
+        run: AnalysisRun::Both,
     };
     assert_eq!(analysis_of(&file(&[(ANALYSIS, &full)], "")), Some(want));
 }
 
 #[test]
 fn defaults_are_filled_in_and_no_analysis_is_none() {
-    assert_eq!(analysis_of(GOOD), Some(Analysis { metrics: vec![error_rate()] }));
+    assert_eq!(analysis_of(GOOD), Some(Analysis { metrics: vec![error_rate()], run: AnalysisRun::Steps }));
     // A failure condition alone, and json paths of every form.
     for path in ["$", "$.a", "$.a-b.c_d", "$.a[0].b", "$[12]", "$['key with space']", "$.x['y'][3]"] {
         let http = format!("            http: {{url: \"http://stats:9000/\", json_path: \"{path}\"}}\n");
@@ -567,7 +569,7 @@ analysis:
       success: result < 0.01
 ";
     let service = crate::app::parse_service_file("deploy/web.yaml", text).unwrap_or_else(|err| panic!("{err}"));
-    let want = Analysis { metrics: vec![error_rate()] };
+    let want = Analysis { metrics: vec![error_rate()], run: AnalysisRun::Steps };
     assert_eq!(service.analysis.as_ref(), Some(&want));
     assert_eq!(service.deploy_spec("production").analysis, Some(want));
     let json = serde_json::to_string(&service).unwrap();
