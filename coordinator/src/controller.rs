@@ -76,6 +76,10 @@ pub struct Term {
     /// The term's scheduler, for the controllers started after the one
     /// that runs it (the triggers submit through it); `None` before.
     pub sched: Option<Handle>,
+    /// Where the controllers send notices (`crate::notifications`):
+    /// the process's one notifier, so what a term sent just before it
+    /// ended is still delivered. Sending never waits.
+    pub notifier: crate::notifications::Notifier,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +161,8 @@ pub struct Config {
     pub triggers: Option<triggers::Config>,
     /// Apps that converge what runs to git; `None` leaves them off.
     pub apps: Option<crate::apps::Config>,
+    /// What the rollouts' analyses and gates may call.
+    pub outbound: crate::outbound::Outbound,
 }
 
 /// The leader's controllers, in the order each term starts them. This is
@@ -176,7 +182,7 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Controller>> {
         controllers.push(Box::new(triggers::Triggers::new(config.clone())));
     }
     // After the scheduler, which carries its actions and notes.
-    controllers.push(Box::new(crate::rollouts::Rollouts));
+    controllers.push(Box::new(crate::rollouts::Rollouts { outbound: config.outbound.clone() }));
     // After the scheduler, which carries its syncs to the rollouts.
     if let Some(config) = &config.apps {
         controllers.push(Box::new(crate::apps::Apps::new(config.clone())));
@@ -454,7 +460,18 @@ pub(crate) mod tests {
         let (store, segments) = store_and_segments(dir).await;
         let blobs = Arc::new(crate::blobs::Blobs::open(&dir.path().join("blobs"), false).unwrap());
         let epoch = store.txn(Txn::ops(vec![Op::put(keys::LEADER, "us")])).await.unwrap().revision;
-        (Term { epoch, store: Fenced::new(store.clone(), keys::LEADER, epoch), segments, blobs, sched: None }, store)
+        let notifier = crate::notifications::Notifier::off();
+        (
+            Term {
+                epoch,
+                store: Fenced::new(store.clone(), keys::LEADER, epoch),
+                segments,
+                blobs,
+                sched: None,
+                notifier,
+            },
+            store,
+        )
     }
 
     async fn term(dir: &TestDir) -> Term {
@@ -557,6 +574,7 @@ pub(crate) mod tests {
             compaction: None,
             triggers: None,
             apps: None,
+            outbound: Default::default(),
         };
         let names = |config: &Config| registry(config).iter().map(|c| c.name()).collect::<Vec<_>>();
         assert_eq!(names(&config), ["scheduler", "retention", "rollouts"]);

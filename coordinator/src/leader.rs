@@ -79,6 +79,8 @@ pub struct ElectionConfig {
     pub segments: Arc<Segments>,
     /// Where artifacts live, handed to the controllers with each term.
     pub blobs: Arc<crate::blobs::Blobs>,
+    /// The process's notifier, handed to the controllers with each term.
+    pub notifier: crate::notifications::Notifier,
 }
 
 /// Runs elections until `shutdown` turns true, publishing the role on `role`,
@@ -247,6 +249,7 @@ async fn campaign_and_lead(
         segments: config.segments.clone(),
         blobs: config.blobs.clone(),
         sched: None,
+        notifier: config.notifier.clone(),
     };
     // A controller that cannot start (the scheduler's recovery found the
     // store unavailable) ends the term before it is announced.
@@ -321,7 +324,15 @@ mod tests {
             )
             .unwrap(),
         );
-        ElectionConfig { id: id.into(), url: format!("https://{id}"), ttl: Duration::from_secs(2), segments, blobs }
+        let notifier = crate::notifications::Notifier::off();
+        ElectionConfig {
+            id: id.into(),
+            url: format!("https://{id}"),
+            ttl: Duration::from_secs(2),
+            segments,
+            blobs,
+            notifier,
+        }
     }
 
     fn registered() -> Vec<Box<dyn Controller>> {
@@ -331,6 +342,7 @@ mod tests {
             compaction: None,
             triggers: None,
             apps: None,
+            outbound: Default::default(),
         })
     }
 

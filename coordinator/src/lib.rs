@@ -13,6 +13,8 @@ pub mod freezes;
 pub mod git;
 pub mod leader;
 pub mod metrics;
+pub mod notifications;
+pub mod outbound;
 pub mod records;
 pub mod releases;
 pub mod retention;

@@ -168,6 +168,11 @@ struct Args {
     /// --repo`) may take before the submit fails, naming the URL.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     git_timeout: Duration,
+    /// The hosts (names, `*.example.com`) and CIDRs that analysis providers
+    /// and gate webhooks, which pipelines name, may call; by default any
+    /// host. Link-local addresses (cloud instance metadata) never.
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    outbound_allow: Vec<String>,
     /// How often the leader's triggers look for webhook deliveries, due
     /// polls and cron ticks (at most 5s, so ticks fire on time).
     #[arg(long, default_value = "1s", value_parser = parse_triggers_interval, hide = true)]
@@ -349,6 +354,8 @@ async fn main() -> anyhow::Result<()> {
         },
         advertise: args.advertise,
         git_timeout: args.git_timeout,
+        outbound: drover_coordinator::outbound::Outbound::parse(&args.outbound_allow)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         triggers_interval: args.triggers_interval,
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,

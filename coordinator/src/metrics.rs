@@ -7,6 +7,9 @@ use drover_telemetry::metrics::{Counter, DURATION_BUCKETS, Gauge, Histogram, LAT
 
 /// Job results, as label values.
 pub const RESULTS: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
+/// What became of a notification for one target, as label values
+/// (`crate::notifications`).
+pub const NOTIFICATION_OUTCOMES: [&str; 3] = ["delivered", "failed", "dropped"];
 
 pub struct Metrics {
     pub queue_depth: Gauge,
@@ -33,6 +36,8 @@ pub struct Metrics {
     pub app_drift: Counter,
     /// One-way doors (`irreversible: true`) that failed and froze.
     pub rollouts_frozen: Counter,
+    /// Per outcome in [`NOTIFICATION_OUTCOMES`] order.
+    pub notifications: [Counter; 3],
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -52,6 +57,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     apps_out_of_sync: Gauge::default(),
     app_drift: Counter::default(),
     rollouts_frozen: Counter::default(),
+    notifications: Default::default(),
 });
 
 /// The index of a result label, for the per-result arrays.
@@ -102,6 +108,15 @@ pub fn render() -> String {
         "Rollouts of a one-way door (irreversible: true) that failed and froze where they stood rather than roll \
          back; each waits for a person.",
         m.rollouts_frozen.get(),
+    );
+    let notifications: Vec<(&str, u64)> =
+        NOTIFICATION_OUTCOMES.iter().copied().zip(m.notifications.iter().map(Counter::get)).collect();
+    t.counters(
+        "drover_notifications_total",
+        "Notifications to each target that wanted them, by outcome: delivered (a 2xx, retries included), failed \
+         (no 2xx in all its tries) or dropped (a queue was full).",
+        "outcome",
+        &notifications,
     );
     t.finish()
 }

@@ -63,6 +63,8 @@ pub struct Options {
     pub compaction: Option<compaction::Config>,
     /// How long reading a pipeline from a git repository may take.
     pub git_timeout: Duration,
+    /// What analyses and gates may call (`--outbound-allow`).
+    pub outbound: crate::outbound::Outbound,
     /// How often the leader's triggers look for work (`--triggers-interval`).
     pub triggers_interval: Duration,
     /// How long the coordinator runs on with a stopped store (see
@@ -264,7 +266,10 @@ pub async fn run(
             max_artifact_bytes: opts.max_artifact_bytes,
             vault: vault.clone(),
         }),
+        outbound: opts.outbound.clone(),
     });
+    // One per process, handed to every term (see `crate::notifications`).
+    let notifier = crate::notifications::Notifier::spawn(store.clone());
     let election = tokio::spawn(leader::run(
         store.clone(),
         ElectionConfig {
@@ -273,6 +278,7 @@ pub async fn run(
             ttl: opts.election_ttl,
             segments: segments.clone(),
             blobs: blobs.clone(),
+            notifier,
         },
         controllers,
         role_tx,
@@ -345,6 +351,9 @@ pub async fn run(
         }))
         .add_service(drover_proto::v1::release_service_server::ReleaseServiceServer::new(
             crate::api::releases::ReleaseApi { store: store.clone() },
+        ))
+        .add_service(drover_proto::v1::notification_service_server::NotificationServiceServer::new(
+            crate::api::notifications::NotificationApi { store: store.clone() },
         ))
         .add_service(ControlServiceServer::new(ControlApi {
             role: role_rx,

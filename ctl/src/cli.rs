@@ -21,6 +21,7 @@ mod cache;
 mod certs;
 mod context;
 mod env;
+mod notify;
 mod parse;
 mod release;
 mod remote;
@@ -33,6 +34,7 @@ pub use cache::CacheCommand;
 pub use certs::CertsCommand;
 pub use context::ContextCommand;
 pub use env::EnvCommand;
+pub use notify::NotifyCommand;
 pub use parse::{RunStateArg, parse_duration};
 use parse::{parse_queue_timeout, parse_since};
 pub use release::ReleaseCommand;
@@ -442,6 +444,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ReleaseCommand,
     },
+    /// Webhooks told about rollouts, analyses, gates, freezes and app
+    /// syncs, as JSON or Slack messages: add, remove, list or test one.
+    ///
+    /// Example: drover notify add ops --url https://hooks.slack.com/services/... --format slack
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Apps (GitOps): sync status, health, the commit synced and wanted.
     ///
     /// Example: drover apps
@@ -510,6 +520,7 @@ impl Command {
             Command::Apps(AppsArgs { remote, .. }) => Some(remote),
             Command::App { command } => Some(command.remote()),
             Command::Release { command } => Some(command.remote()),
+            Command::Notify { command } => Some(command.remote()),
             Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }
             | Command::Completion { .. }

@@ -69,6 +69,11 @@ impl Client {
     pub fn releases(&self) -> drover_proto::v1::release_service_client::ReleaseServiceClient<Channel> {
         drover_proto::v1::release_service_client::ReleaseServiceClient::new(self.channel.clone())
     }
+
+    /// The notification service on the same connection.
+    pub fn notifications(&self) -> drover_proto::v1::notification_service_client::NotificationServiceClient<Channel> {
+        drover_proto::v1::notification_service_client::NotificationServiceClient::new(self.channel.clone())
+    }
 }
 
 impl std::ops::Deref for Client {

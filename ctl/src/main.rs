@@ -21,6 +21,7 @@ mod context;
 mod dev;
 mod environments;
 mod follow;
+mod notify;
 mod out;
 mod output;
 mod releases;
@@ -439,6 +440,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::Apps(cli::AppsArgs { output, .. }) => apps::list(conn, output).await,
         Command::App { command } => apps::run(conn, command).await,
         Command::Release { command } => releases::run(conn, command).await,
+        Command::Notify { command } => notify::run(conn, command).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

@@ -383,6 +383,44 @@ pub struct Metric {
     pub failure_limit: u32,
     /// 0 (the default) to `count`.
     pub inconclusive_limit: u32,
+    /// `compare: {baseline: {node_label, worse}}`: judged against a
+    /// baseline rather than by conditions (which it then has none of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+}
+
+/// A metric judged against a baseline (Kayenta's canary analysis): at a
+/// canary step, each measurement splits the Prometheus query's vector by
+/// `node_label` into the canary's nodes (those updated so far) and as many
+/// nodes still on the current version, the baseline; once `count`
+/// measurements are in, the two samples are compared with a one-sided
+/// Mann-Whitney U test (`drover_deploy::compare`): the step fails when the
+/// canary is significantly worse (p < 0.01) by more than 10% of the
+/// baseline's median.
+///
+/// ```yaml
+/// - name: latency
+///   prometheus: {address: "http://prometheus:9090", query: "avg by (node) (rate(req_seconds_sum[30s]) / rate(req_seconds_count[30s]))"}
+///   compare: {baseline: {node_label: node, worse: higher}}
+///   interval: 5s
+///   count: 10                  # at least MIN_COMPARE_COUNT
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    /// The label of the query's samples that holds each node's name (as
+    /// the agents are named).
+    pub node_label: String,
+    pub worse: Worse,
+}
+
+/// Which way a compared metric is worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Worse {
+    /// Latency, errors.
+    Higher,
+    /// Throughput, successes.
+    Lower,
 }
 
 /// Where a [`Metric`]'s value comes from. The coordinator measures, not an

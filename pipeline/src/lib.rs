@@ -185,6 +185,9 @@ pub const MAX_WAVES: usize = 16;
 pub const MAX_GATES: usize = 8;
 /// The longest a webhook gate (`confirm:`) waits for a 2xx answer.
 pub const MAX_GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The fewest measurements of a metric compared with a baseline: the
+/// judge's smallest sample (`drover_deploy::compare::MIN_SAMPLES`).
+pub const MIN_COMPARE_COUNT: u32 = 5;
 /// The most measurements of one metric per step.
 pub const MAX_ANALYSIS_COUNT: u32 = 100;
 /// The most nodes a rolling deploy may update at once.

@@ -9,6 +9,7 @@ pub mod caches;
 pub mod control;
 pub mod deploys;
 pub mod environments;
+pub mod notifications;
 pub mod releases;
 pub mod repos;
 pub mod rollouts;

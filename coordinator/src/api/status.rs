@@ -138,6 +138,18 @@ impl From<crate::releases::ReleasesError> for ApiError {
     }
 }
 
+impl From<crate::notifications::NotificationsError> for ApiError {
+    fn from(e: crate::notifications::NotificationsError) -> ApiError {
+        use crate::notifications::NotificationsError;
+        match e {
+            NotificationsError::Invalid(_) => ApiError::Invalid(e.to_string()),
+            NotificationsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            NotificationsError::TooMany => ApiError::Precondition(e.to_string()),
+            NotificationsError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<EnvironmentsError> for ApiError {
     fn from(e: EnvironmentsError) -> ApiError {
         match e {

@@ -205,10 +205,15 @@ fn measurement_span(rec: &super::records::RolloutRecord, m: &Measurement, now_ms
 /// step, each on its own schedule (`initial_delay`, then `count` times
 /// every `interval`), sending each measurement to `tx`. The controller
 /// aborts it once the run is decided.
-pub async fn analyse(id: u64, run: Analysing, analysis: Analysis, tx: mpsc::UnboundedSender<(u64, Measurement)>) {
-    let client = measure::client();
+pub async fn analyse(
+    id: u64,
+    run: Analysing,
+    analysis: Analysis,
+    caller: measure::Caller,
+    tx: mpsc::UnboundedSender<(u64, Measurement)>,
+) {
     let metrics = analysis.metrics.into_iter().map(|metric| {
-        let (client, tx) = (client.clone(), tx.clone());
+        let (caller, tx) = (caller.clone(), tx.clone());
         async move {
             tokio::time::sleep(metric.initial_delay).await;
             let count = if run.step == BACKGROUND { u32::MAX } else { metric.count.max(1) };
@@ -217,7 +222,7 @@ pub async fn analyse(id: u64, run: Analysing, analysis: Analysis, tx: mpsc::Unbo
                     tokio::time::sleep(metric.interval).await;
                 }
                 let at_ms = drover_telemetry::trace::now_ms();
-                let (value, outcome, message) = match measure::measure(&client, &metric).await {
+                let (value, outcome, message) = match measure::measure(&caller, &metric).await {
                     Ok(value) => {
                         let shown =
                             if value == drover_pipeline::expr::Value::Null { "null".into() } else { value.to_string() };

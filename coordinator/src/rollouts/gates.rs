@@ -291,10 +291,15 @@ pub async fn confirm(
     url: String,
     interval: Duration,
     deadline_ms: u64,
+    caller: super::measure::Caller,
     tx: mpsc::UnboundedSender<(u64, Answer)>,
 ) {
-    let client = super::measure::client();
+    let client = &caller.client;
     let (name, step) = (call.gate.clone(), call.step);
+    if let Some(why) = caller.refused(&url) {
+        let _ = tx.send((id, Answer { name, step, opened: false, said: why }));
+        return;
+    }
     let mut said = "not called yet".to_owned();
     loop {
         let now = drover_telemetry::trace::now_ms();

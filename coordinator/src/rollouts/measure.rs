@@ -18,18 +18,38 @@ pub const MEASURE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of an answer read.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// One metric's client for its measurements.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(MEASURE_TIMEOUT)
-        .connect_timeout(MEASURE_TIMEOUT)
-        .build()
-        .expect("a client with timeouts only builds")
+/// How the leader calls what a pipeline names (a provider, a gate's
+/// webhook): under the coordinator's outbound policy (`crate::outbound`),
+/// with a client that follows it. One per term, cloned into each task.
+#[derive(Clone)]
+pub struct Caller {
+    pub client: reqwest::Client,
+    pub outbound: crate::outbound::Outbound,
+}
+
+impl Caller {
+    pub fn new(outbound: &crate::outbound::Outbound) -> Caller {
+        Caller { client: outbound.client(MEASURE_TIMEOUT), outbound: outbound.clone() }
+    }
+
+    /// Why `url` may not be called, in the words a measurement or a gate
+    /// keeps.
+    pub fn refused(&self, url: &str) -> Option<String> {
+        self.outbound.url_problem(url).map(|why| format!("refused to call {url}: {why}"))
+    }
 }
 
 /// The value of `metric` now, or why there is none (inconclusive, never a
 /// failure).
-pub async fn measure(client: &reqwest::Client, metric: &Metric) -> Result<Value, String> {
+pub async fn measure(caller: &Caller, metric: &Metric) -> Result<Value, String> {
+    let client = &caller.client;
+    let called = match &metric.provider {
+        Provider::Prometheus { address, .. } => address,
+        Provider::Http { url, .. } => url,
+    };
+    if let Some(why) = caller.refused(called) {
+        return Err(why);
+    }
     match &metric.provider {
         Provider::Prometheus { address, query } => {
             let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
@@ -247,6 +267,7 @@ mod tests {
             failure,
             failure_limit: 0,
             inconclusive_limit: 0,
+            compare: None,
         };
         let both = metric(expr("result < 0.01"), expr("result >= 0.05"));
         let only_success = metric(expr("result < 0.01"), None);

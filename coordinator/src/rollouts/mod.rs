@@ -51,7 +51,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// (the scheduler gives their attempts `RECOVERY_GRACE` for the same).
 const RECONNECT_GRACE: Duration = crate::scheduler::RECOVERY_GRACE;
 
-pub struct Rollouts;
+pub struct Rollouts {
+    /// What analyses and gates may call (`--outbound-allow`).
+    pub outbound: crate::outbound::Outbound,
+}
 
 #[async_trait]
 impl Controller for Rollouts {
@@ -71,7 +74,8 @@ impl Controller for Rollouts {
         let driver = load(term.store.as_ref()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         sched.send(Event::SubscribeDeploys { tx }).await.map_err(|e| ControllerError::Failed(e.to_string()))?;
-        Ok(Started::work(run(term.store.clone(), sched, driver, rx)))
+        let caller = measure::Caller::new(&self.outbound);
+        Ok(Started::work(run(term.store.clone(), sched, driver, rx, caller)))
     }
 }
 
@@ -110,6 +114,7 @@ async fn run(
     sched: Handle,
     mut d: Driver,
     mut notes: mpsc::UnboundedReceiver<DeployNote>,
+    caller: measure::Caller,
 ) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,8 +209,8 @@ async fn run(
             let _ = reply.send(result);
         }
         send_actions(&sched, &mut d).await;
-        analyses.reconcile(&d, &measured_tx);
-        confirms.reconcile(&d, &answered_tx);
+        analyses.reconcile(&d, &measured_tx, &caller);
+        confirms.reconcile(&d, &answered_tx, &caller);
         for f in std::mem::take(&mut d.finished) {
             let event = Event::DeployFinished {
                 run: f.job.run,
@@ -231,7 +236,12 @@ struct Analyses {
 impl Analyses {
     /// Starts a task for each run the records say is being analysed and
     /// has none, and aborts those of runs that are over.
-    fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, analysis::Measurement)>) {
+    fn reconcile(
+        &mut self,
+        d: &Driver,
+        tx: &mpsc::UnboundedSender<(u64, analysis::Measurement)>,
+        caller: &measure::Caller,
+    ) {
         let current = |id: u64, background: bool| {
             let rec = d.records.get(&id).filter(|r| !r.is_finished())?;
             if background { rec.background } else { rec.analysing }
@@ -248,7 +258,7 @@ impl Analyses {
             for (background, run) in [(false, rec.analysing), (true, rec.background)] {
                 let Some(run) = run else { continue };
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry((rec.id, background)) {
-                    let task = tokio::spawn(analysis::analyse(rec.id, run, spec.clone(), tx.clone()));
+                    let task = tokio::spawn(analysis::analyse(rec.id, run, spec.clone(), caller.clone(), tx.clone()));
                     slot.insert((run, task));
                 }
             }
@@ -273,7 +283,7 @@ struct Confirms {
 impl Confirms {
     /// Starts a task for each webhook gate waited at that has none, and
     /// aborts those of gates decided.
-    fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, gates::Answer)>) {
+    fn reconcile(&mut self, d: &Driver, tx: &mpsc::UnboundedSender<(u64, gates::Answer)>, caller: &measure::Caller) {
         let mut waited = std::collections::HashMap::new();
         for rec in d.records.values().filter(|r| !r.is_finished()) {
             let Some(g) = rec.gates.iter().rev().find(|g| g.state == gates::GateState::Waiting) else { continue };
@@ -305,9 +315,9 @@ impl Confirms {
         });
         for (key, (call, url, interval, deadline)) in waited {
             let id = key.0;
-            self.running
-                .entry(key)
-                .or_insert_with(|| tokio::spawn(gates::confirm(id, call, url, interval, deadline, tx.clone())));
+            self.running.entry(key).or_insert_with(|| {
+                tokio::spawn(gates::confirm(id, call, url, interval, deadline, caller.clone(), tx.clone()))
+            });
         }
     }
 }

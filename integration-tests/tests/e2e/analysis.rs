@@ -376,3 +376,26 @@ fn a_background_analysis_sends_a_canary_back_during_its_pause() {
     let shown = text(&s.web.fleet.drover(&["rollout", "status", &r["id"].to_string()]).stdout);
     assert!(shown.contains("in the background (run 1):"), "{shown}");
 }
+
+#[test]
+fn an_analysis_that_names_instance_metadata_is_refused_and_pauses() {
+    let s = Setup::start("analysis-metadata");
+    let (_, status) = s.deploy("v1", None);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| s.deploy_query("v2", Some(("http://169.254.169.254", "up")), "1s"));
+        let r = wait_for_or_report(
+            "the rollout to pause on a refused provider",
+            Duration::from_secs(60),
+            || Some(s.rollout()).filter(|r| r["phase"] == "paused"),
+            || format!("{:#}", s.rollout()),
+        );
+        let m = r["measurements"].as_array().unwrap();
+        assert!(!m.is_empty() && m.iter().all(|m| m["outcome"] == "error"), "{r:#}");
+        let why = m[0]["message"].as_str().unwrap();
+        assert!(why.contains("refused to call http://169.254.169.254") && why.contains("link-local"), "{r:#}");
+        let out = s.web.fleet.drover(&["rollout", "abort", &r["id"].to_string()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        waiting.join().unwrap()
+    });
+}

@@ -35,6 +35,7 @@ mod live_view;
 mod liveness;
 mod logs_store;
 mod matrix;
+mod notify;
 mod observability;
 mod one_way;
 mod output;

@@ -178,6 +178,7 @@ fn good_files_parse_to_their_service() {
                         failure: None,
                         failure_limit: 0,
                         inconclusive_limit: 0,
+                        compare: None,
                     }],
                     run: Default::default(),
                 }),

@@ -34,10 +34,10 @@ use drover_client::duration;
 use super::super::url::http_url_problem;
 use super::super::{Checker, Entry, find};
 use super::Listed;
-use crate::deploy::{Analysis, AnalysisRun, Metric, Provider};
+use crate::deploy::{Analysis, AnalysisRun, Compare, Metric, Provider, Worse};
 use crate::expr::{self, Expr, Scope};
 use crate::yaml::{Kind, Node, Pos, ScalarType, abbreviate};
-use crate::{MAX_ANALYSIS_COUNT, MAX_ANALYSIS_METRICS};
+use crate::{MAX_ANALYSIS_COUNT, MAX_ANALYSIS_METRICS, MIN_COMPARE_COUNT};
 
 const METRIC_KEYS: &[&str] = &[
     "name",
@@ -50,6 +50,7 @@ const METRIC_KEYS: &[&str] = &[
     "failure",
     "failure_limit",
     "inconclusive_limit",
+    "compare",
 ];
 const PROVIDERS: &[&str] = &["prometheus", "http"];
 /// The longest `interval` and `initial_delay`.
@@ -230,7 +231,52 @@ impl Checker<'_> {
         };
         let success = condition(self, "success");
         let failure = condition(self, "failure");
-        if matches!((&success, &failure), (Some(None), Some(None))) {
+        let compare = match find(&entries, "compare") {
+            Some(e) => match self.compare(e, &subject) {
+                None => return None,
+                Some(compare) => {
+                    let conditions = [find(&entries, "success"), find(&entries, "failure")];
+                    if let Some(c) = conditions.iter().flatten().next() {
+                        self.error(
+                            c.key_pos,
+                            format!("{subject} is compared with a baseline, so it has no `{}`", c.key),
+                            Some("the comparison judges it; leave the condition out".to_owned()),
+                        );
+                        return None;
+                    }
+                    if !matches!(provider, Some(Provider::Prometheus { .. }) | None) {
+                        self.error(
+                            e.key_pos,
+                            format!("{subject} is compared with a baseline, which needs a `prometheus` provider"),
+                            Some(
+                                "a baseline comparison splits a Prometheus query's samples by node; measure the \
+                                 metric with `prometheus: {address, query}`"
+                                    .to_owned(),
+                            ),
+                        );
+                        return None;
+                    }
+                    if count.is_some_and(|n| n < MIN_COMPARE_COUNT) {
+                        let at = find(&entries, "count").map_or(item.pos, |c| c.value.pos);
+                        self.error(
+                            at,
+                            format!(
+                                "{subject} is compared with a baseline, which needs a `count` of at least \
+                                 {MIN_COMPARE_COUNT}"
+                            ),
+                            Some(format!(
+                                "the judge compares at least {MIN_COMPARE_COUNT} measurements of each side, e.g. \
+                                 `count: 10`"
+                            )),
+                        );
+                        return None;
+                    }
+                    Some(compare)
+                }
+            },
+            None => None,
+        };
+        if compare.is_none() && matches!((&success, &failure), (Some(None), Some(None))) {
             self.error(
                 item.pos,
                 format!("{subject} has neither `success` nor `failure`"),
@@ -248,7 +294,68 @@ impl Checker<'_> {
             failure: failure?,
             failure_limit: failure_limit?,
             inconclusive_limit: inconclusive_limit?,
+            compare,
         })
+    }
+
+    /// Reads a metric's `compare: {baseline: {node_label, worse}}`.
+    fn compare(&mut self, entry: &Entry<'_>, subject: &str) -> Option<Compare> {
+        let example = "e.g. `compare: {baseline: {node_label: node, worse: higher}}`";
+        let bad = |checker: &mut Self, pos, what: String| {
+            checker.error(pos, what, Some(example.to_owned()));
+            None
+        };
+        let Kind::Map(map) = &entry.value.kind else {
+            return bad(self, entry.value_pos(), format!("`compare` of {subject} must be a mapping"));
+        };
+        let context = format!("in the compare of {subject}");
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, &["baseline"], &context);
+        let Some(baseline) = find(&entries, "baseline") else {
+            return bad(self, entry.key_pos, format!("the compare of {subject} names no `baseline`"));
+        };
+        let Kind::Map(map) = &baseline.value.kind else {
+            return bad(self, baseline.value_pos(), format!("`baseline` of {subject} must be a mapping"));
+        };
+        let context = format!("in the baseline of {subject}");
+        let entries = self.entries(map, "key", &context);
+        self.unknown_keys(&entries, &["node_label", "worse"], &context);
+        let node_label = match find(&entries, "node_label").map(|e| (e, e.value.scalar_text())) {
+            Some((_, Some(label)))
+                if !label.is_empty()
+                    && label.len() <= 128
+                    && label.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                label.to_owned()
+            }
+            Some((e, _)) => {
+                return bad(
+                    self,
+                    e.value_pos(),
+                    format!("`node_label` of {subject} must be a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`)"),
+                );
+            }
+            None => {
+                return bad(
+                    self,
+                    baseline.key_pos,
+                    format!("the baseline of {subject} has no `node_label`, the label that names each sample's node"),
+                );
+            }
+        };
+        let worse = match find(&entries, "worse").map(|e| (e, e.value.scalar_text())) {
+            None | Some((_, Some("higher"))) => Worse::Higher,
+            Some((_, Some("lower"))) => Worse::Lower,
+            Some((e, _)) => {
+                return bad(
+                    self,
+                    e.value_pos(),
+                    format!("`worse` of {subject} must be `higher` (latency, errors) or `lower` (throughput)"),
+                );
+            }
+        };
+        Some(Compare { node_label, worse })
     }
 
     /// Reads a metric's `success` or `failure` (`entry`): an expression

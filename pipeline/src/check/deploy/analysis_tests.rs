@@ -76,6 +76,7 @@ fn error_rate() -> Metric {
         failure: None,
         failure_limit: 0,
         inconclusive_limit: 0,
+        compare: None,
     }
 }
 
@@ -598,4 +599,74 @@ analysis:
         let found = err.diagnostics.iter().any(|d| (d.line, d.column) == (line, column) && d.message.contains(message));
         assert!(found, "{from:?}: {err}");
     }
+}
+
+#[test]
+fn a_metric_compared_with_a_baseline_reads_and_its_mistakes_are_refused() {
+    use crate::deploy::{Compare, Worse};
+    let success = "            success: result < 0.01\n";
+    let compared = "            compare: {baseline: {node_label: node}}\n            count: 10\n";
+    let metric = &analysis_of(&file(&[(success, compared)], "")).unwrap().metrics[0];
+    assert_eq!(metric.compare, Some(Compare { node_label: "node".into(), worse: Worse::Higher }));
+    assert_eq!((metric.success.clone(), metric.failure.clone(), metric.count), (None, None, 10));
+
+    // (case, what replaces the success line, line, column, message)
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "a condition as well",
+            "            compare: {baseline: {node_label: node}}\n            count: 10\n            success: result < 1\n",
+            22,
+            13,
+            "is compared with a baseline, so it has no `success`",
+        ),
+        (
+            "too few",
+            "            compare: {baseline: {node_label: node}}\n            count: 3\n",
+            21,
+            20,
+            "needs a `count` of at least 5",
+        ),
+        (
+            "no node label",
+            "            compare: {baseline: {worse: higher}}\n            count: 10\n",
+            20,
+            23,
+            "has no `node_label`",
+        ),
+        (
+            "a bad label",
+            "            compare: {baseline: {node_label: 'a-b'}}\n            count: 10\n",
+            20,
+            46,
+            "must be a Prometheus label name",
+        ),
+        (
+            "a bad worse",
+            "            compare: {baseline: {node_label: n, worse: up}}\n            count: 10\n",
+            20,
+            56,
+            "must be `higher` (latency, errors) or `lower`",
+        ),
+        ("no baseline", "            compare: {kayenta: {}}\n            count: 10\n", 20, 13, "names no `baseline`"),
+    ];
+    let mut failures = Vec::new();
+    for (case, replace, line, column, message) in cases {
+        let text = file(&[(success, replace)], "");
+        match parse("ci.yml", &text) {
+            Ok(_) => failures.push(format!("{case}: parsed")),
+            Err(err) => {
+                let d = &err.diagnostics[0];
+                if !((d.line, d.column) == (*line, *column) && d.message.contains(message) && d.hint.is_some()) {
+                    failures.push(format!("{case}: expected {line}:{column} `{message}` with a hint, got:\n{err}"));
+                }
+            }
+        }
+    }
+    let http = "            http: {url: \"http://stats:9000/\"}\n";
+    match parse("ci.yml", &file(&[(PROMETHEUS, http), (success, compared)], "")) {
+        Ok(_) => failures.push("an http provider: parsed".into()),
+        Err(err) if err.to_string().contains("needs a `prometheus` provider") => {}
+        Err(err) => failures.push(format!("an http provider: {err}")),
+    }
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
