@@ -10,7 +10,7 @@
 //! the machine, which goes on, goes back, or pauses for a person.
 
 use drover_deploy::analysis::{self, Limits, Outcome, Standing};
-use drover_deploy::rollout::{Input, Verdict};
+use drover_deploy::rollout::{Input, NodeState, Verdict};
 use drover_pipeline::deploy::Analysis;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -33,8 +33,17 @@ pub struct Analysing {
     pub started_ms: u64,
 }
 
+/// The nodes a step's metrics compared with a baseline split the
+/// samples into: the canary's (updated so far) and as many still on the
+/// current version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    pub canary: Vec<String>,
+    pub baseline: Vec<String>,
+}
+
 /// One measurement, as kept with the rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
     pub step: u32,
     pub run: u32,
@@ -50,6 +59,12 @@ pub struct Measurement {
     /// Why it could not be taken.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// A metric compared with a baseline: the canary's nodes' values and
+    /// the baseline's, judged together once the run has `count`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<f64>,
 }
 
 impl Driver {
@@ -62,6 +77,24 @@ impl Driver {
         }
         rec.analysis_runs += 1;
         rec.analysing = Some(Analysing { step, run: rec.analysis_runs, started_ms: now_ms });
+        rec.split = rec.deploy.analysis.as_ref().filter(|a| a.metrics.iter().any(|m| m.compare.is_some())).map(|_| {
+            let machine = rec.rollout.as_ref();
+            let nodes = machine.map(|m| m.nodes.as_slice()).unwrap_or_default();
+            let canary: Vec<String> =
+                nodes.iter().filter(|n| n.state == NodeState::Healthy).map(|n| n.name.clone()).collect();
+            let waiting: Vec<String> =
+                nodes.iter().filter(|n| n.state == NodeState::Waiting).map(|n| n.name.clone()).collect();
+            let baseline = waiting[waiting.len().saturating_sub(canary.len())..].to_vec();
+            Split { canary, baseline }
+        });
+        // A step with only metrics compared with a baseline, and none left
+        // to compare with, has nothing to measure.
+        let unsplit = rec.split.as_ref().is_some_and(|s| s.baseline.is_empty());
+        if unsplit && rec.deploy.analysis.as_ref().is_some_and(|a| a.metrics.iter().all(|m| m.compare.is_some())) {
+            rec.analysing = None;
+            self.pass_or_hold(id, step, now_ms);
+            return;
+        }
         if let Some(m) = rec.rollout.as_mut() {
             m.message = format!("step {step}: analysing its metrics (run {})", rec.analysis_runs);
         }
@@ -116,7 +149,8 @@ impl Driver {
             let extra = rec.measurements.len() - MAX_MEASUREMENTS;
             rec.measurements.drain(..extra);
         }
-        let standings = standings(&analysis, &rec.measurements, run);
+        let unsplit = rec.split.as_ref().is_some_and(|s| s.baseline.is_empty());
+        let standings = standings(&analysis, &rec.measurements, run, unsplit);
         let verdict = analysis::verdict(standings.iter().map(|(name, s)| (name.as_str(), s)));
         self.stage(id);
         if background {
@@ -163,7 +197,16 @@ impl Driver {
 
 /// Each metric of `analysis` with its standing in run `run` (a background
 /// run's metrics have no `count`: they measure until the rollout ends).
-pub fn standings(analysis: &Analysis, measurements: &[Measurement], run: Analysing) -> Vec<(String, Standing)> {
+///
+/// At a step that leaves no node on the current version (`unsplit`: the
+/// last), a metric compared with a baseline has nothing to compare with:
+/// it is not measured, and passes (the steps before it were compared).
+pub fn standings(
+    analysis: &Analysis,
+    measurements: &[Measurement],
+    run: Analysing,
+    unsplit: bool,
+) -> Vec<(String, Standing)> {
     analysis
         .metrics
         .iter()
@@ -178,9 +221,52 @@ pub fn standings(analysis: &Analysis, measurements: &[Measurement], run: Analysi
                 failure_limit: metric.failure_limit,
                 inconclusive_limit: metric.inconclusive_limit,
             };
-            (metric.name.clone(), analysis::standing(limits, &outcomes))
+            let standing = match (&metric.compare, analysis::standing(limits, &outcomes)) {
+                (Some(_), _) if unsplit && run.step != BACKGROUND => Standing::Passed,
+                (Some(compare), Standing::Passed) => {
+                    let of_run = measurements
+                        .iter()
+                        .filter(|m| m.step == run.step && m.run == run.run && m.metric == metric.name);
+                    let (canary, baseline): (Vec<f64>, Vec<f64>) =
+                        of_run.fold((vec![], vec![]), |(mut c, mut b), m| {
+                            c.extend(&m.canary);
+                            b.extend(&m.baseline);
+                            (c, b)
+                        });
+                    judge_baseline(compare, &canary, &baseline)
+                }
+                (_, standing) => standing,
+            };
+            (metric.name.clone(), standing)
         })
         .collect()
+}
+
+/// A metric compared with a baseline, once its measurements are in: the
+/// judge's word on the canary's samples against the baseline's.
+fn judge_baseline(compare: &drover_pipeline::deploy::Compare, canary: &[f64], baseline: &[f64]) -> Standing {
+    use drover_deploy::compare::{self, Compared, Judge, Worse};
+    let worse = match compare.worse {
+        drover_pipeline::deploy::Worse::Higher => Worse::Higher,
+        drover_pipeline::deploy::Worse::Lower => Worse::Lower,
+    };
+    let c = compare::compare(canary, baseline, worse, &Judge::default());
+    let said = format!(
+        "the canary's median {:.4} against the baseline's {:.4} (Mann-Whitney U over {}+{} samples, p={:.4})",
+        c.canary_median,
+        c.baseline_median,
+        canary.len(),
+        baseline.len(),
+        c.p
+    );
+    match c.outcome {
+        Compared::Pass => Standing::Passed,
+        Compared::Worse => Standing::Failed(format!("worse than its baseline: {said}")),
+        Compared::TooFew => Standing::Inconclusive(format!(
+            "too few samples to compare with its baseline (at least {} a side): {said}",
+            compare::MIN_SAMPLES
+        )),
+    }
 }
 
 fn measurement_span(rec: &super::records::RolloutRecord, m: &Measurement, now_ms: u64) -> Span {
@@ -209,12 +295,19 @@ pub async fn analyse(
     id: u64,
     run: Analysing,
     analysis: Analysis,
+    split: Option<Split>,
     caller: measure::Caller,
     tx: mpsc::UnboundedSender<(u64, Measurement)>,
 ) {
+    let split = split.unwrap_or_default();
+    let unsplit = split.baseline.is_empty();
     let metrics = analysis.metrics.into_iter().map(|metric| {
-        let (caller, tx) = (caller.clone(), tx.clone());
+        let (caller, tx, split) = (caller.clone(), tx.clone(), split.clone());
         async move {
+            // Nothing to compare with at this step (see `standings`).
+            if metric.compare.is_some() && unsplit {
+                return;
+            }
             tokio::time::sleep(metric.initial_delay).await;
             let count = if run.step == BACKGROUND { u32::MAX } else { metric.count.max(1) };
             for i in 0..count {
@@ -222,12 +315,22 @@ pub async fn analyse(
                     tokio::time::sleep(metric.interval).await;
                 }
                 let at_ms = drover_telemetry::trace::now_ms();
-                let (value, outcome, message) = match measure::measure(&caller, &metric).await {
-                    Ok(value) => {
+                let (mut canary, mut baseline) = (Vec::new(), Vec::new());
+                let measured = match &metric.compare {
+                    Some(compare) => measure::measure_split(&caller, &metric, compare, &split).await.map(|(c, b)| {
+                        let shown = format!("canary {} · baseline {}", list(&c), list(&b));
+                        (canary, baseline) = (c, b);
+                        // Judged with the rest of the run's once they are in.
+                        (shown, Outcome::Successful)
+                    }),
+                    None => measure::measure(&caller, &metric).await.map(|value| {
                         let shown =
                             if value == drover_pipeline::expr::Value::Null { "null".into() } else { value.to_string() };
-                        (shown, measure::judge(&metric, &value), String::new())
-                    }
+                        (shown, measure::judge(&metric, &value))
+                    }),
+                };
+                let (value, outcome, message) = match measured {
+                    Ok((shown, outcome)) => (shown, outcome, String::new()),
                     Err(why) => (String::new(), Outcome::Error, why),
                 };
                 let took_ms = drover_telemetry::trace::now_ms().saturating_sub(at_ms);
@@ -240,6 +343,8 @@ pub async fn analyse(
                     value,
                     outcome,
                     message,
+                    canary,
+                    baseline,
                 };
                 if tx.send((id, m)).is_err() {
                     return;
@@ -248,4 +353,9 @@ pub async fn analyse(
         }
     });
     futures_util::future::join_all(metrics).await;
+}
+
+/// Values as a short list: `0.021, 0.019`.
+fn list(values: &[f64]) -> String {
+    values.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", ")
 }

@@ -162,6 +162,7 @@ impl Driver {
             guard_downgrade: true,
             analysis_runs: 0,
             background: None,
+            split: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,

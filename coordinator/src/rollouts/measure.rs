@@ -76,6 +76,68 @@ pub async fn measure(caller: &Caller, metric: &Metric) -> Result<Value, String> 
     }
 }
 
+/// A metric compared with a baseline, measured once: its Prometheus
+/// query's samples split by `compare.node_label` into the values of the
+/// canary's nodes and of the baseline's. Either side with no sample is no
+/// measurement (inconclusive, never a failure).
+pub async fn measure_split(
+    caller: &Caller,
+    metric: &Metric,
+    compare: &drover_pipeline::deploy::Compare,
+    split: &super::analysis::Split,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let Provider::Prometheus { address, query } = &metric.provider else {
+        return Err("a metric compared with a baseline is measured with Prometheus".to_owned());
+    };
+    if split.baseline.is_empty() {
+        return Err("no node is left on the current version to be the baseline: compare a canary step that leaves \
+                    at least as many nodes as it updates"
+            .to_owned());
+    }
+    if let Some(why) = caller.refused(address) {
+        return Err(why);
+    }
+    let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
+    let body = get(caller.client.get(&url).query(&[("query", query)]), address).await?;
+    let samples = prometheus_samples(&body, &compare.node_label)?;
+    let side = |nodes: &[String]| -> Vec<f64> {
+        samples.iter().filter(|(node, v)| nodes.contains(node) && !v.is_nan()).map(|(_, v)| *v).collect()
+    };
+    let (canary, baseline) = (side(&split.canary), side(&split.baseline));
+    for (what, nodes, values) in [("canary", &split.canary, &canary), ("baseline", &split.baseline, &baseline)] {
+        if values.is_empty() {
+            return Err(format!(
+                "the query has no sample whose label {} names a node of the {what} ({})",
+                compare.node_label,
+                nodes.join(", ")
+            ));
+        }
+    }
+    Ok((canary, baseline))
+}
+
+/// Each sample of a Prometheus vector answer: its `label`'s value and its
+/// value (samples without the label are left out).
+fn prometheus_samples(body: &[u8], label: &str) -> Result<Vec<(String, f64)>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("Prometheus did not answer JSON: {e}"))?;
+    if doc["status"] != "success" {
+        return Err(format!("Prometheus refused the query: {}", doc["error"].as_str().unwrap_or("no reason given")));
+    }
+    if doc["data"]["resultType"] != "vector" {
+        return Err("a metric compared with a baseline needs a query that gives a vector, one sample a node".into());
+    }
+    let result = doc["data"]["result"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(result
+        .iter()
+        .filter_map(|s| {
+            let node = s["metric"][label].as_str()?;
+            let value = s["value"][1].as_str()?.parse::<f64>().ok()?;
+            Some((node.to_owned(), value))
+        })
+        .collect())
+}
+
 /// A GET's body, when it answers 2xx.
 async fn get(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, String> {
     let response = request.send().await.map_err(|e| format!("cannot reach {what}: {}", chain(&e)))?;

@@ -258,7 +258,9 @@ impl Analyses {
             for (background, run) in [(false, rec.analysing), (true, rec.background)] {
                 let Some(run) = run else { continue };
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry((rec.id, background)) {
-                    let task = tokio::spawn(analysis::analyse(rec.id, run, spec.clone(), caller.clone(), tx.clone()));
+                    let split = rec.split.clone();
+                    let task =
+                        tokio::spawn(analysis::analyse(rec.id, run, spec.clone(), split, caller.clone(), tx.clone()));
                     slot.insert((run, task));
                 }
             }

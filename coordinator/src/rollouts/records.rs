@@ -51,7 +51,7 @@ pub struct JobRef {
 }
 
 /// One rollout of one release of a service over an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutRecord {
     pub id: u64,
     pub env: String,
@@ -131,6 +131,10 @@ pub struct RolloutRecord {
     /// Its background analysis under way, if it has one (`super::analysis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<super::analysis::Analysing>,
+    /// The nodes the step being analysed compares, canary and baseline,
+    /// when a metric is compared with a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<super::analysis::Split>,
     /// How many analysis runs it has begun.
     #[serde(default)]
     pub analysis_runs: u32,

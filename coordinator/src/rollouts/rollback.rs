@@ -145,6 +145,7 @@ impl Driver {
             guard_downgrade: false,
             analysis_runs: 0,
             background: None,
+            split: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,

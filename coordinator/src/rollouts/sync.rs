@@ -114,6 +114,7 @@ impl Driver {
             guard_downgrade: cmd.automatic && !remove,
             analysis_runs: 0,
             background: None,
+            split: None,
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,

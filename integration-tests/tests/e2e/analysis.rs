@@ -18,12 +18,15 @@ use crate::deploys::{Web, json};
 use crate::harness::{text, wait_for, wait_for_or_report};
 
 /// The service: `/` answers 500 when its version starts with `errors`,
-/// else 200, and counts both in `/metrics` (Prometheus's text format);
-/// `/healthz` always passes, so only the metrics tell a bad release.
-const SERVER: &str = r##"import http.server, os, threading
+/// else 200, and counts both in `/metrics` (Prometheus's text format),
+/// with the time it took (20 ms, or 60 ms when its version starts with
+/// `slow`); `/healthz` always passes, so only the metrics tell a bad
+/// release.
+const SERVER: &str = r##"import http.server, os, threading, time
 here = os.path.dirname(os.path.abspath(__file__))
 version = open(os.path.join(here, "VERSION")).read().strip()
 counts = {"200": 0, "500": 0}
+took = [0.0, 0]
 lock = threading.Lock()
 print("started", version, flush=True)
 class H(http.server.BaseHTTPRequestHandler):
@@ -39,11 +42,16 @@ class H(http.server.BaseHTTPRequestHandler):
         elif self.path == "/metrics":
             with lock:
                 lines = ['web_requests_total{code="%s"} %d' % (c, n) for c, n in counts.items()]
+                lines += ["web_request_seconds_sum %f" % took[0], "web_request_seconds_count %d" % took[1]]
             self.reply(200, "# TYPE web_requests_total counter\n" + "\n".join(lines) + "\n")
         else:
+            start = time.monotonic()
+            time.sleep(0.06 if version.startswith("slow") else 0.02)
             code = "500" if version.startswith("errors") else "200"
             with lock:
                 counts[code] += 1
+                took[0] += time.monotonic() - start
+                took[1] += 1
             self.reply(int(code), code)
     def log_message(self, *args):
         pass
@@ -57,15 +65,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &std::path::Path, targets: &[String]) -> Prometheus {
+    /// `targets` are (address, node): each target's series carry a `node`
+    /// label with its node's name, as a file_sd of hosts would give them.
+    fn start(dir: &std::path::Path, targets: &[(String, String)]) -> Prometheus {
         let port = crate::harness::free_port();
         let config = dir.join("prometheus.yml");
-        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let list = targets
+            .iter()
+            .map(|(t, node)| format!("{{targets: ['{t}'], labels: {{node: '{node}'}}}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         std::fs::write(
             &config,
             format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: web\n    \
-                 static_configs: [{{targets: [{list}]}}]\n"
+                 static_configs: [{list}]\n"
             ),
         )
         .unwrap();
@@ -148,7 +162,8 @@ impl Setup {
     fn start(tag: &str) -> Setup {
         let web = Web::start(tag, 2);
         std::fs::write(&web.script, SERVER).unwrap();
-        let targets: Vec<String> = web.nodes.iter().map(|(_, addr)| format!("{addr}:{}", web.port)).collect();
+        let targets: Vec<(String, String)> =
+            web.nodes.iter().map(|(name, addr)| (format!("{addr}:{}", web.port), name.clone())).collect();
         let prometheus = Prometheus::start(web.fleet.dir.path(), &targets);
         let load = Load::start(&web);
         Setup { web, prometheus, _load: load }
@@ -190,6 +205,12 @@ impl Setup {
             ),
             None => "      strategy: {rolling: {max_parallel: 2}}\n".to_owned(),
         };
+        self.deploy_with(version, &analysis)
+    }
+
+    /// Builds `version` and deploys it with `analysis` (the strategy and
+    /// the analysis, as a deploy's keys), waiting for the run to end.
+    fn deploy_with(&self, version: &str, analysis: &str) -> (String, Value) {
         let pipeline = format!(
             "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
              {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n    deploy:\n      \
@@ -398,4 +419,35 @@ fn an_analysis_that_names_instance_metadata_is_refused_and_pauses() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         waiting.join().unwrap()
     });
+}
+
+#[test]
+fn a_baseline_comparison_tells_a_slower_canary_from_noise() {
+    let s = Setup::start("analysis-baseline");
+    let (_, status) = s.deploy("v1", None);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    s.wait_for_data();
+    let compared = format!(
+        "      strategy: {{canary: {{steps: [{{nodes: 1}}, {{nodes: 100%}}]}}}}\n      analysis:\n        metrics:\n          \
+         - name: latency\n            prometheus:\n              address: \"{}\"\n              query: 'sum by (node) \
+         (rate(web_request_seconds_sum[5s])) / sum by (node) (rate(web_request_seconds_count[5s]))'\n            \
+         compare: {{baseline: {{node_label: node, worse: higher}}}}\n            initial_delay: 6s\n            interval: \
+         1s\n            count: 8\n",
+        s.prometheus.address()
+    );
+    // As fast as v1: the noise between two nodes passes.
+    let (_, status) = s.deploy_with("v2", &compared);
+    let r = s.rollout();
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{r:#}");
+    let step0: Vec<&Value> = r["measurements"].as_array().unwrap().iter().filter(|m| m["step"] == 0).collect();
+    assert_eq!(step0.len(), 8, "{r:#}");
+    assert!(step0.iter().all(|m| m["value"].as_str().unwrap().starts_with("canary ")), "{r:#}");
+
+    // Slower by 40 ms a request: worse than its baseline, and back.
+    let (_, status) = s.deploy_with("slow-v3", &compared);
+    let r = s.rollout();
+    assert_eq!(status["state"], "failed", "{status:#}\n{r:#}");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("metric latency: worse than its baseline"), "{r:#}");
+    assert_eq!(s.web.versions(), vec![Some("v2".to_string()); 2], "back on v2");
 }

@@ -493,6 +493,8 @@ fn an_analysed_step_goes_on_by_its_measurements_and_a_failed_one_goes_back() {
         value: "0".into(),
         outcome,
         message: String::new(),
+        canary: Vec::new(),
+        baseline: Vec::new(),
     };
     // (what comes in, the step analysed after it, what is sent)
     d.measured(1, m(0, 9, Outcome::Failed), 4);
@@ -832,6 +834,8 @@ fn a_background_analysis_measures_the_whole_rollout_and_goes_back_or_pauses() {
         value: "0".into(),
         outcome,
         message: String::new(),
+        canary: Vec::new(),
+        baseline: Vec::new(),
     };
     let mut d = Driver::default();
     d.start_job(job(1, "queue", &strategy(5)), 0);
@@ -868,4 +872,60 @@ fn a_background_analysis_measures_the_whole_rollout_and_goes_back_or_pauses() {
     assert!(d.records[&1].rollout.as_ref().unwrap().message.contains("background analysis is inconclusive"));
     d.command(1, Verb::Resume, "alice", 3).unwrap();
     assert_eq!(d.records[&1].background.map(|b| b.run), Some(2), "a new run");
+}
+
+#[test]
+fn a_metric_compared_with_a_baseline_splits_the_nodes_and_judges_the_samples() {
+    use super::super::analysis::{Measurement, Split};
+    use drover_deploy::analysis::Outcome;
+    let strategy = "{canary: {steps: [{nodes: 1}, {nodes: 100%}]}}\n      analysis:\n        metrics:\n          - \
+                    name: latency\n            prometheus: {address: 'http://p:9090', query: 'q'}\n            \
+                    compare: {baseline: {node_label: node}}\n            count: 6";
+    let m = |run, canary: f64, baseline: f64| Measurement {
+        step: 0,
+        run,
+        metric: "latency".into(),
+        at_ms: 4,
+        took_ms: 1,
+        value: String::new(),
+        outcome: Outcome::Successful,
+        message: String::new(),
+        canary: vec![canary],
+        baseline: vec![baseline],
+    };
+    // (case, the canary's samples, the baseline's, the phase after)
+    let cases: [(&str, [f64; 6], [f64; 6], Phase); 2] = [
+        (
+            "noise: as fast as its baseline",
+            [0.020, 0.022, 0.019, 0.021, 0.020, 0.023],
+            [0.021, 0.019, 0.022, 0.020, 0.021, 0.020],
+            Phase::Progressing,
+        ),
+        (
+            "slower than its baseline",
+            [0.061, 0.058, 0.065, 0.060, 0.059, 0.062],
+            [0.021, 0.019, 0.022, 0.020, 0.021, 0.020],
+            Phase::RollingBack,
+        ),
+    ];
+    for (case, canary, baseline, after) in cases {
+        let mut d = Driver::default();
+        d.start_job(job(1, "queue", strategy), 0);
+        begin_all(&mut d, &["a", "b", "c", "d"], 1);
+        sent(&mut d);
+        report(&mut d, 1, "a", DeployState::Installed, 2);
+        report(&mut d, 1, "a", DeployState::Healthy, 3);
+        let split = d.records[&1].split.clone();
+        assert_eq!(split, Some(Split { canary: vec!["a".into()], baseline: vec!["d".into()] }), "{case}");
+        for (c, b) in canary.iter().zip(baseline) {
+            d.measured(1, m(1, *c, b), 5);
+        }
+        assert_eq!(phase(&d, 1), after, "{case}");
+        if after == Phase::RollingBack {
+            let message = &d.records[&1].rollout.as_ref().unwrap().message;
+            assert!(message.contains("worse than its baseline: the canary's median 0.0605"), "{message}");
+        } else {
+            assert_eq!(d.records[&1].analysing, None, "{case}: passed, on to the next step");
+        }
+    }
 }

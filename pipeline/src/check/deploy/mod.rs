@@ -31,6 +31,8 @@ mod analysis;
 #[cfg(test)]
 mod analysis_tests;
 mod artifact;
+#[cfg(test)]
+mod compare_tests;
 mod gates;
 #[cfg(test)]
 mod gates_tests;
