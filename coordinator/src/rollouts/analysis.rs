@@ -159,6 +159,7 @@ impl Driver {
         }
         if let Some(verdict) = verdict {
             self.records.get_mut(&id).expect("exists").analysing = None;
+            self.notify_verdict(id, &verdict, &format!("step {}", run.step), now_ms);
             match verdict {
                 Verdict::Pass => self.pass_or_hold(id, run.step, now_ms),
                 verdict => drop(self.apply(id, Input::Verdict { step: run.step, verdict }, now_ms)),
@@ -173,6 +174,9 @@ impl Driver {
     /// person (resuming measures again); a pass cannot come, as a
     /// background analysis measures until the rollout ends.
     fn judged_in_background(&mut self, id: u64, verdict: Option<Verdict>, now_ms: u64) {
+        if let Some(verdict) = &verdict {
+            self.notify_verdict(id, verdict, "the background analysis", now_ms);
+        }
         let rec = self.records.get_mut(&id).expect("exists");
         match verdict {
             Some(Verdict::Fail { reason }) => {
@@ -191,6 +195,25 @@ impl Driver {
                 self.stage(id);
             }
             Some(Verdict::Pass) | None => {}
+        }
+    }
+}
+
+impl Driver {
+    /// An analysis' failing or inconclusive verdict, told.
+    fn notify_verdict(&mut self, id: u64, verdict: &Verdict, what: &str, now_ms: u64) {
+        use crate::notifications::Kind;
+        match verdict {
+            Verdict::Fail { reason } => {
+                self.notify(id, Kind::AnalysisFailed, format!("{what} failed its analysis: {reason}"), now_ms)
+            }
+            Verdict::Inconclusive { reason } => self.notify(
+                id,
+                Kind::AnalysisInconclusive,
+                format!("{what}'s analysis is inconclusive: {reason}"),
+                now_ms,
+            ),
+            Verdict::Pass => {}
         }
     }
 }

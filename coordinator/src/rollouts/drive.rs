@@ -73,6 +73,12 @@ pub struct Driver {
     pub freezes: BTreeMap<String, crate::freezes::Freeze>,
     /// Each environment with deploy windows, as the loop last read them.
     pub windows: BTreeMap<String, crate::core::environments::Spec>,
+    /// The environments frozen at the last read, to tell when a freeze
+    /// begins or ends.
+    pub frozen_envs: BTreeSet<String>,
+    /// Notices for the notification targets, once committed
+    /// (`super::notices`).
+    pub notices: Vec<crate::notifications::Notice>,
     /// Rollouts that did not start because their environment is frozen or
     /// its windows are closed.
     pub(super) waiting_thaw: BTreeSet<u64>,
@@ -359,6 +365,14 @@ impl Driver {
         }
         if started {
             self.begin_background(id, now_ms);
+            let nodes = self.records[&id].rollout.as_ref().map_or(0, |m| m.nodes.len());
+            let release = self.records[&id].release.version.clone();
+            self.notify(
+                id,
+                crate::notifications::Kind::RolloutStarted,
+                format!("rolling {release} out to {nodes} node(s)"),
+                now_ms,
+            );
         }
         if let Some(step) = verdict_asked {
             self.begin_analysis(id, step, now_ms);
@@ -383,6 +397,7 @@ impl Driver {
             };
             self.unsent.retain(|(r, _), _| *r != id);
             self.trace_end(id, now_ms);
+            self.notify_end(id, phase, now_ms);
             if !self.end_hook(id, phase, now_ms) {
                 self.tell(id);
                 self.free(id);

@@ -150,10 +150,11 @@ impl Driver {
                     };
                     let message = format!("waiting at gate {} ({}) {how}", gate.name, at.as_str());
                     match rec.rollout.as_mut() {
-                        Some(m) => m.message = message,
-                        None => rec.message = message,
+                        Some(m) => m.message = message.clone(),
+                        None => rec.message = message.clone(),
                     }
                     self.stage(id);
+                    self.notify(id, crate::notifications::Kind::GateWaiting, message, now_ms);
                     return Point::Waiting;
                 }
             }
@@ -238,6 +239,11 @@ impl Driver {
         let g = g.clone();
         tracing::info!(rollout = id, gate = %g.name, state = g.state.as_str(), by = %g.by, "gate decided");
         self.stage(id);
+        let said = match g.comment.as_str() {
+            "" => format!("gate {} {} by {}", g.name, g.state.as_str(), g.by),
+            comment => format!("gate {} {} by {}: {comment}", g.name, g.state.as_str(), g.by),
+        };
+        self.notify(id, crate::notifications::Kind::GateDecided, said, now_ms);
         match (open, g.step) {
             (true, None) => self.queue_or_start(id),
             (true, Some(step)) => self.through_gates(id, step, now_ms),

@@ -107,5 +107,7 @@ impl Driver {
         crate::metrics::METRICS.rollouts_frozen.add(1);
         tracing::error!(rollout = id, %service, %env, %reason, "a one-way door failed and froze");
         self.stage(id);
+        let said = format!("a one-way door failed and froze where it stands, not rolled back: {reason}");
+        self.notify(id, crate::notifications::Kind::RolloutFrozen, said, drover_telemetry::trace::now_ms());
     }
 }

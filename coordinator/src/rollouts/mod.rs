@@ -34,6 +34,7 @@ mod gates;
 mod guards;
 mod hooks;
 mod measure;
+mod notices;
 pub mod records;
 mod retention;
 mod rollback;
@@ -45,6 +46,8 @@ use drive::Driver;
 
 /// How often pauses, deadlines and nodes away are looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// How often freezes are read while nothing moves.
+const FREEZE_TICK: Duration = Duration::from_secs(2);
 
 /// How long into a term a rollout whose nodes are all away waits for
 /// them rather than failing: the agents are still finding the new leader
@@ -75,7 +78,8 @@ impl Controller for Rollouts {
         let (tx, rx) = mpsc::unbounded_channel();
         sched.send(Event::SubscribeDeploys { tx }).await.map_err(|e| ControllerError::Failed(e.to_string()))?;
         let caller = measure::Caller::new(&self.outbound);
-        Ok(Started::work(run(term.store.clone(), sched, driver, rx, caller)))
+        let notifier = term.notifier.clone();
+        Ok(Started::work(run(term.store.clone(), sched, driver, rx, caller, notifier)))
     }
 }
 
@@ -105,7 +109,10 @@ async fn load(store: &dyn Store) -> Result<Driver, ControllerError> {
     for (env, service, deployed) in records::deployed_in(store, None).await? {
         d.deployed.insert((env, service, deployed.node.clone()), deployed);
     }
-    d.resume(drover_telemetry::trace::now_ms());
+    let now = drover_telemetry::trace::now_ms();
+    d.set_freezes(crate::freezes::load(store).await?, now);
+    d.notices.clear();
+    d.resume(now);
     Ok(d)
 }
 
@@ -115,9 +122,14 @@ async fn run(
     mut d: Driver,
     mut notes: mpsc::UnboundedReceiver<DeployNote>,
     caller: measure::Caller,
+    notifier: crate::notifications::Notifier,
 ) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Freezes are read now and then even when nothing moves, so that one
+    // beginning or ending is told (`notices.rs`).
+    let mut freeze_tick = tokio::time::interval(FREEZE_TICK);
+    freeze_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replies = Vec::new();
     let mut rollbacks = Vec::new();
     let mut syncs = Vec::new();
@@ -171,8 +183,11 @@ async fn run(
             },
             // Only while something moves: listing the fleet is not free
             // with thousands of agents.
+            _ = freeze_tick.tick(), if !busy(&d) => {
+                d.set_freezes(crate::freezes::load(store.as_ref()).await?, now);
+            }
             _ = tick.tick(), if busy(&d) => {
-                d.freezes = crate::freezes::load(store.as_ref()).await?;
+                d.set_freezes(crate::freezes::load(store.as_ref()).await?, now);
                 d.windows = windows(store.as_ref()).await?;
                 d.thaw(now);
                 let agents = sched.agents().await.map_err(|e| ControllerError::Failed(e.to_string()))?;
@@ -194,6 +209,9 @@ async fn run(
         }
         for span in std::mem::take(&mut d.spans) {
             span.emit();
+        }
+        for notice in std::mem::take(&mut d.notices) {
+            notifier.send(notice);
         }
         for out in std::mem::take(&mut d.logs) {
             let event =
@@ -363,7 +381,7 @@ async fn start_ready(
     now: u64,
 ) -> Result<(), ControllerError> {
     let rejects = crate::releases::load(store).await?;
-    d.freezes = crate::freezes::load(store).await?;
+    d.set_freezes(crate::freezes::load(store).await?, now);
     d.windows = windows(store).await?;
     for id in std::mem::take(&mut d.startable) {
         // A frozen environment takes no new release until it thaws.

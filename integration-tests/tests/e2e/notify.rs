@@ -2,7 +2,8 @@
 //! notify add`, `list -o json` (the URL's path withheld), `test` against a
 //! real HTTP listener that receives the notice as JSON or as a Slack
 //! message, a target that answers 500 (exit 1), bad targets (exit 2), and
-//! `rm` (exit 4 the second time).
+//! `rm` (exit 4 the second time); and what a rollout, its gate and a
+//! freeze tell a target as they happen.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -147,4 +148,53 @@ fn a_target_is_added_listed_tested_and_removed() {
     assert_eq!(removed["name"], "ops");
     assert_eq!(json(&fleet, &["notify", "list", "-o", "json"]), serde_json::json!([]));
     fails_with(&fleet, &["notify", "rm", "ops"], 4, "no notification target \"ops\"");
+}
+
+#[test]
+fn a_rollout_a_gate_and_a_freeze_are_told_as_they_happen() {
+    use std::time::Duration;
+
+    use crate::deploys::Web;
+    use crate::harness::wait_for_or_report;
+
+    let web = Web::start("notify-rollouts", 1);
+    let hook = Hook::start();
+    let out = web.fleet.drover(&["notify", "add", "ops", "--url", &hook.url(), "--env", "staging"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kinds = || -> Vec<String> {
+        hook.seen.lock().unwrap().iter().map(|(_, b)| b["kind"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let told = |kind: &str| {
+        wait_for_or_report(
+            &format!("a {kind} notice"),
+            Duration::from_secs(60),
+            || hook.seen.lock().unwrap().iter().find(|(_, b)| b["kind"] == kind).map(|(_, b)| b.clone()),
+            || format!("{:?}\n{}", kinds(), web.fleet.logs()),
+        )
+    };
+    let gated = "{rolling: {max_parallel: 1}}\n      gates:\n        - {name: qa, at: before_promotion, approval: \
+                 {approvers: [admin]}}";
+    let run = web.fleet.submit("v1.yml", &web.pipeline("v1", gated));
+    let started = told("rollout_started");
+    assert_eq!((started["environment"].clone(), started["service"].clone()), ("staging".into(), "web".into()));
+    assert_eq!(started["severity"], "info", "{started:#}");
+    let waiting = told("gate_waiting");
+    assert!(waiting["message"].as_str().unwrap().contains("waiting at gate qa"), "{waiting:#}");
+    let id = waiting["rollout"].to_string();
+    let out = web.fleet.drover(&["rollout", "approve", &id, "--comment", "ship it"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decided = told("gate_decided");
+    assert!(decided["message"].as_str().unwrap().contains("gate qa opened by admin: ship it"), "{decided:#}");
+    let done = told("rollout_succeeded");
+    assert_eq!(done["rollout"].to_string(), id);
+    assert_eq!(web.fleet.wait_run(&run, Duration::from_secs(60))["state"], "succeeded");
+
+    // A freeze, then its end.
+    let out = web.fleet.drover(&["env", "freeze", "staging", "--reason", "quarter close"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let frozen = told("freeze_started");
+    assert!(frozen["message"].as_str().unwrap().contains("quarter close"), "{frozen:#}");
+    let out = web.fleet.drover(&["env", "unfreeze", "staging"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    told("freeze_ended");
 }
