@@ -168,9 +168,10 @@ struct Args {
     /// --repo`) may take before the submit fails, naming the URL.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     git_timeout: Duration,
-    /// The hosts (names, `*.example.com`) and CIDRs that analysis providers
-    /// and gate webhooks, which pipelines name, may call; by default any
-    /// host. Link-local addresses (cloud instance metadata) never.
+    /// The hosts (names, `*.example.com`) and CIDRs that analysis providers,
+    /// gate webhooks and apps' artifacts by URL, which pipelines and
+    /// repositories name, may call; by default any host. Link-local
+    /// addresses (cloud instance metadata) never.
     #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
     outbound_allow: Vec<String>,
     /// How often the leader's triggers look for webhook deliveries, due

@@ -1,5 +1,5 @@
 //! What the leader may call on a pipeline author's behalf: an analysis'
-//! Prometheus or HTTP provider, a gate's webhook. Those URLs come from a
+//! Prometheus or HTTP provider, a gate's webhook, an app's artifact by URL. Those URLs come from a
 //! pipeline or a git repository, not from an admin, so without a limit
 //! anyone who can push could have the leader read internal endpoints (a
 //! cloud's instance metadata above all) and see the answer in `drover
@@ -14,7 +14,9 @@
 //!   it further: a URL's host must be a name on the list, or every address
 //!   it resolves to must be in one of the CIDRs. Without it, any other host
 //!   may be called.
-//! - **No redirects** are followed, so a 3xx cannot lead past the check.
+//! - **No redirects** are followed by analyses and gates, so a 3xx cannot
+//!   lead past the check; an artifact's download follows a few, each
+//!   checked as the first URL is.
 //!
 //! The check runs on the resolved addresses (a resolver of its own given
 //! to the HTTP client), so a name that resolves to a refused address is
@@ -118,6 +120,23 @@ impl Outbound {
             .dns_resolver(Arc::new(Guard(self.clone())))
             .build()
             .expect("a client with timeouts and a resolver builds")
+    }
+
+    /// A client builder that resolves every name through this policy and
+    /// follows at most `redirects` redirects, each to a URL the policy
+    /// allows (for downloads, whose servers often redirect to a CDN).
+    pub fn builder(&self, redirects: usize) -> reqwest::ClientBuilder {
+        let policy = self.clone();
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > redirects {
+                return attempt.error(format!("more than {redirects} redirects"));
+            }
+            match policy.url_problem(attempt.url().as_str()) {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
+            }
+        });
+        reqwest::Client::builder().redirect(redirect).dns_resolver(Arc::new(Guard(self.clone())))
     }
 }
 

@@ -265,6 +265,7 @@ pub async fn run(
             git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
             max_artifact_bytes: opts.max_artifact_bytes,
             vault: vault.clone(),
+            outbound: opts.outbound.clone(),
         }),
         outbound: opts.outbound.clone(),
     });

@@ -20,15 +20,27 @@ pub const MAX_REDIRECTS: usize = 5;
 
 /// Makes sure the blob `sha256` is stored, fetching it from `url` (at most
 /// `limit` bytes) when it is not; its size.
-pub async fn fetch_url(blobs: &Blobs, url: &str, sha256: &str, limit: u64) -> Result<u64, String> {
+///
+/// The URL comes from git, so the download goes only where `outbound`
+/// allows (`crate::outbound`), redirects included.
+pub async fn fetch_url(
+    blobs: &Blobs,
+    outbound: &crate::outbound::Outbound,
+    url: &str,
+    sha256: &str,
+    limit: u64,
+) -> Result<u64, String> {
     let stored = |e: BlobError| format!("the blob store: {e}");
     if blobs.stored(sha256).await.map_err(stored)? {
         return blobs.len(sha256).await.map_err(stored);
     }
-    let client = reqwest::Client::builder()
+    if let Some(why) = outbound.url_problem(url) {
+        return Err(format!("refused to fetch {url}: {why}"));
+    }
+    let client = outbound
+        .builder(MAX_REDIRECTS)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .build()
         .map_err(|e| chain(&e))?;
     let cannot = |e: reqwest::Error| format!("cannot fetch {url}: {}", chain(&e));

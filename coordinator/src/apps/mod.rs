@@ -75,6 +75,8 @@ pub struct Config {
     pub max_artifact_bytes: u64,
     /// Where deploy keys are opened from.
     pub vault: Arc<crate::secrets::Vault>,
+    /// Where artifacts by URL may be fetched from (`--outbound-allow`).
+    pub outbound: crate::outbound::Outbound,
 }
 
 pub struct Apps {
@@ -109,6 +111,7 @@ impl Controller for Apps {
             blobs: term.blobs.clone(),
             max_artifact_bytes: self.config.max_artifact_bytes,
             vault: self.config.vault.clone(),
+            outbound: self.config.outbound.clone(),
         });
         Ok(Started::work(run(ctx)))
     }
@@ -121,6 +124,7 @@ struct Ctx {
     blobs: Arc<crate::blobs::Blobs>,
     max_artifact_bytes: u64,
     vault: Arc<crate::secrets::Vault>,
+    outbound: crate::outbound::Outbound,
 }
 
 /// One app as read this tick.
@@ -421,7 +425,8 @@ async fn reconcile(ctx: &Ctx, app: Due, now: u64, tick: std::time::Instant) -> R
     let mut sizes = BTreeMap::new();
     for plan in &changing {
         if let Some(release) = plan.release.as_ref().ok().filter(|r| !r.url.is_empty()) {
-            match fetch::fetch_url(&ctx.blobs, &release.url, &release.sha256, ctx.max_artifact_bytes).await {
+            let (url, sha256) = (&release.url, &release.sha256);
+            match fetch::fetch_url(&ctx.blobs, &ctx.outbound, url, sha256, ctx.max_artifact_bytes).await {
                 Ok(size) => drop(sizes.insert(release.sha256.clone(), size)),
                 Err(why) => unresolved.push(format!("{}: {why}", plan.diff.service)),
             }

@@ -78,16 +78,29 @@ fn an_artifact_by_url_is_fetched_checked_by_its_digest_and_deployed() {
     let url = |version: &str| format!("http://127.0.0.1:{port}/web-{version}.tar.gz");
     let repo = Repo::new(&dir);
 
+    // A URL at the cloud's instance metadata address is never fetched.
+    let metadata = "http://169.254.169.254/latest/web.tar.gz";
+    repo.commit("main", &url_file(&web, metadata, &v1), "web from the metadata address");
+    create(&web, &repo, &["--auto-sync"]);
+    let failed_with = |says: &'static str| {
+        wait_for_or_report(
+            &format!("a sync to fail with {says:?}"),
+            Duration::from_secs(60),
+            || {
+                history(&web)
+                    .into_iter()
+                    .find(|s| s["outcome"] == "failed" && s["message"].as_str().unwrap_or_default().contains(says))
+            },
+            || format!("{:#}\n{:#?}", app(&web), history(&web)),
+        )
+    };
+    let refused = failed_with("refused to fetch http://169.254.169.254");
+    assert!(refused["message"].as_str().unwrap().contains("link-local"), "{refused:#}");
+
     // The file names v1's URL with v2's digest: the sync fetches it, finds
     // other bytes, and changes nothing.
     repo.commit("main", &url_file(&web, &url("v1"), &v2), "web v1, with the wrong digest");
-    create(&web, &repo, &["--auto-sync"]);
-    let failed = wait_for_or_report(
-        "the sync with the wrong digest to fail",
-        Duration::from_secs(60),
-        || history(&web).into_iter().find(|s| s["outcome"] == "failed"),
-        || format!("{:#}\n{:#?}", app(&web), history(&web)),
-    );
+    let failed = failed_with("has the sha256");
     let message = failed["message"].as_str().unwrap();
     assert!(message.contains(&format!("has the sha256 {v1}, not the {v2}")), "{failed:#}");
     assert!(message.contains("nothing was changed"), "{failed:#}");
