@@ -1,7 +1,8 @@
 //! Freezes (issue 17), end to end: a deploy to a frozen environment waits,
 //! and when the freeze ends only the newest waiting one deploys; a freeze
 //! that starts in the middle of a rollout holds its next batch; a
-//! rollback passes a freeze.
+//! rollback passes a freeze; a closed deploy window holds a deploy until an
+//! admin overrides it, with a reason kept.
 
 use std::time::Duration;
 
@@ -103,4 +104,47 @@ fn a_freeze_in_the_middle_of_a_rollout_holds_its_next_batch_and_a_rollback_passe
     let status = web.fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(status["state"], "failed", "{status:#}");
     unfreeze(&web);
+}
+
+#[test]
+fn a_closed_deploy_window_holds_a_deploy_until_an_audited_override() {
+    let web = Web::start("windows", 1);
+    web.deployed("v1", ONE_BY_ONE);
+    // A deny window that always holds: every minute, for an hour.
+    let file = web.fleet.dir.path().join("environments.yml");
+    std::fs::write(
+        &file,
+        "environments:\n  - name: staging\n    selector: {role: web}\n    windows:\n      - deny: \"* * * * *\"\n        \
+         for: 1h\n        reason: change freeze\n",
+    )
+    .unwrap();
+    let out = web.fleet.drover(&["env", "apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let env = json(&web.fleet, &["env", "show", "staging", "-o", "json"]);
+    assert_eq!(env["open"], false, "{env:#}");
+
+    let run = web.fleet.submit("v2.yml", &web.pipeline("v2", ONE_BY_ONE));
+    let waiting = wait_for_or_report(
+        "the deploy to wait for the window",
+        Duration::from_secs(60),
+        || {
+            Some(rollouts(&web)[0].clone())
+                .filter(|r| r["message"].as_str().unwrap_or_default().contains("change freeze"))
+        },
+        || format!("{:#?}", rollouts(&web)),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(web.versions(), vec![Some("v1".to_string())], "nothing moves while the window is closed");
+
+    // An override lets this one deploy, and says who and why.
+    let id = waiting["id"].to_string();
+    let out = web.fleet.drover(&["rollout", "override", &id, "--reason", "INC-1 hotfix"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = web.fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(web.versions(), vec![Some("v2".to_string())]);
+    let r = json(&web.fleet, &["rollout", "status", &id, "-o", "json"]);
+    assert_eq!((r["overridden_by"].as_str(), r["override_reason"].as_str()), (Some("admin"), Some("INC-1 hotfix")));
+    let out = web.fleet.drover(&["rollout", "override", &id, "--reason", " "]);
+    assert!(!out.status.success(), "a finished rollout takes no override");
 }
