@@ -11,9 +11,6 @@ use crate::commands::fmt_ms;
 use crate::out::outln;
 use crate::output::{self, Format};
 
-/// The step of a background analysis' measurements.
-const BACKGROUND: u32 = u32::MAX;
-
 /// How often `drover rollout status --follow` looks again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
@@ -162,12 +159,12 @@ fn print_analysis(r: &pb::Rollout) {
     }
     let mut last = None;
     for m in &r.measurements {
-        if last != Some((m.step, m.run)) {
-            match m.step {
-                BACKGROUND => outln!("    in the background (run {}):", m.run),
-                step => outln!("    step {step} (run {}):", m.run),
+        if last != Some((m.background, m.step, m.run)) {
+            match m.background {
+                true => outln!("    in the background (run {}):", m.run),
+                false => outln!("    step {} (run {}):", m.step, m.run),
             }
-            last = Some((m.step, m.run));
+            last = Some((m.background, m.step, m.run));
         }
         let value = if m.value.is_empty() { "-" } else { &m.value };
         let why = if m.message.is_empty() { String::new() } else { format!(": {}", m.message) };
@@ -448,7 +445,7 @@ fn view(r: &pb::Rollout) -> Value {
         "analysing_step": r.analysing_step,
         "analysing_background": r.analysing_background,
         "measurements": r.measurements.iter().map(|m| json!({
-            "step": (m.step != BACKGROUND).then_some(m.step), "background": m.step == BACKGROUND,
+            "step": (!m.background).then_some(m.step), "background": m.background,
             "run": m.run, "metric": m.metric, "at_ms": m.at_ms,
             "value": m.value, "outcome": m.outcome, "message": m.message,
         })).collect::<Vec<_>>(),

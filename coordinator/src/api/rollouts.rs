@@ -85,7 +85,8 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
             .measurements
             .into_iter()
             .map(|m| pb::RolloutMeasurement {
-                step: m.step,
+                background: m.step == crate::rollouts::analysis::BACKGROUND,
+                step: if m.step == crate::rollouts::analysis::BACKGROUND { 0 } else { m.step },
                 run: m.run,
                 metric: m.metric,
                 at_ms: m.at_ms,

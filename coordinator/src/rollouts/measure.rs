@@ -128,14 +128,15 @@ fn prometheus_samples(body: &[u8], label: &str) -> Result<Vec<(String, f64)>, St
         return Err("a metric compared with a baseline needs a query that gives a vector, one sample a node".into());
     }
     let result = doc["data"]["result"].as_array().map(Vec::as_slice).unwrap_or_default();
-    Ok(result
-        .iter()
-        .filter_map(|s| {
-            let node = s["metric"][label].as_str()?;
-            let value = s["value"][1].as_str()?.parse::<f64>().ok()?;
-            Some((node.to_owned(), value))
-        })
-        .collect())
+    let mut samples = Vec::with_capacity(result.len());
+    for sample in result {
+        let Some(node) = sample["metric"][label].as_str() else { continue };
+        let text = sample["value"][1].as_str().unwrap_or_default();
+        let value =
+            text.parse::<f64>().map_err(|_| format!("Prometheus's sample of {node} has {text:?}, not a number"))?;
+        samples.push((node.to_owned(), value));
+    }
+    Ok(samples)
 }
 
 /// A GET's body, when it answers 2xx.
@@ -346,5 +347,28 @@ mod tests {
         for (case, metric, value, want) in cases {
             assert_eq!(judge(metric, &value), want, "{case}");
         }
+    }
+
+    #[test]
+    fn a_compared_metric_takes_each_nodes_sample_by_its_label() {
+        let vector =
+            |samples: &str| format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{samples}]}}}}"#);
+        let sample = |labels: &str, value: &str| format!(r#"{{"metric":{{{labels}}},"value":[1,"{value}"]}}"#);
+        let good = vector(
+            &[sample(r#""node":"a""#, "0.5"), sample(r#""job":"x""#, "9"), sample(r#""node":"b""#, "1e-3")].join(","),
+        );
+        let got = prometheus_samples(good.as_bytes(), "node").unwrap();
+        assert_eq!(
+            got,
+            [("a".to_string(), 0.5), ("b".to_string(), 0.001)],
+            "a sample without the label is not a node's"
+        );
+        let bad = vector(&sample(r#""node":"a""#, "x"));
+        let err = prometheus_samples(bad.as_bytes(), "node").unwrap_err();
+        assert!(err.contains("sample of a has \"x\", not a number"), "{err}");
+        let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#;
+        assert!(
+            prometheus_samples(scalar.as_bytes(), "node").unwrap_err().contains("needs a query that gives a vector")
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::core::fleet::AgentInfo;
 use crate::scheduler::{DeployNote, Event, Handle};
 use crate::store::{Store, Txn, decode};
 
-mod analysis;
+pub(crate) mod analysis;
 pub mod drive;
 mod freeze;
 mod gates;

@@ -12,11 +12,12 @@
 //!
 //! The pieces live in submodules, re-exported here: [`Etcd`] and
 //! [`free_port`] in `etcd`, [`Fleet`] and [`AgentSpec`] in `fleet`, and
-//! [`Tmpfs`] in `tmpfs`. This module keeps what they all use: [`bin`],
+//! [`Tmpfs`] in `tmpfs`; `hook::Hook`, a webhook receiver. This module keeps what they all use: [`bin`],
 //! [`TempDir`], [`Proc`], the waits, and small text helpers.
 
 mod etcd;
 mod fleet;
+pub mod hook;
 pub mod pty;
 pub mod sshd;
 mod tmpfs;

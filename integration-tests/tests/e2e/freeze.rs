@@ -145,6 +145,6 @@ fn a_closed_deploy_window_holds_a_deploy_until_an_audited_override() {
     assert_eq!(web.versions(), vec![Some("v2".to_string())]);
     let r = json(&web.fleet, &["rollout", "status", &id, "-o", "json"]);
     assert_eq!((r["overridden_by"].as_str(), r["override_reason"].as_str()), (Some("admin"), Some("INC-1 hotfix")));
-    let out = web.fleet.drover(&["rollout", "override", &id, "--reason", " "]);
-    assert!(!out.status.success(), "a finished rollout takes no override");
+    let out = web.fleet.drover(&["rollout", "override", &id, "--reason", "again"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("has finished"), "{}", text(&out.stderr));
 }

@@ -3,60 +3,15 @@
 //! webhook answers 2xx, and a webhook gate that times out before promotion
 //! fails the step, which rolls back. Who or what opened each gate is kept.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::deploys::{Web, json};
+use crate::harness::hook::Hook;
 use crate::harness::{text, wait_for_or_report};
 
-/// A webhook on a free port: it answers every POST with the status set,
-/// and keeps each body.
-struct Hook {
-    port: u16,
-    status: Arc<AtomicU16>,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Hook {
-    fn start(status: u16) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hook = Hook { port, status: Arc::new(AtomicU16::new(status)), bodies: Arc::default() };
-        let (answer, bodies) = (hook.status.clone(), hook.bodies.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_ok() {
-                    bodies.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                }
-                let status = answer.load(Ordering::SeqCst);
-                let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            }
-        });
-        hook
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/confirm", self.port)
-    }
-}
+const PATH: &str = "/confirm";
 
 fn newest(web: &Web) -> Value {
     json(&web.fleet, &["rollouts", "-o", "json"])[0].clone()
@@ -88,7 +43,7 @@ fn gates_wait_for_an_approver_and_a_webhook_and_one_that_times_out_rolls_back() 
         "{{rolling: {{max_parallel: 1}}}}\n      gates:\n        - {{name: qa, at: before_rollout, approval: \
          {{approvers: [admin]}}}}\n        - {{name: ticket, at: before_step, confirm: {{url: '{}', timeout: 1m, \
          interval: 1s}}}}",
-        hook.url()
+        hook.url(PATH)
     );
     let run = web.fleet.submit("v2.yml", &web.pipeline("v2", &gated));
 
@@ -109,16 +64,16 @@ fn gates_wait_for_an_approver_and_a_webhook_and_one_that_times_out_rolls_back() 
         "the webhook to be called twice",
         Duration::from_secs(30),
         || {
-            let bodies = hook.bodies.lock().unwrap();
+            let bodies = hook.bodies();
             (bodies.len() >= 2).then(|| bodies[0].clone())
         },
-        || format!("{:#?}", hook.bodies.lock().unwrap()),
+        || format!("{:#?}", hook.bodies()),
     );
     assert_eq!(called["gate"], "ticket", "{called:#}");
     assert_eq!(called["environment"], "staging", "{called:#}");
     assert_eq!(called["step"], 0, "{called:#}");
     assert_eq!(web.versions()[1].as_deref(), Some("v1"), "the second node waits");
-    hook.status.store(200, Ordering::SeqCst);
+    hook.answer(200);
     let done = web.fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(web.versions(), vec![Some("v2".to_string()); 2]);
@@ -127,16 +82,16 @@ fn gates_wait_for_an_approver_and_a_webhook_and_one_that_times_out_rolls_back() 
     assert_eq!(gates[0]["by"], "admin", "{gates:#}");
     assert_eq!(gates[0]["comment"], "QA signed", "{gates:#}");
     assert_eq!(gates[1]["state"], "opened", "{gates:#}");
-    assert_eq!(gates[1]["by"], format!("webhook {}", hook.url()), "{gates:#}");
+    assert_eq!(gates[1]["by"], format!("webhook {}", hook.url(PATH)), "{gates:#}");
     assert_eq!(gates[1]["comment"], "HTTP 200", "{gates:#}");
 
     // A webhook that never says yes before promotion: refused on its
     // timeout, and the rollout goes back.
-    hook.status.store(500, Ordering::SeqCst);
+    hook.answer(500);
     let timing_out = format!(
         "{{rolling: {{max_parallel: 2}}}}\n      gates:\n        - {{name: cab, at: before_promotion, confirm: {{url: \
          '{}', timeout: 3s, interval: 1s}}}}",
-        hook.url()
+        hook.url(PATH)
     );
     let (run, done) = web.run("v3", &timing_out);
     assert_eq!(done["state"], "failed", "{done:#}");

@@ -5,65 +5,13 @@
 //! `rm` (exit 4 the second time); and what a rollout, its gate and a
 //! freeze tell a target as they happen.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-
-use serde_json::Value;
-
 use crate::deploys::json;
-use crate::harness::Fleet;
-use crate::harness::text;
+use crate::harness::hook::Hook;
+use crate::harness::{Fleet, text};
 
-/// A webhook on a free port: it answers every POST with the status set,
-/// and keeps each request's head and body.
-struct Hook {
-    port: u16,
-    status: Arc<AtomicU16>,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-impl Hook {
-    fn start() -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hook = Hook { port, status: Arc::new(AtomicU16::new(200)), seen: Arc::default() };
-        let (answer, seen) = (hook.status.clone(), hook.seen.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let (mut head, mut length) = (String::new(), 0);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_ok() {
-                    seen.lock().unwrap().push((head, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-                }
-                let status = answer.load(Ordering::SeqCst);
-                let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-            }
-        });
-        hook
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/services/T0/B0/secret-token", self.port)
-    }
-
-    fn last(&self) -> (String, Value) {
-        self.seen.lock().unwrap().last().cloned().expect("a request")
-    }
-}
+/// Where the targets post: a path like a Slack webhook's, whose last part
+/// is its token.
+const PATH: &str = "/services/T0/B0/secret-token";
 
 fn fails_with(fleet: &Fleet, args: &[&str], code: i32, says: &str) {
     let out = fleet.drover(args);
@@ -75,8 +23,8 @@ fn fails_with(fleet: &Fleet, args: &[&str], code: i32, says: &str) {
 #[test]
 fn a_target_is_added_listed_tested_and_removed() {
     let fleet = Fleet::start("notify");
-    let hook = Hook::start();
-    let url = hook.url();
+    let hook = Hook::start(200);
+    let url = hook.url(PATH);
     let added = json(
         &fleet,
         &[
@@ -114,7 +62,7 @@ fn a_target_is_added_listed_tested_and_removed() {
     // A test reaches the listener as JSON, whatever the target's filters.
     let tried = json(&fleet, &["notify", "test", "ops", "-o", "json"]);
     assert_eq!((tried["delivered"].as_bool(), tried["http_status"].as_u64()), (Some(true), Some(200)), "{tried:#}");
-    let (head, body) = hook.last();
+    let (head, body) = hook.seen().pop().expect("a request");
     assert!(head.starts_with("POST /services/T0/B0/secret-token HTTP/1.1"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
     assert_eq!(body["kind"], "test", "{body:#}");
@@ -126,12 +74,12 @@ fn a_target_is_added_listed_tested_and_removed() {
     let out = fleet.drover(&["notify", "test", "ops"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ops answered 200"), "{}", text(&out.stdout));
-    let (_, body) = hook.last();
+    let (_, body) = hook.seen().pop().expect("a request");
     assert!(body["text"].as_str().unwrap().starts_with("Test: a test of notification target ops"), "{body:#}");
     assert_eq!(body["attachments"][0]["color"], "#439FE0", "{body:#}");
 
     // A target that answers 500: exit 1, saying so.
-    hook.status.store(500, Ordering::SeqCst);
+    hook.answer(500);
     fails_with(&fleet, &["notify", "test", "ops"], 1, "was not delivered: answered 500");
 
     // Bad targets: exit 2, saying what to do.
@@ -158,17 +106,16 @@ fn a_rollout_a_gate_and_a_freeze_are_told_as_they_happen() {
     use crate::harness::wait_for_or_report;
 
     let web = Web::start("notify-rollouts", 1);
-    let hook = Hook::start();
-    let out = web.fleet.drover(&["notify", "add", "ops", "--url", &hook.url(), "--env", "staging"]);
+    let hook = Hook::start(200);
+    let out = web.fleet.drover(&["notify", "add", "ops", "--url", &hook.url(PATH), "--env", "staging"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let kinds = || -> Vec<String> {
-        hook.seen.lock().unwrap().iter().map(|(_, b)| b["kind"].as_str().unwrap_or_default().to_owned()).collect()
-    };
+    let kinds =
+        || -> Vec<String> { hook.bodies().iter().map(|b| b["kind"].as_str().unwrap_or_default().to_owned()).collect() };
     let told = |kind: &str| {
         wait_for_or_report(
             &format!("a {kind} notice"),
             Duration::from_secs(60),
-            || hook.seen.lock().unwrap().iter().find(|(_, b)| b["kind"] == kind).map(|(_, b)| b.clone()),
+            || hook.bodies().into_iter().find(|b| b["kind"] == kind),
             || format!("{:?}\n{}", kinds(), web.fleet.logs()),
         )
     };

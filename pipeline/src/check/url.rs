@@ -2,6 +2,8 @@
 //! or calls: an analysis provider's address, an app's artifact, a gate's
 //! webhook.
 
+use super::{Checker, Entry};
+
 /// Where `url`, which `subject` names, is refused, and why: the offset of
 /// the offending character (in characters) and the message. At most
 /// `max_len` characters, no spaces or control characters, a scheme of
@@ -17,6 +19,45 @@ pub(crate) fn http_url_problem(url: &str, subject: &str, max_len: usize) -> Opti
         Some((0, format!("{subject} names no host")))
     } else {
         None
+    }
+}
+
+impl Checker<'_> {
+    /// A URL the coordinator calls as it is written (`entry`, which
+    /// `subject` names; `used` says what uses it, "an analysis"): a string,
+    /// without `${{ }}` (nothing fills it in; `unfilled_hint` says what to
+    /// write instead), under [`http_url_problem`]'s rules; `hint` shows a
+    /// good one.
+    pub(super) fn called_url(
+        &mut self,
+        entry: &Entry<'_>,
+        subject: &str,
+        used: &str,
+        (hint, unfilled_hint): (&str, &str),
+        max_len: usize,
+    ) -> Option<String> {
+        let node = entry.value;
+        let Some(url) = node.scalar_text() else {
+            self.error(
+                entry.value_pos(),
+                format!("{subject} must be a URL, found {}", node.describe()),
+                Some(hint.into()),
+            );
+            return None;
+        };
+        let problem = match url.find("${{") {
+            Some(at) => Some((
+                url[..at].chars().count(),
+                format!("{subject} has `${{{{ }}}}`, but {used} is used as it is written, with nothing filled in"),
+                unfilled_hint,
+            )),
+            None => http_url_problem(url, subject, max_len).map(|(at, message)| (at, message, hint)),
+        };
+        if let Some((at, message, hint)) = problem {
+            self.error(node.pos_at(at), message, Some(hint.to_owned()));
+            return None;
+        }
+        Some(url.to_owned())
     }
 }
 

@@ -623,17 +623,7 @@ fn a_freeze_holds_what_would_start_and_what_would_go_on_and_a_thaw_starts_the_ne
     // second batch waits at the gate.
     d.start_job(job(1, "queue", "{rolling: {max_parallel: 1}}"), 0);
     let id = *d.startable.iter().next().unwrap();
-    let rec = &d.records[&id];
-    let spec = drover_deploy::rollout::Spec {
-        release: rec.release.version.clone(),
-        strategy: crate::core::rollouts::strategy(&rec.deploy.strategy),
-        on_failure: drover_deploy::rollout::OnFailure::Rollback,
-        await_verdict: true,
-        waves: Vec::new(),
-    };
-    let targets = ["a", "b"].iter().map(|n| Target { node: n.to_string(), rollback_to: None }).collect();
-    d.startable.clear();
-    d.begin(id, Rollout::new(spec, targets).map_err(|e| e.to_string()), 1);
+    begin_awaiting(&mut d, id, 1);
     sent(&mut d);
     d.freezes.insert("staging".into(), frozen(0));
     report(&mut d, id, "a", DeployState::Installed, 2);
@@ -683,21 +673,18 @@ fn a_freeze_holds_what_would_start_and_what_would_go_on_and_a_thaw_starts_the_ne
 /// before the second step (a webhook), `final` before promotion (alice or
 /// bob).
 fn gated(run: u64) -> DeployJob {
-    let mut j = job(run, "queue", "{rolling: {max_parallel: 1}}");
-    let gates = "name: d\njobs:\n  build:\n    artifacts: {paths: [dist]}\n    steps: [{run: make}]\n  deploy:\n    \
-         needs: [build]\n    deploy:\n      environment: staging\n      artifact: build:dist\n      \
-         service: {name: web, command: ./app, port: 8080, health: {tcp: true, interval: 1s, healthy_after: 2, \
-         timeout: 30s}}\n      gates:\n        - {name: qa, at: before_rollout, approval: {approvers: [alice]}}\n        \
-         - {name: ticket, at: before_step, confirm: {url: 'http://tickets:9000/ok', timeout: 1m}}\n        \
-         - {name: final, at: before_promotion, approval: {approvers: [alice, bob]}}\n";
-    let pipeline = drover_pipeline::parse("ci.yml", gates).unwrap_or_else(|e| panic!("{e}"));
-    j.spec.gates = pipeline.job("deploy").and_then(|j| j.deploy.clone()).expect("a deploy job").gates;
-    j
+    job(
+        run,
+        "queue",
+        "{rolling: {max_parallel: 1}}\n      gates:\n        - {name: qa, at: before_rollout, approval: {approvers: \
+         [alice]}}\n        - {name: ticket, at: before_step, confirm: {url: 'http://tickets:9000/ok', timeout: 1m}}\n        \
+         - {name: final, at: before_promotion, approval: {approvers: [alice, bob]}}",
+    )
 }
 
 /// Starts rollout `id` over nodes a and b, awaiting verdicts, as the loop
 /// does once nothing holds it.
-fn begin_gated(d: &mut Driver, id: u64, now: u64) {
+fn begin_awaiting(d: &mut Driver, id: u64, now: u64) {
     let rec = &d.records[&id];
     let spec = drover_deploy::rollout::Spec {
         release: rec.release.version.clone(),
@@ -736,7 +723,7 @@ fn gates_hold_each_point_until_the_right_person_or_the_webhook_opens_them() {
     );
     assert!(d.startable.contains(&1), "it may start");
     assert!(!d.wait_at_gates(1, 4), "qa is open");
-    begin_gated(&mut d, 1, 4);
+    begin_awaiting(&mut d, 1, 4);
     assert_eq!(sent(&mut d).len(), 1, "a installs");
 
     // Before the second step: the webhook's gate.

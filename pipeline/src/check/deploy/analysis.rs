@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use drover_client::duration;
 
-use super::super::url::http_url_problem;
 use super::super::{Checker, Entry, find};
 use super::Listed;
 use crate::deploy::{Analysis, AnalysisRun, Compare, Metric, Provider, Worse};
@@ -441,25 +440,7 @@ impl Checker<'_> {
 
     /// A Prometheus `address` or an `http` `url`; `subject` names it.
     fn endpoint(&mut self, entry: &Entry<'_>, subject: &str) -> Option<String> {
-        let node = entry.value;
-        let Some(url) = node.scalar_text() else {
-            self.error(
-                entry.value_pos(),
-                format!("{subject} must be a URL, found {}", node.describe()),
-                Some(URL_HINT.to_owned()),
-            );
-            return None;
-        };
-        if url.contains("${{") {
-            self.unfilled(node, url, subject, MEASURED_AS_WRITTEN);
-            return None;
-        }
-        let problem = http_url_problem(url, subject, MAX_URL_LEN);
-        if let Some((at, message)) = problem {
-            self.error(node.pos_at(at), message, Some(URL_HINT.to_owned()));
-            return None;
-        }
-        Some(url.to_owned())
+        self.called_url(entry, subject, "an analysis", (URL_HINT, MEASURED_AS_WRITTEN), MAX_URL_LEN)
     }
 
     /// A Prometheus `query`; `subject` names it.

@@ -3,6 +3,7 @@
 //! diagnostic at its line and column, with a hint; and the same rules in a
 //! desired-state file.
 
+use super::refused_once;
 use std::time::Duration;
 
 use crate::deploy::{Analysis, AnalysisRun, Metric, Provider};
@@ -499,24 +500,12 @@ fn bad_analyses_are_refused_where_the_mistake_is() {
             "`json_path` of metric `error-rate` of the analysis of job `d` has `${{ }}`",
         ),
     ];
-    let mut failures = Vec::new();
-    for (case, replace, extra, line, column, message) in cases {
-        let text = file(&replace, extra);
-        let err = match parse("ci.yml", &text) {
-            Ok(_) => {
-                failures.push(format!("{case}: parsed"));
-                continue;
-            }
-            Err(err) => err,
-        };
-        let [d] = err.diagnostics.as_slice() else {
-            failures.push(format!("{case}: expected one diagnostic, got:\n{err}"));
-            continue;
-        };
-        if !((d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some()) {
-            failures.push(format!("{case}: expected {line}:{column} `{message}` with a hint, got:\n{err}"));
-        }
-    }
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(case, replace, extra, line, column, message)| {
+            refused_once(&file(&replace, extra), line, column, message).err().map(|why| format!("{case}: {why}"))
+        })
+        .collect();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 

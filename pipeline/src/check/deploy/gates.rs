@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use super::super::suggest::closest;
-use super::super::url::http_url_problem;
 use super::super::{Checker, Entry, find};
 use super::Listed;
 use crate::deploy::{Gate, GateAt, GateKind};
@@ -189,26 +188,6 @@ impl Checker<'_> {
     }
 
     fn gate_url(&mut self, entry: &Entry<'_>, subject: &str) -> Option<String> {
-        let node = entry.value;
-        let Some(url) = node.scalar_text() else {
-            self.error(
-                entry.value_pos(),
-                format!("{subject} must be a URL, found {}", node.describe()),
-                Some(URL_HINT.to_owned()),
-            );
-            return None;
-        };
-        let problem = match url.find("${{") {
-            Some(at) => Some((
-                url[..at].chars().count(),
-                format!("{subject} has `${{{{ }}}}`, but a gate is called as it is written, with nothing filled in"),
-            )),
-            None => http_url_problem(url, subject, MAX_URL_LEN),
-        };
-        if let Some((at, message)) = problem {
-            self.error(node.pos_at(at), message, Some(URL_HINT.to_owned()));
-            return None;
-        }
-        Some(url.to_owned())
+        self.called_url(entry, subject, "a gate", (URL_HINT, URL_HINT), MAX_URL_LEN)
     }
 }

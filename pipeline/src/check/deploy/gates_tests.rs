@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::refused_once;
 use crate::deploy::{Gate, GateAt, GateKind};
 use crate::{MAX_GATES, parse};
 
@@ -114,24 +115,12 @@ fn bad_gates_are_refused_where_the_mistake_is() {
         ("a long timeout", one("{name: qa, at: before_step, confirm: {url: 'http://h/', timeout: 25h}}"), 17, 76, "timeout `25h` in gate `qa` of job `d` is over the limit of 24h"),
         ("too many", too_many, 25, 11, "job `d` has 9 gates, over the limit of 8"),
     ];
-    let mut failures = Vec::new();
-    for (case, extra, line, column, message) in cases {
-        let text = format!("{GOOD}{extra}");
-        let err = match parse("ci.yml", &text) {
-            Ok(_) => {
-                failures.push(format!("{case}: parsed"));
-                continue;
-            }
-            Err(err) => err,
-        };
-        let [d] = err.diagnostics.as_slice() else {
-            failures.push(format!("{case}: expected one diagnostic, got:\n{err}"));
-            continue;
-        };
-        if !((d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some()) {
-            failures.push(format!("{case}: expected {line}:{column} `{message}` with a hint, got:\n{err}"));
-        }
-    }
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(case, extra, line, column, message)| {
+            refused_once(&format!("{GOOD}{extra}"), line, column, message).err().map(|why| format!("{case}: {why}"))
+        })
+        .collect();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -168,16 +157,11 @@ fn waves_read_in_order_and_bad_ones_are_refused_where_the_mistake_is() {
             "rolls out blue-green, which switches every node at once, so it has no waves",
         ),
     ];
-    let mut failures = Vec::new();
-    for (case, extra, line, column, message) in cases {
-        let text = format!("{GOOD}{extra}");
-        match parse("ci.yml", &text) {
-            Ok(_) => failures.push(format!("{case}: parsed")),
-            Err(err) => match err.diagnostics.as_slice() {
-                [d] if (d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some() => {}
-                _ => failures.push(format!("{case}: expected {line}:{column} `{message}` with a hint, got:\n{err}")),
-            },
-        }
-    }
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(case, extra, line, column, message)| {
+            refused_once(&format!("{GOOD}{extra}"), line, column, message).err().map(|why| format!("{case}: {why}"))
+        })
+        .collect();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }

@@ -475,6 +475,21 @@ impl Checker<'_> {
     }
 }
 
+/// Why `text` (a pipeline file) is not refused with exactly one
+/// diagnostic at `line`:`column` whose message has `message`, with a hint:
+/// the tables of bad deploys check each case with it.
+#[cfg(test)]
+pub(super) fn refused_once(text: &str, line: usize, column: usize, message: &str) -> Result<(), String> {
+    let err = match crate::parse("ci.yml", text) {
+        Ok(_) => return Err("parsed".to_owned()),
+        Err(err) => err,
+    };
+    match err.diagnostics.as_slice() {
+        [d] if (d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some() => Ok(()),
+        _ => Err(format!("expected {line}:{column} `{message}` with a hint, got:\n{err}")),
+    }
+}
+
 /// How the items of a named list (an analysis' metrics, gates, waves) are
 /// told of in messages: `noun` ("gate"), `within` where the list is ("job
 /// `d`", "the analysis of job `d`"), `example` a good name.

@@ -1,6 +1,7 @@
 //! Deploy jobs read from files: good ones to the exact [`DeploySpec`], bad
 //! ones each to one diagnostic at its line and column, with a hint.
 
+use super::refused_once;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -593,24 +594,12 @@ fn bad_deploy_jobs_are_refused_where_the_mistake_is() {
             "job `d` deploys, so it cannot have `artifacts`",
         ),
     ];
-    let mut failures = Vec::new();
-    for (case, replace, extra, line, column, message) in cases {
-        let text = file(&replace, extra);
-        let err = match parse("ci.yml", &text) {
-            Ok(_) => {
-                failures.push(format!("{case}: parsed"));
-                continue;
-            }
-            Err(err) => err,
-        };
-        let [d] = err.diagnostics.as_slice() else {
-            failures.push(format!("{case}: expected one diagnostic, got:\n{err}"));
-            continue;
-        };
-        if !((d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some()) {
-            failures.push(format!("{case}: expected {line}:{column} `{message}` with a hint, got:\n{err}"));
-        }
-    }
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(case, replace, extra, line, column, message)| {
+            refused_once(&file(&replace, extra), line, column, message).err().map(|why| format!("{case}: {why}"))
+        })
+        .collect();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 
