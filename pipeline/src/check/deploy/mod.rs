@@ -36,6 +36,7 @@ mod compare_tests;
 mod gates;
 #[cfg(test)]
 mod gates_tests;
+mod named;
 mod service;
 mod strategy;
 #[cfg(test)]
@@ -45,15 +46,17 @@ mod waves;
 use std::time::Duration;
 
 pub(super) use artifact::ArtifactUse;
+use named::Listed;
+#[cfg(test)]
+use named::refused_once;
 pub(super) use service::EXAMPLE as SERVICE_EXAMPLE;
 
-use super::jobs::is_valid_job_name;
 use super::suggest::closest;
 use super::{Checker, Entry, find};
 use crate::deploy::{Analysis, DeploySpec, Gate, Hooks, OnNewer, Rolling, Strategy, Wave};
 use crate::expr::Scope;
-use crate::yaml::{Kind, Node, Pos, ScalarType, abbreviate};
-use crate::{DEFAULT_PROGRESS_DEADLINE, MAX_ENVIRONMENT_NAME_LEN, MAX_NAME_LEN, MAX_PROGRESS_DEADLINE};
+use crate::yaml::{Kind, ScalarType, abbreviate};
+use crate::{DEFAULT_PROGRESS_DEADLINE, MAX_ENVIRONMENT_NAME_LEN, MAX_PROGRESS_DEADLINE};
 
 const DEPLOY_KEYS: &[&str] = &[
     "environment",
@@ -472,116 +475,6 @@ impl Checker<'_> {
                 None
             }
         }
-    }
-}
-
-/// Why `text` (a pipeline file) is not refused with exactly one
-/// diagnostic at `line`:`column` whose message has `message`, with a hint:
-/// the tables of bad deploys check each case with it.
-#[cfg(test)]
-pub(super) fn refused_once(text: &str, line: usize, column: usize, message: &str) -> Result<(), String> {
-    let err = match crate::parse("ci.yml", text) {
-        Ok(_) => return Err("parsed".to_owned()),
-        Err(err) => err,
-    };
-    match err.diagnostics.as_slice() {
-        [d] if (d.line, d.column) == (line, column) && d.message.contains(message) && d.hint.is_some() => Ok(()),
-        _ => Err(format!("expected {line}:{column} `{message}` with a hint, got:\n{err}")),
-    }
-}
-
-/// How the items of a named list (an analysis' metrics, gates, waves) are
-/// told of in messages: `noun` ("gate"), `within` where the list is ("job
-/// `d`", "the analysis of job `d`"), `example` a good name.
-pub(super) struct Listed<'a> {
-    pub(super) noun: &'a str,
-    pub(super) within: &'a str,
-    pub(super) example: &'a str,
-}
-
-impl Checker<'_> {
-    /// Opens item `number` (from 1) of a named list: a mapping whose keys
-    /// must be among `keys`, told of as `{noun} `{name}` of {within}` once
-    /// it has a good name (`{noun} {number} of {within}` before); the
-    /// subject and the entries, or `None` when it is no mapping (told,
-    /// with `example`).
-    pub(super) fn list_item<'n>(
-        &mut self,
-        item: &'n Node,
-        number: usize,
-        listed: &Listed<'_>,
-        keys: &[&str],
-        example: &str,
-    ) -> Option<(String, Vec<Entry<'n>>)> {
-        let Listed { noun, within, .. } = listed;
-        let Kind::Map(map) = &item.kind else {
-            self.error(
-                item.pos,
-                format!("{noun} {number} of {within} must be a mapping, found {}", item.describe()),
-                Some(example.to_owned()),
-            );
-            return None;
-        };
-        // Messages name the item by its name when it has a good one.
-        let written = map
-            .iter()
-            .find(|(key, _)| key.scalar_text() == Some("name"))
-            .and_then(|(_, value)| value.scalar_text())
-            .filter(|name| is_valid_job_name(name));
-        let subject = match written {
-            Some(name) => format!("{noun} `{name}` of {within}"),
-            None => format!("{noun} {number} of {within}"),
-        };
-        let context = format!("in {subject}");
-        let entries = self.entries(map, "key", &context);
-        self.unknown_keys(&entries, keys, &context);
-        Some((subject, entries))
-    }
-
-    /// Reads the `name` (`entry`) of an item of a named list: `subject`
-    /// names the item when the name is missing (`item_pos`), `names` holds
-    /// the names seen so far and where, so that one given twice is told.
-    pub(super) fn item_name(
-        &mut self,
-        entry: Option<&Entry<'_>>,
-        item_pos: Pos,
-        subject: &str,
-        listed: &Listed<'_>,
-        names: &mut Vec<(String, Pos)>,
-    ) -> Option<String> {
-        let Listed { noun, within, example } = listed;
-        let Some(entry) = entry else {
-            self.error(item_pos, format!("{subject} has no `name`"), Some(format!("name it, e.g. `name: {example}`")));
-            return None;
-        };
-        let name = match entry.value.scalar_text() {
-            Some(name) if is_valid_job_name(name) => name,
-            found => {
-                let found = found.map_or_else(|| entry.value.describe(), |name| format!("`{}`", abbreviate(name)));
-                self.error(
-                    entry.value_pos(),
-                    format!("invalid {noun} name {found} in {within}"),
-                    Some(format!(
-                        "a {noun} is named as a job is: 1 to {MAX_NAME_LEN} letters, digits, `_`, `.` or `-`, \
-                         starting with a letter or digit, e.g. `{example}`"
-                    )),
-                );
-                return None;
-            }
-        };
-        if let Some((_, first)) = names.iter().find(|(seen, _)| seen == name) {
-            self.error(
-                entry.value.pos,
-                format!(
-                    "{noun} `{name}` is named twice in {within} (first at line {}, column {})",
-                    first.line, first.column
-                ),
-                Some(format!("each {noun} has a name of its own: rename one of them")),
-            );
-            return None;
-        }
-        names.push((name.to_owned(), entry.value.pos));
-        Some(name.to_owned())
     }
 }
 
