@@ -423,8 +423,9 @@ pub enum Worse {
     Lower,
 }
 
-/// Where a [`Metric`]'s value comes from. The coordinator measures, not an
-/// agent, so each address must be one the coordinator reaches.
+/// Where a [`Metric`]'s value comes from. The coordinator calls a
+/// `prometheus` address or an `http` URL itself, so each must be one it
+/// reaches; an `exec` command runs on a node of the rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
@@ -458,6 +459,16 @@ pub enum Provider {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         json_path: Option<String>,
     },
+    /// `exec: {command, timeout}`: `command` (not empty, at most 4096
+    /// bytes, no `${{ }}`) runs with `bash -eo pipefail -c` on a node of
+    /// the rollout, from the new release's root, as the deploy's hooks do
+    /// (as the agent's `--run-as` user, with a clean environment and the
+    /// service's `env`). Its exit code is the result; a metric with no
+    /// condition written has `success: result == 0`. A command killed by
+    /// a signal, past its `timeout` (1s to 10m; 30s), or whose node is
+    /// away gives no value (inconclusive). The node is the first the
+    /// rollout updated and that is healthy, else its first.
+    Exec { command: String, timeout: Duration },
 }
 
 /// One of `gates:`, a point of a rollout it may not pass until the gate

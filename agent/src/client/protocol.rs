@@ -357,8 +357,14 @@ impl Protocol {
             Ok(order) => vec![Action::Deploy(executor::Request::Order(Box::new(order)))],
             Err(message) => {
                 warn!(action = %action_id, %service, %message, "refused a deploy action");
-                let failed =
-                    executor::Report { action_id, service, state: failed_state, message, version: String::new() };
+                let failed = executor::Report {
+                    action_id,
+                    service,
+                    state: failed_state,
+                    message,
+                    version: String::new(),
+                    exit_code: None,
+                };
                 vec![Action::Send(self.on_deploy(failed))]
             }
         }

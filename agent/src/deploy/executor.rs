@@ -333,6 +333,9 @@ pub struct Report {
     pub state: ReportState,
     pub message: String,
     pub version: String,
+    /// A hook's: the exit code of the step that failed, 0 when all passed;
+    /// `None` when a step did not exit, or for other actions.
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,12 +407,25 @@ struct Ctx {
 
 impl Ctx {
     fn report(&self, order: &Order, state: ReportState, message: impl Into<String>, version: &str) {
+        self.report_exit(order, state, message, version, None);
+    }
+
+    /// [`Ctx::report`] of a hook whose steps exited, with the exit code.
+    fn report_exit(
+        &self,
+        order: &Order,
+        state: ReportState,
+        message: impl Into<String>,
+        version: &str,
+        exit_code: Option<i32>,
+    ) {
         let report = Report {
             action_id: order.action_id.clone(),
             service: order.service.clone(),
             state,
             message: message.into(),
             version: version.to_string(),
+            exit_code,
         };
         match state {
             ReportState::Failed | ReportState::HookFailed => {

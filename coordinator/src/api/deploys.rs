@@ -101,6 +101,16 @@ pub fn report(node: &str, r: pb::DeployReport) -> Result<DeployReport, String> {
     if r.service.is_empty() || r.service.len() > MAX_NAME || r.version.len() > MAX_NAME {
         return Err(format!("deploy report {}: a service or version name longer than {MAX_NAME}", r.action_id));
     }
+    if let Some(code) = r.exit_code {
+        let hook = matches!(state, DeployState::HookPassed | DeployState::HookFailed);
+        if !hook || !(0..=255).contains(&code) || (code == 0) != (state == DeployState::HookPassed) {
+            return Err(format!(
+                "deploy report {}: exit code {code} with state {state:?} (only a hook has one: 0 when it passed, \
+                 1 to 255 when a step failed)",
+                r.action_id
+            ));
+        }
+    }
     Ok(DeployReport {
         node: node.to_string(),
         rollout,
@@ -109,6 +119,7 @@ pub fn report(node: &str, r: pb::DeployReport) -> Result<DeployReport, String> {
         state,
         message: super::agent::bounded(&r.message, MAX_REPORT_MESSAGE),
         version: r.version,
+        exit_code: r.exit_code,
     })
 }
 
@@ -156,13 +167,25 @@ mod tests {
             state: pb::DeployState::Healthy as i32,
             message: "ok".into(),
             version: "abc".into(),
+            exit_code: None,
         };
         let r = report("n1", good()).unwrap();
         assert_eq!((r.node.as_str(), r.rollout, r.seq, r.state), ("n1", 3, 7, DeployState::Healthy));
         // (case, the change, what the refusal says)
         type Case = (&'static str, fn(&mut pb::DeployReport), &'static str);
-        let cases: [Case; 4] = [
+        let cases: [Case; 7] = [
             ("a malformed id", |r| r.action_id = "x".into(), "malformed deploy action id"),
+            ("an exit code not a hook's", |r| r.exit_code = Some(0), "only a hook has one"),
+            (
+                "an exit code out of range",
+                |r| (r.state, r.exit_code) = (pb::DeployState::HookFailed as i32, Some(300)),
+                "exit code 300",
+            ),
+            (
+                "a passed hook that did not exit 0",
+                |r| (r.state, r.exit_code) = (pb::DeployState::HookPassed as i32, Some(2)),
+                "exit code 2",
+            ),
             ("an unknown state", |r| r.state = 99, "unknown state 99"),
             ("no state", |r| r.state = 0, "unknown state 0"),
             ("a long service", |r| r.service = "s".repeat(65), "longer than 64"),

@@ -346,7 +346,7 @@ pub async fn analyse(
                         // Judged with the rest of the run's once they are in.
                         (shown, Outcome::Successful)
                     }),
-                    None => measure::measure(&caller, &metric).await.map(|value| {
+                    None => measure::measure(&caller, id, &metric).await.map(|value| {
                         let shown =
                             if value == drover_pipeline::expr::Value::Null { "null".into() } else { value.to_string() };
                         (shown, measure::judge(&metric, &value))

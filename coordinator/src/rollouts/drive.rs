@@ -82,6 +82,8 @@ pub struct Driver {
     /// Rollouts that did not start because their environment is frozen or
     /// its windows are closed.
     pub(super) waiting_thaw: BTreeSet<u64>,
+    /// `exec` metrics' measurements on nodes (`super::probe`).
+    pub(super) probes: super::probe::Probes,
 }
 
 /// A release's version: the same bits at the same path, run the same way
@@ -411,6 +413,9 @@ impl Driver {
 
     /// A node's report on an action.
     pub fn report(&mut self, r: DeployReport, now_ms: u64) {
+        if self.probe_report(&r) {
+            return;
+        }
         let Some(rec) = self.records.get(&r.rollout) else { return };
         let answers_hook = rec.hook.as_ref().is_some_and(|h| h.seq == r.seq && h.node == r.node);
         if (rec.inflight.get(&r.node) != Some(&r.seq) && !answers_hook) || rec.service != r.service {

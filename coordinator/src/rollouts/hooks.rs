@@ -135,7 +135,8 @@ impl Driver {
     pub fn hook_output(&mut self, rollout: u64, seq: u64, node: &str, data: Vec<u8>) {
         let Some(rec) = self.records.get(&rollout) else { return };
         let current = rec.hook.as_ref().is_some_and(|h| h.seq == seq && h.node == node)
-            || rec.batch_hooks.get(node).is_some_and(|h| h.seq == seq);
+            || rec.batch_hooks.get(node).is_some_and(|h| h.seq == seq)
+            || self.is_probe(rollout, seq, node);
         if current {
             self.log(rollout, data);
         }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use drover_deploy::analysis::Outcome;
 use drover_pipeline::deploy::{Metric, Provider};
 use drover_pipeline::expr::{Context, DroverField, JobResult, Status, Value};
@@ -21,15 +23,18 @@ const MAX_BODY: usize = 1024 * 1024;
 /// How the leader calls what a pipeline names (a provider, a gate's
 /// webhook): under the coordinator's outbound policy (`crate::outbound`),
 /// with a client that follows it. One per term, cloned into each task.
+/// An `exec` metric's command goes to the controller's loop instead
+/// (`super::probe`), which runs it on a node.
 #[derive(Clone)]
 pub struct Caller {
     pub client: reqwest::Client,
     pub outbound: crate::outbound::Outbound,
+    pub probes: mpsc::UnboundedSender<super::probe::Ask>,
 }
 
 impl Caller {
-    pub fn new(outbound: &crate::outbound::Outbound) -> Caller {
-        Caller { client: outbound.client(MEASURE_TIMEOUT), outbound: outbound.clone() }
+    pub fn new(outbound: &crate::outbound::Outbound, probes: mpsc::UnboundedSender<super::probe::Ask>) -> Caller {
+        Caller { client: outbound.client(MEASURE_TIMEOUT), outbound: outbound.clone(), probes }
     }
 
     /// Why `url` may not be called, in the words a measurement or a gate
@@ -39,13 +44,16 @@ impl Caller {
     }
 }
 
-/// The value of `metric` now, or why there is none (inconclusive, never a
-/// failure).
-pub async fn measure(caller: &Caller, metric: &Metric) -> Result<Value, String> {
+/// The value of `metric` of rollout `rollout` now, or why there is none
+/// (inconclusive, never a failure).
+pub async fn measure(caller: &Caller, rollout: u64, metric: &Metric) -> Result<Value, String> {
     let client = &caller.client;
     let called = match &metric.provider {
         Provider::Prometheus { address, .. } => address,
         Provider::Http { url, .. } => url,
+        Provider::Exec { command, timeout } => {
+            return super::probe::ask(&caller.probes, rollout, &metric.name, command, *timeout).await;
+        }
     };
     if let Some(why) = caller.refused(called) {
         return Err(why);
@@ -56,6 +64,7 @@ pub async fn measure(caller: &Caller, metric: &Metric) -> Result<Value, String> 
             let body = get(client.get(&url).query(&[("query", query)]), address).await?;
             prometheus_value(&body)
         }
+        Provider::Exec { .. } => unreachable!("measured above"),
         Provider::Http { url, json_path } => {
             let body = get(client.get(url), url).await?;
             match json_path {

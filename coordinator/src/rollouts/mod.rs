@@ -35,6 +35,7 @@ mod guards;
 mod hooks;
 mod measure;
 mod notices;
+mod probe;
 pub mod records;
 mod retention;
 mod rollback;
@@ -77,9 +78,10 @@ impl Controller for Rollouts {
         let driver = load(term.store.as_ref()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         sched.send(Event::SubscribeDeploys { tx }).await.map_err(|e| ControllerError::Failed(e.to_string()))?;
-        let caller = measure::Caller::new(&self.outbound);
+        let (probes_tx, probes) = mpsc::unbounded_channel();
+        let caller = measure::Caller::new(&self.outbound, probes_tx);
         let notifier = term.notifier.clone();
-        Ok(Started::work(run(term.store.clone(), sched, driver, rx, caller, notifier)))
+        Ok(Started::work(run(term.store.clone(), sched, driver, (rx, probes), caller, notifier)))
     }
 }
 
@@ -120,7 +122,7 @@ async fn run(
     store: Arc<dyn Store>,
     sched: Handle,
     mut d: Driver,
-    mut notes: mpsc::UnboundedReceiver<DeployNote>,
+    (mut notes, mut probes): (mpsc::UnboundedReceiver<DeployNote>, mpsc::UnboundedReceiver<probe::Ask>),
     caller: measure::Caller,
     notifier: crate::notifications::Notifier,
 ) -> Result<(), ControllerError> {
@@ -146,6 +148,7 @@ async fn run(
         tokio::select! {
             Some((id, m)) = measured.recv() => d.measured(id, m, now),
             Some((id, answer)) = answered.recv() => d.gate_answered(id, answer, now),
+            Some(ask) = probes.recv() => d.probe(ask),
             note = notes.recv() => match note {
                 // The scheduler stopped: the term is over.
                 None => return Ok(()),
@@ -483,6 +486,17 @@ async fn send_actions(sched: &Handle, d: &mut Driver) {
         }
         if let Ok(Ok(())) = rx.await {
             d.unsent.remove(&(id, node));
+        }
+    }
+    d.probes.forget_abandoned();
+    let probes: Vec<_> = d.probes.unsent.iter().map(|(k, (node, a))| (*k, node.clone(), a.clone())).collect();
+    for (key, node, action) in probes {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if sched.send(Event::Deploy { node, action: Box::new(action), reply }).await.is_err() {
+            return;
+        }
+        if let Ok(Ok(())) = rx.await {
+            d.probes.unsent.remove(&key);
         }
     }
 }

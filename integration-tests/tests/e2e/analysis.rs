@@ -3,7 +3,8 @@
 //! proxy while the test sends it traffic; a canary whose error rate stays
 //! low passes its analysis and promotes on its own, one whose error rate
 //! rises fails it and goes back on its own, and one whose Prometheus
-//! cannot be reached is inconclusive and pauses for a person.
+//! cannot be reached is inconclusive and pauses for a person. An `exec`
+//! metric's command runs on the canary's node, and its exit code decides.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -211,33 +212,14 @@ impl Setup {
     /// Builds `version` and deploys it with `analysis` (the strategy and
     /// the analysis, as a deploy's keys), waiting for the run to end.
     fn deploy_with(&self, version: &str, analysis: &str) -> (String, Value) {
-        let pipeline = format!(
-            "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
-             {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n    deploy:\n      \
-             environment: staging\n      artifact: build:dist\n      service:\n        name: web\n        command: \
-             python3 server.py\n        port: {port}\n        health: {{http: /healthz, interval: 1s, healthy_after: 1, \
-             timeout: 8s}}\n{analysis}      progress_deadline: 3m\n",
-            script = self.web.script,
-            port = self.web.port,
-        );
-        let run = self.web.fleet.submit(&format!("{version}.yml"), &pipeline);
-        let status = wait_for_or_report(
-            &format!("run {run} ({version}) to end"),
-            Duration::from_secs(180),
-            || {
-                let status = json(&self.web.fleet, &["status", &run, "-o", "json"]);
-                matches!(status["state"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(status)
-            },
-            || {
-                let log = std::fs::read_to_string(self.web.fleet.dir.path().join("prometheus.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(10).collect();
-                let addr = format!("127.0.0.1:{}", self.prometheus.port);
-                let targets = http(&addr, "/api/v1/targets").map(|(_, b)| b).unwrap_or_default();
-                let series = http(&addr, "/api/v1/query?query=web_requests_total").map(|(_, b)| b).unwrap_or_default();
-                format!("{:#}\nprometheus: {tail:#?}\ntargets: {targets}\nseries: {series}", self.rollout())
-            },
-        );
-        (run, status)
+        deploy_with(&self.web, version, analysis, || {
+            let log = std::fs::read_to_string(self.web.fleet.dir.path().join("prometheus.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let addr = format!("127.0.0.1:{}", self.prometheus.port);
+            let targets = http(&addr, "/api/v1/targets").map(|(_, b)| b).unwrap_or_default();
+            let series = http(&addr, "/api/v1/query?query=web_requests_total").map(|(_, b)| b).unwrap_or_default();
+            format!("prometheus: {tail:#?}\ntargets: {targets}\nseries: {series}")
+        })
     }
 
     /// Waits until Prometheus has a rate of the service's requests, as it
@@ -252,10 +234,42 @@ impl Setup {
     }
 
     fn rollout(&self) -> Value {
-        let list = json(&self.web.fleet, &["rollouts", "-o", "json"]);
-        let id = list[0]["id"].as_u64().unwrap().to_string();
-        json(&self.web.fleet, &["rollout", "status", &id, "-o", "json"])
+        newest_rollout(&self.web)
     }
+}
+
+/// The newest rollout of `web`'s fleet, as `rollout status -o json` shows it.
+fn newest_rollout(web: &Web) -> Value {
+    let list = json(&web.fleet, &["rollouts", "-o", "json"]);
+    let id = list[0]["id"].as_u64().unwrap().to_string();
+    json(&web.fleet, &["rollout", "status", &id, "-o", "json"])
+}
+
+/// Builds `version` of [`SERVER`] and deploys it over `web` with
+/// `analysis` (the strategy and the analysis, as a deploy's keys), waiting
+/// for the run to end; a run that does not end reports the rollout and
+/// what `more` says.
+fn deploy_with(web: &Web, version: &str, analysis: &str, more: impl Fn() -> String) -> (String, Value) {
+    let pipeline = format!(
+        "name: web\njobs:\n  build:\n    artifacts: {{paths: [dist]}}\n    steps:\n      - run: mkdir -p dist && cp \
+         {script} dist/server.py && echo {version} > dist/VERSION\n  deploy:\n    needs: [build]\n    deploy:\n      \
+         environment: staging\n      artifact: build:dist\n      service:\n        name: web\n        command: \
+         python3 server.py\n        port: {port}\n        health: {{http: /healthz, interval: 1s, healthy_after: 1, \
+         timeout: 8s}}\n{analysis}      progress_deadline: 3m\n",
+        script = web.script,
+        port = web.port,
+    );
+    let run = web.fleet.submit(&format!("{version}.yml"), &pipeline);
+    let status = wait_for_or_report(
+        &format!("run {run} ({version}) to end"),
+        Duration::from_secs(180),
+        || {
+            let status = json(&web.fleet, &["status", &run, "-o", "json"]);
+            matches!(status["state"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(status)
+        },
+        || format!("{:#}\n{}", newest_rollout(web), more()),
+    );
+    (run, status)
 }
 
 #[test]
@@ -450,4 +464,46 @@ fn a_baseline_comparison_tells_a_slower_canary_from_noise() {
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("metric latency: worse than its baseline"), "{r:#}");
     assert_eq!(s.web.versions(), vec![Some("v2".to_string()); 2], "back on v2");
+}
+
+#[test]
+fn an_exec_metric_runs_on_a_canary_node_and_its_exit_code_decides() {
+    let web = Web::start("analysis-exec", 2);
+    std::fs::write(&web.script, SERVER).unwrap();
+    let dir = web.fleet.dir.path();
+    let (exit_code, ran) = (dir.join("exit-code"), dir.join("probes"));
+    std::fs::write(&exit_code, "0").unwrap();
+    let (_, status) = deploy_with(&web, "v1", "      strategy: {rolling: {max_parallel: 2}}\n", String::new);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    // The command says where it ran (the agent sets DROVER_NODE in a clean
+    // environment) and from which release, and exits as the test says.
+    let analysis = format!(
+        "      strategy: {{canary: {{steps: [{{nodes: 1}}, {{nodes: 100%}}]}}}}\n      analysis:\n        metrics:\n          \
+         - name: smoke\n            exec: {{command: 'echo \"$DROVER_NODE $DROVER_HOOK $(cat VERSION)\" >> {ran}; exit \
+         $(cat {code})', timeout: 20s}}\n            interval: 1s\n            count: 2\n",
+        ran = ran.display(),
+        code = exit_code.display(),
+    );
+    let (run, status) = deploy_with(&web, "v2", &analysis, String::new);
+    let r = newest_rollout(&web);
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{r:#}");
+    assert_eq!(web.versions(), vec![Some("v2".to_string()); 2]);
+    let measured: Vec<&Value> = r["measurements"].as_array().unwrap().iter().collect();
+    assert!(measured.len() >= 2 && measured.iter().all(|m| m["value"] == "0" && m["outcome"] == "successful"), "{r:#}");
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let canary = r["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).next();
+    let first = lines.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(Some(first), canary.map(|node| format!("{node} analysis v2")), "ran on the canary, from v2:\n{lines}");
+    let log = text(&web.fleet.drover(&["logs", &run, "deploy"]).stdout);
+    assert!(log.contains("── analysis smoke on ") && log.contains(": exit code 0 ──"), "{log}");
+
+    // A command that exits 3 fails the canary, which goes back.
+    std::fs::write(&exit_code, "3").unwrap();
+    let (_, status) = deploy_with(&web, "v3", &analysis, String::new);
+    let r = newest_rollout(&web);
+    assert_eq!(status["state"], "failed", "{status:#}\n{r:#}");
+    assert_eq!(r["phase"], "rolled_back", "{r:#}");
+    let failed = r["measurements"].as_array().unwrap().iter().find(|m| m["outcome"] == "failed");
+    assert_eq!(failed.map(|m| m["value"].clone()), Some(Value::from("3")), "{r:#}");
+    assert_eq!(web.versions(), vec![Some("v2".to_string()); 2], "every node back on v2");
 }

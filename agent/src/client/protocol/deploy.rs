@@ -84,6 +84,7 @@ pub(super) fn report(r: Report) -> pb::DeployReport {
         state: state as i32,
         message: r.message,
         version: r.version,
+        exit_code: r.exit_code,
     }
 }
 

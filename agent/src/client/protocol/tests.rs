@@ -93,6 +93,7 @@ fn report(id: &str, service: &str, state: executor::ReportState, version: &str) 
         state,
         message: String::new(),
         version: version.into(),
+        exit_code: None,
     }
 }
 
@@ -517,11 +518,12 @@ fn a_hook_action_becomes_the_executors_hook_in_full() {
         state: executor::ReportState::HookFailed,
         message: "step 1 (smoke) exited with 3".into(),
         version: "v2".into(),
+        exit_code: Some(3),
     };
     let failed = deploy::report(report_in());
     assert_eq!(
-        (failed.state, failed.message.as_str(), failed.version.as_str()),
-        (pb::DeployState::HookFailed as i32, "step 1 (smoke) exited with 3", "v2")
+        (failed.state, failed.message.as_str(), failed.version.as_str(), failed.exit_code),
+        (pb::DeployState::HookFailed as i32, "step 1 (smoke) exited with 3", "v2", Some(3))
     );
     let passed = executor::Report { state: executor::ReportState::HookPassed, message: String::new(), ..report_in() };
     assert_eq!(deploy::report(passed).state, pb::DeployState::HookPassed as i32);

@@ -33,10 +33,17 @@ enum End {
     NotStarted(String),
 }
 
+/// A step that failed: which and how, in words, and its exit code when it
+/// exited.
+pub(super) struct Failed {
+    pub message: String,
+    pub exit_code: Option<i32>,
+}
+
 /// Runs `hook`'s steps for `order` from `root` (the release's directory),
 /// one after the other, sending their output; stops at the first that
 /// fails. The error says which step and how it ended.
-pub(super) async fn run(ctx: &Ctx, order: &Order, hook: &Hook, root: &Path) -> Result<(), String> {
+pub(super) async fn run(ctx: &Ctx, order: &Order, hook: &Hook, root: &Path) -> Result<(), Failed> {
     let env = environment(ctx, &order.service, hook, root);
     let bash = find_bash();
     let deadline = hook.timeout.map(|t| Instant::now() + t);
@@ -45,15 +52,18 @@ pub(super) async fn run(ctx: &Ctx, order: &Order, hook: &Hook, root: &Path) -> R
         let label = label(i, step);
         out.write(format!("$ {}\n", step.run.trim_end()).as_bytes());
         let spawn = Spawn { ctx, bash: &bash, script: &step.run, root, env: &env };
+        let failed = |message: String| Err(Failed { message, exit_code: None });
         match run_step(spawn, deadline, &mut out).await {
             End::Exited(0) => {}
-            End::Exited(code) => return Err(format!("{label} exited with {code}")),
-            End::Signalled(signal) => return Err(format!("{label} was killed by signal {signal}")),
+            End::Exited(code) => {
+                return Err(Failed { message: format!("{label} exited with {code}"), exit_code: Some(code) });
+            }
+            End::Signalled(signal) => return failed(format!("{label} was killed by signal {signal}")),
             End::TimedOut => {
                 let after = show(hook.timeout.unwrap_or_default());
-                return Err(format!("timed out after {after} in {label}"));
+                return failed(format!("timed out after {after} in {label}"));
             }
-            End::NotStarted(e) => return Err(format!("{label} could not start: {e}")),
+            End::NotStarted(e) => return failed(format!("{label} could not start: {e}")),
         }
     }
     Ok(())

@@ -167,9 +167,9 @@ impl Service {
         match hook::run(&self.ctx, order, h, &root).await {
             Ok(()) => {
                 let message = format!("hook {}: {} steps passed on release {v}", h.point, h.steps.len());
-                self.ctx.report(order, ReportState::HookPassed, message, v);
+                self.ctx.report_exit(order, ReportState::HookPassed, message, v, Some(0));
             }
-            Err(e) => self.ctx.report(order, ReportState::HookFailed, e, v),
+            Err(failed) => self.ctx.report_exit(order, ReportState::HookFailed, failed.message, v, failed.exit_code),
         }
     }
 

@@ -97,6 +97,9 @@ pub struct DeployReport {
     pub state: DeployState,
     pub message: String,
     pub version: String,
+    /// A hook's: the exit code of its step that failed, 0 when all passed;
+    /// `None` when a step did not exit.
+    pub exit_code: Option<i32>,
 }
 
 /// A live service's health on a node, as its agent reports it when it

@@ -77,6 +77,7 @@ fn report_on(d: &mut Driver, id: u64, node: &str, seq: u64, state: DeployState, 
         state,
         message: message.into(),
         version: String::new(),
+        exit_code: None,
     };
     d.report(r, now);
 }

@@ -1,6 +1,7 @@
 //! More of an analysis read from files: a metric compared with a baseline
-//! (`compare: {baseline: ...}`), and an analysis in a desired-state file,
-//! each with what it reads to and its mistakes at their line and column.
+//! (`compare: {baseline: ...}`), a metric measured by a command on a node
+//! (`exec:`), and an analysis in a desired-state file, each with what it
+//! reads to and its mistakes at their line and column.
 
 use super::analysis_tests::{PROMETHEUS, analysis_of, error_rate, file};
 use super::refused_once;
@@ -68,6 +69,79 @@ fn a_metric_compared_with_a_baseline_reads_and_its_mistakes_are_refused() {
         Err(err) if err.to_string().contains("needs a `prometheus` provider") => {}
         Err(err) => failures.push(format!("an http provider: {err}")),
     }
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn an_exec_metric_reads_with_its_exit_code_judged_and_its_mistakes_are_refused() {
+    use crate::expr::Scope;
+    use std::time::Duration;
+    let success = "            success: result < 0.01\n";
+    let exec = "            exec: {command: ./smoke --quick}\n";
+    let metric = &analysis_of(&file(&[(PROMETHEUS, exec), (success, "")], "")).unwrap().metrics[0];
+    assert_eq!(
+        metric.provider,
+        crate::deploy::Provider::Exec { command: "./smoke --quick".into(), timeout: Duration::from_secs(30) }
+    );
+    let exit_zero = crate::expr::parse("result == 0", &Scope { result: true, ..Scope::default() }).unwrap();
+    assert_eq!((&metric.success, &metric.failure), (&Some(exit_zero), &None), "judged by its exit code");
+    // Conditions written are kept, as a timeout is.
+    let written = "            exec: {command: ./smoke, timeout: 2m}\n";
+    let metric = &analysis_of(&file(&[(PROMETHEUS, written)], "")).unwrap().metrics[0];
+    assert_eq!(
+        metric.provider,
+        crate::deploy::Provider::Exec { command: "./smoke".into(), timeout: Duration::from_secs(120) }
+    );
+    assert!(metric.success.is_some());
+
+    // (case, what replaces the provider line, line, column, message)
+    let long = format!("            exec: {{command: '{}'}}\n", "x".repeat(4097));
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "no command",
+            "            exec: {timeout: 5s}\n",
+            19,
+            13,
+            "`exec` of metric `error-rate` of the analysis of job `d` has no `command`",
+        ),
+        (
+            "an empty command",
+            "            exec: {command: ' '}\n",
+            19,
+            29,
+            "`command` of metric `error-rate` of the analysis of job `d` is empty",
+        ),
+        ("a long command", &long, 19, 29, "has 4097 bytes, over the limit of 4096"),
+        ("a command to fill in", "            exec: {command: 'check ${{ env.X }}'}\n", 19, 36, "has `${{ }}`"),
+        (
+            "a timeout over the limit",
+            "            exec: {command: ./c, timeout: 11m}\n",
+            19,
+            43,
+            "timeout `11m` in `exec` of metric `error-rate`",
+        ),
+        (
+            "an unknown key",
+            "            exec: {command: ./c, run: x}\n",
+            19,
+            34,
+            "unknown key `run` in `exec` of metric `error-rate`",
+        ),
+        (
+            "a list",
+            "            exec: [./c]\n",
+            19,
+            19,
+            "`exec` of metric `error-rate` of the analysis of job `d` must be a mapping",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(case, replace, line, column, message)| {
+            let text = file(&[(PROMETHEUS, replace)], "");
+            refused_once(&text, *line, *column, message).err().map(|why| format!("{case}: {why}"))
+        })
+        .collect();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 

@@ -37,6 +37,7 @@ mod gates;
 #[cfg(test)]
 mod gates_tests;
 mod named;
+mod provider;
 mod service;
 mod strategy;
 #[cfg(test)]
