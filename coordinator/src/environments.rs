@@ -170,10 +170,16 @@ pub async fn apply(
 /// Deploy jobs to an environment that requires approval wait for one of
 /// its approvers (the run machine's approval gate): a job without an
 /// `approval:` gets one naming the environment's approvers; a job with its
-/// own keeps it, with the environment's approvers added. Reads the
-/// environments only when the pipeline deploys; an environment that does
-/// not exist is left to the rollout, which fails saying so.
-pub async fn gate_deploys(store: &dyn Store, pipeline: &mut drover_pipeline::Pipeline) -> Result<(), StoreError> {
+/// own keeps it, with the environment's approvers added. A job whose waves
+/// go to other environments too is approved by someone who may approve for
+/// every one of them that requires it (refused, naming them, when no one
+/// may). Reads the environments only when the pipeline deploys; an
+/// environment that does not exist is left to the rollout, which fails
+/// saying so.
+pub async fn gate_deploys(
+    store: &dyn Store,
+    pipeline: &mut drover_pipeline::Pipeline,
+) -> Result<(), EnvironmentsError> {
     if !pipeline.jobs.iter().any(|j| j.deploy.is_some()) {
         return Ok(());
     }
@@ -181,12 +187,32 @@ pub async fn gate_deploys(store: &dyn Store, pipeline: &mut drover_pipeline::Pip
     let envs: Vec<EnvironmentRecord> = kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
     for job in &mut pipeline.jobs {
         let Some(deploy) = &job.deploy else { continue };
-        let Some(env) = envs.iter().find(|e| e.spec.name == deploy.environment && e.spec.require_approval) else {
-            continue;
-        };
+        let names =
+            std::iter::once(&deploy.environment).chain(deploy.waves.iter().filter_map(|w| w.environment.as_ref()));
+        let mut gated: Vec<&EnvironmentRecord> = Vec::new();
+        for name in names {
+            if let Some(env) = envs.iter().find(|e| &e.spec.name == name && e.spec.require_approval)
+                && !gated.iter().any(|g| g.spec.name == env.spec.name)
+            {
+                gated.push(env);
+            }
+        }
+        let Some((first, others)) = gated.split_first() else { continue };
+        let approvers: Vec<&String> =
+            first.spec.approvers.iter().filter(|a| others.iter().all(|o| o.spec.approvers.contains(a))).collect();
+        if approvers.is_empty() {
+            let named: Vec<&str> = gated.iter().map(|g| g.spec.name.as_str()).collect();
+            return Err(EnvironmentsError::Invalid(vec![format!(
+                "deploy job `{}` goes to environments {} that require approval, and no approver may approve for \
+                 all of them; give them an approver in common (`drover env apply`), or deploy to each from a job of \
+                 its own",
+                job.name,
+                named.join(" and ")
+            )]));
+        }
         let gate =
             job.approval.get_or_insert_with(|| drover_pipeline::ApprovalSpec { approvers: Vec::new(), timeout: None });
-        for approver in &env.spec.approvers {
+        for approver in approvers {
             if !gate.approvers.contains(approver) {
                 gate.approvers.push(approver.clone());
             }

@@ -73,6 +73,9 @@ pub enum SubmitError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secrets(SecretsError),
+    /// Its deploy jobs' approvals cannot be made from its environments.
+    #[error(transparent)]
+    Approvals(crate::environments::EnvironmentsError),
 }
 
 /// A pipeline that is valid, and where it came from (for git, pinned to a
@@ -187,7 +190,10 @@ pub async fn submit(
     mut prepared: Prepared,
     traceparent: Option<String>,
 ) -> Result<Submitted, SubmitError> {
-    crate::environments::gate_deploys(store, &mut prepared.pipeline).await?;
+    crate::environments::gate_deploys(store, &mut prepared.pipeline).await.map_err(|e| match e {
+        crate::environments::EnvironmentsError::Store(e) => SubmitError::Store(e),
+        other => SubmitError::Approvals(other),
+    })?;
     let commit = prepared.source.commit.clone();
     let run =
         sched.submit(prepared.pipeline, prepared.source, traceparent, prepared.queue_timeout, prepared.rerun).await?;

@@ -126,7 +126,13 @@ fn print(r: &pb::Rollout, format: Format) -> Result<(), Exit> {
     let mut wave = None;
     for n in &r.nodes {
         if !n.wave.is_empty() && wave != Some(&n.wave) {
-            outln!("    wave {}:", n.wave);
+            // A wave in another environment says which.
+            let other = if n.environment.is_empty() || n.environment == r.environment {
+                String::new()
+            } else {
+                format!(" (environment {})", n.environment)
+            };
+            outln!("    wave {}{other}:", n.wave);
             wave = Some(&n.wave);
         }
         let reason = if n.reason.is_empty() { String::new() } else { format!(": {}", n.reason) };
@@ -451,6 +457,7 @@ fn view(r: &pb::Rollout) -> Value {
         })).collect::<Vec<_>>(),
         "nodes": r.nodes.iter().map(|n| json!({
             "name": n.name, "state": n.state, "reason": n.reason, "rollback_to": n.rollback_to, "wave": n.wave,
+            "environment": n.environment,
         })).collect::<Vec<_>>(),
         "waves": r.waves,
         "overridden_by": r.overridden_by,

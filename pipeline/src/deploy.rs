@@ -93,27 +93,41 @@ pub struct DeploySpec {
     pub waves: Vec<Wave>,
 }
 
-/// One of `waves:`: a group of the environment's nodes, by agent labels.
+/// One of `waves:`: a group of nodes, by agent labels, of the deploy's
+/// environment or of another one.
 ///
 /// ```yaml
 /// waves:                              # 2 to MAX_WAVES, names unique
 ///   - {name: canary, selector: {group: canary}}
 ///   - {name: region-a, selector: {region: a}}
 ///   - {name: rest}                    # the last may leave out its selector
+///   - {name: eu, environment: production-eu}   # every node of that environment
 /// ```
 ///
-/// A node is in the first wave whose selector its labels match; the last
-/// wave without a selector takes every node left. A node in no wave, or a
-/// wave with no node, refuses the rollout before any node is touched.
-/// Not with `blue_green`, which switches every node at once.
+/// A node is in the first wave whose environment it is in and whose
+/// selector its labels match. A wave without a selector takes every node
+/// of its environment left: the last wave, or one that names an
+/// environment. A node in no wave, or a wave with no node, refuses the
+/// rollout before any node is touched. Not with `blue_green`, which
+/// switches every node at once. Not in a desired-state file, whose app
+/// deploys to its own environment.
+///
+/// Waves across environments make one rollout of them all, with one
+/// promote or abort: each environment's branch filter must admit the
+/// release, a freeze or a closed window of any of them holds it, each
+/// node's release is recorded in its own environment, and while it runs
+/// no other rollout of the service starts in any of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wave {
     /// In the grammar of a job's name.
     pub name: String,
     /// The labels each of its nodes has (beside the environment's);
-    /// empty only for the last wave.
+    /// empty only for the last wave, or one that names an environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
+    /// The environment whose nodes it takes; `None`: the deploy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// `artifact: JOB:PATH`: the file `path` of the artifacts of job `job`.

@@ -67,6 +67,7 @@ pub fn view(r: RolloutRecord) -> pb::Rollout {
                         state: n.state.as_str().to_string(),
                         reason: n.reason.clone(),
                         rollback_to: n.rollback_to.clone().unwrap_or_default(),
+                        environment: r.env_of(&n.name).to_owned(),
                     })
                     .collect()
             })
@@ -137,7 +138,7 @@ pub(super) async fn list(
     let rollouts = all
         .into_iter()
         .rev()
-        .filter(|r| req.environment.is_empty() || r.env == req.environment)
+        .filter(|r| req.environment.is_empty() || r.touches(&req.environment))
         .filter(|r| req.service.is_empty() || r.service == req.service)
         .take(limit)
         .map(|r| pb::Rollout { hook_log: String::new(), measurements: Vec::new(), gates: Vec::new(), ..view(r) })

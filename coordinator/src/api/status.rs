@@ -80,6 +80,7 @@ impl From<SubmitError> for ApiError {
             }
             SubmitError::Store(e) => ApiError::Store(e),
             SubmitError::Secrets(e) => e.into(),
+            SubmitError::Approvals(e) => ApiError::Invalid(e.to_string()),
         }
     }
 }

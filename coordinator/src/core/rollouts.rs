@@ -85,23 +85,50 @@ pub fn plan(
     nodes: &[Node],
     previous: &BTreeMap<String, String>,
 ) -> Result<Rollout, PlanError> {
-    if !env.admits(branch) {
-        return Err(PlanError::Branch {
-            env: env.name.clone(),
-            allowed: env.branches.join(", "),
-            from: branch.map_or_else(|| "from no branch".to_owned(), |b| format!("of branch {b}")),
-        });
+    plan_across(deploy, release, &[(env, nodes)], branch, previous).map(|planned| planned.rollout)
+}
+
+/// A rollout planned over one environment or several, and where each node
+/// is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub rollout: Rollout,
+    /// The environment of each node not in the first (the deploy's own).
+    pub node_envs: BTreeMap<String, String>,
+}
+
+/// As [`plan`], over `envs`: the deploy's own environment first, then each
+/// other one its waves name, each with its nodes. Every environment must
+/// admit `branch`; the deploy's own must have a node; a wave takes the
+/// nodes of its environment (the deploy's own when it names none) that no
+/// earlier wave took, and every node of every environment must be in one.
+pub fn plan_across(
+    deploy: &DeploySpec,
+    release: &str,
+    envs: &[(&Environment, &[Node])],
+    branch: Option<&str>,
+    previous: &BTreeMap<String, String>,
+) -> Result<Planned, PlanError> {
+    let (home, _) = *envs.first().expect("the deploy's own environment");
+    for (env, _) in envs {
+        if !env.admits(branch) {
+            return Err(PlanError::Branch {
+                env: env.name.clone(),
+                allowed: env.branches.join(", "),
+                from: branch.map_or_else(|| "from no branch".to_owned(), |b| format!("of branch {b}")),
+            });
+        }
     }
-    let mut ready: Vec<&Node> = nodes.iter().filter(|n| n.connected && n.ready()).collect();
-    ready.sort_by(|a, b| a.name.cmp(&b.name));
-    if ready.is_empty() {
+    let ready: Vec<(&str, Vec<&Node>)> = envs.iter().map(|(env, nodes)| (env.name.as_str(), ready_of(nodes))).collect();
+    if ready[0].1.is_empty() {
+        let nodes = envs[0].1;
         let away = match nodes.len() {
             0 => String::new(),
             1 => " (one agent has them, but it is not connected and ready)".to_owned(),
             n => format!(" ({n} agents have them, but none is connected and ready)"),
         };
-        let selector = env.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-        return Err(PlanError::NoNodes { env: env.name.clone(), selector, away });
+        let selector = home.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        return Err(PlanError::NoNodes { env: home.name.clone(), selector, away });
     }
     let spec = rollout::Spec {
         release: release.to_owned(),
@@ -113,41 +140,75 @@ pub fn plan(
         await_verdict: true,
         waves: Vec::new(),
     };
-    let (ready, waves) = in_waves(deploy, &env.name, ready)?;
+    let (ordered, waves) = in_waves(deploy, ready)?;
     let spec = rollout::Spec { waves, ..spec };
-    let targets =
-        ready.iter().map(|n| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() }).collect();
-    Ok(Rollout::new(spec, targets)?)
+    let node_envs = ordered
+        .iter()
+        .filter(|(env, _)| *env != home.name)
+        .map(|(env, n)| (n.name.clone(), (*env).to_owned()))
+        .collect();
+    let targets = ordered
+        .iter()
+        .map(|(_, n)| Target { node: n.name.clone(), rollback_to: previous.get(&n.name).cloned() })
+        .collect();
+    Ok(Planned { rollout: Rollout::new(spec, targets)?, node_envs })
 }
 
-/// The nodes `ready` (of environment `env`) in the order of `deploy`'s
-/// waves, each wave's in name order, and how many each wave has: a node
-/// is in the first wave whose selector its labels match; a wave with no
-/// selector takes every node left. No waves: as they are, in one.
+/// Nodes in the order they roll out, each with its environment.
+type Placed<'n> = Vec<(&'n str, &'n Node)>;
+
+/// The nodes of `nodes` that are connected and ready, in name order.
+fn ready_of(nodes: &[Node]) -> Vec<&Node> {
+    let mut ready: Vec<&Node> = nodes.iter().filter(|n| n.connected && n.ready()).collect();
+    ready.sort_by(|a, b| a.name.cmp(&b.name));
+    ready
+}
+
+/// The nodes `ready` (of each environment, the deploy's own first) in the
+/// order of `deploy`'s waves, each wave's in name order, with their
+/// environment, and how many each wave has: a node is in the first wave
+/// of its environment whose selector its labels match; a wave with no
+/// selector takes every node of its environment left. No waves: the
+/// deploy's own environment's, as they are, in one.
 fn in_waves<'n>(
-    deploy: &DeploySpec,
-    env: &str,
-    mut ready: Vec<&'n Node>,
-) -> Result<(Vec<&'n Node>, Vec<u32>), PlanError> {
+    deploy: &'n DeploySpec,
+    mut ready: Vec<(&'n str, Vec<&'n Node>)>,
+) -> Result<(Placed<'n>, Vec<u32>), PlanError> {
     if deploy.waves.is_empty() {
-        return Ok((ready, Vec::new()));
+        let (home, nodes) = ready.swap_remove(0);
+        return Ok((nodes.into_iter().map(|n| (home, n)).collect(), Vec::new()));
     }
-    let (mut ordered, mut sizes) = (Vec::new(), Vec::new());
+    let (mut ordered, mut sizes): (Vec<(&str, &Node)>, Vec<u32>) = (Vec::new(), Vec::new());
+    let home = ready[0].0;
     for wave in &deploy.waves {
-        let (taken, left): (Vec<&Node>, Vec<&Node>) =
-            ready.into_iter().partition(|n| super::environments::selects(&wave.selector, &n.labels));
+        let env = wave.environment.as_deref().unwrap_or(home);
+        // The caller hands in every environment the waves name; one
+        // missing has no node.
+        let mut none = Vec::new();
+        let (env, left) = match ready.iter_mut().find(|(name, _)| *name == env) {
+            Some((name, left)) => (*name, left),
+            None => (env, &mut none),
+        };
+        let (taken, rest): (Vec<&Node>, Vec<&Node>) = std::mem::take(left)
+            .into_iter()
+            .filter(|n| !ordered.iter().any(|(_, o)| o.name == n.name))
+            .partition(|n| super::environments::selects(&wave.selector, &n.labels));
+        *left = rest;
         if taken.is_empty() {
             let selector = wave.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
             let selector = if selector.is_empty() { "(any: every node left)".to_owned() } else { selector };
             return Err(PlanError::EmptyWave { env: env.to_owned(), wave: wave.name.clone(), selector });
         }
         sizes.push(u32::try_from(taken.len()).unwrap_or(u32::MAX));
-        ordered.extend(taken);
-        ready = left;
+        ordered.extend(taken.into_iter().map(|n| (env, n)));
     }
-    if !ready.is_empty() {
-        let nodes = ready.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(PlanError::NoWave { env: env.to_owned(), nodes });
+    // A node that is in two environments counts once.
+    for (env, left) in &ready {
+        let left: Vec<&str> =
+            left.iter().filter(|n| !ordered.iter().any(|(_, o)| o.name == n.name)).map(|n| n.name.as_str()).collect();
+        if !left.is_empty() {
+            return Err(PlanError::NoWave { env: (*env).to_owned(), nodes: left.join(", ") });
+        }
     }
     Ok((ordered, sizes))
 }
@@ -278,5 +339,59 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn waves_across_environments_take_each_environments_nodes() {
+        let waves = "      waves:\n        - {name: canary, selector: {group: canary}}\n        - {name: eu, environment: \
+                     prod-eu}\n        - {name: rest}\n";
+        let d = deploy("{rolling: {max_parallel: 1}}", waves);
+        let labelled = |name: &str, labels: &[(&str, &str)]| Node {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..node(name, true)
+        };
+        let staging = env(&[]);
+        let eu = Environment { name: "prod-eu".into(), ..env(&[]) };
+        let home = [labelled("s1", &[("group", "canary")]), labelled("s2", &[])];
+        // e1 is in both environments: the eu wave takes it, once.
+        let away = node("e3", false);
+        let euro = [labelled("e2", &[]), labelled("e1", &[]), away];
+        let previous = BTreeMap::from([("e1".to_string(), "old".to_string())]);
+        let over = |eu_nodes: &[Node]| -> Vec<(Environment, Vec<Node>)> {
+            vec![(staging.clone(), home.to_vec()), (eu.clone(), eu_nodes.to_vec())]
+        };
+        let run = |over: &[(Environment, Vec<Node>)], branch: Option<&str>| {
+            let refs: Vec<(&Environment, &[Node])> = over.iter().map(|(e, n)| (e, n.as_slice())).collect();
+            plan_across(&d, "r", &refs, branch, &previous)
+        };
+        let p = run(&over(&euro), None).unwrap();
+        let order: Vec<(&str, Option<&str>)> =
+            p.rollout.nodes.iter().map(|n| (n.name.as_str(), n.rollback_to.as_deref())).collect();
+        assert_eq!(order, [("s1", None), ("e1", Some("old")), ("e2", None), ("s2", None)]);
+        assert_eq!(p.rollout.spec.waves, [1, 2, 1]);
+        let envs =
+            BTreeMap::from([("e1".to_string(), "prod-eu".to_string()), ("e2".to_string(), "prod-eu".to_string())]);
+        assert_eq!(p.node_envs, envs, "a node of the deploy's own environment is not listed");
+
+        // (case, the eu environment's nodes, its branch filter, the branch, what the refusal says)
+        let shared = [labelled("s2", &[])];
+        type Case<'a> = (&'a str, &'a [Node], &'a [&'a str], Option<&'a str>, &'a str);
+        let cases: [Case<'_>; 3] = [
+            ("no eu node", &[], &[], None, "wave eu has no connected, ready node of environment prod-eu"),
+            ("a branch eu does not take", &euro, &["main"], Some("dev"), "environment prod-eu takes deploys from"),
+            (
+                "the shared node taken by eu leaves rest empty",
+                &shared,
+                &[],
+                None,
+                "wave rest has no connected, ready node of environment staging",
+            ),
+        ];
+        for (case, eu_nodes, branches, branch, want) in cases {
+            let mut over = over(eu_nodes);
+            over[1].0.branches = branches.iter().map(|b| b.to_string()).collect();
+            let err = run(&over, branch).unwrap_err().to_string();
+            assert!(err.contains(want), "{case}: {err}");
+        }
     }
 }

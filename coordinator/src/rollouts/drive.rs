@@ -174,6 +174,7 @@ impl Driver {
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,
+            node_envs: BTreeMap::new(),
         };
         self.records.insert(id, rec);
         if job.artifact.is_none() {
@@ -192,11 +193,7 @@ impl Driver {
     /// unfinished; otherwise says what it waits for.
     pub(super) fn queue_or_start(&mut self, id: u64) {
         let Some(rec) = self.records.get(&id) else { return };
-        let blocker = self
-            .records
-            .values()
-            .find(|r| r.id < id && r.env == rec.env && r.service == rec.service && !r.is_finished())
-            .map(|r| r.id);
+        let blocker = self.records.values().find(|r| r.id < id && r.shares(rec) && !r.is_finished()).map(|r| r.id);
         match blocker {
             None => {
                 self.startable.insert(id);
@@ -257,16 +254,18 @@ impl Driver {
         self.finished.push(Finished { job, succeeded, message });
     }
 
-    /// Rollout `id` ended: the next one of its service may start.
+    /// Rollout `id` ended: the next one of its service may start, in each
+    /// of its environments.
     pub(super) fn free(&mut self, id: u64) {
         let Some(rec) = self.records.get(&id) else { return };
-        let (env, service) = (rec.env.clone(), rec.service.clone());
-        let next = self
+        let waiting: Vec<u64> = self
             .records
             .values()
-            .find(|r| r.env == env && r.service == service && !r.is_finished() && r.rollout.is_none())
-            .map(|r| r.id);
-        if let Some(next) = next {
+            .filter(|r| r.shares(rec) && !r.is_finished() && r.rollout.is_none())
+            .map(|r| r.id)
+            .collect();
+        // Each starts only if nothing older of its own waits too.
+        for next in waiting {
             self.queue_or_start(next);
         }
         self.prune();
@@ -328,9 +327,10 @@ impl Driver {
                     DeployKind::Install { release: rec.release.clone(), def: rec.deploy.service.clone(), beside },
                 )),
                 rollout::Effect::Rollback { node, to } => {
+                    let env = rec.env_of(&node).to_owned();
                     let def = to
                         .as_ref()
-                        .and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v.clone())))
+                        .and_then(|v| self.catalog.get(&(env, rec.service.clone(), v.clone())))
                         .map(|c| c.def.clone());
                     Some((node, DeployKind::Rollback { to, def }))
                 }
@@ -463,13 +463,13 @@ impl Driver {
             Some(NodeState::RolledBack) => {
                 let to = rec.rollout.as_ref().and_then(|m| m.node(&node)).and_then(|n| n.rollback_to.clone());
                 Some(
-                    to.and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v)))
+                    to.and_then(|v| self.catalog.get(&(rec.env_of(&node).to_owned(), rec.service.clone(), v)))
                         .map(|c| c.release.clone()),
                 )
             }
             _ => None,
         };
-        let (env, service, id) = (rec.env.clone(), rec.service.clone(), rec.id);
+        let (env, service, id) = (rec.env_of(&node).to_owned(), rec.service.clone(), rec.id);
         let key = records::deployed(&env, &service, &node);
         match serves {
             Some(Some(release)) => {

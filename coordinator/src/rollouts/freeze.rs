@@ -12,17 +12,18 @@ use super::records::{Override, RolloutRecord};
 use super::drive::Driver;
 
 impl Driver {
-    /// What holds `rec` at `now_ms`, in words: its environment's freeze,
-    /// or its closed deploy windows. Nothing holds a fast track or an
-    /// overridden rollout.
+    /// What holds `rec` at `now_ms`, in words: the freeze of one of its
+    /// environments, or their closed deploy windows. Nothing holds a fast
+    /// track or an overridden rollout.
     pub(super) fn held(&self, rec: &RolloutRecord, now_ms: u64) -> Option<String> {
         if rec.fast_track || rec.overridden.is_some() {
             return None;
         }
-        if let Some(f) = self.freezes.get(&rec.env).filter(|f| f.holds(now_ms)) {
+        let envs = rec.envs();
+        if let Some(f) = envs.iter().find_map(|env| self.freezes.get(*env).filter(|f| f.holds(now_ms))) {
             return Some(f.says());
         }
-        self.windows.get(&rec.env).and_then(|env| env.closed(now_ms)).map(|c| c.why)
+        envs.iter().find_map(|env| self.windows.get(*env).and_then(|env| env.closed(now_ms))).map(|c| c.why)
     }
 
     /// `drover rollout override ID --reason`: rollout `id` passes its
@@ -102,11 +103,11 @@ impl Driver {
         for id in thawed {
             self.waiting_thaw.remove(&id);
             let Some(rec) = self.records.get(&id).filter(|r| !r.is_finished()) else { continue };
-            let (env, service) = (rec.env.clone(), rec.service.clone());
+            let env = rec.env.clone();
             let waiting: Vec<u64> = self
                 .records
                 .values()
-                .filter(|r| r.env == env && r.service == service && !r.is_finished() && r.rollout.is_none())
+                .filter(|r| r.shares(rec) && !r.is_finished() && r.rollout.is_none())
                 .map(|r| r.id)
                 .collect();
             let newest = *waiting.last().expect("id waits");

@@ -57,7 +57,7 @@ impl Driver {
         let (newer, serving) = self
             .deployed
             .iter()
-            .filter(|((e, s, _), _)| *e == rec.env && *s == rec.service)
+            .filter(|((e, s, _), _)| rec.touches(e) && *s == rec.service)
             .filter_map(|((_, _, node), d)| Some((d.release.run.parse::<u64>().ok()?, node, &d.release.version)))
             .filter(|(r, _, _)| *r > run)
             .max_by_key(|(r, _, _)| *r)

@@ -12,7 +12,7 @@
 //! is planned here (`core::rollouts::plan`: the environment, its connected
 //! nodes, what each serves now), since that needs the store and the fleet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -409,62 +409,92 @@ async fn start_ready(
             d.begin(id, Err(why), now);
             continue;
         }
-        let planned = match crate::environments::get(store, &rec.env).await {
-            Ok(env) => {
-                let previous = d.previous_not_rejected(&rec.env, &rec.service, &rec.release.version, &rejects);
-                let nodes = match &rec.select {
-                    // A removal goes over the nodes that serve the service.
-                    None if rec.remove => {
-                        let serving = d.serving(&rec.env, &rec.service);
-                        let mut nodes = crate::core::environments::nodes(&env.spec.selector, agents);
-                        nodes.retain(|n| serving.contains(&n.name));
-                        nodes
+        // Its environment, then those its waves name.
+        let mut envs = Vec::new();
+        let mut missing = None;
+        for name in rec.envs() {
+            match crate::environments::get(store, name).await {
+                Ok(env) => envs.push(env.spec),
+                Err(crate::environments::EnvironmentsError::NotFound(name)) => {
+                    missing = Some(format!(
+                        "there is no environment {name}; define it with `drover env create {name} --selector \
+                         KEY=VALUE`"
+                    ));
+                    break;
+                }
+                Err(crate::environments::EnvironmentsError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    missing = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let planned = match missing {
+            Some(why) => Err(why),
+            None => {
+                let mut previous = BTreeMap::new();
+                for env in &envs {
+                    for (node, version) in
+                        d.previous_not_rejected(&env.name, &rec.service, &rec.release.version, &rejects)
+                    {
+                        previous.entry(node).or_insert(version);
                     }
-                    None => crate::core::environments::nodes(&env.spec.selector, agents),
-                    Some(select) => {
-                        let narrowed: Vec<AgentInfo> = agents
-                            .iter()
-                            .filter(|a| crate::core::environments::selects(&select.selector, &a.labels))
-                            .cloned()
-                            .collect();
-                        let nodes = crate::core::environments::nodes(&env.spec.selector, &narrowed);
-                        crate::core::apps::pick(nodes, select.count, &previous)
-                    }
-                };
+                }
+                let mut nodes_of: Vec<Vec<crate::core::environments::Node>> = Vec::with_capacity(envs.len());
+                for (i, env) in envs.iter().enumerate() {
+                    let all = crate::core::environments::nodes(&env.selector, agents);
+                    nodes_of.push(match &rec.select {
+                        // The others are a deploy job's waves' environments.
+                        _ if i > 0 => all,
+                        // A removal goes over the nodes that serve the service.
+                        None if rec.remove => {
+                            let serving = d.serving(&rec.env, &rec.service);
+                            all.into_iter().filter(|n| serving.contains(&n.name)).collect()
+                        }
+                        None => all,
+                        Some(select) => {
+                            let narrowed: Vec<AgentInfo> = agents
+                                .iter()
+                                .filter(|a| crate::core::environments::selects(&select.selector, &a.labels))
+                                .cloned()
+                                .collect();
+                            let nodes = crate::core::environments::nodes(&env.selector, &narrowed);
+                            crate::core::apps::pick(nodes, select.count, &previous)
+                        }
+                    });
+                }
+                let over: Vec<(&crate::core::environments::Spec, &[crate::core::environments::Node])> =
+                    envs.iter().zip(&nodes_of).map(|(env, nodes)| (env, nodes.as_slice())).collect();
                 let branch = rec.branch.as_deref();
-                let planned = crate::core::rollouts::plan(
-                    &rec.deploy,
-                    &rec.release.version,
-                    &env.spec,
-                    branch,
-                    &nodes,
-                    &previous,
-                );
+                let planned =
+                    crate::core::rollouts::plan_across(&rec.deploy, &rec.release.version, &over, branch, &previous);
                 // A new leader's agents are still finding it: nodes that
                 // are known but away may be back in a moment.
                 if young
-                    && !nodes.is_empty()
+                    && !nodes_of[0].is_empty()
                     && matches!(planned, Err(crate::core::rollouts::PlanError::NoNodes { .. }))
                 {
                     d.startable.insert(id);
                     continue;
                 }
-                let planned = planned.map_err(|e| e.to_string());
-                // A fast track goes straight to its release on every node.
-                match planned {
-                    Ok(m) if rec.fast_track => {
-                        let targets =
-                            m.nodes.into_iter().map(|n| Target { node: n.name, rollback_to: n.rollback_to }).collect();
-                        Rollout::fast_track(m.spec.release, targets).map_err(|e| e.to_string())
+                match planned.map_err(|e| e.to_string()) {
+                    // A fast track goes straight to its release on every node.
+                    Ok(p) if rec.fast_track => {
+                        let targets = p
+                            .rollout
+                            .nodes
+                            .into_iter()
+                            .map(|n| Target { node: n.name, rollback_to: n.rollback_to })
+                            .collect();
+                        Rollout::fast_track(p.rollout.spec.release, targets).map_err(|e| e.to_string())
                     }
-                    other => other,
+                    Ok(p) => {
+                        d.records.get_mut(&id).expect("listed").node_envs = p.node_envs;
+                        Ok(p.rollout)
+                    }
+                    Err(why) => Err(why),
                 }
             }
-            Err(crate::environments::EnvironmentsError::NotFound(name)) => Err(format!(
-                "there is no environment {name}; define it with `drover env create {name} --selector KEY=VALUE`"
-            )),
-            Err(crate::environments::EnvironmentsError::Store(e)) => return Err(e.into()),
-            Err(e) => Err(e.to_string()),
         };
         if let Err(why) = &planned {
             warn!(rollout = id, %why, "rollout refused");

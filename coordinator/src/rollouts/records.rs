@@ -150,6 +150,10 @@ pub struct RolloutRecord {
     /// windows, kept as the audit of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overridden: Option<Override>,
+    /// With waves in other environments: the environment of each node not
+    /// in `env`, where its release is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_envs: BTreeMap<String, String>,
 }
 
 /// Who let a rollout pass a freeze or closed deploy windows, and why.
@@ -174,6 +178,43 @@ impl RolloutRecord {
     pub fn is_finished(&self) -> bool {
         self.finished_ms.is_some()
     }
+
+    /// Every environment it deploys to: its own, then those its waves
+    /// name, each once.
+    pub fn envs(&self) -> Vec<&str> {
+        let mut envs = vec![self.env.as_str()];
+        for env in self.deploy.waves.iter().filter_map(|w| w.environment.as_deref()) {
+            if !envs.contains(&env) {
+                envs.push(env);
+            }
+        }
+        envs
+    }
+
+    /// Whether it deploys to environment `env`.
+    pub fn touches(&self, env: &str) -> bool {
+        self.envs().contains(&env)
+    }
+
+    /// Whether it and `other` deploy the same service to an environment
+    /// (then one waits for the other).
+    pub fn shares(&self, other: &RolloutRecord) -> bool {
+        self.service == other.service && self.envs().iter().any(|env| other.touches(env))
+    }
+
+    /// The environment of its node `node`.
+    pub fn env_of(&self, node: &str) -> &str {
+        self.node_envs.get(node).map_or(self.env.as_str(), String::as_str)
+    }
+}
+
+/// `deploy` for a rollout in its one environment (a rollback, a removal):
+/// without waves, if its waves span environments.
+pub fn in_one_environment(mut deploy: DeploySpec) -> DeploySpec {
+    if deploy.waves.iter().any(|w| w.environment.is_some()) {
+        deploy.waves.clear();
+    }
+    deploy
 }
 
 /// A release of a service as catalogued for an environment: what a

@@ -20,7 +20,7 @@ impl Driver {
             .records
             .values()
             .rev()
-            .filter(|r| r.env == env && r.service == service)
+            .filter(|r| r.touches(env) && r.service == service)
             .filter(|r| r.rollout.as_ref().is_some_and(|m| m.phase == Phase::Succeeded))
             .map(|r| r.release.version.clone());
         let current = succeeded.next()?;
@@ -52,7 +52,7 @@ impl Driver {
             .or_else(|| {
                 self.records
                     .values()
-                    .filter(|r| r.env == env && r.service == service && r.deploy.irreversible && !r.is_finished())
+                    .filter(|r| r.touches(env) && r.service == service && r.deploy.irreversible && !r.is_finished())
                     .find(|r| r.rollout.as_ref().is_some_and(|m| m.started_ms.is_some()))
                     .map(|r| r.release.version.clone())
             });
@@ -72,7 +72,7 @@ impl Driver {
             .records
             .values()
             .rev()
-            .find(|r| r.env == env && r.service == service)
+            .find(|r| r.touches(env) && r.service == service)
             .ok_or_else(|| {
                 format!("service {service} has never been deployed to {env}; `drover services` lists what is")
             })?
@@ -97,7 +97,7 @@ impl Driver {
         let unfinished: Vec<u64> = self
             .records
             .values()
-            .filter(|r| r.env == env && r.service == service && !r.is_finished())
+            .filter(|r| r.touches(env) && r.service == service && !r.is_finished())
             .map(|r| r.id)
             .collect();
         self.last_id += 1;
@@ -112,7 +112,8 @@ impl Driver {
                 self.abort(older, reason, now_ms);
             }
         }
-        let mut deploy = last.deploy.clone();
+        // It goes back in this environment only.
+        let mut deploy = super::records::in_one_environment(last.deploy.clone());
         deploy.service = entry.def.clone();
         // Going back is no one-way door itself.
         deploy.irreversible = false;
@@ -149,6 +150,7 @@ impl Driver {
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,
+            node_envs: Default::default(),
         };
         self.records.insert(id, rec);
         self.queue_or_start(id);

@@ -23,13 +23,16 @@ impl Driver {
     /// queues or starts it.
     pub(super) fn admit(&mut self, id: u64, now_ms: u64) {
         let rec = &self.records[&id];
-        let (env, service, release) = (rec.env.clone(), rec.service.clone(), rec.release.clone());
+        let (service, release) = (rec.service.clone(), rec.release.clone());
         let entry = Catalogued { release: release.clone(), def: rec.deploy.service.clone() };
-        self.ops.push(Op::put(
-            records::release(&env, &service, &release.version),
-            serde_json::to_vec(&entry).expect("serialises"),
-        ));
-        self.catalog.insert((env.clone(), service.clone(), release.version.clone()), entry);
+        // In each environment it deploys to, which a rollback there starts.
+        for env in rec.envs().into_iter().map(str::to_owned).collect::<Vec<_>>() {
+            self.ops.push(Op::put(
+                records::release(&env, &service, &release.version),
+                serde_json::to_vec(&entry).expect("serialises"),
+            ));
+            self.catalog.insert((env, service.clone(), release.version.clone()), entry.clone());
+        }
         // A superseding deploy aborts the rollout that runs; it goes back,
         // and this one starts once it has.
         if self.records[&id].deploy.on_newer == OnNewer::Supersede {
@@ -40,15 +43,11 @@ impl Driver {
     }
 
     /// Aborts every unfinished rollout older than `id` of its service in
-    /// its environment, saying `reason`.
+    /// its environments, saying `reason`.
     fn abort_older(&mut self, id: u64, reason: &str, now_ms: u64) {
         let rec = &self.records[&id];
-        let running: Vec<u64> = self
-            .records
-            .values()
-            .filter(|r| r.id < id && r.env == rec.env && r.service == rec.service && !r.is_finished())
-            .map(|r| r.id)
-            .collect();
+        let running: Vec<u64> =
+            self.records.values().filter(|r| r.id < id && r.shares(rec) && !r.is_finished()).map(|r| r.id).collect();
         for older in running {
             self.abort(older, reason.to_owned(), now_ms);
         }
@@ -67,7 +66,7 @@ impl Driver {
                     .records
                     .values()
                     .rev()
-                    .find(|r| r.env == cmd.env && r.service == *service && !r.remove)
+                    .find(|r| r.touches(&cmd.env) && r.service == *service && !r.remove)
                     .ok_or_else(|| format!("service {service} has never been deployed to {}", cmd.env))?;
                 let release = ReleaseRef {
                     version: REMOVED.to_owned(),
@@ -78,7 +77,7 @@ impl Driver {
                     commit: String::new(),
                     url: String::new(),
                 };
-                (service.clone(), release, last.deploy.clone(), None, true)
+                (service.clone(), release, records::in_one_environment(last.deploy.clone()), None, true)
             }
         };
         self.last_id += 1;
@@ -118,6 +117,7 @@ impl Driver {
             measurements: Vec::new(),
             gates: Vec::new(),
             overridden: None,
+            node_envs: Default::default(),
         };
         self.records.insert(id, rec);
         if !remove {

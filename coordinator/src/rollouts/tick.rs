@@ -91,7 +91,7 @@ impl Driver {
                 let to = n.rollback_to.clone();
                 let def = to
                     .as_ref()
-                    .and_then(|v| self.catalog.get(&(rec.env.clone(), rec.service.clone(), v.clone())))
+                    .and_then(|v| self.catalog.get(&(rec.env_of(node).to_owned(), rec.service.clone(), v.clone())))
                     .map(|c| c.def.clone());
                 DeployKind::Rollback { to, def }
             }

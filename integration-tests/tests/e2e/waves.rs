@@ -1,7 +1,9 @@
 //! Waves (issue 17), end to end: a rollout over a canary group, then the
 //! rest of the environment, with a gate between the two waves; one
 //! approval takes it on to the next wave, and one abort sends every wave
-//! back.
+//! back. Waves across two environments are one rollout, approved for the
+//! environment that requires it, and each node's release is recorded in
+//! its own environment.
 
 use std::time::Duration;
 
@@ -78,4 +80,83 @@ fn two_waves_with_a_gate_between_them_go_on_together_or_go_back_together() {
     let status = web.fleet.wait_run(&run, Duration::from_secs(90));
     assert_eq!(status["state"], "failed", "{status:#}");
     assert_eq!(web.versions(), vec![Some("v2".to_string()); 3], "every wave back on v2");
+}
+
+#[test]
+fn waves_across_environments_are_one_rollout_recorded_in_each() {
+    let mut web = Web::on(crate::harness::Fleet::start("waves-envs"), 1, "role=web,env=staging", "staging");
+    web.add_nodes(2, "role=web,env=eu");
+    // prod-eu asks for an approval: a wave into it makes the job ask too.
+    let args =
+        ["env", "create", "prod-eu", "--selector", "role=web,env=eu", "--require-approval", "--approvers", "admin"];
+    let out = web.fleet.drover(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let strategy = "{rolling: {max_parallel: 2}}\n      waves:\n        - {name: canary, environment: staging}\n        \
+                    - {name: eu, environment: prod-eu}\n      gates:\n        - {name: go-wide, at: before_wave, \
+                    approval: {approvers: [admin]}}";
+    // Two environments that require approval by no one in common refuse
+    // the run at submit.
+    let args = ["env", "create", "prod-us", "--selector", "env=us", "--require-approval", "--approvers", "bob"];
+    assert!(web.fleet.drover(&args).status.success());
+    let file = web.fleet.dir.path().join("both.yml");
+    let both = strategy.replace(
+        "{name: eu, environment: prod-eu}",
+        "{name: eu, environment: prod-eu}\n        - {name: us, environment: prod-us}",
+    );
+    std::fs::write(&file, web.pipeline("v0", &both)).unwrap();
+    let out = web.fleet.drover(&["run", "--detach", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("goes to environments prod-eu and prod-us that require approval, and no approver"), "{err}");
+    assert!(json(&web.fleet, &["runs", "-o", "json"]).as_array().unwrap().is_empty(), "nothing stored");
+
+    let run = web.fleet.submit("v1.yml", &web.pipeline("v1", strategy));
+    wait_for_or_report(
+        "the deploy job to wait for prod-eu's approval",
+        Duration::from_secs(60),
+        || (web.fleet.job(&run, "deploy")["state"] == "pending").then_some(()),
+        || format!("{:#}\n{}", web.fleet.job(&run, "deploy"), web.fleet.logs()),
+    );
+    let out = web.fleet.drover(&["approve", &run, "deploy"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let r = at_the_gate(&web, &run);
+    let nodes: Vec<(&str, &str, &str, &str)> = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let field = |k: &str| n[k].as_str().unwrap();
+            (field("name"), field("wave"), field("environment"), field("state"))
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("web-1", "canary", "staging", "healthy"),
+            ("web-2", "eu", "prod-eu", "waiting"),
+            ("web-3", "eu", "prod-eu", "waiting")
+        ],
+        "{r:#}"
+    );
+    let id = r["id"].to_string();
+    let shown = text(&web.fleet.drover(&["rollout", "status", &id]).stdout);
+    assert!(shown.contains("wave canary:") && shown.contains("wave eu (environment prod-eu):"), "{shown}");
+    let listed = json(&web.fleet, &["rollouts", "--env", "prod-eu", "-o", "json"]);
+    assert_eq!(listed[0]["id"], r["id"], "listed under every environment it deploys to: {listed:#}");
+
+    let out = web.fleet.drover(&["rollout", "approve", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = web.fleet.wait_run(&run, Duration::from_secs(90));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(web.versions(), vec![Some("v1".to_string()); 3]);
+    let services = json(&web.fleet, &["services", "-o", "json"]);
+    let mut placed: Vec<(&str, &str)> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["environment"].as_str().unwrap(), s["node"].as_str().unwrap()))
+        .collect();
+    placed.sort();
+    assert_eq!(placed, [("prod-eu", "web-2"), ("prod-eu", "web-3"), ("staging", "web-1")], "{services:#}");
 }

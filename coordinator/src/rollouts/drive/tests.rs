@@ -917,3 +917,54 @@ fn a_metric_compared_with_a_baseline_splits_the_nodes_and_judges_the_samples() {
         }
     }
 }
+
+#[test]
+fn waves_across_environments_record_each_node_in_its_own_and_hold_both() {
+    use drover_pipeline::deploy::Wave;
+    let mut d = Driver::default();
+    let wave =
+        |name: &str, env: &str| Wave { name: name.into(), selector: Default::default(), environment: Some(env.into()) };
+    let mut j = job(1, "queue", "{rolling: {max_parallel: 1}}");
+    j.spec.waves = vec![wave("home", "staging"), wave("eu", "prod-eu")];
+    d.start_job(j, 0);
+    // A deploy to prod-eu alone waits for it, as one to staging would.
+    let mut eu = job(2, "queue", "{rolling: {max_parallel: 1}}");
+    eu.spec.environment = "prod-eu".into();
+    d.start_job(eu, 1);
+    assert_eq!(d.startable, BTreeSet::from([1]));
+    assert!(d.records[&2].message.contains("waiting for rollout 1"), "{}", d.records[&2].message);
+
+    let env = |name: &str| crate::core::environments::Spec { name: name.into(), ..Default::default() };
+    let node =
+        |name: &str| crate::core::environments::Node { name: name.into(), connected: true, ..Default::default() };
+    let (staging, prod_eu) = (env("staging"), env("prod-eu"));
+    let (a, e) = ([node("a")], [node("e")]);
+    let over: Vec<(&crate::core::environments::Spec, &[crate::core::environments::Node])> =
+        vec![(&staging, &a), (&prod_eu, &e)];
+    let rec = &d.records[&1];
+    assert_eq!(rec.envs(), ["staging", "prod-eu"]);
+    let planned =
+        crate::core::rollouts::plan_across(&rec.deploy, &rec.release.version, &over, None, &BTreeMap::new()).unwrap();
+    d.startable.remove(&1);
+    d.records.get_mut(&1).unwrap().node_envs = planned.node_envs;
+    d.begin(1, Ok(planned.rollout), 2);
+    let v1 = d.records[&1].release.version.clone();
+    for (node, at) in [("a", 3), ("e", 5)] {
+        report(&mut d, 1, node, DeployState::Installed, at);
+        report(&mut d, 1, node, DeployState::Healthy, at + 1);
+    }
+    assert_eq!(phase(&d, 1), Phase::Succeeded);
+    let deployed: Vec<(&str, &str)> = d.deployed.keys().map(|(env, _, node)| (env.as_str(), node.as_str())).collect();
+    assert_eq!(deployed, [("prod-eu", "e"), ("staging", "a")], "each node in its own environment");
+    for env in ["staging", "prod-eu"] {
+        assert!(d.catalog.contains_key(&(env.to_string(), "web".to_string(), v1.clone())), "catalogued in {env}");
+    }
+    assert_eq!(d.startable, BTreeSet::from([2]), "the prod-eu deploy starts once it has ended");
+
+    // A rollback in staging, whose last rollout spanned both, goes back in
+    // staging only.
+    d.startable.clear();
+    let id = d.rollback("staging", "web", Some(v1.clone()), false, "alice", None, 10).unwrap();
+    let rec = &d.records[&id];
+    assert_eq!((rec.env.as_str(), rec.envs()), ("staging", vec!["staging"]));
+}

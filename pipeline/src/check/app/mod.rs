@@ -236,7 +236,7 @@ impl Checker<'_> {
             Some(e) => self.nodes(e, owner),
             None => Some(NodeSelection::default()),
         };
-        let rollout = self.rollout_settings(&entries, owner, &context, &scope)?;
+        let rollout = self.rollout_settings(&entries, owner, &context, &scope, false)?;
         Some(ServiceFile {
             file: self.file.to_owned(),
             artifact: artifact?,

@@ -276,6 +276,14 @@ fn bad_files_are_refused_where_the_mistake_is() {
             "`deploy/web.yaml` is a desired-state file, which has no `environment`",
         ),
         ("on_newer", vec![], "on_newer: queue\n", 7, 1, "which has no `on_newer`: a newer commit always replaces"),
+        (
+            "a wave in another environment",
+            vec![],
+            "waves: [{name: a, selector: {x: y}}, {name: eu, environment: prod-eu}]\n",
+            7,
+            49,
+            "wave `eu` of `deploy/web.yaml` names an environment, but an app deploys to its own environment only",
+        ),
         ("no artifact", vec![(artifact, "")], "", 2, 1, "`deploy/web.yaml` has no `artifact`"),
         ("no service", vec![(SERVICE, "")], "", 1, 1, "`deploy/web.yaml` has no `service`"),
         (

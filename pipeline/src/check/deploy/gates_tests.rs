@@ -133,6 +133,17 @@ fn waves_read_in_order_and_bad_ones_are_refused_where_the_mistake_is() {
     let waves = pipeline.job("d").unwrap().deploy.clone().unwrap().waves;
     let names: Vec<(&str, usize)> = waves.iter().map(|w| (w.name.as_str(), w.selector.len())).collect();
     assert_eq!(names, [("canary", 1), ("rest", 0)]);
+    // Waves over environments: one that names an environment may take all
+    // of its nodes, wherever it is in the list.
+    let text = format!(
+        "{GOOD}      waves:\n        - {{name: canary, selector: {{group: canary}}}}\n        - {{name: eu, environment: \
+         prod-eu}}\n        - {{name: us, environment: prod-us, selector: {{tier: web}}}}\n"
+    );
+    let pipeline = parse("ci.yml", &text).unwrap_or_else(|err| panic!("{err}"));
+    let waves = pipeline.job("d").unwrap().deploy.clone().unwrap().waves;
+    let envs: Vec<(&str, Option<&str>, usize)> =
+        waves.iter().map(|w| (w.name.as_str(), w.environment.as_deref(), w.selector.len())).collect();
+    assert_eq!(envs, [("canary", None, 1), ("eu", Some("prod-eu"), 0), ("us", Some("prod-us"), 1)]);
 
     let two = |a: &str, b: &str| format!("      waves:\n        - {a}\n        - {b}\n");
     let cases: Vec<(&str, String, usize, usize, &str)> = vec![
@@ -149,6 +160,20 @@ fn waves_read_in_order_and_bad_ones_are_refused_where_the_mistake_is() {
         ),
         ("no selector but last", two("{name: a}", "{name: rest}"), 17, 11, "wave `a` of job `d` has no `selector`"),
         ("an unknown key", two("{name: a, selector: {a: b}, nodes: 2}", "{name: rest}"), 17, 39, "unknown key `nodes`"),
+        (
+            "a bad environment",
+            two("{name: a, environment: 'eu prod'}", "{name: rest}"),
+            17,
+            34,
+            "`environment` of wave `a` of job `d` must be an environment's name, found `eu prod`",
+        ),
+        (
+            "an environment that is a list",
+            two("{name: a, environment: [eu]}", "{name: rest}"),
+            17,
+            34,
+            "`environment` of wave `a` of job `d` must be an environment's name, found a list",
+        ),
         (
             "blue-green",
             format!("      strategy: {{blue_green: {{}}}}\n{}", two("{name: a, selector: {a: b}}", "{name: rest}")),

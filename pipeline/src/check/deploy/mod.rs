@@ -202,7 +202,7 @@ impl Checker<'_> {
                 None
             }
         };
-        let rollout = self.rollout_settings(&entries, owner, &context, scope);
+        let rollout = self.rollout_settings(&entries, owner, &context, scope, true);
         let on_newer = match find(&entries, "on_newer") {
             Some(e) => self.on_newer(e, job),
             None => Some(OnNewer::Queue),
@@ -236,13 +236,15 @@ impl Checker<'_> {
     /// only `result`. `context` says where the keys are, as
     /// their unknown ones are reported ("in the deploy of job `d`", "in
     /// `deploy/web.yaml`"). `None` when one of them is wrong, which is
-    /// reported.
+    /// reported. Waves may name other environments only if `environments`
+    /// (a deploy job's, not an app's).
     pub(super) fn rollout_settings(
         &mut self,
         entries: &[Entry<'_>],
         owner: &str,
         context: &str,
         scope: &Scope<'_>,
+        environments: bool,
     ) -> Option<RolloutSettings> {
         let strategy = match find(entries, "strategy") {
             Some(e) => self.strategy(e, owner),
@@ -281,7 +283,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(e) => self.waves(e, owner),
+            Some(e) => self.waves(e, owner, environments),
             None => Some(Vec::new()),
         };
         Some(RolloutSettings {
