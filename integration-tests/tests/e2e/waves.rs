@@ -114,7 +114,10 @@ fn waves_across_environments_are_one_rollout_recorded_in_each() {
     wait_for_or_report(
         "the deploy job to wait for prod-eu's approval",
         Duration::from_secs(60),
-        || (web.fleet.job(&run, "deploy")["state"] == "pending").then_some(()),
+        || {
+            let job = web.fleet.job(&run, "deploy");
+            job["waiting_for"].as_str().unwrap_or_default().starts_with("approval by admin").then_some(())
+        },
         || format!("{:#}\n{}", web.fleet.job(&run, "deploy"), web.fleet.logs()),
     );
     let out = web.fleet.drover(&["approve", &run, "deploy"]);
