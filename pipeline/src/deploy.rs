@@ -406,7 +406,9 @@ pub struct Metric {
 /// A metric judged against a baseline (Kayenta's canary analysis): at a
 /// canary step, each measurement splits the Prometheus query's vector by
 /// `node_label` into the canary's nodes (those updated so far) and as many
-/// nodes still on the current version, the baseline; once `count`
+/// nodes still on the current version, the baseline, which starts that
+/// version afresh as the step starts its canary (so both sides are of an
+/// age); once `count`
 /// measurements are in, the two samples are compared with a one-sided
 /// Mann-Whitney U test (`drover_deploy::compare`): the step fails when the
 /// canary is significantly worse (p < 0.01) by more than 10% of the

@@ -187,6 +187,11 @@ pub enum Work {
     /// Run a deploy hook's steps from its release's root (installed first
     /// if need be, never started).
     Hook(Hook),
+    /// Start the live release `version` afresh: a new start beside the
+    /// running one, health-checked, then live, the old start drained and
+    /// stopped (a baseline started at the same moment as a canary). The
+    /// old start serves on when the new one fails.
+    Restart { version: String },
 }
 
 /// A deploy hook: steps to run on the node at a point of a rollout.

@@ -73,6 +73,7 @@ pub fn action(a: DeployAction, epoch: u64) -> pb::DeployAction {
             service: def.map(service_def),
         }),
         DeployKind::Switch { version } => pb::deploy_action::Kind::Switch(pb::DeploySwitch { version }),
+        DeployKind::Restart { version } => pb::deploy_action::Kind::Restart(pb::DeployRestart { version }),
         DeployKind::Hook { point, steps, env, release, timeout } => pb::deploy_action::Kind::Hook(pb::DeployHook {
             point,
             steps: steps.into_iter().map(|(name, run)| pb::Step { name, run, condition: String::new() }).collect(),

@@ -361,9 +361,15 @@ impl Driver {
         } else if step_after != step_before {
             self.trace_step(id, format!("step {step_after}"), now_ms);
         }
+        let installs = phase_after == Phase::Progressing
+            && (started || step_after != step_before)
+            && sends.iter().any(|(_, a)| matches!(a.kind, DeployKind::Install { .. }));
         for (node, action) in sends {
             self.trace_action(id, &node, action.kind.verb(), now_ms);
             self.unsent.insert((id, node), action);
+        }
+        if installs {
+            self.restart_baseline(id);
         }
         if started {
             self.begin_background(id, now_ms);
@@ -413,7 +419,7 @@ impl Driver {
 
     /// A node's report on an action.
     pub fn report(&mut self, r: DeployReport, now_ms: u64) {
-        if self.probe_report(&r) {
+        if self.probe_report(&r) || self.restart_report(&r) {
             return;
         }
         let Some(rec) = self.records.get(&r.rollout) else { return };

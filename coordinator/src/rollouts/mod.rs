@@ -28,6 +28,7 @@ use crate::scheduler::{DeployNote, Event, Handle};
 use crate::store::{Store, Txn, decode};
 
 pub(crate) mod analysis;
+mod baseline;
 pub mod drive;
 mod freeze;
 mod gates;

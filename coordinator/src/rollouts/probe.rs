@@ -47,11 +47,14 @@ pub struct Probe {
     reply: oneshot::Sender<Result<Value, String>>,
 }
 
-/// Probes in flight and to send, by (rollout, action number).
+/// Actions outside the rollout machine, by (rollout, action number):
+/// probes in flight, a baseline's restarts (`super::baseline`), and those
+/// not yet taken by their node's agent.
 #[derive(Default)]
 pub struct Probes {
     pub(super) waiting: BTreeMap<(u64, u64), Probe>,
-    /// Actions not yet taken by their node's agent.
+    /// A baseline's restarts in flight: the node of each.
+    pub(super) restarts: BTreeMap<(u64, u64), String>,
     pub(super) unsent: BTreeMap<(u64, u64), (String, DeployAction)>,
 }
 
@@ -59,8 +62,8 @@ impl Probes {
     /// Forgets the probes whose task stopped waiting (its run is over).
     pub(super) fn forget_abandoned(&mut self) {
         self.waiting.retain(|_, p| !p.reply.is_closed());
-        let waiting = &self.waiting;
-        self.unsent.retain(|key, _| waiting.contains_key(key));
+        let (waiting, restarts) = (&self.waiting, &self.restarts);
+        self.unsent.retain(|key, _| waiting.contains_key(key) || restarts.contains_key(key));
     }
 }
 

@@ -450,9 +450,16 @@ fn a_baseline_comparison_tells_a_slower_canary_from_noise() {
         s.prometheus.address()
     );
     // As fast as v1: the noise between two nodes passes.
-    let (_, status) = s.deploy_with("v2", &compared);
+    let (run, status) = s.deploy_with("v2", &compared);
     let r = s.rollout();
     assert_eq!(status["state"], "succeeded", "{status:#}\n{r:#}");
+    // The baseline, web-2, started v1 afresh as the canary started v2.
+    let log = text(&s.web.fleet.drover(&["logs", &run, "deploy"]).stdout);
+    let v1 = r["nodes"][1]["rollback_to"].as_str().unwrap().to_owned();
+    assert!(log.contains(&format!("── baseline: web-2 starts {v1} afresh ──")), "{log}");
+    assert!(log.contains(&format!("── baseline: web-2 started {v1} afresh ──")), "{log}");
+    let fresh = s.web.fleet.dir.path().join(format!("services/web-2/web/supervisors/{v1}.1"));
+    assert!(fresh.is_dir(), "a start of its own: {}", fresh.display());
     let step0: Vec<&Value> = r["measurements"].as_array().unwrap().iter().filter(|m| m["step"] == 0).collect();
     assert_eq!(step0.len(), 8, "{r:#}");
     assert!(step0.iter().all(|m| m["value"].as_str().unwrap().starts_with("canary ")), "{r:#}");

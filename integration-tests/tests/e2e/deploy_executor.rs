@@ -11,7 +11,8 @@
 //! check reporting it unhealthy and healthy again ([`Event::Health`]), and
 //! deploy hooks ([`Work::Hook`]): their steps' environment, directory and
 //! output, a failing step, a timeout, and a release installed for a hook
-//! but never started.
+//! but never started; and a live release started afresh beside itself
+//! ([`Work::Restart`], a canary's baseline).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -381,6 +382,47 @@ async fn blue_green_starts_beside_and_switches_and_a_taken_port_fails_the_instal
     assert_eq!(states, ["Installed v1", "Failed "]);
     assert!(message.starts_with(&format!("port {taken_port} on 127.0.0.1 is in use: ")), "{message}");
     assert!(place.live_supervisors().is_empty());
+    ex.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_release_starts_afresh_beside_itself_and_the_new_start_is_adopted() {
+    let place = Place::new("restart");
+    let port = free_port();
+    let v1 = place.release("v1", &[("server.py", SERVER)], "");
+    let (mut ex, mut rx) = place.executor();
+    ex.submit(install("r/1", &v1, def(port, "v1", &[]), false));
+    assert_eq!(reports(&mut rx, "r/1").await.0, ["Installed v1", "Healthy v1"]);
+    let pid = |dir: &Path| match Supervisor::adopt(dir) {
+        Ok(Adopted::Live(s, _)) => s.pid(),
+        _ => panic!("{} is not live", dir.display()),
+    };
+    let [old] = place.live_supervisors().try_into().expect("one supervisor");
+    let old_pid = pid(&old);
+
+    // Started afresh: a supervisor of its own, and the old one stops.
+    ex.submit(order("r/2", Work::Restart { version: "v1".into() }));
+    let (states, message) = reports(&mut rx, "r/2").await;
+    assert_eq!(states, ["Healthy v1"], "{message}");
+    answers(port, "v1").await;
+    let [fresh] = place.live_supervisors().try_into().expect("one supervisor");
+    assert_eq!(fresh.file_name().unwrap(), "v1.1", "{}", fresh.display());
+    assert_ne!(pid(&fresh), old_pid);
+
+    // A version the node does not serve is refused; v1 serves on.
+    ex.submit(order("r/3", Work::Restart { version: "v9".into() }));
+    let (states, message) = reports(&mut rx, "r/3").await;
+    assert_eq!(states, ["Failed v1"]);
+    assert!(message.contains("release v9 is not what this node serves (v1 is)"), "{message}");
+
+    // A restarted agent adopts the new start, and a rollback stops it.
+    ex.shutdown().await;
+    let (mut ex, mut rx) = place.executor();
+    ex.adopt();
+    answers(port, "v1").await;
+    ex.submit(order("r/4", Work::Rollback { to_version: String::new(), service: None }));
+    assert_eq!(reports(&mut rx, "r/4").await.0, ["RolledBack "]);
+    assert!(place.live_supervisors().is_empty(), "the adopted new start stopped: {:?}", place.live_supervisors());
     ex.shutdown().await;
 }
 

@@ -29,6 +29,7 @@ pub(super) fn order(action: pb::DeployAction) -> Result<Order, String> {
             timeout: (h.timeout_ms > 0).then(|| Duration::from_millis(h.timeout_ms)),
         }),
         Some(pb::deploy_action::Kind::Switch(s)) => Work::Switch { version: s.version },
+        Some(pb::deploy_action::Kind::Restart(r)) => Work::Restart { version: r.version },
         Some(pb::deploy_action::Kind::Rollback(r)) => {
             Work::Rollback { to_version: r.to_version, service: r.service.map(service).transpose()? }
         }

@@ -169,6 +169,7 @@ fn run(script: Vec<Step>) -> Vec<String> {
                                     format!("install {} port {} beside {beside}", release.version, service.port)
                                 }
                                 executor::Work::Switch { version } => format!("switch {version}"),
+                                executor::Work::Restart { version } => format!("restart {version}"),
                                 executor::Work::Rollback { to_version, .. } => format!("rollback {to_version:?}"),
                                 executor::Work::Hook(h) => format!(
                                     "hook {} on {} steps {} timeout {:?}",
@@ -323,6 +324,14 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, deploy("r/1", 4, install("v1", 8080))),
                 Msg(0, deploy("r/2", 5, install("v1", 8080))),
                 Msg(0, deploy("r/3", 6, switch("v1"))),
+                Msg(
+                    0,
+                    deploy(
+                        "r/6",
+                        5,
+                        Some(pb::deploy_action::Kind::Restart(pb::DeployRestart { version: "v1".into() })),
+                    ),
+                ),
                 Msg(0, deploy("r/4", 5, None)),
                 Msg(0, deploy("r/5", 5, install("v2", 70000))),
             ],
@@ -330,6 +339,7 @@ fn the_protocol_answers_as_the_agent_does() {
                 "every 500",
                 "deploy r/2 web install v1 port 8080 beside false",
                 "deploy r/3 web switch v1",
+                "deploy r/6 web restart v1",
                 "report r/4 web Failed \"\" \"a deploy action of a kind this agent does not know\"",
                 "report r/5 web Failed \"\" \"the service's port 70000 is not a TCP port (1 to 65535)\"",
                 "held 0",

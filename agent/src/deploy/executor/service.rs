@@ -2,6 +2,7 @@
 //! the proxy on its port) and the actions, carried out one at a time.
 
 mod port;
+mod restart;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -68,6 +69,10 @@ struct Running {
     port: u16,
     def: ServiceDef,
     supervisor: Supervisor,
+    /// Which start of the release it is: 0, then one more each time it is
+    /// started afresh beside itself (`restart.rs`); names its supervisor's
+    /// directory.
+    instance: u32,
 }
 
 impl Running {
@@ -108,7 +113,7 @@ impl Service {
             monitor: None,
         };
         for r in saved.running {
-            let dir = svc.supervisor_dir(&r.version);
+            let dir = svc.supervisor_dir(&r.version, r.instance);
             let adopted = match blocking(move || Supervisor::adopt(&dir)).await? {
                 Ok(Adopted::Live(supervisor, _)) => Ok(supervisor),
                 // Stopped on purpose: not to be started again.
@@ -119,13 +124,14 @@ impl Service {
             match adopted {
                 Ok(supervisor) => {
                     info!(service = %svc.name, version = %r.version, pid = supervisor.pid(), "adopted a release");
-                    svc.running.insert(r.version, Running { port: r.port, def: r.def, supervisor });
+                    let running = Running { port: r.port, def: r.def, supervisor, instance: r.instance };
+                    svc.running.insert(r.version, running);
                 }
                 // Its supervisor is gone (the host restarted): the live
                 // release starts again, on its old port if free.
                 Err((true, why)) if saved.live.as_ref() == Some(&r.version) => {
                     warn!(service = %svc.name, version = %r.version, %why, "the live release's supervisor is gone: starting it again");
-                    match svc.start(&r.version, &r.def, Some(r.port)).await {
+                    match svc.start(&r.version, &r.def, Some(r.port), r.instance).await {
                         Ok(running) => {
                             svc.running.insert(r.version, running);
                         }
@@ -151,6 +157,7 @@ impl Service {
             Work::Switch { version } => self.switch(order, version).await,
             Work::Rollback { to_version, service } => self.rollback(order, to_version, service.as_ref()).await,
             Work::Hook(h) => self.hook(order, h).await,
+            Work::Restart { version } => self.restart(order, version).await,
         }
     }
 
@@ -177,8 +184,9 @@ impl Service {
         self.live.as_deref().unwrap_or_default()
     }
 
-    fn supervisor_dir(&self, version: &str) -> PathBuf {
-        self.releases.dir().join("supervisors").join(version)
+    fn supervisor_dir(&self, version: &str, instance: u32) -> PathBuf {
+        let name = if instance == 0 { version.to_owned() } else { format!("{version}.{instance}") };
+        self.releases.dir().join("supervisors").join(name)
     }
 
     fn backend(&self, version: &str) -> SocketAddr {
@@ -207,7 +215,7 @@ impl Service {
                 self.ctx.report(order, ReportState::Failed, e, self.live());
                 return;
             }
-            match self.start(v, def, None).await {
+            match self.start(v, def, None, 0).await {
                 Ok(running) => {
                     let port = running.port;
                     self.running.insert(v.clone(), running);
@@ -289,7 +297,7 @@ impl Service {
                 self.ctx.report(order, ReportState::Failed, message, self.live());
                 return;
             };
-            match self.start(to, &def, None).await {
+            match self.start(to, &def, None, 0).await {
                 Ok(running) => {
                     self.running.insert(to.to_string(), running);
                     self.save().await;
@@ -313,8 +321,15 @@ impl Service {
     }
 
     /// Starts `version` (installed) under a supervisor of its own, on
-    /// `port` if given and free, else on a free one.
-    async fn start(&self, version: &str, def: &ServiceDef, port: Option<u16>) -> Result<Running, String> {
+    /// `port` if given and free, else on a free one; `instance` numbers the
+    /// start (0 but for a restart beside itself).
+    async fn start(
+        &self,
+        version: &str,
+        def: &ServiceDef,
+        port: Option<u16>,
+        instance: u32,
+    ) -> Result<Running, String> {
         let port = match port.filter(|p| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok()) {
             Some(port) => port,
             None => std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -332,7 +347,7 @@ impl Service {
             output_cap: OUTPUT_CAP,
         };
         let (dir, launch, grace) =
-            (self.supervisor_dir(version), self.ctx.config.launch.clone(), self.ctx.config.stop_grace);
+            (self.supervisor_dir(version, instance), self.ctx.config.launch.clone(), self.ctx.config.stop_grace);
         let supervisor = blocking(move || {
             // One left behind (a stop that failed) goes first.
             if let Ok(Adopted::Live(old, _)) = Supervisor::adopt(&dir) {
@@ -343,7 +358,7 @@ impl Service {
         .await?
         .map_err(|e| e.to_string())?;
         info!(service = %self.name, %version, port, pid = supervisor.pid(), "started a release");
-        Ok(Running { port, def: def.clone(), supervisor })
+        Ok(Running { port, def: def.clone(), supervisor, instance })
     }
 
     /// The health gate of `version`, which runs.
@@ -357,7 +372,11 @@ impl Service {
     /// How `version` (running) is checked: the probe, the policy and the
     /// gate's deadline, from its health definition or the defaults.
     fn health_check(&self, version: &str) -> Option<(Probe, Policy, Duration)> {
-        let r = self.running.get(version)?;
+        Some(self.health_check_of(version, self.running.get(version)?))
+    }
+
+    /// As [`Service::health_check`], of `r`, a start of `version`.
+    fn health_check_of(&self, version: &str, r: &Running) -> (Probe, Policy, Duration) {
         let (check, interval, healthy_after, unhealthy_after, deadline) = match &r.def.health {
             Some(h) => (
                 h.check.clone(),
@@ -389,7 +408,7 @@ impl Service {
             healthy_after: healthy_after.max(1),
             unhealthy_after: unhealthy_after.max(1),
         };
-        Some((probe, policy, deadline))
+        (probe, policy, deadline)
     }
 
     /// Makes the health monitor follow the live release: none while
@@ -486,7 +505,12 @@ impl Service {
             running: self
                 .running
                 .iter()
-                .map(|(version, r)| SavedRelease { version: version.clone(), port: r.port, def: r.def.clone() })
+                .map(|(version, r)| SavedRelease {
+                    version: version.clone(),
+                    port: r.port,
+                    def: r.def.clone(),
+                    instance: r.instance,
+                })
                 .collect(),
         };
         let dir = self.releases.dir().to_path_buf();

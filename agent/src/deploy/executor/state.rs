@@ -31,6 +31,9 @@ pub(super) struct SavedRelease {
     /// Its backend port on 127.0.0.1.
     pub port: u16,
     pub def: ServiceDef,
+    /// Which start of it runs (its supervisor's directory).
+    #[serde(default)]
+    pub instance: u32,
 }
 
 /// Reads `dir/service.json`; nothing there is an empty state.

@@ -50,6 +50,9 @@ pub enum DeployKind {
     Rollback { to: Option<String>, def: Option<ServiceSpec> },
     /// Blue-green: send traffic to `version`, installed beside.
     Switch { version: String },
+    /// Start `version`, which the node serves, afresh beside itself (a
+    /// baseline for a canary compared with one).
+    Restart { version: String },
     /// Run a hook's steps (name, command) from `release`'s root (installed
     /// first when it is not on the node yet, never started).
     Hook {
@@ -68,6 +71,7 @@ impl DeployKind {
             DeployKind::Install { .. } => "install",
             DeployKind::Rollback { .. } => "rollback",
             DeployKind::Switch { .. } => "switch",
+            DeployKind::Restart { .. } => "restart",
             DeployKind::Hook { .. } => "hook",
         }
     }

@@ -58,6 +58,7 @@ fn sent(d: &mut Driver) -> Vec<String> {
                 DeployKind::Install { release, .. } => format!("install {}", release.version),
                 DeployKind::Rollback { to, .. } => format!("rollback {}", to.clone().unwrap_or_default()),
                 DeployKind::Switch { version } => format!("switch {version}"),
+                DeployKind::Restart { version } => format!("restart {version}"),
                 DeployKind::Hook { .. } => "hook".to_string(),
             };
             format!("{node} {kind} {}", a.id)
@@ -967,4 +968,53 @@ fn waves_across_environments_record_each_node_in_its_own_and_hold_both() {
     let id = d.rollback("staging", "web", Some(v1.clone()), false, "alice", None, 10).unwrap();
     let rec = &d.records[&id];
     assert_eq!((rec.env.as_str(), rec.envs()), ("staging", vec!["staging"]));
+}
+
+#[test]
+fn a_compared_canary_step_starts_as_many_baseline_nodes_afresh() {
+    let mut d = Driver::default();
+    d.start_job(job(1, "queue", "{rolling: {max_parallel: 4}}"), 0);
+    let nodes = ["a", "b", "c", "d"];
+    begin_all(&mut d, &nodes, 1);
+    sent(&mut d);
+    for node in nodes {
+        report(&mut d, 1, node, DeployState::Installed, 2);
+        report(&mut d, 1, node, DeployState::Healthy, 3);
+    }
+    assert_eq!(phase(&d, 1), Phase::Succeeded);
+    let v1 = d.records[&1].release.version.clone();
+    let compared = "{canary: {steps: [{nodes: 1}, {nodes: 100%}]}}\n      analysis: {metrics: [{name: latency, \
+                    prometheus: {address: 'http://p:9090', query: up}, compare: {baseline: {node_label: node}}, count: \
+                    5}]}";
+    d.start_job(job(2, "queue", compared), 10);
+    begin_all(&mut d, &nodes, 11);
+    let v2 = d.records[&2].release.version.clone();
+    assert_eq!(sent(&mut d), [format!("a install {v2} 2/1")], "the canary");
+    // At the same moment, the last waiting node starts v1 afresh.
+    let restarts: Vec<String> = d
+        .probes
+        .unsent
+        .values()
+        .map(|(node, a)| match &a.kind {
+            DeployKind::Restart { version } => format!("{node} restart {version} {}", a.id),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(restarts, [format!("d restart {v1} 2/2")]);
+    // Its report is the restart's, not the machine's: d stays waiting.
+    report_on(&mut d, 2, "d", 2, DeployState::Healthy, "started afresh", 12);
+    assert!(d.probes.restarts.is_empty() && d.probes.unsent.is_empty());
+    let machine = d.records[&2].rollout.as_ref().unwrap();
+    assert_eq!(machine.node("d").unwrap().state, drover_deploy::rollout::NodeState::Waiting);
+    // The canary healthy: the analysis splits off the same node.
+    report(&mut d, 2, "a", DeployState::Installed, 13);
+    report(&mut d, 2, "a", DeployState::Healthy, 14);
+    let split = d.records[&2].split.clone().unwrap();
+    assert_eq!((split.canary, split.baseline), (vec!["a".to_string()], vec!["d".to_string()]));
+
+    // A rollout with no compared metric restarts nothing.
+    d.start_job(job(3, "supersede", "{canary: {steps: [{nodes: 1}, {nodes: 100%}]}}"), 20);
+    report(&mut d, 2, "a", DeployState::RolledBack, 21);
+    begin_all(&mut d, &nodes, 22);
+    assert!(d.probes.unsent.is_empty(), "{:?}", d.probes.unsent.keys().collect::<Vec<_>>());
 }
