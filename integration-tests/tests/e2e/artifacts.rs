@@ -105,8 +105,11 @@ fn blobs(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn artifacts_go_when_no_kept_run_refers_to_them() {
+    // A grace of a second, as for expiry below: with 1ms, under load, the
+    // sweep could take the build's blob before its result was committed,
+    // and the test job found no artifact (seen once in CI).
     let mut fleet =
-        Fleet::start_with("artifact-gc", &["--keep-runs", "1", "--prune-interval", "200ms", "--blob-grace", "1ms"]);
+        Fleet::start_with("artifact-gc", &["--keep-runs", "1", "--prune-interval", "200ms", "--blob-grace", "1s"]);
     fleet.agent("a1", "", 2);
     fleet.wait_agents(1);
     let store = fleet.dir.path().join("data-0/blobs");
@@ -120,7 +123,8 @@ jobs:
     steps: [{run: 'test -s made.bin'}]
 ";
     let first = fleet.submit("gc.yml", yaml);
-    assert_eq!(fleet.wait_run(&first, Duration::from_secs(60))["state"], "succeeded");
+    let status = fleet.wait_run(&first, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
     let a = fleet.job(&first, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
     assert_eq!(blobs(&store), vec![a.clone()]);
     // A rerun reuses build, and with it its artifacts: when the first run
