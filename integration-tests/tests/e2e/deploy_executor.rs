@@ -385,14 +385,21 @@ async fn blue_green_starts_beside_and_switches_and_a_taken_port_fails_the_instal
     ex.shutdown().await;
 }
 
+/// A place whose service `web` serves release v1 (`path` in its archive)
+/// on a free port, installed and healthy.
+async fn live_v1(name: &str, path: &str) -> (Place, u16, Executor, UnboundedReceiver<Event>) {
+    let place = Place::new(name);
+    let port = free_port();
+    let v1 = place.release("v1", &[("server.py", SERVER)], path);
+    let (mut ex, mut rx) = place.executor();
+    ex.submit(install("v1/1", &v1, def(port, "v1", &[]), false));
+    assert_eq!(reports(&mut rx, "v1/1").await.0, ["Installed v1", "Healthy v1"]);
+    (place, port, ex, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_release_starts_afresh_beside_itself_and_the_new_start_is_adopted() {
-    let place = Place::new("restart");
-    let port = free_port();
-    let v1 = place.release("v1", &[("server.py", SERVER)], "");
-    let (mut ex, mut rx) = place.executor();
-    ex.submit(install("r/1", &v1, def(port, "v1", &[]), false));
-    assert_eq!(reports(&mut rx, "r/1").await.0, ["Installed v1", "Healthy v1"]);
+    let (place, port, mut ex, mut rx) = live_v1("restart", "").await;
     let pid = |dir: &Path| match Supervisor::adopt(dir) {
         Ok(Adopted::Live(s, _)) => s.pid(),
         _ => panic!("{} is not live", dir.display()),
@@ -428,12 +435,7 @@ async fn a_live_release_starts_afresh_beside_itself_and_the_new_start_is_adopted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_release_whose_supervisor_is_gone_starts_again_when_the_agent_does() {
-    let place = Place::new("reboot");
-    let port = free_port();
-    let v1 = place.release("v1", &[("server.py", SERVER)], "server.py");
-    let (mut ex, mut rx) = place.executor();
-    ex.submit(install("c/1", &v1, def(port, "v1", &[]), false));
-    assert_eq!(reports(&mut rx, "c/1").await.0, ["Installed v1", "Healthy v1"]);
+    let (place, port, ex, _rx) = live_v1("reboot", "server.py").await;
     ex.shutdown().await;
     // As after a reboot: the supervisor (and its service with it) is gone.
     let [dir] = place.live_supervisors().try_into().expect("one supervisor");
