@@ -8,10 +8,13 @@
 //! `drover-agent --supervise STATE_DIR`; and a service's proxy
 //! ([`drover_agent::deploy::proxy`]), `drover-agent --proxy STATE_DIR`.
 //!
+//! With `--join-token` and `--ca-pin`, an agent without certificates first
+//! enrolls ([`drover_agent::enroll`]).
+//!
 //! Exit codes: 0 after a drain or a stop; 1 when the agent cannot start (a
-//! bad flag, certificate or work dir); 2 when the coordinator refuses the
-//! agent for what it is (its name, its certificate, its labels), which no
-//! restart can change.
+//! bad flag, certificate or work dir, a refused or failed enrollment); 2
+//! when the coordinator refuses the agent for what it is (its name, its
+//! certificate, its labels), which no restart can change.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use clap::Parser;
 use drover_agent::client::{Agent, AgentError, Config, Stop};
 use drover_agent::deploy::{proxy, supervise};
+use drover_agent::enroll::{self, CaPin, Enrollment};
 use drover_agent::watch;
 use drover_telemetry::logging::LogFormat;
 use tokio::sync::watch as tokio_watch;
@@ -54,6 +58,22 @@ struct Args {
     /// agent the admin's directory.
     #[arg(long, env = "DROVER_AGENT_TLS_DIR", default_value = ".drover/tls")]
     tls_dir: PathBuf,
+    /// Enroll with this join token from `drover agent-token create NAME`:
+    /// when --tls-dir does not hold the agent's bundle yet, the agent makes
+    /// its own key there, has the coordinator sign it, writes ca.pem,
+    /// agent-NAME.pem and agent-NAME-key.pem, and starts. The token is
+    /// single-use and never logged; once enrolled the agent needs it no
+    /// more (with the bundle present it is ignored). Prefer the variable to
+    /// the flag, which other users can read in the process list. Requires
+    /// --ca-pin.
+    #[arg(long, env = "DROVER_JOIN_TOKEN", hide_env_values = true, requires = "ca_pin", value_name = "TOKEN")]
+    join_token: Option<String>,
+    /// The CA's fingerprint that `drover agent-token create` printed,
+    /// sha256: and 64 lower-case hex digits: the enrolling agent trusts a
+    /// coordinator only if it presents this CA, and keeps only a CA
+    /// certificate that matches it.
+    #[arg(long, value_name = "sha256:HEX", value_parser = drover_agent::enroll::CaPin::parse)]
+    ca_pin: Option<CaPin>,
     /// Run steps as this user (a name or a numeric uid, with its groups and
     /// its home as HOME) instead of the agent's own, so that they cannot
     /// read the agent's TLS key, lock or environment. The agent must run as
@@ -159,8 +179,20 @@ async fn agent_main() -> anyhow::Result<ExitCode> {
         }
         tokio::spawn(drover_telemetry::http::serve(listener, drover_agent::metrics::observe, std::future::pending()));
     }
+    let coordinators: Vec<String> =
+        args.coordinator.into_iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+    if let (Some(token), Some(pin)) = (args.join_token, args.ca_pin) {
+        let enrollment = Enrollment {
+            coordinators: coordinators.clone(),
+            name: args.name.clone(),
+            tls_dir: args.tls_dir.clone(),
+            token,
+            pin,
+        };
+        enroll::enroll(&enrollment).await?;
+    }
     let agent = Agent::new(Config {
-        coordinators: args.coordinator.into_iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+        coordinators,
         name: args.name,
         labels: args.labels,
         slots: args.slots,
@@ -215,6 +247,24 @@ async fn signals(stop: tokio_watch::Sender<Stop>, drain_timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_token_needs_a_well_formed_ca_pin() {
+        let base = ["drover-agent", "--coordinator", "https://c:1", "--name", "a1"];
+        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let args = parse(&["--join-token", "djt_1_s", "--ca-pin", &pin]).unwrap();
+        assert_eq!(args.join_token.as_deref(), Some("djt_1_s"));
+        assert_eq!(args.ca_pin.unwrap().to_string(), pin);
+        let Err(err) = parse(&["--join-token", "djt_1_s"]) else { panic!("a token without a pin") };
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{err}");
+        assert!(err.to_string().contains("--ca-pin"), "{err}");
+        let Err(err) = parse(&["--join-token", "djt_1_s", "--ca-pin", "sha256:AB"]) else { panic!("a bad pin") };
+        let err = err.to_string();
+        assert!(err.contains("\"sha256:AB\" is not a CA pin: it has 2 hex digits after sha256:, not 64"), "{err}");
+        // Without a token the pin changes nothing, so a unit file may keep it.
+        assert!(parse(&["--ca-pin", &pin]).unwrap().join_token.is_none());
+    }
 
     #[test]
     fn durations_are_written_like_the_coordinators_flags() {

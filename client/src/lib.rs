@@ -11,14 +11,25 @@
 //!   follower's refusal reads, and jittered backoff;
 //! - [`chain`]: an error with its causes, each printed once;
 //! - [`labels`]: the one grammar of agent labels, `k=v,k=v`;
-//! - [`duration`]: the one grammar of durations in flags and pipeline files.
+//! - [`duration`]: the one grammar of durations in flags and pipeline files;
+//! - [`enroll`]: enrollment with a join token, for an agent
+//!   (`drover-agent --join-token`) and a user (`drover login`): the
+//!   client's own key and CSR, the connection that trusts the coordinator
+//!   by the CA's pin alone, the answer's checks, and the bundle written
+//!   whole (`enroll::files`, which an agent's renewal uses too).
 //!
 //! The pure parts (`targets`' choices, `chain`, `labels`, `duration`) are tested with
-//! tables; `tls` and `endpoint` only wrap tonic.
+//! tables; `tls` and `endpoint` only wrap tonic; `enroll` is tested against
+//! a TLS server on 127.0.0.1 with a test CA.
 
 pub mod chain;
 pub mod duration;
 pub mod endpoint;
+pub mod enroll;
 pub mod labels;
 pub mod targets;
+#[cfg(test)]
+mod test_dir;
+#[cfg(test)]
+mod test_pki;
 pub mod tls;

@@ -7,10 +7,12 @@
 //! ARCHITECTURE.md, "Inside the coordinator".
 
 pub mod apps;
+pub mod authz;
 pub mod declared;
 pub mod dispatch;
 pub mod environments;
 pub mod fleet;
+pub mod identity;
 pub mod keys;
 pub mod logs;
 pub mod machine;

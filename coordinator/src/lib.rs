@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod audit;
 pub mod blobs;
 pub mod caches;
 pub mod compaction;
@@ -11,6 +12,7 @@ pub mod core;
 pub mod environments;
 pub mod freezes;
 pub mod git;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod notifications;

@@ -38,6 +38,31 @@ struct Args {
     /// coordinator of a cluster needs the same key.
     #[arg(long, value_name = "FILE")]
     secrets_key_file: Option<PathBuf>,
+    /// The CA's key, with which the coordinator signs the certificates of
+    /// agents that enroll with a join token (and renews them); default:
+    /// ca-key.pem in --tls-dir, if it exists (`drover certs init` puts it
+    /// there). Without one, enrollment is off. Coordinators of a cluster
+    /// each need it: a file they all read, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    ca_key: Option<PathBuf>,
+    /// How long an enrolled agent's certificate is valid (10s to 90d); the
+    /// agent renews it at half that, over its connection.
+    #[arg(long, default_value = "24h", value_parser = parse_agent_cert_ttl)]
+    agent_cert_ttl: Duration,
+    /// How long the coordinator's own server certificate is valid when it
+    /// holds the CA key (10s to 90d, or `off`): it signs one for the hosts
+    /// of coordinator.pem at start and renews it at half its life, with no
+    /// connection interrupted. `off` serves coordinator.pem as it is.
+    #[arg(long, default_value = "24h", value_parser = parse_server_cert_ttl)]
+    server_cert_ttl: ServerCertTtl,
+    /// How long a user's certificate (`drover login`) is valid (10s to
+    /// 90d); the user logs in again, with a new token, after it.
+    #[arg(long, default_value = "30d", value_parser = parse_agent_cert_ttl)]
+    user_cert_ttl: Duration,
+    /// How long the audit log (`drover audit`) keeps entries, pruned a day
+    /// at a time.
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    audit_retention: Duration,
     /// How long a job attempt survives without a heartbeat from its agent
     /// (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_lease_ttl)]
@@ -253,6 +278,29 @@ fn parse_queue_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_agent_cert_ttl(s: &str) -> Result<Duration, String> {
+    use drover_coordinator::core::identity::{MAX_CERT_TTL, MIN_CERT_TTL};
+    let ttl = parse_duration(s)?;
+    if !(MIN_CERT_TTL..=MAX_CERT_TTL).contains(&ttl) {
+        return Err(format!(
+            "a certificate lives {}s to {} days",
+            MIN_CERT_TTL.as_secs(),
+            MAX_CERT_TTL.as_secs() / 86_400
+        ));
+    }
+    Ok(ttl)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ServerCertTtl(Option<Duration>);
+
+fn parse_server_cert_ttl(s: &str) -> Result<ServerCertTtl, String> {
+    match s {
+        "off" => Ok(ServerCertTtl(None)),
+        s => parse_agent_cert_ttl(s).map(|d| ServerCertTtl(Some(d))),
+    }
+}
+
 fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
     let ttl = parse_duration(s)?;
     if ttl < Duration::from_secs(1) {
@@ -361,6 +409,10 @@ async fn main() -> anyhow::Result<()> {
         store_fail_exit: args.store_fail_exit,
         blob_dir: args.blob_dir,
         secrets_key_file: args.secrets_key_file,
+        ca_key: args.ca_key,
+        agent_cert_ttl: args.agent_cert_ttl,
+        server_cert_ttl: args.server_cert_ttl.0,
+        user_cert_ttl: args.user_cert_ttl,
         webhook_cert: args.webhook_cert.zip(args.webhook_key),
         webhook_max_body: usize::try_from(args.webhook_max_body).unwrap_or(usize::MAX),
         election_ttl: args.election_ttl,
@@ -372,6 +424,7 @@ async fn main() -> anyhow::Result<()> {
             cache_budget: args.cache_budget,
             cache_expire: args.cache_expire,
             seal_after: args.seal_logs_after,
+            audit_keep: args.audit_retention,
         },
         // The embedded store bounds its own history.
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }

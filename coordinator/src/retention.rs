@@ -71,6 +71,9 @@ pub struct Config {
     /// How long after its run finished a log is sealed into the blob
     /// store (`--seal-logs-after`; see `crate::sealing`).
     pub seal_after: Duration,
+    /// How long audit entries are kept (`--audit-retention`), pruned a
+    /// whole UTC day at a time once the day is past it.
+    pub audit_keep: Duration,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             cache_budget: 10 << 30,
             cache_expire: Duration::from_secs(7 * 24 * 3600),
             seal_after: Duration::from_secs(600),
+            audit_keep: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -148,12 +152,24 @@ async fn run(
 ) -> Result<(), ControllerError> {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first audit day a prune looks at: a year and more before what is
+    // kept, then where the last prune stopped.
+    let mut audit_from = 0;
     loop {
         tick.tick().await;
         match pass(store.as_ref(), &segments, &blobs, &config).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return Ok(()),
             Err(e) => warn!(error = %e, "retention pass failed; retrying at the next one"),
+        }
+        let before = now_ms().saturating_sub(config.audit_keep.as_millis() as u64) as i64;
+        if audit_from == 0 {
+            audit_from = (before / 86_400_000 - 400).max(0);
+        }
+        match crate::audit::prune(store.as_ref(), before, audit_from).await {
+            Ok(next) => audit_from = next,
+            Err(StoreError::Fenced { .. }) => return Ok(()),
+            Err(e) => warn!(error = %e, "cannot prune the audit log; retrying at the next pass"),
         }
     }
 }

@@ -9,11 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_proto::v1::agent_cert_service_server::AgentCertServiceServer;
 use drover_proto::v1::agent_service_server::AgentServiceServer;
+use drover_proto::v1::app_service_server::AppServiceServer;
 use drover_proto::v1::control_service_server::ControlServiceServer;
+use drover_proto::v1::enroll_service_server::EnrollServiceServer;
+use drover_proto::v1::identity_service_server::IdentityServiceServer;
+use drover_proto::v1::notification_service_server::NotificationServiceServer;
+use drover_proto::v1::release_service_server::ReleaseServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use drover_telemetry::http::{self, Reply};
@@ -78,6 +83,18 @@ pub struct Options {
     /// The key that seals secrets (`--secrets-key-file`); by default
     /// `secrets.key` in the TLS directory, and without one secrets are off.
     pub secrets_key_file: Option<PathBuf>,
+    /// The CA's key, to sign enrolling agents' certificates (`--ca-key`);
+    /// by default `ca-key.pem` in the TLS directory, and without one
+    /// enrollment is off.
+    pub ca_key: Option<PathBuf>,
+    /// How long the coordinator's own server certificate lasts, signed with
+    /// the CA key and renewed at half its life (`--server-cert-ttl`);
+    /// `None`: serve `coordinator.pem` as it is.
+    pub server_cert_ttl: Option<Duration>,
+    /// How long an enrolled agent's certificate lasts (`--agent-cert-ttl`).
+    pub agent_cert_ttl: Duration,
+    /// How long a user's certificate lasts (`--user-cert-ttl`).
+    pub user_cert_ttl: Duration,
     /// The webhook listener's certificate and key (`--webhook-cert`,
     /// `--webhook-key`); by default the coordinator's own.
     pub webhook_cert: Option<(PathBuf, PathBuf)>,
@@ -113,6 +130,8 @@ pub enum ServerError {
     Listener(std::io::Error),
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::WebhookError),
+    #[error("cannot use the CA to enroll agents: {0}")]
+    Authority(#[from] drover_pki::enroll::AuthorityError),
     #[error("the store stopped {}s ago and cannot recover without a restart: {reason}", after.as_secs())]
     StoreStopped { reason: String, after: Duration },
 }
@@ -189,7 +208,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let Listeners { metrics, webhooks } = side;
-    let tls = tls::server_config(&opts.tls_dir)?;
+    let server_tls = tls::ServerTls::load(&opts.tls_dir)?;
     let webhook_tls = match &webhooks {
         None => None,
         Some(_) => {
@@ -248,6 +267,16 @@ pub async fn run(
     );
     segments.seal_into(blobs.clone());
     let vault = Arc::new(open_vault(&opts, store.clone())?);
+    let authority = open_authority(&opts)?;
+    if let (Some(authority), Some(ttl)) = (&authority, opts.server_cert_ttl) {
+        tokio::spawn(tls::renew_forever(server_tls.clone(), authority.clone(), ttl));
+    }
+    let gate = crate::identity::Gate::spawn(store.clone());
+    let identity = crate::api::identity::IdentityApi::new(
+        store.clone(),
+        crate::identity::Signing { authority, cert_ttl: opts.agent_cert_ttl, user_cert_ttl: opts.user_cert_ttl },
+        gate.clone(),
+    );
     let caches = Arc::new(crate::caches::Caches::new(store.clone()));
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
@@ -333,43 +362,61 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
         let _ = metrics_stop_tx.send(true);
     };
+    // Every service but enrollment requires a client certificate, and reads
+    // the caller from it once (`api::guard`); the TLS layer verifies one
+    // that is presented, but lets a client without one finish the
+    // handshake.
+    let guarded = crate::api::guard(gate.clone());
     tonic::transport::Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(AgentServiceServer::new(AgentApi::new(
-            role_rx.clone(),
-            opts.scheduler.lease_ttl,
-            blobs.clone(),
-            (opts.max_artifact_bytes, opts.max_artifact_file_bytes),
-            vault.clone(),
-            caches.clone(),
-        )))
-        .add_service(drover_proto::v1::app_service_server::AppServiceServer::new(crate::api::apps::AppApi {
-            store: store.clone(),
-            git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
-            vault: vault.clone(),
-        }))
-        .add_service(drover_proto::v1::release_service_server::ReleaseServiceServer::new(
+        .add_service(EnrollServiceServer::new(identity.clone()))
+        .add_service(AgentServiceServer::with_interceptor(
+            AgentApi::new(
+                role_rx.clone(),
+                opts.scheduler.lease_ttl,
+                blobs.clone(),
+                (opts.max_artifact_bytes, opts.max_artifact_file_bytes),
+                vault.clone(),
+                caches.clone(),
+                (gate.clone(), store.clone()),
+            ),
+            guarded.clone(),
+        ))
+        .add_service(AgentCertServiceServer::with_interceptor(identity.clone(), guarded.clone()))
+        .add_service(IdentityServiceServer::with_interceptor(identity, guarded.clone()))
+        .add_service(AppServiceServer::with_interceptor(
+            crate::api::apps::AppApi {
+                store: store.clone(),
+                git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+                vault: vault.clone(),
+            },
+            guarded.clone(),
+        ))
+        .add_service(ReleaseServiceServer::with_interceptor(
             crate::api::releases::ReleaseApi { store: store.clone() },
+            guarded.clone(),
         ))
-        .add_service(drover_proto::v1::notification_service_server::NotificationServiceServer::new(
+        .add_service(NotificationServiceServer::with_interceptor(
             crate::api::notifications::NotificationApi { store: store.clone() },
+            guarded.clone(),
         ))
-        .add_service(ControlServiceServer::new(ControlApi {
-            role: role_rx,
-            store,
-            segments,
-            git: GitOptions { scratch, timeout: opts.git_timeout },
-            blobs,
-            vault,
-            caches,
-            id,
-            closing: closing_rx,
-        }))
-        // Without TCP_NODELAY, a small message (an assignment) can sit behind
-        // Nagle's algorithm for the peer's delayed ACK: about 40 ms.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
+        .add_service(ControlServiceServer::with_interceptor(
+            ControlApi {
+                role: role_rx,
+                store,
+                segments,
+                git: GitOptions { scratch, timeout: opts.git_timeout },
+                blobs,
+                vault,
+                caches,
+                id,
+                closing: closing_rx,
+            },
+            guarded.clone(),
+        ))
+        // TLS is `crate::tls`'s, so the server certificate can be renewed.
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stop)
         .await?;
     let fatal = fatal_rx.borrow().clone();
     match fatal {
@@ -392,6 +439,20 @@ fn open_vault(opts: &Options, store: Arc<dyn Store>) -> Result<crate::secrets::V
         info!(key_file = %key_file.display(), "no secrets key; pipelines that declare secrets are refused");
     }
     Ok(vault)
+}
+
+/// The CA enrolling agents' certificates are signed with: `--ca-key`,
+/// which must be usable, else `ca-key.pem` in the TLS directory when it is
+/// there; with neither, enrollment is off and says so.
+fn open_authority(opts: &Options) -> Result<Option<Arc<drover_pki::enroll::Authority>>, ServerError> {
+    let key = opts.ca_key.clone().unwrap_or_else(|| opts.tls_dir.join("ca-key.pem"));
+    if opts.ca_key.is_none() && !key.exists() {
+        info!(key = %key.display(), "no CA key; agents cannot enroll with join tokens (give --ca-key to allow it)");
+        return Ok(None);
+    }
+    let authority = drover_pki::enroll::Authority::load(&opts.tls_dir.join("ca.pem"), &key)?;
+    info!(pin = %authority.pin(), "agents may enroll with join tokens");
+    Ok(Some(Arc::new(authority)))
 }
 
 /// How often agents heartbeat, and how long they wait for an

@@ -44,6 +44,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
             sync_timeout,
             deploy_key,
             known_hosts,
+            deploy_role,
             output,
             ..
         } => {
@@ -66,6 +67,7 @@ pub async fn run(conn: &mut Conn, command: AppCommand) -> anyhow::Result<()> {
                 sync_timeout_ms: sync_timeout.map_or(0, |t| t.as_millis() as u64),
                 deploy_key: deploy_key.unwrap_or_default(),
                 known_hosts,
+                deploy_role: deploy_role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
             };
             let app = conn.call(false, |c| a_call!(c.create_app(req.clone()))).await?;
             if output.structured() {
@@ -288,6 +290,9 @@ fn show(a: &pb::App) {
     if !a.deploy_key.is_empty() {
         outln!("  deploy key: secret {} (trusting {} host keys)", a.deploy_key, a.known_hosts);
     }
+    if !a.deploy_role.is_empty() {
+        outln!("  deployed by hand by: the {} role", crate::term::field(&a.deploy_role));
+    }
     if !a.pinned_commit.is_empty() {
         outln!(
             "  pinned to {} by {} ({}); `drover app unpin {}` lets it follow its revision",
@@ -408,6 +413,7 @@ fn view(a: &pb::App) -> Value {
         "sync_timeout_ms": a.sync_timeout_ms,
         "deploy_key": a.deploy_key,
         "known_hosts": a.known_hosts,
+        "deploy_role": a.deploy_role,
         "rejected": a.rejected,
     })
 }

@@ -17,10 +17,12 @@ use crate::dev;
 use crate::output::Format;
 
 mod app;
+mod artifacts;
 mod cache;
 mod certs;
 mod context;
 mod env;
+mod identity;
 mod notify;
 mod parse;
 mod release;
@@ -28,12 +30,15 @@ mod remote;
 mod repo;
 mod rollout;
 mod secret;
+mod user;
 
 pub use app::{AppCommand, AppsArgs};
+pub use artifacts::ArtifactsCommand;
 pub use cache::CacheCommand;
 pub use certs::CertsCommand;
 pub use context::ContextCommand;
 pub use env::EnvCommand;
+pub use identity::{AgentCommand, AgentTokenCommand, AuditArgs};
 pub use notify::NotifyCommand;
 pub use parse::{RunStateArg, parse_duration};
 use parse::{parse_queue_timeout, parse_since};
@@ -42,6 +47,7 @@ pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use repo::RepoCommand;
 pub use rollout::{RollbackArgs, RolloutCommand, RolloutsArgs, ServiceCommand, ServicesArgs};
 pub use secret::SecretCommand;
+pub use user::{AccessCommand, LoginArgs, UserCommand, UsersArgs, WhoamiArgs};
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]
@@ -452,6 +458,32 @@ pub enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
+    /// Join tokens, with which a new agent enrolls: it makes its own key and
+    /// gets a short-lived certificate with the token's name and labels,
+    /// which it renews. Create, list or revoke them.
+    ///
+    /// Example: drover agent-token create --name builder-1 --labels os=linux
+    AgentToken {
+        #[command(subcommand)]
+        command: AgentTokenCommand,
+    },
+    /// An agent's access: revoke its certificates, ban or unban its name,
+    /// or list the agents' identities (`drover agents` lists the agents
+    /// connected).
+    ///
+    /// Example: drover agent revoke builder-1
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// The audit log, oldest first: who did what to what, from where, and
+    /// how it ended; refusals that look like forgeries are warnings.
+    ///
+    /// Example: drover audit --since 1h --actor admin:alice
+    Audit(AuditArgs),
+    // `login`, `user`, `users` and `whoami`, at the top level.
+    #[command(flatten)]
+    Access(AccessCommand),
     /// Apps (GitOps): sync status, health, the commit synced and wanted.
     ///
     /// Example: drover apps
@@ -521,6 +553,10 @@ impl Command {
             Command::App { command } => Some(command.remote()),
             Command::Release { command } => Some(command.remote()),
             Command::Notify { command } => Some(command.remote()),
+            Command::AgentToken { command } => Some(command.remote()),
+            Command::Agent { command } => Some(command.remote()),
+            Command::Audit(AuditArgs { remote, .. }) => Some(remote),
+            Command::Access(command) => command.remote(),
             Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }
             | Command::Completion { .. }
@@ -542,25 +578,6 @@ impl Command {
             _ => None,
         }
     }
-}
-
-#[derive(Subcommand)]
-pub enum ArtifactsCommand {
-    /// Download a job's artifacts and unpack them into a directory, checked
-    /// against their sha256; nothing is written outside it.
-    ///
-    /// Example: drover artifacts get 7 build -o out/
-    Get {
-        /// The run's number.
-        run: String,
-        /// The job whose artifacts to get.
-        job: String,
-        /// The directory to unpack into; it must not exist, or be empty.
-        #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
-        dest: PathBuf,
-        #[command(flatten)]
-        remote: Remote,
-    },
 }
 
 #[cfg(test)]

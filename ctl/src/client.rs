@@ -1,5 +1,6 @@
-//! Connecting to the coordinator with the admin certificate, and the CLI's
-//! exit codes (README.md has the table): 0 ok, 1 the run failed, 2 invalid
+//! Connecting to the coordinator with the TLS directory's certificate (a
+//! user's from `drover login` when it holds one, else the admin's:
+//! [`bundle`]), and the CLI's exit codes (README.md has the table): 0 ok, 1 the run failed, 2 invalid
 //! input or usage, 3 the coordinator cannot be reached, is unavailable or
 //! at its limits, 4 not found, 5 permission denied (our certificate or its
 //! role refused), 130 interrupted, 141 broken pipe (`out`).
@@ -74,6 +75,13 @@ impl Client {
     pub fn notifications(&self) -> drover_proto::v1::notification_service_client::NotificationServiceClient<Channel> {
         drover_proto::v1::notification_service_client::NotificationServiceClient::new(self.channel.clone())
     }
+
+    /// The identity service on the same connection: join tokens, agents'
+    /// access, the audit log.
+    pub fn identity(&self) -> drover_proto::v1::identity_service_client::IdentityServiceClient<Channel> {
+        drover_proto::v1::identity_service_client::IdentityServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
 }
 
 impl std::ops::Deref for Client {
@@ -99,6 +107,20 @@ const CALL_PATIENCE: Duration = Duration::from_secs(120);
 /// How often a call is tried (on other coordinators, or after a redirect)
 /// before the CLI gives up with exit 3.
 const MAX_TRIES: usize = 10;
+
+/// What to do about a TLS directory whose certificates are missing,
+/// unusable or refused: point the CLI at one with either kind.
+const TLS_DIR_ADVICE: &str = "point --tls-dir (or DROVER_TLS_DIR, or a context) at the admin directory that `drover \
+                              certs init --dir DIR` made, DIR/admin, or at a user's directory from `drover login`";
+
+/// The certificate a TLS directory holds: a user's (`user.pem` and
+/// `user-key.pem`, which `drover login` writes) when `user.pem` is there,
+/// else the admin's (`admin.pem` and `admin-key.pem`).
+pub fn bundle(tls_dir: &Path) -> Bundle {
+    let user = tls_dir.join("user.pem").is_file();
+    let name = if user { "user" } else { "admin" };
+    Bundle { dir: tls_dir.to_path_buf(), cert: name.into(), shown: name.into(), fix: TLS_DIR_ADVICE.into() }
+}
 
 /// A connection to one of several coordinators, which follows redirects to
 /// the leader and moves on when a coordinator dies.
@@ -126,8 +148,9 @@ async fn dial(url: &str, tls: &ClientTls) -> Result<Client, Exit> {
                 EXIT_UNREACHABLE,
                 format!(
                     "the coordinator at {url} presented a certificate that {}/ca.pem does not vouch for ({chain}); \
-                     check --tls-dir (or DROVER_TLS_DIR): it must be DIR/admin from the `drover certs init --dir DIR` \
-                     that made the coordinator's certificates, and the URL's host must be in the coordinator's \
+                     check --tls-dir (or DROVER_TLS_DIR, or the context): it must be DIR/admin from the `drover \
+                     certs init --dir DIR` that made the coordinator's certificates, or a user's directory that \
+                     `drover login` wrote for this coordinator; and the URL's host must be in the coordinator's \
                      certificate (`drover certs init --host`)",
                     tls_dir.display()
                 ),
@@ -161,15 +184,7 @@ impl Conn {
     /// Connects to the first coordinator in the comma-separated list that
     /// answers.
     pub async fn connect(urls: &str, tls_dir: &Path) -> Result<Conn, Exit> {
-        let tls = ClientTls::load(Bundle {
-            dir: tls_dir.to_path_buf(),
-            cert: "admin".into(),
-            shown: "admin".into(),
-            fix: "point --tls-dir (or DROVER_TLS_DIR) at the admin directory that `drover certs init --dir DIR` \
-                  made, DIR/admin"
-                .into(),
-        })
-        .map_err(|e| Exit::new(EXIT_INVALID, e.to_string()))?;
+        let tls = ClientTls::load(bundle(tls_dir)).map_err(|e| Exit::new(EXIT_INVALID, e.to_string()))?;
         let endpoints: Vec<String> =
             urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect();
         let Some(mut targets) = Targets::new(endpoints) else {
@@ -366,6 +381,12 @@ impl Conn {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Every coordinator URL this connection was given, as configured
+    /// (`--coordinator`, the variable or the context), in their order.
+    pub fn urls(&self) -> &[String] {
+        self.targets.urls()
+    }
 }
 
 /// How many times [`Conn::call_patiently`] tries, however short its window.
@@ -464,9 +485,10 @@ fn refused_certificate(url: &str, tls_dir: &Path, detail: &str) -> Exit {
         EXIT_PERMISSION,
         format!(
             "the coordinator at {url} refused the client certificate in {} (it closed the connection after the TLS \
-             handshake: {detail}); the certificate is probably not from the coordinator's CA: check --tls-dir (or \
-             DROVER_TLS_DIR), which must be DIR/admin from the `drover certs init --dir DIR` that made the \
-             coordinator's certificates",
+             handshake: {detail}); the certificate is probably not from the coordinator's CA, or has expired: check \
+             --tls-dir (or DROVER_TLS_DIR, or the context), which must be DIR/admin from the `drover certs init --dir \
+             DIR` that made the coordinator's certificates, or a user's directory from `drover login` (log in again \
+             with a new token from `drover user add` when its certificate has expired)",
             tls_dir.display()
         ),
     )
@@ -494,8 +516,9 @@ pub fn status_exit(status: tonic::Status) -> Exit {
         Code::PermissionDenied | Code::Unauthenticated => Exit::new(
             EXIT_PERMISSION,
             format!(
-                "the coordinator refused us: {msg}; use the admin certificate, DIR/admin from \
-                 `drover certs init --dir DIR` (--tls-dir or DROVER_TLS_DIR)"
+                "the coordinator refused us: {msg}; `drover whoami` says who the certificate in --tls-dir (or \
+                 DROVER_TLS_DIR, or the context) is and what it may do: the admin's, DIR/admin from `drover certs \
+                 init --dir DIR`, may do everything, a user's (`drover login`) what its role allows"
             ),
         ),
         Code::Unavailable => {
@@ -516,53 +539,4 @@ pub fn status_exit(status: tonic::Status) -> Exit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_map_to_exit_codes_and_plain_messages() {
-        let limit = "the coordinator already has 2 unfinished runs, its limit (--max-active-runs 2); wait for \
-                     some to finish";
-        let cases: &[(tonic::Status, i32, &str)] = &[
-            // The coordinator's limits: not the user's input, and its message
-            // says it all.
-            (tonic::Status::resource_exhausted(limit), EXIT_UNREACHABLE, limit),
-            (tonic::Status::already_exists("agent a1 is connected"), EXIT_INVALID, "agent a1 is connected"),
-            (tonic::Status::invalid_argument("bad.yml:1:1: no jobs"), EXIT_INVALID, "bad.yml:1:1: no jobs"),
-            (tonic::Status::not_found("no run 9"), EXIT_NOT_FOUND, "no run 9"),
-            (tonic::Status::unavailable("store unavailable"), EXIT_UNREACHABLE, "coordinator unavailable: store"),
-            (tonic::Status::permission_denied("not an admin"), EXIT_PERMISSION, "the coordinator refused us"),
-            (tonic::Status::internal("boom"), EXIT_UNREACHABLE, "the coordinator failed: boom"),
-        ];
-        for (status, code, message) in cases {
-            let exit = status_exit(status.clone());
-            assert_eq!(exit.code, *code, "{status:?}");
-            assert!(exit.message.starts_with(message), "{status:?}: {}", exit.message);
-        }
-    }
-
-    #[test]
-    fn durations_are_shown_as_the_flag_takes_them() {
-        let cases = [(0, "0s"), (500, "500ms"), (2_000, "2s"), (60_000, "1m"), (90_000, "1m30s"), (3_660_000, "1h1m")];
-        for (ms, want) in cases {
-            assert_eq!(human(Duration::from_millis(ms)), want);
-        }
-    }
-
-    #[test]
-    fn patience_counts_an_outage_until_the_stream_delivers() {
-        let mut p = Patience::new(Duration::from_secs(60), "");
-        assert_eq!(p.heard(), None, "no outage, nothing to say");
-        p.since = Some(Instant::now());
-        p.tries = 2;
-        assert_eq!(p.heard(), None, "an outage nobody was told of ends quietly");
-        assert_eq!(p.tries, 0);
-        p.since = Some(Instant::now());
-        p.said = true;
-        assert!(p.heard().is_some(), "an announced outage is announced over");
-        assert!(!p.said && p.since.is_none());
-        let gave_up = p.gave_up(&Exit::new(EXIT_UNREACHABLE, "cannot reach the coordinator at https://x:1"));
-        assert_eq!(gave_up.code, EXIT_UNREACHABLE);
-        assert!(gave_up.message.starts_with("gave up reconnecting to the coordinator after 1m"), "{}", gave_up.message);
-    }
-}
+mod tests;

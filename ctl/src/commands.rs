@@ -28,7 +28,10 @@ pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> 
     let mut header =
         format!("{:<6} {:<24} {:<10} {:<12} {:<8} {:<9}", "RUN", "NAME", "STATE", "COMMIT", "AGE", "DURATION");
     if wide {
-        header.push_str(&format!(" {:<12} {:<20} {:<24} {:<8} SOURCE", "EVENT", "BRANCH", "CREATED", "RERUN OF"));
+        header.push_str(&format!(
+            " {:<12} {:<20} {:<24} {:<8} {:<20} SOURCE",
+            "EVENT", "BRANCH", "CREATED", "RERUN OF", "BY"
+        ));
     }
     outln!("{}", header.trim_end());
     for r in &runs {
@@ -49,7 +52,13 @@ pub async fn runs(conn: &mut Conn, req: pb::ListRunsRequest, format: Format) -> 
             let rerun = if r.rerun_of.is_empty() { "-" } else { &r.rerun_of };
             let event = if r.event.is_empty() { "manual" } else { &r.event };
             let branch = [&r.branch, &r.tag].into_iter().find(|b| !b.is_empty()).map_or("-", |b| b.as_str());
-            row.push_str(&format!(" {event:<12} {branch:<20} {:<24} {:<8} {source}", utc(r.created_ms), rerun));
+            // Who submitted it; a trigger's run has nobody.
+            let by = if r.submitted_by.is_empty() { "-".to_string() } else { term::field(&r.submitted_by) };
+            row.push_str(&format!(
+                " {event:<12} {branch:<20} {:<24} {:<8} {by:<20} {source}",
+                utc(r.created_ms),
+                rerun
+            ));
         }
         outln!("{}", row.trim_end());
     }
@@ -67,12 +76,12 @@ pub async fn status(conn: &mut Conn, run: String, format: Format) -> anyhow::Res
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// A time as `2026-12-02 01:47:37Z`, for wide tables.
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
@@ -421,6 +430,9 @@ fn print_run(r: &pb::Run, wide: bool) -> Result<(), Exit> {
         outln!("rerun of run {}", r.rerun_of);
     }
     outln!("started by {}", output::started_by(r));
+    if !r.submitted_by.is_empty() {
+        outln!("submitted by: {}", term::field(&r.submitted_by));
+    }
     if wide {
         outln!(
             "{:<20} {:<11} {:<8} {:<16} {:<9} {:<24} DETAIL",

@@ -4,7 +4,9 @@
 //! its coordinator and certificates from, first to last: `--coordinator`
 //! and `--tls-dir` (or `DROVER_COORDINATOR`, `DROVER_TLS_DIR`), the context
 //! named by `--context` (or `DROVER_CONTEXT`), the current context, and
-//! the defaults (`https://127.0.0.1:7700`, `.drover/tls`).
+//! the defaults (`https://127.0.0.1:7700`, `.drover/tls`). `drover login`
+//! saves a context for the user's directory, `tls/NAME` beside the file,
+//! and makes it current.
 //!
 //! The file is written whole to a temporary file beside it and renamed
 //! over it, so a crash or a full disk never leaves half a file; a file
@@ -23,7 +25,7 @@ use crate::output::{self, Format};
 
 /// The coordinator when nothing names one.
 pub const DEFAULT_COORDINATOR: &str = "https://127.0.0.1:7700";
-/// The admin's TLS directory when nothing names one.
+/// The TLS directory when nothing names one.
 pub const DEFAULT_TLS_DIR: &str = ".drover/tls";
 
 /// What `config.yaml` holds.
@@ -42,7 +44,8 @@ pub struct Config {
 pub struct Context {
     /// The coordinators' URLs, comma-separated.
     pub coordinator: String,
-    /// The admin's TLS directory, absolute.
+    /// The TLS directory, absolute: the admin's, or a user's that `drover
+    /// login` wrote (and saved this context for).
     pub tls_dir: PathBuf,
 }
 
@@ -161,9 +164,7 @@ fn find<'a>(config: &'a Config, name: &str, path: &Path) -> Result<&'a Context, 
 /// `drover context add`: adds or replaces a context; `make_current` makes
 /// it the current one too.
 pub fn add(name: &str, coordinator: &str, tls_dir: &Path, make_current: bool) -> Result<(), Exit> {
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Exit::new(EXIT_INVALID, format!("{name:?} is not a context name: use letters, digits, - or _")));
-    }
+    check_name(name)?;
     let tls_dir = std::path::absolute(tls_dir)
         .map_err(|e| Exit::new(EXIT_INVALID, format!("cannot make {} absolute: {e}", tls_dir.display())))?;
     let path = path()?;
@@ -175,6 +176,15 @@ pub fn add(name: &str, coordinator: &str, tls_dir: &Path, make_current: bool) ->
     save(&path, &config)?;
     let current = config.current_context.as_deref() == Some(name);
     outln!("context {name} saved in {}{}", path.display(), if current { "; it is the current context" } else { "" });
+    Ok(())
+}
+
+/// Refuses a context name that is empty or has spaces or control
+/// characters.
+pub fn check_name(name: &str) -> Result<(), Exit> {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Exit::new(EXIT_INVALID, format!("{name:?} is not a context name: use letters, digits, - or _")));
+    }
     Ok(())
 }
 

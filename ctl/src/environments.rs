@@ -16,6 +16,7 @@ use crate::client::{Conn, EXIT_INVALID, Exit};
 use crate::commands::fmt_ms;
 use crate::out::outln;
 use crate::output::{self, Format};
+use crate::term;
 
 /// The largest file read; the coordinator's limit is the same, and says so
 /// itself for a file that reaches it.
@@ -183,10 +184,14 @@ fn approval(env: &pb::Environment) -> String {
 }
 
 fn branches(env: &pb::Environment) -> String {
+    let who = match env.deploy_role.as_str() {
+        "" => String::new(),
+        role => format!("; by hand, only the {} role", term::field(role)),
+    };
     if env.branches.is_empty() {
-        "pipelines of every branch may deploy".to_string()
+        format!("pipelines of every branch may deploy{who}")
     } else {
-        format!("only pipelines of {} may deploy", env.branches.join(", "))
+        format!("only pipelines of {} may deploy{who}", env.branches.join(", "))
     }
 }
 
@@ -221,6 +226,7 @@ fn view(env: &pb::Environment) -> Value {
         "approvers": env.approvers,
         "branches": env.branches,
         "description": env.description,
+        "deploy_role": env.deploy_role,
         "created_ms": env.created_ms,
         "created_by": env.created_by,
         "updated_ms": env.updated_ms,

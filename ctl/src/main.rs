@@ -1,5 +1,6 @@
 //! `drover`, the command-line interface: submit, watch and steer runs, list
-//! agents, make certificates, and `drover dev` for a local fleet.
+//! agents, make certificates, log in as a user, and `drover dev` for a
+//! local fleet.
 
 /// `c_call!(client.method(request))`: builds the request now and returns a
 /// future that owns the client, the shape `Conn::call` needs to retry.
@@ -12,6 +13,16 @@ macro_rules! c_call {
     }};
 }
 
+/// `i_call!(client.method(request))`: the same, on the identity service of
+/// the connection of control client `client`.
+macro_rules! i_call {
+    ($c:ident . $m:ident ( $req:expr )) => {{
+        let req = $req;
+        let mut i = $c.identity();
+        async move { i.$m(req).await }
+    }};
+}
+
 mod apps;
 mod caches;
 mod cli;
@@ -21,6 +32,8 @@ mod context;
 mod dev;
 mod environments;
 mod follow;
+mod identity;
+mod login;
 mod notify;
 mod out;
 mod output;
@@ -31,6 +44,7 @@ mod rollouts;
 mod secrets;
 mod states;
 mod term;
+mod users;
 mod validate;
 mod view;
 mod worktree;
@@ -86,14 +100,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (ca, coordinator, admin) = (ca::ca_dir(&dir), ca::coordinator_dir(&dir), ca::admin_dir(&dir));
             outln!("created a CA, the coordinator's and the admin's certificates in {}:", dir.display());
             outln!(
-                "  {}/  the CA and its key: keep it offline, with the operator; only \
-                 `drover certs issue-agent --dir {}` needs it",
+                "  {}/  the CA and its key, with the operator, for `drover certs issue-agent --dir {}` \
+                 (the coordinator's directory holds the key too, to sign agents and users that enroll)",
                 ca.display(),
                 dir.display()
             );
             outln!(
                 "  {}/  copy to each coordinator host: drover-coordinator --tls-dir {} (its secrets.key seals \
-                 secrets: every coordinator needs the same one)",
+                 secrets and its ca-key.pem signs enrollments: every coordinator needs the same ones)",
                 coordinator.display(),
                 coordinator.display()
             );
@@ -200,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let paint = view::Paint::detect(no_color);
             submit(&mut conn, req, following(follow, detach), raw, paint, reconnect).await
         }
+        Command::Access(cli::AccessCommand::Login(args)) => login::run(args, &cli.remote).await,
         command => {
             let remote = command.remote().expect("every other command reaches a coordinator");
             let (urls, tls) = target(remote, &cli.remote)?;
@@ -388,13 +403,22 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
                 approvers,
                 branches,
                 description,
+                deploy_role,
                 output,
                 ..
             } => {
                 let selector = selector.into_iter().collect();
                 let branches = branches.into_iter().flatten().collect();
-                let req =
-                    pb::CreateEnvironmentRequest { name, selector, require_approval, approvers, branches, description };
+                let deploy_role = deploy_role.map(|r| r.as_str().to_owned()).unwrap_or_default();
+                let req = pb::CreateEnvironmentRequest {
+                    name,
+                    selector,
+                    require_approval,
+                    approvers,
+                    branches,
+                    description,
+                    deploy_role,
+                };
                 environments::create(conn, req, output).await
             }
             cli::EnvCommand::Apply { file, output, .. } => {
@@ -441,6 +465,10 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         Command::App { command } => apps::run(conn, command).await,
         Command::Release { command } => releases::run(conn, command).await,
         Command::Notify { command } => notify::run(conn, command).await,
+        Command::AgentToken { command } => identity::tokens(conn, command).await,
+        Command::Agent { command } => identity::agent(conn, command).await,
+        Command::Audit(args) => identity::audit(conn, args).await,
+        Command::Access(command) => users::run(conn, command).await,
         Command::Agents { output, .. } => commands::agents(conn, output).await,
         Command::Cluster { output, .. } => commands::cluster(conn, output).await,
         Command::Certs { .. }

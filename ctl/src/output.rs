@@ -83,6 +83,7 @@ pub fn run(r: &pb::Run) -> Result<Value, Exit> {
         "branch": r.branch,
         "tag": r.tag,
         "trigger": r.trigger,
+        "submitted_by": r.submitted_by,
         "jobs": jobs,
     }))
 }
@@ -223,6 +224,15 @@ mod tests {
         for (r, want) in cases {
             assert_eq!(started_by(&r), want);
         }
+    }
+
+    #[test]
+    fn a_runs_json_says_who_submitted_it() {
+        let running = pb::Run { state: pb::RunState::Running as i32, ..Default::default() };
+        let r = pb::Run { id: "7".into(), submitted_by: "user:otto".into(), ..running.clone() };
+        assert_eq!(run(&r).unwrap()["submitted_by"], "user:otto");
+        // A trigger's run: nobody, as an empty string.
+        assert_eq!(run(&running).unwrap()["submitted_by"], "");
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //! --raw`) skip it and print the bytes as stored. The rule is the same
 //! whether stdout is a terminal or not, so what a user sees and what lands
 //! in a file (which will be `cat` to a terminal later) agree.
+//!
+//! [`field`] is the stricter rule for one line of text the coordinator
+//! sent (a name, an audit entry's detail): every control character is shown,
+//! colours and line breaks too.
 
 /// The longest SGR sequence let through; a longer "SGR" is shown as text,
 /// which bounds what the sanitiser holds back.
@@ -138,6 +142,28 @@ impl Sanitizer {
     }
 }
 
+/// One line of text the coordinator sent (a name, an address, an audit
+/// entry's detail), for a table cell or a message: stricter than
+/// [`Sanitizer`], since nothing in it may act on the terminal or break the
+/// line, not even a colour or a line break. Every control character is
+/// shown as text: C0 and DEL in caret form (`^[`, `^J`, `^?`), C1 as
+/// `<U+009B>`.
+pub fn field(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{0}'..='\u{1f}' => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            '\u{80}'..='\u{9f}' => out.push_str(&format!("<U+{:04X}>", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A complete multi-byte sequence: the character itself, `<U+00XX>` for a
 /// C1 control, U+FFFD when it is not valid UTF-8 (overlong, a surrogate,
 /// past U+10FFFF).
@@ -218,6 +244,21 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(s(input), *want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn a_field_keeps_to_its_line_and_acts_on_nothing() {
+        let cases = [
+            ("builder-1", "builder-1"),
+            ("héllo ✓", "héllo ✓"),
+            ("a\nb\r\tc", "a^Jb^M^Ic"),
+            ("\x1b[31mred\x1b[0m", "^[[31mred^[[0m"),
+            ("\x1b]52;c;aGk=\x07", "^[]52;c;aGk=^G"),
+            ("\x7f\u{9b}2J", "^?<U+009B>2J"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(field(text), want, "{text:?}");
         }
     }
 

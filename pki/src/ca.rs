@@ -12,8 +12,9 @@
 //! and become admin:
 //!
 //! ```text
-//! DIR/ca/            ca.pem ca-key.pem                      stays with the operator, offline
+//! DIR/ca/            ca.pem ca-key.pem                      `drover certs issue-agent`, with the operator
 //! DIR/coordinator/   ca.pem coordinator.pem coordinator-key.pem   drover-coordinator --tls-dir
+//!                    ca-key.pem (signs enrolling agents' certificates: crate::enroll)
 //!                    secrets.key (seals secrets at rest: crate::secrets_key)
 //! DIR/admin/         ca.pem admin.pem admin-key.pem         drover --tls-dir / DROVER_TLS_DIR
 //! DIR/agents/NAME/   ca.pem agent-NAME.pem agent-NAME-key.pem     drover-agent --tls-dir (issue-agent)
@@ -137,7 +138,7 @@ fn make_dir(path: &Path) -> Result<(), CaError> {
 }
 
 /// Checks that an agent name is usable in a file name and a certificate.
-fn check_agent_name(name: &str) -> Result<(), CaError> {
+pub fn check_agent_name(name: &str) -> Result<(), CaError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -248,6 +249,9 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<(), CaError> {
         write_file(&sub.join("ca.pem"), &ca_pem, 0o644)?;
         issue(&sub, base, params, &issuer)?;
     }
+    // The coordinators sign enrolling agents' certificates (join tokens),
+    // so the CA key lives with them too.
+    write_file(&coordinator_dir(dir).join("ca-key.pem"), &issuer.key().serialize_pem(), 0o600)?;
     let key = coordinator_dir(dir).join(crate::secrets_key::FILE);
     crate::secrets_key::generate(&key)?;
     Ok(())
@@ -333,15 +337,19 @@ mod tests {
         assert_eq!(files(&dir.join("ca")), ["ca-key.pem", "ca.pem"]);
         assert_eq!(
             files(&dir.join("coordinator")),
-            ["ca.pem", "coordinator-key.pem", "coordinator.pem", "secrets.key"]
+            ["ca-key.pem", "ca.pem", "coordinator-key.pem", "coordinator.pem", "secrets.key"]
         );
         assert_eq!(files(&dir.join("admin")), ["admin-key.pem", "admin.pem", "ca.pem"]);
         for sub in ["", "ca", "coordinator", "admin"] {
             assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
         }
-        for key in
-            ["ca/ca-key.pem", "coordinator/coordinator-key.pem", "coordinator/secrets.key", "admin/admin-key.pem"]
-        {
+        for key in [
+            "ca/ca-key.pem",
+            "coordinator/ca-key.pem",
+            "coordinator/coordinator-key.pem",
+            "coordinator/secrets.key",
+            "admin/admin-key.pem",
+        ] {
             assert_eq!(mode(&dir.join(key)), 0o600, "{key}");
         }
         // The same CA everywhere.

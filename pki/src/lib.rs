@@ -6,6 +6,9 @@
 //!   holder (`drover certs init`, `drover certs issue-agent`);
 //! - [`labels`]: the agent-labels extension, its OID, how it is written
 //!   and how it is read back from a certificate;
+//! - [`enroll`]: the coordinator's [`enroll::Authority`], which signs an
+//!   enrolling agent's CSR into a short-lived certificate, and the CA's
+//!   pin (`sha256:…`) agents check it against;
 //! - [`peer`]: who a client certificate names, its role (the subject's
 //!   organisation) and its name (the common name);
 //! - [`secrets_key`]: the key file that seals secrets at rest, made beside
@@ -20,6 +23,7 @@
 //! coordinator.
 
 pub mod ca;
+pub mod enroll;
 pub mod labels;
 pub mod peer;
 pub mod secrets_key;
@@ -28,3 +32,7 @@ pub mod secrets_key;
 pub const AGENTS_ORG: &str = "drover-agents";
 /// The subject organisation of administrators' (the CLI's) certificates.
 pub const ADMINS_ORG: &str = "drover-admins";
+/// The subject organisation of users' certificates (`drover login`): their
+/// role is not in the certificate but in the coordinators' store, so it can
+/// change, and a removed user is refused at once.
+pub const USERS_ORG: &str = "drover-users";

@@ -5,13 +5,15 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::{ADMINS_ORG, AGENTS_ORG};
+use crate::{ADMINS_ORG, AGENTS_ORG, USERS_ORG};
 
 /// Who is calling, from the client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     Agent(String),
     Admin(String),
+    /// A user who enrolled with `drover login`; its role is the store's.
+    User(String),
     /// A certificate from our CA with a role we do not know.
     Other {
         org: String,
@@ -28,11 +30,50 @@ pub enum PeerError {
     NotAString { attribute: &'static str },
 }
 
+/// What a client certificate says beyond the chain the TLS layer checked:
+/// who, which certificate (its serial, so a replaced or revoked one can be
+/// told from the current one) and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub peer: Peer,
+    /// The serial number, lower-case hex.
+    pub serial: String,
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+    /// How many subject alternative names it carries: a client certificate
+    /// names its holder in the subject only, so any is a reason to refuse it.
+    pub sans: usize,
+}
+
+/// Reads a client certificate (DER): its peer, serial, validity and SANs.
+pub fn inspect(der: &[u8]) -> Result<Presented, PeerError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PeerError::NotACertificate(e.to_string()))?;
+    let peer = peer_of(&cert)?;
+    let serial = cert.raw_serial().iter().skip_while(|b| **b == 0).map(|b| format!("{b:02x}")).collect();
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext.value.general_names.len(),
+        Ok(None) => 0,
+        Err(e) => return Err(PeerError::NotACertificate(format!("its subject alternative names: {e}"))),
+    };
+    let validity = cert.validity();
+    Ok(Presented {
+        peer,
+        serial,
+        not_before_ms: validity.not_before.timestamp() * 1000,
+        not_after_ms: validity.not_after.timestamp() * 1000,
+        sans,
+    })
+}
+
 /// Reads the peer's role and name from its leaf certificate (DER). A
 /// missing O or CN reads as empty, and so as [`Peer::Other`] or an empty
 /// name, which the caller refuses.
 pub fn peer_from_der(der: &[u8]) -> Result<Peer, PeerError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| PeerError::NotACertificate(e.to_string()))?;
+    peer_of(&cert)
+}
+
+fn peer_of(cert: &X509Certificate<'_>) -> Result<Peer, PeerError> {
     let subject = cert.subject();
     let first = |attrs: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>,
                  attribute: &'static str| {
@@ -45,6 +86,7 @@ pub fn peer_from_der(der: &[u8]) -> Result<Peer, PeerError> {
     Ok(match org.as_str() {
         AGENTS_ORG => Peer::Agent(name),
         ADMINS_ORG => Peer::Admin(name),
+        USERS_ORG => Peer::User(name),
         _ => Peer::Other { org, name },
     })
 }
@@ -73,6 +115,7 @@ mod tests {
         let cases = [
             (Some(AGENTS_ORG), Some("a1"), Peer::Agent("a1".into())),
             (Some(ADMINS_ORG), Some("admin"), Peer::Admin("admin".into())),
+            (Some(USERS_ORG), Some("alice"), Peer::User("alice".into())),
             (Some("acme"), Some("x"), Peer::Other { org: "acme".into(), name: "x".into() }),
             (None, Some("drover-coordinator"), Peer::Other { org: String::new(), name: "drover-coordinator".into() }),
             (Some(AGENTS_ORG), None, Peer::Agent(String::new())),

@@ -1,5 +1,5 @@
 //! Generated gRPC types and services. Nothing outside `coordinator/src/api`,
-//! `agent/src/client/` and `ctl` (and the test clients of
+//! `agent/src/client/`, `agent/src/enroll` and `ctl` (and the test clients of
 //! `integration-tests`) uses these types; they convert to domain types at
 //! the edge.
 #![allow(clippy::all)]

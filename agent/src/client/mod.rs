@@ -32,12 +32,16 @@
 //! `session` one session with a coordinator, driving `protocol` and the
 //! executor; `heartbeats` what was sent and what was acknowledged; `setup`
 //! what the agent checks and takes before it connects (certificates,
-//! coordinator URLs, the work dir lock) and the errors that stop it.
+//! coordinator URLs, the work dir lock) and the errors that stop it;
+//! `renew` the renewal of the agent's certificate at half its life, over
+//! the session's connection. The TLS bundle is read again for every
+//! connection, so a renewed certificate is the next connection's.
 //! Loading certificates, endpoints, the choice of coordinator and backoff
 //! are `drover_client`'s, shared with the CLI and the benchmark.
 
 mod heartbeats;
 pub mod protocol;
+mod renew;
 mod session;
 mod setup;
 mod transfer;
@@ -48,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_client::chain::error_chain;
-use drover_client::endpoint::{Transport, endpoint};
+use drover_client::endpoint::{EndpointError, Transport, endpoint};
 use drover_client::targets::{Backoff, Targets};
 use drover_client::tls::{Bundle, ClientTls};
 use tokio::sync::{mpsc, watch};
@@ -119,7 +123,6 @@ pub struct Agent {
     /// The current session's channel, for artifact transfers
     /// (`transfer`); None between sessions.
     channel: watch::Sender<Option<tonic::transport::Channel>>,
-    tls: ClientTls,
     /// Which coordinator to dial next: the leader a follower named, else
     /// the configured ones in turn, passing over one that stopped
     /// acknowledging heartbeats (followers keep naming a frozen leader until
@@ -127,6 +130,8 @@ pub struct Agent {
     targets: Targets,
     /// What the agent holds and answers, across sessions.
     proto: Protocol,
+    /// When to renew the agent's certificate, across sessions.
+    renewal: renew::Schedule,
     /// What kills each running attempt (cancel) and moves its fence
     /// deadline as leases are renewed; an attempt leaves once it finished.
     controls: HashMap<String, watch::Sender<exec::Control>>,
@@ -151,7 +156,7 @@ pub struct Agent {
 
 /// The agent's TLS directory: `ca.pem`, `agent-NAME.pem` and
 /// `agent-NAME-key.pem`.
-fn tls_bundle(dir: &std::path::Path, name: &str) -> Bundle {
+pub(crate) fn tls_bundle(dir: &std::path::Path, name: &str) -> Bundle {
     Bundle {
         dir: dir.to_path_buf(),
         cert: format!("agent-{name}"),
@@ -202,6 +207,8 @@ impl Agent {
             Err(e) if user.is_some() => return Err(e.into()),
             Err(e) => warn!(error = %e, "the TLS directory is not private to the agent"),
         }
+        // Read here to refuse a missing or broken bundle at once; every
+        // connection reads it again (see `connect_loop`).
         let tls = ClientTls::load(tls_bundle(&config.tls_dir, &config.name))?;
         let targets = Targets::new(config.coordinators.clone()).ok_or(AgentError::NoCoordinator)?;
         for url in targets.urls() {
@@ -256,9 +263,9 @@ impl Agent {
         Ok(Agent {
             config,
             channel,
-            tls,
             targets,
             proto: Protocol::new(),
+            renewal: renew::Schedule::default(),
             controls: HashMap::new(),
             exec_tx,
             exec_rx,
@@ -343,7 +350,11 @@ impl Agent {
             let for_session = stop.clone();
             let session = async {
                 let started = tokio::time::Instant::now();
-                let end = match endpoint(&url, &self.tls, &Transport::AGENT) {
+                // The bundle is read afresh for every connection, so a
+                // renewed certificate is the next connection's.
+                let tls = ClientTls::load(tls_bundle(&self.config.tls_dir, &self.config.name));
+                let end = match tls.map_err(EndpointError::from).and_then(|tls| endpoint(&url, &tls, &Transport::AGENT))
+                {
                     // A frozen coordinator's kernel still accepts the TCP
                     // connection; the TLS handshake is what hangs.
                     Ok(ep) => match tokio::time::timeout(self.setup_timeout(), ep.connect()).await {

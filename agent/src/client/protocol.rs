@@ -7,9 +7,10 @@
 //! coordinator acknowledges its result, with its unacknowledged log chunks
 //! ([`LogBuf`]) and its result, across any number of sessions; the highest
 //! coordinator epoch seen (an `Assign` or `Cancel` from an older one is
-//! refused); the Welcome's heartbeat period, acknowledgement timeout and
-//! fence; the session's heartbeats ([`Heartbeats`]); and the latest deploy
-//! report and the latest health ([`pb::ServiceHealth`]) of each service,
+//! refused); the Welcome's heartbeat period, acknowledgement timeout,
+//! fence and when to renew the agent's certificate; the session's
+//! heartbeats ([`Heartbeats`]); and the latest deploy report and the
+//! latest health ([`pb::ServiceHealth`]) of each service,
 //! sent again after every Hello (a report made while disconnected still
 //! arrives; the coordinator takes one twice without harm). A service rolled
 //! back to nothing (`ROLLED_BACK` with no version) has no health any more:
@@ -98,6 +99,10 @@ pub struct Protocol {
     /// the coordinator does not ask for them.
     ack_timeout: Option<Duration>,
     fence: Option<Duration>,
+    /// From the Welcome: when to renew the agent's certificate, in ms
+    /// since the Unix epoch (wall clock, as the coordinator counts it);
+    /// None for a certificate that is never renewed.
+    renew_cert_at_ms: Option<i64>,
     /// This session's heartbeats and their acknowledgements.
     beats: Heartbeats,
     /// The latest deploy report of each service, by service.
@@ -121,6 +126,7 @@ impl Protocol {
             heartbeat: Duration::from_secs(2),
             ack_timeout: None,
             fence: None,
+            renew_cert_at_ms: None,
             beats: Heartbeats::default(),
             reports: BTreeMap::new(),
             health: BTreeMap::new(),
@@ -151,6 +157,14 @@ impl Protocol {
     /// said.
     pub fn ack_timeout(&self) -> Option<Duration> {
         self.ack_timeout
+    }
+
+    /// When the last Welcome said to renew the agent's certificate, in ms
+    /// since the Unix epoch; None: never (a hand-issued certificate), or no
+    /// Welcome yet. The driver renews (see `client::renew`); the session
+    /// stream plays no part in it.
+    pub fn renew_cert_at_ms(&self) -> Option<i64> {
+        self.renew_cert_at_ms
     }
 
     /// When the coordinator is to be taken for frozen: the oldest
@@ -202,6 +216,7 @@ impl Protocol {
                 let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
                 self.ack_timeout = ms(w.ack_timeout_ms);
                 self.fence = ms(w.fence_ms);
+                self.renew_cert_at_ms = (w.renew_cert_at_ms > 0).then_some(w.renew_cert_at_ms);
                 vec![Action::HeartbeatEvery(self.heartbeat)]
             }
             In::HeartbeatAck(a) => {

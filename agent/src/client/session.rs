@@ -2,27 +2,36 @@
 //! has not acknowledged, then the loop that takes its messages (Welcome,
 //! assignments, cancels, deploy actions, requests for a service's output,
 //! acknowledgements), the executor's and the deploy executor's events and
-//! the heartbeats, until the session ends ([`SessionEnd`]), and how a
+//! the heartbeats, and the renewal of the agent's certificate when it is
+//! due (`super::renew`), until the session ends ([`SessionEnd`]), and how a
 //! refusal is taken ([`refused`]). What to answer is [`super::protocol`]'s; this
 //! driver carries it out: it sends, starts and kills attempts, moves their
 //! fences, and keeps the agent's metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use drover_client::targets::{Follower, follower};
 use drover_proto::v1 as pb;
+use futures_util::future::OptionFuture;
 use pb::agent_message::Msg as Out;
 use pb::coordinator_message::Msg as In;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::protocol::{self, Action};
+use super::renew;
 use super::{Agent, AgentError, Stop};
 use crate::deploy::executor;
 use crate::exec::{self, ExecEvent, Outcome};
+use crate::identity;
 use crate::metrics::METRICS;
+
+/// A certificate renewal under way.
+type Renewing = Pin<Box<dyn Future<Output = Result<renew::Renewed, renew::RenewError>> + Send>>;
 
 /// Why a session ended.
 pub(super) enum SessionEnd {
@@ -86,7 +95,7 @@ impl Agent {
     }
 
     async fn run_session(&mut self, channel: Channel, url: &str, mut stop: watch::Receiver<Stop>) -> SessionEnd {
-        let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel.clone());
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
         let send = |tx: &mpsc::UnboundedSender<pb::AgentMessage>, m: Out| {
             let _ = tx.send(pb::AgentMessage { msg: Some(m) });
@@ -131,6 +140,10 @@ impl Agent {
         }
         let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.proto.heartbeat_period());
+        // A certificate renewal under way on this session's connection;
+        // dropped with the session (its files are written whole or not at
+        // all), and tried again on the next one.
+        let mut renewing: Option<Renewing> = None;
         loop {
             if self.drained(&stop) {
                 return SessionEnd::Drained;
@@ -145,7 +158,23 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            let renew_wait = if renewing.is_none() { self.renewal.wait(identity::now_ms()) } else { None };
+            let renew_due = async move {
+                match renew_wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = renew_due => {
+                    info!("renewing the agent's certificate");
+                    let (dir, name) = (self.config.tls_dir.clone(), self.config.name.clone());
+                    renewing = Some(Box::pin(renew::renew(channel.clone(), dir, name)));
+                }
+                Some(result) = OptionFuture::from(renewing.as_mut()) => {
+                    renewing = None;
+                    self.on_renewed(result);
+                }
                 () = frozen => {
                     let waited = self.proto.ack_timeout().unwrap_or_default();
                     return SessionEnd::Frozen(format!(
@@ -182,12 +211,34 @@ impl Agent {
         }
     }
 
+    /// Takes the outcome of a certificate renewal into the schedule.
+    fn on_renewed(&mut self, result: Result<renew::Renewed, renew::RenewError>) {
+        match result {
+            Ok(renewed) => {
+                info!(
+                    not_after = %identity::utc(renewed.not_after_ms),
+                    "renewed the agent's certificate; the next connection uses it"
+                );
+                self.renewal.renewed(renewed.renew_at_ms);
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?renew::RETRY_AFTER, "cannot renew the agent's certificate; the old one is used meanwhile");
+                self.renewal.failed(identity::now_ms());
+            }
+        }
+    }
+
     /// Carries out what the protocol answers to one message from the
     /// coordinator. Returns a new heartbeat period when the coordinator set
     /// one.
     fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<Duration> {
         let mut period = None;
-        for action in self.proto.on_message(msg, tokio::time::Instant::now()) {
+        let welcome = matches!(msg, In::Welcome(_));
+        let actions = self.proto.on_message(msg, tokio::time::Instant::now());
+        if welcome {
+            self.renewal.welcomed(self.proto.renew_cert_at_ms());
+        }
+        for action in actions {
             match action {
                 Action::Send(m) => {
                     let _ = tx.send(pb::AgentMessage { msg: Some(m) });

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,21 +14,19 @@ use tokio::time::Instant;
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as In;
 use pb::coordinator_message::Msg as Out;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::blobs::{self, artifact, check_artifact};
+use super::blobs::{self, artifact};
 use super::control::artifact_view;
-use super::require_agent;
 use super::status::ApiError;
 use crate::blobs::Blobs;
 use crate::caches::Caches;
-use crate::core::fleet::{AgentHello, AttemptId, ToAgent, Work};
+use crate::core::fleet::{AttemptId, ToAgent, Work};
 use crate::core::machine::Outcome;
 use crate::leader::Role;
-use crate::metrics::METRICS;
 use crate::scheduler::Event;
 use crate::secrets::Vault;
 
@@ -47,6 +45,12 @@ pub struct AgentApi {
     vault: Arc<Vault>,
     /// The caches agents restore and save.
     pub(super) caches: Arc<Caches>,
+    /// Who may hold a session: the deny list and enrolled certificates.
+    gate: Arc<crate::identity::Gate>,
+    /// Where refusals are audited.
+    store: Arc<dyn crate::store::Store>,
+    /// Refused sessions audited once a minute per name.
+    refusals: crate::audit::Throttle,
 }
 
 impl AgentApi {
@@ -57,9 +61,22 @@ impl AgentApi {
         (max_artifact_bytes, max_artifact_file_bytes): (u64, u64),
         vault: Arc<Vault>,
         caches: Arc<Caches>,
+        (gate, store): (Arc<crate::identity::Gate>, Arc<dyn crate::store::Store>),
     ) -> AgentApi {
         let next_conn = AtomicU64::new(1);
-        AgentApi { role, next_conn, lease_ttl, blobs, max_artifact_bytes, max_artifact_file_bytes, vault, caches }
+        AgentApi {
+            role,
+            next_conn,
+            lease_ttl,
+            blobs,
+            max_artifact_bytes,
+            max_artifact_file_bytes,
+            vault,
+            caches,
+            gate,
+            store,
+            refusals: crate::audit::Throttle::default(),
+        }
     }
 }
 
@@ -162,9 +179,16 @@ fn cache_work(c: drover_pipeline::CacheSpec) -> pb::CacheWork {
 }
 
 /// Converts a scheduler message; `epoch` is the leadership term the
-/// session belongs to, which agents use to refuse a deposed leader. An
-/// Assign's secrets are resolved here, at the last moment.
-async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -> pb::CoordinatorMessage {
+/// session belongs to, which agents use to refuse a deposed leader, and
+/// `renew_at` when the agent's certificate is due for renewal (0: never).
+/// An Assign's secrets are resolved here, at the last moment.
+async fn to_proto(
+    msg: ToAgent,
+    epoch: u64,
+    limits: (u64, u64),
+    vault: &Vault,
+    renew_at: i64,
+) -> pb::CoordinatorMessage {
     let (max_artifact_bytes, max_artifact_file_bytes) = limits;
     let msg = match msg {
         ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
@@ -173,6 +197,7 @@ async fn to_proto(msg: ToAgent, epoch: u64, limits: (u64, u64), vault: &Vault) -
             lease_ttl_ms: lease_ttl.as_millis() as u32,
             ack_timeout_ms: ack_timeout.as_millis() as u32,
             fence_ms: fence.as_millis() as u32,
+            renew_cert_at_ms: renew_at,
         }),
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
@@ -410,7 +435,7 @@ pub(super) fn attempt_id(id: &str) -> Result<AttemptId, String> {
 pub const MAX_RESULT_MESSAGE: usize = 1024;
 
 /// `text` cut to at most `max` bytes on a character boundary.
-pub(super) fn bounded(text: &str, max: usize) -> String {
+pub(crate) fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -458,132 +483,12 @@ impl pb::agent_service_server::AgentService for AgentApi {
         super::caches::save(self, req).await
     }
 
+    /// An agent's session (see `session::open`).
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
-        let name = require_agent(&req)?;
-        let cert_labels = super::agent_cert_labels(&req)?;
-        let remote = req.remote_addr();
-        let (sched, epoch) = super::leader(&self.role)?;
-        let mut inbound = req.into_inner();
-        let hello = match inbound.message().await? {
-            Some(pb::AgentMessage { msg: Some(In::Hello(h)) }) => h,
-            _ => return Err(ApiError::Invalid("the first message of a session must be Hello".into()).into()),
-        };
-        if hello.name != name {
-            return Err(ApiError::PermissionDenied(format!(
-                "this certificate belongs to agent {name:?}, which cannot act as {:?}",
-                hello.name
-            ))
-            .into());
-        }
-        let claimed: BTreeMap<String, String> = hello.labels.into_iter().collect();
-        let checked = check_hello(&claimed, hello.slots, &hello.running, &hello.instance_id, &hello.unready)
-            .and_then(|running| super::caches::check_hello_caches(&hello.caches).map(|()| running));
-        let running = match checked {
-            Ok(running) => running,
-            Err(why) => {
-                METRICS.agent_refusals.inc();
-                warn!(agent = %name, reason = %why, "refused an agent's Hello");
-                return Err(ApiError::Invalid(format!("agent {name:?}: {why}")).into());
-            }
-        };
-        let labels = match owned_labels(&name, &claimed, &cert_labels) {
-            Ok(labels) => labels,
-            Err(why) => {
-                METRICS.agent_refusals.inc();
-                warn!(agent = %name, reason = %why, "refused an agent's labels");
-                return Err(ApiError::PermissionDenied(why).into());
-            }
-        };
-        let peer = remote.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(4096);
-        let (reply, accepted) = oneshot::channel();
-        let acks = tx.clone();
-        sched
-            .send(Event::AgentHello(AgentHello {
-                conn,
-                name: name.clone(),
-                labels,
-                slots: hello.slots,
-                running,
-                draining: hello.draining,
-                unready: hello.unready,
-                caches: hello.caches,
-                instance: hello.instance_id,
-                peer,
-                tx,
-                reply,
-            }))
-            .await
-            .map_err(ApiError::from)?;
-        match accepted.await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(ApiError::AlreadyConnected(why).into()),
-            Err(_) => return Err(ApiError::from(crate::scheduler::SchedError::Stopped).into()),
-        }
-
-        let mut gate = HeartbeatGate::new(self.lease_ttl / 4);
-        let blobs = self.blobs.clone();
-        tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    // A term that ended takes its sessions with it: no more
-                    // acknowledgements, the agent goes to the next leader.
-                    Ok(Some(_)) if sched.is_closed() => break,
-                    Ok(Some(pb::AgentMessage { msg: Some(msg) })) => {
-                        let heartbeat = match &msg {
-                            In::Heartbeat(h) => Some(h.seq),
-                            _ => None,
-                        };
-                        // A malformed message (an attempt id that does not
-                        // parse, a list past the limits) costs only itself.
-                        let event = to_event(conn, &name, msg);
-                        if let Err(e) = &event {
-                            METRICS.agent_refusals.inc();
-                            warn!(agent = %name, error = %e, "refused a malformed message");
-                        }
-                        if let Some(seq) = heartbeat {
-                            // Acknowledged on arrival, before the scheduler
-                            // (or the store behind it) is involved: the ack
-                            // says this process is alive and holds the
-                            // session. A refused heartbeat renews nothing, so
-                            // its ack names the last one that did. A full
-                            // buffer means the agent stopped reading; its own
-                            // timeout will tell it.
-                            let (forward, renewed_seq) = match &event {
-                                Ok(event) => gate.take(seq, event, Instant::now()),
-                                Err(_) => (false, gate.renewed_seq),
-                            };
-                            let _ = acks.try_send(ToAgent::HeartbeatAck { seq, renewed_seq });
-                            if !forward {
-                                continue;
-                            }
-                        }
-                        let Ok(mut event) = event else { continue };
-                        check_artifact(&blobs, &mut event).await;
-                        if sched.send(event).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(status) => {
-                        debug!(agent = %name, %status, "agent stream broke");
-                        break;
-                    }
-                }
-            }
-            let _ = sched.send(Event::AgentGone { conn, name }).await;
-        });
-        let limits = (self.max_artifact_bytes, self.max_artifact_file_bytes);
-        let vault = self.vault.clone();
-        let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
-            let vault = vault.clone();
-            async move { Ok(to_proto(m, epoch, limits, &vault).await) }
-        });
-        Ok(Response::new(Box::pin(out)))
+        session::open(self, req).await
     }
 }
 
+mod session;
 #[cfg(test)]
 mod tests;

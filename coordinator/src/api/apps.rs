@@ -10,11 +10,12 @@ use drover_proto::v1 as pb;
 use drover_telemetry::trace::now_ms;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
 use crate::apps::records::{self, AppView};
 use crate::apps::render;
 use crate::core::apps::{AppSpec, DEFAULT_POLL, ServiceDiff};
+use crate::core::authz::{Action, Area};
 use crate::store::Store;
 use crate::submit::GitOptions;
 
@@ -68,6 +69,7 @@ fn app_view(view: AppView) -> pb::App {
         known_hosts: spec.known_hosts.lines().filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#')).count()
             as u32,
         deploy_key: spec.deploy_key,
+        deploy_role: spec.deploy_role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
         rejected: Vec::new(),
     }
 }
@@ -119,7 +121,32 @@ fn diff_view(commit: String, diffs: Vec<ServiceDiff>, error: String) -> pb::AppD
     }
 }
 
+/// Who asked for a deploy action and from where, for its audit entry.
+struct Audit {
+    caller: crate::core::authz::Caller,
+    source: Option<std::net::SocketAddr>,
+}
+
+impl Audit {
+    async fn record(&self, store: &dyn crate::store::Store, action: &str, target: &str, detail: &str) {
+        crate::audit::by_caller(store, (&self.caller, self.source), action, target, detail).await;
+    }
+}
+
 impl AppApi {
+    /// The caller's name, when it may deploy app `name` by hand: the
+    /// deploy action, and its environment's `deploy_role`.
+    async fn may_deploy<T>(&self, req: &Request<T>, name: &str) -> Result<(String, Audit), ApiError> {
+        let caller = super::authorize(req, Action::Deploy)?;
+        if let Ok((view, _)) = records::get(self.store.as_ref(), name).await {
+            let spec = &view.record.spec;
+            crate::core::authz::may_deploy(&caller, &format!("app {name:?}"), spec.deploy_role)
+                .map_err(ApiError::PermissionDenied)?;
+            super::may_deploy(self.store.as_ref(), &caller, [spec.environment.as_str()]).await?;
+        }
+        Ok((caller.name().to_owned(), Audit { caller, source: req.remote_addr() }))
+    }
+
     /// The diff of app `name` at `revision` (its own when empty).
     async fn diff(&self, name: &str, revision: &str) -> Result<pb::AppDiff, ApiError> {
         if let Some(why) = crate::core::apps::revision_problem(revision) {
@@ -145,7 +172,7 @@ impl AppApi {
 #[tonic::async_trait]
 impl pb::app_service_server::AppService for AppApi {
     async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Result<Response<pb::App>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Apps))?;
         let r = req.into_inner();
         let spec = AppSpec {
             name: r.name,
@@ -162,6 +189,13 @@ impl pb::app_service_server::AppService for AppApi {
             sync_timeout_ms: r.sync_timeout_ms,
             deploy_key: r.deploy_key,
             known_hosts: r.known_hosts,
+            deploy_role: match r.deploy_role.as_str() {
+                "" => None,
+                role => match crate::core::environments::deploy_role_problem(role) {
+                    Some(why) => return Err(ApiError::Invalid(why).into()),
+                    None => crate::core::authz::Role::parse(role).ok(),
+                },
+            },
         };
         let record = records::create(self.store.as_ref(), spec, &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %record.spec.name, repo = %record.spec.repo, by = %by, "app created");
@@ -169,7 +203,7 @@ impl pb::app_service_server::AppService for AppApi {
     }
 
     async fn apply_apps(&self, req: Request<pb::ApplyAppsRequest>) -> Result<Response<pb::ApplyAppsResponse>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Apps))?;
         let r = req.into_inner();
         let applied =
             records::apply(self.store.as_ref(), &r.file_name, &r.text, &by, now_ms()).await.map_err(ApiError::from)?;
@@ -184,7 +218,7 @@ impl pb::app_service_server::AppService for AppApi {
     }
 
     async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let apps = records::list(self.store.as_ref()).await.map_err(ApiError::from)?;
         let mut out = Vec::with_capacity(apps.len());
         for view in apps {
@@ -195,14 +229,14 @@ impl pb::app_service_server::AppService for AppApi {
     }
 
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let (view, _) = records::get(self.store.as_ref(), &req.into_inner().name).await.map_err(ApiError::from)?;
         let owned = view.status.as_ref().map(|s| s.owned.clone()).unwrap_or_default();
         Ok(Response::new(with_rejects(self.store.as_ref(), app_view(view), &owned).await?))
     }
 
     async fn delete_app(&self, req: Request<pb::DeleteAppRequest>) -> Result<Response<pb::DeleteAppResponse>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Apps))?;
         let name = req.into_inner().name;
         records::remove(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
         tracing::info!(app = %name, by = %by, "app removed");
@@ -210,7 +244,7 @@ impl pb::app_service_server::AppService for AppApi {
     }
 
     async fn refresh_app(&self, req: Request<pb::RefreshAppRequest>) -> Result<Response<pb::App>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Deploy)?;
         let name = req.into_inner().name;
         let request = records::Request { by, at_ms: now_ms(), revision: None };
         records::request(self.store.as_ref(), &name, "refresh", &request).await.map_err(ApiError::from)?;
@@ -219,7 +253,7 @@ impl pb::app_service_server::AppService for AppApi {
     }
 
     async fn sync_app(&self, req: Request<pb::SyncAppRequest>) -> Result<Response<pb::SyncAppResponse>, Status> {
-        let by = require_admin(&req)?;
+        let (by, audit) = self.may_deploy(&req, &req.get_ref().name).await?;
         let r = req.into_inner();
         if r.dry_run {
             let diff = self.diff(&r.name, &r.revision).await?;
@@ -243,6 +277,7 @@ impl pb::app_service_server::AppService for AppApi {
         let request = records::Request { by: by.clone(), at_ms: now_ms(), revision };
         let request = records::request(self.store.as_ref(), &r.name, "sync", &request).await.map_err(ApiError::from)?;
         tracing::info!(app = %r.name, by = %by, request, "sync asked for");
+        audit.record(self.store.as_ref(), "app.sync", &r.name, &format!("request {request}")).await;
         Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
     }
 
@@ -250,7 +285,7 @@ impl pb::app_service_server::AppService for AppApi {
         &self,
         req: Request<pb::RollbackAppRequest>,
     ) -> Result<Response<pb::SyncAppResponse>, Status> {
-        let by = require_admin(&req)?;
+        let (by, audit) = self.may_deploy(&req, &req.get_ref().name).await?;
         let r = req.into_inner();
         if r.to.is_empty() {
             return Err(ApiError::Invalid(
@@ -278,20 +313,22 @@ impl pb::app_service_server::AppService for AppApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(app = %r.name, commit = %rendered.commit, by = %by, "app pinned");
+        audit.record(self.store.as_ref(), "app.pin", &r.name, &format!("rolled back to {}", rendered.commit)).await;
         Ok(Response::new(pb::SyncAppResponse { request, diff: None }))
     }
 
     async fn unpin_app(&self, req: Request<pb::UnpinAppRequest>) -> Result<Response<pb::App>, Status> {
-        let by = require_admin(&req)?;
+        let (by, audit) = self.may_deploy(&req, &req.get_ref().name).await?;
         let name = req.into_inner().name;
         records::unpin(self.store.as_ref(), &name, &by, now_ms()).await.map_err(ApiError::from)?;
         tracing::info!(app = %name, by = %by, "app unpinned");
+        audit.record(self.store.as_ref(), "app.unpin", &name, "").await;
         let (view, _) = records::get(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
         Ok(Response::new(app_view(view)))
     }
 
     async fn diff_app(&self, req: Request<pb::DiffAppRequest>) -> Result<Response<pb::AppDiff>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let r = req.into_inner();
         Ok(Response::new(self.diff(&r.name, &r.revision).await?))
     }
@@ -300,7 +337,7 @@ impl pb::app_service_server::AppService for AppApi {
         &self,
         req: Request<pb::AppHistoryRequest>,
     ) -> Result<Response<pb::AppHistoryResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let syncs = records::history(self.store.as_ref(), &req.into_inner().name).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::AppHistoryResponse {
             syncs: syncs

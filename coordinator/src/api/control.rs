@@ -13,13 +13,14 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
 use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
 use super::views::summary_view;
 pub(super) use super::views::{artifact_view, job_view, run_view};
 use crate::blobs::Blobs;
 use crate::caches::Caches;
+use crate::core::authz::Action;
 use crate::core::keys::{self, RunKey};
 use crate::core::machine::{JobState, RunId, RunState};
 use crate::core::rerun::Scope;
@@ -155,7 +156,7 @@ fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
-        require_admin(&req)?;
+        let caller = super::authorize(&req, Action::Run)?;
         // A caller that traces (a CI system driving Drover) can pass its
         // context; the run's trace then continues it.
         let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -164,6 +165,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         let source = submit_source(req)?;
         let mut prepared = submit::prepare(source, &self.git, Some(&self.vault)).await.map_err(ApiError::from)?;
         prepared.queue_timeout = queue_timeout;
+        prepared.source.submitted_by = Some(caller.actor());
+        super::may_deploy(self.store.as_ref(), &caller, super::deploy_envs(&prepared.pipeline)).await?;
         // The leader is looked up only now: see `crate::submit`.
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         let submitted = submit::submit(self.store.as_ref(), &sched, prepared, traceparent)
@@ -176,7 +179,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let req = req.into_inner();
         let limit = match req.limit {
             0 => 50,
@@ -199,7 +202,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let id = parse_run_id(&req.into_inner().run_id)?;
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
@@ -209,7 +212,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let (tx, rx) = mpsc::channel(256);
@@ -222,7 +225,7 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn get_logs(&self, req: Request<pb::GetLogsRequest>) -> Result<Response<LogStream>, Status> {
         use tokio_stream::StreamExt;
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let run = self.run_with_job(id, &req.job).await?;
@@ -296,10 +299,12 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
-        require_admin(&req)?;
+        let caller = super::authorize(&req, Action::Cancel)?;
+        let source = req.remote_addr();
         let id = parse_run_id(&req.into_inner().run_id)?;
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         sched.cancel(id).await.map_err(|e| self.explain(e.into()))?;
+        crate::audit::by_caller(self.store.as_ref(), (&caller, source), "run.cancel", &id.to_string(), "").await;
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
@@ -311,7 +316,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::GetArtifactRequest>,
     ) -> Result<Response<Self::GetArtifactStream>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let run = self.run_with_job(id, &req.job).await?;
@@ -339,7 +344,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn rerun_run(&self, req: Request<pb::RerunRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
-        require_admin(&req)?;
+        let caller = super::authorize(&req, Action::Run)?;
         let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
@@ -348,11 +353,13 @@ impl pb::control_service_server::ControlService for ControlApi {
             (true, true) => Scope::Failed,
             (false, true) => Scope::All,
         };
-        let prepared = match submit::prepare_rerun(self.store.as_ref(), id, &scope).await {
+        let mut prepared = match submit::prepare_rerun(self.store.as_ref(), id, &scope).await {
             Ok(prepared) => prepared,
             Err(SubmitError::RunNotFound(id)) => return Err(run_not_found(self.store.as_ref(), id).await.into()),
             Err(e) => return Err(ApiError::from(e).into()),
         };
+        prepared.source.submitted_by = Some(caller.actor());
+        super::may_deploy(self.store.as_ref(), &caller, super::deploy_envs(&prepared.pipeline)).await?;
         let (sched, _) = super::leader(&self.role).map_err(|e| self.explain(e))?;
         let submitted = submit::submit(self.store.as_ref(), &sched, prepared, traceparent)
             .await
@@ -367,7 +374,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let (sched, _) = super::leader(&self.role)?;
         let agents = sched.agents().await.map_err(ApiError::from)?;
         let agents = agents
@@ -387,7 +394,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn set_secret(&self, req: Request<pb::SetSecretRequest>) -> Result<Response<pb::Secret>, Status> {
-        super::stores::set_secret(&self.vault, req).await
+        super::stores::set_secret(&self.vault, self.store.as_ref(), req).await
     }
 
     async fn list_secrets(
@@ -401,11 +408,13 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
-        super::stores::delete_secret(&self.vault, req).await
+        super::stores::delete_secret(&self.vault, self.store.as_ref(), req).await
     }
 
     async fn decide_job(&self, req: Request<pb::DecideJobRequest>) -> Result<Response<pb::Run>, Status> {
-        let by = require_admin(&req)?;
+        let caller = super::authorize(&req, Action::Approve)?;
+        let by = caller.name().to_owned();
+        let source = req.remote_addr();
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         if !req.approve && req.comment.trim().is_empty() {
@@ -416,6 +425,9 @@ impl pb::control_service_server::ControlService for ControlApi {
         decided.map_err(|e| self.explain(e.into()))?;
         let verb = if req.approve { "approved" } else { "rejected" };
         tracing::info!(run = id, job = %req.job, by = %by, "job {verb}");
+        let action = if req.approve { "job.approve" } else { "job.reject" };
+        let target = format!("{id}/{}", req.job);
+        crate::audit::by_caller(self.store.as_ref(), (&caller, source), action, &target, &req.comment).await;
         let run = records::load_run(self.store.as_ref(), id).await.map_err(ApiError::from)?;
         let Some(run) = run else { return Err(run_not_found(self.store.as_ref(), id).await.into()) };
         Ok(Response::new(run_view(&run.record, &run.jobs)))
@@ -522,7 +534,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     async fn cluster(&self, req: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let (members, _) = self.store.range(keys::MEMBERS).await.map_err(ApiError::from)?;
         let leader = self.store.get(keys::LEADER).await.map_err(ApiError::from)?;
         let (leader_id, epoch) = match &leader {
@@ -557,36 +569,4 @@ impl pb::control_service_server::ControlService for ControlApi {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pb::submit_run_request::Source as S;
-
-    #[test]
-    fn a_submit_request_becomes_a_source_with_empty_fields_left_to_the_defaults() {
-        let inline = |file_name: &str| S::Inline(pb::InlinePipeline { file_name: file_name.into(), yaml: "y".into() });
-        let git = |repo: &str, r#ref: &str, file: &str| {
-            S::Git(pb::GitSource { repo: repo.into(), r#ref: r#ref.into(), file: file.into() })
-        };
-        let some = |s: &str| Some(s.to_string());
-        // (case, request's source, what submit is given)
-        let cases = [
-            ("inline without a name", inline(""), SubmitSource::Inline { file: None, yaml: "y".into() }),
-            ("inline with a name", inline("a.yml"), SubmitSource::Inline { file: some("a.yml"), yaml: "y".into() }),
-            ("git, defaults", git("r", "", ""), SubmitSource::Git { repo: "r".into(), reference: None, file: None }),
-            (
-                "git, all given",
-                git("r", "main", "ci.yml"),
-                SubmitSource::Git { repo: "r".into(), reference: some("main"), file: some("ci.yml") },
-            ),
-            // Left for submit to refuse, as the web UI's requests will be.
-            ("git, no repo", git("", "", ""), SubmitSource::Git { repo: "".into(), reference: None, file: None }),
-        ];
-        for (case, source, want) in cases {
-            let got = submit_source(pb::SubmitRunRequest { source: Some(source), ..Default::default() }).unwrap();
-            assert_eq!(got, want, "{case}");
-        }
-        let none =
-            Status::from(submit_source(pb::SubmitRunRequest { source: None, ..Default::default() }).unwrap_err());
-        assert_eq!((none.code(), none.message()), (tonic::Code::InvalidArgument, "no pipeline given"));
-    }
-}
+mod tests;

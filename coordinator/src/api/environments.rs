@@ -12,8 +12,9 @@ use drover_telemetry::trace::now_ms;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
+use crate::core::authz::{Action, Area};
 use crate::core::environments::{self as rules, Spec};
 use crate::core::fleet::AgentInfo;
 use crate::environments::{self, EnvironmentRecord};
@@ -32,6 +33,7 @@ fn environment_view(record: EnvironmentRecord, agents: &[AgentInfo], now_ms: u64
         approvers: spec.approvers,
         branches: spec.branches,
         description: spec.description,
+        deploy_role: spec.deploy_role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
         created_ms,
         created_by,
         updated_ms,
@@ -76,7 +78,7 @@ pub(super) async fn create(
     role: &watch::Receiver<Role>,
     req: Request<pb::CreateEnvironmentRequest>,
 ) -> Result<Response<pb::Environment>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Environments))?;
     let req = req.into_inner();
     let spec = Spec {
         name: req.name,
@@ -87,6 +89,13 @@ pub(super) async fn create(
         description: req.description,
         // Deploy windows come from a file (`drover env apply -f`).
         windows: Vec::new(),
+        deploy_role: match req.deploy_role.as_str() {
+            "" => None,
+            role => match crate::core::environments::deploy_role_problem(role) {
+                Some(why) => return Err(ApiError::Invalid(why).into()),
+                None => crate::core::authz::Role::parse(role).ok(),
+            },
+        },
     };
     let record = environments::create(store, spec, &by, now_ms()).await.map_err(ApiError::from)?;
     tracing::info!(environment = %record.spec.name, selector = ?record.spec.selector, by = %by, "environment created");
@@ -100,7 +109,7 @@ pub(super) async fn apply(
     store: &dyn Store,
     req: Request<pb::ApplyEnvironmentsRequest>,
 ) -> Result<Response<pb::ApplyEnvironmentsResponse>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Environments))?;
     let req = req.into_inner();
     let applied = environments::apply(store, &req.file_name, &req.text, &by, now_ms()).await.map_err(ApiError::from)?;
     tracing::info!(
@@ -119,7 +128,7 @@ pub(super) async fn list(
     role: &watch::Receiver<Role>,
     req: Request<pb::ListEnvironmentsRequest>,
 ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let agents = agents(role).await?;
     let records = environments::list(store).await.map_err(ApiError::from)?;
     let environments = records.into_iter().map(|r| environment_view(r, &agents, now_ms())).collect();
@@ -131,7 +140,7 @@ pub(super) async fn get(
     role: &watch::Receiver<Role>,
     req: Request<pb::GetEnvironmentRequest>,
 ) -> Result<Response<pb::Environment>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let agents = agents(role).await?;
     let record = environments::get(store, &req.into_inner().name).await.map_err(ApiError::from)?;
     Ok(Response::new(environment_view(record, &agents, now_ms())))
@@ -141,7 +150,7 @@ pub(super) async fn remove(
     store: &dyn Store,
     req: Request<pb::RemoveEnvironmentRequest>,
 ) -> Result<Response<pb::RemoveEnvironmentResponse>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Environments))?;
     let name = req.into_inner().name;
     environments::remove(store, &name).await.map_err(ApiError::from)?;
     tracing::info!(environment = %name, by = %by, "environment removed");

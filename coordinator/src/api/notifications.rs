@@ -10,8 +10,9 @@ use drover_telemetry::trace::now_ms;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
+use crate::core::authz::{Action, Area};
 use crate::notifications::{self, Format, Severity, Target};
 use crate::store::Store;
 
@@ -38,7 +39,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         &self,
         req: Request<pb::AddNotificationRequest>,
     ) -> Result<Response<pb::NotificationTarget>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Notifications))?;
         let r = req.into_inner();
         let target = Target {
             name: r.name,
@@ -63,7 +64,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         &self,
         req: Request<pb::RemoveNotificationRequest>,
     ) -> Result<Response<pb::NotificationTarget>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Notifications))?;
         let name = req.into_inner().name;
         let target = notifications::remove(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
         info!(target = %target.name, by = %by, "notification target removed");
@@ -74,7 +75,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         &self,
         req: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let targets = notifications::list(self.store.as_ref()).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListNotificationsResponse { targets: targets.iter().map(view).collect() }))
     }
@@ -83,7 +84,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         &self,
         req: Request<pb::TestNotificationRequest>,
     ) -> Result<Response<pb::TestNotificationResponse>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Administer(Area::Notifications))?;
         let name = req.into_inner().name;
         let target = notifications::get(self.store.as_ref(), &name).await.map_err(ApiError::from)?;
         let tried = notifications::send_test(&target, &by, now_ms()).await;

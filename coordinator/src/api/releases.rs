@@ -7,8 +7,9 @@ use drover_proto::v1 as pb;
 use drover_telemetry::trace::now_ms;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
+use crate::core::authz::Action;
 use crate::freezes::{self, Freeze};
 use crate::releases::{self, Rejected};
 use crate::store::Store;
@@ -34,7 +35,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::RejectReleaseRequest>,
     ) -> Result<Response<pb::RejectedRelease>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Deploy)?;
         let r = req.into_inner();
         let rejected = Rejected { service: r.service, release: r.release, reason: r.reason, by, at_ms: now_ms() };
         let rejected = releases::reject(self.store.as_ref(), rejected).await.map_err(ApiError::from)?;
@@ -49,7 +50,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::UnrejectReleaseRequest>,
     ) -> Result<Response<pb::UnrejectReleaseResponse>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Deploy)?;
         let r = req.into_inner();
         releases::unreject(self.store.as_ref(), &r.service, &r.release).await.map_err(ApiError::from)?;
         tracing::warn!(service = %r.service, release = %r.release, by = %by, "release reject lifted");
@@ -60,7 +61,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::ListRejectedRequest>,
     ) -> Result<Response<pb::ListRejectedResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let service = req.into_inner().service;
         let all = releases::load(self.store.as_ref()).await.map_err(ApiError::from)?;
         let rejected = all.all().filter(|r| service.is_empty() || r.service == service).map(view).collect();
@@ -71,7 +72,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::FreezeEnvironmentRequest>,
     ) -> Result<Response<pb::Freeze>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Deploy)?;
         let r = req.into_inner();
         let now = now_ms();
         let until_ms = if r.for_ms == 0 { 0 } else { now.saturating_add(r.for_ms) };
@@ -85,7 +86,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::UnfreezeEnvironmentRequest>,
     ) -> Result<Response<pb::Freeze>, Status> {
-        let by = require_admin(&req)?;
+        let by = allowed(&req, Action::Deploy)?;
         let env = req.into_inner().environment;
         let f = freezes::unfreeze(self.store.as_ref(), &env).await.map_err(freeze_error)?;
         tracing::warn!(environment = %env, by = %by, "environment unfrozen");
@@ -96,7 +97,7 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
         &self,
         req: Request<pb::ListFreezesRequest>,
     ) -> Result<Response<pb::ListFreezesResponse>, Status> {
-        require_admin(&req)?;
+        allowed(&req, Action::Read)?;
         let now = now_ms();
         let all = freezes::load(self.store.as_ref()).await.map_err(ApiError::from)?;
         let freezes = all.values().filter(|f| f.holds(now)).map(freeze_view).collect();

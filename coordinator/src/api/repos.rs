@@ -9,8 +9,9 @@ use drover_proto::v1 as pb;
 use drover_telemetry::trace::now_ms;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
+use crate::core::authz::{Action, Area};
 use crate::secrets::Vault;
 use crate::store::Store;
 use crate::triggers::{self, NewRepo, RepoView};
@@ -44,7 +45,7 @@ pub(super) async fn add_repo(
     vault: &Vault,
     req: Request<pb::AddRepoRequest>,
 ) -> Result<Response<pb::Repo>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Repos))?;
     let req = req.into_inner();
     let new = NewRepo {
         name: req.name,
@@ -63,7 +64,7 @@ pub(super) async fn list_repos(
     store: &dyn Store,
     req: Request<pb::ListReposRequest>,
 ) -> Result<Response<pb::ListReposResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let repos = triggers::list_repos(store).await.map_err(ApiError::from)?;
     Ok(Response::new(pb::ListReposResponse { repos: repos.into_iter().map(repo_view).collect() }))
 }
@@ -72,7 +73,7 @@ pub(super) async fn remove_repo(
     store: &dyn Store,
     req: Request<pb::RemoveRepoRequest>,
 ) -> Result<Response<pb::RemoveRepoResponse>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Repos))?;
     let name = req.into_inner().name;
     triggers::remove_repo(store, &name).await.map_err(ApiError::from)?;
     tracing::info!(repo = %name, by = %by, "repository removed");

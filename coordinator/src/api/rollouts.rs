@@ -8,8 +8,9 @@ use drover_proto::v1 as pb;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
+use crate::core::authz::Action;
 use crate::leader::Role;
 use crate::rollouts::records::{self, RolloutRecord};
 use crate::scheduler::{Event, RollbackCommand, RolloutCommand, Verb};
@@ -128,7 +129,7 @@ pub(super) async fn list(
     store: &dyn Store,
     req: Request<pb::ListRolloutsRequest>,
 ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let req = req.into_inner();
     let limit = match req.limit {
         0 => 50,
@@ -150,7 +151,7 @@ pub(super) async fn get(
     store: &dyn Store,
     req: Request<pb::GetRolloutRequest>,
 ) -> Result<Response<pb::Rollout>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let id = req.into_inner().id;
     let r = records::get(store, id).await.map_err(ApiError::from)?;
     let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {id}; `drover rollouts` lists them")))?;
@@ -162,8 +163,13 @@ pub(super) async fn act(
     role: &watch::Receiver<Role>,
     req: Request<pb::ActOnRolloutRequest>,
 ) -> Result<Response<pb::Rollout>, Status> {
-    let by = require_admin(&req)?;
+    let caller = super::authorize(&req, Action::Deploy)?;
+    let by = caller.name().to_owned();
+    let source = req.remote_addr();
     let req = req.into_inner();
+    if let Some(r) = records::get(store, req.id).await.map_err(ApiError::from)? {
+        super::may_deploy(store, &caller, r.envs()).await?;
+    }
     let verb = match req.verb.as_str() {
         "promote" => Verb::Promote { full: req.full },
         "pause" => Verb::Pause,
@@ -205,6 +211,8 @@ pub(super) async fn act(
         Ok(Err(why)) => return Err(ApiError::Precondition(why).into()),
         Err(_) => return Err(ApiError::Sched(crate::scheduler::SchedError::Stopped).into()),
     }
+    let action = format!("rollout.{}", req.verb);
+    crate::audit::by_caller(store, (&caller, source), &action, &req.id.to_string(), &req.comment).await;
     // The controller committed it before answering.
     let r = records::get(store, req.id).await.map_err(ApiError::from)?;
     let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {}", req.id)))?;
@@ -216,8 +224,12 @@ pub(super) async fn rollback(
     role: &watch::Receiver<Role>,
     req: Request<pb::RollbackServiceRequest>,
 ) -> Result<Response<pb::Rollout>, Status> {
-    let by = require_admin(&req)?;
+    let caller = super::authorize(&req, Action::Deploy)?;
+    let by = caller.name().to_owned();
+    let source = req.remote_addr();
     let req = req.into_inner();
+    super::may_deploy(store, &caller, [req.environment.as_str()]).await?;
+    let target = format!("{}/{}", req.environment, req.service);
     if req.environment.is_empty() || req.service.is_empty() {
         return Err(ApiError::Invalid(
             "name the service and its environment: drover rollback web --env staging".into(),
@@ -238,6 +250,7 @@ pub(super) async fn rollback(
         Ok(Err(why)) => return Err(ApiError::Precondition(why).into()),
         Err(_) => return Err(ApiError::Sched(crate::scheduler::SchedError::Stopped).into()),
     };
+    crate::audit::by_caller(store, (&caller, source), "service.rollback", &target, &format!("rollout {id}")).await;
     let r = records::get(store, id).await.map_err(ApiError::from)?;
     let r = r.ok_or_else(|| ApiError::NotFound(format!("there is no rollout {id}")))?;
     Ok(Response::new(view(r)))
@@ -253,7 +266,7 @@ pub(super) async fn service_logs(
     role: &watch::Receiver<Role>,
     req: Request<pb::GetServiceLogsRequest>,
 ) -> Result<Response<pb::GetServiceLogsResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let req = req.into_inner();
     let deployed = records::deployed_in(store, Some(&req.environment)).await.map_err(ApiError::from)?;
     if !deployed.iter().any(|(_, s, d)| *s == req.service && d.node == req.node) {
@@ -289,7 +302,7 @@ pub(super) async fn services(
     role: &watch::Receiver<Role>,
     req: Request<pb::ListServicesRequest>,
 ) -> Result<Response<pb::ListServicesResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let env = req.into_inner().environment;
     let env = (!env.is_empty()).then_some(env);
     let deployed = records::deployed_in(store, env.as_deref()).await.map_err(ApiError::from)?;

@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The scheduler's own errors; its store errors become [`ApiError::Store`].
     #[error(transparent)]
     Sched(SchedError),
+    /// Too much at once (enrollments): retry shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// No client certificate where one is required.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// This coordinator is shutting down: a stream it served ends so that
     /// shutdown need not wait for its client, which may go on elsewhere.
     #[error("this coordinator is shutting down; reconnect to another (or to it once it is back)")]
@@ -163,6 +169,29 @@ impl From<EnvironmentsError> for ApiError {
     }
 }
 
+impl From<crate::identity::IdentityError> for ApiError {
+    fn from(e: crate::identity::IdentityError) -> ApiError {
+        use crate::identity::IdentityError;
+        match e {
+            IdentityError::Invalid(_) | IdentityError::Csr(_) => ApiError::Invalid(e.to_string()),
+            IdentityError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            IdentityError::Refused(_) => ApiError::PermissionDenied(e.to_string()),
+            IdentityError::NoAuthority | IdentityError::Precondition(_) => ApiError::Precondition(e.to_string()),
+            IdentityError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
+impl From<crate::identity::gate::GateError> for ApiError {
+    fn from(e: crate::identity::gate::GateError) -> ApiError {
+        use crate::identity::gate::GateError;
+        match e {
+            GateError::Refused(_) => ApiError::PermissionDenied(e.to_string()),
+            GateError::NotLoaded => ApiError::Store(StoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();
@@ -171,6 +200,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::PermissionDenied(_) => Status::permission_denied(msg),
+            ApiError::Unauthenticated(_) => Status::unauthenticated(msg),
+            ApiError::Busy(_) => Status::resource_exhausted(msg),
             ApiError::AlreadyConnected(_) | ApiError::AlreadyExists(_) => Status::already_exists(msg),
             ApiError::Git(GitError::Spawn(_) | GitError::Other(_)) => Status::internal(msg),
             ApiError::Git(_) => Status::invalid_argument(msg),

@@ -6,9 +6,10 @@ use drover_proto::v1 as pb;
 use drover_telemetry::trace::now_ms;
 use tonic::{Request, Response, Status};
 
-use super::require_admin;
+use super::allowed;
 use super::status::ApiError;
 use crate::caches::Caches;
+use crate::core::authz::{Action, Area};
 use crate::secrets::{SecretInfo, Vault};
 
 fn secret_view(s: SecretInfo) -> pb::Secret {
@@ -17,12 +18,16 @@ fn secret_view(s: SecretInfo) -> pb::Secret {
 
 pub(super) async fn set_secret(
     vault: &Vault,
+    store: &dyn crate::store::Store,
     req: Request<pb::SetSecretRequest>,
 ) -> Result<Response<pb::Secret>, Status> {
-    let by = require_admin(&req)?;
+    let caller = super::authorize(&req, Action::Administer(Area::Secrets))?;
+    let by = caller.name().to_owned();
+    let source = req.remote_addr();
     let req = req.into_inner();
     let info = vault.set(&req.name, &req.value, &by, now_ms()).await.map_err(ApiError::from)?;
     tracing::info!(secret = %info.name, by = %by, size = info.size, "secret set");
+    crate::audit::by_caller(store, (&caller, source), "secret.set", &info.name, "").await;
     Ok(Response::new(secret_view(info)))
 }
 
@@ -30,19 +35,23 @@ pub(super) async fn list_secrets(
     vault: &Vault,
     req: Request<pb::ListSecretsRequest>,
 ) -> Result<Response<pb::ListSecretsResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Administer(Area::Secrets))?;
     let secrets = vault.list().await.map_err(ApiError::from)?;
     Ok(Response::new(pb::ListSecretsResponse { secrets: secrets.into_iter().map(secret_view).collect() }))
 }
 
 pub(super) async fn delete_secret(
     vault: &Vault,
+    store: &dyn crate::store::Store,
     req: Request<pb::DeleteSecretRequest>,
 ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
-    let by = require_admin(&req)?;
+    let caller = super::authorize(&req, Action::Administer(Area::Secrets))?;
+    let by = caller.name().to_owned();
+    let source = req.remote_addr();
     let name = req.into_inner().name;
     vault.delete(&name).await.map_err(ApiError::from)?;
     tracing::info!(secret = %name, by = %by, "secret deleted");
+    crate::audit::by_caller(store, (&caller, source), "secret.remove", &name, "").await;
     Ok(Response::new(pb::DeleteSecretResponse {}))
 }
 
@@ -50,7 +59,7 @@ pub(super) async fn list_caches(
     caches: &Caches,
     req: Request<pb::ListCachesRequest>,
 ) -> Result<Response<pb::ListCachesResponse>, Status> {
-    require_admin(&req)?;
+    allowed(&req, Action::Read)?;
     let mut entries = caches.list().await.map_err(ApiError::from)?;
     // Most recently used first.
     entries.sort_by(|(_, _, a), (_, _, b)| b.last_used_ms.cmp(&a.last_used_ms).then(a.key.cmp(&b.key)));
@@ -73,7 +82,7 @@ pub(super) async fn delete_cache(
     caches: &Caches,
     req: Request<pb::DeleteCacheRequest>,
 ) -> Result<Response<pb::DeleteCacheResponse>, Status> {
-    let by = require_admin(&req)?;
+    let by = allowed(&req, Action::Administer(Area::Caches))?;
     let req = req.into_inner();
     let scope = (!req.scope.is_empty()).then_some(req.scope.as_str());
     let deleted = caches.remove(&req.key, scope).await.map_err(ApiError::from)?;

@@ -67,6 +67,7 @@ fn with_event(mut run: pb::Run, s: &Source) -> pb::Run {
     run.branch = s.branch.clone().unwrap_or_default();
     run.tag = s.tag.clone().unwrap_or_default();
     run.trigger = s.trigger.clone().unwrap_or_default();
+    run.submitted_by = s.submitted_by.clone().unwrap_or_default();
     run
 }
 

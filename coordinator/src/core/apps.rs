@@ -85,6 +85,10 @@ pub struct AppSpec {
     /// no host key is trusted on first use.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub known_hosts: String,
+    /// The least role that may sync, roll back, pin or unpin it by hand,
+    /// beyond its environment's `deploy_role`; none: any operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_role: Option<crate::core::authz::Role>,
 }
 
 impl AppSpec {

@@ -73,6 +73,23 @@ pub struct Spec {
     /// When deploys may go ahead ([`closed`]); none: always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<Window>,
+    /// The least role that may deploy to it by hand (`drover run` of a
+    /// pipeline that deploys here, rollout actions, rollbacks, app syncs);
+    /// none: any operator. Runs started by a repository's triggers deploy
+    /// as the repository, which an admin registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_role: Option<crate::core::authz::Role>,
+}
+
+/// Why `role` cannot be an environment's deploy role, if it cannot.
+pub fn deploy_role_problem(role: &str) -> Option<String> {
+    match crate::core::authz::Role::parse(role) {
+        Ok(crate::core::authz::Role::Viewer) => {
+            Some("`deploy_role` viewer would let nobody less deploy; use operator or admin".to_owned())
+        }
+        Ok(_) => None,
+        Err(why) => Some(format!("`deploy_role`: {why}")),
+    }
 }
 
 /// Why `name` cannot name an environment, if it cannot: like a job name.

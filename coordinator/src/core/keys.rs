@@ -17,6 +17,11 @@
 //! /triggers/deliveries/{repo}/{id}                a webhook delivery seen (replays start nothing)
 //! /triggers/inbox/{repo}/{id}                     a webhook delivery the leader has yet to handle
 //! /environments/{name}                            EnvironmentRecord: the nodes a deploy goes to, by selector (`drover env create`)
+//! /identity/tokens/{id}                           TokenRecord: a join token, by its public id (only the secret's SHA-256)
+//! /identity/agents/{name}                         IdentityRecord: an enrolled agent's current certificate
+//! /identity/denied/{name}                         Denial: a revoked or banned agent name
+//! /identity/users/{name}                          UserRecord: a user's role and current certificate
+//! /audit/{day}/{ms}-{rand}                        audit::Entry, by UTC day (6 digits) and time (13 digits)
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
 //! ```
@@ -80,6 +85,41 @@ pub fn repo(name: &str) -> String {
 }
 
 /// Environments (`crate::environments`), by name.
+pub const IDENTITY: &str = "/identity/";
+pub const TOKENS: &str = "/identity/tokens/";
+pub const IDENTITIES: &str = "/identity/agents/";
+pub const DENIED: &str = "/identity/denied/";
+pub const USERS: &str = "/identity/users/";
+
+pub fn user(name: &str) -> String {
+    format!("{USERS}{name}")
+}
+
+pub fn token(id: &str) -> String {
+    format!("{TOKENS}{id}")
+}
+
+pub fn identity(name: &str) -> String {
+    format!("{IDENTITIES}{name}")
+}
+
+pub fn denied(name: &str) -> String {
+    format!("{DENIED}{name}")
+}
+
+/// The audit log (`crate::audit`), one prefix per UTC day so that listing
+/// from a time and pruning a day are prefix operations.
+pub const AUDIT: &str = "/audit/";
+const DAY_MS: i64 = 86_400_000;
+
+pub fn audit_day(at_ms: i64) -> String {
+    format!("{AUDIT}{:06}/", at_ms.max(0) / DAY_MS)
+}
+
+pub fn audit_entry(at_ms: i64, suffix: &str) -> String {
+    format!("{}{:013}-{suffix}", audit_day(at_ms), at_ms.max(0))
+}
+
 pub const ENVIRONMENTS: &str = "/environments/";
 
 pub fn environment(name: &str) -> String {

@@ -237,6 +237,7 @@ mod tests {
             branches: branches.iter().map(|b| b.to_string()).collect(),
             description: String::new(),
             windows: vec![],
+            deploy_role: None,
         }
     }
 

@@ -135,6 +135,13 @@ pub enum Event {
         conn: u64,
         name: String,
     },
+    /// A session closed because its agent was revoked or banned: its
+    /// attempts are lost at once.
+    AgentRevoked {
+        conn: u64,
+        name: String,
+        reason: String,
+    },
     Heartbeat {
         conn: u64,
         name: String,

@@ -187,6 +187,10 @@ impl State {
                 let fx = self.fleet.gone(conn, &name, now);
                 self.on_fleet(fx, now, false);
             }
+            Event::AgentRevoked { conn, name, reason } => {
+                let fx = self.fleet.revoked(conn, &name, &reason, now);
+                self.on_fleet(fx, now, false);
+            }
             Event::Heartbeat { conn, name, running, draining, unready, received } => {
                 let fx = self.fleet.heartbeat(conn, &name, &running, draining, unready, received, now);
                 self.on_fleet(fx, now, false);

@@ -165,6 +165,7 @@ async fn submit_intent(
         event: intent.event,
         trigger: Some(key.to_owned()),
         untrusted: intent.untrusted,
+        submitted_by: None,
     };
     let prepared = Prepared { pipeline, source, queue_timeout: None, rerun: None };
     match submit::submit(ctx.store.as_ref(), &ctx.sched, prepared, None).await {

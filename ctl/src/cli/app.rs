@@ -75,6 +75,10 @@ pub enum AppCommand {
         /// (e.g. from `ssh-keyscan`); no other host key is trusted.
         #[arg(long, value_name = "FILE", requires = "deploy_key")]
         known_hosts: Option<PathBuf>,
+        /// The least role that may sync, roll back, pin or unpin it by hand
+        /// (operator or admin); its environment's deploy role applies too.
+        #[arg(long, value_name = "ROLE", value_enum)]
+        deploy_role: Option<super::env::DeployRole>,
         /// Output format: text, json or yaml (the app).
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

@@ -26,7 +26,7 @@ pub enum ContextCommand {
         /// The coordinators' URLs, comma-separated.
         #[arg(long, value_name = "URLS")]
         coordinator: String,
-        /// The admin's TLS directory (made absolute).
+        /// The TLS directory, the admin's or a user's (made absolute).
         #[arg(long, value_name = "DIR")]
         tls_dir: PathBuf,
         /// Make it the current context.

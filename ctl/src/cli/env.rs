@@ -39,6 +39,11 @@ pub enum EnvCommand {
         /// One line saying what it is.
         #[arg(long, value_name = "TEXT", default_value = "")]
         description: String,
+        /// The least role that may deploy to it by hand (`drover run` of a
+        /// pipeline that deploys here, rollout actions, rollbacks, app
+        /// syncs): operator or admin; any operator when left out.
+        #[arg(long, value_name = "ROLE", value_enum)]
+        deploy_role: Option<DeployRole>,
         /// Output format: text, json or yaml (the environment, with its
         /// nodes).
         #[arg(short, long, value_enum, default_value_t)]
@@ -157,4 +162,21 @@ impl EnvCommand {
 fn parse_selector(text: &str) -> Result<BTreeMap<String, String>, String> {
     drover_client::labels::parse(text)
         .map_err(|why| format!("{why} (a selector is the labels every node must have, e.g. role=web,env=staging)"))
+}
+
+/// The least role that may deploy by hand to an environment or an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployRole {
+    Operator,
+    Admin,
+}
+
+impl DeployRole {
+    /// As the coordinator reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployRole::Operator => "operator",
+            DeployRole::Admin => "admin",
+        }
+    }
 }

@@ -20,9 +20,10 @@ pub struct Remote {
     /// else the context's, else https://127.0.0.1:7700.
     #[arg(long, value_name = "URLS")]
     pub coordinator: Option<String>,
-    /// Directory with ca.pem, admin.pem and admin-key.pem: DIR/admin after
-    /// `drover certs init --dir DIR`. Default: DROVER_TLS_DIR, else the
-    /// context's, else .drover/tls.
+    /// Directory with ca.pem and a client certificate: a user's, user.pem
+    /// and user-key.pem (`drover login`), else the admin's, admin.pem and
+    /// admin-key.pem (DIR/admin after `drover certs init --dir DIR`).
+    /// Default: DROVER_TLS_DIR, else the context's, else .drover/tls.
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
     /// The context (see `drover context`) whose coordinator and TLS
@@ -38,7 +39,7 @@ pub struct RemoteBefore {
     /// one; also after the command).
     #[arg(long, env = "DROVER_COORDINATOR", value_name = "URLS")]
     pub coordinator: Option<String>,
-    /// The admin's TLS directory (also after the command).
+    /// The TLS directory, the admin's or a user's (also after the command).
     #[arg(long, env = "DROVER_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
     /// The context to use instead of the current one (also after the

@@ -6,6 +6,10 @@
 //! endpoints and the choice of coordinator are `drover_client`'s, as for
 //! the CLI.
 //!
+//! Besides `ControlService`, it makes the admin's `IdentityService` calls
+//! the benchmark needs (join tokens, enrolled identities) on the same
+//! channels.
+//!
 //! Calling the coordinator in-process instead of through the `drover` CLI
 //! keeps process start-up and TLS handshakes out of the measured times.
 
@@ -20,6 +24,7 @@ use drover_client::targets::{Follower, Targets, follower};
 use drover_client::tls::ClientTls;
 use drover_proto::v1 as pb;
 use pb::control_service_client::ControlServiceClient;
+use pb::identity_service_client::IdentityServiceClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
@@ -44,7 +49,13 @@ pub struct Control {
     tls: ClientTls,
     /// Channels by URL. A tonic channel reconnects by itself, but one to a
     /// coordinator that was killed is dropped so the next call dials afresh.
-    clients: HashMap<String, Client>,
+    channels: HashMap<String, Channel>,
+}
+
+/// The control service's client on `channel`, taking answers as large as a
+/// run of 5,000 jobs.
+fn control_client(channel: Channel) -> Client {
+    ControlServiceClient::new(channel).max_decoding_message_size(64 << 20)
 }
 
 /// Whether a call failed because the coordinator could not be reached or
@@ -60,7 +71,7 @@ impl Control {
     pub fn new(tls_dir: &Path, urls: Vec<String>) -> Result<Control, BenchError> {
         let targets = Targets::new(urls).ok_or_else(|| BenchError::new("no coordinator URL to call"))?;
         let tls = ClientTls::load(tls_bundle(tls_dir, "admin", "admin")).map_err(|e| BenchError::new(e.to_string()))?;
-        Ok(Control { targets, tls, clients: HashMap::new() })
+        Ok(Control { targets, tls, channels: HashMap::new() })
     }
 
     /// The coordinator URLs this client knows.
@@ -68,8 +79,8 @@ impl Control {
         self.targets.urls()
     }
 
-    async fn client(&mut self, url: &str) -> Result<Client, BenchError> {
-        if let Some(c) = self.clients.get(url) {
+    async fn channel(&mut self, url: &str) -> Result<Channel, BenchError> {
+        if let Some(c) = self.channels.get(url) {
             return Ok(c.clone());
         }
         let endpoint = endpoint(url, &self.tls, &Transport::CONTROL).map_err(|e| BenchError::new(e.to_string()))?;
@@ -78,9 +89,8 @@ impl Control {
             .await
             .map_err(|_| BenchError::new(format!("connecting to {url} took over 10s")))?
             .map_err(|e| BenchError::new(format!("cannot connect to {url}: {}", error_chain(&e))))?;
-        let client = ControlServiceClient::new(channel).max_decoding_message_size(64 << 20);
-        self.clients.insert(url.to_string(), client.clone());
-        Ok(client)
+        self.channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// Makes a call that only the leader answers, following redirects and
@@ -96,10 +106,19 @@ impl Control {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.leader_call_on(what, deadline, |channel| call(control_client(channel))).await
+    }
+
+    /// [`Control::leader_call`] for a call of any service on the channel.
+    async fn leader_call_on<T, F, Fut>(&mut self, what: &str, deadline: Instant, mut call: F) -> Result<T, BenchError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         loop {
             let url = self.targets.next(Instant::now());
-            let status = match self.client(&url).await {
-                Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+            let status = match self.channel(&url).await {
+                Ok(channel) => match tokio::time::timeout(CALL_TIMEOUT, call(channel)).await {
                     Ok(Ok(response)) => {
                         self.targets.redirect(url);
                         return Ok(response.into_inner());
@@ -120,7 +139,7 @@ impl Control {
                 None if connection_lost(&status) => {
                     // This coordinator is gone: forget its channel and try
                     // the next one shortly.
-                    self.clients.remove(&url);
+                    self.channels.remove(&url);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 None => {
@@ -145,11 +164,11 @@ impl Control {
     {
         loop {
             let url = self.targets.in_turn().to_string();
-            let last = match self.client(&url).await {
-                Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+            let last = match self.channel(&url).await {
+                Ok(channel) => match tokio::time::timeout(CALL_TIMEOUT, call(control_client(channel))).await {
                     Ok(Ok(response)) => return Ok(response.into_inner()),
                     Ok(Err(status)) if connection_lost(&status) => {
-                        self.clients.remove(&url);
+                        self.channels.remove(&url);
                         status.message().to_string()
                     }
                     Ok(Err(status)) => {
@@ -221,6 +240,30 @@ impl Control {
             .leader_call("ListAgents", deadline, |mut c| async move { c.list_agents(pb::ListAgentsRequest {}).await })
             .await?;
         Ok(reply.agents)
+    }
+
+    /// A single-use join token for agent `name` (no labels, the default
+    /// life), from the leader: the secret and the CA's pin, as `drover
+    /// agent-token create` prints them.
+    pub async fn create_agent_token(&mut self, name: &str, deadline: Instant) -> Result<(String, String), BenchError> {
+        let request = pb::CreateAgentTokenRequest { name: name.to_string(), ..Default::default() };
+        let reply = self
+            .leader_call_on("CreateAgentToken", deadline, |channel| {
+                let request = request.clone();
+                async move { IdentityServiceClient::new(channel).create_agent_token(request).await }
+            })
+            .await?;
+        Ok((reply.secret, reply.ca_pin))
+    }
+
+    /// The enrolled agents the leader knows, with their renewals.
+    pub async fn list_agent_identities(&mut self, deadline: Instant) -> Result<Vec<pb::AgentIdentity>, BenchError> {
+        let reply = self
+            .leader_call_on("ListAgentIdentities", deadline, |channel| async move {
+                IdentityServiceClient::new(channel).list_agent_identities(pb::ListAgentIdentitiesRequest {}).await
+            })
+            .await?;
+        Ok(reply.identities)
     }
 
     /// The URL of the coordinator that leads, per the `Cluster` call, once

@@ -35,6 +35,16 @@
 //!   artifact they deploy); how long the first pass over every app takes,
 //!   and the coordinator's CPU, its own and its git processes', per app
 //!   per poll interval over 60 s.
+//! - renew: certificate renewal under load (issue 18). 1,000 agents
+//!   (`--renew-agents`) enroll with join tokens (`CreateAgentToken`, then
+//!   `EnrollService.Enroll`, 8 at a time) and connect; while a steady
+//!   stream of runs (a pipeline of 10 trivial jobs every 100 ms) flows
+//!   through them, all of them renew their certificates at once, each over
+//!   its session's channel. Enrollment time (total, p50 and p99 per
+//!   agent), renewal latency p50/p99/max, renewals failed, sessions lost,
+//!   jobs completed and failed (must be none), and the coordinator's CPU
+//!   seconds for the burst. The coordinator runs with `--agent-cert-ttl
+//!   1h`, so that no renewal falls due by itself.
 //! - failover (etcd only): three coordinators and three agents that know
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
@@ -60,22 +70,22 @@ use std::time::Duration;
 use drover_client::chain::error_chain;
 use drover_integration_tests::bench::BenchError;
 use drover_integration_tests::bench::modes::{
-    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, retention, scale, throughput,
+    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, renew, retention, scale, throughput,
 };
 use drover_integration_tests::bench::proc_stats;
 use drover_integration_tests::harness::Etcd;
 use tokio::runtime::Runtime;
 
-const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|all] \
+const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|all] \
 [--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
-[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--otlp-blackhole]";
+[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole]";
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
     let mut store = "both".to_string();
     let mut smoke = false;
     let mut otlp_blackhole = false;
-    let mut overrides: [Option<usize>; 9] = [None; 9];
+    let mut overrides: [Option<usize>; 10] = [None; 10];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -95,6 +105,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--runs" => overrides[6] = Some(number("--runs", value("--runs")?)?),
             "--big-log-runs" => overrides[7] = Some(number("--big-log-runs", value("--big-log-runs")?)?),
             "--apps" => overrides[8] = Some(number("--apps", value("--apps")?)?),
+            "--renew-agents" => overrides[9] = Some(number("--renew-agents", value("--renew-agents")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -106,9 +117,14 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         "retention" => vec![Mode::Retention],
         "failover" => vec![Mode::Failover],
         "apps" => vec![Mode::Apps],
-        "all" => vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover, Mode::Apps],
+        "renew" => vec![Mode::Renew],
+        "all" => {
+            vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover, Mode::Apps, Mode::Renew]
+        }
         other => {
-            return Err(format!("--mode {other:?}: use latency, throughput, scale, retention, failover, apps or all"));
+            return Err(format!(
+                "--mode {other:?}: use latency, throughput, scale, retention, failover, apps, renew or all"
+            ));
         }
     };
     let (embedded, etcd) = match store.as_str() {
@@ -120,8 +136,8 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
-    let (samples, jobs, scale_agents, kills, runs, big_log_runs, apps) =
-        if smoke { (20, 200, 200, 1, 100, 3, 20) } else { (1000, 5000, 10_000, 10, 10_000, 50, 1000) };
+    let (samples, jobs, scale_agents, kills, runs, big_log_runs, apps, renew_agents) =
+        if smoke { (20, 200, 200, 1, 100, 3, 20, 50) } else { (1000, 5000, 10_000, 10, 10_000, 50, 1000, 1000) };
     let args = Args {
         modes,
         embedded,
@@ -137,6 +153,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         big_log_runs: overrides[7].unwrap_or(big_log_runs),
         otlp_blackhole,
         apps: overrides[8].unwrap_or(apps),
+        renew_agents: overrides[9].unwrap_or(renew_agents),
     };
     if args.samples == 0
         || args.jobs == 0
@@ -144,10 +161,12 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         || args.kills == 0
         || args.big_log_runs == 0
         || args.apps == 0
+        || args.renew_agents == 0
         || args.runs < 10
     {
         return Err(
-            "--samples, --jobs, --scale-agents, --kills, --big-log-runs and --apps must be at least 1, --runs at least 10"
+            "--samples, --jobs, --scale-agents, --kills, --big-log-runs, --apps and --renew-agents must be at \
+                    least 1, --runs at least 10"
                 .into(),
         );
     }
@@ -170,6 +189,7 @@ fn run_store(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
             Mode::Scale => scale(rt, store, args)?,
             Mode::Retention => retention(rt, store, args)?,
             Mode::Apps => apps(rt, store, args)?,
+            Mode::Renew => renew(rt, store, args)?,
             Mode::Failover => match store.etcd {
                 Some(etcd) => failover(rt, etcd, args)?,
                 None if args.modes.len() == 1 => say!("failover needs etcd; skipped on the embedded store"),
@@ -230,9 +250,15 @@ fn main() {
     };
     // This process and the coordinator each hold one socket per agent, plus
     // files, etcd connections and the like.
+    let agents = [(Mode::Scale, args.scale_agents), (Mode::Renew, args.renew_agents)]
+        .iter()
+        .filter(|(mode, _)| args.modes.contains(mode))
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0);
     match proc_stats::raise_fd_limit() {
-        Ok(limit) if limit < args.scale_agents as u64 + 1000 && args.modes.contains(&Mode::Scale) => {
-            say!("the open-file limit is {limit}, which may be too low for {} agents", args.scale_agents)
+        Ok(limit) if agents > 0 && limit < agents as u64 + 1000 => {
+            say!("the open-file limit is {limit}, which may be too low for {agents} agents")
         }
         Ok(_) => {}
         Err(e) => say!("{e}; keeping the current open-file limit"),

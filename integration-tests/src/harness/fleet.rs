@@ -270,6 +270,28 @@ impl Fleet {
         (self.agents.len() - 1, metrics)
     }
 
+    /// Starts an agent that enrolls with a join token: it makes its own key
+    /// in `tls_dir` (which the harness never touches) and asks the
+    /// coordinator for a certificate, pinning its CA.
+    pub fn start_enrolling_agent(&mut self, name: &str, tls_dir: &Path, token: &str, pin: &str) -> usize {
+        let log = self.dir.path().join(format!("agent-{name}-{}.log", self.agents.len()));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let work_dir = self.dir.path().join("work").join(format!("{name}-{}", self.agents.len()));
+        let child = Command::new(bin("drover-agent"))
+            .args(["--coordinator", &self.url(), "--name", name, "--join-token", token, "--ca-pin", pin])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .arg("--tls-dir")
+            .arg(tls_dir)
+            .env("DROVER_LOG", "info,drover_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start agent");
+        self.agents.push(Proc { child, name: name.to_string(), log });
+        self.agents.len() - 1
+    }
+
     /// The coordinators' TLS directory (certs/coordinator).
     pub fn coordinator_tls(&self) -> PathBuf {
         self.certs.join("coordinator")

@@ -120,7 +120,7 @@ fn a_client_certificate_from_another_ca_is_refused_with_what_to_check() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("refused the client certificate"), "{stderr}");
-    assert!(stderr.contains("check --tls-dir (or DROVER_TLS_DIR)"), "{stderr}");
+    assert!(stderr.contains("check --tls-dir (or DROVER_TLS_DIR, or the context)"), "{stderr}");
     assert!(!stderr.contains("the coordinator failed"), "{stderr}");
 
     // The whole admin directory of the other CA: now the CLI refuses the
@@ -129,7 +129,7 @@ fn a_client_certificate_from_another_ca_is_refused_with_what_to_check() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("does not vouch for"), "{stderr}");
-    assert!(stderr.contains("check --tls-dir (or DROVER_TLS_DIR)"), "{stderr}");
+    assert!(stderr.contains("check --tls-dir (or DROVER_TLS_DIR, or the context)"), "{stderr}");
 
     // The fleet's own admin directory works.
     let out = fleet.drover(&["runs"]);
@@ -184,6 +184,7 @@ fn certs_init_gives_each_process_only_its_own_keys() {
         ("ca/ca-key.pem", 0o600),
         ("ca/ca.pem", 0o644),
         ("coordinator", 0o700),
+        ("coordinator/ca-key.pem", 0o600),
         ("coordinator/ca.pem", 0o644),
         ("coordinator/coordinator-key.pem", 0o600),
         ("coordinator/coordinator.pem", 0o644),
@@ -198,7 +199,7 @@ fn certs_init_gives_each_process_only_its_own_keys() {
     // It says where each directory goes.
     let c = certs.display();
     for line in [
-        format!("{c}/ca/  the CA and its key: keep it offline, with the operator"),
+        format!("{c}/ca/  the CA and its key, with the operator"),
         format!("drover-coordinator --tls-dir {c}/coordinator"),
         format!("DROVER_TLS_DIR={c}/admin"),
     ] {

@@ -275,6 +275,15 @@ fn a_canary_waits_for_a_promote_and_blue_green_switches_two_hosts_without_a_fail
     let status = web.fleet.wait_run(&run, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(web.versions(), vec![Some("v1".to_string()); 2]);
+    // The promote is in the audit log, with who and on what.
+    let audit = text(&web.fleet.drover(&["audit", "-o", "json"]).stdout);
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let promoted = audit.as_array().unwrap().iter().any(|e| {
+        e["action"] == "rollout.promote"
+            && e["actor"] == "admin:admin"
+            && e["target"].as_str() == Some(&*rollout["id"].to_string())
+    });
+    assert!(promoted, "{audit}");
 
     // Blue-green v2 while clients hammer both hosts: no request fails, and
     // both switch.

@@ -110,14 +110,12 @@ fn a_client_without_a_certificate_is_refused() {
                 })
         })
     };
-    // The coordinator requires a client certificate in the TLS handshake
-    // (tls.rs: `client_ca_root`), so a client without one never reaches the
-    // API's own PermissionDenied. With TLS 1.3 the client finishes its half
-    // of the handshake first and learns of the refusal from the server's
-    // CertificateRequired alert; depending on timing that alert, or the
-    // connection it closed, is what the call reports.
+    // The listener lets a client without a certificate finish the TLS
+    // handshake, for enrollment alone (`EnrollService`); every other
+    // service refuses it before any handler runs (`api::require_certificate`).
     let Err(refused) = list_runs(None) else { panic!("a client without a certificate got an answer") };
-    assert_eq!(refused.status, None, "refused in the TLS handshake, before any gRPC status: {}", refused.detail);
+    assert_eq!(refused.status, Some(tonic::Code::Unauthenticated), "{}", refused.detail);
+    assert!(refused.detail.contains("a client certificate is required"), "{}", refused.detail);
     // The same call with the admin identity is answered.
     let admin = tonic::transport::Identity::from_pem(
         std::fs::read(fleet.tls.join("admin.pem")).unwrap(),
@@ -126,4 +124,54 @@ fn a_client_without_a_certificate_is_refused() {
     if let Err(e) = list_runs(Some(admin)) {
         panic!("the admin certificate was refused ({:?}): {}", e.status, e.detail);
     }
+}
+
+/// An admin certificate signed by the fleet's own CA, edited by `edit`,
+/// in a TLS directory the CLI can use.
+fn forged_admin(fleet: &Fleet, tag: &str, edit: impl FnOnce(&mut rcgen::CertificateParams)) -> TempDir {
+    let ca = fleet.certs.join("ca");
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(ca.join("ca.pem")).unwrap(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "drover-admins");
+    dn.push(rcgen::DnType::CommonName, "forger");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    edit(&mut params);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = TempDir::new(tag);
+    std::fs::copy(fleet.tls.join("ca.pem"), dir.path().join("ca.pem")).unwrap();
+    std::fs::write(dir.path().join("admin.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("admin-key.pem"), key.serialize_pem()).unwrap();
+    dir
+}
+
+#[test]
+fn an_expired_client_certificate_or_one_with_two_uri_sans_is_refused() {
+    let fleet = Fleet::start("forged");
+    // Signed by the right CA, but expired: refused in the handshake.
+    let expired = forged_admin(&fleet, "expired", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let out = fleet.drover_with_tls(expired.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refused the client certificate"), "{}", text(&out.stderr));
+    // Signed by the right CA, valid, but naming two more identities in URI
+    // SANs: a client is named by its subject alone, so it is refused.
+    let two = forged_admin(&fleet, "two-sans", |p| {
+        p.subject_alt_names = vec![
+            rcgen::SanType::URI("spiffe://drover/admin/root".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://drover/agent/a1".try_into().unwrap()),
+        ];
+    });
+    let out = fleet.drover_with_tls(two.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("carries 2 subject alternative name(s)"), "{}", text(&out.stderr));
+    // Unedited, the same forgery kit makes a certificate that works: the
+    // refusals above are for what was edited.
+    let plain = forged_admin(&fleet, "plain", |_| {});
+    assert!(fleet.drover_with_tls(plain.path(), &["runs"]).status.success());
 }

@@ -475,6 +475,20 @@ fn a_coordinator_that_acknowledges_nothing_is_frozen_after_the_timeout() {
 }
 
 #[test]
+fn each_welcome_says_when_to_renew_the_certificate_or_never() {
+    let t0 = Instant::now();
+    let mut p = Protocol::new();
+    assert_eq!(p.renew_cert_at_ms(), None, "nothing before a Welcome");
+    let renew_at =
+        |ms| In::Welcome(pb::Welcome { epoch: 1, heartbeat_ms: 500, renew_cert_at_ms: ms, ..Default::default() });
+    p.on_message(renew_at(1_800_000_000_000), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(1_800_000_000_000));
+    // The next session's coordinator speaks for the certificate it saw.
+    p.on_message(renew_at(0), t0);
+    assert_eq!(p.renew_cert_at_ms(), None, "0: a certificate never renewed");
+}
+
+#[test]
 fn a_logs_chunk_goes_out_with_the_request_id_it_answers() {
     let chunk =
         executor::LogsChunk { request_id: 9, data: b"started v1\n".to_vec(), next_offset: 42, error: String::new() };

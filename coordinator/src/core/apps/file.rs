@@ -18,6 +18,7 @@
 //!     deploy_key: DEPLOY_KEY    # optional, for an ssh URL: a secret's name
 //!     known_hosts: |            # with it: the server's host keys
 //!       git.example.com ssh-ed25519 AAAA...
+//!     deploy_role: admin        # optional: the least role that syncs it by hand
 //! ```
 //!
 //! Each app is checked by the rules of `drover app create` (the parent
@@ -54,6 +55,7 @@ const KEYS: &[&str] = &[
     "sync_timeout",
     "deploy_key",
     "known_hosts",
+    "deploy_role",
 ];
 const EXAMPLE: &str =
     "apps:\n  - name: web\n    repo: https://git.example.com/desired.git\n    path: deploy\n    env: staging";
@@ -135,6 +137,7 @@ impl File<'_, '_> {
             sync_timeout_ms: 0,
             deploy_key: String::new(),
             known_hosts: String::new(),
+            deploy_role: None,
         };
         let mut name_pos = None;
         for (key, value, pos) in &entries {
@@ -169,6 +172,10 @@ impl File<'_, '_> {
                 "depends_on" => spec.depends_on = self.names(value),
                 "deploy_key" => spec.deploy_key = self.text(value, "deploy_key", |_| None).unwrap_or_default(),
                 "known_hosts" => spec.known_hosts = self.text(value, "known_hosts", |_| None).unwrap_or_default(),
+                "deploy_role" => {
+                    let role = self.text(value, "deploy_role", crate::core::environments::deploy_role_problem);
+                    spec.deploy_role = role.and_then(|r| crate::core::authz::Role::parse(&r).ok());
+                }
                 other => self.problem(*pos, format!("unknown key `{}`; an app has {}", shown(other), KEYS.join(", "))),
             }
         }

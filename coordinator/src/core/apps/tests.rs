@@ -21,6 +21,7 @@ fn spec() -> AppSpec {
         sync_timeout_ms: 0,
         deploy_key: String::new(),
         known_hosts: String::new(),
+        deploy_role: None,
     }
 }
 

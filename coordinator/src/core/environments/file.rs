@@ -11,6 +11,7 @@
 //!     require_approval: true                 # optional; then approvers are required
 //!     approvers: [alice, ops-team]           # certificate names
 //!     branches: [main, 'release/*']          # optional: only pipelines of these branches deploy
+//!     deploy_role: admin                     # optional: the least role that deploys here by hand
 //!     windows:                               # optional: when deploys may go ahead
 //!       - allow: "0 9 * * 1-5"               # a five-field cron: when the window opens
 //!         for: 8h                            # how long it stays open (30m, 8h, 1h30m)
@@ -32,13 +33,14 @@ use crate::core::declared::{self, Listing, describe, shown};
 
 use super::{
     DEFAULT_TIMEZONE, MAX_FILE_BYTES, MAX_FILE_ENVIRONMENTS, Spec, Window, WindowKind, approver_problem,
-    approvers_problem, branch_problem, branches_size_problem, check, description_problem, label_problem, name_problem,
-    parse_for, selector_size_problem, timezone_problem, window_cron_problem, window_kind_problem,
-    window_reason_problem, windows_size_problem,
+    approvers_problem, branch_problem, branches_size_problem, check, deploy_role_problem, description_problem,
+    label_problem, name_problem, parse_for, selector_size_problem, timezone_problem, window_cron_problem,
+    window_kind_problem, window_reason_problem, windows_size_problem,
 };
 
 /// The keys of one environment, for the error that names them.
-const KEYS: &[&str] = &["name", "selector", "require_approval", "approvers", "branches", "description", "windows"];
+const KEYS: &[&str] =
+    &["name", "selector", "require_approval", "approvers", "branches", "description", "windows", "deploy_role"];
 /// The keys of one deploy window.
 const WINDOW_KEYS: &[&str] = &["allow", "deny", "for", "timezone", "reason"];
 const EXAMPLE: &str = "environments:\n  - name: staging\n    selector: {role: web, env: staging}";
@@ -151,6 +153,13 @@ impl File<'_, '_> {
                     None => self.problem(value.pos, format!("`description` is text, found {}", describe(value))),
                 },
                 "windows" => spec.windows = self.windows(value),
+                "deploy_role" => match text(value) {
+                    Some(role) => match deploy_role_problem(role) {
+                        Some(why) => self.problem(value.pos, why),
+                        None => spec.deploy_role = crate::core::authz::Role::parse(role).ok(),
+                    },
+                    None => self.problem(value.pos, format!("`deploy_role` is a role, found {}", describe(value))),
+                },
                 other => self
                     .problem(*pos, format!("unknown key `{}`; an environment has {}", shown(other), KEYS.join(", "))),
             }

@@ -146,6 +146,7 @@ fn files_are_read_with_every_problem_at_its_place() {
             branches: vec!["main".into(), "release/*".into()],
             description: String::new(),
             windows: vec![],
+            deploy_role: None,
         }
     );
 

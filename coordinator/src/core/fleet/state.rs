@@ -229,6 +229,29 @@ impl Fleet {
         vec![FleetEffect::PersistAgent(name.to_string(), a.record()), FleetEffect::Changed { connected: -1 }]
     }
 
+    /// A session closed because its name was put on the deny list: the
+    /// agent is away, and every attempt it held is lost now (not at its
+    /// lease's end), so its jobs retry elsewhere where `retries` allow. A
+    /// revoked agent's reports would be refused anyway.
+    pub fn revoked(&mut self, conn: u64, name: &str, reason: &str, now: Now) -> Vec<FleetEffect> {
+        let mut fx = self.gone(conn, name, now);
+        if fx.is_empty() {
+            return fx;
+        }
+        let mut held: Vec<AttemptId> =
+            self.held.iter().filter(|(_, h)| h.agent == name).map(|(id, _)| id.clone()).collect();
+        held.sort();
+        for id in held {
+            self.held.remove(&id);
+            warn!(attempt = %id, agent = %name, "the attempt of a revoked agent is lost");
+            fx.push(FleetEffect::Owner(AttemptEvent::Lost(id, format!("agent {name} was revoked: {reason}"))));
+        }
+        if let Some(a) = self.agents.get_mut(name) {
+            a.in_use = 0;
+        }
+        fx
+    }
+
     /// A heartbeat, received by the edge at `received`: leases run from
     /// there, never from when the scheduler got round to it.
     #[allow(clippy::too_many_arguments)]

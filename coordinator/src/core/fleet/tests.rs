@@ -104,6 +104,10 @@ enum Call {
     Expire {
         at: u64,
     },
+    Revoked {
+        at: u64,
+        conn: u64,
+    },
     Stall {
         ms: u64,
     },
@@ -196,6 +200,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                 fleet.result(conn, "a1", id(attempt), Outcome::Succeeded { artifact: None, cache: None }, "")
             }
             Gone { at, conn } => fleet.gone(conn, "a1", now(at)),
+            Revoked { at, conn } => fleet.revoked(conn, "a1", "revoked by admin:root", now(at)),
             Assign { at, id: attempt } => {
                 let work = Work::Job {
                     steps: vec![],
@@ -255,6 +260,32 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
             vec![hello(0, 1), Hello { at: 100, conn: 2, instance: "i2", running: &[] }],
             vec!["refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or stops renewing for 10s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))".to_string()],
             2,
+        ),
+        (
+            "a revoked session goes away (no slots offered) and loses every attempt at once",
+            vec![
+                hello(0, 1),
+                Assign { at: 0, id: "1/a/1" },
+                Assign { at: 0, id: "2/b/1" },
+                Accepted { at: 10, conn: 1, id: "1/a/1" },
+                Revoked { at: 20, conn: 1 },
+            ],
+            vec![
+                "persist a1 (2 slots)",
+                "changed -1",
+                "owner: 1/a/1 lost (agent a1 was revoked: revoked by admin:root)",
+                "owner: 2/b/1 lost (agent a1 was revoked: revoked by admin:root)",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            0,
+        ),
+        (
+            "a revocation of a session that was already replaced changes nothing",
+            vec![hello(0, 1), Assign { at: 0, id: "1/a/1" }, hello(10, 2), Revoked { at: 20, conn: 1 }],
+            vec![],
+            1,
         ),
         (
             "an assignment takes a slot and is sent",

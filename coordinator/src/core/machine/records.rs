@@ -114,6 +114,10 @@ pub struct Source {
     /// cron tick, even across a failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// Who submitted it (`admin:NAME`, `user:NAME`), for runs submitted
+    /// through the API (`drover run`, `drover rerun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
     /// A pull-request run of a repository not marked trusted (`drover repo
     /// add --trusted`): the agent edge withholds its secrets.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

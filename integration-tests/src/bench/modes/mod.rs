@@ -1,6 +1,6 @@
 //! The modes of `drover-bench` (see the binary's header for what each
 //! measures), one module each: [`latency`], [`throughput`], [`scale`],
-//! [`retention`], [`failover`] and [`apps`]. The binary parses its command line into
+//! [`retention`], [`failover`], [`apps`] and [`renew`]. The binary parses its command line into
 //! [`Args`] and calls them for each [`Store`]; this module holds what they
 //! share: fleets of simulated agents, one-job runs, and the benchmark's
 //! constants.
@@ -23,6 +23,7 @@ macro_rules! say {
 mod apps;
 mod failover;
 mod latency;
+mod renew;
 mod retention;
 mod scale;
 mod throughput;
@@ -30,6 +31,7 @@ mod throughput;
 pub use apps::apps;
 pub use failover::failover;
 pub use latency::latency;
+pub use renew::renew;
 pub use retention::retention;
 pub use scale::scale;
 pub use throughput::throughput;
@@ -49,6 +51,7 @@ pub enum Mode {
     Retention,
     Failover,
     Apps,
+    Renew,
 }
 
 #[derive(Debug)]
@@ -72,6 +75,8 @@ pub struct Args {
     pub otlp_blackhole: bool,
     /// Apps in the apps mode.
     pub apps: usize,
+    /// Enrolled agents that renew at once in the renew mode.
+    pub renew_agents: usize,
 }
 
 /// A deadline `secs` seconds from now, for the async waits.
@@ -92,9 +97,15 @@ impl Store<'_> {
     /// A fresh fleet with one coordinator on this store. The harness panics
     /// with the coordinator's log when one does not start.
     fn fleet(&self, mode: &str) -> Fleet {
+        self.fleet_with(mode, &[])
+    }
+
+    /// Like [`Store::fleet`], with the mode's own coordinator flags too.
+    fn fleet_with(&self, mode: &str, flags_of_mode: &[&str]) -> Fleet {
         let tag = format!("bench-{mode}-{}", self.name.replace('+', "-"));
         let mut flags: Vec<&str> = LEASE_ARGS.to_vec();
         flags.extend(self.extra.iter().map(String::as_str));
+        flags.extend_from_slice(flags_of_mode);
         match self.etcd {
             Some(etcd) => Fleet::start_ha_with(&tag, etcd, 1, &flags),
             None => Fleet::start_with(&tag, &flags),

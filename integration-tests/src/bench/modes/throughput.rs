@@ -15,7 +15,7 @@ const THROUGHPUT_SLOTS: u32 = 16;
 
 /// Pipelines of `jobs` independent trivial jobs in all, at most `per` in
 /// each.
-fn throughput_pipelines(jobs: usize, per: usize) -> Vec<String> {
+pub(super) fn throughput_pipelines(jobs: usize, per: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < jobs {

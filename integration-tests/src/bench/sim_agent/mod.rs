@@ -22,9 +22,18 @@
 //! benchmark with these agents measures; and thousands of them fit in one
 //! process, which real agent processes would not on a small machine.
 //!
+//! An agent may also start from a join token instead of a hand-issued
+//! certificate ([`enroll`], then [`Swarm::spawn_enrolled`]); such an agent
+//! renews its certificate over its session's channel when the benchmark
+//! tells every agent at once ([`Swarm::renew_all`]), keeping its session.
+//! Agents started with [`Swarm::spawn`] never renew, and their session loop
+//! is as it was.
+//!
 //! This module has the swarm and what its driver sees; `session` has one
-//! agent's connections and its simulated executor.
+//! agent's connections and its simulated executor; `identity` enrollment
+//! and renewal.
 
+mod identity;
 mod session;
 
 use std::collections::HashMap;
@@ -36,11 +45,13 @@ use std::time::Duration;
 use drover_client::endpoint::{Transport, endpoint};
 use drover_client::targets::Targets;
 use drover_client::tls::ClientTls;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{BenchError, tls_bundle};
+use identity::Renewer;
+pub use identity::{Enrolled, Renewal, enroll, whoami};
 use session::SimAgent;
 
 /// What every agent of a swarm is like.
@@ -98,12 +109,20 @@ struct Tap {
     /// The latest failure, for diagnostics when a wait times out.
     last_failure: Mutex<String>,
     events: mpsc::UnboundedSender<Observed>,
+    /// Enrolled agents' renewals that ended, in the order they did.
+    renewals: Mutex<Vec<Renewal>>,
 }
 
 impl Tap {
     fn observe(&self, event: Observed) {
         // The receiver lives as long as the swarm, which outlives its agents.
         let _ = self.events.send(event);
+    }
+
+    fn renewed(&self, renewal: Renewal) {
+        if let Ok(mut renewals) = self.renewals.lock() {
+            renewals.push(renewal);
+        }
     }
 
     fn failed(&self, why: String) {
@@ -128,6 +147,13 @@ pub struct Swarm {
     /// Bounds how many agents dial, shake hands and say Hello at the same
     /// moment, so thousands of TLS handshakes do not swamp a small machine.
     gate: Arc<Semaphore>,
+    /// Tells enrolled agents to renew, with the moment it did.
+    renew: watch::Sender<Option<std::time::Instant>>,
+}
+
+/// Loads agent `name`'s bundle from `dir`, as a real agent's `--tls-dir`.
+fn load_tls(dir: &Path, name: &str) -> Result<ClientTls, BenchError> {
+    ClientTls::load(tls_bundle(dir, &format!("agent-{name}"), "agent-NAME")).map_err(|e| BenchError::new(e.to_string()))
 }
 
 impl Swarm {
@@ -150,6 +176,7 @@ impl Swarm {
             failures: AtomicU64::new(0),
             last_failure: Mutex::new(String::new()),
             events: tx,
+            renewals: Mutex::new(Vec::new()),
         });
         Ok(Swarm {
             runtime,
@@ -159,23 +186,47 @@ impl Swarm {
             events,
             tasks: Vec::new(),
             gate: Arc::new(Semaphore::new(concurrent_connects.max(1))),
+            renew: watch::Sender::new(None),
         })
+    }
+
+    /// Agent `name`'s bundle directory, agents/NAME: where
+    /// `drover certs issue-agent` puts it, and where [`enroll`] should.
+    pub fn bundle_dir(&self, name: &str) -> PathBuf {
+        self.certs.join("agents").join(name)
     }
 
     /// Starts agent `name` with its bundle, agents/NAME (issued
     /// beforehand), as a real agent's `--tls-dir`. It connects on its own,
     /// in the background.
     pub fn spawn(&mut self, name: &str) -> Result<(), BenchError> {
-        let bundle = self.certs.join("agents").join(name);
-        let tls = ClientTls::load(tls_bundle(&bundle, &format!("agent-{name}"), "agent-NAME"))
-            .map_err(|e| BenchError::new(e.to_string()))?;
+        self.start(name, None)
+    }
+
+    /// Starts agent `name`, enrolled beforehand with a join token into its
+    /// bundle directory ([`enroll`]), like [`Swarm::spawn`]; it renews its
+    /// certificate when [`Swarm::renew_all`] says so.
+    pub fn spawn_enrolled(&mut self, name: &str) -> Result<(), BenchError> {
+        let renewer = Renewer::new(name.to_string(), self.renew.subscribe(), self.bundle_dir(name));
+        self.start(name, Some(renewer))
+    }
+
+    fn start(&mut self, name: &str, renewer: Option<Renewer>) -> Result<(), BenchError> {
+        let tls = load_tls(&self.bundle_dir(name), name)?;
         for url in &self.config.urls {
             endpoint(url, &tls, &Transport::AGENT).map_err(|e| BenchError::new(e.to_string()))?;
         }
         let targets = Targets::new(self.config.urls.clone())
             .ok_or_else(|| BenchError::new("simulated agents need at least one coordinator URL"))?;
-        let agent =
-            SimAgent::new(name.to_string(), tls, targets, self.config.clone(), self.tap.clone(), self.gate.clone());
+        let agent = SimAgent::new(
+            name.to_string(),
+            tls,
+            targets,
+            self.config.clone(),
+            self.tap.clone(),
+            self.gate.clone(),
+            renewer,
+        );
         self.tasks.push(self.runtime.spawn(agent.run()));
         Ok(())
     }
@@ -204,6 +255,25 @@ impl Swarm {
     pub fn failures(&self) -> (u64, String) {
         let last = self.tap.last_failure.lock().map(|s| s.clone()).unwrap_or_default();
         (self.tap.failures.load(Ordering::Relaxed), last)
+    }
+
+    /// Tells every enrolled agent to renew its certificate now, all at once;
+    /// returns the moment it did, from which [`Renewal::latency`] counts.
+    /// An agent between sessions renews on its next one.
+    pub fn renew_all(&self) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        self.renew.send_replace(Some(now));
+        now
+    }
+
+    /// The renewals that ended so far, through or failed.
+    pub fn renewals(&self) -> Vec<Renewal> {
+        self.tap.renewals.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// How many renewals ended so far.
+    pub fn renewals_ended(&self) -> usize {
+        self.tap.renewals.lock().map(|r| r.len()).unwrap_or_default()
     }
 
     /// Waits until at least `n` agents are connected; `progress` is called

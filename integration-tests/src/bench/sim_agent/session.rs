@@ -7,6 +7,9 @@
 //! `drover_client`'s, as the real agent's are. What is its own: dialling
 //! through the swarm's gate, an executor that succeeds at once (optionally
 //! sending a log in chunks first), and what it tells the benchmark driver.
+//! An enrolled agent also renews its certificate over the session's channel
+//! when the benchmark says so (`super::identity`), and loads the new files
+//! for its next connection.
 //!
 //! Unlike the real agent it does not leave a coordinator that acknowledges
 //! no heartbeats (its attempts end at once, so nothing needs fencing), and
@@ -29,7 +32,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Observed, SimConfig, Tap};
+use super::identity::{Renewal, Renewer};
+use super::{Observed, SimConfig, Tap, load_tls};
 
 /// Counts an agent as connected for as long as it lives.
 struct ConnectedGuard<'a>(&'a Tap);
@@ -77,6 +81,9 @@ pub(super) struct SimAgent {
     proto: Protocol,
     /// The log every attempt prints, when it prints one.
     log: Option<Arc<[u8]>>,
+    /// An enrolled agent's renewals; None for one with a hand-issued
+    /// certificate, which never renews.
+    renewer: Option<Renewer>,
 }
 
 impl SimAgent {
@@ -89,9 +96,10 @@ impl SimAgent {
         config: Arc<SimConfig>,
         tap: Arc<Tap>,
         gate: Arc<Semaphore>,
+        renewer: Option<Renewer>,
     ) -> SimAgent {
         let log = (config.log_bytes > 0).then(|| log_line(config.log_bytes).into());
-        SimAgent { name, tls, config, tap, gate, targets, proto: Protocol::new(), log }
+        SimAgent { name, tls, config, tap, gate, targets, proto: Protocol::new(), log, renewer }
     }
 
     /// Connects, serves sessions and reconnects until the task is aborted.
@@ -150,6 +158,8 @@ impl SimAgent {
                 return SessionEnd::Failed;
             }
         };
+        // Only an enrolled agent keeps the channel for its renewals.
+        let renewal_channel = self.renewer.is_some().then(|| channel.clone());
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
         let hello = pb::Hello {
@@ -209,7 +219,13 @@ impl SimAgent {
         let period = heartbeat_period.unwrap_or(self.proto.heartbeat_period());
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        // Out of `self` for the session, so the loop can wait on it while
+        // the handlers use `self`.
+        let mut renewer = self.renewer.take();
+        if let (Some(r), Some(channel)) = (renewer.as_mut(), renewal_channel) {
+            r.attach(channel);
+        }
+        let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
@@ -221,18 +237,44 @@ impl SimAgent {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         self.tap.failed(format!("{url} closed the session"));
-                        return SessionEnd::Broke { lasted: started.elapsed() };
+                        break SessionEnd::Broke { lasted: started.elapsed() };
                     }
                     Err(status) => {
                         self.tap.failed(format!("session with {url} broke: {}", status.message()));
-                        return SessionEnd::Broke { lasted: started.elapsed() };
+                        break SessionEnd::Broke { lasted: started.elapsed() };
                     }
                 },
                 _ = heartbeat.tick() => {
                     Self::send(&tx, self.proto.heartbeat(false, String::new(), Instant::now()));
                 }
+                renewal = Self::next_renewal(&mut renewer), if renewer.is_some() => self.renewed(renewal),
+            }
+        };
+        if let Some(lost) = renewer.as_mut().and_then(Renewer::detach) {
+            self.tap.renewed(lost);
+        }
+        self.renewer = renewer;
+        end
+    }
+
+    /// The next renewal of an enrolled agent to end; never for another.
+    async fn next_renewal(renewer: &mut Option<Renewer>) -> Renewal {
+        match renewer {
+            Some(r) => r.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A renewal ended: the next connection uses the new certificate, as the
+    /// real agent's reads its files afresh; the driver hears of it.
+    fn renewed(&mut self, mut renewal: Renewal) {
+        if renewal.error.is_none() {
+            match load_tls(self.tls.dir(), &self.name) {
+                Ok(tls) => self.tls = tls,
+                Err(e) => renewal.error = Some(format!("the renewed bundle cannot be loaded: {e}")),
             }
         }
+        self.tap.renewed(renewal);
     }
 
     /// Carries out what the protocol answers to one message from the
