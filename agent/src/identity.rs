@@ -1,6 +1,7 @@
 //! The agent's own key and certificate on disk, as enrollment
 //! ([`crate::enroll`]) first writes them and renewal (in [`crate::client`])
-//! replaces them: `ca.pem`, `agent-NAME.pem` and `agent-NAME-key.pem` in
+//! replaces them, and the CAs it trusts, which a CA rotation's trust bundle
+//! replaces: `ca.pem`, `agent-NAME.pem` and `agent-NAME-key.pem` in
 //! `--tls-dir`, the files `drover_client::tls::ClientTls::load` reads. A
 //! new key and its request, the check that a certificate carries it and
 //! the files written whole are [`drover_client::enroll::files`]', shared
@@ -10,7 +11,9 @@
 use std::path::Path;
 
 use drover_client::enroll::Holder;
-pub use drover_client::enroll::files::{Files, KeyError, Request, WriteError, check_pair, install};
+pub use drover_client::enroll::files::{
+    Files, KeyError, Request, WriteError, check_pair, first_cert, install, install_trust,
+};
 
 /// The base name of agent `name`'s files: `agent-NAME`.
 pub fn base(name: &str) -> String {

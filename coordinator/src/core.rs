@@ -8,6 +8,7 @@
 
 pub mod apps;
 pub mod authz;
+pub mod ca;
 pub mod declared;
 pub mod dispatch;
 pub mod environments;

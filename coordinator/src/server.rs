@@ -268,13 +268,13 @@ pub async fn run(
     segments.seal_into(blobs.clone());
     let vault = Arc::new(open_vault(&opts, store.clone())?);
     let authority = open_authority(&opts)?;
-    if let (Some(authority), Some(ttl)) = (&authority, opts.server_cert_ttl) {
-        tokio::spawn(tls::renew_forever(server_tls.clone(), authority.clone(), ttl));
-    }
-    let gate = crate::identity::Gate::spawn(store.clone());
+    let files_ca = std::fs::read_to_string(opts.tls_dir.join("ca.pem")).ok();
+    let keyring = crate::identity::ca::Keyring::new(authority, files_ca.as_deref(), vault.clone());
+    tokio::spawn(tls::renew_forever(server_tls.clone(), keyring.clone(), opts.server_cert_ttl));
+    let gate = crate::identity::Gate::spawn(store.clone(), keyring.clone());
     let identity = crate::api::identity::IdentityApi::new(
         store.clone(),
-        crate::identity::Signing { authority, cert_ttl: opts.agent_cert_ttl, user_cert_ttl: opts.user_cert_ttl },
+        crate::identity::Signing { keyring, cert_ttl: opts.agent_cert_ttl, user_cert_ttl: opts.user_cert_ttl },
         gate.clone(),
     );
     let caches = Arc::new(crate::caches::Caches::new(store.clone()));

@@ -5,6 +5,12 @@
 //! it at half its life (as agents renew theirs); connections open on the
 //! old one go on. Without the CA key it serves `coordinator.pem` as it is.
 //!
+//! During a CA rotation (`crate::identity::ca`) the CAs client
+//! certificates are verified against follow the ring: the configuration is
+//! rebuilt with the ring's CAs as roots, and a change of the CA that signs
+//! renews the server certificate at once, signed by the new one (with
+//! `--server-cert-ttl off`, too: a rotated CA must reach every certificate).
+//!
 //! Client certificates are verified against the CA when presented; a
 //! client without one may finish the handshake, for enrollment alone
 //! (`api::guard` refuses it everywhere else). The chain sent is the leaf
@@ -18,6 +24,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use drover_pki::enroll::Authority;
+
+use crate::identity::ca::{Keyring, Trust};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -89,11 +97,16 @@ impl ResolvesServerCert for Current {
     }
 }
 
+/// How long the server certificates a rotated CA signs last when
+/// `--server-cert-ttl` is off.
+pub const ROTATED_SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The listener's TLS: the configuration and the certificate it serves.
 pub struct ServerTls {
-    acceptor: TlsAcceptor,
+    acceptor: RwLock<TlsAcceptor>,
     current: Arc<Current>,
-    ca: Vec<CertificateDer<'static>>,
+    /// The CAs client certificates are verified against.
+    roots: RwLock<Vec<CertificateDer<'static>>>,
     /// The hosts of `coordinator.pem`, which renewed certificates name too.
     hosts: Vec<String>,
     dir: PathBuf,
@@ -110,22 +123,35 @@ impl ServerTls {
             .map_err(|detail| TlsError::Unusable { path: cert_path.clone(), detail })?;
         let (key_path, key_pem) = read(dir, "coordinator-key.pem")?;
         let current = Arc::new(Current(RwLock::new(certified(&key_path, leaf, &key_pem, &ca)?)));
-        let mut roots = rustls::RootCertStore::empty();
-        for c in &ca {
-            roots.add(c.clone()).map_err(|e| TlsError::Unusable { path: ca_path.clone(), detail: e.to_string() })?;
+        let acceptor = acceptor(&ca, current.clone()).map_err(|detail| TlsError::Unusable { path: ca_path, detail })?;
+        Ok(Arc::new(ServerTls {
+            acceptor: RwLock::new(acceptor),
+            current,
+            roots: RwLock::new(ca),
+            hosts,
+            dir: dir.to_path_buf(),
+        }))
+    }
+
+    /// Verifies client certificates against `trust`'s CAs from the next
+    /// handshake on (connections open go on as they are).
+    pub fn trust(&self, trust: &Trust) -> Result<(), TlsError> {
+        let mut roots = Vec::new();
+        for ca in &trust.cas {
+            roots.extend(certs(Path::new("the CA ring"), ca.cert.pem.as_bytes())?.into_iter().take(1));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Unusable { path: ca_path, detail: e.to_string() })?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(current.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        Ok(Arc::new(ServerTls { acceptor, current, ca, hosts, dir: dir.to_path_buf() }))
+        if *self.roots.read().expect("roots lock") == roots {
+            return Ok(());
+        }
+        let made = acceptor(&roots, self.current.clone())
+            .map_err(|detail| TlsError::Unusable { path: "the CA ring".into(), detail })?;
+        *self.acceptor.write().expect("acceptor lock") = made;
+        *self.roots.write().expect("roots lock") = roots;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().expect("acceptor lock").clone()
     }
 
     /// Signs a new server certificate for the same hosts with a new key and
@@ -136,29 +162,86 @@ impl ServerTls {
             .sign_server(&self.hosts, now_ms, ttl)
             .map_err(|e| TlsError::Unusable { path: path.clone(), detail: e.to_string() })?;
         let leaf = certs(&path, made.cert_pem.as_bytes())?;
-        let key = certified(&path, leaf, made.key_pem.as_bytes(), &self.ca)?;
+        let ca = certs(&path, authority.ca_pem().as_bytes())?;
+        let key = certified(&path, leaf, made.key_pem.as_bytes(), &ca)?;
         *self.current.0.write().expect("certificate lock") = key;
         Ok((made.signed.serial, made.signed.not_after_ms))
     }
 }
 
-/// Renews the server certificate now and then at half its life, for as
-/// long as the coordinator runs; a failure is logged and tried again in
-/// 30 seconds, while the certificate served still holds.
-pub async fn renew_forever(tls: Arc<ServerTls>, authority: Arc<Authority>, ttl: Duration) {
+/// The configuration: client certificates verified against `roots` when
+/// presented, the server certificate `current`'s, HTTP/2.
+fn acceptor(roots: &[CertificateDer<'static>], current: Arc<Current>) -> Result<TlsAcceptor, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.clone()).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(current);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Follows the keyring for as long as the coordinator runs: the client
+/// roots follow its CAs, and the server certificate is renewed at half its
+/// life (`ttl`; none: only once a rotation has begun) and at once when the
+/// CA that signs changes. A failure is logged and tried again in 30
+/// seconds, while the certificate served still holds.
+pub async fn renew_forever(tls: Arc<ServerTls>, keyring: Arc<Keyring>, ttl: Option<Duration>) {
+    let mut changes = keyring.subscribe();
+    // The CA that signed the certificate made last, and when to renew it.
+    let mut served: Option<String> = None;
+    let mut next: Option<tokio::time::Instant> = None;
     loop {
-        let now = drover_telemetry::trace::now_ms() as i64;
-        let wait = match tls.renew(&authority, now, ttl) {
-            Ok((serial, not_after_ms)) => {
-                info!(%serial, not_after_ms, "serving a new server certificate");
-                ttl / 2
+        let trust = changes.borrow_and_update().clone();
+        if trust.ring.is_some()
+            && let Err(e) = tls.trust(&trust)
+        {
+            warn!(error = %e, "cannot trust the CA ring's CAs; keeping the ones trusted before");
+        }
+        let ttl = ttl.or(trust.ring.as_ref().map(|_| ROTATED_SERVER_CERT_TTL));
+        if let (Some(signer), Some(ttl)) = (&trust.signer, ttl) {
+            let due = served.as_deref() != Some(signer.pin()) || next.is_some_and(|t| t <= tokio::time::Instant::now());
+            if due {
+                let now = drover_telemetry::trace::now_ms() as i64;
+                next = Some(
+                    tokio::time::Instant::now()
+                        + match tls.renew(signer, now, ttl) {
+                            Ok((serial, not_after_ms)) => {
+                                info!(%serial, not_after_ms, ca = signer.pin(), "serving a new server certificate");
+                                served = Some(signer.pin().to_owned());
+                                ttl / 2
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "cannot renew the server certificate; trying again in 30s");
+                                Duration::from_secs(30)
+                            }
+                        },
+                );
             }
-            Err(e) => {
-                warn!(error = %e, "cannot renew the server certificate; trying again in 30s");
-                Duration::from_secs(30)
+        }
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = sleep => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -184,7 +267,7 @@ pub fn incoming(
             // Without TCP_NODELAY, a small message (an assignment) can sit
             // behind Nagle's algorithm for the peer's delayed ACK: 40 ms.
             let _ = tcp.set_nodelay(true);
-            let (acceptor, sender) = (tls.acceptor.clone(), tx.clone());
+            let (acceptor, sender) = (tls.acceptor(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {

@@ -18,6 +18,7 @@ use crate::output::Format;
 
 mod app;
 mod artifacts;
+mod ca;
 mod cache;
 mod certs;
 mod context;
@@ -34,6 +35,7 @@ mod user;
 
 pub use app::{AppCommand, AppsArgs};
 pub use artifacts::ArtifactsCommand;
+pub use ca::{CaCommand, PhaseArg};
 pub use cache::CacheCommand;
 pub use certs::CertsCommand;
 pub use context::ContextCommand;
@@ -481,6 +483,15 @@ pub enum Command {
     ///
     /// Example: drover audit --since 1h --actor admin:alice
     Audit(AuditArgs),
+    /// The certificate authorities and their rotation: show them, move a
+    /// rotation on a phase, or bring this CLI's ca.pem and certificate up
+    /// to date.
+    ///
+    /// Example: drover ca status
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     // `login`, `user`, `users` and `whoami`, at the top level.
     #[command(flatten)]
     Access(AccessCommand),
@@ -556,6 +567,7 @@ impl Command {
             Command::AgentToken { command } => Some(command.remote()),
             Command::Agent { command } => Some(command.remote()),
             Command::Audit(AuditArgs { remote, .. }) => Some(remote),
+            Command::Ca { command } => Some(command.remote()),
             Command::Access(command) => command.remote(),
             Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }

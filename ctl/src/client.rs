@@ -151,7 +151,8 @@ async fn dial(url: &str, tls: &ClientTls) -> Result<Client, Exit> {
                      check --tls-dir (or DROVER_TLS_DIR, or the context): it must be DIR/admin from the `drover \
                      certs init --dir DIR` that made the coordinator's certificates, or a user's directory that \
                      `drover login` wrote for this coordinator; and the URL's host must be in the coordinator's \
-                     certificate (`drover certs init --host`)",
+                     certificate (`drover certs init --host`); after a CA rotation's reissue, a directory that missed \
+                     `drover ca refresh` needs the new CA: copy ca.pem from one that has it",
                     tls_dir.display()
                 ),
             );

@@ -24,6 +24,7 @@ macro_rules! i_call {
 }
 
 mod apps;
+mod authorities;
 mod caches;
 mod cli;
 mod client;
@@ -215,6 +216,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             submit(&mut conn, req, following(follow, detach), raw, paint, reconnect).await
         }
         Command::Access(cli::AccessCommand::Login(args)) => login::run(args, &cli.remote).await,
+        Command::Ca { command } => {
+            // The CA commands write into the TLS directory they connect
+            // with: its ca.pem, and its own certificate when renewed.
+            authorities::check(&command)?;
+            let (urls, tls) = target(command.remote(), &cli.remote)?;
+            let mut conn = Conn::connect(&urls, &tls).await?;
+            authorities::run(&mut conn, &tls, command).await
+        }
         command => {
             let remote = command.remote().expect("every other command reaches a coordinator");
             let (urls, tls) = target(remote, &cli.remote)?;
@@ -477,6 +486,7 @@ async fn control(conn: &mut Conn, command: Command, reconnect: Duration) -> anyh
         | Command::Validate { .. }
         | Command::Completion { .. }
         | Command::Version { .. }
+        | Command::Ca { .. }
         | Command::Context { .. } => {
             unreachable!("handled in run()")
         }

@@ -72,13 +72,53 @@ pub struct Signed {
 /// The CA as the coordinator holds it to sign enrollments and renewals.
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
-    ca_pem: String,
-    pin: String,
+    cert: CaCert,
 }
+
+/// A CA's certificate, read: what a coordinator that trusts it (with or
+/// without its key) needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCert {
+    pub pem: String,
+    /// `sha256:HEX` of its DER.
+    pub pin: String,
+    /// Its subject (DER), which is the issuer of what it signs.
+    pub subject: Vec<u8>,
+    /// The subject's common name.
+    pub name: String,
+    pub not_after_ms: i64,
+}
+
+impl CaCert {
+    /// The first certificate of `pem`.
+    pub fn parse(pem: &str) -> Result<CaCert, String> {
+        let pin = pin(pem)?;
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+        let cert = parsed.parse_x509().map_err(|e| e.to_string())?;
+        Ok(CaCert {
+            pem: pem.to_owned(),
+            pin,
+            subject: cert.subject().as_raw().to_vec(),
+            name: cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("").to_owned(),
+            not_after_ms: cert.validity().not_after.timestamp() * 1000,
+        })
+    }
+
+    /// Whether this CA issued a certificate whose issuer (DER, as
+    /// [`crate::peer::Presented::issuer`] holds it) is `issuer`: the TLS
+    /// layer has checked the signature; the subjects of the CAs it trusts
+    /// differ, so the name tells which one.
+    pub fn signed(&self, issuer: &[u8]) -> bool {
+        self.subject == issuer
+    }
+}
+
+/// How long a CA made by [`Authority::generate`] (a rotation's new CA) lasts.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority").field("pin", &self.pin).finish_non_exhaustive()
+        f.debug_struct("Authority").field("pin", &self.cert.pin).finish_non_exhaustive()
     }
 }
 
@@ -96,18 +136,91 @@ impl Authority {
         let key_pem = read(key)?;
         let unusable = |path: &Path, detail: String| AuthorityError::Unusable { path: path.to_path_buf(), detail };
         let signing = KeyPair::from_pem(&key_pem).map_err(|e| unusable(key, e.to_string()))?;
-        let pin = pin(&ca_pem).map_err(|e| unusable(cert, e))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, signing).map_err(|e| unusable(cert, e.to_string()))?;
-        Ok(Authority { issuer, ca_pem, pin })
+        Authority::new(ca_pem, signing).map_err(|detail| unusable(cert, detail))
+    }
+
+    /// The CA certificate and its key, both PEM (a rotation's CA, opened
+    /// from the store).
+    pub fn from_pem(ca_pem: &str, key_pem: &str) -> Result<Authority, String> {
+        let signing = KeyPair::from_pem(key_pem).map_err(|e| format!("its key: {e}"))?;
+        Authority::new(ca_pem.to_owned(), signing)
+    }
+
+    fn new(ca_pem: String, signing: KeyPair) -> Result<Authority, String> {
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let public = parsed.parse_x509().map_err(|e| e.to_string())?.public_key().subject_public_key.data.to_vec();
+        if public != rcgen::PublicKeyData::der_bytes(&signing) {
+            return Err("the key is not the certificate's".into());
+        }
+        let cert = CaCert::parse(&ca_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, signing).map_err(|e| e.to_string())?;
+        Ok(Authority { issuer, cert })
+    }
+
+    /// A new CA, for a rotation: its own key, valid from [`BACKDATE`]
+    /// before `now_ms` for [`CA_VALIDITY`], named `Drover CA` and the time,
+    /// so that it and the CA it replaces have different subjects (which is
+    /// how a certificate's CA is told: [`Authority::signed`]).
+    pub fn generate(now_ms: i64) -> Result<Authority, CsrError> {
+        let sign = |e: rcgen::Error| CsrError::Sign(e.to_string());
+        let key = KeyPair::generate().map_err(sign)?;
+        let mut params = CertificateParams::default();
+        let stamp =
+            time::OffsetDateTime::from_unix_timestamp(now_ms / 1000).map_err(|e| CsrError::Sign(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!(
+                "Drover CA {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                stamp.year(),
+                u8::from(stamp.month()),
+                stamp.day(),
+                stamp.hour(),
+                stamp.minute(),
+                stamp.second()
+            ),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, now_ms, CA_VALIDITY)?;
+        let cert = params.self_signed(&key).map_err(sign)?;
+        Authority::new(cert.pem(), key).map_err(CsrError::Sign)
+    }
+
+    /// The CA's key, PEM: only to seal it into the store.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// The CA's certificate, read.
+    pub fn cert(&self) -> &CaCert {
+        &self.cert
+    }
+
+    /// The CA's common name.
+    pub fn name(&self) -> &str {
+        &self.cert.name
+    }
+
+    pub fn not_after_ms(&self) -> i64 {
+        self.cert.not_after_ms
+    }
+
+    /// Whether this CA issued a certificate whose issuer is `issuer`
+    /// ([`CaCert::signed`]).
+    pub fn signed(&self, issuer: &[u8]) -> bool {
+        self.cert.signed(issuer)
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.cert.pem
     }
 
     /// `sha256:HEX` of the CA certificate, for agents' `--ca-pin`.
     pub fn pin(&self) -> &str {
-        &self.pin
+        &self.cert.pin
     }
 
     /// Signs `csr` (DER) into a client certificate for agent `name` with
@@ -128,6 +241,12 @@ impl Authority {
     /// users' organisation, no labels.
     pub fn sign_user(&self, csr: &[u8], name: &str, now_ms: i64, ttl: Duration) -> Result<Signed, CsrError> {
         self.sign(csr, USERS_ORG, name, &BTreeMap::new(), now_ms, ttl)
+    }
+
+    /// Signs `csr` into an administrator's client certificate: the one
+    /// `drover certs init` made, renewed by its holder when the CA rotates.
+    pub fn sign_admin(&self, csr: &[u8], name: &str, now_ms: i64, ttl: Duration) -> Result<Signed, CsrError> {
+        self.sign(csr, crate::ADMINS_ORG, name, &BTreeMap::new(), now_ms, ttl)
     }
 
     fn sign(
@@ -380,6 +499,36 @@ mod tests {
         csr[last] ^= 1;
         let err = ca.sign_agent(&csr, "a1", &none, 0, ttl).unwrap_err().to_string();
         assert!(err.contains("not a valid PKCS#10 request"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_ca_has_a_subject_of_its_own_and_tells_what_it_signed() {
+        let (old, dir) = authority("rotate");
+        let now = 1_800_000_000_000;
+        let new = Authority::generate(now).unwrap();
+        assert_eq!(new.name(), "Drover CA 2027-01-15T08:00:00Z");
+        assert_eq!(new.not_after_ms(), (now + CA_VALIDITY.as_millis() as i64) / 1000 * 1000);
+        assert_ne!(new.pin(), old.pin());
+        // Sealed and opened again, it is the same CA.
+        let reopened = Authority::from_pem(new.ca_pem(), &new.key_pem()).unwrap();
+        assert_eq!(reopened.pin(), new.pin());
+        let err = Authority::from_pem(new.ca_pem(), &old.key_pem()).unwrap_err();
+        assert!(err.contains("not the certificate's"), "{err}");
+        // Each CA recognises what it signed, and only that.
+        let (_, csr) = agent_request("a1").unwrap();
+        let ttl = Duration::from_secs(3600);
+        for (signer, other) in [(&new, &old), (&old, &new)] {
+            let signed = signer.sign_agent(&csr, "a1", &BTreeMap::new(), now, ttl).unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(signed.pem.as_bytes()).unwrap();
+            let issuer = inspect(&pem.contents).unwrap().issuer;
+            assert!(signer.signed(&issuer));
+            assert!(!other.signed(&issuer));
+        }
+        let (_, admin_csr) = agent_request("root").unwrap();
+        let admin = new.sign_admin(&admin_csr, "root", now, ttl).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(admin.pem.as_bytes()).unwrap();
+        assert_eq!(inspect(&pem.contents).unwrap().peer, Peer::Admin("root".into()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

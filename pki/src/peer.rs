@@ -43,6 +43,9 @@ pub struct Presented {
     /// How many subject alternative names it carries: a client certificate
     /// names its holder in the subject only, so any is a reason to refuse it.
     pub sans: usize,
+    /// Its issuer's name (DER): which of the trusted CAs signed it
+    /// (`enroll::Authority::signed`).
+    pub issuer: Vec<u8>,
 }
 
 /// Reads a client certificate (DER): its peer, serial, validity and SANs.
@@ -62,6 +65,7 @@ pub fn inspect(der: &[u8]) -> Result<Presented, PeerError> {
         not_before_ms: validity.not_before.timestamp() * 1000,
         not_after_ms: validity.not_after.timestamp() * 1000,
         sans,
+        issuer: cert.issuer().as_raw().to_vec(),
     })
 }
 

@@ -33,9 +33,10 @@
 //! executor; `heartbeats` what was sent and what was acknowledged; `setup`
 //! what the agent checks and takes before it connects (certificates,
 //! coordinator URLs, the work dir lock) and the errors that stop it;
-//! `renew` the renewal of the agent's certificate at half its life, over
-//! the session's connection. The TLS bundle is read again for every
-//! connection, so a renewed certificate is the next connection's.
+//! `renew` the renewal of the agent's certificate at half its life (or by
+//! a retiring CA's deadline), over the session's connection. The TLS
+//! bundle is read again for every connection, so a renewed certificate, or
+//! a trust bundle the coordinator sent, is the next connection's.
 //! Loading certificates, endpoints, the choice of coordinator and backoff
 //! are `drover_client`'s, shared with the CLI and the benchmark.
 

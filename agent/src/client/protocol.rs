@@ -8,13 +8,13 @@
 //! ([`LogBuf`]) and its result, across any number of sessions; the highest
 //! coordinator epoch seen (an `Assign` or `Cancel` from an older one is
 //! refused); the Welcome's heartbeat period, acknowledgement timeout,
-//! fence and when to renew the agent's certificate; the session's
-//! heartbeats ([`Heartbeats`]); and the latest deploy report and the
-//! latest health ([`pb::ServiceHealth`]) of each service,
-//! sent again after every Hello (a report made while disconnected still
-//! arrives; the coordinator takes one twice without harm). A service rolled
-//! back to nothing (`ROLLED_BACK` with no version) has no health any more:
-//! it is forgotten, and not sent again.
+//! fence and when to renew the agent's certificate (which a `Trust` may
+//! bring forward); the session's heartbeats ([`Heartbeats`]); and the
+//! latest deploy report and the latest health ([`pb::ServiceHealth`]) of
+//! each service, sent again after every Hello (a report made while
+//! disconnected still arrives; the coordinator takes one twice without
+//! harm). A service rolled back to nothing (`ROLLED_BACK` with no version)
+//! has no health any more: it is forgotten, and not sent again.
 //!
 //! A `ServiceLogsRequest` is checked here (a service name as releases take
 //! it; a bad one is answered at once with the error) and handed to the
@@ -28,7 +28,8 @@
 //!   attempts held) and everything to send again, logs before results;
 //! - [`Protocol::on_message`] for each coordinator message: the
 //!   [`Action`]s to carry out (send, start an attempt, kill one, move its
-//!   fence, change the heartbeat period);
+//!   fence, change the heartbeat period, write the trust bundle a Welcome
+//!   or a `Trust` sent, renew the certificate by a retiring CA's deadline);
 //! - [`Protocol::on_exec`] for what the executor reports: the message to
 //!   send when connected (the state is kept either way);
 //! - [`Protocol::on_deploy_event`] for what the deploy executor reports (a
@@ -71,6 +72,13 @@ pub enum Action {
     /// earlier ones of its service), or a request for a service's output,
     /// whose answer ([`service_logs`]) goes out on this session.
     Deploy(executor::Request),
+    /// Trust these CAs from now on: this PEM bundle (every trusted CA's
+    /// certificate, the signing one first, as a Welcome or a `Trust` sent
+    /// it) becomes the agent's `ca.pem`, which the next connection reads.
+    Trust(String),
+    /// The certificate's CA is retiring (a `Trust`): renew it by then, in
+    /// ms since the Unix epoch, unless it is due sooner.
+    RenewBy(i64),
 }
 
 /// An attempt from its assignment until its result is acknowledged.
@@ -101,7 +109,8 @@ pub struct Protocol {
     fence: Option<Duration>,
     /// From the Welcome: when to renew the agent's certificate, in ms
     /// since the Unix epoch (wall clock, as the coordinator counts it);
-    /// None for a certificate that is never renewed.
+    /// None for a certificate that is never renewed. A `Trust` only ever
+    /// brings it forward.
     renew_cert_at_ms: Option<i64>,
     /// This session's heartbeats and their acknowledgements.
     beats: Heartbeats,
@@ -160,9 +169,10 @@ impl Protocol {
     }
 
     /// When the last Welcome said to renew the agent's certificate, in ms
-    /// since the Unix epoch; None: never (a hand-issued certificate), or no
-    /// Welcome yet. The driver renews (see `client::renew`); the session
-    /// stream plays no part in it.
+    /// since the Unix epoch, or a `Trust` since if it said sooner; None:
+    /// never (a hand-issued certificate), or no Welcome yet. The driver
+    /// renews (see `client::renew`); the session stream plays no part in
+    /// it.
     pub fn renew_cert_at_ms(&self) -> Option<i64> {
         self.renew_cert_at_ms
     }
@@ -217,7 +227,19 @@ impl Protocol {
                 self.ack_timeout = ms(w.ack_timeout_ms);
                 self.fence = ms(w.fence_ms);
                 self.renew_cert_at_ms = (w.renew_cert_at_ms > 0).then_some(w.renew_cert_at_ms);
-                vec![Action::HeartbeatEvery(self.heartbeat)]
+                let mut actions = vec![Action::HeartbeatEvery(self.heartbeat)];
+                actions.extend(trust(w.ca_pem));
+                actions
+            }
+            In::Trust(t) => {
+                let mut actions: Vec<Action> = trust(t.ca_pem).into_iter().collect();
+                if t.renew_cert_at_ms > 0 {
+                    let by = t.renew_cert_at_ms;
+                    // Never renewed so far (None) is later than any time.
+                    self.renew_cert_at_ms = Some(self.renew_cert_at_ms.map_or(by, |at| at.min(by)));
+                    actions.push(Action::RenewBy(by));
+                }
+                actions
             }
             In::HeartbeatAck(a) => {
                 // The leases of what that heartbeat listed were renewed: the
@@ -463,6 +485,21 @@ impl Protocol {
             }
         }
     }
+}
+
+/// What to do with a trust bundle from the coordinator: nothing when it
+/// is empty (a coordinator without a CA key, or a `Trust` that changes
+/// only the renewal), else write it, unless it holds no certificate, which
+/// would leave the agent unable to connect anywhere.
+fn trust(ca_pem: String) -> Option<Action> {
+    if ca_pem.is_empty() {
+        return None;
+    }
+    if crate::identity::first_cert(&ca_pem).is_none() {
+        warn!(bytes = ca_pem.len(), "refused a trust bundle from the coordinator: it holds no PEM certificate");
+        return None;
+    }
+    Some(Action::Trust(ca_pem))
 }
 
 /// The answer to a `ServiceLogsRequest`, to send on the session that

@@ -1,12 +1,16 @@
 //! One session with a coordinator: the Hello and the resending of what it
 //! has not acknowledged, then the loop that takes its messages (Welcome,
 //! assignments, cancels, deploy actions, requests for a service's output,
-//! acknowledgements), the executor's and the deploy executor's events and
-//! the heartbeats, and the renewal of the agent's certificate when it is
-//! due (`super::renew`), until the session ends ([`SessionEnd`]), and how a
-//! refusal is taken ([`refused`]). What to answer is [`super::protocol`]'s; this
-//! driver carries it out: it sends, starts and kills attempts, moves their
-//! fences, and keeps the agent's metrics.
+//! trust bundles, acknowledgements), the executor's and the deploy
+//! executor's events and the heartbeats, and the renewal of the agent's
+//! certificate when it is due (`super::renew`; the wait for it is worked
+//! out afresh on every turn of the loop, so a `Trust` that brings it
+//! forward is acted on at once), until the session ends ([`SessionEnd`]),
+//! and how a refusal is taken ([`refused`]). What to answer is
+//! [`super::protocol`]'s; this driver carries it out: it sends, starts and
+//! kills attempts, moves their fences, writes the trust bundle into the
+//! TLS directory (which the next connection reads), and keeps the agent's
+//! metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -140,10 +144,11 @@ impl Agent {
         }
         let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.proto.heartbeat_period());
-        // A certificate renewal under way on this session's connection;
-        // dropped with the session (its files are written whole or not at
-        // all), and tried again on the next one.
-        let mut renewing: Option<Renewing> = None;
+        // A certificate renewal under way on this session's connection,
+        // with its ticket from the schedule; dropped with the session (its
+        // files are written whole or not at all), and tried again on the
+        // next one.
+        let mut renewing: Option<(u64, Renewing)> = None;
         loop {
             if self.drained(&stop) {
                 return SessionEnd::Drained;
@@ -158,6 +163,8 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            // Worked out on every turn, so that a message that moved the
+            // renewal earlier (a `Trust`) re-arms the timer.
             let renew_wait = if renewing.is_none() { self.renewal.wait(identity::now_ms()) } else { None };
             let renew_due = async move {
                 match renew_wait {
@@ -169,11 +176,12 @@ impl Agent {
                 () = renew_due => {
                     info!("renewing the agent's certificate");
                     let (dir, name) = (self.config.tls_dir.clone(), self.config.name.clone());
-                    renewing = Some(Box::pin(renew::renew(channel.clone(), dir, name)));
+                    let ticket = self.renewal.start();
+                    renewing = Some((ticket, Box::pin(renew::renew(channel.clone(), dir, name))));
                 }
-                Some(result) = OptionFuture::from(renewing.as_mut()) => {
-                    renewing = None;
-                    self.on_renewed(result);
+                Some(result) = OptionFuture::from(renewing.as_mut().map(|(_, r)| r)) => {
+                    let ticket = renewing.take().map_or(0, |(ticket, _)| ticket);
+                    self.on_renewed(result, ticket);
                 }
                 () = frozen => {
                     let waited = self.proto.ack_timeout().unwrap_or_default();
@@ -211,15 +219,16 @@ impl Agent {
         }
     }
 
-    /// Takes the outcome of a certificate renewal into the schedule.
-    fn on_renewed(&mut self, result: Result<renew::Renewed, renew::RenewError>) {
+    /// Takes the outcome of the certificate renewal started with `ticket`
+    /// into the schedule.
+    fn on_renewed(&mut self, result: Result<renew::Renewed, renew::RenewError>, ticket: u64) {
         match result {
             Ok(renewed) => {
                 info!(
                     not_after = %identity::utc(renewed.not_after_ms),
                     "renewed the agent's certificate; the next connection uses it"
                 );
-                self.renewal.renewed(renewed.renew_at_ms);
+                self.renewal.renewed(renewed.renew_at_ms, ticket);
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?renew::RETRY_AFTER, "cannot renew the agent's certificate; the old one is used meanwhile");
@@ -260,6 +269,11 @@ impl Agent {
                     }
                 }
                 Action::HeartbeatEvery(every) => period = Some(every),
+                Action::Trust(ca_pem) => self.trust(&ca_pem),
+                Action::RenewBy(by_ms) => {
+                    info!(by = %identity::utc(by_ms), "the certificate's CA is retiring: renewing the certificate by then");
+                    self.renewal.renew_by(by_ms);
+                }
                 Action::Deploy(request) => match request {
                     executor::Request::Order(order) => self.deploy.submit(*order),
                     executor::Request::Logs(request) => {
@@ -274,6 +288,24 @@ impl Agent {
             }
         }
         period
+    }
+
+    /// Writes the coordinator's trust bundle as the TLS directory's
+    /// `ca.pem`, which the next connection reads. A write that fails is
+    /// logged and the session goes on: the old bundle still works until
+    /// the rotation removes a CA, and the next Welcome sends the bundle
+    /// again.
+    fn trust(&self, ca_pem: &str) {
+        match identity::install_trust(&self.config.tls_dir, ca_pem) {
+            Ok(true) => {
+                let cas = ca_pem.matches("-----BEGIN CERTIFICATE-----").count();
+                info!(dir = %self.config.tls_dir.display(), "trusting {cas} CAs from the next connection on");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot write the coordinator's trust bundle; the old ca.pem is used meanwhile")
+            }
+        }
     }
 
     /// Takes an executor event into the protocol's state, and sends what it

@@ -153,6 +153,29 @@ pub fn install(dir: &Path, files: Files<'_>) -> Result<(), WriteError> {
     result
 }
 
+/// Writes `ca_pem` as the directory's `ca.pem` (renamed over the old one,
+/// as [`install`] does) when it differs from what is there; whether it
+/// changed. The trust bundle a CA rotation sends: every CA to trust.
+pub fn install_trust(dir: &Path, ca_pem: &str) -> Result<bool, WriteError> {
+    let path = dir.join(CA_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == ca_pem) {
+        return Ok(false);
+    }
+    let tmp = dir.join(format!(".{CA_FILE}.tmp-{}", std::process::id()));
+    let result = write_new(&tmp, ca_pem.as_bytes(), 0o644)
+        .map_err(|source| WriteError { path: tmp.clone(), source })
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|source| WriteError { path: path.clone(), source }))
+        .and_then(|()| {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| WriteError { path: dir.into(), source })
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| true)
+}
+
 /// Creates `path` afresh with `mode` (a stale one is removed first),
 /// writes `bytes` and syncs. The mode is set again after creation, since
 /// the umask may have taken bits away from a certificate meant to be read.
@@ -186,6 +209,18 @@ mod tests {
         assert!(params.params.custom_extensions.is_empty());
         assert!(request.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(!format!("{request:?}").contains("PRIVATE KEY"), "the key stays out of Debug");
+    }
+
+    #[test]
+    fn a_trust_bundle_replaces_ca_pem_only_when_it_differs() {
+        let dir = TestDir::new("files-trust");
+        std::fs::write(dir.0.join("ca.pem"), "OLD").unwrap();
+        assert!(install_trust(&dir.0, "OLD\nNEW").unwrap());
+        assert_eq!(std::fs::read_to_string(dir.0.join("ca.pem")).unwrap(), "OLD\nNEW");
+        assert_eq!(mode(&dir.0.join("ca.pem")), 0o644);
+        assert!(!install_trust(&dir.0, "OLD\nNEW").unwrap(), "the same bundle is left alone");
+        let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "no temporary file stays: {left:?}");
     }
 
     #[test]

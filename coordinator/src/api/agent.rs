@@ -180,14 +180,15 @@ fn cache_work(c: drover_pipeline::CacheSpec) -> pb::CacheWork {
 
 /// Converts a scheduler message; `epoch` is the leadership term the
 /// session belongs to, which agents use to refuse a deposed leader, and
-/// `renew_at` when the agent's certificate is due for renewal (0: never).
+/// `renew_at` when the agent's certificate is due for renewal (0: never)
+/// and `bundle` the CAs to trust (empty: as they are), for the Welcome.
 /// An Assign's secrets are resolved here, at the last moment.
 async fn to_proto(
     msg: ToAgent,
     epoch: u64,
     limits: (u64, u64),
     vault: &Vault,
-    renew_at: i64,
+    (renew_at, bundle): (i64, &str),
 ) -> pb::CoordinatorMessage {
     let (max_artifact_bytes, max_artifact_file_bytes) = limits;
     let msg = match msg {
@@ -198,7 +199,9 @@ async fn to_proto(
             ack_timeout_ms: ack_timeout.as_millis() as u32,
             fence_ms: fence.as_millis() as u32,
             renew_cert_at_ms: renew_at,
+            ca_pem: bundle.to_owned(),
         }),
+        ToAgent::Trust { ca_pem, renew_cert_at_ms } => Out::Trust(pb::Trust { ca_pem, renew_cert_at_ms }),
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {

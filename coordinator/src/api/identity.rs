@@ -53,14 +53,51 @@ impl IdentityApi {
         }
     }
 
+    /// A certificate signed, with every CA to trust (the signing one
+    /// first, which is the one an enrolling agent's --ca-pin names).
     fn certificate(&self, identity: &IdentityRecord, signed: Signed) -> pb::AgentCertificate {
         pb::AgentCertificate {
             name: identity.name.clone(),
             certificate_pem: signed.pem,
-            ca_pem: self.signing.authority.as_ref().map(|a| a.ca_pem().to_owned()).unwrap_or_default(),
+            ca_pem: self.signing.keyring.trust().bundle(),
             not_after_ms: signed.not_after_ms,
             renew_at_ms: identity.renew_at_ms(),
         }
+    }
+
+    fn pin(&self) -> Result<String, ApiError> {
+        Ok(self.signing.authority().map_err(ApiError::from)?.pin().to_owned())
+    }
+
+    /// `drover ca status`: the CAs, and who holds a certificate of each.
+    async fn ca_status(&self) -> Result<pb::CaStatusResponse, ApiError> {
+        let keyring = &self.signing.keyring;
+        let trust = keyring.trust();
+        let holders = identity::ca::holders(self.store.as_ref(), trust.original_pin(), now()).await?;
+        let cas = trust
+            .cas
+            .iter()
+            .map(|ca| pb::CertAuthority {
+                pin: ca.cert.pin.clone(),
+                name: ca.cert.name.clone(),
+                state: ca.state.as_str().to_owned(),
+                not_after_ms: ca.cert.not_after_ms,
+                agents: holders.agents.get(&ca.cert.pin).copied().unwrap_or(0),
+                users: holders.users.get(&ca.cert.pin).copied().unwrap_or(0),
+                connected: keyring.connected_to(&ca.cert) as u32,
+                cert_pem: ca.cert.pem.clone(),
+            })
+            .collect();
+        let (changed_by, changed_ms) =
+            trust.ring.as_ref().map_or((String::new(), 0), |r| (r.changed_by.clone(), r.changed_ms));
+        Ok(pb::CaStatusResponse {
+            phase: trust.phase().as_str().to_owned(),
+            cas,
+            trust_pem: trust.bundle(),
+            changed_by,
+            changed_ms,
+            keys_in: if trust.ring.is_some() { "store" } else { "files" }.to_owned(),
+        })
     }
 }
 
@@ -144,9 +181,7 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
         req: Request<pb::CreateAgentTokenRequest>,
     ) -> Result<Response<pb::CreateAgentTokenResponse>, Status> {
         let by = super::authorize(&req, Action::Administer(Area::Agents))?.actor();
-        let Some(authority) = &self.signing.authority else {
-            return Err(ApiError::from(identity::IdentityError::NoAuthority).into());
-        };
+        let ca_pin = self.pin()?;
         let source = req.remote_addr();
         let r = req.into_inner();
         let ttl = (r.ttl_ms > 0).then(|| std::time::Duration::from_millis(r.ttl_ms));
@@ -158,7 +193,7 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
         Ok(Response::new(pb::CreateAgentTokenResponse {
             token: Some(token_view(&token.id, &record, now)),
             secret: token.text(),
-            ca_pin: authority.pin().to_owned(),
+            ca_pin,
         }))
     }
 
@@ -258,9 +293,7 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
 
     async fn add_user(&self, req: Request<pb::AddUserRequest>) -> Result<Response<pb::AddUserResponse>, Status> {
         let by = super::authorize(&req, Action::Administer(Area::Users))?.actor();
-        let Some(authority) = &self.signing.authority else {
-            return Err(ApiError::from(identity::IdentityError::NoAuthority).into());
-        };
+        let ca_pin = self.pin()?;
         let source = req.remote_addr();
         let r = req.into_inner();
         let role = Role::parse(&r.role).map_err(ApiError::Invalid)?;
@@ -272,7 +305,7 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
             user: Some(user_view(&r.name, &user)),
             secret: token.text(),
             token_id: token.id,
-            ca_pin: authority.pin().to_owned(),
+            ca_pin,
         }))
     }
 
@@ -300,6 +333,56 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
         super::authorize(&req, Action::Administer(Area::Users))?;
         let users = identity::users::list(self.store.as_ref()).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListUsersResponse { users: users.iter().map(|(n, u)| user_view(n, u)).collect() }))
+    }
+
+    async fn ca_status(&self, req: Request<pb::CaStatusRequest>) -> Result<Response<pb::CaStatusResponse>, Status> {
+        allowed(&req, Action::Read)?;
+        Ok(Response::new(IdentityApi::ca_status(self).await?))
+    }
+
+    async fn rotate_ca(&self, req: Request<pb::RotateCaRequest>) -> Result<Response<pb::CaStatusResponse>, Status> {
+        let by = super::authorize(&req, Action::Administer(Area::Ca))?.actor();
+        let source = req.remote_addr();
+        let r = req.into_inner();
+        self.signing
+            .keyring
+            .rotate(self.store.as_ref(), &r.phase, r.force, (&by, source), now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(IdentityApi::ca_status(self).await?))
+    }
+
+    async fn renew_own(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::AgentCertificate>, Status> {
+        let caller = super::authorize(&req, Action::RenewOwn)?;
+        let cert = super::certificate(&req)?;
+        let name = caller.name().to_owned();
+        let source = req.remote_addr();
+        let csr = req.into_inner().csr;
+        check_csr_size(&csr)?;
+        let store = self.store.as_ref();
+        let signed = match caller {
+            Caller::User { .. } => {
+                identity::users::renew_user(store, &self.signing, &name, &cert.serial, &csr, source, now()).await
+            }
+            Caller::Admin(_) => {
+                identity::users::renew_admin(store, &self.signing, &name, cert.not_after_ms, &csr, source, now()).await
+            }
+            Caller::Agent(_) | Caller::Other { .. } => {
+                return Err(ApiError::PermissionDenied(
+                    "only users and administrators renew their own certificates here; agents renew over their session"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        .map_err(ApiError::from)?;
+        Ok(Response::new(pb::AgentCertificate {
+            name,
+            not_after_ms: signed.not_after_ms,
+            renew_at_ms: now() + (signed.not_after_ms - now()) / 2,
+            certificate_pem: signed.pem,
+            ca_pem: self.signing.keyring.trust().bundle(),
+        }))
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {

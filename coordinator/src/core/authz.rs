@@ -62,6 +62,8 @@ pub enum Area {
     Caches,
     Notifications,
     Audit,
+    /// The certificate authority: its rotation.
+    Ca,
 }
 
 impl Area {
@@ -76,6 +78,7 @@ impl Area {
             Area::Caches => "delete caches",
             Area::Notifications => "change notification targets",
             Area::Audit => "read the audit log",
+            Area::Ca => "rotate the certificate authority",
         }
     }
 }
@@ -93,13 +96,15 @@ pub enum Action {
     Administer(Area),
     /// Ask who one is (any caller with a certificate from the CA).
     WhoAmI,
+    /// Renew one's own certificate (`drover ca refresh`).
+    RenewOwn,
 }
 
 impl Action {
     /// The least role that may do it.
     pub fn needs(self) -> Role {
         match self {
-            Action::Read | Action::WhoAmI => Role::Viewer,
+            Action::Read | Action::WhoAmI | Action::RenewOwn => Role::Viewer,
             Action::Run | Action::Cancel | Action::Approve | Action::Deploy => Role::Operator,
             Action::Administer(_) => Role::Admin,
         }
@@ -114,6 +119,7 @@ impl Action {
             Action::Deploy => "deploy (promote, abort, roll back, sync, pin, freeze)",
             Action::Administer(area) => area.what(),
             Action::WhoAmI => "ask who it is",
+            Action::RenewOwn => "renew its own certificate",
         }
     }
 }
@@ -226,6 +232,7 @@ mod tests {
         let actions = [
             Read,
             WhoAmI,
+            RenewOwn,
             Run,
             Cancel,
             Approve,
@@ -234,13 +241,14 @@ mod tests {
             Administer(Area::Agents),
             Administer(Area::Users),
             Administer(Area::Audit),
+            Administer(Area::Ca),
         ];
         // (caller, how many of `actions`, in order, it may do)
         let cases = [
-            (user(Role::Viewer), 2),
-            (user(Role::Operator), 6),
-            (user(Role::Admin), 10),
-            (Caller::Admin("root".into()), 10),
+            (user(Role::Viewer), 3),
+            (user(Role::Operator), 7),
+            (user(Role::Admin), 12),
+            (Caller::Admin("root".into()), 12),
             (Caller::User { name: "u".into(), role: Err("it was removed".into()) }, 0),
             (Caller::Agent("a1".into()), 0),
             (Caller::Other { org: "acme".into(), name: "x".into() }, 0),

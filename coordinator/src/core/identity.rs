@@ -175,6 +175,10 @@ pub struct IdentityRecord {
     pub renewals: u32,
     /// The token it enrolled with.
     pub token: String,
+    /// The pin of the CA that signed its current certificate; empty: the
+    /// CA of the files, from before any rotation (`core::ca`).
+    #[serde(default)]
+    pub ca: String,
 }
 
 impl IdentityRecord {
@@ -226,6 +230,11 @@ pub enum Refusal {
         "this certificate (serial {serial}) is no longer agent {name:?}'s: the agent enrolled or renewed since; use the agent's current certificate"
     )]
     Replaced { name: String, serial: String },
+    #[error(
+        "this certificate is no longer user {name:?}'s (it logged in since, with serial {serial}); use its current \
+         certificate, or log in again with `drover login`"
+    )]
+    UserReplaced { name: String, serial: String },
 }
 
 /// Whether the token stored under `id` may be redeemed now by the holder of
@@ -275,6 +284,10 @@ pub struct UserRecord {
     pub serial: String,
     #[serde(default)]
     pub not_after_ms: i64,
+    /// The pin of the CA that signed its certificate (see
+    /// [`IdentityRecord::ca`]).
+    #[serde(default)]
+    pub ca: String,
 }
 
 /// The role of user `name` presenting a certificate with `serial`: none
@@ -426,6 +439,7 @@ mod tests {
             enrolled_ms: 1_000,
             renewals: 1,
             token: "t1".into(),
+            ca: String::new(),
         };
         let fresh = IdentityRecord { previous_serial: String::new(), ..id.clone() };
         let ban = Denial { ban: true, by: "admin:root".into(), at_ms: 1 };
@@ -462,6 +476,7 @@ mod tests {
             updated_ms: 0,
             serial: "0a".into(),
             not_after_ms: 10,
+            ca: String::new(),
         };
         assert_eq!(user_role("bob", "0a", Some(&u)), Ok(Role::Operator));
         let err = user_role("bob", "0b", Some(&u)).unwrap_err();

@@ -90,6 +90,8 @@ pub const TOKENS: &str = "/identity/tokens/";
 pub const IDENTITIES: &str = "/identity/agents/";
 pub const DENIED: &str = "/identity/denied/";
 pub const USERS: &str = "/identity/users/";
+/// The CA ring (`core::ca`), once a rotation has begun.
+pub const CA_RING: &str = "/identity/ca";
 
 pub fn user(name: &str) -> String {
     format!("{USERS}{name}")

@@ -5,6 +5,9 @@
 //! within a watch event. A name put on the deny list is broadcast to the
 //! sessions ([`Gate::subscribe`]), which close themselves.
 //!
+//! The CA ring (`/identity/ca`) is read and followed with the rest, and
+//! handed to the coordinator's [`Keyring`] as it changes.
+//!
 //! Until the first read has succeeded every session is refused as
 //! unavailable (agents retry): admitting agents before the deny list is
 //! known would let a revoked one in after a restart.
@@ -16,7 +19,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tracing::warn;
 
+use super::ca::Keyring;
 use crate::core::authz::Caller;
+use crate::core::ca::{CaRing, renew_soon};
 use crate::core::identity::{Denial, IdentityRecord, Refusal, UserRecord, admit, user_role};
 use crate::core::keys;
 use crate::store::{EventKind, Store, StoreError, WatchMessage, decode};
@@ -34,6 +39,8 @@ struct Known {
 pub struct Gate {
     known: RwLock<Known>,
     denied_tx: broadcast::Sender<String>,
+    /// Where the CA ring goes (none in tests of the rest).
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// Why a session was not let in.
@@ -49,15 +56,20 @@ impl Gate {
     /// A gate that follows `store` from now on, in a task of its own that
     /// ends when the store's watch cannot be had for good (never, in
     /// practice: it retries every second).
-    pub fn spawn(store: Arc<dyn Store>) -> Arc<Gate> {
-        let gate = Arc::new(Gate::empty());
+    pub fn spawn(store: Arc<dyn Store>, keyring: Arc<Keyring>) -> Arc<Gate> {
+        let gate = Arc::new(Gate { keyring: Some(keyring), ..Gate::empty() });
         tokio::spawn(follow(store, gate.clone()));
         gate
     }
 
     fn empty() -> Gate {
         let (denied_tx, _) = broadcast::channel(1024);
-        Gate { known: RwLock::new(Known::default()), denied_tx }
+        Gate { known: RwLock::new(Known::default()), denied_tx, keyring: None }
+    }
+
+    /// The coordinator's CAs (none in tests of the rest).
+    pub fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
     }
 
     /// Whether agent `name` presenting certificate `serial` may hold a
@@ -90,11 +102,16 @@ impl Gate {
     }
 
     /// When the holder of `serial` should renew (its current certificate's
-    /// half life; at once for the one before); 0 for a hand-issued one.
-    pub fn renew_at_ms(&self, name: &str, serial: &str) -> i64 {
+    /// half life, or within half a minute when its CA is retiring; at once
+    /// for the one before); 0 for a hand-issued one.
+    pub fn renew_at_ms(&self, name: &str, serial: &str, now_ms: i64) -> i64 {
+        let ring = self.keyring.as_ref().and_then(|k| k.trust().ring.clone());
         let known = self.known.read().expect("gate lock");
         match known.identities.get(name) {
-            Some(i) if i.serial == serial => i.renew_at_ms(),
+            Some(i) if i.serial == serial => match ring {
+                Some(ring) if ring.must_renew(&i.ca) => i.renew_at_ms().min(renew_soon(name, now_ms)),
+                _ => i.renew_at_ms(),
+            },
             Some(i) if i.previous_serial == serial => 1,
             _ => 0,
         }
@@ -121,7 +138,12 @@ impl Gate {
     }
 
     fn apply(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-        if let Some(name) = key.strip_prefix(keys::DENIED) {
+        if key == keys::CA_RING {
+            let ring = value.map(|v| decode::<CaRing>(key, v)).transpose()?;
+            if let Some(keyring) = &self.keyring {
+                keyring.apply(ring);
+            }
+        } else if let Some(name) = key.strip_prefix(keys::DENIED) {
             let denial = value.map(|v| decode::<Denial>(key, v)).transpose()?;
             let mut known = self.known.write().expect("gate lock");
             match denial {
@@ -167,14 +189,20 @@ async fn follow(store: Arc<dyn Store>, gate: Arc<Gate>) {
 async fn follow_once(store: &dyn Store, gate: &Gate) -> Result<(), StoreError> {
     let (kvs, revision) = store.range(keys::IDENTITY).await?;
     let mut read = Known::default();
+    let mut ring = None;
     for kv in &kvs {
-        if let Some(name) = kv.key.strip_prefix(keys::DENIED) {
+        if kv.key == keys::CA_RING {
+            ring = Some(decode::<CaRing>(&kv.key, &kv.value)?);
+        } else if let Some(name) = kv.key.strip_prefix(keys::DENIED) {
             read.denied.insert(name.to_owned(), decode::<Denial>(&kv.key, &kv.value)?);
         } else if let Some(name) = kv.key.strip_prefix(keys::IDENTITIES) {
             read.identities.insert(name.to_owned(), decode::<IdentityRecord>(&kv.key, &kv.value)?);
         } else if let Some(name) = kv.key.strip_prefix(keys::USERS) {
             read.users.insert(name.to_owned(), decode::<UserRecord>(&kv.key, &kv.value)?);
         }
+    }
+    if let Some(keyring) = &gate.keyring {
+        keyring.apply(ring);
     }
     gate.load(read);
     let mut watch = store.watch(keys::IDENTITY, revision + 1).await?;
@@ -227,6 +255,7 @@ mod tests {
             not_before_ms: 0,
             not_after_ms: 1,
             sans: 0,
+            issuer: Vec::new(),
         };
         assert!(matches!(gate.caller(&cert("0a")), Caller::User { role: Err(_), .. }), "before the first read");
         gate.load(Known::default());
@@ -238,6 +267,7 @@ mod tests {
             updated_ms: 0,
             serial: "0a".into(),
             not_after_ms: 10,
+            ca: String::new(),
         };
         gate.apply(&keys::user("bob"), Some(&serde_json::to_vec(&user).unwrap())).unwrap();
         assert_eq!(gate.caller(&cert("0a")).role(), Some(Role::Operator));

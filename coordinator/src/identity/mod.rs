@@ -7,6 +7,7 @@
 //! the deny list and current certificates, which agent sessions are
 //! checked against and closed by.
 
+pub mod ca;
 pub mod gate;
 pub mod users;
 
@@ -49,11 +50,11 @@ pub enum IdentityError {
     Store(#[from] StoreError),
 }
 
-/// What signing agents' certificates takes: the CA (none: enrollment is
-/// off) and how long a certificate lasts.
+/// What signing agents' certificates takes: the CAs (with no signing one,
+/// enrollment is off) and how long a certificate lasts.
 #[derive(Debug, Clone)]
 pub struct Signing {
-    pub authority: Option<std::sync::Arc<Authority>>,
+    pub keyring: std::sync::Arc<ca::Keyring>,
     pub cert_ttl: Duration,
     /// How long a user's certificate lasts (`--user-cert-ttl`); a user logs
     /// in again after it.
@@ -61,8 +62,14 @@ pub struct Signing {
 }
 
 impl Signing {
-    fn authority(&self) -> Result<&Authority, IdentityError> {
-        self.authority.as_deref().ok_or(IdentityError::NoAuthority)
+    /// The CA that signs now.
+    pub fn authority(&self) -> Result<std::sync::Arc<Authority>, IdentityError> {
+        let trust = self.keyring.trust();
+        match (&trust.signer, &trust.problem) {
+            (Some(signer), _) => Ok(signer.clone()),
+            (None, Some(problem)) => Err(IdentityError::Precondition(problem.clone())),
+            (None, None) => Err(IdentityError::NoAuthority),
+        }
     }
 }
 
@@ -313,7 +320,7 @@ async fn redeem_and_sign(
     let signed = authority.sign_agent(csr, &t.name, &t.labels, now_ms, signing.cert_ttl)?;
     let identity_key = keys::identity(&t.name);
     let before: Option<(IdentityRecord, KeyValue)> = get(store, &identity_key).await?;
-    let identity = enrolled(&t.name, t.labels.clone(), &signed, &token.id, now_ms);
+    let identity = enrolled(&t.name, t.labels.clone(), (&signed, authority.pin()), &token.id, now_ms);
     t.used_ms = Some(now_ms);
     t.used_from = source.map(|a| a.to_string()).unwrap_or_else(|| "an unknown address".into());
     let detail = match (&before, &denial) {
@@ -347,7 +354,13 @@ async fn redeem_and_sign(
 }
 
 /// The identity a certificate signed at enrollment, with `token`, gives.
-fn enrolled(name: &str, labels: BTreeMap<String, String>, signed: &Signed, token: &str, now_ms: i64) -> IdentityRecord {
+fn enrolled(
+    name: &str,
+    labels: BTreeMap<String, String>,
+    (signed, ca): (&Signed, &str),
+    token: &str,
+    now_ms: i64,
+) -> IdentityRecord {
     IdentityRecord {
         name: name.to_owned(),
         labels,
@@ -359,6 +372,7 @@ fn enrolled(name: &str, labels: BTreeMap<String, String>, signed: &Signed, token
         enrolled_ms: now_ms,
         renewals: 0,
         token: token.to_owned(),
+        ca: ca.to_owned(),
     }
 }
 
@@ -374,7 +388,7 @@ async fn redeem_user(
     source: Option<std::net::SocketAddr>,
     now_ms: i64,
 ) -> Result<(IdentityRecord, Signed), IdentityError> {
-    let (signed, mut ops, compare) = users::enroll_user(store, signing, &t.name, csr, now_ms).await?;
+    let (signed, ca, mut ops, compare) = users::enroll_user(store, signing, &t.name, csr, now_ms).await?;
     t.used_ms = Some(now_ms);
     t.used_from = source.map(|a| a.to_string()).unwrap_or_else(|| "an unknown address".into());
     let token_key = keys::token(&token.id);
@@ -390,7 +404,7 @@ async fn redeem_user(
             token.id, t.name
         )));
     }
-    let identity = enrolled(&t.name, BTreeMap::new(), &signed, &token.id, now_ms);
+    let identity = enrolled(&t.name, BTreeMap::new(), (&signed, &ca), &token.id, now_ms);
     Ok((identity, signed))
 }
 
@@ -431,6 +445,7 @@ pub async fn renew(
         identity.not_after_ms = signed.not_after_ms;
         identity.signed_ms = now_ms;
         identity.renewals += 1;
+        identity.ca = authority.pin().to_owned();
         let entry = Entry::ok(now_ms, &actor, "agent.renew", name)
             .source(source)
             .detail(&format!("serial {} replaces {}", identity.serial, identity.previous_serial));

@@ -45,6 +45,7 @@ pub async fn add_user(
             updated_ms: 0,
             serial: String::new(),
             not_after_ms: 0,
+            ca: String::new(),
         },
     };
     let (token, record, mut ops, compare) =
@@ -138,7 +139,7 @@ pub(super) async fn enroll_user(
     name: &str,
     csr: &[u8],
     now_ms: i64,
-) -> Result<(Signed, Vec<Op>, crate::store::Compare), IdentityError> {
+) -> Result<(Signed, String, Vec<Op>, crate::store::Compare), IdentityError> {
     let key = keys::user(name);
     let seen: Option<(UserRecord, KeyValue)> = get(store, &key).await?;
     let Some((mut user, _)) = seen.clone() else {
@@ -146,8 +147,78 @@ pub(super) async fn enroll_user(
             "user {name:?} was removed after its token was made; an admin adds it again with `drover user add`"
         )));
     };
-    let signed = signing.authority()?.sign_user(csr, name, now_ms, signing.user_cert_ttl)?;
+    let authority = signing.authority()?;
+    let signed = authority.sign_user(csr, name, now_ms, signing.user_cert_ttl)?;
     user.serial = signed.serial.clone();
     user.not_after_ms = signed.not_after_ms;
-    Ok((signed, vec![Op::put(key.clone(), encode(&user))], unchanged(&key, &seen)))
+    user.ca = authority.pin().to_owned();
+    Ok((signed, user.ca.clone(), vec![Op::put(key.clone(), encode(&user))], unchanged(&key, &seen)))
+}
+
+/// `drover ca refresh`: user `name`, presenting the certificate it enrolled
+/// last (`serial`), gets a new one for the key in `csr` from the CA that
+/// signs now, lasting `--user-cert-ttl`; recorded as its only one.
+pub async fn renew_user(
+    store: &dyn Store,
+    signing: &super::Signing,
+    name: &str,
+    serial: &str,
+    csr: &[u8],
+    source: Option<std::net::SocketAddr>,
+    now_ms: i64,
+) -> Result<Signed, IdentityError> {
+    let actor = format!("user:{name}");
+    let result = async {
+        let key = keys::user(name);
+        let seen: Option<(UserRecord, KeyValue)> = get(store, &key).await?;
+        let Some((user, _)) = &seen else { return Err(not_found(name)) };
+        if user.serial != serial {
+            let serial = user.serial.clone();
+            return Err(crate::core::identity::Refusal::UserReplaced { name: name.to_owned(), serial }.into());
+        }
+        let (signed, _, mut ops, compare) = enroll_user(store, signing, name, csr, now_ms).await?;
+        let entry = Entry::ok(now_ms, &actor, "user.renew", name)
+            .source(source)
+            .detail(&format!("serial {} replaces {serial}", signed.serial));
+        ops.push(audit::op(&entry));
+        if !store.txn(Txn { compare: vec![compare], success: ops, failure: Vec::new() }).await?.succeeded {
+            return Err(IdentityError::Precondition(format!(
+                "user {name:?} changed while it renewed (removed, or logged in again); try again"
+            )));
+        }
+        Ok(signed)
+    }
+    .await;
+    if let Err(e) = &result {
+        let entry = Entry::refused(now_ms, &actor, "user.renew", name, &e.to_string()).source(source);
+        audit::record(store, entry).await;
+    }
+    result
+}
+
+/// An administrator of `drover certs init` renewing its certificate (when
+/// the CA rotates): the same name, from the CA that signs now, ending when
+/// the one it presents ends (`not_after_ms`), so renewing never extends
+/// what an administrator's certificate is good for.
+pub async fn renew_admin(
+    store: &dyn Store,
+    signing: &super::Signing,
+    name: &str,
+    not_after_ms: i64,
+    csr: &[u8],
+    source: Option<std::net::SocketAddr>,
+    now_ms: i64,
+) -> Result<Signed, IdentityError> {
+    let actor = format!("admin:{name}");
+    let ttl = std::time::Duration::from_millis((not_after_ms - now_ms).max(60_000) as u64);
+    let result = match signing.authority() {
+        Ok(authority) => authority.sign_admin(csr, name, now_ms, ttl).map_err(IdentityError::from),
+        Err(e) => Err(e),
+    };
+    let entry = match &result {
+        Ok(signed) => Entry::ok(now_ms, &actor, "admin.renew", name).detail(&format!("serial {}", signed.serial)),
+        Err(e) => Entry::refused(now_ms, &actor, "admin.renew", name, &e.to_string()),
+    };
+    audit::record(store, entry.source(source)).await;
+    result
 }

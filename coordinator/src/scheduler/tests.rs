@@ -147,6 +147,7 @@ fn render(state: &mut State, replies: Vec<(u64, oneshot::Receiver<Result<(), Str
                 ToAgent::LogAck { id, offset } => format!("{agent} <- log-ack {id} {offset}"),
                 ToAgent::ResultAck { id, accepted } => format!("{agent} <- result-ack {id} {accepted}"),
                 ToAgent::HeartbeatAck { .. } => unreachable!("the edge acknowledges heartbeats"),
+                ToAgent::Trust { .. } => unreachable!("the edge sends the CAs to trust"),
                 ToAgent::Deploy(a) => format!("{agent} <- deploy {}", a.id),
                 ToAgent::ServiceLogs { request_id, .. } => format!("{agent} <- service logs {request_id}"),
             },

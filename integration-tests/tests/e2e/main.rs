@@ -8,6 +8,7 @@ mod analysis;
 mod artifacts;
 mod bench;
 mod blocked;
+mod ca_rotation;
 mod caches;
 mod cli;
 mod cli_safety;

@@ -153,6 +153,8 @@ fn run(script: Vec<Step>) -> Vec<String> {
                         Action::Kill(id) => format!("kill {id}"),
                         Action::Fence { id, at } => format!("fence {id} {}", since(at)),
                         Action::HeartbeatEvery(d) => format!("every {}", d.as_millis()),
+                        Action::Trust(pem) => format!("trust {} CAs", pem.matches("BEGIN CERTIFICATE").count()),
+                        Action::RenewBy(ms) => format!("renew by {ms}"),
                         Action::Deploy(request) => {
                             let order = match request {
                                 executor::Request::Order(order) => order,
@@ -486,6 +488,71 @@ fn each_welcome_says_when_to_renew_the_certificate_or_never() {
     // The next session's coordinator speaks for the certificate it saw.
     p.on_message(renew_at(0), t0);
     assert_eq!(p.renew_cert_at_ms(), None, "0: a certificate never renewed");
+}
+
+/// A trust bundle of `n` CAs' certificates, PEM.
+fn bundle(n: usize) -> String {
+    (0..n).map(|i| crate::test_pki::TestCa::new(&format!("Drover CA {i}")).pem()).collect()
+}
+
+fn trust(ca_pem: &str, renew_cert_at_ms: i64) -> In {
+    In::Trust(pb::Trust { ca_pem: ca_pem.into(), renew_cert_at_ms })
+}
+
+#[test]
+fn trust_bundles_are_written_and_a_retiring_ca_brings_the_renewal_forward() {
+    use Step::*;
+    let (one, two) = (bundle(1), bundle(2));
+    let welcome_trusting =
+        |ca_pem: &str| In::Welcome(pb::Welcome { heartbeat_ms: 500, ca_pem: ca_pem.into(), ..Default::default() });
+    let cases: Vec<(&str, Vec<Step>, &[&str])> = vec![
+        (
+            "a Welcome's bundle is written",
+            vec![Msg(0, welcome_trusting(&two))],
+            &["every 500", "trust 2 CAs", "held 0"],
+        ),
+        ("a coordinator without a CA key sends none", vec![Msg(0, welcome_trusting(""))], &["every 500", "held 0"]),
+        (
+            "a bundle with no certificate in it is not written",
+            vec![Msg(0, welcome_trusting("-----BEGIN CERTIFICATE-----\nnot base64\n")), Msg(0, trust("junk", 0))],
+            &["every 500", "held 0"],
+        ),
+        ("a Trust's bundle is written", vec![Msg(0, trust(&one, 0))], &["trust 1 CAs", "held 0"]),
+        (
+            "a Trust may change only the renewal",
+            vec![Msg(0, trust("", 1_800_000_000_000))],
+            &["renew by 1800000000000", "held 0"],
+        ),
+        ("or both", vec![Msg(0, trust(&two, 1_800_000_000_000))], &["trust 2 CAs", "renew by 1800000000000", "held 0"]),
+        ("a Trust saying nothing does nothing", vec![Msg(0, trust("", 0))], &["held 0"]),
+    ];
+    for (what, script, want) in cases {
+        assert_eq!(run(script), *want, "{what}");
+    }
+    // The bundle goes to the driver as sent.
+    let mut p = Protocol::new();
+    assert_eq!(p.on_message(trust(&two, 0), Instant::now()), vec![Action::Trust(two)]);
+}
+
+#[test]
+fn a_trust_only_ever_brings_the_renewal_forward_until_the_next_welcome() {
+    let t0 = Instant::now();
+    let mut p = Protocol::new();
+    let renew_at =
+        |ms| In::Welcome(pb::Welcome { epoch: 1, heartbeat_ms: 500, renew_cert_at_ms: ms, ..Default::default() });
+    p.on_message(renew_at(3_600_000), t0);
+    p.on_message(trust("", 600_000), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(600_000));
+    p.on_message(trust("", 1_200_000), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(600_000), "a later deadline puts nothing off");
+    p.on_message(trust("", 0), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(600_000), "0: as before");
+    // The next session's coordinator speaks for the certificate it saw.
+    p.on_message(renew_at(3_600_000), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(3_600_000));
+    p.on_message(renew_at(0), t0);
+    p.on_message(trust("", 600_000), t0);
+    assert_eq!(p.renew_cert_at_ms(), Some(600_000), "never renewed is later than any deadline");
 }
 
 #[test]

@@ -51,7 +51,12 @@ pub(super) async fn open(
         }
         return Err(e.into());
     }
-    let renew_at = api.gate.renew_at_ms(&name, &cert.serial);
+    let renew_at = api.gate.renew_at_ms(&name, &cert.serial, now_ms() as i64);
+    // The CAs to trust, sent in the Welcome and again whenever a rotation
+    // changes them while the session is open.
+    let keyring = api.gate.keyring().cloned();
+    let mut trust = keyring.as_ref().map(|k| k.subscribe());
+    let bundle = keyring.as_ref().map(|k| k.trust().agents_bundle()).unwrap_or_default();
     let (sched, epoch) = crate::api::leader(&api.role)?;
     let mut inbound = req.into_inner();
     let hello = match inbound.message().await? {
@@ -115,10 +120,18 @@ pub(super) async fn open(
     let blobs = api.blobs.clone();
     let (identities, store, serial) = (api.gate.clone(), api.store.clone(), cert.serial.clone());
     let (kill_tx, kill_rx) = oneshot::channel::<Status>();
+    let connected = keyring.map(|k| k.connected(conn, cert.issuer.clone()));
     tokio::spawn(async move {
+        let _connected = connected;
         let revoked = loop {
             let message = tokio::select! {
                 message = inbound.message() => message,
+                Ok(()) = async { match trust.as_mut() { Some(t) => t.changed().await, None => std::future::pending().await } } => {
+                    let ca_pem = trust.as_mut().map(|t| t.borrow_and_update().agents_bundle()).unwrap_or_default();
+                    let renew_cert_at_ms = identities.renew_at_ms(&name, &serial, now_ms() as i64);
+                    let _ = acks.try_send(ToAgent::Trust { ca_pem, renew_cert_at_ms });
+                    continue;
+                }
                 named = denied.recv() => {
                     let mine = match named {
                         Ok(denied) => denied == name,
@@ -196,7 +209,8 @@ pub(super) async fn open(
     let vault = api.vault.clone();
     let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
         let vault = vault.clone();
-        async move { Ok(to_proto(m, epoch, limits, &vault, renew_at).await) }
+        let bundle = bundle.clone();
+        async move { Ok(to_proto(m, epoch, limits, &vault, (renew_at, &bundle)).await) }
     });
     // A revocation ends the stream with its reason: tonic sends the first
     // error as the call's status and stops.

@@ -134,6 +134,13 @@ pub enum ToAgent {
         seq: u64,
         renewed_seq: u64,
     },
+    /// The CAs to trust changed (a rotation) while the session was open;
+    /// `renew_cert_at_ms` is when the agent should renew. Sent by the API
+    /// edge itself.
+    Trust {
+        ca_pem: String,
+        renew_cert_at_ms: i64,
+    },
     /// Boxed: an assignment is far larger than every other message.
     Assign(Box<Assignment>),
     /// A rollout's action on this node.

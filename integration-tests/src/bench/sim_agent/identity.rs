@@ -9,10 +9,11 @@
 //! for step, with the same pieces (`drover_agent::identity`): a new key and
 //! CSR under the same name, `AgentCertService.Renew` on the channel the
 //! session runs on, the answer's name and key checked, the certificate and
-//! key replaced atomically; the session goes on, and the next one uses the
-//! new files. What differs is when: a simulated agent renews when the
-//! benchmark signals all of them at once ([`super::Swarm::renew_all`]), not
-//! at its certificate's half life, so that the burst is the benchmark's.
+//! key (and the CAs, when the answer carries a trust bundle) replaced
+//! atomically; the session goes on, and the next one uses the new files.
+//! What differs is when: a simulated agent renews when the benchmark
+//! signals all of them at once ([`super::Swarm::renew_all`]), not at its
+//! certificate's half life, so that the burst is the benchmark's.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -158,8 +159,13 @@ async fn renew(channel: Channel, dir: PathBuf, name: String) -> Result<(), Strin
         return Err(format!("the new certificate is for agent {:?}, not {name:?}", cert.name));
     }
     identity::check_pair(&cert.certificate_pem, &request.key_pem)?;
+    // The answer's trust bundle, when it sends one, becomes ca.pem.
+    let ca_pem = (!cert.ca_pem.is_empty()).then_some(cert.ca_pem.as_str());
+    if ca_pem.is_some_and(|pem| identity::first_cert(pem).is_none()) {
+        return Err("its trust bundle (ca_pem) holds no PEM certificate".into());
+    }
     let base = identity::base(&name);
-    let files = Files { base: &base, cert_pem: &cert.certificate_pem, key_pem: &request.key_pem, ca_pem: None };
+    let files = Files { base: &base, cert_pem: &cert.certificate_pem, key_pem: &request.key_pem, ca_pem };
     identity::install(&dir, files).map_err(|e| e.to_string())
 }
 

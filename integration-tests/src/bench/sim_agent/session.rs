@@ -12,8 +12,9 @@
 //! for its next connection.
 //!
 //! Unlike the real agent it does not leave a coordinator that acknowledges
-//! no heartbeats (its attempts end at once, so nothing needs fencing), and
-//! it keeps no metrics.
+//! no heartbeats (its attempts end at once, so nothing needs fencing), it
+//! takes no notice of a CA rotation's `Trust` (the benchmark rotates no
+//! CA), and it keeps no metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -300,6 +301,10 @@ impl SimAgent {
                 // Simulated agents deploy nothing; the benchmark sends no
                 // deploy actions.
                 Action::Deploy(_) => {}
+                // The benchmark rotates no CA: its agents take a trust
+                // bundle only with a renewal, and renew when it signals
+                // them, not by a retiring CA's deadline.
+                Action::Trust(_) | Action::RenewBy(_) => {}
             }
         }
         if let Some((attempt_id, accepted)) = acked {
