@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod environments;
 pub mod fleet;
 pub mod identity;
+pub mod job_token;
 pub mod keys;
 pub mod logs;
 pub mod machine;

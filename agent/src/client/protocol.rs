@@ -360,6 +360,7 @@ impl Protocol {
                     .collect(),
                 secrets: exec::Secrets(job.secrets.into_iter().collect()),
                 secrets_error: (!job.secrets_error.is_empty()).then_some(job.secrets_error),
+                job_token: exec::JobToken::new(job.job_token),
                 cache: job.cache.map(|c| exec::cache::CacheWork {
                     key: c
                         .key

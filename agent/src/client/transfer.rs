@@ -9,6 +9,13 @@
 //! blob is stored, or the rest from the byte its partial copy reached
 //! (`BlobHeader.offset`). What arrives is checked against the digest at both
 //! ends, so a transfer that broke halfway can never be taken for a whole one.
+//!
+//! Every request of a job's transfer names its attempt and carries the
+//! attempt's job token (`attempt_id` and `job_token` in `GetBlobRequest`,
+//! `BlobHeader`, `RestoreCacheRequest`, `SaveCacheRequest`): the resumable
+//! upload's query and each resumption too. A deployment's install names
+//! neither. The requests are built in one place each, below, and never
+//! logged.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +28,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::exec::JobAuth;
 use crate::exec::artifacts::Transfer;
 use crate::exec::cache::{BlobRef, Found};
 
@@ -60,15 +68,9 @@ impl ChannelTransfer {
     }
 
     /// Downloads blob `sha256` into the new file `dest`, resuming across
-    /// broken streams; `grant` names the attempt and cache entry when it is
-    /// a cache's archive.
-    async fn fetch_blob(
-        &self,
-        sha256: &str,
-        size: u64,
-        dest: &Path,
-        grant: Option<(&str, &str)>,
-    ) -> Result<(), String> {
+    /// broken streams; `what` says what it is, and so what the requests
+    /// name.
+    async fn fetch_blob(&self, sha256: &str, size: u64, dest: &Path, what: Download<'_>) -> Result<(), String> {
         let local = |e: std::io::Error| format!("{}: {e}", dest.display());
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         // What has arrived so far, kept across broken streams: the next
@@ -79,10 +81,7 @@ impl ChannelTransfer {
         loop {
             let mut client = self.client(until).await?;
             let streamed = async {
-                let (cache_attempt_id, cache_key) =
-                    grant.map_or_else(Default::default, |(a, k)| (a.to_string(), k.to_string()));
-                let request =
-                    pb::GetBlobRequest { sha256: sha256.to_string(), offset: len, cache_attempt_id, cache_key };
+                let request = get_blob_request(sha256, len, what);
                 let mut stream = client.get_blob(request).await.map_err(failure)?.into_inner();
                 while let Some(chunk) = stream.message().await.map_err(failure)? {
                     if len + chunk.data.len() as u64 > size {
@@ -163,6 +162,72 @@ enum Failure {
     Final(String),
 }
 
+/// What a download is of, and so what its requests name.
+#[derive(Debug, Clone, Copy)]
+enum Download<'a> {
+    /// A deployment's install: no attempt, no token.
+    Release,
+    /// The artifacts of a job that `job` needs.
+    Artifact(JobAuth<'a>),
+    /// An archive of cache entry `key`, found for `job`.
+    Cache(JobAuth<'a>, &'a str),
+}
+
+/// The request for blob `sha256` from byte `offset`.
+fn get_blob_request(sha256: &str, offset: u64, what: Download<'_>) -> pb::GetBlobRequest {
+    let mut request = pb::GetBlobRequest { sha256: sha256.to_string(), offset, ..Default::default() };
+    match what {
+        Download::Release => {}
+        Download::Artifact(job) => {
+            request.attempt_id = job.attempt.to_string();
+            request.job_token = job.token.expose().to_string();
+        }
+        Download::Cache(job, key) => {
+            request.attempt_id = job.attempt.to_string();
+            request.cache_attempt_id = job.attempt.to_string();
+            request.cache_key = key.to_string();
+            request.job_token = job.token.expose().to_string();
+        }
+    }
+    request
+}
+
+/// The header of `job`'s upload of blob `sha256` from byte `offset`, or
+/// (`query`) of the question what the coordinator holds of it.
+fn blob_header(job: JobAuth<'_>, sha256: &str, size: u64, offset: u64, query: bool) -> pb::BlobUpload {
+    pb::BlobUpload {
+        part: Some(pb::blob_upload::Part::Header(pb::BlobHeader {
+            attempt_id: job.attempt.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            offset,
+            query,
+            job_token: job.token.expose().to_string(),
+        })),
+    }
+}
+
+fn restore_cache_request(job: JobAuth<'_>, key: &str, restore_keys: &[String]) -> pb::RestoreCacheRequest {
+    pb::RestoreCacheRequest {
+        attempt_id: job.attempt.to_string(),
+        key: key.to_string(),
+        restore_keys: restore_keys.to_vec(),
+        job_token: job.token.expose().to_string(),
+    }
+}
+
+fn save_cache_request(job: JobAuth<'_>, key: &str, blobs: &[BlobRef]) -> pb::SaveCacheRequest {
+    pb::SaveCacheRequest {
+        attempt_id: job.attempt.to_string(),
+        key: key.to_string(),
+        blobs: blobs
+            .iter()
+            .map(|b| pb::CacheBlob { root: b.root.clone(), sha256: b.sha256.clone(), size: b.size })
+            .collect(),
+        job_token: job.token.expose().to_string(),
+    }
+}
+
 fn failure(status: tonic::Status) -> Failure {
     let text = drover_client::chain::error_chain(&status);
     if retryable(&status) { Failure::Retry(text) } else { Failure::Final(status.message().to_string()) }
@@ -171,24 +236,24 @@ fn failure(status: tonic::Status) -> Failure {
 #[async_trait::async_trait]
 impl Transfer for ChannelTransfer {
     async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String> {
-        self.fetch_blob(sha256, size, dest, None).await
+        self.fetch_blob(sha256, size, dest, Download::Release).await
     }
 
-    async fn fetch_cache(&self, attempt: &str, key: &str, blob: &BlobRef, dest: &Path) -> Result<(), String> {
-        self.fetch_blob(&blob.sha256, blob.size, dest, Some((attempt, key))).await
+    async fn fetch_artifact(&self, job: JobAuth<'_>, sha256: &str, size: u64, dest: &Path) -> Result<(), String> {
+        self.fetch_blob(sha256, size, dest, Download::Artifact(job)).await
+    }
+
+    async fn fetch_cache(&self, job: JobAuth<'_>, key: &str, blob: &BlobRef, dest: &Path) -> Result<(), String> {
+        self.fetch_blob(&blob.sha256, blob.size, dest, Download::Cache(job, key)).await
     }
 
     async fn restore_cache(
         &self,
-        attempt: &str,
+        job: JobAuth<'_>,
         key: &str,
         restore_keys: &[String],
     ) -> Result<(Option<Found>, String), String> {
-        let request = pb::RestoreCacheRequest {
-            attempt_id: attempt.to_string(),
-            key: key.to_string(),
-            restore_keys: restore_keys.to_vec(),
-        };
+        let request = restore_cache_request(job, key, restore_keys);
         let answer = self
             .patiently("a cache lookup", |mut client| {
                 let request = request.clone();
@@ -202,15 +267,8 @@ impl Transfer for ChannelTransfer {
         Ok((found, answer.scope_id))
     }
 
-    async fn save_cache(&self, attempt: &str, key: &str, blobs: &[BlobRef]) -> Result<(bool, String), String> {
-        let request = pb::SaveCacheRequest {
-            attempt_id: attempt.to_string(),
-            key: key.to_string(),
-            blobs: blobs
-                .iter()
-                .map(|b| pb::CacheBlob { root: b.root.clone(), sha256: b.sha256.clone(), size: b.size })
-                .collect(),
-        };
+    async fn save_cache(&self, job: JobAuth<'_>, key: &str, blobs: &[BlobRef]) -> Result<(bool, String), String> {
+        let request = save_cache_request(job, key, blobs);
         let answer = self
             .patiently("a cache save", |mut client| {
                 let request = request.clone();
@@ -220,22 +278,14 @@ impl Transfer for ChannelTransfer {
         Ok((answer.saved, answer.scope_id))
     }
 
-    async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String> {
+    async fn upload(&self, job: JobAuth<'_>, path: &Path, sha256: &str, size: u64) -> Result<(), String> {
         // Set when the coordinator refused to go on with its partial copy:
         // the next try sends it all from byte 0. That happens once; a
         // second refusal ends the upload.
         let (from_zero, restarted) = (AtomicBool::new(false), AtomicBool::new(false));
         let (from_zero, restarted) = (&from_zero, &restarted);
         self.patiently("an upload", |mut client| async move {
-            let header = |offset, query| pb::BlobUpload {
-                part: Some(pb::blob_upload::Part::Header(pb::BlobHeader {
-                    attempt_id: attempt.to_string(),
-                    sha256: sha256.to_string(),
-                    size,
-                    offset,
-                    query,
-                })),
-            };
+            let header = |offset, query| blob_header(job, sha256, size, offset, query);
             let offset = if from_zero.swap(false, Ordering::Relaxed) {
                 0
             } else {
@@ -279,5 +329,56 @@ impl Transfer for ChannelTransfer {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::JobToken;
+
+    /// Every request of a job's transfer names the attempt and carries its
+    /// token; a deployment's install names neither.
+    #[test]
+    fn a_jobs_requests_carry_its_attempt_and_token() {
+        let token = JobToken::new("tok-1".into());
+        let job = JobAuth { attempt: "7/build/2", token: &token };
+        let blob = BlobRef { root: "workspace".into(), sha256: "ab".repeat(32), size: 9 };
+
+        let get = |what| {
+            let r = get_blob_request("cd", 5, what);
+            (r.sha256, r.offset, r.attempt_id, r.job_token, r.cache_attempt_id, r.cache_key)
+        };
+        let s = String::from;
+        assert_eq!(get(Download::Release), (s("cd"), 5, s(""), s(""), s(""), s("")));
+        assert_eq!(get(Download::Artifact(job)), (s("cd"), 5, s("7/build/2"), s("tok-1"), s(""), s("")));
+        assert_eq!(
+            get(Download::Cache(job, "cargo-1")),
+            (s("cd"), 5, s("7/build/2"), s("tok-1"), s("7/build/2"), s("cargo-1"))
+        );
+
+        // The query and each resumption alike.
+        for (offset, query) in [(0, true), (0, false), (4, false)] {
+            let Some(pb::blob_upload::Part::Header(h)) = blob_header(job, "cd", 9, offset, query).part else {
+                panic!("not a header");
+            };
+            assert_eq!(
+                (h.attempt_id.as_str(), h.job_token.as_str(), h.sha256.as_str(), h.size, h.offset, h.query),
+                ("7/build/2", "tok-1", "cd", 9, offset, query)
+            );
+        }
+
+        let restore = restore_cache_request(job, "cargo-1", &["cargo-".into()]);
+        assert_eq!(
+            (restore.attempt_id.as_str(), restore.job_token.as_str(), restore.key.as_str()),
+            ("7/build/2", "tok-1", "cargo-1")
+        );
+        assert_eq!(restore.restore_keys, ["cargo-"]);
+        let save = save_cache_request(job, "cargo-1", std::slice::from_ref(&blob));
+        assert_eq!(
+            (save.attempt_id.as_str(), save.job_token.as_str(), save.key.as_str()),
+            ("7/build/2", "tok-1", "cargo-1")
+        );
+        assert_eq!(save.blobs, [pb::CacheBlob { root: blob.root, sha256: blob.sha256, size: 9 }]);
     }
 }

@@ -11,42 +11,49 @@
 //! another job's artifact): such a clash fails the attempt, naming the path.
 //! The transfers themselves are the agent client's ([`Transfer`]), over the
 //! same mutual-TLS connection as the session; they survive a reconnect.
+//! Each of a job's transfers names its attempt and carries its job token
+//! ([`JobAuth`]); only a deployment's install ([`Transfer::fetch`]) names
+//! none.
 
 use std::path::{Path, PathBuf};
 
+use super::JobAuth;
 use crate::runas::StepUser;
 
 /// A blob moved over the agent's connection to the coordinator.
 #[async_trait::async_trait]
 pub trait Transfer: Send + Sync {
-    /// Writes the blob `sha256` (of `size` bytes) to the new file `dest`,
-    /// checked against its digest.
+    /// A deployment's install: writes the release's blob `sha256` (of
+    /// `size` bytes) to the new file `dest`, checked against its digest.
+    /// It names no attempt.
     async fn fetch(&self, sha256: &str, size: u64, dest: &Path) -> Result<(), String>;
-    /// Uploads the file `path` as attempt `attempt`'s artifacts (or one of
-    /// its cache's archives).
-    async fn upload(&self, attempt: &str, path: &Path, sha256: &str, size: u64) -> Result<(), String>;
-    /// The cache entry attempt `attempt` restores for `key` (or one of
-    /// `restore_keys` matches), if any, and its scope's id.
+    /// As [`Transfer::fetch`], for `job`: the artifacts of a job it needs.
+    async fn fetch_artifact(&self, job: JobAuth<'_>, sha256: &str, size: u64, dest: &Path) -> Result<(), String>;
+    /// Uploads the file `path` as `job`'s artifacts (or one of its cache's
+    /// archives).
+    async fn upload(&self, job: JobAuth<'_>, path: &Path, sha256: &str, size: u64) -> Result<(), String>;
+    /// The cache entry `job` restores for `key` (or one of `restore_keys`
+    /// matches), if any, and its scope's id.
     async fn restore_cache(
         &self,
-        attempt: &str,
+        job: JobAuth<'_>,
         key: &str,
         restore_keys: &[String],
     ) -> Result<(Option<super::cache::Found>, String), String>;
-    /// Writes archive `blob` of cache entry `key` (found for `attempt`) to
-    /// the new file `dest`, checked against its digest.
+    /// Writes archive `blob` of cache entry `key` (found for `job`) to the
+    /// new file `dest`, checked against its digest.
     async fn fetch_cache(
         &self,
-        attempt: &str,
+        job: JobAuth<'_>,
         key: &str,
         blob: &super::cache::BlobRef,
         dest: &Path,
     ) -> Result<(), String>;
-    /// Records `blobs` (uploaded) as attempt `attempt`'s cache under `key`:
-    /// whether it was saved (not another's first), and the scope's id.
+    /// Records `blobs` (uploaded) as `job`'s cache under `key`: whether it
+    /// was saved (not another's first), and the scope's id.
     async fn save_cache(
         &self,
-        attempt: &str,
+        job: JobAuth<'_>,
         key: &str,
         blobs: &[super::cache::BlobRef],
     ) -> Result<(bool, String), String>;
@@ -81,10 +88,12 @@ pub struct Packed {
     pub files: u32,
 }
 
-/// Downloads and unpacks one input into `workspace`; `scratch` is a
-/// directory of the agent's beside it. Returns how many files it added.
+/// Downloads (for `job`) and unpacks one input into `workspace`; `scratch`
+/// is a directory of the agent's beside it. Returns how many files it
+/// added.
 pub async fn deliver(
     transfer: &dyn Transfer,
+    job: JobAuth<'_>,
     input: &Input,
     workspace: &Path,
     scratch: &Path,
@@ -92,12 +101,12 @@ pub async fn deliver(
 ) -> Result<usize, String> {
     let tar = scratch.join(format!("{}.tar", input.sha256));
     let staged = scratch.join(format!("{}.d", input.sha256));
-    let job = &input.job;
-    tracing::info!(job = %job, sha256 = %input.sha256, size = input.size, "downloading artifacts");
+    let needed = &input.job;
+    tracing::info!(job = %needed, sha256 = %input.sha256, size = input.size, "downloading artifacts");
     transfer
-        .fetch(&input.sha256, input.size, &tar)
+        .fetch_artifact(job, &input.sha256, input.size, &tar)
         .await
-        .map_err(|e| format!("cannot download the artifacts of {job}: {e}"))?;
+        .map_err(|e| format!("cannot download the artifacts of {needed}: {e}"))?;
     let (tar2, staged2, workspace, user, want) =
         (tar.clone(), staged.clone(), workspace.to_path_buf(), user.cloned(), input.sha256.clone());
     let merged = tokio::task::spawn_blocking(move || -> Result<usize, String> {
@@ -119,7 +128,7 @@ pub async fn deliver(
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r)
-    .map_err(|e| format!("cannot unpack the artifacts of {job}: {e}"));
+    .map_err(|e| format!("cannot unpack the artifacts of {needed}: {e}"));
     let _ = tokio::fs::remove_file(&tar).await;
     let _ = tokio::fs::remove_dir_all(&staged).await;
     merged
@@ -197,10 +206,10 @@ fn merge_dir(
 }
 
 /// Packs what `spec` selects in `workspace` into `scratch/NAME.tar` and
-/// uploads it. Returns what the result names.
+/// uploads it as `job`'s. Returns what the result names.
 pub async fn collect(
     transfer: &dyn Transfer,
-    attempt: &str,
+    job: JobAuth<'_>,
     spec: &Spec,
     workspace: &Path,
     scratch: &Path,
@@ -241,7 +250,7 @@ pub async fn collect(
     .and_then(|r| r)?;
     let sha256 = manifest.sha256.to_string();
     let files = manifest.entries.iter().filter(|e| matches!(e.kind, drover_archive::EntryKind::File { .. })).count();
-    let uploaded = transfer.upload(attempt, &tar, &sha256, manifest.bytes).await;
+    let uploaded = transfer.upload(job, &tar, &sha256, manifest.bytes).await;
     let _ = tokio::fs::remove_file(&tar).await;
     uploaded.map_err(|e| format!("cannot upload the artifacts: {e}"))?;
     Ok(Packed { sha256, size: manifest.bytes, files: files as u32 })

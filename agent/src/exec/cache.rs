@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::JobAuth;
 use super::artifacts::{Transfer, merge_keeping};
 use crate::runas::StepUser;
 
@@ -272,18 +273,19 @@ pub struct Place<'a> {
     pub user: Option<&'a StepUser>,
 }
 
-/// Restores the entry for `key` (or one a restore-key matches). Returns
-/// the report so far and what to say in the log.
+/// Restores the entry for `key` (or one a restore-key matches), looked up
+/// and downloaded for `job`. Returns the report so far and what to say in
+/// the log.
 pub async fn restore(
     transfer: &dyn Transfer,
     local: &LocalCaches,
-    attempt: &str,
+    job: JobAuth<'_>,
     work: &CacheWork,
     key: &str,
     place: &Place<'_>,
 ) -> (Report, String) {
     let mut report = Report { key: key.to_string(), ..Report::default() };
-    let (found, scope_id) = match transfer.restore_cache(attempt, key, &work.restore_keys).await {
+    let (found, scope_id) = match transfer.restore_cache(job, key, &work.restore_keys).await {
         Ok(answer) => answer,
         Err(e) => return (report, format!("cache: cannot look up {key}: {e}; going on without it")),
     };
@@ -302,7 +304,7 @@ pub async fn restore(
         }
         let dest = local.blob_path(&blob.sha256);
         let part = dest.with_extension("part");
-        if let Err(e) = transfer.fetch_cache(attempt, &found.key, blob, &part).await {
+        if let Err(e) = transfer.fetch_cache(job, &found.key, blob, &part).await {
             let _ = std::fs::remove_file(&part);
             return (report, format!("cache: cannot download {}: {e}; going on without it", found.key));
         }
@@ -359,11 +361,12 @@ async fn unpack_into(tar: PathBuf, sha256: &str, dest: &Path, place: &Place<'_>)
     result
 }
 
-/// Saves the job's paths under `report.key`. Returns what to say.
+/// Saves the job's paths under `report.key`, uploaded and recorded for
+/// `job`. Returns what to say.
 pub async fn save(
     transfer: &dyn Transfer,
     local: &LocalCaches,
-    attempt: &str,
+    job: JobAuth<'_>,
     work: &CacheWork,
     report: &mut Report,
     place: &Place<'_>,
@@ -387,12 +390,12 @@ pub async fn save(
         return format!("cache: nothing to save for {key}: no file at {}", work.paths.join(", "));
     }
     for blob in &blobs {
-        if let Err(e) = transfer.upload(attempt, &local.blob_path(&blob.sha256), &blob.sha256, blob.size).await {
+        if let Err(e) = transfer.upload(job, &local.blob_path(&blob.sha256), &blob.sha256, blob.size).await {
             return format!("cache: cannot upload {key}: {e}; not saved");
         }
     }
     let size: u64 = blobs.iter().map(|b| b.size).sum();
-    match transfer.save_cache(attempt, &key, &blobs).await {
+    match transfer.save_cache(job, &key, &blobs).await {
         Ok((true, scope_id)) => {
             local.put(format!("{scope_id}/{key}"), blobs);
             report.saved = true;

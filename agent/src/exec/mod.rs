@@ -38,6 +38,7 @@ pub mod cache;
 mod conditions;
 mod disk;
 mod env;
+mod job_token;
 mod mask;
 mod runner;
 #[cfg(test)]
@@ -58,6 +59,7 @@ use crate::watch::StepWatch;
 pub use disk::disk_note;
 pub(crate) use disk::free_space;
 pub use env::{DEFAULT_PATH, expand_path, find_bash, step_env};
+pub use job_token::{JobAuth, JobToken};
 use runner::{Runner, StepEnd};
 
 /// One attempt as the executor needs it.
@@ -99,6 +101,9 @@ pub struct Attempt {
     pub matrix: BTreeMap<String, String>,
     /// What started its run (`drover.event`); `None`: by hand.
     pub event: Option<String>,
+    /// Its credential for its own transfers ([`JobAuth`]); never given to
+    /// its steps.
+    pub job_token: JobToken,
 }
 
 /// An attempt's secrets by name: set in its steps' environment, masked in
@@ -365,7 +370,7 @@ async fn restore_cache(runner: &mut Runner<'_>, scratch: &Path) {
     }
     let home = runner.home();
     let place = cache::Place { workspace: &runner.workspace, home: &home, scratch, user: runner.ctx.user.as_ref() };
-    let (report, said) = cache::restore(transfer.as_ref(), &local, &attempt.id, work, &key, &place).await;
+    let (report, said) = cache::restore(transfer.as_ref(), &local, attempt.auth(), work, &key, &place).await;
     runner.say(format!("==> {said}\n"));
     runner.cache = Some(report);
 }
@@ -385,7 +390,7 @@ async fn save_cache(runner: &mut Runner<'_>, scratch: &Path) {
     };
     let home = runner.home();
     let place = cache::Place { workspace: &runner.workspace, home: &home, scratch, user: runner.ctx.user.as_ref() };
-    let said = cache::save(transfer.as_ref(), &local, &attempt.id, work, &mut report, &place).await;
+    let said = cache::save(transfer.as_ref(), &local, attempt.auth(), work, &mut report, &place).await;
     runner.say(format!("==> {said}\n"));
     runner.cache = Some(report);
 }
@@ -400,9 +405,10 @@ async fn deliver_inputs(runner: &Runner<'_>, scratch: &Path) -> Result<(), Strin
         return Err("this agent cannot download artifacts (no connection to a coordinator)".into());
     };
     make_scratch(scratch).await?;
+    let user = runner.ctx.user.as_ref();
     for input in &attempt.inputs {
         let files =
-            artifacts::deliver(transfer.as_ref(), input, &runner.workspace, scratch, runner.ctx.user.as_ref()).await?;
+            artifacts::deliver(transfer.as_ref(), attempt.auth(), input, &runner.workspace, scratch, user).await?;
         runner.say(format!(
             "==> artifacts of {}: {files} file{} ({} bytes, sha256 {})\n",
             input.job,
@@ -425,7 +431,7 @@ async fn pack_artifacts(
     };
     make_scratch(scratch).await?;
     runner.say(format!("==> packing artifacts: {}\n", spec.paths.join(" ")));
-    match artifacts::collect(transfer.as_ref(), &runner.attempt.id, spec, &runner.workspace, scratch).await {
+    match artifacts::collect(transfer.as_ref(), runner.attempt.auth(), spec, &runner.workspace, scratch).await {
         Ok(packed) => {
             runner.say(format!(
                 "==> uploaded artifacts: {} file{}, {} bytes, sha256 {}\n",

@@ -51,6 +51,8 @@ pub struct AgentApi {
     store: Arc<dyn crate::store::Store>,
     /// Refused sessions audited once a minute per name.
     refusals: crate::audit::Throttle,
+    /// The key of the attempts' job tokens.
+    pub(super) job_key: Arc<crate::identity::job_key::JobKey>,
 }
 
 impl AgentApi {
@@ -74,6 +76,7 @@ impl AgentApi {
             vault,
             caches,
             gate,
+            job_key: Arc::new(crate::identity::job_key::JobKey::new(store.clone())),
             store,
             refusals: crate::audit::Throttle::default(),
         }
@@ -178,19 +181,29 @@ fn cache_work(c: drover_pipeline::CacheSpec) -> pb::CacheWork {
     pb::CacheWork { key, paths: c.paths, restore_keys: c.restore_keys }
 }
 
-/// Converts a scheduler message; `epoch` is the leadership term the
-/// session belongs to, which agents use to refuse a deposed leader, and
-/// `renew_at` when the agent's certificate is due for renewal (0: never)
-/// and `bundle` the CAs to trust (empty: as they are), for the Welcome.
-/// An Assign's secrets are resolved here, at the last moment.
-async fn to_proto(
-    msg: ToAgent,
-    epoch: u64,
-    limits: (u64, u64),
-    vault: &Vault,
-    (renew_at, bundle): (i64, &str),
-) -> pb::CoordinatorMessage {
-    let (max_artifact_bytes, max_artifact_file_bytes) = limits;
+/// What converting a session's messages takes.
+pub(super) struct Outbound {
+    /// The agent's name, which its attempts' job tokens are bound to.
+    pub name: String,
+    /// The leadership term the session belongs to, which agents use to
+    /// refuse a deposed leader.
+    pub epoch: u64,
+    /// `--max-artifact-bytes` and `--max-artifact-file-bytes`.
+    pub limits: (u64, u64),
+    pub vault: Arc<Vault>,
+    pub job_key: Arc<[u8; 32]>,
+    /// For the Welcome: when the agent's certificate is due for renewal (0:
+    /// never), and the CAs to trust (empty: as they are).
+    pub renew_at: i64,
+    pub bundle: String,
+}
+
+/// Converts a scheduler message for the session `out` describes. An
+/// Assign's secrets are resolved here, at the last moment, and its job
+/// token made.
+async fn to_proto(msg: ToAgent, out: &Outbound) -> pb::CoordinatorMessage {
+    let (epoch, vault, (renew_at, bundle)) = (out.epoch, out.vault.as_ref(), (out.renew_at, out.bundle.as_str()));
+    let (max_artifact_bytes, max_artifact_file_bytes) = out.limits;
     let msg = match msg {
         ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
             epoch,
@@ -255,6 +268,7 @@ async fn to_proto(
                         tag: tag.unwrap_or_default(),
                         matrix: matrix.into_iter().collect(),
                         event: event.as_str().to_string(),
+                        job_token: crate::core::job_token::mint(out.job_key.as_ref(), &out.name, &a.id.to_string()),
                     })
                 }
             };
@@ -431,6 +445,27 @@ pub(super) fn attempt_id(id: &str) -> Result<AttemptId, String> {
         return Err(format!("attempt id {:?} is longer than {MAX_ATTEMPT_ID} bytes", abbreviate(id)));
     }
     id.parse()
+}
+
+/// Whether `token` is attempt `id`'s job token on agent `name`
+/// (`core::job_token`); a wrong one is a forgery, audited at warning level
+/// (once a minute per agent name).
+pub(super) async fn check_job_token(api: &AgentApi, name: &str, id: &AttemptId, token: &str) -> Result<(), Status> {
+    let key = api.job_key.get().await.map_err(ApiError::from)?;
+    let Err(e) = crate::core::job_token::check(key.as_ref(), name, &id.to_string(), token) else {
+        return Ok(());
+    };
+    crate::metrics::METRICS.agent_refusals.inc();
+    warn!(agent = %name, attempt = %id, reason = %e, "refused a job token");
+    if matches!(e, crate::core::job_token::JobTokenError::Wrong { .. })
+        && api.refusals.allow(name, std::time::Instant::now(), crate::audit::REFUSAL_EVERY).is_some()
+    {
+        let actor = format!("agent:{name}");
+        let at = drover_telemetry::trace::now_ms() as i64;
+        let entry = crate::audit::Entry::refused(at, &actor, "job-token", &id.to_string(), &e.to_string());
+        crate::audit::record(api.store.as_ref(), entry.warning()).await;
+    }
+    Err(ApiError::PermissionDenied(e.to_string()).into())
 }
 
 /// The longest result message kept from an agent (it is stored with the

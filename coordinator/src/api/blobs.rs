@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
-use super::agent::{AgentApi, abbreviate, attempt_id};
+use super::agent::{AgentApi, abbreviate, attempt_id, check_job_token};
 use super::require_agent;
 use super::status::ApiError;
 use crate::blobs::{self, Blobs};
@@ -97,6 +97,7 @@ pub(super) async fn put(
         _ => return Err(ApiError::Invalid("an upload starts with its header".into()).into()),
     };
     let id = attempt_id(&header.attempt_id).map_err(ApiError::Invalid)?;
+    check_job_token(api, &name, &id, &header.job_token).await?;
     // Only for an attempt it holds: an agent cannot fill the store with
     // blobs no job of its will name, nor learn what it holds of others.
     let (sched, _) = super::leader(&api.role)?;
@@ -188,26 +189,46 @@ pub(super) async fn put(
     Ok(Response::new(pb::PutBlobResponse { sha256, ..Default::default() }))
 }
 
-/// `GetBlob`: only a blob that an attempt the agent holds needs.
+/// `GetBlob`: for a job, only a blob its attempt needs (a need's artifact,
+/// or an archive of its cache), the request naming the attempt and carrying
+/// its job token; for a deployment's install (no attempt), only a release
+/// sent to this agent.
 pub(super) async fn get(
     api: &AgentApi,
     req: Request<pb::GetBlobRequest>,
 ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<pb::BlobData, Status>> + Send>>>, Status> {
     let name = require_agent(&req)?;
-    let pb::GetBlobRequest { sha256, offset, cache_attempt_id, cache_key } = req.into_inner();
+    let pb::GetBlobRequest { sha256, offset, cache_attempt_id, cache_key, attempt_id: attempt, job_token } =
+        req.into_inner();
     // Only what one of its own attempts needs: an agent is untrusted,
     // and the digests of other runs' artifacts are no secret to it. A
     // cache's archive: only of an entry in its attempt's scope.
-    let allowed = if cache_key.is_empty() {
+    let allowed = if !cache_key.is_empty() {
+        super::caches::may_fetch(api, &name, (&cache_attempt_id, &job_token), &cache_key, &sha256).await?
+    } else {
+        let attempt = if attempt.is_empty() {
+            None
+        } else {
+            let id = attempt_id(&attempt).map_err(ApiError::Invalid)?;
+            check_job_token(api, &name, &id, &job_token).await?;
+            Some(id)
+        };
         let (sched, _) = super::leader(&api.role)?;
         let (reply, allowed) = oneshot::channel();
-        sched
-            .send(Event::MayFetch { name: name.clone(), sha256: sha256.clone(), reply })
-            .await
-            .map_err(|_| ApiError::NotLeader(None))?;
-        allowed.await.unwrap_or(false)
-    } else {
-        super::caches::may_fetch(api, &name, &cache_attempt_id, &cache_key, &sha256).await?
+        let event = Event::MayFetch { name: name.clone(), attempt: attempt.clone(), sha256: sha256.clone(), reply };
+        sched.send(event).await.map_err(|_| ApiError::NotLeader(None))?;
+        if !allowed.await.unwrap_or(false) {
+            return Err(ApiError::PermissionDenied(match attempt {
+                Some(id) => format!(
+                    "attempt {id} of agent {name} does not need blob {} (a job downloads only its needs' artifacts, \
+                     while it holds the attempt)",
+                    abbreviate(&sha256)
+                ),
+                None => format!("agent {name} holds no attempt that needs blob {}", abbreviate(&sha256)),
+            })
+            .into());
+        }
+        true
     };
     if !allowed {
         return Err(ApiError::PermissionDenied(format!(

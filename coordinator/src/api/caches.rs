@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use super::agent::{AgentApi, abbreviate, attempt_id};
+use super::agent::{AgentApi, abbreviate, attempt_id, check_job_token};
 use super::require_agent;
 use super::status::ApiError;
 use crate::blobs;
@@ -61,6 +61,7 @@ pub(super) async fn restore(
     let name = require_agent(&req)?;
     let req = req.into_inner();
     let id = attempt_id(&req.attempt_id).map_err(ApiError::Invalid)?;
+    check_job_token(api, &name, &id, &req.job_token).await?;
     check_key("cache key", &req.key)?;
     if req.restore_keys.len() > MAX_RESTORE_KEYS {
         return Err(ApiError::Invalid(format!("more than {MAX_RESTORE_KEYS} restore-keys")).into());
@@ -92,6 +93,7 @@ pub(super) async fn save(
     let name = require_agent(&req)?;
     let req = req.into_inner();
     let id = attempt_id(&req.attempt_id).map_err(ApiError::Invalid)?;
+    check_job_token(api, &name, &id, &req.job_token).await?;
     check_key("cache key", &req.key)?;
     // Permission first: a refused agent learns nothing of the blobs.
     let scope = scope(api, &name, &id).await?;
@@ -137,15 +139,17 @@ pub(super) async fn save(
 }
 
 /// Whether `GetBlob` may serve blob `sha256` to agent `name` as an archive
-/// of the cache entry `key` of the attempt `attempt`'s scope.
+/// of the cache entry `key` of the attempt `attempt`'s scope, `token`
+/// being that attempt's job token.
 pub(super) async fn may_fetch(
     api: &AgentApi,
     name: &str,
-    attempt: &str,
+    (attempt, token): (&str, &str),
     key: &str,
     sha256: &str,
 ) -> Result<bool, Status> {
     let id = attempt_id(attempt).map_err(ApiError::Invalid)?;
+    check_job_token(api, name, &id, token).await?;
     check_key("cache key", key)?;
     let scope = scope(api, name, &id).await?;
     Ok(api.caches.names_blob(&scope, key, sha256).await.map_err(ApiError::from)?)

@@ -92,6 +92,8 @@ pub const DENIED: &str = "/identity/denied/";
 pub const USERS: &str = "/identity/users/";
 /// The CA ring (`core::ca`), once a rotation has begun.
 pub const CA_RING: &str = "/identity/ca";
+/// The cluster's job-token key (`identity::job_key`).
+pub const JOB_KEY: &str = "/identity/job-key";
 
 pub fn user(name: &str) -> String {
     format!("{USERS}{name}")

@@ -9,6 +9,7 @@
 
 pub mod ca;
 pub mod gate;
+pub mod job_key;
 pub mod users;
 
 use std::collections::BTreeMap;

@@ -44,10 +44,13 @@ pub enum Event {
         comment: String,
         reply: oneshot::Sender<Result<(), SchedError>>,
     },
-    /// Whether agent `name` may download blob `sha256`: it is the
-    /// artifact of a job that an attempt the agent holds needs.
+    /// Whether agent `name` may download blob `sha256`: the artifact of a
+    /// job that `attempt`, which the agent holds, needs; or, with no
+    /// attempt, a release an install sent to the agent this term.
     MayFetch {
         name: String,
+        /// The job's attempt downloading; none for a deployment's install.
+        attempt: Option<AttemptId>,
         sha256: String,
         reply: oneshot::Sender<bool>,
     },

@@ -307,10 +307,10 @@ impl State {
         })
     }
 
-    /// Whether blob `sha256` is an input of an attempt agent `name` holds:
-    /// an agent downloads only what its own attempts need.
-    pub(super) fn may_fetch(&self, name: &str, sha256: &str) -> bool {
-        self.fleet.held_by(name).any(|id| {
+    /// Whether blob `sha256` is an input of `attempt`, which agent `name`
+    /// holds: a job downloads only what its own attempt needs.
+    pub(super) fn may_fetch(&self, name: &str, attempt: &AttemptId, sha256: &str) -> bool {
+        self.fleet.held_by(name).filter(|id| *id == attempt).any(|id| {
             let Some(run) = self.runs.get(&id.run) else { return false };
             let Some(spec) = run.spec(&id.job) else { return false };
             spec.needs

@@ -161,8 +161,11 @@ impl State {
             Event::ListAgents { reply } => {
                 let _ = reply.send(self.fleet.list());
             }
-            Event::MayFetch { name, sha256, reply } => {
-                let _ = reply.send(self.may_fetch(&name, &sha256) || self.may_fetch_release(&name, &sha256));
+            Event::MayFetch { name, attempt, sha256, reply } => {
+                let _ = reply.send(match attempt {
+                    Some(id) => self.may_fetch(&name, &id, &sha256),
+                    None => self.may_fetch_release(&name, &sha256),
+                });
             }
             event @ (Event::SubscribeDeploys { .. }
             | Event::DeployFinished { .. }

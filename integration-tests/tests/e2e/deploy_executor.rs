@@ -27,6 +27,7 @@ use drover_agent::deploy::executor::{
 use drover_agent::deploy::proxy::ServiceProxy;
 use drover_agent::deploy::supervise::OUTPUT_FILE;
 use drover_agent::deploy::supervise::{Adopted, Supervisor};
+use drover_agent::exec::JobAuth;
 use drover_agent::exec::artifacts::Transfer;
 use drover_agent::exec::cache::{BlobRef, Found};
 use drover_agent::watch::Launch;
@@ -72,16 +73,19 @@ impl Transfer for LocalBlobs {
         let copied = tokio::fs::copy(&src, dest).await.map_err(|e| format!("{}: {e}", src.display()))?;
         if copied != size { Err(format!("blob {sha256} holds {copied} bytes, not {size}")) } else { Ok(()) }
     }
-    async fn upload(&self, _: &str, _: &Path, _: &str, _: u64) -> Result<(), String> {
+    async fn fetch_artifact(&self, _: JobAuth<'_>, _: &str, _: u64, _: &Path) -> Result<(), String> {
         Err("not in these tests".into())
     }
-    async fn restore_cache(&self, _: &str, _: &str, _: &[String]) -> Result<(Option<Found>, String), String> {
+    async fn upload(&self, _: JobAuth<'_>, _: &Path, _: &str, _: u64) -> Result<(), String> {
         Err("not in these tests".into())
     }
-    async fn fetch_cache(&self, _: &str, _: &str, _: &BlobRef, _: &Path) -> Result<(), String> {
+    async fn restore_cache(&self, _: JobAuth<'_>, _: &str, _: &[String]) -> Result<(Option<Found>, String), String> {
         Err("not in these tests".into())
     }
-    async fn save_cache(&self, _: &str, _: &str, _: &[BlobRef]) -> Result<(bool, String), String> {
+    async fn fetch_cache(&self, _: JobAuth<'_>, _: &str, _: &BlobRef, _: &Path) -> Result<(), String> {
+        Err("not in these tests".into())
+    }
+    async fn save_cache(&self, _: JobAuth<'_>, _: &str, _: &[BlobRef]) -> Result<(bool, String), String> {
         Err("not in these tests".into())
     }
 }

@@ -331,7 +331,10 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
         };
         let refused = client.put_blob(tokio_stream::iter([header])).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-        assert!(refused.message().contains(&format!("agent nosy does not hold attempt {run}/build/1")), "{refused:?}");
+        assert!(
+            refused.message().contains(&format!("a request for attempt {run}/build/1 carries no job token")),
+            "{refused:?}"
+        );
         // Nor restore, fetch or save another agent's attempt's cache.
         let attempt = format!("{run}/build/1");
         let refused = client
@@ -339,24 +342,31 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
                 attempt_id: attempt.clone(),
                 key: "deps".into(),
                 restore_keys: vec![],
+                ..Default::default()
             })
             .await
             .expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-        assert!(refused.message().contains("agent nosy holds no attempt"), "{refused:?}");
+        assert!(refused.message().contains("carries no job token"), "{refused:?}");
         let refused = client
             .get_blob(pb::GetBlobRequest {
                 sha256: sha.clone(),
                 offset: 0,
                 cache_attempt_id: attempt.clone(),
                 cache_key: "deps".into(),
+                ..Default::default()
             })
             .await
             .expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         let blob = pb::CacheBlob { root: "workspace".into(), sha256: sha.clone(), size: 8 };
         let refused = client
-            .save_cache(pb::SaveCacheRequest { attempt_id: attempt.clone(), key: "deps".into(), blobs: vec![blob] })
+            .save_cache(pb::SaveCacheRequest {
+                attempt_id: attempt.clone(),
+                key: "deps".into(),
+                blobs: vec![blob],
+                ..Default::default()
+            })
             .await
             .expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
@@ -367,4 +377,102 @@ fn an_agent_downloads_only_the_artifacts_its_own_attempts_need() {
     let dest = fleet.dir.path().join("got");
     let out = fleet.drover(&["artifacts", "get", &run, "build", "-o", dest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A client of the agent service with agent `name`'s certificate, beside
+/// its session.
+async fn agent_client(
+    fleet: &Fleet,
+    name: &str,
+) -> pb::agent_service_client::AgentServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = fleet.agent_tls(name);
+    let read = |file: String| std::fs::read(dir.join(file)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(read(format!("agent-{name}.pem")), read(format!("agent-{name}-key.pem"))));
+    let channel = Endpoint::from_shared(fleet.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    pb::agent_service_client::AgentServiceClient::new(channel)
+}
+
+#[test]
+fn a_jobs_token_opens_only_its_own_attempts_downloads_and_only_while_it_holds_the_lease() {
+    let mut fleet = Fleet::start("job-token");
+    fleet.agent("good", "role=good", 1);
+    fleet.issue_agent_certs_with_labels(&["nosy".to_string()], "role=nosy");
+    fleet.wait_agents(1);
+    let other = fleet.submit(
+        "other.yml",
+        "name: other\njobs:\n  build:\n    runs-on: {role: good}\n    steps: [{run: 'echo private > p.txt'}]\n    artifacts: {paths: [p.txt]}\n",
+    );
+    assert_eq!(fleet.wait_run(&other, Duration::from_secs(60))["state"], "succeeded", "{}", fleet.logs());
+    let private = fleet.job(&other, "build")["artifact"]["sha256"].as_str().unwrap().to_string();
+    let run = fleet.submit(
+        "mine.yml",
+        "name: mine\njobs:\n  make:\n    runs-on: {role: good}\n    steps: [{run: 'echo input > i.txt'}]\n    artifacts: {paths: [i.txt]}\n  take:\n    needs: [make]\n    runs-on: {role: nosy}\n    steps: [{run: 'cat i.txt'}]\n",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut nosy = RawAgent::connect(&fleet.url(), &fleet.agent_tls("nosy"), "nosy", &[("role", "nosy")]).await;
+        let (id, token, input) = nosy
+            .expect("the assignment of take", |m| match m {
+                In::Assign(pb::Assign { attempt_id, work: Some(pb::assign::Work::Job(job)), .. }) => {
+                    let input = job.inputs.first()?.artifact.as_ref()?.sha256.clone();
+                    Some((attempt_id.clone(), job.job_token.clone(), input))
+                }
+                _ => None,
+            })
+            .await;
+        nosy.send(Out::Accepted(pb::Accepted { attempt_id: id.clone() }));
+        assert!(token.starts_with("djob_"), "{token}");
+        let mut client = agent_client(&fleet, "nosy").await;
+        let get = |sha: &str, attempt: &str, token: &str| pb::GetBlobRequest {
+            sha256: sha.to_string(),
+            attempt_id: attempt.to_string(),
+            job_token: token.to_string(),
+            ..Default::default()
+        };
+        // Its own need, with its token: served.
+        let mut stream = client.get_blob(get(&input, &id, &token)).await.expect("its own need").into_inner();
+        assert!(stream.message().await.unwrap().is_some_and(|d| !d.data.is_empty()));
+        // (what, request, the refusal)
+        let make = format!("{run}/make/1");
+        let cases = [
+            (
+                "another run's artifact",
+                get(&private, &id, &token),
+                format!("attempt {id} of agent nosy does not need blob"),
+            ),
+            ("no token", get(&input, &id, ""), format!("a request for attempt {id} carries no job token")),
+            (
+                "its token for another attempt",
+                get(&input, &make, &token),
+                format!("not attempt {make}'s on agent nosy"),
+            ),
+            ("no attempt at all", get(&input, "", ""), "agent nosy holds no attempt that needs blob".to_string()),
+        ];
+        for (what, request, want) in cases {
+            let refused = client.get_blob(request).await.expect_err(what);
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
+            assert!(refused.message().contains(&want), "{what}: want {want:?}: {refused:?}");
+        }
+        // Once its result is in, the attempt is not held, and the token
+        // opens nothing.
+        nosy.send(Out::Result(pb::AttemptResult {
+            attempt_id: id.clone(),
+            outcome: pb::Outcome::Succeeded as i32,
+            exit_code: 0,
+            message: String::new(),
+            artifact: None,
+            cache: None,
+        }));
+        nosy.expect("the result ack", |m| matches!(m, In::ResultAck(a) if a.accepted).then_some(())).await;
+        let refused = client.get_blob(get(&input, &id, &token)).await.expect_err("after the attempt");
+        assert!(refused.message().contains("does not need blob"), "{refused:?}");
+    });
+    assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
+    let audit = text(&fleet.drover(&["audit", "-o", "json"]).stdout);
+    assert!(audit.contains("\"job-token\"") && audit.contains("\"warning\""), "a forged token is audited: {audit}");
+    let everything = format!("{audit}{}", fleet.logs());
+    assert!(!everything.contains("djob_"), "a job token was logged");
 }

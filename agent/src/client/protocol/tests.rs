@@ -619,3 +619,26 @@ fn a_hook_action_becomes_the_executors_hook_in_full() {
     let passed = executor::Report { state: executor::ReportState::HookPassed, message: String::new(), ..report_in() };
     assert_eq!(deploy::report(passed).state, pb::DeployState::HookPassed as i32);
 }
+
+/// The Assign's job token reaches the attempt the executor gets, for its
+/// transfers; printing the attempt (or the action starting it) never shows
+/// it.
+#[test]
+fn an_assigns_job_token_stays_on_the_attempt_and_out_of_print() {
+    let mut p = Protocol::new();
+    let t0 = Instant::now();
+    p.on_message(welcome(1, 1000, 0), t0);
+    let In::Assign(mut a) = assign("1/a/1", 1) else { unreachable!() };
+    let Some(pb::assign::Work::Job(job)) = a.work.as_mut() else { unreachable!() };
+    job.job_token = "djt-secret-of-1/a/1".into();
+    let actions = p.on_message(In::Assign(a), t0);
+    let Some(Action::Start { attempt, .. }) = actions.iter().find(|a| matches!(a, Action::Start { .. })) else {
+        panic!("no start in {actions:?}");
+    };
+    assert_eq!(attempt.job_token.expose(), "djt-secret-of-1/a/1");
+    assert_eq!((attempt.auth().attempt, attempt.auth().token.expose()), ("1/a/1", "djt-secret-of-1/a/1"));
+    for shown in [format!("{attempt:?}"), format!("{actions:?}"), format!("{:#?}", attempt.auth())] {
+        assert!(!shown.contains("secret-of"), "{shown}");
+        assert!(shown.contains("(job token)"), "{shown}");
+    }
+}

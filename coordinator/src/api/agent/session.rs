@@ -5,6 +5,7 @@
 //! at once with the reason, and its attempts are lost (`Event::AgentRevoked`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use drover_proto::v1 as pb;
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::super::status::ApiError;
-use super::{AgentApi, HeartbeatGate, SessionStream, check_hello, owned_labels, to_event, to_proto};
+use super::{AgentApi, HeartbeatGate, Outbound, SessionStream, check_hello, owned_labels, to_event, to_proto};
 use crate::api::blobs::check_artifact;
 use crate::audit::{self, Entry};
 use crate::core::fleet::{AgentHello, ToAgent};
@@ -58,6 +59,9 @@ pub(super) async fn open(
     let mut trust = keyring.as_ref().map(|k| k.subscribe());
     let bundle = keyring.as_ref().map(|k| k.trust().agents_bundle()).unwrap_or_default();
     let (sched, epoch) = crate::api::leader(&api.role)?;
+    // Before the Hello is taken: without the key no Assign can be sent.
+    let job_key = api.job_key.get().await.map_err(ApiError::from)?;
+    let out_name = name.clone();
     let mut inbound = req.into_inner();
     let hello = match inbound.message().await? {
         Some(pb::AgentMessage { msg: Some(In::Hello(h)) }) => h,
@@ -205,12 +209,18 @@ pub(super) async fn open(
             }
         }
     });
-    let limits = (api.max_artifact_bytes, api.max_artifact_file_bytes);
-    let vault = api.vault.clone();
+    let outbound = Arc::new(Outbound {
+        name: out_name,
+        epoch,
+        limits: (api.max_artifact_bytes, api.max_artifact_file_bytes),
+        vault: api.vault.clone(),
+        job_key,
+        renew_at,
+        bundle,
+    });
     let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
-        let vault = vault.clone();
-        let bundle = bundle.clone();
-        async move { Ok(to_proto(m, epoch, limits, &vault, (renew_at, &bundle)).await) }
+        let outbound = outbound.clone();
+        async move { Ok(to_proto(m, &outbound).await) }
     });
     // A revocation ends the stream with its reason: tonic sends the first
     // error as the call's status and stops.
