@@ -412,6 +412,7 @@ pub async fn run(
                 caches,
                 id,
                 closing: closing_rx,
+                gate: gate.clone(),
             },
             guarded.clone(),
         ))

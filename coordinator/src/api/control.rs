@@ -15,7 +15,9 @@ use tonic::{Request, Response, Status};
 
 use super::allowed;
 use super::status::ApiError;
-use super::streams::{Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing};
+use super::streams::{
+    Batch, EventStream, Item, LogStream, WatchFilter, follow_run, send_batch, until_closing, while_allowed,
+};
 use super::views::summary_view;
 pub(super) use super::views::{artifact_view, job_view, run_view};
 use crate::blobs::Blobs;
@@ -56,6 +58,9 @@ pub struct ControlApi {
     /// streams end then (see [`until_closing`]), or a graceful shutdown would
     /// wait for every `drover run --follow` to finish.
     pub(crate) closing: watch::Receiver<bool>,
+    /// Who callers are now: a user's open stream ends when it may no
+    /// longer read (see [`while_allowed`]).
+    pub(crate) gate: Arc<crate::identity::Gate>,
 }
 
 impl ControlApi {
@@ -213,12 +218,14 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
         allowed(&req, Action::Read)?;
+        let cert = super::certificate(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let (tx, rx) = mpsc::channel(256);
         let filter = WatchFilter { job: None, attempt: 0, logs: req.logs };
         tokio::spawn(follow_run(self.store.clone(), self.segments.clone(), id, filter, tx));
-        Ok(Response::new(until_closing(ReceiverStream::new(rx), self.closing.clone())))
+        let events = until_closing(ReceiverStream::new(rx), self.closing.clone());
+        Ok(Response::new(while_allowed(events, self.gate.clone(), cert)))
     }
 
     type GetLogsStream = LogStream;
@@ -226,6 +233,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     async fn get_logs(&self, req: Request<pb::GetLogsRequest>) -> Result<Response<LogStream>, Status> {
         use tokio_stream::StreamExt;
         allowed(&req, Action::Read)?;
+        let cert = super::certificate(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let run = self.run_with_job(id, &req.job).await?;
@@ -295,7 +303,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             Ok(_) => None,
             Err(s) => Some(Err(s)),
         });
-        Ok(Response::new(until_closing(logs, self.closing.clone())))
+        Ok(Response::new(while_allowed(until_closing(logs, self.closing.clone()), self.gate.clone(), cert)))
     }
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {

@@ -42,6 +42,44 @@ pub(super) fn until_closing<T: Send + 'static>(
     Box::pin(stream)
 }
 
+/// Ends a response stream with PERMISSION_DENIED as soon as its caller, a
+/// user presenting `cert`, may no longer read: removed, or its certificate
+/// replaced (deny wins, for a stream held open as for the next call).
+/// Administrators' streams are returned as they are.
+pub(super) fn while_allowed<T: Send + 'static>(
+    inner: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+    gate: Arc<crate::identity::Gate>,
+    cert: drover_pki::peer::Presented,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    use tokio_stream::StreamExt;
+    if !matches!(cert.peer, drover_pki::peer::Peer::User(_)) {
+        return inner;
+    }
+    let users = gate.users_changed();
+    let stream = futures_util::stream::unfold(Some((inner, users)), move |state| {
+        let (gate, cert) = (gate.clone(), cert.clone());
+        async move {
+            let (mut inner, mut users) = state?;
+            loop {
+                tokio::select! {
+                    item = inner.next() => return item.map(|item| (item, Some((inner, users)))),
+                    changed = users.changed() => {
+                        if changed.is_err() {
+                            // No gate to ask any more: the stream goes on.
+                            return inner.next().await.map(|item| (item, Some((inner, users))));
+                        }
+                        let caller = gate.caller(&cert);
+                        if let Err(why) = crate::core::authz::authorize(&caller, crate::core::authz::Action::Read) {
+                            return Some((Err(ApiError::PermissionDenied(why).into()), None));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
 pub(super) type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 pub(super) type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogData, Status>> + Send>>;
 

@@ -39,6 +39,9 @@ struct Known {
 pub struct Gate {
     known: RwLock<Known>,
     denied_tx: broadcast::Sender<String>,
+    /// Bumped at every change of a user's record, for the streams a user
+    /// holds open (`api::streams::while_allowed`).
+    users_tx: tokio::sync::watch::Sender<u64>,
     /// Where the CA ring goes (none in tests of the rest).
     keyring: Option<Arc<Keyring>>,
 }
@@ -64,7 +67,8 @@ impl Gate {
 
     fn empty() -> Gate {
         let (denied_tx, _) = broadcast::channel(1024);
-        Gate { known: RwLock::new(Known::default()), denied_tx, keyring: None }
+        let (users_tx, _) = tokio::sync::watch::channel(0);
+        Gate { known: RwLock::new(Known::default()), denied_tx, users_tx, keyring: None }
     }
 
     /// The coordinator's CAs (none in tests of the rest).
@@ -117,6 +121,12 @@ impl Gate {
         }
     }
 
+    /// A change to users' records (added, removed, a role or certificate
+    /// changed): look the caller up again with [`Gate::caller`].
+    pub fn users_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.users_tx.subscribe()
+    }
+
     /// Names as they are put on the deny list. A receiver that lags must
     /// check its own name again with [`Gate::admit`].
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -135,6 +145,7 @@ impl Gate {
         for name in newly {
             let _ = self.denied_tx.send(name);
         }
+        self.users_tx.send_modify(|n| *n += 1);
     }
 
     fn apply(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -170,6 +181,8 @@ impl Gate {
                 Some(u) => known.users.insert(name.to_owned(), u),
                 None => known.users.remove(name),
             };
+            drop(known);
+            self.users_tx.send_modify(|n| *n += 1);
         }
         Ok(())
     }

@@ -95,6 +95,34 @@ fn a_viewer_reads_an_operator_runs_and_cancels_and_only_an_admin_touches_secrets
     refused(&as_user(&fleet, &otto, &["agent-token", "create", "--name", "x"]), "may not manage agents");
     let out = as_user(&fleet, &otto, &["cancel", &run]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // A user's open stream ends the moment the user is removed: deny wins
+    // for a `--follow` as for the next call.
+    let fay = add_and_login(&fleet, "fay", "viewer");
+    let watched =
+        fleet.submit("watched.yml", "name: w\njobs:\n  talk:\n    steps:\n      - run: echo said-it && sleep 60\n");
+    let out_path = fleet.dir.path().join("fay-follow.out");
+    let mut follow = fleet
+        .drover_command(&["logs", &watched, "talk", "--follow"])
+        .env("DROVER_TLS_DIR", &fay)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::harness::wait_for("fay's follow to stream", std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&out_path).unwrap().contains("said-it").then_some(())
+    });
+    assert!(follow.try_wait().unwrap().is_none(), "the follow is open");
+    assert!(fleet.drover(&["user", "rm", "fay"]).status.success());
+    let removed = std::time::Instant::now();
+    let exited = crate::harness::wait_for("the follow to end", std::time::Duration::from_secs(10), || {
+        follow.try_wait().unwrap()
+    });
+    println!("a removed user's follow ended {:?} after `drover user rm`", removed.elapsed());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(follow.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(exited.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("user \"fay\" may do nothing"), "{stderr}");
+    assert!(fleet.drover(&["cancel", &watched]).status.success());
 
     // An environment may ask more than an operator to deploy to it by hand:
     // the run is refused at submit, before anything runs.
@@ -132,7 +160,11 @@ fn a_viewer_reads_an_operator_runs_and_cancels_and_only_an_admin_touches_secrets
         "environment \"prod\" takes the admin role to deploy to by hand; user:otto is an operator",
     );
     let runs = ok_json(fleet.drover(&["runs", "-o", "json"]), "runs");
-    assert_eq!(runs.as_array().unwrap().len(), 1, "the refused run was not stored: {runs}");
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        2,
+        "the refused run was not stored (otto's and the watched one are): {runs}"
+    );
 
     // A role changes from the next call; a removed user can do nothing.
     assert!(fleet.drover(&["user", "role", "vera", "operator"]).status.success());
