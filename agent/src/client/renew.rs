@@ -136,15 +136,20 @@ pub(super) enum RenewError {
     Answer(String),
     #[error(transparent)]
     Write(#[from] identity::WriteError),
+    #[error("the renewal's blocking work failed: {0}")]
+    Task(String),
 }
 
 /// Renews agent `name`'s certificate over `channel` and writes the new
 /// certificate and key into `tls_dir`, with the answer's trust bundle as
-/// `ca.pem` when it has one. The files are written without an await in
-/// between, so dropping this future (the session ended) leaves either the
-/// old files or the new ones.
+/// `ca.pem` when it has one. The key is made and the files written (and
+/// synced) on a blocking thread, off the session's runtime; once started,
+/// the writing finishes even if this future is dropped (the session
+/// ended), so the files are the old ones or the new ones.
 pub(super) async fn renew(channel: Channel, tls_dir: PathBuf, name: String) -> Result<Renewed, RenewError> {
-    let request = Request::new(&name)?;
+    let task = |e: tokio::task::JoinError| RenewError::Task(e.to_string());
+    let who = name.clone();
+    let request = tokio::task::spawn_blocking(move || Request::new(&who)).await.map_err(task)??;
     let mut client = pb::agent_cert_service_client::AgentCertServiceClient::new(channel);
     let call = tonic::Request::new(pb::RenewRequest { csr: request.csr_der.clone() });
     let answer = tokio::time::timeout(CALL_TIMEOUT, client.renew(call))
@@ -160,10 +165,21 @@ pub(super) async fn renew(channel: Channel, tls_dir: PathBuf, name: String) -> R
     if ca_pem.is_some_and(|pem| identity::first_cert(pem).is_none()) {
         return Err(RenewError::Answer("its trust bundle (ca_pem) holds no PEM certificate".into()));
     }
-    let base = identity::base(&name);
-    let files = Files { base: &base, cert_pem: &cert.certificate_pem, key_pem: &request.key_pem, ca_pem };
-    identity::install(&tls_dir, files)?;
-    Ok(Renewed { not_after_ms: cert.not_after_ms, renew_at_ms: cert.renew_at_ms })
+    let ca_pem = ca_pem.map(str::to_owned);
+    let (not_after_ms, renew_at_ms) = (cert.not_after_ms, cert.renew_at_ms);
+    tokio::task::spawn_blocking(move || {
+        let base = identity::base(&name);
+        let files = Files {
+            base: &base,
+            cert_pem: &cert.certificate_pem,
+            key_pem: &request.key_pem,
+            ca_pem: ca_pem.as_deref(),
+        };
+        identity::install(&tls_dir, files)
+    })
+    .await
+    .map_err(task)??;
+    Ok(Renewed { not_after_ms, renew_at_ms })
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ use crate::store::Store;
 /// with RESOURCE_EXHAUSTED (retry shortly), so an unauthenticated caller
 /// cannot keep the CA busy.
 pub const MAX_CONCURRENT_ENROLLMENTS: usize = 8;
+/// How many renewals one coordinator signs at once; more wait their turn
+/// (a reissue asks every agent to renew within half a minute), so that a
+/// burst leaves the scheduler its share of the store and the cores.
+pub const MAX_CONCURRENT_RENEWALS: usize = 4;
 /// The largest CSR read.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
 
@@ -38,6 +42,8 @@ pub struct IdentityApi {
     pub signing: Signing,
     pub gate: Arc<Gate>,
     pub enrolling: Arc<Semaphore>,
+    /// Renewals in progress (see [`MAX_CONCURRENT_RENEWALS`]).
+    pub renewing: Arc<Semaphore>,
     /// Refused enrollments audited once a minute per address.
     pub refusals: Arc<crate::audit::Throttle>,
 }
@@ -49,6 +55,7 @@ impl IdentityApi {
             signing,
             gate,
             enrolling: Arc::new(Semaphore::new(MAX_CONCURRENT_ENROLLMENTS)),
+            renewing: Arc::new(Semaphore::new(MAX_CONCURRENT_RENEWALS)),
             refusals: Arc::default(),
         }
     }
@@ -166,6 +173,7 @@ impl pb::agent_cert_service_server::AgentCertService for IdentityApi {
         let source = req.remote_addr();
         let csr = req.into_inner().csr;
         check_csr_size(&csr)?;
+        let _turn = self.renewing.acquire().await.map_err(|_| ApiError::ShuttingDown)?;
         let (identity, signed) =
             identity::renew(self.store.as_ref(), &self.signing, &name, &cert.serial, &csr, source, now())
                 .await

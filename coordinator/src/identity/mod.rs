@@ -440,7 +440,13 @@ pub async fn renew(
                 identity.serial
             )));
         }
-        let signed = authority.sign_agent(csr, name, &identity.labels, now_ms, signing.cert_ttl)?;
+        // Off the async workers: a burst of renewals (a CA's reissue, a
+        // fleet started at once) must not hold up the scheduler's turns.
+        let (csr_owned, labels, ttl, who) = (csr.to_vec(), identity.labels.clone(), signing.cert_ttl, name.to_owned());
+        let signer = authority.clone();
+        let signed = tokio::task::spawn_blocking(move || signer.sign_agent(&csr_owned, &who, &labels, now_ms, ttl))
+            .await
+            .map_err(|e| IdentityError::Csr(CsrError::Sign(format!("the signing task failed: {e}"))))??;
         identity.previous_serial = std::mem::replace(&mut identity.serial, signed.serial.clone());
         identity.not_before_ms = signed.not_before_ms;
         identity.not_after_ms = signed.not_after_ms;

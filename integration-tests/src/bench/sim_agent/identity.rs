@@ -147,7 +147,14 @@ impl Renewer {
 /// Renews agent `name`'s certificate over `channel` and replaces its
 /// certificate and key in `dir`, as the real agent does.
 async fn renew(channel: Channel, dir: PathBuf, name: String) -> Result<(), String> {
-    let request = Request::new(&name).map_err(|e| format!("cannot make a new key and CSR: {e}"))?;
+    // The key made and the files written off the runtime, as the real
+    // agent does: a thousand at once would stall every simulated agent's
+    // session (and so the jobs they run) in this one process.
+    let who = name.clone();
+    let request = tokio::task::spawn_blocking(move || Request::new(&who))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot make a new key and CSR: {e}"))?;
     let mut client = pb::agent_cert_service_client::AgentCertServiceClient::new(channel);
     let call = client.renew(pb::RenewRequest { csr: request.csr_der.clone() });
     let cert = match tokio::time::timeout(RENEW_CALL_TIMEOUT, call).await {
@@ -164,9 +171,19 @@ async fn renew(channel: Channel, dir: PathBuf, name: String) -> Result<(), Strin
     if ca_pem.is_some_and(|pem| identity::first_cert(pem).is_none()) {
         return Err("its trust bundle (ca_pem) holds no PEM certificate".into());
     }
-    let base = identity::base(&name);
-    let files = Files { base: &base, cert_pem: &cert.certificate_pem, key_pem: &request.key_pem, ca_pem };
-    identity::install(&dir, files).map_err(|e| e.to_string())
+    let ca_pem = ca_pem.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let base = identity::base(&name);
+        let files = Files {
+            base: &base,
+            cert_pem: &cert.certificate_pem,
+            key_pem: &request.key_pem,
+            ca_pem: ca_pem.as_deref(),
+        };
+        identity::install(&dir, files).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Who the coordinator at `url` takes the holder of agent `name`'s bundle
