@@ -19,7 +19,9 @@
 //! message.
 //!
 //! An agent's renewal, over the connection it already has, is the agent's
-//! (`drover-agent`'s `client::renew`); it uses [`files`] too.
+//! (`drover-agent`'s `client::renew`); it uses [`files`] too. The pinned
+//! connection, with a client certificate, is the CLI's way back in after a
+//! CA rotation it missed ([`pinned_channel`]).
 
 mod dial;
 pub mod files;
@@ -32,6 +34,7 @@ use drover_proto::v1 as pb;
 
 use crate::targets::{Backoff, Follower, Targets, follower};
 use dial::DialError;
+pub use dial::{ClientCert, PinnedError, pinned_channel};
 use files::{Files, Request};
 pub use pin::{CaPin, PinnedVerifier};
 

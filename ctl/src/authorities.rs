@@ -16,16 +16,21 @@
 //! renames `BASE.pem`, `BASE-key.pem` and `ca.pem` into place
 //! ([`files::install`]); the CLI then connects again with the new files,
 //! which proves them (a user's old certificate loses its role once a newer
-//! one is recorded).
+//! one is recorded). A directory that missed the refresh after `add` does
+//! not trust the coordinators after `reissue`: `refresh --ca-pin` asks for
+//! the trust bundle over [`pinned_channel`] with its own certificate.
 //!
 //! As in [`crate::identity`], every answer is built as JSON once and
 //! printed as `-o` asks; the tables, the hint, the messages and the
-//! decisions are pure functions (tested in `authorities/tests.rs`), and every text
-//! the coordinator sent goes through [`field`].
+//! decisions are pure functions (tested in `authorities/tests.rs`), and
+//! every text the coordinator sent goes through [`field`].
 
+use std::error::Error as _;
 use std::path::Path;
 
+use drover_client::chain::error_chain;
 use drover_client::enroll::files::{self, Files, Request};
+use drover_client::enroll::{CaPin, ClientCert, PinnedError, pinned_channel};
 use drover_pki::peer::{Peer, peer_from_der};
 use drover_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -33,27 +38,31 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cli::{CaCommand, PhaseArg};
-use crate::client::{self, Conn, EXIT_INVALID, EXIT_UNREACHABLE, Exit};
+use crate::client::{self, Conn, EXIT_INVALID, EXIT_PERMISSION, EXIT_UNREACHABLE, Exit, status_exit};
 use crate::commands::now_ms;
 use crate::identity::{absolute, relative};
 use crate::out::outln;
 use crate::output::{self, Format};
 use crate::term::field;
 
-/// `drover ca status|rotate|refresh`, with `dir` the TLS directory `conn`
-/// was made from.
-pub async fn run(conn: &mut Conn, dir: &Path, command: CaCommand) -> anyhow::Result<()> {
+/// `drover ca status|rotate|refresh`, connecting to `urls` with the TLS
+/// directory `dir`, which they write into.
+pub async fn run(urls: &str, dir: &Path, command: CaCommand) -> anyhow::Result<()> {
+    if let CaCommand::Refresh { ca_pin: Some(pin), output, .. } = command {
+        return refresh_pinned(urls, dir, pin, output).await;
+    }
+    let mut conn = Conn::connect(urls, dir).await?;
     match command {
         CaCommand::Status { output, .. } => {
-            let status = status(conn).await?;
+            let status = status(&mut conn).await?;
             if output.structured() {
                 return Ok(output::document(output, &status_view(&status))?);
             }
             print(&status_text(&status, output == Format::Wide, now_ms() as i64));
             Ok(())
         }
-        CaCommand::Rotate { phase, force, output, .. } => rotate(conn, dir, phase, force, output).await,
-        CaCommand::Refresh { output, .. } => refresh(conn, dir, output).await,
+        CaCommand::Rotate { phase, force, output, .. } => rotate(&mut conn, dir, phase, force, output).await,
+        CaCommand::Refresh { output, .. } => refresh(&mut conn, &Own::read(dir)?, false, output).await,
     }
 }
 
@@ -108,29 +117,93 @@ async fn rotate(conn: &mut Conn, dir: &Path, phase: PhaseArg, force: bool, forma
     Ok(())
 }
 
-/// `drover ca refresh`.
-async fn refresh(conn: &mut Conn, dir: &Path, format: Format) -> anyhow::Result<()> {
-    let own = Own::read(dir)?;
+/// `drover ca refresh`; `trusted` says whether ca.pem was written already
+/// ([`refresh_pinned`]).
+async fn refresh(conn: &mut Conn, own: &Own<'_>, trusted: bool, format: Format) -> anyhow::Result<()> {
+    let dir = own.dir;
     let mut status = status(conn).await?;
-    let mut local = Local { trust_changed: write_trust(dir, &status)?, renewed: None };
+    let mut local = Local { trust_changed: write_trust(dir, &status)? || trusted, renewed: None };
     let origin = origin(&own.der, &status.cas);
     if should_renew(&status.phase, origin) {
-        local.renewed = Some(renew(conn, &own).await?);
+        local.renewed = Some(renew(conn, own).await?);
         status = self::status(conn).await?;
     }
     if format.structured() {
-        return Ok(output::document(format, &local_view(&status, dir, &own, &local))?);
+        return Ok(output::document(format, &local_view(&status, dir, own, &local))?);
     }
     let now = now_ms() as i64;
     let mut lines = vec![trust_text(dir, local.trust_changed, &status)];
     lines.push(match local.renewed {
-        Some(renewed) => renewed_text(&own, renewed, &status, now),
-        None => kept_text(&own, origin, &status),
+        Some(renewed) => renewed_text(own, renewed, &status, now),
+        None => kept_text(own, origin, &status),
     });
     lines.push(String::new());
     lines.extend(status_text(&status, false, now));
     print(&lines);
     Ok(())
+}
+
+/// `drover ca refresh --ca-pin`, for a directory whose ca.pem no longer
+/// vouches for the coordinators (it missed the refresh after `add`): the
+/// status is asked for over a connection that trusts the pinned CA alone
+/// and presents this CLI's certificate, which the coordinators accept
+/// until `remove`; its trust bundle, which must hold the pinned CA, goes
+/// into ca.pem, and the rest is [`refresh`]'s over an ordinary connection.
+async fn refresh_pinned(urls: &str, dir: &Path, pin: CaPin, format: Format) -> anyhow::Result<()> {
+    let own = Own::read(dir)?;
+    let status = pinned_status(urls, &own, pin).await?;
+    if !pin.in_bundle(&status.trust_pem) {
+        let message = format!("the coordinator presents CA {pin} but does not list it to trust; nothing was written");
+        return Err(Exit::new(EXIT_UNREACHABLE, message).into());
+    }
+    let trusted = write_trust(dir, &status)?;
+    let mut conn = Conn::connect(urls, dir).await.map_err(|e| {
+        Exit::new(e.code, format!("{} trusts CA {pin} now, but connecting with it failed: {e}", dir.display()))
+    })?;
+    refresh(&mut conn, &own, trusted, format).await
+}
+
+/// `CaStatus` from the first of `urls` that answers over
+/// [`pinned_channel`], presenting `own`'s certificate and key.
+async fn pinned_status(urls: &str, own: &Own<'_>, pin: CaPin) -> Result<pb::CaStatusResponse, Exit> {
+    let files = format!("{} and {} in {}", files::cert_file(&own.base), files::key_file(&own.base), own.dir.display());
+    let read = |file: String| std::fs::read_to_string(own.dir.join(file));
+    let (chain_pem, key_pem) = match (read(files::cert_file(&own.base)), read(files::key_file(&own.base))) {
+        (Ok(chain), Ok(key)) => (chain, key),
+        (Err(e), _) | (_, Err(e)) => return Err(Exit::new(EXIT_INVALID, format!("cannot read {files}: {e}"))),
+    };
+    let cert = ClientCert { chain_pem: &chain_pem, key_pem: &key_pem };
+    let mut last = Exit::new(EXIT_INVALID, "no coordinator URL given; pass --coordinator https://HOST:PORT");
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let channel = match pinned_channel(url, pin, Some(cert)).await {
+            Ok(channel) => channel,
+            Err(e @ PinnedError::Connect(_)) => {
+                last = Exit::new(EXIT_UNREACHABLE, e.to_string());
+                continue;
+            }
+            Err(e @ PinnedError::ClientCert(_)) => return Err(Exit::new(EXIT_INVALID, format!("{e} ({files})"))),
+            // A wrong pin or URL is wrong everywhere.
+            Err(e) => return Err(Exit::new(EXIT_INVALID, e.to_string())),
+        };
+        let mut identity = pb::identity_service_client::IdentityServiceClient::new(channel);
+        match identity.ca_status(pb::CaStatusRequest {}).await {
+            Ok(answer) => return Ok(answer.into_inner()),
+            // Broken below gRPC before any answer: the certificate refused.
+            Err(status) if status.source().is_some() => {
+                let detail = status.source().map_or_else(String::new, error_chain);
+                return Err(Exit::new(
+                    EXIT_PERMISSION,
+                    format!(
+                        "the coordinator at {url} refused the certificate in {files} ({detail}); one of a CA the \
+                         rotation removed cannot refresh: get a new one (`drover login` with a token from `drover \
+                         user add`)"
+                    ),
+                ));
+            }
+            Err(status) => last = status_exit(status),
+        }
+    }
+    Err(last)
 }
 
 /// Refuses flags that do not go together, before connecting.

@@ -152,7 +152,8 @@ async fn dial(url: &str, tls: &ClientTls) -> Result<Client, Exit> {
                      certs init --dir DIR` that made the coordinator's certificates, or a user's directory that \
                      `drover login` wrote for this coordinator; and the URL's host must be in the coordinator's \
                      certificate (`drover certs init --host`); after a CA rotation's reissue, a directory that missed \
-                     `drover ca refresh` needs the new CA: copy ca.pem from one that has it",
+                     `drover ca refresh` needs the new CA: run `drover ca refresh --ca-pin sha256:…` with the \
+                     new CA's pin, which `drover ca status -o wide` shows on any CLI that works (or ask the admin)",
                     tls_dir.display()
                 ),
             );

@@ -220,9 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The CA commands write into the TLS directory they connect
             // with: its ca.pem, and its own certificate when renewed.
             authorities::check(&command)?;
+            // `refresh --ca-pin` connects without ca.pem: the module connects.
             let (urls, tls) = target(command.remote(), &cli.remote)?;
-            let mut conn = Conn::connect(&urls, &tls).await?;
-            authorities::run(&mut conn, &tls, command).await
+            authorities::run(&urls, &tls, command).await
         }
         command => {
             let remote = command.remote().expect("every other command reaches a coordinator");

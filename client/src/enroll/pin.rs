@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
@@ -58,6 +59,11 @@ impl CaPin {
     /// Whether `der` is the pinned certificate.
     pub fn matches(&self, der: &[u8]) -> bool {
         sha256(der) == self.0
+    }
+
+    /// Whether the PEM bundle `pem` holds the pinned certificate.
+    pub fn in_bundle(&self, pem: &str) -> bool {
+        CertificateDer::pem_slice_iter(pem.as_bytes()).any(|c| c.is_ok_and(|c| self.matches(&c)))
     }
 }
 
@@ -196,6 +202,15 @@ mod tests {
         let err = verify(&verifier, &[server(&ca), other.issuer.der().clone()], "localhost").unwrap_err();
         assert!(matches!(err, Error::InvalidCertificate(_)), "{err:?}");
         assert!(!verifier.mismatched());
+    }
+
+    #[test]
+    fn a_bundle_holds_the_pin_when_any_of_its_certificates_is_the_pinned_one() {
+        let (old, new) = (TestCa::new("Drover CA"), TestCa::new("Drover CA 2"));
+        let both = format!("{}{}", new.pem(), old.pem());
+        assert!(old.pin.in_bundle(&both) && new.pin.in_bundle(&both));
+        assert!(!new.pin.in_bundle(&old.pem()));
+        assert!(!new.pin.in_bundle(""));
     }
 
     #[test]

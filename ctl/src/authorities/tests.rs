@@ -61,7 +61,18 @@ fn the_flags_parse_and_force_goes_with_remove_only() {
         parse(&["status", "-o", "json"]),
         Ok(Cli { command: Command::Ca { command: CaCommand::Status { output: Format::Json, .. } }, .. })
     ));
-    assert!(matches!(parse(&["refresh"]), Ok(Cli { command: Command::Ca { command: CaCommand::Refresh { .. } }, .. })));
+    assert!(matches!(
+        parse(&["refresh"]),
+        Ok(Cli { command: Command::Ca { command: CaCommand::Refresh { ca_pin: None, .. } }, .. })
+    ));
+    let Ok(Cli { command: Command::Ca { command: CaCommand::Refresh { ca_pin: Some(pin), .. } }, .. }) =
+        parse(&["refresh", "--ca-pin", NEW_PIN])
+    else {
+        panic!("refresh --ca-pin parses");
+    };
+    assert_eq!(pin.to_string(), NEW_PIN);
+    let err = parse(&["refresh", "--ca-pin", "3f9a"]).err().unwrap().to_string();
+    assert!(err.contains("is not a CA pin: it must start with sha256:"), "{err}");
     let err = parse(&["rotate", "--phase", "swap"]).err().unwrap().to_string();
     assert!(err.contains("[possible values: add, reissue, remove]"), "{err}");
     assert!(parse(&["rotate"]).is_err(), "--phase is required");
@@ -336,4 +347,39 @@ fn rotate_and_refresh_as_json_add_what_changed_in_the_tls_directory() {
     assert_eq!(view["phase"], "reissuing");
     let view = local_view(&s, dir, &own, &Local::default());
     assert_eq!(view["renewed"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_pinned_refresh_needs_the_own_files_and_a_coordinator_that_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pin = CaPin::parse(NEW_PIN).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = pinned_status("https://127.0.0.1:9", &own(&empty), pin).await.unwrap_err();
+    assert_eq!(e.code, EXIT_INVALID);
+    let files = format!("admin.pem and admin-key.pem in {}", empty.display());
+    assert!(e.message.starts_with(&format!("cannot read {files}: ")), "{}", e.message);
+    // The admin's own files, and a port nobody listens on.
+    drover_pki::ca::init(tmp.path(), &[]).unwrap();
+    let admin = drover_pki::ca::admin_dir(tmp.path());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let e = pinned_status(&format!(" {url}, "), &own(&admin), pin).await.unwrap_err();
+    assert_eq!(e.code, EXIT_UNREACHABLE, "{}", e.message);
+    assert!(e.message.starts_with(&format!("cannot connect to {url}")), "{}", e.message);
+    let e = pinned_status("http://127.0.0.1:9", &own(&admin), pin).await.unwrap_err();
+    assert_eq!(e.code, EXIT_INVALID, "{}", e.message);
+    // Another key beside the certificate.
+    let other = tmp.path().join("other");
+    drover_pki::ca::init(&other, &[]).unwrap();
+    std::fs::copy(drover_pki::ca::admin_dir(&other).join("admin-key.pem"), admin.join("admin-key.pem")).unwrap();
+    let e = pinned_status(&url, &own(&admin), pin).await.unwrap_err();
+    assert_eq!(e.code, EXIT_INVALID);
+    assert!(
+        e.message.starts_with("the client certificate cannot be used: the key is not the certificate's")
+            && e.message.ends_with(&format!("(admin.pem and admin-key.pem in {})", admin.display())),
+        "{}",
+        e.message
+    );
 }

@@ -6,6 +6,7 @@
 //! trusted).
 
 use clap::{Subcommand, ValueEnum};
+use drover_client::enroll::CaPin;
 
 use super::Remote;
 use crate::output::Format;
@@ -54,9 +55,22 @@ pub enum CaCommand {
     /// Bring this CLI's TLS directory up to date with a CA rotation (any
     /// user): write the CAs to trust into its ca.pem, and renew its own
     /// certificate from the CA that signs now if another one signed it.
+    /// A directory that missed the refresh after `add` no longer trusts the
+    /// coordinators once they serve a certificate of the new CA
+    /// (`reissue`): give --ca-pin with the new CA's pin.
     ///
     /// Example: drover ca refresh
+    ///
+    /// Example: drover ca refresh --ca-pin sha256:0b2c4d6e8f10121416181a1c1e20222426282a2c2e30323436383a3c3e404244
     Refresh {
+        /// The pin of the CA that signs now, sha256: and 64 lower-case hex
+        /// digits, as `drover ca status -o wide` shows it on a CLI that
+        /// works (or the admin gives it): trust a coordinator only if it
+        /// presents this CA, instead of through ca.pem; this CLI's own
+        /// certificate is presented as always (the coordinators accept the
+        /// old CA's until `drover ca rotate --phase remove`).
+        #[arg(long, value_name = "sha256:HEX", value_parser = CaPin::parse)]
+        ca_pin: Option<CaPin>,
         /// Output format: text, json or yaml (the status, with what changed
         /// in the TLS directory).
         #[arg(short, long, value_enum, default_value_t)]
