@@ -29,7 +29,5 @@ pub mod enroll;
 pub mod labels;
 pub mod targets;
 #[cfg(test)]
-mod test_dir;
-#[cfg(test)]
 mod test_pki;
 pub mod tls;

@@ -268,8 +268,7 @@ pub async fn run(
     segments.seal_into(blobs.clone());
     let vault = Arc::new(open_vault(&opts, store.clone())?);
     let authority = open_authority(&opts)?;
-    let files_ca = std::fs::read_to_string(opts.tls_dir.join("ca.pem")).ok();
-    let keyring = crate::identity::ca::Keyring::new(authority, files_ca.as_deref(), vault.clone());
+    let keyring = crate::identity::ca::Keyring::new(authority, server_tls.files_ca().clone(), vault.clone());
     tokio::spawn(tls::renew_forever(server_tls.clone(), keyring.clone(), opts.server_cert_ttl));
     let gate = crate::identity::Gate::spawn(store.clone(), keyring.clone());
     let identity = crate::api::identity::IdentityApi::new(

@@ -107,6 +107,8 @@ pub struct ServerTls {
     current: Arc<Current>,
     /// The CAs client certificates are verified against.
     roots: RwLock<Vec<CertificateDer<'static>>>,
+    /// `ca.pem`'s CA, read: what is trusted before any rotation.
+    files_ca: drover_pki::enroll::CaCert,
     /// The hosts of `coordinator.pem`, which renewed certificates name too.
     hosts: Vec<String>,
     dir: PathBuf,
@@ -122,15 +124,23 @@ impl ServerTls {
         let hosts = drover_pki::enroll::server_hosts(leaf[0].as_ref())
             .map_err(|detail| TlsError::Unusable { path: cert_path.clone(), detail })?;
         let (key_path, key_pem) = read(dir, "coordinator-key.pem")?;
+        let files_ca = drover_pki::enroll::CaCert::parse(&String::from_utf8_lossy(&ca_pem))
+            .map_err(|detail| TlsError::Unusable { path: ca_path.clone(), detail })?;
         let current = Arc::new(Current(RwLock::new(certified(&key_path, leaf, &key_pem, &ca)?)));
         let acceptor = acceptor(&ca, current.clone()).map_err(|detail| TlsError::Unusable { path: ca_path, detail })?;
         Ok(Arc::new(ServerTls {
             acceptor: RwLock::new(acceptor),
             current,
             roots: RwLock::new(ca),
+            files_ca,
             hosts,
             dir: dir.to_path_buf(),
         }))
+    }
+
+    /// `ca.pem`'s CA.
+    pub fn files_ca(&self) -> &drover_pki::enroll::CaCert {
+        &self.files_ca
     }
 
     /// Verifies client certificates against `trust`'s CAs from the next

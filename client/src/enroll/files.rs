@@ -193,7 +193,6 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_dir::TestDir;
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -213,58 +212,58 @@ mod tests {
 
     #[test]
     fn a_trust_bundle_replaces_ca_pem_only_when_it_differs() {
-        let dir = TestDir::new("files-trust");
-        std::fs::write(dir.0.join("ca.pem"), "OLD").unwrap();
-        assert!(install_trust(&dir.0, "OLD\nNEW").unwrap());
-        assert_eq!(std::fs::read_to_string(dir.0.join("ca.pem")).unwrap(), "OLD\nNEW");
-        assert_eq!(mode(&dir.0.join("ca.pem")), 0o644);
-        assert!(!install_trust(&dir.0, "OLD\nNEW").unwrap(), "the same bundle is left alone");
-        let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "OLD").unwrap();
+        assert!(install_trust(dir.path(), "OLD\nNEW").unwrap());
+        assert_eq!(std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(), "OLD\nNEW");
+        assert_eq!(mode(&dir.path().join("ca.pem")), 0o644);
+        assert!(!install_trust(dir.path(), "OLD\nNEW").unwrap(), "the same bundle is left alone");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 1, "no temporary file stays: {left:?}");
     }
 
     #[test]
     fn the_bundle_is_written_whole_with_a_private_key_and_replaced_in_place() {
-        let dir = TestDir::new("files-install");
-        assert!(!bundle_present(&dir.0, "agent-a1"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!bundle_present(dir.path(), "agent-a1"));
         let files = Files { base: "agent-a1", cert_pem: "CERT 1", key_pem: "KEY 1", ca_pem: Some("CA") };
-        install(&dir.0, files).unwrap();
-        assert!(bundle_present(&dir.0, "agent-a1"));
-        assert_eq!(mode(&dir.0.join("ca.pem")), 0o644);
-        assert_eq!(mode(&dir.0.join("agent-a1.pem")), 0o644);
-        assert_eq!(mode(&dir.0.join("agent-a1-key.pem")), 0o600);
+        install(dir.path(), files).unwrap();
+        assert!(bundle_present(dir.path(), "agent-a1"));
+        assert_eq!(mode(&dir.path().join("ca.pem")), 0o644);
+        assert_eq!(mode(&dir.path().join("agent-a1.pem")), 0o644);
+        assert_eq!(mode(&dir.path().join("agent-a1-key.pem")), 0o600);
         // A renewal: the certificate and key only, the CA left as it was.
         let files = Files { base: "agent-a1", cert_pem: "CERT 2", key_pem: "KEY 2", ca_pem: None };
-        install(&dir.0, files).unwrap();
-        let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap();
+        install(dir.path(), files).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
         assert_eq!(
             (read("ca.pem"), read("agent-a1.pem"), read("agent-a1-key.pem")),
             ("CA".into(), "CERT 2".into(), "KEY 2".into())
         );
-        assert_eq!(mode(&dir.0.join("agent-a1-key.pem")), 0o600);
-        let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(mode(&dir.path().join("agent-a1-key.pem")), 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 3, "no temporary file is left: {left:?}");
         // A user's bundle beside it has its own names.
-        install(&dir.0, Files { base: "user", cert_pem: "U", key_pem: "UK", ca_pem: Some("CA") }).unwrap();
-        assert!(bundle_present(&dir.0, "user"));
-        assert_eq!(mode(&dir.0.join("user-key.pem")), 0o600);
+        install(dir.path(), Files { base: "user", cert_pem: "U", key_pem: "UK", ca_pem: Some("CA") }).unwrap();
+        assert!(bundle_present(dir.path(), "user"));
+        assert_eq!(mode(&dir.path().join("user-key.pem")), 0o600);
     }
 
     #[test]
     fn a_failed_write_names_the_file_and_leaves_no_temporary_files() {
-        let dir = TestDir::new("files-fail");
+        let dir = tempfile::tempdir().unwrap();
         let old = Files { base: "agent-a1", cert_pem: "OLD", key_pem: "OLD KEY", ca_pem: Some("CA") };
-        install(&dir.0, old).unwrap();
+        install(dir.path(), old).unwrap();
         // The key's final name is a directory: its rename fails, after the
         // certificate's has gone through.
-        std::fs::remove_file(dir.0.join("agent-a1-key.pem")).unwrap();
-        std::fs::create_dir(dir.0.join("agent-a1-key.pem")).unwrap();
-        std::fs::write(dir.0.join("agent-a1-key.pem").join("x"), "").unwrap();
-        let err = install(&dir.0, Files { base: "agent-a1", cert_pem: "NEW", key_pem: "NEW KEY", ca_pem: None })
+        std::fs::remove_file(dir.path().join("agent-a1-key.pem")).unwrap();
+        std::fs::create_dir(dir.path().join("agent-a1-key.pem")).unwrap();
+        std::fs::write(dir.path().join("agent-a1-key.pem").join("x"), "").unwrap();
+        let err = install(dir.path(), Files { base: "agent-a1", cert_pem: "NEW", key_pem: "NEW KEY", ca_pem: None })
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with(&format!("cannot write {}: ", dir.0.join("agent-a1-key.pem").display())), "{err}");
-        let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(err.starts_with(&format!("cannot write {}: ", dir.path().join("agent-a1-key.pem").display())), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 3, "no temporary file is left: {left:?}");
     }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::test_dir::TestDir;
 use crate::test_pki::TestCa;
 use crate::tls::{Bundle, ClientTls};
 
@@ -17,8 +16,8 @@ fn bundle(dir: &std::path::Path, base: &str) -> Bundle {
 #[test]
 fn the_tls_directory_is_made_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TestDir::new("enroll-dir");
-    let tls = dir.0.join("agents").join("a1");
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("agents").join("a1");
     private_dir(&tls).unwrap();
     assert_eq!(std::fs::metadata(&tls).unwrap().permissions().mode() & 0o777, 0o700);
     private_dir(&tls).unwrap();
@@ -67,11 +66,11 @@ async fn enroll_quietly(e: &Enrollment) -> Result<Enrolled, EnrollError> {
 
 #[test]
 fn an_answer_must_name_the_agent_and_carry_the_pinned_ca() {
-    let dir = TestDir::new("enroll-finish");
+    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("Drover CA");
     let request = Request::new("a1").unwrap();
     let (_, cert) = ca.sign(request.csr_der.clone()).unwrap();
-    let e = enrollment(&dir.0, "https://c:1", ca.pin);
+    let e = enrollment(dir.path(), "https://c:1", ca.pin);
     assert!(!format!("{e:?}").contains("secret"), "the token stays out of Debug");
     let answer = pb::AgentCertificate {
         name: "a1".into(),
@@ -102,11 +101,11 @@ fn an_answer_must_name_the_agent_and_carry_the_pinned_ca() {
         ),
         "{err}"
     );
-    assert!(!files::bundle_present(&dir.0, "agent-a1"), "nothing is written from a bad answer");
+    assert!(!files::bundle_present(dir.path(), "agent-a1"), "nothing is written from a bad answer");
     let done = finish("https://c:1", &e, &request, answer).unwrap();
     assert_eq!(done, Enrolled { url: "https://c:1".into(), not_after_ms: 1_800_000_000_000 });
-    assert!(files::bundle_present(&dir.0, "agent-a1"));
-    ClientTls::load(bundle(&dir.0, "agent-a1")).unwrap();
+    assert!(files::bundle_present(dir.path(), "agent-a1"));
+    ClientTls::load(bundle(dir.path(), "agent-a1")).unwrap();
 }
 
 /// A coordinator's enrollment service: one token, signed by `ca`.
@@ -158,10 +157,10 @@ async fn serve(ca: Arc<TestCa>) -> String {
 
 #[tokio::test]
 async fn an_agent_enrolls_over_a_connection_it_trusts_by_the_pin_alone() {
-    let dir = TestDir::new("enroll-served");
+    let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(TestCa::new("Drover CA"));
     let url = serve(Arc::clone(&ca)).await;
-    let tls_dir = dir.0.join("tls");
+    let tls_dir = dir.path().join("tls");
     let e = enrollment(&tls_dir, &url, ca.pin);
     let done = enroll_quietly(&e).await.unwrap();
     assert_eq!(done, Enrolled { url: url.clone(), not_after_ms: 1_800_000_000_000 });
@@ -177,10 +176,10 @@ async fn an_agent_enrolls_over_a_connection_it_trusts_by_the_pin_alone() {
 #[tokio::test]
 async fn a_user_enrolls_into_user_pem_and_may_enroll_again() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TestDir::new("enroll-user");
+    let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(TestCa::new("Drover CA"));
     let url = serve(Arc::clone(&ca)).await;
-    let tls_dir = dir.0.join("tls").join("otto");
+    let tls_dir = dir.path().join("tls").join("otto");
     let e = Enrollment { holder: Holder::User, name: "otto".into(), ..enrollment(&tls_dir, &url, ca.pin) };
     enroll_quietly(&e).await.unwrap();
     let mut names: Vec<_> = std::fs::read_dir(&tls_dir).unwrap().map(|f| f.unwrap().file_name()).collect();
@@ -197,11 +196,11 @@ async fn a_user_enrolls_into_user_pem_and_may_enroll_again() {
 
 #[tokio::test]
 async fn a_coordinator_without_the_pinned_ca_and_a_refused_token_are_final() {
-    let dir = TestDir::new("enroll-refused");
+    let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(TestCa::new("Drover CA"));
     let url = serve(Arc::clone(&ca)).await;
     let wrong = TestCa::new("Another CA").pin;
-    let err = enroll_quietly(&enrollment(&dir.0, &url, wrong)).await.unwrap_err();
+    let err = enroll_quietly(&enrollment(dir.path(), &url, wrong)).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -209,7 +208,7 @@ async fn a_coordinator_without_the_pinned_ca_and_a_refused_token_are_final() {
              by `drover agent-token create`"
         )
     );
-    let bad_token = Enrollment { token: "djt_2_other".into(), ..enrollment(&dir.0, &url, ca.pin) };
+    let bad_token = Enrollment { token: "djt_2_other".into(), ..enrollment(dir.path(), &url, ca.pin) };
     let err = enroll_quietly(&bad_token).await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -218,17 +217,17 @@ async fn a_coordinator_without_the_pinned_ca_and_a_refused_token_are_final() {
              `drover agent-token create`"
         )
     );
-    assert!(!files::bundle_present(&dir.0, "agent-a1"));
+    assert!(!files::bundle_present(dir.path(), "agent-a1"));
 }
 
 #[tokio::test]
 async fn a_coordinator_that_does_not_answer_is_retried_until_the_patience_runs_out() {
-    let dir = TestDir::new("enroll-patience");
+    let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on: every try fails to connect.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let e = Enrollment { patience: Duration::from_millis(300), ..enrollment(&dir.0, &url, TestCa::new("CA").pin) };
+    let e = Enrollment { patience: Duration::from_millis(300), ..enrollment(dir.path(), &url, TestCa::new("CA").pin) };
     let mut retries = 0;
     let err = enroll(&e, |p| {
         assert!(matches!(p, Progress::Retrying { .. }), "{p:?}");

@@ -203,39 +203,37 @@ pub(super) async fn get(
     // Only what one of its own attempts needs: an agent is untrusted,
     // and the digests of other runs' artifacts are no secret to it. A
     // cache's archive: only of an entry in its attempt's scope.
-    let allowed = if !cache_key.is_empty() {
-        super::caches::may_fetch(api, &name, (&cache_attempt_id, &job_token), &cache_key, &sha256).await?
+    let blob = abbreviate(&sha256);
+    let refusal = if !cache_key.is_empty() {
+        let ok = super::caches::may_fetch(api, &name, (&cache_attempt_id, &job_token), &cache_key, &sha256).await?;
+        (!ok).then(|| format!("attempt {cache_attempt_id}'s cache entry {cache_key:?} has no blob {blob}"))
     } else {
-        let attempt = if attempt.is_empty() {
-            None
-        } else {
-            let id = attempt_id(&attempt).map_err(ApiError::Invalid)?;
-            check_job_token(api, &name, &id, &job_token).await?;
-            Some(id)
+        let attempt = match attempt.as_str() {
+            "" => None,
+            id => {
+                let id = attempt_id(id).map_err(ApiError::Invalid)?;
+                check_job_token(api, &name, &id, &job_token).await?;
+                Some(id)
+            }
         };
         let (sched, _) = super::leader(&api.role)?;
         let (reply, allowed) = oneshot::channel();
         let event = Event::MayFetch { name: name.clone(), attempt: attempt.clone(), sha256: sha256.clone(), reply };
         sched.send(event).await.map_err(|_| ApiError::NotLeader(None))?;
-        if !allowed.await.unwrap_or(false) {
-            return Err(ApiError::PermissionDenied(match attempt {
-                Some(id) => format!(
-                    "attempt {id} of agent {name} does not need blob {} (a job downloads only its needs' artifacts, \
-                     while it holds the attempt)",
-                    abbreviate(&sha256)
-                ),
-                None => format!("agent {name} holds no attempt that needs blob {}", abbreviate(&sha256)),
-            })
-            .into());
-        }
-        true
+        let allowed = allowed.await.unwrap_or(false);
+        (!allowed).then(|| match attempt {
+            Some(id) => format!(
+                "attempt {id} of agent {name} does not need blob {blob} (a job downloads only its needs' \
+                 artifacts, while it holds the attempt)"
+            ),
+            None => format!(
+                "agent {name} holds no attempt that needs blob {blob} (a job's download names its attempt and \
+                 carries its job token; without one, only a release sent to this agent is served)"
+            ),
+        })
     };
-    if !allowed {
-        return Err(ApiError::PermissionDenied(format!(
-            "agent {name} holds no attempt that needs blob {}",
-            abbreviate(&sha256)
-        ))
-        .into());
+    if let Some(why) = refusal {
+        return Err(ApiError::PermissionDenied(why).into());
     }
     let (reader, _) = api.blobs.open_blob_at(&sha256, offset).await.map_err(blob_status)?;
     Ok(Response::new(blob_stream(reader)))

@@ -51,6 +51,25 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// Before any rotation: the files' CA, which signs when the
+    /// coordinator has its key.
+    fn from_files(signer: Option<Arc<Authority>>, ca: &CaCert) -> Trust {
+        let cas = vec![TrustedCa { cert: ca.clone(), state: CaState::Signing }];
+        Trust { ring: None, signer, cas, problem: None }
+    }
+    /// The phase (steady before any rotation).
+    pub fn phase(&self) -> Phase {
+        self.ring.as_ref().map_or(Phase::Steady, |r| r.phase)
+    }
+
+    /// The CA that signed records that name none.
+    pub fn original_pin(&self) -> &str {
+        match &self.ring {
+            Some(ring) => &ring.original_pin,
+            None => self.cas.first().map_or("", |c| c.cert.pin.as_str()),
+        }
+    }
+
     /// Every trusted CA's certificate, PEM, the signing one first.
     pub fn bundle(&self) -> String {
         let mut out = String::new();
@@ -77,7 +96,7 @@ impl Trust {
 /// their certificates (for `drover ca status`).
 pub struct Keyring {
     files: Option<Arc<Authority>>,
-    files_ca: Option<CaCert>,
+    files_ca: CaCert,
     vault: Arc<Vault>,
     tx: watch::Sender<Arc<Trust>>,
     connected: Mutex<HashMap<u64, Vec<u8>>>,
@@ -108,17 +127,9 @@ fn owner(pin: &str) -> String {
 
 impl Keyring {
     /// The files' CA (`ca.pem` in the TLS directory) and, when the
-    /// coordinator has its key, the authority made of both.
-    pub fn new(files: Option<Arc<Authority>>, files_ca_pem: Option<&str>, vault: Arc<Vault>) -> Arc<Keyring> {
-        let files_ca = files.as_ref().map(|a| a.cert().clone()).or_else(|| {
-            files_ca_pem.and_then(|pem| CaCert::parse(pem).map_err(|e| warn!(error = %e, "cannot read ca.pem")).ok())
-        });
-        let trust = Trust {
-            ring: None,
-            signer: files.clone(),
-            cas: files_ca.iter().map(|c| TrustedCa { cert: c.clone(), state: CaState::Signing }).collect(),
-            problem: None,
-        };
+    /// coordinator has its key, the authority made of it and the key.
+    pub fn new(files: Option<Arc<Authority>>, files_ca: CaCert, vault: Arc<Vault>) -> Arc<Keyring> {
+        let trust = Trust::from_files(files.clone(), &files_ca);
         let (tx, _) = watch::channel(Arc::new(trust));
         Arc::new(Keyring { files, files_ca, vault, tx, connected: Mutex::default() })
     }
@@ -151,12 +162,7 @@ impl Keyring {
     /// A version of the ring read from the store (none: no rotation yet).
     pub fn apply(&self, ring: Option<CaRing>) {
         let trust = match ring {
-            None => Trust {
-                ring: None,
-                signer: self.files.clone(),
-                cas: self.files_ca.iter().map(|c| TrustedCa { cert: c.clone(), state: CaState::Signing }).collect(),
-                problem: None,
-            },
+            None => Trust::from_files(self.files.clone(), &self.files_ca),
             Some(ring) => self.open(ring),
         };
         let before = self.trust();
@@ -343,21 +349,6 @@ async fn pending(store: &dyn Store, ring: &CaRing, now_ms: i64) -> Result<usize,
     Ok(left(&holders.agents) + left(&holders.users))
 }
 
-impl Trust {
-    /// The phase (steady before any rotation).
-    pub fn phase(&self) -> Phase {
-        self.ring.as_ref().map_or(Phase::Steady, |r| r.phase)
-    }
-
-    /// The CA that signed records that name none.
-    pub fn original_pin(&self) -> &str {
-        match &self.ring {
-            Some(ring) => &ring.original_pin,
-            None => self.cas.first().map_or("", |c| c.cert.pin.as_str()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,9 +371,10 @@ mod tests {
         let store: Arc<dyn Store> = EmbeddedStore::open(&dir.join("store"), EmbeddedOptions::default()).await.unwrap();
         let vault = Arc::new(Vault::open(store.clone(), &tls.join(drover_pki::secrets_key::FILE)));
         let files = Authority::load(&tls.join("ca.pem"), &tls.join("ca-key.pem")).unwrap();
-        let keyring = Keyring::new(Some(Arc::new(files)), None, vault.clone());
+        let files_ca = files.cert().clone();
+        let keyring = Keyring::new(Some(Arc::new(files)), files_ca.clone(), vault.clone());
         let ca_pem = std::fs::read_to_string(tls.join("ca.pem")).unwrap();
-        let other = Keyring::new(None, Some(&ca_pem), vault);
+        let other = Keyring::new(None, CaCert::parse(&ca_pem).unwrap(), vault);
         Setup { store, keyring, other, dir }
     }
 
@@ -459,7 +451,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let wrong = dir.join("secrets.key");
         drover_pki::secrets_key::generate(&wrong).unwrap();
-        let stranger = Keyring::new(None, None, Arc::new(Vault::open(s.store.clone(), &wrong)));
+        let files_ca = s.keyring.trust().cas[0].cert.clone();
+        let stranger = Keyring::new(None, files_ca, Arc::new(Vault::open(s.store.clone(), &wrong)));
         stranger.apply(Some(ring));
         let trust = stranger.trust();
         assert!(trust.signer.is_none());
