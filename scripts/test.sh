@@ -17,6 +17,10 @@ install_missing git=git etcd=etcd-server protoc=protobuf-compiler
 # system, the package's postinst starts no service).
 install_missing prometheus=prometheus
 
+# Headless Chromium and its WebDriver for the web UI's tests (a real
+# browser: the pages, their scripts and the live streams).
+install_missing chromium=chromium chromedriver=chromium-driver
+
 # sshd for the tests of git over ssh with a deploy key: they start their own
 # on a free port, with their own config and host key, and do not use the
 # package's service (without an init system, its postinst does not start

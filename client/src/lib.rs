@@ -16,9 +16,13 @@
 //!   (`drover-agent --join-token`) and a user (`drover login`): the
 //!   client's own key and CSR, the connection that trusts the coordinator
 //!   by the CA's pin alone, the answer's checks, and the bundle written
-//!   whole (`enroll::files`, which an agent's renewal uses too).
+//!   whole (`enroll::files`, which an agent's renewal uses too);
+//! - [`term`]: job output made safe for a terminal (colours pass, every
+//!   other control sequence is shown as text), for the CLI and the
+//!   coordinator's web UI alike; [`term::field`] the stricter rule for one
+//!   line of text.
 //!
-//! The pure parts (`targets`' choices, `chain`, `labels`, `duration`) are tested with
+//! The pure parts (`targets`' choices, `chain`, `labels`, `duration`, `term`) are tested with
 //! tables; `tls` and `endpoint` only wrap tonic; `enroll` is tested against
 //! a TLS server on 127.0.0.1 with a test CA.
 
@@ -28,6 +32,7 @@ pub mod endpoint;
 pub mod enroll;
 pub mod labels;
 pub mod targets;
+pub mod term;
 #[cfg(test)]
 mod test_pki;
 pub mod tls;

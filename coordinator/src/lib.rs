@@ -31,4 +31,5 @@ pub mod store;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
+pub mod ui;
 pub mod webhooks;

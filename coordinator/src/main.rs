@@ -223,6 +223,25 @@ struct Args {
     /// G).
     #[arg(long, default_value = "5M", value_parser = parse_size)]
     webhook_max_body: u64,
+    /// Serve the web UI on this address: HTTPS without client
+    /// certificates; people log in with the single-use link `drover ui`
+    /// prints. Off by default.
+    #[arg(long)]
+    ui_listen: Option<SocketAddr>,
+    /// The UI's URL as browsers reach it, for the login links; default:
+    /// https:// and --ui-listen's address (the host name for 0.0.0.0).
+    #[arg(long, requires = "ui_listen")]
+    ui_url: Option<String>,
+    /// The UI listener's certificate (PEM), e.g. one a public CA issued for
+    /// the name browsers reach; by default the coordinator's own.
+    #[arg(long, requires_all = ["ui_key", "ui_listen"])]
+    ui_cert: Option<PathBuf>,
+    /// The private key (PEM) of --ui-cert.
+    #[arg(long, requires = "ui_cert")]
+    ui_key: Option<PathBuf>,
+    /// How long a web UI session lasts after its login link is used.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    ui_session_ttl: Duration,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -361,12 +380,23 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let ui = match args.ui_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for the web UI on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut banner = format!("drover-coordinator listening on {addr}\n");
     if let Some(m) = &metrics {
         banner.push_str(&format!("metrics on http://{}/metrics\n", m.local_addr()?));
     }
     if let Some(w) = &webhooks {
         banner.push_str(&format!("webhooks on https://{}/hooks/\n", w.local_addr()?));
+    }
+    if let Some(u) = &ui {
+        banner.push_str(&format!("web UI on https://{}/\n", u.local_addr()?));
     }
     {
         use std::io::Write;
@@ -415,6 +445,9 @@ async fn main() -> anyhow::Result<()> {
         user_cert_ttl: args.user_cert_ttl,
         webhook_cert: args.webhook_cert.zip(args.webhook_key),
         webhook_max_body: usize::try_from(args.webhook_max_body).unwrap_or(usize::MAX),
+        ui_url: args.ui_url,
+        ui_cert: args.ui_cert.zip(args.ui_key),
+        ui_session_ttl: args.ui_session_ttl,
         election_ttl: args.election_ttl,
         retention: retention::Config {
             keep_runs: args.keep_runs,
@@ -430,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
         compaction: if args.etcd.is_empty() { None } else { args.etcd_compaction_interval.0 }
             .map(|every| compaction::Config { every }),
     };
-    server::run(listener, server::Listeners { metrics, webhooks }, opts, shutdown_signal())
+    server::run(listener, server::Listeners { metrics, webhooks, ui }, opts, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     Ok(())

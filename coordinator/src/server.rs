@@ -19,6 +19,7 @@ use drover_proto::v1::notification_service_server::NotificationServiceServer;
 use drover_proto::v1::release_service_server::ReleaseServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use drover_telemetry::http::{self, Reply};
@@ -100,14 +101,23 @@ pub struct Options {
     pub webhook_cert: Option<(PathBuf, PathBuf)>,
     /// The largest webhook body read (`--webhook-max-body`).
     pub webhook_max_body: usize,
+    /// The web UI's URL for login links (`--ui-url`); by default from its
+    /// listener's address.
+    pub ui_url: Option<String>,
+    /// The web UI's certificate and key (`--ui-cert`, `--ui-key`); by
+    /// default the coordinator's own, renewed with it.
+    pub ui_cert: Option<(PathBuf, PathBuf)>,
+    /// How long a web UI session lasts (`--ui-session-ttl`).
+    pub ui_session_ttl: Duration,
 }
 
 /// The listeners beside the API's, each optional: `/metrics` and the
-/// health checks (plain HTTP), and webhooks (HTTPS).
+/// health checks (plain HTTP), webhooks (HTTPS) and the web UI (HTTPS).
 #[derive(Debug, Default)]
 pub struct Listeners {
     pub metrics: Option<TcpListener>,
     pub webhooks: Option<TcpListener>,
+    pub ui: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +217,7 @@ pub async fn run(
     opts: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let Listeners { metrics, webhooks } = side;
+    let Listeners { metrics, webhooks, ui } = side;
     let server_tls = tls::ServerTls::load(&opts.tls_dir)?;
     let webhook_tls = match &webhooks {
         None => None,
@@ -216,7 +226,7 @@ pub async fn run(
                 .webhook_cert
                 .clone()
                 .unwrap_or_else(|| (opts.tls_dir.join("coordinator.pem"), opts.tls_dir.join("coordinator-key.pem")));
-            Some(crate::webhooks::tls(&cert, &key)?)
+            Some(crate::webhooks::tls(&cert, &key, &[b"http/1.1"])?)
         }
     };
     let scratch = opts.data_dir.join("tmp");
@@ -271,11 +281,22 @@ pub async fn run(
     let keyring = crate::identity::ca::Keyring::new(authority, server_tls.files_ca().clone(), vault.clone());
     tokio::spawn(tls::renew_forever(server_tls.clone(), keyring.clone(), opts.server_cert_ttl));
     let gate = crate::identity::Gate::spawn(store.clone(), keyring.clone());
-    let identity = crate::api::identity::IdentityApi::new(
+    let ui_tls = match (&ui, &opts.ui_cert) {
+        (None, _) => None,
+        (Some(_), Some((cert, key))) => Some(crate::webhooks::tls(cert, key, &[b"h2", b"http/1.1"])?),
+        (Some(_), None) => Some(server_tls.browser_acceptor()?),
+    };
+    let mut identity = crate::api::identity::IdentityApi::new(
         store.clone(),
         crate::identity::Signing { keyring, cert_ttl: opts.agent_cert_ttl, user_cert_ttl: opts.user_cert_ttl },
         gate.clone(),
     );
+    if let Some(listener) = &ui {
+        let addr = listener.local_addr().map_err(ServerError::Listener)?;
+        let url = opts.ui_url.clone().unwrap_or_else(|| default_advertise(addr, host_name().as_deref()));
+        identity.ui =
+            Some(crate::ui::Links { url: url.trim_end_matches('/').to_owned(), session_ttl: opts.ui_session_ttl });
+    }
     let caches = Arc::new(crate::caches::Caches::new(store.clone()));
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
@@ -361,6 +382,36 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
         let _ = metrics_stop_tx.send(true);
     };
+    let apps = Arc::new(crate::api::apps::AppApi {
+        store: store.clone(),
+        git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
+        vault: vault.clone(),
+    });
+    let control = Arc::new(ControlApi {
+        role: role_rx.clone(),
+        store: store.clone(),
+        segments,
+        git: GitOptions { scratch, timeout: opts.git_timeout },
+        blobs: blobs.clone(),
+        vault: vault.clone(),
+        caches: caches.clone(),
+        id,
+        closing: closing_rx.clone(),
+        gate: gate.clone(),
+    });
+    if let (Some(listener), Some(tls), Some(links)) = (ui, ui_tls, identity.ui.clone()) {
+        let ui = Arc::new(crate::ui::Ui {
+            store: store.clone(),
+            gate: gate.clone(),
+            api: crate::ui::Api { control: control.clone(), identity: identity.clone(), apps: apps.clone() },
+            role: role_rx.clone(),
+            links,
+        });
+        let mut stop = closing_rx.clone();
+        tokio::spawn(crate::ui::serve(listener, tls, ui, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     // Every service but enrollment requires a client certificate, and reads
     // the caller from it once (`api::guard`); the TLS layer verifies one
     // that is presented, but lets a client without one finish the
@@ -384,14 +435,7 @@ pub async fn run(
         ))
         .add_service(AgentCertServiceServer::with_interceptor(identity.clone(), guarded.clone()))
         .add_service(IdentityServiceServer::with_interceptor(identity, guarded.clone()))
-        .add_service(AppServiceServer::with_interceptor(
-            crate::api::apps::AppApi {
-                store: store.clone(),
-                git: GitOptions { scratch: scratch.clone(), timeout: opts.git_timeout },
-                vault: vault.clone(),
-            },
-            guarded.clone(),
-        ))
+        .add_service(InterceptedService::new(AppServiceServer::from_arc(apps), guarded.clone()))
         .add_service(ReleaseServiceServer::with_interceptor(
             crate::api::releases::ReleaseApi { store: store.clone() },
             guarded.clone(),
@@ -400,21 +444,7 @@ pub async fn run(
             crate::api::notifications::NotificationApi { store: store.clone() },
             guarded.clone(),
         ))
-        .add_service(ControlServiceServer::with_interceptor(
-            ControlApi {
-                role: role_rx,
-                store,
-                segments,
-                git: GitOptions { scratch, timeout: opts.git_timeout },
-                blobs,
-                vault,
-                caches,
-                id,
-                closing: closing_rx,
-                gate: gate.clone(),
-            },
-            guarded.clone(),
-        ))
+        .add_service(InterceptedService::new(ControlServiceServer::from_arc(control), guarded.clone()))
         // TLS is `crate::tls`'s, so the server certificate can be renewed.
         .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stop)
         .await?;

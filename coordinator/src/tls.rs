@@ -160,6 +160,21 @@ impl ServerTls {
         Ok(())
     }
 
+    /// The web UI's configuration (`crate::ui`): the same server
+    /// certificate, renewed with it, and no client certificates (a browser
+    /// has none of ours; the UI's sessions stand in for them); HTTP/2, so
+    /// that a page's live streams do not use up a browser's six HTTP/1.1
+    /// connections, and HTTP/1.1.
+    pub fn browser_acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.current.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
     fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.read().expect("acceptor lock").clone()
     }

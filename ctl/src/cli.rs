@@ -49,7 +49,7 @@ pub use remote::{Remote, RemoteBefore, Streams, StreamsBefore};
 pub use repo::RepoCommand;
 pub use rollout::{RollbackArgs, RolloutCommand, RolloutsArgs, ServiceCommand, ServicesArgs};
 pub use secret::SecretCommand;
-pub use user::{AccessCommand, LoginArgs, UserCommand, UsersArgs, WhoamiArgs};
+pub use user::{AccessCommand, LoginArgs, UiArgs, UserCommand, UsersArgs, WhoamiArgs};
 
 /// Drover: pipelines on pull-based agents, from the repository to the fleet.
 #[derive(Parser)]

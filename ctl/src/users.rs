@@ -10,7 +10,7 @@ use std::time::Duration;
 use drover_proto::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::cli::{AccessCommand, UserCommand, UsersArgs, WhoamiArgs};
+use crate::cli::{AccessCommand, UiArgs, UserCommand, UsersArgs, WhoamiArgs};
 use crate::client::{Conn, Exit};
 use crate::commands::now_ms;
 use crate::identity::{absolute, relative, shell_word};
@@ -36,7 +36,44 @@ pub async fn run(conn: &mut Conn, command: AccessCommand) -> anyhow::Result<()> 
             outln!("{}", whoami_text(&me));
             Ok(())
         }
+        AccessCommand::Ui(args) => ui(conn, args).await,
     }
+}
+
+/// `drover ui`: a login link for the web UI, printed, and opened when a
+/// browser can be.
+async fn ui(conn: &mut Conn, args: UiArgs) -> anyhow::Result<()> {
+    let req = pb::CreateUiLoginRequest { next: args.page };
+    // Not idempotent: a second link if an answer was lost, which is fine.
+    let link = conn.call(false, |c| i_call!(c.create_ui_login(req.clone()))).await?;
+    if args.output.structured() {
+        let view = json!({
+            "url": link.url,
+            "expires_ms": link.expires_ms,
+            "session_ttl_ms": link.session_ttl_ms,
+        });
+        return Ok(output::document(args.output, &view)?);
+    }
+    outln!("{}", field(&link.url));
+    outln!(
+        "it works once and expires {}; it logs one browser in for {}",
+        relative(link.expires_ms, now_ms() as i64),
+        output::human(link.session_ttl_ms)
+    );
+    let display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !args.no_open && display {
+        // The browser's own output is not ours to print.
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&link.url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if opened.is_err() {
+            outln!("(no xdg-open here: open the link in a browser)");
+        }
+    }
+    Ok(())
 }
 
 /// Who the connection's certificate is.

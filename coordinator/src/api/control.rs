@@ -218,7 +218,7 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
         allowed(&req, Action::Read)?;
-        let cert = super::certificate(&req)?;
+        let cert = super::holder(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let (tx, rx) = mpsc::channel(256);
@@ -233,7 +233,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     async fn get_logs(&self, req: Request<pb::GetLogsRequest>) -> Result<Response<LogStream>, Status> {
         use tokio_stream::StreamExt;
         allowed(&req, Action::Read)?;
-        let cert = super::certificate(&req)?;
+        let cert = super::holder(&req)?;
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let run = self.run_with_job(id, &req.job).await?;

@@ -46,6 +46,9 @@ pub struct IdentityApi {
     pub renewing: Arc<Semaphore>,
     /// Refused enrollments audited once a minute per address.
     pub refusals: Arc<crate::audit::Throttle>,
+    /// The web UI this coordinator serves (`--ui-listen`), for
+    /// `CreateUiLogin`'s links; none: no UI.
+    pub ui: Option<crate::ui::Links>,
 }
 
 impl IdentityApi {
@@ -57,6 +60,7 @@ impl IdentityApi {
             enrolling: Arc::new(Semaphore::new(MAX_CONCURRENT_ENROLLMENTS)),
             renewing: Arc::new(Semaphore::new(MAX_CONCURRENT_RENEWALS)),
             refusals: Arc::default(),
+            ui: None,
         }
     }
 
@@ -390,6 +394,41 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
             renew_at_ms: now() + (signed.not_after_ms - now()) / 2,
             certificate_pem: signed.pem,
             ca_pem: self.signing.keyring.trust().bundle(),
+        }))
+    }
+
+    async fn create_ui_login(
+        &self,
+        req: Request<pb::CreateUiLoginRequest>,
+    ) -> Result<Response<pb::CreateUiLoginResponse>, Status> {
+        use crate::ui::session::{self, Holder, SessionError};
+        let caller = super::authorize(&req, Action::WhoAmI)?;
+        let cert = super::certificate(&req)?;
+        let Some(ui) = &self.ui else {
+            return Err(ApiError::Precondition(
+                "this coordinator serves no web UI: start it with --ui-listen ADDR (`drover dev` does)".into(),
+            )
+            .into());
+        };
+        let holder = match caller {
+            Caller::Admin(name) => Holder { name, admin: true, serial: cert.serial },
+            Caller::User { name, .. } => Holder { name, admin: false, serial: cert.serial },
+            Caller::Agent(_) | Caller::Other { .. } => {
+                return Err(
+                    ApiError::PermissionDenied("only users and administrators log in to the web UI".into()).into()
+                );
+            }
+        };
+        let next = req.into_inner().next;
+        let (secret, grant) =
+            session::create_login(self.store.as_ref(), holder, &next, now()).await.map_err(|e| match e {
+                SessionError::Store(e) => ApiError::Store(e),
+                other => ApiError::Invalid(other.to_string()),
+            })?;
+        Ok(Response::new(pb::CreateUiLoginResponse {
+            url: format!("{}/login/{secret}", ui.url),
+            expires_ms: grant.expires_ms,
+            session_ttl_ms: ui.session_ttl.as_millis() as u64,
         }))
     }
 

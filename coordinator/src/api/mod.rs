@@ -60,6 +60,23 @@ fn certificate<T>(req: &Request<T>) -> Result<Presented, ApiError> {
     Ok(cert)
 }
 
+/// The holder of a web UI session, on a request the UI makes in process
+/// (`crate::ui`): the certificate the session was made with, as if it
+/// were presented now. Only the coordinator's own code can put it on a
+/// request; the network cannot.
+#[derive(Debug, Clone)]
+pub struct OnBehalf(pub Presented);
+
+/// Who a request is from: the holder a web UI session vouches for
+/// ([`OnBehalf`]), else the verified client certificate. For the streams
+/// that look the caller up again as users change (`streams::while_allowed`).
+pub(crate) fn holder<T>(req: &Request<T>) -> Result<Presented, ApiError> {
+    match req.extensions().get::<OnBehalf>() {
+        Some(OnBehalf(presented)) => Ok(presented.clone()),
+        None => certificate(req),
+    }
+}
+
 /// The caller's identity from its verified client certificate.
 fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
     Ok(certificate(req)?.peer)

@@ -21,6 +21,8 @@
 //! /identity/agents/{name}                         IdentityRecord: an enrolled agent's current certificate
 //! /identity/denied/{name}                         Denial: a revoked or banned agent name
 //! /identity/users/{name}                          UserRecord: a user's role and current certificate
+//! /ui/logins/{sha256}                            ui::session::Grant: a single-use web UI login link, leased for its life
+//! /ui/sessions/{sha256}                          ui::session::Session: a browser's session, leased for its life
 //! /audit/{day}/{ms}-{rand}                        audit::Entry, by UTC day (6 digits) and time (13 digits)
 //! /cluster/leader                                 LeaderInfo; its create revision is the epoch
 //! /cluster/members/{id}                           MemberInfo, one per live coordinator
@@ -94,6 +96,11 @@ pub const USERS: &str = "/identity/users/";
 pub const CA_RING: &str = "/identity/ca";
 /// The cluster's job-token key (`identity::job_key`).
 pub const JOB_KEY: &str = "/identity/job-key";
+
+/// The web UI's login links and sessions (`crate::ui::session`), by the
+/// SHA-256 of their secret, each under a lease that ends it.
+pub const UI_LOGINS: &str = "/ui/logins/";
+pub const UI_SESSIONS: &str = "/ui/sessions/";
 
 pub fn user(name: &str) -> String {
     format!("{USERS}{name}")

@@ -93,16 +93,18 @@ impl Gate {
             Peer::Admin(name) => Caller::Admin(name.clone()),
             Peer::Agent(name) => Caller::Agent(name.clone()),
             Peer::Other { org, name } => Caller::Other { org: org.clone(), name: name.clone() },
-            Peer::User(name) => {
-                let known = self.known.read().expect("gate lock");
-                let role = if known.loaded {
-                    user_role(name, &cert.serial, known.users.get(name))
-                } else {
-                    Err(GateError::NotLoaded.to_string())
-                };
-                Caller::User { name: name.clone(), role }
-            }
+            Peer::User(name) => self.user(name, &cert.serial),
         }
+    }
+
+    fn user(&self, name: &str, serial: &str) -> Caller {
+        let known = self.known.read().expect("gate lock");
+        let role = if known.loaded {
+            user_role(name, serial, known.users.get(name))
+        } else {
+            Err(GateError::NotLoaded.to_string())
+        };
+        Caller::User { name: name.to_owned(), role }
     }
 
     /// When the holder of `serial` should renew (its current certificate's

@@ -73,8 +73,9 @@ pub struct Hooks {
     pub max_body: usize,
 }
 
-/// The listener's TLS: `cert` and `key` (PEM), and no client certificates.
-pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, WebhookError> {
+/// The listener's TLS: `cert` and `key` (PEM), and no client certificates,
+/// offering the `alpn` protocols (the web UI's `--ui-cert` too).
+pub fn tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<TlsAcceptor, WebhookError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |path: &Path| std::fs::read(path).map_err(|source| WebhookError::Read { path: path.into(), source });
@@ -93,7 +94,7 @@ pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, WebhookError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -43,6 +43,16 @@ pub enum AccessCommand {
     ///
     /// Example: drover whoami -o json
     Whoami(WhoamiArgs),
+    /// Open the web UI: print a single-use login link for you (your
+    /// certificate's user and role) and open it in a browser.
+    ///
+    /// The link works once, within 5 minutes, and gives that browser a
+    /// session that lasts the coordinator's --ui-session-ttl (12h by
+    /// default). The coordinator must serve the UI (--ui-listen; `drover
+    /// dev` does).
+    ///
+    /// Example: drover ui --page /runs/12
+    Ui(UiArgs),
 }
 
 impl AccessCommand {
@@ -52,9 +62,9 @@ impl AccessCommand {
         match self {
             AccessCommand::Login(_) => None,
             AccessCommand::User { command } => Some(command.remote()),
-            AccessCommand::Users(UsersArgs { remote, .. }) | AccessCommand::Whoami(WhoamiArgs { remote, .. }) => {
-                Some(remote)
-            }
+            AccessCommand::Users(UsersArgs { remote, .. })
+            | AccessCommand::Whoami(WhoamiArgs { remote, .. })
+            | AccessCommand::Ui(UiArgs { remote, .. }) => Some(remote),
         }
     }
 }
@@ -201,6 +211,24 @@ pub struct UsersArgs {
 /// `drover whoami`'s flags.
 #[derive(Args)]
 pub struct WhoamiArgs {
+    /// Output format: text, json or yaml.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `drover ui`'s flags.
+#[derive(Args)]
+pub struct UiArgs {
+    /// The page to land on, a path of the UI such as /runs/12; default:
+    /// the runs.
+    #[arg(long, value_name = "PATH", default_value = "")]
+    pub page: String,
+    /// Print the link only; do not start a browser (xdg-open). Also when
+    /// there is no display ($DISPLAY, $WAYLAND_DISPLAY) or -o json.
+    #[arg(long)]
+    pub no_open: bool,
     /// Output format: text, json or yaml.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,

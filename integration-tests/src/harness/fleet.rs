@@ -44,6 +44,8 @@ pub struct Fleet {
     /// Each coordinator's webhook address, when started with
     /// `--webhook-listen`.
     pub webhooks: Vec<Option<String>>,
+    /// Each coordinator's web UI address, when started with --ui-listen.
+    pub ui: Vec<Option<String>>,
     pub agents: Vec<Proc>,
     /// Extra flags for every coordinator start.
     pub coordinator_args: Vec<String>,
@@ -118,6 +120,7 @@ impl Fleet {
             coordinators: Vec::new(),
             metrics: Vec::new(),
             webhooks: Vec::new(),
+            ui: Vec::new(),
             agents: Vec::new(),
             coordinator_args,
             coordinator_env: Vec::new(),
@@ -189,15 +192,26 @@ impl Fleet {
                 .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}"))
                 .to_string()
         });
+        let ui = self.coordinator_args.iter().any(|a| a == "--ui-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read coordinator stdout");
+            line.trim()
+                .strip_prefix("web UI on https://")
+                .and_then(|a| a.strip_suffix('/'))
+                .unwrap_or_else(|| panic!("unexpected coordinator output {line:?}"))
+                .to_string()
+        });
         if self.addrs.len() <= i {
             self.addrs.resize(i + 1, String::new());
             self.coordinators.resize_with(i + 1, || None);
             self.metrics.resize(i + 1, None);
             self.webhooks.resize(i + 1, None);
+            self.ui.resize(i + 1, None);
         }
         self.addrs[i] = addr;
         self.metrics[i] = metrics;
         self.webhooks[i] = webhooks;
+        self.ui[i] = ui;
         self.coordinators[i] = Some(Proc { child, name, log });
     }
 

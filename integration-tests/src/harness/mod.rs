@@ -12,9 +12,11 @@
 //!
 //! The pieces live in submodules, re-exported here: [`Etcd`] and
 //! [`free_port`] in `etcd`, [`Fleet`] and [`AgentSpec`] in `fleet`, and
-//! [`Tmpfs`] in `tmpfs`; `hook::Hook`, a webhook receiver. This module keeps what they all use: [`bin`],
+//! [`Tmpfs`] in `tmpfs`; `hook::Hook`, a webhook receiver; `browser::Browser`,
+//! headless Chromium over WebDriver for the web UI. This module keeps what they all use: [`bin`],
 //! [`TempDir`], [`Proc`], the waits, and small text helpers.
 
+pub mod browser;
 mod etcd;
 mod fleet;
 pub mod hook;

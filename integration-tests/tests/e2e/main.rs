@@ -57,4 +57,5 @@ mod triggers;
 mod validation;
 mod watch;
 mod waves;
+mod web_ui;
 mod webhooks;

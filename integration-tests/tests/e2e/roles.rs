@@ -17,7 +17,7 @@ fn ok_json(out: std::process::Output, what: &str) -> Value {
 
 /// `drover user add NAME --role ROLE`, then `drover login` as it prints:
 /// the user's TLS directory.
-fn add_and_login(fleet: &Fleet, name: &str, role: &str) -> PathBuf {
+pub(crate) fn add_and_login(fleet: &Fleet, name: &str, role: &str) -> PathBuf {
     let added = ok_json(fleet.drover(&["user", "add", name, "--role", role, "-o", "json"]), "user add");
     let secret = added["secret"].as_str().unwrap().to_string();
     let pin = added["ca_pin"].as_str().unwrap().to_string();
