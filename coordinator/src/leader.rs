@@ -43,6 +43,10 @@ pub struct LeaderInfo {
     /// Where agents and the CLI reach it.
     pub url: String,
     pub since_ms: u64,
+    /// Its web UI, where followers' UIs send actions (`crate::ui`); none
+    /// when it serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui_url: Option<String>,
 }
 
 /// A coordinator, as stored under [`keys::MEMBERS`].
@@ -71,6 +75,8 @@ pub struct ElectionConfig {
     pub id: String,
     /// The URL to advertise to agents and the CLI.
     pub url: String,
+    /// The web UI's URL, when this coordinator serves one.
+    pub ui_url: Option<String>,
     /// TTL of the coordinator's lease: how long a dead leader blocks the
     /// election.
     pub ttl: Duration,
@@ -177,7 +183,12 @@ async fn campaign_and_lead(
     lease: LeaseId,
     alive: &mut watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    let info = LeaderInfo { id: config.id.clone(), url: config.url.clone(), since_ms: now_ms() };
+    let info = LeaderInfo {
+        id: config.id.clone(),
+        url: config.url.clone(),
+        since_ms: now_ms(),
+        ui_url: config.ui_url.clone(),
+    };
     let epoch = loop {
         if !*alive.borrow() {
             return Err(StoreError::Unavailable("the coordinator's lease expired".into()));
@@ -328,6 +339,7 @@ mod tests {
         ElectionConfig {
             id: id.into(),
             url: format!("https://{id}"),
+            ui_url: None,
             ttl: Duration::from_secs(2),
             segments,
             blobs,

@@ -325,6 +325,7 @@ pub async fn run(
         ElectionConfig {
             id: id.clone(),
             url: url.clone(),
+            ui_url: identity.ui.as_ref().map(|links| links.url.clone()),
             ttl: opts.election_ttl,
             segments: segments.clone(),
             blobs: blobs.clone(),
@@ -406,6 +407,7 @@ pub async fn run(
             api: crate::ui::Api { control: control.clone(), identity: identity.clone(), apps: apps.clone() },
             role: role_rx.clone(),
             links,
+            http: ui_client(&opts.tls_dir)?,
         });
         let mut stop = closing_rx.clone();
         tokio::spawn(crate::ui::serve(listener, tls, ui, async move {
@@ -453,6 +455,22 @@ pub async fn run(
         Some((reason, after)) => Err(ServerError::StoreStopped { reason, after }),
         None => Ok(()),
     }
+}
+
+/// The client a follower's UI relays actions to the leader's UI with: it
+/// trusts the cluster's CA (`ca.pem`, which `ServerTls` read already) and
+/// the system's, and follows no redirect (the browser does).
+fn ui_client(tls_dir: &Path) -> Result<reqwest::Client, ServerError> {
+    let path = tls_dir.join("ca.pem");
+    let pem = std::fs::read(&path).map_err(|source| TlsError::Read { path: path.clone(), source })?;
+    let ca = reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| TlsError::Unusable { path: path.clone(), detail: e.to_string() })?;
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| TlsError::Unusable { path, detail: format!("cannot make the UI's client: {e}") }.into())
 }
 
 /// The secrets vault. A key file named by `--secrets-key-file`, or present

@@ -114,6 +114,8 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         .arg(args.dir.join("data"))
         .arg("--tls-dir")
         .arg(ca::coordinator_dir(&tls))
+        .arg("--ui-listen")
+        .arg("127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(log_file(&logs, "coordinator")?)
         .kill_on_drop(true)
@@ -122,10 +124,14 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     let stdout = coordinator.stdout.take().expect("piped");
     children.push(coordinator);
     let mut lines = BufReader::new(stdout).lines();
+    // Its banner: the API's address, then the web UI's.
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut api = None;
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(addr) = line.strip_prefix("drover-coordinator listening on ") {
-                return Some(addr.to_string());
+                api = Some(addr.to_string());
+            } else if line.starts_with("web UI on ") {
+                return api;
             }
         }
         None
@@ -170,6 +176,9 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
         let mut conn = client::Conn::connect(&url, &admin).await?;
         wait_for_agents(&mut conn, names.len()).await?;
         outln!("{} agents connected; process logs in {}", names.len(), logs.display());
+        let link = pb::CreateUiLoginRequest { next: String::new() };
+        let link = conn.call(false, |c| i_call!(c.create_ui_login(link.clone()))).await?;
+        outln!("web UI: {} (a single-use link; `drover ui` makes another)", crate::term::field(&link.url));
         let req = pb::SubmitRunRequest {
             source: Some(pb::submit_run_request::Source::Inline(pb::InlinePipeline {
                 file_name: args.pipeline.to_string_lossy().into_owned(),

@@ -10,8 +10,8 @@
 //!   process ([`Api`]): the request carries the session's holder
 //!   ([`crate::api::OnBehalf`]) and its caller, so what a page shows, who
 //!   may see it and every refusal are the API's, with no second copy. An
-//!   action (cancel, approve, …) is the same call the CLI makes; on a
-//!   follower it is refused naming the leader, as for the CLI.
+//!   action (cancel, approve, …) is the same call the CLI makes; a
+//!   follower relays it to the leader's UI (`forward`).
 //! - **Forms.** Every POST carries the session's CSRF token
 //!   ([`session::csrf_matches`]); the cookie is `SameSite=Strict` besides.
 //! - **Assets** (`assets/`: CSS and three small scripts) and the templates
@@ -20,13 +20,18 @@
 //!   sniffing and caching, and sets a Content-Security-Policy that allows
 //!   only this origin's scripts and styles.
 //!
-//! Pages are `pages` (runs, a run, agents, audit), `live` (the streams
+//! Pages are `pages` (runs, a run, agents, audit), `delivery`
+//! (environments and services, rollouts, apps; `chart` draws a rollout's
+//! analysis as SVG on the server), `live` (the streams
 //! the scripts follow: a run's events and a job's log as Server-Sent
 //! Events, and the raw log), `ansi` (a log's bytes as lines of styled text,
 //! through the CLI's terminal rule) and `views` (the templates and what
 //! they show).
 
 pub mod ansi;
+pub mod chart;
+pub mod delivery;
+pub mod forward;
 pub mod live;
 pub mod pages;
 pub mod session;
@@ -90,6 +95,9 @@ pub struct Ui {
     pub api: Api,
     pub role: watch::Receiver<Role>,
     pub links: Links,
+    /// Relays a follower's forms to the leader's UI (`forward`),
+    /// trusting the cluster's CA and the system's.
+    pub http: reqwest::Client,
 }
 
 /// A request's session and who it is now.
@@ -258,8 +266,17 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/runs/{id}/jobs/{job}/log/events", get(live::log_events))
         .route("/runs/{id}/jobs/{job}/log.txt", get(live::raw_log))
         .route("/agents", get(pages::agents))
+        .route("/envs", get(delivery::envs))
+        .route("/envs/{env}/services/{service}/rollback", post(delivery::rollback))
+        .route("/rollouts", get(delivery::rollouts))
+        .route("/rollouts/{id}", get(delivery::rollout))
+        .route("/rollouts/{id}/act", post(delivery::act))
+        .route("/apps", get(delivery::apps))
+        .route("/apps/{name}", get(delivery::app))
+        .route("/apps/{name}/{verb}", post(delivery::app_act))
         .route("/audit", get(pages::audit))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found", "There is no such page.") })
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), forward::to_leader))
         .layer(axum::middleware::map_response(|mut response: Response| async move {
             secure_headers(response.headers_mut());
             response

@@ -36,7 +36,7 @@ fn note(ui: &Ui) -> String {
     }
 }
 
-fn chrome(ui: &Ui, who: &Who, page: &'static str) -> Chrome {
+pub(super) fn chrome(ui: &Ui, who: &Who, page: &'static str) -> Chrome {
     Chrome::of(who, page, note(ui))
 }
 

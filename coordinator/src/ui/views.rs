@@ -26,9 +26,12 @@ pub struct NavLink {
     pub key: &'static str,
 }
 
-const NAV: [NavLink; 3] = [
+const NAV: [NavLink; 6] = [
     NavLink { href: "/runs", label: "Runs", key: "runs" },
     NavLink { href: "/agents", label: "Agents", key: "agents" },
+    NavLink { href: "/envs", label: "Environments", key: "envs" },
+    NavLink { href: "/rollouts", label: "Rollouts", key: "rollouts" },
+    NavLink { href: "/apps", label: "Apps", key: "apps" },
     NavLink { href: "/audit", label: "Audit", key: "audit" },
 ];
 
@@ -47,7 +50,13 @@ impl Chrome {
 
     /// Whether `key` is this page's section (a run's page is under Runs).
     pub fn current(&self, key: &str) -> bool {
-        self.page == key || (key == "runs" && (self.page == "run" || self.page == "log"))
+        let section = match self.page {
+            "run" | "log" => "runs",
+            "rollout" => "rollouts",
+            "app" => "apps",
+            page => page,
+        };
+        section == key
     }
 }
 

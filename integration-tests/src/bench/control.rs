@@ -256,6 +256,18 @@ impl Control {
         Ok((reply.secret, reply.ca_pin))
     }
 
+    /// A single-use web UI login link for the admin, landing on `next`.
+    pub async fn create_ui_login(&mut self, next: &str, deadline: Instant) -> Result<String, BenchError> {
+        let request = pb::CreateUiLoginRequest { next: next.to_string() };
+        let reply = self
+            .leader_call_on("CreateUiLogin", deadline, |channel| {
+                let request = request.clone();
+                async move { IdentityServiceClient::new(channel).create_ui_login(request).await }
+            })
+            .await?;
+        Ok(reply.url)
+    }
+
     /// The enrolled agents the leader knows, with their renewals.
     pub async fn list_agent_identities(&mut self, deadline: Instant) -> Result<Vec<pb::AgentIdentity>, BenchError> {
         let reply = self

@@ -45,6 +45,11 @@
 //!   jobs completed and failed (must be none), and the coordinator's CPU
 //!   seconds for the burst. The coordinator runs with `--agent-cert-ttl
 //!   1h`, so that no renewal falls due by itself.
+//! - ui: the web UI (issue 19) on one real agent: the page of a 500-job
+//!   run rendered by the coordinator (p50, p99, max over `--samples`
+//!   requests, 5 with `--smoke`), its graph laid out in headless Chromium
+//!   (p50, max of 5 loads), and a log line's time from the step's echo to
+//!   the browser's page (p50, p99, max over 40 lines).
 //! - failover (etcd only): three coordinators and three agents that know
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
@@ -70,13 +75,13 @@ use std::time::Duration;
 use drover_client::chain::error_chain;
 use drover_integration_tests::bench::BenchError;
 use drover_integration_tests::bench::modes::{
-    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, renew, retention, scale, throughput,
+    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, renew, retention, scale, throughput, ui,
 };
 use drover_integration_tests::bench::proc_stats;
 use drover_integration_tests::harness::Etcd;
 use tokio::runtime::Runtime;
 
-const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|all] \
+const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|ui|all] \
 [--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
 [--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole]";
 
@@ -118,12 +123,20 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         "failover" => vec![Mode::Failover],
         "apps" => vec![Mode::Apps],
         "renew" => vec![Mode::Renew],
-        "all" => {
-            vec![Mode::Latency, Mode::Throughput, Mode::Scale, Mode::Retention, Mode::Failover, Mode::Apps, Mode::Renew]
-        }
+        "ui" => vec![Mode::Ui],
+        "all" => vec![
+            Mode::Latency,
+            Mode::Throughput,
+            Mode::Scale,
+            Mode::Retention,
+            Mode::Failover,
+            Mode::Apps,
+            Mode::Renew,
+            Mode::Ui,
+        ],
         other => {
             return Err(format!(
-                "--mode {other:?}: use latency, throughput, scale, retention, failover, apps, renew or all"
+                "--mode {other:?}: use latency, throughput, scale, retention, failover, apps, renew, ui or all"
             ));
         }
     };
@@ -190,6 +203,7 @@ fn run_store(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
             Mode::Retention => retention(rt, store, args)?,
             Mode::Apps => apps(rt, store, args)?,
             Mode::Renew => renew(rt, store, args)?,
+            Mode::Ui => ui(rt, store, args)?,
             Mode::Failover => match store.etcd {
                 Some(etcd) => failover(rt, etcd, args)?,
                 None if args.modes.len() == 1 => say!("failover needs etcd; skipped on the embedded store"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
-const METRICS: [&str; 28] = [
+const METRICS: [&str; 36] = [
     "dispatch_latency_ms_p50",
     "dispatch_latency_ms_p99",
     "dispatch_latency_ms_max",
@@ -38,6 +38,14 @@ const METRICS: [&str; 28] = [
     "renewal_window_jobs_completed",
     "renewal_window_jobs_failed",
     "renewal_burst_coordinator_cpu_seconds",
+    "ui_run_page_ms_p50",
+    "ui_run_page_ms_p99",
+    "ui_run_page_ms_max",
+    "ui_graph_layout_ms_p50",
+    "ui_graph_layout_ms_max",
+    "ui_log_line_ms_p50",
+    "ui_log_line_ms_p99",
+    "ui_log_line_ms_max",
 ];
 
 /// Figures that may be nothing at all: memory growth (a coordinator on etcd
@@ -59,7 +67,7 @@ fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
     let dir = TempDir::new("drover-bench");
     // The benchmark bounds every wait itself; this deadline only keeps a
     // regression from hanging the suite.
-    let end = run_to_end(dir.path(), "drover-bench", &[OsStr::new("--smoke")], Duration::from_secs(180));
+    let end = run_to_end(dir.path(), "drover-bench", &[OsStr::new("--smoke")], Duration::from_secs(300));
     let (stdout, stderr) = (end.stdout, end.stderr);
     assert!(end.status.success(), "drover-bench --smoke failed ({}):\n{stderr}", end.status);
     let figures: Vec<serde_json::Value> = stdout

@@ -206,7 +206,7 @@ fn bad_app_settings_are_refused_and_nothing_is_stored() {
 }
 
 /// Kills node `node`'s supervisors of the service, and the service with them.
-fn stop_by_hand(web: &Web, node: &str) {
+pub(crate) fn stop_by_hand(web: &Web, node: &str) {
     let pattern = format!("--supervise {}/services/{node}/", web.fleet.dir.path().display());
     let status = std::process::Command::new("pkill").args(["-KILL", "-f", "--", &pattern]).status().unwrap();
     assert!(status.success(), "no supervisor matched {pattern}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::browser::Browser;
-use crate::harness::{Fleet, text};
+use crate::harness::{Etcd, Fleet, text};
 use crate::roles::add_and_login;
 
 const PIPELINE: &str = r#"name: web
@@ -56,7 +56,7 @@ fn post(browser: &Browser, path: &str, body: &str, credentials: &str) -> (u64, S
     (got[0].as_u64().unwrap_or(0), got[1].as_str().unwrap_or_default().to_owned())
 }
 
-fn screenshot(browser: &Browser, name: &str) {
+pub(crate) fn screenshot(browser: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("DROVER_UI_SCREENSHOTS") {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -228,4 +228,29 @@ fn a_viewer_sees_why_it_may_not_act_and_is_refused_when_it_posts_anyway() {
     let status =
         browser.eval_async("const done = arguments[0]; fetch(location.pathname).then(r => done(r.status));", vec![]);
     assert_eq!(status, json!(403), "a removed user's session reads nothing");
+}
+
+#[test]
+fn a_followers_ui_serves_the_pages_and_relays_actions_to_the_leader() {
+    let etcd = Etcd::start("webui-ha", 1);
+    let mut fleet = Fleet::start_ha_with("webui-ha", &etcd, 2, &["--ui-listen", "127.0.0.1:0"]);
+    let leader = fleet.wait_leader();
+    let follower = 1 - leader;
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let otto = add_and_login(&fleet, "otto", "operator");
+    let run = fleet.submit("long.yml", LONG);
+    // The link is good on any coordinator: its grant is in the store.
+    let link = login_link(&fleet, &otto, &format!("/runs/{run}"));
+    let secret = link.rsplit_once("/login/").unwrap().1;
+    let ui = format!("https://{}", fleet.ui[follower].clone().expect("the follower's UI"));
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("{ui}/login/{secret}"));
+    assert_eq!(browser.url(), format!("{ui}/runs/{run}"));
+    browser.wait_text(".banner", "This coordinator follows", Duration::from_secs(5));
+    browser.wait_text("#run-state", "running", Duration::from_secs(10));
+    browser.click("#cancel");
+    browser.wait_text("#run-state", "cancelled", Duration::from_secs(20));
+    assert!(browser.url().starts_with(&ui), "the browser stayed on the follower: {}", browser.url());
+    assert_eq!(fleet.status(&run)["state"], "cancelled");
 }

@@ -1,5 +1,6 @@
 // Drover web UI, list pages (runs, agents, ...): refreshes the rows of
-// <tbody data-refresh="URL" data-every="MS"> from server-rendered fragments.
+// any element with data-refresh="URL" data-every="MS" (rows, or a live section of a page) from
+// server-rendered fragments.
 (() => {
   'use strict';
 
@@ -50,5 +51,5 @@
     timer = setTimeout(refresh, every);
   }
 
-  document.querySelectorAll('tbody[data-refresh]').forEach(watch);
+  document.querySelectorAll('[data-refresh]').forEach(watch);
 })();

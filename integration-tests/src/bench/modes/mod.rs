@@ -1,6 +1,6 @@
 //! The modes of `drover-bench` (see the binary's header for what each
 //! measures), one module each: [`latency`], [`throughput`], [`scale`],
-//! [`retention`], [`failover`], [`apps`] and [`renew`]. The binary parses its command line into
+//! [`retention`], [`failover`], [`apps`], [`renew`] and [`ui`]. The binary parses its command line into
 //! [`Args`] and calls them for each [`Store`]; this module holds what they
 //! share: fleets of simulated agents, one-job runs, and the benchmark's
 //! constants.
@@ -27,6 +27,7 @@ mod renew;
 mod retention;
 mod scale;
 mod throughput;
+mod ui;
 
 pub use apps::apps;
 pub use failover::failover;
@@ -35,6 +36,7 @@ pub use renew::renew;
 pub use retention::retention;
 pub use scale::scale;
 pub use throughput::throughput;
+pub use ui::ui;
 
 /// The coordinator's lease TTL in the benchmark: its default.
 const LEASE_ARGS: &[&str] = &["--lease-ttl", "10s"];
@@ -52,6 +54,7 @@ pub enum Mode {
     Failover,
     Apps,
     Renew,
+    Ui,
 }
 
 #[derive(Debug)]
