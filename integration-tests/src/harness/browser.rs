@@ -158,6 +158,16 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Presses Tab, as a keyboard user moving to the next control.
+    pub fn tab(&self) {
+        self.rt
+            .block_on(async {
+                let element = self.client.active_element().await?;
+                element.send_keys("\u{E004}").await
+            })
+            .unwrap_or_else(|e| panic!("press Tab: {e}"));
+    }
+
     /// Waits until `cond` holds in the page (a script returning a value
     /// other than null, false or undefined), and returns that value.
     pub fn wait_js(&self, what: &str, timeout: Duration, script: &str, args: Vec<Value>) -> Value {

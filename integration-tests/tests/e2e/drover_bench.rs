@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
-const METRICS: [&str; 36] = [
+const METRICS: [&str; 38] = [
     "dispatch_latency_ms_p50",
     "dispatch_latency_ms_p99",
     "dispatch_latency_ms_max",
@@ -46,6 +46,8 @@ const METRICS: [&str; 36] = [
     "ui_log_line_ms_p50",
     "ui_log_line_ms_p99",
     "ui_log_line_ms_max",
+    "ui_big_log_load_ms",
+    "ui_big_log_rows_in_page",
 ];
 
 /// Figures that may be nothing at all: memory growth (a coordinator on etcd

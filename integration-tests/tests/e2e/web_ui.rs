@@ -206,6 +206,21 @@ fn a_viewer_sees_why_it_may_not_act_and_is_refused_when_it_posts_anyway() {
     assert!(wide.as_u64().unwrap_or(0) <= 360, "the page is {wide} px wide at 360");
     screenshot(&browser, "run-viewer-360");
 
+    // The keyboard: the first Tab reaches the skip link, and Tab goes on
+    // through the menu to the jobs of the graph.
+    browser.tab();
+    assert_eq!(browser.eval("return document.activeElement.className;", vec![]), json!("skip"));
+    let mut reached = false;
+    for _ in 0..30 {
+        browser.tab();
+        let on = browser.eval("return document.activeElement.closest('#dag .node') !== null;", vec![]);
+        if on == json!(true) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches the graph's jobs");
+
     // Posting anyway, with this session's own CSRF token, is the API's
     // refusal.
     let csrf = browser.attr("meta[name=csrf]", "content").expect("the CSRF token");

@@ -16,6 +16,10 @@
 //!   time it was seen less the time it carries. That is from the step's
 //!   echo, through the agent, the coordinator's commit and the Server-Sent
 //!   Events to the page: an upper bound on the time from the coordinator.
+//! - **A big log.** A job prints 16 MB (1 MB with `--smoke`) of
+//!   80-character lines; the time from opening its log page until the page
+//!   has every line, and how many rows it keeps in the page (virtualised:
+//!   only those in view).
 
 use std::time::{Duration, Instant};
 
@@ -168,5 +172,31 @@ pub fn ui(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError>
     figure("ui_log_line_ms_p50", percentile(&lat, 0.5), "ms", store.name, 1);
     figure("ui_log_line_ms_p99", percentile(&lat, 0.99), "ms", store.name, 1);
     figure("ui_log_line_ms_max", lat[lat.len() - 1], "ms", store.name, 1);
+
+    // A big log (16 MB, 1 MB with --smoke): how long the page takes to
+    // have all of it, and how many rows it keeps in the page meanwhile.
+    let bytes = if args.smoke { 1_000_000 } else { 16_000_000 };
+    let big = rt.block_on(control.submit(&big_log(bytes), deadline(30)))?;
+    wait_run(rt, &mut control, &big, 120)?;
+    let t0 = Instant::now();
+    browser.goto(&format!("{ui}/runs/{big}/jobs/big/log"));
+    browser.wait_js(
+        "the whole big log",
+        Duration::from_secs(120),
+        "return document.querySelector('#log')?.dataset.complete === 'true';",
+        vec![],
+    );
+    figure("ui_big_log_load_ms", millis(t0.elapsed()), "ms", store.name, 1);
+    let lines = browser.eval("return window.droverLog.lines();", vec![]).as_f64().unwrap_or(0.0);
+    let rows = browser.count("#log .row") as f64;
+    say!("[{}] ui: a {bytes}-byte log of {lines} lines keeps {rows} rows in the page", store.name);
+    figure("ui_big_log_rows_in_page", rows, "rows", store.name, 1);
     Ok(())
+}
+
+/// A job printing `bytes` bytes of 80-character lines.
+fn big_log(bytes: usize) -> String {
+    format!(
+        "name: big\njobs:\n  big:\n    steps:\n      - run: yes 'a line of a big log, eighty characters long, to see the viewer keep up......' | head -c {bytes} || true\n"
+    )
 }
