@@ -330,6 +330,7 @@ pub async fn agents(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
                     "draining": a.draining,
                     "unready": a.unready,
                     "last_seen_ms": a.last_seen_ms,
+                    "version": a.version,
                 })
             })
             .collect();

@@ -396,6 +396,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 last_seen_ms: a.last_seen_ms,
                 unready: a.unready,
                 draining: a.draining,
+                version: a.version,
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))

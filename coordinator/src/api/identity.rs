@@ -419,12 +419,16 @@ impl pb::identity_service_server::IdentityService for IdentityApi {
                 );
             }
         };
+        let source = req.remote_addr();
         let next = req.into_inner().next;
         let (secret, grant) =
             session::create_login(self.store.as_ref(), holder, &next, now()).await.map_err(|e| match e {
                 SessionError::Store(e) => ApiError::Store(e),
                 other => ApiError::Invalid(other.to_string()),
             })?;
+        let actor = format!("{}:{}", if grant.holder.admin { "admin" } else { "user" }, grant.holder.name);
+        let entry = audit::Entry::ok(now(), &actor, "ui.link", "").source(source);
+        audit::record(self.store.as_ref(), entry).await;
         Ok(Response::new(pb::CreateUiLoginResponse {
             url: format!("{}/login/{secret}", ui.url),
             expires_ms: grant.expires_ms,

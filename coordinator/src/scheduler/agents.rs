@@ -21,13 +21,27 @@ impl State {
     /// the name, otherwise accepted at once (the Welcome that follows waits
     /// for the burst's commit) and reconciled by the fleet.
     pub(super) fn hello(&mut self, hello: AgentHello, now: Now) {
-        let AgentHello { conn, name, labels, slots, running, draining, unready, caches, instance, peer, tx, reply } =
-            hello;
+        let AgentHello {
+            conn,
+            name,
+            labels,
+            slots,
+            running,
+            draining,
+            unready,
+            caches,
+            instance,
+            peer,
+            version,
+            tx,
+            reply,
+        } = hello;
         let result = self.fleet.hello(conn, &name, labels, slots, &running, draining, unready, instance, peer, tx, now);
         match result {
             Ok(fx) => {
                 let _ = reply.send(Ok(()));
                 self.warm.insert(name.clone(), caches.into_iter().collect());
+                self.versions.insert(name.clone(), version);
                 self.on_fleet(fx, now, false);
             }
             Err(why) => {

@@ -68,6 +68,8 @@ pub(super) struct State {
     /// The cache entries each agent keeps ("SCOPE_ID/KEY"), from its Hello
     /// and its results since: what warm-cache affinity prefers.
     pub(super) warm: HashMap<String, BTreeSet<String>>,
+    /// Each agent's version, from its last Hello (for `drover agents`).
+    pub(super) versions: HashMap<String, String>,
     /// The unfinished runs of each pipeline-level concurrency group, oldest
     /// first: the first is the one that may run.
     pub(super) run_groups: BTreeMap<String, BTreeSet<RunId>>,
@@ -115,6 +117,7 @@ impl State {
             active_jobs: 0,
             blocked: BTreeSet::new(),
             warm: HashMap::new(),
+            versions: HashMap::new(),
             last_keys: HashMap::new(),
             run_groups: BTreeMap::new(),
             durations: HashMap::new(),
@@ -159,7 +162,11 @@ impl State {
                 }
             },
             Event::ListAgents { reply } => {
-                let _ = reply.send(self.fleet.list());
+                let mut agents = self.fleet.list();
+                for a in agents.iter_mut().filter(|a| a.connected) {
+                    a.version = self.versions.get(&a.name).cloned().unwrap_or_default();
+                }
+                let _ = reply.send(agents);
             }
             Event::MayFetch { name, attempt, sha256, reply } => {
                 let _ = reply.send(match attempt {

@@ -80,6 +80,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                         caches: Vec::new(),
                         instance: instance.into(),
                         peer: format!("10.0.0.{conn}:5000"),
+                        version: String::new(),
                         tx,
                         reply,
                     })

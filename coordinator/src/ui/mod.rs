@@ -100,6 +100,16 @@ pub struct Ui {
     pub http: reqwest::Client,
 }
 
+/// The header the listener puts on every request it serves with the
+/// client's address (any such header a client sent is dropped first), for
+/// the audit log.
+const PEER: &str = "x-drover-peer";
+
+/// The client's address, as the listener recorded it.
+fn peer_of(headers: &HeaderMap) -> Option<SocketAddr> {
+    headers.get(PEER)?.to_str().ok()?.parse().ok()
+}
+
 /// A request's session and who it is now.
 #[derive(Debug, Clone)]
 pub struct Who {
@@ -107,6 +117,8 @@ pub struct Who {
     pub session: Session,
     pub presented: Presented,
     pub caller: Caller,
+    /// The browser's address.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Who {
@@ -115,6 +127,9 @@ impl Who {
         let mut req = tonic::Request::new(message);
         req.extensions_mut().insert(self.caller.clone());
         req.extensions_mut().insert(crate::api::OnBehalf(self.presented.clone()));
+        // The API's audit entries name the browser's address.
+        let info = tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: self.peer };
+        req.extensions_mut().insert(info);
         req
     }
 
@@ -232,7 +247,7 @@ impl Ui {
             issuer: Vec::new(),
         };
         let caller = self.gate.caller(&presented);
-        Ok(Who { cookie, session, presented, caller })
+        Ok(Who { cookie, session, presented, caller, peer: peer_of(headers) })
     }
 
     /// [`Ui::who`] for a form: its CSRF token must be the session's.
@@ -295,11 +310,16 @@ pub fn redirect(to: &str) -> Response {
 
 /// `GET /login/{secret}`: redeems a link, sets the session's cookie, and
 /// goes to the page the link names.
-async fn login(State(ui): State<Arc<Ui>>, Path(secret): Path<String>) -> Response {
+async fn login(State(ui): State<Arc<Ui>>, headers: HeaderMap, Path(secret): Path<String>) -> Response {
+    use crate::audit::{Entry, record};
     let now = drover_telemetry::trace::now_ms() as i64;
+    let peer = peer_of(&headers);
     match session::redeem(ui.store.as_ref(), &secret, ui.links.session_ttl, now).await {
         Ok((cookie, session, next)) => {
-            info!(user = %session.holder.name, admin = session.holder.admin, "web UI login");
+            let holder = &session.holder;
+            let actor = format!("{}:{}", if holder.admin { "admin" } else { "user" }, holder.name);
+            info!(user = %holder.name, admin = holder.admin, "web UI login");
+            record(ui.store.as_ref(), Entry::ok(now, &actor, "ui.login", "").source(peer)).await;
             let mut response = redirect(&next);
             if let Ok(value) = HeaderValue::from_str(&session::set_cookie(&cookie, ui.links.session_ttl)) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -310,7 +330,12 @@ async fn login(State(ui): State<Arc<Ui>>, Path(secret): Path<String>) -> Respons
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", format!("cannot reach the store: {e}"))
                 .into_response()
         }
-        Err(e) => Problem::new(StatusCode::FORBIDDEN, "Login link spent", e.to_string()).into_response(),
+        Err(e) => {
+            let entry =
+                Entry::refused(now, "anonymous", "ui.login", "", "a login link used already, expired or unknown");
+            record(ui.store.as_ref(), entry.source(peer)).await;
+            Problem::new(StatusCode::FORBIDDEN, "Login link spent", e.to_string()).into_response()
+        }
     }
 }
 
@@ -353,6 +378,15 @@ pub async fn serve(listener: TcpListener, tls: TlsAcceptor, ui: Arc<Ui>, shutdow
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await else { return };
+            // Every request names its client, for the audit log; a client
+            // cannot name itself.
+            let peer = HeaderValue::from_str(&peer.to_string()).expect("an address is a header value");
+            let app =
+                tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.headers_mut().remove(PEER);
+                    req.headers_mut().insert(PEER, peer.clone());
+                    req
+                });
             let service = hyper_util::service::TowerToHyperService::new(app);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);

@@ -284,6 +284,7 @@ pub async fn agents(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Result<Res
             };
             AgentRow {
                 name: a.name.clone(),
+                version: if a.version.is_empty() { "-".into() } else { a.version.clone() },
                 labels: labels.join(", "),
                 slots: format!("{} of {}", a.slots_in_use, a.slots),
                 status,

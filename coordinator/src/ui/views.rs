@@ -307,6 +307,7 @@ pub struct LogPage {
 
 pub struct AgentRow {
     pub name: String,
+    pub version: String,
     pub labels: String,
     pub slots: String,
     pub status: &'static str,

@@ -109,6 +109,7 @@ pub(super) async fn open(
             caches: hello.caches,
             instance: hello.instance_id,
             peer,
+            version: crate::api::agent::bounded(&hello.version, 64),
             tx,
             reply,
         }))

@@ -93,6 +93,7 @@ fn agent(name: &str, labels_text: &str, connected: bool) -> AgentInfo {
         last_seen_ms: 7,
         draining: false,
         unready: String::new(),
+        version: String::new(),
     }
 }
 

@@ -181,6 +181,8 @@ pub struct AgentInfo {
     pub draining: bool,
     /// Why it takes no new work (low disk), or empty.
     pub unready: String,
+    /// The version its Hello gave (`drover-agent`'s), while connected.
+    pub version: String,
 }
 
 /// A new agent session, as the API edge hands it over after checking it.
@@ -207,6 +209,8 @@ pub struct AgentHello {
     pub instance: String,
     /// Where the session comes from, for the refusal's message.
     pub peer: String,
+    /// The agent's version, as its Hello says (bounded at the edge).
+    pub version: String,
     /// The session's outgoing stream.
     pub tx: mpsc::Sender<ToAgent>,
     /// Accepted, or refused with the reason (another live session holds

@@ -451,6 +451,7 @@ impl Fleet {
                 last_seen_ms: a.last_seen_ms,
                 draining: a.conn.is_some() && a.draining,
                 unready: if a.conn.is_some() { a.unready.clone() } else { String::new() },
+                version: String::new(),
             })
             .collect()
     }
