@@ -9,7 +9,8 @@
 //!   classes), as `lines` events (a batch of finished lines, and the
 //!   unfinished last one, which the next batch replaces), `attempt` when a
 //!   retry's log begins, and `end`;
-//! - `GET /runs/{id}/jobs/{job}/log.txt`: every attempt's bytes as stored.
+//! - `GET /runs/{id}/jobs/{job}/log.txt`: every attempt's bytes as stored;
+//! - `GET /runs/{id}/jobs/{job}/artifact`: the job's artifacts (a tar).
 //!
 //! A refusal or failure mid-stream is a `problem` event with the API's
 //! words, then `end`; the stream of a user who loses the right to read
@@ -150,6 +151,27 @@ pub async fn raw_log(
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /runs/{id}/jobs/{job}/artifact`: the job's artifacts, the tar
+/// `drover artifacts get` unpacks (checked there by its sha256).
+pub async fn artifact(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path((id, job)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let who = ui.who(&headers).await?;
+    let file = format!("run-{id}-{job}.tar").replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    let req = pb::GetArtifactRequest { run_id: id, job };
+    let data = ui.api.control.get_artifact(who.request(req)).await.map_err(Problem::from_status)?.into_inner();
+    let body = data.map(|item| item.map(|d| axum::body::Bytes::from(d.data)).map_err(std::io::Error::other));
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }

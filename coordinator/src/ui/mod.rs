@@ -280,6 +280,7 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/runs/{id}/jobs/{job}/log", get(pages::log))
         .route("/runs/{id}/jobs/{job}/log/events", get(live::log_events))
         .route("/runs/{id}/jobs/{job}/log.txt", get(live::raw_log))
+        .route("/runs/{id}/jobs/{job}/artifact", get(live::artifact))
         .route("/agents", get(pages::agents))
         .route("/envs", get(delivery::envs))
         .route("/envs/{env}/services/{service}/rollback", post(delivery::rollback))

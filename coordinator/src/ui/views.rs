@@ -186,6 +186,8 @@ pub struct JobView {
     pub artifact: String,
     /// How long it ran, or has been running.
     pub took: String,
+    /// Where its artifacts download from (when it has some).
+    pub artifact_href: String,
 }
 
 impl JobView {
@@ -204,6 +206,7 @@ impl JobView {
             approval: job.approval.clone(),
             message: job.message.clone(),
             log: format!("/runs/{}/jobs/{}/log", segment(run), segment(&job.name)),
+            artifact_href: format!("/runs/{}/jobs/{}/artifact", segment(run), segment(&job.name)),
             artifact: job
                 .artifact
                 .as_ref()

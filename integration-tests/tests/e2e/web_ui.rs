@@ -21,8 +21,9 @@ use crate::roles::add_and_login;
 const PIPELINE: &str = r#"name: web
 jobs:
   build:
+    artifacts: {paths: [out.txt]}
     steps:
-      - run: for i in 1 2 3 4 5 6; do printf '\033[32mbuilt %s\033[0m part\n' $i; sleep 0.4; done
+      - run: for i in 1 2 3 4 5 6; do printf '\033[32mbuilt %s\033[0m part\n' $i; sleep 0.4; done; echo built > out.txt
   test:
     needs: [build]
     matrix:
@@ -116,6 +117,16 @@ fn an_operator_logs_in_with_a_link_sees_a_run_go_green_live_follows_its_log_appr
     browser.wait_text("#run-state", "succeeded", Duration::from_secs(30));
     let status = fleet.job(&run, "release");
     assert_eq!(status["approval"], "approved by otto: looks good", "{status:#}");
+
+    // The build's artifacts download from its row: the tar itself.
+    let magic = browser.eval_async(
+        "const done = arguments[0];
+         fetch(document.querySelector(\"tr[data-job='build'] a[download]\").href)
+           .then(r => r.arrayBuffer())
+           .then(b => done(new TextDecoder().decode(new Uint8Array(b).slice(257, 262))));",
+        vec![],
+    );
+    assert_eq!(magic, json!("ustar"), "a tar archive");
 
     // A log, with its colours, line numbers and raw download.
     browser.goto(&format!("{ui}/runs/{run}/jobs/build/log"));
