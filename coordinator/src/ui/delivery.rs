@@ -229,6 +229,9 @@ pub struct MetricChart {
 #[template(path = "rollout_live.html")]
 pub struct RolloutLive {
     pub phase: String,
+    /// "took 40s", or "running for 12s".
+    pub took: String,
+    pub finished: bool,
     pub message: String,
     pub progress: String,
     pub hold: String,
@@ -254,7 +257,6 @@ pub struct RolloutPage {
     pub commit: String,
     pub by: String,
     pub created: String,
-    pub took: String,
     pub live: String,
     pub finished: bool,
     pub waiting_gate: String,
@@ -264,7 +266,14 @@ pub struct RolloutPage {
     pub flash: String,
 }
 
-fn live(r: &pb::Rollout) -> RolloutLive {
+fn live(r: &pb::Rollout, now_ms: u64) -> RolloutLive {
+    let finished = matches!(r.phase.as_str(), "succeeded" | "rolled_back" | "aborted" | "failed");
+    let since = if r.started_ms > 0 { r.started_ms } else { r.created_ms };
+    let took = if finished {
+        format!("took {}", duration(r.finished_ms.max(since).saturating_sub(since).max(1)))
+    } else {
+        format!("running for {}", duration(now_ms.saturating_sub(since).max(1)))
+    };
     let mut metrics: Vec<&str> = r.measurements.iter().map(|m| m.metric.as_str()).collect();
     metrics.dedup();
     metrics.sort();
@@ -289,6 +298,8 @@ fn live(r: &pb::Rollout) -> RolloutLive {
         .collect();
     RolloutLive {
         phase: r.phase.clone(),
+        took,
+        finished,
         message: r.message.clone(),
         progress: if r.steps > 0 { format!("step {} of {}", (r.step + 1).min(r.steps), r.steps) } else { "-".into() },
         hold: match r.hold.as_str() {
@@ -350,12 +361,11 @@ pub async fn rollout(
         .map_err(Problem::from_status)?
         .into_inner();
     let now = drover_telemetry::trace::now_ms();
-    let live = live(&r);
+    let live = live(&r, now);
     if q.fragment.is_some() {
         return Ok(html(live.render_page()));
     }
-    let finished = matches!(r.phase.as_str(), "succeeded" | "rolled_back" | "aborted" | "failed");
-    let end = if r.finished_ms > 0 { r.finished_ms } else { now };
+    let finished = live.finished;
     let page = RolloutPage {
         chrome: chrome(&ui, &who, "rollout"),
         id,
@@ -369,7 +379,6 @@ pub async fn rollout(
         commit: short(&r.commit),
         by: r.started_by.clone(),
         created: when(r.created_ms),
-        took: duration(end.saturating_sub(r.created_ms)),
         live: live.render_page(),
         finished,
         rollback_action: format!("/envs/{}/services/{}/rollback", segment(&r.environment), segment(&r.service)),
@@ -674,7 +683,7 @@ pub async fn app(
         chrome: chrome(&ui, &who, "app"),
         repo: a.repo.clone(),
         path: a.path.clone(),
-        revision: a.revision.clone(),
+        revision: if a.revision.is_empty() { "its default branch".into() } else { a.revision.clone() },
         modes: if modes.is_empty() { "manual sync".into() } else { modes },
         pinned: if a.pinned_commit.is_empty() {
             String::new()

@@ -58,4 +58,5 @@ mod validation;
 mod watch;
 mod waves;
 mod web_ui;
+mod web_ui_deploys;
 mod webhooks;
