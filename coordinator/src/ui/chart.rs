@@ -68,8 +68,9 @@ pub fn svg(metric: &str, points: &[Point]) -> String {
         let _ = write!(out, "<polyline class=\"series\" points=\"{}\"/>", line.join(" "));
     }
     for p in points {
-        let cy = p.value.filter(|v| v.is_finite()).map_or(HEIGHT - PAD, y);
-        let value = p.value.map_or_else(|| "no value".to_owned(), short);
+        let finite = p.value.filter(|v| v.is_finite());
+        let cy = finite.map_or(HEIGHT - PAD, y);
+        let value = finite.map_or_else(|| "no value".to_owned(), short);
         let _ = write!(
             out,
             "<circle class=\"pt {outcome}\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\"><title>{value}: {outcome}</title></circle>",

@@ -7,6 +7,10 @@
 //! - throughput: one pipeline of M trivial jobs over 4 agents with 4 slots
 //!   each, from submit until the run has finished; prints jobs/s, and on
 //!   etcd the write transactions per job attempt (etcd revisions used).
+//!   Just before, in the same run, the machine's spawn limit: how many
+//!   `bash -eo pipefail -c true` one process per core can start and reap
+//!   per second (what each step costs at least), and the throughput as a
+//!   share of it, so that the ratio comes from one run.
 //! - failover (etcd): three coordinators; SIGKILL the leader, submit at
 //!   once, and time from the kill to the first step of that run; K times.
 //! - freeze (etcd): three coordinators; SIGSTOP the leader while a job runs
@@ -120,7 +124,36 @@ fn latency(store: &str, etcd: Option<&Etcd>, runs: usize) {
     figure("run_to_first_step_ms_max", samples[samples.len() - 1], "ms", store, 1);
 }
 
+/// How many `bash -eo pipefail -c true` the machine starts and reaps per
+/// second, one spawning thread per core, `n` in all.
+fn spawn_limit(n: usize) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let count = n / threads + usize::from(i < n % threads);
+            std::thread::spawn(move || {
+                for _ in 0..count {
+                    let status = std::process::Command::new("bash")
+                        .args(["-eo", "pipefail", "-c", "true"])
+                        .env_clear()
+                        .env("PATH", "/usr/bin:/bin")
+                        .status()
+                        .expect("spawn bash");
+                    assert!(status.success(), "bash -c true failed: {status}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a spawning thread");
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
 fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
+    let limit = spawn_limit(jobs.max(100));
+    figure("spawn_limit_per_second", limit, "spawns/s", store, 4);
     let mut fleet = fleet(&format!("bench-throughput-{store}"), store, etcd, 1);
     fleet.wait_leader();
     for i in 0..4 {
@@ -142,6 +175,7 @@ fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
     let elapsed = t0.elapsed().as_secs_f64();
     assert_eq!(status["state"], "succeeded", "{status}");
     figure("trivial_jobs_per_second", jobs as f64 / elapsed, "jobs/s", store, 4);
+    figure("trivial_jobs_share_of_spawn_limit_percent", 100.0 * jobs as f64 / elapsed / limit, "%", store, 4);
     if let (Some(etcd), Some(rev0)) = (etcd, rev0) {
         // Leases renewals and reads do not create revisions; every write
         // transaction does.

@@ -19,6 +19,8 @@ fn the_fleet_benchmark_runs_and_prints_json_figures() {
         "run_to_first_step_ms_p50",
         "run_to_first_step_ms_p99",
         "trivial_jobs_per_second",
+        "spawn_limit_per_second",
+        "trivial_jobs_share_of_spawn_limit_percent",
         "cache_affinity_off_makespan_s",
         "cache_affinity_on_makespan_s",
         "dag_makespan_fifo_s",
