@@ -39,6 +39,16 @@ fn find(names: &[&str]) -> Option<PathBuf> {
 impl Browser {
     /// Starts chromedriver and a browser session, `width` × `height`.
     pub fn start(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, false)
+    }
+
+    /// [`Browser::start`], with the system's colour scheme dark
+    /// (`prefers-color-scheme: dark`) when `dark`.
+    pub fn start_dark(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, true)
+    }
+
+    fn start_with(width: u32, height: u32, dark: bool) -> Browser {
         let driver_bin = find(&["chromedriver"])
             .expect("chromedriver is missing: install chromium and chromium-driver (the README's test command does)");
         let chromium = find(&["chromium", "chromium-browser"]).expect("chromium is missing: install chromium");
@@ -55,6 +65,7 @@ impl Browser {
         let driver = Proc { child, name: "chromedriver".into(), log };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let profile = dir.path().join("profile");
+        let scheme = if dark { "--force-dark-mode" } else { "--no-default-browser-check" };
         let caps = json!({
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
@@ -67,6 +78,7 @@ impl Browser {
                     "--no-first-run",
                     format!("--user-data-dir={}", profile.display()),
                     format!("--window-size={width},{height}"),
+                    scheme,
                 ],
             },
         });

@@ -232,6 +232,17 @@ fn a_viewer_sees_why_it_may_not_act_and_is_refused_when_it_posts_anyway() {
     }
     assert!(reached, "Tab reaches the graph's jobs");
 
+    // Dark mode follows the system's.
+    let dark = Browser::start_dark(1280, 900);
+    dark.goto(&login_link(&fleet, &vera, "/runs"));
+    dark.wait_text("table.runs", &format!("#{run}"), Duration::from_secs(5));
+    let bg = dark.eval("return getComputedStyle(document.body).backgroundColor;", vec![]);
+    let rgb: Vec<u32> =
+        bg.as_str().unwrap_or_default().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    assert!(rgb.len() >= 3 && rgb[..3].iter().sum::<u32>() < 150, "a dark background in dark mode: {bg}");
+    screenshot(&dark, "runs-dark");
+    drop(dark);
+
     // Posting anyway, with this session's own CSRF token, is the API's
     // refusal.
     let csrf = browser.attr("meta[name=csrf]", "content").expect("the CSRF token");
