@@ -28,6 +28,9 @@ fn each_row_of_the_exit_code_table() {
     assert_eq!(code(&["run", "--follow", &failing]), Some(1), "1: the run failed");
     assert_eq!(code(&["status"]), Some(2), "2: usage");
     assert_eq!(code(&["validate", &invalid]), Some(2), "2: invalid input");
+    let no_ui = fleet.drover(&["ui", "--no-open"]);
+    assert_eq!(no_ui.status.code(), Some(2), "2: a coordinator without a web UI");
+    assert!(text(&no_ui.stderr).contains("--ui-listen"), "says how to turn it on: {}", text(&no_ui.stderr));
     let dead = format!("https://127.0.0.1:{}", free_port());
     assert_eq!(code(&["--coordinator", &dead, "runs"]), Some(3), "3: unreachable");
     assert_eq!(code(&["status", "999"]), Some(4), "4: not found");

@@ -232,6 +232,11 @@ fn a_viewer_sees_why_it_may_not_act_and_is_refused_when_it_posts_anyway() {
     }
     assert!(reached, "Tab reaches the graph's jobs");
 
+    // A page to land on must be a path of the UI.
+    let out = fleet.drover_with_tls(&vera, &["ui", "--no-open", "--page", "//evil.example/"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("must be a path of the UI"), "{}", text(&out.stderr));
+
     // Dark mode follows the system's.
     let dark = Browser::start_dark(1280, 900);
     dark.goto(&login_link(&fleet, &vera, "/runs"));
