@@ -408,6 +408,7 @@ pub async fn run(
             role: role_rx.clone(),
             links,
             http: ui_client(&opts.tls_dir)?,
+            refusals: Default::default(),
         });
         let mut stop = closing_rx.clone();
         tokio::spawn(crate::ui::serve(listener, tls, ui, async move {

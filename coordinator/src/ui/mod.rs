@@ -98,6 +98,9 @@ pub struct Ui {
     /// Relays a follower's forms to the leader's UI (`forward`),
     /// trusting the cluster's CA and the system's.
     pub http: reqwest::Client,
+    /// Spent or unknown login links are audited once a minute per address
+    /// (with the count left out), so nobody can flood the audit log.
+    pub refusals: crate::audit::Throttle,
 }
 
 /// The header the listener puts on every request it serves with the
@@ -332,9 +335,16 @@ async fn login(State(ui): State<Arc<Ui>>, headers: HeaderMap, Path(secret): Path
                 .into_response()
         }
         Err(e) => {
-            let entry =
-                Entry::refused(now, "anonymous", "ui.login", "", "a login link used already, expired or unknown");
-            record(ui.store.as_ref(), entry.source(peer)).await;
+            let address = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+            let every = crate::audit::REFUSAL_EVERY;
+            if let Some(left_out) = ui.refusals.allow(&format!("ui-login:{address}"), std::time::Instant::now(), every)
+            {
+                let why = format!(
+                    "a login link used already, expired or unknown ({left_out} more from this address left out before)"
+                );
+                let entry = Entry::refused(now, "anonymous", "ui.login", "", &why);
+                record(ui.store.as_ref(), entry.source(peer)).await;
+            }
             Problem::new(StatusCode::FORBIDDEN, "Login link spent", e.to_string()).into_response()
         }
     }

@@ -196,6 +196,21 @@ fn an_operator_logs_in_with_a_link_sees_a_run_go_green_live_follows_its_log_appr
     // The link was spent at the first use.
     browser.goto(&link);
     browser.wait_text("main", "used already", Duration::from_secs(5));
+
+    // The audit log has the link, the login and the refused reuse.
+    let out = fleet.drover(&["audit", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let has = |action: &str, actor: &str, outcome: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == action && e["actor"] == actor && e["outcome"] == outcome)
+    };
+    assert!(has("ui.link", "user:otto", "ok"), "{audit:#}");
+    assert!(has("ui.login", "user:otto", "ok"), "{audit:#}");
+    assert!(has("ui.login", "anonymous", "refused"), "{audit:#}");
 }
 
 #[test]
