@@ -198,9 +198,10 @@ pub async fn run(args: DevArgs, reconnect: Duration) -> anyhow::Result<()> {
     };
     // A coordinator that exited (its data directory held by another, a
     // store it cannot open) is the cause, not the connection it refused:
-    // say what it said.
+    // say what it said. It may be on its way out when the connection
+    // fails (a busy machine): give it a while.
     if result.is_err()
-        && let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), children[0].wait()).await
+        && let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(10), children[0].wait()).await
     {
         let log = logs.join("coordinator.log");
         let said = startup_error(&std::fs::read_to_string(&log).unwrap_or_default());
