@@ -137,6 +137,23 @@ pub async fn log_events(
     Ok(sse(Box::pin(events)))
 }
 
+/// A download: the bytes as they stream from the API, saved as `file`
+/// (made safe for the header).
+fn download(
+    bytes: impl Stream<Item = Result<axum::body::Bytes, tonic::Status>> + Send + 'static,
+    kind: &'static str,
+    file: &str,
+) -> Response {
+    let file = file.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    let mut response = Response::new(Body::from_stream(bytes.map(|item| item.map_err(std::io::Error::other))));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
 /// `GET /runs/{id}/jobs/{job}/log.txt`: every attempt's bytes, as stored.
 pub async fn raw_log(
     State(ui): State<Arc<Ui>>,
@@ -144,17 +161,11 @@ pub async fn raw_log(
     Path((id, job)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let who = ui.who(&headers).await?;
-    let file = format!("run-{id}-{job}.log").replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    let file = format!("run-{id}-{job}.log");
     let req = pb::GetLogsRequest { run_id: id, job, attempt: 0, follow: false };
     let chunks = ui.api.control.get_logs(who.request(req)).await.map_err(Problem::from_status)?.into_inner();
-    let body = chunks.map(|item| item.map(|data| axum::body::Bytes::from(data.data)).map_err(std::io::Error::other));
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let bytes = chunks.map(|item| item.map(|data| axum::body::Bytes::from(data.data)));
+    Ok(download(bytes, "text/plain; charset=utf-8", &file))
 }
 
 /// `GET /runs/{id}/jobs/{job}/artifact`: the job's artifacts, the tar
@@ -165,15 +176,9 @@ pub async fn artifact(
     Path((id, job)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let who = ui.who(&headers).await?;
-    let file = format!("run-{id}-{job}.tar").replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    let file = format!("run-{id}-{job}.tar");
     let req = pb::GetArtifactRequest { run_id: id, job };
     let data = ui.api.control.get_artifact(who.request(req)).await.map_err(Problem::from_status)?.into_inner();
-    let body = data.map(|item| item.map(|d| axum::body::Bytes::from(d.data)).map_err(std::io::Error::other));
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let bytes = data.map(|item| item.map(|d| axum::body::Bytes::from(d.data)));
+    Ok(download(bytes, "application/x-tar", &file))
 }
