@@ -379,11 +379,19 @@ impl Fleet {
         cmd
     }
 
-    /// Writes a pipeline file into the test directory and submits it.
+    /// Writes a pipeline file into the test directory and submits it. A
+    /// submit refused as unavailable (exit 3: the leader lost its 2 s
+    /// election lease on a starved machine, and nothing was committed) is
+    /// made again for up to 30 s, as an operator would.
     pub fn submit(&self, name: &str, yaml: &str) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, yaml).expect("write pipeline");
-        let out = self.drover(&["run", path.to_str().expect("utf-8 path")]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = self.drover(&["run", path.to_str().expect("utf-8 path")]);
+        while out.status.code() == Some(3) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            out = self.drover(&["run", path.to_str().expect("utf-8 path")]);
+        }
         assert!(out.status.success(), "submit failed: {}{}", text(&out.stderr), self.logs());
         text(&out.stdout).trim().to_string()
     }
