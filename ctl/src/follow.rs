@@ -287,7 +287,7 @@ impl JobHistory {
 /// `Exit` with code 1 for a failed or cancelled one, or 3 when no
 /// coordinator came back in time.
 pub async fn follow(conn: &mut Conn, run_id: &str, raw: bool, paint: Paint, reconnect: Duration) -> Result<(), Exit> {
-    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
+    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true, from_now: false };
     // Cleared when dropped too: an interrupted follow leaves no bar behind.
     let bar = ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
@@ -431,7 +431,7 @@ pub async fn until_interrupted(run_id: &str, follow: impl Future<Output = Result
 /// state) or `log` (one line of a job's output). The exit code is
 /// [`follow`]'s.
 pub async fn follow_json(conn: &mut Conn, run_id: &str, reconnect: Duration) -> Result<(), Exit> {
-    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true };
+    let req = pb::WatchRunRequest { run_id: run_id.to_string(), logs: true, from_now: false };
     let patience = Patience::new(
         reconnect,
         format!("run {run_id} goes on without this client: `drover status {run_id}` shows how it does"),

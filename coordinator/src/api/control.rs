@@ -222,7 +222,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         let req = req.into_inner();
         let id = parse_run_id(&req.run_id)?;
         let (tx, rx) = mpsc::channel(256);
-        let filter = WatchFilter { job: None, attempt: 0, logs: req.logs };
+        let filter = WatchFilter { job: None, attempt: 0, logs: req.logs, from_now: req.from_now };
         tokio::spawn(follow_run(self.store.clone(), self.segments.clone(), id, filter, tx));
         let events = until_closing(ReceiverStream::new(rx), self.closing.clone());
         Ok(Response::new(while_allowed(events, self.gate.clone(), cert)))
@@ -267,7 +267,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         }
         let (tx, rx) = mpsc::channel(256);
         if req.follow {
-            let filter = WatchFilter { job: Some(req.job.clone()), attempt: req.attempt, logs: true };
+            let filter = WatchFilter { job: Some(req.job.clone()), attempt: req.attempt, logs: true, from_now: false };
             tokio::spawn(follow_run(self.store.clone(), self.segments.clone(), id, filter, tx));
         } else {
             let (store, segments) = (self.store.clone(), self.segments.clone());

@@ -91,6 +91,8 @@ pub(super) struct WatchFilter {
     /// Only this attempt's logs; 0 for all.
     pub(super) attempt: u32,
     pub(super) logs: bool,
+    /// Start from a listing of the run as it is now, not its history.
+    pub(super) from_now: bool,
 }
 
 /// A follower's view of one run, fed with batches of keys (one revision of
@@ -299,7 +301,9 @@ async fn read_logs(
 /// goes away. It replays the run's history from its creation, so a client
 /// that attaches late still sees every state change; when that history has
 /// been compacted away, or the watch falls behind, it lists the run again
-/// and resends only what the client has not seen.
+/// and resends only what the client has not seen. With `from_now` it starts
+/// from that listing instead, so a client that has just read the run's
+/// state never sees a job go back through its history.
 pub(super) async fn follow_run(
     store: Arc<dyn Store>,
     segments: Arc<Segments>,
@@ -327,6 +331,13 @@ async fn follow(
         None => return Err(run_not_found(store.as_ref(), f.id).await),
     };
     let mut start = created;
+    if f.filter.from_now {
+        let (kvs, rev) = store.range(&prefix).await?;
+        if !send(f.batch(kvs)?).await? || f.done() {
+            return Ok(());
+        }
+        start = rev + 1;
+    }
     loop {
         let mut watch = store.watch(&prefix, start).await?;
         loop {
@@ -390,7 +401,7 @@ mod tests {
         let run = Run::new(1, p, Source::default(), 0);
         let mut f = Follower {
             id: 1,
-            filter: WatchFilter { job: None, attempt: 0, logs: true },
+            filter: WatchFilter { job: None, attempt: 0, logs: true, from_now: false },
             record: None,
             jobs: BTreeMap::new(),
             sent: BTreeMap::new(),
@@ -426,5 +437,56 @@ mod tests {
                 "log lint"
             ]
         );
+    }
+    /// A run that went queued → running → succeeded in three writes, then
+    /// ended: what a follower from its creation and one from now are sent.
+    #[tokio::test]
+    async fn from_now_starts_from_the_runs_state_not_its_history() {
+        use crate::controller::tests::{TestDir, store_and_segments};
+        use crate::core::machine::RunState;
+        use crate::store::{Op, Txn};
+
+        let dir = TestDir::new("follow-from-now");
+        let (store, segments) = store_and_segments(&dir).await;
+        let p = pipeline(&[("build", &[], 0)]);
+        let mut run = Run::new(7, p, Source::default(), 0);
+        let put = |ops: Vec<Op>| {
+            let store = store.clone();
+            async move { store.txn(Txn::ops(ops)).await.unwrap() }
+        };
+        let job = |state: JobState| {
+            let mut j = run.jobs["build"].clone();
+            j.state = state;
+            Op::put(keys::job(7, "build"), encode(&j))
+        };
+        put(vec![Op::put(keys::run(7), encode(&run.record)), job(JobState::Queued)]).await;
+        put(vec![job(JobState::Running)]).await;
+        put(vec![job(JobState::Succeeded)]).await;
+        run.record.state = RunState::Succeeded;
+        run.record.finished_ms = Some(9);
+        put(vec![Op::put(keys::run(7), encode(&run.record))]).await;
+
+        let followed = |from_now: bool| {
+            let (store, segments) = (store.clone(), segments.clone());
+            async move {
+                let (tx, mut rx) = mpsc::channel(64);
+                let filter = WatchFilter { job: None, attempt: 0, logs: false, from_now };
+                follow_run(store, segments, 7, filter, tx).await;
+                let mut seen = Vec::new();
+                while let Ok(event) = rx.try_recv() {
+                    let event = event.unwrap().event.unwrap();
+                    if let pb::run_event::Event::Run(r) = &event {
+                        seen.extend(r.jobs.iter().map(|j| format!("(in run) {} {}", j.name, j.state().as_str_name())));
+                    }
+                    seen.extend(shown(Batch { items: vec![Item::Event(Box::new(event))] }));
+                }
+                seen
+            }
+        };
+        let history = followed(false).await;
+        let states: Vec<&String> = history.iter().filter(|s| s.starts_with("build ")).collect();
+        assert_eq!(states, ["build JOB_STATE_RUNNING", "build JOB_STATE_SUCCEEDED"], "{history:?}");
+        // One event: the run as it ended, with its jobs as they are.
+        assert_eq!(followed(true).await, ["(in run) build JOB_STATE_SUCCEEDED", "run RUN_STATE_SUCCEEDED"]);
     }
 }

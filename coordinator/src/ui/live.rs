@@ -60,18 +60,27 @@ pub async fn run_events(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let who = ui.who(&headers).await?;
-    let req = pb::WatchRunRequest { run_id: id.clone(), logs: false };
+    let req = pb::WatchRunRequest { run_id: id.clone(), logs: false, from_now: true };
     let events = ui.api.control.watch_run(who.request(req)).await.map_err(Problem::from_status)?.into_inner();
     let mapped = events.flat_map(move |item| {
         let out: Vec<Result<Event, Infallible>> = match item {
-            Ok(pb::RunEvent { event: Some(pb::run_event::Event::Run(run)) }) => vec![json_event(
-                "run",
-                &serde_json::json!({
-                    "id": run.id,
-                    "state": super::views::run_state(run.state),
-                    "finished_ms": run.finished_ms,
-                }),
-            )],
+            // The run, with every job as it is (the stream's first event,
+            // and whenever the run's record changes): its jobs first, so a
+            // page rendered a moment earlier catches up.
+            Ok(pb::RunEvent { event: Some(pb::run_event::Event::Run(run)) }) => {
+                let now = drover_telemetry::trace::now_ms();
+                let mut out: Vec<_> =
+                    run.jobs.iter().map(|job| json_event("job", &JobView::of(&id, job, now))).collect();
+                out.push(json_event(
+                    "run",
+                    &serde_json::json!({
+                        "id": run.id,
+                        "state": super::views::run_state(run.state),
+                        "finished_ms": run.finished_ms,
+                    }),
+                ));
+                out
+            }
             Ok(pb::RunEvent { event: Some(pb::run_event::Event::Job(job)) }) => {
                 vec![json_event("job", &JobView::of(&id, &job, drover_telemetry::trace::now_ms()))]
             }
