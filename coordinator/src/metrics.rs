@@ -13,6 +13,9 @@ pub const NOTIFICATION_OUTCOMES: [&str; 3] = ["delivered", "failed", "dropped"];
 
 pub struct Metrics {
     pub queue_depth: Gauge,
+    /// Queue entries dispatch looked at (offered to the fleet, or given a
+    /// wait reason): against the jobs dispatched, what the queue costs.
+    pub dispatch_looked_at: Counter,
     /// From a job becoming ready to an agent accepting it.
     pub dispatch_latency: Histogram,
     /// Per result in [`RESULTS`] order: from start to end of the job's last
@@ -42,6 +45,7 @@ pub struct Metrics {
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     queue_depth: Gauge::default(),
+    dispatch_looked_at: Counter::default(),
     dispatch_latency: Histogram::new(LATENCY_BUCKETS),
     job_duration: std::array::from_fn(|_| Histogram::new(DURATION_BUCKETS)),
     jobs_finished: Default::default(),
@@ -70,6 +74,11 @@ pub fn render() -> String {
     let m = &*METRICS;
     let mut t = Text::default();
     t.gauge("drover_queue_depth", "Jobs ready and waiting for an agent.", m.queue_depth.get());
+    t.counter(
+        "drover_dispatch_looked_at_total",
+        "Queue entries dispatch looked at: offered to the fleet, or given a wait reason.",
+        m.dispatch_looked_at.get(),
+    );
     t.histogram(
         "drover_dispatch_latency_seconds",
         "Time from a job becoming ready to an agent accepting it.",

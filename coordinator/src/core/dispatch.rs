@@ -142,24 +142,53 @@ pub fn plan(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>]) -> Plan {
 /// updated as jobs of a group are assigned) and each entry's run number
 /// (`runs`, parallel to `queue`; may be empty when no job has a group).
 pub fn plan_with(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>], groups: &mut Groups, runs: &[u64]) -> Plan {
-    let mut plan = Plan::default();
-    let mut total_free: u32 = agents.iter().filter(|a| a.open()).map(|a| a.free).sum();
+    let mut planner = Planner::new(agents, groups);
     for (i, job) in queue.iter().enumerate() {
-        if total_free == 0 {
-            plan.rest_from = i;
-            return plan;
+        if planner.full() {
+            return planner.finish(i);
         }
+        planner.offer(i, job, runs.get(i).copied().unwrap_or_default(), agents);
+    }
+    planner.finish(queue.len())
+}
+
+/// [`plan_with`] one entry at a time, for a caller that works out each
+/// entry's [`Ready`] only when the planner gets to it: offer entries in
+/// queue order while the planner is not [`full`](Planner::full), then
+/// [`finish`](Planner::finish) with the number offered. A burst then costs
+/// what it looks at, not the length of the queue.
+pub struct Planner<'g> {
+    plan: Plan,
+    total_free: u32,
+    groups: &'g mut Groups,
+}
+
+impl<'g> Planner<'g> {
+    pub fn new(agents: &[AgentSlots<'_>], groups: &'g mut Groups) -> Planner<'g> {
+        let total_free = agents.iter().filter(|a| a.open()).map(|a| a.free).sum();
+        Planner { plan: Plan::default(), total_free, groups }
+    }
+
+    /// Every slot is taken: the entries not offered yet stay queued.
+    pub fn full(&self) -> bool {
+        self.total_free == 0
+    }
+
+    /// Decides entry `i` (of run `run`), taking a slot of `agents` if it
+    /// goes to one.
+    pub fn offer(&mut self, i: usize, job: &Ready<'_>, run: u64, agents: &mut [AgentSlots<'_>]) {
+        let plan = &mut self.plan;
         // Concurrency: its run waits for an older one of its group, or
         // another job of its group holds a slot.
         if let Some(gate) = job.gate {
             plan.held.push((i, gate.to_string(), 0));
             plan.waiting.push(i);
-            continue;
+            return;
         }
-        if let Some((group, holder)) = job.group.and_then(|g| Some((g, *groups.get(g)?))) {
+        if let Some((group, holder)) = job.group.and_then(|g| Some((g, *self.groups.get(g)?))) {
             plan.held.push((i, format!("concurrency group {group} (run {holder})"), holder));
             plan.waiting.push(i);
-            continue;
+            return;
         }
         let warmth = |a: &AgentSlots<'_>| job.warm.map_or(0, |w| w.level(a.caches).0);
         let best = agents
@@ -174,17 +203,22 @@ pub fn plan_with(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>], groups: &mu
                     plan.warm.push((i, warm_reason(entry)));
                 }
                 agents[a].free -= 1;
-                total_free -= 1;
+                self.total_free -= 1;
                 plan.assign.push((i, a));
                 if let Some(group) = job.group {
-                    groups.insert(group.to_string(), runs.get(i).copied().unwrap_or_default());
+                    self.groups.insert(group.to_string(), run);
                 }
             }
             None => plan.waiting.push(i),
         }
     }
-    plan.rest_from = queue.len();
-    plan
+
+    /// The plan, `offered` entries having been offered (the rest stay
+    /// queued, unlooked at).
+    pub fn finish(mut self, offered: usize) -> Plan {
+        self.plan.rest_from = offered;
+        self.plan
+    }
 }
 
 /// Whether no connected agent could ever take the job: none has its

@@ -48,6 +48,7 @@ use crate::store::{Op, Store, StoreError, Txn, decode};
 mod agents;
 mod deploys;
 mod events;
+mod queue;
 mod runs;
 mod state;
 #[cfg(test)]
@@ -220,10 +221,12 @@ impl Scheduler {
                 continue;
             }
             let Some(run) = load_run(self.store.as_ref(), summary.id).await? else { continue };
+            // Ranks first: the queue's order needs them.
+            state.track_ranks(&run);
             for spec in &run.record.pipeline.jobs {
                 let job = &run.jobs[&spec.name];
                 if job.state == JobState::Queued {
-                    state.queue.push_back((summary.id, spec.name.clone()));
+                    state.enqueue(summary.id, spec.name.clone());
                 }
                 if job.state.holds_slot() {
                     let id = AttemptId { run: summary.id, job: spec.name.clone(), attempt: job.attempt };
@@ -251,11 +254,9 @@ impl Scheduler {
                 state.blocked.insert(summary.id);
             }
             state.track_groups(&run);
-            state.track_ranks(&run);
             state.runs.insert(summary.id, run);
             state.apply(summary.id, Input::Recover, now);
         }
-        state.dispatch_needed = !state.queue.is_empty();
         Ok(())
     }
 

@@ -3,12 +3,13 @@
 //! effects through the fleet, and dispatching queued jobs. Synchronous: see
 //! `state.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tracing::info;
 
 use super::SchedError;
+use super::queue::Slot;
 use super::state::{RUN_CANCELLED, State};
 use crate::core::dispatch::{self, Ready, Warm};
 use crate::core::fleet::{Assignment, AttemptId, Now, Work};
@@ -173,6 +174,10 @@ impl State {
                 Effect::PersistJob(job) => {
                     let record = &run.jobs[job];
                     self.pending.insert(keys::job(run_id, job), encode(record));
+                    // Assigned, cancelled, failed: out of the queue.
+                    if record.state != JobState::Queued {
+                        self.queue.remove(run_id, job);
+                    }
                     if let Some(a) = &record.artifact {
                         let expire = run.spec(job).and_then(|s| s.artifacts.as_ref()?.expire);
                         let expire = expire.unwrap_or(self.config.artifact_expire);
@@ -212,8 +217,7 @@ impl State {
                 Effect::PersistRun | Effect::PersistJob(_) => {}
                 Effect::Enqueue(job) => {
                     self.ready_at.insert((run_id, job.clone()), now.at);
-                    self.queue.push_back((run_id, job));
-                    self.dispatch_needed = true;
+                    self.enqueue(run_id, job);
                 }
                 Effect::SendAssign { job, attempt, agent } => {
                     let id = AttemptId { run: run_id, job, attempt };
@@ -242,6 +246,7 @@ impl State {
                 Effect::CancelDeploy { job, attempt, reason } => self.cancel_deploy(run_id, job, attempt, reason),
                 Effect::RunFinished(state) => {
                     info!(run = run_id, state = state.as_str(), "run finished");
+                    self.queue.remove_run(run_id);
                     if let Some(run) = self.runs.remove(&run_id) {
                         self.active_jobs -= run.jobs.len();
                         self.untrack_groups(run_id, run.record.group.as_deref());
@@ -402,105 +407,114 @@ impl State {
         }
     }
 
-    /// Matches queued jobs to the fleet's free slots ([`dispatch::plan`]),
-    /// assigns what fits and says what the rest wait for.
+    /// What the dispatcher needs of queued job `job` of `run`.
+    fn hint<'r>(&self, run: &'r Run, job: &str) -> Hint<'r> {
+        let spec = run.spec(job).expect("queued job exists");
+        Hint {
+            runs_on: &spec.runs_on,
+            avoid: run.jobs[job].last_agent.as_deref(),
+            warm: spec
+                .cache
+                .as_ref()
+                .filter(|_| self.config.cache_affinity)
+                .map(|cache| self.warm_for(run, job, cache)),
+            // Concurrency groups, filled in, for the jobs that have one.
+            group: spec.concurrency.as_ref().map(|c| machine::expand(run, spec, &c.group)),
+            gate: run.record.group.as_ref().and_then(|_| self.gate(run)),
+        }
+    }
+
+    /// The run of a queue entry whose job is still queued.
+    fn queued(&self, (run, job): &(RunId, String)) -> Option<&Run> {
+        self.runs.get(run).filter(|r| r.jobs.get(job).is_some_and(|j| j.state == JobState::Queued))
+    }
+
+    /// Matches queued jobs to the fleet's free slots ([`dispatch::Planner`]),
+    /// assigns what fits and says what the rest wait for. It walks the
+    /// queue only until every slot is taken, and works out wait reasons
+    /// only for the jobs whose reason may have changed: those it looked at,
+    /// those queued since the last pass, and every one when the fleet
+    /// changed.
     pub(super) fn dispatch(&mut self, now: Now) {
-        // Drop entries whose job is no longer queued (cancelled, run gone).
-        let runs = &self.runs;
-        self.queue.retain(|(run, job)| {
-            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
-        });
+        let fresh = self.queue.take_fresh();
         if self.queue.is_empty() {
             return;
         }
-        // More ready jobs than free slots: the longest remaining path first.
-        if self.config.critical_path && self.queue.len() > 1 {
-            let free: u32 =
-                self.fleet.slots().iter().filter(|a| !a.draining && a.unready.is_empty()).map(|a| a.free).sum();
-            if self.queue.len() > free as usize {
-                let ranks: Vec<u64> = self
-                    .queue
-                    .iter()
-                    .map(|(run, job)| self.ranks.get(run).and_then(|r| r.get(job)).copied().unwrap_or(0))
-                    .collect();
-                let order = dispatch::critical::critical_first(&ranks);
-                let queue: Vec<(RunId, String)> = self.queue.drain(..).collect();
-                let mut slots: Vec<Option<(RunId, String)>> = queue.into_iter().map(Some).collect();
-                self.queue.extend(order.into_iter().filter_map(|i| slots[i].take()));
-            }
-        }
-        let held;
-        let (assign, reasons) = {
-            // Each job's labels, last agent and, for a job with a cache,
-            // what makes an agent warm for it.
-            let hints: Vec<_> = self
-                .queue
-                .iter()
-                .map(|(run, job)| {
-                    let run = &self.runs[run];
-                    let spec = run.spec(job).expect("queued job exists");
-                    let warm = spec
-                        .cache
-                        .as_ref()
-                        .filter(|_| self.config.cache_affinity)
-                        .map(|cache| self.warm_for(run, job, cache));
-                    // Concurrency groups, filled in, for the jobs that have one.
-                    let group = spec.concurrency.as_ref().map(|c| machine::expand(run, spec, &c.group));
-                    let gate = run.record.group.as_ref().and_then(|_| self.gate(run));
-                    (&spec.runs_on, run.jobs[job].last_agent.as_deref(), warm, group, gate)
-                })
-                .collect();
-            let queued: Vec<Ready> = hints
-                .iter()
-                .map(|(runs_on, avoid, warm, group, gate)| Ready {
-                    runs_on,
-                    avoid: *avoid,
-                    warm: warm.as_ref(),
-                    group: group.as_deref(),
-                    gate: gate.as_deref(),
-                })
-                .collect();
+        let (assign, reasons, held, gone, looked_at) = {
             let mut agents = self.fleet.slots();
             for agent in &mut agents {
                 agent.caches = self.warm.get(agent.name);
             }
             let mut groups = if self.grouped_runs.is_empty() { dispatch::Groups::new() } else { self.held_groups() };
-            let run_ids: Vec<RunId> = if self.grouped_runs.is_empty() {
-                Vec::new()
-            } else {
-                self.queue.iter().map(|(run, _)| *run).collect()
-            };
-            let plan = dispatch::plan_with(&queued, &mut agents, &mut groups, &run_ids);
-            held = plan.held.clone();
+            let mut planner = dispatch::Planner::new(&agents, &mut groups);
+            // The entries offered, in order; those whose job is no longer
+            // queued (cancelled, run gone), to drop.
+            let mut window: Vec<Slot> = Vec::new();
+            let mut gone: Vec<Slot> = Vec::new();
+            let mut last = None;
+            for (slot, entry) in self.queue.iter() {
+                if planner.full() {
+                    break;
+                }
+                last = Some(slot);
+                let Some(run) = self.queued(entry) else {
+                    gone.push(slot);
+                    continue;
+                };
+                let hint = self.hint(run, &entry.1);
+                planner.offer(window.len(), &hint.ready(), entry.0, &mut agents);
+                window.push(slot);
+            }
+            let plan = planner.finish(window.len());
+            let held: Vec<(Slot, String, u64)> =
+                plan.held.iter().map(|(i, why, holder)| (window[*i], why.clone(), *holder)).collect();
             let mut why: HashMap<usize, String> = plan.warm.iter().cloned().collect();
             // Say what a job waits for when it has no reason yet, or when
             // the fleet changed; otherwise the reason it has still holds.
-            let is_held: std::collections::HashSet<usize> = plan.held.iter().map(|(i, _, _)| *i).collect();
-            let reasons: Vec<(usize, String, bool)> = plan
-                .all_waiting(queued.len())
-                .filter(|i| !is_held.contains(i))
-                .filter(|i| {
-                    let (run, job) = &self.queue[*i];
-                    self.reasons_stale || self.runs[run].jobs[job].waiting_for.is_empty()
+            let is_held: HashSet<usize> = plan.held.iter().map(|(i, _, _)| *i).collect();
+            let mut explain: Vec<Slot> =
+                plan.waiting.iter().filter(|i| !is_held.contains(i)).map(|i| window[*i]).collect();
+            if self.reasons_stale {
+                explain.extend(self.queue.after(last).map(|(slot, _)| slot));
+            } else {
+                explain.extend(fresh.into_iter().filter(|slot| last.is_none_or(|last| *slot > last)));
+            }
+            let looked_at = (window.len() + gone.len() + explain.len()) as u64;
+            let reasons: Vec<(Slot, String, bool)> = explain
+                .into_iter()
+                .filter_map(|slot| {
+                    let entry = self.queue.get(slot)?;
+                    let run = self.queued(entry)?;
+                    let job = &entry.1;
+                    if !self.reasons_stale && !run.jobs[job].waiting_for.is_empty() {
+                        return None;
+                    }
+                    let hint = self.hint(run, job);
+                    let ready = hint.ready();
+                    Some((slot, dispatch::wait_reason(&ready, &agents), dispatch::blocked(&ready, &agents)))
                 })
-                .map(|i| (i, dispatch::wait_reason(&queued[i], &agents), dispatch::blocked(&queued[i], &agents)))
                 .collect();
-            let assign: Vec<(usize, String, Option<String>)> = plan
+            let assign: Vec<(Slot, String, Option<String>)> = plan
                 .assign
                 .iter()
-                .map(|&(job, agent)| (job, agents[agent].name.to_string(), why.remove(&job)))
+                .map(|&(i, agent)| (window[i], agents[agent].name.to_string(), why.remove(&i)))
                 .collect();
-            (assign, reasons)
+            (assign, reasons, held, gone, looked_at)
         };
         self.reasons_stale = false;
-        // Applying only appends to the queue, so the planned entries keep
-        // their places until the queue is pruned below.
-        for (entry, agent, why) in assign {
-            let (run, job) = self.queue[entry].clone();
+        self.looked_at += looked_at;
+        METRICS.dispatch_looked_at.add(looked_at);
+        for slot in gone {
+            self.queue.remove_slot(slot);
+        }
+        // An assigned job leaves the queue as its record changes (`apply`),
+        // so each entry is read before its input is applied.
+        for (slot, agent, why) in assign {
+            let Some((run, job)) = self.queue.get(slot).cloned() else { continue };
             self.apply(run, Input::Assign { job, agent, why }, now);
         }
-        for (entry, reason, blocked) in reasons {
-            let (run, job) = self.queue[entry].clone();
+        for (slot, reason, blocked) in reasons {
+            let Some((run, job)) = self.queue.get(slot).cloned() else { continue };
             if blocked {
                 self.blocked.insert(run);
             }
@@ -508,8 +522,8 @@ impl State {
         }
         // Jobs a concurrency group holds; one whose group cancels in
         // progress cancels the older run that holds it.
-        for (entry, reason, holder) in held {
-            let (run, job) = self.queue[entry].clone();
+        for (slot, reason, holder) in held {
+            let Some((run, job)) = self.queue.get(slot).cloned() else { continue };
             let cancels = self
                 .runs
                 .get(&run)
@@ -521,11 +535,35 @@ impl State {
             }
             self.apply(run, Input::Waiting { job, reason, blocked: false }, now);
         }
-        let runs = &self.runs;
-        self.queue.retain(|(run, job)| {
-            runs.get(run).and_then(|r| r.jobs.get(job)).is_some_and(|j| j.state == JobState::Queued)
-        });
         METRICS.queue_depth.set(self.queue.len() as i64);
+    }
+
+    /// Queues job `job` of run `run` for dispatch, in critical-path order.
+    pub(super) fn enqueue(&mut self, run: RunId, job: String) {
+        let rank = self.ranks.get(&run).and_then(|r| r.get(&job)).copied().unwrap_or(0);
+        self.queue.push(run, job, rank);
+        self.dispatch_needed = true;
+    }
+}
+
+/// What the dispatcher needs of one queued job; [`Ready`] borrows it.
+struct Hint<'r> {
+    runs_on: &'r std::collections::BTreeMap<String, String>,
+    avoid: Option<&'r str>,
+    warm: Option<Warm>,
+    group: Option<String>,
+    gate: Option<String>,
+}
+
+impl Hint<'_> {
+    fn ready(&self) -> Ready<'_> {
+        Ready {
+            runs_on: self.runs_on,
+            avoid: self.avoid,
+            warm: self.warm.as_ref(),
+            group: self.group.as_deref(),
+            gate: self.gate.as_deref(),
+        }
     }
 }
 

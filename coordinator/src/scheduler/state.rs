@@ -46,13 +46,15 @@ pub(super) struct State {
     pub(super) outbox: Vec<Outgoing>,
     /// Runs that have not finished, with all their jobs.
     pub(super) runs: BTreeMap<RunId, Run>,
-    /// Jobs that were queued, oldest first. Entries whose job is no longer
-    /// queued are dropped lazily when the queue is next planned.
-    pub(super) queue: VecDeque<(RunId, String)>,
+    /// The queued jobs, in the order dispatch looks at them.
+    pub(super) queue: super::queue::Queue,
     pub(super) last_run_id: RunId,
     pub(super) dispatch_needed: bool,
     /// When each queued job became ready, for the dispatch latency metric.
     pub(super) ready_at: HashMap<(RunId, String), Instant>,
+    /// Queue entries dispatch has looked at (offered to the fleet, or
+    /// given a wait reason), as `drover_dispatch_looked_at_total` counts.
+    pub(super) looked_at: u64,
     /// The fleet changed since the wait reasons were last worked out.
     pub(super) reasons_stale: bool,
     /// Where each running attempt's log ends (every byte before it taken),
@@ -108,10 +110,11 @@ impl State {
             pending: BTreeMap::new(),
             outbox: Vec::new(),
             runs: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: Default::default(),
             last_run_id: 0,
             dispatch_needed: false,
             ready_at: HashMap::new(),
+            looked_at: 0,
             reasons_stale: true,
             log_ends: HashMap::new(),
             active_jobs: 0,

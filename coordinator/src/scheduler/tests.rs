@@ -296,3 +296,86 @@ fn bursts_stage_writes_and_deliver_only_after_them() {
         assert_eq!(play(&bursts), want, "{what}");
     }
 }
+
+/// Issue 20's profile: a deep queue made every burst cost its length. Now
+/// a burst looks at the entries it can place, those queued since the last
+/// pass (to say what they wait for), and all of them only when the fleet
+/// changed.
+#[test]
+fn a_burst_looks_only_at_what_it_can_place_and_what_is_new() {
+    let mut state = State::new(Config { lease_ttl: Duration::from_secs(10), ..Config::default() });
+    let start = Instant::now();
+    let at = |ms: u64| Now { at: start + Duration::from_millis(ms), ms: 1_000_000 + ms };
+    let submit = |state: &mut State, jobs: &[(&str, &[&str], u32)], now: Now| {
+        let (reply, _rx) = oneshot::channel();
+        let pipeline = Box::new(pipeline(jobs));
+        let event = Event::Submit {
+            pipeline,
+            source: Source::default(),
+            traceparent: None,
+            queue_timeout: None,
+            rerun: None,
+            reply,
+        };
+        state.handle(event, now);
+    };
+    // Ends a burst: the entries it looked at, and the assignments it sends.
+    let end = |state: &mut State, now: Now| {
+        let before = state.looked_at;
+        state.end_burst(now);
+        let sent: Vec<String> = render(state, Vec::new()).into_iter().filter(|l| l.contains("<- assign")).collect();
+        (state.looked_at - before, sent)
+    };
+
+    // One job waiting, then an agent with one slot: the fleet changed, so
+    // every entry is looked at (one).
+    submit(&mut state, ONE, at(0));
+    assert_eq!(end(&mut state, at(0)), (1, vec![]));
+    let (tx, _session) = mpsc::channel(8);
+    let (reply, _hello) = oneshot::channel();
+    let hello = AgentHello {
+        conn: 1,
+        name: "a1".into(),
+        labels: BTreeMap::new(),
+        slots: 1,
+        running: Vec::new(),
+        draining: false,
+        unready: String::new(),
+        caches: Vec::new(),
+        instance: "i1".into(),
+        peer: "10.0.0.1:5000".into(),
+        version: String::new(),
+        tx,
+        reply,
+    };
+    state.handle(Event::AgentHello(hello), at(10));
+    assert_eq!(end(&mut state, at(10)), (1, lines(&["a1 <- assign 1/a/1"])));
+
+    // 500 jobs while the slot is taken: each is new, so each is told why
+    // it waits, once.
+    let names: Vec<String> = (0..500).map(|i| format!("j{i:03}")).collect();
+    let jobs: Vec<(&str, &[&str], u32)> = names.iter().map(|n| (n.as_str(), &[][..], 0)).collect();
+    submit(&mut state, &jobs, at(20));
+    assert_eq!(end(&mut state, at(20)), (500, vec![]));
+    let why = &state.runs[&2].jobs["j499"].waiting_for;
+    assert_eq!(why, "a free slot on any agent (busy: a1)");
+
+    // The running job ends: its slot goes to the first of them, and that
+    // is the one entry looked at.
+    let done = Event::Result {
+        conn: 1,
+        name: "a1".into(),
+        id: "1/a/1".parse().unwrap(),
+        outcome: Outcome::Succeeded { artifact: None, cache: None },
+        message: String::new(),
+    };
+    state.handle(done, at(30));
+    assert_eq!(end(&mut state, at(30)), (1, lines(&["a1 <- assign 2/j000/1"])));
+    assert_eq!(state.queue.len(), 499);
+
+    // Cancelling the run empties the queue without a pass over it.
+    let (reply, _rx) = oneshot::channel();
+    state.handle(Event::Cancel { run: 2, reply }, at(40));
+    assert_eq!(state.queue.len(), 0);
+    assert_eq!(end(&mut state, at(40)).0, 0);
+}

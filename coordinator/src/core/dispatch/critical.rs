@@ -1,7 +1,7 @@
-//! Critical-path-first order: when ready jobs outnumber free slots, the
-//! job with the longest remaining path to its run's end goes first, since
-//! every moment it waits the run's end moves too; among equals, the older
-//! (earlier queued) first. A job's remaining path is its estimated
+//! Critical-path-first order: the scheduler's queue (`scheduler/queue.rs`)
+//! is kept so that the job with the longest remaining path to its run's end
+//! goes first, since every moment it waits the run's end moves too; among
+//! equals, the older (earlier queued) first. A job's remaining path is its estimated
 //! duration plus the longest remaining path among the jobs that need it.
 //! Estimates come from the driver (the median of the job's last runs, 1 s
 //! for a job never seen). `--dispatch fifo` keeps the queue's order.
@@ -46,14 +46,6 @@ pub fn ranks(pipeline: &Pipeline, estimate: impl Fn(&str) -> u64) -> HashMap<Str
         }
     }
     pipeline.jobs.iter().zip(rank).map(|(j, r)| (j.name.clone(), r.unwrap_or(0))).collect()
-}
-
-/// The order to look at queue entries with these ranks (parallel to the
-/// queue, oldest first): longest remaining path first, then oldest.
-pub fn critical_first(ranks: &[u64]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..ranks.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(ranks[i]), i));
-    order
 }
 
 /// The median of `samples` (ms), or [`DEFAULT_ESTIMATE_MS`] without any.
@@ -103,20 +95,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_longest_path_goes_first_then_the_oldest() {
-        // (ranks of the queue, oldest first; the order to look at them)
-        let cases: &[(&[u64], &[usize])] = &[
-            (&[], &[]),
-            (&[1000, 1000, 1000], &[0, 1, 2]),
-            (&[1000, 6000, 1000, 3000], &[1, 3, 0, 2]),
-            (&[2000, 2000, 9000], &[2, 0, 1]),
-        ];
-        for (ranks, want) in cases {
-            assert_eq!(critical_first(ranks), *want, "{ranks:?}");
-        }
-        assert_eq!(median([]), DEFAULT_ESTIMATE_MS);
-        assert_eq!(median([5, 1, 9]), 5);
-        assert_eq!(median([4, 1, 9, 7]), 7);
-    }
 }
