@@ -94,5 +94,4 @@ mod tests {
             assert_eq!(r[job], rank, "{job}");
         }
     }
-
 }

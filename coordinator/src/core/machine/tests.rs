@@ -690,3 +690,26 @@ jobs:
         assert_eq!(run.record.state, state, "{case}");
     }
 }
+
+#[test]
+fn a_run_finishes_with_its_last_job_whatever_order_its_jobs_finish_in() {
+    let names = ["a", "b", "c", "d", "e"];
+    let jobs: Vec<(&str, &[&str], u32)> = names.iter().map(|n| (*n, &[][..], 0)).collect();
+    // (the order the jobs finish in, by index)
+    let orders: [[usize; 5]; 4] = [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [1, 3, 0, 4, 2]];
+    for order in orders {
+        let mut run = Run::new(1, pipeline(&jobs), Source::default(), 0);
+        (run, _) = step(run, Input::Start, 0);
+        for name in names {
+            (run, _) = step(run, assign(name), 1);
+            (run, _) = step(run, accept(name, 1), 2);
+        }
+        for (k, &i) in order.iter().enumerate() {
+            let (next, fx) = step(run, ok(names[i], 1), 3 + k as u64);
+            run = next;
+            let finished = fx.iter().any(|e| matches!(e, Effect::RunFinished(RunState::Succeeded)));
+            assert_eq!(finished, k == names.len() - 1, "order {order:?}, after {} finished", names[i]);
+        }
+        assert_eq!(run.record.state, RunState::Succeeded, "{order:?}");
+    }
+}
