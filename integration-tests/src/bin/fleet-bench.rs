@@ -31,7 +31,9 @@
 //! Build everything in release first, then run it:
 //! `cargo build --release --workspace --bins && target/release/fleet-bench`.
 //! Flags: `--smoke` (a few seconds' worth, for the test suite), `--store
-//! embedded|etcd|both` (default both).
+//! embedded|etcd|both` (default both), `--mode MODE` (one of the above:
+//! latency, throughput, affinity, critical-path, failover or freeze;
+//! default all), `--jobs N` (the throughput pipeline's jobs; 1,000).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -367,24 +369,62 @@ fn affinity(waves: usize, cache_mb: usize) {
     }
 }
 
+/// The modes `--mode` takes, each on its own.
+const MODES: [&str; 6] = ["latency", "throughput", "affinity", "critical-path", "failover", "freeze"];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str);
     let smoke = args.iter().any(|a| a == "--smoke");
-    let store = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).map_or("both", |s| s.as_str());
+    let store = flag("--store").unwrap_or("both");
+    let mode = flag("--mode").unwrap_or("all");
+    if !matches!(store, "embedded" | "etcd" | "both") {
+        eprintln!("fleet-bench: --store {store:?}: use embedded, etcd or both");
+        std::process::exit(2);
+    }
+    if mode != "all" && !MODES.contains(&mode) {
+        eprintln!("fleet-bench: --mode {mode:?}: use {} or all", MODES.join(", "));
+        std::process::exit(2);
+    }
+    let on = |m: &str| mode == "all" || mode == m;
     let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
+    let jobs = match flag("--jobs").map(str::parse::<usize>) {
+        None => jobs,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("fleet-bench: --jobs takes a whole number above 0");
+            std::process::exit(2);
+        }
+    };
     let (waves, cache_mb) = if smoke { (2, 2) } else { (5, 200) };
     let (chain, sides, secs) = if smoke { (3, 6, 0.1) } else { (8, 40, 0.5) };
     if matches!(store, "embedded" | "both") {
-        latency("embedded", None, runs);
-        throughput("embedded", None, jobs);
-        affinity(waves, cache_mb);
-        critical_path(chain, sides, secs);
+        if on("latency") {
+            latency("embedded", None, runs);
+        }
+        if on("throughput") {
+            throughput("embedded", None, jobs);
+        }
+        if on("affinity") {
+            affinity(waves, cache_mb);
+        }
+        if on("critical-path") {
+            critical_path(chain, sides, secs);
+        }
     }
-    if matches!(store, "etcd" | "both") {
+    if matches!(store, "etcd" | "both") && ["latency", "throughput", "failover", "freeze"].iter().any(|m| on(m)) {
         let etcd = Etcd::start("bench", 1);
-        latency("etcd", Some(&etcd), runs);
-        throughput("etcd", Some(&etcd), jobs);
-        failover(&etcd, kills);
-        freeze(&etcd, kills);
+        if on("latency") {
+            latency("etcd", Some(&etcd), runs);
+        }
+        if on("throughput") {
+            throughput("etcd", Some(&etcd), jobs);
+        }
+        if on("failover") {
+            failover(&etcd, kills);
+        }
+        if on("freeze") {
+            freeze(&etcd, kills);
+        }
     }
 }
