@@ -33,7 +33,10 @@
 //! Flags: `--smoke` (a few seconds' worth, for the test suite), `--store
 //! embedded|etcd|both` (default both), `--mode MODE` (one of the above:
 //! latency, throughput, affinity, critical-path, failover or freeze;
-//! default all), `--jobs N` (the throughput pipeline's jobs; 1,000).
+//! default all), `--jobs N` (the throughput pipeline's jobs; 1,000), and
+//! `--no-fsync` with `--store embedded --mode throughput`: the coordinator
+//! runs with `--no-fsync`, so that the difference is what the disk's syncs
+//! cost (never a setting for production).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -153,10 +156,19 @@ fn spawn_limit(n: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize) {
+/// `no_fsync`: the coordinator runs with `--no-fsync` (embedded only), to
+/// show what the disk's syncs cost; the figures' store is then
+/// `embedded+no-fsync`.
+fn throughput(store: &str, etcd: Option<&Etcd>, jobs: usize, no_fsync: bool) {
+    let label = if no_fsync { format!("{store}+no-fsync") } else { store.to_string() };
+    let store = label.as_str();
     let limit = spawn_limit(jobs.max(100));
     figure("spawn_limit_per_second", limit, "spawns/s", store, 4);
-    let mut fleet = fleet(&format!("bench-throughput-{store}"), store, etcd, 1);
+    let mut fleet = if no_fsync {
+        Fleet::start_with(&format!("bench-throughput-{store}"), &["--no-fsync"])
+    } else {
+        fleet(&format!("bench-throughput-{store}"), store, etcd, 1)
+    };
     fleet.wait_leader();
     for i in 0..4 {
         fleet.agent(&format!("worker{i}"), "", 4);
@@ -386,6 +398,11 @@ fn main() {
         eprintln!("fleet-bench: --mode {mode:?}: use {} or all", MODES.join(", "));
         std::process::exit(2);
     }
+    let no_fsync = args.iter().any(|a| a == "--no-fsync");
+    if no_fsync && (store != "embedded" || mode != "throughput") {
+        eprintln!("fleet-bench: --no-fsync goes with --store embedded --mode throughput only");
+        std::process::exit(2);
+    }
     let on = |m: &str| mode == "all" || mode == m;
     let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
     let jobs = match flag("--jobs").map(str::parse::<usize>) {
@@ -403,7 +420,7 @@ fn main() {
             latency("embedded", None, runs);
         }
         if on("throughput") {
-            throughput("embedded", None, jobs);
+            throughput("embedded", None, jobs, no_fsync);
         }
         if on("affinity") {
             affinity(waves, cache_mb);
@@ -418,7 +435,7 @@ fn main() {
             latency("etcd", Some(&etcd), runs);
         }
         if on("throughput") {
-            throughput("etcd", Some(&etcd), jobs);
+            throughput("etcd", Some(&etcd), jobs, false);
         }
         if on("failover") {
             failover(&etcd, kills);

@@ -52,4 +52,8 @@ fn the_fleet_benchmark_runs_one_mode_and_refuses_an_unknown_one() {
         run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--mode"), OsStr::new("speed")], Duration::from_secs(30));
     assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
     assert!(end.stderr.contains("--mode \"speed\": use latency, throughput"), "{}", end.stderr);
+    // --no-fsync measures the embedded store's throughput only.
+    let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--no-fsync")], Duration::from_secs(30));
+    assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
+    assert!(end.stderr.contains("--no-fsync goes with --store embedded --mode throughput"), "{}", end.stderr);
 }
