@@ -20,6 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub mod critical;
+mod reasons;
+
+pub use reasons::{blocked, wait_reason};
 
 /// An agent as the dispatcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,44 +221,6 @@ impl<'g> Planner<'g> {
     pub fn finish(mut self, offered: usize) -> Plan {
         self.plan.rest_from = offered;
         self.plan
-    }
-}
-
-/// Whether no connected agent could ever take the job: none has its
-/// labels, whether busy, draining or not ready.
-pub fn blocked(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> bool {
-    !agents.iter().any(|a| matches(job.runs_on, a.labels))
-}
-
-/// What a queued job waits for, in words.
-pub fn wait_reason(job: &Ready<'_>, agents: &[AgentSlots<'_>]) -> String {
-    let labels = if job.runs_on.is_empty() {
-        "any agent".to_string()
-    } else {
-        let wanted: Vec<String> = job.runs_on.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("an agent with labels {}", wanted.join(","))
-    };
-    let matching: Vec<&AgentSlots> = agents.iter().filter(|a| matches(job.runs_on, a.labels)).collect();
-    let busy: Vec<&AgentSlots> = matching.iter().copied().filter(|a| a.open()).collect();
-    let draining: Vec<&AgentSlots> = matching.iter().copied().filter(|a| a.draining).collect();
-    let unready: Vec<&AgentSlots> = matching.iter().copied().filter(|a| !a.draining && !a.unready.is_empty()).collect();
-    let names = |list: &[&AgentSlots]| list.iter().map(|a| a.name).collect::<Vec<_>>().join(", ");
-    let mut closed = Vec::new();
-    if !draining.is_empty() {
-        closed.push(format!("draining: {}", names(&draining)));
-    }
-    if !unready.is_empty() {
-        let why: Vec<String> = unready.iter().map(|a| format!("{} ({})", a.name, a.unready)).collect();
-        closed.push(format!("not ready: {}", why.join(", ")));
-    }
-    match (busy.is_empty(), closed.is_empty()) {
-        (true, true) => format!("{labels} (no connected agent matches)"),
-        (true, false) if unready.is_empty() => {
-            format!("{labels} (the matching agents are draining: {})", names(&draining))
-        }
-        (true, false) => format!("{labels} (the matching agents take no work: {})", closed.join("; ")),
-        (false, true) => format!("a free slot on {labels} (busy: {})", names(&busy)),
-        (false, false) => format!("a free slot on {labels} (busy: {}; {})", names(&busy), closed.join("; ")),
     }
 }
 

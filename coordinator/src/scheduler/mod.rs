@@ -48,6 +48,7 @@ use crate::store::{Op, Store, StoreError, Txn, decode};
 mod agents;
 mod deploys;
 mod events;
+mod pass;
 mod queue;
 mod runs;
 mod state;
