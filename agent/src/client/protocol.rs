@@ -66,8 +66,13 @@ pub enum Action {
     Kill(String),
     /// A renewed lease: move this running attempt's fence deadline to `at`.
     Fence { id: String, at: Instant },
-    /// The coordinator set the heartbeat period (its Welcome).
+    /// The coordinator set the heartbeat period (its Welcome): heartbeat
+    /// now, then at this period.
     HeartbeatEvery(Duration),
+    /// The agent went from holding nothing to holding an attempt, or back:
+    /// heartbeat at this period from now on, the next one a period from
+    /// now (see [`Protocol::heartbeat_period`]).
+    HeartbeatPace(Duration),
     /// Hand this to the deploy executor: a deploy action (behind the
     /// earlier ones of its service), or a request for a service's output,
     /// whose answer ([`service_logs`]) goes out on this session.
@@ -94,6 +99,10 @@ struct Held {
     /// The coordinator disowned it: drop it once it has stopped.
     disowned: bool,
 }
+
+/// How many times rarer heartbeats are while the agent holds no attempt
+/// (see [`Protocol::heartbeat_period`]): 10 s for the default lease.
+pub const IDLE_HEARTBEATS: u32 = 4;
 
 /// The agent's protocol state; see the module header.
 #[derive(Debug)]
@@ -157,8 +166,20 @@ impl Protocol {
         self.held.contains_key(id)
     }
 
-    /// The heartbeat period the last Welcome set (2 s before one).
+    /// How often to heartbeat now: the period the last Welcome set (2 s
+    /// before one) while an attempt is held, whose lease the heartbeats
+    /// renew, and [`IDLE_HEARTBEATS`] times rarer while none is, which is
+    /// what an idle fleet costs its coordinator. A dead coordinator is
+    /// still noticed within seconds then, by the connection's HTTP/2
+    /// keepalives; the session checks readiness at the full rate and
+    /// heartbeats at once when it changes.
     pub fn heartbeat_period(&self) -> Duration {
+        if self.held.is_empty() { self.heartbeat * IDLE_HEARTBEATS } else { self.heartbeat }
+    }
+
+    /// The heartbeat period the last Welcome set, idle or not: how often
+    /// the session checks readiness.
+    pub fn busy_heartbeat_period(&self) -> Duration {
         self.heartbeat
     }
 
@@ -215,8 +236,20 @@ impl Protocol {
         Out::Heartbeat(pb::Heartbeat { running, draining, seq, unready })
     }
 
-    /// Takes one message from the coordinator.
+    /// Takes one message from the coordinator. When it makes the agent go
+    /// from holding nothing to holding an attempt or back, the actions end
+    /// with the new [`Protocol::heartbeat_period`].
     pub fn on_message(&mut self, msg: In, now: Instant) -> Vec<Action> {
+        let was_idle = self.held.is_empty();
+        let welcome = matches!(msg, In::Welcome(_));
+        let mut actions = self.take_message(msg, now);
+        if !welcome && was_idle != self.held.is_empty() {
+            actions.push(Action::HeartbeatPace(self.heartbeat_period()));
+        }
+        actions
+    }
+
+    fn take_message(&mut self, msg: In, now: Instant) -> Vec<Action> {
         match msg {
             In::Welcome(w) => {
                 self.epoch = self.epoch.max(w.epoch);
@@ -227,7 +260,7 @@ impl Protocol {
                 self.ack_timeout = ms(w.ack_timeout_ms);
                 self.fence = ms(w.fence_ms);
                 self.renew_cert_at_ms = (w.renew_cert_at_ms > 0).then_some(w.renew_cert_at_ms);
-                let mut actions = vec![Action::HeartbeatEvery(self.heartbeat)];
+                let mut actions = vec![Action::HeartbeatEvery(self.heartbeat_period())];
                 actions.extend(trust(w.ca_pem));
                 actions
             }

@@ -144,6 +144,10 @@ impl Agent {
         }
         let _disconnected = Disconnected;
         let mut heartbeat = tokio::time::interval(self.proto.heartbeat_period());
+        // Readiness is checked at the busy rate even while heartbeats are
+        // rare, and a change is told at once.
+        let mut readiness = tokio::time::interval(self.proto.busy_heartbeat_period());
+        readiness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A certificate renewal under way on this session's connection,
         // with its ticket from the schedule; dropped with the session (its
         // files are written whole or not at all), and tried again on the
@@ -191,8 +195,14 @@ impl Agent {
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => {
-                        if let Some(new_period) = self.on_message(m, &tx) {
-                            heartbeat = tokio::time::interval(new_period);
+                        if let Some((period, now)) = self.on_message(m, &tx) {
+                            let first = tokio::time::Instant::now() + if now { Duration::ZERO } else { period };
+                            heartbeat = tokio::time::interval_at(first, period);
+                            let busy = self.proto.busy_heartbeat_period();
+                            if readiness.period() != busy {
+                                readiness = tokio::time::interval(busy);
+                                readiness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            }
                         }
                     }
                     Ok(Some(_)) => {}
@@ -201,6 +211,12 @@ impl Agent {
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
                 Some(event) = self.deploy_rx.recv() => send(&tx, self.proto.on_deploy_event(event)),
+                _ = readiness.tick() => {
+                    let before = self.unready.clone();
+                    if self.check_ready() != before {
+                        heartbeat.reset_immediately();
+                    }
+                }
                 _ = heartbeat.tick() => {
                     let draining = *stop.borrow() == Stop::Drain;
                     let unready = self.check_ready();
@@ -238,9 +254,10 @@ impl Agent {
     }
 
     /// Carries out what the protocol answers to one message from the
-    /// coordinator. Returns a new heartbeat period when the coordinator set
-    /// one.
-    fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<Duration> {
+    /// coordinator. Returns a new heartbeat period when there is one, and
+    /// whether to heartbeat at once (a Welcome) or a period from now (the
+    /// agent went idle or busy).
+    fn on_message(&mut self, msg: In, tx: &mpsc::UnboundedSender<pb::AgentMessage>) -> Option<(Duration, bool)> {
         let mut period = None;
         let welcome = matches!(msg, In::Welcome(_));
         let actions = self.proto.on_message(msg, tokio::time::Instant::now());
@@ -268,7 +285,8 @@ impl Agent {
                         control.send_modify(|c| c.fence_at = Some(at));
                     }
                 }
-                Action::HeartbeatEvery(every) => period = Some(every),
+                Action::HeartbeatEvery(every) => period = Some((every, true)),
+                Action::HeartbeatPace(every) => period = Some((every, false)),
                 Action::Trust(ca_pem) => self.trust(&ca_pem),
                 Action::RenewBy(by_ms) => {
                     info!(by = %identity::utc(by_ms), "the certificate's CA is retiring: renewing the certificate by then");

@@ -153,6 +153,7 @@ fn run(script: Vec<Step>) -> Vec<String> {
                         Action::Kill(id) => format!("kill {id}"),
                         Action::Fence { id, at } => format!("fence {id} {}", since(at)),
                         Action::HeartbeatEvery(d) => format!("every {}", d.as_millis()),
+                        Action::HeartbeatPace(d) => format!("pace {}", d.as_millis()),
                         Action::Trust(pem) => format!("trust {} CAs", pem.matches("BEGIN CERTIFICATE").count()),
                         Action::RenewBy(ms) => format!("renew by {ms}"),
                         Action::Deploy(request) => {
@@ -215,15 +216,19 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, In::ResultAck(pb::ResultAck { attempt_id: "1/a/1".into(), accepted: true })),
             ],
             &[
-                "every 500",
+                "every 2000",
                 "start 1/a/1 fence None",
                 "accepted 1/a/1",
+                // Holding an attempt: heartbeats at the Welcome's period,
+                // then four times rarer once it is done with.
+                "pace 500",
                 "log 1/a/1@0 \"hi\\n\"",
                 "result 1/a/1 Succeeded",
+                "pace 2000",
                 "held 0",
             ],
         ),
-        ("the heartbeat period has a floor", vec![Msg(0, welcome(1, 0, 0))], &["every 100", "held 0"]),
+        ("the heartbeat period has a floor", vec![Msg(0, welcome(1, 0, 0))], &["every 400", "held 0"]),
         (
             "assignments and cancels from an older epoch are refused; other kinds of work are not run",
             vec![
@@ -233,12 +238,12 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, assign("1/c/1", 5)),
                 Msg(0, cancel("1/c/1", 4, true)),
             ],
-            &["every 500", "start 1/c/1 fence None", "accepted 1/c/1", "held 1"],
+            &["every 2000", "start 1/c/1 fence None", "accepted 1/c/1", "pace 500", "held 1"],
         ),
         (
             "an assignment sent again is accepted again, not run twice",
             vec![Msg(0, assign("1/a/1", 0)), Msg(0, assign("1/a/1", 0))],
-            &["start 1/a/1 fence None", "accepted 1/a/1", "accepted 1/a/1", "held 1"],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "pace 2000", "accepted 1/a/1", "held 1"],
         ),
         (
             "a new session's Hello lists what is held and sends again what was not acknowledged",
@@ -253,6 +258,7 @@ fn the_protocol_answers_as_the_agent_does() {
             &[
                 "start 1/a/1 fence None",
                 "accepted 1/a/1",
+                "pace 2000",
                 "log 1/a/1@0 \"ab\"",
                 "log 1/a/1@2 \"cd\"",
                 "result 1/a/1 Failed",
@@ -269,7 +275,14 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, cancel("1/a/1", 0, false)),
                 Exec(finished("1/a/1", Outcome::Cancelled)),
             ],
-            &["start 1/a/1 fence None", "accepted 1/a/1", "kill 1/a/1", "result 1/a/1 Cancelled", "held 1"],
+            &[
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "pace 2000",
+                "kill 1/a/1",
+                "result 1/a/1 Cancelled",
+                "held 1",
+            ],
         ),
         (
             "a disowned attempt is killed, left out of Hellos and heartbeats, and dropped unreported",
@@ -281,7 +294,15 @@ fn the_protocol_answers_as_the_agent_does() {
                 Hello,
                 Exec(finished("1/a/1", Outcome::Cancelled)),
             ],
-            &["start 1/a/1 fence None", "accepted 1/a/1", "kill 1/a/1", "heartbeat 1 []", "hello []", "held 0"],
+            &[
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "pace 2000",
+                "kill 1/a/1",
+                "heartbeat 1 []",
+                "hello []",
+                "held 0",
+            ],
         ),
         (
             "disowning a finished attempt drops it; cancelling an unknown one does nothing",
@@ -291,12 +312,12 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, cancel("1/a/1", 0, true)),
                 Msg(0, cancel("9/z/1", 0, true)),
             ],
-            &["start 1/a/1 fence None", "accepted 1/a/1", "result 1/a/1 Succeeded", "held 0"],
+            &["start 1/a/1 fence None", "accepted 1/a/1", "pace 2000", "result 1/a/1 Succeeded", "pace 8000", "held 0"],
         ),
         (
             "a fenced attempt is dropped unreported",
             vec![Msg(0, welcome(1, 500, 800)), Msg(100, assign("1/a/1", 1)), Exec(finished("1/a/1", Outcome::Fenced))],
-            &["every 500", "start 1/a/1 fence Some(900)", "accepted 1/a/1", "held 0"],
+            &["every 2000", "start 1/a/1 fence Some(900)", "accepted 1/a/1", "pace 500", "held 0"],
         ),
         (
             "an acknowledged heartbeat moves the fences of what it listed, only ever later",
@@ -310,9 +331,10 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(700, In::HeartbeatAck(pb::HeartbeatAck { seq: 2, renewed_seq: 2 })),
             ],
             &[
-                "every 500",
+                "every 2000",
                 "start 1/a/1 fence Some(900)",
                 "accepted 1/a/1",
+                "pace 500",
                 "heartbeat 1 [\"1/a/1\"]",
                 "heartbeat 2 [\"1/a/1\"]",
                 "fence 1/a/1 1300",
@@ -338,7 +360,7 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, deploy("r/5", 5, install("v2", 70000))),
             ],
             &[
-                "every 500",
+                "every 2000",
                 "deploy r/2 web install v1 port 8080 beside false",
                 "deploy r/3 web switch v1",
                 "deploy r/6 web restart v1",
@@ -357,7 +379,7 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, deploy("r/4", 5, hook("after", None, 0))),
             ],
             &[
-                "every 500",
+                "every 2000",
                 "deploy r/1 web hook before on v2 steps 2 timeout Some(30s)",
                 "deploy r/2 web hook after on v2 steps 2 timeout None",
                 "report r/4 web HookFailed \"\" \"the hook names no release\"",
@@ -418,7 +440,7 @@ fn the_protocol_answers_as_the_agent_does() {
                 Msg(0, logs(4, "", 0, 0)),
             ],
             &[
-                "every 500",
+                "every 2000",
                 "read logs #1 web from 18446744073709551615 max 0",
                 "read logs #2 web from 120 max 4096",
                 "logs #3 \"\" next 0 error \"invalid service name \\\"../etc\\\": use 1 to 64 letters, digits, `_`, `.`, \
@@ -473,7 +495,9 @@ fn a_coordinator_that_acknowledges_nothing_is_frozen_after_the_timeout() {
     p.on_message(In::HeartbeatAck(pb::HeartbeatAck { seq: 1, renewed_seq: 1 }), t0);
     assert_eq!(p.frozen_at(), None);
     p.hello(pb::Hello::default());
-    assert_eq!(p.heartbeat_period(), Duration::from_millis(500));
+    // Holding nothing: four times rarer than the Welcome's period.
+    assert_eq!(p.heartbeat_period(), Duration::from_millis(2000));
+    assert_eq!(p.busy_heartbeat_period(), Duration::from_millis(500));
 }
 
 #[test]
@@ -509,13 +533,13 @@ fn trust_bundles_are_written_and_a_retiring_ca_brings_the_renewal_forward() {
         (
             "a Welcome's bundle is written",
             vec![Msg(0, welcome_trusting(&two))],
-            &["every 500", "trust 2 CAs", "held 0"],
+            &["every 2000", "trust 2 CAs", "held 0"],
         ),
-        ("a coordinator without a CA key sends none", vec![Msg(0, welcome_trusting(""))], &["every 500", "held 0"]),
+        ("a coordinator without a CA key sends none", vec![Msg(0, welcome_trusting(""))], &["every 2000", "held 0"]),
         (
             "a bundle with no certificate in it is not written",
             vec![Msg(0, welcome_trusting("-----BEGIN CERTIFICATE-----\nnot base64\n")), Msg(0, trust("junk", 0))],
-            &["every 500", "held 0"],
+            &["every 2000", "held 0"],
         ),
         ("a Trust's bundle is written", vec![Msg(0, trust(&one, 0))], &["trust 1 CAs", "held 0"]),
         (

@@ -294,7 +294,7 @@ impl SimAgent {
             match action {
                 Action::Send(m) => Self::send(tx, m),
                 Action::Start { attempt, .. } => started.push(attempt.id),
-                Action::HeartbeatEvery(every) => period = Some(every),
+                Action::HeartbeatEvery(every) | Action::HeartbeatPace(every) => period = Some(every),
                 // Simulated attempts end as soon as they start: nothing is
                 // ever running to kill or fence.
                 Action::Kill(_) | Action::Fence { .. } => {}
