@@ -123,6 +123,8 @@ pub struct Protocol {
     renew_cert_at_ms: Option<i64>,
     /// This session's heartbeats and their acknowledgements.
     beats: Heartbeats,
+    /// The heartbeat period last said (a Welcome's, or a pace).
+    paced: Duration,
     /// The latest deploy report of each service, by service.
     reports: BTreeMap<String, pb::DeployReport>,
     /// The latest health of each service with a live release, by service.
@@ -146,6 +148,7 @@ impl Protocol {
             fence: None,
             renew_cert_at_ms: None,
             beats: Heartbeats::default(),
+            paced: Duration::from_secs(2) * IDLE_HEARTBEATS,
             reports: BTreeMap::new(),
             health: BTreeMap::new(),
         }
@@ -236,16 +239,21 @@ impl Protocol {
         Out::Heartbeat(pb::Heartbeat { running, draining, seq, unready })
     }
 
-    /// Takes one message from the coordinator. When it makes the agent go
-    /// from holding nothing to holding an attempt or back, the actions end
-    /// with the new [`Protocol::heartbeat_period`].
+    /// Takes one message from the coordinator. When the agent has gone
+    /// from holding nothing to holding an attempt or back since the pace
+    /// was last said, the actions end with the new
+    /// [`Protocol::heartbeat_period`].
     pub fn on_message(&mut self, msg: In, now: Instant) -> Vec<Action> {
-        let was_idle = self.held.is_empty();
         let welcome = matches!(msg, In::Welcome(_));
         let mut actions = self.take_message(msg, now);
-        if !welcome && was_idle != self.held.is_empty() {
-            actions.push(Action::HeartbeatPace(self.heartbeat_period()));
+        // Against the pace last said rather than the state before this
+        // message: an attempt dropped by `on_exec` (fenced, disowned),
+        // which has no actions to say it with, is caught up here.
+        let period = self.heartbeat_period();
+        if !welcome && period != self.paced {
+            actions.push(Action::HeartbeatPace(period));
         }
+        self.paced = period;
         actions
     }
 

@@ -107,28 +107,27 @@ mod tests {
         q.iter().map(|(_, (run, job))| format!("{run}/{job}")).collect()
     }
 
+    /// A queue of `(run, job, rank)`, pushed in order.
+    fn queue(entries: &[(RunId, &str, u64)]) -> Queue {
+        let mut q = Queue::default();
+        for (run, job, rank) in entries {
+            q.push(*run, job.to_string(), *rank);
+        }
+        q
+    }
+
     #[test]
     fn the_longest_remaining_path_goes_first_then_the_oldest() {
-        let mut q = Queue::default();
-        q.push(1, "lint".into(), 1000);
-        q.push(1, "build".into(), 5000);
-        q.push(2, "lint".into(), 1000);
-        q.push(2, "build".into(), 5000);
+        let q = queue(&[(1, "lint", 1000), (1, "build", 5000), (2, "lint", 1000), (2, "build", 5000)]);
         assert_eq!(names(&q), ["1/build", "2/build", "1/lint", "2/lint"]);
         // All ranks 0 (fifo): the order of arrival.
-        let mut fifo = Queue::default();
-        for (run, job) in [(2, "b"), (1, "a"), (2, "a")] {
-            fifo.push(run, job.into(), 0);
-        }
+        let fifo = queue(&[(2, "b", 0), (1, "a", 0), (2, "a", 0)]);
         assert_eq!(names(&fifo), ["2/b", "1/a", "2/a"]);
     }
 
     #[test]
     fn a_job_queued_again_keeps_its_place_and_leaves_once() {
-        let mut q = Queue::default();
-        q.push(1, "a".into(), 0);
-        q.push(1, "b".into(), 0);
-        q.push(1, "a".into(), 0);
+        let mut q = queue(&[(1, "a", 0), (1, "b", 0), (1, "a", 0)]);
         assert_eq!(names(&q), ["1/a", "1/b"]);
         assert_eq!(q.take_fresh().len(), 2, "the repeat is not fresh");
         assert!(q.take_fresh().is_empty());
@@ -144,10 +143,7 @@ mod tests {
 
     #[test]
     fn entries_after_a_slot_and_whole_runs_leave() {
-        let mut q = Queue::default();
-        for (run, job) in [(1, "a"), (2, "a"), (1, "b"), (3, "a")] {
-            q.push(run, job.into(), 0);
-        }
+        let mut q = queue(&[(1, "a", 0), (2, "a", 0), (1, "b", 0), (3, "a", 0)]);
         let slots: Vec<Slot> = q.iter().map(|(s, _)| s).collect();
         let after: Vec<_> = q.after(Some(slots[1])).map(|(_, e)| e.clone()).collect();
         assert_eq!(after, [(1, "b".to_string()), (3, "a".to_string())]);

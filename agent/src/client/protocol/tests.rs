@@ -315,9 +315,14 @@ fn the_protocol_answers_as_the_agent_does() {
             &["start 1/a/1 fence None", "accepted 1/a/1", "pace 2000", "result 1/a/1 Succeeded", "pace 8000", "held 0"],
         ),
         (
-            "a fenced attempt is dropped unreported",
-            vec![Msg(0, welcome(1, 500, 800)), Msg(100, assign("1/a/1", 1)), Exec(finished("1/a/1", Outcome::Fenced))],
-            &["every 2000", "start 1/a/1 fence Some(900)", "accepted 1/a/1", "pace 500", "held 0"],
+            "a fenced attempt is dropped unreported; the idle pace comes back with the next message",
+            vec![
+                Msg(0, welcome(1, 500, 800)),
+                Msg(100, assign("1/a/1", 1)),
+                Exec(finished("1/a/1", Outcome::Fenced)),
+                Msg(900, In::HeartbeatAck(pb::HeartbeatAck { seq: 9, renewed_seq: 9 })),
+            ],
+            &["every 2000", "start 1/a/1 fence Some(900)", "accepted 1/a/1", "pace 500", "pace 2000", "held 0"],
         ),
         (
             "an acknowledged heartbeat moves the fences of what it listed, only ever later",
