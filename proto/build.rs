@@ -8,7 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "drover/v1/identity.proto",
     ];
     let fds = protox::compile(files, ["."])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Small first buffers for every stream (see `src/codec.rs`).
+    tonic_prost_build::configure().codec_path("crate::codec::SmallBuffers").compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -4,6 +4,8 @@
 //! the edge.
 #![allow(clippy::all)]
 
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("drover.v1");
 }

@@ -353,7 +353,11 @@ impl Scheduler {
                 }
             }
         }
-        for out in std::mem::take(&mut self.state.outbox) {
+        // Agents first: an assignment is what the fleet waits for, and the
+        // replies to API calls cannot change what they are sent.
+        let (to_agents, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.state.outbox).into_iter().partition(|out| matches!(out, Outgoing::Agent(..)));
+        for out in to_agents.into_iter().chain(rest) {
             match out {
                 Outgoing::Agent(agent, msg) => self.state.fleet.deliver(&agent, msg),
                 Outgoing::Submitted(reply, id) => {

@@ -54,6 +54,10 @@
 //!   them all; SIGKILL the leader, submit at once, and time until an agent
 //!   receives the Assign; 10 times, restarting the killed coordinator.
 //!
+//! `--no-fsync` (with `--store embedded` only) runs the coordinator with
+//! `--no-fsync`, so that the difference is what the disk's syncs cost; the
+//! figures' store is then labelled `embedded+no-fsync`.
+//!
 //! `--otlp-blackhole` points the coordinators' trace export at a collector
 //! that accepts connections and never answers (the worst kind of dead
 //! collector), to show that exporting never slows scheduling; the figures'
@@ -83,13 +87,14 @@ use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|ui|all] \
 [--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
-[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole]";
+[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole] [--no-fsync]";
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
     let mut store = "both".to_string();
     let mut smoke = false;
     let mut otlp_blackhole = false;
+    let mut no_fsync = false;
     let mut overrides: [Option<usize>; 10] = [None; 10];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
@@ -99,6 +104,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         match arg.as_str() {
             "--smoke" => smoke = true,
             "--otlp-blackhole" => otlp_blackhole = true,
+            "--no-fsync" => no_fsync = true,
             "--mode" => mode = value("--mode")?,
             "--store" => store = value("--store")?,
             "--samples" => overrides[0] = Some(number("--samples", value("--samples")?)?),
@@ -146,6 +152,9 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         "both" => (true, true),
         other => return Err(format!("--store {other:?}: use embedded, etcd or both")),
     };
+    if no_fsync && etcd {
+        return Err("--no-fsync is the embedded store's; use it with --store embedded".into());
+    }
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
@@ -165,6 +174,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         runs: overrides[6].unwrap_or(runs),
         big_log_runs: overrides[7].unwrap_or(big_log_runs),
         otlp_blackhole,
+        no_fsync,
         apps: overrides[8].unwrap_or(apps),
         renew_agents: overrides[9].unwrap_or(renew_agents),
     };
@@ -230,13 +240,17 @@ fn start_blackhole() -> Result<String, BenchError> {
 }
 
 fn run(rt: &Runtime, args: &Args) -> Result<(), BenchError> {
-    let (suffix, extra) = if args.otlp_blackhole {
+    let (mut suffix, mut extra) = if args.otlp_blackhole {
         let endpoint = start_blackhole()?;
         say!("exporting traces to a blackhole collector at {endpoint}");
-        ("+otlp-blackhole", vec!["--otlp-endpoint".to_string(), endpoint])
+        ("+otlp-blackhole".to_string(), vec!["--otlp-endpoint".to_string(), endpoint])
     } else {
-        ("", Vec::new())
+        (String::new(), Vec::new())
     };
+    if args.no_fsync {
+        suffix.push_str("+no-fsync");
+        extra.push("--no-fsync".to_string());
+    }
     if args.embedded {
         let name = format!("embedded{suffix}");
         run_store(rt, Store { name: &name, etcd: None, extra: &extra }, args)?;

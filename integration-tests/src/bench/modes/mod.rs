@@ -76,6 +76,8 @@ pub struct Args {
     /// Runs with a log of `BIG_LOG_BYTES` in the retention mode.
     pub big_log_runs: usize,
     pub otlp_blackhole: bool,
+    /// The coordinator runs with `--no-fsync` (embedded only).
+    pub no_fsync: bool,
     /// Apps in the apps mode.
     pub apps: usize,
     /// Enrolled agents that renew at once in the renew mode.
