@@ -1,14 +1,15 @@
 //! Sealing: a finished run's log segments move into the blob store.
 //!
-//! While a run is live its logs are segment files (`crate::segments`),
-//! written at their offsets and synced before their chunks' metadata is
-//! committed. Once the run has finished nothing writes them again, so the
-//! retention controller seals them: each attempt's log, up to the end of
-//! its last committed chunk, becomes one content-addressed blob (on the
-//! filesystem or in S3, as artifacts are), a record `/sealed-logs/{run}/
-//! {job}@{attempt}` names it, and only after that record is committed is
-//! the run's segment directory deleted. The chunks' metadata stays: it
-//! still says where each chunk starts, how long it is and its checksum.
+//! While a run is live its logs are in its segment file (`crate::segments`),
+//! appended and synced before their chunks' metadata is committed. Once the
+//! run has finished nothing writes it again, so the retention controller
+//! seals it: each attempt's committed chunks, read in log order and checked
+//! against their checksums, become one content-addressed blob (on the
+//! filesystem or in S3, as artifacts are) in which each chunk lies at its
+//! log offset; a record `/sealed-logs/{run}/{job}@{attempt}` names it, and
+//! only after that record is committed are the run's segments deleted. The
+//! chunks' metadata stays: it still says where each chunk starts, how long
+//! it is and its checksum.
 //!
 //! Readers ([`read`]) go to the segment file first and, when it is gone,
 //! to the sealed blob, checking each chunk against its checksum either
@@ -21,7 +22,7 @@
 //! were; the next pass tries again. Each pass seals at most
 //! [`RUNS_PER_PASS`] runs, oldest first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -78,70 +79,83 @@ async fn seal_run(
     run: RunId,
     index_rev: i64,
 ) -> Result<bool, StoreError> {
-    // Where each attempt's committed log ends.
+    // Each attempt's committed chunks, in log order.
     let (kvs, _) = store.range(&keys::logs(run)).await?;
-    let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+    let mut attempts: BTreeMap<(String, u32), Vec<Chunk>> = BTreeMap::new();
     for kv in &kvs {
         if let Some(RunKey::Log { job, attempt, offset }) = keys::parse_run_key(run, &kv.key) {
             let meta = ChunkMeta::decode(&kv.key, &kv.value)?;
-            let end = ends.entry((job.to_string(), attempt)).or_default();
-            *end = (*end).max(offset + u64::from(meta.len));
+            let chunk = Chunk { job: job.to_string(), attempt, offset, meta };
+            attempts.entry((job.to_string(), attempt)).or_default().push(chunk);
         }
     }
     let mut txn = Txn::default();
     txn.compare.push(Compare::ModRevision(keys::run_index(run), index_rev));
-    for ((job, attempt), len) in &ends {
-        let path = segments.path(run, job, *attempt).map_err(StoreError::from)?;
-        let record = match seal_file(blobs, &path, *len).await {
+    for ((job, attempt), mut chunks) in attempts {
+        chunks.sort_by_key(|c| c.offset);
+        let record = match seal_attempt(blobs, segments, run, &chunks).await {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(run, job = %job, attempt, error = %e, "cannot seal a log; trying again at the next pass");
                 return Ok(false);
             }
         };
-        txn.success.push(Op::put(keys::sealed_log(run, job, *attempt), crate::records::encode(&record)));
+        txn.success.push(Op::put(keys::sealed_log(run, &job, attempt), crate::records::encode(&record)));
     }
+    let sealed = txn.success.len();
     // Committed only while the run is still there, as it was when listed;
     // then its segments go.
     if !store.txn(txn).await?.succeeded {
         return Ok(false);
     }
     segments.delete_run(run).map_err(StoreError::from)?;
-    tracing::debug!(run, attempts = ends.len(), "sealed a finished run's logs into the blob store");
+    tracing::debug!(run, attempts = sealed, "sealed a finished run's logs into the blob store");
     Ok(true)
 }
 
-/// Stores the first `len` bytes of the segment file `path` as a blob.
-async fn seal_file(blobs: &Blobs, path: &std::path::Path, len: u64) -> Result<SealedLog, String> {
-    let path2 = path.to_path_buf();
-    let sha256 = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        use std::io::Read;
-        let file = std::fs::File::open(&path2).map_err(|e| format!("{}: {e}", path2.display()))?;
-        let mut hasher = Sha256::new();
-        let copied =
-            std::io::copy(&mut file.take(len), &mut hasher).map_err(|e| format!("{}: {e}", path2.display()))?;
-        if copied != len {
-            return Err(format!("{} holds {copied} bytes, not the {len} committed", path2.display()));
+/// The most bytes of chunks sealing reads from a segment at once.
+const SEAL_READ_BYTES: u64 = 4 << 20;
+
+/// Stores one attempt's `chunks` (in log order, the first at offset 0 and
+/// each where the last ended) as one blob, each checked against its
+/// checksum on the way.
+async fn seal_attempt(
+    blobs: &Blobs,
+    segments: &Arc<Segments>,
+    run: RunId,
+    chunks: &[Chunk],
+) -> Result<SealedLog, String> {
+    let mut len = 0;
+    for c in chunks {
+        if c.offset != len {
+            return Err(format!(
+                "job {} attempt {}: its chunks leave a gap at offset {len} (the next starts at {})",
+                c.job, c.attempt, c.offset
+            ));
         }
-        Ok(hex(&hasher.finalize()))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let mut writer =
-        blobs.writer(len, format!("the log {}", path.display()), "--log-cap").await.map_err(|e| e.to_string())?;
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut left = len;
-    let mut buf = vec![0u8; 256 * 1024];
-    while left > 0 {
-        use tokio::io::AsyncReadExt;
-        let want = buf.len().min(left as usize);
-        let n = file.read(&mut buf[..want]).await.map_err(|e| format!("{}: {e}", path.display()))?;
-        if n == 0 {
-            return Err(format!("{} ended early", path.display()));
-        }
-        writer.write(&buf[..n]).await.map_err(|e| e.to_string())?;
-        left -= n as u64;
+        len += u64::from(c.meta.len);
     }
+    let what = chunks.first().map_or_else(String::new, |c| format!("job {} attempt {}", c.job, c.attempt));
+    let mut writer =
+        blobs.writer(len, format!("the log of {what} of run {run}"), "--log-cap").await.map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    let mut rest = chunks;
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && (take == 0 || bytes + u64::from(rest[take].meta.len) <= SEAL_READ_BYTES) {
+            bytes += u64::from(rest[take].meta.len);
+            take += 1;
+        }
+        let (batch, later) = rest.split_at(take);
+        let data = segments.read_async(run, batch.to_vec()).await.map_err(|e| e.to_string())?;
+        for piece in &data {
+            hasher.update(piece);
+            writer.write(piece).await.map_err(|e| e.to_string())?;
+        }
+        rest = later;
+    }
+    let sha256 = hex(&hasher.finalize());
     writer.finish(&sha256, len).await.map_err(|e| e.to_string())?;
     Ok(SealedLog { sha256, len })
 }

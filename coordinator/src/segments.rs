@@ -1,28 +1,33 @@
 //! Log segments: the bytes of agents' logs, kept in files outside the key
 //! space. The store (embedded or etcd) keeps, under each chunk's key
-//! ([`crate::core::keys::log_chunk`]), only a [`ChunkMeta`]: the chunk's length and
-//! CRC-32C. The embedded store holds its whole key space in memory and etcd
-//! caps its database, so neither can hold megabytes of output per job for
-//! thousands of retained runs; files cost disk only.
+//! ([`crate::core::keys::log_chunk`]), only a [`ChunkMeta`]: the chunk's length,
+//! CRC-32C and where its bytes lie. The embedded store holds its whole key
+//! space in memory and etcd caps its database, so neither can hold megabytes
+//! of output per job for thousands of retained runs; files cost disk only.
 //!
 //! ```text
-//! {blob_dir}/logs/{run:010}/{job}@{attempt:04}.log
+//! {blob_dir}/logs/{run:010}.log
 //! ```
 //!
-//! One file per attempt, all of a run's in its one directory (job names
-//! never hold `@`), so a new attempt makes one file and no directory, and a
-//! burst syncs each run's directory once. A chunk at log offset N lies at
-//! file offset N:
-//! a chunk is written with `pwrite` at its offset, so a resend after a crash
-//! rewrites the same bytes in the same place, and bytes written but never
-//! committed (a crash between the write and the store's transaction) are
-//! simply overwritten by the resend. Deleting a run is deleting its
-//! directory.
+//! One file per run: every attempt's chunks are appended to it (`O_APPEND`,
+//! one `write` each), and each chunk's metadata records where it landed
+//! ([`ChunkMeta::at`]). A run makes one file, not one per attempt: on a
+//! file system that allocates inodes slowly while others were recently
+//! freed (ext4 without a journal), a file per attempt cost about a
+//! millisecond of CPU each. A resend after a crash (bytes written but never
+//! committed) appends the same bytes again, and only the committed copy is
+//! ever read. An append never overwrites, so a deposed leader still
+//! writing cannot damage what the new one committed. Deleting a run is
+//! deleting its file.
+//!
+//! Chunks written before this layout have no `at`: their bytes lie in one
+//! file per attempt, `{run:010}/{job}@{attempt:04}.log`, at their log
+//! offset. They are still read (and sealed, and deleted) there.
 //!
 //! Durability: [`Segments::write`] writes a burst's chunks, then syncs each
 //! file it touched once (fdatasync, several files at once on their own
-//! threads, since each waits on the disk), and each directory that gained
-//! an entry, before it returns; the scheduler commits the chunks' metadata
+//! threads, since each waits on the disk), and the directory when it gained
+//! a file, before it returns; the scheduler commits the chunks' metadata
 //! only after that, and acknowledges them to the agent only after the
 //! commit. So a chunk whose key exists has its bytes on disk, and any
 //! coordinator that sees the key can read them (given the same directory:
@@ -34,8 +39,8 @@
 //! after `--store-fail-exit` so that a supervisor restarts it.
 //!
 //! Readers check every chunk against its checksum: a missing file, a file
-//! too short or a mismatch is an error that names the file and the offset,
-//! never garbage or silence.
+//! too short or a mismatch is an error that names the file and the offset
+//! in it, never garbage or silence.
 //!
 //! The calls here block; the `*_async` wrappers run them on tokio's
 //! blocking threads. Once a run has finished, `crate::sealing` moves its
@@ -55,21 +60,33 @@ use crate::store::embedded::crc32c;
 use crate::store::{StoreError, decode};
 
 /// What the key space keeps of one log chunk: enough to find it (the key
-/// has the offset), to know where the log ends, and to check its bytes.
+/// has the log offset, `at` the place in its run's file), to know where the
+/// log ends, and to check its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkMeta {
     pub len: u32,
     pub crc32c: u32,
+    /// Where the chunk's bytes start in its run's file. None: a chunk
+    /// written before the file per run, at its log offset in the file of
+    /// its attempt (see the module's header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
 }
 
 impl ChunkMeta {
+    /// The metadata of `data` written at `at` of its run's file.
+    pub fn placed(data: &[u8], at: u64) -> ChunkMeta {
+        ChunkMeta { at: Some(at), ..ChunkMeta::of(data) }
+    }
+
+    /// The length and checksum of `data`, placed nowhere yet.
     pub fn of(data: &[u8]) -> ChunkMeta {
         let len = u32::try_from(data.len()).expect("log chunks are far smaller than 4 GiB");
-        ChunkMeta { len, crc32c: crc32c(data) }
+        ChunkMeta { len, crc32c: crc32c(data), at: None }
     }
 
     /// The value stored under the chunk's key: JSON, as every other value
-    /// Drover stores, about 30 bytes.
+    /// Drover stores, about 40 bytes.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("chunk metadata serializes")
     }
@@ -210,9 +227,23 @@ impl Segments {
         &self.root
     }
 
-    /// The file of one attempt's log.
-    pub fn path(&self, run: RunId, job: &str, attempt: u32) -> Result<PathBuf, SegmentError> {
+    /// The file of a run's logs.
+    pub fn path(&self, run: RunId) -> PathBuf {
+        self.root.join(format!("{}.log", run_dir_name(run)))
+    }
+
+    /// The file of one attempt's log in the layout before the file per
+    /// run: where a chunk without `at` lies.
+    fn attempt_path(&self, run: RunId, job: &str, attempt: u32) -> Result<PathBuf, SegmentError> {
         Ok(self.root.join(run_dir_name(run)).join(format!("{}@{attempt:04}.log", component(job)?)))
+    }
+
+    /// Where chunk `c` of `run` lies: its file and the offset in it.
+    fn place(&self, run: RunId, c: &Chunk) -> Result<(PathBuf, u64), SegmentError> {
+        match c.meta.at {
+            Some(at) => Ok((self.path(run), at)),
+            None => Ok((self.attempt_path(run, &c.job, c.attempt)?, c.offset)),
+        }
     }
 
     /// Why writing stopped for good, if it has (see the module's header).
@@ -224,89 +255,92 @@ impl Segments {
         self.stopped.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason);
     }
 
-    /// Writes every record at its offset, then makes them durable: one
-    /// fdatasync per file touched, and an fsync of every directory that
-    /// gained an entry (unless syncing is off). Returns each record's
+    /// Appends every record to its run's file, then makes them durable: one
+    /// fdatasync per file touched, and an fsync of the directory when it
+    /// gained a file (unless syncing is off). Returns each record's
     /// metadata, in order, for the store. Any failure stops the segments
     /// for good and is returned; nothing written may then be acknowledged.
     pub fn write(&self, writes: &[Write]) -> Result<Vec<ChunkMeta>, SegmentError> {
         if let Some(reason) = self.stopped() {
             return Err(SegmentError::Stopped { reason });
         }
-        if let Err(e) = self.write_and_sync(writes) {
-            self.stop(e.to_string());
-            return Err(e);
+        match self.write_and_sync(writes) {
+            Ok(metas) => Ok(metas),
+            Err(e) => {
+                self.stop(e.to_string());
+                Err(e)
+            }
         }
-        Ok(writes.iter().map(|w| ChunkMeta::of(&w.data)).collect())
     }
 
-    fn write_and_sync(&self, writes: &[Write]) -> Result<(), SegmentError> {
+    fn write_and_sync(&self, writes: &[Write]) -> Result<Vec<ChunkMeta>, SegmentError> {
         let mut files: BTreeMap<PathBuf, File> = BTreeMap::new();
-        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut created = false;
+        let mut metas = Vec::with_capacity(writes.len());
         for w in writes {
-            let path = self.path(w.run, &w.job, w.attempt)?;
+            let path = self.path(w.run);
             if !files.contains_key(&path) {
-                let file = open_for_write(&path, &mut dirs).map_err(|source| SegmentError::Io {
+                let (file, new) = open_for_append(&path).map_err(|source| SegmentError::Io {
                     op: "open",
                     path: path.clone(),
-                    offset: w.offset,
+                    offset: 0,
                     source,
                 })?;
+                created |= new;
                 files.insert(path.clone(), file);
             }
-            files[&path].write_all_at(&w.data, w.offset).map_err(|source| SegmentError::Io {
-                op: "write",
+            let at = append(&files[&path], &w.data).map_err(|(offset, source)| SegmentError::Io {
+                op: "append to",
                 path: path.clone(),
-                offset: w.offset,
+                offset,
                 source,
             })?;
+            metas.push(ChunkMeta::placed(&w.data, at));
         }
         if !self.fsync {
-            return Ok(());
+            return Ok(metas);
         }
         sync_all_at_once(files.iter().collect())?;
-        for dir in &dirs {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|source| SegmentError::Io {
+        if created {
+            File::open(&self.root).and_then(|d| d.sync_all()).map_err(|source| SegmentError::Io {
                 op: "sync the directory of",
-                path: dir.clone(),
+                path: self.root.clone(),
                 offset: 0,
                 source,
             })?;
         }
-        Ok(())
+        Ok(metas)
     }
 
     /// Reads chunks of one run, in the order given, each checked against
-    /// its checksum. Consecutive chunks of one attempt share an open file.
+    /// its checksum. Consecutive chunks in one file share an open file.
     pub fn read(&self, run: RunId, chunks: &[Chunk]) -> Result<Vec<Vec<u8>>, SegmentError> {
         let mut open: Option<(PathBuf, File)> = None;
         let mut out = Vec::with_capacity(chunks.len());
         for c in chunks {
-            let path = self.path(run, &c.job, c.attempt)?;
+            let (path, offset) = self.place(run, c)?;
             if open.as_ref().is_none_or(|(p, _)| *p != path) {
                 let file = File::open(&path).map_err(|source| match source.kind() {
-                    ErrorKind::NotFound => {
-                        SegmentError::Missing { path: path.clone(), offset: c.offset, len: c.meta.len }
-                    }
-                    _ => SegmentError::Io { op: "open", path: path.clone(), offset: c.offset, source },
+                    ErrorKind::NotFound => SegmentError::Missing { path: path.clone(), offset, len: c.meta.len },
+                    _ => SegmentError::Io { op: "open", path: path.clone(), offset, source },
                 })?;
                 open = Some((path.clone(), file));
             }
             let (_, file) = open.as_ref().expect("opened above");
             let mut data = vec![0u8; c.meta.len as usize];
-            file.read_exact_at(&mut data, c.offset).map_err(|source| match source.kind() {
+            file.read_exact_at(&mut data, offset).map_err(|source| match source.kind() {
                 ErrorKind::UnexpectedEof => SegmentError::Corrupt {
                     path: path.clone(),
-                    offset: c.offset,
+                    offset,
                     detail: format!("the file ends before the chunk's {} bytes", c.meta.len),
                 },
-                _ => SegmentError::Io { op: "read", path: path.clone(), offset: c.offset, source },
+                _ => SegmentError::Io { op: "read", path: path.clone(), offset, source },
             })?;
             let crc = crc32c(&data);
             if crc != c.meta.crc32c {
                 return Err(SegmentError::Corrupt {
                     path,
-                    offset: c.offset,
+                    offset,
                     detail: format!(
                         "the chunk's {} bytes have checksum {crc:08x}, the store recorded {:08x}",
                         c.meta.len, c.meta.crc32c
@@ -318,8 +352,16 @@ impl Segments {
         Ok(out)
     }
 
-    /// Deletes a run's segments; a run without any is fine.
+    /// Deletes a run's segments (its file, and its directory of files per
+    /// attempt from before); a run without any is fine.
     pub fn delete_run(&self, run: RunId) -> Result<(), SegmentError> {
+        let file = self.path(run);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(SegmentError::Io { op: "delete", path: file, offset: 0, source: e });
+            }
+            _ => {}
+        }
         let dir = self.root.join(run_dir_name(run));
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -329,8 +371,9 @@ impl Segments {
         }
     }
 
-    /// The runs that have segments, in no particular order. Names that are
-    /// not run directories are left alone.
+    /// The runs that have segments, each once, in no particular order: run
+    /// files (`{run:010}.log`) and directories of files per attempt (from
+    /// before). Other names are left alone.
     pub fn runs(&self) -> Result<Vec<RunId>, SegmentError> {
         let entries = std::fs::read_dir(&self.root).map_err(|source| SegmentError::Io {
             op: "list",
@@ -338,10 +381,30 @@ impl Segments {
             offset: 0,
             source,
         })?;
-        Ok(entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RunId>().ok())
-            .filter(|run| self.root.join(run_dir_name(*run)).is_dir())
-            .collect())
+        let mut runs = BTreeSet::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let (stem, is_file) = match name.strip_suffix(".log") {
+                Some(stem) => (stem, true),
+                None => (name, false),
+            };
+            // Exactly the names this module makes, and of the right kind.
+            let Ok(run) = stem.parse::<RunId>() else { continue };
+            if run_dir_name(run) != stem {
+                continue;
+            }
+            let kind = entry.file_type().map_err(|source| SegmentError::Io {
+                op: "list",
+                path: entry.path(),
+                offset: 0,
+                source,
+            })?;
+            if (is_file && kind.is_file()) || (!is_file && kind.is_dir()) {
+                runs.insert(run);
+            }
+        }
+        Ok(runs.into_iter().collect())
     }
 
     /// Deletes the segments of every run not in `alive` whose number is at
@@ -408,176 +471,32 @@ fn sync_all_at_once(files: Vec<(&PathBuf, &File)>) -> Result<(), SegmentError> {
     })
 }
 
-/// Opens a segment for writing, making it (and its directories) when
-/// missing; each directory that gains an entry is added to `dirs`, to be
-/// synced with the file.
-fn open_for_write(path: &Path, dirs: &mut BTreeSet<PathBuf>) -> std::io::Result<File> {
-    match OpenOptions::new().write(true).open(path) {
-        Ok(file) => return Ok(file),
+/// Opens a run's file for appending, making it when missing; true when it
+/// was made (its directory then needs a sync).
+fn open_for_append(path: &Path) -> std::io::Result<(File, bool)> {
+    match OpenOptions::new().append(true).open(path) {
+        Ok(file) => return Ok((file, false)),
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let parent = path.parent().expect("a segment lies in a directory");
-    let mut missing = Vec::new();
-    let mut dir = parent;
-    while !dir.is_dir() {
-        missing.push(dir);
-        dir = dir.parent().expect("the root exists");
+    Ok((OpenOptions::new().append(true).create(true).open(path)?, true))
+}
+
+/// Appends `data` with one `write` and returns where it starts: the file's
+/// offset after an append is the end of what this call wrote, whoever else
+/// appends. A short write is an error (with the offset it stopped at): a
+/// chunk is never split around another writer's bytes.
+fn append(mut file: &File, data: &[u8]) -> Result<u64, (u64, std::io::Error)> {
+    use std::io::{Seek, Write as _};
+    let written = file.write(data).map_err(|e| (0, e))?;
+    let end = file.stream_position().map_err(|e| (0, e))?;
+    let start = end - written as u64;
+    if written != data.len() {
+        let why = format!("wrote {written} of the chunk's {} bytes", data.len());
+        return Err((start, std::io::Error::new(ErrorKind::WriteZero, why)));
     }
-    for dir in missing.into_iter().rev() {
-        match std::fs::create_dir(dir) {
-            Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        dirs.insert(dir.parent().expect("below the root").to_path_buf());
-    }
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
-    dirs.insert(parent.to_path_buf());
-    Ok(file)
+    Ok(start)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-    /// A fresh blob directory, removed when dropped.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new() -> Dir {
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("drover-segments-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            Dir(dir)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn write(run: RunId, job: &str, attempt: u32, offset: u64, data: &[u8]) -> Write {
-        Write { run, job: job.into(), attempt, offset, data: data.to_vec() }
-    }
-
-    fn chunk(job: &str, attempt: u32, offset: u64, data: &[u8]) -> Chunk {
-        Chunk { job: job.into(), attempt, offset, meta: ChunkMeta::of(data) }
-    }
-
-    #[test]
-    fn chunk_metadata_round_trips_and_refuses_garbage() {
-        let meta = ChunkMeta::of(b"123456789");
-        assert_eq!(meta, ChunkMeta { len: 9, crc32c: 0xE306_9283 });
-        assert_eq!(meta.encode(), br#"{"len":9,"crc32c":3808858755}"#);
-        assert_eq!(ChunkMeta::decode("k", &meta.encode()).unwrap(), meta);
-        // (value, why it is refused)
-        let cases: &[(&[u8], &str)] = &[
-            (b"hello\n", "raw log bytes"),
-            (b"", "empty"),
-            (br#"{"len":9}"#, "no checksum"),
-            (br#"{"len":-1,"crc32c":0}"#, "negative length"),
-            (br#"{"len":4294967296,"crc32c":0}"#, "length past u32"),
-        ];
-        for (value, why) in cases {
-            let err = ChunkMeta::decode("/runs/x/logs/a/0001/0", value).unwrap_err();
-            assert!(err.to_string().contains("/runs/x/logs/a/0001/0"), "{why}: {err}");
-        }
-    }
-
-    #[test]
-    fn chunks_read_back_as_written_and_resends_are_idempotent() {
-        let dir = Dir::new();
-        let segs = Segments::open(&dir.0, true).unwrap();
-        let metas = segs.write(&[write(1, "build", 1, 0, b"hello "), write(1, "build", 1, 6, b"world\n")]).unwrap();
-        assert_eq!(metas, vec![ChunkMeta::of(b"hello "), ChunkMeta::of(b"world\n")]);
-        // A resend after a crash rewrites the same bytes in the same place.
-        segs.write(&[write(1, "build", 1, 6, b"world\n"), write(1, "test", 2, 0, b"ok\n")]).unwrap();
-        let got = segs.read(1, &[chunk("build", 1, 0, b"hello "), chunk("build", 1, 6, b"world\n")]).unwrap();
-        assert_eq!(got, vec![b"hello ".to_vec(), b"world\n".to_vec()]);
-        assert_eq!(segs.read(1, &[chunk("test", 2, 0, b"ok\n")]).unwrap(), vec![b"ok\n".to_vec()]);
-        assert_eq!(std::fs::read(segs.path(1, "build", 1).unwrap()).unwrap(), b"hello world\n");
-        assert_eq!(segs.path(1, "build", 1).unwrap(), dir.0.join("logs/0000000001/build@0001.log"));
-        // Without fsync (--no-fsync) the bytes are written just the same.
-        let unsynced = Segments::open(&dir.0, false).unwrap();
-        unsynced.write(&[write(2, "a", 1, 0, b"x")]).unwrap();
-        assert_eq!(segs.read(2, &[chunk("a", 1, 0, b"x")]).unwrap(), vec![b"x".to_vec()]);
-    }
-
-    #[test]
-    fn damaged_or_missing_segments_are_errors_that_name_the_file_and_offset() {
-        let dir = Dir::new();
-        let segs = Segments::open(&dir.0, true).unwrap();
-        segs.write(&[write(3, "a", 1, 0, b"first\n"), write(3, "a", 1, 6, b"second\n")]).unwrap();
-        let path = segs.path(3, "a", 1).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[8] ^= 0x20;
-        std::fs::write(&path, &bytes).unwrap();
-        // (what, chunk asked for, the start of the error after the path)
-        let cases: Vec<(&str, Chunk, &str)> = vec![
-            ("intact chunk before the damage", chunk("a", 1, 0, b"first\n"), ""),
-            (
-                "a flipped bit",
-                chunk("a", 1, 6, b"second\n"),
-                " is corrupt at offset 6: the chunk's 7 bytes have checksum",
-            ),
-            ("past the end", chunk("a", 1, 13, b"third\n"), " is corrupt at offset 13: the file ends before"),
-            ("no such attempt", chunk("a", 2, 0, b"x"), " is missing: the store has a chunk of 1 bytes at offset 0"),
-            ("no such job", chunk("b", 1, 40, b"x"), " is missing: the store has a chunk of 1 bytes at offset 40"),
-        ];
-        for (what, c, want) in cases {
-            let file = segs.path(3, &c.job, c.attempt).unwrap();
-            match segs.read(3, std::slice::from_ref(&c)) {
-                Ok(_) => assert!(want.is_empty(), "{what}: read"),
-                Err(e) => {
-                    let msg = e.to_string();
-                    assert!(msg.starts_with(&format!("log segment {}{want}", file.display())), "{what}: {msg}");
-                    let api: StoreError = e.into();
-                    assert!(api.to_string().contains(&file.display().to_string()), "{what}: {api}");
-                }
-            }
-        }
-        let err = segs.read(3, &[chunk("../../etc", 1, 0, b"x")]).unwrap_err();
-        assert!(matches!(err, SegmentError::BadName { .. }), "{err}");
-    }
-
-    #[test]
-    fn runs_are_deleted_and_orphans_swept_but_newer_runs_kept() {
-        let dir = Dir::new();
-        let segs = Segments::open(&dir.0, true).unwrap();
-        for run in [1, 2, 3, 4, 7] {
-            segs.write(&[write(run, "a", 1, 0, b"x")]).unwrap();
-        }
-        std::fs::create_dir_all(segs.root().join("not-a-run")).unwrap();
-        segs.delete_run(2).unwrap();
-        segs.delete_run(2).unwrap();
-        let mut runs = segs.runs().unwrap();
-        runs.sort_unstable();
-        assert_eq!(runs, vec![1, 3, 4, 7]);
-        // Run 3 is alive; 1 and 4 were pruned; 7 is newer than the listing.
-        let gone = segs.sweep(&HashSet::from([3]), 5).unwrap();
-        assert_eq!(gone, vec![1, 4]);
-        let mut runs = segs.runs().unwrap();
-        runs.sort_unstable();
-        assert_eq!(runs, vec![3, 7]);
-        assert!(segs.root().join("not-a-run").is_dir(), "what is not a run's is left alone");
-    }
-
-    #[test]
-    fn a_failed_write_stops_the_segments_for_good() {
-        let dir = Dir::new();
-        let segs = Segments::open(&dir.0, true).unwrap();
-        // A file where the run's directory should be: the open fails.
-        std::fs::write(segs.root().join("0000000009"), b"").unwrap();
-        let err = segs.write(&[write(9, "a", 1, 0, b"x")]).unwrap_err();
-        assert!(err.to_string().contains("0000000009/a@0001.log at offset 0"), "{err}");
-        assert!(segs.stopped().is_some_and(|r| r.contains("0000000009")));
-        // Later writes, even good ones, are refused with the first reason.
-        let err = segs.write(&[write(10, "a", 1, 0, b"x")]).unwrap_err();
-        assert!(matches!(&err, SegmentError::Stopped { reason } if reason.contains("0000000009")), "{err}");
-        assert!(!segs.root().join("0000000010").exists());
-    }
-}
+mod tests;

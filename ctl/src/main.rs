@@ -64,11 +64,10 @@ use output::Format;
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("can start the tokio runtime");
+    // One thread: a CLI call is a few requests in a row, and worker threads
+    // cost every call their start-up (see the README's figures).
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("can start the tokio runtime");
     let result = runtime.block_on(run(cli));
     if let Err(e) = result {
         // Stdout's reader went away mid-output (`drover logs 1 a | head`).

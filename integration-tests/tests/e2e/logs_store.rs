@@ -69,10 +69,10 @@ fn coordinator_memory_stays_flat_over_runs_that_keep_16_mib_logs() {
     );
 }
 
-/// The segment file of attempt 1 of `job` in run `run`, under a blob
+/// The segment file of run `run` (all its attempts' logs), under a blob
 /// directory.
-fn segment(blobs: &Path, run: &str, job: &str) -> PathBuf {
-    blobs.join("logs").join(format!("{:010}", run.parse::<u64>().unwrap())).join(format!("{job}@0001.log"))
+fn segment(blobs: &Path, run: &str) -> PathBuf {
+    blobs.join("logs").join(format!("{:010}.log", run.parse::<u64>().unwrap()))
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn a_damaged_or_missing_segment_is_an_error_naming_the_file_and_offset() {
     let out = fleet.drover(&["logs", &run, "a", "--raw"]);
     assert!(text(&out.stdout).contains("hello\nworld\n"), "{}", text(&out.stdout));
     // The default blob directory: blobs in the data directory.
-    let file = segment(&fleet.dir.path().join("data-0").join("blobs"), &run, "a");
+    let file = segment(&fleet.dir.path().join("data-0").join("blobs"), &run);
     let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let at = bytes.len() - 3;
     bytes[at] ^= 0x20;
@@ -116,28 +116,26 @@ fn retention_deletes_a_runs_segments_and_sweeps_what_a_crash_left() {
     let quick = "name: quick\njobs:\n  a:\n    steps:\n      - run: echo hello from $DROVER_RUN_ID\n";
     let first = fleet.submit("quick.yml", quick);
     assert_eq!(fleet.wait_run(&first, Duration::from_secs(30))["state"], "succeeded");
-    let first_file = segment(&blobs, &first, "a");
+    let first_file = segment(&blobs, &first);
     assert!(first_file.exists(), "{}", first_file.display());
     let second = fleet.submit("quick.yml", quick);
     assert_eq!(fleet.wait_run(&second, Duration::from_secs(30))["state"], "succeeded");
-    wait_for("the pruned run's segments to go", Duration::from_secs(15), || {
-        (!first_file.parent().unwrap().exists()).then_some(())
-    });
+    wait_for("the pruned run's segments to go", Duration::from_secs(15), || (!first_file.exists()).then_some(()));
     let out = fleet.drover(&["logs", &second, "a"]);
     assert!(text(&out.stdout).contains(&format!("hello from {second}")), "{}", text(&out.stdout));
 
     // Files of a pruned run that a crash left behind (between the store's
     // delete and the files') are swept; a run number not handed out yet is
     // left alone, since its run may be starting.
-    let orphan = segment(&blobs, &first, "a");
-    let future = segment(&blobs, "999", "a");
+    let orphan = segment(&blobs, &first);
+    let future = segment(&blobs, "999");
     for file in [&orphan, &future] {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, b"left behind\n").unwrap();
     }
     wait_for("the orphan segments to be swept", Duration::from_secs(15), || (!orphan.exists()).then_some(()));
     assert!(future.exists(), "{} was swept", future.display());
-    assert!(segment(&blobs, &second, "a").exists());
+    assert!(segment(&blobs, &second).exists());
 }
 
 #[test]
@@ -179,10 +177,8 @@ fn a_finished_runs_logs_are_sealed_into_the_blob_store_and_still_read() {
     let blobs = fleet.dir.path().join("data-0").join("blobs");
     let run = fleet.submit("hello.yml", "name: hello\njobs:\n  a:\n    steps:\n      - run: echo hello; echo sealed\n");
     assert_eq!(fleet.wait_run(&run, Duration::from_secs(30))["state"], "succeeded");
-    let file = segment(&blobs, &run, "a");
-    wait_for("the run's segments to be sealed", Duration::from_secs(15), || {
-        (!file.parent().unwrap().exists()).then_some(())
-    });
+    let file = segment(&blobs, &run);
+    wait_for("the run's segments to be sealed", Duration::from_secs(15), || (!file.exists()).then_some(()));
     // Read back from the blob store, checked, with and without --follow.
     for args in [vec!["logs", &run, "a", "--raw"], vec!["logs", &run, "a", "--raw", "--follow"]] {
         let out = fleet.drover(&args);
