@@ -484,16 +484,25 @@ fn open_for_append(path: &Path) -> std::io::Result<(File, bool)> {
 
 /// Appends `data` with one `write` and returns where it starts: the file's
 /// offset after an append is the end of what this call wrote, whoever else
-/// appends. A short write is an error (with the offset it stopped at): a
-/// chunk is never split around another writer's bytes.
+/// appends. A short write is an error, with the offset the chunk started
+/// at and the system's reason: a chunk is never split around another
+/// writer's bytes.
 fn append(mut file: &File, data: &[u8]) -> Result<u64, (u64, std::io::Error)> {
     use std::io::{Seek, Write as _};
     let written = file.write(data).map_err(|e| (0, e))?;
     let end = file.stream_position().map_err(|e| (0, e))?;
     let start = end - written as u64;
     if written != data.len() {
-        let why = format!("wrote {written} of the chunk's {} bytes", data.len());
-        return Err((start, std::io::Error::new(ErrorKind::WriteZero, why)));
+        // The chunk is refused either way; writing the rest once more only
+        // asks the system why (a full disk says so now).
+        let why = match file.write(&data[written..]) {
+            Err(e) => e,
+            Ok(_) => {
+                let split = format!("wrote {written} of the chunk's {} bytes in one call", data.len());
+                std::io::Error::new(ErrorKind::WriteZero, split)
+            }
+        };
+        return Err((start, why));
     }
     Ok(start)
 }
