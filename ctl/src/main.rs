@@ -64,8 +64,9 @@ use output::Format;
 
 fn main() {
     let cli = Cli::parse();
-    // One thread: a CLI call is a few requests in a row, and worker threads
-    // cost every call their start-up (see the README's figures).
+    // One thread: a CLI call is a few requests in a row, and starting worker
+    // threads cost each call about a tenth of its time (`drover agents`,
+    // 7.4 ms wall with two workers, 6.6 ms with none, on a 2-core VM).
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("can start the tokio runtime");
     let result = runtime.block_on(run(cli));
