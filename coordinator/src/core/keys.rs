@@ -8,7 +8,7 @@
 //! /index/runs/{run}                               RunSummary, for listings
 //! /runs/{run}                                     RunRecord
 //! /runs/{run}/jobs/{job}                          JobRecord
-//! /runs/{run}/logs/{job}/{attempt}/{offset}       ChunkMeta: the chunk's length and checksum
+//! /runs/{run}/logs/{job}/{attempt}/{offset}       ChunkMeta: the chunk's length, checksum and place in its run's segment file
 //! /artifacts/{run}/{job}                          the sha256 of the job's artifacts, for the blob sweep
 //! /agents/{name}                                  AgentRecord, for `drover agents`
 //! /repos/{name}                                   RepoRecord: a repository that triggers runs (`drover repo add`)

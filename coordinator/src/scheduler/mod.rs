@@ -353,8 +353,9 @@ impl Scheduler {
                 }
             }
         }
-        // Agents first: an assignment is what the fleet waits for, and the
-        // replies to API calls cannot change what they are sent.
+        // Agents first: an assignment is what the fleet waits for. The order
+        // changes nothing else: everything here only tells what was just
+        // committed.
         let (to_agents, rest): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.state.outbox).into_iter().partition(|out| matches!(out, Outgoing::Agent(..)));
         for out in to_agents.into_iter().chain(rest) {

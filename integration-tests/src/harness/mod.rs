@@ -143,6 +143,17 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// `key` of each JSON line on stdout (as JSON text: strings quoted),
+    /// for the benchmarks, which print one figure per line.
+    pub fn field(&self, key: &str) -> Vec<String> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")[key].to_string())
+            .collect()
+    }
+}
+
 /// Runs the workspace binary `name` with `args` to its end, its output in
 /// files in `dir`; kills it and fails the test (with its stderr) if it runs
 /// past `timeout`, so a regression cannot hang the suite.

@@ -37,13 +37,8 @@ fn the_fleet_benchmark_runs_one_mode_and_refuses_an_unknown_one() {
     let args = ["--smoke", "--store", "embedded", "--mode", "throughput", "--jobs", "12"].map(OsStr::new);
     let end = run_to_end(dir.path(), "fleet-bench", &args, Duration::from_secs(120));
     assert!(end.status.success(), "fleet-bench --mode throughput failed ({}):\n{}", end.status, end.stderr);
-    let metrics: Vec<String> = end
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["metric"].to_string())
-        .collect();
     assert_eq!(
-        metrics,
+        end.field("metric"),
         ["\"spawn_limit_per_second\"", "\"trivial_jobs_per_second\"", "\"trivial_jobs_share_of_spawn_limit_percent\""],
         "{}",
         end.stdout

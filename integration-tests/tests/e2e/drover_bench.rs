@@ -96,3 +96,17 @@ fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
         }
     }
 }
+
+/// `--no-fsync` runs the embedded coordinator without syncing and labels its
+/// figures so; it is the embedded store's, so etcd refuses it.
+#[test]
+fn the_simulated_agent_benchmark_runs_without_syncs_on_the_embedded_store_only() {
+    let dir = TempDir::new("drover-bench-no-fsync");
+    let args = ["--smoke", "--mode", "latency", "--store", "embedded", "--no-fsync"].map(OsStr::new);
+    let end = run_to_end(dir.path(), "drover-bench", &args, Duration::from_secs(120));
+    assert!(end.status.success(), "drover-bench --no-fsync failed ({}):\n{}", end.status, end.stderr);
+    assert_eq!(end.field("store"), ["\"embedded+no-fsync\""; 3], "{}", end.stdout);
+    let end = run_to_end(dir.path(), "drover-bench", &[OsStr::new("--no-fsync")], Duration::from_secs(30));
+    assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
+    assert!(end.stderr.contains("--no-fsync is the embedded store's; use it with --store embedded"), "{}", end.stderr);
+}
