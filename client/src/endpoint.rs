@@ -23,13 +23,18 @@ pub struct Transport {
 
 impl Transport {
     /// Agents (and the benchmark's simulated agents, so the coordinator
-    /// sees the same load per agent): HTTP/2 keepalives, idle or not,
-    /// notice a dead or paused coordinator within a few seconds, well inside
-    /// an attempt's lease, so the agent moves to the new leader before
-    /// anyone declares it lost.
+    /// sees the same load per agent). Their heartbeats, acknowledged at
+    /// once, are what notices a frozen coordinator: within half an election
+    /// TTL of a heartbeat (every quarter of one while an attempt is held,
+    /// once per lease TTL while none is). A PING costs the coordinator as
+    /// much as a heartbeat, so the keepalive waits longer than the default
+    /// idle heartbeat period (10 s): on a connection that carries
+    /// heartbeats, each acknowledgement puts it off, and it is never sent.
+    /// It still guards a coordinator with a longer lease TTL and a
+    /// connection whose session has ended mid-transfer.
     pub const AGENT: Transport = Transport {
         connect_timeout: Duration::from_secs(3),
-        keep_alive_interval: Duration::from_secs(2),
+        keep_alive_interval: Duration::from_secs(15),
         keep_alive_timeout: Duration::from_secs(3),
         keep_alive_while_idle: true,
     };

@@ -100,8 +100,9 @@ struct Held {
     disowned: bool,
 }
 
-/// How many times rarer heartbeats are while the agent holds no attempt
-/// (see [`Protocol::heartbeat_period`]): 10 s for the default lease.
+/// How many times rarer heartbeats are while the agent holds no attempt,
+/// before a Welcome or when it does not say (`idle_heartbeat_ms` 0, an
+/// older coordinator); see [`Protocol::heartbeat_period`].
 pub const IDLE_HEARTBEATS: u32 = 4;
 
 /// The agent's protocol state; see the module header.
@@ -111,6 +112,8 @@ pub struct Protocol {
     /// Highest coordinator epoch seen; older ones are refused.
     epoch: u64,
     heartbeat: Duration,
+    /// From the Welcome: how often to heartbeat while holding nothing.
+    idle_heartbeat: Duration,
     /// From the coordinator's Welcome: how long to wait for a heartbeat's
     /// acknowledgement, and the fence (see `Welcome.fence_ms`); None when
     /// the coordinator does not ask for them.
@@ -144,6 +147,7 @@ impl Protocol {
             held: HashMap::new(),
             epoch: 0,
             heartbeat: Duration::from_secs(2),
+            idle_heartbeat: Duration::from_secs(2) * IDLE_HEARTBEATS,
             ack_timeout: None,
             fence: None,
             renew_cert_at_ms: None,
@@ -171,13 +175,14 @@ impl Protocol {
 
     /// How often to heartbeat now: the period the last Welcome set (2 s
     /// before one) while an attempt is held, whose lease the heartbeats
-    /// renew, and [`IDLE_HEARTBEATS`] times rarer while none is, which is
-    /// what an idle fleet costs its coordinator. A dead coordinator is
-    /// still noticed within seconds then, by the connection's HTTP/2
-    /// keepalives; the session checks readiness at the full rate and
-    /// heartbeats at once when it changes.
+    /// renew, and its idle period (the coordinator's lease TTL; else
+    /// [`IDLE_HEARTBEATS`] times rarer) while none is, which is what an
+    /// idle fleet costs its coordinator. A dead coordinator is still
+    /// noticed within seconds then, by the connection's HTTP/2 keepalives;
+    /// the session checks readiness at the full rate and heartbeats at once
+    /// when it changes.
     pub fn heartbeat_period(&self) -> Duration {
-        if self.held.is_empty() { self.heartbeat * IDLE_HEARTBEATS } else { self.heartbeat }
+        if self.held.is_empty() { self.idle_heartbeat } else { self.heartbeat }
     }
 
     /// The heartbeat period the last Welcome set, idle or not: how often
@@ -265,6 +270,9 @@ impl Protocol {
                 // loop.
                 self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms).max(100));
                 let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
+                // Never more often than when busy.
+                self.idle_heartbeat =
+                    ms(w.idle_heartbeat_ms).map_or(self.heartbeat * IDLE_HEARTBEATS, |idle| idle.max(self.heartbeat));
                 self.ack_timeout = ms(w.ack_timeout_ms);
                 self.fence = ms(w.fence_ms);
                 self.renew_cert_at_ms = (w.renew_cert_at_ms > 0).then_some(w.renew_cert_at_ms);

@@ -205,15 +205,18 @@ async fn to_proto(msg: ToAgent, out: &Outbound) -> pb::CoordinatorMessage {
     let (epoch, vault, (renew_at, bundle)) = (out.epoch, out.vault.as_ref(), (out.renew_at, out.bundle.as_str()));
     let (max_artifact_bytes, max_artifact_file_bytes) = out.limits;
     let msg = match msg {
-        ToAgent::Welcome { heartbeat, lease_ttl, epoch, ack_timeout, fence } => Out::Welcome(pb::Welcome {
-            epoch,
-            heartbeat_ms: heartbeat.as_millis() as u32,
-            lease_ttl_ms: lease_ttl.as_millis() as u32,
-            ack_timeout_ms: ack_timeout.as_millis() as u32,
-            fence_ms: fence.as_millis() as u32,
-            renew_cert_at_ms: renew_at,
-            ca_pem: bundle.to_owned(),
-        }),
+        ToAgent::Welcome { heartbeat, idle_heartbeat, lease_ttl, epoch, ack_timeout, fence } => {
+            Out::Welcome(pb::Welcome {
+                epoch,
+                heartbeat_ms: heartbeat.as_millis() as u32,
+                idle_heartbeat_ms: idle_heartbeat.as_millis() as u32,
+                lease_ttl_ms: lease_ttl.as_millis() as u32,
+                ack_timeout_ms: ack_timeout.as_millis() as u32,
+                fence_ms: fence.as_millis() as u32,
+                renew_cert_at_ms: renew_at,
+                ca_pem: bundle.to_owned(),
+            })
+        }
         ToAgent::Trust { ca_pem, renew_cert_at_ms } => Out::Trust(pb::Trust { ca_pem, renew_cert_at_ms }),
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {

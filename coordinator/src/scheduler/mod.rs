@@ -77,6 +77,12 @@ pub struct Config {
     /// so an agent notices a frozen coordinator within this plus
     /// `ack_timeout`.
     pub heartbeat: Duration,
+    /// How often agents heartbeat while they hold no attempt, so that no
+    /// lease needs renewing: the lease TTL, and never more often than four
+    /// heartbeats (see `server::liveness`). It is what an idle fleet costs
+    /// its coordinator; an idle agent notices a frozen coordinator by its
+    /// connection's HTTP/2 keepalives instead.
+    pub idle_heartbeat: Duration,
     /// How long an agent waits for a heartbeat's acknowledgement before it
     /// takes the coordinator for frozen and tries another.
     pub ack_timeout: Duration,
@@ -114,6 +120,7 @@ impl Default for Config {
             log_cap: 16 << 20,
             epoch: 1,
             heartbeat: Duration::from_millis(2500),
+            idle_heartbeat: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(5),
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,

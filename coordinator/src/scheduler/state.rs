@@ -100,6 +100,7 @@ impl State {
         let fleet = Fleet::new(FleetConfig {
             lease_ttl: config.lease_ttl,
             heartbeat: config.heartbeat,
+            idle_heartbeat: config.idle_heartbeat,
             ack_timeout: config.ack_timeout,
             epoch: config.epoch,
         });

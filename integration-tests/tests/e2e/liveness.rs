@@ -58,6 +58,36 @@ fn a_frozen_leader_is_noticed_by_its_agents_and_the_next_job_starts_within_secon
     assert!(log.contains("acknowledged no heartbeat"), "{log}");
 }
 
+/// An idle agent heartbeats once per lease TTL and is never pinged (a PING
+/// would cost its coordinator as much as a heartbeat): the heartbeat it
+/// sends after the freeze, unacknowledged, is what tells it. With the
+/// harness's 3 s lease and 2 s election TTLs that is within 4 s; the
+/// connection's own keepalive would take 18 s.
+#[test]
+fn an_idle_agent_notices_a_frozen_leader_at_its_next_heartbeat() {
+    let etcd = Etcd::start("idle-freeze", 1);
+    let mut fleet = Fleet::start_ha("idle-freeze", &etcd, 2);
+    let leader = fleet.wait_leader();
+    fleet.agent("a1", "", 1);
+    fleet.wait_agents(1);
+    let log = fleet.agents[0].log.clone();
+    let noticed = || std::fs::read_to_string(&log).unwrap_or_default().contains("acknowledged no heartbeat");
+    assert!(!noticed(), "the agent took the leader for frozen before it froze");
+    let frozen = Instant::now();
+    fleet.coordinator(leader).signal(libc::SIGSTOP);
+    wait_for("the idle agent to notice the frozen leader", Duration::from_secs(30), || noticed().then_some(()));
+    let after = frozen.elapsed();
+    fleet.coordinator(leader).signal(libc::SIGCONT);
+    eprintln!("figure: the idle agent noticed the frozen leader after {after:?}");
+    // Lease TTL 3 s + acknowledgement timeout 1 s, and room for a loaded
+    // debug build; well short of the keepalive's 15 s + 3 s.
+    assert!(after < Duration::from_secs(10), "noticed {after:?} after the freeze\n{}", fleet.logs());
+    // And it works for whoever leads now.
+    let run = fleet.submit("after.yml", "name: after\njobs:\n  j:\n    steps: [{run: 'true'}]\n");
+    let status = fleet.wait_run(&run, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", fleet.logs());
+}
+
 /// A TCP relay that can drop everything, as a network partition does:
 /// while cut, nothing passes either way and new connections hang.
 struct Partition {

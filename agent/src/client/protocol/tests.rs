@@ -22,6 +22,11 @@ fn welcome(epoch: u64, heartbeat_ms: u32, fence_ms: u32) -> In {
     In::Welcome(pb::Welcome { epoch, heartbeat_ms, ack_timeout_ms: 1000, fence_ms, ..Default::default() })
 }
 
+/// A Welcome (epoch 1) that names the idle heartbeat period.
+fn idle_welcome(heartbeat_ms: u32, idle_heartbeat_ms: u32) -> In {
+    In::Welcome(pb::Welcome { epoch: 1, heartbeat_ms, idle_heartbeat_ms, ack_timeout_ms: 1000, ..Default::default() })
+}
+
 fn assign(id: &str, epoch: u64) -> In {
     In::Assign(pb::Assign {
         attempt_id: id.into(),
@@ -229,6 +234,29 @@ fn the_protocol_answers_as_the_agent_does() {
             ],
         ),
         ("the heartbeat period has a floor", vec![Msg(0, welcome(1, 0, 0))], &["every 400", "held 0"]),
+        (
+            "a Welcome that names the idle period is heeded: its lease TTL, not four heartbeats",
+            vec![
+                Msg(0, idle_welcome(500, 10_000)),
+                Msg(0, assign("1/a/1", 1)),
+                Exec(finished("1/a/1", Outcome::Succeeded)),
+                Msg(0, In::ResultAck(pb::ResultAck { attempt_id: "1/a/1".into(), accepted: true })),
+            ],
+            &[
+                "every 10000",
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "pace 500",
+                "result 1/a/1 Succeeded",
+                "pace 10000",
+                "held 0",
+            ],
+        ),
+        (
+            "an idle period shorter than the busy one is taken as the busy one",
+            vec![Msg(0, idle_welcome(500, 100))],
+            &["every 500", "held 0"],
+        ),
         (
             "assignments and cancels from an older epoch are refused; other kinds of work are not run",
             vec![

@@ -119,6 +119,8 @@ pub enum Work {
 pub enum ToAgent {
     Welcome {
         heartbeat: Duration,
+        /// How often an agent that holds no attempt heartbeats.
+        idle_heartbeat: Duration,
         lease_ttl: Duration,
         epoch: u64,
         /// How long the agent waits for a heartbeat's acknowledgement before

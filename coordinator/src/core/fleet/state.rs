@@ -28,8 +28,11 @@ use crate::core::machine::Outcome;
 pub struct FleetConfig {
     /// How long an attempt survives without a heartbeat from its agent.
     pub lease_ttl: Duration,
-    /// How often agents heartbeat.
+    /// How often agents heartbeat while they hold an attempt.
     pub heartbeat: Duration,
+    /// How often agents heartbeat while they hold none (see
+    /// `scheduler::Config::idle_heartbeat`).
+    pub idle_heartbeat: Duration,
     /// How long an agent waits for a heartbeat's acknowledgement.
     pub ack_timeout: Duration,
     /// This leader's epoch, sent to agents, which refuse older ones.
@@ -147,7 +150,10 @@ impl Fleet {
     ) -> Result<Vec<FleetEffect>, String> {
         let ttl = self.config.lease_ttl;
         let entry = self.agents.entry(name.to_string()).or_default();
-        if let Err(why) = session_conflict(entry, name, &instance, &peer, now.ms, ttl) {
+        // An idle agent is heard from once per idle heartbeat: silence
+        // longer than that and a lease TTL means it is gone.
+        let quiet = ttl + self.config.idle_heartbeat;
+        if let Err(why) = session_conflict(entry, name, &instance, &peer, now.ms, quiet) {
             warn!(agent = %name, %peer, reason = %why, "refused a second session under one agent name");
             return Err(why);
         }
@@ -174,6 +180,7 @@ impl Fleet {
         // ahead of whatever this session is sent next.
         let welcome = ToAgent::Welcome {
             heartbeat: self.config.heartbeat,
+            idle_heartbeat: self.config.idle_heartbeat,
             lease_ttl: ttl,
             epoch: self.config.epoch,
             ack_timeout: self.config.ack_timeout,
@@ -490,7 +497,8 @@ impl Fleet {
 /// the name `name`, whose entry is `entry`. The same process reconnecting
 /// replaces its own old session at once (its old stream may not have
 /// broken yet). Another process is refused while the first one's session is
-/// live: connected, and heard from within the lease TTL. Two processes under
+/// live: connected, and heard from within `quiet` (the lease TTL plus the
+/// idle heartbeat period, so an idle agent stays live). Two processes under
 /// one name would otherwise replace each other's sessions on every
 /// reconnect, and each takeover marks the other's running attempts lost.
 pub(super) fn session_conflict(
@@ -499,19 +507,19 @@ pub(super) fn session_conflict(
     instance: &str,
     peer: &str,
     now_ms: u64,
-    ttl: Duration,
+    quiet: Duration,
 ) -> Result<(), String> {
-    let live = entry.conn.is_some() && now_ms.saturating_sub(entry.last_seen_ms) < ttl.as_millis() as u64;
+    let live = entry.conn.is_some() && now_ms.saturating_sub(entry.last_seen_ms) < quiet.as_millis() as u64;
     // Agents older than instance ids send none: they replace as before.
     if !live || instance.is_empty() || entry.instance.is_empty() || entry.instance == instance {
         return Ok(());
     }
     Err(format!(
         "agent {name:?} is already connected from {} (another agent process), and its session is live; \
-         this session from {peer} is refused until that one disconnects or stops renewing for {}s. \
+         this session from {peer} is refused until that one disconnects or is silent for {}s. \
          Give every agent its own name and certificate (`drover certs issue-agent NAME`)",
         entry.peer,
-        ttl.as_secs_f64().ceil()
+        quiet.as_secs_f64().ceil()
     ))
 }
 

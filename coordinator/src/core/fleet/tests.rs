@@ -14,6 +14,10 @@ use crate::core::machine::Outcome;
 
 const TTL: Duration = Duration::from_secs(10);
 
+/// The refusal of a second process under `a1`'s name (lease TTL 10 s, idle
+/// heartbeats every 10 s).
+const REFUSED: &str = "refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or is silent for 20s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))";
+
 #[test]
 fn attempt_ids_round_trip_and_reject_garbage() {
     let id = AttemptId { run: 12, job: "build.x-1".into(), attempt: 3 };
@@ -26,7 +30,7 @@ fn attempt_ids_round_trip_and_reject_garbage() {
 
 #[test]
 fn a_second_agent_process_under_one_name_waits_for_the_first_to_go() {
-    let ttl = Duration::from_secs(3);
+    let quiet = Duration::from_secs(3);
     let (tx, _rx) = mpsc::channel(1);
     let live = |instance: &str, last_seen_ms: u64| AgentEntry {
         conn: Some((1, tx.clone())),
@@ -42,13 +46,13 @@ fn a_second_agent_process_under_one_name_waits_for_the_first_to_go() {
         ("the same process reconnects", live("a", 9_000), "a", 10_000, true),
         ("another process while the first is live", live("a", 9_000), "b", 10_000, false),
         ("another process, the first heard from just now", live("a", 10_000), "b", 10_000, false),
-        ("another process after the first went quiet for the TTL", live("a", 7_000), "b", 10_000, true),
+        ("another process after the first went quiet for long enough", live("a", 7_000), "b", 10_000, true),
         ("another process after the first disconnected", gone, "b", 10_000, true),
         ("an agent without instance ids replaces as before", live("a", 9_000), "", 10_000, true),
         ("after an agent without instance ids", live("", 9_000), "b", 10_000, true),
     ];
     for (what, entry, instance, now, accepted) in cases {
-        let got = session_conflict(&entry, "a1", instance, "10.0.0.2:6000", now, ttl);
+        let got = session_conflict(&entry, "a1", instance, "10.0.0.2:6000", now, quiet);
         assert_eq!(got.is_ok(), accepted, "{what}: {got:?}");
         if let Err(why) = got {
             assert!(why.contains("already connected from 10.0.0.1:5000"), "{what}: {why}");
@@ -155,6 +159,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
     let config = FleetConfig {
         lease_ttl: TTL,
         heartbeat: Duration::from_millis(2500),
+        idle_heartbeat: Duration::from_secs(10),
         ack_timeout: Duration::from_secs(5),
         epoch: 7,
     };
@@ -246,19 +251,40 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "a first Hello is welcomed, stored and counted",
             vec![hello(0, 1)],
-            vec!["persist a1 (2 slots)", "changed +1", "a1 <- welcome", "dispatch"].into_iter().map(String::from).collect(),
+            vec!["persist a1 (2 slots)", "changed +1", "a1 <- welcome", "dispatch"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             2,
         ),
         (
             "the same process reconnecting replaces its session without counting it again",
             vec![hello(0, 1), hello(100, 2)],
-            vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"].into_iter().map(String::from).collect(),
+            vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             2,
         ),
         (
             "another process under the name is refused while the first is live",
             vec![hello(0, 1), Hello { at: 100, conn: 2, instance: "i2", running: &[] }],
-            vec!["refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or stops renewing for 10s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))".to_string()],
+            vec![REFUSED.to_string()],
+            2,
+        ),
+        (
+            "an idle agent, heard from once per idle heartbeat, is live past a lease TTL",
+            vec![hello(0, 1), Hello { at: 15_000, conn: 2, instance: "i2", running: &[] }],
+            vec![REFUSED.to_string()],
+            2,
+        ),
+        (
+            "silent for a lease TTL and an idle heartbeat, it no longer holds the name",
+            vec![hello(0, 1), Hello { at: 20_000, conn: 2, instance: "i2", running: &[] }],
+            vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             2,
         ),
         (
@@ -327,7 +353,10 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "a heartbeat naming an attempt that is not the agent's disowns it",
             vec![hello(0, 1), beat(100, &["9/x/1"])],
-            vec!["a1 <- cancel 9/x/1 disown (this attempt is no longer yours: it was lost or retried elsewhere)".to_string()],
+            vec![
+                "a1 <- cancel 9/x/1 disown (this attempt is no longer yours: it was lost or retried elsewhere)"
+                    .to_string(),
+            ],
             2,
         ),
         (
@@ -349,7 +378,10 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "a result for a held attempt goes to its owner and is acknowledged",
             vec![hello(0, 1), Assign { at: 0, id: "1/a/1" }, Report { conn: 1, id: "1/a/1" }],
-            vec!["owner: 1/a/1 finished Succeeded { artifact: None, cache: None }", "a1 <- result-ack 1/a/1 true"].into_iter().map(String::from).collect(),
+            vec!["owner: 1/a/1 finished Succeeded { artifact: None, cache: None }", "a1 <- result-ack 1/a/1 true"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             1,
         ),
         (
