@@ -51,4 +51,14 @@ fn the_fleet_benchmark_runs_one_mode_and_refuses_an_unknown_one() {
     let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--no-fsync")], Duration::from_secs(30));
     assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
     assert!(end.stderr.contains("--no-fsync goes with --store embedded --mode throughput"), "{}", end.stderr);
+    // A mistyped flag is refused before anything runs; --help prints usage.
+    let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--job"), OsStr::new("12")], Duration::from_secs(30));
+    assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
+    assert!(
+        end.stderr.contains("unknown argument \"--job\"") && end.stderr.contains("usage: fleet-bench"),
+        "{}",
+        end.stderr
+    );
+    let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--help")], Duration::from_secs(30));
+    assert!(end.status.success() && end.stdout.starts_with("usage: fleet-bench"), "{}", end.stdout);
 }

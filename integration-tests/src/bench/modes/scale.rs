@@ -60,14 +60,15 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     let idle = Duration::from_secs(if args.smoke { 2 } else { 10 });
     std::thread::sleep(idle);
     let idle_end = coordinator_stats(&fleet, 0)?;
+    let idle_cpu = 100.0 * (idle_end.cpu_seconds - after.cpu_seconds) / idle.as_secs_f64();
     say!(
-        "[{}] scale: idle for {:.0} s with {} of {n} connected: coordinator CPU {:.1}% of one core, RSS {} KiB",
+        "[{}] scale: idle for {:.0} s with {} of {n} connected: coordinator CPU {idle_cpu:.1}% of one core, RSS {} KiB",
         store.name,
         idle.as_secs_f64(),
         swarm.connected(),
-        100.0 * (idle_end.cpu_seconds - after.cpu_seconds) / idle.as_secs_f64(),
         idle_end.rss_kib
     );
+    figure("coordinator_idle_cpu_percent", idle_cpu, "% of a core", store.name, n);
     // Close the sessions before the coordinator goes, so that neither side
     // spends the teardown on reconnects.
     drop(swarm);
