@@ -177,10 +177,10 @@ impl Protocol {
     /// before one) while an attempt is held, whose lease the heartbeats
     /// renew, and its idle period (the coordinator's lease TTL; else
     /// [`IDLE_HEARTBEATS`] times rarer) while none is, which is what an
-    /// idle fleet costs its coordinator. A dead coordinator is still
-    /// noticed within seconds then, by the connection's HTTP/2 keepalives;
-    /// the session checks readiness at the full rate and heartbeats at once
-    /// when it changes.
+    /// idle fleet costs its coordinator. A frozen coordinator is noticed
+    /// then when an idle heartbeat goes unacknowledged (a killed one at
+    /// once: its connection closes); the session checks readiness at the
+    /// full rate and heartbeats at once when it changes.
     pub fn heartbeat_period(&self) -> Duration {
         if self.held.is_empty() { self.idle_heartbeat } else { self.heartbeat }
     }

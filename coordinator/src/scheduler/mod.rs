@@ -80,8 +80,8 @@ pub struct Config {
     /// How often agents heartbeat while they hold no attempt, so that no
     /// lease needs renewing: the lease TTL, and never more often than four
     /// heartbeats (see `server::liveness`). It is what an idle fleet costs
-    /// its coordinator; an idle agent notices a frozen coordinator by its
-    /// connection's HTTP/2 keepalives instead.
+    /// its coordinator; an idle agent notices a frozen coordinator when one
+    /// goes unacknowledged, within this plus `ack_timeout`.
     pub idle_heartbeat: Duration,
     /// How long an agent waits for a heartbeat's acknowledgement before it
     /// takes the coordinator for frozen and tries another.
@@ -219,8 +219,9 @@ impl Scheduler {
             state.fleet.restore(kv.key[keys::AGENTS.len()..].to_string(), record);
         }
         let (index, _) = self.store.range(keys::RUN_INDEX).await?;
-        // Agents need time to notice the old leader is gone and find us:
-        // their keepalives take a few seconds to give up on a paused leader.
+        // Agents need time to notice the old leader is gone and find us: one
+        // that runs an attempt gives up on a paused leader when a heartbeat
+        // goes unacknowledged, then looks for the new one.
         let deadline = Instant::now() + state.config.lease_ttl + RECOVERY_GRACE;
         let now = Now::current();
         for kv in index {
