@@ -35,6 +35,9 @@ use crate::store::{Store, StoreError, embedded, etcd};
 use crate::submit::GitOptions;
 use crate::tls::{self, TlsError};
 
+mod liveness;
+use liveness::{Liveness, liveness};
+
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Embedded(embedded::EmbeddedOptions),
@@ -507,53 +510,6 @@ fn open_authority(opts: &Options) -> Result<Option<Arc<drover_pki::enroll::Autho
     Ok(Some(Arc::new(authority)))
 }
 
-/// How often agents heartbeat, and how long they wait for an
-/// acknowledgement before taking this coordinator for frozen: every quarter
-/// of the lease TTL (to renew leases) or of the election TTL, whichever is
-/// shorter, and half the election TTL (at least 500 ms). An agent then
-/// notices a frozen leader (SIGSTOP, a hung host) within three quarters of
-/// an election TTL, before a follower can have taken over, instead of
-/// waiting for TCP or HTTP/2 keepalives. The edge answers heartbeats
-/// without the scheduler, so a busy or stalled scheduler is not taken for
-/// frozen.
-///
-/// An agent that holds no attempt has no lease to renew: it heartbeats
-/// once per lease TTL (never more often than every fourth heartbeat), and
-/// notices a frozen leader when one of those goes unacknowledged. Every
-/// message costs the coordinator about the same (tens of µs here, most of
-/// it TCP and TLS), be it a heartbeat or an HTTP/2 PING, so an idle agent
-/// sends only the one: the agents' keepalives
-/// (`drover_client::Transport::AGENT`) and the coordinator's
-/// (`keepalive`, twice the idle period, at most [`MAX_KEEPALIVE`]) are
-/// longer than the idle period, and a connection that carries heartbeats
-/// is never pinged. The coordinator's keepalives close connections to
-/// agents that froze or vanished.
-fn liveness(lease_ttl: Duration, election_ttl: Duration) -> Liveness {
-    let heartbeat = (lease_ttl / 4).min(election_ttl / 4).max(Duration::from_millis(100));
-    let idle_heartbeat = lease_ttl.max(heartbeat * 4);
-    Liveness {
-        heartbeat,
-        idle_heartbeat,
-        ack_timeout: (election_ttl / 2).max(Duration::from_millis(500)),
-        keepalive: (idle_heartbeat * 2).min(MAX_KEEPALIVE),
-    }
-}
-
-/// The longest the coordinator waits on a silent agent connection before it
-/// pings it (see [`liveness`]).
-const MAX_KEEPALIVE: Duration = Duration::from_secs(30);
-
-/// What [`liveness`] works out: the scheduler's `heartbeat`,
-/// `idle_heartbeat` and `ack_timeout`, and the gRPC server's HTTP/2
-/// keepalive interval.
-#[derive(Debug, PartialEq, Eq)]
-struct Liveness {
-    heartbeat: Duration,
-    idle_heartbeat: Duration,
-    ack_timeout: Duration,
-    keepalive: Duration,
-}
-
 /// Checks once a second whether the store, or the log segments, have
 /// stopped for good; after `exit_after` of it, hands the server a fatal
 /// error, which steps down and ends the process non-zero with the reason.
@@ -588,31 +544,7 @@ async fn watch_stopped_store(
 
 #[cfg(test)]
 mod tests {
-    use super::{Liveness, default_advertise, liveness};
-    use std::time::Duration;
-
-    #[test]
-    fn agents_heartbeat_often_enough_to_notice_a_frozen_leader_within_the_election() {
-        let s = Duration::from_secs;
-        let ms = Duration::from_millis;
-        // (lease TTL, election TTL, heartbeat, idle heartbeat, ack timeout,
-        // the coordinator's keepalive)
-        let cases = [
-            (s(10), s(2), ms(500), s(10), s(1), s(20)),
-            (s(3), s(2), ms(500), s(3), s(1), s(6)),
-            (s(10), s(10), ms(2500), s(10), s(5), s(20)),
-            (s(1), s(5), ms(250), s(1), ms(2500), s(2)),
-            (s(1), ms(100), ms(100), s(1), ms(500), s(2)),
-            // Never more often than every fourth heartbeat.
-            (ms(200), s(2), ms(100), ms(400), s(1), ms(800)),
-            // Long leases: the keepalive has a ceiling.
-            (s(60), s(2), ms(500), s(60), s(1), s(30)),
-        ];
-        for (lease, election, heartbeat, idle_heartbeat, ack_timeout, keepalive) in cases {
-            let want = Liveness { heartbeat, idle_heartbeat, ack_timeout, keepalive };
-            assert_eq!(liveness(lease, election), want, "lease {lease:?}, election {election:?}");
-        }
-    }
+    use super::default_advertise;
 
     #[test]
     fn the_default_advertised_url_is_reachable_from_other_hosts_where_it_can_be() {
