@@ -56,6 +56,17 @@ impl Targets {
         (!urls.is_empty()).then_some(Targets { urls, next: 0, leader: None, suspect: None })
     }
 
+    /// As [`Targets::new`], but starting at a place in `urls` that `key`
+    /// picks (FNV-1a), so that agents, each by its name, spread over the
+    /// coordinators and stay there: a follower carries its agents'
+    /// sessions to the leader.
+    pub fn spread(urls: Vec<String>, key: &str) -> Option<Targets> {
+        let mut targets = Targets::new(urls)?;
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        targets.next = (hash % targets.urls.len() as u64) as usize;
+        Some(targets)
+    }
+
     /// The coordinators, as configured.
     pub fn urls(&self) -> &[String] {
         &self.urls
@@ -259,6 +270,28 @@ mod tests {
             assert!(!targets.redirected(), "{}", case.what);
         }
         assert!(Targets::new(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn agents_spread_over_the_coordinators_by_name_and_go_on_in_turn() {
+        let three = urls(&["a", "b", "c"]);
+        let first = |name: &str| Targets::spread(three.clone(), name).unwrap().next(Instant::now());
+        // The same name starts at the same place every time.
+        assert_eq!(first("agent-7"), first("agent-7"));
+        // Three hundred names start at every coordinator, about evenly.
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..300 {
+            *counts.entry(first(&format!("agent-{i}"))).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|n| (70..=130).contains(n)), "{counts:?}");
+        // From there, in turn.
+        let mut t = Targets::spread(three.clone(), "agent-7").unwrap();
+        let start = three.iter().position(|u| *u == t.in_turn()).unwrap();
+        let got: Vec<String> = (0..4).map(|_| t.next(Instant::now())).collect();
+        let want: Vec<String> = (0..4).map(|i| three[(start + i) % 3].clone()).collect();
+        assert_eq!(got, want);
+        assert!(Targets::spread(Vec::new(), "a").is_none());
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct LeaderInfo {
     /// when it serves none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui_url: Option<String>,
+    /// It serves agents' calls that followers carry to it
+    /// (`api::relayed`). A leader from before relaying says nothing, and
+    /// followers send their agents to it instead: it would refuse the
+    /// carried calls, and the agents would take that as final.
+    #[serde(default)]
+    pub carries: bool,
 }
 
 /// A coordinator, as stored under [`keys::MEMBERS`].
@@ -188,6 +194,7 @@ async fn campaign_and_lead(
         url: config.url.clone(),
         since_ms: now_ms(),
         ui_url: config.ui_url.clone(),
+        carries: true,
     };
     let epoch = loop {
         if !*alive.borrow() {

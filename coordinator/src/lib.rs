@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod outbound;
 pub mod records;
+pub mod relay;
 pub mod releases;
 pub mod retention;
 pub mod rollouts;

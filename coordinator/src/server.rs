@@ -287,6 +287,7 @@ pub async fn run(
     let keyring = crate::identity::ca::Keyring::new(authority, server_tls.files_ca().clone(), vault.clone());
     tokio::spawn(tls::renew_forever(server_tls.clone(), keyring.clone(), opts.server_cert_ttl));
     let gate = crate::identity::Gate::spawn(store.clone(), keyring.clone());
+    let relay = crate::relay::Relay::new(id.clone(), keyring.clone(), opts.election_ttl);
     let ui_tls = match (&ui, &opts.ui_cert) {
         (None, _) => None,
         (Some(_), Some((cert, key))) => Some(crate::webhooks::tls(cert, key, &[b"h2", b"http/1.1"])?),
@@ -439,7 +440,12 @@ pub async fn run(
                 vault.clone(),
                 caches.clone(),
                 (gate.clone(), store.clone()),
-            ),
+            )
+            .relaying(crate::api::agent::relay::Relaying {
+                relay,
+                here: url.clone(),
+                wait: opts.election_ttl * 3 / 4,
+            }),
             guarded.clone(),
         ))
         .add_service(AgentCertServiceServer::with_interceptor(identity.clone(), guarded.clone()))

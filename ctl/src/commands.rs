@@ -331,6 +331,7 @@ pub async fn agents(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
                     "unready": a.unready,
                     "last_seen_ms": a.last_seen_ms,
                     "version": a.version,
+                    "via": a.via,
                 })
             })
             .collect();
@@ -343,6 +344,7 @@ pub async fn agents(conn: &mut Conn, format: Format) -> anyhow::Result<()> {
         let seen = match (a.connected, a.draining) {
             (true, true) => "draining".to_string(),
             (true, false) if !a.unready.is_empty() => format!("connected (not ready: {})", a.unready),
+            (true, false) if !a.via.is_empty() => format!("connected via {}", a.via),
             (true, false) => "connected".to_string(),
             (false, _) => fmt_ms(a.last_seen_ms),
         };

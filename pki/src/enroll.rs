@@ -281,9 +281,10 @@ impl Authority {
     }
 }
 
-/// A coordinator's server certificate and its key (PEM), made here.
+/// A certificate a coordinator makes for itself (its server certificate,
+/// or its client certificate as a follower) and the key (PEM), made here.
 #[derive(Debug, Clone)]
-pub struct ServerCert {
+pub struct OwnCert {
     pub cert_pem: String,
     pub key_pem: String,
     pub signed: Signed,
@@ -294,7 +295,7 @@ impl Authority {
     /// and IP addresses, the SANs of the certificate it replaces), with a
     /// key made now, valid from [`BACKDATE`] before `now_ms` for `ttl`: a
     /// coordinator that holds the CA key renews its own at half its life.
-    pub fn sign_server(&self, hosts: &[String], now_ms: i64, ttl: Duration) -> Result<ServerCert, CsrError> {
+    pub fn sign_server(&self, hosts: &[String], now_ms: i64, ttl: Duration) -> Result<OwnCert, CsrError> {
         let sign = |e: rcgen::Error| CsrError::Sign(e.to_string());
         let key = KeyPair::generate().map_err(sign)?;
         let mut params = CertificateParams::new(hosts.to_vec()).map_err(sign)?;
@@ -303,14 +304,45 @@ impl Authority {
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.own(params, key, now_ms, ttl)
+    }
+
+    /// `params` signed with `key`'s public half, valid from [`BACKDATE`]
+    /// before `now_ms` for `ttl`.
+    fn own(
+        &self,
+        mut params: CertificateParams,
+        key: KeyPair,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<OwnCert, CsrError> {
         params.use_authority_key_identifier_extension = true;
         let (serial, not_before_ms, not_after_ms) = validity(&mut params, now_ms, ttl)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(sign)?;
-        Ok(ServerCert {
+        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CsrError::Sign(e.to_string()))?;
+        Ok(OwnCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             signed: Signed { pem: cert.pem(), serial, not_before_ms, not_after_ms },
         })
+    }
+}
+
+impl Authority {
+    /// A coordinator's own client certificate, `drover-coordinators`/`id`,
+    /// with a key made now, valid from [`BACKDATE`] before `now_ms` for
+    /// `ttl`: a follower that holds the CA key presents it to the leader to
+    /// carry the sessions of the agents connected to it.
+    pub fn sign_coordinator_client(&self, id: &str, now_ms: i64, ttl: Duration) -> Result<OwnCert, CsrError> {
+        let sign = |e: rcgen::Error| CsrError::Sign(e.to_string());
+        let key = KeyPair::generate().map_err(sign)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, crate::COORDINATORS_ORG);
+        dn.push(DnType::CommonName, id);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.own(params, key, now_ms, ttl)
     }
 }
 
@@ -463,6 +495,10 @@ mod tests {
         assert_eq!(server_hosts(&der(&server.cert_pem)).unwrap(), hosts);
         assert_eq!(server.signed.not_after_ms, 1_800_003_600_000);
         assert!(server.key_pem.contains("PRIVATE KEY"));
+        // A coordinator's client certificate: its id, no names beyond.
+        let client = ca.sign_coordinator_client("c1", now, Duration::from_secs(3600)).unwrap();
+        let seen = inspect(&der(&client.cert_pem)).unwrap();
+        assert_eq!((seen.peer, seen.sans), (Peer::Coordinator("c1".into()), 0));
         // Two signings never share a serial.
         let again = ca.sign_agent(&csr, "a1", &labels, now, Duration::from_secs(60)).unwrap();
         assert_ne!(again.serial, signed.serial);

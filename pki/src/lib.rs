@@ -36,3 +36,7 @@ pub const ADMINS_ORG: &str = "drover-admins";
 /// role is not in the certificate but in the coordinators' store, so it can
 /// change, and a removed user is refused at once.
 pub const USERS_ORG: &str = "drover-users";
+/// The subject organisation of a coordinator's client certificate, which
+/// it makes itself with the CA key to carry agents' sessions to the leader
+/// while it follows (`enroll::Authority::sign_coordinator_client`).
+pub const COORDINATORS_ORG: &str = "drover-coordinators";

@@ -5,7 +5,7 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::{ADMINS_ORG, AGENTS_ORG, USERS_ORG};
+use crate::{ADMINS_ORG, AGENTS_ORG, COORDINATORS_ORG, USERS_ORG};
 
 /// Who is calling, from the client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,9 @@ pub enum Peer {
     Admin(String),
     /// A user who enrolled with `drover login`; its role is the store's.
     User(String),
+    /// Another coordinator of the cluster (its id), which relays the
+    /// sessions of the agents connected to it while it follows.
+    Coordinator(String),
     /// A certificate from our CA with a role we do not know.
     Other {
         org: String,
@@ -91,6 +94,7 @@ fn peer_of(cert: &X509Certificate<'_>) -> Result<Peer, PeerError> {
         AGENTS_ORG => Peer::Agent(name),
         ADMINS_ORG => Peer::Admin(name),
         USERS_ORG => Peer::User(name),
+        COORDINATORS_ORG => Peer::Coordinator(name),
         _ => Peer::Other { org, name },
     })
 }
@@ -120,6 +124,7 @@ mod tests {
             (Some(AGENTS_ORG), Some("a1"), Peer::Agent("a1".into())),
             (Some(ADMINS_ORG), Some("admin"), Peer::Admin("admin".into())),
             (Some(USERS_ORG), Some("alice"), Peer::User("alice".into())),
+            (Some(COORDINATORS_ORG), Some("c1"), Peer::Coordinator("c1".into())),
             (Some("acme"), Some("x"), Peer::Other { org: "acme".into(), name: "x".into() }),
             (None, Some("drover-coordinator"), Peer::Other { org: String::new(), name: "drover-coordinator".into() }),
             (Some(AGENTS_ORG), None, Peer::Agent(String::new())),

@@ -211,7 +211,7 @@ impl Agent {
         // Read here to refuse a missing or broken bundle at once; every
         // connection reads it again (see `connect_loop`).
         let tls = ClientTls::load(tls_bundle(&config.tls_dir, &config.name))?;
-        let targets = Targets::new(config.coordinators.clone()).ok_or(AgentError::NoCoordinator)?;
+        let targets = Targets::spread(config.coordinators.clone(), &config.name).ok_or(AgentError::NoCoordinator)?;
         for url in targets.urls() {
             endpoint(url, &tls, &Transport::AGENT)?;
         }
@@ -341,6 +341,8 @@ impl Agent {
 
     async fn connect_loop(&mut self, mut stop: watch::Receiver<Stop>) -> Result<(), AgentError> {
         let mut backoff = Backoff::new(Duration::from_millis(100));
+        // The connection a follower asked us back over, and its URL.
+        let mut back: Option<(String, tonic::transport::Channel)> = None;
         'reconnect: loop {
             if self.drained(&stop) {
                 info!("drained: every attempt finished and reported; exiting");
@@ -349,35 +351,54 @@ impl Agent {
             let redirected = self.targets.redirected();
             let url = self.targets.next(tokio::time::Instant::now());
             let for_session = stop.clone();
+            let reuse = back.take().filter(|(at, _)| *at == url).map(|(_, channel)| channel);
             let session = async {
                 let started = tokio::time::Instant::now();
+                if let Some(channel) = reuse {
+                    let end = self.session(channel.clone(), &url, for_session).await;
+                    return (end, Some(channel), started.elapsed());
+                }
                 // The bundle is read afresh for every connection, so a
                 // renewed certificate is the next connection's.
                 let tls = ClientTls::load(tls_bundle(&self.config.tls_dir, &self.config.name));
-                let end = match tls.map_err(EndpointError::from).and_then(|tls| endpoint(&url, &tls, &Transport::AGENT))
-                {
-                    // A frozen coordinator's kernel still accepts the TCP
-                    // connection; the TLS handshake is what hangs.
-                    Ok(ep) => match tokio::time::timeout(self.setup_timeout(), ep.connect()).await {
-                        Ok(Ok(channel)) => self.session(channel, &url, for_session).await,
-                        Ok(Err(e)) => SessionEnd::Failed(format!("cannot connect to {url}: {}", error_chain(&e))),
-                        Err(_) => SessionEnd::Failed(format!(
-                            "connecting to {url} took over {:?}: is it frozen?",
-                            self.setup_timeout()
-                        )),
-                    },
-                    Err(e) => SessionEnd::Failed(e.to_string()),
-                };
-                (end, started.elapsed())
+                let (end, channel) =
+                    match tls.map_err(EndpointError::from).and_then(|tls| endpoint(&url, &tls, &Transport::AGENT)) {
+                        // A frozen coordinator's kernel still accepts the TCP
+                        // connection; the TLS handshake is what hangs.
+                        Ok(ep) => match tokio::time::timeout(self.setup_timeout(), ep.connect()).await {
+                            Ok(Ok(channel)) => (self.session(channel.clone(), &url, for_session).await, Some(channel)),
+                            Ok(Err(e)) => {
+                                (SessionEnd::Failed(format!("cannot connect to {url}: {}", error_chain(&e))), None)
+                            }
+                            Err(_) => (
+                                SessionEnd::Failed(format!(
+                                    "connecting to {url} took over {:?}: is it frozen?",
+                                    self.setup_timeout()
+                                )),
+                                None,
+                            ),
+                        },
+                        Err(e) => (SessionEnd::Failed(e.to_string()), None),
+                    };
+                (end, channel, started.elapsed())
             };
             // The longest this wait may grow to.
             let mut ceiling = MAX_BACKOFF;
             tokio::select! {
-                (end, lasted) = session => {
+                (end, channel, lasted) = session => {
                     if lasted > Duration::from_secs(10) {
                         backoff.reset();
                     }
                     match end {
+                        // A follower that carried the session to the leader
+                        // asks us back: over the connection we have, after
+                        // the shortest wait (it waited for a leader first).
+                        SessionEnd::Redirect(here) if here == url => {
+                            info!(%url, "the follower carrying the session asks us back");
+                            back = channel.map(|channel| (url.clone(), channel));
+                            self.targets.redirect(here);
+                            backoff.reset();
+                        }
                         SessionEnd::Redirect(leader) if self.targets.is_suspect(&leader, tokio::time::Instant::now()) => {
                             debug!(%url, %leader, "redirected to a coordinator that seemed frozen; waiting for the election");
                             backoff.reset();

@@ -126,6 +126,8 @@ pub struct Protocol {
     renew_cert_at_ms: Option<i64>,
     /// This session's heartbeats and their acknowledgements.
     beats: Heartbeats,
+    /// This session's Welcome says a follower carries it to the leader.
+    carried: bool,
     /// The heartbeat period last said (a Welcome's, or a pace).
     paced: Duration,
     /// The latest deploy report of each service, by service.
@@ -152,6 +154,7 @@ impl Protocol {
             fence: None,
             renew_cert_at_ms: None,
             beats: Heartbeats::default(),
+            carried: false,
             paced: Duration::from_secs(2) * IDLE_HEARTBEATS,
             reports: BTreeMap::new(),
             health: BTreeMap::new(),
@@ -193,6 +196,11 @@ impl Protocol {
 
     /// How long a heartbeat may go unacknowledged, when the coordinator
     /// said.
+    /// Whether this session's Welcome said a follower carries it.
+    pub fn carried(&self) -> bool {
+        self.carried
+    }
+
     pub fn ack_timeout(&self) -> Option<Duration> {
         self.ack_timeout
     }
@@ -222,6 +230,7 @@ impl Protocol {
     /// The session's heartbeats start afresh.
     pub fn hello(&mut self, mut hello: pb::Hello) -> Vec<Out> {
         self.beats = Heartbeats::default();
+        self.carried = false;
         hello.running = self.owned();
         let mut out = vec![Out::Hello(hello)];
         for (id, held) in &self.held {
@@ -276,6 +285,7 @@ impl Protocol {
                 self.ack_timeout = ms(w.ack_timeout_ms);
                 self.fence = ms(w.fence_ms);
                 self.renew_cert_at_ms = (w.renew_cert_at_ms > 0).then_some(w.renew_cert_at_ms);
+                self.carried = !w.carried_by.is_empty();
                 let mut actions = vec![Action::HeartbeatEvery(self.heartbeat_period())];
                 actions.extend(trust(w.ca_pem));
                 actions

@@ -88,6 +88,16 @@ fn refused(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
     }
 }
 
+/// How a session that the coordinator ended or refused with `status`
+/// ends: a follower's redirect, or the coordinator's refusal.
+fn ended(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
+    match follower(status) {
+        Some(Follower::Leader(leader)) => SessionEnd::Redirect(leader),
+        Some(Follower::Election) => SessionEnd::NoLeader,
+        None => refused(url, status, what),
+    }
+}
+
 impl Agent {
     pub(super) async fn session(&mut self, channel: Channel, url: &str, stop: watch::Receiver<Stop>) -> SessionEnd {
         // Artifact transfers go over this session's connection while it
@@ -124,13 +134,7 @@ impl Agent {
         };
         let mut inbound = match opened {
             Ok(resp) => resp.into_inner(),
-            Err(status) => {
-                return match follower(&status) {
-                    Some(Follower::Leader(leader)) => SessionEnd::Redirect(leader),
-                    Some(Follower::Election) => SessionEnd::NoLeader,
-                    None => refused(url, &status, "refused the session"),
-                };
-            }
+            Err(status) => return ended(url, &status, "refused the session"),
         };
         info!(coordinator = %url, "connected");
         METRICS.sessions.inc();
@@ -189,6 +193,18 @@ impl Agent {
                 }
                 () = frozen => {
                     let waited = self.proto.ack_timeout().unwrap_or_default();
+                    // A follower carries the session: more often than not
+                    // the leader behind it froze, and the follower will
+                    // carry the session to the next one. Reopen there,
+                    // over this connection; a follower that froze itself
+                    // does not answer, and is passed over then.
+                    if self.proto.carried() {
+                        warn!(
+                            "{url} acknowledged no heartbeat for {waited:?}: the leader behind it seems frozen; \
+                             reopening the session there"
+                        );
+                        return SessionEnd::Redirect(url.to_string());
+                    }
                     return SessionEnd::Frozen(format!(
                         "{url} acknowledged no heartbeat for {waited:?}: it seems frozen or cut off; trying the coordinators again"
                     ));
@@ -207,7 +223,9 @@ impl Agent {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return SessionEnd::Failed(format!("{url} closed the session")),
-                    Err(s) => return refused(url, &s, "ended the session"),
+                    // A follower that carried the session to the leader
+                    // lost it, and asks the agent back (or names where to go).
+                    Err(s) => return ended(url, &s, "ended the session"),
                 },
                 Some(ev) = self.exec_rx.recv() => self.on_exec(ev, Some(&tx)),
                 Some(event) = self.deploy_rx.recv() => send(&tx, self.proto.on_deploy_event(event)),

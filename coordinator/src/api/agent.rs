@@ -53,6 +53,9 @@ pub struct AgentApi {
     refusals: crate::audit::Throttle,
     /// The key of the attempts' job tokens.
     pub(super) job_key: Arc<crate::identity::job_key::JobKey>,
+    /// How this coordinator carries agents to the leader while it follows;
+    /// none: it sends them there.
+    relaying: Option<relay::Relaying>,
 }
 
 impl AgentApi {
@@ -79,7 +82,15 @@ impl AgentApi {
             job_key: Arc::new(crate::identity::job_key::JobKey::new(store.clone())),
             store,
             refusals: crate::audit::Throttle::default(),
+            relaying: None,
         }
+    }
+
+    /// Carries the agents connected to this coordinator to the leader while
+    /// it follows (`relay`).
+    pub fn relaying(mut self, relaying: relay::Relaying) -> AgentApi {
+        self.relaying = Some(relaying);
+        self
     }
 }
 
@@ -196,6 +207,8 @@ pub(super) struct Outbound {
     /// never), and the CAs to trust (empty: as they are).
     pub renew_at: i64,
     pub bundle: String,
+    /// The follower carrying the session (its id), or empty.
+    pub carried_by: String,
 }
 
 /// Converts a scheduler message for the session `out` describes. An
@@ -215,6 +228,7 @@ async fn to_proto(msg: ToAgent, out: &Outbound) -> pb::CoordinatorMessage {
                 fence_ms: fence.as_millis() as u32,
                 renew_cert_at_ms: renew_at,
                 ca_pem: bundle.to_owned(),
+                carried_by: out.carried_by.clone(),
             })
         }
         ToAgent::Trust { ca_pem, renew_cert_at_ms } => Out::Trust(pb::Trust { ca_pem, renew_cert_at_ms }),
@@ -503,11 +517,21 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     /// An agent uploads a job's artifacts (see `blobs::put`).
     async fn put_blob(&self, req: Request<Streaming<pb::BlobUpload>>) -> Result<Response<pb::PutBlobResponse>, Status> {
+        match relay::route(self, &req).await {
+            relay::Route::Here => {}
+            relay::Route::Carry { link, .. } => return relay::put_blob(link, req).await,
+            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+        }
         blobs::put(self, req).await
     }
 
     /// An agent downloads what an attempt of its needs (see `blobs::get`).
     async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
+        match relay::route(self, &req).await {
+            relay::Route::Here => {}
+            relay::Route::Carry { link, .. } => return relay::get_blob(link, req).await,
+            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+        }
         blobs::get(self, req).await
     }
 
@@ -516,20 +540,33 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::RestoreCacheRequest>,
     ) -> Result<Response<pb::RestoreCacheResponse>, Status> {
+        match relay::route(self, &req).await {
+            relay::Route::Here => {}
+            relay::Route::Carry { link, .. } => return relay::restore_cache(link, req).await,
+            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+        }
         super::caches::restore(self, req).await
     }
 
     /// Records what an attempt of the agent's saved (see `caches::save`).
     async fn save_cache(&self, req: Request<pb::SaveCacheRequest>) -> Result<Response<pb::SaveCacheResponse>, Status> {
+        match relay::route(self, &req).await {
+            relay::Route::Here => {}
+            relay::Route::Carry { link, .. } => return relay::save_cache(link, req).await,
+            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+        }
         super::caches::save(self, req).await
     }
 
-    /// An agent's session (see `session::open`).
+    /// An agent's session (see `session::open`), or, on a follower, the
+    /// leader's carried to it (see `relay`).
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
-        session::open(self, req).await
+        let route = relay::route(self, &req).await;
+        relay::session(self, route, req).await
     }
 }
 
+pub mod relay;
 mod session;
 #[cfg(test)]
 mod tests;

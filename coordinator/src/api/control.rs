@@ -397,6 +397,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 unready: a.unready,
                 draining: a.draining,
                 version: a.version,
+                via: a.via,
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))

@@ -59,6 +59,12 @@ pub enum ApiError {
         None => "no coordinator leads at the moment (an election is under way); retry shortly".to_string(),
     })]
     NotLeader(Option<String>),
+    /// A follower that carried an agent's session to the leader
+    /// (`api::agent::relay`) lost it (`why`): the agent comes back to
+    /// `here`, over the connection it has, and is carried to the leader
+    /// there is then.
+    #[error("{why}; reconnect to {here}, which carries the session to the leader")]
+    ComeBack { here: String, why: String },
 }
 
 impl From<SchedError> for ApiError {
@@ -192,6 +198,14 @@ impl From<crate::identity::gate::GateError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The status `self` becomes, saying `msg` instead.
+    fn with_message(self, msg: String) -> Status {
+        let status = Status::from(self);
+        Status::with_metadata(status.code(), msg, status.metadata().clone())
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();
@@ -231,6 +245,8 @@ impl From<ApiError> for Status {
                     .insert(drover_proto::metadata::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
                 status
             }
+            // A redirect to itself: the agent stays where it is.
+            ApiError::ComeBack { here, .. } => ApiError::NotLeader(Some(here)).with_message(msg),
             ApiError::NotLeader(leader) => {
                 let mut status = Status::unavailable(msg);
                 status

@@ -93,6 +93,11 @@ impl Gate {
             Peer::Admin(name) => Caller::Admin(name.clone()),
             Peer::Agent(name) => Caller::Agent(name.clone()),
             Peer::Other { org, name } => Caller::Other { org: org.clone(), name: name.clone() },
+            // A coordinator may only relay agents' calls (`api::guard`):
+            // on its own it may do nothing.
+            Peer::Coordinator(name) => {
+                Caller::Other { org: drover_pki::COORDINATORS_ORG.to_string(), name: name.clone() }
+            }
             Peer::User(name) => self.user(name, &cert.serial),
         }
     }

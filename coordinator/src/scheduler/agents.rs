@@ -33,6 +33,7 @@ impl State {
             instance,
             peer,
             version,
+            via,
             tx,
             reply,
         } = hello;
@@ -41,7 +42,7 @@ impl State {
             Ok(fx) => {
                 let _ = reply.send(Ok(()));
                 self.warm.insert(name.clone(), caches.into_iter().collect());
-                self.versions.insert(name.clone(), version);
+                self.versions.insert(name.clone(), (version, via));
                 self.on_fleet(fx, now, false);
             }
             Err(why) => {

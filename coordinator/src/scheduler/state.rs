@@ -70,8 +70,9 @@ pub(super) struct State {
     /// The cache entries each agent keeps ("SCOPE_ID/KEY"), from its Hello
     /// and its results since: what warm-cache affinity prefers.
     pub(super) warm: HashMap<String, BTreeSet<String>>,
-    /// Each agent's version, from its last Hello (for `drover agents`).
-    pub(super) versions: HashMap<String, String>,
+    /// Each agent's version and the follower carrying its session, from
+    /// its last Hello (for `drover agents`).
+    pub(super) versions: HashMap<String, (String, String)>,
     /// The unfinished runs of each pipeline-level concurrency group, oldest
     /// first: the first is the one that may run.
     pub(super) run_groups: BTreeMap<String, BTreeSet<RunId>>,
@@ -168,7 +169,7 @@ impl State {
             Event::ListAgents { reply } => {
                 let mut agents = self.fleet.list();
                 for a in agents.iter_mut().filter(|a| a.connected) {
-                    a.version = self.versions.get(&a.name).cloned().unwrap_or_default();
+                    (a.version, a.via) = self.versions.get(&a.name).cloned().unwrap_or_default();
                 }
                 let _ = reply.send(agents);
             }

@@ -81,6 +81,7 @@ fn play(bursts: &[Burst]) -> Vec<String> {
                         instance: instance.into(),
                         peer: format!("10.0.0.{conn}:5000"),
                         version: String::new(),
+                        via: String::new(),
                         tx,
                         reply,
                     })
@@ -345,6 +346,7 @@ fn a_burst_looks_only_at_what_it_can_place_and_what_is_new() {
         instance: "i1".into(),
         peer: "10.0.0.1:5000".into(),
         version: String::new(),
+        via: String::new(),
         tx,
         reply,
     };

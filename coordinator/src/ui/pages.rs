@@ -289,7 +289,14 @@ pub async fn agents(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Result<Res
                 slots: format!("{} of {}", a.slots_in_use, a.slots),
                 status,
                 seen: if a.connected { "now".into() } else { views::when(a.last_seen_ms) },
-                note: a.unready.clone(),
+                note: [
+                    (!a.via.is_empty()).then(|| format!("carried by coordinator {}", a.via)),
+                    (!a.unready.is_empty()).then(|| a.unready.clone()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "),
                 cert_until: identity.map_or_else(|| "-".into(), |i| views::when(i.not_after_ms.max(0) as u64)),
                 access: identity.map_or_else(|| "-".into(), |i| i.state.clone()),
             }

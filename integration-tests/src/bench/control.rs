@@ -280,6 +280,15 @@ impl Control {
 
     /// The URL of the coordinator that leads, per the `Cluster` call, once
     /// one does; polls until `deadline`.
+    /// Each coordinator's id, in the order of the URLs this client was
+    /// given (empty for one the cluster does not list).
+    pub async fn coordinator_ids(&mut self, deadline: Instant) -> Result<Vec<String>, BenchError> {
+        let cluster =
+            self.any_call("Cluster", deadline, |mut c| async move { c.cluster(pb::ClusterRequest {}).await }).await?;
+        let id = |url: &String| cluster.coordinators.iter().find(|c| c.url == *url).map(|c| c.id.clone());
+        Ok(self.targets.urls().iter().map(|url| id(url).unwrap_or_default()).collect())
+    }
+
     pub async fn wait_leader(&mut self, deadline: Instant) -> Result<String, BenchError> {
         loop {
             let cluster = self

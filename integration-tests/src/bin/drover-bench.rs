@@ -20,7 +20,16 @@
 //!   seconds over that time.
 //! - scale: 10,000 idle agents connected 200 at a time; the coordinator's
 //!   peak RSS, RSS per agent ((after - before) / N) and CPU seconds for
-//!   connecting them all. Then 10 idle seconds, reported on stderr.
+//!   connecting them all; then its CPU over 10 idle seconds. On etcd there
+//!   are three coordinators, and the agents spread over them by name: the
+//!   figures above are the leader's, and the followers' (the larger of the
+//!   two) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
+//!   agent it carries) and `follower_idle_cpu_percent`, with the share
+//!   carried (`carried_agents_percent`) and, under that load, the dispatch
+//!   p50 to an agent on the leader and to one a follower carries. The
+//!   process raises its open-file limit to the agents plus 4,096 (root may;
+//!   otherwise `ulimit -n`), and the agents connect from 16 loopback
+//!   addresses, since one has about 28,000 ports to a coordinator.
 //! - retention: 10,000 finished runs of one job each with a 1 KiB log
 //!   (`--runs`, `--log-bytes`); the coordinator's RSS growth per finished
 //!   run it keeps, then a restart with `--keep-runs` a tenth of that: how

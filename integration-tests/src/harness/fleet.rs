@@ -240,6 +240,17 @@ impl Fleet {
 
     /// Issues a certificate and starts an agent that knows every
     /// coordinator.
+    /// A name starting with `prefix` that puts an agent given every
+    /// coordinator's URL on coordinator `i` first: agents spread over the
+    /// coordinators by name (`Targets::spread`).
+    pub fn name_on(&self, i: usize, prefix: &str) -> String {
+        let urls: Vec<String> = (0..self.addrs.len()).map(|k| self.url_of(k)).collect();
+        (1..)
+            .map(|k| format!("{prefix}{k}"))
+            .find(|name| drover_client::targets::Targets::spread(urls.clone(), name).unwrap().in_turn() == urls[i])
+            .unwrap()
+    }
+
     pub fn agent(&mut self, name: &str, labels: &str, slots: u32) -> usize {
         self.start_agent(name, AgentSpec { labels, slots, ..AgentSpec::default() }).0
     }

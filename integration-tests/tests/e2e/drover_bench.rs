@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
-const METRICS: [&str; 39] = [
+const METRICS: [&str; 45] = [
     "dispatch_latency_ms_p50",
     "dispatch_latency_ms_p99",
     "dispatch_latency_ms_max",
@@ -18,6 +18,12 @@ const METRICS: [&str; 39] = [
     "coordinator_cpu_seconds",
     "rss_per_agent_kib",
     "coordinator_idle_cpu_percent",
+    "carried_agents_percent",
+    "follower_peak_rss_mib",
+    "follower_rss_per_agent_kib",
+    "follower_idle_cpu_percent",
+    "scale_dispatch_direct_ms_p50",
+    "scale_dispatch_carried_ms_p50",
     "rss_per_finished_run_kib",
     "prune_runs_per_second",
     "coordinator_rss_after_prune_mib",
@@ -56,9 +62,10 @@ const METRICS: [&str; 39] = [
 /// what failed or was lost while agents renewed (the benchmark fails when a
 /// job or a renewal does), and results acknowledged during a smoke run's
 /// renewal burst, which lasts a fraction of a second.
-const MAY_BE_ZERO: [&str; 7] = [
+const MAY_BE_ZERO: [&str; 8] = [
     // A few idle agents for the smoke run's 2 s may not cost a clock tick.
     "coordinator_idle_cpu_percent",
+    "follower_idle_cpu_percent",
     "rss_per_finished_run_kib",
     "rss_per_retained_log_mib_kib",
     "renewals_failed",
@@ -85,7 +92,13 @@ fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
     }
     for store in ["embedded", "etcd"] {
         for metric in METRICS {
-            if metric.starts_with("failover") && store != "etcd" {
+            // Several coordinators run on etcd only: failover, and the
+            // scale mode's followers.
+            let etcd_only = metric.starts_with("failover")
+                || metric.starts_with("follower")
+                || metric.starts_with("scale_dispatch")
+                || metric == "carried_agents_percent";
+            if etcd_only && store != "etcd" {
                 continue;
             }
             let f = figures

@@ -173,18 +173,104 @@ fn losing_one_etcd_member_of_three_goes_unnoticed() {
     assert!(text(&out.stdout).contains("DOWN"), "the dead member shows: {}", text(&out.stdout));
 }
 
+/// What `drover agents -o json` says of agent `name`, and the id of each
+/// coordinator by URL (`drover cluster -o json`).
+fn agent_view(fleet: &Fleet, name: &str) -> serde_json::Value {
+    let out = fleet.drover(&["agents", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    agents.as_array().unwrap().iter().find(|a| a["name"] == name).cloned().unwrap_or_default()
+}
+
+fn coordinator_id(fleet: &Fleet, i: usize) -> String {
+    let out = fleet.drover(&["cluster", "-o", "json"]);
+    let cluster: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = cluster["coordinators"].as_array().unwrap();
+    let me = members.iter().find(|m| m["url"] == fleet.url_of(i)).unwrap_or_else(|| panic!("{cluster:#}"));
+    me["id"].as_str().unwrap().to_string()
+}
+
 #[test]
-fn an_agent_that_knows_only_a_follower_still_gets_work() {
-    let etcd = Etcd::start("follower", 1);
-    let mut fleet = Fleet::start_ha("follower", &etcd, 2);
+fn a_follower_carries_its_agents_to_the_leader_and_keeps_them_through_a_failover() {
+    let etcd = Etcd::start("relay", 1);
+    let mut fleet = Fleet::start_ha("relay", &etcd, 3);
     let leader = fleet.wait_leader();
-    let follower_url = fleet.url_of(1 - leader);
-    fleet.start_agent("lonely", AgentSpec { urls: Some(&follower_url), ..AgentSpec::default() });
+    let carrier = (leader + 1) % 3;
+    let carrier_id = coordinator_id(&fleet, carrier);
+    let carrier_url = fleet.url_of(carrier);
+    fleet.start_agent("carried", AgentSpec { urls: Some(&carrier_url), slots: 2, ..AgentSpec::default() });
     fleet.wait_agents(1);
-    let run = fleet.submit("one.yml", "name: one\njobs:\n  a:\n    steps:\n      - run: echo hi\n");
+    // The leader holds the session, carried by the follower the agent
+    // dialled: the agent is not sent to the leader.
+    assert_eq!(agent_view(&fleet, "carried")["via"], carrier_id.as_str(), "{}", fleet.logs());
+    let out = fleet.drover(&["agents"]);
+    assert!(text(&out.stdout).contains(&format!("connected via {carrier_id}")), "{}", text(&out.stdout));
+    // Its artifacts go up and come down through the follower too.
+    let m = marks(&fleet);
+    let yaml = format!(
+        "name: carried
+jobs:
+  build:
+    steps: [{{run: 'head -c 100000 /dev/urandom > made.bin; sha256sum made.bin > {m}/built'}}]
+    artifacts: {{paths: [made.bin]}}
+  test:
+    needs: [build]
+    steps: [{{run: 'sha256sum made.bin > {m}/received'}}]
+",
+        m = m.display()
+    );
+    let run = fleet.submit("carried.yml", &yaml);
     let status = fleet.wait_run(&run, Duration::from_secs(30));
     assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
-    assert_eq!(fleet.job(&run, "a")["agent"], "lonely");
+    let built = std::fs::read_to_string(m.join("built")).unwrap();
+    assert_eq!(std::fs::read_to_string(m.join("received")).unwrap(), built);
+    assert_eq!(fleet.job(&run, "test")["agent"], "carried");
+
+    // The leader dies while the carrier is paused, so the third
+    // coordinator leads: once the carrier is back it carries the agent to
+    // the new leader, over a new link.
+    let other = 3 - leader - carrier;
+    let other_id = coordinator_id(&fleet, other);
+    fleet.coordinator(carrier).signal(libc::SIGSTOP);
+    fleet.kill_coordinator(leader);
+    let asked = |args: &[&str]| {
+        let mut cmd = fleet.drover_command(args);
+        cmd.env("DROVER_COORDINATOR", fleet.url_of(other));
+        cmd.output().unwrap()
+    };
+    wait_for("the third coordinator to lead", Duration::from_secs(30), || {
+        let out = asked(&["cluster", "-o", "json"]);
+        let cluster: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (cluster["leader_id"] == other_id.as_str()).then_some(())
+    });
+    fleet.coordinator(carrier).signal(libc::SIGCONT);
+    let carried_by = |via: &str| {
+        let out = asked(&["agents", "-o", "json"]);
+        let agents: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let me = agents.as_array()?.iter().find(|a| a["name"] == "carried")?.clone();
+        (me["connected"] == true && me["via"] == via).then_some(())
+    };
+    wait_for("the agent carried to the new leader", Duration::from_secs(30), || carried_by(&carrier_id));
+    let once = "name: once\njobs:\n  a:\n    steps:\n      - run: echo once\n";
+    let run = fleet.submit("once.yml", once);
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+
+    // That leader dies too: the carrier is the one left, and leads; the
+    // agent it asks back is now its own, connected where it was.
+    fleet.kill_coordinator(other);
+    let want = carrier_url.clone();
+    wait_for("the carrier to lead", Duration::from_secs(30), || {
+        (fleet.leader().map(|l| fleet.url_of(l)) == Some(want.clone())).then_some(())
+    });
+    wait_for("the agent served by the carrier", Duration::from_secs(30), || {
+        let view = agent_view(&fleet, "carried");
+        (view["connected"] == true && view["via"] == "").then_some(())
+    });
+    let run = fleet.submit("twice.yml", &once.replace("once", "twice"));
+    let status = fleet.wait_run(&run, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
+    assert_eq!(fleet.job(&run, "a")["agent"], "carried");
 }
 
 #[test]

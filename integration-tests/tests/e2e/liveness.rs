@@ -25,16 +25,20 @@ fn stamps(path: &Path, attempt: &str) -> Vec<u128> {
         .collect()
 }
 
-#[test]
-fn a_frozen_leader_is_noticed_by_its_agents_and_the_next_job_starts_within_seconds() {
-    let etcd = Etcd::start("freeze", 1);
-    let mut fleet = Fleet::start_ha("freeze", &etcd, 2);
+/// Two coordinators and one agent on coordinator `on` (0: the leader, 1:
+/// the follower) running a chain of two jobs, the leader frozen while the
+/// first runs: j0 ends during the freeze, and j1 can start only once the
+/// agent has reached the new leader and reported j0 to it. Checks that j1
+/// started within seconds and j0 ran once; returns the fleet, the frozen
+/// leader and the agent's log.
+fn freeze_mid_run(tag: &str, on: usize) -> (Etcd, Fleet, usize, String) {
+    let etcd = Etcd::start(tag, 1);
+    let mut fleet = Fleet::start_ha(tag, &etcd, 2);
     let leader = fleet.wait_leader();
-    fleet.agent("a1", "", 1);
+    let name = fleet.name_on(if on == 0 { leader } else { 1 - leader }, "a");
+    fleet.agent(&name, "", 1);
     fleet.wait_agents(1);
     let marks = fleet.dir.path().join("marks");
-    // j0 ends during the freeze; j1 can start only once the agent has found
-    // the new leader and reported j0 to it.
     let yaml = format!(
         "name: freeze\njobs:\n  j0:\n    steps: [{{run: 'echo \"j0 $(date +%s%N)\" >> {m}; sleep 0.2'}}]\n  \
          j1:\n    needs: [j0]\n    steps: [{{run: 'echo \"j1 $(date +%s%N)\" >> {m}'}}]\n",
@@ -47,7 +51,7 @@ fn a_frozen_leader_is_noticed_by_its_agents_and_the_next_job_starts_within_secon
     let j1 = wait_for("j1 to start", Duration::from_secs(30), || stamps(&marks, "j1").first().copied());
     fleet.coordinator(leader).signal(libc::SIGCONT);
     let after = Duration::from_nanos((j1 - frozen) as u64);
-    eprintln!("figure: next job started {after:?} after the leader froze");
+    eprintln!("figure: next job started {after:?} after the leader froze ({tag})");
     // The goal is 3 s with default settings (release build); allow for a
     // loaded debug build here.
     assert!(after < Duration::from_secs(5), "the next job started {after:?} after the freeze\n{}", fleet.logs());
@@ -55,7 +59,24 @@ fn a_frozen_leader_is_noticed_by_its_agents_and_the_next_job_starts_within_secon
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(fleet.job(&run, "j0")["attempt"], 1, "j0 ran once");
     let log = std::fs::read_to_string(&fleet.agents[0].log).unwrap();
+    (etcd, fleet, leader, log)
+}
+
+#[test]
+fn a_frozen_leader_is_noticed_by_its_agents_and_the_next_job_starts_within_seconds() {
+    // Connected to the leader itself: it notices by its heartbeats.
+    let (_etcd, _fleet, _, log) = freeze_mid_run("freeze", 0);
     assert!(log.contains("acknowledged no heartbeat"), "{log}");
+}
+
+#[test]
+fn a_follower_carries_its_agent_past_a_frozen_leader() {
+    let (_etcd, fleet, leader, log) = freeze_mid_run("carried-freeze", 1);
+    // It stayed with the follower, which noticed first (its link PINGs) and
+    // carried it to the next leader, or led itself; it never dialled the
+    // frozen one.
+    assert!(log.contains("asks us back") || log.contains("reopening the session there"), "{log}");
+    assert!(!log.contains(&fleet.url_of(leader)), "{log}");
 }
 
 /// An idle agent heartbeats once per lease TTL and is never pinged (a PING
@@ -68,7 +89,8 @@ fn an_idle_agent_notices_a_frozen_leader_at_its_next_heartbeat() {
     let etcd = Etcd::start("idle-freeze", 1);
     let mut fleet = Fleet::start_ha("idle-freeze", &etcd, 2);
     let leader = fleet.wait_leader();
-    fleet.agent("a1", "", 1);
+    let name = fleet.name_on(leader, "a");
+    fleet.agent(&name, "", 1);
     fleet.wait_agents(1);
     let log = fleet.agents[0].log.clone();
     let noticed = || std::fs::read_to_string(&log).unwrap_or_default().contains("acknowledged no heartbeat");

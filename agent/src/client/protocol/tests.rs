@@ -534,6 +534,21 @@ fn a_coordinator_that_acknowledges_nothing_is_frozen_after_the_timeout() {
 }
 
 #[test]
+fn a_session_is_carried_while_its_welcome_says_so() {
+    let t0 = Instant::now();
+    let mut p = Protocol::new();
+    assert!(!p.carried(), "nothing before a Welcome");
+    let carried = pb::Welcome { epoch: 1, heartbeat_ms: 500, carried_by: "c2".into(), ..Default::default() };
+    p.on_message(In::Welcome(carried), t0);
+    assert!(p.carried());
+    // The next session starts uncarried until its own Welcome says.
+    p.hello(pb::Hello::default());
+    assert!(!p.carried());
+    p.on_message(welcome(2, 500, 0), t0);
+    assert!(!p.carried(), "a Welcome from the leader itself");
+}
+
+#[test]
 fn each_welcome_says_when_to_renew_the_certificate_or_never() {
     let t0 = Instant::now();
     let mut p = Protocol::new();

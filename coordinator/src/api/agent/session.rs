@@ -31,7 +31,9 @@ pub(super) async fn open(
 ) -> Result<Response<SessionStream>, Status> {
     let (name, cert) = crate::api::presented(&req)?;
     let cert_labels = crate::api::agent_cert_labels(&req)?;
-    let remote = req.remote_addr();
+    let (remote, peer) = crate::api::agent_source(&req);
+    let via = req.extensions().get::<crate::api::Relayed>().map(|r| r.via.clone()).unwrap_or_default();
+    let via_out = via.clone();
     let actor = format!("agent:{name}");
     // Subscribed before the check, so a revocation that lands after it
     // still closes this session.
@@ -92,7 +94,6 @@ pub(super) async fn open(
             return Err(ApiError::PermissionDenied(why).into());
         }
     };
-    let peer = remote.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
     let conn = api.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(4096);
     let (reply, accepted) = oneshot::channel();
@@ -110,6 +111,7 @@ pub(super) async fn open(
             instance: hello.instance_id,
             peer,
             version: crate::api::agent::bounded(&hello.version, 64),
+            via,
             tx,
             reply,
         }))
@@ -218,6 +220,7 @@ pub(super) async fn open(
         job_key,
         renew_at,
         bundle,
+        carried_by: via_out,
     });
     let out = futures_util::StreamExt::then(ReceiverStream::new(rx), move |m| {
         let outbound = outbound.clone();

@@ -94,6 +94,7 @@ fn agent(name: &str, labels_text: &str, connected: bool) -> AgentInfo {
         draining: false,
         unready: String::new(),
         version: String::new(),
+        via: String::new(),
     }
 }
 

@@ -185,6 +185,9 @@ pub struct AgentInfo {
     pub unready: String,
     /// The version its Hello gave (`drover-agent`'s), while connected.
     pub version: String,
+    /// The follower that carries its session to this leader (its id), or
+    /// empty when it is connected here.
+    pub via: String,
 }
 
 /// A new agent session, as the API edge hands it over after checking it.
@@ -213,6 +216,8 @@ pub struct AgentHello {
     pub peer: String,
     /// The agent's version, as its Hello says (bounded at the edge).
     pub version: String,
+    /// The follower that carries the session (its id), or empty.
+    pub via: String,
     /// The session's outgoing stream.
     pub tx: mpsc::Sender<ToAgent>,
     /// Accepted, or refused with the reason (another live session holds

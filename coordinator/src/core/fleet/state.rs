@@ -459,6 +459,7 @@ impl Fleet {
                 draining: a.conn.is_some() && a.draining,
                 unready: if a.conn.is_some() { a.unready.clone() } else { String::new() },
                 version: String::new(),
+                via: String::new(),
             })
             .collect()
     }

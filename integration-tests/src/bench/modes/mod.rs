@@ -107,12 +107,18 @@ impl Store<'_> {
 
     /// Like [`Store::fleet`], with the mode's own coordinator flags too.
     fn fleet_with(&self, mode: &str, flags_of_mode: &[&str]) -> Fleet {
+        self.fleet_of(mode, 1, flags_of_mode)
+    }
+
+    /// A fresh fleet with `coordinators` coordinators (more than one only
+    /// on etcd).
+    fn fleet_of(&self, mode: &str, coordinators: usize, flags_of_mode: &[&str]) -> Fleet {
         let tag = format!("bench-{mode}-{}", self.name.replace('+', "-"));
         let mut flags: Vec<&str> = LEASE_ARGS.to_vec();
         flags.extend(self.extra.iter().map(String::as_str));
         flags.extend_from_slice(flags_of_mode);
         match self.etcd {
-            Some(etcd) => Fleet::start_ha_with(&tag, etcd, 1, &flags),
+            Some(etcd) => Fleet::start_ha_with(&tag, etcd, coordinators, &flags),
             None => Fleet::start_with(&tag, &flags),
         }
     }
@@ -159,9 +165,14 @@ const ONE_JOB: &str = "name: latency\njobs:\n  one:\n    steps:\n      - run: \"
 /// Submits a run of one job and waits for it to be assigned and its result
 /// acknowledged. Returns the time from just before the submit to the Assign.
 async fn one_run(control: &mut Control, swarm: &mut Swarm) -> Result<Duration, BenchError> {
+    one_run_of(control, swarm, ONE_JOB).await
+}
+
+/// [`one_run`] of the one-job pipeline `yaml`.
+async fn one_run_of(control: &mut Control, swarm: &mut Swarm, yaml: &str) -> Result<Duration, BenchError> {
     let until = deadline(30);
     let t0 = std::time::Instant::now();
-    let run = control.submit(ONE_JOB, until).await?;
+    let run = control.submit(yaml, until).await?;
     let mut assigned = None;
     loop {
         let event = swarm.next_event(until).await?;

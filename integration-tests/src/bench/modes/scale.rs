@@ -1,32 +1,56 @@
 //! The scale mode: thousands of idle simulated agents connected a few
 //! hundred at a time; the coordinator's peak RSS, RSS per agent and CPU
 //! seconds for connecting them, then what an idle connected fleet costs.
+//!
+//! On etcd there are [`COORDINATORS`] coordinators, and the agents spread
+//! over them by name, as real agents do: the followers carry theirs to the
+//! leader. The leader's figures keep the names they have on one
+//! coordinator; each `follower_` figure is the larger of the followers'.
+//! Then, with the fleet still connected, dispatch latency to an agent on
+//! the leader and to one a follower carries (`--samples`, at most
+//! [`MAX_PROBES`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
 use super::super::BenchError;
 use super::super::control::Control;
-use super::super::report::figure;
+use super::super::proc_stats::ProcStats;
+use super::super::report::{figure, millis, percentile, sorted};
 use super::super::sim_agent::{SimConfig, Swarm};
-use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names, urls};
+use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names, one_run_of, urls};
+
+/// Coordinators on etcd.
+pub const COORDINATORS: usize = 3;
+/// The most dispatch samples per probe agent.
+pub const MAX_PROBES: usize = 200;
 
 pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
     let n = args.scale_agents;
-    say!("[{}] scale: {n} idle agents, connecting {CONNECT_CONCURRENCY} at a time", store.name);
-    let fleet = store.fleet("scale");
+    let coordinators = if store.etcd.is_some() { COORDINATORS } else { 1 };
+    raise_fd_limit(n as u64 + 4096)?;
+    say!(
+        "[{}] scale: {n} idle agents over {coordinators} coordinator(s), connecting {CONNECT_CONCURRENCY} at a time",
+        store.name
+    );
+    let fleet = store.fleet_of("scale", coordinators, &[]);
     let names = names("sim", n);
     let config = SimConfig { urls: urls(&fleet), slots: 1, log_bytes: args.log_bytes, labels: Default::default() };
     let issued = std::time::Instant::now();
     fleet.issue_agent_certs_with_labels(&names, &config.labels_arg());
     say!("[{}] scale: issued {n} agent certificates in {:.1} s", store.name, issued.elapsed().as_secs_f64());
     let mut control = Control::new(&fleet.tls, urls(&fleet))?;
-    rt.block_on(control.wait_leader(deadline(30)))?;
-    // Let the coordinator finish starting (store replay, election) before
+    let leader_url = rt.block_on(control.wait_leader(deadline(30)))?;
+    let leader = (0..coordinators)
+        .find(|i| fleet.url_of(*i) == leader_url)
+        .ok_or_else(|| BenchError::new(format!("the leader {leader_url} is none of the fleet's coordinators")))?;
+    // Let the coordinators finish starting (store replay, election) before
     // the baseline reading.
     std::thread::sleep(Duration::from_secs(1));
-    let before = coordinator_stats(&fleet, 0)?;
+    let stats = || (0..coordinators).map(|i| coordinator_stats(&fleet, i)).collect::<Result<Vec<ProcStats>, _>>();
+    let before = stats()?;
     let mut swarm = Swarm::new(rt.handle().clone(), &fleet.certs, config, CONNECT_CONCURRENCY)?;
     let started = std::time::Instant::now();
     for name in &names {
@@ -36,42 +60,135 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     let until = deadline((n as u64 / 20).max(60));
     rt.block_on(swarm.wait_connected(n, until, |c| say!("[{}] scale: {c} of {n} connected", store.name)))?;
     let connect_time = started.elapsed();
-    let listed = rt.block_on(control.list_agents(deadline(60)))?.iter().filter(|a| a.connected).count();
-    if listed < n {
-        return Err(BenchError::new(format!("the coordinator lists {listed} connected agents, not {n}")));
+    let listed = rt.block_on(control.list_agents(deadline(60)))?;
+    let connected = listed.iter().filter(|a| a.connected).count();
+    if connected < n {
+        return Err(BenchError::new(format!("the leader lists {connected} connected agents, not {n}")));
     }
-    let after = coordinator_stats(&fleet, 0)?;
-    let per_agent = after.rss_kib.saturating_sub(before.rss_kib) as f64 / n as f64;
+    // Agents by the coordinator they are connected to: by the follower that
+    // carries them, or the leader.
+    let ids = rt.block_on(control.coordinator_ids(deadline(30)))?;
+    let mut on: HashMap<usize, usize> = HashMap::new();
+    for a in listed.iter().filter(|a| a.connected) {
+        let at = if a.via.is_empty() { Some(leader) } else { ids.iter().position(|id| *id == a.via) };
+        let at = at.ok_or_else(|| BenchError::new(format!("agent {} is carried by unknown {:?}", a.name, a.via)))?;
+        *on.entry(at).or_default() += 1;
+    }
+    let after = stats()?;
+    let grew = |i: usize| after[i].rss_kib.saturating_sub(before[i].rss_kib) as f64;
     say!(
-        "[{}] scale: {n} agents connected in {:.1} s ({:.0}/s); coordinator RSS {} -> {} KiB; {} sessions, {} connection failures",
+        "[{}] scale: {n} agents connected in {:.1} s ({:.0}/s); {} sessions, {} connection failures",
         store.name,
         connect_time.as_secs_f64(),
         n as f64 / connect_time.as_secs_f64(),
-        before.rss_kib,
-        after.rss_kib,
         swarm.sessions(),
         swarm.failures().0
     );
-    figure("coordinator_peak_rss_mib", after.peak_rss_kib as f64 / 1024.0, "MiB", store.name, n);
-    figure("rss_per_agent_kib", per_agent, "KiB", store.name, n);
-    figure("coordinator_cpu_seconds", after.cpu_seconds - before.cpu_seconds, "s", store.name, n);
+    for i in 0..coordinators {
+        say!(
+            "[{}] scale: coordinator {i} ({}): {} agents connected to it; RSS {} -> {} KiB (peak {} KiB); {:.1} CPU s",
+            store.name,
+            if i == leader { "leader" } else { "follower" },
+            on.get(&i).copied().unwrap_or(0),
+            before[i].rss_kib,
+            after[i].rss_kib,
+            after[i].peak_rss_kib,
+            after[i].cpu_seconds - before[i].cpu_seconds
+        );
+    }
+    figure("coordinator_peak_rss_mib", after[leader].peak_rss_kib as f64 / 1024.0, "MiB", store.name, n);
+    figure("rss_per_agent_kib", grew(leader) / n as f64, "KiB", store.name, n);
+    figure("coordinator_cpu_seconds", after[leader].cpu_seconds - before[leader].cpu_seconds, "s", store.name, n);
+    let followers: Vec<usize> = (0..coordinators).filter(|i| *i != leader).collect();
+    let most = |f: &dyn Fn(usize) -> f64| followers.iter().map(|i| f(*i)).fold(0.0, f64::max);
+    if !followers.is_empty() {
+        let carried = followers.iter().map(|i| on.get(i).copied().unwrap_or(0)).sum::<usize>();
+        figure("carried_agents_percent", 100.0 * carried as f64 / n as f64, "%", store.name, n);
+        figure("follower_peak_rss_mib", most(&|i| after[i].peak_rss_kib as f64 / 1024.0), "MiB", store.name, n);
+        let per_carried = |i: usize| grew(i) / on.get(&i).copied().unwrap_or(0).max(1) as f64;
+        figure("follower_rss_per_agent_kib", most(&per_carried), "KiB", store.name, n);
+    }
     // What the connected fleet costs when nothing happens: heartbeats and
     // keepalives only.
     let idle = Duration::from_secs(if args.smoke { 2 } else { 10 });
     std::thread::sleep(idle);
-    let idle_end = coordinator_stats(&fleet, 0)?;
-    let idle_cpu = 100.0 * (idle_end.cpu_seconds - after.cpu_seconds) / idle.as_secs_f64();
+    let idle_end = stats()?;
+    let idle_cpu = |i: usize| 100.0 * (idle_end[i].cpu_seconds - after[i].cpu_seconds) / idle.as_secs_f64();
     say!(
-        "[{}] scale: idle for {:.0} s with {} of {n} connected: coordinator CPU {idle_cpu:.1}% of one core, RSS {} KiB",
+        "[{}] scale: idle for {:.0} s with {} of {n} connected: CPU of one core {}",
         store.name,
         idle.as_secs_f64(),
         swarm.connected(),
-        idle_end.rss_kib
+        (0..coordinators).map(|i| format!("{:.1}%", idle_cpu(i))).collect::<Vec<_>>().join(", ")
     );
-    figure("coordinator_idle_cpu_percent", idle_cpu, "% of a core", store.name, n);
-    // Close the sessions before the coordinator goes, so that neither side
+    figure("coordinator_idle_cpu_percent", idle_cpu(leader), "% of a core", store.name, n);
+    if let Some(follower) = followers.first() {
+        figure("follower_idle_cpu_percent", most(&idle_cpu), "% of a core", store.name, n);
+        // Dispatch under this load, to an agent on the leader and to one
+        // a follower carries.
+        let samples = args.samples.min(MAX_PROBES);
+        for (probe, url) in [("direct", leader_url.clone()), ("carried", fleet.url_of(*follower))] {
+            let p50 = probe_dispatch(rt, &fleet, &mut control, probe, url, samples)?;
+            say!("[{}] scale: dispatch to an agent {probe}: p50 {p50:.2} ms over {samples} runs", store.name);
+            let metric =
+                if probe == "direct" { "scale_dispatch_direct_ms_p50" } else { "scale_dispatch_carried_ms_p50" };
+            figure(metric, p50, "ms", store.name, n);
+        }
+    }
+    // Close the sessions before the coordinators go, so that neither side
     // spends the teardown on reconnects.
     drop(swarm);
     std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+/// The p50 of `samples` one-job runs for one agent `probe-{probe}`,
+/// connected to `url` alone and the only one with its label.
+fn probe_dispatch(
+    rt: &Runtime,
+    fleet: &crate::harness::Fleet,
+    control: &mut Control,
+    probe: &str,
+    url: String,
+    samples: usize,
+) -> Result<f64, BenchError> {
+    let name = format!("probe-{probe}");
+    let labels = HashMap::from([("probe".to_string(), probe.to_string())]);
+    let config = SimConfig { urls: vec![url], slots: 1, log_bytes: 0, labels };
+    fleet.issue_agent_certs_with_labels(std::slice::from_ref(&name), &config.labels_arg());
+    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.certs, config, 1)?;
+    swarm.spawn(&name)?;
+    rt.block_on(swarm.wait_connected(1, deadline(60), |_| {}))?;
+    let yaml =
+        format!("name: probe\njobs:\n  one:\n    runs-on: {{probe: {probe}}}\n    steps:\n      - run: \"true\"\n");
+    let mut took = Vec::with_capacity(samples);
+    for i in 0..samples + 3 {
+        let t = rt.block_on(one_run_of(control, &mut swarm, &yaml))?;
+        // The first few warm the path up.
+        if i >= 3 {
+            took.push(millis(t));
+        }
+    }
+    Ok(percentile(&sorted(took), 0.5))
+}
+
+/// Lets this process (and the coordinators it starts, which inherit it)
+/// hold `want` open files: one socket per simulated agent, and as many in
+/// the coordinator that serves them all.
+fn raise_fd_limit(want: u64) -> Result<(), BenchError> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit write to or read from the struct
+    // given, which lives across the calls.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= want {
+        return Ok(());
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: limit.rlim_max.max(want) };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(BenchError::new(format!(
+            "{want} open files are needed for this many agents, and this process may open {} (hard limit {}): \
+             raise it (`ulimit -n {want}`, as root), or use fewer --scale-agents",
+            limit.rlim_cur, limit.rlim_max
+        )));
+    }
     Ok(())
 }

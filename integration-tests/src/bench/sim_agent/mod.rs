@@ -216,7 +216,8 @@ impl Swarm {
         for url in &self.config.urls {
             endpoint(url, &tls, &Transport::AGENT).map_err(|e| BenchError::new(e.to_string()))?;
         }
-        let targets = Targets::new(self.config.urls.clone())
+        // Spread by name over the coordinators, as real agents are.
+        let targets = Targets::spread(self.config.urls.clone(), name)
             .ok_or_else(|| BenchError::new("simulated agents need at least one coordinator URL"))?;
         let agent = SimAgent::new(
             name.to_string(),

@@ -143,7 +143,7 @@ impl SimAgent {
             return SessionEnd::Failed;
         };
         let channel = match endpoint(url, &self.tls, &Transport::AGENT) {
-            Ok(ep) => match tokio::time::timeout(SESSION_SETUP_TIMEOUT, ep.connect()).await {
+            Ok(ep) => match tokio::time::timeout(SESSION_SETUP_TIMEOUT, source(ep, url, &self.name).connect()).await {
                 Ok(Ok(channel)) => channel,
                 Ok(Err(e)) => {
                     self.tap.failed(format!("cannot connect to {url}: {}", error_chain(&e)));
@@ -240,7 +240,12 @@ impl SimAgent {
                         self.tap.failed(format!("{url} closed the session"));
                         break SessionEnd::Broke { lasted: started.elapsed() };
                     }
+                    // A follower that carried the session lost the leader
+                    // and asks us back (or names where to go).
                     Err(status) => {
+                        if let Some(Follower::Leader(to)) = follower(&status) {
+                            break SessionEnd::Redirect(to);
+                        }
                         self.tap.failed(format!("session with {url} broke: {}", status.message()));
                         break SessionEnd::Broke { lasted: started.elapsed() };
                     }
@@ -352,4 +357,19 @@ fn log_line(n: usize) -> Vec<u8> {
         *last = b'\n';
     }
     line
+}
+
+/// How many loopback addresses the simulated agents connect from.
+const SOURCES: u64 = 16;
+
+/// `ep` connecting from one of [`SOURCES`] loopback addresses, by the
+/// agent's name, when `url` is on the loopback address: one source address
+/// has about 28,000 ports to one coordinator, fewer than a large swarm
+/// needs.
+fn source(ep: tonic::transport::Endpoint, url: &str, name: &str) -> tonic::transport::Endpoint {
+    if !url.starts_with("https://127.0.0.1:") {
+        return ep;
+    }
+    let hash = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    ep.local_address(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (hash % SOURCES) as u8))))
 }
