@@ -76,7 +76,7 @@ fn a_follower_carries_its_agent_past_a_frozen_leader() {
     // carried it to the next leader, or led itself; it never dialled the
     // frozen one.
     assert!(log.contains("asks us back") || log.contains("reopening the session there"), "{log}");
-    assert!(!log.contains(&fleet.url_of(leader)), "{log}");
+    assert!(!log.contains(&fleet.url_of(leader)), "{log}\n{}", fleet.logs());
 }
 
 /// An idle agent heartbeats once per lease TTL and is never pinged (a PING

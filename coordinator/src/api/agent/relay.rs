@@ -26,6 +26,9 @@
 //!   lapses), and carries what comes back once another is named. Its link
 //!   PINGs the leader every eighth of the election TTL, so a frozen leader
 //!   is noticed before the carried agents' heartbeats would notice it.
+//! - **When the leader does not lead yet** (its term starts once its
+//!   controllers have) or no longer, and says so, the agent is asked back
+//!   after [`NOT_LEADING_PAUSE`] or a change of leader, whichever is first.
 //! - **When the leader cannot be reached** at the start of a session (by
 //!   the same deadline), the agent comes back if another leads by then or
 //!   nothing listens at the leader's address (it died; an election
@@ -48,6 +51,11 @@ use super::{AgentApi, SessionStream};
 use crate::api::status::ApiError;
 use crate::api::{RELAYED_AGENT, RELAYED_FROM, Relayed};
 use crate::leader::Role;
+
+/// How long a session the leader answered "not leading" waits for the role
+/// to change before the agent is asked back: it paces the agent's returns
+/// while the leader starts its term.
+const NOT_LEADING_PAUSE: Duration = Duration::from_millis(250);
 
 /// What a follower needs to relay.
 pub struct Relaying {
@@ -197,7 +205,17 @@ pub(super) async fn session(
             let stream: Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(down.chain(end));
             return Ok(Response::new(stream));
         }
-        // The leader's own answer (a refusal, or another leader named).
+        // It does not lead (yet: its term starts once its controllers have;
+        // or no longer): come back, a moment later, and be carried to
+        // whoever leads then.
+        Ok(Err(status)) if status.metadata().contains_key(drover_proto::metadata::NOT_LEADER) => {
+            let pause = deadline.min(Instant::now() + NOT_LEADING_PAUSE);
+            let mut role = api.role.clone();
+            let _ = tokio::time::timeout_at(pause, role.changed()).await;
+            let why = format!("the leader at {leader} does not lead now ({})", status.message());
+            return Err(come_back(api, why));
+        }
+        // The leader's own refusal of the agent.
         Ok(Err(status)) if std::error::Error::source(&status).is_none() => return Err(status),
         Ok(Err(status)) => status,
         Err(_) => Status::deadline_exceeded(format!("the leader did not answer within {:?}", relaying.wait)),
