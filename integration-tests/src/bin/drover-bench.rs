@@ -26,10 +26,11 @@
 //!   two) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
 //!   agent it carries) and `follower_idle_cpu_percent`, with the share
 //!   carried (`carried_agents_percent`) and, under that load, the dispatch
-//!   p50 to an agent on the leader and to one a follower carries. The
-//!   process raises its open-file limit to the agents plus 4,096 (root may;
-//!   otherwise `ulimit -n`), and the agents connect from 16 loopback
-//!   addresses, since one has about 28,000 ports to a coordinator.
+//!   p50 to an agent on the leader and to one a follower carries. This
+//!   process and the coordinator each hold a socket per agent (the open-file
+//!   limit is raised to its hard limit, with a warning when that is too
+//!   low), and the agents connect from 16 loopback addresses, since one has
+//!   about 28,000 ports to a coordinator.
 //! - retention: 10,000 finished runs of one job each with a 1 KiB log
 //!   (`--runs`, `--log-bytes`); the coordinator's RSS growth per finished
 //!   run it keeps, then a restart with `--keep-runs` a tenth of that: how

@@ -30,7 +30,6 @@ pub const MAX_PROBES: usize = 200;
 pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
     let n = args.scale_agents;
     let coordinators = if store.etcd.is_some() { COORDINATORS } else { 1 };
-    raise_fd_limit(n as u64 + 4096)?;
     say!(
         "[{}] scale: {n} idle agents over {coordinators} coordinator(s), connecting {CONNECT_CONCURRENCY} at a time",
         store.name
@@ -170,25 +169,4 @@ fn probe_dispatch(
         }
     }
     Ok(percentile(&sorted(took), 0.5))
-}
-
-/// Lets this process (and the coordinators it starts, which inherit it)
-/// hold `want` open files: one socket per simulated agent, and as many in
-/// the coordinator that serves them all.
-fn raise_fd_limit(want: u64) -> Result<(), BenchError> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit write to or read from the struct
-    // given, which lives across the calls.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= want {
-        return Ok(());
-    }
-    let raised = libc::rlimit { rlim_cur: want, rlim_max: limit.rlim_max.max(want) };
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(BenchError::new(format!(
-            "{want} open files are needed for this many agents, and this process may open {} (hard limit {}): \
-             raise it (`ulimit -n {want}`, as root), or use fewer --scale-agents",
-            limit.rlim_cur, limit.rlim_max
-        )));
-    }
-    Ok(())
 }
