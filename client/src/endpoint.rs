@@ -48,6 +48,17 @@ impl Transport {
         keep_alive_timeout: Duration::from_secs(5),
         keep_alive_while_idle: false,
     };
+
+    /// `endpoint` with these settings, and TCP_NODELAY (every message is
+    /// small and waited for).
+    pub fn apply(&self, endpoint: Endpoint) -> Endpoint {
+        endpoint
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(self.keep_alive_interval)
+            .keep_alive_timeout(self.keep_alive_timeout)
+            .keep_alive_while_idle(self.keep_alive_while_idle)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +75,11 @@ pub fn endpoint(url: &str, tls: &ClientTls, transport: &Transport) -> Result<End
     if !url.starts_with("https://") {
         return Err(url_err("it must start with https:// (Drover always uses TLS)".into()));
     }
-    Ok(Endpoint::from_shared(url.to_string())
+    let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| url_err(error_chain(&e)))?
         .tls_config(tls.config().clone())
-        .map_err(|e| tls.unusable(cause(&e)))?
-        .connect_timeout(transport.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(transport.keep_alive_interval)
-        .keep_alive_timeout(transport.keep_alive_timeout)
-        .keep_alive_while_idle(transport.keep_alive_while_idle))
+        .map_err(|e| tls.unusable(cause(&e)))?;
+    Ok(transport.apply(endpoint))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover_client::endpoint::Transport;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::identity::ca::Keyring;
@@ -104,20 +105,21 @@ impl Relay {
             .ca_certificate(Certificate::from_pem(bundle.as_bytes()))
             .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
         let bad = |detail: String| RelayError::Endpoint { url: url.to_string(), detail };
-        let channel = Endpoint::from_shared(url.to_string())
+        let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
             .tls_config(tls)
-            .map_err(|e| bad(drover_client::chain::error_chain(&e)))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            // One connection, so PINGs are cheap: one that goes unanswered
-            // finds a frozen leader within 3/8 of the election TTL, before
-            // the carried agents' own heartbeats would (half of it), and
-            // the follower carries them on once the next leader is named.
-            .http2_keep_alive_interval(self.election_ttl / 8)
-            .keep_alive_timeout(self.election_ttl / 4)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .map_err(|e| bad(drover_client::chain::error_chain(&e)))?;
+        // One connection, so PINGs are cheap: one that goes unanswered finds
+        // a frozen leader within 3/8 of the election TTL, before the
+        // carried agents' own heartbeats would (half of it), and the
+        // follower carries them on once the next leader is named.
+        let transport = Transport {
+            keep_alive_interval: self.election_ttl / 8,
+            keep_alive_timeout: self.election_ttl / 4,
+            keep_alive_while_idle: true,
+            ..Transport::AGENT
+        };
+        let channel = transport.apply(endpoint).connect_lazy();
         *link =
             Some(Link { leader: url.to_string(), bundle, made: std::time::Instant::now(), channel: channel.clone() });
         Ok(Some(channel))

@@ -520,7 +520,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         match relay::route(self, &req).await {
             relay::Route::Here => {}
             relay::Route::Carry { link, .. } => return relay::put_blob(link, req).await,
-            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+            relay::Route::ComeBack { why, .. } => return Err(Status::unavailable(why)),
         }
         blobs::put(self, req).await
     }
@@ -530,7 +530,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         match relay::route(self, &req).await {
             relay::Route::Here => {}
             relay::Route::Carry { link, .. } => return relay::get_blob(link, req).await,
-            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+            relay::Route::ComeBack { why, .. } => return Err(Status::unavailable(why)),
         }
         blobs::get(self, req).await
     }
@@ -543,7 +543,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         match relay::route(self, &req).await {
             relay::Route::Here => {}
             relay::Route::Carry { link, .. } => return relay::restore_cache(link, req).await,
-            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+            relay::Route::ComeBack { why, .. } => return Err(Status::unavailable(why)),
         }
         super::caches::restore(self, req).await
     }
@@ -553,7 +553,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         match relay::route(self, &req).await {
             relay::Route::Here => {}
             relay::Route::Carry { link, .. } => return relay::save_cache(link, req).await,
-            relay::Route::ComeBack(why) => return Err(Status::unavailable(why)),
+            relay::Route::ComeBack { why, .. } => return Err(Status::unavailable(why)),
         }
         super::caches::save(self, req).await
     }

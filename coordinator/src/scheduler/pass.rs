@@ -49,9 +49,10 @@ impl State {
         }
         let (assign, reasons, held, gone, looked_at) = {
             let mut agents = self.fleet.slots();
-            for agent in &mut agents {
-                agent.caches = self.warm.get(agent.name);
-            }
+            // Which caches each agent holds matters only to a job with a
+            // cache, and looking them up costs a hash per agent: it is done
+            // once a pass, when the first such job is offered.
+            let mut caches_known = false;
             let mut groups = if self.grouped_runs.is_empty() { dispatch::Groups::new() } else { self.held_groups() };
             let mut planner = dispatch::Planner::new(&agents, &mut groups);
             // The entries offered, in order; those whose job is no longer
@@ -69,6 +70,12 @@ impl State {
                     continue;
                 };
                 let hint = self.hint(run, &entry.1);
+                if hint.warm.is_some() && !caches_known {
+                    caches_known = true;
+                    for agent in &mut agents {
+                        agent.caches = self.warm.get(agent.name);
+                    }
+                }
                 planner.offer(window.len(), &hint.ready(), entry.0, &mut agents);
                 window.push(slot);
             }

@@ -68,23 +68,23 @@ pub struct Relaying {
 }
 
 /// Where an agent's call goes.
-pub(super) enum Route {
+pub(super) enum Route<'a> {
     /// Served here: this coordinator leads, cannot carry the call (no CA
     /// key, a call already carried, a leader from before relaying), or no
     /// leader was named in time (then refused as a follower's).
     Here,
     /// Carried over `link` to the leader at `leader`, answered by
     /// `deadline`.
-    Carry { link: Channel, leader: String, deadline: Instant },
+    Carry { relaying: &'a Relaying, link: Channel, leader: String, deadline: Instant },
     /// The leader named is passed over (it stopped answering) and no other
-    /// was named in time: the agent comes back.
-    ComeBack(String),
+    /// was named in time: the agent comes back, for the reason given.
+    ComeBack { relaying: &'a Relaying, why: String },
 }
 
 /// Where `req` goes: to the leader the role names, waiting up to
 /// [`Relaying::wait`] for one to be named, or for another than one passed
 /// over.
-pub(super) async fn route<T>(api: &AgentApi, req: &Request<T>) -> Route {
+pub(super) async fn route<'a, T>(api: &'a AgentApi, req: &Request<T>) -> Route<'a> {
     let Some(relaying) = api.relaying.as_ref() else {
         return Route::Here;
     };
@@ -102,7 +102,7 @@ pub(super) async fn route<T>(api: &AgentApi, req: &Request<T>) -> Route {
         };
         if let Some(url) = leader.as_ref().filter(|url| !relaying.relay.is_suspect(url)) {
             return match relaying.relay.channel(url) {
-                Ok(Some(link)) => Route::Carry { link, leader: url.clone(), deadline },
+                Ok(Some(link)) => Route::Carry { relaying, link, leader: url.clone(), deadline },
                 Ok(None) => Route::Here,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot carry agents to the leader; sending them there");
@@ -112,17 +112,26 @@ pub(super) async fn route<T>(api: &AgentApi, req: &Request<T>) -> Route {
         }
         if tokio::time::timeout_at(deadline, role.changed()).await.is_err() {
             return match leader {
-                Some(url) => Route::ComeBack(format!("the leader at {url} does not answer; an election follows")),
+                Some(url) => Route::ComeBack {
+                    relaying,
+                    why: format!("the leader at {url} does not answer; an election follows"),
+                },
                 None => Route::Here,
             };
         }
     }
 }
 
-/// A come-back from this coordinator, for `why`.
-fn come_back(api: &AgentApi, why: String) -> Status {
-    let here = api.relaying.as_ref().map(|r| r.here.clone()).unwrap_or_default();
-    ApiError::ComeBack { here, why }.into()
+impl Relaying {
+    /// The agent is asked back to this coordinator, for `why`.
+    fn come_back(&self, why: String) -> Status {
+        come_back(&self.here, why)
+    }
+}
+
+/// The agent is asked back to `here`, for `why`.
+fn come_back(here: &str, why: String) -> Status {
+    ApiError::ComeBack { here: here.to_string(), why }.into()
 }
 
 /// The metadata that names the agent a relayed call is for.
@@ -163,16 +172,13 @@ fn refusal(status: &Status) -> bool {
 /// An agent's session, carried to the leader over `link`.
 pub(super) async fn session(
     api: &AgentApi,
-    route: Route,
+    route: Route<'_>,
     req: Request<Streaming<pb::AgentMessage>>,
 ) -> Result<Response<SessionStream>, Status> {
-    let (link, leader, deadline) = match route {
-        Route::Carry { link, leader, deadline } => (link, leader, deadline),
-        Route::ComeBack(why) => return Err(come_back(api, why)),
+    let (relaying, link, leader, deadline) = match route {
+        Route::Carry { relaying, link, leader, deadline } => (relaying, link, leader, deadline),
+        Route::ComeBack { relaying, why } => return Err(relaying.come_back(why)),
         Route::Here => return super::session::open(api, req).await,
-    };
-    let Some(relaying) = api.relaying.as_ref() else {
-        return Err(ApiError::NotLeader(Some(leader)).into());
     };
     let metadata = relayed(&req)?;
     let up = upstream(req.into_inner());
@@ -180,8 +186,7 @@ pub(super) async fn session(
     let status = match opened {
         Ok(Ok(answer)) => {
             let (relay, gone) = (relaying.relay.clone(), leader.clone());
-            let here = relaying.here.clone();
-            let back = here.clone();
+            let (here, back) = (relaying.here.clone(), relaying.here.clone());
             let down = answer.into_inner().map(move |item| {
                 item.map_err(|status| match refusal(&status) {
                     true => status,
@@ -193,7 +198,7 @@ pub(super) async fn session(
                             relay.suspect(&gone);
                         }
                         let why = format!("the session with the leader ended ({})", status.message());
-                        ApiError::ComeBack { here: back.clone(), why }.into()
+                        come_back(&back, why)
                     }
                 })
             });
@@ -201,7 +206,7 @@ pub(super) async fn session(
             // error tonic sends nothing more, so this follows only a clean
             // end.)
             let why = "the leader ended the session".to_string();
-            let end = tokio_stream::once(Err(ApiError::ComeBack { here, why }.into()));
+            let end = tokio_stream::once(Err(come_back(&here, why)));
             let stream: Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(down.chain(end));
             return Ok(Response::new(stream));
         }
@@ -213,7 +218,7 @@ pub(super) async fn session(
             let mut role = api.role.clone();
             let _ = tokio::time::timeout_at(pause, role.changed()).await;
             let why = format!("the leader at {leader} does not lead now ({})", status.message());
-            return Err(come_back(api, why));
+            return Err(relaying.come_back(why));
         }
         // The leader's own refusal of the agent.
         Ok(Err(status)) if std::error::Error::source(&status).is_none() => return Err(status),
@@ -231,7 +236,7 @@ pub(super) async fn session(
         // died, and an election follows): come back, and be carried to
         // the next.
         let why = format!("the leader at {leader} could not be reached ({})", status.message());
-        return Err(come_back(api, why));
+        return Err(relaying.come_back(why));
     }
     // It may be cut off from this follower alone: the agent tries it.
     Err(ApiError::NotLeader(Some(leader)).into())
