@@ -38,6 +38,13 @@ pub fn follower(status: &tonic::Status) -> Option<Follower> {
     meta.contains_key(metadata::NOT_LEADER).then_some(Follower::Election)
 }
 
+/// Whether `status` is a follower that carried an agent's session asking
+/// it back: open it again at the same coordinator, over the same
+/// connection, whatever URL the follower goes by.
+pub fn asks_back(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(metadata::COME_BACK)
+}
+
 /// The coordinators a client knows and which one it tries next.
 #[derive(Debug, Clone)]
 pub struct Targets {
@@ -189,7 +196,11 @@ mod tests {
         ];
         for (status, want) in cases {
             assert_eq!(follower(&status), want, "{status:?}");
+            assert!(!asks_back(&status), "{status:?}");
         }
+        let mut back = refusal(Some("https://f:1"), true);
+        back.metadata_mut().insert(metadata::COME_BACK, "1".parse().unwrap());
+        assert!(asks_back(&back));
     }
 
     #[test]

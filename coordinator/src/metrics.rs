@@ -24,6 +24,9 @@ pub struct Metrics {
     pub jobs_finished: [Counter; 4],
     pub runs_submitted: Counter,
     pub agents_connected: Gauge,
+    /// Agent sessions this coordinator carries to the leader, as a
+    /// follower (`api::agent::relay`).
+    pub agents_carried: Gauge,
     pub lease_expiries: Counter,
     /// Messages from agents refused at the edge (bad log chunks, refused
     /// sessions); each costs only its own attempt or session.
@@ -51,6 +54,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     jobs_finished: Default::default(),
     runs_submitted: Counter::default(),
     agents_connected: Gauge::default(),
+    agents_carried: Gauge::default(),
     lease_expiries: Counter::default(),
     agent_refusals: Counter::default(),
     store_txn: Histogram::new(LATENCY_BUCKETS),
@@ -90,6 +94,12 @@ pub fn render() -> String {
     t.counters("drover_jobs_finished_total", "Jobs that reached a final state, by result.", "result", &finished);
     t.counter("drover_runs_submitted_total", "Runs submitted to this coordinator.", m.runs_submitted.get());
     t.gauge("drover_agents_connected", "Agents with a live session to this coordinator.", m.agents_connected.get());
+    t.gauge(
+        "drover_agents_carried",
+        "Agent sessions this coordinator carries to the leader (as a follower); the leader counts them in \
+         drover_agents_connected.",
+        m.agents_carried.get(),
+    );
     t.counter("drover_lease_expiries_total", "Attempts lost because their lease expired.", m.lease_expiries.get());
     t.counter(
         "drover_agent_refusals_total",

@@ -21,6 +21,11 @@ pub mod metadata {
     /// so the request is safe to send again to another coordinator. Without
     /// [`LEADER`] it means an election is under way.
     pub const NOT_LEADER: &str = "drover-not-leader";
+    /// Present (value `1`) when a follower that carried an agent's session
+    /// to the leader ends it (the leader went): open it again here, over
+    /// the connection there is. [`LEADER`] then names the follower itself,
+    /// for agents from before this key.
+    pub const COME_BACK: &str = "drover-come-back";
 }
 
 /// The largest log chunk a coordinator takes, in bytes. Agents read a

@@ -245,8 +245,15 @@ impl From<ApiError> for Status {
                     .insert(drover_proto::metadata::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
                 status
             }
-            // A redirect to itself: the agent stays where it is.
-            ApiError::ComeBack { here, .. } => ApiError::NotLeader(Some(here)).with_message(msg),
+            // A redirect to itself, marked so that the agent need not
+            // compare URLs: it stays where it is.
+            ApiError::ComeBack { here, .. } => {
+                let mut status = ApiError::NotLeader(Some(here)).with_message(msg);
+                status
+                    .metadata_mut()
+                    .insert(drover_proto::metadata::COME_BACK, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             ApiError::NotLeader(leader) => {
                 let mut status = Status::unavailable(msg);
                 status

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{AgentSpec, Etcd, Fleet, free_port, lines, text, wait_for, wait_for_or_report};
+use crate::harness::{AgentSpec, Etcd, Fleet, free_port, http_get, lines, text, wait_for, wait_for_or_report};
 
 /// A chain of `n` jobs; each appends "name attempt agent" to the marker file
 /// and then takes `secs` seconds.
@@ -193,16 +193,24 @@ fn coordinator_id(fleet: &Fleet, i: usize) -> String {
 #[test]
 fn a_follower_carries_its_agents_to_the_leader_and_keeps_them_through_a_failover() {
     let etcd = Etcd::start("relay", 1);
-    let mut fleet = Fleet::start_ha("relay", &etcd, 3);
+    let mut fleet = Fleet::start_ha_with("relay", &etcd, 3, &["--metrics-listen", "127.0.0.1:0"]);
     let leader = fleet.wait_leader();
     let carrier = (leader + 1) % 3;
     let carrier_id = coordinator_id(&fleet, carrier);
     let carrier_url = fleet.url_of(carrier);
-    fleet.start_agent("carried", AgentSpec { urls: Some(&carrier_url), slots: 2, ..AgentSpec::default() });
+    let (agent, _) =
+        fleet.start_agent("carried", AgentSpec { urls: Some(&carrier_url), slots: 2, ..AgentSpec::default() });
     fleet.wait_agents(1);
     // The leader holds the session, carried by the follower the agent
     // dialled: the agent is not sent to the leader.
     assert_eq!(agent_view(&fleet, "carried")["via"], carrier_id.as_str(), "{}", fleet.logs());
+    // Each coordinator counts what it carries.
+    let carried_gauge = |fleet: &Fleet, i: usize| {
+        let (_, body) = http_get(fleet.metrics[i].as_deref()?, "/metrics")?;
+        body.lines().find_map(|l| l.strip_prefix("drover_agents_carried ")).map(str::to_string)
+    };
+    assert_eq!(carried_gauge(&fleet, carrier).as_deref(), Some("1"));
+    assert_eq!(carried_gauge(&fleet, leader).as_deref(), Some("0"));
     let out = fleet.drover(&["agents"]);
     assert!(text(&out.stdout).contains(&format!("connected via {carrier_id}")), "{}", text(&out.stdout));
     // Its artifacts go up and come down through the follower too.
@@ -271,6 +279,11 @@ jobs:
     let status = fleet.wait_run(&run, Duration::from_secs(30));
     assert_eq!(status["state"], "succeeded", "{status:#}{}", fleet.logs());
     assert_eq!(fleet.job(&run, "a")["agent"], "carried");
+    // It was asked back over the connection it had, each time, and the
+    // carrier carries nothing now.
+    let log = std::fs::read_to_string(&fleet.agents[agent].log).unwrap_or_default();
+    assert!(log.contains("the follower carrying the session asks us back"), "{log}");
+    assert_eq!(carried_gauge(&fleet, carrier).as_deref(), Some("0"), "{}", fleet.logs());
 }
 
 #[test]

@@ -51,6 +51,7 @@ use super::{AgentApi, SessionStream};
 use crate::api::status::ApiError;
 use crate::api::{RELAYED_AGENT, RELAYED_FROM, Relayed};
 use crate::leader::Role;
+use crate::metrics::METRICS;
 
 /// How long a session the leader answered "not leading" waits for the role
 /// to change before the agent is asked back: it paces the agent's returns
@@ -187,7 +188,10 @@ pub(super) async fn session(
         Ok(Ok(answer)) => {
             let (relay, gone) = (relaying.relay.clone(), leader.clone());
             let (here, back) = (relaying.here.clone(), relaying.here.clone());
+            // Counted while the agent's stream lasts.
+            let carried = Carried::new();
             let down = answer.into_inner().map(move |item| {
+                let _ = &carried;
                 item.map_err(|status| match refusal(&status) {
                     true => status,
                     false => {
@@ -240,6 +244,23 @@ pub(super) async fn session(
     }
     // It may be cut off from this follower alone: the agent tries it.
     Err(ApiError::NotLeader(Some(leader)).into())
+}
+
+/// One agent session carried, for `drover_agents_carried`: counted from
+/// when the leader takes it until the agent's stream is dropped.
+struct Carried;
+
+impl Carried {
+    fn new() -> Carried {
+        METRICS.agents_carried.add(1);
+        Carried
+    }
+}
+
+impl Drop for Carried {
+    fn drop(&mut self) {
+        METRICS.agents_carried.add(-1);
+    }
 }
 
 /// Whether `status` is a connection the leader's host refused: nothing
