@@ -45,6 +45,14 @@ pub fn asks_back(status: &tonic::Status) -> bool {
     status.metadata().contains_key(metadata::COME_BACK)
 }
 
+/// Where among `n` places `key` falls (FNV-1a of its bytes, modulo `n`):
+/// the same key always lands at the same place, and many keys spread
+/// evenly. 0 when `n` is 0.
+pub fn spread_index(key: &str, n: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    hash.checked_rem(n as u64).unwrap_or(0) as usize
+}
+
 /// The coordinators a client knows and which one it tries next.
 #[derive(Debug, Clone)]
 pub struct Targets {
@@ -69,8 +77,7 @@ impl Targets {
     /// sessions to the leader.
     pub fn spread(urls: Vec<String>, key: &str) -> Option<Targets> {
         let mut targets = Targets::new(urls)?;
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        targets.next = (hash % targets.urls.len() as u64) as usize;
+        targets.next = spread_index(key, targets.urls.len());
         Some(targets)
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::browser::Browser;
-use crate::harness::{Etcd, Fleet, text};
+use crate::harness::{AgentSpec, Etcd, Fleet, text};
 use crate::roles::add_and_login;
 
 const PIPELINE: &str = r#"name: web
@@ -318,4 +318,22 @@ fn a_followers_ui_serves_the_pages_and_relays_actions_to_the_leader() {
     browser.wait_text("#run-state", "cancelled", Duration::from_secs(20));
     assert!(browser.url().starts_with(&ui), "the browser stayed on the follower: {}", browser.url());
     assert_eq!(fleet.status(&run)["state"], "cancelled");
+
+    // An agent that dials the follower is carried to the leader, and the
+    // agents page says by which coordinator.
+    let follower = uis.iter().position(|u| *u == ui).expect("the follower's UI");
+    let follower_url = fleet.url_of(follower);
+    fleet.start_agent("carried", AgentSpec { urls: Some(&follower_url), ..AgentSpec::default() });
+    let via = crate::harness::wait_for("the agent carried by the follower", Duration::from_secs(30), || {
+        let out = fleet.drover(&["agents", "-o", "json"]);
+        let agents: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let me = agents.as_array()?.iter().find(|a| a["name"] == "carried")?.clone();
+        let via = me["via"].as_str()?.to_string();
+        (me["connected"] == true && !via.is_empty()).then_some(via)
+    });
+    // (The list of agents is the leader's: a follower's page says so.)
+    let leader_ui = &uis[1 - follower];
+    browser.goto(&format!("{leader_ui}/agents"));
+    let note = format!("carried by coordinator {via}");
+    browser.wait_text("table.agents tr[data-agent='carried']", &note, Duration::from_secs(10));
 }

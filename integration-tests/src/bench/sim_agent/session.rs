@@ -366,7 +366,7 @@ fn log_line(n: usize) -> Vec<u8> {
 }
 
 /// How many loopback addresses the simulated agents connect from.
-const SOURCES: u64 = 16;
+const SOURCES: usize = 16;
 
 /// `ep` connecting from one of [`SOURCES`] loopback addresses, by the
 /// agent's name, when `url` is on the loopback address: one source address
@@ -376,6 +376,6 @@ fn source(ep: tonic::transport::Endpoint, url: &str, name: &str) -> tonic::trans
     if !url.starts_with("https://127.0.0.1:") {
         return ep;
     }
-    let hash = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    ep.local_address(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (hash % SOURCES) as u8))))
+    let at = drover_client::targets::spread_index(name, SOURCES) as u8;
+    ep.local_address(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + at))))
 }
