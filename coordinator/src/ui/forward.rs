@@ -6,6 +6,11 @@
 //! or a refusal) goes back to the browser. Sessions live in the store, so
 //! the leader knows the follower's; the browser never leaves the follower.
 //!
+//! The pages whose content only the leader has ([`LEADER_PAGES`]: the
+//! agents, the environments' nodes) are fetched from the leader's UI the
+//! same way; when it does not answer, the follower serves the page, which
+//! says who leads.
+//!
 //! Logging out is the follower's own business (it only deletes the
 //! session). When the leader serves no UI, or no coordinator leads, the
 //! form is handled here and the API's refusal names the leader.
@@ -33,15 +38,37 @@ fn leader_ui(ui: &Ui) -> Option<String> {
     }
 }
 
-/// The middleware: relays a follower's forms to the leader's UI.
+/// Pages only the leader can fill in (its fleet's agents, its
+/// environments' nodes): a follower shows the leader's.
+pub const LEADER_PAGES: [&str; 2] = ["/agents", "/envs"];
+
+/// The middleware: relays a follower's forms, and its pages in
+/// [`LEADER_PAGES`], to the leader's UI.
 pub async fn to_leader(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST || req.uri().path() == "/logout" {
+    let path = req.uri().path();
+    let form = req.method() == Method::POST && path != "/logout";
+    let page = req.method() == Method::GET && LEADER_PAGES.contains(&path);
+    if !form && !page {
         return next.run(req).await;
     }
     let Some(base) = leader_ui(&ui) else { return next.run(req).await };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let cookie = req.headers().get(header::COOKIE).cloned();
-    let kind = req.headers().get(header::CONTENT_TYPE).cloned();
+    let mut relay = ui.http.request(req.method().clone(), format!("{base}{path}"));
+    for name in [header::COOKIE, header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(value) = req.headers().get(&name) {
+            relay = relay.header(name, value.clone());
+        }
+    }
+    if page {
+        return match relay.send().await {
+            Ok(answer) => relayed(answer).await,
+            // Served here, then: the page says who leads.
+            Err(e) => {
+                warn!(leader = %base, error = %e, "cannot fetch a web UI page from the leader");
+                next.run(req).await
+            }
+        };
+    }
     let body = match axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -53,25 +80,23 @@ pub async fn to_leader(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> R
             .into_response();
         }
     };
-    let mut relay = ui.http.post(format!("{base}{path}")).body(body);
-    if let Some(cookie) = cookie {
-        relay = relay.header(header::COOKIE, cookie);
-    }
-    if let Some(kind) = kind {
-        relay = relay.header(header::CONTENT_TYPE, kind);
-    }
-    let answer = match relay.send().await {
-        Ok(answer) => answer,
+    match relay.body(body).send().await {
+        Ok(answer) => relayed(answer).await,
         Err(e) => {
             warn!(leader = %base, error = %e, "cannot relay a web UI action to the leader");
-            return Problem::new(
+            Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "Leader unreachable",
                 format!("This coordinator follows; actions go to the leader's UI at {base}, which did not answer: {e}"),
             )
-            .into_response();
+            .into_response()
         }
-    };
+    }
+}
+
+/// The leader's answer, for the browser: its status, body, and the headers
+/// that matter to it (where to go, what it is, the session's cookie).
+async fn relayed(answer: reqwest::Response) -> Response {
     let status = answer.status();
     let keep: Vec<(header::HeaderName, HeaderValue)> = [header::LOCATION, header::CONTENT_TYPE, header::SET_COOKIE]
         .into_iter()

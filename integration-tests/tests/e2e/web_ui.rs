@@ -320,7 +320,7 @@ fn a_followers_ui_serves_the_pages_and_relays_actions_to_the_leader() {
     assert_eq!(fleet.status(&run)["state"], "cancelled");
 
     // An agent that dials the follower is carried to the leader, and the
-    // agents page says by which coordinator.
+    // agents page, on the follower too, says by which coordinator.
     let follower = uis.iter().position(|u| *u == ui).expect("the follower's UI");
     let follower_url = fleet.url_of(follower);
     fleet.start_agent("carried", AgentSpec { urls: Some(&follower_url), ..AgentSpec::default() });
@@ -331,9 +331,8 @@ fn a_followers_ui_serves_the_pages_and_relays_actions_to_the_leader() {
         let via = me["via"].as_str()?.to_string();
         (me["connected"] == true && !via.is_empty()).then_some(via)
     });
-    // (The list of agents is the leader's: a follower's page says so.)
-    let leader_ui = &uis[1 - follower];
-    browser.goto(&format!("{leader_ui}/agents"));
+    // The list is the leader's: the follower's page is the leader's page.
+    browser.goto(&format!("{ui}/agents"));
     let note = format!("carried by coordinator {via}");
     browser.wait_text("table.agents tr[data-agent='carried']", &note, Duration::from_secs(10));
 }
