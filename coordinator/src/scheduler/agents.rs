@@ -37,7 +37,9 @@ impl State {
             tx,
             reply,
         } = hello;
-        let result = self.fleet.hello(conn, &name, labels, slots, &running, draining, unready, instance, peer, tx, now);
+        let carried = !via.is_empty();
+        let result =
+            self.fleet.hello(conn, &name, labels, slots, &running, draining, unready, instance, peer, carried, tx, now);
         match result {
             Ok(fx) => {
                 let _ = reply.send(Ok(()));

@@ -17,7 +17,9 @@ use std::time::Duration;
 ///
 /// An agent that holds no attempt has no lease to renew: it heartbeats
 /// once per lease TTL (never more often than every fourth heartbeat), and
-/// notices a frozen leader when one of those goes unacknowledged. Every
+/// notices a frozen leader when one of those goes unacknowledged. (One a
+/// follower carries is told to heartbeat three times rarer still,
+/// `core::fleet::CARRIED_IDLE_FACTOR`: its follower watches the leader.) Every
 /// message costs the coordinator about the same (tens of µs here, most of
 /// it TCP and TLS), be it a heartbeat or an HTTP/2 PING, so an idle agent
 /// sends only the one: the agents' keepalives

@@ -296,6 +296,16 @@ pub fn lease_grace(ttl: Duration) -> Duration {
 /// How long after the sending of its last renewing heartbeat an agent
 /// kills a running attempt it could not renew: the lease TTL less a safety
 /// margin (a fifth of it, at least 200 ms). See [`lease_grace`].
+/// How many times rarer an idle agent whose session a follower carries
+/// heartbeats than one connected to the leader. Its follower watches the
+/// leader for it (HTTP/2 PINGs, every eighth of the election TTL) and asks
+/// it back when the leader goes, so its idle heartbeats only tell that the
+/// agent and the follower are alive; at a third of the rate, the leader
+/// acknowledges a third as many (most of an idle fleet's cost), and the
+/// agent notices a frozen follower within three idle periods instead of
+/// one.
+pub const CARRIED_IDLE_FACTOR: u32 = 3;
+
 pub fn fence_after(ttl: Duration) -> Duration {
     ttl.saturating_sub((ttl / 5).max(Duration::from_millis(200)))
 }

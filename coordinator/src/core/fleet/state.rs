@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, fence_after, lease_grace,
+    AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, CARRIED_IDLE_FACTOR, FleetEffect, Now, ToAgent,
+    fence_after, lease_grace,
 };
 use crate::core::dispatch::AgentSlots;
 use crate::core::machine::Outcome;
@@ -56,6 +57,9 @@ pub(super) struct AgentEntry {
     /// Why the agent takes no new work for now (its work directory is low
     /// on space), or empty. Cleared with the session.
     pub(super) unready: String,
+    /// How often the live session was told to heartbeat while idle (longer
+    /// for a carried one): how long its silence means nothing.
+    pub(super) idle_heartbeat: Duration,
 }
 
 impl AgentEntry {
@@ -132,7 +136,8 @@ impl Fleet {
     /// what the agent says it holds (`running`): those still its own are
     /// renewed and confirmed to their owners, the rest cancelled (disowned);
     /// assignments lost in transit are resent, and attempts it no longer
-    /// has are lost.
+    /// has are lost. A session a follower `carried` is told to heartbeat
+    /// [`CARRIED_IDLE_FACTOR`] times rarer while idle.
     #[allow(clippy::too_many_arguments)]
     pub fn hello(
         &mut self,
@@ -145,14 +150,16 @@ impl Fleet {
         unready: String,
         instance: String,
         peer: String,
+        carried: bool,
         tx: mpsc::Sender<ToAgent>,
         now: Now,
     ) -> Result<Vec<FleetEffect>, String> {
         let ttl = self.config.lease_ttl;
         let entry = self.agents.entry(name.to_string()).or_default();
-        // An idle agent is heard from once per idle heartbeat: silence
-        // longer than that and a lease TTL means it is gone.
-        let quiet = ttl + self.config.idle_heartbeat;
+        // An idle agent is heard from once per idle heartbeat (the one its
+        // live session was told): silence longer than that and a lease TTL
+        // means it is gone.
+        let quiet = ttl + entry.idle_heartbeat.max(self.config.idle_heartbeat);
         if let Err(why) = session_conflict(entry, name, &instance, &peer, now.ms, quiet) {
             warn!(agent = %name, %peer, reason = %why, "refused a second session under one agent name");
             return Err(why);
@@ -172,6 +179,10 @@ impl Fleet {
         entry.slots = slots;
         entry.draining = draining;
         entry.last_seen_ms = now.ms;
+        entry.idle_heartbeat = match carried {
+            true => self.config.idle_heartbeat * CARRIED_IDLE_FACTOR,
+            false => self.config.idle_heartbeat,
+        };
         let mut fx = vec![
             FleetEffect::PersistAgent(name.to_string(), entry.record()),
             FleetEffect::Changed { connected: if newly { 1 } else { 0 } },
@@ -180,7 +191,7 @@ impl Fleet {
         // ahead of whatever this session is sent next.
         let welcome = ToAgent::Welcome {
             heartbeat: self.config.heartbeat,
-            idle_heartbeat: self.config.idle_heartbeat,
+            idle_heartbeat: entry.idle_heartbeat,
             lease_ttl: ttl,
             epoch: self.config.epoch,
             ack_timeout: self.config.ack_timeout,

@@ -13,10 +13,12 @@ use crate::core::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, Wor
 use crate::core::machine::Outcome;
 
 const TTL: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_secs(10);
 
 /// The refusal of a second process under `a1`'s name (lease TTL 10 s, idle
 /// heartbeats every 10 s).
 const REFUSED: &str = "refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or is silent for 20s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))";
+const REFUSED_CARRIED: &str = "refused <- cancel 0/refused/0 (agent \"a1\" is already connected from 10.0.0.1:5000 (another agent process), and its session is live; this session from 10.0.0.2:5000 is refused until that one disconnects or is silent for 40s. Give every agent its own name and certificate (`drover certs issue-agent NAME`))";
 
 #[test]
 fn attempt_ids_round_trip_and_reject_garbage() {
@@ -71,6 +73,12 @@ enum Call {
         conn: u64,
         instance: &'static str,
         running: &'static [&'static str],
+    },
+    /// A Hello on a session a follower carries.
+    Carried {
+        at: u64,
+        conn: u64,
+        instance: &'static str,
     },
     Heartbeat {
         at: u64,
@@ -133,6 +141,9 @@ fn render(fx: &[FleetEffect]) -> Vec<String> {
     fx.iter()
         .map(|e| match e {
             FleetEffect::Send(agent, msg) => match msg {
+                ToAgent::Welcome { idle_heartbeat, .. } if *idle_heartbeat != IDLE => {
+                    format!("{agent} <- welcome (idle heartbeat {idle_heartbeat:?})")
+                }
                 ToAgent::Welcome { .. } => format!("{agent} <- welcome"),
                 ToAgent::Assign(a) => format!("{agent} <- assign {}", a.id),
                 ToAgent::Cancel { id, reason, disown } => {
@@ -159,7 +170,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
     let config = FleetConfig {
         lease_ttl: TTL,
         heartbeat: Duration::from_millis(2500),
-        idle_heartbeat: Duration::from_secs(10),
+        idle_heartbeat: IDLE,
         ack_timeout: Duration::from_secs(5),
         epoch: 7,
     };
@@ -170,7 +181,12 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
     let mut txs = Vec::new();
     for call in calls {
         last = match call.clone() {
-            Hello { at, conn, instance, running } => {
+            call @ (Hello { .. } | Carried { .. }) => {
+                let (at, conn, instance, running, carried) = match call {
+                    Hello { at, conn, instance, running } => (at, conn, instance, running, false),
+                    Carried { at, conn, instance } => (at, conn, instance, &[][..], true),
+                    _ => unreachable!(),
+                };
                 let (tx, rx) = mpsc::channel(8);
                 txs.push(rx);
                 let running: Vec<AttemptId> = running.iter().map(|s| id(s)).collect();
@@ -186,6 +202,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                     String::new(),
                     instance.into(),
                     peer,
+                    carried,
                     tx,
                     now(at),
                 ) {
@@ -281,6 +298,36 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "silent for a lease TTL and an idle heartbeat, it no longer holds the name",
             vec![hello(0, 1), Hello { at: 20_000, conn: 2, instance: "i2", running: &[] }],
+            vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            2,
+        ),
+        (
+            "a carried agent is told to heartbeat three times rarer while idle",
+            vec![Carried { at: 0, conn: 1, instance: "i1" }],
+            vec!["persist a1 (2 slots)", "changed +1", "a1 <- welcome (idle heartbeat 30s)", "dispatch"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            2,
+        ),
+        (
+            "so it is live through a lease TTL and three idle periods of silence",
+            vec![
+                Carried { at: 0, conn: 1, instance: "i1" },
+                Hello { at: 39_000, conn: 2, instance: "i2", running: &[] },
+            ],
+            vec![REFUSED_CARRIED.to_string()],
+            2,
+        ),
+        (
+            "and silent past them, it no longer holds the name",
+            vec![
+                Carried { at: 0, conn: 1, instance: "i1" },
+                Hello { at: 40_000, conn: 2, instance: "i2", running: &[] },
+            ],
             vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
                 .into_iter()
                 .map(String::from)

@@ -24,6 +24,9 @@ use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names
 
 /// Coordinators on etcd.
 pub const COORDINATORS: usize = 3;
+/// How long an idle fleet on one coordinator is watched: the agents' idle
+/// heartbeat period (the lease TTL).
+pub const IDLE_WINDOW_SECS: u64 = 10;
 /// The most dispatch samples per probe agent.
 pub const MAX_PROBES: usize = 200;
 
@@ -108,8 +111,13 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
         figure("follower_rss_per_agent_kib", most(&per_carried), "KiB", store.name, n);
     }
     // What the connected fleet costs when nothing happens: heartbeats and
-    // keepalives only.
-    let idle = Duration::from_secs(if args.smoke { 2 } else { 10 });
+    // keepalives only, over one idle heartbeat period of every agent (a
+    // lease TTL, 10 s; three for a carried one, `CARRIED_IDLE_FACTOR`).
+    let idle = Duration::from_secs(match (args.smoke, coordinators) {
+        (true, _) => 2,
+        (false, 1) => IDLE_WINDOW_SECS,
+        (false, _) => IDLE_WINDOW_SECS * 3 + 5,
+    });
     std::thread::sleep(idle);
     let idle_end = stats()?;
     let idle_cpu = |i: usize| 100.0 * (idle_end[i].cpu_seconds - after[i].cpu_seconds) / idle.as_secs_f64();
