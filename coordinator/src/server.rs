@@ -470,7 +470,8 @@ pub async fn run(
     }
 }
 
-/// The client a follower's UI relays actions to the leader's UI with: it
+/// The client a follower's UI relays actions (and the pages only the leader
+/// can fill in) to the leader's UI with: it
 /// trusts the cluster's CA (`ca.pem`, which `ServerTls` read already) and
 /// the system's, and follows no redirect (the browser does).
 fn ui_client(tls_dir: &Path) -> Result<reqwest::Client, ServerError> {

@@ -8,14 +8,15 @@
 //!
 //! The pages whose content only the leader has ([`LEADER_PAGES`]: the
 //! agents, the environments' nodes) are fetched from the leader's UI the
-//! same way; when it does not answer, the follower serves the page, which
-//! says who leads.
+//! same way; when it does not answer within [`PAGE_TIMEOUT`], the follower
+//! serves the page, which says who leads.
 //!
 //! Logging out is the follower's own business (it only deletes the
 //! session). When the leader serves no UI, or no coordinator leads, the
 //! form is handled here and the API's refusal names the leader.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -42,6 +43,10 @@ fn leader_ui(ui: &Ui) -> Option<String> {
 /// environments' nodes): a follower shows the leader's.
 pub const LEADER_PAGES: [&str; 2] = ["/agents", "/envs"];
 
+/// How long a follower waits for the leader's page before it serves its
+/// own (which says who leads): a frozen leader does not hang the page.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The middleware: relays a follower's forms, and its pages in
 /// [`LEADER_PAGES`], to the leader's UI.
 pub async fn to_leader(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
@@ -60,7 +65,7 @@ pub async fn to_leader(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> R
         }
     }
     if page {
-        return match relay.send().await {
+        return match relay.timeout(PAGE_TIMEOUT).send().await {
             Ok(answer) => relayed(answer).await,
             // Served here, then: the page says who leads.
             Err(e) => {
