@@ -96,7 +96,7 @@ fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
             // scale mode's followers.
             let etcd_only = metric.starts_with("failover")
                 || metric.starts_with("follower")
-                || metric.starts_with("scale_dispatch")
+                || metric == "scale_dispatch_carried_ms_p50"
                 || metric == "carried_agents_percent";
             if etcd_only && store != "etcd" {
                 continue;

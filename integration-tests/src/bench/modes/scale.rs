@@ -7,8 +7,8 @@
 //! leader. The leader's figures keep the names they have on one
 //! coordinator; each `follower_` figure is the larger of the followers'.
 //! Then, with the fleet still connected, dispatch latency to an agent on
-//! the leader and to one a follower carries (`--samples`, at most
-//! [`MAX_PROBES`]).
+//! the leader and (on etcd) to one a follower carries (`--samples`, at
+//! most [`MAX_PROBES`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -129,18 +129,19 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
         (0..coordinators).map(|i| format!("{:.1}%", idle_cpu(i))).collect::<Vec<_>>().join(", ")
     );
     figure("coordinator_idle_cpu_percent", idle_cpu(leader), "% of a core", store.name, n);
+    // Dispatch under this load, to an agent on the leader and (with
+    // followers) to one a follower carries.
+    let mut probes = vec![("direct", leader_url.clone())];
     if let Some(follower) = followers.first() {
         figure("follower_idle_cpu_percent", most(&idle_cpu), "% of a core", store.name, n);
-        // Dispatch under this load, to an agent on the leader and to one
-        // a follower carries.
-        let samples = args.samples.min(MAX_PROBES);
-        for (probe, url) in [("direct", leader_url.clone()), ("carried", fleet.url_of(*follower))] {
-            let p50 = probe_dispatch(rt, &fleet, &mut control, probe, url, samples)?;
-            say!("[{}] scale: dispatch to an agent {probe}: p50 {p50:.2} ms over {samples} runs", store.name);
-            let metric =
-                if probe == "direct" { "scale_dispatch_direct_ms_p50" } else { "scale_dispatch_carried_ms_p50" };
-            figure(metric, p50, "ms", store.name, n);
-        }
+        probes.push(("carried", fleet.url_of(*follower)));
+    }
+    let samples = args.samples.min(MAX_PROBES);
+    for (probe, url) in probes {
+        let p50 = probe_dispatch(rt, &fleet, &mut control, probe, url, samples)?;
+        say!("[{}] scale: dispatch to an agent {probe}: p50 {p50:.2} ms over {samples} runs", store.name);
+        let metric = if probe == "direct" { "scale_dispatch_direct_ms_p50" } else { "scale_dispatch_carried_ms_p50" };
+        figure(metric, p50, "ms", store.name, n);
     }
     // Close the sessions before the coordinators go, so that neither side
     // spends the teardown on reconnects.
