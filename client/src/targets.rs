@@ -38,11 +38,15 @@ pub fn follower(status: &tonic::Status) -> Option<Follower> {
     meta.contains_key(metadata::NOT_LEADER).then_some(Follower::Election)
 }
 
-/// Whether `status` is a follower that carried an agent's session asking
-/// it back: open it again at the same coordinator, over the same
-/// connection, whatever URL the follower goes by.
-pub fn asks_back(status: &tonic::Status) -> bool {
-    status.metadata().contains_key(metadata::COME_BACK)
+/// What a refusal from the coordinator at `url` (an agent's session)
+/// says: as [`follower`], but a follower that carried the session and asks
+/// the agent back (`drover-come-back`) names `url` itself, whatever URL it
+/// goes by, so the agent reopens the session over the connection it has.
+pub fn follower_at(url: &str, status: &tonic::Status) -> Option<Follower> {
+    match status.metadata().contains_key(metadata::COME_BACK) {
+        true => Some(Follower::Leader(url.to_string())),
+        false => follower(status),
+    }
 }
 
 /// Where among `n` places `key` falls (FNV-1a of its bytes, modulo `n`):
@@ -202,12 +206,13 @@ mod tests {
             (tonic::Status::internal("boom"), None),
         ];
         for (status, want) in cases {
+            assert_eq!(follower_at("https://here:1", &status), want, "{status:?}");
             assert_eq!(follower(&status), want, "{status:?}");
-            assert!(!asks_back(&status), "{status:?}");
         }
+        // A come-back names the coordinator dialled, not the URL it gives.
         let mut back = refusal(Some("https://f:1"), true);
         back.metadata_mut().insert(metadata::COME_BACK, "1".parse().unwrap());
-        assert!(asks_back(&back));
+        assert_eq!(follower_at("https://here:1", &back), Some(Follower::Leader("https://here:1".into())));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use drover_client::targets::{Follower, asks_back, follower};
+use drover_client::targets::{Follower, follower_at};
 use drover_proto::v1 as pb;
 use futures_util::future::OptionFuture;
 use pb::agent_message::Msg as Out;
@@ -91,10 +91,7 @@ fn refused(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
 /// How a session that the coordinator ended or refused with `status`
 /// ends: a follower's redirect, or the coordinator's refusal.
 fn ended(url: &str, status: &tonic::Status, what: &str) -> SessionEnd {
-    if asks_back(status) {
-        return SessionEnd::Redirect(url.to_string());
-    }
-    match follower(status) {
+    match follower_at(url, status) {
         Some(Follower::Leader(leader)) => SessionEnd::Redirect(leader),
         Some(Follower::Election) => SessionEnd::NoLeader,
         None => refused(url, status, what),

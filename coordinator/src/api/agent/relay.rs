@@ -188,10 +188,11 @@ pub(super) async fn session(
         Ok(Ok(answer)) => {
             let (relay, gone) = (relaying.relay.clone(), leader.clone());
             let (here, back) = (relaying.here.clone(), relaying.here.clone());
-            // Counted while the agent's stream lasts.
+            // Counted while the agent's stream lasts: the guard moves into
+            // the stream's closure and is dropped with it.
             let carried = Carried::new();
             let down = answer.into_inner().map(move |item| {
-                let _ = &carried;
+                let _held = &carried;
                 item.map_err(|status| match refusal(&status) {
                     true => status,
                     false => {

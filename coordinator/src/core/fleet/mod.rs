@@ -293,9 +293,6 @@ pub fn lease_grace(ttl: Duration) -> Duration {
     (ttl / 10).max(Duration::from_millis(200))
 }
 
-/// How long after the sending of its last renewing heartbeat an agent
-/// kills a running attempt it could not renew: the lease TTL less a safety
-/// margin (a fifth of it, at least 200 ms). See [`lease_grace`].
 /// How many times rarer an idle agent whose session a follower carries
 /// heartbeats than one connected to the leader. Its follower watches the
 /// leader for it (HTTP/2 PINGs, every eighth of the election TTL) and asks
@@ -306,6 +303,9 @@ pub fn lease_grace(ttl: Duration) -> Duration {
 /// one.
 pub const CARRIED_IDLE_FACTOR: u32 = 3;
 
+/// How long after the sending of its last renewing heartbeat an agent
+/// kills a running attempt it could not renew: the lease TTL less a safety
+/// margin (a fifth of it, at least 200 ms). See [`lease_grace`].
 pub fn fence_after(ttl: Duration) -> Duration {
     ttl.saturating_sub((ttl / 5).max(Duration::from_millis(200)))
 }

@@ -67,18 +67,13 @@ fn a_second_agent_process_under_one_name_waits_for_the_first_to_go() {
 #[derive(Clone)]
 enum Call {
     /// A Hello from agent process `instance` on connection `conn`, listing
-    /// what it holds.
+    /// what it holds; `carried` when a follower carries the session.
     Hello {
         at: u64,
         conn: u64,
         instance: &'static str,
         running: &'static [&'static str],
-    },
-    /// A Hello on a session a follower carries.
-    Carried {
-        at: u64,
-        conn: u64,
-        instance: &'static str,
+        carried: bool,
     },
     Heartbeat {
         at: u64,
@@ -127,7 +122,7 @@ enum Call {
 use Call::*;
 
 fn hello(at: u64, conn: u64) -> Call {
-    Hello { at, conn, instance: "i1", running: &[] }
+    Hello { at, conn, instance: "i1", running: &[], carried: false }
 }
 fn beat(at: u64, running: &'static [&'static str]) -> Call {
     Heartbeat { at, conn: 1, running, draining: false, unready: "" }
@@ -181,12 +176,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
     let mut txs = Vec::new();
     for call in calls {
         last = match call.clone() {
-            call @ (Hello { .. } | Carried { .. }) => {
-                let (at, conn, instance, running, carried) = match call {
-                    Hello { at, conn, instance, running } => (at, conn, instance, running, false),
-                    Carried { at, conn, instance } => (at, conn, instance, &[][..], true),
-                    _ => unreachable!(),
-                };
+            Hello { at, conn, instance, running, carried } => {
                 let (tx, rx) = mpsc::channel(8);
                 txs.push(rx);
                 let running: Vec<AttemptId> = running.iter().map(|s| id(s)).collect();
@@ -285,19 +275,19 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         ),
         (
             "another process under the name is refused while the first is live",
-            vec![hello(0, 1), Hello { at: 100, conn: 2, instance: "i2", running: &[] }],
+            vec![hello(0, 1), Hello { at: 100, conn: 2, instance: "i2", running: &[], carried: false }],
             vec![REFUSED.to_string()],
             2,
         ),
         (
             "an idle agent, heard from once per idle heartbeat, is live past a lease TTL",
-            vec![hello(0, 1), Hello { at: 15_000, conn: 2, instance: "i2", running: &[] }],
+            vec![hello(0, 1), Hello { at: 15_000, conn: 2, instance: "i2", running: &[], carried: false }],
             vec![REFUSED.to_string()],
             2,
         ),
         (
             "silent for a lease TTL and an idle heartbeat, it no longer holds the name",
-            vec![hello(0, 1), Hello { at: 20_000, conn: 2, instance: "i2", running: &[] }],
+            vec![hello(0, 1), Hello { at: 20_000, conn: 2, instance: "i2", running: &[], carried: false }],
             vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
                 .into_iter()
                 .map(String::from)
@@ -306,7 +296,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         ),
         (
             "a carried agent is told to heartbeat three times rarer while idle",
-            vec![Carried { at: 0, conn: 1, instance: "i1" }],
+            vec![Hello { at: 0, conn: 1, instance: "i1", running: &[], carried: true }],
             vec!["persist a1 (2 slots)", "changed +1", "a1 <- welcome (idle heartbeat 30s)", "dispatch"]
                 .into_iter()
                 .map(String::from)
@@ -316,8 +306,8 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "so it is live through a lease TTL and three idle periods of silence",
             vec![
-                Carried { at: 0, conn: 1, instance: "i1" },
-                Hello { at: 39_000, conn: 2, instance: "i2", running: &[] },
+                Hello { at: 0, conn: 1, instance: "i1", running: &[], carried: true },
+                Hello { at: 39_000, conn: 2, instance: "i2", running: &[], carried: false },
             ],
             vec![REFUSED_CARRIED.to_string()],
             2,
@@ -325,8 +315,8 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         (
             "and silent past them, it no longer holds the name",
             vec![
-                Carried { at: 0, conn: 1, instance: "i1" },
-                Hello { at: 40_000, conn: 2, instance: "i2", running: &[] },
+                Hello { at: 0, conn: 1, instance: "i1", running: &[], carried: true },
+                Hello { at: 40_000, conn: 2, instance: "i2", running: &[], carried: false },
             ],
             vec!["persist a1 (2 slots)", "changed +0", "a1 <- welcome", "dispatch"]
                 .into_iter()
@@ -455,7 +445,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
                 Assign { at: 20, id: "1/b/1" },
                 Assign { at: 20, id: "2/c/1" },
                 Accepted { at: 30, conn: 1, id: "2/c/1" },
-                Hello { at: 100, conn: 2, instance: "i1", running: &["2/c/1", "3/z/1"] },
+                Hello { at: 100, conn: 2, instance: "i1", running: &["2/c/1", "3/z/1"], carried: false },
             ],
             vec![
                 "persist a1 (2 slots)",
@@ -478,7 +468,7 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
                 hello(0, 1),
                 Assign { at: 0, id: "1/a/1" },
                 Cancel { id: "1/a/1" },
-                Hello { at: 100, conn: 2, instance: "i1", running: &["1/a/1"] },
+                Hello { at: 100, conn: 2, instance: "i1", running: &["1/a/1"], carried: false },
             ],
             vec![
                 "persist a1 (2 slots)",

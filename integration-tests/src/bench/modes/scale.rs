@@ -27,6 +27,9 @@ pub const COORDINATORS: usize = 3;
 /// How long an idle fleet on one coordinator is watched: the agents' idle
 /// heartbeat period (the lease TTL).
 pub const IDLE_WINDOW_SECS: u64 = 10;
+/// With followers: a carried agent's idle period (three lease TTLs, the
+/// coordinator's `CARRIED_IDLE_FACTOR`) and a margin.
+pub const CARRIED_IDLE_WINDOW_SECS: u64 = IDLE_WINDOW_SECS * 3 + 5;
 /// The most dispatch samples per probe agent.
 pub const MAX_PROBES: usize = 200;
 
@@ -116,7 +119,7 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     let idle = Duration::from_secs(match (args.smoke, coordinators) {
         (true, _) => 2,
         (false, 1) => IDLE_WINDOW_SECS,
-        (false, _) => IDLE_WINDOW_SECS * 3 + 5,
+        (false, _) => CARRIED_IDLE_WINDOW_SECS,
     });
     std::thread::sleep(idle);
     let idle_end = stats()?;

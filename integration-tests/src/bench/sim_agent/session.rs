@@ -24,7 +24,7 @@ use drover_agent::client::protocol::{Action, Protocol};
 use drover_agent::exec::{ExecEvent, Outcome};
 use drover_client::chain::error_chain;
 use drover_client::endpoint::{Transport, endpoint};
-use drover_client::targets::{Backoff, Follower, Targets, asks_back, follower};
+use drover_client::targets::{Backoff, Follower, Targets, follower_at};
 use drover_client::tls::ClientTls;
 use drover_proto::v1 as pb;
 use pb::agent_message::Msg as Out;
@@ -183,10 +183,7 @@ impl SimAgent {
         let mut inbound = match opened.await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
-                if asks_back(&status) {
-                    return SessionEnd::Redirect(url.to_string());
-                }
-                match follower(&status) {
+                match follower_at(url, &status) {
                     Some(Follower::Leader(leader)) => return SessionEnd::Redirect(leader),
                     Some(Follower::Election) => return SessionEnd::NoLeader,
                     None => {}
@@ -246,10 +243,7 @@ impl SimAgent {
                     // A follower that carried the session lost the leader
                     // and asks us back (or names where to go).
                     Err(status) => {
-                        if asks_back(&status) {
-                            break SessionEnd::Redirect(url.to_string());
-                        }
-                        if let Some(Follower::Leader(to)) = follower(&status) {
+                        if let Some(Follower::Leader(to)) = follower_at(url, &status) {
                             break SessionEnd::Redirect(to);
                         }
                         self.tap.failed(format!("session with {url} broke: {}", status.message()));
