@@ -20,8 +20,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub mod critical;
+mod index;
 mod reasons;
 
+pub use index::FreeIndex;
 pub use reasons::{blocked, wait_reason};
 
 /// An agent as the dispatcher sees it.
@@ -162,14 +164,19 @@ pub fn plan_with(queue: &[Ready<'_>], agents: &mut [AgentSlots<'_>], groups: &mu
 /// what it looks at, not the length of the queue.
 pub struct Planner<'g> {
     plan: Plan,
-    total_free: u32,
+    total_free: u64,
     groups: &'g mut Groups,
 }
 
 impl<'g> Planner<'g> {
     pub fn new(agents: &[AgentSlots<'_>], groups: &'g mut Groups) -> Planner<'g> {
-        let total_free = agents.iter().filter(|a| a.open()).map(|a| a.free).sum();
+        let total_free = agents.iter().filter(|a| a.open()).map(|a| u64::from(a.free)).sum();
         Planner { plan: Plan::default(), total_free, groups }
+    }
+
+    /// A planner over the agents of `index` ([`Planner::offer_indexed`]).
+    pub fn over(index: &FreeIndex, groups: &'g mut Groups) -> Planner<'g> {
+        Planner { plan: Plan::default(), total_free: index.total_free(), groups }
     }
 
     /// Every slot is taken: the entries not offered yet stay queued.
@@ -178,19 +185,10 @@ impl<'g> Planner<'g> {
     }
 
     /// Decides entry `i` (of run `run`), taking a slot of `agents` if it
-    /// goes to one.
+    /// goes to one: the matching agent with a free slot that is best by
+    /// (not the one to avoid, warmth, free slots, first in `agents`).
     pub fn offer(&mut self, i: usize, job: &Ready<'_>, run: u64, agents: &mut [AgentSlots<'_>]) {
-        let plan = &mut self.plan;
-        // Concurrency: its run waits for an older one of its group, or
-        // another job of its group holds a slot.
-        if let Some(gate) = job.gate {
-            plan.held.push((i, gate.to_string(), 0));
-            plan.waiting.push(i);
-            return;
-        }
-        if let Some((group, holder)) = job.group.and_then(|g| Some((g, *self.groups.get(g)?))) {
-            plan.held.push((i, format!("concurrency group {group} (run {holder})"), holder));
-            plan.waiting.push(i);
+        if self.held(i, job) {
             return;
         }
         let warmth = |a: &AgentSlots<'_>| job.warm.map_or(0, |w| w.level(a.caches).0);
@@ -202,17 +200,65 @@ impl<'g> Planner<'g> {
             .map(|(idx, _)| idx);
         match best {
             Some(a) => {
-                if let Some((_, Some(entry))) = job.warm.map(|w| w.level(agents[a].caches)) {
-                    plan.warm.push((i, warm_reason(entry)));
-                }
+                let entry = job.warm.and_then(|w| w.level(agents[a].caches).1);
                 agents[a].free -= 1;
-                self.total_free -= 1;
-                plan.assign.push((i, a));
-                if let Some(group) = job.group {
-                    self.groups.insert(group.to_string(), run);
-                }
+                self.assigned(i, job, run, a, entry);
             }
-            None => plan.waiting.push(i),
+            None => self.plan.waiting.push(i),
+        }
+    }
+
+    /// [`Planner::offer`] over the agents of `index` (in name order: the
+    /// same choice), which the slot taken leaves; `at` numbers the chosen
+    /// agent for [`Plan::assign`], and `caches` says what an agent holds,
+    /// for a job with a cache.
+    pub fn offer_indexed<'c>(
+        &mut self,
+        i: usize,
+        job: &Ready<'_>,
+        run: u64,
+        index: &mut FreeIndex,
+        caches: &dyn Fn(&str) -> Option<&'c BTreeSet<String>>,
+        mut at: impl FnMut(&str) -> usize,
+    ) {
+        if self.held(i, job) {
+            return;
+        }
+        match index.best(job, caches).map(|(name, entry)| (name.to_string(), entry)) {
+            Some((name, entry)) => {
+                index.take(&name);
+                self.assigned(i, job, run, at(&name), entry);
+            }
+            None => self.plan.waiting.push(i),
+        }
+    }
+
+    /// Concurrency: whether entry `i` is held because its run waits for an
+    /// older one of its group, or another job of its group holds a slot.
+    fn held(&mut self, i: usize, job: &Ready<'_>) -> bool {
+        let plan = &mut self.plan;
+        if let Some(gate) = job.gate {
+            plan.held.push((i, gate.to_string(), 0));
+            plan.waiting.push(i);
+            return true;
+        }
+        if let Some((group, holder)) = job.group.and_then(|g| Some((g, *self.groups.get(g)?))) {
+            plan.held.push((i, format!("concurrency group {group} (run {holder})"), holder));
+            plan.waiting.push(i);
+            return true;
+        }
+        false
+    }
+
+    /// Entry `i` goes to agent `agent`, warm with cache `entry` if any.
+    fn assigned(&mut self, i: usize, job: &Ready<'_>, run: u64, agent: usize, entry: Option<&str>) {
+        if let Some(entry) = entry {
+            self.plan.warm.push((i, warm_reason(entry)));
+        }
+        self.total_free -= 1;
+        self.plan.assign.push((i, agent));
+        if let Some(group) = job.group {
+            self.groups.insert(group.to_string(), run);
         }
     }
 

@@ -47,14 +47,15 @@ impl State {
         if self.queue.is_empty() {
             return;
         }
+        // The agents that can take a job, lent by the fleet: a pass looks
+        // at each label set, not at each agent (`dispatch::FreeIndex`).
+        let mut index = self.fleet.lend_index();
         let (assign, reasons, held, gone, looked_at) = {
-            let mut agents = self.fleet.slots();
-            // Which caches each agent holds matters only to a job with a
-            // cache, and looking them up costs a hash per agent: it is done
-            // once a pass, when the first such job is offered.
-            let mut caches_known = false;
             let mut groups = if self.grouped_runs.is_empty() { dispatch::Groups::new() } else { self.held_groups() };
-            let mut planner = dispatch::Planner::new(&agents, &mut groups);
+            let mut planner = dispatch::Planner::over(&index, &mut groups);
+            let caches = |agent: &str| self.warm.get(agent);
+            // The agents assigned to, numbered for the plan.
+            let mut chosen: Vec<String> = Vec::new();
             // The entries offered, in order; those whose job is no longer
             // queued (cancelled, run gone), to drop.
             let mut window: Vec<Slot> = Vec::new();
@@ -70,13 +71,11 @@ impl State {
                     continue;
                 };
                 let hint = self.hint(run, &entry.1);
-                if hint.warm.is_some() && !caches_known {
-                    caches_known = true;
-                    for agent in &mut agents {
-                        agent.caches = self.warm.get(agent.name);
-                    }
-                }
-                planner.offer(window.len(), &hint.ready(), entry.0, &mut agents);
+                let at = |name: &str| {
+                    chosen.push(name.to_string());
+                    chosen.len() - 1
+                };
+                planner.offer_indexed(window.len(), &hint.ready(), entry.0, &mut index, &caches, at);
                 window.push(slot);
             }
             let plan = planner.finish(window.len());
@@ -94,7 +93,9 @@ impl State {
                 explain.extend(fresh.into_iter().filter(|slot| last.is_none_or(|last| *slot > last)));
             }
             let looked_at = (window.len() + gone.len() + explain.len()) as u64;
-            let reasons: Vec<(Slot, String, bool)> = explain
+            // The jobs whose reason is due: those without one, or all when
+            // the fleet changed.
+            let due: Vec<(Slot, Hint<'_>)> = explain
                 .into_iter()
                 .filter_map(|slot| {
                     let entry = self.queue.get(slot)?;
@@ -103,18 +104,32 @@ impl State {
                     if !self.reasons_stale && !run.jobs[job].waiting_for.is_empty() {
                         return None;
                     }
-                    let hint = self.hint(run, job);
-                    let ready = hint.ready();
-                    Some((slot, dispatch::wait_reason(&ready, &agents), dispatch::blocked(&ready, &agents)))
+                    Some((slot, self.hint(run, job)))
                 })
                 .collect();
-            let assign: Vec<(Slot, String, Option<String>)> = plan
-                .assign
+            // A reason looks at every agent, busy or not, so the list is
+            // made only when one is due, less the slots this pass took.
+            let mut agents = Vec::new();
+            if !due.is_empty() {
+                agents = self.fleet.slots();
+                for &(_, c) in &plan.assign {
+                    if let Ok(k) = agents.binary_search_by(|a| a.name.cmp(chosen[c].as_str())) {
+                        agents[k].free = agents[k].free.saturating_sub(1);
+                    }
+                }
+            }
+            let reasons: Vec<(Slot, String, bool)> = due
                 .iter()
-                .map(|&(i, agent)| (window[i], agents[agent].name.to_string(), why.remove(&i)))
+                .map(|(slot, hint)| {
+                    let ready = hint.ready();
+                    (*slot, dispatch::wait_reason(&ready, &agents), dispatch::blocked(&ready, &agents))
+                })
                 .collect();
+            let assign: Vec<(Slot, String, Option<String>)> =
+                plan.assign.iter().map(|&(i, agent)| (window[i], chosen[agent].clone(), why.remove(&i))).collect();
             (assign, reasons, held, gone, looked_at)
         };
+        self.fleet.return_index(index, assign.iter().map(|(_, agent, _)| agent.as_str()));
         self.reasons_stale = false;
         self.looked_at += looked_at;
         METRICS.dispatch_looked_at.add(looked_at);

@@ -26,11 +26,13 @@
 //!   two) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
 //!   agent it carries) and `follower_idle_cpu_percent`, with the share
 //!   carried (`carried_agents_percent`) and, under that load, the dispatch
-//!   p50 to an agent on the leader and to one a follower carries. This
-//!   process and the coordinator each hold a socket per agent (the open-file
-//!   limit is raised to its hard limit, with a warning when that is too
-//!   low), and the agents connect from 16 loopback addresses, since one has
-//!   about 28,000 ports to a coordinator.
+//!   p50 to an agent on the leader and to one a follower carries. The idle
+//!   agents run in child processes of this one (`--swarm-child`, see
+//!   `bench::sim_agent::procs`), at most 15,000 in each
+//!   (`--agents-per-process`); each child and each coordinator holds a
+//!   socket per agent (the open-file limit is raised to its hard limit, with
+//!   a warning when that is too low), and the agents connect from 16
+//!   loopback addresses, since one has about 28,000 ports to a coordinator.
 //! - retention: 10,000 finished runs of one job each with a 1 KiB log
 //!   (`--runs`, `--log-bytes`); the coordinator's RSS growth per finished
 //!   run it keeps, then a restart with `--keep-runs` a tenth of that: how
@@ -89,15 +91,18 @@ use std::time::Duration;
 use drover_client::chain::error_chain;
 use drover_integration_tests::bench::BenchError;
 use drover_integration_tests::bench::modes::{
-    Args, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, renew, retention, scale, throughput, ui,
+    AGENTS_PER_PROCESS, Args, COORDINATORS, MAX_JOBS_PER_PIPELINE, Mode, Store, apps, failover, latency, renew,
+    retention, scale, throughput, ui,
 };
 use drover_integration_tests::bench::proc_stats;
+use drover_integration_tests::bench::sim_agent::procs;
 use drover_integration_tests::harness::Etcd;
 use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|ui|all] \
 [--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
-[--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole] [--no-fsync]";
+[--agents-per-process N] [--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole] \
+[--no-fsync]";
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut mode = "all".to_string();
@@ -105,7 +110,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut smoke = false;
     let mut otlp_blackhole = false;
     let mut no_fsync = false;
-    let mut overrides: [Option<usize>; 10] = [None; 10];
+    let mut overrides: [Option<usize>; 11] = [None; 11];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -127,6 +132,9 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--big-log-runs" => overrides[7] = Some(number("--big-log-runs", value("--big-log-runs")?)?),
             "--apps" => overrides[8] = Some(number("--apps", value("--apps")?)?),
             "--renew-agents" => overrides[9] = Some(number("--renew-agents", value("--renew-agents")?)?),
+            "--agents-per-process" => {
+                overrides[10] = Some(number("--agents-per-process", value("--agents-per-process")?)?)
+            }
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -179,6 +187,9 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         jobs: overrides[1].unwrap_or(jobs),
         jobs_per_pipeline: overrides[5].unwrap_or(MAX_JOBS_PER_PIPELINE),
         scale_agents: overrides[2].unwrap_or(scale_agents),
+        // The smoke run's 200 agents in two processes, so that the test
+        // suite runs the path a large fleet takes.
+        agents_per_process: overrides[10].unwrap_or(if smoke { scale_agents / 2 } else { AGENTS_PER_PROCESS }),
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
         runs: overrides[6].unwrap_or(runs),
@@ -191,17 +202,16 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if args.samples == 0
         || args.jobs == 0
         || args.scale_agents == 0
+        || args.agents_per_process == 0
         || args.kills == 0
         || args.big_log_runs == 0
         || args.apps == 0
         || args.renew_agents == 0
         || args.runs < 10
     {
-        return Err(
-            "--samples, --jobs, --scale-agents, --kills, --big-log-runs, --apps and --renew-agents must be at \
-                    least 1, --runs at least 10"
-                .into(),
-        );
+        return Err("--samples, --jobs, --scale-agents, --agents-per-process, --kills, --big-log-runs, --apps and \
+             --renew-agents must be at least 1, --runs at least 10"
+            .into());
     }
     if !(1..=MAX_JOBS_PER_PIPELINE).contains(&args.jobs_per_pipeline) {
         return Err(format!("--jobs-per-pipeline must be between 1 and {MAX_JOBS_PER_PIPELINE}"));
@@ -275,6 +285,14 @@ fn run(rt: &Runtime, args: &Args) -> Result<(), BenchError> {
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
+    // A child process of the scale mode, running a slice of its agents.
+    if raw.first().map(String::as_str) == Some(procs::CHILD_FLAG) {
+        if let Err(e) = procs::child_main(&raw[1..]) {
+            eprintln!("drover-bench: child swarm: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match parse_args(&raw) {
         Ok(args) => args,
         Err(e) if e == "help" => {
@@ -286,9 +304,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // This process and the coordinator each hold one socket per agent, plus
-    // files, etcd connections and the like.
-    let agents = [(Mode::Scale, args.scale_agents), (Mode::Renew, args.renew_agents)]
+    // Each process holds one socket per agent it runs or serves, plus
+    // files, etcd connections and the like: in the scale mode, a child
+    // swarm its share and one coordinator all of them (on etcd, about a
+    // third); in the renew mode this process and the coordinator all.
+    let scale_per_process = match args.embedded {
+        true => args.scale_agents,
+        false => args.scale_agents.div_ceil(COORDINATORS),
+    }
+    .max(args.scale_agents.min(args.agents_per_process));
+    let agents = [(Mode::Scale, scale_per_process), (Mode::Renew, args.renew_agents)]
         .iter()
         .filter(|(mode, _)| args.modes.contains(mode))
         .map(|(_, n)| *n)

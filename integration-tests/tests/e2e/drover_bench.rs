@@ -82,6 +82,15 @@ fn the_simulated_agent_benchmark_prints_every_figure_for_both_stores() {
     let end = run_to_end(dir.path(), "drover-bench", &[OsStr::new("--smoke")], Duration::from_secs(300));
     let (stdout, stderr) = (end.stdout, end.stderr);
     assert!(end.status.success(), "drover-bench --smoke failed ({}):\n{stderr}", end.status);
+    // The scale mode's 200 agents ran in two child processes, the path a
+    // fleet larger than one process's open-file limit takes, and all
+    // connected.
+    for store in ["embedded", "etcd"] {
+        let said = format!("[{store}] scale: the agents run in 2 processes of this benchmark, at most 100 in each");
+        assert!(stderr.contains(&said), "{said:?} missing:\n{stderr}");
+        let connected = format!("[{store}] scale: 200 agents connected in");
+        assert!(stderr.contains(&connected), "{connected:?} missing:\n{stderr}");
+    }
     let figures: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))

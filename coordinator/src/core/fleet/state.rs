@@ -21,7 +21,7 @@ use super::{
     AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, CARRIED_IDLE_FACTOR, FleetEffect, Now, ToAgent,
     fence_after, lease_grace,
 };
-use crate::core::dispatch::AgentSlots;
+use crate::core::dispatch::{AgentSlots, FreeIndex};
 use crate::core::machine::Outcome;
 
 /// What the fleet needs of the scheduler's configuration.
@@ -93,11 +93,51 @@ pub struct Fleet {
     config: FleetConfig,
     agents: BTreeMap<String, AgentEntry>,
     held: HashMap<AttemptId, Held>,
+    /// The connected, open agents with a free slot, for dispatch: every
+    /// call that changes an agent's session, slots, use, draining or
+    /// readiness updates it ([`Fleet::reindex`]).
+    index: FreeIndex,
 }
 
 impl Fleet {
     pub fn new(config: FleetConfig) -> Fleet {
-        Fleet { config, agents: BTreeMap::new(), held: HashMap::new() }
+        Fleet { config, agents: BTreeMap::new(), held: HashMap::new(), index: FreeIndex::new() }
+    }
+
+    /// Brings agent `name`'s place in the index in line with its entry.
+    fn reindex(&mut self, name: &str) {
+        let empty = BTreeMap::new();
+        let (labels, free) = match self.agents.get(name) {
+            Some(a) if a.conn.is_some() && !a.draining && a.unready.is_empty() => {
+                (&a.labels, a.slots.saturating_sub(a.in_use))
+            }
+            Some(a) => (&a.labels, 0),
+            None => (&empty, 0),
+        };
+        self.index.set(name, labels, free);
+    }
+
+    /// Lends dispatch the index of the agents that can take a job; a pass
+    /// takes slots in it as it plans, and gives it back with
+    /// [`Fleet::return_index`].
+    pub fn lend_index(&mut self) -> FreeIndex {
+        std::mem::take(&mut self.index)
+    }
+
+    /// Takes back the index lent to a pass and brings the agents it took
+    /// slots of (`touched`) in line with their entries again: a slot it
+    /// planned but did not assign is free.
+    pub fn return_index<'n>(&mut self, index: FreeIndex, touched: impl IntoIterator<Item = &'n str>) {
+        self.index = index;
+        for name in touched {
+            self.reindex(name);
+        }
+    }
+
+    /// Whether the index matches the agents' entries (for tests).
+    #[cfg(test)]
+    pub fn index_is_current(&self) -> bool {
+        self.index == FreeIndex::of(&self.slots())
     }
 
     /// An agent known from its stored record (a new leader starts with
@@ -109,13 +149,15 @@ impl Fleet {
             last_seen_ms: record.last_seen_ms,
             ..AgentEntry::default()
         };
-        self.agents.insert(name, entry);
+        self.agents.insert(name.clone(), entry);
+        self.reindex(&name);
     }
 
     /// An attempt the store says `agent` holds, inherited from another term,
     /// with a lease until `deadline`.
     pub fn adopt(&mut self, agent: String, id: AttemptId, phase: Phase, deadline: Instant) {
         self.agents.entry(agent.clone()).or_default().in_use += 1;
+        self.reindex(&agent);
         self.held.insert(id, Held { agent, deadline, phase });
     }
 
@@ -232,6 +274,7 @@ impl Fleet {
                 fx.push(FleetEffect::Owner(AttemptEvent::Lost(attempt, reason)));
             }
         }
+        self.reindex(name);
         fx.push(FleetEffect::Dispatch);
         Ok(fx)
     }
@@ -244,7 +287,9 @@ impl Fleet {
         info!(agent = %name, "agent disconnected");
         a.conn = None;
         a.last_seen_ms = now.ms;
-        vec![FleetEffect::PersistAgent(name.to_string(), a.record()), FleetEffect::Changed { connected: -1 }]
+        let fx = vec![FleetEffect::PersistAgent(name.to_string(), a.record()), FleetEffect::Changed { connected: -1 }];
+        self.reindex(name);
+        fx
     }
 
     /// A session closed because its name was put on the deny list: the
@@ -267,6 +312,7 @@ impl Fleet {
         if let Some(a) = self.agents.get_mut(name) {
             a.in_use = 0;
         }
+        self.reindex(name);
         fx
     }
 
@@ -305,6 +351,7 @@ impl Fleet {
                 fx.push(FleetEffect::Changed { connected: 0 });
             }
         }
+        self.reindex(name);
         for id in running {
             self.renew_or_reject(name, id, received, &mut fx);
         }
@@ -380,6 +427,7 @@ impl Fleet {
             if let Some(a) = self.agents.get_mut(&held.agent) {
                 a.in_use = a.in_use.saturating_sub(1);
             }
+            self.reindex(&held.agent);
             let agent = held.agent;
             warn!(attempt = %id, %agent, "attempt lease expired");
             fx.push(FleetEffect::Owner(if held.phase == Phase::Assigned {
@@ -398,6 +446,7 @@ impl Fleet {
         if let Some(a) = self.agents.get_mut(&agent) {
             a.in_use += 1;
         }
+        self.reindex(&agent);
         let held = Held { agent: agent.clone(), deadline: now + self.config.lease_ttl, phase: Phase::Assigned };
         self.held.insert(assignment.id.clone(), held);
         FleetEffect::Send(agent, ToAgent::Assign(Box::new(assignment)))
@@ -414,10 +463,11 @@ impl Fleet {
 
     /// The owner is done with an attempt: its slot is free.
     pub fn release(&mut self, id: &AttemptId) {
-        if let Some(held) = self.held.remove(id)
-            && let Some(a) = self.agents.get_mut(&held.agent)
-        {
-            a.in_use = a.in_use.saturating_sub(1);
+        if let Some(held) = self.held.remove(id) {
+            if let Some(a) = self.agents.get_mut(&held.agent) {
+                a.in_use = a.in_use.saturating_sub(1);
+            }
+            self.reindex(&held.agent);
         }
     }
 

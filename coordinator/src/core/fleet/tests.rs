@@ -174,7 +174,7 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
     let now = |at: u64| Now { at: start + Duration::from_millis(at), ms: 1_000_000 + at };
     let mut last = Vec::new();
     let mut txs = Vec::new();
-    for call in calls {
+    for (n, call) in calls.iter().enumerate() {
         last = match call.clone() {
             Hello { at, conn, instance, running, carried } => {
                 let (tx, rx) = mpsc::channel(8);
@@ -245,6 +245,9 @@ fn play(calls: &[Call]) -> (Vec<String>, u32) {
                 vec![]
             }
         };
+        // Dispatch's index of the agents that can take a job follows every
+        // call.
+        assert!(fleet.index_is_current(), "the free index is stale after call {n} of the script");
     }
     let free = fleet.slots().iter().find(|a| a.name == "a1").map_or(0, |a| a.free);
     (render(&last), free)

@@ -34,7 +34,7 @@ pub use failover::failover;
 pub use latency::latency;
 pub use renew::renew;
 pub use retention::retention;
-pub use scale::scale;
+pub use scale::{COORDINATORS, scale};
 pub use throughput::throughput;
 pub use ui::ui;
 
@@ -44,6 +44,9 @@ const LEASE_ARGS: &[&str] = &["--lease-ttl", "10s"];
 pub const MAX_JOBS_PER_PIPELINE: usize = 5000;
 /// How many simulated agents dial and shake hands at the same moment.
 const CONNECT_CONCURRENCY: usize = 200;
+/// The scale mode's agents in one child process at most: each holds a
+/// socket, and this container's open-file limit is 20,000 a process.
+pub const AGENTS_PER_PROCESS: usize = 15_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -69,6 +72,8 @@ pub struct Args {
     /// unless told otherwise, to see how the size of one run matters.
     pub jobs_per_pipeline: usize,
     pub scale_agents: usize,
+    /// The scale mode's simulated agents in one child process at most.
+    pub agents_per_process: usize,
     pub kills: usize,
     pub log_bytes: usize,
     /// Finished runs in the retention mode.

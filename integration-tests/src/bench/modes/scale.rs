@@ -1,6 +1,10 @@
 //! The scale mode: thousands of idle simulated agents connected a few
 //! hundred at a time; the coordinator's peak RSS, RSS per agent and CPU
 //! seconds for connecting them, then what an idle connected fleet costs.
+//! The idle agents run in child processes of the benchmark, at most
+//! `--agents-per-process` in each ([`super::AGENTS_PER_PROCESS`], for the
+//! open-file limit of one process; `sim_agent::procs`), so a fleet may be
+//! larger than one process could hold; the probes run in this one.
 //!
 //! On etcd there are [`COORDINATORS`] coordinators, and the agents spread
 //! over them by name, as real agents do: the followers carry theirs to the
@@ -19,6 +23,7 @@ use super::super::BenchError;
 use super::super::control::Control;
 use super::super::proc_stats::ProcStats;
 use super::super::report::{figure, millis, percentile, sorted};
+use super::super::sim_agent::procs::Procs;
 use super::super::sim_agent::{SimConfig, Swarm};
 use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names, one_run_of, urls};
 
@@ -56,14 +61,17 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     std::thread::sleep(Duration::from_secs(1));
     let stats = || (0..coordinators).map(|i| coordinator_stats(&fleet, i)).collect::<Result<Vec<ProcStats>, _>>();
     let before = stats()?;
-    let mut swarm = Swarm::new(rt.handle().clone(), &fleet.certs, config, CONNECT_CONCURRENCY)?;
     let started = std::time::Instant::now();
-    for name in &names {
-        swarm.spawn(name)?;
-    }
+    let swarm = Procs::start(&fleet.certs, &config, &names, args.agents_per_process, CONNECT_CONCURRENCY)?;
+    say!(
+        "[{}] scale: the agents run in {} processes of this benchmark, at most {} in each",
+        store.name,
+        swarm.processes(),
+        args.agents_per_process
+    );
     // A generous bound: about 20 agents a second would be very slow.
-    let until = deadline((n as u64 / 20).max(60));
-    rt.block_on(swarm.wait_connected(n, until, |c| say!("[{}] scale: {c} of {n} connected", store.name)))?;
+    let until = std::time::Instant::now() + Duration::from_secs((n as u64 / 20).max(60));
+    swarm.wait_connected(n, until, |c| say!("[{}] scale: {c} of {n} connected", store.name))?;
     let connect_time = started.elapsed();
     let listed = rt.block_on(control.list_agents(deadline(60)))?;
     let connected = listed.iter().filter(|a| a.connected).count();

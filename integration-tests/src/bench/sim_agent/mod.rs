@@ -31,9 +31,11 @@
 //!
 //! This module has the swarm and what its driver sees; `session` has one
 //! agent's connections and its simulated executor; `identity` enrollment
-//! and renewal.
+//! and renewal; `procs` swarms in child processes, for more agents than one
+//! process may hold sockets for.
 
 mod identity;
+pub mod procs;
 mod session;
 
 use std::collections::HashMap;
@@ -149,6 +151,47 @@ pub struct Swarm {
     gate: Arc<Semaphore>,
     /// Tells enrolled agents to renew, with the moment it did.
     renew: watch::Sender<Option<std::time::Instant>>,
+}
+
+/// A wait for `n` connected agents, looked at again and again.
+struct ConnectWait {
+    n: usize,
+    deadline: std::time::Instant,
+    last_report: std::time::Instant,
+    /// Where the agents run, for the error (" in 4 processes").
+    place: String,
+}
+
+impl ConnectWait {
+    fn new(n: usize, deadline: std::time::Instant, place: &str) -> ConnectWait {
+        ConnectWait { n, deadline, last_report: std::time::Instant::now(), place: place.to_string() }
+    }
+
+    /// Done with `connected` agents, failed at the deadline (with the
+    /// `failures` so far), or not yet, calling `progress` about every 5 s.
+    fn look(
+        &mut self,
+        connected: usize,
+        failures: impl FnOnce() -> (u64, String),
+        progress: &mut impl FnMut(usize),
+    ) -> Option<Result<(), BenchError>> {
+        let (n, place) = (self.n, &self.place);
+        if connected >= n {
+            return Some(Ok(()));
+        }
+        if std::time::Instant::now() >= self.deadline {
+            let (failures, last) = failures();
+            return Some(Err(BenchError::new(format!(
+                "only {connected} of {n} simulated agents{place} connected before the deadline; {failures} \
+                 connection failures, the latest: {last}"
+            ))));
+        }
+        if self.last_report.elapsed() >= Duration::from_secs(5) {
+            progress(connected);
+            self.last_report = std::time::Instant::now();
+        }
+        None
+    }
 }
 
 /// Loads agent `name`'s bundle from `dir`, as a real agent's `--tls-dir`.
@@ -285,21 +328,10 @@ impl Swarm {
         deadline: Instant,
         mut progress: impl FnMut(usize),
     ) -> Result<(), BenchError> {
-        let mut last_report = Instant::now();
+        let mut wait = ConnectWait::new(n, deadline.into_std(), "");
         loop {
-            let connected = self.connected();
-            if connected >= n {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let (failures, last) = self.failures();
-                return Err(BenchError::new(format!(
-                    "only {connected} of {n} simulated agents connected before the deadline; {failures} connection failures, the latest: {last}"
-                )));
-            }
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                progress(connected);
-                last_report = Instant::now();
+            if let Some(done) = wait.look(self.connected(), || self.failures(), &mut progress) {
+                return done;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
