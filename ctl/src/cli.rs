@@ -63,7 +63,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Deferred: a command's flags are built only when it is the one run, so a
+/// call does not pay for building the whole tree (`clap::Command::build`
+/// builds it all, for the help checks and completions). A deferred command's
+/// flags are added after its own help text, so the structs of flags carry
+/// plain comments, not doc comments: clap would take a struct's doc comment
+/// for the help of every command that flattens it.
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Submit a pipeline, from a file or from a git repository at a ref,
     /// and follow it on a terminal.

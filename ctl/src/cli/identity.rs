@@ -146,7 +146,7 @@ impl AgentCommand {
     }
 }
 
-/// `drover audit`'s flags.
+// `drover audit`'s flags.
 #[derive(Args)]
 pub struct AuditArgs {
     /// Only entries within this long (30m, 2h, 7d); by default from the

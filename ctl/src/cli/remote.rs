@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::parse_duration;
 
-/// Where the coordinator is, for the commands that reach one: flags after
-/// the command win over those before it, which win over the variables.
+// Where the coordinator is, for the commands that reach one: flags after
+// the command win over those before it, which win over the variables.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remote {
     /// The coordinators' URLs, comma-separated; the CLI tries them in turn
@@ -32,7 +32,7 @@ pub struct Remote {
     pub context: Option<String>,
 }
 
-/// The same flags before the command, where the variables fill them in.
+// The same flags before the command, where the variables fill them in.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteBefore {
     /// The coordinators' URLs, comma-separated (for the commands that reach
@@ -60,8 +60,8 @@ impl Remote {
     }
 }
 
-/// For the commands that stream from a coordinator (`run`, `rerun`,
-/// `watch`, `logs`, `dev`).
+// For the commands that stream from a coordinator (`run`, `rerun`,
+// `watch`, `logs`, `dev`).
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Streams {
     /// How long to keep trying to reach a coordinator again when the one
@@ -73,7 +73,7 @@ pub struct Streams {
     pub reconnect_timeout: Option<Duration>,
 }
 
-/// The same flag before the command, where the variable fills it in.
+// The same flag before the command, where the variable fills it in.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamsBefore {
     /// How long a stream waits for a coordinator to come back (for the

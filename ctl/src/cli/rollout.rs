@@ -153,7 +153,7 @@ impl RolloutCommand {
     }
 }
 
-/// `drover rollouts`' flags.
+// `drover rollouts`' flags.
 #[derive(Args)]
 pub struct RolloutsArgs {
     /// Only this environment's.
@@ -169,7 +169,7 @@ pub struct RolloutsArgs {
     pub remote: Remote,
 }
 
-/// `drover rollback`'s arguments and flags.
+// `drover rollback`'s arguments and flags.
 #[derive(Args)]
 pub struct RollbackArgs {
     /// The service's name.
@@ -203,7 +203,7 @@ pub struct RollbackArgs {
     pub remote: Remote,
 }
 
-/// `drover services`' flags.
+// `drover services`' flags.
 #[derive(Args)]
 pub struct ServicesArgs {
     /// Only this environment's.

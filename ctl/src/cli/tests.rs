@@ -48,6 +48,28 @@ fn every_flag_has_help_and_every_command_an_example() {
     assert!(missing.is_empty(), "{missing:#?}");
 }
 
+/// Each command says what it does in its own words: a struct of flags that
+/// several commands flatten must not lend them its doc comment (see
+/// [`Command`], which is deferred).
+#[test]
+fn every_command_has_its_own_help() {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut all = Vec::new();
+    commands(&cli, "drover".into(), &mut all);
+    for (path, cmd) in all {
+        if cmd.get_name() == "help" || path.contains(" help") {
+            continue;
+        }
+        let about = cmd.get_about().map(|s| s.to_string()).unwrap_or_default();
+        assert!(!about.is_empty(), "{path} has no help");
+        seen.entry(about).or_default().push(path);
+    }
+    let shared: Vec<_> = seen.into_iter().filter(|(_, paths)| paths.len() > 1).collect();
+    assert!(shared.is_empty(), "commands that share their help: {shared:#?}");
+}
+
 #[test]
 fn duration_flags() {
     let ok = [

@@ -69,7 +69,7 @@ impl AccessCommand {
     }
 }
 
-/// `drover login`'s flags.
+// `drover login`'s flags.
 #[derive(Args)]
 pub struct LoginArgs {
     /// The user's name, as `drover user add NAME` added it: the
@@ -197,7 +197,7 @@ impl UserCommand {
     }
 }
 
-/// `drover users`' flags.
+// `drover users`' flags.
 #[derive(Args)]
 pub struct UsersArgs {
     /// Output format: text, wide (absolute times, who changed each last,
@@ -208,7 +208,7 @@ pub struct UsersArgs {
     pub remote: Remote,
 }
 
-/// `drover whoami`'s flags.
+// `drover whoami`'s flags.
 #[derive(Args)]
 pub struct WhoamiArgs {
     /// Output format: text, json or yaml.
@@ -218,7 +218,7 @@ pub struct WhoamiArgs {
     pub remote: Remote,
 }
 
-/// `drover ui`'s flags.
+// `drover ui`'s flags.
 #[derive(Args)]
 pub struct UiArgs {
     /// The page to land on, a path of the UI such as /runs/12; default:
