@@ -21,7 +21,9 @@
 //! - scale: 10,000 idle agents connected 200 at a time; the coordinator's
 //!   peak RSS, RSS per agent ((after - before) / N) and CPU seconds for
 //!   connecting them all; then its CPU over 10 idle seconds. On etcd there
-//!   are three coordinators, and the agents spread over them by name: the
+//!   are three coordinators (`--coordinators N`: more of them hold a fleet
+//!   larger than the open-file limit allows three), and the agents spread
+//!   over them by name: the
 //!   figures above are the leader's, and the followers' (the larger of the
 //!   two) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
 //!   agent it carries) and `follower_idle_cpu_percent`, with the share
@@ -101,7 +103,7 @@ use tokio::runtime::Runtime;
 
 const USAGE: &str = "usage: drover-bench [--mode latency|throughput|scale|retention|failover|apps|renew|ui|all] \
 [--store embedded|etcd|both] [--smoke] [--samples N] [--jobs N] [--jobs-per-pipeline N] [--scale-agents N] [--kills N] \
-[--agents-per-process N] [--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole] \
+[--agents-per-process N] [--coordinators N] [--log-bytes N] [--runs N] [--big-log-runs N] [--apps N] [--renew-agents N] [--otlp-blackhole] \
 [--no-fsync]";
 
 fn parse_args(raw: &[String]) -> Result<Args, String> {
@@ -110,7 +112,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     let mut smoke = false;
     let mut otlp_blackhole = false;
     let mut no_fsync = false;
-    let mut overrides: [Option<usize>; 11] = [None; 11];
+    let mut overrides: [Option<usize>; 12] = [None; 12];
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -135,6 +137,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--agents-per-process" => {
                 overrides[10] = Some(number("--agents-per-process", value("--agents-per-process")?)?)
             }
+            "--coordinators" => overrides[11] = Some(number("--coordinators", value("--coordinators")?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -173,6 +176,11 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
     if no_fsync && etcd {
         return Err("--no-fsync is the embedded store's; use it with --store embedded".into());
     }
+    if overrides[11].is_some() && !etcd {
+        return Err("--coordinators is the scale mode's on etcd (the embedded store has one coordinator); use it \
+             with --store etcd"
+            .into());
+    }
     if modes == [Mode::Failover] && !etcd {
         return Err("failover needs etcd (several coordinators); use --store etcd or both".into());
     }
@@ -190,6 +198,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         // The smoke run's 200 agents in two processes, so that the test
         // suite runs the path a large fleet takes.
         agents_per_process: overrides[10].unwrap_or(if smoke { scale_agents / 2 } else { AGENTS_PER_PROCESS }),
+        coordinators: overrides[11].unwrap_or(COORDINATORS),
         kills: overrides[3].unwrap_or(kills),
         log_bytes: overrides[4].unwrap_or(0),
         runs: overrides[6].unwrap_or(runs),
@@ -203,15 +212,18 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         || args.jobs == 0
         || args.scale_agents == 0
         || args.agents_per_process == 0
+        || args.coordinators == 0
         || args.kills == 0
         || args.big_log_runs == 0
         || args.apps == 0
         || args.renew_agents == 0
         || args.runs < 10
     {
-        return Err("--samples, --jobs, --scale-agents, --agents-per-process, --kills, --big-log-runs, --apps and \
-             --renew-agents must be at least 1, --runs at least 10"
-            .into());
+        return Err(
+            "--samples, --jobs, --scale-agents, --agents-per-process, --coordinators, --kills, --big-log-runs, \
+             --apps and --renew-agents must be at least 1, --runs at least 10"
+                .into(),
+        );
     }
     if !(1..=MAX_JOBS_PER_PIPELINE).contains(&args.jobs_per_pipeline) {
         return Err(format!("--jobs-per-pipeline must be between 1 and {MAX_JOBS_PER_PIPELINE}"));
@@ -310,7 +322,7 @@ fn main() {
     // third); in the renew mode this process and the coordinator all.
     let scale_per_process = match args.embedded {
         true => args.scale_agents,
-        false => args.scale_agents.div_ceil(COORDINATORS),
+        false => args.scale_agents.div_ceil(args.coordinators),
     }
     .max(args.scale_agents.min(args.agents_per_process));
     let agents = [(Mode::Scale, scale_per_process), (Mode::Renew, args.renew_agents)]

@@ -135,3 +135,36 @@ fn the_simulated_agent_benchmark_runs_without_syncs_on_the_embedded_store_only()
     assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
     assert!(end.stderr.contains("--no-fsync is the embedded store's; use it with --store embedded"), "{}", end.stderr);
 }
+
+/// `--coordinators` sets how many coordinators the scale mode spreads the
+/// fleet over on etcd (a fleet larger than three can hold under the
+/// open-file limit); the embedded store has one, so it refuses the flag.
+#[test]
+fn the_scale_mode_spreads_the_fleet_over_the_coordinators_asked_for() {
+    let dir = TempDir::new("drover-bench-coordinators");
+    let args = ["--smoke", "--mode", "scale", "--store", "etcd", "--coordinators", "4", "--scale-agents", "120"]
+        .map(OsStr::new);
+    let end = run_to_end(dir.path(), "drover-bench", &args, Duration::from_secs(240));
+    assert!(end.status.success(), "drover-bench --coordinators 4 failed ({}):\n{}", end.status, end.stderr);
+    assert!(end.stderr.contains("[etcd] scale: 120 idle agents over 4 coordinator(s)"), "{}", end.stderr);
+    assert!(end.stderr.contains("[etcd] scale: 120 agents connected in"), "{}", end.stderr);
+    // The agents spread by name (`targets::spread_index`): these 120 names
+    // fall 30 on each of four coordinators, so three followers carry three
+    // quarters of them (of three coordinators, two would carry two thirds).
+    let carried = end
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .find(|f| f["metric"] == "carried_agents_percent")
+        .and_then(|f| f["value"].as_f64());
+    assert!(carried.is_some_and(|c| c > 70.0), "carried {carried:?}: {}", end.stdout);
+    let refusals = [
+        (["--store", "embedded", "--coordinators", "4"], "--coordinators is the scale mode's on etcd"),
+        (["--store", "etcd", "--coordinators", "0"], "--coordinators, --kills"),
+    ];
+    for (bad, why) in refusals {
+        let end = run_to_end(dir.path(), "drover-bench", &bad.map(OsStr::new), Duration::from_secs(30));
+        assert_eq!(end.status.code(), Some(2), "{bad:?}: {}", end.stderr);
+        assert!(end.stderr.contains(why), "{bad:?}: {}", end.stderr);
+    }
+}

@@ -74,6 +74,10 @@ pub struct Args {
     pub scale_agents: usize,
     /// The scale mode's simulated agents in one child process at most.
     pub agents_per_process: usize,
+    /// Coordinators in the scale mode on etcd ([`COORDINATORS`] unless told
+    /// otherwise): where the open-file limit caps a coordinator's agents,
+    /// more of them hold a larger fleet.
+    pub coordinators: usize,
     pub kills: usize,
     pub log_bytes: usize,
     /// Finished runs in the retention mode.

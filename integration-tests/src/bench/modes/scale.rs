@@ -6,9 +6,9 @@
 //! open-file limit of one process; `sim_agent::procs`), so a fleet may be
 //! larger than one process could hold; the probes run in this one.
 //!
-//! On etcd there are [`COORDINATORS`] coordinators, and the agents spread
-//! over them by name, as real agents do: the followers carry theirs to the
-//! leader. The leader's figures keep the names they have on one
+//! On etcd there are [`COORDINATORS`] coordinators (`--coordinators`), and
+//! the agents spread over them by name, as real agents do: the followers
+//! carry theirs to the leader. The leader's figures keep the names they have on one
 //! coordinator; each `follower_` figure is the larger of the followers'.
 //! Then, with the fleet still connected, dispatch latency to an agent on
 //! the leader and (on etcd) to one a follower carries (`--samples`, at
@@ -27,7 +27,7 @@ use super::super::sim_agent::procs::Procs;
 use super::super::sim_agent::{SimConfig, Swarm};
 use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names, one_run_of, urls};
 
-/// Coordinators on etcd.
+/// Coordinators on etcd, unless `--coordinators` says otherwise.
 pub const COORDINATORS: usize = 3;
 /// How long an idle fleet on one coordinator is watched: the agents' idle
 /// heartbeat period (the lease TTL).
@@ -40,7 +40,7 @@ pub const MAX_PROBES: usize = 200;
 
 pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchError> {
     let n = args.scale_agents;
-    let coordinators = if store.etcd.is_some() { COORDINATORS } else { 1 };
+    let coordinators = if store.etcd.is_some() { args.coordinators } else { 1 };
     say!(
         "[{}] scale: {n} idle agents over {coordinators} coordinator(s), connecting {CONNECT_CONCURRENCY} at a time",
         store.name
