@@ -3,13 +3,17 @@
 //! (`--reconnect-timeout`): on the commands that use them, and before any
 //! command, where the environment variables fill them in. Flags after the
 //! command win over those before it, which win over the variables.
+//! [`Command::remote`] and [`Command::streams`] say which commands take them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::parse_duration;
+use super::{
+    AppsArgs, ArtifactsCommand, AuditArgs, Command, RollbackArgs, RolloutsArgs, ServiceCommand, ServicesArgs,
+    parse_duration,
+};
 
 // Where the coordinator is, for the commands that reach one: flags after
 // the command win over those before it, which win over the variables.
@@ -87,5 +91,66 @@ impl Streams {
     /// variable), else 60s.
     pub fn or(&self, before: &StreamsBefore) -> Duration {
         self.reconnect_timeout.or(before.reconnect_timeout).unwrap_or(Duration::from_secs(60))
+    }
+}
+
+impl Command {
+    /// The coordinator flags given after the command, for those that reach
+    /// one.
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            Command::Run { remote, .. }
+            | Command::Rerun { remote, .. }
+            | Command::Watch { remote, .. }
+            | Command::Logs { remote, .. }
+            | Command::Runs { remote, .. }
+            | Command::Status { remote, .. }
+            | Command::Cancel { remote, .. }
+            | Command::Artifacts { command: None, remote, .. }
+            | Command::Artifacts { command: Some(ArtifactsCommand::Get { remote, .. }), .. }
+            | Command::Agents { remote, .. }
+            | Command::Cluster { remote, .. }
+            | Command::Version { remote, .. } => Some(remote),
+            Command::Secret { command } => Some(command.remote()),
+            Command::Caches { remote, .. } => Some(remote),
+            Command::Approve { remote, .. } | Command::Reject { remote, .. } => Some(remote),
+            Command::Cache { command } => Some(command.remote()),
+            Command::Repos { remote, .. } => Some(remote),
+            Command::Repo { command } => Some(command.remote()),
+            Command::Envs { remote, .. } => Some(remote),
+            Command::Env { command } => Some(command.remote()),
+            Command::Rollouts(RolloutsArgs { remote, .. })
+            | Command::Services(ServicesArgs { remote, .. })
+            | Command::Rollback(RollbackArgs { remote, .. }) => Some(remote),
+            Command::Rollout { command } => Some(command.remote()),
+            Command::Apps(AppsArgs { remote, .. }) => Some(remote),
+            Command::App { command } => Some(command.remote()),
+            Command::Release { command } => Some(command.remote()),
+            Command::Notify { command } => Some(command.remote()),
+            Command::AgentToken { command } => Some(command.remote()),
+            Command::Agent { command } => Some(command.remote()),
+            Command::Audit(AuditArgs { remote, .. }) => Some(remote),
+            Command::Ca { command } => Some(command.remote()),
+            Command::Access(command) => command.remote(),
+            Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
+            Command::Validate { .. }
+            | Command::Completion { .. }
+            | Command::Context { .. }
+            | Command::Certs { .. }
+            | Command::Dev { .. } => None,
+        }
+    }
+
+    /// `--reconnect-timeout` given after the command, for those that
+    /// stream.
+    pub fn streams(&self) -> Option<&Streams> {
+        match self {
+            Command::Run { streams, .. }
+            | Command::Rerun { streams, .. }
+            | Command::Watch { streams, .. }
+            | Command::Logs { streams, .. }
+            | Command::Dev { streams, .. } => Some(streams),
+            _ => None,
+        }
     }
 }

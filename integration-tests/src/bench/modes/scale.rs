@@ -8,8 +8,9 @@
 //!
 //! On etcd there are [`COORDINATORS`] coordinators (`--coordinators`), and
 //! the agents spread over them by name, as real agents do: the followers
-//! carry theirs to the leader. The leader's figures keep the names they have on one
-//! coordinator; each `follower_` figure is the larger of the followers'.
+//! carry theirs to the leader. The leader's figures keep the names they
+//! have on one coordinator; each `follower_` figure is the larger of the
+//! followers'.
 //! Then, with the fleet still connected, dispatch latency to an agent on
 //! the leader and (on etcd) to one a follower carries (`--samples`, at
 //! most [`MAX_PROBES`]).
