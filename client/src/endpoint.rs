@@ -26,15 +26,17 @@ impl Transport {
     /// sees the same load per agent). Their heartbeats, acknowledged at
     /// once, are what notices a frozen coordinator: within half an election
     /// TTL of a heartbeat (every quarter of one while an attempt is held,
-    /// once per lease TTL while none is). A PING costs the coordinator as
-    /// much as a heartbeat, so the keepalive waits longer than the default
-    /// idle heartbeat period (10 s): on a connection that carries
-    /// heartbeats, each acknowledgement puts it off, and it is never sent.
-    /// It still guards a coordinator with a longer lease TTL and a
-    /// connection whose session has ended mid-transfer.
+    /// once per idle period while none is). A PING costs the coordinator as
+    /// much as a heartbeat, so the keepalive waits longer than the longest
+    /// idle period the leader tells a session in a big fleet (30 s, the
+    /// coordinator's `MAX_SCALED_IDLE`; 10 s, the lease TTL, in a fleet
+    /// under 1,000 agents): on a connection that carries heartbeats, each
+    /// acknowledgement puts it off, and it is never sent. It still guards a
+    /// coordinator with a longer lease TTL and a connection whose session
+    /// has ended mid-transfer.
     pub const AGENT: Transport = Transport {
         connect_timeout: Duration::from_secs(3),
-        keep_alive_interval: Duration::from_secs(15),
+        keep_alive_interval: Duration::from_secs(45),
         keep_alive_timeout: Duration::from_secs(3),
         keep_alive_while_idle: true,
     };

@@ -83,7 +83,7 @@ fn a_follower_carries_its_agent_past_a_frozen_leader() {
 /// would cost its coordinator as much as a heartbeat): the heartbeat it
 /// sends after the freeze, unacknowledged, is what tells it. With the
 /// harness's 3 s lease and 2 s election TTLs that is within 4 s; the
-/// connection's own keepalive would take 18 s.
+/// connection's own keepalive would take 48 s.
 #[test]
 fn an_idle_agent_notices_a_frozen_leader_at_its_next_heartbeat() {
     let etcd = Etcd::start("idle-freeze", 1);
@@ -102,7 +102,7 @@ fn an_idle_agent_notices_a_frozen_leader_at_its_next_heartbeat() {
     fleet.coordinator(leader).signal(libc::SIGCONT);
     eprintln!("figure: the idle agent noticed the frozen leader after {after:?}");
     // Lease TTL 3 s + acknowledgement timeout 1 s, and room for a loaded
-    // debug build; well short of the keepalive's 15 s + 3 s.
+    // debug build; well short of the keepalive's 45 s + 3 s.
     assert!(after < Duration::from_secs(10), "noticed {after:?} after the freeze\n{}", fleet.logs());
     // And it works for whoever leads now.
     let run = fleet.submit("after.yml", "name: after\njobs:\n  j:\n    steps: [{run: 'true'}]\n");

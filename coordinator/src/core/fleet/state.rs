@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, CARRIED_IDLE_FACTOR, FleetEffect, Now, ToAgent,
-    fence_after, lease_grace,
+    AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, fence_after, idle_period,
+    lease_grace,
 };
 use crate::core::dispatch::{AgentSlots, FreeIndex};
 use crate::core::machine::Outcome;
@@ -97,11 +97,13 @@ pub struct Fleet {
     /// call that changes an agent's session, slots, use, draining or
     /// readiness updates it ([`Fleet::reindex`]).
     index: FreeIndex,
+    /// How many agents have a live session (for [`idle_period`]).
+    connected: usize,
 }
 
 impl Fleet {
     pub fn new(config: FleetConfig) -> Fleet {
-        Fleet { config, agents: BTreeMap::new(), held: HashMap::new(), index: FreeIndex::new() }
+        Fleet { config, agents: BTreeMap::new(), held: HashMap::new(), index: FreeIndex::new(), connected: 0 }
     }
 
     /// Brings agent `name`'s place in the index in line with its entry.
@@ -178,8 +180,8 @@ impl Fleet {
     /// what the agent says it holds (`running`): those still its own are
     /// renewed and confirmed to their owners, the rest cancelled (disowned);
     /// assignments lost in transit are resent, and attempts it no longer
-    /// has are lost. A session a follower `carried` is told to heartbeat
-    /// [`CARRIED_IDLE_FACTOR`] times rarer while idle.
+    /// has are lost. It is told its idle heartbeat period, which grows with
+    /// the fleet and for a session a follower `carried` ([`idle_period`]).
     #[allow(clippy::too_many_arguments)]
     pub fn hello(
         &mut self,
@@ -216,15 +218,13 @@ impl Fleet {
         // A new connection replaces the old one; dropping the old sender
         // ends the old stream.
         let newly = entry.conn.is_none();
+        self.connected += usize::from(newly);
         entry.conn = Some((conn, tx));
         entry.labels = labels;
         entry.slots = slots;
         entry.draining = draining;
         entry.last_seen_ms = now.ms;
-        entry.idle_heartbeat = match carried {
-            true => self.config.idle_heartbeat * CARRIED_IDLE_FACTOR,
-            false => self.config.idle_heartbeat,
-        };
+        entry.idle_heartbeat = idle_period(self.config.idle_heartbeat, self.connected, carried);
         let mut fx = vec![
             FleetEffect::PersistAgent(name.to_string(), entry.record()),
             FleetEffect::Changed { connected: if newly { 1 } else { 0 } },
@@ -286,6 +286,7 @@ impl Fleet {
         };
         info!(agent = %name, "agent disconnected");
         a.conn = None;
+        self.connected -= 1;
         a.last_seen_ms = now.ms;
         let fx = vec![FleetEffect::PersistAgent(name.to_string(), a.record()), FleetEffect::Changed { connected: -1 }];
         self.reindex(name);

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
-use crate::core::fleet::{AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, Work};
+use crate::core::fleet::{AttemptEvent, AttemptId, FleetEffect, MAX_SCALED_IDLE, Now, ToAgent, Work};
 use crate::core::machine::Outcome;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -159,17 +159,22 @@ fn render(fx: &[FleetEffect]) -> Vec<String> {
         .collect()
 }
 
-/// Plays `calls` on a fresh fleet; returns the last call's effects and
-/// `a1`'s free slots after it.
-fn play(calls: &[Call]) -> (Vec<String>, u32) {
-    let config = FleetConfig {
+/// The fleet's configuration in these tests: lease TTL 10 s, idle
+/// heartbeats every 10 s, epoch 7.
+fn config() -> FleetConfig {
+    FleetConfig {
         lease_ttl: TTL,
         heartbeat: Duration::from_millis(2500),
         idle_heartbeat: IDLE,
         ack_timeout: Duration::from_secs(5),
         epoch: 7,
-    };
-    let mut fleet = Fleet::new(config);
+    }
+}
+
+/// Plays `calls` on a fresh fleet; returns the last call's effects and
+/// `a1`'s free slots after it.
+fn play(calls: &[Call]) -> (Vec<String>, u32) {
+    let mut fleet = Fleet::new(config());
     let start = Instant::now();
     let now = |at: u64| Now { at: start + Duration::from_millis(at), ms: 1_000_000 + at };
     let mut last = Vec::new();
@@ -499,4 +504,58 @@ fn the_fleet_keeps_sessions_slots_and_leases() {
         assert_eq!(got, want, "{what}");
         assert_eq!(got_free, free, "{what}: free slots");
     }
+}
+
+#[test]
+fn the_idle_period_grows_with_the_fleet_up_to_a_ceiling() {
+    let s = Duration::from_secs;
+    // (case, the configured period, connected agents, carried, period told)
+    let cases = [
+        ("one agent: the lease TTL", s(10), 1, false, s(10)),
+        ("a thousand agents: still the lease TTL", s(10), 1_000, false, s(10)),
+        ("2,500 agents: 100 heartbeats a second", s(10), 2_500, false, s(25)),
+        ("10,000 agents: the ceiling", s(10), 10_000, false, s(30)),
+        ("a lease TTL over the ceiling is kept", s(60), 10_000, false, s(60)),
+        ("carried: three times", s(10), 1, true, s(30)),
+        ("carried in a big fleet: three times the ceiling", s(10), 10_000, true, s(90)),
+    ];
+    for (case, base, connected, carried, want) in cases {
+        assert_eq!(idle_period(base, connected, carried), want, "{case}");
+    }
+    assert_eq!(MAX_SCALED_IDLE, s(30));
+}
+
+#[test]
+fn a_session_is_told_the_idle_period_of_the_fleet_it_joins() {
+    let mut fleet = Fleet::new(config());
+    let start = Instant::now();
+    let mut rxs = Vec::new();
+    let mut hello = |fleet: &mut Fleet, n: usize, conn: u64| {
+        let (tx, rx) = mpsc::channel(8);
+        rxs.push(rx);
+        let now = Now { at: start, ms: 1_000_000 };
+        let (name, peer) = (format!("a{n}"), format!("10.0.0.1:{n}"));
+        let fx = fleet
+            .hello(conn, &name, BTreeMap::new(), 1, &[], false, String::new(), name.clone(), peer, false, tx, now)
+            .expect("welcomed");
+        fx.iter()
+            .find_map(|e| match e {
+                FleetEffect::Send(_, ToAgent::Welcome { idle_heartbeat, .. }) => Some(*idle_heartbeat),
+                _ => None,
+            })
+            .expect("a welcome")
+    };
+    let periods: Vec<Duration> = (1..=2_000).map(|n| hello(&mut fleet, n, 1)).collect();
+    assert_eq!(periods[0], IDLE, "the first agent");
+    assert_eq!(periods[999], IDLE, "the thousandth");
+    assert_eq!(periods[1_499], Duration::from_secs(15), "the 1,500th");
+    assert_eq!(periods[1_999], Duration::from_secs(20), "the 2,000th");
+    // A reconnect is not a second agent.
+    assert_eq!(hello(&mut fleet, 2_000, 2), Duration::from_secs(20), "a reconnect of the 2,000th");
+    // Those that go no longer count.
+    let now = Now { at: start, ms: 1_000_000 };
+    for n in 1..=1_001 {
+        assert!(!fleet.gone(1, &format!("a{n}"), now).is_empty(), "a{n} goes");
+    }
+    assert_eq!(hello(&mut fleet, 1, 3), IDLE, "the first agent again, in a fleet of 1,000");
 }

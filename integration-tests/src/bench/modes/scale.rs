@@ -30,12 +30,16 @@ use super::{Args, CONNECT_CONCURRENCY, Store, coordinator_stats, deadline, names
 
 /// Coordinators on etcd, unless `--coordinators` says otherwise.
 pub const COORDINATORS: usize = 3;
-/// How long an idle fleet on one coordinator is watched: the agents' idle
-/// heartbeat period (the lease TTL).
-pub const IDLE_WINDOW_SECS: u64 = 10;
-/// With followers: a carried agent's idle period (three lease TTLs, the
+/// How long an idle fleet of `n` agents is watched: the longest idle
+/// heartbeat period the coordinator tells one of its sessions (its
+/// `core::fleet::idle_period`: the lease TTL, 10 s, or one second per 100
+/// connected agents, at most 30 s), so that every agent heartbeats in the
+/// window; with followers, a carried agent's (three times that, the
 /// coordinator's `CARRIED_IDLE_FACTOR`) and a margin.
-pub const CARRIED_IDLE_WINDOW_SECS: u64 = IDLE_WINDOW_SECS * 3 + 5;
+pub fn idle_window_secs(n: usize, followers: bool) -> u64 {
+    let direct = (n as u64).div_ceil(100).clamp(10, 30);
+    if followers { direct * 3 + 5 } else { direct }
+}
 /// The most dispatch samples per probe agent.
 pub const MAX_PROBES: usize = 200;
 
@@ -123,12 +127,10 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
         figure("follower_rss_per_agent_kib", most(&per_carried), "KiB", store.name, n);
     }
     // What the connected fleet costs when nothing happens: heartbeats and
-    // keepalives only, over one idle heartbeat period of every agent (a
-    // lease TTL, 10 s; three for a carried one, `CARRIED_IDLE_FACTOR`).
-    let idle = Duration::from_secs(match (args.smoke, coordinators) {
-        (true, _) => 2,
-        (false, 1) => IDLE_WINDOW_SECS,
-        (false, _) => CARRIED_IDLE_WINDOW_SECS,
+    // keepalives only, over one idle heartbeat period of every agent.
+    let idle = Duration::from_secs(match args.smoke {
+        true => 2,
+        false => idle_window_secs(n, coordinators > 1),
     });
     std::thread::sleep(idle);
     let idle_end = stats()?;
