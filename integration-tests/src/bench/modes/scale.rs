@@ -78,6 +78,17 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
     let until = std::time::Instant::now() + Duration::from_secs((n as u64 / 20).max(60));
     swarm.wait_connected(n, until, |c| say!("[{}] scale: {c} of {n} connected", store.name))?;
     let connect_time = started.elapsed();
+    // A leader change while the fleet connected (a machine this loaded can
+    // starve the leader's election lease) would credit the new leader's
+    // agents and figures to the old one.
+    let leader_now = rt.block_on(control.wait_leader(deadline(30)))?;
+    if leader_now != leader_url {
+        return Err(BenchError::new(format!(
+            "the leader changed from {leader_url} to {leader_now} while the agents connected (a machine this \
+             loaded can starve the leader's election lease), so the figures would be credited to the wrong \
+             coordinators; run again, with fewer agents or more coordinators"
+        )));
+    }
     let listed = rt.block_on(control.list_agents(deadline(60)))?;
     let connected = listed.iter().filter(|a| a.connected).count();
     if connected < n {
@@ -123,7 +134,11 @@ pub fn scale(rt: &Runtime, store: Store<'_>, args: &Args) -> Result<(), BenchErr
         let carried = followers.iter().map(|i| on.get(i).copied().unwrap_or(0)).sum::<usize>();
         figure("carried_agents_percent", 100.0 * carried as f64 / n as f64, "%", store.name, n);
         figure("follower_peak_rss_mib", most(&|i| after[i].peak_rss_kib as f64 / 1024.0), "MiB", store.name, n);
-        let per_carried = |i: usize| grew(i) / on.get(&i).copied().unwrap_or(0).max(1) as f64;
+        // Of the followers that carry agents.
+        let per_carried = |i: usize| match on.get(&i) {
+            Some(&carried) if carried > 0 => grew(i) / carried as f64,
+            _ => 0.0,
+        };
         figure("follower_rss_per_agent_kib", most(&per_carried), "KiB", store.name, n);
     }
     // What the connected fleet costs when nothing happens: heartbeats and
