@@ -352,7 +352,10 @@ impl Fleet {
                 fx.push(FleetEffect::Changed { connected: 0 });
             }
         }
-        self.reindex(name);
+        // Most heartbeats change nothing dispatch looks at.
+        if !fx.is_empty() {
+            self.reindex(name);
+        }
         for id in running {
             self.renew_or_reject(name, id, received, &mut fx);
         }
