@@ -110,29 +110,30 @@ impl Command {
             | Command::Artifacts { command: Some(ArtifactsCommand::Get { remote, .. }), .. }
             | Command::Agents { remote, .. }
             | Command::Cluster { remote, .. }
-            | Command::Version { remote, .. } => Some(remote),
-            Command::Secret { command } => Some(command.remote()),
-            Command::Caches { remote, .. } => Some(remote),
-            Command::Approve { remote, .. } | Command::Reject { remote, .. } => Some(remote),
-            Command::Cache { command } => Some(command.remote()),
-            Command::Repos { remote, .. } => Some(remote),
-            Command::Repo { command } => Some(command.remote()),
-            Command::Envs { remote, .. } => Some(remote),
-            Command::Env { command } => Some(command.remote()),
-            Command::Rollouts(RolloutsArgs { remote, .. })
+            | Command::Version { remote, .. }
+            | Command::Caches { remote, .. }
+            | Command::Approve { remote, .. }
+            | Command::Reject { remote, .. }
+            | Command::Repos { remote, .. }
+            | Command::Envs { remote, .. }
+            | Command::Rollouts(RolloutsArgs { remote, .. })
             | Command::Services(ServicesArgs { remote, .. })
-            | Command::Rollback(RollbackArgs { remote, .. }) => Some(remote),
+            | Command::Rollback(RollbackArgs { remote, .. })
+            | Command::Apps(AppsArgs { remote, .. })
+            | Command::Audit(AuditArgs { remote, .. })
+            | Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
+            Command::Secret { command } => Some(command.remote()),
+            Command::Cache { command } => Some(command.remote()),
+            Command::Repo { command } => Some(command.remote()),
+            Command::Env { command } => Some(command.remote()),
             Command::Rollout { command } => Some(command.remote()),
-            Command::Apps(AppsArgs { remote, .. }) => Some(remote),
             Command::App { command } => Some(command.remote()),
             Command::Release { command } => Some(command.remote()),
             Command::Notify { command } => Some(command.remote()),
             Command::AgentToken { command } => Some(command.remote()),
             Command::Agent { command } => Some(command.remote()),
-            Command::Audit(AuditArgs { remote, .. }) => Some(remote),
             Command::Ca { command } => Some(command.remote()),
             Command::Access(command) => command.remote(),
-            Command::Service { command: ServiceCommand::Logs { remote, .. } } => Some(remote),
             Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Context { .. }

@@ -20,12 +20,14 @@
 //!   seconds over that time.
 //! - scale: 10,000 idle agents connected 200 at a time; the coordinator's
 //!   peak RSS, RSS per agent ((after - before) / N) and CPU seconds for
-//!   connecting them all; then its CPU over 10 idle seconds. On etcd there
-//!   are three coordinators (`--coordinators N`: more of them hold a fleet
-//!   larger than the open-file limit allows three), and the agents spread
-//!   over them by name: the
-//!   figures above are the leader's, and the followers' (the larger of the
-//!   two) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
+//!   connecting them all; then its CPU while they stay idle for the
+//!   longest idle heartbeat period any of them was told (30 s at 10,000;
+//!   three times that and 5 s with followers). On etcd there are three
+//!   coordinators (`--coordinators N`: more of them hold a fleet larger
+//!   than the open-file limit allows three), and the agents spread over
+//!   them by name; a run whose leader changes while they connect fails. The
+//!   figures above are the leader's, and the followers' (the largest of
+//!   them) are `follower_peak_rss_mib`, `follower_rss_per_agent_kib` (per
 //!   agent it carries) and `follower_idle_cpu_percent`, with the share
 //!   carried (`carried_agents_percent`) and, under that load, the dispatch
 //!   p50 to an agent on the leader and to one a follower carries. The idle
