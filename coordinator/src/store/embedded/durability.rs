@@ -6,7 +6,6 @@
 //! good after a failed write or sync, or when its directory is no longer in
 //! place (see `super::lock`).
 
-use std::io::Write;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::Notify;
@@ -46,13 +45,12 @@ impl EmbeddedStore {
     /// after the in-memory state was updated, which keeps log order equal to
     /// sequence order. Returns the record's sequence number.
     pub(super) fn commit(&self, st: &mut State, record: &[u8]) -> Result<u64> {
-        if let Err(e) = (&*st.wal.file).write_all(record) {
+        if let Err(e) = st.wal.append(record) {
             let err = io_err(&st.wal.path, e);
             self.fail(st, format!("appending to the log failed: {err}"));
             return Err(err);
         }
         st.ks.seq += 1;
-        st.wal.size += record.len() as u64;
         if self.opts.fsync {
             self.sync_wake.notify_one();
         } else {

@@ -7,8 +7,9 @@
 //!
 //! All state sits behind one `std::sync::Mutex`. A write transaction takes
 //! the lock, checks its compares, applies its branch to the in-memory map,
-//! appends one record to the log with a single `write(2)` and releases the
-//! lock. The work under the lock is O(ops × log n) plus one system call to
+//! writes one record after the last with a single `pwrite(2)` and releases
+//! the lock. The log claims its space ahead of its records with `fallocate`
+//! (4 MiB at a time), so that a sync need not also commit a new file size. The work under the lock is O(ops × log n) plus one system call to
 //! the page cache; nothing under it ever waits for the disk. Because the
 //! record reaches the kernel before the lock is released, log order is
 //! revision order, and a process crash (SIGKILL) after that point loses
@@ -35,8 +36,9 @@
 //! first record. All integers are little endian; CRCs are CRC-32C. A log
 //! record is one write transaction (or lease grant or revoke) with its
 //! sequence number and the revision after it; the snapshot is the whole key
-//! space and the leases at one sequence number. The layouts are in `wal`
-//! and `snapshot`.
+//! space and the leases at one sequence number. The newest log is longer
+//! than its records: the space it claimed ahead reads as zeros. The layouts
+//! are in `wal` and `snapshot`.
 //!
 //! # Recovery and compaction
 //!

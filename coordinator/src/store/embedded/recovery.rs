@@ -5,20 +5,20 @@
 //! the snapshot already holds, and whole logs a later log supersedes), writes
 //! a fresh snapshot, starts a fresh log and deletes the old ones. A damaged
 //! record in the last log is a torn write from a crash and is dropped if
-//! nothing but zeros follows it; any other damage fails with
+//! nothing but zeros follows it; zeros alone are space a log claimed ahead
+//! of its records, in any log. Any other damage fails with
 //! [`StoreError::Corrupt`], naming the file and byte offset.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use super::keyspace::Keyspace;
 use super::lock::{DirLock, lock_dir};
 use super::snapshot::{SNAPSHOT_FILE, SNAPSHOT_TMP_FILE, decode_snapshot, encode_snapshot, write_snapshot};
-use super::wal::{WAL_MAGIC, Wal, create_log, decode_record, list_logs, parse_record, remove_logs};
+use super::wal::{WAL_MAGIC, Wal, decode_record, list_logs, parse_record, remove_logs};
 use super::{EmbeddedOptions, io_err};
 use crate::store::{Result, StoreError};
 
@@ -64,15 +64,10 @@ pub(super) fn recover(dir: &Path, opts: &EmbeddedOptions, now: Instant) -> Resul
     }
     let snapshot = encode_snapshot(&ks);
     write_snapshot(dir, &snapshot, opts.fsync).map_err(|e| io_err(&snapshot_path, e))?;
-    let (file, path) = create_log(dir, ks.seq + 1, opts.fsync)?;
-    let old: Vec<PathBuf> = logs.into_iter().map(|(_, p)| p).filter(|p| *p != path).collect();
+    let wal = Wal::create(dir, ks.seq + 1, opts.fsync)?;
+    let old: Vec<PathBuf> = logs.into_iter().map(|(_, p)| p).filter(|p| *p != wal.path).collect();
     remove_logs(&old);
-    Ok(Recovered {
-        ks,
-        wal: Wal { file: Arc::new(file), path, size: WAL_MAGIC.len() as u64, obsolete: Vec::new() },
-        lock,
-        snapshot_bytes: snapshot.len() as u64,
-    })
+    Ok(Recovered { ks, wal, lock, snapshot_bytes: snapshot.len() as u64 })
 }
 
 /// Replays one log file and returns how many records it applied. Only the
@@ -106,6 +101,8 @@ fn replay_log(
     while offset < data.len() {
         let (payload, next) = match parse_record(&data, offset) {
             Ok(found) => found,
+            // Space the log claimed ahead of its records (see `wal`).
+            Err(_) if data[offset..].iter().all(|&b| b == 0) => break,
             Err(damage) if is_last && damage.is_torn_tail(&data, offset) => {
                 tracing::warn!(
                     path = %path.display(),

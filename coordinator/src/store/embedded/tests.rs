@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use super::lock::{PLACE_CHECK_INTERVAL, lock_name};
 use super::snapshot::SNAPSHOT_FILE;
-use super::wal::{RECORD_HEADER_BYTES, WAL_MAGIC, list_logs, log_path};
+use super::wal::{
+    PREALLOCATE_BYTES, RECORD_HEADER_BYTES, RecordBuilder, WAL_MAGIC, Wal, list_logs, log_path, parse_record,
+};
 use super::{EmbeddedOptions, EmbeddedStore, MAX_VALUE_BYTES};
 use crate::store::conformance::{self, recv_events, summary};
 use crate::store::{EventKind, Op, Revision, Store, StoreError, Txn, TxnResponse, WatchMessage};
@@ -255,12 +257,23 @@ async fn three_writes(dir: &TestDir) {
     }
 }
 
+/// Where the records of a log end; the space after them is zeros.
+fn records_end(log: &Path) -> u64 {
+    let data = fs::read(log).unwrap();
+    let mut offset = WAL_MAGIC.len();
+    while let Ok((_, next)) = parse_record(&data, offset) {
+        offset = next;
+    }
+    assert!(data[offset..].iter().all(|&b| b == 0), "only zeros follow the records");
+    offset as u64
+}
+
 #[tokio::test]
 async fn torn_tail_is_ignored() {
     let dir = TestDir::new("torn");
     three_writes(&dir).await;
     let log = dir.only_log();
-    let len = fs::metadata(&log).unwrap().len();
+    let len = records_end(&log);
     File::options().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
 
     let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
@@ -277,6 +290,65 @@ async fn torn_tail_is_ignored() {
     drop(file);
     let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
     assert_eq!(store.range("").await.unwrap().1, 4);
+}
+
+#[tokio::test]
+async fn the_log_claims_its_space_ahead_of_its_records() {
+    let dir = TestDir::new("preallocate");
+    three_writes(&dir).await;
+    let log = dir.only_log();
+    assert_eq!(fs::metadata(&log).unwrap().len(), PREALLOCATE_BYTES, "the first record claimed the space");
+    assert!(records_end(&log) < 1024);
+
+    // Records that outgrow the claimed space claim the next step of it, and
+    // all of them come back after a restart.
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
+    let value = "v".repeat(1 << 20);
+    for i in 0..6 {
+        put(&store, &format!("big{i}"), &value).await;
+    }
+    drop(store);
+    let log = dir.only_log();
+    assert_eq!(fs::metadata(&log).unwrap().len(), 2 * PREALLOCATE_BYTES);
+    assert!(records_end(&log) > PREALLOCATE_BYTES);
+    let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+    let (kvs, revision) = store.range("").await.unwrap();
+    assert_eq!((kvs.len(), revision), (9, 10));
+    assert_eq!(store.get("big5").await.unwrap().unwrap().value, value.as_bytes());
+}
+
+#[test]
+fn a_rotated_log_gives_back_the_space_it_did_not_use() {
+    let dir = TestDir::new("rotate");
+    fs::create_dir_all(dir.path()).unwrap();
+    let mut wal = Wal::create(dir.path(), 1, false).unwrap();
+    let mut record = RecordBuilder::new(1, 2);
+    record.put("one", b"v", 0);
+    let record = record.finish().unwrap();
+    wal.append(&record).unwrap();
+    let first = wal.path.clone();
+    assert_eq!(fs::metadata(&first).unwrap().len(), PREALLOCATE_BYTES);
+    wal.rotate(dir.path(), 2, false).unwrap();
+    let end = (WAL_MAGIC.len() + record.len()) as u64;
+    assert_eq!(fs::metadata(&first).unwrap().len(), end);
+    assert_eq!(wal.obsolete, vec![first]);
+    assert_eq!(wal.size, WAL_MAGIC.len() as u64);
+}
+
+#[tokio::test]
+async fn zeros_after_the_records_of_an_earlier_log_are_its_unused_space() {
+    // A crash after a rotation that did not make the old log's shorter
+    // length durable leaves an earlier log that still ends in zeros.
+    let dir = TestDir::new("zero-tail");
+    three_writes(&dir).await;
+    let mut record = RecordBuilder::new(4, 5);
+    record.put("four", b"v", 0);
+    let mut next = WAL_MAGIC.to_vec();
+    next.extend(record.finish().unwrap());
+    fs::write(log_path(dir.path(), 4), next).unwrap();
+    let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+    let (kvs, revision) = store.range("").await.unwrap();
+    assert_eq!((kvs.len(), revision), (4, 5));
 }
 
 #[tokio::test]
