@@ -97,7 +97,7 @@ impl Web {
     }
 
     pub(crate) fn on(fleet: Fleet, n: usize, labels: &str, env: &str) -> Web {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::harness::free_port();
         let script = fleet.dir.path().join("server.py");
         std::fs::write(&script, SERVER).unwrap();
         let mut web = Web { fleet, port, script: script.to_str().unwrap().to_string(), nodes: Vec::new() };

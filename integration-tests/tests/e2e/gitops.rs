@@ -514,7 +514,7 @@ fn a_webhook_push_converges_within_seconds_and_a_pinned_rollback_holds_against_a
 #[test]
 fn an_app_waits_for_the_apps_it_depends_on_and_a_cycle_is_refused() {
     let web = Web::start("gitops-order", 2);
-    let db_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let db_port = crate::harness::free_port();
     let (v1, v2) = (build(&web, "v1"), build(&web, "v2"));
     let repo = Repo::new(web.fleet.dir.path());
     // db is slow to become healthy (4 checks a node, a node at a time).
@@ -742,7 +742,8 @@ fn prune_stops_a_service_removed_from_git_and_without_it_the_service_is_shown_as
     let web = Web::start("gitops-prune", 1);
     let v1 = build(&web, "v1");
     let repo = Repo::new(web.fleet.dir.path());
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Four ports at once: ports bound and freed one after another may repeat.
+    let port = crate::harness::free_port;
     let services: Vec<(&str, &str, u16)> =
         vec![("keep", "k1", port()), ("keep", "k2", port()), ("prune", "p1", port()), ("prune", "p2", port())];
     let files: Vec<(String, String)> = services

@@ -20,7 +20,7 @@ struct FileServer {
 
 impl FileServer {
     fn start(dir: &Path) -> FileServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::harness::free_port();
         let child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
