@@ -161,7 +161,12 @@ fn main() -> anyhow::Result<ExitCode> {
     agent_main()
 }
 
-#[tokio::main]
+/// The agent runs on one thread. Its async work is orchestration (the
+/// session, the steps' pipes, uploads); whatever blocks or burns CPU goes to
+/// the blocking pool. On 2 cores a second worker cost about a fifth of the
+/// agent's CPU per trivial job in cross-thread wake-ups (`fleet-bench --mode
+/// throughput`), and the steps need those cores.
+#[tokio::main(flavor = "current_thread")]
 async fn agent_main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let _telemetry = drover_telemetry::trace::init(args.log_format, "drover-agent", args.otlp_endpoint.as_deref())
