@@ -5,7 +5,7 @@
 //! sends only what the client has not had; every stream ends when the
 //! coordinator shuts down ([`until_closing`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -101,12 +101,20 @@ struct Follower {
     id: RunId,
     filter: WatchFilter,
     record: Option<RunRecord>,
+    /// Where each job's spec is in the record's pipeline, so that a batch
+    /// finds a job's `needs` without scanning every job: a run may have
+    /// 5,000, and following one scanned them for every job that changed.
+    spec_at: HashMap<String, usize>,
     jobs: BTreeMap<String, JobRecord>,
     /// Log bytes already sent, per (job, attempt).
     sent: BTreeMap<(String, u32), u64>,
 }
 
 impl Follower {
+    fn new(id: RunId, filter: WatchFilter) -> Follower {
+        Follower { id, filter, record: None, spec_at: HashMap::new(), jobs: BTreeMap::new(), sent: BTreeMap::new() }
+    }
+
     fn wants_log(&self, job: &str, attempt: u32) -> bool {
         self.filter.logs
             && self.filter.job.as_deref().is_none_or(|j| j == job)
@@ -136,7 +144,9 @@ impl Follower {
         for kv in kvs {
             match keys::parse_run_key(self.id, &kv.key) {
                 Some(RunKey::Run) => {
-                    self.record = Some(decode::<RunRecord>(&kv.key, &kv.value)?);
+                    let record = decode::<RunRecord>(&kv.key, &kv.value)?;
+                    self.spec_at = record.pipeline.jobs.iter().enumerate().map(|(i, j)| (j.name.clone(), i)).collect();
+                    self.record = Some(record);
                     run_changed = true;
                 }
                 Some(RunKey::Job(name)) => {
@@ -174,7 +184,8 @@ impl Follower {
         ended.sort_by_key(|name| (self.jobs[name].finished_ms, name.clone()));
         going.sort_by_key(|name| (self.jobs[name].state.order(), name.clone()));
         let event = |name: &str| {
-            let needs = record.pipeline.job(name).map(|s| s.needs.as_slice()).unwrap_or_default();
+            let spec = self.spec_at.get(name).and_then(|&i| record.pipeline.jobs.get(i));
+            let needs = spec.map(|s| s.needs.as_slice()).unwrap_or_default();
             Item::Event(Box::new(E::Job(job_view(name, needs, &self.jobs[name]))))
         };
         // Output of attempts whose state did not change: it was printed
@@ -311,7 +322,7 @@ pub(super) async fn follow_run(
     filter: WatchFilter,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
-    let mut follower = Follower { id, filter, record: None, jobs: BTreeMap::new(), sent: BTreeMap::new() };
+    let mut follower = Follower::new(id, filter);
     if let Err(e) = follow(&store, &segments, &mut follower, &tx).await {
         let _ = tx.send(Err(e.into())).await;
     }
@@ -399,13 +410,7 @@ mod tests {
         // prints; a job still running elsewhere prints too.
         let p = pipeline(&[("prepare", &[], 0), ("build", &["prepare"], 0), ("lint", &[], 0), ("other", &[], 0)]);
         let run = Run::new(1, p, Source::default(), 0);
-        let mut f = Follower {
-            id: 1,
-            filter: WatchFilter { job: None, attempt: 0, logs: true, from_now: false },
-            record: None,
-            jobs: BTreeMap::new(),
-            sent: BTreeMap::new(),
-        };
+        let mut f = Follower::new(1, WatchFilter { job: None, attempt: 0, logs: true, from_now: false });
         let mut first: Vec<KeyValue> = vec![kv(keys::run(1), encode(&run.record))];
         first.extend(run.jobs.iter().map(|(name, j)| kv(keys::job(1, name), encode(j))));
         f.batch(first).unwrap();
@@ -426,8 +431,22 @@ mod tests {
             with("prepare", JobState::Succeeded),
             log("prepare"),
         ];
+        let batch = f.batch(burst).unwrap();
+        // Each job's event carries its needs, from the pipeline.
+        let needs: Vec<(&str, &[String])> = batch
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Event(event) => match event.as_ref() {
+                    pb::run_event::Event::Job(j) => Some((j.name.as_str(), j.needs.as_slice())),
+                    _ => None,
+                },
+                Item::Log(_) => None,
+            })
+            .collect();
+        assert_eq!(needs, [("prepare", &[][..]), ("build", &["prepare".to_string()][..]), ("lint", &[][..])]);
         assert_eq!(
-            shown(f.batch(burst).unwrap()),
+            shown(batch),
             [
                 "log other",
                 "log prepare",
