@@ -33,7 +33,8 @@
 //! Flags: `--smoke` (a few seconds' worth, for the test suite), `--store
 //! embedded|etcd|both` (default both), `--mode MODE` (one of the above:
 //! latency, throughput, affinity, critical-path, failover or freeze;
-//! default all), `--jobs N` (the throughput pipeline's jobs; 1,000), and
+//! default all), `--jobs N` (the throughput pipeline's jobs; 1,000, at most
+//! a pipeline's limit of 5,000), and
 //! `--no-fsync` with `--store embedded --mode throughput`: the coordinator
 //! runs with `--no-fsync`, so that the difference is what the disk's syncs
 //! cost (never a setting for production).
@@ -449,9 +450,12 @@ fn main() {
     let (runs, jobs, kills) = if smoke { (5, 40, 1) } else { (100, 1000, 10) };
     let jobs = match flag("--jobs").map(str::parse::<usize>) {
         None => jobs,
-        Some(Ok(n)) if n > 0 => n,
+        Some(Ok(n)) if (1..=drover_pipeline::MAX_JOBS).contains(&n) => n,
         Some(_) => {
-            eprintln!("fleet-bench: --jobs takes a whole number above 0");
+            eprintln!(
+                "fleet-bench: --jobs takes a whole number from 1 to {} (the most jobs one pipeline may have)",
+                drover_pipeline::MAX_JOBS
+            );
             std::process::exit(2);
         }
     };

@@ -51,6 +51,11 @@ fn the_fleet_benchmark_runs_one_mode_and_refuses_an_unknown_one() {
     let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--no-fsync")], Duration::from_secs(30));
     assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
     assert!(end.stderr.contains("--no-fsync goes with --store embedded --mode throughput"), "{}", end.stderr);
+    // More jobs than one pipeline may have is refused before anything runs.
+    let end =
+        run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--jobs"), OsStr::new("5001")], Duration::from_secs(30));
+    assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
+    assert!(end.stderr.contains("--jobs takes a whole number from 1 to 5000"), "{}", end.stderr);
     // A mistyped flag is refused before anything runs; --help prints usage.
     let end = run_to_end(dir.path(), "fleet-bench", &[OsStr::new("--job"), OsStr::new("12")], Duration::from_secs(30));
     assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
