@@ -290,6 +290,13 @@ impl Protocol {
                 actions.extend(trust(w.ca_pem));
                 actions
             }
+            In::IdlePeriod(p) => {
+                // Never more often than when busy; 0 says nothing.
+                if p.idle_heartbeat_ms > 0 {
+                    self.idle_heartbeat = Duration::from_millis(u64::from(p.idle_heartbeat_ms)).max(self.heartbeat);
+                }
+                Vec::new()
+            }
             In::Trust(t) => {
                 let mut actions: Vec<Action> = trust(t.ca_pem).into_iter().collect();
                 if t.renew_cert_at_ms > 0 {

@@ -232,6 +232,9 @@ async fn to_proto(msg: ToAgent, out: &Outbound) -> pb::CoordinatorMessage {
             })
         }
         ToAgent::Trust { ca_pem, renew_cert_at_ms } => Out::Trust(pb::Trust { ca_pem, renew_cert_at_ms }),
+        ToAgent::IdlePeriod { idle_heartbeat } => {
+            Out::IdlePeriod(pb::IdlePeriod { idle_heartbeat_ms: idle_heartbeat.as_millis() as u32 })
+        }
         ToAgent::HeartbeatAck { seq, renewed_seq } => Out::HeartbeatAck(pb::HeartbeatAck { seq, renewed_seq }),
         ToAgent::Assign(a) => {
             let work = match a.work {

@@ -142,6 +142,7 @@ fn render(state: &mut State, replies: Vec<(u64, oneshot::Receiver<Result<(), Str
         out.push(match o {
             Outgoing::Agent(agent, msg) => match msg {
                 ToAgent::Welcome { .. } => format!("{agent} <- welcome"),
+                ToAgent::IdlePeriod { idle_heartbeat } => format!("{agent} <- idle period {idle_heartbeat:?}"),
                 ToAgent::Assign(a) => format!("{agent} <- assign {}", a.id),
                 ToAgent::Cancel { id, reason, disown } => {
                     format!("{agent} <- cancel {id}{} ({reason})", if disown { " disown" } else { "" })

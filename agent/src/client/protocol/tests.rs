@@ -27,6 +27,10 @@ fn idle_welcome(heartbeat_ms: u32, idle_heartbeat_ms: u32) -> In {
     In::Welcome(pb::Welcome { epoch: 1, heartbeat_ms, idle_heartbeat_ms, ack_timeout_ms: 1000, ..Default::default() })
 }
 
+fn idle_period(idle_heartbeat_ms: u32) -> In {
+    In::IdlePeriod(pb::IdlePeriod { idle_heartbeat_ms })
+}
+
 fn assign(id: &str, epoch: u64) -> In {
     In::Assign(pb::Assign {
         attempt_id: id.into(),
@@ -256,6 +260,31 @@ fn the_protocol_answers_as_the_agent_does() {
             "an idle period shorter than the busy one is taken as the busy one",
             vec![Msg(0, idle_welcome(500, 100))],
             &["every 500", "held 0"],
+        ),
+        (
+            "a longer idle period told during the session is heeded at once while idle, and after the attempt \
+             while busy; one shorter than the busy period is taken as the busy one, and 0 says nothing",
+            vec![
+                Msg(0, idle_welcome(500, 10_000)),
+                Msg(0, idle_period(30_000)),
+                Msg(0, assign("1/a/1", 1)),
+                Msg(0, idle_period(40_000)),
+                Exec(finished("1/a/1", Outcome::Succeeded)),
+                Msg(0, In::ResultAck(pb::ResultAck { attempt_id: "1/a/1".into(), accepted: true })),
+                Msg(0, idle_period(0)),
+                Msg(0, idle_period(100)),
+            ],
+            &[
+                "every 10000",
+                "pace 30000",
+                "start 1/a/1 fence None",
+                "accepted 1/a/1",
+                "pace 500",
+                "result 1/a/1 Succeeded",
+                "pace 40000",
+                "pace 500",
+                "held 0",
+            ],
         ),
         (
             "assignments and cancels from an older epoch are refused; other kinds of work are not run",

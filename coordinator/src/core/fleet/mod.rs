@@ -136,6 +136,12 @@ pub enum ToAgent {
         seq: u64,
         renewed_seq: u64,
     },
+    /// The fleet grew while the session was open: heartbeat this rarely
+    /// while idle from now on ([`idle_period`]). Only ever longer than what
+    /// the session was told before.
+    IdlePeriod {
+        idle_heartbeat: Duration,
+    },
     /// The CAs to trust changed (a rotation) while the session was open;
     /// `renew_cert_at_ms` is when the agent should renew. Sent by the API
     /// edge itself.
@@ -350,4 +356,34 @@ pub struct AgentRecord {
     pub labels: BTreeMap<String, String>,
     pub slots: u32,
     pub last_seen_ms: u64,
+}
+
+/// Whether a new session (from agent process `instance` at `peer`) may take
+/// the name `name`, whose entry is `entry`. The same process reconnecting
+/// replaces its own old session at once (its old stream may not have
+/// broken yet). Another process is refused while the first one's session is
+/// live: connected, and heard from within `quiet` (the lease TTL plus the
+/// idle heartbeat period, so an idle agent stays live). Two processes under
+/// one name would otherwise replace each other's sessions on every
+/// reconnect, and each takeover marks the other's running attempts lost.
+fn session_conflict(
+    entry: &state::AgentEntry,
+    name: &str,
+    instance: &str,
+    peer: &str,
+    now_ms: u64,
+    quiet: Duration,
+) -> Result<(), String> {
+    let live = entry.conn.is_some() && now_ms.saturating_sub(entry.last_seen_ms) < quiet.as_millis() as u64;
+    // Agents older than instance ids send none: they replace as before.
+    if !live || instance.is_empty() || entry.instance.is_empty() || entry.instance == instance {
+        return Ok(());
+    }
+    Err(format!(
+        "agent {name:?} is already connected from {} (another agent process), and its session is live; \
+         this session from {peer} is refused until that one disconnects or is silent for {}s. \
+         Give every agent its own name and certificate (`drover certs issue-agent NAME`)",
+        entry.peer,
+        quiet.as_secs_f64().ceil()
+    ))
 }

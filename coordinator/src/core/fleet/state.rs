@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     AgentInfo, AgentRecord, Assignment, AttemptEvent, AttemptId, FleetEffect, Now, ToAgent, fence_after, idle_period,
-    lease_grace,
+    lease_grace, session_conflict,
 };
 use crate::core::dispatch::{AgentSlots, FreeIndex};
 use crate::core::machine::Outcome;
@@ -60,6 +60,8 @@ pub(super) struct AgentEntry {
     /// How often the live session was told to heartbeat while idle (longer
     /// for a carried one): how long its silence means nothing.
     pub(super) idle_heartbeat: Duration,
+    /// Whether a follower carries the live session.
+    pub(super) carried: bool,
 }
 
 impl AgentEntry {
@@ -224,6 +226,7 @@ impl Fleet {
         entry.slots = slots;
         entry.draining = draining;
         entry.last_seen_ms = now.ms;
+        entry.carried = carried;
         entry.idle_heartbeat = idle_period(self.config.idle_heartbeat, self.connected, carried);
         let mut fx = vec![
             FleetEffect::PersistAgent(name.to_string(), entry.record()),
@@ -334,8 +337,18 @@ impl Fleet {
         if !self.is_current(name, conn) {
             return fx;
         }
+        let mut period = None;
         if let Some(a) = self.agents.get_mut(name) {
             a.last_seen_ms = now.ms;
+            // The fleet grew since the session was told its idle period:
+            // a longer one, never a shorter (the quiet window of a name,
+            // [`session_conflict`], counts from what the session was told,
+            // and a shorter period would reach the agent only after it).
+            let idle = idle_period(self.config.idle_heartbeat, self.connected, a.carried);
+            if idle > a.idle_heartbeat {
+                a.idle_heartbeat = idle;
+                period = Some(idle);
+            }
             if a.draining != draining {
                 info!(agent = %name, draining, "agent draining: no new work for it");
                 a.draining = draining;
@@ -355,6 +368,9 @@ impl Fleet {
         // Most heartbeats change nothing dispatch looks at.
         if !fx.is_empty() {
             self.reindex(name);
+        }
+        if let Some(idle_heartbeat) = period {
+            fx.push(FleetEffect::Send(name.to_string(), ToAgent::IdlePeriod { idle_heartbeat }));
         }
         for id in running {
             self.renew_or_reject(name, id, received, &mut fx);
@@ -557,36 +573,6 @@ impl Fleet {
             }
         }
     }
-}
-
-/// Whether a new session (from agent process `instance` at `peer`) may take
-/// the name `name`, whose entry is `entry`. The same process reconnecting
-/// replaces its own old session at once (its old stream may not have
-/// broken yet). Another process is refused while the first one's session is
-/// live: connected, and heard from within `quiet` (the lease TTL plus the
-/// idle heartbeat period, so an idle agent stays live). Two processes under
-/// one name would otherwise replace each other's sessions on every
-/// reconnect, and each takeover marks the other's running attempts lost.
-pub(super) fn session_conflict(
-    entry: &AgentEntry,
-    name: &str,
-    instance: &str,
-    peer: &str,
-    now_ms: u64,
-    quiet: Duration,
-) -> Result<(), String> {
-    let live = entry.conn.is_some() && now_ms.saturating_sub(entry.last_seen_ms) < quiet.as_millis() as u64;
-    // Agents older than instance ids send none: they replace as before.
-    if !live || instance.is_empty() || entry.instance.is_empty() || entry.instance == instance {
-        return Ok(());
-    }
-    Err(format!(
-        "agent {name:?} is already connected from {} (another agent process), and its session is live; \
-         this session from {peer} is refused until that one disconnects or is silent for {}s. \
-         Give every agent its own name and certificate (`drover certs issue-agent NAME`)",
-        entry.peer,
-        quiet.as_secs_f64().ceil()
-    ))
 }
 
 #[cfg(test)]

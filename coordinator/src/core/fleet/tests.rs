@@ -552,10 +552,36 @@ fn a_session_is_told_the_idle_period_of_the_fleet_it_joins() {
     assert_eq!(periods[1_999], Duration::from_secs(20), "the 2,000th");
     // A reconnect is not a second agent.
     assert_eq!(hello(&mut fleet, 2_000, 2), Duration::from_secs(20), "a reconnect of the 2,000th");
-    // Those that go no longer count.
+
+    // A session told a shorter period than the fleet's size now gives is
+    // told the longer one at its next heartbeat, once.
     let now = Now { at: start, ms: 1_000_000 };
+    let none: [Duration; 0] = [];
+    let beat = |fleet: &mut Fleet, n: usize, conn: u64| -> Vec<Duration> {
+        let fx = fleet.heartbeat(conn, &format!("a{n}"), &[], false, String::new(), start, now);
+        fx.iter()
+            .filter_map(|e| match e {
+                FleetEffect::Send(_, ToAgent::IdlePeriod { idle_heartbeat }) => Some(*idle_heartbeat),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(beat(&mut fleet, 1, 1), [Duration::from_secs(20)], "the first agent, in a fleet of 2,000");
+    assert_eq!(beat(&mut fleet, 1, 1), none, "told once");
+    assert_eq!(beat(&mut fleet, 2_000, 2), none, "the 2,000th was told 20 s at its Hello");
+    // The name's quiet window counts from the longer period: silent for a
+    // lease TTL and 15 s, the first agent still holds its name.
+    let (tx, _rx) = mpsc::channel(8);
+    let later = Now { at: start + Duration::from_secs(25), ms: 1_025_000 };
+    let (instance, peer) = ("another".to_string(), "10.0.0.2:1".to_string());
+    let refused = fleet.hello(9, "a1", BTreeMap::new(), 1, &[], false, String::new(), instance, peer, false, tx, later);
+    assert!(refused.is_err_and(|why| why.contains("silent for 30s")), "the first agent's name is still taken");
+
+    // Those that go no longer count, and a fleet that shrinks tells no
+    // session a shorter period.
     for n in 1..=1_001 {
         assert!(!fleet.gone(1, &format!("a{n}"), now).is_empty(), "a{n} goes");
     }
+    assert_eq!(beat(&mut fleet, 1_500, 1), none, "a fleet of 999 tells the 1,500th nothing");
     assert_eq!(hello(&mut fleet, 1, 3), IDLE, "the first agent again, in a fleet of 1,000");
 }
