@@ -312,8 +312,9 @@ pub const CARRIED_IDLE_FACTOR: u32 = 3;
 /// How many idle heartbeats a second the leader is willing to acknowledge
 /// across the fleet: a session's idle period grows with the fleet it joins,
 /// so that the fleet's idle heartbeats stay near this rate (Nomad scales
-/// its heartbeat TTL the same way), up to [`MAX_SCALED_IDLE`]. About 60 µs
-/// each here, so 100 a second are well under 1% of a core.
+/// its heartbeat TTL the same way), up to [`MAX_SCALED_IDLE`]. About
+/// 100 µs each here (a sparse heartbeat wakes a parked worker), so 100 a
+/// second are about 1% of a core.
 pub const IDLE_HEARTBEATS_PER_SECOND: u32 = 100;
 
 /// The longest idle period the fleet's size makes a session connected to
@@ -323,13 +324,13 @@ pub const IDLE_HEARTBEATS_PER_SECOND: u32 = 100;
 /// longer than it (`server::liveness`, `drover_client::Transport::AGENT`).
 pub const MAX_SCALED_IDLE: Duration = Duration::from_secs(30);
 
-/// The idle heartbeat period a new session is told, given the configured
+/// The idle heartbeat period a session is told, given the configured
 /// one (`base`, the lease TTL) and how many agents are connected: `base`,
 /// or one second per [`IDLE_HEARTBEATS_PER_SECOND`] connected agents when
 /// that is longer, up to [`MAX_SCALED_IDLE`]; [`CARRIED_IDLE_FACTOR`] times
-/// that for a session a follower `carried`. A session keeps its period:
-/// each is told when it says Hello, so the fleet's first agents keep the
-/// shorter ones.
+/// that for a session a follower `carried`. A session is told it when it
+/// says Hello, and a longer one at a later heartbeat if the fleet has grown
+/// since ([`ToAgent::IdlePeriod`]); never a shorter one.
 pub fn idle_period(base: Duration, connected: usize, carried: bool) -> Duration {
     let per_fleet = Duration::from_millis(connected as u64 * 1000 / u64::from(IDLE_HEARTBEATS_PER_SECOND));
     let direct = base.max(per_fleet.min(MAX_SCALED_IDLE));
