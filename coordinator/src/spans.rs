@@ -36,17 +36,19 @@ pub fn run(run: &RunRecord, state: RunState, now_ms: u64) {
     if run.trace.span_id.is_empty() {
         return;
     }
-    let mut attributes = run_attrs(run);
-    attributes.push(KeyValue::new("cicd.pipeline.result", state.as_str()));
-    record(Recorded {
-        name: format!("run {}", run.pipeline.name),
-        trace_id: &run.trace.trace_id,
-        span_id: &run.trace.span_id,
-        parent_span_id: &run.trace.parent_span_id,
-        start_ms: run.created_ms,
-        end_ms: run.finished_ms.unwrap_or(now_ms),
-        attributes,
-        error: (state != RunState::Succeeded).then(|| format!("run {}", state.as_str())),
+    record(|| {
+        let mut attributes = run_attrs(run);
+        attributes.push(KeyValue::new("cicd.pipeline.result", state.as_str()));
+        Recorded {
+            name: format!("run {}", run.pipeline.name),
+            trace_id: &run.trace.trace_id,
+            span_id: Some(&run.trace.span_id),
+            parent_span_id: &run.trace.parent_span_id,
+            start_ms: run.created_ms,
+            end_ms: run.finished_ms.unwrap_or(now_ms),
+            attributes,
+            error: (state != RunState::Succeeded).then(|| format!("run {}", state.as_str())),
+        }
     });
 }
 
@@ -55,19 +57,21 @@ pub fn job(run: &RunRecord, name: &str, job: &JobRecord, now_ms: u64) {
     if job.trace.span_id.is_empty() {
         return;
     }
-    let end = job.finished_ms.unwrap_or(now_ms);
-    let mut attributes = job_attrs(run, name);
-    attributes.push(KeyValue::new("cicd.pipeline.task.run.result", job.state.as_str()));
-    attributes.push(KeyValue::new("drover.attempts", i64::from(job.attempt)));
-    record(Recorded {
-        name: format!("job {name}"),
-        trace_id: &run.trace.trace_id,
-        span_id: &job.trace.span_id,
-        parent_span_id: &run.trace.span_id,
-        start_ms: job.trace.first_ready_ms.unwrap_or(end),
-        end_ms: end,
-        attributes,
-        error: matches!(job.state, JobState::Failed | JobState::Cancelled).then(|| job.message.clone()),
+    record(|| {
+        let end = job.finished_ms.unwrap_or(now_ms);
+        let mut attributes = job_attrs(run, name);
+        attributes.push(KeyValue::new("cicd.pipeline.task.run.result", job.state.as_str()));
+        attributes.push(KeyValue::new("drover.attempts", i64::from(job.attempt)));
+        Recorded {
+            name: format!("job {name}"),
+            trace_id: &run.trace.trace_id,
+            span_id: Some(&job.trace.span_id),
+            parent_span_id: &run.trace.span_id,
+            start_ms: job.trace.first_ready_ms.unwrap_or(end),
+            end_ms: end,
+            attributes,
+            error: matches!(job.state, JobState::Failed | JobState::Cancelled).then(|| job.message.clone()),
+        }
     });
 }
 
@@ -76,19 +80,20 @@ pub fn dispatch(run: &RunRecord, name: &str, job: &JobRecord, agent: &str, now_m
     if job.trace.span_id.is_empty() {
         return;
     }
-    let mut attributes = job_attrs(run, name);
-    attributes.push(KeyValue::new("drover.agent", agent.to_string()));
-    attributes.push(KeyValue::new("drover.attempt", i64::from(job.attempt)));
-    let span_id = drover_telemetry::trace::new_span_id();
-    record(Recorded {
-        name: format!("dispatch {name}"),
-        trace_id: &run.trace.trace_id,
-        span_id: &span_id,
-        parent_span_id: &job.trace.span_id,
-        start_ms: job.trace.ready_ms.unwrap_or(now_ms),
-        end_ms: now_ms,
-        attributes,
-        error: None,
+    record(|| {
+        let mut attributes = job_attrs(run, name);
+        attributes.push(KeyValue::new("drover.agent", agent.to_string()));
+        attributes.push(KeyValue::new("drover.attempt", i64::from(job.attempt)));
+        Recorded {
+            name: format!("dispatch {name}"),
+            trace_id: &run.trace.trace_id,
+            span_id: None,
+            parent_span_id: &job.trace.span_id,
+            start_ms: job.trace.ready_ms.unwrap_or(now_ms),
+            end_ms: now_ms,
+            attributes,
+            error: None,
+        }
     });
 }
 
@@ -97,19 +102,21 @@ pub fn attempt(run: &RunRecord, name: &str, job: &JobRecord, attempt: u32, agent
     if job.trace.attempt_span_id.is_empty() {
         return;
     }
-    let mut attributes = job_attrs(run, name);
-    attributes.push(KeyValue::new("cicd.pipeline.task.run.id", format!("{}/{name}/{attempt}", run.id)));
-    attributes.push(KeyValue::new("drover.attempt", i64::from(attempt)));
-    attributes.push(KeyValue::new("drover.agent", agent.to_string()));
-    let failed = !matches!(job.state, JobState::Succeeded);
-    record(Recorded {
-        name: format!("attempt {name}#{attempt}"),
-        trace_id: &run.trace.trace_id,
-        span_id: &job.trace.attempt_span_id,
-        parent_span_id: &job.trace.span_id,
-        start_ms: job.trace.assigned_ms.unwrap_or(now_ms),
-        end_ms: now_ms,
-        attributes,
-        error: failed.then(|| job.message.clone()),
+    record(|| {
+        let mut attributes = job_attrs(run, name);
+        attributes.push(KeyValue::new("cicd.pipeline.task.run.id", format!("{}/{name}/{attempt}", run.id)));
+        attributes.push(KeyValue::new("drover.attempt", i64::from(attempt)));
+        attributes.push(KeyValue::new("drover.agent", agent.to_string()));
+        let failed = !matches!(job.state, JobState::Succeeded);
+        Recorded {
+            name: format!("attempt {name}#{attempt}"),
+            trace_id: &run.trace.trace_id,
+            span_id: Some(&job.trace.attempt_span_id),
+            parent_span_id: &job.trace.span_id,
+            start_ms: job.trace.assigned_ms.unwrap_or(now_ms),
+            end_ms: now_ms,
+            attributes,
+            error: failed.then(|| job.message.clone()),
+        }
     });
 }

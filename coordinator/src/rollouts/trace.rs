@@ -64,10 +64,10 @@ pub struct Span {
 
 impl Span {
     pub fn emit(self) {
-        record(Recorded {
+        record(|| Recorded {
             name: self.name,
             trace_id: &self.trace_id,
-            span_id: &self.span_id,
+            span_id: Some(&self.span_id),
             parent_span_id: &self.parent_span_id,
             start_ms: self.start_ms,
             end_ms: self.end_ms,
