@@ -9,11 +9,12 @@ use std::time::Duration;
 use crate::harness::{TempDir, run_to_end};
 
 /// The figures of a run on both stores; failover is measured on etcd only.
-const METRICS: [&str; 45] = [
+const METRICS: [&str; 46] = [
     "dispatch_latency_ms_p50",
     "dispatch_latency_ms_p99",
     "dispatch_latency_ms_max",
     "jobs_per_second",
+    "jobs_per_second_from_first_assignment",
     "coordinator_peak_rss_mib",
     "coordinator_cpu_seconds",
     "rss_per_agent_kib",
