@@ -1,14 +1,13 @@
 //! When the embedded store's writes are durable, and what happens when they
-//! cannot be: appending a record to the log under the lock, the syncer task
+//! cannot be: appending a record to the log under the lock, the syncer thread
 //! that `fdatasync`s the records written since its last round (group commit,
 //! see "Design" in the parent module), the wait that keeps a caller from
 //! observing state the log does not cover yet, and stopping the store for
 //! good after a failed write or sync, or when its directory is no longer in
 //! place (see `super::lock`).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
-
-use tokio::sync::Notify;
 
 use super::lock::check_place;
 use super::{EmbeddedStore, State, io_err};
@@ -52,13 +51,21 @@ impl EmbeddedStore {
         }
         st.ks.seq += 1;
         if self.opts.fsync {
-            self.sync_wake.notify_one();
+            self.wake_syncer();
         } else {
             let (seq, revision) = (st.ks.seq, st.ks.revision);
             self.mark_durable(st, seq, revision);
         }
         self.maybe_compact(st);
         Ok(st.ks.seq)
+    }
+
+    /// Wakes the syncer thread for a round (or, once the store is gone, to
+    /// end).
+    pub(super) fn wake_syncer(&self) {
+        if let Some(syncer) = self.syncer.get() {
+            syncer.unpark();
+        }
     }
 
     /// Records that the log is on disk up to `seq` (whose revision is
@@ -84,12 +91,7 @@ impl EmbeddedStore {
     }
 
     /// Takes in the outcome of one round of the syncer.
-    fn finish_sync(
-        &self,
-        seq: u64,
-        revision: Revision,
-        result: std::result::Result<std::result::Result<(), String>, tokio::task::JoinError>,
-    ) {
+    fn finish_sync(&self, seq: u64, revision: Revision, result: std::result::Result<(), String>) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -97,9 +99,8 @@ impl EmbeddedStore {
             return;
         }
         match result {
-            Ok(Ok(())) => self.mark_durable(&mut st, seq, revision),
-            Ok(Err(reason)) => self.fail(&mut st, reason),
-            Err(e) => self.fail(&mut st, format!("the log syncer failed: {e}")),
+            Ok(()) => self.mark_durable(&mut st, seq, revision),
+            Err(reason) => self.fail(&mut st, reason),
         }
     }
 }
@@ -110,32 +111,46 @@ pub(super) fn failed_error(reason: &str) -> StoreError {
     ))
 }
 
-/// Calls `fdatasync` for the records written since the last round, for as
-/// long as the store exists.
-pub(super) async fn run_syncer(this: Weak<EmbeddedStore>, wake: Arc<Notify>) {
+/// The syncer thread: calls `fdatasync` for the records written since the
+/// last round, for as long as the store exists, and parks in between. It
+/// holds only a weak reference while parked, so dropping the store (which
+/// unparks it) ends it.
+pub(super) fn run_syncer(this: Weak<EmbeddedStore>) {
     loop {
-        wake.notified().await;
-        let (file, path, seq, revision) = {
+        let round = {
             let Some(store) = this.upgrade() else { return };
             let Ok(st) = store.state.lock() else { return };
             if st.failed.is_some() {
                 return;
             }
-            if st.durable_seq >= st.ks.seq {
-                continue;
-            }
             // If the log rotates after this, the file synced here is the old
             // one; rotation synced it already, so the round is still correct.
-            (st.wal.file.clone(), st.wal.path.clone(), st.ks.seq, st.ks.revision)
+            (st.durable_seq < st.ks.seq).then(|| {
+                (
+                    st.wal.file.clone(),
+                    st.wal.path.clone(),
+                    st.ks.seq,
+                    st.ks.revision,
+                    store.dir.clone(),
+                    store.dir_identity,
+                )
+            })
         };
-        let Some((dir, dir_identity)) = this.upgrade().map(|s| (s.dir.clone(), s.dir_identity)) else { return };
+        let Some((file, path, seq, revision, dir, dir_identity)) = round else {
+            // A commit after the check above left its token: this returns
+            // at once (and a spurious return only checks again).
+            std::thread::park();
+            continue;
+        };
         // The place is checked after the sync and before anyone hears the
-        // write is durable: a write into a deleted log is not.
-        let result = tokio::task::spawn_blocking(move || {
+        // write is durable: a write into a deleted log is not. A panic here
+        // stops the store like a failed sync, rather than leaving writers
+        // waiting for a thread that is gone.
+        let result = catch_unwind(AssertUnwindSafe(|| {
             file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))?;
             check_place(&dir, dir_identity, &file, &path)
-        })
-        .await;
+        }))
+        .unwrap_or_else(|_| Err("the log syncer panicked".to_owned()));
         let Some(store) = this.upgrade() else { return };
         store.finish_sync(seq, revision, result);
     }
