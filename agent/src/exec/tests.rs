@@ -66,6 +66,19 @@ async fn run_attempt_with(
     (String::from_utf8(log).unwrap(), result, work_dir)
 }
 
+/// A step that prints far more than one read takes, on stdout and on
+/// stderr, is read whole and in order (the readers' buffers grow as reads
+/// fill them).
+#[tokio::test]
+async fn a_steps_long_output_arrives_whole_and_in_order() {
+    let attempt = attempt_with(&["seq 1 100000", "seq 100001 150000 >&2"], &[]);
+    let (log, result, _) = run_attempt(attempt, "long-output").await;
+    let numbers: Vec<u64> = log.lines().filter(|l| !l.starts_with("==>")).map(|l| l.parse().unwrap()).collect();
+    assert_eq!(numbers.len(), 150_000);
+    assert!(numbers.iter().copied().eq(1..=150_000), "out of order or altered");
+    assert_eq!(result.map(|r| r.0), Some(Outcome::Succeeded));
+}
+
 fn attempt_with(steps: &[&str], secrets: &[(&str, &str)]) -> Attempt {
     Attempt {
         id: "8/deploy/1".into(),
