@@ -302,8 +302,13 @@ pub async fn execute(
         save_cache(&mut runner, &scratch).await;
     }
     runner.finish().await;
-    let _ = tokio::fs::remove_dir_all(&workspace).await;
-    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    // Both in one trip to the blocking pool: each trip is a thread woken and
+    // a wake back, a large part of the agent's cost for a trivial job.
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&workspace);
+        let _ = std::fs::remove_dir_all(&scratch);
+    })
+    .await;
     let (outcome, exit_code, message) = result;
     let cache = runner.cache.take();
     let _ = events.send(ExecEvent::Finished { id: attempt.id.clone(), outcome, exit_code, message, artifact, cache });

@@ -263,7 +263,7 @@ async fn an_attempts_transfers_carry_its_token_and_its_steps_never_see_it() {
         paths: vec!["deps".into()],
         restore_keys: vec!["deps-".into()],
     });
-    let mut files_with_token = Vec::new();
+    let (mut files_with_token, mut left) = (Vec::new(), Vec::new());
     let find_token = |work_dir: &Path| {
         for entry in walkdir::WalkDir::new(work_dir).into_iter().map(Result::unwrap) {
             if entry.file_type().is_file()
@@ -272,8 +272,12 @@ async fn an_attempts_transfers_carry_its_token_and_its_steps_never_see_it() {
                 files_with_token.push(entry.path().to_path_buf());
             }
         }
+        left = std::fs::read_dir(work_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     };
     let (log, result, _) = run_attempt_with(attempt, "token", Some(transfer.clone()), find_token).await;
+    // The workspace and the scratch directory (which the transfers used)
+    // are gone; the agent's caches stay.
+    assert_eq!(left, [".caches"]);
     assert_eq!(result, Some((Outcome::Succeeded, 0, String::new())), "{log}");
     assert!(log.contains("ncached"), "the need's artifacts and the cache arrived: {log}");
     assert!(!log.contains(token), "{log}");
