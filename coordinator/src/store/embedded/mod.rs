@@ -271,15 +271,9 @@ impl EmbeddedStore {
         });
         if store.opts.fsync {
             let this = Arc::downgrade(&store);
-            // The round's end feeds watchers, and a slow one gets a catch-up
-            // task: the thread spawns it on the store's runtime.
-            let runtime = tokio::runtime::Handle::current();
             let syncer = std::thread::Builder::new()
                 .name("drover-log-sync".into())
-                .spawn(move || {
-                    let _runtime = runtime.enter();
-                    run_syncer(this)
-                })
+                .spawn(move || run_syncer(this))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start the log syncer thread: {e}")))?;
             let _ = store.syncer.set(syncer.thread().clone());
         }
