@@ -18,11 +18,11 @@
 //! With `fsync` on, a syncer thread of the store's own calls `fdatasync` for
 //! every record written since its last round. It is a plain thread, parked
 //! between rounds, so a commit wakes one thread and the sync's end wakes the
-//! writer: no async task and blocking-pool thread in between. Writers that
-//! arrive while a sync is running are covered by the next one, which is
-//! group commit for free. No caller observes state that is not durable yet:
-//! a transaction returns, a read returns and a watcher sees an event only
-//! once the log covers the revision they reflect. Reads usually find nothing pending and return at
+//! writer: no async task and blocking-pool thread in between. Writers that arrive while a sync is
+//! running are covered by the next one, which is group commit for free. No
+//! caller observes state that is not durable yet: a transaction returns,
+//! a read returns and a watcher sees an event only once the log covers the
+//! revision they reflect. Reads usually find nothing pending and return at
 //! once; under write load they wait for at most one `fdatasync`.
 //!
 //! Watches are served from an in-memory history of recent revisions: the
