@@ -1,13 +1,14 @@
 //! When the embedded store's writes are durable, and what happens when they
-//! cannot be: appending a record to the log under the lock, the syncer thread
+//! cannot be: appending a record to the log under the lock, the syncer task
 //! that `fdatasync`s the records written since its last round (group commit,
 //! see "Design" in the parent module), the wait that keeps a caller from
 //! observing state the log does not cover yet, and stopping the store for
 //! good after a failed write or sync, or when its directory is no longer in
 //! place (see `super::lock`).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
 
 use super::lock::check_place;
 use super::{EmbeddedStore, State, io_err};
@@ -51,21 +52,13 @@ impl EmbeddedStore {
         }
         st.ks.seq += 1;
         if self.opts.fsync {
-            self.wake_syncer();
+            self.sync_wake.notify_one();
         } else {
             let (seq, revision) = (st.ks.seq, st.ks.revision);
             self.mark_durable(st, seq, revision);
         }
         self.maybe_compact(st);
         Ok(st.ks.seq)
-    }
-
-    /// Wakes the syncer thread for a round (or, once the store is gone, to
-    /// end).
-    pub(super) fn wake_syncer(&self) {
-        if let Some(syncer) = self.syncer.get() {
-            syncer.unpark();
-        }
     }
 
     /// Records that the log is on disk up to `seq` (whose revision is
@@ -91,7 +84,12 @@ impl EmbeddedStore {
     }
 
     /// Takes in the outcome of one round of the syncer.
-    fn finish_sync(&self, seq: u64, revision: Revision, result: std::result::Result<(), String>) {
+    fn finish_sync(
+        &self,
+        seq: u64,
+        revision: Revision,
+        result: std::result::Result<std::result::Result<(), String>, tokio::task::JoinError>,
+    ) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -99,8 +97,9 @@ impl EmbeddedStore {
             return;
         }
         match result {
-            Ok(()) => self.mark_durable(&mut st, seq, revision),
-            Err(reason) => self.fail(&mut st, reason),
+            Ok(Ok(())) => self.mark_durable(&mut st, seq, revision),
+            Ok(Err(reason)) => self.fail(&mut st, reason),
+            Err(e) => self.fail(&mut st, format!("the log syncer failed: {e}")),
         }
     }
 }
@@ -111,46 +110,32 @@ pub(super) fn failed_error(reason: &str) -> StoreError {
     ))
 }
 
-/// The syncer thread: calls `fdatasync` for the records written since the
-/// last round, for as long as the store exists, and parks in between. It
-/// holds only a weak reference while parked, so dropping the store (which
-/// unparks it) ends it.
-pub(super) fn run_syncer(this: Weak<EmbeddedStore>) {
+/// Calls `fdatasync` for the records written since the last round, for as
+/// long as the store exists.
+pub(super) async fn run_syncer(this: Weak<EmbeddedStore>, wake: Arc<Notify>) {
     loop {
-        let round = {
+        wake.notified().await;
+        let (file, path, seq, revision) = {
             let Some(store) = this.upgrade() else { return };
             let Ok(st) = store.state.lock() else { return };
             if st.failed.is_some() {
                 return;
             }
+            if st.durable_seq >= st.ks.seq {
+                continue;
+            }
             // If the log rotates after this, the file synced here is the old
             // one; rotation synced it already, so the round is still correct.
-            (st.durable_seq < st.ks.seq).then(|| {
-                (
-                    st.wal.file.clone(),
-                    st.wal.path.clone(),
-                    st.ks.seq,
-                    st.ks.revision,
-                    store.dir.clone(),
-                    store.dir_identity,
-                )
-            })
+            (st.wal.file.clone(), st.wal.path.clone(), st.ks.seq, st.ks.revision)
         };
-        let Some((file, path, seq, revision, dir, dir_identity)) = round else {
-            // A commit after the check above left its token: this returns
-            // at once (and a spurious return only checks again).
-            std::thread::park();
-            continue;
-        };
+        let Some((dir, dir_identity)) = this.upgrade().map(|s| (s.dir.clone(), s.dir_identity)) else { return };
         // The place is checked after the sync and before anyone hears the
-        // write is durable: a write into a deleted log is not. A panic here
-        // stops the store like a failed sync, rather than leaving writers
-        // waiting for a thread that is gone.
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        // write is durable: a write into a deleted log is not.
+        let result = tokio::task::spawn_blocking(move || {
             file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))?;
             check_place(&dir, dir_identity, &file, &path)
-        }))
-        .unwrap_or_else(|_| Err("the log syncer panicked".to_owned()));
+        })
+        .await;
         let Some(store) = this.upgrade() else { return };
         store.finish_sync(seq, revision, result);
     }

@@ -15,10 +15,8 @@
 //! revision order, and a process crash (SIGKILL) after that point loses
 //! nothing.
 //!
-//! With `fsync` on, a syncer thread of the store's own calls `fdatasync` for
-//! every record written since its last round. It is a plain thread, parked
-//! between rounds, so a commit wakes one thread and the sync's end wakes the
-//! writer: no async task and blocking-pool thread in between. Writers that arrive while a sync is
+//! With `fsync` on, a background syncer task calls `fdatasync` for every
+//! record written since its last round. Writers that arrive while a sync is
 //! running are covered by the next one, which is group commit for free. No
 //! caller observes state that is not durable yet: a transaction returns,
 //! a read returns and a watcher sees an event only once the log covers the
@@ -95,7 +93,7 @@ pub(crate) use codec::crc32c;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -167,10 +165,9 @@ pub struct EmbeddedStore {
     /// How far the log is known to be on disk. Callers that observed state
     /// newer than that wait on it; the syncer publishes to it.
     sync_status: watch_channel::Sender<SyncStatus>,
-    /// The syncer thread, unparked after a record was written. A thread's
-    /// park token is kept, so records written during a sync trigger exactly
-    /// one more round. Unset without `fsync`.
-    syncer: OnceLock<std::thread::Thread>,
+    /// Wakes the syncer after a record was written. A `Notify` keeps one
+    /// permit, so records written during a sync trigger exactly one more.
+    sync_wake: Arc<Notify>,
     /// Wakes the lease expiry task when a lease is granted (its deadline may
     /// be the earliest) and when the store is dropped.
     lease_wake: Arc<Notify>,
@@ -264,18 +261,13 @@ impl EmbeddedStore {
             state: Mutex::new(state),
             this: this.clone(),
             sync_status: watch_channel::channel(status).0,
-            syncer: OnceLock::new(),
+            sync_wake: Arc::new(Notify::new()),
             lease_wake: Arc::new(Notify::new()),
             dir_lock: Arc::new(lock),
             dir_identity,
         });
         if store.opts.fsync {
-            let this = Arc::downgrade(&store);
-            let syncer = std::thread::Builder::new()
-                .name("drover-log-sync".into())
-                .spawn(move || run_syncer(this))
-                .map_err(|e| StoreError::Unavailable(format!("cannot start the log syncer thread: {e}")))?;
-            let _ = store.syncer.set(syncer.thread().clone());
+            tokio::spawn(run_syncer(Arc::downgrade(&store), store.sync_wake.clone()));
         }
         tokio::spawn(run_place_watch(Arc::downgrade(&store)));
         tokio::spawn(run_lease_expiry(Arc::downgrade(&store), store.lease_wake.clone()));
@@ -351,7 +343,7 @@ impl Drop for EmbeddedStore {
     fn drop(&mut self) {
         // Both tasks hold only weak references; waking them lets them notice
         // that the store is gone and exit.
-        self.wake_syncer();
+        self.sync_wake.notify_one();
         self.lease_wake.notify_one();
     }
 }

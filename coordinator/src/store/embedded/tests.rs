@@ -186,14 +186,10 @@ async fn dropping_the_receiver_cancels_the_watch() {
 /// Lease timing to the tick, on Tokio's paused clock (what leases do is in
 /// the conformance suite): a lease lives its full TTL and no longer, and each
 /// keep-alive gives it a full TTL from then.
-///
-/// Without fsync, as every test on a paused clock here: the syncer is a
-/// thread Tokio cannot see, so a paused clock would run ahead (through
-/// leases' deadlines) while a write waits for it.
 #[tokio::test(start_paused = true)]
 async fn leases_expire_on_the_tokio_clock() {
     let dir = TestDir::new("lease-clock");
-    let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
     let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
     let op = Op::Put { key: "k".into(), value: b"v".to_vec(), lease };
     store.txn(Txn::ops(vec![op])).await.unwrap(); // revision 2
@@ -217,13 +213,11 @@ async fn leases_expire_on_the_tokio_clock() {
     assert!(store.lease_grant(Duration::from_secs(10)).await.unwrap() > lease);
 }
 
-/// On a paused clock, so without fsync (see above): a restart in the same
-/// process reads the log back either way.
 #[tokio::test(start_paused = true)]
 async fn state_survives_a_restart() {
     let dir = TestDir::new("restart");
     let (before, lease) = {
-        let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
         put(&store, "a", "1").await;
         put(&store, "a", "2").await;
         let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
@@ -239,7 +233,7 @@ async fn state_survives_a_restart() {
     };
     assert_eq!(before.1, 6);
 
-    let store = EmbeddedStore::open(dir.path(), fast()).await.unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
     assert_eq!(store.range("").await.unwrap(), before);
     assert_eq!(put(&store, "c", "v").await.revision, 7, "the revision continues");
     let next_lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
@@ -560,19 +554,6 @@ async fn a_deleted_directory_stops_writes_and_keeps_its_path_locked() {
         assert!(err.to_string().contains("is in use by another drover-coordinator on this host"), "{err}");
         drop(store);
         EmbeddedStore::open(dir.path(), opts).await.unwrap();
-    }
-}
-
-/// The syncer thread holds only a weak reference while it waits, so a
-/// dropped store lets go of its directory and a new one can open it.
-#[tokio::test]
-async fn a_dropped_store_lets_go_of_its_directory_though_its_syncer_waits() {
-    let dir = TestDir::new("syncer-lets-go");
-    for value in ["1", "2", "3"] {
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
-        let before = store.get("k").await.unwrap();
-        assert_eq!(before.is_some(), value != "1", "the last store's writes are there");
-        put(&store, "k", value).await;
     }
 }
 
